@@ -1,0 +1,21 @@
+/* The ctx subcommands. Each lives in its own cli/cmd_*.c, is declared here and registered in the
+ * table in cli/main.c. argv[0] is the subcommand's name; options follow. Each returns the process
+ * exit status (0 success, 1 failure, 2 usage error). Every command accepts --json where it prints
+ * data, and writes errors to stderr as "ctx NAME: message". */
+#ifndef CTX_CLI_COMMANDS_H
+#define CTX_CLI_COMMANDS_H
+
+#include <stdbool.h>
+
+struct ctx_cli {
+    const char *socket_path; /* --socket, or the default under $XDG_RUNTIME_DIR/ctxd/ */
+    const char *ctxd_path;   /* the ctxd binary to start on demand */
+    bool json;               /* --json given before the subcommand */
+};
+
+int ctx_cmd_status(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_ping(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_stop(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_version(int argc, char **argv, const struct ctx_cli *cli);
+
+#endif

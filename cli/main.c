@@ -1,0 +1,111 @@
+/* ctx: the command-line client. Global options come before the subcommand. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "commands.h"
+#include "ctx_config.h"
+
+struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv, const struct ctx_cli *cli);
+    const char *help;
+};
+
+static const struct command commands[] = {
+    {"status", ctx_cmd_status, "show the daemon's state (starts ctxd if none runs)"},
+    {"ping", ctx_cmd_ping, "check that ctxd answers (starts ctxd if none runs)"},
+    {"stop", ctx_cmd_stop, "stop the running ctxd"},
+    {"version", ctx_cmd_version, "print the version"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: ctx [--json] [--socket PATH] [--ctxd PATH] COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n'ctx COMMAND --help' describes a command.\n");
+}
+
+/* ctxd is looked for beside ctx (the build tree or the install prefix), then in ../daemon/ (the
+ * build tree's layout), then on PATH. */
+static const char *find_ctxd(char *buf, size_t cap)
+{
+    const char *env = getenv("CTXD_BIN");
+    if (env && env[0])
+        return env;
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = 0;
+            snprintf(buf, cap, "%s/ctxd", self);
+            if (access(buf, X_OK) == 0)
+                return buf;
+            snprintf(buf, cap, "%s/../daemon/ctxd", self);
+            if (access(buf, X_OK) == 0)
+                return buf;
+        }
+    }
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        size_t len = strcspn(path, ":");
+        snprintf(buf, cap, "%.*s/ctxd", (int)len, path);
+        if (len && access(buf, X_OK) == 0)
+            return buf;
+        path += len + (path[len] == ':');
+    }
+    return "ctxd";
+}
+
+int main(int argc, char **argv)
+{
+    struct ctx_cli cli = {0};
+    char sockbuf[256], ctxdbuf[PATH_MAX + 32];
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            cli.json = true;
+        } else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
+            cli.socket_path = argv[++i];
+        } else if (strcmp(argv[i], "--ctxd") == 0 && i + 1 < argc) {
+            cli.ctxd_path = argv[++i];
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("ctx %s\n", CTX_VERSION);
+            return 0;
+        } else {
+            fprintf(stderr, "ctx: unknown option \"%s\"\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (!cli.socket_path) {
+        struct ctx_err e = {0};
+        if (ctxd_default_socket(sockbuf, sizeof sockbuf, &e) != 0) {
+            fprintf(stderr, "ctx: %s\n", e.msg);
+            return 1;
+        }
+        cli.socket_path = sockbuf;
+    }
+    if (!cli.ctxd_path)
+        cli.ctxd_path = find_ctxd(ctxdbuf, sizeof ctxdbuf);
+    /* --json is also accepted after the subcommand: the commands parse it themselves. */
+    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++)
+        if (strcmp(argv[i], commands[c].name) == 0)
+            return commands[c].fn(argc - i, argv + i, &cli);
+    fprintf(stderr, "ctx: unknown command \"%s\"\n", argv[i]);
+    usage(stderr);
+    return 2;
+}

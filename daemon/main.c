@@ -1,0 +1,234 @@
+/* ctxd: the daemon. One libuv loop thread for all I/O; methods register on the server. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "ctx_config.h"
+#include "ctxd.h"
+#include "log.h"
+#include "rpc.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ctxd [options]\n"
+            "  --socket PATH      Unix socket (default $CTXD_SOCKET, $XDG_RUNTIME_DIR/ctxd/ctxd.sock,\n"
+            "                     or /tmp/ctxd-UID/ctxd.sock)\n"
+            "  --daemon           detach; the starting process exits once the socket listens\n"
+            "  --log FILE         log file (default: stderr; with --daemon, ctxd.log beside the socket)\n"
+            "  --log-level LEVEL  debug, info, warn or error (default info)\n"
+            "  --max-line BYTES   longest request line accepted (default %zu)\n"
+            "  --version, --help\n",
+            CTXD_MAX_LINE_DEFAULT);
+}
+
+static void on_exit_timer(uv_timer_t *t)
+{
+    /* Clients that never drain their sockets must not keep ctxd alive after shutdown. */
+    uv_stop(t->loop);
+}
+
+void ctxd_begin_shutdown(struct ctxd *d, const char *reason)
+{
+    if (d->shutting_down)
+        return;
+    d->shutting_down = 1;
+    snprintf(d->shutdown_reason, sizeof d->shutdown_reason, "%s", reason);
+    CTX_INFO("shutting down: %s", reason);
+    ctxd_server_shutdown(d->server);
+    uv_signal_stop(&d->sigterm);
+    uv_signal_stop(&d->sigint);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_timer_start(&d->exit_timer, on_exit_timer, 5000, 0);
+    uv_unref((uv_handle_t *)&d->exit_timer);
+}
+
+static void close_handle(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    ctxd_begin_shutdown(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+int main(int argc, char **argv)
+{
+    const char *socket_opt = NULL, *log_path = NULL;
+    int daemonize = 0, level = CTX_LOG_INFO;
+    size_t max_line = 0;
+    static const struct option opts[] = {
+        {"socket", required_argument, 0, 's'}, {"daemon", no_argument, 0, 'd'},
+        {"log", required_argument, 0, 'l'},    {"log-level", required_argument, 0, 'L'},
+        {"max-line", required_argument, 0, 'm'}, {"version", no_argument, 0, 'V'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (ch) {
+        case 's': socket_opt = optarg; break;
+        case 'd': daemonize = 1; break;
+        case 'l': log_path = optarg; break;
+        case 'L':
+            level = ctx_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "ctxd: unknown log level \"%s\"\n", optarg);
+                return 2;
+            }
+            break;
+        case 'm': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || *end || v < 1024) {
+                fprintf(stderr, "ctxd: --max-line must be a number of bytes >= 1024\n");
+                return 2;
+            }
+            max_line = (size_t)v;
+            break;
+        }
+        case 'V': printf("ctxd %s\n", CTX_VERSION); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "ctxd: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+
+    char sock[256];
+    struct ctx_err e = {0};
+    if (socket_opt) {
+        if (snprintf(sock, sizeof sock, "%s", socket_opt) >= (int)sizeof sock) {
+            fprintf(stderr, "ctxd: socket path too long\n");
+            return 2;
+        }
+    } else if (ctxd_default_socket(sock, sizeof sock, &e) != 0) {
+        fprintf(stderr, "ctxd: %s\n", e.msg);
+        return 1;
+    }
+
+    /* --daemon: the first process waits on a pipe until the child listens or reports failure. */
+    int ready_fd = -1;
+    if (daemonize) {
+        int p[2];
+        if (pipe(p) != 0) {
+            perror("ctxd: pipe");
+            return 1;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("ctxd: fork");
+            return 1;
+        }
+        if (pid > 0) {
+            close(p[1]);
+            char msg[512];
+            ssize_t n = 0, r;
+            while ((r = read(p[0], msg + n, sizeof msg - 1 - (size_t)n)) > 0 || (r < 0 && errno == EINTR))
+                if (r > 0)
+                    n += r;
+            msg[n] = 0;
+            if (n >= 2 && strncmp(msg, "ok", 2) == 0)
+                return 0;
+            fprintf(stderr, "%s\n", n ? msg : "ctxd: the daemon exited before it was ready");
+            return 1;
+        }
+        close(p[0]);
+        ready_fd = p[1];
+        setsid();
+        signal(SIGHUP, SIG_IGN);
+        if (chdir("/") != 0) { /* never keep a repository's directory busy */
+        }
+    }
+
+    FILE *logf = NULL;
+    char default_log[300];
+    if (!log_path && daemonize) {
+        snprintf(default_log, sizeof default_log, "%s", sock);
+        char *slash = strrchr(default_log, '/');
+        if (slash)
+            snprintf(slash + 1, sizeof default_log - (size_t)(slash + 1 - default_log), "ctxd.log");
+        else
+            snprintf(default_log, sizeof default_log, "ctxd.log");
+        log_path = default_log;
+    }
+    struct ctxd d = {0};
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    d.loop = &loop;
+
+    struct ctxd_server_opts so = {.socket_path = sock, .max_line = max_line};
+    int rc = ctxd_server_new(&loop, &so, &d.server, &e);
+    if (rc == 0 && log_path) {
+        logf = fopen(log_path, "a");
+        if (!logf) {
+            rc = ctx_err_errno(&e, CTX_EIO, errno, "opening log file %s", log_path);
+        }
+    }
+    if (rc != 0) {
+        if (ready_fd >= 0) {
+            dprintf(ready_fd, "ctxd: %s\n", e.msg);
+            close(ready_fd);
+        } else {
+            fprintf(stderr, "ctxd: %s\n", e.msg);
+        }
+        if (d.server) {
+            ctxd_server_shutdown(d.server);
+            uv_run(&loop, UV_RUN_DEFAULT);
+            ctxd_server_free(d.server);
+        }
+        uv_loop_close(&loop);
+        return 1;
+    }
+    ctx_log_init(logf, (enum ctx_log_level)level);
+    d.started = time(NULL);
+    d.started_ms = uv_now(&loop);
+    ctxd_methods_daemon(&d);
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_signal_init(&loop, &d.sigterm);
+    uv_signal_init(&loop, &d.sigint);
+    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_timer_init(&loop, &d.exit_timer);
+
+    CTX_INFO("ctxd %s listening on %s (pid %ld)", CTX_VERSION, sock, (long)getpid());
+    if (ready_fd >= 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+            if (logf)
+                dup2(fileno(logf), 2);
+            close(devnull);
+        }
+        if (write(ready_fd, "ok\n", 3) != 3) {
+            /* the starter went away; carry on */
+        }
+        close(ready_fd);
+    }
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+    /* Close whatever is left (the exit timer, clients that never drained) and free. */
+    uv_walk(&loop, close_handle, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    CTX_INFO("ctxd stopped (%s)", d.shutdown_reason[0] ? d.shutdown_reason : "loop ended");
+    ctxd_server_free(d.server);
+    if (logf)
+        fclose(logf);
+    return 0;
+}
