@@ -27,7 +27,7 @@ static const char *ctxd_bin, *ctx_bin;
 
 struct env {
     char dir[64];
-    char sock[128];
+    char sock[100];
     char log[128];
     pid_t pid;
 };
