@@ -147,6 +147,11 @@ int main(int argc, char **argv)
         }
         close(p[0]);
         ready_fd = p[1];
+        /* A daemon must not keep its starter's pipes or files open (a caller waiting for EOF on
+         * our stdout would wait forever). */
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != ready_fd)
+                close(fd);
         setsid();
         signal(SIGHUP, SIG_IGN);
         if (chdir("/") != 0) { /* never keep a repository's directory busy */

@@ -414,6 +414,8 @@ static int run_capture(const char *const argv[], char *out, size_t cap, char *er
         dup2(pe[1], 2);
         close(po[0]);
         close(pe[0]);
+        close(po[1]);
+        close(pe[1]);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
