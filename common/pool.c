@@ -114,11 +114,11 @@ struct ctx_pool *ctx_pool_new(int nthreads, struct ctx_err *e)
     }
     for (int t = 1; t < nthreads; t++) {
         struct worker_arg *wa = malloc(sizeof *wa);
-        int rc = wa ? pthread_create(&p->threads[t], NULL, worker, wa) : ENOMEM;
         if (wa) {
             wa->p = p;
             wa->tid = t;
         }
+        int rc = wa ? pthread_create(&p->threads[t], NULL, worker, wa) : ENOMEM;
         if (rc != 0) {
             free(wa);
             p->n = t; /* free() joins the threads started so far */
