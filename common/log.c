@@ -29,7 +29,7 @@ int ctx_log_level_parse(const char *s)
 void ctx_log(enum ctx_log_level level, const char *fmt, ...)
 {
     static const char *tag[] = {"debug", "info", "warn", "error"};
-    if (level < log_min)
+    if (level < log_min || !fmt)
         return;
     FILE *out = log_out ? log_out : stderr;
     struct timeval tv;
