@@ -1,0 +1,949 @@
+#include "kv.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+/* The index has its own schema version, independent of the repository tables: the cache can be
+ * wiped or moved as one directory. */
+#define KV_SCHEMA 1
+
+static const char kv_schema_sql[] =
+    "CREATE TABLE lineages ("
+    "  id INTEGER PRIMARY KEY,"
+    "  model_key TEXT NOT NULL,"
+    "  n_streams INTEGER NOT NULL,"
+    "  parent INTEGER,"               /* forked from this lineage ... */
+    "  parent_pos INTEGER,"           /* ... at this checkpoint position */
+    "  last_used INTEGER NOT NULL,"   /* logical clock for LRU */
+    "  bytes INTEGER NOT NULL DEFAULT 0,"
+    "  last_pos INTEGER NOT NULL DEFAULT 0"
+    ");"
+    /* bytes [0, len) of a forked lineage's stream come from its parent */
+    "CREATE TABLE bases (lineage INTEGER NOT NULL, stream INTEGER NOT NULL, len INTEGER NOT NULL,"
+    "  PRIMARY KEY (lineage, stream)) WITHOUT ROWID;"
+    /* stream bytes this lineage wrote: [off, off+len) of the logical stream, with their checksum */
+    "CREATE TABLE segments (lineage INTEGER NOT NULL, stream INTEGER NOT NULL, off INTEGER NOT NULL,"
+    "  len INTEGER NOT NULL, xxh INTEGER NOT NULL, PRIMARY KEY (lineage, stream, off)) WITHOUT ROWID;"
+    "CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, lineage INTEGER NOT NULL, pos INTEGER NOT NULL,"
+    "  chain BLOB NOT NULL, boundary_len INTEGER NOT NULL, boundary_xxh INTEGER NOT NULL,"
+    "  UNIQUE (lineage, pos));"
+    "CREATE INDEX checkpoints_chain ON checkpoints(chain);"
+    "CREATE TABLE ckpt_streams (ckpt INTEGER NOT NULL, stream INTEGER NOT NULL, len INTEGER NOT NULL,"
+    "  PRIMARY KEY (ckpt, stream)) WITHOUT ROWID;"
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+    "INSERT INTO counters VALUES ('clock', 0), ('hits', 0), ('misses', 0);";
+
+struct store_kv {
+    sqlite3 *db;
+    char *dir;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static int db_err(struct store_kv *kv, struct ctx_err *e, const char *what)
+{
+    int rc = sqlite3_errcode(kv->db);
+    int code = rc == SQLITE_NOMEM ? CTX_ENOMEM : (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) ? CTX_EBUSY
+                                                                                           : CTX_EIO;
+    return ctx_err_set(e, code, "kv cache %s/kv.db: %s: %s", kv->dir, what, sqlite3_errmsg(kv->db));
+}
+
+static int exec(struct store_kv *kv, const char *sql, struct ctx_err *e)
+{
+    if (sqlite3_exec(kv->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return db_err(kv, e, sql);
+    return 0;
+}
+
+static sqlite3_stmt *prep(struct store_kv *kv, const char *sql, struct ctx_err *e)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(kv->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_err(kv, e, sql);
+        return NULL;
+    }
+    return st;
+}
+
+/* Run a statement that returns at most one integer. *found (optional) says whether a row came. */
+static int query_i64(struct store_kv *kv, const char *sql, int64_t a, int64_t b, int64_t *out, int *found,
+                     struct ctx_err *e)
+{
+    sqlite3_stmt *st = prep(kv, sql, e);
+    if (!st)
+        return e ? e->code : CTX_EIO;
+    sqlite3_bind_int64(st, 1, a);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        sqlite3_bind_int64(st, 2, b);
+    int rc = sqlite3_step(st);
+    if (found)
+        *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    else if (rc != SQLITE_DONE) {
+        sqlite3_finalize(st);
+        return db_err(kv, e, sql);
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int exec_i64(struct store_kv *kv, const char *sql, int64_t a, int64_t b, struct ctx_err *e)
+{
+    sqlite3_stmt *st = prep(kv, sql, e);
+    if (!st)
+        return e ? e->code : CTX_EIO;
+    sqlite3_bind_int64(st, 1, a);
+    if (sqlite3_bind_parameter_count(st) >= 2)
+        sqlite3_bind_int64(st, 2, b);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : db_err(kv, e, sql);
+}
+
+static int tick(struct store_kv *kv, int64_t *now, struct ctx_err *e)
+{
+    int rc = exec(kv, "UPDATE counters SET value = value + 1 WHERE name = 'clock'", e);
+    if (!rc)
+        rc = query_i64(kv, "SELECT value FROM counters WHERE name = 'clock' AND ?1 = ?1", 0, 0, now, NULL, e);
+    return rc;
+}
+
+static void lineage_dir(const struct store_kv *kv, int64_t lineage, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/L%" PRId64, kv->dir, lineage);
+}
+
+static void stream_path(const struct store_kv *kv, int64_t lineage, int k, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/L%" PRId64 "/s%d.bin", kv->dir, lineage, k);
+}
+
+static void boundary_path(const struct store_kv *kv, int64_t lineage, uint64_t pos, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/L%" PRId64 "/c%" PRIu64 ".bin", kv->dir, lineage, pos);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int write_full(int fd, const void *buf, size_t n, off_t off)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t w = pwrite(fd, p, n, off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+        off += w;
+    }
+    return 0;
+}
+
+/* Returns bytes read; fewer than n means the file is short. -1 on error. */
+static ssize_t read_full(int fd, void *buf, size_t n, off_t off)
+{
+    char *p = buf;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, p + got, n - got, off + (off_t)got);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+static void rm_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    char p[PATH_MAX];
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' && (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2])))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* ---- open / close ------------------------------------------------------------------------- */
+
+/* Lineage directories without an index row are left over from a crash between commit and file
+ * removal (or before the first commit of a new lineage): remove them. */
+static void sweep_orphans(struct store_kv *kv)
+{
+    DIR *d = opendir(kv->dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] != 'L')
+            continue;
+        char *end;
+        long long id = strtoll(de->d_name + 1, &end, 10);
+        if (*end || id <= 0)
+            continue;
+        int64_t one;
+        int found = 0;
+        if (query_i64(kv, "SELECT 1 FROM lineages WHERE id = ?1", id, 0, &one, &found, NULL) == 0 && !found) {
+            char p[PATH_MAX];
+            lineage_dir(kv, id, p, sizeof p);
+            rm_tree(p);
+        }
+    }
+    closedir(d);
+}
+
+int store_kv_open(const char *dir, struct store_kv **out, struct ctx_err *e)
+{
+    *out = NULL;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return ctx_err_errno(e, CTX_EIO, errno, "creating kv cache directory %s", dir);
+    struct store_kv *kv = calloc(1, sizeof *kv);
+    if (!kv || !(kv->dir = strdup(dir))) {
+        free(kv);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/kv.db", dir);
+    if (sqlite3_open_v2(path, &kv->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        int rc = ctx_err_set(e, CTX_EIO, "opening %s: %s", path, kv->db ? sqlite3_errmsg(kv->db) : "out of memory");
+        store_kv_close(kv);
+        return rc;
+    }
+    sqlite3_busy_timeout(kv->db, 5000);
+    int64_t version = 0;
+    int rc = exec(kv, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL", e);
+    if (!rc)
+        rc = query_i64(kv, "PRAGMA user_version", 0, 0, &version, NULL, e);
+    if (!rc && version > KV_SCHEMA)
+        rc = ctx_err_set(e, CTX_EUNSUPPORTED, "%s has kv schema %" PRId64 ", newer than this build's %d",
+                         path, version, KV_SCHEMA);
+    if (!rc && version == 0) {
+        rc = exec(kv, "BEGIN IMMEDIATE", e);
+        if (!rc)
+            rc = exec(kv, kv_schema_sql, e);
+        if (!rc)
+            rc = exec(kv, "PRAGMA user_version = 1; COMMIT", e);
+        if (rc)
+            sqlite3_exec(kv->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    if (rc) {
+        store_kv_close(kv);
+        return rc;
+    }
+    sweep_orphans(kv);
+    *out = kv;
+    return 0;
+}
+
+void store_kv_close(struct store_kv *kv)
+{
+    if (!kv)
+        return;
+    sqlite3_close(kv->db);
+    free(kv->dir);
+    free(kv);
+}
+
+/* ---- keys --------------------------------------------------------------------------------- */
+
+void store_kv_chain(const char *model_key, const int32_t *tokens, size_t n, struct store_kv_hash *out)
+{
+    XXH128_hash_t h = XXH3_128bits(model_key, strlen(model_key));
+    for (size_t b = 0; b < n / STORE_KV_BLOCK; b++) {
+        /* chain: H(previous hash || little-endian ids of this block) */
+        uint8_t buf[16 + 4 * STORE_KV_BLOCK];
+        XXH128_canonical_t c;
+        XXH128_canonicalFromHash(&c, h);
+        memcpy(buf, c.digest, 16);
+        for (size_t i = 0; i < STORE_KV_BLOCK; i++) {
+            uint32_t t = (uint32_t)tokens[b * STORE_KV_BLOCK + i];
+            buf[16 + 4 * i] = (uint8_t)t;
+            buf[17 + 4 * i] = (uint8_t)(t >> 8);
+            buf[18 + 4 * i] = (uint8_t)(t >> 16);
+            buf[19 + 4 * i] = (uint8_t)(t >> 24);
+        }
+        h = XXH3_128bits(buf, sizeof buf);
+        XXH128_canonicalFromHash(&c, h);
+        memcpy(out[b].b, c.digest, 16);
+    }
+}
+
+/* ---- lineages ----------------------------------------------------------------------------- */
+
+int store_kv_lineage_new(struct store_kv *kv, const char *model_key, int n_streams, int64_t *lineage,
+                         struct ctx_err *e)
+{
+    if (n_streams < 0 || n_streams > STORE_KV_MAX_STREAMS)
+        return ctx_err_set(e, CTX_EINVAL, "kv cache: %d streams is outside 0..%d", n_streams,
+                           STORE_KV_MAX_STREAMS);
+    int64_t now;
+    int rc = tick(kv, &now, e);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = prep(kv, "INSERT INTO lineages (model_key, n_streams, last_used) VALUES (?1, ?2, ?3)", e);
+    if (!st)
+        return e ? e->code : CTX_EIO;
+    sqlite3_bind_text(st, 1, model_key, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int(st, 2, n_streams);
+    sqlite3_bind_int64(st, 3, now);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return db_err(kv, e, "creating a lineage");
+    *lineage = sqlite3_last_insert_rowid(kv->db);
+    char d[PATH_MAX];
+    lineage_dir(kv, *lineage, d, sizeof d);
+    if (mkdir(d, 0700) != 0 && errno != EEXIST) {
+        int er = errno;
+        exec_i64(kv, "DELETE FROM lineages WHERE id = ?1", *lineage, 0, NULL);
+        return ctx_err_errno(e, CTX_EIO, er, "creating %s", d);
+    }
+    fsync_dir(kv->dir);
+    return 0;
+}
+
+/* The logical length of a lineage's stream: the end of its last segment, else its base. */
+static int stream_head(struct store_kv *kv, int64_t lineage, int k, uint64_t *len, struct ctx_err *e)
+{
+    int64_t v = 0;
+    int found = 0;
+    int rc = query_i64(kv, "SELECT off + len FROM segments WHERE lineage = ?1 AND stream = ?2 "
+                           "ORDER BY off DESC LIMIT 1", lineage, k, &v, &found, e);
+    if (rc)
+        return rc;
+    if (!found) {
+        v = 0;
+        rc = query_i64(kv, "SELECT len FROM bases WHERE lineage = ?1 AND stream = ?2", lineage, k, &v, NULL, e);
+    }
+    *len = (uint64_t)v;
+    return rc;
+}
+
+static int stream_base(struct store_kv *kv, int64_t lineage, int k, uint64_t *base, struct ctx_err *e)
+{
+    int64_t v = 0;
+    int rc = query_i64(kv, "SELECT len FROM bases WHERE lineage = ?1 AND stream = ?2", lineage, k, &v, NULL, e);
+    *base = (uint64_t)v;
+    return rc;
+}
+
+int store_kv_put(struct store_kv *kv, int64_t lineage, uint64_t pos, const struct store_kv_hash *chain,
+                 const void *boundary, size_t boundary_len, const struct store_kv_stream *streams,
+                 int n_streams, struct ctx_err *e)
+{
+    int64_t ns = 0, last = 0;
+    int found = 0;
+    int rc = query_i64(kv, "SELECT n_streams FROM lineages WHERE id = ?1", lineage, 0, &ns, &found, e);
+    if (rc)
+        return rc;
+    if (!found)
+        return ctx_err_set(e, CTX_ENOTFOUND, "kv cache: no lineage %" PRId64, lineage);
+    if (ns != n_streams)
+        return ctx_err_set(e, CTX_EINVAL, "kv cache: lineage %" PRId64 " has %" PRId64 " streams, not %d",
+                           lineage, ns, n_streams);
+    if (pos == 0 || pos % STORE_KV_BLOCK)
+        return ctx_err_set(e, CTX_EINVAL, "kv cache: checkpoint position %" PRIu64 " is not a positive multiple of %d",
+                           pos, STORE_KV_BLOCK);
+    rc = query_i64(kv, "SELECT last_pos FROM lineages WHERE id = ?1", lineage, 0, &last, NULL, e);
+    if (rc)
+        return rc;
+    if ((int64_t)pos <= last)
+        return ctx_err_set(e, CTX_EINVAL, "kv cache: checkpoint at %" PRIu64 " is not past lineage %" PRId64
+                           "'s last checkpoint at %" PRId64, pos, lineage, last);
+
+    /* 1. stream bytes beyond what the lineage holds, fsynced */
+    uint64_t *old = calloc((size_t)n_streams + 1, sizeof *old);
+    uint64_t *xxh = calloc((size_t)n_streams + 1, sizeof *xxh);
+    if (!old || !xxh) {
+        free(old);
+        free(xxh);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    uint64_t written = 0;
+    for (int k = 0; k < n_streams && !rc; k++) {
+        uint64_t base;
+        rc = stream_head(kv, lineage, k, &old[k], e);
+        if (!rc)
+            rc = stream_base(kv, lineage, k, &base, e);
+        if (rc)
+            break;
+        if (streams[k].len < old[k]) {
+            rc = ctx_err_set(e, CTX_EINVAL, "kv cache: stream %d of lineage %" PRId64 " shrank from %" PRIu64
+                             " to %" PRIu64 " bytes; streams are append-only", k, lineage, old[k], streams[k].len);
+            break;
+        }
+        uint64_t add = streams[k].len - old[k];
+        char p[PATH_MAX];
+        stream_path(kv, lineage, k, p, sizeof p);
+        int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            rc = ctx_err_errno(e, CTX_EIO, errno, "opening %s", p);
+            break;
+        }
+        const char *src = (const char *)streams[k].data + old[k];
+        /* Written at its logical place, then the file cut there: bytes a crash left past the last
+         * committed segment are overwritten or dropped. */
+        if ((add && write_full(fd, src, (size_t)add, (off_t)(old[k] - base)) != 0) ||
+            ftruncate(fd, (off_t)(streams[k].len - base)) != 0 || fsync(fd) != 0)
+            rc = ctx_err_errno(e, CTX_EIO, errno, "writing %s", p);
+        close(fd);
+        xxh[k] = add ? XXH3_64bits(src, (size_t)add) : 0;
+        written += add;
+    }
+
+    /* 2. the boundary file, atomically */
+    char bp[PATH_MAX], tmp[PATH_MAX + 8];
+    boundary_path(kv, lineage, pos, bp, sizeof bp);
+    snprintf(tmp, sizeof tmp, "%s.tmp", bp);
+    if (!rc) {
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0 || write_full(fd, boundary, boundary_len, 0) != 0 || fsync(fd) != 0) {
+            rc = ctx_err_errno(e, CTX_EIO, errno, "writing %s", tmp);
+            unlink(tmp);
+        } else if (rename(tmp, bp) != 0) {
+            rc = ctx_err_errno(e, CTX_EIO, errno, "renaming %s", tmp);
+            unlink(tmp);
+        }
+        if (fd >= 0)
+            close(fd);
+        char d[PATH_MAX];
+        lineage_dir(kv, lineage, d, sizeof d);
+        if (!rc)
+            fsync_dir(d);
+    }
+
+    /* 3. the rows, in one transaction: only now does the checkpoint exist */
+    int64_t now = 0;
+    if (!rc)
+        rc = exec(kv, "BEGIN IMMEDIATE", e);
+    if (!rc)
+        rc = tick(kv, &now, e);
+    sqlite3_stmt *seg = NULL, *ck = NULL, *cs = NULL;
+    if (!rc) {
+        seg = prep(kv, "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5)", e);
+        ck = prep(kv, "INSERT INTO checkpoints (lineage, pos, chain, boundary_len, boundary_xxh) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5)", e);
+        cs = prep(kv, "INSERT INTO ckpt_streams VALUES (?1, ?2, ?3)", e);
+        if (!seg || !ck || !cs)
+            rc = e ? e->code : CTX_EIO;
+    }
+    for (int k = 0; k < n_streams && !rc; k++) {
+        if (streams[k].len == old[k])
+            continue;
+        sqlite3_reset(seg);
+        sqlite3_bind_int64(seg, 1, lineage);
+        sqlite3_bind_int(seg, 2, k);
+        sqlite3_bind_int64(seg, 3, (int64_t)old[k]);
+        sqlite3_bind_int64(seg, 4, (int64_t)(streams[k].len - old[k]));
+        sqlite3_bind_int64(seg, 5, (int64_t)xxh[k]);
+        if (sqlite3_step(seg) != SQLITE_DONE)
+            rc = db_err(kv, e, "recording a segment");
+    }
+    int64_t ckid = 0;
+    if (!rc) {
+        sqlite3_bind_int64(ck, 1, lineage);
+        sqlite3_bind_int64(ck, 2, (int64_t)pos);
+        sqlite3_bind_blob(ck, 3, chain->b, 16, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(ck, 4, (int64_t)boundary_len);
+        sqlite3_bind_int64(ck, 5, (int64_t)XXH3_64bits(boundary, boundary_len));
+        if (sqlite3_step(ck) != SQLITE_DONE)
+            rc = db_err(kv, e, "recording a checkpoint");
+        ckid = sqlite3_last_insert_rowid(kv->db);
+    }
+    for (int k = 0; k < n_streams && !rc; k++) {
+        sqlite3_reset(cs);
+        sqlite3_bind_int64(cs, 1, ckid);
+        sqlite3_bind_int(cs, 2, k);
+        sqlite3_bind_int64(cs, 3, (int64_t)streams[k].len);
+        if (sqlite3_step(cs) != SQLITE_DONE)
+            rc = db_err(kv, e, "recording checkpoint streams");
+    }
+    sqlite3_finalize(seg);
+    sqlite3_finalize(ck);
+    sqlite3_finalize(cs);
+    if (!rc) {
+        sqlite3_stmt *up = prep(kv, "UPDATE lineages SET bytes = bytes + ?2, last_pos = ?3, last_used = ?4 "
+                                    "WHERE id = ?1", e);
+        if (!up)
+            rc = e ? e->code : CTX_EIO;
+        else {
+            sqlite3_bind_int64(up, 1, lineage);
+            sqlite3_bind_int64(up, 2, (int64_t)(written + boundary_len));
+            sqlite3_bind_int64(up, 3, (int64_t)pos);
+            sqlite3_bind_int64(up, 4, now);
+            if (sqlite3_step(up) != SQLITE_DONE)
+                rc = db_err(kv, e, "updating the lineage");
+            sqlite3_finalize(up);
+        }
+    }
+    if (!rc)
+        rc = exec(kv, "COMMIT", e);
+    if (rc) {
+        sqlite3_exec(kv->db, "ROLLBACK", NULL, NULL, NULL);
+        unlink(bp);
+    }
+    free(old);
+    free(xxh);
+    return rc;
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+void store_kv_ckpt_clear(struct store_kv_ckpt *c)
+{
+    free(c->stream_len);
+    memset(c, 0, sizeof *c);
+}
+
+static int load_ckpt(struct store_kv *kv, int64_t id, struct store_kv_ckpt *c, struct ctx_err *e)
+{
+    memset(c, 0, sizeof *c);
+    sqlite3_stmt *st = prep(kv, "SELECT c.lineage, c.pos, c.boundary_len, l.n_streams FROM checkpoints c "
+                                "JOIN lineages l ON l.id = c.lineage WHERE c.id = ?1", e);
+    if (!st)
+        return e ? e->code : CTX_EIO;
+    sqlite3_bind_int64(st, 1, id);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return rc == SQLITE_DONE ? ctx_err_set(e, CTX_ENOTFOUND, "kv cache: no checkpoint %" PRId64, id)
+                                 : db_err(kv, e, "reading a checkpoint");
+    }
+    c->id = id;
+    c->lineage = sqlite3_column_int64(st, 0);
+    c->pos = (uint64_t)sqlite3_column_int64(st, 1);
+    c->boundary_len = (size_t)sqlite3_column_int64(st, 2);
+    c->n_streams = sqlite3_column_int(st, 3);
+    sqlite3_finalize(st);
+    c->stream_len = calloc((size_t)c->n_streams + 1, sizeof *c->stream_len);
+    if (!c->stream_len)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    st = prep(kv, "SELECT stream, len FROM ckpt_streams WHERE ckpt = ?1", e);
+    if (!st) {
+        store_kv_ckpt_clear(c);
+        return e ? e->code : CTX_EIO;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int k = sqlite3_column_int(st, 0);
+        if (k >= 0 && k < c->n_streams)
+            c->stream_len[k] = (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        store_kv_ckpt_clear(c);
+        return db_err(kv, e, "reading checkpoint streams");
+    }
+    return 0;
+}
+
+int store_kv_get(struct store_kv *kv, int64_t lineage, uint64_t pos, struct store_kv_ckpt *out,
+                 struct ctx_err *e)
+{
+    int64_t id = 0;
+    int found = 0;
+    int rc = query_i64(kv, "SELECT id FROM checkpoints WHERE lineage = ?1 AND pos = ?2", lineage,
+                       (int64_t)pos, &id, &found, e);
+    if (rc)
+        return rc;
+    if (!found)
+        return ctx_err_set(e, CTX_ENOTFOUND, "kv cache: lineage %" PRId64 " has no checkpoint at %" PRIu64,
+                           lineage, pos);
+    return load_ckpt(kv, id, out, e);
+}
+
+int store_kv_lookup(struct store_kv *kv, const char *model_key, const struct store_kv_hash *chain,
+                    size_t n_blocks, struct store_kv_ckpt *out, int *found, struct ctx_err *e)
+{
+    *found = 0;
+    memset(out, 0, sizeof *out);
+    sqlite3_stmt *st = prep(kv, "SELECT c.id, c.lineage FROM checkpoints c JOIN lineages l ON l.id = c.lineage "
+                                "WHERE c.chain = ?1 AND c.pos = ?2 AND l.model_key = ?3 "
+                                "ORDER BY l.last_used DESC LIMIT 1", e);
+    if (!st)
+        return e ? e->code : CTX_EIO;
+    int64_t id = 0, lineage = 0;
+    for (size_t b = n_blocks; b-- > 0 && !*found;) {
+        sqlite3_reset(st);
+        sqlite3_bind_blob(st, 1, chain[b].b, 16, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (int64_t)((b + 1) * STORE_KV_BLOCK));
+        sqlite3_bind_text(st, 3, model_key, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *found = 1;
+            id = sqlite3_column_int64(st, 0);
+            lineage = sqlite3_column_int64(st, 1);
+        } else if (rc != SQLITE_DONE) {
+            sqlite3_finalize(st);
+            return db_err(kv, e, "looking up a prefix");
+        }
+    }
+    sqlite3_finalize(st);
+    int rc = exec(kv, *found ? "UPDATE counters SET value = value + 1 WHERE name = 'hits'"
+                             : "UPDATE counters SET value = value + 1 WHERE name = 'misses'", e);
+    if (rc || !*found)
+        return rc;
+    int64_t now;
+    rc = tick(kv, &now, e);
+    if (!rc)
+        rc = exec_i64(kv, "UPDATE lineages SET last_used = ?2 WHERE id = ?1", lineage, now, e);
+    if (!rc)
+        rc = load_ckpt(kv, id, out, e);
+    if (rc)
+        *found = 0;
+    return rc;
+}
+
+static int drop_tree(struct store_kv *kv, int64_t lineage, struct ctx_err *e);
+
+/* Data that fails verification: drop its lineage (and what was forked from it) and say why. */
+static int corrupt(struct store_kv *kv, int64_t lineage, struct ctx_err *e, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int corrupt(struct store_kv *kv, int64_t lineage, struct ctx_err *e, const char *fmt, ...)
+{
+    char msg[CTX_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct ctx_err ignored = {0};
+    drop_tree(kv, lineage, &ignored);
+    return ctx_err_set(e, CTX_EFORMAT, "kv cache: %s; dropped lineage %" PRId64 " (it will be recomputed)",
+                       msg, lineage);
+}
+
+int store_kv_read_boundary(struct store_kv *kv, const struct store_kv_ckpt *c, void *buf,
+                           struct ctx_err *e)
+{
+    int64_t want = 0;
+    int found = 0;
+    int rc = query_i64(kv, "SELECT boundary_xxh FROM checkpoints WHERE id = ?1 AND ?2 = ?2", c->id, 0, &want,
+                       &found, e);
+    if (rc)
+        return rc;
+    if (!found)
+        return ctx_err_set(e, CTX_ENOTFOUND, "kv cache: checkpoint %" PRId64 " is gone", c->id);
+    char p[PATH_MAX];
+    boundary_path(kv, c->lineage, c->pos, p, sizeof p);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return corrupt(kv, c->lineage, e, "%s is missing", p);
+    struct stat st;
+    ssize_t got = fstat(fd, &st) == 0 && (size_t)st.st_size == c->boundary_len
+                      ? read_full(fd, buf, c->boundary_len, 0) : -2;
+    close(fd);
+    if (got != (ssize_t)c->boundary_len)
+        return corrupt(kv, c->lineage, e, "%s is %s (expected %zu bytes)", p,
+                       got == -2 ? "the wrong size" : "short", c->boundary_len);
+    if (XXH3_64bits(buf, c->boundary_len) != (uint64_t)want)
+        return corrupt(kv, c->lineage, e, "%s fails its checksum", p);
+    return 0;
+}
+
+/* Fill buf[0, len) of lineage's logical stream k, recursing into the parent for the base. */
+static int read_stream_of(struct store_kv *kv, int64_t lineage, int k, uint64_t len, char *buf,
+                          struct ctx_err *e)
+{
+    uint64_t base;
+    int rc = stream_base(kv, lineage, k, &base, e);
+    if (rc)
+        return rc;
+    if (base > len)
+        base = len; /* not reached: a checkpoint is never shorter than its lineage's base */
+    if (base) {
+        int64_t parent = 0;
+        int found = 0;
+        rc = query_i64(kv, "SELECT parent FROM lineages WHERE id = ?1 AND ?2 = ?2", lineage, 0, &parent, &found, e);
+        if (rc)
+            return rc;
+        if (!found || !parent)
+            return corrupt(kv, lineage, e, "lineage %" PRId64 " has a base but no parent", lineage);
+        rc = read_stream_of(kv, parent, k, base, buf, e);
+        if (rc)
+            return rc;
+    }
+    if (len == base)
+        return 0;
+    char p[PATH_MAX];
+    stream_path(kv, lineage, k, p, sizeof p);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return corrupt(kv, lineage, e, "%s is missing", p);
+    sqlite3_stmt *st = prep(kv, "SELECT off, len, xxh FROM segments WHERE lineage = ?1 AND stream = ?2 "
+                                "AND off < ?3 ORDER BY off", e);
+    if (!st) {
+        close(fd);
+        return e ? e->code : CTX_EIO;
+    }
+    sqlite3_bind_int64(st, 1, lineage);
+    sqlite3_bind_int(st, 2, k);
+    sqlite3_bind_int64(st, 3, (int64_t)len);
+    uint64_t at = base;
+    while (!rc && sqlite3_step(st) == SQLITE_ROW) {
+        uint64_t off = (uint64_t)sqlite3_column_int64(st, 0), n = (uint64_t)sqlite3_column_int64(st, 1);
+        uint64_t want = (uint64_t)sqlite3_column_int64(st, 2);
+        if (off != at || off + n > len) {
+            rc = corrupt(kv, lineage, e, "segments of %s do not tile [%" PRIu64 ", %" PRIu64 ")", p, base, len);
+            break;
+        }
+        ssize_t got = read_full(fd, buf + off, (size_t)n, (off_t)(off - base));
+        if (got != (ssize_t)n)
+            rc = corrupt(kv, lineage, e, "%s is truncated at byte %" PRIu64, p, off - base + (got > 0 ? (uint64_t)got : 0));
+        else if (XXH3_64bits(buf + off, (size_t)n) != want)
+            rc = corrupt(kv, lineage, e, "%s bytes [%" PRIu64 ", %" PRIu64 ") fail their checksum", p,
+                         off - base, off - base + n);
+        at = off + n;
+    }
+    sqlite3_finalize(st);
+    close(fd);
+    if (!rc && at != len)
+        rc = corrupt(kv, lineage, e, "%s holds %" PRIu64 " of the %" PRIu64 " bytes recorded", p, at - base, len - base);
+    return rc;
+}
+
+int store_kv_read_stream(struct store_kv *kv, const struct store_kv_ckpt *c, int stream, void *buf,
+                         struct ctx_err *e)
+{
+    if (stream < 0 || stream >= c->n_streams)
+        return ctx_err_set(e, CTX_EINVAL, "kv cache: stream %d outside 0..%d", stream, c->n_streams - 1);
+    return read_stream_of(kv, c->lineage, stream, c->stream_len[stream], buf, e);
+}
+
+/* ---- forks, eviction, statistics ---------------------------------------------------------- */
+
+int store_kv_fork(struct store_kv *kv, const struct store_kv_ckpt *c, int64_t *lineage, struct ctx_err *e)
+{
+    char key[1024];
+    sqlite3_stmt *st = prep(kv, "SELECT model_key FROM lineages WHERE id = ?1", e);
+    if (!st)
+        return e ? e->code : CTX_EIO;
+    sqlite3_bind_int64(st, 1, c->lineage);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return ctx_err_set(e, CTX_ENOTFOUND, "kv cache: no lineage %" PRId64, c->lineage);
+    }
+    snprintf(key, sizeof key, "%s", (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+    int rc = store_kv_lineage_new(kv, key, c->n_streams, lineage, e);
+    if (rc)
+        return rc;
+    rc = exec(kv, "BEGIN IMMEDIATE", e);
+    if (!rc)
+        rc = exec_i64(kv, "UPDATE lineages SET parent = ?2 WHERE id = ?1", *lineage, c->lineage, e);
+    if (!rc)
+        rc = exec_i64(kv, "UPDATE lineages SET parent_pos = ?2, last_pos = ?2 WHERE id = ?1", *lineage,
+                      (int64_t)c->pos, e);
+    for (int k = 0; k < c->n_streams && !rc; k++) {
+        st = prep(kv, "INSERT INTO bases VALUES (?1, ?2, ?3)", e);
+        if (!st) {
+            rc = e ? e->code : CTX_EIO;
+            break;
+        }
+        sqlite3_bind_int64(st, 1, *lineage);
+        sqlite3_bind_int(st, 2, k);
+        sqlite3_bind_int64(st, 3, (int64_t)c->stream_len[k]);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = db_err(kv, e, "recording a fork's base");
+        sqlite3_finalize(st);
+    }
+    if (!rc)
+        rc = exec(kv, "COMMIT", e);
+    if (rc) {
+        sqlite3_exec(kv->db, "ROLLBACK", NULL, NULL, NULL);
+        struct ctx_err ignored = {0};
+        drop_tree(kv, *lineage, &ignored);
+    }
+    return rc;
+}
+
+/* Collect lineage and all its descendants (breadth first) into a malloc'd list. */
+static int collect_tree(struct store_kv *kv, int64_t root, int64_t **list, size_t *n, struct ctx_err *e)
+{
+    size_t cap = 16;
+    *list = malloc(cap * sizeof **list);
+    if (!*list)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    (*list)[0] = root;
+    *n = 1;
+    sqlite3_stmt *st = prep(kv, "SELECT id FROM lineages WHERE parent = ?1", e);
+    if (!st)
+        return e ? e->code : CTX_EIO;
+    for (size_t i = 0; i < *n; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, (*list)[i]);
+        while (sqlite3_step(st) == SQLITE_ROW) {
+            if (*n == cap) {
+                int64_t *nl = realloc(*list, 2 * cap * sizeof *nl);
+                if (!nl) {
+                    sqlite3_finalize(st);
+                    return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+                }
+                *list = nl;
+                cap *= 2;
+            }
+            (*list)[(*n)++] = sqlite3_column_int64(st, 0);
+        }
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int drop_tree(struct store_kv *kv, int64_t lineage, struct ctx_err *e)
+{
+    int64_t *list = NULL;
+    size_t n = 0;
+    int rc = collect_tree(kv, lineage, &list, &n, e);
+    if (!rc)
+        rc = exec(kv, "BEGIN IMMEDIATE", e);
+    static const char *const dels[] = {
+        "DELETE FROM ckpt_streams WHERE ckpt IN (SELECT id FROM checkpoints WHERE lineage = ?1) AND ?2 = ?2",
+        "DELETE FROM checkpoints WHERE lineage = ?1 AND ?2 = ?2",
+        "DELETE FROM segments WHERE lineage = ?1 AND ?2 = ?2",
+        "DELETE FROM bases WHERE lineage = ?1 AND ?2 = ?2",
+        "DELETE FROM lineages WHERE id = ?1 AND ?2 = ?2",
+    };
+    for (size_t i = 0; i < n && !rc; i++)
+        for (size_t d = 0; d < sizeof dels / sizeof dels[0] && !rc; d++)
+            rc = exec_i64(kv, dels[d], list[i], 0, e);
+    if (!rc)
+        rc = exec(kv, "COMMIT", e);
+    if (rc) {
+        sqlite3_exec(kv->db, "ROLLBACK", NULL, NULL, NULL);
+    } else {
+        /* Files go after the commit; a crash in between leaves orphans that open() sweeps. */
+        for (size_t i = 0; i < n; i++) {
+            char d[PATH_MAX];
+            lineage_dir(kv, list[i], d, sizeof d);
+            rm_tree(d);
+        }
+    }
+    free(list);
+    return rc;
+}
+
+int store_kv_drop(struct store_kv *kv, int64_t lineage, struct ctx_err *e)
+{
+    return drop_tree(kv, lineage, e);
+}
+
+int store_kv_evict(struct store_kv *kv, uint64_t budget, int64_t keep, uint64_t *freed, struct ctx_err *e)
+{
+    *freed = 0;
+    for (;;) {
+        int64_t total = 0;
+        int rc = query_i64(kv, "SELECT coalesce(sum(bytes), 0) FROM lineages WHERE ?1 = ?1", 0, 0, &total, NULL, e);
+        if (rc)
+            return rc;
+        if ((uint64_t)total <= budget)
+            return 0;
+        /* keep and its ancestors are protected: its data reads through them */
+        int64_t victim = 0;
+        int found = 0;
+        rc = query_i64(kv,
+                       "WITH RECURSIVE anc(id) AS (SELECT ?1 UNION SELECT l.parent FROM lineages l "
+                       "JOIN anc ON l.id = anc.id WHERE l.parent IS NOT NULL) "
+                       "SELECT id FROM lineages WHERE id NOT IN (SELECT id FROM anc) AND ?2 = ?2 "
+                       "ORDER BY last_used LIMIT 1",
+                       keep, 0, &victim, &found, e);
+        if (rc)
+            return rc;
+        if (!found)
+            return 0; /* only protected data is left */
+        int64_t *list = NULL;
+        size_t n = 0;
+        rc = collect_tree(kv, victim, &list, &n, e);
+        int64_t bytes = 0;
+        for (size_t i = 0; i < n && !rc; i++) {
+            int64_t b = 0;
+            rc = query_i64(kv, "SELECT bytes FROM lineages WHERE id = ?1 AND ?2 = ?2", list[i], 0, &b, NULL, e);
+            bytes += b;
+        }
+        int protected = 0;
+        for (size_t i = 0; i < n && keep; i++)
+            protected |= list[i] == keep;
+        free(list);
+        if (rc)
+            return rc;
+        if (protected)
+            return 0; /* cannot happen: keep's ancestors are excluded */
+        rc = drop_tree(kv, victim, e);
+        if (rc)
+            return rc;
+        *freed += (uint64_t)bytes;
+    }
+}
+
+int store_kv_stats(struct store_kv *kv, struct store_kv_stats *s, struct ctx_err *e)
+{
+    memset(s, 0, sizeof *s);
+    int64_t v = 0;
+    int rc = query_i64(kv, "SELECT count(*) FROM lineages WHERE ?1 = ?1", 0, 0, &v, NULL, e);
+    s->lineages = (uint64_t)v;
+    if (!rc)
+        rc = query_i64(kv, "SELECT count(*) FROM checkpoints WHERE ?1 = ?1", 0, 0, &v, NULL, e);
+    s->checkpoints = (uint64_t)v;
+    if (!rc)
+        rc = query_i64(kv, "SELECT coalesce(sum(bytes), 0) FROM lineages WHERE ?1 = ?1", 0, 0, &v, NULL, e);
+    s->bytes = (uint64_t)v;
+    if (!rc)
+        rc = query_i64(kv, "SELECT value FROM counters WHERE name = 'hits' AND ?1 = ?1", 0, 0, &v, NULL, e);
+    s->hits = (uint64_t)v;
+    if (!rc)
+        rc = query_i64(kv, "SELECT value FROM counters WHERE name = 'misses' AND ?1 = ?1", 0, 0, &v, NULL, e);
+    s->misses = (uint64_t)v;
+    return rc;
+}
+
+int store_kv_clear(struct store_kv *kv, struct ctx_err *e)
+{
+    for (;;) {
+        int64_t root = 0;
+        int found = 0;
+        int rc = query_i64(kv, "SELECT id FROM lineages WHERE parent IS NULL AND ?1 = ?1 LIMIT 1", 0, 0, &root,
+                           &found, e);
+        if (rc)
+            return rc;
+        if (!found)
+            break;
+        rc = drop_tree(kv, root, e);
+        if (rc)
+            return rc;
+    }
+    return exec(kv, "UPDATE counters SET value = 0 WHERE name IN ('hits', 'misses')", e);
+}
