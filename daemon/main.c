@@ -25,6 +25,8 @@ static void usage(FILE *f)
             "  --log FILE         log file (default: stderr; with --daemon, ctxd.log beside the socket)\n"
             "  --log-level LEVEL  debug, info, warn or error (default info)\n"
             "  --max-line BYTES   longest request line accepted (default %zu)\n"
+            "  --max-queue BYTES  unread reply bytes one client may hold before it is dropped\n"
+            "                     (default 64 MiB)\n"
             "  --version, --help\n",
             CTXD_MAX_LINE_DEFAULT);
 }
@@ -67,11 +69,12 @@ int main(int argc, char **argv)
 {
     const char *socket_opt = NULL, *log_path = NULL;
     int daemonize = 0, level = CTX_LOG_INFO;
-    size_t max_line = 0;
+    size_t max_line = 0, max_queue = 0;
     static const struct option opts[] = {
         {"socket", required_argument, 0, 's'}, {"daemon", no_argument, 0, 'd'},
         {"log", required_argument, 0, 'l'},    {"log-level", required_argument, 0, 'L'},
-        {"max-line", required_argument, 0, 'm'}, {"version", no_argument, 0, 'V'},
+        {"max-line", required_argument, 0, 'm'}, {"max-queue", required_argument, 0, 'q'},
+        {"version", no_argument, 0, 'V'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -86,15 +89,17 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'm': {
+        case 'm':
+        case 'q': {
             char *end;
             errno = 0;
             unsigned long long v = strtoull(optarg, &end, 10);
             if (errno || *end || v < 1024) {
-                fprintf(stderr, "ctxd: --max-line must be a number of bytes >= 1024\n");
+                fprintf(stderr, "ctxd: --%s must be a number of bytes >= 1024\n",
+                        ch == 'm' ? "max-line" : "max-queue");
                 return 2;
             }
-            max_line = (size_t)v;
+            *(ch == 'm' ? &max_line : &max_queue) = (size_t)v;
             break;
         }
         case 'V': printf("ctxd %s\n", CTX_VERSION); return 0;
@@ -174,7 +179,7 @@ int main(int argc, char **argv)
     uv_loop_init(&loop);
     d.loop = &loop;
 
-    struct ctxd_server_opts so = {.socket_path = sock, .max_line = max_line};
+    struct ctxd_server_opts so = {.socket_path = sock, .max_line = max_line, .max_write_queue = max_queue};
     int rc = ctxd_server_new(&loop, &so, &d.server, &e);
     if (rc == 0 && log_path) {
         logf = fopen(log_path, "a");

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +122,17 @@ static int teardown(void **state)
         return -1;
     free(e);
     return 0;
+}
+
+static const char *read_log(struct env *e)
+{
+    static char buf[1 << 16];
+    FILE *f = fopen(e->log, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    return buf;
 }
 
 static void send_str(int fd, const char *s)
@@ -349,6 +361,92 @@ static void two_clients_and_vanishing_ones(void **state)
     assert_int_equal(waitpid(e->pid, NULL, WNOHANG), 0); /* still alive */
 }
 
+struct hammer {
+    const char *sock;
+    int ok;
+};
+
+static void *hammer_thread(void *arg)
+{
+    struct hammer *h = arg;
+    struct ctxd_client *c;
+    struct ctx_err err = {0};
+    if (ctxd_client_connect(h->sock, &c, &err) != 0)
+        return NULL;
+    for (int i = 0; i < 50; i++) {
+        cJSON *params = cJSON_CreateObject();
+        cJSON_AddNumberToObject(params, "echo", i);
+        cJSON *r;
+        if (ctxd_client_call(c, "daemon.ping", params, NULL, NULL, 10000, &r, &err) != 0)
+            break;
+        if (cJSON_GetObjectItem(r, "echo")->valueint == i)
+            h->ok++;
+        cJSON_Delete(r);
+    }
+    ctxd_client_close(c);
+    return NULL;
+}
+
+static void sixty_four_clients_at_once(void **state)
+{
+    struct env *e = *state;
+    e->pid = start_ctxd(e, NULL, NULL);
+    pthread_t th[64];
+    struct hammer h[64];
+    for (int i = 0; i < 64; i++) {
+        h[i] = (struct hammer){.sock = e->sock};
+        assert_int_equal(pthread_create(&th[i], NULL, hammer_thread, &h[i]), 0);
+    }
+    int total = 0;
+    for (int i = 0; i < 64; i++) {
+        pthread_join(th[i], NULL);
+        total += h[i].ok;
+    }
+    assert_int_equal(total, 64 * 50);
+}
+
+static void slow_reader_is_dropped_alone(void **state)
+{
+    struct env *e = *state;
+    e->pid = start_ctxd(e, "--max-queue", "1048576");
+    int slow = raw_connect(e->sock), good = raw_connect(e->sock);
+    assert_true(slow >= 0 && good >= 0);
+    /* 100 KB echoes, never read: far more than 1 MiB of replies pile up */
+    size_t n = 100000;
+    char *req = malloc(n + 100);
+    int len = sprintf(req, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{\"echo\":\"");
+    memset(req + len, 'x', n);
+    len += (int)n;
+    len += sprintf(req + len, "\"}}\n");
+    int sent = 0;
+    for (int i = 0; i < 200; i++) {
+        struct pollfd p = {.fd = slow, .events = POLLOUT};
+        if (poll(&p, 1, 2000) <= 0 || (p.revents & (POLLERR | POLLHUP)))
+            break;
+        if (write(slow, req, (size_t)len) != len)
+            break;
+        sent++;
+    }
+    free(req);
+    assert_true(sent > 10);
+    expect_ping_ok(good, 1);
+    /* the slow client was disconnected: draining its socket ends in EOF */
+    char buf[65536];
+    long long deadline = now_ms() + 10000;
+    ssize_t r = 1;
+    while (r > 0 && now_ms() < deadline) {
+        struct pollfd p = {.fd = slow, .events = POLLIN};
+        if (poll(&p, 1, 1000) <= 0)
+            continue;
+        r = read(slow, buf, sizeof buf);
+    }
+    assert_true(r <= 0);
+    expect_ping_ok(good, 2);
+    close(slow);
+    close(good);
+    assert_non_null(strstr(read_log(e), "dropping the client"));
+}
+
 static void shutdown_request(void **state)
 {
     struct env *e = *state;
@@ -569,6 +667,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(bad_input_keeps_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(overlong_line, setup, teardown),
         cmocka_unit_test_setup_teardown(two_clients_and_vanishing_ones, setup, teardown),
+        cmocka_unit_test_setup_teardown(sixty_four_clients_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(slow_reader_is_dropped_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(shutdown_request, setup, teardown),
         cmocka_unit_test_setup_teardown(sigterm_exits_cleanly, setup, teardown),
         cmocka_unit_test_setup_teardown(stale_socket_is_replaced, setup, teardown),
