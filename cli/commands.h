@@ -17,5 +17,14 @@ int ctx_cmd_status(int argc, char **argv, const struct ctx_cli *cli);
 int ctx_cmd_ping(int argc, char **argv, const struct ctx_cli *cli);
 int ctx_cmd_stop(int argc, char **argv, const struct ctx_cli *cli);
 int ctx_cmd_version(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_init(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_ask(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_cache(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_model(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_tokenize(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_chat(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli); /* cli/cmd_model_score.c */
+int ctx_cmd_repo(int argc, char **argv, const struct ctx_cli *cli); /* needs CTX_HAVE_REPO */
+int ctx_cmd_lsp(int argc, char **argv, const struct ctx_cli *cli);  /* needs CTX_HAVE_REPO */
 
 #endif

@@ -20,6 +20,16 @@ static const struct command commands[] = {
     {"ping", ctx_cmd_ping, "check that ctxd answers (starts ctxd if none runs)"},
     {"stop", ctx_cmd_stop, "stop the running ctxd"},
     {"version", ctx_cmd_version, "print the version"},
+    {"init", ctx_cmd_init, "make a repository resident (ingest and prefill), with progress"},
+    {"ask", ctx_cmd_ask, "ask about a repository; the answer streams"},
+    {"cache", ctx_cmd_cache, "the resident KV cache on disk: status, clear"},
+    {"model", ctx_cmd_model, "model info / model score: the in-process engine (no daemon)"},
+    {"tokenize", ctx_cmd_tokenize, "text to token ids and back with a tokenizer.json (no daemon)"},
+    {"chat", ctx_cmd_chat, "chat encode / chat parse: the DSML prompt format (no daemon)"},
+#if CTX_HAVE_REPO
+    {"repo", ctx_cmd_repo, "repository ingestion: prompt layout, symbols (no daemon)"},
+    {"lsp", ctx_cmd_lsp, "Language Server on stdio for editors (starts ctxd on demand)"},
+#endif
 };
 
 static void usage(FILE *f)

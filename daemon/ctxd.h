@@ -7,9 +7,16 @@
 
 #include "server.h"
 
+struct ctxd_sched;
+struct ctxd_engine;
+struct ctxd_repos;
+
 struct ctxd {
     uv_loop_t *loop;
     struct ctxd_server *server;
+    struct ctxd_sched *sched;
+    struct ctxd_engine *engine;
+    struct ctxd_repos *repos;
     uv_signal_t sigterm, sigint;
     uv_timer_t exit_timer;
     time_t started;        /* wall clock, for status */

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,9 @@
 #include "client.h"
 #include "ctx_config.h"
 #include "ctxd.h"
+#include "engine.h"
+#include "repos.h"
+#include "scheduler.h"
 #include "log.h"
 #include "rpc.h"
 
@@ -27,6 +31,22 @@ static void usage(FILE *f)
             "  --max-line BYTES   longest request line accepted (default %zu)\n"
             "  --max-queue BYTES  unread reply bytes one client may hold before it is dropped\n"
             "                     (default 64 MiB)\n"
+            "model:\n"
+            "  --model DIR        an official DeepSeek V4 checkpoint (config.json, shards, tokenizer.json)\n"
+            "  --synthetic NAME   seeded random weights of a built-in config (tiny, mid, flash, pro) or\n"
+            "                     of a config.json; default: the bundled default (synthetic tiny with the\n"
+            "                     real vocabulary; its answers are noise)\n"
+            "  --seed N           seed of synthetic weights (default 0)\n"
+            "  --tokenizer FILE   tokenizer.json (default: the checkpoint's, else the bundled one)\n"
+            "  --threads N        engine threads (default: one per CPU)\n"
+            "repositories:\n"
+            "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
+            "  --chunk TOKENS     prefill tokens per engine slice (default 256; a multiple of 128)\n"
+            "KV cache (the resident state on disk):\n"
+            "  --cache DIR        default $XDG_CACHE_HOME/ctxd/kv or ~/.cache/ctxd/kv\n"
+            "  --no-cache         keep the resident state in memory only\n"
+            "  --cache-budget BYTES  disk budget; least recently used lineages go first (default 20 GiB)\n"
+            "  --checkpoint-every TOKENS  tokens between checkpoints (default 4096)\n"
             "  --version, --help\n",
             CTXD_MAX_LINE_DEFAULT);
 }
@@ -44,6 +64,8 @@ void ctxd_begin_shutdown(struct ctxd *d, const char *reason)
     d->shutting_down = 1;
     snprintf(d->shutdown_reason, sizeof d->shutdown_reason, "%s", reason);
     CTX_INFO("shutting down: %s", reason);
+    ctxd_repos_free(d);
+    ctxd_sched_cancel_all(d->sched);
     ctxd_server_shutdown(d->server);
     uv_signal_stop(&d->sigterm);
     uv_signal_stop(&d->sigint);
@@ -70,11 +92,21 @@ int main(int argc, char **argv)
     const char *socket_opt = NULL, *log_path = NULL;
     int daemonize = 0, level = CTX_LOG_INFO;
     size_t max_line = 0, max_queue = 0;
+    struct ctxd_engine_opts eo = {0};
+    struct ctxd_repos_opts ro = {0};
+    const char *cache_dir = NULL;
+    int no_cache = 0;
     static const struct option opts[] = {
         {"socket", required_argument, 0, 's'}, {"daemon", no_argument, 0, 'd'},
         {"log", required_argument, 0, 'l'},    {"log-level", required_argument, 0, 'L'},
         {"max-line", required_argument, 0, 'm'}, {"max-queue", required_argument, 0, 'q'},
         {"version", no_argument, 0, 'V'},
+        {"model", required_argument, 0, 'M'},  {"synthetic", required_argument, 0, 'S'},
+        {"seed", required_argument, 0, 'e'},   {"tokenizer", required_argument, 0, 'T'},
+        {"threads", required_argument, 0, 't'}, {"budget", required_argument, 0, 'b'},
+        {"chunk", required_argument, 0, 'c'},   {"cache", required_argument, 0, 'C'},
+        {"no-cache", no_argument, 0, 'N'},     {"cache-budget", required_argument, 0, 'B'},
+        {"checkpoint-every", required_argument, 0, 'k'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -100,6 +132,47 @@ int main(int argc, char **argv)
                 return 2;
             }
             *(ch == 'm' ? &max_line : &max_queue) = (size_t)v;
+            break;
+        }
+        case 'M': eo.model_dir = optarg; break;
+        case 'C': cache_dir = optarg; break;
+        case 'N': no_cache = 1; break;
+        case 'B':
+        case 'k': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || *end || !optarg[0] || v < 1) {
+                fprintf(stderr, "ctxd: bad number \"%s\"\n", optarg);
+                return 2;
+            }
+            if (ch == 'B')
+                ro.cache_budget = v;
+            else
+                ro.checkpoint_every = v > 100000000 ? 100000000 : (int)v;
+            break;
+        }
+        case 'S': eo.synthetic = optarg; break;
+        case 'T': eo.tokenizer = optarg; break;
+        case 'e':
+        case 't':
+        case 'b':
+        case 'c': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || *end || !optarg[0] || (ch != 'e' && (v < 1 || v > 100000000))) {
+                fprintf(stderr, "ctxd: bad number \"%s\"\n", optarg);
+                return 2;
+            }
+            if (ch == 'e')
+                eo.seed = v;
+            else if (ch == 't')
+                eo.threads = (int)v;
+            else if (ch == 'b')
+                ro.budget = (size_t)v;
+            else
+                ro.chunk = (int)v;
             break;
         }
         case 'V': printf("ctxd %s\n", CTX_VERSION); return 0;
@@ -174,13 +247,40 @@ int main(int argc, char **argv)
             snprintf(default_log, sizeof default_log, "ctxd.log");
         log_path = default_log;
     }
+    char cache_buf[PATH_MAX];
+    if (!no_cache) {
+        if (!cache_dir) {
+            const char *x = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+            if (x && x[0])
+                snprintf(cache_buf, sizeof cache_buf, "%s/ctxd/kv", x);
+            else
+                snprintf(cache_buf, sizeof cache_buf, "%s/.cache/ctxd/kv", home && home[0] ? home : "/tmp");
+            /* the parent folders; store_kv_open makes the last one */
+            char parent[PATH_MAX];
+            snprintf(parent, sizeof parent, "%s", cache_buf);
+            for (char *p = parent + 1; *p; p++)
+                if (*p == '/') {
+                    *p = 0;
+                    mkdir(parent, 0700);
+                    *p = '/';
+                }
+            cache_dir = cache_buf;
+        }
+        ro.cache_dir = cache_dir;
+    }
     struct ctxd d = {0};
     uv_loop_t loop;
     uv_loop_init(&loop);
     d.loop = &loop;
 
     struct ctxd_server_opts so = {.socket_path = sock, .max_line = max_line, .max_write_queue = max_queue};
-    int rc = ctxd_server_new(&loop, &so, &d.server, &e);
+    int rc = ctxd_engine_new(&eo, &d.engine, &e);
+    if (rc == 0)
+        rc = ctxd_server_new(&loop, &so, &d.server, &e);
+    if (rc == 0)
+        rc = ctxd_sched_new(&loop, NULL, &d.sched, &e);
+    if (rc == 0)
+        rc = ctxd_repos_init(&d, &ro, &e);
     if (rc == 0 && log_path) {
         logf = fopen(log_path, "a");
         if (!logf) {
@@ -194,11 +294,14 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "ctxd: %s\n", e.msg);
         }
-        if (d.server) {
+        ctxd_repos_free(&d);
+        if (d.server)
             ctxd_server_shutdown(d.server);
-            uv_run(&loop, UV_RUN_DEFAULT);
-            ctxd_server_free(d.server);
-        }
+        ctxd_sched_free(d.sched);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        ctxd_repos_release(&d);
+        ctxd_server_free(d.server);
+        ctxd_engine_free(d.engine);
         uv_loop_close(&loop);
         return 1;
     }
@@ -232,12 +335,16 @@ int main(int argc, char **argv)
     }
 
     uv_run(&loop, UV_RUN_DEFAULT);
-    /* Close whatever is left (the exit timer, clients that never drained) and free. */
+    /* Stop the engine (a running job sees its cancellation), deliver what is left, close whatever
+     * remains (the exit timer, clients that never drained) and free. */
+    ctxd_sched_free(d.sched);
     uv_walk(&loop, close_handle, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    ctxd_repos_release(&d);
     CTX_INFO("ctxd stopped (%s)", d.shutdown_reason[0] ? d.shutdown_reason : "loop ended");
     ctxd_server_free(d.server);
+    ctxd_engine_free(d.engine);
     if (logf)
         fclose(logf);
     return 0;

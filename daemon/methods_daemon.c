@@ -5,6 +5,7 @@
 
 #include "ctx_config.h"
 #include "ctxd.h"
+#include "repos.h"
 #include "rpc.h"
 
 /* Reject fields a method does not know, so that a typo is an error rather than ignored. */
@@ -70,6 +71,7 @@ static void m_status(struct ctxd_call *call, const cJSON *params, void *ud)
     cJSON_AddNumberToObject(r, "requests", (double)st.requests);
     cJSON_AddNumberToObject(r, "errors", (double)st.errors);
     cJSON_AddBoolToObject(r, "cuda_built", HAVE_CUDA);
+    ctxd_repos_status(d, r);
     ctxd_call_reply(call, r);
 }
 

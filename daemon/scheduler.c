@@ -51,6 +51,7 @@ struct ctxd_sched {
     int n_ticks;
     uint64_t tick;
     uint64_t completed, cancelled, failed, slices;
+    int outstanding;          /* loop thread: submitted jobs whose done() has not run */
 };
 
 /* Caller holds the lock. */
@@ -201,6 +202,8 @@ static void drain(struct ctxd_sched *s)
                 s->failed++;
             j->ops.done(j->ud, j->status, j->msg);
             free(j);
+            if (--s->outstanding == 0 && !uv_is_closing((uv_handle_t *)&s->async))
+                uv_unref((uv_handle_t *)&s->async);
         } else {
             m->fn(m->ud);
         }
@@ -227,6 +230,8 @@ int ctxd_sched_new(uv_loop_t *loop, const struct ctxd_sched_opts *opts, struct c
     pthread_cond_init(&s->cv, NULL);
     uv_async_init(loop, &s->async, on_async);
     s->async.data = s;
+    /* Only outstanding jobs keep the loop alive (see submit and drain). */
+    uv_unref((uv_handle_t *)&s->async);
     int rc = pthread_create(&s->thread, NULL, engine_thread, s);
     if (rc != 0) {
         uv_close((uv_handle_t *)&s->async, NULL);
@@ -301,6 +306,8 @@ int ctxd_sched_submit(struct ctxd_sched *s, enum ctxd_prio prio, uint64_t client
     enqueue(s, j);
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->lock);
+    if (s->outstanding++ == 0)
+        uv_ref((uv_handle_t *)&s->async);
     if (out)
         *out = j;
     return 0;
@@ -349,6 +356,24 @@ void ctxd_sched_cancel_client(struct ctxd_sched *s, uint64_t client)
         }
     }
     if (s->running && s->running->client == client)
+        atomic_store(&s->running->cancelled, 1);
+    uv_async_send(&s->async);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void ctxd_sched_cancel_all(struct ctxd_sched *s)
+{
+    pthread_mutex_lock(&s->lock);
+    for (int p = 0; p < CTXD_PRIO_COUNT; p++) {
+        struct ctxd_job *j;
+        while ((j = s->queue[p])) {
+            s->queue[p] = j->next;
+            s->queued[p]--;
+            atomic_store(&j->cancelled, 1);
+            finish_locked(s, j, CTX_ECANCELED);
+        }
+    }
+    if (s->running)
         atomic_store(&s->running->cancelled, 1);
     uv_async_send(&s->async);
     pthread_mutex_unlock(&s->lock);

@@ -39,7 +39,9 @@ struct ctxd_sched_opts {
 int ctxd_sched_new(uv_loop_t *loop, const struct ctxd_sched_opts *opts, struct ctxd_sched **out,
                    struct ctx_err *e);
 /* Cancels everything queued or running (their done() runs with CTX_ECANCELED), stops the engine
- * thread and frees. Call on the loop thread; it runs the loop briefly to deliver the callbacks. */
+ * thread and frees. Call on the loop thread; done() callbacks run inside this call; the loop must
+ * run once more afterwards to release the handle. Outstanding jobs keep the loop alive, so a
+ * shutdown cancels them first (ctxd_sched_cancel_all). */
 void ctxd_sched_free(struct ctxd_sched *s);
 
 /* Queue a job. `client` identifies the requester for round-robin fairness. *out (optional) is a
@@ -50,6 +52,8 @@ int ctxd_sched_submit(struct ctxd_sched *s, enum ctxd_prio prio, uint64_t client
 /* Loop thread. A queued job is dropped at once (done() with CTX_ECANCELED, from the loop, not
  * inside this call); a running one sees ctxd_job_cancelled() become true. */
 void ctxd_sched_cancel(struct ctxd_sched *s, struct ctxd_job *job);
+/* Cancel everything queued or running (shutdown). */
+void ctxd_sched_cancel_all(struct ctxd_sched *s);
 /* Cancel every job of a client (it disconnected). */
 void ctxd_sched_cancel_client(struct ctxd_sched *s, uint64_t client);
 

@@ -61,6 +61,8 @@ struct ctxd_server {
     int stopping;
     unsigned long long serial;
     struct ctxd_server_stats st;
+    void (*on_disconnect)(void *ud, uint64_t client);
+    void *on_disconnect_ud;
 };
 
 struct write_req {
@@ -156,6 +158,8 @@ static void conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    if (c->srv->on_disconnect)
+        c->srv->on_disconnect(c->srv->on_disconnect_ud, c->serial);
     uv_read_stop((uv_stream_t *)&c->pipe);
     uv_close((uv_handle_t *)&c->pipe, on_close);
 }
@@ -278,6 +282,17 @@ int ctxd_call_client_alive(const struct ctxd_call *call)
 struct ctxd_server *ctxd_call_server(const struct ctxd_call *call)
 {
     return call->conn->srv;
+}
+
+uint64_t ctxd_call_client_id(const struct ctxd_call *call)
+{
+    return call->conn->serial;
+}
+
+void ctxd_server_on_disconnect(struct ctxd_server *s, void (*fn)(void *ud, uint64_t client), void *ud)
+{
+    s->on_disconnect = fn;
+    s->on_disconnect_ud = ud;
 }
 
 /* ---- dispatch ----------------------------------------------------------------------------- */

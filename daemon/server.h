@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "err.h"
@@ -54,5 +55,10 @@ void ctxd_call_notify(struct ctxd_call *call, const char *method, cJSON *params)
 /* Whether the client is still connected (long jobs can stop early when it is not). */
 int ctxd_call_client_alive(const struct ctxd_call *call);
 struct ctxd_server *ctxd_call_server(const struct ctxd_call *call);
+/* The connection's serial number, unique for the daemon's lifetime (for per-client bookkeeping). */
+uint64_t ctxd_call_client_id(const struct ctxd_call *call);
+/* fn(ud, client_id) runs on the loop thread when a client's connection closes (to cancel its
+ * jobs). One hook per server. */
+void ctxd_server_on_disconnect(struct ctxd_server *s, void (*fn)(void *ud, uint64_t client), void *ud);
 
 #endif

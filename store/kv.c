@@ -282,26 +282,48 @@ void store_kv_close(struct store_kv *kv)
 
 /* ---- keys --------------------------------------------------------------------------------- */
 
+/* chain step: H(previous hash || little-endian ids of up to one block) */
+static XXH128_hash_t chain_step(XXH128_hash_t h, const int32_t *tokens, size_t n)
+{
+    uint8_t buf[16 + 4 * STORE_KV_BLOCK];
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    memcpy(buf, c.digest, 16);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t t = (uint32_t)tokens[i];
+        buf[16 + 4 * i] = (uint8_t)t;
+        buf[17 + 4 * i] = (uint8_t)(t >> 8);
+        buf[18 + 4 * i] = (uint8_t)(t >> 16);
+        buf[19 + 4 * i] = (uint8_t)(t >> 24);
+    }
+    return XXH3_128bits(buf, 16 + 4 * n);
+}
+
+static void to_hash(XXH128_hash_t h, struct store_kv_hash *out)
+{
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, h);
+    memcpy(out->b, c.digest, 16);
+}
+
 void store_kv_chain(const char *model_key, const int32_t *tokens, size_t n, struct store_kv_hash *out)
 {
     XXH128_hash_t h = XXH3_128bits(model_key, strlen(model_key));
     for (size_t b = 0; b < n / STORE_KV_BLOCK; b++) {
-        /* chain: H(previous hash || little-endian ids of this block) */
-        uint8_t buf[16 + 4 * STORE_KV_BLOCK];
-        XXH128_canonical_t c;
-        XXH128_canonicalFromHash(&c, h);
-        memcpy(buf, c.digest, 16);
-        for (size_t i = 0; i < STORE_KV_BLOCK; i++) {
-            uint32_t t = (uint32_t)tokens[b * STORE_KV_BLOCK + i];
-            buf[16 + 4 * i] = (uint8_t)t;
-            buf[17 + 4 * i] = (uint8_t)(t >> 8);
-            buf[18 + 4 * i] = (uint8_t)(t >> 16);
-            buf[19 + 4 * i] = (uint8_t)(t >> 24);
-        }
-        h = XXH3_128bits(buf, sizeof buf);
-        XXH128_canonicalFromHash(&c, h);
-        memcpy(out[b].b, c.digest, 16);
+        h = chain_step(h, tokens + b * STORE_KV_BLOCK, STORE_KV_BLOCK);
+        to_hash(h, &out[b]);
     }
+}
+
+void store_kv_prefix_hash(const char *model_key, const int32_t *tokens, size_t n, struct store_kv_hash *out)
+{
+    XXH128_hash_t h = XXH3_128bits(model_key, strlen(model_key));
+    size_t full = n / STORE_KV_BLOCK;
+    for (size_t b = 0; b < full; b++)
+        h = chain_step(h, tokens + b * STORE_KV_BLOCK, STORE_KV_BLOCK);
+    if (n % STORE_KV_BLOCK)
+        h = chain_step(h, tokens + full * STORE_KV_BLOCK, n % STORE_KV_BLOCK);
+    to_hash(h, out);
 }
 
 /* ---- lineages ----------------------------------------------------------------------------- */
@@ -377,9 +399,8 @@ int store_kv_put(struct store_kv *kv, int64_t lineage, uint64_t pos, const struc
     if (ns != n_streams)
         return ctx_err_set(e, CTX_EINVAL, "kv cache: lineage %" PRId64 " has %" PRId64 " streams, not %d",
                            lineage, ns, n_streams);
-    if (pos == 0 || pos % STORE_KV_BLOCK)
-        return ctx_err_set(e, CTX_EINVAL, "kv cache: checkpoint position %" PRIu64 " is not a positive multiple of %d",
-                           pos, STORE_KV_BLOCK);
+    if (pos == 0)
+        return ctx_err_set(e, CTX_EINVAL, "kv cache: a checkpoint at position 0 holds nothing");
     rc = query_i64(kv, "SELECT last_pos FROM lineages WHERE id = ?1", lineage, 0, &last, NULL, e);
     if (rc)
         return rc;
@@ -588,8 +609,10 @@ int store_kv_get(struct store_kv *kv, int64_t lineage, uint64_t pos, struct stor
     return load_ckpt(kv, id, out, e);
 }
 
-int store_kv_lookup(struct store_kv *kv, const char *model_key, const struct store_kv_hash *chain,
-                    size_t n_blocks, struct store_kv_ckpt *out, int *found, struct ctx_err *e)
+/* Try candidates (hash, pos) in order; the first that is stored wins. */
+static int lookup_candidates(struct store_kv *kv, const char *model_key, const struct store_kv_hash *exact,
+                             uint64_t exact_pos, const struct store_kv_hash *chain, size_t n_blocks,
+                             struct store_kv_ckpt *out, int *found, struct ctx_err *e)
 {
     *found = 0;
     memset(out, 0, sizeof *out);
@@ -599,10 +622,13 @@ int store_kv_lookup(struct store_kv *kv, const char *model_key, const struct sto
     if (!st)
         return e ? e->code : CTX_EIO;
     int64_t id = 0, lineage = 0;
-    for (size_t b = n_blocks; b-- > 0 && !*found;) {
+    for (size_t k = n_blocks + (exact ? 1 : 0); k-- > 0 && !*found;) {
+        /* k == n_blocks is the exact candidate, tried first; then blocks from the last */
+        const struct store_kv_hash *h = k == n_blocks ? exact : &chain[k];
+        uint64_t pos = k == n_blocks ? exact_pos : (uint64_t)(k + 1) * STORE_KV_BLOCK;
         sqlite3_reset(st);
-        sqlite3_bind_blob(st, 1, chain[b].b, 16, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (int64_t)((b + 1) * STORE_KV_BLOCK));
+        sqlite3_bind_blob(st, 1, h->b, 16, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (int64_t)pos);
         sqlite3_bind_text(st, 3, model_key, -1, SQLITE_STATIC);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
@@ -627,6 +653,29 @@ int store_kv_lookup(struct store_kv *kv, const char *model_key, const struct sto
         rc = load_ckpt(kv, id, out, e);
     if (rc)
         *found = 0;
+    return rc;
+}
+
+int store_kv_lookup(struct store_kv *kv, const char *model_key, const struct store_kv_hash *chain,
+                    size_t n_blocks, struct store_kv_ckpt *out, int *found, struct ctx_err *e)
+{
+    return lookup_candidates(kv, model_key, NULL, 0, chain, n_blocks, out, found, e);
+}
+
+int store_kv_lookup_tokens(struct store_kv *kv, const char *model_key, const int32_t *tokens, size_t n,
+                           struct store_kv_ckpt *out, int *found, struct ctx_err *e)
+{
+    size_t nb = n / STORE_KV_BLOCK;
+    struct store_kv_hash *chain = malloc((nb + 1) * sizeof *chain);
+    if (!chain)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    store_kv_chain(model_key, tokens, n, chain);
+    struct store_kv_hash exact;
+    store_kv_prefix_hash(model_key, tokens, n, &exact);
+    /* with n a multiple of 128 the exact candidate is the last block: try it once */
+    int rc = n % STORE_KV_BLOCK ? lookup_candidates(kv, model_key, &exact, n, chain, nb, out, found, e)
+                                : lookup_candidates(kv, model_key, NULL, 0, chain, nb, out, found, e);
+    free(chain);
     return rc;
 }
 

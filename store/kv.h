@@ -52,9 +52,15 @@ struct store_kv_stream {
     uint64_t len;
 };
 
-/* Record a checkpoint at `pos` (a multiple of 128, above the lineage's last) whose chain hash is
- * `chain`. The streams must extend what the lineage holds (append-only): only their new bytes are
- * written. */
+/* The hash of exactly the first n tokens: for n a multiple of 128 it is the chain's entry n/128-1;
+ * otherwise the chain continued over the partial last block. */
+void store_kv_prefix_hash(const char *model_key, const int32_t *tokens, size_t n, struct store_kv_hash *out);
+
+/* Record a checkpoint at `pos` (above the lineage's last) whose hash is
+ * store_kv_prefix_hash(tokens, pos). Checkpoints normally sit at multiples of 128 (where lookups
+ * by block find them); one at another position (the end of a prompt) is found by a lookup of
+ * exactly that prompt. The streams must extend what the lineage holds (append-only): only their
+ * new bytes are written. */
 int store_kv_put(struct store_kv *kv, int64_t lineage, uint64_t pos, const struct store_kv_hash *chain,
                  const void *boundary, size_t boundary_len, const struct store_kv_stream *streams,
                  int n_streams, struct ctx_err *e);
@@ -72,6 +78,10 @@ void store_kv_ckpt_clear(struct store_kv_ckpt *c);
  * Counts a hit or a miss in the statistics and marks the lineage as used now. */
 int store_kv_lookup(struct store_kv *kv, const char *model_key, const struct store_kv_hash *chain,
                     size_t n_blocks, struct store_kv_ckpt *out, int *found, struct ctx_err *e);
+/* The longest cached prefix of tokens[0, n): a checkpoint of exactly n tokens, else the longest at a
+ * multiple of 128. Same bookkeeping as store_kv_lookup. */
+int store_kv_lookup_tokens(struct store_kv *kv, const char *model_key, const int32_t *tokens, size_t n,
+                           struct store_kv_ckpt *out, int *found, struct ctx_err *e);
 /* A checkpoint by lineage and position. */
 int store_kv_get(struct store_kv *kv, int64_t lineage, uint64_t pos, struct store_kv_ckpt *out,
                  struct ctx_err *e);

@@ -207,6 +207,52 @@ static void checkpoints_round_trip_and_lookup(void **state)
     assert_int_equal(store_kv_get(e->kv, lin, 256, &c, &err), CTX_ENOTFOUND);
 }
 
+static void exact_prompt_checkpoints(void **state)
+{
+    struct env *e = *state;
+    struct ctx_err err = {0};
+    int32_t t[400];
+    tokens_of(9, t, 400);
+    struct store_kv_hash chain[3], h256, h300;
+    store_kv_chain("m", t, 400, chain);
+    store_kv_prefix_hash("m", t, 256, &h256);
+    assert_memory_equal(h256.b, chain[1].b, 16); /* aligned: the chain's entry */
+    store_kv_prefix_hash("m", t, 300, &h300);
+    int64_t lin;
+    assert_int_equal(store_kv_lineage_new(e->kv, "m", NS, &lin, &err), 0);
+    put(e->kv, lin, 1, 256, &chain[1]);
+    /* the end of a 300-token prompt: stream lengths as at 384 (any growth is fine) */
+    put(e->kv, lin, 1, 384, &h300); /* pos 384 recorded under the hash of 300 tokens: not found as 300 */
+    struct store_kv_ckpt c;
+    int found;
+    assert_int_equal(store_kv_lookup_tokens(e->kv, "m", t, 300, &c, &found, &err), 0);
+    assert_true(found);
+    assert_int_equal(c.pos, 256); /* the hash must come with its own position */
+    store_kv_ckpt_clear(&c);
+    int64_t lin2;
+    assert_int_equal(store_kv_lineage_new(e->kv, "m", NS, &lin2, &err), 0);
+    put(e->kv, lin2, 2, 128, &chain[0]);
+    struct store_kv_hash h200;
+    store_kv_prefix_hash("m", t, 200, &h200);
+    uint8_t *s0 = make(2, 0, slen(0, 256)), *s1 = make(2, 1, slen(1, 256)), *s2 = make(2, 2, slen(2, 256));
+    struct store_kv_stream st[NS] = {{s0, slen(0, 256)}, {s1, slen(1, 256)}, {s2, slen(2, 256)}};
+    uint8_t b[80] = {0};
+    assert_int_equal(store_kv_put(e->kv, lin2, 200, &h200, b, sizeof b, st, NS, &err), 0);
+    assert_int_equal(store_kv_lookup_tokens(e->kv, "m", t, 200, &c, &found, &err), 0);
+    assert_true(found);
+    assert_int_equal(c.pos, 200);
+    assert_int_equal(c.lineage, lin2);
+    store_kv_ckpt_clear(&c);
+    /* a longer prompt does not match the exact 200 checkpoint; it finds a block */
+    assert_int_equal(store_kv_lookup_tokens(e->kv, "m", t, 399, &c, &found, &err), 0);
+    assert_true(found);
+    assert_int_equal(c.pos, 256);
+    store_kv_ckpt_clear(&c);
+    free(s0);
+    free(s1);
+    free(s2);
+}
+
 static void bad_puts_are_refused(void **state)
 {
     struct env *e = *state;
@@ -220,7 +266,9 @@ static void bad_puts_are_refused(void **state)
     assert_int_equal(store_kv_put(e->kv, lin, 384, &h, data, 4, st, NS, &err), CTX_EINVAL);
     assert_non_null(strstr(err.msg, "shrank"));
     assert_int_equal(store_kv_put(e->kv, lin, 200, &h, data, 4, st, NS, &err), CTX_EINVAL);
-    assert_non_null(strstr(err.msg, "multiple of 128"));
+    assert_non_null(strstr(err.msg, "not past"));
+    assert_int_equal(store_kv_put(e->kv, lin, 0, &h, data, 4, st, NS, &err), CTX_EINVAL);
+    assert_non_null(strstr(err.msg, "position 0"));
     assert_int_equal(store_kv_put(e->kv, lin, 128, &h, data, 4, st, NS, &err), CTX_EINVAL);
     assert_non_null(strstr(err.msg, "not past"));
     assert_int_equal(store_kv_put(e->kv, lin, 512, &h, data, 4, st, 2, &err), CTX_EINVAL);
@@ -492,6 +540,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(chain_is_a_prefix_hash),
         cmocka_unit_test_setup_teardown(checkpoints_round_trip_and_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_puts_are_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(exact_prompt_checkpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(forks_share_their_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(corruption_is_detected_and_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_schema_is_refused, setup, teardown),

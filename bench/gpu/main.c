@@ -1,0 +1,301 @@
+/* bench/gpu: the FP8/FP4 products of kernels/gemm.h at V4 shapes on one GPU, against the floors
+ * measured in the same run: device-to-device copy bandwidth (bytes read + written per second) for
+ * the bandwidth-bound decode kernels, and a dense cuBLASLt FP8 product (per-tensor scales, fast
+ * accumulation) for the prefill GEMMs.
+ *
+ * Two times per row:
+ * - "alone": median of ITERS launches, each between its own pair of events, queued behind a spin
+ *   kernel so that they run back to back rather than at the CPU's issue rate. Includes each
+ *   launch's start-up and drain, as a lone launch pays them.
+ * - "graph": ITERS launches captured in one CUDA graph, median replay time / ITERS: the cost inside
+ *   a decode step that runs as a graph (the engine's plan). GB/s and the floor ratio use this one.
+ * Decode weights rotate over enough copies (>= 512 MB) that no launch finds its weights in the
+ * 60 MB L2; routed experts are 6 random distinct ones of all 256 (384) per launch. GB/s counts the
+ * bytes a launch must move: weights + scales + activations read, output written. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "floors.h"
+#include "gemm.h"
+
+#define ITERS 200
+#define ROTATE_BYTES ((size_t)512 << 20)
+
+static struct ctx_err err;
+static double copy_gbps, fp8_peak;
+
+static void must(int rc)
+{
+    if (rc) {
+        fprintf(stderr, "bench-gpu: %s\n", err.msg);
+        exit(1);
+    }
+}
+static void *dalloc(size_t bytes)
+{
+    void *p;
+    must(cuda_malloc(&p, bytes, &err));
+    return p;
+}
+
+/* Median per-launch time with events ("alone"), in ms. */
+static double time_alone(void (*launch)(void *, int), void *ud, int iters)
+{
+    bench_spin(5.0);
+    struct bench_events *ev = bench_events_new(iters);
+    for (int i = 0; i < iters; i++) {
+        bench_events_record(ev, i);
+        launch(ud, i);
+    }
+    bench_events_record(ev, iters);
+    double ms = bench_events_median(ev, NULL);
+    bench_events_free(ev);
+    must(cuda_sync(&err));
+    return ms;
+}
+
+/* ---- activation quantisation ---- */
+struct quant_job {
+    const uint16_t *x;
+    int m, k, scale_t;
+    uint8_t *q;
+    float *sa;
+};
+static void quant_launch(void *ud, int i)
+{
+    struct quant_job *j = ud;
+    (void)i;
+    must(cuda_act_quant(j->x, j->m, j->k, j->q, j->sa, j->scale_t, bench_stream(), &err));
+}
+
+/* ---- FP8 decode GEMV ---- */
+struct gemv_job {
+    const uint8_t *q, *w, *ws;
+    const float *sa;
+    int m, n, k, copies;
+    size_t wbytes, sbytes;
+    uint16_t *y;
+};
+static void gemv_launch(void *ud, int i)
+{
+    struct gemv_job *j = ud;
+    int c = i % j->copies;
+    must(cuda_fp8_gemv(j->q, j->sa, j->m, j->w + j->wbytes * c, j->ws + j->sbytes * c, j->n, j->k, j->y,
+                       bench_stream(), &err));
+}
+
+static void bench_fp8_gemv(const char *name, int n, int k, int m)
+{
+    struct gemv_job j = {.m = m, .n = n, .k = k};
+    j.wbytes = (size_t)n * k, j.sbytes = (size_t)((n + 127) / 128) * (k / 128);
+    j.copies = (int)((ROTATE_BYTES + j.wbytes - 1) / j.wbytes);
+    if (j.copies < 2)
+        j.copies = 2;
+    uint8_t *w = dalloc(j.wbytes * j.copies), *ws = dalloc(j.sbytes * j.copies), *q = dalloc((size_t)m * k);
+    uint16_t *x = dalloc((size_t)m * k * 2);
+    float *sa = dalloc(sizeof(float) * (size_t)m * (k / 128));
+    j.w = w, j.ws = ws, j.q = q, j.sa = sa, j.y = dalloc((size_t)m * n * 2);
+    bench_fill(w, j.wbytes * j.copies, 11, BENCH_E4M3);
+    bench_fill(ws, j.sbytes * j.copies, 12, BENCH_E8M0_W);
+    bench_fill(x, (size_t)m * k * 2, 13, BENCH_BF16);
+    struct quant_job qj = {x, m, k, 0, q, sa};
+    quant_launch(&qj, 0);
+    for (int i = 0; i < j.copies; i++)
+        gemv_launch(&j, i);
+    double alone = time_alone(gemv_launch, &j, ITERS);
+    double graph = bench_graph_ms(gemv_launch, &j, ITERS, 10);
+    double qgraph = bench_graph_ms(quant_launch, &qj, ITERS, 10);
+    must(cuda_sync(&err));
+    double bytes = (double)j.wbytes + (double)j.sbytes + (double)m * k + 4.0 * m * (k / 128) + 2.0 * m * n;
+    double gbs = bytes / (graph * 1e-3) / 1e9, tf = 2.0 * m * (double)n * k / (graph * 1e-3) / 1e12;
+    printf("| fp8_gemv | %-17s | %d | %5d x %5d | %6.2f | %6.2f | %5.0f | %5.2f | %5.1f%% | %5.2f |\n", name, m, n, k,
+           alone * 1e3, graph * 1e3, gbs, tf, 100.0 * gbs / copy_gbps, qgraph * 1e3);
+    cuda_free(w), cuda_free(ws), cuda_free(q), cuda_free(x), cuda_free(j.y), cuda_free(sa);
+}
+
+/* ---- FP4 routed experts, decode ---- */
+struct fp4_job {
+    const uint8_t *q;
+    const float *sa;
+    int xg, topk, n, k;
+    const int *ids;
+    const uint8_t *const *wt, *const *st;
+    uint16_t *y;
+};
+static void fp4_launch(void *ud, int i)
+{
+    struct fp4_job *j = ud;
+    must(cuda_fp4_gemv_grouped(j->q, j->sa, j->xg, j->topk, j->ids + j->topk * (i % ITERS), j->wt, j->st, j->n, j->k,
+                               j->y, bench_stream(), &err));
+}
+
+static void bench_fp4(const char *name, int n, int k, int experts, int topk, int w2)
+{
+    size_t wbytes = (size_t)n * k / 2, sbytes = (size_t)n * k / 32;
+    uint8_t *w = dalloc(wbytes * experts), *s = dalloc(sbytes * experts);
+    bench_fill(w, wbytes * experts, 21, BENCH_BYTES);
+    bench_fill(s, sbytes * experts, 22, BENCH_E8M0_FP4);
+    const uint8_t **wt = malloc(sizeof *wt * experts), **st = malloc(sizeof *st * experts);
+    for (int i = 0; i < experts; i++)
+        wt[i] = w + wbytes * i, st[i] = s + sbytes * i;
+    void *dwt = dalloc(sizeof *wt * experts), *dst = dalloc(sizeof *st * experts);
+    must(cuda_h2d(dwt, wt, sizeof *wt * experts, &err));
+    must(cuda_h2d(dst, st, sizeof *st * experts, &err));
+    int *ids = malloc(sizeof *ids * topk * ITERS);
+    uint64_t r = 88172645463325252ull;
+    for (int i = 0; i < ITERS; i++)
+        for (int jj = 0; jj < topk; jj++) {
+            int id, dup;
+            do {
+                r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+                id = (int)(r % (uint64_t)experts);
+                dup = 0;
+                for (int u = 0; u < jj; u++)
+                    dup |= ids[i * topk + u] == id;
+            } while (dup);
+            ids[i * topk + jj] = id;
+        }
+    int *dids = dalloc(sizeof *ids * topk * ITERS);
+    must(cuda_h2d(dids, ids, sizeof *ids * topk * ITERS, &err));
+    int rows = w2 ? topk : 1;
+    uint16_t *x = dalloc((size_t)rows * k * 2);
+    struct fp4_job j = {.xg = w2 ? 1 : topk, .topk = topk, .n = n, .k = k, .ids = dids};
+    j.wt = dwt, j.st = dst;
+    j.y = dalloc((size_t)topk * n * 2);
+    uint8_t *q = dalloc((size_t)rows * k);
+    float *sa = dalloc(sizeof(float) * (size_t)rows * (k / 128));
+    j.q = q, j.sa = sa;
+    bench_fill(x, (size_t)rows * k * 2, 23, BENCH_BF16);
+    struct quant_job qj = {x, rows, k, 0, q, sa};
+    quant_launch(&qj, 0);
+    for (int i = 0; i < 4; i++)
+        fp4_launch(&j, i);
+    double alone = time_alone(fp4_launch, &j, ITERS);
+    double graph = bench_graph_ms(fp4_launch, &j, ITERS, 10);
+    must(cuda_sync(&err));
+    double bytes = (double)topk * (wbytes + sbytes) + (double)rows * k + 4.0 * rows * (k / 128) + 2.0 * topk * n;
+    double gbs = bytes / (graph * 1e-3) / 1e9, tf = 2.0 * topk * (double)n * k / (graph * 1e-3) / 1e12;
+    printf("| fp4_grouped | %-18s | %d | %5d x %5d | %6.2f | %6.2f | %5.0f | %5.2f | %5.1f%% |\n", name, topk, n, k,
+           alone * 1e3, graph * 1e3, gbs, tf, 100.0 * gbs / copy_gbps);
+    cuda_free(w), cuda_free(s), cuda_free(dwt), cuda_free(dst), cuda_free(dids), cuda_free(x), cuda_free(j.y);
+    cuda_free(q), cuda_free(sa);
+    free(wt), free(st), free(ids);
+}
+
+/* ---- FP8 prefill GEMM: own mma.sync kernel and cuBLASLt block-scaled ---- */
+struct gemm_job {
+    const uint8_t *q, *w, *ws;
+    const float *sa, *ws32;
+    int m, n, k;
+    uint16_t *y;
+    struct cuda_lt_plan *plan;
+};
+static void gemm_launch(void *ud, int i)
+{
+    struct gemm_job *j = ud;
+    (void)i;
+    must(cuda_fp8_gemm(j->q, j->sa, j->m, j->w, j->ws, j->n, j->k, j->y, bench_stream(), &err));
+}
+static void lt_launch(void *ud, int i)
+{
+    struct gemm_job *j = ud;
+    (void)i;
+    must(cuda_lt_run(j->plan, j->q, j->sa, j->w, j->ws32, j->y, bench_stream(), &err));
+}
+
+static void bench_gemm(const char *name, int n, int k, int m)
+{
+    size_t wbytes = (size_t)n * k;
+    int nb = (n + 127) / 128, kb = k / 128, ld = (kb + 3) / 4 * 4;
+    uint8_t *w = dalloc(wbytes), *ws = dalloc((size_t)nb * kb), *q = dalloc((size_t)m * k);
+    uint16_t *x = dalloc((size_t)m * k * 2);
+    float *sa = dalloc(sizeof(float) * (size_t)m * kb), *ws32 = dalloc(sizeof(float) * (size_t)(nb + 4) * (ld + 4));
+    struct gemm_job j = {.q = q, .w = w, .ws = ws, .sa = sa, .ws32 = ws32, .m = m, .n = n, .k = k};
+    j.y = dalloc((size_t)m * n * 2);
+    bench_fill(w, wbytes, 31, BENCH_E4M3);
+    bench_fill(ws, (size_t)nb * kb, 32, BENCH_E8M0_W);
+    bench_fill(x, (size_t)m * k * 2, 33, BENCH_BF16);
+    struct quant_job qj = {x, m, k, 0, q, sa};
+    quant_launch(&qj, 0);
+    const int iters = 20;
+    double flop = 2.0 * m * (double)n * k;
+    gemm_launch(&j, 0);
+    double ms = time_alone(gemm_launch, &j, iters);
+    double qms = time_alone(quant_launch, &qj, iters);
+    printf("| fp8_gemm mma.sync | %-10s | %5d | %5d x %5d | %7.1f | %6.1f | %5.1f%% | %5.1f |\n", name, m, n, k,
+           ms * 1e3, flop / (ms * 1e-3) / 1e12, 100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak, qms * 1e3);
+    int layout = cuda_lt_layout();
+    if (cuda_lt_plan_new(&j.plan, m, n, k, layout, &err) == 0) {
+        must(cuda_e8m0_to_f32(ws, nb, kb, ld, (layout & CUDA_LT_W_T) != 0, ws32, NULL, &err));
+        qj.scale_t = layout & CUDA_LT_ACT_T;
+        quant_launch(&qj, 0);
+        lt_launch(&j, 0);
+        ms = time_alone(lt_launch, &j, iters);
+        printf("| fp8_gemm cuBLASLt | %-10s | %5d | %5d x %5d | %7.1f | %6.1f | %5.1f%% | |\n", name, m, n, k, ms * 1e3,
+               flop / (ms * 1e-3) / 1e12, 100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak);
+        cuda_lt_plan_free(j.plan);
+    } else {
+        printf("| fp8_gemm cuBLASLt | %-10s | %5d | %5d x %5d | n/a: %s | | | |\n", name, m, n, k, err.msg);
+    }
+    must(cuda_sync(&err));
+    cuda_free(w), cuda_free(ws), cuda_free(q), cuda_free(x), cuda_free(j.y), cuda_free(sa), cuda_free(ws32);
+}
+
+int main(int argc, char **argv)
+{
+    /* "profile": one decode GEMV and one expert product only, for a profiler (ncu) run */
+    int profile = argc > 1 && strcmp(argv[1], "profile") == 0;
+    if (cuda_device_count() == 0) {
+        printf("bench-gpu: no CUDA device\n");
+        return 77;
+    }
+    char name[256];
+    int sms;
+    must(cuda_device_name(name, sizeof name, &sms, &err));
+    copy_gbps = bench_copy_gbps((size_t)1 << 30, 20);
+    fp8_peak = profile ? 1.0 : bench_fp8_dense_tflops(8192, 20);
+    printf("device: %s, %d SMs\n", name, sms);
+    printf("floor, bandwidth: device-to-device cudaMemcpy of 1 GiB, median of 20: %.0f GB/s (read + written)\n",
+           copy_gbps);
+    printf("floor, FP8 compute: dense cuBLASLt e4m3 8192^3 (per-tensor scales, fast accumulation), median of 20: "
+           "%.0f TFLOP/s\n\n", fp8_peak);
+    if (profile) {
+        bench_fp8_gemv("e_proj 4096^2", 4096, 4096, 1);
+        bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0);
+        return 0;
+    }
+
+    printf("Decode GEMV, FP8 e4m3 weights + 128x128 e8m0 scales, V4-Flash shapes. us alone / in graph; GB/s and "
+           "the floor ratio from the graph time; act_quant = the input's quantisation, in graph\n\n");
+    printf("| kernel | weight | m | n x k | us alone | us graph | GB/s | TFLOP/s | of copy floor | act_quant us |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    static const struct { const char *name; int n, k; } fp8[] = {
+        {"attn.wq_a", 1024, 4096},    {"attn.wkv", 512, 4096},      {"attn.wq_b", 32768, 1024},
+        {"attn.wo_b", 4096, 8192},    {"shared w1/w3", 2048, 4096}, {"shared w2", 4096, 2048},
+        {"indexer.wq_b", 8192, 1024}, {"e_proj 4096^2", 4096, 4096},
+    };
+    for (size_t i = 0; i < sizeof fp8 / sizeof fp8[0]; i++)
+        for (int m = 1; m <= 8; m *= 8)
+            bench_fp8_gemv(fp8[i].name, fp8[i].n, fp8[i].k, m);
+    bench_fp8_gemv("e_proj 4096^2", 4096, 4096, 4);
+
+    printf("\nDecode, routed experts: FP4 e2m1 + e8m0 per 32, one token, top-6 random distinct experts per launch "
+           "(m = experts run)\n\n");
+    printf("| kernel | experts | m | n x k | us alone | us graph | GB/s | TFLOP/s | of copy floor |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
+    bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0);
+    bench_fp4("Flash w2 of 256", 4096, 2048, 256, 6, 1);
+    bench_fp4("Pro w1/w3 of 384", 3072, 7168, 384, 6, 0);
+    bench_fp4("Pro w2 of 384", 7168, 3072, 384, 6, 1);
+
+    printf("\nPrefill GEMM, FP8 block-scaled, m tokens (us alone)\n\n");
+    printf("| kernel | weight | m | n x k | us | TFLOP/s | of FP8 peak | act_quant us |\n");
+    printf("|---|---|---|---|---|---|---|---|\n");
+    bench_gemm("attn.wq_a", 1024, 4096, 4096);
+    bench_gemm("attn.wq_b", 32768, 1024, 4096);
+    bench_gemm("attn.wo_b", 4096, 8192, 4096);
+    bench_gemm("shared w1", 2048, 4096, 4096);
+    bench_gemm("4096^2", 4096, 4096, 16384);
+    return 0;
+}

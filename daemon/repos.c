@@ -1,0 +1,1246 @@
+/* Repositories held resident; see repos.h.
+ *
+ * Ownership: the loop thread owns struct repo. While a job of the repository is queued or runs
+ * (r->job != NULL), the engine thread owns r->st and r->ready_snap; the loop reads them only in
+ * the job's done() callback. Ingestion results are handed over in the work's after-callback. */
+#include "repos.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dsml.h"
+#include "engine.h"
+#include "kv.h"
+#include "log.h"
+#include "model.h"
+#include "pool.h"
+#include "prompt.h"
+#include "rpc.h"
+#include "sample.h"
+#include "scheduler.h"
+#include "state.h"
+#include "tokenizer.h"
+
+#define DEFAULT_SYSTEM                                                                               \
+    "You are ctxd, an assistant that answers questions about the git repository below. Its files " \
+    "are quoted in full or as outlines; answer from them, name files and lines, and say so when "   \
+    "the repository does not contain the answer."
+
+enum phase { PH_INGESTING, PH_PREFILLING, PH_READY, PH_FAILED };
+static const char *const phase_names[] = {"ingesting", "prefilling", "ready", "failed"};
+
+struct repo;
+
+struct waiter {
+    struct ctxd_call *call;
+    uint64_t client;
+    struct waiter *next;
+};
+
+struct ask {
+    struct repo *r;
+    struct ctxd_call *call;
+    uint64_t client;
+    char *question;
+    int max_tokens;
+    int top_logprobs;         /* 0: none */
+    cJSON *logprobs;          /* per generated token, when top_logprobs > 0 */
+    struct inf_sampler_opts sampling;
+    enum inf_dsml_mode mode;
+    struct ask *next;
+    /* results, written on the engine thread, read in done() */
+    cJSON *message;
+    const char *finish;       /* "stop", "length", "cancelled", "malformed" */
+    char malformed[600];
+    size_t prompt_tokens, cached_tokens, generated;
+    double ttft_ms, decode_tok_s, prompt_tok_s;
+    uint64_t t_submit;
+};
+
+struct repo {
+    struct ctxd_repos *rs;
+    struct repo *next;
+    int id;
+    char *req_path;           /* realpath of the path first asked for */
+    char *root;               /* the work tree, once ingested */
+    char *name;
+    enum phase phase;
+    char error[CTX_ERR_MSG_MAX];
+    size_t budget;
+    /* ingestion */
+    uv_work_t work;
+    int work_rc;
+    struct ctx_err work_err;
+    struct repo_snapshot *snap;
+    struct repo_layout *layout;
+    struct agent_prefix prefix;
+    double ingest_ms;
+    /* engine */
+    struct ctxd_job *job;     /* the queued or running job, or NULL */
+    struct inf_state *st;
+    struct inf_snapshot *ready_snap;
+    size_t resident;          /* tokens in st, as last reported */
+    size_t restored;          /* of which restored from the KV cache */
+    size_t computed;          /* prefill tokens computed since the repository was opened */
+    char restore_note[CTX_ERR_MSG_MAX + 64]; /* why the cache could not be used, if it could not */
+    int64_t lineage;          /* the KV lineage checkpoints of this prefill go to, 0 none yet, -1 off */
+    size_t prefill_restored, prefill_computed; /* engine thread's counts */
+    double prefill_tok_s;
+    uint64_t prefill_t0;
+    struct waiter *waiters;   /* repo.open calls waiting for ready */
+    struct ask *asks;         /* questions waiting for ready or for the engine */
+};
+
+struct ctxd_repos {
+    struct ctxd *d;
+    struct ctxd_repos_opts o;
+    struct store_kv *kv;      /* engine thread's connection (opened by the first prefill) */
+    int kv_tried;
+    struct store_kv *kv_loop; /* the loop thread's connection (cache.status / cache.clear) */
+    char *system;
+    struct ctx_pool *pool;    /* ingestion's parsing threads */
+    struct repo *list;
+    int next_id;
+    int closing;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- status ------------------------------------------------------------------------------- */
+
+static cJSON *repo_status_json(const struct repo *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "id", r->id);
+    cJSON_AddStringToObject(o, "root", r->root ? r->root : r->req_path);
+    if (r->name)
+        cJSON_AddStringToObject(o, "name", r->name);
+    cJSON_AddStringToObject(o, "phase", phase_names[r->phase]);
+    if (r->phase == PH_FAILED)
+        cJSON_AddStringToObject(o, "error", r->error);
+    if (r->snap) {
+        cJSON_AddStringToObject(o, "head", r->snap->head);
+        if (r->snap->branch)
+            cJSON_AddStringToObject(o, "branch", r->snap->branch);
+        cJSON_AddNumberToObject(o, "files", (double)r->snap->nfiles);
+    }
+    if (r->layout) {
+        cJSON *f = cJSON_AddObjectToObject(o, "layout");
+        cJSON_AddNumberToObject(f, "full", (double)r->layout->n_full);
+        cJSON_AddNumberToObject(f, "outline", (double)r->layout->n_outline);
+        cJSON_AddNumberToObject(f, "omitted", (double)r->layout->n_omitted);
+        cJSON_AddNumberToObject(f, "skipped", (double)r->layout->n_skipped);
+        cJSON_AddNumberToObject(f, "budget", (double)r->layout->budget);
+        cJSON_AddNumberToObject(o, "prompt_tokens", (double)r->prefix.n);
+        cJSON_AddNumberToObject(o, "ingest_ms", r->ingest_ms);
+    }
+    cJSON_AddNumberToObject(o, "resident_tokens", (double)r->resident);
+    cJSON_AddNumberToObject(o, "restored_tokens", (double)r->restored);
+    cJSON_AddNumberToObject(o, "computed_tokens", (double)r->computed);
+    if (r->restore_note[0])
+        cJSON_AddStringToObject(o, "cache_note", r->restore_note);
+    if (r->prefill_tok_s > 0)
+        cJSON_AddNumberToObject(o, "prefill_tokens_per_s", r->prefill_tok_s);
+    return o;
+}
+
+void ctxd_repos_status(struct ctxd *d, cJSON *status)
+{
+    cJSON *arr = cJSON_AddArrayToObject(status, "repos");
+    if (!d->repos)
+        return;
+    for (struct repo *r = d->repos->list; r; r = r->next)
+        cJSON_AddItemToArray(arr, repo_status_json(r));
+    cJSON *m = cJSON_AddObjectToObject(status, "model");
+    cJSON_AddStringToObject(m, "source", ctxd_engine_describe(d->engine));
+    cJSON_AddBoolToObject(m, "loaded", ctxd_engine_loaded(d->engine));
+    cJSON_AddBoolToObject(m, "noise", ctxd_engine_is_noise(d->engine));
+}
+
+/* ---- waiting calls ------------------------------------------------------------------------ */
+
+static void fail_waiters(struct repo *r, const struct ctx_err *e)
+{
+    while (r->waiters) {
+        struct waiter *w = r->waiters;
+        r->waiters = w->next;
+        ctxd_call_fail_err(w->call, e);
+        free(w);
+    }
+}
+
+static void free_ask(struct ask *a)
+{
+    cJSON_Delete(a->logprobs);
+    cJSON_Delete(a->message);
+    free(a->question);
+    free(a);
+}
+
+static void fail_asks(struct repo *r, const struct ctx_err *e)
+{
+    while (r->asks) {
+        struct ask *a = r->asks;
+        r->asks = a->next;
+        ctxd_call_fail_err(a->call, e);
+        free_ask(a);
+    }
+}
+
+static void notify_progress(struct repo *r)
+{
+    for (struct waiter *w = r->waiters; w; w = w->next) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "phase", phase_names[r->phase]);
+        cJSON_AddNumberToObject(p, "done", (double)r->resident);
+        cJSON_AddNumberToObject(p, "total", (double)r->prefix.n);
+        if (r->prefill_tok_s > 0) {
+            cJSON_AddNumberToObject(p, "tokens_per_s", r->prefill_tok_s);
+            cJSON_AddNumberToObject(p, "eta_s", (double)(r->prefix.n - r->resident) / r->prefill_tok_s);
+        }
+        ctxd_call_notify(w->call, "repo.progress", p);
+    }
+}
+
+static void start_next(struct repo *r);
+
+/* ---- prefill on the engine thread --------------------------------------------------------- */
+
+struct progress_msg {
+    struct repo *r;
+    size_t resident, restored, computed;
+    double tok_s;
+    char note[CTX_ERR_MSG_MAX + 64];
+};
+
+static void on_progress(void *ud)
+{
+    struct progress_msg *m = ud;
+    m->r->resident = m->resident;
+    m->r->restored = m->restored;
+    m->r->computed = m->computed;
+    m->r->prefill_tok_s = m->tok_s;
+    if (m->note[0])
+        snprintf(m->r->restore_note, sizeof m->r->restore_note, "%s", m->note);
+    notify_progress(m->r);
+    free(m);
+}
+
+/* KV streams of a state: per layer, its compressed entries and (CSA) its indexer keys. */
+static int n_streams_of(const struct inf_state *st)
+{
+    return 2 * st->n_layers;
+}
+
+static void streams_of(const struct inf_state *st, struct store_kv_stream *sv)
+{
+    for (int i = 0; i < st->n_layers; i++) {
+        const struct inf_layer_state *l = &st->layers[i];
+        sv[2 * i].data = l->cache;
+        sv[2 * i].len = (uint64_t)l->n_cache * (uint64_t)st->cfg.head_dim * sizeof(float);
+        sv[2 * i + 1].data = l->icache;
+        sv[2 * i + 1].len = l->ratio == 4 ? (uint64_t)l->n_cache * (uint64_t)st->cfg.index_head_dim * sizeof(float) : 0;
+    }
+}
+
+/* Bring st to the checkpoint c: its caches from the streams, then its boundary. */
+static int restore_ckpt(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st, struct ctx_err *e)
+{
+    if (c->n_streams != n_streams_of(st))
+        return ctx_err_set(e, CTX_EFORMAT, "checkpoint has %d streams, the model needs %d", c->n_streams,
+                           n_streams_of(st));
+    for (int i = 0; i < st->n_layers; i++) {
+        struct inf_layer_state *l = &st->layers[i];
+        uint64_t row = (uint64_t)st->cfg.head_dim * sizeof(float);
+        uint64_t len = c->stream_len[2 * i], ilen = c->stream_len[2 * i + 1];
+        if (len % row)
+            return ctx_err_set(e, CTX_EFORMAT, "checkpoint stream %d is not a whole number of entries", 2 * i);
+        long long n = (long long)(len / row);
+        if ((!l->ratio && n) ||
+            (l->ratio == 4 && ilen != (uint64_t)n * (uint64_t)st->cfg.index_head_dim * sizeof(float)) ||
+            (l->ratio != 4 && ilen))
+            return ctx_err_set(e, CTX_EFORMAT, "checkpoint streams of layer %d do not fit the model", i);
+        l->n_cache = 0;
+        int rc = n ? inf_state_reserve(st, i, n, e) : 0;
+        if (!rc && len)
+            rc = store_kv_read_stream(kv, c, 2 * i, l->cache, e);
+        if (!rc && ilen)
+            rc = store_kv_read_stream(kv, c, 2 * i + 1, l->icache, e);
+        if (rc)
+            return rc;
+        l->n_cache = n;
+    }
+    uint8_t *b = malloc(c->boundary_len + 1);
+    if (!b)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    int rc = store_kv_read_boundary(kv, c, b, e);
+    if (!rc)
+        rc = inf_state_restore_boundary(st, b, c->boundary_len, e);
+    free(b);
+    if (!rc && (uint64_t)st->pos != c->pos)
+        rc = ctx_err_set(e, CTX_EFORMAT, "checkpoint at %llu restored a state at %lld", (unsigned long long)c->pos,
+                         st->pos);
+    return rc;
+}
+
+static int checkpoint(struct repo *r, struct ctx_err *e)
+{
+    struct store_kv *kv = r->rs->kv;
+    struct inf_state *st = r->st;
+    int ns = n_streams_of(st);
+    struct store_kv_stream *sv = calloc((size_t)ns, sizeof *sv);
+    uint8_t *b = NULL;
+    size_t blen = 0;
+    if (!sv)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    streams_of(st, sv);
+    int rc = inf_state_boundary(st, &b, &blen, e);
+    struct store_kv_hash h;
+    store_kv_prefix_hash(ctxd_engine_key(r->rs->d->engine), r->prefix.tokens, (size_t)st->pos, &h);
+    if (!rc && !r->lineage)
+        rc = store_kv_lineage_new(kv, ctxd_engine_key(r->rs->d->engine), ns, &r->lineage, e);
+    if (!rc)
+        rc = store_kv_put(kv, r->lineage, (uint64_t)st->pos, &h, b, blen, sv, ns, e);
+    free(b);
+    free(sv);
+    if (!rc) {
+        uint64_t freed = 0;
+        struct ctx_err ee = {0};
+        if (store_kv_evict(kv, r->rs->o.cache_budget, r->lineage, &freed, &ee))
+            CTX_WARN("kv cache eviction: %s", ee.msg);
+        else if (freed)
+            CTX_INFO("kv cache: evicted %llu bytes to stay within %llu", (unsigned long long)freed,
+                     r->rs->o.cache_budget);
+    }
+    return rc;
+}
+
+/* First slice of a prefill: the longest cached prefix, restored, or an empty state. A cache that
+ * fails (corruption, a missing file) is reported and the prefix recomputed: never wrong state. */
+static void start_from_cache(struct repo *r, struct progress_msg *note)
+{
+    struct ctxd_repos *rs = r->rs;
+    if (!rs->kv_tried && rs->o.cache_dir) {
+        rs->kv_tried = 1;
+        struct ctx_err e = {0};
+        if (store_kv_open(rs->o.cache_dir, &rs->kv, &e)) {
+            CTX_WARN("kv cache disabled: %s", e.msg);
+            snprintf(note->note, sizeof note->note, "cache disabled: %s", e.msg);
+        }
+    }
+    r->lineage = 0;
+    if (!rs->kv)
+        return;
+    struct store_kv_ckpt c;
+    int found = 0;
+    struct ctx_err e = {0};
+    if (store_kv_lookup_tokens(rs->kv, ctxd_engine_key(rs->d->engine), r->prefix.tokens, r->prefix.n, &c, &found,
+                               &e)) {
+        CTX_WARN("kv cache lookup failed: %s", e.msg);
+        snprintf(note->note, sizeof note->note, "lookup failed: %s", e.msg);
+        return;
+    }
+    if (!found)
+        return;
+    if (restore_ckpt(rs->kv, &c, r->st, &e)) {
+        CTX_WARN("kv cache: checkpoint %lld of %s unusable, recomputing: %s", (long long)c.id, r->root, e.msg);
+        snprintf(note->note, sizeof note->note, "checkpoint unusable, recomputed: %s", e.msg);
+        inf_state_reset(r->st);
+        store_kv_ckpt_clear(&c);
+        return;
+    }
+    r->prefill_restored = (size_t)c.pos;
+    /* Further checkpoints go to a fork that shares what came before (other prompts may continue
+     * the same checkpoint differently). */
+    if (c.pos < r->prefix.n && store_kv_fork(rs->kv, &c, &r->lineage, &e)) {
+        CTX_WARN("kv cache fork failed: %s", e.msg);
+        r->lineage = -1; /* no more checkpoints for this prefill */
+    }
+    CTX_INFO("%s: restored %llu of %zu prefix tokens from the kv cache", r->root, (unsigned long long)c.pos,
+             r->prefix.n);
+    store_kv_ckpt_clear(&c);
+}
+
+static int prefill_run(struct ctxd_job_ctx *ctx, void *ud)
+{
+    struct repo *r = ud;
+    struct ctxd_engine *g = r->rs->d->engine;
+    struct ctx_err e = {0};
+    if (ctxd_engine_load(g, &e))
+        return ctxd_job_fail(ctx, e.code, "%s", e.msg);
+    struct inf_model *m = ctxd_engine_model(g);
+    struct progress_msg *pm = calloc(1, sizeof *pm);
+    if (!r->st) {
+        if (inf_state_new(inf_model_config(m), &r->st, &e)) {
+            free(pm);
+            return ctxd_job_fail(ctx, e.code, "%s", e.msg);
+        }
+        r->prefill_restored = 0;
+        r->prefill_computed = 0;
+        struct progress_msg dummy = {0};
+        start_from_cache(r, pm ? pm : &dummy);
+    }
+    size_t n = r->prefix.n, pos = (size_t)r->st->pos;
+    if (pos < n) {
+        size_t chunk = (size_t)r->rs->o.chunk;
+        if (chunk > n - pos)
+            chunk = n - pos;
+        struct inf_forward_opts fo = {0};
+        if (inf_model_forward(m, r->st, (const int *)r->prefix.tokens + pos, (int)chunk, &fo, &e)) {
+            free(pm);
+            return ctxd_job_fail(ctx, e.code, "prefill at token %zu: %s", pos, e.msg);
+        }
+        r->prefill_computed += chunk;
+        size_t every = (size_t)r->rs->o.checkpoint_every;
+        int boundary = pos + chunk == n || ((pos + chunk) % 128 == 0 && (pos + chunk) / every > pos / every);
+        pos += chunk;
+        if (boundary && r->rs->kv && r->lineage >= 0 && checkpoint(r, &e)) {
+            CTX_WARN("kv cache: checkpoint at %zu of %s failed: %s", pos, r->root, e.msg);
+            r->lineage = -1;
+        }
+    }
+    if (pm) {
+        double secs = (double)(now_ms() - r->prefill_t0) / 1000.0;
+        pm->r = r;
+        pm->resident = pos;
+        pm->restored = r->prefill_restored;
+        pm->computed = r->prefill_computed;
+        pm->tok_s = secs > 0 ? (double)r->prefill_computed / secs : 0;
+        ctxd_job_post(ctx, on_progress, pm);
+    }
+    if (pos < n)
+        return CTXD_JOB_YIELD;
+    inf_snapshot_free(r->ready_snap);
+    r->ready_snap = NULL;
+    if (inf_state_snapshot(r->st, &r->ready_snap, &e))
+        return ctxd_job_fail(ctx, e.code, "%s", e.msg);
+    return CTXD_JOB_DONE;
+}
+
+static void prefill_done(void *ud, int status, const char *message)
+{
+    struct repo *r = ud;
+    r->job = NULL;
+    if (r->rs->closing)
+        return;
+    struct ctx_err e = {0};
+    if (status) {
+        r->phase = PH_FAILED;
+        snprintf(r->error, sizeof r->error, "%s", message);
+        ctx_err_set(&e, status, "%s: %s", r->root ? r->root : r->req_path, message);
+        CTX_ERROR("prefill of %s failed: %s", r->root, message);
+        fail_waiters(r, &e);
+        fail_asks(r, &e);
+        return;
+    }
+    r->phase = PH_READY;
+    CTX_INFO("%s is resident: %zu tokens (%.0f tokens/s)", r->root, r->resident, r->prefill_tok_s);
+    while (r->waiters) {
+        struct waiter *w = r->waiters;
+        r->waiters = w->next;
+        ctxd_call_reply(w->call, repo_status_json(r));
+        free(w);
+    }
+    start_next(r);
+}
+
+static const struct ctxd_job_ops prefill_ops = {prefill_run, prefill_done};
+
+/* ---- questions on the engine thread ------------------------------------------------------- */
+
+struct delta_msg {
+    struct ask *a;
+    const char *kind;
+    char *text;
+};
+
+static void on_delta(void *ud)
+{
+    struct delta_msg *m = ud;
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "kind", m->kind);
+    cJSON_AddStringToObject(p, "text", m->text);
+    ctxd_call_notify(m->a->call, "ask.delta", p);
+    free(m->text);
+    free(m);
+}
+
+struct parse_ctx {
+    struct ask *a;
+    struct ctxd_job_ctx *job;
+};
+
+static int on_event(void *ud, const struct inf_dsml_event *ev)
+{
+    struct parse_ctx *pc = ud;
+    const char *kind = NULL;
+    if (ev->type == INF_DSML_EV_REASONING_DELTA)
+        kind = "reasoning";
+    else if (ev->type == INF_DSML_EV_CONTENT_DELTA)
+        kind = "content";
+    if (!kind || !ev->len)
+        return 0;
+    struct delta_msg *m = malloc(sizeof *m);
+    char *t = malloc(ev->len + 1);
+    if (!m || !t) {
+        free(m);
+        free(t);
+        return 0;
+    }
+    memcpy(t, ev->text, ev->len);
+    t[ev->len] = 0;
+    m->a = pc->a;
+    m->kind = kind;
+    m->text = t;
+    ctxd_job_post(pc->job, on_delta, m);
+    return 0;
+}
+
+/* The turn after the resident prefix, rendered by the DSML encoder as part of the whole
+ * conversation so that it is exactly what the format says (tests/agent/test_prompt.c checks that
+ * the prefix is a byte prefix of that rendering). */
+static int turn_suffix(struct repo *r, struct ask *a, char **out, size_t *len, struct ctx_err *e)
+{
+    size_t clen;
+    char *content = agent_first_turn_content(r->layout, a->question, &clen);
+    cJSON *msgs = cJSON_CreateArray(), *sys = cJSON_CreateObject(), *usr = cJSON_CreateObject();
+    if (!content || !msgs || !sys || !usr) {
+        free(content);
+        cJSON_Delete(msgs);
+        cJSON_Delete(sys);
+        cJSON_Delete(usr);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    cJSON_AddStringToObject(sys, "role", "system");
+    cJSON_AddStringToObject(sys, "content", r->rs->system);
+    cJSON_AddStringToObject(usr, "role", "user");
+    cJSON_AddStringToObject(usr, "content", content);
+    free(content);
+    cJSON_AddItemToArray(msgs, sys);
+    cJSON_AddItemToArray(msgs, usr);
+    struct inf_dsml_opts o = {.mode = a->mode, .drop_thinking = true};
+    char *full;
+    size_t flen;
+    int rc = inf_dsml_encode(msgs, NULL, &o, &full, &flen, e);
+    cJSON_Delete(msgs);
+    if (rc)
+        return rc;
+    size_t plen;
+    char *ptext = agent_prefix_text(&r->prefix, r->layout, &plen);
+    if (!ptext || flen < plen || memcmp(full, ptext, plen) != 0) {
+        free(ptext);
+        free(full);
+        return ctx_err_set(e, CTX_EINTERNAL, "the rendered turn does not continue the resident prefix");
+    }
+    free(ptext);
+    *len = flen - plen;
+    memmove(full, full + plen, *len + 1);
+    *out = full;
+    return 0;
+}
+
+/* log-softmax of the raw logits: the chosen token's and the best K, as OpenAI's logprobs. */
+static void add_logprobs(struct ask *a, const float *logits, int n, int32_t chosen)
+{
+    if (!a->logprobs && !(a->logprobs = cJSON_CreateArray()))
+        return;
+    float mx = logits[inf_argmax(logits, n)];
+    double z = 0;
+    for (int i = 0; i < n; i++)
+        z += exp((double)logits[i] - mx);
+    double lz = log(z) + mx;
+    int k = a->top_logprobs, top[32], m = 0;
+    for (int i = 0; i < n; i++) { /* insertion into a small sorted list: k <= 20 */
+        if (m == k && logits[i] <= logits[top[m - 1]])
+            continue;
+        int j = m < k ? m++ : m - 1;
+        while (j > 0 && logits[top[j - 1]] < logits[i])
+            top[j] = top[j - 1], j--;
+        top[j] = i;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "token", chosen);
+    cJSON_AddNumberToObject(o, "logprob", (double)logits[chosen] - lz);
+    cJSON *arr = cJSON_AddArrayToObject(o, "top");
+    for (int j = 0; j < m; j++) {
+        cJSON *p = cJSON_CreateArray();
+        cJSON_AddItemToArray(p, cJSON_CreateNumber(top[j]));
+        cJSON_AddItemToArray(p, cJSON_CreateNumber((double)logits[top[j]] - lz));
+        cJSON_AddItemToArray(arr, p);
+    }
+    cJSON_AddItemToArray(a->logprobs, o);
+}
+
+static int ask_run(struct ctxd_job_ctx *ctx, void *ud)
+{
+    struct ask *a = ud;
+    struct repo *r = a->r;
+    struct ctxd_engine *g = r->rs->d->engine;
+    const struct inf_tokenizer *tok = ctxd_engine_tokenizer(g);
+    struct inf_model *m = ctxd_engine_model(g);
+    const struct inf_config *c = inf_model_config(m);
+    struct ctx_err e = {0};
+    char *suffix = NULL;
+    size_t slen = 0;
+    int32_t *ids = NULL;
+    size_t nids = 0;
+    float *logits = NULL;
+    struct inf_sampler *smp = NULL;
+    struct inf_detok *dt = NULL;
+    struct inf_dsml_parser *parser = NULL;
+    char *piece = NULL;
+    int rc = turn_suffix(r, a, &suffix, &slen, &e);
+    if (!rc)
+        rc = inf_tokenizer_encode(tok, suffix, slen, &ids, &nids, &e);
+    if (!rc && !(logits = malloc(sizeof(float) * (size_t)c->vocab_size)))
+        rc = ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+    if (!rc)
+        rc = inf_sampler_new(&a->sampling, c->vocab_size, &smp, &e);
+    if (!rc && !(dt = inf_detok_new(tok)))
+        rc = ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+    struct parse_ctx pc = {a, ctx};
+    struct inf_dsml_parser_opts po = {.mode = a->mode};
+    if (!rc && !(parser = inf_dsml_parser_new(&po, on_event, &pc)))
+        rc = ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+    size_t cap = dt ? inf_detok_max_chunk(dt) : 0;
+    if (!rc && !(piece = malloc(cap + 1)))
+        rc = ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+    a->prompt_tokens = r->prefix.n + nids;
+    a->cached_tokens = r->prefix.n;
+    uint64_t t0 = now_ms(), t_first = 0;
+    if (!rc) {
+        struct inf_forward_opts fo = {.logits = logits};
+        rc = inf_model_forward(m, r->st, (const int *)ids, (int)nids, &fo, &e);
+    }
+    double prompt_ms = (double)(now_ms() - t0);
+    a->prompt_tok_s = prompt_ms > 0 ? (double)nids * 1000.0 / prompt_ms : 0;
+    int eos = ctxd_engine_eos(g);
+    a->finish = "length";
+    while (!rc && a->generated < (size_t)a->max_tokens) {
+        if (ctxd_job_cancelled(ctx)) {
+            a->finish = "cancelled";
+            break;
+        }
+        int32_t t = inf_sample(smp, logits);
+        if (a->top_logprobs)
+            add_logprobs(a, logits, c->vocab_size, t);
+        a->generated++;
+        if (a->generated == 1) {
+            t_first = now_ms();
+            a->ttft_ms = (double)(t_first - a->t_submit);
+        }
+        size_t n = 0;
+        if (inf_detok_push(dt, t, piece, cap, &n) == 0 && n) {
+            struct ctx_err pe = {0};
+            if (inf_dsml_parser_feed(parser, piece, n, &pe) == CTX_EFORMAT) {
+                a->finish = "malformed";
+                snprintf(a->malformed, sizeof a->malformed, "%s", pe.msg);
+                break;
+            }
+        }
+        if (t == eos) {
+            a->finish = "stop";
+            break;
+        }
+        struct inf_forward_opts fo = {.logits = logits};
+        rc = inf_model_forward(m, r->st, &t, 1, &fo, &e);
+    }
+    if (!rc && strcmp(a->finish, "stop") == 0) {
+        struct ctx_err pe = {0};
+        if (inf_dsml_parser_finish(parser, &pe) == CTX_EFORMAT) {
+            a->finish = "malformed";
+            snprintf(a->malformed, sizeof a->malformed, "%s", pe.msg);
+        }
+    }
+    if (t_first && a->generated > 1) {
+        double secs = (double)(now_ms() - t_first) / 1000.0;
+        a->decode_tok_s = secs > 0 ? (double)(a->generated - 1) / secs : 0;
+    }
+    if (parser)
+        a->message = inf_dsml_parser_message(parser);
+    /* Back to the resident prefix, bit for bit, for the next question. */
+    struct ctx_err te = {0};
+    int trc = inf_state_truncate(r->st, r->ready_snap, &te);
+    inf_dsml_parser_free(parser);
+    inf_detok_free(dt);
+    inf_sampler_free(smp);
+    free(piece);
+    free(logits);
+    free(ids);
+    free(suffix);
+    if (rc)
+        return ctxd_job_fail(ctx, rc, "%s", e.msg);
+    if (trc)
+        return ctxd_job_fail(ctx, trc, "restoring the resident state: %s", te.msg);
+    return CTXD_JOB_DONE;
+}
+
+static void ask_done(void *ud, int status, const char *message)
+{
+    struct ask *a = ud;
+    struct repo *r = a->r;
+    r->job = NULL;
+    if (status == CTX_ECANCELED && !r->rs->closing) {
+        /* cancelled while queued, or the engine stopped it: the state was restored (or never
+         * touched), the reply goes nowhere if the client left */
+        a->finish = "cancelled";
+        status = 0;
+    }
+    if (status) {
+        struct ctx_err e = {0};
+        ctx_err_set(&e, status, "%s", message);
+        ctxd_call_fail_err(a->call, &e);
+    } else {
+        cJSON *res = cJSON_CreateObject();
+        cJSON_AddItemToObject(res, "message", a->message ? a->message : cJSON_CreateNull());
+        a->message = NULL;
+        cJSON_AddStringToObject(res, "finish_reason", a->finish);
+        if (a->logprobs) {
+            cJSON_AddItemToObject(res, "logprobs", a->logprobs);
+            a->logprobs = NULL;
+        }
+        if (a->malformed[0])
+            cJSON_AddStringToObject(res, "malformed", a->malformed);
+        cJSON *u = cJSON_AddObjectToObject(res, "usage");
+        cJSON_AddNumberToObject(u, "prompt_tokens", (double)a->prompt_tokens);
+        cJSON_AddNumberToObject(u, "cached_tokens", (double)a->cached_tokens);
+        cJSON_AddNumberToObject(u, "generated_tokens", (double)a->generated);
+        cJSON_AddNumberToObject(u, "time_to_first_token_ms", a->ttft_ms);
+        cJSON_AddNumberToObject(u, "tokens_per_s", a->decode_tok_s);
+        cJSON_AddNumberToObject(u, "prompt_tokens_per_s", a->prompt_tok_s);
+        cJSON_AddStringToObject(res, "model", ctxd_engine_describe(r->rs->d->engine));
+        cJSON_AddBoolToObject(res, "noise", ctxd_engine_is_noise(r->rs->d->engine));
+        ctxd_call_reply(a->call, res);
+    }
+    free_ask(a);
+    if (!r->rs->closing)
+        start_next(r);
+}
+
+static const struct ctxd_job_ops ask_ops = {ask_run, ask_done};
+
+/* Give the engine the repository's next question, if it is ready and idle. */
+static void start_next(struct repo *r)
+{
+    if (r->phase != PH_READY || r->job || !r->asks)
+        return;
+    struct ask *a = r->asks;
+    r->asks = a->next;
+    a->next = NULL;
+    struct ctx_err e = {0};
+    if (ctxd_sched_submit(r->rs->d->sched, CTXD_PRIO_INTERACTIVE, a->client, &ask_ops, a, &r->job, &e)) {
+        ctxd_call_fail_err(a->call, &e);
+        free_ask(a);
+        start_next(r);
+    }
+}
+
+/* ---- ingestion on the libuv thread pool --------------------------------------------------- */
+
+static int count_tokens(void *ud, const char *text, size_t len, size_t *n)
+{
+    struct ctx_err e = {0};
+    return inf_tokenizer_count(ud, text, len, n, &e);
+}
+
+static void ingest_work(uv_work_t *w)
+{
+    struct repo *r = w->data;
+    struct ctxd_repos *rs = r->rs;
+    const struct inf_tokenizer *tok = ctxd_engine_tokenizer(rs->d->engine);
+    uint64_t t0 = now_ms();
+    struct repo_options ro;
+    repo_options_default(&ro);
+    ro.pool = rs->pool;
+    struct ctx_err *e = &r->work_err;
+    r->work_rc = repo_snapshot_open(r->req_path, &ro, NULL, &r->snap, e);
+    if (r->work_rc)
+        return;
+    struct repo_layout_options lo;
+    repo_layout_options_default(&lo);
+    lo.budget = r->budget;
+    lo.count_tokens = count_tokens;
+    lo.count_ud = (void *)tok;
+    lo.count_thread_safe = true;
+    lo.pool = rs->pool;
+    r->work_rc = repo_layout_build(r->snap, &lo, &r->layout, e);
+    if (r->work_rc)
+        return;
+    struct agent_prefix_opts po = {.system = rs->system, .tools = NULL, .mode = INF_DSML_THINKING};
+    r->work_rc = agent_prefix_build(tok, &po, r->layout, &r->prefix, e);
+    r->ingest_ms = (double)(now_ms() - t0);
+}
+
+static void ingest_after(uv_work_t *w, int status)
+{
+    struct repo *r = w->data;
+    if (r->rs->closing)
+        return;
+    if (status || r->work_rc) {
+        r->phase = PH_FAILED;
+        if (status)
+            ctx_err_set(&r->work_err, CTX_ECANCELED, "ingestion was cancelled");
+        snprintf(r->error, sizeof r->error, "%s", r->work_err.msg);
+        CTX_ERROR("ingesting %s failed: %s", r->req_path, r->error);
+        fail_waiters(r, &r->work_err);
+        fail_asks(r, &r->work_err);
+        return;
+    }
+    free(r->root);
+    r->root = strdup(r->snap->workdir);
+    size_t rl = strlen(r->root);
+    if (rl > 1 && r->root[rl - 1] == '/')
+        r->root[rl - 1] = 0;
+    r->name = strdup(r->snap->name);
+    r->phase = PH_PREFILLING;
+    r->prefill_t0 = now_ms();
+    CTX_INFO("ingested %s: %zu files, %zu prompt tokens in %.0f ms", r->root, r->snap->nfiles, r->prefix.n,
+             r->ingest_ms);
+    notify_progress(r);
+    struct ctx_err e = {0};
+    if (ctxd_sched_submit(r->rs->d->sched, CTXD_PRIO_BACKGROUND, 0, &prefill_ops, r, &r->job, &e)) {
+        r->phase = PH_FAILED;
+        snprintf(r->error, sizeof r->error, "%s", e.msg);
+        fail_waiters(r, &e);
+        fail_asks(r, &e);
+    }
+}
+
+/* ---- methods ------------------------------------------------------------------------------ */
+
+static struct repo *find_repo(struct ctxd_repos *rs, const char *real)
+{
+    for (struct repo *r = rs->list; r; r = r->next) {
+        if (strcmp(r->req_path, real) == 0)
+            return r;
+        if (r->root) {
+            size_t n = strlen(r->root);
+            if (strncmp(real, r->root, n) == 0 && (real[n] == 0 || real[n] == '/'))
+                return r;
+        }
+    }
+    return NULL;
+}
+
+static int path_param(struct ctxd_call *call, const cJSON *params, char *real)
+{
+    const cJSON *p = params ? cJSON_GetObjectItemCaseSensitive(params, "path") : NULL;
+    if (!cJSON_IsString(p)) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"path\" (a string) is required", NULL);
+        return -1;
+    }
+    if (!realpath(p->valuestring, real)) {
+        char msg[PATH_MAX + 64];
+        snprintf(msg, sizeof msg, "path %s: %s", p->valuestring, strerror(errno));
+        cJSON *data = cJSON_CreateObject();
+        cJSON_AddStringToObject(data, "code", "ENOTFOUND");
+        ctxd_call_fail(call, CTXD_RPC_FAILED, msg, data);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_fields(struct ctxd_call *call, const cJSON *params, const char *const *allowed)
+{
+    if (params && !cJSON_IsObject(params)) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "params must be an object", NULL);
+        return -1;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, params) {
+        int ok = 0;
+        for (int i = 0; allowed[i]; i++)
+            ok |= strcmp(it->string, allowed[i]) == 0;
+        if (!ok) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "unknown parameter \"%.200s\"", it->string);
+            ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The repository at `real`, opened (ingestion started) if it is not yet. */
+static struct repo *open_repo(struct ctxd_repos *rs, const char *real, size_t budget, struct ctx_err *e)
+{
+    if (ctxd_engine_load_tokenizer(rs->d->engine, e))
+        return NULL;
+    struct repo *r = find_repo(rs, real);
+    if (r && r->phase != PH_FAILED)
+        return r;
+    if (r) { /* a failed one is retried */
+        struct repo **pp = &rs->list;
+        while (*pp != r)
+            pp = &(*pp)->next;
+        *pp = r->next;
+        repo_layout_free(r->layout);
+        repo_snapshot_free(r->snap);
+        agent_prefix_free(&r->prefix);
+        inf_state_free(r->st);
+        inf_snapshot_free(r->ready_snap);
+        free(r->req_path);
+        free(r->root);
+        free(r->name);
+        free(r);
+    }
+    r = calloc(1, sizeof *r);
+    if (!r || !(r->req_path = strdup(real))) {
+        free(r);
+        ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        return NULL;
+    }
+    r->rs = rs;
+    r->id = ++rs->next_id;
+    r->budget = budget ? budget : rs->o.budget;
+    r->phase = PH_INGESTING;
+    r->work.data = r;
+    r->next = rs->list;
+    rs->list = r;
+    int urc = uv_queue_work(rs->d->loop, &r->work, ingest_work, ingest_after);
+    if (urc) {
+        r->phase = PH_FAILED;
+        snprintf(r->error, sizeof r->error, "queueing ingestion: %s", uv_strerror(urc));
+    }
+    CTX_INFO("opening %s", real);
+    return r;
+}
+
+static int int_param(struct ctxd_call *call, const cJSON *params, const char *name, long long lo, long long hi,
+                     long long *v)
+{
+    const cJSON *p = params ? cJSON_GetObjectItemCaseSensitive(params, name) : NULL;
+    if (!p)
+        return 0;
+    if (!cJSON_IsNumber(p) || p->valuedouble != floor(p->valuedouble) || p->valuedouble < (double)lo ||
+        p->valuedouble > (double)hi) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "\"%s\" must be an integer in [%lld, %lld]", name, lo, hi);
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
+        return -1;
+    }
+    *v = (long long)p->valuedouble;
+    return 0;
+}
+
+static void m_open(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const allowed[] = {"path", "wait", "budget", NULL};
+    char real[PATH_MAX];
+    long long budget = 0;
+    if (check_fields(call, params, allowed) || path_param(call, params, real) ||
+        int_param(call, params, "budget", 1024, REPO_BUDGET_MAX, &budget))
+        return;
+    const cJSON *wait = cJSON_GetObjectItemCaseSensitive(params, "wait");
+    if (wait && !cJSON_IsBool(wait)) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"wait\" must be true or false", NULL);
+        return;
+    }
+    struct ctx_err e = {0};
+    struct repo *r = open_repo(rs, real, (size_t)budget, &e);
+    if (!r) {
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    if (!cJSON_IsTrue(wait) || r->phase == PH_READY || r->phase == PH_FAILED) {
+        ctxd_call_reply(call, repo_status_json(r));
+        return;
+    }
+    struct waiter *w = calloc(1, sizeof *w);
+    if (!w) {
+        ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    w->call = call;
+    w->client = ctxd_call_client_id(call);
+    w->next = r->waiters;
+    r->waiters = w;
+    notify_progress(r);
+}
+
+static void m_status(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const allowed[] = {"path", NULL};
+    char real[PATH_MAX];
+    if (check_fields(call, params, allowed) || path_param(call, params, real))
+        return;
+    struct repo *r = find_repo(rs, real);
+    if (!r) {
+        char msg[PATH_MAX + 64];
+        snprintf(msg, sizeof msg, "%s is not open (repo.open opens it)", real);
+        cJSON *data = cJSON_CreateObject();
+        cJSON_AddStringToObject(data, "code", "ENOTFOUND");
+        ctxd_call_fail(call, CTXD_RPC_FAILED, msg, data);
+        return;
+    }
+    ctxd_call_reply(call, repo_status_json(r));
+}
+
+static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const none[] = {NULL};
+    if (check_fields(call, params, none))
+        return;
+    cJSON *res = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(res, "repos");
+    for (struct repo *r = rs->list; r; r = r->next)
+        cJSON_AddItemToArray(arr, repo_status_json(r));
+    ctxd_call_reply(call, res);
+}
+
+static void m_ask(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const allowed[] = {"path", "question", "max_tokens", "temperature", "top_p",
+                                          "seed", "mode", "top_logprobs", NULL};
+    char real[PATH_MAX];
+    long long max_tokens = 512, seed = 0, top_lp = 0;
+    if (check_fields(call, params, allowed) || path_param(call, params, real) ||
+        int_param(call, params, "max_tokens", 1, 65536, &max_tokens) ||
+        int_param(call, params, "top_logprobs", 0, 20, &top_lp) ||
+        int_param(call, params, "seed", 0, 9007199254740991LL, &seed))
+        return;
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(params, "question");
+    if (!cJSON_IsString(q) || !q->valuestring[0]) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"question\" (a non-empty string) is required", NULL);
+        return;
+    }
+    double temperature = 0, top_p = 1;
+    const cJSON *tp = cJSON_GetObjectItemCaseSensitive(params, "temperature");
+    const cJSON *pp = cJSON_GetObjectItemCaseSensitive(params, "top_p");
+    if ((tp && (!cJSON_IsNumber(tp) || tp->valuedouble < 0 || tp->valuedouble > 10)) ||
+        (pp && (!cJSON_IsNumber(pp) || pp->valuedouble <= 0 || pp->valuedouble > 1))) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"temperature\" must be in [0, 10] and \"top_p\" in (0, 1]",
+                       NULL);
+        return;
+    }
+    if (tp)
+        temperature = tp->valuedouble;
+    if (pp)
+        top_p = pp->valuedouble;
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(params, "mode");
+    if (mode && (!cJSON_IsString(mode) ||
+                 (strcmp(mode->valuestring, "thinking") && strcmp(mode->valuestring, "chat")))) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"mode\" must be \"thinking\" or \"chat\"", NULL);
+        return;
+    }
+    struct ctx_err e = {0};
+    struct repo *r = open_repo(rs, real, 0, &e);
+    struct ask *a = r ? calloc(1, sizeof *a) : NULL;
+    if (!r || !a || !(a->question = strdup(q->valuestring))) {
+        if (!e.code)
+            ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+        free(a);
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    a->r = r;
+    a->call = call;
+    a->client = ctxd_call_client_id(call);
+    a->max_tokens = (int)max_tokens;
+    a->top_logprobs = (int)top_lp;
+    a->sampling.temperature = (float)temperature;
+    a->sampling.top_p = (float)top_p;
+    a->sampling.seed = (unsigned long long)seed;
+    a->mode = mode && strcmp(mode->valuestring, "chat") == 0 ? INF_DSML_CHAT : INF_DSML_THINKING;
+    a->t_submit = now_ms();
+    struct ask **tail = &r->asks;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = a;
+    if (r->phase == PH_FAILED) {
+        ctx_err_set(&e, CTX_EIO, "%s", r->error);
+        fail_asks(r, &e);
+        return;
+    }
+    start_next(r);
+}
+
+static int loop_kv(struct ctxd_call *call, struct ctxd_repos *rs)
+{
+    if (!rs->o.cache_dir) {
+        ctxd_call_fail(call, CTXD_RPC_FAILED, "ctxd runs without a KV cache (--no-cache)", NULL);
+        return -1;
+    }
+    struct ctx_err e = {0};
+    if (!rs->kv_loop && store_kv_open(rs->o.cache_dir, &rs->kv_loop, &e)) {
+        ctxd_call_fail_err(call, &e);
+        return -1;
+    }
+    return 0;
+}
+
+static void m_cache_status(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const none[] = {NULL};
+    if (check_fields(call, params, none) || loop_kv(call, rs))
+        return;
+    struct store_kv_stats st;
+    struct ctx_err e = {0};
+    if (store_kv_stats(rs->kv_loop, &st, &e)) {
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "dir", rs->o.cache_dir);
+    cJSON_AddNumberToObject(r, "lineages", (double)st.lineages);
+    cJSON_AddNumberToObject(r, "checkpoints", (double)st.checkpoints);
+    cJSON_AddNumberToObject(r, "bytes", (double)st.bytes);
+    cJSON_AddNumberToObject(r, "budget_bytes", (double)rs->o.cache_budget);
+    cJSON_AddNumberToObject(r, "hits", (double)st.hits);
+    cJSON_AddNumberToObject(r, "misses", (double)st.misses);
+    cJSON_AddNumberToObject(r, "hit_ratio", st.hits + st.misses ? (double)st.hits / (double)(st.hits + st.misses) : 0);
+    cJSON_AddNumberToObject(r, "checkpoint_every", rs->o.checkpoint_every);
+    ctxd_call_reply(call, r);
+}
+
+static void m_cache_clear(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const none[] = {NULL};
+    if (check_fields(call, params, none) || loop_kv(call, rs))
+        return;
+    struct store_kv_stats st;
+    struct ctx_err e = {0};
+    if (store_kv_stats(rs->kv_loop, &st, &e) || store_kv_clear(rs->kv_loop, &e)) {
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "freed_bytes", (double)st.bytes);
+    cJSON_AddNumberToObject(r, "lineages", (double)st.lineages);
+    ctxd_call_reply(call, r);
+}
+
+/* A client left: drop its waiting calls and questions; the scheduler cancels its running job. */
+static void on_disconnect(void *ud, uint64_t client)
+{
+    struct ctxd *d = ud;
+    if (!d->repos)
+        return;
+    for (struct repo *r = d->repos->list; r; r = r->next) {
+        struct waiter **wp = &r->waiters;
+        while (*wp) {
+            struct waiter *w = *wp;
+            if (w->client == client) {
+                *wp = w->next;
+                ctxd_call_fail(w->call, CTXD_RPC_CANCELLED, "client disconnected", NULL);
+                free(w);
+            } else {
+                wp = &w->next;
+            }
+        }
+        struct ask **ap = &r->asks;
+        while (*ap) {
+            struct ask *a = *ap;
+            if (a->client == client) {
+                *ap = a->next;
+                ctxd_call_fail(a->call, CTXD_RPC_CANCELLED, "client disconnected", NULL);
+                free_ask(a);
+            } else {
+                ap = &a->next;
+            }
+        }
+    }
+    ctxd_sched_cancel_client(d->sched, client);
+}
+
+int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_err *e)
+{
+    struct ctxd_repos *rs = calloc(1, sizeof *rs);
+    if (!rs)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    rs->d = d;
+    rs->o = *o;
+    if (!rs->o.budget)
+        rs->o.budget = REPO_BUDGET_DEFAULT;
+    /* Slices end at multiples of 128 so that checkpoints can sit there. */
+    rs->o.chunk = rs->o.chunk <= 0 ? 256 : (rs->o.chunk + 127) / 128 * 128;
+    rs->o.checkpoint_every = rs->o.checkpoint_every <= 0 ? 4096 : (rs->o.checkpoint_every + 127) / 128 * 128;
+    if (!rs->o.cache_budget)
+        rs->o.cache_budget = 20ull << 30;
+    rs->system = strdup(o->system ? o->system : DEFAULT_SYSTEM);
+    rs->pool = ctx_pool_new(0, e);
+    if (!rs->system || !rs->pool) {
+        free(rs->system);
+        ctx_pool_free(rs->pool);
+        free(rs);
+        return e && e->code ? e->code : ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    d->repos = rs;
+    ctxd_server_on_disconnect(d->server, on_disconnect, d);
+    int rc = ctxd_server_register(d->server, "repo.open", m_open, rs);
+    if (!rc)
+        rc = ctxd_server_register(d->server, "repo.status", m_status, rs);
+    if (!rc)
+        rc = ctxd_server_register(d->server, "repo.list", m_list, rs);
+    if (!rc)
+        rc = ctxd_server_register(d->server, "repo.ask", m_ask, rs);
+    if (!rc)
+        rc = ctxd_server_register(d->server, "cache.status", m_cache_status, rs);
+    if (!rc)
+        rc = ctxd_server_register(d->server, "cache.clear", m_cache_clear, rs);
+    return rc ? ctx_err_set(e, rc, "registering repo methods") : 0;
+}
+
+void ctxd_repos_free(struct ctxd *d)
+{
+    struct ctxd_repos *rs = d->repos;
+    if (!rs)
+        return;
+    rs->closing = 1;
+    struct ctx_err e = {0};
+    ctx_err_set(&e, CTX_ECANCELED, "ctxd is shutting down");
+    for (struct repo *r = rs->list; r; r = r->next) {
+        fail_waiters(r, &e);
+        fail_asks(r, &e);
+    }
+}
+
+/* After the scheduler has stopped (no job holds a repository) and the loop has run dry. */
+void ctxd_repos_release(struct ctxd *d)
+{
+    struct ctxd_repos *rs = d->repos;
+    if (!rs)
+        return;
+    int busy = 0;
+    while (rs->list) {
+        struct repo *r = rs->list;
+        rs->list = r->next;
+        if (r->phase == PH_INGESTING) {
+            busy = 1; /* a pool thread may still be ingesting it; the process is exiting */
+            continue;
+        }
+        repo_layout_free(r->layout);
+        repo_snapshot_free(r->snap);
+        agent_prefix_free(&r->prefix);
+        inf_state_free(r->st);
+        inf_snapshot_free(r->ready_snap);
+        free(r->req_path);
+        free(r->root);
+        free(r->name);
+        free(r);
+    }
+    if (!busy)
+        ctx_pool_free(rs->pool);
+    store_kv_close(rs->kv);
+    store_kv_close(rs->kv_loop);
+    free(rs->system);
+    free(rs);
+    d->repos = NULL;
+}

@@ -1,0 +1,30 @@
+/* Repositories held resident: ingestion (libuv thread pool), background prefill of the resident
+ * prefix on the engine thread (sliced, so interactive work gets in between), and one-shot
+ * questions answered from the resident state (repo.ask). Methods: repo.open, repo.status,
+ * repo.list, repo.ask. */
+#ifndef CTXD_REPOS_H
+#define CTXD_REPOS_H
+
+#include <stddef.h>
+
+#include "ctxd.h"
+
+struct ctxd_repos_opts {
+    size_t budget;        /* prompt token budget of a repository (default 500000) */
+    int chunk;            /* prefill tokens per engine slice (default 256) */
+    const char *system;   /* system prompt; NULL: the built-in one */
+    const char *cache_dir;        /* KV cache directory; NULL: no persistent cache */
+    unsigned long long cache_budget; /* bytes (0: 20 GiB) */
+    int checkpoint_every; /* tokens between checkpoints, a multiple of 128 (default 4096) */
+};
+
+int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_err *e);
+/* Before the scheduler is freed: fail waiting calls, forget repositories. */
+void ctxd_repos_free(struct ctxd *d);
+/* After the scheduler has been freed and the loop has run dry: release the repositories. */
+void ctxd_repos_release(struct ctxd *d);
+/* Methods cache.status and cache.clear (a connection of the loop thread's own). */
+/* Add the repositories to daemon.status's result. */
+void ctxd_repos_status(struct ctxd *d, cJSON *status);
+
+#endif

@@ -1,0 +1,103 @@
+/* FP8 / FP4 matrix products of the DeepSeek V4 forward pass on Hopper (sm_90a), with the reference's
+ * numerics (spec §5.2; tests/fixtures/v4-tiny-a/README.md "Numerically relevant details"):
+ *
+ * - activations are quantised per token in 1x128 K blocks to e4m3: amax floored at 1e-4,
+ *   scale = 2^ceil(log2(amax * fp32(1/448))) from the fp32 exponent bits, clamp +-448, round to
+ *   nearest even (cuda_act_quant, bit-exact with kernels/ref.c and inference/cpu);
+ * - FP8 weights: e4m3 [n][k] + e8m0 [ceil(n/128)][k/128]; each 128-K partial is multiplied by
+ *   act_scale * weight_scale and accumulated in fp32; output bf16;
+ * - FP4 weights (routed experts): e2m1 pairs [n][k/2] (low nibble = even k) + e8m0 [n][k/32]; each
+ *   32-K partial is multiplied by act_scale(k/128) * weight_scale(k/32), accumulated in fp32.
+ *
+ * Partials come from tensor cores (fp32 accumulation in a different order than the reference's
+ * exact partial sums), so results agree with kernels/ref.c within a relative bound, not bitwise;
+ * tests/kernels states and checks the bound.
+ *
+ * Every pointer named d_* is device memory. Every k must be a multiple of 128. Launch functions are
+ * asynchronous on `stream` (a cudaStream_t, NULL = the legacy default stream) and return 0 or a
+ * negative CTX_E* code with *e filled (bad shape, or a launch error reported by the runtime). */
+#ifndef CUDA_GEMM_H
+#define CUDA_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "err.h" /* a C header without C++ guards: keep its declarations C-linked */
+
+/* ---- device memory and synchronisation (thin wrappers so that C callers need no CUDA headers) ---- */
+
+/* Number of CUDA devices; 0 when there is no driver or device (never an error). */
+int cuda_device_count(void);
+/* Name and SM count of device 0, for reports. */
+int cuda_device_name(char *buf, size_t cap, int *sms, struct ctx_err *e);
+int cuda_malloc(void **d_ptr, size_t bytes, struct ctx_err *e);
+void cuda_free(void *d_ptr);
+int cuda_memset(void *d_ptr, int value, size_t bytes, struct ctx_err *e);
+int cuda_h2d(void *d_dst, const void *src, size_t bytes, struct ctx_err *e);
+int cuda_d2h(void *dst, const void *d_src, size_t bytes, struct ctx_err *e);
+/* Wait for all work on the device; reports the first asynchronous error. */
+int cuda_sync(struct ctx_err *e);
+
+/* ---- kernels ---- */
+
+/* x bf16 [m][k] -> q e4m3 [m][k] and scales: sa[i*(k/128) + b] (row-major [m][k/128]) or, with
+ * scale_t != 0, sa[b*ld + i] with ld = round_up(m, 4) ([k/128][ld], what cuBLASLt's VEC128 wants). */
+int cuda_act_quant(const uint16_t *d_x, int m, int k, uint8_t *d_q, float *d_sa, int scale_t,
+                   void *stream, struct ctx_err *e);
+
+/* y bf16 [m][n] = dequant(W) x for m = 1..8 tokens: the bandwidth-bound decode path. q/sa from
+ * cuda_act_quant (sa row-major [m][k/128]). Deterministic (fixed summation order). */
+int cuda_fp8_gemv(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
+                  int n, int k, uint16_t *d_y, void *stream, struct ctx_err *e);
+
+/* Same product for any m (prefill): tensor-core mma.sync tiles of 128 rows x 128 tokens x 128 K,
+ * the 128-K partial of each tile scaled and added into fp32 accumulators. */
+int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
+                  int n, int k, uint16_t *d_y, void *stream, struct ctx_err *e);
+
+/* Routed experts, decode: for each pair p < npairs (a token's selected expert), with expert
+ * id = d_ids[p] and activation row r = p / x_group of q/sa ([rows][k], [rows][k/128]):
+ *   y[p][0..n) = dequant(W_id) x_r
+ * d_wtab[id] / d_stab[id] point to expert id's e2m1 [n][k/2] and e8m0 [n][k/32] (a device array of
+ * device pointers, so experts may live anywhere). For w1/w3 pass x_group = top-k (the token's
+ * activation is shared by its experts); for w2 pass 1 (each pair has its own input). */
+int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
+                          const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k,
+                          uint16_t *d_y, void *stream, struct ctx_err *e);
+
+/* ---- cuBLASLt block-scaled FP8 (Hopper: VEC128 activation scales on A, BLK128x128 weight scales on
+ * B; the product comes out transposed and a small kernel writes y [m][n]) ----
+ *
+ * About 4x faster than cuda_fp8_gemm at prefill shapes, but less exact: its tensor cores sum each
+ * 128-K block with a ~13-bit accumulator (errors up to ~2^-11 of sum |w x| seen on the H200, where
+ * cuda_fp8_gemm and the GEMV match the reference's fp32 partials). Whether prefill may use it is
+ * the engine's call; tests/kernels checks it against its own, wider bound. */
+
+/* Scale layouts (`layout` bits): the weight's fp32 tile scales are [ceil(n/128)][ld] with
+ * ld = round_up(k/128, 4) (tile (nb, kb) at nb*ld + kb), or with bit 2 [k/128][ceil(n/128)]; the
+ * activation scales come from cuda_act_quant with scale_t = (layout & 1). cuda_lt_layout() is the
+ * one cuBLASLt reads (tests/kernels tries every layout against kernels/ref.c and checks that this
+ * one passes). m must be a multiple of 4 (pad the tokens), n of 16. */
+#define CUDA_LT_ACT_T 1
+#define CUDA_LT_W_T 2
+int cuda_lt_layout(void);
+struct cuda_lt_plan;
+/* A plan for y bf16 [m][n] = W x. Returns CTX_EUNSUPPORTED when cuBLASLt offers no algorithm. */
+int cuda_lt_plan_new(struct cuda_lt_plan **out, int m, int n, int k, int layout, struct ctx_err *e);
+int cuda_lt_run(struct cuda_lt_plan *p, const uint8_t *d_q, const float *d_sa, const uint8_t *d_w,
+                const float *d_ws32, uint16_t *d_y, void *stream, struct ctx_err *e);
+void cuda_lt_plan_free(struct cuda_lt_plan *p);
+/* e8m0 weight tile scales [rows][cols] -> fp32, [rows][ld] (ld >= cols, padding 1.0) or, with
+ * transpose, [cols][rows]. */
+int cuda_e8m0_to_f32(const uint8_t *d_s, int rows, int cols, int ld, int transpose, float *d_out,
+                     void *stream, struct ctx_err *e);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,63 @@
+/* The schema, as an append-only list of migrations. PRAGMA user_version = number applied.
+ * Add a step by appending {N, "what", "SQL"}; never edit a step that has shipped. */
+#include "store.h"
+
+const struct store_migration store_migrations[] = {
+    {1, "repositories, files, symbols, references, churn; FTS5 over symbol names",
+     "CREATE TABLE repos ("
+     "  id INTEGER PRIMARY KEY,"
+     "  root TEXT NOT NULL UNIQUE,"
+     "  churn_head TEXT NOT NULL DEFAULT '',"
+     "  churn_walked INTEGER NOT NULL DEFAULT 0,"
+     "  churn_truncated INTEGER NOT NULL DEFAULT 0"
+     ");"
+     "CREATE TABLE files ("
+     "  id INTEGER PRIMARY KEY,"
+     "  repo INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,"
+     "  path TEXT NOT NULL,"
+     "  blob TEXT NOT NULL DEFAULT '',"
+     "  size INTEGER NOT NULL DEFAULT 0,"
+     "  churn INTEGER NOT NULL DEFAULT 0,"
+     "  last_change INTEGER NOT NULL DEFAULT 0,"
+     "  language TEXT NOT NULL DEFAULT '',"
+     "  hash INTEGER NOT NULL DEFAULT 0,"
+     "  status TEXT NOT NULL DEFAULT '',"
+     "  skip TEXT,"
+     "  UNIQUE (repo, path)"
+     ");"
+     "CREATE TABLE symbols ("
+     "  id INTEGER PRIMARY KEY,"
+     "  file INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,"
+     "  name TEXT NOT NULL,"
+     "  kind TEXT NOT NULL,"
+     "  line INTEGER NOT NULL, col INTEGER NOT NULL,"
+     "  end_line INTEGER NOT NULL, end_col INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX symbols_file ON symbols(file);"
+     "CREATE INDEX symbols_name ON symbols(name);"
+     "CREATE TABLE refs ("
+     "  id INTEGER PRIMARY KEY,"
+     "  file INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,"
+     "  name TEXT NOT NULL,"
+     "  kind TEXT NOT NULL,"
+     "  line INTEGER NOT NULL, col INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX refs_file ON refs(file);"
+     "CREATE INDEX refs_name ON refs(name);"
+     "CREATE TABLE churn ("
+     "  repo INTEGER NOT NULL REFERENCES repos(id) ON DELETE CASCADE,"
+     "  path TEXT NOT NULL,"
+     "  commits INTEGER NOT NULL,"
+     "  last_change INTEGER NOT NULL,"
+     "  PRIMARY KEY (repo, path)"
+     ") WITHOUT ROWID;"
+     /* rowid = symbols.id. `words` holds the name split into lower-case words, so that a query
+      * word can be the prefix of any part of snake_case or camelCase names. */
+     "CREATE VIRTUAL TABLE symbol_fts USING fts5(name, words, tokenize = \"unicode61 tokenchars '_'\","
+     "  prefix = '2 3');"
+     "CREATE TRIGGER symbols_fts_del AFTER DELETE ON symbols BEGIN"
+     "  DELETE FROM symbol_fts WHERE rowid = old.id;"
+     "END;"},
+};
+
+const size_t store_migration_count = sizeof store_migrations / sizeof store_migrations[0];

