@@ -47,6 +47,8 @@ static void usage(FILE *f)
             "  --no-cache         keep the resident state in memory only\n"
             "  --cache-budget BYTES  disk budget; least recently used lineages go first (default 20 GiB)\n"
             "  --checkpoint-every TOKENS  tokens between checkpoints (default 4096)\n"
+            "  --no-watch         do not follow edits in the working trees\n"
+            "  --debounce-ms MS   quiet time before edits are applied (default 200)\n"
             "  --version, --help\n",
             CTXD_MAX_LINE_DEFAULT);
 }
@@ -107,6 +109,7 @@ int main(int argc, char **argv)
         {"chunk", required_argument, 0, 'c'},   {"cache", required_argument, 0, 'C'},
         {"no-cache", no_argument, 0, 'N'},     {"cache-budget", required_argument, 0, 'B'},
         {"checkpoint-every", required_argument, 0, 'k'},
+        {"no-watch", no_argument, 0, 'W'},     {"debounce-ms", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -137,7 +140,9 @@ int main(int argc, char **argv)
         case 'M': eo.model_dir = optarg; break;
         case 'C': cache_dir = optarg; break;
         case 'N': no_cache = 1; break;
+        case 'W': ro.no_watch = 1; break;
         case 'B':
+        case 'D':
         case 'k': {
             char *end;
             errno = 0;
@@ -148,6 +153,8 @@ int main(int argc, char **argv)
             }
             if (ch == 'B')
                 ro.cache_budget = v;
+            else if (ch == 'D')
+                ro.debounce_ms = v > 60000 ? 60000 : (int)v;
             else
                 ro.checkpoint_every = v > 100000000 ? 100000000 : (int)v;
             break;

@@ -25,14 +25,15 @@
 #include "scheduler.h"
 #include "state.h"
 #include "tokenizer.h"
+#include "watch.h"
 
 #define DEFAULT_SYSTEM                                                                               \
     "You are ctxd, an assistant that answers questions about the git repository below. Its files " \
     "are quoted in full or as outlines; answer from them, name files and lines, and say so when "   \
     "the repository does not contain the answer."
 
-enum phase { PH_INGESTING, PH_PREFILLING, PH_READY, PH_FAILED };
-static const char *const phase_names[] = {"ingesting", "prefilling", "ready", "failed"};
+enum phase { PH_INGESTING, PH_PREFILLING, PH_READY, PH_FAILED, PH_UPDATING };
+static const char *const phase_names[] = {"ingesting", "prefilling", "ready", "failed", "updating"};
 
 struct repo;
 
@@ -94,6 +95,17 @@ struct repo {
     uint64_t prefill_t0;
     struct waiter *waiters;   /* repo.open calls waiting for ready */
     struct ask *asks;         /* questions waiting for ready or for the engine */
+    /* live updates: the working tree is watched once the repository is resident */
+    struct ctxd_watch *watch;
+    char **pending;           /* changed paths not yet applied */
+    size_t n_pending;
+    int rescan;               /* the watcher overflowed: re-inventory everything */
+    char **applying;          /* the batch the update work is applying */
+    size_t n_applying;
+    int applying_rescan;
+    size_t first_token;       /* of the last update: first prompt token that changed */
+    unsigned updates;         /* updates applied since the repository was opened */
+    double update_ms;
 };
 
 struct ctxd_repos {
@@ -149,6 +161,14 @@ static cJSON *repo_status_json(const struct repo *r)
     cJSON_AddNumberToObject(o, "computed_tokens", (double)r->computed);
     if (r->restore_note[0])
         cJSON_AddStringToObject(o, "cache_note", r->restore_note);
+    cJSON_AddBoolToObject(o, "watching", r->watch != NULL);
+    if (r->updates) {
+        cJSON *u = cJSON_AddObjectToObject(o, "last_update");
+        cJSON_AddNumberToObject(u, "updates", r->updates);
+        cJSON_AddNumberToObject(u, "first_changed_token", (double)r->first_token);
+        cJSON_AddNumberToObject(u, "ingest_ms", r->update_ms);
+    }
+    cJSON_AddNumberToObject(o, "pending_changes", (double)r->n_pending);
     if (r->prefill_tok_s > 0)
         cJSON_AddNumberToObject(o, "prefill_tokens_per_s", r->prefill_tok_s);
     return o;
@@ -213,6 +233,8 @@ static void notify_progress(struct repo *r)
 }
 
 static void start_next(struct repo *r);
+static void start_watch(struct repo *r);
+static void maybe_update(struct repo *r);
 
 /* ---- prefill on the engine thread --------------------------------------------------------- */
 
@@ -445,6 +467,7 @@ static void prefill_done(void *ud, int status, const char *message)
     }
     r->phase = PH_READY;
     CTX_INFO("%s is resident: %zu tokens (%.0f tokens/s)", r->root, r->resident, r->prefill_tok_s);
+    start_watch(r);
     while (r->waiters) {
         struct waiter *w = r->waiters;
         r->waiters = w->next;
@@ -452,6 +475,7 @@ static void prefill_done(void *ud, int status, const char *message)
         free(w);
     }
     start_next(r);
+    maybe_update(r);
 }
 
 static const struct ctxd_job_ops prefill_ops = {prefill_run, prefill_done};
@@ -723,8 +747,10 @@ static void ask_done(void *ud, int status, const char *message)
         ctxd_call_reply(a->call, res);
     }
     free_ask(a);
-    if (!r->rs->closing)
+    if (!r->rs->closing) {
         start_next(r);
+        maybe_update(r);
+    }
 }
 
 static const struct ctxd_job_ops ask_ops = {ask_run, ask_done};
@@ -813,6 +839,208 @@ static void ingest_after(uv_work_t *w, int status)
         snprintf(r->error, sizeof r->error, "%s", e.msg);
         fail_waiters(r, &e);
         fail_asks(r, &e);
+    }
+}
+
+/* ---- live updates ------------------------------------------------------------------------- */
+
+/* Directories that are build outputs or dependency trees nearly everywhere: not watched (the
+ * inventory decides about their files when it re-reads them anyway). */
+static int watch_skip(void *ud, const char *rel, int is_dir)
+{
+    (void)ud;
+    if (!is_dir)
+        return 0;
+    const char *base = strrchr(rel, '/');
+    base = base ? base + 1 : rel;
+    static const char *const names[] = {"node_modules", "__pycache__", ".venv", "target", "dist", ".cache", NULL};
+    for (int i = 0; names[i]; i++)
+        if (strcmp(base, names[i]) == 0)
+            return 1;
+    return strcmp(base, "build") == 0 || strncmp(base, "build-", 6) == 0;
+}
+
+static void on_change(void *ud, const char *const *paths, size_t n)
+{
+    struct repo *r = ud;
+    for (size_t i = 0; i < n; i++) {
+        /* "" is the watcher's overflow; a new HEAD (branch switch) or index (staging, commits)
+         * changes statuses and churn order: both take a new inventory */
+        if (!paths[i][0] || strncmp(paths[i], ".git/", 5) == 0) {
+            r->rescan = 1;
+            continue;
+        }
+        int dup = 0;
+        for (size_t j = 0; j < r->n_pending && !dup; j++)
+            dup = strcmp(r->pending[j], paths[i]) == 0;
+        if (dup)
+            continue;
+        char **np = realloc(r->pending, (r->n_pending + 1) * sizeof *np);
+        char *c = strdup(paths[i]);
+        if (!np || !c) {
+            free(c);
+            if (np)
+                r->pending = np;
+            r->rescan = 1;
+            continue;
+        }
+        r->pending = np;
+        r->pending[r->n_pending++] = c;
+    }
+    CTX_DEBUG("%s: %zu changed paths pending", r->root, r->n_pending);
+    maybe_update(r);
+}
+
+static void start_watch(struct repo *r)
+{
+    if (r->watch || r->rs->o.no_watch)
+        return;
+    struct ctxd_watch_opts wo = {.root = r->root, .debounce_ms = r->rs->o.debounce_ms,
+                                 .skip = watch_skip, .on_change = on_change, .ud = r};
+    struct ctx_err e = {0};
+    if (ctxd_watch_new(r->rs->d->loop, &wo, &r->watch, &e))
+        CTX_WARN("not watching %s: %s", r->root, e.msg);
+}
+
+static int count_tokens(void *ud, const char *text, size_t len, size_t *n);
+
+/* Thread pool: apply the batch to the snapshot, the layout and the prefix tokens. */
+static void update_work(uv_work_t *w)
+{
+    struct repo *r = w->data;
+    struct ctxd_repos *rs = r->rs;
+    const struct inf_tokenizer *tok = ctxd_engine_tokenizer(rs->d->engine);
+    uint64_t t0 = now_ms();
+    struct ctx_err *e = &r->work_err;
+    struct repo_layout_options lo;
+    repo_layout_options_default(&lo);
+    lo.budget = r->budget;
+    lo.count_tokens = count_tokens;
+    lo.count_ud = (void *)tok;
+    lo.count_thread_safe = true;
+    lo.pool = rs->pool;
+    size_t old_n = r->prefix.n;
+    if (r->applying_rescan) {
+        /* too many changes to list: a new inventory and layout */
+        struct repo_options ro;
+        repo_options_default(&ro);
+        ro.pool = rs->pool;
+        struct repo_snapshot *snap = NULL;
+        struct repo_layout *layout = NULL;
+        struct agent_prefix prefix;
+        struct agent_prefix_opts po = {.system = rs->system, .tools = NULL, .mode = INF_DSML_THINKING};
+        r->work_rc = repo_snapshot_open(r->root, &ro, NULL, &snap, e);
+        if (!r->work_rc)
+            r->work_rc = repo_layout_build(snap, &lo, &layout, e);
+        if (!r->work_rc)
+            r->work_rc = agent_prefix_build(tok, &po, layout, &prefix, e);
+        if (r->work_rc) {
+            repo_layout_free(layout);
+            repo_snapshot_free(snap);
+            return;
+        }
+        size_t k = 0;
+        while (k < old_n && k < prefix.n && prefix.tokens[k] == r->prefix.tokens[k])
+            k++;
+        repo_layout_free(r->layout);
+        repo_snapshot_free(r->snap);
+        agent_prefix_free(&r->prefix);
+        r->snap = snap;
+        r->layout = layout;
+        r->prefix = prefix;
+        r->first_token = k == old_n && k == prefix.n ? prefix.n : k;
+    } else {
+        size_t first_seg = 0;
+        r->work_rc = repo_snapshot_refresh(r->snap, (const char *const *)r->applying, r->n_applying, e);
+        if (!r->work_rc)
+            r->work_rc = repo_layout_update(r->layout, r->snap, &lo, (const char *const *)r->applying,
+                                            r->n_applying, &first_seg, e);
+        if (!r->work_rc && r->layout->over_budget) {
+            /* the edit pushed it over budget: lay it out again (outlines move) */
+            struct repo_layout *nl = NULL;
+            r->work_rc = repo_layout_build(r->snap, &lo, &nl, e);
+            if (!r->work_rc) {
+                repo_layout_free(r->layout);
+                r->layout = nl;
+                first_seg = 0;
+            }
+        }
+        if (!r->work_rc)
+            r->work_rc = agent_prefix_update(&r->prefix, tok, r->layout, first_seg, &r->first_token, e);
+    }
+    r->update_ms = (double)(now_ms() - t0);
+}
+
+static void update_after(uv_work_t *w, int status)
+{
+    struct repo *r = w->data;
+    for (size_t i = 0; i < r->n_applying; i++)
+        free(r->applying[i]);
+    free(r->applying);
+    r->applying = NULL;
+    r->n_applying = 0;
+    if (r->rs->closing)
+        return;
+    if (status || r->work_rc) {
+        /* The old resident state still matches the old prompt; keep serving it and say why. */
+        CTX_ERROR("updating %s failed: %s", r->root, status ? "cancelled" : r->work_err.msg);
+        snprintf(r->restore_note, sizeof r->restore_note, "update failed: %s",
+                 status ? "cancelled" : r->work_err.msg);
+        r->phase = PH_READY;
+        start_next(r);
+        return;
+    }
+    r->updates++;
+    if (r->first_token >= r->prefix.n && (size_t)r->resident == r->prefix.n) {
+        CTX_INFO("%s: the change does not alter the prompt", r->root);
+        r->phase = PH_READY;
+        start_next(r);
+        maybe_update(r);
+        return;
+    }
+    CTX_INFO("%s: prompt changed from token %zu of %zu; re-prefilling from the last checkpoint before it",
+             r->root, r->first_token, r->prefix.n);
+    /* The state goes back to the longest cached prefix of the new prompt (the checkpoint before
+     * the first change) and the rest is prefilled in the background. */
+    inf_state_free(r->st);
+    r->st = NULL;
+    inf_snapshot_free(r->ready_snap);
+    r->ready_snap = NULL;
+    r->resident = 0;
+    r->phase = PH_PREFILLING;
+    r->prefill_t0 = now_ms();
+    struct ctx_err e = {0};
+    if (ctxd_sched_submit(r->rs->d->sched, CTXD_PRIO_BACKGROUND, 0, &prefill_ops, r, &r->job, &e)) {
+        r->phase = PH_FAILED;
+        snprintf(r->error, sizeof r->error, "%s", e.msg);
+        fail_waiters(r, &e);
+        fail_asks(r, &e);
+    }
+}
+
+/* Apply pending changes when the repository is resident and no engine job holds it. Questions
+ * that arrive meanwhile wait for the updated state. */
+static void maybe_update(struct repo *r)
+{
+    if (r->phase != PH_READY || r->job || (!r->n_pending && !r->rescan) || r->rs->closing)
+        return;
+    r->applying = r->pending;
+    r->n_applying = r->n_pending;
+    r->applying_rescan = r->rescan;
+    r->pending = NULL;
+    r->n_pending = 0;
+    r->rescan = 0;
+    r->phase = PH_UPDATING;
+    r->work.data = r;
+    int urc = uv_queue_work(r->rs->d->loop, &r->work, update_work, update_after);
+    if (urc) {
+        CTX_ERROR("queueing an update of %s: %s", r->root, uv_strerror(urc));
+        r->pending = r->applying;
+        r->n_pending = r->n_applying;
+        r->rescan = r->applying_rescan;
+        r->applying = NULL;
+        r->n_applying = 0;
+        r->phase = PH_READY;
     }
 }
 
@@ -1209,6 +1437,8 @@ void ctxd_repos_free(struct ctxd *d)
     for (struct repo *r = rs->list; r; r = r->next) {
         fail_waiters(r, &e);
         fail_asks(r, &e);
+        ctxd_watch_free(r->watch); /* its handles close as the loop runs down */
+        r->watch = NULL;
     }
 }
 
@@ -1222,7 +1452,10 @@ void ctxd_repos_release(struct ctxd *d)
     while (rs->list) {
         struct repo *r = rs->list;
         rs->list = r->next;
-        if (r->phase == PH_INGESTING) {
+        for (size_t i = 0; i < r->n_pending; i++)
+            free(r->pending[i]);
+        free(r->pending);
+        if (r->phase == PH_INGESTING || r->phase == PH_UPDATING) {
             busy = 1; /* a pool thread may still be ingesting it; the process is exiting */
             continue;
         }

@@ -16,6 +16,8 @@ struct ctxd_repos_opts {
     const char *cache_dir;        /* KV cache directory; NULL: no persistent cache */
     unsigned long long cache_budget; /* bytes (0: 20 GiB) */
     int checkpoint_every; /* tokens between checkpoints, a multiple of 128 (default 4096) */
+    int no_watch;         /* do not watch working trees for changes */
+    int debounce_ms;      /* quiet time before changes are applied (default 200) */
 };
 
 int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_err *e);

@@ -42,7 +42,7 @@ static void start(void)
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 2);
         execl(ctxd_bin, ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "8192", "--chunk", "128",
-              "--checkpoint-every", "128", "--threads", "2", (char *)NULL);
+              "--checkpoint-every", "128", "--threads", "2", "--debounce-ms", "50", (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {
@@ -272,6 +272,72 @@ static void restart_edit_corrupt(void **state)
     free(recomputed);
 }
 
+static cJSON *status(void)
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    int rc;
+    cJSON *r = call("repo.status", p, &rc);
+    assert_int_equal(rc, 0);
+    return r;
+}
+
+/* Wait until the repository has applied `updates` updates and is ready again. */
+static cJSON *wait_updates(int updates)
+{
+    for (int i = 0; i < 600; i++) {
+        cJSON *s = status();
+        const cJSON *u = cJSON_GetObjectItem(s, "last_update");
+        if (u && num(u, "updates") >= updates && strcmp(cJSON_GetObjectItem(s, "phase")->valuestring, "ready") == 0 &&
+            num(s, "pending_changes") == 0)
+            return s;
+        cJSON_Delete(s);
+        usleep(100000);
+    }
+    fail_msg("the repository did not pick up the change within 60 s");
+    return NULL;
+}
+
+static void live_edits_are_followed(void **state)
+{
+    (void)state;
+    if (!have_tokenizer)
+        skip();
+    sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    start();
+    cJSON *s = open_repo();
+    int prompt = num(s, "prompt_tokens");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(s, "watching")));
+    cJSON_Delete(s);
+    /* an edit while ctxd runs: it re-lays out, goes back to the checkpoint before the change and
+     * prefills only the rest */
+    sh("cd %s && printf 'int op11(int a, int b)\\n{\\n    return (a + b) * 11;\\n}\\n' > f11.c", repo);
+    s = wait_updates(1);
+    int prompt2 = num(s, "prompt_tokens"), restored = num(s, "restored_tokens"), computed = num(s, "computed_tokens");
+    int first = num(cJSON_GetObjectItem(s, "last_update"), "first_changed_token");
+    printf("# live edit: prompt %d -> %d tokens, first change at token %d, %d restored, %d recomputed\n", prompt,
+           prompt2, first, restored, computed);
+    assert_true(first > 0 && first < prompt2);
+    assert_int_equal(restored + computed, prompt2);
+    assert_true(restored <= first);
+    assert_true(first - restored < 128 + 128); /* from the checkpoint before the change */
+    assert_int_equal(num(s, "resident_tokens"), prompt2);
+    cJSON_Delete(s);
+    char *a = ask();
+    /* a new file appears at the end */
+    sh("cd %s && printf 'int extra(void) { return 42; }\\n' > zz_new.c", repo);
+    s = wait_updates(2);
+    assert_true(num(s, "prompt_tokens") > prompt2);
+    assert_int_equal(num(s, "files"), 13);
+    cJSON_Delete(s);
+    /* the answer for the new prompt comes from the updated state */
+    char *b = ask();
+    assert_string_not_equal(a, b);
+    free(a);
+    free(b);
+    stop();
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -279,6 +345,7 @@ int main(int argc, char **argv)
     ctxd_bin = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(restart_edit_corrupt),
+        cmocka_unit_test(live_edits_are_followed),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
