@@ -223,6 +223,7 @@ int ctx_cmd_ask(int argc, char **argv, const struct ctx_cli *cli)
     } else {
         if (v.wrote)
             fputc('\n', stdout);
+        fflush(stdout); /* the summary goes to stderr: keep the order */
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(r, "usage");
         const cJSON *fin = cJSON_GetObjectItemCaseSensitive(r, "finish_reason");
         const cJSON *mal = cJSON_GetObjectItemCaseSensitive(r, "malformed");

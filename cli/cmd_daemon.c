@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "ctx_config.h"
@@ -127,10 +128,12 @@ int ctx_cmd_stop(int argc, char **argv, const struct ctx_cli *cli)
     }
     double pid = num(r, "pid");
     cJSON_Delete(r);
-    /* Wait until the socket is gone, so that a following command starts a fresh daemon. */
-    for (int i = 0; i < 1000 && access(cli->socket_path, F_OK) == 0; i++)
+    /* Wait until the socket is gone and the process has exited (it holds the instance lock until
+     * then), so that a following command can start a fresh daemon at once. */
+    for (int i = 0; i < 1000 && (access(cli->socket_path, F_OK) == 0 || (pid > 0 && kill((pid_t)pid, 0) == 0));
+         i++)
         usleep(10000);
-    if (access(cli->socket_path, F_OK) == 0) {
+    if (access(cli->socket_path, F_OK) == 0 || (pid > 0 && kill((pid_t)pid, 0) == 0)) {
         fprintf(stderr, "ctx stop: ctxd (pid %.0f) accepted the shutdown but has not exited after 10 s\n", pid);
         return 1;
     }
