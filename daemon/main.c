@@ -39,6 +39,7 @@ static void usage(FILE *f)
             "  --seed N           seed of synthetic weights (default 0)\n"
             "  --tokenizer FILE   tokenizer.json (default: the checkpoint's, else the bundled one)\n"
             "  --threads N        engine threads (default: one per CPU)\n"
+            "  --preload          load the model at start rather than on the first request\n"
             "repositories:\n"
             "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
             "  --chunk TOKENS     prefill tokens per engine slice (default 256; a multiple of 128)\n"
@@ -97,7 +98,7 @@ int main(int argc, char **argv)
     struct ctxd_engine_opts eo = {0};
     struct ctxd_repos_opts ro = {0};
     const char *cache_dir = NULL;
-    int no_cache = 0;
+    int no_cache = 0, preload = 0;
     static const struct option opts[] = {
         {"socket", required_argument, 0, 's'}, {"daemon", no_argument, 0, 'd'},
         {"log", required_argument, 0, 'l'},    {"log-level", required_argument, 0, 'L'},
@@ -109,7 +110,7 @@ int main(int argc, char **argv)
         {"chunk", required_argument, 0, 'c'},   {"cache", required_argument, 0, 'C'},
         {"no-cache", no_argument, 0, 'N'},     {"cache-budget", required_argument, 0, 'B'},
         {"checkpoint-every", required_argument, 0, 'k'},
-        {"no-watch", no_argument, 0, 'W'},     {"debounce-ms", required_argument, 0, 'D'},
+        {"no-watch", no_argument, 0, 'W'},     {"preload", no_argument, 0, 'P'},     {"debounce-ms", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -141,6 +142,7 @@ int main(int argc, char **argv)
         case 'C': cache_dir = optarg; break;
         case 'N': no_cache = 1; break;
         case 'W': ro.no_watch = 1; break;
+        case 'P': preload = 1; break;
         case 'B':
         case 'D':
         case 'k': {
@@ -288,6 +290,8 @@ int main(int argc, char **argv)
         rc = ctxd_sched_new(&loop, NULL, &d.sched, &e);
     if (rc == 0)
         rc = ctxd_repos_init(&d, &ro, &e);
+    if (rc == 0 && preload)
+        rc = ctxd_repos_preload(&d, &e);
     if (rc == 0 && log_path) {
         logf = fopen(log_path, "a");
         if (!logf) {

@@ -1388,6 +1388,35 @@ static void on_disconnect(void *ud, uint64_t client)
     ctxd_sched_cancel_client(d->sched, client);
 }
 
+static int preload_run(struct ctxd_job_ctx *ctx, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    struct ctx_err e = {0};
+    if (ctxd_engine_load(rs->d->engine, &e))
+        return ctxd_job_fail(ctx, e.code, "%s", e.msg);
+    return CTXD_JOB_DONE;
+}
+
+static void preload_done(void *ud, int status, const char *message)
+{
+    (void)ud;
+    if (status && status != CTX_ECANCELED)
+        CTX_ERROR("%s", message);
+    else if (!status)
+        CTX_INFO("model loaded");
+}
+
+static const struct ctxd_job_ops preload_ops = {preload_run, preload_done};
+
+int ctxd_repos_preload(struct ctxd *d, struct ctx_err *e)
+{
+    struct ctxd_repos *rs = d->repos;
+    int rc = ctxd_engine_load_tokenizer(d->engine, e);
+    if (!rc)
+        rc = ctxd_sched_submit(d->sched, CTXD_PRIO_BACKGROUND, 0, &preload_ops, rs, NULL, e);
+    return rc;
+}
+
 int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_err *e)
 {
     struct ctxd_repos *rs = calloc(1, sizeof *rs);

@@ -21,6 +21,8 @@ struct ctxd_repos_opts {
 };
 
 int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_err *e);
+/* Load the tokenizer now and the model on the engine thread in the background (--preload). */
+int ctxd_repos_preload(struct ctxd *d, struct ctx_err *e);
 /* Before the scheduler is freed: fail waiting calls, forget repositories. */
 void ctxd_repos_free(struct ctxd *d);
 /* After the scheduler has been freed and the loop has run dry: release the repositories. */
