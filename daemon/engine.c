@@ -11,6 +11,7 @@
 #include "config.h"
 #include "ctx_config.h"
 #include "model.h"
+#include "openai.h"
 #include "tokenizer.h"
 #include "weights.h"
 
@@ -35,6 +36,7 @@ struct ctxd_engine {
     struct ctx_err load_err;
     struct inf_weights *w;
     struct inf_model *m;
+    struct agent_openai *remote;
 };
 
 static char *dup_or_null(const char *s)
@@ -47,6 +49,8 @@ int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, 
     *out = NULL;
     if (o->model_dir && o->synthetic)
         return ctx_err_set(e, CTX_EINVAL, "--model and --synthetic exclude each other");
+    if (o->remote_url && (o->model_dir || o->synthetic))
+        return ctx_err_set(e, CTX_EINVAL, "--backend openai uses no local model: drop --model/--synthetic");
     struct ctxd_engine *g = calloc(1, sizeof *g);
     if (!g)
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
@@ -65,7 +69,17 @@ int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, 
     }
     g->tokenizer_path = strdup(path);
     g->tokenizer_v4 = v4;
-    if (o->model_dir) {
+    if (o->remote_url) {
+        struct agent_openai_config rc = {.url = o->remote_url,
+                                         .model = o->remote_model ? o->remote_model : "deepseek-chat",
+                                         .api_key_env = o->api_key_env};
+        if (!(g->remote = agent_openai_new(&rc, e))) {
+            ctxd_engine_free(g);
+            return e && e->code ? e->code : CTX_EINVAL;
+        }
+        snprintf(g->describe, sizeof g->describe, "openai:%s (model %s)", agent_openai_url(g->remote), rc.model);
+        snprintf(g->key, sizeof g->key, "%s", g->describe);
+    } else if (o->model_dir) {
         char real[PATH_MAX];
         if (!realpath(o->model_dir, real)) {
             ctxd_engine_free(g);
@@ -94,6 +108,7 @@ void ctxd_engine_free(struct ctxd_engine *g)
 {
     if (!g)
         return;
+    agent_openai_free(g->remote);
     inf_model_free(g->m);
     inf_weights_free(g->w);
     inf_tokenizer_free(g->tok);
@@ -117,8 +132,15 @@ int ctxd_engine_load_tokenizer(struct ctxd_engine *g, struct ctx_err *e)
     return g->tok_rc;
 }
 
+struct agent_openai *ctxd_engine_remote(const struct ctxd_engine *g)
+{
+    return g->remote;
+}
+
 int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
 {
+    if (g->remote)
+        return ctxd_engine_load_tokenizer(g, e); /* nothing else to load */
     if (g->load_tried) {
         if (g->load_rc && e)
             *e = g->load_err;
@@ -173,7 +195,7 @@ struct inf_model *ctxd_engine_model(struct ctxd_engine *g)
 
 bool ctxd_engine_loaded(const struct ctxd_engine *g)
 {
-    return g->m != NULL;
+    return g->m != NULL || g->remote != NULL;
 }
 
 const char *ctxd_engine_describe(const struct ctxd_engine *g)

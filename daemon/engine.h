@@ -20,6 +20,11 @@ struct ctxd_engine_opts {
     unsigned long long seed;     /* synthetic weights */
     const char *tokenizer;       /* tokenizer.json; NULL: the checkpoint's, else the bundled V3+V4 */
     int threads;                 /* 0: one per CPU */
+    /* --backend openai: questions go to a remote OpenAI-compatible endpoint (DeepSeek's API shape)
+     * instead of the local engine; the tokenizer still measures the prompt. */
+    const char *remote_url;
+    const char *remote_model;    /* default "deepseek-chat" */
+    const char *api_key_env;     /* environment variable holding the API key, or NULL */
 };
 
 struct ctxd_engine;
@@ -45,5 +50,7 @@ const char *ctxd_engine_key(const struct ctxd_engine *g);
 /* The bundled default: random weights, noise answers. */
 bool ctxd_engine_is_noise(const struct ctxd_engine *g);
 int ctxd_engine_eos(const struct ctxd_engine *g);
+/* The remote backend, or NULL for the local engine. Used on the engine thread only. */
+struct agent_openai *ctxd_engine_remote(const struct ctxd_engine *g);
 
 #endif

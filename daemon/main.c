@@ -40,6 +40,9 @@ static void usage(FILE *f)
             "  --tokenizer FILE   tokenizer.json (default: the checkpoint's, else the bundled one)\n"
             "  --threads N        engine threads (default: one per CPU)\n"
             "  --preload          load the model at start rather than on the first request\n"
+            "  --backend openai --url URL [--remote-model NAME] [--api-key-env VAR]\n"
+            "                     answer through a remote OpenAI-compatible endpoint (DeepSeek's API\n"
+            "                     shape) instead of the local engine\n"
             "repositories:\n"
             "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
             "  --chunk TOKENS     prefill tokens per engine slice (default 256; a multiple of 128)\n"
@@ -98,7 +101,7 @@ int main(int argc, char **argv)
     struct ctxd_engine_opts eo = {0};
     struct ctxd_repos_opts ro = {0};
     const char *cache_dir = NULL;
-    int no_cache = 0, preload = 0;
+    int no_cache = 0, preload = 0, remote = 0;
     static const struct option opts[] = {
         {"socket", required_argument, 0, 's'}, {"daemon", no_argument, 0, 'd'},
         {"log", required_argument, 0, 'l'},    {"log-level", required_argument, 0, 'L'},
@@ -110,7 +113,9 @@ int main(int argc, char **argv)
         {"chunk", required_argument, 0, 'c'},   {"cache", required_argument, 0, 'C'},
         {"no-cache", no_argument, 0, 'N'},     {"cache-budget", required_argument, 0, 'B'},
         {"checkpoint-every", required_argument, 0, 'k'},
-        {"no-watch", no_argument, 0, 'W'},     {"preload", no_argument, 0, 'P'},     {"debounce-ms", required_argument, 0, 'D'},
+        {"no-watch", no_argument, 0, 'W'},     {"preload", no_argument, 0, 'P'},
+        {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
+        {"remote-model", required_argument, 0, 'R'}, {"api-key-env", required_argument, 0, 'A'},     {"debounce-ms", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -143,6 +148,16 @@ int main(int argc, char **argv)
         case 'N': no_cache = 1; break;
         case 'W': ro.no_watch = 1; break;
         case 'P': preload = 1; break;
+        case 'K':
+            if (strcmp(optarg, "local") && strcmp(optarg, "openai")) {
+                fprintf(stderr, "ctxd: --backend is local or openai, not \"%s\"\n", optarg);
+                return 2;
+            }
+            remote = strcmp(optarg, "openai") == 0;
+            break;
+        case 'U': eo.remote_url = optarg; break;
+        case 'R': eo.remote_model = optarg; break;
+        case 'A': eo.api_key_env = optarg; break;
         case 'B':
         case 'D':
         case 'k': {
@@ -188,6 +203,10 @@ int main(int argc, char **argv)
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
+    }
+    if (remote != (eo.remote_url != NULL)) {
+        fprintf(stderr, "ctxd: --backend openai and --url go together\n");
+        return 2;
     }
     if (optind < argc) {
         fprintf(stderr, "ctxd: unexpected argument \"%s\"\n", argv[optind]);

@@ -18,6 +18,7 @@
 #include "kv.h"
 #include "log.h"
 #include "model.h"
+#include "openai.h"
 #include "pool.h"
 #include "prompt.h"
 #include "rpc.h"
@@ -605,11 +606,15 @@ static void add_logprobs(struct ask *a, const float *logits, int n, int32_t chos
     cJSON_AddItemToArray(a->logprobs, o);
 }
 
+static int remote_ask_run(struct ctxd_job_ctx *ctx, struct ask *a);
+
 static int ask_run(struct ctxd_job_ctx *ctx, void *ud)
 {
     struct ask *a = ud;
     struct repo *r = a->r;
     struct ctxd_engine *g = r->rs->d->engine;
+    if (ctxd_engine_remote(g))
+        return remote_ask_run(ctx, a);
     const struct inf_tokenizer *tok = ctxd_engine_tokenizer(g);
     struct inf_model *m = ctxd_engine_model(g);
     const struct inf_config *c = inf_model_config(m);
@@ -753,6 +758,77 @@ static void ask_done(void *ud, int status, const char *message)
     }
 }
 
+/* The remote backend: the same conversation as messages; deltas come from the server's stream. */
+static int remote_event(void *ud, const struct agent_openai_event *ev, struct ctx_err *e)
+{
+    (void)e;
+    struct parse_ctx *pc = ud;
+    const char *kind = ev->kind == AGENT_OPENAI_EV_REASONING ? "reasoning"
+                       : ev->kind == AGENT_OPENAI_EV_CONTENT ? "content" : NULL;
+    if (!kind || !ev->len)
+        return 0;
+    struct delta_msg *m = malloc(sizeof *m);
+    char *t = strdup(ev->text);
+    if (!m || !t) {
+        free(m);
+        free(t);
+        return 0;
+    }
+    m->a = pc->a;
+    m->kind = kind;
+    m->text = t;
+    ctxd_job_post(pc->job, on_delta, m);
+    return 0;
+}
+
+static int remote_ask_run(struct ctxd_job_ctx *ctx, struct ask *a)
+{
+    struct repo *r = a->r;
+    struct agent_openai *remote = ctxd_engine_remote(r->rs->d->engine);
+    struct ctx_err e = {0};
+    size_t clen;
+    char *content = agent_first_turn_content(r->layout, a->question, &clen);
+    cJSON *msgs = cJSON_CreateArray(), *sys = cJSON_CreateObject(), *usr = cJSON_CreateObject();
+    if (!content || !msgs || !sys || !usr) {
+        free(content);
+        cJSON_Delete(msgs);
+        cJSON_Delete(sys);
+        cJSON_Delete(usr);
+        return ctxd_job_fail(ctx, CTX_ENOMEM, "out of memory");
+    }
+    cJSON_AddStringToObject(sys, "role", "system");
+    cJSON_AddStringToObject(sys, "content", r->rs->system);
+    cJSON_AddStringToObject(usr, "role", "user");
+    cJSON_AddStringToObject(usr, "content", content);
+    free(content);
+    cJSON_AddItemToArray(msgs, sys);
+    cJSON_AddItemToArray(msgs, usr);
+    struct parse_ctx pc = {a, ctx};
+    struct agent_openai_result res = {0};
+    int rc = agent_openai_chat(remote, msgs, NULL, remote_event, &pc, ctxd_job_cancel_flag(ctx), &res, &e);
+    cJSON_Delete(msgs);
+    if (rc == CTX_ECANCELED) {
+        a->finish = "cancelled";
+        agent_openai_result_free(&res);
+        return CTXD_JOB_DONE;
+    }
+    if (rc) {
+        agent_openai_result_free(&res);
+        return ctxd_job_fail(ctx, rc, "%s", e.msg);
+    }
+    a->message = res.message;
+    res.message = NULL;
+    a->finish = strcmp(res.finish_reason, "length") == 0 ? "length" : "stop";
+    a->prompt_tokens = res.usage.reported ? (size_t)res.usage.prompt_tokens : r->prefix.n;
+    a->cached_tokens = res.usage.reported && res.usage.cached_tokens >= 0 ? (size_t)res.usage.cached_tokens : 0;
+    a->generated = res.usage.reported ? (size_t)res.usage.completion_tokens : 0;
+    a->ttft_ms = res.usage.ttft_ms;
+    if (res.usage.total_ms > res.usage.ttft_ms && a->generated > 1)
+        a->decode_tok_s = (double)(a->generated - 1) * 1000.0 / (res.usage.total_ms - res.usage.ttft_ms);
+    agent_openai_result_free(&res);
+    return CTXD_JOB_DONE;
+}
+
 static const struct ctxd_job_ops ask_ops = {ask_run, ask_done};
 
 /* Give the engine the repository's next question, if it is ready and idle. */
@@ -833,6 +909,11 @@ static void ingest_after(uv_work_t *w, int status)
     CTX_INFO("ingested %s: %zu files, %zu prompt tokens in %.0f ms", r->root, r->snap->nfiles, r->prefix.n,
              r->ingest_ms);
     notify_progress(r);
+    if (ctxd_engine_remote(r->rs->d->engine)) {
+        /* a remote backend keeps its own cache: nothing to prefill here */
+        prefill_done(r, 0, "");
+        return;
+    }
     struct ctx_err e = {0};
     if (ctxd_sched_submit(r->rs->d->sched, CTXD_PRIO_BACKGROUND, 0, &prefill_ops, r, &r->job, &e)) {
         r->phase = PH_FAILED;
@@ -993,6 +1074,12 @@ static void update_after(uv_work_t *w, int status)
     r->updates++;
     if (r->first_token >= r->prefix.n && (size_t)r->resident == r->prefix.n) {
         CTX_INFO("%s: the change does not alter the prompt", r->root);
+        r->phase = PH_READY;
+        start_next(r);
+        maybe_update(r);
+        return;
+    }
+    if (ctxd_engine_remote(r->rs->d->engine)) {
         r->phase = PH_READY;
         start_next(r);
         maybe_update(r);

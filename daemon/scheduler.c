@@ -397,6 +397,11 @@ int ctxd_job_cancelled(const struct ctxd_job_ctx *ctx)
     return atomic_load(&((const struct ctxd_job *)ctx)->cancelled);
 }
 
+const atomic_int *ctxd_job_cancel_flag(const struct ctxd_job_ctx *ctx)
+{
+    return &((const struct ctxd_job *)ctx)->cancelled;
+}
+
 int ctxd_job_post(struct ctxd_job_ctx *ctx, void (*fn)(void *ud), void *ud)
 {
     struct ctxd_job *j = (struct ctxd_job *)ctx;

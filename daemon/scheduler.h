@@ -7,6 +7,7 @@
 #ifndef CTXD_SCHEDULER_H
 #define CTXD_SCHEDULER_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -66,6 +67,8 @@ void ctxd_sched_stats(struct ctxd_sched *s, struct ctxd_sched_stats *st);
 
 /* ---- engine-thread side ---- */
 int ctxd_job_cancelled(const struct ctxd_job_ctx *ctx);
+/* The flag itself, for libraries that poll an atomic_int (the remote backend). */
+const atomic_int *ctxd_job_cancel_flag(const struct ctxd_job_ctx *ctx);
 /* Run fn(ud) on the loop thread, after everything this job posted before (streaming output). */
 int ctxd_job_post(struct ctxd_job_ctx *ctx, void (*fn)(void *ud), void *ud);
 /* Set the failure message returned with a negative code. */

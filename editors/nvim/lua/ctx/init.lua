@@ -126,24 +126,30 @@ function M.status(callback)
     vim.notify(M.last_error, vim.log.levels.ERROR)
     return
   end
-  client.request('workspace/executeCommand', { command = 'ctx.status', arguments = {} },
-    function(err, result)
-      if err then
-        M.last_error = err.message or tostring(err)
-        if M.config.notify then
-          vim.notify('ctx status: ' .. M.last_error, vim.log.levels.ERROR)
-        end
-      else
-        M.last_status = result
-        M.last_error = nil
-        if M.config.notify then
-          vim.notify(describe(result), vim.log.levels.INFO)
-        end
+  local params = { command = 'ctx.status', arguments = {} }
+  local handler = function(err, result)
+    if err then
+      M.last_error = err.message or tostring(err)
+      if M.config.notify then
+        vim.notify('ctx status: ' .. M.last_error, vim.log.levels.ERROR)
       end
-      if callback then
-        callback(err, result)
+    else
+      M.last_status = result
+      M.last_error = nil
+      if M.config.notify then
+        vim.notify(describe(result), vim.log.levels.INFO)
       end
-    end, bufnr)
+    end
+    if callback then
+      callback(err, result)
+    end
+  end
+  -- 0.11 made clients objects (client:request); earlier versions take no self
+  if vim.fn.has('nvim-0.11') == 1 then
+    client:request('workspace/executeCommand', params, handler, bufnr)
+  else
+    client.request('workspace/executeCommand', params, handler, bufnr)
+  end
 end
 
 M.describe = describe
