@@ -58,7 +58,9 @@ static int tokenize_from(struct agent_prefix *p, const struct inf_tokenizer *t, 
                                part - 1, l->segs[part - 1].path ? l->segs[part - 1].path : "?");
         int32_t *ids;
         size_t n;
-        int rc = inf_tokenizer_encode(t, text, len, &ids, &n, e);
+        /* Repository text is untrusted: a file that contains "<｜User｜>" or "</think>" must not
+         * become a control token (the head is ours and is tokenized normally). */
+        int rc = inf_tokenizer_encode_flags(t, text, len, part == 0 ? 0 : INF_TOK_LITERAL, &ids, &n, e);
         if (rc)
             return ctx_err_prefix(e, "tokenizing prompt part %zu: ", part);
         if (p->n + n > cap) {

@@ -8,7 +8,8 @@
  * format. Each part is tokenized on its own, so that an edit re-tokenizes only the parts from the
  * first changed segment on; the boundaries are ones where separate tokenization equals whole-text
  * tokenization (every segment ends with '\n' and the next starts with a non-space character),
- * which prefix_build checks rather than assumes. */
+ * which prefix_build checks rather than assumes. Repository segments are tokenized literally: text
+ * in a file that spells a control token ("<｜User｜>", "</think>") stays text. */
 #ifndef AGENT_PROMPT_H
 #define AGENT_PROMPT_H
 

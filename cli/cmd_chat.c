@@ -120,8 +120,9 @@ static int chat_encode(int argc, char **argv, const struct ctx_cli *cli)
     if (keep)
         o.drop_thinking = false;
     char *prompt;
-    size_t pl;
-    int rc = inf_dsml_encode_request(req, &o, &prompt, &pl, &e);
+    size_t pl, n_spans = 0;
+    struct inf_text_span *spans = NULL;
+    int rc = inf_dsml_encode_request_spans(req, &o, &prompt, &pl, ids ? &spans : NULL, ids ? &n_spans : NULL, &e);
     cJSON_Delete(req);
     if (rc) {
         fprintf(stderr, "ctx chat: %s\n", e.msg);
@@ -132,7 +133,9 @@ static int chat_encode(int argc, char **argv, const struct ctx_cli *cli)
         struct inf_tokenizer *t;
         int32_t *v;
         size_t n;
-        if (inf_tokenizer_load_v4(tok_path, &t, &e) || inf_tokenizer_encode(t, prompt, pl, &v, &n, &e)) {
+        /* Message text is literal: a "<｜User｜>" inside content stays text, not a turn. */
+        if (inf_tokenizer_load_v4(tok_path, &t, &e) ||
+            inf_tokenizer_encode_spans(t, prompt, pl, spans, n_spans, &v, &n, &e)) {
             fprintf(stderr, "ctx chat: %s\n", e.msg);
             status = 1;
         } else {
@@ -145,6 +148,7 @@ static int chat_encode(int argc, char **argv, const struct ctx_cli *cli)
         }
     } else
         fwrite(prompt, 1, pl, stdout);
+    free(spans);
     free(prompt);
     return status;
 }

@@ -16,6 +16,7 @@
 #include "engine.h"
 #include "repos.h"
 #include "scheduler.h"
+#include "sessions.h"
 #include "log.h"
 #include "rpc.h"
 
@@ -49,6 +50,7 @@ static void usage(FILE *f)
             "KV cache (the resident state on disk):\n"
             "  --cache DIR        default $XDG_CACHE_HOME/ctxd/kv or ~/.cache/ctxd/kv\n"
             "  --no-cache         keep the resident state in memory only\n"
+            "  --state DIR        sessions database (default $XDG_STATE_HOME/ctxd or ~/.local/state/ctxd)\n"
             "  --cache-budget BYTES  disk budget; least recently used lineages go first (default 20 GiB)\n"
             "  --checkpoint-every TOKENS  tokens between checkpoints (default 4096)\n"
             "  --no-watch         do not follow edits in the working trees\n"
@@ -100,7 +102,7 @@ int main(int argc, char **argv)
     size_t max_line = 0, max_queue = 0;
     struct ctxd_engine_opts eo = {0};
     struct ctxd_repos_opts ro = {0};
-    const char *cache_dir = NULL;
+    const char *cache_dir = NULL, *state_dir = NULL;
     int no_cache = 0, preload = 0, remote = 0;
     static const struct option opts[] = {
         {"socket", required_argument, 0, 's'}, {"daemon", no_argument, 0, 'd'},
@@ -111,7 +113,7 @@ int main(int argc, char **argv)
         {"seed", required_argument, 0, 'e'},   {"tokenizer", required_argument, 0, 'T'},
         {"threads", required_argument, 0, 't'}, {"budget", required_argument, 0, 'b'},
         {"chunk", required_argument, 0, 'c'},   {"cache", required_argument, 0, 'C'},
-        {"no-cache", no_argument, 0, 'N'},     {"cache-budget", required_argument, 0, 'B'},
+        {"no-cache", no_argument, 0, 'N'},     {"state", required_argument, 0, 'Z'},     {"cache-budget", required_argument, 0, 'B'},
         {"checkpoint-every", required_argument, 0, 'k'},
         {"no-watch", no_argument, 0, 'W'},     {"preload", no_argument, 0, 'P'},
         {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
@@ -146,6 +148,7 @@ int main(int argc, char **argv)
         case 'M': eo.model_dir = optarg; break;
         case 'C': cache_dir = optarg; break;
         case 'N': no_cache = 1; break;
+        case 'Z': state_dir = optarg; break;
         case 'W': ro.no_watch = 1; break;
         case 'P': preload = 1; break;
         case 'K':
@@ -296,6 +299,15 @@ int main(int argc, char **argv)
         }
         ro.cache_dir = cache_dir;
     }
+    char state_buf[PATH_MAX];
+    if (!state_dir) {
+        const char *x = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+        if (x && x[0])
+            snprintf(state_buf, sizeof state_buf, "%s/ctxd", x);
+        else
+            snprintf(state_buf, sizeof state_buf, "%s/.local/state/ctxd", home && home[0] ? home : "/tmp");
+        state_dir = state_buf;
+    }
     struct ctxd d = {0};
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -309,6 +321,8 @@ int main(int argc, char **argv)
         rc = ctxd_sched_new(&loop, NULL, &d.sched, &e);
     if (rc == 0)
         rc = ctxd_repos_init(&d, &ro, &e);
+    if (rc == 0)
+        rc = ctxd_sessions_init(&d, state_dir, &e);
     if (rc == 0 && preload)
         rc = ctxd_repos_preload(&d, &e);
     if (rc == 0 && log_path) {
@@ -330,6 +344,7 @@ int main(int argc, char **argv)
         ctxd_sched_free(d.sched);
         uv_run(&loop, UV_RUN_DEFAULT);
         ctxd_repos_release(&d);
+        ctxd_sessions_free(&d);
         ctxd_server_free(d.server);
         ctxd_engine_free(d.engine);
         uv_loop_close(&loop);
@@ -372,6 +387,7 @@ int main(int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     ctxd_repos_release(&d);
+    ctxd_sessions_free(&d);
     CTX_INFO("ctxd stopped (%s)", d.shutdown_reason[0] ? d.shutdown_reason : "loop ended");
     ctxd_server_free(d.server);
     ctxd_engine_free(d.engine);

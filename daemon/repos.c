@@ -48,7 +48,13 @@ struct ask {
     struct repo *r;
     struct ctxd_call *call;
     uint64_t client;
-    char *question;
+    cJSON *turns;             /* the conversation after the system message; turns[0] is the
+                               * first user message with the raw request as its content */
+    char session[40];         /* session id, or "" for a one-shot question */
+    ctxd_ask_hook hook;       /* told about a completed answer (sessions store it) */
+    void *hook_ud;
+    char *raw;                /* the text the model emitted (local engine), for exact replay */
+    size_t raw_len, raw_cap;
     int max_tokens;
     int top_logprobs;         /* 0: none */
     cJSON *logprobs;          /* per generated token, when top_logprobs > 0 */
@@ -84,6 +90,7 @@ struct repo {
     double ingest_ms;
     /* engine */
     struct ctxd_job *job;     /* the queued or running job, or NULL */
+    struct ask *running_ask;  /* the question that job answers, if it is one */
     struct inf_state *st;
     struct inf_snapshot *ready_snap;
     size_t resident;          /* tokens in st, as last reported */
@@ -204,7 +211,8 @@ static void free_ask(struct ask *a)
 {
     cJSON_Delete(a->logprobs);
     cJSON_Delete(a->message);
-    free(a->question);
+    cJSON_Delete(a->turns);
+    free(a->raw);
     free(a);
 }
 
@@ -534,29 +542,60 @@ static int on_event(void *ud, const struct inf_dsml_event *ev)
 /* The turn after the resident prefix, rendered by the DSML encoder as part of the whole
  * conversation so that it is exactly what the format says (tests/agent/test_prompt.c checks that
  * the prefix is a byte prefix of that rendering). */
-static int turn_suffix(struct repo *r, struct ask *a, char **out, size_t *len, struct ctx_err *e)
+/* [system, user(repository + first request), ...the rest of the conversation] */
+static cJSON *conversation(struct repo *r, struct ask *a, struct ctx_err *e)
 {
-    size_t clen;
-    char *content = agent_first_turn_content(r->layout, a->question, &clen);
-    cJSON *msgs = cJSON_CreateArray(), *sys = cJSON_CreateObject(), *usr = cJSON_CreateObject();
-    if (!content || !msgs || !sys || !usr) {
-        free(content);
+    cJSON *msgs = cJSON_CreateArray(), *sys = cJSON_CreateObject();
+    if (!msgs || !sys) {
         cJSON_Delete(msgs);
         cJSON_Delete(sys);
-        cJSON_Delete(usr);
-        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        return NULL;
     }
     cJSON_AddStringToObject(sys, "role", "system");
     cJSON_AddStringToObject(sys, "content", r->rs->system);
-    cJSON_AddStringToObject(usr, "role", "user");
-    cJSON_AddStringToObject(usr, "content", content);
-    free(content);
     cJSON_AddItemToArray(msgs, sys);
-    cJSON_AddItemToArray(msgs, usr);
+    int i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, a->turns) {
+        cJSON *m = cJSON_Duplicate(t, 1);
+        if (!m) {
+            cJSON_Delete(msgs);
+            ctx_err_set(e, CTX_ENOMEM, "out of memory");
+            return NULL;
+        }
+        if (i++ == 0) {
+            const cJSON *c = cJSON_GetObjectItemCaseSensitive(t, "content");
+            size_t clen;
+            char *content = agent_first_turn_content(r->layout, cJSON_IsString(c) ? c->valuestring : "", &clen);
+            if (!content) {
+                cJSON_Delete(m);
+                cJSON_Delete(msgs);
+                ctx_err_set(e, CTX_ENOMEM, "out of memory");
+                return NULL;
+            }
+            cJSON_ReplaceItemInObjectCaseSensitive(m, "content", cJSON_CreateString(content));
+            free(content);
+        }
+        cJSON_AddItemToArray(msgs, m);
+    }
+    return msgs;
+}
+
+/* The turn after the resident prefix, rendered by the DSML encoder as part of the whole
+ * conversation so that it is exactly what the format says (tests/agent/test_prompt.c checks that
+ * the prefix is a byte prefix of that rendering). */
+static int turn_suffix(struct repo *r, struct ask *a, char **out, size_t *len, struct inf_text_span **spans,
+                       size_t *n_spans, struct ctx_err *e)
+{
+    cJSON *msgs = conversation(r, a, e);
+    if (!msgs)
+        return e->code;
     struct inf_dsml_opts o = {.mode = a->mode, .drop_thinking = true};
     char *full;
-    size_t flen;
-    int rc = inf_dsml_encode(msgs, NULL, &o, &full, &flen, e);
+    size_t flen, ns = 0;
+    struct inf_text_span *sp = NULL;
+    int rc = inf_dsml_encode_spans(msgs, NULL, &o, &full, &flen, &sp, &ns, e);
     cJSON_Delete(msgs);
     if (rc)
         return rc;
@@ -565,13 +604,45 @@ static int turn_suffix(struct repo *r, struct ask *a, char **out, size_t *len, s
     if (!ptext || flen < plen || memcmp(full, ptext, plen) != 0) {
         free(ptext);
         free(full);
+        free(sp);
         return ctx_err_set(e, CTX_EINTERNAL, "the rendered turn does not continue the resident prefix");
     }
     free(ptext);
     *len = flen - plen;
     memmove(full, full + plen, *len + 1);
     *out = full;
+    /* The spans of message text (where control tokens must stay text), moved to the suffix. */
+    size_t k = 0;
+    for (size_t i = 0; i < ns; i++) {
+        size_t b = sp[i].off, end = sp[i].off + sp[i].len;
+        if (end <= plen)
+            continue;
+        if (b < plen)
+            b = plen;
+        sp[k].off = b - plen;
+        sp[k].len = end - b;
+        k++;
+    }
+    *spans = sp;
+    *n_spans = k;
     return 0;
+}
+
+static void raw_append(struct ask *a, const char *p, size_t n)
+{
+    if (a->raw_len + n + 1 > a->raw_cap) {
+        size_t cap = a->raw_cap ? a->raw_cap * 2 : 256;
+        while (cap < a->raw_len + n + 1)
+            cap *= 2;
+        char *nr = realloc(a->raw, cap);
+        if (!nr)
+            return;
+        a->raw = nr;
+        a->raw_cap = cap;
+    }
+    memcpy(a->raw + a->raw_len, p, n);
+    a->raw_len += n;
+    a->raw[a->raw_len] = 0;
 }
 
 /* log-softmax of the raw logits: the chosen token's and the best K, as OpenAI's logprobs. */
@@ -628,9 +699,12 @@ static int ask_run(struct ctxd_job_ctx *ctx, void *ud)
     struct inf_detok *dt = NULL;
     struct inf_dsml_parser *parser = NULL;
     char *piece = NULL;
-    int rc = turn_suffix(r, a, &suffix, &slen, &e);
+    struct inf_text_span *spans = NULL;
+    size_t n_spans = 0;
+    int rc = turn_suffix(r, a, &suffix, &slen, &spans, &n_spans, &e);
     if (!rc)
-        rc = inf_tokenizer_encode(tok, suffix, slen, &ids, &nids, &e);
+        rc = inf_tokenizer_encode_spans(tok, suffix, slen, spans, n_spans, &ids, &nids, &e);
+    free(spans);
     if (!rc && !(logits = malloc(sizeof(float) * (size_t)c->vocab_size)))
         rc = ctx_err_set(&e, CTX_ENOMEM, "out of memory");
     if (!rc)
@@ -670,6 +744,7 @@ static int ask_run(struct ctxd_job_ctx *ctx, void *ud)
         }
         size_t n = 0;
         if (inf_detok_push(dt, t, piece, cap, &n) == 0 && n) {
+            raw_append(a, piece, n);
             struct ctx_err pe = {0};
             if (inf_dsml_parser_feed(parser, piece, n, &pe) == CTX_EFORMAT) {
                 a->finish = "malformed";
@@ -719,6 +794,7 @@ static void ask_done(void *ud, int status, const char *message)
     struct ask *a = ud;
     struct repo *r = a->r;
     r->job = NULL;
+    r->running_ask = NULL;
     if (status == CTX_ECANCELED && !r->rs->closing) {
         /* cancelled while queued, or the engine stopped it: the state was restored (or never
          * touched), the reply goes nowhere if the client left */
@@ -747,6 +823,11 @@ static void ask_done(void *ud, int status, const char *message)
         cJSON_AddNumberToObject(u, "time_to_first_token_ms", a->ttft_ms);
         cJSON_AddNumberToObject(u, "tokens_per_s", a->decode_tok_s);
         cJSON_AddNumberToObject(u, "prompt_tokens_per_s", a->prompt_tok_s);
+        if (a->session[0])
+            cJSON_AddStringToObject(res, "session", a->session);
+        if (a->hook && strcmp(a->finish, "cancelled") != 0)
+            a->hook(a->hook_ud, a->session, cJSON_GetArrayItem(a->turns, cJSON_GetArraySize(a->turns) - 1), a->message,
+                    a->raw, a->finish);
         cJSON_AddStringToObject(res, "model", ctxd_engine_describe(r->rs->d->engine));
         cJSON_AddBoolToObject(res, "noise", ctxd_engine_is_noise(r->rs->d->engine));
         ctxd_call_reply(a->call, res);
@@ -786,23 +867,9 @@ static int remote_ask_run(struct ctxd_job_ctx *ctx, struct ask *a)
     struct repo *r = a->r;
     struct agent_openai *remote = ctxd_engine_remote(r->rs->d->engine);
     struct ctx_err e = {0};
-    size_t clen;
-    char *content = agent_first_turn_content(r->layout, a->question, &clen);
-    cJSON *msgs = cJSON_CreateArray(), *sys = cJSON_CreateObject(), *usr = cJSON_CreateObject();
-    if (!content || !msgs || !sys || !usr) {
-        free(content);
-        cJSON_Delete(msgs);
-        cJSON_Delete(sys);
-        cJSON_Delete(usr);
-        return ctxd_job_fail(ctx, CTX_ENOMEM, "out of memory");
-    }
-    cJSON_AddStringToObject(sys, "role", "system");
-    cJSON_AddStringToObject(sys, "content", r->rs->system);
-    cJSON_AddStringToObject(usr, "role", "user");
-    cJSON_AddStringToObject(usr, "content", content);
-    free(content);
-    cJSON_AddItemToArray(msgs, sys);
-    cJSON_AddItemToArray(msgs, usr);
+    cJSON *msgs = conversation(r, a, &e);
+    if (!msgs)
+        return ctxd_job_fail(ctx, e.code, "%s", e.msg);
     struct parse_ctx pc = {a, ctx};
     struct agent_openai_result res = {0};
     int rc = agent_openai_chat(remote, msgs, NULL, remote_event, &pc, ctxd_job_cancel_flag(ctx), &res, &e);
@@ -840,7 +907,9 @@ static void start_next(struct repo *r)
     r->asks = a->next;
     a->next = NULL;
     struct ctx_err e = {0};
+    r->running_ask = a;
     if (ctxd_sched_submit(r->rs->d->sched, CTXD_PRIO_INTERACTIVE, a->client, &ask_ops, a, &r->job, &e)) {
+        r->running_ask = NULL;
         ctxd_call_fail_err(a->call, &e);
         free_ask(a);
         start_next(r);
@@ -852,7 +921,7 @@ static void start_next(struct repo *r)
 static int count_tokens(void *ud, const char *text, size_t len, size_t *n)
 {
     struct ctx_err e = {0};
-    return inf_tokenizer_count(ud, text, len, n, &e);
+    return inf_tokenizer_count_flags(ud, text, len, INF_TOK_LITERAL, n, &e); /* as agent/prompt.c encodes */
 }
 
 static void ingest_work(uv_work_t *w)
@@ -1317,72 +1386,136 @@ static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)
     ctxd_call_reply(call, res);
 }
 
-static void m_ask(struct ctxd_call *call, const cJSON *params, void *ud)
+/* The sampling and output options shared by repo.ask and session.send; fails the call on a bad
+ * value. */
+static int ask_options(struct ctxd_call *call, const cJSON *params, struct ctxd_ask_opts *o)
 {
-    struct ctxd_repos *rs = ud;
-    static const char *const allowed[] = {"path", "question", "max_tokens", "temperature", "top_p",
-                                          "seed", "mode", "top_logprobs", NULL};
-    char real[PATH_MAX];
     long long max_tokens = 512, seed = 0, top_lp = 0;
-    if (check_fields(call, params, allowed) || path_param(call, params, real) ||
-        int_param(call, params, "max_tokens", 1, 65536, &max_tokens) ||
+    if (int_param(call, params, "max_tokens", 1, 65536, &max_tokens) ||
         int_param(call, params, "top_logprobs", 0, 20, &top_lp) ||
         int_param(call, params, "seed", 0, 9007199254740991LL, &seed))
-        return;
-    const cJSON *q = cJSON_GetObjectItemCaseSensitive(params, "question");
-    if (!cJSON_IsString(q) || !q->valuestring[0]) {
-        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"question\" (a non-empty string) is required", NULL);
-        return;
-    }
-    double temperature = 0, top_p = 1;
+        return -1;
     const cJSON *tp = cJSON_GetObjectItemCaseSensitive(params, "temperature");
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(params, "top_p");
     if ((tp && (!cJSON_IsNumber(tp) || tp->valuedouble < 0 || tp->valuedouble > 10)) ||
         (pp && (!cJSON_IsNumber(pp) || pp->valuedouble <= 0 || pp->valuedouble > 1))) {
         ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"temperature\" must be in [0, 10] and \"top_p\" in (0, 1]",
                        NULL);
-        return;
+        return -1;
     }
-    if (tp)
-        temperature = tp->valuedouble;
-    if (pp)
-        top_p = pp->valuedouble;
-    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(params, "mode");
-    if (mode && (!cJSON_IsString(mode) ||
-                 (strcmp(mode->valuestring, "thinking") && strcmp(mode->valuestring, "chat")))) {
-        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"mode\" must be \"thinking\" or \"chat\"", NULL);
-        return;
-    }
-    struct ctx_err e = {0};
-    struct repo *r = open_repo(rs, real, 0, &e);
+    o->max_tokens = (int)max_tokens;
+    o->top_logprobs = (int)top_lp;
+    o->seed = (unsigned long long)seed;
+    o->temperature = tp ? (float)tp->valuedouble : 0.f;
+    o->top_p = pp ? (float)pp->valuedouble : 1.f;
+    return 0;
+}
+
+int ctxd_repos_ask(struct ctxd *d, struct ctxd_call *call, const char *real_path, cJSON *turns,
+                   const struct ctxd_ask_opts *o, const char *session, ctxd_ask_hook hook, void *hook_ud,
+                   struct ctx_err *e)
+{
+    struct ctxd_repos *rs = d->repos;
+    struct repo *r = open_repo(rs, real_path, 0, e);
     struct ask *a = r ? calloc(1, sizeof *a) : NULL;
-    if (!r || !a || !(a->question = strdup(q->valuestring))) {
-        if (!e.code)
-            ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+    if (!r || !a) {
+        cJSON_Delete(turns);
         free(a);
-        ctxd_call_fail_err(call, &e);
-        return;
+        return e->code ? e->code : ctx_err_set(e, CTX_ENOMEM, "out of memory");
     }
+    a->turns = turns;
     a->r = r;
     a->call = call;
     a->client = ctxd_call_client_id(call);
-    a->max_tokens = (int)max_tokens;
-    a->top_logprobs = (int)top_lp;
-    a->sampling.temperature = (float)temperature;
-    a->sampling.top_p = (float)top_p;
-    a->sampling.seed = (unsigned long long)seed;
-    a->mode = mode && strcmp(mode->valuestring, "chat") == 0 ? INF_DSML_CHAT : INF_DSML_THINKING;
+    a->max_tokens = o->max_tokens;
+    a->top_logprobs = o->top_logprobs;
+    a->sampling.temperature = o->temperature;
+    a->sampling.top_p = o->top_p;
+    a->sampling.seed = o->seed;
+    a->mode = o->chat_mode ? INF_DSML_CHAT : INF_DSML_THINKING;
+    a->hook = hook;
+    a->hook_ud = hook_ud;
+    if (session)
+        snprintf(a->session, sizeof a->session, "%s", session);
     a->t_submit = now_ms();
     struct ask **tail = &r->asks;
     while (*tail)
         tail = &(*tail)->next;
     *tail = a;
     if (r->phase == PH_FAILED) {
-        ctx_err_set(&e, CTX_EIO, "%s", r->error);
-        fail_asks(r, &e);
-        return;
+        struct ctx_err fe = {0};
+        ctx_err_set(&fe, CTX_EIO, "%s", r->error);
+        fail_asks(r, &fe);
+        return 0; /* answered */
     }
     start_next(r);
+    return 0;
+}
+
+static void m_ask(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const allowed[] = {"path", "question", "max_tokens", "temperature", "top_p",
+                                          "seed", "mode", "top_logprobs", NULL};
+    char real[PATH_MAX];
+    struct ctxd_ask_opts o = {0};
+    if (check_fields(call, params, allowed) || path_param(call, params, real) || ask_options(call, params, &o))
+        return;
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(params, "question");
+    if (!cJSON_IsString(q) || !q->valuestring[0]) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"question\" (a non-empty string) is required", NULL);
+        return;
+    }
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(params, "mode");
+    if (mode && (!cJSON_IsString(mode) ||
+                 (strcmp(mode->valuestring, "thinking") && strcmp(mode->valuestring, "chat")))) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"mode\" must be \"thinking\" or \"chat\"", NULL);
+        return;
+    }
+    o.chat_mode = mode && strcmp(mode->valuestring, "chat") == 0;
+    cJSON *turns = cJSON_CreateArray(), *turn = cJSON_CreateObject();
+    struct ctx_err e = {0};
+    if (!turns || !turn) {
+        cJSON_Delete(turns);
+        cJSON_Delete(turn);
+        ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    cJSON_AddStringToObject(turn, "role", "user");
+    cJSON_AddStringToObject(turn, "content", q->valuestring);
+    cJSON_AddItemToArray(turns, turn);
+    if (ctxd_repos_ask(rs->d, call, real, turns, &o, NULL, NULL, NULL, &e))
+        ctxd_call_fail_err(call, &e);
+}
+
+int ctxd_repos_cancel_session(struct ctxd *d, const char *session)
+{
+    int n = 0;
+    for (struct repo *r = d->repos ? d->repos->list : NULL; r; r = r->next) {
+        struct ask **ap = &r->asks;
+        while (*ap) {
+            struct ask *a = *ap;
+            if (strcmp(a->session, session) == 0) {
+                *ap = a->next;
+                ctxd_call_fail(a->call, CTXD_RPC_CANCELLED, "cancelled", NULL);
+                free_ask(a);
+                n++;
+            } else {
+                ap = &a->next;
+            }
+        }
+        if (r->job && r->running_ask && strcmp(r->running_ask->session, session) == 0) {
+            ctxd_sched_cancel(d->sched, r->job);
+            n++;
+        }
+    }
+    return n;
+}
+
+int ctxd_repos_ask_options(struct ctxd_call *call, const cJSON *params, struct ctxd_ask_opts *o)
+{
+    return ask_options(call, params, o);
 }
 
 static int loop_kv(struct ctxd_call *call, struct ctxd_repos *rs)

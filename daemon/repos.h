@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
+
 #include "ctxd.h"
 
 struct ctxd_repos_opts {
@@ -21,6 +23,32 @@ struct ctxd_repos_opts {
 };
 
 int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_err *e);
+struct ctxd_ask_opts {
+    int max_tokens;
+    float temperature, top_p;
+    unsigned long long seed;
+    int top_logprobs;
+    int chat_mode;            /* 0: thinking */
+};
+
+/* Told (loop thread) about an answer that completed: the final message and the exact text the
+ * model emitted (NULL for a remote backend). */
+typedef void (*ctxd_ask_hook)(void *ud, const char *session, const cJSON *user, const cJSON *message,
+                              const char *raw, const char *finish);
+
+/* Parse the shared options of repo.ask / session.send; -1 after failing the call. */
+int ctxd_repos_ask_options(struct ctxd_call *call, const cJSON *params, struct ctxd_ask_opts *o);
+
+/* Queue a conversation (turns: the messages after the system message, the first being the user's
+ * first request; taken) for the repository containing real_path, opening it if needed. Deltas
+ * stream to call as ask.delta notifications and the reply comes when the answer is done. */
+int ctxd_repos_ask(struct ctxd *d, struct ctxd_call *call, const char *real_path, cJSON *turns,
+                   const struct ctxd_ask_opts *o, const char *session, ctxd_ask_hook hook, void *hook_ud,
+                   struct ctx_err *e);
+
+/* Cancel the queued or running answer of a session; returns how many were cancelled. */
+int ctxd_repos_cancel_session(struct ctxd *d, const char *session);
+
 /* Load the tokenizer now and the model on the engine thread in the background (--preload). */
 int ctxd_repos_preload(struct ctxd *d, struct ctx_err *e);
 /* Before the scheduler is freed: fail waiting calls, forget repositories. */

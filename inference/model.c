@@ -229,7 +229,7 @@ int inf_model_new(const struct inf_weights *w, struct inf_backend *backend, int 
         free(m);
         return ctx_err_set(e, CTX_EUNSUPPORTED, "model: config shape outside what the forward pass supports");
     }
-    m->nl = c->num_hidden_layers + c->num_nextn_predict_layers;
+    m->nl = c->num_hidden_layers + inf_weights_mtp_layers(w); /* MTP tensors are optional */
     m->L = calloc((size_t)m->nl, sizeof *m->L);
     struct binder b = {w, e, m->L ? 0 : ctx_err_set(e, CTX_ENOMEM, "model: out of memory")};
     int D = c->hidden_size, hc = c->hc_mult;
@@ -1039,8 +1039,9 @@ int inf_model_mtp(struct inf_model *m, struct inf_state *st, int k, const float 
                   float *logits, struct ctx_err *e)
 {
     const struct inf_config *c = &m->c;
-    if (k < 0 || k >= c->num_nextn_predict_layers)
-        return ctx_err_set(e, CTX_EINVAL, "mtp: no MTP block %d", k);
+    if (k < 0 || c->num_hidden_layers + k >= m->nl)
+        return ctx_err_set(e, CTX_EINVAL, "mtp: no MTP block %d (the checkpoint has %d)", k,
+                           m->nl - c->num_hidden_layers);
     if (S <= 0)
         return ctx_err_set(e, CTX_EINVAL, "mtp: empty chunk");
     for (int s = 0; s < S; s++)

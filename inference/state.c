@@ -349,6 +349,10 @@ int inf_state_deserialize(const struct inf_config *c, const uint8_t *buf, size_t
             get(&b, l->ic_sc, sizeof(float) * icarry_n(c, l->ratio)))
             goto bad;
         if (nc) {
+            /* the entries must be in the buffer before anything is allocated for them */
+            size_t per = sizeof(float) * ((size_t)c->head_dim + (l->ratio == 4 ? (size_t)c->index_head_dim : 0));
+            if ((size_t)nc > (len - b.off) / per)
+                goto bad;
             if ((rc = inf_state_reserve(s, i, nc, e))) {
                 inf_state_free(s);
                 return rc;

@@ -293,6 +293,13 @@ static int load_one(struct repo_snapshot *s, struct repo_file *f, int tid, struc
     f->hash = repo_hash64(text, len);
     f->lang = repo_lang_detect(f->path, text, len);
     rc = repo_symbols_extract(s->symbolizer, tid, f->lang, text, len, &f->syms, &f->nsyms, &f->syntax_errors, e);
+    if (rc == CTX_EUNSUPPORTED) {
+        /* A runtime that rejects this grammar (-Dtree_sitter=system with an ABI-15 grammar): the
+         * file still gets the identifier scan rather than failing the whole inventory. */
+        ctx_err_clear(e);
+        rc = repo_symbols_extract(s->symbolizer, tid, REPO_LANG_NONE, text, len, &f->syms, &f->nsyms,
+                                  &f->syntax_errors, e);
+    }
     if (rc) return ctx_err_prefix(e, "%s", f->path);
     for (size_t i = 0; i < f->nsyms; i++) f->ndefs += f->syms[i].is_def;
     return 0;
@@ -369,38 +376,36 @@ static int tree_cb(const char *root, const git_tree_entry *ent, void *payload)
     return 0;
 }
 
-struct sub_ud {
-    struct flist *l;
-    int rc;
-};
-
-static int submodule_cb(git_submodule *sm, const char *name, void *payload)
+/* Submodules are the index's gitlink entries (and HEAD's, from the tree walk). Read from the index
+ * rather than with git_submodule_foreach, which leaks in libgit2 1.5 (its config regex match data)
+ * and would read .gitmodules we do not need. */
+static int list_submodules(git_repository *g, struct flist *l, struct ctx_err *e, const char *wd)
 {
-    (void)name;
-    struct sub_ud *u = payload;
-    const char *path = git_submodule_path(sm);
-    for (size_t i = 0; i < u->l->n; i++)
-        if (strcmp(u->l->v[i].path, path) == 0) {
-            if (u->l->v[i].skip != REPO_SKIP_SUBMODULE) {
-                free(u->l->v[i].skip_detail);
-                u->l->v[i].skip_detail = NULL;
-                u->l->v[i].skip = REPO_SKIP_SUBMODULE;
+    git_index *idx = NULL;
+    int rc = git_repository_index(&idx, g);
+    if (rc) return repo_git_err(e, rc, "%s: reading the index", wd);
+    size_t n = git_index_entrycount(idx);
+    for (size_t i = 0; i < n; i++) {
+        const git_index_entry *ie = git_index_get_byindex(idx, i);
+        if (!ie || ie->mode != GIT_FILEMODE_COMMIT) continue;
+        struct repo_file *f = NULL;
+        for (size_t k = 0; k < l->n && !f; k++)
+            if (strcmp(l->v[k].path, ie->path) == 0) f = &l->v[k];
+        if (!f) {
+            if (!(f = flist_add(l, ie->path))) {
+                git_index_free(idx);
+                return ctx_err_set(e, CTX_ENOMEM, "out of memory");
             }
-            return 0;
+            f->status = REPO_ST_ADDED;
         }
-    struct repo_file *f = flist_add(u->l, path);
-    if (!f) {
-        u->rc = CTX_ENOMEM;
-        return -1;
+        free(f->skip_detail);
+        f->skip = REPO_SKIP_SUBMODULE;
+        git_oid_tostr(f->blob_id, sizeof f->blob_id, &ie->id);
+        char d[64];
+        snprintf(d, sizeof d, "commit %s", f->blob_id);
+        f->skip_detail = strdup(d);
     }
-    f->skip = REPO_SKIP_SUBMODULE;
-    f->status = REPO_ST_ADDED;
-    const git_oid *id = git_submodule_index_id(sm);
-    if (id) git_oid_tostr(f->blob_id, sizeof f->blob_id, id);
-    const char *url = git_submodule_url(sm);
-    char d[600];
-    snprintf(d, sizeof d, "url %s", url ? url : "(none)");
-    f->skip_detail = strdup(d);
+    git_index_free(idx);
     return 0;
 }
 
@@ -507,7 +512,7 @@ int repo_snapshot_open(const char *path, const struct repo_options *o, struct re
             git_reference_free(sym);
         }
     }
-    qsort(l.v, l.n, sizeof *l.v, cmp_file_path);
+    if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, cmp_file_path);
 
     {
         /* .ctxignore at the root of the working tree. */
@@ -581,15 +586,8 @@ int repo_snapshot_open(const char *path, const struct repo_options *o, struct re
         }
         l.n = k;
     }
-    {
-        struct sub_ud su = {&l, 0};
-        rc = git_submodule_foreach(g, submodule_cb, &su);
-        if (su.rc || rc) {
-            rc = su.rc ? ctx_err_set(e, su.rc, "out of memory") : repo_git_err(e, rc, "%s: listing submodules", s->workdir);
-            goto fail;
-        }
-    }
-    qsort(l.v, l.n, sizeof *l.v, cmp_file_path);
+    if ((rc = list_submodules(g, &l, e, s->workdir))) goto fail;
+    if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, cmp_file_path);
     /* Two status entries can name one path (a deletion staged, the file re-created untracked). */
     {
         size_t k = 0;

@@ -134,6 +134,18 @@ static void put_signature(struct sbuf *b, const struct repo_file *f, struct line
     if (cut) sb_put(b, " ...", 4);
 }
 
+/* A definition's first line, joined with the lines up to its name when the name comes a line or
+ * two later ("static void\nfoo(int x)" -> "static void foo(int x)"). */
+static void put_head(struct sbuf *b, const struct repo_file *f, struct line_cur *cur, const struct repo_symbol *y)
+{
+    put_signature(b, f, cur, y->node_line);
+    if (y->line > y->node_line && y->line - y->node_line <= 2)
+        for (uint32_t l = y->node_line + 1; l <= y->line; l++) {
+            sb_put(b, " ", 1);
+            put_signature(b, f, cur, l);
+        }
+}
+
 static size_t count_lines(const struct repo_file *f)
 {
     size_t n = 0;
@@ -165,7 +177,7 @@ static void render_outline(struct sbuf *b, const struct repo_file *f)
         if (!y->is_def || y->node_line == last) continue;
         last = y->node_line;
         sb_printf(b, "%u: ", y->node_line + 1);
-        put_signature(b, f, &cur, y->node_line);
+        put_head(b, f, &cur, y);
         sb_put(b, "\n", 1);
     }
 }
@@ -249,7 +261,7 @@ static void render_map(struct sbuf *b, const struct repo_snapshot *s, const stru
             if (y->node_line == last) continue;
             last = y->node_line;
             sb_printf(b, "  %u: ", y->node_line + 1);
-            put_signature(b, f, &cur, y->node_line);
+            put_head(b, f, &cur, y);
             sb_put(b, "\n", 1);
         }
     }

@@ -122,9 +122,9 @@ static int cmp_edge(const void *a, const void *b)
     return 0;
 }
 
-static int cmp_u32(const void *a, const void *b)
+static int cmp_u64(const void *a, const void *b)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -141,7 +141,7 @@ int repo_rank(struct repo_snapshot *s, const struct repo_focus *focus, struct ct
     struct names nm = {0};
     struct edge *edges = NULL;
     size_t ne = 0, ecap = 0;
-    uint32_t *ids = NULL;
+    uint64_t *ids = NULL; /* (name id << 1) | generic identifier use */
     double *pers = NULL, *rank = NULL, *next = NULL, *outw = NULL;
     int rc = 0;
     const char *const *fidents = focus ? focus->idents : NULL;
@@ -153,7 +153,9 @@ int repo_rank(struct repo_snapshot *s, const struct repo_focus *focus, struct ct
         struct repo_file *f = &s->files[i];
         for (size_t k = 0; k < f->nsyms; k++) {
             const struct repo_symbol *y = &f->syms[k];
-            if (!y->is_def) continue;
+            /* One- and two-letter names (loop variables, `x`, `fd`) say nothing about which file
+             * another one uses: they stay out of the graph. */
+            if (!y->is_def || y->name_len < 3) continue;
             uint32_t id = names_get(&nm, f->text + y->name_off, y->name_len, true);
             if (id == UINT32_MAX || names_add_def(&nm, id, (uint32_t)i)) goto oom;
         }
@@ -163,7 +165,7 @@ int repo_rank(struct repo_snapshot *s, const struct repo_focus *focus, struct ct
         struct repo_file *f = &s->files[i];
         if (f->nsyms > idcap) {
             idcap = f->nsyms;
-            uint32_t *ni = realloc(ids, idcap * sizeof *ni);
+            uint64_t *ni = realloc(ids, idcap * sizeof *ni);
             if (!ni) goto oom;
             ids = ni;
         }
@@ -172,14 +174,17 @@ int repo_rank(struct repo_snapshot *s, const struct repo_focus *focus, struct ct
             const struct repo_symbol *y = &f->syms[k];
             if (y->is_def) continue;
             uint32_t id = names_get(&nm, f->text + y->name_off, y->name_len, false);
-            if (id != UINT32_MAX) ids[m++] = id;
+            if (id != UINT32_MAX) ids[m++] = (uint64_t)id << 1 | (y->kind == REPO_SYM_IDENTIFIER);
         }
-        qsort(ids, m, sizeof *ids, cmp_u32);
+        if (m > 1) qsort(ids, m, sizeof *ids, cmp_u64);
         bool from_focus = fpaths && in_list(fpaths, nfpaths, f->path, strlen(f->path));
         for (size_t a = 0; a < m;) {
             size_t b = a;
-            while (b < m && ids[b] == ids[a]) b++;
-            uint32_t id = ids[a];
+            uint32_t id = (uint32_t)(ids[a] >> 1);
+            /* A call or a type use names the definition; a bare identifier (C's catch-all) may be a
+             * local that happens to share the name, so it counts for less. */
+            double uses = 0;
+            while (b < m && (uint32_t)(ids[b] >> 1) == id) uses += (ids[b++] & 1) ? 0.3 : 1.0;
             const char *p = nm.id_p[id];
             uint32_t len = nm.id_len[id];
             double mul = 1.0;
@@ -188,7 +193,7 @@ int repo_rank(struct repo_snapshot *s, const struct repo_focus *focus, struct ct
             if (p[0] == '_') mul *= 0.1;
             if (nm.ndef_files[id] > 5) mul *= 0.1;
             if (from_focus) mul *= 50;
-            double w = mul * sqrt((double)(b - a));
+            double w = mul * sqrt(uses);
             for (uint32_t d = 0; d < nm.ndef_files[id]; d++) {
                 uint32_t to = nm.def_files[id][d];
                 if (to == i) continue; /* a file using its own names says nothing about others */
@@ -203,7 +208,7 @@ int repo_rank(struct repo_snapshot *s, const struct repo_focus *focus, struct ct
             a = b;
         }
     }
-    qsort(edges, ne, sizeof *edges, cmp_edge);
+    if (ne > 1) qsort(edges, ne, sizeof *edges, cmp_edge);
 
     pers = calloc(nf ? nf : 1, sizeof *pers);
     rank = calloc(nf ? nf : 1, sizeof *rank);
@@ -268,7 +273,7 @@ int repo_rank(struct repo_snapshot *s, const struct repo_focus *focus, struct ct
             edges[k].from = t;
             edges[k].to = id;
         }
-        qsort(edges, ne, sizeof *edges, cmp_edge);
+        if (ne > 1) qsort(edges, ne, sizeof *edges, cmp_edge);
         size_t k = 0;
         for (size_t i = 0; i < nf; i++) {
             struct repo_file *f = &s->files[i];

@@ -58,6 +58,25 @@ const struct store_migration store_migrations[] = {
      "CREATE TRIGGER symbols_fts_del AFTER DELETE ON symbols BEGIN"
      "  DELETE FROM symbol_fts WHERE rowid = old.id;"
      "END;"},
+    {2, "sessions and their messages (daemon conversations, resumable after restarts)",
+     "CREATE TABLE sessions ("
+     "  id TEXT PRIMARY KEY,"
+     "  repo_root TEXT NOT NULL,"
+     "  mode TEXT NOT NULL,"
+     "  title TEXT NOT NULL DEFAULT '',"
+     "  created INTEGER NOT NULL,"
+     "  updated INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX sessions_repo ON sessions(repo_root, updated);"
+     /* message: the DSML-shape JSON object; raw: the exact text the model emitted, for replay */
+     "CREATE TABLE messages ("
+     "  session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+     "  seq INTEGER NOT NULL,"
+     "  message TEXT NOT NULL,"
+     "  raw TEXT,"
+     "  created INTEGER NOT NULL,"
+     "  PRIMARY KEY (session, seq)"
+     ") WITHOUT ROWID;"},
 };
 
 const size_t store_migration_count = sizeof store_migrations / sizeof store_migrations[0];

@@ -12,6 +12,17 @@ struct store_db {
     char *path;
 };
 
+/* For the other files of store/ (sessions.c): the connection itself. */
+sqlite3 *store_sqlite(struct store_db *db)
+{
+    return db->db;
+}
+
+const char *store_path(const struct store_db *db)
+{
+    return db->path;
+}
+
 static int sql_err(struct store_db *db, struct ctx_err *e, int rc, const char *what)
 {
     int code = rc == SQLITE_NOMEM ? CTX_ENOMEM : (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) ? CTX_EBUSY : CTX_EIO;

@@ -30,6 +30,10 @@ extern const size_t store_migration_count;
  * A database newer than this build is refused with CTX_EUNSUPPORTED. */
 int store_open(const char *path, struct store_db **out, struct ctx_err *e);
 void store_close(struct store_db *db);
+/* The SQLite connection, for the other parts of store/ (sessions.c); not for other modules. */
+struct sqlite3;
+struct sqlite3 *store_sqlite(struct store_db *db);
+const char *store_path(const struct store_db *db);
 
 /* Open without migrating beyond `version` (tests of the migration chain). */
 int store_open_at(const char *path, int version, struct store_db **out, struct ctx_err *e);

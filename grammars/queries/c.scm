@@ -22,7 +22,8 @@
 (type_definition declarator: (pointer_declarator declarator: (type_identifier) @name)) @definition.type
 (type_definition declarator: (function_declarator declarator: (parenthesized_declarator (pointer_declarator declarator: (type_identifier) @name)))) @definition.type
 (enumerator name: (identifier) @name) @definition.constant
-(preproc_def name: (identifier) @name) @definition.macro
+; A #define without a value is an include guard or a flag: nothing a reader looks up.
+(preproc_def name: (identifier) @name value: (_)) @definition.macro
 (preproc_function_def name: (identifier) @name) @definition.macro
 
 (translation_unit (declaration declarator: (identifier) @name) @definition.variable)

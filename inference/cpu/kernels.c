@@ -28,30 +28,45 @@ static const float e2m1_f[16] = {0.f, .5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f,
 /* Filled at first use by table_init (a constant initialiser of 256 entries would hide the formula). */
 static double e4m3_d[256];
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
-static int use_avx2;
+static int use_avx2, use_avx512;
+
+static int have_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    /* every AVX2 CPU also has F16C (Intel since Ivy Bridge, AMD since Piledriver), which not every
+     * compiler's __builtin_cpu_supports can name */
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+static int have_avx512(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    return have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
 
 static void table_init_once(void)
 {
     for (unsigned b = 0; b < 256; b++)
         e4m3_d[b] = (double)e4m3_decode(b);
-#if defined(__x86_64__) || defined(__i386__)
-    use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") &&
-               !getenv("CTX_NO_AVX2");
-#endif
+    use_avx2 = have_avx2() && !getenv("CTX_NO_AVX2");
+    use_avx512 = use_avx2 && have_avx512() && !getenv("CTX_NO_AVX512");
 }
 static void table_init(void) { pthread_once(&table_once, table_init_once); }
 
 float inf_cpu_e4m3(uint8_t b) { return e4m3_decode(b); }
 
-int inf_cpu_set_simd(int on)
+int inf_cpu_set_simd(int level)
 {
     table_init();
-    use_avx2 = 0;
-#if defined(__x86_64__) || defined(__i386__)
-    if (on)
-        use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-#endif
-    return use_avx2;
+    use_avx2 = level >= 1 && have_avx2();
+    use_avx512 = level >= 2 && use_avx2 && have_avx512();
+    return use_avx512 ? 2 : use_avx2;
 }
 
 void inf_cpu_bf16_round_n(float *x, size_t n)
@@ -493,6 +508,157 @@ static float row_fp8_fused_avx2(const uint8_t *w, const uint8_t *srow, const flo
 #endif
 
 #ifdef HAVE_X86
+/* Two FP4 rows at once (sharing the activation loads); same bits as row_fp4_int_avx2 per row. */
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256i fp4_block_sum(const uint8_t *w, const int16_t *h, const int16_t *l)
+{
+    const __m128i lut = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    const __m128i m0f = _mm_set1_epi8(0x0f);
+    __m128i raw = _mm_loadu_si128((const __m128i *)w);
+    __m128i lo = _mm_and_si128(raw, m0f), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m0f);
+    __m256i w0 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(lut, _mm_unpacklo_epi8(lo, hi)));
+    __m256i w1 = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(lut, _mm_unpackhi_epi8(lo, hi)));
+    __m256i sh = _mm256_add_epi32(_mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)h)),
+                                  _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(h + 16))));
+    __m256i sl = _mm256_add_epi32(_mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)l)),
+                                  _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(l + 16))));
+    return _mm256_add_epi32(_mm256_slli_epi32(sh, 9), sl);
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static void row2_fp4_int_avx2(const uint8_t *wa, const uint8_t *wb, const uint8_t *sra, const uint8_t *srb,
+                              const int16_t *qh, const int16_t *ql, const float *sa, int k, float *out)
+{
+    float acc_a = 0.f, acc_b = 0.f;
+    const __m128 k10 = _mm_set1_ps(0x1p-10f);
+    for (int b0 = 0; b0 < k / 32; b0 += 4) {
+        const int16_t *h = qh + b0 * 32, *l = ql + b0 * 32;
+        /* the weights stream from memory once: ask for them a few cache lines ahead */
+        _mm_prefetch((const char *)(wa + b0 * 16 + 512), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + b0 * 16 + 512), _MM_HINT_T0);
+        __m256i a0 = fp4_block_sum(wa + b0 * 16, h, l), a1 = fp4_block_sum(wa + b0 * 16 + 16, h + 32, l + 32);
+        __m256i a2 = fp4_block_sum(wa + b0 * 16 + 32, h + 64, l + 64), a3 = fp4_block_sum(wa + b0 * 16 + 48, h + 96, l + 96);
+        __m256i c0 = fp4_block_sum(wb + b0 * 16, h, l), c1 = fp4_block_sum(wb + b0 * 16 + 16, h + 32, l + 32);
+        __m256i c2 = fp4_block_sum(wb + b0 * 16 + 32, h + 64, l + 64), c3 = fp4_block_sum(wb + b0 * 16 + 48, h + 96, l + 96);
+        __m256i ha = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+        __m256i hb = _mm256_hadd_epi32(_mm256_hadd_epi32(c0, c1), _mm256_hadd_epi32(c2, c3));
+        __m128 pa = _mm_mul_ps(_mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(ha), _mm256_extracti128_si256(ha, 1))), k10);
+        __m128 pb = _mm_mul_ps(_mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(hb), _mm256_extracti128_si256(hb, 1))), k10);
+        float fa[4], fb[4], s = sa[b0 / 4];
+        _mm_storeu_ps(fa, pa);
+        _mm_storeu_ps(fb, pb);
+        for (int u = 0; u < 4; u++) {
+            acc_a += (fa[u] * s) * inf_cpu_e8m0(sra[b0 + u]);
+            acc_b += (fb[u] * s) * inf_cpu_e8m0(srb[b0 + u]);
+        }
+    }
+    out[0] = acc_a;
+    out[1] = acc_b;
+}
+#endif
+
+#ifdef HAVE_X86
+/* e4m3 * 2^-8 from the fp16 converter (the 2^8 is restored on the exact block sum). */
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void e4m3x16_lo(__m128i raw, __m256 *lo, __m256 *hi)
+{
+    __m256i x = _mm256_cvtepu8_epi16(raw);
+    __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(x, _mm256_set1_epi16(0x7f)), 7),
+                                _mm256_slli_epi16(_mm256_and_si256(x, _mm256_set1_epi16(0x80)), 8));
+    *lo = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
+    *hi = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline __m256d sum4d(__m256d a, __m256d b, __m256d c, __m256d d)
+{
+    return _mm256_add_pd(_mm256_add_pd(a, b), _mm256_add_pd(c, d));
+}
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline double hsumd(__m256d t)
+{
+    __m128d h = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));
+    return _mm_cvtsd_f64(h) + _mm_cvtsd_f64(_mm_unpackhi_pd(h, h));
+}
+
+/* Two FP8 rows at once for one token (sharing the activation loads); same bits as row_blocks. */
+__attribute__((target("avx2,fma,f16c")))
+static void row2_fp8_fused_avx2(const uint8_t *wa, const uint8_t *wb, const uint8_t *srow, const float *q,
+                                const float *sa, int k, float *out)
+{
+    float acc_a = 0.f, acc_b = 0.f;
+    for (int b = 0; b < k / 128; b++) {
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+        _mm_prefetch((const char *)(wa + b * 128 + 512), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wa + b * 128 + 576), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + b * 128 + 512), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wb + b * 128 + 576), _MM_HINT_T0);
+        for (int i = b * 128; i < b * 128 + 128; i += 16) {
+            __m256 x0 = _mm256_loadu_ps(q + i), x1 = _mm256_loadu_ps(q + i + 8), f0, f1, g0, g1;
+            e4m3x16_lo(_mm_loadu_si128((const __m128i *)(wa + i)), &f0, &f1);
+            e4m3x16_lo(_mm_loadu_si128((const __m128i *)(wb + i)), &g0, &g1);
+            __m256 p0 = _mm256_mul_ps(f0, x0), p1 = _mm256_mul_ps(f1, x1);
+            __m256 r0 = _mm256_mul_ps(g0, x0), r1 = _mm256_mul_ps(g1, x1);
+            a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(p0)));
+            a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(p0, 1)));
+            a2 = _mm256_add_pd(a2, _mm256_cvtps_pd(_mm256_castps256_ps128(p1)));
+            a3 = _mm256_add_pd(a3, _mm256_cvtps_pd(_mm256_extractf128_ps(p1, 1)));
+            c0 = _mm256_add_pd(c0, _mm256_cvtps_pd(_mm256_castps256_ps128(r0)));
+            c1 = _mm256_add_pd(c1, _mm256_cvtps_pd(_mm256_extractf128_ps(r0, 1)));
+            c2 = _mm256_add_pd(c2, _mm256_cvtps_pd(_mm256_castps256_ps128(r1)));
+            c3 = _mm256_add_pd(c3, _mm256_cvtps_pd(_mm256_extractf128_ps(r1, 1)));
+        }
+        float sc = sa[b] * 1.0f, wsc = inf_cpu_e8m0(srow[b]);
+        acc_a += ((float)(hsumd(sum4d(a0, a1, a2, a3)) * 256.0) * sc) * wsc;
+        acc_b += ((float)(hsumd(sum4d(c0, c1, c2, c3)) * 256.0) * sc) * wsc;
+    }
+    out[0] = acc_a;
+    out[1] = acc_b;
+}
+#endif
+
+#ifdef HAVE_X86
+/* row2_fp8_fused_avx2 with 512-bit registers for the float->double widening and the double sums
+ * (the costly part of the exact FP8 product). Same bits. */
+__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+static void row2_fp8_fused_avx512(const uint8_t *wa, const uint8_t *wb, const uint8_t *srow, const float *q,
+                                  const float *sa, int k, float *out)
+{
+    float acc_a = 0.f, acc_b = 0.f;
+    const __m512i m7f = _mm512_set1_epi16(0x7f), m80 = _mm512_set1_epi16(0x80);
+    for (int b = 0; b < k / 128; b++) {
+        __m512d a0 = _mm512_setzero_pd(), a1 = a0, c0 = a0, c1 = a0;
+        for (int i = b * 128; i < b * 128 + 128; i += 32) {
+            __m512i xa = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(wa + i)));
+            __m512i xb = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(wb + i)));
+            __m512i ha = _mm512_or_si512(_mm512_slli_epi16(_mm512_and_si512(xa, m7f), 7),
+                                         _mm512_slli_epi16(_mm512_and_si512(xa, m80), 8));
+            __m512i hb = _mm512_or_si512(_mm512_slli_epi16(_mm512_and_si512(xb, m7f), 7),
+                                         _mm512_slli_epi16(_mm512_and_si512(xb, m80), 8));
+            __m512 x0 = _mm512_loadu_ps(q + i), x1 = _mm512_loadu_ps(q + i + 16);
+            __m512 pa0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(ha)), x0);
+            __m512 pa1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(ha, 1)), x1);
+            __m512 pb0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(hb)), x0);
+            __m512 pb1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(hb, 1)), x1);
+            a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm512_castps512_ps256(pa0)));
+            a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(pa0), 1))));
+            a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm512_castps512_ps256(pa1)));
+            a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(pa1), 1))));
+            c0 = _mm512_add_pd(c0, _mm512_cvtps_pd(_mm512_castps512_ps256(pb0)));
+            c1 = _mm512_add_pd(c1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(pb0), 1))));
+            c0 = _mm512_add_pd(c0, _mm512_cvtps_pd(_mm512_castps512_ps256(pb1)));
+            c1 = _mm512_add_pd(c1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(pb1), 1))));
+        }
+        float sc = sa[b], wsc = inf_cpu_e8m0(srow[b]);
+        acc_a += ((float)(_mm512_reduce_add_pd(_mm512_add_pd(a0, a1)) * 256.0) * sc) * wsc;
+        acc_b += ((float)(_mm512_reduce_add_pd(_mm512_add_pd(c0, c1)) * 256.0) * sc) * wsc;
+    }
+    out[0] = acc_a;
+    out[1] = acc_b;
+}
+#endif
+
+#ifdef HAVE_X86
 /* wo_a: an FP8 matrix used as its exact bf16 dequantisation in an fp32 product. */
 __attribute__((target("avx2,fma,f16c")))
 static float row_fp8dq_avx2(const uint8_t *w, const uint8_t *srow, const float *x, int k)
@@ -586,11 +752,36 @@ static void lin_rows(const struct lin_prep *j, int n0, int n1)
     int k = w->k, kb128 = k / 128;
     for (int n = n0; n < n1; n++) {
 #ifdef HAVE_X86
+        if (w->kind == INF_LIN_FP4 && j->qh && n + 1 < n1) {
+            const uint8_t *row = (const uint8_t *)w->w + (size_t)n * (k / 2), *srow = w->scale + (size_t)n * (k / 32);
+            for (int s = 0; s < j->S; s++) {
+                float two[2];
+                row2_fp4_int_avx2(row, row + k / 2, srow, srow + k / 32, j->qh + (size_t)s * k, j->ql + (size_t)s * k,
+                                  j->sa + (size_t)s * kb128, k, two);
+                put_out(j, s, n, two[0]);
+                put_out(j, s, n + 1, two[1]);
+            }
+            n++;
+            continue;
+        }
         if (w->kind == INF_LIN_FP4 && j->qh) {
             const uint8_t *row = (const uint8_t *)w->w + (size_t)n * (k / 2), *srow = w->scale + (size_t)n * (k / 32);
             for (int s = 0; s < j->S; s++)
                 put_out(j, s, n, row_fp4_int_avx2(row, srow, j->qh + (size_t)s * k, j->ql + (size_t)s * k,
                                                   j->sa + (size_t)s * kb128, k));
+            continue;
+        }
+        if (w->kind == INF_LIN_FP8 && use_avx2 && j->S <= 2 && n + 1 < n1 && (n + 1) / 128 == n / 128) {
+            /* two rows of the same 128-row scale tile */
+            const uint8_t *row = (const uint8_t *)w->w + (size_t)n * k, *srow = w->scale + (size_t)(n / 128) * kb128;
+            for (int s = 0; s < j->S; s++) {
+                float two[2];
+                (use_avx512 ? row2_fp8_fused_avx512 : row2_fp8_fused_avx2)(row, row + k, srow, j->q + (size_t)s * k,
+                                                                           j->sa + (size_t)s * kb128, k, two);
+                put_out(j, s, n, two[0]);
+                put_out(j, s, n + 1, two[1]);
+            }
+            n++;
             continue;
         }
         if (w->kind == INF_LIN_FP8 && use_avx2 && j->S <= 2) {

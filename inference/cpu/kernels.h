@@ -97,9 +97,12 @@ void inf_cpu_sparse_attn(const float *q, int H, int d, const float *const *kv, i
 /* Indices of the k largest of score[0..n) in descending order, ties to the lowest index. */
 void inf_cpu_topk(const float *score, int n, int k, int *out);
 
-/* Use the AVX2 paths when the CPU has them (the default) or the portable ones; both give the same
- * bits for the quantised products. Returns whether AVX2 is now in use. For tests and benchmarks. */
-int inf_cpu_set_simd(int on);
+/* SIMD level: 0 portable, 1 AVX2 (+FMA, F16C), 2 AVX-512 for the FP8 one-token product (its
+ * float->double widening); the default is the best the CPU has (CTX_NO_AVX2 / CTX_NO_AVX512 in the
+ * environment lower it). Every level gives the same bits for the quantised products. Returns the
+ * level now in use. For tests and benchmarks. (An AVX-512 VNNI variant of the FP4 product measured
+ * slower than AVX2 on a Sapphire Rapids class CPU, so there is none.) */
+int inf_cpu_set_simd(int level);
 
 /* Time spent in inf_cpu_linear by weight kind (enum inf_lin_kind), collected only when the
  * environment has CTX_ENGINE_PROFILE set (for bench/engine). Not thread-safe: one model at a time. */

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "err.h"
+#include "tokenizer.h"
 
 enum inf_dsml_mode { INF_DSML_CHAT = 0, INF_DSML_THINKING = 1 };
 enum inf_dsml_effort { INF_DSML_EFFORT_NONE = 0, INF_DSML_EFFORT_HIGH, INF_DSML_EFFORT_MAX };
@@ -43,11 +44,22 @@ struct inf_dsml_opts {
 int inf_dsml_encode(const cJSON *messages, const cJSON *tools, const struct inf_dsml_opts *o,
                     char **prompt, size_t *len, struct ctx_err *e);
 
+/* The same prompt, plus the byte ranges of it that came from the messages (content, reasoning,
+ * tool results, call names and arguments, tool schemas, response formats) rather than from the
+ * template: sorted, non-overlapping, malloc'd (caller frees). Give them to
+ * inf_tokenizer_encode_spans so that text inside them cannot turn into control tokens. */
+int inf_dsml_encode_spans(const cJSON *messages, const cJSON *tools, const struct inf_dsml_opts *o,
+                          char **prompt, size_t *len, struct inf_text_span **spans, size_t *n_spans,
+                          struct ctx_err *e);
+
 /* A request in the vectors' shape: a messages array, or an object with "messages" and optional
  * "tools", "thinking_mode" ("thinking"|"chat"), "reasoning_effort" ("max"|"high"|null),
  * "drop_thinking". Fields present in the request override *defaults. */
 int inf_dsml_encode_request(const cJSON *request, const struct inf_dsml_opts *defaults,
                             char **prompt, size_t *len, struct ctx_err *e);
+int inf_dsml_encode_request_spans(const cJSON *request, const struct inf_dsml_opts *defaults,
+                                  char **prompt, size_t *len, struct inf_text_span **spans,
+                                  size_t *n_spans, struct ctx_err *e);
 
 /* ---- streaming parser ------------------------------------------------------------------- */
 

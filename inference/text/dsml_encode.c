@@ -116,6 +116,45 @@ static void free_msgs(struct msg *v, size_t n)
     free(v);
 }
 
+/* The prompt being built and, when asked for, the spans of it that came from the caller. */
+struct enc {
+    struct inf_buf b;
+    bool want_spans;
+    bool oom;
+    struct inf_text_span *spans;
+    size_t n_spans, cap_spans;
+};
+
+/* Record [start, current end) as caller text. */
+static void mark(struct enc *x, size_t start)
+{
+    if (!x->want_spans || x->b.len <= start)
+        return;
+    if (x->n_spans && x->spans[x->n_spans - 1].off + x->spans[x->n_spans - 1].len == start) {
+        x->spans[x->n_spans - 1].len += x->b.len - start; /* adjacent: one span */
+        return;
+    }
+    if (x->n_spans == x->cap_spans) {
+        size_t cap = x->cap_spans ? x->cap_spans * 2 : 16;
+        struct inf_text_span *ns = realloc(x->spans, cap * sizeof *ns);
+        if (!ns) {
+            x->oom = true;
+            return;
+        }
+        x->spans = ns;
+        x->cap_spans = cap;
+    }
+    x->spans[x->n_spans++] = (struct inf_text_span){start, x->b.len - start};
+}
+
+/* Append caller text. */
+static void put_lit(struct enc *x, const char *s)
+{
+    size_t start = x->b.len;
+    inf_buf_puts(&x->b, s);
+    mark(x, start);
+}
+
 /* Reads one caller message into *m, checking types the template relies on. */
 static int read_msg(const cJSON *j, size_t i, struct msg *m, struct ctx_err *e)
 {
@@ -181,8 +220,9 @@ static const char *task_token(const char *task)
     return "";
 }
 
-static void render_tools(struct inf_buf *b, const cJSON *tools, size_t src, int *rc, struct ctx_err *e)
+static void render_tools(struct enc *x, const cJSON *tools, size_t src, int *rc, struct ctx_err *e)
 {
+    struct inf_buf *b = &x->b;
     inf_buf_puts(b, TOOLS_HEAD);
     size_t k = 0;
     for (const cJSON *t = tools->child; t; t = t->next, k++) {
@@ -193,25 +233,30 @@ static void render_tools(struct inf_buf *b, const cJSON *tools, size_t src, int 
         }
         if (k)
             inf_buf_puts(b, "\n");
+        size_t start = b->len;
         inf_py_dump_cjson(b, fn);
+        mark(x, start);
     }
     inf_buf_puts(b, TOOLS_TAIL);
 }
 
-static void render_response_format(struct inf_buf *b, const cJSON *rf)
+static void render_response_format(struct enc *x, const cJSON *rf)
 {
-    inf_buf_puts(b, "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n");
-    inf_py_dump_cjson(b, rf);
+    inf_buf_puts(&x->b, "\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema to reply:\n");
+    size_t start = x->b.len;
+    inf_py_dump_cjson(&x->b, rf);
+    mark(x, start);
 }
 
-static int render_call(struct inf_buf *b, const cJSON *tc, size_t src, size_t k, struct ctx_err *e)
+static int render_call(struct enc *x, const cJSON *tc, size_t src, size_t k, struct ctx_err *e)
 {
+    struct inf_buf *b = &x->b;
     const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
     const char *name = fn ? str_field(fn, "name") : NULL;
     if (!name)
         return ctx_err_set(e, CTX_EINVAL, "messages[%zu].tool_calls[%zu].function.name is missing", src, k);
     inf_buf_puts(b, "<" INF_DSML_TOKEN "invoke name=\"");
-    inf_buf_puts(b, name);
+    put_lit(x, name);
     inf_buf_puts(b, "\">\n");
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
     if (cJSON_IsString(args)) {
@@ -226,34 +271,41 @@ static int render_call(struct inf_buf *b, const cJSON *tc, size_t src, size_t k,
                 if (i)
                     inf_buf_puts(b, "\n");
                 inf_buf_puts(b, "<" INF_DSML_TOKEN "parameter name=\"");
+                size_t start = b->len;
                 inf_buf_put(b, m[i].key, m[i].key_len);
+                mark(x, start);
                 inf_buf_puts(b, m[i].is_string ? "\" string=\"true\">" : "\" string=\"false\">");
+                start = b->len;
                 inf_buf_put(b, m[i].value, m[i].value_len);
+                mark(x, start);
                 inf_buf_puts(b, "</" INF_DSML_TOKEN "parameter>");
             }
             inf_py_members_free(m, n);
         } else {
             /* Not JSON: the reference passes the raw text as one string parameter. */
             inf_buf_puts(b, "<" INF_DSML_TOKEN "parameter name=\"arguments\" string=\"true\">");
-            inf_buf_puts(b, args->valuestring);
+            put_lit(x, args->valuestring);
             inf_buf_puts(b, "</" INF_DSML_TOKEN "parameter>");
         }
     } else {
         /* Arguments given as an object (not a string): one non-string parameter, as the
          * reference's fallback does. */
         inf_buf_puts(b, "<" INF_DSML_TOKEN "parameter name=\"arguments\" string=\"false\">");
+        size_t start = b->len;
         inf_py_dump_cjson(b, args);
+        mark(x, start);
         inf_buf_puts(b, "</" INF_DSML_TOKEN "parameter>");
     }
     inf_buf_puts(b, "\n</" INF_DSML_TOKEN "invoke>");
     return 0;
 }
 
-static void render_tool_result(struct inf_buf *b, const cJSON *content)
+static void render_tool_result(struct enc *x, const cJSON *content)
 {
+    struct inf_buf *b = &x->b;
     inf_buf_puts(b, "<tool_result>");
     if (cJSON_IsString(content)) {
-        inf_buf_puts(b, content->valuestring);
+        put_lit(x, content->valuestring);
     } else if (cJSON_IsArray(content)) {
         bool first = true;
         for (const cJSON *c = content->child; c; c = c->next) {
@@ -263,22 +315,25 @@ static void render_tool_result(struct inf_buf *b, const cJSON *content)
             const char *type = str_field(c, "type");
             if (type && !strcmp(type, "text")) {
                 const char *t = str_field(c, "text");
-                inf_buf_puts(b, t ? t : "");
+                put_lit(x, t ? t : "");
             } else {
                 inf_buf_puts(b, "[Unsupported ");
-                inf_buf_puts(b, type ? type : "None");
+                put_lit(x, type ? type : "None");
                 inf_buf_puts(b, "]");
             }
         }
     } else if (content && !cJSON_IsNull(content)) {
+        size_t start = b->len;
         inf_py_dump_cjson(b, content);
+        mark(x, start);
     }
     inf_buf_puts(b, "</tool_result>");
 }
 
-static int render(struct inf_buf *b, const struct msg *ms, size_t n, size_t idx, const struct inf_dsml_opts *o,
+static int render(struct enc *x, const struct msg *ms, size_t n, size_t idx, const struct inf_dsml_opts *o,
                   bool drop, struct ctx_err *e)
 {
+    struct inf_buf *b = &x->b;
     const struct msg *m = &ms[idx];
     bool thinking = o->mode == INF_DSML_THINKING;
     long last_user = -1;
@@ -292,25 +347,25 @@ static int render(struct inf_buf *b, const struct msg *ms, size_t n, size_t idx,
         inf_buf_puts(b, EFFORT_MAX);
     switch (m->role) {
     case R_SYSTEM:
-        inf_buf_puts(b, m->content ? m->content : "");
+        put_lit(x, m->content ? m->content : "");
         if (m->tools) {
             inf_buf_puts(b, "\n\n");
-            render_tools(b, m->tools, m->src, &rc, e);
+            render_tools(x, m->tools, m->src, &rc, e);
         }
         if (m->response_format)
-            render_response_format(b, m->response_format);
+            render_response_format(x, m->response_format);
         break;
     case R_DEVELOPER:
         if (!m->content || !m->content[0])
             return ctx_err_set(e, CTX_EINVAL, "messages[%zu].content: a developer message needs content", m->src);
         inf_buf_puts(b, INF_DSML_USER);
-        inf_buf_puts(b, m->content);
+        put_lit(x, m->content);
         if (m->tools) {
             inf_buf_puts(b, "\n\n");
-            render_tools(b, m->tools, m->src, &rc, e);
+            render_tools(x, m->tools, m->src, &rc, e);
         }
         if (m->response_format)
-            render_response_format(b, m->response_format);
+            render_response_format(x, m->response_format);
         break;
     case R_USER:
         inf_buf_puts(b, INF_DSML_USER);
@@ -319,35 +374,35 @@ static int render(struct inf_buf *b, const struct msg *ms, size_t n, size_t idx,
                 if (k)
                     inf_buf_puts(b, "\n\n");
                 if (m->blocks[k].tool_result)
-                    render_tool_result(b, m->blocks[k].content);
+                    render_tool_result(x, m->blocks[k].content);
                 else
-                    inf_buf_puts(b, m->blocks[k].text ? m->blocks[k].text : "");
+                    put_lit(x, m->blocks[k].text ? m->blocks[k].text : "");
             }
         } else
-            inf_buf_puts(b, m->content ? m->content : "");
+            put_lit(x, m->content ? m->content : "");
         break;
     case R_REMINDER:
         if (!m->content)
             return ctx_err_set(e, CTX_EINVAL, "messages[%zu].content: a latest_reminder message needs content", m->src);
         inf_buf_puts(b, INF_DSML_LATEST_REMINDER);
-        inf_buf_puts(b, m->content);
+        put_lit(x, m->content);
         break;
     case R_TOOL:
         return ctx_err_set(e, CTX_EINTERNAL, "messages[%zu]: tool message left after merging", m->src);
     case R_ASSISTANT: {
         bool prev_task = idx > 0 && ms[idx - 1].task;
         if (thinking && !prev_task && (!drop || (long)idx > last_user)) {
-            inf_buf_puts(b, m->reasoning && !m->dropped_reasoning ? m->reasoning : "");
+            put_lit(x, m->reasoning && !m->dropped_reasoning ? m->reasoning : "");
             inf_buf_puts(b, INF_DSML_THINK_END);
         }
-        inf_buf_puts(b, m->content ? m->content : "");
+        put_lit(x, m->content ? m->content : "");
         if (m->tool_calls) {
             inf_buf_puts(b, "\n\n<" INF_DSML_TOKEN "tool_calls>\n");
             size_t k = 0;
             for (const cJSON *tc = m->tool_calls->child; tc; tc = tc->next, k++) {
                 if (k)
                     inf_buf_puts(b, "\n");
-                if ((rc = render_call(b, tc, m->src, k, e)))
+                if ((rc = render_call(x, tc, m->src, k, e)))
                     return rc;
             }
             inf_buf_puts(b, "\n</" INF_DSML_TOKEN "tool_calls>");
@@ -463,8 +518,19 @@ static int sort_results(struct msg *ms, size_t n)
 int inf_dsml_encode(const cJSON *messages, const cJSON *tools, const struct inf_dsml_opts *o,
                     char **prompt, size_t *len, struct ctx_err *e)
 {
+    return inf_dsml_encode_spans(messages, tools, o, prompt, len, NULL, NULL, e);
+}
+
+int inf_dsml_encode_spans(const cJSON *messages, const cJSON *tools, const struct inf_dsml_opts *o,
+                          char **prompt, size_t *len, struct inf_text_span **spans, size_t *n_spans,
+                          struct ctx_err *e)
+{
     *prompt = NULL;
     *len = 0;
+    if (spans) {
+        *spans = NULL;
+        *n_spans = 0;
+    }
     if (!cJSON_IsArray(messages))
         return ctx_err_set(e, CTX_EINVAL, "messages must be an array");
     size_t n_in = (size_t)cJSON_GetArraySize(messages);
@@ -524,6 +590,12 @@ int inf_dsml_encode(const cJSON *messages, const cJSON *tools, const struct inf_
         }
         /* ms grows by at most one entry per message plus the tools' system message. */
     }
+    if (!tools_placed) { /* no messages at all: the tools still make a system turn */
+        memset(&ms[n], 0, sizeof ms[n]);
+        ms[n].role = R_SYSTEM;
+        ms[n].tools = tools;
+        n++;
+    }
     if ((rc = sort_results(ms, n)))
         goto oom;
 
@@ -557,22 +629,28 @@ int inf_dsml_encode(const cJSON *messages, const cJSON *tools, const struct inf_
         }
         n = w;
     }
-    struct inf_buf b = {0};
+    struct enc x = {.want_spans = spans != NULL};
     if (!o->no_bos)
-        inf_buf_puts(&b, INF_DSML_BOS);
+        inf_buf_puts(&x.b, INF_DSML_BOS);
     for (size_t k = 0; k < n; k++)
-        if ((rc = render(&b, ms, n, k, o, drop, e))) {
-            inf_buf_free(&b);
+        if ((rc = render(&x, ms, n, k, o, drop, e))) {
+            inf_buf_free(&x.b);
+            free(x.spans);
             goto out;
         }
-    if (b.oom) {
-        inf_buf_free(&b);
+    if (x.b.oom || x.oom) {
+        inf_buf_free(&x.b);
+        free(x.spans);
         goto oom;
     }
-    if (!b.p)
-        b.p = calloc(1, 1);
-    *prompt = b.p;
-    *len = b.len;
+    if (!x.b.p)
+        x.b.p = calloc(1, 1);
+    *prompt = x.b.p;
+    *len = x.b.len;
+    if (spans) {
+        *spans = x.spans;
+        *n_spans = x.n_spans;
+    }
     goto out;
 oom:
     rc = ctx_err_set(e, CTX_ENOMEM, "dsml encode: out of memory");
@@ -583,6 +661,13 @@ out:
 
 int inf_dsml_encode_request(const cJSON *req, const struct inf_dsml_opts *defaults, char **prompt,
                             size_t *len, struct ctx_err *e)
+{
+    return inf_dsml_encode_request_spans(req, defaults, prompt, len, NULL, NULL, e);
+}
+
+int inf_dsml_encode_request_spans(const cJSON *req, const struct inf_dsml_opts *defaults, char **prompt,
+                                  size_t *len, struct inf_text_span **spans, size_t *n_spans,
+                                  struct ctx_err *e)
 {
     struct inf_dsml_opts o = *defaults;
     const cJSON *messages = req, *tools = NULL;
@@ -617,5 +702,6 @@ int inf_dsml_encode_request(const cJSON *req, const struct inf_dsml_opts *defaul
     }
     if (!cJSON_IsArray(messages))
         return ctx_err_set(e, CTX_EINVAL, "request.messages is missing or not an array");
-    return inf_dsml_encode(messages, cJSON_IsArray(tools) ? tools : NULL, &o, prompt, len, e);
+    return inf_dsml_encode_spans(messages, cJSON_IsArray(tools) ? tools : NULL, &o, prompt, len, spans,
+                                 n_spans, e);
 }

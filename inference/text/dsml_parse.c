@@ -259,12 +259,19 @@ static void scan(const char *s, size_t n, const struct pat *pats, size_t np, siz
     }
 }
 
-/* How much of s[0..n) may go out now without cutting a UTF-8 character. */
-static size_t char_boundary(const char *s, size_t n, size_t want)
+/* The longest prefix of s[0..want) that does not end inside a UTF-8 character. */
+static size_t char_boundary(const char *s, size_t want)
 {
-    while (want > 0 && want < n && ((unsigned char)s[want] & 0xC0) == 0x80)
-        want--;
-    return want;
+    size_t i = want, k = 0;
+    while (i > 0 && k < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
+        i--;
+        k++;
+    }
+    if (i == 0)
+        return want;
+    unsigned char c = (unsigned char)s[i - 1];
+    size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    return need > k + 1 ? i - 1 : want;
 }
 
 static int delta(struct inf_dsml_parser *p, enum inf_dsml_event_type type, size_t n)
@@ -332,7 +339,9 @@ static int text_state(struct inf_dsml_parser *p, bool final)
     size_t out = partial == SIZE_MAX ? p->pend.len : partial;
     if (final)
         out = p->pend.len;
-    int rc = delta(p, type, char_boundary(p->pend.p, p->pend.len, out));
+    else
+        out = char_boundary(p->pend.p, out);
+    int rc = delta(p, type, out);
     return rc ? rc : 1;
 }
 
@@ -387,7 +396,9 @@ static int invoke_head(struct inf_dsml_parser *p)
     const char *s = p->pend.p;
     size_t n = p->pend.len;
     scan(s, n, pats, 2, &full, &w, &partial);
-    size_t upto = full != SIZE_MAX ? full : n;
+    /* Judge only text that cannot be the start of the closing tag, so that the verdict is the
+     * same however the completion is cut. */
+    size_t upto = full != SIZE_MAX ? full : partial != SIZE_MAX ? partial : n;
     /* ^\s*name="(.*?)">\n$ */
     size_t i = 0;
     while (i < upto && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' ||
@@ -399,11 +410,11 @@ static int invoke_head(struct inf_dsml_parser *p)
         k++;
     if (k < 6 && i + k < upto)
         return fail(p, INF_DSML_ERR_FORMAT, i, "invoke: expected name=\"TOOL\">");
-    if (full == SIZE_MAX) {
-        if (n > MAX_HEAD)
-            return fail(p, INF_DSML_ERR_FORMAT, 0, "invoke: no end of the name within %d bytes", MAX_HEAD);
+    /* A head must end within MAX_HEAD bytes: decided on the text, not on how it arrives. */
+    if (full == SIZE_MAX ? n >= MAX_HEAD : full + w->n > MAX_HEAD)
+        return fail(p, INF_DSML_ERR_FORMAT, 0, "invoke: no end of the name within %d bytes", MAX_HEAD);
+    if (full == SIZE_MAX)
         return 1;
-    }
     if (k < 6 || upto < i + 6 + 3 || memcmp(s + upto - 3, "\">\n", 3) != 0)
         return fail(p, INF_DSML_ERR_FORMAT, 0, "invoke: expected name=\"TOOL\"> and a newline");
     size_t nl = upto - 3 - (i + 6);
@@ -468,12 +479,12 @@ static int param_head(struct inf_dsml_parser *p)
     if (close && (!h || close < h))
         return fail(p, INF_DSML_ERR_FORMAT, (size_t)(close - s),
                     "parameter: the value ended before string=\"true\" or string=\"false\">");
-    if (!h) {
-        if (n > MAX_HEAD)
-            return fail(p, INF_DSML_ERR_FORMAT, 0, "parameter: no end of the header within %d bytes", MAX_HEAD);
+    bool is_string = h && h == h1;
+    size_t head_end = h ? (size_t)(h - s) + (is_string ? strlen(t1) : strlen(t2)) : 0;
+    if (h ? head_end > MAX_HEAD : n >= MAX_HEAD)
+        return fail(p, INF_DSML_ERR_FORMAT, 0, "parameter: no end of the header within %d bytes", MAX_HEAD);
+    if (!h)
         return 1;
-    }
-    bool is_string = h == h1;
     size_t nl = (size_t)(h - (s + 7));
     char *name = malloc(nl + 1);
     if (!name)
@@ -500,7 +511,7 @@ static int param_head(struct inf_dsml_parser *p)
     p->param = name;
     p->param_string = is_string;
     p->value.len = 0;
-    consume(p, (size_t)(h - s) + (is_string ? strlen(t1) : strlen(t2)));
+    consume(p, head_end);
     p->st = S_PARAM_VALUE;
     struct inf_dsml_event ev = {.type = INF_DSML_EV_PARAM_BEGIN, .name = p->param, .is_string = is_string,
                                 .call_index = (int)p->n_calls - 1};
@@ -514,7 +525,7 @@ static int param_value(struct inf_dsml_parser *p)
     scan(p->pend.p, p->pend.len, value_pats, 2, &full, &w, &partial);
     if (full == SIZE_MAX || (partial != SIZE_MAX && partial < full)) {
         size_t out = partial == SIZE_MAX ? p->pend.len : partial;
-        int rc = delta(p, INF_DSML_EV_VALUE_DELTA, char_boundary(p->pend.p, p->pend.len, out));
+        int rc = delta(p, INF_DSML_EV_VALUE_DELTA, char_boundary(p->pend.p, out));
         return rc ? rc : 1;
     }
     if (w->id == P_PARAM_CLOSE)

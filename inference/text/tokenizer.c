@@ -1309,8 +1309,32 @@ static int split_level(const struct inf_tokenizer *t, struct scratch *s, size_t 
 
 /* Leftmost-longest search for an added token of set `k` in [p, p+n); returns the offset of the
  * match (n if none) and its index in *which. */
-static size_t find_added(const struct added_set *as, const unsigned char *p, size_t n,
-                         size_t *which)
+/* Literal spans: added tokens may not match across any of them (sorted, non-overlapping). */
+struct prot {
+    const struct inf_text_span *spans;
+    size_t n;
+};
+
+static bool overlaps(const struct prot *pr, size_t off, size_t len)
+{
+    if (!pr || pr->n == 0)
+        return false;
+    /* first span that ends after off */
+    size_t lo = 0, hi = pr->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (pr->spans[mid].off + pr->spans[mid].len <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < pr->n && pr->spans[lo].off < off + len && pr->spans[lo].len > 0;
+}
+
+/* Leftmost-longest search for an added token of set `as` in [p, p+n) (p is at offset `base` of
+ * the whole text); returns the offset of the match (n if none) and its index in *which. */
+static size_t find_added(const struct added_set *as, const unsigned char *p, size_t n, size_t *which,
+                         const struct prot *pr, size_t base)
 {
     if (as->n == 0)
         return n;
@@ -1319,14 +1343,15 @@ static size_t find_added(const struct added_set *as, const unsigned char *p, siz
             unsigned key = ((unsigned)p[i] << 8) | p[i + 1];
             for (uint32_t k = as->idx2[key]; k < as->idx2[key + 1]; k++) {
                 const struct added *a = &as->tok[as->order2[k]];
-                if (a->len <= n - i && memcmp(a->content, p + i, a->len) == 0) {
+                if (a->len <= n - i && memcmp(a->content, p + i, a->len) == 0 &&
+                    !overlaps(pr, base + i, a->len)) {
                     *which = as->order2[k];
                     return i;
                 }
             }
         }
         int32_t one = as->one[p[i]];
-        if (one >= 0) {
+        if (one >= 0 && !overlaps(pr, base + i, 1)) {
             *which = (size_t)one;
             return i;
         }
@@ -1335,13 +1360,13 @@ static size_t find_added(const struct added_set *as, const unsigned char *p, siz
 }
 
 static int encode_plain(const struct inf_tokenizer *t, struct scratch *s, const unsigned char *p,
-                        size_t n, struct sink *out)
+                        size_t n, struct sink *out, const struct prot *pr, size_t base)
 {
     /* Phase two: the non-special added tokens inside a piece that phase one left. */
     size_t off = 0;
     while (off < n) {
         size_t which = 0;
-        size_t at = off + find_added(&t->added[1], p + off, n - off, &which);
+        size_t at = off + find_added(&t->added[1], p + off, n - off, &which, pr, base + off);
         int rc = split_level(t, s, 0, p + off, at - off, out);
         if (rc)
             return rc;
@@ -1354,7 +1379,7 @@ static int encode_plain(const struct inf_tokenizer *t, struct scratch *s, const 
 }
 
 static int encode_any(const struct inf_tokenizer *t, const char *text, size_t len, unsigned flags,
-                      struct sink *out, struct ctx_err *e)
+                      const struct prot *pr, struct sink *out, struct ctx_err *e)
 {
     if (!t || (!text && len))
         return ctx_err_set(e, CTX_EINVAL, "tokenizer encode: NULL argument");
@@ -1388,8 +1413,8 @@ static int encode_any(const struct inf_tokenizer *t, const char *text, size_t le
     }
     while (off < len) {
         size_t which = 0;
-        size_t at = off + find_added(&t->added[0], p + off, len - off, &which);
-        if ((rc = encode_plain(t, &s, p + off, at - off, out)))
+        size_t at = off + find_added(&t->added[0], p + off, len - off, &which, pr, off);
+        if ((rc = encode_plain(t, &s, p + off, at - off, out, pr, off)))
             goto done;
         if (at >= len)
             break;
@@ -1437,7 +1462,7 @@ int inf_tokenizer_encode_flags(const struct inf_tokenizer *t, const char *text, 
         if (!out.ids)
             return ctx_err_set(e, CTX_ENOMEM, "tokenizer encode: out of memory");
     }
-    int rc = encode_any(t, text, len, flags, &out, e);
+    int rc = encode_any(t, text, len, flags, NULL, &out, e);
     if (rc) {
         free(out.ids);
         return rc;
@@ -1451,13 +1476,38 @@ int inf_tokenizer_encode_flags(const struct inf_tokenizer *t, const char *text, 
     return 0;
 }
 
+int inf_tokenizer_encode_spans(const struct inf_tokenizer *t, const char *text, size_t len,
+                               const struct inf_text_span *spans, size_t n_spans, int32_t **ids,
+                               size_t *n_ids, struct ctx_err *e)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    for (size_t i = 0; i < n_spans; i++)
+        if (spans[i].off > len || spans[i].len > len - spans[i].off ||
+            (i && spans[i].off < spans[i - 1].off + spans[i - 1].len))
+            return ctx_err_set(e, CTX_EINVAL, "tokenizer encode: span %zu [%zu, +%zu) is outside the text "
+                                              "or out of order", i, spans[i].off, spans[i].len);
+    struct prot pr = {spans, n_spans};
+    struct sink out = {0};
+    int rc = encode_any(t, text, len, 0, &pr, &out, e);
+    if (rc) {
+        free(out.ids);
+        return rc;
+    }
+    *ids = out.n ? out.ids : NULL;
+    if (!out.n)
+        free(out.ids);
+    *n_ids = out.n;
+    return 0;
+}
+
 int inf_tokenizer_count_flags(const struct inf_tokenizer *t, const char *text, size_t len,
                               unsigned flags, size_t *n, struct ctx_err *e)
 {
     struct sink out = {0};
     out.count_only = true;
     *n = 0;
-    int rc = encode_any(t, text, len, flags, &out, e);
+    int rc = encode_any(t, text, len, flags, NULL, &out, e);
     if (!rc)
         *n = out.n;
     return rc;

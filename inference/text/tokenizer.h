@@ -59,6 +59,18 @@ int inf_tokenizer_encode_flags(const struct inf_tokenizer *t, const char *text, 
 int inf_tokenizer_count_flags(const struct inf_tokenizer *t, const char *text, size_t len,
                               unsigned flags, size_t *n, struct ctx_err *e);
 
+/* Encode a prompt whose pieces have different trust: inside the given spans (byte ranges of
+ * `text`, sorted and non-overlapping) added-token strings are ordinary text, everywhere else they
+ * are matched as usual. For text without added-token strings inside the spans the ids equal
+ * inf_tokenizer_encode's, since spans change only which added tokens may match. Pair it with
+ * inf_dsml_encode_spans, which reports where caller-provided text went in a prompt. */
+struct inf_text_span {
+    size_t off, len;
+};
+int inf_tokenizer_encode_spans(const struct inf_tokenizer *t, const char *text, size_t len,
+                               const struct inf_text_span *spans, size_t n_spans, int32_t **ids,
+                               size_t *n_ids, struct ctx_err *e);
+
 /* Ids to text (malloc'd, NUL-terminated, *len excludes the NUL). Unknown ids are CTX_EINVAL. */
 int inf_tokenizer_decode(const struct inf_tokenizer *t, const int32_t *ids, size_t n, char **text,
                          size_t *len, struct ctx_err *e);

@@ -99,7 +99,7 @@ static void test_products(void **st)
     struct ctx_pool *pool = ctx_pool_new(2, &e);
     enum { N = 130, K = 512, S = 3 };
     uint8_t *w8 = malloc(N * K), *w4 = malloc(N * K / 2), s8[2 * (K / 128)], *s4 = malloc(N * (K / 32));
-    float *x = malloc(sizeof(float) * S * K), y[2][S * N];
+    float *x = malloc(sizeof(float) * S * K), y[3][S * N];
     for (int i = 0; i < N * K; i++) {
         w8[i] = (uint8_t)(rnd() & 0xff);
         if ((w8[i] & 0x7f) == 0x7f) /* no NaN codes */
@@ -116,17 +116,24 @@ static void test_products(void **st)
     struct inf_lin l8 = {INF_LIN_FP8, N, K, w8, s8}, l4 = {INF_LIN_FP4, N, K, w4, s4};
     for (int pass = 0; pass < 2; pass++) {
         const struct inf_lin *l = pass ? &l4 : &l8;
-        for (int simd = 0; simd < 2; simd++) {
-            inf_cpu_set_simd(simd);
+        for (int simd = 0; simd < 3; simd++) {
+            int got = inf_cpu_set_simd(simd);
             inf_cpu_linear(pool, l, x, S, y[simd], INF_OUT_BF16);
+            if (pass == 0)
+                print_message("# products at SIMD level %d (asked %d)\n", got, simd);
         }
-        inf_cpu_set_simd(1);
+        inf_cpu_set_simd(2);
         assert_memory_equal(y[0], y[1], sizeof y[0]);
-        for (int s = 0; s < S; s++) { /* one token at a time takes the fused paths: same bits */
-            float y1[N];
-            inf_cpu_linear(pool, l, x + s * K, 1, y1, INF_OUT_BF16);
-            assert_memory_equal(y1, y[0] + s * N, sizeof y1);
+        assert_memory_equal(y[0], y[2], sizeof y[0]);
+        for (int lvl = 1; lvl <= 2; lvl++) { /* one token at a time takes the fused paths: same bits */
+            inf_cpu_set_simd(lvl);
+            for (int s = 0; s < S; s++) {
+                float y1[N];
+                inf_cpu_linear(pool, l, x + s * K, 1, y1, INF_OUT_BF16);
+                assert_memory_equal(y1, y[0] + s * N, sizeof y1);
+            }
         }
+        inf_cpu_set_simd(2);
         for (int n = 0; n < N; n++) {
             float wv[K], ws[K / 32];
             int blk = pass ? 32 : 128;

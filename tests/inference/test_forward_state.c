@@ -3,6 +3,8 @@
  * size), and snapshot / truncate / serialize / restore are bit-identical to never having stopped. */
 #include "test_forward_common.h"
 
+int inf_fuzz_state_one(const uint8_t *data, size_t size); /* tests/fuzz/fuzz_state.c */
+
 static float *case_rows[7];
 static int case_T[7];
 
@@ -93,11 +95,67 @@ static void test_snapshot(void **st)
     free(tok);
 }
 
+/* The deserializer on hostile bytes (the libFuzzer entry of tests/fuzz/fuzz_state.c): every
+ * truncation, a wrong magic or shape, inflated counts and random garbage are CTX_EFORMAT; a valid
+ * buffer round-trips to the same bytes. */
+static void test_state_hostile(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(4, &n, &P);
+    struct inf_state *s;
+    assert_int_equal(inf_state_new(C, &s, &e), 0);
+    struct inf_forward_opts none = {0};
+    assert_int_equal(inf_model_forward(M, s, tok, 133, &none, &e), 0);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(inf_state_serialize(s, &buf, &len, &e), 0);
+    assert_int_equal(inf_fuzz_state_one(buf, len), 0);
+    for (size_t cut = 0; cut < len; cut += 1 + cut / 3)
+        assert_int_equal(inf_fuzz_state_one(buf, cut), CTX_EFORMAT);
+    uint8_t *bad = malloc(len + 8);
+    memcpy(bad, buf, len);
+    bad[len] = 0;
+    assert_int_equal(inf_fuzz_state_one(bad, len + 1), CTX_EFORMAT); /* trailing byte */
+    size_t shape_at = 4 + 8, ns = (size_t)(C->num_hidden_layers + C->num_nextn_predict_layers + 5);
+    bad[shape_at + 8 * 2] ^= 1; /* head_dim */
+    assert_int_equal(inf_fuzz_state_one(bad, len), CTX_EFORMAT);
+    memcpy(bad, buf, len);
+    size_t layer0 = 4 + 8 + 8 * ns + 16;
+    size_t layer1 = layer0 + 8 + sizeof(float) * (size_t)C->sliding_window * C->head_dim;
+    int64_t huge = 1000000000;
+    memcpy(bad + layer1, &huge, 8); /* layer 1 (CSA) claims 1e9 entries */
+    assert_int_equal(inf_fuzz_state_one(bad, len), CTX_EFORMAT);
+    int64_t neg = -1;
+    memcpy(bad + layer1, &neg, 8);
+    assert_int_equal(inf_fuzz_state_one(bad, len), CTX_EFORMAT);
+    memcpy(bad, buf, len);
+    memcpy(bad + layer0 - 16, &huge, 8); /* position far ahead of the entries is fine only if consistent */
+    inf_fuzz_state_one(bad, len);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int r = 0; r < 64; r++) {
+        for (size_t i = 0; i < 256; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bad[i] = (uint8_t)x;
+        }
+        assert_int_equal(inf_fuzz_state_one(bad, 256), CTX_EFORMAT);
+    }
+    printf("# state deserializer: %zu-byte state round-trips; truncations, bad shape, counts, garbage refused\n", len);
+    free(bad);
+    free(buf);
+    inf_state_free(s);
+    free(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chunked),
         cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_state_hostile),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     for (int k = 0; k < 7; k++)

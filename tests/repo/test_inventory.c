@@ -89,6 +89,7 @@ static void build_main_repo(void)
     tr_write(d, "big.txt", big, sizeof big);
     tr_puts(d, "dir/\xc3\xb1\x61nd\xc3\xba \xe6\x96\x87\xe4\xbb\xb6.py", "def unicode_path_fn():\n    pass\n");
     tr_puts(d, "broken.c", "int broken( { return 1 +; }\nint after_error(void) { return 2; }\n");
+    tr_puts(d, "latin1.c", "/* caf\xe9 */ int latin_one;\n"); /* not UTF-8 */
     tr_sh(d, "ln -s keep.c link.c && git add -A && git -c protocol.file.allow=always submodule add -q ../sub sub");
     tr_commit(d, 1700000000, "first");
     /* The working tree and index changes. */
@@ -156,6 +157,14 @@ static void test_every_status_and_skip(void **state)
     assert_int_equal(u->lang, REPO_LANG_PYTHON);
     assert_true(has_def(u, "unicode_path_fn"));
 
+    const struct repo_file *lat = get(s, "latin1.c");
+    assert_true(lat->not_utf8);
+    assert_string_equal(lat->text, "/* caf\xef\xbf\xbd */ int latin_one;\n"); /* U+FFFD */
+    assert_int_equal(lat->size, 26); /* bytes on disk */
+    assert_int_equal(lat->len, 28);
+    assert_true(has_def(lat, "latin_one"));
+    assert_false(get(s, "keep.c")->not_utf8);
+
     const struct repo_file *b = get(s, "broken.c");
     assert_true(b->syntax_errors);
     assert_int_equal(b->lang, REPO_LANG_C);
@@ -184,6 +193,25 @@ static void test_every_status_and_skip(void **state)
     assert_int_equal(k->churn_commits, 1);
     assert_int_equal(k->last_change, 1700000000);
     assert_int_equal(get(s, "untracked.rs")->churn_commits, 0);
+    repo_snapshot_free(s);
+}
+
+static void test_conflict_and_typechange(void **state)
+{
+    (void)state;
+    const char *d = "conf";
+    tr_sh(d, "git init -q . && printf 'int v = 1;\\n' > c.c && printf 'int t;\\n' > t.c && git add . && "
+             "GIT_AUTHOR_DATE='1700000000 +0000' GIT_COMMITTER_DATE='1700000000 +0000' git commit -q -m base && "
+             "git checkout -q -b other && printf 'int v = 2;\\n' > c.c && git commit -q -am other && "
+             "git checkout -q main && printf 'int v = 3;\\n' > c.c && git commit -q -am main && "
+             "(git merge -q other > /dev/null 2>&1 || true) && rm t.c && ln -s c.c t.c");
+    struct repo_snapshot *s = open_repo(d, NULL, NULL);
+    const struct repo_file *c = get(s, "c.c");
+    assert_int_equal(c->status, REPO_ST_CONFLICTED);
+    /* The working file with its conflict markers is what the model sees. */
+    assert_int_equal(c->skip, REPO_SKIP_NONE);
+    assert_non_null(strstr(c->text, "<<<<<<<"));
+    expect(s, "t.c", REPO_ST_TYPECHANGE, REPO_SKIP_SYMLINK);
     repo_snapshot_free(s);
 }
 
@@ -373,7 +401,8 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_status_and_skip), cmocka_unit_test(test_refresh),
+        cmocka_unit_test(test_every_status_and_skip), cmocka_unit_test(test_conflict_and_typechange),
+        cmocka_unit_test(test_refresh),
         cmocka_unit_test(test_unborn_and_not_a_repo), cmocka_unit_test(test_detached_and_shallow),
         cmocka_unit_test(test_churn_incremental),     cmocka_unit_test(test_foreign_owner),
     };

@@ -214,7 +214,6 @@ static const struct golden g_i_sh = {
         "greet \"$NAME\"\n"
         "cleanup\n",
     /* expected tags */
-        "D variable NAME 2:0\n"
         "D function greet 3:0\n"
         "R call echo 3:10\n"
         "D function cleanup 4:0\n"

@@ -15,6 +15,7 @@
 #include "dsml.h"
 #include "json.h"
 #include "pyjson.h"
+#include "tokenizer.h"
 
 static char dir[4096];
 
@@ -218,6 +219,7 @@ static int rec_cb(void *ud, const struct inf_dsml_event *ev)
     case INF_DSML_EV_CONTENT_DELTA:
     case INF_DSML_EV_VALUE_DELTA:
         assert_true(ev->len > 0);
+        assert_int_equal(inf_utf8_invalid_at(ev->text, ev->len), 0); /* whole characters only */
         /* Merge consecutive deltas of one kind so that logs compare across chunkings. */
         snprintf(line, sizeof line, "%c", ev->type == INF_DSML_EV_REASONING_DELTA ? 'R'
                                           : ev->type == INF_DSML_EV_CONTENT_DELTA ? 'C' : 'V');

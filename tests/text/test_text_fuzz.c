@@ -114,22 +114,32 @@ static void test_fuzz_dsml_corpus(void **state)
         assert_true(rc == 0 || rc == CTX_EFORMAT);
         ok += rc == 0;
     }
+    /* Regressions found by libFuzzer: the verdict on an invoke head must not depend on where
+     * the text is cut. */
+    const char *regress[] = {
+        "x\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke <｜DSML｜parameter name=\"p\" string=\"true\">v</｜DSML｜parameter>\n",
+        "x\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke \xE6\x97",
+    };
+    for (size_t i = 0; i < sizeof regress / sizeof regress[0]; i++)
+        for (uint8_t m = 0; m < 16; m++)
+            assert_int_equal(run_dsml(m, regress[i], strlen(regress[i])), CTX_EFORMAT);
     /* A well-formed skeleton built from the same fragments must parse. */
     const char *good = "r</think>c\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"q\" "
                        "string=\"false\">[1, {\"a\": 2}]</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>";
     assert_int_equal(run_dsml(0x81, good, strlen(good)), 0);
     /* Deep JSON under string="false": rejected or accepted, but no stack overflow. */
     size_t depth = 100000;
-    char *deep = malloc(depth * 2 + 400);
-    assert_non_null(deep);
-    size_t l = (size_t)sprintf(deep, "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"q\" "
-                                     "string=\"false\">");
-    memset(deep + l, '[', depth);
-    memset(deep + l + depth, ']', depth);
-    l += 2 * depth;
-    l += (size_t)sprintf(deep + l, "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>");
-    assert_int_equal(run_dsml(0, deep, l), CTX_EFORMAT);
-    free(deep);
+    struct inf_buf deep = {0};
+    inf_buf_puts(&deep, "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"f\">\n<｜DSML｜parameter name=\"q\" "
+                        "string=\"false\">");
+    for (size_t i = 0; i < depth; i++)
+        inf_buf_put(&deep, "[", 1);
+    for (size_t i = 0; i < depth; i++)
+        inf_buf_put(&deep, "]", 1);
+    inf_buf_puts(&deep, "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls>");
+    assert_false(deep.oom);
+    assert_int_equal(run_dsml(0, deep.p, deep.len), CTX_EFORMAT);
+    inf_buf_free(&deep);
     /* The encoder through the same entry: requests from encode.json, and broken ones. */
     cJSON *enc = load("tests/fixtures/dsml/encode.json");
     for (const cJSON *c = enc->child; c; c = c->next) {
@@ -175,6 +185,11 @@ static void test_fuzz_tokenizer_corpus(void **state)
     cJSON_Delete(corpus);
     if (exercised == 0)
         skip();
+}
+
+static void test_fuzz_tokenizer_loader(void **state)
+{
+    (void)state;
     /* Tokenizer files: a tiny valid one, then broken variants and every truncation of it. */
     char tj[32768];
     size_t l = 0;
@@ -208,8 +223,8 @@ static void test_fuzz_tokenizer_corpus(void **state)
     const char *broken[] = {
         "{\"model\": {\"vocab\": {\"a\": 2097151}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
         "{\"model\": {\"vocab\": {}, \"merges\": [\"a b c\", []]}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}",
-        "{\"model\": {\"vocab\": {}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
-        "{\"Regex\": \"(a+)+$\"}, \"behavior\": \"Isolated\"}}",
+        ("{\"model\": {\"vocab\": {}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
+         "{\"Regex\": \"(a+)+$\"}, \"behavior\": \"Isolated\"}}"),
         "{\"model\": {\"vocab\": {}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": 7}}",
         "{\"model\": {\"vocab\": {}, \"merges\": []}, \"added_tokens\": [{\"id\": -1, \"content\": \"x\"}]}",
         "null", "", "{}",
@@ -229,6 +244,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fuzz_dsml_corpus),
         cmocka_unit_test(test_fuzz_tokenizer_corpus),
+        cmocka_unit_test(test_fuzz_tokenizer_loader),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     inf_tokenizer_free(fuzz_tok);

@@ -1,0 +1,63 @@
+/* Internals shared by the tool implementations (tools.c, tools_exec.c). Not for other modules. */
+#ifndef AGENT_TOOLS_INT_H
+#define AGENT_TOOLS_INT_H
+
+#include <git2.h>
+
+#include "tools.h"
+
+struct ov_entry {
+    char *path;     /* repository-relative */
+    char *data;     /* NULL: deleted in the overlay */
+    size_t len;
+};
+
+struct agent_tools {
+    struct agent_tools_config c;
+    char *root;     /* realpath, no trailing '/' */
+    cJSON *schemas;
+    git_repository *repo;
+    struct repo_snapshot *own_snap;
+    struct repo_ignore *ctxignore; /* the repository's .ctxignore, or NULL */
+    struct ov_entry *ov;
+    size_t nov;
+    char **changed;
+    size_t nchanged;
+};
+
+/* A growable text buffer; on allocation failure it stays consistent and sets oom. */
+struct tbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+void tb_put(struct tbuf *b, const char *s, size_t n);
+void tb_puts(struct tbuf *b, const char *s);
+void tb_printf(struct tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Finish a result: cap at max_output with a note, move into *out. Returns CTX_ENOMEM on oom. */
+int tools_finish(struct agent_tools *t, struct tbuf *b, bool is_error, bool changed,
+                 struct agent_tool_result *out, struct ctx_err *e);
+/* An is_error result with a formatted message. */
+int tools_fail(struct agent_tools *t, struct agent_tool_result *out, struct ctx_err *e,
+               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+char *tools_abs(const struct agent_tools *t, const char *rel);
+
+int tool_run_command(struct agent_tools *t, const cJSON *a, struct agent_tool_result *out, struct ctx_err *e);
+int tool_run_tests(struct agent_tools *t, const cJSON *a, struct agent_tool_result *out, struct ctx_err *e);
+int tool_git_status(struct agent_tools *t, const cJSON *a, struct agent_tool_result *out, struct ctx_err *e);
+int tool_git_diff(struct agent_tools *t, const cJSON *a, struct agent_tool_result *out, struct ctx_err *e);
+int tool_find_symbol(struct agent_tools *t, const cJSON *a, struct agent_tool_result *out, struct ctx_err *e);
+int tool_find_references(struct agent_tools *t, const cJSON *a, struct agent_tool_result *out, struct ctx_err *e);
+
+/* Argument getters: return false after filling an is_error result naming the argument. */
+bool arg_str(struct agent_tools *t, const cJSON *a, const char *name, bool required, const char **v,
+             struct agent_tool_result *out, int *rc, struct ctx_err *e);
+bool arg_int(struct agent_tools *t, const cJSON *a, const char *name, long long def, long long lo,
+             long long hi, long long *v, struct agent_tool_result *out, int *rc, struct ctx_err *e);
+bool arg_bool(struct agent_tools *t, const cJSON *a, const char *name, bool def, bool *v,
+              struct agent_tool_result *out, int *rc, struct ctx_err *e);
+
+#endif

