@@ -216,6 +216,15 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* SIGTERM/SIGINT wait until the loop handles them: a signal that arrives while the daemon is
+     * starting (it already listens) must mean an orderly exit, not death by the default action.
+     * Threads started meanwhile inherit the mask, so the loop thread receives them. */
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigaddset(&term, SIGINT);
+    sigprocmask(SIG_BLOCK, &term, NULL);
+
     char sock[256];
     struct ctx_err e = {0};
     if (socket_opt) {
@@ -361,6 +370,7 @@ int main(int argc, char **argv)
     d.sigterm.data = d.sigint.data = &d;
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &term, NULL);
     uv_timer_init(&loop, &d.exit_timer);
 
     CTX_INFO("ctxd %s listening on %s (pid %ld)", CTX_VERSION, sock, (long)getpid());

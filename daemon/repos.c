@@ -806,6 +806,10 @@ static void ask_done(void *ud, int status, const char *message)
         ctx_err_set(&e, status, "%s", message);
         ctxd_call_fail_err(a->call, &e);
     } else {
+        /* sessions store the turn before the message moves into the reply */
+        if (a->hook && strcmp(a->finish, "cancelled") != 0)
+            a->hook(a->hook_ud, a->session, cJSON_GetArrayItem(a->turns, cJSON_GetArraySize(a->turns) - 1), a->message,
+                    a->raw, a->finish);
         cJSON *res = cJSON_CreateObject();
         cJSON_AddItemToObject(res, "message", a->message ? a->message : cJSON_CreateNull());
         a->message = NULL;
@@ -825,9 +829,6 @@ static void ask_done(void *ud, int status, const char *message)
         cJSON_AddNumberToObject(u, "prompt_tokens_per_s", a->prompt_tok_s);
         if (a->session[0])
             cJSON_AddStringToObject(res, "session", a->session);
-        if (a->hook && strcmp(a->finish, "cancelled") != 0)
-            a->hook(a->hook_ud, a->session, cJSON_GetArrayItem(a->turns, cJSON_GetArraySize(a->turns) - 1), a->message,
-                    a->raw, a->finish);
         cJSON_AddStringToObject(res, "model", ctxd_engine_describe(r->rs->d->engine));
         cJSON_AddBoolToObject(res, "noise", ctxd_engine_is_noise(r->rs->d->engine));
         ctxd_call_reply(a->call, res);

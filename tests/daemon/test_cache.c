@@ -41,6 +41,7 @@ static void start(void)
     if (pid == 0) {
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 2);
+        dup2(fd, 1);
         execl(ctxd_bin, ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "8192", "--chunk", "128",
               "--checkpoint-every", "128", "--threads", "2", "--debounce-ms", "50", (char *)NULL);
         _exit(127);

@@ -104,6 +104,7 @@ static int group_setup(void **state)
     if (pid == 0) {
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 2);
+        dup2(fd, 1);
         close(lfd);
         setenv("TEST_API_KEY", "sekret-key", 1);
         execl(ctxd_bin, ctxd_bin, "--socket", sock, "--no-cache", "--budget", "4096", "--backend", "openai", "--url", url,

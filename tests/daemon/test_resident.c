@@ -58,6 +58,7 @@ static int group_setup(void **state)
     if (pid == 0) {
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 2);
+        dup2(fd, 1);
         execl(ctxd_bin, ctxd_bin, "--socket", sock, "--budget", "4096", "--chunk", "64", "--threads", "2",
               (char *)NULL);
         _exit(127);

@@ -29,6 +29,7 @@ static void start(void)
     if (pid == 0) {
         int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 2);
+        dup2(fd, 1);
         execl(ctxd_bin, ctxd_bin, "--socket", sock, "--state", state, "--no-cache", "--budget", "4096", "--threads", "2",
               "--no-watch", (char *)NULL);
         _exit(127);
@@ -50,6 +51,7 @@ static void stop(void)
     kill(pid, SIGTERM);
     int st;
     waitpid(pid, &st, 0);
+    pid = 0;
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
@@ -103,6 +105,10 @@ static int group_setup(void **state_)
 static int group_teardown(void **state_)
 {
     (void)state_;
+    if (pid > 0 && kill(pid, 0) == 0) { /* a failed assertion left it running */
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
     if (dir[0]) {
         char cmd[128];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
