@@ -189,7 +189,14 @@ char *agent_prefix_text(const struct agent_prefix *p, const struct repo_layout *
 
 char *agent_first_turn_content(const struct repo_layout *l, const char *request, size_t *len)
 {
-    size_t n = strlen(AGENT_REQUEST_LEAD) + strlen(request);
+    return agent_first_turn_content_overlay(l, NULL, request, len);
+}
+
+char *agent_first_turn_content_overlay(const struct repo_layout *l, const char *overlay, const char *request,
+                                       size_t *len)
+{
+    size_t ol = overlay ? strlen(overlay) : 0;
+    size_t n = ol + strlen(AGENT_REQUEST_LEAD) + strlen(request);
     for (size_t i = 0; i < l->nsegs; i++)
         n += l->segs[i].len;
     char *s = malloc(n + 1);
@@ -200,6 +207,8 @@ char *agent_first_turn_content(const struct repo_layout *l, const char *request,
         memcpy(s + at, l->segs[i].text, l->segs[i].len);
         at += l->segs[i].len;
     }
+    memcpy(s + at, overlay, ol);
+    at += ol;
     memcpy(s + at, AGENT_REQUEST_LEAD, strlen(AGENT_REQUEST_LEAD));
     at += strlen(AGENT_REQUEST_LEAD);
     memcpy(s + at, request, strlen(request));

@@ -63,4 +63,10 @@ char *agent_prefix_text(const struct agent_prefix *p, const struct repo_layout *
  * followed by the request: tests/agent/test_prompt.c checks that byte for byte. */
 char *agent_first_turn_content(const struct repo_layout *l, const char *request, size_t *len);
 
+/* The same with an overlay between the repository block and the request: the current text of
+ * files edited since the resident prefix was computed (a long re-prefill deferred until the
+ * repository is idle). The overlay must end with '\n'. */
+char *agent_first_turn_content_overlay(const struct repo_layout *l, const char *overlay, const char *request,
+                                       size_t *len);
+
 #endif

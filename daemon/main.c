@@ -55,6 +55,9 @@ static void usage(FILE *f)
             "  --checkpoint-every TOKENS  tokens between checkpoints (default 4096)\n"
             "  --no-watch         do not follow edits in the working trees\n"
             "  --debounce-ms MS   quiet time before edits are applied (default 200)\n"
+            "  --overlay-threshold TOKENS  an edit whose re-prefill would recompute more tokens is shown\n"
+            "                     after the repository until it is idle (default 8192; 0: never)\n"
+            "  --rebase-idle-ms MS  idle time before such edits are re-based (default 30000)\n"
             "  --version, --help\n",
             CTXD_MAX_LINE_DEFAULT);
 }
@@ -116,6 +119,7 @@ int main(int argc, char **argv)
         {"no-cache", no_argument, 0, 'N'},     {"state", required_argument, 0, 'Z'},     {"cache-budget", required_argument, 0, 'B'},
         {"checkpoint-every", required_argument, 0, 'k'},
         {"no-watch", no_argument, 0, 'W'},     {"preload", no_argument, 0, 'P'},
+        {"overlay-threshold", required_argument, 0, 'O'}, {"rebase-idle-ms", required_argument, 0, 'I'},
         {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
         {"remote-model", required_argument, 0, 'R'}, {"api-key-env", required_argument, 0, 'A'},     {"debounce-ms", required_argument, 0, 'D'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
@@ -161,6 +165,13 @@ int main(int argc, char **argv)
         case 'U': eo.remote_url = optarg; break;
         case 'R': eo.remote_model = optarg; break;
         case 'A': eo.api_key_env = optarg; break;
+        case 'O':
+            if (strcmp(optarg, "0") == 0) {
+                ro.overlay_threshold = -1;
+                break;
+            }
+            /* fall through */
+        case 'I':
         case 'B':
         case 'D':
         case 'k': {
@@ -171,7 +182,11 @@ int main(int argc, char **argv)
                 fprintf(stderr, "ctxd: bad number \"%s\"\n", optarg);
                 return 2;
             }
-            if (ch == 'B')
+            if (ch == 'O')
+                ro.overlay_threshold = v > 100000000 ? 100000000 : (int)v;
+            else if (ch == 'I')
+                ro.rebase_idle_ms = v > 86400000 ? 86400000 : (int)v;
+            else if (ch == 'B')
                 ro.cache_budget = v;
             else if (ch == 'D')
                 ro.debounce_ms = v > 60000 ? 60000 : (int)v;

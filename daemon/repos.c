@@ -114,6 +114,16 @@ struct repo {
     size_t first_token;       /* of the last update: first prompt token that changed */
     unsigned updates;         /* updates applied since the repository was opened */
     double update_ms;
+    /* overlay path: edits whose re-prefill would be long are shown after the repository block
+     * (their current text) until the repository is idle, then re-based */
+    char **deferred;          /* paths in the overlay, to apply at the re-base */
+    size_t n_deferred;
+    char *overlay;            /* the text put between the repository and the request, or NULL */
+    int overlay_refresh;      /* the running work only refreshes the snapshot for the overlay */
+    int rebase_now;           /* apply deferred paths by the re-prefill path, whatever their cost */
+    uv_timer_t idle_timer;
+    int idle_timer_init;
+    unsigned rebases;
 };
 
 struct ctxd_repos {
@@ -177,6 +187,8 @@ static cJSON *repo_status_json(const struct repo *r)
         cJSON_AddNumberToObject(u, "ingest_ms", r->update_ms);
     }
     cJSON_AddNumberToObject(o, "pending_changes", (double)r->n_pending);
+    cJSON_AddNumberToObject(o, "overlay_files", (double)r->n_deferred);
+    cJSON_AddNumberToObject(o, "rebases", r->rebases);
     if (r->prefill_tok_s > 0)
         cJSON_AddNumberToObject(o, "prefill_tokens_per_s", r->prefill_tok_s);
     return o;
@@ -244,6 +256,7 @@ static void notify_progress(struct repo *r)
 static void start_next(struct repo *r);
 static void start_watch(struct repo *r);
 static void maybe_update(struct repo *r);
+static void arm_idle(struct repo *r);
 
 /* ---- prefill on the engine thread --------------------------------------------------------- */
 
@@ -567,7 +580,8 @@ static cJSON *conversation(struct repo *r, struct ask *a, struct ctx_err *e)
         if (i++ == 0) {
             const cJSON *c = cJSON_GetObjectItemCaseSensitive(t, "content");
             size_t clen;
-            char *content = agent_first_turn_content(r->layout, cJSON_IsString(c) ? c->valuestring : "", &clen);
+            char *content = agent_first_turn_content_overlay(r->layout, r->overlay,
+                                                             cJSON_IsString(c) ? c->valuestring : "", &clen);
             if (!content) {
                 cJSON_Delete(m);
                 cJSON_Delete(msgs);
@@ -1070,6 +1084,12 @@ static void update_work(uv_work_t *w)
     lo.count_ud = (void *)tok;
     lo.count_thread_safe = true;
     lo.pool = rs->pool;
+    if (r->overlay_refresh) {
+        /* the overlay path: only the files' current text is needed; the layout stays resident */
+        r->work_rc = repo_snapshot_refresh(r->snap, (const char *const *)r->applying, r->n_applying, e);
+        r->update_ms = (double)(now_ms() - t0);
+        return;
+    }
     size_t old_n = r->prefix.n;
     if (r->applying_rescan) {
         /* too many changes to list: a new inventory and layout */
@@ -1122,9 +1142,111 @@ static void update_work(uv_work_t *w)
     r->update_ms = (double)(now_ms() - t0);
 }
 
+static void build_overlay(struct repo *r)
+{
+    size_t cap = 256, n = 0;
+    char *o = malloc(cap);
+    static const char head[] = "Files changed since the repository above was read; their current text replaces "
+                               "the versions above:\n";
+    if (!o)
+        return;
+    memcpy(o, head, sizeof head - 1);
+    n = sizeof head - 1;
+    for (size_t i = 0; i < r->n_deferred; i++) {
+        const struct repo_file *f = repo_snapshot_find(r->snap, r->deferred[i]);
+        const char *text = f && f->text ? f->text : NULL;
+        size_t tl = text ? f->len : 0, need = strlen(r->deferred[i]) + tl + 64;
+        if (n + need + 1 > cap) {
+            while (n + need + 1 > cap)
+                cap *= 2;
+            char *no = realloc(o, cap);
+            if (!no) {
+                free(o);
+                return;
+            }
+            o = no;
+        }
+        if (text) {
+            n += (size_t)sprintf(o + n, "File: %s\n", r->deferred[i]);
+            memcpy(o + n, text, tl);
+            n += tl;
+            if (tl && text[tl - 1] != '\n')
+                o[n++] = '\n';
+        } else {
+            n += (size_t)sprintf(o + n, "%s: %s\n", f ? "Not shown" : "Deleted", r->deferred[i]);
+        }
+    }
+    o[n] = 0;
+    free(r->overlay);
+    r->overlay = o;
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    struct repo *r = t->data;
+    if (!r->n_deferred || r->rs->closing)
+        return;
+    if (r->phase != PH_READY || r->job || r->asks) {
+        uv_timer_start(&r->idle_timer, on_idle, (uint64_t)r->rs->o.rebase_idle_ms, 0); /* not idle yet */
+        return;
+    }
+    CTX_INFO("%s: idle, re-basing %zu overlaid files", r->root, r->n_deferred);
+    for (size_t i = 0; i < r->n_deferred; i++) {
+        char **np = realloc(r->pending, (r->n_pending + 1) * sizeof *np);
+        if (!np)
+            break;
+        r->pending = np;
+        r->pending[r->n_pending++] = strdup(r->deferred[i]);
+    }
+    r->rebase_now = 1;
+    maybe_update(r);
+}
+
+static void arm_idle(struct repo *r)
+{
+    if (!r->n_deferred)
+        return;
+    if (!r->idle_timer_init) {
+        uv_timer_init(r->rs->d->loop, &r->idle_timer);
+        r->idle_timer.data = r;
+        r->idle_timer_init = 1;
+    }
+    uv_timer_start(&r->idle_timer, on_idle, (uint64_t)r->rs->o.rebase_idle_ms, 0);
+}
+
+static void clear_overlay(struct repo *r)
+{
+    for (size_t i = 0; i < r->n_deferred; i++)
+        free(r->deferred[i]);
+    free(r->deferred);
+    r->deferred = NULL;
+    r->n_deferred = 0;
+    free(r->overlay);
+    r->overlay = NULL;
+}
+
 static void update_after(uv_work_t *w, int status)
 {
     struct repo *r = w->data;
+    int overlay = r->overlay_refresh;
+    r->overlay_refresh = 0;
+    if (overlay && !status && !r->work_rc && !r->rs->closing) {
+        /* keep the resident state; the edited files go after the repository block */
+        for (size_t i = 0; i < r->n_applying; i++) {
+            int dup = 0;
+            for (size_t j = 0; j < r->n_deferred && !dup; j++)
+                dup = strcmp(r->deferred[j], r->applying[i]) == 0;
+            char **nd = dup ? NULL : realloc(r->deferred, (r->n_deferred + 1) * sizeof *nd);
+            if (nd) {
+                r->deferred = nd;
+                r->deferred[r->n_deferred++] = r->applying[i];
+                r->applying[i] = NULL;
+            }
+        }
+        build_overlay(r);
+        CTX_INFO("%s: %zu edited files overlaid after the repository; re-base when idle", r->root, r->n_deferred);
+        arm_idle(r);
+    }
     for (size_t i = 0; i < r->n_applying; i++)
         free(r->applying[i]);
     free(r->applying);
@@ -1132,6 +1254,17 @@ static void update_after(uv_work_t *w, int status)
     r->n_applying = 0;
     if (r->rs->closing)
         return;
+    if (overlay && !status && !r->work_rc) {
+        r->phase = PH_READY;
+        start_next(r);
+        maybe_update(r);
+        return;
+    }
+    if (!status && !r->work_rc && r->n_deferred) {
+        /* the re-prefill path applied the overlaid files too */
+        clear_overlay(r);
+        r->rebases++;
+    }
     if (status || r->work_rc) {
         /* The old resident state still matches the old prompt; keep serving it and say why. */
         CTX_ERROR("updating %s failed: %s", r->root, status ? "cancelled" : r->work_err.msg);
@@ -1177,10 +1310,55 @@ static void update_after(uv_work_t *w, int status)
 
 /* Apply pending changes when the repository is resident and no engine job holds it. Questions
  * that arrive meanwhile wait for the updated state. */
+/* Tokens a re-prefill for these changed paths would recompute, from the resident layout: from the
+ * first segment of a changed file to the end (files not in the layout yet go at the end). */
+static size_t recompute_estimate(struct repo *r, char **paths, size_t n)
+{
+    size_t first = SIZE_MAX;
+    const struct repo_layout *l = r->layout;
+    for (size_t i = 0; i < n; i++) {
+        size_t lo = 0, hi = l->nreport;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            int c = strcmp(l->report[mid].path, paths[i]);
+            if (c == 0) {
+                lo = mid;
+                break;
+            }
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < l->nreport && strcmp(l->report[lo].path, paths[i]) == 0 && l->report[lo].segment != SIZE_MAX &&
+            l->report[lo].segment < first)
+            first = l->report[lo].segment;
+    }
+    if (first == SIZE_MAX || 1 + first >= r->prefix.nparts)
+        return 0;
+    return r->prefix.n - r->prefix.part_start[1 + first];
+}
+
 static void maybe_update(struct repo *r)
 {
     if (r->phase != PH_READY || r->job || (!r->n_pending && !r->rescan) || r->rs->closing)
         return;
+    /* Overlay path: a long re-prefill is deferred while the repository is in use. */
+    size_t threshold = (size_t)r->rs->o.overlay_threshold;
+    int overlay = !r->rebase_now && threshold && !r->rescan && r->ready_snap &&
+                  !ctxd_engine_remote(r->rs->d->engine) && recompute_estimate(r, r->pending, r->n_pending) > threshold;
+    r->rebase_now = 0;
+    if (!overlay && r->n_deferred) {
+        /* a re-prefill is happening anyway: it takes the overlaid files along */
+        for (size_t i = 0; i < r->n_deferred; i++) {
+            char **np = realloc(r->pending, (r->n_pending + 1) * sizeof *np);
+            if (!np)
+                break;
+            r->pending = np;
+            r->pending[r->n_pending++] = strdup(r->deferred[i]);
+        }
+    }
+    r->overlay_refresh = overlay;
     r->applying = r->pending;
     r->n_applying = r->n_pending;
     r->applying_rescan = r->rescan;
@@ -1443,6 +1621,7 @@ int ctxd_repos_ask(struct ctxd *d, struct ctxd_call *call, const char *real_path
     while (*tail)
         tail = &(*tail)->next;
     *tail = a;
+    arm_idle(r); /* in use: the re-base waits */
     if (r->phase == PH_FAILED) {
         struct ctx_err fe = {0};
         ctx_err_set(&fe, CTX_EIO, "%s", r->error);
@@ -1652,6 +1831,12 @@ int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_
     rs->o.checkpoint_every = rs->o.checkpoint_every <= 0 ? 4096 : (rs->o.checkpoint_every + 127) / 128 * 128;
     if (!rs->o.cache_budget)
         rs->o.cache_budget = 20ull << 30;
+    if (rs->o.overlay_threshold < 0)
+        rs->o.overlay_threshold = 0;
+    else if (!rs->o.overlay_threshold)
+        rs->o.overlay_threshold = 8192;
+    if (rs->o.rebase_idle_ms <= 0)
+        rs->o.rebase_idle_ms = 30000;
     rs->system = strdup(o->system ? o->system : DEFAULT_SYSTEM);
     rs->pool = ctx_pool_new(0, e);
     if (!rs->system || !rs->pool) {
@@ -1689,6 +1874,10 @@ void ctxd_repos_free(struct ctxd *d)
         fail_asks(r, &e);
         ctxd_watch_free(r->watch); /* its handles close as the loop runs down */
         r->watch = NULL;
+        if (r->idle_timer_init) {
+            uv_close((uv_handle_t *)&r->idle_timer, NULL);
+            r->idle_timer_init = 0;
+        }
     }
 }
 
@@ -1705,6 +1894,7 @@ void ctxd_repos_release(struct ctxd *d)
         for (size_t i = 0; i < r->n_pending; i++)
             free(r->pending[i]);
         free(r->pending);
+        clear_overlay(r);
         if (r->phase == PH_INGESTING || r->phase == PH_UPDATING) {
             busy = 1; /* a pool thread may still be ingesting it; the process is exiting */
             continue;

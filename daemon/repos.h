@@ -20,6 +20,10 @@ struct ctxd_repos_opts {
     int checkpoint_every; /* tokens between checkpoints, a multiple of 128 (default 4096) */
     int no_watch;         /* do not watch working trees for changes */
     int debounce_ms;      /* quiet time before changes are applied (default 200) */
+    int overlay_threshold; /* re-prefills longer than this many tokens are deferred: the edited
+                            * files go after the repository block until it is idle (default 8192;
+                            * 0 never defers) */
+    int rebase_idle_ms;   /* idle time before deferred edits are re-based (default 30000) */
 };
 
 int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_err *e);

@@ -23,6 +23,7 @@ static const char *ctxd_bin;
 static char dir[64], sock[128], repo[128], cache[128], logpath[128];
 static pid_t pid;
 static int have_tokenizer;
+static const char *extra1 = NULL, *extra2 = NULL, *extra3 = NULL, *extra4 = NULL;
 
 static void sh(const char *fmt, ...)
 {
@@ -43,7 +44,8 @@ static void start(void)
         dup2(fd, 2);
         dup2(fd, 1);
         execl(ctxd_bin, ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "8192", "--chunk", "128",
-              "--checkpoint-every", "128", "--threads", "2", "--debounce-ms", "50", (char *)NULL);
+              "--checkpoint-every", "128", "--threads", "2", "--debounce-ms", "50", extra1, extra2, extra3, extra4,
+              (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {
@@ -339,6 +341,82 @@ static void live_edits_are_followed(void **state)
     stop();
 }
 
+static int ask_prompt_tokens(int *cached)
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON_AddStringToObject(p, "question", "Which function multiplies?");
+    cJSON_AddNumberToObject(p, "max_tokens", 2);
+    int rc;
+    cJSON *r = call("repo.ask", p, &rc);
+    assert_int_equal(rc, 0);
+    cJSON *u = cJSON_GetObjectItem(r, "usage");
+    int n = num(u, "prompt_tokens");
+    *cached = num(u, "cached_tokens");
+    cJSON_Delete(r);
+    return n;
+}
+
+static void long_edits_are_overlaid_then_rebased(void **state)
+{
+    (void)state;
+    if (!have_tokenizer)
+        skip();
+    sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    extra1 = "--overlay-threshold";
+    extra2 = "64";
+    extra3 = "--rebase-idle-ms";
+    extra4 = "1500";
+    start();
+    cJSON *s = open_repo();
+    int prompt = num(s, "prompt_tokens"), computed = num(s, "computed_tokens");
+    cJSON_Delete(s);
+    int cached;
+    int before = ask_prompt_tokens(&cached);
+    assert_int_equal(cached, prompt);
+    /* an edit to the first file: a re-prefill would recompute nearly everything */
+    sh("cd %s && printf 'int op0(int a, int b)\\n{\\n    return a + b + 1000;\\n}\\n' > f00.c", repo);
+    int overlaid = 0;
+    for (int i = 0; i < 200 && !overlaid; i++) {
+        s = status();
+        overlaid = num(s, "overlay_files") == 1;
+        if (overlaid) {
+            /* the resident state is untouched: nothing was recomputed */
+            assert_int_equal(num(s, "prompt_tokens"), prompt);
+            assert_int_equal(num(s, "computed_tokens"), computed);
+            assert_string_equal(cJSON_GetObjectItem(s, "phase")->valuestring, "ready");
+        }
+        cJSON_Delete(s);
+        if (!overlaid)
+            usleep(20000);
+    }
+    assert_true(overlaid);
+    /* questions now carry the edited file after the repository block, and still hit the prefix */
+    int with_overlay = ask_prompt_tokens(&cached);
+    assert_int_equal(cached, prompt);
+    assert_true(with_overlay > before + 20);
+    /* once idle, the edit is re-based: the prompt changes and the overlay goes */
+    int rebased = 0;
+    for (int i = 0; i < 600 && !rebased; i++) {
+        s = status();
+        rebased = num(s, "rebases") >= 1 && num(s, "overlay_files") == 0 &&
+                  strcmp(cJSON_GetObjectItem(s, "phase")->valuestring, "ready") == 0;
+        if (rebased) {
+            assert_int_equal(num(s, "restored_tokens") + num(s, "computed_tokens"), num(s, "prompt_tokens"));
+            printf("# overlay: %d -> %d prompt tokens per question; re-based after idle: %d restored, %d recomputed\n",
+                   before, with_overlay, num(s, "restored_tokens"), num(s, "computed_tokens"));
+        }
+        cJSON_Delete(s);
+        if (!rebased)
+            usleep(100000);
+    }
+    assert_true(rebased);
+    int after = ask_prompt_tokens(&cached);
+    assert_true(after < with_overlay);
+    stop();
+    extra1 = extra2 = extra3 = extra4 = NULL;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -347,6 +425,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(restart_edit_corrupt),
         cmocka_unit_test(live_edits_are_followed),
+        cmocka_unit_test(long_edits_are_overlaid_then_rebased),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
