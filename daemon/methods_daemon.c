@@ -8,36 +8,12 @@
 #include "repos.h"
 #include "rpc.h"
 
-/* Reject fields a method does not know, so that a typo is an error rather than ignored. */
-static int check_fields(struct ctxd_call *call, const cJSON *params, const char *const *allowed)
-{
-    if (!params)
-        return 0;
-    if (!cJSON_IsObject(params)) {
-        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "params must be an object", NULL);
-        return -1;
-    }
-    const cJSON *it;
-    cJSON_ArrayForEach(it, params) {
-        int ok = 0;
-        for (int i = 0; allowed && allowed[i]; i++)
-            if (strcmp(it->string, allowed[i]) == 0)
-                ok = 1;
-        if (!ok) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unknown parameter \"%.200s\"", it->string);
-            ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 static void m_ping(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     (void)ud;
     static const char *const allowed[] = {"echo", NULL};
-    if (check_fields(call, params, allowed))
+    if (ctxd_call_check_params(call, params, allowed))
         return;
     cJSON *r = cJSON_CreateObject();
     cJSON_AddBoolToObject(r, "pong", 1);
@@ -51,7 +27,7 @@ static void m_ping(struct ctxd_call *call, const cJSON *params, void *ud)
 static void m_status(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
-    if (check_fields(call, params, NULL))
+    if (ctxd_call_check_params(call, params, NULL))
         return;
     struct ctxd_server_stats st;
     ctxd_server_stats(d->server, &st);
@@ -79,7 +55,7 @@ static void m_shutdown(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
     static const char *const allowed[] = {"reason", NULL};
-    if (check_fields(call, params, allowed))
+    if (ctxd_call_check_params(call, params, allowed))
         return;
     const cJSON *reason = params ? cJSON_GetObjectItemCaseSensitive(params, "reason") : NULL;
     if (reason && !cJSON_IsString(reason)) {

@@ -1413,26 +1413,6 @@ static int path_param(struct ctxd_call *call, const cJSON *params, char *real)
     return 0;
 }
 
-static int check_fields(struct ctxd_call *call, const cJSON *params, const char *const *allowed)
-{
-    if (params && !cJSON_IsObject(params)) {
-        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "params must be an object", NULL);
-        return -1;
-    }
-    const cJSON *it;
-    cJSON_ArrayForEach(it, params) {
-        int ok = 0;
-        for (int i = 0; allowed[i]; i++)
-            ok |= strcmp(it->string, allowed[i]) == 0;
-        if (!ok) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unknown parameter \"%.200s\"", it->string);
-            ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 /* The repository at `real`, opened (ingestion started) if it is not yet. */
 static struct repo *open_repo(struct ctxd_repos *rs, const char *real, size_t budget, struct ctx_err *e)
@@ -1502,7 +1482,7 @@ static void m_open(struct ctxd_call *call, const cJSON *params, void *ud)
     static const char *const allowed[] = {"path", "wait", "budget", NULL};
     char real[PATH_MAX];
     long long budget = 0;
-    if (check_fields(call, params, allowed) || path_param(call, params, real) ||
+    if (ctxd_call_check_params(call, params, allowed) || path_param(call, params, real) ||
         int_param(call, params, "budget", 1024, REPO_BUDGET_MAX, &budget))
         return;
     const cJSON *wait = cJSON_GetObjectItemCaseSensitive(params, "wait");
@@ -1538,7 +1518,7 @@ static void m_status(struct ctxd_call *call, const cJSON *params, void *ud)
     struct ctxd_repos *rs = ud;
     static const char *const allowed[] = {"path", NULL};
     char real[PATH_MAX];
-    if (check_fields(call, params, allowed) || path_param(call, params, real))
+    if (ctxd_call_check_params(call, params, allowed) || path_param(call, params, real))
         return;
     struct repo *r = find_repo(rs, real);
     if (!r) {
@@ -1556,7 +1536,7 @@ static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd_repos *rs = ud;
     static const char *const none[] = {NULL};
-    if (check_fields(call, params, none))
+    if (ctxd_call_check_params(call, params, none))
         return;
     cJSON *res = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(res, "repos");
@@ -1639,7 +1619,7 @@ static void m_ask(struct ctxd_call *call, const cJSON *params, void *ud)
                                           "seed", "mode", "top_logprobs", NULL};
     char real[PATH_MAX];
     struct ctxd_ask_opts o = {0};
-    if (check_fields(call, params, allowed) || path_param(call, params, real) || ask_options(call, params, &o))
+    if (ctxd_call_check_params(call, params, allowed) || path_param(call, params, real) || ask_options(call, params, &o))
         return;
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(params, "question");
     if (!cJSON_IsString(q) || !q->valuestring[0]) {
@@ -1716,7 +1696,7 @@ static void m_cache_status(struct ctxd_call *call, const cJSON *params, void *ud
 {
     struct ctxd_repos *rs = ud;
     static const char *const none[] = {NULL};
-    if (check_fields(call, params, none) || loop_kv(call, rs))
+    if (ctxd_call_check_params(call, params, none) || loop_kv(call, rs))
         return;
     struct store_kv_stats st;
     struct ctx_err e = {0};
@@ -1741,7 +1721,7 @@ static void m_cache_clear(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd_repos *rs = ud;
     static const char *const none[] = {NULL};
-    if (check_fields(call, params, none) || loop_kv(call, rs))
+    if (ctxd_call_check_params(call, params, none) || loop_kv(call, rs))
         return;
     struct store_kv_stats st;
     struct ctx_err e = {0};

@@ -284,6 +284,29 @@ struct ctxd_server *ctxd_call_server(const struct ctxd_call *call)
     return call->conn->srv;
 }
 
+int ctxd_call_check_params(struct ctxd_call *call, const cJSON *params, const char *const *allowed)
+{
+    if (!params)
+        return 0;
+    if (!cJSON_IsObject(params)) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "params must be an object", NULL);
+        return -1;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, params) {
+        int ok = 0;
+        for (int i = 0; allowed && allowed[i]; i++)
+            ok |= strcmp(it->string, allowed[i]) == 0;
+        if (!ok) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "unknown parameter \"%.200s\"", it->string);
+            ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 uint64_t ctxd_call_client_id(const struct ctxd_call *call)
 {
     return call->conn->serial;

@@ -55,6 +55,10 @@ void ctxd_call_notify(struct ctxd_call *call, const char *method, cJSON *params)
 /* Whether the client is still connected (long jobs can stop early when it is not). */
 int ctxd_call_client_alive(const struct ctxd_call *call);
 struct ctxd_server *ctxd_call_server(const struct ctxd_call *call);
+/* Params must be absent or an object whose members are all in `allowed` (NULL-terminated), so a
+ * misspelt field is an error rather than ignored. On failure the call is answered with
+ * INVALID_PARAMS naming the field, and -1 is returned. */
+int ctxd_call_check_params(struct ctxd_call *call, const cJSON *params, const char *const *allowed);
 /* The connection's serial number, unique for the daemon's lifetime (for per-client bookkeeping). */
 uint64_t ctxd_call_client_id(const struct ctxd_call *call);
 /* fn(ud, client_id) runs on the loop thread when a client's connection closes (to cancel its

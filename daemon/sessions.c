@@ -24,26 +24,6 @@ static struct ctxd_sessions *S(struct ctxd *d)
     return (struct ctxd_sessions *)d->sessions;
 }
 
-static int check_fields(struct ctxd_call *call, const cJSON *params, const char *const *allowed)
-{
-    if (params && !cJSON_IsObject(params)) {
-        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "params must be an object", NULL);
-        return -1;
-    }
-    const cJSON *it;
-    cJSON_ArrayForEach(it, params) {
-        int ok = 0;
-        for (int i = 0; allowed[i]; i++)
-            ok |= strcmp(it->string, allowed[i]) == 0;
-        if (!ok) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "unknown parameter \"%.200s\"", it->string);
-            ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 static const char *string_param(struct ctxd_call *call, const cJSON *params, const char *name)
 {
@@ -81,7 +61,7 @@ static void m_create(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
     static const char *const allowed[] = {"path", "mode", NULL};
-    if (check_fields(call, params, allowed))
+    if (ctxd_call_check_params(call, params, allowed))
         return;
     const char *path = string_param(call, params, "path");
     if (!path)
@@ -124,7 +104,7 @@ static void m_send(struct ctxd_call *call, const cJSON *params, void *ud)
     static const char *const allowed[] = {"id", "message", "max_tokens", "temperature", "top_p", "seed",
                                           "top_logprobs", NULL};
     struct ctxd_ask_opts o = {0};
-    if (check_fields(call, params, allowed) || ctxd_repos_ask_options(call, params, &o))
+    if (ctxd_call_check_params(call, params, allowed) || ctxd_repos_ask_options(call, params, &o))
         return;
     const char *id = string_param(call, params, "id");
     const char *text = id ? string_param(call, params, "message") : NULL;
@@ -153,7 +133,7 @@ static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
     static const char *const allowed[] = {"path", NULL};
-    if (check_fields(call, params, allowed))
+    if (ctxd_call_check_params(call, params, allowed))
         return;
     const cJSON *p = params ? cJSON_GetObjectItemCaseSensitive(params, "path") : NULL;
     char root[PATH_MAX];
@@ -178,7 +158,7 @@ static void m_get(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
     static const char *const allowed[] = {"id", NULL};
-    if (check_fields(call, params, allowed))
+    if (ctxd_call_check_params(call, params, allowed))
         return;
     const char *id = string_param(call, params, "id");
     if (!id)
@@ -195,7 +175,7 @@ static void m_delete(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
     static const char *const allowed[] = {"id", NULL};
-    if (check_fields(call, params, allowed))
+    if (ctxd_call_check_params(call, params, allowed))
         return;
     const char *id = string_param(call, params, "id");
     if (!id)
@@ -215,7 +195,7 @@ static void m_cancel(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
     static const char *const allowed[] = {"id", NULL};
-    if (check_fields(call, params, allowed))
+    if (ctxd_call_check_params(call, params, allowed))
         return;
     const char *id = string_param(call, params, "id");
     if (!id)
