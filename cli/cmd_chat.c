@@ -274,15 +274,16 @@ static int chat_parse(int argc, char **argv, const struct ctx_cli *cli)
 
 int ctx_cmd_chat(int argc, char **argv, const struct ctx_cli *cli)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        chat_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        chat_usage(stdout);
+        printf("\nctx chat [--repo PATH] [--session ID] [--chat] [--max-tokens N] [--json]\n"
+               "  without encode/parse: a conversation with ctxd about the repository (see ctx chat --help)\n");
+        return 0;
     }
-    if (!strcmp(argv[1], "encode"))
+    if (argc >= 2 && !strcmp(argv[1], "encode"))
         return chat_encode(argc, argv, cli);
-    if (!strcmp(argv[1], "parse"))
+    if (argc >= 2 && !strcmp(argv[1], "parse"))
         return chat_parse(argc, argv, cli);
-    fprintf(stderr, "ctx chat: unknown subcommand \"%s\"\n", argv[1]);
-    chat_usage(stderr);
-    return 2;
+    /* anything else: the interactive conversation (cli/cmd_session.c) */
+    return ctx_chat_repl(argc, argv, cli);
 }

@@ -57,9 +57,16 @@ int ctx_cmd_status(int argc, char **argv, const struct ctx_cli *cli)
     if (a >= 0)
         return a;
     bool json = cli->json || ctx_cli_has_flag(argc, argv, "--json");
-    cJSON *r = NULL;
+    cJSON *r = NULL, *cache = NULL;
     if (simple_call(cli, "status", "daemon.status", true, &r))
         return 1;
+    {
+        struct ctxd_client *c = ctx_cli_connect(cli, "status", false);
+        struct ctx_err e = {0};
+        if (c && ctxd_client_call(c, "cache.status", NULL, NULL, NULL, 30000, &cache, &e) == 0)
+            cJSON_AddItemToObject(r, "cache", cache);
+        ctxd_client_close(c);
+    }
     if (json) {
         ctx_cli_print_json(r);
     } else {
@@ -69,6 +76,23 @@ int ctx_cmd_status(int argc, char **argv, const struct ctx_cli *cli)
         printf("clients   %.0f connected, %.0f since start\n", num(r, "connections"),
                num(r, "connections_accepted"));
         printf("requests  %.0f answered, %.0f errors\n", num(r, "requests"), num(r, "errors"));
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(r, "model");
+        if (m)
+            printf("model     %s%s%s\n", str(m, "source"),
+                   cJSON_IsTrue(cJSON_GetObjectItem(m, "loaded")) ? "" : " (not loaded yet)",
+                   cJSON_IsTrue(cJSON_GetObjectItem(r, "cuda_built")) ? "; CUDA backend built" : "; CPU engine");
+        if (cache)
+            printf("cache     %.1f MiB in %.0f checkpoints, hit ratio %.0f%% (%s)\n", num(cache, "bytes") / 1048576.0,
+                   num(cache, "checkpoints"), num(cache, "hit_ratio") * 100, str(cache, "dir"));
+        const cJSON *repo;
+        cJSON_ArrayForEach(repo, cJSON_GetObjectItemCaseSensitive(r, "repos")) {
+            printf("repo      %s: %s, %.0f of %.0f prompt tokens resident (%.0f restored from disk)", str(repo, "root"),
+                   str(repo, "phase"), num(repo, "resident_tokens"), num(repo, "prompt_tokens"),
+                   num(repo, "restored_tokens"));
+            if (num(repo, "overlay_files") > 0)
+                printf(", %.0f edited files overlaid", num(repo, "overlay_files"));
+            printf("\n");
+        }
     }
     cJSON_Delete(r);
     return 0;

@@ -23,9 +23,11 @@ static const struct command commands[] = {
     {"init", ctx_cmd_init, "make a repository resident (ingest and prefill), with progress"},
     {"ask", ctx_cmd_ask, "ask about a repository; the answer streams"},
     {"cache", ctx_cmd_cache, "the resident KV cache on disk: status, clear"},
+    {"sessions", ctx_cmd_sessions, "list conversations (of a repository with --repo)"},
+    {"resume", ctx_cmd_resume, "continue a conversation: ctx resume ID"},
     {"model", ctx_cmd_model, "model info / model score: the in-process engine (no daemon)"},
     {"tokenize", ctx_cmd_tokenize, "text to token ids and back with a tokenizer.json (no daemon)"},
-    {"chat", ctx_cmd_chat, "chat encode / chat parse: the DSML prompt format (no daemon)"},
+    {"chat", ctx_cmd_chat, "a conversation about the repository; chat encode|parse: the DSML format"},
 #if CTX_HAVE_REPO
     {"repo", ctx_cmd_repo, "repository ingestion: prompt layout, symbols (no daemon)"},
     {"lsp", ctx_cmd_lsp, "Language Server on stdio for editors (starts ctxd on demand)"},

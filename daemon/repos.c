@@ -245,6 +245,8 @@ static void notify_progress(struct repo *r)
         cJSON_AddStringToObject(p, "phase", phase_names[r->phase]);
         cJSON_AddNumberToObject(p, "done", (double)r->resident);
         cJSON_AddNumberToObject(p, "total", (double)r->prefix.n);
+        if (r->snap)
+            cJSON_AddNumberToObject(p, "files", (double)r->snap->nfiles);
         if (r->prefill_tok_s > 0) {
             cJSON_AddNumberToObject(p, "tokens_per_s", r->prefill_tok_s);
             cJSON_AddNumberToObject(p, "eta_s", (double)(r->prefix.n - r->resident) / r->prefill_tok_s);
@@ -1532,6 +1534,69 @@ static void m_status(struct ctxd_call *call, const cJSON *params, void *ud)
     ctxd_call_reply(call, repo_status_json(r));
 }
 
+static void free_repo(struct repo *r)
+{
+    ctxd_watch_free(r->watch);
+    repo_layout_free(r->layout);
+    repo_snapshot_free(r->snap);
+    agent_prefix_free(&r->prefix);
+    inf_state_free(r->st);
+    inf_snapshot_free(r->ready_snap);
+    for (size_t i = 0; i < r->n_pending; i++)
+        free(r->pending[i]);
+    free(r->pending);
+    clear_overlay(r);
+    free(r->req_path);
+    free(r->root);
+    free(r->name);
+}
+
+static void on_repo_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* repo.close: forget a repository that is idle (its KV checkpoints stay on disk). */
+static void m_close(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const allowed[] = {"path", NULL};
+    char real[PATH_MAX];
+    if (ctxd_call_check_params(call, params, allowed) || path_param(call, params, real))
+        return;
+    struct repo *r = find_repo(rs, real);
+    struct ctx_err e = {0};
+    if (!r) {
+        ctx_err_set(&e, CTX_ENOTFOUND, "%s is not open", real);
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    if (r->job || r->asks || r->waiters || r->phase == PH_INGESTING || r->phase == PH_UPDATING) {
+        ctx_err_set(&e, CTX_EBUSY, "%s is %s; close it when it is idle", r->root ? r->root : r->req_path,
+                    r->job || r->asks ? "answering or prefilling" : phase_names[r->phase]);
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    struct repo **pp = &rs->list;
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    cJSON *res = cJSON_CreateObject();
+    cJSON_AddStringToObject(res, "root", r->root ? r->root : r->req_path);
+    cJSON_AddBoolToObject(res, "closed", 1);
+    CTX_INFO("closed %s", r->root ? r->root : r->req_path);
+    int timer = r->idle_timer_init;
+    r->idle_timer_init = 0;
+    free_repo(r);
+    if (timer) { /* the timer handle lives in r: free r once libuv has let go of it */
+        r->idle_timer.data = r;
+        uv_close((uv_handle_t *)&r->idle_timer, on_repo_closed);
+    } else {
+        free(r);
+    }
+    ctxd_call_reply(call, res);
+}
+
 static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd_repos *rs = ud;
@@ -1832,6 +1897,8 @@ int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_
         rc = ctxd_server_register(d->server, "repo.status", m_status, rs);
     if (!rc)
         rc = ctxd_server_register(d->server, "repo.list", m_list, rs);
+    if (!rc)
+        rc = ctxd_server_register(d->server, "repo.close", m_close, rs);
     if (!rc)
         rc = ctxd_server_register(d->server, "repo.ask", m_ask, rs);
     if (!rc)

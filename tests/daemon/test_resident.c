@@ -298,6 +298,37 @@ static void bad_requests(void **state)
     assert_non_null(strstr(err, "not open"));
 }
 
+static void close_forgets_an_idle_repository(void **state)
+{
+    (void)state;
+    if (!pid)
+        skip();
+    int rc;
+    char err[512];
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON *r = call("repo.close", p, NULL, &rc, err);
+    assert_int_equal(rc, 0);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r, "closed")));
+    cJSON_Delete(r);
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    assert_null(call("repo.status", p, NULL, &rc, err));
+    assert_int_equal(rc, CTX_ENOTFOUND);
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    assert_null(call("repo.close", p, NULL, &rc, err));
+    assert_int_equal(rc, CTX_ENOTFOUND);
+    /* and it opens again */
+    p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON_AddBoolToObject(p, "wait", true);
+    r = call("repo.open", p, NULL, &rc, err);
+    assert_int_equal(rc, 0);
+    assert_string_equal(cJSON_GetObjectItem(r, "phase")->valuestring, "ready");
+    cJSON_Delete(r);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -308,6 +339,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(answers_stream_and_repeat_exactly),
         cmocka_unit_test(a_client_that_leaves_cancels_and_restores),
         cmocka_unit_test(bad_requests),
+        cmocka_unit_test(close_forgets_an_idle_repository),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

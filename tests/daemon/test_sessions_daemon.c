@@ -18,7 +18,7 @@
 #include "client.h"
 #include "json.h"
 
-static const char *ctxd_bin;
+static const char *ctxd_bin, *ctx_bin;
 static char dir[64], sock[128], repo[128], state[128], logpath[128];
 static pid_t pid;
 static int have_tokenizer;
@@ -206,13 +206,73 @@ static void conversations_persist_and_resume(void **state_)
     stop();
 }
 
+/* Run a shell pipeline; return its stdout (static buffer). */
+static const char *shout(const char *fmt, ...)
+{
+    static char out[1 << 16];
+    char cmd[4096], path[160];
+    snprintf(path, sizeof path, "%s/out.txt", dir);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    snprintf(cmd + n, sizeof cmd - (size_t)n, " > '%s' 2>/dev/null", path);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+    FILE *f = fopen(path, "r");
+    size_t k = fread(out, 1, sizeof out - 1, f);
+    fclose(f);
+    out[k] = 0;
+    return out;
+}
+
+static void the_cli_drives_sessions(void **state_)
+{
+    (void)state_;
+    if (!have_tokenizer)
+        skip();
+    start();
+    /* ctx init and ctx ask through the real ctx */
+    const char *o = shout("'%s' --socket '%s' --json init '%s' | tail -n 1", ctx_bin, sock, repo);
+    assert_non_null(strstr(o, "\"phase\":\"ready\""));
+    o = shout("'%s' --socket '%s' --json ask --repo '%s' --max-tokens 3 'Where is add?' | tail -n 1", ctx_bin, sock,
+              repo);
+    assert_non_null(strstr(o, "\"finish_reason\""));
+    /* a conversation: the first line creates the session, /sessions lists it */
+    o = shout("printf 'Where is add defined?\\n/sessions\\n/quit\\n' | '%s' --socket '%s' chat --repo '%s' --json "
+              "--max-tokens 3", ctx_bin, sock, repo);
+    const char *idp = strstr(o, "{\"id\":\"");
+    assert_non_null(idp);
+    char id[17];
+    memcpy(id, idp + 7, 16);
+    id[16] = 0;
+    assert_non_null(strstr(o, "\"session\":\""));
+    assert_non_null(strstr(o, "\"n_messages\":2"));
+    /* resume it: the history is there and grows */
+    o = shout("printf 'And sub?\\n' | '%s' --socket '%s' resume %s --json --max-tokens 3", ctx_bin, sock, id);
+    assert_non_null(strstr(o, id));
+    o = shout("'%s' --socket '%s' sessions --repo '%s' --json", ctx_bin, sock, repo);
+    assert_non_null(strstr(o, id));
+    assert_non_null(strstr(o, "\"n_messages\":4"));
+    /* the human listing names it too */
+    o = shout("'%s' --socket '%s' sessions", ctx_bin, sock);
+    assert_non_null(strstr(o, id));
+    assert_non_null(strstr(o, "Where is add defined?"));
+    /* repo.close: an idle repository is forgotten; status says so */
+    o = shout("'%s' --socket '%s' --json status", ctx_bin, sock);
+    assert_non_null(strstr(o, "\"repos\":[{"));
+    stop();
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2)
+    if (argc < 3)
         return 2;
     ctxd_bin = argv[1];
+    ctx_bin = argv[2];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(conversations_persist_and_resume),
+        cmocka_unit_test(the_cli_drives_sessions),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
