@@ -448,7 +448,9 @@ static int prefill_run(struct ctxd_job_ctx *ctx, void *ud)
         }
         r->prefill_computed += chunk;
         size_t every = (size_t)r->rs->o.checkpoint_every;
-        int boundary = pos + chunk == n || ((pos + chunk) % 128 == 0 && (pos + chunk) / every > pos / every);
+        /* a shutdown (or a cancelled prefill) keeps what was computed: a checkpoint where it stops */
+        int boundary = pos + chunk == n || ((pos + chunk) % 128 == 0 && (pos + chunk) / every > pos / every) ||
+                       (ctxd_job_cancelled(ctx) && (pos + chunk) % 128 == 0);
         pos += chunk;
         if (boundary && r->rs->kv && r->lineage >= 0 && checkpoint(r, &e)) {
             CTX_WARN("kv cache: checkpoint at %zu of %s failed: %s", pos, r->root, e.msg);

@@ -417,6 +417,46 @@ static void long_edits_are_overlaid_then_rebased(void **state)
     extra1 = extra2 = extra3 = extra4 = NULL;
 }
 
+static void sigterm_checkpoints_a_prefill(void **state)
+{
+    (void)state;
+    if (!have_tokenizer)
+        skip();
+    sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    struct ctx_err e = {0};
+    /* a fresh cache, checkpoints far apart: only the shutdown's checkpoint can save the work */
+    sh("rm -rf '%s'", cache);
+    extra1 = "--checkpoint-every";
+    extra2 = "1000000";
+    start();
+    struct ctxd_client *c;
+    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
+    cJSON *p = cJSON_CreateObject(), *r = NULL;
+    cJSON_AddStringToObject(p, "path", repo);
+    assert_int_equal(ctxd_client_call(c, "repo.open", p, NULL, NULL, 10000, &r, &e), 0);
+    cJSON_Delete(r);
+    ctxd_client_close(c);
+    /* wait until part of the prefix is resident, then SIGTERM */
+    int resident = 0, prompt = 0;
+    for (int i = 0; i < 600 && resident < 256; i++) {
+        cJSON *s = status();
+        resident = num(s, "resident_tokens");
+        prompt = cJSON_GetObjectItem(s, "prompt_tokens") ? num(s, "prompt_tokens") : 0;
+        cJSON_Delete(s);
+        usleep(10000);
+    }
+    assert_true(resident >= 256);
+    stop();
+    extra1 = extra2 = NULL;
+    start();
+    cJSON *s = open_repo();
+    printf("# SIGTERM at %d of %d tokens; the restart restored %d\n", resident, prompt, num(s, "restored_tokens"));
+    assert_true(num(s, "restored_tokens") >= 256);
+    assert_true(num(s, "restored_tokens") >= resident - 128 || num(s, "restored_tokens") == num(s, "prompt_tokens"));
+    cJSON_Delete(s);
+    stop();
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -426,6 +466,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(restart_edit_corrupt),
         cmocka_unit_test(live_edits_are_followed),
         cmocka_unit_test(long_edits_are_overlaid_then_rebased),
+        cmocka_unit_test(sigterm_checkpoints_a_prefill),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
