@@ -207,7 +207,8 @@ char *agent_first_turn_content_overlay(const struct repo_layout *l, const char *
         memcpy(s + at, l->segs[i].text, l->segs[i].len);
         at += l->segs[i].len;
     }
-    memcpy(s + at, overlay, ol);
+    if (ol)
+        memcpy(s + at, overlay, ol);
     at += ol;
     memcpy(s + at, AGENT_REQUEST_LEAD, strlen(AGENT_REQUEST_LEAD));
     at += strlen(AGENT_REQUEST_LEAD);

@@ -9,6 +9,10 @@
 
 #include "util.h"
 
+#ifdef CTX_HAVE_LIBEDIT
+#include <editline/readline.h>
+#endif
+
 static volatile sig_atomic_t interrupted;
 
 static void on_sigint(int sig)
@@ -144,7 +148,7 @@ static int repl(const struct ctx_cli *cli, const char *repo, const char *id_in, 
         snprintf(id, sizeof id, "%s", id_in);
         cJSON *p = cJSON_CreateObject();
         cJSON_AddStringToObject(p, "id", id);
-        cJSON *s = simple(cli, "chat", "session.get", p);
+        cJSON *s = simple(cli, "chat", "session.resume", p);
         if (!s)
             return 1;
         if (!json)
@@ -153,15 +157,44 @@ static int repl(const struct ctx_cli *cli, const char *repo, const char *id_in, 
                     cJSON_GetObjectItem(s, "repo_root")->valuestring);
         cJSON_Delete(s);
     }
-    struct sigaction sa = {.sa_handler = on_sigint};
-    sigaction(SIGINT, &sa, NULL); /* Ctrl-C cancels the answer, not ctx */
+    struct sigaction sa = {.sa_handler = on_sigint}, dfl = {.sa_handler = SIG_DFL};
     bool tty = isatty(0);
     char line[65536];
+#ifdef CTX_HAVE_LIBEDIT
+    char hist[PATH_MAX] = "";
+    bool edit = tty && !json;
+    if (edit) {
+        const char *home = getenv("HOME");
+        if (home)
+            snprintf(hist, sizeof hist, "%s/.ctx_chat_history", home);
+        using_history();
+        if (hist[0])
+            read_history(hist);
+    }
+#endif
     for (;;) {
+        sigaction(SIGINT, &dfl, NULL); /* at the prompt Ctrl-C leaves; during an answer it cancels it */
+#ifdef CTX_HAVE_LIBEDIT
+        if (edit) {
+            char *in = readline("> ");
+            if (!in)
+                break;
+            snprintf(line, sizeof line, "%s", in);
+            if (in[0]) {
+                add_history(in);
+                if (hist[0])
+                    write_history(hist);
+            }
+            free(in);
+            sigaction(SIGINT, &sa, NULL);
+            goto have_line;
+        }
+#endif
         if (tty && !json) {
             fputs("> ", stdout);
             fflush(stdout);
         }
+        sigaction(SIGINT, &sa, NULL);
         if (!fgets(line, sizeof line, stdin)) {
             if (interrupted && tty) { /* Ctrl-C at the prompt: a new line, go on */
                 interrupted = 0;
@@ -172,6 +205,9 @@ static int repl(const struct ctx_cli *cli, const char *repo, const char *id_in, 
             break;
         }
         line[strcspn(line, "\n")] = 0;
+#ifdef CTX_HAVE_LIBEDIT
+    have_line:
+#endif
         if (!line[0])
             continue;
         if (line[0] == '/') {

@@ -530,10 +530,42 @@ struct parse_ctx {
     struct ctxd_job_ctx *job;
 };
 
+static void on_tool_note(void *ud)
+{
+    struct delta_msg *m = ud;
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "name", m->kind);
+    if (m->text) {
+        cJSON *args = cJSON_Parse(m->text);
+        cJSON_AddItemToObject(p, "arguments", args ? args : cJSON_CreateString(m->text));
+    }
+    ctxd_call_notify(m->a->call, m->text ? "ask.tool_call" : "ask.tool_call_begin", p);
+    free(m->text);
+    free((char *)m->kind);
+    free(m);
+}
+
 static int on_event(void *ud, const struct inf_dsml_event *ev)
 {
     struct parse_ctx *pc = ud;
     const char *kind = NULL;
+    if ((ev->type == INF_DSML_EV_CALL_BEGIN || ev->type == INF_DSML_EV_CALL_END) && ev->name) {
+        /* the model called a tool: shown as it happens (running tools is the agent's, issue 8) */
+        struct delta_msg *m = calloc(1, sizeof *m);
+        if (!m)
+            return 0;
+        m->a = pc->a;
+        m->kind = strdup(ev->name);
+        if (ev->type == INF_DSML_EV_CALL_END) {
+            m->text = malloc(ev->len + 1);
+            if (m->text) {
+                memcpy(m->text, ev->text, ev->len);
+                m->text[ev->len] = 0;
+            }
+        }
+        ctxd_job_post(pc->job, on_tool_note, m);
+        return 0;
+    }
     if (ev->type == INF_DSML_EV_REASONING_DELTA)
         kind = "reasoning";
     else if (ev->type == INF_DSML_EV_CONTENT_DELTA)
@@ -1714,6 +1746,11 @@ static void m_ask(struct ctxd_call *call, const cJSON *params, void *ud)
     cJSON_AddItemToArray(turns, turn);
     if (ctxd_repos_ask(rs->d, call, real, turns, &o, NULL, NULL, NULL, &e))
         ctxd_call_fail_err(call, &e);
+}
+
+int ctxd_repos_open(struct ctxd *d, const char *real_path, struct ctx_err *e)
+{
+    return open_repo(d->repos, real_path, 0, e) ? 0 : e->code;
 }
 
 int ctxd_repos_cancel_session(struct ctxd *d, const char *session)

@@ -50,6 +50,8 @@ int ctxd_repos_ask(struct ctxd *d, struct ctxd_call *call, const char *real_path
                    const struct ctxd_ask_opts *o, const char *session, ctxd_ask_hook hook, void *hook_ud,
                    struct ctx_err *e);
 
+/* Open (start ingesting and prefilling) the repository containing real_path, if it is not open. */
+int ctxd_repos_open(struct ctxd *d, const char *real_path, struct ctx_err *e);
 /* Cancel the queued or running answer of a session; returns how many were cancelled. */
 int ctxd_repos_cancel_session(struct ctxd *d, const char *session);
 

@@ -171,6 +171,28 @@ static void m_get(struct ctxd_call *call, const cJSON *params, void *ud)
         ctxd_call_reply(call, s);
 }
 
+/* session.resume: the session with its messages, its repository made resident in the background
+ * so that the next send does not wait for ingestion. */
+static void m_resume(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd *d = ud;
+    static const char *const allowed[] = {"id", NULL};
+    if (ctxd_call_check_params(call, params, allowed))
+        return;
+    const char *id = string_param(call, params, "id");
+    if (!id)
+        return;
+    cJSON *s = NULL;
+    struct ctx_err e = {0};
+    if (store_session_get(S(d)->db, id, &s, &e) ||
+        ctxd_repos_open(d, cJSON_GetObjectItem(s, "repo_root")->valuestring, &e)) {
+        cJSON_Delete(s);
+        ctxd_call_fail_err(call, &e);
+        return;
+    }
+    ctxd_call_reply(call, s);
+}
+
 static void m_delete(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
@@ -232,7 +254,7 @@ int ctxd_sessions_init(struct ctxd *d, const char *state_dir, struct ctx_err *e)
         const char *name;
         ctxd_method_fn fn;
     } methods[] = {{"session.create", m_create}, {"session.send", m_send}, {"session.list", m_list},
-                   {"session.get", m_get},       {"session.delete", m_delete}, {"session.cancel", m_cancel}};
+                   {"session.get", m_get},       {"session.resume", m_resume},       {"session.delete", m_delete}, {"session.cancel", m_cancel}};
     for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
         if ((rc = ctxd_server_register(d->server, methods[i].name, methods[i].fn, d)))
             return ctx_err_set(e, rc, "registering %s", methods[i].name);
