@@ -256,6 +256,7 @@ static void notify_progress(struct repo *r)
 }
 
 static void start_next(struct repo *r);
+static void free_repo(struct repo *r);
 static void start_watch(struct repo *r);
 static void maybe_update(struct repo *r);
 static void arm_idle(struct repo *r);
@@ -1463,14 +1464,7 @@ static struct repo *open_repo(struct ctxd_repos *rs, const char *real, size_t bu
         while (*pp != r)
             pp = &(*pp)->next;
         *pp = r->next;
-        repo_layout_free(r->layout);
-        repo_snapshot_free(r->snap);
-        agent_prefix_free(&r->prefix);
-        inf_state_free(r->st);
-        inf_snapshot_free(r->ready_snap);
-        free(r->req_path);
-        free(r->root);
-        free(r->name);
+        free_repo(r);
         free(r);
     }
     r = calloc(1, sizeof *r);
@@ -1977,22 +1971,11 @@ void ctxd_repos_release(struct ctxd *d)
     while (rs->list) {
         struct repo *r = rs->list;
         rs->list = r->next;
-        for (size_t i = 0; i < r->n_pending; i++)
-            free(r->pending[i]);
-        free(r->pending);
-        clear_overlay(r);
         if (r->phase == PH_INGESTING || r->phase == PH_UPDATING) {
             busy = 1; /* a pool thread may still be ingesting it; the process is exiting */
             continue;
         }
-        repo_layout_free(r->layout);
-        repo_snapshot_free(r->snap);
-        agent_prefix_free(&r->prefix);
-        inf_state_free(r->st);
-        inf_snapshot_free(r->ready_snap);
-        free(r->req_path);
-        free(r->root);
-        free(r->name);
+        free_repo(r);
         free(r);
     }
     if (!busy)

@@ -37,6 +37,15 @@ static const char *string_param(struct ctxd_call *call, const cJSON *params, con
     return v->valuestring;
 }
 
+/* Methods that take only {"id"}: the id, or NULL after answering the call with the error. */
+static const char *id_param(struct ctxd_call *call, const cJSON *params)
+{
+    static const char *const allowed[] = {"id", NULL};
+    if (ctxd_call_check_params(call, params, allowed))
+        return NULL;
+    return string_param(call, params, "id");
+}
+
 /* The work tree containing path: the nearest folder with a .git entry. */
 static int work_tree(const char *path, char *out, struct ctx_err *e)
 {
@@ -157,10 +166,7 @@ static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)
 static void m_get(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
-    static const char *const allowed[] = {"id", NULL};
-    if (ctxd_call_check_params(call, params, allowed))
-        return;
-    const char *id = string_param(call, params, "id");
+    const char *id = id_param(call, params);
     if (!id)
         return;
     cJSON *s = NULL;
@@ -176,10 +182,7 @@ static void m_get(struct ctxd_call *call, const cJSON *params, void *ud)
 static void m_resume(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
-    static const char *const allowed[] = {"id", NULL};
-    if (ctxd_call_check_params(call, params, allowed))
-        return;
-    const char *id = string_param(call, params, "id");
+    const char *id = id_param(call, params);
     if (!id)
         return;
     cJSON *s = NULL;
@@ -196,10 +199,7 @@ static void m_resume(struct ctxd_call *call, const cJSON *params, void *ud)
 static void m_delete(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
-    static const char *const allowed[] = {"id", NULL};
-    if (ctxd_call_check_params(call, params, allowed))
-        return;
-    const char *id = string_param(call, params, "id");
+    const char *id = id_param(call, params);
     if (!id)
         return;
     struct ctx_err e = {0};
@@ -216,10 +216,7 @@ static void m_delete(struct ctxd_call *call, const cJSON *params, void *ud)
 static void m_cancel(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
-    static const char *const allowed[] = {"id", NULL};
-    if (ctxd_call_check_params(call, params, allowed))
-        return;
-    const char *id = string_param(call, params, "id");
+    const char *id = id_param(call, params);
     if (!id)
         return;
     cJSON *r = cJSON_CreateObject();
