@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "util.h"
 #include "dsml.h"
 #include "json.h"
 #include "tokenizer.h"
@@ -27,36 +28,6 @@ static void chat_usage(FILE *f)
             "                                                       stdin completion -> message JSON\n");
 }
 
-static int read_stdin(char **out, size_t *len)
-{
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        return -1;
-    for (;;) {
-        if (n + 1 >= cap) {
-            char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap * 2) : NULL;
-            if (!nb) {
-                free(buf);
-                return -1;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, stdin);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    if (ferror(stdin)) {
-        free(buf);
-        return -1;
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
-}
 
 static int chat_encode(int argc, char **argv, const struct ctx_cli *cli)
 {
@@ -92,7 +63,7 @@ static int chat_encode(int argc, char **argv, const struct ctx_cli *cli)
     char *in;
     size_t len;
     struct ctx_err e = {0};
-    if (read_stdin(&in, &len) != 0) {
+    if (ctx_cli_read_stdin(&in, &len) != 0) {
         fprintf(stderr, "ctx chat: reading stdin failed\n");
         return 1;
     }

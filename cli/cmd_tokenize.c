@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "util.h"
 #include "json.h"
 #include "tokenizer.h"
 
@@ -20,41 +21,6 @@ static void tokenize_usage(FILE *f)
             "  FILE as written instead of adding DeepSeek V4's special tokens.\n");
 }
 
-/* Read all of stdin (bounded at 1 GiB). */
-static int read_stdin(char **out, size_t *len)
-{
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        return -1;
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap >= ((size_t)1 << 30)) {
-                free(buf);
-                return -1;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return -1;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, stdin);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    if (ferror(stdin)) {
-        free(buf);
-        return -1;
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return 0;
-}
 
 int ctx_cmd_tokenize(int argc, char **argv, const struct ctx_cli *cli)
 {
@@ -94,7 +60,7 @@ int ctx_cmd_tokenize(int argc, char **argv, const struct ctx_cli *cli)
     char *in;
     size_t len;
     int status = 1;
-    if (read_stdin(&in, &len) != 0) {
+    if (ctx_cli_read_stdin(&in, &len) != 0) {
         fprintf(stderr, "ctx tokenize: reading stdin failed\n");
         inf_tokenizer_free(t);
         return 1;

@@ -3,6 +3,7 @@
 #define TESTS_DAEMON_HARNESS_H
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -44,6 +45,29 @@ static pid_t dh_start(const char *sock, const char *log, char *const argv[])
         usleep(10000);
     }
     return -1;
+}
+
+/* Stop a daemon still running (SIGTERM, then SIGKILL after 10 s if it does not exit; an unclean
+ * exit is reported) and remove the test's folder. */
+static int dh_teardown(pid_t pid, const char *dir)
+{
+    if (pid > 0 && kill(pid, 0) == 0) {
+        kill(pid, SIGTERM);
+        int st = 0, i = 0;
+        while (waitpid(pid, &st, WNOHANG) == 0 && i++ < 1000)
+            usleep(10000);
+        if (i > 1000) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        }
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            fprintf(stderr, "ctxd exited with status %d\n", st);
+    }
+    if (!dir[0])
+        return 0;
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
 }
 
 #endif

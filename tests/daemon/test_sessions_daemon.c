@@ -90,17 +90,7 @@ static int group_setup(void **state_)
 static int group_teardown(void **state_)
 {
     (void)state_;
-    if (pid > 0 && kill(pid, 0) == 0) { /* a failed assertion left it running */
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-    }
-    if (dir[0]) {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            return -1;
-    }
-    return 0;
+    return dh_teardown(pid, dir);
 }
 
 static void conversations_persist_and_resume(void **state_)
