@@ -225,6 +225,88 @@ static int render_pair(const cJSON *messages, const cJSON *tools, enum inf_dsml_
     return rc;
 }
 
+/* A new array of references to messages[0..n-1]. */
+static cJSON *first_n(const cJSON *messages, size_t n)
+{
+    cJSON *tmp = cJSON_CreateArray();
+    size_t i = 0;
+    for (const cJSON *m = messages->child; tmp && m && i < n; m = m->next, i++) {
+        cJSON *ref = cJSON_CreateObjectReference(m->child);
+        if (!ref) {
+            cJSON_Delete(tmp);
+            return NULL;
+        }
+        cJSON_AddItemToArray(tmp, ref);
+    }
+    return tmp;
+}
+
+int agent_loop_replay_prompt(const cJSON *messages, const cJSON *raws, const cJSON *tools, enum inf_dsml_mode mode,
+                             struct agent_prompt *out, bool *exact, struct ctx_err *e)
+{
+    static const char eos[] = INF_DSML_EOS;
+    size_t el = sizeof eos - 1;
+    memset(out, 0, sizeof *out);
+    *exact = true;
+    char *prev = NULL; /* the canonical text `out` stands for so far */
+    size_t done = 0, a = 0;
+    int rc = 0;
+    for (const cJSON *m = messages->child; !rc && m; m = m->next, a++) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *raw = cJSON_GetArrayItem(raws, (int)a);
+        if (!a || !cJSON_IsString(role) || strcmp(role->valuestring, "assistant") != 0 || !cJSON_IsString(raw))
+            continue;
+        /* the prompt the model continued, and the canonical rendering with its answer */
+        cJSON *before_m = first_n(messages, a), *with_m = first_n(messages, a + 1);
+        struct agent_prompt before = {0};
+        char *with = NULL;
+        size_t wl = 0;
+        if (!before_m || !with_m)
+            rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        if (!rc)
+            rc = agent_loop_render_prompt(before_m, tools, mode, &before, e);
+        if (!rc)
+            rc = agent_loop_render(with_m, tools, mode, &with, &wl, e);
+        cJSON_Delete(before_m);
+        cJSON_Delete(with_m);
+        if (!rc && (!starts_with(before.text, before.len, prev ? prev : "", done) ||
+                    !starts_with(with, wl, before.text, before.len))) {
+            *exact = false; /* the encoder broke the prefix property: canonical from here */
+        } else if (!rc) {
+            const char *r = raw->valuestring;
+            size_t rl = strlen(r);
+            if (prompt_append(out, before.text + done, before.len - done, &before, done) ||
+                prompt_append(out, r, rl, NULL, 0) ||
+                ((rl < el || memcmp(r + rl - el, eos, el) != 0) && prompt_append(out, eos, el, NULL, 0)))
+                rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+            free(prev);
+            prev = with;
+            with = NULL;
+            done = wl;
+        }
+        agent_prompt_free(&before);
+        free(with);
+        if (!*exact)
+            break;
+    }
+    struct agent_prompt all = {0};
+    if (!rc)
+        rc = agent_loop_render_prompt(messages, tools, mode, &all, e);
+    if (!rc && *exact && !starts_with(all.text, all.len, prev ? prev : "", done))
+        *exact = false;
+    if (!rc && !*exact) {
+        agent_prompt_free(out);
+        done = 0;
+    }
+    if (!rc && prompt_append(out, all.text + done, all.len - done, &all, done))
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    agent_prompt_free(&all);
+    free(prev);
+    if (rc)
+        agent_prompt_free(out);
+    return rc;
+}
+
 int agent_loop_run(struct agent_tools *tools, const struct agent_model *model, cJSON *messages,
                    const struct agent_loop_opts *o, struct agent_loop_result *r, struct ctx_err *e)
 {

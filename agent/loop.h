@@ -133,4 +133,15 @@ int agent_loop_render(const cJSON *messages, const cJSON *tools, enum inf_dsml_m
 int agent_loop_render_prompt(const cJSON *messages, const cJSON *tools, enum inf_dsml_mode mode,
                              struct agent_prompt *out, struct ctx_err *e);
 
+/* The exact transcript of a stored conversation, to continue it (opts.resume, resume_messages =
+ * the number of messages): the encoder's rendering of `messages`, except that each assistant
+ * message whose text the model emitted is known (`raws`: an array parallel to messages, a string
+ * for such assistant messages, null elsewhere) appears as that text byte for byte (+ the
+ * end-of-sentence token when it lacked one), as the loop built the prompt when it ran. *exact is
+ * false when the encoder's renderings do not nest (not expected with tools declared): then *out
+ * is the canonical rendering. */
+int agent_loop_replay_prompt(const cJSON *messages, const cJSON *raws, const cJSON *tools,
+                             enum inf_dsml_mode mode, struct agent_prompt *out, bool *exact,
+                             struct ctx_err *e);
+
 #endif

@@ -221,55 +221,7 @@ char *agent_findings_text(const struct agent_findings *f)
     return b.p;
 }
 
-char *agent_findings_rdjsonl(const struct agent_findings *f)
-{
-    struct sbuf b = {0};
-    sput(&b, "");
-    static const char *const sev[] = {"ERROR", "WARNING", "INFO"};
-    for (size_t i = 0; i < f->n; i++) {
-        const struct agent_finding *x = &f->v[i];
-        cJSON *d = cJSON_CreateObject();
-        cJSON_AddStringToObject(d, "message", x->message);
-        cJSON *loc = cJSON_AddObjectToObject(d, "location");
-        cJSON_AddStringToObject(loc, "path", x->file);
-        cJSON *range = cJSON_AddObjectToObject(loc, "range");
-        cJSON *st = cJSON_AddObjectToObject(range, "start");
-        cJSON_AddNumberToObject(st, "line", x->line);
-        cJSON *en = cJSON_AddObjectToObject(range, "end");
-        cJSON_AddNumberToObject(en, "line", x->end_line);
-        cJSON_AddStringToObject(d, "severity", sev[x->severity]);
-        cJSON *src = cJSON_AddObjectToObject(d, "source");
-        cJSON_AddStringToObject(src, "name", "ctx");
-        if (x->replacement) {
-            /* Whole lines: from column 1 of line to column 1 of the line after end_line. */
-            cJSON *sug = cJSON_AddArrayToObject(d, "suggestions");
-            cJSON *s = cJSON_CreateObject();
-            cJSON *r = cJSON_AddObjectToObject(s, "range");
-            cJSON *a = cJSON_AddObjectToObject(r, "start");
-            cJSON_AddNumberToObject(a, "line", x->line);
-            cJSON_AddNumberToObject(a, "column", 1);
-            cJSON *z = cJSON_AddObjectToObject(r, "end");
-            cJSON_AddNumberToObject(z, "line", x->end_line + 1);
-            cJSON_AddNumberToObject(z, "column", 1);
-            cJSON_AddStringToObject(s, "text", x->replacement);
-            cJSON_AddItemToArray(sug, s);
-        }
-        char *line = cJSON_PrintUnformatted(d);
-        cJSON_Delete(d);
-        if (!line) {
-            b.oom = true;
-            break;
-        }
-        sput(&b, line);
-        sput(&b, "\n");
-        free(line);
-    }
-    if (b.oom) {
-        free(b.p);
-        return NULL;
-    }
-    return b.p;
-}
+/* agent_findings_rdjsonl lives in report.c with the other output formats. */
 
 static int print_cb(const git_diff_delta *d, const git_diff_hunk *h, const git_diff_line *l, void *ud)
 {

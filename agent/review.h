@@ -48,7 +48,8 @@ int agent_review_parse(const char *answer, size_t len, struct agent_findings *ou
 void agent_findings_free(struct agent_findings *f);
 
 /* Output formats: JSON array (the shape above), human text ("path:line: severity: message"), and
- * reviewdog rdjsonl (one diagnostic per line, suggestions with ranges). */
+ * reviewdog rdjsonl (one diagnostic per line, linewise suggestions; defined in report.c, see
+ * report.h for every output format). */
 cJSON *agent_findings_json(const struct agent_findings *f);
 char *agent_findings_text(const struct agent_findings *f);
 char *agent_findings_rdjsonl(const struct agent_findings *f);

@@ -24,7 +24,39 @@ static void on_sigint(int sig)
 struct view {
     bool json, tty;
     int in_reasoning, wrote;
+    const struct ctx_cli *cli;
+    struct ctxd_client *answer_conn; /* agent.answer goes on a second connection */
 };
+
+/* A turn runs the agent: a command its policy asks about is asked on the terminal (refused
+ * without one), and answered with agent.answer. */
+static void approve(struct view *v, const cJSON *params)
+{
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(params, "approval");
+    const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(params, "command");
+    if (!cJSON_IsNumber(n) || !cJSON_IsString(cmd))
+        return;
+    bool allow = false;
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (tty) {
+        fprintf(tty, "\nctx chat: the agent wants to run:\n    %s\nallow? [y/N] ", cmd->valuestring);
+        fflush(tty);
+        char line[64] = "";
+        allow = fgets(line, sizeof line, tty) && (line[0] == 'y' || line[0] == 'Y');
+        fclose(tty);
+    } else {
+        fprintf(stderr, "ctx chat: refused command (no terminal to ask): %s\n", cmd->valuestring);
+    }
+    if (!v->answer_conn && !(v->answer_conn = ctx_cli_connect(v->cli, "chat", false)))
+        return;
+    cJSON *p = cJSON_CreateObject(), *r = NULL;
+    cJSON_AddNumberToObject(p, "approval", n->valuedouble);
+    cJSON_AddBoolToObject(p, "allow", allow);
+    struct ctx_err e = {0};
+    if (ctxd_client_call(v->answer_conn, "agent.answer", p, NULL, NULL, 10000, &r, &e))
+        fprintf(stderr, "ctx chat: answering the approval: %s\n", e.msg);
+    cJSON_Delete(r);
+}
 
 static int on_note(void *ud, const char *method, const cJSON *params)
 {
@@ -38,6 +70,30 @@ static int on_note(void *ud, const char *method, const cJSON *params)
         ctx_cli_print_json(o);
         cJSON_Delete(o);
         fflush(stdout);
+        if (strcmp(method, "agent.approve") == 0)
+            approve(v, params);
+        return 0;
+    }
+    if (strcmp(method, "agent.approve") == 0) {
+        approve(v, params);
+        return 0;
+    }
+    if (strcmp(method, "agent.event") == 0) {
+        /* the agent's tool calls, one line each on stderr */
+        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(params, "kind");
+        const cJSON *tool = cJSON_GetObjectItemCaseSensitive(params, "tool");
+        if (cJSON_IsString(kind) && cJSON_IsString(tool) && strcmp(kind->valuestring, "tool_call") == 0) {
+            char *args = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(params, "arguments"));
+            if (v->wrote)
+                fputc('\n', stdout), fflush(stdout), v->wrote = 0;
+            fprintf(stderr, "> %s %.160s\n", tool->valuestring, args ? args : "{}");
+            free(args);
+        } else if (cJSON_IsString(kind) && strcmp(kind->valuestring, "tool_result") == 0 &&
+                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(params, "is_error"))) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(params, "text");
+            fprintf(stderr, "  %.*s\n", cJSON_IsString(t) ? (int)strcspn(t->valuestring, "\n") : 0,
+                    cJSON_IsString(t) ? t->valuestring : "");
+        }
         return 0;
     }
     if (strcmp(method, "ask.delta") != 0)
@@ -103,12 +159,14 @@ static int turn(const struct ctx_cli *cli, const char *id, const char *text, int
     cJSON_AddStringToObject(p, "message", text);
     if (max_tokens > 0)
         cJSON_AddNumberToObject(p, "max_tokens", max_tokens);
-    struct view v = {.json = json, .tty = isatty(1)};
+    struct view v = {.json = json, .tty = isatty(1), .cli = cli};
     struct ctx_err e = {0};
     cJSON *r = NULL;
     interrupted = 0;
     int rc = ctxd_client_call(c, "session.send", p, on_note, &v, 0, &r, &e);
     ctxd_client_close(c); /* leaving also cancels a running answer */
+    if (v.answer_conn)
+        ctxd_client_close(v.answer_conn);
     if (v.in_reasoning && v.tty)
         fputs("\033[0m", stdout);
     if (v.wrote)

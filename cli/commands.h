@@ -29,5 +29,16 @@ int ctx_cmd_chat(int argc, char **argv, const struct ctx_cli *cli);
 int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli); /* cli/cmd_model_score.c */
 int ctx_cmd_repo(int argc, char **argv, const struct ctx_cli *cli); /* needs CTX_HAVE_REPO */
 int ctx_cmd_lsp(int argc, char **argv, const struct ctx_cli *cli);  /* needs CTX_HAVE_REPO */
+int ctx_cmd_hook(int argc, char **argv, const struct ctx_cli *cli); /* cli/cmd_hook.c: git pre-commit hook */
+int ctx_cmd_review(int argc, char **argv, const struct ctx_cli *cli);  /* needs CTX_HAVE_REPO */
+int ctx_cmd_suggest(int argc, char **argv, const struct ctx_cli *cli); /* needs CTX_HAVE_REPO */
+int ctx_cmd_undo(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_tool(int argc, char **argv, const struct ctx_cli *cli);    /* needs CTX_HAVE_REPO */
+/* cli/cmd_ask.c: agent.run with `params` (taken; "path" required), events shown as they come;
+ * *result gets the reply. 0, or 1 after printing "ctx NAME: message". */
+struct cJSON;
+int ctx_cli_agent_run(const struct ctx_cli *cli, const char *name, struct cJSON *params, bool json,
+                      bool stream_answer, bool yes, struct cJSON **result);
+void ctx_cli_agent_summary(const char *name, const struct cJSON *result);
 
 #endif

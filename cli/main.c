@@ -18,6 +18,7 @@ struct command {
 static const struct command commands[] = {
     {"status", ctx_cmd_status, "show the daemon's state (starts ctxd if none runs)"},
     {"ping", ctx_cmd_ping, "check that ctxd answers (starts ctxd if none runs)"},
+    {"hook", ctx_cmd_hook, "git pre-commit hook: install|uninstall|status|run (reviews staged changes)"},
     {"stop", ctx_cmd_stop, "stop the running ctxd"},
     {"version", ctx_cmd_version, "print the version"},
     {"init", ctx_cmd_init, "make a repository resident (ingest and prefill), with progress"},
@@ -25,12 +26,16 @@ static const struct command commands[] = {
     {"cache", ctx_cmd_cache, "the resident KV cache on disk: status, clear"},
     {"sessions", ctx_cmd_sessions, "list conversations (of a repository with --repo)"},
     {"resume", ctx_cmd_resume, "continue a conversation: ctx resume ID"},
+    {"undo", ctx_cmd_undo, "take back the agent's last turn of edits (ctx ask)"},
     {"model", ctx_cmd_model, "model info / model score: the in-process engine (no daemon)"},
     {"tokenize", ctx_cmd_tokenize, "text to token ids and back with a tokenizer.json (no daemon)"},
     {"chat", ctx_cmd_chat, "a conversation about the repository; chat encode|parse: the DSML format"},
 #if CTX_HAVE_REPO
     {"repo", ctx_cmd_repo, "repository ingestion: prompt layout, symbols (no daemon)"},
     {"lsp", ctx_cmd_lsp, "Language Server on stdio for editors (starts ctxd on demand)"},
+    {"review", ctx_cmd_review, "the agent reviews staged changes, a range or files: findings"},
+    {"suggest", ctx_cmd_suggest, "the agent proposes a fix as a diff (nothing on disk changes)"},
+    {"tool", ctx_cmd_tool, "run one agent tool directly (no model): ctx tool NAME [JSON-ARGS]"},
 #endif
 };
 

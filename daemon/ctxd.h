@@ -18,6 +18,7 @@ struct ctxd {
     struct ctxd_engine *engine;
     struct ctxd_repos *repos;
     void *sessions;        /* struct ctxd_sessions, daemon/sessions.c */
+    void *agent;           /* struct ctxd_agent, daemon/agent.c */
     uv_signal_t sigterm, sigint;
     uv_timer_t exit_timer;
     time_t started;        /* wall clock, for status */

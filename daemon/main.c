@@ -14,6 +14,8 @@
 #include "ctx_config.h"
 #include "ctxd.h"
 #include "engine.h"
+#include "fim.h"
+#include "agentd.h"
 #include "repos.h"
 #include "scheduler.h"
 #include "sessions.h"
@@ -58,6 +60,13 @@ static void usage(FILE *f)
             "  --overlay-threshold TOKENS  an edit whose re-prefill would recompute more tokens is shown\n"
             "                     after the repository until it is idle (default 8192; 0: never)\n"
             "  --rebase-idle-ms MS  idle time before such edits are re-based (default 30000)\n"
+            "agent:\n"
+            "  --policy FILE      the agent's command policy (JSON: allow/ask/deny patterns; default:\n"
+            "                     ask for every command, deny destructive ones, no sandbox = deny)\n"
+            "  --approval-timeout-ms MS  an unanswered 'ask' approval is refused after this (default 300000)\n"
+            "  --forced-completions FILE  TESTS ONLY: a JSON array of completion texts the agent's model\n"
+            "                     is made to produce, in order across requests (each token still runs\n"
+            "                     through the engine as if sampled)\n"
             "  --version, --help\n",
             CTXD_MAX_LINE_DEFAULT);
 }
@@ -105,6 +114,7 @@ int main(int argc, char **argv)
     size_t max_line = 0, max_queue = 0;
     struct ctxd_engine_opts eo = {0};
     struct ctxd_repos_opts ro = {0};
+    struct ctxd_agent_opts ao = {0};
     const char *cache_dir = NULL, *state_dir = NULL;
     int no_cache = 0, preload = 0, remote = 0;
     static const struct option opts[] = {
@@ -122,6 +132,8 @@ int main(int argc, char **argv)
         {"overlay-threshold", required_argument, 0, 'O'}, {"rebase-idle-ms", required_argument, 0, 'I'},
         {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
         {"remote-model", required_argument, 0, 'R'}, {"api-key-env", required_argument, 0, 'A'},     {"debounce-ms", required_argument, 0, 'D'},
+        {"policy", required_argument, 0, 'y'}, {"forced-completions", required_argument, 0, 'F'},
+        {"approval-timeout-ms", required_argument, 0, 'a'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -154,6 +166,19 @@ int main(int argc, char **argv)
         case 'N': no_cache = 1; break;
         case 'Z': state_dir = optarg; break;
         case 'W': ro.no_watch = 1; break;
+        case 'y': ao.policy_path = optarg; break;
+        case 'F': ao.forced_path = optarg; break;
+        case 'a': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || *end || !optarg[0] || v < 1 || v > 86400000) {
+                fprintf(stderr, "ctxd: bad number \"%s\"\n", optarg);
+                return 2;
+            }
+            ao.approval_timeout_ms = (int)v;
+            break;
+        }
         case 'P': preload = 1; break;
         case 'K':
             if (strcmp(optarg, "local") && strcmp(optarg, "openai")) {
@@ -346,6 +371,8 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = ctxd_repos_init(&d, &ro, &e);
     if (rc == 0)
+        rc = ctxd_agent_init(&d, &ao, &e);
+    if (rc == 0)
         rc = ctxd_sessions_init(&d, state_dir, &e);
     if (rc == 0 && preload)
         rc = ctxd_repos_preload(&d, &e);
@@ -368,6 +395,7 @@ int main(int argc, char **argv)
         ctxd_sched_free(d.sched);
         uv_run(&loop, UV_RUN_DEFAULT);
         ctxd_repos_release(&d);
+        ctxd_agent_free(&d);
         ctxd_sessions_free(&d);
         ctxd_server_free(d.server);
         ctxd_engine_free(d.engine);
@@ -378,6 +406,7 @@ int main(int argc, char **argv)
     d.started = time(NULL);
     d.started_ms = uv_now(&loop);
     ctxd_methods_daemon(&d);
+    ctxd_fim_init(&d);
 
     signal(SIGPIPE, SIG_IGN);
     uv_signal_init(&loop, &d.sigterm);
@@ -412,6 +441,7 @@ int main(int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     ctxd_repos_release(&d);
+    ctxd_agent_free(&d);
     ctxd_sessions_free(&d);
     CTX_INFO("ctxd stopped (%s)", d.shutdown_reason[0] ? d.shutdown_reason : "loop ended");
     ctxd_server_free(d.server);

@@ -26,12 +26,16 @@
 #include "scheduler.h"
 #include "state.h"
 #include "tokenizer.h"
+#include "tools.h"
+#include "undo.h"
 #include "watch.h"
 
 #define DEFAULT_SYSTEM                                                                               \
     "You are ctxd, an assistant that answers questions about the git repository below. Its files " \
     "are quoted in full or as outlines; answer from them, name files and lines, and say so when "   \
-    "the repository does not contain the answer."
+    "the repository does not contain the answer. When the user asks for a change or you need "      \
+    "more than the quoted text, use the tools: they read, search and edit the current working "     \
+    "tree and run commands in it."
 
 enum phase { PH_INGESTING, PH_PREFILLING, PH_READY, PH_FAILED, PH_UPDATING };
 static const char *const phase_names[] = {"ingesting", "prefilling", "ready", "failed", "updating"};
@@ -68,6 +72,11 @@ struct ask {
     size_t prompt_tokens, cached_tokens, generated;
     double ttft_ms, decode_tok_s, prompt_tok_s;
     uint64_t t_submit;
+    /* a job of another module (the agent) on the resident state instead of a plain answer */
+    const struct ctxd_repo_job *ext;
+    void *ext_ud;
+    struct ctxd_repo_view view;
+    int ext_started;
 };
 
 struct repo {
@@ -124,6 +133,9 @@ struct repo {
     uv_timer_t idle_timer;
     int idle_timer_init;
     unsigned rebases;
+    struct agent_undo *undo;  /* the agent's undo records (engine thread, inside agent jobs) */
+    size_t ext_nfiles;        /* snap->nfiles when an agent job started: its tools refresh the
+                               * snapshot from their own thread, so status reads this meanwhile */
 };
 
 struct ctxd_repos {
@@ -133,6 +145,7 @@ struct ctxd_repos {
     int kv_tried;
     struct store_kv *kv_loop; /* the loop thread's connection (cache.status / cache.clear) */
     char *system;
+    cJSON *tools;             /* the agent's tool schemas: part of every resident prefix */
     struct ctx_pool *pool;    /* ingestion's parsing threads */
     struct repo *list;
     int next_id;
@@ -158,13 +171,17 @@ static cJSON *repo_status_json(const struct repo *r)
     cJSON_AddStringToObject(o, "phase", phase_names[r->phase]);
     if (r->phase == PH_FAILED)
         cJSON_AddStringToObject(o, "error", r->error);
-    if (r->snap) {
+    /* while ingesting or updating, a pool thread writes the snapshot, the layout and the prefix:
+     * those fields are left out until it is done */
+    int busy = r->phase == PH_INGESTING || r->phase == PH_UPDATING;
+    if (r->snap && !busy) {
         cJSON_AddStringToObject(o, "head", r->snap->head);
         if (r->snap->branch)
             cJSON_AddStringToObject(o, "branch", r->snap->branch);
-        cJSON_AddNumberToObject(o, "files", (double)r->snap->nfiles);
+        int ext = r->running_ask && r->running_ask->ext;
+        cJSON_AddNumberToObject(o, "files", (double)(ext ? r->ext_nfiles : r->snap->nfiles));
     }
-    if (r->layout) {
+    if (r->layout && !busy) {
         cJSON *f = cJSON_AddObjectToObject(o, "layout");
         cJSON_AddNumberToObject(f, "full", (double)r->layout->n_full);
         cJSON_AddNumberToObject(f, "outline", (double)r->layout->n_outline);
@@ -221,6 +238,11 @@ static void fail_waiters(struct repo *r, const struct ctx_err *e)
 
 static void free_ask(struct ask *a)
 {
+    if (a->ext && a->ext->release)
+        a->ext->release(a->ext_ud);
+    for (size_t i = 0; i < a->view.n_changed; i++)
+        free(a->view.changed[i]);
+    free(a->view.changed);
     cJSON_Delete(a->logprobs);
     cJSON_Delete(a->message);
     cJSON_Delete(a->turns);
@@ -242,10 +264,12 @@ static void notify_progress(struct repo *r)
 {
     for (struct waiter *w = r->waiters; w; w = w->next) {
         cJSON *p = cJSON_CreateObject();
+        /* while ingesting (or updating), a pool thread writes the snapshot and the prefix */
+        int busy = r->phase == PH_INGESTING || r->phase == PH_UPDATING;
         cJSON_AddStringToObject(p, "phase", phase_names[r->phase]);
         cJSON_AddNumberToObject(p, "done", (double)r->resident);
-        cJSON_AddNumberToObject(p, "total", (double)r->prefix.n);
-        if (r->snap)
+        cJSON_AddNumberToObject(p, "total", busy ? 0 : (double)r->prefix.n);
+        if (r->snap && !busy)
             cJSON_AddNumberToObject(p, "files", (double)r->snap->nfiles);
         if (r->prefill_tok_s > 0) {
             cJSON_AddNumberToObject(p, "tokens_per_s", r->prefill_tok_s);
@@ -642,11 +666,12 @@ static int turn_suffix(struct repo *r, struct ask *a, char **out, size_t *len, s
     cJSON *msgs = conversation(r, a, e);
     if (!msgs)
         return e->code;
+    /* The tools are declared as in the resident prefix (the encoder then keeps reasoning). */
     struct inf_dsml_opts o = {.mode = a->mode, .drop_thinking = true};
     char *full;
     size_t flen, ns = 0;
     struct inf_text_span *sp = NULL;
-    int rc = inf_dsml_encode_spans(msgs, NULL, &o, &full, &flen, &sp, &ns, e);
+    int rc = inf_dsml_encode_spans(msgs, r->rs->tools, &o, &full, &flen, &sp, &ns, e);
     cJSON_Delete(msgs);
     if (rc)
         return rc;
@@ -950,6 +975,64 @@ static int remote_ask_run(struct ctxd_job_ctx *ctx, struct ask *a)
 
 static const struct ctxd_job_ops ask_ops = {ask_run, ask_done};
 
+/* ---- jobs of other modules (the agent) on the resident state ------------------------------ */
+
+static void on_change(void *ud, const char *const *paths, size_t n);
+
+static int ext_run(struct ctxd_job_ctx *ctx, void *ud)
+{
+    struct ask *a = ud;
+    struct repo *r = a->r;
+    struct ctxd_repo_view *v = &a->view;
+    struct ctx_err e = {0};
+    if (!a->ext_started) {
+        /* set once: the job may read the view from a thread of its own between slices */
+        a->ext_started = 1;
+        if (!r->undo && agent_undo_open(r->root, &r->undo, &e))
+            CTX_WARN("%s: the agent's changes cannot be recorded for undo: %s", r->root, e.msg);
+        v->root = r->root;
+        v->snap = r->snap;
+        v->layout = r->layout;
+        v->prefix = &r->prefix;
+        v->overlay = r->overlay;
+        v->system = r->rs->system;
+        v->tools = r->rs->tools;
+        v->engine = r->rs->d->engine;
+        v->st = r->st;
+        v->ready = r->ready_snap;
+        v->undo = r->undo;
+    }
+    int rc = a->ext->run(ctx, v, a->ext_ud);
+    if (rc != CTXD_JOB_YIELD && r->st && r->ready_snap) {
+        /* Back to the resident prefix, bit for bit, whatever the job left in the state. */
+        struct ctx_err te = {0};
+        if (inf_state_truncate(r->st, r->ready_snap, &te) && rc >= 0)
+            return ctxd_job_fail(ctx, CTX_EINTERNAL, "restoring the resident state: %s", te.msg);
+    }
+    return rc;
+}
+
+static void ext_done(void *ud, int status, const char *message)
+{
+    struct ask *a = ud;
+    struct repo *r = a->r;
+    r->job = NULL;
+    r->running_ask = NULL;
+    a->ext->done(a->ext_ud, status, message);
+    /* The files the job changed go through the live-edit path, like the user's own edits. */
+    if (!r->rs->closing && a->view.n_changed)
+        on_change(r, (const char *const *)a->view.changed, a->view.n_changed);
+    free_ask(a);
+    if (!r->rs->closing) {
+        start_next(r);
+        maybe_update(r);
+    }
+}
+
+/* A job of another module may hold resources between slices (the agent's thread): once started it
+ * always runs to its end, a cancellation included. */
+static const struct ctxd_job_ops ext_ops = {ext_run, ext_done, 1};
+
 /* Give the engine the repository's next question, if it is ready and idle. */
 static void start_next(struct repo *r)
 {
@@ -960,7 +1043,10 @@ static void start_next(struct repo *r)
     a->next = NULL;
     struct ctx_err e = {0};
     r->running_ask = a;
-    if (ctxd_sched_submit(r->rs->d->sched, CTXD_PRIO_INTERACTIVE, a->client, &ask_ops, a, &r->job, &e)) {
+    if (a->ext && r->snap)
+        r->ext_nfiles = r->snap->nfiles;
+    if (ctxd_sched_submit(r->rs->d->sched, CTXD_PRIO_INTERACTIVE, a->client, a->ext ? &ext_ops : &ask_ops, a, &r->job,
+                          &e)) {
         r->running_ask = NULL;
         ctxd_call_fail_err(a->call, &e);
         free_ask(a);
@@ -999,7 +1085,7 @@ static void ingest_work(uv_work_t *w)
     r->work_rc = repo_layout_build(r->snap, &lo, &r->layout, e);
     if (r->work_rc)
         return;
-    struct agent_prefix_opts po = {.system = rs->system, .tools = NULL, .mode = INF_DSML_THINKING};
+    struct agent_prefix_opts po = {.system = rs->system, .tools = rs->tools, .mode = INF_DSML_THINKING};
     r->work_rc = agent_prefix_build(tok, &po, r->layout, &r->prefix, e);
     r->ingest_ms = (double)(now_ms() - t0);
 }
@@ -1136,7 +1222,7 @@ static void update_work(uv_work_t *w)
         struct repo_snapshot *snap = NULL;
         struct repo_layout *layout = NULL;
         struct agent_prefix prefix;
-        struct agent_prefix_opts po = {.system = rs->system, .tools = NULL, .mode = INF_DSML_THINKING};
+        struct agent_prefix_opts po = {.system = rs->system, .tools = rs->tools, .mode = INF_DSML_THINKING};
         r->work_rc = repo_snapshot_open(r->root, &ro, NULL, &snap, e);
         if (!r->work_rc)
             r->work_rc = repo_layout_build(snap, &lo, &layout, e);
@@ -1564,6 +1650,8 @@ static void m_status(struct ctxd_call *call, const cJSON *params, void *ud)
 
 static void free_repo(struct repo *r)
 {
+    agent_undo_free(r->undo);
+    r->undo = NULL;
     ctxd_watch_free(r->watch);
     repo_layout_free(r->layout);
     repo_snapshot_free(r->snap);
@@ -1703,6 +1791,80 @@ int ctxd_repos_ask(struct ctxd *d, struct ctxd_call *call, const char *real_path
     }
     start_next(r);
     return 0;
+}
+
+int ctxd_repos_submit(struct ctxd *d, struct ctxd_call *call, const char *real_path, const struct ctxd_repo_job *ops,
+                      void *ud, const char *session, struct ctx_err *e)
+{
+    struct ctxd_repos *rs = d->repos;
+    struct repo *r = open_repo(rs, real_path, 0, e);
+    if (!r)
+        return e->code;
+    struct ask *a = calloc(1, sizeof *a);
+    if (!a)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    a->r = r;
+    a->call = call;
+    a->client = ctxd_call_client_id(call);
+    a->ext = ops;
+    a->ext_ud = ud;
+    a->finish = "cancelled";
+    if (session)
+        snprintf(a->session, sizeof a->session, "%s", session);
+    a->t_submit = now_ms();
+    struct ask **tail = &r->asks;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = a;
+    arm_idle(r);
+    if (r->phase == PH_FAILED) {
+        struct ctx_err fe = {0};
+        ctx_err_set(&fe, CTX_EIO, "%s", r->error);
+        fail_asks(r, &fe);
+        return 0;
+    }
+    start_next(r);
+    return 0;
+}
+
+int ctxd_repos_agent_busy(struct ctxd *d, const char *real_path)
+{
+    struct repo *r = d->repos ? find_repo(d->repos, real_path) : NULL;
+    if (!r)
+        return 0;
+    if (r->running_ask && r->running_ask->ext)
+        return 1;
+    for (struct ask *a = r->asks; a; a = a->next)
+        if (a->ext)
+            return 1;
+    return 0;
+}
+
+int ctxd_repos_cancel_job(struct ctxd *d, const void *ud)
+{
+    for (struct repo *r = d->repos ? d->repos->list : NULL; r; r = r->next) {
+        for (struct ask **ap = &r->asks; *ap; ap = &(*ap)->next) {
+            struct ask *a = *ap;
+            if (a->ext && a->ext_ud == ud) {
+                *ap = a->next;
+                a->ext->done(a->ext_ud, CTX_ECANCELED, "cancelled before it ran");
+                free_ask(a);
+                return 1;
+            }
+        }
+        if (r->job && r->running_ask && r->running_ask->ext && r->running_ask->ext_ud == ud) {
+            ctxd_sched_cancel(d->sched, r->job);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void ctxd_repos_changed(struct ctxd *d, const char *real_path, const char *const *paths, size_t n)
+{
+    struct repo *r = d->repos ? find_repo(d->repos, real_path) : NULL;
+    if (r && n && !d->repos->closing && r->phase != PH_INGESTING && r->phase != PH_FAILED)
+        on_change(r, paths, n);
 }
 
 static void m_ask(struct ctxd_call *call, const cJSON *params, void *ud)
@@ -1916,9 +2078,11 @@ int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_
     if (rs->o.rebase_idle_ms <= 0)
         rs->o.rebase_idle_ms = 30000;
     rs->system = strdup(o->system ? o->system : DEFAULT_SYSTEM);
+    rs->tools = cJSON_Parse(agent_tools_schema_text());
     rs->pool = ctx_pool_new(0, e);
-    if (!rs->system || !rs->pool) {
+    if (!rs->system || !rs->pool || !rs->tools) {
         free(rs->system);
+        cJSON_Delete(rs->tools);
         ctx_pool_free(rs->pool);
         free(rs);
         return e && e->code ? e->code : ctx_err_set(e, CTX_ENOMEM, "out of memory");
@@ -1983,6 +2147,7 @@ void ctxd_repos_release(struct ctxd *d)
     store_kv_close(rs->kv);
     store_kv_close(rs->kv_loop);
     free(rs->system);
+    cJSON_Delete(rs->tools);
     free(rs);
     d->repos = NULL;
 }

@@ -55,6 +55,62 @@ int ctxd_repos_open(struct ctxd *d, const char *real_path, struct ctx_err *e);
 /* Cancel the queued or running answer of a session; returns how many were cancelled. */
 int ctxd_repos_cancel_session(struct ctxd *d, const char *session);
 
+/* ---- jobs of other modules on a resident repository (the agent, daemon/agent.c) ----------- */
+
+struct ctxd_engine;
+struct ctxd_job_ctx;
+struct repo_snapshot;
+struct repo_layout;
+struct agent_prefix;
+struct agent_undo;
+struct inf_state;
+struct inf_snapshot;
+
+/* What a job sees on the engine thread while it owns the repository. Everything is borrowed and
+ * valid during run() only. */
+struct ctxd_repo_view {
+    const char *root;                  /* the work tree */
+    struct repo_snapshot *snap;        /* the tools borrow it (refreshed in place with their edits) */
+    const struct repo_layout *layout;
+    const struct agent_prefix *prefix; /* the resident prefix (tools declared) */
+    const char *overlay;               /* edited files shown after the repository block, or NULL */
+    const char *system;
+    const cJSON *tools;                /* the tool schemas declared in the prefix */
+    struct ctxd_engine *engine;
+    struct inf_state *st;              /* holds the prefix; NULL for a remote backend. The job may
+                                        * extend it: it is returned to `ready` after run() */
+    const struct inf_snapshot *ready;
+    struct agent_undo *undo;           /* the repository's undo records; NULL if unavailable */
+    /* out: repository-relative paths the job changed on disk (malloc'd array of malloc'd
+     * strings, freed by repos.c); the resident state follows them after done(). */
+    char **changed;
+    size_t n_changed;
+};
+
+struct ctxd_repo_job {
+    /* Engine thread: as ctxd_job_ops.run (CTXD_JOB_DONE, CTXD_JOB_YIELD between slices, or a
+     * negative code via ctxd_job_fail); the repository stays the job's between slices. Once it
+     * has run, the job is not dropped when cancelled: run() is called again and must finish. */
+    int (*run)(struct ctxd_job_ctx *ctx, struct ctxd_repo_view *v, void *ud);
+    /* Loop thread, when the job ran or was cancelled: reply to the call. */
+    void (*done)(void *ud, int status, const char *message);
+    /* Loop thread, exactly once after a successful submit (after done, or after repos.c failed
+     * the call because the repository could not be made resident / the client left). */
+    void (*release)(void *ud);
+};
+
+/* Queue a job on the repository containing real_path (opened if needed), after the questions
+ * already queued, once the repository is resident. On failure nothing was taken. */
+int ctxd_repos_submit(struct ctxd *d, struct ctxd_call *call, const char *real_path,
+                      const struct ctxd_repo_job *ops, void *ud, const char *session, struct ctx_err *e);
+/* Whether an agent job of that repository is queued or running. */
+int ctxd_repos_agent_busy(struct ctxd *d, const char *real_path);
+/* Cancel the job submitted with `ud`: a queued one is dropped (done() with CTX_ECANCELED), a
+ * running one sees its cancellation. 1 if found. */
+int ctxd_repos_cancel_job(struct ctxd *d, const void *ud);
+/* Files changed outside a job (agent.undo): the resident state follows them. */
+void ctxd_repos_changed(struct ctxd *d, const char *real_path, const char *const *paths, size_t n);
+
 /* Load the tokenizer now and the model on the engine thread in the background (--preload). */
 int ctxd_repos_preload(struct ctxd *d, struct ctx_err *e);
 /* Before the scheduler is freed: fail waiting calls, forget repositories. */

@@ -15,6 +15,7 @@ struct ctxd_job {
     enum ctxd_prio prio;
     uint64_t client;
     enum job_state state;
+    int started;      /* run() has been called */
     atomic_int cancelled;
     int status;
     char msg[CTX_ERR_MSG_MAX];
@@ -146,11 +147,39 @@ static void enqueue(struct ctxd_sched *s, struct ctxd_job *j)
     s->queued[j->prio]++;
 }
 
+/* A started job that must see its cancellation (finish_when_cancelled): never dropped. */
+static int sticky(const struct ctxd_job *j)
+{
+    return j->ops.finish_when_cancelled && j->started;
+}
+
+/* Cancel a queued job: dropped (done() with CTX_ECANCELED), or, when sticky, left queued to run
+ * once more. Returns whether it was dropped. Caller holds the lock and has unlinked nothing. */
+static int cancel_queued_locked(struct ctxd_sched *s, struct ctxd_job *j)
+{
+    atomic_store(&j->cancelled, 1);
+    if (sticky(j)) {
+        pthread_cond_signal(&s->cv);
+        return 0;
+    }
+    finish_locked(s, j, CTX_ECANCELED);
+    return 1;
+}
+
+static int any_queued(const struct ctxd_sched *s)
+{
+    for (int p = 0; p < CTXD_PRIO_COUNT; p++)
+        if (s->queue[p])
+            return 1;
+    return 0;
+}
+
 static void *engine_thread(void *arg)
 {
     struct ctxd_sched *s = arg;
     pthread_mutex_lock(&s->lock);
-    while (!s->stop) {
+    /* after stop, only sticky jobs are left in the queues: they run once more to finish */
+    while (!s->stop || any_queued(s)) {
         struct ctxd_job *j = pick(s);
         if (!j) {
             pthread_cond_wait(&s->cv, &s->lock);
@@ -159,9 +188,11 @@ static void *engine_thread(void *arg)
         j->state = JOB_RUNNING;
         s->running = j;
         served(s, j->client);
+        int must_run = sticky(j);
+        j->started = 1;
         pthread_mutex_unlock(&s->lock);
 
-        int rc = atomic_load(&j->cancelled)
+        int rc = atomic_load(&j->cancelled) && !must_run
                      ? CTX_ECANCELED
                      : j->ops.run((struct ctxd_job_ctx *)j, j->ud);
 
@@ -257,9 +288,15 @@ void ctxd_sched_free(struct ctxd_sched *s)
     pthread_mutex_lock(&s->lock);
     s->stop = 1;
     for (int p = 0; p < CTXD_PRIO_COUNT; p++) {
-        struct ctxd_job *j;
-        while ((j = s->queue[p])) {
-            s->queue[p] = j->next;
+        struct ctxd_job **pp = &s->queue[p];
+        while (*pp) {
+            struct ctxd_job *j = *pp;
+            if (sticky(j)) {
+                atomic_store(&j->cancelled, 1);
+                pp = &j->next;
+                continue;
+            }
+            *pp = j->next;
             s->queued[p]--;
             atomic_store(&j->cancelled, 1);
             finish_locked(s, j, CTX_ECANCELED);
@@ -328,7 +365,9 @@ static int unqueue_locked(struct ctxd_sched *s, struct ctxd_job *j)
 void ctxd_sched_cancel(struct ctxd_sched *s, struct ctxd_job *j)
 {
     pthread_mutex_lock(&s->lock);
-    if (j->state == JOB_QUEUED && unqueue_locked(s, j)) {
+    if (j->state == JOB_QUEUED && sticky(j)) {
+        cancel_queued_locked(s, j);
+    } else if (j->state == JOB_QUEUED && unqueue_locked(s, j)) {
         atomic_store(&j->cancelled, 1);
         finish_locked(s, j, CTX_ECANCELED);
         uv_async_send(&s->async);
@@ -345,12 +384,13 @@ void ctxd_sched_cancel_client(struct ctxd_sched *s, uint64_t client)
         struct ctxd_job **pp = &s->queue[p];
         while (*pp) {
             struct ctxd_job *j = *pp;
-            if (j->client == client) {
+            if (j->client == client && !sticky(j)) {
                 *pp = j->next;
                 s->queued[p]--;
-                atomic_store(&j->cancelled, 1);
-                finish_locked(s, j, CTX_ECANCELED);
+                cancel_queued_locked(s, j);
             } else {
+                if (j->client == client)
+                    cancel_queued_locked(s, j); /* stays queued: runs once more */
                 pp = &j->next;
             }
         }
@@ -365,12 +405,17 @@ void ctxd_sched_cancel_all(struct ctxd_sched *s)
 {
     pthread_mutex_lock(&s->lock);
     for (int p = 0; p < CTXD_PRIO_COUNT; p++) {
-        struct ctxd_job *j;
-        while ((j = s->queue[p])) {
-            s->queue[p] = j->next;
+        struct ctxd_job **pp = &s->queue[p];
+        while (*pp) {
+            struct ctxd_job *j = *pp;
+            if (sticky(j)) {
+                cancel_queued_locked(s, j);
+                pp = &j->next;
+                continue;
+            }
+            *pp = j->next;
             s->queued[p]--;
-            atomic_store(&j->cancelled, 1);
-            finish_locked(s, j, CTX_ECANCELED);
+            cancel_queued_locked(s, j);
         }
     }
     if (s->running)

@@ -31,6 +31,11 @@ struct ctxd_job_ops {
     /* Loop thread, exactly once: status is 0, a negative code (CTX_ECANCELED when cancelled
      * before or while running) and the message. */
     void (*done)(void *ud, int status, const char *message);
+    /* Non-zero: once run() has been called, a cancellation never drops the job from the queue
+     * (nor does shutdown): run() is called again, sees ctxd_job_cancelled() and must then finish
+     * (a YIELD counts as finishing). For jobs that own resources between slices (the agent's
+     * thread) and must release them before done(). */
+    int finish_when_cancelled;
 };
 
 struct ctxd_sched_opts {

@@ -284,6 +284,11 @@ struct ctxd_server *ctxd_call_server(const struct ctxd_call *call)
     return call->conn->srv;
 }
 
+const cJSON *ctxd_call_id(const struct ctxd_call *call)
+{
+    return call->id;
+}
+
 int ctxd_call_check_params(struct ctxd_call *call, const cJSON *params, const char *const *allowed)
 {
     if (!params)

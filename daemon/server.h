@@ -55,6 +55,8 @@ void ctxd_call_notify(struct ctxd_call *call, const char *method, cJSON *params)
 /* Whether the client is still connected (long jobs can stop early when it is not). */
 int ctxd_call_client_alive(const struct ctxd_call *call);
 struct ctxd_server *ctxd_call_server(const struct ctxd_call *call);
+/* The request's id (NULL for a notification); valid until the call is answered. */
+const cJSON *ctxd_call_id(const struct ctxd_call *call);
 /* Params must be absent or an object whose members are all in `allowed` (NULL-terminated), so a
  * misspelt field is an error rather than ignored. On failure the call is answered with
  * INVALID_PARAMS naming the field, and -1 is returned. */

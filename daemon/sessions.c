@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "agentd.h"
 #include "log.h"
 #include "repos.h"
 #include "rpc.h"
@@ -94,17 +95,22 @@ static void m_create(struct ctxd_call *call, const cJSON *params, void *ud)
     ctxd_call_reply(call, r);
 }
 
-static void on_answer(void *ud, const char *session, const cJSON *user, const cJSON *message, const char *raw,
-                      const char *finish)
+/* A completed turn of the agent: the user's message, the assistant's (with the exact text the
+ * model emitted) and the tools' results, in order. */
+static void on_turn(void *ud, const char *session, const cJSON *messages, const cJSON *raws)
 {
     struct ctxd *d = ud;
-    (void)finish;
-    if (!S(d) || !message)
+    if (!S(d))
         return;
     struct ctx_err e = {0};
-    if (store_session_append(S(d)->db, session, user, NULL, &e) ||
-        store_session_append(S(d)->db, session, message, raw, &e))
-        CTX_ERROR("session %s: storing the turn failed: %s", session, e.msg);
+    int i = 0;
+    for (const cJSON *m = messages ? messages->child : NULL; m; m = m->next, i++) {
+        const cJSON *raw = cJSON_GetArrayItem(raws, i);
+        if (store_session_append(S(d)->db, session, m, cJSON_IsString(raw) ? raw->valuestring : NULL, &e)) {
+            CTX_ERROR("session %s: storing the turn failed: %s", session, e.msg);
+            return;
+        }
+    }
 }
 
 static void m_send(struct ctxd_call *call, const cJSON *params, void *ud)
@@ -126,16 +132,36 @@ static void m_send(struct ctxd_call *call, const cJSON *params, void *ud)
         return;
     }
     cJSON *turns = cJSON_DetachItemFromObjectCaseSensitive(s, "messages");
-    cJSON *user = cJSON_CreateObject();
-    cJSON_AddStringToObject(user, "role", "user");
-    cJSON_AddStringToObject(user, "content", text);
-    cJSON_AddItemToArray(turns, user);
+    cJSON *raws = cJSON_DetachItemFromObjectCaseSensitive(s, "raw");
     o.chat_mode = strcmp(cJSON_GetObjectItem(s, "mode")->valuestring, "chat") == 0;
     char root[PATH_MAX];
     snprintf(root, sizeof root, "%s", cJSON_GetObjectItem(s, "repo_root")->valuestring);
     cJSON_Delete(s);
-    if (ctxd_repos_ask(d, call, root, turns, &o, id, on_answer, d, &e))
+    /* a turn of the agent: tools, exact replay of the earlier turns */
+    if (ctxd_agent_session_send(d, call, root, turns, raws, text, &o, id, on_turn, d, &e))
         ctxd_call_fail_err(call, &e);
+}
+
+int ctxd_sessions_load(struct ctxd *d, const char *id, cJSON **messages, cJSON **raws, char *root,
+                       size_t root_cap, int *chat, struct ctx_err *e)
+{
+    cJSON *s = NULL;
+    if (!S(d))
+        return ctx_err_set(e, CTX_EINVAL, "sessions are not available");
+    int rc = store_session_get(S(d)->db, id, &s, e);
+    if (rc)
+        return rc;
+    *messages = cJSON_DetachItemFromObjectCaseSensitive(s, "messages");
+    *raws = cJSON_DetachItemFromObjectCaseSensitive(s, "raw");
+    snprintf(root, root_cap, "%s", cJSON_GetObjectItem(s, "repo_root")->valuestring);
+    *chat = strcmp(cJSON_GetObjectItem(s, "mode")->valuestring, "chat") == 0;
+    cJSON_Delete(s);
+    return 0;
+}
+
+void ctxd_sessions_store_turn(void *ud, const char *session, const cJSON *messages, const cJSON *raws)
+{
+    on_turn(ud, session, messages, raws);
 }
 
 static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)

@@ -1,6 +1,7 @@
 #include "lsp_server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -8,12 +9,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client.h"
 #include "ctx_config.h"
 #include "lsp_docs.h"
+#include "lsp_edit.h"
 #include "lsp_framing.h"
 #include "json.h"
 #include "rpc.h"
@@ -29,6 +34,54 @@ struct queued {
     bool cancelled;
 };
 
+/* initializationOptions (all optional): {"reviewOnSave": bool, "reviewDebounceMs": int,
+ * "openRepository": bool, "inlineCompletion": {"maxTokens", "timeoutMs", "budget"}}. */
+struct settings {
+    bool review_on_save;
+    int review_debounce_ms;
+    bool open_repository;
+    int fim_max_tokens, fim_timeout_ms, fim_budget;
+};
+
+enum job_kind { JOB_FIM, JOB_AGENT, JOB_REVIEW, JOB_OPEN };
+
+/* One call to ctxd on a connection of its own: closing the connection is how it is cancelled (ctxd
+ * cancels a departed client's jobs within one decode step), so the loop never waits on the daemon. */
+struct job {
+    struct job *next;
+    unsigned long long seq;
+    enum job_kind kind;
+    int fd;
+    struct ctxd_linebuf lb;
+    bool finished;
+    cJSON *lsp_id;          /* the editor's request this answers, or NULL */
+    char *command;          /* JOB_AGENT: ctx.ask, ctx.explain, ctx.fix, ... */
+    char *uri;              /* the document concerned */
+    int64_t version;
+    struct lsp_pos pos;     /* JOB_FIM: the cursor */
+    long long deadline;     /* JOB_FIM: give up (empty answer) at this time; 0: none */
+    /* $/progress: a token the client gave, or one we asked it to create */
+    cJSON *token;
+    int prog;               /* 0 none, 1 creating, 2 begun, 3 over */
+    char title[64], prog_msg[200];
+};
+
+enum outreq_kind { OUT_PROGRESS_CREATE, OUT_APPLY_EDIT, OUT_APPROVAL };
+
+struct outreq {
+    struct outreq *next;
+    long long id;
+    enum outreq_kind kind;
+    unsigned long long job;  /* the job's seq (it may be gone by the time the answer comes) */
+    long long approval;      /* OUT_APPROVAL: the daemon's approval number */
+};
+
+struct review_due {
+    struct review_due *next;
+    char *uri;
+    long long due;
+};
+
 struct server {
     const struct lsp_options *opt;
     int out_fd;
@@ -41,6 +94,13 @@ struct server {
     bool client_progress;   /* window.workDoneProgress */
     long long parent_pid;   /* initialize.processId: we exit when it dies */
     struct ctxd_client *daemon;
+    char *root;             /* the workspace folder (rootUri, rootPath or the first folder) */
+    struct settings set;
+    struct job *jobs;       /* requests to ctxd in flight, one connection each */
+    unsigned long long job_seq;
+    struct outreq *outreqs; /* our requests to the client awaiting its response */
+    long long next_out_id;
+    struct review_due *due; /* saved documents waiting for their debounced review */
 };
 
 /* ---- output ---- */
@@ -109,7 +169,7 @@ static void message(struct server *s, const char *method, int type, const char *
 
 static void message(struct server *s, const char *method, int type, const char *fmt, ...)
 {
-    char msg[1024];
+    char msg[8192]; /* answers are logged whole up to here */
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -199,9 +259,989 @@ static int daemon_call(struct server *s, const char *method, const cJSON *token,
     return CTX_EINTERNAL;
 }
 
-/* ---- requests ---- */
+/* ---- calls to ctxd that run while the loop goes on ---- */
 
-static const char *const commands[] = {"ctx.status"};
+static bool same_id(const cJSON *a, const cJSON *b);
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct job *find_job(struct server *s, unsigned long long seq)
+{
+    for (struct job *j = s->jobs; j; j = j->next)
+        if (j->seq == seq)
+            return j;
+    return NULL;
+}
+
+/* A request of ours to the client; its response comes back through handle_response. */
+static long long send_request(struct server *s, const char *method, cJSON *params, enum outreq_kind kind,
+                              unsigned long long job, long long approval)
+{
+    struct outreq *o = calloc(1, sizeof *o);
+    if (!o) {
+        cJSON_Delete(params);
+        return -1;
+    }
+    o->id = ++s->next_out_id;
+    o->kind = kind;
+    o->job = job;
+    o->approval = approval;
+    o->next = s->outreqs;
+    s->outreqs = o;
+    send_msg(s, ctxd_rpc_request(o->id, method, params));
+    return o->id;
+}
+
+/* Progress of a job: begin once the token exists, then reports, then end. */
+static void job_progress(struct server *s, struct job *j, const char *msg, int percent)
+{
+    if (msg)
+        snprintf(j->prog_msg, sizeof j->prog_msg, "%s", msg);
+    if (j->prog == 2)
+        progress_report(s, j->token, msg, percent);
+}
+
+static void job_progress_start(struct server *s, struct job *j, const cJSON *client_token, const char *title)
+{
+    snprintf(j->title, sizeof j->title, "%s", title);
+    if (client_token) {
+        j->token = cJSON_Duplicate(client_token, true);
+        j->prog = 2;
+        progress_begin(s, j->token, title, NULL);
+    } else if (s->client_progress) {
+        char tok[48];
+        snprintf(tok, sizeof tok, "ctx-%llu", j->seq);
+        j->token = cJSON_CreateString(tok);
+        j->prog = 1;
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "token", tok);
+        send_request(s, "window/workDoneProgress/create", p, OUT_PROGRESS_CREATE, j->seq, 0);
+    }
+}
+
+static void free_job(struct server *s, struct job *j, const char *end_msg)
+{
+    for (struct job **pp = &s->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+    if (j->prog == 2)
+        progress_end(s, j->token, end_msg);
+    if (j->fd >= 0)
+        close(j->fd);
+    ctxd_linebuf_free(&j->lb);
+    cJSON_Delete(j->lsp_id);
+    cJSON_Delete(j->token);
+    free(j->command);
+    free(j->uri);
+    free(j);
+}
+
+/* Cancel a job: its connection closes (ctxd cancels the work), the editor's request, if any, is
+ * answered with `code`. */
+static void cancel_job(struct server *s, struct job *j, int code, const char *why)
+{
+    if (j->lsp_id)
+        respond_error(s, j->lsp_id, code, "%s", why);
+    free_job(s, j, why);
+}
+
+static int raw_connect(const char *path, int *fd)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof a.sun_path)
+        return CTX_EINVAL;
+    memcpy(a.sun_path, path, strlen(path) + 1);
+    int f = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (f < 0)
+        return CTX_EIO;
+    if (connect(f, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(f);
+        return CTX_ENOTFOUND;
+    }
+    *fd = f;
+    return 0;
+}
+
+/* A new connection to ctxd, starting it if none runs. */
+static int open_connection(struct server *s, int *fd, struct ctx_err *e)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!s->daemon) {
+            int rc = ctxd_client_connect_or_spawn(s->opt->ctxd_path, s->opt->socket_path, &s->daemon, e);
+            if (rc) {
+                s->daemon = NULL;
+                return rc;
+            }
+        }
+        if (raw_connect(s->opt->socket_path, fd) == 0)
+            return 0;
+        ctxd_client_close(s->daemon); /* it went away: start or reach a new one */
+        s->daemon = NULL;
+    }
+    return ctx_err_set(e, CTX_EIO, "cannot connect to ctxd on %s", s->opt->socket_path);
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return CTX_EIO;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int send_line(int fd, cJSON *msg)
+{
+    size_t len = 0;
+    char *line = msg ? ctxd_rpc_line(msg, &len) : NULL;
+    cJSON_Delete(msg);
+    int rc = line ? write_all(fd, line, len) : CTX_ENOMEM;
+    free(line);
+    return rc;
+}
+
+/* Start a job: connect, send `method` (params taken) as request 1. On failure the editor's request
+ * is answered (RequestFailed, and a showMessage unless quiet) and NULL returned. */
+static struct job *start_job(struct server *s, enum job_kind kind, const cJSON *lsp_id, const char *method,
+                             cJSON *params, bool quiet)
+{
+    struct ctx_err e = {0};
+    struct job *j = calloc(1, sizeof *j);
+    int fd = -1, rc = j ? open_connection(s, &fd, &e) : ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+    if (rc)
+        cJSON_Delete(params);
+    else if ((rc = send_line(fd, ctxd_rpc_request(1, method, params))))
+        ctx_err_set(&e, rc, "sending %s to ctxd failed", method);
+    if (rc) {
+        if (fd >= 0)
+            close(fd);
+        free(j);
+        if (quiet)
+            log_message(s, MSG_WARNING, "ctx: %s: %s", method, e.msg);
+        else
+            show_message(s, MSG_ERROR, "ctx: %s: %s", method, e.msg);
+        if (lsp_id) {
+            cJSON *data = cJSON_CreateObject();
+            cJSON_AddStringToObject(data, "code", ctx_code_name(rc));
+            send_msg(s, ctxd_rpc_error(lsp_id, LSP_REQUEST_FAILED, e.msg, data));
+        }
+        return NULL;
+    }
+    j->seq = ++s->job_seq;
+    j->kind = kind;
+    j->fd = fd;
+    j->version = -1;
+    ctxd_linebuf_init(&j->lb, CTXD_MAX_LINE_DEFAULT);
+    j->lsp_id = lsp_id ? cJSON_Duplicate(lsp_id, true) : NULL;
+    j->next = s->jobs;
+    s->jobs = j;
+    return j;
+}
+
+/* ---- file text for the diff converter: the open buffer, else the file on disk ---- */
+
+struct lookup_ctx {
+    struct server *s;
+    char **bufs;
+    size_t n;
+};
+
+static int lookup_text(void *ud, const char *path, const char **text, size_t *len, int64_t *version,
+                       struct ctx_err *e)
+{
+    struct lookup_ctx *lc = ud;
+    struct lsp_docs *d = &lc->s->docs;
+    for (size_t i = 0; i < d->n; i++) {
+        char *p = NULL;
+        struct ctx_err ue = {0};
+        if (lsp_uri_to_path(d->v[i].uri, &p, &ue) == 0 && strcmp(p, path) == 0) {
+            free(p);
+            *text = d->v[i].text.data ? d->v[i].text.data : "";
+            *len = d->v[i].text.len;
+            *version = d->v[i].version;
+            return 0;
+        }
+        free(p);
+    }
+    char *buf = NULL;
+    size_t n = 0;
+    int rc = ctx_read_file(path, (size_t)64 << 20, &buf, &n, e);
+    if (rc)
+        return rc == CTX_EIO && access(path, F_OK) != 0 ? ctx_err_set(e, CTX_ENOTFOUND, "%s does not exist", path) : rc;
+    char **g = realloc(lc->bufs, (lc->n + 1) * sizeof *g);
+    if (!g) {
+        free(buf);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    lc->bufs = g;
+    lc->bufs[lc->n++] = buf;
+    *text = buf;
+    *len = n;
+    *version = -1;
+    return 0;
+}
+
+static void lookup_free(struct lookup_ctx *lc)
+{
+    for (size_t i = 0; i < lc->n; i++)
+        free(lc->bufs[i]);
+    free(lc->bufs);
+}
+
+/* ---- what comes back from ctxd ---- */
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void fim_reply(struct server *s, struct job *j, const cJSON *result)
+{
+    const char *text = jstr(result, "text");
+    cJSON *r = cJSON_CreateObject(), *items = cJSON_AddArrayToObject(r, "items");
+    if (text && text[0]) {
+        cJSON *it = cJSON_CreateObject();
+        cJSON_AddStringToObject(it, "insertText", text);
+        cJSON *range = cJSON_AddObjectToObject(it, "range");
+        for (int k = 0; k < 2; k++) {
+            cJSON *p = cJSON_AddObjectToObject(range, k ? "end" : "start");
+            cJSON_AddNumberToObject(p, "line", j->pos.line);
+            cJSON_AddNumberToObject(p, "character", j->pos.character);
+        }
+        cJSON_AddItemToArray(items, it);
+    }
+    respond(s, j->lsp_id, r);
+}
+
+static void publish(struct server *s, const char *uri, cJSON *diagnostics)
+{
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "uri", uri);
+    const struct lsp_doc *d = lsp_docs_find(&s->docs, uri);
+    if (d)
+        cJSON_AddNumberToObject(p, "version", (double)d->version);
+    cJSON_AddItemToObject(p, "diagnostics", diagnostics);
+    notify(s, "textDocument/publishDiagnostics", p);
+}
+
+static void review_reply(struct server *s, struct job *j, const cJSON *result)
+{
+    const cJSON *findings = cJSON_GetObjectItemCaseSensitive(result, "findings");
+    const char *ferr = jstr(result, "findings_error");
+    if (ferr) /* the model's answer had no readable findings: nothing to show, but say why */
+        log_message(s, MSG_WARNING, "ctx review of %s: %s", j->uri, ferr);
+    cJSON *uris = cJSON_CreateArray(), *out = NULL;
+    cJSON_AddItemToArray(uris, cJSON_CreateString(j->uri));
+    struct lookup_ctx lc = {s, NULL, 0};
+    struct ctx_err e = {0};
+    int rc = lsp_findings_to_diagnostics(findings, s->root, uris, lookup_text, &lc, s->docs.enc, &out, &e);
+    lookup_free(&lc);
+    cJSON_Delete(uris);
+    if (rc) {
+        show_message(s, MSG_ERROR, "ctx review: %s", e.msg);
+        if (j->lsp_id)
+            respond_error(s, j->lsp_id, LSP_REQUEST_FAILED, "%s", e.msg);
+        return;
+    }
+    int n = 0;
+    for (cJSON *it = out->child; it; it = it->next)
+        n += cJSON_GetArraySize(it);
+    while (out->child) {
+        cJSON *it = cJSON_DetachItemViaPointer(out, out->child);
+        publish(s, it->string, it);
+    }
+    cJSON_Delete(out);
+    if (j->lsp_id) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddNumberToObject(r, "findings", n);
+        respond(s, j->lsp_id, r);
+    }
+}
+
+static void agent_reply(struct server *s, struct job *j, cJSON *result)
+{
+    const char *answer = jstr(result, "answer"), *diff = jstr(result, "diff");
+    const char *cmd = j->command;
+    bool suggest = strcmp(cmd, "ctx.fix") == 0 || strcmp(cmd, "ctx.refactor") == 0 || strcmp(cmd, "ctx.writeTests") == 0;
+    if (answer && answer[0])
+        log_message(s, MSG_LOG, "%s: %s", cmd, answer);
+    if (strcmp(cmd, "ctx.explain") == 0 && answer)
+        show_message(s, MSG_INFO, "%.900s%s", answer, strlen(answer) > 900 ? " … (the whole answer is in the log)" : "");
+    if (suggest) {
+        if (!diff || !diff[0]) {
+            show_message(s, MSG_INFO, "ctx: no change was suggested%s%.400s", answer ? ": " : "", answer ? answer : "");
+        } else {
+            struct lookup_ctx lc = {s, NULL, 0};
+            struct ctx_err e = {0};
+            cJSON *edit = NULL;
+            int rc = lsp_diff_to_edit(diff, strlen(diff), s->root, lookup_text, &lc, s->docs.enc, &edit, &e);
+            lookup_free(&lc);
+            if (rc) {
+                show_message(s, MSG_ERROR, "ctx: the suggested change cannot be applied: %s", e.msg);
+                cJSON_AddStringToObject(result, "applyError", e.msg);
+            } else {
+                cJSON *p = cJSON_CreateObject();
+                cJSON_AddStringToObject(p, "label", strcmp(cmd, "ctx.fix") == 0        ? "ctx: Fix"
+                                                    : strcmp(cmd, "ctx.refactor") == 0 ? "ctx: Refactor"
+                                                                                       : "ctx: Write tests");
+                cJSON_AddItemToObject(p, "edit", cJSON_Duplicate(edit, true));
+                send_request(s, "workspace/applyEdit", p, OUT_APPLY_EDIT, j->seq, 0);
+                cJSON_AddItemToObject(result, "edit", edit);
+            }
+        }
+    }
+    if (j->lsp_id) {
+        respond(s, j->lsp_id, cJSON_Duplicate(result, true));
+    }
+}
+
+static void job_result(struct server *s, struct job *j, cJSON *result)
+{
+    switch (j->kind) {
+    case JOB_FIM: fim_reply(s, j, result); break;
+    case JOB_REVIEW: review_reply(s, j, result); break;
+    case JOB_AGENT: agent_reply(s, j, result); break;
+    case JOB_OPEN:
+        log_message(s, MSG_INFO, "ctx: %s is resident (%d tokens)", s->root,
+                    cJSON_GetObjectItemCaseSensitive(result, "resident_tokens")
+                        ? cJSON_GetObjectItemCaseSensitive(result, "resident_tokens")->valueint
+                        : 0);
+        break;
+    }
+}
+
+static void job_error(struct server *s, struct job *j, const cJSON *err)
+{
+    const char *msg = jstr(err, "message");
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(err, "code");
+    char m[1024];
+    snprintf(m, sizeof m, "%s", msg ? msg : "ctxd failed");
+    if (j->kind == JOB_FIM)
+        log_message(s, MSG_WARNING, "ctx: inline completion: %s", m);
+    else if (j->kind == JOB_OPEN) /* e.g. a workspace that is no git repository: nothing to alarm about */
+        log_message(s, MSG_WARNING, "ctx: opening %s: %s", s->root, m);
+    else
+        show_message(s, MSG_ERROR, "ctx: %s: %s", j->kind == JOB_AGENT ? j->command : j->kind == JOB_REVIEW ? "review" : "opening the repository", m);
+    if (j->lsp_id) {
+        const cJSON *data = cJSON_GetObjectItemCaseSensitive(err, "data");
+        cJSON *d = cJSON_IsObject(data) ? cJSON_Duplicate(data, true) : cJSON_CreateObject();
+        if (cJSON_IsNumber(code))
+            cJSON_AddNumberToObject(d, "ctxd", code->valuedouble);
+        send_msg(s, ctxd_rpc_error(j->lsp_id, LSP_REQUEST_FAILED, m, d));
+    }
+}
+
+static void job_note(struct server *s, struct job *j, const char *method, const cJSON *p)
+{
+    char msg[200];
+    if (strcmp(method, "repo.progress") == 0) {
+        const char *phase = jstr(p, "phase");
+        const cJSON *done = cJSON_GetObjectItemCaseSensitive(p, "done"), *total = cJSON_GetObjectItemCaseSensitive(p, "total");
+        int pct = cJSON_IsNumber(done) && cJSON_IsNumber(total) && total->valuedouble > 0
+                      ? (int)(100.0 * done->valuedouble / total->valuedouble)
+                      : -1;
+        snprintf(msg, sizeof msg, "%s", phase ? phase : "working");
+        job_progress(s, j, msg, pct > 100 ? 100 : pct);
+    } else if (strcmp(method, "agent.event") == 0) {
+        const char *kind = jstr(p, "kind"), *tool = jstr(p, "tool");
+        const cJSON *step = cJSON_GetObjectItemCaseSensitive(p, "step");
+        int n = cJSON_IsNumber(step) ? step->valueint : 0;
+        if (kind && strcmp(kind, "tool_call") == 0)
+            snprintf(msg, sizeof msg, "step %d: %s", n, tool ? tool : "a tool");
+        else if (kind && strcmp(kind, "step") == 0)
+            snprintf(msg, sizeof msg, "step %d", n);
+        else if (kind && (strcmp(kind, "content") == 0 || strcmp(kind, "reasoning") == 0))
+            snprintf(msg, sizeof msg, "step %d: %s", n, strcmp(kind, "content") == 0 ? "writing" : "thinking");
+        else
+            return;
+        if (strcmp(msg, j->prog_msg) != 0)
+            job_progress(s, j, msg, -1);
+    } else if (strcmp(method, "agent.approve") == 0) {
+        /* the agent wants to run a command its policy asks about: the user decides */
+        const char *cmd = jstr(p, "command");
+        const cJSON *ap = cJSON_GetObjectItemCaseSensitive(p, "approval");
+        if (!cJSON_IsNumber(ap))
+            return;
+        cJSON *q = cJSON_CreateObject();
+        char text[1200];
+        snprintf(text, sizeof text, "ctx wants to run: %.1100s", cmd ? cmd : "?");
+        cJSON_AddNumberToObject(q, "type", MSG_WARNING);
+        cJSON_AddStringToObject(q, "message", text);
+        cJSON *acts = cJSON_AddArrayToObject(q, "actions");
+        for (int k = 0; k < 2; k++) {
+            cJSON *a = cJSON_CreateObject();
+            cJSON_AddStringToObject(a, "title", k ? "Deny" : "Allow");
+            cJSON_AddItemToArray(acts, a);
+        }
+        send_request(s, "window/showMessageRequest", q, OUT_APPROVAL, j->seq, (long long)ap->valuedouble);
+    }
+}
+
+struct line_ctx {
+    struct server *s;
+    struct job *j;
+};
+
+static int on_job_line(void *ud, char *line, size_t len)
+{
+    struct line_ctx *lc = ud;
+    struct job *j = lc->j;
+    if (j->finished)
+        return 1;
+    struct ctx_err e = {0};
+    cJSON *m = ctx_json_parse(line, len, "ctxd reply", &e);
+    if (!m)
+        return 0;
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(m, "method");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+    if (cJSON_IsString(method)) {
+        job_note(lc->s, j, method->valuestring, cJSON_GetObjectItemCaseSensitive(m, "params"));
+    } else if (cJSON_IsNumber(id) && id->valueint == 1) {
+        cJSON *err = cJSON_GetObjectItemCaseSensitive(m, "error");
+        if (j->prog == 2) /* the progress ends before the answer comes */
+            progress_end(lc->s, j->token, err ? "failed" : "done");
+        j->prog = 3;
+        if (err)
+            job_error(lc->s, j, err);
+        else
+            job_result(lc->s, j, cJSON_GetObjectItemCaseSensitive(m, "result"));
+        j->finished = true;
+    } /* replies to agent.answer (other ids) carry nothing we need */
+    cJSON_Delete(m);
+    return j->finished;
+}
+
+static void on_job_overlong(void *ud)
+{
+    struct line_ctx *lc = ud;
+    log_message(lc->s, MSG_ERROR, "ctx: a line from ctxd was too long and was dropped");
+}
+
+static void job_readable(struct server *s, struct job *j)
+{
+    char buf[65536];
+    ssize_t n = read(j->fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        cJSON *err = cJSON_CreateObject();
+        cJSON_AddStringToObject(err, "message", "ctxd closed the connection before answering");
+        job_error(s, j, err);
+        cJSON_Delete(err);
+        free_job(s, j, "failed");
+        return;
+    }
+    struct line_ctx lc = {s, j};
+    ctxd_linebuf_feed(&j->lb, buf, (size_t)n, on_job_line, on_job_overlong, &lc);
+    if (j->finished)
+        free_job(s, j, "done");
+}
+
+static void handle_response(struct server *s, const cJSON *msg)
+{
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(msg, "id");
+    struct outreq *o = NULL, **pp;
+    for (pp = &s->outreqs; *pp; pp = &(*pp)->next)
+        if (cJSON_IsNumber(id) && (*pp)->id == (long long)id->valuedouble) {
+            o = *pp;
+            *pp = o->next;
+            break;
+        }
+    if (!o)
+        return; /* stray: ignored */
+    const cJSON *result = cJSON_GetObjectItemCaseSensitive(msg, "result");
+    const cJSON *error = cJSON_GetObjectItemCaseSensitive(msg, "error");
+    struct job *j = find_job(s, o->job);
+    switch (o->kind) {
+    case OUT_PROGRESS_CREATE:
+        if (j && j->prog == 1) {
+            j->prog = error ? 3 : 2;
+            if (j->prog == 2)
+                progress_begin(s, j->token, j->title, j->prog_msg[0] ? j->prog_msg : NULL);
+        }
+        break;
+    case OUT_APPLY_EDIT: {
+        const cJSON *applied = cJSON_GetObjectItemCaseSensitive(result, "applied");
+        if (error || !cJSON_IsTrue(applied)) {
+            const char *why = error ? jstr(error, "message") : jstr(result, "failureReason");
+            show_message(s, MSG_WARNING, "ctx: the editor did not apply the change%s%s", why ? ": " : "", why ? why : "");
+        }
+        break;
+    }
+    case OUT_APPROVAL:
+        if (j) {
+            const char *title = jstr(result, "title");
+            cJSON *p = cJSON_CreateObject();
+            cJSON_AddNumberToObject(p, "approval", (double)o->approval);
+            cJSON_AddBoolToObject(p, "allow", title && strcmp(title, "Allow") == 0);
+            if (send_line(j->fd, ctxd_rpc_request(2, "agent.answer", p)))
+                log_message(s, MSG_WARNING, "ctx: could not send the approval to ctxd");
+        }
+        break;
+    }
+    free(o);
+}
+
+/* ---- agent commands, code actions, inline completion, reviews ---- */
+
+static const char *const commands[] = {"ctx.status", "ctx.ask",        "ctx.explain", "ctx.fix",
+                                       "ctx.refactor", "ctx.writeTests", "ctx.review"};
+
+/* The file a document URI names, or NULL (the error is in e). */
+static char *uri_path(const char *uri, struct ctx_err *e)
+{
+    char *p = NULL;
+    return lsp_uri_to_path(uri, &p, e) ? NULL : p;
+}
+
+/* The repository to ask about a file: the workspace folder, else the file's directory. */
+static char *repo_for(struct server *s, const char *path)
+{
+    if (s->root)
+        return strdup(s->root);
+    char *d = strdup(path);
+    char *slash = d ? strrchr(d, '/') : NULL;
+    if (slash)
+        *(slash == d ? slash + 1 : slash) = 0;
+    return d;
+}
+
+static const char *rel_to_root(const struct server *s, const char *path)
+{
+    size_t n = s->root ? strlen(s->root) : 0;
+    if (n && strncmp(path, s->root, n) == 0 && path[n] == '/')
+        return path + n + 1;
+    return path;
+}
+
+static bool read_pos(const cJSON *o, struct lsp_pos *p)
+{
+    const cJSON *l = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "line") : NULL;
+    const cJSON *c = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "character") : NULL;
+    if (!cJSON_IsNumber(l) || !cJSON_IsNumber(c) || l->valuedouble < 0 || c->valuedouble < 0 ||
+        l->valuedouble > 4294967295.0 || c->valuedouble > 4294967295.0)
+        return false;
+    p->line = (uint32_t)l->valuedouble;
+    p->character = (uint32_t)c->valuedouble;
+    return true;
+}
+
+static bool read_range(const cJSON *r, struct lsp_pos *a, struct lsp_pos *b)
+{
+    return cJSON_IsObject(r) && read_pos(cJSON_GetObjectItemCaseSensitive(r, "start"), a) &&
+           read_pos(cJSON_GetObjectItemCaseSensitive(r, "end"), b);
+}
+
+struct buf2 {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+
+static void bprintf(struct buf2 *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bprintf(struct buf2 *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || b->oom)
+        return;
+    if (b->n + (size_t)n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->n + (size_t)n + 1)
+            cap *= 2;
+        char *g = realloc(b->p, cap);
+        if (!g) {
+            b->oom = true;
+            return;
+        }
+        b->p = g;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)n;
+}
+
+/* The code a command is about: {uri, range, diagnostics?, instruction?} -> the prompt for the agent. */
+static int code_prompt(struct server *s, const char *cmd, const cJSON *arg, char **prompt, char **path,
+                       struct ctx_err *e)
+{
+    const char *uri = jstr(arg, "uri");
+    struct lsp_pos a, b;
+    if (!uri)
+        return ctx_err_set(e, CTX_EINVAL, "%s: arguments[0].uri (a string) is required", cmd);
+    if (!read_range(cJSON_GetObjectItemCaseSensitive(arg, "range"), &a, &b))
+        return ctx_err_set(e, CTX_EINVAL, "%s: arguments[0].range must be an LSP range", cmd);
+    if (!(*path = uri_path(uri, e)))
+        return e->code;
+    const struct lsp_doc *d = lsp_docs_find(&s->docs, uri);
+    char *disk = NULL;
+    const char *text = d && d->text.data ? d->text.data : "";
+    size_t len = d ? d->text.len : 0;
+    if (!d) {
+        if (ctx_read_file(*path, (size_t)16 << 20, &disk, &len, e))
+            return e->code;
+        text = disk;
+    }
+    size_t oa = lsp_text_offset(text, len, a, s->docs.enc), ob = lsp_text_offset(text, len, b, s->docs.enc);
+    if (ob < oa) {
+        size_t t = oa;
+        oa = ob;
+        ob = t;
+    }
+    if (oa == ob) { /* no selection: the whole line */
+        oa = lsp_text_offset(text, len, (struct lsp_pos){a.line, 0}, s->docs.enc);
+        ob = lsp_text_offset(text, len, (struct lsp_pos){a.line + 1, 0}, s->docs.enc);
+    }
+    unsigned l1 = lsp_text_position(text, len, oa, s->docs.enc).line + 1;
+    unsigned l2 = lsp_text_position(text, len, ob > oa ? ob - 1 : ob, s->docs.enc).line + 1;
+    const char *rel = rel_to_root(s, *path);
+    struct buf2 p = {0};
+    if (strcmp(cmd, "ctx.explain") == 0)
+        bprintf(&p, "Explain what this code in %s (lines %u-%u) does and why.", rel, l1, l2);
+    else if (strcmp(cmd, "ctx.fix") == 0)
+        bprintf(&p, "Fix the problem in %s (lines %u-%u). Change only what the fix needs.", rel, l1, l2);
+    else if (strcmp(cmd, "ctx.refactor") == 0) {
+        const char *ins = jstr(arg, "instruction");
+        bprintf(&p, "Refactor %s (lines %u-%u): %s", rel, l1, l2,
+                ins && ins[0] ? ins : "make it simpler and clearer without changing its behaviour.");
+    } else if (strcmp(cmd, "ctx.writeTests") == 0)
+        bprintf(&p, "Write tests for the code in %s (lines %u-%u), in the repository's existing test framework and "
+                    "layout.", rel, l1, l2);
+    else {
+        const char *q = jstr(arg, "question");
+        bprintf(&p, "%s\n\nAbout %s (lines %u-%u).", q ? q : "", rel, l1, l2);
+    }
+    const cJSON *diags = cJSON_GetObjectItemCaseSensitive(arg, "diagnostics"), *it;
+    if (cJSON_GetArraySize(diags) > 0) {
+        bprintf(&p, "\n\nDiagnostics reported there:");
+        cJSON_ArrayForEach(it, diags)
+        {
+            const char *m = cJSON_IsString(it) ? it->valuestring : jstr(it, "message");
+            if (m)
+                bprintf(&p, "\n- %s", m);
+        }
+    }
+    bprintf(&p, "\n\n```\n%.*s%s```\n", (int)(ob - oa), text + oa, ob > oa && text[ob - 1] == '\n' ? "" : "\n");
+    free(disk);
+    if (p.oom) {
+        free(p.p);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    *prompt = p.p;
+    return 0;
+}
+
+/* workspace/executeCommand for the agent's commands: agent.run on a connection of its own. */
+static void cmd_agent(struct server *s, const cJSON *id, const char *cmd, const cJSON *params)
+{
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(params, "arguments");
+    const cJSON *arg = cJSON_IsArray(args) ? cJSON_GetArrayItem(args, 0) : NULL;
+    struct ctx_err e = {0};
+    char *prompt = NULL, *path = NULL;
+    const char *mode = "suggest";
+    int rc = 0;
+    if (strcmp(cmd, "ctx.ask") == 0) {
+        mode = "ask";
+        const char *q = cJSON_IsString(arg) ? arg->valuestring : jstr(arg, "question");
+        if (!q || !q[0])
+            rc = ctx_err_set(&e, CTX_EINVAL, "ctx.ask: arguments[0] must be the question or {\"question\": ...}");
+        else if (jstr(arg, "uri"))
+            rc = code_prompt(s, cmd, arg, &prompt, &path, &e);
+        else if (!(prompt = strdup(q)))
+            rc = ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+    } else if (strcmp(cmd, "ctx.review") == 0) {
+        mode = "review";
+        const char *uri = cJSON_IsString(arg) ? arg->valuestring : jstr(arg, "uri");
+        if (!uri)
+            rc = ctx_err_set(&e, CTX_EINVAL, "ctx.review: arguments[0] must be the document's uri or {\"uri\": ...}");
+        else if (!(path = uri_path(uri, &e)))
+            rc = e.code;
+    } else {
+        if (strcmp(cmd, "ctx.explain") == 0)
+            mode = "ask";
+        if (!cJSON_IsObject(arg))
+            rc = ctx_err_set(&e, CTX_EINVAL, "%s: arguments[0] must be {\"uri\", \"range\"}", cmd);
+        else
+            rc = code_prompt(s, cmd, arg, &prompt, &path, &e);
+    }
+    char *repo = rc ? NULL : path ? repo_for(s, path) : s->root ? strdup(s->root) : NULL;
+    if (!rc && !repo)
+        rc = ctx_err_set(&e, CTX_ENOTFOUND, "%s: no workspace folder to ask about (open a file of a repository)", cmd);
+    if (rc) {
+        free(prompt);
+        free(path);
+        if (id)
+            respond_error(s, id, rc == CTX_EINVAL ? CTXD_RPC_INVALID_PARAMS : LSP_REQUEST_FAILED, "%s", e.msg);
+        else /* a review after a save: nobody asked, so the log says it */
+            log_message(s, MSG_WARNING, "ctx: %s", e.msg);
+        return;
+    }
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON_AddStringToObject(p, "mode", mode);
+    if (strcmp(mode, "review") == 0) { /* the file as the repository names it */
+        cJSON *files = cJSON_AddArrayToObject(p, "files");
+        cJSON_AddItemToArray(files, cJSON_CreateString(rel_to_root(s, path)));
+    } else {
+        cJSON_AddStringToObject(p, "prompt", prompt);
+    }
+    free(repo);
+    free(prompt);
+    struct job *j = start_job(s, strcmp(mode, "review") == 0 ? JOB_REVIEW : JOB_AGENT, id, "agent.run", p, false);
+    if (j) {
+        j->command = strdup(cmd);
+        if (path) {
+            j->uri = lsp_path_to_uri(path);
+            const cJSON *u = cJSON_IsObject(arg) ? cJSON_GetObjectItemCaseSensitive(arg, "uri") : arg;
+            if (cJSON_IsString(u)) { /* the editor's spelling of the URI, for publishDiagnostics */
+                free(j->uri);
+                j->uri = strdup(u->valuestring);
+            }
+        }
+        job_progress_start(s, j, s->client_progress ? work_token(params) : NULL, cmd);
+        if (!j->command || (path && !j->uri))
+            cancel_job(s, j, LSP_REQUEST_FAILED, "out of memory");
+    }
+    free(path);
+}
+
+static const char *const action_titles[][3] = {
+    {"ctx: Explain", "ctx.explain", NULL},
+    {"ctx: Fix", "ctx.fix", "quickfix"},
+    {"ctx: Refactor…", "ctx.refactor", "refactor.rewrite"},
+    {"ctx: Write tests", "ctx.writeTests", "source"},
+};
+
+static bool kind_wanted(const cJSON *only, const char *kind)
+{
+    if (!cJSON_IsArray(only))
+        return true;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, only)
+    {
+        if (!cJSON_IsString(it) || !kind)
+            continue;
+        size_t n = strlen(it->valuestring);
+        if (strncmp(kind, it->valuestring, n) == 0 && (kind[n] == 0 || kind[n] == '.'))
+            return true;
+    }
+    return false;
+}
+
+static void code_action(struct server *s, const cJSON *id, const cJSON *params)
+{
+    const cJSON *td = cJSON_IsObject(params) ? cJSON_GetObjectItemCaseSensitive(params, "textDocument") : NULL;
+    const char *uri = jstr(td, "uri");
+    const cJSON *range = cJSON_IsObject(params) ? cJSON_GetObjectItemCaseSensitive(params, "range") : NULL;
+    struct lsp_pos a, b;
+    if (!uri || !read_range(range, &a, &b)) {
+        respond_error(s, id, CTXD_RPC_INVALID_PARAMS, "textDocument/codeAction: textDocument.uri and range are required");
+        return;
+    }
+    const cJSON *ctx = cJSON_GetObjectItemCaseSensitive(params, "context");
+    const cJSON *diags = cJSON_IsObject(ctx) ? cJSON_GetObjectItemCaseSensitive(ctx, "diagnostics") : NULL;
+    const cJSON *only = cJSON_IsObject(ctx) ? cJSON_GetObjectItemCaseSensitive(ctx, "only") : NULL;
+    cJSON *list = cJSON_CreateArray();
+    if (strncmp(uri, "file://", 7) == 0) { /* the agent works on files */
+        for (size_t i = 0; i < sizeof action_titles / sizeof action_titles[0]; i++) {
+            if (!kind_wanted(only, action_titles[i][2]))
+                continue;
+            cJSON *ca = cJSON_CreateObject();
+            cJSON_AddStringToObject(ca, "title", action_titles[i][0]);
+            if (action_titles[i][2])
+                cJSON_AddStringToObject(ca, "kind", action_titles[i][2]);
+            if (cJSON_GetArraySize(diags) > 0 && i == 1)
+                cJSON_AddItemToObject(ca, "diagnostics", cJSON_Duplicate(diags, true));
+            cJSON *cmd = cJSON_AddObjectToObject(ca, "command");
+            cJSON_AddStringToObject(cmd, "title", action_titles[i][0]);
+            cJSON_AddStringToObject(cmd, "command", action_titles[i][1]);
+            cJSON *args = cJSON_AddArrayToObject(cmd, "arguments");
+            cJSON *arg = cJSON_CreateObject();
+            cJSON_AddStringToObject(arg, "uri", uri);
+            cJSON_AddItemToObject(arg, "range", cJSON_Duplicate(range, true));
+            cJSON *msgs = cJSON_AddArrayToObject(arg, "diagnostics");
+            const cJSON *d;
+            cJSON_ArrayForEach(d, diags)
+            {
+                const char *m = jstr(d, "message");
+                if (m)
+                    cJSON_AddItemToArray(msgs, cJSON_CreateString(m));
+            }
+            cJSON_AddItemToArray(args, arg);
+            cJSON_AddItemToArray(list, ca);
+        }
+    }
+    respond(s, id, list);
+}
+
+static cJSON *empty_items(void)
+{
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddArrayToObject(r, "items");
+    return r;
+}
+
+/* textDocument/inlineCompletion (LSP 3.18): fim.complete on the buffer around the cursor. */
+static void inline_completion(struct server *s, const cJSON *id, const cJSON *params)
+{
+    const cJSON *td = cJSON_IsObject(params) ? cJSON_GetObjectItemCaseSensitive(params, "textDocument") : NULL;
+    const char *uri = jstr(td, "uri");
+    struct lsp_pos pos;
+    if (!uri || !read_pos(cJSON_GetObjectItemCaseSensitive(params, "position"), &pos)) {
+        respond_error(s, id, CTXD_RPC_INVALID_PARAMS,
+                      "textDocument/inlineCompletion: textDocument.uri and position are required");
+        return;
+    }
+    /* one completion at a time: the newest request is the one the user waits for */
+    for (struct job *j = s->jobs, *nx; j; j = nx) {
+        nx = j->next;
+        if (j->kind == JOB_FIM)
+            cancel_job(s, j, LSP_SERVER_CANCELLED, "superseded by a newer inline completion request");
+    }
+    const struct lsp_doc *d = lsp_docs_find(&s->docs, uri);
+    if (!d || d->desync) {
+        respond(s, id, empty_items()); /* we do not have the buffer's text */
+        return;
+    }
+    const char *text = d->text.data ? d->text.data : "";
+    size_t off = lsp_text_offset(text, d->text.len, pos, s->docs.enc);
+    struct ctx_err e = {0};
+    char *path = uri_path(uri, &e);
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "file", path ? rel_to_root(s, path) : uri);
+    if (s->root)
+        cJSON_AddStringToObject(p, "path", s->root);
+    char *prefix = strndup(text, off);
+    cJSON_AddStringToObject(p, "prefix", prefix ? prefix : "");
+    cJSON_AddStringToObject(p, "suffix", text + off);
+    cJSON_AddNumberToObject(p, "max_tokens", s->set.fim_max_tokens);
+    cJSON_AddNumberToObject(p, "budget", s->set.fim_budget);
+    free(prefix);
+    free(path);
+    struct job *j = start_job(s, JOB_FIM, id, "fim.complete", p, true);
+    if (!j)
+        return;
+    j->uri = strdup(uri);
+    j->version = d->version;
+    j->pos = lsp_text_position(text, d->text.len, off, s->docs.enc);
+    j->deadline = now_ms() + s->set.fim_timeout_ms;
+    if (!j->uri)
+        cancel_job(s, j, LSP_REQUEST_FAILED, "out of memory");
+}
+
+/* Typing makes a pending completion of that document stale. */
+static void cancel_fim_for(struct server *s, const char *uri)
+{
+    for (struct job *j = s->jobs, *nx; j; j = nx) {
+        nx = j->next;
+        if (j->kind == JOB_FIM && j->uri && strcmp(j->uri, uri) == 0)
+            cancel_job(s, j, -32801, "the document changed");
+    }
+}
+
+static void schedule_review(struct server *s, const char *uri)
+{
+    struct ctx_err e = {0};
+    char *path = uri_path(uri, &e);
+    bool inside = path && s->root && rel_to_root(s, path) != path;
+    free(path);
+    if (!inside)
+        return; /* a review needs the repository the file is in */
+    struct review_due *r;
+    for (r = s->due; r; r = r->next)
+        if (strcmp(r->uri, uri) == 0)
+            break;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r || !(r->uri = strdup(uri))) {
+            free(r);
+            return;
+        }
+        r->next = s->due;
+        s->due = r;
+    }
+    r->due = now_ms() + s->set.review_debounce_ms; /* debounce: a later save pushes it back */
+}
+
+static void start_review(struct server *s, const char *uri)
+{
+    for (struct job *j = s->jobs, *nx; j; j = nx) { /* an older review of the same file is stale */
+        nx = j->next;
+        if (j->kind == JOB_REVIEW && !j->lsp_id && j->uri && strcmp(j->uri, uri) == 0)
+            free_job(s, j, "superseded");
+    }
+    cJSON *params = cJSON_CreateObject(), *args = cJSON_AddArrayToObject(params, "arguments");
+    cJSON_AddItemToArray(args, cJSON_CreateString(uri));
+    cmd_agent(s, NULL, "ctx.review", params);
+    cJSON_Delete(params);
+}
+
+/* Timers: completions past their latency budget answer empty; reviews whose debounce is over start. */
+static long long run_timers(struct server *s)
+{
+    long long now = now_ms(), next = -1;
+    for (struct job *j = s->jobs, *nx; j; j = nx) {
+        nx = j->next;
+        if (!j->deadline)
+            continue;
+        if (j->deadline <= now) {
+            log_message(s, MSG_LOG, "ctx: inline completion gave up after %d ms", s->set.fim_timeout_ms);
+            respond(s, j->lsp_id, empty_items());
+            cJSON_Delete(j->lsp_id);
+            j->lsp_id = NULL;
+            free_job(s, j, "timed out");
+        } else if (next < 0 || j->deadline < next) {
+            next = j->deadline;
+        }
+    }
+    for (struct review_due **pp = &s->due; *pp;) {
+        struct review_due *r = *pp;
+        if (r->due <= now) {
+            *pp = r->next;
+            start_review(s, r->uri);
+            free(r->uri);
+            free(r);
+        } else {
+            if (next < 0 || r->due < next)
+                next = r->due;
+            pp = &r->next;
+        }
+    }
+    return next < 0 ? -1 : next - now;
+}
+
+/* Make the workspace's repository resident at start, with $/progress, so the first question does
+ * not wait for ingestion. */
+static void open_repository(struct server *s)
+{
+    if (!s->root || !s->set.open_repository)
+        return;
+    cJSON *p = cJSON_CreateObject();
+    cJSON_AddStringToObject(p, "path", s->root);
+    cJSON_AddBoolToObject(p, "wait", true);
+    struct job *j = start_job(s, JOB_OPEN, NULL, "repo.open", p, true);
+    if (j)
+        job_progress_start(s, j, NULL, "ctx: making the repository resident");
+}
+
+/* ---- requests ---- */
 
 static void cmd_status(struct server *s, const cJSON *id, const cJSON *params)
 {
@@ -245,7 +1285,14 @@ static void execute_command(struct server *s, const cJSON *id, const cJSON *para
         cmd_status(s, id, params);
         return;
     }
-    respond_error(s, id, CTXD_RPC_INVALID_PARAMS, "unknown command \"%s\" (this server has: ctx.status)", cmd);
+    for (size_t i = 1; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i]) == 0) {
+            cmd_agent(s, id, cmd, params);
+            return;
+        }
+    respond_error(s, id, CTXD_RPC_INVALID_PARAMS,
+                  "unknown command \"%s\" (this server has: ctx.status, ctx.ask, ctx.explain, ctx.fix, ctx.refactor, "
+                  "ctx.writeTests, ctx.review)", cmd);
 }
 
 /* The client's preferred position encodings (3.17); we take utf-8 when offered (the daemon works in
@@ -258,6 +1305,48 @@ static enum lsp_encoding pick_encoding(const cJSON *caps)
         if (cJSON_IsString(it) && strcmp(it->valuestring, "utf-8") == 0)
             return LSP_ENC_UTF8;
     return LSP_ENC_UTF16;
+}
+
+static int opt_int(const cJSON *o, const char *k, int def, int lo, int hi)
+{
+    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
+    return cJSON_IsNumber(v) && v->valuedouble >= lo && v->valuedouble <= hi ? (int)v->valuedouble : def;
+}
+
+static bool opt_bool(const cJSON *o, const char *k, bool def)
+{
+    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+}
+
+/* initializationOptions; a value of the wrong type or out of range keeps the default. */
+static void read_settings(struct server *s, const cJSON *o)
+{
+    s->set.review_on_save = opt_bool(o, "reviewOnSave", true);
+    s->set.review_debounce_ms = opt_int(o, "reviewDebounceMs", 1500, 0, 600000);
+    s->set.open_repository = opt_bool(o, "openRepository", true);
+    const cJSON *ic = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "inlineCompletion") : NULL;
+    s->set.fim_max_tokens = opt_int(ic, "maxTokens", 64, 1, 1024);
+    s->set.fim_timeout_ms = opt_int(ic, "timeoutMs", 5000, 50, 600000);
+    s->set.fim_budget = opt_int(ic, "budget", 2048, 16, 65536);
+}
+
+/* The workspace folder: the first workspaceFolders entry, else rootUri, else rootPath; only an
+ * existing directory counts. */
+static void read_root(struct server *s, const cJSON *params)
+{
+    const cJSON *wf = cJSON_IsObject(params) ? cJSON_GetObjectItemCaseSensitive(params, "workspaceFolders") : NULL;
+    const char *uri = cJSON_IsArray(wf) ? jstr(cJSON_GetArrayItem(wf, 0), "uri") : NULL;
+    if (!uri)
+        uri = jstr(params, "rootUri");
+    struct ctx_err e = {0};
+    char *p = uri ? uri_path(uri, &e) : NULL;
+    if (!p && jstr(params, "rootPath"))
+        p = strdup(jstr(params, "rootPath"));
+    char real[PATH_MAX];
+    if (p && realpath(p, real) && access(real, X_OK) == 0)
+        s->root = strdup(real);
+    free(p);
 }
 
 static void initialize(struct server *s, const cJSON *id, const cJSON *params)
@@ -275,6 +1364,8 @@ static void initialize(struct server *s, const cJSON *id, const cJSON *params)
         s->parent_pid = (long long)pid->valuedouble;
     s->docs.enc = pick_encoding(caps);
     s->initialize_seen = true;
+    read_settings(s, params ? cJSON_GetObjectItemCaseSensitive(params, "initializationOptions") : NULL);
+    read_root(s, params);
 
     /* Honest capabilities: only what this server does now. */
     cJSON *r = cJSON_CreateObject();
@@ -290,6 +1381,12 @@ static void initialize(struct server *s, const cJSON *id, const cJSON *params)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         cJSON_AddItemToArray(cmds, cJSON_CreateString(commands[i]));
     cJSON_AddBoolToObject(ex, "workDoneProgress", true);
+    cJSON *ca = cJSON_AddObjectToObject(c, "codeActionProvider");
+    cJSON *kinds = cJSON_AddArrayToObject(ca, "codeActionKinds");
+    cJSON_AddItemToArray(kinds, cJSON_CreateString("quickfix"));
+    cJSON_AddItemToArray(kinds, cJSON_CreateString("refactor.rewrite"));
+    cJSON_AddItemToArray(kinds, cJSON_CreateString("source"));
+    cJSON_AddObjectToObject(c, "inlineCompletionProvider");
     cJSON *info = cJSON_AddObjectToObject(r, "serverInfo");
     cJSON_AddStringToObject(info, "name", "ctx");
     cJSON_AddStringToObject(info, "version", CTX_VERSION);
@@ -311,6 +1408,14 @@ static void document_notification(struct server *s, const char *method, const cJ
     /* Notifications have no reply: a refused one is logged, where the editor's log shows it. */
     if (rc)
         log_message(s, rc == CTX_EPROTO || rc == CTX_ENOTFOUND ? MSG_WARNING : MSG_ERROR, "%s: %s", method, e.msg);
+    const cJSON *td = cJSON_IsObject(params) ? cJSON_GetObjectItemCaseSensitive(params, "textDocument") : NULL;
+    const char *uri = jstr(td, "uri");
+    if (!uri)
+        return;
+    if (strcmp(method, "textDocument/didChange") == 0 || strcmp(method, "textDocument/didClose") == 0)
+        cancel_fim_for(s, uri);
+    else if (!rc && strcmp(method, "textDocument/didSave") == 0 && s->set.review_on_save)
+        schedule_review(s, uri);
 }
 
 static bool valid_request_id(const cJSON *id)
@@ -324,7 +1429,7 @@ static void handle(struct server *s, struct queued *qm)
     if (cJSON_IsObject(msg) && !cJSON_GetObjectItemCaseSensitive(msg, "method") &&
         cJSON_GetObjectItemCaseSensitive(msg, "id") &&
         (cJSON_GetObjectItemCaseSensitive(msg, "result") || cJSON_GetObjectItemCaseSensitive(msg, "error"))) {
-        /* A response: this server sends no requests yet, so any response is stray. */
+        handle_response(s, msg); /* to one of our requests, else stray and ignored */
         return;
     }
     struct ctxd_rpc_req req;
@@ -358,8 +1463,19 @@ static void handle(struct server *s, struct queued *qm)
     if (!req.id && s->shutdown)
         return; /* after shutdown only exit matters */
     if (!req.id) {
-        if (strcmp(m, "initialized") == 0)
+        if (strcmp(m, "initialized") == 0) {
+            if (!s->initialized)
+                open_repository(s);
             s->initialized = true;
+        } else if (strcmp(m, "$/cancelRequest") == 0) {
+            /* a request still running on ctxd: close its connection (queued ones were marked) */
+            const cJSON *cid = cJSON_IsObject(req.params) ? cJSON_GetObjectItemCaseSensitive(req.params, "id") : NULL;
+            for (struct job *j = s->jobs; cid && j; j = j->next)
+                if (j->lsp_id && same_id(j->lsp_id, cid)) {
+                    cancel_job(s, j, LSP_REQUEST_CANCELLED, "cancelled");
+                    break;
+                }
+        }
         else if (strncmp(m, "textDocument/did", 16) == 0 &&
                  (!strcmp(m + 16, "Open") || !strcmp(m + 16, "Change") || !strcmp(m + 16, "Save") ||
                   !strcmp(m + 16, "Close")))
@@ -378,6 +1494,10 @@ static void handle(struct server *s, struct queued *qm)
         respond(s, req.id, NULL);
     } else if (strcmp(m, "workspace/executeCommand") == 0)
         execute_command(s, req.id, req.params);
+    else if (strcmp(m, "textDocument/codeAction") == 0)
+        code_action(s, req.id, req.params);
+    else if (strcmp(m, "textDocument/inlineCompletion") == 0)
+        inline_completion(s, req.id, req.params);
     else
         respond_error(s, req.id, CTXD_RPC_METHOD_NOT_FOUND, "method \"%s\" is not supported", m);
 }
@@ -482,22 +1602,62 @@ int lsp_server_run(int in_fd, int out_fd, const struct lsp_options *opt)
         fprintf(stderr, "ctx lsp: out of memory\n");
         return 1;
     }
+    long long last_parent_check = now_ms();
     while (!s.exit_seen && !s.out_broken) {
-        struct pollfd pfd = {.fd = in_fd, .events = POLLIN};
-        /* Wake now and then to notice an editor that died without closing our input. */
-        int pr = poll(&pfd, 1, s.parent_pid > 0 ? 3000 : -1);
-        if (pr < 0 && errno != EINTR) {
-            fprintf(stderr, "ctx lsp: poll: %s\n", strerror(errno));
+        /* the editor's input, then one connection per call in flight to ctxd */
+        size_t nj = 0;
+        for (struct job *jb = s.jobs; jb; jb = jb->next)
+            nj++;
+        struct pollfd stack_fds[33], *fds = nj < 32 ? stack_fds : malloc((nj + 1) * sizeof *fds);
+        unsigned long long *seqs = nj ? malloc(nj * sizeof *seqs) : NULL;
+        if (!fds || (nj && !seqs)) {
+            if (fds != stack_fds)
+                free(fds);
+            free(seqs);
+            fprintf(stderr, "ctx lsp: out of memory\n");
             break;
         }
-        if (pr == 0) {
+        fds[0] = (struct pollfd){.fd = in_fd, .events = POLLIN};
+        size_t k = 0;
+        for (struct job *jb = s.jobs; jb; jb = jb->next, k++) {
+            fds[k + 1] = (struct pollfd){.fd = jb->fd, .events = POLLIN};
+            seqs[k] = jb->seq;
+        }
+        long long wait = run_timers(&s);
+        /* Wake now and then to notice an editor that died without closing our input. */
+        if (s.parent_pid > 0 && (wait < 0 || wait > 3000))
+            wait = 3000;
+        int pr = poll(fds, nj + 1, wait < 0 ? -1 : (int)wait);
+        if (pr < 0 && errno != EINTR) {
+            fprintf(stderr, "ctx lsp: poll: %s\n", strerror(errno));
+            if (fds != stack_fds)
+                free(fds);
+            free(seqs);
+            break;
+        }
+        if (s.parent_pid > 0 && now_ms() - last_parent_check >= 3000) {
+            last_parent_check = now_ms();
             if (parent_gone(&s)) {
                 fprintf(stderr, "ctx lsp: the editor (pid %lld) is gone; exiting\n", s.parent_pid);
+                if (fds != stack_fds)
+                    free(fds);
+                free(seqs);
                 break;
             }
-            continue;
         }
-        if (pr < 0)
+        short in_ev = pr > 0 ? fds[0].revents : 0;
+        /* ctxd's answers first (a job may be gone by the time its turn comes) */
+        for (size_t q = 0; pr > 0 && q < nj; q++) {
+            if (!fds[q + 1].revents)
+                continue;
+            struct job *jb = find_job(&s, seqs[q]);
+            if (jb)
+                job_readable(&s, jb);
+        }
+        if (fds != stack_fds)
+            free(fds);
+        free(seqs);
+        if (!in_ev)
             continue;
         ssize_t n = read(in_fd, buf, 1 << 16);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
@@ -522,6 +1682,22 @@ int lsp_server_run(int in_fd, int out_fd, const struct lsp_options *opt)
     free(s.q);
     lsp_framer_free(&s.framer);
     lsp_docs_free(&s.docs);
+    while (s.jobs) { /* closing their connections cancels them on ctxd; nothing more is said */
+        s.jobs->prog = 0;
+        free_job(&s, s.jobs, NULL);
+    }
+    while (s.outreqs) {
+        struct outreq *o = s.outreqs;
+        s.outreqs = o->next;
+        free(o);
+    }
+    while (s.due) {
+        struct review_due *r = s.due;
+        s.due = r->next;
+        free(r->uri);
+        free(r);
+    }
+    free(s.root);
     if (s.daemon)
         ctxd_client_close(s.daemon);
     return status;

@@ -689,6 +689,11 @@ static int load_common(const cJSON *root, const struct inf_added_token_def *extr
         }
     }
     size_t n_file_added = n_adefs;
+    /* A V4-family tokenizer with ids of its own (models/ctx-small: </think> is not 128822) gets
+     * nothing added: V4's ids would lie beyond its model's vocabulary. */
+    for (size_t k = 0; k < n_file_added; k++)
+        if (strcmp(adefs[k].content, "</think>") == 0 && adefs[k].id != 128822)
+            n_extra = 0;
     for (size_t i = 0; i < n_extra; i++) {
         /* V4's extras: keep the file's own definition of an id or content if it has one. */
         bool have = false;
@@ -1021,6 +1026,10 @@ struct sink {
     size_t n, cap;
     bool count_only;
     int err;
+    /* inf_tokenizer_pretokenize: pre-tokens go to this callback instead of BPE. */
+    int (*piece)(void *ud, const char *piece, size_t n);
+    void *piece_ud;
+    int piece_rc;
 };
 
 static inline void sink_put(struct sink *s, int32_t id)
@@ -1227,6 +1236,10 @@ static int emit_pretoken(const struct inf_tokenizer *t, struct scratch *s, const
 {
     if (n == 0)
         return 0;
+    if (out->piece) {
+        out->piece_rc = out->piece(out->piece_ud, (const char *)w, n);
+        return out->piece_rc ? CTX_ECANCELED : 0;
+    }
     if (t->ignore_merges) {
         /* Whole-word lookup first, on the byte-level form of the word. */
         uint32_t b2c[256];
@@ -1510,6 +1523,17 @@ int inf_tokenizer_count_flags(const struct inf_tokenizer *t, const char *text, s
     int rc = encode_any(t, text, len, flags, NULL, &out, e);
     if (!rc)
         *n = out.n;
+    return rc;
+}
+
+int inf_tokenizer_pretokenize(const struct inf_tokenizer *t, const char *text, size_t len,
+                              int (*fn)(void *ud, const char *piece, size_t n), void *ud,
+                              struct ctx_err *e)
+{
+    struct sink out = {.count_only = true, .piece = fn, .piece_ud = ud};
+    int rc = encode_any(t, text, len, INF_TOK_LITERAL, NULL, &out, e);
+    if (rc && out.piece_rc)
+        return ctx_err_set(e, out.piece_rc, "tokenizer pre-tokenize: the callback stopped at a piece");
     return rc;
 }
 

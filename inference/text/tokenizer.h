@@ -27,7 +27,9 @@ int inf_tokenizer_load(const char *tokenizer_json_path, struct inf_tokenizer **o
 
 /* Load DeepSeek-V3's tokenizer.json and add V4's special tokens (ids 128815..129279, spec §7.1)
  * that the file does not already define. Where the file does define one of V4's confirmed ids
- * (a real V4 tokenizer.json), its string must agree with V4's or the load fails. */
+ * (a real V4 tokenizer.json), its string must agree with V4's or the load fails. A file that
+ * defines "</think>" at an id of its own (a small V4-family vocabulary such as
+ * models/ctx-small's) is loaded as written, like inf_tokenizer_load. */
 int inf_tokenizer_load_v4(const char *v3_tokenizer_json_path, struct inf_tokenizer **out,
                           struct ctx_err *e);
 
@@ -70,6 +72,14 @@ struct inf_text_span {
 int inf_tokenizer_encode_spans(const struct inf_tokenizer *t, const char *text, size_t len,
                                const struct inf_text_span *spans, size_t n_spans, int32_t **ids,
                                size_t *n_ids, struct ctx_err *e);
+
+/* Run only the normalizer and pre-tokenizer over text (added-token strings are ordinary text, as
+ * with INF_TOK_LITERAL) and call fn with every pre-token's bytes in order, for BPE trainers that
+ * must split text exactly as this loader does. A non-zero return from fn stops the walk and is
+ * returned. Invalid UTF-8 is CTX_EINVAL as in encode. */
+int inf_tokenizer_pretokenize(const struct inf_tokenizer *t, const char *text, size_t len,
+                              int (*fn)(void *ud, const char *piece, size_t n), void *ud,
+                              struct ctx_err *e);
 
 /* Ids to text (malloc'd, NUL-terminated, *len excludes the NUL). Unknown ids are CTX_EINVAL. */
 int inf_tokenizer_decode(const struct inf_tokenizer *t, const int32_t *ids, size_t n, char **text,

@@ -403,6 +403,33 @@ static void test_non_canonical_replay(void **state)
     assert_non_null(strstr(p, "string=\"false\">5</"));
     assert_true(len == r.prompt.len - 2);
     free(p);
+    /* A stored conversation (messages + the raw text of each assistant turn) gives back the exact
+     * transcript, spans included: what a daemon resumes a session from. */
+    cJSON *raws = cJSON_CreateArray();
+    int k = 0;
+    const cJSON *mm;
+    cJSON_ArrayForEach(mm, msgs) {
+        const cJSON *role = cJSON_GetObjectItem(mm, "role");
+        cJSON_AddItemToArray(raws, strcmp(role->valuestring, "assistant") == 0
+                                       ? cJSON_Duplicate(cJSON_GetArrayItem(r.raw, k++), 1)
+                                       : cJSON_CreateNull());
+    }
+    struct agent_prompt rp;
+    bool exact = false;
+    assert_int_equal(agent_loop_replay_prompt(msgs, raws, agent_tools_schemas(t), INF_DSML_CHAT, &rp, &exact, &e), 0);
+    assert_true(exact);
+    assert_int_equal(rp.len, r.prompt.len);
+    assert_memory_equal(rp.text, r.prompt.text, r.prompt.len);
+    assert_int_equal(rp.nspans, r.prompt.nspans);
+    assert_memory_equal(rp.spans, r.prompt.spans, rp.nspans * sizeof *rp.spans);
+    agent_prompt_free(&rp);
+    /* without the raw texts: the canonical rendering */
+    cJSON_Delete(raws);
+    raws = cJSON_CreateArray();
+    assert_int_equal(agent_loop_replay_prompt(msgs, raws, agent_tools_schemas(t), INF_DSML_CHAT, &rp, &exact, &e), 0);
+    assert_int_equal(rp.len, r.prompt.len - 2);
+    agent_prompt_free(&rp);
+    cJSON_Delete(raws);
     /* A follow-up question continues the exact transcript, the model's own bytes included. */
     cJSON *u = cJSON_CreateObject();
     cJSON_AddStringToObject(u, "role", "user");
@@ -619,8 +646,8 @@ static void test_review_mode(void **state)
     char *rd = agent_findings_rdjsonl(&f);
     assert_string_equal(rd, "{\"message\":\"add subtracts\",\"location\":{\"path\":\"src/util.c\",\"range\":"
                             "{\"start\":{\"line\":3},\"end\":{\"line\":3}}},\"severity\":\"ERROR\",\"source\":"
-                            "{\"name\":\"ctx\"},\"suggestions\":[{\"range\":{\"start\":{\"line\":3,\"column\":1},"
-                            "\"end\":{\"line\":4,\"column\":1}},\"text\":\"    return a + b;\\n\"}]}\n");
+                            "{\"name\":\"ctx\"},\"suggestions\":[{\"range\":{\"start\":{\"line\":3},"
+                            "\"end\":{\"line\":3}},\"text\":\"    return a + b;\"}]}\n");
     free(rd);
     cJSON *j = agent_findings_json(&f);
     char *js = cJSON_PrintUnformatted(j);

@@ -70,6 +70,56 @@ static void *serve(void *arg)
     return NULL;
 }
 
+/* The agent through the endpoint: a tool call first, then the answer. */
+static const char *const agent_streams[] = {
+    "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"reasoning_content\":"
+    "\"Find it.\"}}]}\n\n"
+    "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_x\","
+    "\"type\":\"function\",\"function\":{\"name\":\"find_symbol\",\"arguments\":\"\"}}]}}]}\n\n"
+    "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":"
+    "{\"arguments\":\"{\\\"name\\\": \\\"add\\\"}\"}}]}}]}\n\n"
+    "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}],"
+    "\"usage\":{\"prompt_tokens\":320,\"completion_tokens\":9}}\n\n"
+    "data: [DONE]\n\n",
+    "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
+    "\"add is in math.c.\"}}]}\n\n"
+    "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],"
+    "\"usage\":{\"prompt_tokens\":360,\"completion_tokens\":6}}\n\n"
+    "data: [DONE]\n\n",
+};
+
+/* Answer len(agent_streams) requests in turn, keeping the last request. */
+static void *serve_agent(void *arg)
+{
+    (void)arg;
+    for (size_t k = 0; k < sizeof agent_streams / sizeof agent_streams[0]; k++) {
+        int c = accept(lfd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        size_t n = 0, need = 0;
+        for (;;) {
+            ssize_t r = read(c, request + n, sizeof request - 1 - n);
+            if (r <= 0)
+                break;
+            n += (size_t)r;
+            request[n] = 0;
+            char *end = strstr(request, "\r\n\r\n");
+            if (end && !need) {
+                char *cl = strcasestr(request, "content-length:");
+                need = (size_t)(end + 4 - request) + (cl ? strtoul(cl + 15, NULL, 10) : 0);
+            }
+            if (need && n >= need)
+                break;
+        }
+        request_len = n;
+        static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+        if (write(c, head, strlen(head)) < 0 || write(c, agent_streams[k], strlen(agent_streams[k])) < 0)
+            perror("write");
+        close(c);
+    }
+    return NULL;
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -175,6 +225,65 @@ static void answers_through_the_remote_endpoint(void **state)
     assert_non_null(strstr(request, "\"model\":\"deepseek-v4-flash\""));
 }
 
+static int on_agent_note(void *ud, const char *method, const cJSON *params)
+{
+    cJSON *events = ud;
+    if (strcmp(method, "agent.event") == 0)
+        cJSON_AddItemToArray(events, cJSON_Duplicate(params, 1));
+    return 0;
+}
+
+/* agent.run on the remote backend: messages and tools go to the endpoint, its tool call runs here,
+ * the result goes back in the next request, the answer ends the run. */
+static void the_agent_through_the_remote_endpoint(void **state)
+{
+    (void)state;
+    if (!have_tokenizer)
+        skip();
+    pthread_t th;
+    pthread_create(&th, NULL, serve_agent, NULL);
+    struct ctxd_client *c;
+    struct ctx_err e = {0};
+    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
+    cJSON *p = cJSON_CreateObject(), *r = NULL, *events = cJSON_CreateArray();
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON_AddStringToObject(p, "prompt", "Where is add?");
+    int rc = ctxd_client_call(c, "agent.run", p, on_agent_note, events, 60000, &r, &e);
+    if (rc)
+        fail_msg("agent.run: %s", e.msg);
+    pthread_join(th, NULL);
+    ctxd_client_close(c);
+    assert_string_equal(cJSON_GetObjectItem(r, "stop")->valuestring, "final");
+    assert_string_equal(cJSON_GetObjectItem(r, "answer")->valuestring, "add is in math.c.");
+    assert_int_equal(cJSON_GetObjectItem(r, "steps")->valueint, 2);
+    cJSON *tc = cJSON_GetArrayItem(cJSON_GetObjectItem(r, "tool_calls"), 0);
+    assert_string_equal(cJSON_GetObjectItem(tc, "tool")->valuestring, "find_symbol");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(tc, "arguments"), "name")->valuestring, "add");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(tc, "is_error")));
+    cJSON *u = cJSON_GetObjectItem(r, "usage");
+    assert_int_equal(cJSON_GetObjectItem(u, "prompt_tokens")->valueint, 680);
+    assert_int_equal(cJSON_GetObjectItem(u, "completion_tokens")->valueint, 15);
+    assert_int_equal(cJSON_GetObjectItem(r, "malformed")->valueint, 0);
+    /* the streamed reasoning, then the tool's real result */
+    const cJSON *ev;
+    int saw_reasoning = 0, saw_result = 0;
+    cJSON_ArrayForEach(ev, events) {
+        const char *k = cJSON_GetObjectItem(ev, "kind")->valuestring;
+        const cJSON *t = cJSON_GetObjectItem(ev, "text");
+        saw_reasoning |= strcmp(k, "reasoning") == 0 && strstr(t->valuestring, "Find it.") != NULL;
+        saw_result |= strcmp(k, "tool_result") == 0 && strstr(t->valuestring, "math.c:1: function add") != NULL;
+    }
+    assert_true(saw_reasoning);
+    assert_true(saw_result);
+    /* the second request carried the call and its result, with the tools declared */
+    assert_non_null(strstr(request, "\"tools\":[{\"type\":\"function\""));
+    assert_non_null(strstr(request, "\"name\":\"find_symbol\""));
+    assert_non_null(strstr(request, "\"role\":\"tool\""));
+    assert_non_null(strstr(request, "math.c:1: function add"));
+    cJSON_Delete(events);
+    cJSON_Delete(r);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -182,6 +291,7 @@ int main(int argc, char **argv)
     ctxd_bin = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(answers_through_the_remote_endpoint),
+        cmocka_unit_test(the_agent_through_the_remote_endpoint),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -74,6 +74,10 @@ static int run(struct ctxd_job_ctx *ctx, void *ud)
         record(j->w, 'G');
         return CTXD_JOB_DONE;
     }
+    if (j->name == 's' && ctxd_job_cancelled(ctx)) { /* a sticky job sees its cancellation */
+        record(j->w, 'c');
+        return CTXD_JOB_DONE;
+    }
     record(j->w, j->name);
     for (int i = 0; i < j->posts; i++) {
         struct post *p = malloc(sizeof *p);
@@ -110,6 +114,7 @@ static void done(void *ud, int status, const char *message)
 }
 
 static const struct ctxd_job_ops ops = {run, done};
+static const struct ctxd_job_ops sticky_ops = {run, done, 1};
 
 static struct world *world_new(int max_queued)
 {
@@ -342,6 +347,53 @@ static void failures_carry_their_message(void **state)
     world_free(w);
 }
 
+/* finish_when_cancelled: a started job that is cancelled while queued between two slices (or by
+ * its client's disconnect) is not dropped: it runs once more, sees the cancellation, finishes. */
+static void started_jobs_finish_when_cancelled(void **state)
+{
+    (void)state;
+    for (int how = 0; how < 2; how++) {
+        struct world *w = world_new(0);
+        struct tjob *sj = tj(w, 's');
+        sj->slices = 1000000;
+        struct ctx_err e = {0};
+        struct ctxd_job *h = NULL;
+        assert_int_equal(ctxd_sched_submit(w->s, CTXD_PRIO_INTERACTIVE, 5, &sticky_ops, sj, &h, &e), 0);
+        while (1) {
+            pthread_mutex_lock(&w->lock);
+            int started = strchr(w->order, 's') != NULL;
+            pthread_mutex_unlock(&w->lock);
+            if (started)
+                break;
+            usleep(100);
+        }
+        /* the gate (another client, served first) takes the engine between two slices of s */
+        struct tjob *g = tj(w, 'G');
+        submit(w, g, CTXD_PRIO_INTERACTIVE, 999);
+        while (!atomic_load(&w->gate_entered))
+            usleep(200);
+        if (how == 0)
+            ctxd_sched_cancel(w->s, h);
+        else
+            ctxd_sched_cancel_client(w->s, 5);
+        for (int i = 0; i < 40; i++) {
+            uv_run(&w->loop, UV_RUN_NOWAIT);
+            usleep(250);
+        }
+        assert_int_equal(sj->done, 0); /* not dropped */
+        atomic_store(&w->gate_open, 1);
+        wait_done(w, 2);
+        assert_int_equal(sj->status, CTX_ECANCELED);
+        pthread_mutex_lock(&w->lock);
+        size_t n = strlen(w->order);
+        assert_true(n >= 3 && strcmp(w->order + n - 2, "Gc") == 0);
+        pthread_mutex_unlock(&w->lock);
+        free(g);
+        free(sj);
+        world_free(w);
+    }
+}
+
 static void free_cancels_everything(void **state)
 {
     (void)state;
@@ -381,6 +433,7 @@ int main(void)
         cmocka_unit_test(posts_arrive_in_order_before_done),
         cmocka_unit_test(failures_carry_their_message),
         cmocka_unit_test(free_cancels_everything),
+        cmocka_unit_test(started_jobs_finish_when_cancelled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

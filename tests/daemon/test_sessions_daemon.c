@@ -210,9 +210,14 @@ static void the_cli_drives_sessions(void **state_)
     /* ctx init and ctx ask through the real ctx */
     const char *o = shout("'%s' --socket '%s' --json init '%s' | tail -n 1", ctx_bin, sock, repo);
     assert_non_null(strstr(o, "\"phase\":\"ready\""));
+    o = shout("'%s' --socket '%s' --json ask --no-tools --repo '%s' --max-tokens 3 'Where is add?' | tail -n 1",
+              ctx_bin, sock, repo);
+    assert_non_null(strstr(o, "\"finish_reason\""));
+    /* ctx ask runs the agent: 3 tokens of budget end it after its first step */
     o = shout("'%s' --socket '%s' --json ask --repo '%s' --max-tokens 3 'Where is add?' | tail -n 1", ctx_bin, sock,
               repo);
-    assert_non_null(strstr(o, "\"finish_reason\""));
+    assert_non_null(strstr(o, "\"stop\":\"token_budget\""));
+    assert_non_null(strstr(o, "\"steps\":1"));
     /* a conversation: the first line creates the session, /sessions lists it */
     o = shout("printf 'Where is add defined?\\n/sessions\\n/quit\\n' | '%s' --socket '%s' chat --repo '%s' --json "
               "--max-tokens 3", ctx_bin, sock, repo);

@@ -13,6 +13,7 @@ local env = function(k)
 end
 local ctx_bin, ctxd_bin = env('CTX_BIN'), env('CTXD_BIN')
 local sock, dir, src = env('CTX_TEST_SOCKET'), env('CTX_TEST_DIR'), env('CTX_SOURCE_ROOT')
+local repo = env('CTX_TEST_REPO') -- a git repository with src/math.c; ctxd runs with forced completions
 
 local n, failed = 0, 0
 local function check(ok, what, detail)
@@ -41,14 +42,20 @@ local ok, err = pcall(function()
   ctx.setup({
     cmd = { ctx_bin, '--socket', sock, '--ctxd', ctxd_bin, 'lsp' },
     notify = false,
+    init_options = { reviewOnSave = false, inlineCompletion = { maxTokens = 8 } },
+    keymaps = true,
     on_exit = function(code, signal)
       exit_code, exit_signal = code, signal
     end,
   })
   check(vim.fn.exists(':CtxStatus') == 2, ':CtxStatus is defined')
+  for _, c in ipairs({ 'CtxAsk', 'CtxReview', 'CtxFix', 'CtxExplain', 'CtxRefactor', 'CtxWriteTests' }) do
+    check(vim.fn.exists(':' .. c) == 2, ':' .. c .. ' is defined')
+  end
+  check(vim.fn.maparg('<leader>cr', 'n') ~= '' and vim.fn.maparg('<M-]>', 'i') ~= '', 'opt-in keymaps are set')
 
   -- a file with an astral character and CRLF-free lines; editing it starts the client
-  local file = dir .. '/hello.c'
+  local file = repo .. '/hello.c'
   local f = assert(io.open(file, 'w'))
   f:write('int main(void) { return 0; } // \u{1F600}\n')
   f:close()
@@ -71,9 +78,12 @@ local ok, err = pcall(function()
   local caps = client.server_capabilities
   check(caps.textDocumentSync and caps.textDocumentSync.change == 2, 'server offers incremental sync',
     vim.inspect(caps.textDocumentSync))
-  check(caps.executeCommandProvider and caps.executeCommandProvider.commands[1] == 'ctx.status' and
-    #caps.executeCommandProvider.commands == 1, 'server offers exactly ctx.status', vim.inspect(caps))
-  check(caps.completionProvider == nil and caps.hoverProvider == nil and caps.codeActionProvider == nil,
+  local cmds = caps.executeCommandProvider and caps.executeCommandProvider.commands or {}
+  check(table.concat(cmds, ' ') == 'ctx.status ctx.ask ctx.explain ctx.fix ctx.refactor ctx.writeTests ctx.review',
+    'server offers its commands', vim.inspect(caps))
+  check(caps.codeActionProvider and caps.codeActionProvider.codeActionKinds and
+    #caps.codeActionProvider.codeActionKinds == 3, 'server offers code actions', vim.inspect(caps))
+  check(caps.completionProvider == nil and caps.hoverProvider == nil and caps.definitionProvider == nil,
     'no capability the server lacks')
 
   -- edits: Neovim sends them as incremental didChange; the server's byte count must follow
@@ -110,6 +120,42 @@ local ok, err = pcall(function()
   vim.wait(15000, function() return ctx.last_status ~= nil end, 20)
   doc = ctx.last_status and ctx.last_status.lsp.documents[1]
   check(doc and doc.dirty == false and doc.bytes == want_bytes, 'didSave seen', vim.inspect(doc))
+
+  -- :CtxAsk: the agent's (forced) answer comes back
+  ctx.last_answer = nil
+  vim.cmd('CtxAsk What is the answer?')
+  got = vim.wait(60000, function() return ctx.last_answer ~= nil end, 20)
+  check(got and ctx.last_answer == 'The answer is 42.', ':CtxAsk answer arrives', tostring(ctx.last_answer))
+
+  -- :CtxReview on src/math.c: the (forced) finding becomes a diagnostic on line 3
+  vim.cmd('edit ' .. repo .. '/src/math.c')
+  local mbuf = vim.api.nvim_get_current_buf()
+  vim.wait(5000, function() return #vim.lsp.buf_get_clients(mbuf) > 0 end, 20)
+  vim.cmd('CtxReview')
+  got = vim.wait(60000, function() return #vim.diagnostic.get(mbuf) > 0 end, 20)
+  local d = vim.diagnostic.get(mbuf)[1]
+  check(got and d and d.lnum == 2 and d.col == 0 and d.message == 'add subtracts' and
+    d.severity == vim.diagnostic.severity.WARN and d.source == 'ctx', ':CtxReview diagnostics appear',
+    vim.inspect(vim.diagnostic.get(mbuf)))
+
+  -- inline completion before the ';' of line 3 (the noise model's text; 8 tokens at most), shown
+  -- as virtual text and accepted into the buffer
+  vim.api.nvim_win_set_cursor(0, { 3, 16 })
+  local done, result
+  ctx.complete(function(err, r) done, result = true, r end)
+  vim.wait(60000, function() return done end, 20)
+  local items = result and result.items
+  check(type(items) == 'table', 'inline completion answered', vim.inspect(result))
+  if items and items[1] then
+    check(ctx.inline_text == items[1].insertText and
+      #vim.api.nvim_buf_get_extmarks(mbuf, vim.api.nvim_create_namespace('ctx_inline'), 0, -1, {}) == 1,
+      'shown as virtual text', vim.inspect(items))
+    local before = table.concat(vim.api.nvim_buf_get_lines(mbuf, 0, -1, false), '\n')
+    ctx.accept()
+    local after = table.concat(vim.api.nvim_buf_get_lines(mbuf, 0, -1, false), '\n')
+    check(after == before:gsub('a %- b;', 'a - b' .. items[1].insertText:gsub('%%', '%%%%') .. ';', 1), 'accepted into the buffer',
+      after)
+  end
 
   -- clean shutdown: shutdown + exit, and the server exits 0
   vim.lsp.stop_client(client.id)

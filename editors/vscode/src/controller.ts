@@ -3,8 +3,14 @@
 import * as vscode from 'vscode';
 
 import {
+  AgentResult,
   CtxSettings,
   DaemonState,
+  LspRange,
+  askRequest,
+  codeRequest,
+  formatAnswer,
+  reviewRequest,
   StatusResult,
   errorMessage,
   formatStatus,
@@ -106,6 +112,68 @@ export class Controller implements vscode.Disposable {
     }
   }
 
+  /** Run one of the server's agent commands and print the answer in the output channel. */
+  async agent(title: string, params: { command: string; arguments: unknown[] }): Promise<AgentResult | undefined> {
+    if (!this.client) await this.start();
+    if (!this.client) {
+      void vscode.window.showErrorMessage(`ctx: ${this.state.kind === 'error' ? this.state.message : 'not running'}`);
+      return undefined;
+    }
+    try {
+      const r = (await this.client.sendRequest('workspace/executeCommand', params)) as AgentResult;
+      for (const line of formatAnswer(title, r ?? {})) this.output.appendLine(line);
+      this.output.show(true);
+      return r;
+    } catch (e) {
+      const msg = errorMessage(e);
+      this.output.appendLine(`${title} failed: ${msg}`);
+      void vscode.window.showErrorMessage(`ctx: ${msg}`);
+      return undefined;
+    }
+  }
+
+  /** The active editor's document and selection (the cursor's line when nothing is selected). */
+  private selection(): { uri: string; range: LspRange; diagnostics: string[]; empty: boolean } | undefined {
+    const ed = vscode.window.activeTextEditor;
+    if (!ed) {
+      void vscode.window.showErrorMessage('ctx: no active editor');
+      return undefined;
+    }
+    const sel = ed.selection;
+    const empty = sel.start.line === sel.end.line && sel.start.character === sel.end.character;
+    const range: LspRange = {
+      start: { line: sel.start.line, character: empty ? 0 : sel.start.character },
+      end: empty ? { line: sel.start.line + 1, character: 0 } : { line: sel.end.line, character: sel.end.character },
+    };
+    const diagnostics = vscode.languages
+      .getDiagnostics(ed.document.uri)
+      .filter((d) => d.range.start.line <= range.end.line && d.range.end.line >= range.start.line)
+      .map((d) => d.message);
+    return { uri: ed.document.uri.toString(), range, diagnostics, empty };
+  }
+
+  async ask(): Promise<AgentResult | undefined> {
+    const q = await vscode.window.showInputBox({ prompt: 'Ask ctx about the repository', ignoreFocusOut: true });
+    if (!q) return undefined;
+    const s = vscode.window.activeTextEditor ? this.selection() : undefined;
+    return this.agent(`ctx: ${q}`, askRequest(q, s && !s.empty ? s.uri : undefined, s && !s.empty ? s.range : undefined));
+  }
+
+  async code(command: 'ctx.explain' | 'ctx.fix'): Promise<AgentResult | undefined> {
+    const s = this.selection();
+    if (!s) return undefined;
+    return this.agent(command === 'ctx.fix' ? 'ctx: Fix' : 'ctx: Explain', codeRequest(command, s.uri, s.range, s.diagnostics));
+  }
+
+  async review(): Promise<AgentResult | undefined> {
+    const ed = vscode.window.activeTextEditor;
+    if (!ed) {
+      void vscode.window.showErrorMessage('ctx: no active editor');
+      return undefined;
+    }
+    return this.agent('ctx: Review', reviewRequest(ed.document.uri.toString()));
+  }
+
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
@@ -140,6 +208,12 @@ export function activateWith(context: vscode.ExtensionContext, factory: ClientFa
     c,
     vscode.commands.registerCommand('ctx.showStatus', () => c.refresh(true)),
     vscode.commands.registerCommand('ctx.restart', () => c.restart()),
+    // The server's own commands (ctx.ask, ctx.review, ...) are registered by the language client
+    // and take LSP arguments; these are the editor-facing ones that gather them.
+    vscode.commands.registerCommand('ctx.askQuestion', () => c.ask()),
+    vscode.commands.registerCommand('ctx.reviewFile', () => c.review()),
+    vscode.commands.registerCommand('ctx.explainSelection', () => c.code('ctx.explain')),
+    vscode.commands.registerCommand('ctx.fixSelection', () => c.code('ctx.fix')),
     vscode.workspace.onDidChangeConfiguration((e) => {
       if (e.affectsConfiguration('ctx')) void c.restart();
     }),

@@ -6,6 +6,12 @@ export interface CtxSettings {
   socket: string;
   ctxdPath: string;
   statusIntervalSeconds: number;
+  /** Review saved files and show the findings as diagnostics (ctx lsp's reviewOnSave). */
+  reviewOnSave?: boolean;
+  /** Make the workspace's repository resident when the server starts. */
+  openRepository?: boolean;
+  /** Token budget of one inline completion (fill-in-the-middle). */
+  inlineMaxTokens?: number;
 }
 
 export const defaultSettings: CtxSettings = {
@@ -13,6 +19,9 @@ export const defaultSettings: CtxSettings = {
   socket: '',
   ctxdPath: '',
   statusIntervalSeconds: 60,
+  reviewOnSave: true,
+  openRepository: true,
+  inlineMaxTokens: 64,
 };
 
 /** Settings as read from a configuration getter, with types checked and defaults applied. */
@@ -22,13 +31,100 @@ export function readSettings(get: (key: string) => unknown): CtxSettings {
     return typeof v === 'string' ? v.trim() : (defaultSettings[k] as string);
   };
   const iv = get('statusIntervalSeconds');
+  const bool = (k: 'reviewOnSave' | 'openRepository'): boolean => {
+    const v = get(k);
+    return typeof v === 'boolean' ? v : (defaultSettings[k] as boolean);
+  };
+  const mt = get('inlineMaxTokens');
   return {
     path: str('path') || defaultSettings.path,
     socket: str('socket'),
     ctxdPath: str('ctxdPath'),
     statusIntervalSeconds:
       typeof iv === 'number' && Number.isFinite(iv) && iv >= 0 ? iv : defaultSettings.statusIntervalSeconds,
+    reviewOnSave: bool('reviewOnSave'),
+    openRepository: bool('openRepository'),
+    inlineMaxTokens:
+      typeof mt === 'number' && Number.isInteger(mt) && mt >= 1 && mt <= 1024 ? mt : defaultSettings.inlineMaxTokens,
   };
+}
+
+/** ctx lsp's initializationOptions from the settings (lsp/README.md). */
+export function initializationOptions(s: CtxSettings): Record<string, unknown> {
+  return {
+    reviewOnSave: s.reviewOnSave ?? true,
+    openRepository: s.openRepository ?? true,
+    inlineCompletion: { maxTokens: s.inlineMaxTokens ?? 64 },
+  };
+}
+
+/** An LSP range (UTF-16 positions, as VS Code counts). */
+export interface LspRange {
+  start: { line: number; character: number };
+  end: { line: number; character: number };
+}
+
+/** workspace/executeCommand params for ctx.ask: the question, about a selection when one is given. */
+export function askRequest(question: string, uri?: string, range?: LspRange): { command: string; arguments: unknown[] } {
+  return { command: 'ctx.ask', arguments: [uri && range ? { question, uri, range } : question] };
+}
+
+/** workspace/executeCommand params for the code commands (ctx.explain, ctx.fix, ctx.refactor,
+ * ctx.writeTests) on a range, with the diagnostics' messages there. */
+export function codeRequest(
+  command: 'ctx.explain' | 'ctx.fix' | 'ctx.refactor' | 'ctx.writeTests',
+  uri: string,
+  range: LspRange,
+  diagnostics: string[] = [],
+  instruction?: string,
+): { command: string; arguments: unknown[] } {
+  const arg: Record<string, unknown> = { uri, range, diagnostics };
+  if (instruction) arg.instruction = instruction;
+  return { command, arguments: [arg] };
+}
+
+export function reviewRequest(uri: string): { command: string; arguments: unknown[] } {
+  return { command: 'ctx.review', arguments: [{ uri }] };
+}
+
+/** What the agent's commands return (daemon/PROTOCOL.md agent.run, plus the server's edit). */
+export interface AgentResult {
+  stop?: string;
+  answer?: string;
+  steps?: number;
+  diff?: string;
+  findings?: number | unknown[];
+  applyError?: string;
+}
+
+/** The lines the output channel shows for an agent answer. */
+export function formatAnswer(title: string, r: AgentResult): string[] {
+  const out = [`--- ${title}`];
+  if (r.answer) out.push(...r.answer.split('\n'));
+  if (r.diff) out.push('', 'suggested change:', ...r.diff.replace(/\n$/, '').split('\n'));
+  if (r.applyError) out.push('', `the change could not be turned into an edit: ${r.applyError}`);
+  if (typeof r.findings === 'number') out.push(`${r.findings} finding(s), shown as diagnostics`);
+  if (r.stop && r.stop !== 'final') out.push(`(stopped: ${r.stop}${r.steps !== undefined ? ` after ${r.steps} steps` : ''})`);
+  return out;
+}
+
+/** Tokens resident in ctxd over all open repositories (daemon.status repos[].resident_tokens). */
+export function residentTokens(r: StatusResult): number {
+  const repos = (r.daemon as { repos?: unknown }).repos;
+  if (!Array.isArray(repos)) return 0;
+  let n = 0;
+  for (const x of repos) {
+    const t = (x as { resident_tokens?: unknown }).resident_tokens;
+    if (typeof t === 'number' && Number.isFinite(t)) n += t;
+  }
+  return n;
+}
+
+/** 950, 12.3k, 1.25M */
+export function formatTokens(n: number): string {
+  if (n < 1000) return `${n}`;
+  if (n < 1e6) return `${(n / 1000).toFixed(n < 1e4 ? 2 : 1).replace(/\.?0+$/, '')}k`;
+  return `${(n / 1e6).toFixed(2).replace(/\.?0+$/, '')}M`;
 }
 
 /** The server process: `ctx [--socket S] [--ctxd D] lsp` (global options come before the command). */
@@ -138,9 +234,13 @@ export function statusBar(state: DaemonState): { text: string; tooltip: string }
       return { text: '$(sync~spin) ctxd', tooltip: 'ctx: starting the language server' };
     case 'up': {
       const d = state.status.daemon;
+      const tok = residentTokens(state.status);
       return {
-        text: `$(database) ctxd ${duration(d.uptime_ms)}`,
-        tooltip: `ctxd ${d.version}, pid ${d.pid}, ${d.connections} client(s) — click for details`,
+        text: tok > 0 ? `$(database) ctxd ${formatTokens(tok)} tok` : `$(database) ctxd ${duration(d.uptime_ms)}`,
+        tooltip:
+          `ctxd ${d.version}, pid ${d.pid}, up ${duration(d.uptime_ms)}, ${d.connections} client(s)` +
+          (tok > 0 ? `, ${tok} tokens resident` : ', no repository resident yet') +
+          ' — click for details',
       };
     }
     case 'error':

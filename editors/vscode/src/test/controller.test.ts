@@ -50,7 +50,8 @@ const tick = () => new Promise((r) => setImmediate(r));
 test('activation: commands, status bar, one client started with the settings', async () => {
   const { c, clients, context } = setup(() => Promise.resolve(sample));
   await tick();
-  assert.deepEqual([...fake.commands.keys()].sort(), ['ctx.restart', 'ctx.showStatus']);
+  assert.deepEqual([...fake.commands.keys()].sort(), ['ctx.askQuestion', 'ctx.explainSelection', 'ctx.fixSelection',
+    'ctx.restart', 'ctx.reviewFile', 'ctx.showStatus']);
   assert.equal(fake.items.length, 1);
   assert.equal(fake.items[0].command, 'ctx.showStatus');
   assert.equal(fake.items[0].visible, true);
@@ -134,4 +135,48 @@ test('a change of ctx settings restarts the server with them', async () => {
   assert.equal(clients[0].stopped, 1);
   assert.equal(clients[1].settings.path, '/other/ctx');
   assert.equal(clients[1].started, 1);
+});
+
+test('the agent commands gather their arguments and print answers', async () => {
+  let answer: unknown = sample;
+  const { clients } = setup(() => Promise.resolve(answer));
+  await tick();
+  const uri = { toString: () => 'file:///w/a.c' };
+  fake.editor = {
+    document: { uri },
+    selection: { start: { line: 2, character: 4 }, end: { line: 2, character: 4 } },
+  };
+  fake.diagnostics = [
+    { message: 'add subtracts', range: { start: { line: 2 }, end: { line: 2 } } },
+    { message: 'elsewhere', range: { start: { line: 9 }, end: { line: 9 } } },
+  ];
+  answer = { stop: 'final', answer: 'Fixed.', diff: '--- a/a.c\n+++ b/a.c\n' };
+  await fake.commands.get('ctx.fixSelection')!();
+  // no selection: the cursor's whole line, with the diagnostics there
+  assert.deepEqual(clients[0].requests.at(-1), {
+    method: 'workspace/executeCommand',
+    params: { command: 'ctx.fix', arguments: [{ uri: 'file:///w/a.c', range: { start: { line: 2, character: 0 },
+      end: { line: 3, character: 0 } }, diagnostics: ['add subtracts'] }] },
+  });
+  assert.deepEqual(fake.outputs[0].lines, ['--- ctx: Fix', 'Fixed.', '', 'suggested change:', '--- a/a.c', '+++ b/a.c']);
+  // ask with a selection: about it
+  fake.editor = { document: { uri }, selection: { start: { line: 0, character: 1 }, end: { line: 1, character: 3 } } };
+  fake.inputs = ['What is this?'];
+  answer = { stop: 'final', answer: 'A function.' };
+  const r = await fake.commands.get('ctx.askQuestion')!();
+  assert.deepEqual(r, answer);
+  assert.deepEqual(clients[0].requests.at(-1)!.params, { command: 'ctx.ask', arguments: [{ question: 'What is this?',
+    uri: 'file:///w/a.c', range: { start: { line: 0, character: 1 }, end: { line: 1, character: 3 } } }] });
+  assert.equal(fake.outputs[0].lines.at(-1), 'A function.');
+  // a dismissed input box asks nothing
+  const n = clients[0].requests.length;
+  await fake.commands.get('ctx.askQuestion')!();
+  assert.equal(clients[0].requests.length, n);
+  await fake.commands.get('ctx.reviewFile')!();
+  assert.deepEqual(clients[0].requests.at(-1)!.params, { command: 'ctx.review', arguments: [{ uri: 'file:///w/a.c' }] });
+  // without an editor: an error, no request
+  fake.editor = undefined;
+  await fake.commands.get('ctx.explainSelection')!();
+  assert.deepEqual(fake.errors, ['ctx: no active editor']);
+  assert.equal(clients[0].requests.length, n + 1);
 });

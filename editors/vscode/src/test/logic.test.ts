@@ -3,7 +3,14 @@ import test = require('node:test');
 
 import {
   StatusResult,
+  askRequest,
+  codeRequest,
   errorMessage,
+  formatAnswer,
+  formatTokens,
+  initializationOptions,
+  residentTokens,
+  reviewRequest,
   formatStatus,
   parseStatus,
   readSettings,
@@ -14,13 +21,18 @@ import {
 import { sample } from './fixtures';
 
 test('readSettings applies defaults and ignores wrong types', () => {
-  assert.deepEqual(readSettings(() => undefined), { path: 'ctx', socket: '', ctxdPath: '', statusIntervalSeconds: 60 });
-  const cfg: Record<string, unknown> = { path: '  /opt/ctx/bin/ctx ', socket: 42, ctxdPath: '/opt/ctxd', statusIntervalSeconds: -5 };
+  const defaults = { reviewOnSave: true, openRepository: true, inlineMaxTokens: 64 };
+  assert.deepEqual(readSettings(() => undefined), { path: 'ctx', socket: '', ctxdPath: '', statusIntervalSeconds: 60, ...defaults });
+  const cfg: Record<string, unknown> = { path: '  /opt/ctx/bin/ctx ', socket: 42, ctxdPath: '/opt/ctxd', statusIntervalSeconds: -5,
+    reviewOnSave: 'no', openRepository: false, inlineMaxTokens: 2000 };
   assert.deepEqual(readSettings((k) => cfg[k]), {
     path: '/opt/ctx/bin/ctx',
     socket: '',
     ctxdPath: '/opt/ctxd',
     statusIntervalSeconds: 60,
+    reviewOnSave: true,
+    openRepository: false,
+    inlineMaxTokens: 64,
   });
   assert.equal(readSettings((k) => (k === 'path' ? '' : k === 'statusIntervalSeconds' ? 0 : undefined)).path, 'ctx');
   assert.equal(readSettings((k) => (k === 'statusIntervalSeconds' ? 0 : undefined)).statusIntervalSeconds, 0);
@@ -74,7 +86,13 @@ test('formatStatus renders every field', () => {
 test('statusBar for each daemon state', () => {
   assert.deepEqual(statusBar({ kind: 'up', status: sample }), {
     text: '$(database) ctxd 1h 2m',
-    tooltip: 'ctxd 0.1.0, pid 4242, 2 client(s) — click for details',
+    tooltip: 'ctxd 0.1.0, pid 4242, up 1h 2m, 2 client(s), no repository resident yet — click for details',
+  });
+  // with repositories resident: their tokens
+  const withRepos = { ...sample, daemon: { ...sample.daemon, repos: [{ resident_tokens: 400000 }, { resident_tokens: 12345 }] } };
+  assert.deepEqual(statusBar({ kind: 'up', status: withRepos as StatusResult }), {
+    text: '$(database) ctxd 412.3k tok',
+    tooltip: 'ctxd 0.1.0, pid 4242, up 1h 2m, 2 client(s), 412345 tokens resident — click for details',
   });
   assert.equal(statusBar({ kind: 'starting' }).text, '$(sync~spin) ctxd');
   assert.deepEqual(statusBar({ kind: 'error', message: 'cannot reach ctxd' }), {
@@ -88,4 +106,35 @@ test('errorMessage of errors, JSON-RPC errors and anything else', () => {
   assert.equal(errorMessage(new Error('boom')), 'boom');
   assert.equal(errorMessage({ code: -32803, message: 'cannot reach ctxd' }), 'cannot reach ctxd');
   assert.equal(errorMessage(7), '7');
+});
+
+test('resident tokens and their short form', () => {
+  assert.equal(residentTokens(sample), 0);
+  const r = { ...sample, daemon: { ...sample.daemon, repos: [{ resident_tokens: 5 }, { phase: 'ingesting' }, 'x'] } };
+  assert.equal(residentTokens(r as StatusResult), 5);
+  assert.deepEqual([0, 950, 1000, 4096, 12345, 999949, 1250000, 3e6].map(formatTokens),
+    ['0', '950', '1k', '4.1k', '12.3k', '999.9k', '1.25M', '3M']);
+});
+
+test('the agent commands\' parameters', () => {
+  assert.deepEqual(initializationOptions(readSettings(() => undefined)),
+    { reviewOnSave: true, openRepository: true, inlineCompletion: { maxTokens: 64 } });
+  const range = { start: { line: 1, character: 2 }, end: { line: 3, character: 0 } };
+  assert.deepEqual(askRequest('why?'), { command: 'ctx.ask', arguments: ['why?'] });
+  assert.deepEqual(askRequest('why?', 'file:///w/a.c', range),
+    { command: 'ctx.ask', arguments: [{ question: 'why?', uri: 'file:///w/a.c', range }] });
+  assert.deepEqual(codeRequest('ctx.fix', 'file:///w/a.c', range, ['unused x']),
+    { command: 'ctx.fix', arguments: [{ uri: 'file:///w/a.c', range, diagnostics: ['unused x'] }] });
+  assert.deepEqual(codeRequest('ctx.refactor', 'file:///w/a.c', range, [], 'split it').arguments[0],
+    { uri: 'file:///w/a.c', range, diagnostics: [], instruction: 'split it' });
+  assert.deepEqual(reviewRequest('file:///w/a.c'), { command: 'ctx.review', arguments: [{ uri: 'file:///w/a.c' }] });
+});
+
+test('formatAnswer: answer, diff, findings and how it stopped', () => {
+  assert.deepEqual(formatAnswer('ctx: Fix', { stop: 'final', answer: 'done.\nok', diff: '--- a/x\n+++ b/x\n' }),
+    ['--- ctx: Fix', 'done.', 'ok', '', 'suggested change:', '--- a/x', '+++ b/x']);
+  assert.deepEqual(formatAnswer('ctx: Review', { findings: 2, stop: 'step_limit', steps: 8 }),
+    ['--- ctx: Review', '2 finding(s), shown as diagnostics', '(stopped: step_limit after 8 steps)']);
+  assert.deepEqual(formatAnswer('q', { diff: 'x', applyError: 'hunk 1 does not match' }),
+    ['--- q', '', 'suggested change:', 'x', '', 'the change could not be turned into an edit: hunk 1 does not match']);
 });

@@ -17,7 +17,7 @@ const ctxd = process.env.CTXD_BIN;
 
 test('initialize, document sync, ctx.status, shutdown/exit against the real server', {
   skip: !ctx || !ctxd ? 'CTX_BIN and CTXD_BIN are not set' : false,
-  timeout: 30000,
+  timeout: 90000,
 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ctx-vscode-'));
   const sock = path.join(dir, 'ctxd.sock');
@@ -40,7 +40,12 @@ test('initialize, document sync, ctx.status, shutdown/exit against the real serv
     assert.deepEqual(init.capabilities, {
       positionEncoding: 'utf-16',
       textDocumentSync: { openClose: true, change: 2, save: { includeText: true } },
-      executeCommandProvider: { commands: ['ctx.status'], workDoneProgress: true },
+      executeCommandProvider: {
+        commands: ['ctx.status', 'ctx.ask', 'ctx.explain', 'ctx.fix', 'ctx.refactor', 'ctx.writeTests', 'ctx.review'],
+        workDoneProgress: true,
+      },
+      codeActionProvider: { codeActionKinds: ['quickfix', 'refactor.rewrite', 'source'] },
+      inlineCompletionProvider: {},
     });
     assert.equal(init.serverInfo.name, 'ctx');
     await conn.sendNotification('initialized', {});
@@ -61,6 +66,26 @@ test('initialize, document sync, ctx.status, shutdown/exit against the real serv
       { uri, languageId: 'typescript', version: 2, bytes: 'const s = "ok";\n'.length, lines: 2, dirty: true, desync: false },
     ]);
     assert.equal(formatStatus(r)[1], `socket    ${sock}`);
+    // the code actions the editor lists for a selection, with the arguments the commands take
+    const range = { start: { line: 0, character: 0 }, end: { line: 0, character: 5 } };
+    const fileUri = 'file:///w/a.ts';
+    await conn.sendNotification('textDocument/didOpen', {
+      textDocument: { uri: fileUri, languageId: 'typescript', version: 1, text: 'const n = 1;\n' },
+    });
+    const actions = (await conn.sendRequest('textDocument/codeAction', {
+      textDocument: { uri: fileUri }, range, context: { diagnostics: [] },
+    })) as { title: string; command: { command: string; arguments: unknown[] } }[];
+    assert.deepEqual(actions.map((a) => a.command.command), ['ctx.explain', 'ctx.fix', 'ctx.refactor', 'ctx.writeTests']);
+    assert.deepEqual(actions[1].command.arguments, [{ uri: fileUri, range, diagnostics: [] }]);
+    // inline completion: fill-in-the-middle on ctxd, answered in the 3.18 shape at the cursor
+    const ic = (await conn.sendRequest('textDocument/inlineCompletion', {
+      textDocument: { uri: fileUri }, position: { line: 0, character: 10 }, context: { triggerKind: 1 },
+    })) as { items: { insertText: string; range: typeof range }[] };
+    assert.ok(Array.isArray(ic.items) && ic.items.length <= 1);
+    for (const it of ic.items) {
+      assert.equal(typeof it.insertText, 'string');
+      assert.deepEqual(it.range, { start: { line: 0, character: 10 }, end: { line: 0, character: 10 } });
+    }
     // an unknown command is an error the extension reports, not a crash
     await assert.rejects(conn.sendRequest('workspace/executeCommand', { command: 'ctx.nope' }), /unknown command "ctx\.nope"/);
     assert.equal(await conn.sendRequest('shutdown'), null);

@@ -37,6 +37,9 @@ export const fake = {
   outputs: [] as FakeOutput[],
   items: [] as FakeItem[],
   errors: [] as string[],
+  inputs: [] as (string | undefined)[],
+  editor: undefined as unknown,
+  diagnostics: [] as { message: string; range: { start: { line: number }; end: { line: number } } }[],
   commands: new Map<string, (...a: unknown[]) => unknown>(),
   config: {} as Record<string, unknown>,
   configListeners: [] as ((e: { affectsConfiguration(s: string): boolean }) => void)[],
@@ -44,6 +47,9 @@ export const fake = {
     this.outputs = [];
     this.items = [];
     this.errors = [];
+    this.inputs = [];
+    this.editor = undefined;
+    this.diagnostics = [];
     this.commands.clear();
     this.config = {};
     this.configListeners = [];
@@ -68,6 +74,17 @@ export const vscodeStub = {
     showErrorMessage(msg: string) {
       fake.errors.push(msg);
       return Promise.resolve(undefined);
+    },
+    showInputBox() {
+      return Promise.resolve(fake.inputs.shift());
+    },
+    get activeTextEditor() {
+      return fake.editor;
+    },
+  },
+  languages: {
+    getDiagnostics() {
+      return fake.diagnostics;
     },
   },
   commands: {

@@ -1,0 +1,477 @@
+/* The agent's model in ctxd; see agent_model.h.
+ *
+ * Local engine: the loop hands over the exact prompt text of the conversation (agent/loop.h:
+ * prompt(k+1) starts with prompt(k) + the raw completion of step k). The state already holds the
+ * resident prefix and, after a step, everything up to the last token fed; `held` is the text it
+ * covers. Each step tokenizes only what follows `held` (with the literal spans, so file text and
+ * tool results cannot spell control tokens), prefills it and decodes. A prompt that does not
+ * continue `held` (not expected; the loop guarantees the prefix property) goes back to the
+ * resident prefix rather than computing on a wrong state. */
+#include "agent_model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dsml.h"
+#include "engine.h"
+#include "json.h"
+#include "model.h"
+#include "openai.h"
+#include "sample.h"
+#include "scheduler.h"
+#include "state.h"
+#include "tokenizer.h"
+
+/* ---- forced completions ------------------------------------------------------------------- */
+
+struct ctxd_forced {
+    char **v;
+    size_t n, next;
+};
+
+int ctxd_forced_load(const char *path, struct ctxd_forced **out, struct ctx_err *e)
+{
+    *out = NULL;
+    int rc = 0;
+    cJSON *j = ctx_json_read_file(path, 64u << 20, e);
+    if (!j)
+        return e->code ? e->code : ctx_err_set(e, CTX_EIO, "%s: cannot be read", path);
+    if (!cJSON_IsArray(j)) {
+        cJSON_Delete(j);
+        return ctx_err_set(e, CTX_EFORMAT, "%s: the forced completions must be a JSON array of strings", path);
+    }
+    struct ctxd_forced *f = calloc(1, sizeof *f);
+    size_t n = (size_t)cJSON_GetArraySize(j);
+    if (!f || !(f->v = calloc(n ? n : 1, sizeof *f->v))) {
+        free(f);
+        cJSON_Delete(j);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    const cJSON *s;
+    cJSON_ArrayForEach(s, j) {
+        if (!cJSON_IsString(s)) {
+            rc = ctx_err_set(e, CTX_EFORMAT, "%s: element %zu is not a string", path, f->n);
+            break;
+        }
+        if (!(f->v[f->n] = strdup(s->valuestring))) {
+            rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+            break;
+        }
+        f->n++;
+    }
+    cJSON_Delete(j);
+    if (rc) {
+        ctxd_forced_free(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+void ctxd_forced_free(struct ctxd_forced *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->n; i++)
+        free(f->v[i]);
+    free(f->v);
+    free(f);
+}
+
+const char *ctxd_forced_next(struct ctxd_forced *f)
+{
+    return f && f->next < f->n ? f->v[f->next++] : NULL;
+}
+
+size_t ctxd_forced_left(const struct ctxd_forced *f)
+{
+    return f ? f->n - f->next : 0;
+}
+
+/* ---- local engine ------------------------------------------------------------------------- */
+
+static int held_append(struct ctxd_agent_model *m, const char *p, size_t n)
+{
+    if (m->held_len + n + 1 > m->held_cap) {
+        size_t cap = m->held_cap ? m->held_cap : 4096;
+        while (cap < m->held_len + n + 1)
+            cap *= 2;
+        char *h = realloc(m->held, cap);
+        if (!h)
+            return CTX_ENOMEM;
+        m->held = h;
+        m->held_cap = cap;
+    }
+    memcpy(m->held + m->held_len, p, n);
+    m->held_len += n;
+    m->held[m->held_len] = 0;
+    return 0;
+}
+
+static void add_step(struct ctxd_agent_model *m, size_t prompt, size_t cached, size_t completion, bool forced)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return;
+    cJSON_AddNumberToObject(o, "prompt_tokens", (double)prompt);
+    cJSON_AddNumberToObject(o, "cached_tokens", (double)cached);
+    cJSON_AddNumberToObject(o, "completion_tokens", (double)completion);
+    cJSON_AddBoolToObject(o, "forced", forced);
+    cJSON_AddItemToArray(m->steps, o);
+}
+
+/* The end of a tool-call block: the model is done with this step (its end-of-sentence token is
+ * optional there, and the loop adds it to the transcript). */
+static const char CALLS_END[] = "</" INF_DSML_TOKEN "tool_calls>";
+
+/* One step of the local engine, run in pieces on the engine thread (engine_call): the prefill of
+ * the new text, then decoding a few tokens per piece, so other jobs get the engine in between. */
+struct lstep {
+    struct ctxd_agent_model *m;
+    const struct agent_prompt *prompt;
+    agent_emit_fn emit;
+    void *emit_ud;
+    struct ctx_err *e;
+    int phase; /* 0 prefill, 1 decoding */
+    int32_t *ids, *fids;
+    size_t nids, nf, fi, gen, budget, cached, tail_len;
+    const char *forced;
+    float *logits;
+    struct inf_sampler *smp;
+    struct inf_detok *dt;
+    char *piece;
+    size_t cap;
+    char tail[sizeof CALLS_END];
+};
+
+#define DECODE_PIECE 16 /* tokens per engine slice */
+
+static int lstep_prefill(struct lstep *s)
+{
+    struct ctxd_agent_model *m = s->m;
+    const struct agent_prompt *prompt = s->prompt;
+    struct ctx_err *e = s->e;
+    struct ctxd_engine *g = m->o.engine;
+    const struct inf_tokenizer *tok = ctxd_engine_tokenizer(g);
+    struct inf_model *model = ctxd_engine_model(g);
+    if (!tok || !model || !m->o.st || !m->o.ready)
+        return ctx_err_set(e, CTX_EINTERNAL, "the local engine is not loaded");
+    const struct inf_config *c = inf_model_config(model);
+    int rc = 0;
+    if (!m->held_valid || prompt->len < m->held_len || memcmp(prompt->text, m->held, m->held_len) != 0) {
+        if (m->held_valid)
+            m->restarts++;
+        if ((rc = inf_state_truncate(m->o.st, m->o.ready, e)))
+            return rc;
+        m->held_len = 0;
+        if (prompt->len < m->o.prefix_len || memcmp(prompt->text, m->o.prefix_text, m->o.prefix_len) != 0)
+            return ctx_err_set(e, CTX_EINTERNAL, "the agent's prompt does not continue the resident prefix");
+        if (held_append(m, m->o.prefix_text, m->o.prefix_len))
+            return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        m->held_valid = true;
+    }
+    size_t base = m->held_len;
+    const char *suffix = prompt->text + base;
+    size_t slen = prompt->len - base;
+    /* The literal spans that fall into the new text, moved to its offsets. */
+    struct inf_text_span *sp = malloc((prompt->nspans ? prompt->nspans : 1) * sizeof *sp);
+    if (!sp)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    size_t ns = 0;
+    for (size_t i = 0; i < prompt->nspans; i++) {
+        size_t b = prompt->spans[i].off, end = b + prompt->spans[i].len;
+        if (end <= base)
+            continue;
+        if (b < base)
+            b = base;
+        sp[ns].off = b - base;
+        sp[ns].len = end - b;
+        ns++;
+    }
+    s->cached = (size_t)m->o.st->pos;
+    rc = inf_tokenizer_encode_spans(tok, suffix, slen, sp, ns, &s->ids, &s->nids, e);
+    free(sp);
+    if (!rc && !s->nids)
+        rc = ctx_err_set(e, CTX_EINTERNAL, "the agent's prompt adds nothing to the state");
+    s->forced = rc ? NULL : ctxd_forced_next(m->o.forced);
+    /* The model's own text: control tokens are control tokens, as it would produce them. */
+    if (s->forced)
+        rc = inf_tokenizer_encode(tok, s->forced, strlen(s->forced), &s->fids, &s->nf, e);
+    if (!rc && !(s->logits = malloc(sizeof(float) * (size_t)c->vocab_size)))
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    struct inf_sampler_opts so = {.temperature = m->o.temperature, .top_p = m->o.top_p, .seed = m->o.seed};
+    if (!rc && !s->forced)
+        rc = inf_sampler_new(&so, c->vocab_size, &s->smp, e);
+    if (!rc && !(s->dt = inf_detok_new(tok)))
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    s->cap = s->dt ? inf_detok_max_chunk(s->dt) : 0;
+    if (!rc && !(s->piece = malloc(s->cap + 1)))
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    if (!rc) {
+        struct inf_forward_opts fo = {.logits = s->logits};
+        rc = inf_model_forward(model, m->o.st, (const int *)s->ids, (int)s->nids, &fo, e);
+        if (rc)
+            m->held_valid = false;
+        else if (held_append(m, suffix, slen))
+            rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    size_t max = m->o.max_tokens ? m->o.max_tokens : 8192;
+    s->budget = max > m->used ? max - m->used : 0;
+    return rc;
+}
+
+/* Up to DECODE_PIECE tokens: 1 when there is more to do, 0 when the step is over, or an error. */
+static int lstep_decode(struct lstep *s)
+{
+    struct ctxd_agent_model *m = s->m;
+    struct ctx_err *e = s->e;
+    struct ctxd_engine *g = m->o.engine;
+    struct inf_model *model = ctxd_engine_model(g);
+    int eos = ctxd_engine_eos(g);
+    for (int k = 0; k < DECODE_PIECE; k++) {
+        if (s->gen >= s->budget)
+            return 0;
+        if (ctxd_job_cancelled(m->o.job))
+            return ctx_err_set(e, CTX_ECANCELED, "cancelled");
+        int32_t t;
+        if (s->forced) {
+            if (s->fi == s->nf)
+                return 0; /* the forced completion is over */
+            t = s->fids[s->fi++];
+        } else {
+            t = inf_sample(s->smp, s->logits);
+        }
+        s->gen++;
+        size_t n = 0;
+        if (inf_detok_push(s->dt, t, s->piece, s->cap, &n))
+            n = 0;
+        if (t == eos) {
+            /* not fed: the next prompt starts with its text, which tokenizes back to it */
+            if (n && s->emit(s->emit_ud, s->piece, n))
+                return ctx_err_set(e, CTX_ECANCELED, "cancelled");
+            return 0;
+        }
+        struct inf_forward_opts fo = {.logits = s->logits};
+        int rc = inf_model_forward(model, m->o.st, &t, 1, &fo, e);
+        if (rc) {
+            m->held_valid = false;
+            return rc;
+        }
+        if (n && held_append(m, s->piece, n))
+            return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        if (n && s->emit(s->emit_ud, s->piece, n))
+            return ctx_err_set(e, CTX_ECANCELED, "cancelled");
+        /* the last bytes emitted, to see the end of a tool-call block */
+        for (size_t i = 0; i < n; i++) {
+            if (s->tail_len == sizeof s->tail - 1) {
+                memmove(s->tail, s->tail + 1, s->tail_len - 1);
+                s->tail_len--;
+            }
+            s->tail[s->tail_len++] = s->piece[i];
+        }
+        if (s->tail_len == sizeof CALLS_END - 1 && memcmp(s->tail, CALLS_END, s->tail_len) == 0)
+            return 0;
+    }
+    return 1;
+}
+
+static int lstep_work(void *arg)
+{
+    struct lstep *s = arg;
+    if (s->phase == 0) {
+        int rc = lstep_prefill(s);
+        if (rc)
+            return rc < 0 ? rc : CTX_EINTERNAL;
+        s->phase = 1;
+        return 1;
+    }
+    return lstep_decode(s);
+}
+
+static int local_complete(void *ud, const cJSON *messages, const cJSON *tools, const struct agent_prompt *prompt,
+                          enum inf_dsml_mode mode, agent_emit_fn emit, void *emit_ud, struct agent_model_usage *usage,
+                          struct ctx_err *e)
+{
+    (void)messages;
+    (void)tools;
+    (void)mode;
+    struct ctxd_agent_model *m = ud;
+    struct lstep s = {.m = m, .prompt = prompt, .emit = emit, .emit_ud = emit_ud, .e = e};
+    int rc;
+    if (m->o.engine_call) {
+        rc = m->o.engine_call(m->o.engine_ud, lstep_work, &s);
+    } else {
+        while ((rc = lstep_work(&s)) == 1) {
+        }
+    }
+    if (!rc && s.dt) {
+        /* bytes of an unfinished character: emitted as U+FFFD, but the state does not match them */
+        size_t n = 0;
+        if (inf_detok_finish(s.dt, s.piece, s.cap, &n) == 0 && n) {
+            m->held_valid = false;
+            if (emit(emit_ud, s.piece, n))
+                rc = ctx_err_set(e, CTX_ECANCELED, "cancelled");
+        }
+    }
+    if (rc == CTX_ECANCELED)
+        m->held_valid = false; /* the loop stops; nothing continues this state */
+    m->used += s.gen;
+    usage->prompt_tokens = s.nids;
+    usage->completion_tokens = s.gen;
+    add_step(m, s.nids, s.cached, s.gen, s.forced != NULL);
+    inf_detok_free(s.dt);
+    inf_sampler_free(s.smp);
+    free(s.piece);
+    free(s.logits);
+    free(s.ids);
+    free(s.fids);
+    return rc;
+}
+
+/* ---- remote backend ----------------------------------------------------------------------- */
+
+struct remote_stream {
+    agent_emit_fn emit;
+    void *emit_ud;
+    enum inf_dsml_mode mode;
+    bool think_closed;
+    char *out;          /* what was emitted */
+    size_t len, cap;
+};
+
+static int rs_emit(struct remote_stream *s, const char *p, size_t n)
+{
+    if (!n)
+        return 0;
+    if (s->len + n + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 1024;
+        while (cap < s->len + n + 1)
+            cap *= 2;
+        char *o = realloc(s->out, cap);
+        if (!o)
+            return CTX_ENOMEM;
+        s->out = o;
+        s->cap = cap;
+    }
+    memcpy(s->out + s->len, p, n);
+    s->len += n;
+    s->out[s->len] = 0;
+    return s->emit(s->emit_ud, p, n) ? CTX_ECANCELED : 0;
+}
+
+static int remote_event(void *ud, const struct agent_openai_event *ev, struct ctx_err *e)
+{
+    struct remote_stream *s = ud;
+    int rc = 0;
+    if (ev->kind == AGENT_OPENAI_EV_REASONING && s->mode == INF_DSML_THINKING && !s->think_closed)
+        rc = rs_emit(s, ev->text, ev->len);
+    else if (ev->kind == AGENT_OPENAI_EV_CONTENT) {
+        if (s->mode == INF_DSML_THINKING && !s->think_closed) {
+            s->think_closed = true;
+            rc = rs_emit(s, INF_DSML_THINK_END, strlen(INF_DSML_THINK_END));
+        }
+        if (!rc)
+            rc = rs_emit(s, ev->text, ev->len);
+    }
+    if (rc)
+        return ctx_err_set(e, rc, rc == CTX_ECANCELED ? "cancelled" : "out of memory");
+    return 0;
+}
+
+/* The DSML text of an assistant message: the encoder's rendering of [user, message] after that
+ * of [user]. */
+static int render_assistant(const cJSON *msg, enum inf_dsml_mode mode, char **out, size_t *len, struct ctx_err *e)
+{
+    cJSON *a = cJSON_CreateArray(), *u = cJSON_CreateObject();
+    if (!a || !u || !cJSON_AddStringToObject(u, "role", "user") || !cJSON_AddStringToObject(u, "content", "")) {
+        cJSON_Delete(a);
+        cJSON_Delete(u);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    cJSON_AddItemToArray(a, u);
+    struct inf_dsml_opts o = {.mode = mode, .drop_thinking = false};
+    char *t1 = NULL, *t2 = NULL;
+    size_t l1 = 0, l2 = 0;
+    int rc = inf_dsml_encode(a, NULL, &o, &t1, &l1, e);
+    if (!rc) {
+        cJSON *m = cJSON_Duplicate(msg, 1);
+        if (!m)
+            rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        else {
+            cJSON_AddItemToArray(a, m);
+            rc = inf_dsml_encode(a, NULL, &o, &t2, &l2, e);
+        }
+    }
+    cJSON_Delete(a);
+    if (!rc && (l2 < l1 || memcmp(t1, t2, l1) != 0))
+        rc = ctx_err_set(e, CTX_EINTERNAL, "the assistant's rendering does not continue the prompt");
+    if (!rc) {
+        *len = l2 - l1;
+        memmove(t2, t2 + l1, *len + 1);
+        *out = t2;
+        t2 = NULL;
+    }
+    free(t1);
+    free(t2);
+    return rc;
+}
+
+static int remote_complete(void *ud, const cJSON *messages, const cJSON *tools, const struct agent_prompt *prompt,
+                           enum inf_dsml_mode mode, agent_emit_fn emit, void *emit_ud,
+                           struct agent_model_usage *usage, struct ctx_err *e)
+{
+    (void)prompt;
+    struct ctxd_agent_model *m = ud;
+    struct agent_openai *remote = ctxd_engine_remote(m->o.engine);
+    struct remote_stream s = {.emit = emit, .emit_ud = emit_ud, .mode = mode};
+    struct agent_openai_result res = {0};
+    int rc = agent_openai_chat(remote, messages, tools, remote_event, &s, ctxd_job_cancel_flag(m->o.job), &res, e);
+    if (!rc && res.message) {
+        /* The rest of the canonical text: the tool-call block and the end of sentence. */
+        char *full = NULL;
+        size_t flen = 0;
+        rc = render_assistant(res.message, mode, &full, &flen, e);
+        if (!rc) {
+            size_t from = s.len;
+            if (flen < s.len || memcmp(full, s.out ? s.out : "", s.len) != 0) {
+                /* what streamed is not the canonical text (it cannot be taken back): add the calls */
+                static const char calls[] = "\n\n<" INF_DSML_TOKEN "tool_calls>";
+                char *at = strstr(full, calls);
+                from = at ? (size_t)(at - full) : flen;
+            }
+            rc = rs_emit(&s, full + from, flen - from);
+            if (rc)
+                ctx_err_set(e, rc, rc == CTX_ECANCELED ? "cancelled" : "out of memory");
+        }
+        free(full);
+    }
+    if (res.usage.reported) {
+        usage->prompt_tokens = (size_t)res.usage.prompt_tokens;
+        usage->completion_tokens = (size_t)res.usage.completion_tokens;
+        m->used += (size_t)res.usage.completion_tokens;
+        add_step(m, (size_t)res.usage.prompt_tokens,
+                 res.usage.cached_tokens > 0 ? (size_t)res.usage.cached_tokens : 0,
+                 (size_t)res.usage.completion_tokens, false);
+    }
+    agent_openai_result_free(&res);
+    free(s.out);
+    return rc;
+}
+
+int ctxd_agent_model_init(struct ctxd_agent_model *m, const struct ctxd_agent_model_opts *o, struct ctx_err *e)
+{
+    memset(m, 0, sizeof *m);
+    m->o = *o;
+    if (!(m->steps = cJSON_CreateArray()))
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    m->model.ud = m;
+    m->model.complete = ctxd_engine_remote(o->engine) ? remote_complete : local_complete;
+    return 0;
+}
+
+void ctxd_agent_model_fini(struct ctxd_agent_model *m)
+{
+    free(m->held);
+    cJSON_Delete(m->steps);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,62 @@
+/* The agent loop's model (agent/loop.h's struct agent_model) as ctxd runs it: the local engine,
+ * continuing from the state that holds the resident prefix, or the remote OpenAI-compatible
+ * backend; plus teacher forcing for tests (--forced-completions). Engine thread only. */
+#ifndef CTXD_AGENT_MODEL_H
+#define CTXD_AGENT_MODEL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "err.h"
+#include "loop.h"
+
+struct ctxd_engine;
+struct ctxd_job_ctx;
+struct inf_state;
+struct inf_snapshot;
+
+/* Forced completions (tests): a JSON array of completion strings, consumed in order across all
+ * requests. While one is left, a step's tokens are that string's tokens instead of sampled ones;
+ * every one of them still goes through the model's forward pass as if it had been sampled. */
+struct ctxd_forced;
+int ctxd_forced_load(const char *path, struct ctxd_forced **out, struct ctx_err *e);
+void ctxd_forced_free(struct ctxd_forced *f);
+/* The next completion, or NULL when none is left (the model samples again). */
+const char *ctxd_forced_next(struct ctxd_forced *f);
+size_t ctxd_forced_left(const struct ctxd_forced *f);
+
+struct ctxd_agent_model_opts {
+    struct ctxd_engine *engine;
+    struct ctxd_job_ctx *job;          /* cancellation */
+    /* local engine: the state holding the resident prefix, its snapshot and the prefix text */
+    struct inf_state *st;
+    const struct inf_snapshot *ready;
+    const char *prefix_text;
+    size_t prefix_len;
+    struct ctxd_forced *forced;        /* may be NULL */
+    size_t max_tokens;                 /* completion tokens over the whole run; 0: 8192 */
+    float temperature, top_p;          /* sampling (local engine); 0: greedy */
+    unsigned long long seed;
+    /* Local engine: run engine work on the engine thread, calling work(arg) until it returns
+     * something other than 1 (other jobs may run between two calls); returns that value. NULL:
+     * the work runs on the calling thread (which must then be the engine thread). */
+    int (*engine_call)(void *ud, int (*work)(void *arg), void *arg);
+    void *engine_ud;
+};
+
+struct ctxd_agent_model {
+    struct agent_model model; /* give &model to agent_loop_run */
+    struct ctxd_agent_model_opts o;
+    char *held;               /* the prompt text the state covers (local engine) */
+    size_t held_len, held_cap;
+    bool held_valid;
+    size_t used;              /* completion tokens so far */
+    size_t restarts;          /* steps that had to start again from the resident prefix */
+    cJSON *steps;             /* per step: {prompt_tokens, cached_tokens, completion_tokens, forced} */
+};
+
+int ctxd_agent_model_init(struct ctxd_agent_model *m, const struct ctxd_agent_model_opts *o, struct ctx_err *e);
+void ctxd_agent_model_fini(struct ctxd_agent_model *m);
+
+#endif

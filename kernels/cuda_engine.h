@@ -1,0 +1,89 @@
+/* The DeepSeek V4 forward pass on one CUDA device (Hopper, sm_90a): the same computation as
+ * inference/model.c (spec §4), with weights, activations and the sequence state resident on the
+ * device. Weights are uploaded once at creation in their stored formats (FP8 e4m3 + e8m0 tiles,
+ * FP4 e2m1 + e8m0/32, bf16, f32); the state mirrors inference/state.h (window ring, compressor
+ * carries in the reference fp32 layout, compressed entries, CSA indexer keys), as floats holding
+ * the same values, so it can be downloaded into a `struct inf_state` and uploaded back.
+ *
+ * Numerics: the bf16 rounding points, FP8 1x128 activation quantisation, FP8 QDQ of KV nope dims,
+ * Hadamard + FP4 QDQ of indexer queries and keys, the entry order of the sparse attention (window
+ * padded to its width, then CSA entries in indexer order / HCA entries ascending) and its 64-entry
+ * online-softmax blocks with bf16 probabilities are those of the CPU engine. What differs is the
+ * order of fp32 sums (tree reductions, tensor-core partials of kernels/gemm.h), so results agree
+ * with the CPU within rounding, not bitwise; tests/kernels/test_engine.c states the bounds. RoPE
+ * tables are computed on the host by inference/cpu's own function, so rotations are the CPU's.
+ *
+ * MTP blocks and FP8 (Base) routed experts are not implemented (CTX_EUNSUPPORTED at creation for
+ * the latter; MTP tensors are simply not uploaded). All work runs on the engine's own stream;
+ * every call returns when its results are on the host. */
+#ifndef CUDA_ENGINE_H
+#define CUDA_ENGINE_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "err.h"
+#include "state.h"
+#include "weights.h"
+
+struct cuda_engine;
+
+struct cuda_engine_opts {
+    int max_chunk;       /* most tokens per forward call (prefill chunk); <= 0: 256 */
+    long long max_ctx;   /* most positions of a sequence (sizes the compressed caches); <= 0: 8192 */
+};
+
+/* Upload the backbone weights of `w` (which need not outlive the engine) and allocate the state
+ * and scratch on the current CUDA device. CTX_EUNSUPPORTED without a device or for FP8 experts. */
+int cuda_engine_new(const struct inf_weights *w, const struct cuda_engine_opts *o, struct cuda_engine **out,
+                    struct ctx_err *e);
+void cuda_engine_free(struct cuda_engine *g);
+
+/* Back to position 0 with empty caches. */
+void cuda_engine_reset(struct cuda_engine *g);
+long long cuda_engine_pos(const struct cuda_engine *g);
+/* Device bytes held for weights and for state + scratch. */
+void cuda_engine_memory(const struct cuda_engine *g, size_t *weight_bytes, size_t *state_bytes);
+
+/* Feed tokens[0..S) at the current position (S <= max_chunk; a longer prompt is several calls)
+ * and advance it; logits[vocab] of the last position when logits != NULL. Bad arguments change
+ * nothing; after a device error the state is undefined (reset or upload one). */
+int cuda_engine_forward(struct cuda_engine *g, const int *tokens, int S, float *logits, struct ctx_err *e);
+/* The same, calling hook after each backbone block with a host copy of the streams X [S][hc][D]
+ * (positions pos0..; as inference/model.h's inf_block_hook). For tests: it synchronises per block. */
+typedef void (*cuda_engine_hook)(void *ud, int layer, const float *X, int S, long long pos0);
+int cuda_engine_forward_hook(struct cuda_engine *g, const int *tokens, int S, float *logits, cuda_engine_hook hook,
+                             void *ud, struct ctx_err *e);
+/* Prefill of any length in chunks of max_chunk. */
+int cuda_engine_prefill(struct cuda_engine *g, const int *tokens, int n, float *logits, struct ctx_err *e);
+/* One decode step. */
+static inline int cuda_engine_decode(struct cuda_engine *g, int token, float *logits, struct ctx_err *e)
+{
+    return cuda_engine_forward(g, &token, 1, logits, e);
+}
+
+/* The backbone state to / from a host state of the same config (inf_state_new): position, window
+ * rings, carries and compressed entries. MTP layers of `st` are left as they are. */
+int cuda_engine_state_download(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
+int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e);
+
+/* Profiling by stage (bench/gpu): when on, each forward call queues its launches behind a 20 ms
+ * busy kernel (so they run back to back) and times its stages with events: GPU time per stage
+ * without launch gaps, accumulated over calls (on = 0 stops). Not for production use: it adds 20 ms
+ * per call. */
+enum {
+    CUDA_PROF_HC, CUDA_PROF_ATTN_PROJ, CUDA_PROF_ATTN_PREP, CUDA_PROF_COMPRESS, CUDA_PROF_INDEXER, CUDA_PROF_ATTN_CORE,
+    CUDA_PROF_ATTN_OUT, CUDA_PROF_MOE_ROUTE, CUDA_PROF_MOE_EXPERTS, CUDA_PROF_MOE_COMBINE, CUDA_PROF_HEAD, CUDA_PROF_N
+};
+extern const char *const cuda_engine_prof_names[CUDA_PROF_N];
+int cuda_engine_profile(struct cuda_engine *g, int on, struct ctx_err *e);
+void cuda_engine_profile_get(struct cuda_engine *g, double ms[CUDA_PROF_N], int reset);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,652 @@
+/* The CUDA forward pass (kernels/cuda_engine.h) against the golden fixture and against the CPU engine
+ * (inference/model.h). Plain TAP (the GPU machine has no cmocka); "1..0 # SKIP" without a device.
+ *
+ * What is asserted, and why those bounds:
+ * - golden fixture tests/fixtures/v4-tiny-a, all 7 cases teacher-forced (prefill row + decode rows):
+ *   the bounds of the CPU engine's own fixture test (tests/inference/test_forward.c): per-row
+ *   rms(logits - golden) / sigma(golden) worst <= 0.8, median <= 0.3, top-1 equal on >= half of the
+ *   rows. The fixture's README explains why no engine matches it bit for bit end to end (bf16
+ *   rounding flips from a different fp32 summation order cascade through the layers);
+ * - CUDA against CPU on the same inputs (fixture, synthetic tiny and mid configs): the same bounds
+ *   (two correct engines differ by the same mechanism); the figures printed are the evidence;
+ * - state transfer: a GPU state downloaded, uploaded again and decoded gives bit-identical logits
+ *   (every kernel is deterministic); a state downloaded to the CPU engine, and a CPU state uploaded
+ *   to the GPU, continue within the bounds above;
+ * - chunked prefill (chunks of 50) against one chunk: within the bounds; whether the logits are
+ *   bit-identical is printed.
+ * Environment: CTX_ENGINE_PARTS (default "fixture,tiny,mid"; "memcheck" is a short run of every
+ * kernel for compute-sanitizer) picks the parts;
+ * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
+ * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cuda_engine.h"
+#include "gemm.h"
+#include "model.h"
+#include "safetensors.h"
+#include "state.h"
+#include "weights.h"
+
+static int n_test, n_fail;
+
+static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tap(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    n_fail += !ok;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* ---- row statistics ---- */
+
+struct agg {
+    int n, top1;
+    int decisive, decisive_agree; /* rows whose reference top-2 gap exceeds 3x the row's rms difference */
+    double *gap;                  /* per row (top1 - top2) / sigma of the reference */
+    double *rms; /* per row rms/sigma */
+    double maxabs; /* largest |diff| / sigma */
+    int bitwise;   /* rows identical */
+};
+static void agg_init(struct agg *a, int cap)
+{
+    memset(a, 0, sizeof *a);
+    a->rms = malloc(sizeof(double) * (size_t)cap);
+    a->gap = malloc(sizeof(double) * (size_t)cap);
+}
+static int argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+/* Compare a row with a reference row; sigma from the reference. */
+static void agg_row(struct agg *a, const float *x, const float *ref, int V)
+{
+    double m = 0, v = 0, d2 = 0, mx = 0;
+    for (int i = 0; i < V; i++)
+        m += ref[i];
+    m /= V;
+    for (int i = 0; i < V; i++) {
+        v += (ref[i] - m) * (ref[i] - m);
+        double d = (double)x[i] - ref[i];
+        d2 += d * d;
+        mx = fmax(mx, fabs(d));
+    }
+    double sig = sqrt(v / V);
+    int t1 = argmax(ref, V), t2 = t1 ? 0 : 1;
+    for (int i = 0; i < V; i++)
+        if (i != t1 && ref[i] > ref[t2])
+            t2 = i;
+    double r = sqrt(d2 / V) / sig, gap = (ref[t1] - ref[t2]) / sig;
+    int same = argmax(x, V) == t1;
+    a->gap[a->n] = gap;
+    a->rms[a->n++] = r;
+    a->maxabs = fmax(a->maxabs, mx / sig);
+    a->top1 += same;
+    if (gap > 3 * r) {
+        a->decisive++;
+        a->decisive_agree += same;
+    }
+    a->bitwise += !memcmp(x, ref, sizeof(float) * (size_t)V);
+}
+static int cmp_double(const void *p, const void *q)
+{
+    double a = *(const double *)p, b = *(const double *)q;
+    return (a > b) - (a < b);
+}
+/* Prints the summary and asserts the fixture test's rms bounds, and either its top-1 bound (>= 50% of
+ * the rows, top1_all) or, for models with a large vocabulary of random logits where the two largest
+ * logits are often closer than two correct engines' rounding divergence, that top-1 agrees on >= 90%
+ * of the decisive rows (reference top-2 gap > 3x the row's rms difference). */
+static void agg_check(struct agg *a, const char *what, int top1_all)
+{
+    qsort(a->rms, (size_t)a->n, sizeof(double), cmp_double);
+    qsort(a->gap, (size_t)a->n, sizeof(double), cmp_double);
+    double med = a->n % 2 ? a->rms[a->n / 2] : 0.5 * (a->rms[a->n / 2 - 1] + a->rms[a->n / 2]);
+    double worst = a->rms[a->n - 1], p90 = a->rms[(int)(0.9 * (a->n - 1))];
+    printf("# %s: %d rows, rms/sigma median %.4f p90 %.4f max %.4f, max |diff|/sigma %.4f, top-1 %d/%d (%.1f%%), "
+           "reference top-2 gap/sigma median %.3f, decisive rows %d with top-1 equal %d, bit-identical rows %d\n",
+           what, a->n, med, p90, worst, a->maxabs, a->top1, a->n, 100.0 * a->top1 / a->n, a->gap[a->n / 2],
+           a->decisive, a->decisive_agree, a->bitwise);
+    if (top1_all)
+        tap(worst <= 0.8 && med <= 0.3 && 2 * a->top1 >= a->n,
+            "%s within the fixture bounds (worst <= 0.8, median <= 0.3, top-1 >= 50%%)", what);
+    else
+        tap(worst <= 0.8 && med <= 0.3 && 10 * a->decisive_agree >= 9 * a->decisive,
+            "%s within the fixture's rms bounds (worst <= 0.8, median <= 0.3), top-1 on >= 90%% of decisive rows", what);
+    free(a->rms);
+    free(a->gap);
+}
+
+/* ---- runs ---- */
+
+static int gpu_run(struct cuda_engine *g, const int *tok, int P, int n, int chunk, float *rows, int V)
+{
+    struct ctx_err e = {0};
+    cuda_engine_reset(g);
+    int step = chunk > 0 ? chunk : P;
+    for (int p = 0; p < P; p += step) {
+        int S = P - p < step ? P - p : step;
+        if (cuda_engine_forward(g, tok + p, S, p + S == P ? rows : NULL, &e)) {
+            printf("# gpu forward: %s\n", e.msg);
+            return -1;
+        }
+    }
+    for (int j = 0; P + j < n; j++)
+        if (cuda_engine_decode(g, tok[P + j], rows + (size_t)(1 + j) * V, &e)) {
+            printf("# gpu decode: %s\n", e.msg);
+            return -1;
+        }
+    return 0;
+}
+
+/* CPU: prefill in chunks of at most `chunk`, then decode, on the caller's state st. */
+static int cpu_run(struct inf_model *m, struct inf_state *st, const int *tok, int P, int n, int chunk, float *rows,
+                   int V)
+{
+    struct ctx_err e = {0};
+    int step = chunk > 0 ? chunk : P;
+    for (int p = 0; p < P; p += step) {
+        int S = P - p < step ? P - p : step;
+        struct inf_forward_opts o = {.logits = p + S == P ? rows : NULL};
+        if (inf_model_forward(m, st, tok + p, S, &o, &e)) {
+            printf("# cpu forward: %s\n", e.msg);
+            return -1;
+        }
+    }
+    for (int j = 0; P + j < n; j++) {
+        struct inf_forward_opts o = {.logits = rows + (size_t)(1 + j) * V};
+        if (inf_model_forward(m, st, tok + P + j, 1, &o, &e)) {
+            printf("# cpu decode: %s\n", e.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- block by block ---- */
+
+struct xstore {
+    size_t xn;
+    float *X; /* [layers][xn] */
+};
+static void store_hook(void *ud, int layer, const float *X, int S, long long pos0)
+{
+    (void)S;
+    (void)pos0;
+    struct xstore *h = ud;
+    memcpy(h->X + (size_t)layer * h->xn, X, sizeof(float) * h->xn);
+}
+static double rel_rms(const float *a, const float *ref, size_t n, double *maxabs)
+{
+    double d2 = 0, r2 = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        d2 += d * d;
+        r2 += (double)ref[i] * ref[i];
+        mx = fmax(mx, fabs(d));
+    }
+    if (maxabs)
+        *maxabs = mx;
+    return sqrt(d2 / (r2 > 0 ? r2 : 1));
+}
+
+/* A prefill of S tokens on both engines, compared after every block: "isolated" runs the CPU's block
+ * l (inf_model_block) on the GPU's own input to it (its block l-1 output), so it measures block l's
+ * error alone; "cumulative" compares the two engines' streams after running end to end. Every block
+ * must agree in isolation within ISO_MAX relative rms. Two correct engines differ there by rounding
+ * flips amplified by the FP8 activation quantisation (one bf16 flip can move an e4m3 code by 12%)
+ * and by near-tie routing or indexer choices: the CPU engine itself differs from DeepSeek's
+ * reference by up to 2.8e-2 in this measure (fixture case 2, block 0; printed by the fixture part),
+ * and the GPU from the CPU by up to 4e-2 on the H200 (mid, block 0). A wrong scale, index,
+ * rotation or rounding point moves a block's output by a large fraction of its size. */
+#define ISO_MAX 0.1
+static void block_check(const char *name, const struct inf_weights *w, struct inf_model *m, struct cuda_engine *g,
+                        const int *tok, int S)
+{
+    struct ctx_err e = {0};
+    const struct inf_config *c = inf_weights_config(w);
+    int L = c->num_hidden_layers, hc = c->hc_mult, D = c->hidden_size;
+    size_t xn = (size_t)S * hc * D;
+    struct xstore gs = {xn, malloc(sizeof(float) * xn * L)}, cs = {xn, malloc(sizeof(float) * xn * L)};
+    float *Xin = malloc(sizeof(float) * xn), *Xc = malloc(sizeof(float) * xn);
+    struct inf_state *st = NULL, *st2 = NULL;
+    int ok = gs.X && cs.X && Xin && Xc && !inf_state_new(c, &st, &e) && !inf_state_new(c, &st2, &e);
+    cuda_engine_reset(g);
+    ok = ok && !cuda_engine_forward_hook(g, tok, S, NULL, store_hook, &gs, &e);
+    struct inf_forward_opts fo = {.hook = store_hook, .hook_ud = &cs};
+    ok = ok && !inf_model_forward(m, st, tok, S, &fo, &e);
+    const struct inf_tensor *emb = inf_weights_get(w, "embed.weight");
+    ok = ok && emb;
+    if (!ok) {
+        tap(0, "%s: block check runs: %s", name, e.msg);
+        goto done;
+    }
+    for (int s = 0; s < S; s++)
+        for (int k = 0; k < hc; k++)
+            for (int i = 0; i < D; i++) {
+                uint32_t u = (uint32_t)((const uint16_t *)emb->data)[(size_t)tok[s] * D + i] << 16;
+                memcpy(&Xin[((size_t)s * hc + k) * D + i], &u, 4);
+            }
+    double worst = 0;
+    for (int l = 0; l < L && ok; l++) {
+        memcpy(Xc, Xin, sizeof(float) * xn);
+        if (inf_model_block(m, st2, l, Xc, tok, S, 0, &e)) {
+            tap(0, "%s: cpu block %d: %s", name, l, e.msg);
+            goto done;
+        }
+        const float *Xg = gs.X + (size_t)l * xn;
+        double mi, mc, iso = rel_rms(Xg, Xc, xn, &mi), cum = rel_rms(Xg, cs.X + (size_t)l * xn, xn, &mc);
+        printf("# %s block %2d (ratio %3d): isolated rel rms %.2e (max abs %.3g), cumulative rel rms %.2e (max abs %.3g)\n",
+               name, l, c->compress_ratios[l], iso, mi, cum, mc);
+        worst = fmax(worst, iso);
+        memcpy(Xin, Xg, sizeof(float) * xn);
+    }
+    tap(worst <= ISO_MAX, "%s: every block of a %d-token prefill agrees with the cpu in isolation (worst rel rms %.2e <= %.2g)",
+        name, S, worst, ISO_MAX);
+done:
+    inf_state_free(st);
+    inf_state_free(st2);
+    free(gs.X);
+    free(cs.X);
+    free(Xin);
+    free(Xc);
+}
+
+/* The fixture's recorded streams of case 2 (64 prefill tokens) after every block: this engine and the
+ * CPU end to end, and the CPU's block alone on the reference's own input (the measure block_check
+ * applies between the engines). Printed, the evidence beside the logit bounds. */
+static void fixture_blocks(const struct inf_weights *w, struct inf_model *m, struct cuda_engine *g,
+                           struct inf_st_file *x)
+{
+    struct ctx_err e = {0};
+    const struct inf_config *c = inf_weights_config(w);
+    int L = c->num_hidden_layers, hc = c->hc_mult, D = c->hidden_size, S = 64;
+    size_t xn = (size_t)S * hc * D;
+    const struct inf_tensor *tt = inf_st_find(x, "case2.tokens"), *emb = inf_weights_get(w, "embed.weight");
+    struct xstore gs = {xn, malloc(sizeof(float) * xn * L)}, cs = {xn, malloc(sizeof(float) * xn * L)};
+    float *Xc = malloc(sizeof(float) * xn), *Xin = malloc(sizeof(float) * xn);
+    int tok[64];
+    struct inf_state *st = NULL, *st2 = NULL;
+    int ok = tt && emb && tt->shape[0] >= S && gs.X && cs.X && Xc && Xin && !inf_state_new(c, &st, &e) &&
+             !inf_state_new(c, &st2, &e);
+    for (int i = 0; ok && i < S; i++)
+        tok[i] = ((const int32_t *)tt->data)[i];
+    cuda_engine_reset(g);
+    ok = ok && !cuda_engine_forward_hook(g, tok, S, NULL, store_hook, &gs, &e);
+    struct inf_forward_opts fo = {.hook = store_hook, .hook_ud = &cs};
+    ok = ok && !inf_model_forward(m, st, tok, S, &fo, &e);
+    tap(ok, "fixture case 2 block by block runs%s%s", ok ? "" : ": ", ok ? "" : e.msg);
+    for (int s = 0; ok && s < S; s++)
+        for (int k = 0; k < hc; k++)
+            for (int i = 0; i < D; i++) {
+                uint32_t u = (uint32_t)((const uint16_t *)emb->data)[(size_t)tok[s] * D + i] << 16;
+                memcpy(&Xin[((size_t)s * hc + k) * D + i], &u, 4);
+            }
+    for (int l = 0; ok && l < L; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "case2.block%d.out", l);
+        const struct inf_tensor *rt = inf_st_find(x, name);
+        if (!rt || (size_t)inf_tensor_numel(rt) != xn)
+            break;
+        const float *ref = rt->data;
+        memcpy(Xc, Xin, sizeof(float) * xn);
+        if (inf_model_block(m, st2, l, Xc, tok, S, 0, &e))
+            break;
+        printf("# fixture case 2 block %d (ratio %3d) vs the recorded reference, rel rms: cuda end to end %.2e, cpu end "
+               "to end %.2e, cpu block alone on the reference's input %.2e\n",
+               l, c->compress_ratios[l], rel_rms(gs.X + (size_t)l * xn, ref, xn, NULL),
+               rel_rms(cs.X + (size_t)l * xn, ref, xn, NULL), rel_rms(Xc, ref, xn, NULL));
+        memcpy(Xin, ref, sizeof(float) * xn);
+    }
+    inf_state_free(st);
+    inf_state_free(st2);
+    free(gs.X);
+    free(cs.X);
+    free(Xc);
+    free(Xin);
+}
+
+/* ---- the golden fixture ---- */
+
+static void test_fixture(const char *root)
+{
+    char path[1024];
+    struct ctx_err e = {0};
+    struct inf_weights *w = NULL;
+    struct inf_model *m = NULL;
+    struct cuda_engine *g = NULL;
+    struct inf_st_file *x = NULL;
+    snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a", root);
+    if (inf_weights_open(path, &w, &e) || inf_model_new(w, NULL, 0, &m, &e)) {
+        tap(0, "fixture loads: %s", e.msg);
+        goto done;
+    }
+    struct cuda_engine_opts o = {.max_chunk = 512, .max_ctx = 1024};
+    double t0 = now_s();
+    int rc = cuda_engine_new(w, &o, &g, &e);
+    tap(rc == 0, "cuda_engine_new on the fixture (%.2f s)%s%s", now_s() - t0, rc ? ": " : "", rc ? e.msg : "");
+    if (rc)
+        goto done;
+    snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a/expected.safetensors", root);
+    if (inf_st_open(path, &x, &e)) {
+        tap(0, "expected.safetensors: %s", e.msg);
+        goto done;
+    }
+    const struct inf_config *c = inf_weights_config(w);
+    int V = c->vocab_size;
+    struct agg vs_gold, vs_cpu, cpu_gold;
+    agg_init(&vs_gold, 256);
+    agg_init(&vs_cpu, 256);
+    agg_init(&cpu_gold, 256);
+    for (int k = 0; k < 7; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "case%d.tokens", k);
+        const struct inf_tensor *tt = inf_st_find(x, name);
+        snprintf(name, sizeof name, "case%d.prefill_len", k);
+        const struct inf_tensor *pt = inf_st_find(x, name);
+        snprintf(name, sizeof name, "case%d.logits", k);
+        const struct inf_tensor *lt = inf_st_find(x, name);
+        if (!tt || !pt || !lt) {
+            tap(0, "fixture case %d tensors", k);
+            continue;
+        }
+        int n = (int)tt->shape[0], P = ((const int32_t *)pt->data)[0], R = n - P + 1;
+        int *tok = malloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++)
+            tok[i] = ((const int32_t *)tt->data)[i];
+        float *gr = malloc(sizeof(float) * (size_t)R * V), *cr = malloc(sizeof(float) * (size_t)R * V);
+        struct inf_state *st = NULL;
+        inf_state_new(c, &st, &e);
+        if (gpu_run(g, tok, P, n, 0, gr, V) || cpu_run(m, st, tok, P, n, 0, cr, V)) {
+            tap(0, "case %d runs", k);
+        } else {
+            struct agg one;
+            agg_init(&one, R);
+            for (int r = 0; r < R; r++) {
+                const float *gold = (const float *)lt->data + (size_t)r * V;
+                agg_row(&vs_gold, gr + (size_t)r * V, gold, V);
+                agg_row(&one, gr + (size_t)r * V, gold, V);
+                agg_row(&vs_cpu, gr + (size_t)r * V, cr + (size_t)r * V, V);
+                agg_row(&cpu_gold, cr + (size_t)r * V, gold, V);
+            }
+            double w1 = 0;
+            for (int r = 0; r < one.n; r++)
+                w1 = fmax(w1, one.rms[r]);
+            printf("# fixture case %d (P %d, %d rows): cuda vs golden worst rms/sigma %.3f, top-1 %d/%d\n", k, P, R, w1,
+                   one.top1, R);
+            free(one.rms);
+            free(one.gap);
+        }
+        inf_state_free(st);
+        free(tok);
+        free(gr);
+        free(cr);
+    }
+    fixture_blocks(w, m, g, x);
+    agg_check(&vs_gold, "fixture: cuda vs golden logits", 1);
+    agg_check(&cpu_gold, "fixture: cpu vs golden logits (reference figures, same run)", 1);
+    agg_check(&vs_cpu, "fixture: cuda vs cpu logits", 1);
+
+    /* chunked prefill and state transfer, on case 6 (333 prefill tokens, 20 decode steps) and case 4 */
+    {
+        const struct inf_tensor *tt = inf_st_find(x, "case6.tokens"), *pt = inf_st_find(x, "case6.prefill_len");
+        int n = (int)tt->shape[0], P = ((const int32_t *)pt->data)[0], R = n - P + 1;
+        int *tok = malloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++)
+            tok[i] = ((const int32_t *)tt->data)[i];
+        float *a = malloc(sizeof(float) * (size_t)R * V), *b = malloc(sizeof(float) * (size_t)R * V);
+        if (!gpu_run(g, tok, P, n, 0, a, V) && !gpu_run(g, tok, P, n, 50, b, V)) {
+            struct agg ch;
+            agg_init(&ch, R);
+            for (int r = 0; r < R; r++)
+                agg_row(&ch, b + (size_t)r * V, a + (size_t)r * V, V);
+            int same = ch.bitwise;
+            agg_check(&ch, "chunked prefill (chunks of 50) vs one chunk, case 6", 1);
+            /* every chunk above 8 tokens runs the same per-row kernels (FP8 GEMM, not the GEMV) */
+            tap(same == R, "chunked prefill: all %d rows bit-identical to one chunk (%d are)", R, same);
+        } else {
+            tap(0, "chunked prefill runs");
+        }
+        free(tok);
+        free(a);
+        free(b);
+    }
+    {
+        const struct inf_tensor *tt = inf_st_find(x, "case4.tokens"), *pt = inf_st_find(x, "case4.prefill_len");
+        int n = (int)tt->shape[0], P = ((const int32_t *)pt->data)[0], T = n - P;
+        int *tok = malloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++)
+            tok[i] = ((const int32_t *)tt->data)[i];
+        float *pl = malloc(sizeof(float) * (size_t)V);
+        float *ga = malloc(sizeof(float) * (size_t)T * V), *gb = malloc(sizeof(float) * (size_t)T * V);
+        float *ca = malloc(sizeof(float) * (size_t)T * V), *cb = malloc(sizeof(float) * (size_t)T * V);
+        struct inf_state *st = NULL, *cst = NULL;
+        int ok = !inf_state_new(c, &st, &e) && !inf_state_new(c, &cst, &e);
+        cuda_engine_reset(g);
+        ok = ok && !cuda_engine_prefill(g, tok, P, pl, &e) && !cuda_engine_state_download(g, st, &e);
+        tap(ok && st->pos == P, "state download after a %d-token prefill (pos %lld)%s%s", P, st ? st->pos : -1LL,
+            ok ? "" : ": ", ok ? "" : e.msg);
+        for (int j = 0; ok && j < T; j++)
+            ok = !cuda_engine_decode(g, tok[P + j], ga + (size_t)j * V, &e);
+        /* the CPU continues from the downloaded state */
+        for (int j = 0; ok && j < T; j++) {
+            struct inf_forward_opts fo = {.logits = ca + (size_t)j * V};
+            ok = !inf_model_forward(m, st, tok + P + j, 1, &fo, &e);
+        }
+        /* the GPU state uploaded back is bit-identical: download again at P from a fresh prefill */
+        struct inf_state *st2 = NULL;
+        ok = ok && !inf_state_new(c, &st2, &e);
+        cuda_engine_reset(g);
+        ok = ok && !cuda_engine_prefill(g, tok, P, pl, &e) && !cuda_engine_state_download(g, st2, &e);
+        cuda_engine_reset(g);
+        ok = ok && !cuda_engine_state_upload(g, st2, &e);
+        for (int j = 0; ok && j < T; j++)
+            ok = !cuda_engine_decode(g, tok[P + j], gb + (size_t)j * V, &e);
+        tap(ok && !memcmp(ga, gb, sizeof(float) * (size_t)T * V),
+            "state download -> reset -> upload -> %d decode steps: logits bit-identical%s%s", T, ok ? "" : ": ",
+            ok ? "" : e.msg);
+        if (ok) {
+            struct agg sa;
+            agg_init(&sa, T);
+            for (int j = 0; j < T; j++)
+                agg_row(&sa, ca + (size_t)j * V, ga + (size_t)j * V, V);
+            agg_check(&sa, "cpu decoding from the downloaded gpu state vs gpu decoding", 1);
+        }
+        /* a CPU state uploaded to the GPU */
+        float *cl = malloc(sizeof(float) * (size_t)V);
+        struct inf_forward_opts fo = {.logits = cl};
+        ok = ok && !inf_model_forward(m, cst, tok, P, &fo, &e);
+        cuda_engine_reset(g);
+        ok = ok && !cuda_engine_state_upload(g, cst, &e);
+        tap(ok && cuda_engine_pos(g) == P, "cpu state uploaded (pos %lld)%s%s", cuda_engine_pos(g), ok ? "" : ": ",
+            ok ? "" : e.msg);
+        for (int j = 0; ok && j < T; j++) {
+            struct inf_forward_opts f2 = {.logits = cb + (size_t)j * V};
+            ok = !inf_model_forward(m, cst, tok + P + j, 1, &f2, &e) &&
+                 !cuda_engine_decode(g, tok[P + j], gb + (size_t)j * V, &e);
+        }
+        if (ok) {
+            struct agg sb;
+            agg_init(&sb, T);
+            for (int j = 0; j < T; j++)
+                agg_row(&sb, gb + (size_t)j * V, cb + (size_t)j * V, V);
+            agg_check(&sb, "gpu decoding from an uploaded cpu state vs cpu decoding", 1);
+        } else {
+            tap(0, "upload/decode: %s", e.msg);
+        }
+        /* a state the engine cannot hold is refused */
+        struct inf_state *bad = NULL;
+        if (!inf_state_new(c, &bad, &e)) {
+            bad->pos = 4096;
+            tap(cuda_engine_state_upload(g, bad, &e) == CTX_ERANGE, "upload of a state beyond max_ctx: CTX_ERANGE (%s)",
+                e.msg);
+            inf_state_free(bad);
+        }
+        inf_state_free(st);
+        inf_state_free(st2);
+        inf_state_free(cst);
+        free(cl);
+        free(tok);
+        free(pl);
+        free(ga);
+        free(gb);
+        free(ca);
+        free(cb);
+    }
+    {
+        int big = 600, bad_tok = V;
+        tap(cuda_engine_forward(g, &bad_tok, 1, NULL, &e) == CTX_EINVAL, "token outside the vocabulary: CTX_EINVAL (%s)",
+            e.msg);
+        int *t = calloc((size_t)big, sizeof(int));
+        tap(cuda_engine_forward(g, t, big, NULL, &e) == CTX_EINVAL, "chunk over max_chunk: CTX_EINVAL (%s)", e.msg);
+        free(t);
+    }
+done:
+    cuda_engine_free(g);
+    inf_st_close(x);
+    inf_model_free(m);
+    inf_weights_free(w);
+}
+
+/* ---- synthetic configs: CUDA vs CPU ---- */
+
+static void test_synthetic(const char *name, int P, int T, int chunk)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct inf_model *m = NULL;
+    struct cuda_engine *g = NULL;
+    struct inf_state *st = NULL;
+    if (inf_config_builtin(name, &c, &e)) {
+        tap(0, "config %s: %s", name, e.msg);
+        return;
+    }
+    double t0 = now_s();
+    if (inf_weights_synthetic(&c, 1, &w, &e) || inf_model_new(w, NULL, 0, &m, &e) || inf_state_new(&c, &st, &e)) {
+        tap(0, "synthetic %s: %s", name, e.msg);
+        goto done;
+    }
+    double t1 = now_s();
+    struct cuda_engine_opts o = {.max_chunk = chunk, .max_ctx = P + T + 8};
+    int rc = cuda_engine_new(w, &o, &g, &e);
+    size_t wb = 0, sb = 0;
+    if (!rc)
+        cuda_engine_memory(g, &wb, &sb);
+    tap(rc == 0, "cuda_engine_new synthetic %s (weights %.1f s, upload %.1f s, %.2f GB weights, %.3f GB state+scratch)%s%s",
+        name, t1 - t0, now_s() - t1, wb / 1e9, sb / 1e9, rc ? ": " : "", rc ? e.msg : "");
+    if (rc)
+        goto done;
+    int V = c.vocab_size, n = P + T, R = T + 1;
+    int *tok = malloc(sizeof(int) * (size_t)n);
+    unsigned long long s = 0x9e3779b97f4a7c15ull;
+    tok[0] = c.bos_token_id;
+    for (int i = 1; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = 2 + (int)((s >> 33) % (unsigned long long)(V - 2));
+    }
+    block_check(name, w, m, g, tok, P < chunk ? P : chunk);
+    float *gr = malloc(sizeof(float) * (size_t)R * V), *cr = malloc(sizeof(float) * (size_t)R * V);
+    double a = now_s();
+    int okg = !gpu_run(g, tok, P, n, chunk, gr, V);
+    double b = now_s();
+    int okc = okg && !cpu_run(m, st, tok, P, n, 256, cr, V);
+    double cdt = now_s() - b;
+    tap(okg && okc, "synthetic %s: prefill %d + decode %d on both engines (gpu %.2f s, cpu %.2f s)", name, P, T, b - a, cdt);
+    if (okg && okc) {
+        struct agg ag;
+        agg_init(&ag, R);
+        for (int r = 0; r < R; r++)
+            agg_row(&ag, gr + (size_t)r * V, cr + (size_t)r * V, V);
+        char what[96];
+        snprintf(what, sizeof what, "synthetic %s: cuda vs cpu logits", name);
+        agg_check(&ag, what, 0);
+    }
+    free(tok);
+    free(gr);
+    free(cr);
+done:
+    cuda_engine_free(g);
+    inf_state_free(st);
+    inf_model_free(m);
+    inf_weights_free(w);
+}
+
+/* A short run of every kernel for compute-sanitizer (part "memcheck"): synthetic tiny, chunks of 64
+ * (GEMM path, compressors across chunk ends, indexer selecting 16 of up to 40), decode steps (GEMV
+ * path, a ring wrap at 128, HCA entry at 128), a state download and upload. */
+static void test_memcheck(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    struct inf_state *st = NULL;
+    int ok = !inf_config_builtin("tiny", &c, &e) && !inf_weights_synthetic(&c, 3, &w, &e) &&
+             !inf_state_new(&c, &st, &e);
+    struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 256};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    int tok[170];
+    for (int i = 0; i < 170; i++)
+        tok[i] = (i * 7919 + 13) % c.vocab_size;
+    float *lg = malloc(sizeof(float) * (size_t)c.vocab_size);
+    ok = ok && !cuda_engine_prefill(g, tok, 150, lg, &e);
+    for (int i = 150; ok && i < 160; i++)
+        ok = !cuda_engine_decode(g, tok[i], lg, &e);
+    ok = ok && !cuda_engine_state_download(g, st, &e);
+    cuda_engine_reset(g);
+    ok = ok && !cuda_engine_state_upload(g, st, &e);
+    for (int i = 160; ok && i < 170; i++)
+        ok = !cuda_engine_decode(g, tok[i], lg, &e);
+    tap(ok && cuda_engine_pos(g) == 170, "memcheck run: prefill 150 in chunks of 64, 20 decode steps, state round trip%s%s",
+        ok ? "" : ": ", ok ? "" : e.msg);
+    free(lg);
+    cuda_engine_free(g);
+    inf_state_free(st);
+    inf_weights_free(w);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (cuda_device_count() < 1) {
+        printf("1..0 # SKIP no CUDA device\n");
+        return 0;
+    }
+    const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
+    if (!parts)
+        parts = "fixture,tiny,mid";
+    if (strstr(parts, "memcheck"))
+        test_memcheck();
+    if (strstr(parts, "fixture"))
+        test_fixture(root ? root : ".");
+    if (strstr(parts, "tiny"))
+        test_synthetic("tiny", 200, 300, 128);
+    if (strstr(parts, "mid")) {
+        const char *pe = getenv("CTX_ENGINE_MID_PREFILL"), *de = getenv("CTX_ENGINE_MID_DECODE");
+        test_synthetic("mid", pe ? atoi(pe) : 1100, de ? atoi(de) : 150, 256);
+    }
+    printf("1..%d\n", n_test);
+    return n_fail ? 1 : 0;
+}
