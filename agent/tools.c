@@ -504,6 +504,11 @@ void agent_tools_free(struct agent_tools *t)
         free(t->ov[i].data);
     }
     free(t->ov);
+    for (size_t i = 0; i < t->nbufs; i++) {
+        free(t->bufs[i].path);
+        free(t->bufs[i].data);
+    }
+    free(t->bufs);
     agent_tools_paths_free(t->changed, t->nchanged);
     repo_snapshot_free(t->own_snap);
     repo_ignore_free(t->ctxignore);
@@ -560,6 +565,44 @@ static struct ov_entry *ov_find(struct agent_tools *t, const char *rel)
     return NULL;
 }
 
+static struct ov_entry *buf_find(struct agent_tools *t, const char *rel)
+{
+    for (size_t i = 0; i < t->nbufs; i++)
+        if (!strcmp(t->bufs[i].path, rel))
+            return &t->bufs[i];
+    return NULL;
+}
+
+int agent_tools_set_buffer(struct agent_tools *t, const char *rel, const char *text, size_t len,
+                           struct ctx_err *e)
+{
+    struct ov_entry *b = buf_find(t, rel);
+    char *data = malloc(len + 1);
+    if (!data)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    memcpy(data, text, len);
+    data[len] = 0;
+    if (!b) {
+        struct ov_entry *n = realloc(t->bufs, (t->nbufs + 1) * sizeof *n);
+        char *p = strdup(rel);
+        if (!n || !p) {
+            if (n)
+                t->bufs = n;
+            free(p);
+            free(data);
+            return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        }
+        t->bufs = n;
+        b = &t->bufs[t->nbufs++];
+        b->path = p;
+        b->data = NULL;
+    }
+    free(b->data);
+    b->data = data;
+    b->len = len;
+    return 0;
+}
+
 #define MAX_FILE (16u << 20)
 
 /* Read a file (overlay first). *exists false when absent; directories are CTX_EINVAL. */
@@ -570,6 +613,8 @@ static int read_text(struct agent_tools *t, const char *rel, char **buf, size_t 
     *len = 0;
     *exists = false;
     struct ov_entry *o = ov_find(t, rel);
+    if (!o)
+        o = buf_find(t, rel); /* the user's unsaved buffer, under the agent's own overlay */
     if (o) {
         if (!o->data)
             return 0;
@@ -639,6 +684,12 @@ static int write_text(struct agent_tools *t, const char *rel, const char *data, 
         }
         return 0;
     }
+    if (buf_find(t, rel))
+        return ctx_err_set(e, CTX_EDENIED,
+                           "%s has unsaved changes in the user's editor; it was not changed (writing it would "
+                           "overwrite or diverge from the editor's text). Tell the user what to change instead, "
+                           "or ask them to save the file first",
+                           rel);
     int rc = 0;
     if (t->c.undo && (rc = agent_undo_record(t->c.undo, rel, e)))
         return rc;
@@ -1625,7 +1676,18 @@ int agent_tools_overlay_diff(struct agent_tools *t, char **out, size_t *len, str
         char *old = NULL;
         size_t olen = 0;
         struct ctx_err re = {0};
-        bool had = abs && access(abs, F_OK) == 0 && ctx_read_file(abs, MAX_FILE, &old, &olen, &re) == 0;
+        struct ov_entry *ub = buf_find(t, o->path);
+        bool had;
+        if (ub) { /* the suggestion applies to the user's unsaved buffer */
+            had = (old = malloc(ub->len + 1)) != NULL;
+            if (had) {
+                memcpy(old, ub->data, ub->len);
+                old[ub->len] = 0;
+                olen = ub->len;
+            }
+        } else {
+            had = abs && access(abs, F_OK) == 0 && ctx_read_file(abs, MAX_FILE, &old, &olen, &re) == 0;
+        }
         free(abs);
         if (!had && !o->data)
             continue;

@@ -74,6 +74,14 @@ int agent_tools_call(struct agent_tools *t, const char *name, const char *args_j
                      struct agent_tool_result *out, struct ctx_err *e);
 void agent_tool_result_free(struct agent_tool_result *r);
 
+/* The user's unsaved editor buffer of `rel` (repository-relative; ctxd's buffer.update). Every read
+ * (read_file, search, edit_file's and apply_patch's old text) sees `text` instead of the working
+ * tree's file, in every mode; suggest mode edits start from it and its diff is against it. In
+ * interactive mode an edit of that path is refused, telling the model the user has unsaved changes
+ * there: writing the file would make the disk and the editor diverge. Setting it again replaces it. */
+int agent_tools_set_buffer(struct agent_tools *t, const char *rel, const char *text, size_t len,
+                           struct ctx_err *e);
+
 /* Suggest mode: the overlay as a unified diff against the working tree ("" when nothing changed),
  * paths as a/<path> b/<path>, new files from /dev/null, deleted ones to /dev/null. */
 int agent_tools_overlay_diff(struct agent_tools *t, char **out, size_t *len, struct ctx_err *e);

@@ -21,6 +21,8 @@ struct agent_tools {
     struct repo_ignore *ctxignore; /* the repository's .ctxignore, or NULL */
     struct ov_entry *ov;
     size_t nov;
+    struct ov_entry *bufs; /* the user's unsaved editor buffers (agent_tools_set_buffer) */
+    size_t nbufs;
     char **changed;
     size_t nchanged;
 };

@@ -44,7 +44,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: ctx [--json] [--socket PATH] [--ctxd PATH] COMMAND [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\n'ctx COMMAND --help' describes a command.\n");
+    fprintf(f, "\n'ctx COMMAND --help' describes a command. The daemon's socket: --socket, else $CTX_SOCKET,\n"
+               "else $XDG_RUNTIME_DIR/ctxd/ctxd.sock.\n");
 }
 
 /* ctxd is looked for beside ctx (the build tree or the install prefix), then in ../daemon/ (the
@@ -108,6 +109,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* CTX_SOCKET names the daemon for programs that run ctx for the user (git hooks, editors)
+     * when the daemon is not the default one. */
+    if (!cli.socket_path && getenv("CTX_SOCKET") && getenv("CTX_SOCKET")[0])
+        cli.socket_path = getenv("CTX_SOCKET");
     if (!cli.socket_path) {
         struct ctx_err e = {0};
         if (ctxd_default_socket(sockbuf, sizeof sockbuf, &e) != 0) {

@@ -406,6 +406,9 @@ static void agent_body(struct areq *q)
                                     .cancel = ctxd_job_cancel_flag(ctx)};
     if (!rc)
         rc = agent_tools_new(&tc, &tools, &e);
+    /* the requesting editor's unsaved buffers: the tools read them instead of the disk */
+    for (size_t i = 0; !rc && i < v->n_buffers; i++)
+        rc = agent_tools_set_buffer(tools, v->buffers[i].path, v->buffers[i].text, v->buffers[i].len, &e);
     const cJSON *h0 = cJSON_GetArrayItem(q->history, 0);
     const cJSON *h0c = cJSON_GetObjectItemCaseSensitive(h0, "content");
     size_t nhist = (size_t)cJSON_GetArraySize(q->history);
@@ -873,9 +876,21 @@ static void m_run(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd_agent *ag = ud;
     static const char *const allowed[] = {"path", "prompt", "mode", "session", "max_steps", "max_tokens", "staged",
-                                          "range", "files", "log", "thinking", NULL};
+                                          "range", "files", "log", "thinking", "buffers_from", NULL};
     if (ctxd_call_check_params(call, params, allowed))
         return;
+    /* whose unsaved editor buffers the tools see: by default this connection's; an editor server
+     * that runs each request on a connection of its own names the connection holding them */
+    long long bfrom = 0;
+    const cJSON *bf = cJSON_GetObjectItemCaseSensitive(params, "buffers_from");
+    if (bf && (!cJSON_IsNumber(bf) || bf->valuedouble < 1 || bf->valuedouble > 9007199254740991.0 ||
+               bf->valuedouble != (double)(long long)bf->valuedouble)) {
+        fail_param(call, "\"buffers_from\" must be a client id (buffer.update's \"client\")");
+        return;
+    }
+    if (bf)
+        bfrom = (long long)bf->valuedouble;
+    uint64_t buffers_from = (uint64_t)bfrom;
     struct areq *q = areq_new(ag, call);
     if (!q) {
         ctxd_call_fail(call, CTXD_RPC_INTERNAL_ERROR, "out of memory", NULL);
@@ -964,7 +979,7 @@ static void m_run(struct ctxd_call *call, const cJSON *params, void *ud)
     struct ctx_err e = {0};
     q->next = ag->running;
     ag->running = q;
-    if (ctxd_repos_submit(ag->d, call, q->path, &job_ops, q, q->session[0] ? q->session : NULL, &e)) {
+    if (ctxd_repos_submit(ag->d, call, q->path, &job_ops, q, q->session[0] ? q->session : NULL, buffers_from, &e)) {
         ag->running = q->next;
         areq_free(q);
         ctxd_call_fail_err(call, &e);
@@ -1004,7 +1019,7 @@ int ctxd_agent_session_send(struct ctxd *d, struct ctxd_call *call, const char *
     q->run = ++ag->next_run;
     q->next = ag->running;
     ag->running = q;
-    int rc = ctxd_repos_submit(d, call, root, &job_ops, q, session, e);
+    int rc = ctxd_repos_submit(d, call, root, &job_ops, q, session, 0, e);
     if (rc) {
         ag->running = q->next;
         areq_free(q);

@@ -6,6 +6,9 @@
 #include "repos.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -77,6 +80,19 @@ struct ask {
     void *ext_ud;
     struct ctxd_repo_view view;
     int ext_started;
+    uint64_t buffers_from;    /* whose unsaved buffers the job sees */
+    struct ctxd_buffer *bufcopy; /* the view's buffers (copies taken when the job starts) */
+    size_t n_bufcopy;
+};
+
+/* An unsaved editor buffer (buffer.update) of one client connection. */
+struct rbuf {
+    uint64_t client;
+    char *abs;                /* the file's absolute path (realpath of its directory + name) */
+    char *text;
+    size_t len;
+    long long version;
+    struct rbuf *next;
 };
 
 struct repo {
@@ -136,6 +152,14 @@ struct repo {
     struct agent_undo *undo;  /* the agent's undo records (engine thread, inside agent jobs) */
     size_t ext_nfiles;        /* snap->nfiles when an agent job started: its tools refresh the
                                * snapshot from their own thread, so status reads this meanwhile */
+    /* unsaved editor buffers: newest first, so the first one of a path is the text the resident
+     * prompt shows (whichever client updated it last) */
+    struct rbuf *bufs;
+    char **buf_dirty;         /* repository-relative paths whose buffer changed, waiting for the
+                               * debounce before they take the live-edit path */
+    size_t n_buf_dirty;
+    struct ctxd_buffer *ubufs; /* copies of the shown buffers that the update work applies */
+    size_t n_ubufs;
 };
 
 struct ctxd_repos {
@@ -150,6 +174,8 @@ struct ctxd_repos {
     struct repo *list;
     int next_id;
     int closing;
+    uv_timer_t buf_timer;     /* debounce of buffer edits (all repositories) */
+    int buf_timer_init;
 };
 
 static uint64_t now_ms(void)
@@ -206,6 +232,10 @@ static cJSON *repo_status_json(const struct repo *r)
     cJSON_AddNumberToObject(o, "pending_changes", (double)r->n_pending);
     cJSON_AddNumberToObject(o, "overlay_files", (double)r->n_deferred);
     cJSON_AddNumberToObject(o, "rebases", r->rebases);
+    size_t nb = 0;
+    for (const struct rbuf *b = r->bufs; b; b = b->next)
+        nb++;
+    cJSON_AddNumberToObject(o, "buffers", (double)nb);
     if (r->prefill_tok_s > 0)
         cJSON_AddNumberToObject(o, "prefill_tokens_per_s", r->prefill_tok_s);
     return o;
@@ -236,10 +266,20 @@ static void fail_waiters(struct repo *r, const struct ctx_err *e)
     }
 }
 
+static void free_buffer_copies(struct ctxd_buffer *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].path);
+        free(v[i].text);
+    }
+    free(v);
+}
+
 static void free_ask(struct ask *a)
 {
     if (a->ext && a->ext->release)
         a->ext->release(a->ext_ud);
+    free_buffer_copies(a->bufcopy, a->n_bufcopy);
     for (size_t i = 0; i < a->view.n_changed; i++)
         free(a->view.changed[i]);
     free(a->view.changed);
@@ -281,6 +321,10 @@ static void notify_progress(struct repo *r)
 
 static void start_next(struct repo *r);
 static void free_repo(struct repo *r);
+static void copy_buffers(struct repo *r, uint64_t client, struct ctxd_buffer **out, size_t *n);
+static void flush_buffers(struct repo *r);
+static void apply_buffers(struct repo *r, int all);
+static void buf_touch(struct repo *r, const char *abs);
 static void start_watch(struct repo *r);
 static void maybe_update(struct repo *r);
 static void arm_idle(struct repo *r);
@@ -1045,6 +1089,11 @@ static void start_next(struct repo *r)
     r->running_ask = a;
     if (a->ext && r->snap)
         r->ext_nfiles = r->snap->nfiles;
+    if (a->ext) {
+        copy_buffers(r, a->buffers_from, &a->bufcopy, &a->n_bufcopy);
+        a->view.buffers = a->bufcopy;
+        a->view.n_buffers = a->n_bufcopy;
+    }
     if (ctxd_sched_submit(r->rs->d->sched, CTXD_PRIO_INTERACTIVE, a->client, a->ext ? &ext_ops : &ask_ops, a, &r->job,
                           &e)) {
         r->running_ask = NULL;
@@ -1112,6 +1161,11 @@ static void ingest_after(uv_work_t *w, int status)
         r->root[rl - 1] = 0;
     r->name = strdup(r->snap->name);
     r->phase = PH_PREFILLING;
+    /* buffers sent while it was ingesting (the work tree was not known yet): applied once it is
+     * resident */
+    for (struct rbuf *b = r->bufs; b; b = b->next)
+        buf_touch(r, b->abs);
+    flush_buffers(r);
     r->prefill_t0 = now_ms();
     CTX_INFO("ingested %s: %zu files, %zu prompt tokens in %.0f ms", r->root, r->snap->nfiles, r->prefix.n,
              r->ingest_ms);
@@ -1210,6 +1264,8 @@ static void update_work(uv_work_t *w)
     if (r->overlay_refresh) {
         /* the overlay path: only the files' current text is needed; the layout stays resident */
         r->work_rc = repo_snapshot_refresh(r->snap, (const char *const *)r->applying, r->n_applying, e);
+        if (!r->work_rc)
+            apply_buffers(r, 0);
         r->update_ms = (double)(now_ms() - t0);
         return;
     }
@@ -1224,6 +1280,12 @@ static void update_work(uv_work_t *w)
         struct agent_prefix prefix;
         struct agent_prefix_opts po = {.system = rs->system, .tools = rs->tools, .mode = INF_DSML_THINKING};
         r->work_rc = repo_snapshot_open(r->root, &ro, NULL, &snap, e);
+        if (!r->work_rc) {
+            struct repo_snapshot *old = r->snap;
+            r->snap = snap; /* the unsaved buffers replace their files' text in the new inventory */
+            apply_buffers(r, 1);
+            r->snap = old;
+        }
         if (!r->work_rc)
             r->work_rc = repo_layout_build(snap, &lo, &layout, e);
         if (!r->work_rc)
@@ -1246,6 +1308,8 @@ static void update_work(uv_work_t *w)
     } else {
         size_t first_seg = 0;
         r->work_rc = repo_snapshot_refresh(r->snap, (const char *const *)r->applying, r->n_applying, e);
+        if (!r->work_rc)
+            apply_buffers(r, 0);
         if (!r->work_rc)
             r->work_rc = repo_layout_update(r->layout, r->snap, &lo, (const char *const *)r->applying,
                                             r->n_applying, &first_seg, e);
@@ -1353,6 +1417,9 @@ static void update_after(uv_work_t *w, int status)
     struct repo *r = w->data;
     int overlay = r->overlay_refresh;
     r->overlay_refresh = 0;
+    free_buffer_copies(r->ubufs, r->n_ubufs);
+    r->ubufs = NULL;
+    r->n_ubufs = 0;
     if (overlay && !status && !r->work_rc && !r->rs->closing) {
         /* keep the resident state; the edited files go after the repository block */
         for (size_t i = 0; i < r->n_applying; i++) {
@@ -1482,6 +1549,7 @@ static void maybe_update(struct repo *r)
         }
     }
     r->overlay_refresh = overlay;
+    copy_buffers(r, 0, &r->ubufs, &r->n_ubufs);
     r->applying = r->pending;
     r->n_applying = r->n_pending;
     r->applying_rescan = r->rescan;
@@ -1499,6 +1567,9 @@ static void maybe_update(struct repo *r)
         r->applying = NULL;
         r->n_applying = 0;
         r->phase = PH_READY;
+        free_buffer_copies(r->ubufs, r->n_ubufs);
+        r->ubufs = NULL;
+        r->n_ubufs = 0;
     }
 }
 
@@ -1662,6 +1733,17 @@ static void free_repo(struct repo *r)
         free(r->pending[i]);
     free(r->pending);
     clear_overlay(r);
+    while (r->bufs) {
+        struct rbuf *b = r->bufs;
+        r->bufs = b->next;
+        free(b->abs);
+        free(b->text);
+        free(b);
+    }
+    for (size_t i = 0; i < r->n_buf_dirty; i++)
+        free(r->buf_dirty[i]);
+    free(r->buf_dirty);
+    free_buffer_copies(r->ubufs, r->n_ubufs);
     free(r->req_path);
     free(r->root);
     free(r->name);
@@ -1783,6 +1865,7 @@ int ctxd_repos_ask(struct ctxd *d, struct ctxd_call *call, const char *real_path
         tail = &(*tail)->next;
     *tail = a;
     arm_idle(r); /* in use: the re-base waits */
+    flush_buffers(r); /* the question sees the editor's latest text */
     if (r->phase == PH_FAILED) {
         struct ctx_err fe = {0};
         ctx_err_set(&fe, CTX_EIO, "%s", r->error);
@@ -1794,7 +1877,7 @@ int ctxd_repos_ask(struct ctxd *d, struct ctxd_call *call, const char *real_path
 }
 
 int ctxd_repos_submit(struct ctxd *d, struct ctxd_call *call, const char *real_path, const struct ctxd_repo_job *ops,
-                      void *ud, const char *session, struct ctx_err *e)
+                      void *ud, const char *session, uint64_t buffers_from, struct ctx_err *e)
 {
     struct ctxd_repos *rs = d->repos;
     struct repo *r = open_repo(rs, real_path, 0, e);
@@ -1809,6 +1892,7 @@ int ctxd_repos_submit(struct ctxd *d, struct ctxd_call *call, const char *real_p
     a->ext = ops;
     a->ext_ud = ud;
     a->finish = "cancelled";
+    a->buffers_from = buffers_from ? buffers_from : a->client;
     if (session)
         snprintf(a->session, sizeof a->session, "%s", session);
     a->t_submit = now_ms();
@@ -1817,6 +1901,7 @@ int ctxd_repos_submit(struct ctxd *d, struct ctxd_call *call, const char *real_p
         tail = &(*tail)->next;
     *tail = a;
     arm_idle(r);
+    flush_buffers(r); /* the job's snapshot (find_symbol, the prompt) has the editor's latest text */
     if (r->phase == PH_FAILED) {
         struct ctx_err fe = {0};
         ctx_err_set(&fe, CTX_EIO, "%s", r->error);
@@ -1995,6 +2080,407 @@ static void m_cache_clear(struct ctxd_call *call, const cJSON *params, void *ud)
     ctxd_call_reply(call, r);
 }
 
+/* ---- unsaved editor buffers (buffer.update, buffer.close) ---------------------------------- */
+
+/* The path of `abs` inside the repository's work tree, or NULL (not inside, or not ingested yet). */
+static const char *buf_rel(const struct repo *r, const char *abs)
+{
+    if (!r->root)
+        return NULL;
+    size_t n = strlen(r->root);
+    return strncmp(abs, r->root, n) == 0 && abs[n] == '/' && abs[n + 1] ? abs + n + 1 : NULL;
+}
+
+/* Copies of the buffers of `client` (0: the one shown per path, i.e. the newest of any client). */
+static void copy_buffers(struct repo *r, uint64_t client, struct ctxd_buffer **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    size_t cap = 0;
+    for (const struct rbuf *b = r->bufs; b; b = b->next) {
+        const char *rel = buf_rel(r, b->abs);
+        if (!rel || (client && b->client != client))
+            continue;
+        int dup = 0;
+        for (size_t i = 0; i < *n && !dup; i++)
+            dup = strcmp((*out)[i].path, rel) == 0;
+        if (dup) /* an older buffer of the same file (another client): the newest is shown */
+            continue;
+        if (*n == cap) {
+            struct ctxd_buffer *nv = realloc(*out, (cap = cap ? cap * 2 : 4) * sizeof *nv);
+            if (!nv)
+                return; /* out of memory: fewer buffers, the files on disk show instead */
+            *out = nv;
+        }
+        struct ctxd_buffer *c = &(*out)[*n];
+        c->path = strdup(rel);
+        c->text = malloc(b->len + 1);
+        c->len = b->len;
+        if (!c->path || !c->text) {
+            free(c->path);
+            free(c->text);
+            return;
+        }
+        memcpy(c->text, b->text, b->len + 1);
+        (*n)++;
+    }
+}
+
+/* Pool thread (inside the update work): the shown buffers replace the text of their files in the
+ * snapshot just refreshed from disk (all of them after a new inventory, else the applied paths),
+ * so the layout and the prefix show what the editor holds. A file the inventory skips (ignored,
+ * binary, deleted) stays as the inventory says. */
+static void apply_buffers(struct repo *r, int all)
+{
+    for (size_t i = 0; i < r->n_ubufs; i++) {
+        const struct ctxd_buffer *ub = &r->ubufs[i];
+        int hit = all;
+        for (size_t j = 0; j < r->n_applying && !hit; j++)
+            hit = r->applying[j] && strcmp(r->applying[j], ub->path) == 0;
+        struct repo_file *f = hit ? repo_snapshot_find(r->snap, ub->path) : NULL;
+        if (!f || f->skip != REPO_SKIP_NONE)
+            continue;
+        char *t = malloc(ub->len + 1);
+        if (!t)
+            continue;
+        memcpy(t, ub->text, ub->len + 1);
+        enum repo_lang lang = repo_lang_detect(f->path, t, ub->len);
+        struct repo_symbol *syms = NULL;
+        size_t ns = 0;
+        bool se = false;
+        struct ctx_err e = {0};
+        /* slot 0: nothing else uses this snapshot's symbolizer while the update work runs */
+        int rc = repo_symbols_extract(r->snap->symbolizer, 0, lang, t, ub->len, &syms, &ns, &se, &e);
+        if (rc == CTX_EUNSUPPORTED)
+            rc = repo_symbols_extract(r->snap->symbolizer, 0, REPO_LANG_NONE, t, ub->len, &syms, &ns, &se, &e);
+        if (rc) {
+            CTX_WARN("%s: the unsaved buffer of %s is not shown: %s", r->root, ub->path, e.msg);
+            free(t);
+            free(syms);
+            continue;
+        }
+        free(f->text);
+        free(f->syms);
+        f->text = t;
+        f->len = ub->len;
+        f->size = ub->len;
+        f->hash = repo_hash64(t, ub->len);
+        f->lang = lang;
+        f->not_utf8 = false;
+        f->syms = syms;
+        f->nsyms = ns;
+        f->ndefs = 0;
+        for (size_t k = 0; k < ns; k++)
+            f->ndefs += syms[k].is_def;
+        f->syntax_errors = se;
+        r->snap->ranked = false;
+    }
+}
+
+/* Buffer edits whose debounce ran out (or that a question or job needs now) take the live-edit
+ * path, as changed files do. */
+static void flush_buffers(struct repo *r)
+{
+    if (!r->n_buf_dirty || !r->root || r->rs->closing || r->phase == PH_INGESTING || r->phase == PH_FAILED)
+        return;
+    char **v = r->buf_dirty;
+    size_t n = r->n_buf_dirty;
+    r->buf_dirty = NULL;
+    r->n_buf_dirty = 0;
+    on_change(r, (const char *const *)v, n);
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void on_buf_timer(uv_timer_t *t)
+{
+    struct ctxd_repos *rs = t->data;
+    for (struct repo *r = rs->list; r; r = r->next)
+        flush_buffers(r);
+}
+
+/* `abs` changed its shown text: after the debounce it goes through the live-edit path. */
+static void buf_touch(struct repo *r, const char *abs)
+{
+    struct ctxd_repos *rs = r->rs;
+    const char *rel = buf_rel(r, abs);
+    if (rel) {
+        int dup = 0;
+        for (size_t i = 0; i < r->n_buf_dirty && !dup; i++)
+            dup = strcmp(r->buf_dirty[i], rel) == 0;
+        char **nv = dup ? NULL : realloc(r->buf_dirty, (r->n_buf_dirty + 1) * sizeof *nv);
+        if (nv) {
+            r->buf_dirty = nv;
+            if ((nv[r->n_buf_dirty] = strdup(rel)))
+                r->n_buf_dirty++;
+        }
+    }
+    if (rs->closing)
+        return;
+    if (!rs->buf_timer_init) {
+        uv_timer_init(rs->d->loop, &rs->buf_timer);
+        rs->buf_timer.data = rs;
+        rs->buf_timer_init = 1;
+    }
+    int ms = rs->o.debounce_ms > 0 ? rs->o.debounce_ms : 200;
+    uv_timer_start(&rs->buf_timer, on_buf_timer, (uint64_t)ms, 0);
+}
+
+static void drop_client_buffers(struct repo *r, uint64_t client)
+{
+    struct rbuf **bp = &r->bufs;
+    while (*bp) {
+        struct rbuf *b = *bp;
+        if (b->client == client) {
+            *bp = b->next;
+            buf_touch(r, b->abs);
+            free(b->abs);
+            free(b->text);
+            free(b);
+        } else {
+            bp = &b->next;
+        }
+    }
+}
+
+/* Offset of the first byte that is not valid UTF-8 (overlong forms and surrogates included), or
+ * len when all of it is. */
+static size_t utf8_invalid_at(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i], cp, min;
+        size_t n;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF)
+            n = 1, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0)
+            n = 2, cp = c & 0x0F, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            n = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return i;
+        if (len - i <= n)
+            return i;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return i;
+            cp = (cp << 6) | (s[i + k] & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+static void fail_code(struct ctxd_call *call, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail_code(struct ctxd_call *call, int code, const char *fmt, ...)
+{
+    struct ctx_err e = {0};
+    char msg[CTX_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ctx_err_set(&e, code, "%s", msg);
+    ctxd_call_fail_err(call, &e);
+}
+
+/* The buffer's file (it need not exist yet: its directory must) and the open repository holding
+ * it; fails the call otherwise. */
+static struct repo *buffer_target(struct ctxd_call *call, struct ctxd_repos *rs, const cJSON *params, char *abs)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(params, "path");
+    if (!cJSON_IsString(p) || p->valuestring[0] != '/') {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"path\" (an absolute file path) is required", NULL);
+        return NULL;
+    }
+    const char *path = p->valuestring;
+    if (!realpath(path, abs)) {
+        /* a file the editor has not saved yet: its directory must exist */
+        char dir[PATH_MAX];
+        const char *slash = strrchr(path, '/');
+        size_t dl = (size_t)(slash - path);
+        if (errno != ENOENT || dl >= sizeof dir || !slash[1]) {
+            fail_code(call, CTX_ENOTFOUND, "buffer path %s: %s", path, strerror(errno));
+            return NULL;
+        }
+        memcpy(dir, path, dl);
+        dir[dl ? dl : 1] = 0;
+        if (!dl)
+            dir[0] = '/';
+        char rdir[PATH_MAX];
+        if (!realpath(dir, rdir) || strlen(rdir) + strlen(slash) >= PATH_MAX) {
+            fail_code(call, CTX_ENOTFOUND, "buffer path %s: %s", path, strerror(errno ? errno : ENAMETOOLONG));
+            return NULL;
+        }
+        size_t rl = strcmp(rdir, "/") ? strlen(rdir) : 0, sl = strlen(slash);
+        memcpy(abs, rdir, rl);
+        memcpy(abs + rl, slash, sl + 1);
+    }
+    struct stat st;
+    if (stat(abs, &st) == 0 && !S_ISREG(st.st_mode)) {
+        fail_code(call, CTX_EINVAL, "buffer path %s is not a regular file", path);
+        return NULL;
+    }
+    for (struct repo *r = rs->list; r; r = r->next) {
+        const char *root = r->root ? r->root : r->req_path;
+        size_t n = strlen(root);
+        if (r->phase == PH_FAILED || strncmp(abs, root, n) != 0 || abs[n] != '/')
+            continue;
+        const char *rel = abs + n + 1;
+        if (strcmp(rel, ".git") == 0 || strncmp(rel, ".git/", 5) == 0) {
+            fail_code(call, CTX_EINVAL, "buffer path %s is inside the repository's .git directory", path);
+            return NULL;
+        }
+        return r;
+    }
+    fail_code(call, CTX_ENOTFOUND, "no open repository contains %s (repo.open opens one)", path);
+    return NULL;
+}
+
+static size_t client_buffers(const struct repo *r, uint64_t client)
+{
+    size_t n = 0;
+    for (const struct rbuf *b = r->bufs; b; b = b->next)
+        n += b->client == client;
+    return n;
+}
+
+/* Buffers one connection may hold in one repository (each at most the file size cap). */
+#define MAX_BUFFERS 256
+
+static void m_buffer_update(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const allowed[] = {"path", "text", "version", NULL};
+    char abs[PATH_MAX];
+    long long version = 0;
+    if (ctxd_call_check_params(call, params, allowed) ||
+        int_param(call, params, "version", -9007199254740991LL, 9007199254740991LL, &version))
+        return;
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(params, "text");
+    if (!cJSON_IsString(text)) {
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, "\"text\" (the buffer's full text, a string) is required", NULL);
+        return;
+    }
+    struct repo *r = buffer_target(call, rs, params, abs);
+    if (!r)
+        return;
+    size_t len = strlen(text->valuestring);
+    struct repo_options ro;
+    repo_options_default(&ro);
+    /* the update work may be rewriting the snapshot: its options are the defaults it was opened with */
+    uint64_t cap = ro.max_file_size;
+    if (len > cap) {
+        fail_code(call, CTX_ERANGE,
+                  "the buffer of %s is %zu bytes, over the repository's file size cap of %llu bytes "
+                  "(such a file is left out of the repository)",
+                  abs, len, (unsigned long long)cap);
+        return;
+    }
+    size_t bad = utf8_invalid_at((const unsigned char *)text->valuestring, len);
+    if (bad < len) {
+        char msg[PATH_MAX + 96];
+        snprintf(msg, sizeof msg, "\"text\" of %s is not valid UTF-8 at byte %zu", abs, bad);
+        ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
+        return;
+    }
+    uint64_t client = ctxd_call_client_id(call);
+    struct rbuf *shown = r->bufs; /* the buffer of this file the prompt shows now */
+    while (shown && strcmp(shown->abs, abs) != 0)
+        shown = shown->next;
+    struct rbuf **bp = &r->bufs, *b = NULL;
+    while (*bp && !((*bp)->client == client && strcmp((*bp)->abs, abs) == 0))
+        bp = &(*bp)->next;
+    if (*bp) {
+        b = *bp;
+        if (cJSON_GetObjectItemCaseSensitive(params, "version") && version < b->version) {
+            char msg[PATH_MAX + 128];
+            snprintf(msg, sizeof msg, "\"version\" %lld of %s is older than the buffer's %lld", version, abs,
+                     b->version);
+            ctxd_call_fail(call, CTXD_RPC_INVALID_PARAMS, msg, NULL);
+            return;
+        }
+        *bp = b->next; /* to the front: the newest buffer of a file is the one shown */
+    } else if (client_buffers(r, client) >= MAX_BUFFERS) {
+        fail_code(call, CTX_EBUSY, "this connection already holds %d unsaved buffers in %s; close some first",
+                  MAX_BUFFERS, r->root ? r->root : r->req_path);
+        return;
+    }
+    int same = b && b == shown && b->len == len && memcmp(b->text, text->valuestring, len) == 0;
+    char *t = malloc(len + 1);
+    if (!t || (!b && !(b = calloc(1, sizeof *b))) || (!b->abs && !(b->abs = strdup(abs)))) {
+        free(t);
+        if (b) {
+            if (b->abs)
+                buf_touch(r, b->abs); /* dropped: the file shows its disk text again */
+            free(b->abs);
+            free(b->text);
+            free(b);
+        }
+        fail_code(call, CTX_ENOMEM, "out of memory");
+        return;
+    }
+    memcpy(t, text->valuestring, len + 1);
+    free(b->text);
+    b->text = t;
+    b->len = len;
+    b->client = client;
+    b->version = version;
+    b->next = r->bufs;
+    r->bufs = b;
+    if (!same) /* the text shown already: nothing to re-lay out */
+        buf_touch(r, abs);
+    cJSON *res = cJSON_CreateObject();
+    cJSON_AddStringToObject(res, "root", r->root ? r->root : r->req_path);
+    const char *rel = buf_rel(r, abs);
+    cJSON_AddStringToObject(res, "path", rel ? rel : abs);
+    cJSON_AddNumberToObject(res, "version", (double)version);
+    cJSON_AddNumberToObject(res, "bytes", (double)len);
+    cJSON_AddNumberToObject(res, "client", (double)client);
+    cJSON_AddNumberToObject(res, "buffers", (double)client_buffers(r, client));
+    ctxd_call_reply(call, res);
+}
+
+static void m_buffer_close(struct ctxd_call *call, const cJSON *params, void *ud)
+{
+    struct ctxd_repos *rs = ud;
+    static const char *const allowed[] = {"path", NULL};
+    char abs[PATH_MAX];
+    if (ctxd_call_check_params(call, params, allowed))
+        return;
+    struct repo *r = buffer_target(call, rs, params, abs);
+    if (!r)
+        return;
+    uint64_t client = ctxd_call_client_id(call);
+    int closed = 0;
+    for (struct rbuf **bp = &r->bufs; *bp; bp = &(*bp)->next) {
+        struct rbuf *b = *bp;
+        if (b->client == client && strcmp(b->abs, abs) == 0) {
+            *bp = b->next;
+            buf_touch(r, abs); /* the file shows its disk text again (or another client's buffer) */
+            free(b->abs);
+            free(b->text);
+            free(b);
+            closed = 1;
+            break;
+        }
+    }
+    cJSON *res = cJSON_CreateObject();
+    cJSON_AddStringToObject(res, "root", r->root ? r->root : r->req_path);
+    const char *rel = buf_rel(r, abs);
+    cJSON_AddStringToObject(res, "path", rel ? rel : abs);
+    cJSON_AddBoolToObject(res, "closed", closed);
+    cJSON_AddNumberToObject(res, "buffers", (double)client_buffers(r, client));
+    ctxd_call_reply(call, res);
+}
+
 /* A client left: drop its waiting calls and questions; the scheduler cancels its running job. */
 static void on_disconnect(void *ud, uint64_t client)
 {
@@ -2024,6 +2510,7 @@ static void on_disconnect(void *ud, uint64_t client)
                 ap = &a->next;
             }
         }
+        drop_client_buffers(r, client); /* as if it had closed them */
     }
     ctxd_sched_cancel_client(d->sched, client);
 }
@@ -2099,6 +2586,10 @@ int ctxd_repos_init(struct ctxd *d, const struct ctxd_repos_opts *o, struct ctx_
     if (!rc)
         rc = ctxd_server_register(d->server, "repo.ask", m_ask, rs);
     if (!rc)
+        rc = ctxd_server_register(d->server, "buffer.update", m_buffer_update, rs);
+    if (!rc)
+        rc = ctxd_server_register(d->server, "buffer.close", m_buffer_close, rs);
+    if (!rc)
         rc = ctxd_server_register(d->server, "cache.status", m_cache_status, rs);
     if (!rc)
         rc = ctxd_server_register(d->server, "cache.clear", m_cache_clear, rs);
@@ -2111,6 +2602,10 @@ void ctxd_repos_free(struct ctxd *d)
     if (!rs)
         return;
     rs->closing = 1;
+    if (rs->buf_timer_init) {
+        uv_close((uv_handle_t *)&rs->buf_timer, NULL);
+        rs->buf_timer_init = 0;
+    }
     struct ctx_err e = {0};
     ctx_err_set(&e, CTX_ECANCELED, "ctxd is shutting down");
     for (struct repo *r = rs->list; r; r = r->next) {

@@ -6,6 +6,7 @@
 #define CTXD_REPOS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -66,6 +67,13 @@ struct agent_undo;
 struct inf_state;
 struct inf_snapshot;
 
+/* An unsaved editor buffer (buffer.update) as a job sees it: a copy, owned by repos.c. */
+struct ctxd_buffer {
+    char *path;   /* repository-relative */
+    char *text;   /* valid UTF-8, NUL-terminated */
+    size_t len;
+};
+
 /* What a job sees on the engine thread while it owns the repository. Everything is borrowed and
  * valid during run() only. */
 struct ctxd_repo_view {
@@ -81,6 +89,10 @@ struct ctxd_repo_view {
                                         * extend it: it is returned to `ready` after run() */
     const struct inf_snapshot *ready;
     struct agent_undo *undo;           /* the repository's undo records; NULL if unavailable */
+    /* the unsaved editor buffers of the client named by ctxd_repos_submit's buffers_from, as they
+     * were when the job started (the tools read them instead of the files on disk) */
+    const struct ctxd_buffer *buffers;
+    size_t n_buffers;
     /* out: repository-relative paths the job changed on disk (malloc'd array of malloc'd
      * strings, freed by repos.c); the resident state follows them after done(). */
     char **changed;
@@ -100,9 +112,12 @@ struct ctxd_repo_job {
 };
 
 /* Queue a job on the repository containing real_path (opened if needed), after the questions
- * already queued, once the repository is resident. On failure nothing was taken. */
+ * already queued, once the repository is resident. The view's buffers are those of client
+ * `buffers_from` (0: the call's own connection). Buffer edits still waiting for their debounce
+ * are applied to the resident state first. On failure nothing was taken. */
 int ctxd_repos_submit(struct ctxd *d, struct ctxd_call *call, const char *real_path,
-                      const struct ctxd_repo_job *ops, void *ud, const char *session, struct ctx_err *e);
+                      const struct ctxd_repo_job *ops, void *ud, const char *session, uint64_t buffers_from,
+                      struct ctx_err *e);
 /* Whether an agent job of that repository is queued or running. */
 int ctxd_repos_agent_busy(struct ctxd *d, const char *real_path);
 /* Cancel the job submitted with `ud`: a queued one is dropped (done() with CTX_ECANCELED), a

@@ -41,6 +41,8 @@ struct settings {
     int review_debounce_ms;
     bool open_repository;
     int fim_max_tokens, fim_timeout_ms, fim_budget;
+    bool sync_buffers;
+    int buffer_debounce_ms;
 };
 
 enum job_kind { JOB_FIM, JOB_AGENT, JOB_REVIEW, JOB_OPEN };
@@ -82,6 +84,17 @@ struct review_due {
     long long due;
 };
 
+/* A document's unsaved buffer as ctxd holds it (buffer.update / buffer.close on the kept
+ * connection, so ctxd drops it when we go away). */
+struct sync {
+    struct sync *next;
+    char *uri;
+    long long due;     /* send its state to ctxd at this time (debounce); 0: nothing to send */
+    bool held;         /* ctxd holds our buffer of it, on connection generation `gen` */
+    unsigned gen;
+    bool differs;      /* opened with text other than the file's on disk */
+};
+
 struct server {
     const struct lsp_options *opt;
     int out_fd;
@@ -101,6 +114,9 @@ struct server {
     struct outreq *outreqs; /* our requests to the client awaiting its response */
     long long next_out_id;
     struct review_due *due; /* saved documents waiting for their debounced review */
+    struct sync *syncs;     /* open documents' buffers on ctxd */
+    unsigned daemon_gen;    /* bumped whenever the kept connection is replaced (its buffers are gone) */
+    long long buffer_client; /* ctxd's id of the kept connection (buffer.update's "client") */
 };
 
 /* ---- output ---- */
@@ -231,32 +247,41 @@ static const cJSON *work_token(const cJSON *params)
 
 /* ---- the daemon ---- */
 
-static int daemon_call(struct server *s, const char *method, const cJSON *token, cJSON **result,
-                       struct ctx_err *e)
+/* A call on the kept connection (params taken; may be NULL). */
+static int daemon_call_p(struct server *s, const char *method, cJSON *params, const cJSON *token, cJSON **result,
+                         struct ctx_err *e)
 {
     int timeout = s->opt->daemon_timeout_ms > 0 ? s->opt->daemon_timeout_ms : 30000;
+    int rc = CTX_EINTERNAL;
     /* A kept connection may have died with its daemon: one fresh attempt follows a local failure. */
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!s->daemon) {
-            int rc = ctxd_client_connect(s->opt->socket_path, &s->daemon, e);
+            s->daemon_gen++;
+            rc = ctxd_client_connect(s->opt->socket_path, &s->daemon, e);
             if (rc == CTX_ENOTFOUND) {
                 progress_report(s, token, "starting ctxd", -1);
                 rc = ctxd_client_connect_or_spawn(s->opt->ctxd_path, s->opt->socket_path, &s->daemon, e);
             }
             if (rc) {
                 s->daemon = NULL;
-                return rc;
+                break;
             }
         }
-        int rc = ctxd_client_call(s->daemon, method, NULL, NULL, NULL, timeout, result, e);
+        rc = ctxd_client_call(s->daemon, method, params ? cJSON_Duplicate(params, true) : NULL, NULL, NULL, timeout,
+                              result, e);
         if (rc == 0 || ctxd_client_rpc_code(s->daemon) != 0)
-            return rc;
+            break;
         ctxd_client_close(s->daemon);
         s->daemon = NULL;
-        if (attempt == 1)
-            return rc;
     }
-    return CTX_EINTERNAL;
+    cJSON_Delete(params);
+    return rc;
+}
+
+static int daemon_call(struct server *s, const char *method, const cJSON *token, cJSON **result,
+                       struct ctx_err *e)
+{
+    return daemon_call_p(s, method, NULL, token, result, e);
 }
 
 /* ---- calls to ctxd that run while the loop goes on ---- */
@@ -374,6 +399,7 @@ static int open_connection(struct server *s, int *fd, struct ctx_err *e)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         if (!s->daemon) {
+            s->daemon_gen++;
             int rc = ctxd_client_connect_or_spawn(s->opt->ctxd_path, s->opt->socket_path, &s->daemon, e);
             if (rc) {
                 s->daemon = NULL;
@@ -827,6 +853,135 @@ static const char *rel_to_root(const struct server *s, const char *path)
     return path;
 }
 
+/* ---- unsaved buffers to ctxd ---- */
+
+static struct sync *find_sync(struct server *s, const char *uri, bool create)
+{
+    for (struct sync *y = s->syncs; y; y = y->next)
+        if (strcmp(y->uri, uri) == 0)
+            return y;
+    if (!create)
+        return NULL;
+    struct sync *y = calloc(1, sizeof *y);
+    if (!y || !(y->uri = strdup(uri))) {
+        free(y);
+        return NULL;
+    }
+    y->next = s->syncs;
+    s->syncs = y;
+    return y;
+}
+
+static void free_sync(struct server *s, struct sync *y)
+{
+    for (struct sync **pp = &s->syncs; *pp; pp = &(*pp)->next)
+        if (*pp == y) {
+            *pp = y->next;
+            break;
+        }
+    free(y->uri);
+    free(y);
+}
+
+/* Tell ctxd the document's state now: its text while it differs from the disk (changed since it
+ * was opened or saved, and in step with the editor), else no buffer (the disk is current). A file
+ * whose repository is not open yet gets it opened (in the background) and the update retried. */
+static void sync_send(struct server *s, struct sync *y)
+{
+    y->due = 0;
+    const struct lsp_doc *doc = lsp_docs_find(&s->docs, y->uri);
+    bool held = y->held && y->gen == s->daemon_gen;
+    bool want = doc && !doc->desync && (doc->dirty || y->differs);
+    struct ctx_err e = {0};
+    char *path = uri_path(y->uri, &e);
+    if (!path || (!want && !held)) {
+        y->held = false;
+        free(path);
+        return;
+    }
+    cJSON *p = cJSON_CreateObject(), *res = NULL;
+    cJSON_AddStringToObject(p, "path", path);
+    int rc;
+    if (!want) {
+        rc = daemon_call_p(s, "buffer.close", p, NULL, &res, &e);
+        y->held = false;
+    } else {
+        cJSON_AddStringToObject(p, "text", doc->text.data ? doc->text.data : "");
+        cJSON_AddNumberToObject(p, "version", (double)doc->version);
+        rc = daemon_call_p(s, "buffer.update", cJSON_Duplicate(p, true), NULL, &res, &e);
+        if (rc == CTX_ENOTFOUND && s->daemon && ctxd_client_rpc_code(s->daemon)) {
+            char *repo = repo_for(s, path);
+            cJSON *o = cJSON_CreateObject(), *ores = NULL;
+            cJSON_AddStringToObject(o, "path", repo ? repo : path);
+            free(repo);
+            struct ctx_err oe = {0};
+            if (daemon_call_p(s, "repo.open", o, NULL, &ores, &oe) == 0) {
+                memset(&e, 0, sizeof e);
+                rc = daemon_call_p(s, "buffer.update", cJSON_Duplicate(p, true), NULL, &res, &e);
+            }
+            cJSON_Delete(ores);
+        }
+        cJSON_Delete(p);
+        const cJSON *client = cJSON_GetObjectItemCaseSensitive(res, "client");
+        y->held = rc == 0;
+        y->gen = s->daemon_gen;
+        if (!rc && cJSON_IsNumber(client))
+            s->buffer_client = (long long)client->valuedouble;
+    }
+    if (rc) /* the agent then reads the file from disk: worth a line in the log, not a popup */
+        log_message(s, MSG_LOG, "ctx: %s of %s: %s", want ? "buffer.update" : "buffer.close", path, e.msg);
+    cJSON_Delete(res);
+    free(path);
+}
+
+/* Before an agent request: everything still waiting for its debounce goes now, and buffers held
+ * on a connection that has since been replaced are sent again. Returns whether ctxd holds any of
+ * ours (the request then names our connection in buffers_from). */
+static bool sync_flush(struct server *s)
+{
+    bool any = false;
+    for (struct sync *y = s->syncs; y; y = y->next) {
+        if (y->due || (y->held && y->gen != s->daemon_gen))
+            sync_send(s, y);
+        any |= y->held && y->gen == s->daemon_gen;
+    }
+    return any;
+}
+
+/* After a document notification was applied (or refused). */
+static void sync_note(struct server *s, const char *method, const char *uri)
+{
+    if (!s->set.sync_buffers || strncmp(uri, "file:", 5) != 0)
+        return;
+    bool open = strcmp(method, "textDocument/didOpen") == 0;
+    struct sync *y = find_sync(s, uri, open);
+    if (!y)
+        return;
+    if (open) {
+        /* an editor may open a buffer that differs from the disk already (restored sessions) */
+        const struct lsp_doc *doc = lsp_docs_find(&s->docs, uri);
+        struct ctx_err e = {0};
+        char *path = uri_path(uri, &e), *disk = NULL;
+        size_t dlen = 0;
+        bool same = doc && path && ctx_read_file(path, 64u << 20, &disk, &dlen, &e) == 0 && dlen == doc->text.len &&
+                    (!dlen || memcmp(disk, doc->text.data, dlen) == 0);
+        free(path);
+        free(disk);
+        y->differs = doc && !same;
+        y->due = y->differs ? now_ms() + s->set.buffer_debounce_ms : 0;
+        if (!y->differs && y->held)
+            sync_send(s, y);
+    } else if (strcmp(method, "textDocument/didChange") == 0) {
+        y->due = now_ms() + s->set.buffer_debounce_ms; /* a later change pushes it back */
+    } else {
+        /* didSave: the disk is current again; didClose: the editor let go of the buffer */
+        y->differs = false;
+        sync_send(s, y);
+        if (strcmp(method, "textDocument/didClose") == 0)
+            free_sync(s, y);
+    }
+}
+
 static bool read_pos(const cJSON *o, struct lsp_pos *p)
 {
     const cJSON *l = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "line") : NULL;
@@ -1004,6 +1159,10 @@ static void cmd_agent(struct server *s, const cJSON *id, const char *cmd, const 
     }
     free(repo);
     free(prompt);
+    /* the agent's requests run on connections of their own: they name the kept connection, which
+     * holds the editor's unsaved buffers, so the tools read those instead of the disk */
+    if (s->set.sync_buffers && sync_flush(s) && s->buffer_client > 0)
+        cJSON_AddNumberToObject(p, "buffers_from", (double)s->buffer_client);
     struct job *j = start_job(s, strcmp(mode, "review") == 0 ? JOB_REVIEW : JOB_AGENT, id, "agent.run", p, false);
     if (j) {
         j->command = strdup(cmd);
@@ -1211,6 +1370,15 @@ static long long run_timers(struct server *s)
             next = j->deadline;
         }
     }
+    for (struct sync *y = s->syncs; y; y = y->next) {
+        if (!y->due)
+            continue;
+        if (y->due <= now_ms())
+            sync_send(s, y);
+        else if (next < 0 || y->due < next)
+            next = y->due;
+    }
+    now = now_ms(); /* sending took a moment */
     for (struct review_due **pp = &s->due; *pp;) {
         struct review_due *r = *pp;
         if (r->due <= now) {
@@ -1265,6 +1433,13 @@ static void cmd_status(struct server *s, const cJSON *id, const cJSON *params)
     cJSON_AddNumberToObject(l, "pid", (double)getpid());
     cJSON_AddStringToObject(l, "positionEncoding", lsp_encoding_name(s->docs.enc));
     cJSON_AddItemToObject(l, "documents", lsp_docs_summary(&s->docs));
+    /* the unsaved buffers ctxd holds for us, and the connection that holds them (buffers_from) */
+    size_t held = 0;
+    for (const struct sync *y = s->syncs; y; y = y->next)
+        held += y->held && y->gen == s->daemon_gen;
+    cJSON *b = cJSON_AddObjectToObject(l, "buffers");
+    cJSON_AddNumberToObject(b, "held", (double)held);
+    cJSON_AddNumberToObject(b, "client", (double)s->buffer_client);
     progress_end(s, token, "done");
     respond(s, id, r);
 }
@@ -1329,6 +1504,8 @@ static void read_settings(struct server *s, const cJSON *o)
     s->set.fim_max_tokens = opt_int(ic, "maxTokens", 64, 1, 1024);
     s->set.fim_timeout_ms = opt_int(ic, "timeoutMs", 5000, 50, 600000);
     s->set.fim_budget = opt_int(ic, "budget", 2048, 16, 65536);
+    s->set.sync_buffers = opt_bool(o, "syncBuffers", true);
+    s->set.buffer_debounce_ms = opt_int(o, "bufferDebounceMs", 150, 0, 60000);
 }
 
 /* The workspace folder: the first workspaceFolders entry, else rootUri, else rootPath; only an
@@ -1412,6 +1589,7 @@ static void document_notification(struct server *s, const char *method, const cJ
     const char *uri = jstr(td, "uri");
     if (!uri)
         return;
+    sync_note(s, method, uri);
     if (strcmp(method, "textDocument/didChange") == 0 || strcmp(method, "textDocument/didClose") == 0)
         cancel_fim_for(s, uri);
     else if (!rc && strcmp(method, "textDocument/didSave") == 0 && s->set.review_on_save)
@@ -1697,6 +1875,8 @@ int lsp_server_run(int in_fd, int out_fd, const struct lsp_options *opt)
         free(r->uri);
         free(r);
     }
+    while (s.syncs) /* the kept connection closes below: ctxd drops its buffers */
+        free_sync(&s, s.syncs);
     free(s.root);
     if (s.daemon)
         ctxd_client_close(s.daemon);

@@ -2,7 +2,8 @@
  * inline completion through fim.complete (round trip checked against a direct fim.complete, and
  * cancelled by typing, by a newer request, by $/cancelRequest, by its latency budget), Fix through
  * agent.run (suggest) and workspace/applyEdit with the exact edit, diagnostics published after a
- * save (review), Explain and ctx.ask answers, server-created $/progress, cancelling a long answer.
+ * save (review), Explain and ctx.ask answers, server-created $/progress, cancelling a long answer,
+ * unsaved buffers reaching ctxd.
  * The agent's model output is forced (ctxd --forced-completions) so answers, diffs and findings are
  * exact. argv[1] = ctx, argv[2] = ctxd. */
 #include "lsp_harness.h"
@@ -16,6 +17,7 @@
 #define CALLS(x) "</think>\n\n<" D "tool_calls>\n" x "\n</" D "tool_calls>"
 #define INVOKE(name, params) "<" D "invoke name=\"" name "\">\n" params "\n</" D "invoke>"
 #define PS(name, v) "<" D "parameter name=\"" name "\" string=\"true\">" v "</" D "parameter>"
+#define PJ(name, v) "<" D "parameter name=\"" name "\" string=\"false\">" v "</" D "parameter>"
 #define FINAL(text) "</think>" text EOS
 #define FINDINGS "```findings\n[{\"file\": \"src/math.c\", \"line\": 3, \"severity\": \"warning\", " \
                  "\"message\": \"add subtracts\", \"replacement\": \"    return a + b;\\n\"}]\n```"
@@ -487,6 +489,130 @@ static void test_explain_ask_cancel(void **state)
     stop_daemon();
 }
 
+/* The text of the last tool result of an agent.run (agent.event notifications). */
+struct tool_text {
+    char text[4096];
+};
+
+static int on_tool_result(void *ud, const char *method, const cJSON *params)
+{
+    struct tool_text *t = ud;
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(params, "kind"), *x = cJSON_GetObjectItemCaseSensitive(params, "text");
+    if (strcmp(method, "agent.event") == 0 && cJSON_IsString(k) && strcmp(k->valuestring, "tool_result") == 0 &&
+        cJSON_IsString(x))
+        snprintf(t->text, sizeof t->text, "%s", x->valuestring);
+    return 0;
+}
+
+/* The number of unsaved buffers ctxd holds for the repository, once it is `want` (or the last
+ * value seen after 10 s). */
+static int daemon_buffers(struct lsp *l, int want)
+{
+    int n = -1;
+    for (int i = 0; i < 500 && n != want; i++) {
+        struct ctxd_client *c;
+        struct ctx_err e = {0};
+        assert_int_equal(ctxd_client_connect(l->sock, &c, &e), 0);
+        cJSON *p = cJSON_CreateObject(), *r = NULL;
+        cJSON_AddStringToObject(p, "path", repo);
+        n = ctxd_client_call(c, "repo.status", p, NULL, NULL, 10000, &r, &e) == 0 ? (int)num(r, "buffers") : -1;
+        cJSON_Delete(r);
+        ctxd_client_close(c);
+        if (n != want)
+            usleep(20000);
+    }
+    return n;
+}
+
+/* Unsaved text reaches ctxd: didOpen + didChange become a buffer.update (debounced) on the
+ * server's kept connection, and Explain's agent.run names that connection (buffers_from), so the
+ * tools read the editor's text: the forced read_file of line 6, which only the buffer has,
+ * succeeds, and an edit of the buffered file is refused (the disk stays as it was). didSave
+ * closes the buffer: the disk is current again. */
+static void test_unsaved_buffers(void **state)
+{
+    struct lsp *l = *state;
+    if (!dh_have_tokenizer())
+        skip();
+    static const char *const c[] = {
+        CALLS(INVOKE("read_file", PS("path", "src/math.c") "\n" PJ("start_line", "6")) "\n" INVOKE(
+            "edit_file", PS("path", "src/math.c") "\n" PS("old_string", "int add(int a, int b)") "\n"
+                             PS("new_string", "long add(long a, long b)"))),
+        FINAL("It adds; only_here returns 7."), CALLS(INVOKE("read_file", PS("path", "src/math.c"))), FINAL("Read."),
+        NULL};
+    start_daemon(l, c);
+    start(l, ctxd_bin, NULL);
+    init_root(l, "{\"openRepository\":false,\"reviewOnSave\":false,\"bufferDebounceMs\":50}");
+    open_math(l, 1);
+    char msg[2048];
+    snprintf(msg, sizeof msg,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"textDocument/didChange\",\"params\":{\"textDocument\":{\"uri\":\"%s\","
+             "\"version\":2},\"contentChanges\":[{\"text\":\"int add(int a, int b)\\n{\\n    return a + b;\\n}\\n\\n"
+             "int only_here(void)\\n{\\n    return 7;\\n}\\n\"}]}}",
+             uri);
+    send1(l, msg);
+    /* the debounce passes (the server's loop wakes for it) and ctxd holds the buffer */
+    assert_int_equal(daemon_buffers(l, 1), 1);
+    snprintf(msg, sizeof msg,
+             "{\"jsonrpc\":\"2.0\",\"id\":40,\"method\":\"workspace/executeCommand\",\"params\":{\"command\":"
+             "\"ctx.explain\",\"workDoneToken\":\"w40\",\"arguments\":[{\"uri\":\"%s\",\"range\":{\"start\":{\"line\":5,"
+             "\"character\":0},\"end\":{\"line\":8,\"character\":1}}}]}}",
+             uri);
+    send1(l, msg);
+    cJSON *r = reply(l);
+    assert_id_int(r, 40);
+    assert_string_equal(str(r, "result.answer"), "It adds; only_here returns 7.");
+    const cJSON *calls = path(r, "result.tool_calls");
+    assert_int_equal(cJSON_GetArraySize(calls), 2);
+    const cJSON *rf = cJSON_GetArrayItem(calls, 0), *ef = cJSON_GetArrayItem(calls, 1);
+    assert_string_equal(str(rf, "tool"), "read_file");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(rf, "is_error"))); /* line 6 exists in the buffer */
+    assert_string_equal(str(ef, "tool"), "edit_file");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ef, "is_error"))); /* unsaved changes there */
+    assert_int_equal(cJSON_GetArraySize(path(r, "result.changed")), 0);
+    cJSON_Delete(r);
+    drop_notes(l);
+    /* the buffer ctxd holds is the editor's text: ctx.status names the connection holding it, and an
+     * agent.run naming that connection reads the unsaved text */
+    send1(l, "{\"jsonrpc\":\"2.0\",\"id\":41,\"method\":\"workspace/executeCommand\",\"params\":{\"command\":\"ctx.status\"}}");
+    r = reply(l);
+    assert_id_int(r, 41);
+    assert_int_equal((int)num(r, "result.lsp.buffers.held"), 1);
+    double client = num(r, "result.lsp.buffers.client");
+    assert_true(client > 0);
+    cJSON_Delete(r);
+    struct ctxd_client *dc;
+    struct ctx_err ce = {0};
+    assert_int_equal(ctxd_client_connect(l->sock, &dc, &ce), 0);
+    cJSON *p = cJSON_CreateObject(), *res = NULL;
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON_AddStringToObject(p, "prompt", "Read it.");
+    cJSON_AddNumberToObject(p, "buffers_from", client);
+    struct tool_text tt = {0};
+    assert_int_equal(ctxd_client_call(dc, "agent.run", p, on_tool_result, &tt, 120000, &res, &ce), 0);
+    ctxd_client_close(dc);
+    assert_non_null(strstr(tt.text, "return a + b;"));
+    assert_non_null(strstr(tt.text, "int only_here(void)"));
+    assert_null(strstr(tt.text, "a - b"));
+    cJSON_Delete(res);
+    char file[200], *disk = NULL;
+    size_t dlen;
+    struct ctx_err e = {0};
+    snprintf(file, sizeof file, "%s/src/math.c", repo);
+    assert_int_equal(ctx_read_file(file, 1 << 20, &disk, &dlen, &e), 0);
+    assert_string_equal(disk, MATH);
+    free(disk);
+    drop_notes(l);
+    /* a save: the buffer is closed on ctxd */
+    snprintf(msg, sizeof msg,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"textDocument/didSave\",\"params\":{\"textDocument\":{\"uri\":\"%s\"}}}",
+             uri);
+    send1(l, msg);
+    assert_int_equal(daemon_buffers(l, 0), 0);
+    shutdown_exit(l, 0);
+    stop_daemon();
+}
+
 static int teardown_all(void **state)
 {
     stop_daemon();
@@ -507,6 +633,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_fix_applies_edit, setup, teardown_all),
         cmocka_unit_test_setup_teardown(test_review_on_save, setup, teardown_all),
         cmocka_unit_test_setup_teardown(test_explain_ask_cancel, setup, teardown_all),
+        cmocka_unit_test_setup_teardown(test_unsaved_buffers, setup, teardown_all),
     };
     return cmocka_run_group_tests_name("lsp-agent", tests, NULL, NULL);
 }

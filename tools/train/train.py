@@ -315,7 +315,10 @@ def main():
                     help="loss weight of a sampled transcript's completion tokens (code tokens weigh 1)")
     ap.add_argument("--val-transcripts", type=int, default=32,
                     help="held-out transcripts (val.idx) whose completion loss is the second val metric")
+    ap.add_argument("--val-windows", type=int, default=32, help="val windows (multiple of 8; 32 in every run)")
     ap.add_argument("--profile", action="store_true", help="print the top CUDA ops of two steps (step 20)")
+    ap.add_argument("--prev-log", help="loss CSV of the run this one continues: prepended to --log and the plot, "
+                    "this run's steps and tokens counted on from its last row")
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
     t_start = time.time()
@@ -372,7 +375,7 @@ def main():
             pass
     vs = Sampler(*val, args.seq, args.seed + 1, idx=vidx)
     # 4 x 8 windows whatever --batch is: the same val windows as every earlier run (comparable losses)
-    val_batches = [vs.batch(8) for _ in range(4)]
+    val_batches = [vs.batch(8) for _ in range(args.val_windows // 8)]
     tval_batches = []  # completions of held-out-repository transcripts: what the agent evaluation asks for
     if len(vs.tstarts) and args.val_transcripts > 0:
         tx, tm = vs.transcript_windows(args.val_transcripts, args.seed + 2)
@@ -427,9 +430,13 @@ def main():
             for g in o.param_groups:
                 g["lr"] = base_lr * lrm
         if args.profile and dev.startswith("cuda") and step == 20:
-            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA,
-                                                      torch.profiler.ProfilerActivity.CPU])
-            prof.__enter__()
+            try:
+                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA,
+                                                          torch.profiler.ProfilerActivity.CPU])
+                prof.__enter__()
+            except Exception as ex:
+                print("profiler failed:", repr(ex), flush=True)
+                prof = None
         xb, mb = sampler.batch(B)
         xb, mb = xb.to(dev, non_blocking=True), mb.to(dev, non_blocking=True)
         try:
@@ -472,9 +479,17 @@ def main():
             t_steady = (time.time(), tokens)
         if prof is not None and step == 22:
             torch.cuda.synchronize()
-            prof.__exit__(None, None, None)
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60),
-                  flush=True)
+            try:  # diagnostics only: never let the profiler stop the run
+                prof.__exit__(None, None, None)
+                ka = prof.key_averages()
+                for key in ("self_device_time_total", "self_cuda_time_total"):
+                    try:
+                        print(ka.table(sort_by=key, row_limit=25, max_name_column_width=60), flush=True)
+                        break
+                    except Exception:
+                        continue
+            except Exception as ex:
+                print("profiler failed:", repr(ex), flush=True)
             prof = None
         lsum = loss.detach() if lsum is None else lsum + loss.detach()
         lcnt += 1
@@ -510,8 +525,24 @@ def main():
         model.load_state_dict(best["state"])
     print(f"kept the checkpoint of step {best['step']}: val {best['val']:.4f} transcript val {best['tval']:.4f}"
           f"; steady {0 if steady is None else steady/1e3:.1f}k tokens/s", flush=True)
+    for r in rows:
+        r["run"] = 2 if args.prev_log else 1
+    if args.prev_log:
+        try:
+            with open(args.prev_log, newline="") as f:
+                prev = [{k: float(v) if k not in ("step", "tokens", "run") else int(float(v)) for k, v in r.items()}
+                        for r in csv.DictReader(f)]
+            for r in prev:
+                r.setdefault("tval_loss", float("nan"))
+                r.setdefault("run", 1)
+            for r in rows:
+                r["step"] += prev[-1]["step"]
+                r["tokens"] += prev[-1]["tokens"]
+            rows = prev + rows
+        except Exception as ex:  # a plotting nicety must not lose the run
+            print("previous log unusable:", repr(ex), flush=True)
     with open(args.log, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        wr = csv.DictWriter(f, fieldnames=list(rows[-1].keys()))
         wr.writeheader()
         wr.writerows(rows)
     if args.png:
