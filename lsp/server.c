@@ -928,7 +928,10 @@ static void sync_send(struct server *s, struct sync *y)
         if (!rc && cJSON_IsNumber(client))
             s->buffer_client = (long long)client->valuedouble;
     }
-    if (rc) /* the agent then reads the file from disk: worth a line in the log, not a popup */
+    /* A file in no repository ctxd can open (a scratch file, a new directory) has nothing to
+     * sync: not worth a line. Other failures mean the agent reads the file from disk instead:
+     * worth a line in the log, not a popup. */
+    if (rc && rc != CTX_ENOTFOUND)
         log_message(s, MSG_LOG, "ctx: %s of %s: %s", want ? "buffer.update" : "buffer.close", path, e.msg);
     cJSON_Delete(res);
     free(path);

@@ -19,7 +19,7 @@ struct world {
     uv_loop_t loop;
     struct ctxd_sched *s;
     pthread_mutex_t lock;
-    char order[256];   /* names of slices run, in order */
+    char order[4096];  /* names of slices run, in order (a yielding job records one per slice) */
     int n_order;
     int done_count;
     atomic_int gate_open;
@@ -45,8 +45,10 @@ struct tjob {
 static void record(struct world *w, char c)
 {
     pthread_mutex_lock(&w->lock);
-    w->order[w->n_order++] = c;
-    w->order[w->n_order] = 0;
+    if (w->n_order + 1 < (int)sizeof w->order) {
+        w->order[w->n_order++] = c;
+        w->order[w->n_order] = 0;
+    }
     pthread_mutex_unlock(&w->lock);
 }
 
