@@ -33,6 +33,7 @@ int ctx_cmd_hook(int argc, char **argv, const struct ctx_cli *cli); /* cli/cmd_h
 int ctx_cmd_review(int argc, char **argv, const struct ctx_cli *cli);  /* needs CTX_HAVE_REPO */
 int ctx_cmd_suggest(int argc, char **argv, const struct ctx_cli *cli); /* needs CTX_HAVE_REPO */
 int ctx_cmd_undo(int argc, char **argv, const struct ctx_cli *cli);
+int ctx_cmd_complete(int argc, char **argv, const struct ctx_cli *cli);
 int ctx_cmd_tool(int argc, char **argv, const struct ctx_cli *cli);    /* needs CTX_HAVE_REPO */
 /* cli/cmd_ask.c: agent.run with `params` (taken; "path" required), events shown as they come;
  * *result gets the reply. 0, or 1 after printing "ctx NAME: message". */

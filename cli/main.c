@@ -27,6 +27,7 @@ static const struct command commands[] = {
     {"sessions", ctx_cmd_sessions, "list conversations (of a repository with --repo)"},
     {"resume", ctx_cmd_resume, "continue a conversation: ctx resume ID"},
     {"undo", ctx_cmd_undo, "take back the agent's last turn of edits (ctx ask)"},
+    {"complete", ctx_cmd_complete, "fill-in-the-middle completion at FILE LINE:COL (inline completion)"},
     {"model", ctx_cmd_model, "model info / model score: the in-process engine (no daemon)"},
     {"tokenize", ctx_cmd_tokenize, "text to token ids and back with a tokenizer.json (no daemon)"},
     {"chat", ctx_cmd_chat, "a conversation about the repository; chat encode|parse: the DSML format"},

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -22,7 +23,7 @@
 #include "harness.h"
 #include "json.h"
 
-static const char *ctxd_bin;
+static const char *ctxd_bin, *ctx_bin;
 static char dir[32], sock[96], logpath[96];
 static pid_t pid;
 
@@ -435,11 +436,57 @@ static void a_client_that_leaves_mid_request(void **state)
     cJSON_Delete(r);
 }
 
+/* `ctx complete FILE LINE:COL` splits the file at the cursor and makes the same request: its
+ * result equals fim.complete's on the same prefix and suffix; a bad cursor is a usage error. */
+static int run_ctx(const char *args, char *out, size_t cap)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s --socket %s %s 2>/dev/null", ctx_bin, sock, args);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void ctx_complete_is_the_same_request(void **state)
+{
+    (void)state;
+    if (!pid || !ctx_bin)
+        skip();
+    char file[128], args[512], out[8192];
+    snprintf(file, sizeof file, "%s/add.c", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fputs("int add(int a, int b)\n{\n    return ;\n}\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "complete %s 3:12 --max-tokens 8 --json", file);
+    assert_int_equal(run_ctx(args, out, sizeof out), 0);
+    cJSON *viacli = cJSON_Parse(out);
+    assert_non_null(viacli);
+    int rc;
+    cJSON *r = call("fim.complete", fim_params("int add(int a, int b)\n{\n    return ", ";\n}\n", 8), &rc, NULL);
+    assert_int_equal(rc, 0);
+    assert_string_equal(str(viacli, "text"), str(r, "text"));
+    assert_int_equal(num(viacli, "prefix_tokens"), num(r, "prefix_tokens"));
+    assert_int_equal(num(viacli, "suffix_tokens"), num(r, "suffix_tokens"));
+    cJSON_Delete(r);
+    cJSON_Delete(viacli);
+    snprintf(args, sizeof args, "complete %s 9:1", file);
+    assert_int_equal(run_ctx(args, out, sizeof out), 2);
+    snprintf(args, sizeof args, "complete %s 3", file);
+    assert_int_equal(run_ctx(args, out, sizeof out), 2);
+    snprintf(args, sizeof args, "complete %s/missing.c 1:1", dir);
+    assert_int_equal(run_ctx(args, out, sizeof out), 1);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
         return 2;
     ctxd_bin = argv[1];
+    ctx_bin = argc > 2 ? argv[2] : NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cut_at_stops_and_blank_lines),
         cmocka_unit_test(trim_at_line_boundaries),
@@ -449,6 +496,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(bad_params_name_the_field),
         cmocka_unit_test(cancel_and_supersede),
         cmocka_unit_test(a_client_that_leaves_mid_request),
+        cmocka_unit_test(ctx_complete_is_the_same_request),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
