@@ -22,7 +22,7 @@ static const struct command commands[] = {
     {"stop", ctx_cmd_stop, "stop the running ctxd"},
     {"version", ctx_cmd_version, "print the version"},
     {"init", ctx_cmd_init, "make a repository resident (ingest and prefill), with progress"},
-    {"ask", ctx_cmd_ask, "ask about a repository; the answer streams"},
+    {"ask", ctx_cmd_ask, "the agent answers or acts on a repository, calling tools (--no-tools: a plain answer)"},
     {"cache", ctx_cmd_cache, "the resident KV cache on disk: status, clear"},
     {"sessions", ctx_cmd_sessions, "list conversations (of a repository with --repo)"},
     {"resume", ctx_cmd_resume, "continue a conversation: ctx resume ID"},
