@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "ctx_config.h"
 #include "json.h"
 #include "patch.h"
@@ -31,41 +32,10 @@ const char *agent_report_format_name(enum agent_report_format fmt)
 
 const char *agent_report_format_list(void) { return "text|json|diff|github|rdjsonl|sarif"; }
 
-/* ---- growable text ---- */
-
-struct rbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void rput_n(struct rbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->len + n + 1)
-            c *= 2;
-        char *p = realloc(b->p, c);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = c;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void rput(struct rbuf *b, const char *s) { rput_n(b, s, strlen(s)); }
-
-static int rfinish(struct rbuf *b, char **out, struct ctx_err *e)
+static int rfinish(struct ctx_buf *b, char **out, struct ctx_err *e)
 {
     if (!b->oom && !b->p)
-        rput(b, "");
+        ctx_buf_puts(b, "");
     if (b->oom) {
         free(b->p);
         return ctx_err_set(e, CTX_ENOMEM, "out of memory while formatting the report");
@@ -81,9 +51,9 @@ static int json_out(cJSON *j, char **out, struct ctx_err *e)
     cJSON_Delete(j);
     if (!s)
         return ctx_err_set(e, CTX_ENOMEM, "out of memory while formatting the report");
-    struct rbuf b = {0};
-    rput(&b, s);
-    rput(&b, "\n");
+    struct ctx_buf b = {0};
+    ctx_buf_puts(&b, s);
+    ctx_buf_puts(&b, "\n");
     free(s);
     return rfinish(&b, out, e);
 }
@@ -122,23 +92,23 @@ static char *rel_path(const char *root, const char *p)
 
 /* Percent-encode for a URI path: RFC 3986 unreserved characters and '/' stay, everything else
  * (including ':' so a first segment cannot read as a scheme) becomes %XX. */
-static void uri_put(struct rbuf *b, const char *s)
+static void uri_put(struct ctx_buf *b, const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         if ((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
             *c == '-' || *c == '.' || *c == '_' || *c == '~' || *c == '/') {
-            rput_n(b, (const char *)c, 1);
+            ctx_buf_put(b, (const char *)c, 1);
         } else {
             char t[3] = {'%', hex[*c >> 4], hex[*c & 15]};
-            rput_n(b, t, 3);
+            ctx_buf_put(b, t, 3);
         }
     }
 }
 
 static char *uri_of(const char *path)
 {
-    struct rbuf b = {0};
+    struct ctx_buf b = {0};
     uri_put(&b, path);
     char *s = NULL;
     if (rfinish(&b, &s, NULL))
@@ -326,7 +296,7 @@ static cJSON *rd_diag(const char *msg, const char *path, unsigned line, unsigned
     return d;
 }
 
-static void rd_line(struct rbuf *b, cJSON *d)
+static void rd_line(struct ctx_buf *b, cJSON *d)
 {
     char *s = d ? cJSON_PrintUnformatted(d) : NULL;
     cJSON_Delete(d);
@@ -334,15 +304,15 @@ static void rd_line(struct rbuf *b, cJSON *d)
         b->oom = true;
         return;
     }
-    rput(b, s);
-    rput(b, "\n");
+    ctx_buf_puts(b, s);
+    ctx_buf_puts(b, "\n");
     free(s);
 }
 
 char *agent_findings_rdjsonl(const struct agent_findings *f)
 {
-    struct rbuf b = {0};
-    rput(&b, "");
+    struct ctx_buf b = {0};
+    ctx_buf_puts(&b, "");
     for (size_t i = 0; i < f->n; i++) {
         const struct agent_finding *x = &f->v[i];
         unsigned end = x->end_line >= x->line ? x->end_line : x->line;
@@ -370,7 +340,7 @@ static size_t fence_len(const char *s)
     return best >= 3 ? best + 1 : 3;
 }
 
-static void put_suggestion(struct rbuf *b, const char *text, size_t len)
+static void put_suggestion(struct ctx_buf *b, const char *text, size_t len)
 {
     char *t = strndup(text, len);
     if (!t) {
@@ -383,13 +353,13 @@ static void put_suggestion(struct rbuf *b, const char *text, size_t len)
         fl = sizeof fence - 1;
     memset(fence, '`', fl);
     fence[fl] = 0;
-    rput(b, fence);
-    rput(b, "suggestion\n");
-    rput(b, t);
+    ctx_buf_puts(b, fence);
+    ctx_buf_puts(b, "suggestion\n");
+    ctx_buf_puts(b, t);
     if (len && t[len - 1] != '\n')
-        rput(b, "\n");
-    rput(b, fence);
-    rput(b, "\n");
+        ctx_buf_puts(b, "\n");
+    ctx_buf_puts(b, fence);
+    ctx_buf_puts(b, "\n");
     free(t);
 }
 
@@ -431,13 +401,13 @@ static int findings_github(const struct nfinding *a, size_t n, char **out, struc
     cJSON *cs = cJSON_GetObjectItem(r, "comments");
     bool oom = !r;
     for (size_t i = 0; i < n && !oom; i++) {
-        struct rbuf b = {0};
-        rput(&b, "**");
-        rput(&b, agent_severity_name(a[i].f->severity));
-        rput(&b, "**: ");
-        rput(&b, a[i].f->message ? a[i].f->message : "");
+        struct ctx_buf b = {0};
+        ctx_buf_puts(&b, "**");
+        ctx_buf_puts(&b, agent_severity_name(a[i].f->severity));
+        ctx_buf_puts(&b, "**: ");
+        ctx_buf_puts(&b, a[i].f->message ? a[i].f->message : "");
         if (a[i].f->replacement) {
-            rput(&b, "\n\n");
+            ctx_buf_puts(&b, "\n\n");
             put_suggestion(&b, a[i].f->replacement, strlen(a[i].f->replacement));
         }
         oom = b.oom;
@@ -487,11 +457,11 @@ static cJSON *sarif_log(const char *root, cJSON **results)
         cJSON_AddItemToArray(rules, r);
     }
     if (root && root[0] == '/') {
-        struct rbuf b = {0};
-        rput(&b, "file://");
+        struct ctx_buf b = {0};
+        ctx_buf_puts(&b, "file://");
         uri_put(&b, root);
         if (b.len && b.p && b.p[b.len - 1] != '/')
-            rput(&b, "/");
+            ctx_buf_puts(&b, "/");
         if (!b.oom) {
             cJSON *ob = cJSON_AddObjectToObject(run, "originalUriBaseIds");
             cJSON *sr = cJSON_AddObjectToObject(ob, "SRCROOT");
@@ -636,17 +606,17 @@ static int cmp_line(const void *pa, const void *pb)
     return (*a < *b) ? -1 : (*a > *b); /* stable: input order */
 }
 
-static int patch_cb_buf(struct rbuf *b, git_patch *p)
+static int patch_cb_buf(struct ctx_buf *b, git_patch *p)
 {
     git_buf gb = {0};
     if (git_patch_to_buf(&gb, p) < 0)
         return -1;
-    rput_n(b, gb.ptr, gb.size);
+    ctx_buf_put(b, gb.ptr, gb.size);
     git_buf_dispose(&gb);
     return 0;
 }
 
-static int diff_one_file(const char *root, const char *path, struct nfinding **fs, size_t k, struct rbuf *b,
+static int diff_one_file(const char *root, const char *path, struct nfinding **fs, size_t k, struct ctx_buf *b,
                          struct ctx_err *e)
 {
     struct lines l;
@@ -654,8 +624,8 @@ static int diff_one_file(const char *root, const char *path, struct nfinding **f
     if (rc)
         return ctx_err_prefix(e, "diff for %s", path), rc;
     qsort(fs, k, sizeof *fs, cmp_line);
-    struct rbuf nb = {0};
-    rput(&nb, "");
+    struct ctx_buf nb = {0};
+    ctx_buf_puts(&nb, "");
     unsigned next = 1; /* first old line not yet copied */
     for (size_t i = 0; i < k; i++) {
         const struct nfinding *x = fs[i];
@@ -668,19 +638,19 @@ static int diff_one_file(const char *root, const char *path, struct nfinding **f
             continue;
         size_t from = l.start[next - 1];
         size_t to = l.start[x->line - 1];
-        rput_n(&nb, l.text + from, to - from);
+        ctx_buf_put(&nb, l.text + from, to - from);
         bool last_no_eol = x->end_line == l.count && !l.final_eol;
         char *t = fit_replacement(x->f->replacement, !last_no_eol);
         if (!t) {
             rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
             goto out;
         }
-        rput(&nb, t);
+        ctx_buf_puts(&nb, t);
         free(t);
         next = x->end_line + 1;
     }
     if (next <= l.count)
-        rput_n(&nb, l.text + l.start[next - 1], l.len - l.start[next - 1]);
+        ctx_buf_put(&nb, l.text + l.start[next - 1], l.len - l.start[next - 1]);
     if (nb.oom) {
         rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
         goto out;
@@ -719,13 +689,13 @@ static int findings_diff(struct nfinding *a, size_t n, const char *root, char **
     git_libgit2_init();
     struct nfinding **fs = calloc(n ? n : 1, sizeof *fs);
     bool *done = calloc(n ? n : 1, sizeof *done);
-    struct rbuf b = {0};
+    struct ctx_buf b = {0};
     int rc = 0;
     if (!fs || !done) {
         rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
         goto out;
     }
-    rput(&b, "");
+    ctx_buf_puts(&b, "");
     /* Files in the order of their first finding with a replacement. */
     for (size_t i = 0; i < n && !rc; i++) {
         if (done[i] || !a[i].f->replacement)
@@ -798,18 +768,18 @@ struct change {
     unsigned last_u16;             /* its length in UTF-16 units */
     bool insertion;                /* nothing removed: a zero-width fix at `ins_line` */
     unsigned ins_line;
-    struct rbuf text;              /* the exact new text of lines line..end_line (line breaks
+    struct ctx_buf text;              /* the exact new text of lines line..end_line (line breaks
                                     * as the diff's "\ No newline" markers say) */
-    struct rbuf inserted;          /* insertion only: the added lines alone */
+    struct ctx_buf inserted;          /* insertion only: the added lines alone */
 };
 
 typedef int (*change_fn)(const struct change *c, void *ud);
 
-static void put_line(struct rbuf *b, const struct agent_patch_line *pl, bool eol)
+static void put_line(struct ctx_buf *b, const struct agent_patch_line *pl, bool eol)
 {
-    rput_n(b, pl->text, pl->len);
+    ctx_buf_put(b, pl->text, pl->len);
     if (eol)
-        rput(b, "\n");
+        ctx_buf_puts(b, "\n");
 }
 
 static int walk_changes(const struct agent_patch *p, change_fn fn, void *ud, struct ctx_err *e)
@@ -865,22 +835,22 @@ static int walk_changes(const struct agent_patch *p, change_fn fn, void *ud, str
                         c.last_no_eol = pl->no_eol;
                         c.last_u16 = utf16_len(pl->text, pl->len);
                         put_line(&c.text, pl, !pl->no_eol);
-                        rput(&c.text, c.inserted.p ? c.inserted.p : "");
+                        ctx_buf_puts(&c.text, c.inserted.p ? c.inserted.p : "");
                     } else if (j < h->nlines) { /* the context line after */
                         const struct agent_patch_line *pl = &h->lines[j];
                         c.line = c.end_line = old_ln;
                         c.last_no_eol = pl->no_eol;
                         c.last_u16 = utf16_len(pl->text, pl->len);
-                        rput(&c.text, c.inserted.p ? c.inserted.p : "");
+                        ctx_buf_puts(&c.text, c.inserted.p ? c.inserted.p : "");
                         put_line(&c.text, pl, !pl->no_eol);
                     } else {
                         c.line = 0; /* no line to anchor on */
                     }
                 }
                 if (!c.text.p)
-                    rput(&c.text, "");
+                    ctx_buf_puts(&c.text, "");
                 if (!c.inserted.p)
-                    rput(&c.inserted, "");
+                    ctx_buf_puts(&c.inserted, "");
                 if (c.text.oom || c.inserted.oom)
                     rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
                 else if (c.line)
@@ -905,7 +875,7 @@ static int walk_changes(const struct agent_patch *p, change_fn fn, void *ud, str
 struct diff_ctx {
     enum agent_report_format fmt;
     cJSON *arr;       /* github comments / sarif results */
-    struct rbuf out;  /* rdjsonl */
+    struct ctx_buf out;  /* rdjsonl */
     size_t count;
 };
 
@@ -927,9 +897,9 @@ static int diff_change(const struct change *c, void *ud)
     d->count++;
     switch (d->fmt) {
     case AGENT_REPORT_GITHUB: {
-        struct rbuf b = {0};
-        rput(&b, msg);
-        rput(&b, "\n\n");
+        struct ctx_buf b = {0};
+        ctx_buf_puts(&b, msg);
+        ctx_buf_puts(&b, "\n\n");
         /* put_suggestion adds the closing newline itself when the text lacks one. */
         put_suggestion(&b, c->text.p, c->text.len);
         if (b.oom)
@@ -964,9 +934,9 @@ int agent_report_diff(enum agent_report_format fmt, const char *diff_text, char 
     *out = NULL;
     if (!diff_text)
         diff_text = "";
-    struct rbuf b = {0};
+    struct ctx_buf b = {0};
     if (fmt == AGENT_REPORT_TEXT || fmt == AGENT_REPORT_DIFF) {
-        rput(&b, diff_text);
+        ctx_buf_puts(&b, diff_text);
         return rfinish(&b, out, e);
     }
     if (fmt == AGENT_REPORT_JSON) {
@@ -992,7 +962,7 @@ int agent_report_diff(enum agent_report_format fmt, const char *diff_text, char 
     } else if (fmt == AGENT_REPORT_SARIF) {
         root = sarif_log(NULL, &d.arr);
     } else {
-        rput(&d.out, "");
+        ctx_buf_puts(&d.out, "");
     }
     int rc = p ? walk_changes(p, diff_change, &d, e) : 0;
     agent_patch_free(p);

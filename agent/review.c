@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
+
 static const char instructions[] =
     "Review the changes above. Use the read-only tools to check callers, definitions and tests "
     "as needed. Report only real problems: bugs, security issues, broken contracts, missing error "
@@ -153,37 +155,11 @@ cJSON *agent_findings_json(const struct agent_findings *f)
     return a;
 }
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void sput(struct sbuf *b, const char *s)
-{
-    size_t n = strlen(s);
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->len + n + 1)
-            c *= 2;
-        char *p = realloc(b->p, c);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = c;
-    }
-    memcpy(b->p + b->len, s, n + 1);
-    b->len += n;
-}
 
 char *agent_findings_text(const struct agent_findings *f)
 {
-    struct sbuf b = {0};
-    sput(&b, "");
+    struct ctx_buf b = {0};
+    ctx_buf_puts(&b, "");
     char head[256];
     for (size_t i = 0; i < f->n; i++) {
         const struct agent_finding *x = &f->v[i];
@@ -191,12 +167,12 @@ char *agent_findings_text(const struct agent_findings *f)
             snprintf(head, sizeof head, ":%u-%u: %s: ", x->line, x->end_line, agent_severity_name(x->severity));
         else
             snprintf(head, sizeof head, ":%u: %s: ", x->line, agent_severity_name(x->severity));
-        sput(&b, x->file);
-        sput(&b, head);
-        sput(&b, x->message);
-        sput(&b, "\n");
+        ctx_buf_puts(&b, x->file);
+        ctx_buf_puts(&b, head);
+        ctx_buf_puts(&b, x->message);
+        ctx_buf_puts(&b, "\n");
         if (x->replacement) {
-            sput(&b, "  suggested replacement:\n");
+            ctx_buf_puts(&b, "  suggested replacement:\n");
             const char *s = x->replacement;
             while (*s) {
                 const char *nl = strchr(s, '\n');
@@ -206,9 +182,9 @@ char *agent_findings_text(const struct agent_findings *f)
                     b.oom = true;
                     break;
                 }
-                sput(&b, "    | ");
-                sput(&b, line);
-                sput(&b, "\n");
+                ctx_buf_puts(&b, "    | ");
+                ctx_buf_puts(&b, line);
+                ctx_buf_puts(&b, "\n");
                 free(line);
                 s += n + (nl ? 1 : 0);
             }
@@ -227,17 +203,17 @@ static int print_cb(const git_diff_delta *d, const git_diff_hunk *h, const git_d
 {
     (void)d;
     (void)h;
-    struct sbuf *b = ud;
+    struct ctx_buf *b = ud;
     char o[2] = {l->origin, 0};
     if (l->origin == GIT_DIFF_LINE_CONTEXT || l->origin == GIT_DIFF_LINE_ADDITION ||
         l->origin == GIT_DIFF_LINE_DELETION)
-        sput(b, o);
+        ctx_buf_puts(b, o);
     char *c = strndup(l->content, l->content_len);
     if (!c) {
         b->oom = true;
         return 0;
     }
-    sput(b, c);
+    ctx_buf_puts(b, c);
     free(c);
     return 0;
 }
@@ -284,9 +260,9 @@ int agent_review_diff(const char *root, bool staged, const char *range, char **o
     } else if (git_diff_index_to_workdir(&d, r, NULL, NULL)) {
         rc = CTX_EIO;
     }
-    struct sbuf sb = {0};
+    struct ctx_buf sb = {0};
     if (!rc) {
-        sput(&sb, "");
+        ctx_buf_puts(&sb, "");
         git_diff_print(d, GIT_DIFF_FORMAT_PATCH, print_cb, &sb);
         if (sb.oom)
             rc = CTX_ENOMEM;

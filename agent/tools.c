@@ -68,61 +68,13 @@ const char *agent_mode_name(enum agent_mode m)
 
 /* ---- buffers and results ----------------------------------------------------------------- */
 
-void tb_put(struct tbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t c = b->cap ? b->cap : 256;
-        while (c < b->len + n + 1)
-            c *= 2;
-        char *p = realloc(b->p, c);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = c;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-void tb_puts(struct tbuf *b, const char *s) { tb_put(b, s, strlen(s)); }
-
-void tb_printf(struct tbuf *b, const char *fmt, ...)
-{
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n < sizeof small) {
-        tb_put(b, small, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    tb_put(b, big, (size_t)n);
-    free(big);
-}
-
 static size_t max_output(const struct agent_tools *t) { return t->c.max_output ? t->c.max_output : 32768; }
 
-int tools_finish(struct agent_tools *t, struct tbuf *b, bool is_error, bool changed,
+int tools_finish(struct agent_tools *t, struct ctx_buf *b, bool is_error, bool changed,
                  struct agent_tool_result *out, struct ctx_err *e)
 {
     if (!b->p && !b->oom)
-        tb_puts(b, "");
+        ctx_buf_puts(b, "");
     if (b->oom) {
         free(b->p);
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
@@ -137,7 +89,7 @@ int tools_finish(struct agent_tools *t, struct tbuf *b, bool is_error, bool chan
         while (cut && ((unsigned char)b->p[cut] & 0xC0) == 0x80)
             cut--;
         b->len = cut;
-        tb_printf(b, "\n[output truncated: %zu of %zu bytes shown; narrow the request (a line range, "
+        ctx_buf_printf(b, "\n[output truncated: %zu of %zu bytes shown; narrow the request (a line range, "
                      "a path, a more specific pattern) to see the rest]\n", cut, total);
         if (b->oom) {
             free(b->p);
@@ -154,14 +106,14 @@ int tools_finish(struct agent_tools *t, struct tbuf *b, bool is_error, bool chan
 int tools_fail(struct agent_tools *t, struct agent_tool_result *out, struct ctx_err *e,
                const char *fmt, ...)
 {
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     char msg[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    tb_puts(&b, "error: ");
-    tb_puts(&b, msg);
+    ctx_buf_puts(&b, "error: ");
+    ctx_buf_puts(&b, msg);
     return tools_finish(t, &b, true, false, out, e);
 }
 
@@ -764,8 +716,8 @@ static int tool_read_file(struct agent_tools *t, const cJSON *a, struct agent_to
         return rc;
     }
     if (total == 0) {
-        struct tbuf b = {0};
-        tb_printf(&b, "%s is empty (0 lines)\n", rel);
+        struct ctx_buf b = {0};
+        ctx_buf_printf(&b, "%s is empty (0 lines)\n", rel);
         free(buf);
         free(rel);
         return tools_finish(t, &b, false, false, out, e);
@@ -783,7 +735,7 @@ static int tool_read_file(struct agent_tools *t, const cJSON *a, struct agent_to
         last = first + maxl - 1;
         cut = true;
     }
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     size_t ln = 1, size_cap = max_output(t) > 512 ? max_output(t) - 256 : max_output(t) / 2;
     for (size_t i = 0; i < len && ln <= last;) {
         const char *nl = memchr(buf + i, '\n', len - i);
@@ -794,18 +746,18 @@ static int tool_read_file(struct agent_tools *t, const cJSON *a, struct agent_to
                 cut = true;
                 break;
             }
-            tb_printf(&b, "%6zu\t", ln);
-            tb_put(&b, buf + i, end - i);
-            tb_puts(&b, "\n");
+            ctx_buf_printf(&b, "%6zu\t", ln);
+            ctx_buf_put(&b, buf + i, end - i);
+            ctx_buf_puts(&b, "\n");
         }
         ln++;
         i = end + 1;
     }
     if (cut)
-        tb_printf(&b, "[lines %zu-%zu of %zu shown; call read_file with start_line=%zu for more]\n",
+        ctx_buf_printf(&b, "[lines %zu-%zu of %zu shown; call read_file with start_line=%zu for more]\n",
                   first, last, total, last + 1);
     else if (first > 1 || last < total)
-        tb_printf(&b, "[lines %zu-%zu of %zu]\n", first, last, total);
+        ctx_buf_printf(&b, "[lines %zu-%zu of %zu]\n", first, last, total);
     free(buf);
     free(rel);
     return tools_finish(t, &b, false, false, out, e);
@@ -925,7 +877,7 @@ static void free_dents(struct dent *v, size_t n)
     free(v);
 }
 
-static int list_rec(struct agent_tools *t, struct tbuf *b, const char *rel, int depth, int indent,
+static int list_rec(struct agent_tools *t, struct ctx_buf *b, const char *rel, int depth, int indent,
                     size_t *count, size_t limit)
 {
     struct dent *v;
@@ -937,7 +889,7 @@ static int list_rec(struct agent_tools *t, struct tbuf *b, const char *rel, int 
             continue;
         }
         (*count)++;
-        tb_printf(b, "%*s%s%s\n", indent * 2, "", v[i].name, v[i].dir ? "/" : "");
+        ctx_buf_printf(b, "%*s%s%s\n", indent * 2, "", v[i].name, v[i].dir ? "/" : "");
         if (v[i].dir && depth > 1) {
             size_t l = strlen(rel) + strlen(v[i].name) + 2;
             char *child = malloc(l);
@@ -991,7 +943,7 @@ static int tool_list_dir(struct agent_tools *t, const cJSON *a, struct agent_too
         free(rel);
         return rc;
     }
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     size_t count = 0, limit = 1000;
     int r = list_rec(t, &b, rel, (int)depth, 0, &count, limit);
     if (r) {
@@ -1000,9 +952,9 @@ static int tool_list_dir(struct agent_tools *t, const cJSON *a, struct agent_too
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
     }
     if (!count)
-        tb_printf(&b, "%s is empty\n", *rel ? rel : ".");
+        ctx_buf_printf(&b, "%s is empty\n", *rel ? rel : ".");
     if (count > limit)
-        tb_printf(&b, "[%zu of %zu entries shown; list a subdirectory or use a smaller depth]\n", limit, count);
+        ctx_buf_printf(&b, "[%zu of %zu entries shown; list a subdirectory or use a smaller depth]\n", limit, count);
     free(rel);
     return tools_finish(t, &b, false, false, out, e);
 }
@@ -1017,7 +969,7 @@ struct search {
     const char *glob;
     size_t max, found;
     size_t files;
-    struct tbuf *b;
+    struct ctx_buf *b;
 };
 
 static bool glob_ok(const char *glob, const char *rel)
@@ -1048,7 +1000,7 @@ static void search_text(struct search *s, const char *rel, const char *buf, size
             s->found++;
             if (s->found <= s->max) {
                 size_t n = end - i;
-                tb_printf(s->b, "%s:%zu: %.*s%s\n", rel, ln, (int)(n > 300 ? 300 : n), buf + i,
+                ctx_buf_printf(s->b, "%s:%zu: %.*s%s\n", rel, ln, (int)(n > 300 ? 300 : n), buf + i,
                           n > 300 ? " [line cut at 300 bytes]" : "");
             }
         }
@@ -1137,7 +1089,7 @@ static int tool_search(struct agent_tools *t, const cJSON *a, struct agent_tool_
         pcre2_code_free(re);
         return rc;
     }
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     struct search s = {.t = t, .re = re, .md = pcre2_match_data_create_from_pattern(re, NULL),
                        .glob = glob, .max = (size_t)maxr, .b = &b};
     if (!s.md) {
@@ -1184,10 +1136,10 @@ static int tool_search(struct agent_tools *t, const cJSON *a, struct agent_tool_
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
     }
     if (!s.found)
-        tb_printf(&b, "no matches for /%s/ in %s%s%s (%zu files searched)\n", pat, *rel ? rel : ".",
+        ctx_buf_printf(&b, "no matches for /%s/ in %s%s%s (%zu files searched)\n", pat, *rel ? rel : ".",
                   glob ? " matching " : "", glob ? glob : "", s.files);
     else if (s.found > s.max)
-        tb_printf(&b, "[%zu of %zu matches shown; narrow the pattern, path or glob, or raise max_results]\n",
+        ctx_buf_printf(&b, "[%zu of %zu matches shown; narrow the pattern, path or glob, or raise max_results]\n",
                   s.max, s.found);
     free(rel);
     return tools_finish(t, &b, false, false, out, e);
@@ -1313,17 +1265,17 @@ static int tool_edit_file(struct agent_tools *t, const cJSON *a, struct agent_to
     }
     size_t ol = strlen(old_s), nl = strlen(new_s), first;
     size_t occ = count_occ(buf, len, old_s, ol, &first);
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     char *res = NULL;
     size_t rlen = 0;
     const char *how = "exact match";
     if (occ > 1 && !all) {
-        tb_printf(&b, "error: old_string occurs %zu times in %s (lines", occ, rel);
+        ctx_buf_printf(&b, "error: old_string occurs %zu times in %s (lines", occ, rel);
         size_t k = 0;
         for (const char *p = buf; k < 10 && (p = memmem(p, len - (size_t)(p - buf), old_s, ol)); p += ol, k++)
-            tb_printf(&b, " %zu", line_of(buf, (size_t)(p - buf)));
-        tb_puts(&b, occ > 10 ? " ...)" : ")");
-        tb_puts(&b, "; include more surrounding lines to make it unique, or set replace_all to true\n");
+            ctx_buf_printf(&b, " %zu", line_of(buf, (size_t)(p - buf)));
+        ctx_buf_puts(&b, occ > 10 ? " ...)" : ")");
+        ctx_buf_puts(&b, "; include more surrounding lines to make it unique, or set replace_all to true\n");
         free(buf);
         free(rel);
         return tools_finish(t, &b, true, false, out, e);
@@ -1384,8 +1336,8 @@ static int tool_edit_file(struct agent_tools *t, const cJSON *a, struct agent_to
             const char *end = fl[at + m - 1].p + fl[at + m - 1].len; /* before its '\n' */
             size_t find = (size_t)(trim(fl[at]).p - fl[at].p);
             size_t oind = (size_t)(trim(olines[o0]).p - olines[o0].p);
-            struct tbuf nb = {0};
-            tb_put(&nb, buf, (size_t)(start - buf));
+            struct ctx_buf nb = {0};
+            ctx_buf_put(&nb, buf, (size_t)(start - buf));
             /* New text, each line's indentation shifted from old_string's to the file's. */
             const char *s = new_s;
             while (*s == '\n')
@@ -1400,15 +1352,15 @@ static int tool_edit_file(struct agent_tools *t, const cJSON *a, struct agent_to
                 while (i + ind < lend && (s[i + ind] == ' ' || s[i + ind] == '\t'))
                     ind++;
                 if (lend > i + ind) {
-                    tb_put(&nb, fl[at].p, find);
+                    ctx_buf_put(&nb, fl[at].p, find);
                     size_t extra = ind > oind ? ind - oind : 0;
-                    tb_put(&nb, s + i + ind - extra, lend - i - ind + extra);
+                    ctx_buf_put(&nb, s + i + ind - extra, lend - i - ind + extra);
                 }
                 if (lnl)
-                    tb_puts(&nb, "\n");
+                    ctx_buf_puts(&nb, "\n");
                 i = lend + 1;
             }
-            tb_put(&nb, end, len - (size_t)(end - buf));
+            ctx_buf_put(&nb, end, len - (size_t)(end - buf));
             if (nb.oom) {
                 free(nb.p);
                 free(fl);
@@ -1423,7 +1375,7 @@ static int tool_edit_file(struct agent_tools *t, const cJSON *a, struct agent_to
             first = (size_t)(start - buf);
             how = "match ignoring leading/trailing white space";
         } else if (hits > 1) {
-            tb_printf(&b, "error: old_string is not in %s exactly, and ignoring white space it "
+            ctx_buf_printf(&b, "error: old_string is not in %s exactly, and ignoring white space it "
                       "matches %zu places (first at line %zu); copy the text exactly from read_file "
                       "output (without the line-number prefix) with enough lines to be unique\n",
                       rel, hits, at + 1);
@@ -1437,15 +1389,15 @@ static int tool_edit_file(struct agent_tools *t, const cJSON *a, struct agent_to
                 if (d < best)
                     best = d, bi = i;
             }
-            tb_printf(&b, "error: old_string was not found in %s, not even ignoring white space. ", rel);
+            ctx_buf_printf(&b, "error: old_string was not found in %s, not even ignoring white space. ", rel);
             if (nf) {
-                tb_printf(&b, "The closest line is %zu; the file has there:\n", bi + 1);
+                ctx_buf_printf(&b, "The closest line is %zu; the file has there:\n", bi + 1);
                 size_t from = bi >= 2 ? bi - 2 : 0, to = bi + m + 2 < nf ? bi + m + 2 : nf;
                 for (size_t i = from; i < to; i++)
-                    tb_printf(&b, "%6zu\t%.*s\n", i + 1, (int)(fl[i].len > 300 ? 300 : fl[i].len), fl[i].p);
-                tb_puts(&b, "Read the file again and copy old_string exactly (without the line-number prefix).\n");
+                    ctx_buf_printf(&b, "%6zu\t%.*s\n", i + 1, (int)(fl[i].len > 300 ? 300 : fl[i].len), fl[i].p);
+                ctx_buf_puts(&b, "Read the file again and copy old_string exactly (without the line-number prefix).\n");
             } else {
-                tb_puts(&b, "The file is empty; use write_file.\n");
+                ctx_buf_puts(&b, "The file is empty; use write_file.\n");
             }
         }
         free(fl);
@@ -1463,7 +1415,7 @@ static int tool_edit_file(struct agent_tools *t, const cJSON *a, struct agent_to
         free(rel);
         return op_fail(t, r, &oe, out, e);
     }
-    tb_printf(&b, "edited %s: replaced %zu occurrence%s (%s) at line %zu%s\n", rel, occ,
+    ctx_buf_printf(&b, "edited %s: replaced %zu occurrence%s (%s) at line %zu%s\n", rel, occ,
               occ == 1 ? "" : "s", how, line_of(buf, first),
               t->c.mode == AGENT_MODE_SUGGEST ? " [in the suggestion overlay]" : "");
     free(res);
@@ -1511,8 +1463,8 @@ static int tool_write_file(struct agent_tools *t, const cJSON *a, struct agent_t
     for (size_t i = 0; i < len; i++)
         lines += content[i] == '\n';
     lines += len && content[len - 1] != '\n';
-    struct tbuf b = {0};
-    tb_printf(&b, "%s %s: %zu bytes, %zu lines%s\n", exists ? "replaced" : "created", rel, len, lines,
+    struct ctx_buf b = {0};
+    ctx_buf_printf(&b, "%s %s: %zu bytes, %zu lines%s\n", exists ? "replaced" : "created", rel, len, lines,
               t->c.mode == AGENT_MODE_SUGGEST ? " [in the suggestion overlay]" : "");
     free(rel);
     return tools_finish(t, &b, false, true, out, e);
@@ -1543,7 +1495,7 @@ static int tool_apply_patch(struct agent_tools *t, const cJSON *a, struct agent_
     /* Compute every new text first: nothing is written unless all files and hunks apply. */
     struct planned *plan = calloc(2 * p->nfiles + 1, sizeof *plan);
     size_t np = 0;
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     bool failed = false;
     if (!plan)
         rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
@@ -1556,7 +1508,7 @@ static int tool_apply_patch(struct agent_tools *t, const cJSON *a, struct agent_
             if (r == CTX_ENOMEM)
                 rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
             else
-                tb_printf(&b, "error: file %zu of the patch: %s; nothing was changed\n", i + 1, oe.msg);
+                ctx_buf_printf(&b, "error: file %zu of the patch: %s; nothing was changed\n", i + 1, oe.msg);
             failed = true;
             free(orel);
             free(nrel);
@@ -1569,10 +1521,10 @@ static int tool_apply_patch(struct agent_tools *t, const cJSON *a, struct agent_
             if (r == CTX_ENOMEM)
                 rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
             else
-                tb_printf(&b, "error: %s; nothing was changed\n", oe.msg);
+                ctx_buf_printf(&b, "error: %s; nothing was changed\n", oe.msg);
             failed = true;
         } else if (orel && !exists) {
-            tb_printf(&b, "error: %s does not exist (the patch's \"--- a/%s\"); to create a file use "
+            ctx_buf_printf(&b, "error: %s does not exist (the patch's \"--- a/%s\"); to create a file use "
                       "\"--- /dev/null\"; nothing was changed\n", orel, f->old_path);
             failed = true;
         } else if (!orel) {
@@ -1582,7 +1534,7 @@ static int tool_apply_patch(struct agent_tools *t, const cJSON *a, struct agent_
             if ((r = read_text(t, nrel, &x, &xl, &ex, &oe)) == CTX_ENOMEM) {
                 rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
             } else if (r || ex) {
-                tb_printf(&b, "error: the patch creates %s (\"--- /dev/null\") but it already exists; "
+                ctx_buf_printf(&b, "error: the patch creates %s (\"--- /dev/null\") but it already exists; "
                           "patch it as an existing file or use write_file; nothing was changed\n", nrel);
                 failed = true;
             }
@@ -1595,7 +1547,7 @@ static int tool_apply_patch(struct agent_tools *t, const cJSON *a, struct agent_
             if (r == CTX_ENOMEM) {
                 rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
             } else if (r) {
-                tb_printf(&b, "error: %s; nothing was changed\n", oe.msg);
+                ctx_buf_printf(&b, "error: %s; nothing was changed\n", oe.msg);
                 failed = true;
             }
         }
@@ -1624,11 +1576,11 @@ static int tool_apply_patch(struct agent_tools *t, const cJSON *a, struct agent_
         if (r == CTX_ENOMEM)
             rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
         else if (r) {
-            tb_printf(&b, "error: writing %s failed after %zu of %zu files: %s (the earlier files are "
+            ctx_buf_printf(&b, "error: writing %s failed after %zu of %zu files: %s (the earlier files are "
                       "recorded for undo)\n", plan[i].rel, i, np, oe.msg);
             failed = true;
         } else {
-            tb_printf(&b, "%s %s\n", plan[i].data ? "patched" : "deleted", plan[i].rel);
+            ctx_buf_printf(&b, "%s %s\n", plan[i].data ? "patched" : "deleted", plan[i].rel);
         }
     }
     for (size_t i = 0; i < np; i++) {
@@ -1655,11 +1607,11 @@ static int diff_line_cb(const git_diff_delta *d, const git_diff_hunk *h, const g
 {
     (void)d;
     (void)h;
-    struct tbuf *b = ud;
+    struct ctx_buf *b = ud;
     if (l->origin == GIT_DIFF_LINE_CONTEXT || l->origin == GIT_DIFF_LINE_ADDITION ||
         l->origin == GIT_DIFF_LINE_DELETION)
-        tb_put(b, &l->origin, 1);
-    tb_put(b, l->content, l->content_len);
+        ctx_buf_put(b, &l->origin, 1);
+    ctx_buf_put(b, l->content, l->content_len);
     return 0;
 }
 
@@ -1668,8 +1620,8 @@ int agent_tools_overlay_diff(struct agent_tools *t, char **out, size_t *len, str
     *out = NULL;
     *len = 0;
     qsort(t->ov, t->nov, sizeof *t->ov, cmp_ov);
-    struct tbuf b = {0};
-    tb_puts(&b, "");
+    struct ctx_buf b = {0};
+    ctx_buf_puts(&b, "");
     for (size_t i = 0; i < t->nov; i++) {
         struct ov_entry *o = &t->ov[i];
         char *abs = tools_abs(t, o->path);
@@ -1701,14 +1653,14 @@ int agent_tools_overlay_diff(struct agent_tools *t, char **out, size_t *len, str
         int g = git_patch_from_buffers(&gp, had ? old : NULL, had ? olen : 0, had ? o->path : NULL,
                                        o->data, o->data ? o->len : 0, o->data ? o->path : NULL, &opts);
         if (g == 0) {
-            tb_printf(&b, "--- %s%s\n+++ %s%s\n", had ? "a/" : "", had ? o->path : "/dev/null",
+            ctx_buf_printf(&b, "--- %s%s\n+++ %s%s\n", had ? "a/" : "", had ? o->path : "/dev/null",
                       o->data ? "b/" : "", o->data ? o->path : "/dev/null");
             size_t nh = git_patch_num_hunks(gp);
             for (size_t h = 0; h < nh; h++) {
                 const git_diff_hunk *hk;
                 size_t nlines;
                 git_patch_get_hunk(&hk, &nlines, gp, h);
-                tb_put(&b, hk->header, hk->header_len);
+                ctx_buf_put(&b, hk->header, hk->header_len);
                 for (size_t k = 0; k < nlines; k++) {
                     const git_diff_line *l;
                     git_patch_get_line_in_hunk(&l, gp, h, k);
@@ -1758,11 +1710,11 @@ int agent_tools_call(struct agent_tools *t, const char *name, const char *args_j
         if (!strcmp(registry[i].name, name))
             fn = registry[i].fn;
     if (!fn) {
-        struct tbuf b = {0};
-        tb_printf(&b, "error: there is no tool named \"%s\"; the tools are:", name);
+        struct ctx_buf b = {0};
+        ctx_buf_printf(&b, "error: there is no tool named \"%s\"; the tools are:", name);
         for (size_t i = 0; i < sizeof registry / sizeof *registry; i++)
-            tb_printf(&b, " %s", registry[i].name);
-        tb_puts(&b, "\n");
+            ctx_buf_printf(&b, " %s", registry[i].name);
+        ctx_buf_puts(&b, "\n");
         return tools_finish(t, &b, true, false, out, e);
     }
     if (t->c.mode == AGENT_MODE_REVIEW && !agent_tool_is_read_only(name))

@@ -15,23 +15,23 @@
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
-static void format_run(struct tbuf *b, const char *command, const struct agent_run_result *r,
+static void format_run(struct ctx_buf *b, const char *command, const struct agent_run_result *r,
                        int timeout_ms)
 {
-    tb_printf(b, "$ %s\n", command);
+    ctx_buf_printf(b, "$ %s\n", command);
     if (r->cancelled)
-        tb_puts(b, "[killed: the user cancelled the request]\n");
+        ctx_buf_puts(b, "[killed: the user cancelled the request]\n");
     else if (r->timed_out)
-        tb_printf(b, "[killed after the %d s timeout, with every process it started]\n", timeout_ms / 1000);
+        ctx_buf_printf(b, "[killed after the %d s timeout, with every process it started]\n", timeout_ms / 1000);
     else if (r->signal)
-        tb_printf(b, "[killed by signal %d]\n", r->signal);
+        ctx_buf_printf(b, "[killed by signal %d]\n", r->signal);
     else
-        tb_printf(b, "[exit code %d]\n", r->exit_code);
-    tb_put(b, r->output, r->output_len);
+        ctx_buf_printf(b, "[exit code %d]\n", r->exit_code);
+    ctx_buf_put(b, r->output, r->output_len);
     if (r->output_len && r->output[r->output_len - 1] != '\n')
-        tb_puts(b, "\n");
+        ctx_buf_puts(b, "\n");
     if (r->truncated)
-        tb_printf(b, "[output truncated: the first %zu of %zu bytes are shown; redirect to a file "
+        ctx_buf_printf(b, "[output truncated: the first %zu of %zu bytes are shown; redirect to a file "
                      "and read parts of it, or filter with grep/head/tail]\n",
                   r->output_len, r->total_output);
 }
@@ -83,15 +83,15 @@ static int run_checked(struct agent_tools *t, const char *command, int timeout_m
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
     if (rc)
         return tools_fail(t, out, e, "the command could not be started: %s", re.msg);
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     format_run(&b, command, &r, o.timeout_ms);
     bool err = r.timed_out || r.cancelled || r.signal || r.exit_code != 0;
     if (!sandbox)
-        tb_printf(&b, "[ran without the sandbox: %s]\n", why);
+        ctx_buf_printf(&b, "[ran without the sandbox: %s]\n", why);
     else if (err)
         /* Explain the sandbox to the model, so that a denied write or connection is not taken
          * for a broken toolchain and worked around. */
-        tb_puts(&b, "[sandbox: there is no network, and only the repository is writable (its .git "
+        ctx_buf_puts(&b, "[sandbox: there is no network, and only the repository is writable (its .git "
                     "and .ctx read-only, /tmp private); errors such as \"Network is unreachable\" "
                     "or \"Read-only file system\" come from the sandbox, not from the project. "
                     "Do not try to work around them; say in your answer what the user should run "
@@ -197,13 +197,13 @@ int tool_git_status(struct agent_tools *t, const cJSON *a, struct agent_tool_res
     git_status_list *l;
     if (git_status_list_new(&l, t->repo, &o) != 0)
         return git_fail_result(t, out, e, "git status");
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     git_reference *head = NULL;
     if (git_repository_head(&head, t->repo) == 0) {
-        tb_printf(&b, "on branch %s\n", git_reference_shorthand(head));
+        ctx_buf_printf(&b, "on branch %s\n", git_reference_shorthand(head));
         git_reference_free(head);
     } else {
-        tb_puts(&b, "no commits yet\n");
+        ctx_buf_puts(&b, "no commits yet\n");
     }
     size_t n = git_status_list_entrycount(l);
     for (size_t i = 0; i < n; i++) {
@@ -217,13 +217,13 @@ int tool_git_status(struct agent_tools *t, const cJSON *a, struct agent_tool_res
         if (s->status & GIT_STATUS_CONFLICTED)
             x = y = 'U';
         if (s->head_to_index && (s->status & GIT_STATUS_INDEX_RENAMED))
-            tb_printf(&b, "%c%c %s -> %s\n", x, y, s->head_to_index->old_file.path,
+            ctx_buf_printf(&b, "%c%c %s -> %s\n", x, y, s->head_to_index->old_file.path,
                       s->head_to_index->new_file.path);
         else
-            tb_printf(&b, "%c%c %s\n", x, y, d ? d->new_file.path : "?");
+            ctx_buf_printf(&b, "%c%c %s\n", x, y, d ? d->new_file.path : "?");
     }
     if (!n)
-        tb_puts(&b, "nothing to commit, working tree clean\n");
+        ctx_buf_puts(&b, "nothing to commit, working tree clean\n");
     git_status_list_free(l);
     return tools_finish(t, &b, false, false, out, e);
 }
@@ -232,11 +232,11 @@ static int print_cb(const git_diff_delta *d, const git_diff_hunk *h, const git_d
 {
     (void)d;
     (void)h;
-    struct tbuf *b = ud;
+    struct ctx_buf *b = ud;
     if (l->origin == GIT_DIFF_LINE_CONTEXT || l->origin == GIT_DIFF_LINE_ADDITION ||
         l->origin == GIT_DIFF_LINE_DELETION)
-        tb_put(b, &l->origin, 1);
-    tb_put(b, l->content, l->content_len);
+        ctx_buf_put(b, &l->origin, 1);
+    ctx_buf_put(b, l->content, l->content_len);
     return 0;
 }
 
@@ -280,10 +280,10 @@ int tool_git_diff(struct agent_tools *t, const cJSON *a, struct agent_tool_resul
     free(rel);
     if (g)
         return git_fail_result(t, out, e, "git diff");
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     git_diff_print(d, GIT_DIFF_FORMAT_PATCH, print_cb, &b);
     if (!b.len && !b.oom)
-        tb_printf(&b, "no %s changes\n", staged ? "staged" : "unstaged");
+        ctx_buf_printf(&b, "no %s changes\n", staged ? "staged" : "unstaged");
     git_diff_free(d);
     return tools_finish(t, &b, false, false, out, e);
 }
@@ -355,7 +355,7 @@ static int symbols_query(struct agent_tools *t, const cJSON *a, bool defs, struc
     if (r)
         return tools_fail(t, out, e, "the symbol index is unavailable: %s; use search instead", se.msg);
     size_t nl = strlen(name), shown = 0, total = 0, limit = 100;
-    struct tbuf b = {0};
+    struct ctx_buf b = {0};
     /* Pass 0: exact names; pass 1 (definitions only): names containing the text, any case. */
     for (int pass = 0; pass < (defs ? 2 : 1); pass++) {
         for (size_t i = 0; i < s->nfiles; i++) {
@@ -384,19 +384,19 @@ static int symbols_query(struct agent_tools *t, const cJSON *a, bool defs, struc
                 size_t ln;
                 line_text(f, y->line, &lp, &ln);
                 if (defs)
-                    tb_printf(&b, "%s:%u: %s %.*s: %.*s\n", f->path, y->line + 1,
+                    ctx_buf_printf(&b, "%s:%u: %s %.*s: %.*s\n", f->path, y->line + 1,
                               repo_sym_kind_name((enum repo_sym_kind)y->kind), (int)y->name_len, sn,
                               (int)ln, lp);
                 else
-                    tb_printf(&b, "%s:%u:%u: %.*s\n", f->path, y->line + 1, y->col + 1, (int)ln, lp);
+                    ctx_buf_printf(&b, "%s:%u:%u: %.*s\n", f->path, y->line + 1, y->col + 1, (int)ln, lp);
             }
         }
     }
     if (!total)
-        tb_printf(&b, "no %s named \"%s\" in the index%s\n", defs ? "definitions" : "references", name,
+        ctx_buf_printf(&b, "no %s named \"%s\" in the index%s\n", defs ? "definitions" : "references", name,
                   defs ? "; try search with a regular expression" : "; try search for the text");
     else if (total > shown)
-        tb_printf(&b, "[%zu of %zu shown; use a more specific name]\n", shown, total);
+        ctx_buf_printf(&b, "[%zu of %zu shown; use a more specific name]\n", shown, total);
     return tools_finish(t, &b, false, false, out, e);
 }
 

@@ -4,6 +4,7 @@
 
 #include <git2.h>
 
+#include "buf.h"
 #include "tools.h"
 
 struct ov_entry {
@@ -27,19 +28,9 @@ struct agent_tools {
     size_t nchanged;
 };
 
-/* A growable text buffer; on allocation failure it stays consistent and sets oom. */
-struct tbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-void tb_put(struct tbuf *b, const char *s, size_t n);
-void tb_puts(struct tbuf *b, const char *s);
-void tb_printf(struct tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Finish a result: cap at max_output with a note, move into *out. Returns CTX_ENOMEM on oom. */
-int tools_finish(struct agent_tools *t, struct tbuf *b, bool is_error, bool changed,
+int tools_finish(struct agent_tools *t, struct ctx_buf *b, bool is_error, bool changed,
                  struct agent_tool_result *out, struct ctx_err *e);
 /* An is_error result with a formatted message. */
 int tools_fail(struct agent_tools *t, struct agent_tool_result *out, struct ctx_err *e,

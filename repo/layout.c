@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "internal.h"
 #include "pool.h"
 
@@ -15,37 +16,12 @@ void repo_layout_options_default(struct repo_layout_options *o)
 
 /* ---- a growable byte buffer ---------------------------------------------------------------- */
 
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t len)
-{
-    if (b->oom) return;
-    if (b->n + len + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->n + len + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, len);
-    b->n += len;
-    b->p[b->n] = 0;
-}
-
 /* Paths and skip details come from the file system and need not be UTF-8; the model's text must be. */
-static void sb_lossy(struct sbuf *b)
+static void sb_lossy(struct ctx_buf *b)
 {
     if (b->oom || !b->p) return;
     bool changed = false;
-    size_t n = b->n;
+    size_t n = b->len;
     char *p = repo_utf8_lossy(b->p, &n, &changed);
     if (!p) {
         b->oom = true;
@@ -53,37 +29,12 @@ static void sb_lossy(struct sbuf *b)
     }
     if (changed) {
         b->p = p;
-        b->n = n;
+        b->len = n;
         b->cap = n + 1;
     }
 }
 
-#define SB_LIT(b, lit) sb_put((b), (lit), sizeof(lit) - 1)
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        sb_put(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_put(b, big, (size_t)n);
-    free(big);
-}
+#define SB_LIT(b, lit) ctx_buf_put((b), (lit), sizeof(lit) - 1)
 
 /* ---- rendering ----------------------------------------------------------------------------- */
 
@@ -111,7 +62,7 @@ static const char *line_at(const struct repo_file *f, struct line_cur *c, uint32
 
 /* The source line holding `line` (0-based), trimmed, cut to at most 160 bytes on a UTF-8 boundary;
  * control characters (other than tab) become spaces so that one signature stays one line. */
-static void put_signature(struct sbuf *b, const struct repo_file *f, struct line_cur *cur, uint32_t line)
+static void put_signature(struct ctx_buf *b, const struct repo_file *f, struct line_cur *cur, uint32_t line)
 {
     const char *end = f->text + f->len;
     const char *p = line_at(f, cur, line);
@@ -126,22 +77,22 @@ static void put_signature(struct sbuf *b, const struct repo_file *f, struct line
         while (len > 0 && ((unsigned char)p[len] & 0xC0) == 0x80) len--;
         cut = true;
     }
-    size_t start = b->n;
-    sb_put(b, p, len);
+    size_t start = b->len;
+    ctx_buf_put(b, p, len);
     if (!b->oom)
-        for (size_t i = start; i < b->n; i++)
+        for (size_t i = start; i < b->len; i++)
             if ((unsigned char)b->p[i] < 0x20 && b->p[i] != '\t') b->p[i] = ' ';
-    if (cut) sb_put(b, " ...", 4);
+    if (cut) ctx_buf_put(b, " ...", 4);
 }
 
 /* A definition's first line, joined with the lines up to its name when the name comes a line or
  * two later ("static void\nfoo(int x)" -> "static void foo(int x)"). */
-static void put_head(struct sbuf *b, const struct repo_file *f, struct line_cur *cur, const struct repo_symbol *y)
+static void put_head(struct ctx_buf *b, const struct repo_file *f, struct line_cur *cur, const struct repo_symbol *y)
 {
     put_signature(b, f, cur, y->node_line);
     if (y->line > y->node_line && y->line - y->node_line <= 2)
         for (uint32_t l = y->node_line + 1; l <= y->line; l++) {
-            sb_put(b, " ", 1);
+            ctx_buf_put(b, " ", 1);
             put_signature(b, f, cur, l);
         }
 }
@@ -154,21 +105,21 @@ static size_t count_lines(const struct repo_file *f)
     return n;
 }
 
-static void render_full(struct sbuf *b, const struct repo_file *f)
+static void render_full(struct ctx_buf *b, const struct repo_file *f)
 {
-    sb_printf(b, "File: %s\n", f->path);
-    sb_put(b, f->text, f->len);
-    if (f->len && f->text[f->len - 1] != '\n') sb_put(b, "\n", 1);
+    ctx_buf_printf(b, "File: %s\n", f->path);
+    ctx_buf_put(b, f->text, f->len);
+    if (f->len && f->text[f->len - 1] != '\n') ctx_buf_put(b, "\n", 1);
 }
 
-static void render_outline(struct sbuf *b, const struct repo_file *f)
+static void render_outline(struct ctx_buf *b, const struct repo_file *f)
 {
     size_t nl = count_lines(f);
     if (!f->ndefs) {
-        sb_printf(b, "Outline: %s (%zu lines, no definitions)\n", f->path, nl);
+        ctx_buf_printf(b, "Outline: %s (%zu lines, no definitions)\n", f->path, nl);
         return;
     }
-    sb_printf(b, "Outline: %s (%zu lines)\n", f->path, nl);
+    ctx_buf_printf(b, "Outline: %s (%zu lines)\n", f->path, nl);
     uint32_t last = UINT32_MAX;
     struct line_cur cur = {0};
     for (size_t i = 0; i < f->nsyms; i++) {
@@ -176,15 +127,15 @@ static void render_outline(struct sbuf *b, const struct repo_file *f)
         /* The definition node's first line carries the signature ("static int\nfoo(void)" aside). */
         if (!y->is_def || y->node_line == last) continue;
         last = y->node_line;
-        sb_printf(b, "%u: ", y->node_line + 1);
+        ctx_buf_printf(b, "%u: ", y->node_line + 1);
         put_head(b, f, &cur, y);
-        sb_put(b, "\n", 1);
+        ctx_buf_put(b, "\n", 1);
     }
 }
 
-static void render_preamble(struct sbuf *b, const struct repo_snapshot *s)
+static void render_preamble(struct ctx_buf *b, const struct repo_snapshot *s)
 {
-    sb_printf(b, "Repository: %s\n", s->name);
+    ctx_buf_printf(b, "Repository: %s\n", s->name);
     SB_LIT(b,
            "What follows is the text of this repository. A map of its most referenced definitions "
            "comes first. Then each file follows, introduced by a line \"File: PATH\", from the least "
@@ -218,7 +169,7 @@ static int cmp_def_pos(const void *a, const void *b)
 
 /* Map text from the top `k` definitions of `defs` (sorted by rank). Files appear in the order of
  * their best definition; within a file, definitions in line order. */
-static void render_map(struct sbuf *b, const struct repo_snapshot *s, const struct def_ref *defs, size_t k,
+static void render_map(struct ctx_buf *b, const struct repo_snapshot *s, const struct def_ref *defs, size_t k,
                        struct def_ref *scratch, uint32_t *file_order)
 {
     SB_LIT(b, "Repository map (definitions ranked by how much the rest of the code refers to them):\n");
@@ -253,16 +204,16 @@ static void render_map(struct sbuf *b, const struct repo_snapshot *s, const stru
     for (uint32_t o = 0; o < nfiles; o++) {
         const struct def_ref *d = &scratch[start[o]];
         const struct repo_file *f = &s->files[d->file];
-        sb_printf(b, "%s:\n", f->path);
+        ctx_buf_printf(b, "%s:\n", f->path);
         uint32_t last = UINT32_MAX;
         struct line_cur cur = {0};
         for (uint32_t q = 0; q < fidx[o]; q++) {
             const struct repo_symbol *y = &f->syms[d[q].sym];
             if (y->node_line == last) continue;
             last = y->node_line;
-            sb_printf(b, "  %u: ", y->node_line + 1);
+            ctx_buf_printf(b, "  %u: ", y->node_line + 1);
             put_head(b, f, &cur, y);
-            sb_put(b, "\n", 1);
+            ctx_buf_put(b, "\n", 1);
         }
     }
     free(start);
@@ -285,7 +236,7 @@ static int build_map(struct repo_snapshot *s, const struct repo_layout_options *
     struct def_ref *defs = malloc((nd ? nd : 1) * sizeof *defs);
     struct def_ref *scratch = malloc((nd ? nd : 1) * sizeof *scratch);
     uint32_t *order = malloc((s->nfiles ? s->nfiles : 1) * sizeof *order);
-    struct sbuf b = {0};
+    struct ctx_buf b = {0};
     int rc = 0;
     if (!defs || !scratch || !order) {
         rc = ctx_err_set(e, CTX_ENOMEM, "map: out of memory");
@@ -303,15 +254,15 @@ static int build_map(struct repo_snapshot *s, const struct repo_layout_options *
     render_map(&b, s, defs, 0, scratch, order);
     sb_lossy(&b);
     if (b.oom) goto oom;
-    if ((rc = count(o, b.p, b.n, &best_tokens, e))) goto out;
+    if ((rc = count(o, b.p, b.len, &best_tokens, e))) goto out;
     while (lo < hi) {
         size_t mid = lo + (hi - lo + 1) / 2;
-        b.n = 0;
+        b.len = 0;
         render_map(&b, s, defs, mid, scratch, order);
         sb_lossy(&b);
         if (b.oom) goto oom;
         size_t t;
-        if ((rc = count(o, b.p, b.n, &t, e))) goto out;
+        if ((rc = count(o, b.p, b.len, &t, e))) goto out;
         if (t <= budget) {
             lo = mid;
             best = mid;
@@ -320,12 +271,12 @@ static int build_map(struct repo_snapshot *s, const struct repo_layout_options *
             hi = mid - 1;
         }
     }
-    b.n = 0;
+    b.len = 0;
     render_map(&b, s, defs, best, scratch, order);
     sb_lossy(&b);
     if (b.oom) goto oom;
     *out = b.p;
-    *len = b.n;
+    *len = b.len;
     *tokens = best_tokens;
     b.p = NULL;
     goto out;
@@ -383,10 +334,10 @@ static void render_count_one(void *ud, size_t i, int tid)
     struct count_job *j = ud;
     struct cand *c = &j->c[i];
     const struct repo_file *f = &j->s->files[c->file];
-    struct sbuf b = {0};
+    struct ctx_buf b = {0};
     render_full(&b, f);
     sb_lossy(&b);
-    struct sbuf ob = {0};
+    struct ctx_buf ob = {0};
     render_outline(&ob, f);
     sb_lossy(&ob);
     if (b.oom || ob.oom) {
@@ -396,9 +347,9 @@ static void render_count_one(void *ud, size_t i, int tid)
         return;
     }
     c->full = b.p;
-    c->full_len = b.n;
+    c->full_len = b.len;
     c->outline = ob.p;
-    c->outline_len = ob.n;
+    c->outline_len = ob.len;
     if ((c->rc = count(j->o, c->full, c->full_len, &c->full_tok, &c->err))) ctx_err_prefix(&c->err, "%s", f->path);
 }
 
@@ -447,7 +398,7 @@ static const char *decision_reason(enum repo_decision d)
 
 /* The closing list of files not shown in full. At most 400 lines, then counts per reason, so that a
  * repository with thousands of vendored files does not spend its budget on their names. */
-static void render_report(struct sbuf *b, const struct repo_snapshot *s, const enum repo_decision *dec)
+static void render_report(struct ctx_buf *b, const struct repo_snapshot *s, const enum repo_decision *dec)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->nfiles; i++) n += dec[i] != REPO_DEC_FULL;
@@ -455,7 +406,7 @@ static void render_report(struct sbuf *b, const struct repo_snapshot *s, const e
         SB_LIT(b, "Not shown in full: none; every file of the repository is above.\n");
         return;
     }
-    sb_printf(b, "Not shown in full (%zu files):\n", n);
+    ctx_buf_printf(b, "Not shown in full (%zu files):\n", n);
     size_t shown = 0, per[16] = {0};
     size_t per_dec[4] = {0};
     for (size_t i = 0; i < s->nfiles; i++) {
@@ -463,10 +414,10 @@ static void render_report(struct sbuf *b, const struct repo_snapshot *s, const e
         if (dec[i] == REPO_DEC_FULL) continue;
         if (shown < 400) {
             if (dec[i] == REPO_DEC_SKIPPED)
-                sb_printf(b, "- %s: %s%s%s\n", f->path, repo_skip_name(f->skip), f->skip_detail ? ", " : "",
+                ctx_buf_printf(b, "- %s: %s%s%s\n", f->path, repo_skip_name(f->skip), f->skip_detail ? ", " : "",
                           f->skip_detail ? f->skip_detail : "");
             else
-                sb_printf(b, "- %s: %s\n", f->path, dec[i] == REPO_DEC_OUTLINE ? "outline only" : "omitted");
+                ctx_buf_printf(b, "- %s: %s\n", f->path, dec[i] == REPO_DEC_OUTLINE ? "outline only" : "omitted");
             shown++;
         } else if (dec[i] == REPO_DEC_SKIPPED) {
             per[f->skip & 15]++;
@@ -475,12 +426,12 @@ static void render_report(struct sbuf *b, const struct repo_snapshot *s, const e
         }
     }
     if (shown < n) {
-        sb_printf(b, "- and %zu more:", n - shown);
-        if (per_dec[REPO_DEC_OUTLINE]) sb_printf(b, " %zu outline only;", per_dec[REPO_DEC_OUTLINE]);
-        if (per_dec[REPO_DEC_OMITTED]) sb_printf(b, " %zu omitted;", per_dec[REPO_DEC_OMITTED]);
+        ctx_buf_printf(b, "- and %zu more:", n - shown);
+        if (per_dec[REPO_DEC_OUTLINE]) ctx_buf_printf(b, " %zu outline only;", per_dec[REPO_DEC_OUTLINE]);
+        if (per_dec[REPO_DEC_OMITTED]) ctx_buf_printf(b, " %zu omitted;", per_dec[REPO_DEC_OMITTED]);
         for (int k = 0; k < 16; k++)
-            if (per[k]) sb_printf(b, " %zu %s;", per[k], repo_skip_name((enum repo_skip)k));
-        sb_put(b, "\n", 1);
+            if (per[k]) ctx_buf_printf(b, " %zu %s;", per[k], repo_skip_name((enum repo_skip)k));
+        ctx_buf_put(b, "\n", 1);
     }
 }
 
@@ -569,7 +520,7 @@ int repo_layout_build(struct repo_snapshot *s, const struct repo_layout_options 
     size_t *seg_of = malloc((nf ? nf : 1) * sizeof *seg_of);
     struct rank_key *rk = malloc((nf ? nf : 1) * sizeof *rk);
     struct order_key *ok = malloc((nf ? nf : 1) * sizeof *ok);
-    struct sbuf pre = {0}, rep = {0};
+    struct ctx_buf pre = {0}, rep = {0};
     char *map = NULL;
     size_t map_len = 0, map_tok = 0, pre_tok = 0;
     if (!l || !c || !dec || !full_tok || !seg_of || !rk || !ok) {
@@ -580,7 +531,7 @@ int repo_layout_build(struct repo_snapshot *s, const struct repo_layout_options 
     render_preamble(&pre, s);
     sb_lossy(&pre);
     if (pre.oom) goto oom;
-    if ((rc = count(o, pre.p, pre.n, &pre_tok, e))) goto out;
+    if ((rc = count(o, pre.p, pre.len, &pre_tok, e))) goto out;
     if ((rc = build_map(s, o, map_budget, &map, &map_len, &map_tok, e))) goto out;
 
     size_t nc = 0;
@@ -656,11 +607,11 @@ int repo_layout_build(struct repo_snapshot *s, const struct repo_layout_options 
             }
         }
         for (size_t i = 0; i < nc; i++) dec[c[i].file] = c[i].dec;
-        rep.n = 0;
+        rep.len = 0;
         render_report(&rep, s, dec);
         sb_lossy(&rep);
         if (rep.oom) goto oom;
-        if ((rc = count(o, rep.p, rep.n, &rep_tok, e))) goto out;
+        if ((rc = count(o, rep.p, rep.len, &rep_tok, e))) goto out;
         files_tok = used;
         size_t total = pre_tok + map_tok + files_tok + rep_tok;
         if (total <= budget || avail == 0) break;
@@ -684,7 +635,7 @@ int repo_layout_build(struct repo_snapshot *s, const struct repo_layout_options 
     qsort(ok, nk, sizeof *ok, cmp_order_key);
     l->segs = calloc(nk + 3, sizeof *l->segs);
     if (!l->segs) goto oom;
-    seg_set(&l->segs[0], REPO_SEG_PREAMBLE, NULL, pre.p, pre.n, pre_tok);
+    seg_set(&l->segs[0], REPO_SEG_PREAMBLE, NULL, pre.p, pre.len, pre_tok);
     pre.p = NULL;
     seg_set(&l->segs[1], REPO_SEG_MAP, NULL, map, map_len, map_tok);
     map = NULL;
@@ -703,7 +654,7 @@ int repo_layout_build(struct repo_snapshot *s, const struct repo_layout_options 
         if (!g->path) goto oom;
         seg_of[x->file] = l->nsegs++;
     }
-    seg_set(&l->segs[l->nsegs++], REPO_SEG_REPORT, NULL, rep.p, rep.n, rep_tok);
+    seg_set(&l->segs[l->nsegs++], REPO_SEG_REPORT, NULL, rep.p, rep.len, rep_tok);
     rep.p = NULL;
     l->total_tokens = 0;
     for (size_t i = 0; i < l->nsegs; i++) l->total_tokens += l->segs[i].tokens;
@@ -751,7 +702,7 @@ int repo_layout_update(struct repo_layout *l, struct repo_snapshot *s, const str
     enum repo_decision *dec = calloc(nf ? nf : 1, sizeof *dec);
     size_t *full_tok = calloc(nf ? nf : 1, sizeof *full_tok);
     size_t *seg_of = malloc((nf ? nf : 1) * sizeof *seg_of);
-    struct sbuf b = {0};
+    struct ctx_buf b = {0};
     int rc = 0;
     if (!old_hash || !old_path || !dec || !full_tok || !seg_of) goto oom;
     for (size_t i = 0; i < old_n; i++) {
@@ -782,29 +733,29 @@ int repo_layout_update(struct repo_layout *l, struct repo_snapshot *s, const str
             continue;
         }
         bool outline = si != SIZE_MAX && l->segs[si].kind == REPO_SEG_OUTLINE;
-        b.n = 0;
+        b.len = 0;
         if (outline) render_outline(&b, f);
         else render_full(&b, f);
         sb_lossy(&b);
         if (b.oom) goto oom;
         size_t t;
-        if ((rc = count(o, b.p, b.n, &t, e))) goto out;
-        char *text = malloc(b.n + 1);
+        if ((rc = count(o, b.p, b.len, &t, e))) goto out;
+        char *text = malloc(b.len + 1);
         if (!text) goto oom;
-        memcpy(text, b.p, b.n + 1);
+        memcpy(text, b.p, b.len + 1);
         if (si == SIZE_MAX) {
             /* A new file: after the last file segment, i.e. just before the report. */
             si = l->nsegs - 1;
             memmove(&l->segs[si + 1], &l->segs[si], sizeof *l->segs);
             l->nsegs++;
-            seg_set(&l->segs[si], REPO_SEG_FILE, f->path, text, b.n, t);
+            seg_set(&l->segs[si], REPO_SEG_FILE, f->path, text, b.len, t);
             if (!l->segs[si].path) goto oom;
         } else {
             free(l->segs[si].text);
             l->segs[si].text = text;
-            l->segs[si].len = b.n;
+            l->segs[si].len = b.len;
             l->segs[si].tokens = t;
-            l->segs[si].hash = repo_hash64(text, b.n);
+            l->segs[si].hash = repo_hash64(text, b.len);
         }
     }
     /* Decisions and the report from the segments as they now are. */
@@ -826,18 +777,18 @@ int repo_layout_update(struct repo_layout *l, struct repo_snapshot *s, const str
     }
     for (size_t i = 0; i < nf; i++)
         if (dec[i] == REPO_DEC_FULL) full_tok[i] = l->segs[seg_of[i]].tokens;
-    b.n = 0;
+    b.len = 0;
     render_report(&b, s, dec);
     sb_lossy(&b);
     if (b.oom) goto oom;
     size_t rt;
-    if ((rc = count(o, b.p, b.n, &rt, e))) goto out;
+    if ((rc = count(o, b.p, b.len, &rt, e))) goto out;
     struct repo_segment *rs = &l->segs[l->nsegs - 1];
     free(rs->text);
     rs->text = b.p;
-    rs->len = b.n;
+    rs->len = b.len;
     rs->tokens = rt;
-    rs->hash = repo_hash64(b.p, b.n);
+    rs->hash = repo_hash64(b.p, b.len);
     b.p = NULL;
     l->total_tokens = 0;
     for (size_t i = 0; i < l->nsegs; i++) l->total_tokens += l->segs[i].tokens;
