@@ -87,9 +87,11 @@ int ctx_cmd_init(int argc, char **argv, const struct ctx_cli *cli)
             json = true;
         else if (strcmp(argv[i], "--no-wait") == 0)
             wait = false;
-        else if (strcmp(argv[i], "--budget") == 0 && i + 1 < argc)
-            budget = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--help") == 0) {
+        else if (strcmp(argv[i], "--budget") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("init", "--budget", argv[++i], 0, LONG_MAX, &budget)) {
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: ctx init [PATH] [--budget TOKENS] [--no-wait] [--json]\n"
                    "Open the repository containing PATH (default: the current directory) in ctxd, ingest it and\n"
                    "prefill its resident prompt, showing progress; --no-wait returns at once.\n");
@@ -152,13 +154,19 @@ static int plain_ask(int argc, char **argv, const struct ctx_cli *cli)
             json = true;
         else if (strcmp(argv[i], "--repo") == 0 && i + 1 < argc)
             path = argv[++i];
-        else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc)
-            max_tokens = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--temperature") == 0 && i + 1 < argc)
-            temperature = strtod(argv[++i], NULL);
-        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
-            seed = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--chat") == 0)
+        else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("ask", "--max-tokens", argv[++i], 0, LONG_MAX, &max_tokens)) {
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--temperature") == 0 && i + 1 < argc) {
+            if (!ctx_cli_double("ask", "--temperature", argv[++i], 0, 100, &temperature)) {
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("ask", "--seed", argv[++i], 0, LONG_MAX, &seed)) {
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--chat") == 0)
             mode = "chat";
         else if (strcmp(argv[i], "--no-tools") == 0)
             continue;
@@ -467,11 +475,15 @@ int ctx_cmd_ask(int argc, char **argv, const struct ctx_cli *cli)
             json = true;
         else if (strcmp(argv[i], "--repo") == 0 && i + 1 < argc)
             path = argv[++i];
-        else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc)
-            max_tokens = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc)
-            max_steps = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--yes") == 0)
+        else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("ask", "--max-tokens", argv[++i], 0, LONG_MAX, &max_tokens)) {
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("ask", "--max-steps", argv[++i], 0, LONG_MAX, &max_steps)) {
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--yes") == 0)
             yes = true;
         else if (strcmp(argv[i], "--chat") == 0)
             thinking = false;

@@ -47,7 +47,6 @@ int ctx_cmd_complete(int argc, char **argv, const struct ctx_cli *cli)
     char *text = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        char *end = NULL;
         if (strcmp(a, "--json") == 0) {
             json = true;
         } else if (strcmp(a, "--stdin") == 0) {
@@ -58,21 +57,17 @@ int ctx_cmd_complete(int argc, char **argv, const struct ctx_cli *cli)
             goto out;
         } else if ((strcmp(a, "--max-tokens") == 0 || strcmp(a, "--budget") == 0 || strcmp(a, "--seed") == 0) &&
                    i + 1 < argc) {
-            long long v = strtoll(argv[++i], &end, 10);
-            if (!*argv[i] || *end || v < 0) {
-                fprintf(stderr, "ctx complete: %s needs a non-negative integer, not \"%s\"\n", a, argv[i]);
+            long v = 0;
+            if (!ctx_cli_long("complete", a, argv[++i], 0, LONG_MAX, &v))
                 goto out;
-            }
             cJSON_AddNumberToObject(params, strcmp(a, "--max-tokens") == 0 ? "max_tokens"
                                             : strcmp(a, "--budget") == 0   ? "budget"
                                                                            : "seed",
                                     (double)v);
         } else if (strcmp(a, "--temperature") == 0 && i + 1 < argc) {
-            double t = strtod(argv[++i], &end);
-            if (!*argv[i] || *end) {
-                fprintf(stderr, "ctx complete: --temperature needs a number, not \"%s\"\n", argv[i]);
+            double t = 0;
+            if (!ctx_cli_double("complete", a, argv[++i], 0, 100, &t))
                 goto out;
-            }
             cJSON_AddNumberToObject(params, "temperature", t);
         } else if (strcmp(a, "--stop") == 0 && i + 1 < argc) {
             cJSON_AddItemToArray(stops, cJSON_CreateString(argv[++i]));

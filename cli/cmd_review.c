@@ -51,11 +51,17 @@ int ctx_cmd_review(int argc, char **argv, const struct ctx_cli *cli)
             path = argv[++i];
         else if (strcmp(argv[i], "--prompt") == 0 && i + 1 < argc)
             prompt = argv[++i];
-        else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc)
-            max_steps = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc)
-            max_tokens = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--help") == 0) {
+        else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("review", "--max-steps", argv[++i], 0, LONG_MAX, &max_steps)) {
+                cJSON_Delete(files);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("review", "--max-tokens", argv[++i], 0, LONG_MAX, &max_tokens)) {
+                cJSON_Delete(files);
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: ctx review [--staged | --range A..B | FILE...] [--format %s]\n"
                    "                  [--fail-on error|warning|info|never] [--prompt TEXT] [--repo PATH]\n"
                    "                  [--max-steps N] [--max-tokens N] [--json]\n"

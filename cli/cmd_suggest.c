@@ -24,11 +24,15 @@ int ctx_cmd_suggest(int argc, char **argv, const struct ctx_cli *cli)
             format = argv[++i];
         else if (strcmp(argv[i], "--repo") == 0 && i + 1 < argc)
             path = argv[++i];
-        else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc)
-            max_steps = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc)
-            max_tokens = strtol(argv[++i], NULL, 10);
-        else if (strcmp(argv[i], "--help") == 0) {
+        else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("suggest", "--max-steps", argv[++i], 0, LONG_MAX, &max_steps)) {
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
+            if (!ctx_cli_long("suggest", "--max-tokens", argv[++i], 0, LONG_MAX, &max_tokens)) {
+                return 2;
+            }
+        } else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: ctx suggest [--from-log FILE|-] [\"INSTRUCTION\"] [--format %s]\n"
                    "                   [--repo PATH] [--max-steps N] [--max-tokens N] [--json]\n"
                    "The agent works out a change (from the instruction and/or a failing test log) on an in-memory\n"

@@ -1,5 +1,6 @@
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,4 +64,30 @@ int ctx_cli_read_stdin(char **out, size_t *len)
     *out = buf;
     *len = n;
     return 0;
+}
+
+bool ctx_cli_long(const char *cmd, const char *flag, const char *text, long lo, long hi, long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (!*text || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "ctx %s: %s needs an integer from %ld to %ld, not \"%s\"\n", cmd, flag, lo, hi, text);
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool ctx_cli_double(const char *cmd, const char *flag, const char *text, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (!*text || *end || errno || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "ctx %s: %s needs a number from %g to %g, not \"%s\"\n", cmd, flag, lo, hi, text);
+        return false;
+    }
+    *out = v;
+    return true;
 }
