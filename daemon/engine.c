@@ -27,7 +27,7 @@ struct ctxd_engine {
     struct inf_tokenizer *tok;
     int tok_rc;
     struct ctx_err tok_err;
-    bool noise;
+    bool noise, bundled;
     char describe[PATH_MAX + 64];
     char key[PATH_MAX + 128];
     /* engine thread */
@@ -44,6 +44,30 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+static bool is_model_dir(const char *dir)
+{
+    char cfg[PATH_MAX + 16];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    return access(cfg, R_OK) == 0;
+}
+
+/* The bundled model: $CTX_MODEL, else the installed copy, else the source tree's (a build used in place). */
+static bool bundled_model_dir(char *out, size_t cap)
+{
+    const char *env = getenv("CTX_MODEL");
+    if (env && *env) {
+        snprintf(out, cap, "%s", env);
+        return true; /* named explicitly: a wrong path is reported as such, not replaced */
+    }
+    const char *roots[] = {CTX_DATADIR, CTX_SOURCE_ROOT};
+    for (size_t i = 0; i < sizeof roots / sizeof roots[0]; i++) {
+        snprintf(out, cap, "%s/models/ctx-small", roots[i]);
+        if (is_model_dir(out))
+            return true;
+    }
+    return false;
+}
+
 int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, struct ctx_err *e)
 {
     *out = NULL;
@@ -57,12 +81,25 @@ int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, 
     g->o = *o;
     g->model_dir = dup_or_null(o->model_dir);
     g->synthetic = dup_or_null(o->synthetic);
-    char path[PATH_MAX + 64];
+    char path[PATH_MAX + 64], bundled[PATH_MAX];
     int v4 = 0;
+    if (!o->model_dir && !o->synthetic && !o->remote_url) {
+        /* no model named: the bundled trained model (models/ctx-small) with its own tokenizer */
+        if (!bundled_model_dir(bundled, sizeof bundled)) {
+            ctxd_engine_free(g);
+            return ctx_err_set(e, CTX_ENOTFOUND,
+                               "no model given and the bundled model is not installed (looked for "
+                               "$CTX_MODEL, %s/models/ctx-small and %s/models/ctx-small): pass --model DIR, "
+                               "or --synthetic tiny for random weights",
+                               CTX_DATADIR, CTX_SOURCE_ROOT);
+        }
+        g->model_dir = strdup(bundled);
+        g->bundled = true;
+    }
     if (o->tokenizer) {
         snprintf(path, sizeof path, "%s", o->tokenizer);
-    } else if (o->model_dir) {
-        snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
+    } else if (g->model_dir) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", g->model_dir);
     } else {
         snprintf(path, sizeof path, "%s/%s", CTX_SOURCE_ROOT, BUNDLED_TOKENIZER);
         v4 = 1;
@@ -79,26 +116,26 @@ int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, 
         }
         snprintf(g->describe, sizeof g->describe, "openai:%s (model %s)", agent_openai_url(g->remote), rc.model);
         snprintf(g->key, sizeof g->key, "%s", g->describe);
-    } else if (o->model_dir) {
+    } else if (g->model_dir) {
         char real[PATH_MAX];
-        if (!realpath(o->model_dir, real)) {
+        if (!realpath(g->model_dir, real)) {
+            int en = errno;
+            ctx_err_errno(e, CTX_ENOTFOUND, en, "model directory %s", g->model_dir);
             ctxd_engine_free(g);
-            return ctx_err_errno(e, CTX_ENOTFOUND, errno, "model directory %s", o->model_dir);
+            return CTX_ENOTFOUND;
         }
         struct stat st;
         char cfg[PATH_MAX + 16];
         snprintf(cfg, sizeof cfg, "%s/config.json", real);
         long long mt = stat(cfg, &st) == 0 ? (long long)st.st_mtime : 0;
-        snprintf(g->describe, sizeof g->describe, "checkpoint:%s", real);
+        snprintf(g->describe, sizeof g->describe, "%s:%s", g->bundled ? "bundled" : "checkpoint", real);
         snprintf(g->key, sizeof g->key, "checkpoint:%s:%lld", real, mt);
-    } else if (o->synthetic) {
-        snprintf(g->describe, sizeof g->describe, "synthetic:%s:seed=%llu", o->synthetic, o->seed);
-        snprintf(g->key, sizeof g->key, "%s:tokenizer=%s", g->describe, g->tokenizer_path);
     } else {
-        g->noise = true;
-        snprintf(g->describe, sizeof g->describe,
-                 "default: synthetic tiny, seed %llu (random weights: its answers are noise)", o->seed);
-        snprintf(g->key, sizeof g->key, "default:tiny:seed=%llu:tokenizer=%s", o->seed, g->tokenizer_path);
+        g->noise = true; /* random weights: status and answers say so */
+        snprintf(g->describe, sizeof g->describe, "synthetic:%s:seed=%llu (random weights: its answers are noise)",
+                 o->synthetic, o->seed);
+        snprintf(g->key, sizeof g->key, "synthetic:%s:seed=%llu:tokenizer=%s", o->synthetic, o->seed,
+                 g->tokenizer_path);
     }
     *out = g;
     return 0;
@@ -159,8 +196,9 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
         rc = inf_weights_open(g->model_dir, &g->w, le);
     } else {
         struct inf_config c;
-        rc = inf_config_resolve(g->synthetic ? g->synthetic : "tiny", &c, le);
-        if (!rc && !g->synthetic) /* the bundled default speaks the real vocabulary */
+        rc = inf_config_resolve(g->synthetic, &c, le);
+        /* a small config speaks the tokenizer's whole vocabulary (tiny has 1024 ids of its own) */
+        if (!rc && !g->o.tokenizer && (size_t)c.vocab_size < inf_tokenizer_vocab_size(g->tok))
             c.vocab_size = (int)inf_tokenizer_vocab_size(g->tok);
         if (!rc)
             rc = inf_weights_synthetic(&c, g->o.seed, &g->w, le);

@@ -1,8 +1,9 @@
 /* The model as the daemon holds it: tokenizer (loaded at start, used from any thread), weights
  * and model (loaded on the engine thread by the first job that needs them), and what identifies
- * them for the KV cache. The weights come from an official checkpoint directory, a synthetic
- * config, or the bundled default: seeded random weights of the "tiny" config with the real
- * vocabulary — its answers are noise, and status says so. */
+ * them for the KV cache. The weights come from an official checkpoint directory (--model), the
+ * bundled trained model models/ctx-small (the default: $CTX_MODEL, else the installed copy, else the
+ * source tree's), or a synthetic config (--synthetic: seeded random weights, whose answers are noise,
+ * and status says so). */
 #ifndef CTXD_ENGINE_H
 #define CTXD_ENGINE_H
 
@@ -43,11 +44,11 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e);
 const struct inf_tokenizer *ctxd_engine_tokenizer(const struct ctxd_engine *g);
 struct inf_model *ctxd_engine_model(struct ctxd_engine *g);   /* NULL until loaded */
 bool ctxd_engine_loaded(const struct ctxd_engine *g);
-/* "checkpoint:/path", "synthetic:mid:seed=1" or "default (synthetic tiny, seed 0)". */
+/* "checkpoint:/path", "bundled:/path" or "synthetic:mid:seed=1 (random weights: ...)". */
 const char *ctxd_engine_describe(const struct ctxd_engine *g);
 /* Identity for the KV cache: changes whenever the weights could. */
 const char *ctxd_engine_key(const struct ctxd_engine *g);
-/* The bundled default: random weights, noise answers. */
+/* Synthetic weights: random, noise answers. */
 bool ctxd_engine_is_noise(const struct ctxd_engine *g);
 int ctxd_engine_eos(const struct ctxd_engine *g);
 /* The remote backend, or NULL for the local engine. Used on the engine thread only. */

@@ -1,7 +1,7 @@
 /* fim.complete: the pure stop/trim functions with exact offsets, then a real ctxd with the bundled
- * default model (noise weights, real tokenizer): result shape, budget trimming at line boundaries,
- * determinism, stop strings, cancellation (fim.cancel, supersession, disconnect) and bad params.
- * The model's text is noise, so the daemon tests assert mechanics, not words. argv[1] = ctxd. */
+ * default model (models/ctx-small): result shape, budget trimming at line boundaries, determinism,
+ * stop strings, cancellation (fim.cancel, supersession, disconnect) and bad params. A 28M-parameter
+ * model's words are not a contract, so these tests assert mechanics, not words. argv[1] = ctxd. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -182,7 +182,8 @@ static void result_shape_and_determinism(void **state)
     assert_true(num(r, "prefix_tokens") > 5 && num(r, "suffix_tokens") >= 2);
     assert_int_equal(num(r, "prefix_start"), 0);
     assert_int_equal(num(r, "suffix_end"), 4); /* ";\n}\n" whole */
-    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r, "noise")));
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(r, "noise")));
+    printf("# fim text: \"%s\"\n", str(r, "text"));
     /* greedy decoding on a fresh state: the same request gives the same text */
     cJSON *r2 = call("fim.complete", fim_params("int add(int a, int b)\n{\n    return ", ";\n}\n", 8), &rc, NULL);
     assert_int_equal(rc, 0);

@@ -1,4 +1,4 @@
-/* Integration: a real ctxd with the bundled default model (synthetic weights, real tokenizer) makes
+/* Integration: a real ctxd with the bundled default model (models/ctx-small, its tokenizer) makes
  * a real git repository resident and answers from it. argv[1] = ctxd. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -154,7 +154,10 @@ static void open_makes_it_resident(void **state)
     cJSON_Delete(r);
     r = call("daemon.status", NULL, NULL, &rc, NULL);
     cJSON *model = cJSON_GetObjectItem(r, "model");
-    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(model, "noise")));
+    /* no --model: the bundled trained model (models/ctx-small), not random weights */
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(model, "noise")));
+    assert_true(strncmp(cJSON_GetObjectItem(model, "source")->valuestring, "bundled:", 8) == 0);
+    assert_non_null(strstr(cJSON_GetObjectItem(model, "source")->valuestring, "models/ctx-small"));
     assert_true(cJSON_IsTrue(cJSON_GetObjectItem(model, "loaded")));
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(r, "repos")), 1);
     cJSON_Delete(r);
@@ -188,7 +191,7 @@ static void answers_stream_and_repeat_exactly(void **state)
     assert_true(strcmp(fin, "length") == 0 || strcmp(fin, "stop") == 0 || strcmp(fin, "malformed") == 0);
     if (strcmp(fin, "length") == 0)
         assert_int_equal(cJSON_GetObjectItem(u, "generated_tokens")->valueint, 16);
-    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r1, "noise")));
+    assert_false(cJSON_IsTrue(cJSON_GetObjectItem(r1, "noise")));
     printf("# answer: %d prompt tokens, %d resident, %d generated, first token %.0f ms, %.1f tokens/s\n", prompt,
            cached, cJSON_GetObjectItem(u, "generated_tokens")->valueint,
            cJSON_GetObjectItem(u, "time_to_first_token_ms")->valuedouble,

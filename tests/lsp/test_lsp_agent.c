@@ -41,6 +41,10 @@ static void sh(const char *fmt, ...)
 
 /* A repository with src/math.c and a ctxd on the test's socket forced to produce `completions`
  * (NULL: none; the model samples). */
+/* Set by a test that needs completions which run long whatever the text: the synthetic model's
+ * random weights rarely stop, the bundled trained model (the default) often stops at once. */
+static const char *synthetic_model;
+
 static void start_daemon(struct lsp *l, const char *const *completions)
 {
     snprintf(repo, sizeof repo, "%s/repo", l->dir);
@@ -68,8 +72,10 @@ static void start_daemon(struct lsp *l, const char *const *completions)
     fclose(f);
     free(text);
     cJSON_Delete(arr);
+    /* NULL-terminated early unless a test asks for the synthetic model (random weights run long) */
     char *const argv[] = {(char *)ctxd_bin, "--socket", l->sock, "--no-cache", "--budget", "4096", "--threads", "2",
-                          "--no-watch", "--state", l->dir, "--forced-completions", forced, NULL};
+                          "--no-watch", "--state", l->dir, "--forced-completions", forced,
+                          synthetic_model ? "--synthetic" : NULL, (char *)synthetic_model, NULL};
     dpid = dh_start(l->sock, dlog, argv);
     if (dpid <= 0)
         fail_msg("ctxd did not start");
@@ -254,7 +260,9 @@ static void test_inline_completion(void **state)
     struct lsp *l = *state;
     if (!dh_have_tokenizer())
         skip();
+    synthetic_model = "tiny"; /* the cancellation half below needs completions that run long */
     start_daemon(l, NULL);
+    synthetic_model = NULL;
     start(l, ctxd_bin, NULL);
     init_root(l, "{\"openRepository\":false,\"reviewOnSave\":false,\"inlineCompletion\":{\"maxTokens\":8,"
                  "\"budget\":512}}");
@@ -297,7 +305,7 @@ static void test_inline_completion(void **state)
     cJSON_Delete(r);
     shutdown_exit(l, 0);
 
-    /* long completions (the noise model runs to ~200 tokens, seconds on a CPU): typing, a newer
+    /* long completions (the synthetic model runs to ~200 tokens, seconds on a CPU): typing, a newer
      * request and $/cancelRequest cancel them; the latency budget answers with no items */
     start(l, ctxd_bin, NULL);
     init_root(l, "{\"openRepository\":false,\"reviewOnSave\":false,\"inlineCompletion\":{\"maxTokens\":1024,"
