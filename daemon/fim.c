@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@ struct fim_req {
     size_t prefix_len, suffix_len;
     char *stops[FIM_MAX_STOPS];
     size_t n_stops;
+    bool loop_stop; /* end a degenerate loop (ctxd_fim_loop_cut) */
     int max_tokens;
     size_t budget;
     struct inf_sampler_opts sampling;
@@ -81,6 +83,32 @@ size_t ctxd_fim_cut(const char *text, size_t len, const char *const *stops, size
         }
     }
     return cut;
+}
+
+size_t ctxd_fim_loop_cut(const char *text, size_t len)
+{
+    for (size_t p = 1; p <= FIM_LOOP_MAX_PERIOD && 4 * p <= len; p++) {
+        /* the longest suffix with period p: text[k] == text[k + p] for every k in it */
+        size_t i = len - p;
+        while (i > 0 && text[i - 1] == text[i - 1 + p])
+            i--;
+        size_t run = len - i;
+        if (run < 4 * p || run < FIM_LOOP_MIN_BYTES)
+            continue;
+        if (!memchr(text + i, '\n', p)) {
+            /* a loop inside a line: drop the whole line it starts in */
+            while (i > 0 && text[i - 1] != '\n')
+                i--;
+            return i;
+        }
+        /* repeated lines: keep the first line that lies wholly in the region, once */
+        size_t ls = i;
+        if (ls > 0 && text[ls - 1] != '\n')
+            ls = (size_t)((const char *)memchr(text + ls, '\n', len - ls) - text) + 1;
+        const char *nl = memchr(text + ls, '\n', len - ls);
+        return nl ? (size_t)(nl - text) + 1 : ls;
+    }
+    return len;
 }
 
 static int fits(const char *t, size_t n, size_t budget, ctxd_fim_count_fn count, void *ud, int *ok, size_t *tokens)
@@ -404,6 +432,8 @@ static int fim_run(struct ctxd_job_ctx *ctx, void *ud)
             }
             const char *why = NULL;
             size_t keep = ctxd_fim_cut(q->text, q->len, stops, q->n_stops, &why);
+            if (!why && q->loop_stop && (keep = ctxd_fim_loop_cut(q->text, q->len)) < q->len)
+                why = "loop";
             if (why) {
                 q->len = keep;
                 q->text[keep] = 0;
@@ -525,8 +555,8 @@ static int string_field(struct ctxd_call *call, const cJSON *params, const char 
 
 static int parse(struct ctxd_call *call, const cJSON *params, struct fim_req *q)
 {
-    static const char *const allowed[] = {"path", "file", "prefix", "suffix", "max_tokens", "stop", "budget",
-                                          "temperature", "top_p", "seed", NULL};
+    static const char *const allowed[] = {"path", "file",  "prefix", "suffix",    "max_tokens", "stop",
+                                          "budget", "temperature", "top_p", "seed", "loop_stop", NULL};
     if (ctxd_call_check_params(call, params, allowed))
         return -1;
     if (!cJSON_IsObject(params))
@@ -550,6 +580,10 @@ static int parse(struct ctxd_call *call, const cJSON *params, struct fim_req *q)
         return bad(call, "\"temperature\" must be a number in [0, 10]");
     if (pp && (!cJSON_IsNumber(pp) || pp->valuedouble <= 0 || pp->valuedouble > 1))
         return bad(call, "\"top_p\" must be a number in (0, 1]");
+    const cJSON *loop = cJSON_GetObjectItemCaseSensitive(params, "loop_stop");
+    if (loop && !cJSON_IsBool(loop))
+        return bad(call, "\"loop_stop\" must be true or false");
+    q->loop_stop = !loop || cJSON_IsTrue(loop);
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(params, "stop");
     if (stop) {
         if (!cJSON_IsArray(stop) || cJSON_GetArraySize(stop) > FIM_MAX_STOPS)

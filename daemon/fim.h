@@ -19,6 +19,15 @@ int ctxd_fim_init(struct ctxd *d);
  * *why is "stop_string", "blank_line" or NULL. Stop strings must be non-empty. */
 size_t ctxd_fim_cut(const char *text, size_t len, const char *const *stops, size_t n_stops, const char **why);
 
+/* A degenerate loop at the end of the text (what small models fall into: "0, 0, 0, ..." or one line
+ * written again and again): the shortest period p (1..FIM_LOOP_MAX_PERIOD bytes) whose repetition
+ * covers the last bytes at least 4 times and at least FIM_LOOP_MIN_BYTES bytes. Returns the length to
+ * keep — the repeated region's first unit when that unit is whole lines, else the text before the
+ * line the loop starts in — or len when there is no such loop (pure; exposed for tests). */
+#define FIM_LOOP_MAX_PERIOD 64
+#define FIM_LOOP_MIN_BYTES 96
+size_t ctxd_fim_loop_cut(const char *text, size_t len);
+
 /* The byte offset where the kept tail of a prefix starts (or the kept head of a suffix ends) so
  * that it fits `budget` tokens by count(), cutting at a line boundary when one fits, else inside
  * the line nearest the cursor at a UTF-8 character boundary. count returns 0 or a CTX_E* code. */

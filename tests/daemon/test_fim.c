@@ -61,6 +61,38 @@ static void cut_at_stops_and_blank_lines(void **state)
     assert_string_equal(why, "stop_string");
 }
 
+/* Degenerate loops: inside a line the line goes, repeated lines stay once, short or legit text stays. */
+static void loops_are_cut(void **state)
+{
+    (void)state;
+    char t[1024];
+    /* "0, " 40 times inside the second line: back to that line's start */
+    int n = snprintf(t, sizeof t, "x = 1;\n\tf(a, b");
+    for (int i = 0; i < 40; i++)
+        n += snprintf(t + n, sizeof t - (size_t)n, ", 0");
+    assert_int_equal(ctxd_fim_loop_cut(t, (size_t)n), 7);
+    /* the same line 12 times after a first one: the first and one copy are kept */
+    n = snprintf(t, sizeof t, "int a;\n");
+    for (int i = 0; i < 12; i++)
+        n += snprintf(t + n, sizeof t - (size_t)n, "    x++;\n");
+    assert_int_equal(ctxd_fim_loop_cut(t, (size_t)n), 7 + 9);
+    /* the loop begins mid-line (the previous line ends like the unit): still one whole copy kept */
+    n = snprintf(t, sizeof t, "{\n");
+    for (int i = 0; i < 20; i++)
+        n += snprintf(t + n, sizeof t - (size_t)n, "  a();\n");
+    size_t keep = ctxd_fim_loop_cut(t, (size_t)n);
+    assert_true(keep >= 2 && keep <= 2 + 7 && t[keep - 1] == '\n');
+    /* a run under 96 bytes is not a loop (a short zero initialiser is code) */
+    n = snprintf(t, sizeof t, "int z[8] = {0, 0, 0, 0, 0, 0, 0, 0};\n");
+    assert_int_equal(ctxd_fim_loop_cut(t, (size_t)n), (size_t)n);
+    /* varied text is left alone; degenerate sizes too */
+    const char *code = "static int add(int a, int b)\n{\n    return a + b;\n}\n\nint main(void) { return add(1, 2); }\n";
+    assert_int_equal(ctxd_fim_loop_cut(code, strlen(code)), strlen(code));
+    assert_int_equal(ctxd_fim_loop_cut("", 0), 0);
+    memset(t, 'a', 200);
+    assert_int_equal(ctxd_fim_loop_cut(t, 200), 0); /* one character forever: nothing kept */
+}
+
 static void trim_at_line_boundaries(void **state)
 {
     (void)state;
@@ -369,7 +401,7 @@ static int error_code(const cJSON *reply)
 }
 
 #define LONG_FIM "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"fim.complete\",\"params\":{\"file\":\"a.c\"," \
-                 "\"prefix\":\"int main(void)\\n{\\n\",\"max_tokens\":1024}}\n"
+                 "\"prefix\":\"int main(void)\\n{\\n\",\"max_tokens\":1024,\"loop_stop\":false}}\n"
 
 static void cancel_and_supersede(void **state)
 {
@@ -490,6 +522,7 @@ int main(int argc, char **argv)
     ctx_bin = argc > 2 ? argv[2] : NULL;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cut_at_stops_and_blank_lines),
+        cmocka_unit_test(loops_are_cut),
         cmocka_unit_test(trim_at_line_boundaries),
         cmocka_unit_test(result_shape_and_determinism),
         cmocka_unit_test(stop_strings_cut_exactly),
