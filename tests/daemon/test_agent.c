@@ -35,21 +35,10 @@ static char dir[64], sock[128], repo[128], logpath[128], forced[128], policy[128
 static pid_t pid;
 static int have_tokenizer;
 
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
-
 /* A fresh repository (the same content every time) and a ctxd forced to produce `completions`. */
 static void start(const char *const *completions)
 {
-    sh("rm -rf '%s' && git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && "
+    dh_sh("rm -rf '%s' && git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && "
        "git config user.name T && mkdir -p src && "
        "printf 'int add(int a, int b)\\n{\\n    return a - b;\\n}\\n' > src/math.c && "
        "printf 'int add(int a, int b);\\n' > src/math.h && git add -A && git commit -q -m one",
@@ -228,16 +217,13 @@ static int group_setup(void **state)
     have_tokenizer = dh_have_tokenizer();
     if (!have_tokenizer)
         return 0;
-    snprintf(dir, sizeof dir, "/tmp/ctxd-agent-XXXXXX");
-    if (!mkdtemp(dir))
+    if (dh_workdir("agent", dir, sizeof dir))
         return -1;
     snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
     snprintf(repo, sizeof repo, "%s/repo", dir);
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
     snprintf(forced, sizeof forced, "%s/forced.json", dir);
     snprintf(policy, sizeof policy, "%s/policy.json", dir);
-    setenv("HOME", dir, 1);
-    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
     /* 'echo' asks the client, 'rm' is denied; without namespaces the client is asked too */
     FILE *f = fopen(policy, "w");
     if (!f)
@@ -348,7 +334,7 @@ static void edit_then_undo(void **state)
     assert_true(updates >= 1);
     /* a file changed after the agent's turn: undo refuses and names it, --force restores anyway */
     char *out;
-    sh("cd '%s' && printf '// mine\\n' >> src/math.c", repo);
+    dh_sh("cd '%s' && printf '// mine\\n' >> src/math.c", repo);
     assert_int_equal(shrun(&out, "('%s' --socket '%s' undo --repo '%s' 2>&1)", ctx_bin, sock, repo), 1);
     assert_non_null(strstr(out, "src/math.c"));
     assert_non_null(strstr(out, "ctx undo: "));
@@ -381,7 +367,7 @@ static void review_findings(void **state)
     static const char *const c[] = {FINAL("Looks wrong to me."), FINAL("One finding:\n" FINDINGS),
                                     FINAL(FINDINGS), FINAL(FINDINGS), NULL};
     start(c);
-    sh("cd '%s' && printf '// note\\n' >> src/math.c", repo);
+    dh_sh("cd '%s' && printf '// note\\n' >> src/math.c", repo);
     struct seen sn = {.events = cJSON_CreateArray()};
     cJSON *r = run("review", NULL, 0, &sn);
     assert_string_equal(str(r, "stop"), "final");
@@ -436,7 +422,7 @@ static void suggest_diff(void **state)
     FILE *f = fopen(path, "w");
     fputs(diff, f);
     fclose(f);
-    sh("cd '%s' && git apply --check '%s'", repo, path);
+    dh_sh("cd '%s' && git apply --check '%s'", repo, path);
     cJSON_Delete(r);
     cJSON_Delete(sn.events);
     stop();
@@ -496,7 +482,7 @@ static void approvals_denials_cancel(void **state)
     /* a second repository, resident before the run */
     char other[160];
     snprintf(other, sizeof other, "%s/other", dir);
-    sh("rm -rf '%s' && cp -r '%s' '%s'", other, repo, other);
+    dh_sh("rm -rf '%s' && cp -r '%s' '%s'", other, repo, other);
     cJSON *op = cJSON_CreateObject();
     cJSON_AddStringToObject(op, "path", other);
     cJSON_AddBoolToObject(op, "wait", 1);

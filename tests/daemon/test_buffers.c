@@ -36,17 +36,6 @@ static char dir[64], sock[128], repo[128], logpath[128], forced[128], mathc[192]
 static pid_t pid;
 static int have_tokenizer;
 
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
-
 static const char *str(const cJSON *o, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItem(o, k);
@@ -172,17 +161,14 @@ static int group_setup(void **state)
     have_tokenizer = dh_have_tokenizer();
     if (!have_tokenizer)
         return 0;
-    snprintf(dir, sizeof dir, "/tmp/ctxd-buffers-XXXXXX");
-    if (!mkdtemp(dir))
+    if (dh_workdir("buffers", dir, sizeof dir))
         return -1;
     snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
     snprintf(repo, sizeof repo, "%s/repo", dir);
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
     snprintf(forced, sizeof forced, "%s/forced.json", dir);
     snprintf(mathc, sizeof mathc, "%s/src/math.c", repo);
-    setenv("HOME", dir, 1);
-    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-    sh("git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && git config user.name T && "
+    dh_sh("git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && git config user.name T && "
        "mkdir -p src && printf '" DISK "' > src/math.c && printf 'int add(int a, int b);\\n' > src/math.h && "
        "git add -A && git commit -q -m one",
        repo, repo);

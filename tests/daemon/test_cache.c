@@ -26,17 +26,6 @@ static pid_t pid;
 static int have_tokenizer;
 static const char *extra1 = NULL, *extra2 = NULL, *extra3 = NULL, *extra4 = NULL;
 
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
-
 static void start(void)
 {
     char *const argv[] = {(char *)ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "8192", "--chunk", "128",
@@ -114,15 +103,12 @@ static int group_setup(void **state)
     have_tokenizer = dh_have_tokenizer();
     if (!have_tokenizer)
         return 0;
-    snprintf(dir, sizeof dir, "/tmp/ctxd-cache-XXXXXX");
-    if (!mkdtemp(dir))
+    if (dh_workdir("cache", dir, sizeof dir))
         return -1;
     snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
     snprintf(repo, sizeof repo, "%s/repo", dir);
     snprintf(cache, sizeof cache, "%s/kv", dir);
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
-    setenv("HOME", dir, 1);
-    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
     /* twelve small C files, committed at increasing dates so their order is fixed */
     char cmd[4096];
     int n = snprintf(cmd, sizeof cmd, "git init -q %s && cd %s && git config user.email t@example.com && "
@@ -181,7 +167,7 @@ static void restart_edit_corrupt(void **state)
 
     /* 3. edit one of the recently changed files: working-tree changes go last, so only the suffix
      * from the checkpoint before its old place is recomputed */
-    sh("cd %s && printf 'int op10(int a, int b)\\n{\\n    return a * b * 10;\\n}\\n' > f10.c", repo);
+    dh_sh("cd %s && printf 'int op10(int a, int b)\\n{\\n    return a * b * 10;\\n}\\n' > f10.c", repo);
     start();
     s = open_repo();
     int prompt2 = num(s, "prompt_tokens"), restored = num(s, "restored_tokens"), computed = num(s, "computed_tokens");
@@ -281,7 +267,7 @@ static void live_edits_are_followed(void **state)
     (void)state;
     if (!have_tokenizer)
         skip();
-    sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    dh_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
     start();
     cJSON *s = open_repo();
     int prompt = num(s, "prompt_tokens");
@@ -289,7 +275,7 @@ static void live_edits_are_followed(void **state)
     cJSON_Delete(s);
     /* an edit while ctxd runs: it re-lays out, goes back to the checkpoint before the change and
      * prefills only the rest */
-    sh("cd %s && printf 'int op11(int a, int b)\\n{\\n    return (a + b) * 11;\\n}\\n' > f11.c", repo);
+    dh_sh("cd %s && printf 'int op11(int a, int b)\\n{\\n    return (a + b) * 11;\\n}\\n' > f11.c", repo);
     s = wait_updates(1);
     int prompt2 = num(s, "prompt_tokens"), restored = num(s, "restored_tokens"), computed = num(s, "computed_tokens");
     int first = num(cJSON_GetObjectItem(s, "last_update"), "first_changed_token");
@@ -303,7 +289,7 @@ static void live_edits_are_followed(void **state)
     cJSON_Delete(s);
     char *a = ask();
     /* a new file appears at the end */
-    sh("cd %s && printf 'int extra(void) { return 42; }\\n' > zz_new.c", repo);
+    dh_sh("cd %s && printf 'int extra(void) { return 42; }\\n' > zz_new.c", repo);
     s = wait_updates(2);
     assert_true(num(s, "prompt_tokens") > prompt2);
     assert_int_equal(num(s, "files"), 13);
@@ -337,7 +323,7 @@ static void long_edits_are_overlaid_then_rebased(void **state)
     (void)state;
     if (!have_tokenizer)
         skip();
-    sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    dh_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
     extra1 = "--overlay-threshold";
     extra2 = "64";
     extra3 = "--rebase-idle-ms";
@@ -350,7 +336,7 @@ static void long_edits_are_overlaid_then_rebased(void **state)
     int before = ask_prompt_tokens(&cached);
     assert_int_equal(cached, prompt);
     /* an edit to the first file: a re-prefill would recompute nearly everything */
-    sh("cd %s && printf 'int op0(int a, int b)\\n{\\n    return a + b + 1000;\\n}\\n' > f00.c", repo);
+    dh_sh("cd %s && printf 'int op0(int a, int b)\\n{\\n    return a + b + 1000;\\n}\\n' > f00.c", repo);
     int overlaid = 0;
     for (int i = 0; i < 200 && !overlaid; i++) {
         s = status();
@@ -397,10 +383,10 @@ static void sigterm_checkpoints_a_prefill(void **state)
     (void)state;
     if (!have_tokenizer)
         skip();
-    sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    dh_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
     struct ctx_err e = {0};
     /* a fresh cache, checkpoints far apart: only the shutdown's checkpoint can save the work */
-    sh("rm -rf '%s'", cache);
+    dh_sh("rm -rf '%s'", cache);
     extra1 = "--checkpoint-every";
     extra2 = "1000000";
     start();

@@ -126,14 +126,11 @@ static int group_setup(void **state)
     have_tokenizer = dh_have_tokenizer();
     if (!have_tokenizer)
         return 0;
-    snprintf(dir, sizeof dir, "/tmp/ctxd-remote-XXXXXX");
-    if (!mkdtemp(dir))
+    if (dh_workdir("remote", dir, sizeof dir))
         return -1;
     snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
     snprintf(repo, sizeof repo, "%s/repo", dir);
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
-    setenv("HOME", dir, 1);
-    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "git init -q %s && cd %s && git config user.email t@example.com && git config user.name T"
              " && printf 'int add(int a, int b)\\n{\\n    return a + b;\\n}\\n' > math.c && git add -A && git commit -q -m x",

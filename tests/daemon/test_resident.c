@@ -23,31 +23,17 @@ static const char *ctxd_bin;
 static char dir[64], sock[128], repo[128], logpath[128];
 static pid_t pid;
 
-static void sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
-
 static int group_setup(void **state)
 {
     (void)state;
     if (!dh_have_tokenizer())
         return 0; /* no tokenizer: every test skips */
-    snprintf(dir, sizeof dir, "/tmp/ctxd-res-XXXXXX");
-    if (!mkdtemp(dir))
+    if (dh_workdir("res", dir, sizeof dir))
         return -1;
     snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
     snprintf(repo, sizeof repo, "%s/repo", dir);
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
-    setenv("HOME", dir, 1);
-    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-    sh("git init -q %s && cd %s && git config user.email t@example.com && git config user.name T"
+    dh_sh("git init -q %s && cd %s && git config user.email t@example.com && git config user.name T"
        " && printf 'int add(int a, int b)\\n{\\n    return a + b;\\n}\\n' > math.c"
        " && printf 'from math import add\\n\\ndef twice(x):\\n    return add(x, x)\\n' > use.py"
        " && mkdir -p docs && printf 'The add function adds.\\n' > docs/README"

@@ -71,15 +71,12 @@ static int group_setup(void **state_)
     have_tokenizer = dh_have_tokenizer();
     if (!have_tokenizer)
         return 0;
-    snprintf(dir, sizeof dir, "/tmp/ctxd-sess-XXXXXX");
-    if (!mkdtemp(dir))
+    if (dh_workdir("sess", dir, sizeof dir))
         return -1;
     snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
     snprintf(repo, sizeof repo, "%s/repo", dir);
     snprintf(state, sizeof state, "%s/state", dir);
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
-    setenv("HOME", dir, 1);
-    setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "git init -q %s && cd %s && git config user.email t@example.com && git config user.name T"
              " && mkdir -p src && printf 'int add(int a, int b)\\n{\\n    return a + b;\\n}\\n' > src/math.c"
