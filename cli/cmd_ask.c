@@ -256,7 +256,7 @@ static int plain_ask(int argc, char **argv, const struct ctx_cli *cli)
         if (cJSON_IsString(mal))
             fprintf(stderr, "-- the model's output was malformed: %s\n", mal->valuestring);
         if (cJSON_IsTrue(noise))
-            fprintf(stderr, "-- the bundled default model has random weights: this answer is noise\n");
+            fprintf(stderr, "-- the model has random weights (--synthetic): this answer is noise\n");
     }
     cJSON_Delete(r);
     return 0;
@@ -457,33 +457,57 @@ void ctx_cli_agent_summary(const char *name, const cJSON *r)
     if (cJSON_IsString(err))
         fprintf(stderr, "-- %s: %s\n", name, err->valuestring);
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "noise")))
-        fprintf(stderr, "-- the bundled default model has random weights: its output is noise\n");
+        fprintf(stderr, "-- the model has random weights (--synthetic): its output is noise\n");
+}
+
+int ctx_cli_agent_opt(const char *cmd, int argc, char **argv, int *i, struct ctx_cli_agent_opts *o)
+{
+    const char *a = argv[*i];
+    if (strcmp(a, "--json") == 0) {
+        o->json = true;
+        return 1;
+    }
+    bool has_value = *i + 1 < argc;
+    if (strcmp(a, "--repo") == 0 && has_value) {
+        o->path = argv[++*i];
+        return 1;
+    }
+    long *n = strcmp(a, "--max-steps") == 0 ? &o->max_steps : strcmp(a, "--max-tokens") == 0 ? &o->max_tokens : NULL;
+    if (!n || !has_value)
+        return 0;
+    return ctx_cli_long(cmd, a, argv[++*i], 0, LONG_MAX, n) ? 1 : -1;
+}
+
+cJSON *ctx_cli_agent_params(const struct ctx_cli_agent_opts *o, const char *mode)
+{
+    char cwd[PATH_MAX];
+    cJSON *params = cJSON_CreateObject();
+    cJSON_AddStringToObject(params, "path", path_arg(o->path, cwd));
+    cJSON_AddStringToObject(params, "mode", mode);
+    if (o->max_steps > 0)
+        cJSON_AddNumberToObject(params, "max_steps", (double)o->max_steps);
+    if (o->max_tokens > 0)
+        cJSON_AddNumberToObject(params, "max_tokens", (double)o->max_tokens);
+    return params;
 }
 
 int ctx_cmd_ask(int argc, char **argv, const struct ctx_cli *cli)
 {
-    const char *path = NULL, *prompt = NULL;
-    long max_tokens = 0, max_steps = 0;
-    bool json = cli->json, yes = false, thinking = true;
+    const char *prompt = NULL;
+    struct ctx_cli_agent_opts o = {.json = cli->json};
+    bool yes = false, thinking = true;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--no-tools") == 0 || strcmp(argv[i], "--temperature") == 0 ||
             strcmp(argv[i], "--seed") == 0)
             return plain_ask(argc, argv, cli);
     }
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = true;
-        else if (strcmp(argv[i], "--repo") == 0 && i + 1 < argc)
-            path = argv[++i];
-        else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
-            if (!ctx_cli_long("ask", "--max-tokens", argv[++i], 0, LONG_MAX, &max_tokens)) {
-                return 2;
-            }
-        } else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc) {
-            if (!ctx_cli_long("ask", "--max-steps", argv[++i], 0, LONG_MAX, &max_steps)) {
-                return 2;
-            }
-        } else if (strcmp(argv[i], "--yes") == 0)
+        int k = ctx_cli_agent_opt("ask", argc, argv, &i, &o);
+        if (k < 0)
+            return 2;
+        if (k > 0)
+            continue;
+        if (strcmp(argv[i], "--yes") == 0)
             yes = true;
         else if (strcmp(argv[i], "--chat") == 0)
             thinking = false;
@@ -507,17 +531,10 @@ int ctx_cmd_ask(int argc, char **argv, const struct ctx_cli *cli)
         fprintf(stderr, "ctx ask: a request is required\n");
         return 2;
     }
-    char cwd[PATH_MAX];
-    path = path_arg(path, cwd);
-    cJSON *params = cJSON_CreateObject(), *r = NULL;
-    cJSON_AddStringToObject(params, "path", path);
+    cJSON *params = ctx_cli_agent_params(&o, "ask"), *r = NULL;
     cJSON_AddStringToObject(params, "prompt", prompt);
-    cJSON_AddStringToObject(params, "mode", "ask");
     cJSON_AddBoolToObject(params, "thinking", thinking);
-    if (max_tokens > 0)
-        cJSON_AddNumberToObject(params, "max_tokens", (double)max_tokens);
-    if (max_steps > 0)
-        cJSON_AddNumberToObject(params, "max_steps", (double)max_steps);
+    bool json = o.json;
     if (ctx_cli_agent_run(cli, "ask", params, json, true, yes, &r))
         return 1;
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(r, "stop");

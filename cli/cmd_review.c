@@ -32,14 +32,19 @@ static int findings_of(const cJSON *arr, struct agent_findings *f, struct ctx_er
 
 int ctx_cmd_review(int argc, char **argv, const struct ctx_cli *cli)
 {
-    const char *path = NULL, *range = NULL, *format = "text", *fail_on = "error", *prompt = NULL;
-    long max_steps = 0, max_tokens = 0;
-    bool json = cli->json, staged = false;
+    const char *range = NULL, *format = "text", *fail_on = "error", *prompt = NULL;
+    struct ctx_cli_agent_opts o = {.json = cli->json};
+    bool staged = false;
     cJSON *files = cJSON_CreateArray();
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = true;
-        else if (strcmp(argv[i], "--staged") == 0)
+        int k = ctx_cli_agent_opt("review", argc, argv, &i, &o);
+        if (k < 0) {
+            cJSON_Delete(files);
+            return 2;
+        }
+        if (k > 0)
+            continue;
+        if (strcmp(argv[i], "--staged") == 0)
             staged = true;
         else if (strcmp(argv[i], "--range") == 0 && i + 1 < argc)
             range = argv[++i];
@@ -47,21 +52,9 @@ int ctx_cmd_review(int argc, char **argv, const struct ctx_cli *cli)
             format = argv[++i];
         else if (strcmp(argv[i], "--fail-on") == 0 && i + 1 < argc)
             fail_on = argv[++i];
-        else if (strcmp(argv[i], "--repo") == 0 && i + 1 < argc)
-            path = argv[++i];
         else if (strcmp(argv[i], "--prompt") == 0 && i + 1 < argc)
             prompt = argv[++i];
-        else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc) {
-            if (!ctx_cli_long("review", "--max-steps", argv[++i], 0, LONG_MAX, &max_steps)) {
-                cJSON_Delete(files);
-                return 2;
-            }
-        } else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
-            if (!ctx_cli_long("review", "--max-tokens", argv[++i], 0, LONG_MAX, &max_tokens)) {
-                cJSON_Delete(files);
-                return 2;
-            }
-        } else if (strcmp(argv[i], "--help") == 0) {
+        else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: ctx review [--staged | --range A..B | FILE...] [--format %s]\n"
                    "                  [--fail-on error|warning|info|never] [--prompt TEXT] [--repo PATH]\n"
                    "                  [--max-steps N] [--max-tokens N] [--json]\n"
@@ -99,11 +92,9 @@ int ctx_cmd_review(int argc, char **argv, const struct ctx_cli *cli)
         return 2;
     }
     char cwd[PATH_MAX];
-    if (!path)
-        path = getcwd(cwd, sizeof cwd) ? cwd : ".";
-    cJSON *params = cJSON_CreateObject(), *r = NULL;
-    cJSON_AddStringToObject(params, "path", path);
-    cJSON_AddStringToObject(params, "mode", "review");
+    const char *path = o.path ? o.path : getcwd(cwd, sizeof cwd) ? cwd : ".";
+    cJSON *params = ctx_cli_agent_params(&o, "review"), *r = NULL;
+    bool json = o.json;
     if (prompt)
         cJSON_AddStringToObject(params, "prompt", prompt);
     if (staged)
@@ -114,10 +105,6 @@ int ctx_cmd_review(int argc, char **argv, const struct ctx_cli *cli)
         cJSON_AddItemToObject(params, "files", files);
     else
         cJSON_Delete(files);
-    if (max_steps > 0)
-        cJSON_AddNumberToObject(params, "max_steps", (double)max_steps);
-    if (max_tokens > 0)
-        cJSON_AddNumberToObject(params, "max_tokens", (double)max_tokens);
     if (ctx_cli_agent_run(cli, "review", params, json, false, false, &r))
         return 3;
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(r, "stop");

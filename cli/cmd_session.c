@@ -192,7 +192,7 @@ static int turn(const struct ctx_cli *cli, const char *id, const char *text, int
                 cJSON_GetObjectItem(r, "finish_reason")->valuestring,
                 cJSON_GetObjectItem(u, "prompt_tokens")->valuedouble, cJSON_GetObjectItem(u, "cached_tokens")->valuedouble,
                 cJSON_GetObjectItem(u, "generated_tokens")->valuedouble,
-                cJSON_IsTrue(cJSON_GetObjectItem(r, "noise")) ? " (default model: noise)" : "");
+                cJSON_IsTrue(cJSON_GetObjectItem(r, "noise")) ? " (synthetic model: noise)" : "");
     }
     cJSON_Delete(r);
     return 0;

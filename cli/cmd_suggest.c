@@ -12,27 +12,19 @@
 
 int ctx_cmd_suggest(int argc, char **argv, const struct ctx_cli *cli)
 {
-    const char *path = NULL, *log_path = NULL, *format = "diff", *instruction = NULL;
-    long max_steps = 0, max_tokens = 0;
-    bool json = cli->json;
+    const char *log_path = NULL, *format = "diff", *instruction = NULL;
+    struct ctx_cli_agent_opts o = {.json = cli->json};
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = true;
-        else if (strcmp(argv[i], "--from-log") == 0 && i + 1 < argc)
+        int k = ctx_cli_agent_opt("suggest", argc, argv, &i, &o);
+        if (k < 0)
+            return 2;
+        if (k > 0)
+            continue;
+        if (strcmp(argv[i], "--from-log") == 0 && i + 1 < argc)
             log_path = argv[++i];
         else if (strcmp(argv[i], "--format") == 0 && i + 1 < argc)
             format = argv[++i];
-        else if (strcmp(argv[i], "--repo") == 0 && i + 1 < argc)
-            path = argv[++i];
-        else if (strcmp(argv[i], "--max-steps") == 0 && i + 1 < argc) {
-            if (!ctx_cli_long("suggest", "--max-steps", argv[++i], 0, LONG_MAX, &max_steps)) {
-                return 2;
-            }
-        } else if (strcmp(argv[i], "--max-tokens") == 0 && i + 1 < argc) {
-            if (!ctx_cli_long("suggest", "--max-tokens", argv[++i], 0, LONG_MAX, &max_tokens)) {
-                return 2;
-            }
-        } else if (strcmp(argv[i], "--help") == 0) {
+        else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: ctx suggest [--from-log FILE|-] [\"INSTRUCTION\"] [--format %s]\n"
                    "                   [--repo PATH] [--max-steps N] [--max-tokens N] [--json]\n"
                    "The agent works out a change (from the instruction and/or a failing test log) on an in-memory\n"
@@ -69,21 +61,13 @@ int ctx_cmd_suggest(int argc, char **argv, const struct ctx_cli *cli)
             return 2;
         }
     }
-    char cwd[PATH_MAX];
-    if (!path)
-        path = getcwd(cwd, sizeof cwd) ? cwd : ".";
-    cJSON *params = cJSON_CreateObject(), *r = NULL;
-    cJSON_AddStringToObject(params, "path", path);
-    cJSON_AddStringToObject(params, "mode", "suggest");
+    cJSON *params = ctx_cli_agent_params(&o, "suggest"), *r = NULL;
+    bool json = o.json;
     if (instruction)
         cJSON_AddStringToObject(params, "prompt", instruction);
     if (log)
         cJSON_AddStringToObject(params, "log", log);
     free(log);
-    if (max_steps > 0)
-        cJSON_AddNumberToObject(params, "max_steps", (double)max_steps);
-    if (max_tokens > 0)
-        cJSON_AddNumberToObject(params, "max_tokens", (double)max_tokens);
     if (ctx_cli_agent_run(cli, "suggest", params, json, false, false, &r))
         return 3;
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(r, "stop");

@@ -41,5 +41,16 @@ struct cJSON;
 int ctx_cli_agent_run(const struct ctx_cli *cli, const char *name, struct cJSON *params, bool json,
                       bool stream_answer, bool yes, struct cJSON **result);
 void ctx_cli_agent_summary(const char *name, const struct cJSON *result);
+/* The options every agent command takes: --repo PATH, --max-steps N, --max-tokens N, --json. */
+struct ctx_cli_agent_opts {
+    const char *path; /* NULL: the current directory */
+    long max_steps, max_tokens;
+    bool json;
+};
+/* argv[*i] is one of them: 1 (*i moved past its value), 0 not one of them, -1 a bad value (printed as
+ * "ctx CMD: ..."; exit 2). */
+int ctx_cli_agent_opt(const char *cmd, int argc, char **argv, int *i, struct ctx_cli_agent_opts *o);
+/* agent.run params {path, mode, max_steps?, max_tokens?} from them (the caller adds the rest). */
+struct cJSON *ctx_cli_agent_params(const struct ctx_cli_agent_opts *o, const char *mode);
 
 #endif
