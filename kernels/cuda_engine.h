@@ -81,6 +81,30 @@ enum {
 extern const char *const cuda_engine_prof_names[CUDA_PROF_N];
 int cuda_engine_profile(struct cuda_engine *g, int on, struct ctx_err *e);
 void cuda_engine_profile_get(struct cuda_engine *g, double ms[CUDA_PROF_N], int reset);
+/* The same GPU time by block: ms[l] for layer l < num_hidden_layers, ms[num_hidden_layers] for the
+ * rest (embedding, hc_head, head). */
+void cuda_engine_profile_layers(struct cuda_engine *g, double *ms, int reset);
+
+/* A decode step (one token, logits wanted, no hook, not profiling) runs as a CUDA graph: captured at
+ * the first such step and replayed after (kernels read the position from device memory, so the
+ * graph never changes). on = 0 runs every step as direct launches (the same kernels, the same bits).
+ * cuda_engine_graph_state: 1 captured and in use, 0 not (yet), -1 the capture failed and steps run
+ * as direct launches. */
+void cuda_engine_use_graph(struct cuda_engine *g, int on);
+int cuda_engine_graph_state(const struct cuda_engine *g);
+
+/* Benchmarks only: reset, then the state of position `pos` with random bf16 values in [-1, 1) in
+ * every window ring, compressed entry and indexer key (what a prefill to pos would leave, in size,
+ * not in value), so that long contexts can be timed without prefilling them. */
+int cuda_engine_state_fill_random(struct cuda_engine *g, long long pos, unsigned long long seed, struct ctx_err *e);
+
+/* The indexer's top-k (a building block, exported for tests): for each query s < S at position
+ * *d_pos + s, over the (*d_pos + s + 1) / 4 scores of row s of d_score (row stride ld floats),
+ * d_sel[s][rank] = entry for rank < min(K, count) in descending score with ties to the lowest entry
+ * (inf_cpu_topk's order), -1 after. O(count) per query (radix select). K <= 2048. Device pointers;
+ * asynchronous on `stream`. */
+int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, int S, int K, int *d_sel, void *stream,
+                     struct ctx_err *e);
 
 #ifdef __cplusplus
 }

@@ -3,9 +3,10 @@
 // kernels/gemm.h's. Built with -fmad=false (kernels/meson.build) so that a*b+c rounds twice, as the
 // CPU's scalar code does; where the CPU fuses (the attention's P.V axpy) this file calls fmaf.
 //
-// Kernels here are the simple, correct first step (one block per row or per (token, head), one
-// warp per output of the bf16 products); the decode step is a few hundred launches, not yet a
-// CUDA graph.
+// Kernels read the position from device memory (written with the tokens by one copy), so a decode
+// step is captured once as a CUDA graph and replayed. Long contexts: the indexer's scores are one
+// thread per entry and its top-k a radix select (O(n) per query); attention cuts a query's entries
+// into up to 16 runs (one block per run and group of 4 heads, merged by k_attn_combine).
 #include <cuda_runtime.h>
 
 #include <math.h>
@@ -218,80 +219,127 @@ __global__ void k_rmsnorm(const float *x, const uint16_t *w, int n, float eps, f
 
 // ---------------------------------------------------------------- mHC
 
-// mixes[s][j] = (fn_j . X_s) * rsqrt(mean(X_s^2) + eps); grid (nm, S).
-__global__ void k_hc_mix(const float *X, const float *fn, int n, int nm, float eps, float *mixes)
+// mixes of one token = (fn_j . X_s) * rsqrt(mean(X_s^2) + eps), in two steps so that a decode step
+// spreads the 1.5 MB of fn over many blocks: k_hc_mix gives each block one HC_CH-element chunk of
+// X_s and writes the chunk's partial dot products (and sum of squares, last) to part[s][chunk][nm+1]
+// (a warp sums its lanes, the block its warps in warp order); k_hc_pre adds the chunks in chunk
+// order. Deterministic. Grid (ceil(n / HC_CH), S).
+#define HC_CH 256
+#define HC_MAXNM 288 // (2 + hc) * hc for hc <= 16
+__global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *fn, int n, int nm, float *part)
 {
-    __shared__ float sh[32];
-    int j = blockIdx.x, s = blockIdx.y;
-    const float *Xs = X + (size_t)s * n, *f = fn + (size_t)j * n;
-    float ss = 0.f, dot = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        ss += Xs[i] * Xs[i];
-        dot += f[i] * Xs[i];
+    __shared__ float red[HC_CH / 32][HC_MAXNM + 1];
+    int c = blockIdx.x, s = blockIdx.y, nch = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int i = c * HC_CH + (int)threadIdx.x;
+    float xv = i < n ? X[(size_t)s * n + i] : 0.f;
+    float ss = warp_sum(xv * xv);
+    if (lane == 0)
+        red[warp][nm] = ss;
+    for (int j0 = 0; j0 < nm; j0 += 8) {
+        float fv[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            fv[u] = i < n && j0 + u < nm ? fn[(size_t)(j0 + u) * n + i] : 0.f;
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            float dot = warp_sum(fv[u] * xv);
+            if (lane == 0 && j0 + u < nm)
+                red[warp][j0 + u] = dot;
+        }
     }
-    ss = block_sum(ss, sh);
-    dot = block_sum(dot, sh);
-    if (threadIdx.x == 0)
-        mixes[(size_t)s * nm + j] = dot * (1.0f / sqrtf(ss / (float)n + eps));
+    __syncthreads();
+    for (int t = threadIdx.x; t <= nm; t += blockDim.x) {
+        float v = 0.f;
+        for (int w = 0; w < HC_CH / 32; w++)
+            v += red[w][t];
+        part[((size_t)s * nch + c) * (nm + 1) + t] = v;
+    }
 }
 
 __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// Split + Sinkhorn of one token's mixes, thread j < hc owning row j (and column j): the same
-// arithmetic per element, in the same order, as inf_cpu_hc_split_sinkhorn. Then
-// u = bf16(sum_k pre_k X_k). Grid S.
-__global__ void k_hc_pre(const float *mixes, const float *scale, const float *base, int hc, int iters, float eps,
-                         const float *X, int D, float *post_out, float *comb_out, float *u)
+// The mixes from k_hc_mix's chunks, then split + Sinkhorn of one token's mixes in warp 0, thread
+// j < hc owning row j (and column j): the same arithmetic per element, in the same order, as
+// inf_cpu_hc_split_sinkhorn. Then u = bf16(sum_k pre_k X_k) and, fused, the block's RMSNorm of u
+// (k_rmsnorm's arithmetic and thread layout, so the same bits as running it after). Grid S.
+__global__ void __launch_bounds__(256) k_hc_pre(const float *part, int nch, const float *scale, const float *base,
+                                                int hc, int iters, float eps, const float *X, int D,
+                                                float *post_out, float *comb_out, const uint16_t *normw,
+                                                float norm_eps, float *u)
 {
-    __shared__ float pre[16], comb[256];
-    int s = blockIdx.x, nm = (2 + hc) * hc, j = threadIdx.x;
-    const float *m = mixes + (size_t)s * nm;
-    if (j < hc) {
-        pre[j] = sigmoidf_(m[j] * scale[0] + base[j]) + eps;
-        post_out[(size_t)s * hc + j] = 2.0f * sigmoidf_(m[hc + j] * scale[1] + base[hc + j]);
-        float *row = comb + j * hc, mx = -INFINITY, sum = 0.f;
-        for (int k = 0; k < hc; k++) {
-            row[k] = m[2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k];
-            mx = fmaxf(mx, row[k]);
-        }
-        for (int k = 0; k < hc; k++) {
-            row[k] = expf(row[k] - mx);
-            sum += row[k];
-        }
-        for (int k = 0; k < hc; k++)
-            row[k] = row[k] / sum + eps;
+    __shared__ float pre[16], comb[256], m[HC_MAXNM + 1], sh[32];
+    int s = blockIdx.x, nm = (2 + hc) * hc, j = threadIdx.x, n = hc * D;
+    const float *pt = part + (size_t)s * nch * (nm + 1);
+    for (int t = threadIdx.x; t <= nm; t += blockDim.x) {
+        float v = 0.f;
+        for (int c = 0; c < nch; c++)
+            v += pt[(size_t)c * (nm + 1) + t];
+        m[t] = v;
     }
     __syncthreads();
-    for (int it = 0; it < iters; it++) {
-        if (it > 0) {
-            if (j < hc) {
-                float t = 0.f;
-                for (int k = 0; k < hc; k++)
-                    t += comb[j * hc + k];
-                t += eps;
-                for (int k = 0; k < hc; k++)
-                    comb[j * hc + k] /= t;
+    float rs = 1.0f / sqrtf(m[nm] / (float)n + norm_eps);
+    __syncthreads();
+    for (int t = threadIdx.x; t < nm; t += blockDim.x)
+        m[t] = m[t] * rs;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        if (j < hc) {
+            pre[j] = sigmoidf_(m[j] * scale[0] + base[j]) + eps;
+            post_out[(size_t)s * hc + j] = 2.0f * sigmoidf_(m[hc + j] * scale[1] + base[hc + j]);
+            float *row = comb + j * hc, mx = -INFINITY, sum = 0.f;
+            for (int k = 0; k < hc; k++) {
+                row[k] = m[2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k];
+                mx = fmaxf(mx, row[k]);
             }
-            __syncthreads();
+            for (int k = 0; k < hc; k++) {
+                row[k] = expf(row[k] - mx);
+                sum += row[k];
+            }
+            for (int k = 0; k < hc; k++)
+                row[k] = row[k] / sum + eps;
         }
-        if (j < hc) { // column j
-            float t = 0.f;
-            for (int r = 0; r < hc; r++)
-                t += comb[r * hc + j];
-            t += eps;
-            for (int r = 0; r < hc; r++)
-                comb[r * hc + j] /= t;
+        __syncwarp();
+        for (int it = 0; it < iters; it++) {
+            if (it > 0) {
+                if (j < hc) {
+                    float t = 0.f;
+                    for (int k = 0; k < hc; k++)
+                        t += comb[j * hc + k];
+                    t += eps;
+                    for (int k = 0; k < hc; k++)
+                        comb[j * hc + k] /= t;
+                }
+                __syncwarp();
+            }
+            if (j < hc) { // column j
+                float t = 0.f;
+                for (int r = 0; r < hc; r++)
+                    t += comb[r * hc + j];
+                t += eps;
+                for (int r = 0; r < hc; r++)
+                    comb[r * hc + j] /= t;
+            }
+            __syncwarp();
         }
-        __syncthreads();
     }
-    if (j < hc * hc)
-        comb_out[(size_t)s * hc * hc + j] = comb[j];
+    __syncthreads();
+    for (int t = threadIdx.x; t < hc * hc; t += blockDim.x)
+        comb_out[(size_t)s * hc * hc + t] = comb[t];
     const float *Xs = X + (size_t)s * hc * D;
+    float *us = u + (size_t)s * D, ss = 0.f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
         float acc = 0.f;
         for (int k = 0; k < hc; k++)
             acc += pre[k] * Xs[(size_t)k * D + i];
-        u[(size_t)s * D + i] = bf16r(acc);
+        acc = bf16r(acc);
+        us[i] = acc;
+        ss += acc * acc;
+    }
+    ss = block_sum(ss, sh);
+    float r = 1.0f / sqrtf(ss / (float)D + norm_eps);
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float v = us[i] * r;
+        us[i] = bf16r(normw ? bf16ld(normw[i]) * v : v);
     }
 }
 
@@ -355,51 +403,121 @@ __global__ void k_hc_head(const float *X, const float *fn, const float *base, co
 
 // ---------------------------------------------------------------- products without FP8 activations
 
-// y[s][r] = W[r] . x[s] with bf16 weights, fp32 sums; one warp per output.
-__global__ void k_lin_bf16(const uint16_t *W, const float *x, int S, int n, int k, float *y, int out_bf16)
+// y[s][r] = W[r] . x[s] with bf16 weights, fp32 sums. One warp per weight row r, for every token:
+// lane l takes the 8-element groups l, l+32, ... (16-byte loads), adds them in that order and the
+// warp sums the lanes; with KC > 0 the row (k <= 256*KC) is loaded into registers once, all loads in
+// flight together, and reused for every token. k is a multiple of 8.
+__device__ __forceinline__ float bflo(uint32_t v) { return __uint_as_float(v << 16); }
+__device__ __forceinline__ float bfhi(uint32_t v) { return __uint_as_float(v & 0xffff0000u); }
+__device__ __forceinline__ float dot8_bf16(uint4 w, float4 a, float4 b, float acc)
 {
-    size_t o = blockIdx.x * (size_t)(blockDim.x / 32) + (threadIdx.x >> 5);
-    if (o >= (size_t)S * n)
+    acc += bflo(w.x) * a.x;
+    acc += bfhi(w.x) * a.y;
+    acc += bflo(w.y) * a.z;
+    acc += bfhi(w.y) * a.w;
+    acc += bflo(w.z) * b.x;
+    acc += bfhi(w.z) * b.y;
+    acc += bflo(w.w) * b.z;
+    acc += bfhi(w.w) * b.w;
+    return acc;
+}
+template <int KC>
+__global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float *x, int S, int n, int k, float *y,
+                                                  int out_bf16)
+{
+    int r = (int)blockIdx.x * 8 + (int)(threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (r >= n)
         return;
-    int lane = threadIdx.x & 31;
-    size_t s = o / n, r = o % n;
-    const uint16_t *w = W + r * k;
-    const float *xs = x + s * k;
-    float acc = 0.f;
-    for (int i = lane; i < k; i += 32)
-        acc += bf16ld(w[i]) * xs[i];
-    acc = warp_sum(acc);
-    if (lane == 0)
-        y[o] = out_bf16 ? bf16r(acc) : acc;
+    const uint4 *w = reinterpret_cast<const uint4 *>(W + (size_t)r * k);
+    int ng = k / 8;
+    uint4 wr[KC > 0 ? KC : 1];
+#pragma unroll
+    for (int c = 0; c < KC; c++)
+        if (lane + 32 * c < ng)
+            wr[c] = __ldg(w + lane + 32 * c);
+    for (int s = 0; s < S; s++) {
+        const float4 *xs = reinterpret_cast<const float4 *>(x + (size_t)s * k);
+        float acc = 0.f;
+        if (KC > 0) {
+#pragma unroll
+            for (int c = 0; c < (KC > 0 ? KC : 1); c++) {
+                int gi = lane + 32 * c;
+                if (gi < ng)
+                    acc = dot8_bf16(wr[c], xs[2 * gi], xs[2 * gi + 1], acc);
+            }
+        } else {
+            for (int gi = lane; gi < ng; gi += 32)
+                acc = dot8_bf16(__ldg(w + gi), xs[2 * gi], xs[2 * gi + 1], acc);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0)
+            y[(size_t)s * n + r] = out_bf16 ? bf16r(acc) : acc;
+    }
 }
 
 // wo_a: each group g's rows [g*R, (g+1)*R) of the FP8 matrix, used as its exact dequantisation, times
-// the group's slice of O; Z[s][g*R + r] bf16. One warp per output.
-__global__ void k_wo_a(const uint8_t *W, const uint8_t *scale, const float *O, int S, int G, int R, int gd, int HD,
-                       float *Z)
+// the group's slice of O; Z[s][g*R + r] bf16. One warp per weight row, for every token: lane l takes
+// the 16-byte groups l, l+32, ... (in registers when gd <= 512*KC), e4m3 decoded by a table.
+__device__ __forceinline__ float wo_a_acc16(uint4 wv, float sc, const float4 *xv, const float *lut, float acc)
 {
-    size_t o = blockIdx.x * (size_t)(blockDim.x / 32) + (threadIdx.x >> 5);
-    if (o >= (size_t)S * G * R)
+    uint32_t wd[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        float4 xq = xv[q];
+        acc += (lut[wd[q] & 255] * sc) * xq.x;
+        acc += (lut[(wd[q] >> 8) & 255] * sc) * xq.y;
+        acc += (lut[(wd[q] >> 16) & 255] * sc) * xq.z;
+        acc += (lut[wd[q] >> 24] * sc) * xq.w;
+    }
+    return acc;
+}
+template <int KC>
+__global__ void __launch_bounds__(256) k_wo_a(const uint8_t *W, const uint8_t *scale, const float *O, int S, int G,
+                                              int R, int gd, int HD, float *Z)
+{
+    __shared__ float lut[256];
+    for (int i = threadIdx.x; i < 256; i += blockDim.x)
+        lut[i] = e4m3_dec((uint8_t)i);
+    __syncthreads();
+    int gr = (int)blockIdx.x * 8 + (int)(threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (gr >= G * R)
         return;
-    int lane = threadIdx.x & 31;
-    int s = (int)(o / ((size_t)G * R)), gr = (int)(o % ((size_t)G * R)), g = gr / R, r = gr % R;
-    int kb = (gd + 127) / 128;
-    const uint8_t *w = W + (size_t)gr * gd;
+    int g = gr / R, r = gr % R, kb = (gd + 127) / 128, ng = gd / 16;
+    const uint4 *w = reinterpret_cast<const uint4 *>(W + (size_t)gr * gd);
     const uint8_t *srow = scale + (size_t)((g * R) / 128 + r / 128) * kb;
-    const float *x = O + (size_t)s * HD + (size_t)g * gd;
-    float acc = 0.f;
-    for (int i = lane; i < gd; i += 32)
-        acc += (e4m3_dec(w[i]) * e8m0_dec(srow[i / 128])) * x[i];
-    acc = warp_sum(acc);
-    if (lane == 0)
-        Z[o] = bf16r(acc);
+    uint4 wr[KC > 0 ? KC : 1];
+#pragma unroll
+    for (int c = 0; c < KC; c++)
+        if (lane + 32 * c < ng)
+            wr[c] = __ldg(w + lane + 32 * c);
+    for (int s = 0; s < S; s++) {
+        const float *x = O + (size_t)s * HD + (size_t)g * gd;
+        float acc = 0.f;
+        if (KC > 0) {
+#pragma unroll
+            for (int c = 0; c < (KC > 0 ? KC : 1); c++) {
+                int gi = lane + 32 * c;
+                if (gi < ng)
+                    acc = wo_a_acc16(wr[c], e8m0_dec(srow[gi / 8]), reinterpret_cast<const float4 *>(x + gi * 16), lut,
+                                     acc);
+            }
+        } else {
+            for (int gi = lane; gi < ng; gi += 32)
+                acc = wo_a_acc16(__ldg(w + gi), e8m0_dec(srow[gi / 8]), reinterpret_cast<const float4 *>(x + gi * 16),
+                                 lut, acc);
+        }
+        acc = warp_sum(acc);
+        if (lane == 0)
+            Z[(size_t)s * G * R + gr] = bf16r(acc);
+    }
 }
 
 // ---------------------------------------------------------------- attention
 
 // Query heads: q * rsqrt(mean(q^2) + eps) in bf16 arithmetic, then RoPE of the tail. Grid S*H.
-__global__ void k_q_prep(float *Q, int H, int d, int rd, float eps, const float *rope, long long pos0)
+__global__ void k_q_prep(float *Q, int H, int d, int rd, float eps, const float *rope, const long long *ppos)
 {
+    long long pos0 = *ppos;
     extern __shared__ float buf[];
     __shared__ float sh[32];
     int s = blockIdx.x / H;
@@ -422,8 +540,10 @@ __global__ void k_q_prep(float *Q, int H, int d, int rd, float eps, const float 
 }
 
 // Window kv of each token: RMSNorm, RoPE of the tail, FP8 QDQ of the nope dims. Grid S.
-__global__ void k_kv_prep(float *kv, int d, int rd, const uint16_t *normw, float eps, const float *rope, long long pos0)
+__global__ void k_kv_prep(float *kv, int d, int rd, const uint16_t *normw, float eps, const float *rope,
+                          const long long *ppos)
 {
+    long long pos0 = *ppos;
     extern __shared__ float buf[];
     __shared__ float sh[32];
     int s = blockIdx.x;
@@ -447,8 +567,9 @@ __global__ void k_kv_prep(float *kv, int d, int rd, const uint16_t *normw, float
 }
 
 // Indexer queries: RoPE of the tail, Hadamard, FP4 QDQ. Grid S*Hi.
-__global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, long long pos0, float hsc)
+__global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, const long long *ppos, float hsc)
 {
+    long long pos0 = *ppos;
     extern __shared__ float buf[];
     int s = blockIdx.x / Hi;
     float *q = qI + (size_t)blockIdx.x * di;
@@ -470,10 +591,11 @@ __global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, 
 // token's projections (score + ape) into its carry slot; when a block of `ratio` completes, pool
 // (softmax over the slots per channel), RMSNorm, RoPE at the block's first position, then FP8 QDQ
 // (main) or Hadamard + FP4 QDQ (indexer), into cache[(p+1)/ratio - 1].
-__global__ void k_compress(const float *kvp, const float *scp, int S, long long pos0, int ratio, int width,
+__global__ void k_compress(const float *kvp, const float *scp, int S, const long long *ppos, int ratio, int width,
                            const float *ape, const uint16_t *normw, float eps, int indexer, float *ckv, float *csc,
                            float *cache, const float *rope, int rd, float hsc)
 {
+    long long pos0 = *ppos;
     extern __shared__ float ent[];
     __shared__ float sh[32];
     int overlap = ratio == 4, coff = overlap ? 2 : 1, rw = coff * width, ns = coff * ratio;
@@ -538,57 +660,214 @@ __global__ void k_compress(const float *kvp, const float *scp, int S, long long 
 }
 
 // Indexer scores: score[s][e] = bf16(sum_h bf16(relu(bf16(q_h . key_e)) * w_h)) for e < (p+1)/4.
-// One warp per (token, entry); grid (ceil(nmax/8), S).
-__global__ void k_idx_score(const float *qI, const float *wts, const float *keys, int Hi, int di, long long pos0,
-                            float *score, size_t ld)
+// One thread per (token, entry): the token's queries and weights sit in shared memory (read as
+// broadcasts), the thread's key is read once in float4 pieces, and each head's dot product is summed
+// in dimension order (a*b + c rounded twice, the CPU's scalar loop) before the bf16 rounding; heads
+// are added in head order. Grid-stride over entries with a fixed grid (graph replay), grid.y = S.
+template <int HI>
+__global__ void __launch_bounds__(256) k_idx_score(const float *qI, const float *wts, const float *keys, int di,
+                                                   const long long *ppos, float *score, size_t ld)
+{
+    extern __shared__ float qs[]; // [HI][di] then w[HI]
+    int s = blockIdx.y;
+    long long nv = (*ppos + s + 1) / 4;
+    if ((long long)blockIdx.x * blockDim.x >= nv) // nothing for this block (the grid is sized for max_ctx)
+        return;
+    const float *q = qI + (size_t)s * HI * di;
+    for (int i = threadIdx.x; i < HI * di; i += blockDim.x)
+        qs[i] = q[i];
+    float *ws = qs + HI * di;
+    for (int i = threadIdx.x; i < HI; i += blockDim.x)
+        ws[i] = wts[(size_t)s * HI + i];
+    __syncthreads();
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < nv; e += (long long)gridDim.x * blockDim.x) {
+        const float4 *key = reinterpret_cast<const float4 *>(keys + (size_t)e * di);
+        float acc[HI];
+#pragma unroll
+        for (int h = 0; h < HI; h++)
+            acc[h] = 0.f;
+        for (int c = 0; c < di / 4; c++) {
+            float4 k4 = __ldg(key + c);
+#pragma unroll
+            for (int h = 0; h < HI; h++) {
+                float4 q4 = reinterpret_cast<const float4 *>(qs + h * di)[c];
+                float a = acc[h];
+                a = a + q4.x * k4.x;
+                a = a + q4.y * k4.y;
+                a = a + q4.z * k4.z;
+                a = a + q4.w * k4.w;
+                acc[h] = a;
+            }
+        }
+        float sum = 0.f;
+#pragma unroll
+        for (int h = 0; h < HI; h++) {
+            float dot = bf16r(acc[h]);
+            if (dot < 0.f)
+                dot = 0.f;
+            sum += bf16r(dot * ws[h]);
+        }
+        score[(size_t)s * ld + e] = bf16r(sum);
+    }
+}
+// Any other head count: one warp per (token, entry), lanes over the dimensions.
+__global__ void k_idx_score_warp(const float *qI, const float *wts, const float *keys, int Hi, int di,
+                                 const long long *ppos, float *score, size_t ld)
 {
     int s = blockIdx.y, lane = threadIdx.x & 31;
-    long long e = blockIdx.x * 8LL + (threadIdx.x >> 5), nv = (pos0 + s + 1) / 4;
-    if (e >= nv)
-        return;
-    const float *key = keys + (size_t)e * di, *q = qI + (size_t)s * Hi * di, *w = wts + (size_t)s * Hi;
-    float sum = 0.f;
-    for (int h = 0; h < Hi; h++) {
-        float dot = 0.f;
-        for (int i = lane; i < di; i += 32)
-            dot += q[(size_t)h * di + i] * key[i];
-        dot = bf16r(warp_sum(dot));
-        if (dot < 0.f)
-            dot = 0.f;
-        sum += bf16r(dot * w[h]);
+    long long nv = (*ppos + s + 1) / 4;
+    for (long long e = blockIdx.x * 8LL + (threadIdx.x >> 5); e < nv; e += gridDim.x * 8LL) {
+        const float *key = keys + (size_t)e * di, *q = qI + (size_t)s * Hi * di, *w = wts + (size_t)s * Hi;
+        float sum = 0.f;
+        for (int h = 0; h < Hi; h++) {
+            float dot = 0.f;
+            for (int i = lane; i < di; i += 32)
+                dot += q[(size_t)h * di + i] * key[i];
+            dot = bf16r(warp_sum(dot));
+            if (dot < 0.f)
+                dot = 0.f;
+            sum += bf16r(dot * w[h]);
+        }
+        if (lane == 0)
+            score[(size_t)s * ld + e] = bf16r(sum);
     }
-    if (lane == 0)
-        score[(size_t)s * ld + e] = bf16r(sum);
 }
 
-// Top-k by rank (descending score, ties to the lowest index): sel[s][rank] = e for rank < k, the
-// rest -1. Grid S.
-__global__ void k_topk(const float *score, size_t ld, long long pos0, int K, int *sel, int cap)
+// Top-k of each query's scores in O(n): sel[s][rank] = e for rank < k (descending score, ties to the
+// lowest index: inf_cpu_topk's order), the rest -1. One block per query. A radix select on the
+// scores' order-preserving 32-bit keys (-0 as +0, so that equal values tie) in three passes of
+// 11/11/10 bits finds the k-th largest key T and how many of the entries equal to it are needed;
+// one more pass, in index order, collects the entries above T and the lowest-index ones equal to
+// T; a bitonic sort of those k by (score desc, index asc) gives the reference's rank order.
+// Histogram counts are warp-aggregated (__match_any_sync), since scores crowd into few bins.
+#define TOPK_THREADS 1024
+#define TOPK_MAXK 2048
+__device__ __forceinline__ uint32_t score_key(float v)
 {
-    extern __shared__ float ssc[];
-    int s = blockIdx.x;
-    long long nv = (pos0 + s + 1) / 4;
+    uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *score, size_t ld, const long long *ppos, int K,
+                                                       int *sel)
+{
+    __shared__ unsigned hist[2048];
+    __shared__ unsigned long long keys[TOPK_MAXK];
+    __shared__ unsigned wcnt[32], wexc[32], sh_bin, sh_above, sh_total, sh_n;
+    int s = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    long long nv = (*ppos + s + 1) / 4;
     int k = nv < K ? (int)nv : K;
     const float *sc = score + (size_t)s * ld;
-    if (nv <= cap) { // the scores fit in shared memory (cap entries): read them from there
-        for (long long e = threadIdx.x; e < nv; e += blockDim.x)
-            ssc[e] = sc[e];
-        __syncthreads();
-        sc = ssc;
-    }
     int *out = sel + (size_t)s * K;
-    for (int i = k + threadIdx.x; i < K; i += blockDim.x)
+    for (int i = k + tid; i < K; i += blockDim.x)
         out[i] = -1;
-    for (long long e = threadIdx.x; e < nv; e += blockDim.x) {
-        float v = sc[e];
-        long long rank = 0;
-        for (long long f = 0; f < nv && rank < k; f++) {
-            float u = sc[f];
-            rank += u > v || (u == v && f < e);
+    if (k <= 0)
+        return;
+    uint32_t prefix = 0, pmask = 0;
+    unsigned need = (unsigned)k; // entries still to take among those whose key matches prefix under pmask
+    if (nv > k) {
+        for (int pass = 0; pass < 3; pass++) { // bits 31..21, 20..10, 9..0
+            int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nb = pass < 2 ? 2048 : 1024;
+            for (int i = tid; i < nb; i += blockDim.x)
+                hist[i] = 0;
+            __syncthreads();
+            for (long long base = 0; base < nv; base += blockDim.x) {
+                long long e = base + tid;
+                uint32_t key = e < nv ? score_key(sc[e]) : 0;
+                int in = e < nv && (key & pmask) == prefix;
+                unsigned bin = in ? (key >> shift) & (unsigned)(nb - 1) : 0xffffffffu;
+                unsigned peers = __match_any_sync(0xffffffffu, bin);
+                if (in && lane == __ffs(peers) - 1)
+                    atomicAdd(&hist[bin], (unsigned)__popc(peers));
+            }
+            __syncthreads();
+            if (warp == 0) { // the bin (from the top) where the count reaches need
+                int per = nb >> 5, top = nb - lane * per;
+                unsigned ls = 0;
+                for (int i = 1; i <= per; i++)
+                    ls += hist[top - i];
+                unsigned inc = ls;
+                for (int o = 1; o < 32; o <<= 1) {
+                    unsigned t = __shfl_up_sync(0xffffffffu, inc, o);
+                    if (lane >= o)
+                        inc += t;
+                }
+                unsigned acc = inc - ls;
+                if (acc < need && inc >= need)
+                    for (int i = 1; i <= per; i++) {
+                        unsigned h = hist[top - i];
+                        if (acc + h >= need) {
+                            sh_bin = (unsigned)(top - i);
+                            sh_above = acc;
+                            break;
+                        }
+                        acc += h;
+                    }
+            }
+            __syncthreads();
+            unsigned bin = sh_bin, cnt = hist[bin];
+            need -= sh_above;
+            prefix |= bin << shift;
+            pmask |= (uint32_t)(nb - 1) << shift;
+            __syncthreads();
+            if (cnt == need) // every entry of this bin is taken: no need to look at lower bits
+                break;
         }
-        if (rank < k)
-            out[rank] = (int)e;
     }
+    uint32_t hi = prefix | ~pmask; // keys above every key that matches the prefix
+    if (tid == 0)
+        sh_n = 0;
+    unsigned running = 0;
+    __syncthreads();
+    for (long long base = 0; base < nv; base += blockDim.x) {
+        long long e = base + tid;
+        uint32_t key = e < nv ? score_key(sc[e]) : 0;
+        int above = e < nv && key > hi, tie = e < nv && (key & pmask) == prefix;
+        unsigned b = __ballot_sync(0xffffffffu, tie);
+        if (lane == 0)
+            wcnt[warp] = (unsigned)__popc(b);
+        __syncthreads();
+        if (warp == 0) {
+            unsigned v = lane < (int)(blockDim.x >> 5) ? wcnt[lane] : 0, inc = v;
+            for (int o = 1; o < 32; o <<= 1) {
+                unsigned t = __shfl_up_sync(0xffffffffu, inc, o);
+                if (lane >= o)
+                    inc += t;
+            }
+            wexc[lane] = inc - v;
+            if (lane == 31)
+                sh_total = inc;
+        }
+        __syncthreads();
+        unsigned rank = running + wexc[warp] + (unsigned)__popc(b & ((1u << lane) - 1u));
+        if (above || (tie && rank < need)) {
+            unsigned slot = atomicAdd(&sh_n, 1u);
+            keys[slot] = ((unsigned long long)~key << 32) | (unsigned long long)(uint32_t)e;
+        }
+        running += sh_total;
+        __syncthreads();
+    }
+    int P = 1;
+    while (P < k)
+        P <<= 1;
+    for (int i = k + tid; i < P; i += blockDim.x)
+        keys[i] = ~0ull;
+    __syncthreads();
+    for (int kk = 2; kk <= P; kk <<= 1)
+        for (int j = kk >> 1; j > 0; j >>= 1) {
+            for (int i = tid; i < P; i += blockDim.x) {
+                int ixj = i ^ j;
+                if (ixj > i) {
+                    unsigned long long a = keys[i], c = keys[ixj];
+                    if ((a > c) == ((i & kk) == 0)) {
+                        keys[i] = c;
+                        keys[ixj] = a;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+    for (int i = tid; i < k; i += blockDim.x)
+        out[i] = (int)(uint32_t)keys[i];
 }
 
 // Entry j of query p in the reference decode layout (NULL = empty slot).
@@ -610,116 +889,211 @@ __device__ __forceinline__ const float *att_entry(int j, long long p, long long 
     return cache + (size_t)j * d;
 }
 
-#define ATT_THREADS 256
-#define ATT_SLICE 128
+// Sparse attention of one token for a group of ATT_HB heads over one split of its entries
+// (grid (S*ceil(H/ATT_HB), ATT_MAXSPLIT)): the entries j < n (window, then CSA entries in indexer
+// order or HCA entries ascending) in blocks of 64, the blocks cut into at most ATT_MAXSPLIT
+// consecutive runs by a rule that depends on n alone (so a query's result does not depend on how a
+// prompt was chunked). Per head, exactly the reference's arithmetic within a run: the dot product
+// lane-strided and warp-summed, online softmax in fp32 (running max, denominator and the
+// probabilities' sum in the CPU's order), bf16 probabilities in P.V (fused multiply-add in entry
+// order, as the CPU's axpy). Each entry is read once per block for all its heads (MQA: every head
+// shares the entries). Out: per (token, head, run) the unnormalised numerator [d], the run's max
+// and denominator; k_attn_combine merges the runs. A run starts from its own running max (-inf),
+// not the reference's max at that point, so with several runs (any n > 64, the window alone is two)
+// each bf16 probability is rounded relative to another max than the CPU's: a deviation at the
+// level of that rounding, which test_engine's CPU comparisons bound (starting each run from the
+// reference's running max, computed from the scores of the blocks before it, removes it).
+#define ATT_THREADS 512
+#define ATT_HB 4
+#define ATT_MAXSPLIT 16
 #define ATT_MAXD 1024
-// Sparse attention of one (token, head) and one slice of ATT_SLICE output dims (grid (S*H, slices):
-// every slice recomputes the scores, so that more blocks share the P.V work): blocks of 64 entries,
-// online softmax in fp32 (running max, denominator and the probabilities' sum in the CPU's order),
-// bf16 probabilities in P.V (fused multiply-add, in entry order, as the CPU's axpy), the sink in the
-// denominator, bf16 out, inverse RoPE of the tail.
-__global__ void __launch_bounds__(ATT_THREADS) k_attn(const float *Q, const float *kvnew, const float *ring,
-                                                      const float *cache, const int *sel, int H, int d, int W,
-                                                      int ratio, int K, long long pos0, const float *sink,
-                                                      float scale, const float *rope, int rd, float *O)
+#define ATT_DPT (ATT_MAXD / ATT_THREADS)
+#define ATT_TOKENS 16 // tokens per launch (bounds the partials buffer)
+__device__ __forceinline__ void att_split(int n, int sp, int *c0, int *c1, int *nsplit)
 {
-    __shared__ float q[ATT_MAXD], sc[64], praw[64], pj[64], outs[ATT_SLICE];
+    int nch = (n + 63) / 64, cps = (nch + ATT_MAXSPLIT - 1) / ATT_MAXSPLIT;
+    *nsplit = (nch + cps - 1) / cps;
+    *c0 = sp * cps;
+    *c1 = (sp + 1) * cps < nch ? (sp + 1) * cps : nch;
+}
+__device__ __forceinline__ int att_n(long long p, int W, int ratio, int K)
+{
+    return W + (ratio == 4 ? K : ratio ? (int)((p + 1) / ratio) : 0);
+}
+__global__ void __launch_bounds__(ATT_THREADS) k_attn(const float *Q, const float *kvnew, const float *ring,
+                                                      const float *cache, const int *sel, int s0, int H, int d, int W,
+                                                      int ratio, int K, const long long *ppos, float scale,
+                                                      float *part)
+{
+    __shared__ float q[ATT_HB][ATT_MAXD];
+    __shared__ float sc[ATT_HB][64], praw[ATT_HB][64], pj[ATT_HB][64];
     __shared__ const float *ptr[64];
-    __shared__ float corr_sh, mx_sh, dn_sh;
+    __shared__ float corr_sh[ATT_HB], mx_sh[ATT_HB];
     __shared__ int any_sh;
-    int s = blockIdx.x / H, h = blockIdx.x % H, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int i0 = blockIdx.y * ATT_SLICE, i = i0 + (int)threadIdx.x;
-    int mine = threadIdx.x < ATT_SLICE && i < d; // this thread owns output dim i
-    long long p = pos0 + s;
-    const float *qh = Q + (size_t)blockIdx.x * d;
-    for (int t = threadIdx.x; t < d; t += ATT_THREADS)
-        q[t] = qh[t];
-    if (threadIdx.x == 0)
-        mx_sh = -INFINITY;
+    int ng = (H + ATT_HB - 1) / ATT_HB;
+    int s = s0 + (int)blockIdx.x / ng, h0 = (int)(blockIdx.x % ng) * ATT_HB, sp = blockIdx.y;
+    int nh = H - h0 < ATT_HB ? H - h0 : ATT_HB;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = ATT_THREADS / 32;
+    long long pos0 = *ppos, p = pos0 + s;
+    int n = att_n(p, W, ratio, K), c0, c1, nsplit;
+    att_split(n, sp, &c0, &c1, &nsplit);
+    if (sp >= nsplit)
+        return;
+    for (int hb = 0; hb < nh; hb++)
+        for (int t = threadIdx.x; t < d; t += ATT_THREADS)
+            q[hb][t] = Q[((size_t)s * H + h0 + hb) * d + t];
+    if (threadIdx.x < ATT_HB)
+        mx_sh[threadIdx.x] = -INFINITY;
     const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
-    int n = W + (ratio == 4 ? K : ratio ? (int)((p + 1) / ratio) : 0);
-    float num = 0.f, den = 0.f; // den: thread 0
+    float num[ATT_HB][ATT_DPT], den = 0.f; // den: lane 0 of warp hb, for head hb
+#pragma unroll
+    for (int hb = 0; hb < ATT_HB; hb++)
+#pragma unroll
+        for (int u = 0; u < ATT_DPT; u++)
+            num[hb][u] = 0.f;
     __syncthreads();
-    for (int b0 = 0; b0 < n; b0 += 64) {
+    for (int b0 = c0 * 64; b0 < c1 * 64 && b0 < n; b0 += 64) {
         int bn = n - b0 < 64 ? n - b0 : 64;
-        for (int j = warp; j < bn; j += ATT_THREADS / 32) {
+        for (int j = warp; j < bn; j += nwarp) {
             const float *kv = att_entry(b0 + j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow);
-            float dot = 0.f;
-            if (kv)
-                for (int t = lane; t < d; t += 32)
-                    dot += q[t] * kv[t];
-            dot = warp_sum(dot);
-            if (lane == 0) {
-                ptr[j] = kv;
-                sc[j] = kv ? dot * scale : -INFINITY;
-            }
-        }
-        __syncthreads();
-        if (warp == 0) {
-            int v0 = lane < bn && ptr[lane], v1 = lane + 32 < bn && ptr[lane + 32];
-            float bmax = warp_max(fmaxf(v0 ? sc[lane] : -INFINITY, v1 ? sc[lane + 32] : -INFINITY));
-            int any = __any_sync(0xffffffffu, v0 || v1);
-            if (any) {
-                float nmax = fmaxf(mx_sh, bmax);
-                float p0 = v0 ? expf(sc[lane] - nmax) : 0.f, p1 = v1 ? expf(sc[lane + 32] - nmax) : 0.f;
-                praw[lane] = p0;
-                praw[lane + 32] = p1;
-                pj[lane] = bf16r(p0);
-                pj[lane + 32] = bf16r(p1);
-                __syncwarp();
-                if (lane == 0) {
-                    float corr = expf(mx_sh - nmax), psum = 0.f;
-                    for (int j = 0; j < bn; j++)
-                        psum += praw[j];
-                    den = den * corr + psum;
-                    corr_sh = corr;
-                    mx_sh = nmax;
-                }
+            float kr[ATT_MAXD / 32];
+#pragma unroll
+            for (int u = 0; u < ATT_MAXD / 32; u++)
+                kr[u] = kv && lane + 32 * u < d ? kv[lane + 32 * u] : 0.f;
+            for (int hb = 0; hb < nh; hb++) {
+                float dot = 0.f;
+                if (kv)
+#pragma unroll
+                    for (int u = 0; u < ATT_MAXD / 32; u++)
+                        if (lane + 32 * u < d)
+                            dot += q[hb][lane + 32 * u] * kr[u];
+                dot = warp_sum(dot);
+                if (lane == 0)
+                    sc[hb][j] = kv ? dot * scale : -INFINITY;
             }
             if (lane == 0)
+                ptr[j] = kv;
+        }
+        __syncthreads();
+        if (warp < nh) {
+            int hb = warp;
+            int v0 = lane < bn && ptr[lane], v1 = lane + 32 < bn && ptr[lane + 32];
+            float bmax = warp_max(fmaxf(v0 ? sc[hb][lane] : -INFINITY, v1 ? sc[hb][lane + 32] : -INFINITY));
+            int any = __any_sync(0xffffffffu, v0 || v1);
+            if (any) {
+                float nmax = fmaxf(mx_sh[hb], bmax);
+                float p0 = v0 ? expf(sc[hb][lane] - nmax) : 0.f, p1 = v1 ? expf(sc[hb][lane + 32] - nmax) : 0.f;
+                praw[hb][lane] = p0;
+                praw[hb][lane + 32] = p1;
+                pj[hb][lane] = bf16r(p0);
+                pj[hb][lane + 32] = bf16r(p1);
+                __syncwarp();
+                if (lane == 0) {
+                    float corr = expf(mx_sh[hb] - nmax), psum = 0.f;
+                    for (int j = 0; j < bn; j++)
+                        psum += praw[hb][j];
+                    den = den * corr + psum;
+                    corr_sh[hb] = corr;
+                    mx_sh[hb] = nmax;
+                }
+            }
+            if (hb == 0 && lane == 0)
                 any_sh = any;
         }
         __syncthreads();
-        if (any_sh && mine) {
-            float a = num * corr_sh;
-            for (int j0 = 0; j0 < bn; j0 += 8) { // loads first, then the adds in entry order
-                float v[8];
+        if (any_sh) {
 #pragma unroll
-                for (int u = 0; u < 8; u++)
-                    v[u] = j0 + u < bn && ptr[j0 + u] ? ptr[j0 + u][i] : 0.f;
+            for (int u = 0; u < ATT_DPT; u++) {
+                int i = (int)threadIdx.x + u * ATT_THREADS;
+                if (i >= d)
+                    break;
+                float a[ATT_HB];
 #pragma unroll
-                for (int u = 0; u < 8; u++)
-                    if (j0 + u < bn && ptr[j0 + u])
-                        a = fmaf(pj[j0 + u], v[u], a);
+                for (int hb = 0; hb < ATT_HB; hb++)
+                    a[hb] = num[hb][u] * corr_sh[hb < nh ? hb : 0];
+                for (int j0 = 0; j0 < bn; j0 += 8) { // loads first, then the adds in entry order
+                    float v[8];
+#pragma unroll
+                    for (int w = 0; w < 8; w++)
+                        v[w] = j0 + w < bn && ptr[j0 + w] ? ptr[j0 + w][i] : 0.f;
+#pragma unroll
+                    for (int hb = 0; hb < ATT_HB; hb++)
+#pragma unroll
+                        for (int w = 0; w < 8; w++)
+                            if (j0 + w < bn && ptr[j0 + w])
+                                a[hb] = fmaf(pj[hb][j0 + w], v[w], a[hb]);
+                }
+#pragma unroll
+                for (int hb = 0; hb < ATT_HB; hb++)
+                    num[hb][u] = a[hb];
             }
-            num = a;
         }
         __syncthreads();
     }
-    if (threadIdx.x == 0)
-        dn_sh = den + expf(sink[h] - mx_sh);
-    __syncthreads();
-    if (mine)
-        outs[threadIdx.x] = bf16r(num / dn_sh);
-    __syncthreads();
-    // inverse RoPE of the tail pairs that fall in this slice (pairs never straddle: slices are even)
-    const float *cs = rope + (size_t)p * rd;
-    for (int pi = threadIdx.x; pi < rd / 2; pi += ATT_THREADS) {
-        int g0 = d - rd + 2 * pi;
-        if (g0 < i0 || g0 >= i0 + ATT_SLICE)
-            continue;
-        float c = cs[2 * pi], sn = -cs[2 * pi + 1];
-        float a = outs[g0 - i0], b = outs[g0 - i0 + 1];
-        outs[g0 - i0] = bf16r(a * c - b * sn);
-        outs[g0 - i0 + 1] = bf16r(a * sn + b * c);
+    for (int hb = 0; hb < nh; hb++) {
+        float *o = part + (((size_t)(s - s0) * H + h0 + hb) * ATT_MAXSPLIT + sp) * (size_t)(d + 2);
+#pragma unroll
+        for (int u = 0; u < ATT_DPT; u++) {
+            int i = (int)threadIdx.x + u * ATT_THREADS;
+            if (i < d)
+                o[i] = num[hb][u];
+        }
+        if (warp == hb && lane == 0) {
+            o[d] = mx_sh[hb];
+            o[d + 1] = den;
+        }
     }
-    __syncthreads();
-    if (mine)
-        O[(size_t)blockIdx.x * d + i] = outs[threadIdx.x];
 }
 
-__global__ void k_ring_update(const float *kv, float *ring, int S, long long pos0, int W, int d)
+// Merge of the runs of one (token, head) (grid S*H): the runs' numerators and denominators rescaled
+// to the largest max (a factor of exactly 1 when there is one run: then this is the single-pass
+// result bit for bit), the sink in the denominator, bf16 out, inverse RoPE of the tail.
+__global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, int ratio, int K,
+                               const long long *ppos, const float *sink, const float *rope, int rd, float *O)
 {
+    extern __shared__ float outs[];
+    __shared__ float fac[ATT_MAXSPLIT], dn_sh;
+    int s = s0 + (int)blockIdx.x / H, h = (int)blockIdx.x % H;
+    long long p = *ppos + s;
+    int n = att_n(p, W, ratio, K), c0, c1, nsplit;
+    att_split(n, 0, &c0, &c1, &nsplit);
+    const float *pt = part + ((size_t)(s - s0) * H + h) * ATT_MAXSPLIT * (size_t)(d + 2);
+    if (threadIdx.x == 0) {
+        float M = -INFINITY;
+        for (int i = 0; i < nsplit; i++)
+            M = fmaxf(M, pt[(size_t)i * (d + 2) + d]);
+        float den = 0.f;
+        for (int i = 0; i < nsplit; i++) {
+            float m = pt[(size_t)i * (d + 2) + d];
+            fac[i] = m == -INFINITY ? 0.f : expf(m - M);
+            den += pt[(size_t)i * (d + 2) + d + 1] * fac[i];
+        }
+        dn_sh = den + expf(sink[h] - M);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float num = 0.f;
+        for (int k = 0; k < nsplit; k++)
+            num += pt[(size_t)k * (d + 2) + i] * fac[k];
+        outs[i] = bf16r(num / dn_sh);
+    }
+    __syncthreads();
+    const float *cs = rope + (size_t)p * rd;
+    for (int pi = threadIdx.x; pi < rd / 2; pi += blockDim.x) {
+        int g0 = d - rd + 2 * pi;
+        float c = cs[2 * pi], sn = -cs[2 * pi + 1];
+        float a = outs[g0], b = outs[g0 + 1];
+        outs[g0] = bf16r(a * c - b * sn);
+        outs[g0 + 1] = bf16r(a * sn + b * c);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        O[((size_t)s * H + h) * d + i] = outs[i];
+}
+
+__global__ void k_ring_update(const float *kv, float *ring, int S, const long long *ppos, int W, int d)
+{
+    long long pos0 = *ppos;
     int s0 = S - W < 0 ? 0 : S - W, s = s0 + blockIdx.x;
     if (s >= S)
         return;
@@ -732,57 +1106,82 @@ __global__ void k_ring_update(const float *kv, float *ring, int S, long long pos
 
 __device__ float softplusf_(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
-// Routing of one token (one thread): scores, hash or learned top-k, weights. ri/rw [S][k].
-__global__ void k_route(const float *logit, int S, int E, int k, int func, const float *bias,
-                        const long long *tid2eid, const int *tok, float rsf, int *ri, float *rw)
+// Routing of one token per block (E <= 256 threads, one per expert): scores, hash or learned top-k,
+// weights. The learned top-k takes, k times, the largest untaken score + bias with ties to the
+// lowest expert id (a block argmax: the same choice as the CPU's first-strictly-greater scan); the
+// softmax and the weight sums run in thread 0 in the CPU's order. ri/rw [S][k].
+__global__ void __launch_bounds__(256) k_route(const float *logit, int S, int E, int k, int func, const float *bias,
+                                               const long long *tid2eid, const int *tok, float rsf, int *ri,
+                                               float *rw)
 {
-    int s = blockIdx.x * blockDim.x + threadIdx.x;
-    if (s >= S)
-        return;
-    float sc[256];
+    __shared__ float sc[256], wv[8];
+    __shared__ int taken[256], wi[8], selsh[16];
+    int s = blockIdx.x, x = threadIdx.x, lane = x & 31, warp = x >> 5;
+    (void)S;
     const float *lg = logit + (size_t)s * E;
-    for (int x = 0; x < E; x++) {
+    if (x < E) {
         float v = lg[x];
         sc[x] = func == 0 ? v : func == 1 ? 1.0f / (1.0f + expf(-v)) : sqrtf(softplusf_(v));
     }
-    if (func == 0) {
+    taken[x] = 0;
+    __syncthreads();
+    if (func == 0 && x == 0) {
         float mx = -INFINITY, sum = 0.f;
-        for (int x = 0; x < E; x++)
-            mx = fmaxf(mx, sc[x]);
-        for (int x = 0; x < E; x++)
-            sum += (sc[x] = expf(sc[x] - mx));
-        for (int x = 0; x < E; x++)
-            sc[x] /= sum;
+        for (int e = 0; e < E; e++)
+            mx = fmaxf(mx, sc[e]);
+        for (int e = 0; e < E; e++)
+            sum += (sc[e] = expf(sc[e] - mx));
+        for (int e = 0; e < E; e++)
+            sc[e] /= sum;
     }
-    int *sel = ri + (size_t)s * k;
+    __syncthreads();
     if (tid2eid) {
-        for (int i = 0; i < k; i++)
-            sel[i] = (int)tid2eid[(size_t)tok[s] * k + i];
+        if (x < k)
+            selsh[x] = (int)tid2eid[(size_t)tok[s] * k + x];
     } else {
-        uint32_t taken[8] = {0};
         for (int i = 0; i < k; i++) {
-            int best = -1;
-            float bv = 0.f;
-            for (int x = 0; x < E; x++) {
-                if (taken[x >> 5] >> (x & 31) & 1)
-                    continue;
-                float v = sc[x] + (bias ? bias[x] : 0.f);
-                if (best < 0 || v > bv) {
-                    best = x;
-                    bv = v;
+            float v = x < E && !taken[x] ? sc[x] + (bias ? bias[x] : 0.f) : 0.f;
+            int id = x < E && !taken[x] ? x : 0x7fffffff;
+            for (int o = 16; o; o >>= 1) {
+                float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+                int id2 = __shfl_xor_sync(0xffffffffu, id, o);
+                if (id2 != 0x7fffffff && (id == 0x7fffffff || v2 > v || (v2 == v && id2 < id))) {
+                    v = v2;
+                    id = id2;
                 }
             }
-            taken[best >> 5] |= 1u << (best & 31);
-            sel[i] = best;
+            if (lane == 0) {
+                wv[warp] = v;
+                wi[warp] = id;
+            }
+            __syncthreads();
+            if (x == 0) {
+                float bv = wv[0];
+                int best = wi[0];
+                for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+                    if (wi[w] != 0x7fffffff && (best == 0x7fffffff || wv[w] > bv || (wv[w] == bv && wi[w] < best))) {
+                        bv = wv[w];
+                        best = wi[w];
+                    }
+                selsh[i] = best;
+                taken[best] = 1;
+            }
+            __syncthreads();
         }
     }
-    float *w = rw + (size_t)s * k, sum = 0.f;
-    for (int i = 0; i < k; i++)
-        sum += (w[i] = sc[sel[i]]);
-    for (int i = 0; i < k; i++) {
-        if (func != 0)
-            w[i] /= sum;
-        w[i] *= rsf;
+    __syncthreads();
+    if (x == 0) {
+        int *sel = ri + (size_t)s * k;
+        float *w = rw + (size_t)s * k, sum = 0.f;
+        for (int i = 0; i < k; i++)
+            sel[i] = selsh[i];
+        for (int i = 0; i < k; i++)
+            sum += (w[i] = sc[sel[i]]);
+        for (int i = 0; i < k; i++) {
+            if (func != 0)
+                w[i] /= sum;
+            w[i] *= rsf;
+        }
     }
 }
 
@@ -887,10 +1286,17 @@ struct cuda_engine {
     const float *hch_fn, *hch_base, *hch_scale;
     struct dlayer *L;
     float *rope[2]; // [max_ctx][rd]: 0 plain, 1 compressed layers (YaRN)
-    // scratch
+    // inputs of a forward call: the position then the tokens, staged in pinned host memory (hin) and
+    // copied in one transfer, so that kernels read the position from device memory and a captured
+    // decode step replays unchanged
+    char *dio, *hin;
+    long long *dpos;
     int *tok;
-    float *X, *u, *f, *post, *comb, *mixes;
-    float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit;
+    float *hlogits; // pinned host copy of the logits
+    // scratch
+    float *X, *u, *f, *post, *comb, *hcpart;
+    int hc_nch;
+    float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart;
     size_t score_ld;
     int *sel, *ri;
     float *rw;
@@ -898,11 +1304,17 @@ struct cuda_engine {
     uint8_t *q8;
     float *sa;
     void *state_block;
+    int idx_blocks; // grid of the indexer scores (fixed: graph replay)
+    // the decode step as a CUDA graph (captured at the first decode, replayed after)
+    int graph_on;   // allowed (cuda_engine_use_graph)
+    int graph_fail; // capture or instantiation failed: direct launches
+    cudaGraphExec_t gexec;
     // profiling (cuda_engine_profile)
-    int prof_on, prof_active, nev; // events allocated / in use
+    int prof_on, prof_active, nev, cur_layer; // events allocated / in use
     cudaEvent_t ev[PROF_MAX_EV];
-    int evstage[PROF_MAX_EV];
+    int evstage[PROF_MAX_EV], evlayer[PROF_MAX_EV];
     double prof_ms[CUDA_PROF_N];
+    double *prof_layer_ms; // [layers + 1]: the last is everything outside the blocks
 };
 
 extern "C" const char *const cuda_engine_prof_names[CUDA_PROF_N] = {
@@ -915,6 +1327,7 @@ static void prof_mark(struct cuda_engine *g, int stage)
     if (!g->prof_active || g->nev >= PROF_MAX_EV)
         return;
     cudaEventRecord(g->ev[g->nev], g->st);
+    g->evlayer[g->nev] = g->cur_layer;
     g->evstage[g->nev++] = stage;
 }
 
@@ -1136,13 +1549,15 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     struct piece pc[64];
     int np = 0;
 #define PIECE(ptr, n) pc[np++] = (struct piece){(void **)&(ptr), (size_t)(n)}
-    PIECE(g->tok, sizeof(int) * S);
+    PIECE(g->dio, 8 + sizeof(int) * S);
     PIECE(g->X, sizeof(float) * S * hc * D);
     PIECE(g->u, sizeof(float) * S * D);
     PIECE(g->f, sizeof(float) * S * D);
     PIECE(g->post, sizeof(float) * S * hc);
     PIECE(g->comb, sizeof(float) * S * hc * hc);
-    PIECE(g->mixes, sizeof(float) * S * nm);
+    g->hc_nch = (hc * D + HC_CH - 1) / HC_CH;
+    PIECE(g->hcpart, sizeof(float) * S * g->hc_nch * (nm + 1));
+    PIECE(g->apart, sizeof(float) * ATT_TOKENS * H * ATT_MAXSPLIT * (size_t)(d + 2));
     PIECE(g->cq, sizeof(float) * S * Lq);
     PIECE(g->Q, sizeof(float) * S * H * d);
     PIECE(g->kv, sizeof(float) * S * d);
@@ -1195,6 +1610,11 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
         *pc[i].p = at;
         at += al256(pc[i].bytes);
     }
+    g->dpos = (long long *)g->dio;
+    g->tok = (int *)(g->dio + 8);
+    if ((rc = cu(e, cudaMallocHost((void **)&g->hin, 8 + sizeof(int) * S), "cudaMallocHost(inputs)")) ||
+        (rc = cu(e, cudaMallocHost((void **)&g->hlogits, sizeof(float) * V), "cudaMallocHost(logits)")))
+        return rc;
     for (int l = 0; l < c->num_hidden_layers; l++) {
         struct dlayer *L = &g->L[l];
         int r = L->ratio;
@@ -1276,9 +1696,14 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
         for (int l = 0; l < g->c.num_hidden_layers; l++)
             cudaFree(g->L[l].etab);
     free(g->L);
+    if (g->gexec)
+        cudaGraphExecDestroy(g->gexec);
     cudaFree(g->state_block);
     cudaFree(g->warena);
+    cudaFreeHost(g->hin);
+    cudaFreeHost(g->hlogits);
     free(g->wmap);
+    free(g->prof_layer_ms);
     if (g->st)
         cudaStreamDestroy(g->st);
     if (g->prof_on)
@@ -1311,6 +1736,24 @@ extern "C" void cuda_engine_profile_get(struct cuda_engine *g, double ms[CUDA_PR
         memset(g->prof_ms, 0, sizeof g->prof_ms);
 }
 
+extern "C" void cuda_engine_profile_layers(struct cuda_engine *g, double *ms, int reset)
+{
+    size_t n = (size_t)g->c.num_hidden_layers + 1;
+    memcpy(ms, g->prof_layer_ms, sizeof(double) * n);
+    if (reset)
+        memset(g->prof_layer_ms, 0, sizeof(double) * n);
+}
+
+extern "C" void cuda_engine_use_graph(struct cuda_engine *g, int on)
+{
+    g->graph_on = on != 0;
+}
+
+extern "C" int cuda_engine_graph_state(const struct cuda_engine *g)
+{
+    return g->graph_fail ? -1 : g->gexec ? 1 : 0;
+}
+
 extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_engine_opts *o, struct cuda_engine **out,
                                struct ctx_err *e)
 {
@@ -1323,20 +1766,38 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     if (c->head_dim > ATT_MAXD || c->head_dim % 64 || c->hc_mult > 16 || c->n_routed_experts > 256 ||
         c->index_head_dim % 32 || (c->index_head_dim & (c->index_head_dim - 1)) || c->index_head_dim > 1024 ||
         c->qk_rope_head_dim > 128 || c->hidden_size % 128 || c->q_lora_rank % 128 || c->moe_intermediate_size % 128 ||
-        (c->o_lora_rank * c->o_groups) % 128 || c->num_experts_per_tok > 16)
+        (c->o_lora_rank * c->o_groups) % 128 || c->num_experts_per_tok > 16 || c->index_topk > TOPK_MAXK ||
+        (c->num_attention_heads * c->head_dim) % (16 * c->o_groups))
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: config shape outside what the CUDA forward pass supports");
     struct cuda_engine *g = (struct cuda_engine *)calloc(1, sizeof *g);
     if (!g)
         return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
     g->c = *c;
+    g->graph_on = 1;
+    g->cur_layer = c->num_hidden_layers;
+    g->prof_layer_ms = (double *)calloc((size_t)c->num_hidden_layers + 1, sizeof(double));
+    if (!g->prof_layer_ms) {
+        free(g);
+        return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
+    }
     g->Smax = o && o->max_chunk > 0 ? o->max_chunk : 256;
     g->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 8192;
     if (g->Smax * c->num_experts_per_tok > 65535) {
         int sm = g->Smax;
+        free(g->prof_layer_ms);
         free(g);
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: max_chunk %d too large", sm);
     }
     int rc = cu(e, cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "cudaStreamCreate");
+    int sms = 0;
+    if (!rc)
+        rc = cu(e, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
+    { // the indexer scores' grid: enough blocks for the largest context, at most 4 per SM
+        long long need = (g->max_ctx / 4 + 255) / 256;
+        g->idx_blocks = (int)(need < 4LL * sms ? need : 4LL * sms);
+        if (g->idx_blocks < 1)
+            g->idx_blocks = 1;
+    }
     if (!rc)
         rc = upload_weights(g, w, e);
     g->L = (struct dlayer *)calloc((size_t)c->num_hidden_layers, sizeof *g->L);
@@ -1389,9 +1850,42 @@ static int lin_fp8_q(struct cuda_engine *g, const struct dlin *w, int S, uint16_
 static int lin_bf16(struct cuda_engine *g, const struct dlin *w, const float *x, int S, float *y, int out_bf16,
                     struct ctx_err *e)
 {
-    size_t outs = (size_t)S * w->n;
-    k_lin_bf16<<<(unsigned)((outs + 7) / 8), 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, y, out_bf16);
+    unsigned blocks = (unsigned)((w->n + 7) / 8);
+    if (w->k <= 256 * 16)
+        k_lin_bf16<16><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, y, out_bf16);
+    else
+        k_lin_bf16<0><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, y, out_bf16);
     LAUNCHED("k_lin_bf16");
+    return 0;
+}
+
+static int indexer_scores(struct cuda_engine *g, const float *keys, int S, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    int Hi = c->index_n_heads, di = c->index_head_dim;
+    dim3 grid((unsigned)g->idx_blocks, (unsigned)S);
+    size_t sm = sizeof(float) * ((size_t)Hi * di + Hi);
+    if (di % 4 == 0 && sm <= 48 * 1024 && (Hi == 64 || Hi == 16 || Hi == 4)) {
+        if (Hi == 64)
+            k_idx_score<64><<<grid, 256, sm, g->st>>>(g->qI, g->wts, keys, di, g->dpos, g->score, g->score_ld);
+        else if (Hi == 16)
+            k_idx_score<16><<<grid, 256, sm, g->st>>>(g->qI, g->wts, keys, di, g->dpos, g->score, g->score_ld);
+        else
+            k_idx_score<4><<<grid, 256, sm, g->st>>>(g->qI, g->wts, keys, di, g->dpos, g->score, g->score_ld);
+    } else {
+        k_idx_score_warp<<<grid, 256, 0, g->st>>>(g->qI, g->wts, keys, Hi, di, g->dpos, g->score, g->score_ld);
+    }
+    LAUNCHED("indexer scores");
+    return 0;
+}
+
+extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, int S, int K, int *d_sel,
+                                void *stream, struct ctx_err *e)
+{
+    if (S < 1 || K < 1 || K > TOPK_MAXK)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: top-k of %d queries, k %d (1..%d)", S, K, TOPK_MAXK);
+    k_topk<<<S, TOPK_THREADS, 0, (cudaStream_t)stream>>>(d_score, ld, d_pos, K, d_sel);
+    LAUNCHED("k_topk");
     return 0;
 }
 
@@ -1402,7 +1896,6 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     int H = c->num_attention_heads, d = c->head_dim, rd = c->qk_rope_head_dim, Lq = c->q_lora_rank;
     int W = c->sliding_window, G = c->o_groups, R = c->o_lora_rank, di = c->index_head_dim, Hi = c->index_n_heads;
     float eps = (float)c->rms_norm_eps;
-    long long pos0 = g->pos;
     const float *rope = g->rope[L->ratio ? 1 : 0];
     const float *a = g->u;
     int rc;
@@ -1423,46 +1916,50 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (L->ratio == 4 && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
-    k_q_prep<<<S * H, 128, sizeof(float) * d, g->st>>>(g->Q, H, d, rd, eps, rope, pos0);
-    k_kv_prep<<<S, 256, sizeof(float) * d, g->st>>>(g->kv, d, rd, L->kv_norm, eps, rope, pos0);
+    k_q_prep<<<S * H, 128, sizeof(float) * d, g->st>>>(g->Q, H, d, rd, eps, rope, g->dpos);
+    k_kv_prep<<<S, 256, sizeof(float) * d, g->st>>>(g->kv, d, rd, L->kv_norm, eps, rope, g->dpos);
     LAUNCHED("attention prep");
     prof_mark(g, CUDA_PROF_ATTN_PREP);
     int K = 0;
     if (L->ratio) {
         float hsc = (float)(1.0 / sqrt((double)di));
-        k_compress<<<1, 512, sizeof(float) * d, g->st>>>(g->ctmp, g->ctmp2, S, pos0, L->ratio, d, L->c_ape, L->c_norm,
+        k_compress<<<1, 512, sizeof(float) * d, g->st>>>(g->ctmp, g->ctmp2, S, g->dpos, L->ratio, d, L->c_ape, L->c_norm,
                                                          eps, 0, L->c_kv, L->c_sc, L->cache, rope, rd, 0.f);
         if (L->ratio == 4)
-            k_compress<<<1, 128, sizeof(float) * di, g->st>>>(g->itmp, g->itmp2, S, pos0, 4, di, L->ic_ape, L->ic_norm,
+            k_compress<<<1, 128, sizeof(float) * di, g->st>>>(g->itmp, g->itmp2, S, g->dpos, 4, di, L->ic_ape, L->ic_norm,
                                                               eps, 1, L->ic_kv, L->ic_sc, L->icache, rope, rd, hsc);
         LAUNCHED("k_compress");
         prof_mark(g, CUDA_PROF_COMPRESS);
         if (L->ratio == 4) {
-            k_iq_prep<<<S * Hi, 128, sizeof(float) * di, g->st>>>(g->qI, Hi, di, rd, rope, pos0, hsc);
+            k_iq_prep<<<S * Hi, 128, sizeof(float) * di, g->st>>>(g->qI, Hi, di, rd, rope, g->dpos, hsc);
             float wscale = (float)(pow((double)di, -0.5) * pow((double)Hi, -0.5));
             k_scale_bf16<<<grid_for((size_t)S * Hi, 256), 256, 0, g->st>>>(g->wts, (size_t)S * Hi, wscale);
             K = c->index_topk;
-            long long nmax = (pos0 + S) / 4;
-            if (nmax > 0) {
-                dim3 grid((unsigned)((nmax + 7) / 8), (unsigned)S);
-                k_idx_score<<<grid, 256, 0, g->st>>>(g->qI, g->wts, L->icache, Hi, di, pos0, g->score, g->score_ld);
-            }
-            int cap = nmax < 8192 ? (int)nmax : 8192;
-            k_topk<<<S, 512, sizeof(float) * (size_t)cap, g->st>>>(g->score, g->score_ld, pos0, K, g->sel, cap);
-            LAUNCHED("indexer");
+            if ((rc = indexer_scores(g, L->icache, S, e)) ||
+                (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, K, g->sel, g->st, e)))
+                return rc;
             prof_mark(g, CUDA_PROF_INDEXER);
         }
     }
-    dim3 agrid((unsigned)(S * H), (unsigned)((d + ATT_SLICE - 1) / ATT_SLICE));
-    k_attn<<<agrid, ATT_THREADS, 0, g->st>>>(g->Q, g->kv, L->ring, L->cache, g->sel, H, d, W, L->ratio, K, pos0, L->sink,
-                                            1.0f / sqrtf((float)d), rope, rd, g->O);
+    for (int s0 = 0; s0 < S; s0 += ATT_TOKENS) {
+        int ns = S - s0 < ATT_TOKENS ? S - s0 : ATT_TOKENS;
+        int ng = (H + ATT_HB - 1) / ATT_HB;
+        k_attn<<<dim3((unsigned)(ns * ng), ATT_MAXSPLIT), ATT_THREADS, 0, g->st>>>(
+            g->Q, g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->apart);
+        k_attn_combine<<<(unsigned)(ns * H), 256, sizeof(float) * d, g->st>>>(g->apart, s0, H, d, W, L->ratio, K, g->dpos,
+                                                                              L->sink, rope, rd, g->O);
+    }
     int nring = S < W ? S : W;
-    k_ring_update<<<nring, 256, 0, g->st>>>(g->kv, L->ring, S, pos0, W, d);
+    k_ring_update<<<nring, 256, 0, g->st>>>(g->kv, L->ring, S, g->dpos, W, d);
+    LAUNCHED("attention core");
     prof_mark(g, CUDA_PROF_ATTN_CORE);
     int gd = H * d / G;
-    size_t outs = (size_t)S * G * R;
-    k_wo_a<<<(unsigned)((outs + 7) / 8), 256, 0, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, G, R, gd, H * d, g->Z);
-    LAUNCHED("attention core");
+    unsigned blocks = (unsigned)((G * R + 7) / 8);
+    if (gd <= 512 * 8)
+        k_wo_a<8><<<blocks, 256, 0, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, G, R, gd, H * d, g->Z);
+    else
+        k_wo_a<0><<<blocks, 256, 0, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, G, R, gd, H * d, g->Z);
+    LAUNCHED("wo_a");
     rc = lin_fp8(g, &L->wo_b, g->Z, S, g->f, e);
     prof_mark(g, CUDA_PROF_ATTN_OUT);
     return rc;
@@ -1478,9 +1975,8 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if ((rc = lin_bf16(g, &L->gate, g->u, S, g->logit, 0, e)))
         return rc;
     int func = c->scoring_func == INF_SCORE_SOFTMAX ? 0 : c->scoring_func == INF_SCORE_SIGMOID ? 1 : 2;
-    k_route<<<(S + 63) / 64, 64, 0, g->st>>>(g->logit, S, E, k, func, L->hash ? NULL : L->gate_bias,
-                                             L->hash ? L->tid2eid : NULL, g->tok, (float)c->routed_scaling_factor,
-                                             g->ri, g->rw);
+    k_route<<<S, 256, 0, g->st>>>(g->logit, S, E, k, func, L->hash ? NULL : L->gate_bias, L->hash ? L->tid2eid : NULL,
+                                  g->tok, (float)c->routed_scaling_factor, g->ri, g->rw);
     size_t nx = (size_t)S * D;
     k_f2bf<<<grid_for(nx, 256), 256, 0, g->st>>>(g->u, nx, g->stage);
     LAUNCHED("moe routing");
@@ -1512,10 +2008,10 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     struct dlayer *L = &g->L[l];
     int hc = c->hc_mult, D = c->hidden_size, nm = (2 + hc) * hc, rc;
     float eps = (float)c->rms_norm_eps;
-    k_hc_mix<<<dim3(nm, S), 256, 0, g->st>>>(g->X, L->hc_fn[site], hc * D, nm, eps, g->mixes);
-    k_hc_pre<<<S, 256, 0, g->st>>>(g->mixes, L->hc_scale[site], L->hc_base[site], hc, c->hc_sinkhorn_iters,
-                                   (float)c->hc_eps, g->X, D, g->post, g->comb, g->u);
-    k_rmsnorm<<<S, 256, 0, g->st>>>(g->u, site ? L->ffn_norm : L->attn_norm, D, eps, g->u);
+    k_hc_mix<<<dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st>>>(g->X, L->hc_fn[site], hc * D, nm, g->hcpart);
+    k_hc_pre<<<S, 256, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc, c->hc_sinkhorn_iters,
+                                   (float)c->hc_eps, g->X, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm, eps,
+                                   g->u);
     LAUNCHED("mhc pre");
     prof_mark(g, CUDA_PROF_HC);
     if ((rc = site ? moe(g, l, S, e) : attention(g, l, S, e)))
@@ -1524,6 +2020,75 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     LAUNCHED("mhc post");
     prof_mark(g, CUDA_PROF_HC);
     return 0;
+}
+
+// Queues one forward pass of S tokens on the engine's stream (inputs already in g->dio): the blocks,
+// then, when want_logits, the head and the logits' copy into g->hlogits. With a hook, a host copy of
+// the streams after each block (synchronising). Nothing here allocates or waits otherwise, so that a
+// decode step can be captured as a graph.
+static int forward_queue(struct cuda_engine *g, int S, int want_logits, cuda_engine_hook hook, void *ud, float *hx,
+                         struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    int rc, hc = c->hc_mult, D = c->hidden_size;
+    size_t xn = (size_t)S * hc * D;
+    g->cur_layer = c->num_hidden_layers;
+    k_embed<<<S, 256, 0, g->st>>>(g->tok, g->embed, hc, D, g->X);
+    LAUNCHED("k_embed");
+    prof_mark(g, CUDA_PROF_HEAD);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        g->cur_layer = l;
+        if ((rc = block_site(g, l, 0, S, e)) || (rc = block_site(g, l, 1, S, e)))
+            return rc;
+        if (hook) {
+            if ((rc = cu(e, cudaMemcpyAsync(hx, g->X, sizeof(float) * xn, cudaMemcpyDeviceToHost, g->st), "hook")) ||
+                (rc = cu(e, cudaStreamSynchronize(g->st), "hook")))
+                return rc;
+            hook(ud, l, hx, S, g->pos);
+        }
+    }
+    g->cur_layer = c->num_hidden_layers;
+    if (want_logits) {
+        k_hc_head<<<1, 256, 0, g->st>>>(g->X + (size_t)(S - 1) * hc * D, g->hch_fn, g->hch_base, g->hch_scale, hc, D,
+                                        (float)c->rms_norm_eps, (float)c->hc_eps, g->norm, g->hidden);
+        struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL};
+        if ((rc = lin_bf16(g, &head, g->hidden, 1, g->logits, 0, e)))
+            return rc;
+        prof_mark(g, CUDA_PROF_HEAD);
+        if ((rc = cu(e, cudaMemcpyAsync(g->hlogits, g->logits, sizeof(float) * c->vocab_size, cudaMemcpyDeviceToHost,
+                                        g->st),
+                     "logits")))
+            return rc;
+    }
+    return 0;
+}
+
+// Captures the decode step (input copy, forward, logits copy) once; later steps replay it. A failed
+// capture leaves graph_fail set and the engine on direct launches.
+static int decode_graph(struct cuda_engine *g, struct ctx_err *e)
+{
+    if (g->gexec)
+        return 0;
+    cudaGraph_t graph = NULL;
+    int rc = cu(e, cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    if (rc)
+        return rc;
+    int qrc = cu(e, cudaMemcpyAsync(g->dio, g->hin, 8 + sizeof(int), cudaMemcpyHostToDevice, g->st), "inputs");
+    if (!qrc)
+        qrc = forward_queue(g, 1, 1, NULL, NULL, NULL, e);
+    cudaError_t ce = cudaStreamEndCapture(g->st, &graph);
+    if (qrc) {
+        if (graph)
+            cudaGraphDestroy(graph);
+        return qrc;
+    }
+    if ((rc = cu(e, ce, "cudaStreamEndCapture")))
+        return rc;
+    rc = cu(e, cudaGraphInstantiate(&g->gexec, graph, 0), "cudaGraphInstantiate");
+    cudaGraphDestroy(graph);
+    if (rc)
+        g->gexec = NULL;
+    return rc;
 }
 
 extern "C" int cuda_engine_forward(struct cuda_engine *g, const int *tokens, int S, float *logits, struct ctx_err *e)
@@ -1545,52 +2110,47 @@ extern "C" int cuda_engine_forward_hook(struct cuda_engine *g, const int *tokens
             return ctx_err_set(e, CTX_EINVAL, "cuda engine: token %d at chunk offset %d outside the vocabulary",
                                tokens[s], s);
     int rc, hc = c->hc_mult, D = c->hidden_size;
-    if ((rc = cu(e, cudaMemcpyAsync(g->tok, tokens, sizeof(int) * S, cudaMemcpyHostToDevice, g->st), "tokens")))
+    memcpy(g->hin, &g->pos, 8);
+    memcpy(g->hin + 8, tokens, sizeof(int) * S);
+    if (S == 1 && logits && !hook && !g->prof_active && g->graph_on && !g->graph_fail) {
+        struct ctx_err ge;
+        memset(&ge, 0, sizeof ge);
+        if (decode_graph(g, &ge)) { // not fatal: the step runs as direct launches (cuda_engine_graph_state says so)
+            g->graph_fail = 1;
+            cudaGetLastError();
+        }
+        if (g->gexec) {
+            if ((rc = cu(e, cudaGraphLaunch(g->gexec, g->st), "cudaGraphLaunch")) ||
+                (rc = cu(e, cudaStreamSynchronize(g->st), "decode step")))
+                return rc;
+            memcpy(logits, g->hlogits, sizeof(float) * c->vocab_size);
+            g->pos += 1;
+            return 0;
+        }
+    }
+    if ((rc = cu(e, cudaMemcpyAsync(g->dio, g->hin, 8 + sizeof(int) * S, cudaMemcpyHostToDevice, g->st), "inputs")))
         return rc;
     if (g->prof_active) { // queue everything behind a busy kernel: the events then time GPU work, not launch gaps
         g->nev = 0;
         k_spin<<<1, 1, 0, g->st>>>(20000000LL);
         prof_mark(g, -1);
     }
-    k_embed<<<S, 256, 0, g->st>>>(g->tok, g->embed, hc, D, g->X);
-    LAUNCHED("k_embed");
-    prof_mark(g, CUDA_PROF_HEAD);
     float *hx = NULL;
-    size_t xn = (size_t)S * hc * D;
-    if (hook && !(hx = (float *)malloc(sizeof(float) * xn)))
+    if (hook && !(hx = (float *)malloc(sizeof(float) * (size_t)S * hc * D)))
         return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        if ((rc = block_site(g, l, 0, S, e)) || (rc = block_site(g, l, 1, S, e))) {
-            free(hx);
-            return rc;
-        }
-        if (hook) {
-            if ((rc = cu(e, cudaMemcpyAsync(hx, g->X, sizeof(float) * xn, cudaMemcpyDeviceToHost, g->st), "hook")) ||
-                (rc = cu(e, cudaStreamSynchronize(g->st), "hook"))) {
-                free(hx);
-                return rc;
-            }
-            hook(ud, l, hx, S, g->pos);
-        }
-    }
+    rc = forward_queue(g, S, logits != NULL, hook, ud, hx, e);
     free(hx);
-    if (logits) {
-        k_hc_head<<<1, 256, 0, g->st>>>(g->X + (size_t)(S - 1) * hc * D, g->hch_fn, g->hch_base, g->hch_scale, hc, D,
-                                        (float)c->rms_norm_eps, (float)c->hc_eps, g->norm, g->hidden);
-        struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL};
-        if ((rc = lin_bf16(g, &head, g->hidden, 1, g->logits, 0, e)))
-            return rc;
-        prof_mark(g, CUDA_PROF_HEAD);
-        if ((rc = cu(e, cudaMemcpyAsync(logits, g->logits, sizeof(float) * c->vocab_size, cudaMemcpyDeviceToHost, g->st),
-                     "logits")))
-            return rc;
-    }
+    if (rc)
+        return rc;
     if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward")))
         return rc;
+    if (logits)
+        memcpy(logits, g->hlogits, sizeof(float) * c->vocab_size);
     for (int i = 1; g->prof_active && i < g->nev; i++) {
         float ms = 0.f;
         cudaEventElapsedTime(&ms, g->ev[i - 1], g->ev[i]);
         g->prof_ms[g->evstage[i]] += ms;
+        g->prof_layer_ms[g->evlayer[i]] += ms;
     }
     g->pos += S;
     return 0;
@@ -1606,6 +2166,50 @@ extern "C" int cuda_engine_prefill(struct cuda_engine *g, const int *tokens, int
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+// Benchmarks: the state of position `pos` with random entries. Values: bf16 in [-1, 1) from a hash of
+// (seed, layer, index); compressor carries empty as after a reset.
+__global__ void k_fill_rand(float *x, size_t n, unsigned long long seed)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        unsigned long long z = seed + 0x9e3779b97f4a7c15ull * (i + 1);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        x[i] = bf16r((float)(z >> 40) * 0x1p-23f - 1.0f);
+    }
+}
+
+extern "C" int cuda_engine_state_fill_random(struct cuda_engine *g, long long pos, unsigned long long seed,
+                                             struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    if (pos < 0 || pos > g->max_ctx)
+        return ctx_err_set(e, CTX_ERANGE, "cuda engine: position %lld beyond the engine's context of %lld", pos,
+                           g->max_ctx);
+    cuda_engine_reset(g);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        struct dlayer *L = &g->L[l];
+        size_t rn = (size_t)c->sliding_window * c->head_dim;
+        unsigned long long sd = seed * 1000003ull + (unsigned long long)l * 3;
+        k_fill_rand<<<grid_for(rn, 256), 256, 0, g->st>>>(L->ring, rn, sd);
+        if (L->ratio) {
+            size_t n = (size_t)(pos / L->ratio) * c->head_dim;
+            if (n)
+                k_fill_rand<<<grid_for(n, 256), 256, 0, g->st>>>(L->cache, n, sd + 1);
+        }
+        if (L->ratio == 4) {
+            size_t n = (size_t)(pos / 4) * c->index_head_dim;
+            if (n)
+                k_fill_rand<<<grid_for(n, 256), 256, 0, g->st>>>(L->icache, n, sd + 2);
+        }
+    }
+    int rc;
+    if ((rc = cu(e, cudaGetLastError(), "fill")) || (rc = cu(e, cudaStreamSynchronize(g->st), "fill")))
+        return rc;
+    g->pos = pos;
     return 0;
 }
 

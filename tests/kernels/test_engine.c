@@ -21,11 +21,13 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cpu/kernels.h" /* inf_cpu_topk */
 #include "cuda_engine.h"
 #include "gemm.h"
 #include "model.h"
@@ -425,6 +427,13 @@ static void test_fixture(const char *root)
             agg_check(&ch, "chunked prefill (chunks of 50) vs one chunk, case 6", 1);
             /* every chunk above 8 tokens runs the same per-row kernels (FP8 GEMM, not the GEMV) */
             tap(same == R, "chunked prefill: all %d rows bit-identical to one chunk (%d are)", R, same);
+            /* the decode steps as a CUDA graph and as direct launches */
+            int gs = cuda_engine_graph_state(g);
+            cuda_engine_use_graph(g, 0);
+            int okd = !gpu_run(g, tok, P, n, 0, b, V);
+            cuda_engine_use_graph(g, 1);
+            tap(gs == 1 && okd && !memcmp(a, b, sizeof(float) * (size_t)R * V),
+                "decode steps as a CUDA graph (state %d) and as direct launches: logits bit-identical", gs);
         } else {
             tap(0, "chunked prefill runs");
         }
@@ -593,6 +602,134 @@ done:
     inf_weights_free(w);
 }
 
+/* ---- the indexer's top-k (radix select) against inf_cpu_topk ---- */
+
+static float bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Queries s < S at position pos0 + s over (pos0 + s + 1) / 4 scores each; kind 0: bf16 values in
+ * [-3, 3) (many exact ties, +-0), 1: eight distinct values (ties everywhere), 2: full fp32 values,
+ * 3: all equal. Every rank must be inf_cpu_topk's, and the rest -1. */
+static void topk_case(long long pos0, int S, int K, int kind, unsigned long long seed)
+{
+    struct ctx_err e = {0};
+    long long nmax = (pos0 + S) / 4;
+    size_t ld = (size_t)nmax + 1;
+    float *sc = malloc(sizeof(float) * ld * (size_t)S);
+    int *sel = malloc(sizeof(int) * (size_t)S * K), *ref = malloc(sizeof(int) * (size_t)K);
+    unsigned long long z = seed;
+    for (size_t i = 0; i < ld * (size_t)S; i++) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        float u = (float)(z >> 40) * 0x1p-24f; /* [0, 1) */
+        float v = kind == 0 ? bf16_round(6.0f * u - 3.0f) : kind == 1 ? (float)((int)(u * 8) - 3) * 0.25f
+                : kind == 2 ? (float)((double)u * 2 - 1) * 1e3f : 0.5f;
+        if (kind == 0 && (z >> 20) % 97 == 0)
+            v = (z >> 30) & 1 ? -0.0f : 0.0f;
+        sc[i] = v;
+    }
+    float *d_sc = NULL;
+    int *d_sel = NULL;
+    long long *d_pos = NULL;
+    int ok = !cuda_malloc((void **)&d_sc, sizeof(float) * ld * (size_t)S, &e) &&
+             !cuda_malloc((void **)&d_sel, sizeof(int) * (size_t)S * K, &e) &&
+             !cuda_malloc((void **)&d_pos, sizeof(long long), &e) &&
+             !cuda_h2d(d_sc, sc, sizeof(float) * ld * (size_t)S, &e) && !cuda_h2d(d_pos, &pos0, sizeof pos0, &e) &&
+             !cuda_engine_topk(d_sc, ld, d_pos, S, K, d_sel, NULL, &e) && !cuda_sync(&e) &&
+             !cuda_d2h(sel, d_sel, sizeof(int) * (size_t)S * K, &e);
+    int bad = -1;
+    for (int s = 0; ok && s < S && bad < 0; s++) {
+        int n = (int)((pos0 + s + 1) / 4), k = n < K ? n : K;
+        inf_cpu_topk(sc + (size_t)s * ld, n, k, ref);
+        for (int r = 0; r < K && bad < 0; r++)
+            if (sel[(size_t)s * K + r] != (r < k ? ref[r] : -1))
+                bad = s;
+    }
+    tap(ok && bad < 0, "top-k (radix select) = inf_cpu_topk: %d queries at %lld, k %d, %s scores%s%s", S, pos0, K,
+        kind == 0 ? "bf16 (ties, +-0)" : kind == 1 ? "8-valued" : kind == 2 ? "fp32" : "all-equal",
+        !ok ? ": " : bad >= 0 ? ": first mismatch in query " : "", !ok ? e.msg : "");
+    if (ok && bad >= 0)
+        printf("# mismatching query %d\n", bad);
+    cuda_free(d_sc);
+    cuda_free(d_sel);
+    cuda_free(d_pos);
+    free(sc);
+    free(sel);
+    free(ref);
+}
+
+static void test_topk(void)
+{
+    topk_case(0, 70, 16, 0, 1);       /* counts 0..17 around k: short rows, -1 padding */
+    topk_case(2040, 12, 512, 0, 2);   /* counts 510..513 */
+    topk_case(4000, 8, 512, 1, 3);    /* ties everywhere */
+    topk_case(800000, 2, 512, 0, 4);  /* 200K entries */
+    topk_case(400000, 3, 2048, 2, 5); /* the largest k */
+    topk_case(400000, 2, 512, 3, 6);  /* all equal: the lowest indices */
+    topk_case(131072, 16, 1024, 0, 7);
+}
+
+/* ---- long context: a random state of 100K positions, CUDA against CPU ---- */
+
+static void test_long(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct inf_model *m = NULL;
+    struct cuda_engine *g = NULL;
+    struct inf_state *st = NULL;
+    const long long P = 100003;
+    const int T = 8;
+    int ok = !inf_config_builtin("tiny", &c, &e) && !inf_weights_synthetic(&c, 5, &w, &e) &&
+             !inf_model_new(w, NULL, 0, &m, &e) && !inf_state_new(&c, &st, &e);
+    struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = P + 2 * T + 8};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    int V = c.vocab_size;
+    float *ga = malloc(sizeof(float) * (size_t)T * V), *gb = malloc(sizeof(float) * (size_t)T * V);
+    float *ca = malloc(sizeof(float) * (size_t)T * V);
+    int tok[T];
+    for (int i = 0; i < T; i++)
+        tok[i] = (i * 7919 + 13) % V;
+    ok = ok && !cuda_engine_state_fill_random(g, P, 11, &e) && !cuda_engine_state_download(g, st, &e);
+    for (int j = 0; ok && j < T; j++)
+        ok = !cuda_engine_decode(g, tok[j], ga + (size_t)j * V, &e);
+    for (int j = 0; ok && j < T; j++) {
+        struct inf_forward_opts fo = {.logits = ca + (size_t)j * V};
+        ok = !inf_model_forward(m, st, tok + j, 1, &fo, &e);
+    }
+    tap(ok, "long context: random state at %lld (CSA top-16 of 25K entries, 781 HCA entries), %d decode steps on "
+            "both engines%s%s", P, T, ok ? "" : ": ", ok ? "" : e.msg);
+    if (ok) {
+        struct agg a;
+        agg_init(&a, T);
+        for (int j = 0; j < T; j++)
+            agg_row(&a, ga + (size_t)j * V, ca + (size_t)j * V, V);
+        agg_check(&a, "long context: cuda vs cpu logits", 1);
+        /* the same steps as direct launches: the same bits as the graph's */
+        cuda_engine_use_graph(g, 0);
+        ok = !cuda_engine_state_fill_random(g, P, 11, &e);
+        for (int j = 0; ok && j < T; j++)
+            ok = !cuda_engine_decode(g, tok[j], gb + (size_t)j * V, &e);
+        tap(ok && !memcmp(ga, gb, sizeof(float) * (size_t)T * V),
+            "long context: direct launches give the graph's logits bit for bit (graph state %d)%s%s",
+            cuda_engine_graph_state(g), ok ? "" : ": ", ok ? "" : e.msg);
+    }
+    free(ga);
+    free(gb);
+    free(ca);
+    cuda_engine_free(g);
+    inf_state_free(st);
+    inf_model_free(m);
+    inf_weights_free(w);
+}
+
 /* A short run of every kernel for compute-sanitizer (part "memcheck"): synthetic tiny, chunks of 64
  * (GEMM path, compressors across chunk ends, indexer selecting 16 of up to 40), decode steps (GEMV
  * path, a ring wrap at 128, HCA entry at 128), a state download and upload. */
@@ -605,7 +742,7 @@ static void test_memcheck(void)
     struct inf_state *st = NULL;
     int ok = !inf_config_builtin("tiny", &c, &e) && !inf_weights_synthetic(&c, 3, &w, &e) &&
              !inf_state_new(&c, &st, &e);
-    struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 256};
+    struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 140000};
     ok = ok && !cuda_engine_new(w, &o, &g, &e);
     int tok[170];
     for (int i = 0; i < 170; i++)
@@ -621,6 +758,17 @@ static void test_memcheck(void)
         ok = !cuda_engine_decode(g, tok[i], lg, &e);
     tap(ok && cuda_engine_pos(g) == 170, "memcheck run: prefill 150 in chunks of 64, 20 decode steps, state round trip%s%s",
         ok ? "" : ": ", ok ? "" : e.msg);
+    /* long context: attention in 16 runs over 1K+ HCA entries, top-k over 33K indexer entries */
+    ok = ok && !cuda_engine_state_fill_random(g, 135001, 3, &e);
+    for (int i = 0; ok && i < 3; i++)
+        ok = !cuda_engine_decode(g, tok[i], lg, &e);
+    cuda_engine_use_graph(g, 0);
+    for (int i = 3; ok && i < 5; i++)
+        ok = !cuda_engine_decode(g, tok[i], lg, &e);
+    ok = ok && !cuda_engine_prefill(g, tok, 70, lg, &e);
+    tap(ok, "memcheck run: random state at 135001, 5 decode steps (graph and direct), a 70-token chunk%s%s",
+        ok ? "" : ": ", ok ? "" : e.msg);
+    topk_case(2040, 12, 512, 0, 2);
     free(lg);
     cuda_engine_free(g);
     inf_state_free(st);
@@ -636,9 +784,11 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "fixture,tiny,mid";
+        parts = "topk,fixture,tiny,mid,long";
     if (strstr(parts, "memcheck"))
         test_memcheck();
+    if (strstr(parts, "topk"))
+        test_topk();
     if (strstr(parts, "fixture"))
         test_fixture(root ? root : ".");
     if (strstr(parts, "tiny"))
@@ -647,6 +797,8 @@ int main(void)
         const char *pe = getenv("CTX_ENGINE_MID_PREFILL"), *de = getenv("CTX_ENGINE_MID_DECODE");
         test_synthetic("mid", pe ? atoi(pe) : 1100, de ? atoi(de) : 150, 256);
     }
+    if (strstr(parts, "long"))
+        test_long();
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
 }
