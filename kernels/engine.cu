@@ -5,8 +5,12 @@
 //
 // Kernels read the position from device memory (written with the tokens by one copy), so a decode
 // step is captured once as a CUDA graph and replayed. Long contexts: the indexer's scores are one
-// thread per entry and its top-k a radix select (O(n) per query); attention cuts a query's entries
-// into up to 16 runs (one block per run and group of 4 heads, merged by k_attn_combine).
+// thread per entry and its top-k a two-stage radix select (O(n) per query); attention splits a
+// query's entries into runs that start from the reference's running max, so every bf16 probability
+// is the reference's. Matrices that share an input are concatenated at upload (wq_a|wkv, the
+// shared expert's w1|w3, the compressors' bf16 products) and the routed w1 and w3 run as one grouped
+// product, to cut launches.
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <math.h>
@@ -170,11 +174,6 @@ __device__ void block_hadamard(float *x, int n, float sc)
 
 // ---------------------------------------------------------------- elementwise and norms
 
-__global__ void k_f2bf(const float *x, size_t n, uint16_t *y)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        y[i] = bf16bits(x[i]);
-}
 __global__ void k_bf2f(const uint16_t *x, size_t n, float *y)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -223,7 +222,8 @@ __global__ void k_rmsnorm(const float *x, const uint16_t *w, int n, float eps, f
 // spreads the 1.5 MB of fn over many blocks: k_hc_mix gives each block one HC_CH-element chunk of
 // X_s and writes the chunk's partial dot products (and sum of squares, last) to part[s][chunk][nm+1]
 // (a warp sums its lanes, the block its warps in warp order); k_hc_pre adds the chunks in chunk
-// order. Deterministic. Grid (ceil(n / HC_CH), S).
+// order (each lane a strided share of the chunks, then a warp tree). Deterministic. Grid
+// (ceil(n / HC_CH), S).
 #define HC_CH 256
 #define HC_MAXNM 288 // (2 + hc) * hc for hc <= 16
 __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *fn, int n, int nm, float *part)
@@ -270,11 +270,16 @@ __global__ void __launch_bounds__(256) k_hc_pre(const float *part, int nch, cons
     __shared__ float pre[16], comb[256], m[HC_MAXNM + 1], sh[32];
     int s = blockIdx.x, nm = (2 + hc) * hc, j = threadIdx.x, n = hc * D;
     const float *pt = part + (size_t)s * nch * (nm + 1);
-    for (int t = threadIdx.x; t <= nm; t += blockDim.x) {
-        float v = 0.f;
-        for (int c = 0; c < nch; c++)
-            v += pt[(size_t)c * (nm + 1) + t];
-        m[t] = v;
+    { // value t by warp t % 8: lane l adds chunks l, l+32, ... in order, then the warp's tree
+        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x >> 5;
+        for (int t = warp; t <= nm; t += nwarp) {
+            float v = 0.f;
+            for (int c = lane; c < nch; c += 32)
+                v += pt[(size_t)c * (nm + 1) + t];
+            v = warp_sum(v);
+            if (lane == 0)
+                m[t] = v;
+        }
     }
     __syncthreads();
     float rs = 1.0f / sqrtf(m[nm] / (float)n + norm_eps);
@@ -343,28 +348,41 @@ __global__ void __launch_bounds__(256) k_hc_pre(const float *part, int nch, cons
     }
 }
 
-// X'_k = bf16(post_k f + sum_j comb[j][k] X_j), one thread per (token, hidden index).
+// X'_k = bf16(post_k f + sum_j comb[j][k] X_j), one thread per (token, hidden index). HC > 0: hc is
+// HC (registers); 0: any hc <= 16.
+template <int HC>
 __global__ void k_hc_post(float *X, const float *f, const float *post, const float *comb, int S, int hc, int D)
 {
     size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (t >= (size_t)S * D)
         return;
+    if (HC > 0)
+        hc = HC;
     size_t s = t / D;
     int i = (int)(t % D);
     float *Xs = X + s * hc * D;
     const float *cb = comb + s * hc * hc, *ps = post + s * hc;
-    float xv[16], nx[16];
-    for (int j = 0; j < hc; j++)
-        xv[j] = Xs[(size_t)j * D + i];
+    float xv[HC > 0 ? HC : 16], nx[HC > 0 ? HC : 16];
+#pragma unroll
+    for (int j = 0; j < (HC > 0 ? HC : 16); j++)
+        if (j < hc)
+            xv[j] = Xs[(size_t)j * D + i];
     float fv = f[s * D + i];
-    for (int k = 0; k < hc; k++) {
+#pragma unroll
+    for (int k = 0; k < (HC > 0 ? HC : 16); k++) {
+        if (k >= hc)
+            break;
         float acc = 0.f;
-        for (int j = 0; j < hc; j++)
-            acc += cb[j * hc + k] * xv[j];
+#pragma unroll
+        for (int j = 0; j < (HC > 0 ? HC : 16); j++)
+            if (j < hc)
+                acc += cb[j * hc + k] * xv[j];
         nx[k] = bf16r(ps[k] * fv + acc);
     }
-    for (int k = 0; k < hc; k++)
-        Xs[(size_t)k * D + i] = nx[k];
+#pragma unroll
+    for (int k = 0; k < (HC > 0 ? HC : 16); k++)
+        if (k < hc)
+            Xs[(size_t)k * D + i] = nx[k];
 }
 
 // hc_head + final norm of one position's streams X [hc][D] -> hidden [D]. One block.
@@ -403,7 +421,8 @@ __global__ void k_hc_head(const float *X, const float *fn, const float *base, co
 
 // ---------------------------------------------------------------- products without FP8 activations
 
-// y[s][r] = W[r] . x[s] with bf16 weights, fp32 sums. One warp per weight row r, for every token:
+// y[s][r] = W[r] . x[s] with bf16 weights, fp32 sums. One warp per weight row r (warps persist over
+// rows r, r + 8 * grid, ...: no block turnover while the weights stream), for every token:
 // lane l takes the 8-element groups l, l+32, ... (16-byte loads), adds them in that order and the
 // warp sums the lanes; with KC > 0 the row (k <= 256*KC) is loaded into registers once, all loads in
 // flight together, and reused for every token. k is a multiple of 8.
@@ -421,15 +440,18 @@ __device__ __forceinline__ float dot8_bf16(uint4 w, float4 a, float4 b, float ac
     acc += bfhi(w.w) * b.w;
     return acc;
 }
+// Outputs of a product whose weight is several matrices' rows one after the other: rows [off[j],
+// off[j] + n[j]) go to y[j] [S][n[j]], rounded to bf16 where bf[j].
+struct lin_out {
+    int nseg, off[5], n[5], bf[5];
+    float *y[5];
+};
 template <int KC>
-__global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float *x, int S, int n, int k, float *y,
-                                                  int out_bf16)
+__global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float *x, int S, int n, int k, lin_out o)
 {
-    int r = (int)blockIdx.x * 8 + (int)(threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (r >= n)
-        return;
+    int lane = threadIdx.x & 31, ng = k / 8;
+    for (int r = (int)blockIdx.x * 8 + (int)(threadIdx.x >> 5); r < n; r += (int)gridDim.x * 8) {
     const uint4 *w = reinterpret_cast<const uint4 *>(W + (size_t)r * k);
-    int ng = k / 8;
     uint4 wr[KC > 0 ? KC : 1];
 #pragma unroll
     for (int c = 0; c < KC; c++)
@@ -450,13 +472,19 @@ __global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float
                 acc = dot8_bf16(__ldg(w + gi), xs[2 * gi], xs[2 * gi + 1], acc);
         }
         acc = warp_sum(acc);
-        if (lane == 0)
-            y[(size_t)s * n + r] = out_bf16 ? bf16r(acc) : acc;
+        if (lane == 0) {
+            int j = 0;
+            while (j + 1 < o.nseg && r >= o.off[j + 1])
+                j++;
+            o.y[j][(size_t)s * o.n[j] + r - o.off[j]] = o.bf[j] ? bf16r(acc) : acc;
+        }
+    }
     }
 }
 
 // wo_a: each group g's rows [g*R, (g+1)*R) of the FP8 matrix, used as its exact dequantisation, times
-// the group's slice of O; Z[s][g*R + r] bf16. One warp per weight row, for every token: lane l takes
+// the group's slice of O; Z[s][g*R + r] bf16. One warp per weight row (persistent, as k_lin_bf16),
+// for every token: lane l takes
 // the 16-byte groups l, l+32, ... (in registers when gd <= 512*KC), e4m3 decoded by a table.
 __device__ __forceinline__ float wo_a_acc16(uint4 wv, float sc, const float4 *xv, const float *lut, float acc)
 {
@@ -479,9 +507,8 @@ __global__ void __launch_bounds__(256) k_wo_a(const uint8_t *W, const uint8_t *s
     for (int i = threadIdx.x; i < 256; i += blockDim.x)
         lut[i] = e4m3_dec((uint8_t)i);
     __syncthreads();
-    int gr = (int)blockIdx.x * 8 + (int)(threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (gr >= G * R)
-        return;
+    int lane = threadIdx.x & 31;
+    for (int gr = (int)blockIdx.x * 8 + (int)(threadIdx.x >> 5); gr < G * R; gr += (int)gridDim.x * 8) {
     int g = gr / R, r = gr % R, kb = (gd + 127) / 128, ng = gd / 16;
     const uint4 *w = reinterpret_cast<const uint4 *>(W + (size_t)gr * gd);
     const uint8_t *srow = scale + (size_t)((g * R) / 128 + r / 128) * kb;
@@ -509,6 +536,7 @@ __global__ void __launch_bounds__(256) k_wo_a(const uint8_t *W, const uint8_t *s
         acc = warp_sum(acc);
         if (lane == 0)
             Z[(size_t)s * G * R + gr] = bf16r(acc);
+    }
     }
 }
 
@@ -734,34 +762,32 @@ __global__ void k_idx_score_warp(const float *qI, const float *wts, const float 
 }
 
 // Top-k of each query's scores in O(n): sel[s][rank] = e for rank < k (descending score, ties to the
-// lowest index: inf_cpu_topk's order), the rest -1. One block per query. A radix select on the
-// scores' order-preserving 32-bit keys (-0 as +0, so that equal values tie) in three passes of
-// 11/11/10 bits finds the k-th largest key T and how many of the entries equal to it are needed;
-// one more pass, in index order, collects the entries above T and the lowest-index ones equal to
-// T; a bitonic sort of those k by (score desc, index asc) gives the reference's rank order.
-// Histogram counts are warp-aggregated (__match_any_sync), since scores crowd into few bins.
+// lowest index: inf_cpu_topk's order), the rest -1. Two launches, so that one query's scan spreads
+// over many blocks: k_topk_seg takes the top k of each TOPK_SEG-entry segment of the row, k_topk_merge
+// the top k of the segments' lists laid end to end. The global top k is within the union of the
+// segments' top k under this total order, and in the merged array equal scores stand in index order
+// (segments in index order, each list sorted by score then index), so the merge's ties to the lowest
+// position are ties to the lowest index.
+//
+// topk_block, one block of TOPK_THREADS: a radix select on the scores' order-preserving 32-bit keys
+// (-0 as +0, so that equal values tie) in three passes of 11/11/10 bits finds the k-th largest key T
+// and how many of the entries equal to it are needed; one more pass, in position order, collects the
+// entries above T and the lowest-position ones equal to T; a bitonic sort of those k by (score desc,
+// position asc) gives the rank order. Histogram counts are warp-aggregated (__match_any_sync), since
+// scores crowd into few bins. Returns with keys[r] & 0xffffffff = the position of rank r.
 #define TOPK_THREADS 1024
 #define TOPK_MAXK 2048
+#define TOPK_SEG 8192
 __device__ __forceinline__ uint32_t score_key(float v)
 {
     uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
-__global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *score, size_t ld, const long long *ppos, int K,
-                                                       int *sel)
+__device__ void topk_block(const float *sc, int nv, int k, unsigned long long *keys)
 {
     __shared__ unsigned hist[2048];
-    __shared__ unsigned long long keys[TOPK_MAXK];
     __shared__ unsigned wcnt[32], wexc[32], sh_bin, sh_above, sh_total, sh_n;
-    int s = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    long long nv = (*ppos + s + 1) / 4;
-    int k = nv < K ? (int)nv : K;
-    const float *sc = score + (size_t)s * ld;
-    int *out = sel + (size_t)s * K;
-    for (int i = k + tid; i < K; i += blockDim.x)
-        out[i] = -1;
-    if (k <= 0)
-        return;
+    int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     uint32_t prefix = 0, pmask = 0;
     unsigned need = (unsigned)k; // entries still to take among those whose key matches prefix under pmask
     if (nv > k) {
@@ -770,8 +796,8 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *score, size_
             for (int i = tid; i < nb; i += blockDim.x)
                 hist[i] = 0;
             __syncthreads();
-            for (long long base = 0; base < nv; base += blockDim.x) {
-                long long e = base + tid;
+            for (int base = 0; base < nv; base += blockDim.x) {
+                int e = base + tid;
                 uint32_t key = e < nv ? score_key(sc[e]) : 0;
                 int in = e < nv && (key & pmask) == prefix;
                 unsigned bin = in ? (key >> shift) & (unsigned)(nb - 1) : 0xffffffffu;
@@ -818,8 +844,8 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *score, size_
         sh_n = 0;
     unsigned running = 0;
     __syncthreads();
-    for (long long base = 0; base < nv; base += blockDim.x) {
-        long long e = base + tid;
+    for (int base = 0; base < nv; base += blockDim.x) {
+        int e = base + tid;
         uint32_t key = e < nv ? score_key(sc[e]) : 0;
         int above = e < nv && key > hi, tie = e < nv && (key & pmask) == prefix;
         unsigned b = __ballot_sync(0xffffffffu, tie);
@@ -866,8 +892,48 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk(const float *score, size_
             }
             __syncthreads();
         }
-    for (int i = tid; i < k; i += blockDim.x)
-        out[i] = (int)(uint32_t)keys[i];
+}
+// Grid (segments, S): the top min(K, n) of segment blockIdx.x of query s's row, in rank order, into
+// cand_sc / cand_ix [S][ld] at segment * K.
+__global__ void __launch_bounds__(TOPK_THREADS) k_topk_seg(const float *score, size_t ld, const long long *ppos, int K,
+                                                           float *cand_sc, int *cand_ix, size_t cld)
+{
+    __shared__ unsigned long long keys[TOPK_MAXK];
+    int s = blockIdx.y;
+    long long nv = (*ppos + s + 1) / 4, lo = (long long)blockIdx.x * TOPK_SEG;
+    if (lo >= nv)
+        return;
+    int n = nv - lo < TOPK_SEG ? (int)(nv - lo) : TOPK_SEG, k = n < K ? n : K;
+    const float *sc = score + (size_t)s * ld + lo;
+    topk_block(sc, n, k, keys);
+    float *os = cand_sc + (size_t)s * cld + (size_t)blockIdx.x * K;
+    int *oi = cand_ix + (size_t)s * cld + (size_t)blockIdx.x * K;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+        int pos = (int)(uint32_t)keys[i];
+        os[i] = sc[pos];
+        oi[i] = (int)lo + pos;
+    }
+}
+// Grid S: the top min(K, n) of the segments' lists (full ones of K, the last of min(K, its size)).
+__global__ void __launch_bounds__(TOPK_THREADS) k_topk_merge(const float *cand_sc, const int *cand_ix, size_t cld,
+                                                             const long long *ppos, int K, int *sel)
+{
+    __shared__ unsigned long long keys[TOPK_MAXK];
+    int s = blockIdx.x;
+    long long nv = (*ppos + s + 1) / 4;
+    int k = nv < K ? (int)nv : K;
+    int *out = sel + (size_t)s * K;
+    for (int i = k + threadIdx.x; i < K; i += blockDim.x)
+        out[i] = -1;
+    if (k <= 0)
+        return;
+    int nseg = (int)((nv + TOPK_SEG - 1) / TOPK_SEG);
+    long long last = nv - (long long)(nseg - 1) * TOPK_SEG;
+    int n2 = (nseg - 1) * K + (last < K ? (int)last : K);
+    const float *sc = cand_sc + (size_t)s * cld;
+    topk_block(sc, n2, k, keys);
+    for (int i = threadIdx.x; i < k; i += blockDim.x)
+        out[i] = cand_ix[(size_t)s * cld + (uint32_t)keys[i]];
 }
 
 // Entry j of query p in the reference decode layout (NULL = empty slot).
@@ -889,26 +955,26 @@ __device__ __forceinline__ const float *att_entry(int j, long long p, long long 
     return cache + (size_t)j * d;
 }
 
-// Sparse attention of one token for a group of ATT_HB heads over one split of its entries
-// (grid (S*ceil(H/ATT_HB), ATT_MAXSPLIT)): the entries j < n (window, then CSA entries in indexer
-// order or HCA entries ascending) in blocks of 64, the blocks cut into at most ATT_MAXSPLIT
-// consecutive runs by a rule that depends on n alone (so a query's result does not depend on how a
-// prompt was chunked). Per head, exactly the reference's arithmetic within a run: the dot product
-// lane-strided and warp-summed, online softmax in fp32 (running max, denominator and the
-// probabilities' sum in the CPU's order), bf16 probabilities in P.V (fused multiply-add in entry
-// order, as the CPU's axpy). Each entry is read once per block for all its heads (MQA: every head
-// shares the entries). Out: per (token, head, run) the unnormalised numerator [d], the run's max
-// and denominator; k_attn_combine merges the runs. A run starts from its own running max (-inf),
-// not the reference's max at that point, so with several runs (any n > 64, the window alone is two)
-// each bf16 probability is rounded relative to another max than the CPU's: a deviation at the
-// level of that rounding, which test_engine's CPU comparisons bound (starting each run from the
-// reference's running max, computed from the scores of the blocks before it, removes it).
+// Sparse attention of one token, in three launches. Its entries j < n (window, then CSA entries in
+// indexer order or HCA entries ascending; n = att_n) go in blocks of 64, as the reference's online
+// softmax does them; the blocks are cut into at most ATT_MAXSPLIT consecutive runs by a rule that
+// depends on n alone (so a query's result does not depend on how a prompt was chunked).
+// - k_attn_score (grid (tokens * head groups, 64-blocks)): the scores q_h . kv_j * scale of ATT_HB
+//   heads for one block of entries (each entry read once for all the heads: MQA), the dot product
+//   lane-strided and warp-summed; into asc[token][head][j].
+// - k_attn_pv (grid (tokens * head groups, runs)): a run starts from the running max the reference
+//   has at its first block (the max of the valid scores before it: exact), then does the reference's
+//   arithmetic block by block: running max, fp32 probabilities and their sum in the CPU's order, bf16
+//   probabilities in P.V (fused multiply-add in entry order, as the CPU's axpy). So every bf16
+//   probability is the reference's; out: the run's unnormalised numerator [d], max and denominator.
+// - k_attn_combine (grid tokens * heads): the runs rescaled to the last max and added; one run is
+//   the reference's single pass bit for bit, several differ from it by fp32 rounding only.
 #define ATT_THREADS 512
 #define ATT_HB 4
 #define ATT_MAXSPLIT 16
 #define ATT_MAXD 1024
 #define ATT_DPT (ATT_MAXD / ATT_THREADS)
-#define ATT_TOKENS 16 // tokens per launch (bounds the partials buffer)
+#define ATT_TOKENS 16 // tokens per launch (bounds the score and partial buffers)
 __device__ __forceinline__ void att_split(int n, int sp, int *c0, int *c1, int *nsplit)
 {
     int nch = (n + 63) / 64, cps = (nch + ATT_MAXSPLIT - 1) / ATT_MAXSPLIT;
@@ -920,31 +986,91 @@ __device__ __forceinline__ int att_n(long long p, int W, int ratio, int K)
 {
     return W + (ratio == 4 ? K : ratio ? (int)((p + 1) / ratio) : 0);
 }
-__global__ void __launch_bounds__(ATT_THREADS) k_attn(const float *Q, const float *kvnew, const float *ring,
-                                                      const float *cache, const int *sel, int s0, int H, int d, int W,
-                                                      int ratio, int K, const long long *ppos, float scale,
-                                                      float *part)
+__global__ void __launch_bounds__(ATT_THREADS) k_attn_score(const float *Q, const float *kvnew, const float *ring,
+                                                            const float *cache, const int *sel, int s0, int H, int d,
+                                                            int W, int ratio, int K, const long long *ppos,
+                                                            float scale, float *asc, int ldn)
 {
     __shared__ float q[ATT_HB][ATT_MAXD];
-    __shared__ float sc[ATT_HB][64], praw[ATT_HB][64], pj[ATT_HB][64];
+    int ng = (H + ATT_HB - 1) / ATT_HB;
+    int s = s0 + (int)blockIdx.x / ng, h0 = (int)(blockIdx.x % ng) * ATT_HB, b0 = (int)blockIdx.y * 64;
+    int nh = H - h0 < ATT_HB ? H - h0 : ATT_HB;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = ATT_THREADS / 32;
+    long long pos0 = *ppos, p = pos0 + s;
+    int n = att_n(p, W, ratio, K);
+    if (b0 >= n)
+        return;
+    int bn = n - b0 < 64 ? n - b0 : 64;
+    for (int hb = 0; hb < nh; hb++)
+        for (int t = threadIdx.x; t < d; t += ATT_THREADS)
+            q[hb][t] = Q[((size_t)s * H + h0 + hb) * d + t];
+    __syncthreads();
+    const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
+    for (int j = warp; j < bn; j += nwarp) {
+        const float *kv = att_entry(b0 + j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow);
+        float kr[ATT_MAXD / 32];
+#pragma unroll
+        for (int u = 0; u < ATT_MAXD / 32; u++)
+            kr[u] = kv && lane + 32 * u < d ? kv[lane + 32 * u] : 0.f;
+        for (int hb = 0; hb < nh; hb++) {
+            float dot = 0.f;
+            if (kv)
+#pragma unroll
+                for (int u = 0; u < ATT_MAXD / 32; u++)
+                    if (lane + 32 * u < d)
+                        dot += q[hb][lane + 32 * u] * kr[u];
+            dot = warp_sum(dot);
+            if (lane == 0)
+                asc[((size_t)(s - s0) * H + h0 + hb) * ldn + b0 + j] = kv ? dot * scale : -INFINITY;
+        }
+    }
+}
+
+#define ATT_VB 32 // entries whose values a thread loads before adding them
+__global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, const float *ring, const float *cache,
+                                                         const int *sel, int s0, int H, int d, int W, int ratio, int K,
+                                                         const long long *ppos, const float *asc, int ldn, float *part)
+{
+    __shared__ float sc[ATT_HB][64], praw[ATT_HB][64], pj[ATT_HB][64], red[ATT_HB][ATT_THREADS / 32];
     __shared__ const float *ptr[64];
     __shared__ float corr_sh[ATT_HB], mx_sh[ATT_HB];
     __shared__ int any_sh;
     int ng = (H + ATT_HB - 1) / ATT_HB;
     int s = s0 + (int)blockIdx.x / ng, h0 = (int)(blockIdx.x % ng) * ATT_HB, sp = blockIdx.y;
     int nh = H - h0 < ATT_HB ? H - h0 : ATT_HB;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = ATT_THREADS / 32;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     long long pos0 = *ppos, p = pos0 + s;
     int n = att_n(p, W, ratio, K), c0, c1, nsplit;
     att_split(n, sp, &c0, &c1, &nsplit);
     if (sp >= nsplit)
         return;
-    for (int hb = 0; hb < nh; hb++)
-        for (int t = threadIdx.x; t < d; t += ATT_THREADS)
-            q[hb][t] = Q[((size_t)s * H + h0 + hb) * d + t];
-    if (threadIdx.x < ATT_HB)
-        mx_sh[threadIdx.x] = -INFINITY;
     const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
+    const float *sc0 = asc + ((size_t)(s - s0) * H + h0) * ldn;
+    { // the running max before this run: the max of the valid scores of the earlier blocks
+        float lm[ATT_HB];
+#pragma unroll
+        for (int hb = 0; hb < ATT_HB; hb++)
+            lm[hb] = -INFINITY;
+        for (int j = threadIdx.x; j < c0 * 64; j += ATT_THREADS)
+            if (att_entry(j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow))
+#pragma unroll
+                for (int hb = 0; hb < ATT_HB; hb++)
+                    if (hb < nh)
+                        lm[hb] = fmaxf(lm[hb], sc0[(size_t)hb * ldn + j]);
+#pragma unroll
+        for (int hb = 0; hb < ATT_HB; hb++) {
+            float v = warp_max(lm[hb]);
+            if (lane == 0)
+                red[hb][warp] = v;
+        }
+        __syncthreads();
+        if (threadIdx.x < ATT_HB) {
+            float v = -INFINITY;
+            for (int w = 0; w < ATT_THREADS / 32; w++)
+                v = fmaxf(v, red[threadIdx.x][w]);
+            mx_sh[threadIdx.x] = v;
+        }
+    }
     float num[ATT_HB][ATT_DPT], den = 0.f; // den: lane 0 of warp hb, for head hb
 #pragma unroll
     for (int hb = 0; hb < ATT_HB; hb++)
@@ -954,25 +1080,13 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(const float *Q, const floa
     __syncthreads();
     for (int b0 = c0 * 64; b0 < c1 * 64 && b0 < n; b0 += 64) {
         int bn = n - b0 < 64 ? n - b0 : 64;
-        for (int j = warp; j < bn; j += nwarp) {
-            const float *kv = att_entry(b0 + j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow);
-            float kr[ATT_MAXD / 32];
-#pragma unroll
-            for (int u = 0; u < ATT_MAXD / 32; u++)
-                kr[u] = kv && lane + 32 * u < d ? kv[lane + 32 * u] : 0.f;
-            for (int hb = 0; hb < nh; hb++) {
-                float dot = 0.f;
-                if (kv)
-#pragma unroll
-                    for (int u = 0; u < ATT_MAXD / 32; u++)
-                        if (lane + 32 * u < d)
-                            dot += q[hb][lane + 32 * u] * kr[u];
-                dot = warp_sum(dot);
-                if (lane == 0)
-                    sc[hb][j] = kv ? dot * scale : -INFINITY;
-            }
-            if (lane == 0)
-                ptr[j] = kv;
+        if (threadIdx.x < 64) {
+            int j = threadIdx.x;
+            ptr[j] = j < bn ? att_entry(b0 + j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow) : nullptr;
+        }
+        for (int t = threadIdx.x; t < ATT_HB * 64; t += ATT_THREADS) {
+            int hb = t / 64, j = t % 64;
+            sc[hb][j] = hb < nh && j < bn ? sc0[(size_t)hb * ldn + b0 + j] : -INFINITY;
         }
         __syncthreads();
         if (warp < nh) {
@@ -1011,16 +1125,16 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(const float *Q, const floa
 #pragma unroll
                 for (int hb = 0; hb < ATT_HB; hb++)
                     a[hb] = num[hb][u] * corr_sh[hb < nh ? hb : 0];
-                for (int j0 = 0; j0 < bn; j0 += 8) { // loads first, then the adds in entry order
-                    float v[8];
+                for (int j0 = 0; j0 < bn; j0 += ATT_VB) { // loads first, then the adds in entry order
+                    float v[ATT_VB];
 #pragma unroll
-                    for (int w = 0; w < 8; w++)
+                    for (int w = 0; w < ATT_VB; w++)
                         v[w] = j0 + w < bn && ptr[j0 + w] ? ptr[j0 + w][i] : 0.f;
 #pragma unroll
-                    for (int hb = 0; hb < ATT_HB; hb++)
+                    for (int w = 0; w < ATT_VB; w++)
+                        if (j0 + w < bn && ptr[j0 + w])
 #pragma unroll
-                        for (int w = 0; w < 8; w++)
-                            if (j0 + w < bn && ptr[j0 + w])
+                            for (int hb = 0; hb < ATT_HB; hb++)
                                 a[hb] = fmaf(pj[hb][j0 + w], v[w], a[hb]);
                 }
 #pragma unroll
@@ -1106,18 +1220,19 @@ __global__ void k_ring_update(const float *kv, float *ring, int S, const long lo
 
 __device__ float softplusf_(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 
-// Routing of one token per block (E <= 256 threads, one per expert): scores, hash or learned top-k,
+// Routing of one token per block (256 threads, or 512 when E > 256: one per expert; V4-Pro has 384):
+// scores, hash or learned top-k,
 // weights. The learned top-k takes, k times, the largest untaken score + bias with ties to the
 // lowest expert id (a block argmax: the same choice as the CPU's first-strictly-greater scan); the
-// softmax and the weight sums run in thread 0 in the CPU's order. ri/rw [S][k].
-__global__ void __launch_bounds__(256) k_route(const float *logit, int S, int E, int k, int func, const float *bias,
+// softmax and the weight sums run in thread 0 in the CPU's order. ri/rw [S][k]; ri [S][k] after
+// them holds the ids + E (w3 in the expert table).
+__global__ void __launch_bounds__(512) k_route(const float *logit, int S, int E, int k, int func, const float *bias,
                                                const long long *tid2eid, const int *tok, float rsf, int *ri,
                                                float *rw)
 {
-    __shared__ float sc[256], wv[8];
-    __shared__ int taken[256], wi[8], selsh[16];
+    __shared__ float sc[512], wv[16];
+    __shared__ int taken[512], wi[16], selsh[16];
     int s = blockIdx.x, x = threadIdx.x, lane = x & 31, warp = x >> 5;
-    (void)S;
     const float *lg = logit + (size_t)s * E;
     if (x < E) {
         float v = lg[x];
@@ -1173,8 +1288,10 @@ __global__ void __launch_bounds__(256) k_route(const float *logit, int S, int E,
     if (x == 0) {
         int *sel = ri + (size_t)s * k;
         float *w = rw + (size_t)s * k, sum = 0.f;
-        for (int i = 0; i < k; i++)
+        for (int i = 0; i < k; i++) {
             sel[i] = selsh[i];
+            sel[(size_t)S * k + i] = selsh[i] + E; // the w3 half of the expert table
+        }
         for (int i = 0; i < k; i++)
             sum += (w[i] = sc[sel[i]]);
         for (int i = 0; i < k; i++) {
@@ -1199,6 +1316,71 @@ __global__ void k_swiglu(uint16_t *g, const uint16_t *u, int rows, int I, const 
         if (weights)
             v = weights[t / I] * v;
         g[t] = bf16bits(v);
+    }
+}
+
+// Per-token 1x128 e4m3 quantisation of float rows (bf16 values) straight from x: row r of the m
+// output rows reads row r % mx of x (mx < m: the rows again, for the routed w1|w3 product). The
+// arithmetic of gemm.cu's act_quant_kernel on bf16(x), so the same bytes and scales as k_f2bf then
+// cuda_act_quant, in one launch. One warp per (row, 128-K block); sa row-major [m][k/128].
+__global__ void __launch_bounds__(256) k_act_quant_f32(const float *x, int mx, int m, int k, uint8_t *q, float *sa)
+{
+    const int kb_n = k >> 7;
+    const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (w >= (long long)m * kb_n)
+        return;
+    const int row = (int)(w / kb_n), kb = (int)(w % kb_n);
+    const size_t off = (size_t)row * k + (size_t)kb * 128 + lane * 4;
+    const float4 xv = *reinterpret_cast<const float4 *>(x + (size_t)(row % mx) * k + (size_t)kb * 128 + lane * 4);
+    float v[4] = {bf16ld(bf16bits(xv.x)), bf16ld(bf16bits(xv.y)), bf16ld(bf16bits(xv.z)), bf16ld(bf16bits(xv.w))};
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+    for (int o = 16; o > 0; o >>= 1)
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    amax = fmaxf(amax, 1e-4f);
+    const uint32_t u = __float_as_uint(amax * (1.0f / 448.0f));
+    const uint32_t code = ((u >> 23) & 255u) + ((u & 0x7fffffu) != 0);
+    const float sc = __uint_as_float(code << 23);
+    const float inv = __uint_as_float((254u - code) << 23);
+    uint32_t packed = 0;
+    for (int i = 0; i < 4; i += 2) {
+        float2 f = make_float2(fminf(fmaxf(v[i] * inv, -448.f), 448.f), fminf(fmaxf(v[i + 1] * inv, -448.f), 448.f));
+        __nv_fp8x2_storage_t pk = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
+        packed |= (uint32_t)pk << (8 * i);
+    }
+    *reinterpret_cast<uint32_t *>(q + off) = packed;
+    if (lane == 0)
+        sa[(size_t)row * kb_n + kb] = sc;
+}
+
+// The same on the shared expert's concatenated product gu [rows][2I] (w1 part, then w3 part), out
+// [rows][I].
+__global__ void k_swiglu_cat(const uint16_t *gu, int rows, int I, float lim, uint16_t *out)
+{
+    size_t n = (size_t)rows * I;
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n; t += (size_t)gridDim.x * blockDim.x) {
+        size_t r = t / I, i = t % I;
+        float gv = bf16ld(gu[r * 2 * I + i]), uv = bf16ld(gu[r * 2 * I + I + i]);
+        if (lim > 0) {
+            uv = uv < -lim ? -lim : uv > lim ? lim : uv;
+            gv = gv > lim ? lim : gv;
+        }
+        out[t] = bf16bits(gv / (1.0f + expf(-gv)) * uv);
+    }
+}
+
+// A concatenated product's bf16 rows [S][n1 + n2] to floats y1 [S][n1] and y2 [S][n2].
+__global__ void k_bf2f_split(const uint16_t *o, int S, int n1, int n2, float *y1, float *y2)
+{
+    size_t n = (size_t)S * (n1 + n2);
+    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n; t += (size_t)gridDim.x * blockDim.x) {
+        size_t s = t / (n1 + n2);
+        int i = (int)(t % (n1 + n2));
+        float v = bf16ld(o[t]);
+        if (i < n1)
+            y1[s * n1 + i] = v;
+        else
+            y2[s * n2 + i - n1] = v;
     }
 }
 
@@ -1262,7 +1444,17 @@ struct dlayer {
     const float *sink, *c_ape, *ic_ape, *gate_bias;
     const long long *tid2eid;
     struct dlin wq_a, wq_b, wkv, wo_a, wo_b, c_wkv, c_wgate, i_wq_b, i_wproj, ic_wkv, ic_wgate, gate, sw1, sw2, sw3;
-    const uint8_t **etab; // device: [6][E] pointers: w1 weight, w1 scale, w2 w, w2 s, w3 w, w3 s
+    // device: [6][E] pointers: w1 weights, w3 weights, w1 scales, w3 scales, w2 weights, w2 scales (so
+    // that id and E + id address w1 and w3 of expert id in one grouped product)
+    const uint8_t **etab;
+    // copies of wq_a and wkv, and of the shared expert's w1 and w3, one after the other (rows and
+    // scale rows concatenated): one product each for two matrices of the same input
+    struct dlin wqkv, sw13;
+    void *cat;
+    // the compressor's wkv, wgate and, in CSA layers, the indexer's compressor wkv, wgate and
+    // weights_proj, rows concatenated (bf16): one product
+    struct dlin cbf;
+    void *cat2;
     // state
     float *ring, *c_kv, *c_sc, *ic_kv, *ic_sc, *cache, *icache;
 };
@@ -1296,15 +1488,18 @@ struct cuda_engine {
     // scratch
     float *X, *u, *f, *post, *comb, *hcpart;
     int hc_nch;
-    float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart;
+    float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart, *asc;
+    int asc_ld; // entries per (token, head) row of asc: the most any layer's query can have
     size_t score_ld;
     int *sel, *ri;
     float *rw;
-    uint16_t *stage, *o16, *g16, *u16, *ys16, *sg16, *su16, *sy16;
+    void *topk_scratch; // cuda_engine_topk's segment lists
+    uint16_t *o16, *g16, *ys16, *sg16, *su16, *sy16;
     uint8_t *q8;
     float *sa;
     void *state_block;
     int idx_blocks; // grid of the indexer scores (fixed: graph replay)
+    int lin_blocks; // grid of the persistent bf16 / wo_a products: two blocks (16 warps) per SM
     // the decode step as a CUDA graph (captured at the first decode, replayed after)
     int graph_on;   // allowed (cuda_engine_use_graph)
     int graph_fail; // capture or instantiation failed: direct launches
@@ -1495,13 +1690,14 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
     if (!tab)
         return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
     static const char *wn[3] = {"w1", "w2", "w3"};
+    static const int wslot[3] = {0, 4, 1}, sslot[3] = {2, 5, 3}; // the table layout of struct dlayer
     for (int x = 0; x < E && !rc; x++)
         for (int m = 0; m < 3; m++) {
             int n = m == 1 ? D : I, kk = m == 1 ? I : D;
-            tab[(size_t)(2 * m) * E + x] = (const uint8_t *)dget(g, &rc, e, INF_DT_I8, (long long)n * kk / 2,
-                                                                 "%s.ffn.experts.%d.%s.weight", p, x, wn[m]);
-            tab[(size_t)(2 * m + 1) * E + x] = (const uint8_t *)dget(g, &rc, e, INF_DT_F8_E8M0, (long long)n * (kk / 32),
-                                                                     "%s.ffn.experts.%d.%s.scale", p, x, wn[m]);
+            tab[(size_t)wslot[m] * E + x] = (const uint8_t *)dget(g, &rc, e, INF_DT_I8, (long long)n * kk / 2,
+                                                                  "%s.ffn.experts.%d.%s.weight", p, x, wn[m]);
+            tab[(size_t)sslot[m] * E + x] = (const uint8_t *)dget(g, &rc, e, INF_DT_F8_E8M0, (long long)n * (kk / 32),
+                                                                  "%s.ffn.experts.%d.%s.scale", p, x, wn[m]);
         }
     if (!rc) {
         rc = cu(e, cudaMalloc((void **)&L->etab, sizeof *tab * 6 * (size_t)E), "cudaMalloc(expert tables)");
@@ -1516,6 +1712,43 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
     bind_fp8(g, &rc, e, &L->sw2, D, SI, q);
     snprintf(q, sizeof q, "%s.ffn.shared_experts.w3", p);
     bind_fp8(g, &rc, e, &L->sw3, SI, D, q);
+    if (!rc) { // pieces 256-byte aligned: the products load weights in 16-byte vectors
+        size_t b1 = (size_t)L->wq_a.n * D + (size_t)L->wkv.n * D, b2 = 2 * (size_t)SI * D;
+        size_t s1 = (size_t)((L->wq_a.n + 127) / 128 + (L->wkv.n + 127) / 128) * (D / 128);
+        size_t s2 = (size_t)(2 * SI / 128) * (D / 128);
+        rc = cu(e, cudaMalloc(&L->cat, al256(b1) + al256(b2) + al256(s1) + al256(s2)),
+                "cudaMalloc(concatenated weights)");
+        uint8_t *at = (uint8_t *)L->cat;
+        struct {
+            struct dlin *out;
+            const struct dlin *a, *b;
+        } cats[2] = {{&L->wqkv, &L->wq_a, &L->wkv}, {&L->sw13, &L->sw1, &L->sw3}};
+        for (int j = 0; j < 2 && !rc; j++) {
+            const struct dlin *a = cats[j].a, *b = cats[j].b;
+            size_t wa = (size_t)a->n * a->k, wb = (size_t)b->n * b->k;
+            size_t sa = (size_t)((a->n + 127) / 128) * (a->k / 128), sb = (size_t)((b->n + 127) / 128) * (b->k / 128);
+            uint8_t *w = at, *sc = at + al256(wa + wb);
+            at += al256(wa + wb) + al256(sa + sb);
+            *cats[j].out = (struct dlin){a->n + b->n, a->k, w, sc};
+            if ((rc = cu(e, cudaMemcpy(w, a->w, wa, cudaMemcpyDeviceToDevice), "concatenate")) ||
+                (rc = cu(e, cudaMemcpy(w + wa, b->w, wb, cudaMemcpyDeviceToDevice), "concatenate")) ||
+                (rc = cu(e, cudaMemcpy(sc, a->s, sa, cudaMemcpyDeviceToDevice), "concatenate")) ||
+                (rc = cu(e, cudaMemcpy(sc + sa, b->s, sb, cudaMemcpyDeviceToDevice), "concatenate")))
+                break;
+        }
+    }
+    if (!rc && L->ratio) {
+        const struct dlin *parts[5] = {&L->c_wkv, &L->c_wgate, &L->ic_wkv, &L->ic_wgate, &L->i_wproj};
+        int np = L->ratio == 4 ? 5 : 2, rows = 0;
+        for (int j = 0; j < np; j++)
+            rows += parts[j]->n;
+        rc = cu(e, cudaMalloc(&L->cat2, (size_t)rows * D * 2), "cudaMalloc(concatenated weights)");
+        for (int j = 0, off = 0; j < np && !rc; off += parts[j]->n, j++)
+            rc = cu(e, cudaMemcpy((uint8_t *)L->cat2 + (size_t)off * D * 2, parts[j]->w, (size_t)parts[j]->n * D * 2,
+                                  cudaMemcpyDeviceToDevice),
+                    "concatenate");
+        L->cbf = (struct dlin){rows, D, (const uint8_t *)L->cat2, NULL};
+    }
     return rc;
 }
 
@@ -1540,7 +1773,9 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     g->score_ld = (size_t)nc4;
     int kmax = smax_i(smax_i(D, Lq), smax_i(G * R, SI));
     size_t stage_n = (size_t)S * k * I > (size_t)S * kmax ? (size_t)S * k * I : (size_t)S * kmax;
-    int omax = smax_i(smax_i(smax_i(Lq, H * d), smax_i(d, Hi * di)), smax_i(D, SI));
+    if (stage_n < 2 * (size_t)S * D) // the routed experts' input, twice (w1 and w3 in one product)
+        stage_n = 2 * (size_t)S * D;
+    int omax = smax_i(smax_i(smax_i(Lq + d, H * d), smax_i(d, Hi * di)), smax_i(D, 2 * SI));
     size_t o16_n = (size_t)S * omax;
     struct piece {
         void **p;
@@ -1558,6 +1793,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     g->hc_nch = (hc * D + HC_CH - 1) / HC_CH;
     PIECE(g->hcpart, sizeof(float) * S * g->hc_nch * (nm + 1));
     PIECE(g->apart, sizeof(float) * ATT_TOKENS * H * ATT_MAXSPLIT * (size_t)(d + 2));
+    g->asc_ld = W + (int)(K > g->max_ctx / 128 ? K : g->max_ctx / 128) + 64;
+    PIECE(g->asc, sizeof(float) * ATT_TOKENS * H * (size_t)g->asc_ld);
     PIECE(g->cq, sizeof(float) * S * Lq);
     PIECE(g->Q, sizeof(float) * S * H * d);
     PIECE(g->kv, sizeof(float) * S * d);
@@ -1574,16 +1811,15 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->logits, sizeof(float) * V);
     PIECE(g->logit, sizeof(float) * S * E);
     PIECE(g->sel, sizeof(int) * S * K);
-    PIECE(g->ri, sizeof(int) * S * k);
+    PIECE(g->topk_scratch, cuda_engine_topk_scratch(S, g->max_ctx / 4, K));
+    PIECE(g->ri, sizeof(int) * 2 * S * k);
     PIECE(g->rw, sizeof(float) * S * k);
-    PIECE(g->stage, 2 * stage_n);
     PIECE(g->q8, stage_n);
     PIECE(g->sa, sizeof(float) * (stage_n / 128 + 1));
     PIECE(g->o16, 2 * o16_n);
-    PIECE(g->g16, 2 * (size_t)S * k * I);
-    PIECE(g->u16, 2 * (size_t)S * k * I);
+    PIECE(g->g16, 2 * 2 * (size_t)S * k * I);
     PIECE(g->ys16, 2 * (size_t)S * k * D);
-    PIECE(g->sg16, 2 * (size_t)S * SI);
+    PIECE(g->sg16, 2 * 2 * (size_t)S * SI);
     PIECE(g->su16, 2 * (size_t)S * SI);
     PIECE(g->sy16, 2 * (size_t)S * D);
     PIECE(g->rope[0], sizeof(float) * (size_t)g->max_ctx * rd);
@@ -1693,8 +1929,11 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
     if (!g)
         return;
     if (g->L)
-        for (int l = 0; l < g->c.num_hidden_layers; l++)
+        for (int l = 0; l < g->c.num_hidden_layers; l++) {
             cudaFree(g->L[l].etab);
+            cudaFree(g->L[l].cat);
+            cudaFree(g->L[l].cat2);
+        }
     free(g->L);
     if (g->gexec)
         cudaGraphExecDestroy(g->gexec);
@@ -1763,7 +2002,7 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     const struct inf_config *c = inf_weights_config(w);
     if (c->expert_dtype != INF_EXPERT_FP4)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: FP8 routed experts (Base checkpoints) are not implemented");
-    if (c->head_dim > ATT_MAXD || c->head_dim % 64 || c->hc_mult > 16 || c->n_routed_experts > 256 ||
+    if (c->head_dim > ATT_MAXD || c->head_dim % 64 || c->hc_mult > 16 || c->n_routed_experts > 512 ||
         c->index_head_dim % 32 || (c->index_head_dim & (c->index_head_dim - 1)) || c->index_head_dim > 1024 ||
         c->qk_rope_head_dim > 128 || c->hidden_size % 128 || c->q_lora_rank % 128 || c->moe_intermediate_size % 128 ||
         (c->o_lora_rank * c->o_groups) % 128 || c->num_experts_per_tok > 16 || c->index_topk > TOPK_MAXK ||
@@ -1782,7 +2021,7 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     }
     g->Smax = o && o->max_chunk > 0 ? o->max_chunk : 256;
     g->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 8192;
-    if (g->Smax * c->num_experts_per_tok > 65535) {
+    if (2 * g->Smax * c->num_experts_per_tok > 65535) {
         int sm = g->Smax;
         free(g->prof_layer_ms);
         free(g);
@@ -1792,6 +2031,7 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     int sms = 0;
     if (!rc)
         rc = cu(e, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
+    g->lin_blocks = sms > 0 ? 2 * sms : 1;
     { // the indexer scores' grid: enough blocks for the largest context, at most 4 per SM
         long long need = (g->max_ctx / 4 + 255) / 256;
         g->idx_blocks = (int)(need < 4LL * sms ? need : 4LL * sms);
@@ -1829,9 +2069,9 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
 // (S <= 8) or GEMM, bf16 out.
 static int lin_fp8(struct cuda_engine *g, const struct dlin *w, const float *x, int S, float *y, struct ctx_err *e)
 {
-    size_t nx = (size_t)S * w->k, ny = (size_t)S * w->n;
-    k_f2bf<<<grid_for(nx, 256), 256, 0, g->st>>>(x, nx, g->stage);
-    int rc = cuda_act_quant(g->stage, S, w->k, g->q8, g->sa, 0, g->st, e);
+    size_t ny = (size_t)S * w->n;
+    k_act_quant_f32<<<(unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st>>>(x, S, S, w->k, g->q8, g->sa);
+    int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
     if (!rc)
         rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e)
                     : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e);
@@ -1841,22 +2081,52 @@ static int lin_fp8(struct cuda_engine *g, const struct dlin *w, const float *x, 
     LAUNCHED("lin_fp8");
     return 0;
 }
+// The same for a concatenated weight (struct dlayer's wqkv): rows [0, n1) into y1 [S][n1], the rest
+// into y2 [S][n - n1].
+static int lin_fp8_split(struct cuda_engine *g, const struct dlin *w, const float *x, int S, int n1, float *y1,
+                         float *y2, struct ctx_err *e)
+{
+    size_t ny = (size_t)S * w->n;
+    k_act_quant_f32<<<(unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st>>>(x, S, S, w->k, g->q8, g->sa);
+    int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
+    if (!rc)
+        rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e)
+                    : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e);
+    if (rc)
+        return rc;
+    k_bf2f_split<<<grid_for(ny, 256), 256, 0, g->st>>>(g->o16, S, n1, w->n - n1, y1, y2);
+    LAUNCHED("lin_fp8_split");
+    return 0;
+}
 // The same product on already quantised activations (q8/sa), bf16 out.
 static int lin_fp8_q(struct cuda_engine *g, const struct dlin *w, int S, uint16_t *y16, struct ctx_err *e)
 {
     return S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, y16, g->st, e)
                   : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, y16, g->st, e);
 }
+static int lin_bf16_out(struct cuda_engine *g, const struct dlin *w, const float *x, int S, const lin_out &o,
+                        struct ctx_err *e)
+{
+    unsigned blocks = (unsigned)((w->n + 7) / 8);
+    if (blocks > (unsigned)g->lin_blocks)
+        blocks = (unsigned)g->lin_blocks;
+    if (w->k <= 256 * 16)
+        k_lin_bf16<16><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, o);
+    else
+        k_lin_bf16<0><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, o);
+    LAUNCHED("k_lin_bf16");
+    return 0;
+}
 static int lin_bf16(struct cuda_engine *g, const struct dlin *w, const float *x, int S, float *y, int out_bf16,
                     struct ctx_err *e)
 {
-    unsigned blocks = (unsigned)((w->n + 7) / 8);
-    if (w->k <= 256 * 16)
-        k_lin_bf16<16><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, y, out_bf16);
-    else
-        k_lin_bf16<0><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, y, out_bf16);
-    LAUNCHED("k_lin_bf16");
-    return 0;
+    lin_out o;
+    memset(&o, 0, sizeof o);
+    o.nseg = 1;
+    o.n[0] = w->n;
+    o.bf[0] = out_bf16;
+    o.y[0] = y;
+    return lin_bf16_out(g, w, x, S, o, e);
 }
 
 static int indexer_scores(struct cuda_engine *g, const float *keys, int S, struct ctx_err *e)
@@ -1879,12 +2149,27 @@ static int indexer_scores(struct cuda_engine *g, const float *keys, int S, struc
     return 0;
 }
 
-extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, int S, int K, int *d_sel,
-                                void *stream, struct ctx_err *e)
+extern "C" size_t cuda_engine_topk_scratch(int S, long long max_n, int K)
 {
-    if (S < 1 || K < 1 || K > TOPK_MAXK)
-        return ctx_err_set(e, CTX_EINVAL, "cuda engine: top-k of %d queries, k %d (1..%d)", S, K, TOPK_MAXK);
-    k_topk<<<S, TOPK_THREADS, 0, (cudaStream_t)stream>>>(d_score, ld, d_pos, K, d_sel);
+    size_t nseg = (size_t)((max_n + TOPK_SEG - 1) / TOPK_SEG);
+    return (size_t)S * (nseg > 0 ? nseg : 1) * (size_t)K * (sizeof(float) + sizeof(int));
+}
+
+extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, int S, long long max_n, int K,
+                                int *d_sel, void *d_scratch, void *stream, struct ctx_err *e)
+{
+    if (S < 1 || K < 1 || K > TOPK_MAXK || max_n < 0 || max_n > 0x7fffffffLL)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: top-k of %d queries, k %d (1..%d), up to %lld entries", S, K,
+                           TOPK_MAXK, max_n);
+    size_t nseg = (size_t)((max_n + TOPK_SEG - 1) / TOPK_SEG);
+    if (nseg < 1)
+        nseg = 1;
+    size_t cld = nseg * (size_t)K;
+    float *csc = (float *)d_scratch;
+    int *cix = (int *)(csc + (size_t)S * cld);
+    k_topk_seg<<<dim3((unsigned)nseg, (unsigned)S), TOPK_THREADS, 0, (cudaStream_t)stream>>>(d_score, ld, d_pos, K, csc,
+                                                                                              cix, cld);
+    k_topk_merge<<<S, TOPK_THREADS, 0, (cudaStream_t)stream>>>(csc, cix, cld, d_pos, K, d_sel);
     LAUNCHED("k_topk");
     return 0;
 }
@@ -1899,15 +2184,21 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     const float *rope = g->rope[L->ratio ? 1 : 0];
     const float *a = g->u;
     int rc;
-    if ((rc = lin_fp8(g, &L->wq_a, a, S, g->cq, e)) || (rc = lin_fp8(g, &L->wkv, a, S, g->kv, e)))
+    if ((rc = lin_fp8_split(g, &L->wqkv, a, S, L->wq_a.n, g->cq, g->kv, e)))
         return rc;
-    if (L->ratio) {
-        if ((rc = lin_bf16(g, &L->c_wkv, a, S, g->ctmp, 0, e)) || (rc = lin_bf16(g, &L->c_wgate, a, S, g->ctmp2, 0, e)))
-            return rc;
-    }
-    if (L->ratio == 4) {
-        if ((rc = lin_bf16(g, &L->ic_wkv, a, S, g->itmp, 0, e)) || (rc = lin_bf16(g, &L->ic_wgate, a, S, g->itmp2, 0, e)) ||
-            (rc = lin_bf16(g, &L->i_wproj, a, S, g->wts, 1, e)))
+    if (L->ratio) { // the compressor's (and the indexer's) bf16 products of `a` in one launch
+        lin_out o;
+        memset(&o, 0, sizeof o);
+        const struct dlin *parts[5] = {&L->c_wkv, &L->c_wgate, &L->ic_wkv, &L->ic_wgate, &L->i_wproj};
+        float *ys[5] = {g->ctmp, g->ctmp2, g->itmp, g->itmp2, g->wts};
+        o.nseg = L->ratio == 4 ? 5 : 2;
+        for (int j = 0, off = 0; j < o.nseg; off += parts[j]->n, j++) {
+            o.off[j] = off;
+            o.n[j] = parts[j]->n;
+            o.y[j] = ys[j];
+            o.bf[j] = j == 4;
+        }
+        if ((rc = lin_bf16_out(g, &L->cbf, a, S, o, e)))
             return rc;
     }
     k_rmsnorm<<<S, 256, 0, g->st>>>(g->cq, L->q_norm, Lq, eps, g->cq);
@@ -1936,16 +2227,21 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             k_scale_bf16<<<grid_for((size_t)S * Hi, 256), 256, 0, g->st>>>(g->wts, (size_t)S * Hi, wscale);
             K = c->index_topk;
             if ((rc = indexer_scores(g, L->icache, S, e)) ||
-                (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, K, g->sel, g->st, e)))
+                (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, g->max_ctx / 4, K, g->sel, g->topk_scratch,
+                                       g->st, e)))
                 return rc;
             prof_mark(g, CUDA_PROF_INDEXER);
         }
     }
+    int nmaxe = W + (L->ratio == 4 ? K : L->ratio ? (int)(g->max_ctx / L->ratio) : 0);
     for (int s0 = 0; s0 < S; s0 += ATT_TOKENS) {
         int ns = S - s0 < ATT_TOKENS ? S - s0 : ATT_TOKENS;
         int ng = (H + ATT_HB - 1) / ATT_HB;
-        k_attn<<<dim3((unsigned)(ns * ng), ATT_MAXSPLIT), ATT_THREADS, 0, g->st>>>(
-            g->Q, g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->apart);
+        k_attn_score<<<dim3((unsigned)(ns * ng), (unsigned)((nmaxe + 63) / 64)), ATT_THREADS, 0, g->st>>>(
+            g->Q, g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->asc,
+            g->asc_ld);
+        k_attn_pv<<<dim3((unsigned)(ns * ng), ATT_MAXSPLIT), ATT_THREADS, 0, g->st>>>(
+            g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
         k_attn_combine<<<(unsigned)(ns * H), 256, sizeof(float) * d, g->st>>>(g->apart, s0, H, d, W, L->ratio, K, g->dpos,
                                                                               L->sink, rope, rd, g->O);
     }
@@ -1955,6 +2251,8 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     prof_mark(g, CUDA_PROF_ATTN_CORE);
     int gd = H * d / G;
     unsigned blocks = (unsigned)((G * R + 7) / 8);
+    if (blocks > (unsigned)g->lin_blocks)
+        blocks = (unsigned)g->lin_blocks;
     if (gd <= 512 * 8)
         k_wo_a<8><<<blocks, 256, 0, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, G, R, gd, H * d, g->Z);
     else
@@ -1975,25 +2273,24 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if ((rc = lin_bf16(g, &L->gate, g->u, S, g->logit, 0, e)))
         return rc;
     int func = c->scoring_func == INF_SCORE_SOFTMAX ? 0 : c->scoring_func == INF_SCORE_SIGMOID ? 1 : 2;
-    k_route<<<S, 256, 0, g->st>>>(g->logit, S, E, k, func, L->hash ? NULL : L->gate_bias, L->hash ? L->tid2eid : NULL,
+    k_route<<<S, E > 256 ? 512 : 256, 0, g->st>>>(g->logit, S, E, k, func, L->hash ? NULL : L->gate_bias, L->hash ? L->tid2eid : NULL,
                                   g->tok, (float)c->routed_scaling_factor, g->ri, g->rw);
-    size_t nx = (size_t)S * D;
-    k_f2bf<<<grid_for(nx, 256), 256, 0, g->st>>>(g->u, nx, g->stage);
+    k_act_quant_f32<<<(unsigned)((2LL * S * (D / 128) + 7) / 8), 256, 0, g->st>>>(g->u, S, 2 * S, D, g->q8, g->sa);
     LAUNCHED("moe routing");
-    if ((rc = cuda_act_quant(g->stage, S, D, g->q8, g->sa, 0, g->st, e)))
-        return rc;
     prof_mark(g, CUDA_PROF_MOE_ROUTE);
+    // w1 and w3 of the routed experts in one grouped product (pairs [0, S*k): w1 on input rows [0, S);
+    // [S*k, 2*S*k): w3 on the copy, rows [S, 2S)), then the shared expert's w1|w3 on rows [0, S)
     const uint8_t *const *t = L->etab;
-    if ((rc = cuda_fp4_gemv_grouped(g->q8, g->sa, k, S * k, g->ri, t, t + E, I, D, g->g16, g->st, e)) ||
-        (rc = cuda_fp4_gemv_grouped(g->q8, g->sa, k, S * k, g->ri, t + 4 * E, t + 5 * E, I, D, g->u16, g->st, e)) ||
-        (rc = lin_fp8_q(g, &L->sw1, S, g->sg16, e)) || (rc = lin_fp8_q(g, &L->sw3, S, g->su16, e)))
+    uint16_t *u16 = g->g16 + (size_t)S * k * I;
+    if ((rc = cuda_fp4_gemv_grouped(g->q8, g->sa, k, 2 * S * k, g->ri, t, t + 2 * E, I, D, g->g16, g->st, e)) ||
+        (rc = lin_fp8_q(g, &L->sw13, S, g->sg16, e)))
         return rc;
-    k_swiglu<<<grid_for((size_t)S * k * I, 256), 256, 0, g->st>>>(g->g16, g->u16, S * k, I, g->rw, lim);
-    k_swiglu<<<grid_for((size_t)S * SI, 256), 256, 0, g->st>>>(g->sg16, g->su16, S, SI, NULL, lim);
+    k_swiglu<<<grid_for((size_t)S * k * I, 256), 256, 0, g->st>>>(g->g16, u16, S * k, I, g->rw, lim);
+    k_swiglu_cat<<<grid_for((size_t)S * SI, 256), 256, 0, g->st>>>(g->sg16, S, SI, lim, g->su16);
     LAUNCHED("swiglu");
     if ((rc = cuda_act_quant(g->g16, S * k, I, g->q8, g->sa, 0, g->st, e)) ||
-        (rc = cuda_fp4_gemv_grouped(g->q8, g->sa, 1, S * k, g->ri, t + 2 * E, t + 3 * E, D, I, g->ys16, g->st, e)) ||
-        (rc = cuda_act_quant(g->sg16, S, SI, g->q8, g->sa, 0, g->st, e)) || (rc = lin_fp8_q(g, &L->sw2, S, g->sy16, e)))
+        (rc = cuda_fp4_gemv_grouped(g->q8, g->sa, 1, S * k, g->ri, t + 4 * E, t + 5 * E, D, I, g->ys16, g->st, e)) ||
+        (rc = cuda_act_quant(g->su16, S, SI, g->q8, g->sa, 0, g->st, e)) || (rc = lin_fp8_q(g, &L->sw2, S, g->sy16, e)))
         return rc;
     prof_mark(g, CUDA_PROF_MOE_EXPERTS);
     k_moe_combine<<<grid_for((size_t)S * D, 256), 256, 0, g->st>>>(g->ys16, g->ri, g->sy16, S, k, D, g->f);
@@ -2016,7 +2313,10 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     prof_mark(g, CUDA_PROF_HC);
     if ((rc = site ? moe(g, l, S, e) : attention(g, l, S, e)))
         return rc;
-    k_hc_post<<<grid_for((size_t)S * D, 256), 256, 0, g->st>>>(g->X, g->f, g->post, g->comb, S, hc, D);
+    if (hc == 4)
+        k_hc_post<4><<<grid_for((size_t)S * D, 256), 256, 0, g->st>>>(g->X, g->f, g->post, g->comb, S, hc, D);
+    else
+        k_hc_post<0><<<grid_for((size_t)S * D, 256), 256, 0, g->st>>>(g->X, g->f, g->post, g->comb, S, hc, D);
     LAUNCHED("mhc post");
     prof_mark(g, CUDA_PROF_HC);
     return 0;

@@ -25,7 +25,17 @@
  * figure is what the kernels would do if it did; two GPUs split the layers (22 + 21, the streams of
  * one token cross NVLink once, 128 KB), which at batch 1 costs the same per token plus that hop.
  *
- *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4] [--prefill-max N] [--profile] */
+ * `pro4`: V4-Pro's first four layers at Pro's shapes (hidden 7168, 128 heads of 512, q_lora 1536, 16
+ * output groups, index top-k 1024, experts of 3072 top-6, real vocabulary; layers 0,1 HCA, 2 CSA, 3
+ * HCA; 0-2 hash-routed as in Pro; no MTP) with Pro's 384 routed experts (--pro-experts N for fewer:
+ * a decode step reads only the top-6, so the count changes only the gate's bf16 product (E x 7168),
+ * which the extrapolation adds back at the measured bandwidth). --profile extrapolates
+ * pro4 to Pro's 61 layers (31 HCA, 30 CSA; see pro_extrapolate) on one GPU (hypothetical: ~0.86 TB
+ * of weights), 8 GPUs pipeline-parallel and 8 GPUs expert-parallel, with each layout's per-GPU memory
+ * at that context; every such figure is an estimate, only the pro4 rows are measured.
+ *
+ *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
+ *                      [--pro-experts N] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,10 +86,179 @@ static double floor_ms(const struct inf_config *c, long long ctx, double bw, dou
     return (*wbytes + *sbytes) / (bw * 1e9) * 1e3;
 }
 
-static int profile;
-static char prof[32768], extra[8192];
-static int prof_len, extra_len;
+static int profile, pro_experts = 384;
+static char prof[32768], extra[8192], pextra[32768];
+static int prof_len, extra_len, pextra_len;
 #define APPEND(buf, len, ...) (len += snprintf(buf + len, sizeof buf - (size_t)len, __VA_ARGS__))
+
+/* ---- V4-Pro extrapolation (pro4 --profile). Every figure here is an estimate built from the pro4
+ * layers' measured GPU time; the communication latencies are not measured anywhere in this run. */
+
+/* NVLink figures, not measured (one H200 is lent): 900 GB/s per GPU (both directions, so 450 GB/s one
+ * way) and a small-message latency of ~3-8 us per transfer or small collective, both from
+ * shared/notes/engine-anchors.md section 4 (its "~3-8 us" small all-reduce assumption; DeepEP's
+ * low-latency EP8 kernels, 77 / 114 us for a 128-token dispatch / combine, are a batch figure).
+ * Rows are given at both ends of that range. */
+#define NVL_GBPS 450.0
+static const double nvl_lat_us[2] = {3.0, 8.0};
+
+/* State bytes of one layer at ctx positions as cuda_engine_new allocates them (fp32: window ring,
+ * compressor carries, compressed entries, CSA indexer keys + their carries). */
+static double layer_state_bytes(const struct inf_config *c, int r, long long ctx)
+{
+    double d = c->head_dim, di = c->index_head_dim, b = 4.0 * c->sliding_window * d;
+    if (r) {
+        int coff = r == 4 ? 2 : 1;
+        b += 2 * 4.0 * coff * r * coff * d + 4.0 * (double)(ctx / r + 1) * d;
+        if (r == 4)
+            b += 2 * 4.0 * 8 * 2 * di + 4.0 * (double)(ctx / 4 + 1) * di;
+    }
+    return b;
+}
+
+/* Mean over random tokens of the most routed experts any one GPU runs: k distinct experts of E drawn
+ * uniformly, E/gpus consecutive experts per GPU (real routing is less even: an optimistic bound). */
+static double ep_max_load(int E, int k, int gpus, int trials)
+{
+    unsigned long long s = 0x9e3779b97f4a7c15ull;
+    double sum = 0;
+    int per = E / gpus;
+    for (int t = 0; t < trials; t++) {
+        int sel[16], n = 0, cnt[64] = {0}, mx = 0;
+        while (n < k) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            int x = (int)(s % (unsigned long long)E), dup = 0;
+            for (int i = 0; i < n; i++)
+                dup |= sel[i] == x;
+            if (!dup)
+                sel[n++] = x;
+        }
+        for (int i = 0; i < k; i++)
+            if (++cnt[sel[i] / per] > mx)
+                mx = cnt[sel[i] / per];
+        sum += mx;
+    }
+    return sum / trials;
+}
+
+/* c4: the pro4 config; lm: GPU ms per token of each pro4 layer and (lm[L]) of the outside part;
+ * exp_ms: the "moe experts" stage, GPU ms per token over the pro4 layers; graph: the measured
+ * graph step. */
+static void pro_extrapolate(const struct inf_config *c4, long long ctx, double graph, const double *lm, double exp_ms,
+                            double bw)
+{
+    struct ctx_err e = {0};
+    struct inf_config f;
+    struct inf_memory_plan mp;
+    if (inf_config_builtin("pro", &f, &e))
+        return;
+    f.num_nextn_predict_layers = 0;
+    if (inf_memory_plan(&f, ctx, &mp, &e))
+        return;
+    int L4 = c4->num_hidden_layers, L = f.num_hidden_layers, G = 8, k = f.num_experts_per_tok;
+    double t[2][2] = {{0}}, n[2][2] = {{0}}, sum4 = lm[L4]; /* [csa][hash] */
+    for (int l = 0; l < L4; l++) {
+        int csa = c4->compress_ratios[l] == 4, h = inf_config_is_hash_layer(c4, l);
+        t[csa][h] += lm[l];
+        n[csa][h] += 1;
+        sum4 += lm[l];
+    }
+    if (!n[0][0] || !n[0][1] || !n[1][1])
+        return;
+    double hca_h = t[0][1] / n[0][1], csa_h = t[1][1] / n[1][1], hca = t[0][0] / n[0][0];
+    /* Pro's 29 learned-routing CSA layers: the hash-routed CSA layer + the learned - hash routing
+     * difference of the HCA layers (estimated; pro4 has no learned-routing CSA layer). */
+    double csa = n[1][0] ? t[1][0] / n[1][0] : csa_h + (hca - hca_h);
+    double D = f.hidden_size, I = f.moe_intermediate_size, V = f.vocab_size;
+    /* the gate's bf16 rows that pro4 lacks (384 vs --pro-experts), read at the measured bandwidth */
+    double gate_ms = (f.n_routed_experts - c4->n_routed_experts) * D * 2 / (bw * 1e9) * 1e3;
+    double gpu = lm[L4];
+    int cnt[2][2] = {{0}};
+    for (int l = 0; l < L; l++) {
+        int c = f.compress_ratios[l] == 4, h = inf_config_is_hash_layer(&f, l);
+        cnt[c][h]++;
+        gpu += (c ? (h ? csa_h : csa) : (h ? hca_h : hca)) + gate_ms;
+    }
+    double scale = graph / sum4; /* graph step / GPU sum of pro4: launch and profiling gaps */
+    double step1 = gpu * scale;
+    /* routed experts' share of the "moe experts" stage (the shared expert runs there too), by bytes:
+     * 6 x 3 FP4 matrices + e8m0/32 against 3 FP8 matrices + 128x128 scales */
+    double eb = 3 * D * I * (0.5 + 1.0 / 32), routed_b = k * eb, shared_b = f.n_shared_experts * 3 * D * I * (1 + 1.0 / 16384);
+    double routed_ms = exp_ms / L4 * routed_b / (routed_b + shared_b) * scale;
+    double mbar = ep_max_load(f.n_routed_experts, k, G, 200000);
+    double fwb, fsb, fl1 = floor_ms(&f, ctx, bw, &fwb, &fsb);
+    double ep_bytes = fwb + fsb - L * routed_b * (1 - mbar / k), flep = ep_bytes / (bw * 1e9) * 1e3;
+    /* memory: weights by part from the inventory's totals, state in the engine's fp32 layout and packed */
+    double wtot = (double)(mp.weight_bytes - mp.weight_bytes_mtp), emb = V * D * 2, head = V * D * 2;
+    double rout_l = f.n_routed_experts * eb, other_l = (wtot - L * rout_l - emb - head) / L;
+    double st[2] = {0}, pk[2] = {0}; /* [csa] per layer */
+    st[0] = layer_state_bytes(&f, 128, ctx), st[1] = layer_state_bytes(&f, 4, ctx);
+    pk[0] = (double)mp.hca_bytes, pk[1] = (double)mp.csa_bytes;
+    double st_all = 0, pk_all = 0, pp_w = 0, pp_s = 0, pp_p = 0;
+    for (int l = 0; l < L; l++) {
+        int c = f.compress_ratios[l] == 4;
+        st_all += st[c];
+        pk_all += pk[c];
+    }
+    for (int g = 0, l0 = 0; g < G; g++) { /* contiguous split, 8 8 8 8 8 7 7 7 layers */
+        int nl = L / G + (g < L % G);
+        double w = nl * (other_l + rout_l) + (g == 0 ? emb : 0) + (g == G - 1 ? head : 0), s = 0, p = 0;
+        for (int l = l0; l < l0 + nl; l++) {
+            int c = f.compress_ratios[l] == 4;
+            s += st[c];
+            p += pk[c];
+        }
+        if (w + s > pp_w + pp_s) {
+            pp_w = w;
+            pp_s = s;
+            pp_p = p;
+        }
+        l0 += nl;
+    }
+    double ep_w = L * other_l + emb + head + L * rout_l / G;
+    APPEND(pextra, pextra_len,
+           "\nExtrapolated to V4-Pro's 61 layers at context %lld (ESTIMATES, not measured as such; only the pro4 rows "
+           "above are measurements). Per-layer GPU ms from pro4: HCA hash-routed %.3f (L0, L1), CSA hash-routed %.3f "
+           "(L2), HCA learned %.3f (L3), CSA learned %.3f (%s), outside %.3f, + %.4f per layer for the gate rows of "
+           "384 - %d experts at the copy bandwidth; Pro = 2 HCA-hash + 1 CSA-hash + %d CSA + %d HCA: %.3f GPU ms, "
+           "x %.3f (pro4's graph step / its GPU sum) = %.2f ms. Routed experts per layer %.3f ms (the experts stage "
+           "x its routed share by bytes, %.0f%%). Expert-parallel: 48 experts per GPU, attention, shared expert, "
+           "embedding and head replicated; the busiest GPU runs %.3f of the 6 experts on average (uniform random "
+           "routing, Monte Carlo; optimistic), so routed time x %.3f; + 2 all-to-alls per layer of %d bf16 values "
+           "(dispatch + combine; with replicated attention one combine would do). Pipeline: 8 8 8 8 8 7 7 7 layers, "
+           "one hop of the token's %d fp32 streams (%.0f KB) per boundary (7) + the sampled token back to GPU 0 = 8 "
+           "hops. Latency per hop / all-to-all: %.0f or %.0f us + bytes at %.0f GB/s (shared/notes/engine-anchors.md "
+           "section 4: NVLink 900 GB/s per GPU, ~3-8 us per small transfer). Memory at this context: weights as "
+           "stored (no MTP), state in this engine's fp32 layout (packed layout of spec 5.3 in brackets); scratch "
+           "and the rope tables not counted; an H200 holds 143771 MiB = 150.8 GB (nvidia-smi, KINDS.md).\n\n",
+           ctx, hca_h, csa_h, hca, csa, n[1][0] ? "measured" : "CSA-hash + HCA learned - HCA-hash, estimated", lm[L4],
+           gate_ms, c4->n_routed_experts, cnt[1][0], cnt[0][0], gpu, scale, step1, routed_ms,
+           100 * routed_b / (routed_b + shared_b), mbar, mbar / k, (int)D, f.hc_mult * (int)D, f.hc_mult * D * 4 / 1e3,
+           nvl_lat_us[0], nvl_lat_us[1], NVL_GBPS);
+    APPEND(pextra, pextra_len,
+           "| layout | ms/token | tok/s | floor ms | of floor | comm ms | comm share | weights GB/GPU | state GB/GPU "
+           "[packed] | total GB/GPU (of 150.8) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    APPEND(pextra, pextra_len, "| (a) 1 GPU, hypothetical (does not fit) | %.2f | %.1f | %.3f | %.1f%% | 0 | 0%% | %.1f | "
+           "%.2f [%.2f] | %.1f |\n",
+           step1, 1e3 / step1, fl1, 100 * fl1 / step1, wtot / 1e9, st_all / 1e9, pk_all / 1e9, (wtot + st_all) / 1e9);
+    for (int i = 0; i < 2; i++) {
+        double hop = (nvl_lat_us[i] + f.hc_mult * D * 4 / (NVL_GBPS * 1e3)) * 1e-3, comm = 8 * hop, ms = step1 + comm;
+        APPEND(pextra, pextra_len,
+               "| (b) 8 GPUs pipeline, %.0f us hop | %.2f | %.1f | %.3f | %.1f%% | %.3f | %.1f%% | %.1f | %.2f [%.2f] | "
+               "%.1f |\n",
+               nvl_lat_us[i], ms, 1e3 / ms, fl1, 100 * fl1 / ms, comm, 100 * comm / ms, pp_w / 1e9, pp_s / 1e9,
+               pp_p / 1e9, (pp_w + pp_s) / 1e9);
+    }
+    for (int i = 0; i < 2; i++) {
+        double a2a = (nvl_lat_us[i] + D * 2 / (NVL_GBPS * 1e3)) * 1e-3, comm = 2.0 * L * a2a;
+        double ms = step1 - L * routed_ms * (1 - mbar / k) + comm;
+        APPEND(pextra, pextra_len,
+               "| (c) 8 GPUs expert-parallel, %.0f us all-to-all | %.2f | %.1f | %.3f | %.1f%% | %.3f | %.1f%% | %.1f | "
+               "%.2f [%.2f] | %.1f |\n",
+               nvl_lat_us[i], ms, 1e3 / ms, flep, 100 * flep / ms, comm, 100 * comm / ms, ep_w / 1e9, st_all / 1e9,
+               pk_all / 1e9, (ep_w + st_all) / 1e9);
+    }
+}
 
 /* Median host time of `steps` decode steps (ms). */
 static int time_steps(struct cuda_engine *g, const int *tok, int steps, float *logits, double *dt, double *med,
@@ -159,6 +338,9 @@ static int run_ctx(const char *name, const struct inf_config *c, struct cuda_eng
             APPEND(prof, prof_len, " L%d(%s) %.3f", l,
                    c->compress_ratios[l] == 4 ? "csa" : c->compress_ratios[l] ? "hca" : "swa", lm[l] / np);
         APPEND(prof, prof_len, " outside %.3f\n", lm[L] / np);
+        double *lmt = calloc((size_t)L + 1, sizeof(double)); /* per token */
+        for (int l = 0; lmt && l <= L; l++)
+            lmt[l] = lm[l] / np;
         if (!strcmp(name, "flash4")) { /* extrapolation to V4-Flash's 43 layers */
             double t[3] = {0}, n[3] = {0};
             for (int l = 0; l < L; l++) {
@@ -184,6 +366,9 @@ static int run_ctx(const char *name, const struct inf_config *c, struct cuda_eng
                        ffl, 100.0 * ffl / step43, (fwb + fsb) / 1e9);
             }
         }
+        if (lmt && !strcmp(name, "pro4"))
+            pro_extrapolate(c, ctx, graph, lmt, ms[CUDA_PROF_MOE_EXPERTS] / np, bw);
+        free(lmt);
         free(lm);
     }
     free(logits);
@@ -195,17 +380,19 @@ static int run_model(const char *name, const long long *ctxs, int nctx, int step
 {
     struct ctx_err e = {0};
     struct inf_config c;
-    const char *base = strcmp(name, "flash4") ? name : "flash";
+    const char *base = !strcmp(name, "flash4") ? "flash" : !strcmp(name, "pro4") ? "pro" : name;
     if (inf_config_builtin(base, &c, &e)) {
         fprintf(stderr, "bench-gpu-engine: %s\n", e.msg);
         return 1;
     }
-    if (!strcmp(name, "flash4")) { /* Flash's first four layers */
+    if (!strcmp(name, "flash4") || !strcmp(name, "pro4")) { /* Flash's or Pro's first four layers */
         c.num_hidden_layers = 4;
         c.num_nextn_predict_layers = 0;
         if (c.num_hash_layers > 3)
             c.num_hash_layers = 3;
-        if (inf_config_validate(&c, "flash4", &e)) {
+        if (!strcmp(name, "pro4")) /* --pro-experts (default 384, as Pro) */
+            c.n_routed_experts = pro_experts;
+        if (inf_config_validate(&c, name, &e)) {
             fprintf(stderr, "bench-gpu-engine: %s\n", e.msg);
             return 1;
         }
@@ -238,8 +425,11 @@ static int run_model(const char *name, const long long *ctxs, int nctx, int step
     int rc = 0;
     for (int i = 0; i < nctx; i++)
         rc |= run_ctx(name, &c, g, ctxs[i], steps, prefill_max, tok, bw);
-    fprintf(stderr, "# %s: synthetic weights %.1f s, upload + rope tables for %lld positions %.1f s\n", name, t1 - t0,
-            o.max_ctx, t2 - t1);
+    size_t wb = 0;
+    for (int i = 0; i < inf_weights_count(w); i++)
+        wb += inf_weights_tensor(w, i)->nbytes;
+    fprintf(stderr, "# %s: synthetic weights %.1f GB in %.1f s, upload + rope tables for %lld positions %.1f s\n", name,
+            (double)wb / 1e9, t1 - t0, o.max_ctx, t2 - t1);
     free(tok);
     cuda_engine_free(g);
     inf_weights_free(w);
@@ -270,9 +460,11 @@ int main(int argc, char **argv)
             prefill_max = atoll(argv[++i]);
         } else if (!strcmp(argv[i], "--profile")) {
             profile = 1;
+        } else if (!strcmp(argv[i], "--pro-experts") && i + 1 < argc) {
+            pro_experts = atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4] "
-                            "[--prefill-max N] [--profile]\n");
+            fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
+                            "[--prefill-max N] [--profile] [--pro-experts N]\n");
             return 2;
         }
     }
@@ -287,6 +479,10 @@ int main(int argc, char **argv)
         }
     if (steps < 1) {
         fprintf(stderr, "bench-gpu-engine: --steps must be positive\n");
+        return 2;
+    }
+    if (pro_experts < 8 || pro_experts > 384 || pro_experts % 8) { /* whole experts per GPU of 8 */
+        fprintf(stderr, "bench-gpu-engine: --pro-experts must be a multiple of 8 in 8..384\n");
         return 2;
     }
     double bw = bench_copy_gbps((size_t)1 << 30, 20);
@@ -314,5 +510,6 @@ int main(int argc, char **argv)
                "(layer split) | floor ms | of floor | GB read |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
         fputs(extra, stdout);
     }
+    fputs(pextra, stdout);
     return rc;
 }
