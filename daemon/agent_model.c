@@ -9,18 +9,22 @@
  * resident prefix rather than computing on a wrong state. */
 #include "agent_model.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dsml.h"
+#include "dsml_guide.h"
 #include "engine.h"
 #include "json.h"
+#include "log.h"
 #include "model.h"
 #include "openai.h"
 #include "sample.h"
 #include "scheduler.h"
 #include "state.h"
 #include "tokenizer.h"
+#include "tools.h"
 
 /* ---- forced completions ------------------------------------------------------------------- */
 
@@ -88,6 +92,24 @@ size_t ctxd_forced_left(const struct ctxd_forced *f)
     return f ? f->n - f->next : 0;
 }
 
+/* ---- tool grammar ------------------------------------------------------------------------- */
+
+const char *ctxd_tool_grammar_name(enum ctxd_tool_grammar g)
+{
+    return g == CTXD_TOOL_GRAMMAR_OFF ? "off" : "strict";
+}
+
+int ctxd_tool_grammar_parse(const char *s, enum ctxd_tool_grammar *out)
+{
+    if (s && !strcmp(s, "strict"))
+        *out = CTXD_TOOL_GRAMMAR_STRICT;
+    else if (s && !strcmp(s, "off"))
+        *out = CTXD_TOOL_GRAMMAR_OFF;
+    else
+        return CTX_EINVAL;
+    return 0;
+}
+
 /* ---- local engine ------------------------------------------------------------------------- */
 
 static int held_append(struct ctxd_agent_model *m, const char *p, size_t n)
@@ -108,16 +130,17 @@ static int held_append(struct ctxd_agent_model *m, const char *p, size_t n)
     return 0;
 }
 
-static void add_step(struct ctxd_agent_model *m, size_t prompt, size_t cached, size_t completion, bool forced)
+static cJSON *add_step(struct ctxd_agent_model *m, size_t prompt, size_t cached, size_t completion, bool forced)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
-        return;
+        return NULL;
     cJSON_AddNumberToObject(o, "prompt_tokens", (double)prompt);
     cJSON_AddNumberToObject(o, "cached_tokens", (double)cached);
     cJSON_AddNumberToObject(o, "completion_tokens", (double)completion);
     cJSON_AddBoolToObject(o, "forced", forced);
     cJSON_AddItemToArray(m->steps, o);
+    return o;
 }
 
 /* The end of a tool-call block: the model is done with this step (its end-of-sentence token is
@@ -129,6 +152,17 @@ static const char CALLS_END[] = "</" INF_DSML_TOKEN "tool_calls>";
 struct lstep {
     struct ctxd_agent_model *m;
     const struct agent_prompt *prompt;
+    const cJSON *tools;
+    enum inf_dsml_mode mode;
+    /* the tool grammar (STRICT, sampled steps): the completion's state, the tokens of the open
+     * block, and the closing tags forced at the block cap */
+    bool guided, guide_started;
+    struct inf_dsml_guide_state gs;
+    size_t btok;
+    int32_t *cids;
+    size_t nc, ci;
+    int32_t think_end;
+    const char *capped; /* NULL, "closed" or "cut" */
     agent_emit_fn emit;
     void *emit_ud;
     struct ctx_err *e;
@@ -202,6 +236,17 @@ static int lstep_prefill(struct lstep *s)
     struct inf_sampler_opts so = {.temperature = m->o.temperature, .top_p = m->o.top_p, .seed = m->o.seed};
     if (!rc && !s->forced)
         rc = inf_sampler_new(&so, c->vocab_size, &s->smp, e);
+    if (!rc && !s->forced && m->o.tool_grammar == CTXD_TOOL_GRAMMAR_STRICT && s->tools) {
+        /* the tools are the same on every step (they are part of the resident prefix) */
+        if (!m->guide && (rc = inf_dsml_guide_new(tok, s->tools, &m->guide, e)) == 0 &&
+            !(m->allow = malloc((size_t)c->vocab_size)))
+            rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+        if (!rc) {
+            inf_dsml_guide_start(m->guide, s->mode, &s->gs);
+            s->guided = s->guide_started = true;
+            s->think_end = inf_tokenizer_token_id(tok, INF_DSML_THINK_END);
+        }
+    }
     if (!rc && !(s->dt = inf_detok_new(tok)))
         rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
     s->cap = s->dt ? inf_detok_max_chunk(s->dt) : 0;
@@ -238,8 +283,34 @@ static int lstep_decode(struct lstep *s)
             if (s->fi == s->nf)
                 return 0; /* the forced completion is over */
             t = s->fids[s->fi++];
+        } else if (s->ci < s->nc) {
+            t = s->cids[s->ci++]; /* the closing tags of a capped block */
         } else {
+            if (s->guided) {
+                const struct inf_config *c = inf_model_config(model);
+                /* The end of sentence inside the reasoning would be malformed (no </think>): its
+                 * probability goes to "</think>", the nearest legal way to stop reasoning, instead
+                 * of to whatever came next (which lets a model that wanted to stop ramble on). */
+                if (inf_dsml_guide_in_reasoning(&s->gs) && eos >= 0 && s->think_end >= 0 &&
+                    eos < c->vocab_size && s->think_end < c->vocab_size) {
+                    float a = s->logits[s->think_end], b = s->logits[eos];
+                    if (!isnan(a) && !isnan(b) && b > -INFINITY)
+                        s->logits[s->think_end] = fmaxf(a, b) + log1pf(expf(-fabsf(a - b)));
+                }
+                size_t na = inf_dsml_guide_mask(m->guide, &s->gs, m->allow, (size_t)c->vocab_size);
+                if (na == 0)
+                    return 0; /* the completion is over: nothing may follow */
+                for (int i = 0; i < c->vocab_size; i++)
+                    if (!m->allow[i])
+                        s->logits[i] = -INFINITY;
+            }
             t = inf_sample(s->smp, s->logits);
+        }
+        if (s->guided && inf_dsml_guide_feed_token(m->guide, &s->gs, t)) {
+            /* not expected (the mask allowed t, and forced closing tags are legal): go on unguided
+             * rather than stall */
+            CTX_WARN("agent: token %d left the tool grammar; the rest of the step is not masked", (int)t);
+            s->guided = false;
         }
         s->gen++;
         size_t n = 0;
@@ -271,6 +342,35 @@ static int lstep_decode(struct lstep *s)
         }
         if (s->tail_len == sizeof CALLS_END - 1 && memcmp(s->tail, CALLS_END, s->tail_len) == 0)
             return 0;
+        if (s->guided && inf_dsml_guide_in_block(&s->gs) && !s->capped &&
+            ++s->btok >= (m->o.block_cap ? m->o.block_cap : CTXD_BLOCK_CAP_DEFAULT)) {
+            m->blocks_capped++;
+            char close[128];
+            size_t cl = 0;
+            const struct inf_tokenizer *tok = ctxd_engine_tokenizer(g);
+            struct ctx_err ce = {0};
+            /* A read-only tool's runaway argument (a degenerate repetition, typically) may be cut:
+             * the call then runs and its result tells the model what it asked for. Never a value
+             * that would be written. */
+            const char *tool = inf_dsml_guide_tool(m->guide, &s->gs);
+            bool cut_ok = tool && agent_tool_is_read_only(tool);
+            int crc = inf_dsml_guide_close_text(m->guide, &s->gs, close, sizeof close, &cl);
+            const char *how = "closed";
+            if (crc == CTX_ENOTFOUND && cut_ok) {
+                crc = inf_dsml_guide_close_value_text(m->guide, &s->gs, close, sizeof close, &cl);
+                how = "value_cut";
+            }
+            if (crc == 0 && inf_tokenizer_encode(tok, close, cl, &s->cids, &s->nc, &ce) == 0) {
+                s->capped = how;
+                CTX_WARN("agent: a tool-call block reached %zu tokens; closed by force%s", s->btok,
+                         how[0] == 'v' ? " (a read-only tool's value cut short)" : "");
+            } else {
+                s->capped = "cut";
+                CTX_WARN("agent: a tool-call block reached %zu tokens inside a name or value; the step ends there",
+                         s->btok);
+                return 0;
+            }
+        }
     }
     return 1;
 }
@@ -293,10 +393,9 @@ static int local_complete(void *ud, const cJSON *messages, const cJSON *tools, c
                           struct ctx_err *e)
 {
     (void)messages;
-    (void)tools;
-    (void)mode;
     struct ctxd_agent_model *m = ud;
-    struct lstep s = {.m = m, .prompt = prompt, .emit = emit, .emit_ud = emit_ud, .e = e};
+    struct lstep s = {.m = m, .prompt = prompt, .tools = tools, .mode = mode, .emit = emit, .emit_ud = emit_ud,
+                      .e = e};
     int rc;
     if (m->o.engine_call) {
         rc = m->o.engine_call(m->o.engine_ud, lstep_work, &s);
@@ -318,7 +417,13 @@ static int local_complete(void *ud, const cJSON *messages, const cJSON *tools, c
     m->used += s.gen;
     usage->prompt_tokens = s.nids;
     usage->completion_tokens = s.gen;
-    add_step(m, s.nids, s.cached, s.gen, s.forced != NULL);
+    cJSON *rec = add_step(m, s.nids, s.cached, s.gen, s.forced != NULL);
+    if (rec) {
+        cJSON_AddStringToObject(rec, "tool_grammar", s.forced ? "forced" : s.guide_started ? "strict" : "off");
+        if (s.capped)
+            cJSON_AddStringToObject(rec, "block_cap", s.capped);
+    }
+    free(s.cids);
     inf_detok_free(s.dt);
     inf_sampler_free(s.smp);
     free(s.piece);
@@ -473,5 +578,7 @@ void ctxd_agent_model_fini(struct ctxd_agent_model *m)
 {
     free(m->held);
     cJSON_Delete(m->steps);
+    inf_dsml_guide_free(m->guide);
+    free(m->allow);
     memset(m, 0, sizeof *m);
 }

@@ -15,6 +15,7 @@ struct ctxd_engine;
 struct ctxd_job_ctx;
 struct inf_state;
 struct inf_snapshot;
+struct inf_dsml_guide;
 
 /* Forced completions (tests): a JSON array of completion strings, consumed in order across all
  * requests. While one is left, a step's tokens are that string's tokens instead of sampled ones;
@@ -25,6 +26,20 @@ void ctxd_forced_free(struct ctxd_forced *f);
 /* The next completion, or NULL when none is left (the model samples again). */
 const char *ctxd_forced_next(struct ctxd_forced *f);
 size_t ctxd_forced_left(const struct ctxd_forced *f);
+
+/* Grammar-constrained decoding of tool-call blocks (inference/text/dsml_guide.h): STRICT masks, at
+ * every sampled token of the local engine, the tokens that would take the completion out of what
+ * the DSML parser accepts with the declared tools (unknown tools or parameters, a wrong string
+ * attribute, invalid JSON, a required parameter missing, a block never closed); OFF samples from
+ * the raw logits. Forced completions (tests) and the remote backend are never masked. */
+enum ctxd_tool_grammar { CTXD_TOOL_GRAMMAR_STRICT = 0, CTXD_TOOL_GRAMMAR_OFF = 1 };
+const char *ctxd_tool_grammar_name(enum ctxd_tool_grammar g);
+/* "strict" or "off"; CTX_EINVAL otherwise. */
+int ctxd_tool_grammar_parse(const char *s, enum ctxd_tool_grammar *out);
+
+#ifndef CTXD_BLOCK_CAP_DEFAULT /* a build may lower it to exercise the cap */
+#define CTXD_BLOCK_CAP_DEFAULT 1024
+#endif
 
 struct ctxd_agent_model_opts {
     struct ctxd_engine *engine;
@@ -37,6 +52,12 @@ struct ctxd_agent_model_opts {
     struct ctxd_forced *forced;        /* may be NULL */
     size_t max_tokens;                 /* completion tokens over the whole run; 0: 8192 */
     float temperature, top_p;          /* sampling (local engine); 0: greedy */
+    enum ctxd_tool_grammar tool_grammar; /* default (0): strict */
+    /* STRICT: tokens one tool-call block may take (0: CTXD_BLOCK_CAP_DEFAULT). Past it the block
+     * is closed by force where that cuts no value and no required parameter is missing, or cuts
+     * only a read-only tool's string argument (the closing tags then go through the model like
+     * forced tokens); else the step ends there and the parser reports the block as unclosed. */
+    size_t block_cap;
     unsigned long long seed;
     /* Local engine: run engine work on the engine thread, calling work(arg) until it returns
      * something other than 1 (other jobs may run between two calls); returns that value. NULL:
@@ -53,7 +74,11 @@ struct ctxd_agent_model {
     bool held_valid;
     size_t used;              /* completion tokens so far */
     size_t restarts;          /* steps that had to start again from the resident prefix */
-    cJSON *steps;             /* per step: {prompt_tokens, cached_tokens, completion_tokens, forced} */
+    cJSON *steps;             /* per step: {prompt_tokens, cached_tokens, completion_tokens, forced,
+                                 tool_grammar, block_cap?: "closed"|"value_cut"|"cut"} */
+    struct inf_dsml_guide *guide; /* STRICT: built on the first sampled step from its tools */
+    unsigned char *allow;     /* the mask, one byte per id of the model's vocabulary */
+    size_t blocks_capped;     /* tool-call blocks that hit block_cap */
 };
 
 int ctxd_agent_model_init(struct ctxd_agent_model *m, const struct ctxd_agent_model_opts *o, struct ctx_err *e);

@@ -53,6 +53,7 @@ struct ctxd_agent {
     struct agent_policy *policy; /* NULL: the default */
     struct ctxd_forced *forced;
     int approval_timeout_ms;
+    int tool_grammar;            /* enum ctxd_tool_grammar */
     pthread_mutex_t mu;          /* approvals: engine thread waits, loop thread answers */
     pthread_cond_t cv;
     struct approval *approvals;
@@ -461,7 +462,7 @@ static void agent_body(struct areq *q)
                                        .prefix_text = ptext, .prefix_len = plen, .forced = ag->forced,
                                        .max_tokens = q->max_tokens, .temperature = q->temperature,
                                        .top_p = q->top_p, .seed = q->seed, .engine_call = engine_call,
-                                       .engine_ud = q};
+                                       .engine_ud = q, .tool_grammar = (enum ctxd_tool_grammar)ag->tool_grammar};
     if (!rc)
         rc = ctxd_agent_model_init(&am, &mo, &e);
     bool undo_open = false;
@@ -1171,6 +1172,7 @@ int ctxd_agent_init(struct ctxd *d, const struct ctxd_agent_opts *o, struct ctx_
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
     ag->d = d;
     ag->approval_timeout_ms = o->approval_timeout_ms > 0 ? o->approval_timeout_ms : 300000;
+    ag->tool_grammar = o->tool_grammar;
     pthread_mutex_init(&ag->mu, NULL);
     pthread_cond_init(&ag->cv, NULL);
     d->agent = ag;

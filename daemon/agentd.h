@@ -9,6 +9,7 @@ struct ctxd_agent_opts {
     const char *policy_path;     /* command policy JSON; NULL: agent_policy_default() */
     const char *forced_path;     /* tests only: JSON array of completions to force, in order */
     int approval_timeout_ms;     /* an 'ask' approval not answered by then is refused; 0: 300000 */
+    int tool_grammar;            /* enum ctxd_tool_grammar (agent_model.h): 0 strict (default), 1 off */
 };
 
 struct ctxd_ask_opts;

@@ -65,6 +65,8 @@ static void usage(FILE *f)
             "  --policy FILE      the agent's command policy (JSON: allow/ask/deny patterns; default:\n"
             "                     ask for every command, deny destructive ones, no sandbox = deny)\n"
             "  --approval-timeout-ms MS  an unanswered 'ask' approval is refused after this (default 300000)\n"
+            "  --tool-grammar strict|off  mask the local model's tokens so tool-call blocks always parse\n"
+            "                     (declared tools and parameters, valid JSON, closed blocks; default strict)\n"
             "  --forced-completions FILE  TESTS ONLY: a JSON array of completion texts the agent's model\n"
             "                     is made to produce, in order across requests (each token still runs\n"
             "                     through the engine as if sampled)\n"
@@ -134,7 +136,7 @@ int main(int argc, char **argv)
         {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
         {"remote-model", required_argument, 0, 'R'}, {"api-key-env", required_argument, 0, 'A'},     {"debounce-ms", required_argument, 0, 'D'},
         {"policy", required_argument, 0, 'y'}, {"forced-completions", required_argument, 0, 'F'},
-        {"approval-timeout-ms", required_argument, 0, 'a'},
+        {"approval-timeout-ms", required_argument, 0, 'a'}, {"tool-grammar", required_argument, 0, 'G'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -169,6 +171,13 @@ int main(int argc, char **argv)
         case 'W': ro.no_watch = 1; break;
         case 'y': ao.policy_path = optarg; break;
         case 'F': ao.forced_path = optarg; break;
+        case 'G':
+            if (strcmp(optarg, "strict") && strcmp(optarg, "off")) {
+                fprintf(stderr, "ctxd: --tool-grammar is strict or off, not \"%s\"\n", optarg);
+                return 2;
+            }
+            ao.tool_grammar = strcmp(optarg, "off") == 0;
+            break;
         case 'a': {
             char *end;
             errno = 0;
