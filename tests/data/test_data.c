@@ -530,6 +530,34 @@ static void test_transcript_read_and_edit(void **state)
     assert_non_null(strstr(tr.answer, "int scale_value(int a, int b)"));
     check_transcript(f, &tr, "find_symbol", "{\"name\":\"scale_value\"}");
     data_transcript_free(&tr);
+    /* the quoting variant: its own question, and read_file over the definition line +-1 only */
+    task.quote = true;
+    run_task(f, &task, &tr);
+    assert_string_equal(tr.question, "Quote the line that defines `scale_value`.");
+    assert_int_equal(tr.ncomp, 3);
+    assert_non_null(strstr(tr.answer, "int scale_value(int a, int b)"));
+    assert_non_null(strstr(tr.answer, "lib.c"));
+    check_transcript(f, &tr, "find_symbol", "{\"name\":\"scale_value\"}");
+    {
+        struct ctx_err e = {0};
+        cJSON *schemas = cJSON_Parse(agent_tools_schema_text());
+        struct inf_dsml_parser_opts po = {.mode = INF_DSML_THINKING, .tools = schemas};
+        struct inf_dsml_error de;
+        cJSON *m = NULL;
+        assert_int_equal(inf_dsml_parse(tr.prompt.text + tr.comp_off[1], tr.comp_len[1], &po, &m, &de, &e), 0);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), 0), "function");
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring, "read_file");
+        cJSON *got = cJSON_Parse(cJSON_GetObjectItemCaseSensitive(fn, "arguments")->valuestring);
+        cJSON *want = cJSON_Parse("{\"path\":\"lib.c\",\"start_line\":2,\"end_line\":4}");
+        assert_true(cJSON_Compare(got, want, 1));
+        cJSON_Delete(got);
+        cJSON_Delete(want);
+        cJSON_Delete(m);
+        cJSON_Delete(schemas);
+    }
+    data_transcript_free(&tr);
+    task.quote = false;
     task.kind = DATA_TASK_EDIT;
     run_task(f, &task, &tr);
     assert_int_equal(tr.ncomp, 4);

@@ -249,17 +249,21 @@ static bool grammar_file(const char *p)
     return false;
 }
 
-/* Make a git repository at dst holding the group's files (paths relative to their common
- * directory). Returns the number of files, or 0 if the group does not suit. */
-static size_t make_repo(const struct data_corpus *c, const char *group, const char *dst, size_t max_files,
-                        size_t max_bytes)
+static int cmp_doc_path(const void *a, const void *b, void *ud)
+{
+    const struct data_corpus *c = ud;
+    return strcmp(c->doc[*(const size_t *)a].path, c->doc[*(const size_t *)b].path);
+}
+
+/* Make a git repository at dst holding the corpus files ix[0..n) (paths relative to their common
+ * directory; `label` names the commit). Returns the number of files, or 0 if they do not suit. */
+static size_t make_repo_docs(const struct data_corpus *c, const size_t *ix, size_t n_ix, const char *label,
+                             const char *dst, size_t max_files, size_t max_bytes)
 {
     size_t n = 0, bytes = 0, gram = 0, common = 0;
     const char *first = NULL;
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->doc[i].group != group)
-            continue;
-        const char *p = c->doc[i].path;
+    for (size_t q = 0; q < n_ix; q++) {
+        const char *p = c->doc[ix[q]].path;
         if (!first) {
             first = p;
             const char *sl = strrchr(p, '/');
@@ -273,7 +277,7 @@ static size_t make_repo(const struct data_corpus *c, const char *group, const ch
             common = k;
         }
         n++;
-        bytes += c->doc[i].size;
+        bytes += c->doc[ix[q]].size;
         gram += grammar_file(p);
     }
     if (n < 3 || n > max_files || bytes > max_bytes || gram * 2 < n)
@@ -285,17 +289,16 @@ static size_t make_repo(const struct data_corpus *c, const char *group, const ch
         return n; /* made by an earlier run */
     if (mkdirs(dst))
         return 0;
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->doc[i].group != group)
-            continue;
+    for (size_t q = 0; q < n_ix; q++) {
+        const struct data_doc *d = &c->doc[ix[q]];
         char to[8192];
-        snprintf(to, sizeof to, "%s/%s", dst, c->doc[i].path + common);
+        snprintf(to, sizeof to, "%s/%s", dst, d->path + common);
         char *sl = strrchr(to, '/');
         *sl = 0;
         mkdirs(to);
         *sl = '/';
         size_t len;
-        char *text = data_doc_read(&c->doc[i], &len);
+        char *text = data_doc_read(d, &len);
         if (!text)
             continue;
         FILE *f = fopen(to, "wb");
@@ -307,9 +310,42 @@ static size_t make_repo(const struct data_corpus *c, const char *group, const ch
     }
     if (run_sh("cd '%s' && git init -q && git add -A && git -c user.name=ctx -c user.email=ctx@localhost "
                "commit -qm 'import %s' >/dev/null 2>&1",
-               dst, group))
+               dst, label))
         return 0;
     return n;
+}
+
+/* The indices of a group's files, in list order (or sorted by path); *n their count. */
+static size_t *group_docs(const struct data_corpus *c, const char *group, bool sorted, size_t *n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->n; i++)
+        k += c->doc[i].group == group;
+    size_t *ix = malloc((k ? k : 1) * sizeof *ix);
+    if (!ix) {
+        *n = 0;
+        return NULL;
+    }
+    k = 0;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->doc[i].group == group)
+            ix[k++] = i;
+    if (sorted)
+        qsort_r(ix, k, sizeof *ix, cmp_doc_path, (void *)c);
+    *n = k;
+    return ix;
+}
+
+/* Make a git repository at dst holding the group's files (paths relative to their common
+ * directory). Returns the number of files, or 0 if the group does not suit. */
+static size_t make_repo(const struct data_corpus *c, const char *group, const char *dst, size_t max_files,
+                        size_t max_bytes)
+{
+    size_t n;
+    size_t *ix = group_docs(c, group, false, &n);
+    size_t r = ix ? make_repo_docs(c, ix, n, group, dst, max_files, max_bytes) : 0;
+    free(ix);
+    return r;
 }
 
 static int count_literal(void *ud, const char *text, size_t len, size_t *n)
@@ -350,6 +386,7 @@ struct repo_job {
     const char *name; /* group or repository label */
     char dir[4096];
     bool heldout;
+    bool chunk; /* a piece of a large training group (name allocated) */
 };
 
 struct build {
@@ -360,7 +397,30 @@ struct build {
     size_t n_tr[DATA_TASK_KIND_COUNT], n_drop, n_repos, tr_tokens_train, tr_tokens_val, tr_masked;
     size_t n_eval;
     int show;
+    /* training repositories only (held-out ones keep the original recipe, so val and eval.jsonl
+     * stay the same for a given corpus and tokenizer): */
+    size_t short_budget; /* > 0: a share of tasks see the repository laid out at this budget */
+    double short_frac;   /* that share */
+    double long_frac;    /* share of picks among long names (>= 14 chars, or upper-case macros >= 10) */
+    bool def_heavy;      /* more "where is X defined" tasks (50/15/15/10/10 instead of 40/15/15/18/12) */
+    bool read_quote;     /* find_symbol + read_file tasks asked as "quote the line" (data_task.quote) */
+    size_t n_short, n_long;
 };
+
+/* Long identifiers are where the small model's copying fails (GAUDI2_QUEUE_ID_NIC_13_2): a share
+ * of the training questions is drawn among them. */
+static bool long_name(const char *s, size_t n)
+{
+    if (n >= 14)
+        return true;
+    bool lower = false;
+    size_t us = 0;
+    for (size_t i = 0; i < n; i++) {
+        lower |= s[i] >= 'a' && s[i] <= 'z';
+        us += s[i] == '_';
+    }
+    return n >= 10 && !lower && us > 0;
+}
 
 static const char *comment_for(const char *path)
 {
@@ -395,6 +455,18 @@ static int repo_transcripts(struct build *B, const struct repo_job *job, size_t 
         if (rc != CTX_ERANGE && rc != CTX_EINVAL)
             break;
     }
+    /* a shorter repository block for a share of the training tasks: more completions per trained
+     * token, and prompts of several lengths */
+    struct repo_layout *lay_short = NULL;
+    if (!rc && !job->heldout && B->short_budget && B->short_budget < lo.budget) {
+        struct repo_layout_options so = lo;
+        struct ctx_err se = {0};
+        for (size_t b = B->short_budget; b < lo.budget && !lay_short; b += 256) {
+            so.budget = b;
+            if (repo_layout_build(snap, &so, &lay_short, &se))
+                lay_short = NULL;
+        }
+    }
     struct cand *cs = NULL;
     size_t nc = 0, cc = 0;
     if (!rc) {
@@ -414,15 +486,25 @@ static int repo_transcripts(struct build *B, const struct repo_job *job, size_t 
         }
     }
     /* names defined exactly once: the question then has one right answer */
-    size_t used = 0;
+    size_t used = 0, nlong = 0;
     uint8_t *taken = calloc(nc ? nc : 1, 1);
-    if (!taken)
+    size_t *longs = malloc((nc ? nc : 1) * sizeof *longs);
+    if (!taken || !longs)
         rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < nc; i++) {
+        const struct repo_file *f = &snap->files[cs[i].file];
+        const struct repo_symbol *y = &f->syms[cs[i].sym];
+        if (long_name(f->text + y->name_off, y->name_len))
+            longs[nlong++] = i;
+    }
     if (!rc)
         fprintf(stderr, "  %s: %zu files, budget %zu, %zu definitions\n", job->name, snap->nfiles, lo.budget, nc);
     uint64_t rng = seed;
     for (size_t tries = 0; !rc && nc && used < per_repo && tries < per_repo * 6; tries++) {
         size_t ci = rng_next(&rng) % nc;
+        if (!job->heldout && nlong && B->long_frac > 0 &&
+            (double)(rng_next(&rng) % 1000) < B->long_frac * 1000)
+            ci = longs[rng_next(&rng) % nlong];
         if (taken[ci])
             continue;
         taken[ci] = 1;
@@ -452,6 +534,16 @@ static int repo_transcripts(struct build *B, const struct repo_job *job, size_t 
                  : r < 70 ? DATA_TASK_DEF_READ
                  : r < 88 ? DATA_TASK_USES
                           : DATA_TASK_EDIT;
+        if (!job->heldout && B->def_heavy)
+            t.kind = r < 50 ? DATA_TASK_DEF_FIND
+                     : r < 65 ? DATA_TASK_DEF_SEARCH
+                     : r < 80 ? DATA_TASK_DEF_READ
+                     : r < 90 ? DATA_TASK_USES
+                              : DATA_TASK_EDIT;
+        t.quote = !job->heldout && B->read_quote && t.kind == DATA_TASK_DEF_READ;
+        const struct repo_layout *tl = lay;
+        if (lay_short && (double)(rng_next(&rng) % 1000) < B->short_frac * 1000)
+            tl = lay_short;
         if (job->heldout) { /* the evaluation asks "where is X defined" */
             char *q = data_task_question(&(struct data_task){.kind = DATA_TASK_DEF_FIND, .symbol = name,
                                                              .seed = t.seed});
@@ -479,7 +571,7 @@ static int repo_transcripts(struct build *B, const struct repo_job *job, size_t 
             break;
         struct data_transcript tr;
         struct ctx_err te = {0};
-        int trc = data_transcript_run(tools, lay, &t, &tr, &te);
+        int trc = data_transcript_run(tools, tl, &t, &tr, &te);
         agent_tools_free(tools);
         tools = NULL;
         if (trc == CTX_ENOTFOUND) {
@@ -517,6 +609,8 @@ static int repo_transcripts(struct build *B, const struct repo_job *job, size_t 
         else
             B->tr_tokens_train += n;
         B->n_tr[t.kind]++;
+        B->n_short += tl != lay;
+        B->n_long += !job->heldout && long_name(name, strlen(name));
         used++;
         free(ids);
         free(mask);
@@ -524,6 +618,8 @@ static int repo_transcripts(struct build *B, const struct repo_job *job, size_t 
     }
     free(cs);
     free(taken);
+    free(longs);
+    repo_layout_free(lay_short);
     repo_layout_free(lay);
     repo_snapshot_free(snap);
     return rc;
@@ -541,7 +637,9 @@ int data_cmd_build(int argc, char **argv)
 {
     if (argc < 4) {
         fprintf(stderr, "usage: ctx-data build SOURCES.tsv TOKENIZER.json OUTDIR [--code-tokens N] "
-                        "[--val-tokens N] [--fim P] [--per-repo N] [--max-repos N] [--show N]\n");
+                        "[--val-tokens N] [--fim P] [--per-repo N] [--max-repos N] [--show N]\n"
+                        "       [--transcript-tokens N] [--eval-per-repo N] [--split-files N] [--short-budget B]\n"
+                        "       [--short-frac P] [--long-frac P] [--def-heavy 0|1] [--read-quote 0|1] [--code-skip N]\n");
         return 2;
     }
     char outbuf[4096];
@@ -550,8 +648,10 @@ int data_cmd_build(int argc, char **argv)
         outbuf[l - 1] = 0;
     const char *outdir = outbuf;
     double code_tokens = 12.5e6, val_tokens = 4e5, fim = 0.25, tr_tokens = 6.5e6;
-    size_t per_repo = 10, max_repos = 400, max_eval_repos = 20;
-    int show = 0;
+    size_t per_repo = 10, max_repos = 400, max_eval_repos = 20, eval_per_repo = 0, split_files = 0;
+    size_t short_budget = 0;
+    double short_frac = 0, long_frac = 0, code_skip = 0;
+    int show = 0, def_heavy = 0, read_quote = 0;
     for (int i = 4; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--code-tokens"))
             code_tokens = atof(argv[i + 1]);
@@ -567,6 +667,22 @@ int data_cmd_build(int argc, char **argv)
             max_repos = strtoul(argv[i + 1], NULL, 10);
         else if (!strcmp(argv[i], "--show"))
             show = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--eval-per-repo"))
+            eval_per_repo = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--split-files"))
+            split_files = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--short-budget"))
+            short_budget = strtoul(argv[i + 1], NULL, 10);
+        else if (!strcmp(argv[i], "--short-frac"))
+            short_frac = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--long-frac"))
+            long_frac = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--def-heavy"))
+            def_heavy = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--read-quote"))
+            read_quote = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--code-skip"))
+            code_skip = atof(argv[i + 1]);
         else {
             fprintf(stderr, "ctx-data build: unknown option %s\n", argv[i]);
             return 2;
@@ -584,7 +700,11 @@ int data_cmd_build(int argc, char **argv)
         return 1;
     }
     struct stream train = {0}, val = {0};
-    struct build B = {.tok = tok, .train = &train, .val = &val, .show = show};
+    struct build B = {.tok = tok, .train = &train, .val = &val, .show = show, .short_budget = short_budget,
+                      .short_frac = short_frac, .long_frac = long_frac, .def_heavy = def_heavy != 0,
+                      .read_quote = read_quote != 0};
+    if (!eval_per_repo)
+        eval_per_repo = per_repo * 2;
     if (special(tok, "<｜begin▁of▁sentence｜>", &B.sp.bos, &e) || special(tok, "<｜end▁of▁sentence｜>", &B.sp.eos, &e) ||
         special(tok, "<｜fim▁begin｜>", &B.sp.fim_begin, &e) || special(tok, "<｜fim▁hole｜>", &B.sp.fim_hole, &e) ||
         special(tok, "<｜fim▁end｜>", &B.sp.fim_end, &e)) {
@@ -615,8 +735,9 @@ int data_cmd_build(int argc, char **argv)
         fclose(hg);
 
     /* 1. transcripts: train repositories, then the held-out ones (val + eval.jsonl) */
-    struct repo_job *jobs = calloc(c.n_groups + 8, sizeof *jobs);
-    size_t nj = 0, n_train_repos = 0, n_eval_repos = 0;
+    size_t cap_jobs = c.n_groups + 8 + (split_files ? c.n / split_files + c.n_groups : 0);
+    struct repo_job *jobs = calloc(cap_jobs, sizeof *jobs);
+    size_t nj = 0, n_train_repos = 0, n_eval_repos = 0, n_chunks = 0;
     /* ctxd itself: the repository the demo asks about */
     jobs[nj].name = "ctxd";
     snprintf(jobs[nj++].dir, sizeof jobs->dir, "%s", CTX_SOURCE_ROOT);
@@ -636,6 +757,34 @@ int data_cmd_build(int argc, char **argv)
         snprintf(j->dir, sizeof j->dir, "%s%s/%s", outdir, held ? "/eval-repos" : "-work/repos", safe);
         /* held-out repositories travel with the data: keep them small */
         size_t nf = make_repo(&c, c.groups[g], j->dir, held ? 100 : 400, held ? 400000 : 4000000);
+        if (!nf && !held && split_files) {
+            /* a training group too large for one repository (postgresql, linux headers, node's
+             * headers, torch...): consecutive runs of its files in path order, each a repository
+             * of at most split_files files and 2 MB */
+            size_t n;
+            size_t *ix = group_docs(&c, c.groups[g], true, &n);
+            for (size_t a = 0; ix && a < n && n_train_repos < max_repos;) {
+                size_t b = a, bytes = 0;
+                while (b < n && b - a < split_files && bytes + c.doc[ix[b]].size <= 2000000)
+                    bytes += c.doc[ix[b++]].size;
+                if (b == a)
+                    b++;
+                struct repo_job *k = &jobs[nj];
+                char label[300];
+                snprintf(label, sizeof label, "%s#%zu", c.groups[g], a / split_files + 1);
+                snprintf(k->dir, sizeof k->dir, "%s-work/repos/%s-%zu", outdir, safe, a / split_files + 1);
+                if (nj + 1 < cap_jobs && make_repo_docs(&c, ix + a, b - a, label, k->dir, 400, 4000000)) {
+                    k->name = strdup(label);
+                    k->chunk = true;
+                    nj++;
+                    n_train_repos++;
+                    n_chunks++;
+                }
+                a = b;
+            }
+            free(ix);
+            continue;
+        }
         if (!nf)
             continue;
         nj++;
@@ -644,7 +793,8 @@ int data_cmd_build(int argc, char **argv)
         else
             n_train_repos++;
     }
-    fprintf(stderr, "repositories: %zu train (+ ctxd), %zu held out\n", n_train_repos, n_eval_repos);
+    fprintf(stderr, "repositories: %zu train (+ ctxd; %zu pieces of large groups), %zu held out\n", n_train_repos,
+            n_chunks, n_eval_repos);
     /* visit in a hashed order, so the transcript cap samples every kind of package */
     for (size_t i = nj - 1; i > 1; i--) {
         size_t j = 1 + data_hash64(jobs[i].name, strlen(jobs[i].name)) % i;
@@ -657,7 +807,7 @@ int data_cmd_build(int argc, char **argv)
         if (!jobs[i].heldout && (double)B.tr_tokens_train >= tr_tokens)
             continue;
         /* more about ctxd (the demo's repository); held-out ones give the evaluation questions */
-        size_t k = i == 0 ? per_repo * 6 : jobs[i].heldout ? per_repo * 2 : per_repo;
+        size_t k = i == 0 ? (per_repo * 6 < 200 ? per_repo * 6 : 200) : jobs[i].heldout ? eval_per_repo : per_repo;
         if (repo_transcripts(&B, &jobs[i], k, data_hash64(jobs[i].name, strlen(jobs[i].name)), &re)) {
             fprintf(stderr, "ctx-data: %s: %s\n", jobs[i].name, re.msg);
             continue;
@@ -681,6 +831,7 @@ int data_cmd_build(int argc, char **argv)
     }
     uint64_t rng = 12;
     size_t code_train = 0, fim_train = 0, code_val = 0, n_code = 0, n_fim = 0, n_hc = 0, code_bytes = 0;
+    size_t skipped = 0; /* --code-skip: training code of an earlier data set, left out so the code is new */
     for (size_t k = 0; k < c.n; k++) {
         struct data_doc *d = &c.doc[order[k]];
         bool held = d->heldout;
@@ -696,6 +847,12 @@ int data_cmd_build(int argc, char **argv)
             continue;
         }
         int rc = 0;
+        if (!held && (double)skipped < code_skip) {
+            skipped += t.n + 2;
+            free(t.v);
+            free(text);
+            continue;
+        }
         if (held) {
             if (code_val < val_tokens) {
                 rc = add_code_doc(&val, &B.sp, &t);
@@ -770,6 +927,10 @@ int data_cmd_build(int argc, char **argv)
     for (int i = 0; i < DATA_TASK_KIND_COUNT; i++)
         cJSON_AddNumberToObject(tk, kinds[i], (double)B.n_tr[i]);
     cJSON_AddNumberToObject(st, "transcripts_dropped", (double)B.n_drop);
+    cJSON_AddNumberToObject(st, "transcripts_short_layout", (double)B.n_short);
+    cJSON_AddNumberToObject(st, "transcripts_long_name_train", (double)B.n_long);
+    cJSON_AddNumberToObject(st, "code_skipped_tokens", (double)skipped);
+    cJSON_AddNumberToObject(st, "train_repository_pieces", (double)n_chunks);
     cJSON_AddNumberToObject(st, "repositories", (double)B.n_repos);
     cJSON_AddNumberToObject(st, "train_repositories", (double)n_train_repos + 1);
     cJSON_AddNumberToObject(st, "eval_repositories", (double)n_eval_repos);
@@ -783,6 +944,9 @@ int data_cmd_build(int argc, char **argv)
     free(js);
     cJSON_Delete(st);
     free(order);
+    for (size_t i = 0; i < nj; i++)
+        if (jobs[i].chunk)
+            free((char *)jobs[i].name);
     free(jobs);
     free(train.ids);
     free(train.mask);

@@ -38,6 +38,12 @@ static const char *const def_q[] = {
     "Show me where `%s` is declared.",
     "I'm looking for the definition of %s. Where is it?",
 };
+static const char *const quote_q[] = {
+    "Quote the line that defines `%s`.",
+    "Show me the line where `%s` is defined.",
+    "What does the definition of `%s` look like?",
+    "Print the line that defines %s.",
+};
 static const char *const use_q[] = {
     "Where is `%s` used?",
     "Which places use `%s`?",
@@ -62,6 +68,10 @@ char *data_task_question(const struct data_task *t)
     switch (t->kind) {
     case DATA_TASK_USES:
         return xasprintf(use_q[t->seed % NELEM(use_q)], t->symbol);
+    case DATA_TASK_DEF_READ:
+        if (t->quote)
+            return xasprintf(quote_q[t->seed % NELEM(quote_q)], t->symbol);
+        return xasprintf(def_q[t->seed % NELEM(def_q)], t->symbol);
     case DATA_TASK_EDIT: {
         char *c = edit_comment_text(t);
         char *q = c ? xasprintf(edit_q[t->seed % NELEM(edit_q)], t->comment, c, t->symbol) : NULL;
@@ -201,6 +211,9 @@ static const char *const reason_uses[] = {
     "The user wants the places that use %s. find_references lists them.",
     "Uses of %s: find_references gives every reference with its file and line.",
 };
+static const char *const reason_quote[] = {
+    "The user wants the line that defines %s. find_symbol gives its file and line, then read_file shows it.",
+};
 static const char *const reason_edit[] = {
     "First I find where %s is defined, then I add the comment above that line with edit_file.",
 };
@@ -233,7 +246,9 @@ static cJSON *script_step(struct script *s, const cJSON *messages)
             reasoning = xasprintf(reason_uses[sd % NELEM(reason_uses)], t->symbol);
         } else {
             cJSON_AddStringToObject(args, "name", t->symbol);
-            reasoning = xasprintf((t->kind == DATA_TASK_EDIT ? reason_edit[0] : reason_def[sd % NELEM(reason_def)]),
+            reasoning = xasprintf((t->kind == DATA_TASK_EDIT                ? reason_edit[0]
+                                   : t->kind == DATA_TASK_DEF_READ && t->quote ? reason_quote[0]
+                                                                               : reason_def[sd % NELEM(reason_def)]),
                                   t->symbol);
         }
         calls = cJSON_CreateArray();
@@ -259,8 +274,9 @@ static cJSON *script_step(struct script *s, const cJSON *messages)
                                   t->line);
             cJSON *args = cJSON_CreateObject();
             cJSON_AddStringToObject(args, "path", t->path);
-            cJSON_AddNumberToObject(args, "start_line", t->line > 3 ? t->line - 3 : 1);
-            cJSON_AddNumberToObject(args, "end_line", t->line + 8);
+            bool q = t->kind == DATA_TASK_DEF_READ && t->quote;
+            cJSON_AddNumberToObject(args, "start_line", q ? (t->line > 1 ? t->line - 1 : 1) : t->line > 3 ? t->line - 3 : 1);
+            cJSON_AddNumberToObject(args, "end_line", t->line + (q ? 1 : 8));
             calls = cJSON_CreateArray();
             cJSON_AddItemToArray(calls, call_obj("read_file", args));
             break;

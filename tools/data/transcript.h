@@ -7,6 +7,7 @@
 #ifndef DATA_TRANSCRIPT_H
 #define DATA_TRANSCRIPT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,11 @@ struct data_task {
     const char *line_text; /* that whole line, without the newline (DATA_TASK_EDIT) */
     const char *comment;   /* DATA_TASK_EDIT: the comment prefix for the file's language */
     uint64_t seed;     /* picks the phrasing */
+    /* DATA_TASK_DEF_READ asked with its own phrasings ("Quote the line that defines X") and read over
+     * line-1..line+1 only: a plain "where is X defined" then always answers right after find_symbol,
+     * and the quoting answer copies from a short result (within the model's 128-token window). Off:
+     * the first data set's recipe (where-phrasings, lines line-3..line+8). */
+    bool quote;
 };
 
 struct data_transcript {

@@ -1,7 +1,7 @@
 """Agent evaluation (issue 12 acceptance): "where is X defined" on held-out repositories, answered by the
 model through the real agent loop of a running ctxd (real tool calls, real engine).
 
-  python3 tools/train/eval_agent.py CTX SOCKET EVAL_JSONL [--limit N] [--max-steps N] [--json OUT]
+  python3 tools/train/eval_agent.py CTX SOCKET EVAL_JSONL [--limit N] [--skip N] [--max-steps N] [--json OUT]
 
 For each question of tools/data's eval.jsonl ({repo, dir, question, symbol, file, line, budget}; dir is
 relative to the file's folder): `ctx init DIR --budget B` once per repository, then
@@ -58,17 +58,18 @@ def main():
     ap.add_argument("socket")
     ap.add_argument("eval")
     ap.add_argument("--limit", type=int, default=0, help="questions per repository (0: all)")
+    ap.add_argument("--skip", type=int, default=0, help="skip the first N questions of each repository")
     ap.add_argument("--max-steps", type=int, default=6)
     ap.add_argument("--timeout", type=int, default=300)
     ap.add_argument("--json")
     a = ap.parse_args()
     base = os.path.dirname(os.path.abspath(a.eval))
     qs = [json.loads(l) for l in open(a.eval) if l.strip()]
-    if a.limit:
+    if a.limit or a.skip:
         per, keep = {}, []
         for q in qs:
             per[q["dir"]] = per.get(q["dir"], 0) + 1
-            if per[q["dir"]] <= a.limit:
+            if per[q["dir"]] > a.skip and (not a.limit or per[q["dir"]] <= a.skip + a.limit):
                 keep.append(q)
         qs = keep
     ctx = [a.ctx, "--socket", a.socket]

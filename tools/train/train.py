@@ -158,28 +158,65 @@ class Sampler:
         tr = tr[tr < len(toks) - T - 1]
         self.tstarts = tr
         self.tlen = {}
+        self.tok_tr = None  # per token: 1 inside a transcript (every_transcript weighting)
+        self.code_docs = None  # (start, length) of code and FIM documents (code_windows)
         if idx is not None:
             self.tlen = {int(s): int(n) for s, n, k in idx if k == 2}
+            t2 = idx[idx[:, 2] == 2].astype(np.int64)
+            d = np.zeros(len(toks) + 1, np.int8)
+            np.add.at(d, t2[:, 0], 1)
+            np.add.at(d, np.minimum(t2[:, 0] + t2[:, 1], len(toks)), -1)
+            self.tok_tr = torch.from_numpy(np.cumsum(d[:-1]).astype(np.bool_))
+            cd = idx[idx[:, 2] != 2].astype(np.int64)
+            cd = cd[cd[:, 0] < len(toks) - T - 1]
+            if len(cd):
+                self.code_docs = cd[:, :2]
         self.only_transcripts = False
         self.tweight = 1.0  # loss weight of a sampled transcript's own targets (its completions)
+        # run 3: weight every transcript token of every window (a transcript window also holds the start
+        # of the next document; a code window may hold a transcript), not only the sampled transcript's
+        self.every_transcript = False
+        # run 3: windows that do not start at a transcript start in code/FIM documents only (when
+        # transcripts are most of the tokens, random windows would otherwise be transcript prompts,
+        # whose tokens are masked out)
+        self.code_windows = False
+        # run 3: a transcript longer than the window (a repository laid out at 3072 tokens) gets the
+        # window that ENDS at its end (question, tool results and every completion inside; the start of
+        # the system prompt cut) instead of one from its BOS, which would hold none of its completions
+        self.long_end = False
         self.tfrac = tfrac if len(tr) else 0.0
         self.rng = np.random.default_rng(seed)
 
     def batch(self, B):
         n = len(self.t) - self.T - 1
         r = self.rng.random(B)
-        s = np.where(r < 0.5, self.rng.choice(self.starts, B), self.rng.integers(0, n, B))
+        if self.code_windows and self.code_docs is not None:
+            cd = self.code_docs
+            pick = self.rng.integers(0, len(cd), B)
+            ln = cd[:, 1]
+            wpick = self.rng.choice(len(cd), B, p=ln / ln.sum())  # random positions: by document length
+            off = (self.rng.random(B) * ln[wpick]).astype(np.int64)
+            s = np.where(r < 0.5, cd[pick, 0], np.minimum(cd[wpick, 0] + off, n - 1))
+        else:
+            s = np.where(r < 0.5, self.rng.choice(self.starts, B), self.rng.integers(0, n, B))
         ist = np.zeros(B, bool)
         if self.only_transcripts:
             s = self.rng.choice(self.tstarts, B)
         elif self.tfrac > 0:
             ist = self.rng.random(B) < self.tfrac
             s = np.where(ist, self.rng.choice(self.tstarts, B), s)
+        if self.long_end:
+            for b in np.nonzero(ist)[0]:
+                L = self.tlen.get(int(s[b]), 0)
+                if L > self.T + 1:
+                    s[b] += L - (self.T + 1)
         idx = torch.from_numpy(s)[:, None] + torch.arange(self.T + 1)[None]
         m = self.m[idx]
         if self.only_transcripts:  # the loss sees that transcript's completions only
             for b, st in enumerate(s):
                 m[b, self.tlen.get(int(st), self.T + 1):] = 0
+        elif self.tweight != 1.0 and self.every_transcript and self.tok_tr is not None:
+            m = m * (1.0 + (self.tweight - 1.0) * self.tok_tr[idx].float())
         elif self.tweight != 1.0:
             # a transcript has ~185 targets (tool calls and the answer) against 4096 in a code window:
             # without this its completions are ~5% of the loss, too little to learn the copying
@@ -313,6 +350,13 @@ def main():
                     help="every window starts at a transcript and only its completions are targets")
     ap.add_argument("--transcript-weight", type=float, default=1.0,
                     help="loss weight of a sampled transcript's completion tokens (code tokens weigh 1)")
+    ap.add_argument("--every-transcript", action="store_true",
+                    help="--transcript-weight applies to every transcript token in every window (run 3)")
+    ap.add_argument("--code-windows", action="store_true",
+                    help="windows not started at a transcript start in code/FIM documents only (run 3)")
+    ap.add_argument("--long-end", action="store_true",
+                    help="with --every-transcript: a transcript longer than the window gets the window ending at "
+                    "its end (run 3)")
     ap.add_argument("--val-transcripts", type=int, default=32,
                     help="held-out transcripts (val.idx) whose completion loss is the second val metric")
     ap.add_argument("--val-windows", type=int, default=32, help="val windows (multiple of 8; 32 in every run)")
@@ -365,6 +409,9 @@ def main():
     sampler = Sampler(*train, args.seq, args.seed, args.transcript_frac, tidx)
     sampler.only_transcripts = args.only_transcripts and tidx is not None
     sampler.tweight = args.transcript_weight
+    sampler.every_transcript = args.every_transcript
+    sampler.code_windows = args.code_windows
+    sampler.long_end = args.long_end and args.every_transcript
     print(f"documents {len(sampler.starts):,}, transcripts {len(sampler.tstarts):,} "
           f"(sampled as {100 * sampler.tfrac:.0f}% of windows)", flush=True)
     vidx = None
@@ -526,7 +573,7 @@ def main():
     print(f"kept the checkpoint of step {best['step']}: val {best['val']:.4f} transcript val {best['tval']:.4f}"
           f"; steady {0 if steady is None else steady/1e3:.1f}k tokens/s", flush=True)
     for r in rows:
-        r["run"] = 2 if args.prev_log else 1
+        r["run"] = 1
     if args.prev_log:
         try:
             with open(args.prev_log, newline="") as f:
@@ -535,6 +582,8 @@ def main():
             for r in prev:
                 r.setdefault("tval_loss", float("nan"))
                 r.setdefault("run", 1)
+            for r in rows:  # this run's number follows the previous log's last
+                r["run"] = max(p["run"] for p in prev) + 1
             for r in rows:
                 r["step"] += prev[-1]["step"]
                 r["tokens"] += prev[-1]["tokens"]
@@ -588,7 +637,8 @@ def main():
                data_train_tokens=int(len(train[0])), data_train_targets=int(train[1].sum()),
                seq=args.seq, batch=args.batch, batch_final=B, lr=args.lr, smoke=args.smoke, init=args.init,
                only_transcripts=sampler.only_transcripts, transcript_frac=sampler.tfrac,
-               transcript_weight=sampler.tweight, start_val_loss=v0, start_tval_loss=vt0, final_tval_loss=tvfinal,
+               transcript_weight=sampler.tweight, every_transcript=sampler.every_transcript,
+               code_windows=sampler.code_windows, long_end=sampler.long_end, start_val_loss=v0, start_tval_loss=vt0, final_tval_loss=tvfinal,
                kept_step=best["step"], kept_tokens=best["tokens"], kept_val_loss=best["val"],
                kept_tval_loss=best["tval"], tokens_per_s=tokens / train_s, tokens_per_s_steady=steady)
     with open(args.report, "w") as f:
