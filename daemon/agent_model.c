@@ -15,6 +15,7 @@
 
 #include "dsml.h"
 #include "dsml_guide.h"
+#include "fim.h"
 #include "engine.h"
 #include "json.h"
 #include "log.h"
@@ -163,6 +164,12 @@ struct lstep {
     size_t nc, ci;
     int32_t think_end;
     const char *capped; /* NULL, "closed" or "cut" */
+    /* degenerate loops (ctxd_fim_loop_cut on the step's text since text_start): in the reasoning
+     * "</think>" is forced once, in the answer the end of sentence; NULL, "think_closed", "ended" or
+     * "think_closed,ended" */
+    size_t text_start;
+    bool loop_restart;
+    const char *loop;
     agent_emit_fn emit;
     void *emit_ud;
     struct ctx_err *e;
@@ -273,6 +280,8 @@ static int lstep_decode(struct lstep *s)
     struct ctxd_engine *g = m->o.engine;
     struct inf_model *model = ctxd_engine_model(g);
     int eos = ctxd_engine_eos(g);
+    if (s->gen == 0 && !s->text_start)
+        s->text_start = m->held_len;
     for (int k = 0; k < DECODE_PIECE; k++) {
         if (s->gen >= s->budget)
             return 0;
@@ -342,6 +351,45 @@ static int lstep_decode(struct lstep *s)
         }
         if (s->tail_len == sizeof CALLS_END - 1 && memcmp(s->tail, CALLS_END, s->tail_len) == 0)
             return 0;
+        /* A small model's greedy decoding can fall into a loop ("_3_3_3_3..."), which would run to the
+         * token budget: in the reasoning "</think>" is forced (once), in the answer the end of sentence
+         * (the step ends as a final answer; the loop stays visible in it).
+         * Inside a tool-call block the block cap below applies instead. */
+        if (s->loop_restart && s->ci >= s->nc) { /* the forced "</think>" is in: look at the answer only */
+            s->text_start = m->held_len;
+            s->loop_restart = false;
+        }
+        if (n && s->guided && (!s->loop || s->loop[0] == 't') && !inf_dsml_guide_in_block(&s->gs) &&
+            s->ci >= s->nc && m->held_len > s->text_start) {
+            size_t len = m->held_len - s->text_start;
+            if (ctxd_fim_loop_cut(m->held + s->text_start, len) < len) {
+                if (!s->loop && inf_dsml_guide_in_reasoning(&s->gs) && s->think_end >= 0) {
+                    int32_t *c = malloc(sizeof *c);
+                    if (!c)
+                        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+                    free(s->cids);
+                    c[0] = s->think_end;
+                    s->cids = c;
+                    s->nc = 1;
+                    s->ci = 0;
+                    s->loop = "think_closed";
+                    s->loop_restart = true;
+                    CTX_WARN("agent: the reasoning repeats itself; closed by force");
+                } else if (!inf_dsml_guide_in_reasoning(&s->gs) && eos >= 0) {
+                    /* the answer ends here, as a final answer (the end of sentence, forced) */
+                    int32_t *c = malloc(sizeof *c);
+                    if (!c)
+                        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+                    free(s->cids);
+                    c[0] = eos;
+                    s->cids = c;
+                    s->nc = 1;
+                    s->ci = 0;
+                    s->loop = s->loop ? "think_closed,ended" : "ended";
+                    CTX_WARN("agent: the answer repeats itself; ended by force");
+                }
+            }
+        }
         if (s->guided && inf_dsml_guide_in_block(&s->gs) && !s->capped &&
             ++s->btok >= (m->o.block_cap ? m->o.block_cap : CTXD_BLOCK_CAP_DEFAULT)) {
             m->blocks_capped++;
@@ -422,6 +470,8 @@ static int local_complete(void *ud, const cJSON *messages, const cJSON *tools, c
         cJSON_AddStringToObject(rec, "tool_grammar", s.forced ? "forced" : s.guide_started ? "strict" : "off");
         if (s.capped)
             cJSON_AddStringToObject(rec, "block_cap", s.capped);
+        if (s.loop)
+            cJSON_AddStringToObject(rec, "loop", s.loop);
     }
     free(s.cids);
     inf_detok_free(s.dt);
