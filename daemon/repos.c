@@ -19,6 +19,7 @@
 #include "dsml.h"
 #include "engine.h"
 #include "kv.h"
+#include "kv_state.h"
 #include "log.h"
 #include "model.h"
 #include "openai.h"
@@ -351,74 +352,17 @@ static void on_progress(void *ud)
     free(m);
 }
 
-/* KV streams of a state: per layer, its compressed entries and (CSA) its indexer keys. */
-static int n_streams_of(const struct inf_state *st)
-{
-    return 2 * st->n_layers;
-}
-
-static void streams_of(const struct inf_state *st, struct store_kv_stream *sv)
-{
-    for (int i = 0; i < st->n_layers; i++) {
-        const struct inf_layer_state *l = &st->layers[i];
-        sv[2 * i].data = l->cache;
-        sv[2 * i].len = (uint64_t)l->n_cache * (uint64_t)st->cfg.head_dim * sizeof(float);
-        sv[2 * i + 1].data = l->icache;
-        sv[2 * i + 1].len = l->ratio == 4 ? (uint64_t)l->n_cache * (uint64_t)st->cfg.index_head_dim * sizeof(float) : 0;
-    }
-}
-
-/* Bring st to the checkpoint c: its caches from the streams, then its boundary. */
-static int restore_ckpt(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st, struct ctx_err *e)
-{
-    if (c->n_streams != n_streams_of(st))
-        return ctx_err_set(e, CTX_EFORMAT, "checkpoint has %d streams, the model needs %d", c->n_streams,
-                           n_streams_of(st));
-    for (int i = 0; i < st->n_layers; i++) {
-        struct inf_layer_state *l = &st->layers[i];
-        uint64_t row = (uint64_t)st->cfg.head_dim * sizeof(float);
-        uint64_t len = c->stream_len[2 * i], ilen = c->stream_len[2 * i + 1];
-        if (len % row)
-            return ctx_err_set(e, CTX_EFORMAT, "checkpoint stream %d is not a whole number of entries", 2 * i);
-        long long n = (long long)(len / row);
-        if ((!l->ratio && n) ||
-            (l->ratio == 4 && ilen != (uint64_t)n * (uint64_t)st->cfg.index_head_dim * sizeof(float)) ||
-            (l->ratio != 4 && ilen))
-            return ctx_err_set(e, CTX_EFORMAT, "checkpoint streams of layer %d do not fit the model", i);
-        l->n_cache = 0;
-        int rc = n ? inf_state_reserve(st, i, n, e) : 0;
-        if (!rc && len)
-            rc = store_kv_read_stream(kv, c, 2 * i, l->cache, e);
-        if (!rc && ilen)
-            rc = store_kv_read_stream(kv, c, 2 * i + 1, l->icache, e);
-        if (rc)
-            return rc;
-        l->n_cache = n;
-    }
-    uint8_t *b = malloc(c->boundary_len + 1);
-    if (!b)
-        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
-    int rc = store_kv_read_boundary(kv, c, b, e);
-    if (!rc)
-        rc = inf_state_restore_boundary(st, b, c->boundary_len, e);
-    free(b);
-    if (!rc && (uint64_t)st->pos != c->pos)
-        rc = ctx_err_set(e, CTX_EFORMAT, "checkpoint at %llu restored a state at %lld", (unsigned long long)c->pos,
-                         st->pos);
-    return rc;
-}
-
 static int checkpoint(struct repo *r, struct ctx_err *e)
 {
     struct store_kv *kv = r->rs->kv;
     struct inf_state *st = r->st;
-    int ns = n_streams_of(st);
+    int ns = store_kv_state_n_streams(st);
     struct store_kv_stream *sv = calloc((size_t)ns, sizeof *sv);
     uint8_t *b = NULL;
     size_t blen = 0;
     if (!sv)
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
-    streams_of(st, sv);
+    store_kv_state_streams(st, sv);
     int rc = inf_state_boundary(st, &b, &blen, e);
     struct store_kv_hash h;
     store_kv_prefix_hash(ctxd_engine_key(r->rs->d->engine), r->prefix.tokens, (size_t)st->pos, &h);
@@ -467,7 +411,7 @@ static void start_from_cache(struct repo *r, struct progress_msg *note)
     }
     if (!found)
         return;
-    if (restore_ckpt(rs->kv, &c, r->st, &e)) {
+    if (store_kv_state_restore(rs->kv, &c, r->st, &e)) {
         CTX_WARN("kv cache: checkpoint %lld of %s unusable, recomputing: %s", (long long)c.id, r->root, e.msg);
         snprintf(note->note, sizeof note->note, "checkpoint unusable, recomputed: %s", e.msg);
         inf_state_reset(r->st);

@@ -53,6 +53,7 @@
 #include "cuda_engine.h"
 #include "gemm.h"
 #include "kv.h"
+#include "kv_state.h"
 #include "pool.h"
 #include "safetensors.h"
 #include "state.h"
@@ -300,13 +301,7 @@ static int store_save(struct store_kv *kv, const struct inf_state *st, struct st
         free(tok);
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
     }
-    for (int i = 0; i < st->n_layers; i++) {
-        const struct inf_layer_state *l = &st->layers[i];
-        sv[2 * i].data = l->cache;
-        sv[2 * i].len = (uint64_t)l->n_cache * (uint64_t)st->cfg.head_dim * sizeof(float);
-        sv[2 * i + 1].data = l->icache;
-        sv[2 * i + 1].len = l->ratio == 4 ? (uint64_t)l->n_cache * (uint64_t)st->cfg.index_head_dim * sizeof(float) : 0;
-    }
+    store_kv_state_streams(st, sv);
     struct store_kv_hash h;
     store_kv_prefix_hash(MODEL_KEY, tok, (size_t)st->pos, &h);
     if (!(rc = inf_state_boundary(st, &b, &blen, e)) && !(rc = store_kv_lineage_new(kv, MODEL_KEY, ns, &lineage, e)) &&
@@ -315,40 +310,6 @@ static int store_save(struct store_kv *kv, const struct inf_state *st, struct st
     free(b);
     free(sv);
     free(tok);
-    return rc;
-}
-
-/* Bring st to checkpoint c: its caches from the streams, then its boundary (daemon/repos.c's
- * restore_ckpt, which is static there). st keeps its buffers when they are large enough. */
-static int store_restore(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st, struct ctx_err *e)
-{
-    if (c->n_streams != 2 * st->n_layers)
-        return ctx_err_set(e, CTX_EFORMAT, "checkpoint has %d streams, the model needs %d", c->n_streams,
-                           2 * st->n_layers);
-    for (int i = 0; i < st->n_layers; i++) {
-        struct inf_layer_state *l = &st->layers[i];
-        uint64_t row = (uint64_t)st->cfg.head_dim * sizeof(float);
-        uint64_t len = c->stream_len[2 * i], ilen = c->stream_len[2 * i + 1];
-        if (len % row)
-            return ctx_err_set(e, CTX_EFORMAT, "checkpoint stream %d is not a whole number of entries", 2 * i);
-        long long n = (long long)(len / row);
-        l->n_cache = 0;
-        int rc = n ? inf_state_reserve(st, i, n, e) : 0;
-        if (!rc && len)
-            rc = store_kv_read_stream(kv, c, 2 * i, l->cache, e);
-        if (!rc && ilen)
-            rc = store_kv_read_stream(kv, c, 2 * i + 1, l->icache, e);
-        if (rc)
-            return rc;
-        l->n_cache = n;
-    }
-    uint8_t *b = malloc(c->boundary_len + 1);
-    if (!b)
-        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
-    int rc = store_kv_read_boundary(kv, c, b, e);
-    if (!rc)
-        rc = inf_state_restore_boundary(st, b, c->boundary_len, e);
-    free(b);
     return rc;
 }
 
@@ -744,7 +705,7 @@ static int cmd_bench(int argc, char **argv)
     for (int i = 0; i < disk_reps; i++) {
         resid += drop_cache(dir) / disk_reps;
         double a = now_s();
-        if (store_restore(kv, &ck, s1, &e)) {
+        if (store_kv_state_restore(kv, &ck, s1, &e)) {
             fail("restore", &e);
             goto out;
         }
@@ -769,7 +730,7 @@ static int cmd_bench(int argc, char **argv)
     /* warm: the same with the files in the page cache */
     for (int i = 0; i < disk_reps; i++) {
         double a = now_s();
-        if (store_restore(kv, &ck, s1, &e)) {
+        if (store_kv_state_restore(kv, &ck, s1, &e)) {
             fail("restore", &e);
             goto out;
         }
@@ -903,7 +864,7 @@ static int cmd_roundtrip(int argc, char **argv)
     }
     double resid = drop_cache(dir);
     cuda_engine_reset(g);
-    if (cuda_engine_prefill(g, other, n / 3 + 1, NULL, &e) || store_restore(kv, &ck, sb, &e) ||
+    if (cuda_engine_prefill(g, other, n / 3 + 1, NULL, &e) || store_kv_state_restore(kv, &ck, sb, &e) ||
         cuda_engine_state_upload(g, sb, &e) || cuda_engine_decode(g, tok[n], l1, &e)) {
         fail("disk restore", &e);
         goto out;
