@@ -4,36 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "repo.h"
 #include "sandbox.h"
 #include "tools.h"
 #include "undo.h"
 #include "util.h"
-
-/* The work tree containing path: the nearest directory with a .git entry. */
-static int work_tree(const char *path, char *out)
-{
-    if (!realpath(path, out))
-        return -1;
-    struct stat st;
-    if (stat(out, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        char *s = strrchr(out, '/');
-        if (s && s != out)
-            *s = 0;
-    }
-    for (;;) {
-        char g[PATH_MAX + 8];
-        snprintf(g, sizeof g, "%s/.git", out);
-        if (access(g, F_OK) == 0)
-            return 0;
-        char *s = strrchr(out, '/');
-        if (!s || s == out)
-            return -1;
-        *s = 0;
-    }
-}
 
 static bool ask_tty(void *ud, const char *command)
 {
@@ -98,11 +74,11 @@ int ctx_cmd_tool(int argc, char **argv, const struct ctx_cli *cli)
         return 2;
     }
     char root[PATH_MAX];
-    if (work_tree(path ? path : ".", root)) {
-        fprintf(stderr, "ctx tool: %s is not inside a git work tree\n", path ? path : "the current directory");
+    struct ctx_err e = {0};
+    if (repo_work_tree(path ? path : ".", root, sizeof root, &e)) {
+        fprintf(stderr, "ctx tool: %s\n", e.msg);
         return 1;
     }
-    struct ctx_err e = {0};
     struct agent_policy *policy = NULL;
     if (policy_path && agent_policy_load(policy_path, &policy, &e)) {
         fprintf(stderr, "ctx tool: %s\n", e.msg);

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "loop.h"
 #include "prompt.h"
+#include "repo.h"
 #include "repos.h"
 #include "review.h"
 #include "rpc.h"
@@ -1084,28 +1085,6 @@ static void m_cancel(struct ctxd_call *call, const cJSON *params, void *ud)
     ctxd_call_reply(call, r);
 }
 
-/* The work tree containing real: the nearest directory with a .git entry. */
-static int work_tree(const char *real, char *out)
-{
-    snprintf(out, PATH_MAX, "%s", real);
-    struct stat st;
-    if (stat(out, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        char *s = strrchr(out, '/');
-        if (s && s != out)
-            *s = 0;
-    }
-    for (;;) {
-        char g[PATH_MAX + 8];
-        snprintf(g, sizeof g, "%s/.git", out);
-        if (access(g, F_OK) == 0)
-            return 0;
-        char *s = strrchr(out, '/');
-        if (!s || s == out)
-            return -1;
-        *s = 0;
-    }
-}
-
 static void m_undo(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd_agent *ag = ud;
@@ -1116,8 +1095,7 @@ static void m_undo(struct ctxd_call *call, const cJSON *params, void *ud)
         opt_bool(call, params, "force", &force))
         return;
     struct ctx_err e = {0};
-    if (work_tree(real, root)) {
-        ctx_err_set(&e, CTX_ENOTFOUND, "%s is not inside a git work tree", real);
+    if (repo_work_tree(real, root, sizeof root, &e)) {
         ctxd_call_fail_err(call, &e);
         return;
     }

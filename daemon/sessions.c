@@ -10,6 +10,7 @@
 
 #include "agentd.h"
 #include "log.h"
+#include "repo.h"
 #include "repos.h"
 #include "rpc.h"
 #include "store.h"
@@ -47,26 +48,6 @@ static const char *id_param(struct ctxd_call *call, const cJSON *params)
     return string_param(call, params, "id");
 }
 
-/* The work tree containing path: the nearest folder with a .git entry. */
-static int work_tree(const char *path, char *out, struct ctx_err *e)
-{
-    char real[PATH_MAX];
-    if (!realpath(path, real))
-        return ctx_err_errno(e, CTX_ENOTFOUND, errno, "path %s", path);
-    char probe[PATH_MAX + 8];
-    for (;;) {
-        snprintf(probe, sizeof probe, "%s/.git", real);
-        if (access(probe, F_OK) == 0) {
-            snprintf(out, PATH_MAX, "%s", real);
-            return 0;
-        }
-        char *slash = strrchr(real, '/');
-        if (!slash || slash == real)
-            return ctx_err_set(e, CTX_ENOTFOUND, "%s is not inside a git repository", path);
-        *slash = 0;
-    }
-}
-
 static void m_create(struct ctxd_call *call, const cJSON *params, void *ud)
 {
     struct ctxd *d = ud;
@@ -83,7 +64,7 @@ static void m_create(struct ctxd_call *call, const cJSON *params, void *ud)
     }
     char root[PATH_MAX], id[STORE_SESSION_ID_LEN + 1];
     struct ctx_err e = {0};
-    if (work_tree(path, root, &e) ||
+    if (repo_work_tree(path, root, sizeof root, &e) ||
         store_session_create(S(d)->db, root, mode ? mode->valuestring : "thinking", id, &e)) {
         ctxd_call_fail_err(call, &e);
         return;
@@ -173,7 +154,7 @@ static void m_list(struct ctxd_call *call, const cJSON *params, void *ud)
     const cJSON *p = params ? cJSON_GetObjectItemCaseSensitive(params, "path") : NULL;
     char root[PATH_MAX];
     struct ctx_err e = {0};
-    if (p && (!cJSON_IsString(p) || work_tree(p->valuestring, root, &e))) {
+    if (p && (!cJSON_IsString(p) || repo_work_tree(p->valuestring, root, sizeof root, &e))) {
         if (!e.code)
             ctx_err_set(&e, CTX_EINVAL, "\"path\" must be a string");
         ctxd_call_fail_err(call, &e);

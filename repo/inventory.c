@@ -1,6 +1,7 @@
 /* Inventory with libgit2: HEAD tree, index and working tree status, skips, text, symbols. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -407,6 +408,26 @@ static int list_submodules(git_repository *g, struct flist *l, struct ctx_err *e
     }
     git_index_free(idx);
     return 0;
+}
+
+int repo_work_tree(const char *path, char *out, size_t cap, struct ctx_err *e)
+{
+    char dir[PATH_MAX];
+    if (!realpath(path, dir))
+        return ctx_err_errno(e, CTX_ENOTFOUND, errno, "path %s", path);
+    for (;;) {
+        char probe[PATH_MAX + 8];
+        snprintf(probe, sizeof probe, "%s/.git", dir);
+        if (access(probe, F_OK) == 0) {
+            if ((size_t)snprintf(out, cap, "%s", dir) >= cap)
+                return ctx_err_set(e, CTX_ERANGE, "work tree path %s is too long", dir);
+            return 0;
+        }
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir)
+            return ctx_err_set(e, CTX_ENOTFOUND, "%s is not inside a git repository (no .git entry in it or above it)", path);
+        *slash = 0;
+    }
 }
 
 /* Ownership is checked before libgit2 does it, because libgit2 1.5 reports a foreign owner as

@@ -205,6 +205,10 @@ struct repo_snapshot {
  * rules, skips), the text of every kept file, churn (using and updating `churn` when not NULL) and
  * symbols. Errors name the repository; an unborn branch, a detached HEAD and a shallow clone work.
  * A repository owned by another user fails with CTX_EDENIED unless allow_foreign_owner. */
+/* The work tree containing path (a file or a folder): the nearest folder, going up from its real
+ * path, that has a .git entry. 0 with out (cap bytes) set, or CTX_ENOTFOUND naming the path. */
+int repo_work_tree(const char *path, char *out, size_t cap, struct ctx_err *e);
+
 int repo_snapshot_open(const char *path, const struct repo_options *o, struct repo_churn *churn,
                        struct repo_snapshot **out, struct ctx_err *e);
 void repo_snapshot_free(struct repo_snapshot *s);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,6 +264,27 @@ static void test_unborn_and_not_a_repo(void **state)
     assert_int_equal(rc, CTX_ENOTFOUND);
     assert_non_null(strstr(e.msg, "plain"));
     assert_null(s);
+
+    /* repo_work_tree: from a file or a nested folder up to the folder with .git; none above: named */
+    char root[PATH_MAX], want[PATH_MAX], sub[PATH_MAX];
+    tr_sh("empty", "mkdir -p a/b");
+    assert_non_null(realpath(tr_path("empty"), want));
+    snprintf(sub, sizeof sub, "%s/a/b", tr_path("empty"));
+    assert_int_equal(repo_work_tree(sub, root, sizeof root, &e), 0);
+    assert_string_equal(root, want);
+    snprintf(sub, sizeof sub, "%s/first.c", tr_path("empty"));
+    assert_int_equal(repo_work_tree(sub, root, sizeof root, &e), 0);
+    assert_string_equal(root, want);
+    assert_int_equal(repo_work_tree(sub, root, 4, &e), CTX_ERANGE);
+    e = (struct ctx_err){0};
+    if (repo_work_tree(tr_path("plain"), root, sizeof root, &e) == 0)
+        skip(); /* the test folder itself lies inside a git work tree: nothing above to miss */
+    assert_int_equal(e.code, CTX_ENOTFOUND);
+    assert_non_null(strstr(e.msg, "plain"));
+    assert_non_null(strstr(e.msg, "not inside a git repository"));
+    snprintf(sub, sizeof sub, "%s/missing", tr_path("plain"));
+    assert_int_equal(repo_work_tree(sub, root, sizeof root, &e), CTX_ENOTFOUND);
+    assert_non_null(strstr(e.msg, "missing"));
 }
 
 static void make_history(const char *d, int n)
