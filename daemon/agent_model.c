@@ -272,6 +272,21 @@ static int lstep_prefill(struct lstep *s)
     return rc;
 }
 
+/* The next token is t, whatever the model says (the queue of forced tokens, shared with the
+ * closing tags of a capped block, which is empty when this is called). 0 or -1 (out of memory). */
+static int force_token(struct lstep *s, int32_t t)
+{
+    int32_t *c = malloc(sizeof *c);
+    if (!c)
+        return -1;
+    free(s->cids);
+    c[0] = t;
+    s->cids = c;
+    s->nc = 1;
+    s->ci = 0;
+    return 0;
+}
+
 /* Up to DECODE_PIECE tokens: 1 when there is more to do, 0 when the step is over, or an error. */
 static int lstep_decode(struct lstep *s)
 {
@@ -364,27 +379,15 @@ static int lstep_decode(struct lstep *s)
             size_t len = m->held_len - s->text_start;
             if (ctxd_fim_loop_cut(m->held + s->text_start, len) < len) {
                 if (!s->loop && inf_dsml_guide_in_reasoning(&s->gs) && s->think_end >= 0) {
-                    int32_t *c = malloc(sizeof *c);
-                    if (!c)
+                    if (force_token(s, s->think_end))
                         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
-                    free(s->cids);
-                    c[0] = s->think_end;
-                    s->cids = c;
-                    s->nc = 1;
-                    s->ci = 0;
                     s->loop = "think_closed";
                     s->loop_restart = true;
                     CTX_WARN("agent: the reasoning repeats itself; closed by force");
                 } else if (!inf_dsml_guide_in_reasoning(&s->gs) && eos >= 0) {
                     /* the answer ends here, as a final answer (the end of sentence, forced) */
-                    int32_t *c = malloc(sizeof *c);
-                    if (!c)
+                    if (force_token(s, eos))
                         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
-                    free(s->cids);
-                    c[0] = eos;
-                    s->cids = c;
-                    s->nc = 1;
-                    s->ci = 0;
                     s->loop = s->loop ? "think_closed,ended" : "ended";
                     CTX_WARN("agent: the answer repeats itself; ended by force");
                 }
