@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../test_sh.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,17 +29,6 @@
 
 static char base[128], root[256];
 
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
-
 static int setup(void **state)
 {
     (void)state;
@@ -47,7 +38,7 @@ static int setup(void **state)
     snprintf(root, sizeof root, "%s/repo", base);
     setenv("HOME", base, 1);
     setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-    sh("cd %s && git init -q -b main repo && cd repo && git config user.email t@example.com && "
+    test_sh("cd %s && git init -q -b main repo && cd repo && git config user.email t@example.com && "
        "git config user.name T && mkdir src && "
        "printf 'int add(int a, int b)\\n{\\n    return a - b;\\n}\\n' > src/util.c && "
        "printf 'int add(int a, int b);\\n' > src/util.h && git add -A && git commit -q -m one", base);
@@ -286,7 +277,7 @@ static void test_tools_then_final(void **state)
     assert_int_equal(ctx_read_file(path, 1 << 20, &text, &tl, &e), 0);
     assert_string_equal(text, "int add(int a, int b)\n{\n    return a + b;\n}\n");
     free(text);
-    sh("cd %s && git checkout -q src/util.c", root);
+    test_sh("cd %s && git checkout -q src/util.c", root);
     agent_loop_result_free(&r);
     cJSON_Delete(msgs);
     script_free(&s);
@@ -613,7 +604,7 @@ static void test_review_mode(void **state)
     char *diff;
     size_t dl;
     struct ctx_err e = {0};
-    sh("cd %s && printf 'int sub(int a, int b);\\n' >> src/util.h && git add src/util.h", root);
+    test_sh("cd %s && printf 'int sub(int a, int b);\\n' >> src/util.h && git add src/util.h", root);
     assert_int_equal(agent_review_diff(root, true, NULL, &diff, &dl, &e), 0);
     assert_non_null(strstr(diff, "+int sub(int a, int b);\n"));
     char req[4096];
@@ -624,7 +615,7 @@ static void test_review_mode(void **state)
     free(diff);
     assert_int_equal(agent_review_diff(root, false, "HEAD", &diff, &dl, &e), CTX_EINVAL);
     assert_int_equal(agent_review_diff(root, false, "nope..HEAD", &diff, &dl, &e), CTX_EINVAL);
-    sh("cd %s && git reset -q && git checkout -q src/util.h", root);
+    test_sh("cd %s && git reset -q && git checkout -q src/util.h", root);
     cJSON *msgs = conversation(req);
     struct agent_loop_opts o = {.mode = INF_DSML_CHAT};
     struct agent_loop_result r;
@@ -657,7 +648,7 @@ static void test_review_mode(void **state)
     cJSON_Delete(j);
     agent_findings_free(&f);
     /* The file was not changed. */
-    sh("cd %s && git diff --quiet", root);
+    test_sh("cd %s && git diff --quiet", root);
     agent_loop_result_free(&r);
     cJSON_Delete(msgs);
     script_free(&s);
@@ -715,7 +706,7 @@ static void test_suggest_mode(void **state)
     assert_string_equal(diff, "--- a/src/util.c\n+++ b/src/util.c\n@@ -1,4 +1,4 @@\n int add(int a, int b)\n {\n"
                               "-    return a - b;\n+    return a + b;\n }\n");
     free(diff);
-    sh("cd %s && git diff --quiet", root); /* nothing on disk */
+    test_sh("cd %s && git diff --quiet", root); /* nothing on disk */
     agent_loop_result_free(&r);
     cJSON_Delete(msgs);
     script_free(&s);

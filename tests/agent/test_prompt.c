@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../test_sh.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,17 +23,6 @@ static int count(void *ud, const char *text, size_t len, size_t *n)
 {
     struct ctx_err e = {0};
     return inf_tokenizer_count(ud, text, len, n, &e);
-}
-
-static void sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
 }
 
 static int group_setup(void **state)
@@ -52,7 +43,7 @@ static int group_setup(void **state)
         return -1;
     setenv("HOME", root, 1);
     setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-    sh("cd %s && git init -q -b main r && cd r && git config user.email t@example.com && git config user.name T"
+    test_sh("cd %s && git init -q -b main r && cd r && git config user.email t@example.com && git config user.name T"
        " && printf 'int add(int a, int b)\\n{\\n    return a + b;\\n}\\n' > math.c"
        " && printf '#include \"math.h\"\\nint twice(int x) { return add(x, x); }\\n' > use.c"
        " && printf 'int add(int a, int b);\\n' > math.h"
@@ -162,7 +153,7 @@ static void prefix_matches_whole_text_and_encoder(void **state)
     size_t old_n = p.n;
     int32_t *old = malloc(old_n * sizeof *old);
     memcpy(old, p.tokens, old_n * sizeof *old);
-    sh("cd %s/r && printf 'def hello():\\n    print(\"changed\")\\n' > tool.py", root);
+    test_sh("cd %s/r && printf 'def hello():\\n    print(\"changed\")\\n' > tool.py", root);
     const char *changed[] = {"tool.py"};
     assert_int_equal(repo_snapshot_refresh(s, changed, 1, &e), 0);
     size_t first_seg = 0, first_tok = 0;

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../test_sh.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,17 +27,6 @@
 static char base[128], repo[256];
 static bool have_ns;
 
-static void sh(const char *fmt, ...)
-{
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
-
 static int setup(void **state)
 {
     (void)state;
@@ -45,7 +36,7 @@ static int setup(void **state)
     snprintf(repo, sizeof repo, "%s/r", base);
     setenv("HOME", base, 1);
     setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-    sh("cd %s && git init -q r && cd r && echo hello > a.txt", base);
+    test_sh("cd %s && git init -q r && cd r && echo hello > a.txt", base);
     char why[256];
     have_ns = agent_sandbox_probe(why, sizeof why);
     if (!have_ns)

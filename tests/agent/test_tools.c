@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../test_sh.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,17 +27,6 @@
 #endif
 
 static char base[128], root[256];
-
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
 
 static char *slurp(const char *rel)
 {
@@ -87,7 +78,7 @@ static int setup(void **state)
     snprintf(root, sizeof root, "%s/repo", base);
     setenv("HOME", base, 1);
     setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-    sh("cd %s && git init -q -b main repo && cd repo && git config user.email t@example.com && "
+    test_sh("cd %s && git init -q -b main repo && cd repo && git config user.email t@example.com && "
        "git config user.name T && mkdir -p src build docs && printf 'build/\\n*.log\\n' > .gitignore && "
        "printf 'int add(int a, int b)\\n{\\n    return a + b;\\n}\\n' > src/util.c && "
        "printf 'int add(int a, int b);\\n' > src/util.h && "
@@ -95,7 +86,7 @@ static int setup(void **state)
        "printf 'Docs\\n' > docs/README.md && printf 'a\\0b add\\n' > blob.bin && "
        "ln -s /etc escape && ln -s src/util.c inlink && ln -s .git gitlink", base);
     put("src/main.c", main_c);
-    sh("cd %s && git add -A && git commit -q -m one", root);
+    test_sh("cd %s && git add -A && git commit -q -m one", root);
     return 0;
 }
 
@@ -472,7 +463,7 @@ static void test_write_patch_undo(void **state)
     free(orig_h);
     agent_tools_free(t);
     agent_undo_free(u);
-    sh("cd %s && rmdir lib && test -z \"$(git status --porcelain)\"", root);
+    test_sh("cd %s && rmdir lib && test -z \"$(git status --porcelain)\"", root);
 }
 
 static void test_modes(void **state)
@@ -513,7 +504,7 @@ static void test_modes(void **state)
     FILE *f = fopen(p, "w");
     fwrite(diff, 1, dl, f);
     fclose(f);
-    sh("cd %s && git apply --check %s", root, p);
+    test_sh("cd %s && git apply --check %s", root, p);
     free(diff);
     agent_tools_free(t);
     /* Unknown tools and bad argument objects. */
@@ -532,7 +523,7 @@ static void test_git_and_symbols(void **state)
     CALL_OK(t, "git_diff", "{}", "no unstaged changes");
     put("src/util.h", "int add(int a, int b);\nint twice(int x);\n");
     put("notes.txt", "n\n");
-    sh("cd %s && git add notes.txt", root);
+    test_sh("cd %s && git add notes.txt", root);
     char *r = call(t, "git_status", "{}", false, NULL);
     assert_string_equal(r, "on branch main\nA  notes.txt\n M src/util.h\n");
     free(r);
@@ -542,7 +533,7 @@ static void test_git_and_symbols(void **state)
     CALL_OK(t, "git_diff", "{\"staged\":true}", "+++ b/notes.txt\n@@ -0,0 +1 @@\n+n\n");
     CALL_OK(t, "git_diff", "{\"path\":\"notes.txt\"}", "no unstaged changes");
     CALL_ERR(t, "git_diff", "{\"path\":\"../x\"}", "contains \"..\"");
-    sh("cd %s && git rm -q --cached notes.txt && rm notes.txt && git checkout -q src/util.h", root);
+    test_sh("cd %s && git rm -q --cached notes.txt && rm notes.txt && git checkout -q src/util.h", root);
     /* Symbols from the repository index. */
     CALL_OK(t, "find_symbol", "{\"name\":\"add\"}", "src/util.c:1: function add: int add(int a, int b)");
     r = call(t, "find_symbol", "{\"name\":\"MAI\"}", false, NULL);
@@ -597,16 +588,16 @@ static void test_commands(void **state)
         CALL_ERR(t, "run_command", "{\"command\":\"sleep 5\",\"timeout_s\":1}", "[killed after the 1 s timeout");
         /* run_tests: configured by the user in .ctx/config.json, not subject to the patterns. */
         CALL_ERR(t, "run_tests", "{}", "no test command is configured for this repository: .ctx/config.json does not exist");
-        sh("mkdir -p %s/.ctx && echo '{}' > %s/.ctx/config.json", root, root);
+        test_sh("mkdir -p %s/.ctx && echo '{}' > %s/.ctx/config.json", root, root);
         CALL_ERR(t, "run_tests", "{}", "has no \"test_command\" string");
-        sh("echo '{' > %s/.ctx/config.json", root);
+        test_sh("echo '{' > %s/.ctx/config.json", root);
         CALL_ERR(t, "run_tests", "{}", ".ctx/config.json cannot be used");
-        sh("echo '{\"test_command\": \"echo tests ran; test -f src/main.c\"}' > %s/.ctx/config.json", root);
+        test_sh("echo '{\"test_command\": \"echo tests ran; test -f src/main.c\"}' > %s/.ctx/config.json", root);
         CALL_OK(t, "run_tests", "{}", "[exit code 0]\ntests ran\n");
         /* The command cannot change the configuration it runs under. */
-        sh("echo '{\"test_command\": \"echo x > .ctx/config.json\"}' > %s/.ctx/config.json", root);
+        test_sh("echo '{\"test_command\": \"echo x > .ctx/config.json\"}' > %s/.ctx/config.json", root);
         CALL_ERR(t, "run_tests", "{}", "Read-only file system");
-        sh("rm -rf %s/.ctx", root);
+        test_sh("rm -rf %s/.ctx", root);
     } else {
         CALL_ERR(t, "run_command", "{\"command\":\"echo hello\"}", "which is unavailable here");
     }

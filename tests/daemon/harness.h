@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "../test_sh.h"
 
 /* The bundled tokenizer is installed by scripts/setup (npm); without it these tests skip. */
 static int dh_have_tokenizer(void)
@@ -23,18 +24,6 @@ static int dh_have_tokenizer(void)
 
 /* git init of a repository with a fixed identity: DH_GIT_INIT then the same path twice. */
 #define DH_GIT_INIT "git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && git config user.name T"
-
-/* Run a shell command (printf-style); a failure fails the test (cmocka.h comes first). */
-static inline void dh_sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
 
 /* A fresh folder /tmp/ctxd-NAME-XXXXXX for the test program; HOME points there and the system git
  * config is ignored, so that the user's settings never reach the daemon or git under test. */

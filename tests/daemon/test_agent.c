@@ -38,7 +38,7 @@ static int have_tokenizer;
 /* A fresh repository (the same content every time) and a ctxd forced to produce `completions`. */
 static void start(const char *const *completions)
 {
-    dh_sh("rm -rf '%s' && git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && "
+    test_sh("rm -rf '%s' && git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && "
        "git config user.name T && mkdir -p src && "
        "printf 'int add(int a, int b)\\n{\\n    return a - b;\\n}\\n' > src/math.c && "
        "printf 'int add(int a, int b);\\n' > src/math.h && git add -A && git commit -q -m one",
@@ -334,7 +334,7 @@ static void edit_then_undo(void **state)
     assert_true(updates >= 1);
     /* a file changed after the agent's turn: undo refuses and names it, --force restores anyway */
     char *out;
-    dh_sh("cd '%s' && printf '// mine\\n' >> src/math.c", repo);
+    test_sh("cd '%s' && printf '// mine\\n' >> src/math.c", repo);
     assert_int_equal(shrun(&out, "('%s' --socket '%s' undo --repo '%s' 2>&1)", ctx_bin, sock, repo), 1);
     assert_non_null(strstr(out, "src/math.c"));
     assert_non_null(strstr(out, "ctx undo: "));
@@ -367,7 +367,7 @@ static void review_findings(void **state)
     static const char *const c[] = {FINAL("Looks wrong to me."), FINAL("One finding:\n" FINDINGS),
                                     FINAL(FINDINGS), FINAL(FINDINGS), NULL};
     start(c);
-    dh_sh("cd '%s' && printf '// note\\n' >> src/math.c", repo);
+    test_sh("cd '%s' && printf '// note\\n' >> src/math.c", repo);
     struct seen sn = {.events = cJSON_CreateArray()};
     cJSON *r = run("review", NULL, 0, &sn);
     assert_string_equal(str(r, "stop"), "final");
@@ -422,7 +422,7 @@ static void suggest_diff(void **state)
     FILE *f = fopen(path, "w");
     fputs(diff, f);
     fclose(f);
-    dh_sh("cd '%s' && git apply --check '%s'", repo, path);
+    test_sh("cd '%s' && git apply --check '%s'", repo, path);
     cJSON_Delete(r);
     cJSON_Delete(sn.events);
     stop();
@@ -482,7 +482,7 @@ static void approvals_denials_cancel(void **state)
     /* a second repository, resident before the run */
     char other[160];
     snprintf(other, sizeof other, "%s/other", dir);
-    dh_sh("rm -rf '%s' && cp -r '%s' '%s'", other, repo, other);
+    test_sh("rm -rf '%s' && cp -r '%s' '%s'", other, repo, other);
     cJSON *op = cJSON_CreateObject();
     cJSON_AddStringToObject(op, "path", other);
     cJSON_AddBoolToObject(op, "wait", 1);

@@ -168,7 +168,7 @@ static int group_setup(void **state)
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
     snprintf(forced, sizeof forced, "%s/forced.json", dir);
     snprintf(mathc, sizeof mathc, "%s/src/math.c", repo);
-    dh_sh("git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && git config user.name T && "
+    test_sh("git init -q -b main '%s' && cd '%s' && git config user.email t@example.com && git config user.name T && "
        "mkdir -p src && printf '" DISK "' > src/math.c && printf 'int add(int a, int b);\\n' > src/math.h && "
        "git add -A && git commit -q -m one",
        repo, repo);

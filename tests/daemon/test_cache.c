@@ -167,7 +167,7 @@ static void restart_edit_corrupt(void **state)
 
     /* 3. edit one of the recently changed files: working-tree changes go last, so only the suffix
      * from the checkpoint before its old place is recomputed */
-    dh_sh("cd %s && printf 'int op10(int a, int b)\\n{\\n    return a * b * 10;\\n}\\n' > f10.c", repo);
+    test_sh("cd %s && printf 'int op10(int a, int b)\\n{\\n    return a * b * 10;\\n}\\n' > f10.c", repo);
     start();
     s = open_repo();
     int prompt2 = num(s, "prompt_tokens"), restored = num(s, "restored_tokens"), computed = num(s, "computed_tokens");
@@ -267,7 +267,7 @@ static void live_edits_are_followed(void **state)
     (void)state;
     if (!have_tokenizer)
         skip();
-    dh_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    test_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
     start();
     cJSON *s = open_repo();
     int prompt = num(s, "prompt_tokens");
@@ -275,7 +275,7 @@ static void live_edits_are_followed(void **state)
     cJSON_Delete(s);
     /* an edit while ctxd runs: it re-lays out, goes back to the checkpoint before the change and
      * prefills only the rest */
-    dh_sh("cd %s && printf 'int op11(int a, int b)\\n{\\n    return (a + b) * 11;\\n}\\n' > f11.c", repo);
+    test_sh("cd %s && printf 'int op11(int a, int b)\\n{\\n    return (a + b) * 11;\\n}\\n' > f11.c", repo);
     s = wait_updates(1);
     int prompt2 = num(s, "prompt_tokens"), restored = num(s, "restored_tokens"), computed = num(s, "computed_tokens");
     int first = num(cJSON_GetObjectItem(s, "last_update"), "first_changed_token");
@@ -289,7 +289,7 @@ static void live_edits_are_followed(void **state)
     cJSON_Delete(s);
     char *a = ask();
     /* a new file appears at the end */
-    dh_sh("cd %s && printf 'int extra(void) { return 42; }\\n' > zz_new.c", repo);
+    test_sh("cd %s && printf 'int extra(void) { return 42; }\\n' > zz_new.c", repo);
     s = wait_updates(2);
     assert_true(num(s, "prompt_tokens") > prompt2);
     assert_int_equal(num(s, "files"), 13);
@@ -323,7 +323,7 @@ static void long_edits_are_overlaid_then_rebased(void **state)
     (void)state;
     if (!have_tokenizer)
         skip();
-    dh_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    test_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
     extra1 = "--overlay-threshold";
     extra2 = "64";
     extra3 = "--rebase-idle-ms";
@@ -336,7 +336,7 @@ static void long_edits_are_overlaid_then_rebased(void **state)
     int before = ask_prompt_tokens(&cached);
     assert_int_equal(cached, prompt);
     /* an edit to the first file: a re-prefill would recompute nearly everything */
-    dh_sh("cd %s && printf 'int op0(int a, int b)\\n{\\n    return a + b + 1000;\\n}\\n' > f00.c", repo);
+    test_sh("cd %s && printf 'int op0(int a, int b)\\n{\\n    return a + b + 1000;\\n}\\n' > f00.c", repo);
     int overlaid = 0;
     for (int i = 0; i < 200 && !overlaid; i++) {
         s = status();
@@ -383,10 +383,10 @@ static void sigterm_checkpoints_a_prefill(void **state)
     (void)state;
     if (!have_tokenizer)
         skip();
-    dh_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
+    test_sh("cd %s && git checkout -q -- . && git clean -qfd", repo);
     struct ctx_err e = {0};
     /* a fresh cache, checkpoints far apart: only the shutdown's checkpoint can save the work */
-    dh_sh("rm -rf '%s'", cache);
+    test_sh("rm -rf '%s'", cache);
     extra1 = "--checkpoint-every";
     extra2 = "1000000";
     start();

@@ -33,7 +33,7 @@ static int group_setup(void **state)
     snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
     snprintf(repo, sizeof repo, "%s/repo", dir);
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
-    dh_sh("git init -q %s && cd %s && git config user.email t@example.com && git config user.name T"
+    test_sh("git init -q %s && cd %s && git config user.email t@example.com && git config user.name T"
        " && printf 'int add(int a, int b)\\n{\\n    return a + b;\\n}\\n' > math.c"
        " && printf 'from math import add\\n\\ndef twice(x):\\n    return add(x, x)\\n' > use.py"
        " && mkdir -p docs && printf 'The add function adds.\\n' > docs/README"

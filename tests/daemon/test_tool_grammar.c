@@ -223,7 +223,7 @@ static int group_setup(void **state)
     snprintf(sock, sizeof sock, "%s/ctxd.sock", dir);
     snprintf(repo, sizeof repo, "%s/repo", dir);
     snprintf(logpath, sizeof logpath, "%s/ctxd.log", dir);
-    dh_sh("rm -rf '%s' && " DH_GIT_INIT " && mkdir -p src && "
+    test_sh("rm -rf '%s' && " DH_GIT_INIT " && mkdir -p src && "
           "printf 'int add(int a, int b)\\n{\\n    return a + b;\\n}\\n' > src/math.c && "
           "printf 'int add(int a, int b);\\n' > src/math.h && "
           "printf '#include \"math.h\"\\nint main(void) { return add(1, 2) - 3; }\\n' > src/main.c && "

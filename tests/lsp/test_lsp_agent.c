@@ -28,17 +28,6 @@
 static char repo[128], uri[200];
 static pid_t dpid;
 
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
-
 /* A repository with src/math.c and a ctxd on the test's socket forced to produce `completions`
  * (NULL: none; the model samples). */
 /* Set by a test that needs completions which run long whatever the text: the synthetic model's
@@ -50,7 +39,7 @@ static void start_daemon(struct lsp *l, const char *const *completions)
     snprintf(repo, sizeof repo, "%s/repo", l->dir);
     setenv("HOME", l->dir, 1);
     setenv("GIT_CONFIG_NOSYSTEM", "1", 1);
-    sh("git init -q '%s' && cd '%s' && git config user.email t@example.com && git config user.name T && "
+    test_sh("git init -q '%s' && cd '%s' && git config user.email t@example.com && git config user.name T && "
        "mkdir -p src && printf 'int add(int a, int b)\\n{\\n    return a - b;\\n}\\n' > src/math.c && "
        "git add -A && git commit -q -m one",
        repo, repo);

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../test_sh.h"
+
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,17 +28,6 @@ int agent_fuzz_report_one(const uint8_t *data, size_t size);
 
 static char root[256];   /* the repository the findings point into */
 static char work[256];   /* scratch: outputs, git repositories */
-
-static void sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
-}
 
 static void write_file(const char *dir, const char *rel, const char *text)
 {
@@ -98,7 +89,7 @@ static int setup(void **state)
     assert_non_null(mkdtemp(root));
     snprintf(work, sizeof work, "/tmp/ctx-report-work-XXXXXX");
     assert_non_null(mkdtemp(work));
-    sh("mkdir -p %s/src %s/docs", root, root);
+    test_sh("mkdir -p %s/src %s/docs", root, root);
     write_file(root, "src/a.c", a_c);
     write_file(root, "docs/my file#1.md", "# Titel\n\ntext\n");
     write_file(root, "src/b.c", b_c);
@@ -108,7 +99,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    sh("rm -rf %s %s", root, work);
+    test_sh("rm -rf %s %s", root, work);
     return 0;
 }
 
@@ -323,10 +314,10 @@ static void test_findings_diff_applies(void **state)
     snprintf(repo, sizeof repo, "%s/apply", work);
     snprintf(patch, sizeof patch, "%s/findings.diff", work);
     write_file(work, "findings.diff", s);
-    sh("rm -rf %s && mkdir -p %s && cp -r %s/. %s && cd %s && git init -q . && git add -A && "
+    test_sh("rm -rf %s && mkdir -p %s && cp -r %s/. %s && cd %s && git init -q . && git add -A && "
        "git -c user.name=t -c user.email=t@t commit -qm base",
        repo, repo, root, repo, repo);
-    sh("cd %s && git apply --check %s && git apply %s", repo, patch, patch);
+    test_sh("cd %s && git apply --check %s && git apply %s", repo, patch, patch);
     char p[600];
     snprintf(p, sizeof p, "%s/src/a.c", repo);
     char *a = read_whole(p);
@@ -456,13 +447,13 @@ static char *suggest_diff(void)
 {
     char repo[512], p[600];
     snprintf(repo, sizeof repo, "%s/suggest", work);
-    sh("rm -rf %s && mkdir -p %s/src && cd %s && git init -q .", repo, repo, repo);
+    test_sh("rm -rf %s && mkdir -p %s/src && cd %s && git init -q .", repo, repo, repo);
     write_file(repo, "src/m.c", old_c);
     write_file(repo, "src/new file.c", "");
-    sh("cd %s && git add -A && git -c user.name=t -c user.email=t@t commit -qm base", repo);
+    test_sh("cd %s && git add -A && git -c user.name=t -c user.email=t@t commit -qm base", repo);
     write_file(repo, "src/m.c", new_c);
     write_file(repo, "src/created.c", "int created;\n");
-    sh("cd %s && git add -A && git -c core.quotepath=off diff --cached --no-color -U1 > %s/suggest.diff", repo,
+    test_sh("cd %s && git add -A && git -c core.quotepath=off diff --cached --no-color -U1 > %s/suggest.diff", repo,
        work);
     snprintf(p, sizeof p, "%s/suggest.diff", work);
     return read_whole(p);
@@ -764,7 +755,7 @@ static void test_sarif_schema(void **state)
     /* A broken log must be rejected, or the validator proves nothing. */
     write_file(work, "bad.sarif", "{\"version\":\"2.1.0\",\"runs\":[{\"tool\":{\"driver\":{\"name\":\"x\"}},"
                                   "\"results\":[{\"message\":{\"text\":\"m\"},\"level\":\"fatal\"}]}]}");
-    sh("node %s/validate.js%s > %s/validate.out 2>&1 || (cat %s/validate.out; false)", dir, files, work, work);
+    test_sh("node %s/validate.js%s > %s/validate.out 2>&1 || (cat %s/validate.out; false)", dir, files, work, work);
     char cmd[1200];
     snprintf(cmd, sizeof cmd, "node %s/validate.js %s/bad.sarif >/dev/null 2>&1", dir, work);
     assert_int_not_equal(system(cmd), 0);
