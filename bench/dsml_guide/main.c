@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../bench.h"
+
 #include "dsml_guide.h"
 #include "err.h"
 #include "tokenizer.h"
@@ -52,25 +54,6 @@ static const struct {
     {"between parameters", INF_DSML_CHAT,
      BLK "<" D "invoke name=\"read_file\">\n<" D "parameter name=\"path\" string=\"true\">a.c</" D "parameter>\n"},
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 int main(int argc, char **argv)
 {
@@ -112,15 +95,15 @@ int main(int argc, char **argv)
         }
         volatile unsigned sink = 0;
         for (int r = 0; r < reps; r++) {
-            double t0 = now();
+            double t0 = bench_now();
             unsigned acc = 0;
             for (size_t i = 0; i < bytes; i++)
                 acc += flat[i] == '<';
             sink += acc;
-            t[r] = now() - t0;
+            t[r] = bench_now() - t0;
         }
         free(flat);
-        double floor_us = median(t, reps) * 1e6;
+        double floor_us = bench_median(t, reps) * 1e6;
         printf("\n%s: %zu ids, %.2f bytes per token\n", argv[a], n, (double)bytes / (double)n);
         printf("%-24s %10s %10s %12s %8s\n", "state", "mask us", "+apply us", "allowed ids", "/floor");
         printf("%-24s %10.1f %10s %12s %8s\n", "floor: read all bytes", floor_us, "", "", "1.00");
@@ -133,22 +116,22 @@ int main(int argc, char **argv)
             }
             size_t allowed = 0;
             for (int r = 0; r < reps; r++) {
-                double t0 = now();
+                double t0 = bench_now();
                 allowed = inf_dsml_guide_mask(g, &s, allow, n);
-                t[r] = now() - t0;
+                t[r] = bench_now() - t0;
             }
-            double mask_us = median(t, reps) * 1e6;
+            double mask_us = bench_median(t, reps) * 1e6;
             for (int r = 0; r < reps; r++) {
                 for (size_t id = 0; id < n; id++)
                     logits[id] = 0.5f;
-                double t0 = now();
+                double t0 = bench_now();
                 inf_dsml_guide_mask(g, &s, allow, n);
                 for (size_t id = 0; id < n; id++)
                     if (!allow[id])
                         logits[id] = -INFINITY;
-                t[r] = now() - t0;
+                t[r] = bench_now() - t0;
             }
-            double apply_us = median(t, reps) * 1e6;
+            double apply_us = bench_median(t, reps) * 1e6;
             printf("%-24s %10.1f %10.1f %12zu %8.2f\n", states[k].name, mask_us, apply_us, allowed, mask_us / floor_us);
         }
         (void)sink;

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../bench.h"
+
 #include "config.h"
 #include "cpu/kernels.h"
 #include "ctx_config.h"
@@ -25,24 +27,6 @@
 #include "pool.h"
 #include "state.h"
 #include "weights.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* VmRSS or VmHWM of this process, in bytes. */
 static long long proc_status(const char *key)
@@ -103,12 +87,12 @@ static double measure_bw(struct ctx_pool *pool, size_t mib, int reps)
         reps = 32;
     ctx_pool_run(pool, bw_task, &j); /* warm-up */
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         ctx_pool_run(pool, bw_task, &j);
-        gbs[r] = (double)j.n * 8 / (now() - t0) / 1e9;
+        gbs[r] = (double)j.n * 8 / (bench_now() - t0) / 1e9;
     }
     free((void *)(uintptr_t)j.buf);
-    return median(gbs, reps);
+    return bench_median(gbs, reps);
 }
 
 /* ---- bytes one decode step reads ---- */
@@ -150,7 +134,7 @@ static int run_model(const char *name, const char *fixture, int threads, int rep
     struct ctx_err e = {0};
     struct inf_weights *w = NULL;
     struct inf_model *m = NULL;
-    double t0 = now();
+    double t0 = bench_now();
     if (!strcmp(name, "tiny-a")) {
         if (inf_weights_open(fixture, &w, &e)) {
             fprintf(stderr, "bench_engine: %s: %s\n", name, e.msg);
@@ -163,7 +147,7 @@ static int run_model(const char *name, const char *fixture, int threads, int rep
             return -1;
         }
     }
-    double load_s = now() - t0;
+    double load_s = bench_now() - t0;
     if (inf_model_new(w, NULL, threads, &m, &e)) {
         fprintf(stderr, "bench_engine: %s: %s\n", name, e.msg);
         inf_weights_free(w);
@@ -195,21 +179,21 @@ static int run_model(const char *name, const char *fixture, int threads, int rep
             return -1;
         }
         struct inf_forward_opts o = {.logits = logits};
-        double a = now();
+        double a = bench_now();
         if (inf_model_forward(m, st, tok, P, &o, &e)) {
             fprintf(stderr, "bench_engine: %s\n", e.msg);
             return -1;
         }
-        pre[r] = P / (now() - a);
+        pre[r] = P / (bench_now() - a);
         inf_cpu_prof_get(&prof, 1);
         inf_model_prof_get(stage, 1);
         for (int j = 0; j < T && nd < 4096; j++) {
-            a = now();
+            a = bench_now();
             if (inf_model_forward(m, st, tok + P + j, 1, &o, &e)) {
                 fprintf(stderr, "bench_engine: %s\n", e.msg);
                 return -1;
             }
-            dec[nd++] = now() - a;
+            dec[nd++] = bench_now() - a;
         }
         inf_state_free(st);
     }
@@ -227,15 +211,15 @@ static int run_model(const char *name, const char *fixture, int threads, int rep
         for (int i = 0; i < 5; i++)
             tot += prof.seconds[i];
         printf("# %s decode profile (last rep, per step): products %.2f ms of %.2f ms:", name, tot * 1e3 / T,
-               median(dec, nd) * 1e3);
+               bench_median(dec, nd) * 1e3);
         for (int i = 0; i < 5; i++)
             if (prof.calls[i])
                 printf(" %s %.2f ms (%lld calls, %.1f GB/s)", kn[i], prof.seconds[i] * 1e3 / T, prof.calls[i] / T,
                        prof.bytes[i] / prof.seconds[i] / 1e9);
         printf("\n");
     }
-    res->prefill_tps = median(pre, reps);
-    res->decode_ms = median(dec, nd) * 1e3;
+    res->prefill_tps = bench_median(pre, reps);
+    res->decode_ms = bench_median(dec, nd) * 1e3;
     res->decode_tps = 1e3 / res->decode_ms;
     res->floor_ms = decode_bytes(w, P + T / 2) / (bw * 1e9) * 1e3;
     res->ratio = res->floor_ms / res->decode_ms;

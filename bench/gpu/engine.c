@@ -42,22 +42,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "../bench.h"
+
 #include "cuda_engine.h"
 #include "floors.h"
 #include "gemm.h"
 #include "weights.h"
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* State bytes one decode step at position ctx reads in this engine's fp32 layout. */
 static double state_read_bytes(const struct inf_config *c, long long ctx)
@@ -265,13 +255,13 @@ static int time_steps(struct cuda_engine *g, const int *tok, int steps, float *l
                       struct ctx_err *e)
 {
     for (int i = 0; i < steps; i++) {
-        double a = now_s();
+        double a = bench_now();
         int rc = cuda_engine_decode(g, tok[i], logits, e);
         if (rc)
             return rc;
-        dt[i] = now_s() - a;
+        dt[i] = bench_now() - a;
     }
-    qsort(dt, (size_t)steps, sizeof(double), cmp_d);
+    qsort(dt, (size_t)steps, sizeof(double), bench_cmp_double);
     *med = dt[steps / 2] * 1e3;
     return 0;
 }
@@ -284,11 +274,11 @@ static int run_ctx(const char *name, const struct inf_config *c, struct cuda_eng
     double *dt = malloc(sizeof(double) * (size_t)steps);
     char pre[32];
     int rc;
-    double p0 = now_s();
+    double p0 = bench_now();
     if (ctx <= prefill_max) {
         cuda_engine_reset(g);
         rc = cuda_engine_prefill(g, tok, (int)ctx, logits, &e);
-        snprintf(pre, sizeof pre, "%.0f", (double)ctx / (now_s() - p0));
+        snprintf(pre, sizeof pre, "%.0f", (double)ctx / (bench_now() - p0));
     } else {
         rc = cuda_engine_state_fill_random(g, ctx, 1, &e);
         snprintf(pre, sizeof pre, "(filled)");
@@ -402,19 +392,19 @@ static int run_model(const char *name, const long long *ctxs, int nctx, int step
         maxctx = ctxs[i] > maxctx ? ctxs[i] : maxctx;
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
-    double t0 = now_s();
+    double t0 = bench_now();
     if (inf_weights_synthetic(&c, 1, &w, &e)) {
         fprintf(stderr, "bench-gpu-engine: %s: %s\n", name, e.msg);
         return 1;
     }
-    double t1 = now_s();
+    double t1 = bench_now();
     struct cuda_engine_opts o = {.max_chunk = 256, .max_ctx = maxctx + 2 * steps + 16};
     if (cuda_engine_new(w, &o, &g, &e)) {
         fprintf(stderr, "bench-gpu-engine: %s: %s\n", name, e.msg);
         inf_weights_free(w);
         return 1;
     }
-    double t2 = now_s();
+    double t2 = bench_now();
     int *tok = malloc(sizeof(int) * (size_t)(maxctx + 2 * steps + 16));
     unsigned long long s = 12345;
     tok[0] = c.bos_token_id;

@@ -50,6 +50,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "../bench.h"
+
 #include "cuda_engine.h"
 #include "gemm.h"
 #include "kv.h"
@@ -59,22 +61,6 @@
 #include "state.h"
 #include "weights.h"
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 static int fail(const char *what, const struct ctx_err *e)
 {
     fprintf(stderr, "bench-gpu-restore: %s: %s\n", what, e->msg);
@@ -460,12 +446,12 @@ static double direct_read_gbps(const char *dir, int nth, int direct, double *byt
     pthread_t th[64];
     if (nth > 64)
         nth = 64;
-    double t0 = now_s();
+    double t0 = bench_now();
     for (int i = 0; i < nth; i++)
         pthread_create(&th[i], NULL, dio_worker, &d);
     for (int i = 0; i < nth; i++)
         pthread_join(th[i], NULL);
-    double t = now_s() - t0;
+    double t = bench_now() - t0;
     free(d.first);
     free_files(&L);
     if (d.err) {
@@ -498,7 +484,7 @@ static double h2d_peak_gbps(size_t bytes, int iters)
         if (i >= 0)
             ms[i] = t;
     }
-    r = (double)bytes / (median(ms, iters) * 1e-3) / 1e9;
+    r = (double)bytes / (bench_median(ms, iters) * 1e-3) / 1e9;
     cudaEventDestroy(a);
     cudaEventDestroy(b);
 out:
@@ -513,14 +499,14 @@ static int time_upload(struct cuda_engine *g, const struct inf_state *st, int re
     struct ctx_err e = {0};
     double *t = calloc((size_t)reps, sizeof *t);
     for (int i = 0; i < reps; i++) {
-        double a = now_s();
+        double a = bench_now();
         if (cuda_engine_state_upload(g, st, &e)) {
             free(t);
             return fail("upload", &e);
         }
-        t[i] = now_s() - a;
+        t[i] = bench_now() - a;
     }
-    *med = median(t, reps);
+    *med = bench_median(t, reps);
     *mn = t[0];
     free(t);
     return 0;
@@ -564,7 +550,7 @@ static int cmd_bench(int argc, char **argv)
     struct store_kv *kv = NULL;
     struct store_kv_ckpt ck = {0};
     int rc = 1;
-    double t0 = now_s();
+    double t0 = bench_now();
     if (inf_weights_synthetic(&c, 1, &w, &e)) {
         fail("weights", &e);
         goto out;
@@ -576,7 +562,7 @@ static int cmd_bench(int argc, char **argv)
     }
     size_t wb = 0, sb = 0;
     cuda_engine_memory(g, &wb, &sb);
-    double t1 = now_s();
+    double t1 = bench_now();
     if (synthetic_state(&c, ctx, 7, pool, &s0, &e) || inf_state_new(&c, &s1, &e)) {
         fail("host state", &e);
         goto out;
@@ -586,11 +572,11 @@ static int cmd_bench(int argc, char **argv)
             fail("host state", &e);
             goto out;
         }
-    double t2 = now_s();
+    double t2 = bench_now();
     double pinned0 = pin_state(s0, 1), pinned1 = pin_state(s1, 1);
     if (pinned0 < 0 || pinned1 < 0)
         goto out;
-    double t3 = now_s();
+    double t3 = bench_now();
     double ub = upload_bytes(&c, ctx), pb = packed_bytes(&c, ctx);
     int ncsa = 0, nhca = 0;
     for (int l = 0; l < c.num_hidden_layers; l++)
@@ -663,12 +649,12 @@ static int cmd_bench(int argc, char **argv)
         fail("kv store", &e);
         goto out;
     }
-    double w0 = now_s();
+    double w0 = bench_now();
     if (store_save(kv, s0, &ck, &e)) {
         fail("checkpoint write", &e);
         goto out;
     }
-    double wt = now_s() - w0;
+    double wt = bench_now() - w0;
     struct file_list fl;
     list_files(dir, &fl);
     double disk_bytes = 0;
@@ -692,7 +678,7 @@ static int cmd_bench(int argc, char **argv)
         drop_cache(dir);
         par[i] = direct_read_gbps(dir, 8, direct, &dbytes);
     }
-    double seq_bw = median(seq, nr), par_bw = median(par, nr), best_bw = seq_bw > par_bw ? seq_bw : par_bw;
+    double seq_bw = bench_median(seq, nr), par_bw = bench_median(par, nr), best_bw = seq_bw > par_bw ? seq_bw : par_bw;
     printf("floor, disk: %s sequential reads (16 MiB) of the checkpoint's %.3f GB, cold, median of %d: %.2f GB/s one "
            "thread, %.2f GB/s 8 threads (the floor uses the better)\n\n",
            direct ? "O_DIRECT" : "buffered (O_DIRECT refused)", dbytes / 1e9, nr, seq_bw, par_bw);
@@ -704,22 +690,22 @@ static int cmd_bench(int argc, char **argv)
     double *tt = calloc((size_t)disk_reps, sizeof(double)), resid = 0;
     for (int i = 0; i < disk_reps; i++) {
         resid += drop_cache(dir) / disk_reps;
-        double a = now_s();
+        double a = bench_now();
         if (store_kv_state_restore(kv, &ck, s1, &e)) {
             fail("restore", &e);
             goto out;
         }
-        double b = now_s();
+        double b = bench_now();
         if (cuda_engine_state_upload(g, s1, &e)) {
             fail("upload", &e);
             goto out;
         }
-        double d = now_s();
+        double d = bench_now();
         tr[i] = b - a, tu[i] = d - b, tt[i] = d - a;
         fprintf(stderr, "# cold restore %d: read %.3f s, upload %.4f s\n", i, tr[i], tu[i]);
     }
     diff = state_diff(s0, s1);
-    double cold_r = median(tr, disk_reps), cold_u = median(tu, disk_reps), cold_t = median(tt, disk_reps);
+    double cold_r = bench_median(tr, disk_reps), cold_u = bench_median(tu, disk_reps), cold_t = bench_median(tt, disk_reps);
     printf("| disk (cold) -> pinned host -> GPU: store/kv read + XXH3 check + upload (median of %d) | %.3f | %.3f | "
            "%.2f | %.3f | %.0f%% | 1 |\n",
            disk_reps, disk_bytes / 1e9, cold_t, disk_bytes / cold_t / 1e9, floor_disk, 100 * floor_disk / cold_t);
@@ -729,20 +715,20 @@ static int cmd_bench(int argc, char **argv)
            100 * floor_pin / cold_u);
     /* warm: the same with the files in the page cache */
     for (int i = 0; i < disk_reps; i++) {
-        double a = now_s();
+        double a = bench_now();
         if (store_kv_state_restore(kv, &ck, s1, &e)) {
             fail("restore", &e);
             goto out;
         }
-        double b = now_s();
+        double b = bench_now();
         if (cuda_engine_state_upload(g, s1, &e)) {
             fail("upload", &e);
             goto out;
         }
-        double d = now_s();
+        double d = bench_now();
         tr[i] = b - a, tu[i] = d - b, tt[i] = d - a;
     }
-    double warm_r = median(tr, disk_reps), warm_t = median(tt, disk_reps);
+    double warm_r = bench_median(tr, disk_reps), warm_t = bench_median(tt, disk_reps);
     printf("| disk (warm, page cache) -> GPU, same path (median of %d) | %.3f | %.3f | %.2f | | | |\n", disk_reps,
            disk_bytes / 1e9, warm_t, disk_bytes / warm_t / 1e9);
     printf("|   of which the store read (warm) | | %.3f | %.2f | | | |\n", warm_r, disk_bytes / warm_r / 1e9);
@@ -952,20 +938,20 @@ static int cmd_logits(int argc, char **argv)
     struct ctx_err e = {0};
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
-    double t0 = now_s();
+    double t0 = bench_now();
     if (open_model(model, &w, &e)) {
         free(tv);
         return fail(model, &e);
     }
     const struct inf_config *c = inf_weights_config(w);
-    double t1 = now_s();
+    double t1 = bench_now();
     struct cuda_engine_opts o = {.max_chunk = 256, .max_ctx = maxlen + 8};
     if (cuda_engine_new(w, &o, &g, &e)) {
         inf_weights_free(w);
         free(tv);
         return fail("engine", &e);
     }
-    double t2 = now_s();
+    double t2 = bench_now();
     FILE *fo = fopen(outf, "wb");
     int V = c->vocab_size, rc = fo ? 0 : 1;
     float *lg = malloc(sizeof(float) * (size_t)V * (size_t)(maxlen + 1));
@@ -979,13 +965,13 @@ static int cmd_logits(int argc, char **argv)
         int det = 1, nd = 0;
         for (int r = 0; !rc && r < reps; r++) {
             cuda_engine_reset(g);
-            double a = now_s();
+            double a = bench_now();
             rc = cuda_engine_prefill(g, tok, P, lg, &e);
-            pt[r] = now_s() - a;
+            pt[r] = bench_now() - a;
             for (int j = 0; !rc && j < T; j++) {
-                double b = now_s();
+                double b = bench_now();
                 rc = cuda_engine_decode(g, tok[P + j], lg + (size_t)(j + 1) * V, &e);
-                dt[nd++] = now_s() - b;
+                dt[nd++] = bench_now() - b;
             }
             /* every repetition must give the same bits (the engine is deterministic) */
             if (!rc && r && memcmp(prev, lg, sizeof(float) * (size_t)V * (size_t)(T + 1)))
@@ -998,7 +984,7 @@ static int cmd_logits(int argc, char **argv)
         }
         if (fwrite(lg, sizeof(float), (size_t)V * (size_t)(T + 1), fo) != (size_t)V * (size_t)(T + 1))
             rc = 1;
-        double pmed = median(pt, reps), dmed = nd ? median(dt, nd) : 0;
+        double pmed = bench_median(pt, reps), dmed = nd ? bench_median(dt, nd) : 0;
         printf("%s{\"P\": %d, \"T\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, \"reps\": %d, \"deterministic\": %s}",
                s ? ", " : "", P, T, pmed, dmed, reps, det ? "true" : "false");
         at += 2 + P + T;
@@ -1138,10 +1124,10 @@ static int cmd_write_ckpt(int argc, char **argv)
     if (!strcmp(name, "flash43s") ? flash_state_config(&c, &e) : inf_config_resolve(name, &c, &e))
         return fail(name, &e);
     struct inf_weights *w = NULL;
-    double t0 = now_s();
+    double t0 = bench_now();
     if (inf_weights_synthetic(&c, seed, &w, &e))
         return fail("weights", &e);
-    double t1 = now_s();
+    double t1 = bench_now();
     int n = inf_weights_count(w);
     struct inf_tensor *t = malloc(sizeof *t * (size_t)n);
     size_t bytes = 0;
@@ -1163,7 +1149,7 @@ static int cmd_write_ckpt(int argc, char **argv)
     if (rc)
         return fail(out, &e);
     fprintf(stderr, "# %s seed %llu: %d tensors, %.1f MB, synthetic %.1f s, written %.1f s\n", name, seed, n,
-            bytes / 1e6, t1 - t0, now_s() - t1);
+            bytes / 1e6, t1 - t0, bench_now() - t1);
     return 0;
 }
 

@@ -22,30 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../bench.h"
+
 #include "ctx_config.h"
 #include "json.h"
 #include "pool.h"
 #include "repo.h"
 #include "tokenizer.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static int count_cb(void *ud, const char *text, size_t len, size_t *n)
 {
@@ -120,20 +103,20 @@ static int bench_repo(const char *path, const struct opts *op)
         struct repo_churn *churn = repo_churn_new();
         struct repo_snapshot *s = NULL;
         struct repo_layout *l = NULL;
-        double t0 = now();
+        double t0 = bench_now();
         if (repo_snapshot_open(path, &ro, churn, &s, &e)) {
             fprintf(stderr, "bench-ingest: %s\n", e.msg);
             repo_churn_free(churn);
             goto out;
         }
-        double t1 = now();
+        double t1 = bench_now();
         if (repo_layout_build(s, &lo, &l, &e)) {
             fprintf(stderr, "bench-ingest: %s: %s\n", path, e.msg);
             repo_snapshot_free(s);
             repo_churn_free(churn);
             goto out;
         }
-        double t2 = now();
+        double t2 = bench_now();
         snap_t[r] = t1 - t0;
         lay_t[r] = t2 - t1;
         cold[r] = t2 - t0;
@@ -157,9 +140,9 @@ static int bench_repo(const char *path, const struct opts *op)
         /* floor: read + tokenize everything kept */
         size_t *ft = calloc(s->nfiles ? s->nfiles : 1, sizeof *ft);
         struct floor_job fj = {s, tok, ft, 0};
-        double f0 = now();
+        double f0 = bench_now();
         ctx_pool_for(pool, s->nfiles, 4, floor_one, &fj);
-        flo[r] = now() - f0;
+        flo[r] = bench_now() - f0;
         free(ft);
 
         /* warm: edit the file in the middle of the file segments, refresh, update */
@@ -174,12 +157,12 @@ static int bench_repo(const char *path, const struct opts *op)
                 fclose(fp);
             }
             const char *ch[] = {edited};
-            double w0 = now();
+            double w0 = bench_now();
             size_t fc = 0;
             if (repo_snapshot_refresh(s, ch, 1, &e) || repo_layout_update(l, s, &lo, ch, 1, &fc, &e)) {
                 fprintf(stderr, "bench-ingest: warm update: %s\n", e.msg);
             }
-            warm[r] = now() - w0;
+            warm[r] = bench_now() - w0;
             first_changed = fc;
             /* Undo the edit (truncate back) so that every run sees the same repository. */
             struct repo_file *f = repo_snapshot_find(s, edited);
@@ -192,16 +175,16 @@ static int bench_repo(const char *path, const struct opts *op)
         repo_snapshot_free(s);
 
         /* reopen with the churn cache */
-        double r0 = now();
+        double r0 = bench_now();
         if (repo_snapshot_open(path, &ro, churn, &s, &e) == 0) {
             if (repo_layout_build(s, &lo, &l, &e) == 0) repo_layout_free(l);
             repo_snapshot_free(s);
         }
-        reopen[r] = now() - r0;
+        reopen[r] = bench_now() - r0;
         repo_churn_free(churn);
     }
-    double c = median(cold, runs), sn = median(snap_t, runs), la = median(lay_t, runs);
-    double w = median(warm, runs), ro_t = median(reopen, runs), fl = median(flo, runs);
+    double c = bench_median(cold, runs), sn = bench_median(snap_t, runs), la = bench_median(lay_t, runs);
+    double w = bench_median(warm, runs), ro_t = bench_median(reopen, runs), fl = bench_median(flo, runs);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const char *name = strrchr(path, '/');

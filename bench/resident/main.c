@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../bench.h"
+
 #include "client.h"
 #include "ctx_config.h"
 #include "json.h"
@@ -28,13 +30,6 @@ static const char *ctxd_bin;
 static char dir[64], sock[128], cache[128], repo[128];
 static pid_t pid;
 static int budget = 40000;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int sh(const char *cmd)
 {
@@ -91,7 +86,7 @@ static int on_note(void *ud, const char *method, const cJSON *params)
     (void)params;
     struct first *f = ud;
     if (!f->first && strcmp(method, "ask.delta") == 0)
-        f->first = now_s() - f->t0;
+        f->first = bench_now() - f->t0;
     return 0;
 }
 
@@ -102,7 +97,7 @@ static double ttft(int *prompt, int *restored, int *computed)
     struct ctx_err e = {0};
     if (ctxd_client_connect(sock, &c, &e))
         return -1;
-    struct first f = {now_s(), 0};
+    struct first f = {bench_now(), 0};
     cJSON *p = cJSON_CreateObject(), *r = NULL;
     cJSON_AddStringToObject(p, "path", repo);
     cJSON_AddBoolToObject(p, "wait", 1);
@@ -120,7 +115,7 @@ static double ttft(int *prompt, int *restored, int *computed)
     cJSON_AddStringToObject(p, "question", "Which file defines the entry point?");
     cJSON_AddNumberToObject(p, "max_tokens", 1);
     int rc = ctxd_client_call(c, "repo.ask", p, on_note, &f, 0, &r, &e);
-    double t = now_s() - f.t0;
+    double t = bench_now() - f.t0;
     ctxd_client_close(c);
     cJSON_Delete(r);
     if (rc) {
@@ -128,18 +123,6 @@ static double ttft(int *prompt, int *restored, int *computed)
         return -1;
     }
     return f.first ? f.first : t;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 int main(int argc, char **argv)
@@ -236,7 +219,7 @@ int main(int argc, char **argv)
         if (cold < 0 || warm[r] < 0 || edit[r] < 0)
             return 1;
     }
-    double mc = cold, mw = median(warm, runs), me = median(edit, runs);
+    double mc = cold, mw = bench_median(warm, runs), me = bench_median(edit, runs);
     printf("bench/resident: %s narrowed to {%s} (%d prompt tokens, budget %d), bundled default model, "
            "cold once, others median of %d; edited %s\n", src, include, prompt, budget, runs, target);
     printf("%-30s %10s %10s %10s %10s %10s\n", "case", "TTFT s", "prompt", "restored", "computed", "cold/this");

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../bench.h"
+
 #include "err.h"
 #include "json.h"
 #include "pool.h"
@@ -23,25 +25,6 @@ struct doc {
     const char *p;
     size_t n;
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 /* FNV-1a over the ids as little-endian int32, the same digest bench_hf.py computes. */
 static uint64_t fnv_ids(uint64_t h, const int32_t *ids, size_t n)
@@ -132,14 +115,14 @@ int main(int argc, char **argv)
         off += n;
     }
 
-    double t0 = now();
+    double t0 = bench_now();
     struct inf_tokenizer *t;
     int rc = v4 ? inf_tokenizer_load_v4(tok_path, &t, &e) : inf_tokenizer_load(tok_path, &t, &e);
     if (rc) {
         fprintf(stderr, "bench_tokenizer: %s\n", e.msg);
         return 1;
     }
-    double load_s = now() - t0;
+    double load_s = bench_now() - t0;
 
     double *enc = calloc((size_t)reps, sizeof *enc), *cnt = calloc((size_t)reps, sizeof *cnt);
     size_t total_ids = 0;
@@ -147,7 +130,7 @@ int main(int argc, char **argv)
     for (int r = 0; r < reps; r++) {
         uint64_t h = 0xcbf29ce484222325ull;
         size_t tot = 0;
-        double a = now();
+        double a = bench_now();
         for (size_t i = 0; i < n_docs; i++) {
             int32_t *ids;
             size_t n;
@@ -159,10 +142,10 @@ int main(int argc, char **argv)
             tot += n;
             free(ids);
         }
-        enc[r] = now() - a;
+        enc[r] = bench_now() - a;
         total_ids = tot;
         digest = h;
-        a = now();
+        a = bench_now();
         size_t c = 0;
         for (size_t i = 0; i < n_docs; i++) {
             size_t n;
@@ -172,20 +155,20 @@ int main(int argc, char **argv)
             }
             c += n;
         }
-        cnt[r] = now() - a;
+        cnt[r] = bench_now() - a;
         if (c != tot) {
             fprintf(stderr, "bench_tokenizer: count %zu != encode %zu\n", c, tot);
             return 1;
         }
     }
-    double enc_s = median(enc, reps), cnt_s = median(cnt, reps);
+    double enc_s = bench_median(enc, reps), cnt_s = bench_median(cnt, reps);
 
     if (threads <= 0) {
         threads = ctx_cpu_count();
     }
     pthread_t *th = calloc((size_t)threads, sizeof *th);
     struct mt_job *jobs = calloc((size_t)threads, sizeof *jobs);
-    double a = now();
+    double a = bench_now();
     for (int i = 0; i < threads; i++) {
         jobs[i] = (struct mt_job){t, docs, n_docs, i, threads, 0, 0};
         pthread_create(&th[i], NULL, mt_worker, &jobs[i]);
@@ -199,7 +182,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    double mt_s = now() - a;
+    double mt_s = bench_now() - a;
 
     double mb = (double)bytes / 1e6;
     printf("corpus: %zu documents, %.2f MB, %zu ids (%.2f bytes/id); load %.3f s; %d reps\n", n_docs,
