@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "ctx_config.h"
+#include "kv_state.h"
 #include "model.h"
 #include "openai.h"
 #include "tokenizer.h"
@@ -129,13 +130,13 @@ int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, 
         snprintf(cfg, sizeof cfg, "%s/config.json", real);
         long long mt = stat(cfg, &st) == 0 ? (long long)st.st_mtime : 0;
         snprintf(g->describe, sizeof g->describe, "%s:%s", g->bundled ? "bundled" : "checkpoint", real);
-        snprintf(g->key, sizeof g->key, "checkpoint:%s:%lld", real, mt);
+        snprintf(g->key, sizeof g->key, "checkpoint:%s:%lld:" STORE_KV_STATE_FORMAT, real, mt);
     } else {
         g->noise = true; /* random weights: status and answers say so */
         snprintf(g->describe, sizeof g->describe, "synthetic:%s:seed=%llu (random weights: its answers are noise)",
                  o->synthetic, o->seed);
-        snprintf(g->key, sizeof g->key, "synthetic:%s:seed=%llu:tokenizer=%s", o->synthetic, o->seed,
-                 g->tokenizer_path);
+        snprintf(g->key, sizeof g->key, "synthetic:%s:seed=%llu:tokenizer=%s:" STORE_KV_STATE_FORMAT, o->synthetic,
+                 o->seed, g->tokenizer_path);
     }
     *out = g;
     return 0;

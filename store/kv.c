@@ -385,6 +385,38 @@ static int stream_base(struct store_kv *kv, int64_t lineage, int k, uint64_t *ba
     return rc;
 }
 
+/* Bytes [from, len) of a produced stream (store_kv_stream.fill) through a bounce buffer, written
+ * at file offset at; their checksum (the same XXH3 as of the bytes in one piece) into *xxh. */
+#define FILL_CHUNK ((size_t)4 << 20)
+static int put_filled(const struct store_kv_stream *s, uint64_t from, int fd, off_t at, uint64_t *xxh,
+                      const char *path, struct ctx_err *e)
+{
+    *xxh = 0;
+    if (from == s->len)
+        return 0;
+    char *buf = malloc(FILL_CHUNK);
+    XXH3_state_t *h = XXH3_createState();
+    int rc = 0;
+    if (!buf || !h || XXH3_64bits_reset(h) != XXH_OK)
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    for (uint64_t off = from; !rc && off < s->len;) {
+        size_t n = s->len - off < FILL_CHUNK ? (size_t)(s->len - off) : FILL_CHUNK;
+        if ((rc = s->fill(s->ud, off, n, buf, e)))
+            break;
+        if (write_full(fd, buf, n, at + (off_t)(off - from)) != 0) {
+            rc = ctx_err_errno(e, CTX_EIO, errno, "writing %s", path);
+            break;
+        }
+        XXH3_64bits_update(h, buf, n);
+        off += n;
+    }
+    if (!rc)
+        *xxh = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    free(buf);
+    return rc;
+}
+
 int store_kv_put(struct store_kv *kv, int64_t lineage, uint64_t pos, const struct store_kv_hash *chain,
                  const void *boundary, size_t boundary_len, const struct store_kv_stream *streams,
                  int n_streams, struct ctx_err *e)
@@ -437,14 +469,19 @@ int store_kv_put(struct store_kv *kv, int64_t lineage, uint64_t pos, const struc
             rc = ctx_err_errno(e, CTX_EIO, errno, "opening %s", p);
             break;
         }
-        const char *src = (const char *)streams[k].data + old[k];
         /* Written at its logical place, then the file cut there: bytes a crash left past the last
          * committed segment are overwritten or dropped. */
-        if ((add && write_full(fd, src, (size_t)add, (off_t)(old[k] - base)) != 0) ||
-            ftruncate(fd, (off_t)(streams[k].len - base)) != 0 || fsync(fd) != 0)
+        if (streams[k].fill) {
+            rc = put_filled(&streams[k], old[k], fd, (off_t)(old[k] - base), &xxh[k], p, e);
+        } else {
+            const char *src = (const char *)streams[k].data + old[k];
+            if (add && write_full(fd, src, (size_t)add, (off_t)(old[k] - base)) != 0)
+                rc = ctx_err_errno(e, CTX_EIO, errno, "writing %s", p);
+            xxh[k] = add ? XXH3_64bits(src, (size_t)add) : 0;
+        }
+        if (!rc && (ftruncate(fd, (off_t)(streams[k].len - base)) != 0 || fsync(fd) != 0))
             rc = ctx_err_errno(e, CTX_EIO, errno, "writing %s", p);
         close(fd);
-        xxh[k] = add ? XXH3_64bits(src, (size_t)add) : 0;
         written += add;
     }
 

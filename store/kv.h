@@ -50,6 +50,13 @@ int store_kv_lineage_new(struct store_kv *kv, const char *model_key, int n_strea
 struct store_kv_stream {
     const void *data;  /* the whole stream so far: bytes [0, len) */
     uint64_t len;
+    /* Or, when fill is set (data unused): the stream's bytes are produced on demand, fill writing
+     * bytes [off, off + n) into dst, so that a caller whose memory holds another encoding (the
+     * engine's fp32 caches, stored as bf16) need not build the whole stream. Called only for the
+     * bytes a checkpoint adds, in order, n <= 4 MiB; a nonzero return (a CTX_E* code, e filled)
+     * fails the put with nothing recorded. */
+    int (*fill)(void *ud, uint64_t off, size_t n, void *dst, struct ctx_err *e);
+    void *ud;
 };
 
 /* The hash of exactly the first n tokens: for n a multiple of 128 it is the chain's entry n/128-1;

@@ -72,15 +72,35 @@ static uint64_t slen(int k, uint64_t pos)
     return pos / 128 * (uint64_t)(k + 1) * 100;
 }
 
+/* store_kv_stream.fill over run r's bytes (ud: a struct gen): byte_at, computed on demand. */
+struct gen {
+    int r, k;
+    uint64_t fail_at; /* 0: never; else the producer fails at a chunk holding this byte */
+};
+static int gen_fill(void *ud, uint64_t off, size_t n, void *dst, struct ctx_err *e)
+{
+    const struct gen *g = ud;
+    if (g->fail_at && off <= g->fail_at && g->fail_at < off + n)
+        return ctx_err_set(e, CTX_EFORMAT, "generator refuses byte %llu", (unsigned long long)g->fail_at);
+    for (size_t i = 0; i < n; i++)
+        ((uint8_t *)dst)[i] = byte_at(g->r, g->k, off + i);
+    return 0;
+}
+
+/* Stream 1 is produced through fill, the others given as bytes: both paths in every test. */
 static void put(struct store_kv *kv, int64_t lin, int r, uint64_t pos, const struct store_kv_hash *h)
 {
     uint8_t *s[NS];
-    struct store_kv_stream st[NS];
+    struct store_kv_stream st[NS] = {0};
+    struct gen g = {r, 1, 0};
     for (int k = 0; k < NS; k++) {
         s[k] = make(r, k, slen(k, pos));
         st[k].data = s[k];
         st[k].len = slen(k, pos);
     }
+    st[1].data = NULL;
+    st[1].fill = gen_fill;
+    st[1].ud = &g;
     uint8_t *b = make(r + 1000, (int)pos, 64 + pos / 128);
     struct ctx_err err = {0};
     int rc = store_kv_put(kv, lin, pos, h, b, 64 + pos / 128, st, NS, &err);
@@ -274,6 +294,45 @@ static void bad_puts_are_refused(void **state)
     assert_int_equal(store_kv_put(e->kv, lin, 512, &h, data, 4, st, 2, &err), CTX_EINVAL);
     assert_int_equal(store_kv_put(e->kv, 999, 512, &h, data, 4, st, NS, &err), CTX_ENOTFOUND);
     assert_int_equal(store_kv_lineage_new(e->kv, "m", STORE_KV_MAX_STREAMS + 1, &lin, &err), CTX_EINVAL);
+}
+
+/* A produced stream of several fill chunks (4 MiB each) reads back byte for byte; a producer that
+ * fails fails the put with its error and records nothing, and the lineage goes on afterwards. */
+static void produced_streams(void **state)
+{
+    struct env *e = *state;
+    struct ctx_err err = {0};
+    struct store_kv_hash h = {{1}};
+    int64_t lin;
+    assert_int_equal(store_kv_lineage_new(e->kv, "m", NS, &lin, &err), 0);
+    uint64_t big = ((uint64_t)9 << 20) + 6;
+    struct gen g[NS] = {{7, 0, 0}, {7, 1, 0}, {7, 2, 0}};
+    struct store_kv_stream st[NS];
+    for (int k = 0; k < NS; k++)
+        st[k] = (struct store_kv_stream){.len = k == 1 ? big : 100, .fill = gen_fill, .ud = &g[k]};
+    g[1].fail_at = big - 3; /* in the third chunk */
+    uint8_t b[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    assert_int_equal(store_kv_put(e->kv, lin, 128, &h, b, sizeof b, st, NS, &err), CTX_EFORMAT);
+    assert_non_null(strstr(err.msg, "generator refuses byte"));
+    struct store_kv_ckpt c;
+    int found = 1;
+    assert_int_equal(store_kv_lookup(e->kv, "m", &h, 1, &c, &found, &err), 0);
+    assert_false(found);
+    g[1].fail_at = 0;
+    assert_int_equal(store_kv_put(e->kv, lin, 128, &h, b, sizeof b, st, NS, &err), 0);
+    assert_int_equal(store_kv_lookup(e->kv, "m", &h, 1, &c, &found, &err), 0);
+    assert_true(found);
+    assert_int_equal(c.stream_len[1], big);
+    uint8_t *buf = malloc(big);
+    assert_int_equal(store_kv_read_stream(e->kv, &c, 1, buf, &err), 0);
+    for (uint64_t i = 0; i < big; i++)
+        if (buf[i] != byte_at(7, 1, i))
+            fail_msg("produced stream byte %llu differs", (unsigned long long)i);
+    assert_int_equal(store_kv_read_stream(e->kv, &c, 2, buf, &err), 0);
+    for (uint64_t i = 0; i < 100; i++)
+        assert_int_equal(buf[i], byte_at(7, 2, i));
+    free(buf);
+    store_kv_ckpt_clear(&c);
 }
 
 static void forks_share_their_prefix(void **state)
@@ -541,6 +600,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(checkpoints_round_trip_and_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_puts_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(exact_prompt_checkpoints, setup, teardown),
+        cmocka_unit_test_setup_teardown(produced_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(forks_share_their_prefix, setup, teardown),
         cmocka_unit_test_setup_teardown(corruption_is_detected_and_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_schema_is_refused, setup, teardown),

@@ -1,0 +1,200 @@
+/* The engine's state through the KV cache (store/kv_state.h) with the real model: the golden fixture's
+ * weights (tests/fixtures/v4-tiny-a) prefilled on the CPU engine, checkpointed, restored into a new
+ * state. The streams hold bf16 patterns (half the fp32 bytes), the restore is bit-identical and the
+ * model continues from it with the same logits, and a value that is not bf16-exact is refused by name
+ * with nothing recorded. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ctx_config.h"
+#include "kv.h"
+#include "kv_state.h"
+#include "model.h"
+#include "state.h"
+#include "weights.h"
+
+struct env {
+    char dir[64];
+    struct store_kv *kv;
+    struct inf_weights *w;
+    struct inf_model *m;
+};
+
+static int setup(void **state)
+{
+    struct env *e = calloc(1, sizeof *e);
+    struct ctx_err err = {0};
+    char path[4096];
+    const char *root = getenv("CTX_SOURCE_ROOT");
+    snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a", root && *root ? root : CTX_SOURCE_ROOT);
+    snprintf(e->dir, sizeof e->dir, "/tmp/ctx-kvs-XXXXXX");
+    if (!mkdtemp(e->dir) || store_kv_open(e->dir, &e->kv, &err) || inf_weights_open(path, &e->w, &err) ||
+        inf_model_new(e->w, NULL, 2, &e->m, &err)) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        return -1;
+    }
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    inf_model_free(e->m);
+    inf_weights_free(e->w);
+    store_kv_close(e->kv);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
+    int rc = system(cmd);
+    free(e);
+    return rc;
+}
+
+static void tokens(const struct inf_config *c, int *t, int n, unsigned seed)
+{
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        t[i] = (int)((seed >> 8) % (unsigned)c->vocab_size);
+    }
+}
+
+/* Prefill n tokens in chunks of 97 (so the compressors carry partial blocks). */
+static struct inf_state *prefill(struct env *e, const int *t, int n)
+{
+    struct ctx_err err = {0};
+    struct inf_state *st;
+    assert_int_equal(inf_state_new(inf_model_config(e->m), &st, &err), 0);
+    struct inf_forward_opts fo = {0};
+    for (int p = 0; p < n; p += 97)
+        assert_int_equal(inf_model_forward(e->m, st, t + p, n - p < 97 ? n - p : 97, &fo, &err), 0);
+    return st;
+}
+
+static int put(struct env *e, struct inf_state *st, const int *t, int64_t *lin, struct ctx_err *err)
+{
+    int ns = store_kv_state_n_streams(st);
+    struct store_kv_stream *sv = calloc((size_t)ns, sizeof *sv);
+    store_kv_state_streams(st, sv);
+    uint8_t *b = NULL;
+    size_t blen = 0;
+    int rc = inf_state_boundary(st, &b, &blen, err);
+    struct store_kv_hash h;
+    store_kv_prefix_hash("m", (const int32_t *)t, (size_t)st->pos, &h);
+    if (!rc && !*lin)
+        rc = store_kv_lineage_new(e->kv, "m", ns, lin, err);
+    if (!rc)
+        rc = store_kv_put(e->kv, *lin, (uint64_t)st->pos, &h, b, blen, sv, ns, err);
+    free(b);
+    free(sv);
+    return rc;
+}
+
+static void same_state(const struct inf_state *x, const struct inf_state *y)
+{
+    const struct inf_config *c = &x->cfg;
+    assert_int_equal(x->pos, y->pos);
+    for (int l = 0; l < x->n_layers; l++) {
+        const struct inf_layer_state *a = &x->layers[l], *b = &y->layers[l];
+        assert_int_equal(a->n_cache, b->n_cache);
+        if (a->n_cache)
+            assert_memory_equal(a->cache, b->cache, sizeof(float) * (size_t)a->n_cache * c->head_dim);
+        if (a->ratio == 4 && a->n_cache)
+            assert_memory_equal(a->icache, b->icache, sizeof(float) * (size_t)a->n_cache * c->index_head_dim);
+    }
+    uint8_t *bx = NULL, *by = NULL;
+    size_t nx = 0, ny = 0;
+    struct ctx_err err = {0};
+    assert_int_equal(inf_state_boundary(x, &bx, &nx, &err), 0);
+    assert_int_equal(inf_state_boundary(y, &by, &ny, &err), 0);
+    assert_int_equal(nx, ny);
+    assert_memory_equal(bx, by, nx);
+    free(bx);
+    free(by);
+}
+
+static void round_trip_is_exact_and_half_the_bytes(void **state)
+{
+    struct env *e = *state;
+    const struct inf_config *c = inf_model_config(e->m);
+    struct ctx_err err = {0};
+    enum { N = 700 };
+    int t[N + 4];
+    tokens(c, t, N + 4, 11);
+    struct inf_state *st = prefill(e, t, N);
+    int64_t lin = 0;
+    assert_int_equal(put(e, st, t, &lin, &err), 0);
+
+    struct store_kv_ckpt ck;
+    int found = 0;
+    assert_int_equal(store_kv_lookup_tokens(e->kv, "m", (const int32_t *)t, N, &ck, &found, &err), 0);
+    assert_true(found);
+    long long entries = 0;
+    for (int l = 0; l < st->n_layers; l++) {
+        const struct inf_layer_state *L = &st->layers[l];
+        assert_int_equal(ck.stream_len[2 * l], (uint64_t)L->n_cache * c->head_dim * 2);
+        assert_int_equal(ck.stream_len[2 * l + 1], L->ratio == 4 ? (uint64_t)L->n_cache * c->index_head_dim * 2 : 0);
+        entries += L->n_cache;
+    }
+    assert_true(entries > 0);
+
+    struct inf_state *back;
+    assert_int_equal(inf_state_new(c, &back, &err), 0);
+    assert_int_equal(store_kv_state_restore(e->kv, &ck, back, &err), 0);
+    same_state(st, back);
+    /* the model continues from the restored state exactly as from the original */
+    float *la = malloc(sizeof(float) * (size_t)c->vocab_size), *lb = malloc(sizeof(float) * (size_t)c->vocab_size);
+    struct inf_forward_opts fa = {.logits = la}, fb = {.logits = lb};
+    assert_int_equal(inf_model_forward(e->m, st, t + N, 4, &fa, &err), 0);
+    assert_int_equal(inf_model_forward(e->m, back, t + N, 4, &fb, &err), 0);
+    assert_memory_equal(la, lb, sizeof(float) * (size_t)c->vocab_size);
+    /* and a later checkpoint of the same lineage appends only the new entries */
+    assert_int_equal(put(e, st, t, &lin, &err), 0);
+    free(la);
+    free(lb);
+    store_kv_ckpt_clear(&ck);
+    inf_state_free(back);
+    inf_state_free(st);
+}
+
+static void inexact_values_are_refused(void **state)
+{
+    struct env *e = *state;
+    const struct inf_config *c = inf_model_config(e->m);
+    struct ctx_err err = {0};
+    int t[300];
+    tokens(c, t, 300, 5);
+    struct inf_state *st = prefill(e, t, 300);
+    int l = 0;
+    while (l < st->n_layers && !(st->layers[l].ratio == 4 && st->layers[l].n_cache > 3))
+        l++;
+    assert_true(l < st->n_layers);
+    uint32_t bits;
+    memcpy(&bits, &st->layers[l].icache[3], 4);
+    bits |= 1; /* one bit below bf16 */
+    memcpy(&st->layers[l].icache[3], &bits, 4);
+    int64_t lin = 0;
+    assert_int_equal(put(e, st, t, &lin, &err), CTX_EFORMAT);
+    assert_non_null(strstr(err.msg, "indexer key value 3"));
+    assert_non_null(strstr(err.msg, "not bf16-exact"));
+    struct store_kv_ckpt ck;
+    int found = 1;
+    assert_int_equal(store_kv_lookup_tokens(e->kv, "m", (const int32_t *)t, 300, &ck, &found, &err), 0);
+    assert_false(found);
+    inf_state_free(st);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(round_trip_is_exact_and_half_the_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(inexact_values_are_refused, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
