@@ -358,11 +358,15 @@ static int checkpoint(struct repo *r, struct ctx_err *e)
     struct inf_state *st = r->st;
     int ns = store_kv_state_n_streams(st);
     struct store_kv_stream *sv = calloc((size_t)ns, sizeof *sv);
+    struct store_kv_state_src *src = calloc((size_t)ns, sizeof *src);
     uint8_t *b = NULL;
     size_t blen = 0;
-    if (!sv)
+    if (!sv || !src) {
+        free(sv);
+        free(src);
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
-    store_kv_state_streams(st, sv);
+    }
+    store_kv_state_streams(st, sv, src);
     int rc = inf_state_boundary(st, &b, &blen, e);
     struct store_kv_hash h;
     store_kv_prefix_hash(ctxd_engine_key(r->rs->d->engine), r->prefix.tokens, (size_t)st->pos, &h);
@@ -372,6 +376,7 @@ static int checkpoint(struct repo *r, struct ctx_err *e)
         rc = store_kv_put(kv, r->lineage, (uint64_t)st->pos, &h, b, blen, sv, ns, e);
     free(b);
     free(sv);
+    free(src);
     if (!rc) {
         uint64_t freed = 0;
         struct ctx_err ee = {0};

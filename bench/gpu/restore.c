@@ -159,10 +159,16 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* What the values stand for: the KV store keeps compressed entries and indexer keys packed
+ * (store/kv_state.h), which takes exactly the values the engine stores there, so the synthetic state
+ * holds such values: entries with 3-bit mantissas over 12 binades (FP8 blocks, spec §5.3), indexer
+ * keys e2m1 codes times 2^-3 (FP4 blocks); rings and carries any bf16-exact value. */
+enum fill_kind { FILL_ANY, FILL_ENTRY, FILL_IKEY };
 struct fill_job {
     float *p;
     size_t n;
     uint64_t seed;
+    enum fill_kind kind;
 };
 #define FILL_GRAIN ((size_t)1 << 20)
 static void fill_chunk(void *ud, size_t i, int tid)
@@ -173,13 +179,19 @@ static void fill_chunk(void *ud, size_t i, int tid)
     for (size_t k = a; k < b; k++) {
         /* bf16-exact values of magnitude 2^-7..2^4: finite, like the stored entries */
         uint32_t h = (uint32_t)mix64(j->seed ^ (uint64_t)k);
-        uint32_t bits = ((h & 0x8000u) << 16) | ((uint32_t)(120 + (h >> 16) % 12) << 23) | ((h & 0x7fu) << 16);
+        uint32_t bits = ((h & 0x8000u) << 16) | ((uint32_t)(120 + (h >> 16) % 12) << 23) |
+                        ((h & (j->kind == FILL_ENTRY ? 0x70u : 0x7fu)) << 16);
+        if (j->kind == FILL_IKEY) {
+            static const float e2m1[8] = {0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f, 0.f};
+            float v = e2m1[h & 7] * 0.125f * ((h & 8) ? -1.f : 1.f);
+            memcpy(&bits, &v, sizeof bits);
+        }
         memcpy(&j->p[k], &bits, sizeof(float));
     }
 }
-static void fill_floats(struct ctx_pool *pool, float *p, size_t n, uint64_t seed)
+static void fill_floats(struct ctx_pool *pool, float *p, size_t n, uint64_t seed, enum fill_kind kind)
 {
-    struct fill_job j = {p, n, seed};
+    struct fill_job j = {p, n, seed, kind};
     ctx_pool_for(pool, (n + FILL_GRAIN - 1) / FILL_GRAIN, 1, fill_chunk, &j);
 }
 
@@ -200,18 +212,18 @@ static int synthetic_state(const struct inf_config *c, long long pos, uint64_t s
         }
         L->n_cache = n;
         uint64_t s = seed * 1000003u + (uint64_t)l * 16;
-        fill_floats(pool, L->ring, ring_bytes(c) / 4, s + 1);
+        fill_floats(pool, L->ring, ring_bytes(c) / 4, s + 1, FILL_ANY);
         if (L->ratio) {
-            fill_floats(pool, L->c_kv, carry_bytes(c, L->ratio) / 4, s + 2);
-            fill_floats(pool, L->c_sc, carry_bytes(c, L->ratio) / 4, s + 3);
+            fill_floats(pool, L->c_kv, carry_bytes(c, L->ratio) / 4, s + 2, FILL_ANY);
+            fill_floats(pool, L->c_sc, carry_bytes(c, L->ratio) / 4, s + 3, FILL_ANY);
         }
         if (L->ratio == 4) {
-            fill_floats(pool, L->ic_kv, icarry_bytes(c, 4) / 4, s + 4);
-            fill_floats(pool, L->ic_sc, icarry_bytes(c, 4) / 4, s + 5);
-            fill_floats(pool, L->icache, (size_t)n * c->index_head_dim, s + 6);
+            fill_floats(pool, L->ic_kv, icarry_bytes(c, 4) / 4, s + 4, FILL_ANY);
+            fill_floats(pool, L->ic_sc, icarry_bytes(c, 4) / 4, s + 5, FILL_ANY);
+            fill_floats(pool, L->icache, (size_t)n * c->index_head_dim, s + 6, FILL_IKEY);
         }
         if (n)
-            fill_floats(pool, L->cache, (size_t)n * c->head_dim, s + 7);
+            fill_floats(pool, L->cache, (size_t)n * c->head_dim, s + 7, FILL_ENTRY);
     }
     st->pos = pos;
     *out = st;
@@ -287,7 +299,13 @@ static int store_save(struct store_kv *kv, const struct inf_state *st, struct st
         free(tok);
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
     }
-    store_kv_state_streams(st, sv);
+    struct store_kv_state_src *src = calloc((size_t)ns, sizeof *src);
+    if (!src) {
+        free(sv);
+        free(tok);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    store_kv_state_streams(st, sv, src);
     struct store_kv_hash h;
     store_kv_prefix_hash(MODEL_KEY, tok, (size_t)st->pos, &h);
     if (!(rc = inf_state_boundary(st, &b, &blen, e)) && !(rc = store_kv_lineage_new(kv, MODEL_KEY, ns, &lineage, e)) &&
@@ -295,6 +313,7 @@ static int store_save(struct store_kv *kv, const struct inf_state *st, struct st
         rc = store_kv_get(kv, lineage, (uint64_t)st->pos, ck, e);
     free(b);
     free(sv);
+    free(src);
     free(tok);
     return rc;
 }

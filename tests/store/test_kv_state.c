@@ -1,22 +1,27 @@
-/* The engine's state through the KV cache (store/kv_state.h) with the real model: the golden fixture's
- * weights (tests/fixtures/v4-tiny-a) prefilled on the CPU engine, checkpointed, restored into a new
- * state. The streams hold bf16 patterns (half the fp32 bytes), the restore is bit-identical and the
- * model continues from it with the same logits, and a value that is not bf16-exact is refused by name
- * with nothing recorded. */
+/* The engine's state through the KV cache (store/kv_state.h): the packed entry codec on V4-Flash's
+ * shapes over values from the CPU engine's own QDQ functions (edge cases included), then the real
+ * model — the golden fixture's weights (tests/fixtures/v4-tiny-a) prefilled on the CPU engine,
+ * checkpointed, restored into a new state: the streams hold packed entries (584 + 68 bytes at Flash's
+ * shapes), the restore is bit-identical and the model continues from it with the same logits, and a
+ * value the packing cannot hold is refused by name with nothing recorded. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "config.h"
+#include "cpu/kernels.h"
 #include "ctx_config.h"
 #include "kv.h"
 #include "kv_state.h"
 #include "model.h"
+#include "quant.h"
 #include "state.h"
 #include "weights.h"
 
@@ -81,7 +86,8 @@ static int put(struct env *e, struct inf_state *st, const int *t, int64_t *lin, 
 {
     int ns = store_kv_state_n_streams(st);
     struct store_kv_stream *sv = calloc((size_t)ns, sizeof *sv);
-    store_kv_state_streams(st, sv);
+    struct store_kv_state_src *src = calloc((size_t)ns, sizeof *src);
+    store_kv_state_streams(st, sv, src);
     uint8_t *b = NULL;
     size_t blen = 0;
     int rc = inf_state_boundary(st, &b, &blen, err);
@@ -93,6 +99,7 @@ static int put(struct env *e, struct inf_state *st, const int *t, int64_t *lin, 
         rc = store_kv_put(e->kv, *lin, (uint64_t)st->pos, &h, b, blen, sv, ns, err);
     free(b);
     free(sv);
+    free(src);
     return rc;
 }
 
@@ -119,7 +126,92 @@ static void same_state(const struct inf_state *x, const struct inf_state *y)
     free(by);
 }
 
-static void round_trip_is_exact_and_half_the_bytes(void **state)
+static unsigned rnd(unsigned *x)
+{
+    *x = *x * 1103515245u + 12345u;
+    return *x >> 8;
+}
+
+static int bits_equal(const float *a, const float *b, int n)
+{
+    return !memcmp(a, b, sizeof(float) * (size_t)n);
+}
+
+/* Every block kind the QDQ can leave: random magnitudes over many binades, all zeros, -0 and +0
+ * mixed, a block below the FP8 scale's floor (amax < 1e-4), a block whose largest code is exactly
+ * half the range (224 / 3, where the recovered scale is half the one used), the range's top (448 /
+ * 6), subnormal e4m3 codes. Each packs, and unpacks to the same bits. */
+static void codec_round_trips_qdq_values(void **state)
+{
+    (void)state;
+    struct inf_config c;
+    struct ctx_err err = {0};
+    assert_int_equal(inf_config_builtin("flash", &c, &err), 0);
+    assert_int_equal(store_kv_entry_bytes(&c), 584);
+    assert_int_equal(store_kv_ikey_bytes(&c), 68);
+    int hd = c.head_dim, rd = c.qk_rope_head_dim, di = c.index_head_dim;
+    float v[1024], w[1024];
+    uint8_t pk[1024];
+    unsigned x = 1;
+    for (int t = 0; t < 400; t++) {
+        int kind = t % 8;
+        for (int i = 0; i < hd; i++) {
+            float m = ldexpf((float)(rnd(&x) % 1000) / 997.0f, (int)(rnd(&x) % 30) - 20);
+            v[i] = (rnd(&x) & 1) ? -m : m;
+            if (kind == 1)
+                v[i] = 0.f;
+            if (kind == 2)
+                v[i] = (i & 1) ? -0.f : 0.f;
+            if (kind == 3)
+                v[i] *= 1e-7f;
+            if (kind == 4)
+                v[i] = (i % 64 == 5) ? 224.f * 0.25f : (float)(int)(rnd(&x) % 200) * 0.25f;
+            if (kind == 5)
+                v[i] = (i % 64 == 7) ? -448.f : (float)(rnd(&x) % 448);
+            if (kind == 6)
+                v[i] = ldexpf((float)(rnd(&x) % 8), -30); /* tiny: subnormal codes after the scale */
+        }
+        inf_cpu_fp8_qdq(v, hd - rd, 64);
+        for (int i = hd - rd; i < hd; i++)
+            v[i] = inf_bf16_round(v[i]);
+        assert_int_equal(store_kv_pack_entry(&c, v, pk), -1);
+        store_kv_unpack_entry(&c, pk, w);
+        if (!bits_equal(v, w, hd))
+            fail_msg("entry case %d (kind %d) does not round-trip", t, kind);
+        for (int i = 0; i < di; i++) {
+            float m = ldexpf((float)(rnd(&x) % 1000) / 997.0f, (int)(rnd(&x) % 12) - 6);
+            w[i] = (rnd(&x) & 1) ? -m : m;
+            if (kind == 1)
+                w[i] = 0.f;
+            if (kind == 2)
+                w[i] = (i & 1) ? -0.f : 0.f;
+            if (kind == 3)
+                w[i] *= 0x1p-130f;
+            if (kind == 4)
+                w[i] = (i % 32 == 3) ? 3.f : (float)(rnd(&x) % 4) * 0.5f;
+        }
+        memcpy(v, w, sizeof(float) * (size_t)di);
+        inf_cpu_fp4_qdq(v, di, 32);
+        assert_int_equal(store_kv_pack_ikey(&c, v, pk), -1);
+        store_kv_unpack_ikey(&c, pk, w);
+        if (!bits_equal(v, w, di))
+            fail_msg("indexer key case %d (kind %d) does not round-trip", t, kind);
+    }
+    /* what no code x power of two holds is refused at its block */
+    for (int i = 0; i < hd; i++)
+        v[i] = 1.0f;
+    v[70] = 1.0f + 0x1p-7f; /* 8 significant bits: not e4m3 at any scale in a block holding 1.0 */
+    assert_int_equal(store_kv_pack_entry(&c, v, pk), 64);
+    v[70] = 1.0f;
+    v[hd - 1] = 1.0f + 0x1p-20f; /* a rope dim that is not bf16 */
+    assert_int_equal(store_kv_pack_entry(&c, v, pk), hd - 1);
+    for (int i = 0; i < di; i++)
+        v[i] = 1.0f;
+    v[40] = 1.25f; /* not e2m1 beside 1.0 */
+    assert_int_equal(store_kv_pack_ikey(&c, v, pk), 32);
+}
+
+static void round_trip_is_exact_and_packed(void **state)
 {
     struct env *e = *state;
     const struct inf_config *c = inf_model_config(e->m);
@@ -138,8 +230,8 @@ static void round_trip_is_exact_and_half_the_bytes(void **state)
     long long entries = 0;
     for (int l = 0; l < st->n_layers; l++) {
         const struct inf_layer_state *L = &st->layers[l];
-        assert_int_equal(ck.stream_len[2 * l], (uint64_t)L->n_cache * c->head_dim * 2);
-        assert_int_equal(ck.stream_len[2 * l + 1], L->ratio == 4 ? (uint64_t)L->n_cache * c->index_head_dim * 2 : 0);
+        assert_int_equal(ck.stream_len[2 * l], (uint64_t)L->n_cache * store_kv_entry_bytes(c));
+        assert_int_equal(ck.stream_len[2 * l + 1], L->ratio == 4 ? (uint64_t)L->n_cache * store_kv_ikey_bytes(c) : 0);
         entries += L->n_cache;
     }
     assert_true(entries > 0);
@@ -181,8 +273,8 @@ static void inexact_values_are_refused(void **state)
     memcpy(&st->layers[l].icache[3], &bits, 4);
     int64_t lin = 0;
     assert_int_equal(put(e, st, t, &lin, &err), CTX_EFORMAT);
-    assert_non_null(strstr(err.msg, "indexer key value 3"));
-    assert_non_null(strstr(err.msg, "not bf16-exact"));
+    assert_non_null(strstr(err.msg, "indexer key 0, dims from 0"));
+    assert_non_null(strstr(err.msg, "cannot be stored losslessly"));
     struct store_kv_ckpt ck;
     int found = 1;
     assert_int_equal(store_kv_lookup_tokens(e->kv, "m", (const int32_t *)t, 300, &ck, &found, &err), 0);
@@ -193,7 +285,8 @@ static void inexact_values_are_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(round_trip_is_exact_and_half_the_bytes, setup, teardown),
+        cmocka_unit_test(codec_round_trips_qdq_values),
+        cmocka_unit_test_setup_teardown(round_trip_is_exact_and_packed, setup, teardown),
         cmocka_unit_test_setup_teardown(inexact_values_are_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
