@@ -7,25 +7,13 @@
 
 #include "err.h"
 #include "kv.h"
+#include "kvpack.h"
 #include "state.h"
 
 /* The streams' encoding, part of every key that names checkpoints of it (a change of encoding must
- * not find checkpoints written in the old one). Entries are stored packed (spec §5.3), which is
- * lossless for what the engine stores (state.h): a compressed entry as its nope dims' e4m3 codes
- * (head_dim - qk_rope_head_dim bytes), one e8m0 scale per 64 of them (padded to 8 bytes), then its
- * rope dims as bf16 (little-endian) — 584 bytes for V4's 448 + 64 dims instead of 2048 as floats;
- * an indexer key as its e2m1 codes (two per byte, the even dim in the low nibble) and one e8m0 scale
- * per 32 dims — 68 bytes for 128 dims instead of 512. kernels/ unpacks the same layout on the GPU. */
+ * not find checkpoints written in the old one): each compressed entry and indexer key packed as
+ * inference/kvpack.h describes (spec §5.3; 584 + 68 bytes at V4's shapes instead of 2048 + 512). */
 #define STORE_KV_STATE_FORMAT "streams=packed1"
-
-size_t store_kv_entry_bytes(const struct inf_config *c);
-size_t store_kv_ikey_bytes(const struct inf_config *c);
-/* Pack one entry / key of floats; -1 when done, else the first dim of the block (or the rope dim) that
- * no code x power of two reproduces bit for bit (nothing the engine stores). Unpack is exact. */
-int store_kv_pack_entry(const struct inf_config *c, const float *v, uint8_t *out);
-void store_kv_unpack_entry(const struct inf_config *c, const uint8_t *in, float *v);
-int store_kv_pack_ikey(const struct inf_config *c, const float *v, uint8_t *out);
-void store_kv_unpack_ikey(const struct inf_config *c, const uint8_t *in, float *v);
 
 /* 2 per layer. */
 int store_kv_state_n_streams(const struct inf_state *st);

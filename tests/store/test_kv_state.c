@@ -147,8 +147,8 @@ static void codec_round_trips_qdq_values(void **state)
     struct inf_config c;
     struct ctx_err err = {0};
     assert_int_equal(inf_config_builtin("flash", &c, &err), 0);
-    assert_int_equal(store_kv_entry_bytes(&c), 584);
-    assert_int_equal(store_kv_ikey_bytes(&c), 68);
+    assert_int_equal(inf_kvpack_entry_bytes(&c), 584);
+    assert_int_equal(inf_kvpack_ikey_bytes(&c), 68);
     int hd = c.head_dim, rd = c.qk_rope_head_dim, di = c.index_head_dim;
     float v[1024], w[1024];
     uint8_t pk[1024];
@@ -174,8 +174,8 @@ static void codec_round_trips_qdq_values(void **state)
         inf_cpu_fp8_qdq(v, hd - rd, 64);
         for (int i = hd - rd; i < hd; i++)
             v[i] = inf_bf16_round(v[i]);
-        assert_int_equal(store_kv_pack_entry(&c, v, pk), -1);
-        store_kv_unpack_entry(&c, pk, w);
+        assert_int_equal(inf_kvpack_entry(&c, v, pk), -1);
+        inf_kvunpack_entry(&c, pk, w);
         if (!bits_equal(v, w, hd))
             fail_msg("entry case %d (kind %d) does not round-trip", t, kind);
         for (int i = 0; i < di; i++) {
@@ -192,8 +192,8 @@ static void codec_round_trips_qdq_values(void **state)
         }
         memcpy(v, w, sizeof(float) * (size_t)di);
         inf_cpu_fp4_qdq(v, di, 32);
-        assert_int_equal(store_kv_pack_ikey(&c, v, pk), -1);
-        store_kv_unpack_ikey(&c, pk, w);
+        assert_int_equal(inf_kvpack_ikey(&c, v, pk), -1);
+        inf_kvunpack_ikey(&c, pk, w);
         if (!bits_equal(v, w, di))
             fail_msg("indexer key case %d (kind %d) does not round-trip", t, kind);
     }
@@ -201,14 +201,14 @@ static void codec_round_trips_qdq_values(void **state)
     for (int i = 0; i < hd; i++)
         v[i] = 1.0f;
     v[70] = 1.0f + 0x1p-7f; /* 8 significant bits: not e4m3 at any scale in a block holding 1.0 */
-    assert_int_equal(store_kv_pack_entry(&c, v, pk), 64);
+    assert_int_equal(inf_kvpack_entry(&c, v, pk), 64);
     v[70] = 1.0f;
     v[hd - 1] = 1.0f + 0x1p-20f; /* a rope dim that is not bf16 */
-    assert_int_equal(store_kv_pack_entry(&c, v, pk), hd - 1);
+    assert_int_equal(inf_kvpack_entry(&c, v, pk), hd - 1);
     for (int i = 0; i < di; i++)
         v[i] = 1.0f;
     v[40] = 1.25f; /* not e2m1 beside 1.0 */
-    assert_int_equal(store_kv_pack_ikey(&c, v, pk), 32);
+    assert_int_equal(inf_kvpack_ikey(&c, v, pk), 32);
 }
 
 static void round_trip_is_exact_and_packed(void **state)
@@ -230,8 +230,8 @@ static void round_trip_is_exact_and_packed(void **state)
     long long entries = 0;
     for (int l = 0; l < st->n_layers; l++) {
         const struct inf_layer_state *L = &st->layers[l];
-        assert_int_equal(ck.stream_len[2 * l], (uint64_t)L->n_cache * store_kv_entry_bytes(c));
-        assert_int_equal(ck.stream_len[2 * l + 1], L->ratio == 4 ? (uint64_t)L->n_cache * store_kv_ikey_bytes(c) : 0);
+        assert_int_equal(ck.stream_len[2 * l], (uint64_t)L->n_cache * inf_kvpack_entry_bytes(c));
+        assert_int_equal(ck.stream_len[2 * l + 1], L->ratio == 4 ? (uint64_t)L->n_cache * inf_kvpack_ikey_bytes(c) : 0);
         entries += L->n_cache;
     }
     assert_true(entries > 0);
