@@ -408,6 +408,12 @@ int inf_state_boundary(const struct inf_state *s, uint8_t **buf, size_t *len, st
 
 int inf_state_restore_boundary(struct inf_state *s, const uint8_t *buf, size_t len, struct ctx_err *e)
 {
+    return inf_state_restore_boundary_counts(s, buf, len, NULL, e);
+}
+
+int inf_state_restore_boundary_counts(struct inf_state *s, const uint8_t *buf, size_t len, const long long *counts,
+                                      struct ctx_err *e)
+{
     struct rbuf b = {buf, len, 0};
     uint32_t magic;
     int64_t ns, shape[INF_MAX_LAYERS + 16], want[INF_MAX_LAYERS + 16], pos, mtp_pos;
@@ -429,10 +435,11 @@ int inf_state_restore_boundary(struct inf_state *s, const uint8_t *buf, size_t l
                                         2 * icarry_n(&s->cfg, l->ratio));
         if (get(&b, &n, 8) || body > b.n - b.off)
             return ctx_err_set(e, CTX_EFORMAT, "state: boundary truncated at layer %d", i);
-        if (n != l->n_cache)
+        long long have = counts ? counts[i] : l->n_cache;
+        if (n != have)
             return ctx_err_set(e, CTX_EFORMAT,
-                               "state: layer %d has %lld compressed entries loaded, the boundary says %lld", i,
-                               l->n_cache, (long long)n);
+                               "state: layer %d has %lld compressed entries loaded, the boundary says %lld", i, have,
+                               (long long)n);
         b.off += body;
     }
     if (b.off != b.n)

@@ -67,5 +67,11 @@ int inf_state_boundary(const struct inf_state *s, uint8_t **buf, size_t *len, st
  * inf_state_reserve, filling cache/icache and setting n_cache); they must match the boundary's
  * counts. On error s is unchanged apart from what the caller loaded. */
 int inf_state_restore_boundary(struct inf_state *s, const uint8_t *buf, size_t len, struct ctx_err *e);
+/* The same for a state whose entries live elsewhere (a GPU restore uploads them from the KV cache's
+ * packed streams): the boundary's entry counts must equal counts[layer] instead of the loaded ones,
+ * and s's caches are left as they are (normally empty) — s then holds position, rings and carries
+ * only, for cuda_engine_state_upload_packed; it is not a state to run the CPU engine on. */
+int inf_state_restore_boundary_counts(struct inf_state *s, const uint8_t *buf, size_t len, const long long *counts,
+                                      struct ctx_err *e);
 
 #endif

@@ -74,46 +74,80 @@ void store_kv_state_streams(const struct inf_state *st, struct store_kv_stream *
     }
 }
 
-/* Bring st to the checkpoint c: its caches from the streams, then its boundary. */
-int store_kv_state_restore(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st, struct ctx_err *e)
+/* The entries each layer's streams hold, checked against the model's layer kinds and sizes. */
+static int stream_counts(const struct store_kv_ckpt *c, const struct inf_state *st, long long *counts,
+                         struct ctx_err *e)
 {
     if (c->n_streams != store_kv_state_n_streams(st))
         return ctx_err_set(e, CTX_EFORMAT, "checkpoint has %d streams, the model needs %d", c->n_streams,
                            store_kv_state_n_streams(st));
+    uint64_t row = inf_kvpack_entry_bytes(&st->cfg), irow = inf_kvpack_ikey_bytes(&st->cfg);
     for (int i = 0; i < st->n_layers; i++) {
-        struct inf_layer_state *l = &st->layers[i];
-        uint64_t row = inf_kvpack_entry_bytes(&st->cfg), irow = inf_kvpack_ikey_bytes(&st->cfg);
+        const struct inf_layer_state *l = &st->layers[i];
         uint64_t len = c->stream_len[2 * i], ilen = c->stream_len[2 * i + 1];
         if (len % row)
             return ctx_err_set(e, CTX_EFORMAT, "checkpoint stream %d is not a whole number of entries", 2 * i);
         long long n = (long long)(len / row);
-        if ((!l->ratio && n) ||
-            (l->ratio == 4 && ilen != (uint64_t)n * irow) ||
-            (l->ratio != 4 && ilen))
+        if ((!l->ratio && n) || (l->ratio == 4 && ilen != (uint64_t)n * irow) || (l->ratio != 4 && ilen))
             return ctx_err_set(e, CTX_EFORMAT, "checkpoint streams of layer %d do not fit the model", i);
-        l->n_cache = 0;
-        int rc = n ? inf_state_reserve(st, i, n, e) : 0;
-        /* each stream read into the end of its float buffer, then unpacked forward in place */
-        size_t hd = (size_t)st->cfg.head_dim, di = (size_t)st->cfg.index_head_dim;
-        if (!rc && len &&
-            !(rc = store_kv_read_stream(kv, c, 2 * i, (uint8_t *)l->cache + (uint64_t)n * (hd * 4 - row), e)))
-            unpack_in_place(&st->cfg, l->cache, (uint64_t)n, row, hd, 0);
-        if (!rc && ilen &&
-            !(rc = store_kv_read_stream(kv, c, 2 * i + 1, (uint8_t *)l->icache + (uint64_t)n * (di * 4 - irow), e)))
-            unpack_in_place(&st->cfg, l->icache, (uint64_t)n, irow, di, 1);
-        if (rc)
-            return rc;
-        l->n_cache = n;
+        counts[i] = n;
     }
+    return 0;
+}
+
+static int read_boundary(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st,
+                         const long long *counts, struct ctx_err *e)
+{
     uint8_t *b = malloc(c->boundary_len + 1);
     if (!b)
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
     int rc = store_kv_read_boundary(kv, c, b, e);
     if (!rc)
-        rc = inf_state_restore_boundary(st, b, c->boundary_len, e);
+        rc = counts ? inf_state_restore_boundary_counts(st, b, c->boundary_len, counts, e)
+                    : inf_state_restore_boundary(st, b, c->boundary_len, e);
     free(b);
     if (!rc && (uint64_t)st->pos != c->pos)
         rc = ctx_err_set(e, CTX_EFORMAT, "checkpoint at %llu restored a state at %lld", (unsigned long long)c->pos,
                          st->pos);
     return rc;
+}
+
+/* Bring st to the checkpoint c: its caches from the streams, then its boundary. */
+int store_kv_state_restore(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st, struct ctx_err *e)
+{
+    long long *counts = calloc((size_t)st->n_layers + 1, sizeof *counts);
+    if (!counts)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    int rc = stream_counts(c, st, counts, e);
+    uint64_t row = inf_kvpack_entry_bytes(&st->cfg), irow = inf_kvpack_ikey_bytes(&st->cfg);
+    size_t hd = (size_t)st->cfg.head_dim, di = (size_t)st->cfg.index_head_dim;
+    for (int i = 0; i < st->n_layers && !rc; i++) {
+        struct inf_layer_state *l = &st->layers[i];
+        long long n = counts[i];
+        l->n_cache = 0;
+        if (n && (rc = inf_state_reserve(st, i, n, e)))
+            break;
+        /* each stream read into the end of its float buffer, then unpacked forward in place */
+        if (n && !(rc = store_kv_read_stream(kv, c, 2 * i, (uint8_t *)l->cache + (uint64_t)n * (hd * 4 - row), e)))
+            unpack_in_place(&st->cfg, l->cache, (uint64_t)n, row, hd, 0);
+        if (!rc && n && l->ratio == 4 &&
+            !(rc = store_kv_read_stream(kv, c, 2 * i + 1, (uint8_t *)l->icache + (uint64_t)n * (di * 4 - irow), e)))
+            unpack_in_place(&st->cfg, l->icache, (uint64_t)n, irow, di, 1);
+        if (!rc)
+            l->n_cache = n;
+    }
+    if (!rc)
+        rc = read_boundary(kv, c, st, NULL, e);
+    free(counts);
+    return rc;
+}
+
+int store_kv_state_read_packed(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st, void *const *bufs,
+                               long long *counts, struct ctx_err *e)
+{
+    int rc = stream_counts(c, st, counts, e);
+    for (int k = 0; k < c->n_streams && !rc; k++)
+        if (c->stream_len[k])
+            rc = store_kv_read_stream(kv, c, k, bufs[k], e);
+    return rc ? rc : read_boundary(kv, c, st, counts, e);
 }

@@ -30,5 +30,11 @@ void store_kv_state_streams(const struct inf_state *st, struct store_kv_stream *
  * kinds and sizes, unpacked in place), then its boundary; st keeps its buffers when they are large enough. 0, or
  * CTX_EFORMAT naming the stream or layer that does not fit, or the store's error. */
 int store_kv_state_restore(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st, struct ctx_err *e);
+/* For a GPU restore (cuda_engine_state_upload_packed): checkpoint c's streams as stored (packed)
+ * into bufs[k] (c->stream_len[k] bytes each; pinned memory makes the upload run at PCIe speed),
+ * counts[layer] the entries they hold, and the boundary into st (position, rings, carries; its
+ * caches are left empty: inf_state_restore_boundary_counts). Same checks and errors as the restore. */
+int store_kv_state_read_packed(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st, void *const *bufs,
+                               long long *counts, struct ctx_err *e);
 
 #endif

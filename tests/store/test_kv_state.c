@@ -240,6 +240,38 @@ static void round_trip_is_exact_and_packed(void **state)
     assert_int_equal(inf_state_new(c, &back, &err), 0);
     assert_int_equal(store_kv_state_restore(e->kv, &ck, back, &err), 0);
     same_state(st, back);
+    /* the GPU's read: the packed streams as stored, the counts, the boundary without entries */
+    {
+        int ns = store_kv_state_n_streams(st);
+        void **bufs = calloc((size_t)ns, sizeof *bufs);
+        long long *counts = calloc((size_t)st->n_layers, sizeof *counts);
+        for (int k = 0; k < ns; k++)
+            bufs[k] = malloc(ck.stream_len[k] + 1);
+        struct inf_state *bnd;
+        assert_int_equal(inf_state_new(c, &bnd, &err), 0);
+        assert_int_equal(store_kv_state_read_packed(e->kv, &ck, bnd, bufs, counts, &err), 0);
+        assert_int_equal(bnd->pos, st->pos);
+        float v[1024];
+        for (int l = 0; l < st->n_layers; l++) {
+            const struct inf_layer_state *L = &st->layers[l];
+            assert_int_equal(counts[l], L->n_cache);
+            assert_int_equal(bnd->layers[l].n_cache, 0);
+            assert_memory_equal(bnd->layers[l].ring, L->ring, sizeof(float) * (size_t)c->sliding_window * c->head_dim);
+            for (long long i = 0; i < L->n_cache; i++) {
+                inf_kvunpack_entry(c, (const uint8_t *)bufs[2 * l] + i * inf_kvpack_entry_bytes(c), v);
+                assert_memory_equal(v, L->cache + i * c->head_dim, sizeof(float) * (size_t)c->head_dim);
+                if (L->ratio == 4) {
+                    inf_kvunpack_ikey(c, (const uint8_t *)bufs[2 * l + 1] + i * inf_kvpack_ikey_bytes(c), v);
+                    assert_memory_equal(v, L->icache + i * c->index_head_dim, sizeof(float) * (size_t)c->index_head_dim);
+                }
+            }
+        }
+        for (int k = 0; k < ns; k++)
+            free(bufs[k]);
+        free(bufs);
+        free(counts);
+        inf_state_free(bnd);
+    }
     /* the model continues from the restored state exactly as from the original */
     float *la = malloc(sizeof(float) * (size_t)c->vocab_size), *lb = malloc(sizeof(float) * (size_t)c->vocab_size);
     struct inf_forward_opts fa = {.logits = la}, fb = {.logits = lb};
