@@ -69,6 +69,12 @@ static inline int cuda_engine_decode(struct cuda_engine *g, int token, float *lo
  * rings, carries and compressed entries. MTP layers of `st` are left as they are. */
 int cuda_engine_state_download(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
 int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e);
+/* The same from a checkpoint as the KV cache stores it (store_kv_state_read_packed): st gives the
+ * position, rings and carries (its caches are not read), counts[layer] and streams[2 layer] /
+ * streams[2 layer + 1] the packed entries and indexer keys (inference/kvpack.h; host memory, pinned for
+ * PCIe speed), unpacked on the device to the same bits as the host's unpacking. Returns when done. */
+int cuda_engine_state_upload_packed(struct cuda_engine *g, const struct inf_state *st, const long long *counts,
+                                    const void *const *streams, struct ctx_err *e);
 
 /* Profiling by stage (bench/gpu): when on, each forward call queues its launches behind a 20 ms
  * busy kernel (so they run back to back) and times its stages with events: GPU time per stage
