@@ -34,8 +34,12 @@
  * of weights), 8 GPUs pipeline-parallel and 8 GPUs expert-parallel, with each layout's per-GPU memory
  * at that context; every such figure is an estimate, only the pro4 rows are measured.
  *
+ * `--suffix N [--chunk C]` runs instead the prefill tables of sfx_main (below): the indexer alone, prefill
+ * throughput at 4K / 128K / 500K, a full 500K prefill estimated from them, and N tokens prefilled after
+ * each --ctx (default 131072,500000), chunks of C (default 2048).
+ *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
- *                      [--pro-experts N] */
+ *                      [--pro-experts N] [--suffix N [--chunk C]] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -426,15 +430,333 @@ static int run_model(const char *name, const long long *ctxs, int nctx, int step
     return rc;
 }
 
+/* ---- --suffix: prefill at long positions (issue 10's rows "500K-token prefill" and "suffix
+ * re-prefill of 8K tokens at 500K"). All of it in these functions; main only dispatches.
+ *
+ * 1. The indexer on its own (cuda_engine_idx_scores, cuda_engine_topk) at Flash's shape (64 heads x
+ *    128, top-512) over 125K entries (a 500K context) for S = 1 .. chunk queries: the one-thread-per-
+ *    entry kernel against the tensor-core one (where the engine switches), and the top-k; the floor
+ *    is the scores' FLOPs at the bf16 tensor-core peak (half the FP8 peak measured below).
+ * 2. Prefill throughput at position P (4K, 128K, 500K): flash4 at a random state of P
+ *    (cuda_engine_state_fill_random), one chunk of --chunk tokens, median of 3; then one profiled
+ *    chunk (GPU time per stage and layer) extrapolated to Flash's 43 layers as the decode rows do.
+ * 3. The suffix: --suffix tokens prefilled (in chunks) after a random state at each --ctx, median of
+ *    3, with the indexer's share, and the 43-layer estimate.
+ * 4. A full 500K prefill estimated from 2.: per-token 43-layer time interpolated linearly between the
+ *    measured positions and integrated over 0..500K; 2 GPUs = the 22 + 21 layer split, whose two
+ *    halves work on consecutive chunks at once (~2x the throughput; not measured: one GPU is lent).
+ * Floors: FLOPs / the dense FP8 tensor-core rate measured in the same run (cuBLASLt 8192^3) for the
+ * FP8 weight products, and / half of it (the bf16 rate) for the attention and indexer products. */
+static double sfx_peak; /* measured dense FP8 TFLOP/s */
+static char sfx_stages[8192]; /* the profiled runs' GPU time by stage, printed after the tables */
+static int sfx_stages_len;
+
+/* FLOPs of the token at position p in layer l (prefill): [0] FP8/FP4 weight products and the
+ * bf16 ones beside them, [1] attention (q.k and p.v over its entries), [2] indexer scores. */
+static void sfx_token_flops(const struct inf_config *c, int l, long long p, double f[3])
+{
+    double D = c->hidden_size, Lq = c->q_lora_rank, H = c->num_attention_heads, d = c->head_dim;
+    double G = c->o_groups, R = c->o_lora_rank, Hi = c->index_n_heads, di = c->index_head_dim;
+    double I = c->moe_intermediate_size, hc = c->hc_mult;
+    int r = c->compress_ratios[l];
+    double mac = D * Lq + Lq * H * d + D * d + H * d * R + G * R * D; /* wq_a, wq_b, wkv, wo_a, wo_b */
+    if (r)
+        mac += 2 * D * (r == 4 ? 2 : 1) * d; /* the compressor's wkv, wgate */
+    if (r == 4)
+        mac += Lq * Hi * di + D * Hi + 2 * D * 2 * di; /* indexer wq_b, weights_proj, its compressor */
+    mac += D * c->n_routed_experts + 3 * D * I * (c->n_shared_experts + c->num_experts_per_tok);
+    mac += 2 * hc * D * (2 * hc + hc * hc); /* the two mHC sites' mixes */
+    long long win = p + 1 < c->sliding_window ? p + 1 : c->sliding_window;
+    long long ne = r == 4 ? ((p + 1) / 4 < c->index_topk ? (p + 1) / 4 : c->index_topk) : r ? (p + 1) / r : 0;
+    f[0] = 2 * mac;
+    f[1] = 4 * H * d * (double)(win + ne);
+    f[2] = r == 4 ? 2 * Hi * di * (double)((p + 1) / 4) : 0;
+}
+/* The compute floor (ms) of S tokens from position P through every layer of c. */
+static double sfx_floor_ms(const struct inf_config *c, long long P, long long S)
+{
+    double t = 0, f[3];
+    long long step = S > 64 ? S / 64 : 1; /* linear in p: a midpoint sum is exact enough */
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        for (long long s = 0; s < S; s += step) {
+            long long n = S - s < step ? S - s : step;
+            sfx_token_flops(c, l, P + s + n / 2, f);
+            t += (double)n * (f[0] / (sfx_peak * 1e12) + (f[1] + f[2]) / (sfx_peak * 0.5e12));
+        }
+    return t * 1e3;
+}
+
+/* The indexer alone: table 1. */
+static int sfx_indexer_rows(int chunk)
+{
+    const int Hi = 64, di = 128, K = 512;
+    const long long n = 125000, pos_last = 4 * n - 1;
+    int Ss[6] = {1, 4, 16, 256, chunk, 0}, ns = chunk > 256 ? 5 : 4;
+    struct ctx_err e = {0};
+    int Smax = chunk > 256 ? chunk : 256;
+    size_t nq = (size_t)Smax * Hi * di, ld = (size_t)n;
+    float *h = malloc(sizeof(float) * (nq > (size_t)n * di ? nq : (size_t)n * di));
+    float *d_q = NULL, *d_w = NULL, *d_k = NULL, *d_sc = NULL;
+    long long *d_pos = NULL;
+    int *d_sel = NULL;
+    void *d_scr = NULL;
+    int rc = !h;
+    static const float e2m1[8] = {0.f, .5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+    unsigned long long s = 99;
+    for (size_t i = 0; h && i < (nq > (size_t)n * di ? nq : (size_t)n * di); i++) { /* FP4-QDQ'd-like values */
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        h[i] = e2m1[(s >> 40) & 7] * ((s >> 50) & 1 ? -0.25f : 0.25f);
+    }
+    rc = rc || cuda_malloc((void **)&d_q, sizeof(float) * nq, &e) ||
+         cuda_malloc((void **)&d_w, sizeof(float) * (size_t)Smax * Hi, &e) ||
+         cuda_malloc((void **)&d_k, sizeof(float) * (size_t)n * di, &e) ||
+         cuda_malloc((void **)&d_sc, sizeof(float) * (size_t)Smax * ld, &e) ||
+         cuda_malloc((void **)&d_pos, sizeof(long long), &e) ||
+         cuda_malloc((void **)&d_sel, sizeof(int) * (size_t)Smax * K, &e) ||
+         cuda_malloc(&d_scr, cuda_engine_topk_scratch(Smax, n, K), &e) || cuda_h2d(d_q, h, sizeof(float) * nq, &e) ||
+         cuda_h2d(d_w, h, sizeof(float) * (size_t)Smax * Hi, &e) ||
+         cuda_h2d(d_k, h, sizeof(float) * (size_t)n * di, &e);
+    if (rc) {
+        fprintf(stderr, "bench-gpu-engine: indexer rows: %s\n", h ? e.msg : "out of memory");
+        goto done;
+    }
+    printf("Indexer alone at Flash's shape (64 heads x 128 dims, top-512) over 125000 entries (a 500K context), S "
+           "queries: scores one thread per entry (scalar) vs mma.sync bf16 (tensor cores; the engine uses them for "
+           "S >= 4), then the top-k; median of 3 (1 for scalar S >= 256), event-timed. Floor: the scores' FLOPs "
+           "(2 x S x n x 64 x 128) at the bf16 tensor-core rate (half the FP8 rate measured above)\n\n");
+    printf("| S | scalar ms | tensor-core ms | speedup | top-k ms | top-k ms/query | floor ms | tensor cores of floor "
+           "|\n|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < ns && !rc; i++) {
+        int S = Ss[i];
+        long long pos0 = pos_last - S + 1;
+        double t[3][3];
+        rc = cuda_h2d(d_pos, &pos0, sizeof pos0, &e);
+        for (int m = 0; m < 3 && !rc; m++) {
+            int reps = m == 0 && S >= 256 ? 1 : 3;
+            struct bench_events *ev = bench_events_new(reps);
+            double ms[3];
+            bench_spin(2.0);
+            for (int r = 0; r < reps && !rc; r++) {
+                bench_events_record(ev, r);
+                rc = m < 2 ? cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, n, d_sc, ld, m + 1, bench_stream(), &e)
+                           : cuda_engine_topk(d_sc, ld, d_pos, S, n, K, d_sel, d_scr, bench_stream(), &e);
+            }
+            bench_events_record(ev, reps);
+            t[m][0] = bench_events_median(ev, ms);
+            bench_events_free(ev);
+        }
+        if (rc)
+            break;
+        double fl = 2.0 * S * (double)n * Hi * di / (sfx_peak * 0.5e12) * 1e3;
+        printf("| %d | %.3f | %.3f | %.1fx | %.3f | %.4f | %.3f | %.1f%% |\n", S, t[0][0], t[1][0], t[0][0] / t[1][0],
+               t[2][0], t[2][0] / S, fl, 100.0 * fl / t[1][0]);
+        fflush(stdout);
+    }
+    if (rc)
+        fprintf(stderr, "bench-gpu-engine: indexer rows: %s\n", e.msg);
+done:
+    cuda_free(d_q);
+    cuda_free(d_w);
+    cuda_free(d_k);
+    cuda_free(d_sc);
+    cuda_free(d_pos);
+    cuda_free(d_sel);
+    cuda_free(d_scr);
+    free(h);
+    return rc ? 1 : 0;
+}
+
+/* Prefill `S` tokens from a random state at P: wall ms (host, the call returns with the logits). */
+static int sfx_prefill(struct cuda_engine *g, long long P, const int *tok, int S, float *logits, double *ms,
+                       struct ctx_err *e)
+{
+    int rc = cuda_engine_state_fill_random(g, P, 7, e);
+    if (rc)
+        return rc;
+    double a = bench_now();
+    rc = cuda_engine_prefill(g, tok, S, logits, e);
+    *ms = (bench_now() - a) * 1e3;
+    return rc;
+}
+/* One profiled prefill of S tokens at P: GPU ms per stage and per layer (summed), and the 43-layer
+ * GPU ms of the same work (outside + 2 swa + 21 csa + 20 hca from flash4's layers). */
+static int sfx_profile(struct cuda_engine *g, const struct inf_config *c, const struct inf_config *full, long long P,
+                       const int *tok, int S, float *logits, double st[CUDA_PROF_N], double *sum4, double *gpu43,
+                       struct ctx_err *e)
+{
+    int L = c->num_hidden_layers;
+    double lm[16] = {0}, ms;
+    cuda_engine_profile_get(g, st, 1);
+    cuda_engine_profile_layers(g, lm, 1);
+    int rc = cuda_engine_profile(g, 1, e);
+    if (!rc)
+        rc = sfx_prefill(g, P, tok, S, logits, &ms, e);
+    cuda_engine_profile(g, 0, e);
+    cuda_engine_profile_get(g, st, 1);
+    cuda_engine_profile_layers(g, lm, 1);
+    if (rc)
+        return rc;
+    double t[3] = {0}, n[3] = {0};
+    int cnt[3] = {0};
+    *sum4 = lm[L];
+    for (int l = 0; l < L; l++) {
+        int k = c->compress_ratios[l] == 4 ? 1 : c->compress_ratios[l] ? 2 : 0;
+        t[k] += lm[l];
+        n[k] += 1;
+        *sum4 += lm[l];
+    }
+    for (int l = 0; l < full->num_hidden_layers; l++)
+        cnt[full->compress_ratios[l] == 4 ? 1 : full->compress_ratios[l] ? 2 : 0]++;
+    *gpu43 = lm[L];
+    for (int k = 0; k < 3; k++)
+        *gpu43 += n[k] ? cnt[k] * t[k] / n[k] : 0;
+    APPEND(sfx_stages, sfx_stages_len, "| %lld | %d |", P, S);
+    for (int i = 0; i < CUDA_PROF_N; i++)
+        APPEND(sfx_stages, sfx_stages_len, " %.1f (%.0f%%) |", st[i], 100.0 * st[i] / *sum4);
+    APPEND(sfx_stages, sfx_stages_len, "\n");
+    return 0;
+}
+
+static int sfx_run(const long long *ctxs, int nctx, int suffix, int chunk)
+{
+    struct ctx_err e = {0};
+    struct inf_config c, full;
+    if (inf_config_builtin("flash", &c, &e) || inf_config_builtin("flash", &full, &e)) {
+        fprintf(stderr, "bench-gpu-engine: %s\n", e.msg);
+        return 1;
+    }
+    full.num_nextn_predict_layers = 0;
+    c.num_hidden_layers = 4;
+    c.num_nextn_predict_layers = 0;
+    if (c.num_hash_layers > 3)
+        c.num_hash_layers = 3;
+    static const long long tp[3] = {4096, 131072, 500000};
+    long long maxctx = tp[2];
+    for (int i = 0; i < nctx; i++)
+        maxctx = ctxs[i] > maxctx ? ctxs[i] : maxctx;
+    long long ntok = (suffix > chunk ? suffix : chunk) + 16;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    if (inf_config_validate(&c, "flash4", &e) || inf_weights_synthetic(&c, 1, &w, &e)) {
+        fprintf(stderr, "bench-gpu-engine: flash4: %s\n", e.msg);
+        return 1;
+    }
+    struct cuda_engine_opts o = {.max_chunk = chunk, .max_ctx = maxctx + ntok};
+    if (cuda_engine_new(w, &o, &g, &e)) {
+        fprintf(stderr, "bench-gpu-engine: flash4: %s\n", e.msg);
+        inf_weights_free(w);
+        return 1;
+    }
+    int *tok = malloc(sizeof(int) * (size_t)ntok);
+    float *logits = malloc(sizeof(float) * (size_t)c.vocab_size);
+    unsigned long long s = 4242;
+    for (long long i = 0; tok && i < ntok; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = 2 + (int)((s >> 33) % (unsigned long long)(c.vocab_size - 2));
+    }
+    int rc = !tok || !logits;
+    double per_tok43[3] = {0}; /* 43-layer GPU ms per token at tp[] */
+    printf("\nPrefill throughput at position P, flash4 (V4-Flash's first 4 layers: swa, swa, csa, hca), one chunk of %d "
+           "tokens after a random state of P, median of 3 (wall, host); 43 layers = that x (outside + 2 swa + 21 csa "
+           "+ 20 hca GPU ms) / flash4's GPU ms from one profiled chunk (an estimate); floor = the chunk's FLOPs at the "
+           "measured tensor-core rates (43 layers)\n\n",
+           chunk);
+    printf("| position | flash4 ms | flash4 tok/s | indexer share | 43-layer ms (est.) | 43-layer tok/s (est.) | floor ms "
+           "| of floor |\n|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < 3 && !rc; i++) {
+        double t[3], st[CUDA_PROF_N], sum4, gpu43;
+        for (int r = 0; r < 3 && !rc; r++)
+            rc = sfx_prefill(g, tp[i], tok, chunk, logits, &t[r], &e);
+        if (!rc)
+            rc = sfx_profile(g, &c, &full, tp[i], tok, chunk, logits, st, &sum4, &gpu43, &e);
+        if (rc)
+            break;
+        double med = bench_median(t, 3), est = med * gpu43 / sum4, fl = sfx_floor_ms(&full, tp[i], chunk);
+        per_tok43[i] = est / chunk;
+        printf("| %lld | %.1f | %.0f | %.1f%% | %.1f | %.0f | %.2f | %.1f%% |\n", tp[i], med, chunk / med * 1e3,
+               100.0 * st[CUDA_PROF_INDEXER] / sum4, est, chunk / est * 1e3, fl, 100.0 * fl / est);
+        fflush(stdout);
+    }
+    if (!rc) { /* the full 500K prefill: per-token time linear between the measured positions */
+        double T = 0, F = sfx_floor_ms(&full, 0, tp[2]);
+        long long prev = 0;
+        double cprev = per_tok43[0];
+        for (int i = 0; i < 3; i++) {
+            T += 0.5 * (cprev + per_tok43[i]) * (double)(tp[i] - prev);
+            prev = tp[i];
+            cprev = per_tok43[i];
+        }
+        printf("\nFull 500000-token prefill, V4-Flash 43 layers (estimate from the rows above: per-token time "
+               "interpolated linearly in position and integrated): 1 GPU %.1f s, 2 GPUs (layer split 22 + 21, the "
+               "halves on consecutive chunks: ~2x) %.1f s; compute floor 1 GPU %.1f s, 2 GPUs %.1f s. Goal <= 12 s, "
+               "milestone <= 30 s (2 GPUs)\n",
+               T / 1e3, T / 2e3, F / 1e3, F / 2e3);
+    }
+    if (!rc && suffix > 0) {
+        printf("\nSuffix re-prefill of %d tokens (chunks of %d) after a random state of the context, flash4, median of "
+               "3 (wall); indexer = its share of one profiled run's GPU time; 43 layers as above (estimate)\n\n",
+               suffix, chunk);
+        printf("| context | flash4 s | indexer share | 43-layer s (est.) | 43-layer indexer s (est.) | floor s | of "
+               "floor | goal |\n|---|---|---|---|---|---|---|---|\n");
+    }
+    for (int i = 0; !rc && suffix > 0 && i < nctx; i++) {
+        double t[3], st[CUDA_PROF_N], sum4, gpu43;
+        for (int r = 0; r < 3 && !rc; r++)
+            rc = sfx_prefill(g, ctxs[i], tok, suffix, logits, &t[r], &e);
+        if (!rc)
+            rc = sfx_profile(g, &c, &full, ctxs[i], tok, suffix, logits, st, &sum4, &gpu43, &e);
+        if (rc)
+            break;
+        double med = bench_median(t, 3), est = med * gpu43 / sum4, fl = sfx_floor_ms(&full, ctxs[i], suffix);
+        int ncsa = 0;
+        for (int l = 0; l < full.num_hidden_layers; l++)
+            ncsa += full.compress_ratios[l] == 4;
+        printf("| %lld | %.3f | %.1f%% | %.3f | %.3f | %.3f | %.1f%% | <= 0.5 s |\n", ctxs[i], med / 1e3,
+               100.0 * st[CUDA_PROF_INDEXER] / sum4, est / 1e3, ncsa * st[CUDA_PROF_INDEXER] * (med / sum4) / 1e3,
+               fl / 1e3, 100.0 * fl / est);
+        fflush(stdout);
+    }
+    if (rc)
+        fprintf(stderr, "bench-gpu-engine: suffix: %s\n", e.msg);
+    if (sfx_stages_len) {
+        printf("\nflash4 GPU ms by stage of the profiled runs above (share of the run's GPU time)\n\n| position | "
+               "tokens |");
+        for (int i = 0; i < CUDA_PROF_N; i++)
+            printf(" %s |", cuda_engine_prof_names[i]);
+        printf("\n|---|---|");
+        for (int i = 0; i < CUDA_PROF_N; i++)
+            printf("---|");
+        printf("\n%s", sfx_stages);
+    }
+    free(tok);
+    free(logits);
+    cuda_engine_free(g);
+    inf_weights_free(w);
+    return rc ? 1 : 0;
+}
+
+/* --suffix N: the tables above (main parses; this runs them). */
+static int sfx_main(const long long *ctxs, int nctx, int suffix, int chunk)
+{
+    sfx_peak = bench_fp8_dense_tflops(8192, 10);
+    printf("floor, compute: dense e4m3 cuBLASLt 8192^3, median of 10: %.0f TFLOP/s (bf16: half)\n\n", sfx_peak);
+    if (sfx_peak <= 0)
+        return 1;
+    int rc = sfx_indexer_rows(chunk);
+    return sfx_run(ctxs, nctx, suffix, chunk) | rc;
+}
+
 int main(int argc, char **argv)
 {
     long long ctxs[16] = {4096};
     int nctx = 1, steps = 64;
     long long prefill_max = 16384;
     const char *models = "mid,flash4";
+    int suffix = 0, chunk = 2048, ctx_given = 0; /* --suffix N [--chunk N]: sfx_main's tables instead */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) {
             nctx = 0;
+            ctx_given = 1;
             for (char *p = argv[++i]; *p && nctx < 16;) {
                 ctxs[nctx++] = strtoll(p, &p, 10);
                 if (*p == ',')
@@ -452,15 +774,31 @@ int main(int argc, char **argv)
             profile = 1;
         } else if (!strcmp(argv[i], "--pro-experts") && i + 1 < argc) {
             pro_experts = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--suffix") && i + 1 < argc) {
+            suffix = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
+            chunk = atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
-                            "[--prefill-max N] [--profile] [--pro-experts N]\n");
+                            "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]]\n");
             return 2;
         }
     }
     if (cuda_device_count() < 1) {
         fprintf(stderr, "bench-gpu-engine: no CUDA device\n");
         return 77;
+    }
+    if (suffix > 0 || chunk != 2048) {
+        if (suffix < 0 || chunk < 16 || chunk > 4096) {
+            fprintf(stderr, "bench-gpu-engine: --suffix must be positive, --chunk in 16..4096\n");
+            return 2;
+        }
+        if (!ctx_given) {
+            ctxs[0] = 131072;
+            ctxs[1] = 500000;
+            nctx = 2;
+        }
+        return sfx_main(ctxs, nctx, suffix, chunk);
     }
     for (int i = 0; i < nctx; i++)
         if (ctxs[i] < 1) {

@@ -1,0 +1,296 @@
+/* The indexer's scores on the GPU (cuda_engine_idx_scores: the tensor-core kernel of prefill chunks
+ * and the one-thread-per-entry kernel of decode) against a host reference that is the CPU engine's
+ * own arithmetic (inference/model.c idx_task: inf_cpu_dot, bf16 roundings, heads added in order).
+ * Plain TAP (the GPU machine has no cmocka); "1..0 # SKIP" without a device (the suite's convention).
+ *
+ * What is asserted, and why (kernels/engine.cu, k_idx_score_tc): queries and keys are FP4-QDQ'd
+ * (e2m1 codes times a power-of-two scale per 32 dims), so every product is exact, a 32-dim block's
+ * products are multiples of its grain G_b = (grain of its q values) * (grain of its k values) and the
+ * tensor core sums a block exactly. The GPU then adds the block partials in fp32, the CPU sums the
+ * same products in its own (SIMD-strided) order: both are the exact dot product, hence bit-identical
+ * scores, whenever every partial sum is representable in fp32, which holds when
+ *     B = sum_b 32 * max|q_b| * max|k_b|  <=  2^24 * min_b G_b            (the "exact" condition)
+ * for every head of the entry. Entries meeting it for all heads must be bit-identical (both kernels);
+ * the others (only in the "block scales" cases, whose 32-dim blocks get scales up to 2^20 apart,
+ * which a Hadamard never produces) must be within sum_h 2^-6 |w_h| B_h * 1.1 + 2^-7 |score| (a bf16 flip
+ * of each head's dot and of the result). Entries beyond a query's (pos + 1) / 4 must not be
+ * written. Environment: CTX_IDX_QUICK set runs the small cases only (n <= 3000; for memcheck). */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/kernels.h"
+#include "cuda_engine.h"
+#include "gemm.h"
+
+static int n_test, n_fail;
+
+static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tap(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    n_fail += !ok;
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static double urand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) * 0x1p-53;
+}
+static float nrand(void)
+{
+    double u = urand(), v = urand();
+    return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
+}
+
+/* A row of di values as the engine makes them: Hadamard (bf16) then FP4 QDQ per 32; `wide` > 0 scales
+ * each 32-dim block by 2^-wide..2^wide before the QDQ (outside what a Hadamard gives: the bound). */
+static void make_row(float *x, int di, int wide)
+{
+    for (int i = 0; i < di; i++)
+        x[i] = nrand();
+    inf_cpu_hadamard(x, di);
+    if (wide)
+        for (int b = 0; b < di / 32; b++) {
+            float sc = ldexpf(1.0f, (int)(urand() * (2 * wide + 1)) - wide);
+            for (int i = 0; i < 32; i++)
+                x[b * 32 + i] *= sc;
+        }
+    inf_cpu_fp4_qdq(x, di, 32);
+}
+
+/* The largest power of two dividing every nonzero value of x[0..32) (0 when all are zero), and the
+ * largest magnitude. */
+static void block_grain(const float *x, double *grain, double *amax)
+{
+    double g = 0, m = 0;
+    for (int i = 0; i < 32; i++) {
+        double v = fabs((double)x[i]);
+        if (v > m)
+            m = v;
+        if (v == 0)
+            continue;
+        int ex;
+        double f = frexp(v, &ex); /* v = f * 2^ex, f in [0.5, 1): strip the significand's trailing zeros */
+        long long mant = (long long)ldexp(f, 53);
+        int tz = 0;
+        while (!(mant & 1)) {
+            mant >>= 1;
+            tz++;
+        }
+        double lb = ldexp(1.0, ex - 53 + tz);
+        if (g == 0 || lb < g)
+            g = lb;
+    }
+    *grain = g;
+    *amax = m;
+}
+
+struct icase {
+    const char *name;
+    int S, Hi, di;
+    long long n; /* entries of the last query */
+    int wide;
+};
+
+static void run_case(const struct icase *c)
+{
+    int S = c->S, Hi = c->Hi, di = c->di, nb = di / 32;
+    long long n = c->n, pos0 = 4 * n - S; /* the last query (pos0 + S - 1) sees (pos0 + S) / 4 = n entries */
+    size_t ld = (size_t)n + 37;
+    float *q = malloc(sizeof(float) * (size_t)S * Hi * di), *w = malloc(sizeof(float) * (size_t)S * Hi);
+    float *k = malloc(sizeof(float) * (size_t)n * di);
+    float *ref = malloc(sizeof(float) * (size_t)S * ld), *tol = malloc(sizeof(float) * (size_t)S * ld);
+    float *got = malloc(sizeof(float) * (size_t)S * ld);
+    double *qg = malloc(sizeof(double) * (size_t)S * Hi * nb), *qm = malloc(sizeof(double) * (size_t)S * Hi * nb);
+    double *kg = malloc(sizeof(double) * (size_t)n * nb), *km = malloc(sizeof(double) * (size_t)n * nb);
+    unsigned char *exact = malloc((size_t)S * ld);
+    float *d_q = NULL, *d_w = NULL, *d_k = NULL, *d_sc = NULL;
+    long long *d_pos = NULL;
+    struct ctx_err e = {0};
+    if (!q || !w || !k || !ref || !tol || !got || !qg || !qm || !kg || !km || !exact) {
+        tap(0, "%s: out of host memory", c->name);
+        goto done;
+    }
+    float wscale = (float)(pow((double)di, -0.5) * pow((double)Hi, -0.5));
+    for (int s = 0; s < S; s++)
+        for (int h = 0; h < Hi; h++) {
+            float *qr = q + ((size_t)s * Hi + h) * di;
+            make_row(qr, di, c->wide);
+            for (int b = 0; b < nb; b++)
+                block_grain(qr + b * 32, &qg[((size_t)s * Hi + h) * nb + b], &qm[((size_t)s * Hi + h) * nb + b]);
+            w[(size_t)s * Hi + h] = inf_cpu_bf16(nrand() * wscale);
+        }
+    for (long long i = 0; i < n; i++) {
+        make_row(k + (size_t)i * di, di, c->wide);
+        for (int b = 0; b < nb; b++)
+            block_grain(k + (size_t)i * di + b * 32, &kg[(size_t)i * nb + b], &km[(size_t)i * nb + b]);
+    }
+    /* the reference: idx_task's loop, plus each entry's condition and bound */
+    long long n_exact = 0, n_all = 0;
+    for (int s = 0; s < S; s++) {
+        long long nv = (pos0 + s + 1) / 4;
+        for (long long i = 0; i < nv; i++) {
+            const float *key = k + (size_t)i * di;
+            float sum = 0.f;
+            double slack = 0;
+            int ex = 1;
+            for (int h = 0; h < Hi; h++) {
+                const float *qh = q + ((size_t)s * Hi + h) * di;
+                float dot = inf_cpu_bf16(inf_cpu_dot(qh, key, di));
+                if (dot < 0.f)
+                    dot = 0.f;
+                sum += inf_cpu_bf16(dot * w[(size_t)s * Hi + h]);
+                double B = 0, G = 0;
+                for (int b = 0; b < nb; b++) {
+                    size_t qb = ((size_t)s * Hi + h) * nb + b, kb = (size_t)i * nb + b;
+                    B += 32.0 * qm[qb] * km[kb];
+                    if (qg[qb] > 0 && kg[kb] > 0 && (G == 0 || qg[qb] * kg[kb] < G))
+                        G = qg[qb] * kg[kb];
+                }
+                if (B > 0x1p24 * G)
+                    ex = 0;
+                slack += 0x1p-6 * fabs((double)w[(size_t)s * Hi + h]) * B;
+            }
+            float r = inf_cpu_bf16(sum);
+            ref[(size_t)s * ld + i] = r;
+            exact[(size_t)s * ld + i] = (unsigned char)ex;
+            tol[(size_t)s * ld + i] = (float)(1.1 * slack + 0x1p-7 * (fabs((double)r) + 1.1 * slack));
+            n_exact += ex;
+            n_all++;
+        }
+    }
+    int ok = !cuda_malloc((void **)&d_q, sizeof(float) * (size_t)S * Hi * di, &e) &&
+             !cuda_malloc((void **)&d_w, sizeof(float) * (size_t)S * Hi, &e) &&
+             !cuda_malloc((void **)&d_k, sizeof(float) * (size_t)n * di, &e) &&
+             !cuda_malloc((void **)&d_sc, sizeof(float) * (size_t)S * ld, &e) &&
+             !cuda_malloc((void **)&d_pos, sizeof(long long), &e) &&
+             !cuda_h2d(d_q, q, sizeof(float) * (size_t)S * Hi * di, &e) &&
+             !cuda_h2d(d_w, w, sizeof(float) * (size_t)S * Hi, &e) &&
+             !cuda_h2d(d_k, k, sizeof(float) * (size_t)n * di, &e) && !cuda_h2d(d_pos, &pos0, sizeof pos0, &e);
+    if (!ok) {
+        tap(0, "%s: device setup: %s", c->name, e.msg);
+        goto done;
+    }
+    for (int mode = 1; mode <= 2; mode++) {
+        ok = !cuda_memset(d_sc, 0xff, sizeof(float) * (size_t)S * ld, &e) &&
+             !cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, n, d_sc, ld, mode, NULL, &e) && !cuda_sync(&e) &&
+             !cuda_d2h(got, d_sc, sizeof(float) * (size_t)S * ld, &e);
+        if (!ok) {
+            tap(0, "%s %s: %s", c->name, mode == 2 ? "tensor cores" : "scalar", e.msg);
+            continue;
+        }
+        long long bit_ex = 0, bad_ex = 0, bad_tol = 0, touched = 0, bit_all = 0;
+        double worst = 0;
+        for (int s = 0; s < S; s++) {
+            long long nv = (pos0 + s + 1) / 4;
+            for (long long i = 0; i < (long long)ld; i++) {
+                size_t j = (size_t)s * ld + (size_t)i;
+                uint32_t gb, rb;
+                memcpy(&gb, &got[j], 4);
+                if (i >= nv) {
+                    touched += gb != 0xffffffffu;
+                    continue;
+                }
+                memcpy(&rb, &ref[j], 4);
+                int same = gb == rb || (got[j] == 0.f && ref[j] == 0.f);
+                bit_all += same;
+                if (exact[j]) {
+                    bit_ex += same;
+                    bad_ex += !same;
+                } else {
+                    double d = fabs((double)got[j] - (double)ref[j]);
+                    if (!(d <= tol[j]))
+                        bad_tol++;
+                    if (tol[j] > 0 && d / tol[j] > worst)
+                        worst = d / tol[j];
+                }
+            }
+        }
+        tap(bad_ex == 0 && bad_tol == 0 && touched == 0,
+            "%s %s: S %d, %d heads x %d dims, %lld entries: %lld of %lld meet the exact condition, %lld of those "
+            "bit-identical (%lld differ); the rest: %lld bit-identical of %lld, %lld beyond the bound (worst %.3g of "
+            "it); %lld entries beyond a query's range written",
+            c->name, mode == 2 ? "tensor cores" : "scalar", S, Hi, di, n, n_exact, n_all, bit_ex, bad_ex,
+            bit_all - bit_ex, n_all - n_exact, bad_tol, worst, touched);
+    }
+done:
+    cuda_free(d_q);
+    cuda_free(d_w);
+    cuda_free(d_k);
+    cuda_free(d_sc);
+    cuda_free(d_pos);
+    free(q);
+    free(w);
+    free(k);
+    free(ref);
+    free(tol);
+    free(got);
+    free(qg);
+    free(qm);
+    free(kg);
+    free(km);
+    free(exact);
+}
+
+static void test_errors(void)
+{
+    struct ctx_err e = {0};
+    long long *d_pos = NULL;
+    float *d = NULL;
+    if (cuda_malloc((void **)&d_pos, sizeof(long long), &e) || cuda_malloc((void **)&d, 4096, &e)) {
+        tap(0, "errors: device setup: %s", e.msg);
+        return;
+    }
+    int r1 = cuda_engine_idx_scores(d, d, d, 4, 65, 128, d_pos, 16, d, 16, 2, NULL, &e);
+    int r2 = cuda_engine_idx_scores(d, d, d, 4, 64, 256, d_pos, 16, d, 16, 2, NULL, &e);
+    int r3 = cuda_engine_idx_scores(d, d, d, 0, 64, 128, d_pos, 16, d, 16, 0, NULL, &e);
+    int r4 = cuda_engine_idx_scores(d, d, d, 4, 64, 128, d_pos, 16, d, 16, 3, NULL, &e);
+    tap(r1 == CTX_EUNSUPPORTED && r2 == CTX_EUNSUPPORTED && r3 == CTX_EINVAL && r4 == CTX_EINVAL,
+        "tensor cores refuse 65 heads (%d) and 256 dims (%d); 0 queries (%d) and mode 3 (%d) are invalid", r1, r2, r3,
+        r4);
+    cuda_free(d_pos);
+    cuda_free(d);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (cuda_device_count() < 1) {
+        printf("1..0 # SKIP no CUDA device\n");
+        return 0;
+    }
+    inf_cpu_set_simd(2); /* the CPU engine's own SIMD path for inf_cpu_dot (its strided fp32 sums) */
+    static const struct icase cases[] = {
+        {"fixture shape", 5, 4, 128, 1000, 0},
+        {"V4 shape, partial query block", 37, 64, 128, 3000, 0},
+        {"20 heads x 64", 16, 20, 64, 2061, 0},
+        {"48 heads x 32", 9, 48, 32, 777, 0},
+        {"33 heads", 11, 33, 128, 1500, 0},
+        {"V4 shape, 64 queries", 64, 64, 128, 20000, 0},
+        {"V4 shape, 500K context", 8, 64, 128, 130000, 0},
+        {"block scales 2^-10..2^10", 12, 64, 128, 5000, 10},
+        {"block scales 2^-10..2^10, 16 heads", 7, 16, 128, 4000, 10},
+        {"block scales 2^-6..2^6, 4 heads", 9, 4, 128, 3000, 6},
+    };
+    const char *quick = getenv("CTX_IDX_QUICK"); /* set: the small cases only (for compute-sanitizer) */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (!quick || cases[i].n <= 3000)
+            run_case(&cases[i]);
+    test_errors();
+    printf("1..%d\n", n_test);
+    return n_fail ? 1 : 0;
+}
