@@ -15,7 +15,8 @@
  *
  * MTP blocks and FP8 (Base) routed experts are not implemented (CTX_EUNSUPPORTED at creation for
  * the latter; MTP tensors are simply not uploaded). All work runs on the engine's own stream;
- * every call returns when its results are on the host. */
+ * every call returns when its results are on the host, except cuda_engine_forward_async (pipeline
+ * stages: kernels/multi.h), whose work cuda_engine_finish waits for. */
 #ifndef CUDA_ENGINE_H
 #define CUDA_ENGINE_H
 
@@ -34,10 +35,18 @@ struct cuda_engine;
 struct cuda_engine_opts {
     int max_chunk;       /* most tokens per forward call (prefill chunk); <= 0: 256 */
     long long max_ctx;   /* most positions of a sequence (sizes the compressed caches); <= 0: 8192 */
+    int device;          /* CUDA ordinal; < 0: the current device (zero-initialised opts: device 0) */
+    /* The blocks [layer_begin, layer_end) only (both 0: all), for a pipeline stage (kernels/multi.h):
+     * only their weights and state are held; the embedding only when layer_begin is 0, hc_head, the
+     * final norm and the head only when layer_end is num_hidden_layers. */
+    int layer_begin, layer_end;
 };
 
 /* Upload the backbone weights of `w` (which need not outlive the engine) and allocate the state
- * and scratch on the current CUDA device. CTX_EUNSUPPORTED without a device or for FP8 experts. */
+ * and scratch on opts.device. CTX_EUNSUPPORTED without a device or for FP8 experts; CTX_EINVAL for
+ * a device that does not exist or a layer range outside the model. Every call below makes the
+ * engine's device current for its duration (and restores the caller's), so engines on several
+ * devices can be driven from one thread. */
 int cuda_engine_new(const struct inf_weights *w, const struct cuda_engine_opts *o, struct cuda_engine **out,
                     struct ctx_err *e);
 void cuda_engine_free(struct cuda_engine *g);
@@ -65,8 +74,46 @@ static inline int cuda_engine_decode(struct cuda_engine *g, int token, float *lo
     return cuda_engine_forward(g, &token, 1, logits, e);
 }
 
+/* Pipeline stages (kernels/multi.h). An engine over layers [b, e) with b > 0 takes its input
+ * streams X [S][hc][D] (fp32) from a device buffer instead of embedding the tokens (it still takes
+ * the tokens: hash-routed layers route by token id), and one with e < num_hidden_layers hands its
+ * output streams on instead of computing logits. Copies between devices are cudaMemcpyPeerAsync on
+ * the engine's stream (a plain device-to-device copy on one device). Events are cudaEvent_t: one the
+ * engine records must belong to the engine's device; one it waits for may be on any device. */
+struct cuda_engine_io {
+    const float *x_in;  /* input streams [S][hc][D] on device x_in_dev; NULL: embed the tokens (b == 0 only) */
+    int x_in_dev;
+    void *in_ready;     /* waited for before x_in is read (NULL: none) */
+    void *in_free;      /* recorded once x_in has been read (NULL: none) */
+    float *x_out;       /* receives the output streams [S][hc][D] (device x_out_dev); NULL: none */
+    int x_out_dev;
+    void *out_free;     /* waited for before x_out is written (NULL: none) */
+    void *out_ready;    /* recorded once x_out is written (NULL: none) */
+};
+/* Queue one forward call of S tokens at the current position and advance it, without waiting for
+ * the device: the arguments are checked as cuda_engine_forward's (plus: want_logits only when the
+ * engine ends at the last layer; no input streams only when it starts at layer 0). A decode step
+ * (S == 1, logits wanted or not the last stage) replays the engine's CUDA graph; the copies of io
+ * and the events stay outside the graph. cuda_engine_finish waits for the queued work and hands
+ * out the logits of the last call that wanted them. */
+int cuda_engine_forward_async(struct cuda_engine *g, const int *tokens, int S, const struct cuda_engine_io *io,
+                              int want_logits, struct ctx_err *e);
+int cuda_engine_finish(struct cuda_engine *g, float *logits, struct ctx_err *e);
+/* The engine's device, its layer range, its stream (cudaStream_t) and the device pointer of its
+ * streams X [max_chunk][hc][D]: after a forward call, X holds that call's output streams once the
+ * stream has reached the call's end (record an event on the stream, or cuda_engine_finish); the
+ * next call overwrites them. */
+int cuda_engine_device(const struct cuda_engine *g);
+void cuda_engine_layers(const struct cuda_engine *g, int *layer_begin, int *layer_end);
+void *cuda_engine_stream(const struct cuda_engine *g);
+const float *cuda_engine_streams(const struct cuda_engine *g);
+/* Device bytes of layer l's state at max_ctx positions, as cuda_engine_new allocates them (window
+ * ring, compressor carries, compressed entries, CSA indexer keys; fp32). */
+size_t cuda_engine_layer_state_bytes(const struct inf_config *c, int l, long long max_ctx);
+
 /* The backbone state to / from a host state of the same config (inf_state_new): position, window
- * rings, carries and compressed entries. MTP layers of `st` are left as they are. */
+ * rings, carries and compressed entries. MTP layers of `st` are left as they are; an engine over a
+ * layer range reads and writes only its layers (and the position). */
 int cuda_engine_state_download(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
 int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e);
 /* The same from a checkpoint as the KV cache stores it (store_kv_state_read_packed): st gives the

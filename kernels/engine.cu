@@ -1634,10 +1634,14 @@ struct wentry {
     void *d;
 };
 
+#define HIN_SLOTS 4 // pinned input slots: an asynchronous call (pipeline) reuses one only after its copy ran
+
 struct cuda_engine {
     struct inf_config c;
     int Smax;
     long long max_ctx, pos;
+    int dev;    // CUDA ordinal; every call makes it current (struct dev_guard)
+    int lb, le; // layers [lb, le) (a pipeline stage: kernels/multi.h)
     cudaStream_t st;
     void *warena;
     size_t wbytes, sbytes;
@@ -1650,7 +1654,12 @@ struct cuda_engine {
     // inputs of a forward call: the position then the tokens, staged in pinned host memory (hin) and
     // copied in one transfer, so that kernels read the position from device memory and a captured
     // decode step replays unchanged
+    // asynchronous calls (cuda_engine_forward_async) rotate over HIN_SLOTS slots of hin, each reused
+    // after its event (recorded behind its copy) has completed; the decode graph copies from slot 0
     char *dio, *hin;
+    size_t hin_stride;
+    int hslot;
+    cudaEvent_t hev[HIN_SLOTS];
     long long *dpos;
     int *tok;
     float *hlogits; // pinned host copy of the logits
@@ -1672,6 +1681,7 @@ struct cuda_engine {
     // the decode step as a CUDA graph (captured at the first decode, replayed after)
     int graph_on;   // allowed (cuda_engine_use_graph)
     int graph_fail; // capture or instantiation failed: direct launches
+    int gembed, glogits; // what the captured graph does: embed the tokens, compute the logits
     cudaGraphExec_t gexec;
     // profiling (cuda_engine_profile)
     int prof_on, prof_active, nev, cur_layer; // events allocated / in use
@@ -1701,6 +1711,25 @@ static int cu(struct ctx_err *e, cudaError_t rc, const char *what)
         return 0;
     return ctx_err_set(e, CTX_EIO, "cuda engine: %s: %s", what, cudaGetErrorString(rc));
 }
+// Makes the engine's device current for the scope of a call and restores the caller's after, so that
+// engines on several devices can be driven from one thread.
+struct dev_guard {
+    int prev;
+    explicit dev_guard(int dev) : prev(-1)
+    {
+        if (cudaGetDevice(&prev) != cudaSuccess)
+            prev = -1;
+        if (prev != dev)
+            cudaSetDevice(dev);
+    }
+    ~dev_guard()
+    {
+        int now = -1;
+        if (prev >= 0 && cudaGetDevice(&now) == cudaSuccess && now != prev)
+            cudaSetDevice(prev);
+    }
+};
+
 #define LAUNCHED(what)                                                                                                 \
     do {                                                                                                               \
         cudaError_t rc_ = cudaGetLastError();                                                                          \
@@ -1758,6 +1787,22 @@ static void bind_bf16(struct cuda_engine *g, int *rc, struct ctx_err *e, struct 
 
 static size_t al256(size_t x) { return (x + 255) & ~(size_t)255; }
 
+// Whether tensor `name` belongs to the engine's layers: "layers.N." for N in [lb, le); the embedding
+// for the first stage; the other top-level tensors (final norm, head, hc_head) for the last.
+static int in_range(const struct cuda_engine *g, const char *name)
+{
+    if (!strncmp(name, "mtp.", 4)) // MTP is not part of this engine
+        return 0;
+    if (!strncmp(name, "layers.", 7)) {
+        char *end = NULL;
+        long l = strtol(name + 7, &end, 10);
+        return end != name + 7 && *end == '.' && l >= g->lb && l < g->le;
+    }
+    if (!strcmp(name, "embed.weight"))
+        return g->lb == 0;
+    return g->le == g->c.num_hidden_layers;
+}
+
 static int upload_weights(struct cuda_engine *g, const struct inf_weights *w, struct ctx_err *e)
 {
     int n = inf_weights_count(w), rc;
@@ -1767,7 +1812,7 @@ static int upload_weights(struct cuda_engine *g, const struct inf_weights *w, st
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         const struct inf_tensor *t = inf_weights_tensor(w, i);
-        if (!strncmp(t->name, "mtp.", 4)) // MTP is not part of this engine
+        if (!in_range(g, t->name))
             continue;
         g->wmap[g->nw++] = (struct wentry){t->name, t, (void *)total};
         total += al256(t->nbytes);
@@ -1887,6 +1932,8 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
         size_t s2 = (size_t)(2 * SI / 128) * (D / 128);
         rc = cu(e, cudaMalloc(&L->cat, al256(b1) + al256(b2) + al256(s1) + al256(s2)),
                 "cudaMalloc(concatenated weights)");
+        if (!rc) // held as weights: cuda_engine_memory counts them
+            g->wbytes += al256(b1) + al256(b2) + al256(s1) + al256(s2);
         uint8_t *at = (uint8_t *)L->cat;
         struct {
             struct dlin *out;
@@ -1912,6 +1959,8 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
         for (int j = 0; j < np; j++)
             rows += parts[j]->n;
         rc = cu(e, cudaMalloc(&L->cat2, (size_t)rows * D * 2), "cudaMalloc(concatenated weights)");
+        if (!rc)
+            g->wbytes += (size_t)rows * D * 2;
         for (int j = 0, off = 0; j < np && !rc; off += parts[j]->n, j++)
             rc = cu(e, cudaMemcpy((uint8_t *)L->cat2 + (size_t)off * D * 2, parts[j]->w, (size_t)parts[j]->n * D * 2,
                                   cudaMemcpyDeviceToDevice),
@@ -1930,7 +1979,19 @@ static size_t icarry_n(const struct inf_config *c, int ratio) { return ratio == 
 
 static int smax_i(int a, int b) { return a > b ? a : b; }
 
-// State and scratch in one allocation, carved in 256-byte aligned pieces.
+extern "C" size_t cuda_engine_layer_state_bytes(const struct inf_config *c, int l, long long max_ctx)
+{
+    int r = c->compress_ratios[l], d = c->head_dim, di = c->index_head_dim;
+    size_t total = al256(sizeof(float) * (size_t)c->sliding_window * d) + 2 * al256(sizeof(float) * carry_n(c, r)) +
+                   2 * al256(sizeof(float) * icarry_n(c, r));
+    if (r)
+        total += al256(sizeof(float) * (size_t)(max_ctx / r + 1) * d);
+    if (r == 4)
+        total += al256(sizeof(float) * (size_t)(max_ctx / 4 + 1) * di);
+    return total;
+}
+
+// State (of the engine's layers only) and scratch in one allocation, carved in 256-byte aligned pieces.
 static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
@@ -1997,15 +2058,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     size_t total = 0;
     for (int i = 0; i < np; i++)
         total += al256(pc[i].bytes);
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        int r = c->compress_ratios[l];
-        total += al256(sizeof(float) * (size_t)W * d) + 2 * al256(sizeof(float) * carry_n(c, r)) +
-                 2 * al256(sizeof(float) * icarry_n(c, r));
-        if (r)
-            total += al256(sizeof(float) * (size_t)(g->max_ctx / r + 1) * d);
-        if (r == 4)
-            total += al256(sizeof(float) * (size_t)(g->max_ctx / 4 + 1) * di);
-    }
+    for (int l = g->lb; l < g->le; l++)
+        total += cuda_engine_layer_state_bytes(c, l, g->max_ctx);
     int rc;
     if ((rc = cu(e, cudaMalloc(&g->state_block, total), "cudaMalloc(state and scratch)")))
         return rc;
@@ -2017,10 +2071,14 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     }
     g->dpos = (long long *)g->dio;
     g->tok = (int *)(g->dio + 8);
-    if ((rc = cu(e, cudaMallocHost((void **)&g->hin, 8 + sizeof(int) * S), "cudaMallocHost(inputs)")) ||
+    g->hin_stride = al256(8 + sizeof(int) * S);
+    if ((rc = cu(e, cudaMallocHost((void **)&g->hin, HIN_SLOTS * g->hin_stride), "cudaMallocHost(inputs)")) ||
         (rc = cu(e, cudaMallocHost((void **)&g->hlogits, sizeof(float) * V), "cudaMallocHost(logits)")))
         return rc;
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+    for (int i = 0; i < HIN_SLOTS; i++)
+        if ((rc = cu(e, cudaEventCreateWithFlags(&g->hev[i], cudaEventDisableTiming), "cudaEventCreate")))
+            return rc;
+    for (int l = g->lb; l < g->le; l++) {
         struct dlayer *L = &g->L[l];
         int r = L->ratio;
         L->ring = (float *)at;
@@ -2065,9 +2123,10 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
 
 extern "C" void cuda_engine_reset(struct cuda_engine *g)
 {
+    dev_guard dg(g->dev);
     const struct inf_config *c = &g->c;
     g->pos = 0;
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+    for (int l = g->lb; l < g->le; l++) {
         struct dlayer *L = &g->L[l];
         size_t rn = (size_t)c->sliding_window * c->head_dim, cn = carry_n(c, L->ratio), in = icarry_n(c, L->ratio);
         cudaMemsetAsync(L->ring, 0, sizeof(float) * rn, g->st);
@@ -2097,6 +2156,9 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
 {
     if (!g)
         return;
+    dev_guard dg(g->dev);
+    if (g->st) // queued work (an asynchronous call) may still use what is freed below
+        cudaStreamSynchronize(g->st);
     if (g->L)
         for (int l = 0; l < g->c.num_hidden_layers; l++) {
             cudaFree(g->L[l].etab);
@@ -2110,6 +2172,9 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
     cudaFree(g->warena);
     cudaFreeHost(g->hin);
     cudaFreeHost(g->hlogits);
+    for (int i = 0; i < HIN_SLOTS; i++)
+        if (g->hev[i])
+            cudaEventDestroy(g->hev[i]);
     free(g->wmap);
     free(g->prof_layer_ms);
     if (g->st)
@@ -2122,6 +2187,7 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
 
 extern "C" int cuda_engine_profile(struct cuda_engine *g, int on, struct ctx_err *e)
 {
+    dev_guard dg(g->dev); // the events belong to the engine's device
     if (on && !g->prof_on) {
         for (int i = 0; i < PROF_MAX_EV; i++) {
             cudaError_t rc = cudaEventCreate(&g->ev[i]);
@@ -2166,9 +2232,21 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
                                struct ctx_err *e)
 {
     *out = NULL;
-    if (cuda_device_count() < 1)
+    int ndev = cuda_device_count();
+    if (ndev < 1)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: no CUDA device");
     const struct inf_config *c = inf_weights_config(w);
+    int dev = o ? o->device : 0, lb = o ? o->layer_begin : 0, le = o ? o->layer_end : 0;
+    if (dev < 0 && cudaGetDevice(&dev) != cudaSuccess)
+        return ctx_err_set(e, CTX_EIO, "cuda engine: no current CUDA device");
+    if (dev >= ndev)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: device %d does not exist (%d devices)", dev, ndev);
+    if (lb == 0 && le == 0)
+        le = c->num_hidden_layers;
+    if (lb < 0 || le > c->num_hidden_layers || lb >= le)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: layer range [%d, %d) outside the model's %d layers or empty",
+                           lb, le, c->num_hidden_layers);
+    dev_guard dg(dev);
     if (c->expert_dtype != INF_EXPERT_FP4)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: FP8 routed experts (Base checkpoints) are not implemented");
     if (c->head_dim > ATT_MAXD || c->head_dim % 64 || c->hc_mult > 16 || c->n_routed_experts > 512 ||
@@ -2181,6 +2259,9 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     if (!g)
         return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
     g->c = *c;
+    g->dev = dev;
+    g->lb = lb;
+    g->le = le;
     g->graph_on = 1;
     g->cur_layer = c->num_hidden_layers;
     g->prof_layer_ms = (double *)calloc((size_t)c->num_hidden_layers + 1, sizeof(double));
@@ -2199,7 +2280,7 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     int rc = cu(e, cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "cudaStreamCreate");
     int sms = 0;
     if (!rc)
-        rc = cu(e, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "cudaDeviceGetAttribute");
+        rc = cu(e, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
     g->lin_blocks = sms > 0 ? 2 * sms : 1;
     { // the indexer scores' grid: enough blocks for the largest context, at most 4 per SM
         long long need = (g->max_ctx / 4 + 255) / 256;
@@ -2213,13 +2294,16 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     if (!rc && !g->L)
         rc = ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
     int D = c->hidden_size, hc = c->hc_mult;
-    g->embed = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, (long long)c->vocab_size * D, "embed.weight");
-    g->norm = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, D, "norm.weight");
-    g->head = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, (long long)c->vocab_size * D, "head.weight");
-    g->hch_fn = (const float *)dget(g, &rc, e, INF_DT_F32, (long long)hc * hc * D, "hc_head_fn");
-    g->hch_base = (const float *)dget(g, &rc, e, INF_DT_F32, hc, "hc_head_base");
-    g->hch_scale = (const float *)dget(g, &rc, e, INF_DT_F32, 1, "hc_head_scale");
-    for (int l = 0; l < c->num_hidden_layers && !rc; l++)
+    if (lb == 0)
+        g->embed = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, (long long)c->vocab_size * D, "embed.weight");
+    if (le == c->num_hidden_layers) {
+        g->norm = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, D, "norm.weight");
+        g->head = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, (long long)c->vocab_size * D, "head.weight");
+        g->hch_fn = (const float *)dget(g, &rc, e, INF_DT_F32, (long long)hc * hc * D, "hc_head_fn");
+        g->hch_base = (const float *)dget(g, &rc, e, INF_DT_F32, hc, "hc_head_base");
+        g->hch_scale = (const float *)dget(g, &rc, e, INF_DT_F32, 1, "hc_head_scale");
+    }
+    for (int l = lb; l < le && !rc; l++)
         rc = bind_layer(g, w, l, e);
     if (!rc)
         rc = alloc_state(g, e);
@@ -2552,21 +2636,24 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     return 0;
 }
 
-// Queues one forward pass of S tokens on the engine's stream (inputs already in g->dio): the blocks,
-// then, when want_logits, the head and the logits' copy into g->hlogits. With a hook, a host copy of
-// the streams after each block (synchronising). Nothing here allocates or waits otherwise, so that a
-// decode step can be captured as a graph.
-static int forward_queue(struct cuda_engine *g, int S, int want_logits, cuda_engine_hook hook, void *ud, float *hx,
-                         struct ctx_err *e)
+// Queues one forward pass of S tokens on the engine's stream (inputs already in g->dio; the input
+// streams already in g->X unless embed): the embedding when embed, the engine's blocks, then, when
+// want_logits, the head and the logits' copy into g->hlogits. With a hook, a host copy of the streams
+// after each block (synchronising). Nothing here allocates or waits otherwise, so that a decode step
+// can be captured as a graph.
+static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logits, cuda_engine_hook hook, void *ud,
+                         float *hx, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
     int rc, hc = c->hc_mult, D = c->hidden_size;
     size_t xn = (size_t)S * hc * D;
     g->cur_layer = c->num_hidden_layers;
-    k_embed<<<S, 256, 0, g->st>>>(g->tok, g->embed, hc, D, g->X);
-    LAUNCHED("k_embed");
-    prof_mark(g, CUDA_PROF_HEAD);
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+    if (embed) {
+        k_embed<<<S, 256, 0, g->st>>>(g->tok, g->embed, hc, D, g->X);
+        LAUNCHED("k_embed");
+        prof_mark(g, CUDA_PROF_HEAD);
+    }
+    for (int l = g->lb; l < g->le; l++) {
         g->cur_layer = l;
         if ((rc = block_site(g, l, 0, S, e)) || (rc = block_site(g, l, 1, S, e)))
             return rc;
@@ -2593,19 +2680,24 @@ static int forward_queue(struct cuda_engine *g, int S, int want_logits, cuda_eng
     return 0;
 }
 
-// Captures the decode step (input copy, forward, logits copy) once; later steps replay it. A failed
-// capture leaves graph_fail set and the engine on direct launches.
-static int decode_graph(struct cuda_engine *g, struct ctx_err *e)
+// Captures the decode step (input copy from hin slot 0, forward, logits copy when want_logits) once;
+// later steps replay it. A step that embeds or wants logits differently from the captured one
+// recaptures. A failed capture leaves graph_fail set and the engine on direct launches.
+static int decode_graph(struct cuda_engine *g, int embed, int want_logits, struct ctx_err *e)
 {
-    if (g->gexec)
+    if (g->gexec && g->gembed == embed && g->glogits == want_logits)
         return 0;
+    if (g->gexec) {
+        cudaGraphExecDestroy(g->gexec);
+        g->gexec = NULL;
+    }
     cudaGraph_t graph = NULL;
     int rc = cu(e, cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
     if (rc)
         return rc;
     int qrc = cu(e, cudaMemcpyAsync(g->dio, g->hin, 8 + sizeof(int), cudaMemcpyHostToDevice, g->st), "inputs");
     if (!qrc)
-        qrc = forward_queue(g, 1, 1, NULL, NULL, NULL, e);
+        qrc = forward_queue(g, 1, embed, want_logits, NULL, NULL, NULL, e);
     cudaError_t ce = cudaStreamEndCapture(g->st, &graph);
     if (qrc) {
         if (graph)
@@ -2618,16 +2710,25 @@ static int decode_graph(struct cuda_engine *g, struct ctx_err *e)
     cudaGraphDestroy(graph);
     if (rc)
         g->gexec = NULL;
+    g->gembed = embed;
+    g->glogits = want_logits;
     return rc;
 }
 
-extern "C" int cuda_engine_forward(struct cuda_engine *g, const int *tokens, int S, float *logits, struct ctx_err *e)
+// Copy of S tokens' streams between devices (a plain device-to-device copy on one device).
+static int copy_streams(struct cuda_engine *g, float *dst, int dst_dev, const float *src, int src_dev, int S,
+                        struct ctx_err *e)
 {
-    return cuda_engine_forward_hook(g, tokens, S, logits, NULL, NULL, e);
+    size_t bytes = sizeof(float) * (size_t)S * g->c.hc_mult * g->c.hidden_size;
+    cudaError_t rc = dst_dev == src_dev ? cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, g->st)
+                                        : cudaMemcpyPeerAsync(dst, dst_dev, src, src_dev, bytes, g->st);
+    return cu(e, rc, "pipeline streams copy");
 }
 
-extern "C" int cuda_engine_forward_hook(struct cuda_engine *g, const int *tokens, int S, float *logits,
-                                        cuda_engine_hook hook, void *ud, struct ctx_err *e)
+// One forward call: checks, inputs, the graph or direct launches, the io copies and events; with
+// sync (a hook or profiling imply it), waits and hands out logits.
+static int forward_call(struct cuda_engine *g, const int *tokens, int S, const struct cuda_engine_io *io,
+                        int want_logits, cuda_engine_hook hook, void *ud, int sync, float *logits, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
     if (S <= 0 || S > g->Smax)
@@ -2639,52 +2740,129 @@ extern "C" int cuda_engine_forward_hook(struct cuda_engine *g, const int *tokens
         if (tokens[s] < 0 || tokens[s] >= c->vocab_size)
             return ctx_err_set(e, CTX_EINVAL, "cuda engine: token %d at chunk offset %d outside the vocabulary",
                                tokens[s], s);
+    int embed = !io || !io->x_in, last = g->le == c->num_hidden_layers;
+    if (embed && g->lb > 0)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: an engine over layers [%d, %d) needs input streams", g->lb,
+                           g->le);
+    if (want_logits && !last)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: no logits from an engine over layers [%d, %d) of %d", g->lb,
+                           g->le, c->num_hidden_layers);
+    sync = sync || hook || g->prof_active;
     int rc, hc = c->hc_mult, D = c->hidden_size;
-    memcpy(g->hin, &g->pos, 8);
-    memcpy(g->hin + 8, tokens, sizeof(int) * S);
-    if (S == 1 && logits && !hook && !g->prof_active && g->graph_on && !g->graph_fail) {
+    int use_graph = S == 1 && (want_logits || !last) && !hook && !g->prof_active && g->graph_on && !g->graph_fail;
+    int slot = use_graph ? 0 : g->hslot;
+    if (!use_graph)
+        g->hslot = (g->hslot + 1) % HIN_SLOTS;
+    char *hin = g->hin + (size_t)slot * g->hin_stride;
+    if ((rc = cu(e, cudaEventSynchronize(g->hev[slot]), "input slot"))) // its last copy has run
+        return rc;
+    memcpy(hin, &g->pos, 8);
+    memcpy(hin + 8, tokens, sizeof(int) * S);
+    if (!embed) {
+        if (io->in_ready && (rc = cu(e, cudaStreamWaitEvent(g->st, (cudaEvent_t)io->in_ready, 0), "wait for inputs")))
+            return rc;
+        if ((rc = copy_streams(g, g->X, g->dev, io->x_in, io->x_in_dev, S, e)))
+            return rc;
+        if (io->in_free && (rc = cu(e, cudaEventRecord((cudaEvent_t)io->in_free, g->st), "record inputs read")))
+            return rc;
+    }
+    int done = 0;
+    if (use_graph) {
         struct ctx_err ge;
         memset(&ge, 0, sizeof ge);
-        if (decode_graph(g, &ge)) { // not fatal: the step runs as direct launches (cuda_engine_graph_state says so)
+        if (decode_graph(g, embed, want_logits, &ge)) { // not fatal: direct launches (cuda_engine_graph_state says so)
             g->graph_fail = 1;
             cudaGetLastError();
         }
         if (g->gexec) {
             if ((rc = cu(e, cudaGraphLaunch(g->gexec, g->st), "cudaGraphLaunch")) ||
-                (rc = cu(e, cudaStreamSynchronize(g->st), "decode step")))
+                (rc = cu(e, cudaEventRecord(g->hev[slot], g->st), "record input slot")))
                 return rc;
-            memcpy(logits, g->hlogits, sizeof(float) * c->vocab_size);
-            g->pos += 1;
-            return 0;
+            done = 1;
         }
     }
-    if ((rc = cu(e, cudaMemcpyAsync(g->dio, g->hin, 8 + sizeof(int) * S, cudaMemcpyHostToDevice, g->st), "inputs")))
-        return rc;
-    if (g->prof_active) { // queue everything behind a busy kernel: the events then time GPU work, not launch gaps
-        g->nev = 0;
-        k_spin<<<1, 1, 0, g->st>>>(20000000LL);
-        prof_mark(g, -1);
+    if (!done) {
+        if ((rc = cu(e, cudaMemcpyAsync(g->dio, hin, 8 + sizeof(int) * S, cudaMemcpyHostToDevice, g->st), "inputs")) ||
+            (rc = cu(e, cudaEventRecord(g->hev[slot], g->st), "record input slot")))
+            return rc;
+        if (g->prof_active) { // queue everything behind a busy kernel: the events then time GPU work, not launch gaps
+            g->nev = 0;
+            k_spin<<<1, 1, 0, g->st>>>(20000000LL);
+            prof_mark(g, -1);
+        }
+        float *hx = NULL;
+        if (hook && !(hx = (float *)malloc(sizeof(float) * (size_t)S * hc * D)))
+            return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
+        rc = forward_queue(g, S, embed, want_logits, hook, ud, hx, e);
+        free(hx);
+        if (rc)
+            return rc;
     }
-    float *hx = NULL;
-    if (hook && !(hx = (float *)malloc(sizeof(float) * (size_t)S * hc * D)))
-        return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
-    rc = forward_queue(g, S, logits != NULL, hook, ud, hx, e);
-    free(hx);
-    if (rc)
-        return rc;
-    if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward")))
-        return rc;
-    if (logits)
-        memcpy(logits, g->hlogits, sizeof(float) * c->vocab_size);
-    for (int i = 1; g->prof_active && i < g->nev; i++) {
-        float ms = 0.f;
-        cudaEventElapsedTime(&ms, g->ev[i - 1], g->ev[i]);
-        g->prof_ms[g->evstage[i]] += ms;
-        g->prof_layer_ms[g->evlayer[i]] += ms;
+    if (io && io->x_out) {
+        if (io->out_free && (rc = cu(e, cudaStreamWaitEvent(g->st, (cudaEvent_t)io->out_free, 0), "wait for output")))
+            return rc;
+        if ((rc = copy_streams(g, io->x_out, io->x_out_dev, g->X, g->dev, S, e)))
+            return rc;
+        if (io->out_ready && (rc = cu(e, cudaEventRecord((cudaEvent_t)io->out_ready, g->st), "record output")))
+            return rc;
+    }
+    if (sync) {
+        if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward")))
+            return rc;
+        if (logits && want_logits)
+            memcpy(logits, g->hlogits, sizeof(float) * c->vocab_size);
+        for (int i = 1; !done && g->prof_active && i < g->nev; i++) {
+            float ms = 0.f;
+            cudaEventElapsedTime(&ms, g->ev[i - 1], g->ev[i]);
+            g->prof_ms[g->evstage[i]] += ms;
+            g->prof_layer_ms[g->evlayer[i]] += ms;
+        }
     }
     g->pos += S;
     return 0;
 }
+
+extern "C" int cuda_engine_forward(struct cuda_engine *g, const int *tokens, int S, float *logits, struct ctx_err *e)
+{
+    return cuda_engine_forward_hook(g, tokens, S, logits, NULL, NULL, e);
+}
+
+extern "C" int cuda_engine_forward_hook(struct cuda_engine *g, const int *tokens, int S, float *logits,
+                                        cuda_engine_hook hook, void *ud, struct ctx_err *e)
+{
+    dev_guard dg(g->dev);
+    return forward_call(g, tokens, S, NULL, logits != NULL, hook, ud, 1, logits, e);
+}
+
+extern "C" int cuda_engine_forward_async(struct cuda_engine *g, const int *tokens, int S,
+                                         const struct cuda_engine_io *io, int want_logits, struct ctx_err *e)
+{
+    dev_guard dg(g->dev);
+    return forward_call(g, tokens, S, io, want_logits != 0, NULL, NULL, 0, NULL, e);
+}
+
+extern "C" int cuda_engine_finish(struct cuda_engine *g, float *logits, struct ctx_err *e)
+{
+    dev_guard dg(g->dev);
+    int rc = cu(e, cudaStreamSynchronize(g->st), "forward");
+    if (!rc && logits)
+        memcpy(logits, g->hlogits, sizeof(float) * g->c.vocab_size);
+    return rc;
+}
+
+extern "C" int cuda_engine_device(const struct cuda_engine *g) { return g->dev; }
+
+extern "C" void cuda_engine_layers(const struct cuda_engine *g, int *layer_begin, int *layer_end)
+{
+    if (layer_begin)
+        *layer_begin = g->lb;
+    if (layer_end)
+        *layer_end = g->le;
+}
+
+extern "C" void *cuda_engine_stream(const struct cuda_engine *g) { return (void *)g->st; }
+
+extern "C" const float *cuda_engine_streams(const struct cuda_engine *g) { return g->X; }
 
 extern "C" int cuda_engine_prefill(struct cuda_engine *g, const int *tokens, int n, float *logits, struct ctx_err *e)
 {
@@ -2719,8 +2897,9 @@ extern "C" int cuda_engine_state_fill_random(struct cuda_engine *g, long long po
     if (pos < 0 || pos > g->max_ctx)
         return ctx_err_set(e, CTX_ERANGE, "cuda engine: position %lld beyond the engine's context of %lld", pos,
                            g->max_ctx);
+    dev_guard dg(g->dev);
     cuda_engine_reset(g);
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+    for (int l = g->lb; l < g->le; l++) { // by layer index: a pipeline's stages fill what one engine would
         struct dlayer *L = &g->L[l];
         size_t rn = (size_t)c->sliding_window * c->head_dim;
         unsigned long long sd = seed * 1000003ull + (unsigned long long)l * 3;
@@ -2761,8 +2940,11 @@ extern "C" int cuda_engine_state_download(struct cuda_engine *g, struct inf_stat
     int rc;
     if ((rc = state_shape_check(g, st, e)))
         return rc;
+    dev_guard dg(g->dev);
+    if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
+        return rc;
     size_t rn = (size_t)c->sliding_window * c->head_dim;
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+    for (int l = g->lb; l < g->le; l++) {
         struct dlayer *L = &g->L[l];
         struct inf_layer_state *ls = &st->layers[l];
         long long n = L->ratio ? g->pos / L->ratio : 0;
@@ -2791,42 +2973,73 @@ extern "C" int cuda_engine_state_download(struct cuda_engine *g, struct inf_stat
     return 0;
 }
 
-extern "C" int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e)
+// Rings and carries of layer l from the host state's layer ls, queued on the engine's stream (the
+// part of a state upload that is not the append-only entries).
+static int upload_boundary(struct cuda_engine *g, int l, const struct inf_layer_state *ls, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
+    struct dlayer *L = &g->L[l];
+    size_t rn = (size_t)c->sliding_window * c->head_dim, cn = carry_n(c, L->ratio), in = icarry_n(c, L->ratio);
+    const float *src[5] = {ls->ring, ls->c_kv, ls->c_sc, ls->ic_kv, ls->ic_sc};
+    float *dst[5] = {L->ring, L->c_kv, L->c_sc, L->ic_kv, L->ic_sc};
+    size_t n[5] = {rn, cn, cn, in, in};
+    for (int i = 0; i < 5; i++) {
+        int rc;
+        if (n[i] && (rc = cu(e, cudaMemcpyAsync(dst[i], src[i], sizeof(float) * n[i], cudaMemcpyHostToDevice, g->st),
+                             i ? "state carry" : "state ring")))
+            return rc;
+    }
+    return 0;
+}
+
+// The checks every state upload makes: shape, position, and the entries each of the engine's layers
+// holds at that position (counts[l], or the host state's own counts when NULL).
+static int upload_check(struct cuda_engine *g, const struct inf_state *st, const long long *counts, struct ctx_err *e)
+{
     int rc;
     if ((rc = state_shape_check(g, st, e)))
         return rc;
     if (st->pos < 0 || st->pos > g->max_ctx)
         return ctx_err_set(e, CTX_ERANGE, "cuda engine: state at position %lld beyond the engine's context of %lld",
                            st->pos, g->max_ctx);
-    for (int l = 0; l < c->num_hidden_layers; l++)
-        if (st->layers[l].ratio && st->layers[l].n_cache != st->pos / st->layers[l].ratio)
+    for (int l = g->lb; l < g->le; l++) {
+        long long have = counts ? counts[l] : st->layers[l].n_cache;
+        long long want = st->layers[l].ratio ? st->pos / st->layers[l].ratio : 0;
+        if ((counts || st->layers[l].ratio) && have != want)
             return ctx_err_set(e, CTX_EINVAL, "cuda engine: layer %d holds %lld compressed entries at position %lld", l,
-                               st->layers[l].n_cache, st->pos);
-    size_t rn = (size_t)c->sliding_window * c->head_dim;
-    for (int l = 0; l < c->num_hidden_layers; l++) {
+                               have, st->pos);
+    }
+    return 0;
+}
+
+extern "C" int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    int rc;
+    if ((rc = upload_check(g, st, NULL, e)))
+        return rc;
+    dev_guard dg(g->dev);
+    if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
+        return rc;
+    for (int l = g->lb; l < g->le && !rc; l++) {
         struct dlayer *L = &g->L[l];
         const struct inf_layer_state *ls = &st->layers[l];
         long long n = ls->n_cache;
-        size_t cn = carry_n(c, L->ratio), in = icarry_n(c, L->ratio);
-        if ((rc = cu(e, cudaMemcpy(L->ring, ls->ring, sizeof(float) * rn, cudaMemcpyHostToDevice), "state ring")))
-            return rc;
-        if (cn && ((rc = cu(e, cudaMemcpy(L->c_kv, ls->c_kv, sizeof(float) * cn, cudaMemcpyHostToDevice), "state carry")) ||
-                   (rc = cu(e, cudaMemcpy(L->c_sc, ls->c_sc, sizeof(float) * cn, cudaMemcpyHostToDevice), "state carry"))))
-            return rc;
-        if (in && ((rc = cu(e, cudaMemcpy(L->ic_kv, ls->ic_kv, sizeof(float) * in, cudaMemcpyHostToDevice), "state carry")) ||
-                   (rc = cu(e, cudaMemcpy(L->ic_sc, ls->ic_sc, sizeof(float) * in, cudaMemcpyHostToDevice), "state carry"))))
-            return rc;
-        if (n && (rc = cu(e, cudaMemcpy(L->cache, ls->cache, sizeof(float) * (size_t)n * c->head_dim, cudaMemcpyHostToDevice),
+        if ((rc = upload_boundary(g, l, ls, e)))
+            break;
+        if (n && (rc = cu(e, cudaMemcpyAsync(L->cache, ls->cache, sizeof(float) * (size_t)n * c->head_dim,
+                                             cudaMemcpyHostToDevice, g->st),
                           "state cache")))
-            return rc;
+            break;
         if (n && L->ratio == 4 &&
-            (rc = cu(e, cudaMemcpy(L->icache, ls->icache, sizeof(float) * (size_t)n * c->index_head_dim,
-                                   cudaMemcpyHostToDevice),
+            (rc = cu(e, cudaMemcpyAsync(L->icache, ls->icache, sizeof(float) * (size_t)n * c->index_head_dim,
+                                        cudaMemcpyHostToDevice, g->st),
                      "state indexer keys")))
-            return rc;
+            break;
     }
+    int src = cu(e, cudaStreamSynchronize(g->st), "state upload");
+    if (rc || src)
+        return rc ? rc : src;
     g->pos = st->pos;
     return 0;
 }
@@ -2842,49 +3055,28 @@ extern "C" int cuda_engine_state_upload_packed(struct cuda_engine *g, const stru
 {
     const struct inf_config *c = &g->c;
     int rc;
-    if ((rc = state_shape_check(g, st, e)))
+    if ((rc = upload_check(g, st, counts, e)))
         return rc;
-    if (st->pos < 0 || st->pos > g->max_ctx)
-        return ctx_err_set(e, CTX_ERANGE, "cuda engine: state at position %lld beyond the engine's context of %lld",
-                           st->pos, g->max_ctx);
-    for (int l = 0; l < c->num_hidden_layers; l++)
-        if (counts[l] != (st->layers[l].ratio ? st->pos / st->layers[l].ratio : 0))
-            return ctx_err_set(e, CTX_EINVAL, "cuda engine: layer %d has %lld packed entries at position %lld", l,
-                               counts[l], st->pos);
+    dev_guard dg(g->dev);
+    if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
+        return rc;
     void *stage = NULL;
     if ((rc = cu(e, cudaMallocAsync(&stage, PACKED_STAGE, g->st), "packed restore staging")))
         return rc;
-    size_t rn = (size_t)c->sliding_window * c->head_dim;
     size_t eb = inf_kvpack_entry_bytes(c), ib = inf_kvpack_ikey_bytes(c);
-    for (int l = 0; l < c->num_hidden_layers && !rc; l++) {
+    for (int l = g->lb; l < g->le && !rc; l++) {
         struct dlayer *L = &g->L[l];
-        const struct inf_layer_state *ls = &st->layers[l];
-        size_t cn = carry_n(c, L->ratio), in = icarry_n(c, L->ratio);
-        if ((rc = cu(e, cudaMemcpyAsync(L->ring, ls->ring, sizeof(float) * rn, cudaMemcpyHostToDevice, g->st),
-                     "state ring")))
+        if ((rc = upload_boundary(g, l, &st->layers[l], e)))
             break;
-        if (cn && ((rc = cu(e, cudaMemcpyAsync(L->c_kv, ls->c_kv, sizeof(float) * cn, cudaMemcpyHostToDevice, g->st),
-                            "state carry")) ||
-                   (rc = cu(e, cudaMemcpyAsync(L->c_sc, ls->c_sc, sizeof(float) * cn, cudaMemcpyHostToDevice, g->st),
-                            "state carry"))))
-            break;
-        if (in && ((rc = cu(e, cudaMemcpyAsync(L->ic_kv, ls->ic_kv, sizeof(float) * in, cudaMemcpyHostToDevice, g->st),
-                            "state carry")) ||
-                   (rc = cu(e, cudaMemcpyAsync(L->ic_sc, ls->ic_sc, sizeof(float) * in, cudaMemcpyHostToDevice, g->st),
-                            "state carry"))))
-            break;
-        for (int k = 0; k < 2 && !rc; k++) {
+        for (int k = 0; k < (L->ratio == 4 ? 2 : 1) && !rc; k++) {
             long long n = counts[l];
-            size_t bytes = k ? ib : eb;
-            if (k && L->ratio != 4)
-                break;
+            size_t bytes = k ? ib : eb, w = (size_t)(k ? c->index_head_dim : c->head_dim);
             long long per = (long long)(PACKED_STAGE / bytes);
-            const uint8_t *src = (const uint8_t *)streams[2 * l + k];
+            const uint8_t *from = (const uint8_t *)streams[2 * l + k];
             float *dst = k ? L->icache : L->cache;
-            size_t w = (size_t)(k ? c->index_head_dim : c->head_dim);
             for (long long i = 0; i < n && !rc; i += per) {
                 long long m = n - i < per ? n - i : per;
-                if (!(rc = cu(e, cudaMemcpyAsync(stage, src + (size_t)i * bytes, (size_t)m * bytes,
+                if (!(rc = cu(e, cudaMemcpyAsync(stage, from + (size_t)i * bytes, (size_t)m * bytes,
                                                  cudaMemcpyHostToDevice, g->st),
                               "packed state")))
                     rc = k ? cuda_kvunpack_ikeys(c, stage, m, dst + (size_t)i * w, g->st, e)
@@ -2894,8 +3086,9 @@ extern "C" int cuda_engine_state_upload_packed(struct cuda_engine *g, const stru
     }
     cudaFreeAsync(stage, g->st);
     int src = cu(e, cudaStreamSynchronize(g->st), "packed restore");
-    if (!rc && !src)
-        g->pos = st->pos;
-    return rc ? rc : src;
+    if (rc || src)
+        return rc ? rc : src;
+    g->pos = st->pos;
+    return 0;
 }
 

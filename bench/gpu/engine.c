@@ -38,8 +38,19 @@
  * throughput at 4K / 128K / 500K, a full 500K prefill estimated from them, and N tokens prefilled after
  * each --ctx (default 131072,500000), chunks of C (default 2048).
  *
+ * --shards N (N > 1) adds, per model and context, the layer-split pipeline (kernels/multi.h): the model
+ * over N shards (cuda_multi_plan's split; shard i on device i % the number of devices, the devices from
+ * CTX_GPUS, default every visible one, as tests/kernels/test_multi.c) next to the same pipeline code
+ * over 1 shard, both measured in this run: decode medians (direct and graph; the difference of the
+ * graph steps is what the N - 1 boundary hops cost) and the prefill of the context as one pipelined
+ * call (cuda_multi_prefill: chunks queued at once, shard i on chunk c while shard i-1 is on c+1). With
+ * one device the shards share it (no speed-up to expect; the hop is a device-to-device copy). It also
+ * prints the per-device memory of the full V4-Flash over 2 GPUs at 500K context, computed from the
+ * config (cuda_multi_plan's split, weights as stored + the engine's concatenated copies + the
+ * state as cuda_engine_new allocates it), not measured.
+ *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
- *                      [--pro-experts N] [--suffix N [--chunk C]] */
+ *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +62,7 @@
 #include "cuda_engine.h"
 #include "floors.h"
 #include "gemm.h"
+#include "multi.h"
 #include "weights.h"
 
 /* State bytes one decode step at position ctx reads in this engine's fp32 layout. */
@@ -80,9 +92,9 @@ static double floor_ms(const struct inf_config *c, long long ctx, double bw, dou
     return (*wbytes + *sbytes) / (bw * 1e9) * 1e3;
 }
 
-static int profile, pro_experts = 384;
-static char prof[32768], extra[8192], pextra[32768];
-static int prof_len, extra_len, pextra_len;
+static int profile, pro_experts = 384, shards = 1, ndevs, devs[64];
+static char prof[32768], extra[8192], pextra[32768], shtab[16384];
+static int prof_len, extra_len, pextra_len, shtab_len;
 #define APPEND(buf, len, ...) (len += snprintf(buf + len, sizeof buf - (size_t)len, __VA_ARGS__))
 
 /* ---- V4-Pro extrapolation (pro4 --profile). Every figure here is an estimate built from the pro4
@@ -370,6 +382,161 @@ static int run_ctx(const char *name, const struct inf_config *c, struct cuda_eng
     return rc ? 1 : 0;
 }
 
+/* ---- the layer-split pipeline (--shards) ---- */
+
+static int time_steps_multi(struct cuda_multi *m, const int *tok, int steps, float *logits, double *dt, double *med,
+                            struct ctx_err *e)
+{
+    for (int i = 0; i < steps; i++) {
+        double a = bench_now();
+        int rc = cuda_multi_decode(m, tok[i], logits, e);
+        if (rc)
+            return rc;
+        dt[i] = bench_now() - a;
+    }
+    *med = bench_median(dt, steps) * 1e3;
+    return 0;
+}
+
+/* The rows of one pipeline of n shards: per context, the prefill (pipelined; or a random state past
+ * prefill_max) and the decode medians; *graph_ms[i] receives the graph step per context. */
+static int run_shards(const char *name, const struct inf_config *c, const struct inf_weights *w,
+                      const struct cuda_engine_opts *o, int n, const long long *ctxs, int nctx, int steps,
+                      long long prefill_max, const int *tok, double *graph_ms)
+{
+    struct ctx_err e = {0};
+    struct cuda_multi *m = NULL;
+    int sd[64], split[64];
+    for (int i = 0; i < n; i++)
+        sd[i] = devs[i % ndevs];
+    if (cuda_multi_plan(c, o->max_ctx, n, split, &e) || cuda_multi_new(w, o, sd, n, split, &m, &e)) {
+        fprintf(stderr, "bench-gpu-engine: %s over %d shards: %s\n", name, n, e.msg);
+        return 1;
+    }
+    char lay[160], mem[256];
+    int ll = 0, ml = 0, seen[64] = {0};
+    for (int i = 0; i < n; i++) {
+        ll += snprintf(lay + ll, sizeof lay - (size_t)ll, "%s%d@%d", i ? "+" : "", split[i], sd[i]);
+        if (seen[sd[i]]++)
+            continue;
+        size_t wb = 0, sb = 0;
+        cuda_multi_memory(m, sd[i], &wb, &sb);
+        ml += snprintf(mem + ml, sizeof mem - (size_t)ml, "%sGPU%d %.2f+%.2f", ml ? ", " : "", sd[i], wb / 1e9, sb / 1e9);
+    }
+    float *logits = malloc(sizeof(float) * (size_t)c->vocab_size);
+    double *dt = malloc(sizeof(double) * (size_t)steps);
+    int rc = 0;
+    for (int k = 0; k < nctx && !rc; k++) {
+        long long ctx = ctxs[k];
+        char pre[32];
+        double p0 = bench_now();
+        if (ctx <= prefill_max) {
+            cuda_multi_reset(m);
+            rc = cuda_multi_prefill(m, tok, (int)ctx, 0, logits, &e);
+            snprintf(pre, sizeof pre, "%.0f", (double)ctx / (bench_now() - p0));
+        } else {
+            rc = cuda_multi_state_fill_random(m, ctx, 1, &e);
+            snprintf(pre, sizeof pre, "(filled)");
+        }
+        double direct = 0, graph = 0;
+        const int *dtok = tok + ctx;
+        cuda_multi_use_graph(m, 0);
+        if (!rc)
+            rc = time_steps_multi(m, dtok, steps, logits, dt, &direct, &e);
+        cuda_multi_use_graph(m, 1);
+        if (!rc) /* the first graph step captures */
+            rc = cuda_multi_decode(m, dtok[steps], logits, &e);
+        if (!rc)
+            rc = time_steps_multi(m, dtok + steps + 1, steps, logits, dt, &graph, &e);
+        if (rc) {
+            fprintf(stderr, "bench-gpu-engine: %s over %d shards at %lld: %s\n", name, n, ctx, e.msg);
+            break;
+        }
+        graph_ms[k] = graph;
+        char hop[32] = "-";
+        if (n > 1 && graph_ms[nctx + k] > 0)
+            snprintf(hop, sizeof hop, "%+.3f", graph - graph_ms[nctx + k]);
+        APPEND(shtab, shtab_len, "| %-7s | %6lld | %d | %s | %8.3f | %8.3f | %7.1f | %s | %8s | %d | %s |\n", name, ctx,
+               n, lay, direct, graph, 1e3 / graph, hop, pre, cuda_multi_graph_state(m), mem);
+    }
+    free(logits);
+    free(dt);
+    cuda_multi_free(m);
+    return rc ? 1 : 0;
+}
+
+/* Bytes of a tensor as stored, from the inventory. */
+static double spec_bytes(const struct inf_tensor_spec *t)
+{
+    double b = (double)inf_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++)
+        b *= (double)t->shape[d];
+    return b;
+}
+
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* V4-Flash over `n` GPUs at context ctx, computed from the config (no device involved). */
+static void flash_split_memory(int n, long long ctx)
+{
+    struct ctx_err e = {0};
+    struct inf_config f;
+    struct inf_tensor_spec *inv = NULL;
+    int ni = 0, split[8];
+    if (n > 8 || inf_config_builtin("flash", &f, &e) || inf_weights_inventory(&f, &inv, &ni, &e) ||
+        cuda_multi_plan(&f, ctx, n, split, &e)) {
+        fprintf(stderr, "bench-gpu-engine: flash split: %s\n", e.msg);
+        free(inv);
+        return;
+    }
+    /* what bind_layer concatenates into extra device copies (kernels/engine.cu) */
+    static const char *const cat[] = {".attn.wq_a.weight", ".attn.wq_a.scale", ".attn.wkv.weight", ".attn.wkv.scale",
+                                      ".ffn.shared_experts.w1.weight", ".ffn.shared_experts.w1.scale",
+                                      ".ffn.shared_experts.w3.weight", ".ffn.shared_experts.w3.scale",
+                                      ".attn.compressor.wkv.weight", ".attn.compressor.wgate.weight",
+                                      ".attn.indexer.compressor.wkv.weight", ".attn.indexer.compressor.wgate.weight",
+                                      ".attn.indexer.weights_proj.weight"};
+    int L = f.num_hidden_layers;
+    printf("\nV4-Flash (%d layers, MTP not loaded) over %d GPUs at context %lld, COMPUTED from the config, not "
+           "measured: cuda_multi_plan's split (contiguous layers, the largest shard's weights + state smallest); "
+           "weights as stored (FP4 experts, FP8 dense, BF16), the embedding on the first shard and the head on the "
+           "last; + the copies the engine concatenates at upload (wq_a|wkv, shared w1|w3, the compressors' bf16 "
+           "rows); state as cuda_engine_new allocates it (fp32 window rings, carries, compressed entries, indexer "
+           "keys); scratch (~0.4 GB at max_chunk 256 and 500K: mostly the indexer's scores, 0.13 GB, and the rope tables, 0.26 GB) "
+           "not counted. An H200 holds 143771 MiB = 150.8 GB.\n\n"
+           "| GPU | layers | weights GB | concatenated copies GB | state GB | total GB | of 150.8 GB |\n"
+           "|---|---|---|---|---|---|---|\n",
+           L, n, ctx);
+    for (int g = 0, l0 = 0; g < n; l0 += split[g], g++) {
+        int l1 = l0 + split[g];
+        double wb = 0, cb = 0, sb = 0;
+        for (int i = 0; i < ni; i++) {
+            const struct inf_tensor_spec *t = &inv[i];
+            int l = t->layer;
+            if (l >= L)
+                continue;
+            if (l < 0)
+                l = !strcmp(t->name, "embed.weight") ? 0 : L - 1;
+            if (l < l0 || l >= l1)
+                continue;
+            wb += spec_bytes(t);
+            for (size_t j = 0; t->layer >= 0 && j < sizeof cat / sizeof cat[0]; j++)
+                if (ends_with(t->name, cat[j]))
+                    cb += spec_bytes(t);
+        }
+        for (int l = l0; l < l1; l++)
+            sb += (double)cuda_engine_layer_state_bytes(&f, l, ctx);
+        double tot = wb + cb + sb;
+        printf("| %d | %d..%d (%d) | %.1f | %.1f | %.2f | %.1f | %.0f%% |\n", g, l0, l1 - 1, split[g], wb / 1e9,
+               cb / 1e9, sb / 1e9, tot / 1e9, 100.0 * tot / 150.8e9);
+    }
+    free(inv);
+}
+
 static int run_model(const char *name, const long long *ctxs, int nctx, int steps, long long prefill_max, double bw)
 {
     struct ctx_err e = {0};
@@ -424,8 +591,18 @@ static int run_model(const char *name, const long long *ctxs, int nctx, int step
         wb += inf_weights_tensor(w, i)->nbytes;
     fprintf(stderr, "# %s: synthetic weights %.1f GB in %.1f s, upload + rope tables for %lld positions %.1f s\n", name,
             (double)wb / 1e9, t1 - t0, o.max_ctx, t2 - t1);
-    free(tok);
     cuda_engine_free(g);
+    if (shards > 1) { /* the pipeline over 1 shard, then over `shards` (one engine's memory freed first) */
+        double *gm = calloc((size_t)nctx * 2, sizeof(double));
+        if (!gm || c.num_hidden_layers < shards) {
+            fprintf(stderr, "bench-gpu-engine: %s: %d layers for %d shards\n", name, c.num_hidden_layers, shards);
+            rc = 1;
+        } else if (!(rc |= run_shards(name, &c, w, &o, 1, ctxs, nctx, steps, prefill_max, tok, gm + nctx))) {
+            rc |= run_shards(name, &c, w, &o, shards, ctxs, nctx, steps, prefill_max, tok, gm);
+        }
+        free(gm);
+    }
+    free(tok);
     inf_weights_free(w);
     return rc;
 }
@@ -778,9 +955,11 @@ int main(int argc, char **argv)
             suffix = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
             chunk = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
+            shards = atoi(argv[++i]);
         } else {
             fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
-                            "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]]\n");
+                            "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]] [--shards N]\n");
             return 2;
         }
     }
@@ -808,6 +987,29 @@ int main(int argc, char **argv)
     if (steps < 1) {
         fprintf(stderr, "bench-gpu-engine: --steps must be positive\n");
         return 2;
+    }
+    if (shards < 1 || shards > 64) {
+        fprintf(stderr, "bench-gpu-engine: --shards must be in 1..64\n");
+        return 2;
+    }
+    { /* the pipeline's devices: CTX_GPUS (a comma list), default every visible device */
+        int count = cuda_device_count();
+        const char *env = getenv("CTX_GPUS");
+        for (const char *p = env ? env : ""; *p && ndevs < 64;) {
+            char *end = NULL;
+            long d = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            if (d < 0 || d >= count) {
+                fprintf(stderr, "bench-gpu-engine: CTX_GPUS names device %ld (%d devices)\n", d, count);
+                return 2;
+            }
+            devs[ndevs++] = (int)d;
+            p = *end == ',' ? end + 1 : end;
+        }
+        if (!ndevs)
+            for (int d = 0; d < count && d < 64; d++)
+                devs[ndevs++] = d;
     }
     if (pro_experts < 8 || pro_experts > 384 || pro_experts % 8) { /* whole experts per GPU of 8 */
         fprintf(stderr, "bench-gpu-engine: --pro-experts must be a multiple of 8 in 8..384\n");
@@ -839,5 +1041,22 @@ int main(int argc, char **argv)
         fputs(extra, stdout);
     }
     fputs(pextra, stdout);
+    if (shards > 1) {
+        printf("\nLayer-split pipeline (kernels/multi.h) over %d shards against the same code over 1 shard, this run; "
+               "devices:", shards);
+        for (int i = 0; i < ndevs; i++)
+            printf(" %d", devs[i]);
+        printf(" (shard i on device i %% %d%s). Decode: median of %d steps, direct and graph; hop ms = graph step of "
+               "%d shards - graph step of 1 (the %d boundary hops: event waits, the streams' copy, one more graph "
+               "launch per shard). Prefill: the context in one cuda_multi_prefill (chunks of 256 queued at once, "
+               "shards pipelined). Layers: count@device per shard. Memory: GB of weights + state/scratch per device "
+               "(cuda_multi_memory, measured)\n\n",
+               ndevs, ndevs == 1 ? ": every shard on the one device, no speed-up possible" : "", steps, shards,
+               shards - 1);
+        printf("| model | context | shards | layers | ms direct | ms graph | tok/s | hop ms | prefill tok/s | graph | "
+               "memory GB |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        fputs(shtab, stdout);
+        flash_split_memory(2, 500000);
+    }
     return rc;
 }

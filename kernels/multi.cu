@@ -1,0 +1,434 @@
+// The layer-split pipeline over several CUDA engines; see multi.h. Everything here is host code: the
+// shards are cuda_engine instances over layer ranges, the boundary transfers and events are the
+// engine's pipeline io (cuda_engine_forward_async), and this file owns the boundary buffers, the
+// events and the order of the calls.
+#include <cuda_runtime.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h" // cuda_device_count
+#include "multi.h"
+
+// Boundary k (1 <= k < n) sits between shard k-1 and shard k: two buffers on shard k's device (chunk
+// c uses slot c % 2), `ready[slot]` recorded by shard k-1 once it has written the buffer (an event of
+// its device), `freed[slot]` recorded by shard k once it has copied the buffer into its streams (an
+// event of shard k's device).
+struct boundary {
+    float *buf[2];
+    cudaEvent_t ready[2], freed[2];
+    int peer; // peer access between the two devices is on (else the runtime stages through the host)
+};
+
+struct cuda_multi {
+    struct inf_config c;
+    int n, smax;
+    long long max_ctx;
+    int *dev;
+    struct cuda_engine **g;
+    struct boundary *b; // [n]: b[0] unused
+    unsigned long long tick; // forward calls so far: the boundary slot of the next one is tick % 2
+};
+
+static int cu(struct ctx_err *e, cudaError_t rc, const char *what)
+{
+    if (rc == cudaSuccess)
+        return 0;
+    return ctx_err_set(e, CTX_EIO, "cuda multi: %s: %s", what, cudaGetErrorString(rc));
+}
+
+// Restores the caller's current device when a function returns.
+struct dev_restore {
+    int prev;
+    dev_restore() : prev(-1)
+    {
+        if (cudaGetDevice(&prev) != cudaSuccess)
+            prev = -1;
+    }
+    ~dev_restore()
+    {
+        if (prev >= 0)
+            cudaSetDevice(prev);
+    }
+};
+
+extern "C" int cuda_multi_plan(const struct inf_config *c, long long max_ctx, int n, int *split, struct ctx_err *e)
+{
+    int L = c->num_hidden_layers;
+    if (n < 1 || n > L)
+        return ctx_err_set(e, CTX_EINVAL, "cuda multi: %d shards for %d layers (1..%d)", n, L, L);
+    struct inf_tensor_spec *inv = NULL;
+    int ni = 0, rc;
+    if ((rc = inf_weights_inventory(c, &inv, &ni, e)))
+        return rc;
+    double *cost = (double *)calloc((size_t)L, sizeof(double)), *pre = (double *)calloc((size_t)L + 1, sizeof(double));
+    double *best = (double *)malloc(sizeof(double) * (size_t)(n + 1) * (L + 1));
+    int *cut = (int *)malloc(sizeof(int) * (size_t)(n + 1) * (L + 1));
+    if (!cost || !pre || !best || !cut) {
+        free(inv);
+        free(cost);
+        free(pre);
+        free(best);
+        free(cut);
+        return ctx_err_set(e, CTX_ENOMEM, "cuda multi: out of memory");
+    }
+    for (int i = 0; i < ni; i++) {
+        const struct inf_tensor_spec *t = &inv[i];
+        if (t->layer >= L) // MTP: not part of the engine
+            continue;
+        double bytes = (double)inf_dtype_size(t->dtype);
+        for (int d = 0; d < t->ndim; d++)
+            bytes *= (double)t->shape[d];
+        int l = t->layer >= 0 ? t->layer : !strcmp(t->name, "embed.weight") ? 0 : L - 1;
+        cost[l] += bytes;
+    }
+    for (int l = 0; l < L; l++)
+        pre[l + 1] = pre[l] + cost[l] + (double)cuda_engine_layer_state_bytes(c, l, max_ctx);
+    // best[k][j]: the smallest largest shard of layers [0, j) in k shards; cut[k][j]: its last shard's start
+#define B(k, j) best[(size_t)(k) * (L + 1) + (j)]
+#define C(k, j) cut[(size_t)(k) * (L + 1) + (j)]
+    for (int j = 0; j <= L; j++)
+        B(1, j) = pre[j], C(1, j) = 0;
+    for (int k = 2; k <= n; k++)
+        for (int j = k; j <= L; j++) {
+            B(k, j) = -1;
+            for (int i = k - 1; i < j; i++) {
+                double m = B(k - 1, i) > pre[j] - pre[i] ? B(k - 1, i) : pre[j] - pre[i];
+                if (B(k, j) < 0 || m < B(k, j))
+                    B(k, j) = m, C(k, j) = i;
+            }
+        }
+    for (int k = n, j = L; k >= 1; k--) {
+        int i = C(k, j);
+        split[k - 1] = j - i;
+        j = i;
+    }
+#undef B
+#undef C
+    free(inv);
+    free(cost);
+    free(pre);
+    free(best);
+    free(cut);
+    return 0;
+}
+
+extern "C" void cuda_multi_free(struct cuda_multi *m)
+{
+    if (!m)
+        return;
+    dev_restore dr;
+    for (int i = 0; m->g && i < m->n; i++)
+        cuda_engine_free(m->g[i]); // synchronises its stream first: nothing below is in use after
+    for (int k = 1; m->b && k < m->n; k++) {
+        struct boundary *b = &m->b[k];
+        for (int s = 0; s < 2; s++) {
+            if (b->buf[s]) {
+                cudaSetDevice(m->dev[k]);
+                cudaFree(b->buf[s]);
+            }
+            if (b->freed[s]) {
+                cudaSetDevice(m->dev[k]);
+                cudaEventDestroy(b->freed[s]);
+            }
+            if (b->ready[s]) {
+                cudaSetDevice(m->dev[k - 1]);
+                cudaEventDestroy(b->ready[s]);
+            }
+        }
+    }
+    free(m->b);
+    free(m->g);
+    free(m->dev);
+    free(m);
+}
+
+extern "C" int cuda_multi_new(const struct inf_weights *w, const struct cuda_engine_opts *o, const int *devices, int n,
+                              const int *split, struct cuda_multi **out, struct ctx_err *e)
+{
+    *out = NULL;
+    const struct inf_config *c = inf_weights_config(w);
+    int L = c->num_hidden_layers, ndev = cuda_device_count();
+    if (n < 1 || !devices)
+        return ctx_err_set(e, CTX_EINVAL, "cuda multi: %d shards%s (at least 1, each with a device)", n,
+                           devices ? "" : " and no device list");
+    if (ndev < 1)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda multi: no CUDA device");
+    for (int i = 0; i < n; i++)
+        if (devices[i] < 0 || devices[i] >= ndev)
+            return ctx_err_set(e, CTX_EINVAL, "cuda multi: devices[%d] = %d does not exist (%d devices)", i, devices[i],
+                               ndev);
+    if (n > L)
+        return ctx_err_set(e, CTX_EINVAL, "cuda multi: %d shards for %d layers", n, L);
+    struct cuda_engine_opts so;
+    memset(&so, 0, sizeof so);
+    if (o) {
+        so.max_chunk = o->max_chunk;
+        so.max_ctx = o->max_ctx;
+    }
+    // cuda_engine_new's defaults, needed here for the boundary buffers and the plan
+    int smax = so.max_chunk > 0 ? so.max_chunk : 256;
+    long long max_ctx = so.max_ctx > 0 ? so.max_ctx : 8192;
+    int *cnt = (int *)malloc(sizeof(int) * (size_t)n);
+    if (!cnt)
+        return ctx_err_set(e, CTX_ENOMEM, "cuda multi: out of memory");
+    int rc = 0;
+    if (split) {
+        long long sum = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            if (split[i] < 1)
+                rc = ctx_err_set(e, CTX_EINVAL, "cuda multi: split[%d] = %d (every shard needs a layer)", i, split[i]);
+            sum += split[i];
+            cnt[i] = split[i];
+        }
+        if (!rc && sum != L)
+            rc = ctx_err_set(e, CTX_EINVAL, "cuda multi: the split covers %lld layers, the model has %d", sum, L);
+    } else {
+        rc = cuda_multi_plan(c, max_ctx, n, cnt, e);
+    }
+    if (rc) {
+        free(cnt);
+        return rc;
+    }
+    dev_restore dr;
+    struct cuda_multi *m = (struct cuda_multi *)calloc(1, sizeof *m);
+    if (m) {
+        m->dev = (int *)malloc(sizeof(int) * (size_t)n);
+        m->g = (struct cuda_engine **)calloc((size_t)n, sizeof *m->g);
+        m->b = (struct boundary *)calloc((size_t)n, sizeof *m->b);
+    }
+    if (!m || !m->dev || !m->g || !m->b) {
+        free(cnt);
+        if (m) {
+            free(m->dev);
+            free(m->g);
+            free(m->b);
+            free(m);
+        }
+        return ctx_err_set(e, CTX_ENOMEM, "cuda multi: out of memory");
+    }
+    m->c = *c;
+    m->n = n;
+    m->smax = smax;
+    m->max_ctx = max_ctx;
+    memcpy(m->dev, devices, sizeof(int) * (size_t)n);
+    for (int i = 0, l0 = 0; i < n && !rc; l0 += cnt[i], i++) {
+        so.device = devices[i];
+        so.layer_begin = l0;
+        so.layer_end = l0 + cnt[i];
+        if ((rc = cuda_engine_new(w, &so, &m->g[i], e)))
+            ctx_err_prefix(e, "shard %d (device %d, layers %d..%d)", i, devices[i], l0, l0 + cnt[i] - 1);
+    }
+    free(cnt);
+    size_t xbytes = sizeof(float) * (size_t)smax * c->hc_mult * c->hidden_size;
+    for (int k = 1; k < n && !rc; k++) {
+        struct boundary *b = &m->b[k];
+        int from = devices[k - 1], to = devices[k];
+        if (from != to) { // the sender writes into the receiver's memory
+            int can = 0;
+            if ((rc = cu(e, cudaDeviceCanAccessPeer(&can, from, to), "cudaDeviceCanAccessPeer")))
+                break;
+            if (can) {
+                if ((rc = cu(e, cudaSetDevice(from), "cudaSetDevice")))
+                    break;
+                cudaError_t pe = cudaDeviceEnablePeerAccess(to, 0);
+                if (pe == cudaErrorPeerAccessAlreadyEnabled) { // another pipeline enabled it: fine
+                    cudaGetLastError();
+                    pe = cudaSuccess;
+                }
+                if ((rc = cu(e, pe, "cudaDeviceEnablePeerAccess")))
+                    break;
+                b->peer = 1;
+            }
+        }
+        if ((rc = cu(e, cudaSetDevice(to), "cudaSetDevice")))
+            break;
+        for (int s = 0; s < 2 && !rc; s++)
+            if (!(rc = cu(e, cudaMalloc((void **)&b->buf[s], xbytes), "cudaMalloc(boundary buffer)")))
+                rc = cu(e, cudaEventCreateWithFlags(&b->freed[s], cudaEventDisableTiming), "cudaEventCreate");
+        if (!rc && !(rc = cu(e, cudaSetDevice(from), "cudaSetDevice")))
+            for (int s = 0; s < 2 && !rc; s++)
+                rc = cu(e, cudaEventCreateWithFlags(&b->ready[s], cudaEventDisableTiming), "cudaEventCreate");
+    }
+    if (rc) {
+        cuda_multi_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+extern "C" void cuda_multi_reset(struct cuda_multi *m)
+{
+    for (int i = 0; i < m->n; i++)
+        cuda_engine_reset(m->g[i]);
+}
+
+extern "C" long long cuda_multi_pos(const struct cuda_multi *m) { return cuda_engine_pos(m->g[m->n - 1]); }
+
+extern "C" int cuda_multi_shards(const struct cuda_multi *m) { return m->n; }
+
+extern "C" struct cuda_engine *cuda_multi_engine(const struct cuda_multi *m, int i)
+{
+    return i >= 0 && i < m->n ? m->g[i] : NULL;
+}
+
+extern "C" void cuda_multi_memory(const struct cuda_multi *m, int device, size_t *weight_bytes, size_t *state_bytes)
+{
+    size_t wsum = 0, ssum = 0;
+    for (int i = 0; i < m->n; i++)
+        if (m->dev[i] == device) {
+            size_t wb = 0, sb = 0;
+            cuda_engine_memory(m->g[i], &wb, &sb);
+            wsum += wb;
+            ssum += sb;
+        }
+    for (int k = 1; k < m->n; k++) // the boundary buffers live on the receiving shard's device
+        if (m->dev[k] == device)
+            ssum += 2 * sizeof(float) * (size_t)m->smax * m->c.hc_mult * m->c.hidden_size;
+    if (weight_bytes)
+        *weight_bytes = wsum;
+    if (state_bytes)
+        *state_bytes = ssum;
+}
+
+extern "C" void cuda_multi_use_graph(struct cuda_multi *m, int on)
+{
+    for (int i = 0; i < m->n; i++)
+        cuda_engine_use_graph(m->g[i], on);
+}
+
+extern "C" int cuda_multi_graph_state(const struct cuda_multi *m)
+{
+    int all = 1;
+    for (int i = 0; i < m->n; i++) {
+        int s = cuda_engine_graph_state(m->g[i]);
+        if (s < 0)
+            return -1;
+        all &= s == 1;
+    }
+    return all;
+}
+
+// Queues one chunk on every shard, in shard order (the events order the devices).
+static int queue_chunk(struct cuda_multi *m, const int *tokens, int S, int want_logits, struct ctx_err *e)
+{
+    int slot = (int)(m->tick++ % 2);
+    for (int i = 0; i < m->n; i++) {
+        struct cuda_engine_io io;
+        memset(&io, 0, sizeof io);
+        if (i > 0) {
+            struct boundary *b = &m->b[i];
+            io.x_in = b->buf[slot];
+            io.x_in_dev = m->dev[i];
+            io.in_ready = b->ready[slot];
+            io.in_free = b->freed[slot];
+        }
+        if (i + 1 < m->n) {
+            struct boundary *b = &m->b[i + 1];
+            io.x_out = b->buf[slot];
+            io.x_out_dev = m->dev[i + 1];
+            io.out_free = b->freed[slot];
+            io.out_ready = b->ready[slot];
+        }
+        int rc = cuda_engine_forward_async(m->g[i], tokens, S, &io, want_logits && i + 1 == m->n, e);
+        if (rc) {
+            ctx_err_prefix(e, "shard %d", i);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+// Waits for every shard (the last one's logits into `logits` when wanted).
+static int finish(struct cuda_multi *m, float *logits, struct ctx_err *e)
+{
+    int rc = 0;
+    for (int i = m->n - 1; i >= 0 && !rc; i--)
+        if ((rc = cuda_engine_finish(m->g[i], i + 1 == m->n ? logits : NULL, e)))
+            ctx_err_prefix(e, "shard %d", i);
+    return rc;
+}
+
+extern "C" int cuda_multi_forward(struct cuda_multi *m, const int *tokens, int S, float *logits, struct ctx_err *e)
+{
+    // shard 0 checks the arguments before anything is queued, and every shard would check them alike
+    int rc = queue_chunk(m, tokens, S, logits != NULL, e);
+    if (!rc)
+        rc = finish(m, logits, e);
+    return rc;
+}
+
+extern "C" int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n, int chunk, float *logits,
+                                  struct ctx_err *e)
+{
+    if (n <= 0)
+        return ctx_err_set(e, CTX_EINVAL, "cuda multi: empty prefill");
+    long long pos = cuda_multi_pos(m);
+    if (pos + n > m->max_ctx)
+        return ctx_err_set(e, CTX_ERANGE, "cuda multi: position %lld + %d beyond the context of %lld", pos, n,
+                           m->max_ctx);
+    for (int s = 0; s < n; s++) // checked whole first: a bad token changes nothing
+        if (tokens[s] < 0 || tokens[s] >= m->c.vocab_size)
+            return ctx_err_set(e, CTX_EINVAL, "cuda multi: token %d at offset %d outside the vocabulary", tokens[s], s);
+    if (chunk <= 0 || chunk > m->smax)
+        chunk = m->smax;
+    int rc = 0;
+    for (int p = 0; p < n && !rc; p += chunk) {
+        int S = n - p < chunk ? n - p : chunk;
+        rc = queue_chunk(m, tokens + p, S, logits && p + S == n, e);
+    }
+    struct ctx_err fe;
+    memset(&fe, 0, sizeof fe);
+    int frc = finish(m, rc ? NULL : logits, rc ? &fe : e); // even after an error: nothing stays queued
+    return rc ? rc : frc;
+}
+
+extern "C" int cuda_multi_state_download(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e)
+{
+    for (int i = 0; i < m->n; i++) { // each engine waits for its queued work first
+        int rc = cuda_engine_state_download(m->g[i], st, e);
+        if (rc) {
+            ctx_err_prefix(e, "shard %d", i);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+extern "C" int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_state *st, struct ctx_err *e)
+{
+    const struct inf_config *a = &m->c, *b = &st->cfg;
+    if (a->num_hidden_layers != b->num_hidden_layers || a->head_dim != b->head_dim ||
+        a->sliding_window != b->sliding_window || a->index_head_dim != b->index_head_dim ||
+        memcmp(a->compress_ratios, b->compress_ratios, sizeof(int) * (size_t)a->num_hidden_layers))
+        return ctx_err_set(e, CTX_EINVAL, "cuda multi: the host state's config has another shape");
+    if (st->pos < 0 || st->pos > m->max_ctx)
+        return ctx_err_set(e, CTX_ERANGE, "cuda multi: state at position %lld beyond the context of %lld", st->pos,
+                           m->max_ctx);
+    for (int l = 0; l < a->num_hidden_layers; l++)
+        if (st->layers[l].ratio && st->layers[l].n_cache != st->pos / st->layers[l].ratio)
+            return ctx_err_set(e, CTX_EINVAL, "cuda multi: layer %d holds %lld compressed entries at position %lld", l,
+                               st->layers[l].n_cache, st->pos);
+    for (int i = 0; i < m->n; i++) {
+        int rc = cuda_engine_state_upload(m->g[i], st, e);
+        if (rc) {
+            ctx_err_prefix(e, "shard %d", i);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+extern "C" int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed,
+                                            struct ctx_err *e)
+{
+    for (int i = 0; i < m->n; i++) {
+        int rc = cuda_engine_state_fill_random(m->g[i], pos, seed, e);
+        if (rc) {
+            ctx_err_prefix(e, "shard %d", i);
+            return rc;
+        }
+    }
+    return 0;
+}

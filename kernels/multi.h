@@ -1,0 +1,91 @@
+/* The V4 forward pass split by layers over several CUDA engines (a pipeline): shard i holds the
+ * blocks [b_i, b_{i+1}) of kernels/cuda_engine.h on its device, the first also the embedding, the
+ * last also hc_head, the final norm and the head. A forward call passes each chunk's streams
+ * X [S][hc][D] from shard to shard (cudaMemcpyPeerAsync into a double-buffered boundary buffer on the
+ * receiving device; peer access enabled where cudaDeviceCanAccessPeer allows); every shard runs the
+ * same kernels on the same inputs as one engine would, so logits and state are bit-identical to one
+ * engine's (tests/kernels/test_multi.c). Several shards may share a device (one GPU runs the same
+ * code and the same tests as several).
+ *
+ * Why not NCCL: a layer split within one process needs only point-to-point copies between devices,
+ * which the CUDA runtime does directly (NVLink where the devices are peers); collectives would only
+ * be needed for expert or tensor parallelism, which this file does not do.
+ *
+ * Ordering: no host synchronisation inside a call except waiting for the last shard's logits. Each
+ * shard has its own stream; shard i+1 waits for an event shard i records after writing the boundary
+ * buffer, and shard i waits, before overwriting a boundary buffer, for the event shard i+1 records
+ * after reading it. A prefill queues all its chunks at once, so shard i runs chunk c while shard i-1
+ * runs chunk c+1. A decode step replays each shard's CUDA graph (the copies and events stay outside
+ * the graphs). */
+#ifndef CUDA_MULTI_H
+#define CUDA_MULTI_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "cuda_engine.h"
+#include "err.h"
+#include "state.h"
+#include "weights.h"
+
+struct cuda_multi;
+
+/* The default split of the backbone's layers over n shards: contiguous runs that make the largest
+ * shard's device memory smallest, counting per layer its weights as stored (all routed experts) and
+ * its state at max_ctx positions (cuda_engine_layer_state_bytes), the embedding with layer 0 and the
+ * head, final norm and hc_head with the last layer. split[0..n) receives the layer counts.
+ * CTX_EINVAL when n < 1 or n > num_hidden_layers. Needs no device. */
+int cuda_multi_plan(const struct inf_config *c, long long max_ctx, int n, int *split, struct ctx_err *e);
+
+/* n shards on devices[0..n) (repeats allowed: shards may share a device), shard i over split[i]
+ * layers (NULL: cuda_multi_plan). o gives max_chunk and max_ctx as for cuda_engine_new (its device and
+ * layer range are ignored: set per shard). CTX_EINVAL for n < 1, a device that does not exist, or a
+ * split that does not cover the layers with at least one layer per shard; nothing is left allocated
+ * on any error. */
+int cuda_multi_new(const struct inf_weights *w, const struct cuda_engine_opts *o, const int *devices, int n,
+                   const int *split, struct cuda_multi **out, struct ctx_err *e);
+void cuda_multi_free(struct cuda_multi *m);
+
+/* Back to position 0 with empty caches; the position (the same on every shard). */
+void cuda_multi_reset(struct cuda_multi *m);
+long long cuda_multi_pos(const struct cuda_multi *m);
+
+int cuda_multi_shards(const struct cuda_multi *m);
+/* Shard i's engine (device, layer range, streams: cuda_engine.h); owned by m. */
+struct cuda_engine *cuda_multi_engine(const struct cuda_multi *m, int i);
+/* Device bytes held on `device` by the shards there, as cuda_engine_memory. */
+void cuda_multi_memory(const struct cuda_multi *m, int device, size_t *weight_bytes, size_t *state_bytes);
+
+/* One chunk of S <= max_chunk tokens through every shard; logits[vocab] of its last position when
+ * logits != NULL. Bad arguments change nothing; after a device error the state is undefined (reset
+ * or upload one). */
+int cuda_multi_forward(struct cuda_multi *m, const int *tokens, int S, float *logits, struct ctx_err *e);
+/* Prefill of n tokens in chunks of `chunk` (<= 0 or > max_chunk: max_chunk), pipelined over the shards:
+ * all chunks are queued at once and the host waits only for the last logits. The same results as
+ * cuda_multi_forward over the same chunks. */
+int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n, int chunk, float *logits, struct ctx_err *e);
+/* One decode step (each shard's CUDA graph replayed unless cuda_multi_use_graph(m, 0)). */
+static inline int cuda_multi_decode(struct cuda_multi *m, int token, float *logits, struct ctx_err *e)
+{
+    return cuda_multi_forward(m, &token, 1, logits, e);
+}
+void cuda_multi_use_graph(struct cuda_multi *m, int on);
+/* 1: every shard replays a captured graph; -1: some shard's capture failed (direct launches there);
+ * 0: not captured yet (or graphs off). */
+int cuda_multi_graph_state(const struct cuda_multi *m);
+
+/* The state to / from a host state of the same config: each shard its layers, the position once.
+ * An upload is checked whole before any shard is written (bad states change nothing). */
+int cuda_multi_state_download(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e);
+int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_state *st, struct ctx_err *e);
+/* Benchmarks: cuda_engine_state_fill_random on every shard (the same state as one engine's). */
+int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed, struct ctx_err *e);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
