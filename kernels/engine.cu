@@ -223,32 +223,35 @@ __global__ void k_rmsnorm(const float *x, const uint16_t *w, int n, float eps, f
 // mixes of one token = (fn_j . X_s) * rsqrt(mean(X_s^2) + eps), in two steps so that a decode step
 // spreads the 1.5 MB of fn over many blocks: k_hc_mix gives each block one HC_CH-element chunk of
 // X_s and writes the chunk's partial dot products (and sum of squares, last) to part[s][chunk][nm+1]
-// (a warp sums its lanes, the block its warps in warp order); k_hc_pre adds the chunks in chunk
-// order (each lane a strided share of the chunks, then a warp tree). Deterministic. Grid
-// (ceil(n / HC_CH), S).
+// (a warp sums its lanes by a xor tree, the block its warps in warp order); k_hc_pre adds the chunks
+// in chunk order (each lane a strided share of the chunks, then a warp tree). Deterministic. Every
+// thread issues the loads of up to HC_MIXR rows of fn (all 24 for hc = 4) before the first sum, so
+// that a block waits on memory once, not once per row. Grid (ceil(n / HC_CH), S).
 #define HC_CH 256
 #define HC_MAXNM 288 // (2 + hc) * hc for hc <= 16
+#define HC_MIXR 24   // rows of fn whose values a thread holds in registers at once
 __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *fn, int n, int nm, float *part)
 {
     __shared__ float red[HC_CH / 32][HC_MAXNM + 1];
     int c = blockIdx.x, s = blockIdx.y, nch = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int i = c * HC_CH + (int)threadIdx.x;
     float xv = i < n ? X[(size_t)s * n + i] : 0.f;
+    for (int j0 = 0; j0 < nm; j0 += HC_MIXR) {
+        float fv[HC_MIXR];
+#pragma unroll
+        for (int u = 0; u < HC_MIXR; u++)
+            fv[u] = i < n && j0 + u < nm ? __ldg(fn + (size_t)(j0 + u) * n + i) : 0.f;
+#pragma unroll
+        for (int u = 0; u < HC_MIXR; u++)
+            if (j0 + u < nm) { // uniform over the block
+                float dot = warp_sum(fv[u] * xv);
+                if (lane == 0)
+                    red[warp][j0 + u] = dot;
+            }
+    }
     float ss = warp_sum(xv * xv);
     if (lane == 0)
         red[warp][nm] = ss;
-    for (int j0 = 0; j0 < nm; j0 += 8) {
-        float fv[8];
-#pragma unroll
-        for (int u = 0; u < 8; u++)
-            fv[u] = i < n && j0 + u < nm ? fn[(size_t)(j0 + u) * n + i] : 0.f;
-#pragma unroll
-        for (int u = 0; u < 8; u++) {
-            float dot = warp_sum(fv[u] * xv);
-            if (lane == 0 && j0 + u < nm)
-                red[warp][j0 + u] = dot;
-        }
-    }
     __syncthreads();
     for (int t = threadIdx.x; t <= nm; t += blockDim.x) {
         float v = 0.f;
@@ -260,94 +263,192 @@ __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *f
 
 __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// The mixes from k_hc_mix's chunks, then split + Sinkhorn of one token's mixes in warp 0, thread
-// j < hc owning row j (and column j): the same arithmetic per element, in the same order, as
-// inf_cpu_hc_split_sinkhorn. Then u = bf16(sum_k pre_k X_k) and, fused, the block's RMSNorm of u
-// (k_rmsnorm's arithmetic and thread layout, so the same bits as running it after). Grid S.
-__global__ void __launch_bounds__(256) k_hc_pre(const float *part, int nch, const float *scale, const float *base,
-                                                int hc, int iters, float eps, const float *X, int D,
-                                                float *post_out, float *comb_out, const uint16_t *normw,
-                                                float norm_eps, float *u)
+// The mixes from k_hc_mix's chunks, then split + Sinkhorn of one token's mixes, then
+// u = bf16(sum_k pre_k X_k) and, fused, the RMSNorm of u with normw. One block of HCP_THREADS per
+// token (grid S). Latency-bound at decode (one block), so:
+// - every thread loads its X values (and norm weights) at the start, before the chunk sums and
+//   Sinkhorn, into registers (HC > 0: hc is HC; float4 groups g = t, t + HCP_THREADS of the hidden
+//   dimension; groups beyond go through global memory), and u stays in registers until written once;
+// - the split and Sinkhorn run in warp 0 with lane r * hc + c holding comb[r][c] (hc * hc <= 32):
+//   each row or column sum gathers its hc values by shuffles and adds them in index order from 0,
+//   so every element gets exactly inf_cpu_hc_split_sinkhorn's arithmetic (the same bits); larger
+//   hc: the same per thread j < hc owning row and column j through shared memory.
+// Sums of u^2 for the norm: each thread adds its elements in index order (its groups in order, x y z
+// w within a group), then block_sum (a xor tree in each warp, then over the 32 warps' values).
+// head != 0: hc_head instead (nm = hc mixes, pre only: no post, comb or Sinkhorn; `eps` is hc_eps).
+#define HCP_THREADS 1024
+#define HCP_NG 2 // float4 groups per thread held in registers: D <= 4 * 1024 * 2 without a second read
+template <int HC>
+__global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int nch, const float *scale,
+                                                        const float *base, int hc, int iters, float eps,
+                                                        const float *X, int D, float *post_out, float *comb_out,
+                                                        const uint16_t *normw, float norm_eps, float *u, int head)
 {
+    constexpr int NR = HC > 0 ? HCP_NG : 0, HM = HC > 0 ? HC : 1;
     __shared__ float pre[16], comb[256], m[HC_MAXNM + 1], sh[32];
-    int s = blockIdx.x, nm = (2 + hc) * hc, j = threadIdx.x, n = hc * D;
-    const float *pt = part + (size_t)s * nch * (nm + 1);
-    { // value t by warp t % 8: lane l adds chunks l, l+32, ... in order, then the warp's tree
-        int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = blockDim.x >> 5;
-        for (int t = warp; t <= nm; t += nwarp) {
-            float v = 0.f;
-            for (int c = lane; c < nch; c += 32)
-                v += pt[(size_t)c * (nm + 1) + t];
-            v = warp_sum(v);
-            if (lane == 0)
-                m[t] = v;
+    if (HC > 0)
+        hc = HC;
+    int s = blockIdx.x, nm = head ? hc : (2 + hc) * hc, n = hc * D, G = D / 4, tid = threadIdx.x;
+    int lane = tid & 31, warp = tid >> 5;
+    const float *Xs = X + (size_t)s * hc * D;
+    float4 xr[NR > 0 ? NR : 1][HM];
+    uint2 wr[NR > 0 ? NR : 1];
+#pragma unroll
+    for (int q = 0; q < NR; q++) {
+        int g = tid + q * HCP_THREADS;
+        if (g < G) {
+#pragma unroll
+            for (int k = 0; k < HM; k++)
+                xr[q][k] = __ldg(reinterpret_cast<const float4 *>(Xs + (size_t)k * D) + g);
+            if (normw)
+                wr[q] = __ldg(reinterpret_cast<const uint2 *>(normw) + g);
         }
     }
+    const float *pt = part + (size_t)s * nch * (nm + 1);
+    for (int t = warp; t <= nm; t += HCP_THREADS / 32) { // value t: lane l adds chunks l, l+32, ... in order
+        float v = 0.f;
+        for (int c = lane; c < nch; c += 32)
+            v += pt[(size_t)c * (nm + 1) + t];
+        v = warp_sum(v);
+        if (lane == 0)
+            m[t] = v;
+    }
     __syncthreads();
-    float rs = 1.0f / sqrtf(m[nm] / (float)n + norm_eps);
-    __syncthreads();
-    for (int t = threadIdx.x; t < nm; t += blockDim.x)
-        m[t] = m[t] * rs;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        if (j < hc) {
-            pre[j] = sigmoidf_(m[j] * scale[0] + base[j]) + eps;
-            post_out[(size_t)s * hc + j] = 2.0f * sigmoidf_(m[hc + j] * scale[1] + base[hc + j]);
-            float *row = comb + j * hc, mx = -INFINITY, sum = 0.f;
-            for (int k = 0; k < hc; k++) {
-                row[k] = m[2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k];
-                mx = fmaxf(mx, row[k]);
-            }
-            for (int k = 0; k < hc; k++) {
-                row[k] = expf(row[k] - mx);
-                sum += row[k];
-            }
-            for (int k = 0; k < hc; k++)
-                row[k] = row[k] / sum + eps;
-        }
+    if (warp == 0) {
+        float rs = 1.0f / sqrtf(m[nm] / (float)n + norm_eps);
+        for (int t = lane; t < nm; t += 32)
+            m[t] = m[t] * rs;
         __syncwarp();
-        for (int it = 0; it < iters; it++) {
-            if (it > 0) {
-                if (j < hc) {
+        if (lane < hc) {
+            pre[lane] = sigmoidf_(m[lane] * scale[0] + base[lane]) + eps;
+            if (!head)
+                post_out[(size_t)s * hc + lane] = 2.0f * sigmoidf_(m[hc + lane] * scale[1] + base[hc + lane]);
+        }
+        if (!head && hc * hc <= 32) {
+            int r = lane / hc, c = lane % hc, o = 2 * hc + (lane < hc * hc ? lane : 0);
+            float v = m[o] * scale[2] + base[o], mx = -INFINITY, sum = 0.f;
+            for (int k = 0; k < hc; k++)
+                mx = fmaxf(mx, __shfl_sync(0xffffffffu, v, r * hc + k));
+            v = expf(v - mx);
+            for (int k = 0; k < hc; k++)
+                sum += __shfl_sync(0xffffffffu, v, r * hc + k);
+            v = v / sum + eps;
+            for (int it = 0; it < iters; it++) {
+                if (it > 0) { // rows
                     float t = 0.f;
                     for (int k = 0; k < hc; k++)
-                        t += comb[j * hc + k];
+                        t += __shfl_sync(0xffffffffu, v, r * hc + k);
                     t += eps;
-                    for (int k = 0; k < hc; k++)
-                        comb[j * hc + k] /= t;
+                    v = v / t;
+                }
+                float t = 0.f; // columns
+                for (int k = 0; k < hc; k++)
+                    t += __shfl_sync(0xffffffffu, v, k * hc + c);
+                t += eps;
+                v = v / t;
+            }
+            if (lane < hc * hc)
+                comb_out[(size_t)s * hc * hc + lane] = v;
+        } else if (!head) {
+            int j = lane;
+            if (j < hc) {
+                float *row = comb + j * hc, mx = -INFINITY, sum = 0.f;
+                for (int k = 0; k < hc; k++) {
+                    row[k] = m[2 * hc + j * hc + k] * scale[2] + base[2 * hc + j * hc + k];
+                    mx = fmaxf(mx, row[k]);
+                }
+                for (int k = 0; k < hc; k++) {
+                    row[k] = expf(row[k] - mx);
+                    sum += row[k];
+                }
+                for (int k = 0; k < hc; k++)
+                    row[k] = row[k] / sum + eps;
+            }
+            __syncwarp();
+            for (int it = 0; it < iters; it++) {
+                if (it > 0) {
+                    if (j < hc) {
+                        float t = 0.f;
+                        for (int k = 0; k < hc; k++)
+                            t += comb[j * hc + k];
+                        t += eps;
+                        for (int k = 0; k < hc; k++)
+                            comb[j * hc + k] /= t;
+                    }
+                    __syncwarp();
+                }
+                if (j < hc) { // column j
+                    float t = 0.f;
+                    for (int r = 0; r < hc; r++)
+                        t += comb[r * hc + j];
+                    t += eps;
+                    for (int r = 0; r < hc; r++)
+                        comb[r * hc + j] /= t;
                 }
                 __syncwarp();
             }
-            if (j < hc) { // column j
-                float t = 0.f;
-                for (int r = 0; r < hc; r++)
-                    t += comb[r * hc + j];
-                t += eps;
-                for (int r = 0; r < hc; r++)
-                    comb[r * hc + j] /= t;
-            }
-            __syncwarp();
+            for (int t = lane; t < hc * hc; t += 32)
+                comb_out[(size_t)s * hc * hc + t] = comb[t];
         }
     }
     __syncthreads();
-    for (int t = threadIdx.x; t < hc * hc; t += blockDim.x)
-        comb_out[(size_t)s * hc * hc + t] = comb[t];
-    const float *Xs = X + (size_t)s * hc * D;
     float *us = u + (size_t)s * D, ss = 0.f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        float acc = 0.f;
-        for (int k = 0; k < hc; k++)
-            acc += pre[k] * Xs[(size_t)k * D + i];
-        acc = bf16r(acc);
-        us[i] = acc;
-        ss += acc * acc;
+#pragma unroll
+    for (int q = 0; q < NR; q++) {
+        int g = tid + q * HCP_THREADS;
+        if (g < G) {
+            float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int k = 0; k < HM; k++) {
+                float pk = pre[k];
+                a.x += pk * xr[q][k].x;
+                a.y += pk * xr[q][k].y;
+                a.z += pk * xr[q][k].z;
+                a.w += pk * xr[q][k].w;
+            }
+            a = make_float4(bf16r(a.x), bf16r(a.y), bf16r(a.z), bf16r(a.w));
+            ss += a.x * a.x;
+            ss += a.y * a.y;
+            ss += a.z * a.z;
+            ss += a.w * a.w;
+            xr[q][0] = a;
+        }
+    }
+    for (int g = tid + NR * HCP_THREADS; g < G; g += HCP_THREADS) { // beyond the registers: through u
+        float a[4];
+        for (int e = 0; e < 4; e++) {
+            float acc = 0.f;
+            for (int k = 0; k < hc; k++)
+                acc += pre[k] * Xs[(size_t)k * D + 4 * g + e];
+            a[e] = bf16r(acc);
+            us[4 * g + e] = a[e];
+        }
+        for (int e = 0; e < 4; e++)
+            ss += a[e] * a[e];
     }
     ss = block_sum(ss, sh);
     float r = 1.0f / sqrtf(ss / (float)D + norm_eps);
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        float v = us[i] * r;
-        us[i] = bf16r(normw ? bf16ld(normw[i]) * v : v);
+#pragma unroll
+    for (int q = 0; q < NR; q++) {
+        int g = tid + q * HCP_THREADS;
+        if (g < G) {
+            float4 a = xr[q][0];
+            if (normw) {
+                uint2 w = wr[q];
+                a = make_float4(bf16r(bf16ld((uint16_t)w.x) * (a.x * r)), bf16r(bf16ld((uint16_t)(w.x >> 16)) * (a.y * r)),
+                                bf16r(bf16ld((uint16_t)w.y) * (a.z * r)), bf16r(bf16ld((uint16_t)(w.y >> 16)) * (a.w * r)));
+            } else {
+                a = make_float4(bf16r(a.x * r), bf16r(a.y * r), bf16r(a.z * r), bf16r(a.w * r));
+            }
+            reinterpret_cast<float4 *>(us)[g] = a;
+        }
     }
+    for (int g = tid + NR * HCP_THREADS; g < G; g += HCP_THREADS)
+        for (int e = 0; e < 4; e++) {
+            int i = 4 * g + e;
+            float v = us[i] * r;
+            us[i] = bf16r(normw ? bf16ld(normw[i]) * v : v);
+        }
 }
 
 // X'_k = bf16(post_k f + sum_j comb[j][k] X_j), one thread per (token, hidden index). HC > 0: hc is
@@ -385,40 +486,6 @@ __global__ void k_hc_post(float *X, const float *f, const float *post, const flo
     for (int k = 0; k < (HC > 0 ? HC : 16); k++)
         if (k < hc)
             Xs[(size_t)k * D + i] = nx[k];
-}
-
-// hc_head + final norm of one position's streams X [hc][D] -> hidden [D]. One block.
-__global__ void k_hc_head(const float *X, const float *fn, const float *base, const float *scale, int hc, int D,
-                          float eps, float hc_eps, const uint16_t *normw, float *hidden)
-{
-    __shared__ float sh[32], pre[16];
-    int n = hc * D;
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        ss += X[i] * X[i];
-    ss = block_sum(ss, sh);
-    float r = 1.0f / sqrtf(ss / (float)n + eps);
-    for (int k = 0; k < hc; k++) {
-        float dot = 0.f;
-        for (int i = threadIdx.x; i < n; i += blockDim.x)
-            dot += fn[(size_t)k * n + i] * X[i];
-        dot = block_sum(dot, sh);
-        if (threadIdx.x == 0)
-            pre[k] = 1.0f / (1.0f + expf(-(dot * r * scale[0] + base[k]))) + hc_eps;
-    }
-    __syncthreads();
-    float ss2 = 0.f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        float acc = 0.f;
-        for (int k = 0; k < hc; k++)
-            acc += pre[k] * X[(size_t)k * D + i];
-        hidden[i] = bf16r(acc);
-        ss2 += hidden[i] * hidden[i];
-    }
-    ss2 = block_sum(ss2, sh);
-    float r2 = 1.0f / sqrtf(ss2 / (float)D + eps);
-    for (int i = threadIdx.x; i < D; i += blockDim.x)
-        hidden[i] = bf16r(bf16ld(normw[i]) * (hidden[i] * r2));
 }
 
 // ---------------------------------------------------------------- products without FP8 activations
@@ -544,39 +611,11 @@ __global__ void __launch_bounds__(256) k_wo_a(const uint8_t *W, const uint8_t *s
 
 // ---------------------------------------------------------------- attention
 
-// Query heads: q * rsqrt(mean(q^2) + eps) in bf16 arithmetic, then RoPE of the tail. Grid S*H.
-__global__ void k_q_prep(float *Q, int H, int d, int rd, float eps, const float *rope, const long long *ppos)
+// Window kv of token s: RMSNorm, RoPE of the tail, FP8 QDQ of the nope dims (buf: d floats of shared
+// memory, sh: 32).
+__device__ void kv_prep_block(float *kv, int d, int rd, const uint16_t *normw, float eps, const float *rope,
+                              long long pos0, int s, float *buf, float *sh)
 {
-    long long pos0 = *ppos;
-    extern __shared__ float buf[];
-    __shared__ float sh[32];
-    int s = blockIdx.x / H;
-    float *q = Q + (size_t)blockIdx.x * d;
-    float sum = 0.f;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        buf[i] = q[i];
-        sum += bf16r(q[i] * q[i]);
-    }
-    sum = block_sum(sum, sh);
-    float ms = bf16r(sum / (float)d);
-    float r = bf16r(1.0f / sqrtf(bf16r(ms + eps)));
-    for (int i = threadIdx.x; i < d; i += blockDim.x)
-        buf[i] = bf16r(buf[i] * r);
-    __syncthreads();
-    rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0);
-    __syncthreads();
-    for (int i = threadIdx.x; i < d; i += blockDim.x)
-        q[i] = buf[i];
-}
-
-// Window kv of each token: RMSNorm, RoPE of the tail, FP8 QDQ of the nope dims. Grid S.
-__global__ void k_kv_prep(float *kv, int d, int rd, const uint16_t *normw, float eps, const float *rope,
-                          const long long *ppos)
-{
-    long long pos0 = *ppos;
-    extern __shared__ float buf[];
-    __shared__ float sh[32];
-    int s = blockIdx.x;
     float *k = kv + (size_t)s * d;
     float ss = 0.f;
     for (int i = threadIdx.x; i < d; i += blockDim.x)
@@ -594,6 +633,39 @@ __global__ void k_kv_prep(float *kv, int d, int rd, const uint16_t *normw, float
     __syncthreads();
     for (int i = threadIdx.x; i < d; i += blockDim.x)
         k[i] = buf[i];
+}
+
+// The attention's inputs in one launch, grid S + S*H (512 threads: one element a thread for head_dim
+// 512): blocks b < S prepare the window kv of token b (kv_prep_block), the others query head
+// (b - S) % H of token (b - S) / H: q * rsqrt(mean(q^2) + eps) in bf16 arithmetic, then RoPE of the
+// tail. Sums: thread t adds elements t, t + 512, ... in order, then block_sum's xor trees.
+__global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const float *rope, const long long *ppos,
+                         float *kv, const uint16_t *kv_norm)
+{
+    long long pos0 = *ppos;
+    extern __shared__ float buf[];
+    __shared__ float sh[32];
+    if ((int)blockIdx.x < S) {
+        kv_prep_block(kv, d, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh);
+        return;
+    }
+    int b = (int)blockIdx.x - S, s = b / H;
+    float *q = Q + (size_t)b * d;
+    float sum = 0.f;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        buf[i] = q[i];
+        sum += bf16r(q[i] * q[i]);
+    }
+    sum = block_sum(sum, sh);
+    float ms = bf16r(sum / (float)d);
+    float r = bf16r(1.0f / sqrtf(bf16r(ms + eps)));
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        buf[i] = bf16r(buf[i] * r);
+    __syncthreads();
+    rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0);
+    __syncthreads();
+    for (int i = threadIdx.x; i < d; i += blockDim.x)
+        q[i] = buf[i];
 }
 
 // Indexer queries: RoPE of the tail, Hadamard, FP4 QDQ. Grid S*Hi.
@@ -1123,6 +1195,21 @@ __device__ __forceinline__ const float *att_entry(int j, long long p, long long 
     }
     return cache + (size_t)j * d;
 }
+// The same with the CSA entry's selected index e (= selrow[j - W]) already loaded.
+__device__ __forceinline__ const float *att_entry_id(int j, int e, long long p, long long pos0, int W, int d,
+                                                     const float *kvnew, const float *ring, const float *cache,
+                                                     int ratio)
+{
+    if (j < W) {
+        long long first = p - W + 1 < 0 ? 0 : p - W + 1, q = first + j;
+        if (q > p)
+            return nullptr;
+        return q >= pos0 ? kvnew + (size_t)(q - pos0) * d : ring + (size_t)(q % W) * d;
+    }
+    if (ratio == 4)
+        return e >= 0 ? cache + (size_t)e * d : nullptr;
+    return cache + (size_t)(j - W) * d;
+}
 
 // Sparse attention of one token, in three launches. Its entries j < n (window, then CSA entries in
 // indexer order or HCA entries ascending; n = att_n) go in blocks of 64, as the reference's online
@@ -1139,7 +1226,7 @@ __device__ __forceinline__ const float *att_entry(int j, long long p, long long 
 // - k_attn_combine (grid tokens * heads): the runs rescaled to the last max and added; one run is
 //   the reference's single pass bit for bit, several differ from it by fp32 rounding only.
 #define ATT_THREADS 512
-#define ATT_HB 4
+#define ATT_HB 8
 #define ATT_MAXSPLIT 16
 #define ATT_MAXD 1024
 #define ATT_DPT (ATT_MAXD / ATT_THREADS)
@@ -1154,6 +1241,39 @@ __device__ __forceinline__ void att_split(int n, int sp, int *c0, int *c1, int *
 __device__ __forceinline__ int att_n(long long p, int W, int ratio, int K)
 {
     return W + (ratio == 4 ? K : ratio ? (int)((p + 1) / ratio) : 0);
+}
+// One warp's scores q_h . kv_e * scale of the ne <= ATT_SE entries kv[e] (NULL: empty, -inf) for the
+// heads hb < nh (q in shared memory), into o[hb * hs + e]: lane l adds the dims l + 32u in u order,
+// then warp_sum (k_attn_score's arithmetic); the entries' loads are all in flight together. d <= 512.
+#define ATT_SE 4
+__device__ __forceinline__ void att_score_se(const float *const *kv, int ne, const float (*q)[ATT_MAXD], int nh, int d,
+                                             float scale, float *o, size_t hs)
+{
+    int lane = threadIdx.x & 31;
+    float kr[ATT_SE][16];
+#pragma unroll
+    for (int e = 0; e < ATT_SE; e++)
+#pragma unroll
+        for (int u = 0; u < 16; u++)
+            kr[e][u] = kv[e] && lane + 32 * u < d ? kv[e][lane + 32 * u] : 0.f;
+    for (int hb = 0; hb < nh; hb++) {
+        float dot[ATT_SE];
+#pragma unroll
+        for (int e = 0; e < ATT_SE; e++) {
+            dot[e] = 0.f;
+            if (kv[e])
+#pragma unroll
+                for (int u = 0; u < 16; u++)
+                    if (lane + 32 * u < d)
+                        dot[e] += q[hb][lane + 32 * u] * kr[e][u];
+        }
+#pragma unroll
+        for (int e = 0; e < ATT_SE; e++) {
+            float v = warp_sum(dot[e]);
+            if (lane == 0 && e < ne)
+                o[(size_t)hb * hs + e] = kv[e] ? v * scale : -INFINITY;
+        }
+    }
 }
 __global__ void __launch_bounds__(ATT_THREADS) k_attn_score(const float *Q, const float *kvnew, const float *ring,
                                                             const float *cache, const int *sel, int s0, int H, int d,
@@ -1170,11 +1290,27 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_score(const float *Q, cons
     if (b0 >= n)
         return;
     int bn = n - b0 < 64 ? n - b0 : 64;
-    for (int hb = 0; hb < nh; hb++)
-        for (int t = threadIdx.x; t < d; t += ATT_THREADS)
-            q[hb][t] = Q[((size_t)s * H + h0 + hb) * d + t];
+    for (int t = threadIdx.x; t < d; t += ATT_THREADS) { // the heads' loads in flight together
+        float v[ATT_HB];
+#pragma unroll
+        for (int hb = 0; hb < ATT_HB; hb++)
+            v[hb] = hb < nh ? Q[((size_t)s * H + h0 + hb) * d + t] : 0.f;
+#pragma unroll
+        for (int hb = 0; hb < ATT_HB; hb++)
+            q[hb][t] = v[hb];
+    }
     __syncthreads();
     const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
+    if (d <= 512) { // warp w: entries 4w .. 4w + 3, loaded together
+        for (int j0 = warp * ATT_SE; j0 < bn; j0 += nwarp * ATT_SE) {
+            const float *kv[ATT_SE];
+#pragma unroll
+            for (int e = 0; e < ATT_SE; e++)
+                kv[e] = j0 + e < bn ? att_entry(b0 + j0 + e, p, pos0, W, d, kvnew, ring, cache, ratio, selrow) : nullptr;
+            att_score_se(kv, bn - j0, q, nh, d, scale, asc + ((size_t)(s - s0) * H + h0) * ldn + b0 + j0, (size_t)ldn);
+        }
+        return;
+    }
     for (int j = warp; j < bn; j += nwarp) {
         const float *kv = att_entry(b0 + j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow);
         float kr[ATT_MAXD / 32];
@@ -1215,17 +1351,29 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
         return;
     const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
     const float *sc0 = asc + ((size_t)(s - s0) * H + h0) * ldn;
+    // thread t holds score t % 64 of head t / 64 of a 64-entry block (and, t < 64, its selected index),
+    // loaded one block ahead so that the loads' latency overlaps the work on the current block
+    static_assert(ATT_HB * 64 == ATT_THREADS, "k_attn_pv: one score of a block per thread");
+    int tj = threadIdx.x % 64, thb = threadIdx.x / 64, nid = 0;
+    float nsc = -INFINITY;
+    {
+        int b1 = c0 * 64, bn1 = n - b1 < 64 ? n - b1 : 64;
+        if (threadIdx.x < 64 && ratio == 4 && tj < bn1 && b1 + tj >= W)
+            nid = selrow[b1 + tj - W];
+        nsc = thb < nh && tj < bn1 ? sc0[(size_t)thb * ldn + b1 + tj] : -INFINITY;
+    }
     { // the running max before this run: the max of the valid scores of the earlier blocks
         float lm[ATT_HB];
 #pragma unroll
         for (int hb = 0; hb < ATT_HB; hb++)
             lm[hb] = -INFINITY;
+        // k_attn_score wrote -inf for the empty entries, which the max ignores: no entry lookup here
+#pragma unroll 4
         for (int j = threadIdx.x; j < c0 * 64; j += ATT_THREADS)
-            if (att_entry(j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow))
 #pragma unroll
-                for (int hb = 0; hb < ATT_HB; hb++)
-                    if (hb < nh)
-                        lm[hb] = fmaxf(lm[hb], sc0[(size_t)hb * ldn + j]);
+            for (int hb = 0; hb < ATT_HB; hb++)
+                if (hb < nh)
+                    lm[hb] = fmaxf(lm[hb], sc0[(size_t)hb * ldn + j]);
 #pragma unroll
         for (int hb = 0; hb < ATT_HB; hb++) {
             float v = warp_max(lm[hb]);
@@ -1249,15 +1397,18 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
     __syncthreads();
     for (int b0 = c0 * 64; b0 < c1 * 64 && b0 < n; b0 += 64) {
         int bn = n - b0 < 64 ? n - b0 : 64;
-        if (threadIdx.x < 64) {
-            int j = threadIdx.x;
-            ptr[j] = j < bn ? att_entry(b0 + j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow) : nullptr;
-        }
-        for (int t = threadIdx.x; t < ATT_HB * 64; t += ATT_THREADS) {
-            int hb = t / 64, j = t % 64;
-            sc[hb][j] = hb < nh && j < bn ? sc0[(size_t)hb * ldn + b0 + j] : -INFINITY;
-        }
+        if (threadIdx.x < 64)
+            ptr[tj] = tj < bn ? att_entry_id(b0 + tj, nid, p, pos0, W, d, kvnew, ring, cache, ratio) : nullptr;
+        sc[thb][tj] = nsc;
         __syncthreads();
+        { // the next block's ids and scores
+            int b1 = b0 + 64, bn1 = n - b1 < 64 ? n - b1 : 64;
+            if (b1 < c1 * 64 && b1 < n) {
+                if (threadIdx.x < 64 && ratio == 4 && tj < bn1 && b1 + tj >= W)
+                    nid = selrow[b1 + tj - W];
+                nsc = thb < nh && tj < bn1 ? sc0[(size_t)thb * ldn + b1 + tj] : -INFINITY;
+            }
+        }
         if (warp < nh) {
             int hb = warp;
             int v0 = lane < bn && ptr[lane], v1 = lane + 32 < bn && ptr[lane + 32];
@@ -1273,8 +1424,10 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
                 __syncwarp();
                 if (lane == 0) {
                     float corr = expf(mx_sh[hb] - nmax), psum = 0.f;
-                    for (int j = 0; j < bn; j++)
-                        psum += praw[hb][j];
+#pragma unroll
+                    for (int j = 0; j < 64; j++) // in entry order; unrolled so that the loads overlap
+                        if (j < bn)
+                            psum += praw[hb][j];
                     den = den * corr + psum;
                     corr_sh[hb] = corr;
                     mx_sh[hb] = nmax;
@@ -1335,30 +1488,40 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
                                const long long *ppos, const float *sink, const float *rope, int rd, float *O)
 {
     extern __shared__ float outs[];
-    __shared__ float fac[ATT_MAXSPLIT], dn_sh;
     int s = s0 + (int)blockIdx.x / H, h = (int)blockIdx.x % H;
     long long p = *ppos + s;
     int n = att_n(p, W, ratio, K), c0, c1, nsplit;
     att_split(n, 0, &c0, &c1, &nsplit);
     const float *pt = part + ((size_t)(s - s0) * H + h) * ATT_MAXSPLIT * (size_t)(d + 2);
-    if (threadIdx.x == 0) {
-        float M = -INFINITY;
-        for (int i = 0; i < nsplit; i++)
-            M = fmaxf(M, pt[(size_t)i * (d + 2) + d]);
-        float den = 0.f;
-        for (int i = 0; i < nsplit; i++) {
-            float m = pt[(size_t)i * (d + 2) + d];
-            fac[i] = m == -INFINITY ? 0.f : expf(m - M);
-            den += pt[(size_t)i * (d + 2) + d + 1] * fac[i];
-        }
-        dn_sh = den + expf(sink[h] - M);
+    // every thread computes the max, factors and denominator itself (the same arithmetic in the same
+    // order, so the same bits in every thread), with the loads of all runs in flight at once
+    float mv[ATT_MAXSPLIT], dv[ATT_MAXSPLIT], fac[ATT_MAXSPLIT], M = -INFINITY, den = 0.f;
+#pragma unroll
+    for (int i = 0; i < ATT_MAXSPLIT; i++) {
+        mv[i] = i < nsplit ? pt[(size_t)i * (d + 2) + d] : -INFINITY;
+        dv[i] = i < nsplit ? pt[(size_t)i * (d + 2) + d + 1] : 0.f;
     }
-    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < ATT_MAXSPLIT; i++)
+        if (i < nsplit)
+            M = fmaxf(M, mv[i]);
+#pragma unroll
+    for (int i = 0; i < ATT_MAXSPLIT; i++) {
+        fac[i] = i < nsplit && mv[i] != -INFINITY ? expf(mv[i] - M) : 0.f;
+        if (i < nsplit)
+            den += dv[i] * fac[i];
+    }
+    float dn = den + expf(sink[h] - M);
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float num = 0.f;
-        for (int k = 0; k < nsplit; k++)
-            num += pt[(size_t)k * (d + 2) + i] * fac[k];
-        outs[i] = bf16r(num / dn_sh);
+        float v[ATT_MAXSPLIT], num = 0.f;
+#pragma unroll
+        for (int k = 0; k < ATT_MAXSPLIT; k++)
+            v[k] = k < nsplit ? pt[(size_t)k * (d + 2) + i] : 0.f;
+#pragma unroll
+        for (int k = 0; k < ATT_MAXSPLIT; k++)
+            if (k < nsplit)
+                num += v[k] * fac[k];
+        outs[i] = bf16r(num / dn);
     }
     __syncthreads();
     const float *cs = rope + (size_t)p * rd;
@@ -2515,14 +2678,13 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         if ((rc = lin_bf16_out(g, &L->cbf, a, S, o, e)))
             return rc;
     }
-    k_rmsnorm<<<S, 256, 0, g->st>>>(g->cq, L->q_norm, Lq, eps, g->cq);
+    k_rmsnorm<<<S, 1024, 0, g->st>>>(g->cq, L->q_norm, Lq, eps, g->cq); // q_lora_rank 1024: one element a thread
     if ((rc = lin_fp8(g, &L->wq_b, g->cq, S, g->Q, e)))
         return rc;
     if (L->ratio == 4 && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
-    k_q_prep<<<S * H, 128, sizeof(float) * d, g->st>>>(g->Q, H, d, rd, eps, rope, g->dpos);
-    k_kv_prep<<<S, 256, sizeof(float) * d, g->st>>>(g->kv, d, rd, L->kv_norm, eps, rope, g->dpos);
+    k_q_prep<<<S + S * H, 512, sizeof(float) * d, g->st>>>(g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv, L->kv_norm);
     LAUNCHED("attention prep");
     prof_mark(g, CUDA_PROF_ATTN_PREP);
     int K = 0;
@@ -2556,7 +2718,7 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             g->asc_ld);
         k_attn_pv<<<dim3((unsigned)(ns * ng), ATT_MAXSPLIT), ATT_THREADS, 0, g->st>>>(
             g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
-        k_attn_combine<<<(unsigned)(ns * H), 256, sizeof(float) * d, g->st>>>(g->apart, s0, H, d, W, L->ratio, K, g->dpos,
+        k_attn_combine<<<(unsigned)(ns * H), 512, sizeof(float) * d, g->st>>>(g->apart, s0, H, d, W, L->ratio, K, g->dpos,
                                                                               L->sink, rope, rd, g->O);
     }
     int nring = S < W ? S : W;
@@ -2620,9 +2782,14 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     int hc = c->hc_mult, D = c->hidden_size, nm = (2 + hc) * hc, rc;
     float eps = (float)c->rms_norm_eps;
     k_hc_mix<<<dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st>>>(g->X, L->hc_fn[site], hc * D, nm, g->hcpart);
-    k_hc_pre<<<S, 256, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc, c->hc_sinkhorn_iters,
-                                   (float)c->hc_eps, g->X, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm, eps,
-                                   g->u);
+    if (hc == 4)
+        k_hc_pre<4><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
+                                                  c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb,
+                                                  site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
+    else
+        k_hc_pre<0><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
+                                                  c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb,
+                                                  site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
     LAUNCHED("mhc pre");
     prof_mark(g, CUDA_PROF_HC);
     if ((rc = site ? moe(g, l, S, e) : attention(g, l, S, e)))
@@ -2666,8 +2833,17 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
     }
     g->cur_layer = c->num_hidden_layers;
     if (want_logits) {
-        k_hc_head<<<1, 256, 0, g->st>>>(g->X + (size_t)(S - 1) * hc * D, g->hch_fn, g->hch_base, g->hch_scale, hc, D,
-                                        (float)c->rms_norm_eps, (float)c->hc_eps, g->norm, g->hidden);
+        // hc_head: k_hc_mix's chunk partials of the hc mixes, then k_hc_pre's head mode (pre only)
+        const float *Xl = g->X + (size_t)(S - 1) * hc * D;
+        float reps = (float)c->rms_norm_eps, heps = (float)c->hc_eps;
+        k_hc_mix<<<dim3((unsigned)g->hc_nch, 1), HC_CH, 0, g->st>>>(Xl, g->hch_fn, hc * D, hc, g->hcpart);
+        if (hc == 4)
+            k_hc_pre<4><<<1, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc, 0, heps, Xl,
+                                                      D, NULL, NULL, g->norm, reps, g->hidden, 1);
+        else
+            k_hc_pre<0><<<1, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc, 0, heps, Xl,
+                                                      D, NULL, NULL, g->norm, reps, g->hidden, 1);
+        LAUNCHED("hc_head");
         struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL};
         if ((rc = lin_bf16(g, &head, g->hidden, 1, g->logits, 0, e)))
             return rc;
