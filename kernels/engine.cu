@@ -515,38 +515,68 @@ struct lin_out {
     int nseg, off[5], n[5], bf[5];
     float *y[5];
 };
+// With wpr_log2 > 0 (S <= 8 only) the 2^wpr_log2 warps of a row split its groups into contiguous
+// ranges and add their sums in warp order through shared memory: a matrix of few rows (the MoE gate,
+// 256 x 4096) then spreads over ~2 CTAs per SM instead of n/8 CTAs of 8 rows. wpr_log2 = 0 is the
+// one-warp-per-row kernel (same bits as before).
 template <int KC>
-__global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float *x, int S, int n, int k, lin_out o)
+__global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float *x, int S, int n, int k, lin_out o,
+                                                  int wpr_log2)
 {
-    int lane = threadIdx.x & 31, ng = k / 8;
-    for (int r = (int)blockIdx.x * 8 + (int)(threadIdx.x >> 5); r < n; r += (int)gridDim.x * 8) {
-    const uint4 *w = reinterpret_cast<const uint4 *>(W + (size_t)r * k);
+    __shared__ float part[8][8];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ng = k / 8;
+    const int wpr = 1 << wpr_log2, sub = warp & (wpr - 1), rpc = 8 >> wpr_log2; // rows per CTA pass
+    const int gper = (ng + wpr - 1) / wpr, g_lo = min(sub * gper, ng), g_hi = min(g_lo + gper, ng);
+    for (int rb = (int)blockIdx.x * rpc; rb < n; rb += (int)gridDim.x * rpc) {
+    const int r = rb + (warp >> wpr_log2);
+    const bool ok = r < n;
+    const uint4 *w = reinterpret_cast<const uint4 *>(W + (size_t)(ok ? r : n - 1) * k);
     uint4 wr[KC > 0 ? KC : 1];
 #pragma unroll
     for (int c = 0; c < KC; c++)
-        if (lane + 32 * c < ng)
-            wr[c] = __ldg(w + lane + 32 * c);
+        if (ok && g_lo + lane + 32 * c < g_hi)
+            wr[c] = __ldg(w + g_lo + lane + 32 * c);
     for (int s = 0; s < S; s++) {
         const float4 *xs = reinterpret_cast<const float4 *>(x + (size_t)s * k);
         float acc = 0.f;
-        if (KC > 0) {
+        if (!ok) {
+        } else if (KC > 0) {
 #pragma unroll
             for (int c = 0; c < (KC > 0 ? KC : 1); c++) {
-                int gi = lane + 32 * c;
-                if (gi < ng)
+                int gi = g_lo + lane + 32 * c;
+                if (gi < g_hi)
                     acc = dot8_bf16(wr[c], xs[2 * gi], xs[2 * gi + 1], acc);
             }
         } else {
-            for (int gi = lane; gi < ng; gi += 32)
+            for (int gi = g_lo + lane; gi < g_hi; gi += 32)
                 acc = dot8_bf16(__ldg(w + gi), xs[2 * gi], xs[2 * gi + 1], acc);
         }
         acc = warp_sum(acc);
-        if (lane == 0) {
+        if (wpr_log2 > 0) {
+            if (lane == 0)
+                part[warp][s] = acc;
+        } else if (lane == 0 && ok) {
             int j = 0;
             while (j + 1 < o.nseg && r >= o.off[j + 1])
                 j++;
             o.y[j][(size_t)s * o.n[j] + r - o.off[j]] = o.bf[j] ? bf16r(acc) : acc;
         }
+    }
+    if (wpr_log2 > 0) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < rpc * S; i += blockDim.x) {
+            const int ri = i / S, s = i % S, rr = rb + ri;
+            if (rr >= n)
+                continue;
+            float acc = 0.f;
+            for (int v = 0; v < wpr; v++)
+                acc += part[ri * wpr + v][s];
+            int j = 0;
+            while (j + 1 < o.nseg && rr >= o.off[j + 1])
+                j++;
+            o.y[j][(size_t)s * o.n[j] + rr - o.off[j]] = o.bf[j] ? bf16r(acc) : acc;
+        }
+        __syncthreads();
     }
     }
 }
@@ -606,6 +636,117 @@ __global__ void __launch_bounds__(256) k_wo_a(const uint8_t *W, const uint8_t *s
         if (lane == 0)
             Z[(size_t)s * G * R + gr] = bf16r(acc);
     }
+    }
+}
+
+// wo_a at decode (S <= 8 tokens, R a multiple of 128) on tensor cores: bf16 mma.m16n8k16 with fp32
+// accumulation, each product e4m3 x bf16 exact, so the result differs from k_wo_a's fp32 sums by
+// the order of the additions only. A CTA owns a 16-row tile of the G*R rows (one group: R is a
+// multiple of 16) and its 8 warps split the group's gd/128 blocks of K (sums added in warp order:
+// deterministic). The weights stay e4m3 in memory; each lane converts its bytes with shifts and
+// masks: an e4m3 byte s|eeee|mmm placed as the bf16 s|0000eeee|mmm0000 is its value times 2^-120
+// exactly (e4m3 subnormals land on bf16 subnormals). The activations are staged once per CTA in
+// shared memory as bf16 of x * 2^100 (x is bf16-valued: exact), so the products are
+// e4m3 * x * 2^-20, in fp32's normal range; each 128-K block's partial is multiplied by
+// scale * 2^20. The K positions of a lane are permuted consistently in A and B: the lane's 32-bit
+// weight word w (bytes at K p..p+3) gives the registers {p, p+2} and {p+1, p+3}, and the staged
+// activations of each 4 positions are stored in the order (p, p+2, p+1, p+3).
+constexpr int WOA_KC = 4;
+__device__ __forceinline__ uint32_t e4m3x2_even_bf16(uint32_t w) // bytes 0, 2 -> bf16x2 (times 2^-120)
+{
+    return ((w << 8) & 0x80008000u) | ((w << 4) & 0x07f007f0u);
+}
+__device__ __forceinline__ uint32_t e4m3x2_odd_bf16(uint32_t w) // bytes 1, 3
+{
+    return (w & 0x80008000u) | ((w >> 4) & 0x07f007f0u);
+}
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint4 ldg_nc_stream(const void *p)
+{
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+__global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uint8_t *scale, const float *O, int S,
+                                                     int R, int gd, int HD, int GR, float *Z)
+{
+    extern __shared__ __align__(16) uint16_t woa_x[]; // [S][gd]
+    __shared__ float red[8][16][8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int row0 = (int)blockIdx.x * 16, grp = row0 / R, kb_n = gd >> 7;
+    const int per = (kb_n + 7) / 8, kb_lo = min(warp * per, kb_n), kb_hi = min(kb_lo + per, kb_n);
+    const uint8_t *w0 = W + (size_t)(row0 + g) * gd + t * 16, *w1 = W + (size_t)(row0 + g + 8) * gd + t * 16;
+    const uint8_t *srow = scale + (size_t)(row0 >> 7) * kb_n;
+    uint4 a[WOA_KC][4];
+    auto load = [&](int kb0) {
+#pragma unroll
+        for (int u = 0; u < WOA_KC; u++)
+            if (kb0 + u < kb_hi) {
+                const size_t off = (size_t)(kb0 + u) * 128;
+                a[u][0] = ldg_nc_stream(w0 + off), a[u][1] = ldg_nc_stream(w0 + off + 64);
+                a[u][2] = ldg_nc_stream(w1 + off), a[u][3] = ldg_nc_stream(w1 + off + 64);
+            }
+    };
+    load(kb_lo); // in flight while the activations are staged
+    for (int i = threadIdx.x; i < S * (gd >> 2); i += blockDim.x) {
+        const int s = i / (gd >> 2), qd = i % (gd >> 2);
+        const float4 v = *reinterpret_cast<const float4 *>(O + (size_t)s * HD + (size_t)grp * gd + 4 * qd);
+        const uint32_t x0 = __float_as_uint(v.x * 0x1p100f) >> 16, x1 = __float_as_uint(v.y * 0x1p100f) >> 16;
+        const uint32_t x2 = __float_as_uint(v.z * 0x1p100f) >> 16, x3 = __float_as_uint(v.w * 0x1p100f) >> 16;
+        *reinterpret_cast<uint2 *>(woa_x + (size_t)s * gd + 4 * qd) = make_uint2(x0 | x2 << 16, x1 | x3 << 16);
+    }
+    __syncthreads();
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    const uint16_t *xr = woa_x + (size_t)(g < S ? g : 0) * gd + t * 16;
+    for (int kb0 = kb_lo; kb0 < kb_hi; kb0 += WOA_KC) {
+        if (kb0 != kb_lo)
+            load(kb0);
+#pragma unroll
+        for (int u = 0; u < WOA_KC; u++) {
+            if (kb0 + u >= kb_hi)
+                break;
+            float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const uint4 ra = a[u][c], rb = a[u][2 + c];
+                const uint32_t wa[4] = {ra.x, ra.y, ra.z, ra.w}, wb[4] = {rb.x, rb.y, rb.z, rb.w};
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    uint2 xv = make_uint2(0, 0);
+                    if (g < S)
+                        xv = *reinterpret_cast<const uint2 *>(xr + (size_t)(kb0 + u) * 128 + c * 64 + 4 * j);
+                    mma_bf16_16816(d, e4m3x2_even_bf16(wa[j]), e4m3x2_even_bf16(wb[j]), e4m3x2_odd_bf16(wa[j]),
+                                   e4m3x2_odd_bf16(wb[j]), xv.x, xv.y);
+                }
+            }
+            const float sc = e8m0_dec(srow[kb0 + u]) * 0x1p20f;
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                acc[i] += d[i] * sc;
+        }
+    }
+    red[warp][g][2 * t] = acc[0];
+    red[warp][g][2 * t + 1] = acc[1];
+    red[warp][g + 8][2 * t] = acc[2];
+    red[warp][g + 8][2 * t + 1] = acc[3];
+    __syncthreads();
+    if (threadIdx.x < 128) {
+        const int r = threadIdx.x >> 3, c = threadIdx.x & 7;
+        if (c < S) {
+            float sum = 0.f;
+            for (int v = 0; v < 8; v++)
+                sum += red[v][r][c];
+            Z[(size_t)c * GR + row0 + r] = bf16r(sum);
+        }
     }
 }
 
@@ -1634,23 +1775,6 @@ __global__ void __launch_bounds__(512) k_route(const float *logit, int S, int E,
     }
 }
 
-// g = bf16(weight * silu(min(g, lim)) * clamp(u, +-lim)) on bf16 rows [rows][I].
-__global__ void k_swiglu(uint16_t *g, const uint16_t *u, int rows, int I, const float *weights, float lim)
-{
-    size_t n = (size_t)rows * I;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n; t += (size_t)gridDim.x * blockDim.x) {
-        float gv = bf16ld(g[t]), uv = bf16ld(u[t]);
-        if (lim > 0) {
-            uv = uv < -lim ? -lim : uv > lim ? lim : uv;
-            gv = gv > lim ? lim : gv;
-        }
-        float v = gv / (1.0f + expf(-gv)) * uv;
-        if (weights)
-            v = weights[t / I] * v;
-        g[t] = bf16bits(v);
-    }
-}
-
 // Per-token 1x128 e4m3 quantisation of float rows (bf16 values) straight from x: row r of the m
 // output rows reads row r % mx of x (mx < m: the rows again, for the routed w1|w3 product). The
 // arithmetic of gemm.cu's act_quant_kernel on bf16(x), so the same bytes and scales as k_f2bf then
@@ -1685,20 +1809,57 @@ __global__ void __launch_bounds__(256) k_act_quant_f32(const float *x, int mx, i
         sa[(size_t)row * kb_n + kb] = sc;
 }
 
-// The same on the shared expert's concatenated product gu [rows][2I] (w1 part, then w3 part), out
-// [rows][I].
-__global__ void k_swiglu_cat(const uint16_t *gu, int rows, int I, float lim, uint16_t *out)
+// SwiGLU, h = bf16(weight[r] * silu(min(g, lim)) * clamp(u, +-lim)) (no weight for the shared
+// expert), followed by the 1x128 e4m3 quantisation of h (gemm.cu's act_quant_kernel arithmetic: the
+// bytes and scales of cuda_act_quant on the bf16 rows) in one launch, so the bf16 rows are never
+// written. Element (r, i) of the gate is g[r * ld + i], of the up projection u[r * ld + i] (routed:
+// separate [rows][I] arrays; shared: the halves of one concatenated row); out q [rows][I], sa
+// [rows][I/128]. One warp per (row, 128 block), 4 consecutive values per lane.
+__global__ void __launch_bounds__(256) k_swiglu_quant(const uint16_t *g, const uint16_t *u, int ld, int rows, int I,
+                                                      const float *weights, float lim, uint8_t *q, float *sa)
 {
-    size_t n = (size_t)rows * I;
-    for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n; t += (size_t)gridDim.x * blockDim.x) {
-        size_t r = t / I, i = t % I;
-        float gv = bf16ld(gu[r * 2 * I + i]), uv = bf16ld(gu[r * 2 * I + I + i]);
+    const int kb_n = I >> 7;
+    const long long wi = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (wi >= (long long)rows * kb_n)
+        return;
+    const int r = (int)(wi / kb_n), kb = (int)(wi % kb_n);
+    const size_t off = (size_t)r * ld + (size_t)kb * 128 + lane * 4;
+    const uint2 gr = *reinterpret_cast<const uint2 *>(g + off), ur = *reinterpret_cast<const uint2 *>(u + off);
+    const uint16_t gb[4] = {(uint16_t)(gr.x & 0xffffu), (uint16_t)(gr.x >> 16), (uint16_t)(gr.y & 0xffffu),
+                            (uint16_t)(gr.y >> 16)};
+    const uint16_t ub[4] = {(uint16_t)(ur.x & 0xffffu), (uint16_t)(ur.x >> 16), (uint16_t)(ur.y & 0xffffu),
+                            (uint16_t)(ur.y >> 16)};
+    float v[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        float gv = bf16ld(gb[j]), uv = bf16ld(ub[j]);
         if (lim > 0) {
             uv = uv < -lim ? -lim : uv > lim ? lim : uv;
             gv = gv > lim ? lim : gv;
         }
-        out[t] = bf16bits(gv / (1.0f + expf(-gv)) * uv);
+        float x = gv / (1.0f + expf(-gv)) * uv;
+        if (weights)
+            x = weights[r] * x;
+        v[j] = bf16ld(bf16bits(x));
     }
+    float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+    for (int o = 16; o > 0; o >>= 1)
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    amax = fmaxf(amax, 1e-4f);
+    const uint32_t uu = __float_as_uint(amax * (1.0f / 448.0f));
+    const uint32_t code = ((uu >> 23) & 255u) + ((uu & 0x7fffffu) != 0);
+    const float sc = __uint_as_float(code << 23);
+    const float inv = __uint_as_float((254u - code) << 23);
+    uint32_t packed = 0;
+    for (int i = 0; i < 4; i += 2) {
+        float2 f = make_float2(fminf(fmaxf(v[i] * inv, -448.f), 448.f), fminf(fmaxf(v[i + 1] * inv, -448.f), 448.f));
+        __nv_fp8x2_storage_t pk = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
+        packed |= (uint32_t)pk << (8 * i);
+    }
+    *reinterpret_cast<uint32_t *>(q + (size_t)r * I + (size_t)kb * 128 + lane * 4) = packed;
+    if (lane == 0)
+        sa[(size_t)r * kb_n + kb] = sc;
 }
 
 // A concatenated product's bf16 rows [S][n1 + n2] to floats y1 [S][n1] and y2 [S][n2].
@@ -2486,6 +2647,8 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
 static int lin_fp8(struct cuda_engine *g, const struct dlin *w, const float *x, int S, float *y, struct ctx_err *e)
 {
     size_t ny = (size_t)S * w->n;
+    if (S == 1 && w->k <= 16384) // decode: quantisation, product and conversion in one launch (same bits)
+        return cuda_fp8_gemv_f32(x, w->w, w->s, w->n, w->k, y, w->n, NULL, g->st, e);
     k_act_quant_f32<<<(unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st>>>(x, S, S, w->k, g->q8, g->sa);
     int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
     if (!rc)
@@ -2503,6 +2666,8 @@ static int lin_fp8_split(struct cuda_engine *g, const struct dlin *w, const floa
                          float *y2, struct ctx_err *e)
 {
     size_t ny = (size_t)S * w->n;
+    if (S == 1 && w->k <= 16384)
+        return cuda_fp8_gemv_f32(x, w->w, w->s, w->n, w->k, y1, n1, y2, g->st, e);
     k_act_quant_f32<<<(unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st>>>(x, S, S, w->k, g->q8, g->sa);
     int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
     if (!rc)
@@ -2523,13 +2688,17 @@ static int lin_fp8_q(struct cuda_engine *g, const struct dlin *w, int S, uint16_
 static int lin_bf16_out(struct cuda_engine *g, const struct dlin *w, const float *x, int S, const lin_out &o,
                         struct ctx_err *e)
 {
-    unsigned blocks = (unsigned)((w->n + 7) / 8);
+    // Warps per row: more while the rows alone would leave SMs idle (decode chunks only).
+    int wl = 0;
+    while (S <= 8 && wl < 3 && (w->n + (8 >> wl) - 1) / (8 >> wl) < g->lin_blocks)
+        wl++;
+    unsigned blocks = (unsigned)((w->n + (8 >> wl) - 1) / (8 >> wl));
     if (blocks > (unsigned)g->lin_blocks)
         blocks = (unsigned)g->lin_blocks;
-    if (w->k <= 256 * 16)
-        k_lin_bf16<16><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, o);
+    if (w->k <= (256 << wl) * 16)
+        k_lin_bf16<16><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, o, wl);
     else
-        k_lin_bf16<0><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, o);
+        k_lin_bf16<0><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, o, wl);
     LAUNCHED("k_lin_bf16");
     return 0;
 }
@@ -2729,7 +2898,10 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     unsigned blocks = (unsigned)((G * R + 7) / 8);
     if (blocks > (unsigned)g->lin_blocks)
         blocks = (unsigned)g->lin_blocks;
-    if (gd <= 512 * 8)
+    if (S <= 8 && R % 128 == 0 && (size_t)S * gd * 2 <= 32768) // decode: tensor cores, x staged in shared memory
+        k_wo_a_mma<<<(unsigned)(G * R / 16), 256, (size_t)S * gd * 2, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, R, gd,
+                                                                               H * d, G * R, g->Z);
+    else if (gd <= 512 * 8)
         k_wo_a<8><<<blocks, 256, 0, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, G, R, gd, H * d, g->Z);
     else
         k_wo_a<0><<<blocks, 256, 0, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, G, R, gd, H * d, g->Z);
@@ -2761,12 +2933,19 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if ((rc = cuda_fp4_gemv_grouped(g->q8, g->sa, k, 2 * S * k, g->ri, t, t + 2 * E, I, D, g->g16, g->st, e)) ||
         (rc = lin_fp8_q(g, &L->sw13, S, g->sg16, e)))
         return rc;
-    k_swiglu<<<grid_for((size_t)S * k * I, 256), 256, 0, g->st>>>(g->g16, u16, S * k, I, g->rw, lim);
-    k_swiglu_cat<<<grid_for((size_t)S * SI, 256), 256, 0, g->st>>>(g->sg16, S, SI, lim, g->su16);
+    // SwiGLU fused with the quantisation of its output (k_swiglu_quant), the routed rows, then, after
+    // their w2 product has read q8, the shared expert's.
+    if (I % 128 || SI % 128)
+        return ctx_err_set(e, CTX_EINVAL, "moe: intermediate sizes %d, %d are not multiples of 128", I, SI);
+    k_swiglu_quant<<<(unsigned)(((long long)S * k * (I / 128) + 7) / 8), 256, 0, g->st>>>(g->g16, u16, I, S * k, I, g->rw,
+                                                                                         lim, g->q8, g->sa);
     LAUNCHED("swiglu");
-    if ((rc = cuda_act_quant(g->g16, S * k, I, g->q8, g->sa, 0, g->st, e)) ||
-        (rc = cuda_fp4_gemv_grouped(g->q8, g->sa, 1, S * k, g->ri, t + 4 * E, t + 5 * E, D, I, g->ys16, g->st, e)) ||
-        (rc = cuda_act_quant(g->su16, S, SI, g->q8, g->sa, 0, g->st, e)) || (rc = lin_fp8_q(g, &L->sw2, S, g->sy16, e)))
+    if ((rc = cuda_fp4_gemv_grouped(g->q8, g->sa, 1, S * k, g->ri, t + 4 * E, t + 5 * E, D, I, g->ys16, g->st, e)))
+        return rc;
+    k_swiglu_quant<<<(unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->st>>>(g->sg16, g->sg16 + SI, 2 * SI, S,
+                                                                                      SI, NULL, lim, g->q8, g->sa);
+    LAUNCHED("swiglu shared");
+    if ((rc = lin_fp8_q(g, &L->sw2, S, g->sy16, e)))
         return rc;
     prof_mark(g, CUDA_PROF_MOE_EXPERTS);
     k_moe_combine<<<grid_for((size_t)S * D, 256), 256, 0, g->st>>>(g->ys16, g->ri, g->sy16, S, k, D, g->f);

@@ -48,16 +48,6 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint4 ldg_stream(const void *p)
-{
-    // Weights are read once per product: do not let them evict the activations from L1.
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
 __device__ __forceinline__ uint32_t ldg_stream32(const void *p)
 {
     uint32_t v;
@@ -77,21 +67,11 @@ __device__ __forceinline__ uint32_t fp4_hi_to_e4m3(uint32_t x)
 
 // ---- activation quantisation ----
 
-// One warp per (token, 128-K block); each lane 4 consecutive values.
-__global__ void __launch_bounds__(256) act_quant_kernel(const uint16_t *__restrict__ x, int m, int k,
-                                                        uint8_t *__restrict__ q, float *__restrict__ sa,
-                                                        int scale_t)
+// One 128-K block of one token, 4 consecutive values per lane of a warp (bf16 values in fp32):
+// returns the lane's 4 e4m3 bytes, *scale the block's scale. Shared by act_quant_kernel and the
+// fused decode GEMV, so both give the same bytes.
+__device__ __forceinline__ uint32_t warp_quant128(const float (&v)[4], float *scale)
 {
-    const int kb_n = k >> 7;
-    const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (w >= (long long)m * kb_n)
-        return;
-    const int row = (int)(w / kb_n), kb = (int)(w % kb_n);
-    const size_t off = (size_t)row * k + (size_t)kb * 128 + lane * 4;
-    const uint2 raw = *reinterpret_cast<const uint2 *>(x + off);
-    float v[4] = {__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xffff0000u),
-                  __uint_as_float(raw.y << 16), __uint_as_float(raw.y & 0xffff0000u)};
     float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
     for (int o = 16; o > 0; o >>= 1)
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
@@ -108,105 +88,39 @@ __global__ void __launch_bounds__(256) act_quant_kernel(const uint16_t *__restri
         __nv_fp8x2_storage_t p = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
         packed |= (uint32_t)p << (8 * i);
     }
-    *reinterpret_cast<uint32_t *>(q + off) = packed;
-    if (lane == 0)
-        sa[scale_t ? (size_t)kb * ((m + 3) & ~3) + row : (size_t)row * kb_n + kb] = s;
+    *scale = s;
+    return packed;
 }
 
-// ---- FP8 GEMV (decode, m <= 8) ----
-//
-// A CTA of 8 warps covers RT row tiles of 16 rows; the WS = 8/RT warps of a tile split its K range
-// and their partials are added in warp order through shared memory (deterministic; no second pass).
-// WS grows with k so that every warp has GEMV_KC blocks of 128 K to load at once: 8 KB in flight per
-// warp, issued before any mma.
-//
-// Within one 128-K block the 4 mma steps all add into one partial, so any permutation of the block's
-// 128 K positions that A and B share gives the same sum. Lane t of a quad takes bytes [16t, 16t+16)
-// and [64+16t, 64+16t+16) of the block: each load instruction then reads 64 contiguous bytes of a
-// row (two whole 32-byte sectors) instead of half of four sectors.
-constexpr int GEMV_KC = 4;
-
-__global__ void __launch_bounds__(256, 2) fp8_gemv_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
-                                                       int m, const uint8_t *__restrict__ w,
-                                                       const uint8_t *__restrict__ ws, int n, int k,
-                                                       __nv_bfloat16 *__restrict__ y, int ws_log2)
+// fp32 -> the fp32 value of its bf16 rounding (nearest even; NaN kept), as the engine's bf16r.
+__device__ __forceinline__ float bf16_round(float f)
 {
-    __shared__ float red[8][16][8];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int wsplit = 1 << ws_log2;                     // warps per row tile
-    const int sub = warp & (wsplit - 1), tile_in = warp >> ws_log2;
-    const int kb_n = k >> 7;
-    const int row0 = (blockIdx.x * (8 >> ws_log2) + tile_in) * 16;
-    const int per = (kb_n + wsplit - 1) / wsplit;        // blocks of this warp: [kb_lo, kb_hi)
-    const int kb_lo = min(sub * per, kb_n), kb_hi = min(kb_lo + per, kb_n);
-    const bool rows_ok = row0 < n;
-    const uint8_t *w0 = w + (size_t)min(row0 + g, n - 1) * k + t * 16;
-    const uint8_t *w1 = w + (size_t)min(row0 + 8 + g, n - 1) * k + t * 16;
-    const bool tok_ok = g < m;
-    const uint8_t *xr = q + (size_t)(tok_ok ? g : 0) * k + t * 16;
-    const uint8_t *wsr = ws + (size_t)(min(row0, n - 1) >> 7) * kb_n;
-    const int c0 = 2 * t, c1 = 2 * t + 1; // token columns of this thread's results
-    const float *sa0 = sa + (size_t)min(c0, m - 1) * kb_n, *sa1 = sa + (size_t)min(c1, m - 1) * kb_n;
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return f;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return __uint_as_float(u & 0xffff0000u);
+}
 
-    for (int kb0 = kb_lo; rows_ok && kb0 < kb_hi; kb0 += GEMV_KC) {
-        const int nkb = min(GEMV_KC, kb_hi - kb0);
-        uint32_t a[GEMV_KC][2][8], b[GEMV_KC][8];
-        float wsc[GEMV_KC], s0[GEMV_KC], s1[GEMV_KC];
-#pragma unroll
-        for (int u = 0; u < GEMV_KC; u++) {
-            if (u >= nkb)
-                break;
-            const size_t off = (size_t)(kb0 + u) * 128;
-            const uint4 v0 = ldg_stream(w0 + off), v1 = ldg_stream(w0 + off + 64);
-            const uint4 v2 = ldg_stream(w1 + off), v3 = ldg_stream(w1 + off + 64);
-            a[u][0][0] = v0.x, a[u][0][1] = v0.y, a[u][0][2] = v0.z, a[u][0][3] = v0.w;
-            a[u][0][4] = v1.x, a[u][0][5] = v1.y, a[u][0][6] = v1.z, a[u][0][7] = v1.w;
-            a[u][1][0] = v2.x, a[u][1][1] = v2.y, a[u][1][2] = v2.z, a[u][1][3] = v2.w;
-            a[u][1][4] = v3.x, a[u][1][5] = v3.y, a[u][1][6] = v3.z, a[u][1][7] = v3.w;
-            uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
-            if (tok_ok) {
-                x0 = __ldg(reinterpret_cast<const uint4 *>(xr + off));
-                x1 = __ldg(reinterpret_cast<const uint4 *>(xr + off + 64));
-            }
-            b[u][0] = x0.x, b[u][1] = x0.y, b[u][2] = x0.z, b[u][3] = x0.w;
-            b[u][4] = x1.x, b[u][5] = x1.y, b[u][6] = x1.z, b[u][7] = x1.w;
-            wsc[u] = e8m0_to_float(__ldg(wsr + kb0 + u));
-            s0[u] = c0 < m ? __ldg(sa0 + kb0 + u) : 0.f;
-            s1[u] = c1 < m ? __ldg(sa1 + kb0 + u) : 0.f;
-        }
-#pragma unroll
-        for (int u = 0; u < GEMV_KC; u++) {
-            if (u >= nkb)
-                break;
-            float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-            for (int s = 0; s < 4; s++)
-                mma_e4m3(d, a[u][0][2 * s], a[u][1][2 * s], a[u][0][2 * s + 1], a[u][1][2 * s + 1], b[u][2 * s],
-                         b[u][2 * s + 1]);
-            // (partial * act_scale) * weight_scale, as the reference orders it.
-            acc[0] += (d[0] * s0[u]) * wsc[u];
-            acc[1] += (d[1] * s1[u]) * wsc[u];
-            acc[2] += (d[2] * s0[u]) * wsc[u];
-            acc[3] += (d[3] * s1[u]) * wsc[u];
-        }
-    }
-    red[warp][g][c0] = acc[0];
-    red[warp][g][c1] = acc[1];
-    red[warp][g + 8][c0] = acc[2];
-    red[warp][g + 8][c1] = acc[3];
-    __syncthreads();
-    // 8 row tiles' worth of outputs at most (16 rows x 8 tokens each): sum the tile's warps in order.
-    for (int i = threadIdx.x; i < (8 >> ws_log2) * 128; i += blockDim.x) {
-        const int ti = i >> 7, r = (i >> 3) & 15, c = i & 7;
-        const int row = (blockIdx.x * (8 >> ws_log2) + ti) * 16 + r;
-        if (c >= m || row >= n)
-            continue;
-        float sum = 0.f;
-        for (int v = 0; v < wsplit; v++)
-            sum += red[(ti << ws_log2) + v][r][c];
-        y[(size_t)c * n + row] = __float2bfloat16_rn(sum);
-    }
+// One warp per (token, 128-K block); each lane 4 consecutive values.
+__global__ void __launch_bounds__(256) act_quant_kernel(const uint16_t *__restrict__ x, int m, int k,
+                                                        uint8_t *__restrict__ q, float *__restrict__ sa,
+                                                        int scale_t)
+{
+    const int kb_n = k >> 7;
+    const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (w >= (long long)m * kb_n)
+        return;
+    const int row = (int)(w / kb_n), kb = (int)(w % kb_n);
+    const size_t off = (size_t)row * k + (size_t)kb * 128 + lane * 4;
+    const uint2 raw = *reinterpret_cast<const uint2 *>(x + off);
+    const float v[4] = {__uint_as_float(raw.x << 16), __uint_as_float(raw.x & 0xffff0000u),
+                        __uint_as_float(raw.y << 16), __uint_as_float(raw.y & 0xffff0000u)};
+    float s;
+    *reinterpret_cast<uint32_t *>(q + off) = warp_quant128(v, &s);
+    if (lane == 0)
+        sa[scale_t ? (size_t)kb * ((m + 3) & ~3) + row : (size_t)row * kb_n + kb] = s;
 }
 
 // ---- FP8 GEMM (prefill) ----
@@ -341,6 +255,192 @@ __global__ void __launch_bounds__(256, 1) fp8_gemm_kernel(const uint8_t *__restr
         }
 }
 
+// ---- FP8 GEMV (decode, m <= 8) ----
+//
+// A CTA of 4 warps covers 4/WS row tiles of 16 rows; the WS warps of a tile split its K range and
+// their partials are added in warp order through shared memory (deterministic; no second pass).
+// Each warp streams its 128-K blocks through its own GV_NS-deep cp.async ring in shared memory
+// (a stage: the tile's 16 rows x 128 bytes), so that GV_NS - 1 blocks are always in flight while
+// one is computed; the previous kernel loaded a batch into registers, computed it and ended (bursts,
+// 128 registers, 2 CTAs per SM: 2.2-2.5 TB/s at 32 MB, latency-bound below).
+//
+// Activations: with F32 = false the m rows of each block ride in the ring with the weights (already
+// quantised by cuda_act_quant); with F32 = true (m = 1, cuda_fp8_gemv_f32) the warp quantises the
+// blocks of its K range itself from the fp32 input (warp_quant128: the bytes and scales of
+// cuda_act_quant on its bf16 rounding) into its activation area while the first weight stages
+// load, which saves the quantisation launch; the output is then fp32 (bf16-rounded values), which
+// saves the conversion launch too.
+//
+// Within one 128-K block the 4 mma steps all add into one partial, so any permutation of the block's
+// 128 K positions that A and B share gives the same sum. Lane t of a quad takes bytes [16t, 16t+16)
+// and [64+16t, 64+16t+16) of the block. In shared memory the 16-byte chunk c of row r sits at
+// chunk c ^ 4(r & 1), so the 8 lanes of a quarter warp (rows 2i, 2i+1) read 8 distinct chunks.
+constexpr int GV_WARPS = 4, GV_NS = 4;
+constexpr int GV_WSTAGE = 16 * 128;                     // weights of 16 rows, one 128-K block
+constexpr int GV_ACT = 4096;                            // activations: GV_NS x 8 tokens, or 32 blocks x 1 token
+constexpr int GV_WARP_SMEM = GV_NS * GV_WSTAGE + GV_ACT; // 12 KB per warp, 48 KB per CTA
+constexpr int GV_F32_MAX_BLOCKS = GV_ACT / 128;
+
+// Warps per row tile (ws_log2: 1, 2 or 4 = the CTA): at most 8 blocks of 128 K per warp where
+// possible, then more warps per tile while there are fewer than ~2 CTAs per SM and each warp keeps
+// >= 4 blocks (a ring of GV_NS - 1 blocks in flight needs a few blocks to stream).
+int gemv_ws_log2(int n, int k)
+{
+    const int kb_n = k / 128, tiles = (n + 15) / 16;
+    int l = 0;
+    while (l < 2 && (kb_n + (1 << l) - 1) >> l > 8)
+        l++;
+    while (l < 2 && (tiles + (GV_WARPS >> l) - 1) / (GV_WARPS >> l) < 264 && kb_n >> (l + 1) >= 4)
+        l++;
+    return l;
+}
+
+template <bool F32>
+__global__ void __launch_bounds__(32 * GV_WARPS)
+    fp8_gemv_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, const float *__restrict__ xf, int m,
+                    const uint8_t *__restrict__ w, const uint8_t *__restrict__ ws, int n, int k,
+                    __nv_bfloat16 *__restrict__ y, float *__restrict__ y1, int n1, float *__restrict__ y2, int ws_log2)
+{
+    __shared__ __align__(128) uint8_t smem[GV_WARPS * GV_WARP_SMEM];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int wsplit = 1 << ws_log2;                   // warps per row tile
+    const int sub = warp & (wsplit - 1), tile_in = warp >> ws_log2;
+    const int tiles_cta = GV_WARPS >> ws_log2;
+    const int kb_n = k >> 7;
+    const int row0 = (blockIdx.x * tiles_cta + tile_in) * 16;
+    const int per = (kb_n + wsplit - 1) / wsplit;      // blocks of this warp: [kb_lo, kb_hi)
+    const int kb_lo = min(sub * per, kb_n), kb_hi = row0 < n ? min(kb_lo + per, kb_n) : kb_lo;
+    const int nblk = kb_hi - kb_lo;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem) + warp * GV_WARP_SMEM;
+    const uint32_t sact = sbase + GV_NS * GV_WSTAGE;
+    const uint8_t *wsr = ws + (size_t)(min(row0, n - 1) >> 7) * kb_n;
+    const int c0 = 2 * t, c1 = 2 * t + 1; // token columns of this thread's results
+    const float *sa0 = sa + (size_t)min(c0, m - 1) * kb_n, *sa1 = sa + (size_t)min(c1, m - 1) * kb_n;
+
+    // Block kb_lo + j into ring slot j % GV_NS: lane L copies chunks L, L+32, L+64, L+96 of the 16
+    // weight rows (rows >= n: zero-filled from a valid address) and, without F32, chunks L, L+32 of
+    // the activations (token r < m at sact + slot * 1024 + r * 128).
+    auto issue = [&](int j) {
+        const uint32_t slot = sbase + (j % GV_NS) * GV_WSTAGE;
+        const size_t koff = (size_t)(kb_lo + j) * 128;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int c = lane + 32 * i, r = c >> 3, ch = c & 7;
+            cp_async16(slot + r * 128 + ((ch ^ ((r & 1) << 2)) << 4),
+                       w + (size_t)min(row0 + r, n - 1) * k + koff + ch * 16, row0 + r < n);
+        }
+        if (!F32) {
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int c = lane + 32 * i, r = c >> 3, ch = c & 7;
+                if (r < m)
+                    cp_async16(sact + (j % GV_NS) * 1024 + r * 128 + ((ch ^ ((r & 1) << 2)) << 4),
+                               q + (size_t)r * k + koff + ch * 16, true);
+            }
+        }
+    };
+
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < GV_NS - 1; j++) {
+        if (j < nblk)
+            issue(j);
+        cp_async_commit();
+    }
+    float sreg = 0.f; // F32: lane L holds the activation scale of the warp's block L
+    if (F32) {
+        for (int jb = 0; jb < nblk; jb += 8) {
+            float4 v[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (jb + u < nblk)
+                    v[u] = __ldg(reinterpret_cast<const float4 *>(xf + (size_t)(kb_lo + jb + u) * 128 + lane * 4));
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                if (jb + u >= nblk)
+                    break;
+                const float r[4] = {bf16_round(v[u].x), bf16_round(v[u].y), bf16_round(v[u].z), bf16_round(v[u].w)};
+                float s;
+                const uint32_t packed = warp_quant128(r, &s);
+                asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(sact + (jb + u) * 128 + lane * 4), "r"(packed));
+                if (lane == jb + u)
+                    sreg = s;
+            }
+        }
+    }
+    const uint32_t sw = (uint32_t)((g & 1) << 2);
+    for (int j = 0; j < nblk; j++) {
+        // Every lane is done with slot (j - 1) % GV_NS (read in the previous iteration): refill it.
+        __syncwarp();
+        if (j + GV_NS - 1 < nblk)
+            issue(j + GV_NS - 1);
+        cp_async_commit();
+        const int kb = kb_lo + j;
+        const float wsc = e8m0_to_float(__ldg(wsr + kb));
+        float s0, s1;
+        if (F32) {
+            const float sj = __shfl_sync(0xffffffffu, sreg, j);
+            s0 = c0 < m ? sj : 0.f, s1 = 0.f;
+        } else {
+            s0 = c0 < m ? __ldg(sa0 + kb) : 0.f, s1 = c1 < m ? __ldg(sa1 + kb) : 0.f;
+        }
+        cp_async_wait<GV_NS - 1>(); // this lane's copies of block j have landed
+        __syncwarp();               // ... and every other lane's (and, with F32, the quantised blocks)
+        const uint32_t slot = sbase + (j % GV_NS) * GV_WSTAGE;
+        const uint4 v0 = lds128(slot + g * 128 + ((t ^ sw) << 4)), v1 = lds128(slot + g * 128 + (((4 + t) ^ sw) << 4));
+        const uint4 v2 = lds128(slot + (g + 8) * 128 + ((t ^ sw) << 4));
+        const uint4 v3 = lds128(slot + (g + 8) * 128 + (((4 + t) ^ sw) << 4));
+        uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+        if (g < m) {
+            if (F32) {
+                x0 = lds128(sact + j * 128 + 16 * t);
+                x1 = lds128(sact + j * 128 + 64 + 16 * t);
+            } else {
+                x0 = lds128(sact + (j % GV_NS) * 1024 + g * 128 + ((t ^ sw) << 4));
+                x1 = lds128(sact + (j % GV_NS) * 1024 + g * 128 + (((4 + t) ^ sw) << 4));
+            }
+        }
+        const uint32_t a0[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+        const uint32_t a1[8] = {v2.x, v2.y, v2.z, v2.w, v3.x, v3.y, v3.z, v3.w};
+        const uint32_t b[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int s = 0; s < 4; s++)
+            mma_e4m3(d, a0[2 * s], a1[2 * s], a0[2 * s + 1], a1[2 * s + 1], b[2 * s], b[2 * s + 1]);
+        // (partial * act_scale) * weight_scale, as the reference orders it.
+        acc[0] += (d[0] * s0) * wsc;
+        acc[1] += (d[1] * s1) * wsc;
+        acc[2] += (d[2] * s0) * wsc;
+        acc[3] += (d[3] * s1) * wsc;
+    }
+    cp_async_wait<0>();
+    __syncwarp();
+    // The warp's partials go to the start of its own ring (no other warp reads it before the barrier).
+    float *red = reinterpret_cast<float *>(smem + warp * GV_WARP_SMEM); // [16][8]
+    red[g * 8 + c0] = acc[0];
+    red[g * 8 + c1] = acc[1];
+    red[(g + 8) * 8 + c0] = acc[2];
+    red[(g + 8) * 8 + c1] = acc[3];
+    __syncthreads();
+    // tiles_cta row tiles' worth of outputs (16 rows x 8 tokens each): sum the tile's warps in order.
+    for (int i = threadIdx.x; i < tiles_cta * 128; i += blockDim.x) {
+        const int ti = i >> 7, r = (i >> 3) & 15, c = i & 7;
+        const int row = (blockIdx.x * tiles_cta + ti) * 16 + r;
+        if (c >= m || row >= n)
+            continue;
+        float sum = 0.f;
+        for (int v = 0; v < wsplit; v++)
+            sum += reinterpret_cast<const float *>(smem + ((ti << ws_log2) + v) * GV_WARP_SMEM)[r * 8 + c];
+        const __nv_bfloat16 o = __float2bfloat16_rn(sum);
+        if (!F32)
+            y[(size_t)c * n + row] = o;
+        else if (row < n1)
+            y1[row] = __bfloat162float(o);
+        else
+            y2[row - n1] = __bfloat162float(o);
+    }
+}
+
 // ---- FP4 grouped GEMV (routed experts, decode) ----
 //
 // One mma covers two weight rows R (tile rows 0-7) and R+1 (tile rows 8-15) over 256 K: tile row i
@@ -349,17 +449,126 @@ __global__ void __launch_bounds__(256, 1) fp8_gemm_kernel(const uint8_t *__restr
 // and every load is a whole 128-byte line: lane (g,t) reads 4 bytes at byte 16g + 4t of each row's
 // 128-byte span, and 8 activation bytes of block g.
 //
-// A warp owns FP4_NP row pairs and walks K in batches of FP4_U spans: it loads the batch's
+// For k >= 4096 (w1|w3): a CTA owns FP4_NP row pairs (8 rows) of one pair p; its FP4_WK warps
+// split the K spans and add their sums in warp order through shared memory (deterministic). Small
+// CTAs, many of them (n/8 x npairs: 3072 for V4-Flash's w1|w3 of 6 experts) and fewer registers,
+// so that 5 CTAs (20 warps) per SM are resident and a CTA waiting for its weights overlaps the
+// others' arithmetic: the earlier kernel (fp4_gemv_rows_kernel below: 4 warps x 8 rows over all of
+// K, dependent 8 KB batches per warp) reached 17% occupancy. Each warp loads a batch of FP4_U spans
+// (its activation fragments once for all its rows, every weight word of the batch: 4 KB per warp)
+// before its first mma; the batch's scales come in as whole words on the first lanes and reach the
+// diagonal lanes by shuffles. Measured (ncu, H200): 27% achieved occupancy, SM throughput 57%,
+// DRAM 23%: the per-mma scalar work (nibble conversion, scale shuffles and decodes; 1/8 of each
+// mma's outputs are used) now bounds it, not the loads.
+constexpr int FP4_NP = 4, FP4_U = 4, FP4_WK = 4;
+
+__global__ void __launch_bounds__(32 * FP4_WK, 5)
+    fp4_gemv_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
+                    const int *__restrict__ ids, const uint8_t *const *__restrict__ wtab,
+                    const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
+{
+    __shared__ float red[FP4_WK][2 * FP4_NP];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int p = blockIdx.y;
+    const int rbase = blockIdx.x * (2 * FP4_NP); // < n: the grid has ceil(n / 8) columns
+    const int e = __ldg(ids + p);
+    const uint8_t *w = wtab[e], *sc = stab[e];
+    const int xrow = p / x_group;
+    const uint8_t *x = q + (size_t)xrow * k;
+    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const float *xs = sa + (size_t)xrow * kb_n;
+    // Row i of the CTA starts kh (weights) and k32 (scales) bytes after row i-1; rows >= n are not
+    // loaded (zero) and not written.
+    const uint8_t *wb = w + (size_t)rbase * kh + g * 16 + t * 4, *sb = sc + (size_t)rbase * k32;
+    const int rows = min(2 * FP4_NP, n - rbase);
+    const bool diag = t == (g >> 1), odd = g & 1;
+    const int src = g >> 2; // + 2u: the lane holding this lane's scale word of span u
+    // This warp's spans [s_lo, s_hi) of the row's 256-K spans.
+    const int steps = (k + 255) >> 8, per = (steps + FP4_WK - 1) / FP4_WK;
+    const int s_lo = min(warp * per, steps), s_hi = min(s_lo + per, steps);
+    float acc[2 * FP4_NP];
+#pragma unroll
+    for (int i = 0; i < 2 * FP4_NP; i++)
+        acc[i] = 0.f;
+    for (int st0 = s_lo; st0 < s_hi; st0 += FP4_U) {
+        uint32_t a[2 * FP4_NP][FP4_U], swd[2 * FP4_NP];
+        uint2 xv[FP4_U];
+#pragma unroll
+        for (int u = 0; u < FP4_U; u++) {
+            const int st = st0 + u;
+            const bool ok = st < s_hi && st * 8 + g < k32; // k may end inside a 256-K span
+#pragma unroll
+            for (int i = 0; i < 2 * FP4_NP; i++)
+                a[i][u] = ok && i < rows ? ldg_stream32(wb + (size_t)i * kh + (size_t)st * 128) : 0u;
+            xv[u] = ok ? __ldg(reinterpret_cast<const uint2 *>(x + (size_t)st * 256 + g * 32 + t * 8)) : make_uint2(0, 0);
+        }
+        // Scale words: lane L < 2*FP4_U holds bytes [4L, 4L+4) of the batch's 8*FP4_U block scales of
+        // each row, and the activation scale of 128-K block 2*st0 + L. (Words past s_hi but inside
+        // the row are loaded and not used.)
+        const bool sl = lane < 2 * FP4_U && st0 * 8 + 4 * lane < k32;
+#pragma unroll
+        for (int i = 0; i < 2 * FP4_NP; i++)
+            swd[i] = sl && i < rows ? __ldg(reinterpret_cast<const uint32_t *>(sb + (size_t)i * k32 + st0 * 8) + lane) : 0u;
+        const float asw = sl && st0 * 2 + lane < kb_n ? __ldg(xs + st0 * 2 + lane) : 0.f;
+#pragma unroll
+        for (int u = 0; u < FP4_U; u++) {
+            if (st0 + u >= s_hi)
+                break;
+            // Low nibbles are the even K positions of the lane's 8, high nibbles the odd ones; the
+            // activation bytes are permuted the same way.
+            const uint32_t b0 = __byte_perm(xv[u].x, xv[u].y, 0x6420), b1 = __byte_perm(xv[u].x, xv[u].y, 0x7531);
+            const float as = __shfl_sync(0xffffffffu, asw, 2 * u + src);
+            const float asd = diag ? as * 64.f : 0.f; // undo the 2^-6 of the e4m3 view; 0 off the diagonal
+#pragma unroll
+            for (int j = 0; j < FP4_NP; j++) {
+                float d[4] = {0.f, 0.f, 0.f, 0.f};
+                mma_e4m3(d, fp4_lo_to_e4m3(a[2 * j][u]), fp4_lo_to_e4m3(a[2 * j + 1][u]), fp4_hi_to_e4m3(a[2 * j][u]),
+                         fp4_hi_to_e4m3(a[2 * j + 1][u]), b0, b1);
+                const uint32_t w0 = __shfl_sync(0xffffffffu, swd[2 * j], 2 * u + src);
+                const uint32_t w1 = __shfl_sync(0xffffffffu, swd[2 * j + 1], 2 * u + src);
+                const float ws0 = e8m0_to_float((w0 >> (8 * (g & 3))) & 255u);
+                const float ws1 = e8m0_to_float((w1 >> (8 * (g & 3))) & 255u);
+                // ((partial * 64) * act_scale) * weight_scale: the products by 64 and by a power-of-two
+                // act_scale are exact, so this equals the reference's (partial * act_scale) * weight_scale.
+                acc[2 * j] += ((odd ? d[1] : d[0]) * asd) * ws0;
+                acc[2 * j + 1] += ((odd ? d[3] : d[2]) * asd) * ws1;
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 2 * FP4_NP; i++) {
+        float v = acc[i];
+        for (int o = 16; o > 0; o >>= 1)
+            v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0)
+            red[warp][i] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x < rows) {
+        float v = 0.f;
+        for (int wi = 0; wi < FP4_WK; wi++)
+            v += red[wi][threadIdx.x];
+        y[(size_t)p * n + rbase + threadIdx.x] = __float2bfloat16_rn(v);
+    }
+}
+
+// The kernel before fp4_gemv_kernel, kept for short rows (k < 4096: V4's w2) and for prefill (more
+// than 128 pairs): a CTA of 4 warps covers 32 rows of one pair, each warp FP4_NP row pairs over all
+// of K. bench-gpu on the H200 (6 pairs; this kernel 2026-11-28, the split one 2026-11-29): Flash w2
+// (4096 x 2048) 19.7 us here against 22.8 us split over K (8 KB per CTA is too little to hide the
+// CTA's start), Pro w2 (7168 x 3072) 42.0 against 45.0 us; for k >= 4096 the split kernel wins
+// (Flash w1|w3 18.0 against 19.6 us, Pro w1|w3 42.2 against 50.1).
+//
+// A warp owns FP4_NP row pairs and walks K in batches of FP4R_U spans: it loads the batch's
 // activation fragments once for all its rows and every weight word of the batch (8 KB) before the
 // first mma. The batch's scales come in as whole words on the first lanes and reach the diagonal
 // lanes by shuffles.
-constexpr int FP4_NP = 4, FP4_U = 8;
+constexpr int FP4R_U = 8;
 
-__global__ void __launch_bounds__(128, 4) fp4_gemv_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
-                                                       int x_group, const int *__restrict__ ids,
-                                                       const uint8_t *const *__restrict__ wtab,
-                                                       const uint8_t *const *__restrict__ stab, int n, int k,
-                                                       __nv_bfloat16 *__restrict__ y)
+__global__ void __launch_bounds__(128, 4)
+    fp4_gemv_rows_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
+                         const int *__restrict__ ids, const uint8_t *const *__restrict__ wtab,
+                         const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
 {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int p = blockIdx.y;
@@ -383,11 +592,11 @@ __global__ void __launch_bounds__(128, 4) fp4_gemv_kernel(const uint8_t *__restr
     for (int i = 0; i < 2 * FP4_NP; i++)
         acc[i] = 0.f;
     const int steps = (k + 255) >> 8;
-    for (int st0 = 0; st0 < steps; st0 += FP4_U) {
-        uint32_t a[2 * FP4_NP][FP4_U], swd[2 * FP4_NP];
-        uint2 xv[FP4_U];
+    for (int st0 = 0; st0 < steps; st0 += FP4R_U) {
+        uint32_t a[2 * FP4_NP][FP4R_U], swd[2 * FP4_NP];
+        uint2 xv[FP4R_U];
 #pragma unroll
-        for (int u = 0; u < FP4_U; u++) {
+        for (int u = 0; u < FP4R_U; u++) {
             const int st = st0 + u;
             const bool ok = st < steps && st * 8 + g < k32; // k may end inside a 256-K span
 #pragma unroll
@@ -395,15 +604,15 @@ __global__ void __launch_bounds__(128, 4) fp4_gemv_kernel(const uint8_t *__restr
                 a[i][u] = ok && i < rows ? ldg_stream32(wb + (size_t)i * kh + (size_t)st * 128) : 0u;
             xv[u] = ok ? __ldg(reinterpret_cast<const uint2 *>(x + (size_t)st * 256 + g * 32 + t * 8)) : make_uint2(0, 0);
         }
-        // Scale words: lane L < 2*FP4_U holds bytes [4L, 4L+4) of the batch's 8*FP4_U block scales of
+        // Scale words: lane L < 2*FP4R_U holds bytes [4L, 4L+4) of the batch's 8*FP4R_U block scales of
         // each row, and the activation scale of 128-K block 2*st0 + L.
-        const bool sl = lane < 2 * FP4_U && st0 * 8 + 4 * lane < k32;
+        const bool sl = lane < 2 * FP4R_U && st0 * 8 + 4 * lane < k32;
 #pragma unroll
         for (int i = 0; i < 2 * FP4_NP; i++)
             swd[i] = sl && i < rows ? __ldg(reinterpret_cast<const uint32_t *>(sb + (size_t)i * k32 + st0 * 8) + lane) : 0u;
         const float asw = sl && st0 * 2 + lane < kb_n ? __ldg(xs + st0 * 2 + lane) : 0.f;
 #pragma unroll
-        for (int u = 0; u < FP4_U; u++) {
+        for (int u = 0; u < FP4R_U; u++) {
             if (st0 + u >= steps)
                 break;
             // Low nibbles are the even K positions of the lane's 8, high nibbles the odd ones; the
@@ -544,15 +753,26 @@ extern "C" int cuda_fp8_gemv(const uint8_t *d_q, const float *d_sa, int m, const
         return CTX_EINVAL;
     if (m < 1 || m > 8 || n < 1)
         return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv: m = %d (1..8), n = %d", m, n);
-    // Warps per row tile: enough that each has about GEMV_KC blocks, at most the CTA's 8.
-    const int kb_n = k / 128;
-    int ws_log2 = 0;
-    while (ws_log2 < 3 && (1 << ws_log2) * GEMV_KC < kb_n)
-        ws_log2++;
-    const int tiles = (n + 15) / 16, tiles_per_cta = 8 >> ws_log2;
-    fp8_gemv_kernel<<<(tiles + tiles_per_cta - 1) / tiles_per_cta, 256, 0, (cudaStream_t)stream>>>(
-        d_q, d_sa, m, d_w, d_ws, n, k, reinterpret_cast<__nv_bfloat16 *>(d_y), ws_log2);
+    const int ws_log2 = gemv_ws_log2(n, k), tiles = (n + 15) / 16, tiles_per_cta = GV_WARPS >> ws_log2;
+    fp8_gemv_kernel<false><<<(tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0, (cudaStream_t)stream>>>(
+        d_q, d_sa, nullptr, m, d_w, d_ws, n, k, reinterpret_cast<__nv_bfloat16 *>(d_y), nullptr, 0, nullptr, ws_log2);
     return launch_check(e, "fp8_gemv_kernel");
+}
+
+extern "C" int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uint8_t *d_ws, int n, int k, float *d_y1,
+                                 int n1, float *d_y2, void *stream, struct ctx_err *e)
+{
+    if (check_k(k, "cuda_fp8_gemv_f32", e))
+        return CTX_EINVAL;
+    if (n < 1 || n1 < 1 || n1 > n || (n1 < n && !d_y2))
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv_f32: n = %d, n1 = %d%s", n, n1,
+                           n1 < n && !d_y2 ? " without a second output" : "");
+    const int ws_log2 = gemv_ws_log2(n, k), tiles = (n + 15) / 16, tiles_per_cta = GV_WARPS >> ws_log2;
+    if ((k / 128 + (1 << ws_log2) - 1) >> ws_log2 > GV_F32_MAX_BLOCKS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv_f32: k = %d above %d", k, GV_F32_MAX_BLOCKS * 128 * GV_WARPS);
+    fp8_gemv_kernel<true><<<(tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0, (cudaStream_t)stream>>>(
+        nullptr, nullptr, d_x, 1, d_w, d_ws, n, k, nullptr, d_y1, n1, d_y2, ws_log2);
+    return launch_check(e, "fp8_gemv_kernel<f32>");
 }
 
 extern "C" int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
@@ -584,8 +804,17 @@ extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int 
     if (npairs < 1 || npairs > 65535 || n < 1 || x_group < 1)
         return ctx_err_set(e, CTX_EINVAL, "cuda_fp4_gemv_grouped: npairs = %d, n = %d, x_group = %d", npairs, n,
                            x_group);
-    dim3 grid((n + 8 * FP4_NP - 1) / (8 * FP4_NP), npairs);
-    fp4_gemv_kernel<<<grid, 128, 0, (cudaStream_t)stream>>>(d_q, d_sa, x_group, d_ids, d_wtab, d_stab, n, k,
+    // Short rows, or many pairs (prefill: the products are then bound by the arithmetic, and the
+    // split kernel's 4x more CTAs, each with its own reduction and pointer chase, cost more: flash4's
+    // prefill fell from 2820 to 2480 tok/s with it): one warp per 8 rows over all of K.
+    if (k < 4096 || npairs > 128) {
+        dim3 grid((n + 8 * FP4_NP - 1) / (8 * FP4_NP), npairs);
+        fp4_gemv_rows_kernel<<<grid, 128, 0, (cudaStream_t)stream>>>(d_q, d_sa, x_group, d_ids, d_wtab, d_stab, n, k,
+                                                                    reinterpret_cast<__nv_bfloat16 *>(d_y));
+        return launch_check(e, "fp4_gemv_rows_kernel");
+    }
+    dim3 grid((n + 2 * FP4_NP - 1) / (2 * FP4_NP), npairs);
+    fp4_gemv_kernel<<<grid, 32 * FP4_WK, 0, (cudaStream_t)stream>>>(d_q, d_sa, x_group, d_ids, d_wtab, d_stab, n, k,
                                                            reinterpret_cast<__nv_bfloat16 *>(d_y));
     return launch_check(e, "fp4_gemv_kernel");
 }

@@ -54,6 +54,14 @@ int cuda_act_quant(const uint16_t *d_x, int m, int k, uint8_t *d_q, float *d_sa,
 int cuda_fp8_gemv(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
                   int n, int k, uint16_t *d_y, void *stream, struct ctx_err *e);
 
+/* The same product for one token fed by fp32 activations (the engine's hidden states): d_x [k] is
+ * rounded to bf16 and quantised inside the kernel with cuda_act_quant's arithmetic (the same bytes
+ * and scales), and the bf16-rounded outputs are written as fp32: rows [0, n1) to d_y1 [n1], rows
+ * [n1, n) to d_y2 [n - n1] (n1 = n: d_y2 unused). The same bits as cuda_act_quant on bf16(x), then
+ * cuda_fp8_gemv with m = 1, then the conversion to fp32, in one launch. k <= 16384. */
+int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uint8_t *d_ws, int n, int k, float *d_y1, int n1,
+                      float *d_y2, void *stream, struct ctx_err *e);
+
 /* Same product for any m (prefill): tensor-core mma.sync tiles of 128 rows x 128 tokens x 128 K,
  * the 128-K partial of each tile scaled and added into fp32 accumulators. */
 int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,

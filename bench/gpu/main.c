@@ -114,6 +114,63 @@ static void bench_fp8_gemv(const char *name, int n, int k, int m)
     cuda_free(w), cuda_free(ws), cuda_free(q), cuda_free(x), cuda_free(j.y), cuda_free(sa);
 }
 
+/* ---- the fused decode GEMV: fp32 input quantised inside, fp32 out (cuda_fp8_gemv_f32) ---- */
+struct gemv_f32_job {
+    struct gemv_job g;
+    struct quant_job qj;
+    const float *xf;
+    float *yf;
+};
+static void gemv_f32_launch(void *ud, int i)
+{
+    struct gemv_f32_job *j = ud;
+    int c = i % j->g.copies;
+    must(cuda_fp8_gemv_f32(j->xf, j->g.w + j->g.wbytes * c, j->g.ws + j->g.sbytes * c, j->g.n, j->g.k, j->yf, j->g.n,
+                           NULL, bench_stream(), &err));
+}
+/* What it replaces (less the bf16 -> fp32 conversion launch): cuda_act_quant, then cuda_fp8_gemv. */
+static void gemv_pair_launch(void *ud, int i)
+{
+    struct gemv_f32_job *j = ud;
+    quant_launch(&j->qj, i);
+    gemv_launch(&j->g, i);
+}
+
+static void bench_fp8_gemv_f32(const char *name, int n, int k)
+{
+    struct gemv_f32_job j = {.g = {.m = 1, .n = n, .k = k}};
+    j.g.wbytes = (size_t)n * k, j.g.sbytes = (size_t)((n + 127) / 128) * (k / 128);
+    j.g.copies = (int)((ROTATE_BYTES + j.g.wbytes - 1) / j.g.wbytes);
+    if (j.g.copies < 2)
+        j.g.copies = 2;
+    uint8_t *w = dalloc(j.g.wbytes * j.g.copies), *ws = dalloc(j.g.sbytes * j.g.copies), *q = dalloc((size_t)k);
+    uint16_t *x = dalloc((size_t)k * 2);
+    float *sa = dalloc(sizeof(float) * (size_t)(k / 128)), *xf = dalloc(sizeof(float) * (size_t)k);
+    j.g.w = w, j.g.ws = ws, j.g.q = q, j.g.sa = sa, j.g.y = dalloc((size_t)n * 2);
+    j.xf = xf, j.yf = dalloc(sizeof(float) * (size_t)n);
+    bench_fill(w, j.g.wbytes * j.g.copies, 11, BENCH_E4M3);
+    bench_fill(ws, j.g.sbytes * j.g.copies, 12, BENCH_E8M0_W);
+    float *hx = malloc(sizeof(float) * (size_t)k);
+    for (int i = 0; i < k; i++)
+        hx[i] = (float)((i * 2654435761u) % 2001u) / 1000.0f - 1.0f;
+    must(cuda_h2d(xf, hx, sizeof(float) * (size_t)k, &err));
+    free(hx);
+    j.qj = (struct quant_job){x, 1, k, 0, q, sa};
+    bench_fill(x, (size_t)k * 2, 13, BENCH_BF16);
+    for (int i = 0; i < j.g.copies; i++)
+        gemv_f32_launch(&j, i);
+    double alone = time_alone(gemv_f32_launch, &j, ITERS);
+    double graph = bench_graph_ms(gemv_f32_launch, &j, ITERS, 10);
+    double pair = bench_graph_ms(gemv_pair_launch, &j, ITERS, 10);
+    must(cuda_sync(&err));
+    double bytes = (double)j.g.wbytes + (double)j.g.sbytes + 4.0 * k + 4.0 * n;
+    double gbs = bytes / (graph * 1e-3) / 1e9;
+    printf("| fp8_gemv_f32 | %-17s | 1 | %5d x %5d | %6.2f | %6.2f | %5.0f | %5.1f%% | %6.2f |\n", name, n, k,
+           alone * 1e3, graph * 1e3, gbs, 100.0 * gbs / copy_gbps, pair * 1e3);
+    cuda_free(w), cuda_free(ws), cuda_free(q), cuda_free(x), cuda_free(j.g.y), cuda_free(sa), cuda_free(xf);
+    cuda_free(j.yf);
+}
+
 /* ---- FP4 routed experts, decode ---- */
 struct fp4_job {
     const uint8_t *q;
@@ -244,8 +301,10 @@ static void bench_gemm(const char *name, int n, int k, int m)
 
 int main(int argc, char **argv)
 {
-    /* "profile": one decode GEMV and one expert product only, for a profiler (ncu) run */
+    /* "profile": one decode GEMV and one expert product only, for a profiler (ncu) run; "decode": the
+     * decode tables only (no compute floor, no prefill GEMMs) */
     int profile = argc > 1 && strcmp(argv[1], "profile") == 0;
+    int decode = argc > 1 && strcmp(argv[1], "decode") == 0;
     if (cuda_device_count() == 0) {
         printf("bench-gpu: no CUDA device\n");
         return 77;
@@ -254,12 +313,14 @@ int main(int argc, char **argv)
     int sms;
     must(cuda_device_name(name, sizeof name, &sms, &err));
     copy_gbps = bench_copy_gbps((size_t)1 << 30, 20);
-    fp8_peak = profile ? 1.0 : bench_fp8_dense_tflops(8192, 20);
+    fp8_peak = profile || decode ? 1.0 : bench_fp8_dense_tflops(8192, 20);
     printf("device: %s, %d SMs\n", name, sms);
     printf("floor, bandwidth: device-to-device cudaMemcpy of 1 GiB, median of 20: %.0f GB/s (read + written)\n",
            copy_gbps);
-    printf("floor, FP8 compute: dense cuBLASLt e4m3 8192^3 (per-tensor scales, fast accumulation), median of 20: "
-           "%.0f TFLOP/s\n\n", fp8_peak);
+    if (!decode)
+        printf("floor, FP8 compute: dense cuBLASLt e4m3 8192^3 (per-tensor scales, fast accumulation), median of 20: "
+               "%.0f TFLOP/s\n", fp8_peak);
+    printf("\n");
     if (profile) {
         bench_fp8_gemv("e_proj 4096^2", 4096, 4096, 1);
         bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0);
@@ -280,6 +341,15 @@ int main(int argc, char **argv)
             bench_fp8_gemv(fp8[i].name, fp8[i].n, fp8[i].k, m);
     bench_fp8_gemv("e_proj 4096^2", 4096, 4096, 4);
 
+    printf("\nDecode GEMV fed by fp32 activations (cuda_fp8_gemv_f32: quantisation inside, fp32 out), one token; "
+           "last column: cuda_act_quant + cuda_fp8_gemv in graph, the launches it replaces\n\n");
+    printf("| kernel | weight | m | n x k | us alone | us graph | GB/s | of copy floor | act_quant + gemv us |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
+    bench_fp8_gemv_f32("attn.wq_a|wkv", 1536, 4096);
+    bench_fp8_gemv_f32("attn.wq_b", 32768, 1024);
+    bench_fp8_gemv_f32("attn.wo_b", 4096, 8192);
+    bench_fp8_gemv_f32("indexer.wq_b", 8192, 1024);
+
     printf("\nDecode, routed experts: FP4 e2m1 + e8m0 per 32, one token, top-6 random distinct experts per launch "
            "(m = experts run)\n\n");
     printf("| kernel | experts | m | n x k | us alone | us graph | GB/s | TFLOP/s | of copy floor |\n");
@@ -288,6 +358,8 @@ int main(int argc, char **argv)
     bench_fp4("Flash w2 of 256", 4096, 2048, 256, 6, 1);
     bench_fp4("Pro w1/w3 of 384", 3072, 7168, 384, 6, 0);
     bench_fp4("Pro w2 of 384", 7168, 3072, 384, 6, 1);
+    if (decode)
+        return 0;
 
     printf("\nPrefill GEMM, FP8 block-scaled, m tokens (us alone)\n\n");
     printf("| kernel | weight | m | n x k | us | TFLOP/s | of FP8 peak | act_quant us |\n");

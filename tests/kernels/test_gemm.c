@@ -271,6 +271,67 @@ static void test_fp8(int m, int n, int k)
     fp8_case_free(&c);
 }
 
+/* The fused decode GEMV (fp32 input quantised inside, fp32 out, rows split over two outputs): the
+ * same bits as cuda_act_quant on bf16(x) + cuda_fp8_gemv (m = 1) + bf16 -> fp32, and within the
+ * bound of the reference. Some inputs are not bf16 values (the kernel rounds them first). */
+static void test_fp8_f32(int n, int n1, int k)
+{
+    struct ctx_err e;
+    int nb = (n + 127) / 128, kb = k / 128;
+    uint16_t *xb = malloc(sizeof *xb * (size_t)k);
+    float *xf = malloc(sizeof *xf * (size_t)k), *sa = malloc(sizeof *sa * (size_t)kb);
+    uint8_t *q = malloc((size_t)k), *w = malloc((size_t)n * k), *ws = malloc((size_t)nb * kb);
+    float *ref = malloc(sizeof *ref * (size_t)n), *yf = malloc(sizeof *yf * (size_t)n);
+    double *mag = malloc(sizeof *mag * (size_t)n);
+    uint16_t *yb = malloc(sizeof *yb * (size_t)n), *yr = malloc(sizeof *yr * (size_t)n);
+    gen_act(xb, 1, k);
+    for (int i = 0; i < k; i++) {
+        xf[i] = cuda_ref_bf16_to_f32(xb[i]);
+        if (next_u64() % 3 == 0) { /* low mantissa bits set: rounds to a neighbouring bf16 (or stays) */
+            uint32_t u;
+            memcpy(&u, &xf[i], 4);
+            if ((u & 0x7f800000u) != 0x7f800000u && (u & 0x7fffffffu) != 0) {
+                u |= (uint32_t)(next_u64() & 0xffffu);
+                memcpy(&xf[i], &u, 4);
+            }
+        }
+        xb[i] = cuda_ref_f32_to_bf16(xf[i]);
+    }
+    gen_e4m3(w, (size_t)n * k);
+    gen_scales(ws, (size_t)nb * kb, -12, 0);
+    cuda_ref_act_quant(xb, 1, k, q, sa);
+    cuda_ref_fp8_gemm(q, sa, 1, w, ws, n, k, ref, mag);
+    void *dxf = dev_copy(xf, sizeof *xf * (size_t)k), *dxb = dev_copy(xb, sizeof *xb * (size_t)k);
+    void *dw = dev_copy(w, (size_t)n * k), *dws = dev_copy(ws, (size_t)nb * kb), *dy, *dq, *dsa, *dyb;
+    must(cuda_malloc(&dy, sizeof(float) * (size_t)n, &e), &e);
+    must(cuda_malloc(&dyb, sizeof(uint16_t) * (size_t)n, &e), &e);
+    must(cuda_malloc(&dq, (size_t)k, &e), &e);
+    must(cuda_malloc(&dsa, sizeof(float) * (size_t)kb, &e), &e);
+    must(cuda_memset(dy, 0xff, sizeof(float) * (size_t)n, &e), &e);
+    float *dy1 = dy, *dy2 = (float *)dy + n1;
+    must(cuda_fp8_gemv_f32(dxf, dw, dws, n, k, dy1, n1, n1 < n ? dy2 : NULL, NULL, &e), &e);
+    must(cuda_act_quant(dxb, 1, k, dq, dsa, 0, NULL, &e), &e);
+    must(cuda_fp8_gemv(dq, dsa, 1, dw, dws, n, k, dyb, NULL, &e), &e);
+    must(cuda_sync(&e), &e);
+    must(cuda_d2h(yf, dy, sizeof(float) * (size_t)n, &e), &e);
+    must(cuda_d2h(yr, dyb, sizeof(uint16_t) * (size_t)n, &e), &e);
+    long same = 0, notbf = 0;
+    for (int i = 0; i < n; i++) {
+        yb[i] = cuda_ref_f32_to_bf16(yf[i]);
+        notbf += cuda_ref_bf16_to_f32(yb[i]) != yf[i] && yf[i] == yf[i];
+        same += yb[i] == yr[i];
+    }
+    struct cmp r;
+    compare(yb, ref, mag, (size_t)n, EPS, &r);
+    tap(r.bad == 0 && same == n && notbf == 0,
+        "fp8_gemv_f32 n=%d (split %d + %d) k=%d: %ld/%ld outside the bound, max (|d|-ulp)/mag = %.3g; bit-equal to "
+        "act_quant + fp8_gemv %ld/%d; outputs not bf16 values %ld", n, n1, n - n1, k, r.bad, r.total, r.worst, same, n,
+        notbf);
+    cuda_free(dxf), cuda_free(dxb), cuda_free(dw), cuda_free(dws), cuda_free(dy), cuda_free(dq), cuda_free(dsa);
+    cuda_free(dyb);
+    free(xb), free(xf), free(sa), free(q), free(w), free(ws), free(ref), free(yf), free(mag), free(yb), free(yr);
+}
+
 /* cuBLASLt: every scale layout is tried; the one cuda_lt_layout() names must pass. */
 static void test_lt(int m, int n, int k)
 {
@@ -381,13 +442,16 @@ static void test_errors(void)
 {
     struct ctx_err e;
     int a = cuda_fp8_gemv(NULL, NULL, 9, NULL, NULL, 16, 128, NULL, NULL, &e);
+    int g = cuda_fp8_gemv_f32(NULL, NULL, NULL, 16, 128, NULL, 8, NULL, NULL, &e); /* split without y2 */
+    int h = cuda_fp8_gemv_f32(NULL, NULL, NULL, 16, 32768, NULL, 16, NULL, NULL, &e); /* k above 16384 */
     int d = cuda_fp4_gemv_grouped(NULL, NULL, 0, 1, NULL, NULL, NULL, 16, 128, NULL, NULL, &e); /* x_group 0 */
     struct cuda_lt_plan *p = NULL;
     int f = cuda_lt_plan_new(&p, 6, 64, 128, cuda_lt_layout(), &e); /* m not a multiple of 4 */
     int b = cuda_fp8_gemm(NULL, NULL, 4, NULL, NULL, 16, 100, NULL, NULL, &e);
     int c = cuda_act_quant(NULL, 1, 0, NULL, NULL, 0, NULL, &e);
-    tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && d == CTX_EINVAL && f == CTX_EINVAL && !p,
-        "bad shapes and groupings are rejected with CTX_EINVAL (%d %d %d %d %d)", a, b, c, d, f);
+    tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && d == CTX_EINVAL && f == CTX_EINVAL && !p &&
+            g == CTX_EINVAL && h == CTX_EINVAL,
+        "bad shapes and groupings are rejected with CTX_EINVAL (%d %d %d %d %d %d %d)", a, b, c, d, f, g, h);
 }
 
 int main(void)
@@ -416,6 +480,17 @@ int main(void)
     test_fp8(3, 200, 7168);
     test_fp8(8, 33, 128);
     test_fp8(1, 4096, 8192);
+    /* the GEMV's work splits: one warp per tile with 8 blocks (wq_b), 4 warps with 32 blocks each
+     * through the 4-stage ring, a ragged last tile and warps with no rows */
+    test_fp8(1, 32768, 1024);
+    test_fp8(4, 2064, 16384);
+    test_fp8(7, 1040, 2048);
+    /* the fused fp32-input GEMV at V4-Flash's decode shapes (wq_a|wkv split, wq_b, wo_b), ragged */
+    test_fp8_f32(1536, 1024, 4096);
+    test_fp8_f32(32768, 32768, 1024);
+    test_fp8_f32(4096, 4096, 8192);
+    test_fp8_f32(200, 33, 384);
+    test_fp8_f32(4096, 4000, 16384);
     /* prefill shapes */
     test_fp8(37, 200, 1024);
     test_fp8(130, 256, 4096);
@@ -434,6 +509,8 @@ int main(void)
     test_fp4(200, 384, 8, 3, 3, 0);
     test_fp4(33, 128, 4, 2, 1, 1);
     test_fp4(3072, 7168, 8, 6, 1, 0);
+    /* k >= 4096 ending inside a 256-K span (the K-split kernel's half span) */
+    test_fp4(72, 4224, 4, 2, 2, 0);
 
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
