@@ -1996,7 +1996,7 @@ struct cuda_engine {
     int *sel, *ri;
     float *rw;
     void *topk_scratch; // cuda_engine_topk's segment lists
-    uint16_t *o16, *g16, *ys16, *sg16, *su16, *sy16;
+    uint16_t *o16, *g16, *ys16, *sg16, *sy16;
     uint8_t *q8;
     float *sa;
     void *state_block;
@@ -2374,7 +2374,6 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->g16, 2 * 2 * (size_t)S * k * I);
     PIECE(g->ys16, 2 * (size_t)S * k * D);
     PIECE(g->sg16, 2 * 2 * (size_t)S * SI);
-    PIECE(g->su16, 2 * (size_t)S * SI);
     PIECE(g->sy16, 2 * (size_t)S * D);
     PIECE(g->rope[0], sizeof(float) * (size_t)g->max_ctx * rd);
     PIECE(g->rope[1], sizeof(float) * (size_t)g->max_ctx * rd);

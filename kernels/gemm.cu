@@ -782,12 +782,16 @@ extern "C" int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const
         return CTX_EINVAL;
     if (m < 1 || n < 1 || (n + G_BN - 1) / G_BN > 65535 * 1024 || (m + G_BM - 1) / G_BM > 65535)
         return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemm: m = %d, n = %d out of range", m, n);
-    static bool attr_set = false;
-    if (!attr_set) {
+    /* the attribute is per device (engines of kernels/multi.h run on several): set once for each */
+    static bool attr_set[64];
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev < 0 || dev >= 64 || !attr_set[dev]) {
         cudaError_t rc = cudaFuncSetAttribute(fp8_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, G_SMEM);
         if (rc != cudaSuccess)
             return cuda_fail(e, rc, "cudaFuncSetAttribute(fp8_gemm_kernel)");
-        attr_set = true;
+        if (dev >= 0 && dev < 64)
+            attr_set[dev] = true;
     }
     dim3 grid((n + G_BN - 1) / G_BN, (m + G_BM - 1) / G_BM);
     fp8_gemm_kernel<<<grid, 256, G_SMEM, (cudaStream_t)stream>>>(d_q, d_sa, m, d_w, d_ws, n, k,
