@@ -997,10 +997,10 @@ __global__ void k_idx_score_warp(const float *qI, const float *wts, const float 
 //
 // Measured (H200, 64 heads x 128, 125K entries; bench-gpu-engine --suffix): 0.063 / 0.087 / 3.60 /
 // 28.8 ms for S = 1 / 4 / 256 / 2048 against 0.138 / 0.525 / 30.7 / 244 ms one thread per entry
-// (8.5x for chunks, 19% of the bf16 tensor-core peak). Faster even at S = 1, but decode (S < 4)
-// keeps the scalar kernel: a decode step is captured once as a CUDA graph, and this kernel's grid
-// (sized from the host's position here) and its > 48 KB of shared memory (cudaFuncSetAttribute at
-// launch) would first have to move to fixed, creation-time settings.
+// (8.5x for chunks, 19% of the bf16 tensor-core peak). With fewer than 4 queries (decode) most of
+// its warps would idle: k_idx_score_tc1 below takes those, with a grid fixed from max_ctx (graph
+// replay). Both kernels' shared-memory limits are set once per device (idx_tc_attrs, at engine
+// creation), never inside a capture.
 #define IDX_TC_ET 64
 #define IDX_TC_MIN_S 4
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
@@ -1143,50 +1143,251 @@ __global__ void __launch_bounds__(256, 2) k_idx_score_tc(const float *qI, const 
     }
 }
 
+// Indexer scores on tensor cores for a few queries (decode: S = 1 inside the captured graph; any
+// S < IDX_TC_MIN_S): with one query the mma's M dimension is the query's heads, so a block takes one
+// query's 64 heads x a tile of IDX_TC_ET entries: warp w holds heads 32 (w & 1).. as A fragments
+// (as k_idx_score_tc) and computes entries 16 (w >> 1).. of the tile. The tile's keys come in fp32 by
+// cp.async into a two-stage ring (the next tile loads while this one is multiplied: one query does
+// little arithmetic per key byte, so the kernel is a stream over the keys), are converted to bf16 as
+// B fragments are read, and every dot product, rounding and the head-ordered sum are k_idx_score_tc's
+// own, so the scores are its bits. Grid (blocks, S) fixed by the caller (graph replay: sized from
+// max_ctx); a block strides over tiles and blocks past the position's entries exit at once.
+#define IDX_TC1_KPAD 8  // floats of padding per key row: conflict-free float2 fragment reads
+#define IDX_TC1_TST 24  // bf16 stride of a warp's term rows (16 entries + 8): conflict-free writes
+template <int DI>
+constexpr size_t idx_tc1_smem()
+{
+    return sizeof(float) * 2 * IDX_TC_ET * (DI + IDX_TC1_KPAD) + sizeof(uint16_t) * 8 * 32 * IDX_TC1_TST;
+}
+__device__ __forceinline__ void idx_cp16(uint32_t dst, const void *src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+template <int DI>
+__global__ void __launch_bounds__(256, 2) k_idx_score_tc1(const float *qI, const float *wts, const float *keys, int Hi,
+                                                          const long long *ppos, float *score, size_t ld)
+{
+    constexpr int KS = DI / 16, KST = DI + IDX_TC1_KPAD, CPR = DI / 4; // 16-byte chunks per key row
+    extern __shared__ __align__(16) unsigned char idx_smem[];
+    float *kbuf = (float *)idx_smem;                                // [2][ET][KST] fp32 keys
+    uint16_t *ts = (uint16_t *)(kbuf + 2 * IDX_TC_ET * KST);       // [8 warps][32 heads][TST] terms
+    int s = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    long long nv = (*ppos + s + 1) / 4;
+    if ((long long)blockIdx.x * IDX_TC_ET >= nv) // nothing for this block (the grid is sized for max_ctx)
+        return;
+    int h0 = (warp & 1) * 32, es = (warp >> 1) * 16, active = h0 < Hi;
+    uint32_t a[2][KS][4];
+    float wv[2][2];
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int h = h0 + 16 * m + g + 8 * r;
+            int ok = h < Hi;
+            wv[m][r] = ok ? wts[(size_t)s * Hi + h] : 0.f;
+            const float *qr = qI + ((size_t)s * Hi + (ok ? h : 0)) * DI;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    float2 v = ok ? *reinterpret_cast<const float2 *>(qr + kk * 16 + 2 * t + 8 * c) : make_float2(0.f, 0.f);
+                    a[m][kk][r + 2 * c] = pack_bf16x2(v.x, v.y);
+                }
+        }
+    }
+    uint32_t kbase = (uint32_t)__cvta_generic_to_shared(kbuf);
+    uint16_t *tw = ts + (size_t)warp * 32 * IDX_TC1_TST;
+    long long stride = (long long)gridDim.x * IDX_TC_ET;
+    // tile i of this block starts at entry e0 = blockIdx.x * ET + i * stride; stage i & 1
+    auto load = [&](long long e0, int stage) {
+#pragma unroll
+        for (int j = 0; j < IDX_TC_ET * CPR / 256; j++) {
+            int i = threadIdx.x + j * 256, er = i / CPR, c4 = i % CPR;
+            bool ok = e0 + er < nv;
+            const float *src = keys + (ok ? (size_t)(e0 + er) * DI + c4 * 4 : 0);
+            idx_cp16(kbase + (uint32_t)(sizeof(float) * ((stage * IDX_TC_ET + er) * KST + c4 * 4)), src, ok);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    long long e0 = (long long)blockIdx.x * IDX_TC_ET;
+    load(e0, 0);
+    for (int stage = 0; e0 < nv; e0 += stride, stage ^= 1) {
+        if (e0 + stride < nv) {
+            load(e0 + stride, stage ^ 1); // the stage the last tile read (released by its second barrier)
+            asm volatile("cp.async.wait_group 1;\n" ::);
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::);
+        }
+        __syncthreads(); // this tile's keys are in; the last tile's terms have been summed
+        if (active) {
+            const float *kt = kbuf + (size_t)stage * IDX_TC_ET * KST;
+            float run[2][2][4];
+#pragma unroll
+            for (int kb = 0; kb < DI / 32; kb++) {
+                float part[2][2][4];
+#pragma unroll
+                for (int m = 0; m < 2; m++)
+#pragma unroll
+                    for (int n = 0; n < 2; n++)
+#pragma unroll
+                        for (int j = 0; j < 4; j++)
+                            part[m][n][j] = 0.f;
+#pragma unroll
+                for (int k2 = 0; k2 < 2; k2++) {
+                    int kk = 2 * kb + k2;
+                    uint32_t b[2][2];
+#pragma unroll
+                    for (int n = 0; n < 2; n++) {
+                        const float *kr = kt + (es + n * 8 + g) * KST + kk * 16 + 2 * t;
+                        float2 v0 = *reinterpret_cast<const float2 *>(kr), v1 = *reinterpret_cast<const float2 *>(kr + 8);
+                        b[n][0] = pack_bf16x2(v0.x, v0.y);
+                        b[n][1] = pack_bf16x2(v1.x, v1.y);
+                    }
+#pragma unroll
+                    for (int m = 0; m < 2; m++)
+#pragma unroll
+                        for (int n = 0; n < 2; n++)
+                            mma_bf16_16816(part[m][n], a[m][kk], b[n][0], b[n][1]);
+                }
+#pragma unroll
+                for (int m = 0; m < 2; m++)
+#pragma unroll
+                    for (int n = 0; n < 2; n++)
+#pragma unroll
+                        for (int j = 0; j < 4; j++)
+                            run[m][n][j] = kb ? run[m][n][j] + part[m][n][j] : part[m][n][j];
+            }
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int n = 0; n < 2; n++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++) {
+                        float d0 = bf16r(run[m][n][2 * r]), d1 = bf16r(run[m][n][2 * r + 1]);
+                        if (d0 < 0.f)
+                            d0 = 0.f;
+                        if (d1 < 0.f)
+                            d1 = 0.f;
+                        *reinterpret_cast<uint32_t *>(tw + (16 * m + g + 8 * r) * IDX_TC1_TST + n * 8 + 2 * t) =
+                            pack_bf16x2(d0 * wv[m][r], d1 * wv[m][r]);
+                    }
+        }
+        __syncthreads(); // terms written; every warp is done with this stage's keys
+        if (threadIdx.x < IDX_TC_ET && e0 + threadIdx.x < nv) {
+            int er = threadIdx.x;
+            const uint16_t *tq = ts + (size_t)(er >> 4) * 2 * 32 * IDX_TC1_TST + (er & 15);
+            float sum = 0.f;
+            for (int h = 0; h < Hi; h++) // warp (er / 16) * 2 + h / 32, row h % 32: head order
+                sum += __uint_as_float((uint32_t)tq[(size_t)h * IDX_TC1_TST] << 16);
+            score[(size_t)s * ld + e0 + er] = bf16r(sum);
+        }
+    }
+}
+
+// The shared-memory limits of the tensor-core score kernels for keys of di dims, on the current
+// device (a per-device setting: engines may live on several devices). Called at engine creation, so
+// that a decode step's graph capture launches the kernel without setting anything, and by
+// cuda_engine_idx_scores (tests, benchmarks). Shapes the kernels do not take: nothing to set.
+static cudaError_t idx_tc_attrs(int di)
+{
+    cudaError_t ce = cudaSuccess;
+#define IDX_ATTR(D)                                                                                                    \
+    do {                                                                                                               \
+        ce = cudaFuncSetAttribute(k_idx_score_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)idx_tc_smem<D>()); \
+        if (ce == cudaSuccess)                                                                                         \
+            ce = cudaFuncSetAttribute(k_idx_score_tc1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,                 \
+                                      (int)idx_tc1_smem<D>());                                                         \
+    } while (0)
+    if (di == 128)
+        IDX_ATTR(128);
+    else if (di == 64)
+        IDX_ATTR(64);
+    else if (di == 32)
+        IDX_ATTR(32);
+#undef IDX_ATTR
+    return ce;
+}
+
 // Top-k of each query's scores in O(n): sel[s][rank] = e for rank < k (descending score, ties to the
 // lowest index: inf_cpu_topk's order), the rest -1. Two launches, so that one query's scan spreads
 // over many blocks: k_topk_seg takes the top k of each TOPK_SEG-entry segment of the row, k_topk_merge
 // the top k of the segments' lists laid end to end. The global top k is within the union of the
 // segments' top k under this total order, and in the merged array equal scores stand in index order
-// (segments in index order, each list sorted by score then index), so the merge's ties to the lowest
-// position are ties to the lowest index.
+// (segments in index order, each list in index order), so the merge's ties to the lowest position
+// are ties to the lowest index.
 //
 // topk_block, one block of TOPK_THREADS: a radix select on the scores' order-preserving 32-bit keys
-// (-0 as +0, so that equal values tie) in three passes of 11/11/10 bits finds the k-th largest key T
-// and how many of the entries equal to it are needed; one more pass, in position order, collects the
-// entries above T and the lowest-position ones equal to T; a bitonic sort of those k by (score desc,
-// position asc) gives the rank order. Histogram counts are warp-aggregated (__match_any_sync), since
-// scores crowd into few bins. Returns with keys[r] & 0xffffffff = the position of rank r.
+// (-0 as +0, so that equal values tie) in up to three passes of 11/11/10 bits finds the k-th largest
+// key T and how many of the entries equal to it are needed; one more pass, in position order,
+// collects the entries above T and the lowest-position ones equal to T, each at its rank in position
+// order (a block prefix count of both kinds), and with `sorted` a bitonic sort of those k by (score
+// desc, position asc) gives the rank order (the segments skip it: the merge needs their lists in
+// index order only). Histogram counts are warp-aggregated (__match_any_sync), since scores crowd into
+// few bins. A pass stops early when the chosen bin's entries are all needed or all equal (no key of
+// the bin has a bit set below its digit: bf16 scores, the indexer's, end after two passes). Rows of
+// up to TOPK_THREADS * TOPK_REG entries (every segment; the merge up to 16K candidates) are read once
+// into registers; longer ones are read from memory in each pass. Returns with keys[r] & 0xffffffff =
+// the position of entry r (rank r when sorted; else the r-th selected in position order).
 #define TOPK_THREADS 1024
 #define TOPK_MAXK 2048
 #define TOPK_SEG 8192
+#define TOPK_REG 16
 __device__ __forceinline__ uint32_t score_key(float v)
 {
     uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
-__device__ void topk_block(const float *sc, int nv, int k, unsigned long long *keys)
+__device__ void topk_block(const float *sc, int nv, int k, unsigned long long *keys, int sorted)
 {
-    __shared__ unsigned hist[2048];
-    __shared__ unsigned wcnt[32], wexc[32], sh_bin, sh_above, sh_total, sh_n;
+    __shared__ unsigned hist[2048], lowbit[64];
+    __shared__ unsigned wcnt[32], wexc[32], sh_bin, sh_above, sh_total;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const bool cached = nv <= TOPK_THREADS * TOPK_REG;
+    uint32_t rk[TOPK_REG];
+    if (cached) {
+#pragma unroll
+        for (int j = 0; j < TOPK_REG; j++) {
+            int e = j * TOPK_THREADS + tid;
+            rk[j] = e < nv ? score_key(sc[e]) : 0u;
+        }
+    }
+    // body(e, key) for every position e of the row, TOPK_THREADS at a time in position order; every
+    // thread runs every round (e >= nv: not an entry), so barriers inside body are uniform
+    auto sweep = [&](auto body) {
+        if (cached) {
+#pragma unroll
+            for (int j = 0; j < TOPK_REG; j++)
+                if (j * TOPK_THREADS < nv)
+                    body(j * TOPK_THREADS + tid, rk[j]);
+        } else {
+            for (int base = 0; base < nv; base += TOPK_THREADS) {
+                int e = base + tid;
+                body(e, e < nv ? score_key(sc[e]) : 0u);
+            }
+        }
+    };
     uint32_t prefix = 0, pmask = 0;
     unsigned need = (unsigned)k; // entries still to take among those whose key matches prefix under pmask
     if (nv > k) {
         for (int pass = 0; pass < 3; pass++) { // bits 31..21, 20..10, 9..0
             int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nb = pass < 2 ? 2048 : 1024;
+            uint32_t lowm = (1u << shift) - 1u;
             for (int i = tid; i < nb; i += blockDim.x)
                 hist[i] = 0;
+            if (tid < 64)
+                lowbit[tid] = 0;
             __syncthreads();
-            for (int base = 0; base < nv; base += blockDim.x) {
-                int e = base + tid;
-                uint32_t key = e < nv ? score_key(sc[e]) : 0;
+            sweep([&](int e, uint32_t key) {
                 int in = e < nv && (key & pmask) == prefix;
                 unsigned bin = in ? (key >> shift) & (unsigned)(nb - 1) : 0xffffffffu;
                 unsigned peers = __match_any_sync(0xffffffffu, bin);
-                if (in && lane == __ffs(peers) - 1)
+                unsigned low = __ballot_sync(0xffffffffu, in && (key & lowm)) & peers;
+                if (in && lane == __ffs(peers) - 1) {
                     atomicAdd(&hist[bin], (unsigned)__popc(peers));
-            }
+                    if (low)
+                        atomicOr(&lowbit[bin >> 5], 1u << (bin & 31));
+                }
+            });
             __syncthreads();
             if (warp == 0) { // the bin (from the top) where the count reaches need
                 int per = nb >> 5, top = nb - lane * per;
@@ -1213,26 +1414,23 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
             }
             __syncthreads();
             unsigned bin = sh_bin, cnt = hist[bin];
+            int equal = !((lowbit[bin >> 5] >> (bin & 31)) & 1u); // the bin's keys have no bit below: all equal
             need -= sh_above;
             prefix |= bin << shift;
             pmask |= (uint32_t)(nb - 1) << shift;
             __syncthreads();
-            if (cnt == need) // every entry of this bin is taken: no need to look at lower bits
+            if (cnt == need || equal) // every entry of this bin is taken, or they tie: no need for lower bits
                 break;
         }
     }
     uint32_t hi = prefix | ~pmask; // keys above every key that matches the prefix
-    if (tid == 0)
-        sh_n = 0;
-    unsigned running = 0;
+    unsigned run_a = 0, run_t = 0; // entries above / tied so far, in position order
     __syncthreads();
-    for (int base = 0; base < nv; base += blockDim.x) {
-        int e = base + tid;
-        uint32_t key = e < nv ? score_key(sc[e]) : 0;
+    sweep([&](int e, uint32_t key) {
         int above = e < nv && key > hi, tie = e < nv && (key & pmask) == prefix;
-        unsigned b = __ballot_sync(0xffffffffu, tie);
+        unsigned ab = __ballot_sync(0xffffffffu, above), tb = __ballot_sync(0xffffffffu, tie);
         if (lane == 0)
-            wcnt[warp] = (unsigned)__popc(b);
+            wcnt[warp] = ((unsigned)__popc(ab) << 16) | (unsigned)__popc(tb); // both <= 32: one scan for two
         __syncthreads();
         if (warp == 0) {
             unsigned v = lane < (int)(blockDim.x >> 5) ? wcnt[lane] : 0, inc = v;
@@ -1246,14 +1444,18 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
                 sh_total = inc;
         }
         __syncthreads();
-        unsigned rank = running + wexc[warp] + (unsigned)__popc(b & ((1u << lane) - 1u));
-        if (above || (tie && rank < need)) {
-            unsigned slot = atomicAdd(&sh_n, 1u);
-            keys[slot] = ((unsigned long long)~key << 32) | (unsigned long long)(uint32_t)e;
-        }
-        running += sh_total;
+        unsigned lt = (1u << lane) - 1u, ex = wexc[warp];
+        unsigned na = run_a + (ex >> 16) + (unsigned)__popc(ab & lt), nt = run_t + (ex & 0xffffu) + (unsigned)__popc(tb & lt);
+        // the selected before this position: every entry above, the first `need` ties
+        if (above || (tie && nt < need))
+            keys[na + (nt < need ? nt : need)] = ((unsigned long long)~key << 32) | (unsigned long long)(uint32_t)e;
+        unsigned tot = sh_total;
+        run_a += tot >> 16;
+        run_t += tot & 0xffffu;
         __syncthreads();
-    }
+    });
+    if (!sorted)
+        return;
     int P = 1;
     while (P < k)
         P <<= 1;
@@ -1287,7 +1489,7 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_seg(const float *score, s
         return;
     int n = nv - lo < TOPK_SEG ? (int)(nv - lo) : TOPK_SEG, k = n < K ? n : K;
     const float *sc = score + (size_t)s * ld + lo;
-    topk_block(sc, n, k, keys);
+    topk_block(sc, n, k, keys, 0); // the list in index order (what the merge's ties need)
     float *os = cand_sc + (size_t)s * cld + (size_t)blockIdx.x * K;
     int *oi = cand_ix + (size_t)s * cld + (size_t)blockIdx.x * K;
     for (int i = threadIdx.x; i < k; i += blockDim.x) {
@@ -1313,7 +1515,7 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_merge(const float *cand_s
     long long last = nv - (long long)(nseg - 1) * TOPK_SEG;
     int n2 = (nseg - 1) * K + (last < K ? (int)last : K);
     const float *sc = cand_sc + (size_t)s * cld;
-    topk_block(sc, n2, k, keys);
+    topk_block(sc, n2, k, keys, 1);
     for (int i = threadIdx.x; i < k; i += blockDim.x)
         out[i] = cand_ix[(size_t)s * cld + (uint32_t)keys[i]];
 }
@@ -2611,6 +2813,8 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
         if (g->idx_blocks < 1)
             g->idx_blocks = 1;
     }
+    if (!rc) // the tensor-core indexer kernels' shared memory, for this device, before any graph capture
+        rc = cu(e, idx_tc_attrs(c->index_head_dim), "indexer scores: cudaFuncSetAttribute");
     if (!rc)
         rc = upload_weights(g, w, e);
     g->L = (struct dlayer *)calloc((size_t)c->num_hidden_layers, sizeof *g->L);
@@ -2714,9 +2918,11 @@ static int lin_bf16(struct cuda_engine *g, const struct dlin *w, const float *x,
 }
 
 // The indexer's scores of S queries at *dpos.. over keys[0..(pos+S)/4): mode 0 as the engine
-// (tensor cores for prefill chunks of S >= IDX_TC_MIN_S when Hi <= 64 and di is 32, 64 or 128; the
-// scalar kernels otherwise, e.g. a decode step, whose grid is fixed for graph replay), 1 the scalar
-// kernels, 2 tensor cores. max_n >= the entries of the last query sizes the grids (both stride).
+// (tensor cores when Hi <= 64 and di is 32, 64 or 128: k_idx_score_tc for S >= IDX_TC_MIN_S,
+// k_idx_score_tc1 below that, e.g. a decode step; the scalar kernels otherwise), 1 the scalar
+// kernels, 2 tensor cores. max_n >= the entries of the last query sizes the grids (all stride and
+// exit early past a query's entries; a decode step passes max_ctx / 4, so its grid never changes).
+// idx_tc_attrs(di) must have run on the current device.
 static int idx_scores_launch(const float *qI, const float *wts, const float *keys, int S, int Hi, int di,
                              const long long *dpos, long long max_n, float *score, size_t ld, int scalar_blocks,
                              int mode, cudaStream_t st, struct ctx_err *e)
@@ -2725,32 +2931,44 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
     if (mode == 2 && !tc_ok)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core indexer scores need <= 64 heads of 32, 64 "
                                                 "or 128 dims (got %d x %d)", Hi, di);
-    if (mode == 2 || (mode == 0 && tc_ok && S >= IDX_TC_MIN_S)) {
-        int sms = 0, qb = Hi <= 32 ? 8 : 4;
-        cudaError_t ce = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    if (mode == 2 || (mode == 0 && tc_ok)) {
+        int sms = 0, dev = 0;
+        cudaError_t ce = cudaGetDevice(&dev);
+        if (ce == cudaSuccess)
+            ce = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
         if (ce != cudaSuccess)
             return cu(e, ce, "cudaDeviceGetAttribute");
-        long long tiles = (max_n + IDX_TC_ET - 1) / IDX_TC_ET, gy = (S + qb - 1) / qb;
+        long long tiles = (max_n + IDX_TC_ET - 1) / IDX_TC_ET;
+        if (S < IDX_TC_MIN_S) { // one query per block row; 2 blocks per SM fit (82 KB of shared memory each)
+            long long gx = (2LL * sms + S - 1) / S;
+            if (gx > tiles)
+                gx = tiles;
+            if (gx < 1)
+                gx = 1;
+            dim3 grid((unsigned)gx, (unsigned)S);
+            if (di == 128)
+                k_idx_score_tc1<128><<<grid, 256, idx_tc1_smem<128>(), st>>>(qI, wts, keys, Hi, dpos, score, ld);
+            else if (di == 64)
+                k_idx_score_tc1<64><<<grid, 256, idx_tc1_smem<64>(), st>>>(qI, wts, keys, Hi, dpos, score, ld);
+            else
+                k_idx_score_tc1<32><<<grid, 256, idx_tc1_smem<32>(), st>>>(qI, wts, keys, Hi, dpos, score, ld);
+            LAUNCHED("indexer scores (tensor cores, few queries)");
+            return 0;
+        }
+        int qb = Hi <= 32 ? 8 : 4;
+        long long gy = (S + qb - 1) / qb;
         long long gx = (16LL * sms + gy - 1) / gy; // about 16 blocks per SM in all: even waves
         if (gx > (tiles + 3) / 4) // but 4+ tiles per block: loading a block's queries costs 4 tiles' keys
             gx = (tiles + 3) / 4;
         if (gx < 1)
             gx = 1;
         dim3 grid((unsigned)gx, (unsigned)gy);
-#define IDX_TC(D)                                                                                                      \
-    do {                                                                                                               \
-        size_t sm_ = idx_tc_smem<D>();                                                                                 \
-        if ((ce = cudaFuncSetAttribute(k_idx_score_tc<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm_)))     \
-            return cu(e, ce, "cudaFuncSetAttribute");                                                                  \
-        k_idx_score_tc<D><<<grid, 256, sm_, st>>>(qI, wts, keys, Hi, S, dpos, score, ld);                              \
-    } while (0)
         if (di == 128)
-            IDX_TC(128);
+            k_idx_score_tc<128><<<grid, 256, idx_tc_smem<128>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld);
         else if (di == 64)
-            IDX_TC(64);
+            k_idx_score_tc<64><<<grid, 256, idx_tc_smem<64>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld);
         else
-            IDX_TC(32);
-#undef IDX_TC
+            k_idx_score_tc<32><<<grid, 256, idx_tc_smem<32>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld);
         LAUNCHED("indexer scores (tensor cores)");
         return 0;
     }
@@ -2773,8 +2991,10 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
 static int indexer_scores(struct cuda_engine *g, const float *keys, int S, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
-    return idx_scores_launch(g->qI, g->wts, keys, S, c->index_n_heads, c->index_head_dim, g->dpos, (g->pos + S) / 4,
-                             g->score, g->score_ld, g->idx_blocks, 0, g->st, e);
+    // a decode step's grid from max_ctx (captured once, replayed at every position); chunks from pos
+    long long max_n = S < IDX_TC_MIN_S ? g->max_ctx / 4 : (g->pos + S) / 4;
+    return idx_scores_launch(g->qI, g->wts, keys, S, c->index_n_heads, c->index_head_dim, g->dpos, max_n, g->score,
+                             g->score_ld, g->idx_blocks, 0, g->st, e);
 }
 
 extern "C" int cuda_engine_idx_scores(const float *d_q, const float *d_w, const float *d_keys, int S, int Hi, int di,
@@ -2784,10 +3004,14 @@ extern "C" int cuda_engine_idx_scores(const float *d_q, const float *d_w, const 
     if (S < 1 || Hi < 1 || di < 4 || di % 4 || max_n < 0 || max_n > 0x7fffffffLL || mode < 0 || mode > 2)
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: indexer scores of %d queries, %d heads x %d dims, %lld entries, "
                                           "mode %d", S, Hi, di, max_n, mode);
-    int sms = 0;
-    cudaError_t ce = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    int sms = 0, dev = 0;
+    cudaError_t ce = cudaGetDevice(&dev);
+    if (ce == cudaSuccess)
+        ce = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (ce == cudaSuccess)
+        ce = idx_tc_attrs(di);
     if (ce != cudaSuccess)
-        return cu(e, ce, "cudaDeviceGetAttribute");
+        return cu(e, ce, "indexer scores: device attributes");
     long long need = (max_n + 255) / 256;
     int blocks = (int)(need < 4LL * sms ? need : 4LL * sms);
     return idx_scores_launch(d_q, d_w, d_keys, S, Hi, di, d_pos, max_n, d_score, ld, blocks > 0 ? blocks : 1, mode,

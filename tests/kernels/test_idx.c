@@ -1,5 +1,6 @@
-/* The indexer's scores on the GPU (cuda_engine_idx_scores: the tensor-core kernel of prefill chunks
- * and the one-thread-per-entry kernel of decode) against a host reference that is the CPU engine's
+/* The indexer's scores on the GPU (cuda_engine_idx_scores: the tensor-core kernels, k_idx_score_tc for
+ * prefill chunks and k_idx_score_tc1 for fewer than 4 queries (decode), and the one-thread-per-entry
+ * kernel) against a host reference that is the CPU engine's
  * own arithmetic (inference/model.c idx_task: inf_cpu_dot, bf16 roundings, heads added in order).
  * Plain TAP (the GPU machine has no cmocka); "1..0 # SKIP" without a device (the suite's convention).
  *
@@ -14,7 +15,9 @@
  * the others (only in the "block scales" cases, whose 32-dim blocks get scales up to 2^20 apart,
  * which a Hadamard never produces) must be within sum_h 2^-6 |w_h| B_h * 1.1 + 2^-7 |score| (a bf16 flip
  * of each head's dot and of the result). Entries beyond a query's (pos + 1) / 4 must not be
- * written. Environment: CTX_IDX_QUICK set runs the small cases only (n <= 3000; for memcheck). */
+ * written, also when the grid is sized for more entries than the position has (a decode step's grid
+ * comes from max_ctx: cases with max_n > n). Environment: CTX_IDX_QUICK set runs the small cases only
+ * (n <= 3000; for memcheck). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -104,12 +107,13 @@ struct icase {
     int S, Hi, di;
     long long n; /* entries of the last query */
     int wide;
+    long long max_n; /* the grid's entries (0: n); a decode step passes max_ctx / 4 */
 };
 
 static void run_case(const struct icase *c)
 {
     int S = c->S, Hi = c->Hi, di = c->di, nb = di / 32;
-    long long n = c->n, pos0 = 4 * n - S; /* the last query (pos0 + S - 1) sees (pos0 + S) / 4 = n entries */
+    long long n = c->n, pos0 = 4 * n - S, max_n = c->max_n > n ? c->max_n : n; /* the last query (pos0 + S - 1) sees (pos0 + S) / 4 = n entries */
     size_t ld = (size_t)n + 37;
     float *q = malloc(sizeof(float) * (size_t)S * Hi * di), *w = malloc(sizeof(float) * (size_t)S * Hi);
     float *k = malloc(sizeof(float) * (size_t)n * di);
@@ -187,7 +191,8 @@ static void run_case(const struct icase *c)
     }
     for (int mode = 1; mode <= 2; mode++) {
         ok = !cuda_memset(d_sc, 0xff, sizeof(float) * (size_t)S * ld, &e) &&
-             !cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, n, d_sc, ld, mode, NULL, &e) && !cuda_sync(&e) &&
+             !cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, max_n, d_sc, ld, mode, NULL, &e) &&
+             !cuda_sync(&e) &&
              !cuda_d2h(got, d_sc, sizeof(float) * (size_t)S * ld, &e);
         if (!ok) {
             tap(0, "%s %s: %s", c->name, mode == 2 ? "tensor cores" : "scalar", e.msg);
@@ -221,10 +226,10 @@ static void run_case(const struct icase *c)
             }
         }
         tap(bad_ex == 0 && bad_tol == 0 && touched == 0,
-            "%s %s: S %d, %d heads x %d dims, %lld entries: %lld of %lld meet the exact condition, %lld of those "
-            "bit-identical (%lld differ); the rest: %lld bit-identical of %lld, %lld beyond the bound (worst %.3g of "
-            "it); %lld entries beyond a query's range written",
-            c->name, mode == 2 ? "tensor cores" : "scalar", S, Hi, di, n, n_exact, n_all, bit_ex, bad_ex,
+            "%s %s: S %d, %d heads x %d dims, %lld entries (grid for %lld): %lld of %lld meet the exact condition, "
+            "%lld of those bit-identical (%lld differ); the rest: %lld bit-identical of %lld, %lld beyond the bound "
+            "(worst %.3g of it); %lld entries beyond a query's range written",
+            c->name, mode == 2 ? "tensor cores" : "scalar", S, Hi, di, n, max_n, n_exact, n_all, bit_ex, bad_ex,
             bit_all - bit_ex, n_all - n_exact, bad_tol, worst, touched);
     }
 done:
@@ -275,16 +280,25 @@ int main(void)
     }
     inf_cpu_set_simd(2); /* the CPU engine's own SIMD path for inf_cpu_dot (its strided fp32 sums) */
     static const struct icase cases[] = {
-        {"fixture shape", 5, 4, 128, 1000, 0},
-        {"V4 shape, partial query block", 37, 64, 128, 3000, 0},
-        {"20 heads x 64", 16, 20, 64, 2061, 0},
-        {"48 heads x 32", 9, 48, 32, 777, 0},
-        {"33 heads", 11, 33, 128, 1500, 0},
-        {"V4 shape, 64 queries", 64, 64, 128, 20000, 0},
-        {"V4 shape, 500K context", 8, 64, 128, 130000, 0},
-        {"block scales 2^-10..2^10", 12, 64, 128, 5000, 10},
-        {"block scales 2^-10..2^10, 16 heads", 7, 16, 128, 4000, 10},
-        {"block scales 2^-6..2^6, 4 heads", 9, 4, 128, 3000, 6},
+        {"fixture shape", 5, 4, 128, 1000, 0, 0},
+        {"V4 shape, partial query block", 37, 64, 128, 3000, 0, 0},
+        {"20 heads x 64", 16, 20, 64, 2061, 0, 0},
+        {"48 heads x 32", 9, 48, 32, 777, 0, 0},
+        {"33 heads", 11, 33, 128, 1500, 0, 0},
+        {"V4 shape, 64 queries", 64, 64, 128, 20000, 0, 0},
+        {"V4 shape, 500K context", 8, 64, 128, 130000, 0, 0},
+        {"block scales 2^-10..2^10", 12, 64, 128, 5000, 10, 0},
+        {"block scales 2^-10..2^10, 16 heads", 7, 16, 128, 4000, 10, 0},
+        {"block scales 2^-6..2^6, 4 heads", 9, 4, 128, 3000, 6, 0},
+        /* fewer than 4 queries: k_idx_score_tc1 (decode), grids sized for more entries than there are */
+        {"decode, V4 shape, 500K context", 1, 64, 128, 125000, 0, 125000},
+        {"decode, V4 shape, early position of a 500K grid", 1, 64, 128, 2989, 0, 125000},
+        {"decode, 3 queries", 3, 64, 128, 2500, 0, 40000},
+        {"decode, fixture shape", 1, 4, 128, 1000, 0, 2048},
+        {"decode, 2 queries of 48 heads x 64", 2, 48, 64, 2061, 0, 0},
+        {"decode, 20 heads x 32", 1, 20, 32, 777, 0, 3000},
+        {"decode, one entry", 1, 64, 128, 1, 0, 125000},
+        {"decode, block scales 2^-10..2^10", 1, 64, 128, 3000, 10, 30000},
     };
     const char *quick = getenv("CTX_IDX_QUICK"); /* set: the small cases only (for compute-sanitizer) */
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
