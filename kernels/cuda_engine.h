@@ -164,7 +164,7 @@ int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, in
 /* The indexer's scores (a building block, exported for tests and benchmarks): for each query s < S at
  * position *d_pos + s, d_score[s * ld + e] = bf16(sum_h bf16(relu(bf16(q_sh . key_e)) * w_sh)) (heads
  * added in head order) for e < (*d_pos + s + 1) / 4 <= max_n; d_q [S][Hi][di] and d_keys [n][di] hold
- * FP4-QDQ'd values (exact in bf16), d_w [S][Hi]. mode 0: as the engine (tensor cores for S >= 4 when
+ * FP4-QDQ'd values (exact in bf16), d_w [S][Hi]. mode 0: as the engine (tensor cores for any S when
  * Hi <= 64 and di is 32, 64 or 128, else one thread per entry), 1: one thread per entry, 2: tensor
  * cores (CTX_EUNSUPPORTED outside those shapes). Device pointers; asynchronous on `stream`. */
 int cuda_engine_idx_scores(const float *d_q, const float *d_w, const float *d_keys, int S, int Hi, int di,

@@ -4,8 +4,9 @@
 // CPU's scalar code does; where the CPU fuses (the attention's P.V axpy) this file calls fmaf.
 //
 // Kernels read the position from device memory (written with the tokens by one copy), so a decode
-// step is captured once as a CUDA graph and replayed. Long contexts: the indexer's scores are one
-// thread per entry and its top-k a two-stage radix select (O(n) per query); attention splits a
+// step is captured once as a CUDA graph and replayed. Long contexts: the indexer's scores run on
+// bf16 tensor cores (exact per 32-dim block) and its top-k is a two-stage radix select (O(n) per
+// query); attention splits a
 // query's entries into runs that start from the reference's running max, so every bf16 probability
 // is the reference's. Matrices that share an input are concatenated at upload (wq_a|wkv, the
 // shared expert's w1|w3, the compressors' bf16 products) and the routed w1 and w3 run as one grouped
