@@ -24,6 +24,7 @@
 #include "cuda_engine.h"
 #include "cuda_kvpack.h"
 #include "gemm.h"
+#include "moe_gemm.h"
 
 extern "C" {
 #include "cpu/kernels.h" // inf_cpu_rope_init / inf_cpu_rope_table: the host computes the RoPE tables
@@ -2200,6 +2201,8 @@ struct cuda_engine {
     float *rw;
     void *topk_scratch; // cuda_engine_topk's segment lists
     uint16_t *o16, *g16, *ys16, *sg16, *sy16;
+    void *moe_s13, *moe_s2; // scratch of the routed experts' bucketing for prefill (moe_gemm.h)
+    size_t moe_b13, moe_b2;
     uint8_t *q8;
     float *sa;
     void *state_block;
@@ -2578,6 +2581,10 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->ys16, 2 * (size_t)S * k * D);
     PIECE(g->sg16, 2 * 2 * (size_t)S * SI);
     PIECE(g->sy16, 2 * (size_t)S * D);
+    g->moe_b13 = cuda_moe_scratch_bytes(2 * E, 2 * S * k);
+    g->moe_b2 = cuda_moe_scratch_bytes(E, S * k);
+    PIECE(g->moe_s13, g->moe_b13);
+    PIECE(g->moe_s2, g->moe_b2);
     PIECE(g->rope[0], sizeof(float) * (size_t)g->max_ctx * rd);
     PIECE(g->rope[1], sizeof(float) * (size_t)g->max_ctx * rd);
 #undef PIECE
@@ -3135,6 +3142,7 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     return rc;
 }
 
+#define MOE_GEMM_MIN_S 8
 static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
@@ -3152,10 +3160,21 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     prof_mark(g, CUDA_PROF_MOE_ROUTE);
     // w1 and w3 of the routed experts in one grouped product (pairs [0, S*k): w1 on input rows [0, S);
     // [S*k, 2*S*k): w3 on the copy, rows [S, 2S)), then the shared expert's w1|w3 on rows [0, S)
+    // A prefill chunk (S > MOE_GEMM_MIN_S: every chunk size the chunk-invariance guarantee covers takes
+    // the same path) buckets its pairs by expert and runs the grouped GEMM of moe_gemm.h, which reads
+    // each expert's weights once per 64-pair tile; a decode step (S <= 8) keeps the grouped GEMV. The
+    // two compute the same per-32-K definition (moe_gemm.h).
     const uint8_t *const *t = L->etab;
     uint16_t *u16 = g->g16 + (size_t)S * k * I;
-    if ((rc = cuda_fp4_gemv_grouped(g->q8, g->sa, k, 2 * S * k, g->ri, t, t + 2 * E, I, D, g->g16, g->st, e)) ||
-        (rc = lin_fp8_q(g, &L->sw13, S, g->sg16, e)))
+    const int grouped = S > MOE_GEMM_MIN_S;
+    struct cuda_moe_buckets b13, b2;
+    if (grouped)
+        rc = cuda_moe_buckets_init(&b13, g->moe_s13, g->moe_b13, 2 * E, 2 * S * k, e);
+    if (!rc && grouped && !(rc = cuda_moe_bucket(&b13, g->ri, g->st, e)))
+        rc = cuda_moe_gemm(&b13, g->q8, g->sa, k, t, t + 2 * E, I, D, g->g16, g->st, e);
+    if (!rc && !grouped)
+        rc = cuda_fp4_gemv_grouped(g->q8, g->sa, k, 2 * S * k, g->ri, t, t + 2 * E, I, D, g->g16, g->st, e);
+    if (rc || (rc = lin_fp8_q(g, &L->sw13, S, g->sg16, e)))
         return rc;
     // SwiGLU fused with the quantisation of its output (k_swiglu_quant), the routed rows, then, after
     // their w2 product has read q8, the shared expert's.
@@ -3164,7 +3183,14 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     k_swiglu_quant<<<(unsigned)(((long long)S * k * (I / 128) + 7) / 8), 256, 0, g->st>>>(g->g16, u16, I, S * k, I, g->rw,
                                                                                          lim, g->q8, g->sa);
     LAUNCHED("swiglu");
-    if ((rc = cuda_fp4_gemv_grouped(g->q8, g->sa, 1, S * k, g->ri, t + 4 * E, t + 5 * E, D, I, g->ys16, g->st, e)))
+    if (grouped) {
+        if (!(rc = cuda_moe_buckets_init(&b2, g->moe_s2, g->moe_b2, E, S * k, e)) &&
+            !(rc = cuda_moe_bucket(&b2, g->ri, g->st, e)))
+            rc = cuda_moe_gemm(&b2, g->q8, g->sa, 1, t + 4 * E, t + 5 * E, D, I, g->ys16, g->st, e);
+    } else {
+        rc = cuda_fp4_gemv_grouped(g->q8, g->sa, 1, S * k, g->ri, t + 4 * E, t + 5 * E, D, I, g->ys16, g->st, e);
+    }
+    if (rc)
         return rc;
     k_swiglu_quant<<<(unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->st>>>(g->sg16, g->sg16 + SI, 2 * SI, S,
                                                                                       SI, NULL, lim, g->q8, g->sa);

@@ -18,6 +18,7 @@
 
 #include "floors.h"
 #include "gemm.h"
+#include "moe_gemm.h"
 
 #define ITERS 200
 #define ROTATE_BYTES ((size_t)512 << 20)
@@ -299,6 +300,175 @@ static void bench_gemm(const char *name, int n, int k, int m)
     cuda_free(w), cuda_free(ws), cuda_free(q), cuda_free(x), cuda_free(j.y), cuda_free(sa), cuda_free(ws32);
 }
 
+/* ---- routed experts of one V4-Flash layer for a prefill chunk: grouped GEMM vs grouped GEMV ----
+ *
+ * The engine's layout (kernels/engine.cu moe()): w1|w3 as one product over 2*S*k pairs with a table of
+ * 2E entries (ids + E on a copy of the inputs for w3), then w2 over S*k pairs. The GEMM path adds its
+ * two bucketings; both paths are timed in the same run on the same ids and inputs, and the GEMM's w1|w3
+ * output is compared with the GEMV's (share bit-equal: both add the same tensor-core partials, in
+ * different orders). The GEMV takes at most 65535 pairs a launch: larger chunks run in pieces. */
+#define MOE_E 256
+#define MOE_K 6
+#define MOE_D 4096
+#define MOE_I 2048
+
+struct moe_job {
+    int S;
+    const uint8_t *const *tab;
+    const int *ids; /* [2*S*k] */
+    const uint8_t *q13, *q2;
+    const float *sa13, *sa2;
+    uint16_t *y13, *y2;
+    struct cuda_moe_buckets b13, b2;
+};
+static void moe_gemm_launch(void *ud, int i)
+{
+    struct moe_job *j = ud;
+    const uint8_t *const *t = j->tab;
+    (void)i;
+    must(cuda_moe_bucket(&j->b13, j->ids, bench_stream(), &err));
+    must(cuda_moe_gemm(&j->b13, j->q13, j->sa13, MOE_K, t, t + 2 * MOE_E, MOE_I, MOE_D, j->y13, bench_stream(), &err));
+    must(cuda_moe_bucket(&j->b2, j->ids, bench_stream(), &err));
+    must(cuda_moe_gemm(&j->b2, j->q2, j->sa2, 1, t + 4 * MOE_E, t + 5 * MOE_E, MOE_D, MOE_I, j->y2, bench_stream(),
+                       &err));
+}
+static void moe_bucket_launch(void *ud, int i)
+{
+    struct moe_job *j = ud;
+    (void)i;
+    must(cuda_moe_bucket(&j->b13, j->ids, bench_stream(), &err));
+    must(cuda_moe_bucket(&j->b2, j->ids, bench_stream(), &err));
+}
+static void moe_gemv_part(const uint8_t *q, const float *sa, int xg, int npairs, const int *ids,
+                          const uint8_t *const *wt, const uint8_t *const *st, int n, int k, uint16_t *y)
+{
+    const int piece = 8192 * MOE_K; /* a multiple of the group: pieces start on an input row */
+    for (int off = 0; off < npairs; off += piece) {
+        int np = npairs - off < piece ? npairs - off : piece;
+        must(cuda_fp4_gemv_grouped(q + (size_t)(off / xg) * k, sa + (size_t)(off / xg) * (k / 128), xg, np, ids + off,
+                                   wt, st, n, k, y + (size_t)off * n, bench_stream(), &err));
+    }
+}
+static void moe_gemv_launch(void *ud, int i)
+{
+    struct moe_job *j = ud;
+    const uint8_t *const *t = j->tab;
+    (void)i;
+    moe_gemv_part(j->q13, j->sa13, MOE_K, 2 * j->S * MOE_K, j->ids, t, t + 2 * MOE_E, MOE_I, MOE_D, j->y13);
+    moe_gemv_part(j->q2, j->sa2, 1, j->S * MOE_K, j->ids, t + 4 * MOE_E, t + 5 * MOE_E, MOE_D, MOE_I, j->y2);
+}
+
+static uint8_t *moe_w, *moe_s;
+static const uint8_t **moe_dtab;
+
+/* The 3 x 256 experts of one layer (3 GB + scales) and the engine's table of 6E pointers, once. */
+static void moe_weights(void)
+{
+    if (moe_dtab)
+        return;
+    const size_t wb = (size_t)MOE_I * MOE_D / 2, sb = (size_t)MOE_I * MOE_D / 32; /* each of w1, w3, w2 */
+    moe_w = dalloc(wb * 3 * MOE_E), moe_s = dalloc(sb * 3 * MOE_E);
+    bench_fill(moe_w, wb * 3 * MOE_E, 41, BENCH_BYTES);
+    bench_fill(moe_s, sb * 3 * MOE_E, 42, BENCH_E8M0_FP4);
+    const uint8_t *tab[6 * MOE_E];
+    for (int x = 0; x < MOE_E; x++)
+        for (int m = 0; m < 3; m++) { /* w1 -> slots 0 (scales 2), w3 -> 1 (3), w2 -> 4 (5) */
+            static const int wslot[3] = {0, 1, 4}, sslot[3] = {2, 3, 5};
+            tab[wslot[m] * MOE_E + x] = moe_w + wb * ((size_t)m * MOE_E + x);
+            tab[sslot[m] * MOE_E + x] = moe_s + sb * ((size_t)m * MOE_E + x);
+        }
+    moe_dtab = dalloc(sizeof tab);
+    must(cuda_h2d(moe_dtab, tab, sizeof tab, &err));
+}
+
+static void bench_moe_prefill(int S)
+{
+    moe_weights();
+    const int np13 = 2 * S * MOE_K, np2 = S * MOE_K;
+    int *ids = malloc(sizeof *ids * np13);
+    uint64_t r = 0x9e3779b97f4a7c15ull ^ (uint64_t)S;
+    for (int t = 0; t < S; t++)
+        for (int j = 0; j < MOE_K; j++) {
+            int id, dup;
+            do {
+                r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+                id = (int)(r % MOE_E);
+                dup = 0;
+                for (int i = 0; i < j; i++)
+                    dup |= ids[t * MOE_K + i] == id;
+            } while (dup);
+            ids[t * MOE_K + j] = id;
+            ids[S * MOE_K + t * MOE_K + j] = id + MOE_E;
+        }
+    struct moe_job j = {.S = S, .tab = moe_dtab};
+    int *dids = dalloc(sizeof *ids * np13);
+    must(cuda_h2d(dids, ids, sizeof *ids * np13, &err));
+    j.ids = dids;
+    uint16_t *x13 = dalloc((size_t)S * MOE_D * 2), *x2 = dalloc((size_t)np2 * MOE_I * 2);
+    uint8_t *q13 = dalloc((size_t)2 * S * MOE_D), *q2 = dalloc((size_t)np2 * MOE_I);
+    float *sa13 = dalloc(sizeof(float) * 2 * S * (MOE_D / 128)), *sa2 = dalloc(sizeof(float) * np2 * (MOE_I / 128));
+    bench_fill(x13, (size_t)S * MOE_D * 2, 43, BENCH_BF16);
+    bench_fill(x2, (size_t)np2 * MOE_I * 2, 44, BENCH_BF16);
+    struct quant_job qa = {x13, S, MOE_D, 0, q13, sa13}, qb = {x2, np2, MOE_I, 0, q2, sa2};
+    quant_launch(&qa, 0);
+    quant_launch(&qb, 0);
+    /* rows [S, 2S): the copy w3 reads, as the engine quantises it */
+    struct quant_job qc = {x13, S, MOE_D, 0, q13 + (size_t)S * MOE_D, sa13 + (size_t)S * (MOE_D / 128)};
+    quant_launch(&qc, 0);
+    j.q13 = q13, j.q2 = q2, j.sa13 = sa13, j.sa2 = sa2;
+    size_t y13b = (size_t)np13 * MOE_I * 2, y2b = (size_t)np2 * MOE_D * 2;
+    j.y13 = dalloc(y13b), j.y2 = dalloc(y2b);
+    size_t sb13 = cuda_moe_scratch_bytes(2 * MOE_E, np13), sb2 = cuda_moe_scratch_bytes(MOE_E, np2);
+    void *s13 = dalloc(sb13), *s2 = dalloc(sb2);
+    must(cuda_moe_buckets_init(&j.b13, s13, sb13, 2 * MOE_E, np13, &err));
+    must(cuda_moe_buckets_init(&j.b2, s2, sb2, MOE_E, np2, &err));
+
+    /* both paths once, outputs compared (w1|w3 and w2) */
+    uint16_t *h13 = malloc(y13b), *g13 = malloc(y13b), *h2 = malloc(y2b), *g2 = malloc(y2b);
+    moe_gemv_launch(&j, 0);
+    must(cuda_sync(&err));
+    must(cuda_d2h(h13, j.y13, y13b, &err));
+    must(cuda_d2h(h2, j.y2, y2b, &err));
+    must(cuda_memset(j.y13, 0xff, y13b, &err));
+    must(cuda_memset(j.y2, 0xff, y2b, &err));
+    moe_gemm_launch(&j, 0);
+    must(cuda_sync(&err));
+    must(cuda_d2h(g13, j.y13, y13b, &err));
+    must(cuda_d2h(g2, j.y2, y2b, &err));
+    size_t eq = 0, tot = y13b / 2 + y2b / 2;
+    for (size_t i = 0; i < y13b / 2; i++)
+        eq += h13[i] == g13[i];
+    for (size_t i = 0; i < y2b / 2; i++)
+        eq += h2[i] == g2[i];
+
+    const int iters_gemm = 10, iters_gemv = S >= 4096 ? 3 : 5;
+    double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
+    double ms_bucket = time_alone(moe_bucket_launch, &j, iters_gemm);
+    double ms_gemv = time_alone(moe_gemv_launch, &j, iters_gemv);
+    double flop = 6.0 * np2 * (double)MOE_I * MOE_D; /* 2 flops x (2 S k I D for w1|w3 + S k D I for w2) */
+    double tf_gemm = flop / (ms_gemm * 1e-3) / 1e12, tf_gemv = flop / (ms_gemv * 1e-3) / 1e12;
+    printf("| %5d | %6d | %8.3f | %7.3f | %6.1f | %5.1f%% | %9.3f | %6.1f | %6.1fx | %6.2f%% |\n", S, np2, ms_gemm,
+           ms_bucket, tf_gemm, 100.0 * tf_gemm / fp8_peak, ms_gemv, tf_gemv, ms_gemv / ms_gemm,
+           100.0 * (double)eq / (double)tot);
+    free(ids), free(h13), free(g13), free(h2), free(g2);
+    cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
+    cuda_free(j.y13), cuda_free(j.y2), cuda_free(s13), cuda_free(s2);
+}
+
+static void bench_moe_rows(int only_s)
+{
+    printf("\nPrefill, routed experts of one V4-Flash layer (256 experts, top-6, w1|w3 2048x4096 and w2 4096x2048, "
+           "FP4): grouped GEMM (moe_gemm.h, incl. its two bucketings) vs grouped GEMV (today's moe()), same ids and "
+           "inputs, median ms alone; TFLOP/s counts 6 S k I D\n\n");
+    printf("| S | pairs | GEMM ms | of it bucketing ms | GEMM TFLOP/s | of FP8 peak | GEMV ms | GEMV TFLOP/s | "
+           "speed-up | outputs bit-equal to GEMV |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    static const int sizes[] = {512, 2048, 8192};
+    for (int i = 0; i < 3; i++)
+        if (!only_s || only_s == sizes[i])
+            bench_moe_prefill(sizes[i]);
+}
+
 int main(int argc, char **argv)
 {
     /* "profile": one decode GEMV and one expert product only, for a profiler (ncu) run; "decode": the
@@ -321,6 +491,10 @@ int main(int argc, char **argv)
         printf("floor, FP8 compute: dense cuBLASLt e4m3 8192^3 (per-tensor scales, fast accumulation), median of 20: "
                "%.0f TFLOP/s\n", fp8_peak);
     printf("\n");
+    if (argc > 1 && strcmp(argv[1], "moe") == 0) { /* only the routed experts' prefill rows ("moe S": one) */
+        bench_moe_rows(argc > 2 ? atoi(argv[2]) : 0);
+        return 0;
+    }
     if (profile) {
         bench_fp8_gemv("e_proj 4096^2", 4096, 4096, 1);
         bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0);
@@ -369,5 +543,6 @@ int main(int argc, char **argv)
     bench_gemm("attn.wo_b", 4096, 8192, 4096);
     bench_gemm("shared w1", 2048, 4096, 4096);
     bench_gemm("4096^2", 4096, 4096, 16384);
+    bench_moe_rows(0);
     return 0;
 }

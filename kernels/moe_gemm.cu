@@ -1,0 +1,413 @@
+// Routed experts for prefill: device bucketing of (token, slot) pairs by expert and a grouped FP4 x FP8
+// GEMM over the buckets; semantics in moe_gemm.h.
+//
+// The numerics are the decode kernel's (gemm.cu, fp4_gemv_kernel): each 32-K block is one
+// m16n8k32 e4m3 mma started from zero, fed the same K positions in the same fragment slots (lane t's
+// 4 weight bytes 4t..4t+3 of the block's 16: low nibbles = even K positions into k 4t..4t+3, high
+// nibbles = odd ones into k 16+4t..; the activation's 8 bytes 8t..8t+7 split the same way by
+// __byte_perm), so every 32-K partial is the same tensor-core result; it is then scaled as
+// (partial * (act_scale * 64)) * weight_scale (64 undoes the e2m1 -> e4m3 view's 2^-6). The partials
+// are added in ascending K order (kernels/ref.c's order; the decode kernel adds them per lane and
+// then across lanes, so the two agree within fp32 rounding of the sum, not bitwise).
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "moe_gemm.h"
+
+namespace {
+
+int cuda_fail(struct ctx_err *e, cudaError_t rc, const char *what)
+{
+    return ctx_err_set(e, CTX_EIO, "%s: %s", what, cudaGetErrorString(rc));
+}
+
+int launch_check(struct ctx_err *e, const char *what)
+{
+    cudaError_t rc = cudaGetLastError();
+    return rc == cudaSuccess ? 0 : cuda_fail(e, rc, what);
+}
+
+__device__ __forceinline__ float e8m0_to_float(uint32_t b)
+{
+    return b == 0 ? __uint_as_float(0x00400000u) : b == 255 ? __uint_as_float(0x7fc00000u)
+                                                            : __uint_as_float(b << 23);
+}
+
+__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// e2m1 codes in the low (high) nibbles of the 4 bytes of x -> 4 e4m3 bytes of value code * 2^-6.
+__device__ __forceinline__ uint32_t fp4_lo_to_e4m3(uint32_t x)
+{
+    return ((x << 4) & 0x80808080u) | ((x << 2) & 0x1c1c1c1cu);
+}
+__device__ __forceinline__ uint32_t fp4_hi_to_e4m3(uint32_t x)
+{
+    return (x & 0x80808080u) | ((x >> 2) & 0x1c1c1c1cu);
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, bool valid)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ uint32_t lds32(uint32_t addr)
+{
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+    return v;
+}
+__device__ __forceinline__ uint2 lds64(uint32_t addr)
+{
+    uint2 v;
+    asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(addr));
+    return v;
+}
+
+// ---- bucketing ----
+//
+// One block per expert scans all ids (a chunk has at most a few 10K pairs: L2-resident), so the
+// counts and the placement need no atomics and the order within an expert is the pair order.
+
+__global__ void __launch_bounds__(256) moe_count_kernel(const int *__restrict__ ids, int npairs, int *__restrict__ counts)
+{
+    __shared__ int part[8];
+    const int x = blockIdx.x;
+    int c = 0;
+    for (int p = threadIdx.x; p < npairs; p += 256)
+        c += __ldg(ids + p) == x;
+    for (int o = 16; o > 0; o >>= 1)
+        c += __shfl_xor_sync(0xffffffffu, c, o);
+    if ((threadIdx.x & 31) == 0)
+        part[threadIdx.x >> 5] = c;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int s = 0;
+        for (int i = 0; i < 8; i++)
+            s += part[i];
+        counts[x] = s;
+    }
+}
+
+// One block: offsets (serial scan: at most CUDA_MOE_MAX_EXPERTS adds), then the tile table.
+__global__ void __launch_bounds__(256) moe_scan_kernel(const int *__restrict__ counts, int E, int *__restrict__ offsets,
+                                                       int *__restrict__ tiles, int *__restrict__ ntiles)
+{
+    __shared__ int soff[CUDA_MOE_MAX_EXPERTS + 1], tstart[CUDA_MOE_MAX_EXPERTS + 1];
+    if (threadIdx.x == 0) {
+        int o = 0, t = 0;
+        for (int x = 0; x < E; x++) {
+            soff[x] = o;
+            tstart[x] = t;
+            const int c = counts[x];
+            o += c;
+            t += (c + CUDA_MOE_BM - 1) / CUDA_MOE_BM;
+        }
+        soff[E] = o;
+        tstart[E] = t;
+        *ntiles = t;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x <= E; x += blockDim.x) {
+        offsets[x] = soff[x];
+        if (x == E)
+            break;
+        for (int t = tstart[x], r = 0; t < tstart[x + 1]; t++, r += CUDA_MOE_BM) {
+            tiles[2 * t] = x;
+            tiles[2 * t + 1] = soff[x] + r;
+        }
+    }
+}
+
+// One block per expert: the pairs routed to it, in pair order, at offsets[x].. of perm. A round covers
+// 256 threads x PLACE_V consecutive pairs each: per-thread hits, a warp scan, one barrier per round.
+constexpr int PLACE_V = 8;
+
+__global__ void __launch_bounds__(256) moe_place_kernel(const int *__restrict__ ids, int npairs,
+                                                        const int *__restrict__ offsets, int *__restrict__ perm)
+{
+    __shared__ int wcount[2][8];
+    const int x = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    int base = offsets[x];
+    for (int p0 = 0, round = 0; p0 < npairs; p0 += 256 * PLACE_V, round ^= 1) {
+        const int pt = p0 + threadIdx.x * PLACE_V;
+        uint32_t hits = 0;
+#pragma unroll
+        for (int v = 0; v < PLACE_V; v++)
+            hits |= (uint32_t)(pt + v < npairs && __ldg(ids + pt + v) == x) << v;
+        const int c = __popc(hits);
+        int inc = c; // inclusive scan over the warp's lanes
+        for (int o = 1; o < 32; o <<= 1) {
+            const int u = __shfl_up_sync(0xffffffffu, inc, o);
+            if (lane >= o)
+                inc += u;
+        }
+        if (lane == 31)
+            wcount[round][warp] = inc;
+        __syncthreads(); // (wcount alternates between rounds, so one barrier a round suffices)
+        int before = 0, total = 0;
+        for (int i = 0; i < 8; i++) {
+            const int wc = wcount[round][i];
+            before += i < warp ? wc : 0;
+            total += wc;
+        }
+        int pos = base + before + inc - c;
+        for (int v = 0; v < PLACE_V; v++)
+            if (hits >> v & 1)
+                perm[pos++] = pt + v;
+        base += total;
+    }
+}
+
+// ---- grouped GEMM ----
+//
+// CTA: 128 weight rows (output columns) x 64 pairs of one expert (one tile of the table), 8 warps as
+// 4 (rows, 32 each) x 2 (pairs, 32 each); K in 128-wide stages through a 3-deep cp.async ring. A stage
+// holds the FP4 weights as stored (64 bytes a row; the 16-byte segments XOR-swizzled by (row >> 1) & 3
+// so that the 4-byte fragment loads of 8 rows hit 32 distinct banks), the rows' 4 e8m0 scales, the
+// gathered activation rows (128 bytes, segments swizzled by row & 7) and their scales. Each 32-K block
+// of each 16x8 fragment is one mma from zero, scaled and added to the fp32 accumulators at once.
+constexpr int M_BN = 128, M_BM = CUDA_MOE_BM, M_STAGES = 3;
+constexpr int M_A = M_BN * 64, M_AS = M_BN * 4, M_B = M_BM * 128, M_BS = M_BM * 4;
+constexpr int M_STAGE = M_A + M_AS + M_B + M_BS;
+constexpr int M_SMEM = M_STAGES * M_STAGE;
+
+__global__ void __launch_bounds__(256, 2) moe_gemm_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
+                                                          int x_group, const int *__restrict__ perm,
+                                                          const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                                                          const int *__restrict__ offsets,
+                                                          const uint8_t *const *__restrict__ wtab,
+                                                          const uint8_t *const *__restrict__ stab, int n, int k,
+                                                          __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles))
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wr = warp & 3, wc = warp >> 2;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
+    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
+    const int row0 = blockIdx.x * M_BN;
+    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const uint8_t *w = wtab[x], *ws = stab[x];
+    if (tid < M_BM)
+        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    __syncthreads();
+
+    // Fixed per thread across stages: 2 weight chunks, 2 activation chunks, one scale of each.
+    const uint8_t *asrc[2], *bsrc[2];
+    bool aval[2], bval[2];
+    uint32_t adst[2], bdst[2];
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256;
+        const int ra = i >> 2, ca = i & 3; // weights: 128 rows x 4 segments
+        aval[j] = row0 + ra < n;
+        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+        adst[j] = ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4);
+        const int rb = i >> 3, cb = i & 7; // activations: 64 rows x 8 segments
+        const int pr = sP[rb];
+        bval[j] = pr >= 0;
+        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+        bdst[j] = M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4);
+    }
+    const bool as_val = tid < M_BN && row0 + tid < n;
+    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M_BM ? sP[tid] : -1;
+    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
+
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t s0 = sbase + stage * M_STAGE;
+        for (int j = 0; j < 2; j++) {
+            cp_async16(s0 + adst[j], asrc[j] + (size_t)kb * 64, aval[j]);
+            cp_async16(s0 + bdst[j], bsrc[j] + (size_t)kb * 128, bval[j]);
+        }
+        if (tid < M_BN)
+            cp_async4(s0 + M_A + tid * 4, as_src + kb * 4, as_val);
+        if (tid < M_BM)
+            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, bs_src + kb, pb >= 0);
+    };
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                acc[mi][ni][c] = 0.f;
+
+    for (int s = 0; s < M_STAGES - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<M_STAGES - 2>();
+        __syncthreads();
+        if (kb + M_STAGES - 1 < kb_n)
+            load_stage((kb + M_STAGES - 1) % M_STAGES, kb + M_STAGES - 1);
+        cp_async_commit();
+
+        const int stage = kb % M_STAGES;
+        const uint32_t sA = sbase + stage * M_STAGE, sAS = sA + M_A, sB = sAS + M_AS;
+        const float *sBS = reinterpret_cast<const float *>(smem + stage * M_STAGE + M_A + M_AS + M_B);
+        const uint8_t *sASb = smem + stage * M_STAGE + M_A;
+        // Activation scales of this thread's 8 pair columns, times 64 (exact: powers of two).
+        float asd[4][2];
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            const int c = wc * 32 + ni * 8 + 2 * t;
+            asd[ni][0] = sBS[c] * 64.f;
+            asd[ni][1] = sBS[c + 1] * 64.f;
+        }
+#pragma unroll
+        for (int blk = 0; blk < 4; blk++) {
+            uint32_t a[2][4];
+            float wsc[2][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int r = wr * 32 + mi * 16 + h * 8 + g;
+                    const uint32_t v = lds32(sA + r * 64 + ((blk ^ ((r >> 1) & 3)) << 4) + 4 * t);
+                    a[mi][h] = fp4_lo_to_e4m3(v);     // a0 (h 0) / a1 (h 1): even K positions
+                    a[mi][2 + h] = fp4_hi_to_e4m3(v); // a2 / a3: odd K positions
+                    wsc[mi][h] = e8m0_to_float(sASb[r * 4 + blk]);
+                }
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++) {
+                const int c = wc * 32 + ni * 8 + g;
+                const int seg = 2 * blk + (t >> 1);
+                const uint2 xv = lds64(sB + c * 128 + ((seg ^ (c & 7)) << 4) + (t & 1) * 8);
+                const uint32_t b0 = __byte_perm(xv.x, xv.y, 0x6420), b1 = __byte_perm(xv.x, xv.y, 0x7531);
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++) {
+                    float d[4] = {0.f, 0.f, 0.f, 0.f};
+                    mma_e4m3(d, a[mi][0], a[mi][1], a[mi][2], a[mi][3], b0, b1);
+                    acc[mi][ni][0] += (d[0] * asd[ni][0]) * wsc[mi][0];
+                    acc[mi][ni][1] += (d[1] * asd[ni][1]) * wsc[mi][0];
+                    acc[mi][ni][2] += (d[2] * asd[ni][0]) * wsc[mi][1];
+                    acc[mi][ni][3] += (d[3] * asd[ni][1]) * wsc[mi][1];
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            const int r = row0 + wr * 32 + mi * 16 + g, c = wc * 32 + ni * 8 + 2 * t;
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                const int rr = r + (v >> 1) * 8, cc = c + (v & 1);
+                if (rr < n && cc < rows)
+                    y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[mi][ni][v]);
+            }
+        }
+}
+
+size_t align16(size_t b) { return (b + 15) & ~(size_t)15; }
+
+int max_tiles_of(int n_experts, int npairs)
+{
+    return (npairs + CUDA_MOE_BM - 1) / CUDA_MOE_BM + (n_experts < npairs ? n_experts : npairs);
+}
+
+} // namespace
+
+extern "C" size_t cuda_moe_scratch_bytes(int n_experts, int npairs)
+{
+    if (n_experts < 1 || npairs < 1)
+        return 0;
+    const size_t mt = (size_t)max_tiles_of(n_experts, npairs);
+    return align16(sizeof(int) * (size_t)n_experts) + align16(sizeof(int) * ((size_t)n_experts + 1)) +
+           align16(sizeof(int) * (size_t)npairs) + align16(sizeof(int) * 2 * mt) + align16(sizeof(int));
+}
+
+extern "C" int cuda_moe_buckets_init(struct cuda_moe_buckets *b, void *d_scratch, size_t bytes, int n_experts,
+                                     int npairs, struct ctx_err *e)
+{
+    if (n_experts < 1 || n_experts > CUDA_MOE_MAX_EXPERTS || npairs < 1 || npairs > (1 << 26))
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_buckets_init: n_experts = %d (1..%d), npairs = %d", n_experts,
+                           CUDA_MOE_MAX_EXPERTS, npairs);
+    const int mt = max_tiles_of(n_experts, npairs);
+    if (mt > 65535)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_buckets_init: %d pairs over %d experts need up to %d tiles (> 65535)",
+                           npairs, n_experts, mt);
+    const size_t need = cuda_moe_scratch_bytes(n_experts, npairs);
+    if (!d_scratch || bytes < need || ((uintptr_t)d_scratch & 15))
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_buckets_init: scratch of %zu bytes at %p (need %zu, 16-byte aligned)",
+                           bytes, d_scratch, need);
+    uint8_t *p = (uint8_t *)d_scratch;
+    b->n_experts = n_experts, b->npairs = npairs, b->max_tiles = mt;
+    b->d_counts = (int *)p;
+    p += align16(sizeof(int) * (size_t)n_experts);
+    b->d_offsets = (int *)p;
+    p += align16(sizeof(int) * ((size_t)n_experts + 1));
+    b->d_perm = (int *)p;
+    p += align16(sizeof(int) * (size_t)npairs);
+    b->d_tiles = (int *)p;
+    p += align16(sizeof(int) * 2 * (size_t)mt);
+    b->d_ntiles = (int *)p;
+    return 0;
+}
+
+extern "C" int cuda_moe_bucket(const struct cuda_moe_buckets *b, const int *d_ids, void *stream, struct ctx_err *e)
+{
+    if (!b || b->n_experts < 1 || b->npairs < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_bucket: buckets not initialised");
+    cudaStream_t st = (cudaStream_t)stream;
+    moe_count_kernel<<<b->n_experts, 256, 0, st>>>(d_ids, b->npairs, b->d_counts);
+    moe_scan_kernel<<<1, 256, 0, st>>>(b->d_counts, b->n_experts, b->d_offsets, b->d_tiles, b->d_ntiles);
+    moe_place_kernel<<<b->n_experts, 256, 0, st>>>(d_ids, b->npairs, b->d_offsets, b->d_perm);
+    return launch_check(e, "moe bucketing kernels");
+}
+
+extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,
+                             const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
+                             void *stream, struct ctx_err *e)
+{
+    if (!b || b->n_experts < 1 || b->npairs < 1 || b->max_tiles < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: buckets not initialised");
+    if (k <= 0 || k % 128)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: k = %d is not a positive multiple of 128", k);
+    if (n < 1 || x_group < 1 || (n + M_BN - 1) / M_BN > 65535 * 1024)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: n = %d, x_group = %d", n, x_group);
+    // The shared-memory opt-in is a per-device setting: remember it for each device used (engines on
+    // several GPUs call this from one thread).
+    static unsigned long long attr_set = 0;
+    int dev = 0;
+    cudaError_t rc = cudaGetDevice(&dev);
+    if (rc != cudaSuccess)
+        return cuda_fail(e, rc, "cudaGetDevice");
+    const unsigned long long bit = dev < 64 ? 1ull << dev : 0;
+    if (!(attr_set & bit)) {
+        rc = cudaFuncSetAttribute(moe_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, M_SMEM);
+        if (rc != cudaSuccess)
+            return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm_kernel)");
+        attr_set |= bit;
+    }
+    dim3 grid((n + M_BN - 1) / M_BN, b->max_tiles);
+    moe_gemm_kernel<<<grid, 256, M_SMEM, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles,
+                                                                b->d_ntiles, b->d_offsets, d_wtab, d_stab, n, k,
+                                                                reinterpret_cast<__nv_bfloat16 *>(d_y));
+    return launch_check(e, "moe_gemm_kernel");
+}

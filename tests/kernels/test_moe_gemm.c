@@ -1,0 +1,392 @@
+/* The prefill path of the routed experts (kernels/moe_gemm.h) against kernels/ref.c and against the
+ * decode kernel cuda_fp4_gemv_grouped on the same pairs. Plain TAP like test_gemm.c: "1..0 # SKIP"
+ * without a CUDA device (CI builds it, the GPU machine runs it).
+ *
+ * What must hold, and why:
+ * - bucketing: counts, offsets, the permutation (by expert, then pair order) and the tile table equal
+ *   a host counting sort exactly;
+ * - products: each output within ulp_bf16(ref) + EPS * mag of the reference (EPS = 2^-15, test_gemm's
+ *   bound: exact 32-K partials rounded once, fp32 sums of at most 224 scaled partials), for every pair
+ *   of every case; the decode kernel on the same pairs within the same bound, and the two within the
+ *   sum of their bounds of each other (they add the same partials in different orders); the share of
+ *   outputs bit-equal to the decode kernel is printed;
+ * - determinism: a second run gives the same bytes; every pair's row is written (y starts as NaN).
+ * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
+ * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
+ * most experts empty; every token on one expert), S = 1..4096. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "moe_gemm.h"
+#include "ref.h"
+
+#define EPS (1.0 / 32768.0)
+
+static int n_test, n_fail;
+
+static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tap(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    fflush(stdout);
+    if (!ok)
+        n_fail++;
+}
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint64_t next_u64(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+static double uniform(void) { return (double)(next_u64() >> 11) * 0x1p-53; }
+static double gauss(void)
+{
+    double u = uniform() + 1e-300, v = uniform();
+    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* test_gemm's activations: per-block magnitudes 2^-12..2^6, zero blocks, tiny blocks, outliers. */
+static void gen_act(uint16_t *x, int m, int k)
+{
+    for (int i = 0; i < m; i++)
+        for (int b = 0; b < k / 128; b++) {
+            int kind = (int)(next_u64() % 16);
+            double mag = ldexp(1.0, (int)(next_u64() % 19) - 12);
+            for (int j = 0; j < 128; j++) {
+                double v = kind == 0 ? 0.0 : kind == 1 ? gauss() * 1e-6 : gauss() * mag;
+                if (kind == 2 && j == 17)
+                    v = 300.0 * mag;
+                x[(size_t)i * k + (size_t)b * 128 + j] = cuda_ref_f32_to_bf16((float)v);
+            }
+        }
+}
+
+static void must(int rc, struct ctx_err *e)
+{
+    if (rc) {
+        fprintf(stderr, "# error: %s\n", e->msg);
+        printf("Bail out! %s\n", e->msg);
+        exit(1);
+    }
+}
+
+static void *dev_copy(const void *h, size_t bytes)
+{
+    struct ctx_err e;
+    void *d;
+    must(cuda_malloc(&d, bytes, &e), &e);
+    must(cuda_h2d(d, h, bytes, &e), &e);
+    return d;
+}
+
+static double ulp_bf16(double v)
+{
+    v = fabs(v);
+    if (v < 0x1p-126)
+        return 0x1p-133;
+    int e;
+    frexp(v, &e);
+    return ldexp(1.0, e - 1 - 7);
+}
+
+enum route { R_RANDOM, R_HOT, R_ONE };
+static const char *route_name[] = {"random", "hot", "one"};
+
+struct mcase {
+    const char *what;
+    int n, k, E, S, topk;
+    enum route route;
+    int style; /* 0: w1-like (x_group = topk), 1: w2-like (x_group 1), 2: the engine's w1|w3 (2E entries) */
+};
+
+/* The token's top-k (distinct, as the router picks them). */
+static void route_ids(int *ids, int S, int topk, int E, enum route r)
+{
+    for (int t = 0; t < S; t++)
+        for (int j = 0; j < topk; j++) {
+            int id, dup;
+            do {
+                if (r == R_ONE)
+                    id = 7 % E;
+                else if (r == R_HOT)
+                    id = j == 0 ? 3 % E : (int)(next_u64() % (uint64_t)(E < 8 ? E : 8));
+                else
+                    id = (int)(next_u64() % (uint64_t)E);
+                dup = 0;
+                for (int i = 0; i < j; i++)
+                    dup |= ids[t * topk + i] == id;
+            } while (dup);
+            ids[t * topk + j] = id;
+        }
+}
+
+/* Host counting sort: what cuda_moe_bucket must produce. Returns the tile count. */
+static int host_bucket(const int *ids, int npairs, int T, int *counts, int *offsets, int *perm, int *tiles)
+{
+    memset(counts, 0, sizeof *counts * T);
+    for (int p = 0; p < npairs; p++)
+        counts[ids[p]]++;
+    offsets[0] = 0;
+    for (int x = 0; x < T; x++)
+        offsets[x + 1] = offsets[x] + counts[x];
+    int *fill = calloc((size_t)T, sizeof *fill), nt = 0;
+    for (int p = 0; p < npairs; p++)
+        perm[offsets[ids[p]] + fill[ids[p]]++] = p;
+    for (int x = 0; x < T; x++)
+        for (int r = 0; r < counts[x]; r += CUDA_MOE_BM, nt++)
+            tiles[2 * nt] = x, tiles[2 * nt + 1] = offsets[x] + r;
+    free(fill);
+    return nt;
+}
+
+/* kernels/ref.c's cuda_ref_fp4_gemv_grouped with the same arithmetic in the same order (so the same
+ * bits: checked on the first case), organised by expert so that each weight row is decoded once for
+ * all the pairs routed to it: the large cases would take minutes through ref.c. */
+static void fast_ref(const uint8_t *q, const float *sa, int x_group, int npairs, const int *ids, int rows,
+                     uint8_t *const *w, uint8_t *const *s, int T, int n, int k, float *y, double *mag)
+{
+    const int k32 = k / 32, kb_n = k / 128;
+    double *xd = malloc(sizeof *xd * (size_t)rows * k), *wd = malloc(sizeof *wd * k);
+    float *wsc = malloc(sizeof *wsc * k32);
+    for (size_t i = 0; i < (size_t)rows * k; i++)
+        xd[i] = cuda_ref_e4m3(q[i]);
+    int *counts = malloc(sizeof(int) * T), *offsets = malloc(sizeof(int) * (T + 1)), *perm = malloc(sizeof(int) * npairs);
+    int *tiles = malloc(sizeof(int) * 2 * ((npairs + CUDA_MOE_BM - 1) / CUDA_MOE_BM + T));
+    host_bucket(ids, npairs, T, counts, offsets, perm, tiles);
+    for (int x = 0; x < T; x++) {
+        if (!counts[x])
+            continue;
+        for (int j = 0; j < n; j++) {
+            const uint8_t *wr = w[x] + (size_t)j * (k / 2);
+            for (int t = 0; t < k; t++)
+                wd[t] = cuda_ref_e2m1((t & 1) ? (uint8_t)(wr[t / 2] >> 4) : (uint8_t)(wr[t / 2] & 15));
+            for (int b = 0; b < k32; b++)
+                wsc[b] = cuda_ref_e8m0(s[x][(size_t)j * k32 + b]);
+            for (int i = offsets[x]; i < offsets[x + 1]; i++) {
+                const int p = perm[i];
+                const double *xr = xd + (size_t)(p / x_group) * k;
+                const float *xs = sa + (size_t)(p / x_group) * kb_n;
+                float acc = 0.0f;
+                double am = 0.0;
+                for (int b = 0; b < k32; b++) {
+                    double part = 0.0, pabs = 0.0;
+                    for (int t = b * 32; t < b * 32 + 32; t++) {
+                        double p2 = wd[t] * xr[t];
+                        part += p2;
+                        pabs += fabs(p2);
+                    }
+                    float as = xs[b / 4];
+                    acc += ((float)part * as) * wsc[b];
+                    am += pabs * as * wsc[b];
+                }
+                y[(size_t)p * n + j] = acc;
+                mag[(size_t)p * n + j] = am;
+            }
+        }
+    }
+    free(xd), free(wd), free(wsc), free(counts), free(offsets), free(perm), free(tiles);
+}
+
+static int checked_fast_ref;
+
+static void run_case(const struct mcase *c)
+{
+    struct ctx_err e;
+    const int E = c->E, S = c->S, topk = c->topk, n = c->n, k = c->k;
+    const int T = c->style == 2 ? 2 * E : E;                          /* table entries */
+    const int npairs = c->style == 2 ? 2 * S * topk : S * topk;
+    const int rows = c->style == 1 ? npairs : c->style == 2 ? 2 * S : S; /* activation rows */
+    const int x_group = c->style == 1 ? 1 : topk;
+    /* expert weights: each entry its own random bytes and scales */
+    uint8_t **w = malloc(sizeof *w * T), **s = malloc(sizeof *s * T);
+    void **dw = malloc(sizeof *dw * T), **ds = malloc(sizeof *ds * T);
+    for (int i = 0; i < T; i++) {
+        size_t wb = (size_t)n * k / 2, sb = (size_t)n * k / 32;
+        w[i] = malloc(wb), s[i] = malloc(sb);
+        for (size_t j = 0; j < wb; j++)
+            w[i][j] = (uint8_t)next_u64();
+        for (size_t j = 0; j < sb; j++)
+            s[i][j] = (uint8_t)(127 - 10 + (int)(next_u64() % 13));
+        dw[i] = dev_copy(w[i], wb), ds[i] = dev_copy(s[i], sb);
+    }
+    int *ids = malloc(sizeof *ids * npairs);
+    route_ids(ids, S, topk, E, c->route);
+    if (c->style == 2)
+        for (int p = 0; p < S * topk; p++)
+            ids[S * topk + p] = ids[p] + E;
+    uint16_t *x = malloc(sizeof *x * (size_t)rows * k);
+    gen_act(x, c->style == 2 ? S : rows, k);
+    if (c->style == 2) /* the engine quantises a copy of the input for w3 */
+        memcpy(x + (size_t)S * k, x, sizeof *x * (size_t)S * k);
+    uint8_t *q = malloc((size_t)rows * k);
+    float *sa = malloc(sizeof *sa * (size_t)rows * (k / 128));
+    cuda_ref_act_quant(x, rows, k, q, sa);
+
+    float *ref = malloc(sizeof *ref * (size_t)npairs * n);
+    double *mag = malloc(sizeof *mag * (size_t)npairs * n);
+    fast_ref(q, sa, x_group, npairs, ids, rows, w, s, T, n, k, ref, mag);
+    if (checked_fast_ref < 2) { /* the first two cases */
+        checked_fast_ref++;
+        float *r2 = malloc(sizeof *r2 * (size_t)npairs * n);
+        double *m2 = malloc(sizeof *m2 * (size_t)npairs * n);
+        cuda_ref_fp4_gemv_grouped(q, sa, x_group, npairs, ids, (const uint8_t *const *)w, (const uint8_t *const *)s,
+                                  n, k, r2, m2);
+        tap(!memcmp(r2, ref, sizeof *r2 * (size_t)npairs * n) && !memcmp(m2, mag, sizeof *m2 * (size_t)npairs * n),
+            "the test's expert-ordered reference gives kernels/ref.c's bits (%d pairs, n=%d k=%d)", npairs, n, k);
+        free(r2), free(m2);
+    }
+
+    void *dq = dev_copy(q, (size_t)rows * k), *dsa = dev_copy(sa, sizeof *sa * (size_t)rows * (k / 128));
+    void *dids = dev_copy(ids, sizeof *ids * npairs), *dwt = dev_copy(dw, sizeof *dw * T),
+         *dst = dev_copy(ds, sizeof *ds * T);
+    size_t ybytes = sizeof(uint16_t) * (size_t)npairs * n;
+    void *dy, *dyv, *scratch;
+    must(cuda_malloc(&dy, ybytes, &e), &e);
+    must(cuda_malloc(&dyv, ybytes, &e), &e);
+    size_t sbytes = cuda_moe_scratch_bytes(T, npairs);
+    must(cuda_malloc(&scratch, sbytes, &e), &e);
+    struct cuda_moe_buckets bk;
+    must(cuda_moe_buckets_init(&bk, scratch, sbytes, T, npairs, &e), &e);
+    must(cuda_memset(dy, 0xff, ybytes, &e), &e);
+    must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
+    must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, NULL, &e), &e);
+    must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dyv, NULL, &e), &e);
+    must(cuda_sync(&e), &e);
+    uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes);
+    must(cuda_d2h(y, dy, ybytes, &e), &e);
+    must(cuda_d2h(yv, dyv, ybytes, &e), &e);
+
+    /* bucketing, exactly */
+    int *hc = malloc(sizeof(int) * T), *ho = malloc(sizeof(int) * (T + 1)), *hp = malloc(sizeof(int) * npairs);
+    int *ht = malloc(sizeof(int) * 2 * bk.max_tiles), *gc = malloc(sizeof(int) * T), *go = malloc(sizeof(int) * (T + 1));
+    int *gp = malloc(sizeof(int) * npairs), *gt = malloc(sizeof(int) * 2 * bk.max_tiles), gnt = -1;
+    int hnt = host_bucket(ids, npairs, T, hc, ho, hp, ht);
+    must(cuda_d2h(gc, bk.d_counts, sizeof(int) * T, &e), &e);
+    must(cuda_d2h(go, bk.d_offsets, sizeof(int) * (T + 1), &e), &e);
+    must(cuda_d2h(gp, bk.d_perm, sizeof(int) * npairs, &e), &e);
+    must(cuda_d2h(&gnt, bk.d_ntiles, sizeof(int), &e), &e);
+    int used = 0, empty = 0, maxc = 0;
+    for (int i = 0; i < T; i++)
+        used += hc[i] > 0, empty += hc[i] == 0, maxc = hc[i] > maxc ? hc[i] : maxc;
+    int bucket_ok = gnt == hnt && hnt <= bk.max_tiles && !memcmp(gc, hc, sizeof(int) * T) &&
+                    !memcmp(go, ho, sizeof(int) * (T + 1)) && !memcmp(gp, hp, sizeof(int) * npairs);
+    if (bucket_ok) {
+        must(cuda_d2h(gt, bk.d_tiles, sizeof(int) * 2 * hnt, &e), &e);
+        bucket_ok = !memcmp(gt, ht, sizeof(int) * 2 * hnt);
+    }
+    tap(bucket_ok, "%s: bucketing of %d pairs over %d entries (%s routing, S=%d top-%d): %d experts used, %d empty, "
+        "largest %d, %d tiles (%d on the device)", c->what, npairs, T, route_name[c->route], S, topk, used, empty, maxc,
+        hnt, gnt);
+
+    /* products */
+    long bad = 0, badv = 0, badx = 0, eq_v = 0, eq_ref = 0, total = (long)npairs * n;
+    double worst = -1e300;
+    for (long i = 0; i < total; i++) {
+        double g = cuda_ref_bf16_to_f32(y[i]), v = cuda_ref_bf16_to_f32(yv[i]), r = ref[i], u = ulp_bf16(r);
+        double d = fabs(g - r);
+        double rel = mag[i] > 0 ? (d - u) / mag[i] : (d > u ? 1e300 : -1e300);
+        worst = rel > worst ? rel : worst;
+        bad += !(d <= u + EPS * mag[i]);
+        badv += !(fabs(v - r) <= u + EPS * mag[i]);
+        badx += !(fabs(g - v) <= 2 * (u + EPS * mag[i]));
+        eq_v += y[i] == yv[i];
+        eq_ref += y[i] == cuda_ref_f32_to_bf16(ref[i]);
+    }
+    tap(bad == 0, "%s: moe_gemm n=%d k=%d x_group=%d vs ref: %ld/%ld outside the bound, max (|d|-ulp)/mag = %.3g, "
+        "bit-equal to bf16(ref) %.2f%%", c->what, n, k, x_group, bad, total, worst, 100.0 * (double)eq_ref / (double)total);
+    tap(badv == 0 && badx == 0, "%s: same pairs through cuda_fp4_gemv_grouped: %ld outside the ref bound, %ld pairs of "
+        "outputs apart by more than both bounds; moe_gemm bit-equal to it on %.2f%%", c->what, badv, badx,
+        100.0 * (double)eq_v / (double)total);
+
+    /* deterministic */
+    must(cuda_memset(dy, 0, ybytes, &e), &e);
+    must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
+    must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, NULL, &e), &e);
+    must(cuda_sync(&e), &e);
+    must(cuda_d2h(y2, dy, ybytes, &e), &e);
+    tap(!memcmp(y, y2, ybytes), "%s: a second bucketing + product gives the same bytes", c->what);
+
+    for (int i = 0; i < T; i++) {
+        free(w[i]), free(s[i]);
+        cuda_free(dw[i]), cuda_free(ds[i]);
+    }
+    free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag);
+    free(y), free(yv), free(y2), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
+    cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy), cuda_free(dyv);
+    cuda_free(scratch);
+}
+
+/* Argument errors are reported, not launched. */
+static void test_errors(void)
+{
+    struct ctx_err e;
+    struct cuda_moe_buckets bk;
+    void *d;
+    must(cuda_malloc(&d, 4096, &e), &e);
+    int a = cuda_moe_buckets_init(&bk, d, 4096, 0, 10, &e);                         /* no experts */
+    int b = cuda_moe_buckets_init(&bk, d, 4096, CUDA_MOE_MAX_EXPERTS + 1, 10, &e);   /* too many */
+    int c = cuda_moe_buckets_init(&bk, d, 64, 256, 1000, &e);                       /* short scratch */
+    int f = cuda_moe_buckets_init(&bk, (uint8_t *)d + 4, 4000, 4, 4, &e);            /* misaligned */
+    int ok = cuda_moe_buckets_init(&bk, d, 4096, 8, 48, &e);
+    int g = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 64, 100, NULL, NULL, &e); /* k not a multiple of 128 */
+    int h = cuda_moe_gemm(&bk, NULL, NULL, 0, NULL, NULL, 64, 128, NULL, NULL, &e); /* x_group 0 */
+    int i = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 0, 128, NULL, NULL, &e);  /* n 0 */
+    tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && f == CTX_EINVAL && ok == 0 && g == CTX_EINVAL &&
+            h == CTX_EINVAL && i == CTX_EINVAL && cuda_moe_scratch_bytes(8, 48) <= 4096,
+        "bad sizes, short or misaligned scratch and bad shapes are rejected with CTX_EINVAL (%d %d %d %d %d %d %d %d)",
+        a, b, c, f, ok, g, h, i);
+    cuda_free(d);
+}
+
+int main(void)
+{
+    if (cuda_device_count() == 0) {
+        printf("1..0 # SKIP no CUDA device\n");
+        return 0;
+    }
+    struct ctx_err e;
+    char name[256];
+    int sms = 0;
+    must(cuda_device_name(name, sizeof name, &sms, &e), &e);
+    printf("# device: %s, %d SMs\n", name, sms);
+    test_errors();
+    static const struct mcase cases[] = {
+        /* V4-Flash routing (256 experts, top-6) at small matrices, S from 1 to 4096 */
+        {"flash S=1 w1|w3", 256, 512, 256, 1, 6, R_RANDOM, 2},
+        {"flash S=37 w2", 256, 512, 256, 37, 6, R_RANDOM, 1},
+        {"flash S=300 w1", 192, 640, 256, 300, 6, R_RANDOM, 0},
+        {"flash S=4096 w1|w3", 64, 256, 256, 4096, 6, R_RANDOM, 2},
+        {"flash S=4096 w2", 200, 128, 256, 4096, 6, R_RANDOM, 1},
+        /* V4-Pro routing (384 experts) */
+        {"pro S=1000 w1", 192, 896, 384, 1000, 6, R_RANDOM, 0},
+        {"pro S=2048 w1|w3", 96, 256, 384, 2048, 6, R_RANDOM, 2},
+        /* skewed: one expert in every token, the rest among 8 (248 of 256 empty); every token on one */
+        {"hot S=2048 w1", 128, 384, 256, 2048, 6, R_HOT, 0},
+        {"hot S=130 w2", 256, 512, 256, 130, 6, R_HOT, 1},
+        {"one S=4096", 160, 256, 256, 4096, 1, R_ONE, 0},
+        {"one S=3", 300, 384, 256, 3, 1, R_ONE, 0},
+        /* the real matrices: Flash w1 (2048 x 4096), w2 (4096 x 2048), Pro w1 (3072 x 7168) */
+        {"flash shapes w1|w3", 2048, 4096, 16, 8, 6, R_RANDOM, 2},
+        {"flash shapes w2", 4096, 2048, 16, 8, 6, R_RANDOM, 1},
+        {"pro shapes w1", 3072, 7168, 8, 3, 6, R_RANDOM, 0},
+    };
+    /* CTX_MOE_QUICK=1: the small cases only (for compute-sanitizer, which slows kernels ~100x) */
+    const char *quick = getenv("CTX_MOE_QUICK");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (!quick || !*quick || (long)cases[i].S * cases[i].topk * cases[i].n * cases[i].k <= (1L << 25))
+            run_case(&cases[i]);
+    printf("1..%d\n", n_test);
+    return n_fail ? 1 : 0;
+}
