@@ -171,6 +171,19 @@ int cuda_engine_idx_scores(const float *d_q, const float *d_w, const float *d_ke
                            const long long *d_pos, long long max_n, float *d_score, size_t ld, int mode, void *stream,
                            struct ctx_err *e);
 
+/* Sparse attention on tensor cores, the kernel of prefill chunks (exported for tests): for each query
+ * s < S at position p = *d_pos + s, its entries (the window: positions p-W+1..p, from d_kvnew [S][d]
+ * for positions >= *d_pos, else d_ring [W][d] slot position % W, padded to W with empty slots; then
+ * CSA (ratio 4): d_cache rows d_sel[s][0..K) (-1 empty), or HCA (ratio > 0): rows 0..(p+1)/ratio)
+ * attended by the H heads of d_q [S][H][d] with sinks d_sink [H] in the reference's arithmetic
+ * (inf_cpu_sparse_attn: 64-entry online-softmax blocks, bf16 probabilities), scale 1/sqrt(d), bf16
+ * out, the last rd dims inverse-RoPE'd with d_rope [pos][rd]; into d_out [S][H][d]. Queries and
+ * entries must be bf16-exact. d == 512 (CTX_EUNSUPPORTED otherwise). Asynchronous on `stream`. */
+int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
+                        const int *d_sel, int S, int H, int d, int W, int ratio, int K, const long long *d_pos,
+                        const float *d_sink, const float *d_rope, int rd, float *d_out, void *stream,
+                        struct ctx_err *e);
+
 #ifdef __cplusplus
 }
 #endif

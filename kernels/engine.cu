@@ -1882,6 +1882,198 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
         O[((size_t)s * H + h) * d + i] = outs[i];
 }
 
+// Sparse attention of prefill chunks on tensor cores (S > ATC_MIN_S tokens, head_dim 512): one block
+// per (token, 64 heads) does the whole entry list, one 64-entry block after another, in the
+// reference's online-softmax arithmetic. For one query this is two GEMMs with M = the heads: the
+// scores S[h][j] = q_h . kv_j (mma.sync m16n8k16, bf16 in, fp32 accumulate: queries and entries are
+// bf16-exact, so every product is exact and only the fp32 summation order differs from the CPU's),
+// then per head and block the CPU's steps (max of the valid scores, running max, fp32 exp, the
+// probabilities' sum in entry order, the correction of the numerator and denominator), and
+// num = num * corr + P . V with P the bf16 probabilities (exact products again). The entries are
+// gathered from the window ring / this chunk's kv / the compressed cache as bf16 into shared memory
+// (exact) and serve both products (MQA: V = K); the numerator stays in registers (a warp: 16 heads x
+// 128 dims). Then the sink, num / den in bf16 and the inverse RoPE of the tail, as k_attn_combine.
+// A query's arithmetic depends on its own entry list only (not on the chunk), so chunked prefill is
+// invariant; decode (S <= ATC_MIN_S) keeps the three kernels above (many blocks for one token).
+#define ATC_MIN_S 8
+#define ATC_THREADS 512
+#define ATC_D 512
+#define ATC_LD (ATC_D + 8) // bf16 row stride of the query and entry tiles: conflict-free fragments / ldmatrix
+#define ATC_LDP 72         // bf16 probabilities [64][ATC_LDP]
+#define ATC_LDS 72         // fp32 scores / probabilities [64][ATC_LDS]
+#define ATC_SMEM (sizeof(uint16_t) * (2 * 64 * ATC_LD + 64 * ATC_LDP) + sizeof(float) * 64 * ATC_LDS)
+__device__ __forceinline__ uint32_t atc_ld32(const uint16_t *p) { return *(const uint32_t *)p; }
+__global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, const float *kvnew, const float *ring,
+                                                            const float *cache, const int *sel, int H, int W, int ratio,
+                                                            int K, const long long *ppos, float scale, const float *sink,
+                                                            const float *rope, int rd, float *O)
+{
+    extern __shared__ __align__(16) unsigned char atc_sm[];
+    uint16_t *qs = (uint16_t *)atc_sm, *ks = qs + 64 * ATC_LD, *pb = ks + 64 * ATC_LD;
+    float *ps = (float *)(pb + 64 * ATC_LDP);
+    __shared__ const float *ptr[64];
+    __shared__ float corr_sh[64], mx_sh[64], den_sh[64];
+    const int d = ATC_D;
+    int s = (int)blockIdx.x, h0 = (int)blockIdx.y * 64;
+    int nh = H - h0 < 64 ? H - h0 : 64, nhg = (nh + 15) / 16;
+    int tid = (int)threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
+    long long pos0 = *ppos, p = pos0 + s;
+    int n = att_n(p, W, ratio, K);
+    const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
+    for (int i = tid; i < 64 * (d / 4); i += ATC_THREADS) { // queries (bf16-exact) as bf16; rows >= nh zero
+        int h = i / (d / 4), c = (i % (d / 4)) * 4;
+        float4 v = h < nh ? *(const float4 *)(Q + ((size_t)s * H + h0 + h) * d + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+        *(uint2 *)(qs + h * ATC_LD + c) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+    }
+    if (tid < 64)
+        mx_sh[tid] = -INFINITY;
+    float den = 0.f;                               // threads 8h: head h's denominator
+    int hgs = warp >> 2, es = warp & 3;           // scores: 16 heads x 16 entries a warp
+    int hgv = warp & 3, dsl = warp >> 2;          // P.V: 16 heads x 128 dims a warp
+    float acc[16][4];
+#pragma unroll
+    for (int nt = 0; nt < 16; nt++)
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+            acc[nt][r] = 0.f;
+    for (int b0 = 0; b0 < n; b0 += 64) {
+        int bn = n - b0 < 64 ? n - b0 : 64;
+        __syncthreads(); // the previous block's reads of ptr, ks and pb are done
+        if (tid < 64)
+            ptr[tid] = tid < bn ? att_entry(b0 + tid, p, pos0, W, d, kvnew, ring, cache, ratio, selrow) : nullptr;
+        __syncthreads();
+#pragma unroll
+        for (int half = 0; half < 2; half++) { // 64 entries x 128 float4: 8 loads a thread in flight at once
+            float4 v[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int i = tid + (half * 8 + u) * ATC_THREADS, r = i >> 7, c = (i & 127) * 4;
+                const float *src = ptr[r];
+                v[u] = src ? __ldg((const float4 *)(src + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int i = tid + (half * 8 + u) * ATC_THREADS, r = i >> 7, c = (i & 127) * 4;
+                *(uint2 *)(ks + r * ATC_LD + c) = make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
+            }
+        }
+        // an all-empty block changes nothing (the reference skips it)
+        if (!__syncthreads_or(tid < bn && ptr[tid] != nullptr))
+            continue;
+        if (hgs < nhg) {
+            float c[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+            const uint16_t *qa = qs + (hgs * 16 + g) * ATC_LD + 2 * t4, *kb = ks + (es * 16 + g) * ATC_LD + 2 * t4;
+#pragma unroll 4
+            for (int k0 = 0; k0 < d; k0 += 16) {
+                uint32_t a[4] = {atc_ld32(qa + k0), atc_ld32(qa + 8 * ATC_LD + k0), atc_ld32(qa + k0 + 8),
+                                 atc_ld32(qa + 8 * ATC_LD + k0 + 8)};
+#pragma unroll
+                for (int nt = 0; nt < 2; nt++)
+                    mma_bf16_16816(c[nt], a, atc_ld32(kb + nt * 8 * ATC_LD + k0), atc_ld32(kb + nt * 8 * ATC_LD + k0 + 8));
+            }
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                int col = es * 16 + nt * 8 + 2 * t4, row = hgs * 16 + g;
+                *(float2 *)(ps + row * ATC_LDS + col) = make_float2(c[nt][0] * scale, c[nt][1] * scale);
+                *(float2 *)(ps + (row + 8) * ATC_LDS + col) = make_float2(c[nt][2] * scale, c[nt][3] * scale);
+            }
+        }
+        __syncthreads();
+        { // the reference's block step: 8 threads a head, 8 entries each
+            int h = tid >> 3, sub = tid & 7;
+            float *row = ps + h * ATC_LDS;
+            float v[8], bmax = -INFINITY;
+            int ok[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int j = sub * 8 + u;
+                ok[u] = j < bn && ptr[j] != nullptr;
+                v[u] = row[j];
+                if (ok[u])
+                    bmax = fmaxf(bmax, v[u]);
+            }
+            bmax = fmaxf(bmax, __shfl_xor_sync(0xffffffffu, bmax, 1));
+            bmax = fmaxf(bmax, __shfl_xor_sync(0xffffffffu, bmax, 2));
+            bmax = fmaxf(bmax, __shfl_xor_sync(0xffffffffu, bmax, 4));
+            float mo = mx_sh[h], nmax = fmaxf(mo, bmax);
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                int j = sub * 8 + u;
+                float pr = ok[u] ? expf(v[u] - nmax) : 0.f;
+                row[j] = pr;
+                pb[h * ATC_LDP + j] = bf16bits(pr);
+            }
+            __syncwarp();
+            if (sub == 0) {
+                float corr = expf(mo - nmax), pv[64], psum = 0.f;
+#pragma unroll
+                for (int j = 0; j < 64; j++) // loads first, then the sum in entry order (the CPU's)
+                    pv[j] = row[j];
+#pragma unroll
+                for (int j = 0; j < 64; j++)
+                    if (j < bn)
+                        psum += pv[j];
+                den = den * corr + psum;
+                corr_sh[h] = corr;
+                mx_sh[h] = nmax;
+            }
+        }
+        __syncthreads();
+        if (hgv < nhg) {
+            float c0 = corr_sh[hgv * 16 + g], c1 = corr_sh[hgv * 16 + g + 8];
+#pragma unroll
+            for (int nt = 0; nt < 16; nt++) {
+                acc[nt][0] *= c0;
+                acc[nt][1] *= c0;
+                acc[nt][2] *= c1;
+                acc[nt][3] *= c1;
+            }
+            const uint16_t *pa = pb + (hgv * 16 + g) * ATC_LDP + 2 * t4;
+            uint32_t vbase = (uint32_t)__cvta_generic_to_shared(ks + (lane & 15) * ATC_LD + dsl * 128 + 8 * (lane >> 4));
+#pragma unroll
+            for (int k0 = 0; k0 < 64; k0 += 16) {
+                uint32_t a[4] = {atc_ld32(pa + k0), atc_ld32(pa + 8 * ATC_LDP + k0), atc_ld32(pa + k0 + 8),
+                                 atc_ld32(pa + 8 * ATC_LDP + k0 + 8)};
+#pragma unroll
+                for (int np = 0; np < 8; np++) {
+                    uint32_t r0, r1, r2, r3;
+                    uint32_t addr = vbase + (uint32_t)sizeof(uint16_t) * (k0 * ATC_LD + np * 16);
+                    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                                 : "r"(addr));
+                    mma_bf16_16816(acc[2 * np], a, r0, r1);
+                    mma_bf16_16816(acc[2 * np + 1], a, r2, r3);
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if ((tid & 7) == 0 && (tid >> 3) < nh)
+        den_sh[tid >> 3] = den + expf(sink[h0 + (tid >> 3)] - mx_sh[tid >> 3]);
+    __syncthreads();
+    if (hgv < nhg) {
+        const float *cs = rope + (size_t)p * rd;
+#pragma unroll
+        for (int nt = 0; nt < 16; nt++) {
+            int col = dsl * 128 + nt * 8 + 2 * t4;
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                int r = hgv * 16 + g + 8 * hf;
+                if (r >= nh)
+                    continue;
+                float a = bf16r(acc[nt][2 * hf] / den_sh[r]), b = bf16r(acc[nt][2 * hf + 1] / den_sh[r]);
+                if (col >= d - rd) { // inverse RoPE of the tail (pairs are adjacent dims: this thread's own)
+                    int pi = (col - (d - rd)) / 2;
+                    float co = cs[2 * pi], sn = -cs[2 * pi + 1], x = a;
+                    a = bf16r(x * co - b * sn);
+                    b = bf16r(x * sn + b * co);
+                }
+                *(float2 *)(O + ((size_t)s * H + h0 + r) * d + col) = make_float2(a, b);
+            }
+        }
+    }
+}
+
 __global__ void k_ring_update(const float *kv, float *ring, int S, const long long *ppos, int W, int d)
 {
     long long pos0 = *ppos;
@@ -3051,6 +3243,33 @@ extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long
     return 0;
 }
 
+static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int S,
+                          int H, int W, int ratio, int K, const long long *dpos, float scale, const float *sink,
+                          const float *rope, int rd, float *O, cudaStream_t st, struct ctx_err *e)
+{
+    cudaError_t ce = cudaFuncSetAttribute(k_attn_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATC_SMEM);
+    if (ce != cudaSuccess)
+        return cu(e, ce, "cudaFuncSetAttribute(k_attn_tc)");
+    k_attn_tc<<<dim3((unsigned)S, (unsigned)((H + 63) / 64)), ATC_THREADS, ATC_SMEM, st>>>(
+        Q, kvnew, ring, cache, sel, H, W, ratio, K, dpos, scale, sink, rope, rd, O);
+    LAUNCHED("k_attn_tc");
+    return 0;
+}
+
+extern "C" int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
+                                   const int *d_sel, int S, int H, int d, int W, int ratio, int K, const long long *d_pos,
+                                   const float *d_sink, const float *d_rope, int rd, float *d_out, void *stream,
+                                   struct ctx_err *e)
+{
+    if (S < 1 || H < 1 || W < 1 || ratio < 0 || K < 0 || (ratio == 4 && K < 1) || rd < 0 || rd % 2 || rd > d)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: attention of %d queries, %d heads, window %d, ratio %d, k %d, "
+                                          "rope %d", S, H, W, ratio, K, rd);
+    if (d != ATC_D)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core attention needs head_dim %d, not %d", ATC_D, d);
+    return attn_tc_launch(d_q, d_kvnew, d_ring, d_cache, d_sel, S, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d), d_sink,
+                          d_rope, rd, d_out, (cudaStream_t)stream, e);
+}
+
 static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
@@ -3110,7 +3329,11 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         }
     }
     int nmaxe = W + (L->ratio == 4 ? K : L->ratio ? (int)(g->max_ctx / L->ratio) : 0);
-    for (int s0 = 0; s0 < S; s0 += ATT_TOKENS) {
+    int tc = S > ATC_MIN_S && d == ATC_D; // prefill chunks: tensor cores, one block per (token, 64 heads)
+    if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K, g->dpos,
+                                   1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->st, e)))
+        return rc;
+    for (int s0 = 0; s0 < S && !tc; s0 += ATT_TOKENS) { // decode: the three kernels (many blocks a token)
         int ns = S - s0 < ATT_TOKENS ? S - s0 : ATT_TOKENS;
         int ng = (H + ATT_HB - 1) / ATT_HB;
         k_attn_score<<<dim3((unsigned)(ns * ng), (unsigned)((nmaxe + 63) / 64)), ATT_THREADS, 0, g->st>>>(
