@@ -752,6 +752,212 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uin
     }
 }
 
+
+// ---- prefill products on tensor cores (S > 8 tokens): wo_a and the bf16 matrices
+//
+// k_bgemm<FP8>: y[s][r] = sum_k W[r][k] x[s][k] for a CTA tile of 128 weight rows x 128 tokens with
+// mma.sync m16n8k16 bf16 -> fp32, K in 128-wide stages through a 3-deep cp.async ring, 8 warps as
+// 2 (rows, 64 each) x 4 (tokens, 32 each). The weight tile is read once per 128 tokens (the
+// per-row kernels above read every token once per row: ~30 us per token and layer for wo_a at
+// prefill). Each stage's partial starts from zero and is added to the fp32 accumulators (FP8: times
+// the tile's e8m0 scale * 2^20), so every output is the same fixed sequence of operations whatever
+// S is and wherever the token sits in its tile: one chunk or many give the same bits.
+// - FP8 (wo_a): e4m3 weights used as their exact bf16 value: an e4m3 byte s|eeee|mmm becomes the bf16
+//   s|0000eeee|mmm0000 = its value * 2^-120 (subnormals land on bf16 subnormals), 3 logic ops per 2;
+//   x is staged as bf16 of x * 2^100 (k_stage_bf16), exact because the attention output O is
+//   bf16-valued (k_attn_combine rounds it) and |O| < 2^28; so each product e4m3 * x * 2^-20 is exact
+//   and in fp32's normal range, as in k_wo_a_mma. Rows of a CTA lie in one group (R % 128 == 0):
+//   group row0 / grp_rows reads x columns [grp * k, grp * k + k).
+// - bf16 (the MoE gate, the compressors): bf16 weights, x staged as its bf16 bits: exact only for
+//   bf16-valued x, which the callers' input u is (k_hc_pre rounds it); products exact in fp32.
+// Within a 32-wide K slice a lane holds 4 consecutive K positions per mma step (its own 32 K of each
+// stage), in A and B alike: a K permutation inside one mma, which does not change its sum.
+// Shared-memory rows: 128 bytes (e4m3) with 16-byte segments XOR-swizzled by (row & 7); 256 bytes
+// (bf16) by bg_sw16, so that the 8 lanes of a quarter warp (rows r, r+1; segments 4t + c) hit 8
+// distinct bank groups.
+constexpr int BG_STAGES = 3;
+template <bool FP8> __host__ __device__ constexpr int bg_stage_bytes() { return 128 * (FP8 ? 128 : 256) + 128 * 256; }
+template <bool FP8> __host__ __device__ constexpr int bg_smem_bytes() { return BG_STAGES * bg_stage_bytes<FP8>(); }
+__device__ __forceinline__ void bg_cp16(uint32_t dst, const void *src, bool valid)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void bg_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void bg_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ uint4 bg_lds128(uint32_t addr)
+{
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+    return v;
+}
+__device__ __forceinline__ int bg_sw16(int r, int c) { return c ^ ((c >> 2) & 2) ^ (r & 1); }
+// e4m3 bytes 0, 1 (2, 3) of w -> bf16x2, low half from the lower byte, each value * 2^-120
+__device__ __forceinline__ uint32_t e4m3_b01_bf16(uint32_t w)
+{
+    const uint32_t y = __byte_perm(w, 0, 0x1404); // b1 << 24 | b0 << 8
+    return (y & 0x80008000u) | ((y >> 4) & 0x07f007f0u);
+}
+__device__ __forceinline__ uint32_t e4m3_b23_bf16(uint32_t w)
+{
+    const uint32_t y = __byte_perm(w, 0, 0x3424); // b3 << 24 | b2 << 8
+    return (y & 0x80008000u) | ((y >> 4) & 0x07f007f0u);
+}
+// x [rows][k] fp32 -> xb [rows][k] bf16 bits of x * mul (mul a power of two; x bf16-valued: exact).
+__global__ void k_stage_bf16(const float *x, size_t n4, float mul, uint16_t *xb)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
+        const float4 v = reinterpret_cast<const float4 *>(x)[i];
+        const uint32_t lo = bf16bits(v.x * mul) | (uint32_t)bf16bits(v.y * mul) << 16;
+        const uint32_t hi = bf16bits(v.z * mul) | (uint32_t)bf16bits(v.w * mul) << 16;
+        reinterpret_cast<uint2 *>(xb)[i] = make_uint2(lo, hi);
+    }
+}
+template <bool FP8>
+__global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W, const uint8_t *__restrict__ scale,
+                                                  const uint16_t *__restrict__ xb, int S, int n, int k, int ldx,
+                                                  int grp_rows, lin_out o)
+{
+    extern __shared__ __align__(128) uint8_t bg_smem[];
+    constexpr int AROW = FP8 ? 128 : 256, STAGE = bg_stage_bytes<FP8>();
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wn = warp & 1, wm = warp >> 1;
+    const int row0 = (int)blockIdx.x * 128, tok0 = (int)blockIdx.y * 128, kb_n = k >> 7;
+    const uint16_t *xg = xb + (size_t)(row0 / grp_rows) * k;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(bg_smem);
+
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t sA = sbase + stage * STAGE, sB = sA + 128 * AROW;
+        if (FP8) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int i = tid + j * 256, r = i >> 3, c = i & 7, wr = row0 + r;
+                bg_cp16(sA + r * 128 + ((c ^ (r & 7)) << 4), W + (size_t)min(wr, n - 1) * k + (size_t)kb * 128 + c * 16,
+                        wr < n);
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int i = tid + j * 256, r = i >> 4, c = i & 15, wr = row0 + r;
+                bg_cp16(sA + r * 256 + (bg_sw16(r, c) << 4),
+                        W + ((size_t)min(wr, n - 1) * k + (size_t)kb * 128) * 2 + c * 16, wr < n);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int i = tid + j * 256, r = i >> 4, c = i & 15, tr = tok0 + r;
+            bg_cp16(sB + r * 256 + (bg_sw16(r, c) << 4), xg + (size_t)min(tr, S - 1) * ldx + (size_t)kb * 128 + c * 8,
+                    tr < S);
+        }
+    };
+
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                acc[i][j][c] = 0.f;
+    for (int s = 0; s < BG_STAGES - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        bg_commit();
+    }
+    const uint8_t *srow = FP8 ? scale + (size_t)(row0 >> 7) * kb_n : NULL;
+    for (int kb = 0; kb < kb_n; kb++) {
+        bg_wait<BG_STAGES - 2>();
+        __syncthreads();
+        if (kb + BG_STAGES - 1 < kb_n)
+            load_stage((kb + BG_STAGES - 1) % BG_STAGES, kb + BG_STAGES - 1);
+        bg_commit();
+        const uint32_t sA = sbase + (kb % BG_STAGES) * STAGE, sB = sA + 128 * AROW;
+        float part[4][4][4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int c = 0; c < 4; c++)
+                    part[i][j][c] = 0.f;
+#pragma unroll
+        for (int hs = 0; hs < 2; hs++) {
+            uint4 af[4][2]; // FP8: this lane's 16 bytes (K 32t + 16hs ..) of rows g and g + 8 of each 16-row tile
+            if (FP8) {
+#pragma unroll
+                for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const int r = wn * 64 + mi * 16 + h * 8 + g;
+                        af[mi][h] = bg_lds128(sA + r * 128 + (((2 * t + hs) ^ (r & 7)) << 4));
+                    }
+            }
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const int seg = 4 * t + 2 * hs + hf; // bf16 K 32t + 16hs + 8hf .. + 8: two mma steps
+                uint4 bf[4];
+#pragma unroll
+                for (int ni = 0; ni < 4; ni++) {
+                    const int r = wm * 32 + ni * 8 + g;
+                    bf[ni] = bg_lds128(sB + r * 256 + (bg_sw16(r, seg) << 4));
+                }
+#pragma unroll
+                for (int mi = 0; mi < 4; mi++) {
+                    uint32_t a[2][4]; // [step][a0..a3]: a0/a2 row g K {q, q+1} / {q+2, q+3}, a1/a3 row g + 8
+                    if (FP8) {
+                        const uint32_t w0s0 = hf ? af[mi][0].z : af[mi][0].x, w0s1 = hf ? af[mi][0].w : af[mi][0].y;
+                        const uint32_t w1s0 = hf ? af[mi][1].z : af[mi][1].x, w1s1 = hf ? af[mi][1].w : af[mi][1].y;
+                        a[0][0] = e4m3_b01_bf16(w0s0), a[0][1] = e4m3_b01_bf16(w1s0);
+                        a[0][2] = e4m3_b23_bf16(w0s0), a[0][3] = e4m3_b23_bf16(w1s0);
+                        a[1][0] = e4m3_b01_bf16(w0s1), a[1][1] = e4m3_b01_bf16(w1s1);
+                        a[1][2] = e4m3_b23_bf16(w0s1), a[1][3] = e4m3_b23_bf16(w1s1);
+                    } else {
+                        const int r = wn * 64 + mi * 16 + g;
+                        const uint4 ra = bg_lds128(sA + r * 256 + (bg_sw16(r, seg) << 4));
+                        const uint4 rb = bg_lds128(sA + (r + 8) * 256 + (bg_sw16(r + 8, seg) << 4));
+                        a[0][0] = ra.x, a[0][1] = rb.x, a[0][2] = ra.y, a[0][3] = rb.y;
+                        a[1][0] = ra.z, a[1][1] = rb.z, a[1][2] = ra.w, a[1][3] = rb.w;
+                    }
+#pragma unroll
+                    for (int ni = 0; ni < 4; ni++) {
+                        mma_bf16_16816(part[mi][ni], a[0][0], a[0][1], a[0][2], a[0][3], bf[ni].x, bf[ni].y);
+                        mma_bf16_16816(part[mi][ni], a[1][0], a[1][1], a[1][2], a[1][3], bf[ni].z, bf[ni].w);
+                    }
+                }
+            }
+        }
+        const float sc = FP8 ? e8m0_dec(__ldg(srow + kb)) * 0x1p20f : 1.f;
+#pragma unroll
+        for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+                for (int c = 0; c < 4; c++)
+                    acc[mi][ni][c] += FP8 ? part[mi][ni][c] * sc : part[mi][ni][c];
+    }
+    bg_wait<0>();
+#pragma unroll
+    for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = row0 + wn * 64 + mi * 16 + h * 8 + g;
+            if (r >= n)
+                continue;
+            int j = 0;
+            while (j + 1 < o.nseg && r >= o.off[j + 1])
+                j++;
+            float *y = o.y[j];
+            const int nj = o.n[j], rr = r - o.off[j], bfo = o.bf[j];
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++) {
+                const int c = tok0 + wm * 32 + ni * 8 + 2 * t;
+                const float v0 = acc[mi][ni][2 * h], v1 = acc[mi][ni][2 * h + 1];
+                if (c < S)
+                    y[(size_t)c * nj + rr] = bfo ? bf16r(v0) : v0;
+                if (c + 1 < S)
+                    y[(size_t)(c + 1) * nj + rr] = bfo ? bf16r(v1) : v1;
+            }
+        }
+}
 // ---------------------------------------------------------------- attention
 
 // Window kv of token s: RMSNorm, RoPE of the tail, FP8 QDQ of the nope dims (buf: d floats of shared
@@ -3088,22 +3294,53 @@ static int lin_fp8_q(struct cuda_engine *g, const struct dlin *w, int S, uint16_
     return S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, y16, g->st, e)
                   : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, y16, g->st, e);
 }
+// The prefill GEMM (k_bgemm) of S tokens: x staged into xb as bf16 of x * mul (see the kernel).
+template <bool FP8>
+static int bgemm_launch(const uint8_t *W, const uint8_t *scale, const float *x, int S, int n, int k, int ldx,
+                        int grp_rows, float mul, const lin_out &o, uint16_t *xb, cudaStream_t st, struct ctx_err *e)
+{
+    const size_t n4 = (size_t)S * ldx / 4;
+    k_stage_bf16<<<grid_for(n4, 256) < 4096 ? grid_for(n4, 256) : 4096, 256, 0, st>>>(x, n4, mul, xb);
+    cudaError_t ce =
+        cudaFuncSetAttribute(k_bgemm<FP8>, cudaFuncAttributeMaxDynamicSharedMemorySize, bg_smem_bytes<FP8>());
+    if (ce != cudaSuccess)
+        return cu(e, ce, "cudaFuncSetAttribute(k_bgemm)");
+    k_bgemm<FP8><<<dim3((unsigned)((n + 127) / 128), (unsigned)((S + 127) / 128)), 256, bg_smem_bytes<FP8>(), st>>>(
+        W, scale, xb, S, n, k, ldx, grp_rows, o);
+    LAUNCHED("k_bgemm");
+    return 0;
+}
+// bf16 products (fp32 sums) of S tokens: mode 0 as the engine (S > 8: the tensor-core GEMM, which
+// needs bf16-valued x and k % 128 == 0, staging x in xb [S][k]; otherwise warps per row), 1 warps per
+// row, 2 the GEMM. lin_blocks: the persistent kernel's grid.
+static int lin_bf16_launch(const uint16_t *W, int n, int k, const float *x, int S, const lin_out &o, uint16_t *xb,
+                           int lin_blocks, int mode, cudaStream_t st, struct ctx_err *e)
+{
+    if (mode == 2 || (mode == 0 && S > 8 && k % 128 == 0)) {
+        if (k % 128)
+            return ctx_err_set(e, CTX_EINVAL, "cuda engine: bf16 GEMM needs k %% 128 == 0 (k = %d)", k);
+        return bgemm_launch<false>((const uint8_t *)W, NULL, x, S, n, k, k, n, 1.0f, o, xb, st, e);
+    }
+    // Warps per row: more while the rows alone would leave SMs idle (decode chunks only).
+    int wl = 0;
+    while (S <= 8 && wl < 3 && (n + (8 >> wl) - 1) / (8 >> wl) < lin_blocks)
+        wl++;
+    unsigned blocks = (unsigned)((n + (8 >> wl) - 1) / (8 >> wl));
+    if (blocks > (unsigned)lin_blocks)
+        blocks = (unsigned)lin_blocks;
+    if (k <= (256 << wl) * 16)
+        k_lin_bf16<16><<<blocks, 256, 0, st>>>(W, x, S, n, k, o, wl);
+    else
+        k_lin_bf16<0><<<blocks, 256, 0, st>>>(W, x, S, n, k, o, wl);
+    LAUNCHED("k_lin_bf16");
+    return 0;
+}
+// x must be bf16-valued when S > 8 (the GEMM stages it as bf16): the callers pass u, which
+// k_hc_pre rounds. g->o16 ([S][omax] bf16, free between the FP8 products) is the staging buffer.
 static int lin_bf16_out(struct cuda_engine *g, const struct dlin *w, const float *x, int S, const lin_out &o,
                         struct ctx_err *e)
 {
-    // Warps per row: more while the rows alone would leave SMs idle (decode chunks only).
-    int wl = 0;
-    while (S <= 8 && wl < 3 && (w->n + (8 >> wl) - 1) / (8 >> wl) < g->lin_blocks)
-        wl++;
-    unsigned blocks = (unsigned)((w->n + (8 >> wl) - 1) / (8 >> wl));
-    if (blocks > (unsigned)g->lin_blocks)
-        blocks = (unsigned)g->lin_blocks;
-    if (w->k <= (256 << wl) * 16)
-        k_lin_bf16<16><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, o, wl);
-    else
-        k_lin_bf16<0><<<blocks, 256, 0, g->st>>>((const uint16_t *)w->w, x, S, w->n, w->k, o, wl);
-    LAUNCHED("k_lin_bf16");
-    return 0;
+    return lin_bf16_launch((const uint16_t *)w->w, w->n, w->k, x, S, o, g->o16, g->lin_blocks, 0, g->st, e);
 }
 static int lin_bf16(struct cuda_engine *g, const struct dlin *w, const float *x, int S, float *y, int out_bf16,
                     struct ctx_err *e)
@@ -3115,6 +3352,70 @@ static int lin_bf16(struct cuda_engine *g, const struct dlin *w, const float *x,
     o.bf[0] = out_bf16;
     o.y[0] = y;
     return lin_bf16_out(g, w, x, S, o, e);
+}
+
+// wo_a of S tokens: Z [S][G*R] (bf16 values) from O [S][G*gd]. mode 0 as the engine: S <= 8 the
+// decode kernel on tensor cores (k_wo_a_mma), S > 8 the GEMM (one kernel for every S > 8: chunk
+// invariance), both when R % 128 == 0; otherwise one warp per row (k_wo_a). 1: k_wo_a, 2: the GEMM
+// (any S). xb: [S][G*gd] bf16 staging for the GEMM.
+static int wo_a_launch(const uint8_t *W, const uint8_t *scale, const float *O, int S, int G, int R, int gd, float *Z,
+                       uint16_t *xb, int lin_blocks, int mode, cudaStream_t st, struct ctx_err *e)
+{
+    if (mode == 2 && (R % 128 || gd % 128))
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: wo_a GEMM needs R, gd %% 128 == 0 (R %d, gd %d)", R, gd);
+    if (mode == 0 && S <= 8 && R % 128 == 0 && (size_t)S * gd * 2 <= 32768) { // decode: x staged in shared memory
+        k_wo_a_mma<<<(unsigned)(G * R / 16), 256, (size_t)S * gd * 2, st>>>(W, scale, O, S, R, gd, G * gd, G * R, Z);
+    } else if (mode == 2 || (mode == 0 && S > 8 && R % 128 == 0 && gd % 128 == 0)) {
+        lin_out o;
+        memset(&o, 0, sizeof o);
+        o.nseg = 1;
+        o.n[0] = G * R;
+        o.bf[0] = 1;
+        o.y[0] = Z;
+        return bgemm_launch<true>(W, scale, O, S, G * R, gd, G * gd, R, 0x1p100f, o, xb, st, e);
+    } else {
+        unsigned blocks = (unsigned)((G * R + 7) / 8);
+        if (blocks > (unsigned)lin_blocks)
+            blocks = (unsigned)lin_blocks;
+        if (gd <= 512 * 8)
+            k_wo_a<8><<<blocks, 256, 0, st>>>(W, scale, O, S, G, R, gd, G * gd, Z);
+        else
+            k_wo_a<0><<<blocks, 256, 0, st>>>(W, scale, O, S, G, R, gd, G * gd, Z);
+    }
+    LAUNCHED("wo_a");
+    return 0;
+}
+
+// Test entries (tests/kernels/test_wo.c): the engine's own launches on caller buffers. d_xb: the
+// staging buffer, S * k (lin) or S * G * gd (wo_a) bf16.
+extern "C" int cuda_engine_wo_a(const uint8_t *d_w, const uint8_t *d_s, const float *d_O, int S, int G, int R, int gd,
+                                float *d_Z, void *d_xb, int mode, void *stream, struct ctx_err *e)
+{
+    if (S < 1 || G < 1 || R < 1 || gd < 16 || gd % 16 || (G * R) % 128 || mode < 0 || mode > 2)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: wo_a of %d tokens, %d groups x %d rows x %d, mode %d", S, G, R,
+                           gd, mode);
+    int sms = 0;
+    cudaError_t ce = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    if (ce != cudaSuccess)
+        return cu(e, ce, "cudaDeviceGetAttribute");
+    return wo_a_launch(d_w, d_s, d_O, S, G, R, gd, d_Z, (uint16_t *)d_xb, 2 * sms, mode, (cudaStream_t)stream, e);
+}
+extern "C" int cuda_engine_lin_bf16(const uint16_t *d_w, int n, int k, const float *d_x, int S, float *d_y,
+                                    int out_bf16, void *d_xb, int mode, void *stream, struct ctx_err *e)
+{
+    if (S < 1 || n < 1 || k < 8 || k % 8 || mode < 0 || mode > 2)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: bf16 product %d x %d of %d tokens, mode %d", n, k, S, mode);
+    int sms = 0;
+    cudaError_t ce = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+    if (ce != cudaSuccess)
+        return cu(e, ce, "cudaDeviceGetAttribute");
+    lin_out o;
+    memset(&o, 0, sizeof o);
+    o.nseg = 1;
+    o.n[0] = n;
+    o.bf[0] = out_bf16;
+    o.y[0] = d_y;
+    return lin_bf16_launch(d_w, n, k, d_x, S, o, (uint16_t *)d_xb, 2 * sms, mode, (cudaStream_t)stream, e);
 }
 
 // The indexer's scores of S queries at *dpos.. over keys[0..(pos+S)/4): mode 0 as the engine
@@ -3348,18 +3649,9 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     k_ring_update<<<nring, 256, 0, g->st>>>(g->kv, L->ring, S, g->dpos, W, d);
     LAUNCHED("attention core");
     prof_mark(g, CUDA_PROF_ATTN_CORE);
-    int gd = H * d / G;
-    unsigned blocks = (unsigned)((G * R + 7) / 8);
-    if (blocks > (unsigned)g->lin_blocks)
-        blocks = (unsigned)g->lin_blocks;
-    if (S <= 8 && R % 128 == 0 && (size_t)S * gd * 2 <= 32768) // decode: tensor cores, x staged in shared memory
-        k_wo_a_mma<<<(unsigned)(G * R / 16), 256, (size_t)S * gd * 2, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, R, gd,
-                                                                               H * d, G * R, g->Z);
-    else if (gd <= 512 * 8)
-        k_wo_a<8><<<blocks, 256, 0, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, G, R, gd, H * d, g->Z);
-    else
-        k_wo_a<0><<<blocks, 256, 0, g->st>>>(L->wo_a.w, L->wo_a.s, g->O, S, G, R, gd, H * d, g->Z);
-    LAUNCHED("wo_a");
+    // wo_a: O (bf16-valued) staged in o16 (free here: wo_b's product writes it after) for the GEMM
+    if ((rc = wo_a_launch(L->wo_a.w, L->wo_a.s, g->O, S, G, R, H * d / G, g->Z, g->o16, g->lin_blocks, 0, g->st, e)))
+        return rc;
     rc = lin_fp8(g, &L->wo_b, g->Z, S, g->f, e);
     prof_mark(g, CUDA_PROF_ATTN_OUT);
     return rc;
