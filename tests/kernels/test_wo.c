@@ -31,16 +31,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuda_engine.h" /* cuda_engine_wo_a, cuda_engine_lin_bf16: the engine's own launches on caller buffers */
 #include "gemm.h"
-
-/* Defined in kernels/engine.cu next to the kernels (extern "C"): the engine's own launches on
- * caller buffers. mode 0: the engine's choice for S; 1: one warp per row; 2: the tensor-core GEMM.
- * d_xb is the bf16 staging buffer (S * G * gd, resp. S * k elements). */
-int cuda_engine_wo_a(const uint8_t *d_w, const uint8_t *d_s, const float *d_O, int S, int G, int R,
-                     int gd, float *d_Z, void *d_xb, int mode, void *stream, struct ctx_err *e);
-int cuda_engine_lin_bf16(const uint16_t *d_w, int n, int k, const float *d_x, int S, float *d_y,
-                         int out_bf16, void *d_xb, int mode, void *stream, struct ctx_err *e);
-
 static int n_test, n_fail;
 
 static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
