@@ -1,8 +1,10 @@
 #include "kv_state.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kvpack.h"
 
@@ -38,19 +40,69 @@ static int fill_packed(void *ud, uint64_t off, size_t n, void *dst, struct ctx_e
     return 0;
 }
 
-/* Entries packed in the last bytes of x (count n, eb bytes each) back to floats of `width`, in place:
- * forward, each entry through a local copy, so that an entry's output never reaches a packed entry not
- * yet read (entry i's output ends at width*4*(i+1) <= where entry i+1's bytes start). */
+/* Entries packed in the last bytes of x (count n, eb bytes each) back to floats of `width`, in place.
+ * Entry i's output [W i, W (i+1)) (W = width * 4) never reaches the packed bytes of an entry j > i (they
+ * start at n (W - eb) + eb j), so a forward pass is safe, each entry through a local copy. In parallel:
+ * in waves, each wave the longest run of the entries left whose outputs all end before the run's own
+ * packed bytes begin (a fraction (W - eb) / W of what is left: 71% for V4's entries), split over threads;
+ * a short remainder runs on one. */
+struct unpack_job {
+    const struct inf_config *c;
+    float *x;
+    const uint8_t *packed;
+    uint64_t a, b;
+    size_t eb, width;
+    int ikey;
+};
+
+static void *unpack_range(void *ud)
+{
+    const struct unpack_job *j = ud;
+    uint8_t tmp[4096];
+    for (uint64_t i = j->a; i < j->b; i++) {
+        memcpy(tmp, j->packed + i * j->eb, j->eb);
+        if (j->ikey)
+            inf_kvunpack_ikey(j->c, tmp, j->x + i * j->width);
+        else
+            inf_kvunpack_entry(j->c, tmp, j->x + i * j->width);
+    }
+    return NULL;
+}
+
+#define UNPACK_THREADS 8
 static void unpack_in_place(const struct inf_config *c, float *x, uint64_t n, size_t eb, size_t width, int ikey)
 {
-    uint8_t *packed = (uint8_t *)(void *)x + n * (width * 4 - eb);
-    uint8_t tmp[4096];
-    for (uint64_t i = 0; i < n; i++) {
-        memcpy(tmp, packed + i * eb, eb);
-        if (ikey)
-            inf_kvunpack_ikey(c, tmp, x + i * width);
-        else
-            inf_kvunpack_entry(c, tmp, x + i * width);
+    const uint8_t *packed = (const uint8_t *)(void *)x + n * (width * 4 - eb);
+    uint64_t W = width * 4, done = 0;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = ncpu < 1 ? 1 : ncpu > UNPACK_THREADS ? UNPACK_THREADS : (int)ncpu;
+    while (done < n) {
+        /* a wave: entries [done, done + m) with done*W + m*W <= n*(W-eb) + done*eb (outputs end before
+         * the wave's packed bytes begin) */
+        uint64_t room = n * (W - eb) - done * (W - eb), m = room / W;
+        if (m > n - done)
+            m = n - done;
+        if (m < 1024 || nt == 1) { /* small: the rest in one forward pass */
+            struct unpack_job j = {c, x, packed, done, n, eb, width, ikey};
+            unpack_range(&j);
+            return;
+        }
+        struct unpack_job jobs[UNPACK_THREADS];
+        pthread_t th[UNPACK_THREADS];
+        int started[UNPACK_THREADS] = {0};
+        for (int t = 0; t < nt; t++) {
+            jobs[t] = (struct unpack_job){c, x, packed, done + m * (uint64_t)t / (uint64_t)nt,
+                                          done + m * (uint64_t)(t + 1) / (uint64_t)nt, eb, width, ikey};
+            started[t] = t > 0 && pthread_create(&th[t], NULL, unpack_range, &jobs[t]) == 0;
+        }
+        unpack_range(&jobs[0]);
+        for (int t = 1; t < nt; t++) {
+            if (started[t])
+                pthread_join(th[t], NULL);
+            else
+                unpack_range(&jobs[t]); /* no thread: this one does it */
+        }
+        done += m;
     }
 }
 

@@ -287,6 +287,58 @@ static void round_trip_is_exact_and_packed(void **state)
     inf_state_free(st);
 }
 
+/* A state of many entries (the restore unpacks in parallel waves above 1024 entries per stream): tiny's
+ * shapes at 80,000 positions (20,000 CSA entries per layer) with QDQ'd values, checkpointed and restored
+ * bit for bit. */
+static void large_state_restores_exactly(void **state)
+{
+    struct env *e = *state;
+    struct ctx_err err = {0};
+    struct inf_config c;
+    assert_int_equal(inf_config_builtin("tiny", &c, &err), 0);
+    struct inf_state *st, *back;
+    assert_int_equal(inf_state_new(&c, &st, &err), 0);
+    long long pos = 80000;
+    unsigned x = 3;
+    for (int l = 0; l < st->n_layers; l++) {
+        struct inf_layer_state *L = &st->layers[l];
+        long long n = L->ratio ? pos / L->ratio : 0;
+        if (!n)
+            continue;
+        assert_int_equal(inf_state_reserve(st, l, n, &err), 0);
+        L->n_cache = n;
+        for (long long i = 0; i < n; i++) {
+            float *v = L->cache + i * c.head_dim;
+            for (int d = 0; d < c.head_dim; d++)
+                v[d] = ldexpf((float)(rnd(&x) % 1000) / 997.0f, (int)(rnd(&x) % 16) - 8) * ((rnd(&x) & 1) ? -1.f : 1.f);
+            inf_cpu_fp8_qdq(v, c.head_dim - c.qk_rope_head_dim, 64);
+            for (int d = c.head_dim - c.qk_rope_head_dim; d < c.head_dim; d++)
+                v[d] = inf_bf16_round(v[d]);
+            if (L->ratio == 4) {
+                float *k = L->icache + i * c.index_head_dim;
+                for (int d = 0; d < c.index_head_dim; d++)
+                    k[d] = ldexpf((float)(rnd(&x) % 1000) / 997.0f, (int)(rnd(&x) % 6) - 3);
+                inf_cpu_fp4_qdq(k, c.index_head_dim, 32);
+            }
+        }
+    }
+    st->pos = pos;
+    int *t = calloc((size_t)pos, sizeof *t);
+    int64_t lin = 0;
+    assert_int_equal(put(e, st, t, &lin, &err), 0);
+    struct store_kv_ckpt ck;
+    int found = 0;
+    assert_int_equal(store_kv_lookup_tokens(e->kv, "m", (const int32_t *)t, (size_t)pos, &ck, &found, &err), 0);
+    assert_true(found);
+    assert_int_equal(inf_state_new(&c, &back, &err), 0);
+    assert_int_equal(store_kv_state_restore(e->kv, &ck, back, &err), 0);
+    same_state(st, back);
+    store_kv_ckpt_clear(&ck);
+    free(t);
+    inf_state_free(back);
+    inf_state_free(st);
+}
+
 static void inexact_values_are_refused(void **state)
 {
     struct env *e = *state;
@@ -319,6 +371,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(codec_round_trips_qdq_values),
         cmocka_unit_test_setup_teardown(round_trip_is_exact_and_packed, setup, teardown),
+        cmocka_unit_test_setup_teardown(large_state_restores_exactly, setup, teardown),
         cmocka_unit_test_setup_teardown(inexact_values_are_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
