@@ -324,6 +324,263 @@ __global__ void __launch_bounds__(256, 2) moe_gemm_kernel(const uint8_t *__restr
         }
 }
 
+// ---- grouped GEMM, second kernel (CUDA_MOE_GEMM_V2, the default) ----
+//
+// moe_gemm_kernel's tile, ring, swizzles and fragments, and the same output bits; two changes:
+// (1) The two column warps take the tile's n8 pair blocks interleaved (warp wc: blocks 2*ni + wc) and
+//     skip every block past the tile's pairs (warp-uniform, so mma.sync stays converged): a tile of 12
+//     pairs (an expert's share at S = 512) runs 2 of the 8 blocks instead of all 8, one per warp.
+// (2) Scaled accumulation. The old kernel adds acc += (d * a) * w per 32-K block, where d is the mma
+//     partial, a = act_scale * 64 (per pair, per 128-K stage) and w the e8m0 weight scale (per row,
+//     per 32-K block): 3 FP32 instructions per output per mma. This one keeps acc' = acc / a_cur
+//     (a_cur: the pair's a in the current stage) and adds acc' = fma(d, w, acc'): 1 instruction;
+//     between stages acc' *= a_prev / a_cur, and the output is acc' * a_last.
+//     Why the bits are the same: a and w are powers of two (act_quant rounds the scale to one; e8m0 is
+//     one). The partial d is a float with |d| < 2^11 (32 products of |e4m3| <= 448 and e2m1 * 2^-6 <= 6/64)
+//     and a multiple of 2^-16 (the products' quantum, 2^-9 * 2^-7). When every a of the warp's pairs
+//     is in [2^-24, 2^24] and every w of its rows in [2^-32, 2^32] (the guard below), each term
+//     d * a * w is a float in [2^-72, 2^67) reached exactly by both (d * a) * w and fma(d, w, .) * a,
+//     |acc| < 2^94 and acc is a multiple of 2^-72, so acc / a_cur is a normal float (< 2^118, >= 2^-96
+//     when non-zero): the rescales and the final * a are exact, and each step's sum
+//     z = acc + term, rounded once in both kernels (fl(acc + exact term)), is either 0 or a normal
+//     number in both domains, where rounding commutes with a power-of-two scale:
+//     fl(z / a_cur) = fl(z) / a_cur. So acc' == acc / a_cur after every step, bit for bit.
+//     A warp whose stage fails the guard (out-of-range or non-power-of-two scales) turns acc' back into
+//     acc (exact) and runs the old arithmetic for the rest of its K loop.
+constexpr uint32_t M2_A_LO = 103u << 23, M2_A_SPAN = 48u << 23;       // a in [2^-24, 2^24]: float bits
+constexpr uint32_t M2_W_LO = 0x5f5f5f5fu, M2_W_HI = 0x9f9f9f9fu;      // e8m0 codes in [95, 159]: 2^-32..2^32
+
+// The a (a power of two) whose biased exponent is byte i of e.
+__device__ __forceinline__ float a_of(uint32_t e, int i) { return __uint_as_float(((e >> (8 * i)) & 0xffu) << 23); }
+
+// One 128-K stage of a warp's 32 rows x 4 n8 blocks (nbv: n8 blocks holding pairs; the warp computes
+// blocks 2 * ni + wc < nbv). FAST: acc holds acc / a (see above); otherwise moe_gemm_kernel's arithmetic.
+template <bool FAST>
+__device__ __forceinline__ void moe2_stage(float (&acc)[2][4][4], uint32_t sA, uint32_t sB, const uint32_t (&wraw)[2][2],
+                                           const float (&asd)[4][2], int wr, int wc, int g, int t, int nbv)
+{
+#pragma unroll
+    for (int blk = 0; blk < 4; blk++) {
+        uint32_t a[2][4];
+        float wsc[2][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = wr * 32 + mi * 16 + h * 8 + g;
+                const uint32_t v = lds32(sA + r * 64 + ((blk ^ ((r >> 1) & 3)) << 4) + 4 * t);
+                a[mi][h] = fp4_lo_to_e4m3(v);
+                a[mi][2 + h] = fp4_hi_to_e4m3(v);
+                const uint32_t code = (wraw[mi][h] >> (8 * blk)) & 0xffu;
+                wsc[mi][h] = FAST ? __uint_as_float(code << 23) : e8m0_to_float(code); // FAST: code in 95..159
+            }
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            if (2 * ni + wc >= nbv)
+                continue; // warp-uniform
+            const int c = (2 * ni + wc) * 8 + g;
+            const int seg = 2 * blk + (t >> 1);
+            const uint2 xv = lds64(sB + c * 128 + ((seg ^ (c & 7)) << 4) + (t & 1) * 8);
+            const uint32_t b0 = __byte_perm(xv.x, xv.y, 0x6420), b1 = __byte_perm(xv.x, xv.y, 0x7531);
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++) {
+                float d[4] = {0.f, 0.f, 0.f, 0.f};
+                mma_e4m3(d, a[mi][0], a[mi][1], a[mi][2], a[mi][3], b0, b1);
+                if (FAST) {
+                    acc[mi][ni][0] = __fmaf_rn(d[0], wsc[mi][0], acc[mi][ni][0]);
+                    acc[mi][ni][1] = __fmaf_rn(d[1], wsc[mi][0], acc[mi][ni][1]);
+                    acc[mi][ni][2] = __fmaf_rn(d[2], wsc[mi][1], acc[mi][ni][2]);
+                    acc[mi][ni][3] = __fmaf_rn(d[3], wsc[mi][1], acc[mi][ni][3]);
+                } else {
+                    acc[mi][ni][0] += (d[0] * asd[ni][0]) * wsc[mi][0];
+                    acc[mi][ni][1] += (d[1] * asd[ni][1]) * wsc[mi][0];
+                    acc[mi][ni][2] += (d[2] * asd[ni][0]) * wsc[mi][1];
+                    acc[mi][ni][3] += (d[3] * asd[ni][1]) * wsc[mi][1];
+                }
+            }
+        }
+    }
+}
+
+__global__ void __launch_bounds__(256, 2) moe_gemm2_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
+                                                           int x_group, const int *__restrict__ perm,
+                                                           const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                                                           const int *__restrict__ offsets,
+                                                           const uint8_t *const *__restrict__ wtab,
+                                                           const uint8_t *const *__restrict__ stab, int n, int k,
+                                                           __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles))
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wr = warp & 3, wc = warp >> 2;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
+    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
+    const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
+    const int row0 = blockIdx.x * M_BN;
+    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const uint8_t *w = wtab[x], *ws = stab[x];
+    if (tid < M_BM)
+        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    __syncthreads();
+
+    // The loads are moe_gemm_kernel's (every thread takes part: the ring is shared by all warps).
+    const uint8_t *asrc[2], *bsrc[2];
+    bool aval[2], bval[2];
+    uint32_t adst[2], bdst[2];
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256;
+        const int ra = i >> 2, ca = i & 3;
+        aval[j] = row0 + ra < n;
+        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+        adst[j] = ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4);
+        const int rb = i >> 3, cb = i & 7;
+        const int pr = sP[rb];
+        bval[j] = pr >= 0;
+        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+        bdst[j] = M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4);
+    }
+    const bool as_val = tid < M_BN && row0 + tid < n;
+    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M_BM ? sP[tid] : -1;
+    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
+
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t s0 = sbase + stage * M_STAGE;
+        for (int j = 0; j < 2; j++) {
+            cp_async16(s0 + adst[j], asrc[j] + (size_t)kb * 64, aval[j]);
+            cp_async16(s0 + bdst[j], bsrc[j] + (size_t)kb * 128, bval[j]);
+        }
+        if (tid < M_BN)
+            cp_async4(s0 + M_A + tid * 4, as_src + kb * 4, as_val);
+        if (tid < M_BM)
+            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, bs_src + kb, pb >= 0);
+    };
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                acc[mi][ni][c] = 0.f;
+    // a_prev of the thread's pair columns (ni, j) as biased exponents: byte ni of aexp[j] (127: 1.0).
+    // Packed because the kernel is at its 128-register cap.
+    uint32_t aexp[2] = {0x7f7f7f7fu, 0x7f7f7f7fu};
+    const int rlim = n - row0 - wr * 32 - g; // this thread's row mi * 16 + h * 8 is below n when less than rlim
+    const bool warp_busy = wc < nbv; // warp-uniform
+    bool fast = true;                // warp-uniform: acc holds acc / a_prev
+
+    for (int s = 0; s < M_STAGES - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<M_STAGES - 2>();
+        __syncthreads();
+        if (kb + M_STAGES - 1 < kb_n)
+            load_stage((kb + M_STAGES - 1) % M_STAGES, kb + M_STAGES - 1);
+        cp_async_commit();
+        if (!warp_busy)
+            continue;
+
+        const int stage = kb % M_STAGES;
+        const uint32_t sA = sbase + stage * M_STAGE, sAS = sA + M_A, sB = sAS + M_AS;
+        const float *sBS = reinterpret_cast<const float *>(smem + stage * M_STAGE + M_A + M_AS + M_B);
+        // a of this thread's 8 pair columns (1 past the tile's pairs: their partials are 0), and the
+        // 4 e8m0 codes of each of its 4 rows in this stage.
+        float asd[4][2];
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            const int c = (2 * ni + wc) * 8 + 2 * t;
+            asd[ni][0] = c < rows ? sBS[c] * 64.f : 1.f;
+            asd[ni][1] = c + 1 < rows ? sBS[c + 1] * 64.f : 1.f;
+        }
+        uint32_t wraw[2][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                wraw[mi][h] = lds32(sAS + (wr * 32 + mi * 16 + h * 8 + g) * 4);
+        if (fast) {
+            bool ok = true;
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    const uint32_t u = __float_as_uint(asd[ni][j]);
+                    ok &= (u & 0x807fffffu) == 0 && u - M2_A_LO <= M2_A_SPAN;
+                }
+            // per-byte min and max of the codes (rows past n hold zero-filled codes, never written out:
+            // taken as 127)
+            uint32_t wlo = 0xffffffffu, whi = 0;
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const uint32_t wv = mi * 16 + h * 8 < rlim ? wraw[mi][h] : 0x7f7f7f7fu;
+                    wlo = __vminu4(wlo, wv);
+                    whi = __vmaxu4(whi, wv);
+                }
+            ok &= (__vcmpltu4(wlo, M2_W_LO) | __vcmpgtu4(whi, M2_W_HI)) == 0;
+            if (!__all_sync(0xffffffffu, ok)) {
+                fast = false;
+#pragma unroll
+                for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                    for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+                        for (int v = 0; v < 4; v++)
+                            acc[mi][ni][v] *= a_of(aexp[v & 1], ni); // exact: back to acc
+            }
+        }
+        if (fast) {
+            // acc / a_prev -> acc / a_cur: times a_prev / a_cur, a power of two in [2^-48, 2^48]
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                uint32_t next = 0;
+#pragma unroll
+                for (int ni = 0; ni < 4; ni++) {
+                    const uint32_t ec = __float_as_uint(asd[ni][j]) >> 23; // 103..151 (the guard)
+                    const float r = __uint_as_float((((aexp[j] >> (8 * ni)) & 0xffu) + 127u - ec) << 23);
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++) {
+                        acc[mi][ni][j] *= r;
+                        acc[mi][ni][2 + j] *= r;
+                    }
+                    next |= ec << (8 * ni);
+                }
+                aexp[j] = next;
+            }
+            moe2_stage<true>(acc, sA, sB, wraw, asd, wr, wc, g, t, nbv);
+        } else {
+            moe2_stage<false>(acc, sA, sB, wraw, asd, wr, wc, g, t, nbv);
+        }
+    }
+    cp_async_wait<0>();
+    if (!warp_busy)
+        return;
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            const int r = row0 + wr * 32 + mi * 16 + g, c = (2 * ni + wc) * 8 + 2 * t;
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                const int rr = r + (v >> 1) * 8, cc = c + (v & 1);
+                if (rr < n && cc < rows)
+                    y[(size_t)sP[cc] * n + rr] =
+                        __float2bfloat16_rn(fast ? acc[mi][ni][v] * a_of(aexp[v & 1], ni) : acc[mi][ni][v]);
+            }
+        }
+}
+
 size_t align16(size_t b) { return (b + 15) & ~(size_t)15; }
 
 int max_tiles_of(int n_experts, int npairs)
@@ -381,9 +638,9 @@ extern "C" int cuda_moe_bucket(const struct cuda_moe_buckets *b, const int *d_id
     return launch_check(e, "moe bucketing kernels");
 }
 
-extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,
-                             const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
-                             void *stream, struct ctx_err *e)
+extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa,
+                                     int x_group, const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n,
+                                     int k, uint16_t *d_y, int variant, void *stream, struct ctx_err *e)
 {
     if (!b || b->n_experts < 1 || b->npairs < 1 || b->max_tiles < 1)
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: buckets not initialised");
@@ -391,23 +648,33 @@ extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: k = %d is not a positive multiple of 128", k);
     if (n < 1 || x_group < 1 || (n + M_BN - 1) / M_BN > 65535 * 1024)
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: n = %d, x_group = %d", n, x_group);
-    // The shared-memory opt-in is a per-device setting: remember it for each device used (engines on
-    // several GPUs call this from one thread).
-    static unsigned long long attr_set = 0;
+    if (variant != CUDA_MOE_GEMM_V1 && variant != CUDA_MOE_GEMM_V2)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0 or 1)", variant);
+    auto kernel = variant == CUDA_MOE_GEMM_V1 ? moe_gemm_kernel : moe_gemm2_kernel;
+    // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
+    // (engines on several GPUs call this from one thread).
+    static unsigned long long attr_set[2] = {0, 0};
     int dev = 0;
     cudaError_t rc = cudaGetDevice(&dev);
     if (rc != cudaSuccess)
         return cuda_fail(e, rc, "cudaGetDevice");
     const unsigned long long bit = dev < 64 ? 1ull << dev : 0;
-    if (!(attr_set & bit)) {
-        rc = cudaFuncSetAttribute(moe_gemm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, M_SMEM);
+    if (!(attr_set[variant] & bit)) {
+        rc = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, M_SMEM);
         if (rc != cudaSuccess)
             return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm_kernel)");
-        attr_set |= bit;
+        attr_set[variant] |= bit;
     }
     dim3 grid((n + M_BN - 1) / M_BN, b->max_tiles);
-    moe_gemm_kernel<<<grid, 256, M_SMEM, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles,
-                                                                b->d_ntiles, b->d_offsets, d_wtab, d_stab, n, k,
-                                                                reinterpret_cast<__nv_bfloat16 *>(d_y));
-    return launch_check(e, "moe_gemm_kernel");
+    kernel<<<grid, 256, M_SMEM, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles, b->d_ntiles,
+                                                        b->d_offsets, d_wtab, d_stab, n, k,
+                                                        reinterpret_cast<__nv_bfloat16 *>(d_y));
+    return launch_check(e, variant == CUDA_MOE_GEMM_V1 ? "moe_gemm_kernel" : "moe_gemm2_kernel");
+}
+
+extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,
+                             const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
+                             void *stream, struct ctx_err *e)
+{
+    return cuda_moe_gemm_variant(b, d_q, d_sa, x_group, d_wtab, d_stab, n, k, d_y, CUDA_MOE_GEMM_DEFAULT, stream, e);
 }

@@ -63,6 +63,19 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
                   const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
                   void *stream, struct ctx_err *e);
 
+/* The kernels behind cuda_moe_gemm, for tests and benchmarks (same results, bit for bit):
+ * V1 computes every 64-pair tile in full and scales each 32-K partial as (partial * a) * w (3 FP32
+ * instructions per output per mma); V2 (the default) skips the n8 pair blocks past a tile's pairs and
+ * accumulates acc / a with one fma per output per mma, exact while the scales stay in range (moe_gemm.cu
+ * says why; a warp whose scales leave the range finishes with V1's arithmetic). */
+#define CUDA_MOE_GEMM_V1 0
+#define CUDA_MOE_GEMM_V2 1
+#define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V2
+/* cuda_moe_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
+int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,
+                          const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
+                          int variant, void *stream, struct ctx_err *e);
+
 #ifdef __cplusplus
 }
 #endif

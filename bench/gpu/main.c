@@ -320,6 +320,7 @@ struct moe_job {
     const float *sa13, *sa2;
     uint16_t *y13, *y2;
     struct cuda_moe_buckets b13, b2;
+    int variant; /* CUDA_MOE_GEMM_V1 / _V2 */
 };
 static void moe_gemm_launch(void *ud, int i)
 {
@@ -327,10 +328,11 @@ static void moe_gemm_launch(void *ud, int i)
     const uint8_t *const *t = j->tab;
     (void)i;
     must(cuda_moe_bucket(&j->b13, j->ids, bench_stream(), &err));
-    must(cuda_moe_gemm(&j->b13, j->q13, j->sa13, MOE_K, t, t + 2 * MOE_E, MOE_I, MOE_D, j->y13, bench_stream(), &err));
+    must(cuda_moe_gemm_variant(&j->b13, j->q13, j->sa13, MOE_K, t, t + 2 * MOE_E, MOE_I, MOE_D, j->y13, j->variant,
+                               bench_stream(), &err));
     must(cuda_moe_bucket(&j->b2, j->ids, bench_stream(), &err));
-    must(cuda_moe_gemm(&j->b2, j->q2, j->sa2, 1, t + 4 * MOE_E, t + 5 * MOE_E, MOE_D, MOE_I, j->y2, bench_stream(),
-                       &err));
+    must(cuda_moe_gemm_variant(&j->b2, j->q2, j->sa2, 1, t + 4 * MOE_E, t + 5 * MOE_E, MOE_D, MOE_I, j->y2, j->variant,
+                               bench_stream(), &err));
 }
 static void moe_bucket_launch(void *ud, int i)
 {
@@ -400,7 +402,7 @@ static void bench_moe_prefill(int S)
             ids[t * MOE_K + j] = id;
             ids[S * MOE_K + t * MOE_K + j] = id + MOE_E;
         }
-    struct moe_job j = {.S = S, .tab = moe_dtab};
+    struct moe_job j = {.S = S, .tab = moe_dtab, .variant = CUDA_MOE_GEMM_DEFAULT};
     int *dids = dalloc(sizeof *ids * np13);
     must(cuda_h2d(dids, ids, sizeof *ids * np13, &err));
     j.ids = dids;
@@ -440,16 +442,31 @@ static void bench_moe_prefill(int S)
         eq += h13[i] == g13[i];
     for (size_t i = 0; i < y2b / 2; i++)
         eq += h2[i] == g2[i];
+    /* the first kernel (V1) on the same pairs: the default must give its bytes */
+    j.variant = CUDA_MOE_GEMM_V1;
+    must(cuda_memset(j.y13, 0xff, y13b, &err));
+    must(cuda_memset(j.y2, 0xff, y2b, &err));
+    moe_gemm_launch(&j, 0);
+    must(cuda_sync(&err));
+    must(cuda_d2h(h13, j.y13, y13b, &err));
+    must(cuda_d2h(h2, j.y2, y2b, &err));
+    size_t eq1 = 0;
+    for (size_t i = 0; i < y13b / 2; i++)
+        eq1 += h13[i] == g13[i];
+    for (size_t i = 0; i < y2b / 2; i++)
+        eq1 += h2[i] == g2[i];
 
     const int iters_gemm = 10, iters_gemv = S >= 4096 ? 3 : 5;
+    double ms_v1 = time_alone(moe_gemm_launch, &j, iters_gemm);
+    j.variant = CUDA_MOE_GEMM_DEFAULT;
     double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
     double ms_bucket = time_alone(moe_bucket_launch, &j, iters_gemm);
     double ms_gemv = time_alone(moe_gemv_launch, &j, iters_gemv);
     double flop = 6.0 * np2 * (double)MOE_I * MOE_D; /* 2 flops x (2 S k I D for w1|w3 + S k D I for w2) */
     double tf_gemm = flop / (ms_gemm * 1e-3) / 1e12, tf_gemv = flop / (ms_gemv * 1e-3) / 1e12;
-    printf("| %5d | %6d | %8.3f | %7.3f | %6.1f | %5.1f%% | %9.3f | %6.1f | %6.1fx | %6.2f%% |\n", S, np2, ms_gemm,
-           ms_bucket, tf_gemm, 100.0 * tf_gemm / fp8_peak, ms_gemv, tf_gemv, ms_gemv / ms_gemm,
-           100.0 * (double)eq / (double)tot);
+    printf("| %5d | %6d | %8.3f | %7.3f | %6.1f | %5.1f%% | %8.3f | %5.2fx | %7.3f%% | %9.3f | %6.1f | %6.1fx | "
+           "%6.2f%% |\n", S, np2, ms_gemm, ms_bucket, tf_gemm, 100.0 * tf_gemm / fp8_peak, ms_v1, ms_v1 / ms_gemm,
+           100.0 * (double)eq1 / (double)tot, ms_gemv, tf_gemv, ms_gemv / ms_gemm, 100.0 * (double)eq / (double)tot);
     free(ids), free(h13), free(g13), free(h2), free(g2);
     cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
     cuda_free(j.y13), cuda_free(j.y2), cuda_free(s13), cuda_free(s2);
@@ -458,11 +475,11 @@ static void bench_moe_prefill(int S)
 static void bench_moe_rows(int only_s)
 {
     printf("\nPrefill, routed experts of one V4-Flash layer (256 experts, top-6, w1|w3 2048x4096 and w2 4096x2048, "
-           "FP4): grouped GEMM (moe_gemm.h, incl. its two bucketings) vs grouped GEMV (today's moe()), same ids and "
-           "inputs, median ms alone; TFLOP/s counts 6 S k I D\n\n");
-    printf("| S | pairs | GEMM ms | of it bucketing ms | GEMM TFLOP/s | of FP8 peak | GEMV ms | GEMV TFLOP/s | "
-           "speed-up | outputs bit-equal to GEMV |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+           "FP4): grouped GEMM (moe_gemm.h, incl. its two bucketings; default kernel V2) vs its first kernel V1 and "
+           "vs grouped GEMV (today's moe()), same ids and inputs, median ms alone; TFLOP/s counts 6 S k I D\n\n");
+    printf("| S | pairs | GEMM ms | of it bucketing ms | GEMM TFLOP/s | of FP8 peak | V1 ms | V1 / V2 | V2 bit-equal to "
+           "V1 | GEMV ms | GEMV TFLOP/s | speed-up vs GEMV | outputs bit-equal to GEMV |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const int sizes[] = {512, 2048, 8192};
     for (int i = 0; i < 3; i++)
         if (!only_s || only_s == sizes[i])

@@ -10,7 +10,11 @@
  *   of every case; the decode kernel on the same pairs within the same bound, and the two within the
  *   sum of their bounds of each other (they add the same partials in different orders); the share of
  *   outputs bit-equal to the decode kernel is printed;
- * - determinism: a second run gives the same bytes; every pair's row is written (y starts as NaN).
+ * - determinism: a second run gives the same bytes; every pair's row is written (y starts as NaN);
+ * - kernels: the default kernel (CUDA_MOE_GEMM_V2: skipped empty pair blocks, acc / a accumulated by
+ *   fma) gives exactly the bytes of the first one (V1), which is bit-equal to bf16(ref) on every
+ *   output measured so far; the "extreme" cases put weight scales and activation scales outside V2's
+ *   exact range on some rows, blocks and pairs, so that warps switch to V1's arithmetic mid-K.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -58,12 +62,14 @@ static double gauss(void)
 }
 
 /* test_gemm's activations: per-block magnitudes 2^-12..2^6, zero blocks, tiny blocks, outliers. */
-static void gen_act(uint16_t *x, int m, int k)
+static void gen_act(uint16_t *x, int m, int k, int extreme)
 {
     for (int i = 0; i < m; i++)
         for (int b = 0; b < k / 128; b++) {
             int kind = (int)(next_u64() % 16);
             double mag = ldexp(1.0, (int)(next_u64() % 19) - 12);
+            if (extreme && next_u64() % 48 == 0) /* act scale ~2^24: a ~ 2^30, past the fast range (2^24) */
+                kind = 3, mag = 0x1p30;
             for (int j = 0; j < 128; j++) {
                 double v = kind == 0 ? 0.0 : kind == 1 ? gauss() * 1e-6 : gauss() * mag;
                 if (kind == 2 && j == 17)
@@ -109,6 +115,7 @@ struct mcase {
     int n, k, E, S, topk;
     enum route route;
     int style; /* 0: w1-like (x_group = topk), 1: w2-like (x_group 1), 2: the engine's w1|w3 (2E entries) */
+    int extreme; /* scales outside moe_gemm2_kernel's fast range on some rows / blocks / pairs */
 };
 
 /* The token's top-k (distinct, as the router picks them). */
@@ -219,6 +226,10 @@ static void run_case(const struct mcase *c)
             w[i][j] = (uint8_t)next_u64();
         for (size_t j = 0; j < sb; j++)
             s[i][j] = (uint8_t)(127 - 10 + (int)(next_u64() % 13));
+        if (c->extreme) /* one row in 16: one block's scale 2^-57 or 2^53 (fast range 2^-32..2^32) */
+            for (int r = 0; r < n; r++)
+                if (next_u64() % 16 == 0)
+                    s[i][(size_t)r * (k / 32) + next_u64() % (uint64_t)(k / 32)] = next_u64() & 1 ? 70 : 180;
         dw[i] = dev_copy(w[i], wb), ds[i] = dev_copy(s[i], sb);
     }
     int *ids = malloc(sizeof *ids * npairs);
@@ -227,7 +238,7 @@ static void run_case(const struct mcase *c)
         for (int p = 0; p < S * topk; p++)
             ids[S * topk + p] = ids[p] + E;
     uint16_t *x = malloc(sizeof *x * (size_t)rows * k);
-    gen_act(x, c->style == 2 ? S : rows, k);
+    gen_act(x, c->style == 2 ? S : rows, k, c->extreme);
     if (c->style == 2) /* the engine quantises a copy of the input for w3 */
         memcpy(x + (size_t)S * k, x, sizeof *x * (size_t)S * k);
     uint8_t *q = malloc((size_t)rows * k);
@@ -252,9 +263,11 @@ static void run_case(const struct mcase *c)
     void *dids = dev_copy(ids, sizeof *ids * npairs), *dwt = dev_copy(dw, sizeof *dw * T),
          *dst = dev_copy(ds, sizeof *ds * T);
     size_t ybytes = sizeof(uint16_t) * (size_t)npairs * n;
-    void *dy, *dyv, *scratch;
+    void *dy, *dyv, *dy1, *scratch;
     must(cuda_malloc(&dy, ybytes, &e), &e);
     must(cuda_malloc(&dyv, ybytes, &e), &e);
+    must(cuda_malloc(&dy1, ybytes, &e), &e);
+    must(cuda_memset(dy1, 0xff, ybytes, &e), &e);
     size_t sbytes = cuda_moe_scratch_bytes(T, npairs);
     must(cuda_malloc(&scratch, sbytes, &e), &e);
     struct cuda_moe_buckets bk;
@@ -262,11 +275,13 @@ static void run_case(const struct mcase *c)
     must(cuda_memset(dy, 0xff, ybytes, &e), &e);
     must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
     must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, NULL, &e), &e);
+    must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy1, CUDA_MOE_GEMM_V1, NULL, &e), &e);
     must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dyv, NULL, &e), &e);
     must(cuda_sync(&e), &e);
-    uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes);
+    uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes), *y1 = malloc(ybytes);
     must(cuda_d2h(y, dy, ybytes, &e), &e);
     must(cuda_d2h(yv, dyv, ybytes, &e), &e);
+    must(cuda_d2h(y1, dy1, ybytes, &e), &e);
 
     /* bucketing, exactly */
     int *hc = malloc(sizeof(int) * T), *ho = malloc(sizeof(int) * (T + 1)), *hp = malloc(sizeof(int) * npairs);
@@ -291,7 +306,7 @@ static void run_case(const struct mcase *c)
         hnt, gnt);
 
     /* products */
-    long bad = 0, badv = 0, badx = 0, eq_v = 0, eq_ref = 0, total = (long)npairs * n;
+    long bad = 0, badv = 0, badx = 0, eq_v = 0, eq_ref = 0, ne_1 = 0, eq1_ref = 0, total = (long)npairs * n;
     double worst = -1e300;
     for (long i = 0; i < total; i++) {
         double g = cuda_ref_bf16_to_f32(y[i]), v = cuda_ref_bf16_to_f32(yv[i]), r = ref[i], u = ulp_bf16(r);
@@ -303,7 +318,11 @@ static void run_case(const struct mcase *c)
         badx += !(fabs(g - v) <= 2 * (u + EPS * mag[i]));
         eq_v += y[i] == yv[i];
         eq_ref += y[i] == cuda_ref_f32_to_bf16(ref[i]);
+        eq1_ref += y1[i] == cuda_ref_f32_to_bf16(ref[i]);
+        ne_1 += y[i] != y1[i];
     }
+    tap(ne_1 == 0, "%s: the default kernel (V2) gives V1's bytes: %ld/%ld outputs differ (V1 bit-equal to bf16(ref) "
+        "%.2f%%)", c->what, ne_1, total, 100.0 * (double)eq1_ref / (double)total);
     tap(bad == 0, "%s: moe_gemm n=%d k=%d x_group=%d vs ref: %ld/%ld outside the bound, max (|d|-ulp)/mag = %.3g, "
         "bit-equal to bf16(ref) %.2f%%", c->what, n, k, x_group, bad, total, worst, 100.0 * (double)eq_ref / (double)total);
     tap(badv == 0 && badx == 0, "%s: same pairs through cuda_fp4_gemv_grouped: %ld outside the ref bound, %ld pairs of "
@@ -323,8 +342,8 @@ static void run_case(const struct mcase *c)
         cuda_free(dw[i]), cuda_free(ds[i]);
     }
     free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag);
-    free(y), free(yv), free(y2), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
-    cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy), cuda_free(dyv);
+    free(y), free(yv), free(y2), free(y1), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
+    cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy), cuda_free(dyv), cuda_free(dy1);
     cuda_free(scratch);
 }
 
@@ -343,19 +362,94 @@ static void test_errors(void)
     int g = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 64, 100, NULL, NULL, &e); /* k not a multiple of 128 */
     int h = cuda_moe_gemm(&bk, NULL, NULL, 0, NULL, NULL, 64, 128, NULL, NULL, &e); /* x_group 0 */
     int i = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 0, 128, NULL, NULL, &e);  /* n 0 */
+    int v = cuda_moe_gemm_variant(&bk, NULL, NULL, 6, NULL, NULL, 64, 128, NULL, 2, NULL, &e); /* no kernel 2 */
     tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && f == CTX_EINVAL && ok == 0 && g == CTX_EINVAL &&
-            h == CTX_EINVAL && i == CTX_EINVAL && cuda_moe_scratch_bytes(8, 48) <= 4096,
-        "bad sizes, short or misaligned scratch and bad shapes are rejected with CTX_EINVAL (%d %d %d %d %d %d %d %d)",
-        a, b, c, f, ok, g, h, i);
+            h == CTX_EINVAL && i == CTX_EINVAL && v == CTX_EINVAL && cuda_moe_scratch_bytes(8, 48) <= 4096,
+        "bad sizes, short or misaligned scratch, bad shapes and an unknown kernel are rejected with CTX_EINVAL "
+        "(%d %d %d %d %d %d %d %d %d)", a, b, c, f, ok, g, h, i, v);
     cuda_free(d);
+}
+
+/* The default kernel's arithmetic on the host (no device needed): per 32-K block, V1 adds
+ * (d * a) * w to acc; V2 keeps acc / a with fmaf(d, w, .), rescaled by a_prev / a between 128-K stages
+ * (the kernel's exponent-byte arithmetic) and multiplied by the last a at the end. Partials d are
+ * what the mma sums: 1..32 products of e4m3 codes and e2m1 values * 2^-6, rounded to fp32 once.
+ * Inside the guarded range (a in [2^-24, 2^24], w in [2^-32, 2^32], the ends included) the two must
+ * agree bit for bit; far outside it they must not (so the guard is needed and the check can fail). */
+static double e4m3_of(uint8_t c)
+{
+    int sg = c >> 7, ex = (c >> 3) & 15, m = c & 7;
+    if (ex == 15 && m == 7)
+        return 0.0; /* the NaN code: not produced by act_quant */
+    double v = ex ? ldexp(1.0 + m / 8.0, ex - 7) : ldexp(m / 8.0, -6);
+    return sg ? -v : v;
+}
+static float f_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static uint32_t u_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static long scaled_accumulation_mismatches(int a_span, int w_span, long trials)
+{
+    static const double e2m1[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+    long bad = 0;
+    for (long tr = 0; tr < trials; tr++) {
+        const int stages = 1 + (int)(next_u64() % 8), mode = (int)(next_u64() % 4);
+        float acc = 0.0f, accp = 0.0f;
+        uint32_t ep = 127;
+        for (int st = 0; st < stages; st++) {
+            int ae = mode == 1 ? ((next_u64() & 1) ? a_span : -a_span) : (int)(next_u64() % (2 * a_span + 1)) - a_span;
+            float a = ldexpf(1.0f, ae);
+            uint32_t ec = u_of(a) >> 23;
+            accp *= f_of((ep + 127u - ec) << 23);
+            ep = ec;
+            for (int blk = 0; blk < 4; blk++) {
+                int we = mode == 1 ? ((next_u64() & 1) ? w_span : -w_span) : (int)(next_u64() % (2 * w_span + 1)) - w_span;
+                float w = ldexpf(1.0f, we);
+                double ds = 0.0;
+                int terms = mode == 2 ? 1 + (int)(next_u64() % 3) : 32; /* mode 2: tiny partials */
+                for (int i = 0; i < terms; i++) {
+                    uint8_t c = (uint8_t)next_u64();
+                    if (mode == 2)
+                        c = (uint8_t)((c & 0x80) | (c & 7));
+                    ds += e4m3_of(c) * e2m1[next_u64() % 8] * ((next_u64() & 1) ? -1.0 : 1.0) / 64.0;
+                }
+                const float d = (float)ds;
+                volatile float t1 = d * a; /* volatile: two roundings, as V1 writes them */
+                volatile float t2 = t1 * w;
+                acc = acc + t2;
+                accp = fmaf(d, w, accp);
+            }
+        }
+        const float out = ep < 255 ? accp * f_of(ep << 23) : accp;
+        bad += u_of(out) != u_of(acc);
+    }
+    return bad;
+}
+
+static void test_scaled_accumulation(void)
+{
+    long in = scaled_accumulation_mismatches(24, 32, 200000);
+    long out = scaled_accumulation_mismatches(120, 120, 20000);
+    tap(in == 0 && out > 0, "host model of the default kernel's scaled accumulation: %ld/200000 sums differ from V1's "
+        "inside the guarded scale range, %ld/20000 far outside it", in, out);
 }
 
 int main(void)
 {
     if (cuda_device_count() == 0) {
-        printf("1..0 # SKIP no CUDA device\n");
-        return 0;
+        test_scaled_accumulation();
+        printf("# no CUDA device: the device cases are skipped\n1..%d\n", n_test);
+        return n_fail ? 1 : 0;
     }
+    test_scaled_accumulation();
     struct ctx_err e;
     char name[256];
     int sms = 0;
@@ -381,6 +475,10 @@ int main(void)
         {"flash shapes w1|w3", 2048, 4096, 16, 8, 6, R_RANDOM, 2},
         {"flash shapes w2", 4096, 2048, 16, 8, 6, R_RANDOM, 1},
         {"pro shapes w1", 3072, 7168, 8, 3, 6, R_RANDOM, 0},
+        /* scales outside the default kernel's fast range: warps switch to V1's arithmetic mid-K */
+        {"extreme scales w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 1},
+        {"extreme scales w1|w3", 320, 2048, 32, 40, 6, R_RANDOM, 2, 1},
+        {"extreme scales w2", 192, 512, 256, 700, 6, R_RANDOM, 1, 1},
     };
     /* CTX_MOE_QUICK=1: the small cases only (for compute-sanitizer, which slows kernels ~100x) */
     const char *quick = getenv("CTX_MOE_QUICK");
