@@ -263,6 +263,82 @@ __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *f
     }
 }
 
+// k_hc_mix for prefill chunks (S > HCM_MIN_S, hc = 4: 24 mixes), the same part[] bits: k_hc_mix reads
+// all 1.5 MB of fn once per token and spends its time in shuffles. Here a block holds one chunk's fn
+// rows (24 x HC_CH floats) in shared memory and each thread is one token of HCM_TOK: for each 32-wide
+// piece (k_hc_mix's warp) it forms the 32 products in registers and adds them by k_hc_mix's xor
+// tree written out (level o adds element l + o to l, for o = 16, 8, 4, 2, 1: lane 0's sum, the one
+// k_hc_mix stores), then adds the pieces' sums into the chunk's value from 0 in piece order (k_hc_mix's
+// warp order), products and sum of squares alike. Grid (chunks, ceil(S / HCM_TOK)).
+#define HCM_MIN_S 8
+#define HCM_TOK 128
+#define HCM_NM 24
+__device__ __forceinline__ float hcm_tree32(float *p)
+{
+#pragma unroll
+    for (int l = 0; l < 16; l++)
+        p[l] = p[l] + p[l + 16];
+#pragma unroll
+    for (int l = 0; l < 8; l++)
+        p[l] = p[l] + p[l + 8];
+#pragma unroll
+    for (int l = 0; l < 4; l++)
+        p[l] = p[l] + p[l + 4];
+    p[0] = p[0] + p[2];
+    p[1] = p[1] + p[3];
+    return p[0] + p[1];
+}
+__global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const float *X, const float *fn, int S, int n, float *part)
+{
+    __shared__ __align__(16) float sf[HCM_NM][HC_CH];
+    int c = blockIdx.x, nch = gridDim.x, s = blockIdx.y * HCM_TOK + (int)threadIdx.x;
+    for (int t = threadIdx.x; t < HCM_NM * HC_CH; t += HCM_TOK) {
+        int j = t / HC_CH, i = c * HC_CH + t % HC_CH;
+        sf[j][t % HC_CH] = i < n ? __ldg(fn + (size_t)j * n + i) : 0.f;
+    }
+    __syncthreads();
+    if (s >= S)
+        return;
+    float v[HCM_NM + 1];
+#pragma unroll
+    for (int j = 0; j <= HCM_NM; j++)
+        v[j] = 0.f;
+    const float *xs = X + (size_t)s * n;
+    for (int w = 0; w < HC_CH / 32; w++) {
+        int i0 = c * HC_CH + w * 32;
+        float x[32], p[32];
+        if (i0 + 32 <= n && n % 4 == 0) {
+#pragma unroll
+            for (int l = 0; l < 32; l += 4) {
+                float4 a = __ldg(reinterpret_cast<const float4 *>(xs + i0 + l));
+                x[l] = a.x;
+                x[l + 1] = a.y;
+                x[l + 2] = a.z;
+                x[l + 3] = a.w;
+            }
+        } else {
+#pragma unroll
+            for (int l = 0; l < 32; l++)
+                x[l] = i0 + l < n ? xs[i0 + l] : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < HCM_NM; j++) {
+#pragma unroll
+            for (int l = 0; l < 32; l++)
+                p[l] = sf[j][w * 32 + l] * x[l];
+            v[j] += hcm_tree32(p);
+        }
+#pragma unroll
+        for (int l = 0; l < 32; l++)
+            p[l] = x[l] * x[l];
+        v[HCM_NM] += hcm_tree32(p);
+    }
+    float *pt = part + ((size_t)s * nch + c) * (HCM_NM + 1);
+#pragma unroll
+    for (int j = 0; j <= HCM_NM; j++)
+        pt[j] = v[j];
+}
+
 __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // The mixes from k_hc_mix's chunks, then split + Sinkhorn of one token's mixes, then
@@ -278,9 +354,11 @@ __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 // Sums of u^2 for the norm: each thread adds its elements in index order (its groups in order, x y z
 // w within a group), then block_sum (a xor tree in each warp, then over the 32 warps' values).
 // head != 0: hc_head instead (nm = hc mixes, pre only: no post, comb or Sinkhorn; `eps` is hc_eps).
+// PRE_IN (prefill, hc = 4, after k_hc_sink4): the mixes, post, comb and Sinkhorn were done by
+// k_hc_sink4, which left the token's pre weights in part[s][0][0..hc); only u and its norm are left.
 #define HCP_THREADS 1024
 #define HCP_NG 2 // float4 groups per thread held in registers: D <= 4 * 1024 * 2 without a second read
-template <int HC>
+template <int HC, int PRE_IN = 0>
 __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int nch, const float *scale,
                                                         const float *base, int hc, int iters, float eps,
                                                         const float *X, int D, float *post_out, float *comb_out,
@@ -307,7 +385,9 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
         }
     }
     const float *pt = part + (size_t)s * nch * (nm + 1);
-    for (int t = warp; t <= nm; t += HCP_THREADS / 32) { // value t: lane l adds chunks l, l+32, ... in order
+    if (PRE_IN && tid < hc)
+        pre[tid] = pt[tid];
+    for (int t = warp; !PRE_IN && t <= nm; t += HCP_THREADS / 32) { // value t: lane l adds chunks l, l+32, ... in order
         float v = 0.f;
         for (int c = lane; c < nch; c += 32)
             v += pt[(size_t)c * (nm + 1) + t];
@@ -316,7 +396,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
             m[t] = v;
     }
     __syncthreads();
-    if (warp == 0) {
+    if (!PRE_IN && warp == 0) {
         float rs = 1.0f / sqrtf(m[nm] / (float)n + norm_eps);
         for (int t = lane; t < nm; t += 32)
             m[t] = m[t] * rs;
@@ -451,6 +531,71 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
             float v = us[i] * r;
             us[i] = bf16r(normw ? bf16ld(normw[i]) * v : v);
         }
+}
+
+// Prefill (S > HCM_MIN_S, hc = 4): k_hc_pre's first part, one warp per token instead of one 1024-thread
+// block whose other 31 warps wait on warp 0's Sinkhorn: the token's mixes from the chunk partials
+// (value t: lane l adds chunks l, l+32, ... in order, then the xor tree: k_hc_pre's sums), the split
+// and Sinkhorn in the same lanes with the same shuffles and operations (k_hc_pre's hc * hc <= 32
+// branch), post and comb out; pre goes to part[s][0][0..4) (the token's partials are read by then),
+// where k_hc_pre<4, 1> takes it for u and its norm. The same bits as k_hc_pre<4>.
+#define HCS_WARPS 8
+__global__ void __launch_bounds__(HCS_WARPS * 32) k_hc_sink4(float *part, int S, int nch, const float *scale,
+                                                              const float *base, int iters, float eps, int D,
+                                                              float *post_out, float *comb_out, float norm_eps)
+{
+    constexpr int hc = 4, nm = (2 + hc) * hc;
+    __shared__ float msh[HCS_WARPS][nm + 1];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, s = blockIdx.x * HCS_WARPS + warp, n = hc * D;
+    if (s >= S) // uniform over the warp; no block barrier below
+        return;
+    float *m = msh[warp], *pt = part + (size_t)s * nch * (nm + 1);
+#pragma unroll
+    for (int t = 0; t <= nm; t++) {
+        float v = 0.f;
+        for (int c = lane; c < nch; c += 32)
+            v += pt[(size_t)c * (nm + 1) + t];
+        v = warp_sum(v);
+        if (lane == 0)
+            m[t] = v;
+    }
+    __syncwarp();
+    float rs = 1.0f / sqrtf(m[nm] / (float)n + norm_eps);
+    for (int t = lane; t < nm; t += 32)
+        m[t] = m[t] * rs;
+    __syncwarp();
+    float prev = 0.f;
+    if (lane < hc) {
+        prev = sigmoidf_(m[lane] * scale[0] + base[lane]) + eps;
+        post_out[(size_t)s * hc + lane] = 2.0f * sigmoidf_(m[hc + lane] * scale[1] + base[hc + lane]);
+    }
+    int r = lane / hc, c = lane % hc, o = 2 * hc + (lane < hc * hc ? lane : 0);
+    float v = m[o] * scale[2] + base[o], mx = -INFINITY, sum = 0.f;
+    for (int k = 0; k < hc; k++)
+        mx = fmaxf(mx, __shfl_sync(0xffffffffu, v, r * hc + k));
+    v = expf(v - mx);
+    for (int k = 0; k < hc; k++)
+        sum += __shfl_sync(0xffffffffu, v, r * hc + k);
+    v = v / sum + eps;
+    for (int it = 0; it < iters; it++) {
+        if (it > 0) { // rows
+            float t = 0.f;
+            for (int k = 0; k < hc; k++)
+                t += __shfl_sync(0xffffffffu, v, r * hc + k);
+            t += eps;
+            v = v / t;
+        }
+        float t = 0.f; // columns
+        for (int k = 0; k < hc; k++)
+            t += __shfl_sync(0xffffffffu, v, k * hc + c);
+        t += eps;
+        v = v / t;
+    }
+    if (lane < hc * hc)
+        comb_out[(size_t)s * hc * hc + lane] = v;
+    __syncwarp();
+    if (lane < hc)
+        pt[lane] = prev;
 }
 
 // X'_k = bf16(post_k f + sum_j comb[j][k] X_j), one thread per (token, hidden index). HC > 0: hc is
@@ -1038,10 +1183,43 @@ __global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, 
         q[i] = buf[i];
 }
 
+// The end of a compressed entry whose pooled values (bf16-valued) are in ent[0..width): RMSNorm,
+// RoPE by the table row `cs` (the block's first position), then FP8 QDQ (main) or Hadamard + FP4 QDQ
+// (indexer), into dst. Each thread takes channels tid, tid + blockDim, ... for the norm's sum, so the
+// bits depend on blockDim: k_compress and k_compress_fin run it with the same block sizes.
+__device__ __forceinline__ void compress_finish(float *ent, float *sh, int width, const uint16_t *normw, float eps,
+                                                const float *cs, int rd, int indexer, float hsc, float *dst)
+{
+    float ss = 0.f;
+    for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
+        ss += ent[ch] * ent[ch];
+    ss = block_sum(ss, sh);
+    float r = 1.0f / sqrtf(ss / (float)width + eps);
+    for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
+        ent[ch] = bf16r(bf16ld(normw[ch]) * (ent[ch] * r));
+    __syncthreads();
+    rope_pairs(ent + width - rd, cs, rd, 0);
+    __syncthreads();
+    int warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (indexer) {
+        block_hadamard(ent, width, hsc);
+        for (int b = warp; b < width / 32; b += nw)
+            warp_fp4_qdq32(ent + b * 32);
+    } else {
+        for (int b = warp; b < (width - rd) / 64; b += nw)
+            warp_fp8_qdq64(ent + b * 64);
+    }
+    __syncthreads();
+    for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
+        dst[ch] = ent[ch];
+    __syncthreads();
+}
+
 // A compressor over a chunk, token by token in one block (the carry is sequential): write each
 // token's projections (score + ape) into its carry slot; when a block of `ratio` completes, pool
 // (softmax over the slots per channel), RMSNorm, RoPE at the block's first position, then FP8 QDQ
-// (main) or Hadamard + FP4 QDQ (indexer), into cache[(p+1)/ratio - 1].
+// (main) or Hadamard + FP4 QDQ (indexer), into cache[(p+1)/ratio - 1]. Decode steps (S <= 8); a
+// prefill chunk runs the same arithmetic in parallel (k_compress_pool, _fin, _carry below).
 __global__ void k_compress(const float *kvp, const float *scp, int S, const long long *ppos, int ratio, int width,
                            const float *ape, const uint16_t *normw, float eps, int indexer, float *ckv, float *csc,
                            float *cache, const float *rope, int rd, float hsc)
@@ -1083,30 +1261,133 @@ __global__ void k_compress(const float *kvp, const float *scp, int S, const long
                 ckv[i] = ckv[(size_t)ratio * rw + i];
                 csc[i] = csc[(size_t)ratio * rw + i];
             }
-        float ss = 0.f;
-        for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
-            ss += ent[ch] * ent[ch];
-        ss = block_sum(ss, sh);
-        float r = 1.0f / sqrtf(ss / (float)width + eps);
-        for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
-            ent[ch] = bf16r(bf16ld(normw[ch]) * (ent[ch] * r));
-        __syncthreads();
-        rope_pairs(ent + width - rd, rope + (size_t)(p + 1 - ratio) * rd, rd, 0);
-        __syncthreads();
-        int warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-        if (indexer) {
-            block_hadamard(ent, width, hsc);
-            for (int b = warp; b < width / 32; b += nw)
-                warp_fp4_qdq32(ent + b * 32);
-        } else {
-            for (int b = warp; b < (width - rd) / 64; b += nw)
-                warp_fp8_qdq64(ent + b * 64);
+        compress_finish(ent, sh, width, normw, eps, rope + (size_t)(p + 1 - ratio) * rd, rd, indexer, hsc,
+                        cache + (size_t)((p + 1) / ratio - 1) * width);
+    }
+}
+
+// A prefill chunk's compressor (S > CMP_MIN_S) in parallel, the same arithmetic as k_compress:
+// entry k covers positions [k ratio, (k+1) ratio) and completes at pe = (k+1) ratio - 1; the chunk
+// [pos0, pos0 + S) completes entries pos0 / ratio .. (pos0 + S) / ratio - 1. Slot sl of entry k
+// (ns = ratio slots, CSA: 2 ratio, the first ratio the previous block's first `width` channels, the
+// rest the current block's last `width`) is position q = pe + 1 - ns + sl, read from the chunk's
+// projections when q >= pos0 (score + ape[q % ratio], added as k_compress adds them), else from the
+// carry as it stood at the chunk's start: CSA slot sl >= ratio (the current block) or, for the
+// previous block, slot sl + ratio while that block was still open at pos0 (it completes in this
+// chunk: pe - ratio >= pos0), slot sl once it had completed (moved by k_compress to 0..ratio-1).
+// Three launches: k_compress_pool (one block per (entry, 32 channels): the slots staged in shared
+// memory, then per channel k_compress's max, sum of exps and weighted sum in slot order, the exps
+// and the products computed in parallel but each exactly as k_compress computes it), the bf16
+// values into the entry's cache row; k_compress_fin (one block per entry, k_compress's block size):
+// compress_finish on that row, in place; k_compress_carry: the carry k_compress leaves behind (each
+// slot the latest position of its residue; CSA's previous-block rows the last completed block).
+// Bit-identical to k_compress in cache and carry, so chunking stays invisible.
+#define CMP_MIN_S 8
+#define CMP_CH 32     // channels of a pool block
+#define CMP_WARPS 8   // its warps
+#define CMP_MAXNS 128 // slots staged (2 x 128 x 32 floats: 32 KB)
+__device__ __forceinline__ void cmp_slot(const float *kvp, const float *scp, const float *ape, const float *ckv,
+                                         const float *csc, long long pos0, long long pe, int ratio, int overlap, int rw,
+                                         int sl, int i, float *kv, float *sc)
+{
+    int ns = overlap ? 2 * ratio : ratio;
+    long long q = pe + 1 - ns + sl;
+    if (q >= pos0) {
+        size_t o = (size_t)(q - pos0) * rw + i;
+        *kv = kvp[o];
+        *sc = scp[o] + ape[(size_t)(sl % ratio) * rw + i];
+    } else {
+        int cs = overlap && sl < ratio && pe - ratio >= pos0 ? sl + ratio : sl;
+        *kv = ckv[(size_t)cs * rw + i];
+        *sc = csc[(size_t)cs * rw + i];
+    }
+}
+
+__global__ void __launch_bounds__(CMP_CH *CMP_WARPS) k_compress_pool(const float *kvp, const float *scp, int S,
+                                                                     const long long *ppos, int ratio, int width,
+                                                                     const float *ape, const float *ckv,
+                                                                     const float *csc, float *cache)
+{
+    __shared__ float ssc[CMP_MAXNS][CMP_CH], skv[CMP_MAXNS][CMP_CH], sred[CMP_CH];
+    long long pos0 = *ppos, k = pos0 / ratio + blockIdx.x, pe = (k + 1) * ratio - 1;
+    if (pe >= pos0 + S) // uniform over the block
+        return;
+    int overlap = ratio == 4, rw = (overlap ? 2 : 1) * width, ns = (overlap ? 2 : 1) * ratio;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ch = blockIdx.y * CMP_CH + lane;
+    for (int sl = warp; sl < ns; sl += CMP_WARPS)
+        cmp_slot(kvp, scp, ape, ckv, csc, pos0, pe, ratio, overlap, rw, sl,
+                 (overlap && sl >= ratio ? width : 0) + ch, &skv[sl][lane], &ssc[sl][lane]);
+    __syncthreads();
+    if (warp == 0) { // the max in slot order (as k_compress)
+        float mx = -INFINITY;
+        for (int sl = 0; sl < ns; sl++)
+            mx = fmaxf(mx, ssc[sl][lane]);
+        sred[lane] = mx;
+    }
+    __syncthreads();
+    for (int sl = warp; sl < ns; sl += CMP_WARPS) // expf(score - max): k_compress's value, computed once
+        ssc[sl][lane] = expf(ssc[sl][lane] - sred[lane]);
+    __syncthreads();
+    if (warp == 0) {
+        float sum = 0.f;
+        for (int sl = 0; sl < ns; sl++)
+            sum += ssc[sl][lane];
+        sred[lane] = sum;
+    }
+    __syncthreads();
+    for (int sl = warp; sl < ns; sl += CMP_WARPS) // kv * (e / sum), rounded as k_compress rounds it
+        skv[sl][lane] = skv[sl][lane] * (ssc[sl][lane] / sred[lane]);
+    __syncthreads();
+    if (warp == 0) {
+        float acc = 0.f;
+        for (int sl = 0; sl < ns; sl++)
+            acc += skv[sl][lane];
+        cache[(size_t)k * width + ch] = bf16r(acc);
+    }
+}
+
+__global__ void k_compress_fin(int S, const long long *ppos, int ratio, int width, const uint16_t *normw, float eps,
+                               int indexer, float *cache, const float *rope, int rd, float hsc)
+{
+    extern __shared__ float ent[];
+    __shared__ float sh[32];
+    long long pos0 = *ppos, k = pos0 / ratio + blockIdx.x;
+    if ((k + 1) * ratio - 1 >= pos0 + S)
+        return;
+    float *dst = cache + (size_t)k * width;
+    for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
+        ent[ch] = dst[ch];
+    __syncthreads();
+    compress_finish(ent, sh, width, normw, eps, rope + (size_t)(k * ratio) * rd, rd, indexer, hsc, dst);
+}
+
+// One thread per (residue j, element i of a carry row).
+__global__ void k_compress_carry(const float *kvp, const float *scp, int S, const long long *ppos, int ratio,
+                                 int width, const float *ape, float *ckv, float *csc)
+{
+    int overlap = ratio == 4, rw = (overlap ? 2 : 1) * width;
+    size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (t >= (size_t)ratio * rw)
+        return;
+    int j = (int)(t / rw), i = (int)(t % rw), cur = (overlap ? ratio : 0) + j;
+    long long pos0 = *ppos, plast = pos0 + S - 1;
+    long long q = plast - (((plast - j) % ratio) + ratio) % ratio; // the latest position = j mod ratio
+    float okv = ckv[(size_t)cur * rw + i], osc = csc[(size_t)cur * rw + i];
+    if (overlap && (pos0 + S) / ratio > pos0 / ratio) { // the last block completed here -> previous rows
+        long long qq = ((pos0 + S) / ratio - 1) * ratio + j;
+        float pkv = okv, psc = osc;
+        if (qq >= pos0) {
+            size_t o = (size_t)(qq - pos0) * rw + i;
+            pkv = kvp[o];
+            psc = scp[o] + ape[(size_t)j * rw + i];
         }
-        __syncthreads();
-        float *dst = cache + (size_t)((p + 1) / ratio - 1) * width;
-        for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
-            dst[ch] = ent[ch];
-        __syncthreads();
+        ckv[(size_t)j * rw + i] = pkv;
+        csc[(size_t)j * rw + i] = psc;
+    }
+    if (q >= pos0) {
+        size_t o = (size_t)(q - pos0) * rw + i;
+        ckv[(size_t)cur * rw + i] = kvp[o];
+        csc[(size_t)cur * rw + i] = scp[o] + ape[(size_t)j * rw + i];
     }
 }
 
@@ -2606,6 +2887,7 @@ struct cuda_engine {
     void *state_block;
     int idx_blocks; // grid of the indexer scores (fixed: graph replay)
     int lin_blocks; // grid of the persistent bf16 / wo_a products: two blocks (16 warps) per SM
+    int cp_legacy;  // prefill compressors and mHC through the decode kernels (cuda_engine_cp_legacy: tests)
     // the decode step as a CUDA graph (captured at the first decode, replayed after)
     int graph_on;   // allowed (cuda_engine_use_graph)
     int graph_fail; // capture or instantiation failed: direct launches
@@ -3149,6 +3431,14 @@ extern "C" void cuda_engine_profile_layers(struct cuda_engine *g, double *ms, in
         memset(g->prof_layer_ms, 0, sizeof(double) * n);
 }
 
+// Test entry (declared in tests/kernels/test_engine.c): on != 0 runs prefill chunks' compressors and
+// mHC through the decode kernels (k_compress, k_hc_mix, k_hc_pre<4>), which the prefill forms must
+// match bit for bit.
+extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
+{
+    g->cp_legacy = on != 0;
+}
+
 extern "C" void cuda_engine_use_graph(struct cuda_engine *g, int on)
 {
     g->graph_on = on != 0;
@@ -3571,6 +3861,28 @@ extern "C" int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const
                           d_rope, rd, d_out, (cudaStream_t)stream, e);
 }
 
+// One compressor over a chunk: k_compress for decode steps (S <= CMP_MIN_S) and when the legacy path
+// is forced (cuda_engine_cp_legacy, tests), else its parallel form (pool, fin, carry: the same bits).
+// `threads` is k_compress's block size, which the entry's norm sum depends on, so fin uses it too.
+static void compress_launch(struct cuda_engine *g, const float *kvp, const float *scp, int S, int ratio, int width,
+                           int threads, const float *ape, const uint16_t *normw, float eps, int indexer, float *ckv,
+                           float *csc, float *cache, const float *rope, int rd, float hsc)
+{
+    int ns = (ratio == 4 ? 2 : 1) * ratio, rw = (ratio == 4 ? 2 : 1) * width;
+    if (S <= CMP_MIN_S || g->cp_legacy || ns > CMP_MAXNS || width % CMP_CH) {
+        k_compress<<<1, threads, sizeof(float) * width, g->st>>>(kvp, scp, S, g->dpos, ratio, width, ape, normw, eps,
+                                                                 indexer, ckv, csc, cache, rope, rd, hsc);
+        return;
+    }
+    unsigned nent = (unsigned)(S / ratio + 1); // entries completed in S positions: at most this many
+    k_compress_pool<<<dim3(nent, (unsigned)(width / CMP_CH)), CMP_CH * CMP_WARPS, 0, g->st>>>(
+        kvp, scp, S, g->dpos, ratio, width, ape, ckv, csc, cache);
+    k_compress_fin<<<nent, threads, sizeof(float) * width, g->st>>>(S, g->dpos, ratio, width, normw, eps, indexer, cache,
+                                                                    rope, rd, hsc);
+    k_compress_carry<<<grid_for((size_t)ratio * rw, 256), 256, 0, g->st>>>(kvp, scp, S, g->dpos, ratio, width, ape, ckv,
+                                                                          csc);
+}
+
 static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
@@ -3610,11 +3922,11 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     int K = 0;
     if (L->ratio) {
         float hsc = (float)(1.0 / sqrt((double)di));
-        k_compress<<<1, 512, sizeof(float) * d, g->st>>>(g->ctmp, g->ctmp2, S, g->dpos, L->ratio, d, L->c_ape, L->c_norm,
-                                                         eps, 0, L->c_kv, L->c_sc, L->cache, rope, rd, 0.f);
+        compress_launch(g, g->ctmp, g->ctmp2, S, L->ratio, d, 512, L->c_ape, L->c_norm, eps, 0, L->c_kv, L->c_sc, L->cache,
+                        rope, rd, 0.f);
         if (L->ratio == 4)
-            k_compress<<<1, 128, sizeof(float) * di, g->st>>>(g->itmp, g->itmp2, S, g->dpos, 4, di, L->ic_ape, L->ic_norm,
-                                                              eps, 1, L->ic_kv, L->ic_sc, L->icache, rope, rd, hsc);
+            compress_launch(g, g->itmp, g->itmp2, S, 4, di, 128, L->ic_ape, L->ic_norm, eps, 1, L->ic_kv, L->ic_sc,
+                            L->icache, rope, rd, hsc);
         LAUNCHED("k_compress");
         prof_mark(g, CUDA_PROF_COMPRESS);
         if (L->ratio == 4) {
@@ -3725,8 +4037,19 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     struct dlayer *L = &g->L[l];
     int hc = c->hc_mult, D = c->hidden_size, nm = (2 + hc) * hc, rc;
     float eps = (float)c->rms_norm_eps;
-    k_hc_mix<<<dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st>>>(g->X, L->hc_fn[site], hc * D, nm, g->hcpart);
-    if (hc == 4)
+    if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
+        k_hc_mix4<<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0, g->st>>>(
+            g->X, L->hc_fn[site], S, hc * D, g->hcpart);
+    else
+        k_hc_mix<<<dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st>>>(g->X, L->hc_fn[site], hc * D, nm, g->hcpart);
+    if (hc == 4 && S > HCM_MIN_S && !g->cp_legacy) { // prefill: Sinkhorn a warp a token, then u and its norm
+        k_hc_sink4<<<(unsigned)((S + HCS_WARPS - 1) / HCS_WARPS), HCS_WARPS * 32, 0, g->st>>>(
+            g->hcpart, S, g->hc_nch, L->hc_scale[site], L->hc_base[site], c->hc_sinkhorn_iters, (float)c->hc_eps, D,
+            g->post, g->comb, eps);
+        k_hc_pre<4, 1><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
+                                                     c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb,
+                                                     site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
+    } else if (hc == 4)
         k_hc_pre<4><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
                                                   c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb,
                                                   site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);

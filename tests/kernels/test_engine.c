@@ -538,6 +538,52 @@ done:
     inf_weights_free(w);
 }
 
+/* ---- prefill compressors and mHC mixes: the parallel kernels against the decode kernels ---- */
+
+/* Test entry of kernels/engine.cu: on != 0 runs prefill chunks' compressors and mHC mixes through the
+ * decode kernels (k_compress, k_hc_mix, k_hc_pre) instead of their prefill forms, which compute the same
+ * operations in the same order and must give the same bits. */
+void cuda_engine_cp_legacy(struct cuda_engine *g, int on);
+
+/* A prefill of P tokens in chunks of `chunk` then T decode steps, once with the prefill kernels and
+ * once with the decode kernels forced: logits and the downloaded state (rings, compressor carries,
+ * compressed entries, indexer keys) must be bit-identical. Chunks that do not divide 4 or 128 put
+ * compressed blocks across chunk ends (the carry read and written by the parallel form). */
+static void cp_check(const char *name, const struct inf_config *c, struct cuda_engine *g, const int *tok, int P,
+                     int T, int chunk)
+{
+    struct ctx_err e = {0};
+    int V = c->vocab_size, R = T + 1;
+    float *rows[2] = {malloc(sizeof(float) * (size_t)R * V), malloc(sizeof(float) * (size_t)R * V)};
+    uint8_t *buf[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    struct inf_state *st[2] = {NULL, NULL};
+    int ok = rows[0] && rows[1];
+    for (int v = 0; v < 2 && ok; v++) {
+        cuda_engine_cp_legacy(g, v);
+        ok = !inf_state_new(c, &st[v], &e) && !gpu_run(g, tok, P, P + T, chunk, rows[v], V) &&
+             !cuda_engine_state_download(g, st[v], &e) && !inf_state_serialize(st[v], &buf[v], &len[v], &e);
+    }
+    cuda_engine_cp_legacy(g, 0);
+    int same_logits = ok && !memcmp(rows[0], rows[1], sizeof(float) * (size_t)R * V);
+    int same_state = ok && len[0] == len[1] && !memcmp(buf[0], buf[1], len[0]);
+    if (ok && !same_state) {
+        size_t i = 0;
+        while (i < len[0] && i < len[1] && buf[0][i] == buf[1][i])
+            i++;
+        printf("# %s: states (%zu, %zu bytes) first differ at byte %zu\n", name, len[0], len[1], i);
+    }
+    tap(ok && same_logits && same_state,
+        "%s: prefill %d in chunks of %d + %d decode steps, prefill compressors and mHC mixes vs the decode kernels: "
+        "logits %s, state %s%s%s", name, P, chunk, T, same_logits ? "bit-identical" : "DIFFER",
+        same_state ? "bit-identical" : "DIFFERS", ok ? "" : ": ", ok ? "" : e.msg);
+    for (int v = 0; v < 2; v++) {
+        free(rows[v]);
+        free(buf[v]);
+        inf_state_free(st[v]);
+    }
+}
+
 /* ---- synthetic configs: CUDA vs CPU ---- */
 
 static void test_synthetic(const char *name, int P, int T, int chunk)
@@ -592,6 +638,9 @@ static void test_synthetic(const char *name, int P, int T, int chunk)
         snprintf(what, sizeof what, "synthetic %s: cuda vs cpu logits", name);
         agg_check(&ag, what, 0);
     }
+    cp_check(name, &c, g, tok, P, 4, chunk);
+    cp_check(name, &c, g, tok, P, 4, 37);
+    cp_check(name, &c, g, tok, P < 300 ? P : 300, 4, 9);
     free(tok);
     free(gr);
     free(cr);
