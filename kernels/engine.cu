@@ -1773,6 +1773,170 @@ __global__ void __launch_bounds__(256, 2) k_idx_score_tc1(const float *qI, const
     }
 }
 
+// Indexer scores of prefill chunks (S >= IDX_TC_MIN_S), the engine's kernel: k_idx_score_tc's blocks,
+// fragments and mma loop (so its dot products, hence its bits: tests/kernels/test_idx.c compares the
+// two on every entry), with three changes that cut what it spent outside the tensor cores:
+// - the grid is (query groups, runs of tiles) with the groups fastest, and a block walks a contiguous
+//   run of tiles: the blocks resident at once are the groups of one run, so they read the same key
+//   tiles at about the same time (from L2; k_idx_score_tc's strided runs spread every group over the
+//   whole key range, 64 MB at 500K, more than the L2 holds);
+// - the next tile's fp32 keys come by cp.async into a staging buffer while this tile is multiplied,
+//   each thread converting to bf16 exactly the 16-byte pieces it copied itself (so wait_group alone
+//   orders them: no extra barrier), instead of a load whose latency every tile waited for;
+// - the per-head epilogue runs on bf16 pairs: cvt.rn.bf16x2 of the two fp32 dots (bf16r's rounding),
+//   max.bf16x2 with 0 (relu: a negative becomes +0, and a zero term never changes the head sum, whose
+//   running value starts at +0 and so is never -0), mul.rn.bf16x2 by the head weight (one rounding of
+//   the exact product of two bf16 values: the weights are bf16-valued, k_scale_bf16, which is the
+//   fp32 product rounded to bf16 as before) -- four instructions per two terms instead of ~20 integer
+//   ones; and the head-ordered sum reads two entries' terms per 32-bit load (one thread per query
+//   and entry pair, two independent fp32 chains in head order).
+// Grid (ceil(S / queries per block), runs), tpb tiles a run; 256 threads, Hi <= 64.
+template <int DI>
+constexpr size_t idx_tc2_smem()
+{
+    return sizeof(float) * (size_t)IDX_TC_ET * DI + idx_tc_smem<DI>();
+}
+// relu(d) * w on two bf16 values at once (d: two dot products already rounded to bf16; w: the head's
+// weight in both halves), rounded once to bf16.
+__device__ __forceinline__ uint32_t idx_term_bf16x2(uint32_t d, uint32_t w)
+{
+    uint32_t r;
+    asm("{\n\t.reg .b32 rz, rl;\n\tmov.b32 rz, 0;\n\tmax.bf16x2 rl, %1, rz;\n\tmul.rn.bf16x2 %0, rl, %2;\n\t}"
+        : "=r"(r)
+        : "r"(d), "r"(w));
+    return r;
+}
+template <int DI>
+__global__ void __launch_bounds__(256, 2) k_idx_score_tc2(const float *qI, const float *wts, const float *keys, int Hi,
+                                                          int S, const long long *ppos, float *score, size_t ld, int tpb)
+{
+    constexpr int KS = DI / 16, KST = DI + 8, TST = IDX_TC_ET + 8, CPR = DI / 4, NCH = IDX_TC_ET * CPR / 256;
+    extern __shared__ __align__(16) unsigned char idx_smem[];
+    float *stg = (float *)idx_smem;                     // [ET][DI] a tile's fp32 keys, as copied
+    uint16_t *ks = (uint16_t *)(stg + IDX_TC_ET * DI); // [ET][KST] the tile's keys in bf16
+    uint16_t *ts = ks + IDX_TC_ET * KST;               // [8 warps][32 heads][TST] the heads' terms
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int wpq = Hi <= 32 ? 1 : 2, QB = 8 / wpq; // warps per query, queries per block
+    long long pos0 = *ppos;
+    int sb = (int)blockIdx.x * QB;
+    if (sb >= S)
+        return;
+    int nq = S - sb < QB ? S - sb : QB;
+    long long nvmax = (pos0 + sb + nq) / 4; // the entries of the block's last query
+    long long e0 = (long long)blockIdx.y * tpb * IDX_TC_ET, eend = e0 + (long long)tpb * IDX_TC_ET;
+    if (eend > nvmax || blockIdx.y == gridDim.y - 1) // the last run takes every entry left (max_n too small)
+        eend = nvmax;
+    if (e0 >= eend)
+        return;
+    int qi = warp / wpq, h0 = (warp % wpq) * 32, s = sb + qi, qvalid = qi < nq;
+    // A fragments (row = head h0 + 16m + g (+8), col = dimension) and the rows' head weights (bf16 pairs)
+    uint32_t a[2][KS][4], wv2[2][2];
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int h = h0 + 16 * m + g + 8 * r;
+            int ok = qvalid && h < Hi;
+            float w = ok ? wts[(size_t)s * Hi + h] : 0.f;
+            wv2[m][r] = pack_bf16x2(w, w);
+            const float *qr = qI + ((size_t)s * Hi + (ok ? h : 0)) * DI;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    float2 v = ok ? *reinterpret_cast<const float2 *>(qr + kk * 16 + 2 * t + 8 * c) : make_float2(0.f, 0.f);
+                    a[m][kk][r + 2 * c] = pack_bf16x2(v.x, v.y);
+                }
+        }
+    }
+    uint16_t *tw = ts + (size_t)warp * 32 * TST;
+    uint32_t sbase = (uint32_t)__cvta_generic_to_shared(stg);
+    // piece i = threadIdx.x + 256 j of the tile at entry t0: row i / CPR, 16 bytes i % CPR; zeros past eend
+    auto load = [&](long long t0) {
+#pragma unroll
+        for (int j = 0; j < NCH; j++) {
+            int i = threadIdx.x + j * 256;
+            bool ok = t0 + i / CPR < eend;
+            const float *src = keys + (ok ? (size_t)t0 * DI + (size_t)4 * i : 0); // row i / CPR, floats 4 (i % CPR)
+            idx_cp16(sbase + (uint32_t)(sizeof(float) * 4 * i), src, ok);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    load(e0);
+    for (; e0 < eend; e0 += IDX_TC_ET) {
+        // this thread's pieces of this tile are in; they are read by asm volatile loads, which stay
+        // after the wait (the compiler does not see the cp.async writes)
+        asm volatile("cp.async.wait_group 0;\n" ::);
+#pragma unroll 2 // (fully unrolled, its loads in flight together cost spills: 128 registers)
+        for (int j = 0; j < NCH; j++) { // ks is free: every warp passed the last tile's second barrier
+            int i = threadIdx.x + j * 256;
+            float4 v;
+            asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                         : "r"(sbase + (uint32_t)(sizeof(float) * 4 * i)));
+            uint2 p;
+            p.x = pack_bf16x2(v.x, v.y);
+            p.y = pack_bf16x2(v.z, v.w);
+            *reinterpret_cast<uint2 *>(ks + (i / CPR) * KST + (i % CPR) * 4) = p;
+        }
+        __syncthreads(); // the tile's bf16 keys are in; every thread is done summing the last tile's terms
+        if (e0 + IDX_TC_ET < eend)
+            load(e0 + IDX_TC_ET); // into the pieces this thread has just converted
+        if (qvalid) {
+            for (int nt = 0; nt < IDX_TC_ET / 8; nt++) { // 8 entries (one n8 tile) at a time: fewer live registers
+                float run[2][4];
+#pragma unroll
+                for (int kb = 0; kb < DI / 32; kb++) {
+                    float part[2][4];
+#pragma unroll
+                    for (int m = 0; m < 2; m++)
+#pragma unroll
+                        for (int j = 0; j < 4; j++)
+                            part[m][j] = 0.f;
+#pragma unroll
+                    for (int k2 = 0; k2 < 2; k2++) {
+                        int kk = 2 * kb + k2;
+                        const uint16_t *kr = ks + (nt * 8 + g) * KST + kk * 16 + 2 * t;
+                        uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr), b1 = *reinterpret_cast<const uint32_t *>(kr + 8);
+#pragma unroll
+                        for (int m = 0; m < 2; m++)
+                            mma_bf16_16816(part[m], a[m][kk], b0, b1);
+                    }
+#pragma unroll
+                    for (int m = 0; m < 2; m++)
+#pragma unroll
+                        for (int j = 0; j < 4; j++)
+                            run[m][j] = kb ? run[m][j] + part[m][j] : part[m][j];
+                }
+                // C fragment: c0, c1 = (row g, cols 2t, 2t+1), c2, c3 = (row g+8, the same cols)
+#pragma unroll
+                for (int m = 0; m < 2; m++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++)
+                        *reinterpret_cast<uint32_t *>(tw + (16 * m + g + 8 * r) * TST + nt * 8 + 2 * t) =
+                            idx_term_bf16x2(pack_bf16x2(run[m][2 * r], run[m][2 * r + 1]), wv2[m][r]);
+            }
+        }
+        __syncthreads(); // the terms are in; every warp is done with ks
+        if ((int)threadIdx.x < nq * (IDX_TC_ET / 2)) { // one thread per (query, pair of entries)
+            int q2 = (int)threadIdx.x / (IDX_TC_ET / 2), ep = (int)threadIdx.x % (IDX_TC_ET / 2), s2 = sb + q2;
+            long long e = e0 + 2 * ep, nv = (pos0 + s2 + 1) / 4;
+            const uint32_t *tq = reinterpret_cast<const uint32_t *>(ts + (size_t)q2 * wpq * 32 * TST) + ep;
+            float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll 8
+            for (int h = 0; h < Hi; h++) { // rows of the query's warps in head order
+                uint32_t u = tq[(size_t)h * (TST / 2)];
+                sum0 += __uint_as_float(u << 16);
+                sum1 += __uint_as_float(u & 0xffff0000u);
+            }
+            if (e < nv)
+                score[(size_t)s2 * ld + e] = bf16r(sum0);
+            if (e + 1 < nv)
+                score[(size_t)s2 * ld + e + 1] = bf16r(sum1);
+        }
+    }
+}
+
 // The shared-memory limits of the tensor-core score kernels for keys of di dims, on the current
 // device (a per-device setting: engines may live on several devices). Called at engine creation, so
 // that a decode step's graph capture launches the kernel without setting anything, and by
@@ -1786,6 +1950,12 @@ static cudaError_t idx_tc_attrs(int di)
         if (ce == cudaSuccess)                                                                                         \
             ce = cudaFuncSetAttribute(k_idx_score_tc1<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,                 \
                                       (int)idx_tc1_smem<D>());                                                         \
+        if (ce == cudaSuccess)                                                                                         \
+            ce = cudaFuncSetAttribute(k_idx_score_tc2<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,                 \
+                                      (int)idx_tc2_smem<D>());                                                         \
+        if (ce == cudaSuccess) /* two blocks of 87 KB a SM (a hint: the carveout that holds them) */                  \
+            ce = cudaFuncSetAttribute(k_idx_score_tc2<D>, cudaFuncAttributePreferredSharedMemoryCarveout,              \
+                                      (int)cudaSharedmemCarveoutMaxShared);                                            \
     } while (0)
     if (di == 128)
         IDX_ATTR(128);
@@ -1821,6 +1991,7 @@ static cudaError_t idx_tc_attrs(int di)
 #define TOPK_MAXK 2048
 #define TOPK_SEG 8192
 #define TOPK_REG 16
+#define TOPK_RUN 8 // rows of up to TOPK_THREADS * TOPK_RUN entries are collected in one round
 __device__ __forceinline__ uint32_t score_key(float v)
 {
     uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
@@ -1913,8 +2084,61 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
         }
     }
     uint32_t hi = prefix | ~pmask; // keys above every key that matches the prefix
-    unsigned run_a = 0, run_t = 0; // entries above / tied so far, in position order
     __syncthreads();
+    if (nv <= TOPK_THREADS * TOPK_RUN) {
+        // One round instead of a sweep's nv / TOPK_THREADS (each with two barriers and a scan): thread
+        // tid takes the TOPK_RUN consecutive positions from TOPK_RUN * tid, so one block prefix count of
+        // (above, tied) per thread orders every entry; its keys are read again from sc (the rows in
+        // registers are strided). The same selection and slots as the sweep below.
+        uint32_t kq[TOPK_RUN];
+        unsigned ma = 0, mt = 0; // this thread's positions above / tied, as bit masks
+#pragma unroll
+        for (int j = 0; j < TOPK_RUN; j++) {
+            int e = tid * TOPK_RUN + j;
+            uint32_t key = e < nv ? score_key(sc[e]) : 0u;
+            kq[j] = key;
+            if (e < nv && key > hi)
+                ma |= 1u << j;
+            else if (e < nv && (key & pmask) == prefix)
+                mt |= 1u << j;
+        }
+        unsigned v = ((unsigned)__popc(ma) << 16) | (unsigned)__popc(mt), inc = v; // both <= 8192: one scan for two
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned t = __shfl_up_sync(0xffffffffu, inc, o);
+            if (lane >= o)
+                inc += t;
+        }
+        if (lane == 31)
+            wcnt[warp] = inc;
+        __syncthreads();
+        if (warp == 0) {
+            unsigned wv = lane < (int)(blockDim.x >> 5) ? wcnt[lane] : 0, wi = wv;
+            for (int o = 1; o < 32; o <<= 1) {
+                unsigned t = __shfl_up_sync(0xffffffffu, wi, o);
+                if (lane >= o)
+                    wi += t;
+            }
+            wexc[lane] = wi - wv;
+        }
+        __syncthreads();
+        // above / tied before position TOPK_RUN * tid
+        unsigned ex = wexc[warp] + inc - v, na = ex >> 16, nt = ex & 0xffffu;
+#pragma unroll
+        for (int j = 0; j < TOPK_RUN; j++) {
+            int e = tid * TOPK_RUN + j;
+            unsigned long long kv = ((unsigned long long)~kq[j] << 32) | (unsigned long long)(uint32_t)e;
+            if ((ma >> j) & 1u) {
+                keys[na + (nt < need ? nt : need)] = kv;
+                na++;
+            } else if ((mt >> j) & 1u) {
+                if (nt < need)
+                    keys[na + nt] = kv;
+                nt++;
+            }
+        }
+        __syncthreads();
+    } else {
+    unsigned run_a = 0, run_t = 0; // entries above / tied so far, in position order
     sweep([&](int e, uint32_t key) {
         int above = e < nv && key > hi, tie = e < nv && (key & pmask) == prefix;
         unsigned ab = __ballot_sync(0xffffffffu, above), tb = __ballot_sync(0xffffffffu, tie);
@@ -1943,6 +2167,7 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
         run_t += tot & 0xffffu;
         __syncthreads();
     });
+    }
     if (!sorted)
         return;
     int P = 1;
@@ -3709,20 +3934,22 @@ extern "C" int cuda_engine_lin_bf16(const uint16_t *d_w, int n, int k, const flo
 }
 
 // The indexer's scores of S queries at *dpos.. over keys[0..(pos+S)/4): mode 0 as the engine
-// (tensor cores when Hi <= 64 and di is 32, 64 or 128: k_idx_score_tc for S >= IDX_TC_MIN_S,
+// (tensor cores when Hi <= 64 and di is 32, 64 or 128: k_idx_score_tc2 for S >= IDX_TC_MIN_S,
 // k_idx_score_tc1 below that, e.g. a decode step; the scalar kernels otherwise), 1 the scalar
-// kernels, 2 tensor cores. max_n >= the entries of the last query sizes the grids (all stride and
-// exit early past a query's entries; a decode step passes max_ctx / 4, so its grid never changes).
+// kernels, 2 tensor cores, 3 k_idx_score_tc for any S (the bf16 kernel k_idx_score_tc2 replaced for
+// chunks, kept as the reference the tests compare it with bit for bit). max_n >= the entries of
+// the last query sizes the grids (all stride and exit early past a query's entries; a decode step
+// passes max_ctx / 4, so its grid never changes).
 // idx_tc_attrs(di) must have run on the current device.
 static int idx_scores_launch(const float *qI, const float *wts, const float *keys, int S, int Hi, int di,
                              const long long *dpos, long long max_n, float *score, size_t ld, int scalar_blocks,
                              int mode, cudaStream_t st, struct ctx_err *e)
 {
     int tc_ok = Hi >= 1 && Hi <= 64 && (di == 32 || di == 64 || di == 128);
-    if (mode == 2 && !tc_ok)
+    if (mode >= 2 && !tc_ok)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core indexer scores need <= 64 heads of 32, 64 "
                                                 "or 128 dims (got %d x %d)", Hi, di);
-    if (mode == 2 || (mode == 0 && tc_ok)) {
+    if (mode >= 2 || (mode == 0 && tc_ok)) {
         int sms = 0, dev = 0;
         cudaError_t ce = cudaGetDevice(&dev);
         if (ce == cudaSuccess)
@@ -3730,7 +3957,7 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
         if (ce != cudaSuccess)
             return cu(e, ce, "cudaDeviceGetAttribute");
         long long tiles = (max_n + IDX_TC_ET - 1) / IDX_TC_ET;
-        if (S < IDX_TC_MIN_S) { // one query per block row; 2 blocks per SM fit (82 KB of shared memory each)
+        if (S < IDX_TC_MIN_S && mode != 3) { // one query per block row; 2 blocks per SM fit (82 KB of shared memory each)
             long long gx = (2LL * sms + S - 1) / S;
             if (gx > tiles)
                 gx = tiles;
@@ -3748,6 +3975,26 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
         }
         int qb = Hi <= 32 ? 8 : 4;
         long long gy = (S + qb - 1) / qb;
+        if (mode != 3) { // k_idx_score_tc2: grid (query groups, runs of tiles), the groups fastest
+            long long runs = (16LL * sms + gy - 1) / gy; // about 16 blocks per SM in all, as below
+            if (runs > (tiles + 3) / 4)
+                runs = (tiles + 3) / 4;
+            if (runs < 1)
+                runs = 1;
+            long long tpb = (tiles + runs - 1) / runs;
+            if (tpb < 1)
+                tpb = 1;
+            dim3 grid((unsigned)gy, (unsigned)runs);
+            if (di == 128)
+                k_idx_score_tc2<128><<<grid, 256, idx_tc2_smem<128>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld, (int)tpb);
+            else if (di == 64)
+                k_idx_score_tc2<64><<<grid, 256, idx_tc2_smem<64>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld, (int)tpb);
+            else
+                k_idx_score_tc2<32><<<grid, 256, idx_tc2_smem<32>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld, (int)tpb);
+            LAUNCHED("indexer scores (tensor cores)");
+            return 0;
+        }
+        // mode 3: k_idx_score_tc, the kernel k_idx_score_tc2 is checked against (tests/kernels/test_idx.c)
         long long gx = (16LL * sms + gy - 1) / gy; // about 16 blocks per SM in all: even waves
         if (gx > (tiles + 3) / 4) // but 4+ tiles per block: loading a block's queries costs 4 tiles' keys
             gx = (tiles + 3) / 4;
@@ -3760,7 +4007,7 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
             k_idx_score_tc<64><<<grid, 256, idx_tc_smem<64>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld);
         else
             k_idx_score_tc<32><<<grid, 256, idx_tc_smem<32>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld);
-        LAUNCHED("indexer scores (tensor cores)");
+        LAUNCHED("indexer scores (tensor cores, bf16 reference kernel)");
         return 0;
     }
     dim3 grid((unsigned)scalar_blocks, (unsigned)S);
@@ -3792,7 +4039,7 @@ extern "C" int cuda_engine_idx_scores(const float *d_q, const float *d_w, const 
                                       const long long *d_pos, long long max_n, float *d_score, size_t ld, int mode,
                                       void *stream, struct ctx_err *e)
 {
-    if (S < 1 || Hi < 1 || di < 4 || di % 4 || max_n < 0 || max_n > 0x7fffffffLL || mode < 0 || mode > 2)
+    if (S < 1 || Hi < 1 || di < 4 || di % 4 || max_n < 0 || max_n > 0x7fffffffLL || mode < 0 || mode > 3)
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: indexer scores of %d queries, %d heads x %d dims, %lld entries, "
                                           "mode %d", S, Hi, di, max_n, mode);
     int sms = 0, dev = 0;

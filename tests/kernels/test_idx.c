@@ -1,7 +1,7 @@
-/* The indexer's scores on the GPU (cuda_engine_idx_scores: the tensor-core kernels, k_idx_score_tc for
- * prefill chunks and k_idx_score_tc1 for fewer than 4 queries (decode), and the one-thread-per-entry
- * kernel) against a host reference that is the CPU engine's
- * own arithmetic (inference/model.c idx_task: inf_cpu_dot, bf16 roundings, heads added in order).
+/* The indexer's scores on the GPU (cuda_engine_idx_scores: the tensor-core kernels, k_idx_score_tc2 for
+ * prefill chunks and k_idx_score_tc1 for fewer than 4 queries (decode), the one-thread-per-entry
+ * kernel, and k_idx_score_tc, the bf16 kernel tc2 replaced: mode 3) against a host reference that is
+ * the CPU engine's own arithmetic (inference/model.c idx_task: inf_cpu_dot, bf16 roundings, heads added in order).
  * Plain TAP (the GPU machine has no cmocka); "1..0 # SKIP" without a device (the suite's convention).
  *
  * What is asserted, and why (kernels/engine.cu, k_idx_score_tc): queries and keys are FP4-QDQ'd
@@ -16,7 +16,11 @@
  * which a Hadamard never produces) must be within sum_h 2^-6 |w_h| B_h * 1.1 + 2^-7 |score| (a bf16 flip
  * of each head's dot and of the result). Entries beyond a query's (pos + 1) / 4 must not be
  * written, also when the grid is sized for more entries than the position has (a decode step's grid
- * comes from max_ctx: cases with max_n > n). Environment: CTX_IDX_QUICK set runs the small cases only
+ * comes from max_ctx: cases with max_n > n). The engine's tensor-core kernels (mode 2) must moreover give
+ * k_idx_score_tc's bits on every entry, the exact ones and the others (they share its fragments, block
+ * partials and roundings). Cases with a `sample` compute the host reference on every sample-th entry
+ * only (a 2048-query chunk over 130K entries: too many dot products for the host), the GPU kernels are
+ * compared with each other everywhere. Environment: CTX_IDX_QUICK set runs the small cases only
  * (n <= 3000; for memcheck). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -108,6 +112,7 @@ struct icase {
     long long n; /* entries of the last query */
     int wide;
     long long max_n; /* the grid's entries (0: n); a decode step passes max_ctx / 4 */
+    int sample;      /* > 0: the host reference on entries with (i + s) % sample == 0 only */
 };
 
 static void run_case(const struct icase *c)
@@ -118,14 +123,14 @@ static void run_case(const struct icase *c)
     float *q = malloc(sizeof(float) * (size_t)S * Hi * di), *w = malloc(sizeof(float) * (size_t)S * Hi);
     float *k = malloc(sizeof(float) * (size_t)n * di);
     float *ref = malloc(sizeof(float) * (size_t)S * ld), *tol = malloc(sizeof(float) * (size_t)S * ld);
-    float *got = malloc(sizeof(float) * (size_t)S * ld);
+    float *got = malloc(sizeof(float) * (size_t)S * ld), *old = malloc(sizeof(float) * (size_t)S * ld);
     double *qg = malloc(sizeof(double) * (size_t)S * Hi * nb), *qm = malloc(sizeof(double) * (size_t)S * Hi * nb);
     double *kg = malloc(sizeof(double) * (size_t)n * nb), *km = malloc(sizeof(double) * (size_t)n * nb);
     unsigned char *exact = malloc((size_t)S * ld);
     float *d_q = NULL, *d_w = NULL, *d_k = NULL, *d_sc = NULL;
     long long *d_pos = NULL;
     struct ctx_err e = {0};
-    if (!q || !w || !k || !ref || !tol || !got || !qg || !qm || !kg || !km || !exact) {
+    if (!q || !w || !k || !ref || !tol || !got || !old || !qg || !qm || !kg || !km || !exact) {
         tap(0, "%s: out of host memory", c->name);
         goto done;
     }
@@ -148,6 +153,10 @@ static void run_case(const struct icase *c)
     for (int s = 0; s < S; s++) {
         long long nv = (pos0 + s + 1) / 4;
         for (long long i = 0; i < nv; i++) {
+            if (c->sample > 0 && (i + s) % c->sample) {
+                exact[(size_t)s * ld + i] = 2; /* no host reference */
+                continue;
+            }
             const float *key = k + (size_t)i * di;
             float sum = 0.f;
             double slack = 0;
@@ -189,16 +198,19 @@ static void run_case(const struct icase *c)
         tap(0, "%s: device setup: %s", c->name, e.msg);
         goto done;
     }
-    for (int mode = 1; mode <= 2; mode++) {
+    static const int modes[3] = {1, 3, 2}; /* mode 3 (k_idx_score_tc) before 2, which is compared with it */
+    static const char *const mname[4] = {"", "scalar", "tensor cores", "bf16 reference kernel (k_idx_score_tc)"};
+    for (int mi = 0; mi < 3; mi++) {
+        int mode = modes[mi];
         ok = !cuda_memset(d_sc, 0xff, sizeof(float) * (size_t)S * ld, &e) &&
              !cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, max_n, d_sc, ld, mode, NULL, &e) &&
              !cuda_sync(&e) &&
              !cuda_d2h(got, d_sc, sizeof(float) * (size_t)S * ld, &e);
         if (!ok) {
-            tap(0, "%s %s: %s", c->name, mode == 2 ? "tensor cores" : "scalar", e.msg);
+            tap(0, "%s %s: %s", c->name, mname[mode], e.msg);
             continue;
         }
-        long long bit_ex = 0, bad_ex = 0, bad_tol = 0, touched = 0, bit_all = 0;
+        long long bit_ex = 0, bad_ex = 0, bad_tol = 0, touched = 0, bit_all = 0, diff_old = 0;
         double worst = 0;
         for (int s = 0; s < S; s++) {
             long long nv = (pos0 + s + 1) / 4;
@@ -210,6 +222,13 @@ static void run_case(const struct icase *c)
                     touched += gb != 0xffffffffu;
                     continue;
                 }
+                if (mode == 2) {
+                    uint32_t ob;
+                    memcpy(&ob, &old[j], 4);
+                    diff_old += gb != ob && !(got[j] == 0.f && old[j] == 0.f);
+                }
+                if (exact[j] == 2)
+                    continue;
                 memcpy(&rb, &ref[j], 4);
                 int same = gb == rb || (got[j] == 0.f && ref[j] == 0.f);
                 bit_all += same;
@@ -225,12 +244,17 @@ static void run_case(const struct icase *c)
                 }
             }
         }
-        tap(bad_ex == 0 && bad_tol == 0 && touched == 0,
-            "%s %s: S %d, %d heads x %d dims, %lld entries (grid for %lld): %lld of %lld meet the exact condition, "
+        tap(bad_ex == 0 && bad_tol == 0 && touched == 0 && diff_old == 0,
+            "%s %s: S %d, %d heads x %d dims, %lld entries (grid for %lld): %lld of %lld %s meet the exact condition, "
             "%lld of those bit-identical (%lld differ); the rest: %lld bit-identical of %lld, %lld beyond the bound "
-            "(worst %.3g of it); %lld entries beyond a query's range written",
-            c->name, mode == 2 ? "tensor cores" : "scalar", S, Hi, di, n, max_n, n_exact, n_all, bit_ex, bad_ex,
-            bit_all - bit_ex, n_all - n_exact, bad_tol, worst, touched);
+            "(worst %.3g of it); %lld entries beyond a query's range written; %s",
+            c->name, mname[mode], S, Hi, di, n, max_n, n_exact, n_all, c->sample > 0 ? "sampled entries" : "entries",
+            bit_ex, bad_ex, bit_all - bit_ex, n_all - n_exact, bad_tol, worst, touched,
+            mode == 2 ? (diff_old ? "DIFFERENT from k_idx_score_tc" : "every entry k_idx_score_tc's bits") : "");
+        if (mode == 2 && diff_old)
+            printf("# %lld entries differ from k_idx_score_tc\n", diff_old);
+        if (mode == 3)
+            memcpy(old, got, sizeof(float) * (size_t)S * ld);
     }
 done:
     cuda_free(d_q);
@@ -244,6 +268,7 @@ done:
     free(ref);
     free(tol);
     free(got);
+    free(old);
     free(qg);
     free(qm);
     free(kg);
@@ -263,9 +288,9 @@ static void test_errors(void)
     int r1 = cuda_engine_idx_scores(d, d, d, 4, 65, 128, d_pos, 16, d, 16, 2, NULL, &e);
     int r2 = cuda_engine_idx_scores(d, d, d, 4, 64, 256, d_pos, 16, d, 16, 2, NULL, &e);
     int r3 = cuda_engine_idx_scores(d, d, d, 0, 64, 128, d_pos, 16, d, 16, 0, NULL, &e);
-    int r4 = cuda_engine_idx_scores(d, d, d, 4, 64, 128, d_pos, 16, d, 16, 3, NULL, &e);
+    int r4 = cuda_engine_idx_scores(d, d, d, 4, 64, 128, d_pos, 16, d, 16, 4, NULL, &e);
     tap(r1 == CTX_EUNSUPPORTED && r2 == CTX_EUNSUPPORTED && r3 == CTX_EINVAL && r4 == CTX_EINVAL,
-        "tensor cores refuse 65 heads (%d) and 256 dims (%d); 0 queries (%d) and mode 3 (%d) are invalid", r1, r2, r3,
+        "tensor cores refuse 65 heads (%d) and 256 dims (%d); 0 queries (%d) and mode 4 (%d) are invalid", r1, r2, r3,
         r4);
     cuda_free(d_pos);
     cuda_free(d);
@@ -280,25 +305,32 @@ int main(void)
     }
     inf_cpu_set_simd(2); /* the CPU engine's own SIMD path for inf_cpu_dot (its strided fp32 sums) */
     static const struct icase cases[] = {
-        {"fixture shape", 5, 4, 128, 1000, 0, 0},
-        {"V4 shape, partial query block", 37, 64, 128, 3000, 0, 0},
-        {"20 heads x 64", 16, 20, 64, 2061, 0, 0},
-        {"48 heads x 32", 9, 48, 32, 777, 0, 0},
-        {"33 heads", 11, 33, 128, 1500, 0, 0},
-        {"V4 shape, 64 queries", 64, 64, 128, 20000, 0, 0},
-        {"V4 shape, 500K context", 8, 64, 128, 130000, 0, 0},
-        {"block scales 2^-10..2^10", 12, 64, 128, 5000, 10, 0},
-        {"block scales 2^-10..2^10, 16 heads", 7, 16, 128, 4000, 10, 0},
-        {"block scales 2^-6..2^6, 4 heads", 9, 4, 128, 3000, 6, 0},
+        {"fixture shape", 5, 4, 128, 1000, 0, 0, 0},
+        {"V4 shape, partial query block", 37, 64, 128, 3000, 0, 0, 0},
+        {"20 heads x 64", 16, 20, 64, 2061, 0, 0, 0},
+        {"48 heads x 32", 9, 48, 32, 777, 0, 0, 0},
+        {"33 heads", 11, 33, 128, 1500, 0, 0, 0},
+        {"V4 shape, 64 queries", 64, 64, 128, 20000, 0, 0, 0},
+        {"V4 shape, 500K context", 8, 64, 128, 130000, 0, 0, 0},
+        {"block scales 2^-10..2^10", 12, 64, 128, 5000, 10, 0, 0},
+        {"block scales 2^-10..2^10, 16 heads", 7, 16, 128, 4000, 10, 0, 0},
+        {"block scales 2^-6..2^6, 4 heads", 9, 4, 128, 3000, 6, 0, 0},
         /* fewer than 4 queries: k_idx_score_tc1 (decode), grids sized for more entries than there are */
-        {"decode, V4 shape, 500K context", 1, 64, 128, 125000, 0, 125000},
-        {"decode, V4 shape, early position of a 500K grid", 1, 64, 128, 2989, 0, 125000},
-        {"decode, 3 queries", 3, 64, 128, 2500, 0, 40000},
-        {"decode, fixture shape", 1, 4, 128, 1000, 0, 2048},
-        {"decode, 2 queries of 48 heads x 64", 2, 48, 64, 2061, 0, 0},
-        {"decode, 20 heads x 32", 1, 20, 32, 777, 0, 3000},
-        {"decode, one entry", 1, 64, 128, 1, 0, 125000},
-        {"decode, block scales 2^-10..2^10", 1, 64, 128, 3000, 10, 30000},
+        {"decode, V4 shape, 500K context", 1, 64, 128, 125000, 0, 125000, 0},
+        {"decode, V4 shape, early position of a 500K grid", 1, 64, 128, 2989, 0, 125000, 0},
+        {"decode, 3 queries", 3, 64, 128, 2500, 0, 40000, 0},
+        {"decode, fixture shape", 1, 4, 128, 1000, 0, 2048, 0},
+        {"decode, 2 queries of 48 heads x 64", 2, 48, 64, 2061, 0, 0, 0},
+        {"decode, 20 heads x 32", 1, 20, 32, 777, 0, 3000, 0},
+        {"decode, one entry", 1, 64, 128, 1, 0, 125000, 0},
+        {"decode, block scales 2^-10..2^10", 1, 64, 128, 3000, 10, 30000, 0},
+        /* prefill chunks of the engine's sizes (k_idx_score_tc2's grid: query groups x runs of tiles); the
+         * host reference on a sample, the kernels compared with each other on every entry */
+        {"V4 shape, 2046 queries (partial group)", 2046, 64, 128, 20000, 0, 0, 97},
+        {"32 heads, 1000 queries of 8 a block", 1000, 32, 128, 9000, 0, 0, 13},
+        {"V4 shape, a 2048-token chunk at 130K (sampled reference)", 2048, 64, 128, 130000, 0, 0, 4099},
+        {"V4 shape, 512 queries, block scales 2^-10..2^10", 512, 64, 128, 6000, 10, 0, 7},
+        {"V4 shape, 4 queries, grid for more entries", 4, 64, 128, 2500, 0, 70000, 0},
     };
     const char *quick = getenv("CTX_IDX_QUICK"); /* set: the small cases only (for compute-sanitizer) */
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
