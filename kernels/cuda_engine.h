@@ -166,7 +166,9 @@ int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, in
  * added in head order) for e < (*d_pos + s + 1) / 4 <= max_n; d_q [S][Hi][di] and d_keys [n][di] hold
  * FP4-QDQ'd values (exact in bf16), d_w [S][Hi]. mode 0: as the engine (tensor cores for any S when
  * Hi <= 64 and di is 32, 64 or 128, else one thread per entry), 1: one thread per entry, 2: tensor
- * cores (CTX_EUNSUPPORTED outside those shapes). Device pointers; asynchronous on `stream`. */
+ * cores as the engine runs them (CTX_EUNSUPPORTED outside those shapes), 3: k_idx_score_tc, the tensor-core
+ * kernel of before for any S (the reference the newer ones are tested against). Device pointers;
+ * asynchronous on `stream`. */
 int cuda_engine_idx_scores(const float *d_q, const float *d_w, const float *d_keys, int S, int Hi, int di,
                            const long long *d_pos, long long max_n, float *d_score, size_t ld, int mode, void *stream,
                            struct ctx_err *e);
