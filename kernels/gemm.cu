@@ -646,199 +646,6 @@ __global__ void __launch_bounds__(128, 4)
     }
 }
 
-// ---- FP4 grouped GEMV, decode: exact integer block partials on int8 tensor cores ----
-//
-// The definition (gemm.h, kernels/ref.c): per 32-K block b of a row, the exact partial
-// part_b = sum e2m1 * e4m3, then acc += (float(part_b) * act_scale(b/4)) * weight_scale(b), in fp32,
-// b ascending. Here part_b is computed in integers, so it is exact by construction: e2m1 * 2 is an
-// integer in [-12, 12] and e4m3 * 2^9 an integer of at most 18 bits, so part_b * 2^10 is an int32
-// (|.| < 32 * 12 * 229376 < 2^27), and float(part_b * 2^10) * (act_scale * 2^-10) is the same real
-// number as float(part_b) * act_scale (scaling by a power of two commutes with the rounding: no
-// partial is subnormal), hence the same fp32 bits. The terms are added by one thread per row in
-// ascending b with __fadd_rn (no contraction): the output is bf16 of kernels/ref.c's fp32 sum, bit
-// for bit (tests/kernels/test_gemm.c asserts it on every output).
-//
-// int8 operands for mma.sync m16n8k32.s8: a weight nibble becomes code * 2 by two byte permutes
-// (table {0,1,2,3,4,6,8,12}; prmt's sign-replicate mode gives 0 for the other sign, and the two
-// signs' magnitudes are subtracted bytewise around 0x80, where no borrow crosses a byte). An
-// activation byte a * 2^9 = mant << sh (mant <= 15, sh <= 14) is split by sh into 4 classes of 4
-// shifts: class c holds mant << (sh - 4c) <= 120 (int8) and a * 2^9 = sum_c 16^c class_c, so
-// part * 2^10 = sum_c 16^c D_c with D_c the int32 dot product with class c.
-//
-// Layout (one warp, 16 weight rows, a 128-K group of 4 blocks): lane (g, t) loads 16 bytes of rows
-// g and g+8, block 4*group + t (every load a 16-byte vector, 4 lanes a 64-byte run of a row). Word j
-// (codes 8j..8j+7 of the block) gives the A fragment of mma j: A[row][4t+i] = code 8j+i,
-// A[row][16+4t+i] = code 8j+4+i of block t. B column n = 2*blk + c' holds class 2h + c' of block
-// blk's activation (zero for the k of other blocks), so two mmas per j (h = 0, 1) cover all 4
-// classes of the 4 blocks, and lane (g, t) ends with D[g][2t..2t+1] and D[g+8][2t..2t+1]: classes
-// of block t of its own two rows, combined without any shuffle. B (activation classes in fragment
-// order, only the lanes with t == g/2 are nonzero) is built once per CTA in shared memory from a
-// 256-entry table; the CTA's 4 warps split the K groups of 16 rows, write their terms to shared
-// memory, and 16 threads add each row's terms in order.
-constexpr int FP4I_U = 4; // 128-K groups in flight per warp (8 x 16-byte weight loads per lane)
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t s)
-{
-    uint32_t d;
-    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(s));
-    return d;
-}
-
-// Codes i = 0..3 in bits 4i..4i+3 of s -> 4 int8 bytes code * 2 (byte i from code i).
-__device__ __forceinline__ uint32_t fp4x4_to_s8(uint32_t s)
-{
-    const uint32_t t0 = 0x03020100u, t1 = 0x0c080604u;   // |code| * 2 for code & 7 = 0..7
-    const uint32_t pos = prmt(t0, t1, s);                // magnitudes of the positive codes, 0 for the negative
-    const uint32_t neg = prmt(t0, t1, s ^ 0x8888u);      // magnitudes of the negative codes
-    return (pos + 0x80808080u - neg) ^ 0x80808080u;      // per byte 0x80 + pos - neg in [0x74, 0x8c]: no carry
-}
-
-// Activation byte b (e4m3) -> its class value (int8) in byte sh / 4 of the word, 0 elsewhere.
-__device__ __forceinline__ uint32_t e4m3_class_word(uint32_t b)
-{
-    const uint32_t ex = (b >> 3) & 15u, m = b & 7u;
-    if (ex == 15u && m == 7u)
-        return 0u; // NaN: cuda_act_quant saturates, so never an input
-    const uint32_t sh = ex ? ex - 1u : 0u, mant = ex ? 8u + m : m;
-    const int v = (int)(mant << (sh & 3u));
-    return ((uint32_t)((b & 0x80u) ? -v : v) & 255u) << (8u * (sh >> 2));
-}
-
-// w[c] = byte c of l0, l1, l2, l3 (byte i of w[c] from l_i).
-__device__ __forceinline__ void transpose4(uint32_t l0, uint32_t l1, uint32_t l2, uint32_t l3, uint32_t (&w)[4])
-{
-    const uint32_t a = prmt(l0, l1, 0x5140u), b = prmt(l0, l1, 0x7362u);
-    const uint32_t c = prmt(l2, l3, 0x5140u), d = prmt(l2, l3, 0x7362u);
-    w[0] = prmt(a, c, 0x5410u);
-    w[1] = prmt(a, c, 0x7632u);
-    w[2] = prmt(b, d, 0x5410u);
-    w[3] = prmt(b, d, 0x7632u);
-}
-
-__device__ __forceinline__ void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                       uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint4 ldg_stream128(const void *p)
-{
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
-}
-
-// Shared memory: the class table (1 KB), B (128 bytes per 32-K block: [j][h][block][c'] uint2) and
-// the terms [16][k/32 + 4] (padded: lanes (g, t) store to distinct banks).
-size_t fp4i_smem_bytes(int k)
-{
-    return 1024 + (size_t)(k / 32) * 128 + (size_t)16 * (k / 32 + 4) * sizeof(float);
-}
-
-__global__ void __launch_bounds__(128, 5)
-    fp4_gemv_int_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
-                        const int *__restrict__ ids, const uint8_t *const *__restrict__ wtab,
-                        const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
-{
-    extern __shared__ __align__(16) unsigned char fp4i_smem[];
-    const int nblk = k >> 5, ng = k >> 7, kh = k >> 1, tstride = nblk + 4;
-    uint32_t *lut = reinterpret_cast<uint32_t *>(fp4i_smem);
-    uint2 *bs = reinterpret_cast<uint2 *>(fp4i_smem + 1024);
-    float *ts = reinterpret_cast<float *>(fp4i_smem + 1024 + (size_t)nblk * 128);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int p = blockIdx.y, r0 = blockIdx.x * 16;
-    const int e = __ldg(ids + p);
-    const uint8_t *w = wtab[e], *sc = stab[e];
-    const int xrow = p / x_group;
-    const uint8_t *x = q + (size_t)xrow * k;
-    const float *xs = sa + (size_t)xrow * ng;
-    // Rows >= n are not loaded (zero) and not written.
-    const bool ok0 = r0 + g < n, ok1 = r0 + g + 8 < n;
-    const uint8_t *w0 = w + (size_t)(r0 + g) * kh + t * 16, *w1 = w0 + (size_t)8 * kh;
-    const uint8_t *s0 = sc + (size_t)(r0 + g) * nblk, *s1 = s0 + (size_t)8 * nblk;
-    // This warp's 128-K groups [glo, ghi).
-    const int per = (ng + 3) >> 2, glo = min(warp * per, ng), ghi = min(glo + per, ng);
-    uint4 wa[FP4I_U], wb[FP4I_U];
-    uint32_t sw0[FP4I_U], sw1[FP4I_U];
-    float asv[FP4I_U];
-    auto load = [&](int gb) {
-#pragma unroll
-        for (int u = 0; u < FP4I_U; u++) {
-            const int gg = gb + u;
-            const bool in = gg < ghi;
-            wa[u] = in && ok0 ? ldg_stream128(w0 + (size_t)gg * 64) : make_uint4(0u, 0u, 0u, 0u);
-            wb[u] = in && ok1 ? ldg_stream128(w1 + (size_t)gg * 64) : make_uint4(0u, 0u, 0u, 0u);
-            sw0[u] = in && ok0 ? __ldg(reinterpret_cast<const uint32_t *>(s0) + gg) : 0u;
-            sw1[u] = in && ok1 ? __ldg(reinterpret_cast<const uint32_t *>(s1) + gg) : 0u;
-            asv[u] = in ? __ldg(xs + gg) : 0.f;
-        }
-    };
-    // The first batch's loads go out before B is built, so their latency overlaps it.
-    if (glo < ghi)
-        load(glo);
-    for (int i = threadIdx.x; i < 256; i += blockDim.x)
-        lut[i] = e4m3_class_word((uint32_t)i);
-    __syncthreads();
-    // B: 8 activation bytes (block beta, word j) per step -> the 4 classes' fragment words.
-    for (int ch = threadIdx.x; ch < (k >> 3); ch += blockDim.x) {
-        const uint2 v = __ldg(reinterpret_cast<const uint2 *>(x + (size_t)ch * 8));
-        const int beta = ch >> 2, j = ch & 3;
-        uint32_t c0[4], c1[4];
-        transpose4(lut[v.x & 255u], lut[(v.x >> 8) & 255u], lut[(v.x >> 16) & 255u], lut[v.x >> 24], c0);
-        transpose4(lut[v.y & 255u], lut[(v.y >> 8) & 255u], lut[(v.y >> 16) & 255u], lut[v.y >> 24], c1);
-#pragma unroll
-        for (int c = 0; c < 4; c++)
-            bs[((j * 2 + (c >> 1)) * nblk + beta) * 2 + (c & 1)] = make_uint2(c0[c], c1[c]);
-    }
-    __syncthreads();
-    const bool bact = t == (g >> 1);
-    for (int gb = glo; gb < ghi; gb += FP4I_U) {
-        if (gb != glo)
-            load(gb);
-#pragma unroll
-        for (int u = 0; u < FP4I_U; u++) {
-            const int gg = gb + u;
-            if (gg >= ghi)
-                break;
-            int da[4] = {0, 0, 0, 0}, db[4] = {0, 0, 0, 0};
-            const uint32_t xa[4] = {wa[u].x, wa[u].y, wa[u].z, wa[u].w}, xb[4] = {wb[u].x, wb[u].y, wb[u].z, wb[u].w};
-            const uint2 *bj = bs + ((size_t)(4 * gg + t) * 2 + (g & 1));
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const uint2 z = make_uint2(0u, 0u);
-                const uint2 b0 = bact ? bj[(size_t)(j * 2) * nblk * 2] : z;
-                const uint2 b1 = bact ? bj[(size_t)(j * 2 + 1) * nblk * 2] : z;
-                const uint32_t a0 = fp4x4_to_s8(xa[j]), a2 = fp4x4_to_s8(xa[j] >> 16);
-                const uint32_t a1 = fp4x4_to_s8(xb[j]), a3 = fp4x4_to_s8(xb[j] >> 16);
-                mma_s8(da, a0, a1, a2, a3, b0.x, b0.y);
-                mma_s8(db, a0, a1, a2, a3, b1.x, b1.y);
-            }
-            // part * 2^10 of block 4*gg + t, rows g and g+8: classes 0..3 weigh 16^c.
-            const int p0 = da[0] + da[1] * 16 + db[0] * 256 + db[1] * 4096;
-            const int p1 = da[2] + da[3] * 16 + db[2] * 256 + db[3] * 4096;
-            const float as2 = __fmul_rn(asv[u], 0x1p-10f); // exact: a power of two
-            const int beta = 4 * gg + t;
-            ts[g * tstride + beta] =
-                __fmul_rn(__fmul_rn(__int2float_rn(p0), as2), e8m0_to_float((sw0[u] >> (8 * t)) & 255u));
-            ts[(g + 8) * tstride + beta] =
-                __fmul_rn(__fmul_rn(__int2float_rn(p1), as2), e8m0_to_float((sw1[u] >> (8 * t)) & 255u));
-        }
-    }
-    __syncthreads();
-    if (threadIdx.x < 16 && r0 + (int)threadIdx.x < n) {
-        const float *tr = ts + threadIdx.x * tstride;
-        float acc = 0.f;
-        for (int b = 0; b < nblk; b++)
-            acc = __fadd_rn(acc, tr[b]); // ascending K, as kernels/ref.c
-        y[(size_t)p * n + r0 + threadIdx.x] = __float2bfloat16_rn(acc);
-    }
-}
-
 __global__ void e8m0_to_f32_kernel(const uint8_t *s, int rows, int cols, int ld, int transpose, float *out)
 {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -992,12 +799,15 @@ extern "C" int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const
     return launch_check(e, "fp8_gemm_kernel");
 }
 
-// The fp8-mma kernels (before fp4_gemv_int_kernel; still the path for prefill-sized calls and rows
-// too long for its shared memory). Also reachable as cuda_fp4_gemv_grouped_mma (tests, bench).
-static int fp4_gemv_mma_launch(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
-                               const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k,
-                               uint16_t *d_y, void *stream, struct ctx_err *e)
+extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
+                                     const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k,
+                                     uint16_t *d_y, void *stream, struct ctx_err *e)
 {
+    if (check_k(k, "cuda_fp4_gemv_grouped", e))
+        return CTX_EINVAL;
+    if (npairs < 1 || npairs > 65535 || n < 1 || x_group < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp4_gemv_grouped: npairs = %d, n = %d, x_group = %d", npairs, n,
+                           x_group);
     // Short rows, or many pairs (prefill: the products are then bound by the arithmetic, and the
     // split kernel's 4x more CTAs, each with its own reduction and pointer chase, cost more: flash4's
     // prefill fell from 2820 to 2480 tok/s with it): one warp per 8 rows over all of K.
@@ -1011,45 +821,6 @@ static int fp4_gemv_mma_launch(const uint8_t *d_q, const float *d_sa, int x_grou
     fp4_gemv_kernel<<<grid, 32 * FP4_WK, 0, (cudaStream_t)stream>>>(d_q, d_sa, x_group, d_ids, d_wtab, d_stab, n, k,
                                                            reinterpret_cast<__nv_bfloat16 *>(d_y));
     return launch_check(e, "fp4_gemv_kernel");
-}
-
-static int fp4_check(const char *what, int k, int npairs, int n, int x_group, struct ctx_err *e)
-{
-    if (check_k(k, what, e))
-        return CTX_EINVAL;
-    if (npairs < 1 || npairs > 65535 || n < 1 || x_group < 1)
-        return ctx_err_set(e, CTX_EINVAL, "%s: npairs = %d, n = %d, x_group = %d", what, npairs, n, x_group);
-    return 0;
-}
-
-extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
-                                     const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k,
-                                     uint16_t *d_y, void *stream, struct ctx_err *e)
-{
-    if (fp4_check("cuda_fp4_gemv_grouped", k, npairs, n, x_group, e))
-        return CTX_EINVAL;
-    // Decode (at most 128 pairs) with rows that fit the shared memory (k <= 7168: every V4 shape):
-    // the exact integer kernel; otherwise the fp8-mma kernels.
-    const size_t smem = fp4i_smem_bytes(k);
-    if (npairs <= 128 && smem <= 48 * 1024) {
-        dim3 grid((n + 15) / 16, npairs);
-        fp4_gemv_int_kernel<<<grid, 128, smem, (cudaStream_t)stream>>>(d_q, d_sa, x_group, d_ids, d_wtab, d_stab, n, k,
-                                                                       reinterpret_cast<__nv_bfloat16 *>(d_y));
-        return launch_check(e, "fp4_gemv_int_kernel");
-    }
-    return fp4_gemv_mma_launch(d_q, d_sa, x_group, npairs, d_ids, d_wtab, d_stab, n, k, d_y, stream, e);
-}
-
-// The previous decode kernels on their own, for tests/kernels/test_gemm.c and bench/gpu (declared
-// there, not in gemm.h: not an engine entry point).
-extern "C" int cuda_fp4_gemv_grouped_mma(const uint8_t *d_q, const float *d_sa, int x_group, int npairs,
-                                         const int *d_ids, const uint8_t *const *d_wtab,
-                                         const uint8_t *const *d_stab, int n, int k, uint16_t *d_y, void *stream,
-                                         struct ctx_err *e)
-{
-    if (fp4_check("cuda_fp4_gemv_grouped_mma", k, npairs, n, x_group, e))
-        return CTX_EINVAL;
-    return fp4_gemv_mma_launch(d_q, d_sa, x_group, npairs, d_ids, d_wtab, d_stab, n, k, d_y, stream, e);
 }
 
 extern "C" int cuda_e8m0_to_f32(const uint8_t *d_s, int rows, int cols, int ld, int transpose, float *d_out,

@@ -173,15 +173,10 @@ static void bench_fp8_gemv_f32(const char *name, int n, int k)
 }
 
 /* ---- FP4 routed experts, decode ---- */
-/* The previous (fp8 mma.sync) decode kernels, kept behind cuda_fp4_gemv_grouped's dispatch (kernels/gemm.cu;
- * not in gemm.h): measured next to the integer kernel that replaced them for decode. */
-int cuda_fp4_gemv_grouped_mma(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
-                              const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
-                              void *stream, struct ctx_err *e);
 struct fp4_job {
     const uint8_t *q;
     const float *sa;
-    int xg, topk, n, k, mma;
+    int xg, topk, n, k;
     const int *ids;
     const uint8_t *const *wt, *const *st;
     uint16_t *y;
@@ -189,16 +184,11 @@ struct fp4_job {
 static void fp4_launch(void *ud, int i)
 {
     struct fp4_job *j = ud;
-    if (j->mma)
-        must(cuda_fp4_gemv_grouped_mma(j->q, j->sa, j->xg, j->topk, j->ids + j->topk * (i % ITERS), j->wt, j->st, j->n,
-                                       j->k, j->y, bench_stream(), &err));
-    else
-        must(cuda_fp4_gemv_grouped(j->q, j->sa, j->xg, j->topk, j->ids + j->topk * (i % ITERS), j->wt, j->st, j->n,
-                                   j->k, j->y, bench_stream(), &err));
+    must(cuda_fp4_gemv_grouped(j->q, j->sa, j->xg, j->topk, j->ids + j->topk * (i % ITERS), j->wt, j->st, j->n, j->k,
+                               j->y, bench_stream(), &err));
 }
 
-/* mma = 1: the previous kernels (row "fp4_mma (before)"), same weights, ids and activations. */
-static void bench_fp4(const char *name, int n, int k, int experts, int topk, int w2, int mma)
+static void bench_fp4(const char *name, int n, int k, int experts, int topk, int w2)
 {
     size_t wbytes = (size_t)n * k / 2, sbytes = (size_t)n * k / 32;
     uint8_t *w = dalloc(wbytes * experts), *s = dalloc(sbytes * experts);
@@ -228,7 +218,7 @@ static void bench_fp4(const char *name, int n, int k, int experts, int topk, int
     must(cuda_h2d(dids, ids, sizeof *ids * topk * ITERS, &err));
     int rows = w2 ? topk : 1;
     uint16_t *x = dalloc((size_t)rows * k * 2);
-    struct fp4_job j = {.xg = w2 ? 1 : topk, .topk = topk, .n = n, .k = k, .mma = mma, .ids = dids};
+    struct fp4_job j = {.xg = w2 ? 1 : topk, .topk = topk, .n = n, .k = k, .ids = dids};
     j.wt = dwt, j.st = dst;
     j.y = dalloc((size_t)topk * n * 2);
     uint8_t *q = dalloc((size_t)rows * k);
@@ -244,8 +234,7 @@ static void bench_fp4(const char *name, int n, int k, int experts, int topk, int
     must(cuda_sync(&err));
     double bytes = (double)topk * (wbytes + sbytes) + (double)rows * k + 4.0 * rows * (k / 128) + 2.0 * topk * n;
     double gbs = bytes / (graph * 1e-3) / 1e9, tf = 2.0 * topk * (double)n * k / (graph * 1e-3) / 1e12;
-    printf("| %s | %-18s | %d | %5d x %5d | %6.2f | %6.2f | %5.0f | %5.2f | %5.1f%% |\n",
-           mma ? "fp4_mma (before)" : "fp4_grouped", name, topk, n, k,
+    printf("| fp4_grouped | %-18s | %d | %5d x %5d | %6.2f | %6.2f | %5.0f | %5.2f | %5.1f%% |\n", name, topk, n, k,
            alone * 1e3, graph * 1e3, gbs, tf, 100.0 * gbs / copy_gbps);
     cuda_free(w), cuda_free(s), cuda_free(dwt), cuda_free(dst), cuda_free(dids), cuda_free(x), cuda_free(j.y);
     cuda_free(q), cuda_free(sa);
@@ -525,7 +514,7 @@ int main(int argc, char **argv)
     }
     if (profile) {
         bench_fp8_gemv("e_proj 4096^2", 4096, 4096, 1);
-        bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0, 0);
+        bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0);
         return 0;
     }
 
@@ -556,12 +545,10 @@ int main(int argc, char **argv)
            "(m = experts run)\n\n");
     printf("| kernel | experts | m | n x k | us alone | us graph | GB/s | TFLOP/s | of copy floor |\n");
     printf("|---|---|---|---|---|---|---|---|---|\n");
-    for (int mma = 0; mma < 2; mma++) { /* the integer kernel (cuda_fp4_gemv_grouped), then the previous one */
-        bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0, mma);
-        bench_fp4("Flash w2 of 256", 4096, 2048, 256, 6, 1, mma);
-        bench_fp4("Pro w1/w3 of 384", 3072, 7168, 384, 6, 0, mma);
-        bench_fp4("Pro w2 of 384", 7168, 3072, 384, 6, 1, mma);
-    }
+    bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0);
+    bench_fp4("Flash w2 of 256", 4096, 2048, 256, 6, 1);
+    bench_fp4("Pro w1/w3 of 384", 3072, 7168, 384, 6, 0);
+    bench_fp4("Pro w2 of 384", 7168, 3072, 384, 6, 1);
     if (decode)
         return 0;
 

@@ -380,25 +380,6 @@ static void test_lt(int m, int n, int k)
 
 /* ---- FP4 grouped GEMV ---- */
 
-/* The previous (fp8 mma.sync) decode kernels on their own (kernels/gemm.cu; not in gemm.h). */
-int cuda_fp4_gemv_grouped_mma(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
-                              const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
-                              void *stream, struct ctx_err *e);
-
-/* Whether cuda_fp4_gemv_grouped takes its integer kernel (gemm.cu's dispatch: decode-sized calls whose
- * shared memory, 1 KB + 128 B per 32-K block + the terms, fits 48 KB). That kernel computes each 32-K
- * partial exactly in integers and adds the scaled partials in ascending K order in fp32, which is
- * kernels/ref.c's arithmetic: its outputs must be bf16(ref) bit for bit, every one. */
-static int fp4_int_path(int k, int npairs)
-{
-    size_t smem = 1024 + (size_t)(k / 32) * 128 + (size_t)16 * (k / 32 + 4) * 4;
-    return npairs <= 128 && smem <= 48 * 1024;
-}
-
-/* Weight scale exponents for test_fp4 (the default spread, or a wide one where a different fp32
- * summation order would show in the bits). */
-static int fp4_scale_lo = -10, fp4_scale_hi = 2;
-
 static void test_fp4(int n, int k, int n_experts, int topk, int tokens, int w2_style)
 {
     struct ctx_err e;
@@ -409,7 +390,7 @@ static void test_fp4(int n, int k, int n_experts, int topk, int tokens, int w2_s
         w[i] = malloc((size_t)n * k / 2);
         s[i] = malloc((size_t)n * k / 32);
         gen_bytes(w[i], (size_t)n * k / 2);
-        gen_scales(s[i], (size_t)n * k / 32, fp4_scale_lo, fp4_scale_hi);
+        gen_scales(s[i], (size_t)n * k / 32, -10, 2);
         dw[i] = dev_copy(w[i], (size_t)n * k / 2);
         ds[i] = dev_copy(s[i], (size_t)n * k / 32);
     }
@@ -445,32 +426,9 @@ static void test_fp4(int n, int k, int n_experts, int topk, int tokens, int w2_s
     must(cuda_d2h(y, dy, sizeof *y * (size_t)npairs * n, &e), &e);
     struct cmp r;
     compare(y, ref, mag, (size_t)npairs * n, EPS, &r);
-    const int exact = fp4_int_path(k, npairs);
-    tap(r.bad == 0 && (!exact || r.exact == r.total),
-        "fp4_gemv_grouped (%s) n=%d k=%d experts=%d top-%d tokens=%d x_group=%d scales 2^%d..2^%d: %ld/%ld outside "
-        "the bound, max (|d|-ulp)/mag = %.3g, bit-equal to bf16(ref) %ld/%ld%s", exact ? "integer kernel" : "mma kernels",
-        n, k, n_experts, topk, tokens, x_group, fp4_scale_lo, fp4_scale_hi, r.bad, r.total, r.worst, r.exact, r.total,
-        exact ? " (must be all)" : "");
-    /* fixed summation order: repeated runs give the same bits */
-    {
-        uint16_t *y2 = malloc(sizeof *y2 * (size_t)npairs * n);
-        must(cuda_memset(dy, 0xff, sizeof(uint16_t) * (size_t)npairs * n, &e), &e);
-        for (int rep = 0; rep < 2; rep++)
-            must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dy, NULL, &e), &e);
-        must(cuda_d2h(y2, dy, sizeof *y2 * (size_t)npairs * n, &e), &e);
-        tap(memcmp(y, y2, sizeof *y * (size_t)npairs * n) == 0,
-            "fp4_gemv_grouped n=%d k=%d pairs=%d: repeated runs are bit-identical", n, k, npairs);
-        /* the previous kernels (kept behind the dispatch) stay within the bound */
-        must(cuda_memset(dy, 0xff, sizeof(uint16_t) * (size_t)npairs * n, &e), &e);
-        must(cuda_fp4_gemv_grouped_mma(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dy, NULL, &e), &e);
-        must(cuda_sync(&e), &e);
-        must(cuda_d2h(y2, dy, sizeof *y2 * (size_t)npairs * n, &e), &e);
-        struct cmp rm;
-        compare(y2, ref, mag, (size_t)npairs * n, EPS, &rm);
-        tap(rm.bad == 0, "fp4_gemv_grouped_mma n=%d k=%d pairs=%d: %ld/%ld outside the bound, max (|d|-ulp)/mag = "
-            "%.3g, bit-equal to bf16(ref) %ld/%ld", n, k, npairs, rm.bad, rm.total, rm.worst, rm.exact, rm.total);
-        free(y2);
-    }
+    tap(r.bad == 0, "fp4_gemv_grouped n=%d k=%d experts=%d top-%d tokens=%d x_group=%d: %ld/%ld outside the bound, "
+        "max (|d|-ulp)/mag = %.3g, bit-equal %.1f%%", n, k, n_experts, topk, tokens, x_group, r.bad, r.total, r.worst,
+        100.0 * (double)r.exact / (double)r.total);
     for (int i = 0; i < n_experts; i++) {
         free(w[i]), free(s[i]);
         cuda_free(dw[i]), cuda_free(ds[i]);
@@ -487,7 +445,6 @@ static void test_errors(void)
     int g = cuda_fp8_gemv_f32(NULL, NULL, NULL, 16, 128, NULL, 8, NULL, NULL, &e); /* split without y2 */
     int h = cuda_fp8_gemv_f32(NULL, NULL, NULL, 16, 32768, NULL, 16, NULL, NULL, &e); /* k above 16384 */
     int d = cuda_fp4_gemv_grouped(NULL, NULL, 0, 1, NULL, NULL, NULL, 16, 128, NULL, NULL, &e); /* x_group 0 */
-    d = d == CTX_EINVAL ? cuda_fp4_gemv_grouped_mma(NULL, NULL, 1, 1, NULL, NULL, NULL, 16, 100, NULL, NULL, &e) : 0;
     struct cuda_lt_plan *p = NULL;
     int f = cuda_lt_plan_new(&p, 6, 64, 128, cuda_lt_layout(), &e); /* m not a multiple of 4 */
     int b = cuda_fp8_gemm(NULL, NULL, 4, NULL, NULL, 16, 100, NULL, NULL, &e);
@@ -554,21 +511,6 @@ int main(void)
     test_fp4(3072, 7168, 8, 6, 1, 0);
     /* k >= 4096 ending inside a 256-K span (the K-split kernel's half span) */
     test_fp4(72, 4224, 4, 2, 2, 0);
-    /* the integer kernel: the engine's w1|w3 call shape (12 pairs, 6 per activation row), rows not
-     * a multiple of 16, K groups not a multiple of the 4 warps, the largest k it takes (7168) and the
-     * smallest (128), and weight scales 2^-40..2^30, where a sum in any other order than ref.c's
-     * would differ in the bits */
-    test_fp4(2048, 4096, 32, 6, 2, 0);
-    test_fp4(4096, 2048, 32, 6, 1, 1);
-    test_fp4(7, 640, 4, 3, 2, 0);
-    test_fp4(4100, 384, 6, 2, 1, 1);
-    fp4_scale_lo = -40, fp4_scale_hi = 30;
-    test_fp4(1024, 4096, 16, 6, 1, 0);
-    test_fp4(520, 7168, 8, 6, 1, 1);
-    test_fp4(48, 128, 4, 4, 2, 0);
-    fp4_scale_lo = -10, fp4_scale_hi = 2;
-    /* more than 128 pairs: the dispatch's mma path (prefill-sized calls) */
-    test_fp4(256, 4096, 64, 6, 22, 0);
 
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
