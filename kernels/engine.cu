@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_common.cuh"
 #include "cuda_engine.h"
 #include "cuda_kvpack.h"
 #include "gemm.h"
@@ -807,14 +808,6 @@ __device__ __forceinline__ uint32_t e4m3x2_odd_bf16(uint32_t w) // bytes 1, 3
 {
     return (w & 0x80008000u) | ((w >> 4) & 0x07f007f0u);
 }
-__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                               uint32_t b0, uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ uint4 ldg_nc_stream(const void *p)
 {
     uint4 v;
@@ -923,12 +916,6 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uin
 constexpr int BG_STAGES = 3;
 template <bool FP8> __host__ __device__ constexpr int bg_stage_bytes() { return 128 * (FP8 ? 128 : 256) + 128 * 256; }
 template <bool FP8> __host__ __device__ constexpr int bg_smem_bytes() { return BG_STAGES * bg_stage_bytes<FP8>(); }
-__device__ __forceinline__ void bg_cp16(uint32_t dst, const void *src, bool valid)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void bg_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void bg_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 __device__ __forceinline__ uint4 bg_lds128(uint32_t addr)
 {
     uint4 v;
@@ -976,21 +963,21 @@ __global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W,
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const int i = tid + j * 256, r = i >> 3, c = i & 7, wr = row0 + r;
-                bg_cp16(sA + r * 128 + ((c ^ (r & 7)) << 4), W + (size_t)min(wr, n - 1) * k + (size_t)kb * 128 + c * 16,
+                cp_async16(sA + r * 128 + ((c ^ (r & 7)) << 4), W + (size_t)min(wr, n - 1) * k + (size_t)kb * 128 + c * 16,
                         wr < n);
             }
         } else {
 #pragma unroll
             for (int j = 0; j < 8; j++) {
                 const int i = tid + j * 256, r = i >> 4, c = i & 15, wr = row0 + r;
-                bg_cp16(sA + r * 256 + (bg_sw16(r, c) << 4),
+                cp_async16(sA + r * 256 + (bg_sw16(r, c) << 4),
                         W + ((size_t)min(wr, n - 1) * k + (size_t)kb * 128) * 2 + c * 16, wr < n);
             }
         }
 #pragma unroll
         for (int j = 0; j < 8; j++) {
             const int i = tid + j * 256, r = i >> 4, c = i & 15, tr = tok0 + r;
-            bg_cp16(sB + r * 256 + (bg_sw16(r, c) << 4), xg + (size_t)min(tr, S - 1) * ldx + (size_t)kb * 128 + c * 8,
+            cp_async16(sB + r * 256 + (bg_sw16(r, c) << 4), xg + (size_t)min(tr, S - 1) * ldx + (size_t)kb * 128 + c * 8,
                     tr < S);
         }
     };
@@ -1006,15 +993,15 @@ __global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W,
     for (int s = 0; s < BG_STAGES - 1; s++) {
         if (s < kb_n)
             load_stage(s, s);
-        bg_commit();
+        cp_async_commit();
     }
     const uint8_t *srow = FP8 ? scale + (size_t)(row0 >> 7) * kb_n : NULL;
     for (int kb = 0; kb < kb_n; kb++) {
-        bg_wait<BG_STAGES - 2>();
+        cp_async_wait<BG_STAGES - 2>();
         __syncthreads();
         if (kb + BG_STAGES - 1 < kb_n)
             load_stage((kb + BG_STAGES - 1) % BG_STAGES, kb + BG_STAGES - 1);
-        bg_commit();
+        cp_async_commit();
         const uint32_t sA = sbase + (kb % BG_STAGES) * STAGE, sB = sA + 128 * AROW;
         float part[4][4][4];
 #pragma unroll
@@ -1079,7 +1066,7 @@ __global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W,
                 for (int c = 0; c < 4; c++)
                     acc[mi][ni][c] += FP8 ? part[mi][ni][c] * sc : part[mi][ni][c];
     }
-    bg_wait<0>();
+    cp_async_wait<0>();
 #pragma unroll
     for (int mi = 0; mi < 4; mi++)
 #pragma unroll
@@ -1492,19 +1479,6 @@ __global__ void k_idx_score_warp(const float *qI, const float *wts, const float 
 // creation), never inside a capture.
 #define IDX_TC_ET 64
 #define IDX_TC_MIN_S 4
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
-{
-    uint32_t r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-__device__ __forceinline__ void mma_bf16_16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 template <int DI>
 constexpr size_t idx_tc_smem()
 {
@@ -1648,10 +1622,6 @@ constexpr size_t idx_tc1_smem()
 {
     return sizeof(float) * 2 * IDX_TC_ET * (DI + IDX_TC1_KPAD) + sizeof(uint16_t) * 8 * 32 * IDX_TC1_TST;
 }
-__device__ __forceinline__ void idx_cp16(uint32_t dst, const void *src, bool valid)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
 template <int DI>
 __global__ void __launch_bounds__(256, 2) k_idx_score_tc1(const float *qI, const float *wts, const float *keys, int Hi,
                                                           const long long *ppos, float *score, size_t ld)
@@ -1694,18 +1664,18 @@ __global__ void __launch_bounds__(256, 2) k_idx_score_tc1(const float *qI, const
             int i = threadIdx.x + j * 256, er = i / CPR, c4 = i % CPR;
             bool ok = e0 + er < nv;
             const float *src = keys + (ok ? (size_t)(e0 + er) * DI + c4 * 4 : 0);
-            idx_cp16(kbase + (uint32_t)(sizeof(float) * ((stage * IDX_TC_ET + er) * KST + c4 * 4)), src, ok);
+            cp_async16(kbase + (uint32_t)(sizeof(float) * ((stage * IDX_TC_ET + er) * KST + c4 * 4)), src, ok);
         }
-        asm volatile("cp.async.commit_group;\n" ::);
+        cp_async_commit();
     };
     long long e0 = (long long)blockIdx.x * IDX_TC_ET;
     load(e0, 0);
     for (int stage = 0; e0 < nv; e0 += stride, stage ^= 1) {
         if (e0 + stride < nv) {
             load(e0 + stride, stage ^ 1); // the stage the last tile read (released by its second barrier)
-            asm volatile("cp.async.wait_group 1;\n" ::);
+            cp_async_wait<1>();
         } else {
-            asm volatile("cp.async.wait_group 0;\n" ::);
+            cp_async_wait<0>();
         }
         __syncthreads(); // this tile's keys are in; the last tile's terms have been summed
         if (active) {
@@ -1858,15 +1828,15 @@ __global__ void __launch_bounds__(256, 2) k_idx_score_tc2(const float *qI, const
             int i = threadIdx.x + j * 256;
             bool ok = t0 + i / CPR < eend;
             const float *src = keys + (ok ? (size_t)t0 * DI + (size_t)4 * i : 0); // row i / CPR, floats 4 (i % CPR)
-            idx_cp16(sbase + (uint32_t)(sizeof(float) * 4 * i), src, ok);
+            cp_async16(sbase + (uint32_t)(sizeof(float) * 4 * i), src, ok);
         }
-        asm volatile("cp.async.commit_group;\n" ::);
+        cp_async_commit();
     };
     load(e0);
     for (; e0 < eend; e0 += IDX_TC_ET) {
         // this thread's pieces of this tile are in; they are read by asm volatile loads, which stay
         // after the wait (the compiler does not see the cp.async writes)
-        asm volatile("cp.async.wait_group 0;\n" ::);
+        cp_async_wait<0>();
 #pragma unroll 2 // (fully unrolled, its loads in flight together cost spills: 128 registers)
         for (int j = 0; j < NCH; j++) { // ks is free: every warp passed the last tile's second barrier
             int i = threadIdx.x + j * 256;

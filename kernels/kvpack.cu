@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "cuda_common.cuh"
 #include "cuda_kvpack.h"
 extern "C" { // C headers without C++ guards
 #include "kvpack.h"
@@ -51,13 +52,6 @@ __global__ void k_unpack_ikeys(const uint8_t *packed, long long n, int di, int e
     out[t] = __fmul_rn(c_e2m1[code], s);
 }
 
-static int launch_check(struct ctx_err *e, const char *what)
-{
-    cudaError_t rc = cudaGetLastError();
-    if (rc != cudaSuccess)
-        return ctx_err_set(e, CTX_EIO, "cuda: %s: %s", what, cudaGetErrorString(rc));
-    return 0;
-}
 
 extern "C" int cuda_kvunpack_entries(const struct inf_config *c, const void *d_packed, long long n, float *d_out,
                                      void *stream, struct ctx_err *e)

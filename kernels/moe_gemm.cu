@@ -14,35 +14,14 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "cuda_common.cuh"
 #include "moe_gemm.h"
 
 namespace {
 
-int cuda_fail(struct ctx_err *e, cudaError_t rc, const char *what)
-{
-    return ctx_err_set(e, CTX_EIO, "%s: %s", what, cudaGetErrorString(rc));
-}
 
-int launch_check(struct ctx_err *e, const char *what)
-{
-    cudaError_t rc = cudaGetLastError();
-    return rc == cudaSuccess ? 0 : cuda_fail(e, rc, what);
-}
 
-__device__ __forceinline__ float e8m0_to_float(uint32_t b)
-{
-    return b == 0 ? __uint_as_float(0x00400000u) : b == 255 ? __uint_as_float(0x7fc00000u)
-                                                            : __uint_as_float(b << 23);
-}
 
-__device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 // e2m1 codes in the low (high) nibbles of the 4 bytes of x -> 4 e4m3 bytes of value code * 2^-6.
 __device__ __forceinline__ uint32_t fp4_lo_to_e4m3(uint32_t x)
@@ -54,16 +33,6 @@ __device__ __forceinline__ uint32_t fp4_hi_to_e4m3(uint32_t x)
     return (x & 0x80808080u) | ((x >> 2) & 0x1c1c1c1cu);
 }
 
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, bool valid)
-{
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 __device__ __forceinline__ uint32_t lds32(uint32_t addr)
 {
