@@ -30,39 +30,15 @@
 #include "cpu/kernels.h"
 #include "cuda_engine.h"
 #include "gemm.h"
+#define TEST_RNG_SEED 0x243f6a8885a308d3ull
+#include "tap.h"
 
-static int n_test, n_fail;
 
-static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    n_fail += !ok;
-}
 
-static uint64_t rng = 0x243f6a8885a308d3ull;
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) * 0x1p-53;
-}
-static float nrand(void)
-{
-    double u = urand(), v = urand();
-    return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
-}
 static void fill_bf16(float *x, size_t n, float sc)
 {
     for (size_t i = 0; i < n; i++)
-        x[i] = inf_cpu_bf16(nrand() * sc);
+        x[i] = inf_cpu_bf16((float)gauss() * sc);
 }
 
 #define D 512
@@ -104,10 +80,10 @@ static void run_case(const struct acase *c)
     fill_bf16(ring, (size_t)WIN * D, 1.f);
     fill_bf16(cache, ncache * D, 1.f);
     for (int h = 0; h < H; h++)
-        sink[h] = nrand() * 2.f;
+        sink[h] = (float)gauss() * 2.f;
     for (int s = 0; s < S; s++) /* (cos, sin) pairs of arbitrary angles */
         for (int i = 0; i < RD / 2; i++) {
-            double th = urand() * 6.283185307179586;
+            double th = uniform() * 6.283185307179586;
             rope[(size_t)s * RD + 2 * i] = (float)cos(th);
             rope[(size_t)s * RD + 2 * i + 1] = (float)sin(th);
         }
@@ -115,7 +91,7 @@ static void run_case(const struct acase *c)
         long long nv = (pos0 + s + 1) / 4;
         int k = nv < K ? (int)nv : K;
         for (int i = 0; i < K; i++)
-            sel[(size_t)s * K + i] = i < k && urand() >= c->pempty ? (int)(urand() * (double)nv) : -1;
+            sel[(size_t)s * K + i] = i < k && uniform() >= c->pempty ? (int)(uniform() * (double)nv) : -1;
     }
     for (size_t i = 0; i < nout + guard; i++)
         got[i] = NAN;

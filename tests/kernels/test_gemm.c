@@ -28,41 +28,14 @@
 
 #include "gemm.h"
 #include "ref.h"
+#define TEST_RNG_SEED 0x9e3779b97f4a7c15ull
+#include "tap.h"
 
 #define EPS (1.0 / 32768.0)
 #define EPS_LT (1.0 / 512.0)
 
-static int n_test, n_fail;
 
-static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-#include <stdarg.h>
-static void tap(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    if (!ok)
-        n_fail++;
-}
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-static double uniform(void) { return (double)(next_u64() >> 11) * 0x1p-53; }
-static double gauss(void)
-{
-    double u = uniform() + 1e-300, v = uniform();
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 /* Activations with per-block magnitudes from 2^-12 to 2^6, some all-zero and some tiny blocks (the
  * 1e-4 amax floor), and an occasional outlier. */

@@ -33,46 +33,22 @@
 #include "cpu/kernels.h"
 #include "cuda_engine.h"
 #include "gemm.h"
+#define TEST_RNG_SEED 0x9e3779b97f4a7c15ull
+#include "tap.h"
 
-static int n_test, n_fail;
 
-static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    n_fail += !ok;
-}
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) * 0x1p-53;
-}
-static float nrand(void)
-{
-    double u = urand(), v = urand();
-    return (float)(sqrt(-2.0 * log(u + 1e-300)) * cos(6.283185307179586 * v));
-}
 
 /* A row of di values as the engine makes them: Hadamard (bf16) then FP4 QDQ per 32; `wide` > 0 scales
  * each 32-dim block by 2^-wide..2^wide before the QDQ (outside what a Hadamard gives: the bound). */
 static void make_row(float *x, int di, int wide)
 {
     for (int i = 0; i < di; i++)
-        x[i] = nrand();
+        x[i] = (float)gauss();
     inf_cpu_hadamard(x, di);
     if (wide)
         for (int b = 0; b < di / 32; b++) {
-            float sc = ldexpf(1.0f, (int)(urand() * (2 * wide + 1)) - wide);
+            float sc = ldexpf(1.0f, (int)(uniform() * (2 * wide + 1)) - wide);
             for (int i = 0; i < 32; i++)
                 x[b * 32 + i] *= sc;
         }
@@ -141,7 +117,7 @@ static void run_case(const struct icase *c)
             make_row(qr, di, c->wide);
             for (int b = 0; b < nb; b++)
                 block_grain(qr + b * 32, &qg[((size_t)s * Hi + h) * nb + b], &qm[((size_t)s * Hi + h) * nb + b]);
-            w[(size_t)s * Hi + h] = inf_cpu_bf16(nrand() * wscale);
+            w[(size_t)s * Hi + h] = inf_cpu_bf16((float)gauss() * wscale);
         }
     for (long long i = 0; i < n; i++) {
         make_row(k + (size_t)i * di, di, c->wide);

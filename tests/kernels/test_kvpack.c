@@ -16,21 +16,8 @@
 #include "gemm.h"
 #include "kvpack.h"
 #include "quant.h"
+#include "tap.h"
 
-static int n_test, n_fail;
-static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    if (!ok)
-        n_fail++;
-}
 
 static unsigned rnd(unsigned *x)
 {

@@ -27,39 +27,13 @@
 #include "gemm.h"
 #include "moe_gemm.h"
 #include "ref.h"
+#define TEST_RNG_SEED 0x2545f4914f6cdd1dull
+#include "tap.h"
 
 #define EPS (1.0 / 32768.0)
 
-static int n_test, n_fail;
 
-static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    if (!ok)
-        n_fail++;
-}
 
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint64_t next_u64(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-static double uniform(void) { return (double)(next_u64() >> 11) * 0x1p-53; }
-static double gauss(void)
-{
-    double u = uniform() + 1e-300, v = uniform();
-    return sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v);
-}
 
 /* test_gemm's activations: per-block magnitudes 2^-12..2^6, zero blocks, tiny blocks, outliers. */
 static void gen_act(uint16_t *x, int m, int k, int extreme)

@@ -34,23 +34,11 @@
 #include "multi.h"
 #include "state.h"
 #include "weights.h"
+#include "tap.h"
 
 #define DECODE 8
 
-static int n_test, n_fail;
 
-static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    n_fail += !ok;
-}
 
 static int devs[64], ndevs;
 

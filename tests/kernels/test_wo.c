@@ -33,20 +33,8 @@
 
 #include "cuda_engine.h" /* cuda_engine_wo_a, cuda_engine_lin_bf16: the engine's own launches on caller buffers */
 #include "gemm.h"
-static int n_test, n_fail;
+#include "tap.h"
 
-static void tap(int ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void tap(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s %d - ", ok ? "ok" : "not ok", ++n_test);
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    fflush(stdout);
-    n_fail += !ok;
-}
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t urand32(void)
