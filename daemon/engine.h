@@ -26,6 +26,12 @@ struct ctxd_engine_opts {
     const char *remote_url;
     const char *remote_model;    /* default "deepseek-chat" */
     const char *api_key_env;     /* environment variable holding the API key, or NULL */
+    /* --backend cuda: the forward pass on GPUs (kernels/cuda_accel.h; needs a -Dcuda build): one
+     * layer-split shard per listed device, caches sized for max_ctx positions. */
+    bool cuda;
+    int gpus[16];
+    int n_gpus;                  /* 0: device 0 */
+    long long max_ctx;           /* <= 0: 540672 (the default budget, 500000, plus room to answer) */
 };
 
 struct ctxd_engine;
@@ -44,6 +50,11 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e);
 const struct inf_tokenizer *ctxd_engine_tokenizer(const struct ctxd_engine *g);
 struct inf_model *ctxd_engine_model(struct ctxd_engine *g);   /* NULL until loaded */
 bool ctxd_engine_loaded(const struct ctxd_engine *g);
+/* The GPU accelerator once loaded with --backend cuda ("cuda: 1 x NVIDIA H200 (devices 0), ..."),
+ * else NULL. */
+const char *ctxd_engine_device(const struct ctxd_engine *g);
+/* "cpu", "cuda" or "openai": where answers are computed. */
+const char *ctxd_engine_backend(const struct ctxd_engine *g);
 /* "checkpoint:/path", "bundled:/path" or "synthetic:mid:seed=1 (random weights: ...)". */
 const char *ctxd_engine_describe(const struct ctxd_engine *g);
 /* Identity for the KV cache: changes whenever the weights could. */

@@ -44,6 +44,10 @@ static void usage(FILE *f)
             "  --tokenizer FILE   tokenizer.json (default: the checkpoint's, else the bundled one)\n"
             "  --threads N        engine threads (default: one per CPU)\n"
             "  --preload          load the model at start rather than on the first request\n"
+            "  --backend cuda [--gpus 0,1] [--max-ctx TOKENS]\n"
+            "                     run the model on GPUs (a -Dcuda build): one layer-split shard per\n"
+            "                     listed device (default 0), caches sized for --max-ctx positions\n"
+            "                     (default 540672: the default budget plus room to answer)\n"
             "  --backend openai --url URL [--remote-model NAME] [--api-key-env VAR]\n"
             "                     answer through a remote OpenAI-compatible endpoint (DeepSeek's API\n"
             "                     shape) instead of the local engine\n"
@@ -134,6 +138,7 @@ int main(int argc, char **argv)
         {"no-watch", no_argument, 0, 'W'},     {"preload", no_argument, 0, 'P'},
         {"overlay-threshold", required_argument, 0, 'O'}, {"rebase-idle-ms", required_argument, 0, 'I'},
         {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
+        {"gpus", required_argument, 0, 'g'}, {"max-ctx", required_argument, 0, 'X'},
         {"remote-model", required_argument, 0, 'R'}, {"api-key-env", required_argument, 0, 'A'},     {"debounce-ms", required_argument, 0, 'D'},
         {"policy", required_argument, 0, 'y'}, {"forced-completions", required_argument, 0, 'F'},
         {"approval-timeout-ms", required_argument, 0, 'a'}, {"tool-grammar", required_argument, 0, 'G'},
@@ -191,12 +196,47 @@ int main(int argc, char **argv)
         }
         case 'P': preload = 1; break;
         case 'K':
-            if (strcmp(optarg, "local") && strcmp(optarg, "openai")) {
-                fprintf(stderr, "ctxd: --backend is local or openai, not \"%s\"\n", optarg);
+            if (strcmp(optarg, "local") && strcmp(optarg, "openai") && strcmp(optarg, "cuda")) {
+                fprintf(stderr, "ctxd: --backend is local, cuda or openai, not \"%s\"\n", optarg);
                 return 2;
             }
             remote = strcmp(optarg, "openai") == 0;
+            eo.cuda = strcmp(optarg, "cuda") == 0;
             break;
+        case 'g': {
+            /* a comma-separated list of CUDA ordinals */
+            const char *p = optarg;
+            eo.n_gpus = 0;
+            while (*p) {
+                char *end;
+                errno = 0;
+                long v = strtol(p, &end, 10);
+                if (end == p || errno || v < 0 || v > 255 || (*end && *end != ',') ||
+                    eo.n_gpus == (int)(sizeof eo.gpus / sizeof eo.gpus[0])) {
+                    fprintf(stderr, "ctxd: --gpus wants a list of device numbers like 0,1 (at most 16), not \"%s\"\n",
+                            optarg);
+                    return 2;
+                }
+                eo.gpus[eo.n_gpus++] = (int)v;
+                p = *end ? end + 1 : end;
+            }
+            if (!eo.n_gpus) {
+                fprintf(stderr, "ctxd: --gpus is empty\n");
+                return 2;
+            }
+            break;
+        }
+        case 'X': {
+            char *end;
+            errno = 0;
+            long long v = strtoll(optarg, &end, 10);
+            if (end == optarg || *end || errno || v < 256) {
+                fprintf(stderr, "ctxd: --max-ctx wants a number of tokens >= 256, not \"%s\"\n", optarg);
+                return 2;
+            }
+            eo.max_ctx = v;
+            break;
+        }
         case 'U': eo.remote_url = optarg; break;
         case 'R': eo.remote_model = optarg; break;
         case 'A': eo.api_key_env = optarg; break;
@@ -256,6 +296,10 @@ int main(int argc, char **argv)
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
+    }
+    if ((eo.n_gpus || eo.max_ctx) && !eo.cuda) {
+        fprintf(stderr, "ctxd: --gpus and --max-ctx go with --backend cuda\n");
+        return 2;
     }
     if (remote != (eo.remote_url != NULL)) {
         fprintf(stderr, "ctxd: --backend openai and --url go together\n");

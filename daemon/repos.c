@@ -21,6 +21,7 @@
 #include "kv.h"
 #include "kv_state.h"
 #include "log.h"
+#include "accel.h"
 #include "model.h"
 #include "openai.h"
 #include "pool.h"
@@ -253,6 +254,10 @@ void ctxd_repos_status(struct ctxd *d, cJSON *status)
     cJSON_AddStringToObject(m, "source", ctxd_engine_describe(d->engine));
     cJSON_AddBoolToObject(m, "loaded", ctxd_engine_loaded(d->engine));
     cJSON_AddBoolToObject(m, "noise", ctxd_engine_is_noise(d->engine));
+    const char *dev = ctxd_engine_device(d->engine);
+    cJSON_AddStringToObject(m, "backend", ctxd_engine_backend(d->engine));
+    if (dev)
+        cJSON_AddStringToObject(m, "device", dev);
 }
 
 /* ---- waiting calls ------------------------------------------------------------------------ */
@@ -356,6 +361,10 @@ static int checkpoint(struct repo *r, struct ctx_err *e)
 {
     struct store_kv *kv = r->rs->kv;
     struct inf_state *st = r->st;
+    /* on a GPU the host copy lags: bring it up to date (only the entries it lacks are copied) */
+    int sync_rc = inf_state_sync(st, e);
+    if (sync_rc)
+        return sync_rc;
     int ns = store_kv_state_n_streams(st);
     struct store_kv_stream *sv = calloc((size_t)ns, sizeof *sv);
     struct store_kv_state_src *src = calloc((size_t)ns, sizeof *src);

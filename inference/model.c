@@ -2,6 +2,7 @@
  * revision, spec §4) operation by operation, with the reference's bf16 rounding points: every
  * value the reference stores as bf16 is rounded here with inf_cpu_bf16 at the same place. */
 #include "model.h"
+#include "accel.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -48,6 +49,7 @@ struct inf_model {
     const float *hch_fn, *hch_base, *hch_scale;
     int nl; /* backbone + MTP */
     struct layer_w *L;
+    struct inf_accel *accel; /* runs inf_model_forward when set (accel.h), not owned */
 };
 
 /* ---- weight binding ---- */
@@ -993,6 +995,9 @@ static void embed_rows(const struct inf_model *m, const int *tokens, int S, floa
                 X[((size_t)s * hc + k) * D + i] = inf_cpu_bf16_load(m->embed[(size_t)tokens[s] * D + i]);
 }
 
+void inf_model_set_accel(struct inf_model *m, struct inf_accel *a) { m->accel = a; }
+struct inf_accel *inf_model_accel(const struct inf_model *m) { return m->accel; }
+
 int inf_model_forward(struct inf_model *m, struct inf_state *st, const int *tokens, int S,
                       const struct inf_forward_opts *o, struct ctx_err *e)
 {
@@ -1004,6 +1009,10 @@ int inf_model_forward(struct inf_model *m, struct inf_state *st, const int *toke
         if (tokens[s] < 0 || tokens[s] >= c->vocab_size)
             return ctx_err_set(e, CTX_EINVAL, "forward: token %d at chunk offset %d outside the vocabulary",
                                tokens[s], s);
+    if (m->accel && (!o || (!o->hook && !o->streams)))
+        return inf_accel_forward(m->accel, st, tokens, S, o ? o->logits : NULL, e);
+    if (st->accel && (rc = inf_state_unbind(st, e))) /* the CPU continues from the host copy */
+        return rc;
     float *X = malloc(sizeof(float) * (size_t)S * hc * D);
     if (!X)
         return ctx_err_set(e, CTX_ENOMEM, "forward: out of memory");

@@ -36,6 +36,12 @@ struct inf_forward_opts {
     void *hook_ud;
 };
 
+/* Run inf_model_forward on an accelerator (inference/accel.h; NULL: the CPU backend again). The
+ * model does not own it; forwards with a hook or streams wanted still run on the CPU. */
+struct inf_accel;
+void inf_model_set_accel(struct inf_model *m, struct inf_accel *a);
+struct inf_accel *inf_model_accel(const struct inf_model *m);
+
 /* Feed tokens[0..S) at positions st->pos.. and advance st->pos by S. */
 int inf_model_forward(struct inf_model *m, struct inf_state *st, const int *tokens, int S,
                       const struct inf_forward_opts *o, struct ctx_err *e);

@@ -1,5 +1,6 @@
 /* Sequence state; see state.h. */
 #include "state.h"
+#include "accel_state.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@ void inf_state_free(struct inf_state *s)
 {
     if (!s)
         return;
+    inf_accel_forget_hook(s);
     for (int i = 0; s->layers && i < s->n_layers; i++) {
         struct inf_layer_state *l = &s->layers[i];
         free(l->ring);
@@ -87,6 +89,7 @@ oom:
 
 void inf_state_reset(struct inf_state *s)
 {
+    inf_accel_forget_hook(s);
     s->pos = s->mtp_pos = 0;
     for (int i = 0; i < s->n_layers; i++) {
         struct inf_layer_state *l = &s->layers[i];
@@ -128,6 +131,10 @@ struct inf_snapshot {
     long long pos, mtp_pos;
     int n_layers;
     struct snap_layer *L;
+    /* taken from a state bound to an accelerator: the device's mark of the same point */
+    struct inf_accel *acc;
+    void *dmark;
+    unsigned long long dgen;
 };
 
 static float *dup_f(const float *p, size_t n, int *fail)
@@ -147,6 +154,7 @@ void inf_snapshot_free(struct inf_snapshot *sn)
 {
     if (!sn)
         return;
+    inf_accel_mark_release(sn->acc, sn->dmark);
     for (int i = 0; sn->L && i < sn->n_layers; i++) {
         free(sn->L[i].ring);
         free(sn->L[i].c_kv);
@@ -160,10 +168,23 @@ void inf_snapshot_free(struct inf_snapshot *sn)
 
 long long inf_snapshot_pos(const struct inf_snapshot *sn) { return sn->pos; }
 
-int inf_state_snapshot(const struct inf_state *s, struct inf_snapshot **out, struct ctx_err *e)
+int inf_state_snapshot(struct inf_state *s, struct inf_snapshot **out, struct ctx_err *e)
 {
     *out = NULL;
+    struct inf_accel *acc;
+    void *dmark;
+    unsigned long long dgen;
+    int rc = inf_accel_snapshot_hook(s, &acc, &dmark, &dgen, e); /* host copy synced first */
+    if (rc)
+        return rc;
     struct inf_snapshot *sn = calloc(1, sizeof *sn);
+    if (sn) {
+        sn->acc = acc;
+        sn->dmark = dmark;
+        sn->dgen = dgen;
+    } else {
+        inf_accel_mark_release(acc, dmark);
+    }
     int fail = !sn;
     if (sn) {
         sn->pos = s->pos;
@@ -200,6 +221,11 @@ int inf_state_truncate(struct inf_state *s, const struct inf_snapshot *sn, struc
     for (int i = 0; i < s->n_layers; i++)
         if (sn->L[i].n_cache > s->layers[i].n_cache)
             return ctx_err_set(e, CTX_EINVAL, "state: snapshot layer %d has more entries than the state", i);
+    int device_done;
+    int rc = inf_accel_truncate_hook(s, sn->acc, sn->dmark, sn->dgen, &device_done, e);
+    if (rc)
+        return rc;
+    (void)device_done; /* either way the host copy goes back to the snapshot: */
     for (int i = 0; i < s->n_layers; i++) {
         struct inf_layer_state *l = &s->layers[i];
         const struct snap_layer *d = &sn->L[i];
@@ -414,6 +440,7 @@ int inf_state_restore_boundary(struct inf_state *s, const uint8_t *buf, size_t l
 int inf_state_restore_boundary_counts(struct inf_state *s, const uint8_t *buf, size_t len, const long long *counts,
                                       struct ctx_err *e)
 {
+    inf_accel_forget_hook(s); /* the host copy is being replaced */
     struct rbuf b = {buf, len, 0};
     uint32_t magic;
     int64_t ns, shape[INF_MAX_LAYERS + 16], want[INF_MAX_LAYERS + 16], pos, mtp_pos;

@@ -34,6 +34,9 @@ struct inf_state {
     long long mtp_pos;/* next position of the MTP blocks */
     int n_layers;     /* backbone + MTP */
     struct inf_layer_state *layers;
+    /* The accelerator holding this state on its device, or NULL (inference/accel.h); while it is
+     * set the host arrays may lag behind (pos never does): inf_state_sync before reading them. */
+    struct inf_accel *accel;
 };
 
 int inf_state_new(const struct inf_config *c, struct inf_state **out, struct ctx_err *e);
@@ -45,7 +48,9 @@ int inf_state_reserve(struct inf_state *s, int l, long long n, struct ctx_err *e
 
 /* A snapshot at the current position: enough to truncate the same state back to it later. */
 struct inf_snapshot;
-int inf_state_snapshot(const struct inf_state *s, struct inf_snapshot **out, struct ctx_err *e);
+/* A state bound to an accelerator has its host copy brought up to date and the device marked too
+ * (accel.h), hence not const. */
+int inf_state_snapshot(struct inf_state *s, struct inf_snapshot **out, struct ctx_err *e);
 long long inf_snapshot_pos(const struct inf_snapshot *sn);
 void inf_snapshot_free(struct inf_snapshot *sn);
 /* Return s to the snapshot (taken from s or from a state that shares its prefix); the snapshot

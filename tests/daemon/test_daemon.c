@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctx_config.h"
 #include "client.h"
 #include "json.h"
 
@@ -548,6 +549,31 @@ static int run_capture(const char *const argv[], char *out, size_t cap, char *er
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* --backend cuda: bad --gpus / --max-ctx are usage errors naming the option; without the CUDA
+ * backend built, a clear error at start (nothing listens). */
+static void cuda_backend_options(void **state)
+{
+    struct env *e = *state;
+    char out[4096], err[4096];
+    const char *bad_gpus[] = {ctxd_bin, "--socket", e->sock, "--backend", "cuda", "--gpus", "0,x", NULL};
+    assert_int_equal(run_capture(bad_gpus, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--gpus wants a list of device numbers"));
+    const char *bad_ctx[] = {ctxd_bin, "--socket", e->sock, "--backend", "cuda", "--max-ctx", "12", NULL};
+    assert_int_equal(run_capture(bad_ctx, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--max-ctx wants a number of tokens >= 256"));
+    const char *lonely[] = {ctxd_bin, "--socket", e->sock, "--gpus", "1", NULL};
+    assert_int_equal(run_capture(lonely, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--gpus and --max-ctx go with --backend cuda"));
+    const char *bad_be[] = {ctxd_bin, "--socket", e->sock, "--backend", "tpu", NULL};
+    assert_int_equal(run_capture(bad_be, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--backend is local, cuda or openai"));
+#if !HAVE_CUDA
+    const char *nocuda[] = {ctxd_bin, "--socket", e->sock, "--backend", "cuda", NULL};
+    assert_int_equal(run_capture(nocuda, out, sizeof out, err, sizeof err), 1);
+    assert_non_null(strstr(err, "built without the CUDA backend"));
+#endif
+}
+
 static void second_instance_refused(void **state)
 {
     struct env *e = *state;
@@ -673,6 +699,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(sigterm_exits_cleanly, setup, teardown),
         cmocka_unit_test_setup_teardown(stale_socket_is_replaced, setup, teardown),
         cmocka_unit_test_setup_teardown(second_instance_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(cuda_backend_options, setup, teardown),
         cmocka_unit_test_setup_teardown(non_socket_file_is_not_clobbered, setup, teardown),
         cmocka_unit_test_setup_teardown(ctx_autostarts_and_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(ctx_reports_unstartable_daemon, setup, teardown),

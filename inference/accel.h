@@ -1,0 +1,71 @@
+/* An accelerator: a device that runs the whole forward pass and holds ONE sequence's state there
+ * (the CUDA engine, kernels/cuda_accel.h). A model with an accelerator attached runs
+ * inf_model_forward on it, so the code that drives the model (the daemon) stays the same for the
+ * CPU and the GPU.
+ *
+ * The host `struct inf_state` stays the state's identity: the device holds at most one of them at
+ * a time (the "bound" state), possibly ahead of its host copy ("dirty"). The rules, kept by
+ * accel.c, model.c and state.c:
+ *  - forward on a state that is not bound: the bound one (if dirty) is first brought up to date on
+ *    the host (a download of what its host copy lacks), then the new one is uploaded and bound;
+ *  - inf_state_snapshot of a bound state brings the host copy up to date and also takes a device
+ *    mark; inf_state_truncate to such a snapshot rewinds the device and the host copy together (no
+ *    transfer), as long as the device has held that state ever since (otherwise the host copy is
+ *    truncated and the device re-uploads it at the next forward);
+ *  - whoever reads a state's host arrays (a KV-cache checkpoint) calls inf_state_sync first;
+ *    inf_state_reset, a KV-cache restore into the host arrays and inf_state_free unbind it;
+ *  - a forward with a hook or with streams wanted (tests, MTP) runs on the CPU after a sync.
+ * Results on the device agree with the CPU engine within rounding, not bit for bit; on one device
+ * they are deterministic, and a truncate-and-continue gives the same bits as never having left. */
+#ifndef INF_ACCEL_H
+#define INF_ACCEL_H
+
+#include "err.h"
+#include "state.h"
+
+struct inf_accel_ops {
+    const char *name;                 /* "cuda" */
+    /* Feed tokens[0..S) (S <= max_chunk) at the device state's position; logits of the last one
+     * into logits[vocab] when logits is not NULL. */
+    int (*forward)(void *ud, const int *tokens, int S, float *logits, struct ctx_err *e);
+    int max_chunk;
+    /* The whole state, host -> device (the device's position becomes st->pos). */
+    int (*upload)(void *ud, const struct inf_state *st, struct ctx_err *e);
+    /* Device -> host; st already holds this sequence's prefix, so only what it lacks is copied
+     * (new compressed entries, and the rings, carries and position). */
+    int (*download_tail)(void *ud, struct inf_state *st, struct ctx_err *e);
+    /* A mark of the device state (device memory), a rewind to it, its release (which must not need
+     * the device state: marks may be freed in any order). */
+    int (*mark)(void *ud, void **out, struct ctx_err *e);
+    int (*rewind)(void *ud, const void *mark, struct ctx_err *e);
+    void (*mark_free)(void *ud, void *mark);
+    void (*destroy)(void *ud);
+};
+
+struct inf_accel;
+
+/* Takes ownership of ud (ops->destroy at inf_accel_free). NULL on allocation failure. */
+struct inf_accel *inf_accel_new(const struct inf_accel_ops *ops, void *ud);
+/* After every state and snapshot that used it is freed. */
+void inf_accel_free(struct inf_accel *a);
+const char *inf_accel_name(const struct inf_accel *a);
+/* The implementation's own object (the ud given to inf_accel_new). */
+void *inf_accel_ud(const struct inf_accel *a);
+
+/* Run one forward on the device for st (binding it first): what inf_model_forward does with an
+ * accelerator attached. Chunks longer than max_chunk are split. */
+int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *tokens, int S, float *logits,
+                      struct ctx_err *e);
+
+/* Bring st's host copy up to date (nothing to do when it is not bound or not dirty). */
+int inf_state_sync(struct inf_state *st, struct ctx_err *e);
+/* Sync, then let the device forget st (its next forward uploads it again). */
+int inf_state_unbind(struct inf_state *st, struct ctx_err *e);
+
+/* Counters for tests and status: uploads, downloads (tail), device rewinds, host-only truncates. */
+struct inf_accel_stats {
+    long long uploads, downloads, rewinds, host_truncates, forwards;
+};
+void inf_accel_stats(const struct inf_accel *a, struct inf_accel_stats *out);
+
+#endif

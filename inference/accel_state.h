@@ -1,0 +1,20 @@
+/* Internal to inference/: the hooks through which state.c keeps a state bound to an accelerator
+ * consistent (accel.h states the rules). */
+#ifndef INF_ACCEL_STATE_H
+#define INF_ACCEL_STATE_H
+
+#include "accel.h"
+
+/* For a bound state: sync its host copy and take a device mark (*acc NULL when not bound, *mark
+ * NULL when the device could not take one: the snapshot then works through the host copy). */
+int inf_accel_snapshot_hook(struct inf_state *st, struct inf_accel **acc, void **mark, unsigned long long *gen,
+                            struct ctx_err *e);
+void inf_accel_mark_release(struct inf_accel *a, void *mark);
+/* Before truncating st's host copy to a snapshot: rewind the device too when the snapshot's mark
+ * is still valid (*device_done = 1), else make the device forget st. */
+int inf_accel_truncate_hook(struct inf_state *st, struct inf_accel *acc, const void *mark, unsigned long long gen,
+                            int *device_done, struct ctx_err *e);
+/* st's host copy is being replaced or freed: the device forgets it, nothing copied back. */
+void inf_accel_forget_hook(struct inf_state *st);
+
+#endif

@@ -1,0 +1,93 @@
+/* The CUDA engine (through the layer-split cuda_multi, one shard per listed device) behind the
+ * inference/accel.h operations; see cuda_accel.h. */
+#include "cuda_accel.h"
+
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "multi.h"
+
+struct cuda_accel {
+    struct cuda_multi *m;
+    char desc[256];
+};
+
+static int acc_forward(void *ud, const int *tokens, int S, float *logits, struct ctx_err *e)
+{
+    struct cuda_accel *c = ud;
+    /* a chunk goes through the shards pipelined; one token replays each shard's decode graph */
+    return S == 1 ? cuda_multi_forward(c->m, tokens, 1, logits, e) : cuda_multi_prefill(c->m, tokens, S, 0, logits, e);
+}
+static int acc_upload(void *ud, const struct inf_state *st, struct ctx_err *e)
+{
+    return cuda_multi_state_upload(((struct cuda_accel *)ud)->m, st, e);
+}
+static int acc_download(void *ud, struct inf_state *st, struct ctx_err *e)
+{
+    return cuda_multi_state_download_tail(((struct cuda_accel *)ud)->m, st, e);
+}
+static int acc_mark(void *ud, void **out, struct ctx_err *e)
+{
+    return cuda_multi_mark(((struct cuda_accel *)ud)->m, (struct cuda_multi_mark **)out, e);
+}
+static int acc_rewind(void *ud, const void *mark, struct ctx_err *e)
+{
+    return cuda_multi_rewind(((struct cuda_accel *)ud)->m, mark, e);
+}
+static void acc_mark_free(void *ud, void *mark)
+{
+    (void)ud;
+    cuda_multi_mark_free(mark);
+}
+static void acc_destroy(void *ud)
+{
+    struct cuda_accel *c = ud;
+    cuda_multi_free(c->m);
+    free(c);
+}
+
+int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o, struct inf_accel **out,
+                   struct ctx_err *e)
+{
+    *out = NULL;
+    int dev0 = 0, n = o && o->n_devices > 0 ? o->n_devices : 1;
+    const int *devs = o && o->devices ? o->devices : &dev0;
+    if (!(o && o->devices))
+        n = 1;
+    struct cuda_engine_opts eo = {
+        .max_chunk = o && o->max_chunk > 0 ? o->max_chunk : 2048,
+        .max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 65536,
+    };
+    struct cuda_accel *c = calloc(1, sizeof *c);
+    if (!c)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    int rc = cuda_multi_new(w, &eo, devs, n, NULL, &c->m, e);
+    if (rc) {
+        free(c);
+        return rc;
+    }
+    struct cudaDeviceProp p;
+    const char *name = cudaGetDeviceProperties(&p, devs[0]) == cudaSuccess ? p.name : "?";
+    int len = snprintf(c->desc, sizeof c->desc, "cuda: %d x %s (devices", n, name);
+    for (int i = 0; i < n && len > 0 && (size_t)len < sizeof c->desc; i++)
+        len += snprintf(c->desc + len, sizeof c->desc - (size_t)len, "%s%d", i ? "," : " ", devs[i]);
+    if (len > 0 && (size_t)len < sizeof c->desc)
+        snprintf(c->desc + len, sizeof c->desc - (size_t)len, "), max_ctx %lld, chunk %d", eo.max_ctx, eo.max_chunk);
+    static const struct inf_accel_ops ops = {
+        .name = "cuda", .forward = acc_forward, .max_chunk = 0, .upload = acc_upload,
+        .download_tail = acc_download, .mark = acc_mark, .rewind = acc_rewind, .mark_free = acc_mark_free,
+        .destroy = acc_destroy,
+    };
+    /* max_chunk 0: inf_accel_forward hands over whole chunks; cuda_multi_prefill splits them */
+    struct inf_accel *a = inf_accel_new(&ops, c);
+    if (!a) {
+        acc_destroy(c);
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    }
+    *out = a;
+    return 0;
+}
+
+const char *cuda_accel_describe(const struct inf_accel *a) { return ((struct cuda_accel *)inf_accel_ud(a))->desc; }

@@ -1,0 +1,35 @@
+/* The CUDA engine as an inference/ accelerator (inference/accel.h): a model with it attached runs
+ * inf_model_forward on one GPU or a layer split over several (kernels/multi.h), and snapshots /
+ * truncates of the bound state become device marks / rewinds. This is what `ctxd --backend cuda`
+ * attaches to its model. */
+#ifndef CUDA_ACCEL_H
+#define CUDA_ACCEL_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "accel.h"
+#include "err.h"
+#include "weights.h"
+
+struct cuda_accel_opts {
+    const int *devices; /* CUDA ordinals, one shard each (repeats allowed); NULL: device 0 */
+    int n_devices;      /* <= 0: 1 */
+    long long max_ctx;  /* most positions of a sequence (sizes the device caches); <= 0: 65536 */
+    int max_chunk;      /* most tokens per device call (prefill chunk); <= 0: 2048 */
+};
+
+/* Upload the weights (which need not outlive the accelerator) and allocate the device state.
+ * CTX_EUNSUPPORTED without a device or for what the CUDA engine does not run (FP8 experts). */
+int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o, struct inf_accel **out,
+                   struct ctx_err *e);
+
+/* "cuda: 2 x NVIDIA H200 (layers 22+21), max_ctx 524288" for status lines. */
+const char *cuda_accel_describe(const struct inf_accel *a);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,380 @@
+/* The accelerator binding (inference/accel.h) on the v4-tiny-a fixture. The "device" here is a
+ * second CPU model with its own state (a test double for the device, so CI checks the binding's
+ * bookkeeping; tests/kernels/test_accel.c runs the same rules on the CUDA engine): every forward,
+ * snapshot, truncate, swap between states, reset and sync through the accelerator must give logits
+ * and state bytes identical to the plain CPU model doing the same. */
+#include "test_forward_common.h"
+
+#include "accel.h"
+
+struct dbl {
+    struct inf_model *m;     /* no accelerator: the device's engine */
+    struct inf_state *dev;   /* the device state */
+    int fail_upload, fail_forward;
+    long long tail_entries;  /* entries download_tail copied (what the host lacked) */
+};
+
+static int dbl_forward(void *ud, const int *t, int S, float *logits, struct ctx_err *e)
+{
+    struct dbl *d = ud;
+    if (d->fail_forward)
+        return ctx_err_set(e, CTX_EIO, "device forward failed (test)");
+    struct inf_forward_opts o = {.logits = logits};
+    assert_true(S <= 64); /* max_chunk */
+    return inf_model_forward(d->m, d->dev, t, S, &o, e);
+}
+
+static int dbl_upload(void *ud, const struct inf_state *st, struct ctx_err *e)
+{
+    struct dbl *d = ud;
+    if (d->fail_upload)
+        return ctx_err_set(e, CTX_EIO, "device upload failed (test)");
+    uint8_t *b;
+    size_t n;
+    int rc = inf_state_serialize(st, &b, &n, e);
+    if (rc)
+        return rc;
+    struct inf_state *s;
+    rc = inf_state_deserialize(&st->cfg, b, n, &s, e);
+    free(b);
+    if (!rc) {
+        inf_state_free(d->dev);
+        d->dev = s;
+    }
+    return rc;
+}
+
+/* The host copy holds a prefix of the device's sequence: check that (what download_tail relies
+ * on), then take the device's whole state into it, keeping the host state's identity. */
+static int dbl_download(void *ud, struct inf_state *st, struct ctx_err *e)
+{
+    struct dbl *d = ud;
+    size_t hd = (size_t)st->cfg.head_dim, ih = (size_t)st->cfg.index_head_dim;
+    for (int l = 0; l < st->n_layers; l++) {
+        const struct inf_layer_state *h = &st->layers[l], *v = &d->dev->layers[l];
+        long long n = h->n_cache < v->n_cache ? h->n_cache : v->n_cache;
+        if (n > 0)
+            assert_memory_equal(h->cache, v->cache, sizeof(float) * hd * (size_t)n);
+        if (n > 0 && h->icache)
+            assert_memory_equal(h->icache, v->icache, sizeof(float) * ih * (size_t)n);
+        if (v->n_cache > h->n_cache)
+            d->tail_entries += v->n_cache - h->n_cache;
+    }
+    uint8_t *b;
+    size_t n;
+    int rc = inf_state_serialize(d->dev, &b, &n, e);
+    if (rc)
+        return rc;
+    struct inf_state *s;
+    rc = inf_state_deserialize(&st->cfg, b, n, &s, e);
+    free(b);
+    if (rc)
+        return rc;
+    struct inf_layer_state *tl = st->layers;
+    st->layers = s->layers;
+    s->layers = tl;
+    st->pos = s->pos;
+    st->mtp_pos = s->mtp_pos;
+    inf_state_free(s);
+    return 0;
+}
+
+static int dbl_mark(void *ud, void **out, struct ctx_err *e)
+{
+    struct dbl *d = ud;
+    return inf_state_snapshot(d->dev, (struct inf_snapshot **)out, e);
+}
+static int dbl_rewind(void *ud, const void *mark, struct ctx_err *e)
+{
+    struct dbl *d = ud;
+    return inf_state_truncate(d->dev, mark, e);
+}
+static void dbl_mark_free(void *ud, void *mark)
+{
+    (void)ud;
+    inf_snapshot_free(mark);
+}
+static void dbl_destroy(void *ud)
+{
+    struct dbl *d = ud;
+    inf_state_free(d->dev);
+    inf_model_free(d->m);
+    free(d);
+}
+
+static const struct inf_accel_ops dbl_ops = {
+    .name = "double", .forward = dbl_forward, .max_chunk = 64, .upload = dbl_upload,
+    .download_tail = dbl_download, .mark = dbl_mark, .rewind = dbl_rewind, .mark_free = dbl_mark_free,
+    .destroy = dbl_destroy,
+};
+
+static struct inf_model *MA;  /* the same weights with the accelerator */
+static struct inf_accel *ACC;
+static struct dbl *D;
+
+static int setup_accel(void **st)
+{
+    if (setup(st))
+        return -1;
+    struct ctx_err e = {0};
+    D = calloc(1, sizeof *D);
+    if (!D || inf_model_new(W, NULL, 0, &D->m, &e) || inf_model_new(W, NULL, 0, &MA, &e))
+        return -1;
+    ACC = inf_accel_new(&dbl_ops, D);
+    if (!ACC)
+        return -1;
+    inf_model_set_accel(MA, ACC);
+    return 0;
+}
+static int teardown_accel(void **st)
+{
+    inf_model_free(MA);
+    inf_accel_free(ACC);
+    return teardown(st);
+}
+
+/* A pair of states fed the same way: p on the plain model, a through the accelerator. */
+struct pair {
+    struct inf_state *p, *a;
+    float *lp, *la;
+};
+static void pair_new(struct pair *q)
+{
+    struct ctx_err e = {0};
+    assert_int_equal(inf_state_new(C, &q->p, &e), 0);
+    assert_int_equal(inf_state_new(C, &q->a, &e), 0);
+    q->lp = malloc(sizeof(float) * (size_t)C->vocab_size);
+    q->la = malloc(sizeof(float) * (size_t)C->vocab_size);
+}
+static void pair_free(struct pair *q)
+{
+    inf_state_free(q->p);
+    inf_state_free(q->a);
+    free(q->lp);
+    free(q->la);
+}
+/* Feed n tokens as one call (logits compared), or as n single steps when step. */
+static void feed(struct pair *q, const int *tok, int n, int step)
+{
+    struct ctx_err e = {0};
+    struct inf_forward_opts op = {.logits = q->lp}, oa = {.logits = q->la};
+    for (int i = 0; i < n; i += step ? 1 : n) {
+        int k = step ? 1 : n;
+        assert_int_equal(inf_model_forward(M, q->p, tok + i, k, &op, &e), 0);
+        int rc = inf_model_forward(MA, q->a, tok + i, k, &oa, &e);
+        if (rc)
+            fail_msg("accelerated forward: %s", e.msg);
+        assert_memory_equal(q->lp, q->la, sizeof(float) * (size_t)C->vocab_size);
+        assert_int_equal(q->p->pos, q->a->pos);
+    }
+}
+/* The host copies are byte-identical once synced. */
+static void same_bytes(struct pair *q)
+{
+    struct ctx_err e = {0};
+    assert_int_equal(inf_state_sync(q->a, &e), 0);
+    uint8_t *b1, *b2;
+    size_t n1, n2;
+    assert_int_equal(inf_state_serialize(q->p, &b1, &n1, &e), 0);
+    assert_int_equal(inf_state_serialize(q->a, &b2, &n2, &e), 0);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(b1, b2, n1);
+    free(b1);
+    free(b2);
+}
+
+static struct inf_accel_stats stats(void)
+{
+    struct inf_accel_stats s;
+    inf_accel_stats(ACC, &s);
+    return s;
+}
+
+/* Prefill in chunks longer than max_chunk, snapshot, other tokens, truncate, continue: the device
+ * rewinds (no transfer) and every logit matches the plain model. */
+static void test_snapshot_rewind(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(6, &n, &P);
+    struct pair q;
+    pair_new(&q);
+    struct inf_accel_stats s0 = stats();
+    feed(&q, tok, 150, 0); /* 3 device calls of <= 64 */
+    struct inf_snapshot *sp, *sa;
+    assert_int_equal(inf_state_snapshot(q.p, &sp, &e), 0);
+    assert_int_equal(inf_state_snapshot(q.a, &sa, &e), 0);
+    feed(&q, tok + 10, 40, 0);
+    feed(&q, tok + 60, 5, 1);
+    assert_int_equal(inf_state_truncate(q.p, sp, &e), 0);
+    assert_int_equal(inf_state_truncate(q.a, sa, &e), 0);
+    feed(&q, tok + 150, P - 150, 0);
+    feed(&q, tok + P, n - P, 1);
+    assert_int_equal(inf_state_truncate(q.p, sp, &e), 0);
+    assert_int_equal(inf_state_truncate(q.a, sa, &e), 0); /* twice to the same mark */
+    feed(&q, tok + 150, 7, 1);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.uploads - s0.uploads, 1);
+    assert_int_equal(s1.rewinds - s0.rewinds, 2);
+    assert_int_equal(s1.host_truncates - s0.host_truncates, 0);
+    assert_int_equal(s1.downloads - s0.downloads, 1); /* the snapshot's sync */
+    printf("# 150-token prefill (3 device chunks), snapshot, 2 rewinds: logits bit-identical, %lld uploads, %lld "
+           "downloads\n",
+           s1.uploads - s0.uploads, s1.downloads - s0.downloads);
+    same_bytes(&q);
+    inf_snapshot_free(sp);
+    inf_snapshot_free(sa);
+    pair_free(&q);
+}
+
+/* Two sequences alternating on one device: each switch brings the outgoing one's host copy up to
+ * date (only the entries it lacks) and uploads the other; results stay those of the plain model. */
+static void test_swap(void **st)
+{
+    (void)st;
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct pair q1, q2;
+    pair_new(&q1);
+    pair_new(&q2);
+    struct inf_accel_stats s0 = stats();
+    long long tail0 = D->tail_entries;
+    feed(&q1, tok, 100, 0);
+    feed(&q2, tok2, 60, 0);
+    feed(&q1, tok + 100, 5, 1);
+    feed(&q2, tok2 + 60, 3, 1);
+    feed(&q1, tok + 105, 45, 0);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.uploads - s0.uploads, 5);
+    assert_int_equal(s1.downloads - s0.downloads, 4);
+    assert_true(D->tail_entries > tail0);
+    same_bytes(&q1);
+    same_bytes(&q2);
+    printf("# two sequences alternating 5 times: bit-identical, %lld entries downloaded as tails\n",
+           D->tail_entries - tail0);
+    pair_free(&q1);
+    pair_free(&q2);
+}
+
+/* A snapshot whose device mark is stale (the device held another state since) truncates the host
+ * copy instead, and the next forward uploads it. */
+static void test_stale_mark(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct pair q1, q2;
+    pair_new(&q1);
+    pair_new(&q2);
+    feed(&q1, tok, 131, 0);
+    struct inf_snapshot *sp, *sa;
+    assert_int_equal(inf_state_snapshot(q1.p, &sp, &e), 0);
+    assert_int_equal(inf_state_snapshot(q1.a, &sa, &e), 0);
+    feed(&q1, tok + 131, 9, 1);
+    feed(&q2, tok2, 20, 0); /* q1 leaves the device */
+    feed(&q1, tok + 140, 3, 1); /* and comes back: a new upload, the mark is stale */
+    struct inf_accel_stats s0 = stats();
+    assert_int_equal(inf_state_truncate(q1.p, sp, &e), 0);
+    assert_int_equal(inf_state_truncate(q1.a, sa, &e), 0);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.host_truncates - s0.host_truncates, 1);
+    assert_int_equal(s1.rewinds - s0.rewinds, 0);
+    feed(&q1, tok + 131, 19, 0);
+    feed(&q1, tok + 150, 4, 1);
+    same_bytes(&q1);
+    printf("# stale mark: host truncate + re-upload, bit-identical\n");
+    inf_snapshot_free(sp);
+    inf_snapshot_free(sa);
+    pair_free(&q1);
+    pair_free(&q2);
+}
+
+/* A forward with a hook runs on the CPU from the synced host copy; reset and free of a bound state
+ * make the device forget it; snapshots may outlive their state. */
+static void hook(void *ud, int layer, const float *X, int S, long long pos0)
+{
+    (void)X;
+    (void)S;
+    (void)pos0;
+    (void)layer;
+    (*(int *)ud)++;
+}
+static void test_cpu_fallback_and_lifetimes(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(6, &n, &P);
+    struct pair q;
+    pair_new(&q);
+    feed(&q, tok, 70, 0);
+    int calls = 0;
+    struct inf_forward_opts op = {.logits = q.lp}, oa = {.logits = q.la, .hook = hook, .hook_ud = &calls};
+    assert_int_equal(inf_model_forward(M, q.p, tok + 70, 5, &op, &e), 0);
+    assert_int_equal(inf_model_forward(MA, q.a, tok + 70, 5, &oa, &e), 0);
+    assert_true(calls > 0);
+    assert_null(q.a->accel); /* unbound: the CPU ran it */
+    assert_memory_equal(q.lp, q.la, sizeof(float) * (size_t)C->vocab_size);
+    feed(&q, tok + 75, 3, 1); /* back on the device */
+    assert_non_null(q.a->accel);
+    struct inf_snapshot *sa;
+    assert_int_equal(inf_state_snapshot(q.a, &sa, &e), 0);
+    inf_state_reset(q.a);
+    inf_state_reset(q.p);
+    assert_null(q.a->accel);
+    feed(&q, tok, 20, 0);
+    inf_state_free(q.a); /* bound */
+    q.a = NULL;
+    inf_snapshot_free(sa); /* after its state */
+    inf_state_free(q.p);
+    q.p = NULL;
+    pair_free(&q);
+    printf("# hook forward on the CPU from the synced copy, reset/free while bound: ok\n");
+}
+
+/* A failed upload or device forward is an error naming the accelerator; the state stays usable. */
+static void test_errors(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(6, &n, &P);
+    struct pair q, q2;
+    pair_new(&q);
+    pair_new(&q2);
+    feed(&q, tok, 40, 0);
+    feed(&q2, tok, 10, 0);
+    D->fail_upload = 1;
+    struct inf_forward_opts oa = {.logits = q.la};
+    assert_int_equal(inf_model_forward(MA, q.a, tok + 40, 4, &oa, &e), CTX_EIO);
+    printf("# failed upload: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "accelerator double"));
+    assert_int_equal(q.a->pos, 40);
+    D->fail_upload = 0;
+    feed(&q, tok + 40, 4, 0);
+    D->fail_forward = 1;
+    assert_int_equal(inf_model_forward(MA, q.a, tok + 44, 4, &oa, &e), CTX_EIO);
+    printf("# failed device forward: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "accelerator double: forward of 4 tokens at position 44: device forward failed"));
+    D->fail_forward = 0;
+    assert_int_equal(q.a->pos, 44);
+    assert_null(q.a->accel);
+    feed(&q, tok + 44, 6, 0);
+    same_bytes(&q);
+    pair_free(&q);
+    pair_free(&q2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_snapshot_rewind),
+        cmocka_unit_test(test_swap),
+        cmocka_unit_test(test_stale_mark),
+        cmocka_unit_test(test_cpu_fallback_and_lifetimes),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup_accel, teardown_accel);
+}

@@ -1,0 +1,220 @@
+/* The CUDA engine as an inference/ accelerator (kernels/cuda_accel.h): what `ctxd --backend cuda`
+ * runs. Plain TAP; "1..0 # SKIP" without a device.
+ *
+ * On the bundled trained model models/ctx-small (the model ctxd runs by default; official checkpoint
+ * format, FP4 experts) and the synthetic `mid` config (CSA indexer selecting from hundreds of
+ * entries), through inf_model_forward with the accelerator attached:
+ * - the GPU's logits against the plain CPU model's on the same tokens: per-row rms(diff)/sigma
+ *   worst <= 0.8 and median <= 0.3 (the bounds of tests/kernels/test_engine.c, which says why two
+ *   correct engines differ that much);
+ * - the daemon's moves are invisible in the results, bit for bit (the engine is deterministic):
+ *   snapshot, other tokens, truncate (a device rewind) and continue; two sequences alternating on
+ *   the device (each switch downloads the outgoing state's missing tail and uploads the other);
+ *   a stale mark (host truncate, re-upload); inf_state_sync's host copy continued on the device;
+ * - the counters show which path ran (rewinds, uploads, downloads).
+ * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "accel.h"
+#include "config.h"
+#include "cuda_accel.h"
+#include "model.h"
+#include "state.h"
+#include "weights.h"
+#define TEST_RNG_SEED 0x5eed5eedULL
+#include "tap.h"
+
+static int V;
+
+/* rms(x - ref)/sigma(ref) of one row */
+static double rms_sigma(const float *x, const float *ref)
+{
+    double m = 0, v = 0, d2 = 0;
+    for (int i = 0; i < V; i++)
+        m += ref[i];
+    m /= V;
+    for (int i = 0; i < V; i++) {
+        v += (ref[i] - m) * (ref[i] - m);
+        d2 += ((double)x[i] - ref[i]) * ((double)x[i] - ref[i]);
+    }
+    return sqrt(d2 / V) / sqrt(v / V);
+}
+
+/* Feeds tok[a..b) in one call (or one token a call when step), logits of each call into rows. */
+static int feed(struct inf_model *m, struct inf_state *s, const int *tok, int a, int b, int step, float *rows,
+                int *nrow)
+{
+    struct ctx_err e = {0};
+    for (int i = a; i < b; i += step ? 1 : b - a) {
+        int k = step ? 1 : b - a;
+        struct inf_forward_opts o = {.logits = rows ? rows + (size_t)(*nrow)++ * V : NULL};
+        if (inf_model_forward(m, s, tok + i, k, &o, &e)) {
+            printf("# forward at %lld: %s\n", s->pos, e.msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static struct inf_accel_stats stats(struct inf_accel *a)
+{
+    struct inf_accel_stats s;
+    inf_accel_stats(a, &s);
+    return s;
+}
+
+/* One model: reference run, CPU agreement, then the daemon's moves, each against the reference. */
+static void run(const char *what, const struct inf_weights *w, int P, int D)
+{
+    struct ctx_err e = {0};
+    const struct inf_config *c = inf_weights_config(w);
+    V = c->vocab_size;
+    int n = P + D;
+    int *tok = malloc(sizeof(int) * (size_t)n), *tok2 = malloc(sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        tok[i] = (int)(next_u64() % (uint64_t)V);
+        tok2[i] = (int)(next_u64() % (uint64_t)V);
+    }
+    struct inf_model *M = NULL, *MA = NULL;
+    struct inf_accel *A = NULL;
+    struct cuda_accel_opts co = {.max_ctx = n + 64, .max_chunk = 128};
+    if (inf_model_new(w, NULL, 0, &M, &e) || inf_model_new(w, NULL, 0, &MA, &e) || cuda_accel_new(w, &co, &A, &e)) {
+        tap(0, "%s: model and accelerator: %s", what, e.msg);
+        return;
+    }
+    inf_model_set_accel(MA, A);
+    printf("# %s: %s, %d-token prefill + %d decode steps\n", what, cuda_accel_describe(A), P, D);
+    size_t rowb = sizeof(float) * (size_t)V;
+    float *ref = malloc(rowb * (size_t)(D + 1)), *cpu = malloc(rowb * (size_t)(D + 1)),
+          *got = malloc(rowb * (size_t)(D + 4));
+    struct inf_state *s1 = NULL, *s2 = NULL, *sc = NULL;
+    inf_state_new(c, &s1, &e);
+    inf_state_new(c, &s2, &e);
+    inf_state_new(c, &sc, &e);
+    int nr = 0, nc = 0;
+    /* reference on the device, and the CPU on the same tokens */
+    int ok = !feed(MA, s1, tok, 0, P, 0, ref, &nr) && !feed(MA, s1, tok, P, n, 1, ref, &nr);
+    ok = ok && !feed(M, sc, tok, 0, P, 0, cpu, &nc) && !feed(M, sc, tok, P, n, 1, cpu, &nc);
+    double worst = 0, *r = malloc(sizeof(double) * (size_t)(D + 1));
+    for (int i = 0; ok && i <= D; i++) {
+        r[i] = rms_sigma(ref + (size_t)i * V, cpu + (size_t)i * V);
+        worst = fmax(worst, r[i]);
+    }
+    int below = 0; /* median <= 0.3: more than half of the rows at most 0.3 */
+    for (int i = 0; ok && i <= D; i++)
+        below += r[i] <= 0.3;
+    tap(ok && worst <= 0.8 && 2 * below > D + 1, "%s: GPU through inf_model_forward vs the CPU model: rms/sigma worst %.4f, "
+        "%d of %d rows <= 0.3", what, worst, below, D + 1);
+    free(r);
+    /* snapshot, other tokens, truncate (device rewind), continue */
+    int P0 = P / 2;
+    inf_state_reset(s1);
+    struct inf_accel_stats a0 = stats(A);
+    nr = 0;
+    struct inf_snapshot *sn = NULL;
+    ok = !feed(MA, s1, tok, 0, P0, 0, NULL, &nr) && !inf_state_snapshot(s1, &sn, &e);
+    ok = ok && !feed(MA, s1, tok2, 0, 40, 0, NULL, &nr) && !feed(MA, s1, tok2, 40, 43, 1, NULL, &nr);
+    ok = ok && !inf_state_truncate(s1, sn, &e);
+    ok = ok && !feed(MA, s1, tok2, 0, 20, 0, NULL, &nr) && !inf_state_truncate(s1, sn, &e); /* twice */
+    ok = ok && !feed(MA, s1, tok, P0, P, 0, got, &nr) && !feed(MA, s1, tok, P, n, 1, got, &nr);
+    struct inf_accel_stats a1 = stats(A);
+    int same = ok && !memcmp(got, ref, rowb * (size_t)(D + 1));
+    tap(same && a1.rewinds - a0.rewinds == 2 && a1.host_truncates == a0.host_truncates,
+        "%s: snapshot at %d, 43 other tokens, truncate twice (device rewinds: %lld), continue: %s", what, P0,
+        a1.rewinds - a0.rewinds, same ? "bit-identical" : "DIFFERENT");
+    /* two sequences alternating: downloads of tails, uploads */
+    inf_state_reset(s1);
+    inf_state_reset(s2);
+    a0 = stats(A);
+    nr = 0;
+    int nr2 = 0;
+    ok = !feed(MA, s1, tok, 0, P0, 0, NULL, &nr) && !feed(MA, s2, tok2, 0, 50, 0, NULL, &nr2);
+    ok = ok && !feed(MA, s1, tok, P0, P, 0, got, &nr) && !feed(MA, s2, tok2, 50, 53, 1, NULL, &nr2);
+    ok = ok && !feed(MA, s1, tok, P, P + D / 2, 1, got, &nr) && !feed(MA, s2, tok2, 53, 60, 0, NULL, &nr2);
+    ok = ok && !feed(MA, s1, tok, P + D / 2, n, 1, got, &nr);
+    a1 = stats(A);
+    same = ok && !memcmp(got, ref, rowb * (size_t)(D + 1));
+    tap(same && a1.uploads - a0.uploads == 7 && a1.downloads - a0.downloads == 6,
+        "%s: two sequences alternating (%lld uploads, %lld tail downloads): %s", what, a1.uploads - a0.uploads,
+        a1.downloads - a0.downloads, same ? "bit-identical" : "DIFFERENT");
+    /* a stale mark: snapshot, leave the device, come back, truncate -> host copy + upload */
+    inf_state_reset(s1);
+    inf_snapshot_free(sn);
+    sn = NULL;
+    nr = 0;
+    ok = !feed(MA, s1, tok, 0, P0, 0, NULL, &nr) && !inf_state_snapshot(s1, &sn, &e);
+    ok = ok && !feed(MA, s1, tok2, 0, 30, 0, NULL, &nr) && !feed(MA, s2, tok2, 0, 10, 0, NULL, &nr2);
+    ok = ok && !feed(MA, s1, tok2, 30, 32, 1, NULL, &nr);
+    a0 = stats(A);
+    ok = ok && !inf_state_truncate(s1, sn, &e);
+    a1 = stats(A);
+    ok = ok && !feed(MA, s1, tok, P0, P, 0, got, &nr) && !feed(MA, s1, tok, P, n, 1, got, &nr);
+    same = ok && !memcmp(got, ref, rowb * (size_t)(D + 1));
+    tap(same && a1.host_truncates - a0.host_truncates == 1 && a1.rewinds == a0.rewinds,
+        "%s: stale mark (host truncate, re-upload), continue: %s", what, same ? "bit-identical" : "DIFFERENT");
+    /* the synced host copy, moved to a new state, continues on the device */
+    inf_state_reset(s1);
+    nr = 0;
+    ok = !feed(MA, s1, tok, 0, P0, 0, NULL, &nr) && !inf_state_sync(s1, &e);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    struct inf_state *s3 = NULL;
+    ok = ok && !inf_state_serialize(s1, &buf, &len, &e) && !inf_state_deserialize(c, buf, len, &s3, &e);
+    ok = ok && !feed(MA, s3, tok, P0, P, 0, got, &nr) && !feed(MA, s3, tok, P, n, 1, got, &nr);
+    same = ok && !memcmp(got, ref, rowb * (size_t)(D + 1));
+    tap(same, "%s: synced host copy (%zu bytes serialised) continued on the device: %s", what, len,
+        same ? "bit-identical" : "DIFFERENT");
+    if (!ok)
+        printf("# %s\n", e.msg);
+    free(buf);
+    inf_snapshot_free(sn);
+    inf_state_free(s1);
+    inf_state_free(s2);
+    inf_state_free(s3);
+    inf_state_free(sc);
+    inf_model_free(M);
+    inf_model_free(MA);
+    inf_accel_free(A);
+    free(ref);
+    free(cpu);
+    free(got);
+    free(tok);
+    free(tok2);
+}
+
+int main(void)
+{
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("1..0 # SKIP no CUDA device\n");
+        return 77;
+    }
+    struct ctx_err e = {0};
+    char path[1024];
+    const char *root = getenv("CTX_SOURCE_ROOT");
+    snprintf(path, sizeof path, "%s/models/ctx-small", root ? root : ".");
+    struct inf_weights *w = NULL;
+    if (inf_weights_open(path, &w, &e)) {
+        tap(0, "ctx-small: %s", e.msg);
+    } else {
+        run("ctx-small", w, 600, 16);
+        inf_weights_free(w);
+    }
+    struct inf_config mc;
+    const char *mp = getenv("CTX_ACCEL_MID_PREFILL");
+    int P = mp ? atoi(mp) : 1100;
+    if (inf_config_resolve("mid", &mc, &e) || inf_weights_synthetic(&mc, 7, &w, &e)) {
+        tap(0, "mid: %s", e.msg);
+    } else {
+        run("synthetic mid", w, P, 8);
+        inf_weights_free(w);
+    }
+    printf("1..%d\n", n_test);
+    return n_fail ? 1 : 0;
+}
