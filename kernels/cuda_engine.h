@@ -116,6 +116,44 @@ size_t cuda_engine_layer_state_bytes(const struct inf_config *c, int l, long lon
  * layer range reads and writes only its layers (and the position). */
 int cuda_engine_state_download(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
 int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e);
+/* The same download into an st that already holds this sequence's state up to an earlier point (the
+ * caller guarantees the same prefix: st was downloaded from this engine, or from one fed the same
+ * tokens, since its last reset or upload): only the compressed entries and indexer keys st lacks
+ * (from st->layers[l].n_cache up to the engine's count, st growing through inf_state_reserve) cross
+ * PCIe, with the rings, carries and position. Where st holds more entries than the engine (it was
+ * rewound behind st) its counts are set down to the engine's: the entries are append-only, so st's
+ * first ones are still the engine's. A checkpoint during a long prefill then costs the new entries. */
+int cuda_engine_state_download_tail(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
+
+/* Marks: the engine's state at a position, kept on the device, to return to later bit for bit (ctxd
+ * keeps a repository resident, answers a question, and rewinds to the resident prefix). A mark copies
+ * (device to device, on the engine's stream) what is not append-only: each layer's window ring, the
+ * compressor carries (main and indexer), and the position (host and device copies); the compressed
+ * entries and indexer keys are append-only and their counts follow from the position, so a rewind
+ * restores them by the position alone (inference/state.h's inf_state_snapshot / inf_state_truncate on
+ * the CPU). Cost: cuda_engine_mark_bytes of device memory (V4-Flash, 43 layers: ~22.4 MiB, mostly the
+ * 128 x 512 rings and the HCA layers' 128 x 512 carries) and one copy per layer; a mark and a rewind
+ * are queued on the engine's stream (ordered with forward calls, not waited for). After a rewind, a
+ * forward call or a replayed decode graph gives the bits a fresh engine fed the same tokens gives.
+ *
+ * cuda_engine_rewind fails with CTX_EINVAL, changing nothing, for a mark of another engine, one taken
+ * before a reset, a state upload (plain or packed) or cuda_engine_state_fill_random (each starts a new
+ * generation), one ahead of the engine's position, and one the engine has since been rewound behind
+ * (stale: its later entries may have been overwritten by another continuation, even when the same
+ * tokens were fed again). Rewinding keeps the marks at or before its target valid, so one mark can be
+ * rewound to any number of times, and an older one after a newer. After a device error during a
+ * rewind the state is mixed: rewind again (or reset / upload). The engine must outlive its marks
+ * (free them first); like the engine's other calls, marks are for one thread at a time. */
+struct cuda_engine_mark;
+int cuda_engine_mark(struct cuda_engine *g, struct cuda_engine_mark **out, struct ctx_err *e);
+int cuda_engine_rewind(struct cuda_engine *g, const struct cuda_engine_mark *m, struct ctx_err *e);
+/* What cuda_engine_rewind would refuse, checked alone (0: a rewind to m would be accepted). */
+int cuda_engine_mark_check(const struct cuda_engine *g, const struct cuda_engine_mark *m, struct ctx_err *e);
+void cuda_engine_mark_free(struct cuda_engine_mark *m);
+long long cuda_engine_mark_pos(const struct cuda_engine_mark *m);
+/* Device bytes of a mark of an engine over layers [layer_begin, layer_end) (both 0: all). No device
+ * needed. */
+size_t cuda_engine_mark_bytes(const struct inf_config *c, int layer_begin, int layer_end);
 /* The same from a checkpoint as the KV cache stores it (store_kv_state_read_packed): st gives the
  * position, rings and carries (its caches are not read), counts[layer] and streams[2 layer] /
  * streams[2 layer + 1] the packed entries and indexer keys (inference/kvpack.h; host memory, pinned for

@@ -3094,6 +3094,10 @@ struct cuda_engine {
     int evstage[PROF_MAX_EV], evlayer[PROF_MAX_EV];
     double prof_ms[CUDA_PROF_N];
     double *prof_layer_ms; // [layers + 1]: the last is everything outside the blocks
+    // marks (cuda_engine_mark): the generation, bumped by a reset or a state upload (marks of an older
+    // one are refused), and the live marks (a rewind flags those it goes behind)
+    unsigned long long gen;
+    struct cuda_engine_mark *marks;
 };
 
 extern "C" const char *const cuda_engine_prof_names[CUDA_PROF_N] = {
@@ -3534,6 +3538,7 @@ extern "C" void cuda_engine_reset(struct cuda_engine *g)
     dev_guard dg(g->dev);
     const struct inf_config *c = &g->c;
     g->pos = 0;
+    g->gen++; // earlier marks are of another sequence
     for (int l = g->lb; l < g->le; l++) {
         struct dlayer *L = &g->L[l];
         size_t rn = (size_t)c->sliding_window * c->head_dim, cn = carry_n(c, L->ratio), in = icarry_n(c, L->ratio);
@@ -4633,6 +4638,231 @@ extern "C" int cuda_engine_state_download(struct cuda_engine *g, struct inf_stat
     return 0;
 }
 
+// ---- marks: device-side copies of the part of the state that is not append-only
+
+// A mark holds, per layer of the engine, the window ring and the main and indexer compressors' carries
+// (the pieces below, each at a 256-byte aligned offset of its buffer), then the device position. The
+// compressed entries and indexer keys are append-only and their counts follow from the position
+// (pos / ratio), so the position restores them: what inf_state_snapshot keeps on the CPU. Nothing else
+// outlives a call: the scratch is rewritten by every call, and the decode graph takes position and
+// token from pinned slot 0, which every call fills from the host position before launching it.
+struct cuda_engine_mark {
+    struct cuda_engine *g;
+    unsigned long long gen; // the engine's generation when taken
+    long long pos;
+    long long behind; // >= 0: the engine was since rewound to this position, behind the mark (stale)
+    char *buf;        // device memory of the engine's device (stream-ordered allocation on its stream)
+    struct cuda_engine_mark *prev, *next; // the engine's live marks
+};
+
+// Sizes in floats of the pieces a mark copies of a layer of compression ratio `ratio` (0: absent), in
+// their order in the mark: ring, c_kv, c_sc, ic_kv, ic_sc.
+static void mark_pieces(const struct inf_config *c, int ratio, size_t n[5])
+{
+    n[0] = (size_t)c->sliding_window * c->head_dim;
+    n[1] = n[2] = carry_n(c, ratio);
+    n[3] = n[4] = icarry_n(c, ratio);
+}
+
+extern "C" size_t cuda_engine_mark_bytes(const struct inf_config *c, int layer_begin, int layer_end)
+{
+    if (layer_begin == 0 && layer_end == 0)
+        layer_end = c->num_hidden_layers;
+    size_t total = 0, n[5];
+    for (int l = layer_begin; l < layer_end; l++) {
+        mark_pieces(c, c->compress_ratios[l], n);
+        for (int i = 0; i < 5; i++)
+            total += al256(sizeof(float) * n[i]);
+    }
+    return total + sizeof(long long);
+}
+
+// One device-to-device copy between the state at `dev` and the mark's buffer at offset off.
+static int mark_run(struct cuda_engine *g, char *mb, size_t off, char *dev, size_t bytes, int save, struct ctx_err *e)
+{
+    return cu(e, cudaMemcpyAsync(save ? mb + off : dev, save ? dev : mb + off, bytes, cudaMemcpyDeviceToDevice, g->st),
+              save ? "mark" : "rewind");
+}
+
+// Queues the copies between the engine's state and a mark's buffer (save: state -> mark, else back),
+// one cudaMemcpyAsync per run of pieces lying back to back at 256-byte aligned offsets in the state
+// (alloc_state carves a layer's ring and carries that way: one copy per layer, plus the position).
+static int mark_copy(struct cuda_engine *g, char *mb, int save, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    size_t off = 0, run_off = 0, run_n = 0, n[5];
+    char *run = NULL;
+    int rc;
+    for (int l = g->lb; l < g->le; l++) {
+        struct dlayer *L = &g->L[l];
+        float *p[5] = {L->ring, L->c_kv, L->c_sc, L->ic_kv, L->ic_sc};
+        mark_pieces(c, L->ratio, n);
+        for (int i = 0; i < 5; i++) {
+            if (!n[i])
+                continue;
+            size_t b = sizeof(float) * n[i];
+            if (run && (char *)p[i] == run + al256(run_n)) { // continues the run (padding copied along)
+                run_n = al256(run_n) + b;
+            } else {
+                if (run && (rc = mark_run(g, mb, run_off, run, run_n, save, e)))
+                    return rc;
+                run = (char *)p[i];
+                run_off = off;
+                run_n = b;
+            }
+            off += al256(b);
+        }
+    }
+    if (run && (rc = mark_run(g, mb, run_off, run, run_n, save, e)))
+        return rc;
+    // the position the kernels read (the last call's start): rewritten by every call, kept so that the
+    // device state after a rewind is the marked one in every byte the forward pass reads
+    return mark_run(g, mb, off, (char *)g->dpos, sizeof(long long), save, e);
+}
+
+extern "C" int cuda_engine_mark(struct cuda_engine *g, struct cuda_engine_mark **out, struct ctx_err *e)
+{
+    *out = NULL;
+    dev_guard dg(g->dev);
+    struct cuda_engine_mark *m = (struct cuda_engine_mark *)calloc(1, sizeof *m);
+    if (!m)
+        return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory for a mark");
+    size_t bytes = cuda_engine_mark_bytes(&g->c, g->lb, g->le);
+    int rc = cu(e, cudaMallocAsync((void **)&m->buf, bytes, g->st), "mark: cudaMallocAsync");
+    if (!rc)
+        rc = mark_copy(g, m->buf, 1, e);
+    if (rc) {
+        if (m->buf)
+            cudaFreeAsync(m->buf, g->st);
+        free(m);
+        return rc;
+    }
+    m->g = g;
+    m->gen = g->gen;
+    m->pos = g->pos;
+    m->behind = -1;
+    m->next = g->marks;
+    if (g->marks)
+        g->marks->prev = m;
+    g->marks = m;
+    *out = m;
+    return 0;
+}
+
+extern "C" int cuda_engine_mark_check(const struct cuda_engine *g, const struct cuda_engine_mark *m,
+                                      struct ctx_err *e)
+{
+    if (!m || m->g != g)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: the mark (position %lld) belongs to another engine",
+                           m ? m->pos : -1LL);
+    if (m->gen != g->gen)
+        return ctx_err_set(e, CTX_EINVAL,
+                           "cuda engine: the mark at position %lld predates a reset or state upload of the engine "
+                           "(now at position %lld)",
+                           m->pos, g->pos);
+    if (m->pos > g->pos)
+        return ctx_err_set(e, CTX_EINVAL,
+                           "cuda engine: the mark at position %lld is ahead of the engine's position %lld", m->pos,
+                           g->pos);
+    if (m->behind >= 0)
+        return ctx_err_set(e, CTX_EINVAL,
+                           "cuda engine: the mark at position %lld is stale: the engine was rewound behind it (to "
+                           "position %lld) and its entries from there on may be another sequence's (now at position "
+                           "%lld)",
+                           m->pos, m->behind, g->pos);
+    return 0;
+}
+
+extern "C" int cuda_engine_rewind(struct cuda_engine *g, const struct cuda_engine_mark *m, struct ctx_err *e)
+{
+    int rc;
+    if ((rc = cuda_engine_mark_check(g, m, e)))
+        return rc;
+    dev_guard dg(g->dev);
+    if ((rc = mark_copy(g, m->buf, 0, e))) // a failed copy leaves the state mixed: rewinding again restores it
+        return rc;
+    g->pos = m->pos;
+    for (struct cuda_engine_mark *o = g->marks; o; o = o->next) // marks past this point go stale
+        if (o->gen == g->gen && o->pos > m->pos && o->behind < 0)
+            o->behind = m->pos;
+    return 0;
+}
+
+extern "C" void cuda_engine_mark_free(struct cuda_engine_mark *m)
+{
+    if (!m)
+        return;
+    struct cuda_engine *g = m->g;
+    dev_guard dg(g->dev);
+    cudaFreeAsync(m->buf, g->st); // after the copies queued from it
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        g->marks = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    free(m);
+}
+
+extern "C" long long cuda_engine_mark_pos(const struct cuda_engine_mark *m) { return m->pos; }
+
+// Rings and carries of layer l into the host state's layer ls (the part of a download that is not the
+// append-only entries).
+static int download_boundary(struct cuda_engine *g, int l, struct inf_layer_state *ls, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    struct dlayer *L = &g->L[l];
+    size_t n[5];
+    mark_pieces(c, L->ratio, n);
+    const float *src[5] = {L->ring, L->c_kv, L->c_sc, L->ic_kv, L->ic_sc};
+    float *dst[5] = {ls->ring, ls->c_kv, ls->c_sc, ls->ic_kv, ls->ic_sc};
+    for (int i = 0; i < 5; i++) {
+        int rc;
+        if (n[i] && (rc = cu(e, cudaMemcpy(dst[i], src[i], sizeof(float) * n[i], cudaMemcpyDeviceToHost),
+                             i ? "state carry" : "state ring")))
+            return rc;
+    }
+    return 0;
+}
+
+extern "C" int cuda_engine_state_download_tail(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    int rc;
+    if ((rc = state_shape_check(g, st, e)))
+        return rc;
+    dev_guard dg(g->dev);
+    if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
+        return rc;
+    for (int l = g->lb; l < g->le; l++) {
+        struct dlayer *L = &g->L[l];
+        struct inf_layer_state *ls = &st->layers[l];
+        long long n = L->ratio ? g->pos / L->ratio : 0, have = ls->n_cache;
+        if (have > n) // the engine was rewound behind st: the entries are append-only, so its are st's prefix
+            have = n;
+        if (have < 0)
+            have = 0;
+        ls->n_cache = have;
+        if (n > have && (rc = inf_state_reserve(st, l, n - have, e)))
+            return rc;
+        if ((rc = download_boundary(g, l, ls, e)))
+            return rc;
+        size_t d = (size_t)c->head_dim, di = (size_t)c->index_head_dim, k = (size_t)(n - have);
+        if (k && (rc = cu(e, cudaMemcpy(ls->cache + (size_t)have * d, L->cache + (size_t)have * d,
+                                        sizeof(float) * k * d, cudaMemcpyDeviceToHost),
+                          "state cache")))
+            return rc;
+        if (k && L->ratio == 4 &&
+            (rc = cu(e, cudaMemcpy(ls->icache + (size_t)have * di, L->icache + (size_t)have * di,
+                                   sizeof(float) * k * di, cudaMemcpyDeviceToHost),
+                     "state indexer keys")))
+            return rc;
+        ls->n_cache = n;
+    }
+    st->pos = g->pos;
+    return 0;
+}
+
 // Rings and carries of layer l from the host state's layer ls, queued on the engine's stream (the
 // part of a state upload that is not the append-only entries).
 static int upload_boundary(struct cuda_engine *g, int l, const struct inf_layer_state *ls, struct ctx_err *e)
@@ -4681,6 +4911,7 @@ extern "C" int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_
     dev_guard dg(g->dev);
     if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
         return rc;
+    g->gen++; // earlier marks are of another sequence
     for (int l = g->lb; l < g->le && !rc; l++) {
         struct dlayer *L = &g->L[l];
         const struct inf_layer_state *ls = &st->layers[l];
@@ -4720,6 +4951,7 @@ extern "C" int cuda_engine_state_upload_packed(struct cuda_engine *g, const stru
     dev_guard dg(g->dev);
     if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
         return rc;
+    g->gen++; // earlier marks are of another sequence
     void *stage = NULL;
     if ((rc = cu(e, cudaMallocAsync(&stage, PACKED_STAGE, g->st), "packed restore staging")))
         return rc;

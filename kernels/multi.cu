@@ -432,3 +432,80 @@ extern "C" int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos,
     }
     return 0;
 }
+
+extern "C" int cuda_multi_state_download_tail(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e)
+{
+    for (int i = 0; i < m->n; i++) { // each engine waits for its queued work first
+        int rc = cuda_engine_state_download_tail(m->g[i], st, e);
+        if (rc) {
+            ctx_err_prefix(e, "shard %d", i);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+// ---- marks: one engine mark per shard
+
+struct cuda_multi_mark {
+    struct cuda_multi *m;
+    int n;
+    struct cuda_engine_mark **sh; // [n]
+};
+
+extern "C" void cuda_multi_mark_free(struct cuda_multi_mark *mk)
+{
+    if (!mk)
+        return;
+    for (int i = 0; mk->sh && i < mk->n; i++)
+        cuda_engine_mark_free(mk->sh[i]);
+    free(mk->sh);
+    free(mk);
+}
+
+extern "C" int cuda_multi_mark(struct cuda_multi *m, struct cuda_multi_mark **out, struct ctx_err *e)
+{
+    *out = NULL;
+    struct cuda_multi_mark *mk = (struct cuda_multi_mark *)calloc(1, sizeof *mk);
+    if (mk)
+        mk->sh = (struct cuda_engine_mark **)calloc((size_t)m->n, sizeof *mk->sh);
+    if (!mk || !mk->sh) {
+        free(mk);
+        return ctx_err_set(e, CTX_ENOMEM, "cuda multi: out of memory for a mark");
+    }
+    mk->n = m->n;
+    for (int i = 0; i < m->n; i++) {
+        int rc = cuda_engine_mark(m->g[i], &mk->sh[i], e);
+        if (rc) {
+            ctx_err_prefix(e, "shard %d", i);
+            cuda_multi_mark_free(mk);
+            return rc;
+        }
+    }
+    mk->m = m;
+    *out = mk;
+    return 0;
+}
+
+extern "C" int cuda_multi_rewind(struct cuda_multi *m, const struct cuda_multi_mark *mk, struct ctx_err *e)
+{
+    if (!mk || mk->m != m || mk->n != m->n)
+        return ctx_err_set(e, CTX_EINVAL, "cuda multi: the mark belongs to another pipeline");
+    int rc;
+    for (int i = 0; i < m->n; i++) // checked whole first: a refused mark changes no shard
+        if ((rc = cuda_engine_mark_check(m->g[i], mk->sh[i], e))) {
+            ctx_err_prefix(e, "shard %d", i);
+            return rc;
+        }
+    for (int i = 0; i < m->n; i++)
+        if ((rc = cuda_engine_rewind(m->g[i], mk->sh[i], e))) {
+            ctx_err_prefix(e, "shard %d", i);
+            return rc;
+        }
+    return 0;
+}
+
+extern "C" long long cuda_multi_mark_pos(const struct cuda_multi_mark *mk)
+{
+    return cuda_engine_mark_pos(mk->sh[mk->n - 1]);
+}

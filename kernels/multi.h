@@ -83,6 +83,18 @@ int cuda_multi_state_download(struct cuda_multi *m, struct inf_state *st, struct
 int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_state *st, struct ctx_err *e);
 /* Benchmarks: cuda_engine_state_fill_random on every shard (the same state as one engine's). */
 int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed, struct ctx_err *e);
+/* cuda_engine_state_download_tail on every shard (each its layers' new entries, rings, carries). */
+int cuda_multi_state_download_tail(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e);
+
+/* Marks of the pipeline (cuda_engine.h's marks, one per shard, each on its shard's device and stream):
+ * cuda_multi_rewind checks every shard's mark first (cuda_engine_mark_check) and fails with CTX_EINVAL,
+ * changing nothing, for a mark of another pipeline or one any shard refuses; then rewinds every shard.
+ * The pipeline must outlive its marks. */
+struct cuda_multi_mark;
+int cuda_multi_mark(struct cuda_multi *m, struct cuda_multi_mark **out, struct ctx_err *e);
+int cuda_multi_rewind(struct cuda_multi *m, const struct cuda_multi_mark *mk, struct ctx_err *e);
+void cuda_multi_mark_free(struct cuda_multi_mark *mk);
+long long cuda_multi_mark_pos(const struct cuda_multi_mark *mk);
 
 #ifdef __cplusplus
 }
