@@ -12,7 +12,7 @@
  *   the device (each switch downloads the outgoing state's missing tail and uploads the other);
  *   a stale mark (host truncate, re-upload); inf_state_sync's host copy continued on the device;
  * - the counters show which path ran (rewinds, uploads, downloads).
- * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run. */
+ * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run. "1..0 # SKIP" without a device. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -193,7 +193,7 @@ int main(void)
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
         printf("1..0 # SKIP no CUDA device\n");
-        return 77;
+        return 0;
     }
     struct ctx_err e = {0};
     char path[1024];
