@@ -10,6 +10,9 @@
 
 extern "C" {
 #include "err.h"
+// The process-wide Programmatic Dependent Launch switch (gemm.cu; declared for C callers in gemm.h).
+int cuda_pdl_enabled(void);
+void cuda_pdl_set(int on);
 }
 
 namespace {
@@ -80,6 +83,68 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, bool va
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// ---- Programmatic Dependent Launch (Hopper; kernels/README.md "PDL") ----
+//
+// A kernel launched through launch_pdl may start while the previous kernel of its stream is still
+// running (a programmatic edge when captured in a graph). So every such kernel calls pdl_wait()
+// before its first read of anything an earlier kernel wrote and before its first global write, with
+// no return before it: only immutable data (weights, scales, tables, parameters) may be read first.
+// pdl_wait() returns once the previous grid has completed and its writes are visible, and that grid
+// waited for its own predecessor the same way, so every earlier kernel has completed too. pdl_trigger()
+// lets the next kernel be scheduled before this one ends; each kernel calls it right after its wait,
+// so at most one kernel runs ahead (its blocks then hold only the resources this grid left free).
+// Both are no-ops in a kernel launched plainly, so the kernels stay correct on <<<>>> launches.
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// The wait, then the trigger: the first statement of every kernel launched with launch_pdl (or the
+// first after its prefetch of immutable data).
+__device__ __forceinline__ void pdl_begin()
+{
+    pdl_wait();
+    pdl_trigger();
+}
+
+// kernel<<<grid, block, smem, st>>>(args...) with the programmatic-serialization attribute when the
+// switch is on (cuda_pdl_enabled: env CTX_CUDA_PDL=0 turns it off, cuda_pdl_set changes it), a plain
+// launch otherwise. The arguments are converted to the kernel's parameter types as <<<>>> does.
+// Returns the launch's error, which cudaGetLastError (launch_check, LAUNCHED) also reports. Should
+// the runtime refuse the attribute where a plain launch works (a device without PDL), the launch is
+// made plainly and the switch turned off for the process, so cuda_pdl_enabled() says what ran.
+template <typename... Params, typename... Args>
+inline cudaError_t launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                              const Args &...args)
+{
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = attr;
+    cfg.numAttrs = cuda_pdl_enabled() ? 1 : 0;
+    cudaError_t rc = cudaLaunchKernelEx(&cfg, kernel, args...);
+    if (rc != cudaSuccess && cfg.numAttrs) {
+        cudaGetLastError(); // the refused launch's error: not this call's result if the plain one works
+        cfg.numAttrs = 0;
+        rc = cudaLaunchKernelEx(&cfg, kernel, args...);
+        if (rc == cudaSuccess)
+            cuda_pdl_set(0);
+    }
+    return rc;
+}
 
 } // namespace
 

@@ -181,6 +181,7 @@ __device__ void block_hadamard(float *x, int n, float sc)
 
 __global__ void k_bf2f(const uint16_t *x, size_t n, float *y)
 {
+    pdl_begin();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] = bf16ld(x[i]);
 }
@@ -191,12 +192,14 @@ __global__ void k_fill(float *x, size_t n, float v)
 }
 __global__ void k_scale_bf16(float *x, size_t n, float sc)
 {
+    pdl_begin();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = bf16r(x[i] * sc);
 }
 
 __global__ void k_embed(const int *tok, const uint16_t *embed, int hc, int D, float *X)
 {
+    pdl_begin();
     int s = blockIdx.x;
     const uint16_t *row = embed + (size_t)tok[s] * D;
     for (int k = 0; k < hc; k++)
@@ -207,6 +210,7 @@ __global__ void k_embed(const int *tok, const uint16_t *embed, int hc, int D, fl
 // out = bf16(w * (x * rsqrt(mean(x^2) + eps))) per row of n; w may be NULL.
 __global__ void k_rmsnorm(const float *x, const uint16_t *w, int n, float eps, float *out)
 {
+    pdl_begin();
     __shared__ float sh[32];
     const float *xr = x + (size_t)blockIdx.x * n;
     float *o = out + (size_t)blockIdx.x * n;
@@ -238,12 +242,16 @@ __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *f
     __shared__ float red[HC_CH / 32][HC_MAXNM + 1];
     int c = blockIdx.x, s = blockIdx.y, nch = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int i = c * HC_CH + (int)threadIdx.x;
-    float xv = i < n ? X[(size_t)s * n + i] : 0.f;
+    float xv = 0.f;
     for (int j0 = 0; j0 < nm; j0 += HC_MIXR) {
         float fv[HC_MIXR];
 #pragma unroll
         for (int u = 0; u < HC_MIXR; u++)
             fv[u] = i < n && j0 + u < nm ? __ldg(fn + (size_t)(j0 + u) * n + i) : 0.f;
+        if (j0 == 0) { // PDL: the first rows of fn (weights) are in flight before the wait, X (the stream) after
+            pdl_begin();
+            xv = i < n ? X[(size_t)s * n + i] : 0.f;
+        }
 #pragma unroll
         for (int u = 0; u < HC_MIXR; u++)
             if (j0 + u < nm) { // uniform over the block
@@ -365,6 +373,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
                                                         const float *X, int D, float *post_out, float *comb_out,
                                                         const uint16_t *normw, float norm_eps, float *u, int head)
 {
+    pdl_begin();
     constexpr int NR = HC > 0 ? HCP_NG : 0, HM = HC > 0 ? HC : 1;
     __shared__ float pre[16], comb[256], m[HC_MAXNM + 1], sh[32];
     if (HC > 0)
@@ -604,6 +613,7 @@ __global__ void __launch_bounds__(HCS_WARPS * 32) k_hc_sink4(float *part, int S,
 template <int HC>
 __global__ void k_hc_post(float *X, const float *f, const float *post, const float *comb, int S, int hc, int D)
 {
+    pdl_begin();
     size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (t >= (size_t)S * D)
         return;
@@ -684,6 +694,9 @@ __global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float
     for (int c = 0; c < KC; c++)
         if (ok && g_lo + lane + 32 * c < g_hi)
             wr[c] = __ldg(w + g_lo + lane + 32 * c);
+    // PDL: with KC > 0 the first row's weights are in flight before the wait (later passes: a no-op);
+    // x and the outputs are the previous kernels'
+    pdl_begin();
     for (int s = 0; s < S; s++) {
         const float4 *xs = reinterpret_cast<const float4 *>(x + (size_t)s * k);
         float acc = 0.f;
@@ -750,6 +763,7 @@ template <int KC>
 __global__ void __launch_bounds__(256) k_wo_a(const uint8_t *W, const uint8_t *scale, const float *O, int S, int G,
                                               int R, int gd, int HD, float *Z)
 {
+    pdl_begin();
     __shared__ float lut[256];
     for (int i = threadIdx.x; i < 256; i += blockDim.x)
         lut[i] = e4m3_dec((uint8_t)i);
@@ -837,6 +851,7 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uin
             }
     };
     load(kb_lo); // in flight while the activations are staged
+    pdl_begin(); // PDL: after the first weight batch (immutable), before O (the attention's output)
     for (int i = threadIdx.x; i < S * (gd >> 2); i += blockDim.x) {
         const int s = i / (gd >> 2), qd = i % (gd >> 2);
         const float4 v = *reinterpret_cast<const float4 *>(O + (size_t)s * HD + (size_t)grp * gd + 4 * qd);
@@ -1123,6 +1138,7 @@ __device__ void kv_prep_block(float *kv, int d, int rd, const uint16_t *normw, f
 __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const float *rope, const long long *ppos,
                          float *kv, const uint16_t *kv_norm)
 {
+    pdl_begin();
     long long pos0 = *ppos;
     extern __shared__ float buf[];
     __shared__ float sh[32];
@@ -1152,6 +1168,7 @@ __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const
 // Indexer queries: RoPE of the tail, Hadamard, FP4 QDQ. Grid S*Hi.
 __global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, const long long *ppos, float hsc)
 {
+    pdl_begin();
     long long pos0 = *ppos;
     extern __shared__ float buf[];
     int s = blockIdx.x / Hi;
@@ -1211,6 +1228,7 @@ __global__ void k_compress(const float *kvp, const float *scp, int S, const long
                            const float *ape, const uint16_t *normw, float eps, int indexer, float *ckv, float *csc,
                            float *cache, const float *rope, int rd, float hsc)
 {
+    pdl_begin();
     long long pos0 = *ppos;
     extern __shared__ float ent[];
     __shared__ float sh[32];
@@ -1387,6 +1405,7 @@ template <int HI>
 __global__ void __launch_bounds__(256) k_idx_score(const float *qI, const float *wts, const float *keys, int di,
                                                    const long long *ppos, float *score, size_t ld)
 {
+    pdl_begin();
     extern __shared__ float qs[]; // [HI][di] then w[HI]
     int s = blockIdx.y;
     long long nv = (*ppos + s + 1) / 4;
@@ -1433,6 +1452,7 @@ __global__ void __launch_bounds__(256) k_idx_score(const float *qI, const float 
 __global__ void k_idx_score_warp(const float *qI, const float *wts, const float *keys, int Hi, int di,
                                  const long long *ppos, float *score, size_t ld)
 {
+    pdl_begin();
     int s = blockIdx.y, lane = threadIdx.x & 31;
     long long nv = (*ppos + s + 1) / 4;
     for (long long e = blockIdx.x * 8LL + (threadIdx.x >> 5); e < nv; e += gridDim.x * 8LL) {
@@ -1626,6 +1646,7 @@ template <int DI>
 __global__ void __launch_bounds__(256, 2) k_idx_score_tc1(const float *qI, const float *wts, const float *keys, int Hi,
                                                           const long long *ppos, float *score, size_t ld)
 {
+    pdl_begin();
     constexpr int KS = DI / 16, KST = DI + IDX_TC1_KPAD, CPR = DI / 4; // 16-byte chunks per key row
     extern __shared__ __align__(16) unsigned char idx_smem[];
     float *kbuf = (float *)idx_smem;                                // [2][ET][KST] fp32 keys
@@ -2166,6 +2187,7 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
 __global__ void __launch_bounds__(TOPK_THREADS) k_topk_seg(const float *score, size_t ld, const long long *ppos, int K,
                                                            float *cand_sc, int *cand_ix, size_t cld)
 {
+    pdl_begin();
     __shared__ unsigned long long keys[TOPK_MAXK];
     int s = blockIdx.y;
     long long nv = (*ppos + s + 1) / 4, lo = (long long)blockIdx.x * TOPK_SEG;
@@ -2186,6 +2208,7 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_seg(const float *score, s
 __global__ void __launch_bounds__(TOPK_THREADS) k_topk_merge(const float *cand_sc, const int *cand_ix, size_t cld,
                                                              const long long *ppos, int K, int *sel)
 {
+    pdl_begin();
     __shared__ unsigned long long keys[TOPK_MAXK];
     int s = blockIdx.x;
     long long nv = (*ppos + s + 1) / 4;
@@ -2307,6 +2330,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_score(const float *Q, cons
                                                             int W, int ratio, int K, const long long *ppos,
                                                             float scale, float *asc, int ldn)
 {
+    pdl_begin();
     __shared__ float q[ATT_HB][ATT_MAXD];
     int ng = (H + ATT_HB - 1) / ATT_HB;
     int s = s0 + (int)blockIdx.x / ng, h0 = (int)(blockIdx.x % ng) * ATT_HB, b0 = (int)blockIdx.y * 64;
@@ -2363,6 +2387,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
                                                          const int *sel, int s0, int H, int d, int W, int ratio, int K,
                                                          const long long *ppos, const float *asc, int ldn, float *part)
 {
+    pdl_begin();
     __shared__ float sc[ATT_HB][64], praw[ATT_HB][64], pj[ATT_HB][64], red[ATT_HB][ATT_THREADS / 32];
     __shared__ const float *ptr[64];
     __shared__ float corr_sh[ATT_HB], mx_sh[ATT_HB];
@@ -2514,6 +2539,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
 __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, int ratio, int K,
                                const long long *ppos, const float *sink, const float *rope, int rd, float *O)
 {
+    pdl_begin();
     extern __shared__ float outs[];
     int s = s0 + (int)blockIdx.x / H, h = (int)blockIdx.x % H;
     long long p = *ppos + s;
@@ -2758,6 +2784,7 @@ __global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, cons
 
 __global__ void k_ring_update(const float *kv, float *ring, int S, const long long *ppos, int W, int d)
 {
+    pdl_begin();
     long long pos0 = *ppos;
     int s0 = S - W < 0 ? 0 : S - W, s = s0 + blockIdx.x;
     if (s >= S)
@@ -2781,6 +2808,7 @@ __global__ void __launch_bounds__(512) k_route(const float *logit, int S, int E,
                                                const long long *tid2eid, const int *tok, float rsf, int *ri,
                                                float *rw)
 {
+    pdl_begin();
     __shared__ float sc[512], wv[16];
     __shared__ int taken[512], wi[16], selsh[16];
     int s = blockIdx.x, x = threadIdx.x, lane = x & 31, warp = x >> 5;
@@ -2859,6 +2887,7 @@ __global__ void __launch_bounds__(512) k_route(const float *logit, int S, int E,
 // cuda_act_quant, in one launch. One warp per (row, 128-K block); sa row-major [m][k/128].
 __global__ void __launch_bounds__(256) k_act_quant_f32(const float *x, int mx, int m, int k, uint8_t *q, float *sa)
 {
+    pdl_begin();
     const int kb_n = k >> 7;
     const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -2896,6 +2925,7 @@ __global__ void __launch_bounds__(256) k_act_quant_f32(const float *x, int mx, i
 __global__ void __launch_bounds__(256) k_swiglu_quant(const uint16_t *g, const uint16_t *u, int ld, int rows, int I,
                                                       const float *weights, float lim, uint8_t *q, float *sa)
 {
+    pdl_begin();
     const int kb_n = I >> 7;
     const long long wi = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -2943,6 +2973,7 @@ __global__ void __launch_bounds__(256) k_swiglu_quant(const uint16_t *g, const u
 // A concatenated product's bf16 rows [S][n1 + n2] to floats y1 [S][n1] and y2 [S][n2].
 __global__ void k_bf2f_split(const uint16_t *o, int S, int n1, int n2, float *y1, float *y2)
 {
+    pdl_begin();
     size_t n = (size_t)S * (n1 + n2);
     for (size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x; t < n; t += (size_t)gridDim.x * blockDim.x) {
         size_t s = t / (n1 + n2);
@@ -2958,6 +2989,7 @@ __global__ void k_bf2f_split(const uint16_t *o, int S, int n1, int n2, float *y1
 // out[s][i] = bf16(sum over the token's experts in ascending id of y + shared y).
 __global__ void k_moe_combine(const uint16_t *ys, const int *ri, const uint16_t *sy, int S, int k, int D, float *out)
 {
+    pdl_begin();
     size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (t >= (size_t)S * D)
         return;
@@ -3087,6 +3119,7 @@ struct cuda_engine {
     int graph_on;   // allowed (cuda_engine_use_graph)
     int graph_fail; // capture or instantiation failed: direct launches
     int gembed, glogits; // what the captured graph does: embed the tokens, compute the logits
+    int gpdl;            // cuda_pdl_enabled() at its capture (the launch attribute is part of the graph)
     cudaGraphExec_t gexec;
     // profiling (cuda_engine_profile)
     int prof_on, prof_active, nev, cur_layer; // events allocated / in use
@@ -3748,14 +3781,15 @@ static int lin_fp8(struct cuda_engine *g, const struct dlin *w, const float *x, 
     size_t ny = (size_t)S * w->n;
     if (S == 1 && w->k <= 16384) // decode: quantisation, product and conversion in one launch (same bits)
         return cuda_fp8_gemv_f32(x, w->w, w->s, w->n, w->k, y, w->n, NULL, g->st, e);
-    k_act_quant_f32<<<(unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st>>>(x, S, S, w->k, g->q8, g->sa);
+    launch_pdl(k_act_quant_f32, (unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st, x, S, S, w->k, g->q8,
+               g->sa);
     int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
     if (!rc)
         rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e)
                     : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e);
     if (rc)
         return rc;
-    k_bf2f<<<grid_for(ny, 256), 256, 0, g->st>>>(g->o16, ny, y);
+    launch_pdl(k_bf2f, grid_for(ny, 256), 256, 0, g->st, g->o16, ny, y);
     LAUNCHED("lin_fp8");
     return 0;
 }
@@ -3767,14 +3801,15 @@ static int lin_fp8_split(struct cuda_engine *g, const struct dlin *w, const floa
     size_t ny = (size_t)S * w->n;
     if (S == 1 && w->k <= 16384)
         return cuda_fp8_gemv_f32(x, w->w, w->s, w->n, w->k, y1, n1, y2, g->st, e);
-    k_act_quant_f32<<<(unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st>>>(x, S, S, w->k, g->q8, g->sa);
+    launch_pdl(k_act_quant_f32, (unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st, x, S, S, w->k, g->q8,
+               g->sa);
     int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
     if (!rc)
         rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e)
                     : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e);
     if (rc)
         return rc;
-    k_bf2f_split<<<grid_for(ny, 256), 256, 0, g->st>>>(g->o16, S, n1, w->n - n1, y1, y2);
+    launch_pdl(k_bf2f_split, grid_for(ny, 256), 256, 0, g->st, g->o16, S, n1, w->n - n1, y1, y2);
     LAUNCHED("lin_fp8_split");
     return 0;
 }
@@ -3819,9 +3854,9 @@ static int lin_bf16_launch(const uint16_t *W, int n, int k, const float *x, int 
     if (blocks > (unsigned)lin_blocks)
         blocks = (unsigned)lin_blocks;
     if (k <= (256 << wl) * 16)
-        k_lin_bf16<16><<<blocks, 256, 0, st>>>(W, x, S, n, k, o, wl);
+        launch_pdl(k_lin_bf16<16>, blocks, 256, 0, st, W, x, S, n, k, o, wl);
     else
-        k_lin_bf16<0><<<blocks, 256, 0, st>>>(W, x, S, n, k, o, wl);
+        launch_pdl(k_lin_bf16<0>, blocks, 256, 0, st, W, x, S, n, k, o, wl);
     LAUNCHED("k_lin_bf16");
     return 0;
 }
@@ -3854,7 +3889,8 @@ static int wo_a_launch(const uint8_t *W, const uint8_t *scale, const float *O, i
     if (mode == 2 && (R % 128 || gd % 128))
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: wo_a GEMM needs R, gd %% 128 == 0 (R %d, gd %d)", R, gd);
     if (mode == 0 && S <= 8 && R % 128 == 0 && (size_t)S * gd * 2 <= 32768) { // decode: x staged in shared memory
-        k_wo_a_mma<<<(unsigned)(G * R / 16), 256, (size_t)S * gd * 2, st>>>(W, scale, O, S, R, gd, G * gd, G * R, Z);
+        launch_pdl(k_wo_a_mma, (unsigned)(G * R / 16), 256, (size_t)S * gd * 2, st, W, scale, O, S, R, gd, G * gd,
+                   G * R, Z);
     } else if (mode == 2 || (mode == 0 && S > 8 && R % 128 == 0 && gd % 128 == 0)) {
         lin_out o;
         memset(&o, 0, sizeof o);
@@ -3868,9 +3904,9 @@ static int wo_a_launch(const uint8_t *W, const uint8_t *scale, const float *O, i
         if (blocks > (unsigned)lin_blocks)
             blocks = (unsigned)lin_blocks;
         if (gd <= 512 * 8)
-            k_wo_a<8><<<blocks, 256, 0, st>>>(W, scale, O, S, G, R, gd, G * gd, Z);
+            launch_pdl(k_wo_a<8>, blocks, 256, 0, st, W, scale, O, S, G, R, gd, G * gd, Z);
         else
-            k_wo_a<0><<<blocks, 256, 0, st>>>(W, scale, O, S, G, R, gd, G * gd, Z);
+            launch_pdl(k_wo_a<0>, blocks, 256, 0, st, W, scale, O, S, G, R, gd, G * gd, Z);
     }
     LAUNCHED("wo_a");
     return 0;
@@ -3940,11 +3976,12 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
                 gx = 1;
             dim3 grid((unsigned)gx, (unsigned)S);
             if (di == 128)
-                k_idx_score_tc1<128><<<grid, 256, idx_tc1_smem<128>(), st>>>(qI, wts, keys, Hi, dpos, score, ld);
+                launch_pdl(k_idx_score_tc1<128>, grid, 256, idx_tc1_smem<128>(), st, qI, wts, keys, Hi, dpos, score,
+                           ld);
             else if (di == 64)
-                k_idx_score_tc1<64><<<grid, 256, idx_tc1_smem<64>(), st>>>(qI, wts, keys, Hi, dpos, score, ld);
+                launch_pdl(k_idx_score_tc1<64>, grid, 256, idx_tc1_smem<64>(), st, qI, wts, keys, Hi, dpos, score, ld);
             else
-                k_idx_score_tc1<32><<<grid, 256, idx_tc1_smem<32>(), st>>>(qI, wts, keys, Hi, dpos, score, ld);
+                launch_pdl(k_idx_score_tc1<32>, grid, 256, idx_tc1_smem<32>(), st, qI, wts, keys, Hi, dpos, score, ld);
             LAUNCHED("indexer scores (tensor cores, few queries)");
             return 0;
         }
@@ -3989,13 +4026,13 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
     size_t sm = sizeof(float) * ((size_t)Hi * di + Hi);
     if (di % 4 == 0 && sm <= 48 * 1024 && (Hi == 64 || Hi == 16 || Hi == 4)) {
         if (Hi == 64)
-            k_idx_score<64><<<grid, 256, sm, st>>>(qI, wts, keys, di, dpos, score, ld);
+            launch_pdl(k_idx_score<64>, grid, 256, sm, st, qI, wts, keys, di, dpos, score, ld);
         else if (Hi == 16)
-            k_idx_score<16><<<grid, 256, sm, st>>>(qI, wts, keys, di, dpos, score, ld);
+            launch_pdl(k_idx_score<16>, grid, 256, sm, st, qI, wts, keys, di, dpos, score, ld);
         else
-            k_idx_score<4><<<grid, 256, sm, st>>>(qI, wts, keys, di, dpos, score, ld);
+            launch_pdl(k_idx_score<4>, grid, 256, sm, st, qI, wts, keys, di, dpos, score, ld);
     } else {
-        k_idx_score_warp<<<grid, 256, 0, st>>>(qI, wts, keys, Hi, di, dpos, score, ld);
+        launch_pdl(k_idx_score_warp, grid, 256, 0, st, qI, wts, keys, Hi, di, dpos, score, ld);
     }
     LAUNCHED("indexer scores");
     return 0;
@@ -4049,9 +4086,9 @@ extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long
     size_t cld = nseg * (size_t)K;
     float *csc = (float *)d_scratch;
     int *cix = (int *)(csc + (size_t)S * cld);
-    k_topk_seg<<<dim3((unsigned)nseg, (unsigned)S), TOPK_THREADS, 0, (cudaStream_t)stream>>>(d_score, ld, d_pos, K, csc,
-                                                                                              cix, cld);
-    k_topk_merge<<<S, TOPK_THREADS, 0, (cudaStream_t)stream>>>(csc, cix, cld, d_pos, K, d_sel);
+    launch_pdl(k_topk_seg, dim3((unsigned)nseg, (unsigned)S), TOPK_THREADS, 0, (cudaStream_t)stream, d_score, ld, d_pos,
+               K, csc, cix, cld);
+    launch_pdl(k_topk_merge, S, TOPK_THREADS, 0, (cudaStream_t)stream, csc, cix, cld, d_pos, K, d_sel);
     LAUNCHED("k_topk");
     return 0;
 }
@@ -4092,8 +4129,8 @@ static void compress_launch(struct cuda_engine *g, const float *kvp, const float
 {
     int ns = (ratio == 4 ? 2 : 1) * ratio, rw = (ratio == 4 ? 2 : 1) * width;
     if (S <= CMP_MIN_S || g->cp_legacy || ns > CMP_MAXNS || width % CMP_CH) {
-        k_compress<<<1, threads, sizeof(float) * width, g->st>>>(kvp, scp, S, g->dpos, ratio, width, ape, normw, eps,
-                                                                 indexer, ckv, csc, cache, rope, rd, hsc);
+        launch_pdl(k_compress, 1, threads, sizeof(float) * width, g->st, kvp, scp, S, g->dpos, ratio, width, ape, normw,
+                   eps, indexer, ckv, csc, cache, rope, rd, hsc);
         return;
     }
     unsigned nent = (unsigned)(S / ratio + 1); // entries completed in S positions: at most this many
@@ -4132,13 +4169,15 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         if ((rc = lin_bf16_out(g, &L->cbf, a, S, o, e)))
             return rc;
     }
-    k_rmsnorm<<<S, 1024, 0, g->st>>>(g->cq, L->q_norm, Lq, eps, g->cq); // q_lora_rank 1024: one element a thread
+    // q_lora_rank 1024: one element a thread
+    launch_pdl(k_rmsnorm, S, 1024, 0, g->st, g->cq, L->q_norm, Lq, eps, g->cq);
     if ((rc = lin_fp8(g, &L->wq_b, g->cq, S, g->Q, e)))
         return rc;
     if (L->ratio == 4 && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
-    k_q_prep<<<S + S * H, 512, sizeof(float) * d, g->st>>>(g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv, L->kv_norm);
+    launch_pdl(k_q_prep, S + S * H, 512, sizeof(float) * d, g->st, g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
+               L->kv_norm);
     LAUNCHED("attention prep");
     prof_mark(g, CUDA_PROF_ATTN_PREP);
     int K = 0;
@@ -4152,9 +4191,9 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         LAUNCHED("k_compress");
         prof_mark(g, CUDA_PROF_COMPRESS);
         if (L->ratio == 4) {
-            k_iq_prep<<<S * Hi, 128, sizeof(float) * di, g->st>>>(g->qI, Hi, di, rd, rope, g->dpos, hsc);
+            launch_pdl(k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos, hsc);
             float wscale = (float)(pow((double)di, -0.5) * pow((double)Hi, -0.5));
-            k_scale_bf16<<<grid_for((size_t)S * Hi, 256), 256, 0, g->st>>>(g->wts, (size_t)S * Hi, wscale);
+            launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
             K = c->index_topk;
             if ((rc = indexer_scores(g, L->icache, S, e)) ||
                 (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, g->max_ctx / 4, K, g->sel, g->topk_scratch,
@@ -4171,16 +4210,16 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     for (int s0 = 0; s0 < S && !tc; s0 += ATT_TOKENS) { // decode: the three kernels (many blocks a token)
         int ns = S - s0 < ATT_TOKENS ? S - s0 : ATT_TOKENS;
         int ng = (H + ATT_HB - 1) / ATT_HB;
-        k_attn_score<<<dim3((unsigned)(ns * ng), (unsigned)((nmaxe + 63) / 64)), ATT_THREADS, 0, g->st>>>(
-            g->Q, g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->asc,
-            g->asc_ld);
-        k_attn_pv<<<dim3((unsigned)(ns * ng), ATT_MAXSPLIT), ATT_THREADS, 0, g->st>>>(
-            g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
-        k_attn_combine<<<(unsigned)(ns * H), 512, sizeof(float) * d, g->st>>>(g->apart, s0, H, d, W, L->ratio, K, g->dpos,
-                                                                              L->sink, rope, rd, g->O);
+        launch_pdl(k_attn_score, dim3((unsigned)(ns * ng), (unsigned)((nmaxe + 63) / 64)), ATT_THREADS, 0, g->st, g->Q,
+                   g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->asc,
+                   g->asc_ld);
+        launch_pdl(k_attn_pv, dim3((unsigned)(ns * ng), ATT_MAXSPLIT), ATT_THREADS, 0, g->st, g->kv, L->ring, L->cache,
+                   g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
+        launch_pdl(k_attn_combine, (unsigned)(ns * H), 512, sizeof(float) * d, g->st, g->apart, s0, H, d, W, L->ratio,
+                   K, g->dpos, L->sink, rope, rd, g->O);
     }
     int nring = S < W ? S : W;
-    k_ring_update<<<nring, 256, 0, g->st>>>(g->kv, L->ring, S, g->dpos, W, d);
+    launch_pdl(k_ring_update, nring, 256, 0, g->st, g->kv, L->ring, S, g->dpos, W, d);
     LAUNCHED("attention core");
     prof_mark(g, CUDA_PROF_ATTN_CORE);
     // wo_a: O (bf16-valued) staged in o16 (free here: wo_b's product writes it after) for the GEMM
@@ -4202,9 +4241,10 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if ((rc = lin_bf16(g, &L->gate, g->u, S, g->logit, 0, e)))
         return rc;
     int func = c->scoring_func == INF_SCORE_SOFTMAX ? 0 : c->scoring_func == INF_SCORE_SIGMOID ? 1 : 2;
-    k_route<<<S, E > 256 ? 512 : 256, 0, g->st>>>(g->logit, S, E, k, func, L->hash ? NULL : L->gate_bias, L->hash ? L->tid2eid : NULL,
-                                  g->tok, (float)c->routed_scaling_factor, g->ri, g->rw);
-    k_act_quant_f32<<<(unsigned)((2LL * S * (D / 128) + 7) / 8), 256, 0, g->st>>>(g->u, S, 2 * S, D, g->q8, g->sa);
+    launch_pdl(k_route, S, E > 256 ? 512 : 256, 0, g->st, g->logit, S, E, k, func, L->hash ? NULL : L->gate_bias,
+               L->hash ? L->tid2eid : NULL, g->tok, (float)c->routed_scaling_factor, g->ri, g->rw);
+    launch_pdl(k_act_quant_f32, (unsigned)((2LL * S * (D / 128) + 7) / 8), 256, 0, g->st, g->u, S, 2 * S, D, g->q8,
+               g->sa);
     LAUNCHED("moe routing");
     prof_mark(g, CUDA_PROF_MOE_ROUTE);
     // w1 and w3 of the routed experts in one grouped product (pairs [0, S*k): w1 on input rows [0, S);
@@ -4229,8 +4269,8 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     // their w2 product has read q8, the shared expert's.
     if (I % 128 || SI % 128)
         return ctx_err_set(e, CTX_EINVAL, "moe: intermediate sizes %d, %d are not multiples of 128", I, SI);
-    k_swiglu_quant<<<(unsigned)(((long long)S * k * (I / 128) + 7) / 8), 256, 0, g->st>>>(g->g16, u16, I, S * k, I, g->rw,
-                                                                                         lim, g->q8, g->sa);
+    launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * k * (I / 128) + 7) / 8), 256, 0, g->st, g->g16, u16, I, S * k,
+               I, g->rw, lim, g->q8, g->sa);
     LAUNCHED("swiglu");
     if (grouped) {
         if (!(rc = cuda_moe_buckets_init(&b2, g->moe_s2, g->moe_b2, E, S * k, e)) &&
@@ -4241,13 +4281,13 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     }
     if (rc)
         return rc;
-    k_swiglu_quant<<<(unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->st>>>(g->sg16, g->sg16 + SI, 2 * SI, S,
-                                                                                      SI, NULL, lim, g->q8, g->sa);
+    launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->st, g->sg16, g->sg16 + SI,
+               2 * SI, S, SI, nullptr, lim, g->q8, g->sa);
     LAUNCHED("swiglu shared");
     if ((rc = lin_fp8_q(g, &L->sw2, S, g->sy16, e)))
         return rc;
     prof_mark(g, CUDA_PROF_MOE_EXPERTS);
-    k_moe_combine<<<grid_for((size_t)S * D, 256), 256, 0, g->st>>>(g->ys16, g->ri, g->sy16, S, k, D, g->f);
+    launch_pdl(k_moe_combine, grid_for((size_t)S * D, 256), 256, 0, g->st, g->ys16, g->ri, g->sy16, S, k, D, g->f);
     LAUNCHED("moe combine");
     prof_mark(g, CUDA_PROF_MOE_COMBINE);
     return 0;
@@ -4263,7 +4303,8 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
         k_hc_mix4<<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0, g->st>>>(
             g->X, L->hc_fn[site], S, hc * D, g->hcpart);
     else
-        k_hc_mix<<<dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st>>>(g->X, L->hc_fn[site], hc * D, nm, g->hcpart);
+        launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st, g->X, L->hc_fn[site], hc * D, nm,
+                   g->hcpart);
     if (hc == 4 && S > HCM_MIN_S && !g->cp_legacy) { // prefill: Sinkhorn a warp a token, then u and its norm
         k_hc_sink4<<<(unsigned)((S + HCS_WARPS - 1) / HCS_WARPS), HCS_WARPS * 32, 0, g->st>>>(
             g->hcpart, S, g->hc_nch, L->hc_scale[site], L->hc_base[site], c->hc_sinkhorn_iters, (float)c->hc_eps, D,
@@ -4272,21 +4313,21 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
                                                      c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb,
                                                      site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
     } else if (hc == 4)
-        k_hc_pre<4><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
-                                                  c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb,
-                                                  site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
+        launch_pdl(k_hc_pre<4>, S, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
+                   c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm,
+                   eps, g->u, 0);
     else
-        k_hc_pre<0><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
-                                                  c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb,
-                                                  site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
+        launch_pdl(k_hc_pre<0>, S, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
+                   c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm,
+                   eps, g->u, 0);
     LAUNCHED("mhc pre");
     prof_mark(g, CUDA_PROF_HC);
     if ((rc = site ? moe(g, l, S, e) : attention(g, l, S, e)))
         return rc;
     if (hc == 4)
-        k_hc_post<4><<<grid_for((size_t)S * D, 256), 256, 0, g->st>>>(g->X, g->f, g->post, g->comb, S, hc, D);
+        launch_pdl(k_hc_post<4>, grid_for((size_t)S * D, 256), 256, 0, g->st, g->X, g->f, g->post, g->comb, S, hc, D);
     else
-        k_hc_post<0><<<grid_for((size_t)S * D, 256), 256, 0, g->st>>>(g->X, g->f, g->post, g->comb, S, hc, D);
+        launch_pdl(k_hc_post<0>, grid_for((size_t)S * D, 256), 256, 0, g->st, g->X, g->f, g->post, g->comb, S, hc, D);
     LAUNCHED("mhc post");
     prof_mark(g, CUDA_PROF_HC);
     return 0;
@@ -4305,7 +4346,7 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
     size_t xn = (size_t)S * hc * D;
     g->cur_layer = c->num_hidden_layers;
     if (embed) {
-        k_embed<<<S, 256, 0, g->st>>>(g->tok, g->embed, hc, D, g->X);
+        launch_pdl(k_embed, S, 256, 0, g->st, g->tok, g->embed, hc, D, g->X);
         LAUNCHED("k_embed");
         prof_mark(g, CUDA_PROF_HEAD);
     }
@@ -4325,13 +4366,13 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
         // hc_head: k_hc_mix's chunk partials of the hc mixes, then k_hc_pre's head mode (pre only)
         const float *Xl = g->X + (size_t)(S - 1) * hc * D;
         float reps = (float)c->rms_norm_eps, heps = (float)c->hc_eps;
-        k_hc_mix<<<dim3((unsigned)g->hc_nch, 1), HC_CH, 0, g->st>>>(Xl, g->hch_fn, hc * D, hc, g->hcpart);
+        launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, 1), HC_CH, 0, g->st, Xl, g->hch_fn, hc * D, hc, g->hcpart);
         if (hc == 4)
-            k_hc_pre<4><<<1, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc, 0, heps, Xl,
-                                                      D, NULL, NULL, g->norm, reps, g->hidden, 1);
+            launch_pdl(k_hc_pre<4>, 1, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc, 0,
+                       heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
         else
-            k_hc_pre<0><<<1, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc, 0, heps, Xl,
-                                                      D, NULL, NULL, g->norm, reps, g->hidden, 1);
+            launch_pdl(k_hc_pre<0>, 1, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc, 0,
+                       heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
         LAUNCHED("hc_head");
         struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL};
         if ((rc = lin_bf16(g, &head, g->hidden, 1, g->logits, 0, e)))
@@ -4347,10 +4388,12 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
 
 // Captures the decode step (input copy from hin slot 0, forward, logits copy when want_logits) once;
 // later steps replay it. A step that embeds or wants logits differently from the captured one
-// recaptures. A failed capture leaves graph_fail set and the engine on direct launches.
+// recaptures, and so does one after the PDL switch changed (cuda_pdl_set). A failed capture leaves
+// graph_fail set and the engine on direct launches.
 static int decode_graph(struct cuda_engine *g, int embed, int want_logits, struct ctx_err *e)
 {
-    if (g->gexec && g->gembed == embed && g->glogits == want_logits)
+    const int pdl = cuda_pdl_enabled();
+    if (g->gexec && g->gembed == embed && g->glogits == want_logits && g->gpdl == pdl)
         return 0;
     if (g->gexec) {
         cudaGraphExecDestroy(g->gexec);
@@ -4377,6 +4420,7 @@ static int decode_graph(struct cuda_engine *g, int embed, int want_logits, struc
         g->gexec = NULL;
     g->gembed = embed;
     g->glogits = want_logits;
+    g->gpdl = pdl;
     return rc;
 }
 

@@ -8,8 +8,10 @@
 // - An e2m1 code s|e1 e0|m placed in an e4m3 byte as s<<7 | (e1 e0 m)<<2 is exactly the e2m1 value
 //   times 2^-6 (the e2m1 subnormal 0.5 lands on the e4m3 subnormal 2^-7). So FP4 weights become
 //   e4m3 with four logic operations per 4 codes, and the power of two is folded into the scale.
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include <cublasLt.h>
@@ -85,6 +87,7 @@ __global__ void __launch_bounds__(256) act_quant_kernel(const uint16_t *__restri
                                                         uint8_t *__restrict__ q, float *__restrict__ sa,
                                                         int scale_t)
 {
+    pdl_begin();
     const int kb_n = k >> 7;
     const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
@@ -288,7 +291,7 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
     // Block kb_lo + j into ring slot j % GV_NS: lane L copies chunks L, L+32, L+64, L+96 of the 16
     // weight rows (rows >= n: zero-filled from a valid address) and, without F32, chunks L, L+32 of
     // the activations (token r < m at sact + slot * 1024 + r * 128).
-    auto issue = [&](int j) {
+    auto issue_w = [&](int j) {
         const uint32_t slot = sbase + (j % GV_NS) * GV_WSTAGE;
         const size_t koff = (size_t)(kb_lo + j) * 128;
 #pragma unroll
@@ -297,6 +300,9 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
             cp_async16(slot + r * 128 + ((ch ^ ((r & 1) << 2)) << 4),
                        w + (size_t)min(row0 + r, n - 1) * k + koff + ch * 16, row0 + r < n);
         }
+    };
+    auto issue_a = [&](int j) {
+        const size_t koff = (size_t)(kb_lo + j) * 128;
         if (!F32) {
 #pragma unroll
             for (int i = 0; i < 2; i++) {
@@ -309,10 +315,18 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
     };
 
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    // PDL: the first GV_NS - 1 weight stages (immutable) go in flight before the wait, the activations
+    // (the previous kernel's) after it. They join the first stage's commit group, so ring slot j still
+    // holds block j's weights and activations when group j has landed.
+#pragma unroll
+    for (int j = 0; j < GV_NS - 1; j++)
+        if (j < nblk)
+            issue_w(j);
+    pdl_begin();
 #pragma unroll
     for (int j = 0; j < GV_NS - 1; j++) {
         if (j < nblk)
-            issue(j);
+            issue_a(j);
         cp_async_commit();
     }
     float sreg = 0.f; // F32: lane L holds the activation scale of the warp's block L
@@ -340,8 +354,10 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
     for (int j = 0; j < nblk; j++) {
         // Every lane is done with slot (j - 1) % GV_NS (read in the previous iteration): refill it.
         __syncwarp();
-        if (j + GV_NS - 1 < nblk)
-            issue(j + GV_NS - 1);
+        if (j + GV_NS - 1 < nblk) {
+            issue_w(j + GV_NS - 1);
+            issue_a(j + GV_NS - 1);
+        }
         cp_async_commit();
         const int kb = kb_lo + j;
         const float wsc = e8m0_to_float(__ldg(wsr + kb));
@@ -436,6 +452,7 @@ __global__ void __launch_bounds__(32 * FP4_WK, 5)
                     const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
 {
     __shared__ float red[FP4_WK][2 * FP4_NP];
+    pdl_begin(); // the expert ids are the router's: no weight address is known before the wait
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int p = blockIdx.y;
     const int rbase = blockIdx.x * (2 * FP4_NP); // < n: the grid has ceil(n / 8) columns
@@ -538,6 +555,7 @@ __global__ void __launch_bounds__(128, 4)
                          const int *__restrict__ ids, const uint8_t *const *__restrict__ wtab,
                          const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
 {
+    pdl_begin(); // the expert ids are the router's: no weight address is known before the wait
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int p = blockIdx.y;
     const int rbase = (blockIdx.x * 4 + warp) * (2 * FP4_NP);
@@ -697,6 +715,27 @@ extern "C" int cuda_d2h(void *dst, const void *d_src, size_t bytes, struct ctx_e
     return rc == cudaSuccess ? 0 : cuda_fail(e, rc, "cudaMemcpy device to host");
 }
 
+// -1: not yet read from the environment.
+static std::atomic<int> pdl_state{-1};
+
+extern "C" void cuda_pdl_set(int on)
+{
+    pdl_state.store(on != 0);
+}
+
+extern "C" int cuda_pdl_enabled(void)
+{
+    int v = pdl_state.load();
+    if (v < 0) {
+        const char *env = getenv("CTX_CUDA_PDL");
+        int want = !(env && env[0] == '0' && env[1] == 0);
+        // a cuda_pdl_set in between wins
+        pdl_state.compare_exchange_strong(v, want);
+        v = pdl_state.load();
+    }
+    return v;
+}
+
 extern "C" int cuda_sync(struct ctx_err *e)
 {
     cudaError_t rc = cudaDeviceSynchronize();
@@ -710,7 +749,7 @@ extern "C" int cuda_act_quant(const uint16_t *d_x, int m, int k, uint8_t *d_q, f
         return m <= 0 ? ctx_err_set(e, CTX_EINVAL, "cuda_act_quant: m = %d", m) : CTX_EINVAL;
     const long long warps = (long long)m * (k / 128);
     const unsigned blocks = (unsigned)((warps + 7) / 8);
-    act_quant_kernel<<<blocks, 256, 0, (cudaStream_t)stream>>>(d_x, m, k, d_q, d_sa, scale_t);
+    launch_pdl(act_quant_kernel, blocks, 256, 0, (cudaStream_t)stream, d_x, m, k, d_q, d_sa, scale_t);
     return launch_check(e, "act_quant_kernel");
 }
 
@@ -722,8 +761,9 @@ extern "C" int cuda_fp8_gemv(const uint8_t *d_q, const float *d_sa, int m, const
     if (m < 1 || m > 8 || n < 1)
         return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv: m = %d (1..8), n = %d", m, n);
     const int ws_log2 = gemv_ws_log2(n, k), tiles = (n + 15) / 16, tiles_per_cta = GV_WARPS >> ws_log2;
-    fp8_gemv_kernel<false><<<(tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0, (cudaStream_t)stream>>>(
-        d_q, d_sa, nullptr, m, d_w, d_ws, n, k, reinterpret_cast<__nv_bfloat16 *>(d_y), nullptr, 0, nullptr, ws_log2);
+    launch_pdl(fp8_gemv_kernel<false>, (tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0,
+               (cudaStream_t)stream, d_q, d_sa, nullptr, m, d_w, d_ws, n, k, reinterpret_cast<__nv_bfloat16 *>(d_y),
+               nullptr, 0, nullptr, ws_log2);
     return launch_check(e, "fp8_gemv_kernel");
 }
 
@@ -738,8 +778,8 @@ extern "C" int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uin
     const int ws_log2 = gemv_ws_log2(n, k), tiles = (n + 15) / 16, tiles_per_cta = GV_WARPS >> ws_log2;
     if ((k / 128 + (1 << ws_log2) - 1) >> ws_log2 > GV_F32_MAX_BLOCKS)
         return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv_f32: k = %d above %d", k, GV_F32_MAX_BLOCKS * 128 * GV_WARPS);
-    fp8_gemv_kernel<true><<<(tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0, (cudaStream_t)stream>>>(
-        nullptr, nullptr, d_x, 1, d_w, d_ws, n, k, nullptr, d_y1, n1, d_y2, ws_log2);
+    launch_pdl(fp8_gemv_kernel<true>, (tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0,
+               (cudaStream_t)stream, nullptr, nullptr, d_x, 1, d_w, d_ws, n, k, nullptr, d_y1, n1, d_y2, ws_log2);
     return launch_check(e, "fp8_gemv_kernel<f32>");
 }
 
@@ -781,13 +821,13 @@ extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int 
     // prefill fell from 2820 to 2480 tok/s with it): one warp per 8 rows over all of K.
     if (k < 4096 || npairs > 128) {
         dim3 grid((n + 8 * FP4_NP - 1) / (8 * FP4_NP), npairs);
-        fp4_gemv_rows_kernel<<<grid, 128, 0, (cudaStream_t)stream>>>(d_q, d_sa, x_group, d_ids, d_wtab, d_stab, n, k,
-                                                                    reinterpret_cast<__nv_bfloat16 *>(d_y));
+        launch_pdl(fp4_gemv_rows_kernel, grid, 128, 0, (cudaStream_t)stream, d_q, d_sa, x_group, d_ids, d_wtab, d_stab,
+                   n, k, reinterpret_cast<__nv_bfloat16 *>(d_y));
         return launch_check(e, "fp4_gemv_rows_kernel");
     }
     dim3 grid((n + 2 * FP4_NP - 1) / (2 * FP4_NP), npairs);
-    fp4_gemv_kernel<<<grid, 32 * FP4_WK, 0, (cudaStream_t)stream>>>(d_q, d_sa, x_group, d_ids, d_wtab, d_stab, n, k,
-                                                           reinterpret_cast<__nv_bfloat16 *>(d_y));
+    launch_pdl(fp4_gemv_kernel, grid, 32 * FP4_WK, 0, (cudaStream_t)stream, d_q, d_sa, x_group, d_ids, d_wtab, d_stab,
+               n, k, reinterpret_cast<__nv_bfloat16 *>(d_y));
     return launch_check(e, "fp4_gemv_kernel");
 }
 

@@ -42,6 +42,13 @@ int cuda_d2h(void *dst, const void *d_src, size_t bytes, struct ctx_err *e);
 /* Wait for all work on the device; reports the first asynchronous error. */
 int cuda_sync(struct ctx_err *e);
 
+/* Programmatic Dependent Launch of the decode kernels (kernels/README.md "PDL"): on by default, off
+ * when the environment has CTX_CUDA_PDL=0 at the first query. cuda_pdl_set changes it for launches
+ * queued afterwards (a CUDA graph keeps what it was captured with; the engine recaptures its decode
+ * graph when the switch changed). Results are the same bits either way. */
+void cuda_pdl_set(int on);
+int cuda_pdl_enabled(void);
+
 /* ---- kernels ---- */
 
 /* x bf16 [m][k] -> q e4m3 [m][k] and scales: sa[i*(k/128) + b] (row-major [m][k/128]) or, with

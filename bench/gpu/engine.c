@@ -49,8 +49,14 @@
  * config (cuda_multi_plan's split, weights as stored + the engine's concatenated copies + the
  * state as cuda_engine_new allocates it), not measured.
  *
+ * --pdl both adds, per model and context, the decode step with Programmatic Dependent Launch off and on
+ * (kernels/README.md "PDL"; cuda_pdl_set, the engine recaptures its graph at each change), direct and
+ * graph, from the same random state of that position: the variants alternate in 2 rounds of steps/2
+ * timed steps each (after one untimed step that captures), medians, and the ratio on / off.
+ * --pdl on|off sets the switch for the whole run (default: on unless CTX_CUDA_PDL=0).
+ *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
- *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] */
+ *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,9 +98,9 @@ static double floor_ms(const struct inf_config *c, long long ctx, double bw, dou
     return (*wbytes + *sbytes) / (bw * 1e9) * 1e3;
 }
 
-static int profile, pro_experts = 384, shards = 1, ndevs, devs[64];
-static char prof[32768], extra[8192], pextra[32768], shtab[16384];
-static int prof_len, extra_len, pextra_len, shtab_len;
+static int profile, pro_experts = 384, shards = 1, ndevs, devs[64], pdl_both;
+static char prof[32768], extra[8192], pextra[32768], shtab[16384], pdltab[8192];
+static int prof_len, extra_len, pextra_len, shtab_len, pdltab_len;
 #define APPEND(buf, len, ...) (len += snprintf(buf + len, sizeof buf - (size_t)len, __VA_ARGS__))
 
 /* ---- V4-Pro extrapolation (pro4 --profile). Every figure here is an estimate built from the pro4
@@ -282,6 +288,52 @@ static int time_steps(struct cuda_engine *g, const int *tok, int steps, float *l
     return 0;
 }
 
+/* --pdl both: decode steps from a random state at ctx with PDL off and on, direct and graph (see the
+ * top); appends a row to pdltab. Uses positions ctx .. ctx + steps/2 + 1 (the state is refilled before
+ * each variant's round) and restores the switch and the graph setting. */
+static int pdl_compare(const char *name, struct cuda_engine *g, long long ctx, int steps, const int *dtok,
+                       float *logits, struct ctx_err *e)
+{
+    const int was = cuda_pdl_enabled(), per = steps / 2 > 0 ? steps / 2 : 1;
+    double *dt[2][2], med[2][2], *tmp = malloc(sizeof(double) * (size_t)per);
+    int rc = tmp ? 0 : ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    for (int v = 0; v < 2; v++)
+        for (int gr = 0; gr < 2; gr++)
+            if (!(dt[v][gr] = malloc(sizeof(double) * 2 * (size_t)per)))
+                rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    for (int round = 0; !rc && round < 2; round++)
+        for (int gr = 0; !rc && gr < 2; gr++)
+            for (int v = 0; !rc && v < 2; v++) {
+                cuda_pdl_set(v);
+                cuda_engine_use_graph(g, gr);
+                double m;
+                rc = cuda_engine_state_fill_random(g, ctx, 1, e);
+                if (!rc) /* untimed: (re)captures the graph after the switch changed */
+                    rc = cuda_engine_decode(g, dtok[0], logits, e);
+                if (!rc)
+                    rc = time_steps(g, dtok + 1, per, logits, tmp, &m, e);
+                for (int i = 0; !rc && i < per; i++)
+                    dt[v][gr][round * per + i] = tmp[i];
+            }
+    cuda_pdl_set(was);
+    cuda_engine_use_graph(g, 1);
+    if (!rc) {
+        for (int v = 0; v < 2; v++)
+            for (int gr = 0; gr < 2; gr++) {
+                qsort(dt[v][gr], 2 * (size_t)per, sizeof(double), bench_cmp_double);
+                med[v][gr] = dt[v][gr][per] * 1e3;
+            }
+        APPEND(pdltab, pdltab_len, "| %-7s | %6lld | %8.3f | %8.3f | %5.3f | %8.3f | %8.3f | %5.3f | %d |\n", name, ctx,
+               med[0][0], med[1][0], med[1][0] / med[0][0], med[0][1], med[1][1], med[1][1] / med[0][1],
+               cuda_engine_graph_state(g));
+    }
+    for (int v = 0; v < 2; v++)
+        for (int gr = 0; gr < 2; gr++)
+            free(dt[v][gr]);
+    free(tmp);
+    return rc;
+}
+
 static int run_ctx(const char *name, const struct inf_config *c, struct cuda_engine *g, long long ctx, int steps,
                    long long prefill_max, const int *tok, double bw)
 {
@@ -320,6 +372,12 @@ static int run_ctx(const char *name, const struct inf_config *c, struct cuda_eng
            c->num_hidden_layers, ctx, direct, graph, 1e3 / graph, wb / 1e6, sb / 1e6, fl, 100.0 * fl / graph, pre,
            cuda_engine_graph_state(g));
     fflush(stdout);
+    if (pdl_both && (rc = pdl_compare(name, g, ctx, steps, dtok, logits, &e))) {
+        fprintf(stderr, "bench-gpu-engine: %s at %lld, PDL off/on: %s\n", name, ctx, e.msg);
+        free(logits);
+        free(dt);
+        return 1;
+    }
     if (profile && !cuda_engine_profile(g, 1, &e)) {
         int np = 8, L = c->num_hidden_layers;
         double ms[CUDA_PROF_N], sum = 0, *lm = calloc((size_t)L + 1, sizeof(double));
@@ -957,9 +1015,16 @@ int main(int argc, char **argv)
             chunk = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
             shards = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--pdl") && i + 1 < argc &&
+                   (!strcmp(argv[i + 1], "both") || !strcmp(argv[i + 1], "on") || !strcmp(argv[i + 1], "off"))) {
+            const char *v = argv[++i];
+            pdl_both = !strcmp(v, "both");
+            if (!pdl_both)
+                cuda_pdl_set(!strcmp(v, "on"));
         } else {
             fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
-                            "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]] [--shards N]\n");
+                            "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]] [--shards N] "
+                            "[--pdl both|on|off]\n");
             return 2;
         }
     }
@@ -1019,8 +1084,8 @@ int main(int argc, char **argv)
     printf("floor, bandwidth: device-to-device cudaMemcpy of 1 GiB, median of 20: %.0f GB/s (read + written)\n\n", bw);
     printf("Single-stream decode, CUDA engine, synthetic weights; median of %d steps as direct launches and %d as a "
            "replayed CUDA graph (tok/s and the floor ratio from the graph), after a prefill to the context (tok/s) or "
-           "a random state of that position (filled)\n\n",
-           steps, steps);
+           "a random state of that position (filled); Programmatic Dependent Launch %s\n\n",
+           steps, steps, cuda_pdl_enabled() ? "on" : "off");
     printf("| model | layers | context | ms direct | ms graph | tok/s | weights read MB | state read MB | floor ms | "
            "of floor | prefill tok/s | graph |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -1029,6 +1094,15 @@ int main(int argc, char **argv)
     int rc = 0;
     for (char *sv = NULL, *m = strtok_r(buf, ",", &sv); m; m = strtok_r(NULL, ",", &sv))
         rc |= run_model(m, ctxs, nctx, steps, prefill_max, bw);
+    if (pdl_both) {
+        printf("\nProgrammatic Dependent Launch off vs on (kernels/README.md \"PDL\"), this run: decode steps from a "
+               "random state of the context, median of %d steps per variant (2 alternating rounds; each round after "
+               "a fresh state and one untimed step that recaptures the graph)\n\n",
+               2 * (steps / 2 > 0 ? steps / 2 : 1));
+        printf("| model | context | direct off ms | direct on ms | on / off | graph off ms | graph on ms | on / off | "
+               "graph |\n|---|---|---|---|---|---|---|---|---|\n");
+        fputs(pdltab, stdout);
+    }
     fputs(prof, stdout);
     if (extra_len) {
         printf("\nExtrapolated to V4-Flash's 43 layers (2 sliding, 21 CSA, 20 HCA) from the flash4 layers' GPU time "

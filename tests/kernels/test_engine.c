@@ -14,8 +14,9 @@
  *   to the GPU, continue within the bounds above;
  * - chunked prefill (chunks of 50) against one chunk: within the bounds; whether the logits are
  *   bit-identical is printed.
- * Environment: CTX_ENGINE_PARTS (default "fixture,tiny,mid"; "memcheck" is a short run of every
- * kernel for compute-sanitizer) picks the parts;
+ * - Programmatic Dependent Launch off and on (part "pdl", test_pdl): bit-identical logits and state.
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl"; "memcheck" is a short run
+ * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
@@ -815,6 +816,92 @@ static void test_memcheck(void)
     inf_weights_free(w);
 }
 
+/* ---- Programmatic Dependent Launch: the same bits with the switch off and on ----
+ *
+ * PDL (kernels/README.md) lets a decode kernel start before its predecessor has finished; every such
+ * kernel waits for it before touching its outputs, so results must not change. The mid config runs
+ * the tensor-core indexer (16 heads of 128), k_wo_a_mma and the FP8 GEMVs. Each run below is done with
+ * the switch off, then on (cuda_pdl_set; the engine recaptures its graph when it changed), and the
+ * logits (and the downloaded state) compared byte for byte:
+ * - a 300-token prefill in chunks of 64 (prefill kernels, plain, between PDL ones) + 16 decode steps
+ *   replayed as a CUDA graph;
+ * - 40 tokens in chunks of 6 (the decode kernels with S = 6: GEMV of 6 tokens, quantisation and
+ *   conversion launches) + 4 decode steps, all direct launches;
+ * - a random state at 135001 (indexer over 33K entries in 5 top-k segments, attention in many runs)
+ *   + 6 decode steps as a graph. */
+static void test_pdl(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    const int was = cuda_pdl_enabled();
+    int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 7, &w, &e);
+    struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 140000};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    tap(ok, "pdl: mid engine (PDL %s by default)%s%s", was ? "on" : "off", ok ? "" : ": ", ok ? "" : e.msg);
+    if (!ok)
+        goto done;
+    int V = c.vocab_size;
+    enum { NT = 316 };
+    int tok[NT];
+    for (int i = 0; i < NT; i++)
+        tok[i] = (i * 7919 + 13) % V;
+    static const struct {
+        int P, T, chunk, graph;
+        long long fill; /* > 0: decode from a random state at this position instead of a prefill */
+        const char *what;
+    } runs[] = {
+        {300, 16, 64, 1, 0, "prefill 300 in chunks of 64 + 16 graph decode steps"},
+        {40, 4, 6, 0, 0, "40 tokens in chunks of 6 + 4 decode steps, direct launches"},
+        {0, 6, 0, 1, 135001, "random state at 135001 + 6 graph decode steps"},
+    };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        int R = runs[r].T + 1;
+        float *rows[2] = {calloc((size_t)R * V, sizeof(float)), calloc((size_t)R * V, sizeof(float))};
+        uint8_t *buf[2] = {NULL, NULL};
+        size_t len[2] = {0, 0};
+        struct inf_state *st[2] = {NULL, NULL};
+        int gs[2] = {0, 0}, kept = 0;
+        ok = rows[0] && rows[1];
+        for (int v = 0; v < 2 && ok; v++) {
+            cuda_pdl_set(v);
+            cuda_engine_use_graph(g, runs[r].graph);
+            if (runs[r].fill > 0) {
+                ok = !cuda_engine_state_fill_random(g, runs[r].fill, 13, &e);
+                for (int j = 0; ok && j < runs[r].T; j++)
+                    ok = !cuda_engine_decode(g, tok[j], rows[v] + (size_t)(1 + j) * V, &e);
+            } else {
+                ok = !gpu_run(g, tok, runs[r].P, runs[r].P + runs[r].T, runs[r].chunk, rows[v], V);
+            }
+            gs[v] = cuda_engine_graph_state(g);
+            kept = cuda_pdl_enabled() == v; /* launch_pdl turns the switch off if the runtime refuses PDL */
+            ok = ok && !inf_state_new(&c, &st[v], &e) && !cuda_engine_state_download(g, st[v], &e) &&
+                 !inf_state_serialize(st[v], &buf[v], &len[v], &e);
+        }
+        cuda_pdl_set(was);
+        cuda_engine_use_graph(g, 1);
+        int same_logits = ok && !memcmp(rows[0], rows[1], sizeof(float) * (size_t)R * V);
+        int same_state = ok && len[0] == len[1] && !memcmp(buf[0], buf[1], len[0]);
+        int graphs = !runs[r].graph || (gs[0] == 1 && gs[1] == 1);
+        tap(ok && same_logits && same_state && graphs && kept,
+            "pdl: %s: PDL off vs on: logits %s, state %s (graph state %d / %d%s)%s%s", runs[r].what,
+            same_logits ? "bit-identical" : "DIFFER", same_state ? "bit-identical" : "DIFFERS", gs[0], gs[1],
+            kept ? "" : "; PDL launches refused by the runtime", ok ? "" : ": ", ok ? "" : e.msg);
+        for (int v = 0; v < 2; v++) {
+            free(rows[v]);
+            free(buf[v]);
+            inf_state_free(st[v]);
+        }
+        if (!ok)
+            break;
+    }
+done:
+    cuda_pdl_set(was);
+    cuda_engine_free(g);
+    inf_weights_free(w);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -824,7 +911,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long";
+        parts = "topk,fixture,tiny,mid,long,pdl";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -839,6 +926,8 @@ int main(void)
     }
     if (strstr(parts, "long"))
         test_long();
+    if (strstr(parts, "pdl"))
+        test_pdl();
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
 }
