@@ -46,7 +46,8 @@ static void usage(FILE *f)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\n'ctx COMMAND --help' describes a command. The daemon's socket: --socket, else $CTX_SOCKET,\n"
-               "else $XDG_RUNTIME_DIR/ctxd/ctxd.sock.\n");
+               "else $XDG_RUNTIME_DIR/ctxd/ctxd.sock. A ctxd that ctx starts gets the options in $CTXD_FLAGS\n"
+               "(e.g. CTXD_FLAGS=\"--backend cuda --gpus 0,1 --model /models/DeepSeek-V4-Flash\").\n");
 }
 
 /* ctxd is looked for beside ctx (the build tree or the install prefix), then in ../daemon/ (the

@@ -156,8 +156,26 @@ int ctxd_client_connect_or_spawn(const char *ctxd_path, const char *socket_path,
     int rc = ctxd_client_connect(socket_path, out, e);
     if (rc != CTX_ENOTFOUND)
         return rc;
+    /* $CTXD_FLAGS: options for a ctxd started this way (say "--backend cuda --gpus 0,1 --model DIR"),
+     * words separated by blanks, no quoting */
+    const char *env = getenv("CTXD_FLAGS");
+    char *flags = env ? strdup(env) : NULL;
+    const char *extra[25];
+    int n = 0;
+    if (env && !flags)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    char *save = NULL;
+    for (char *w = flags ? strtok_r(flags, " \t\n", &save) : NULL; w; w = strtok_r(NULL, " \t\n", &save)) {
+        if (n == 24) {
+            free(flags);
+            return ctx_err_set(e, CTX_EINVAL, "CTXD_FLAGS has more than 24 words");
+        }
+        extra[n++] = w;
+    }
+    extra[n] = NULL;
     struct ctx_err se = {0};
-    rc = ctxd_client_spawn(ctxd_path, socket_path, NULL, &se);
+    rc = ctxd_client_spawn(ctxd_path, socket_path, extra, &se);
+    free(flags);
     if (rc != 0 && se.msg[0] && !strstr(se.msg, "already serving")) {
         *e = se;
         return rc;

@@ -21,7 +21,7 @@ int ctxd_client_connect(const char *socket_path, struct ctxd_client **out, struc
 int ctxd_client_spawn(const char *ctxd_path, const char *socket_path, const char *const *extra_args,
                       struct ctx_err *e);
 
-/* Connect, starting ctxd first if none is running. */
+/* Connect, starting ctxd first if none is running (with the options in $CTXD_FLAGS, if set). */
 int ctxd_client_connect_or_spawn(const char *ctxd_path, const char *socket_path,
                                  struct ctxd_client **out, struct ctx_err *e);
 

@@ -217,7 +217,7 @@ extern "C" int cuda_multi_new(const struct inf_weights *w, const struct cuda_eng
         so.layer_begin = l0;
         so.layer_end = l0 + cnt[i];
         if ((rc = cuda_engine_new(w, &so, &m->g[i], e)))
-            ctx_err_prefix(e, "shard %d (device %d, layers %d..%d)", i, devices[i], l0, l0 + cnt[i] - 1);
+            ctx_err_prefix(e, "shard %d (device %d, layers %d..%d): ", i, devices[i], l0, l0 + cnt[i] - 1);
     }
     free(cnt);
     size_t xbytes = sizeof(float) * (size_t)smax * c->hc_mult * c->hidden_size;
@@ -333,7 +333,7 @@ static int queue_chunk(struct cuda_multi *m, const int *tokens, int S, int want_
         }
         int rc = cuda_engine_forward_async(m->g[i], tokens, S, &io, want_logits && i + 1 == m->n, e);
         if (rc) {
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     }
@@ -346,7 +346,7 @@ static int finish(struct cuda_multi *m, float *logits, struct ctx_err *e)
     int rc = 0;
     for (int i = m->n - 1; i >= 0 && !rc; i--)
         if ((rc = cuda_engine_finish(m->g[i], i + 1 == m->n ? logits : NULL, e)))
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
     return rc;
 }
 
@@ -389,7 +389,7 @@ extern "C" int cuda_multi_state_download(struct cuda_multi *m, struct inf_state 
     for (int i = 0; i < m->n; i++) { // each engine waits for its queued work first
         int rc = cuda_engine_state_download(m->g[i], st, e);
         if (rc) {
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     }
@@ -413,7 +413,7 @@ extern "C" int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_st
     for (int i = 0; i < m->n; i++) {
         int rc = cuda_engine_state_upload(m->g[i], st, e);
         if (rc) {
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     }
@@ -426,7 +426,7 @@ extern "C" int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos,
     for (int i = 0; i < m->n; i++) {
         int rc = cuda_engine_state_fill_random(m->g[i], pos, seed, e);
         if (rc) {
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     }
@@ -438,7 +438,7 @@ extern "C" int cuda_multi_state_download_tail(struct cuda_multi *m, struct inf_s
     for (int i = 0; i < m->n; i++) { // each engine waits for its queued work first
         int rc = cuda_engine_state_download_tail(m->g[i], st, e);
         if (rc) {
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     }
@@ -477,7 +477,7 @@ extern "C" int cuda_multi_mark(struct cuda_multi *m, struct cuda_multi_mark **ou
     for (int i = 0; i < m->n; i++) {
         int rc = cuda_engine_mark(m->g[i], &mk->sh[i], e);
         if (rc) {
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
             cuda_multi_mark_free(mk);
             return rc;
         }
@@ -494,12 +494,12 @@ extern "C" int cuda_multi_rewind(struct cuda_multi *m, const struct cuda_multi_m
     int rc;
     for (int i = 0; i < m->n; i++) // checked whole first: a refused mark changes no shard
         if ((rc = cuda_engine_mark_check(m->g[i], mk->sh[i], e))) {
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     for (int i = 0; i < m->n; i++)
         if ((rc = cuda_engine_rewind(m->g[i], mk->sh[i], e))) {
-            ctx_err_prefix(e, "shard %d", i);
+            ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     return 0;

@@ -679,6 +679,26 @@ static void ctx_reports_unstartable_daemon(void **state)
     assert_non_null(strstr(err, "/nonexistent/ctxd"));
 }
 
+/* $CTXD_FLAGS reaches an automatically started ctxd: a bad option there is reported by ctx. */
+static void ctx_autostart_flags(void **state)
+{
+    struct env *e = *state;
+    char out[4096], err[4096];
+    const char *status[] = {ctx_bin, "--socket", e->sock, "--ctxd", ctxd_bin, "--json", "status", NULL};
+    setenv("CTXD_FLAGS", " --no-cache\t--backend   bogus ", 1);
+    int rc = run_capture(status, out, sizeof out, err, sizeof err);
+    unsetenv("CTXD_FLAGS");
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "--backend is local, cuda or openai, not \"bogus\""));
+    setenv("CTXD_FLAGS", "--no-cache --budget 4096", 1);
+    rc = run_capture(status, out, sizeof out, err, sizeof err);
+    unsetenv("CTXD_FLAGS");
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\"backend\":\"cpu\""));
+    const char *stop[] = {ctx_bin, "--socket", e->sock, "stop", NULL};
+    assert_int_equal(run_capture(stop, out, sizeof out, err, sizeof err), 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -703,6 +723,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(non_socket_file_is_not_clobbered, setup, teardown),
         cmocka_unit_test_setup_teardown(ctx_autostarts_and_stops, setup, teardown),
         cmocka_unit_test_setup_teardown(ctx_reports_unstartable_daemon, setup, teardown),
+        cmocka_unit_test_setup_teardown(ctx_autostart_flags, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
