@@ -31,7 +31,7 @@ struct ctxd_engine_opts {
     bool cuda;
     int gpus[16];
     int n_gpus;                  /* 0: device 0 */
-    long long max_ctx;           /* <= 0: 540672 (the default budget, 500000, plus room to answer) */
+    long long max_ctx;           /* <= 0: 540672 (ctxd passes --budget + 40960) */
 };
 
 struct ctxd_engine;

@@ -47,7 +47,7 @@ static void usage(FILE *f)
             "  --backend cuda [--gpus 0,1] [--max-ctx TOKENS]\n"
             "                     run the model on GPUs (a -Dcuda build): one layer-split shard per\n"
             "                     listed device (default 0), caches sized for --max-ctx positions\n"
-            "                     (default 540672: the default budget plus room to answer)\n"
+            "                     (default: the prompt budget + 40960, room for questions and steps)\n"
             "  --backend openai --url URL [--remote-model NAME] [--api-key-env VAR]\n"
             "                     answer through a remote OpenAI-compatible endpoint (DeepSeek's API\n"
             "                     shape) instead of the local engine\n"
@@ -301,6 +301,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "ctxd: --gpus and --max-ctx go with --backend cuda\n");
         return 2;
     }
+    /* the device caches hold the prompt budget plus room for questions and agent steps */
+    if (eo.cuda && !eo.max_ctx)
+        eo.max_ctx = (long long)(ro.budget ? ro.budget : 500000) + 40960;
     if (remote != (eo.remote_url != NULL)) {
         fprintf(stderr, "ctxd: --backend openai and --url go together\n");
         return 2;
