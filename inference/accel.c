@@ -185,3 +185,8 @@ int inf_accel_truncate_hook(struct inf_state *st, struct inf_accel *acc, const v
 }
 
 void inf_accel_forget_hook(struct inf_state *st) { drop(st); }
+
+int inf_accel_state_lags(const struct inf_state *st)
+{
+    return st->accel && st->accel->bound == st && st->accel->dirty;
+}

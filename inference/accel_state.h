@@ -14,6 +14,8 @@ void inf_accel_mark_release(struct inf_accel *a, void *mark);
  * is still valid (*device_done = 1), else make the device forget st. */
 int inf_accel_truncate_hook(struct inf_state *st, struct inf_accel *acc, const void *mark, unsigned long long gen,
                             int *device_done, struct ctx_err *e);
+/* Whether st's host arrays lag behind its device copy (reading them now would be wrong). */
+int inf_accel_state_lags(const struct inf_state *st);
 /* st's host copy is being replaced or freed: the device forgets it, nothing copied back. */
 void inf_accel_forget_hook(struct inf_state *st);
 

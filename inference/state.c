@@ -295,6 +295,9 @@ static void shape_of(const struct inf_config *c, int64_t *f, int *n)
 
 int inf_state_serialize(const struct inf_state *s, uint8_t **buf, size_t *len, struct ctx_err *e)
 {
+    if (inf_accel_state_lags(s))
+        return ctx_err_set(e, CTX_EINVAL, "state: its host copy lags behind the accelerator at position %lld "
+                           "(inf_state_sync first)", s->pos);
     struct wbuf b = {0};
     int64_t shape[INF_MAX_LAYERS + 16];
     int ns;
@@ -404,6 +407,9 @@ bad:
 
 int inf_state_boundary(const struct inf_state *s, uint8_t **buf, size_t *len, struct ctx_err *e)
 {
+    if (inf_accel_state_lags(s))
+        return ctx_err_set(e, CTX_EINVAL, "state: its host copy lags behind the accelerator at position %lld "
+                           "(inf_state_sync first)", s->pos);
     struct wbuf b = {0};
     int64_t shape[INF_MAX_LAYERS + 16];
     int ns;

@@ -172,6 +172,16 @@ static void feed(struct pair *q, const int *tok, int n, int step)
 static void same_bytes(struct pair *q)
 {
     struct ctx_err e = {0};
+    uint8_t *b0 = NULL;
+    size_t n0 = 0;
+    if (q->a->accel) { /* ahead on the device: reading the host copy is refused until the sync */
+        int rc = inf_state_serialize(q->a, &b0, &n0, &e);
+        if (rc) {
+            assert_int_equal(rc, CTX_EINVAL);
+            assert_non_null(strstr(e.msg, "inf_state_sync first"));
+        }
+        free(b0);
+    }
     assert_int_equal(inf_state_sync(q->a, &e), 0);
     uint8_t *b1, *b2;
     size_t n1, n2;
@@ -222,6 +232,10 @@ static void test_snapshot_rewind(void **st)
     printf("# 150-token prefill (3 device chunks), snapshot, 2 rewinds: logits bit-identical, %lld uploads, %lld "
            "downloads\n",
            s1.uploads - s0.uploads, s1.downloads - s0.downloads);
+    uint8_t *bb = NULL;
+    size_t bn = 0;
+    assert_int_equal(inf_state_serialize(q.a, &bb, &bn, &e), CTX_EINVAL); /* 7 decode steps ahead */
+    printf("# serialize of the state ahead on the device: %s\n", e.msg);
     same_bytes(&q);
     inf_snapshot_free(sp);
     inf_snapshot_free(sa);
