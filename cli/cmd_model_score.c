@@ -1,12 +1,14 @@
 /* ctx model score: teacher-forced scoring with the in-process engine (no daemon).
  *   ctx model score DIR|--synthetic NAME [--seed N] --input FILE --out FILE [--dump-blocks FILE]
- *                   [--chunk N] [--threads N]
+ *                   [--chunk N] [--threads N] [--backend cpu|cuda [--gpus LIST]]
  * FILE is JSON {"tokens":[ids...],"prefill":N}: the engine prefills tokens[0..N) (in chunks of
  * --chunk tokens, default one chunk), then feeds the rest one at a time. --out receives
  * little-endian float32 logits: one full-vocabulary row for the prefill's last position and one per
  * fed token. stdout gets {"argmax":[...]} (one per row). --dump-blocks writes a safetensors file
  * with block{i}.out, F32 [N, hc_mult, hidden]: the residual streams after block i for every prefill
- * position. Output files are written atomically. */
+ * position. Output files are written atomically. --backend cuda (a -Dcuda build) runs the forward on
+ * GPUs (kernels/cuda_accel.h: one layer-split shard per listed device, default 0); --dump-blocks
+ * still runs on the CPU (the per-block hook). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -23,6 +25,11 @@
 #include "safetensors.h"
 #include "state.h"
 #include "weights.h"
+#include "accel.h"
+#include "ctx_config.h"
+#if HAVE_CUDA
+#include "cuda_accel.h"
+#endif
 
 static void score_usage(FILE *f)
 {
@@ -32,7 +39,9 @@ static void score_usage(FILE *f)
                "  --out FILE          float32 logits rows: prefill's last position, then one per fed token\n"
                "  --dump-blocks FILE  safetensors of block{i}.out [N, hc_mult, hidden] for the prefill\n"
                "  --chunk N           prefill chunk size (default: the whole prefill at once)\n"
-               "  --threads N         worker threads (default: one per CPU)\n");
+               "  --threads N         worker threads (default: one per CPU)\n"
+               "  --backend cpu|cuda  where the forward runs (cuda: a -Dcuda build; default cpu)\n"
+               "  --gpus LIST         CUDA devices, one layer-split shard each (default 0)\n");
 }
 
 struct dump {
@@ -157,6 +166,7 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
     (void)cli;
     const char *dir = NULL, *synth = NULL, *input = NULL, *outp = NULL, *dumpp = NULL;
     long long seed = 1, chunk = 0, threads = 0;
+    int cuda = 0, gpus[16], n_gpus = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -185,6 +195,28 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
                 fprintf(stderr, "ctx model: --threads \"%s\" is not a positive number\n", argv[i]);
                 return 2;
             }
+        } else if (!strcmp(a, "--backend") && i + 1 < argc) {
+            const char *b = argv[++i];
+            if (strcmp(b, "cpu") && strcmp(b, "cuda")) {
+                fprintf(stderr, "ctx model: --backend is cpu or cuda, not \"%s\"\n", b);
+                return 2;
+            }
+            cuda = !strcmp(b, "cuda");
+        } else if (!strcmp(a, "--gpus") && i + 1 < argc) {
+            const char *p = argv[++i];
+            n_gpus = 0;
+            while (*p) {
+                char *end;
+                errno = 0;
+                long v = strtol(p, &end, 10);
+                if (end == p || errno || v < 0 || v > 255 || (*end && *end != ',') || n_gpus == 16) {
+                    fprintf(stderr, "ctx model: --gpus wants device numbers like 0,1 (at most 16), not \"%s\"\n",
+                            argv[i]);
+                    return 2;
+                }
+                gpus[n_gpus++] = (int)v;
+                p = *end ? end + 1 : end;
+            }
         } else if (a[0] != '-' && !dir) {
             dir = a;
         } else {
@@ -193,6 +225,16 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
             return 2;
         }
     }
+    if (n_gpus && !cuda) {
+        fprintf(stderr, "ctx model: --gpus goes with --backend cuda\n");
+        return 2;
+    }
+#if !HAVE_CUDA
+    if (cuda) {
+        fprintf(stderr, "ctx model: --backend cuda: this ctx was built without the CUDA backend (meson -Dcuda=enabled)\n");
+        return 2;
+    }
+#endif
     if (!!dir == !!synth || !input || !outp) {
         fprintf(stderr, "ctx model: score needs DIR or --synthetic NAME, --input and --out\n");
         score_usage(stderr);
@@ -202,6 +244,7 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
     struct inf_weights *w = NULL;
     struct inf_model *m = NULL;
     struct inf_state *st = NULL;
+    struct inf_accel *acc = NULL;
     int *tokens = NULL, n = 0, P = 0, status = 1;
     float *logits = NULL;
     struct dump d = {0};
@@ -218,6 +261,17 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
         goto fail;
     if (inf_model_new(w, NULL, (int)threads, &m, &e) || inf_state_new(c, &st, &e))
         goto fail;
+#if HAVE_CUDA
+    if (cuda) {
+        struct cuda_accel_opts co = {.devices = n_gpus ? gpus : NULL, .n_devices = n_gpus, .max_ctx = n + 64,
+                                     .max_chunk = chunk > 0 && chunk <= 8192 ? (int)chunk : 2048};
+        if (cuda_accel_new(w, &co, &acc, &e))
+            goto fail;
+        inf_model_set_accel(m, acc);
+    }
+#else
+    (void)gpus;
+#endif
     int V = c->vocab_size, R = 1 + (n - P);
     logits = malloc(sizeof(float) * (size_t)R * V);
     if (!logits) {
@@ -307,6 +361,7 @@ fail:
     free(tokens);
     inf_state_free(st);
     inf_model_free(m);
+    inf_accel_free(acc);
     inf_weights_free(w);
     return status;
 }

@@ -137,6 +137,10 @@ static void test_score(void **st)
     assert_int_equal(run(usage, buf, sizeof buf), 2);
     char *chunk0[] = {(char *)CTX, "model", "score", path, "--input", in, "--out", outp, "--chunk", "0", NULL};
     assert_int_equal(run(chunk0, buf, sizeof buf), 2);
+    char *badbe[] = {(char *)CTX, "model", "score", path, "--input", in, "--out", outp, "--backend", "tpu", NULL};
+    assert_int_equal(run(badbe, buf, sizeof buf), 2);
+    char *gpus[] = {(char *)CTX, "model", "score", path, "--input", in, "--out", outp, "--gpus", "0", NULL};
+    assert_int_equal(run(gpus, buf, sizeof buf), 2); /* --gpus without --backend cuda */
     assert_int_not_equal(stat(outp, &sb), 0);
     unlink(in);
     unlink(blocks);
