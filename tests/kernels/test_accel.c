@@ -11,7 +11,8 @@
  *   snapshot, other tokens, truncate (a device rewind) and continue; two sequences alternating on
  *   the device (each switch downloads the outgoing state's missing tail and uploads the other);
  *   a stale mark (host truncate, re-upload); inf_state_sync's host copy continued on the device;
- * - the counters show which path ran (rewinds, uploads, downloads).
+ * - the counters show which path ran (rewinds, uploads, downloads);
+ * - ctx-small again over 2 layer-split shards on the one device (cuda_multi: what --gpus 0,1 runs).
  * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run. "1..0 # SKIP" without a device. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -70,7 +71,7 @@ static struct inf_accel_stats stats(struct inf_accel *a)
 }
 
 /* One model: reference run, CPU agreement, then the daemon's moves, each against the reference. */
-static void run(const char *what, const struct inf_weights *w, int P, int D)
+static void run(const char *what, const struct inf_weights *w, int P, int D, int shards)
 {
     struct ctx_err e = {0};
     const struct inf_config *c = inf_weights_config(w);
@@ -83,7 +84,8 @@ static void run(const char *what, const struct inf_weights *w, int P, int D)
     }
     struct inf_model *M = NULL, *MA = NULL;
     struct inf_accel *A = NULL;
-    struct cuda_accel_opts co = {.max_ctx = n + 64, .max_chunk = 128};
+    static const int dev0[2] = {0, 0}; /* shards may share a device: the layer-split path on one GPU */
+    struct cuda_accel_opts co = {.devices = dev0, .n_devices = shards, .max_ctx = n + 64, .max_chunk = 128};
     if (inf_model_new(w, NULL, 0, &M, &e) || inf_model_new(w, NULL, 0, &MA, &e) || cuda_accel_new(w, &co, &A, &e)) {
         tap(0, "%s: model and accelerator: %s", what, e.msg);
         return;
@@ -203,7 +205,8 @@ int main(void)
     if (inf_weights_open(path, &w, &e)) {
         tap(0, "ctx-small: %s", e.msg);
     } else {
-        run("ctx-small", w, 600, 16);
+        run("ctx-small", w, 600, 16, 1);
+        run("ctx-small over 2 layer-split shards", w, 600, 16, 2);
         inf_weights_free(w);
     }
     struct inf_config mc;
@@ -212,7 +215,7 @@ int main(void)
     if (inf_config_resolve("mid", &mc, &e) || inf_weights_synthetic(&mc, 7, &w, &e)) {
         tap(0, "mid: %s", e.msg);
     } else {
-        run("synthetic mid", w, P, 8);
+        run("synthetic mid", w, P, 8, 1);
         inf_weights_free(w);
     }
     printf("1..%d\n", n_test);
