@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,7 +39,9 @@ static inline int dh_workdir(const char *name, char *dir, size_t cap)
 }
 
 /* Start `ctxd ARGS...` (argv[0] included, NULL-terminated) with stdout and stderr in `log`, so that
- * a daemon left behind never holds the test harness's pipes; wait until it accepts on `sock`. */
+ * a daemon left behind never holds the test harness's pipes; wait until it accepts on `sock`.
+ * $CTX_TEST_CTXD_FLAGS (blank-separated words) are appended: the GPU machine runs these tests against
+ * `ctxd --backend cuda` that way (tools/gpu/daemon-tests.sh). */
 static pid_t dh_start(const char *sock, const char *log, char *const argv[])
 {
     pid_t pid = fork();
@@ -46,6 +49,18 @@ static pid_t dh_start(const char *sock, const char *log, char *const argv[])
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fd, 2);
         dup2(fd, 1);
+        const char *env = getenv("CTX_TEST_CTXD_FLAGS");
+        if (env && *env) {
+            char *all[96], *save = NULL, *flags = strdup(env);
+            int n = 0;
+            for (int i = 0; argv[i] && n < 64; i++)
+                all[n++] = argv[i];
+            for (char *w = flags ? strtok_r(flags, " \t", &save) : NULL; w && n < 95; w = strtok_r(NULL, " \t", &save))
+                all[n++] = w;
+            all[n] = NULL;
+            execv(all[0], all);
+            _exit(127);
+        }
         execv(argv[0], argv);
         _exit(127);
     }
