@@ -2804,11 +2804,25 @@ __device__ float softplusf_(float x) { return x > 20.f ? x : log1pf(expf(x)); }
 // lowest expert id (a block argmax: the same choice as the CPU's first-strictly-greater scan); the
 // softmax and the weight sums run in thread 0 in the CPU's order. ri/rw [S][k]; ri [S][k] after
 // them holds the ids + E (w3 in the expert table).
+// With MOE_ROUTE_AQ the launch has more blocks than tokens, and those past the tokens run
+// k_act_quant_f32's warps on u (2S rows, the routed w1|w3 product's input): the two are independent,
+// so one launch instead of two in the decode chain; u, D, q8, sa are unused when the grid is S.
+// wreg (MOE_ROUTE_REG): thread 0 computes the weights from the ids in shared memory and keeps them in
+// registers, instead of reading back ri and rw, which it has just written to global memory (each of
+// those 2k dependent round trips costs a global load's latency: most of the kernel's ~4 us).
+__device__ __forceinline__ void act_quant_f32_warp(const float *x, int mx, int m, int k, uint8_t *q, float *sa,
+                                                   long long w, int lane);
 __global__ void __launch_bounds__(512) k_route(const float *logit, int S, int E, int k, int func, const float *bias,
                                                const long long *tid2eid, const int *tok, float rsf, int *ri,
-                                               float *rw)
+                                               float *rw, const float *u, int D, uint8_t *q8, float *sa, int wreg)
 {
     pdl_begin();
+    if ((int)blockIdx.x >= S) { // a whole block: no barrier below is skipped by part of one
+        act_quant_f32_warp(u, S, 2 * S, D, q8, sa,
+                           ((long long)(blockIdx.x - (unsigned)S) * blockDim.x + threadIdx.x) >> 5,
+                           (int)(threadIdx.x & 31));
+        return;
+    }
     __shared__ float sc[512], wv[16];
     __shared__ int taken[512], wi[16], selsh[16];
     int s = blockIdx.x, x = threadIdx.x, lane = x & 31, warp = x >> 5;
@@ -2871,6 +2885,18 @@ __global__ void __launch_bounds__(512) k_route(const float *logit, int S, int E,
             sel[i] = selsh[i];
             sel[(size_t)S * k + i] = selsh[i] + E; // the w3 half of the expert table
         }
+        if (wreg) { // MOE_ROUTE_REG: the same values and operations from shared memory and registers
+            float wl[16];
+            for (int i = 0; i < k; i++)
+                sum += (wl[i] = sc[selsh[i]]);
+            for (int i = 0; i < k; i++) {
+                float v = wl[i];
+                if (func != 0)
+                    v /= sum;
+                w[i] = v * rsf;
+            }
+            return;
+        }
         for (int i = 0; i < k; i++)
             sum += (w[i] = sc[sel[i]]);
         for (int i = 0; i < k; i++) {
@@ -2885,12 +2911,11 @@ __global__ void __launch_bounds__(512) k_route(const float *logit, int S, int E,
 // output rows reads row r % mx of x (mx < m: the rows again, for the routed w1|w3 product). The
 // arithmetic of gemm.cu's act_quant_kernel on bf16(x), so the same bytes and scales as k_f2bf then
 // cuda_act_quant, in one launch. One warp per (row, 128-K block); sa row-major [m][k/128].
-__global__ void __launch_bounds__(256) k_act_quant_f32(const float *x, int mx, int m, int k, uint8_t *q, float *sa)
+// act_quant_f32_warp is warp w's share (lane `lane`), so that k_route's extra blocks run the same code.
+__device__ __forceinline__ void act_quant_f32_warp(const float *x, int mx, int m, int k, uint8_t *q, float *sa,
+                                                   long long w, int lane)
 {
-    pdl_begin();
     const int kb_n = k >> 7;
-    const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
     if (w >= (long long)m * kb_n)
         return;
     const int row = (int)(w / kb_n), kb = (int)(w % kb_n);
@@ -2914,6 +2939,12 @@ __global__ void __launch_bounds__(256) k_act_quant_f32(const float *x, int mx, i
     *reinterpret_cast<uint32_t *>(q + off) = packed;
     if (lane == 0)
         sa[(size_t)row * kb_n + kb] = sc;
+}
+__global__ void __launch_bounds__(256) k_act_quant_f32(const float *x, int mx, int m, int k, uint8_t *q, float *sa)
+{
+    pdl_begin();
+    act_quant_f32_warp(x, mx, m, k, q, sa, ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5,
+                       (int)(threadIdx.x & 31));
 }
 
 // SwiGLU, h = bf16(weight[r] * silu(min(g, lim)) * clamp(u, +-lim)) (no weight for the shared
@@ -3011,6 +3042,60 @@ __global__ void k_moe_combine(const uint16_t *ys, const int *ri, const uint16_t 
         last = v;
     }
     out[t] = bf16r(acc + bf16ld(sy[t]));
+}
+
+// k_moe_combine's outputs, 4 consecutive ones a thread (MOE_COMBINE4; needs D % 4 == 0, k <= KMAX):
+// the same expert order (the same scan over the ids, here held in registers) and the same fp32
+// additions per output, so the same bits. Why it is faster: k_moe_combine's thread reads the ids
+// again for every expert and issues each row's load only after the scan that picks it (~7 dependent
+// rounds of loads, 8.6 us for one token of 4096 at 16 blocks); here the ids, the k rows (8 bytes a
+// row) and the shared row are loaded up front, all in flight together, and the scan runs on registers.
+template <int KMAX>
+__global__ void __launch_bounds__(64) k_moe_combine4(const uint16_t *ys, const int *ri, const uint16_t *sy, int S, int k,
+                                                     int D, float *out)
+{
+    pdl_begin();
+    const int nq = D >> 2;
+    const size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (t >= (size_t)S * nq)
+        return;
+    const size_t s = t / nq;
+    const int i = (int)(t % nq) * 4;
+    const int *sel = ri + s * k;
+    int id[KMAX];
+    uint2 y[KMAX];
+#pragma unroll
+    for (int j = 0; j < KMAX; j++)
+        if (j < k) {
+            id[j] = sel[j];
+            y[j] = *reinterpret_cast<const uint2 *>(ys + (s * k + j) * D + i);
+        }
+    const uint2 sv = *reinterpret_cast<const uint2 *>(sy + s * D + i);
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    int last = -1;
+    for (int it = 0; it < k; it++) { // at most k distinct ids; the next larger one each time, repeats in order
+        int v = -1;
+#pragma unroll
+        for (int j = 0; j < KMAX; j++)
+            if (j < k && id[j] > last && (v < 0 || id[j] < v))
+                v = id[j];
+        if (v < 0)
+            break;
+#pragma unroll
+        for (int j = 0; j < KMAX; j++)
+            if (j < k && id[j] == v) {
+                acc[0] += bf16ld((uint16_t)(y[j].x & 0xffffu));
+                acc[1] += bf16ld((uint16_t)(y[j].x >> 16));
+                acc[2] += bf16ld((uint16_t)(y[j].y & 0xffffu));
+                acc[3] += bf16ld((uint16_t)(y[j].y >> 16));
+            }
+        last = v;
+    }
+    const float4 o = make_float4(bf16r(acc[0] + bf16ld((uint16_t)(sv.x & 0xffffu))),
+                                 bf16r(acc[1] + bf16ld((uint16_t)(sv.x >> 16))),
+                                 bf16r(acc[2] + bf16ld((uint16_t)(sv.y & 0xffffu))),
+                                 bf16r(acc[3] + bf16ld((uint16_t)(sv.y >> 16))));
+    *reinterpret_cast<float4 *>(out + s * D + i) = o;
 }
 
 // Busy-waits `ns` nanoseconds, so that the launches queued behind it run back to back (profiling).
@@ -3131,6 +3216,16 @@ struct cuda_engine {
     // one are refused), and the live marks (a rewind flags those it goes behind)
     unsigned long long gen;
     struct cuda_engine_mark *marks;
+    // MoE of a decode step (issue 10; moe(), moe_streams_new/_free): the switches (MOE_SIDE, MOE_COMBINE4,
+    // MOE_ROUTE_AQ, MOE_ROUTE_REG; env CTX_CUDA_MOE_SIDE / _COMBINE / _FUSE / _ROUTE = 0 turn one off),
+    // and the shared expert's side stream: forked from st after mHC pre (mev[0]), joined back before
+    // the combine (mev[1]); it quantises u into its own q8s / sas (rows [0, MOE_SIDE_MAX_S)), since the
+    // routed SwiGLU rewrites q8 / sa while the shared products would still read them.
+    int moe_mode;
+    cudaStream_t mst;
+    cudaEvent_t mev[2];
+    uint8_t *q8s;
+    float *sas;
 };
 
 extern "C" const char *const cuda_engine_prof_names[CUDA_PROF_N] = {
@@ -3153,6 +3248,65 @@ static int cu(struct ctx_err *e, cudaError_t rc, const char *what)
         return 0;
     return ctx_err_set(e, CTX_EIO, "cuda engine: %s: %s", what, cudaGetErrorString(rc));
 }
+
+// ---- MoE of a decode step (issue 10): the switches of moe() and the shared expert's side stream
+// (struct cuda_engine's last fields). Each switch changes where and in how many launches work runs,
+// never an operation's order, so every setting gives the same bits (tests/kernels/test_engine.c, part
+// "moe", compares them). Default all on; CTX_CUDA_MOE_SIDE / _COMBINE / _FUSE / _ROUTE = 0 turn one off.
+#define MOE_SIDE 1     // decode (S <= MOE_SIDE_MAX_S): the shared expert on the side stream mst
+#define MOE_COMBINE4 2 // k_moe_combine4 (vector loads all in flight) instead of k_moe_combine
+#define MOE_ROUTE_AQ 4 // the routed input's quantisation in k_route's launch (extra blocks)
+#define MOE_ROUTE_REG 8 // k_route's weights from shared memory and registers, not read back from global
+#define MOE_SIDE_MAX_S 8
+#define MOE_MODE_ALL (MOE_SIDE | MOE_COMBINE4 | MOE_ROUTE_AQ | MOE_ROUTE_REG)
+static int moe_mode_default(void)
+{
+    static const int mode = [] { // read once per process
+        int m = MOE_MODE_ALL;
+        const char *v;
+        if ((v = getenv("CTX_CUDA_MOE_SIDE")) && !strcmp(v, "0"))
+            m &= ~MOE_SIDE;
+        if ((v = getenv("CTX_CUDA_MOE_COMBINE")) && !strcmp(v, "0"))
+            m &= ~MOE_COMBINE4;
+        if ((v = getenv("CTX_CUDA_MOE_FUSE")) && !strcmp(v, "0"))
+            m &= ~MOE_ROUTE_AQ;
+        if ((v = getenv("CTX_CUDA_MOE_ROUTE")) && !strcmp(v, "0"))
+            m &= ~MOE_ROUTE_REG;
+        return m;
+    }();
+    return mode;
+}
+// At engine creation (the engine's device current): the side stream and its fork / join events.
+static int moe_streams_new(struct cuda_engine *g, struct ctx_err *e)
+{
+    g->moe_mode = moe_mode_default();
+    int rc = cu(e, cudaStreamCreateWithFlags(&g->mst, cudaStreamNonBlocking), "cudaStreamCreate(moe side)");
+    for (int i = 0; i < 2 && !rc; i++)
+        rc = cu(e, cudaEventCreateWithFlags(&g->mev[i], cudaEventDisableTiming), "cudaEventCreate(moe side)");
+    return rc;
+}
+static void moe_streams_free(struct cuda_engine *g)
+{
+    if (g->mst) { // every fork is joined into st, so this waits for nothing in a finished call
+        cudaStreamSynchronize(g->mst);
+        cudaStreamDestroy(g->mst);
+    }
+    for (int i = 0; i < 2; i++)
+        if (g->mev[i])
+            cudaEventDestroy(g->mev[i]);
+}
+// Test entry (declared in tests/kernels/test_engine.c): the MOE_* switches of this engine; a change
+// drops the captured decode graph, so the next decode step captures the new launches.
+extern "C" void cuda_engine_moe_mode(struct cuda_engine *g, int mode)
+{
+    mode &= MOE_MODE_ALL;
+    if (mode != g->moe_mode && g->gexec) {
+        cudaGraphExecDestroy(g->gexec);
+        g->gexec = NULL;
+    }
+    g->moe_mode = mode;
+}
+
 // Makes the engine's device current for the scope of a call and restores the caller's after, so that
 // engines on several devices can be driven from one thread.
 struct dev_guard {
@@ -3497,6 +3651,11 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     g->moe_b2 = cuda_moe_scratch_bytes(E, S * k);
     PIECE(g->moe_s13, g->moe_b13);
     PIECE(g->moe_s2, g->moe_b2);
+    { // the side stream's shared-expert activations (MOE_SIDE): u, then the SwiGLU output, quantised
+        size_t rows = (size_t)(S < MOE_SIDE_MAX_S ? S : MOE_SIDE_MAX_S), kq = (size_t)smax_i(D, SI);
+        PIECE(g->q8s, rows * kq);
+        PIECE(g->sas, sizeof(float) * rows * (kq / 128 + 1));
+    }
     PIECE(g->rope[0], sizeof(float) * (size_t)g->max_ctx * rd);
     PIECE(g->rope[1], sizeof(float) * (size_t)g->max_ctx * rd);
 #undef PIECE
@@ -3605,6 +3764,7 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
     dev_guard dg(g->dev);
     if (g->st) // queued work (an asynchronous call) may still use what is freed below
         cudaStreamSynchronize(g->st);
+    moe_streams_free(g);
     if (g->L)
         for (int l = 0; l < g->c.num_hidden_layers; l++) {
             cudaFree(g->L[l].etab);
@@ -3732,6 +3892,8 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: max_chunk %d too large", sm);
     }
     int rc = cu(e, cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "cudaStreamCreate");
+    if (!rc)
+        rc = moe_streams_new(g, e);
     int sms = 0;
     if (!rc)
         rc = cu(e, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
@@ -4231,6 +4393,33 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 }
 
 #define MOE_GEMM_MIN_S 8
+// MOE_SIDE: the shared expert of a decode step on the side stream mst, in parallel with the gate,
+// the router and the routed experts on st (the gate and the one-block router leave most SMs idle, the
+// routed FP4 GEMVs leave bandwidth unused). Forked here, right after k_hc_pre wrote u (the only input);
+// moe() joins it (mev[1]) before the combine, the one reader of its output sy16. The launches of the
+// serial path with the side stream's own q8s / sas instead of q8 / sa: k_act_quant_f32 over S rows
+// writes the bytes of rows [0, S) of moe()'s 2S-row launch (a row's quantisation reads that row only),
+// and the two products and the SwiGLU are the same calls on them, so the same bits. The first launch
+// is plain: its dependency on k_hc_pre is the event's, a full one.
+static int moe_shared_side(struct cuda_engine *g, const struct dlayer *L, int S, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    int D = c->hidden_size, SI = c->moe_intermediate_size * c->n_shared_experts, rc;
+    if ((rc = cu(e, cudaEventRecord(g->mev[0], g->st), "moe: fork")) ||
+        (rc = cu(e, cudaStreamWaitEvent(g->mst, g->mev[0], 0), "moe: fork")))
+        return rc;
+    k_act_quant_f32<<<(unsigned)(((long long)S * (D / 128) + 7) / 8), 256, 0, g->mst>>>(g->u, S, S, D, g->q8s, g->sas);
+    LAUNCHED("moe shared: k_act_quant_f32");
+    if ((rc = cuda_fp8_gemv(g->q8s, g->sas, S, L->sw13.w, L->sw13.s, L->sw13.n, L->sw13.k, g->sg16, g->mst, e)))
+        return rc;
+    launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->mst, g->sg16, g->sg16 + SI,
+               2 * SI, S, SI, nullptr, (float)c->swiglu_limit, g->q8s, g->sas);
+    LAUNCHED("moe shared: swiglu");
+    if ((rc = cuda_fp8_gemv(g->q8s, g->sas, S, L->sw2.w, L->sw2.s, L->sw2.n, L->sw2.k, g->sy16, g->mst, e)))
+        return rc;
+    return cu(e, cudaEventRecord(g->mev[1], g->mst), "moe: join");
+}
+
 static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
@@ -4238,17 +4427,29 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     int E = c->n_routed_experts, k = c->num_experts_per_tok, D = c->hidden_size, I = c->moe_intermediate_size;
     int SI = I * c->n_shared_experts, rc;
     float lim = (float)c->swiglu_limit;
+    if (I % 128 || SI % 128)
+        return ctx_err_set(e, CTX_EINVAL, "moe: intermediate sizes %d, %d are not multiples of 128", I, SI);
+    const int side = (g->moe_mode & MOE_SIDE) && S <= MOE_SIDE_MAX_S;
+    if (side && (rc = moe_shared_side(g, L, S, e)))
+        return rc;
     if ((rc = lin_bf16(g, &L->gate, g->u, S, g->logit, 0, e)))
         return rc;
     int func = c->scoring_func == INF_SCORE_SOFTMAX ? 0 : c->scoring_func == INF_SCORE_SIGMOID ? 1 : 2;
-    launch_pdl(k_route, S, E > 256 ? 512 : 256, 0, g->st, g->logit, S, E, k, func, L->hash ? NULL : L->gate_bias,
-               L->hash ? L->tid2eid : NULL, g->tok, (float)c->routed_scaling_factor, g->ri, g->rw);
-    launch_pdl(k_act_quant_f32, (unsigned)((2LL * S * (D / 128) + 7) / 8), 256, 0, g->st, g->u, S, 2 * S, D, g->q8,
-               g->sa);
+    // the routing, and the quantisation of u (twice: w1 and w3 rows) for the routed experts: with
+    // MOE_ROUTE_AQ one launch, its blocks past the S routing blocks running k_act_quant_f32's warps
+    const unsigned rthreads = E > 256 ? 512 : 256, aq_warps = (unsigned)(2 * S * (D / 128));
+    const unsigned aq_blocks = (g->moe_mode & MOE_ROUTE_AQ) ? (aq_warps + rthreads / 32 - 1) / (rthreads / 32) : 0;
+    launch_pdl(k_route, (unsigned)S + aq_blocks, rthreads, 0, g->st, g->logit, S, E, k, func,
+               L->hash ? NULL : L->gate_bias, L->hash ? L->tid2eid : NULL, g->tok, (float)c->routed_scaling_factor,
+               g->ri, g->rw, g->u, D, g->q8, g->sa, (g->moe_mode & MOE_ROUTE_REG) ? 1 : 0);
+    if (!aq_blocks)
+        launch_pdl(k_act_quant_f32, (unsigned)((2LL * S * (D / 128) + 7) / 8), 256, 0, g->st, g->u, S, 2 * S, D, g->q8,
+                   g->sa);
     LAUNCHED("moe routing");
     prof_mark(g, CUDA_PROF_MOE_ROUTE);
     // w1 and w3 of the routed experts in one grouped product (pairs [0, S*k): w1 on input rows [0, S);
-    // [S*k, 2*S*k): w3 on the copy, rows [S, 2S)), then the shared expert's w1|w3 on rows [0, S)
+    // [S*k, 2*S*k): w3 on the copy, rows [S, 2S)), then (without MOE_SIDE) the shared expert's w1|w3 on
+    // rows [0, S)
     // A prefill chunk (S > MOE_GEMM_MIN_S: every chunk size the chunk-invariance guarantee covers takes
     // the same path) buckets its pairs by expert and runs the grouped GEMM of moe_gemm.h, which reads
     // each expert's weights once per 64-pair tile; a decode step (S <= 8) keeps the grouped GEMV. The
@@ -4263,12 +4464,10 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         rc = cuda_moe_gemm(&b13, g->q8, g->sa, k, t, t + 2 * E, I, D, g->g16, g->st, e);
     if (!rc && !grouped)
         rc = cuda_fp4_gemv_grouped(g->q8, g->sa, k, 2 * S * k, g->ri, t, t + 2 * E, I, D, g->g16, g->st, e);
-    if (rc || (rc = lin_fp8_q(g, &L->sw13, S, g->sg16, e)))
+    if (rc || (!side && (rc = lin_fp8_q(g, &L->sw13, S, g->sg16, e))))
         return rc;
     // SwiGLU fused with the quantisation of its output (k_swiglu_quant), the routed rows, then, after
-    // their w2 product has read q8, the shared expert's.
-    if (I % 128 || SI % 128)
-        return ctx_err_set(e, CTX_EINVAL, "moe: intermediate sizes %d, %d are not multiples of 128", I, SI);
+    // their w2 product has read q8, the shared expert's (on the side stream: its own q8s).
     launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * k * (I / 128) + 7) / 8), 256, 0, g->st, g->g16, u16, I, S * k,
                I, g->rw, lim, g->q8, g->sa);
     LAUNCHED("swiglu");
@@ -4281,13 +4480,31 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     }
     if (rc)
         return rc;
-    launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->st, g->sg16, g->sg16 + SI,
-               2 * SI, S, SI, nullptr, lim, g->q8, g->sa);
-    LAUNCHED("swiglu shared");
-    if ((rc = lin_fp8_q(g, &L->sw2, S, g->sy16, e)))
+    if (!side) {
+        launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->st, g->sg16,
+                   g->sg16 + SI, 2 * SI, S, SI, nullptr, lim, g->q8, g->sa);
+        LAUNCHED("swiglu shared");
+        if ((rc = lin_fp8_q(g, &L->sw2, S, g->sy16, e)))
+            return rc;
+    } else if ((rc = cu(e, cudaStreamWaitEvent(g->st, g->mev[1], 0), "moe: join"))) {
         return rc;
+    }
     prof_mark(g, CUDA_PROF_MOE_EXPERTS);
-    launch_pdl(k_moe_combine, grid_for((size_t)S * D, 256), 256, 0, g->st, g->ys16, g->ri, g->sy16, S, k, D, g->f);
+    // the combine; after the join a plain launch (a full dependency on both streams' last kernels)
+    const int c4 = (g->moe_mode & MOE_COMBINE4) && D % 4 == 0 && k <= 16;
+    const unsigned cgrid = c4 ? grid_for((size_t)S * (D / 4), 64) : grid_for((size_t)S * D, 256);
+    if (c4 && side && k <= 8)
+        k_moe_combine4<8><<<cgrid, 64, 0, g->st>>>(g->ys16, g->ri, g->sy16, S, k, D, g->f);
+    else if (c4 && side)
+        k_moe_combine4<16><<<cgrid, 64, 0, g->st>>>(g->ys16, g->ri, g->sy16, S, k, D, g->f);
+    else if (c4 && k <= 8)
+        launch_pdl(k_moe_combine4<8>, cgrid, 64, 0, g->st, g->ys16, g->ri, g->sy16, S, k, D, g->f);
+    else if (c4)
+        launch_pdl(k_moe_combine4<16>, cgrid, 64, 0, g->st, g->ys16, g->ri, g->sy16, S, k, D, g->f);
+    else if (side)
+        k_moe_combine<<<cgrid, 256, 0, g->st>>>(g->ys16, g->ri, g->sy16, S, k, D, g->f);
+    else
+        launch_pdl(k_moe_combine, cgrid, 256, 0, g->st, g->ys16, g->ri, g->sy16, S, k, D, g->f);
     LAUNCHED("moe combine");
     prof_mark(g, CUDA_PROF_MOE_COMBINE);
     return 0;

@@ -15,7 +15,8 @@
  * - chunked prefill (chunks of 50) against one chunk: within the bounds; whether the logits are
  *   bit-identical is printed.
  * - Programmatic Dependent Launch off and on (part "pdl", test_pdl): bit-identical logits and state.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl"; "memcheck" is a short run
+ * - the MoE switches of the decode step (part "moe", test_moe): every mode bit-identical to the serial one.
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,moe"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -902,6 +903,92 @@ done:
     inf_weights_free(w);
 }
 
+/* ---- MoE decode switches (kernels/engine.cu moe(): MOE_SIDE, MOE_COMBINE4, MOE_ROUTE_AQ, MOE_ROUTE_REG) ----
+ *
+ * Test entry of kernels/engine.cu: the engine's MoE switches (bit 1: the shared expert of a decode step
+ * on a second stream forked from and joined back into the engine's, with its own activation buffers;
+ * bit 2: k_moe_combine4, the combine with every row loaded at once; bit 4: the routed input's
+ * quantisation in the router's launch; bit 8: the router's weights from shared memory and registers).
+ * Each changes where work runs, not its arithmetic, so every mode must give the bits of mode 0 (the
+ * serial path); a change drops the captured decode graph. Runs (tiny: 8 experts, 2 a token, 256 wide;
+ * mid: 64 experts, 6 a token, hash-routed first layers), each in modes 0, 1, 2, 4, 8, 15 with logits
+ * and the downloaded state compared byte for byte with mode 0:
+ * - a prefill in chunks of 64 (S > 8: bit 2 and 4 only) + 12 decode steps replayed as a CUDA graph
+ *   (which must capture: graph state 1 in every mode, so the side stream's fork and join are capturable);
+ * - tokens in chunks of 6 (S = 6 <= 8: the side stream with 6 rows) + 4 decode steps, direct launches. */
+void cuda_engine_moe_mode(struct cuda_engine *g, int mode);
+
+static void test_moe(const char *name)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    int ok = !inf_config_builtin(name, &c, &e) && !inf_weights_synthetic(&c, 5, &w, &e);
+    struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 2048};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    tap(ok, "moe: %s engine%s%s", name, ok ? "" : ": ", ok ? "" : e.msg);
+    if (!ok)
+        goto done;
+    int V = c.vocab_size;
+    enum { NT = 220 };
+    int tok[NT];
+    for (int i = 0; i < NT; i++)
+        tok[i] = (i * 7919 + 29) % V;
+    static const struct {
+        int P, T, chunk, graph;
+        const char *what;
+    } runs[] = {
+        {200, 12, 64, 1, "prefill 200 in chunks of 64 + 12 graph decode steps"},
+        {42, 4, 6, 0, "42 tokens in chunks of 6 + 4 decode steps, direct launches"},
+    };
+    static const int modes[] = {0, 1, 2, 4, 8, 15};
+    enum { NM = sizeof modes / sizeof modes[0] };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0] && ok; r++) {
+        int R = runs[r].T + 1;
+        float *rows[NM];
+        uint8_t *buf[NM];
+        size_t len[NM];
+        int gs[NM];
+        for (int v = 0; v < NM; v++) {
+            rows[v] = calloc((size_t)R * V, sizeof(float));
+            buf[v] = NULL;
+            len[v] = 0;
+            gs[v] = 0;
+            ok = ok && rows[v];
+        }
+        for (int v = 0; v < NM && ok; v++) {
+            struct inf_state *st = NULL;
+            cuda_engine_moe_mode(g, modes[v]);
+            cuda_engine_use_graph(g, runs[r].graph);
+            ok = !gpu_run(g, tok, runs[r].P, runs[r].P + runs[r].T, runs[r].chunk, rows[v], V);
+            gs[v] = cuda_engine_graph_state(g);
+            ok = ok && !inf_state_new(&c, &st, &e) && !cuda_engine_state_download(g, st, &e) &&
+                 !inf_state_serialize(st, &buf[v], &len[v], &e);
+            inf_state_free(st);
+        }
+        cuda_engine_moe_mode(g, 15);
+        cuda_engine_use_graph(g, 1);
+        for (int v = 1; v < NM && ok; v++) {
+            int same_logits = !memcmp(rows[0], rows[v], sizeof(float) * (size_t)R * V);
+            int same_state = len[0] == len[v] && !memcmp(buf[0], buf[v], len[0]);
+            int graphs = !runs[r].graph || (gs[0] == 1 && gs[v] == 1);
+            tap(same_logits && same_state && graphs, "moe: %s: %s: mode %d vs 0: logits %s, state %s (graph state %d / %d)",
+                name, runs[r].what, modes[v], same_logits ? "bit-identical" : "DIFFER",
+                same_state ? "bit-identical" : "DIFFERS", gs[v], gs[0]);
+        }
+        if (!ok)
+            tap(0, "moe: %s: %s: runs%s%s", name, runs[r].what, e.msg[0] ? ": " : "", e.msg);
+        for (int v = 0; v < NM; v++) {
+            free(rows[v]);
+            free(buf[v]);
+        }
+    }
+done:
+    cuda_engine_free(g);
+    inf_weights_free(w);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -911,7 +998,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl";
+        parts = "topk,fixture,tiny,mid,long,pdl,moe";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -928,6 +1015,10 @@ int main(void)
         test_long();
     if (strstr(parts, "pdl"))
         test_pdl();
+    if (strstr(parts, "moe")) {
+        test_moe("tiny");
+        test_moe("mid");
+    }
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
 }
