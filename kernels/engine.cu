@@ -13,6 +13,7 @@
 // product, to cut launches.
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
+#include <atomic>
 
 #include <math.h>
 #include <stdarg.h>
@@ -363,24 +364,31 @@ __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 // Sums of u^2 for the norm: each thread adds its elements in index order (its groups in order, x y z
 // w within a group), then block_sum (a xor tree in each warp, then over the 32 warps' values).
 // head != 0: hc_head instead (nm = hc mixes, pre only: no post, comb or Sinkhorn; `eps` is hc_eps).
+// post_out == NULL: no post; comb_out == NULL: no Sinkhorn (head mode passes neither; decode sites
+// with the Sinkhorn on the side stream, k_hc_sink4 there, pass neither either: pre, u and its norm only).
 // PRE_IN (prefill, hc = 4, after k_hc_sink4): the mixes, post, comb and Sinkhorn were done by
 // k_hc_sink4, which left the token's pre weights in part[s][0][0..hc); only u and its norm are left.
+// The body is hc_pre_body (token s), which k_hc_mixpre's last block of a token runs too; part is
+// read with ld.global.cg there, since other blocks of that grid wrote it.
 #define HCP_THREADS 1024
 #define HCP_NG 2 // float4 groups per thread held in registers: D <= 4 * 1024 * 2 without a second read
-template <int HC, int PRE_IN = 0>
-__global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int nch, const float *scale,
-                                                        const float *base, int hc, int iters, float eps,
-                                                        const float *X, int D, float *post_out, float *comb_out,
-                                                        const uint16_t *normw, float norm_eps, float *u, int head)
+template <int HC, int PRE_IN>
+__device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, const float *scale, const float *base,
+                                            int hc, int iters, float eps, const float *X, int D, float *post_out,
+                                            float *comb_out, const uint16_t *normw, float norm_eps, float *u, int head)
 {
-    pdl_begin();
     constexpr int NR = HC > 0 ? HCP_NG : 0, HM = HC > 0 ? HC : 1;
     __shared__ float pre[16], comb[256], m[HC_MAXNM + 1], sh[32];
     if (HC > 0)
         hc = HC;
-    int s = blockIdx.x, nm = head ? hc : (2 + hc) * hc, n = hc * D, G = D / 4, tid = threadIdx.x;
+    int nm = head ? hc : (2 + hc) * hc, n = hc * D, G = D / 4, tid = threadIdx.x;
     int lane = tid & 31, warp = tid >> 5;
     const float *Xs = X + (size_t)s * hc * D;
+    float pre_sc = 0.f, pre_b = 0.f; // pre's weights, loaded now so that their latency overlaps the X loads
+    if (!PRE_IN && warp == 0 && lane < hc) {
+        pre_sc = scale[0];
+        pre_b = base[lane];
+    }
     float4 xr[NR > 0 ? NR : 1][HM];
     uint2 wr[NR > 0 ? NR : 1];
 #pragma unroll
@@ -400,7 +408,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
     for (int t = warp; !PRE_IN && t <= nm; t += HCP_THREADS / 32) { // value t: lane l adds chunks l, l+32, ... in order
         float v = 0.f;
         for (int c = lane; c < nch; c += 32)
-            v += pt[(size_t)c * (nm + 1) + t];
+            v += __ldcg(pt + (size_t)c * (nm + 1) + t);
         v = warp_sum(v);
         if (lane == 0)
             m[t] = v;
@@ -412,11 +420,11 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
             m[t] = m[t] * rs;
         __syncwarp();
         if (lane < hc) {
-            pre[lane] = sigmoidf_(m[lane] * scale[0] + base[lane]) + eps;
-            if (!head)
+            pre[lane] = sigmoidf_(m[lane] * pre_sc + pre_b) + eps;
+            if (post_out)
                 post_out[(size_t)s * hc + lane] = 2.0f * sigmoidf_(m[hc + lane] * scale[1] + base[hc + lane]);
         }
-        if (!head && hc * hc <= 32) {
+        if (comb_out && hc * hc <= 32) {
             int r = lane / hc, c = lane % hc, o = 2 * hc + (lane < hc * hc ? lane : 0);
             float v = m[o] * scale[2] + base[o], mx = -INFINITY, sum = 0.f;
             for (int k = 0; k < hc; k++)
@@ -441,7 +449,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
             }
             if (lane < hc * hc)
                 comb_out[(size_t)s * hc * hc + lane] = v;
-        } else if (!head) {
+        } else if (comb_out) {
             int j = lane;
             if (j < hc) {
                 float *row = comb + j * hc, mx = -INFINITY, sum = 0.f;
@@ -542,13 +550,102 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
             us[i] = bf16r(normw ? bf16ld(normw[i]) * v : v);
         }
 }
+template <int HC, int PRE_IN = 0>
+__global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int nch, const float *scale,
+                                                        const float *base, int hc, int iters, float eps,
+                                                        const float *X, int D, float *post_out, float *comb_out,
+                                                        const uint16_t *normw, float norm_eps, float *u, int head)
+{
+    pdl_begin();
+    hc_pre_body<HC, PRE_IN>(blockIdx.x, part, nch, scale, base, hc, iters, eps, X, D, post_out, comb_out, normw,
+                            norm_eps, u, head);
+}
+
+// Decode (and any S with cuda_engine_cp_legacy): k_hc_mix and k_hc_pre<HC> in one launch, so the pre
+// part starts as soon as the last partial is written instead of after a grid boundary. Grid (nch, S)
+// of HCP_THREADS (k_hc_pre's block, so its body runs unchanged): block (c, s) is k_hc_mix's block (c, s)
+// split by values: thread (q, i) = (tid / HC_CH, tid % HC_CH) is k_hc_mix's thread i for the values
+// t = q, q + HCF_GRP, ... (t < nm: mix t, t = nm: the sum of squares), each the same warp_sum of the
+// same products (fv * xv, xv * xv) into red[warp][t], and the chunk's value the same sum of red[0..8)[t]
+// in warp order; so part has k_hc_mix's bits. Each block writes its partials, fences (device scope)
+// and adds 1 to the token's counter cnt[s]; the block that sees nch - 1 there is the last, every
+// partial of token s is then visible to it (fence, atomic; fence), it sets cnt[s] back to 0 for the
+// next launch (nothing else touches it in this one) and runs hc_pre_body for token s: k_hc_pre<HC>'s
+// u, norm, pre (and post and comb when given) bit for bit. No block waits on another, so any grid
+// size is safe. PDL: the first fn rows (weights) are loaded before the wait, as in k_hc_mix.
+#define HCF_GRP (HCP_THREADS / HC_CH) // value groups of a block, each one k_hc_mix block's threads
+#define HCF_R 8                       // values a thread holds at once: all of hc = 4's 25 in one round
+template <int HC>
+__global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(const float *X, const float *fn, int nm, float *part,
+                                                           unsigned *cnt, const float *scale, const float *base, int hc,
+                                                           int iters, float eps, int D, float *post_out,
+                                                           float *comb_out, const uint16_t *normw, float norm_eps,
+                                                           float *u, int head)
+{
+    __shared__ float red[HC_CH / 32][HC_MAXNM + 1];
+    __shared__ int last;
+    int c = blockIdx.x, s = blockIdx.y, nch = gridDim.x, n = (HC > 0 ? HC : hc) * D;
+    int q = threadIdx.x / HC_CH, it = threadIdx.x % HC_CH, lane = it & 31, warp = it >> 5;
+    int i = c * HC_CH + it;
+    float fv[HCF_R];
+#pragma unroll
+    for (int r = 0; r < HCF_R; r++) {
+        int t = q + r * HCF_GRP;
+        fv[r] = i < n && t < nm ? __ldg(fn + (size_t)t * n + i) : 0.f;
+    }
+    pdl_begin();
+    float xv = i < n ? X[(size_t)s * n + i] : 0.f;
+    for (int t0 = q; t0 <= nm; t0 += HCF_GRP * HCF_R) {
+        if (t0 != q) {
+#pragma unroll
+            for (int r = 0; r < HCF_R; r++) {
+                int t = t0 + r * HCF_GRP;
+                fv[r] = i < n && t < nm ? __ldg(fn + (size_t)t * n + i) : 0.f;
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < HCF_R; r++) { // t is uniform over the warp
+            int t = t0 + r * HCF_GRP;
+            if (t < nm) {
+                float dot = warp_sum(fv[r] * xv);
+                if (lane == 0)
+                    red[warp][t] = dot;
+            } else if (t == nm) {
+                float ss = warp_sum(xv * xv);
+                if (lane == 0)
+                    red[warp][nm] = ss;
+            }
+        }
+    }
+    __syncthreads();
+    for (int t = threadIdx.x; t <= nm; t += blockDim.x) {
+        float v = 0.f;
+        for (int w = 0; w < HC_CH / 32; w++)
+            v += red[w][t];
+        part[((size_t)s * nch + c) * (nm + 1) + t] = v;
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(cnt + s, 1u) == (unsigned)nch - 1;
+        if (last)
+            cnt[s] = 0;
+    }
+    __syncthreads();
+    if (!last)
+        return;
+    __threadfence();
+    hc_pre_body<HC, 0>(s, part, nch, scale, base, hc, iters, eps, X, D, post_out, comb_out, normw, norm_eps, u, head);
+}
 
 // Prefill (S > HCM_MIN_S, hc = 4): k_hc_pre's first part, one warp per token instead of one 1024-thread
 // block whose other 31 warps wait on warp 0's Sinkhorn: the token's mixes from the chunk partials
 // (value t: lane l adds chunks l, l+32, ... in order, then the xor tree: k_hc_pre's sums), the split
 // and Sinkhorn in the same lanes with the same shuffles and operations (k_hc_pre's hc * hc <= 32
 // branch), post and comb out; pre goes to part[s][0][0..4) (the token's partials are read by then),
-// where k_hc_pre<4, 1> takes it for u and its norm. The same bits as k_hc_pre<4>.
+// where k_hc_pre<4, 1> takes it for u and its norm. The same bits as k_hc_pre<4>. Decode steps run it
+// on the engine's side stream (block_site, hc_side) for post and comb only; the pre it leaves in part
+// is unused there (part is next written by the next site's mixes, after the join).
 #define HCS_WARPS 8
 __global__ void __launch_bounds__(HCS_WARPS * 32) k_hc_sink4(float *part, int S, int nch, const float *scale,
                                                               const float *base, int iters, float eps, int D,
@@ -3185,6 +3282,14 @@ struct cuda_engine {
     // scratch
     float *X, *u, *f, *post, *comb, *hcpart;
     int hc_nch;
+    // decode mHC (hc = 4; block_site): hc_fuse runs the mixes and pre as one launch (k_hc_mixpre, its
+    // per-token counters hccnt, zero between launches), hc_side the Sinkhorn (k_hc_sink4) on stream hst,
+    // forked after pre by event hfork and joined before post by hjoin, off the critical path
+    // (CTX_CUDA_HC_FUSE=0 / CTX_CUDA_HC_SIDE=0: the earlier launches; cuda_engine_hc_paths: tests)
+    unsigned *hccnt;
+    int hc_fuse, hc_side;
+    cudaStream_t hst;
+    cudaEvent_t hfork, hjoin;
     float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart, *asc;
     int asc_ld; // entries per (token, head) row of asc: the most any layer's query can have
     size_t score_ld;
@@ -3618,6 +3723,7 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->comb, sizeof(float) * S * hc * hc);
     g->hc_nch = (hc * D + HC_CH - 1) / HC_CH;
     PIECE(g->hcpart, sizeof(float) * S * g->hc_nch * (nm + 1));
+    PIECE(g->hccnt, sizeof(unsigned) * S);
     PIECE(g->apart, sizeof(float) * ATT_TOKENS * H * ATT_MAXSPLIT * (size_t)(d + 2));
     g->asc_ld = W + (int)(K > g->max_ctx / 128 ? K : g->max_ctx / 128) + 64;
     PIECE(g->asc, sizeof(float) * ATT_TOKENS * H * (size_t)g->asc_ld);
@@ -3675,6 +3781,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     }
     g->dpos = (long long *)g->dio;
     g->tok = (int *)(g->dio + 8);
+    if ((rc = cu(e, cudaMemset(g->hccnt, 0, sizeof(unsigned) * S), "mHC counters")))
+        return rc;
     g->hin_stride = al256(8 + sizeof(int) * S);
     if ((rc = cu(e, cudaMallocHost((void **)&g->hin, HIN_SLOTS * g->hin_stride), "cudaMallocHost(inputs)")) ||
         (rc = cu(e, cudaMallocHost((void **)&g->hlogits, sizeof(float) * V), "cudaMallocHost(logits)")))
@@ -3765,6 +3873,8 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
     if (g->st) // queued work (an asynchronous call) may still use what is freed below
         cudaStreamSynchronize(g->st);
     moe_streams_free(g);
+    if (g->hst) // joined into st after every site, but not if a forward call failed in between
+        cudaStreamSynchronize(g->hst);
     if (g->L)
         for (int l = 0; l < g->c.num_hidden_layers; l++) {
             cudaFree(g->L[l].etab);
@@ -3783,6 +3893,12 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
             cudaEventDestroy(g->hev[i]);
     free(g->wmap);
     free(g->prof_layer_ms);
+    if (g->hfork)
+        cudaEventDestroy(g->hfork);
+    if (g->hjoin)
+        cudaEventDestroy(g->hjoin);
+    if (g->hst)
+        cudaStreamDestroy(g->hst);
     if (g->st)
         cudaStreamDestroy(g->st);
     if (g->prof_on)
@@ -3825,8 +3941,8 @@ extern "C" void cuda_engine_profile_layers(struct cuda_engine *g, double *ms, in
 }
 
 // Test entry (declared in tests/kernels/test_engine.c): on != 0 runs prefill chunks' compressors and
-// mHC through the decode kernels (k_compress, k_hc_mix, k_hc_pre<4>), which the prefill forms must
-// match bit for bit.
+// mHC through the decode kernels (k_compress; k_hc_mixpre and the side k_hc_sink4, or k_hc_mix and
+// k_hc_pre<4> with the hc switches off), which the prefill forms must match bit for bit.
 extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
 {
     g->cp_legacy = on != 0;
@@ -3840,6 +3956,34 @@ extern "C" void cuda_engine_use_graph(struct cuda_engine *g, int on)
 extern "C" int cuda_engine_graph_state(const struct cuda_engine *g)
 {
     return g->graph_fail ? -1 : g->gexec ? 1 : 0;
+}
+
+// The decode mHC's paths (struct cuda_engine's hc_fuse, hc_side): env CTX_CUDA_HC_FUSE=0 and
+// CTX_CUDA_HC_SIDE=0 turn them off for engines created after; read once per process.
+static int hc_flag(int which)
+{
+    static std::atomic<int> v[2] = {{-1}, {-1}};
+    int x = v[which].load();
+    if (x < 0) {
+        const char *env = getenv(which ? "CTX_CUDA_HC_SIDE" : "CTX_CUDA_HC_FUSE");
+        x = !(env && env[0] == '0' && env[1] == 0);
+        v[which].store(x);
+    }
+    return x;
+}
+
+// Test entry (declared in tests/kernels/test_engine.c): sets the engine's decode mHC paths (fuse:
+// k_hc_mixpre instead of k_hc_mix + k_hc_pre; side: the Sinkhorn on the side stream) and drops its
+// captured decode graph, so the next decode step captures the paths set.
+extern "C" void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side)
+{
+    dev_guard dg(g->dev);
+    g->hc_fuse = fuse != 0;
+    g->hc_side = side != 0;
+    if (g->gexec) {
+        cudaGraphExecDestroy(g->gexec);
+        g->gexec = NULL;
+    }
 }
 
 extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_engine_opts *o, struct cuda_engine **out,
@@ -3894,6 +4038,14 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     int rc = cu(e, cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "cudaStreamCreate");
     if (!rc)
         rc = moe_streams_new(g, e);
+    g->hc_fuse = hc_flag(0);
+    g->hc_side = hc_flag(1);
+    if (!rc)
+        rc = cu(e, cudaStreamCreateWithFlags(&g->hst, cudaStreamNonBlocking), "cudaStreamCreate (mHC side)");
+    if (!rc)
+        rc = cu(e, cudaEventCreateWithFlags(&g->hfork, cudaEventDisableTiming), "cudaEventCreate (mHC fork)");
+    if (!rc)
+        rc = cu(e, cudaEventCreateWithFlags(&g->hjoin, cudaEventDisableTiming), "cudaEventCreate (mHC join)");
     int sms = 0;
     if (!rc)
         rc = cu(e, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
@@ -4516,13 +4668,23 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     struct dlayer *L = &g->L[l];
     int hc = c->hc_mult, D = c->hidden_size, nm = (2 + hc) * hc, rc;
     float eps = (float)c->rms_norm_eps;
-    if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
+    // decode kernels (hc = 4): the Sinkhorn, post and comb on the side stream (k_hc_sink4: k_hc_pre's
+    // bits) while the sub-layer runs, since only post needs them; pre then computes pre, u and its norm
+    const int dec4 = hc == 4 && (S <= HCM_MIN_S || g->cp_legacy), side = dec4 && g->hc_side;
+    float *po = side ? nullptr : g->post, *co = side ? nullptr : g->comb;
+    if (dec4 && g->hc_fuse) // decode: the mixes and pre in one launch (k_hc_mixpre: k_hc_mix's and k_hc_pre's bits)
+        launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, (unsigned)S), HCP_THREADS, 0, g->st, g->X,
+                   L->hc_fn[site], nm, g->hcpart, g->hccnt, L->hc_scale[site], L->hc_base[site], hc,
+                   c->hc_sinkhorn_iters, (float)c->hc_eps, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
+    else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
         k_hc_mix4<<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0, g->st>>>(
             g->X, L->hc_fn[site], S, hc * D, g->hcpart);
     else
         launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st, g->X, L->hc_fn[site], hc * D, nm,
                    g->hcpart);
-    if (hc == 4 && S > HCM_MIN_S && !g->cp_legacy) { // prefill: Sinkhorn a warp a token, then u and its norm
+    if (dec4 && g->hc_fuse) {
+        // pre ran in k_hc_mixpre
+    } else if (hc == 4 && S > HCM_MIN_S && !g->cp_legacy) { // prefill: Sinkhorn a warp a token, then u and its norm
         k_hc_sink4<<<(unsigned)((S + HCS_WARPS - 1) / HCS_WARPS), HCS_WARPS * 32, 0, g->st>>>(
             g->hcpart, S, g->hc_nch, L->hc_scale[site], L->hc_base[site], c->hc_sinkhorn_iters, (float)c->hc_eps, D,
             g->post, g->comb, eps);
@@ -4531,15 +4693,28 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
                                                      site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
     } else if (hc == 4)
         launch_pdl(k_hc_pre<4>, S, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
-                   c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm,
-                   eps, g->u, 0);
+                   c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, po, co, site ? L->ffn_norm : L->attn_norm, eps,
+                   g->u, 0);
     else
         launch_pdl(k_hc_pre<0>, S, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
                    c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm,
                    eps, g->u, 0);
     LAUNCHED("mhc pre");
+    if (side) { // fork after pre (the partials are complete), join before post; plain launch on hst
+        if ((rc = cu(e, cudaEventRecord(g->hfork, g->st), "mHC fork")) ||
+            (rc = cu(e, cudaStreamWaitEvent(g->hst, g->hfork, 0), "mHC fork")))
+            return rc;
+        k_hc_sink4<<<(unsigned)((S + HCS_WARPS - 1) / HCS_WARPS), HCS_WARPS * 32, 0, g->hst>>>(
+            g->hcpart, S, g->hc_nch, L->hc_scale[site], L->hc_base[site], c->hc_sinkhorn_iters, (float)c->hc_eps, D,
+            g->post, g->comb, eps);
+        LAUNCHED("mhc sinkhorn");
+        if ((rc = cu(e, cudaEventRecord(g->hjoin, g->hst), "mHC join")))
+            return rc;
+    }
     prof_mark(g, CUDA_PROF_HC);
     if ((rc = site ? moe(g, l, S, e) : attention(g, l, S, e)))
+        return rc;
+    if (side && (rc = cu(e, cudaStreamWaitEvent(g->st, g->hjoin, 0), "mHC join")))
         return rc;
     if (hc == 4)
         launch_pdl(k_hc_post<4>, grid_for((size_t)S * D, 256), 256, 0, g->st, g->X, g->f, g->post, g->comb, S, hc, D);
@@ -4583,13 +4758,19 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
         // hc_head: k_hc_mix's chunk partials of the hc mixes, then k_hc_pre's head mode (pre only)
         const float *Xl = g->X + (size_t)(S - 1) * hc * D;
         float reps = (float)c->rms_norm_eps, heps = (float)c->hc_eps;
-        launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, 1), HC_CH, 0, g->st, Xl, g->hch_fn, hc * D, hc, g->hcpart);
-        if (hc == 4)
-            launch_pdl(k_hc_pre<4>, 1, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc, 0,
-                       heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
-        else
-            launch_pdl(k_hc_pre<0>, 1, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc, 0,
-                       heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
+        if (hc == 4 && g->hc_fuse) // both in one launch (k_hc_mixpre in head mode: the same bits)
+            launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, 1), HCP_THREADS, 0, g->st, Xl, g->hch_fn, hc,
+                       g->hcpart, g->hccnt, g->hch_scale, g->hch_base, hc, 0, heps, D, nullptr, nullptr, g->norm, reps,
+                       g->hidden, 1);
+        else {
+            launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, 1), HC_CH, 0, g->st, Xl, g->hch_fn, hc * D, hc, g->hcpart);
+            if (hc == 4)
+                launch_pdl(k_hc_pre<4>, 1, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc,
+                           0, heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
+            else
+                launch_pdl(k_hc_pre<0>, 1, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc,
+                           0, heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
+        }
         LAUNCHED("hc_head");
         struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL};
         if ((rc = lin_bf16(g, &head, g->hidden, 1, g->logits, 0, e)))

@@ -16,7 +16,9 @@
  *   bit-identical is printed.
  * - Programmatic Dependent Launch off and on (part "pdl", test_pdl): bit-identical logits and state.
  * - the MoE switches of the decode step (part "moe", test_moe): every mode bit-identical to the serial one.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,moe"; "memcheck" is a short run
+ * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
+ *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,moe,mhc"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -989,6 +991,93 @@ done:
     inf_weights_free(w);
 }
 
+/* ---- the decode mHC's paths: fused mixes + pre, Sinkhorn on a side stream ---- */
+
+/* Test entry of kernels/engine.cu: fuse != 0 runs a decode site's mixes and pre as one launch
+ * (k_hc_mixpre), side != 0 its Sinkhorn on the engine's side stream; both default on (env
+ * CTX_CUDA_HC_FUSE=0 / CTX_CUDA_HC_SIDE=0 turn them off). */
+void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side);
+
+/* Each path against the earlier launches (fuse 0, side 0): graph decode steps, decode kernels of
+ * chunks of 6 as direct launches, and chunks of 37 through the decode kernels (cp_legacy: S > 8
+ * tokens in one k_hc_mixpre grid); logits and downloaded state must be bit-identical, and the graph
+ * runs must have been captured (the side stream's fork and join inside the capture). */
+static void test_hc(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 11, &w, &e);
+    struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 1024};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    tap(ok, "hc: mid engine%s%s", ok ? "" : ": ", ok ? "" : e.msg);
+    if (!ok)
+        goto done;
+    int V = c.vocab_size;
+    enum { NT = 316 };
+    int tok[NT];
+    for (int i = 0; i < NT; i++)
+        tok[i] = (i * 7919 + 29) % V;
+    static const struct {
+        int P, T, chunk, graph, legacy;
+        const char *what;
+    } runs[] = {
+        {300, 16, 64, 1, 0, "prefill 300 in chunks of 64 + 16 graph decode steps"},
+        {40, 4, 6, 0, 0, "40 tokens in chunks of 6 + 4 decode steps, direct launches"},
+        {111, 4, 37, 1, 1, "111 tokens in chunks of 37 through the decode kernels + 4 graph decode steps"},
+    };
+    static const int paths[][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
+    enum { NP = sizeof paths / sizeof paths[0] };
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0] && ok; r++) {
+        int R = runs[r].T + 1;
+        float *rows[NP];
+        uint8_t *buf[NP];
+        size_t len[NP];
+        struct inf_state *st[NP];
+        int gs[NP];
+        for (int v = 0; v < NP; v++) {
+            rows[v] = calloc((size_t)R * V, sizeof(float));
+            buf[v] = NULL;
+            len[v] = 0;
+            st[v] = NULL;
+            gs[v] = 0;
+            ok = ok && rows[v];
+        }
+        for (int v = 0; v < NP && ok; v++) {
+            cuda_engine_hc_paths(g, paths[v][0], paths[v][1]);
+            cuda_engine_use_graph(g, runs[r].graph);
+            cuda_engine_cp_legacy(g, runs[r].legacy);
+            ok = !gpu_run(g, tok, runs[r].P, runs[r].P + runs[r].T, runs[r].chunk, rows[v], V);
+            gs[v] = cuda_engine_graph_state(g);
+            ok = ok && !inf_state_new(&c, &st[v], &e) && !cuda_engine_state_download(g, st[v], &e) &&
+                 !inf_state_serialize(st[v], &buf[v], &len[v], &e);
+        }
+        cuda_engine_cp_legacy(g, 0);
+        cuda_engine_use_graph(g, 1);
+        for (int v = 1; v < NP && ok; v++) {
+            int same_logits = !memcmp(rows[0], rows[v], sizeof(float) * (size_t)R * V);
+            int same_state = len[0] == len[v] && !memcmp(buf[0], buf[v], len[0]);
+            int graphs = !runs[r].graph || (gs[0] == 1 && gs[v] == 1);
+            tap(same_logits && same_state && graphs,
+                "hc: %s: fuse %d side %d vs the earlier launches: logits %s, state %s (graph state %d / %d)",
+                runs[r].what, paths[v][0], paths[v][1], same_logits ? "bit-identical" : "DIFFER",
+                same_state ? "bit-identical" : "DIFFERS", gs[0], gs[v]);
+        }
+        if (!ok)
+            tap(0, "hc: %s: runs: %s", runs[r].what, e.msg);
+        for (int v = 0; v < NP; v++) {
+            free(rows[v]);
+            free(buf[v]);
+            inf_state_free(st[v]);
+        }
+    }
+done:
+    cuda_engine_free(g);
+    inf_weights_free(w);
+}
+
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -998,7 +1087,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,moe";
+        parts = "topk,fixture,tiny,mid,long,pdl,moe,mhc";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -1019,6 +1108,8 @@ int main(void)
         test_moe("tiny");
         test_moe("mid");
     }
+    if (strstr(parts, "mhc"))
+        test_hc();
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
 }
