@@ -1263,11 +1263,16 @@ __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const
 }
 
 // Indexer queries: RoPE of the tail, Hadamard, FP4 QDQ. Grid S*Hi.
-__global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, const long long *ppos, float hsc)
+// With wts != NULL also k_scale_bf16's wts[b] = bf16(wts[b] * wsc) of its own element b (the grid is
+// one block per weight).
+__global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, const long long *ppos, float hsc,
+                          float *wts, float wsc)
 {
     pdl_begin();
     long long pos0 = *ppos;
     extern __shared__ float buf[];
+    if (wts && threadIdx.x == 0)
+        wts[blockIdx.x] = bf16r(wts[blockIdx.x] * wsc);
     int s = blockIdx.x / Hi;
     float *q = qI + (size_t)blockIdx.x * di;
     for (int i = threadIdx.x; i < di; i += blockDim.x)
@@ -2362,10 +2367,10 @@ __device__ __forceinline__ const float *att_entry_id(int j, int e, long long p, 
 // indexer order or HCA entries ascending; n = att_n) go in blocks of 64, as the reference's online
 // softmax does them; the blocks are cut into at most ATT_MAXSPLIT consecutive runs by a rule that
 // depends on n alone (so a query's result does not depend on how a prompt was chunked).
-// - k_attn_score (grid (tokens * head groups, 64-blocks)): the scores q_h . kv_j * scale of ATT_HB
-//   heads for one block of entries (each entry read once for all the heads: MQA), the dot product
-//   lane-strided and warp-summed; into asc[token][head][j].
-// - k_attn_pv (grid (tokens * head groups, runs)): a run starts from the running max the reference
+// - k_attn_score (items of (token, head group, entry block) over the grid): the scores q_h . kv_j *
+//   scale of a group of heads for one block of entries (each entry read once for all the group's heads:
+//   MQA), the dot product lane-strided and warp-summed; into asc[token][head][j].
+// - k_attn_pv (grid (tokens * head groups, runs, dim slices)): a run starts from the running max the reference
 //   has at its first block (the max of the valid scores before it: exact), then does the reference's
 //   arithmetic block by block: running max, fp32 probabilities and their sum in the CPU's order, bf16
 //   probabilities in P.V (fused multiply-add in entry order, as the CPU's axpy). So every bf16
@@ -2422,70 +2427,102 @@ __device__ __forceinline__ void att_score_se(const float *const *kv, int ne, con
         }
     }
 }
+// Work items: (token, group of hpb heads, epb entries), item it = (entries, then token and group fastest)
+// over the grid in strides (one item a block in the old launch: grid (tokens * groups, entry blocks),
+// hpb = ATT_HB, epb 64, target 0). The item shape is chosen here from the entries the chunk's last
+// token has (the most), so that a fixed grid (graph replay) fits a short list (sliding window, HCA
+// early on) and a long one: epb_max entries when ATT_HB-head items of that size give every SM two
+// (2 * target items), else epb_min; then the widest head group of ATT_HB, ATT_HB / 2, .., hpb_min that
+// gives `target` items. Which block scores an entry for a head, with which other heads or entries,
+// changes nothing in how the score is computed.
 __global__ void __launch_bounds__(ATT_THREADS) k_attn_score(const float *Q, const float *kvnew, const float *ring,
-                                                            const float *cache, const int *sel, int s0, int H, int d,
-                                                            int W, int ratio, int K, const long long *ppos,
-                                                            float scale, float *asc, int ldn)
+                                                            const float *cache, const int *sel, int s0, int ns, int H,
+                                                            int d, int W, int ratio, int K, const long long *ppos,
+                                                            float scale, float *asc, int ldn, int epb_max, int epb_min,
+                                                            int target, int hpb_min)
 {
     pdl_begin();
     __shared__ float q[ATT_HB][ATT_MAXD];
-    int ng = (H + ATT_HB - 1) / ATT_HB;
-    int s = s0 + (int)blockIdx.x / ng, h0 = (int)(blockIdx.x % ng) * ATT_HB, b0 = (int)blockIdx.y * 64;
-    int nh = H - h0 < ATT_HB ? H - h0 : ATT_HB;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = ATT_THREADS / 32;
-    long long pos0 = *ppos, p = pos0 + s;
-    int n = att_n(p, W, ratio, K);
-    if (b0 >= n)
-        return;
-    int bn = n - b0 < 64 ? n - b0 : 64;
-    for (int t = threadIdx.x; t < d; t += ATT_THREADS) { // the heads' loads in flight together
-        float v[ATT_HB];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarp = (int)blockDim.x / 32;
+    long long pos0 = *ppos;
+    int nlast = att_n(pos0 + s0 + ns - 1, W, ratio, K), epb = epb_max, hpb = ATT_HB;
+    if ((long long)ns * ((H + ATT_HB - 1) / ATT_HB) * ((nlast + epb - 1) / epb) < 2LL * target)
+        epb = epb_min;
+    int neb = (nlast + epb - 1) / epb;
+    while (hpb > hpb_min && (long long)ns * ((H + hpb - 1) / hpb) * neb < target)
+        hpb /= 2;
+    int ng = (H + hpb - 1) / hpb, nx = ns * ng, nitems = nx * neb;
+    for (int it = (int)(blockIdx.y * gridDim.x + blockIdx.x); it < nitems; it += (int)(gridDim.x * gridDim.y)) {
+        int s = s0 + it % nx / ng, h0 = it % nx % ng * hpb, b0 = it / nx * epb;
+        int nh = H - h0 < hpb ? H - h0 : hpb;
+        long long p = pos0 + s;
+        int n = att_n(p, W, ratio, K);
+        if (b0 >= n) // (block-uniform)
+            continue;
+        int bn = n - b0 < epb ? n - b0 : epb;
+        __syncthreads(); // the previous item's reads of q are done
+        for (int t = threadIdx.x; t < d; t += blockDim.x) { // the heads' loads in flight together
+            float v[ATT_HB];
 #pragma unroll
-        for (int hb = 0; hb < ATT_HB; hb++)
-            v[hb] = hb < nh ? Q[((size_t)s * H + h0 + hb) * d + t] : 0.f;
+            for (int hb = 0; hb < ATT_HB; hb++)
+                v[hb] = hb < nh ? Q[((size_t)s * H + h0 + hb) * d + t] : 0.f;
 #pragma unroll
-        for (int hb = 0; hb < ATT_HB; hb++)
-            q[hb][t] = v[hb];
-    }
-    __syncthreads();
-    const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
-    if (d <= 512) { // warp w: entries 4w .. 4w + 3, loaded together
-        for (int j0 = warp * ATT_SE; j0 < bn; j0 += nwarp * ATT_SE) {
-            const float *kv[ATT_SE];
-#pragma unroll
-            for (int e = 0; e < ATT_SE; e++)
-                kv[e] = j0 + e < bn ? att_entry(b0 + j0 + e, p, pos0, W, d, kvnew, ring, cache, ratio, selrow) : nullptr;
-            att_score_se(kv, bn - j0, q, nh, d, scale, asc + ((size_t)(s - s0) * H + h0) * ldn + b0 + j0, (size_t)ldn);
+            for (int hb = 0; hb < ATT_HB; hb++)
+                q[hb][t] = v[hb];
         }
-        return;
-    }
-    for (int j = warp; j < bn; j += nwarp) {
-        const float *kv = att_entry(b0 + j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow);
-        float kr[ATT_MAXD / 32];
+        __syncthreads();
+        const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
+        if (d <= 512) { // warp w: entries 4w .. 4w + 3, loaded together
+            for (int j0 = warp * ATT_SE; j0 < bn; j0 += nwarp * ATT_SE) {
+                const float *kv[ATT_SE];
 #pragma unroll
-        for (int u = 0; u < ATT_MAXD / 32; u++)
-            kr[u] = kv && lane + 32 * u < d ? kv[lane + 32 * u] : 0.f;
-        for (int hb = 0; hb < nh; hb++) {
-            float dot = 0.f;
-            if (kv)
+                for (int e = 0; e < ATT_SE; e++)
+                    kv[e] = j0 + e < bn ? att_entry(b0 + j0 + e, p, pos0, W, d, kvnew, ring, cache, ratio, selrow)
+                                        : nullptr;
+                att_score_se(kv, bn - j0, q, nh, d, scale, asc + ((size_t)(s - s0) * H + h0) * ldn + b0 + j0,
+                             (size_t)ldn);
+            }
+            continue;
+        }
+        for (int j = warp; j < bn; j += nwarp) {
+            const float *kv = att_entry(b0 + j, p, pos0, W, d, kvnew, ring, cache, ratio, selrow);
+            float kr[ATT_MAXD / 32];
 #pragma unroll
-                for (int u = 0; u < ATT_MAXD / 32; u++)
-                    if (lane + 32 * u < d)
-                        dot += q[hb][lane + 32 * u] * kr[u];
-            dot = warp_sum(dot);
-            if (lane == 0)
-                asc[((size_t)(s - s0) * H + h0 + hb) * ldn + b0 + j] = kv ? dot * scale : -INFINITY;
+            for (int u = 0; u < ATT_MAXD / 32; u++)
+                kr[u] = kv && lane + 32 * u < d ? kv[lane + 32 * u] : 0.f;
+            for (int hb = 0; hb < nh; hb++) {
+                float dot = 0.f;
+                if (kv)
+#pragma unroll
+                    for (int u = 0; u < ATT_MAXD / 32; u++)
+                        if (lane + 32 * u < d)
+                            dot += q[hb][lane + 32 * u] * kr[u];
+                dot = warp_sum(dot);
+                if (lane == 0)
+                    asc[((size_t)(s - s0) * H + h0 + hb) * ldn + b0 + j] = kv ? dot * scale : -INFINITY;
+            }
         }
     }
 }
 
 #define ATT_VB 32 // entries whose values a thread loads before adding them
+// HPT: heads a thread accumulates in P.V. HPT = ATT_HB (grid z 1) is the original kernel: thread t owns
+// dims t, t + ATT_THREADS of all ATT_HB heads. HPT < ATT_HB splits a run over NGR = ATT_HB / HPT blocks
+// (grid z): block z, thread t owns heads (t / DSL) * HPT .. + HPT - 1 and dims z * DSL + t % DSL (+
+// ATT_THREADS), DSL = ATT_THREADS / NGR, so z and t cover the same (head, dim) pairs. Every block of a
+// run redoes the run's softmax (the same operations on the same scores: the same bits), and each
+// numerator element is the same chain num * corr, then one fmaf per entry in entry order, whichever
+// thread runs it; block z = 0 writes the run's max and denominator.
+// V4: the probabilities of four entries come in one 16-byte shared load (a quarter of the loads of
+// the P.V loop, which had one per multiply-add); the same operands in the same order.
+template <int HPT, bool V4>
 __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, const float *ring, const float *cache,
                                                          const int *sel, int s0, int H, int d, int W, int ratio, int K,
                                                          const long long *ppos, const float *asc, int ldn, float *part)
 {
     pdl_begin();
-    __shared__ float sc[ATT_HB][64], praw[ATT_HB][64], pj[ATT_HB][64], red[ATT_HB][ATT_THREADS / 32];
+    __shared__ float sc[ATT_HB][64], praw[ATT_HB][64], red[ATT_HB][ATT_THREADS / 32];
+    __shared__ __align__(16) float pj[ATT_HB][64];
     __shared__ const float *ptr[64];
     __shared__ float corr_sh[ATT_HB], mx_sh[ATT_HB];
     __shared__ int any_sh;
@@ -2537,12 +2574,16 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
             mx_sh[threadIdx.x] = v;
         }
     }
-    float num[ATT_HB][ATT_DPT], den = 0.f; // den: lane 0 of warp hb, for head hb
+    static_assert(ATT_HB % HPT == 0, "k_attn_pv: HPT divides ATT_HB");
+    constexpr int NGR = ATT_HB / HPT, DSL = ATT_THREADS / NGR;
+    // this thread's heads hg .. hg + HPT - 1 and its first dim i0 (HPT = ATT_HB: hg 0, i0 = threadIdx.x)
+    int hg = (int)threadIdx.x / DSL * HPT, i0 = (int)blockIdx.z * DSL + (int)threadIdx.x % DSL;
+    float num[HPT][ATT_DPT], den = 0.f; // den: lane 0 of warp hb, for head hb
 #pragma unroll
-    for (int hb = 0; hb < ATT_HB; hb++)
+    for (int k = 0; k < HPT; k++)
 #pragma unroll
         for (int u = 0; u < ATT_DPT; u++)
-            num[hb][u] = 0.f;
+            num[k][u] = 0.f;
     __syncthreads();
     for (int b0 = c0 * 64; b0 < c1 * 64 && b0 < n; b0 += 64) {
         int bn = n - b0 < 64 ? n - b0 : 64;
@@ -2586,58 +2627,96 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
                 any_sh = any;
         }
         __syncthreads();
-        if (any_sh) {
+        if (any_sh && hg < nh) { // (heads past nh: nothing to keep; HPT = ATT_HB: hg = 0 < nh always)
 #pragma unroll
             for (int u = 0; u < ATT_DPT; u++) {
-                int i = (int)threadIdx.x + u * ATT_THREADS;
+                int i = i0 + u * ATT_THREADS;
                 if (i >= d)
                     break;
-                float a[ATT_HB];
+                float a[HPT];
 #pragma unroll
-                for (int hb = 0; hb < ATT_HB; hb++)
-                    a[hb] = num[hb][u] * corr_sh[hb < nh ? hb : 0];
+                for (int k = 0; k < HPT; k++)
+                    a[k] = num[k][u] * corr_sh[hg + k < nh ? hg + k : 0];
                 for (int j0 = 0; j0 < bn; j0 += ATT_VB) { // loads first, then the adds in entry order
                     float v[ATT_VB];
 #pragma unroll
                     for (int w = 0; w < ATT_VB; w++)
                         v[w] = j0 + w < bn && ptr[j0 + w] ? ptr[j0 + w][i] : 0.f;
+                    if (V4) { // per head, its entries in order: each a[k] sees the same fmaf chain
 #pragma unroll
-                    for (int w = 0; w < ATT_VB; w++)
-                        if (j0 + w < bn && ptr[j0 + w])
+                        for (int w4 = 0; w4 < ATT_VB; w4 += 4) {
+                            bool ok[4];
 #pragma unroll
-                            for (int hb = 0; hb < ATT_HB; hb++)
-                                a[hb] = fmaf(pj[hb][j0 + w], v[w], a[hb]);
+                            for (int w = 0; w < 4; w++)
+                                ok[w] = j0 + w4 + w < bn && ptr[j0 + w4 + w];
+#pragma unroll
+                            for (int k = 0; k < HPT; k++) {
+                                float4 p4 = *reinterpret_cast<const float4 *>(&pj[hg + k][j0 + w4]);
+                                if (ok[0])
+                                    a[k] = fmaf(p4.x, v[w4], a[k]);
+                                if (ok[1])
+                                    a[k] = fmaf(p4.y, v[w4 + 1], a[k]);
+                                if (ok[2])
+                                    a[k] = fmaf(p4.z, v[w4 + 2], a[k]);
+                                if (ok[3])
+                                    a[k] = fmaf(p4.w, v[w4 + 3], a[k]);
+                            }
+                        }
+                    } else {
+#pragma unroll
+                        for (int w = 0; w < ATT_VB; w++)
+                            if (j0 + w < bn && ptr[j0 + w])
+#pragma unroll
+                                for (int k = 0; k < HPT; k++)
+                                    a[k] = fmaf(pj[hg + k][j0 + w], v[w], a[k]);
+                    }
                 }
 #pragma unroll
-                for (int hb = 0; hb < ATT_HB; hb++)
-                    num[hb][u] = a[hb];
+                for (int k = 0; k < HPT; k++)
+                    num[k][u] = a[k];
             }
         }
         __syncthreads();
     }
-    for (int hb = 0; hb < nh; hb++) {
-        float *o = part + (((size_t)(s - s0) * H + h0 + hb) * ATT_MAXSPLIT + sp) * (size_t)(d + 2);
+#pragma unroll
+    for (int k = 0; k < HPT; k++) {
+        if (hg + k >= nh)
+            break;
+        float *o = part + (((size_t)(s - s0) * H + h0 + hg + k) * ATT_MAXSPLIT + sp) * (size_t)(d + 2);
 #pragma unroll
         for (int u = 0; u < ATT_DPT; u++) {
-            int i = (int)threadIdx.x + u * ATT_THREADS;
+            int i = i0 + u * ATT_THREADS;
             if (i < d)
-                o[i] = num[hb][u];
+                o[i] = num[k][u];
         }
-        if (warp == hb && lane == 0) {
-            o[d] = mx_sh[hb];
-            o[d + 1] = den;
-        }
+    }
+    if (blockIdx.z == 0 && warp < nh && lane == 0) { // lane 0 of warp hb holds head hb's denominator
+        float *o = part + (((size_t)(s - s0) * H + h0 + warp) * ATT_MAXSPLIT + sp) * (size_t)(d + 2);
+        o[d] = mx_sh[warp];
+        o[d + 1] = den;
     }
 }
 
 // Merge of the runs of one (token, head) (grid S*H): the runs' numerators and denominators rescaled
 // to the largest max (a factor of exactly 1 when there is one run: then this is the single-pass
 // result bit for bit), the sink in the denominator, bf16 out, inverse RoPE of the tail.
+// With ring != NULL (a chunk of S <= ATT_TOKENS tokens: this is its only combine) it also does
+// k_ring_update's copy of the chunk's kv into the window ring, one block a token: the ring's readers
+// (k_attn_score, k_attn_pv) have completed when this kernel passes its wait.
 __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, int ratio, int K,
-                               const long long *ppos, const float *sink, const float *rope, int rd, float *O)
+                               const long long *ppos, const float *sink, const float *rope, int rd, float *O,
+                               const float *kv, float *ring, int S)
 {
     pdl_begin();
     extern __shared__ float outs[];
+    if (ring) {
+        int rs0 = S - W < 0 ? 0 : S - W, rs = rs0 + (int)blockIdx.x;
+        if (rs < S) {
+            float *dst = ring + (size_t)((*ppos + rs) % W) * d;
+            for (int i = threadIdx.x; i < d; i += blockDim.x)
+                dst[i] = kv[(size_t)rs * d + i];
+        }
+    }
     int s = s0 + (int)blockIdx.x / H, h = (int)blockIdx.x % H;
     long long p = *ppos + s;
     int n = att_n(p, W, ratio, K), c0, c1, nsplit;
@@ -3305,6 +3384,14 @@ struct cuda_engine {
     int idx_blocks; // grid of the indexer scores (fixed: graph replay)
     int lin_blocks; // grid of the persistent bf16 / wo_a products: two blocks (16 warps) per SM
     int cp_legacy;  // prefill compressors and mHC through the decode kernels (cuda_engine_cp_legacy: tests)
+    // the decode attention's launches (issue 10, attention()): attn_fuse the ATTN_* bits in use
+    // (CTX_CUDA_FUSE_ATTN, cuda_engine_attn_fuse; 0: the launches before), attn_force a forced grid
+    // shape (tests: att_shape_for), attn_sms the device's SMs; ast the second stream the compressors
+    // of a decode step run on while the queries are prepared, forked from st by aev[0] and joined back
+    // by aev[1] (indexer compressor done) and aev[2] (main compressor done); created with the engine
+    int attn_fuse, attn_force, attn_sms;
+    cudaStream_t ast;
+    cudaEvent_t aev[3];
     // the decode step as a CUDA graph (captured at the first decode, replayed after)
     int graph_on;   // allowed (cuda_engine_use_graph)
     int graph_fail; // capture or instantiation failed: direct launches
@@ -3901,6 +3988,11 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
         cudaStreamDestroy(g->hst);
     if (g->st)
         cudaStreamDestroy(g->st);
+    if (g->ast) // its work was joined into st (attention), so st's synchronisation above covered it
+        cudaStreamDestroy(g->ast);
+    for (int i = 0; i < 3; i++)
+        if (g->aev[i])
+            cudaEventDestroy(g->aev[i]);
     if (g->prof_on)
         for (int i = 0; i < PROF_MAX_EV; i++)
             cudaEventDestroy(g->ev[i]);
@@ -3946,6 +4038,46 @@ extern "C" void cuda_engine_profile_layers(struct cuda_engine *g, double *ms, in
 extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
 {
     g->cp_legacy = on != 0;
+}
+
+// The decode attention's changes of issue 10 (attention(), decode steps S <= CMP_MIN_S), each
+// selectable: the results are bit-identical with any of them on or off.
+#define ATTN_SHAPES 1 // k_attn_score / k_attn_pv grids that use the device's SMs (att_shape_for)
+#define ATTN_FORK 2   // CSA / HCA compressors on the second stream, beside the query path
+#define ATTN_FOLD 4   // the ring update in k_attn_combine, the indexer weights' scaling in k_iq_prep
+#define ATTN_ALL 7    // the default
+// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..7 those bits; read once per process.
+static int attn_fuse_env(void)
+{
+    const char *env = getenv("CTX_CUDA_FUSE_ATTN");
+    if (!env || !*env)
+        return ATTN_ALL;
+    char *end = NULL;
+    long v = strtol(env, &end, 10);
+    return *end || v < 0 || v > ATTN_ALL ? ATTN_ALL : (int)v;
+}
+static int attn_fuse_default(void)
+{
+    static const int v = attn_fuse_env();
+    return v;
+}
+
+// Test and benchmark entry (declared in tests/kernels/test_engine.c): the ATTN_* bits (bits < 0: the
+// environment's default) and a forced grid shape (force 1..3, att_shape_for: every kernel variant and
+// the score kernel's item loop on any device; 0: shapes for the device). A captured decode graph is
+// dropped when either changes (the next decode step recaptures).
+extern "C" void cuda_engine_attn_fuse(struct cuda_engine *g, int bits, int force)
+{
+    bits = bits < 0 || bits > ATTN_ALL ? attn_fuse_default() : bits;
+    force = force < 0 || force > 3 ? 0 : force;
+    if ((bits != g->attn_fuse || force != g->attn_force) && g->gexec) {
+        dev_guard dg(g->dev);
+        cudaStreamSynchronize(g->st);
+        cudaGraphExecDestroy(g->gexec);
+        g->gexec = NULL;
+    }
+    g->attn_fuse = bits;
+    g->attn_force = force;
 }
 
 extern "C" void cuda_engine_use_graph(struct cuda_engine *g, int on)
@@ -4049,6 +4181,13 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     int sms = 0;
     if (!rc)
         rc = cu(e, cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+    // the decode attention's second stream and its fork / join events (struct cuda_engine: attn_fuse)
+    g->attn_fuse = attn_fuse_default();
+    g->attn_sms = sms > 0 ? sms : 1;
+    if (!rc)
+        rc = cu(e, cudaStreamCreateWithFlags(&g->ast, cudaStreamNonBlocking), "cudaStreamCreate (attention)");
+    for (int i = 0; i < 3 && !rc; i++)
+        rc = cu(e, cudaEventCreateWithFlags(&g->aev[i], cudaEventDisableTiming), "cudaEventCreate (attention)");
     g->lin_blocks = sms > 0 ? 2 * sms : 1;
     { // the indexer scores' grid: enough blocks for the largest context, at most 4 per SM
         long long need = (g->max_ctx / 4 + 255) / 256;
@@ -4437,14 +4576,20 @@ extern "C" int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const
 // One compressor over a chunk: k_compress for decode steps (S <= CMP_MIN_S) and when the legacy path
 // is forced (cuda_engine_cp_legacy, tests), else its parallel form (pool, fin, carry: the same bits).
 // `threads` is k_compress's block size, which the entry's norm sum depends on, so fin uses it too.
+// side: a decode step's compressor forked onto the attention's second stream (attention(); S <=
+// CMP_MIN_S only): a plain launch there, ordered by the fork / join events.
 static void compress_launch(struct cuda_engine *g, const float *kvp, const float *scp, int S, int ratio, int width,
                            int threads, const float *ape, const uint16_t *normw, float eps, int indexer, float *ckv,
-                           float *csc, float *cache, const float *rope, int rd, float hsc)
+                           float *csc, float *cache, const float *rope, int rd, float hsc, cudaStream_t side = nullptr)
 {
     int ns = (ratio == 4 ? 2 : 1) * ratio, rw = (ratio == 4 ? 2 : 1) * width;
     if (S <= CMP_MIN_S || g->cp_legacy || ns > CMP_MAXNS || width % CMP_CH) {
-        launch_pdl(k_compress, 1, threads, sizeof(float) * width, g->st, kvp, scp, S, g->dpos, ratio, width, ape, normw,
-                   eps, indexer, ckv, csc, cache, rope, rd, hsc);
+        if (side)
+            k_compress<<<1, threads, sizeof(float) * width, side>>>(kvp, scp, S, g->dpos, ratio, width, ape, normw, eps,
+                                                                    indexer, ckv, csc, cache, rope, rd, hsc);
+        else
+            launch_pdl(k_compress, 1, threads, sizeof(float) * width, g->st, kvp, scp, S, g->dpos, ratio, width, ape,
+                       normw, eps, indexer, ckv, csc, cache, rope, rd, hsc);
         return;
     }
     unsigned nent = (unsigned)(S / ratio + 1); // entries completed in S positions: at most this many
@@ -4456,6 +4601,116 @@ static void compress_launch(struct cuda_engine *g, const float *kvp, const float
                                                                           csc);
 }
 
+// A launch through launch_pdl, or a plain one (pdl == 0): the first kernel after a join of the
+// attention's second stream waits for everything before it in full (an ordinary dependency on both
+// streams' work), not through a programmatic edge.
+template <typename... Params, typename... Args>
+static cudaError_t launch_att(int pdl, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                              const Args &...args)
+{
+    if (pdl)
+        return launch_pdl(kernel, grid, block, smem, st, args...);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+// Runs of a query with n entries (att_split on the host).
+static int att_nsplit_host(int n)
+{
+    int nch = (n + 63) / 64, cps = (nch + ATT_MAXSPLIT - 1) / ATT_MAXSPLIT;
+    return cps ? (nch + cps - 1) / cps : 0;
+}
+
+// The decode attention's launch shapes for ns tokens of H heads whose queries have at most nmaxe
+// entries (fixed by max_ctx, so that a captured graph fits every later position; nfixed: every query
+// has nmaxe, the sliding-window and CSA layers). Off (the launches before): k_attn_score one item of
+// ATT_HB heads x 64 entries a block on ATT_THREADS, grid (tokens * head groups, entry blocks): 16
+// blocks for a sliding-window layer of 64 heads (16 of 132 SMs); k_attn_pv one block per (token,
+// ATT_HB heads, run), grid y ATT_MAXSPLIT. On (ATTN_SHAPES):
+// - k_attn_score, unless a fixed list already gives half the SMs an old block (CSA: 80 of 132; the
+//   same blocks in smaller pieces would only add query loads): a fixed grid of two 256-thread blocks
+//   per SM (at most the items there can be) taking the items in strides, the kernel choosing their
+//   shape for the list at hand (64 entries by ATT_HB heads for long lists, else 32 entries and head
+//   groups narrowed to 2 until there are as many items as SMs);
+// - k_attn_pv: a run split over ngr blocks (grid z, k_attn_pv<ATT_HB / ngr>), the largest ngr whose
+//   blocks all fit on the device at once (one per SM: 93 to 124 registers of 512 threads), so the
+//   split never adds a round of blocks; grid y the most runs a query of this layer can have; the
+//   probabilities read 4 at a time.
+// Each score and each numerator element is computed the same way in every shape (see the kernels).
+struct att_shape {
+    int epb_max, epb_min, target, hpb_min, sthreads, ngr, ny;
+    dim3 sgrid;
+};
+static struct att_shape att_shape_for(const struct cuda_engine *g, int ns, int H, int nmaxe, int nfixed, int on)
+{
+    struct att_shape a;
+    long long ng8 = (H + ATT_HB - 1) / ATT_HB, nsm = g->attn_sms;
+    int nch = (nmaxe + 63) / 64, f = g->attn_force;
+    a.epb_max = a.epb_min = 64;
+    a.target = 0;
+    a.hpb_min = ATT_HB;
+    a.sthreads = ATT_THREADS;
+    a.ngr = 1;
+    a.ny = ATT_MAXSPLIT;
+    a.sgrid = dim3((unsigned)(ns * ng8), (unsigned)nch);
+    if (!on)
+        return a;
+    a.ny = nch < ATT_MAXSPLIT ? (nch > 0 ? nch : 1) : ATT_MAXSPLIT; // att_split: at most min(blocks, ATT_MAXSPLIT)
+    if (f) {
+        a.ngr = f == 1 ? 8 : f == 2 ? 2 : 4;
+    } else {
+        long long b1 = ns * ng8 * att_nsplit_host(nmaxe);
+        for (a.ngr = ATT_HB; a.ngr > 1 && b1 * a.ngr > nsm; a.ngr /= 2)
+            ;
+    }
+    if (!f && nfixed && 2 * ns * ng8 * nch >= nsm) // the old score launch
+        return a;
+    // forced (tests): 16 entries x 1 head on 5 blocks (many items a block), 32 x 4 on 64, 64 x ATT_HB one
+    // item a block
+    static const int f_emax[4] = {64, 16, 32, 64}, f_emin[4] = {32, 16, 32, 64}, f_hmin[4] = {2, 1, 4, ATT_HB};
+    a.epb_max = f_emax[f];
+    a.epb_min = f_emin[f];
+    a.hpb_min = f_hmin[f];
+    a.target = f == 0 ? (int)nsm : f == 3 ? 0 : 1 << 30;
+    a.sthreads = a.epb_min / ATT_SE * 32;
+    long long items = ns * ((H + a.hpb_min - 1) / a.hpb_min) * (long long)((nmaxe + a.epb_min - 1) / a.epb_min);
+    long long blocks = f == 0 ? 2 * nsm : f == 1 ? 5 : f == 2 ? 64 : items;
+    a.sgrid = dim3((unsigned)(blocks < items ? blocks : items));
+    return a;
+}
+
+// k_attn_pv: the launch before (on == 0: k_attn_pv<ATT_HB, false>, grid z 1), or ngr blocks a run
+// with the 16-byte probability loads.
+static cudaError_t attn_pv_launch(int on, int ngr, dim3 grid, cudaStream_t st, const float *kvnew, const float *ring,
+                                  const float *cache, const int *sel, int s0, int H, int d, int W, int ratio, int K,
+                                  const long long *ppos, const float *asc, int ldn, float *part)
+{
+    grid.z = (unsigned)(on ? ngr : 1);
+    if (!on)
+        return launch_pdl(k_attn_pv<ATT_HB, false>, grid, ATT_THREADS, 0, st, kvnew, ring, cache, sel, s0, H, d, W,
+                          ratio, K, ppos, asc, ldn, part);
+    switch (ngr) {
+    case 2:
+        return launch_pdl(k_attn_pv<ATT_HB / 2, true>, grid, ATT_THREADS, 0, st, kvnew, ring, cache, sel, s0, H, d, W,
+                          ratio, K, ppos, asc, ldn, part);
+    case 4:
+        return launch_pdl(k_attn_pv<ATT_HB / 4, true>, grid, ATT_THREADS, 0, st, kvnew, ring, cache, sel, s0, H, d, W,
+                          ratio, K, ppos, asc, ldn, part);
+    case 8:
+        return launch_pdl(k_attn_pv<ATT_HB / 8, true>, grid, ATT_THREADS, 0, st, kvnew, ring, cache, sel, s0, H, d, W,
+                          ratio, K, ppos, asc, ldn, part);
+    default:
+        return launch_pdl(k_attn_pv<ATT_HB, true>, grid, ATT_THREADS, 0, st, kvnew, ring, cache, sel, s0, H, d, W,
+                          ratio, K, ppos, asc, ldn, part);
+    }
+}
+static_assert(ATT_HB == 8, "attn_pv_launch: grid z 1, 2, 4, 8");
+static_assert(ATC_MIN_S <= ATT_TOKENS && CMP_MIN_S <= ATC_MIN_S, "attention(): a fused decode chunk is one combine");
+
 static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
@@ -4466,6 +4721,14 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     const float *rope = g->rope[L->ratio ? 1 : 0];
     const float *a = g->u;
     int rc;
+    // decode steps (S <= CMP_MIN_S), by the ATTN_* bits: the compressors of CSA / HCA layers run on the
+    // second stream g->ast while the queries are prepared (they need only the bf16 products of `a`),
+    // joined back before the indexer (its compressor) and before the attention core (the main one);
+    // the ring update rides in k_attn_combine and the weights' scaling in k_iq_prep; the score and
+    // P.V grids fit the device
+    int dec = S <= CMP_MIN_S, fork = dec && (g->attn_fuse & ATTN_FORK) && L->ratio;
+    int fold = dec && (g->attn_fuse & ATTN_FOLD), shapes = dec && (g->attn_fuse & ATTN_SHAPES);
+    float hsc = (float)(1.0 / sqrt((double)di));
     if ((rc = lin_fp8_split(g, &L->wqkv, a, S, L->wq_a.n, g->cq, g->kv, e)))
         return rc;
     if (L->ratio) { // the compressor's (and the indexer's) bf16 products of `a` in one launch
@@ -4483,6 +4746,22 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         if ((rc = lin_bf16_out(g, &L->cbf, a, S, o, e)))
             return rc;
     }
+    if (fork) { // indexer compressor first (needed first), then the main one; each records its join event
+        if ((rc = cu(e, cudaEventRecord(g->aev[0], g->st), "attention: fork")) ||
+            (rc = cu(e, cudaStreamWaitEvent(g->ast, g->aev[0], 0), "attention: fork")))
+            return rc;
+        if (L->ratio == 4) {
+            compress_launch(g, g->itmp, g->itmp2, S, 4, di, 128, L->ic_ape, L->ic_norm, eps, 1, L->ic_kv, L->ic_sc,
+                            L->icache, rope, rd, hsc, g->ast);
+            if ((rc = cu(e, cudaEventRecord(g->aev[1], g->ast), "attention: indexer compressor")))
+                return rc;
+        }
+        compress_launch(g, g->ctmp, g->ctmp2, S, L->ratio, d, 512, L->c_ape, L->c_norm, eps, 0, L->c_kv, L->c_sc,
+                        L->cache, rope, rd, 0.f, g->ast);
+        if ((rc = cu(e, cudaEventRecord(g->aev[2], g->ast), "attention: compressor")))
+            return rc;
+        LAUNCHED("k_compress (second stream)");
+    }
     // q_lora_rank 1024: one element a thread
     launch_pdl(k_rmsnorm, S, 1024, 0, g->st, g->cq, L->q_norm, Lq, eps, g->cq);
     if ((rc = lin_fp8(g, &L->wq_b, g->cq, S, g->Q, e)))
@@ -4496,18 +4775,25 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     prof_mark(g, CUDA_PROF_ATTN_PREP);
     int K = 0;
     if (L->ratio) {
-        float hsc = (float)(1.0 / sqrt((double)di));
-        compress_launch(g, g->ctmp, g->ctmp2, S, L->ratio, d, 512, L->c_ape, L->c_norm, eps, 0, L->c_kv, L->c_sc, L->cache,
-                        rope, rd, 0.f);
-        if (L->ratio == 4)
-            compress_launch(g, g->itmp, g->itmp2, S, 4, di, 128, L->ic_ape, L->ic_norm, eps, 1, L->ic_kv, L->ic_sc,
-                            L->icache, rope, rd, hsc);
-        LAUNCHED("k_compress");
+        if (!fork) {
+            compress_launch(g, g->ctmp, g->ctmp2, S, L->ratio, d, 512, L->c_ape, L->c_norm, eps, 0, L->c_kv, L->c_sc,
+                            L->cache, rope, rd, 0.f);
+            if (L->ratio == 4)
+                compress_launch(g, g->itmp, g->itmp2, S, 4, di, 128, L->ic_ape, L->ic_norm, eps, 1, L->ic_kv, L->ic_sc,
+                                L->icache, rope, rd, hsc);
+            LAUNCHED("k_compress");
+        }
         prof_mark(g, CUDA_PROF_COMPRESS);
         if (L->ratio == 4) {
-            launch_pdl(k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos, hsc);
             float wscale = (float)(pow((double)di, -0.5) * pow((double)Hi, -0.5));
-            launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
+            // fork: join the indexer compressor, k_iq_prep a plain launch after it; fold: it scales wts too
+            if (fork && (rc = cu(e, cudaStreamWaitEvent(g->st, g->aev[1], 0), "attention: join")))
+                return rc;
+            launch_att(!fork, k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos,
+                       hsc, fold ? g->wts : (float *)nullptr, wscale);
+            if (!fold)
+                launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
+            LAUNCHED("k_iq_prep");
             K = c->index_topk;
             if ((rc = indexer_scores(g, L->icache, S, e)) ||
                 (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, g->max_ctx / 4, K, g->sel, g->topk_scratch,
@@ -4521,19 +4807,26 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K, g->dpos,
                                    1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->st, e)))
         return rc;
+    // fused decode (S <= CMP_MIN_S < ATT_TOKENS: one pass of the loop below): the ring update in the combine
+    int ring_fused = fold && !tc && S <= ATT_TOKENS;
+    if (fork && (rc = cu(e, cudaStreamWaitEvent(g->st, g->aev[2], 0), "attention: join")))
+        return rc;
     for (int s0 = 0; s0 < S && !tc; s0 += ATT_TOKENS) { // decode: the three kernels (many blocks a token)
         int ns = S - s0 < ATT_TOKENS ? S - s0 : ATT_TOKENS;
         int ng = (H + ATT_HB - 1) / ATT_HB;
-        launch_pdl(k_attn_score, dim3((unsigned)(ns * ng), (unsigned)((nmaxe + 63) / 64)), ATT_THREADS, 0, g->st, g->Q,
-                   g->kv, L->ring, L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->asc,
-                   g->asc_ld);
-        launch_pdl(k_attn_pv, dim3((unsigned)(ns * ng), ATT_MAXSPLIT), ATT_THREADS, 0, g->st, g->kv, L->ring, L->cache,
-                   g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
+        struct att_shape sh = att_shape_for(g, ns, H, nmaxe, L->ratio == 0 || L->ratio == 4, shapes);
+        // the first launch after the join (fork) is a plain one: it waits for both streams in full
+        launch_att(!(fork && s0 == 0), k_attn_score, sh.sgrid, sh.sthreads, 0, g->st, g->Q, g->kv, L->ring, L->cache,
+                   g->sel, s0, ns, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->asc, g->asc_ld,
+                   sh.epb_max, sh.epb_min, sh.target, sh.hpb_min);
+        attn_pv_launch(shapes, sh.ngr, dim3((unsigned)(ns * ng), (unsigned)sh.ny), g->st, g->kv, L->ring, L->cache,
+                       g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
         launch_pdl(k_attn_combine, (unsigned)(ns * H), 512, sizeof(float) * d, g->st, g->apart, s0, H, d, W, L->ratio,
-                   K, g->dpos, L->sink, rope, rd, g->O);
+                   K, g->dpos, L->sink, rope, rd, g->O, g->kv, ring_fused ? L->ring : (float *)nullptr, S);
     }
     int nring = S < W ? S : W;
-    launch_pdl(k_ring_update, nring, 256, 0, g->st, g->kv, L->ring, S, g->dpos, W, d);
+    if (!ring_fused)
+        launch_pdl(k_ring_update, nring, 256, 0, g->st, g->kv, L->ring, S, g->dpos, W, d);
     LAUNCHED("attention core");
     prof_mark(g, CUDA_PROF_ATTN_CORE);
     // wo_a: O (bf16-valued) staged in o16 (free here: wo_b's product writes it after) for the GEMM

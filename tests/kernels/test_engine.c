@@ -16,9 +16,10 @@
  *   bit-identical is printed.
  * - Programmatic Dependent Launch off and on (part "pdl", test_pdl): bit-identical logits and state.
  * - the MoE switches of the decode step (part "moe", test_moe): every mode bit-identical to the serial one.
+ * - the decode attention's launch changes (part "afuse", test_attn_fuse): every mode bit-identical to bits 0.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
  *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,moe,mhc"; "memcheck" is a short run
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,moe,mhc,afuse"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -1078,6 +1079,107 @@ done:
 }
 
 
+/* ---- the decode attention's launches (issue 10): the same bits in every mode ----
+ *
+ * Test entry of kernels/engine.cu: `bits` selects the changes to a decode step's attention (1: score and
+ * P.V grids sized for the device, 2: compressors on a second stream forked from and joined back to the
+ * engine's, 4: ring update inside k_attn_combine and the indexer weights scaled in k_iq_prep; 0: the
+ * launches before, CTX_CUDA_FUSE_ATTN=0), `force` 1..3 forces grid shapes (every k_attn_pv variant; score
+ * items of 16, 32 and 64 entries by 1, 4 and 8 heads, 5 and 64 blocks taking many items each, one item a
+ * block). Each run is done with bits 0 and then in every mode below; logits and the downloaded state must
+ * be byte for byte those of bits 0:
+ * - tiny (4 heads: head groups narrower than the blocks) and mid (16 heads; sliding, CSA and HCA layers):
+ *   a prefill in chunks of 64 + graph decode steps across compressed-block ends;
+ * - mid: 40 tokens in chunks of 6 and of 8 (decode kernels with S = 6 / 8: several tokens a launch, the
+ *   compressor completing inside the chunk) + direct decode steps;
+ * - mid: a random state at 135001 (HCA ~1180 entries in 16 runs, CSA top-k 256) + graph decode steps. */
+void cuda_engine_attn_fuse(struct cuda_engine *g, int bits, int force);
+
+static void test_attn_fuse(void)
+{
+    struct ctx_err e = {0};
+    static const struct {
+        const char *cfg;
+        int P, T, chunk, graph;
+        long long fill; /* > 0: decode from a random state at this position instead of a prefill */
+        const char *what;
+    } runs[] = {
+        {"tiny", 200, 12, 64, 1, 0, "tiny: prefill 200 in chunks of 64 + 12 graph decode steps"},
+        {"mid", 300, 16, 64, 1, 0, "mid: prefill 300 in chunks of 64 + 16 graph decode steps"},
+        {"mid", 40, 4, 6, 0, 0, "mid: 40 tokens in chunks of 6 + 4 decode steps, direct launches"},
+        {"mid", 40, 4, 8, 0, 0, "mid: 40 tokens in chunks of 8 + 4 decode steps, direct launches"},
+        {"mid", 0, 6, 0, 1, 135001, "mid: random state at 135001 + 6 graph decode steps"},
+    };
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    const char *loaded = NULL;
+    enum { NT = 316, NMODE = 8 };
+    static const int modes[NMODE][2] = {{0, 0}, {7, 0}, {7, 1}, {7, 2}, {7, 3}, {1, 0}, {2, 0}, {4, 0}};
+    int tok[NT];
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        if (!loaded || strcmp(loaded, runs[r].cfg)) {
+            cuda_engine_free(g);
+            inf_weights_free(w);
+            g = NULL;
+            w = NULL;
+            struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 140000};
+            int ok = !inf_config_builtin(runs[r].cfg, &c, &e) && !inf_weights_synthetic(&c, 11, &w, &e) &&
+                     !cuda_engine_new(w, &o, &g, &e);
+            tap(ok, "attn fuse: %s engine%s%s", runs[r].cfg, ok ? "" : ": ", ok ? "" : e.msg);
+            if (!ok)
+                break;
+            loaded = runs[r].cfg;
+            for (int i = 0; i < NT; i++)
+                tok[i] = (i * 7919 + 13) % c.vocab_size;
+        }
+        int V = c.vocab_size, R = runs[r].T + 1, ok = 1;
+        float *rows[NMODE] = {0};
+        uint8_t *buf[NMODE] = {0};
+        size_t len[NMODE] = {0};
+        struct inf_state *st[NMODE] = {0};
+        int gs[NMODE] = {0};
+        for (int v = 0; v < NMODE && ok; v++) {
+            cuda_engine_attn_fuse(g, modes[v][0], modes[v][1]);
+            cuda_engine_use_graph(g, runs[r].graph);
+            ok = (rows[v] = calloc((size_t)R * V, sizeof(float))) != NULL;
+            if (ok && runs[r].fill > 0) {
+                ok = !cuda_engine_state_fill_random(g, runs[r].fill, 13, &e);
+                for (int j = 0; ok && j < runs[r].T; j++)
+                    ok = !cuda_engine_decode(g, tok[j], rows[v] + (size_t)(1 + j) * V, &e);
+            } else if (ok) {
+                ok = !gpu_run(g, tok, runs[r].P, runs[r].P + runs[r].T, runs[r].chunk, rows[v], V);
+            }
+            gs[v] = cuda_engine_graph_state(g);
+            ok = ok && !inf_state_new(&c, &st[v], &e) && !cuda_engine_state_download(g, st[v], &e) &&
+                 !inf_state_serialize(st[v], &buf[v], &len[v], &e);
+        }
+        cuda_engine_attn_fuse(g, -1, 0);
+        cuda_engine_use_graph(g, 1);
+        for (int v = 1; v < NMODE && ok; v++) {
+            int same_logits = !memcmp(rows[0], rows[v], sizeof(float) * (size_t)R * V);
+            int same_state = len[0] == len[v] && !memcmp(buf[0], buf[v], len[0]);
+            int graphs = !runs[r].graph || (gs[0] == 1 && gs[v] == 1);
+            tap(same_logits && same_state && graphs,
+                "attn fuse: %s: bits %d force %d vs bits 0: logits %s, state %s (graph state %d / %d)", runs[r].what,
+                modes[v][0], modes[v][1], same_logits ? "bit-identical" : "DIFFER",
+                same_state ? "bit-identical" : "DIFFERS", gs[0], gs[v]);
+        }
+        if (!ok)
+            tap(0, "attn fuse: %s: %s", runs[r].what, e.msg);
+        for (int v = 0; v < NMODE; v++) {
+            free(rows[v]);
+            free(buf[v]);
+            inf_state_free(st[v]);
+        }
+        if (!ok)
+            break;
+    }
+    cuda_engine_free(g);
+    inf_weights_free(w);
+}
+
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1087,7 +1189,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,moe,mhc";
+        parts = "topk,fixture,tiny,mid,long,pdl,moe,mhc,afuse";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -1110,6 +1212,8 @@ int main(void)
     }
     if (strstr(parts, "mhc"))
         test_hc();
+    if (strstr(parts, "afuse"))
+        test_attn_fuse();
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
 }
