@@ -25,13 +25,15 @@ export LD_LIBRARY_PATH="$PWD/$B:$LD_LIBRARY_PATH" CTX_SOURCE_ROOT="$PWD"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee -a "$S"
 for f in "$B"/*; do ldd "$f" 2>/dev/null | grep "not found" | sed "s|^|$f: |"; done | tee -a "$S"
 
+# the decode paths of this session's second round, all off (bench rows "old decode paths")
+OLD_PATHS=${OLD_PATHS:-CTX_CUDA_MOE_SIDE=0 CTX_CUDA_MOE_COMBINE=0 CTX_CUDA_MOE_FUSE=0 CTX_CUDA_MOE_ROUTE=0 CTX_CUDA_HC_FUSE=0 CTX_CUDA_HC_SIDE=0 CTX_CUDA_FUSE_ATTN=0}
 # (i) the tests
 : >"$OUT/tests.txt"
 for t in test_gemm test_kvpack test_idx test_attn test_wo test_moe_gemm test_multi test_mark test_accel test_engine; do
     [ -x "$B/$t" ] || continue
     t0=$(date +%s)
     echo "==== $t" >>"$OUT/tests.txt"
-    CTX_ENGINE_PARTS=${PARTS:-topk,fixture,tiny,mid,long,pdl} timeout ${TEST_TIMEOUT:-120} "$B/$t" >>"$OUT/tests.txt" 2>&1
+    CTX_ENGINE_PARTS=${PARTS:-topk,fixture,tiny,mid,long,pdl,moe,mhc,afuse} timeout ${TEST_TIMEOUT:-120} "$B/$t" >>"$OUT/tests.txt" 2>&1
     rc=$?
     n_ok=$(sed -n "/^==== $t\$/,/^==== /p" "$OUT/tests.txt" | grep -c '^ok')
     n_bad=$(sed -n "/^==== $t\$/,/^==== /p" "$OUT/tests.txt" | grep -c '^not ok')
@@ -51,6 +53,8 @@ fi
 # (ii) decode
 t0=$(date +%s)
 { timeout 150 "$B/bench-gpu-engine" --models flash4 --ctx 4096,131072,500000 --steps 48 --profile --pdl both;
+  echo "==== old decode paths (the round-2 switches off: $OLD_PATHS)";
+  env $OLD_PATHS timeout 90 "$B/bench-gpu-engine" --models flash4 --ctx 4096,131072,500000 --steps 48 --profile;
   echo "==== mid"; timeout 40 "$B/bench-gpu-engine" --models mid --ctx 4096 --steps 48 --profile;
   echo "==== shards"; timeout 60 "$B/bench-gpu-engine" --models flash4 --ctx 4096 --steps 32 --shards 2; } \
     >"$OUT/decode.txt" 2>&1
