@@ -13,6 +13,7 @@
 // product, to cut launches.
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
+#include <cooperative_groups.h>
 #include <atomic>
 
 #include <math.h>
@@ -2329,6 +2330,225 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_merge(const float *cand_s
         out[i] = cand_ix[(size_t)s * cld + (uint32_t)keys[i]];
 }
 
+// The decode top-k (S <= TOPK_FAST_S queries; cuda_engine_topk picks it, CTX_CUDA_TOPK_FAST=0 keeps
+// the two launches above): the same selection in ONE launch, each query's row spread over a thread
+// block cluster of TOPK_CL blocks (grid (TOPK_CL, S)), which replaces the merge's second launch and
+// its single-block radix passes and bitonic sort (latency, not bandwidth: 128 KB of scores at 128K).
+// The output is defined by a total order (score_key descending, then index ascending), so the same
+// bytes as k_topk_seg + k_topk_merge whatever the route; tests/kernels/test_engine.c compares both.
+// Thread t of cluster block b holds the R = ceil(n / (TOPK_CL * TOPK_THREADS)) consecutive entries
+// from (b * TOPK_THREADS + t) * R, so (b, t, j) runs in index order; in registers when R <= TOPK_REG
+// (n <= 131072), else read again from memory in each pass. The radix passes are topk_block's (11/11/10
+// bits, the same early stops), with each block's histogram summed over the cluster through
+// distributed shared memory (every block sums all of them, so every block chooses the same digit, by
+// two warp scans, over groups of 64 bins and then within one, instead of one lane's walk; histograms
+// alternate between two buffers per pass, so a block zeroes one only after the cluster
+// barrier that follows every read of it). Then the k selected (every key above the k-th key's bin,
+// the `need` lowest-index ties) go to slots 0..k-1 of every block's cand[] (above ones by their rank
+// among the above, ties after them), and each rank is a count: entry i's rank is the number of
+// selected composite keys (~key << 32 | index, all distinct) below its own.
+#define TOPK_CL 8
+#define TOPK_FAST_S 8
+#define TOPK_FAST_MAXN (1LL << 20) // longer rows (a 4M context) keep the segmented path
+__global__ void __cluster_dims__(TOPK_CL, 1, 1) __launch_bounds__(TOPK_THREADS)
+    k_topk_fast(const float *score, size_t ld, const long long *ppos, int K, int *sel)
+{
+    namespace cg = cooperative_groups;
+    __shared__ unsigned hist[2][2048], lowb[2][64], tot[2048], lowt[64];
+    __shared__ unsigned long long cand[TOPK_MAXK], wcnt[32], wexc[32], btot;
+    __shared__ unsigned gsum[32], sh_bin, sh_above;
+    pdl_begin();
+    cg::cluster_group cl = cg::this_cluster();
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, rank = (int)cl.block_rank(), s = blockIdx.y;
+    const long long nvl = (*ppos + s + 1) / 4;
+    const int n = (int)nvl, k = nvl < K ? (int)nvl : K; // the same n and k in every block of the cluster
+    int *out = sel + (size_t)s * K;
+    for (int i = k + rank * TOPK_THREADS + tid; i < K; i += TOPK_CL * TOPK_THREADS)
+        out[i] = -1;
+    if (k <= 0) // the whole cluster returns here, before any cluster barrier
+        return;
+    const int R = (int)((nvl + TOPK_CL * TOPK_THREADS - 1) / (TOPK_CL * TOPK_THREADS));
+    const long long base = ((long long)rank * TOPK_THREADS + tid) * R;
+    const int mine = nvl - base <= 0 ? 0 : nvl - base < R ? (int)(nvl - base) : R; // this thread's entries
+    const float *sc = score + (size_t)s * ld + base;
+    const bool cached = R <= TOPK_REG;
+    uint32_t rk[TOPK_REG];
+    if (cached) {
+#pragma unroll
+        for (int j = 0; j < TOPK_REG; j++)
+            rk[j] = j < mine ? score_key(sc[j]) : 0u;
+    }
+    // body(j, key) for j < R (R is the same in every thread: barriers and warp votes inside are uniform);
+    // j >= mine is not an entry
+    auto each = [&](auto body) {
+        if (cached) {
+#pragma unroll
+            for (int j = 0; j < TOPK_REG; j++)
+                if (j < R)
+                    body(j, rk[j]);
+        } else {
+            for (int j = 0; j < R; j++)
+                body(j, j < mine ? score_key(sc[j]) : 0u);
+        }
+    };
+    uint32_t prefix = 0, pmask = 0;
+    unsigned need = (unsigned)k;
+    if (n > k) {
+        for (int pass = 0; pass < 3; pass++) { // bits 31..21, 20..10, 9..0, as topk_block
+            int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nb = pass < 2 ? 2048 : 1024;
+            uint32_t lowm = (1u << shift) - 1u;
+            unsigned *h = hist[pass & 1], *lb = lowb[pass & 1];
+            for (int i = tid; i < nb; i += TOPK_THREADS)
+                h[i] = 0;
+            if (tid < 64)
+                lb[tid] = 0;
+            __syncthreads();
+            each([&](int j, uint32_t key) {
+                int in = j < mine && (key & pmask) == prefix;
+                unsigned bin = in ? (key >> shift) & (unsigned)(nb - 1) : 0xffffffffu;
+                unsigned peers = __match_any_sync(0xffffffffu, bin);
+                unsigned low = __ballot_sync(0xffffffffu, in && (key & lowm)) & peers;
+                if (in && lane == __ffs(peers) - 1) {
+                    atomicAdd(&h[bin], (unsigned)__popc(peers));
+                    if (low)
+                        atomicOr(&lb[bin >> 5], 1u << (bin & 31));
+                }
+            });
+            cl.sync(); // every block's histogram of this pass is complete
+            // the cluster's totals; thread tid sums bins 2 tid, 2 tid + 1, so warp w holds the 64 of group w
+            unsigned t0 = 0, t1 = 0;
+            if (2 * tid < nb) {
+#pragma unroll
+                for (int r = 0; r < TOPK_CL; r++) {
+                    const unsigned *rh = cl.map_shared_rank(h, (unsigned)r);
+                    t0 += rh[2 * tid];
+                    t1 += rh[2 * tid + 1];
+                }
+                tot[2 * tid] = t0;
+                tot[2 * tid + 1] = t1;
+            }
+            unsigned gs = t0 + t1;
+            for (int o = 16; o > 0; o >>= 1)
+                gs += __shfl_xor_sync(0xffffffffu, gs, o);
+            if (lane == 0)
+                gsum[warp] = gs;
+            if (tid < 64) {
+                unsigned o = 0;
+#pragma unroll
+                for (int r = 0; r < TOPK_CL; r++)
+                    o |= cl.map_shared_rank(lb, (unsigned)r)[tid];
+                lowt[tid] = o;
+            }
+            __syncthreads();
+            if (warp == 0) {
+                // topk_block's choice (the highest bin where the count from the top reaches need) in two
+                // warp scans: over the groups of 64 bins from the top, lane l group G - 1 - l, then over
+                // that group's bins from the top, two a lane
+                int G = nb >> 6;
+                unsigned ls = lane < G ? gsum[G - 1 - lane] : 0u, inc = ls;
+                for (int o = 1; o < 32; o <<= 1) {
+                    unsigned t = __shfl_up_sync(0xffffffffu, inc, o);
+                    if (lane >= o)
+                        inc += t;
+                }
+                unsigned acc = inc - ls;
+                int gl = __ffs(__ballot_sync(0xffffffffu, acc < need && inc >= need)) - 1; // exactly one lane
+                unsigned acc0 = __shfl_sync(0xffffffffu, acc, gl);
+                int hb = (G - 1 - gl) * 64 + 63 - 2 * lane; // this lane's upper bin; the lower is hb - 1
+                unsigned c0 = tot[hb], c1 = tot[hb - 1], ls2 = c0 + c1, inc2 = ls2;
+                for (int o = 1; o < 32; o <<= 1) {
+                    unsigned t = __shfl_up_sync(0xffffffffu, inc2, o);
+                    if (lane >= o)
+                        inc2 += t;
+                }
+                int l2 = __ffs(__ballot_sync(0xffffffffu, acc0 + inc2 >= need)) - 1;
+                if (lane == l2) {
+                    unsigned ex2 = acc0 + inc2 - ls2; // entries in the bins above hb (< need)
+                    sh_bin = ex2 + c0 >= need ? (unsigned)hb : (unsigned)(hb - 1);
+                    sh_above = ex2 + c0 >= need ? ex2 : ex2 + c0;
+                }
+            }
+            __syncthreads();
+            unsigned bin = sh_bin, cnt = tot[bin];
+            int equal = !((lowt[bin >> 5] >> (bin & 31)) & 1u);
+            need -= sh_above;
+            prefix |= bin << shift;
+            pmask |= (uint32_t)(nb - 1) << shift;
+            __syncthreads(); // tot, lowt, sh_bin are rewritten by the next pass
+            if (cnt == need || equal)
+                break;
+        }
+    }
+    // Collect: this thread's entries above the bin (key > hi) and tied with it (key matches prefix),
+    // a block prefix count of both, the blocks' totals through the cluster.
+    const uint32_t hi = prefix | ~pmask;
+    unsigned ca = 0, ct = 0;
+    each([&](int j, uint32_t key) {
+        if (j < mine) {
+            if (key > hi)
+                ca++;
+            else if ((key & pmask) == prefix)
+                ct++;
+        }
+    });
+    unsigned long long v = ((unsigned long long)ca << 32) | ct, inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned long long t = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o)
+            inc += t;
+    }
+    if (lane == 31)
+        wcnt[warp] = inc;
+    __syncthreads();
+    if (warp == 0) {
+        unsigned long long wv = wcnt[lane], wi = wv; // TOPK_THREADS / 32 = 32 warps
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned long long t = __shfl_up_sync(0xffffffffu, wi, o);
+            if (lane >= o)
+                wi += t;
+        }
+        wexc[lane] = wi - wv;
+        if (lane == 31)
+            btot = wi;
+    }
+    cl.sync(); // every block's totals (and wexc, within the block)
+    unsigned long long before = 0; // above / tied in the blocks before this one
+    for (int r = 0; r < rank; r++)
+        before += *cl.map_shared_rank(&btot, (unsigned)r);
+    unsigned long long ex = before + wexc[warp] + inc - v;
+    unsigned na = (unsigned)(ex >> 32), nt = (unsigned)ex, abv = (unsigned)k - need; // abv: every entry above
+    each([&](int j, uint32_t key) {
+        if (j < mine) {
+            int slot = -1;
+            if (key > hi) {
+                slot = (int)na++;
+            } else if ((key & pmask) == prefix) {
+                if (nt < need)
+                    slot = (int)(abv + nt);
+                nt++;
+            }
+            if (slot >= 0) {
+                unsigned long long kv = ((unsigned long long)~key << 32) | (unsigned long long)(uint32_t)(base + j);
+#pragma unroll
+                for (int r = 0; r < TOPK_CL; r++)
+                    cl.map_shared_rank(cand, (unsigned)r)[slot] = kv;
+            }
+        }
+    });
+    cl.sync(); // cand[0..k) complete in every block; no block reads another's memory after this
+    // rank of cand[i] = how many selected keys are below it (they are distinct); warp per entry
+    for (int i = rank * 32 + warp; i < k; i += TOPK_CL * 32) {
+        unsigned long long kv = cand[i];
+        unsigned c = 0;
+        for (int j = lane; j < k; j += 32)
+            c += cand[j] < kv;
+        for (int o = 16; o > 0; o >>= 1)
+            c += __shfl_xor_sync(0xffffffffu, c, o);
+        if (lane == 0)
+            out[c] = (int)(uint32_t)kv;
+    }
+}
+
 // Entry j of query p in the reference decode layout (NULL = empty slot).
 __device__ __forceinline__ const float *att_entry(int j, long long p, long long pos0, int W, int d,
                                                   const float *kvnew, const float *ring, const float *cache,
@@ -4521,6 +4741,25 @@ extern "C" int cuda_engine_idx_scores(const float *d_q, const float *d_w, const 
                              (cudaStream_t)stream, e);
 }
 
+// The decode top-k's switch (k_topk_fast for S <= TOPK_FAST_S): env CTX_CUDA_TOPK_FAST=0 turns it off,
+// read once per process; cuda_engine_topk_mode (a test and benchmark entry, declared where used) sets
+// it for the launches after (1 on, 0 off, < 0 the environment's); a captured decode graph keeps the
+// kernels it captured.
+static std::atomic<int> topk_fast_mode{-1};
+static int topk_fast_on(void)
+{
+    static const int env = [] {
+        const char *v = getenv("CTX_CUDA_TOPK_FAST");
+        return !(v && v[0] == '0' && v[1] == 0);
+    }();
+    int m = topk_fast_mode.load();
+    return m < 0 ? env : m;
+}
+extern "C" void cuda_engine_topk_mode(int fast)
+{
+    topk_fast_mode.store(fast < 0 ? -1 : fast != 0);
+}
+
 extern "C" size_t cuda_engine_topk_scratch(int S, long long max_n, int K)
 {
     size_t nseg = (size_t)((max_n + TOPK_SEG - 1) / TOPK_SEG);
@@ -4536,6 +4775,12 @@ extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long
     size_t nseg = (size_t)((max_n + TOPK_SEG - 1) / TOPK_SEG);
     if (nseg < 1)
         nseg = 1;
+    if (S <= TOPK_FAST_S && max_n <= TOPK_FAST_MAXN && topk_fast_on()) { // decode steps: one launch, no scratch
+        launch_pdl(k_topk_fast, dim3(TOPK_CL, (unsigned)S), TOPK_THREADS, 0, (cudaStream_t)stream, d_score, ld, d_pos,
+                   K, d_sel);
+        LAUNCHED("k_topk_fast");
+        return 0;
+    }
     size_t cld = nseg * (size_t)K;
     float *csc = (float *)d_scratch;
     int *cix = (int *)(csc + (size_t)S * cld);

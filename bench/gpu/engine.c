@@ -801,6 +801,86 @@ done:
     return rc ? 1 : 0;
 }
 
+/* The decode top-k (one query, K = 512) on its own: the segmented k_topk_seg + k_topk_merge against
+ * the one-launch cluster k_topk_fast (kernels/engine.cu; CTX_CUDA_TOPK_FAST), each as 20 calls
+ * captured in a CUDA graph (as a decode step runs them), replay median of 10 / 20; the two outputs
+ * compared byte for byte. Scores: bf16 values (an indexer's) with ties. Printed with --profile and
+ * --suffix. */
+void cuda_engine_topk_mode(int fast); /* test and benchmark entry (kernels/engine.cu) */
+struct topk_job {
+    const float *sc;
+    const long long *pos;
+    int *sel;
+    void *scr;
+    long long n;
+    size_t ld;
+};
+static void topk_launch(void *ud, int i)
+{
+    const struct topk_job *j = ud;
+    struct ctx_err e = {0};
+    (void)i;
+    cuda_engine_topk(j->sc, j->ld, j->pos, 1, j->n, 512, j->sel, j->scr, bench_stream(), &e);
+}
+static int topk_decode_rows(void)
+{
+    static const long long ns[2] = {32768, 125000};
+    const int K = 512;
+    const long long nmax = 125000;
+    struct ctx_err e = {0};
+    float *h = malloc(sizeof(float) * (size_t)nmax);
+    int *s0 = malloc(sizeof(int) * K), *s1 = malloc(sizeof(int) * K);
+    float *d_sc = NULL;
+    long long *d_pos = NULL;
+    int *d_sel = NULL;
+    void *d_scr = NULL;
+    unsigned long long z = 7;
+    for (long long i = 0; h && i < nmax; i++) { /* bf16 values of a bell-ish shape */
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        float u = ((float)((z >> 40) & 0xfff) + (float)((z >> 52) & 0xfff)) * 0x1p-12f - 1.0f;
+        uint32_t b;
+        memcpy(&b, &u, 4);
+        b = (b + 0x7fffu + ((b >> 16) & 1u)) & 0xffff0000u;
+        memcpy(&h[i], &b, 4);
+    }
+    int rc = !h || !s0 || !s1 || cuda_malloc((void **)&d_sc, sizeof(float) * (size_t)nmax, &e) ||
+             cuda_malloc((void **)&d_pos, sizeof(long long), &e) || cuda_malloc((void **)&d_sel, sizeof(int) * K, &e) ||
+             cuda_malloc(&d_scr, cuda_engine_topk_scratch(1, nmax, K), &e) ||
+             cuda_h2d(d_sc, h, sizeof(float) * (size_t)nmax, &e);
+    if (!rc) {
+        printf("\nDecode top-k alone (one query, top-512 of n indexer scores, bf16 values): segmented (k_topk_seg + "
+               "k_topk_merge) vs one cluster launch (k_topk_fast, CTX_CUDA_TOPK_FAST), each call inside a CUDA graph "
+               "of 20, median of 10 replays\n\n");
+        printf("| n (context) | segmented ms | cluster ms | segmented / cluster | same bytes |\n|---|---|---|---|---|\n");
+    }
+    for (int i = 0; i < 2 && !rc; i++) {
+        long long pos = 4 * ns[i] - 1;
+        struct topk_job j = {d_sc, d_pos, d_sel, d_scr, ns[i], (size_t)nmax};
+        double ms[2];
+        rc = cuda_h2d(d_pos, &pos, sizeof pos, &e);
+        for (int m = 0; m < 2 && !rc; m++) {
+            cuda_engine_topk_mode(m);
+            ms[m] = bench_graph_ms(topk_launch, &j, 20, 10);
+            rc = ms[m] < 0 || cuda_engine_topk(d_sc, (size_t)nmax, d_pos, 1, ns[i], K, d_sel, d_scr, NULL, &e) ||
+                 cuda_sync(&e) || cuda_d2h(m ? s1 : s0, d_sel, sizeof(int) * K, &e);
+        }
+        cuda_engine_topk_mode(-1);
+        if (!rc)
+            printf("| %lld (%lldK) | %.4f | %.4f | %.2fx | %s |\n", ns[i], ns[i] * 4 / 1000, ms[0], ms[1], ms[0] / ms[1],
+                   memcmp(s0, s1, sizeof(int) * K) ? "NO" : "yes");
+    }
+    if (rc)
+        fprintf(stderr, "bench-gpu-engine: top-k rows: %s\n", e.msg[0] ? e.msg : "failed (graph capture or memory)");
+    cuda_free(d_sc);
+    cuda_free(d_pos);
+    cuda_free(d_sel);
+    cuda_free(d_scr);
+    free(h);
+    free(s0);
+    free(s1);
+    return rc ? 1 : 0;
+}
+
 /* Prefill `S` tokens from a random state at P: wall ms (host, the call returns with the logits). */
 static int sfx_prefill(struct cuda_engine *g, long long P, const int *tok, int S, float *logits, double *ms,
                        struct ctx_err *e)
@@ -978,6 +1058,7 @@ static int sfx_main(const long long *ctxs, int nctx, int suffix, int chunk)
     if (sfx_peak <= 0)
         return 1;
     int rc = sfx_indexer_rows(chunk);
+    rc |= topk_decode_rows();
     return sfx_run(ctxs, nctx, suffix, chunk) | rc;
 }
 
@@ -1104,6 +1185,8 @@ int main(int argc, char **argv)
         fputs(pdltab, stdout);
     }
     fputs(prof, stdout);
+    if (profile)
+        rc |= topk_decode_rows();
     if (extra_len) {
         printf("\nExtrapolated to V4-Flash's 43 layers (2 sliding, 21 CSA, 20 HCA) from the flash4 layers' GPU time "
                "above (not measured as such): step = graph step x (outside + 2 swa + 21 csa + 20 hca) / flash4's GPU "

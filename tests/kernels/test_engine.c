@@ -656,24 +656,40 @@ static float bf16_round(float f)
     return f;
 }
 
+/* Test entry (kernels/engine.cu): the decode top-k k_topk_fast (S <= 8) on (1), off (0: the segmented
+ * k_topk_seg + k_topk_merge), or as the environment says (< 0). */
+void cuda_engine_topk_mode(int fast);
+
 /* Queries s < S at position pos0 + s over (pos0 + s + 1) / 4 scores each; kind 0: bf16 values in
  * [-3, 3) (many exact ties, +-0), 1: eight distinct values (ties everywhere), 2: full fp32 values,
- * 3: all equal. Every rank must be inf_cpu_topk's, and the rest -1. */
+ * 3: all equal, 4: bf16 values with a third -inf and some +inf, 5: bf16 values with NaNs of both
+ * signs and +-inf. Both paths run (the decode one where S <= 8, else the segmented one twice): their
+ * bytes must be identical, and every rank inf_cpu_topk's with the rest -1 (NaN rows: no CPU order,
+ * the two paths only; score_key orders them). */
 static void topk_case(long long pos0, int S, int K, int kind, unsigned long long seed)
 {
     struct ctx_err e = {0};
     long long nmax = (pos0 + S) / 4;
     size_t ld = (size_t)nmax + 1;
     float *sc = malloc(sizeof(float) * ld * (size_t)S);
-    int *sel = malloc(sizeof(int) * (size_t)S * K), *ref = malloc(sizeof(int) * (size_t)K);
+    int *sel = malloc(sizeof(int) * (size_t)S * K), *sel0 = malloc(sizeof(int) * (size_t)S * K);
+    int *ref = malloc(sizeof(int) * (size_t)K);
     unsigned long long z = seed;
     for (size_t i = 0; i < ld * (size_t)S; i++) {
         z = z * 6364136223846793005ull + 1442695040888963407ull;
         float u = (float)(z >> 40) * 0x1p-24f; /* [0, 1) */
-        float v = kind == 0 ? bf16_round(6.0f * u - 3.0f) : kind == 1 ? (float)((int)(u * 8) - 3) * 0.25f
+        float v = kind == 0 || kind >= 4 ? bf16_round(6.0f * u - 3.0f) : kind == 1 ? (float)((int)(u * 8) - 3) * 0.25f
                 : kind == 2 ? (float)((double)u * 2 - 1) * 1e3f : 0.5f;
         if (kind == 0 && (z >> 20) % 97 == 0)
             v = (z >> 30) & 1 ? -0.0f : 0.0f;
+        if (kind == 4 && (z >> 20) % 3 == 0)
+            v = -INFINITY;
+        if (kind == 4 && (z >> 20) % 1009 == 1)
+            v = INFINITY;
+        if (kind == 5 && (z >> 20) % 7 == 0)
+            v = (z >> 30) & 1 ? -NAN : NAN;
+        if (kind == 5 && (z >> 20) % 13 == 1)
+            v = (z >> 30) & 1 ? -INFINITY : INFINITY;
         sc[i] = v;
     }
     float *d_sc = NULL;
@@ -684,20 +700,32 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
              !cuda_malloc((void **)&d_sel, sizeof(int) * (size_t)S * K, &e) &&
              !cuda_malloc((void **)&d_pos, sizeof(long long), &e) &&
              !cuda_malloc(&d_scr, cuda_engine_topk_scratch(S, nmax, K), &e) &&
-             !cuda_h2d(d_sc, sc, sizeof(float) * ld * (size_t)S, &e) && !cuda_h2d(d_pos, &pos0, sizeof pos0, &e) &&
-             !cuda_engine_topk(d_sc, ld, d_pos, S, nmax, K, d_sel, d_scr, NULL, &e) && !cuda_sync(&e) &&
-             !cuda_d2h(sel, d_sel, sizeof(int) * (size_t)S * K, &e);
-    int bad = -1;
-    for (int s = 0; ok && s < S && bad < 0; s++) {
+             !cuda_h2d(d_sc, sc, sizeof(float) * ld * (size_t)S, &e) && !cuda_h2d(d_pos, &pos0, sizeof pos0, &e);
+    /* the segmented path, then the decode one (a poisoned output first: every byte must be written) */
+    cuda_engine_topk_mode(0);
+    ok = ok && !cuda_engine_topk(d_sc, ld, d_pos, S, nmax, K, d_sel, d_scr, NULL, &e) && !cuda_sync(&e) &&
+         !cuda_d2h(sel0, d_sel, sizeof(int) * (size_t)S * K, &e);
+    cuda_engine_topk_mode(1);
+    for (size_t i = 0; ok && i < (size_t)S * K; i++)
+        sel[i] = 0x5a5a5a5a;
+    ok = ok && !cuda_h2d(d_sel, sel, sizeof(int) * (size_t)S * K, &e) &&
+         !cuda_engine_topk(d_sc, ld, d_pos, S, nmax, K, d_sel, d_scr, NULL, &e) && !cuda_sync(&e) &&
+         !cuda_d2h(sel, d_sel, sizeof(int) * (size_t)S * K, &e);
+    cuda_engine_topk_mode(-1);
+    int bad = -1, same = ok && !memcmp(sel, sel0, sizeof(int) * (size_t)S * K);
+    for (int s = 0; ok && kind != 5 && s < S && bad < 0; s++) {
         int n = (int)((pos0 + s + 1) / 4), k = n < K ? n : K;
         inf_cpu_topk(sc + (size_t)s * ld, n, k, ref);
         for (int r = 0; r < K && bad < 0; r++)
             if (sel[(size_t)s * K + r] != (r < k ? ref[r] : -1))
                 bad = s;
     }
-    tap(ok && bad < 0, "top-k (radix select) = inf_cpu_topk: %d queries at %lld, k %d, %s scores%s%s", S, pos0, K,
-        kind == 0 ? "bf16 (ties, +-0)" : kind == 1 ? "8-valued" : kind == 2 ? "fp32" : "all-equal",
-        !ok ? ": " : bad >= 0 ? ": first mismatch in query " : "", !ok ? e.msg : "");
+    static const char *kinds[6] = {"bf16 (ties, +-0)", "8-valued", "fp32", "all-equal", "-inf/+inf", "NaN/+-inf"};
+    tap(ok && bad < 0 && same, "top-k %s = %s%s: %d queries at %lld, k %d, %s scores%s%s",
+        S <= 8 ? "decode (one cluster launch)" : "(segmented, twice)", S <= 8 ? "segmented" : "itself",
+        kind != 5 ? " = inf_cpu_topk" : "", S, pos0, K, kinds[kind],
+        !ok ? ": " : bad >= 0 ? ": first mismatch with inf_cpu_topk in query " : !same ? ": the paths differ" : "",
+        !ok ? e.msg : "");
     if (ok && bad >= 0)
         printf("# mismatching query %d\n", bad);
     cuda_free(d_sc);
@@ -706,6 +734,7 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
     cuda_free(d_scr);
     free(sc);
     free(sel);
+    free(sel0);
     free(ref);
 }
 
@@ -714,10 +743,28 @@ static void test_topk(void)
     topk_case(0, 70, 16, 0, 1);       /* counts 0..17 around k: short rows, -1 padding */
     topk_case(2040, 12, 512, 0, 2);   /* counts 510..513 */
     topk_case(4000, 8, 512, 1, 3);    /* ties everywhere */
-    topk_case(800000, 2, 512, 0, 4);  /* 200K entries */
+    topk_case(800000, 2, 512, 0, 4);  /* 200K entries (decode: read again in each pass) */
     topk_case(400000, 3, 2048, 2, 5); /* the largest k */
     topk_case(400000, 2, 512, 3, 6);  /* all equal: the lowest indices */
     topk_case(131072, 16, 1024, 0, 7);
+    /* the decode path (S <= 8): every shape of its cluster split */
+    topk_case(0, 8, 16, 0, 11);        /* 0..2 entries: all -1, then a row of 1..2 */
+    topk_case(56, 8, 16, 0, 12);       /* 14..16 entries: k = n, every entry tied */
+    topk_case(60, 8, 16, 1, 13);       /* 15..17 */
+    topk_case(2041, 8, 512, 0, 14);    /* counts 510..512 */
+    topk_case(131071, 1, 512, 0, 15);  /* 32768: 128K context */
+    topk_case(131064, 8, 512, 0, 16);  /* 32766..32768 */
+    topk_case(499999, 1, 512, 0, 17);  /* 125000: 500K context */
+    topk_case(499996, 4, 512, 1, 18);  /* 8-valued at 125000 */
+    topk_case(524284, 8, 512, 0, 19);  /* 131071..131073: registers, then read in each pass */
+    topk_case(200000, 5, 2048, 2, 20); /* fp32, the largest k */
+    topk_case(100000, 3, 64, 3, 21);   /* all equal */
+    topk_case(131071, 2, 512, 4, 22);  /* -inf crowds, +inf */
+    topk_case(40000, 4, 512, 4, 23);   /* 10000 entries, a third -inf: the k all finite */
+    topk_case(10000, 8, 2048, 4, 24);  /* 2500 entries, k above the finite ones: -inf ties by index */
+    topk_case(131071, 3, 512, 5, 25);  /* NaNs of both signs */
+    topk_case(9000, 6, 1024, 5, 26);
+    topk_case(31, 8, 1, 0, 27);        /* k = 1 */
 }
 
 /* ---- long context: a random state of 200K positions, CUDA against CPU ---- */
@@ -814,6 +861,8 @@ static void test_memcheck(void)
     tap(ok, "memcheck run: random state at 135001, 5 decode steps (graph and direct), a 70-token chunk%s%s",
         ok ? "" : ": ", ok ? "" : e.msg);
     topk_case(2040, 12, 512, 0, 2);
+    topk_case(2041, 8, 512, 0, 14);   /* the decode top-k's cluster exchanges, rows in registers */
+    topk_case(524291, 1, 512, 1, 19); /* and read again in each pass */
     free(lg);
     cuda_engine_free(g);
     inf_state_free(st);
