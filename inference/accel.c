@@ -1,10 +1,18 @@
 /* The accelerator binding; see accel.h. One state at a time lives on the device; `gen` counts
  * uploads, so a device mark is usable only while the device has held the same state since the mark
- * was taken (same gen, same bound state). */
+ * was taken (same gen, same bound state).
+ *
+ * The resident: what the device still holds of a state after it left. While bound, a state writes
+ * on the device the entries [0, up_n[l]) of its upload and every entry its forwards append, up to
+ * the furthest position it reached (hw_pos) — rewinds do not take those back. When it leaves, that
+ * extent is added to the resident's clobbered counts; and when it left synced (its host copy equal
+ * to the device up to its counts), it may become the resident itself. */
 #include "accel.h"
 #include "accel_state.h"
 
 #include <stdlib.h>
+
+#define ACC_MAXL (INF_MAX_LAYERS + 8) /* backbone + MTP layers, as inf_config's compress_ratios */
 
 struct inf_accel {
     struct inf_accel_ops ops;
@@ -14,6 +22,16 @@ struct inf_accel {
     unsigned long long gen;  /* uploads so far */
     long long live_marks;
     struct inf_accel_stats st;
+    /* the bound state's extent on the device: its counts when uploaded, its furthest position */
+    long long up_n[ACC_MAXL];
+    long long hw_pos;
+    /* The resident, or NULL. Only compared with states being bound, never dereferenced: it may
+     * have been freed since (a state allocated in its place has another host generation). */
+    const struct inf_state *res;
+    unsigned long long res_gen; /* its host generation when it left */
+    int res_layers;
+    long long res_n[ACC_MAXL];  /* its entry counts when it left */
+    long long clob[ACC_MAXL];   /* leading entries of each layer written by other states since */
 };
 
 struct inf_accel *inf_accel_new(const struct inf_accel_ops *ops, void *ud)
@@ -55,14 +73,74 @@ int inf_state_sync(struct inf_state *st, struct ctx_err *e)
     return 0;
 }
 
-/* The device forgets st without copying anything back (its host copy is about to be replaced). */
-static void drop(struct inf_state *st)
+/* How a bound state leaves the device. */
+enum leave_how {
+    LEAVE_SYNCED,  /* its host copy was just brought up to date: equal to the device up to its counts */
+    LEAVE_DROPPED, /* its host copy is about to change (reset, restore, free, a host truncate) */
+    LEAVE_LOST,    /* a device call failed: nothing the device holds is known any more */
+};
+
+/* Compressed entries a state's layer l holds, weighted by their floats (what an upload costs). */
+static long long entry_floats(const struct inf_state *st, int l)
+{
+    return st->cfg.head_dim + (st->layers[l].ratio == 4 ? st->cfg.index_head_dim : 0);
+}
+
+/* a->bound leaves the device; next (or NULL) is the state about to be bound. */
+static void leave(struct inf_accel *a, const struct inf_state *next, enum leave_how how)
+{
+    struct inf_state *x = a->bound;
+    a->bound = NULL;
+    a->dirty = 0;
+    if (how == LEAVE_LOST || x->n_layers > ACC_MAXL) {
+        a->res = NULL;
+        return;
+    }
+    /* what x wrote on the device: the entries of its upload and those of every position it reached */
+    long long hw[ACC_MAXL];
+    for (int l = 0; l < x->n_layers; l++) {
+        int r = x->layers[l].ratio;
+        long long grown = r && l < x->cfg.num_hidden_layers ? a->hw_pos / r : 0;
+        hw[l] = a->up_n[l] > grown ? a->up_n[l] : grown;
+    }
+    if (a->res) {
+        if (a->res_layers != x->n_layers) { /* another model's state: nothing to compare */
+            a->res = NULL;
+        } else {
+            for (int l = 0; l < x->n_layers; l++)
+                if (hw[l] > a->clob[l])
+                    a->clob[l] = hw[l];
+        }
+    }
+    if (how != LEAVE_SYNCED || (a->res && a->res == next))
+        return;
+    /* x becomes the resident when a later bind of it would keep more than the current one's */
+    long long keep_x = 0, keep_r = -1;
+    for (int l = 0; l < x->n_layers; l++)
+        keep_x += x->layers[l].n_cache * entry_floats(x, l);
+    if (a->res) {
+        keep_r = 0;
+        for (int l = 0; l < x->n_layers; l++)
+            if (a->res_n[l] > a->clob[l])
+                keep_r += (a->res_n[l] - a->clob[l]) * entry_floats(x, l);
+    }
+    if (keep_x > 0 && keep_x >= keep_r) {
+        a->res = x;
+        a->res_gen = x->host_gen;
+        a->res_layers = x->n_layers;
+        for (int l = 0; l < x->n_layers; l++) {
+            a->res_n[l] = x->layers[l].n_cache;
+            a->clob[l] = 0;
+        }
+    }
+}
+
+/* The device lets go of st (nothing copied back). */
+static void drop(struct inf_state *st, const struct inf_state *next, enum leave_how how)
 {
     struct inf_accel *a = st->accel;
-    if (a && a->bound == st) {
-        a->bound = NULL;
-        a->dirty = 0;
-    }
+    if (a && a->bound == st)
+        leave(a, next, how);
     st->accel = NULL;
 }
 
@@ -70,8 +148,30 @@ int inf_state_unbind(struct inf_state *st, struct ctx_err *e)
 {
     int rc = inf_state_sync(st, e);
     if (!rc)
-        drop(st);
+        drop(st, NULL, LEAVE_SYNCED);
     return rc;
+}
+
+/* Whether st is the resident with its entries still valid on the device; if so, upto[l] = the
+ * leading entries of each layer that must be sent again, and the entries sent and kept in total.
+ * Only a host copy unchanged since it left but for truncation qualifies (counts at most those it
+ * left with, the same host generation); a bind that would keep nothing is a plain upload. */
+static int partial_plan(const struct inf_accel *a, const struct inf_state *st, long long *upto, long long *sent,
+                        long long *kept)
+{
+    *sent = *kept = 0;
+    if (!a->ops.upload_prefix || !a->res || a->res != st || st->host_gen != a->res_gen ||
+        st->n_layers != a->res_layers)
+        return 0;
+    for (int l = 0; l < st->n_layers; l++) {
+        long long n = st->layers[l].n_cache;
+        if (n > a->res_n[l])
+            return 0;
+        upto[l] = a->clob[l] < n ? a->clob[l] : n;
+        *sent += upto[l];
+        *kept += n - upto[l];
+    }
+    return *kept > 0;
 }
 
 static int bind(struct inf_accel *a, struct inf_state *st, struct ctx_err *e)
@@ -79,18 +179,37 @@ static int bind(struct inf_accel *a, struct inf_state *st, struct ctx_err *e)
     if (a->bound == st)
         return 0;
     if (a->bound) {
-        int rc = inf_state_unbind(a->bound, e);
+        struct inf_state *x = a->bound;
+        int rc = inf_state_sync(x, e);
         if (rc)
             return rc;
+        drop(x, st, LEAVE_SYNCED);
     }
     if (st->accel) /* bound to another accelerator: its device copy is left behind */
         if (inf_state_unbind(st, e))
             return e->code;
+    if (st->n_layers > ACC_MAXL)
+        return ctx_err_set(e, CTX_EINVAL, "accelerator %s: a state of %d layers (at most %d)", a->ops.name,
+                           st->n_layers, ACC_MAXL);
     a->gen++; /* every mark taken before is of another device state now */
-    int rc = a->ops.upload(a->ud, st, e);
-    if (rc)
+    long long upto[ACC_MAXL], sent, kept;
+    int partial = partial_plan(a, st, upto, &sent, &kept);
+    int rc = partial ? a->ops.upload_prefix(a->ud, st, upto, e) : a->ops.upload(a->ud, st, e);
+    if (rc) {
+        a->res = NULL; /* the device holds part of an upload */
         return ctx_err_prefix(e, "accelerator %s: uploading the state at position %lld: ", a->ops.name, st->pos);
+    }
     a->st.uploads++;
+    if (partial) {
+        a->st.partial_uploads++;
+        a->st.partial_entries += sent;
+        a->st.kept_entries += kept;
+    }
+    if (a->res == st)
+        a->res = NULL; /* bound now; a resident again when it leaves */
+    for (int l = 0; l < st->n_layers; l++)
+        a->up_n[l] = st->layers[l].n_cache;
+    a->hw_pos = st->pos;
     a->bound = st;
     a->dirty = 0;
     st->accel = a;
@@ -110,6 +229,8 @@ int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *toke
             ctx_err_prefix(e, "accelerator %s: forward of %d tokens at position %lld: ", a->ops.name, n, st->pos);
         else {
             st->pos += n;
+            if (st->pos > a->hw_pos)
+                a->hw_pos = st->pos;
             a->st.forwards++;
         }
     }
@@ -119,7 +240,7 @@ int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *toke
         struct ctx_err de = {0};
         if (a->ops.download_tail(a->ud, st, &de) == 0)
             a->st.downloads++;
-        drop(st);
+        drop(st, NULL, LEAVE_LOST);
     }
     return rc;
 }
@@ -179,12 +300,12 @@ int inf_accel_truncate_hook(struct inf_state *st, struct inf_accel *acc, const v
     }
     /* The device no longer holds the state the snapshot was taken from: the host copy is truncated
      * and uploaded at the next forward. */
-    drop(st);
+    drop(st, NULL, LEAVE_DROPPED);
     a->st.host_truncates++;
     return 0;
 }
 
-void inf_accel_forget_hook(struct inf_state *st) { drop(st); }
+void inf_accel_forget_hook(struct inf_state *st) { drop(st, NULL, LEAVE_DROPPED); }
 
 int inf_accel_state_lags(const struct inf_state *st)
 {

@@ -15,6 +15,17 @@
  *  - whoever reads a state's host arrays (a KV-cache checkpoint) calls inf_state_sync first;
  *    inf_state_reset, a KV-cache restore into the host arrays and inf_state_free unbind it;
  *  - a forward with a hook or with streams wanted (tests, MTP) runs on the CPU after a sync.
+ * Switches between a big state and a small one are cheap (an editor's completion on a fresh state
+ * between two questions on a resident repository): the device keeps a state's entries after it
+ * leaves, and other states overwrite only their own leading entries of each layer. So accel.c
+ * remembers the last state that left the device synced (the "resident": the one that saves the
+ * most, or the one being bound next) and, per layer, how many leading entries the states bound
+ * since have written ("clobbered"). Binding the resident again uploads, through the optional
+ * upload_prefix, only the rings, carries and position and entries [0, min(clobbered, count)) of
+ * each layer — valid because compressed caches are append-only: the host copy may only have been
+ * truncated meanwhile, which inf_state's host generation (state.h) tells apart from any other
+ * change (a CPU forward, reset, restore: the full upload then). A failed device call forgets the
+ * resident (the device holds nothing known any more).
  * Results on the device agree with the CPU engine within rounding, not bit for bit; on one device
  * they are deterministic, and a truncate-and-continue gives the same bits as never having left. */
 #ifndef INF_ACCEL_H
@@ -31,6 +42,11 @@ struct inf_accel_ops {
     int max_chunk;
     /* The whole state, host -> device (the device's position becomes st->pos). */
     int (*upload)(void *ud, const struct inf_state *st, struct ctx_err *e);
+    /* Optional (NULL: every bind is a full upload). The same, except that each layer l sends only
+     * its entries [0, upto[l]) (upto[l] <= its count); those from upto[l] up to the count are
+     * still on the device from an earlier binding of this state and are kept as they are. (So the
+     * device's entries must change only through these ops: nothing else may write them meanwhile.) */
+    int (*upload_prefix)(void *ud, const struct inf_state *st, const long long *upto, struct ctx_err *e);
     /* Device -> host; st already holds this sequence's prefix, so only what it lacks is copied
      * (new compressed entries, and the rings, carries and position). */
     int (*download_tail)(void *ud, struct inf_state *st, struct ctx_err *e);
@@ -62,9 +78,12 @@ int inf_state_sync(struct inf_state *st, struct ctx_err *e);
 /* Sync, then let the device forget st (its next forward uploads it again). */
 int inf_state_unbind(struct inf_state *st, struct ctx_err *e);
 
-/* Counters for tests and status: uploads, downloads (tail), device rewinds, host-only truncates. */
+/* Counters for tests and status: uploads (full or partial), downloads (tail), device rewinds,
+ * host-only truncates; of the uploads, the partial ones (the resident state bound again), the
+ * compressed entries they sent (summed over layers) and those they found still on the device. */
 struct inf_accel_stats {
     long long uploads, downloads, rewinds, host_truncates, forwards;
+    long long partial_uploads, partial_entries, kept_entries;
 };
 void inf_accel_stats(const struct inf_accel *a, struct inf_accel_stats *out);
 

@@ -3,8 +3,14 @@
 #include "accel_state.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Host generations (state.h): process-wide, so a state allocated where a freed one was never
+ * inherits its value. */
+static atomic_ullong host_gens;
+static void host_changed(struct inf_state *s) { s->host_gen = atomic_fetch_add(&host_gens, 1) + 1; }
 
 static int coff_of(int ratio) { return ratio == 4 ? 2 : 1; }
 static size_t ring_n(const struct inf_config *c) { return (size_t)c->sliding_window * c->head_dim; }
@@ -56,6 +62,7 @@ int inf_state_new(const struct inf_config *c, struct inf_state **out, struct ctx
     if (!s)
         return ctx_err_set(e, CTX_ENOMEM, "state: out of memory");
     s->cfg = *c;
+    host_changed(s);
     s->n_layers = c->num_hidden_layers + c->num_nextn_predict_layers;
     s->layers = calloc((size_t)s->n_layers, sizeof *s->layers);
     if (!s->layers)
@@ -90,6 +97,7 @@ oom:
 void inf_state_reset(struct inf_state *s)
 {
     inf_accel_forget_hook(s);
+    host_changed(s);
     s->pos = s->mtp_pos = 0;
     for (int i = 0; i < s->n_layers; i++) {
         struct inf_layer_state *l = &s->layers[i];
@@ -102,6 +110,7 @@ void inf_state_reset(struct inf_state *s)
 int inf_state_reserve(struct inf_state *s, int li, long long n, struct ctx_err *e)
 {
     struct inf_layer_state *l = &s->layers[li];
+    host_changed(s); /* whoever reserves writes entries (the CPU forward, a load): even with room */
     if (l->n_cache + n <= l->cap_cache)
         return 0;
     long long cap = l->cap_cache ? l->cap_cache : 64;
@@ -447,6 +456,7 @@ int inf_state_restore_boundary_counts(struct inf_state *s, const uint8_t *buf, s
                                       struct ctx_err *e)
 {
     inf_accel_forget_hook(s); /* the host copy is being replaced */
+    host_changed(s);
     struct rbuf b = {buf, len, 0};
     uint32_t magic;
     int64_t ns, shape[INF_MAX_LAYERS + 16], want[INF_MAX_LAYERS + 16], pos, mtp_pos;

@@ -37,6 +37,10 @@ struct inf_state {
     /* The accelerator holding this state on its device, or NULL (inference/accel.h); while it is
      * set the host arrays may lag behind (pos never does): inf_state_sync before reading them. */
     struct inf_accel *accel;
+    /* Changes whenever state.c lets the host arrays be written other than by truncation (reserve,
+     * reset, restore; a fresh value per state from a process-wide counter), so the accelerator can
+     * tell that this state's entries are still those it left on the device (accel.h). */
+    unsigned long long host_gen;
 };
 
 int inf_state_new(const struct inf_config *c, struct inf_state **out, struct ctx_err *e);

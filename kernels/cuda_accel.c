@@ -24,6 +24,10 @@ static int acc_upload(void *ud, const struct inf_state *st, struct ctx_err *e)
 {
     return cuda_multi_state_upload(((struct cuda_accel *)ud)->m, st, e);
 }
+static int acc_upload_prefix(void *ud, const struct inf_state *st, const long long *upto, struct ctx_err *e)
+{
+    return cuda_multi_state_upload_prefix(((struct cuda_accel *)ud)->m, st, upto, e);
+}
 static int acc_download(void *ud, struct inf_state *st, struct ctx_err *e)
 {
     return cuda_multi_state_download_tail(((struct cuda_accel *)ud)->m, st, e);
@@ -77,8 +81,8 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
         snprintf(c->desc + len, sizeof c->desc - (size_t)len, "), max_ctx %lld, chunk %d", eo.max_ctx, eo.max_chunk);
     static const struct inf_accel_ops ops = {
         .name = "cuda", .forward = acc_forward, .max_chunk = 0, .upload = acc_upload,
-        .download_tail = acc_download, .mark = acc_mark, .rewind = acc_rewind, .mark_free = acc_mark_free,
-        .destroy = acc_destroy,
+        .upload_prefix = acc_upload_prefix, .download_tail = acc_download, .mark = acc_mark, .rewind = acc_rewind,
+        .mark_free = acc_mark_free, .destroy = acc_destroy,
     };
     /* max_chunk 0: inf_accel_forward hands over whole chunks; cuda_multi_prefill splits them */
     struct inf_accel *a = inf_accel_new(&ops, c);

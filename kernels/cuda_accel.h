@@ -1,7 +1,8 @@
 /* The CUDA engine as an inference/ accelerator (inference/accel.h): a model with it attached runs
  * inf_model_forward on one GPU or a layer split over several (kernels/multi.h), and snapshots /
- * truncates of the bound state become device marks / rewinds. This is what `ctxd --backend cuda`
- * attaches to its model. */
+ * truncates of the bound state become device marks / rewinds, and a state bound again after smaller
+ * ones (accel.h's resident) goes up through cuda_multi_state_upload_prefix: rings, carries and only
+ * the entries the others overwrote. This is what `ctxd --backend cuda` attaches to its model. */
 #ifndef CUDA_ACCEL_H
 #define CUDA_ACCEL_H
 

@@ -116,6 +116,14 @@ size_t cuda_engine_layer_state_bytes(const struct inf_config *c, int l, long lon
  * layer range reads and writes only its layers (and the position). */
 int cuda_engine_state_download(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
 int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e);
+/* The upload of a state whose entries the engine still holds in part (inference/accel.c: a big state
+ * bound again after a small one overwrote each layer's first entries): position, rings and carries as
+ * cuda_engine_state_upload, but of each layer's compressed entries and indexer keys only [0, upto[l])
+ * (upto[l] >= 0, clamped to the count); those from upto[l] up to st's count are taken as already on
+ * the device, as a previous upload or forward of the same sequence left them (the caller's guarantee;
+ * nothing here can check it). A new generation, as any upload: earlier marks die. */
+int cuda_engine_state_upload_prefix(struct cuda_engine *g, const struct inf_state *st, const long long *upto,
+                                    struct ctx_err *e);
 /* The same download into an st that already holds this sequence's state up to an earlier point (the
  * caller guarantees the same prefix: st was downloaded from this engine, or from one fed the same
  * tokens, since its last reset or upload): only the compressed entries and indexer keys st lacks

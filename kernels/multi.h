@@ -81,6 +81,9 @@ int cuda_multi_graph_state(const struct cuda_multi *m);
  * An upload is checked whole before any shard is written (bad states change nothing). */
 int cuda_multi_state_download(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e);
 int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_state *st, struct ctx_err *e);
+/* cuda_engine_state_upload_prefix on every shard (upto[layer] for all layers), checked whole first. */
+int cuda_multi_state_upload_prefix(struct cuda_multi *m, const struct inf_state *st, const long long *upto,
+                                   struct ctx_err *e);
 /* Benchmarks: cuda_engine_state_fill_random on every shard (the same state as one engine's). */
 int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed, struct ctx_err *e);
 /* cuda_engine_state_download_tail on every shard (each its layers' new entries, rings, carries). */

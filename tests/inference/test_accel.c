@@ -2,17 +2,32 @@
  * second CPU model with its own state (a test double for the device, so CI checks the binding's
  * bookkeeping; tests/kernels/test_accel.c runs the same rules on the CUDA engine): every forward,
  * snapshot, truncate, swap between states, reset and sync through the accelerator must give logits
- * and state bytes identical to the plain CPU model doing the same. */
+ * and state bytes identical to the plain CPU model doing the same.
+ *
+ * Like a GPU, the double keeps its compressed entries across uploads (its state's entry arrays play
+ * the device memory: an upload writes entries [0, count) and leaves those past the count as they
+ * were), so a partial upload (upload_prefix: only [0, upto) sent) that keeps entries which are not
+ * the bound state's gives other logits than the plain model; and it refuses to take as present an
+ * entry it never received or computed. */
 #include "test_forward_common.h"
 
 #include "accel.h"
 
 struct dbl {
     struct inf_model *m;     /* no accelerator: the device's engine */
-    struct inf_state *dev;   /* the device state */
+    struct inf_state *dev;   /* the device state; its entry arrays are the device memory */
+    long long written[INF_MAX_LAYERS + 8]; /* per layer, how far the device memory has ever been written */
     int fail_upload, fail_forward;
     long long tail_entries;  /* entries download_tail copied (what the host lacked) */
+    long long sent_entries;  /* entries uploads copied to the device */
 };
+
+static void note_written(struct dbl *d)
+{
+    for (int l = 0; l < d->dev->n_layers; l++)
+        if (d->dev->layers[l].n_cache > d->written[l])
+            d->written[l] = d->dev->layers[l].n_cache;
+}
 
 static int dbl_forward(void *ud, const int *t, int S, float *logits, struct ctx_err *e)
 {
@@ -21,27 +36,56 @@ static int dbl_forward(void *ud, const int *t, int S, float *logits, struct ctx_
         return ctx_err_set(e, CTX_EIO, "device forward failed (test)");
     struct inf_forward_opts o = {.logits = logits};
     assert_true(S <= 64); /* max_chunk */
-    return inf_model_forward(d->m, d->dev, t, S, &o, e);
+    int rc = inf_model_forward(d->m, d->dev, t, S, &o, e);
+    note_written(d);
+    return rc;
 }
 
-static int dbl_upload(void *ud, const struct inf_state *st, struct ctx_err *e)
+/* Host -> device: entries [0, upto[l]) of each layer (all of them when upto is NULL) into the
+ * device memory, the rest of the count taken as present; rings, carries and positions all. */
+static int dbl_put(struct dbl *d, const struct inf_state *st, const long long *upto, struct ctx_err *e)
 {
-    struct dbl *d = ud;
     if (d->fail_upload)
         return ctx_err_set(e, CTX_EIO, "device upload failed (test)");
+    struct inf_state *v = d->dev;
+    long long counts[INF_MAX_LAYERS + 8];
+    for (int l = 0; l < st->n_layers; l++) {
+        long long n = st->layers[l].n_cache, k = upto ? upto[l] : n;
+        if (k < 0 || k > n || (k < n && n > d->written[l]))
+            return ctx_err_set(e, CTX_EINVAL, "layer %d: %lld entries sent of %lld, the device has %lld (test)", l,
+                               k, n, d->written[l]);
+        counts[l] = n;
+    }
     uint8_t *b;
-    size_t n;
-    int rc = inf_state_serialize(st, &b, &n, e);
+    size_t len;
+    int rc = inf_state_boundary(st, &b, &len, e);
     if (rc)
         return rc;
-    struct inf_state *s;
-    rc = inf_state_deserialize(&st->cfg, b, n, &s, e);
-    free(b);
-    if (!rc) {
-        inf_state_free(d->dev);
-        d->dev = s;
+    size_t hd = (size_t)st->cfg.head_dim, ih = (size_t)st->cfg.index_head_dim;
+    for (int l = 0; l < st->n_layers && !rc; l++) {
+        struct inf_layer_state *dl = &v->layers[l];
+        const struct inf_layer_state *hl = &st->layers[l];
+        long long k = upto ? upto[l] : counts[l];
+        dl->n_cache = 0; /* room for the count, keeping what the memory holds (realloc) */
+        rc = inf_state_reserve(v, l, counts[l], e);
+        if (!rc && k) {
+            memcpy(dl->cache, hl->cache, sizeof(float) * hd * (size_t)k);
+            if (hl->ratio == 4)
+                memcpy(dl->icache, hl->icache, sizeof(float) * ih * (size_t)k);
+        }
+        dl->n_cache = counts[l];
+        d->sent_entries += k;
     }
+    if (!rc)
+        rc = inf_state_restore_boundary_counts(v, b, len, counts, e);
+    free(b);
+    note_written(d);
     return rc;
+}
+static int dbl_upload(void *ud, const struct inf_state *st, struct ctx_err *e) { return dbl_put(ud, st, NULL, e); }
+static int dbl_upload_prefix(void *ud, const struct inf_state *st, const long long *upto, struct ctx_err *e)
+{
+    return dbl_put(ud, st, upto, e);
 }
 
 /* The host copy holds a prefix of the device's sequence: check that (what download_tail relies
@@ -104,8 +148,8 @@ static void dbl_destroy(void *ud)
 
 static const struct inf_accel_ops dbl_ops = {
     .name = "double", .forward = dbl_forward, .max_chunk = 64, .upload = dbl_upload,
-    .download_tail = dbl_download, .mark = dbl_mark, .rewind = dbl_rewind, .mark_free = dbl_mark_free,
-    .destroy = dbl_destroy,
+    .upload_prefix = dbl_upload_prefix, .download_tail = dbl_download, .mark = dbl_mark, .rewind = dbl_rewind,
+    .mark_free = dbl_mark_free, .destroy = dbl_destroy,
 };
 
 static struct inf_model *MA;  /* the same weights with the accelerator */
@@ -118,7 +162,8 @@ static int setup_accel(void **st)
         return -1;
     struct ctx_err e = {0};
     D = calloc(1, sizeof *D);
-    if (!D || inf_model_new(W, NULL, 0, &D->m, &e) || inf_model_new(W, NULL, 0, &MA, &e))
+    if (!D || inf_model_new(W, NULL, 0, &D->m, &e) || inf_model_new(W, NULL, 0, &MA, &e) ||
+        inf_state_new(C, &D->dev, &e))
         return -1;
     ACC = inf_accel_new(&dbl_ops, D);
     if (!ACC)
@@ -240,6 +285,7 @@ static void test_snapshot_rewind(void **st)
     inf_snapshot_free(sp);
     inf_snapshot_free(sa);
     pair_free(&q);
+    free(tok);
 }
 
 /* Two sequences alternating on one device: each switch brings the outgoing one's host copy up to
@@ -269,6 +315,8 @@ static void test_swap(void **st)
            D->tail_entries - tail0);
     pair_free(&q1);
     pair_free(&q2);
+    free(tok);
+    free(tok2);
 }
 
 /* A snapshot whose device mark is stale (the device held another state since) truncates the host
@@ -303,6 +351,8 @@ static void test_stale_mark(void **st)
     inf_snapshot_free(sa);
     pair_free(&q1);
     pair_free(&q2);
+    free(tok);
+    free(tok2);
 }
 
 /* A forward with a hook runs on the CPU from the synced host copy; reset and free of a bound state
@@ -346,6 +396,7 @@ static void test_cpu_fallback_and_lifetimes(void **st)
     q.p = NULL;
     pair_free(&q);
     printf("# hook forward on the CPU from the synced copy, reset/free while bound: ok\n");
+    free(tok);
 }
 
 /* A failed upload or device forward is an error naming the accelerator; the state stays usable. */
@@ -379,6 +430,267 @@ static void test_errors(void **st)
     same_bytes(&q);
     pair_free(&q);
     pair_free(&q2);
+    free(tok);
+}
+
+/* ---- the resident: a big state bound again after small ones keeps its entries on the device ---- */
+
+static long long entries(const struct inf_state *s)
+{
+    long long t = 0;
+    for (int l = 0; l < s->n_layers; l++)
+        t += s->layers[l].n_cache;
+    return t;
+}
+/* Entries of `big` that states of `small`'s counts overwrite: sum over layers of the smaller count. */
+static long long overlap(const struct inf_state *big, const struct inf_state *small)
+{
+    long long t = 0;
+    for (int l = 0; l < big->n_layers; l++)
+        t += small->layers[l].n_cache < big->layers[l].n_cache ? small->layers[l].n_cache : big->layers[l].n_cache;
+    return t;
+}
+
+/* Big A, a fresh small B, A again: only B's leading entries of each layer go up again, and A
+ * continues bit for bit; then a small state freed while bound (what fim.c does), A again. */
+static void test_resident_partial(void **st)
+{
+    (void)st;
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct pair A, B, B2;
+    pair_new(&A);
+    pair_new(&B);
+    pair_new(&B2);
+    feed(&A, tok, 200, 0);
+    feed(&A, tok + 200, 3, 1); /* ahead of its host copy when it leaves */
+    struct inf_accel_stats s0 = stats();
+    long long sent0 = D->sent_entries;
+    feed(&B, tok2, 10, 0);
+    feed(&B, tok2 + 10, 2, 1);
+    long long want = overlap(A.p, B.p), total = entries(A.p);
+    feed(&A, tok + 203, 5, 1);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.uploads - s0.uploads, 2);
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 1);
+    assert_int_equal(s1.partial_entries - s0.partial_entries, want);
+    assert_int_equal(s1.kept_entries - s0.kept_entries, total - want);
+    assert_int_equal(D->sent_entries - sent0, want); /* B was empty when uploaded */
+    assert_true(want > 0 && want * 5 < total);
+    printf("# big A (%lld entries), small B (12 tokens), A again: a partial upload sent %lld entries, kept %lld; "
+           "bit-identical\n",
+           total, want, total - want);
+    same_bytes(&A);
+    same_bytes(&B);
+    /* fim.c: a fresh state, a few tokens, freed while bound */
+    feed(&B2, tok2 + 20, 9, 0);
+    want = overlap(A.p, B2.p);
+    total = entries(A.p);
+    inf_state_free(B2.a);
+    B2.a = NULL;
+    s0 = stats();
+    feed(&A, tok + 208, 4, 1);
+    s1 = stats();
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 1);
+    assert_int_equal(s1.partial_entries - s0.partial_entries, want);
+    assert_int_equal(s1.kept_entries - s0.kept_entries, total - want);
+    same_bytes(&A);
+    printf("# a small state freed while bound, A again: partial, %lld entries sent of %lld\n", want, total);
+    pair_free(&A);
+    pair_free(&B);
+    pair_free(&B2);
+    free(tok);
+    free(tok2);
+}
+
+/* A truncated on the host while away is still partial (the caches are append-only); a CPU forward
+ * on it while away (entries rewritten with other tokens) must give the full upload. */
+static void test_resident_changed(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct pair A, B;
+    pair_new(&A);
+    pair_new(&B);
+    feed(&A, tok, 120, 0);
+    struct inf_snapshot *sp, *sa;
+    assert_int_equal(inf_state_snapshot(A.p, &sp, &e), 0);
+    assert_int_equal(inf_state_snapshot(A.a, &sa, &e), 0);
+    feed(&A, tok + 120, 100, 0);
+    feed(&B, tok2, 20, 0); /* A leaves */
+    assert_null(A.a->accel);
+    assert_int_equal(inf_state_truncate(A.p, sp, &e), 0);
+    assert_int_equal(inf_state_truncate(A.a, sa, &e), 0); /* host only: A is not on the device */
+    struct inf_accel_stats s0 = stats();
+    long long want = overlap(A.p, B.p), total = entries(A.p);
+    feed(&A, tok + 120, 30, 0);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 1);
+    assert_int_equal(s1.partial_entries - s0.partial_entries, want);
+    assert_int_equal(s1.kept_entries - s0.kept_entries, total - want);
+    same_bytes(&A);
+    printf("# A truncated on the host while away (220 -> 120), A again: partial, %lld sent, %lld kept, "
+           "bit-identical\n",
+           want, total - want);
+    /* away again, truncated, then continued with other tokens on the CPU (a hook forward), staying
+     * within the counts it left with: only the host generation tells */
+    feed(&B, tok2 + 20, 3, 1);
+    assert_int_equal(inf_state_truncate(A.p, sp, &e), 0);
+    assert_int_equal(inf_state_truncate(A.a, sa, &e), 0);
+    int calls = 0;
+    struct inf_forward_opts op = {.logits = A.lp}, oa = {.logits = A.la, .hook = hook, .hook_ud = &calls};
+    assert_int_equal(inf_model_forward(M, A.p, tok2 + 100, 20, &op, &e), 0);
+    assert_int_equal(inf_model_forward(MA, A.a, tok2 + 100, 20, &oa, &e), 0);
+    assert_true(calls > 0);
+    assert_memory_equal(A.lp, A.la, sizeof(float) * (size_t)C->vocab_size);
+    s0 = stats();
+    feed(&A, tok2 + 120, 4, 1);
+    feed(&A, tok2 + 124, 30, 0);
+    s1 = stats();
+    assert_int_equal(s1.uploads - s0.uploads, 1);
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 0);
+    same_bytes(&A);
+    /* and reset while away: full again */
+    feed(&B, tok2 + 23, 2, 1);
+    inf_state_reset(A.a);
+    inf_state_reset(A.p);
+    s0 = stats();
+    feed(&A, tok, 70, 0);
+    s1 = stats();
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 0);
+    same_bytes(&A);
+    printf("# A continued on the CPU (or reset) while away: full upload, bit-identical\n");
+    inf_snapshot_free(sp);
+    inf_snapshot_free(sa);
+    pair_free(&A);
+    pair_free(&B);
+    free(tok);
+    free(tok2);
+}
+
+/* Two big states alternating: each bind is a full upload or a correct partial one. */
+static void test_two_big(void **st)
+{
+    (void)st;
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct pair A, Cq;
+    pair_new(&A);
+    pair_new(&Cq);
+    struct inf_accel_stats s0 = stats();
+    feed(&A, tok, 200, 0);
+    feed(&Cq, tok2, 180, 0);
+    feed(&A, tok + 200, 3, 1);
+    feed(&Cq, tok2 + 180, 3, 1);
+    feed(&A, tok + 203, 20, 0);
+    feed(&Cq, tok2 + 183, 20, 0);
+    feed(&A, tok + 223, 2, 1);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.uploads - s0.uploads, 7);
+    /* A comes back 3 times, each time over C, which is smaller: partial; C never is the resident */
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 3);
+    same_bytes(&A);
+    same_bytes(&Cq);
+    printf("# two big states alternating: %lld uploads, %lld partial (%lld entries sent, %lld kept), "
+           "bit-identical\n",
+           s1.uploads - s0.uploads, s1.partial_uploads - s0.partial_uploads, s1.partial_entries - s0.partial_entries,
+           s1.kept_entries - s0.kept_entries);
+    pair_free(&A);
+    pair_free(&Cq);
+    free(tok);
+    free(tok2);
+}
+
+/* The other state as big as A in some layer (HCA: the same count) re-sends that layer whole; one
+ * past A everywhere leaves nothing to keep: a full upload. */
+static void test_other_bigger(void **st)
+{
+    (void)st;
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct pair A, B;
+    pair_new(&A);
+    pair_new(&B);
+    feed(&A, tok, 300, 0);
+    feed(&B, tok2, 260, 0);
+    int equal = 0, smaller = 0;
+    for (int l = 0; l < A.p->n_layers; l++) {
+        equal += A.p->layers[l].n_cache && B.p->layers[l].n_cache == A.p->layers[l].n_cache;
+        smaller += B.p->layers[l].n_cache < A.p->layers[l].n_cache;
+    }
+    assert_true(equal > 0 && smaller > 0);
+    struct inf_accel_stats s0 = stats();
+    long long want = overlap(A.p, B.p), total = entries(A.p);
+    feed(&A, tok + 300, 2, 1);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 1);
+    assert_int_equal(s1.partial_entries - s0.partial_entries, want);
+    assert_int_equal(s1.kept_entries - s0.kept_entries, total - want);
+    same_bytes(&A);
+    feed(&B, tok2, 2, 1); /* B now past A's position */
+    feed(&B, tok2 + 2, 60, 0);
+    s0 = stats();
+    feed(&A, tok + 302, 2, 1);
+    s1 = stats();
+    assert_int_equal(s1.uploads - s0.uploads, 1);
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 0);
+    same_bytes(&A);
+    same_bytes(&B);
+    printf("# B as big as A in %d layers: partial (%lld of %lld sent); B past A: full; bit-identical\n", equal, want,
+           total);
+    pair_free(&A);
+    pair_free(&B);
+    free(tok);
+    free(tok2);
+}
+
+/* An accelerator without upload_prefix: every bind is a full upload, results the same. */
+static void test_no_prefix_op(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct dbl *d2 = calloc(1, sizeof *d2);
+    assert_non_null(d2);
+    assert_int_equal(inf_model_new(W, NULL, 0, &d2->m, &e), 0);
+    assert_int_equal(inf_state_new(C, &d2->dev, &e), 0);
+    struct inf_accel_ops ops = dbl_ops;
+    ops.upload_prefix = NULL;
+    struct inf_accel *a2 = inf_accel_new(&ops, d2);
+    assert_non_null(a2);
+    struct inf_model *ma2;
+    assert_int_equal(inf_model_new(W, NULL, 0, &ma2, &e), 0);
+    inf_model_set_accel(ma2, a2);
+    struct inf_state *p = NULL, *x = NULL, *y = NULL;
+    assert_int_equal(inf_state_new(C, &p, &e), 0);
+    assert_int_equal(inf_state_new(C, &x, &e), 0);
+    assert_int_equal(inf_state_new(C, &y, &e), 0);
+    float *lp = malloc(sizeof(float) * (size_t)C->vocab_size), *la = malloc(sizeof(float) * (size_t)C->vocab_size);
+    struct inf_forward_opts op = {.logits = lp}, oa = {.logits = la};
+    assert_int_equal(inf_model_forward(M, p, tok, 100, &op, &e), 0);
+    assert_int_equal(inf_model_forward(ma2, x, tok, 100, &oa, &e), 0);
+    assert_int_equal(inf_model_forward(ma2, y, tok2, 10, &oa, &e), 0);
+    assert_int_equal(inf_model_forward(M, p, tok + 100, 3, &op, &e), 0);
+    assert_int_equal(inf_model_forward(ma2, x, tok + 100, 3, &oa, &e), 0);
+    assert_memory_equal(lp, la, sizeof(float) * (size_t)C->vocab_size);
+    struct inf_accel_stats s;
+    inf_accel_stats(a2, &s);
+    assert_int_equal(s.uploads, 3);
+    assert_int_equal(s.partial_uploads, 0);
+    assert_int_equal(d2->sent_entries, entries(p)); /* x empty, y empty, x again: all of its entries */
+    printf("# without upload_prefix: full uploads (%lld entries sent), bit-identical\n", d2->sent_entries);
+    inf_state_free(p);
+    inf_state_free(x);
+    inf_state_free(y);
+    inf_model_free(ma2);
+    inf_accel_free(a2);
+    free(lp);
+    free(la);
+    free(tok);
+    free(tok2);
 }
 
 int main(void)
@@ -389,6 +701,11 @@ int main(void)
         cmocka_unit_test(test_stale_mark),
         cmocka_unit_test(test_cpu_fallback_and_lifetimes),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_resident_partial),
+        cmocka_unit_test(test_resident_changed),
+        cmocka_unit_test(test_two_big),
+        cmocka_unit_test(test_other_bigger),
+        cmocka_unit_test(test_no_prefix_op),
     };
     return cmocka_run_group_tests(tests, setup_accel, teardown_accel);
 }

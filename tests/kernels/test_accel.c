@@ -11,7 +11,9 @@
  *   snapshot, other tokens, truncate (a device rewind) and continue; two sequences alternating on
  *   the device (each switch downloads the outgoing state's missing tail and uploads the other);
  *   a stale mark (host truncate, re-upload); inf_state_sync's host copy continued on the device;
- * - the counters show which path ran (rewinds, uploads, downloads);
+ *   a big state, a small one (freed while bound, as fim.c does), the big one again: a partial upload
+ *   (only the small state's leading entries of each layer go up again, the rest is still on the GPU);
+ * - the counters show which path ran (rewinds, uploads, partial uploads and their entries, downloads);
  * - ctx-small again over 2 layer-split shards on the one device (cuda_multi: what --gpus 0,1 runs).
  * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run. "1..0 # SKIP" without a device. */
 #define _POSIX_C_SOURCE 200809L
@@ -145,6 +147,27 @@ static void run(const char *what, const struct inf_weights *w, int P, int D, int
     tap(same && a1.uploads - a0.uploads == 7 && a1.downloads - a0.downloads == 6,
         "%s: two sequences alternating (%lld uploads, %lld tail downloads): %s", what, a1.uploads - a0.uploads,
         a1.downloads - a0.downloads, same ? "bit-identical" : "DIFFERENT");
+    /* big / small / big (an editor's completion between two questions on a repository): the small
+     * states overwrite only their leading entries of each layer, which is all that goes up again */
+    inf_state_reset(s1);
+    inf_state_reset(s2);
+    nr = 0;
+    struct inf_state *s4 = NULL;
+    ok = !feed(MA, s1, tok, 0, P, 0, got, &nr) && !inf_state_new(c, &s4, &e);
+    ok = ok && !feed(MA, s4, tok2, 0, 24, 0, NULL, &nr2) && !feed(MA, s4, tok2, 24, 27, 1, NULL, &nr2);
+    inf_state_free(s4); /* while bound */
+    a0 = stats(A);
+    ok = ok && !feed(MA, s1, tok, P, P + D / 2, 1, got, &nr);
+    a1 = stats(A);
+    ok = ok && !feed(MA, s2, tok2, 0, 40, 0, NULL, &nr2) && !feed(MA, s1, tok, P + D / 2, n, 1, got, &nr);
+    struct inf_accel_stats a2 = stats(A);
+    same = ok && !memcmp(got, ref, rowb * (size_t)(D + 1));
+    long long sent = a2.partial_entries - a0.partial_entries, kept = a2.kept_entries - a0.kept_entries;
+    tap(same && a1.partial_uploads - a0.partial_uploads == 1 && a2.partial_uploads - a1.partial_uploads == 1 &&
+            a2.uploads - a0.uploads == 3 && kept > 0 && sent < kept,
+        "%s: big (%d tokens) / small / big / small / big: 2 partial uploads (%lld entries sent, %lld kept on the "
+        "device): %s",
+        what, P, sent, kept, same ? "bit-identical" : "DIFFERENT");
     /* a stale mark: snapshot, leave the device, come back, truncate -> host copy + upload */
     inf_state_reset(s1);
     inf_snapshot_free(sn);
