@@ -26,7 +26,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 for f in "$B"/*; do ldd "$f" 2>/dev/null | grep "not found" | sed "s|^|$f: |"; done | tee -a "$S"
 
 # the decode paths of this session's second round, all off (bench rows "old decode paths")
-OLD_PATHS=${OLD_PATHS:-CTX_CUDA_MOE_SIDE=0 CTX_CUDA_MOE_COMBINE=0 CTX_CUDA_MOE_FUSE=0 CTX_CUDA_MOE_ROUTE=0 CTX_CUDA_HC_FUSE=0 CTX_CUDA_HC_SIDE=0 CTX_CUDA_FUSE_ATTN=0}
+OLD_PATHS=${OLD_PATHS:-CTX_CUDA_MOE_SIDE=0 CTX_CUDA_MOE_COMBINE=0 CTX_CUDA_MOE_FUSE=0 CTX_CUDA_MOE_ROUTE=0 CTX_CUDA_HC_FUSE=0 CTX_CUDA_HC_SIDE=0 CTX_CUDA_FUSE_ATTN=0 CTX_CUDA_TOPK_FAST=0}
 # (i) the tests
 : >"$OUT/tests.txt"
 for t in test_gemm test_kvpack test_idx test_attn test_wo test_moe_gemm test_multi test_mark test_accel test_engine; do
