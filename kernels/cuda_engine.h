@@ -201,7 +201,8 @@ int cuda_engine_state_fill_random(struct cuda_engine *g, long long pos, unsigned
  * *d_pos + s, over the n = (*d_pos + s + 1) / 4 <= max_n scores of row s of d_score (row stride ld
  * floats), d_sel[s][rank] = entry for rank < min(K, n) in descending score with ties to the lowest
  * entry (inf_cpu_topk's order), -1 after. O(n) per query (radix select per 8192-entry segment, then
- * over the segments' lists). K <= 2048. d_scratch: cuda_engine_topk_scratch(S, max_n, K) bytes of
+ * over the segments' lists; decode, S <= 8 and max_n <= 2^20: one clustered launch, k_topk_fast, the
+ * same bytes; CTX_CUDA_TOPK_FAST=0 keeps the segmented path). K <= 2048. d_scratch: cuda_engine_topk_scratch(S, max_n, K) bytes of
  * device memory. Device pointers; asynchronous on `stream`. */
 size_t cuda_engine_topk_scratch(int S, long long max_n, int K);
 int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, int S, long long max_n, int K, int *d_sel,
