@@ -5882,12 +5882,18 @@ static int upload_check(struct cuda_engine *g, const struct inf_state *st, const
     return 0;
 }
 
-extern "C" int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e)
+// The state's position, rings and carries, and each layer's entries [0, upto[l]) (clamped to its count;
+// upto NULL: all of them), host -> device; a new generation of marks.
+static int upload_entries(struct cuda_engine *g, const struct inf_state *st, const long long *upto,
+                          struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
     int rc;
     if ((rc = upload_check(g, st, NULL, e)))
         return rc;
+    for (int l = g->lb; upto && l < g->le; l++)
+        if (upto[l] < 0)
+            return ctx_err_set(e, CTX_EINVAL, "cuda engine: layer %d: %lld leading entries to upload", l, upto[l]);
     dev_guard dg(g->dev);
     if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
         return rc;
@@ -5895,7 +5901,7 @@ extern "C" int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_
     for (int l = g->lb; l < g->le && !rc; l++) {
         struct dlayer *L = &g->L[l];
         const struct inf_layer_state *ls = &st->layers[l];
-        long long n = ls->n_cache;
+        long long n = upto && upto[l] < ls->n_cache ? upto[l] : ls->n_cache;
         if ((rc = upload_boundary(g, l, ls, e)))
             break;
         if (n && (rc = cu(e, cudaMemcpyAsync(L->cache, ls->cache, sizeof(float) * (size_t)n * c->head_dim,
@@ -5915,44 +5921,18 @@ extern "C" int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_
     return 0;
 }
 
+extern "C" int cuda_engine_state_upload(struct cuda_engine *g, const struct inf_state *st, struct ctx_err *e)
+{
+    return upload_entries(g, st, NULL, e);
+}
+
 // The upload of a state the engine held before (inference/accel.c's resident): the same as
 // cuda_engine_state_upload but each layer sends only its entries [0, upto[l]) (clamped to the count);
 // those from there up to the count are the engine's memory as it was, which the caller vouches for.
 extern "C" int cuda_engine_state_upload_prefix(struct cuda_engine *g, const struct inf_state *st,
                                                const long long *upto, struct ctx_err *e)
 {
-    const struct inf_config *c = &g->c;
-    int rc;
-    if ((rc = upload_check(g, st, NULL, e)))
-        return rc;
-    for (int l = g->lb; l < g->le; l++)
-        if (upto[l] < 0)
-            return ctx_err_set(e, CTX_EINVAL, "cuda engine: layer %d: %lld leading entries to upload", l, upto[l]);
-    dev_guard dg(g->dev);
-    if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
-        return rc;
-    g->gen++; // earlier marks are of another device state, as after any upload
-    for (int l = g->lb; l < g->le && !rc; l++) {
-        struct dlayer *L = &g->L[l];
-        const struct inf_layer_state *ls = &st->layers[l];
-        long long n = upto[l] < ls->n_cache ? upto[l] : ls->n_cache;
-        if ((rc = upload_boundary(g, l, ls, e)))
-            break;
-        if (n && (rc = cu(e, cudaMemcpyAsync(L->cache, ls->cache, sizeof(float) * (size_t)n * c->head_dim,
-                                             cudaMemcpyHostToDevice, g->st),
-                          "state cache")))
-            break;
-        if (n && L->ratio == 4 &&
-            (rc = cu(e, cudaMemcpyAsync(L->icache, ls->icache, sizeof(float) * (size_t)n * c->index_head_dim,
-                                        cudaMemcpyHostToDevice, g->st),
-                     "state indexer keys")))
-            break;
-    }
-    int src = cu(e, cudaStreamSynchronize(g->st), "state upload");
-    if (rc || src)
-        return rc ? rc : src;
-    g->pos = st->pos;
-    return 0;
+    return upload_entries(g, st, upto, e);
 }
 
 // The restore of a checkpoint as the KV cache stores it (inference/kvpack.h): rings and carries from

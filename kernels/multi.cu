@@ -396,32 +396,9 @@ extern "C" int cuda_multi_state_download(struct cuda_multi *m, struct inf_state 
     return 0;
 }
 
-extern "C" int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_state *st, struct ctx_err *e)
-{
-    const struct inf_config *a = &m->c, *b = &st->cfg;
-    if (a->num_hidden_layers != b->num_hidden_layers || a->head_dim != b->head_dim ||
-        a->sliding_window != b->sliding_window || a->index_head_dim != b->index_head_dim ||
-        memcmp(a->compress_ratios, b->compress_ratios, sizeof(int) * (size_t)a->num_hidden_layers))
-        return ctx_err_set(e, CTX_EINVAL, "cuda multi: the host state's config has another shape");
-    if (st->pos < 0 || st->pos > m->max_ctx)
-        return ctx_err_set(e, CTX_ERANGE, "cuda multi: state at position %lld beyond the context of %lld", st->pos,
-                           m->max_ctx);
-    for (int l = 0; l < a->num_hidden_layers; l++)
-        if (st->layers[l].ratio && st->layers[l].n_cache != st->pos / st->layers[l].ratio)
-            return ctx_err_set(e, CTX_EINVAL, "cuda multi: layer %d holds %lld compressed entries at position %lld", l,
-                               st->layers[l].n_cache, st->pos);
-    for (int i = 0; i < m->n; i++) {
-        int rc = cuda_engine_state_upload(m->g[i], st, e);
-        if (rc) {
-            ctx_err_prefix(e, "shard %d: ", i);
-            return rc;
-        }
-    }
-    return 0;
-}
-
-extern "C" int cuda_multi_state_upload_prefix(struct cuda_multi *m, const struct inf_state *st, const long long *upto,
-                                              struct ctx_err *e)
+// The whole state (upto NULL) or each layer's entries [0, upto[l]) with the rest taken as on the devices
+// (cuda_engine_state_upload_prefix); checked whole before any shard is written.
+static int upload_shards(struct cuda_multi *m, const struct inf_state *st, const long long *upto, struct ctx_err *e)
 {
     const struct inf_config *a = &m->c, *b = &st->cfg;
     if (a->num_hidden_layers != b->num_hidden_layers || a->head_dim != b->head_dim ||
@@ -435,17 +412,28 @@ extern "C" int cuda_multi_state_upload_prefix(struct cuda_multi *m, const struct
         if (st->layers[l].ratio && st->layers[l].n_cache != st->pos / st->layers[l].ratio)
             return ctx_err_set(e, CTX_EINVAL, "cuda multi: layer %d holds %lld compressed entries at position %lld", l,
                                st->layers[l].n_cache, st->pos);
-        if (upto[l] < 0)
+        if (upto && upto[l] < 0)
             return ctx_err_set(e, CTX_EINVAL, "cuda multi: layer %d: %lld leading entries to upload", l, upto[l]);
     }
     for (int i = 0; i < m->n; i++) {
-        int rc = cuda_engine_state_upload_prefix(m->g[i], st, upto, e);
+        int rc = upto ? cuda_engine_state_upload_prefix(m->g[i], st, upto, e) : cuda_engine_state_upload(m->g[i], st, e);
         if (rc) {
             ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     }
     return 0;
+}
+
+extern "C" int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_state *st, struct ctx_err *e)
+{
+    return upload_shards(m, st, NULL, e);
+}
+
+extern "C" int cuda_multi_state_upload_prefix(struct cuda_multi *m, const struct inf_state *st, const long long *upto,
+                                              struct ctx_err *e)
+{
+    return upload_shards(m, st, upto, e);
 }
 
 extern "C" int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed,
