@@ -869,6 +869,78 @@ static void test_memcheck(void)
     inf_weights_free(w);
 }
 
+/* ---- a decode switch's settings against its reference setting, byte for byte ----
+ *
+ * Each of the tests below (PDL, MoE, mHC, attention) runs the same tokens under several settings of a
+ * switch that changes where work runs, never its arithmetic: every setting v >= 1 must give the logits
+ * and the downloaded state of setting 0 byte for byte, and a run that uses the decode graph must have
+ * captured it in both. */
+struct switch_run {
+    int P, T, chunk, graph, legacy; /* legacy: cuda_engine_cp_legacy during the run */
+    long long fill;                 /* > 0: T decode steps from a random state at this position */
+    const char *what;
+};
+struct switch_ops {
+    const char *tag;
+    int n;                                                 /* settings; 0 is the reference */
+    void (*set)(struct cuda_engine *g, int v);             /* v < 0: the default again */
+    void (*label)(int v, char *out, size_t cap);
+    int (*held)(int v);                                    /* after a run: the setting took effect (or NULL) */
+};
+
+/* One run under every setting; taps each comparison. 0, or -1 when a run could not complete (tapped). */
+static int switch_compare(const struct switch_ops *ops, struct cuda_engine *g, const struct inf_config *c,
+                          const int *tok, const struct switch_run *run)
+{
+    enum { MAXS = 16 };
+    struct ctx_err e = {0};
+    int V = c->vocab_size, R = run->T + 1, ok = ops->n <= MAXS, gs[MAXS] = {0}, held[MAXS] = {0};
+    float *rows[MAXS] = {0};
+    uint8_t *buf[MAXS] = {0};
+    size_t len[MAXS] = {0};
+    struct inf_state *st[MAXS] = {0};
+    for (int v = 0; v < ops->n && ok; v++) {
+        ops->set(g, v);
+        cuda_engine_use_graph(g, run->graph);
+        cuda_engine_cp_legacy(g, run->legacy);
+        ok = (rows[v] = calloc((size_t)R * V, sizeof(float))) != NULL;
+        if (ok && run->fill > 0) {
+            ok = !cuda_engine_state_fill_random(g, run->fill, 13, &e);
+            for (int j = 0; ok && j < run->T; j++)
+                ok = !cuda_engine_decode(g, tok[j], rows[v] + (size_t)(1 + j) * V, &e);
+        } else if (ok) {
+            ok = !gpu_run(g, tok, run->P, run->P + run->T, run->chunk, rows[v], V);
+        }
+        gs[v] = cuda_engine_graph_state(g);
+        held[v] = !ops->held || ops->held(v);
+        ok = ok && !inf_state_new(c, &st[v], &e) && !cuda_engine_state_download(g, st[v], &e) &&
+             !inf_state_serialize(st[v], &buf[v], &len[v], &e);
+    }
+    ops->set(g, -1);
+    cuda_engine_cp_legacy(g, 0);
+    cuda_engine_use_graph(g, 1);
+    char l0[64], lv[64];
+    ops->label(0, l0, sizeof l0);
+    for (int v = 1; v < ops->n && ok; v++) {
+        int same_logits = !memcmp(rows[0], rows[v], sizeof(float) * (size_t)R * V);
+        int same_state = len[0] == len[v] && !memcmp(buf[0], buf[v], len[0]);
+        int graphs = !run->graph || (gs[0] == 1 && gs[v] == 1);
+        ops->label(v, lv, sizeof lv);
+        tap(same_logits && same_state && graphs && held[0] && held[v],
+            "%s: %s: %s vs %s: logits %s, state %s (graph state %d / %d)%s", ops->tag, run->what, lv, l0,
+            same_logits ? "bit-identical" : "DIFFER", same_state ? "bit-identical" : "DIFFERS", gs[0], gs[v],
+            held[0] && held[v] ? "" : "; the setting was refused by the runtime");
+    }
+    if (!ok)
+        tap(0, "%s: %s: %s", ops->tag, run->what, e.msg[0] ? e.msg : "the run failed");
+    for (int v = 0; v < ops->n; v++) {
+        free(rows[v]);
+        free(buf[v]);
+        inf_state_free(st[v]);
+    }
+    return ok ? 0 : -1;
+}
+
 /* ---- Programmatic Dependent Launch: the same bits with the switch off and on ----
  *
  * PDL (kernels/README.md) lets a decode kernel start before its predecessor has finished; every such
@@ -882,75 +954,43 @@ static void test_memcheck(void)
  *   conversion launches) + 4 decode steps, all direct launches;
  * - a random state at 135001 (indexer over 33K entries in 5 top-k segments, attention in many runs)
  *   + 6 decode steps as a graph. */
+static int pdl_was;
+static void pdl_set(struct cuda_engine *g, int v)
+{
+    (void)g;
+    cuda_pdl_set(v < 0 ? pdl_was : v);
+}
+static void pdl_label(int v, char *out, size_t cap) { snprintf(out, cap, "PDL %s", v ? "on" : "off"); }
+/* launch_pdl turns the switch off for the process if the runtime refuses PDL launches */
+static int pdl_held(int v) { return cuda_pdl_enabled() == v; }
+
 static void test_pdl(void)
 {
     struct ctx_err e = {0};
     struct inf_config c;
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
-    const int was = cuda_pdl_enabled();
+    pdl_was = cuda_pdl_enabled();
     int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 7, &w, &e);
     struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 140000};
     ok = ok && !cuda_engine_new(w, &o, &g, &e);
-    tap(ok, "pdl: mid engine (PDL %s by default)%s%s", was ? "on" : "off", ok ? "" : ": ", ok ? "" : e.msg);
-    if (!ok)
-        goto done;
-    int V = c.vocab_size;
-    enum { NT = 316 };
-    int tok[NT];
-    for (int i = 0; i < NT; i++)
-        tok[i] = (i * 7919 + 13) % V;
-    static const struct {
-        int P, T, chunk, graph;
-        long long fill; /* > 0: decode from a random state at this position instead of a prefill */
-        const char *what;
-    } runs[] = {
-        {300, 16, 64, 1, 0, "prefill 300 in chunks of 64 + 16 graph decode steps"},
-        {40, 4, 6, 0, 0, "40 tokens in chunks of 6 + 4 decode steps, direct launches"},
-        {0, 6, 0, 1, 135001, "random state at 135001 + 6 graph decode steps"},
-    };
-    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
-        int R = runs[r].T + 1;
-        float *rows[2] = {calloc((size_t)R * V, sizeof(float)), calloc((size_t)R * V, sizeof(float))};
-        uint8_t *buf[2] = {NULL, NULL};
-        size_t len[2] = {0, 0};
-        struct inf_state *st[2] = {NULL, NULL};
-        int gs[2] = {0, 0}, kept = 0;
-        ok = rows[0] && rows[1];
-        for (int v = 0; v < 2 && ok; v++) {
-            cuda_pdl_set(v);
-            cuda_engine_use_graph(g, runs[r].graph);
-            if (runs[r].fill > 0) {
-                ok = !cuda_engine_state_fill_random(g, runs[r].fill, 13, &e);
-                for (int j = 0; ok && j < runs[r].T; j++)
-                    ok = !cuda_engine_decode(g, tok[j], rows[v] + (size_t)(1 + j) * V, &e);
-            } else {
-                ok = !gpu_run(g, tok, runs[r].P, runs[r].P + runs[r].T, runs[r].chunk, rows[v], V);
-            }
-            gs[v] = cuda_engine_graph_state(g);
-            kept = cuda_pdl_enabled() == v; /* launch_pdl turns the switch off if the runtime refuses PDL */
-            ok = ok && !inf_state_new(&c, &st[v], &e) && !cuda_engine_state_download(g, st[v], &e) &&
-                 !inf_state_serialize(st[v], &buf[v], &len[v], &e);
-        }
-        cuda_pdl_set(was);
-        cuda_engine_use_graph(g, 1);
-        int same_logits = ok && !memcmp(rows[0], rows[1], sizeof(float) * (size_t)R * V);
-        int same_state = ok && len[0] == len[1] && !memcmp(buf[0], buf[1], len[0]);
-        int graphs = !runs[r].graph || (gs[0] == 1 && gs[1] == 1);
-        tap(ok && same_logits && same_state && graphs && kept,
-            "pdl: %s: PDL off vs on: logits %s, state %s (graph state %d / %d%s)%s%s", runs[r].what,
-            same_logits ? "bit-identical" : "DIFFER", same_state ? "bit-identical" : "DIFFERS", gs[0], gs[1],
-            kept ? "" : "; PDL launches refused by the runtime", ok ? "" : ": ", ok ? "" : e.msg);
-        for (int v = 0; v < 2; v++) {
-            free(rows[v]);
-            free(buf[v]);
-            inf_state_free(st[v]);
-        }
-        if (!ok)
-            break;
+    tap(ok, "pdl: mid engine (PDL %s by default)%s%s", pdl_was ? "on" : "off", ok ? "" : ": ", ok ? "" : e.msg);
+    if (ok) {
+        enum { NT = 316 };
+        int tok[NT];
+        for (int i = 0; i < NT; i++)
+            tok[i] = (i * 7919 + 13) % c.vocab_size;
+        static const struct switch_run runs[] = {
+            {300, 16, 64, 1, 0, 0, "prefill 300 in chunks of 64 + 16 graph decode steps"},
+            {40, 4, 6, 0, 0, 0, "40 tokens in chunks of 6 + 4 decode steps, direct launches"},
+            {0, 6, 0, 1, 0, 135001, "random state at 135001 + 6 graph decode steps"},
+        };
+        static const struct switch_ops ops = {"pdl", 2, pdl_set, pdl_label, pdl_held};
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++)
+            if (switch_compare(&ops, g, &c, tok, &runs[r]))
+                break;
     }
-done:
-    cuda_pdl_set(was);
+    cuda_pdl_set(pdl_was);
     cuda_engine_free(g);
     inf_weights_free(w);
 }
@@ -970,6 +1010,10 @@ done:
  * - tokens in chunks of 6 (S = 6 <= 8: the side stream with 6 rows) + 4 decode steps, direct launches. */
 void cuda_engine_moe_mode(struct cuda_engine *g, int mode);
 
+static const int moe_modes[] = {0, 1, 2, 4, 8, 15};
+static void moe_set(struct cuda_engine *g, int v) { cuda_engine_moe_mode(g, v < 0 ? 15 : moe_modes[v]); }
+static void moe_label(int v, char *out, size_t cap) { snprintf(out, cap, "mode %d", moe_modes[v]); }
+
 static void test_moe(const char *name)
 {
     struct ctx_err e = {0};
@@ -980,63 +1024,22 @@ static void test_moe(const char *name)
     struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 2048};
     ok = ok && !cuda_engine_new(w, &o, &g, &e);
     tap(ok, "moe: %s engine%s%s", name, ok ? "" : ": ", ok ? "" : e.msg);
-    if (!ok)
-        goto done;
-    int V = c.vocab_size;
-    enum { NT = 220 };
-    int tok[NT];
-    for (int i = 0; i < NT; i++)
-        tok[i] = (i * 7919 + 29) % V;
-    static const struct {
-        int P, T, chunk, graph;
-        const char *what;
-    } runs[] = {
-        {200, 12, 64, 1, "prefill 200 in chunks of 64 + 12 graph decode steps"},
-        {42, 4, 6, 0, "42 tokens in chunks of 6 + 4 decode steps, direct launches"},
-    };
-    static const int modes[] = {0, 1, 2, 4, 8, 15};
-    enum { NM = sizeof modes / sizeof modes[0] };
-    for (size_t r = 0; r < sizeof runs / sizeof runs[0] && ok; r++) {
-        int R = runs[r].T + 1;
-        float *rows[NM];
-        uint8_t *buf[NM];
-        size_t len[NM];
-        int gs[NM];
-        for (int v = 0; v < NM; v++) {
-            rows[v] = calloc((size_t)R * V, sizeof(float));
-            buf[v] = NULL;
-            len[v] = 0;
-            gs[v] = 0;
-            ok = ok && rows[v];
-        }
-        for (int v = 0; v < NM && ok; v++) {
-            struct inf_state *st = NULL;
-            cuda_engine_moe_mode(g, modes[v]);
-            cuda_engine_use_graph(g, runs[r].graph);
-            ok = !gpu_run(g, tok, runs[r].P, runs[r].P + runs[r].T, runs[r].chunk, rows[v], V);
-            gs[v] = cuda_engine_graph_state(g);
-            ok = ok && !inf_state_new(&c, &st, &e) && !cuda_engine_state_download(g, st, &e) &&
-                 !inf_state_serialize(st, &buf[v], &len[v], &e);
-            inf_state_free(st);
-        }
-        cuda_engine_moe_mode(g, 15);
-        cuda_engine_use_graph(g, 1);
-        for (int v = 1; v < NM && ok; v++) {
-            int same_logits = !memcmp(rows[0], rows[v], sizeof(float) * (size_t)R * V);
-            int same_state = len[0] == len[v] && !memcmp(buf[0], buf[v], len[0]);
-            int graphs = !runs[r].graph || (gs[0] == 1 && gs[v] == 1);
-            tap(same_logits && same_state && graphs, "moe: %s: %s: mode %d vs 0: logits %s, state %s (graph state %d / %d)",
-                name, runs[r].what, modes[v], same_logits ? "bit-identical" : "DIFFER",
-                same_state ? "bit-identical" : "DIFFERS", gs[v], gs[0]);
-        }
-        if (!ok)
-            tap(0, "moe: %s: %s: runs%s%s", name, runs[r].what, e.msg[0] ? ": " : "", e.msg);
-        for (int v = 0; v < NM; v++) {
-            free(rows[v]);
-            free(buf[v]);
-        }
+    if (ok) {
+        enum { NT = 220 };
+        int tok[NT];
+        for (int i = 0; i < NT; i++)
+            tok[i] = (i * 7919 + 29) % c.vocab_size;
+        static const struct switch_run runs[] = {
+            {200, 12, 64, 1, 0, 0, "prefill 200 in chunks of 64 + 12 graph decode steps"},
+            {42, 4, 6, 0, 0, 0, "42 tokens in chunks of 6 + 4 decode steps, direct launches"},
+        };
+        char tag[32];
+        snprintf(tag, sizeof tag, "moe: %s", name);
+        const struct switch_ops ops = {tag, (int)(sizeof moe_modes / sizeof moe_modes[0]), moe_set, moe_label, NULL};
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++)
+            if (switch_compare(&ops, g, &c, tok, &runs[r]))
+                break;
     }
-done:
     cuda_engine_free(g);
     inf_weights_free(w);
 }
@@ -1052,6 +1055,19 @@ void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side);
  * chunks of 6 as direct launches, and chunks of 37 through the decode kernels (cp_legacy: S > 8
  * tokens in one k_hc_mixpre grid); logits and downloaded state must be bit-identical, and the graph
  * runs must have been captured (the side stream's fork and join inside the capture). */
+static const int hc_paths[][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
+static void hc_set(struct cuda_engine *g, int v)
+{
+    cuda_engine_hc_paths(g, v < 0 ? 1 : hc_paths[v][0], v < 0 ? 1 : hc_paths[v][1]);
+}
+static void hc_label(int v, char *out, size_t cap)
+{
+    if (v)
+        snprintf(out, cap, "fuse %d side %d", hc_paths[v][0], hc_paths[v][1]);
+    else
+        snprintf(out, cap, "the earlier launches");
+}
+
 static void test_hc(void)
 {
     struct ctx_err e = {0};
@@ -1062,71 +1078,25 @@ static void test_hc(void)
     struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 1024};
     ok = ok && !cuda_engine_new(w, &o, &g, &e);
     tap(ok, "hc: mid engine%s%s", ok ? "" : ": ", ok ? "" : e.msg);
-    if (!ok)
-        goto done;
-    int V = c.vocab_size;
-    enum { NT = 316 };
-    int tok[NT];
-    for (int i = 0; i < NT; i++)
-        tok[i] = (i * 7919 + 29) % V;
-    static const struct {
-        int P, T, chunk, graph, legacy;
-        const char *what;
-    } runs[] = {
-        {300, 16, 64, 1, 0, "prefill 300 in chunks of 64 + 16 graph decode steps"},
-        {40, 4, 6, 0, 0, "40 tokens in chunks of 6 + 4 decode steps, direct launches"},
-        {111, 4, 37, 1, 1, "111 tokens in chunks of 37 through the decode kernels + 4 graph decode steps"},
-    };
-    static const int paths[][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
-    enum { NP = sizeof paths / sizeof paths[0] };
-    for (size_t r = 0; r < sizeof runs / sizeof runs[0] && ok; r++) {
-        int R = runs[r].T + 1;
-        float *rows[NP];
-        uint8_t *buf[NP];
-        size_t len[NP];
-        struct inf_state *st[NP];
-        int gs[NP];
-        for (int v = 0; v < NP; v++) {
-            rows[v] = calloc((size_t)R * V, sizeof(float));
-            buf[v] = NULL;
-            len[v] = 0;
-            st[v] = NULL;
-            gs[v] = 0;
-            ok = ok && rows[v];
-        }
-        for (int v = 0; v < NP && ok; v++) {
-            cuda_engine_hc_paths(g, paths[v][0], paths[v][1]);
-            cuda_engine_use_graph(g, runs[r].graph);
-            cuda_engine_cp_legacy(g, runs[r].legacy);
-            ok = !gpu_run(g, tok, runs[r].P, runs[r].P + runs[r].T, runs[r].chunk, rows[v], V);
-            gs[v] = cuda_engine_graph_state(g);
-            ok = ok && !inf_state_new(&c, &st[v], &e) && !cuda_engine_state_download(g, st[v], &e) &&
-                 !inf_state_serialize(st[v], &buf[v], &len[v], &e);
-        }
-        cuda_engine_cp_legacy(g, 0);
-        cuda_engine_use_graph(g, 1);
-        for (int v = 1; v < NP && ok; v++) {
-            int same_logits = !memcmp(rows[0], rows[v], sizeof(float) * (size_t)R * V);
-            int same_state = len[0] == len[v] && !memcmp(buf[0], buf[v], len[0]);
-            int graphs = !runs[r].graph || (gs[0] == 1 && gs[v] == 1);
-            tap(same_logits && same_state && graphs,
-                "hc: %s: fuse %d side %d vs the earlier launches: logits %s, state %s (graph state %d / %d)",
-                runs[r].what, paths[v][0], paths[v][1], same_logits ? "bit-identical" : "DIFFER",
-                same_state ? "bit-identical" : "DIFFERS", gs[0], gs[v]);
-        }
-        if (!ok)
-            tap(0, "hc: %s: runs: %s", runs[r].what, e.msg);
-        for (int v = 0; v < NP; v++) {
-            free(rows[v]);
-            free(buf[v]);
-            inf_state_free(st[v]);
-        }
+    if (ok) {
+        enum { NT = 316 };
+        int tok[NT];
+        for (int i = 0; i < NT; i++)
+            tok[i] = (i * 7919 + 29) % c.vocab_size;
+        static const struct switch_run runs[] = {
+            {300, 16, 64, 1, 0, 0, "prefill 300 in chunks of 64 + 16 graph decode steps"},
+            {40, 4, 6, 0, 0, 0, "40 tokens in chunks of 6 + 4 decode steps, direct launches"},
+            {111, 4, 37, 1, 1, 0, "111 tokens in chunks of 37 through the decode kernels + 4 graph decode steps"},
+        };
+        static const struct switch_ops ops = {"hc", (int)(sizeof hc_paths / sizeof hc_paths[0]), hc_set, hc_label,
+                                              NULL};
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++)
+            if (switch_compare(&ops, g, &c, tok, &runs[r]))
+                break;
     }
-done:
     cuda_engine_free(g);
     inf_weights_free(w);
 }
-
 
 /* ---- the decode attention's launches (issue 10): the same bits in every mode ----
  *
@@ -1144,27 +1114,36 @@ done:
  * - mid: a random state at 135001 (HCA ~1180 entries in 16 runs, CSA top-k 256) + graph decode steps. */
 void cuda_engine_attn_fuse(struct cuda_engine *g, int bits, int force);
 
+static const int attn_modes[][2] = {{0, 0}, {7, 0}, {7, 1}, {7, 2}, {7, 3}, {1, 0}, {2, 0}, {4, 0}};
+static void attn_set(struct cuda_engine *g, int v)
+{
+    cuda_engine_attn_fuse(g, v < 0 ? -1 : attn_modes[v][0], v < 0 ? 0 : attn_modes[v][1]);
+}
+static void attn_label(int v, char *out, size_t cap)
+{
+    snprintf(out, cap, "bits %d force %d", attn_modes[v][0], attn_modes[v][1]);
+}
+
 static void test_attn_fuse(void)
 {
     struct ctx_err e = {0};
     static const struct {
         const char *cfg;
-        int P, T, chunk, graph;
-        long long fill; /* > 0: decode from a random state at this position instead of a prefill */
-        const char *what;
+        struct switch_run run;
     } runs[] = {
-        {"tiny", 200, 12, 64, 1, 0, "tiny: prefill 200 in chunks of 64 + 12 graph decode steps"},
-        {"mid", 300, 16, 64, 1, 0, "mid: prefill 300 in chunks of 64 + 16 graph decode steps"},
-        {"mid", 40, 4, 6, 0, 0, "mid: 40 tokens in chunks of 6 + 4 decode steps, direct launches"},
-        {"mid", 40, 4, 8, 0, 0, "mid: 40 tokens in chunks of 8 + 4 decode steps, direct launches"},
-        {"mid", 0, 6, 0, 1, 135001, "mid: random state at 135001 + 6 graph decode steps"},
+        {"tiny", {200, 12, 64, 1, 0, 0, "tiny: prefill 200 in chunks of 64 + 12 graph decode steps"}},
+        {"mid", {300, 16, 64, 1, 0, 0, "mid: prefill 300 in chunks of 64 + 16 graph decode steps"}},
+        {"mid", {40, 4, 6, 0, 0, 0, "mid: 40 tokens in chunks of 6 + 4 decode steps, direct launches"}},
+        {"mid", {40, 4, 8, 0, 0, 0, "mid: 40 tokens in chunks of 8 + 4 decode steps, direct launches"}},
+        {"mid", {0, 6, 0, 1, 0, 135001, "mid: random state at 135001 + 6 graph decode steps"}},
     };
+    static const struct switch_ops ops = {"attn fuse", (int)(sizeof attn_modes / sizeof attn_modes[0]), attn_set,
+                                          attn_label, NULL};
     struct inf_config c;
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
     const char *loaded = NULL;
-    enum { NT = 316, NMODE = 8 };
-    static const int modes[NMODE][2] = {{0, 0}, {7, 0}, {7, 1}, {7, 2}, {7, 3}, {1, 0}, {2, 0}, {4, 0}};
+    enum { NT = 316 };
     int tok[NT];
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         if (!loaded || strcmp(loaded, runs[r].cfg)) {
@@ -1182,46 +1161,7 @@ static void test_attn_fuse(void)
             for (int i = 0; i < NT; i++)
                 tok[i] = (i * 7919 + 13) % c.vocab_size;
         }
-        int V = c.vocab_size, R = runs[r].T + 1, ok = 1;
-        float *rows[NMODE] = {0};
-        uint8_t *buf[NMODE] = {0};
-        size_t len[NMODE] = {0};
-        struct inf_state *st[NMODE] = {0};
-        int gs[NMODE] = {0};
-        for (int v = 0; v < NMODE && ok; v++) {
-            cuda_engine_attn_fuse(g, modes[v][0], modes[v][1]);
-            cuda_engine_use_graph(g, runs[r].graph);
-            ok = (rows[v] = calloc((size_t)R * V, sizeof(float))) != NULL;
-            if (ok && runs[r].fill > 0) {
-                ok = !cuda_engine_state_fill_random(g, runs[r].fill, 13, &e);
-                for (int j = 0; ok && j < runs[r].T; j++)
-                    ok = !cuda_engine_decode(g, tok[j], rows[v] + (size_t)(1 + j) * V, &e);
-            } else if (ok) {
-                ok = !gpu_run(g, tok, runs[r].P, runs[r].P + runs[r].T, runs[r].chunk, rows[v], V);
-            }
-            gs[v] = cuda_engine_graph_state(g);
-            ok = ok && !inf_state_new(&c, &st[v], &e) && !cuda_engine_state_download(g, st[v], &e) &&
-                 !inf_state_serialize(st[v], &buf[v], &len[v], &e);
-        }
-        cuda_engine_attn_fuse(g, -1, 0);
-        cuda_engine_use_graph(g, 1);
-        for (int v = 1; v < NMODE && ok; v++) {
-            int same_logits = !memcmp(rows[0], rows[v], sizeof(float) * (size_t)R * V);
-            int same_state = len[0] == len[v] && !memcmp(buf[0], buf[v], len[0]);
-            int graphs = !runs[r].graph || (gs[0] == 1 && gs[v] == 1);
-            tap(same_logits && same_state && graphs,
-                "attn fuse: %s: bits %d force %d vs bits 0: logits %s, state %s (graph state %d / %d)", runs[r].what,
-                modes[v][0], modes[v][1], same_logits ? "bit-identical" : "DIFFER",
-                same_state ? "bit-identical" : "DIFFERS", gs[0], gs[v]);
-        }
-        if (!ok)
-            tap(0, "attn fuse: %s: %s", runs[r].what, e.msg);
-        for (int v = 0; v < NMODE; v++) {
-            free(rows[v]);
-            free(buf[v]);
-            inf_state_free(st[v]);
-        }
-        if (!ok)
+        if (switch_compare(&ops, g, &c, tok, &runs[r].run))
             break;
     }
     cuda_engine_free(g);
