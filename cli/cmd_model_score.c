@@ -26,6 +26,7 @@
 #include "state.h"
 #include "weights.h"
 #include "accel.h"
+#include "args.h"
 #include "ctx_config.h"
 #if HAVE_CUDA
 #include "cuda_accel.h"
@@ -203,19 +204,11 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
             }
             cuda = !strcmp(b, "cuda");
         } else if (!strcmp(a, "--gpus") && i + 1 < argc) {
-            const char *p = argv[++i];
-            n_gpus = 0;
-            while (*p) {
-                char *end;
-                errno = 0;
-                long v = strtol(p, &end, 10);
-                if (end == p || errno || v < 0 || v > 255 || (*end && *end != ',') || n_gpus == 16) {
-                    fprintf(stderr, "ctx model: --gpus wants device numbers like 0,1 (at most 16), not \"%s\"\n",
-                            argv[i]);
-                    return 2;
-                }
-                gpus[n_gpus++] = (int)v;
-                p = *end ? end + 1 : end;
+            struct ctx_err ge = {0};
+            if (ctx_parse_int_list(argv[++i], 0, 255, gpus, 16, &n_gpus, &ge)) {
+                fprintf(stderr, "ctx model: --gpus wants device numbers like 0,1 (at most 16), not \"%s\": %s\n",
+                        argv[i], ge.msg);
+                return 2;
             }
         } else if (a[0] != '-' && !dir) {
             dir = a;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "client.h"
 #include "ctx_config.h"
 #include "ctxd.h"
@@ -205,24 +206,11 @@ int main(int argc, char **argv)
             eo.cuda = strcmp(optarg, "cuda") == 0;
             break;
         case 'g': {
-            /* a comma-separated list of CUDA ordinals */
-            const char *p = optarg;
-            eo.n_gpus = 0;
-            while (*p) {
-                char *end;
-                errno = 0;
-                long v = strtol(p, &end, 10);
-                if (end == p || errno || v < 0 || v > 255 || (*end && *end != ',') ||
-                    eo.n_gpus == (int)(sizeof eo.gpus / sizeof eo.gpus[0])) {
-                    fprintf(stderr, "ctxd: --gpus wants a list of device numbers like 0,1 (at most 16), not \"%s\"\n",
-                            optarg);
-                    return 2;
-                }
-                eo.gpus[eo.n_gpus++] = (int)v;
-                p = *end ? end + 1 : end;
-            }
-            if (!eo.n_gpus) {
-                fprintf(stderr, "ctxd: --gpus is empty\n");
+            struct ctx_err ge = {0};
+            if (ctx_parse_int_list(optarg, 0, 255, eo.gpus, (int)(sizeof eo.gpus / sizeof eo.gpus[0]), &eo.n_gpus,
+                                   &ge)) {
+                fprintf(stderr, "ctxd: --gpus wants a list of device numbers like 0,1 (at most 16), not \"%s\": %s\n",
+                        optarg, ge.msg);
                 return 2;
             }
             break;

@@ -1,4 +1,4 @@
-/* common/: error messages, JSON helpers, the thread pool. */
+/* common/: error messages, JSON helpers, the thread pool, argument lists. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "err.h"
 #include "json.h"
 #include "pool.h"
@@ -165,6 +166,41 @@ static void pool_runs_every_index_once(void **state)
     assert_true(ctx_cpu_count() >= 1);
 }
 
+int ctx_fuzz_int_list_one(const uint8_t *data, size_t size); /* tests/fuzz/fuzz_int_list.c */
+
+/* "0,1" style lists: values, the errors naming the item, and the fuzz entry over hostile inputs. */
+static void int_lists(void **state)
+{
+    (void)state;
+    int out[4], n = -1;
+    struct ctx_err e = {0};
+    assert_int_equal(ctx_parse_int_list("0,1", 0, 255, out, 4, &n, &e), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(out[1], 1);
+    assert_int_equal(ctx_parse_int_list("7", 0, 255, out, 4, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(out[0], 7);
+    static const struct {
+        const char *s, *msg;
+    } bad[] = {
+        {"", "empty list"},           {"0,x", "item 2 is not a number"}, {"1,", "item 2 is not a number"},
+        {",1", "item 1 is not a number"}, {"0,256", "item 2 is outside 0..255"}, {"-1", "item 1 is outside 0..255"},
+        {"99999999999999999999", "item 1 is outside 0..255"}, {"1,2,3,4,5", "more than 4 items"},
+        {"1;2", "item 1 is not a number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = -1;
+        assert_int_equal(ctx_parse_int_list(bad[i].s, 0, 255, out, 4, &n, &e), CTX_EINVAL);
+        assert_int_equal(n, 0);
+        assert_string_equal(e.msg, bad[i].msg);
+    }
+    static const char *const hostile[] = {"", ",", ",,,", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0", "255,256", " 1, 2",
+                                          "+3", "0x10", "1\n2", "\xff\xfe", "00000000000000000000000000001"};
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++)
+        assert_int_equal(ctx_fuzz_int_list_one((const uint8_t *)hostile[i], strlen(hostile[i])), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +210,7 @@ int main(void)
         cmocka_unit_test(json_getters),
         cmocka_unit_test(read_file_limits),
         cmocka_unit_test(pool_runs_every_index_once),
+        cmocka_unit_test(int_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
