@@ -182,6 +182,7 @@ static int teardown_accel(void **st)
 struct pair {
     struct inf_state *p, *a;
     float *lp, *la;
+    struct inf_snapshot *sp, *sa; /* pair_snapshot's, of p and of a */
 };
 static void pair_new(struct pair *q)
 {
@@ -190,9 +191,12 @@ static void pair_new(struct pair *q)
     assert_int_equal(inf_state_new(C, &q->a, &e), 0);
     q->lp = malloc(sizeof(float) * (size_t)C->vocab_size);
     q->la = malloc(sizeof(float) * (size_t)C->vocab_size);
+    q->sp = q->sa = NULL;
 }
 static void pair_free(struct pair *q)
 {
+    inf_snapshot_free(q->sp);
+    inf_snapshot_free(q->sa);
     inf_state_free(q->p);
     inf_state_free(q->a);
     free(q->lp);
@@ -213,6 +217,22 @@ static void feed(struct pair *q, const int *tok, int n, int step)
         assert_int_equal(q->p->pos, q->a->pos);
     }
 }
+/* Snapshot both states (replacing earlier snapshots), and truncate both back to them. */
+static void pair_snapshot(struct pair *q)
+{
+    struct ctx_err e = {0};
+    inf_snapshot_free(q->sp);
+    inf_snapshot_free(q->sa);
+    assert_int_equal(inf_state_snapshot(q->p, &q->sp, &e), 0);
+    assert_int_equal(inf_state_snapshot(q->a, &q->sa, &e), 0);
+}
+static void pair_truncate(struct pair *q)
+{
+    struct ctx_err e = {0};
+    assert_int_equal(inf_state_truncate(q->p, q->sp, &e), 0);
+    assert_int_equal(inf_state_truncate(q->a, q->sa, &e), 0);
+}
+
 /* The host copies are byte-identical once synced. */
 static void same_bytes(struct pair *q)
 {
@@ -257,17 +277,13 @@ static void test_snapshot_rewind(void **st)
     pair_new(&q);
     struct inf_accel_stats s0 = stats();
     feed(&q, tok, 150, 0); /* 3 device calls of <= 64 */
-    struct inf_snapshot *sp, *sa;
-    assert_int_equal(inf_state_snapshot(q.p, &sp, &e), 0);
-    assert_int_equal(inf_state_snapshot(q.a, &sa, &e), 0);
+    pair_snapshot(&q);
     feed(&q, tok + 10, 40, 0);
     feed(&q, tok + 60, 5, 1);
-    assert_int_equal(inf_state_truncate(q.p, sp, &e), 0);
-    assert_int_equal(inf_state_truncate(q.a, sa, &e), 0);
+    pair_truncate(&q);
     feed(&q, tok + 150, P - 150, 0);
     feed(&q, tok + P, n - P, 1);
-    assert_int_equal(inf_state_truncate(q.p, sp, &e), 0);
-    assert_int_equal(inf_state_truncate(q.a, sa, &e), 0); /* twice to the same mark */
+    pair_truncate(&q); /* twice to the same mark */
     feed(&q, tok + 150, 7, 1);
     struct inf_accel_stats s1 = stats();
     assert_int_equal(s1.uploads - s0.uploads, 1);
@@ -282,8 +298,6 @@ static void test_snapshot_rewind(void **st)
     assert_int_equal(inf_state_serialize(q.a, &bb, &bn, &e), CTX_EINVAL); /* 7 decode steps ahead */
     printf("# serialize of the state ahead on the device: %s\n", e.msg);
     same_bytes(&q);
-    inf_snapshot_free(sp);
-    inf_snapshot_free(sa);
     pair_free(&q);
     free(tok);
 }
@@ -324,22 +338,18 @@ static void test_swap(void **st)
 static void test_stale_mark(void **st)
 {
     (void)st;
-    struct ctx_err e = {0};
     int n, P, n2, P2;
     int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
     struct pair q1, q2;
     pair_new(&q1);
     pair_new(&q2);
     feed(&q1, tok, 131, 0);
-    struct inf_snapshot *sp, *sa;
-    assert_int_equal(inf_state_snapshot(q1.p, &sp, &e), 0);
-    assert_int_equal(inf_state_snapshot(q1.a, &sa, &e), 0);
+    pair_snapshot(&q1);
     feed(&q1, tok + 131, 9, 1);
     feed(&q2, tok2, 20, 0); /* q1 leaves the device */
     feed(&q1, tok + 140, 3, 1); /* and comes back: a new upload, the mark is stale */
     struct inf_accel_stats s0 = stats();
-    assert_int_equal(inf_state_truncate(q1.p, sp, &e), 0);
-    assert_int_equal(inf_state_truncate(q1.a, sa, &e), 0);
+    pair_truncate(&q1);
     struct inf_accel_stats s1 = stats();
     assert_int_equal(s1.host_truncates - s0.host_truncates, 1);
     assert_int_equal(s1.rewinds - s0.rewinds, 0);
@@ -347,8 +357,6 @@ static void test_stale_mark(void **st)
     feed(&q1, tok + 150, 4, 1);
     same_bytes(&q1);
     printf("# stale mark: host truncate + re-upload, bit-identical\n");
-    inf_snapshot_free(sp);
-    inf_snapshot_free(sa);
     pair_free(&q1);
     pair_free(&q2);
     free(tok);
@@ -515,14 +523,11 @@ static void test_resident_changed(void **st)
     pair_new(&A);
     pair_new(&B);
     feed(&A, tok, 120, 0);
-    struct inf_snapshot *sp, *sa;
-    assert_int_equal(inf_state_snapshot(A.p, &sp, &e), 0);
-    assert_int_equal(inf_state_snapshot(A.a, &sa, &e), 0);
+    pair_snapshot(&A);
     feed(&A, tok + 120, 100, 0);
     feed(&B, tok2, 20, 0); /* A leaves */
     assert_null(A.a->accel);
-    assert_int_equal(inf_state_truncate(A.p, sp, &e), 0);
-    assert_int_equal(inf_state_truncate(A.a, sa, &e), 0); /* host only: A is not on the device */
+    pair_truncate(&A); /* host only: A is not on the device */
     struct inf_accel_stats s0 = stats();
     long long want = overlap(A.p, B.p), total = entries(A.p);
     feed(&A, tok + 120, 30, 0);
@@ -537,8 +542,7 @@ static void test_resident_changed(void **st)
     /* away again, truncated, then continued with other tokens on the CPU (a hook forward), staying
      * within the counts it left with: only the host generation tells */
     feed(&B, tok2 + 20, 3, 1);
-    assert_int_equal(inf_state_truncate(A.p, sp, &e), 0);
-    assert_int_equal(inf_state_truncate(A.a, sa, &e), 0);
+    pair_truncate(&A);
     int calls = 0;
     struct inf_forward_opts op = {.logits = A.lp}, oa = {.logits = A.la, .hook = hook, .hook_ud = &calls};
     assert_int_equal(inf_model_forward(M, A.p, tok2 + 100, 20, &op, &e), 0);
@@ -562,8 +566,6 @@ static void test_resident_changed(void **st)
     assert_int_equal(s1.partial_uploads - s0.partial_uploads, 0);
     same_bytes(&A);
     printf("# A continued on the CPU (or reset) while away: full upload, bit-identical\n");
-    inf_snapshot_free(sp);
-    inf_snapshot_free(sa);
     pair_free(&A);
     pair_free(&B);
     free(tok);
