@@ -2,7 +2,8 @@
 # One device call for the merged engine of 2026-11-29's third session (issue 10): every GPU test that
 # exists (with test_engine's PDL part, test_mark and test_accel), memcheck, then decode (flash4 4K/128K/500K
 # with Programmatic Dependent Launch off and on in the same run, and the profile; mid 4K; 2 shards), prefill
-# (8K suffix at 128K/500K with the stage table) and the per-kernel bench. Binaries built on the workstation (stripped, with
+# (8K suffix at 128K/500K with the stage table) and the per-kernel bench; it replaces session4.sh (the
+# second session's, at commit e280da2). Binaries built on the workstation (stripped, with
 # libcjson.so.1) in the flat folder $1, normally unpacked from a carried xz tarball:
 #   run(command="tar -xJf .out/final/carry.tar.xz && sh tools/gpu/session5.sh fin 2>&1", carry=[".out/final"],
 #       timeout_s=560)
