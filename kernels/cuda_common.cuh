@@ -17,6 +17,17 @@ void cuda_pdl_set(int on);
 
 namespace {
 
+// The inclusive prefix sum of v over the warp's lanes (lane 0 first); integers, so exact.
+template <typename T> __device__ __forceinline__ T warp_incl_scan(T v, int lane)
+{
+    for (int o = 1; o < 32; o <<= 1) {
+        const T t = __shfl_up_sync(0xffffffffu, v, o);
+        if (lane >= o)
+            v += t;
+    }
+    return v;
+}
+
 // A CUDA runtime error as CTX_EIO naming what failed.
 inline int cuda_fail(struct ctx_err *e, cudaError_t rc, const char *what)
 {

@@ -2091,6 +2091,22 @@ __device__ __forceinline__ uint32_t score_key(float v)
     uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
+// One radix pass's histogram, a warp at a time: the lanes whose keys fall in the same bin add once
+// (warp-aggregated: scores crowd into few bins), and lowbit marks the bins holding a key with a bit set
+// below the digit (a bin without one holds equal keys). `in`: the lane's key takes part.
+__device__ __forceinline__ void topk_hist_add(unsigned *hist, unsigned *lowbit, bool in, uint32_t key, int shift, int nb,
+                                              int lane)
+{
+    const uint32_t lowm = (1u << shift) - 1u;
+    const unsigned bin = in ? (key >> shift) & (unsigned)(nb - 1) : 0xffffffffu;
+    const unsigned peers = __match_any_sync(0xffffffffu, bin);
+    const unsigned low = __ballot_sync(0xffffffffu, in && (key & lowm)) & peers;
+    if (in && lane == __ffs(peers) - 1) {
+        atomicAdd(&hist[bin], (unsigned)__popc(peers));
+        if (low)
+            atomicOr(&lowbit[bin >> 5], 1u << (bin & 31));
+    }
+}
 __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *keys, int sorted)
 {
     __shared__ unsigned hist[2048], lowbit[64];
@@ -2125,22 +2141,13 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
     if (nv > k) {
         for (int pass = 0; pass < 3; pass++) { // bits 31..21, 20..10, 9..0
             int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nb = pass < 2 ? 2048 : 1024;
-            uint32_t lowm = (1u << shift) - 1u;
             for (int i = tid; i < nb; i += blockDim.x)
                 hist[i] = 0;
             if (tid < 64)
                 lowbit[tid] = 0;
             __syncthreads();
             sweep([&](int e, uint32_t key) {
-                int in = e < nv && (key & pmask) == prefix;
-                unsigned bin = in ? (key >> shift) & (unsigned)(nb - 1) : 0xffffffffu;
-                unsigned peers = __match_any_sync(0xffffffffu, bin);
-                unsigned low = __ballot_sync(0xffffffffu, in && (key & lowm)) & peers;
-                if (in && lane == __ffs(peers) - 1) {
-                    atomicAdd(&hist[bin], (unsigned)__popc(peers));
-                    if (low)
-                        atomicOr(&lowbit[bin >> 5], 1u << (bin & 31));
-                }
+                topk_hist_add(hist, lowbit, e < nv && (key & pmask) == prefix, key, shift, nb, lane);
             });
             __syncthreads();
             if (warp == 0) { // the bin (from the top) where the count reaches need
@@ -2149,11 +2156,7 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
                 for (int i = 1; i <= per; i++)
                     ls += hist[top - i];
                 unsigned inc = ls;
-                for (int o = 1; o < 32; o <<= 1) {
-                    unsigned t = __shfl_up_sync(0xffffffffu, inc, o);
-                    if (lane >= o)
-                        inc += t;
-                }
+                inc = warp_incl_scan(inc, lane);
                 unsigned acc = inc - ls;
                 if (acc < need && inc >= need)
                     for (int i = 1; i <= per; i++) {
@@ -2197,21 +2200,13 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
                 mt |= 1u << j;
         }
         unsigned v = ((unsigned)__popc(ma) << 16) | (unsigned)__popc(mt), inc = v; // both <= 8192: one scan for two
-        for (int o = 1; o < 32; o <<= 1) {
-            unsigned t = __shfl_up_sync(0xffffffffu, inc, o);
-            if (lane >= o)
-                inc += t;
-        }
+        inc = warp_incl_scan(inc, lane);
         if (lane == 31)
             wcnt[warp] = inc;
         __syncthreads();
         if (warp == 0) {
             unsigned wv = lane < (int)(blockDim.x >> 5) ? wcnt[lane] : 0, wi = wv;
-            for (int o = 1; o < 32; o <<= 1) {
-                unsigned t = __shfl_up_sync(0xffffffffu, wi, o);
-                if (lane >= o)
-                    wi += t;
-            }
+            wi = warp_incl_scan(wi, lane);
             wexc[lane] = wi - wv;
         }
         __syncthreads();
@@ -2241,11 +2236,7 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
         __syncthreads();
         if (warp == 0) {
             unsigned v = lane < (int)(blockDim.x >> 5) ? wcnt[lane] : 0, inc = v;
-            for (int o = 1; o < 32; o <<= 1) {
-                unsigned t = __shfl_up_sync(0xffffffffu, inc, o);
-                if (lane >= o)
-                    inc += t;
-            }
+            inc = warp_incl_scan(inc, lane);
             wexc[lane] = inc - v;
             if (lane == 31)
                 sh_total = inc;
@@ -2396,7 +2387,6 @@ __global__ void __cluster_dims__(TOPK_CL, 1, 1) __launch_bounds__(TOPK_THREADS)
     if (n > k) {
         for (int pass = 0; pass < 3; pass++) { // bits 31..21, 20..10, 9..0, as topk_block
             int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nb = pass < 2 ? 2048 : 1024;
-            uint32_t lowm = (1u << shift) - 1u;
             unsigned *h = hist[pass & 1], *lb = lowb[pass & 1];
             for (int i = tid; i < nb; i += TOPK_THREADS)
                 h[i] = 0;
@@ -2404,15 +2394,7 @@ __global__ void __cluster_dims__(TOPK_CL, 1, 1) __launch_bounds__(TOPK_THREADS)
                 lb[tid] = 0;
             __syncthreads();
             each([&](int j, uint32_t key) {
-                int in = j < mine && (key & pmask) == prefix;
-                unsigned bin = in ? (key >> shift) & (unsigned)(nb - 1) : 0xffffffffu;
-                unsigned peers = __match_any_sync(0xffffffffu, bin);
-                unsigned low = __ballot_sync(0xffffffffu, in && (key & lowm)) & peers;
-                if (in && lane == __ffs(peers) - 1) {
-                    atomicAdd(&h[bin], (unsigned)__popc(peers));
-                    if (low)
-                        atomicOr(&lb[bin >> 5], 1u << (bin & 31));
-                }
+                topk_hist_add(h, lb, j < mine && (key & pmask) == prefix, key, shift, nb, lane);
             });
             cl.sync(); // every block's histogram of this pass is complete
             // the cluster's totals; thread tid sums bins 2 tid, 2 tid + 1, so warp w holds the 64 of group w
@@ -2446,21 +2428,13 @@ __global__ void __cluster_dims__(TOPK_CL, 1, 1) __launch_bounds__(TOPK_THREADS)
                 // that group's bins from the top, two a lane
                 int G = nb >> 6;
                 unsigned ls = lane < G ? gsum[G - 1 - lane] : 0u, inc = ls;
-                for (int o = 1; o < 32; o <<= 1) {
-                    unsigned t = __shfl_up_sync(0xffffffffu, inc, o);
-                    if (lane >= o)
-                        inc += t;
-                }
+                inc = warp_incl_scan(inc, lane);
                 unsigned acc = inc - ls;
                 int gl = __ffs(__ballot_sync(0xffffffffu, acc < need && inc >= need)) - 1; // exactly one lane
                 unsigned acc0 = __shfl_sync(0xffffffffu, acc, gl);
                 int hb = (G - 1 - gl) * 64 + 63 - 2 * lane; // this lane's upper bin; the lower is hb - 1
                 unsigned c0 = tot[hb], c1 = tot[hb - 1], ls2 = c0 + c1, inc2 = ls2;
-                for (int o = 1; o < 32; o <<= 1) {
-                    unsigned t = __shfl_up_sync(0xffffffffu, inc2, o);
-                    if (lane >= o)
-                        inc2 += t;
-                }
+                inc2 = warp_incl_scan(inc2, lane);
                 int l2 = __ffs(__ballot_sync(0xffffffffu, acc0 + inc2 >= need)) - 1;
                 if (lane == l2) {
                     unsigned ex2 = acc0 + inc2 - ls2; // entries in the bins above hb (< need)
@@ -2492,21 +2466,13 @@ __global__ void __cluster_dims__(TOPK_CL, 1, 1) __launch_bounds__(TOPK_THREADS)
         }
     });
     unsigned long long v = ((unsigned long long)ca << 32) | ct, inc = v;
-    for (int o = 1; o < 32; o <<= 1) {
-        unsigned long long t = __shfl_up_sync(0xffffffffu, inc, o);
-        if (lane >= o)
-            inc += t;
-    }
+    inc = warp_incl_scan(inc, lane);
     if (lane == 31)
         wcnt[warp] = inc;
     __syncthreads();
     if (warp == 0) {
         unsigned long long wv = wcnt[lane], wi = wv; // TOPK_THREADS / 32 = 32 warps
-        for (int o = 1; o < 32; o <<= 1) {
-            unsigned long long t = __shfl_up_sync(0xffffffffu, wi, o);
-            if (lane >= o)
-                wi += t;
-        }
+        wi = warp_incl_scan(wi, lane);
         wexc[lane] = wi - wv;
         if (lane == 31)
             btot = wi;

@@ -120,11 +120,7 @@ __global__ void __launch_bounds__(256) moe_place_kernel(const int *__restrict__ 
             hits |= (uint32_t)(pt + v < npairs && __ldg(ids + pt + v) == x) << v;
         const int c = __popc(hits);
         int inc = c; // inclusive scan over the warp's lanes
-        for (int o = 1; o < 32; o <<= 1) {
-            const int u = __shfl_up_sync(0xffffffffu, inc, o);
-            if (lane >= o)
-                inc += u;
-        }
+        inc = warp_incl_scan(inc, lane);
         if (lane == 31)
             wcount[round][warp] = inc;
         __syncthreads(); // (wcount alternates between rounds, so one barrier a round suffices)
