@@ -398,8 +398,35 @@ static int checkpoint(struct repo *r, struct ctx_err *e)
     return rc;
 }
 
+/* A checkpoint straight to the accelerator's device (inference/accel.h's inf_accel_restore_packed):
+ * the packed streams as stored read into the accelerator's pinned buffers, uploaded and unpacked
+ * there; the host copy catches up at the first sync (a checkpoint, a snapshot). */
+static int restore_to_device(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st,
+                             struct inf_accel *a, struct ctx_err *e)
+{
+    void **bufs = calloc((size_t)c->n_streams + 1, sizeof *bufs);
+    long long *counts = calloc((size_t)st->n_layers + 1, sizeof *counts);
+    int rc = bufs && counts ? 0 : ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    for (int k = 0; !rc && k < c->n_streams; k++)
+        if (!(bufs[k] = inf_accel_host_alloc(a, (size_t)c->stream_len[k])))
+            rc = ctx_err_set(e, CTX_ENOMEM, "no host memory for stream %d (%llu bytes)", k,
+                             (unsigned long long)c->stream_len[k]);
+    if (!rc)
+        rc = store_kv_state_read_packed(kv, c, st, bufs, counts, e);
+    if (!rc)
+        rc = inf_accel_restore_packed(a, st, counts, (const void *const *)bufs, e);
+    for (int k = 0; bufs && k < c->n_streams; k++)
+        inf_accel_host_free(a, bufs[k]);
+    free(bufs);
+    free(counts);
+    return rc;
+}
+
 /* First slice of a prefill: the longest cached prefix, restored, or an empty state. A cache that
- * fails (corruption, a missing file) is reported and the prefix recomputed: never wrong state. */
+ * fails (corruption, a missing file) is reported and the prefix recomputed: never wrong state.
+ * With an accelerator that takes checkpoints packed (ctxd --backend cuda) the state goes straight
+ * to the device (and, should that fail, through the host arrays); else into the host arrays,
+ * uploaded whole by the next forward. */
 static void start_from_cache(struct repo *r, struct progress_msg *note)
 {
     struct ctxd_repos *rs = r->rs;
@@ -425,7 +452,23 @@ static void start_from_cache(struct repo *r, struct progress_msg *note)
     }
     if (!found)
         return;
-    if (store_kv_state_restore(rs->kv, &c, r->st, &e)) {
+    struct inf_model *m = ctxd_engine_model(rs->d->engine);
+    struct inf_accel *acc = m ? inf_model_accel(m) : NULL;
+    int packed = inf_accel_can_restore_packed(acc);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rrc = packed ? restore_to_device(rs->kv, &c, r->st, acc, &e) : store_kv_state_restore(rs->kv, &c, r->st, &e);
+    if (rrc && packed) { /* no pinned memory, a device error: the host path may still work */
+        CTX_WARN("kv cache: packed restore of checkpoint %lld of %s failed, restoring on the host: %s",
+                 (long long)c.id, r->root, e.msg);
+        inf_state_reset(r->st);
+        packed = 0;
+        e = (struct ctx_err){0};
+        rrc = store_kv_state_restore(rs->kv, &c, r->st, &e);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    if (rrc) {
         CTX_WARN("kv cache: checkpoint %lld of %s unusable, recomputing: %s", (long long)c.id, r->root, e.msg);
         snprintf(note->note, sizeof note->note, "checkpoint unusable, recomputed: %s", e.msg);
         inf_state_reset(r->st);
@@ -439,8 +482,9 @@ static void start_from_cache(struct repo *r, struct progress_msg *note)
         CTX_WARN("kv cache fork failed: %s", e.msg);
         r->lineage = -1; /* no more checkpoints for this prefill */
     }
-    CTX_INFO("%s: restored %llu of %zu prefix tokens from the kv cache", r->root, (unsigned long long)c.pos,
-             r->prefix.n);
+    CTX_INFO("%s: restored %llu of %zu prefix tokens from the kv cache in %.3f s (%s)", r->root,
+             (unsigned long long)c.pos, r->prefix.n, secs,
+             packed ? "packed, straight to the accelerator's device" : "into the host state");
     store_kv_ckpt_clear(&c);
 }
 

@@ -9,7 +9,9 @@
  * to the device up to its counts), it may become the resident itself. */
 #include "accel.h"
 #include "accel_state.h"
+#include "kvpack.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 #define ACC_MAXL (INF_MAX_LAYERS + 8) /* backbone + MTP layers, as inf_config's compress_ratios */
@@ -243,6 +245,106 @@ int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *toke
         drop(st, NULL, LEAVE_LOST);
     }
     return rc;
+}
+
+int inf_accel_can_restore_packed(const struct inf_accel *a) { return a && a->ops.upload_packed; }
+
+void *inf_accel_host_alloc(struct inf_accel *a, size_t bytes)
+{
+    if (!bytes)
+        bytes = 1;
+    return a->ops.host_alloc ? a->ops.host_alloc(a->ud, bytes) : malloc(bytes);
+}
+
+void inf_accel_host_free(struct inf_accel *a, void *p)
+{
+    if (!p)
+        return;
+    if (a->ops.host_alloc && a->ops.host_free)
+        a->ops.host_free(a->ud, p);
+    else
+        free(p);
+}
+
+/* The MTP layers' entries (not the device's: accel.h) unpacked into st's host copy. */
+static int unpack_mtp(struct inf_state *st, const long long *counts, const void *const *streams, struct ctx_err *e)
+{
+    const struct inf_config *c = &st->cfg;
+    size_t eb = inf_kvpack_entry_bytes(c), ib = inf_kvpack_ikey_bytes(c);
+    size_t hd = (size_t)c->head_dim, di = (size_t)c->index_head_dim;
+    for (int l = c->num_hidden_layers; l < st->n_layers; l++) {
+        struct inf_layer_state *L = &st->layers[l];
+        long long n = counts[l];
+        L->n_cache = 0;
+        int rc = n ? inf_state_reserve(st, l, n, e) : 0;
+        if (rc)
+            return rc;
+        const uint8_t *p = streams[2 * l], *q = streams[2 * l + 1];
+        for (long long i = 0; i < n; i++) {
+            inf_kvunpack_entry(c, p + (size_t)i * eb, L->cache + (size_t)i * hd);
+            if (L->ratio == 4)
+                inf_kvunpack_ikey(c, q + (size_t)i * ib, L->icache + (size_t)i * di);
+        }
+        L->n_cache = n;
+    }
+    return 0;
+}
+
+int inf_accel_restore_packed(struct inf_accel *a, struct inf_state *st, const long long *counts,
+                             const void *const *streams, struct ctx_err *e)
+{
+    if (!a->ops.upload_packed)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "accelerator %s: no packed restore", a->ops.name);
+    if (st->n_layers > ACC_MAXL)
+        return ctx_err_set(e, CTX_EINVAL, "accelerator %s: a state of %d layers (at most %d)", a->ops.name,
+                           st->n_layers, ACC_MAXL);
+    /* The checks upload would make on the host copy's counts, on the streams' instead: a wrong count
+     * must not become a bound state (download_tail would take the device's counts as the truth). */
+    for (int l = 0; l < st->n_layers; l++) {
+        int r = st->layers[l].ratio, mtp = l >= st->cfg.num_hidden_layers;
+        long long want = r ? st->pos / r : 0;
+        if (mtp ? counts[l] < 0 || (!r && counts[l]) : counts[l] != want)
+            return ctx_err_set(e, CTX_EINVAL,
+                               "accelerator %s: packed restore: layer %d has %lld entries, %s %lld", a->ops.name, l,
+                               counts[l], mtp ? "an MTP layer of ratio" : "its position needs", mtp ? r : want);
+    }
+    if (!streams)
+        return ctx_err_set(e, CTX_EINVAL, "accelerator %s: packed restore without streams", a->ops.name);
+    if (a->bound) {
+        struct inf_state *x = a->bound;
+        if (x != st) {
+            int rc = inf_state_sync(x, e);
+            if (rc)
+                return rc;
+        }
+        drop(x, NULL, x == st ? LEAVE_DROPPED : LEAVE_SYNCED); /* x may become the resident */
+    }
+    if (st->accel) /* bound to another accelerator, its host copy being replaced: nothing to keep */
+        drop(st, NULL, LEAVE_DROPPED);
+    int rc = unpack_mtp(st, counts, streams, e);
+    if (rc)
+        return rc;
+    a->gen++; /* every mark taken before is of another device state now */
+    rc = a->ops.upload_packed(a->ud, st, counts, streams, e);
+    if (rc) {
+        a->res = NULL; /* the device holds part of an upload */
+        return ctx_err_prefix(e, "accelerator %s: packed restore of the state at position %lld: ", a->ops.name,
+                              st->pos);
+    }
+    a->st.uploads++;
+    a->st.packed_uploads++;
+    if (a->res == st)
+        a->res = NULL;
+    for (int l = 0; l < st->n_layers; l++) {
+        a->up_n[l] = counts[l];
+        if (l < st->cfg.num_hidden_layers)
+            st->layers[l].n_cache = 0; /* the host's prefix: download_tail fetches the rest */
+    }
+    a->hw_pos = st->pos;
+    a->bound = st;
+    a->dirty = 1;
+    st->accel = a;
+    return 0;
 }
 
 /* ---- the hooks of state.c ---- */

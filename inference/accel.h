@@ -26,6 +26,12 @@
  * truncated meanwhile, which inf_state's host generation (state.h) tells apart from any other
  * change (a CPU forward, reset, restore: the full upload then). A failed device call forgets the
  * resident (the device holds nothing known any more).
+ * A KV-cache checkpoint can go straight to the device (inf_accel_restore_packed, where the
+ * accelerator offers upload_packed): its packed streams are uploaded and unpacked there, and the
+ * state is bound with a host copy that holds the boundary (position, rings, carries) but none of the
+ * backbone's compressed entries — dirty like any state ahead on its device, so the first sync (a
+ * checkpoint, a snapshot, a switch to another state) downloads every entry it lacks through
+ * download_tail. Such a bind is a full upload for the resident bookkeeping.
  * Results on the device agree with the CPU engine within rounding, not bit for bit; on one device
  * they are deterministic, and a truncate-and-continue gives the same bits as never having left. */
 #ifndef INF_ACCEL_H
@@ -48,7 +54,9 @@ struct inf_accel_ops {
      * device's entries must change only through these ops: nothing else may write them meanwhile.) */
     int (*upload_prefix)(void *ud, const struct inf_state *st, const long long *upto, struct ctx_err *e);
     /* Device -> host; st already holds this sequence's prefix, so only what it lacks is copied
-     * (new compressed entries, and the rings, carries and position). */
+     * (new compressed entries, and the rings, carries and position). The prefix may be shorter than
+     * st's position implies (after inf_accel_restore_packed, no entries at all): each layer gets
+     * the entries from its own n_cache on. */
     int (*download_tail)(void *ud, struct inf_state *st, struct ctx_err *e);
     /* A mark of the device state (device memory), a rewind to it, its release (which must not need
      * the device state: marks may be freed in any order). */
@@ -56,6 +64,18 @@ struct inf_accel_ops {
     int (*rewind)(void *ud, const void *mark, struct ctx_err *e);
     void (*mark_free)(void *ud, void *mark);
     void (*destroy)(void *ud);
+    /* Optional (NULL: inf_accel_restore_packed is not offered). A checkpoint as the KV cache stores
+     * it, host -> device: st gives the position, rings and carries (its caches are not read),
+     * counts[l] the compressed entries of each backbone layer l (st->pos / ratio), streams[2 l] and
+     * streams[2 l + 1] their packed entries and indexer keys (inference/kvpack.h), unpacked on the
+     * device to the bits the host's unpacking gives. MTP layers are not the op's (accel.c keeps them
+     * on the host). */
+    int (*upload_packed)(void *ud, const struct inf_state *st, const long long *counts, const void *const *streams,
+                         struct ctx_err *e);
+    /* Optional (NULL: malloc / free): host memory that the device reads fastest (pinned), for the
+     * streams of upload_packed. NULL when it cannot be had. */
+    void *(*host_alloc)(void *ud, size_t bytes);
+    void (*host_free)(void *ud, void *p);
 };
 
 struct inf_accel;
@@ -73,6 +93,24 @@ void *inf_accel_ud(const struct inf_accel *a);
 int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *tokens, int S, float *logits,
                       struct ctx_err *e);
 
+/* Whether the accelerator takes checkpoints packed (ops->upload_packed): a NULL a does not. */
+int inf_accel_can_restore_packed(const struct inf_accel *a);
+/* Buffers for the packed streams: pinned host memory where the accelerator offers it, else malloc;
+ * NULL when out of memory. Free them with inf_accel_host_free once the restore returned. */
+void *inf_accel_host_alloc(struct inf_accel *a, size_t bytes);
+void inf_accel_host_free(struct inf_accel *a, void *p);
+/* Restore st on the device from a checkpoint's packed streams, as store_kv_state_read_packed leaves
+ * them: st holds the checkpoint's boundary (position, rings, carries), counts[l] (st->n_layers
+ * entries) and streams[2 l], streams[2 l + 1] each layer's packed entries and indexer keys. The
+ * state bound before (if any) is synced and leaves; upload_packed sends the backbone's streams; the
+ * MTP layers' are unpacked into st's host copy. Then st is bound, dirty, its backbone layers
+ * holding no entries on the host (n_cache 0; inf_state_sync fetches them). Errors: CTX_EUNSUPPORTED
+ * without upload_packed, CTX_EINVAL when counts do not fit st's position and layer kinds (nothing
+ * changed); the op's error, prefixed (st then is not bound and still as the read left it: reset it
+ * or restore it on the host). On any error st is not bound. */
+int inf_accel_restore_packed(struct inf_accel *a, struct inf_state *st, const long long *counts,
+                             const void *const *streams, struct ctx_err *e);
+
 /* Bring st's host copy up to date (nothing to do when it is not bound or not dirty). */
 int inf_state_sync(struct inf_state *st, struct ctx_err *e);
 /* Sync, then let the device forget st (its next forward uploads it again). */
@@ -84,6 +122,7 @@ int inf_state_unbind(struct inf_state *st, struct ctx_err *e);
 struct inf_accel_stats {
     long long uploads, downloads, rewinds, host_truncates, forwards;
     long long partial_uploads, partial_entries, kept_entries;
+    long long packed_uploads; /* of the uploads, the restores through inf_accel_restore_packed */
 };
 void inf_accel_stats(const struct inf_accel *a, struct inf_accel_stats *out);
 

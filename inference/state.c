@@ -227,9 +227,19 @@ int inf_state_truncate(struct inf_state *s, const struct inf_snapshot *sn, struc
     if (sn->pos > s->pos || sn->mtp_pos > s->mtp_pos)
         return ctx_err_set(e, CTX_EINVAL, "state: snapshot at position %lld is ahead of the state (%lld)", sn->pos,
                            s->pos);
-    for (int i = 0; i < s->n_layers; i++)
-        if (sn->L[i].n_cache > s->layers[i].n_cache)
-            return ctx_err_set(e, CTX_EINVAL, "state: snapshot layer %d has more entries than the state", i);
+    for (int i = 0, synced = 0; i < s->n_layers; i++)
+        if (sn->L[i].n_cache > s->layers[i].n_cache) {
+            /* A host copy behind its device may lack entries that a snapshot of another state with
+             * the same prefix has (after inf_accel_restore_packed it holds none): fetch them, and
+             * check again. */
+            if (synced || !inf_accel_state_lags(s))
+                return ctx_err_set(e, CTX_EINVAL, "state: snapshot layer %d has more entries than the state", i);
+            int rc = inf_state_sync(s, e);
+            if (rc)
+                return rc;
+            synced = 1;
+            i = -1;
+        }
     int device_done;
     int rc = inf_accel_truncate_hook(s, sn->acc, sn->dmark, sn->dgen, &device_done, e);
     if (rc)

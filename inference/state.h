@@ -35,7 +35,8 @@ struct inf_state {
     int n_layers;     /* backbone + MTP */
     struct inf_layer_state *layers;
     /* The accelerator holding this state on its device, or NULL (inference/accel.h); while it is
-     * set the host arrays may lag behind (pos never does): inf_state_sync before reading them. */
+     * set the host arrays may lag behind (pos never does; after inf_accel_restore_packed the
+     * backbone's n_cache are 0 whatever pos says): inf_state_sync before reading them. */
     struct inf_accel *accel;
     /* Changes whenever state.c lets the host arrays be written other than by truncation (reserve,
      * reset, restore; a fresh value per state from a process-wide counter), so the accelerator can

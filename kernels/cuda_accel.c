@@ -28,6 +28,24 @@ static int acc_upload_prefix(void *ud, const struct inf_state *st, const long lo
 {
     return cuda_multi_state_upload_prefix(((struct cuda_accel *)ud)->m, st, upto, e);
 }
+static int acc_upload_packed(void *ud, const struct inf_state *st, const long long *counts, const void *const *streams,
+                             struct ctx_err *e)
+{
+    return cuda_multi_state_upload_packed(((struct cuda_accel *)ud)->m, st, counts, streams, e);
+}
+/* Pinned for every device's context (portable): the shards' copies of the packed streams run at
+ * PCIe speed instead of through the driver's pageable staging. */
+static void *acc_host_alloc(void *ud, size_t bytes)
+{
+    (void)ud;
+    void *p = NULL;
+    return cudaHostAlloc(&p, bytes, cudaHostAllocPortable) == cudaSuccess ? p : NULL;
+}
+static void acc_host_free(void *ud, void *p)
+{
+    (void)ud;
+    cudaFreeHost(p);
+}
 static int acc_download(void *ud, struct inf_state *st, struct ctx_err *e)
 {
     return cuda_multi_state_download_tail(((struct cuda_accel *)ud)->m, st, e);
@@ -82,7 +100,8 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
     static const struct inf_accel_ops ops = {
         .name = "cuda", .forward = acc_forward, .max_chunk = 0, .upload = acc_upload,
         .upload_prefix = acc_upload_prefix, .download_tail = acc_download, .mark = acc_mark, .rewind = acc_rewind,
-        .mark_free = acc_mark_free, .destroy = acc_destroy,
+        .mark_free = acc_mark_free, .destroy = acc_destroy, .upload_packed = acc_upload_packed,
+        .host_alloc = acc_host_alloc, .host_free = acc_host_free,
     };
     /* max_chunk 0: inf_accel_forward hands over whole chunks; cuda_multi_prefill splits them */
     struct inf_accel *a = inf_accel_new(&ops, c);

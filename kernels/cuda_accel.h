@@ -2,7 +2,9 @@
  * inf_model_forward on one GPU or a layer split over several (kernels/multi.h), and snapshots /
  * truncates of the bound state become device marks / rewinds, and a state bound again after smaller
  * ones (accel.h's resident) goes up through cuda_multi_state_upload_prefix: rings, carries and only
- * the entries the others overwrote. This is what `ctxd --backend cuda` attaches to its model. */
+ * the entries the others overwrote; a KV-cache checkpoint goes up packed (inf_accel_restore_packed:
+ * cuda_multi_state_upload_packed, the streams in pinned memory from inf_accel_host_alloc, which is
+ * cudaHostAlloc here). This is what `ctxd --backend cuda` attaches to its model. */
 #ifndef CUDA_ACCEL_H
 #define CUDA_ACCEL_H
 

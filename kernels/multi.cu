@@ -436,6 +436,35 @@ extern "C" int cuda_multi_state_upload_prefix(struct cuda_multi *m, const struct
     return upload_shards(m, st, upto, e);
 }
 
+// A checkpoint's packed streams (cuda_engine_state_upload_packed) on every shard, each its layers;
+// the counts checked against the position for all layers before any shard is written.
+extern "C" int cuda_multi_state_upload_packed(struct cuda_multi *m, const struct inf_state *st, const long long *counts,
+                                              const void *const *streams, struct ctx_err *e)
+{
+    const struct inf_config *a = &m->c, *b = &st->cfg;
+    if (a->num_hidden_layers != b->num_hidden_layers || a->head_dim != b->head_dim ||
+        a->sliding_window != b->sliding_window || a->index_head_dim != b->index_head_dim ||
+        memcmp(a->compress_ratios, b->compress_ratios, sizeof(int) * (size_t)a->num_hidden_layers))
+        return ctx_err_set(e, CTX_EINVAL, "cuda multi: the host state's config has another shape");
+    if (st->pos < 0 || st->pos > m->max_ctx)
+        return ctx_err_set(e, CTX_ERANGE, "cuda multi: state at position %lld beyond the context of %lld", st->pos,
+                           m->max_ctx);
+    for (int l = 0; l < a->num_hidden_layers; l++) {
+        int r = a->compress_ratios[l];
+        if (counts[l] != (r ? st->pos / r : 0))
+            return ctx_err_set(e, CTX_EINVAL, "cuda multi: layer %d: %lld packed entries at position %lld", l,
+                               counts[l], st->pos);
+    }
+    for (int i = 0; i < m->n; i++) {
+        int rc = cuda_engine_state_upload_packed(m->g[i], st, counts, streams, e);
+        if (rc) {
+            ctx_err_prefix(e, "shard %d: ", i);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 extern "C" int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed,
                                             struct ctx_err *e)
 {

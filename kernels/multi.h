@@ -84,6 +84,10 @@ int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_state *st, st
 /* cuda_engine_state_upload_prefix on every shard (upto[layer] for all layers), checked whole first. */
 int cuda_multi_state_upload_prefix(struct cuda_multi *m, const struct inf_state *st, const long long *upto,
                                    struct ctx_err *e);
+/* A checkpoint as the KV cache stores it: cuda_engine_state_upload_packed on every shard (each its
+ * layers' packed streams, unpacked on its device), counts checked whole first. */
+int cuda_multi_state_upload_packed(struct cuda_multi *m, const struct inf_state *st, const long long *counts,
+                                   const void *const *streams, struct ctx_err *e);
 /* Benchmarks: cuda_engine_state_fill_random on every shard (the same state as one engine's). */
 int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed, struct ctx_err *e);
 /* cuda_engine_state_download_tail on every shard (each its layers' new entries, rings, carries). */

@@ -14,7 +14,12 @@
  *           cache dropped, residency checked with mincore) and warm;
  *       floors measured in the same run: pinned host-to-device cudaMemcpy of 1 GiB (peak), and the
  *       disk's sequential O_DIRECT read of the checkpoint's own files (one thread, 16 MiB reads; an
- *       8-thread figure beside it). The uploaded state is downloaded back and compared byte for
+ *       8-thread figure beside it). The "ctxd path" rows time what ctxd --backend cuda runs
+ *       (daemon/repos.c's start_from_cache): a fresh inf_state, inf_accel_host_alloc'd (pinned)
+ *       buffers, store_kv_state_read_packed, inf_accel_restore_packed (a cuda_accel: upload, unpack,
+ *       bind), the buffers freed; cold and warm; then the first inf_state_sync after it (every entry
+ *       downloaded: what the first checkpoint or snapshot pays), and ctxd's host path without the
+ *       packed op (store_kv_state_restore into a fresh, unregistered state, then the upload). The uploaded state is downloaded back and compared byte for
  *       byte, and the state restored from disk is compared with the one saved.
  *   bench-gpu-restore roundtrip [--ctx N] [--dir DIR] [--model DIR|tiny|flash43s]
  *       Restore + one decode step gives the logits of the state that was saved: prefill N tokens,
@@ -52,6 +57,8 @@
 
 #include "../bench.h"
 
+#include "accel.h"
+#include "cuda_accel.h"
 #include "cuda_engine.h"
 #include "gemm.h"
 #include "kv.h"
@@ -826,6 +833,140 @@ static int cmd_bench(int argc, char **argv)
         free(bufs);
         free(counts);
         inf_state_free(sb);
+        if (!ok)
+            goto out;
+    }
+    /* (d) the ctxd path (daemon/repos.c's start_from_cache with --backend cuda): a fresh inf_state,
+     * pinned buffers from the accelerator (inf_accel_host_alloc: cudaHostAlloc), the packed read, the
+     * accelerator's restore (inf_accel_restore_packed: upload + unpack + bind), the buffers freed; cold
+     * and warm. Then what the first sync after it costs (the first checkpoint or snapshot downloads
+     * every entry into the host copy), and ctxd's host path without the packed op for comparison: a
+     * fresh inf_state (not registered), store_kv_state_restore, the whole upload from pageable memory. */
+    {
+        struct inf_accel *A = NULL;
+        struct cuda_accel_opts co = {.max_ctx = ctx + 16, .max_chunk = 16};
+        if (cuda_accel_new(w, &co, &A, &e)) {
+            fail("accelerator", &e);
+            goto out;
+        }
+        int ns = ck.n_streams, ok = 1, xdiff = 0;
+        double pk_bytes = 0;
+        for (int k = 0; k < ns; k++)
+            pk_bytes += (double)ck.stream_len[k];
+        void **bufs = calloc((size_t)ns, sizeof *bufs);
+        long long *counts = calloc((size_t)(c.num_hidden_layers + c.num_nextn_predict_layers) + 1, sizeof *counts);
+        double *ta = calloc((size_t)disk_reps, sizeof(double)), *tw = calloc((size_t)disk_reps, sizeof(double));
+        double *ts = calloc((size_t)disk_reps, sizeof(double)), *th = calloc((size_t)disk_reps, sizeof(double));
+        double *thr = calloc((size_t)disk_reps, sizeof(double));
+        struct inf_state *sx = NULL;
+        ok = bufs && counts && ta && tw && ts && th && thr;
+        for (int i = 0; ok && i < 2 * disk_reps; i++) {
+            int cold = i < disk_reps;
+            if (cold)
+                (void)drop_cache(dir);
+            inf_state_free(sx);
+            sx = NULL;
+            double a = bench_now();
+            if (inf_state_new(&c, &sx, &e)) {
+                fail("state", &e);
+                ok = 0;
+                break;
+            }
+            for (int k = 0; ok && k < ns; k++)
+                if (!(bufs[k] = inf_accel_host_alloc(A, (size_t)ck.stream_len[k]))) {
+                    fprintf(stderr, "bench-gpu-restore: inf_accel_host_alloc of %llu bytes failed\n",
+                            (unsigned long long)ck.stream_len[k]);
+                    ok = 0;
+                }
+            double b = bench_now();
+            if (ok && store_kv_state_read_packed(kv, &ck, sx, bufs, counts, &e)) {
+                fail("packed read", &e);
+                ok = 0;
+            }
+            double d = bench_now();
+            if (ok && inf_accel_restore_packed(A, sx, counts, (const void *const *)bufs, &e)) {
+                fail("inf_accel_restore_packed", &e);
+                ok = 0;
+            }
+            double f = bench_now();
+            for (int k = 0; k < ns; k++) {
+                inf_accel_host_free(A, bufs[k]);
+                bufs[k] = NULL;
+            }
+            double g2 = bench_now();
+            if (!ok)
+                break;
+            if (!cold) {
+                tw[i - disk_reps] = g2 - a;
+                continue;
+            }
+            ta[i] = (b - a) + (g2 - f), tr[i] = d - b, tu[i] = f - d, tt[i] = g2 - a;
+            double s = bench_now();
+            if (inf_state_sync(sx, &e)) {
+                fail("inf_state_sync", &e);
+                ok = 0;
+                break;
+            }
+            ts[i] = bench_now() - s;
+            if (i == 0)
+                xdiff = state_diff(s0, sx);
+            fprintf(stderr, "# ctxd path, cold %d: alloc+free %.3f s, read %.3f s, restore %.4f s; sync after %.3f s\n",
+                    i, ta[i], tr[i], tu[i], ts[i]);
+        }
+        inf_state_free(sx);
+        for (int i = 0; ok && i < disk_reps; i++) {
+            (void)drop_cache(dir);
+            struct inf_state *sh = NULL;
+            double a = bench_now();
+            if (inf_state_new(&c, &sh, &e) || store_kv_state_restore(kv, &ck, sh, &e)) {
+                fail("host restore", &e);
+                ok = 0;
+            }
+            double b = bench_now();
+            if (ok && cuda_engine_state_upload(g, sh, &e)) {
+                fail("upload", &e);
+                ok = 0;
+            }
+            th[i] = bench_now() - a, thr[i] = b - a;
+            inf_state_free(sh);
+        }
+        if (ok) {
+            double x_t = bench_median(tt, disk_reps), x_a = bench_median(ta, disk_reps), x_r = bench_median(tr, disk_reps);
+            double x_u = bench_median(tu, disk_reps), x_w = bench_median(tw, disk_reps), x_s = bench_median(ts, disk_reps);
+            double h_t = bench_median(th, disk_reps), h_r = bench_median(thr, disk_reps);
+            double floor_pp = pk_bytes / (peak * 1e9), floor_d2h = ub / (peak * 1e9);
+            printf("| ctxd path, disk (cold) -> inf_accel_host_alloc (pinned) -> store_kv_state_read_packed -> "
+                   "inf_accel_restore_packed (median of %d) | %.3f | %.3f | %.2f | %.3f | %.0f%% | 1 |\n",
+                   disk_reps, pk_bytes / 1e9, x_t, pk_bytes / x_t / 1e9, floor_disk, 100 * floor_disk / x_t);
+            printf("|   of which fresh inf_state + cudaHostAlloc + cudaFreeHost of the streams | | %.3f | | | | |\n", x_a);
+            printf("|   of which the store read (cold) | | %.3f | %.2f | %.3f | %.0f%% | |\n", x_r, pk_bytes / x_r / 1e9,
+                   floor_disk, 100 * floor_disk / x_r);
+            printf("|   of which inf_accel_restore_packed (upload + unpack + bind) | | %.4f | %.1f | %.4f | %.0f%% | |\n",
+                   x_u, pk_bytes / x_u / 1e9, floor_pp, 100 * floor_pp / x_u);
+            printf("| ctxd path, disk (warm, page cache), same steps (median of %d) | %.3f | %.3f | %.2f | | | |\n",
+                   disk_reps, pk_bytes / 1e9, x_w, pk_bytes / x_w / 1e9);
+            printf("| first inf_state_sync after it: download_tail of every entry into the fresh host copy (what the "
+                   "first checkpoint or snapshot pays; median of %d) | %.3f | %.3f | %.1f | %.4f | %.0f%% | |\n",
+                   disk_reps, ub / 1e9, x_s, ub / x_s / 1e9, floor_d2h, 100 * floor_d2h / x_s);
+            printf("| ctxd host path (no packed op), disk (cold) -> store_kv_state_restore into a fresh inf_state -> "
+                   "cuda_engine_state_upload, pageable (median of %d) | %.3f | %.3f | %.2f | %.3f | %.0f%% | 1 |\n",
+                   disk_reps, disk_bytes / 1e9, h_t, disk_bytes / h_t / 1e9, floor_disk, 100 * floor_disk / h_t);
+            printf("|   of which the fresh state + store_kv_state_restore (cold) | | %.3f | %.2f | %.3f | %.0f%% | |\n",
+                   h_r, disk_bytes / h_r / 1e9, floor_disk, 100 * floor_disk / h_r);
+            printf("ctxd path vs ctxd host path: %.2fx faster to a usable device state\n", h_t / x_t);
+            printf("ctxd path (inf_accel_restore_packed, then inf_state_sync) vs the saved state: %s\n",
+                   xdiff < 0 ? "bit-identical" : "DIFFERS");
+            if (xdiff >= 0)
+                diff = xdiff;
+        }
+        free(bufs);
+        free(counts);
+        free(ta);
+        free(tw);
+        free(ts);
+        free(th);
+        free(thr);
+        inf_accel_free(A);
         if (!ok)
             goto out;
     }

@@ -8,10 +8,12 @@
  * the device memory: an upload writes entries [0, count) and leaves those past the count as they
  * were), so a partial upload (upload_prefix: only [0, upto) sent) that keeps entries which are not
  * the bound state's gives other logits than the plain model; and it refuses to take as present an
- * entry it never received or computed. */
+ * entry it never received or computed. Its upload_packed unpacks a checkpoint's packed streams
+ * (inference/kvpack.h) into that memory, as the CUDA engine does on its device. */
 #include "test_forward_common.h"
 
 #include "accel.h"
+#include "kvpack.h"
 
 struct dbl {
     struct inf_model *m;     /* no accelerator: the device's engine */
@@ -20,6 +22,7 @@ struct dbl {
     int fail_upload, fail_forward;
     long long tail_entries;  /* entries download_tail copied (what the host lacked) */
     long long sent_entries;  /* entries uploads copied to the device */
+    long long host_live;     /* host_alloc'd buffers not yet freed */
 };
 
 static void note_written(struct dbl *d)
@@ -88,6 +91,70 @@ static int dbl_upload_prefix(void *ud, const struct inf_state *st, const long lo
     return dbl_put(ud, st, upto, e);
 }
 
+/* A checkpoint's packed streams into the device memory, unpacked with inference/kvpack.h (as the
+ * CUDA engine does on its device), and st's position, rings and carries; st's own caches are not
+ * read, except for the MTP layers (not the op's: accel.c unpacked them into st). */
+static int dbl_upload_packed(void *ud, const struct inf_state *st, const long long *counts, const void *const *streams,
+                             struct ctx_err *e)
+{
+    struct dbl *d = ud;
+    if (d->fail_upload)
+        return ctx_err_set(e, CTX_EIO, "device upload failed (test)");
+    struct inf_state *v = d->dev;
+    const struct inf_config *c = &st->cfg;
+    size_t hd = (size_t)c->head_dim, ih = (size_t)c->index_head_dim;
+    size_t eb = inf_kvpack_entry_bytes(c), ib = inf_kvpack_ikey_bytes(c), ring = (size_t)c->sliding_window * hd;
+    for (int l = 0; l < st->n_layers; l++) {
+        struct inf_layer_state *dl = &v->layers[l];
+        const struct inf_layer_state *hl = &st->layers[l];
+        int mtp = l >= c->num_hidden_layers, r = hl->ratio, coff = r == 4 ? 2 : 1;
+        long long n = mtp ? hl->n_cache : counts[l];
+        dl->n_cache = 0;
+        int rc = inf_state_reserve(v, l, n, e);
+        if (rc)
+            return rc;
+        for (long long i = 0; i < n; i++) {
+            if (mtp) {
+                memcpy(dl->cache + (size_t)i * hd, hl->cache + (size_t)i * hd, sizeof(float) * hd);
+            } else {
+                inf_kvunpack_entry(c, (const uint8_t *)streams[2 * l] + (size_t)i * eb, dl->cache + (size_t)i * hd);
+                if (r == 4)
+                    inf_kvunpack_ikey(c, (const uint8_t *)streams[2 * l + 1] + (size_t)i * ib,
+                                      dl->icache + (size_t)i * ih);
+            }
+            if (mtp && r == 4)
+                memcpy(dl->icache + (size_t)i * ih, hl->icache + (size_t)i * ih, sizeof(float) * ih);
+        }
+        dl->n_cache = n;
+        d->sent_entries += n;
+        /* the rings and carries (state.c's sizes: [coff*ratio][coff*head_dim], indexer [8][2*dim]) */
+        size_t cn = r ? (size_t)coff * r * coff * hd : 0, icn = r == 4 ? 16 * ih : 0;
+        memcpy(dl->ring, hl->ring, sizeof(float) * ring);
+        if (cn) {
+            memcpy(dl->c_kv, hl->c_kv, sizeof(float) * cn);
+            memcpy(dl->c_sc, hl->c_sc, sizeof(float) * cn);
+        }
+        if (icn) {
+            memcpy(dl->ic_kv, hl->ic_kv, sizeof(float) * icn);
+            memcpy(dl->ic_sc, hl->ic_sc, sizeof(float) * icn);
+        }
+    }
+    v->pos = st->pos;
+    v->mtp_pos = st->mtp_pos;
+    note_written(d);
+    return 0;
+}
+static void *dbl_host_alloc(void *ud, size_t n)
+{
+    ((struct dbl *)ud)->host_live++;
+    return malloc(n);
+}
+static void dbl_host_free(void *ud, void *p)
+{
+    ((struct dbl *)ud)->host_live--;
+    free(p);
+}
+
 /* The host copy holds a prefix of the device's sequence: check that (what download_tail relies
  * on), then take the device's whole state into it, keeping the host state's identity. */
 static int dbl_download(void *ud, struct inf_state *st, struct ctx_err *e)
@@ -149,7 +216,8 @@ static void dbl_destroy(void *ud)
 static const struct inf_accel_ops dbl_ops = {
     .name = "double", .forward = dbl_forward, .max_chunk = 64, .upload = dbl_upload,
     .upload_prefix = dbl_upload_prefix, .download_tail = dbl_download, .mark = dbl_mark, .rewind = dbl_rewind,
-    .mark_free = dbl_mark_free, .destroy = dbl_destroy,
+    .mark_free = dbl_mark_free, .destroy = dbl_destroy, .upload_packed = dbl_upload_packed,
+    .host_alloc = dbl_host_alloc, .host_free = dbl_host_free,
 };
 
 static struct inf_model *MA;  /* the same weights with the accelerator */
@@ -695,6 +763,355 @@ static void test_no_prefix_op(void **st)
     free(tok2);
 }
 
+/* ---- packed restores: a checkpoint straight to the device (inf_accel_restore_packed) ---- */
+
+/* A checkpoint of s as the KV cache keeps it (store/kv_state.h): per layer its entries and indexer
+ * keys packed (inference/kvpack.h), in buffers from inf_accel_host_alloc, and its boundary. */
+struct ckpt {
+    int ns;
+    void **streams;
+    long long counts[INF_MAX_LAYERS + 8];
+    uint8_t *b;
+    size_t blen;
+};
+static void ckpt_of(struct inf_accel *a, const struct inf_state *s, struct ckpt *k)
+{
+    struct ctx_err e = {0};
+    const struct inf_config *c = &s->cfg;
+    size_t eb = inf_kvpack_entry_bytes(c), ib = inf_kvpack_ikey_bytes(c);
+    k->ns = 2 * s->n_layers;
+    k->streams = calloc((size_t)k->ns, sizeof *k->streams);
+    assert_non_null(k->streams);
+    for (int l = 0; l < s->n_layers; l++) {
+        const struct inf_layer_state *L = &s->layers[l];
+        long long n = L->n_cache;
+        k->counts[l] = n;
+        uint8_t *p = inf_accel_host_alloc(a, (size_t)n * eb), *q = inf_accel_host_alloc(a, L->ratio == 4 ? (size_t)n * ib : 0);
+        assert_non_null(p);
+        assert_non_null(q);
+        for (long long i = 0; i < n; i++) {
+            assert_int_equal(inf_kvpack_entry(c, L->cache + (size_t)i * c->head_dim, p + (size_t)i * eb), -1);
+            if (L->ratio == 4)
+                assert_int_equal(inf_kvpack_ikey(c, L->icache + (size_t)i * c->index_head_dim, q + (size_t)i * ib), -1);
+        }
+        k->streams[2 * l] = p;
+        k->streams[2 * l + 1] = q;
+    }
+    assert_int_equal(inf_state_boundary(s, &k->b, &k->blen, &e), 0);
+}
+static void ckpt_free(struct inf_accel *a, struct ckpt *k)
+{
+    for (int i = 0; i < k->ns; i++)
+        inf_accel_host_free(a, k->streams[i]);
+    free(k->streams);
+    free(k->b);
+}
+/* Today's restore, into the host arrays (store_kv_state_restore's steps): entries unpacked, then the
+ * boundary. */
+static void host_restore(const struct ckpt *k, struct inf_state *st)
+{
+    struct ctx_err e = {0};
+    const struct inf_config *c = &st->cfg;
+    size_t eb = inf_kvpack_entry_bytes(c), ib = inf_kvpack_ikey_bytes(c);
+    inf_state_reset(st);
+    for (int l = 0; l < st->n_layers; l++) {
+        struct inf_layer_state *L = &st->layers[l];
+        assert_int_equal(inf_state_reserve(st, l, k->counts[l], &e), 0);
+        for (long long i = 0; i < k->counts[l]; i++) {
+            inf_kvunpack_entry(c, (const uint8_t *)k->streams[2 * l] + (size_t)i * eb, L->cache + (size_t)i * c->head_dim);
+            if (L->ratio == 4)
+                inf_kvunpack_ikey(c, (const uint8_t *)k->streams[2 * l + 1] + (size_t)i * ib,
+                                  L->icache + (size_t)i * c->index_head_dim);
+        }
+        L->n_cache = k->counts[l];
+    }
+    assert_int_equal(inf_state_restore_boundary(st, k->b, k->blen, &e), 0);
+}
+/* The packed path (store_kv_state_read_packed's boundary step, then the accelerator's restore). */
+static int packed_restore(struct inf_accel *a, const struct ckpt *k, struct inf_state *st, const long long *counts,
+                          struct ctx_err *e)
+{
+    int rc = inf_state_restore_boundary_counts(st, k->b, k->blen, k->counts, e);
+    return rc ? rc : inf_accel_restore_packed(a, st, counts ? counts : k->counts, (const void *const *)k->streams, e);
+}
+
+/* A checkpoint at position P of a sequence; the pair q: q.p restored on the host, q.a packed to the
+ * device; both bit-identical to the sequence itself. */
+static void restored_pair(struct pair *q, const int *tok, int P, struct ckpt *k)
+{
+    struct ctx_err e = {0};
+    struct inf_state *src;
+    assert_int_equal(inf_state_new(C, &src, &e), 0);
+    struct inf_forward_opts o = {0};
+    assert_int_equal(inf_model_forward(M, src, tok, P, &o, &e), 0);
+    ckpt_of(ACC, src, k);
+    pair_new(q);
+    host_restore(k, q->p);
+    uint8_t *b1, *b2;
+    size_t n1, n2;
+    assert_int_equal(inf_state_serialize(src, &b1, &n1, &e), 0);
+    assert_int_equal(inf_state_serialize(q->p, &b2, &n2, &e), 0);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(b1, b2, n1); /* packing is lossless */
+    free(b1);
+    free(b2);
+    inf_state_free(src);
+    int rc = packed_restore(ACC, k, q->a, NULL, &e);
+    if (rc)
+        fail_msg("packed restore: %s", e.msg);
+    assert_ptr_equal(q->a->accel, ACC);
+    assert_int_equal(q->a->pos, P);
+}
+static long long ckpt_entries(const struct ckpt *k, int n_layers)
+{
+    long long t = 0;
+    for (int l = 0; l < n_layers; l++)
+        t += k->counts[l];
+    return t;
+}
+
+/* Packed restore, then forwards: the bits of the host restore; the host copy holds no entries until
+ * the sync, which downloads them all and equals the host-restored state byte for byte. */
+static void test_packed_restore(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(6, &n, &P);
+    assert_true(inf_accel_can_restore_packed(ACC));
+    struct ckpt k;
+    struct pair q;
+    struct inf_accel_stats s0 = stats();
+    long long tail0 = D->tail_entries, live0 = D->host_live;
+    restored_pair(&q, tok, 200, &k);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.packed_uploads - s0.packed_uploads, 1);
+    assert_int_equal(s1.uploads - s0.uploads, 1);
+    long long total = ckpt_entries(&k, q.p->n_layers);
+    assert_true(total > 0);
+    for (int l = 0; l < C->num_hidden_layers; l++)
+        assert_int_equal(q.a->layers[l].n_cache, 0); /* the host's prefix: nothing */
+    uint8_t *bb = NULL;
+    size_t bn = 0;
+    assert_int_equal(inf_state_serialize(q.a, &bb, &bn, &e), CTX_EINVAL); /* lags: sync first */
+    assert_int_equal(inf_state_boundary(q.a, &bb, &bn, &e), CTX_EINVAL);
+    same_bytes(&q); /* the sync: every entry downloaded */
+    assert_int_equal(D->tail_entries - tail0, total);
+    assert_int_equal(stats().downloads - s1.downloads, 1);
+    feed(&q, tok + 200, 30, 0);
+    feed(&q, tok + 230, 5, 1);
+    same_bytes(&q);
+    printf("# packed restore at 200 tokens (%lld entries): sync == host restore; 30 + 5 tokens after it "
+           "bit-identical\n",
+           total);
+    ckpt_free(ACC, &k);
+    assert_int_equal(D->host_live, live0);
+    pair_free(&q);
+    /* forward first, sync after: the device's new entries and the restored ones arrive together */
+    restored_pair(&q, tok, 150, &k);
+    feed(&q, tok + 150, 64, 0);
+    feed(&q, tok + 214, 3, 1);
+    same_bytes(&q);
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    printf("# packed restore at 150, 67 tokens, then the sync: bit-identical\n");
+    free(tok);
+}
+
+/* Snapshot and truncate after a packed restore: the snapshot syncs and marks the device, the
+ * truncate rewinds it; a snapshot of another state with the same prefix (more entries than the
+ * lagging host copy holds) syncs first and truncates on the host. */
+static void test_packed_snapshot(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(6, &n, &P);
+    struct ckpt k;
+    struct pair q;
+    restored_pair(&q, tok, 180, &k);
+    struct inf_accel_stats s0 = stats();
+    pair_snapshot(&q);
+    feed(&q, tok + 180, 40, 0);
+    feed(&q, tok + 220, 4, 1);
+    pair_truncate(&q);
+    feed(&q, tok + 180, 9, 1);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.rewinds - s0.rewinds, 1);
+    assert_int_equal(s1.uploads - s0.uploads, 0);
+    assert_int_equal(s1.downloads - s0.downloads, 1);
+    same_bytes(&q);
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    /* a foreign snapshot: the sequence's own state at 160, taken on the plain model */
+    struct inf_state *o;
+    assert_int_equal(inf_state_new(C, &o, &e), 0);
+    struct inf_forward_opts fo = {0};
+    assert_int_equal(inf_model_forward(M, o, tok, 160, &fo, &e), 0);
+    struct inf_snapshot *so;
+    assert_int_equal(inf_state_snapshot(o, &so, &e), 0);
+    restored_pair(&q, tok, 200, &k);
+    s0 = stats();
+    assert_int_equal(inf_state_truncate(q.p, so, &e), 0);
+    int rc = inf_state_truncate(q.a, so, &e);
+    if (rc)
+        fail_msg("truncate of the lagging state to a foreign snapshot: %s", e.msg);
+    s1 = stats();
+    assert_int_equal(s1.downloads - s0.downloads, 1);
+    assert_int_equal(s1.host_truncates - s0.host_truncates, 1);
+    assert_null(q.a->accel);
+    feed(&q, tok + 160, 20, 0);
+    feed(&q, tok + 180, 2, 1);
+    same_bytes(&q);
+    printf("# packed restore, snapshot/rewind: bit-identical; truncate to another state's snapshot: sync, host "
+           "truncate, re-upload, bit-identical\n");
+    inf_snapshot_free(so);
+    inf_state_free(o);
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    free(tok);
+}
+
+/* Another state bound and back after a packed restore: the restored one left synced is the resident,
+ * and comes back with a partial upload; a packed restore over a resident counts as clobbering its
+ * entries up to the restored counts. */
+static void test_packed_resident(void **st)
+{
+    (void)st;
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct ckpt k;
+    struct pair A, B;
+    restored_pair(&A, tok, 250, &k);
+    pair_new(&B);
+    feed(&A, tok + 250, 3, 1);
+    feed(&B, tok2, 20, 0); /* A leaves: synced (all its entries downloaded) */
+    long long want = overlap(A.p, B.p), total = entries(A.p);
+    struct inf_accel_stats s0 = stats();
+    feed(&A, tok + 253, 4, 1);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 1);
+    assert_int_equal(s1.partial_entries - s0.partial_entries, want);
+    assert_int_equal(s1.kept_entries - s0.kept_entries, total - want);
+    same_bytes(&A);
+    same_bytes(&B);
+    printf("# packed restore A, B, A again: partial (%lld of %lld entries sent), bit-identical\n", want, total);
+    /* A resident, a packed restore of a smaller checkpoint over it, A again: partial, sending the
+     * restored state's counts */
+    struct ckpt k2;
+    struct pair R;
+    feed(&B, tok2 + 20, 2, 1); /* A leaves synced: the resident */
+    restored_pair(&R, tok2, 140, &k2);
+    feed(&R, tok2 + 140, 2, 1);
+    want = overlap(A.p, R.p);
+    total = entries(A.p);
+    s0 = stats();
+    feed(&A, tok + 257, 3, 1);
+    s1 = stats();
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 1);
+    assert_int_equal(s1.partial_entries - s0.partial_entries, want);
+    same_bytes(&A);
+    same_bytes(&R);
+    /* and R, restored packed and left without a sync: freed while bound, A again */
+    feed(&R, tok2 + 142, 2, 1);
+    inf_state_free(R.a);
+    R.a = NULL;
+    want = overlap(A.p, R.p);
+    s0 = stats();
+    feed(&A, tok + 260, 2, 1);
+    s1 = stats();
+    assert_int_equal(s1.partial_uploads - s0.partial_uploads, 1);
+    assert_int_equal(s1.partial_entries - s0.partial_entries, want);
+    same_bytes(&A);
+    printf("# A resident, a smaller checkpoint restored packed over it, A again: partial (%lld of %lld), "
+           "bit-identical\n",
+           want, total);
+    ckpt_free(ACC, &k);
+    ckpt_free(ACC, &k2);
+    pair_free(&A);
+    pair_free(&B);
+    pair_free(&R);
+    free(tok);
+    free(tok2);
+}
+
+/* Counts that do not fit the position leave nothing bound (the state bound before stays so); a
+ * failed device op too; an accelerator without the op says so. */
+static void test_packed_errors(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(6, &n, &P);
+    struct ckpt k;
+    struct pair q;
+    restored_pair(&q, tok, 200, &k);
+    struct pair B;
+    pair_new(&B);
+    feed(&B, tok, 10, 0); /* B bound and ahead of its host copy */
+    struct inf_state *x;
+    assert_int_equal(inf_state_new(C, &x, &e), 0);
+    long long bad[INF_MAX_LAYERS + 8];
+    memcpy(bad, k.counts, sizeof bad);
+    int csa = -1;
+    for (int l = 0; l < C->num_hidden_layers && csa < 0; l++)
+        if (C->compress_ratios[l] == 4)
+            csa = l;
+    assert_true(csa >= 0);
+    bad[csa]--;
+    assert_int_equal(inf_state_restore_boundary_counts(x, k.b, k.blen, k.counts, &e), 0);
+    struct inf_accel_stats s0 = stats();
+    assert_int_equal(inf_accel_restore_packed(ACC, x, bad, (const void *const *)k.streams, &e), CTX_EINVAL);
+    printf("# wrong counts: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "layer"));
+    assert_null(x->accel);
+    assert_ptr_equal(B.a->accel, ACC); /* untouched */
+    assert_int_equal(stats().uploads, s0.uploads);
+    assert_int_equal(stats().downloads, s0.downloads);
+    /* the device op fails: not bound, the state bound before left synced */
+    D->fail_upload = 1;
+    assert_int_equal(inf_accel_restore_packed(ACC, x, k.counts, (const void *const *)k.streams, &e), CTX_EIO);
+    printf("# failed packed upload: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "accelerator double: packed restore of the state at position 200"));
+    D->fail_upload = 0;
+    assert_null(x->accel);
+    assert_null(B.a->accel);
+    same_bytes(&B);
+    feed(&B, tok + 10, 5, 0);
+    same_bytes(&B);
+    /* reset and recomputed, as the daemon does */
+    inf_state_reset(x);
+    struct inf_forward_opts o = {.logits = q.la}, op = {.logits = q.lp};
+    assert_int_equal(inf_model_forward(MA, x, tok, 200, &o, &e), 0);
+    assert_int_equal(inf_model_forward(M, q.p, tok + 200, 1, &op, &e), 0);
+    assert_int_equal(inf_model_forward(MA, x, tok + 200, 1, &o, &e), 0);
+    assert_memory_equal(q.lp, q.la, sizeof(float) * (size_t)C->vocab_size);
+    /* no op */
+    struct dbl *d2 = calloc(1, sizeof *d2);
+    assert_non_null(d2);
+    assert_int_equal(inf_model_new(W, NULL, 0, &d2->m, &e), 0);
+    assert_int_equal(inf_state_new(C, &d2->dev, &e), 0);
+    struct inf_accel_ops ops = dbl_ops;
+    ops.upload_packed = NULL;
+    ops.host_alloc = NULL;
+    ops.host_free = NULL;
+    struct inf_accel *a2 = inf_accel_new(&ops, d2);
+    assert_non_null(a2);
+    assert_false(inf_accel_can_restore_packed(a2));
+    assert_false(inf_accel_can_restore_packed(NULL));
+    void *h = inf_accel_host_alloc(a2, 100); /* malloc */
+    assert_non_null(h);
+    inf_accel_host_free(a2, h);
+    assert_int_equal(inf_accel_restore_packed(a2, x, k.counts, (const void *const *)k.streams, &e), CTX_EUNSUPPORTED);
+    printf("# without the op: %s\n", e.msg);
+    inf_accel_free(a2);
+    inf_state_free(x);
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    pair_free(&B);
+    free(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,6 +1125,10 @@ int main(void)
         cmocka_unit_test(test_two_big),
         cmocka_unit_test(test_other_bigger),
         cmocka_unit_test(test_no_prefix_op),
+        cmocka_unit_test(test_packed_restore),
+        cmocka_unit_test(test_packed_snapshot),
+        cmocka_unit_test(test_packed_resident),
+        cmocka_unit_test(test_packed_errors),
     };
     return cmocka_run_group_tests(tests, setup_accel, teardown_accel);
 }

@@ -13,6 +13,11 @@
  *   a stale mark (host truncate, re-upload); inf_state_sync's host copy continued on the device;
  *   a big state, a small one (freed while bound, as fim.c does), the big one again: a partial upload
  *   (only the small state's leading entries of each layer go up again, the rest is still on the GPU);
+ * - a checkpoint restored straight to the device (inf_accel_restore_packed, streams packed with
+ *   inference/kvpack.h into pinned inf_accel_host_alloc buffers) against today's host restore +
+ *   upload: the decode steps after it equal the reference bit for bit, the synced host copies are
+ *   byte-equal; snapshot / rewind after it, another state bound and back (partial upload), and
+ *   counts that do not fit (refused, nothing bound);
  * - the counters show which path ran (rewinds, uploads, partial uploads and their entries, downloads);
  * - ctx-small again over 2 layer-split shards on the one device (cuda_multi: what --gpus 0,1 runs).
  * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run. "1..0 # SKIP" without a device. */
@@ -27,6 +32,7 @@
 #include "accel.h"
 #include "config.h"
 #include "cuda_accel.h"
+#include "kvpack.h"
 #include "model.h"
 #include "state.h"
 #include "weights.h"
@@ -70,6 +76,196 @@ static struct inf_accel_stats stats(struct inf_accel *a)
     struct inf_accel_stats s;
     inf_accel_stats(a, &s);
     return s;
+}
+
+/* A checkpoint of st (synced) as the KV cache keeps it: each layer's entries and indexer keys packed
+ * (inference/kvpack.h) into pinned buffers from inf_accel_host_alloc, and its boundary. */
+struct ckpt {
+    int ns;
+    void **streams;
+    long long *counts;
+    uint8_t *b;
+    size_t blen;
+};
+static void ckpt_free(struct inf_accel *a, struct ckpt *k)
+{
+    for (int i = 0; k->streams && i < k->ns; i++)
+        inf_accel_host_free(a, k->streams[i]);
+    free(k->streams);
+    free(k->counts);
+    free(k->b);
+    memset(k, 0, sizeof *k);
+}
+static int ckpt_of(struct inf_accel *a, const struct inf_state *st, struct ckpt *k, struct ctx_err *e)
+{
+    const struct inf_config *c = &st->cfg;
+    size_t eb = inf_kvpack_entry_bytes(c), ib = inf_kvpack_ikey_bytes(c);
+    memset(k, 0, sizeof *k);
+    k->ns = 2 * st->n_layers;
+    k->streams = calloc((size_t)k->ns, sizeof *k->streams);
+    k->counts = calloc((size_t)st->n_layers, sizeof *k->counts);
+    if (!k->streams || !k->counts)
+        return ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    for (int l = 0; l < st->n_layers; l++) {
+        const struct inf_layer_state *L = &st->layers[l];
+        long long n = L->n_cache;
+        k->counts[l] = n;
+        uint8_t *p = inf_accel_host_alloc(a, (size_t)n * eb), *q = inf_accel_host_alloc(a, L->ratio == 4 ? (size_t)n * ib : 0);
+        k->streams[2 * l] = p;
+        k->streams[2 * l + 1] = q;
+        if (!p || !q)
+            return ctx_err_set(e, CTX_ENOMEM, "no pinned memory for layer %d's streams", l);
+        for (long long i = 0; i < n; i++) {
+            int bad = inf_kvpack_entry(c, L->cache + (size_t)i * c->head_dim, p + (size_t)i * eb);
+            if (bad < 0 && L->ratio == 4)
+                bad = inf_kvpack_ikey(c, L->icache + (size_t)i * c->index_head_dim, q + (size_t)i * ib);
+            if (bad >= 0)
+                return ctx_err_set(e, CTX_EFORMAT, "layer %d entry %lld does not pack (dim %d)", l, i, bad);
+        }
+    }
+    return inf_state_boundary(st, &k->b, &k->blen, e);
+}
+/* Today's ctxd restore: entries unpacked into the host arrays, then the boundary (the next forward
+ * uploads the whole state). */
+static int host_restore(const struct ckpt *k, struct inf_state *st, struct ctx_err *e)
+{
+    const struct inf_config *c = &st->cfg;
+    size_t eb = inf_kvpack_entry_bytes(c), ib = inf_kvpack_ikey_bytes(c);
+    inf_state_reset(st);
+    for (int l = 0; l < st->n_layers; l++) {
+        struct inf_layer_state *L = &st->layers[l];
+        int rc = k->counts[l] ? inf_state_reserve(st, l, k->counts[l], e) : 0;
+        if (rc)
+            return rc;
+        for (long long i = 0; i < k->counts[l]; i++) {
+            inf_kvunpack_entry(c, (const uint8_t *)k->streams[2 * l] + (size_t)i * eb, L->cache + (size_t)i * c->head_dim);
+            if (L->ratio == 4)
+                inf_kvunpack_ikey(c, (const uint8_t *)k->streams[2 * l + 1] + (size_t)i * ib,
+                                  L->icache + (size_t)i * c->index_head_dim);
+        }
+        L->n_cache = k->counts[l];
+    }
+    return inf_state_restore_boundary(st, k->b, k->blen, e);
+}
+/* What ctxd's start_from_cache does with store_kv_state_read_packed's result. */
+static int packed_restore(struct inf_accel *a, const struct ckpt *k, struct inf_state *st, struct ctx_err *e)
+{
+    inf_state_reset(st);
+    int rc = inf_state_restore_boundary_counts(st, k->b, k->blen, k->counts, e);
+    return rc ? rc : inf_accel_restore_packed(a, st, k->counts, (const void *const *)k->streams, e);
+}
+static int same_state(struct inf_state *a, struct inf_state *b, struct ctx_err *e)
+{
+    uint8_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int same = !inf_state_sync(a, e) && !inf_state_sync(b, e) && !inf_state_serialize(a, &x, &nx, e) &&
+               !inf_state_serialize(b, &y, &ny, e) && nx == ny && !memcmp(x, y, nx);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* A checkpoint at P of the reference sequence restored straight to the device
+ * (inf_accel_restore_packed) against today's host restore + upload: the decode steps after it give
+ * the reference's logits bit for bit either way, the synced host copies are byte-equal, and a
+ * snapshot / rewind or another state bound in between change nothing. */
+static void run_packed(const char *what, struct inf_model *MA, struct inf_accel *A, const struct inf_config *c,
+                       const int *tok, const int *tok2, int P, int D, const float *ref)
+{
+    struct ctx_err e = {0};
+    int n = P + D;
+    size_t rowb = sizeof(float) * (size_t)V;
+    float *got = malloc(rowb * (size_t)(D + 4)), *goth = malloc(rowb * (size_t)(D + 4));
+    struct inf_state *s = NULL, *h = NULL, *x = NULL, *o = NULL;
+    struct ckpt k = {0};
+    int nr = 0, nh = 0, no = 0;
+    int ok = got && goth && !inf_state_new(c, &s, &e) && !inf_state_new(c, &h, &e) && !inf_state_new(c, &x, &e) &&
+             !inf_state_new(c, &o, &e);
+    ok = ok && !feed(MA, s, tok, 0, P, 0, NULL, &nr) && !inf_state_sync(s, &e) && !ckpt_of(A, s, &k, &e);
+    if (!ok) {
+        tap(0, "%s: packed restore: checkpoint: %s", what, e.msg);
+        goto out;
+    }
+    /* host path, then the packed path; each continued with the reference's decode tokens */
+    ok = !host_restore(&k, h, &e) && !feed(MA, h, tok, P, n, 1, goth, &nh);
+    struct inf_accel_stats a0 = stats(A);
+    ok = ok && !packed_restore(A, &k, x, &e);
+    struct inf_accel_stats a1 = stats(A);
+    int lag = ok && x->accel == A;
+    for (int l = 0; ok && l < c->num_hidden_layers; l++)
+        lag = lag && x->layers[l].n_cache == 0;
+    nr = 0;
+    ok = ok && !feed(MA, x, tok, P, n, 1, got, &nr);
+    int same = ok && !memcmp(got, ref + V, rowb * (size_t)D) && !memcmp(goth, ref + V, rowb * (size_t)D);
+    int bytes = ok && same_state(x, h, &e);
+    tap(same && bytes && lag && a1.packed_uploads - a0.packed_uploads == 1,
+        "%s: checkpoint at %d restored packed (host copy lagging: %s) vs host restore + upload: %d decode steps %s, "
+        "synced states %s",
+        what, P, lag ? "yes" : "NO", D, same ? "bit-identical (== reference)" : "DIFFERENT",
+        bytes ? "byte-equal" : "DIFFERENT");
+    if (!ok)
+        printf("# %s\n", e.msg);
+    /* snapshot right after the packed restore (a full download), other tokens, rewind, continue */
+    struct inf_snapshot *sn = NULL;
+    nr = 0;
+    ok = !packed_restore(A, &k, x, &e) && !inf_state_snapshot(x, &sn, &e);
+    ok = ok && !feed(MA, x, tok2, 0, 30, 0, NULL, &no) && !feed(MA, x, tok2, 30, 33, 1, NULL, &no);
+    a0 = stats(A);
+    ok = ok && !inf_state_truncate(x, sn, &e) && !feed(MA, x, tok, P, n, 1, got, &nr);
+    a1 = stats(A);
+    same = ok && !memcmp(got, ref + V, rowb * (size_t)D);
+    tap(same && a1.rewinds - a0.rewinds == 1,
+        "%s: packed restore, snapshot, 33 other tokens, truncate (device rewind), continue: %s", what,
+        same ? "bit-identical" : "DIFFERENT");
+    if (!ok)
+        printf("# %s\n", e.msg);
+    inf_snapshot_free(sn);
+    /* another state bound in between: the restored one leaves synced and comes back partially */
+    nr = 0;
+    inf_state_reset(o);
+    ok = !packed_restore(A, &k, x, &e) && !feed(MA, x, tok, P, P + D / 2, 1, got, &nr);
+    ok = ok && !feed(MA, o, tok2, 0, 24, 0, NULL, &no);
+    a0 = stats(A);
+    ok = ok && !feed(MA, x, tok, P + D / 2, n, 1, got, &nr);
+    a1 = stats(A);
+    same = ok && !memcmp(got, ref + V, rowb * (size_t)D);
+    bytes = ok && same_state(x, h, &e);
+    tap(same && bytes && a1.partial_uploads - a0.partial_uploads == 1,
+        "%s: packed restore, %d steps, another state (24 tokens), back (partial upload: %lld entries sent, %lld kept): "
+        "%s, synced state %s",
+        what, D / 2, a1.partial_entries - a0.partial_entries, a1.kept_entries - a0.kept_entries,
+        same ? "bit-identical" : "DIFFERENT", bytes ? "byte-equal" : "DIFFERENT");
+    if (!ok)
+        printf("# %s\n", e.msg);
+    /* counts that do not fit: refused, nothing bound, the bound state untouched */
+    if (c->num_hidden_layers > 0) {
+        long long *bad = malloc(sizeof(long long) * (size_t)x->n_layers);
+        int l4 = -1;
+        for (int l = 0; l < c->num_hidden_layers && l4 < 0; l++)
+            if (c->compress_ratios[l] == 4)
+                l4 = l;
+        int refused = 0;
+        if (bad && l4 >= 0) {
+            memcpy(bad, k.counts, sizeof(long long) * (size_t)x->n_layers);
+            bad[l4]++;
+            struct inf_state *y = NULL;
+            refused = !inf_state_new(c, &y, &e) &&
+                      !inf_state_restore_boundary_counts(y, k.b, k.blen, k.counts, &e) &&
+                      inf_accel_restore_packed(A, y, bad, (const void *const *)k.streams, &e) == CTX_EINVAL &&
+                      !y->accel && x->accel == A;
+            inf_state_free(y);
+        }
+        tap(refused, "%s: packed restore with a wrong count refused, nothing bound: %s", what, e.msg);
+        free(bad);
+    }
+out:
+    ckpt_free(A, &k);
+    inf_state_free(s);
+    inf_state_free(h);
+    inf_state_free(x);
+    inf_state_free(o);
+    free(got);
+    free(goth);
 }
 
 /* One model: reference run, CPU agreement, then the daemon's moves, each against the reference. */
@@ -197,6 +393,7 @@ static void run(const char *what, const struct inf_weights *w, int P, int D, int
         same ? "bit-identical" : "DIFFERENT");
     if (!ok)
         printf("# %s\n", e.msg);
+    run_packed(what, MA, A, c, tok, tok2, P, D, ref);
     free(buf);
     inf_snapshot_free(sn);
     inf_state_free(s1);
