@@ -226,6 +226,189 @@ __global__ void __launch_bounds__(256, 1) fp8_gemm_kernel(const uint8_t *__restr
         }
 }
 
+// ---- FP8 GEMM, second kernel (cuda_fp8_gemm_variant: CUDA_FP8_GEMM_V2 and its fixed tiles) ----
+//
+// The same bits as fp8_gemm_kernel: every output's 128-K partial is the same 4 chained mma.sync
+// m16n8k32 from zero with the same bytes in the same fragment slots (thread (g, t) takes the 16-byte
+// segments 2t and 2t+1 of its rows; steps = segment 2t's .xy, .zw, then segment 2t+1's .xy, .zw),
+// then acc += (part * act_scale) * w_scale in ascending block order and bf16 at the end, written
+// with the same expression in the same file, so that the compiler contracts it the same way.
+// (ptxas builds the e4m3 mma.sync of sm_90 from f16 tensor-core steps, seen in its SASS: 12 F2FP
+// e4m3 -> f16x2 conversions, HMMA.16816 on the low bytes of every fragment register from zero,
+// HMMA.16816 on the high bytes, then one FADD onto the accumulator. Same operands, same bits.)
+// What changes is the data flow around it:
+// - the loop runs per 16-row group mi of the warp's rows: its A fragments for the whole block are
+//   loaded, the 4-step chains of all NI token groups run interleaved (NI independent chains) and
+//   are scaled into acc at once, so a partial lives for one mi only (NI x 4 registers instead of
+//   MI x NI x 4: fp8_gemm_kernel's 255 registers spilled 228 bytes);
+// - the mma wrapper is not volatile, so ptxas may interleave the chains freely (the operands alone
+//   fix the result); the fragment loads stay volatile (plain loads let ptxas hoist every mi's
+//   fragments at once and spill);
+// - tiles are a template (warps WR x WT of MI*16 rows x NI*8 tokens, STAGES-deep cp.async ring,
+//   MINB CTAs per SM), chosen by shape in fp8_gemm2_pick: 128 x 64 with 2 CTAs per SM, or for
+//   small grids 64 x 64 with 3 CTAs per SM;
+// - the epilogue rounds to bf16 into shared memory and stores 16-byte runs of a token's row.
+template <int MI, int NI, int WR, int WT, int STAGES> struct G2Tile {
+    static constexpr int BR = WR * MI * 16, BT = WT * NI * 8, THREADS = WR * WT * 32;
+    static constexpr int STAGE = (BR + BT) * 128 + BT * 4;
+    static constexpr int OUT_PITCH = BR * 2 + 16; // bytes per token row of the bf16 staging
+    static constexpr int SMEM = STAGES * STAGE > BT * OUT_PITCH ? STAGES * STAGE : BT * OUT_PITCH;
+};
+
+// d += A * B without `volatile`: a pure function of its operands, free to be scheduled.
+__device__ __forceinline__ void mma_e4m3_nv(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                            uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int MI, int NI, int WR, int WT, int STAGES, int MINB>
+__global__ void __launch_bounds__(WR *WT * 32, MINB)
+    fp8_gemm2_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int m,
+                     const uint8_t *__restrict__ w, const uint8_t *__restrict__ ws, int n, int k,
+                     __nv_bfloat16 *__restrict__ y, int vec_out)
+{
+    using T = G2Tile<MI, NI, WR, WT, STAGES>;
+    constexpr int BR = T::BR, BT = T::BT, NT = T::THREADS;
+    static_assert(128 % (MI * 16) == 0, "a warp's rows lie in one 128-row scale block");
+    static_assert((BR * 8) % NT == 0 && (BT * 8) % NT == 0, "whole chunks per thread");
+    extern __shared__ __align__(128) uint8_t smem[];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wr = warp % WR, wt = warp / WR;
+    const int rw0 = wr * MI * 16, tw0 = wt * NI * 8;
+    const int row0 = blockIdx.x * BR, tok0 = blockIdx.y * BT;
+    const int kb_n = k >> 7;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
+
+    // Chunk (r, c) of a stage: row r, 16-byte segment c, at segment c ^ (r & 7) of its 128-byte row
+    // (the 8 lanes of a quarter warp then read 8 distinct bank groups). Rows past n or m are
+    // zero-filled from a valid address.
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t sA = sbase + stage * T::STAGE, sB = sA + BR * 128, sS = sB + BT * 128;
+#pragma unroll
+        for (int j = 0; j < BR * 8 / NT; j++) {
+            const int i = tid + j * NT, r = i >> 3, c = i & 7;
+            const int wrow = row0 + r;
+            cp_async16(sA + r * 128 + ((c ^ (r & 7)) << 4), w + (size_t)min(wrow, n - 1) * k + (size_t)kb * 128 + c * 16,
+                       wrow < n);
+        }
+#pragma unroll
+        for (int j = 0; j < BT * 8 / NT; j++) {
+            const int i = tid + j * NT, r = i >> 3, c = i & 7;
+            const int trow = tok0 + r;
+            cp_async16(sB + r * 128 + ((c ^ (r & 7)) << 4), q + (size_t)min(trow, m - 1) * k + (size_t)kb * 128 + c * 16,
+                       trow < m);
+        }
+        for (int i = tid; i < BT; i += NT) {
+            const int trow = tok0 + i;
+            cp_async4(sS + i * 4, sa + (size_t)min(trow, m - 1) * kb_n + kb, trow < m);
+        }
+    };
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NI; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                acc[i][j][c] = 0.f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    // The warp's rows lie in one 128-row scale block; rows past n are zero-filled, any scale will do.
+    const uint8_t *wsr = ws + (size_t)min((row0 + rw0) >> 7, (n - 1) >> 7) * kb_n;
+    const int so0 = ((2 * t) ^ g) << 4, so1 = ((2 * t + 1) ^ g) << 4; // segments 2t, 2t+1 of rows with r & 7 = g
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();
+        if (kb + STAGES - 1 < kb_n)
+            load_stage((kb + STAGES - 1) % STAGES, kb + STAGES - 1);
+        cp_async_commit();
+
+        const int stage = kb % STAGES;
+        const uint32_t sA = sbase + stage * T::STAGE, sB = sA + BR * 128;
+        const float *sS = reinterpret_cast<const float *>(smem + stage * T::STAGE + (BR + BT) * 128);
+        uint4 b[NI][2];
+#pragma unroll
+        for (int ni = 0; ni < NI; ni++) {
+            const uint32_t rowp = sB + (tw0 + ni * 8 + g) * 128;
+            b[ni][0] = lds128(rowp + so0);
+            b[ni][1] = lds128(rowp + so1);
+        }
+        const float wsc = e8m0_to_float(__ldg(wsr + kb));
+#pragma unroll
+        for (int mi = 0; mi < MI; mi++) {
+            uint4 a[2][2];
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const uint32_t rowp = sA + (rw0 + mi * 16 + h * 8 + g) * 128;
+                a[h][0] = lds128(rowp + so0);
+                a[h][1] = lds128(rowp + so1);
+            }
+            float part[NI][4];
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                for (int c = 0; c < 4; c++)
+                    part[ni][c] = 0.f;
+#pragma unroll
+            for (int hs = 0; hs < 2; hs++) {
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++)
+                    mma_e4m3_nv(part[ni], a[0][hs].x, a[1][hs].x, a[0][hs].y, a[1][hs].y, b[ni][hs].x, b[ni][hs].y);
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++)
+                    mma_e4m3_nv(part[ni], a[0][hs].z, a[1][hs].z, a[0][hs].w, a[1][hs].w, b[ni][hs].z, b[ni][hs].w);
+            }
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++) {
+                const float s0 = sS[tw0 + ni * 8 + 2 * t], s1 = sS[tw0 + ni * 8 + 2 * t + 1];
+                acc[mi][ni][0] += (part[ni][0] * s0) * wsc;
+                acc[mi][ni][1] += (part[ni][1] * s1) * wsc;
+                acc[mi][ni][2] += (part[ni][2] * s0) * wsc;
+                acc[mi][ni][3] += (part[ni][3] * s1) * wsc;
+            }
+        }
+    }
+    cp_async_wait<0>();
+    __syncthreads(); // every warp is done with the ring: it becomes the bf16 staging [BT][BR]
+#pragma unroll
+    for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+        for (int ni = 0; ni < NI; ni++) {
+            const int r = rw0 + mi * 16 + g, c = tw0 + ni * 8 + 2 * t;
+            __nv_bfloat16 *p0 = reinterpret_cast<__nv_bfloat16 *>(smem + c * T::OUT_PITCH) + r;
+            __nv_bfloat16 *p1 = reinterpret_cast<__nv_bfloat16 *>(smem + (c + 1) * T::OUT_PITCH) + r;
+            p0[0] = __float2bfloat16_rn(acc[mi][ni][0]);
+            p1[0] = __float2bfloat16_rn(acc[mi][ni][1]);
+            p0[8] = __float2bfloat16_rn(acc[mi][ni][2]);
+            p1[8] = __float2bfloat16_rn(acc[mi][ni][3]);
+        }
+    __syncthreads();
+    // 16-byte runs of 8 rows of one token; ragged ends (and n % 8 != 0) element by element.
+    for (int i = tid; i < BT * (BR / 8); i += NT) {
+        const int c = i / (BR / 8), j = i % (BR / 8), tok = tok0 + c, r = row0 + j * 8;
+        if (tok >= m || r >= n)
+            continue;
+        const uint8_t *src = smem + c * T::OUT_PITCH + j * 16;
+        __nv_bfloat16 *dst = y + (size_t)tok * n + r;
+        if (vec_out && r + 8 <= n) {
+            *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
+        } else {
+            for (int e = 0; e < 8 && r + e < n; e++)
+                dst[e] = reinterpret_cast<const __nv_bfloat16 *>(src)[e];
+        }
+    }
+}
+
 // ---- FP8 GEMV (decode, m <= 8) ----
 //
 // A CTA of 4 warps covers 4/WS row tiles of 16 rows; the WS warps of a tile split its K range and
@@ -783,8 +966,8 @@ extern "C" int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uin
     return launch_check(e, "fp8_gemv_kernel<f32>");
 }
 
-extern "C" int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
-                             int n, int k, uint16_t *d_y, void *stream, struct ctx_err *e)
+static int fp8_gemm_v1(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws, int n,
+                       int k, uint16_t *d_y, void *stream, struct ctx_err *e)
 {
     if (check_k(k, "cuda_fp8_gemm", e))
         return CTX_EINVAL;
@@ -805,6 +988,98 @@ extern "C" int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const
     fp8_gemm_kernel<<<grid, 256, G_SMEM, (cudaStream_t)stream>>>(d_q, d_sa, m, d_w, d_ws, n, k,
                                                                 reinterpret_cast<__nv_bfloat16 *>(d_y));
     return launch_check(e, "fp8_gemm_kernel");
+}
+
+namespace {
+
+template <int MI, int NI, int WR, int WT, int ST, int MB>
+int fp8_gemm2_launch(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws, int n, int k,
+                     uint16_t *d_y, void *stream, struct ctx_err *e)
+{
+    using T = G2Tile<MI, NI, WR, WT, ST>;
+    auto kern = fp8_gemm2_kernel<MI, NI, WR, WT, ST, MB>;
+    if ((m + T::BT - 1) / T::BT > 65535)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemm: m = %d out of range", m);
+    /* the attribute is per device and per instantiation: set once for each */
+    static bool attr_set[64];
+    int dev = 0;
+    cudaGetDevice(&dev);
+    if (dev < 0 || dev >= 64 || !attr_set[dev]) {
+        cudaError_t rc = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
+        if (rc != cudaSuccess)
+            return cuda_fail(e, rc, "cudaFuncSetAttribute(fp8_gemm2_kernel)");
+        if (dev >= 0 && dev < 64)
+            attr_set[dev] = true;
+    }
+    dim3 grid((n + T::BR - 1) / T::BR, (m + T::BT - 1) / T::BT);
+    // 16-byte output stores need every token row 16-byte aligned (callers may pass an offset pointer)
+    const int vec_out = n % 8 == 0 && ((uintptr_t)d_y & 15) == 0;
+    kern<<<grid, T::THREADS, T::SMEM, (cudaStream_t)stream>>>(d_q, d_sa, m, d_w, d_ws, n, k,
+                                                              reinterpret_cast<__nv_bfloat16 *>(d_y), vec_out);
+    return launch_check(e, "fp8_gemm2_kernel");
+}
+
+typedef int (*fp8_gemm_fn)(const uint8_t *, const float *, int, const uint8_t *, const uint8_t *, int, int, uint16_t *,
+                           void *, struct ctx_err *);
+struct fp8_gemm_tile {
+    const char *name;
+    fp8_gemm_fn fn;
+};
+// Variant CUDA_FP8_GEMM_V2 + 1 + i runs fp8_gemm_tiles[i] (rows x tokens of a CTA, warps, warp tile,
+// ring depth, CTAs per SM).
+const fp8_gemm_tile fp8_gemm_tiles[] = {
+    {"v2 128x128 8w 64x32 s4", fp8_gemm2_launch<4, 4, 2, 4, 4, 1>},
+    {"v2 128x64 4w 64x32 s4 x2", fp8_gemm2_launch<4, 4, 2, 2, 4, 2>},
+    {"v2 64x64 4w 32x32 s4 x3", fp8_gemm2_launch<2, 4, 2, 2, 4, 3>},
+};
+constexpr int FP8_GEMM_NTILES = (int)(sizeof fp8_gemm_tiles / sizeof fp8_gemm_tiles[0]);
+static_assert(CUDA_FP8_GEMM_NVARIANTS == CUDA_FP8_GEMM_V2 + 1 + FP8_GEMM_NTILES, "gemm.h's variant count");
+
+// The tile CUDA_FP8_GEMM_V2 runs for a shape (index into fp8_gemm_tiles), from bench-gpu's table
+// (2026-11-29, H200; kernels/README.md): 128 x 64 with 2 CTAs per SM (8 warps an SM) is the
+// fastest tile wherever it makes at least ~128 CTAs (1.17-1.26x V1); grids smaller than that leave
+// SMs idle, and 64 x 64 with 3 CTAs per SM (4x the CTAs) wins there (1.7-2.6x V1, e.g. wq_a,
+// wkv and shared w1 at m = 256).
+int fp8_gemm2_pick(int m, int n, int k)
+{
+    (void)k;
+    const long ctas_128x64 = (long)((n + 127) / 128) * ((m + 63) / 64);
+    return ctas_128x64 <= 96 ? 2 : 1;
+}
+
+} // namespace
+
+extern "C" const char *cuda_fp8_gemm_variant_name(int variant)
+{
+    if (variant == CUDA_FP8_GEMM_V1)
+        return "v1 mma.sync 128x128";
+    if (variant == CUDA_FP8_GEMM_V2)
+        return "v2 (tile by shape)";
+    if (variant > CUDA_FP8_GEMM_V2 && variant < CUDA_FP8_GEMM_NVARIANTS)
+        return fp8_gemm_tiles[variant - CUDA_FP8_GEMM_V2 - 1].name;
+    return "unknown";
+}
+
+extern "C" int cuda_fp8_gemm_variant(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w,
+                                     const uint8_t *d_ws, int n, int k, uint16_t *d_y, int variant, void *stream,
+                                     struct ctx_err *e)
+{
+    if (variant == CUDA_FP8_GEMM_V1)
+        return fp8_gemm_v1(d_q, d_sa, m, d_w, d_ws, n, k, d_y, stream, e);
+    if (variant < CUDA_FP8_GEMM_V1 || variant >= CUDA_FP8_GEMM_NVARIANTS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemm_variant: unknown variant %d", variant);
+    if (check_k(k, "cuda_fp8_gemm", e))
+        return CTX_EINVAL;
+    if (m < 1 || n < 1 || n > (1 << 30))
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemm: m = %d, n = %d out of range", m, n);
+    const int tile = variant == CUDA_FP8_GEMM_V2 ? fp8_gemm2_pick(m, n, k) : variant - CUDA_FP8_GEMM_V2 - 1;
+    return fp8_gemm_tiles[tile].fn(d_q, d_sa, m, d_w, d_ws, n, k, d_y, stream, e);
+}
+
+extern "C" int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
+                             int n, int k, uint16_t *d_y, void *stream, struct ctx_err *e)
+{
+    return cuda_fp8_gemm_variant(d_q, d_sa, m, d_w, d_ws, n, k, d_y, CUDA_FP8_GEMM_DEFAULT, stream, e);
 }
 
 extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,

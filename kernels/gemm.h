@@ -69,10 +69,25 @@ int cuda_fp8_gemv(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d
 int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uint8_t *d_ws, int n, int k, float *d_y1, int n1,
                       float *d_y2, void *stream, struct ctx_err *e);
 
-/* Same product for any m (prefill): tensor-core mma.sync tiles of 128 rows x 128 tokens x 128 K,
- * the 128-K partial of each tile scaled and added into fp32 accumulators. */
+/* Same product for any m (prefill) on mma.sync m16n8k32 tensor-core tiles: each output's 128-K
+ * partial is 4 chained mma steps from zero, scaled (partial * act_scale) * weight_scale and added
+ * into fp32 accumulators in ascending block order, then rounded to bf16. Two kernels give the same
+ * bits (the same operand bytes in the same fragment slots and the same arithmetic; tests/kernels
+ * checks byte equality): CUDA_FP8_GEMM_V1, the first (128 rows x 128 tokens, one CTA per SM), and
+ * CUDA_FP8_GEMM_V2, the second, which picks its tile and CTAs per SM by shape (1.17-2.6x V1 on the
+ * H200, kernels/README.md); the variants after V2 run one of its tiles each (tests, benchmarks).
+ * cuda_fp8_gemm runs CUDA_FP8_GEMM_DEFAULT (V2). */
+#define CUDA_FP8_GEMM_V1 0
+#define CUDA_FP8_GEMM_V2 1
+#define CUDA_FP8_GEMM_NVARIANTS 5
+#define CUDA_FP8_GEMM_DEFAULT CUDA_FP8_GEMM_V2
 int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
                   int n, int k, uint16_t *d_y, void *stream, struct ctx_err *e);
+/* cuda_fp8_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
+int cuda_fp8_gemm_variant(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
+                          int n, int k, uint16_t *d_y, int variant, void *stream, struct ctx_err *e);
+/* A short name of a variant, for reports. */
+const char *cuda_fp8_gemm_variant_name(int variant);
 
 /* Routed experts, decode: for each pair p < npairs (a token's selected expert), with expert
  * id = d_ids[p] and activation row r = p / x_group of q/sa ([rows][k], [rows][k/128]):

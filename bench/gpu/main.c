@@ -241,11 +241,14 @@ static void bench_fp4(const char *name, int n, int k, int experts, int topk, int
     free(wt), free(st), free(ids);
 }
 
-/* ---- FP8 prefill GEMM: own mma.sync kernel and cuBLASLt block-scaled ---- */
+/* ---- FP8 prefill GEMM: own mma.sync kernels (V1, V2 and V2's tiles) and cuBLASLt block-scaled ----
+ *
+ * Per shape: every variant of cuda_fp8_gemm_variant on the same inputs, its time, the ratio to V1 and
+ * whether its output is byte-equal to V1's (it must be), then cuBLASLt (other numerics, see gemm.h). */
 struct gemm_job {
     const uint8_t *q, *w, *ws;
     const float *sa, *ws32;
-    int m, n, k;
+    int m, n, k, variant;
     uint16_t *y;
     struct cuda_lt_plan *plan;
 };
@@ -253,7 +256,7 @@ static void gemm_launch(void *ud, int i)
 {
     struct gemm_job *j = ud;
     (void)i;
-    must(cuda_fp8_gemm(j->q, j->sa, j->m, j->w, j->ws, j->n, j->k, j->y, bench_stream(), &err));
+    must(cuda_fp8_gemm_variant(j->q, j->sa, j->m, j->w, j->ws, j->n, j->k, j->y, j->variant, bench_stream(), &err));
 }
 static void lt_launch(void *ud, int i)
 {
@@ -264,40 +267,77 @@ static void lt_launch(void *ud, int i)
 
 static void bench_gemm(const char *name, int n, int k, int m)
 {
-    size_t wbytes = (size_t)n * k;
+    size_t wbytes = (size_t)n * k, ybytes = (size_t)m * n * 2;
     int nb = (n + 127) / 128, kb = k / 128, ld = (kb + 3) / 4 * 4;
     uint8_t *w = dalloc(wbytes), *ws = dalloc((size_t)nb * kb), *q = dalloc((size_t)m * k);
     uint16_t *x = dalloc((size_t)m * k * 2);
     float *sa = dalloc(sizeof(float) * (size_t)m * kb), *ws32 = dalloc(sizeof(float) * (size_t)(nb + 4) * (ld + 4));
     struct gemm_job j = {.q = q, .w = w, .ws = ws, .sa = sa, .ws32 = ws32, .m = m, .n = n, .k = k};
-    j.y = dalloc((size_t)m * n * 2);
+    j.y = dalloc(ybytes);
+    uint16_t *y1 = malloc(ybytes), *yv = malloc(ybytes);
+    if (!y1 || !yv) {
+        fprintf(stderr, "bench-gpu: out of memory\n");
+        exit(1);
+    }
     bench_fill(w, wbytes, 31, BENCH_E4M3);
     bench_fill(ws, (size_t)nb * kb, 32, BENCH_E8M0_W);
     bench_fill(x, (size_t)m * k * 2, 33, BENCH_BF16);
     struct quant_job qj = {x, m, k, 0, q, sa};
     quant_launch(&qj, 0);
     const int iters = 20;
-    double flop = 2.0 * m * (double)n * k;
-    gemm_launch(&j, 0);
-    double ms = time_alone(gemm_launch, &j, iters);
+    double flop = 2.0 * m * (double)n * k, ms_v1 = 0;
     double qms = time_alone(quant_launch, &qj, iters);
-    printf("| fp8_gemm mma.sync | %-10s | %5d | %5d x %5d | %7.1f | %6.1f | %5.1f%% | %5.1f |\n", name, m, n, k,
-           ms * 1e3, flop / (ms * 1e-3) / 1e12, 100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak, qms * 1e3);
+    for (int v = CUDA_FP8_GEMM_V1; v < CUDA_FP8_GEMM_NVARIANTS; v++) {
+        j.variant = v;
+        /* bench_stream() does not wait for the legacy stream's copies: synchronise around the launch */
+        must(cuda_memset(j.y, 0xff, ybytes, &err));
+        must(cuda_sync(&err));
+        gemm_launch(&j, 0);
+        must(cuda_sync(&err));
+        must(cuda_d2h(v == CUDA_FP8_GEMM_V1 ? y1 : yv, j.y, ybytes, &err));
+        double ms = time_alone(gemm_launch, &j, iters);
+        if (v == CUDA_FP8_GEMM_V1)
+            ms_v1 = ms;
+        int eq = v == CUDA_FP8_GEMM_V1 || memcmp(y1, yv, ybytes) == 0;
+        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | %8.1f | %6.1f | %5.1f%% | %5.2f | %s | %5.1f |\n",
+               cuda_fp8_gemm_variant_name(v), name, m, n, k, ms * 1e3, flop / (ms * 1e-3) / 1e12,
+               100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak, ms_v1 / ms, eq ? "yes" : "NO", qms * 1e3);
+    }
     int layout = cuda_lt_layout();
-    if (cuda_lt_plan_new(&j.plan, m, n, k, layout, &err) == 0) {
+    if (m % 4 == 0 && cuda_lt_plan_new(&j.plan, m, n, k, layout, &err) == 0) {
         must(cuda_e8m0_to_f32(ws, nb, kb, ld, (layout & CUDA_LT_W_T) != 0, ws32, NULL, &err));
         qj.scale_t = layout & CUDA_LT_ACT_T;
         quant_launch(&qj, 0);
         lt_launch(&j, 0);
-        ms = time_alone(lt_launch, &j, iters);
-        printf("| fp8_gemm cuBLASLt | %-10s | %5d | %5d x %5d | %7.1f | %6.1f | %5.1f%% | |\n", name, m, n, k, ms * 1e3,
-               flop / (ms * 1e-3) / 1e12, 100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak);
+        double ms = time_alone(lt_launch, &j, iters);
+        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | %8.1f | %6.1f | %5.1f%% | %5.2f | other numerics | |\n",
+               "cuBLASLt", name, m, n, k, ms * 1e3, flop / (ms * 1e-3) / 1e12,
+               100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak, ms_v1 / ms);
         cuda_lt_plan_free(j.plan);
     } else {
-        printf("| fp8_gemm cuBLASLt | %-10s | %5d | %5d x %5d | n/a: %s | | | |\n", name, m, n, k, err.msg);
+        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | n/a: %s | | | | | |\n", "cuBLASLt", name, m, n, k, err.msg);
     }
     must(cuda_sync(&err));
+    free(y1), free(yv);
     cuda_free(w), cuda_free(ws), cuda_free(q), cuda_free(x), cuda_free(j.y), cuda_free(sa), cuda_free(ws32);
+}
+
+/* The prefill GEMM table: V4-Flash's dense FP8 products at chunk sizes m (only_m > 0: that m only). */
+static void bench_gemm_rows(int only_m)
+{
+    printf("\nPrefill GEMM, FP8 block-scaled, m tokens (us alone, median of 20); vs v1 = V1 time / this time; "
+           "bit-equal = output bytes equal to V1's; act_quant = the input's quantisation\n\n");
+    printf("| kernel | weight | m | n x k | us | TFLOP/s | of FP8 peak | vs v1 | bit-equal v1 | act_quant us |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    static const struct { const char *name; int n, k; } shapes[] = {
+        {"attn.wq_a", 1024, 4096}, {"attn.wkv", 512, 4096},     {"attn.wq_b", 32768, 1024}, {"attn.wo_b", 4096, 8192},
+        {"shared w1", 2048, 4096}, {"shared w2", 4096, 2048},   {"idx.wq_b", 8192, 1024},   {"4096^2", 4096, 4096},
+    };
+    static const int ms[] = {256, 512, 2048, 4096, 16384};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++)
+            if (only_m <= 0 || ms[i] == only_m)
+                bench_gemm(shapes[s].name, shapes[s].n, shapes[s].k, ms[i]);
 }
 
 /* ---- routed experts of one V4-Flash layer for a prefill chunk: grouped GEMM vs grouped GEMV ----
@@ -508,6 +548,10 @@ int main(int argc, char **argv)
         printf("floor, FP8 compute: dense cuBLASLt e4m3 8192^3 (per-tensor scales, fast accumulation), median of 20: "
                "%.0f TFLOP/s\n", fp8_peak);
     printf("\n");
+    if (argc > 1 && strcmp(argv[1], "gemm") == 0) { /* only the prefill GEMM rows ("gemm M": one m) */
+        bench_gemm_rows(argc > 2 ? atoi(argv[2]) : 0);
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "moe") == 0) { /* only the routed experts' prefill rows ("moe S": one) */
         bench_moe_rows(argc > 2 ? atoi(argv[2]) : 0);
         return 0;
@@ -552,14 +596,7 @@ int main(int argc, char **argv)
     if (decode)
         return 0;
 
-    printf("\nPrefill GEMM, FP8 block-scaled, m tokens (us alone)\n\n");
-    printf("| kernel | weight | m | n x k | us | TFLOP/s | of FP8 peak | act_quant us |\n");
-    printf("|---|---|---|---|---|---|---|---|\n");
-    bench_gemm("attn.wq_a", 1024, 4096, 4096);
-    bench_gemm("attn.wq_b", 32768, 1024, 4096);
-    bench_gemm("attn.wo_b", 4096, 8192, 4096);
-    bench_gemm("shared w1", 2048, 4096, 4096);
-    bench_gemm("4096^2", 4096, 4096, 16384);
+    bench_gemm_rows(0);
     bench_moe_rows(0);
     return 0;
 }

@@ -17,6 +17,8 @@
  *   §3.3.2; the bound checks that mma.sync does not: on the H200 it matched bf16(ref) on every
  *   output.) A wrong scale on one block of a 128-block row (FP4, k = 4096) moves a result by about
  *   mag/128 = 256 EPS mag, so indexing and scale bugs fail.
+ * - the prefill GEMM's second kernel (CUDA_FP8_GEMM_V2, every tile) must give V1's bytes exactly
+ *   (test_fp8_variants); CTX_TEST_GEMM_QUICK=1 runs only a few of those cases (for compute-sanitizer).
  * - cuBLASLt's block-scaled FP8 kernel does accumulate each 128-K block with that narrower
  *   accumulator (about 13 fraction bits): on the H200 about 0.5% of its outputs exceeded the fp32
  *   bound, the largest by 4.9e-4 mag (2^-11). Its bound is EPS_LT = 2^-9: 2^-13 per step of the
@@ -244,6 +246,65 @@ static void test_fp8(int m, int n, int k)
     fp8_case_free(&c);
 }
 
+/* Every kernel of cuda_fp8_gemm_variant gives the bytes of the first (CUDA_FP8_GEMM_V1): random e4m3
+ * bytes on both sides (every value but NaN, so partials span the whole exponent range and round),
+ * power-of-two activation scales from 2^-24 to 2^8 with some all-zero blocks, weight scales 2^-20 to
+ * 2^4; outputs poisoned (NaN) before each run, so an unwritten output differs too. One assertion per
+ * shape covering every variant. */
+static void test_fp8_variants(int m, int n, int k)
+{
+    struct ctx_err e;
+    int nb = (n + 127) / 128, kb = k / 128;
+    size_t cnt = (size_t)m * n;
+    uint8_t *q = malloc((size_t)m * k), *w = malloc((size_t)n * k), *ws = malloc((size_t)nb * kb);
+    float *sa = malloc(sizeof(float) * (size_t)m * kb);
+    gen_e4m3(q, (size_t)m * k);
+    gen_e4m3(w, (size_t)n * k);
+    gen_scales(ws, (size_t)nb * kb, -20, 4);
+    for (size_t i = 0; i < (size_t)m * kb; i++) {
+        sa[i] = (float)ldexp(1.0, (int)(next_u64() % 33) - 24);
+        if (next_u64() % 16 == 0) /* a zero block (amax floor case's bytes are small, not zero) */
+            memset(q + (i / kb) * (size_t)k + (i % kb) * 128, 0, 128);
+    }
+    void *dq = dev_copy(q, (size_t)m * k), *dw = dev_copy(w, (size_t)n * k), *dws = dev_copy(ws, (size_t)nb * kb);
+    void *dsa = dev_copy(sa, sizeof(float) * (size_t)m * kb), *dy;
+    must(cuda_malloc(&dy, sizeof(uint16_t) * (cnt + 8), &e), &e);
+    uint16_t *y1 = malloc(sizeof *y1 * cnt), *yv = malloc(sizeof *yv * cnt);
+    must(cuda_memset(dy, 0xff, sizeof(uint16_t) * cnt, &e), &e);
+    must(cuda_fp8_gemm_variant(dq, dsa, m, dw, dws, n, k, dy, CUDA_FP8_GEMM_V1, NULL, &e), &e);
+    must(cuda_d2h(y1, dy, sizeof *y1 * cnt, &e), &e);
+    long nan1 = 0;
+    for (size_t i = 0; i < cnt; i++)
+        nan1 += (y1[i] & 0x7fff) > 0x7f80;
+    char bad[512] = "";
+    int nbad = 0;
+    for (int v = CUDA_FP8_GEMM_V1 + 1; v < CUDA_FP8_GEMM_NVARIANTS; v++) {
+        must(cuda_memset(dy, 0xff, sizeof(uint16_t) * cnt, &e), &e);
+        must(cuda_fp8_gemm_variant(dq, dsa, m, dw, dws, n, k, dy, v, NULL, &e), &e);
+        must(cuda_d2h(yv, dy, sizeof *yv * cnt, &e), &e);
+        long diff = 0;
+        for (size_t i = 0; i < cnt; i++)
+            diff += yv[i] != y1[i];
+        if (diff) {
+            size_t l = strlen(bad);
+            snprintf(bad + l, sizeof bad - l, " [%s: %ld differ]", cuda_fp8_gemm_variant_name(v), diff);
+            nbad++;
+        }
+    }
+    /* an output pointer that is 2-byte but not 16-byte aligned (V2 then stores element by element) */
+    uint16_t *dy_odd = (uint16_t *)dy + 1;
+    must(cuda_memset(dy, 0xff, sizeof(uint16_t) * (cnt + 8), &e), &e);
+    must(cuda_fp8_gemm_variant(dq, dsa, m, dw, dws, n, k, dy_odd, CUDA_FP8_GEMM_V2, NULL, &e), &e);
+    must(cuda_d2h(yv, dy_odd, sizeof *yv * cnt, &e), &e);
+    int odd_eq = memcmp(yv, y1, sizeof *yv * cnt) == 0;
+    tap(nbad == 0 && nan1 == 0 && odd_eq,
+        "fp8_gemm variants m=%d n=%d k=%d: all %d kernels byte-equal to V1 (%ld NaN in V1)%s, V2 into an unaligned "
+        "output %s",
+        m, n, k, CUDA_FP8_GEMM_NVARIANTS - 1, nan1, bad, odd_eq ? "too" : "DIFFERS");
+    cuda_free(dq), cuda_free(dw), cuda_free(dws), cuda_free(dsa), cuda_free(dy);
+    free(q), free(w), free(ws), free(sa), free(y1), free(yv);
+}
+
 /* The fused decode GEMV (fp32 input quantised inside, fp32 out, rows split over two outputs): the
  * same bits as cuda_act_quant on bf16(x) + cuda_fp8_gemv (m = 1) + bf16 -> fp32, and within the
  * bound of the reference. Some inputs are not bf16 values (the kernel rounds them first). */
@@ -422,9 +483,12 @@ static void test_errors(void)
     int f = cuda_lt_plan_new(&p, 6, 64, 128, cuda_lt_layout(), &e); /* m not a multiple of 4 */
     int b = cuda_fp8_gemm(NULL, NULL, 4, NULL, NULL, 16, 100, NULL, NULL, &e);
     int c = cuda_act_quant(NULL, 1, 0, NULL, NULL, 0, NULL, &e);
+    int v = cuda_fp8_gemm_variant(NULL, NULL, 4, NULL, NULL, 16, 128, NULL, CUDA_FP8_GEMM_NVARIANTS, NULL, &e);
+    int v2 = cuda_fp8_gemm_variant(NULL, NULL, 4, NULL, NULL, 16, 100, NULL, CUDA_FP8_GEMM_V2, NULL, &e);
     tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && d == CTX_EINVAL && f == CTX_EINVAL && !p &&
-            g == CTX_EINVAL && h == CTX_EINVAL,
-        "bad shapes and groupings are rejected with CTX_EINVAL (%d %d %d %d %d %d %d)", a, b, c, d, f, g, h);
+            g == CTX_EINVAL && h == CTX_EINVAL && v == CTX_EINVAL && v2 == CTX_EINVAL,
+        "bad shapes, groupings and variants are rejected with CTX_EINVAL (%d %d %d %d %d %d %d %d %d)", a, b, c, d, f,
+        g, h, v, v2);
 }
 
 int main(void)
@@ -440,6 +504,15 @@ int main(void)
     printf("# device: %s, %d SMs\n", name, sms);
 
     test_errors();
+    if (getenv("CTX_TEST_GEMM_QUICK")) {
+        /* a short run for compute-sanitizer: every fp8_gemm kernel on ragged shapes */
+        test_fp8_variants(9, 1000, 1024);
+        test_fp8_variants(129, 1030, 128);
+        test_fp8_variants(500, 576, 384);
+        test_fp8(37, 200, 1024);
+        printf("1..%d\n", n_test);
+        return n_fail ? 1 : 0;
+    }
     test_act_quant(1, 128);
     test_act_quant(3, 4096);
     test_act_quant(37, 7168);
@@ -469,6 +542,21 @@ int main(void)
     test_fp8(130, 256, 4096);
     test_fp8(300, 1000, 2048);
     test_fp8(512, 4096, 512);
+    test_fp8(2048, 1000, 1024);
+
+    /* the second kernel (every tile) against the first, byte for byte: ragged m around the tiles,
+     * n not a multiple of the tile (1000, 576) nor of 8 (1030, 33), k = 128 .. 8192 */
+    static const int ms[] = {1, 7, 9, 33, 127, 128, 129, 500, 2048, 4100};
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        test_fp8_variants(ms[i], 1000, 1024);
+        test_fp8_variants(ms[i], 576, 384);
+        test_fp8_variants(ms[i], 1030, 128);
+    }
+    test_fp8_variants(9, 1000, 8192);
+    test_fp8_variants(500, 576, 8192);
+    test_fp8_variants(2048, 33, 2048);
+    test_fp8_variants(4100, 1000, 8192);
+    test_fp8_variants(300, 4096, 4096);
 
     test_lt(256, 1024, 4096);
     test_lt(200, 512, 1024);
