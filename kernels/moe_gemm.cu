@@ -1,7 +1,10 @@
 // Routed experts for prefill: device bucketing of (token, slot) pairs by expert and a grouped FP4 x FP8
 // GEMM over the buckets; semantics in moe_gemm.h.
 //
-// The numerics are the decode kernel's (gemm.cu, fp4_gemv_kernel): each 32-K block is one
+// Three kernels (moe_gemm.h): V1 and V2 below have the numerics described here; V3 (the default, further
+// down) chains a 128-K stage's mmas on weights converted once per stage and has its own section.
+//
+// V1/V2: the numerics are the decode kernel's (gemm.cu, fp4_gemv_kernel): each 32-K block is one
 // m16n8k32 e4m3 mma started from zero, fed the same K positions in the same fragment slots (lane t's
 // 4 weight bytes 4t..4t+3 of the block's 16: low nibbles = even K positions into k 4t..4t+3, high
 // nibbles = odd ones into k 16+4t..; the activation's 8 bytes 8t..8t+7 split the same way by
@@ -12,6 +15,7 @@
 #include <cstdint>
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include "cuda_common.cuh"
@@ -546,6 +550,346 @@ __global__ void __launch_bounds__(256, 2) moe_gemm2_kernel(const uint8_t *__rest
         }
 }
 
+// ---- grouped GEMM, third kernel (CUDA_MOE_GEMM_V3, the default) ----
+//
+// V2's tile, ring, loads and pair-block skipping; the weights go to the tensor cores as e4m3 with one
+// scale per row and 128-K stage instead of one per 32-K block (the per-128x128-tile conversion of
+// spec §5.4, "Lossless FP4 -> FP8", done per row so that the exact range is as wide as possible):
+// - For row r of a stage with e8m0 codes e0..e3 (one per 32-K sub-block) and E = max(e_i), each e2m1
+//   value v of sub-block i becomes the e4m3 value v * 2^(e_i - E + 6): at most 6 * 64 = 384 < 448, and
+//   exact while e_i >= E - 14 (the smallest, 0.5 * 2^-8, is e4m3's smallest subnormal 2^-9). The row's
+//   stage partial is then scaled once by 2^(E - 127 - 6) (and the pair's activation scale), so the 4
+//   k32 mmas of a stage chain in the tensor core's fp32 accumulator, as cuda_fp8_gemm's do, and the
+//   CUDA-core work is 2 instructions per output per stage (acc = fma(P * a, w, acc)) instead of one
+//   per output per mma plus the e8m0 decodes and e2m1 conversions of V2.
+// - The conversion is done once per stage by the whole CTA (each thread 2 of the 128 x 4 (row,
+//   sub-block) pieces: the 16 bytes and the row's 4 codes, a LUT of the 8 magnitudes at the piece's
+//   shift read once, prmt per 4 values, the signs by prmt's sign-replicate mode), into a 128 x 128-byte
+//   e4m3 tile in natural K order (16-byte chunks XOR-swizzled by row & 7), which ldmatrix reads without
+//   bank conflicts for A and, from V2's activation layout unchanged, for B: 8 + up to 8 ldmatrix.x4
+//   per warp and stage for its 32 mmas.
+// - Exactness guard, per stage and CTA: a piece with e_i < E - 14 (or a row with the NaN code 255) is
+//   converted at its own exponent instead (base e_i, exact), every piece records its base, and the
+//   stage barrier is __syncthreads_or of "some piece of the stage is not at E": such a stage runs each
+//   32-K block as one mma from zero scaled by its own base, i.e. V1's arithmetic ((d * a) * w + acc,
+//   the same terms up to exact powers of two), for the whole CTA. So the results are never inexact;
+//   weights whose scales stay within 2^14 inside every row's 128-K block (the spec's condition for its
+//   lossless FP8 checkpoints; whether V4's weights meet it is unconfirmed, cuda_moe_v3_fallback_stages
+//   counts the stages that fell back) never take that path. A product whose every stage falls back
+//   gives V1's (= V2's) bytes.
+// Numerics: not bit-equal to V1/V2 (a stage's 128 products are summed in the tensor core's fp32
+// accumulator before the one scaling); each output is the exact sum of the same exact products with
+// K / 32 accumulator steps and K / 128 fp32 fma roundings (moe_gemm.h, test_moe_gemm's bound).
+// Speed (H200, kernels/README.md): only 1.10x V2. Nsight Compute puts both at ~60% issue-slot use
+// with the ALU pipe the busiest and ~790 instructions per warp and stage for V3 (1.68e9 issued over
+// ~2.1e6 warp-stages at S = 2048) where this code asks for ~400, i.e. ~16 more per mma: mma.sync
+// m16n8k32 e4m3 is Ada's instruction, not native on Hopper, and the compiler emulates each one by
+// converting its A and B fragments to f16 for f16 mmas (NVIDIA, cutlass issue #1986), so every mma
+// still pays conversions that this kernel's per-stage conversion cannot remove.
+constexpr int M3_W = M_BN * 128;  // converted weights of the current stage
+constexpr int M3_RS = M_BN * 4;   // per row: its stage scale 2^(E - 133) (float)
+constexpr int M3_RB = M_BN * 16;  // per row and sub-block: 2^(base - 133), base = the conversion's exponent
+constexpr int M3_LUT = 16 * 8;    // 15 shifts x the 8 e2m1 magnitudes in e4m3
+// 4 stages in the ring (3 in flight, 86 KB with the converted tile: still 2 CTAs an SM). Measured on
+// the H200 at S = 2048 (bench-gpu moe, one run): 3, 4 or 5 stages, and an L2::256B prefetch of the
+// weight rows, all within 3% of each other (4.55-4.84 ms): the kernel is not bound by its loads'
+// latency (see kernels/README.md for what is known of its limit).
+constexpr int M3_STAGES = 4;
+constexpr int M3_SMEM = M3_STAGES * M_STAGE + M3_W + M3_RS + M3_RB + M3_LUT;
+// (CTA, stage)s of moe_gemm3_kernel that took the fallback, since the last reset (per device).
+__device__ unsigned long long g_moe_v3_fallbacks;
+
+__device__ __forceinline__ uint4 m3_lds128(uint32_t addr)
+{
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+    return v;
+}
+__device__ __forceinline__ void m3_sts128(uint32_t addr, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
+{
+    asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(a), "r"(b), "r"(c), "r"(d));
+}
+__device__ __forceinline__ void m3_ldsm4(uint32_t (&r)[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ uint32_t m3_prmt(uint32_t a, uint32_t b, uint32_t sel)
+{
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+
+// acc += (d * a) * w, each step rounded (V1's arithmetic). volatile: kept in order with the mma
+// (also volatile) of the same block, so that the fallback path holds one block's partials at a time
+// and fits the 128 registers the fast path needs.
+__device__ __forceinline__ void m3_add_scaled(float &acc, float d, float a, float w)
+{
+    asm volatile("{\n .reg .f32 t;\n mul.rn.f32 t, %1, %2;\n mul.rn.f32 t, t, %3;\n add.rn.f32 %0, %0, t;\n}\n"
+                 : "+f"(acc)
+                 : "f"(d), "f"(a), "f"(w));
+}
+
+// 8 e2m1 codes (nibble j of x: K position j) -> 8 e4m3 bytes in K order (lo: positions 0..3, hi:
+// 4..7), through the magnitude LUT l0 (codes 0..3) / l1 (codes 4..7). Signs: prmt's sign-replicate
+// selectors (msb set) copy bit 7 of byte j of x << 4 (nibble 2j's sign) or of x (nibble 2j + 1's).
+__device__ __forceinline__ void m3_convert(uint32_t x, uint32_t l0, uint32_t l1, uint32_t &lo, uint32_t &hi)
+{
+    const uint32_t m = x & 0x77777777u, xs = x << 4;
+    lo = m3_prmt(l0, l1, m) | (m3_prmt(xs, x, 0xD9C8u) & 0x80808080u);
+    hi = m3_prmt(l0, l1, m >> 16) | (m3_prmt(xs, x, 0xFBEAu) & 0x80808080u);
+}
+
+// NB pair blocks (1 or 2) from ni0, ni0 + 1 of one 16-row half (mi): their chains interleaved, so two
+// independent accumulators are in flight when the tile has the pairs for both.
+template <bool FALLBACK, int NB>
+__device__ __forceinline__ void m3_blocks(float (&acc)[2][4][4], const uint32_t (&af)[4][4], int mi, int ni0,
+                                          uint32_t sB, const float *sBS, uint32_t sSc, int wr, int wc, int lane,
+                                          int g, int t)
+{
+    uint32_t bf[NB][2][4]; // per block: chunks 0-3 | 4-7 of its 8 pairs = b0, b1 of k32 blocks 0, 1 | 2, 3
+    float2 a2[NB];         // a of this thread's 2 pair columns (0 past the tile's pairs: not written)
+#pragma unroll
+    for (int q = 0; q < NB; q++) {
+        const int nb = 2 * (ni0 + q) + wc, c = nb * 8 + (lane & 7);
+#pragma unroll
+        for (int hb = 0; hb < 2; hb++)
+            m3_ldsm4(bf[q][hb], sB + c * 128 + (((4 * hb + (lane >> 3)) ^ (c & 7)) << 4));
+        a2[q] = *reinterpret_cast<const float2 *>(sBS + nb * 8 + 2 * t);
+    }
+    const uint32_t r0 = wr * 32 + mi * 16 + g;
+    if (!FALLBACK) {
+        float d[NB][4];
+#pragma unroll
+        for (int q = 0; q < NB; q++)
+            d[q][0] = d[q][1] = d[q][2] = d[q][3] = 0.f;
+#pragma unroll
+        for (int blk = 0; blk < 4; blk++)
+#pragma unroll
+            for (int q = 0; q < NB; q++)
+                mma_e4m3(d[q], af[blk][0], af[blk][1], af[blk][2], af[blk][3], bf[q][blk >> 1][2 * (blk & 1)],
+                         bf[q][blk >> 1][2 * (blk & 1) + 1]);
+        const float w0 = __uint_as_float(lds32(sSc + r0 * 4)), w1 = __uint_as_float(lds32(sSc + (r0 + 8) * 4));
+#pragma unroll
+        for (int q = 0; q < NB; q++) {
+            float(&o)[4] = acc[mi][ni0 + q];
+            o[0] = __fmaf_rn(__fmul_rn(d[q][0], a2[q].x), w0, o[0]);
+            o[1] = __fmaf_rn(__fmul_rn(d[q][1], a2[q].y), w0, o[1]);
+            o[2] = __fmaf_rn(__fmul_rn(d[q][2], a2[q].x), w1, o[2]);
+            o[3] = __fmaf_rn(__fmul_rn(d[q][3], a2[q].y), w1, o[3]);
+        }
+    } else {
+#pragma unroll
+        for (int q = 0; q < NB; q++)
+#pragma unroll
+            for (int blk = 0; blk < 4; blk++) {
+                float d[4] = {0.f, 0.f, 0.f, 0.f};
+                mma_e4m3(d, af[blk][0], af[blk][1], af[blk][2], af[blk][3], bf[q][blk >> 1][2 * (blk & 1)],
+                         bf[q][blk >> 1][2 * (blk & 1) + 1]);
+                const float w0 = __uint_as_float(lds32(sSc + r0 * 16 + blk * 4));
+                const float w1 = __uint_as_float(lds32(sSc + (r0 + 8) * 16 + blk * 4));
+                float(&o)[4] = acc[mi][ni0 + q];
+                m3_add_scaled(o[0], d[0], a2[q].x, w0);
+                m3_add_scaled(o[1], d[1], a2[q].y, w0);
+                m3_add_scaled(o[2], d[2], a2[q].x, w1);
+                m3_add_scaled(o[3], d[3], a2[q].y, w1);
+            }
+    }
+}
+
+// One stage of a warp's 32 rows x 4 pair blocks from the converted tile sW (see moe_gemm3_kernel).
+// FALLBACK = false: the 4 k32 mmas of each fragment chained from zero, acc = fma(P * a, 2^(E - 133), acc)
+// (sSc: the rows' stage scales); true: every 32-K block one mma from zero, acc += (d * a) * w with w
+// = 2^(base - 133) of the block (sSc: 4 a row), in ascending K order (V1's arithmetic).
+// Per 16-row half: its A fragments of the 4 k32 blocks (ldmatrix matrices (rows 0-7 | 8-15) x
+// (chunk 2 blk | 2 blk + 1) = a0, a1, a2, a3 of mma m16n8k32), then the pair blocks two at a time
+// (B is read once per half, so that one half's A and two blocks' B fit in the 128 registers; the
+// fallback takes them one at a time).
+template <bool FALLBACK>
+__device__ __forceinline__ void m3_stage(float (&acc)[2][4][4], uint32_t sW, uint32_t sB, const float *sBS, uint32_t sSc,
+                                         int wr, int wc, int lane, int g, int t, int nbv)
+{
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++) {
+        const int r = wr * 32 + mi * 16 + (lane & 15);
+        uint32_t af[4][4];
+#pragma unroll
+        for (int blk = 0; blk < 4; blk++)
+            m3_ldsm4(af[blk], sW + r * 128 + (((2 * blk + (lane >> 4)) ^ (r & 7)) << 4));
+#pragma unroll
+        for (int ni0 = 0; ni0 < 4; ni0 += 2) { // blocks 2 ni + wc (warp-uniform tests)
+            if (2 * (ni0 + 1) + wc < nbv && !FALLBACK) {
+                m3_blocks<FALLBACK, 2>(acc, af, mi, ni0, sB, sBS, sSc, wr, wc, lane, g, t);
+            } else {
+                if (2 * ni0 + wc < nbv)
+                    m3_blocks<FALLBACK, 1>(acc, af, mi, ni0, sB, sBS, sSc, wr, wc, lane, g, t);
+                if (2 * (ni0 + 1) + wc < nbv)
+                    m3_blocks<FALLBACK, 1>(acc, af, mi, ni0 + 1, sB, sBS, sSc, wr, wc, lane, g, t);
+            }
+        }
+    }
+}
+
+__global__ void __launch_bounds__(256, 2) moe_gemm3_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
+                                                           int x_group, const int *__restrict__ perm,
+                                                           const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                                                           const int *__restrict__ offsets,
+                                                           const uint8_t *const *__restrict__ wtab,
+                                                           const uint8_t *const *__restrict__ stab, int n, int k,
+                                                           __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles))
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wr = warp & 3, wc = warp >> 2;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
+    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
+    const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
+    const int row0 = blockIdx.x * M_BN;
+    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const uint8_t *w = wtab[x], *ws = stab[x];
+    if (tid < M_BM)
+        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t sW = sbase + M3_STAGES * M_STAGE, sRS = sW + M3_W, sRB = sRS + M3_RS, sLUT = sRB + M3_RB;
+    if (tid < 15) { // LUT entry tid: the magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 times 2^(tid - 8), exact
+        const float mags[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+        uint32_t l[2] = {0, 0};
+        for (int c = 1; c < 8; c++) {
+            const float v = ldexpf(mags[c], tid - 8);
+            l[c >> 2] |= (uint32_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) << (8 * (c & 3));
+        }
+        asm volatile("st.shared.v2.u32 [%0], {%1,%2};\n" ::"r"(sLUT + tid * 8), "r"(l[0]), "r"(l[1]));
+    }
+    __syncthreads();
+
+    // The loads are moe_gemm_kernel's, into a deeper ring (M3_STAGES).
+    const uint8_t *asrc[2], *bsrc[2];
+    bool aval[2], bval[2];
+    uint32_t adst[2], bdst[2];
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256;
+        const int ra = i >> 2, ca = i & 3;
+        aval[j] = row0 + ra < n;
+        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+        adst[j] = ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4);
+        const int rb = i >> 3, cb = i & 7;
+        const int pr = sP[rb];
+        bval[j] = pr >= 0;
+        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+        bdst[j] = M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4);
+    }
+    const bool as_val = tid < M_BN && row0 + tid < n;
+    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M_BM ? sP[tid] : -1;
+    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t s0 = sbase + stage * M_STAGE;
+        for (int j = 0; j < 2; j++) {
+            cp_async16(s0 + adst[j], asrc[j] + (size_t)kb * 64, aval[j]);
+            cp_async16(s0 + bdst[j], bsrc[j] + (size_t)kb * 128, bval[j]);
+        }
+        if (tid < M_BN)
+            cp_async4(s0 + M_A + tid * 4, as_src + kb * 4, as_val);
+        if (tid < M_BM)
+            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, bs_src + kb, pb >= 0);
+    };
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                acc[mi][ni][c] = 0.f;
+    const bool warp_busy = wc < nbv; // warp-uniform
+
+    for (int s = 0; s < M3_STAGES - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<M3_STAGES - 2>();
+        __syncthreads(); // stage kb landed; every warp is done with sW of stage kb - 1
+        if (kb + M3_STAGES - 1 < kb_n)
+            load_stage((kb + M3_STAGES - 1) % M3_STAGES, kb + M3_STAGES - 1);
+        cp_async_commit();
+
+        const int stage = kb % M3_STAGES;
+        const uint32_t sA = sbase + stage * M_STAGE, sAS = sA + M_A, sB = sAS + M_AS;
+        const float *sBS = reinterpret_cast<const float *>(smem + stage * M_STAGE + M_A + M_AS + M_B);
+
+        // Convert: piece i = (row i >> 2, sub-block i & 3), as the loads number them (conflict-free
+        // 16-byte reads of the swizzled FP4 rows and 16-byte writes of the e4m3 rows).
+        int off_e = 0;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
+            const uint4 raw = m3_lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
+            const uint32_t codes = lds32(sAS + ra * 4);
+            uint32_t mx = __vmaxu4(codes, codes >> 16);
+            mx = __vmaxu4(mx, mx >> 8) & 0xffu;
+            const uint32_t e = (codes >> (8 * ca)) & 0xffu;
+            const bool at_e = mx - e <= 14u && mx != 255u;
+            const uint32_t base = at_e ? mx : e;
+            off_e |= !at_e;
+            const uint2 l = lds64(sLUT + (e + 14u - base) * 8);
+            uint32_t o[8];
+            m3_convert(raw.x, l.x, l.y, o[0], o[1]);
+            m3_convert(raw.y, l.x, l.y, o[2], o[3]);
+            m3_convert(raw.z, l.x, l.y, o[4], o[5]);
+            m3_convert(raw.w, l.x, l.y, o[6], o[7]);
+            const uint32_t dst = sW + ra * 128, sw = ra & 7;
+            m3_sts128(dst + (((2 * ca) ^ sw) << 4), o[0], o[1], o[2], o[3]);
+            m3_sts128(dst + (((2 * ca + 1) ^ sw) << 4), o[4], o[5], o[6], o[7]);
+            const float bs = e8m0_to_float(base) * 0.015625f; // 2^(base - 127 - 6), exact
+            asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(sRB + ra * 16 + ca * 4), "f"(bs));
+            if (ca == 0) {
+                const float rs = e8m0_to_float(mx) * 0.015625f; // 2^(E - 127 - 6), exact
+                asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(sRS + ra * 4), "f"(rs));
+            }
+        }
+        const int fallback = __syncthreads_or(off_e); // CTA-uniform
+        if (fallback && tid == 0)
+            atomicAdd(&g_moe_v3_fallbacks, 1ull); // (cuda_moe_v3_fallback_stages)
+        if (!warp_busy)
+            continue;
+
+        // Per 16-row half mi of the warp's 32 rows: its A fragments of the 4 k32 blocks (ldmatrix
+        // matrices (rows 0-7 | 8-15) x (chunk 2 blk | 2 blk + 1) = a0, a1, a2, a3 of mma m16n8k32),
+        // then per pair block its B fragments (chunks 0-3 | 4-7 of the 8 pairs: b0, b1 of blocks
+        // 0, 1 | 2, 3) and a of its 2 pair columns (0 past the tile's pairs: those outputs are not
+        // written). B is read twice per stage so that only one half's A is live (128 registers).
+        if (!fallback)
+            m3_stage<false>(acc, sW, sB, sBS, sRS, wr, wc, lane, g, t, nbv);
+        else // some piece of the stage is not at its row's E
+            m3_stage<true>(acc, sW, sB, sBS, sRB, wr, wc, lane, g, t, nbv);
+    }
+    cp_async_wait<0>();
+    if (!warp_busy)
+        return;
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            const int r = row0 + wr * 32 + mi * 16 + g, c = (2 * ni + wc) * 8 + 2 * t;
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                const int rr = r + (v >> 1) * 8, cc = c + (v & 1);
+                if (rr < n && cc < rows)
+                    y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[mi][ni][v]);
+            }
+        }
+}
+
 size_t align16(size_t b) { return (b + 15) & ~(size_t)15; }
 
 int max_tiles_of(int n_experts, int npairs)
@@ -613,28 +957,31 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: k = %d is not a positive multiple of 128", k);
     if (n < 1 || x_group < 1 || (n + M_BN - 1) / M_BN > 65535 * 1024)
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: n = %d, x_group = %d", n, x_group);
-    if (variant != CUDA_MOE_GEMM_V1 && variant != CUDA_MOE_GEMM_V2)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0 or 1)", variant);
-    auto kernel = variant == CUDA_MOE_GEMM_V1 ? moe_gemm_kernel : moe_gemm2_kernel;
+    if (variant != CUDA_MOE_GEMM_V1 && variant != CUDA_MOE_GEMM_V2 && variant != CUDA_MOE_GEMM_V3)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0, 1 or 2)", variant);
+    static const char *const names[3] = {"moe_gemm_kernel", "moe_gemm2_kernel", "moe_gemm3_kernel"};
+    auto kernel = variant == CUDA_MOE_GEMM_V1 ? moe_gemm_kernel : variant == CUDA_MOE_GEMM_V2 ? moe_gemm2_kernel
+                                                                                              : moe_gemm3_kernel;
+    const int smem = variant == CUDA_MOE_GEMM_V3 ? M3_SMEM : M_SMEM;
     // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
     // (engines on several GPUs call this from one thread).
-    static unsigned long long attr_set[2] = {0, 0};
+    static unsigned long long attr_set[3] = {0, 0, 0};
     int dev = 0;
     cudaError_t rc = cudaGetDevice(&dev);
     if (rc != cudaSuccess)
         return cuda_fail(e, rc, "cudaGetDevice");
     const unsigned long long bit = dev < 64 ? 1ull << dev : 0;
     if (!(attr_set[variant] & bit)) {
-        rc = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, M_SMEM);
+        rc = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         if (rc != cudaSuccess)
-            return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm_kernel)");
+            return cuda_fail(e, rc, "cudaFuncSetAttribute(moe gemm kernel)");
         attr_set[variant] |= bit;
     }
     dim3 grid((n + M_BN - 1) / M_BN, b->max_tiles);
-    kernel<<<grid, 256, M_SMEM, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles, b->d_ntiles,
+    kernel<<<grid, 256, smem, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles, b->d_ntiles,
                                                         b->d_offsets, d_wtab, d_stab, n, k,
                                                         reinterpret_cast<__nv_bfloat16 *>(d_y));
-    return launch_check(e, variant == CUDA_MOE_GEMM_V1 ? "moe_gemm_kernel" : "moe_gemm2_kernel");
+    return launch_check(e, names[variant]);
 }
 
 extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,
@@ -642,4 +989,18 @@ extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_
                              void *stream, struct ctx_err *e)
 {
     return cuda_moe_gemm_variant(b, d_q, d_sa, x_group, d_wtab, d_stab, n, k, d_y, CUDA_MOE_GEMM_DEFAULT, stream, e);
+}
+
+extern "C" int cuda_moe_v3_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
+{
+    cudaError_t rc = cudaMemcpyFromSymbol(count, g_moe_v3_fallbacks, sizeof *count);
+    if (rc != cudaSuccess)
+        return cuda_fail(e, rc, "cuda_moe_v3_fallback_stages: read");
+    if (reset) {
+        const unsigned long long zero = 0;
+        rc = cudaMemcpyToSymbol(g_moe_v3_fallbacks, &zero, sizeof zero);
+        if (rc != cudaSuccess)
+            return cuda_fail(e, rc, "cuda_moe_v3_fallback_stages: reset");
+    }
+    return 0;
 }

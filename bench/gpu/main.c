@@ -12,6 +12,7 @@
  * Decode weights rotate over enough copies (>= 512 MB) that no launch finds its weights in the
  * 60 MB L2; routed experts are 6 random distinct ones of all 256 (384) per launch. GB/s counts the
  * bytes a launch must move: weights + scales + activations read, output written. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,7 +361,7 @@ struct moe_job {
     const float *sa13, *sa2;
     uint16_t *y13, *y2;
     struct cuda_moe_buckets b13, b2;
-    int variant; /* CUDA_MOE_GEMM_V1 / _V2 */
+    int variant; /* CUDA_MOE_GEMM_V1 / _V2 / _V3 */
 };
 static void moe_gemm_launch(void *ud, int i)
 {
@@ -398,6 +399,22 @@ static void moe_gemv_launch(void *ud, int i)
     (void)i;
     moe_gemv_part(j->q13, j->sa13, MOE_K, 2 * j->S * MOE_K, j->ids, t, t + 2 * MOE_E, MOE_I, MOE_D, j->y13);
     moe_gemv_part(j->q2, j->sa2, 1, j->S * MOE_K, j->ids, t + 4 * MOE_E, t + 5 * MOE_E, MOE_D, MOE_I, j->y2);
+}
+
+/* |a - b| in units of b's bf16 spacing (0 when equal; NaN/inf count as 1e9). */
+static double moe_ulps_apart(uint16_t a, uint16_t b)
+{
+    if (a == b)
+        return 0.0;
+    uint32_t ua = (uint32_t)a << 16, ub = (uint32_t)b << 16;
+    float fa, fb;
+    memcpy(&fa, &ua, 4);
+    memcpy(&fb, &ub, 4);
+    if (!(fa - fa == 0.0f) || !(fb - fb == 0.0f))
+        return 1e9;
+    uint32_t eb = (ub >> 23) & 0xff;
+    double ulp = ldexp(1.0, (eb ? (int)eb : 1) - 127 - 7);
+    return fabs((double)fa - (double)fb) / ulp;
 }
 
 static uint8_t *moe_w, *moe_s;
@@ -442,7 +459,7 @@ static void bench_moe_prefill(int S)
             ids[t * MOE_K + j] = id;
             ids[S * MOE_K + t * MOE_K + j] = id + MOE_E;
         }
-    struct moe_job j = {.S = S, .tab = moe_dtab, .variant = CUDA_MOE_GEMM_DEFAULT};
+    struct moe_job j = {.S = S, .tab = moe_dtab, .variant = CUDA_MOE_GEMM_V2};
     int *dids = dalloc(sizeof *ids * np13);
     must(cuda_h2d(dids, ids, sizeof *ids * np13, &err));
     j.ids = dids;
@@ -495,17 +512,44 @@ static void bench_moe_prefill(int S)
         eq1 += h13[i] == g13[i];
     for (size_t i = 0; i < y2b / 2; i++)
         eq1 += h2[i] == g2[i];
+    /* V3 on the same pairs: its largest distance from V2 in bf16 ulps of V2's output, its fallbacks */
+    j.variant = CUDA_MOE_GEMM_V3;
+    must(cuda_memset(j.y13, 0xff, y13b, &err));
+    must(cuda_memset(j.y2, 0xff, y2b, &err));
+    unsigned long long fb = 0;
+    must(cuda_moe_v3_fallback_stages(&fb, 1, &err));
+    moe_gemm_launch(&j, 0);
+    must(cuda_sync(&err));
+    must(cuda_moe_v3_fallback_stages(&fb, 1, &err));
+    must(cuda_d2h(h13, j.y13, y13b, &err));
+    must(cuda_d2h(h2, j.y2, y2b, &err));
+    double ulps3 = 0.0;
+    size_t eq3 = 0, far3 = 0;
+    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
+        const uint16_t a = i < y13b / 2 ? h13[i] : h2[i - y13b / 2], b = i < y13b / 2 ? g13[i] : g2[i - y13b / 2];
+        const double d = moe_ulps_apart(a, b);
+        ulps3 = d > ulps3 ? d : ulps3;
+        eq3 += a == b;
+        far3 += d > 1.0;
+    }
 
     const int iters_gemm = 10, iters_gemv = S >= 4096 ? 3 : 5;
+    j.variant = CUDA_MOE_GEMM_V1;
     double ms_v1 = time_alone(moe_gemm_launch, &j, iters_gemm);
-    j.variant = CUDA_MOE_GEMM_DEFAULT;
+    j.variant = CUDA_MOE_GEMM_V3;
+    double ms_v3 = time_alone(moe_gemm_launch, &j, iters_gemm);
+    j.variant = CUDA_MOE_GEMM_V2;
     double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
     double ms_bucket = time_alone(moe_bucket_launch, &j, iters_gemm);
     double ms_gemv = time_alone(moe_gemv_launch, &j, iters_gemv);
     double flop = 6.0 * np2 * (double)MOE_I * MOE_D; /* 2 flops x (2 S k I D for w1|w3 + S k D I for w2) */
     double tf_gemm = flop / (ms_gemm * 1e-3) / 1e12, tf_gemv = flop / (ms_gemv * 1e-3) / 1e12;
-    printf("| %5d | %6d | %8.3f | %7.3f | %6.1f | %5.1f%% | %8.3f | %5.2fx | %7.3f%% | %9.3f | %6.1f | %6.1fx | "
-           "%6.2f%% |\n", S, np2, ms_gemm, ms_bucket, tf_gemm, 100.0 * tf_gemm / fp8_peak, ms_v1, ms_v1 / ms_gemm,
+    double tf_v3 = flop / (ms_v3 * 1e-3) / 1e12;
+    printf("| %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx | %5.0f | %.4f%% | %6.2f%% | %llu | %8.3f | %7.3f | %6.1f | "
+           "%5.1f%% | %8.3f | %5.2fx | %7.3f%% | %9.3f | %6.1f | %6.1fx | %6.2f%% |\n",
+           S, np2, ms_v3, tf_v3, 100.0 * tf_v3 / fp8_peak, ms_gemm / ms_v3, ulps3, 100.0 * (double)far3 / (double)tot,
+           100.0 * (double)eq3 / (double)tot, fb,
+           ms_gemm, ms_bucket, tf_gemm, 100.0 * tf_gemm / fp8_peak, ms_v1, ms_v1 / ms_gemm,
            100.0 * (double)eq1 / (double)tot, ms_gemv, tf_gemv, ms_gemv / ms_gemm, 100.0 * (double)eq / (double)tot);
     free(ids), free(h13), free(g13), free(h2), free(g2);
     cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
@@ -515,11 +559,17 @@ static void bench_moe_prefill(int S)
 static void bench_moe_rows(int only_s)
 {
     printf("\nPrefill, routed experts of one V4-Flash layer (256 experts, top-6, w1|w3 2048x4096 and w2 4096x2048, "
-           "FP4): grouped GEMM (moe_gemm.h, incl. its two bucketings; default kernel V2) vs its first kernel V1 and "
-           "vs grouped GEMV (today's moe()), same ids and inputs, median ms alone; TFLOP/s counts 6 S k I D\n\n");
-    printf("| S | pairs | GEMM ms | of it bucketing ms | GEMM TFLOP/s | of FP8 peak | V1 ms | V1 / V2 | V2 bit-equal to "
-           "V1 | GEMV ms | GEMV TFLOP/s | speed-up vs GEMV | outputs bit-equal to GEMV |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "FP4; synthetic e8m0 scales 2^-10..2^2, so every row's 128-K block is within V3's exact range of 2^14): "
+           "grouped GEMM (moe_gemm.h, incl. its two bucketings) with kernel V3 (the default), V2 and V1, vs grouped "
+           "GEMV (today's moe()), same ids and inputs, median ms alone; TFLOP/s counts 6 S k I D; V3's distance "
+           "from V2 in bf16 ulps of V2's output (both are within a few fp32 ulps of sum |w x| of the exact sum, so "
+           "outputs that cancel to far below sum |w x| can be many bf16 ulps apart: the max and the share > 1 ulp); "
+           "V3 fallbacks: (CTA, stage)s that took the exactness guard\n\n");
+    printf("| S | pairs | V3 ms | V3 TFLOP/s | of FP8 peak | V2 / V3 | V3 max ulps vs V2 | V3 > 1 ulp from V2 | "
+           "V3 bit-equal to V2 | "
+           "V3 fallbacks | V2 ms | of it bucketing ms | V2 TFLOP/s | of FP8 peak | V1 ms | V1 / V2 | V2 bit-equal "
+           "to V1 | GEMV ms | GEMV TFLOP/s | V2 speed-up vs GEMV | V2 bit-equal to GEMV |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const int sizes[] = {512, 2048, 8192};
     for (int i = 0; i < 3; i++)
         if (!only_s || only_s == sizes[i])

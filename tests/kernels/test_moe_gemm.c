@@ -11,10 +11,24 @@
  *   sum of their bounds of each other (they add the same partials in different orders); the share of
  *   outputs bit-equal to the decode kernel is printed;
  * - determinism: a second run gives the same bytes; every pair's row is written (y starts as NaN);
- * - kernels: the default kernel (CUDA_MOE_GEMM_V2: skipped empty pair blocks, acc / a accumulated by
- *   fma) gives exactly the bytes of the first one (V1), which is bit-equal to bf16(ref) on every
- *   output measured so far; the "extreme" cases put weight scales and activation scales outside V2's
- *   exact range on some rows, blocks and pairs, so that warps switch to V1's arithmetic mid-K.
+ * - kernels: V2 (skipped empty pair blocks, acc / a accumulated by fma) gives exactly the bytes of the
+ *   first one (V1), which is bit-equal to bf16(ref) on every output measured so far; the "extreme"
+ *   cases put weight scales and activation scales outside V2's exact range on some rows, blocks and
+ *   pairs, so that warps switch to V1's arithmetic mid-K;
+ * - the default kernel V3 (a stage's 4 k32 mmas chained in the tensor core's fp32 accumulator on
+ *   weights converted exactly to e4m3 at one exponent per row and stage, the stage partial scaled
+ *   once) is not bit-equal to V1/V2 but must be within a bound of the exact result (double sums of the
+ *   exact products): each output is bf16(s) with s the exact sum after at most K/32 accumulator steps
+ *   of the tensor core (2^-23 of the running magnitude each: one rounding, or a truncation) and K/32
+ *   fp32 roundings of 2^-24 on the CUDA cores (the fallback's per-block adds; the chained path has
+ *   K/128), each bounded by the running sum of |terms| <= mag, so
+ *       |y - exact| <= ulp_bf16(|exact| + D) / 2 + D,   D = (3 K / 32 + 2) 2^-24 mag
+ *   (2^-15.4 mag at K = 4096; a wrong scale on one 32-K block moves a result by ~mag / (K/32));
+ *   deterministic; the guard: rows whose sub-block scales spread exactly 14 below their 128-K
+ *   block's max are exact on the chained path (the sub-block's 0.5s become e4m3's smallest
+ *   subnormal; the other sub-blocks of half the rows are zeros, so that sub-block is the output),
+ *   with no stage falling back (cuda_moe_v3_fallback_stages), and a spread of 15 makes every
+ *   stage fall back and gives V2's bytes; the extreme cases mix fallback and chained stages.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -90,6 +104,7 @@ struct mcase {
     enum route route;
     int style; /* 0: w1-like (x_group = topk), 1: w2-like (x_group 1), 2: the engine's w1|w3 (2E entries) */
     int extreme; /* scales outside moe_gemm2_kernel's fast range on some rows / blocks / pairs */
+    int spread;  /* 14 or 15: in every row's 128-K block one sub-block's scale that far below the others */
 };
 
 /* The token's top-k (distinct, as the router picks them). */
@@ -136,7 +151,7 @@ static int host_bucket(const int *ids, int npairs, int T, int *counts, int *offs
  * bits: checked on the first case), organised by expert so that each weight row is decoded once for
  * all the pairs routed to it: the large cases would take minutes through ref.c. */
 static void fast_ref(const uint8_t *q, const float *sa, int x_group, int npairs, const int *ids, int rows,
-                     uint8_t *const *w, uint8_t *const *s, int T, int n, int k, float *y, double *mag)
+                     uint8_t *const *w, uint8_t *const *s, int T, int n, int k, float *y, double *mag, double *ex)
 {
     const int k32 = k / 32, kb_n = k / 128;
     double *xd = malloc(sizeof *xd * (size_t)rows * k), *wd = malloc(sizeof *wd * k);
@@ -160,7 +175,7 @@ static void fast_ref(const uint8_t *q, const float *sa, int x_group, int npairs,
                 const double *xr = xd + (size_t)(p / x_group) * k;
                 const float *xs = sa + (size_t)(p / x_group) * kb_n;
                 float acc = 0.0f;
-                double am = 0.0;
+                double am = 0.0, ae = 0.0;
                 for (int b = 0; b < k32; b++) {
                     double part = 0.0, pabs = 0.0;
                     for (int t = b * 32; t < b * 32 + 32; t++) {
@@ -171,9 +186,11 @@ static void fast_ref(const uint8_t *q, const float *sa, int x_group, int npairs,
                     float as = xs[b / 4];
                     acc += ((float)part * as) * wsc[b];
                     am += pabs * as * wsc[b];
+                    ae += part * as * wsc[b]; /* part: exact (at most 32 products of <= 7 bits, 2^-16 apart) */
                 }
                 y[(size_t)p * n + j] = acc;
                 mag[(size_t)p * n + j] = am;
+                ex[(size_t)p * n + j] = ae;
             }
         }
     }
@@ -204,6 +221,18 @@ static void run_case(const struct mcase *c)
             for (int r = 0; r < n; r++)
                 if (next_u64() % 16 == 0)
                     s[i][(size_t)r * (k / 32) + next_u64() % (uint64_t)(k / 32)] = next_u64() & 1 ? 70 : 180;
+        if (c->spread) /* per row and 128-K block: codes E, E, E, E - spread in a random order; on even
+                        * rows the E sub-blocks hold only (+-)0 codes */
+            for (int r = 0; r < n; r++)
+                for (int b = 0; b < k / 128; b++) {
+                    const int big = 120 + (int)(next_u64() % 10), low = (int)(next_u64() % 4);
+                    for (int sb = 0; sb < 4; sb++) {
+                        s[i][(size_t)r * (k / 32) + 4 * b + sb] = (uint8_t)(sb == low ? big - c->spread : big);
+                        if (sb != low && !(r & 1))
+                            for (int j = 0; j < 16; j++)
+                                w[i][(size_t)r * (k / 2) + 64 * b + 16 * sb + j] = (uint8_t)(next_u64() & 0x88);
+                    }
+                }
         dw[i] = dev_copy(w[i], wb), ds[i] = dev_copy(s[i], sb);
     }
     int *ids = malloc(sizeof *ids * npairs);
@@ -220,8 +249,8 @@ static void run_case(const struct mcase *c)
     cuda_ref_act_quant(x, rows, k, q, sa);
 
     float *ref = malloc(sizeof *ref * (size_t)npairs * n);
-    double *mag = malloc(sizeof *mag * (size_t)npairs * n);
-    fast_ref(q, sa, x_group, npairs, ids, rows, w, s, T, n, k, ref, mag);
+    double *mag = malloc(sizeof *mag * (size_t)npairs * n), *ex = malloc(sizeof *ex * (size_t)npairs * n);
+    fast_ref(q, sa, x_group, npairs, ids, rows, w, s, T, n, k, ref, mag, ex);
     if (checked_fast_ref < 2) { /* the first two cases */
         checked_fast_ref++;
         float *r2 = malloc(sizeof *r2 * (size_t)npairs * n);
@@ -237,23 +266,31 @@ static void run_case(const struct mcase *c)
     void *dids = dev_copy(ids, sizeof *ids * npairs), *dwt = dev_copy(dw, sizeof *dw * T),
          *dst = dev_copy(ds, sizeof *ds * T);
     size_t ybytes = sizeof(uint16_t) * (size_t)npairs * n;
-    void *dy, *dyv, *dy1, *scratch;
+    void *dy, *dyv, *dy1, *dy2, *scratch;
     must(cuda_malloc(&dy, ybytes, &e), &e);
     must(cuda_malloc(&dyv, ybytes, &e), &e);
     must(cuda_malloc(&dy1, ybytes, &e), &e);
+    must(cuda_malloc(&dy2, ybytes, &e), &e);
     must(cuda_memset(dy1, 0xff, ybytes, &e), &e);
+    must(cuda_memset(dy2, 0xff, ybytes, &e), &e);
     size_t sbytes = cuda_moe_scratch_bytes(T, npairs);
     must(cuda_malloc(&scratch, sbytes, &e), &e);
     struct cuda_moe_buckets bk;
     must(cuda_moe_buckets_init(&bk, scratch, sbytes, T, npairs, &e), &e);
     must(cuda_memset(dy, 0xff, ybytes, &e), &e);
     must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
-    must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, NULL, &e), &e);
+    unsigned long long fb0 = 0, fb = 0;
+    must(cuda_moe_v3_fallback_stages(&fb0, 1, &e), &e);
+    must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, NULL, &e), &e); /* the default: V3 */
+    must(cuda_moe_v3_fallback_stages(&fb, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy1, CUDA_MOE_GEMM_V1, NULL, &e), &e);
+    must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy2, CUDA_MOE_GEMM_V2, NULL, &e), &e);
     must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dyv, NULL, &e), &e);
     must(cuda_sync(&e), &e);
-    uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes), *y1 = malloc(ybytes);
-    must(cuda_d2h(y, dy, ybytes, &e), &e);
+    uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes), *y1 = malloc(ybytes),
+             *y3 = malloc(ybytes);
+    must(cuda_d2h(y3, dy, ybytes, &e), &e);
+    must(cuda_d2h(y, dy2, ybytes, &e), &e); /* y: V2 (the checks below as they were for V2) */
     must(cuda_d2h(yv, dyv, ybytes, &e), &e);
     must(cuda_d2h(y1, dy1, ybytes, &e), &e);
 
@@ -295,13 +332,42 @@ static void run_case(const struct mcase *c)
         eq1_ref += y1[i] == cuda_ref_f32_to_bf16(ref[i]);
         ne_1 += y[i] != y1[i];
     }
-    tap(ne_1 == 0, "%s: the default kernel (V2) gives V1's bytes: %ld/%ld outputs differ (V1 bit-equal to bf16(ref) "
-        "%.2f%%)", c->what, ne_1, total, 100.0 * (double)eq1_ref / (double)total);
+    tap(ne_1 == 0, "%s: V2 gives V1's bytes: %ld/%ld outputs differ (V1 bit-equal to bf16(ref) %.2f%%)", c->what, ne_1,
+        total, 100.0 * (double)eq1_ref / (double)total);
     tap(bad == 0, "%s: moe_gemm n=%d k=%d x_group=%d vs ref: %ld/%ld outside the bound, max (|d|-ulp)/mag = %.3g, "
         "bit-equal to bf16(ref) %.2f%%", c->what, n, k, x_group, bad, total, worst, 100.0 * (double)eq_ref / (double)total);
     tap(badv == 0 && badx == 0, "%s: same pairs through cuda_fp4_gemv_grouped: %ld outside the ref bound, %ld pairs of "
         "outputs apart by more than both bounds; moe_gemm bit-equal to it on %.2f%%", c->what, badv, badx,
         100.0 * (double)eq_v / (double)total);
+
+    /* V3 against the exact sums */
+    const double dk = (3.0 * (k / 32) + 2.0) * 0x1p-24;
+    long bad3 = 0, ne3_2 = 0, eq3_ref = 0;
+    double worst3 = 0.0, ulps3 = 0.0;
+    for (long i = 0; i < total; i++) {
+        const double g = cuda_ref_bf16_to_f32(y3[i]), x = ex[i], dd = dk * mag[i];
+        const double bound = 0.5 * ulp_bf16(fabs(x) + dd) + dd + 0x1p-140;
+        const double err = fabs(g - x);
+        bad3 += !(err <= bound);
+        worst3 = err / bound > worst3 ? err / bound : worst3;
+        ne3_2 += y3[i] != y[i];
+        eq3_ref += y3[i] == cuda_ref_f32_to_bf16(ref[i]);
+        const double u2 = fabs(g - cuda_ref_bf16_to_f32(y[i])) / ulp_bf16(cuda_ref_bf16_to_f32(y[i]));
+        ulps3 = u2 > ulps3 ? u2 : ulps3;
+    }
+    tap(bad3 == 0, "%s: V3 (default) vs the exact sums: %ld/%ld outside |d| <= ulp_bf16/2 + (3K/32+2) 2^-24 mag, "
+        "largest |d| / bound %.3f; differs from V2 on %ld (at most %.0f bf16 ulp), bit-equal to bf16(ref) %.2f%%; "
+        "%llu (CTA, stage) fallbacks", c->what, bad3, total, worst3, ne3_2, ulps3,
+        100.0 * (double)eq3_ref / (double)total, fb);
+    if (c->spread == 14 || (!c->spread && !c->extreme))
+        tap(fb == 0, "%s: no stage of V3 fell back (%llu)", c->what, fb);
+    if (c->extreme)
+        tap(fb > 0, "%s: some stages of V3 fell back (%llu)", c->what, fb);
+    if (c->spread == 15) {
+        const unsigned long long all = (unsigned long long)gnt * (unsigned long long)((n + 127) / 128) * (k / 128);
+        tap(fb == all && ne3_2 == 0, "%s: every stage of V3 fell back (%llu of %llu) and gave V2's bytes (%ld differ)",
+            c->what, fb, all, ne3_2);
+    }
 
     /* deterministic */
     must(cuda_memset(dy, 0, ybytes, &e), &e);
@@ -309,15 +375,16 @@ static void run_case(const struct mcase *c)
     must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, NULL, &e), &e);
     must(cuda_sync(&e), &e);
     must(cuda_d2h(y2, dy, ybytes, &e), &e);
-    tap(!memcmp(y, y2, ybytes), "%s: a second bucketing + product gives the same bytes", c->what);
+    tap(!memcmp(y3, y2, ybytes), "%s: a second bucketing + product (V3) gives the same bytes", c->what);
 
     for (int i = 0; i < T; i++) {
         free(w[i]), free(s[i]);
         cuda_free(dw[i]), cuda_free(ds[i]);
     }
-    free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag);
-    free(y), free(yv), free(y2), free(y1), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
+    free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag), free(ex);
+    free(y), free(yv), free(y2), free(y1), free(y3), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
     cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy), cuda_free(dyv), cuda_free(dy1);
+    cuda_free(dy2);
     cuda_free(scratch);
 }
 
@@ -336,7 +403,7 @@ static void test_errors(void)
     int g = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 64, 100, NULL, NULL, &e); /* k not a multiple of 128 */
     int h = cuda_moe_gemm(&bk, NULL, NULL, 0, NULL, NULL, 64, 128, NULL, NULL, &e); /* x_group 0 */
     int i = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 0, 128, NULL, NULL, &e);  /* n 0 */
-    int v = cuda_moe_gemm_variant(&bk, NULL, NULL, 6, NULL, NULL, 64, 128, NULL, 2, NULL, &e); /* no kernel 2 */
+    int v = cuda_moe_gemm_variant(&bk, NULL, NULL, 6, NULL, NULL, 64, 128, NULL, 3, NULL, &e); /* no kernel 3 */
     tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && f == CTX_EINVAL && ok == 0 && g == CTX_EINVAL &&
             h == CTX_EINVAL && i == CTX_EINVAL && v == CTX_EINVAL && cuda_moe_scratch_bytes(8, 48) <= 4096,
         "bad sizes, short or misaligned scratch, bad shapes and an unknown kernel are rejected with CTX_EINVAL "
@@ -412,18 +479,69 @@ static void test_scaled_accumulation(void)
 {
     long in = scaled_accumulation_mismatches(24, 32, 200000);
     long out = scaled_accumulation_mismatches(120, 120, 20000);
-    tap(in == 0 && out > 0, "host model of the default kernel's scaled accumulation: %ld/200000 sums differ from V1's "
+    tap(in == 0 && out > 0, "host model of V2's scaled accumulation: %ld/200000 sums differ from V1's "
         "inside the guarded scale range, %ld/20000 far outside it", in, out);
+}
+
+/* V3's e2m1 -> e4m3 conversion on the host, with the kernel's constants (moe_gemm.cu m3_convert):
+ * PTX prmt (sign-replicate selectors included), the 15 LUTs of the 8 magnitudes times 2^(idx - 8),
+ * the magnitude selectors x & 0x77777777 and the sign selectors 0xD9C8 / 0xFBEA. Every byte value in
+ * every position of a word, at every shift, must give exactly v * 2^(idx - 8) in K order (the
+ * shift's range, -8..6, is the guard's: e_i - E + 6 with e_i >= E - 14). */
+static uint32_t prmt(uint32_t a, uint32_t b, uint32_t c)
+{
+    uint32_t r = 0;
+    for (int i = 0; i < 4; i++) {
+        const uint32_t sel = (c >> (4 * i)) & 15, src = sel & 7;
+        uint32_t byte = ((src < 4 ? a : b) >> (8 * (src & 3))) & 0xff;
+        if (sel & 8)
+            byte = (byte & 0x80) ? 0xff : 0;
+        r |= byte << (8 * i);
+    }
+    return r;
+}
+static void test_v3_conversion(void)
+{
+    static const double mags[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+    long bad = 0, checked = 0;
+    for (int idx = 0; idx < 15; idx++) {
+        uint32_t l[2] = {0, 0};
+        for (int c = 1; c < 8; c++) {
+            int code = -1;
+            for (int b = 0; b < 127 && code < 0; b++)
+                if (e4m3_of((uint8_t)b) == ldexp(mags[c], idx - 8))
+                    code = b;
+            bad += code < 0; /* not representable: the LUT could not be exact */
+            l[c >> 2] |= (uint32_t)(code < 0 ? 0 : code) << (8 * (c & 3));
+        }
+        for (int pos = 0; pos < 4; pos++)
+            for (int v = 0; v < 256; v++) {
+                const uint32_t x = ((uint32_t)v << (8 * pos)) | ((uint32_t)(255 - v) << (8 * ((pos + 1) & 3)));
+                const uint32_t m = x & 0x77777777u, xs = x << 4;
+                const uint32_t lo = prmt(l[0], l[1], m) | (prmt(xs, x, 0xD9C8u) & 0x80808080u);
+                const uint32_t hi = prmt(l[0], l[1], m >> 16) | (prmt(xs, x, 0xFBEAu) & 0x80808080u);
+                for (int j = 0; j < 8; j++) {
+                    const uint8_t out = (uint8_t)((j < 4 ? lo : hi) >> (8 * (j & 3)));
+                    const double want = ldexp(cuda_ref_e2m1((uint8_t)((x >> (4 * j)) & 15)), idx - 8);
+                    bad += e4m3_of(out) != want;
+                    checked++;
+                }
+            }
+    }
+    tap(bad == 0, "host model of V3's e2m1 -> e4m3 conversion (LUT + prmt): %ld/%ld values differ from "
+        "v * 2^(e_i - E + 6) over the 15 shifts", bad, checked);
 }
 
 int main(void)
 {
     if (cuda_device_count() == 0) {
         test_scaled_accumulation();
+        test_v3_conversion();
         printf("# no CUDA device: the device cases are skipped\n1..%d\n", n_test);
         return n_fail ? 1 : 0;
     }
     test_scaled_accumulation();
+    test_v3_conversion();
     struct ctx_err e;
     char name[256];
     int sms = 0;
@@ -453,6 +571,12 @@ int main(void)
         {"extreme scales w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 1},
         {"extreme scales w1|w3", 320, 2048, 32, 40, 6, R_RANDOM, 2, 1},
         {"extreme scales w2", 192, 512, 256, 700, 6, R_RANDOM, 1, 1},
+        /* V3's exactness guard: sub-block scales 14 (exact, chained) and 15 (every stage falls back)
+         * below their row's 128-K block maximum */
+        {"spread 14 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 14},
+        {"spread 14 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 14},
+        {"spread 15 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 15},
+        {"spread 15 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 15},
     };
     /* CTX_MOE_QUICK=1: the small cases only (for compute-sanitizer, which slows kernels ~100x) */
     const char *quick = getenv("CTX_MOE_QUICK");
