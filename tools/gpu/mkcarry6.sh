@@ -1,5 +1,5 @@
 #!/bin/sh
-# Build dir $1 (default build-s6: meson setup build-s6 -Dcuda=enabled -Ddaemon=disabled
+# Build dir $1 (default build-s6: meson setup build-s6 -Dcuda=enabled -Ddaemon=enabled
 # -Dbuildtype=debugoptimized) -> .out/s6/carry.tar.xz: the GPU tests and benches of session6.sh,
 # stripped, with the shared libraries the GPU image lacks, in one flat folder s6/.
 set -e
@@ -10,5 +10,5 @@ rm -rf .out/s6 && mkdir -p .out/s6/s6
 for f in $T; do cp "$BD/$f" .out/s6/s6/; done
 strip .out/s6/s6/*
 for l in libcjson.so.1 libsqlite3.so.0 libxxhash.so.0; do cp -L /lib/x86_64-linux-gnu/$l .out/s6/s6/; done
-tar -C .out/s6 -cJf .out/s6/carry.tar.xz s6 && rm -rf .out/s6/s6
+XZ_OPT=-9e tar -C .out/s6 -cJf .out/s6/carry.tar.xz s6 && rm -rf .out/s6/s6
 ls -la .out/s6
