@@ -350,17 +350,26 @@ int inf_accel_restore_packed(struct inf_accel *a, struct inf_state *st, const lo
 /* ---- the hooks of state.c ---- */
 
 int inf_accel_snapshot_hook(struct inf_state *st, struct inf_accel **acc, void **mark, unsigned long long *gen,
-                            struct ctx_err *e)
+                            int *lagging, struct ctx_err *e)
 {
     *acc = NULL;
     *mark = NULL;
     *gen = 0;
+    *lagging = 0;
     struct inf_accel *a = st->accel;
     if (!a || a->bound != st)
         return 0;
-    int rc = inf_state_sync(st, e);
-    if (rc)
-        return rc;
+    /* A snapshot needs the boundary, not the entries (state.h: the caches are append-only): a dirty
+     * state (after a packed restore: every entry missing) keeps lagging, and the caller takes the
+     * boundary from the device. Whoever later needs the host's entries syncs (a checkpoint, a switch,
+     * a host truncate to this snapshot: inf_accel_truncate_hook). */
+    if (a->dirty && a->ops.download_boundary) {
+        *lagging = 1;
+    } else {
+        int rc = inf_state_sync(st, e);
+        if (rc)
+            return rc;
+    }
     /* without a mark the snapshot still works, through the host copy */
     struct ctx_err me = {0};
     if (a->ops.mark(a->ud, mark, &me)) {
@@ -373,6 +382,21 @@ int inf_accel_snapshot_hook(struct inf_state *st, struct inf_accel **acc, void *
     return 0;
 }
 
+int inf_accel_boundary_hook(struct inf_state *st, struct inf_state *view, struct ctx_err *e)
+{
+    struct inf_accel *a = st->accel;
+    if (!a || a->bound != st || !a->ops.download_boundary)
+        return ctx_err_set(e, CTX_EINVAL, "state: boundary download of a state not on an accelerator");
+    if (a->ops.download_boundary(a->ud, view, e))
+        return ctx_err_prefix(e, "accelerator %s: the boundary of the state at position %lld for a snapshot: ",
+                              a->ops.name, st->pos);
+    if (view->pos != st->pos) /* the rules keep them equal: a device that says otherwise is not this state */
+        return ctx_err_set(e, CTX_EIO, "accelerator %s: the device is at position %lld, its state at %lld",
+                           a->ops.name, view->pos, st->pos);
+    a->st.boundary_downloads++;
+    return 0;
+}
+
 void inf_accel_mark_release(struct inf_accel *a, void *mark)
 {
     if (!a || !mark)
@@ -382,9 +406,8 @@ void inf_accel_mark_release(struct inf_accel *a, void *mark)
 }
 
 int inf_accel_truncate_hook(struct inf_state *st, struct inf_accel *acc, const void *mark, unsigned long long gen,
-                            int *device_done, struct ctx_err *e)
+                            int lacks, int *device_done, struct ctx_err *e)
 {
-    (void)e; /* nothing here fails: a refused rewind falls back to the host copy */
     *device_done = 0;
     struct inf_accel *a = st->accel;
     if (!a || a->bound != st)
@@ -392,16 +415,23 @@ int inf_accel_truncate_hook(struct inf_state *st, struct inf_accel *acc, const v
     if (acc == a && mark && gen == a->gen) {
         struct ctx_err re = {0};
         if (a->ops.rewind(a->ud, mark, &re) == 0) {
-            a->dirty = 0; /* the caller truncates the host copy to the same snapshot */
+            /* the caller truncates the host copy to the same snapshot: to its counts where it holds
+             * them, else to what it has, the device keeping the rest (dirty) */
+            a->dirty = lacks;
             a->st.rewinds++;
             *device_done = 1;
             return 0;
         }
         /* refused (the device went back behind the mark since, say) or failed: the host copy below
-         * is the state either way */
+         * is the state either way (a rewind writes no entries: those a sync fetches are still right) */
     }
     /* The device no longer holds the state the snapshot was taken from: the host copy is truncated
-     * and uploaded at the next forward. */
+     * (after fetching the entries it lacks) and uploaded at the next forward. */
+    if (lacks) {
+        int rc = inf_state_sync(st, e);
+        if (rc)
+            return rc;
+    }
     drop(st, NULL, LEAVE_DROPPED);
     a->st.host_truncates++;
     return 0;

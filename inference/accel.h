@@ -8,10 +8,14 @@
  * accel.c, model.c and state.c:
  *  - forward on a state that is not bound: the bound one (if dirty) is first brought up to date on
  *    the host (a download of what its host copy lacks), then the new one is uploaded and bound;
- *  - inf_state_snapshot of a bound state brings the host copy up to date and also takes a device
- *    mark; inf_state_truncate to such a snapshot rewinds the device and the host copy together (no
- *    transfer), as long as the device has held that state ever since (otherwise the host copy is
- *    truncated and the device re-uploads it at the next forward);
+ *  - inf_state_snapshot of a bound state takes a device mark and, where the state is dirty, the
+ *    snapshot's boundary (position, rings, carries) from the device through download_boundary: the
+ *    host copy keeps lagging, no entry crosses (without the op, the host copy is brought up to date
+ *    first, as for a sync); inf_state_truncate to such a snapshot rewinds the device and the host
+ *    copy together (no transfer: the host copy keeps the entries it had up to the snapshot's counts,
+ *    the state staying dirty where it had fewer), as long as the device has held that state ever
+ *    since; otherwise the host copy is truncated, after a sync where it lacks entries the snapshot
+ *    counts, and the device re-uploads it at the next forward;
  *  - whoever reads a state's host arrays (a KV-cache checkpoint) calls inf_state_sync first;
  *    inf_state_reset, a KV-cache restore into the host arrays and inf_state_free unbind it;
  *  - a forward with a hook or with streams wanted (tests, MTP) runs on the CPU after a sync.
@@ -30,8 +34,9 @@
  * accelerator offers upload_packed): its packed streams are uploaded and unpacked there, and the
  * state is bound with a host copy that holds the boundary (position, rings, carries) but none of the
  * backbone's compressed entries — dirty like any state ahead on its device, so the first sync (a
- * checkpoint, a snapshot, a switch to another state) downloads every entry it lacks through
- * download_tail. Such a bind is a full upload for the resident bookkeeping.
+ * checkpoint, a switch to another state, a host truncate needing them) downloads every entry it
+ * lacks through download_tail; a snapshot (ctxd's "ready" one) and a rewind to it do not. Such a
+ * bind is a full upload for the resident bookkeeping.
  * Results on the device agree with the CPU engine within rounding, not bit for bit; on one device
  * they are deterministic, and a truncate-and-continue gives the same bits as never having left. */
 #ifndef INF_ACCEL_H
@@ -76,6 +81,12 @@ struct inf_accel_ops {
      * streams of upload_packed. NULL when it cannot be had. */
     void *(*host_alloc)(void *ud, size_t bytes);
     void (*host_free)(void *ud, void *p);
+    /* Optional (NULL: a snapshot of a dirty state syncs it first). Device -> host, the part of the
+     * device state that is not append-only: its position into st->pos and each backbone layer's ring
+     * and carries into st's arrays; st's caches, counts and MTP layers are not touched, and st need
+     * not be the bound state (state.c passes a state of the same config whose arrays are the
+     * snapshot's). No compressed entry crosses. */
+    int (*download_boundary)(void *ud, struct inf_state *st, struct ctx_err *e);
 };
 
 struct inf_accel;
@@ -123,6 +134,7 @@ struct inf_accel_stats {
     long long uploads, downloads, rewinds, host_truncates, forwards;
     long long partial_uploads, partial_entries, kept_entries;
     long long packed_uploads; /* of the uploads, the restores through inf_accel_restore_packed */
+    long long boundary_downloads; /* snapshots of a dirty state through download_boundary (no entries) */
 };
 void inf_accel_stats(const struct inf_accel *a, struct inf_accel_stats *out);
 

@@ -146,6 +146,7 @@ struct inf_snapshot {
     unsigned long long dgen;
 };
 
+/* A copy of p[n] (p NULL: room only). */
 static float *dup_f(const float *p, size_t n, int *fail)
 {
     if (!n)
@@ -155,7 +156,8 @@ static float *dup_f(const float *p, size_t n, int *fail)
         *fail = 1;
         return NULL;
     }
-    memcpy(q, p, sizeof(float) * n);
+    if (p)
+        memcpy(q, p, sizeof(float) * n);
     return q;
 }
 
@@ -177,13 +179,46 @@ void inf_snapshot_free(struct inf_snapshot *sn)
 
 long long inf_snapshot_pos(const struct inf_snapshot *sn) { return sn->pos; }
 
+/* The backbone layers' boundary of a state ahead on its accelerator, from the device, into the
+ * snapshot's arrays (allocated, not filled): through a view, a state whose arrays are the snapshot's. */
+static int snapshot_from_device(struct inf_state *s, struct inf_snapshot *sn, struct ctx_err *e)
+{
+    int nb = s->cfg.num_hidden_layers < s->n_layers ? s->cfg.num_hidden_layers : s->n_layers;
+    struct inf_state v = {.cfg = s->cfg, .pos = s->pos, .mtp_pos = s->mtp_pos, .n_layers = s->n_layers};
+    v.layers = calloc((size_t)s->n_layers, sizeof *v.layers);
+    if (!v.layers)
+        return ctx_err_set(e, CTX_ENOMEM, "state: out of memory for a snapshot");
+    for (int i = 0; i < s->n_layers; i++) {
+        struct inf_layer_state *l = &v.layers[i];
+        const struct snap_layer *d = &sn->L[i];
+        l->ratio = s->layers[i].ratio;
+        l->ring = d->ring;
+        l->c_kv = d->c_kv;
+        l->c_sc = d->c_sc;
+        l->ic_kv = d->ic_kv;
+        l->ic_sc = d->ic_sc;
+    }
+    int rc = inf_accel_boundary_hook(s, &v, e);
+    free(v.layers);
+    if (rc)
+        return rc;
+    /* the device's counts: those of the position (append-only caches), whatever the host copy holds */
+    for (int i = 0; i < nb; i++) {
+        int r = s->layers[i].ratio;
+        sn->L[i].n_cache = r ? s->pos / r : 0;
+    }
+    return 0;
+}
+
 int inf_state_snapshot(struct inf_state *s, struct inf_snapshot **out, struct ctx_err *e)
 {
     *out = NULL;
     struct inf_accel *acc;
     void *dmark;
     unsigned long long dgen;
-    int rc = inf_accel_snapshot_hook(s, &acc, &dmark, &dgen, e); /* host copy synced first */
+    int lagging;
+    /* host copy synced first, unless it lags and the boundary comes from the device */
+    int rc = inf_accel_snapshot_hook(s, &acc, &dmark, &dgen, &lagging, e);
     if (rc)
         return rc;
     struct inf_snapshot *sn = calloc(1, sizeof *sn);
@@ -205,16 +240,23 @@ int inf_state_snapshot(struct inf_state *s, struct inf_snapshot **out, struct ct
     for (int i = 0; !fail && i < s->n_layers; i++) {
         const struct inf_layer_state *l = &s->layers[i];
         struct snap_layer *d = &sn->L[i];
-        d->ring = dup_f(l->ring, ring_n(&s->cfg), &fail);
-        d->c_kv = dup_f(l->c_kv, carry_n(&s->cfg, l->ratio), &fail);
-        d->c_sc = dup_f(l->c_sc, carry_n(&s->cfg, l->ratio), &fail);
-        d->ic_kv = dup_f(l->ic_kv, icarry_n(&s->cfg, l->ratio), &fail);
-        d->ic_sc = dup_f(l->ic_sc, icarry_n(&s->cfg, l->ratio), &fail);
+        /* a lagging host copy's backbone arrays are stale: only room for the device's */
+        const struct inf_config *c = &s->cfg;
+        int dev = lagging && i < c->num_hidden_layers;
+        d->ring = dup_f(dev ? NULL : l->ring, ring_n(c), &fail);
+        d->c_kv = dup_f(dev ? NULL : l->c_kv, carry_n(c, l->ratio), &fail);
+        d->c_sc = dup_f(dev ? NULL : l->c_sc, carry_n(c, l->ratio), &fail);
+        d->ic_kv = dup_f(dev ? NULL : l->ic_kv, icarry_n(c, l->ratio), &fail);
+        d->ic_sc = dup_f(dev ? NULL : l->ic_sc, icarry_n(c, l->ratio), &fail);
         d->n_cache = l->n_cache;
     }
     if (fail) {
         inf_snapshot_free(sn);
         return ctx_err_set(e, CTX_ENOMEM, "state: out of memory for a snapshot");
+    }
+    if (lagging && (rc = snapshot_from_device(s, sn, e))) {
+        inf_snapshot_free(sn);
+        return rc;
     }
     *out = sn;
     return 0;
@@ -227,24 +269,25 @@ int inf_state_truncate(struct inf_state *s, const struct inf_snapshot *sn, struc
     if (sn->pos > s->pos || sn->mtp_pos > s->mtp_pos)
         return ctx_err_set(e, CTX_EINVAL, "state: snapshot at position %lld is ahead of the state (%lld)", sn->pos,
                            s->pos);
-    for (int i = 0, synced = 0; i < s->n_layers; i++)
+    /* A host copy behind its device may lack entries the snapshot counts (after
+     * inf_accel_restore_packed it holds none; a snapshot of it takes the device's counts): the device
+     * has them, up to the state's position. A rewind keeps them there; otherwise the hook fetches
+     * them before the device lets go. MTP layers never lag (the device does not hold them). */
+    int lacks = 0;
+    for (int i = 0; i < s->n_layers; i++)
         if (sn->L[i].n_cache > s->layers[i].n_cache) {
-            /* A host copy behind its device may lack entries that a snapshot of another state with
-             * the same prefix has (after inf_accel_restore_packed it holds none): fetch them, and
-             * check again. */
-            if (synced || !inf_accel_state_lags(s))
+            if (i >= s->cfg.num_hidden_layers || !inf_accel_state_lags(s))
                 return ctx_err_set(e, CTX_EINVAL, "state: snapshot layer %d has more entries than the state", i);
-            int rc = inf_state_sync(s, e);
-            if (rc)
-                return rc;
-            synced = 1;
-            i = -1;
+            lacks = 1;
         }
     int device_done;
-    int rc = inf_accel_truncate_hook(s, sn->acc, sn->dmark, sn->dgen, &device_done, e);
+    int rc = inf_accel_truncate_hook(s, sn->acc, sn->dmark, sn->dgen, lacks, &device_done, e);
     if (rc)
         return rc;
-    (void)device_done; /* either way the host copy goes back to the snapshot: */
+    for (int i = 0; lacks && !device_done && i < s->n_layers; i++)
+        if (sn->L[i].n_cache > s->layers[i].n_cache) /* synced, and still short: not this sequence's */
+            return ctx_err_set(e, CTX_EINVAL, "state: snapshot layer %d has more entries than the state", i);
+    /* either way the host copy goes back to the snapshot: */
     for (int i = 0; i < s->n_layers; i++) {
         struct inf_layer_state *l = &s->layers[i];
         const struct snap_layer *d = &sn->L[i];
@@ -257,7 +300,10 @@ int inf_state_truncate(struct inf_state *s, const struct inf_snapshot *sn, struc
             memcpy(l->ic_kv, d->ic_kv, sizeof(float) * icarry_n(&s->cfg, l->ratio));
             memcpy(l->ic_sc, d->ic_sc, sizeof(float) * icarry_n(&s->cfg, l->ratio));
         }
-        l->n_cache = d->n_cache; /* the caches are append-only: the prefix is the snapshot's */
+        /* the caches are append-only: the prefix is the snapshot's (after a rewind, a lagging host
+         * copy keeps the fewer entries it has; the device the rest) */
+        if (d->n_cache < l->n_cache)
+            l->n_cache = d->n_cache;
     }
     s->pos = sn->pos;
     s->mtp_pos = sn->mtp_pos;

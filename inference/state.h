@@ -35,8 +35,9 @@ struct inf_state {
     int n_layers;     /* backbone + MTP */
     struct inf_layer_state *layers;
     /* The accelerator holding this state on its device, or NULL (inference/accel.h); while it is
-     * set the host arrays may lag behind (pos never does; after inf_accel_restore_packed the
-     * backbone's n_cache are 0 whatever pos says): inf_state_sync before reading them. */
+     * set the host arrays may lag behind (pos never does; the backbone's n_cache may be below what
+     * pos says: 0 after inf_accel_restore_packed, and a rewind to a snapshot keeps them as they
+     * were): inf_state_sync before reading them. */
     struct inf_accel *accel;
     /* Changes whenever state.c lets the host arrays be written other than by truncation (reserve,
      * reset, restore; a fresh value per state from a process-wide counter), so the accelerator can
@@ -53,13 +54,15 @@ int inf_state_reserve(struct inf_state *s, int l, long long n, struct ctx_err *e
 
 /* A snapshot at the current position: enough to truncate the same state back to it later. */
 struct inf_snapshot;
-/* A state bound to an accelerator has its host copy brought up to date and the device marked too
- * (accel.h), hence not const. */
+/* A state bound to an accelerator has the device marked too, and its host copy brought up to date
+ * unless it lags and the accelerator gives the boundary (position, rings, carries) from the device:
+ * then the host copy keeps lagging (accel.h), hence not const. */
 int inf_state_snapshot(struct inf_state *s, struct inf_snapshot **out, struct ctx_err *e);
 long long inf_snapshot_pos(const struct inf_snapshot *sn);
 void inf_snapshot_free(struct inf_snapshot *sn);
 /* Return s to the snapshot (taken from s or from a state that shares its prefix); the snapshot
- * must not be ahead of s. Afterwards s is bit-identical to the state at the snapshot. */
+ * must not be ahead of s. Afterwards s is bit-identical to the state at the snapshot (a bound s
+ * rewound on its device may keep a host copy lagging: accel.h). */
 int inf_state_truncate(struct inf_state *s, const struct inf_snapshot *sn, struct ctx_err *e);
 
 /* The whole state as bytes (little-endian host layout with a versioned header and the config's

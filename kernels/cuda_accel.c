@@ -50,6 +50,10 @@ static int acc_download(void *ud, struct inf_state *st, struct ctx_err *e)
 {
     return cuda_multi_state_download_tail(((struct cuda_accel *)ud)->m, st, e);
 }
+static int acc_download_boundary(void *ud, struct inf_state *st, struct ctx_err *e)
+{
+    return cuda_multi_state_download_boundary(((struct cuda_accel *)ud)->m, st, e);
+}
 static int acc_mark(void *ud, void **out, struct ctx_err *e)
 {
     return cuda_multi_mark(((struct cuda_accel *)ud)->m, (struct cuda_multi_mark **)out, e);
@@ -101,7 +105,7 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
         .name = "cuda", .forward = acc_forward, .max_chunk = 0, .upload = acc_upload,
         .upload_prefix = acc_upload_prefix, .download_tail = acc_download, .mark = acc_mark, .rewind = acc_rewind,
         .mark_free = acc_mark_free, .destroy = acc_destroy, .upload_packed = acc_upload_packed,
-        .host_alloc = acc_host_alloc, .host_free = acc_host_free,
+        .host_alloc = acc_host_alloc, .host_free = acc_host_free, .download_boundary = acc_download_boundary,
     };
     /* max_chunk 0: inf_accel_forward hands over whole chunks; cuda_multi_prefill splits them */
     struct inf_accel *a = inf_accel_new(&ops, c);

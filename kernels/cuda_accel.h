@@ -4,7 +4,9 @@
  * ones (accel.h's resident) goes up through cuda_multi_state_upload_prefix: rings, carries and only
  * the entries the others overwrote; a KV-cache checkpoint goes up packed (inf_accel_restore_packed:
  * cuda_multi_state_upload_packed, the streams in pinned memory from inf_accel_host_alloc, which is
- * cudaHostAlloc here). This is what `ctxd --backend cuda` attaches to its model. */
+ * cudaHostAlloc here), and a snapshot of a state ahead of its host copy takes only its rings, carries
+ * and position (cuda_multi_state_download_boundary), not the entries. This is what `ctxd --backend
+ * cuda` attaches to its model. */
 #ifndef CUDA_ACCEL_H
 #define CUDA_ACCEL_H
 

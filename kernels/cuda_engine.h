@@ -132,6 +132,11 @@ int cuda_engine_state_upload_prefix(struct cuda_engine *g, const struct inf_stat
  * rewound behind st) its counts are set down to the engine's: the entries are append-only, so st's
  * first ones are still the engine's. A checkpoint during a long prefill then costs the new entries. */
 int cuda_engine_state_download_tail(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
+/* Only the part of the state that is not append-only: the position and each of the engine's layers'
+ * ring and carries into st's arrays (st's caches and counts are not touched; st need not hold this
+ * sequence: a snapshot's arrays behind a state of the same config). What inf_state_snapshot needs of a
+ * state whose host copy lags (inference/accel.h), without the entries' download. */
+int cuda_engine_state_download_boundary(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
 
 /* Marks: the engine's state at a position, kept on the device, to return to later bit for bit (ctxd
  * keeps a repository resident, answers a question, and rewinds to the resident prefix). A mark copies

@@ -5809,6 +5809,21 @@ extern "C" int cuda_engine_state_download_tail(struct cuda_engine *g, struct inf
     return 0;
 }
 
+extern "C" int cuda_engine_state_download_boundary(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e)
+{
+    int rc;
+    if ((rc = state_shape_check(g, st, e)))
+        return rc;
+    dev_guard dg(g->dev);
+    if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward"))) // queued calls (cuda_engine_forward_async) first
+        return rc;
+    for (int l = g->lb; l < g->le; l++)
+        if ((rc = download_boundary(g, l, &st->layers[l], e)))
+            return rc;
+    st->pos = g->pos;
+    return 0;
+}
+
 // Rings and carries of layer l from the host state's layer ls, queued on the engine's stream (the
 // part of a state upload that is not the append-only entries).
 static int upload_boundary(struct cuda_engine *g, int l, const struct inf_layer_state *ls, struct ctx_err *e)

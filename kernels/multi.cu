@@ -490,6 +490,18 @@ extern "C" int cuda_multi_state_download_tail(struct cuda_multi *m, struct inf_s
     return 0;
 }
 
+extern "C" int cuda_multi_state_download_boundary(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e)
+{
+    for (int i = 0; i < m->n; i++) { // each engine waits for its queued work first
+        int rc = cuda_engine_state_download_boundary(m->g[i], st, e);
+        if (rc) {
+            ctx_err_prefix(e, "shard %d: ", i);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 // ---- marks: one engine mark per shard
 
 struct cuda_multi_mark {

@@ -92,6 +92,9 @@ int cuda_multi_state_upload_packed(struct cuda_multi *m, const struct inf_state 
 int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed, struct ctx_err *e);
 /* cuda_engine_state_download_tail on every shard (each its layers' new entries, rings, carries). */
 int cuda_multi_state_download_tail(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e);
+/* cuda_engine_state_download_boundary on every shard (each its layers' rings and carries, the
+ * position): no compressed entry crosses. */
+int cuda_multi_state_download_boundary(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e);
 
 /* Marks of the pipeline (cuda_engine.h's marks, one per shard, each on its shard's device and stream):
  * cuda_multi_rewind checks every shard's mark first (cuda_engine_mark_check) and fails with CTX_EINVAL,

@@ -17,10 +17,12 @@
  *       8-thread figure beside it). The "ctxd path" rows time what ctxd --backend cuda runs
  *       (daemon/repos.c's start_from_cache): a fresh inf_state, inf_accel_host_alloc'd (pinned)
  *       buffers, store_kv_state_read_packed, inf_accel_restore_packed (a cuda_accel: upload, unpack,
- *       bind), the buffers freed; cold and warm; then the first inf_state_sync after it (every entry
- *       downloaded: what the first checkpoint or snapshot pays), and ctxd's host path without the
- *       packed op (store_kv_state_restore into a fresh, unregistered state, then the upload). The uploaded state is downloaded back and compared byte for
- *       byte, and the state restored from disk is compared with the one saved.
+ *       bind), the buffers freed; cold and warm; then the snapshot after it (ctxd's ready snapshot:
+ *       a device mark and the rings, carries and position downloaded, no entry) and the first
+ *       inf_state_sync after that (every entry downloaded: what the first checkpoint pays), and
+ *       ctxd's host path without the packed op (store_kv_state_restore into a fresh, unregistered
+ *       state, then the upload). The uploaded state is downloaded back and compared byte for byte,
+ *       and the state restored from disk is compared with the one saved.
  *   bench-gpu-restore roundtrip [--ctx N] [--dir DIR] [--model DIR|tiny|flash43s]
  *       Restore + one decode step gives the logits of the state that was saved: prefill N tokens,
  *       download the state, decode one token (reference logits); dirty the device state, upload
@@ -839,8 +841,9 @@ static int cmd_bench(int argc, char **argv)
     /* (d) the ctxd path (daemon/repos.c's start_from_cache with --backend cuda): a fresh inf_state,
      * pinned buffers from the accelerator (inf_accel_host_alloc: cudaHostAlloc), the packed read, the
      * accelerator's restore (inf_accel_restore_packed: upload + unpack + bind), the buffers freed; cold
-     * and warm. Then what the first sync after it costs (the first checkpoint or snapshot downloads
-     * every entry into the host copy), and ctxd's host path without the packed op for comparison: a
+     * and warm. Then the snapshot ctxd takes right after it (the boundary only, the host copy left
+     * lagging) and what the first sync costs (the first checkpoint downloads every entry into the
+     * host copy), and ctxd's host path without the packed op for comparison: a
      * fresh inf_state (not registered), store_kv_state_restore, the whole upload from pageable memory. */
     {
         struct inf_accel *A = NULL;
@@ -857,9 +860,10 @@ static int cmd_bench(int argc, char **argv)
         long long *counts = calloc((size_t)(c.num_hidden_layers + c.num_nextn_predict_layers) + 1, sizeof *counts);
         double *ta = calloc((size_t)disk_reps, sizeof(double)), *tw = calloc((size_t)disk_reps, sizeof(double));
         double *ts = calloc((size_t)disk_reps, sizeof(double)), *th = calloc((size_t)disk_reps, sizeof(double));
-        double *thr = calloc((size_t)disk_reps, sizeof(double));
+        double *thr = calloc((size_t)disk_reps, sizeof(double)), *tsn = calloc((size_t)disk_reps, sizeof(double));
         struct inf_state *sx = NULL;
-        ok = bufs && counts && ta && tw && ts && th && thr;
+        ok = bufs && counts && ta && tw && ts && th && thr && tsn;
+        int snap_entries = 0; /* snapshots after the restore that downloaded entries (must stay 0) */
         for (int i = 0; ok && i < 2 * disk_reps; i++) {
             int cold = i < disk_reps;
             if (cold)
@@ -901,7 +905,22 @@ static int cmd_bench(int argc, char **argv)
                 continue;
             }
             ta[i] = (b - a) + (g2 - f), tr[i] = d - b, tu[i] = f - d, tt[i] = g2 - a;
+            /* ctxd's "ready" snapshot (daemon/repos.c, after the prefill): a device mark and the
+             * boundary from the device, the host copy left lagging (no entry downloaded) */
+            struct inf_accel_stats as0, as1;
+            inf_accel_stats(A, &as0);
+            struct inf_snapshot *sn = NULL;
             double s = bench_now();
+            if (inf_state_snapshot(sx, &sn, &e)) {
+                fail("inf_state_snapshot", &e);
+                ok = 0;
+                break;
+            }
+            tsn[i] = bench_now() - s;
+            inf_snapshot_free(sn);
+            inf_accel_stats(A, &as1);
+            snap_entries += as1.downloads != as0.downloads;
+            s = bench_now();
             if (inf_state_sync(sx, &e)) {
                 fail("inf_state_sync", &e);
                 ok = 0;
@@ -910,8 +929,10 @@ static int cmd_bench(int argc, char **argv)
             ts[i] = bench_now() - s;
             if (i == 0)
                 xdiff = state_diff(s0, sx);
-            fprintf(stderr, "# ctxd path, cold %d: alloc+free %.3f s, read %.3f s, restore %.4f s; sync after %.3f s\n",
-                    i, ta[i], tr[i], tu[i], ts[i]);
+            fprintf(stderr,
+                    "# ctxd path, cold %d: alloc+free %.3f s, read %.3f s, restore %.4f s; snapshot after %.4f s, "
+                    "sync after %.3f s\n",
+                    i, ta[i], tr[i], tu[i], tsn[i], ts[i]);
         }
         inf_state_free(sx);
         for (int i = 0; ok && i < disk_reps; i++) {
@@ -933,6 +954,7 @@ static int cmd_bench(int argc, char **argv)
         if (ok) {
             double x_t = bench_median(tt, disk_reps), x_a = bench_median(ta, disk_reps), x_r = bench_median(tr, disk_reps);
             double x_u = bench_median(tu, disk_reps), x_w = bench_median(tw, disk_reps), x_s = bench_median(ts, disk_reps);
+            double x_sn = bench_median(tsn, disk_reps), mb = (double)cuda_engine_mark_bytes(&c, 0, 0);
             double h_t = bench_median(th, disk_reps), h_r = bench_median(thr, disk_reps);
             double floor_pp = pk_bytes / (peak * 1e9), floor_d2h = ub / (peak * 1e9);
             printf("| ctxd path, disk (cold) -> inf_accel_host_alloc (pinned) -> store_kv_state_read_packed -> "
@@ -945,8 +967,11 @@ static int cmd_bench(int argc, char **argv)
                    x_u, pk_bytes / x_u / 1e9, floor_pp, 100 * floor_pp / x_u);
             printf("| ctxd path, disk (warm, page cache), same steps (median of %d) | %.3f | %.3f | %.2f | | | |\n",
                    disk_reps, pk_bytes / 1e9, x_w, pk_bytes / x_w / 1e9);
+            printf("| snapshot after it: inf_state_snapshot (ctxd's ready snapshot: device mark + rings, carries and "
+                   "position downloaded, no entry; median of %d) | %.4f | %.4f | %.2f | %.5f | %.0f%% | |\n",
+                   disk_reps, mb / 1e9, x_sn, mb / x_sn / 1e9, mb / (peak * 1e9), 100 * mb / (peak * 1e9) / x_sn);
             printf("| first inf_state_sync after it: download_tail of every entry into the fresh host copy (what the "
-                   "first checkpoint or snapshot pays; median of %d) | %.3f | %.3f | %.1f | %.4f | %.0f%% | |\n",
+                   "first checkpoint pays; median of %d) | %.3f | %.3f | %.1f | %.4f | %.0f%% | |\n",
                    disk_reps, ub / 1e9, x_s, ub / x_s / 1e9, floor_d2h, 100 * floor_d2h / x_s);
             printf("| ctxd host path (no packed op), disk (cold) -> store_kv_state_restore into a fresh inf_state -> "
                    "cuda_engine_state_upload, pageable (median of %d) | %.3f | %.3f | %.2f | %.3f | %.0f%% | 1 |\n",
@@ -954,6 +979,9 @@ static int cmd_bench(int argc, char **argv)
             printf("|   of which the fresh state + store_kv_state_restore (cold) | | %.3f | %.2f | %.3f | %.0f%% | |\n",
                    h_r, disk_bytes / h_r / 1e9, floor_disk, 100 * floor_disk / h_r);
             printf("ctxd path vs ctxd host path: %.2fx faster to a usable device state\n", h_t / x_t);
+            printf("ctxd path to a ready repository (restore + snapshot): %.3f s (restore + a syncing snapshot: %.3f s); "
+                   "snapshots that downloaded entries: %d of %d\n",
+                   x_t + x_sn, x_t + x_s, snap_entries, disk_reps);
             printf("ctxd path (inf_accel_restore_packed, then inf_state_sync) vs the saved state: %s\n",
                    xdiff < 0 ? "bit-identical" : "DIFFERS");
             if (xdiff >= 0)
@@ -964,6 +992,7 @@ static int cmd_bench(int argc, char **argv)
         free(ta);
         free(tw);
         free(ts);
+        free(tsn);
         free(th);
         free(thr);
         inf_accel_free(A);

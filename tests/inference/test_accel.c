@@ -9,7 +9,10 @@
  * were), so a partial upload (upload_prefix: only [0, upto) sent) that keeps entries which are not
  * the bound state's gives other logits than the plain model; and it refuses to take as present an
  * entry it never received or computed. Its upload_packed unpacks a checkpoint's packed streams
- * (inference/kvpack.h) into that memory, as the CUDA engine does on its device. */
+ * (inference/kvpack.h) into that memory, as the CUDA engine does on its device; its download_tail
+ * counts the entries it copies and its download_boundary copies only position, rings and carries, so
+ * a snapshot of a state ahead of its host copy (after a packed restore, say) is seen to download no
+ * entry; marks and rewinds can be made to fail (a device out of memory, a refused stale mark). */
 #include "test_forward_common.h"
 
 #include "accel.h"
@@ -23,6 +26,8 @@ struct dbl {
     long long tail_entries;  /* entries download_tail copied (what the host lacked) */
     long long sent_entries;  /* entries uploads copied to the device */
     long long host_live;     /* host_alloc'd buffers not yet freed */
+    long long boundaries;    /* download_boundary calls */
+    int fail_boundary, fail_rewind, fail_mark;
 };
 
 static void note_written(struct dbl *d)
@@ -190,14 +195,47 @@ static int dbl_download(void *ud, struct inf_state *st, struct ctx_err *e)
     return 0;
 }
 
+/* The device's position and each backbone layer's ring and carries into st (not the bound state:
+ * state.c's view of a snapshot), nothing else: st's caches and MTP layers are not the op's. */
+static int dbl_download_boundary(void *ud, struct inf_state *st, struct ctx_err *e)
+{
+    struct dbl *d = ud;
+    if (d->fail_boundary)
+        return ctx_err_set(e, CTX_EIO, "device boundary download failed (test)");
+    const struct inf_config *c = &st->cfg;
+    size_t hd = (size_t)c->head_dim, ih = (size_t)c->index_head_dim, ring = (size_t)c->sliding_window * hd;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const struct inf_layer_state *v = &d->dev->layers[l];
+        struct inf_layer_state *h = &st->layers[l];
+        int r = v->ratio, coff = r == 4 ? 2 : 1;
+        size_t cn = r ? (size_t)coff * r * coff * hd : 0, icn = r == 4 ? 16 * ih : 0;
+        memcpy(h->ring, v->ring, sizeof(float) * ring);
+        if (cn) {
+            memcpy(h->c_kv, v->c_kv, sizeof(float) * cn);
+            memcpy(h->c_sc, v->c_sc, sizeof(float) * cn);
+        }
+        if (icn) {
+            memcpy(h->ic_kv, v->ic_kv, sizeof(float) * icn);
+            memcpy(h->ic_sc, v->ic_sc, sizeof(float) * icn);
+        }
+    }
+    st->pos = d->dev->pos;
+    d->boundaries++;
+    return 0;
+}
+
 static int dbl_mark(void *ud, void **out, struct ctx_err *e)
 {
     struct dbl *d = ud;
+    if (d->fail_mark)
+        return ctx_err_set(e, CTX_ENOMEM, "no device memory for a mark (test)");
     return inf_state_snapshot(d->dev, (struct inf_snapshot **)out, e);
 }
 static int dbl_rewind(void *ud, const void *mark, struct ctx_err *e)
 {
     struct dbl *d = ud;
+    if (d->fail_rewind) /* as the CUDA engine refuses a stale mark: nothing changed */
+        return ctx_err_set(e, CTX_EINVAL, "mark refused (test)");
     return inf_state_truncate(d->dev, mark, e);
 }
 static void dbl_mark_free(void *ud, void *mark)
@@ -217,7 +255,7 @@ static const struct inf_accel_ops dbl_ops = {
     .name = "double", .forward = dbl_forward, .max_chunk = 64, .upload = dbl_upload,
     .upload_prefix = dbl_upload_prefix, .download_tail = dbl_download, .mark = dbl_mark, .rewind = dbl_rewind,
     .mark_free = dbl_mark_free, .destroy = dbl_destroy, .upload_packed = dbl_upload_packed,
-    .host_alloc = dbl_host_alloc, .host_free = dbl_host_free,
+    .host_alloc = dbl_host_alloc, .host_free = dbl_host_free, .download_boundary = dbl_download_boundary,
 };
 
 static struct inf_model *MA;  /* the same weights with the accelerator */
@@ -345,7 +383,12 @@ static void test_snapshot_rewind(void **st)
     pair_new(&q);
     struct inf_accel_stats s0 = stats();
     feed(&q, tok, 150, 0); /* 3 device calls of <= 64 */
-    pair_snapshot(&q);
+    long long tail0 = D->tail_entries, b0 = D->boundaries;
+    pair_snapshot(&q); /* the boundary from the device; the host copy keeps lagging */
+    assert_int_equal(D->tail_entries, tail0);
+    assert_int_equal(D->boundaries - b0, 1);
+    for (int l = 0; l < C->num_hidden_layers; l++)
+        assert_int_equal(q.a->layers[l].n_cache, 0);
     feed(&q, tok + 10, 40, 0);
     feed(&q, tok + 60, 5, 1);
     pair_truncate(&q);
@@ -357,10 +400,12 @@ static void test_snapshot_rewind(void **st)
     assert_int_equal(s1.uploads - s0.uploads, 1);
     assert_int_equal(s1.rewinds - s0.rewinds, 2);
     assert_int_equal(s1.host_truncates - s0.host_truncates, 0);
-    assert_int_equal(s1.downloads - s0.downloads, 1); /* the snapshot's sync */
+    assert_int_equal(s1.downloads - s0.downloads, 0); /* the snapshot took the boundary only */
+    assert_int_equal(s1.boundary_downloads - s0.boundary_downloads, 1);
+    assert_int_equal(D->tail_entries, tail0);
     printf("# 150-token prefill (3 device chunks), snapshot, 2 rewinds: logits bit-identical, %lld uploads, %lld "
-           "downloads\n",
-           s1.uploads - s0.uploads, s1.downloads - s0.downloads);
+           "downloads, %lld boundary downloads\n",
+           s1.uploads - s0.uploads, s1.downloads - s0.downloads, s1.boundary_downloads - s0.boundary_downloads);
     uint8_t *bb = NULL;
     size_t bn = 0;
     assert_int_equal(inf_state_serialize(q.a, &bb, &bn, &e), CTX_EINVAL); /* 7 decode steps ahead */
@@ -918,9 +963,20 @@ static void test_packed_restore(void **st)
     free(tok);
 }
 
-/* Snapshot and truncate after a packed restore: the snapshot syncs and marks the device, the
- * truncate rewinds it; a snapshot of another state with the same prefix (more entries than the
- * lagging host copy holds) syncs first and truncates on the host. */
+/* Whether the backbone layers of st's host copy hold no entries (a packed restore's, not synced). */
+static int host_empty(const struct inf_state *s)
+{
+    for (int l = 0; l < s->cfg.num_hidden_layers; l++)
+        if (s->layers[l].n_cache)
+            return 0;
+    return 1;
+}
+
+/* Snapshot and truncate after a packed restore (ctxd's "ready" snapshot): the snapshot takes the
+ * boundary from the device and marks it, downloading no entry; the truncate rewinds the device, the
+ * host copy still lagging; the checkpoint's sync afterwards downloads them all, and the state is
+ * the plain model's byte for byte. A snapshot of another state with the same prefix (more entries
+ * than the lagging host copy holds) syncs first and truncates on the host. */
 static void test_packed_snapshot(void **st)
 {
     (void)st;
@@ -931,15 +987,38 @@ static void test_packed_snapshot(void **st)
     struct pair q;
     restored_pair(&q, tok, 180, &k);
     struct inf_accel_stats s0 = stats();
+    long long tail0 = D->tail_entries;
     pair_snapshot(&q);
+    assert_int_equal(D->tail_entries, tail0); /* no entry crossed */
+    assert_int_equal(stats().downloads, s0.downloads);
+    assert_int_equal(stats().boundary_downloads - s0.boundary_downloads, 1);
+    assert_true(host_empty(q.a));
+    assert_int_equal(inf_snapshot_pos(q.sa), 180);
     feed(&q, tok + 180, 40, 0);
     feed(&q, tok + 220, 4, 1);
     pair_truncate(&q);
+    assert_true(host_empty(q.a)); /* still lagging after the rewind */
+    assert_ptr_equal(q.a->accel, ACC);
     feed(&q, tok + 180, 9, 1);
+    pair_truncate(&q); /* again, then a prefill chunk over the device's limit */
+    feed(&q, tok + 180, 70, 0);
     struct inf_accel_stats s1 = stats();
-    assert_int_equal(s1.rewinds - s0.rewinds, 1);
+    assert_int_equal(s1.rewinds - s0.rewinds, 2);
     assert_int_equal(s1.uploads - s0.uploads, 0);
-    assert_int_equal(s1.downloads - s0.downloads, 1);
+    assert_int_equal(s1.downloads - s0.downloads, 0);
+    assert_int_equal(D->tail_entries, tail0);
+    long long want = entries(q.p);
+    same_bytes(&q); /* the checkpoint's sync: every entry, once */
+    assert_int_equal(stats().downloads - s1.downloads, 1);
+    assert_int_equal(D->tail_entries - tail0, want);
+    printf("# packed restore at 180, snapshot (boundary only, 0 entries downloaded), 44 tokens, rewind, 9, rewind, "
+           "70: bit-identical; the sync after: %lld entries, byte-equal\n",
+           want);
+    /* the sync left the host copy complete: a truncate to the same snapshot now rewinds and keeps it */
+    pair_truncate(&q);
+    assert_int_equal(stats().rewinds - s1.rewinds, 1);
+    assert_false(host_empty(q.a));
+    feed(&q, tok + 180, 3, 1);
     same_bytes(&q);
     ckpt_free(ACC, &k);
     pair_free(&q);
@@ -969,6 +1048,168 @@ static void test_packed_snapshot(void **st)
     inf_state_free(o);
     ckpt_free(ACC, &k);
     pair_free(&q);
+    free(tok);
+}
+
+/* The lagging snapshot when the state leaves the device in between (another state bound, then back):
+ * the mark is stale, the host copy (synced when it left) is truncated and uploaded again; truncated
+ * while away too; and a truncate whose rewind is refused, or to a snapshot the device could not mark,
+ * syncs the missing entries before the device lets go. Each continues bit for bit. */
+static void test_lagging_snapshot_host_truncate(void **st)
+{
+    (void)st;
+    int n, P, n2, P2;
+    int *tok = case_tokens(6, &n, &P), *tok2 = case_tokens(5, &n2, &P2);
+    struct ckpt k;
+    struct pair q, B;
+    restored_pair(&q, tok, 200, &k);
+    pair_new(&B);
+    long long tail0 = D->tail_entries;
+    pair_snapshot(&q);
+    assert_int_equal(D->tail_entries, tail0);
+    feed(&q, tok + 200, 30, 0);
+    feed(&B, tok2, 12, 0); /* q leaves: synced, every entry downloaded */
+    assert_null(q.a->accel);
+    assert_false(host_empty(q.a));
+    feed(&q, tok + 230, 3, 1); /* back: the mark is of another upload */
+    struct inf_accel_stats s0 = stats();
+    pair_truncate(&q);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.host_truncates - s0.host_truncates, 1);
+    assert_int_equal(s1.rewinds - s0.rewinds, 0);
+    assert_int_equal(s1.downloads - s0.downloads, 0); /* the host copy had them */
+    feed(&q, tok + 200, 10, 0);
+    feed(&q, tok + 210, 2, 1);
+    same_bytes(&q);
+    /* truncated while away */
+    feed(&B, tok2 + 12, 2, 1);
+    assert_null(q.a->accel);
+    pair_truncate(&q);
+    feed(&q, tok + 200, 5, 1);
+    same_bytes(&q);
+    printf("# lagging snapshot after a packed restore, the state away and back: host truncates, bit-identical\n");
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+
+    /* the rewind refused: the lagging host copy fetches what the snapshot counts, then truncates */
+    restored_pair(&q, tok, 160, &k);
+    pair_snapshot(&q);
+    feed(&q, tok + 160, 40, 0);
+    long long bb = 0; /* the backbone's entries at 200: all that the host copy lacks */
+    for (int l = 0; l < C->num_hidden_layers; l++)
+        bb += q.p->layers[l].n_cache;
+    s0 = stats();
+    tail0 = D->tail_entries;
+    D->fail_rewind = 1;
+    pair_truncate(&q);
+    D->fail_rewind = 0;
+    s1 = stats();
+    assert_int_equal(s1.downloads - s0.downloads, 1);
+    assert_int_equal(s1.host_truncates - s0.host_truncates, 1);
+    assert_int_equal(D->tail_entries - tail0, bb);
+    assert_null(q.a->accel);
+    feed(&q, tok + 160, 20, 0);
+    feed(&q, tok + 180, 3, 1);
+    same_bytes(&q);
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    /* no mark: the same, through the host copy */
+    restored_pair(&q, tok, 160, &k);
+    D->fail_mark = 1;
+    pair_snapshot(&q);
+    D->fail_mark = 0;
+    assert_true(host_empty(q.a));
+    feed(&q, tok + 160, 10, 0);
+    s0 = stats();
+    pair_truncate(&q);
+    s1 = stats();
+    assert_int_equal(s1.downloads - s0.downloads, 1);
+    assert_int_equal(s1.host_truncates - s0.host_truncates, 1);
+    feed(&q, tok + 160, 20, 0);
+    same_bytes(&q);
+    printf("# lagging snapshot, rewind refused / no device mark: sync, host truncate, re-upload, bit-identical\n");
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    pair_free(&B);
+    free(tok);
+    free(tok2);
+}
+
+/* A snapshot of an ordinary dirty state (forwards since its last sync, host copy holding part of
+ * the entries): the boundary from the device, the rewind keeps the host copy's entries; a failed
+ * boundary download is an error naming the accelerator, nothing changed; without the op, the
+ * snapshot syncs as before. */
+static void test_dirty_snapshot(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(6, &n, &P);
+    struct pair q;
+    pair_new(&q);
+    feed(&q, tok, 100, 0);
+    assert_int_equal(inf_state_sync(q.a, &e), 0);
+    long long have = entries(q.a);
+    feed(&q, tok + 100, 60, 0);
+    long long tail0 = D->tail_entries;
+    struct inf_accel_stats s0 = stats();
+    pair_snapshot(&q);
+    assert_int_equal(D->tail_entries, tail0);
+    assert_int_equal(entries(q.a), have); /* the host copy as it was */
+    feed(&q, tok + 160, 20, 0);
+    pair_truncate(&q);
+    assert_int_equal(entries(q.a), have);
+    feed(&q, tok + 160, 5, 1);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.downloads - s0.downloads, 0);
+    assert_int_equal(s1.rewinds - s0.rewinds, 1);
+    assert_int_equal(s1.boundary_downloads - s0.boundary_downloads, 1);
+    same_bytes(&q);
+    assert_int_equal(D->tail_entries - tail0, entries(q.a) - have); /* only what the host lacked */
+    /* a failed boundary download: an error, the state still bound and continuing bit for bit */
+    feed(&q, tok + 165, 4, 1);
+    struct inf_snapshot *sn = NULL;
+    D->fail_boundary = 1;
+    int rc = inf_state_snapshot(q.a, &sn, &e);
+    D->fail_boundary = 0;
+    assert_int_equal(rc, CTX_EIO);
+    assert_null(sn);
+    printf("# failed boundary download: %s\n", e.msg);
+    assert_non_null(strstr(e.msg, "accelerator double: the boundary of the state at position 169"));
+    assert_ptr_equal(q.a->accel, ACC);
+    feed(&q, tok + 169, 3, 1);
+    same_bytes(&q);
+    printf("# dirty state (%lld of its entries on the host), snapshot, 20 tokens, rewind: no download, "
+           "bit-identical\n",
+           have);
+    pair_free(&q);
+    /* an accelerator without download_boundary: the snapshot syncs */
+    struct dbl *d2 = calloc(1, sizeof *d2);
+    assert_non_null(d2);
+    assert_int_equal(inf_model_new(W, NULL, 0, &d2->m, &e), 0);
+    assert_int_equal(inf_state_new(C, &d2->dev, &e), 0);
+    struct inf_accel_ops ops = dbl_ops;
+    ops.download_boundary = NULL;
+    struct inf_accel *a2 = inf_accel_new(&ops, d2);
+    assert_non_null(a2);
+    struct inf_model *ma2;
+    assert_int_equal(inf_model_new(W, NULL, 0, &ma2, &e), 0);
+    inf_model_set_accel(ma2, a2);
+    struct inf_state *x;
+    assert_int_equal(inf_state_new(C, &x, &e), 0);
+    struct inf_forward_opts o = {0};
+    assert_int_equal(inf_model_forward(ma2, x, tok, 90, &o, &e), 0);
+    assert_int_equal(inf_state_snapshot(x, &sn, &e), 0);
+    struct inf_accel_stats s;
+    inf_accel_stats(a2, &s);
+    assert_int_equal(s.downloads, 1);
+    assert_int_equal(s.boundary_downloads, 0);
+    assert_int_equal(d2->boundaries, 0);
+    assert_false(host_empty(x));
+    inf_snapshot_free(sn);
+    inf_state_free(x);
+    inf_model_free(ma2);
+    inf_accel_free(a2);
     free(tok);
 }
 
@@ -1127,6 +1368,8 @@ int main(void)
         cmocka_unit_test(test_no_prefix_op),
         cmocka_unit_test(test_packed_restore),
         cmocka_unit_test(test_packed_snapshot),
+        cmocka_unit_test(test_lagging_snapshot_host_truncate),
+        cmocka_unit_test(test_dirty_snapshot),
         cmocka_unit_test(test_packed_resident),
         cmocka_unit_test(test_packed_errors),
     };

@@ -16,8 +16,10 @@
  * - a checkpoint restored straight to the device (inf_accel_restore_packed, streams packed with
  *   inference/kvpack.h into pinned inf_accel_host_alloc buffers) against today's host restore +
  *   upload: the decode steps after it equal the reference bit for bit, the synced host copies are
- *   byte-equal; snapshot / rewind after it, another state bound and back (partial upload), and
- *   counts that do not fit (refused, nothing bound);
+ *   byte-equal; a snapshot after it (the boundary from the device, no entry downloaded) / rewind with
+ *   the host copy still lagging, then the sync; the same snapshot with the state away in between (host
+ *   truncate); a stale mark refused while the host copy lags (the truncate syncs first); another
+ *   state bound and back (partial upload), and counts that do not fit (refused, nothing bound);
  * - the counters show which path ran (rewinds, uploads, partial uploads and their entries, downloads);
  * - ctx-small again over 2 layer-split shards on the one device (cuda_multi: what --gpus 0,1 runs).
  * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run. "1..0 # SKIP" without a device. */
@@ -205,21 +207,80 @@ static void run_packed(const char *what, struct inf_model *MA, struct inf_accel 
         bytes ? "byte-equal" : "DIFFERENT");
     if (!ok)
         printf("# %s\n", e.msg);
-    /* snapshot right after the packed restore (a full download), other tokens, rewind, continue */
+    /* snapshot right after the packed restore (ctxd's "ready" one: the boundary from the device, no
+     * entry downloaded), other tokens, rewind (the host copy still lagging), continue; then the
+     * checkpoint's sync downloads every entry and equals the host-restored state */
     struct inf_snapshot *sn = NULL;
     nr = 0;
-    ok = !packed_restore(A, &k, x, &e) && !inf_state_snapshot(x, &sn, &e);
+    ok = !packed_restore(A, &k, x, &e);
+    a0 = stats(A);
+    ok = ok && !inf_state_snapshot(x, &sn, &e);
+    a1 = stats(A);
+    int nodl = ok && a1.downloads == a0.downloads && a1.boundary_downloads - a0.boundary_downloads == 1;
     ok = ok && !feed(MA, x, tok2, 0, 30, 0, NULL, &no) && !feed(MA, x, tok2, 30, 33, 1, NULL, &no);
+    ok = ok && !inf_state_truncate(x, sn, &e);
+    lag = ok && x->accel == A;
+    for (int l = 0; ok && l < c->num_hidden_layers; l++)
+        lag = lag && x->layers[l].n_cache == 0;
+    ok = ok && !feed(MA, x, tok, P, n, 1, got, &nr);
+    a1 = stats(A);
+    same = ok && !memcmp(got, ref + V, rowb * (size_t)D);
+    nodl = nodl && a1.downloads == a0.downloads;
+    bytes = ok && same_state(x, h, &e);
+    tap(same && bytes && nodl && lag && a1.rewinds - a0.rewinds == 1 && a1.uploads == a0.uploads,
+        "%s: packed restore, snapshot (no entry downloaded: %s), 33 other tokens, truncate (device rewind, host copy "
+        "lagging: %s), %d steps: %s, the sync after: %s",
+        what, nodl ? "yes" : "NO", lag ? "yes" : "NO", D, same ? "bit-identical" : "DIFFERENT",
+        bytes ? "byte-equal to the host restore" : "DIFFERENT");
+    if (!ok)
+        printf("# %s\n", e.msg);
+    inf_snapshot_free(sn);
+    /* the same snapshot, the state away in between (another state bound, then back): the mark is
+     * stale, the truncate goes through the host copy synced when it left */
+    sn = NULL;
+    nr = 0;
+    inf_state_reset(o);
+    ok = !packed_restore(A, &k, x, &e) && !inf_state_snapshot(x, &sn, &e);
+    ok = ok && !feed(MA, x, tok2, 0, 30, 0, NULL, &no) && !feed(MA, o, tok2, 0, 24, 0, NULL, &no);
+    ok = ok && !feed(MA, x, tok2, 30, 33, 1, NULL, &no);
     a0 = stats(A);
     ok = ok && !inf_state_truncate(x, sn, &e) && !feed(MA, x, tok, P, n, 1, got, &nr);
     a1 = stats(A);
     same = ok && !memcmp(got, ref + V, rowb * (size_t)D);
-    tap(same && a1.rewinds - a0.rewinds == 1,
-        "%s: packed restore, snapshot, 33 other tokens, truncate (device rewind), continue: %s", what,
-        same ? "bit-identical" : "DIFFERENT");
+    bytes = ok && same_state(x, h, &e);
+    tap(same && bytes && a1.host_truncates - a0.host_truncates == 1 && a1.rewinds == a0.rewinds,
+        "%s: packed restore, snapshot, 30 other tokens, another state (24 tokens), back, truncate (host), %d steps: "
+        "%s, synced state %s",
+        what, D, same ? "bit-identical" : "DIFFERENT", bytes ? "byte-equal" : "DIFFERENT");
     if (!ok)
         printf("# %s\n", e.msg);
     inf_snapshot_free(sn);
+    /* a mark the engine refuses while the host copy lags: snapshots S1 at P and S2 at P + D/2 (the
+     * reference's tokens), back to S1 (rewind, still lagging), the same tokens again, then S2: stale
+     * (rewound behind it), so the truncate syncs the entries S2 counts before the host truncate */
+    struct inf_snapshot *s2 = NULL;
+    sn = NULL;
+    nr = 0;
+    int half = D / 2;
+    ok = !packed_restore(A, &k, x, &e) && !inf_state_snapshot(x, &sn, &e);
+    ok = ok && !feed(MA, x, tok, P, P + half, 1, NULL, &nr) && !inf_state_snapshot(x, &s2, &e);
+    ok = ok && !inf_state_truncate(x, sn, &e) && !feed(MA, x, tok, P, P + half, 1, NULL, &nr);
+    a0 = stats(A);
+    ok = ok && !inf_state_truncate(x, s2, &e);
+    a1 = stats(A);
+    nr = 0;
+    ok = ok && !feed(MA, x, tok, P + half, n, 1, got, &nr);
+    same = ok && !memcmp(got, ref + (size_t)(1 + half) * V, rowb * (size_t)(D - half));
+    bytes = ok && same_state(x, h, &e);
+    tap(same && bytes && a1.host_truncates - a0.host_truncates == 1 && a1.downloads - a0.downloads == 1 &&
+            a1.rewinds == a0.rewinds,
+        "%s: packed restore, snapshots at %d and %d, rewind to the first, the same %d tokens, truncate to the second "
+        "(refused: stale; sync of the lagging host copy + host truncate), %d steps: %s, synced state %s",
+        what, P, P + half, half, D - half, same ? "bit-identical" : "DIFFERENT", bytes ? "byte-equal" : "DIFFERENT");
+    if (!ok)
+        printf("# %s\n", e.msg);
+    inf_snapshot_free(sn);
+    inf_snapshot_free(s2);
     /* another state bound in between: the restored one leaves synced and comes back partially */
     nr = 0;
     inf_state_reset(o);
@@ -325,9 +386,12 @@ static void run(const char *what, const struct inf_weights *w, int P, int D, int
     ok = ok && !feed(MA, s1, tok, P0, P, 0, got, &nr) && !feed(MA, s1, tok, P, n, 1, got, &nr);
     struct inf_accel_stats a1 = stats(A);
     int same = ok && !memcmp(got, ref, rowb * (size_t)(D + 1));
-    tap(same && a1.rewinds - a0.rewinds == 2 && a1.host_truncates == a0.host_truncates,
-        "%s: snapshot at %d, 43 other tokens, truncate twice (device rewinds: %lld), continue: %s", what, P0,
-        a1.rewinds - a0.rewinds, same ? "bit-identical" : "DIFFERENT");
+    /* the snapshot of the dirty state took its boundary from the device: nothing downloaded */
+    tap(same && a1.rewinds - a0.rewinds == 2 && a1.host_truncates == a0.host_truncates &&
+            a1.downloads == a0.downloads && a1.boundary_downloads - a0.boundary_downloads == 1,
+        "%s: snapshot at %d (boundary only: %lld downloads), 43 other tokens, truncate twice (device rewinds: %lld), "
+        "continue: %s",
+        what, P0, a1.downloads - a0.downloads, a1.rewinds - a0.rewinds, same ? "bit-identical" : "DIFFERENT");
     /* two sequences alternating: downloads of tails, uploads */
     inf_state_reset(s1);
     inf_state_reset(s2);
