@@ -399,8 +399,8 @@ static int checkpoint(struct repo *r, struct ctx_err *e)
 }
 
 /* A checkpoint straight to the accelerator's device (inference/accel.h's inf_accel_restore_packed):
- * the packed streams as stored read into the accelerator's pinned buffers, uploaded and unpacked
- * there; the host copy catches up at the first sync (a checkpoint, a snapshot). */
+ * the packed streams as stored read into the accelerator's host buffers (inf_accel_host_alloc), uploaded and unpacked
+ * there; the host copy catches up at the first sync (a checkpoint, a switch to another state). */
 static int restore_to_device(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st,
                              struct inf_accel *a, struct ctx_err *e)
 {
@@ -458,7 +458,7 @@ static void start_from_cache(struct repo *r, struct progress_msg *note)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rrc = packed ? restore_to_device(rs->kv, &c, r->st, acc, &e) : store_kv_state_restore(rs->kv, &c, r->st, &e);
-    if (rrc && packed) { /* no pinned memory, a device error: the host path may still work */
+    if (rrc && packed) { /* no memory, a device error: the host path may still work */
         CTX_WARN("kv cache: packed restore of checkpoint %lld of %s failed, restoring on the host: %s",
                  (long long)c.id, r->root, e.msg);
         inf_state_reset(r->st);

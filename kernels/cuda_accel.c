@@ -35,17 +35,11 @@ static int acc_upload_packed(void *ud, const struct inf_state *st, const long lo
 }
 /* Pinned for every device's context (portable): the shards' copies of the packed streams run at
  * PCIe speed instead of through the driver's pageable staging. */
-static void *acc_host_alloc(void *ud, size_t bytes)
-{
-    (void)ud;
-    void *p = NULL;
-    return cudaHostAlloc(&p, bytes, cudaHostAllocPortable) == cudaSuccess ? p : NULL;
-}
-static void acc_host_free(void *ud, void *p)
-{
-    (void)ud;
-    cudaFreeHost(p);
-}
+/* No host_alloc op: the packed streams of a restore go in plain malloc'd memory. Measured on the
+ * H200 (bench/gpu/results/2026-11-29r, 500K-token V4-Flash checkpoint, 1.76 GB packed):
+ * cudaHostAlloc + cudaFreeHost of the streams took 0.86 s, while a pageable upload runs at ~7.5
+ * GB/s (0.23 s for those bytes) and the upload from pinned memory saves only ~0.2 s of that. A
+ * restore happens once per repository, so pinning the buffers costs more than it saves. */
 static int acc_download(void *ud, struct inf_state *st, struct ctx_err *e)
 {
     return cuda_multi_state_download_tail(((struct cuda_accel *)ud)->m, st, e);
@@ -105,7 +99,7 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
         .name = "cuda", .forward = acc_forward, .max_chunk = 0, .upload = acc_upload,
         .upload_prefix = acc_upload_prefix, .download_tail = acc_download, .mark = acc_mark, .rewind = acc_rewind,
         .mark_free = acc_mark_free, .destroy = acc_destroy, .upload_packed = acc_upload_packed,
-        .host_alloc = acc_host_alloc, .host_free = acc_host_free, .download_boundary = acc_download_boundary,
+        .download_boundary = acc_download_boundary,
     };
     /* max_chunk 0: inf_accel_forward hands over whole chunks; cuda_multi_prefill splits them */
     struct inf_accel *a = inf_accel_new(&ops, c);

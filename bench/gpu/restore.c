@@ -15,8 +15,8 @@
  *       floors measured in the same run: pinned host-to-device cudaMemcpy of 1 GiB (peak), and the
  *       disk's sequential O_DIRECT read of the checkpoint's own files (one thread, 16 MiB reads; an
  *       8-thread figure beside it). The "ctxd path" rows time what ctxd --backend cuda runs
- *       (daemon/repos.c's start_from_cache): a fresh inf_state, inf_accel_host_alloc'd (pinned)
- *       buffers, store_kv_state_read_packed, inf_accel_restore_packed (a cuda_accel: upload, unpack,
+ *       (daemon/repos.c's start_from_cache): a fresh inf_state, inf_accel_host_alloc'd buffers (malloc: the CUDA accel pins
+ *       nothing, kernels/cuda_accel.c says why), store_kv_state_read_packed, inf_accel_restore_packed (a cuda_accel: upload, unpack,
  *       bind), the buffers freed; cold and warm; then the snapshot after it (ctxd's ready snapshot:
  *       a device mark and the rings, carries and position downloaded, no entry) and the first
  *       inf_state_sync after that (every entry downloaded: what the first checkpoint pays), and
@@ -839,7 +839,7 @@ static int cmd_bench(int argc, char **argv)
             goto out;
     }
     /* (d) the ctxd path (daemon/repos.c's start_from_cache with --backend cuda): a fresh inf_state,
-     * pinned buffers from the accelerator (inf_accel_host_alloc: cudaHostAlloc), the packed read, the
+     * buffers from the accelerator (inf_accel_host_alloc: malloc for the CUDA accel), the packed read, the
      * accelerator's restore (inf_accel_restore_packed: upload + unpack + bind), the buffers freed; cold
      * and warm. Then the snapshot ctxd takes right after it (the boundary only, the host copy left
      * lagging) and what the first sync costs (the first checkpoint downloads every entry into the
@@ -957,10 +957,10 @@ static int cmd_bench(int argc, char **argv)
             double x_sn = bench_median(tsn, disk_reps), mb = (double)cuda_engine_mark_bytes(&c, 0, 0);
             double h_t = bench_median(th, disk_reps), h_r = bench_median(thr, disk_reps);
             double floor_pp = pk_bytes / (peak * 1e9), floor_d2h = ub / (peak * 1e9);
-            printf("| ctxd path, disk (cold) -> inf_accel_host_alloc (pinned) -> store_kv_state_read_packed -> "
+            printf("| ctxd path, disk (cold) -> inf_accel_host_alloc (pageable) -> store_kv_state_read_packed -> "
                    "inf_accel_restore_packed (median of %d) | %.3f | %.3f | %.2f | %.3f | %.0f%% | 1 |\n",
                    disk_reps, pk_bytes / 1e9, x_t, pk_bytes / x_t / 1e9, floor_disk, 100 * floor_disk / x_t);
-            printf("|   of which fresh inf_state + cudaHostAlloc + cudaFreeHost of the streams | | %.3f | | | | |\n", x_a);
+            printf("|   of which fresh inf_state + inf_accel_host_alloc + _free of the streams | | %.3f | | | | |\n", x_a);
             printf("|   of which the store read (cold) | | %.3f | %.2f | %.3f | %.0f%% | |\n", x_r, pk_bytes / x_r / 1e9,
                    floor_disk, 100 * floor_disk / x_r);
             printf("|   of which inf_accel_restore_packed (upload + unpack + bind) | | %.4f | %.1f | %.4f | %.0f%% | |\n",
