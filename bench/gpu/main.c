@@ -242,10 +242,12 @@ static void bench_fp4(const char *name, int n, int k, int experts, int topk, int
     free(wt), free(st), free(ids);
 }
 
-/* ---- FP8 prefill GEMM: own mma.sync kernels (V1, V2 and V2's tiles) and cuBLASLt block-scaled ----
+/* ---- FP8 prefill GEMM: own mma.sync kernels (V1, V2 and V2's tiles, V3 on f16 tensor cores and its
+ * tiles) and cuBLASLt block-scaled ----
  *
- * Per shape: every variant of cuda_fp8_gemm_variant on the same inputs, its time, the ratio to V1 and
- * whether its output is byte-equal to V1's (it must be), then cuBLASLt (other numerics, see gemm.h). */
+ * Per shape: every variant of cuda_fp8_gemm_variant on the same inputs, its time, the ratios to V1 and
+ * to V2 (the default) and whether its output is byte-equal to V1's (it must be), then cuBLASLt (other
+ * numerics, see gemm.h). */
 struct gemm_job {
     const uint8_t *q, *w, *ws;
     const float *sa, *ws32;
@@ -286,7 +288,7 @@ static void bench_gemm(const char *name, int n, int k, int m)
     struct quant_job qj = {x, m, k, 0, q, sa};
     quant_launch(&qj, 0);
     const int iters = 20;
-    double flop = 2.0 * m * (double)n * k, ms_v1 = 0;
+    double flop = 2.0 * m * (double)n * k, ms_v1 = 0, ms_v2 = 0;
     double qms = time_alone(quant_launch, &qj, iters);
     for (int v = CUDA_FP8_GEMM_V1; v < CUDA_FP8_GEMM_NVARIANTS; v++) {
         j.variant = v;
@@ -299,10 +301,13 @@ static void bench_gemm(const char *name, int n, int k, int m)
         double ms = time_alone(gemm_launch, &j, iters);
         if (v == CUDA_FP8_GEMM_V1)
             ms_v1 = ms;
+        if (v == CUDA_FP8_GEMM_V2)
+            ms_v2 = ms;
         int eq = v == CUDA_FP8_GEMM_V1 || memcmp(y1, yv, ybytes) == 0;
-        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | %8.1f | %6.1f | %5.1f%% | %5.2f | %s | %5.1f |\n",
+        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | %8.1f | %6.1f | %5.1f%% | %5.2f | %5.2f | %s | %5.1f |\n",
                cuda_fp8_gemm_variant_name(v), name, m, n, k, ms * 1e3, flop / (ms * 1e-3) / 1e12,
-               100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak, ms_v1 / ms, eq ? "yes" : "NO", qms * 1e3);
+               100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak, ms_v1 / ms, v >= CUDA_FP8_GEMM_V2 ? ms_v2 / ms : 0.0,
+               eq ? "yes" : "NO", qms * 1e3);
     }
     int layout = cuda_lt_layout();
     if (m % 4 == 0 && cuda_lt_plan_new(&j.plan, m, n, k, layout, &err) == 0) {
@@ -311,12 +316,12 @@ static void bench_gemm(const char *name, int n, int k, int m)
         quant_launch(&qj, 0);
         lt_launch(&j, 0);
         double ms = time_alone(lt_launch, &j, iters);
-        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | %8.1f | %6.1f | %5.1f%% | %5.2f | other numerics | |\n",
+        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | %8.1f | %6.1f | %5.1f%% | %5.2f | %5.2f | other numerics | |\n",
                "cuBLASLt", name, m, n, k, ms * 1e3, flop / (ms * 1e-3) / 1e12,
-               100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak, ms_v1 / ms);
+               100.0 * flop / (ms * 1e-3) / 1e12 / fp8_peak, ms_v1 / ms, ms_v2 / ms);
         cuda_lt_plan_free(j.plan);
     } else {
-        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | n/a: %s | | | | | |\n", "cuBLASLt", name, m, n, k, err.msg);
+        printf("| fp8_gemm %-25s | %-10s | %5d | %5d x %5d | n/a: %s | | | | | | |\n", "cuBLASLt", name, m, n, k, err.msg);
     }
     must(cuda_sync(&err));
     free(y1), free(yv);
@@ -326,10 +331,11 @@ static void bench_gemm(const char *name, int n, int k, int m)
 /* The prefill GEMM table: V4-Flash's dense FP8 products at chunk sizes m (only_m > 0: that m only). */
 static void bench_gemm_rows(int only_m)
 {
-    printf("\nPrefill GEMM, FP8 block-scaled, m tokens (us alone, median of 20); vs v1 = V1 time / this time; "
-           "bit-equal = output bytes equal to V1's; act_quant = the input's quantisation\n\n");
-    printf("| kernel | weight | m | n x k | us | TFLOP/s | of FP8 peak | vs v1 | bit-equal v1 | act_quant us |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("\nPrefill GEMM, FP8 block-scaled, m tokens (us alone, median of 20); vs v1 / vs v2 = V1's / V2's "
+           "time / this time (V2: the default; V1 has no vs v2); bit-equal = output bytes equal to V1's; "
+           "act_quant = the input's quantisation\n\n");
+    printf("| kernel | weight | m | n x k | us | TFLOP/s | of FP8 peak | vs v1 | vs v2 | bit-equal v1 | act_quant us |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     static const struct { const char *name; int n, k; } shapes[] = {
         {"attn.wq_a", 1024, 4096}, {"attn.wkv", 512, 4096},     {"attn.wq_b", 32768, 1024}, {"attn.wo_b", 4096, 8192},
         {"shared w1", 2048, 4096}, {"shared w2", 4096, 2048},   {"idx.wq_b", 8192, 1024},   {"4096^2", 4096, 4096},
