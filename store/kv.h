@@ -99,6 +99,9 @@ int store_kv_read_boundary(struct store_kv *kv, const struct store_kv_ckpt *c, v
 /* Read and verify bytes [0, c->stream_len[stream]) of a stream into buf. */
 int store_kv_read_stream(struct store_kv *kv, const struct store_kv_ckpt *c, int stream, void *buf,
                          struct ctx_err *e);
+/* The same for every stream k with bufs[k] != NULL (bufs[c->n_streams]), read and verified on several
+ * threads; the error names the first failing segment in stream order, as separate reads would. */
+int store_kv_read_streams(struct store_kv *kv, const struct store_kv_ckpt *c, void *const *bufs, struct ctx_err *e);
 
 /* A new lineage that continues from checkpoint c: its streams start as c's (shared, not copied). */
 int store_kv_fork(struct store_kv *kv, const struct store_kv_ckpt *c, int64_t *lineage,

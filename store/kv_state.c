@@ -173,21 +173,34 @@ int store_kv_state_restore(struct store_kv *kv, const struct store_kv_ckpt *c, s
     int rc = stream_counts(c, st, counts, e);
     uint64_t row = inf_kvpack_entry_bytes(&st->cfg), irow = inf_kvpack_ikey_bytes(&st->cfg);
     size_t hd = (size_t)st->cfg.head_dim, di = (size_t)st->cfg.index_head_dim;
+    /* each stream read into the end of its float buffer (all streams at once: store_kv_read_streams
+     * reads on several threads), then unpacked forward in place */
+    void **bufs = rc ? NULL : calloc((size_t)c->n_streams + 1, sizeof *bufs);
+    if (!rc && !bufs)
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
     for (int i = 0; i < st->n_layers && !rc; i++) {
         struct inf_layer_state *l = &st->layers[i];
         long long n = counts[i];
         l->n_cache = 0;
         if (n && (rc = inf_state_reserve(st, i, n, e)))
             break;
-        /* each stream read into the end of its float buffer, then unpacked forward in place */
-        if (n && !(rc = store_kv_read_stream(kv, c, 2 * i, (uint8_t *)l->cache + (uint64_t)n * (hd * 4 - row), e)))
-            unpack_in_place(&st->cfg, l->cache, (uint64_t)n, row, hd, 0);
-        if (!rc && n && l->ratio == 4 &&
-            !(rc = store_kv_read_stream(kv, c, 2 * i + 1, (uint8_t *)l->icache + (uint64_t)n * (di * 4 - irow), e)))
-            unpack_in_place(&st->cfg, l->icache, (uint64_t)n, irow, di, 1);
-        if (!rc)
-            l->n_cache = n;
+        if (n)
+            bufs[2 * i] = (uint8_t *)l->cache + (uint64_t)n * (hd * 4 - row);
+        if (n && l->ratio == 4)
+            bufs[2 * i + 1] = (uint8_t *)l->icache + (uint64_t)n * (di * 4 - irow);
     }
+    if (!rc)
+        rc = store_kv_read_streams(kv, c, bufs, e);
+    for (int i = 0; i < st->n_layers && !rc; i++) {
+        struct inf_layer_state *l = &st->layers[i];
+        long long n = counts[i];
+        if (n)
+            unpack_in_place(&st->cfg, l->cache, (uint64_t)n, row, hd, 0);
+        if (n && l->ratio == 4)
+            unpack_in_place(&st->cfg, l->icache, (uint64_t)n, irow, di, 1);
+        l->n_cache = n;
+    }
+    free(bufs);
     if (!rc)
         rc = read_boundary(kv, c, st, NULL, e);
     free(counts);
@@ -198,8 +211,7 @@ int store_kv_state_read_packed(struct store_kv *kv, const struct store_kv_ckpt *
                                long long *counts, struct ctx_err *e)
 {
     int rc = stream_counts(c, st, counts, e);
-    for (int k = 0; k < c->n_streams && !rc; k++)
-        if (c->stream_len[k])
-            rc = store_kv_read_stream(kv, c, k, bufs[k], e);
+    if (!rc)
+        rc = store_kv_read_streams(kv, c, bufs, e);
     return rc ? rc : read_boundary(kv, c, st, counts, e);
 }

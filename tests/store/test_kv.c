@@ -387,6 +387,98 @@ static void forks_share_their_prefix(void **state)
     assert_int_equal(access(p, F_OK), -1);
 }
 
+/* store_kv_read_streams: every stream at once on several threads, the bytes of separate reads;
+ * a segment longer than a read piece (16 MiB) split and put back together; the first failing
+ * segment in stream order is the one reported, with the byte a short file stops at. */
+static void parallel_reads_match_and_report_in_order(void **state)
+{
+    struct env *e = *state;
+    struct ctx_err err = {0};
+    int32_t t[512];
+    tokens_of(6, t, 512);
+    struct store_kv_hash h[4];
+    store_kv_chain("m", t, 512, h);
+    int64_t lin, fork;
+    struct store_kv_ckpt c;
+    void *bufs[NS + 1] = {0};
+    /* many segments and a fork: a plan over two lineages */
+    assert_int_equal(store_kv_lineage_new(e->kv, "m", NS, &lin, &err), 0);
+    put(e->kv, lin, 1, 128, &h[0]);
+    put(e->kv, lin, 1, 256, &h[1]);
+    assert_int_equal(store_kv_get(e->kv, lin, 256, &c, &err), 0);
+    assert_int_equal(store_kv_fork(e->kv, &c, &fork, &err), 0);
+    store_kv_ckpt_clear(&c);
+    put(e->kv, fork, 1, 384, &h[2]);
+    put(e->kv, fork, 1, 512, &h[3]);
+    assert_int_equal(store_kv_get(e->kv, fork, 512, &c, &err), 0);
+    for (int k = 0; k < NS; k++)
+        bufs[k] = malloc(c.stream_len[k] + 1);
+    assert_int_equal(store_kv_read_streams(e->kv, &c, bufs, &err), 0);
+    for (int k = 0; k < NS; k++) {
+        for (uint64_t i = 0; i < c.stream_len[k]; i++)
+            if (((uint8_t *)bufs[k])[i] != byte_at(1, k, i))
+                fail_msg("stream %d byte %llu differs", k, (unsigned long long)i);
+        free(bufs[k]);
+        bufs[k] = NULL;
+    }
+    /* a NULL buffer skips its stream */
+    bufs[1] = malloc(c.stream_len[1] + 1);
+    assert_int_equal(store_kv_read_streams(e->kv, &c, bufs, &err), 0);
+    assert_int_equal(((uint8_t *)bufs[1])[c.stream_len[1] - 1], byte_at(1, 1, c.stream_len[1] - 1));
+    free(bufs[1]);
+    bufs[1] = NULL;
+    store_kv_ckpt_clear(&c);
+
+    /* one checkpoint whose stream 2 is one 18 MB segment (two read pieces) */
+    const uint64_t big = 128 * 60000; /* streams of 6, 12 and 18 MB */
+    int32_t *tb = malloc(big * sizeof *tb);
+    tokens_of(7, tb, big);
+    struct store_kv_hash hb;
+    store_kv_prefix_hash("m", tb, big, &hb);
+    free(tb);
+    assert_int_equal(store_kv_lineage_new(e->kv, "m", NS, &lin, &err), 0);
+    put(e->kv, lin, 1, big, &hb);
+    assert_int_equal(store_kv_get(e->kv, lin, big, &c, &err), 0);
+    assert_true(c.stream_len[2] > ((uint64_t)16 << 20));
+    for (int k = 0; k < NS; k++)
+        bufs[k] = malloc(c.stream_len[k] + 1);
+    assert_int_equal(store_kv_read_streams(e->kv, &c, bufs, &err), 0);
+    for (int k = 0; k < NS; k++)
+        for (uint64_t i = 0; i < c.stream_len[k]; i++)
+            if (((uint8_t *)bufs[k])[i] != byte_at(1, k, i))
+                fail_msg("big stream %d byte %llu differs", k, (unsigned long long)i);
+    /* a short stream 2 (cut in its second piece) and a flipped byte in stream 0: stream 0 is named */
+    char p[256];
+    snprintf(p, sizeof p, "%s/L%lld/s2.bin", e->dir, (long long)lin);
+    assert_int_equal(truncate(p, (off_t)17 << 20), 0);
+    assert_int_equal(store_kv_read_stream(e->kv, &c, 2, bufs[2], &err), CTX_EFORMAT);
+    char want[64];
+    snprintf(want, sizeof want, "truncated at byte %llu", (unsigned long long)17 << 20);
+    assert_non_null(strstr(err.msg, want));
+    store_kv_ckpt_clear(&c);
+    /* that dropped the lineage: write it again, then corrupt streams 0 and 2 */
+    assert_int_equal(store_kv_lineage_new(e->kv, "m", NS, &lin, &err), 0);
+    put(e->kv, lin, 1, big, &hb);
+    assert_int_equal(store_kv_get(e->kv, lin, big, &c, &err), 0);
+    snprintf(p, sizeof p, "%s/L%lld/s2.bin", e->dir, (long long)lin);
+    assert_int_equal(truncate(p, (off_t)17 << 20), 0);
+    snprintf(p, sizeof p, "%s/L%lld/s0.bin", e->dir, (long long)lin);
+    FILE *f = fopen(p, "r+b");
+    assert_non_null(f);
+    fseek(f, 4000000, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, 4000000, SEEK_SET);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+    assert_int_equal(store_kv_read_streams(e->kv, &c, bufs, &err), CTX_EFORMAT);
+    assert_non_null(strstr(err.msg, "s0.bin bytes [0, "));
+    assert_non_null(strstr(err.msg, "fail their checksum"));
+    assert_non_null(strstr(err.msg, "dropped lineage"));
+    for (int k = 0; k < NS; k++)
+        free(bufs[k]);
+    store_kv_ckpt_clear(&c);
+}
+
 static void corruption_is_detected_and_dropped(void **state)
 {
     struct env *e = *state;
@@ -602,6 +694,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(exact_prompt_checkpoints, setup, teardown),
         cmocka_unit_test_setup_teardown(produced_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(forks_share_their_prefix, setup, teardown),
+        cmocka_unit_test_setup_teardown(parallel_reads_match_and_report_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(corruption_is_detected_and_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(newer_schema_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(eviction_is_lru_and_spares_the_kept, setup, teardown),
