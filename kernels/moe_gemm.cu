@@ -1,8 +1,9 @@
 // Routed experts for prefill: device bucketing of (token, slot) pairs by expert and a grouped FP4 x FP8
 // GEMM over the buckets; semantics in moe_gemm.h.
 //
-// Three kernels (moe_gemm.h): V1 and V2 below have the numerics described here; V3 (the default, further
-// down) chains a 128-K stage's mmas on weights converted once per stage and has its own section.
+// Four kernels (moe_gemm.h): V1 and V2 below have the numerics described here; V3 (the default, further
+// down) chains a 128-K stage's mmas on weights converted once per stage and has its own section, as has
+// V4 (both operands converted to f16 once per stage, native f16 mma; selectable, not yet the default).
 //
 // V1/V2: the numerics are the decode kernel's (gemm.cu, fp4_gemv_kernel): each 32-K block is one
 // m16n8k32 e4m3 mma started from zero, fed the same K positions in the same fragment slots (lane t's
@@ -13,6 +14,7 @@
 // are added in ascending K order (kernels/ref.c's order; the decode kernel adds them per lane and
 // then across lanes, so the two agree within fp32 rounding of the sum, not bitwise).
 #include <cstdint>
+#include <cstdlib>
 
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
@@ -890,6 +892,335 @@ __global__ void __launch_bounds__(256, 2) moe_gemm3_kernel(const uint8_t *__rest
         }
 }
 
+// ---- grouped GEMM, fourth kernel (CUDA_MOE_GEMM_V4) ----
+//
+// Why: V3 is issue-bound because Hopper has no native e4m3 mma.sync: ptxas turns every m16n8k32 e4m3
+// into ~12 F2FP conversions of its fragments plus two f16 HMMA.16816 and an fp32 add (bench/gpu/
+// results/2026-11-29p-gemm). V4 pays the conversions once per CTA and stage instead of once per mma
+// and warp: both operands are converted into shared memory as f16 and the warps run the native
+// mma.sync m16n8k16 f16 -> f32 on fragments from ldmatrix.
+// - Tile, pair-block skipping, raw cp.async ring (FP4 bytes + e8m0 codes + gathered e4m3 rows + their
+//   scales, moe_gemm_kernel's layout) as V3, with 3 stages instead of 4 (the f16 tiles take 48 KB).
+// - Per stage, after the ring's barrier, every thread converts 2 weight pieces (row, 32-K sub-block:
+//   16 FP4 bytes -> 32 f16, cuda_moe4_convert with the LUT of the piece's shift, moe_gemm.h) and 2
+//   activation chunks (pair, 16 K: cvt.rn.f16x2.e4m3x2, exact) into the f16 tiles sWh (128 x 256 B)
+//   and sXh (64 x 256 B), layout cuda_moe4_off (k16-step-major: a lane's ldmatrix addresses over the
+//   stage are one register plus immediates); the row's stage scale 2^(E - 140) goes to sRS. Work
+//   items and ldmatrix addresses are moe_gemm.h's cuda_moe4_* functions, checked on the host by
+//   test_moe_gemm against the PTX ISA fragment layout of m16n8k16 and for bank conflicts.
+// - Weights: v * 2^(e_i - E + 13) is a normal f16 (2 significant bits, low byte 0) for
+//   0 <= E - e_i <= 26, so the LUT holds only high bytes and the conversion is V3's prmt scheme plus
+//   one prmt per f16x2 word. The 2^13 (rather than 2^0) keeps the smallest value, 0.5 * 2^-13, normal;
+//   products are exact in the tensor core (<= 448 * 6 * 2^13 < 2^25; stage partials < 2^32).
+// - Fast stage (every piece of the CTA at its row's E): per warp, per k16 step s, A = ldmatrix.x4 of
+//   its two 16-row halves, B = ldmatrix.x4 per two active pair blocks (x2 for an odd one), 8 HMMAs per
+//   fragment chained from zero in ascending K, then acc = fma(P * act_scale, 2^(E - 140), acc) (V3's
+//   2^(E - 133) times V3's 2^-6 = 2^(E - 127 - 13)); the number of active pair blocks is a template
+//   argument (tiles are mostly partial at S <= 2048).
+// - Guard: a stage in which some piece has E - e_i > 26 or the NaN code (flag reduced by the second
+//   barrier, __syncthreads_or) is computed by the whole CTA from the raw stage, which is still in the
+//   ring, with moe2_stage<false>: V1's instructions and arithmetic, so V1's bits for that stage.
+// Why not a double-buffered f16 tile (convert stage kb + 1 while computing kb, one barrier a stage):
+// two f16 buffers are 96 KB, and with even a 2-stage raw ring (34 KB) a CTA would need ~132 KB, so
+// only one CTA (8 warps) per SM instead of two; the single buffer + 3-stage ring is 99 KB (2 CTAs per
+// SM at 227 KB) and the other CTA of the SM covers each CTA's barriers.
+constexpr int M4_STAGES = 3;
+constexpr int M4_W = M_BN * 256;   // f16 weights of the current stage
+constexpr int M4_X = M_BM * 256;   // f16 activations
+constexpr int M4_RS = M_BN * 4;    // per row: 2^(E - 140)
+constexpr int M4_LUT = 28 * 8;     // 27 shifts x the 8 e2m1 magnitudes (f16 high bytes)
+constexpr int M4_SMEM = M4_STAGES * M_STAGE + M4_W + M4_X + M4_RS + M4_LUT;
+static_assert(M4_STAGES * M_STAGE % 128 == 0 && M4_W % 128 == 0, "f16 tiles 128-byte aligned (swizzle)");
+static_assert(2 * (M4_SMEM + M_BM * 4 + 1024) <= 228 * 1024, "2 CTAs per SM");
+__device__ unsigned long long g_moe_v4_fallbacks;
+
+// d += A (16x16 f16, row) * B (16x8 f16, col), fp32 accumulators (native HMMA.16816 on sm_80+).
+__device__ __forceinline__ void m4_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void m4_ldsm2(uint32_t (&r)[2], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(addr));
+}
+// Two e4m3 (the low and high byte of x) -> f16x2 (low, high half), exact.
+__device__ __forceinline__ uint32_t m4_e4m3x2_to_f16x2(uint32_t x)
+{
+    uint32_t r;
+    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"((unsigned short)(x & 0xffffu)));
+    return r;
+}
+
+// A fast stage of the warp: NB active pair blocks (2 q + wc, q < NB), 32 rows (2 halves mi).
+template <int NB>
+__device__ __forceinline__ void m4_stage(float (&acc)[2][4][4], uint32_t sWh, uint32_t sXh, const float *sBS,
+                                         uint32_t sRS, int wr, int wc, int lane, int g, int t)
+{
+    float p[2][NB][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int q = 0; q < NB; q++)
+            p[mi][q][0] = p[mi][q][1] = p[mi][q][2] = p[mi][q][3] = 0.f;
+#pragma unroll
+    for (int s = 0; s < 8; s++) { // k16 steps in ascending K
+        uint32_t a[2][4], b[NB][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++)
+            m3_ldsm4(a[mi], sWh + cuda_moe4_a_ldsm(lane, wr, mi, s));
+#pragma unroll
+        for (int q = 0; q + 1 < NB; q += 2) { // blocks 2 q + wc and 2 q + 2 + wc
+            uint32_t r[4];
+            m3_ldsm4(r, sXh + cuda_moe4_b_ldsm(lane, 2 * q + wc, 2 * q + 2 + wc, s));
+            b[q][0] = r[0], b[q][1] = r[1], b[q + 1][0] = r[2], b[q + 1][1] = r[3];
+        }
+        if (NB & 1)
+            m4_ldsm2(b[NB - 1], sXh + cuda_moe4_b_ldsm(lane, 2 * (NB - 1) + wc, 2 * (NB - 1) + wc, s));
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+            for (int q = 0; q < NB; q++)
+                m4_mma(p[mi][q], a[mi], b[q][0], b[q][1]);
+    }
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++) {
+        const uint32_t r0 = wr * 32 + mi * 16 + g;
+        const float w0 = __uint_as_float(lds32(sRS + r0 * 4)), w1 = __uint_as_float(lds32(sRS + (r0 + 8) * 4));
+#pragma unroll
+        for (int q = 0; q < NB; q++) {
+            const float2 a2 = *reinterpret_cast<const float2 *>(sBS + (2 * q + wc) * 8 + 2 * t);
+            float(&o)[4] = acc[mi][q];
+            o[0] = __fmaf_rn(__fmul_rn(p[mi][q][0], a2.x), w0, o[0]);
+            o[1] = __fmaf_rn(__fmul_rn(p[mi][q][1], a2.y), w0, o[1]);
+            o[2] = __fmaf_rn(__fmul_rn(p[mi][q][2], a2.x), w1, o[2]);
+            o[3] = __fmaf_rn(__fmul_rn(p[mi][q][3], a2.y), w1, o[3]);
+        }
+    }
+}
+
+__global__ void __launch_bounds__(256, 2) moe_gemm4_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
+                                                           int x_group, const int *__restrict__ perm,
+                                                           const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                                                           const int *__restrict__ offsets,
+                                                           const uint8_t *const *__restrict__ wtab,
+                                                           const uint8_t *const *__restrict__ stab, int n, int k,
+                                                           __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles))
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wr = warp & 3, wc = warp >> 2;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
+    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
+    const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
+    const int nact = (nbv + 1 - wc) >> 1;                         // this warp's blocks 2 q + wc < nbv (0..4)
+    const int row0 = blockIdx.x * M_BN;
+    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const uint8_t *w = wtab[x], *ws = stab[x];
+    if (tid < M_BM)
+        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t sWh = sbase + M4_STAGES * M_STAGE, sXh = sWh + M4_W, sRS = sXh + M4_X, sLUT = sRS + M4_RS;
+    if (tid <= CUDA_MOE4_SPREAD) { // LUT entry tid: high bytes of the f16 of the 8 magnitudes * 2^(tid - 13)
+        uint32_t l[2] = {0, 0};
+        for (int c = 1; c < 8; c++)
+            l[c >> 2] |= cuda_moe4_lut_byte(c, tid) << (8 * (c & 3));
+        asm volatile("st.shared.v2.u32 [%0], {%1,%2};\n" ::"r"(sLUT + tid * 8), "r"(l[0]), "r"(l[1]));
+    }
+    __syncthreads();
+
+    // The loads are moe_gemm_kernel's (the shared destinations recomputed at each stage: 4 registers
+    // fewer, which keeps the NB = 4 stage and the fallback free of spills at the 128-register cap).
+    const uint8_t *asrc[2], *bsrc[2];
+    bool aval[2], bval[2];
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256;
+        const int ra = i >> 2, ca = i & 3;
+        aval[j] = row0 + ra < n;
+        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+        const int rb = i >> 3, cb = i & 7;
+        const int pr = sP[rb];
+        bval[j] = pr >= 0;
+        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+    }
+    const bool as_val = tid < M_BN && row0 + tid < n;
+    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M_BM ? sP[tid] : -1;
+    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t s0 = sbase + stage * M_STAGE;
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256, ra = i >> 2, ca = i & 3, rb = i >> 3, cb = i & 7;
+            cp_async16(s0 + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), asrc[j] + (size_t)kb * 64, aval[j]);
+            cp_async16(s0 + M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4), bsrc[j] + (size_t)kb * 128, bval[j]);
+        }
+        if (tid < M_BN)
+            cp_async4(s0 + M_A + tid * 4, as_src + kb * 4, as_val);
+        if (tid < M_BM)
+            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, bs_src + kb, pb >= 0);
+    };
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+                acc[mi][ni][c] = 0.f;
+
+    for (int s = 0; s < M4_STAGES - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<M4_STAGES - 2>();
+        __syncthreads(); // stage kb landed; every warp is done with the f16 tiles and ring slot of kb - 1
+        if (kb + M4_STAGES - 1 < kb_n)
+            load_stage((kb + M4_STAGES - 1) % M4_STAGES, kb + M4_STAGES - 1);
+        cp_async_commit();
+
+        const int stage = kb % M4_STAGES;
+        const uint32_t sA = sbase + stage * M_STAGE, sAS = sA + M_A, sB = sAS + M_AS;
+        const float *sBS = reinterpret_cast<const float *>(smem + stage * M_STAGE + M_A + M_AS + M_B);
+
+        // Weights: piece (ra, ca) -> f16 chunks 4 ca .. 4 ca + 3 of row ra.
+        int off_e = 0;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            int ra, ca;
+            cuda_moe4_wpiece(tid + j * 256, &ra, &ca);
+            const uint4 raw = m3_lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
+            const uint32_t codes = lds32(sAS + ra * 4);
+            // (byte-wise max by integer max: __vmaxu4 is ~12 instructions on sm_90)
+            const uint32_t mx = max(max(codes & 0xffu, (codes >> 8) & 0xffu), max((codes >> 16) & 0xffu, codes >> 24));
+            const uint32_t sh = mx - ((codes >> (8 * ca)) & 0xffu); // E - e_i >= 0
+            const bool at_e = sh <= (uint32_t)CUDA_MOE4_SPREAD && mx != 255u;
+            off_e |= !at_e;
+            // (a piece off the range is converted at the smallest shift: the stage then falls back
+            // and does not read the f16 tile)
+            const uint2 l = lds64(sLUT + (at_e ? CUDA_MOE4_SPREAD - sh : 0u) * 8);
+            const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                uint32_t o[4];
+                cuda_moe4_convert(wv[c], l.x, l.y, o);
+                m3_sts128(sWh + cuda_moe4_woff(ra, 32 * ca + 8 * c), o[0], o[1], o[2], o[3]);
+            }
+            if (ca == 0) {
+                const float rs = e8m0_to_float(mx) * 0x1p-13f; // 2^(E - 140), exact (subnormal below E = 14)
+                asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(sRS + ra * 4), "f"(rs));
+            }
+        }
+        // Activations: chunk (rb, cb) -> f16 chunks 2 cb, 2 cb + 1 of pair rb; 8-pair groups past the
+        // tile's pairs are skipped (warp-uniform: rb >> 3 = i >> 6; no active block reads them).
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256;
+            if ((i >> 6) >= nbv)
+                continue;
+            int rb, cb;
+            cuda_moe4_xpiece(i, &rb, &cb);
+            const uint4 raw = m3_lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
+            m3_sts128(sXh + cuda_moe4_xoff(rb, 16 * cb), m4_e4m3x2_to_f16x2(raw.x), m4_e4m3x2_to_f16x2(raw.x >> 16),
+                      m4_e4m3x2_to_f16x2(raw.y), m4_e4m3x2_to_f16x2(raw.y >> 16));
+            m3_sts128(sXh + cuda_moe4_xoff(rb, 16 * cb + 8), m4_e4m3x2_to_f16x2(raw.z),
+                      m4_e4m3x2_to_f16x2(raw.z >> 16), m4_e4m3x2_to_f16x2(raw.w), m4_e4m3x2_to_f16x2(raw.w >> 16));
+        }
+        const int fallback = __syncthreads_or(off_e); // CTA-uniform; the f16 tiles are complete
+        if (fallback && tid == 0)
+            atomicAdd(&g_moe_v4_fallbacks, 1ull); // (cuda_moe_v4_fallback_stages)
+        if (nact == 0)
+            continue;
+        if (!fallback) {
+            switch (nact) { // warp-uniform
+            case 1: m4_stage<1>(acc, sWh, sXh, sBS, sRS, wr, wc, lane, g, t); break;
+            case 2: m4_stage<2>(acc, sWh, sXh, sBS, sRS, wr, wc, lane, g, t); break;
+            case 3: m4_stage<3>(acc, sWh, sXh, sBS, sRS, wr, wc, lane, g, t); break;
+            default: m4_stage<4>(acc, sWh, sXh, sBS, sRS, wr, wc, lane, g, t); break;
+            }
+        } else { // V1's arithmetic on the raw stage (moe_gemm2_kernel's slow path)
+            float asd[4][2];
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++) {
+                const int c = (2 * ni + wc) * 8 + 2 * t;
+                asd[ni][0] = sBS[c] * 64.f;
+                asd[ni][1] = sBS[c + 1] * 64.f;
+            }
+            uint32_t wraw[2][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+                    wraw[mi][h] = lds32(sAS + (wr * 32 + mi * 16 + h * 8 + g) * 4);
+            moe2_stage<false>(acc, sA, sB, wraw, asd, wr, wc, g, t, nbv);
+        }
+    }
+    cp_async_wait<0>();
+    if (nact == 0)
+        return;
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            const int r = row0 + wr * 32 + mi * 16 + g, c = (2 * ni + wc) * 8 + 2 * t;
+#pragma unroll
+            for (int v = 0; v < 4; v++) {
+                const int rr = r + (v >> 1) * 8, cc = c + (v & 1);
+                if (rr < n && cc < rows)
+                    y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[mi][ni][v]);
+            }
+        }
+}
+
+using moe_kernel_fn = void (*)(const uint8_t *, const float *, int, const int *, const int *, const int *,
+                               const int *, const uint8_t *const *, const uint8_t *const *, int, int,
+                               __nv_bfloat16 *);
+
+// The kernel of a (valid) variant and its dynamic shared memory, with the shared-memory opt-in done on
+// the current device.
+int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, struct ctx_err *e)
+{
+    const moe_kernel_fn kernel = variant == CUDA_MOE_GEMM_V1   ? moe_gemm_kernel
+                                 : variant == CUDA_MOE_GEMM_V2 ? moe_gemm2_kernel
+                                 : variant == CUDA_MOE_GEMM_V3 ? moe_gemm3_kernel
+                                                               : moe_gemm4_kernel;
+    const int smem = variant == CUDA_MOE_GEMM_V3 ? M3_SMEM : variant == CUDA_MOE_GEMM_V4 ? M4_SMEM : M_SMEM;
+    // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
+    // (engines on several GPUs call this from one thread).
+    static unsigned long long attr_set[4] = {0, 0, 0, 0};
+    int dev = 0;
+    cudaError_t rc = cudaGetDevice(&dev);
+    if (rc != cudaSuccess)
+        return cuda_fail(e, rc, "cudaGetDevice");
+    const unsigned long long bit = dev < 64 ? 1ull << dev : 0;
+    if (!(attr_set[variant] & bit)) {
+        rc = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        if (rc != cudaSuccess)
+            return cuda_fail(e, rc, "cudaFuncSetAttribute(moe gemm kernel)");
+        // V4's 2 CTAs an SM need 2 x 100 KB of the 228 KB: ask for the largest shared-memory carveout
+        // (a preference; the L1 left is what the kernel does not use anyway).
+        if (variant == CUDA_MOE_GEMM_V4) {
+            rc = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                      (int)cudaSharedmemCarveoutMaxShared);
+            if (rc != cudaSuccess)
+                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4_kernel carveout)");
+        }
+        attr_set[variant] |= bit;
+    }
+    *kernel_out = kernel;
+    *smem_out = smem;
+    return 0;
+}
+
 size_t align16(size_t b) { return (b + 15) & ~(size_t)15; }
 
 int max_tiles_of(int n_experts, int npairs)
@@ -957,26 +1288,16 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: k = %d is not a positive multiple of 128", k);
     if (n < 1 || x_group < 1 || (n + M_BN - 1) / M_BN > 65535 * 1024)
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: n = %d, x_group = %d", n, x_group);
-    if (variant != CUDA_MOE_GEMM_V1 && variant != CUDA_MOE_GEMM_V2 && variant != CUDA_MOE_GEMM_V3)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0, 1 or 2)", variant);
-    static const char *const names[3] = {"moe_gemm_kernel", "moe_gemm2_kernel", "moe_gemm3_kernel"};
-    auto kernel = variant == CUDA_MOE_GEMM_V1 ? moe_gemm_kernel : variant == CUDA_MOE_GEMM_V2 ? moe_gemm2_kernel
-                                                                                              : moe_gemm3_kernel;
-    const int smem = variant == CUDA_MOE_GEMM_V3 ? M3_SMEM : M_SMEM;
-    // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
-    // (engines on several GPUs call this from one thread).
-    static unsigned long long attr_set[3] = {0, 0, 0};
-    int dev = 0;
-    cudaError_t rc = cudaGetDevice(&dev);
-    if (rc != cudaSuccess)
-        return cuda_fail(e, rc, "cudaGetDevice");
-    const unsigned long long bit = dev < 64 ? 1ull << dev : 0;
-    if (!(attr_set[variant] & bit)) {
-        rc = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-        if (rc != cudaSuccess)
-            return cuda_fail(e, rc, "cudaFuncSetAttribute(moe gemm kernel)");
-        attr_set[variant] |= bit;
-    }
+    if (variant != CUDA_MOE_GEMM_V1 && variant != CUDA_MOE_GEMM_V2 && variant != CUDA_MOE_GEMM_V3 &&
+        variant != CUDA_MOE_GEMM_V4)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0, 1, 2 or 3)", variant);
+    static const char *const names[4] = {"moe_gemm_kernel", "moe_gemm2_kernel", "moe_gemm3_kernel",
+                                         "moe_gemm4_kernel"};
+    moe_kernel_fn kernel;
+    int smem;
+    const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
+    if (rc)
+        return rc;
     dim3 grid((n + M_BN - 1) / M_BN, b->max_tiles);
     kernel<<<grid, 256, smem, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles, b->d_ntiles,
                                                         b->d_offsets, d_wtab, d_stab, n, k,
@@ -984,23 +1305,65 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
     return launch_check(e, names[variant]);
 }
 
+extern "C" int cuda_moe_gemm_ctas_per_sm(int variant, int *ctas, struct ctx_err *e)
+{
+    if (variant < CUDA_MOE_GEMM_V1 || variant > CUDA_MOE_GEMM_V4)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm_ctas_per_sm: variant %d (0..3)", variant);
+    moe_kernel_fn kernel;
+    int smem;
+    const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
+    if (rc)
+        return rc;
+    const cudaError_t cr = cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas, kernel, 256, smem);
+    return cr == cudaSuccess ? 0 : cuda_fail(e, cr, "cudaOccupancyMaxActiveBlocksPerMultiprocessor(moe gemm kernel)");
+}
+
 extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,
                              const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
                              void *stream, struct ctx_err *e)
 {
-    return cuda_moe_gemm_variant(b, d_q, d_sa, x_group, d_wtab, d_stab, n, k, d_y, CUDA_MOE_GEMM_DEFAULT, stream, e);
+    return cuda_moe_gemm_variant(b, d_q, d_sa, x_group, d_wtab, d_stab, n, k, d_y, cuda_moe_gemm_default_variant(),
+                                 stream, e);
 }
+
+extern "C" int cuda_moe_gemm_variant_of_env(const char *value)
+{
+    if (value && value[0] >= '1' && value[0] <= '4' && value[1] == '\0')
+        return CUDA_MOE_GEMM_V1 + (value[0] - '1');
+    return CUDA_MOE_GEMM_DEFAULT;
+}
+
+extern "C" int cuda_moe_gemm_default_variant(void)
+{
+    // Read once (a thread-safe static initialisation): a process runs one kernel throughout, so that
+    // results do not depend on when the environment was changed.
+    static const int variant = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
+    return variant;
+}
+
+namespace {
+int fallback_stages(const unsigned long long &sym, const char *what, unsigned long long *count, int reset,
+                    struct ctx_err *e)
+{
+    cudaError_t rc = cudaMemcpyFromSymbol(count, sym, sizeof *count);
+    if (rc != cudaSuccess)
+        return ctx_err_set(e, CTX_EIO, "%s: read: %s", what, cudaGetErrorString(rc));
+    if (reset) {
+        const unsigned long long zero = 0;
+        rc = cudaMemcpyToSymbol(sym, &zero, sizeof zero);
+        if (rc != cudaSuccess)
+            return ctx_err_set(e, CTX_EIO, "%s: reset: %s", what, cudaGetErrorString(rc));
+    }
+    return 0;
+}
+} // namespace
 
 extern "C" int cuda_moe_v3_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
 {
-    cudaError_t rc = cudaMemcpyFromSymbol(count, g_moe_v3_fallbacks, sizeof *count);
-    if (rc != cudaSuccess)
-        return cuda_fail(e, rc, "cuda_moe_v3_fallback_stages: read");
-    if (reset) {
-        const unsigned long long zero = 0;
-        rc = cudaMemcpyToSymbol(g_moe_v3_fallbacks, &zero, sizeof zero);
-        if (rc != cudaSuccess)
-            return cuda_fail(e, rc, "cuda_moe_v3_fallback_stages: reset");
-    }
-    return 0;
+    return fallback_stages(g_moe_v3_fallbacks, "cuda_moe_v3_fallback_stages", count, reset, e);
+}
+
+extern "C" int cuda_moe_v4_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
+{
+    return fallback_stages(g_moe_v4_fallbacks, "cuda_moe_v4_fallback_stages", count, reset, e);
 }

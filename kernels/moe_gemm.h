@@ -83,17 +83,133 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
  * the scales; a product whose every stage falls back gives V1's (= V2's) bytes. Weights within the
  * spec's lossless-FP8 condition (2^14 per 128 x 128 tile, so per row) never fall back;
  * cuda_moe_v3_fallback_stages counts the stages that did. */
+/* V4 runs the tensor cores' native f16 instruction (mma.sync m16n8k16 f16 -> f32; Hopper has no
+ * native e4m3 mma.sync, and V1-V3's m16n8k32 e4m3 is emulated by ptxas with ~16 extra instructions
+ * per mma): each 128-K stage's weight tile and activation tile are converted once per CTA into shared
+ * memory as f16 (layout and conversion below, shared with the host test), the 8 k16 steps of a stage
+ * chain in fp32, and the stage partial is scaled once, as V3's. Weights: with E = the max of the row's
+ * 4 e8m0 codes in the stage, an e2m1 value v of sub-block i (code e_i) becomes the f16 v * 2^(e_i - E +
+ * 13) (<= 6 * 2^13, a normal f16 >= 2^-14 while e_i >= E - 26), scaled by 2^(E - 140) with the
+ * activation scale; activations: e4m3 -> f16 is exact. Exactness guard as V3's: a stage in which some
+ * row of the CTA has e_i < E - 26 (or the NaN code 255) runs V1's arithmetic from the raw FP4 / e4m3
+ * stage (so such a stage gives V1's bits); cuda_moe_v4_fallback_stages counts them. Same bound as V3. */
 #define CUDA_MOE_GEMM_V1 0
 #define CUDA_MOE_GEMM_V2 1
 #define CUDA_MOE_GEMM_V3 2
+#define CUDA_MOE_GEMM_V4 3
 #define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V3
+/* The kernel cuda_moe_gemm runs: CUDA_MOE_GEMM_DEFAULT, unless the environment variable
+ * CTX_CUDA_MOE_GEMM is "1", "2", "3" or "4" (V1..V4; read once, at the first call; any other value is
+ * ignored). cuda_moe_gemm_variant_of_env is the parse (value NULL: unset). */
+int cuda_moe_gemm_default_variant(void);
+int cuda_moe_gemm_variant_of_env(const char *value);
 /* cuda_moe_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
 int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,
                           const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
                           int variant, void *stream, struct ctx_err *e);
+/* The CTAs of the variant's kernel that fit on one SM of the current device (occupancy: registers and
+ * shared memory; V2-V4 are built for 2). */
+int cuda_moe_gemm_ctas_per_sm(int variant, int *ctas, struct ctx_err *e);
 /* V3's (CTA, 128-K stage) units that took the exactness fallback on the current device since the last
  * reset (a device-wide counter; synchronises the device). reset != 0 sets it back to 0. */
 int cuda_moe_v3_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
+/* The same for V4's (CTA, stage)s that ran V1's arithmetic (spread beyond 26, or the NaN code). */
+int cuda_moe_v4_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
+
+/* ---- V4's shared-memory layout and weight conversion (internal to moe_gemm.cu; here so that
+ * test_moe_gemm checks, on the host, the very functions the kernel runs) ----
+ * f16 tiles: 128 weight rows (or 64 pairs) x 128 K, k16-step-major: step s = k / 16 is a slab of
+ * nrows x 32 bytes (the row's 16 K values, two 16-byte chunks h = (k / 8) & 1), the chunks of rows
+ * 4..7 of every 8 swapped (h ^ (row / 4 & 1)). So the 8 row addresses of each ldmatrix phase (8
+ * consecutive rows, one chunk) and of each conversion store phase fall in 8 distinct 16-byte bank
+ * groups (2 row + (h ^ (row / 4 & 1)) mod 8), and the addresses of one lane for the 8 steps (and the
+ * two 16-row halves, and the pair blocks) differ by constants: one base register, immediate offsets. */
+#ifdef __CUDACC__
+#define CUDA_MOE4_HD __host__ __device__
+#else
+#define CUDA_MOE4_HD
+#endif
+/* Shifts of the weight conversion: LUT index idx = 26 - (E - e_i), value v * 2^(idx - 13). */
+#define CUDA_MOE4_SPREAD 26
+/* Byte offset of f16 element (row, k) in a tile of nrows rows. */
+static inline CUDA_MOE4_HD uint32_t cuda_moe4_off(int row, int k, int nrows)
+{
+    return (uint32_t)((k >> 4) * nrows * 32 + row * 32 + ((((k >> 3) ^ (row >> 2)) & 1) << 4) + (k & 7) * 2);
+}
+/* The weight tile (128 rows) and the activation tile (64 pairs). */
+static inline CUDA_MOE4_HD uint32_t cuda_moe4_woff(int row, int k) { return cuda_moe4_off(row, k, 128); }
+static inline CUDA_MOE4_HD uint32_t cuda_moe4_xoff(int pair, int k) { return cuda_moe4_off(pair, k, 64); }
+/* The row address lane gives to ldmatrix.x4 for A of mma m16n8k16 (warp row block wr: rows wr*32 ..,
+ * 16-row half mi, k16 step s): matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15) = a0, a1, a2, a3. */
+static inline CUDA_MOE4_HD uint32_t cuda_moe4_a_ldsm(int lane, int wr, int mi, int s)
+{
+    return cuda_moe4_woff(wr * 32 + mi * 16 + (lane & 15), 16 * s + 8 * (lane >> 4));
+}
+/* The row address lane gives to ldmatrix.x4 for B of pair blocks nb0 and nb1 (pairs nb*8 ..) at k16
+ * step s: matrices (nb0, k 0-7), (nb0, k 8-15), (nb1, k 0-7), (nb1, k 8-15) = b0, b1 of nb0, b0, b1
+ * of nb1 (ldmatrix.x2 with nb1 = nb0: lanes 0-15 only). */
+static inline CUDA_MOE4_HD uint32_t cuda_moe4_b_ldsm(int lane, int nb0, int nb1, int s)
+{
+    return cuda_moe4_xoff(((lane >> 4) ? nb1 : nb0) * 8 + (lane & 7), 16 * s + 8 * ((lane >> 3) & 1));
+}
+/* Conversion work item i (0..511; thread tid takes tid and tid + 256) of the weights: row ra,
+ * 32-K sub-block ca; of the activations: pair rb, 16-K chunk cb. Each 8-lane phase of a warp takes 8
+ * consecutive rows at one sub-block (chunk), which keeps the raw loads and f16 stores conflict-free. */
+static inline CUDA_MOE4_HD void cuda_moe4_wpiece(int i, int *ra, int *ca)
+{
+    *ra = ((i >> 5) << 3) | (i & 7);
+    *ca = (i >> 3) & 3;
+}
+static inline CUDA_MOE4_HD void cuda_moe4_xpiece(int i, int *rb, int *cb)
+{
+    *rb = ((i >> 6) << 3) | (i & 7);
+    *cb = (i >> 3) & 7;
+}
+/* High byte of the f16 of e2m1 magnitude code c (0..7) times 2^(idx - 13), idx 0..CUDA_MOE4_SPREAD:
+ * a normal f16 (or 0) whose low byte is 0 (2 significant bits): exponent field (biased 15) at bits
+ * 2-6 of the byte, the e2m1 mantissa bit at bit 1. */
+static inline CUDA_MOE4_HD uint32_t cuda_moe4_lut_byte(int c, int idx)
+{
+    const int e = c >> 1, m = c & 1;
+    if (c == 0)
+        return 0;
+    return e == 0 ? (uint32_t)(idx + 1) << 2 : ((uint32_t)(e + idx + 1) << 2) | ((uint32_t)m << 1);
+}
+/* PTX prmt.b32 (default mode): byte j of the result is byte (c >> 4j) & 7 of {b, a} (a bytes 0-3),
+ * or, with bit 3 of that selector set, that byte's bit 7 replicated. */
+static inline CUDA_MOE4_HD uint32_t cuda_moe4_prmt(uint32_t a, uint32_t b, uint32_t c)
+{
+#ifdef __CUDA_ARCH__
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+#else
+    uint32_t r = 0;
+    for (int i = 0; i < 4; i++) {
+        const uint32_t sel = (c >> (4 * i)) & 15, src = sel & 7;
+        uint32_t byte = ((src < 4 ? a : b) >> (8 * (src & 3))) & 0xffu;
+        if (sel & 8)
+            byte = (byte & 0x80u) ? 0xffu : 0u;
+        r |= byte << (8 * i);
+    }
+    return r;
+#endif
+}
+/* 8 e2m1 codes (nibble j of x: K position j) -> 4 f16x2 words in K order (out[q] = positions 2q
+ * (low half), 2q + 1), through the LUT words l0 (codes 0..3) / l1 (4..7) of one shift: the high bytes
+ * of positions 0..3 (lo) and 4..7 (hi) by prmt, the signs by prmt's sign-replicate selectors (bit 7 of
+ * byte j of x << 4 is nibble 2j's sign, of x nibble 2j + 1's), then each byte moved to the high half
+ * of its f16 (low bytes 0: byte 0 of the zero operand). */
+static inline CUDA_MOE4_HD void cuda_moe4_convert(uint32_t x, uint32_t l0, uint32_t l1, uint32_t out[4])
+{
+    const uint32_t m = x & 0x77777777u, xs = x << 4;
+    const uint32_t lo = cuda_moe4_prmt(l0, l1, m) | (cuda_moe4_prmt(xs, x, 0xD9C8u) & 0x80808080u);
+    const uint32_t hi = cuda_moe4_prmt(l0, l1, m >> 16) | (cuda_moe4_prmt(xs, x, 0xFBEAu) & 0x80808080u);
+    out[0] = cuda_moe4_prmt(lo, 0u, 0x1404u);
+    out[1] = cuda_moe4_prmt(lo, 0u, 0x3424u);
+    out[2] = cuda_moe4_prmt(hi, 0u, 0x1404u);
+    out[3] = cuda_moe4_prmt(hi, 0u, 0x3424u);
+}
 
 #ifdef __cplusplus
 }

@@ -367,7 +367,7 @@ struct moe_job {
     const float *sa13, *sa2;
     uint16_t *y13, *y2;
     struct cuda_moe_buckets b13, b2;
-    int variant; /* CUDA_MOE_GEMM_V1 / _V2 / _V3 */
+    int variant; /* CUDA_MOE_GEMM_V1 / _V2 / _V3 / _V4 */
 };
 static void moe_gemm_launch(void *ud, int i)
 {
@@ -538,22 +538,49 @@ static void bench_moe_prefill(int S)
         eq3 += a == b;
         far3 += d > 1.0;
     }
+    /* V4 on the same pairs: against V2 (as V3) and against V3 (same bound; bit-equal share), its fallbacks */
+    uint16_t *k13 = malloc(y13b), *k2 = malloc(y2b);
+    j.variant = CUDA_MOE_GEMM_V4;
+    must(cuda_memset(j.y13, 0xff, y13b, &err));
+    must(cuda_memset(j.y2, 0xff, y2b, &err));
+    unsigned long long fb4 = 0;
+    must(cuda_moe_v4_fallback_stages(&fb4, 1, &err));
+    moe_gemm_launch(&j, 0);
+    must(cuda_sync(&err));
+    must(cuda_moe_v4_fallback_stages(&fb4, 1, &err));
+    must(cuda_d2h(k13, j.y13, y13b, &err));
+    must(cuda_d2h(k2, j.y2, y2b, &err));
+    double ulps4 = 0.0;
+    size_t eq4_3 = 0, far4 = 0;
+    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
+        const uint16_t a = i < y13b / 2 ? k13[i] : k2[i - y13b / 2], b = i < y13b / 2 ? g13[i] : g2[i - y13b / 2];
+        const uint16_t c3 = i < y13b / 2 ? h13[i] : h2[i - y13b / 2];
+        const double d = moe_ulps_apart(a, b);
+        ulps4 = d > ulps4 ? d : ulps4;
+        eq4_3 += a == c3;
+        far4 += d > 1.0;
+    }
+    free(k13), free(k2);
 
     const int iters_gemm = 10, iters_gemv = S >= 4096 ? 3 : 5;
     j.variant = CUDA_MOE_GEMM_V1;
     double ms_v1 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V3;
     double ms_v3 = time_alone(moe_gemm_launch, &j, iters_gemm);
+    j.variant = CUDA_MOE_GEMM_V4;
+    double ms_v4 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V2;
     double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
     double ms_bucket = time_alone(moe_bucket_launch, &j, iters_gemm);
     double ms_gemv = time_alone(moe_gemv_launch, &j, iters_gemv);
     double flop = 6.0 * np2 * (double)MOE_I * MOE_D; /* 2 flops x (2 S k I D for w1|w3 + S k D I for w2) */
     double tf_gemm = flop / (ms_gemm * 1e-3) / 1e12, tf_gemv = flop / (ms_gemv * 1e-3) / 1e12;
-    double tf_v3 = flop / (ms_v3 * 1e-3) / 1e12;
-    printf("| %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx | %5.0f | %.4f%% | %6.2f%% | %llu | %8.3f | %7.3f | %6.1f | "
+    double tf_v3 = flop / (ms_v3 * 1e-3) / 1e12, tf_v4 = flop / (ms_v4 * 1e-3) / 1e12;
+    printf("| %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx | %5.2fx | %5.0f | %.4f%% | %6.2f%% | %llu | "
+           "%8.3f | %6.1f | %5.1f%% | %5.2fx | %5.0f | %.4f%% | %6.2f%% | %llu | %8.3f | %7.3f | %6.1f | "
            "%5.1f%% | %8.3f | %5.2fx | %7.3f%% | %9.3f | %6.1f | %6.1fx | %6.2f%% |\n",
-           S, np2, ms_v3, tf_v3, 100.0 * tf_v3 / fp8_peak, ms_gemm / ms_v3, ulps3, 100.0 * (double)far3 / (double)tot,
+           S, np2, ms_v4, tf_v4, 100.0 * tf_v4 / fp8_peak, ms_v3 / ms_v4, ms_gemm / ms_v4, ulps4,
+           100.0 * (double)far4 / (double)tot, 100.0 * (double)eq4_3 / (double)tot, fb4, ms_v3, tf_v3, 100.0 * tf_v3 / fp8_peak, ms_gemm / ms_v3, ulps3, 100.0 * (double)far3 / (double)tot,
            100.0 * (double)eq3 / (double)tot, fb,
            ms_gemm, ms_bucket, tf_gemm, 100.0 * tf_gemm / fp8_peak, ms_v1, ms_v1 / ms_gemm,
            100.0 * (double)eq1 / (double)tot, ms_gemv, tf_gemv, ms_gemv / ms_gemm, 100.0 * (double)eq / (double)tot);
@@ -565,17 +592,25 @@ static void bench_moe_prefill(int S)
 static void bench_moe_rows(int only_s)
 {
     printf("\nPrefill, routed experts of one V4-Flash layer (256 experts, top-6, w1|w3 2048x4096 and w2 4096x2048, "
-           "FP4; synthetic e8m0 scales 2^-10..2^2, so every row's 128-K block is within V3's exact range of 2^14): "
-           "grouped GEMM (moe_gemm.h, incl. its two bucketings) with kernel V3 (the default), V2 and V1, vs grouped "
+           "FP4; synthetic e8m0 scales 2^-10..2^2, so every row's 128-K block is within V3's exact range of 2^14 "
+           "and V4's of 2^26): grouped GEMM (moe_gemm.h, incl. its two bucketings) with kernel V4 (native f16 "
+           "mma), V3 (the default), V2 and V1, vs grouped "
            "GEMV (today's moe()), same ids and inputs, median ms alone; TFLOP/s counts 6 S k I D; V3's distance "
            "from V2 in bf16 ulps of V2's output (both are within a few fp32 ulps of sum |w x| of the exact sum, so "
-           "outputs that cancel to far below sum |w x| can be many bf16 ulps apart: the max and the share > 1 ulp); "
-           "V3 fallbacks: (CTA, stage)s that took the exactness guard\n\n");
-    printf("| S | pairs | V3 ms | V3 TFLOP/s | of FP8 peak | V2 / V3 | V3 max ulps vs V2 | V3 > 1 ulp from V2 | "
+           "outputs that cancel to far below sum |w x| can be many bf16 ulps apart: the max and the share > 1 ulp), "
+           "the same for V4, and V4's share bit-equal to V3; fallbacks: (CTA, stage)s that took the exactness "
+           "guard\n\n");
+    int occ[4] = {0, 0, 0, 0};
+    for (int v = 0; v < 4; v++)
+        must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &err));
+    printf("(CTAs per SM: V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[3], occ[2], occ[1], occ[0]);
+    printf("| S | pairs | V4 ms | V4 TFLOP/s | of FP8 peak | V3 / V4 | V2 / V4 | V4 max ulps vs V2 | V4 > 1 ulp from V2 "
+           "| V4 bit-equal to V3 | V4 fallbacks | V3 ms | V3 TFLOP/s | of FP8 peak | V2 / V3 | V3 max ulps vs V2 | V3 > 1 ulp from V2 | "
            "V3 bit-equal to V2 | "
            "V3 fallbacks | V2 ms | of it bucketing ms | V2 TFLOP/s | of FP8 peak | V1 ms | V1 / V2 | V2 bit-equal "
            "to V1 | GEMV ms | GEMV TFLOP/s | V2 speed-up vs GEMV | V2 bit-equal to GEMV |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+           "---|---|---|---|---|\n");
     static const int sizes[] = {512, 2048, 8192};
     for (int i = 0; i < 3; i++)
         if (!only_s || only_s == sizes[i])

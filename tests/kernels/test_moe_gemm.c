@@ -28,7 +28,13 @@
  *   block's max are exact on the chained path (the sub-block's 0.5s become e4m3's smallest
  *   subnormal; the other sub-blocks of half the rows are zeros, so that sub-block is the output),
  *   with no stage falling back (cuda_moe_v3_fallback_stages), and a spread of 15 makes every
- *   stage fall back and gives V2's bytes; the extreme cases mix fallback and chained stages.
+ *   stage fall back and gives V2's bytes; the extreme cases mix fallback and chained stages;
+ * - V4 (both operands converted once per stage to f16 in shared memory, native mma m16n8k16 f16):
+ *   the same bound and checks as V3 on every case, its guard at 26 (spread 26: exact on the fast
+ *   path, the 0.5s become f16's smallest normal 2^-14; 27: every stage falls back, V2's bytes), the
+ *   share bit-equal to V3 printed; cuda_moe_gemm gives the bytes of the kernel it says it runs
+ *   (CTX_CUDA_MOE_GEMM); on the host (CI): V4's conversion of every e2m1 byte at every shift and its
+ *   shared-memory layout and ldmatrix fragments against the PTX ISA's m16n8k16 layout.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -266,8 +272,12 @@ static void run_case(const struct mcase *c)
     void *dids = dev_copy(ids, sizeof *ids * npairs), *dwt = dev_copy(dw, sizeof *dw * T),
          *dst = dev_copy(ds, sizeof *ds * T);
     size_t ybytes = sizeof(uint16_t) * (size_t)npairs * n;
-    void *dy, *dyv, *dy1, *dy2, *scratch;
+    void *dy, *dyv, *dy1, *dy2, *dy4, *dyd, *scratch;
     must(cuda_malloc(&dy, ybytes, &e), &e);
+    must(cuda_malloc(&dy4, ybytes, &e), &e);
+    must(cuda_malloc(&dyd, ybytes, &e), &e);
+    must(cuda_memset(dy4, 0xff, ybytes, &e), &e);
+    must(cuda_memset(dyd, 0xff, ybytes, &e), &e);
     must(cuda_malloc(&dyv, ybytes, &e), &e);
     must(cuda_malloc(&dy1, ybytes, &e), &e);
     must(cuda_malloc(&dy2, ybytes, &e), &e);
@@ -279,17 +289,23 @@ static void run_case(const struct mcase *c)
     must(cuda_moe_buckets_init(&bk, scratch, sbytes, T, npairs, &e), &e);
     must(cuda_memset(dy, 0xff, ybytes, &e), &e);
     must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
-    unsigned long long fb0 = 0, fb = 0;
+    unsigned long long fb0 = 0, fb = 0, fb4 = 0;
     must(cuda_moe_v3_fallback_stages(&fb0, 1, &e), &e);
-    must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, NULL, &e), &e); /* the default: V3 */
+    must(cuda_moe_v4_fallback_stages(&fb0, 1, &e), &e);
+    must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V3, NULL, &e), &e);
     must(cuda_moe_v3_fallback_stages(&fb, 1, &e), &e);
+    must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy4, CUDA_MOE_GEMM_V4, NULL, &e), &e);
+    must(cuda_moe_v4_fallback_stages(&fb4, 1, &e), &e);
+    must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dyd, NULL, &e), &e); /* the default (or the env's) */
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy1, CUDA_MOE_GEMM_V1, NULL, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy2, CUDA_MOE_GEMM_V2, NULL, &e), &e);
     must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dyv, NULL, &e), &e);
     must(cuda_sync(&e), &e);
     uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes), *y1 = malloc(ybytes),
-             *y3 = malloc(ybytes);
+             *y3 = malloc(ybytes), *y4 = malloc(ybytes), *yd = malloc(ybytes);
     must(cuda_d2h(y3, dy, ybytes, &e), &e);
+    must(cuda_d2h(y4, dy4, ybytes, &e), &e);
+    must(cuda_d2h(yd, dyd, ybytes, &e), &e);
     must(cuda_d2h(y, dy2, ybytes, &e), &e); /* y: V2 (the checks below as they were for V2) */
     must(cuda_d2h(yv, dyv, ybytes, &e), &e);
     must(cuda_d2h(y1, dy1, ybytes, &e), &e);
@@ -340,51 +356,84 @@ static void run_case(const struct mcase *c)
         "outputs apart by more than both bounds; moe_gemm bit-equal to it on %.2f%%", c->what, badv, badx,
         100.0 * (double)eq_v / (double)total);
 
-    /* V3 against the exact sums */
+    /* V3 and V4 against the exact sums (the same bound: V4's stage is 8 chained f16 HMMAs, the same
+     * hardware steps as V3's 4 emulated e4m3 mmas with fewer roundings between them, and the same one
+     * fma per stage) */
     const double dk = (3.0 * (k / 32) + 2.0) * 0x1p-24;
-    long bad3 = 0, ne3_2 = 0, eq3_ref = 0;
-    double worst3 = 0.0, ulps3 = 0.0;
+    const uint16_t *yk[2] = {y3, y4};
+    long badk[2] = {0, 0}, nek_2[2] = {0, 0}, eqk_ref[2] = {0, 0}, eq4_3 = 0, firstk[2] = {-1, -1};
+    double worstk[2] = {0.0, 0.0}, ulpsk[2] = {0.0, 0.0};
     for (long i = 0; i < total; i++) {
-        const double g = cuda_ref_bf16_to_f32(y3[i]), x = ex[i], dd = dk * mag[i];
+        const double x = ex[i], dd = dk * mag[i];
         const double bound = 0.5 * ulp_bf16(fabs(x) + dd) + dd + 0x1p-140;
-        const double err = fabs(g - x);
-        bad3 += !(err <= bound);
-        worst3 = err / bound > worst3 ? err / bound : worst3;
-        ne3_2 += y3[i] != y[i];
-        eq3_ref += y3[i] == cuda_ref_f32_to_bf16(ref[i]);
-        const double u2 = fabs(g - cuda_ref_bf16_to_f32(y[i])) / ulp_bf16(cuda_ref_bf16_to_f32(y[i]));
-        ulps3 = u2 > ulps3 ? u2 : ulps3;
+        for (int v = 0; v < 2; v++) {
+            const double g = cuda_ref_bf16_to_f32(yk[v][i]);
+            const double err = fabs(g - x);
+            if (!(err <= bound) && firstk[v] < 0)
+                firstk[v] = i;
+            badk[v] += !(err <= bound);
+            worstk[v] = err / bound > worstk[v] ? err / bound : worstk[v];
+            nek_2[v] += yk[v][i] != y[i];
+            eqk_ref[v] += yk[v][i] == cuda_ref_f32_to_bf16(ref[i]);
+            const double u2 = fabs(g - cuda_ref_bf16_to_f32(y[i])) / ulp_bf16(cuda_ref_bf16_to_f32(y[i]));
+            ulpsk[v] = u2 > ulpsk[v] ? u2 : ulpsk[v];
+        }
+        eq4_3 += y4[i] == y3[i];
     }
-    tap(bad3 == 0, "%s: V3 (default) vs the exact sums: %ld/%ld outside |d| <= ulp_bf16/2 + (3K/32+2) 2^-24 mag, "
+    const long bad3 = badk[0], ne3_2 = nek_2[0];
+    for (int v = 0; v < 2; v++)
+        if (firstk[v] >= 0) { /* where: output (pair, row) = (i / n, i % n), for a post-mortem */
+            const long i = firstk[v];
+            printf("# %s: V%d first miss at pair %ld row %ld: %.9g, exact %.9g, bound %.3g, mag %.3g\n", c->what, v + 3,
+                   i / n, i % n, cuda_ref_bf16_to_f32(yk[v][i]), ex[i], dk * mag[i], mag[i]);
+        }
+    tap(bad3 == 0, "%s: V3 vs the exact sums: %ld/%ld outside |d| <= ulp_bf16/2 + (3K/32+2) 2^-24 mag, "
         "largest |d| / bound %.3f; differs from V2 on %ld (at most %.0f bf16 ulp), bit-equal to bf16(ref) %.2f%%; "
-        "%llu (CTA, stage) fallbacks", c->what, bad3, total, worst3, ne3_2, ulps3,
-        100.0 * (double)eq3_ref / (double)total, fb);
-    if (c->spread == 14 || (!c->spread && !c->extreme))
+        "%llu (CTA, stage) fallbacks", c->what, bad3, total, worstk[0], ne3_2, ulpsk[0],
+        100.0 * (double)eqk_ref[0] / (double)total, fb);
+    tap(badk[1] == 0, "%s: V4 vs the exact sums: %ld/%ld outside the same bound, largest |d| / bound %.3f; "
+        "differs from V2 on %ld (at most %.0f bf16 ulp), bit-equal to V3 %.2f%%, to bf16(ref) %.2f%%; %llu (CTA, "
+        "stage) fallbacks", c->what, badk[1], total, worstk[1], nek_2[1], ulpsk[1], 100.0 * (double)eq4_3 / (double)total,
+        100.0 * (double)eqk_ref[1] / (double)total, fb4);
+    const unsigned long long all = (unsigned long long)gnt * (unsigned long long)((n + 127) / 128) * (k / 128);
+    if (c->spread <= 14 && !c->extreme)
         tap(fb == 0, "%s: no stage of V3 fell back (%llu)", c->what, fb);
+    if (c->spread <= CUDA_MOE4_SPREAD && !c->extreme)
+        tap(fb4 == 0, "%s: no stage of V4 fell back (%llu)", c->what, fb4);
     if (c->extreme)
-        tap(fb > 0, "%s: some stages of V3 fell back (%llu)", c->what, fb);
-    if (c->spread == 15) {
-        const unsigned long long all = (unsigned long long)gnt * (unsigned long long)((n + 127) / 128) * (k / 128);
+        tap(fb > 0 && fb4 > 0, "%s: some stages of V3 (%llu) and of V4 (%llu) fell back", c->what, fb, fb4);
+    if (c->spread > 14)
         tap(fb == all && ne3_2 == 0, "%s: every stage of V3 fell back (%llu of %llu) and gave V2's bytes (%ld differ)",
             c->what, fb, all, ne3_2);
+    if (c->spread > CUDA_MOE4_SPREAD)
+        tap(fb4 == all && nek_2[1] == 0, "%s: every stage of V4 fell back (%llu of %llu) and gave V2's bytes (%ld "
+            "differ)", c->what, fb4, all, nek_2[1]);
+    {
+        const int dv = cuda_moe_gemm_default_variant();
+        const uint16_t *want = dv == CUDA_MOE_GEMM_V1 ? y1 : dv == CUDA_MOE_GEMM_V2 ? y : dv == CUDA_MOE_GEMM_V3 ? y3 : y4;
+        tap(!memcmp(yd, want, ybytes), "%s: cuda_moe_gemm ran V%d (CTX_CUDA_MOE_GEMM or the default): its bytes",
+            c->what, dv + 1);
     }
 
     /* deterministic */
-    must(cuda_memset(dy, 0, ybytes, &e), &e);
-    must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
-    must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, NULL, &e), &e);
-    must(cuda_sync(&e), &e);
-    must(cuda_d2h(y2, dy, ybytes, &e), &e);
-    tap(!memcmp(y3, y2, ybytes), "%s: a second bucketing + product (V3) gives the same bytes", c->what);
+    for (int v = 0; v < 2; v++) {
+        must(cuda_memset(dy, 0, ybytes, &e), &e);
+        must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
+        must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, v ? CUDA_MOE_GEMM_V4 : CUDA_MOE_GEMM_V3,
+                                   NULL, &e), &e);
+        must(cuda_sync(&e), &e);
+        must(cuda_d2h(y2, dy, ybytes, &e), &e);
+        tap(!memcmp(yk[v], y2, ybytes), "%s: a second bucketing + product (V%d) gives the same bytes", c->what, v + 3);
+    }
 
     for (int i = 0; i < T; i++) {
         free(w[i]), free(s[i]);
         cuda_free(dw[i]), cuda_free(ds[i]);
     }
     free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag), free(ex);
-    free(y), free(yv), free(y2), free(y1), free(y3), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
+    free(y), free(yv), free(y2), free(y1), free(y3), free(y4), free(yd), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
     cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy), cuda_free(dyv), cuda_free(dy1);
-    cuda_free(dy2);
+    cuda_free(dy2), cuda_free(dy4), cuda_free(dyd);
     cuda_free(scratch);
 }
 
@@ -403,7 +452,7 @@ static void test_errors(void)
     int g = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 64, 100, NULL, NULL, &e); /* k not a multiple of 128 */
     int h = cuda_moe_gemm(&bk, NULL, NULL, 0, NULL, NULL, 64, 128, NULL, NULL, &e); /* x_group 0 */
     int i = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 0, 128, NULL, NULL, &e);  /* n 0 */
-    int v = cuda_moe_gemm_variant(&bk, NULL, NULL, 6, NULL, NULL, 64, 128, NULL, 3, NULL, &e); /* no kernel 3 */
+    int v = cuda_moe_gemm_variant(&bk, NULL, NULL, 6, NULL, NULL, 64, 128, NULL, 4, NULL, &e); /* no kernel 4 */
     tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && f == CTX_EINVAL && ok == 0 && g == CTX_EINVAL &&
             h == CTX_EINVAL && i == CTX_EINVAL && v == CTX_EINVAL && cuda_moe_scratch_bytes(8, 48) <= 4096,
         "bad sizes, short or misaligned scratch, bad shapes and an unknown kernel are rejected with CTX_EINVAL "
@@ -532,21 +581,356 @@ static void test_v3_conversion(void)
         "v * 2^(e_i - E + 6) over the 15 shifts", bad, checked);
 }
 
+/* f16 bits -> value (every f16 the conversions produce: normal, zero, signed). */
+static double f16_val(uint32_t h)
+{
+    const int sg = (h >> 15) & 1, ex = (h >> 10) & 31, m = h & 1023;
+    double v = ex == 31 ? NAN : ex ? ldexp(1.0 + m / 1024.0, ex - 15) : ldexp(m / 1024.0, -14);
+    return sg ? -v : v;
+}
+
+/* V4's e2m1 -> f16 conversion, the kernel's own code (moe_gemm.h cuda_moe4_convert and
+ * cuda_moe4_lut_byte, with cuda_moe4_prmt's host model of PTX prmt): every byte value in every position
+ * of a word, at each of the 27 shifts, must give exactly v * 2^(idx - 13) in K order, with f16 bits
+ * that are a normal number or +-0 (the kernel's HMMA and its exactness argument rely on both). */
+static void test_v4_conversion(void)
+{
+    long bad = 0, checked = 0, not_normal = 0;
+    for (int idx = 0; idx <= CUDA_MOE4_SPREAD; idx++) {
+        uint32_t l[2] = {0, 0};
+        for (int c = 0; c < 8; c++)
+            l[c >> 2] |= cuda_moe4_lut_byte(c, idx) << (8 * (c & 3));
+        for (int pos = 0; pos < 4; pos++)
+            for (int v = 0; v < 256; v++) {
+                const uint32_t x = ((uint32_t)v << (8 * pos)) | ((uint32_t)(255 - v) << (8 * ((pos + 1) & 3)));
+                uint32_t o[4];
+                cuda_moe4_convert(x, l[0], l[1], o);
+                for (int j = 0; j < 8; j++) {
+                    const uint32_t h = (o[j >> 1] >> (16 * (j & 1))) & 0xffffu;
+                    const double want = ldexp(cuda_ref_e2m1((uint8_t)((x >> (4 * j)) & 15)), idx - 13);
+                    const double got = f16_val(h);
+                    bad += !(got == want) || ((h & 0x8000u) != 0) != (((x >> (4 * j)) & 8) != 0);
+                    not_normal += (h & 0x7fffu) != 0 && (((h >> 10) & 31) == 0 || (h & 0xffu) != 0);
+                    checked++;
+                }
+            }
+    }
+    tap(bad == 0 && not_normal == 0, "host model of V4's e2m1 -> f16 conversion (LUT + prmt): %ld/%ld values differ "
+        "from v * 2^(e_i - E + 13) over the %d shifts (signs included), %ld not a normal f16 with a zero low byte",
+        bad, checked, CUDA_MOE4_SPREAD + 1, not_normal);
+}
+
+/* V4's shared-memory layout and fragments on the host, from moe_gemm.h's functions (the kernel's):
+ * (1) cuda_moe4_woff / _xoff place every (row, k) of the 128 x 128 / 64 x 128 f16 tile once,
+ *     (k, k+1) for even k in one 32-bit word (low half k);
+ * (2) ldmatrix: for every warp row block, half, k16 step, lane and register, the (row, k) pair the lane
+ *     receives (ldmatrix m8n8 .b16: lane l gets row l / 4, elements 2 (l % 4), +1 of matrix j, whose
+ *     row addresses are those of lanes 8j .. 8j + 7) is the PTX ISA's m16n8k16 f16 fragment: A
+ *     a_j = (row g + 8 (j & 1), k 2t + 8 (j >> 1) + {0, 1}), B b_j = (k 2t + 8 j + {0, 1}, pair g),
+ *     with g = lane / 4, t = lane % 4; and the 8 addresses of each phase fall in 8 distinct 16-byte
+ *     bank groups (no conflict);
+ * (3) the conversion's work items: bijections onto (row, sub-block) / (pair, chunk), raw loads (V1's
+ *     ring layout) and f16 stores conflict-free per 8-lane phase, f16 words where cuda_moe4_woff / _xoff put
+ *     them, and the activation skip test (i >> 6 >= nbv) warp-uniform and equal to "pair group >= nbv". */
+static void test_v4_layout(void)
+{
+    static int owner[32768 / 2][2], xowner[16384 / 2][2];
+    long bad_map = 0, bad_a = 0, bad_b = 0, conflicts = 0, bad_conv = 0, frags = 0;
+    for (int tl = 0; tl < 2; tl++) { /* the weight tile, the activation tile */
+        const int nr = tl ? 64 : 128;
+        const uint32_t bytes = (uint32_t)nr * 256;
+        int(*own)[2] = tl ? xowner : owner;
+        for (uint32_t i = 0; i < bytes / 2; i++)
+            own[i][0] = -1;
+        for (int r = 0; r < nr; r++)
+            for (int kk = 0; kk < 128; kk++) {
+                const uint32_t o = tl ? cuda_moe4_xoff(r, kk) : cuda_moe4_woff(r, kk);
+                if (o >= bytes || (o & 1) || own[o / 2][0] >= 0) {
+                    bad_map++;
+                    continue;
+                }
+                own[o / 2][0] = r, own[o / 2][1] = kk;
+                if (!(kk & 1) && (tl ? cuda_moe4_xoff(r, kk + 1) : cuda_moe4_woff(r, kk + 1)) != o + 2)
+                    bad_map++;
+                if (!(kk & 1) && (o & 3))
+                    bad_map++;
+            }
+    }
+    /* ldmatrix phases: 8 addresses (16-byte aligned) in 8 distinct bank groups */
+    for (int wr = 0; wr < 4; wr++)
+        for (int mi = 0; mi < 2; mi++)
+            for (int st = 0; st < 8; st++) {
+                uint32_t ad[32];
+                for (int l = 0; l < 32; l++)
+                    ad[l] = cuda_moe4_a_ldsm(l, wr, mi, st);
+                for (int j = 0; j < 4; j++) {
+                    int seen = 0;
+                    for (int l = 0; l < 8; l++) {
+                        bad_a += (ad[8 * j + l] & 15) != 0;
+                        seen |= 1 << ((ad[8 * j + l] >> 4) & 7);
+                    }
+                    conflicts += seen != 0xff;
+                }
+                for (int l = 0; l < 32; l++)
+                    for (int j = 0; j < 4; j++)
+                        for (int e2 = 0; e2 < 2; e2++) {
+                            const uint32_t o = ad[8 * j + l / 4] + 4 * (l % 4) + 2 * e2;
+                            const int g = l / 4, t = l % 4;
+                            const int wrow = wr * 32 + mi * 16 + g + 8 * (j & 1), wk = 16 * st + 2 * t + 8 * (j >> 1) + e2;
+                            bad_a += o >= 32768 || owner[o / 2][0] != wrow || owner[o / 2][1] != wk;
+                            frags++;
+                        }
+            }
+    for (int nb0 = 0; nb0 < 8; nb0++)
+        for (int nb1 = 0; nb1 < 8; nb1++)
+            for (int st = 0; st < 8; st++) {
+                uint32_t ad[32];
+                for (int l = 0; l < 32; l++)
+                    ad[l] = cuda_moe4_b_ldsm(l, nb0, nb1, st);
+                const int nmat = nb1 == nb0 ? 2 : 4; /* x2 (lanes 0-15) when both name one block */
+                for (int j = 0; j < nmat; j++) {
+                    int seen = 0;
+                    for (int l = 0; l < 8; l++) {
+                        bad_b += (ad[8 * j + l] & 15) != 0 || ad[8 * j + l] >= 16384;
+                        seen |= 1 << ((ad[8 * j + l] >> 4) & 7);
+                    }
+                    conflicts += seen != 0xff;
+                }
+                for (int l = 0; l < 32; l++)
+                    for (int j = 0; j < nmat; j++)
+                        for (int e2 = 0; e2 < 2; e2++) {
+                            const uint32_t o = ad[8 * j + l / 4] + 4 * (l % 4) + 2 * e2;
+                            const int g = l / 4, t = l % 4, nb = j >> 1 ? nb1 : nb0;
+                            const int pr = nb * 8 + g, pk = 16 * st + 2 * t + 8 * (j & 1) + e2;
+                            bad_b += o >= 16384 || xowner[o / 2][0] != pr || xowner[o / 2][1] != pk;
+                            frags++;
+                        }
+            }
+    /* conversion work items */
+    static unsigned char wseen[128][4], xseen[64][8];
+    memset(wseen, 0, sizeof wseen), memset(xseen, 0, sizeof xseen);
+    for (int j = 0; j < 2; j++)
+        for (int w = 0; w < 8; w++)
+            for (int ph = 0; ph < 4; ph++) {
+                int rseen = 0, sseen[4] = {0, 0, 0, 0}, xr = 0, xs[2] = {0, 0}, grp = -1;
+                for (int l = 8 * ph; l < 8 * ph + 8; l++) {
+                    const int i = 32 * w + l + 256 * j;
+                    int ra, ca, rb, cb;
+                    cuda_moe4_wpiece(i, &ra, &ca);
+                    bad_conv += ra < 0 || ra >= 128 || ca < 0 || ca >= 4 || wseen[ra & 127][ca & 3]++;
+                    rseen |= 1 << ((ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4)) >> 4 & 7); /* the raw FP4 ring */
+                    for (int c = 0; c < 4; c++) {
+                        const uint32_t o = cuda_moe4_woff(ra, 32 * ca + 8 * c);
+                        sseen[c] |= 1 << ((o >> 4) & 7);
+                        for (int q = 0; q < 4; q++) /* word q of the store: (k, k + 1), k = 32 ca + 8 c + 2 q */
+                            bad_conv += cuda_moe4_woff(ra, 32 * ca + 8 * c + 2 * q) != o + 4 * (uint32_t)q;
+                    }
+                    cuda_moe4_xpiece(i, &rb, &cb);
+                    bad_conv += rb < 0 || rb >= 64 || cb < 0 || cb >= 8 || xseen[rb & 63][cb & 7]++;
+                    bad_conv += (i >> 6) != (rb >> 3);
+                    if (grp < 0)
+                        grp = i >> 6;
+                    bad_conv += (i >> 6) != grp;
+                    xr |= 1 << ((rb * 128 + ((cb ^ (rb & 7)) << 4)) >> 4 & 7); /* the raw e4m3 ring */
+                    for (int c = 0; c < 2; c++) {
+                        const uint32_t o = cuda_moe4_xoff(rb, 16 * cb + 8 * c);
+                        xs[c] |= 1 << ((o >> 4) & 7);
+                        for (int q = 0; q < 4; q++)
+                            bad_conv += cuda_moe4_xoff(rb, 16 * cb + 8 * c + 2 * q) != o + 4 * (uint32_t)q;
+                    }
+                }
+                conflicts += (rseen != 0xff) + (sseen[0] != 0xff) + (sseen[1] != 0xff) + (sseen[2] != 0xff) +
+                             (sseen[3] != 0xff) + (xr != 0xff) + (xs[0] != 0xff) + (xs[1] != 0xff);
+            }
+    tap(bad_map == 0 && bad_a == 0 && bad_b == 0 && bad_conv == 0 && conflicts == 0,
+        "host model of V4's f16 tiles and ldmatrix fragments: layout %ld errors, %ld fragment elements checked "
+        "against the PTX m16n8k16 layout (A %ld, B %ld wrong), conversion items %ld wrong, %ld bank-conflicting "
+        "phases", bad_map, frags, bad_a, bad_b, bad_conv, conflicts);
+}
+
+/* Exact f16 bits of a value that f16 holds (the e4m3 values: cvt.rn.f16x2.e4m3x2 is exact). */
+static uint32_t f16_bits_exact(double v)
+{
+    if (v == 0.0)
+        return signbit(v) ? 0x8000u : 0u;
+    const uint32_t sg = v < 0 ? 0x8000u : 0u;
+    int e;
+    const double m = frexp(fabs(v), &e); /* |v| = m 2^e, m in [0.5, 1) */
+    if (e - 1 >= -14)
+        return sg | (uint32_t)(e - 1 + 15) << 10 | (uint32_t)ldexp(m * 2.0 - 1.0, 10);
+    return sg | (uint32_t)ldexp(fabs(v), 24); /* subnormal */
+}
+
+/* One CTA of V4's fast path on the host, the kernel's orchestration over moe_gemm.h's functions:
+ * each thread's conversion items (LUT of shift idx = 26 - (E - e_i), cuda_moe4_convert, stores at
+ * cuda_moe4_woff / _xoff; activations as exact f16), each warp's ldmatrix (register j of lane l = the 32-bit
+ * word at the row address of lane 8j + l/4, plus 4 (l % 4)) for its active pair blocks, the mma as
+ * the PTX ISA defines m16n8k16 on those registers (in double), and the stage scale 2^(E - 140) with
+ * the activation scale; every output of the tile against the double sum of w x, with rows' sub-block
+ * spreads of 0..26 and the tile's pairs covering 1..8 pair blocks (each warp's 0..4 active blocks).
+ * Both sums are exact in double, so they must be equal: codes E in 124..127 (weights multiples of
+ * 2^-30), e4m3 exponent fields 6..9 (multiples of 2^-4), activation scales 2^-2..2^2, so every term
+ * is a multiple of 2^-36 and every sum below 2^16. (The conversion of every code at every shift is
+ * test_v4_conversion's.) */
+static void test_v4_cta_model(void)
+{
+    enum { KS = 2, K = 128 * KS };
+    static uint8_t wfp4[128][K / 2], codes[128][K / 32], xq[64][K], wh[32768], xh[16384];
+    static float xs[64][KS];
+    long bad = 0, checked = 0;
+    for (int trial = 0; trial < 8; trial++) {
+        const int rows = 1 + (int)(next_u64() % 64), nbv = (rows + 7) >> 3;
+        for (int r = 0; r < 128; r++) {
+            for (int b = 0; b < K / 2; b++)
+                wfp4[r][b] = (uint8_t)next_u64();
+            for (int b = 0; b < KS; b++) {
+                const int big = 124 + (int)(next_u64() % 4);
+                for (int c = 0; c < 4; c++)
+                    codes[r][4 * b + c] = (uint8_t)(big - (int)(next_u64() % 27) * (int)(next_u64() % 2));
+            }
+        }
+        for (int pr = 0; pr < 64; pr++)
+            for (int kk = 0; kk < K; kk++) {
+                const uint8_t c = (uint8_t)((next_u64() & 0x87) | (6 + next_u64() % 4) << 3);
+                xq[pr][kk] = pr < rows ? c : 0;
+            }
+        for (int pr = 0; pr < 64; pr++)
+            for (int b = 0; b < KS; b++)
+                xs[pr][b] = pr < rows ? ldexpf(1.0f, (int)(next_u64() % 5) - 2) : 0.0f;
+        double acc[128][64];
+        memset(acc, 0, sizeof acc);
+        for (int kb = 0; kb < KS; kb++) {
+            double rs[128];
+            for (int i = 0; i < 512; i++) { /* thread i % 256, item i / 256 */
+                int ra, ca;
+                cuda_moe4_wpiece(i, &ra, &ca);
+                int mx = 0;
+                for (int c = 0; c < 4; c++)
+                    mx = codes[ra][4 * kb + c] > mx ? codes[ra][4 * kb + c] : mx;
+                const int sh = mx - codes[ra][4 * kb + ca];
+                uint32_t l[2] = {0, 0};
+                for (int c = 0; c < 8; c++)
+                    l[c >> 2] |= cuda_moe4_lut_byte(c, CUDA_MOE4_SPREAD - sh) << (8 * (c & 3));
+                for (int c = 0; c < 4; c++) {
+                    const uint8_t *raw = &wfp4[ra][64 * kb + 16 * ca + 4 * c];
+                    const uint32_t x = raw[0] | (uint32_t)raw[1] << 8 | (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 24;
+                    uint32_t o[4];
+                    cuda_moe4_convert(x, l[0], l[1], o);
+                    memcpy(wh + cuda_moe4_woff(ra, 32 * ca + 8 * c), o, 16); /* little-endian, as the GPU */
+                }
+                if (ca == 0)
+                    rs[ra] = ldexp(1.0, mx - 140);
+                int rb, cb;
+                cuda_moe4_xpiece(i, &rb, &cb);
+                if ((i >> 6) >= nbv)
+                    continue;
+                for (int c = 0; c < 2; c++) {
+                    uint32_t o[4];
+                    for (int q = 0; q < 4; q++)
+                        o[q] = f16_bits_exact(cuda_ref_e4m3(xq[rb][128 * kb + 16 * cb + 8 * c + 2 * q])) |
+                               f16_bits_exact(cuda_ref_e4m3(xq[rb][128 * kb + 16 * cb + 8 * c + 2 * q + 1])) << 16;
+                    memcpy(xh + cuda_moe4_xoff(rb, 16 * cb + 8 * c), o, 16);
+                }
+            }
+            for (int warp = 0; warp < 8; warp++) {
+                const int wr = warp & 3, wc = warp >> 2, nact = (nbv + 1 - wc) >> 1;
+                for (int mi = 0; mi < 2; mi++)
+                    for (int q = 0; q < nact; q++) {
+                        const int nb = 2 * q + wc;
+                        double pacc[32][4];
+                        memset(pacc, 0, sizeof pacc);
+                        for (int st = 0; st < 8; st++) {
+                            uint32_t ar[32][4], br[32][2];
+                            for (int l = 0; l < 32; l++) {
+                                for (int j = 0; j < 4; j++)
+                                    memcpy(&ar[l][j], wh + cuda_moe4_a_ldsm(8 * j + l / 4, wr, mi, st) + 4 * (l % 4), 4);
+                                /* the kernel's x4 pairs blocks (nb, nb + 2) or x2 for the last odd one: nb's
+                                 * registers are matrices 0, 1 in both */
+                                for (int j = 0; j < 2; j++)
+                                    memcpy(&br[l][j], xh + cuda_moe4_b_ldsm(8 * j + l / 4, nb, nb + 2, st) + 4 * (l % 4), 4);
+                            }
+                            double A[16][16], B[16][8];
+                            for (int l = 0; l < 32; l++) {
+                                const int g = l / 4, t = l % 4;
+                                for (int j = 0; j < 4; j++)
+                                    for (int e2 = 0; e2 < 2; e2++)
+                                        A[g + 8 * (j & 1)][2 * t + 8 * (j >> 1) + e2] = f16_val(ar[l][j] >> (16 * e2) & 0xffffu);
+                                for (int j = 0; j < 2; j++)
+                                    for (int e2 = 0; e2 < 2; e2++)
+                                        B[2 * t + 8 * j + e2][g] = f16_val(br[l][j] >> (16 * e2) & 0xffffu);
+                            }
+                            for (int l = 0; l < 32; l++) {
+                                const int g = l / 4, t = l % 4;
+                                for (int v = 0; v < 4; v++) {
+                                    double d = 0.0;
+                                    for (int kk = 0; kk < 16; kk++)
+                                        d += A[g + 8 * (v >> 1)][kk] * B[kk][2 * t + (v & 1)];
+                                    pacc[l][v] += d;
+                                }
+                            }
+                        }
+                        for (int l = 0; l < 32; l++)
+                            for (int v = 0; v < 4; v++) {
+                                const int r = wr * 32 + mi * 16 + l / 4 + 8 * (v >> 1), c = nb * 8 + 2 * (l % 4) + (v & 1);
+                                acc[r][c] += pacc[l][v] * xs[c][kb] * rs[r];
+                            }
+                    }
+            }
+        }
+        for (int r = 0; r < 128; r++)
+            for (int c = 0; c < rows; c++) {
+                double want = 0.0;
+                for (int kk = 0; kk < K; kk++)
+                    want += cuda_ref_e2m1((uint8_t)(kk & 1 ? wfp4[r][kk / 2] >> 4 : wfp4[r][kk / 2] & 15)) *
+                            cuda_ref_e8m0(codes[r][kk / 32]) * cuda_ref_e4m3(xq[c][kk]) * xs[c][kk / 128];
+                bad += acc[r][c] != want;
+                checked++;
+            }
+    }
+    tap(bad == 0, "host model of one V4 CTA (conversion, f16 tiles, ldmatrix registers, PTX m16n8k16, stage "
+        "scale 2^(E - 140)): %ld/%ld outputs differ from the exact sum", bad, checked);
+}
+
+static void test_env_variant(void)
+{
+    static const char *const bad[] = {"", "0", "5", "44", "x", "3 ", "-1"};
+    int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_DEFAULT &&
+             cuda_moe_gemm_variant_of_env("1") == CUDA_MOE_GEMM_V1 &&
+             cuda_moe_gemm_variant_of_env("2") == CUDA_MOE_GEMM_V2 &&
+             cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_DEFAULT;
+    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"4\" choose V1..V4, unset or anything else the default (V%d); this run: V%d",
+        CUDA_MOE_GEMM_DEFAULT + 1, cuda_moe_gemm_default_variant() + 1);
+}
+
 int main(void)
 {
     if (cuda_device_count() == 0) {
         test_scaled_accumulation();
         test_v3_conversion();
+        test_v4_conversion();
+        test_v4_layout();
+        test_v4_cta_model();
+        test_env_variant();
         printf("# no CUDA device: the device cases are skipped\n1..%d\n", n_test);
         return n_fail ? 1 : 0;
     }
     test_scaled_accumulation();
     test_v3_conversion();
+    test_v4_conversion();
+    test_v4_layout();
+    test_v4_cta_model();
+    test_env_variant();
     struct ctx_err e;
     char name[256];
     int sms = 0;
     must(cuda_device_name(name, sizeof name, &sms, &e), &e);
     printf("# device: %s, %d SMs\n", name, sms);
+    int occ[4] = {0, 0, 0, 0};
+    for (int v = 0; v < 4; v++)
+        must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &e), &e);
+    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d\n", occ[0], occ[1], occ[2], occ[3]);
     test_errors();
     static const struct mcase cases[] = {
         /* V4-Flash routing (256 experts, top-6) at small matrices, S from 1 to 4096 */
@@ -577,6 +961,11 @@ int main(void)
         {"spread 14 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 14},
         {"spread 15 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 15},
         {"spread 15 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 15},
+        /* V4's guard: 26 (exact in f16, fast path; V3 falls back) and 27 (every stage of both falls back) */
+        {"spread 26 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 26},
+        {"spread 26 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 26},
+        {"spread 27 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 27},
+        {"spread 27 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 27},
     };
     /* CTX_MOE_QUICK=1: the small cases only (for compute-sanitizer, which slows kernels ~100x) */
     const char *quick = getenv("CTX_MOE_QUICK");
