@@ -402,8 +402,9 @@ static int checkpoint(struct repo *r, struct ctx_err *e)
  * the packed streams as stored read into the accelerator's host buffers (inf_accel_host_alloc), uploaded and unpacked
  * there; the host copy catches up at the first sync (a checkpoint, a switch to another state). */
 static int restore_to_device(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st,
-                             struct inf_accel *a, struct ctx_err *e)
+                             struct inf_accel *a, int *store_failed, struct ctx_err *e)
 {
+    *store_failed = 0;
     void **bufs = calloc((size_t)c->n_streams + 1, sizeof *bufs);
     long long *counts = calloc((size_t)st->n_layers + 1, sizeof *counts);
     int rc = bufs && counts ? 0 : ctx_err_set(e, CTX_ENOMEM, "out of memory");
@@ -411,8 +412,8 @@ static int restore_to_device(struct store_kv *kv, const struct store_kv_ckpt *c,
         if (!(bufs[k] = inf_accel_host_alloc(a, (size_t)c->stream_len[k])))
             rc = ctx_err_set(e, CTX_ENOMEM, "no host memory for stream %d (%llu bytes)", k,
                              (unsigned long long)c->stream_len[k]);
-    if (!rc)
-        rc = store_kv_state_read_packed(kv, c, st, bufs, counts, e);
+    if (!rc && (rc = store_kv_state_read_packed(kv, c, st, bufs, counts, e)))
+        *store_failed = 1; /* the checkpoint itself (a corrupt one is dropped by now) */
     if (!rc)
         rc = inf_accel_restore_packed(a, st, counts, (const void *const *)bufs, e);
     for (int k = 0; bufs && k < c->n_streams; k++)
@@ -457,8 +458,11 @@ static void start_from_cache(struct repo *r, struct progress_msg *note)
     int packed = inf_accel_can_restore_packed(acc);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int rrc = packed ? restore_to_device(rs->kv, &c, r->st, acc, &e) : store_kv_state_restore(rs->kv, &c, r->st, &e);
-    if (rrc && packed) { /* no memory, a device error: the host path may still work */
+    int store_failed = 0;
+    int rrc = packed ? restore_to_device(rs->kv, &c, r->st, acc, &store_failed, &e)
+                     : store_kv_state_restore(rs->kv, &c, r->st, &e);
+    if (rrc && packed && !store_failed) { /* no memory, a device error: the host path may still work (not
+                                             * when the checkpoint failed: the store has dropped it) */
         CTX_WARN("kv cache: packed restore of checkpoint %lld of %s failed, restoring on the host: %s",
                  (long long)c.id, r->root, e.msg);
         inf_state_reset(r->st);
