@@ -1,7 +1,6 @@
 // FP8 / FP4 block-scaled matrix products for Hopper (sm_90a); semantics in gemm.h.
 //
-// All tensor-core work uses mma.sync.m16n8k32 with e4m3 operands (or, in the prefill GEMM's V3, the
-// f16 m16n8k16 steps that ptxas builds them from on sm_90). Two facts shape every kernel:
+// All tensor-core work uses mma.sync.m16n8k32 with e4m3 operands. Two facts shape every kernel:
 // - Within one 32-wide K step the dot product does not depend on which K position a byte sits in,
 //   as long as A (weights) and B (activations) use the same permutation. So each thread loads long
 //   contiguous runs (16-byte vectors, full 128-byte lines per warp) and feeds them to the fragment
@@ -395,327 +394,6 @@ __global__ void __launch_bounds__(WR *WT * 32, MINB)
         }
     __syncthreads();
     // 16-byte runs of 8 rows of one token; ragged ends (and n % 8 != 0) element by element.
-    for (int i = tid; i < BT * (BR / 8); i += NT) {
-        const int c = i / (BR / 8), j = i % (BR / 8), tok = tok0 + c, r = row0 + j * 8;
-        if (tok >= m || r >= n)
-            continue;
-        const uint8_t *src = smem + c * T::OUT_PITCH + j * 16;
-        __nv_bfloat16 *dst = y + (size_t)tok * n + r;
-        if (vec_out && r + 8 <= n) {
-            *reinterpret_cast<uint4 *>(dst) = *reinterpret_cast<const uint4 *>(src);
-        } else {
-            for (int e = 0; e < 8 && r + e < n; e++)
-                dst[e] = reinterpret_cast<const __nv_bfloat16 *>(src)[e];
-        }
-    }
-}
-
-// ---- FP8 GEMM, third kernel (cuda_fp8_gemm_variant: CUDA_FP8_GEMM_V3 and its fixed tiles) ----
-//
-// The same bits as fp8_gemm_kernel and fp8_gemm2_kernel, on f16 tensor cores. sm_90 has no e4m3
-// mma.sync: ptxas builds each m16n8k32 e4m3 from f16 steps (bench/gpu/results/2026-11-29p-gemm,
-// run1/sass_emul.txt), and for the instruction with fragments a0..a3, b0, b1 and accumulator d:
-//   T = HMMA.16816(A = {lo(a0), lo(a1), lo(a2), lo(a3)}, B = {lo(b0), lo(b1)}, C = 0)
-//   T = HMMA.16816(A = {hi(a0), hi(a1), hi(a2), hi(a3)}, B = {hi(b0), hi(b1)}, C = T)
-//   d = d + T (FADD, per element)
-// where lo(x) / hi(x) = cvt.rn.f16x2.e4m3x2 of the low / high 16 bits of x (exact). That sequence
-// written out ("f" kernels of run2) gave V1's bytes on every test and benchmark shape; chaining
-// the 8 HMMAs of a block through C instead of the FADDs did not (run1's "h1"). So this kernel runs
-// exactly that sequence on exactly the f16 values V2 would have converted in each lane and slot:
-// - V2's lane (g, t) feeds step s (0..3) of a 128-K block with the bytes K = 32t + 8s + [0, 8) of
-//   its rows / token (a0, a1, b0: [0, 4); a2, a3, b1: [4, 8)), so the f16 pair in the HMMA register
-//   of lane t, half h (lo 0, hi 1) and slot c (a0/a1/b0: 0; a2/a3/b1: 1) is
-//       K = 32t + 8s + 4c + 2h + {0, 1};
-// - each 128-K stage is converted once per CTA into an f16 tile whose rows (256 bytes) are 16
-//   chunks of 16 bytes, chunk j = 4s + 2h + c holding those pairs for t = 0..3 (word t), so one
-//   ldmatrix 8x8 matrix of chunk j over 8 rows gives lane (g, t) exactly that register of row g.
-//   Chunk j of row r sits at chunk j ^ (r & 7) (8 consecutive rows: 8 distinct bank groups, for
-//   the ldmatrix phases and the conversion's 16-byte stores);
-// - the conversion unit (row r, half hs) reads raw segments 2t + hs (t = 0..3: K = 32t + 16hs +
-//   [0, 16)) and writes chunks 8hs .. 8hs + 7: chunk 8hs + 4p + 2h + c, word t = the cvt of half h
-//   of 32-bit word 2p + c of segment 2t + hs;
-// - per stage and warp: B fragments of all 4 steps once (one ldmatrix.x4 per step and 8 tokens:
-//   {lo b0, lo b1, hi b0, hi b1}), then per 16-row group mi and step two ldmatrix.x4 (lo, hi A),
-//   the two HMMAs and the FADD per token group, and the scaling (part * act_scale) * w_scale into
-//   acc with V2's expression (same contraction: fmul, then fma into acc, in the PTX of both);
-// - registers (ptxas, sm_90a): 64 x 32 warp tiles hold acc (64), the stage's B fragments (64), a
-//   partial (16) and the HMMA results: 255 with 24 (BREG: 40) bytes of spill for the 128 x 128
-//   tiles, 232-245 and none for the 32 x 32 warp tiles. A manual prefetch of the next A pair,
-//   volatile mmas or opaque cp.async addresses all spilled more (44-104 bytes);
-// - shared memory is the bound: per 128-K stage a 128 x 128 CTA moves 32 KB in by cp.async, reads
-//   32 KB and writes 64 KB converting, and its warps read 192 KB of f16 fragments (~2500 cycles at
-//   128 bytes per cycle against ~1500 for its 1024 HMMAs at mma.sync's f16 rate); smaller tiles
-//   move more per product (64 x 64: 1.6x);
-// - pipeline: the raw e4m3 cp.async ring (STAGES slots, as V2's) and a double-buffered f16 tile:
-//   iteration kb waits for raw stage kb + 1, one barrier, refills the slot of stage kb (converted
-//   in iteration kb - 1) with stage kb + STAGES, converts stage kb + 1 into f16 buffer (kb + 1) & 1
-//   (with its activation scales, since the raw slot is refilled before they are used), and
-//   computes stage kb from buffer kb & 1. With BREG (below) the tile holds the weights only, the
-//   warps read their B bytes and the scales from the raw slot of stage kb while computing it, and
-//   the refilled slot is that of stage kb - 1 (one stage less in flight for the same ring). The
-//   host model in tests/kernels/test_gemm.c replays the conversion, the ldmatrix addresses, the
-//   BREG loads and the ring schedule.
-// BREG: the tokens' side is not converted into the tile: each warp loads its B bytes from the raw
-// ring with V2's own fragment loads and converts them in registers (ptxas's emulation, verbatim),
-// which saves the B half of the tile's shared-memory traffic (a 128 x 128 stage: ~240 KB instead of
-// ~320 KB) at 2 cvt per B register; the raw slot then stays in use until its stage is computed.
-template <int MI, int NI, int WR, int WT, int STAGES, bool BREG> struct G3Tile {
-    static constexpr int BR = WR * MI * 16, BT = WT * NI * 8, THREADS = WR * WT * 32, ROWS = BR + BT;
-    static constexpr int RAW = ROWS * 128 + BT * 4; // one ring slot: e4m3 rows (weights, then tokens), act scales
-    static constexpr int CROWS = BREG ? BR : ROWS;   // rows converted into the f16 tile
-    static constexpr int F16 = CROWS * 256;          // one f16 tile
-    static constexpr int F16_OFF = STAGES * RAW, SC_OFF = F16_OFF + 2 * F16;
-    static constexpr int SC = BREG ? 0 : 2 * BT * 4; // the scales' copy (BREG: read from the ring)
-    static constexpr int OUT_PITCH = BR * 2 + 16;
-    static constexpr int SMEM = SC_OFF + SC > BT * OUT_PITCH ? SC_OFF + SC : BT * OUT_PITCH;
-};
-
-// Two e4m3 (half `hi` of x) -> f16x2, exact (ptxas: F2FP.F16.E4M3.UNPACK_B, as in its own emulation).
-__device__ __forceinline__ uint32_t cvt_e4m3x2_f16x2(uint32_t x, bool hi)
-{
-    uint32_t r;
-    const uint16_t h = (uint16_t)(hi ? x >> 16 : x & 0xffffu);
-    asm("cvt.rn.f16x2.e4m3x2 %0, %1;\n" : "=r"(r) : "h"(h));
-    return r;
-}
-__device__ __forceinline__ void g3_sts128(uint32_t addr, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
-{
-    asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(a), "r"(b), "r"(c), "r"(d));
-}
-// volatile like V2's fragment loads (NVVM keeps their program order; ptxas still schedules them).
-__device__ __forceinline__ void g3_ldsm4(uint32_t (&r)[4], uint32_t addr)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-// d = A * B + 0 and d = A * B + d, f16 in, fp32 out (HMMA.16816.F32); pure functions of the operands.
-__device__ __forceinline__ void mma_f16_zero(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%10,%10,%10,%10};\n"
-        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.f));
-}
-__device__ __forceinline__ void mma_f16_acc(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i)
-{
-    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-template <int MI, int NI, int WR, int WT, int STAGES, bool BREG, int MINB>
-__global__ void __launch_bounds__(WR *WT * 32, MINB)
-    fp8_gemm3_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int m,
-                     const uint8_t *__restrict__ w, const uint8_t *__restrict__ ws, int n, int k,
-                     __nv_bfloat16 *__restrict__ y, int vec_out)
-{
-    using T = G3Tile<MI, NI, WR, WT, STAGES, BREG>;
-    constexpr int BR = T::BR, BT = T::BT, NT = T::THREADS, ROWS = T::ROWS, CROWS = T::CROWS;
-    static_assert(128 % (MI * 16) == 0, "a warp's rows lie in one 128-row scale block");
-    static_assert((BR * 8) % NT == 0 && (BT * 8) % NT == 0, "whole chunks per thread");
-    static_assert(NT % 8 == 0 && BT <= NT, "a phase of 8 lanes converts 8 consecutive rows; one scale per thread");
-    static_assert(STAGES >= (BREG ? 3 : 2), "the ring holds the stage being converted, the next (and, BREG, the one computed)");
-    extern __shared__ __align__(128) uint8_t smem[];
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int wr = warp % WR, wt = warp / WR;
-    const int rw0 = wr * MI * 16, tw0 = wt * NI * 8;
-    const int row0 = blockIdx.x * BR, tok0 = blockIdx.y * BT;
-    const int kb_n = k >> 7;
-    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
-
-    // V2's load_stage: chunk (r, c) at segment c ^ (r & 7) of its 128-byte row; rows past n or m
-    // zero-filled from a valid address.
-    auto load_stage = [&](int slot, int kb) {
-        const uint32_t sA = sbase + slot * T::RAW, sB = sA + BR * 128, sS = sB + BT * 128;
-#pragma unroll
-        for (int j = 0; j < BR * 8 / NT; j++) {
-            const int i = tid + j * NT, r = i >> 3, c = i & 7;
-            const int wrow = row0 + r;
-            cp_async16(sA + r * 128 + ((c ^ (r & 7)) << 4), w + (size_t)min(wrow, n - 1) * k + (size_t)kb * 128 + c * 16,
-                       wrow < n);
-        }
-#pragma unroll
-        for (int j = 0; j < BT * 8 / NT; j++) {
-            const int i = tid + j * NT, r = i >> 3, c = i & 7;
-            const int trow = tok0 + r;
-            cp_async16(sB + r * 128 + ((c ^ (r & 7)) << 4), q + (size_t)min(trow, m - 1) * k + (size_t)kb * 128 + c * 16,
-                       trow < m);
-        }
-        for (int i = tid; i < BT; i += NT) {
-            const int trow = tok0 + i;
-            cp_async4(sS + i * 4, sa + (size_t)min(trow, m - 1) * kb_n + kb, trow < m);
-        }
-    };
-    // Raw slot -> f16 tile `buf` (+ its activation scales). Unit u: row u % CROWS (weights then
-    // tokens; the 8 lanes of a phase take 8 consecutive rows), half u / CROWS of the K range.
-    auto convert = [&](int slot, int buf) {
-        const uint32_t raw = sbase + slot * T::RAW, f16 = sbase + T::F16_OFF + buf * T::F16;
-#pragma unroll
-        for (int i = 0; i < (2 * CROWS + NT - 1) / NT; i++) {
-            const int u = tid + i * NT, r = u % CROWS, hs = u / CROWS;
-            if (u >= 2 * CROWS)
-                break;
-            uint4 v[4];
-#pragma unroll
-            for (int tt = 0; tt < 4; tt++)
-                v[tt] = lds128(raw + r * 128 + (((2 * tt + hs) ^ (r & 7)) << 4));
-#pragma unroll
-            for (int p = 0; p < 2; p++)
-#pragma unroll
-                for (int h = 0; h < 2; h++)
-#pragma unroll
-                    for (int c = 0; c < 2; c++) {
-                        const int j = 8 * hs + 4 * p + 2 * h + c, wi = 2 * p + c;
-                        g3_sts128(f16 + r * 256 + ((j ^ (r & 7)) << 4), cvt_e4m3x2_f16x2(u4_word(v[0], wi), h),
-                                  cvt_e4m3x2_f16x2(u4_word(v[1], wi), h), cvt_e4m3x2_f16x2(u4_word(v[2], wi), h),
-                                  cvt_e4m3x2_f16x2(u4_word(v[3], wi), h));
-                    }
-        }
-        if (!BREG && tid < BT)
-            reinterpret_cast<float *>(smem + T::SC_OFF)[buf * BT + tid] =
-                reinterpret_cast<const float *>(smem + slot * T::RAW + ROWS * 128)[tid];
-    };
-
-    float acc[MI][NI][4];
-#pragma unroll
-    for (int i = 0; i < MI; i++)
-#pragma unroll
-        for (int j = 0; j < NI; j++)
-#pragma unroll
-            for (int c = 0; c < 4; c++)
-                acc[i][j][c] = 0.f;
-
-    // Every slot of the ring at once (BREG: all but one), then stage 0 into tile 0.
-    constexpr int PRE = BREG ? STAGES - 1 : STAGES;
-#pragma unroll
-    for (int s = 0; s < PRE; s++) {
-        if (s < kb_n)
-            load_stage(s, s);
-        cp_async_commit();
-    }
-    cp_async_wait<PRE - 1>();
-    __syncthreads();
-    convert(0, 0);
-
-    const uint8_t *wsr = ws + (size_t)min((row0 + rw0) >> 7, (n - 1) >> 7) * kb_n;
-    // ldmatrix row addresses of this lane (8 lanes per 8x8 matrix, matrix = lane >> 3):
-    // A: matrix 0..3 = rows 0-7 / 8-15 of the group, slot c = lane >> 4 (a0, a1, a2, a3);
-    // B: 8 tokens, matrix 0..3 = (h, c) = (0, 0), (0, 1), (1, 0), (1, 1) (lo b0, lo b1, hi b0, hi b1).
-    // Chunk j = 4s + 2h + c lies at j ^ (row & 7) = (4s + 2h) ^ (c ^ (row & 7)): the lane's key.
-    // Rows are 256 bytes, so (row * 256 + (key << 4)) ^ (x << 4) = row * 256 + ((x ^ key) << 4) for
-    // x < 16, and bit 3 of x (s >= 2) passes the key unchanged: + 128. So each lane keeps 4 A and 2
-    // B offsets (x = 4 (s & 1) + 2h (+ 2 b_h)), and everything else is an immediate.
-    const int a_row = rw0 + (lane & 7) + 8 * ((lane >> 3) & 1), a_key = (lane >> 4) ^ (lane & 7);
-    const int b_row = tw0 + (lane & 7), b_h = lane >> 4, b_key = ((lane >> 3) & 1) ^ (lane & 7);
-    uint32_t a_off[4], b_off[2];
-#pragma unroll
-    for (int x = 0; x < 4; x++)
-        a_off[x] = (uint32_t)((a_row * 256 + (a_key << 4)) ^ ((2 * x) << 4)); // x = 2 (s & 1) + h
-#pragma unroll
-    for (int x = 0; x < 2; x++)
-        b_off[x] = (uint32_t)((b_row * 256 + (b_key << 4)) ^ ((4 * x + 2 * b_h) << 4)); // x = s & 1
-    // BREG: V2's B fragment offsets (segments 2t, 2t + 1 of token rows with r & 7 = g)
-    const int so0 = ((2 * t) ^ g) << 4, so1 = ((2 * t + 1) ^ g) << 4;
-    for (int kb = 0; kb < kb_n; kb++) {
-        // Stage kb + 1 has landed (this thread's copies; the barrier: everyone's). Tile kb & 1 is
-        // converted; tile (kb + 1) & 1 is free, and so is the refilled slot: that of stage kb
-        // (converted in the previous iteration) or, BREG, of stage kb - 1 (computed there).
-        cp_async_wait<PRE - 2>();
-        __syncthreads();
-        if (kb + PRE < kb_n)
-            load_stage((kb + PRE) % STAGES, kb + PRE);
-        cp_async_commit();
-        if (kb + 1 < kb_n)
-            convert((kb + 1) % STAGES, (kb + 1) & 1);
-
-        const uint32_t fA = sbase + T::F16_OFF + (kb & 1) * T::F16, fB = fA + BR * 256;
-        const float *sc = BREG ? reinterpret_cast<const float *>(smem + (kb % STAGES) * T::RAW + ROWS * 128)
-                               : reinterpret_cast<const float *>(smem + T::SC_OFF) + (kb & 1) * BT;
-        uint32_t b[4][NI][4];
-        if (BREG) {
-            // V2's loads of the lane's two 16-byte segments per token row, then ptxas's conversions:
-            // step s = 2 hs + p takes b0 = word 2p, b1 = word 2p + 1 of segment hs; {lo b0, lo b1, hi b0, hi b1}.
-            const uint32_t rB = sbase + (kb % STAGES) * T::RAW + BR * 128;
-#pragma unroll
-            for (int ni = 0; ni < NI; ni++) {
-                const uint32_t rowp = rB + (tw0 + ni * 8 + g) * 128;
-                const uint4 seg[2] = {lds128(rowp + so0), lds128(rowp + so1)};
-#pragma unroll
-                for (int s = 0; s < 4; s++) {
-                    const uint32_t b0 = u4_word(seg[s >> 1], 2 * (s & 1)), b1 = u4_word(seg[s >> 1], 2 * (s & 1) + 1);
-                    b[s][ni][0] = cvt_e4m3x2_f16x2(b0, false);
-                    b[s][ni][1] = cvt_e4m3x2_f16x2(b1, false);
-                    b[s][ni][2] = cvt_e4m3x2_f16x2(b0, true);
-                    b[s][ni][3] = cvt_e4m3x2_f16x2(b1, true);
-                }
-            }
-        } else {
-#pragma unroll
-            for (int s = 0; s < 4; s++)
-#pragma unroll
-                for (int ni = 0; ni < NI; ni++)
-                    g3_ldsm4(b[s][ni], fB + b_off[s & 1] + (s >> 1) * 128 + ni * 8 * 256);
-        }
-        const float wsc = e8m0_to_float(__ldg(wsr + kb));
-#pragma unroll
-        for (int mi = 0; mi < MI; mi++) {
-            float part[NI][4];
-#pragma unroll
-            for (int ni = 0; ni < NI; ni++)
-#pragma unroll
-                for (int c = 0; c < 4; c++)
-                    part[ni][c] = 0.f;
-#pragma unroll
-            for (int s = 0; s < 4; s++) {
-                // A of rows mi, step s: {a0, a1, a2, a3} of half 0 (lo) and 1 (hi)
-                uint32_t a[2][4];
-                const uint32_t arow = fA + mi * 16 * 256 + (s >> 1) * 128;
-                g3_ldsm4(a[0], arow + a_off[2 * (s & 1)]);
-                g3_ldsm4(a[1], arow + a_off[2 * (s & 1) + 1]);
-                float d[NI][4];
-#pragma unroll
-                for (int ni = 0; ni < NI; ni++)
-                    mma_f16_zero(d[ni], a[0], b[s][ni][0], b[s][ni][1]);
-#pragma unroll
-                for (int ni = 0; ni < NI; ni++)
-                    mma_f16_acc(d[ni], a[1], b[s][ni][2], b[s][ni][3]);
-#pragma unroll
-                for (int ni = 0; ni < NI; ni++)
-#pragma unroll
-                    for (int c = 0; c < 4; c++)
-                        part[ni][c] += d[ni][c];
-            }
-#pragma unroll
-            for (int ni = 0; ni < NI; ni++) {
-                const float s0 = sc[tw0 + ni * 8 + 2 * t], s1 = sc[tw0 + ni * 8 + 2 * t + 1];
-                acc[mi][ni][0] += (part[ni][0] * s0) * wsc;
-                acc[mi][ni][1] += (part[ni][1] * s1) * wsc;
-                acc[mi][ni][2] += (part[ni][2] * s0) * wsc;
-                acc[mi][ni][3] += (part[ni][3] * s1) * wsc;
-            }
-        }
-    }
-    cp_async_wait<0>();
-    __syncthreads(); // every warp is done with the tiles: smem becomes the bf16 staging [BT][BR]
-#pragma unroll
-    for (int mi = 0; mi < MI; mi++)
-#pragma unroll
-        for (int ni = 0; ni < NI; ni++) {
-            const int r = rw0 + mi * 16 + g, c = tw0 + ni * 8 + 2 * t;
-            __nv_bfloat16 *p0 = reinterpret_cast<__nv_bfloat16 *>(smem + c * T::OUT_PITCH) + r;
-            __nv_bfloat16 *p1 = reinterpret_cast<__nv_bfloat16 *>(smem + (c + 1) * T::OUT_PITCH) + r;
-            p0[0] = __float2bfloat16_rn(acc[mi][ni][0]);
-            p1[0] = __float2bfloat16_rn(acc[mi][ni][1]);
-            p0[8] = __float2bfloat16_rn(acc[mi][ni][2]);
-            p1[8] = __float2bfloat16_rn(acc[mi][ni][3]);
-        }
-    __syncthreads();
     for (int i = tid; i < BT * (BR / 8); i += NT) {
         const int c = i / (BR / 8), j = i % (BR / 8), tok = tok0 + c, r = row0 + j * 8;
         if (tok >= m || r >= n)
@@ -1341,33 +1019,6 @@ int fp8_gemm2_launch(const uint8_t *d_q, const float *d_sa, int m, const uint8_t
     return launch_check(e, "fp8_gemm2_kernel");
 }
 
-template <int MI, int NI, int WR, int WT, int ST, bool BREG, int MB>
-int fp8_gemm3_launch(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws, int n, int k,
-                     uint16_t *d_y, void *stream, struct ctx_err *e)
-{
-    using T = G3Tile<MI, NI, WR, WT, ST, BREG>;
-    static_assert(T::SMEM <= 227 * 1024, "sm_90's shared memory per CTA");
-    auto kern = fp8_gemm3_kernel<MI, NI, WR, WT, ST, BREG, MB>;
-    if ((m + T::BT - 1) / T::BT > 65535)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemm: m = %d out of range", m);
-    /* the attribute is per device and per instantiation: set once for each */
-    static bool attr_set[64];
-    int dev = 0;
-    cudaGetDevice(&dev);
-    if (dev < 0 || dev >= 64 || !attr_set[dev]) {
-        cudaError_t rc = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
-        if (rc != cudaSuccess)
-            return cuda_fail(e, rc, "cudaFuncSetAttribute(fp8_gemm3_kernel)");
-        if (dev >= 0 && dev < 64)
-            attr_set[dev] = true;
-    }
-    dim3 grid((n + T::BR - 1) / T::BR, (m + T::BT - 1) / T::BT);
-    const int vec_out = n % 8 == 0 && ((uintptr_t)d_y & 15) == 0;
-    kern<<<grid, T::THREADS, T::SMEM, (cudaStream_t)stream>>>(d_q, d_sa, m, d_w, d_ws, n, k,
-                                                              reinterpret_cast<__nv_bfloat16 *>(d_y), vec_out);
-    return launch_check(e, "fp8_gemm3_kernel");
-}
-
 typedef int (*fp8_gemm_fn)(const uint8_t *, const float *, int, const uint8_t *, const uint8_t *, int, int, uint16_t *,
                            void *, struct ctx_err *);
 struct fp8_gemm_tile {
@@ -1382,20 +1033,7 @@ const fp8_gemm_tile fp8_gemm_tiles[] = {
     {"v2 64x64 4w 32x32 s4 x3", fp8_gemm2_launch<2, 4, 2, 2, 4, 3>},
 };
 constexpr int FP8_GEMM_NTILES = (int)(sizeof fp8_gemm_tiles / sizeof fp8_gemm_tiles[0]);
-static_assert(CUDA_FP8_GEMM_V3 == CUDA_FP8_GEMM_V2 + 1 + FP8_GEMM_NTILES, "gemm.h's variant numbers");
-// Variant CUDA_FP8_GEMM_V3 + 1 + i runs fp8_gemm3_tiles[i] (rows x tokens, warps, warp tile, raw
-// ring depth, "breg": B converted in registers, CTAs per SM). Shared memory (G3Tile::SMEM): 128 x 128
-// r3 231936 bytes (1 CTA per SM), 128 x 64 r3 173312 (1), 64 x 64 r2 99328 (2), 128 x 128 breg r4
-// 198656 (1), 64 x 64 breg r4 99328 (2).
-const fp8_gemm_tile fp8_gemm3_tiles[] = {
-    {"v3 128x128 8w 64x32 r3", fp8_gemm3_launch<4, 4, 2, 4, 3, false, 1>},
-    {"v3 128x64 8w 32x32 r3", fp8_gemm3_launch<2, 4, 4, 2, 3, false, 1>},
-    {"v3 64x64 4w 32x32 r2 x2", fp8_gemm3_launch<2, 4, 2, 2, 2, false, 2>},
-    {"v3 128x128 breg r4", fp8_gemm3_launch<4, 4, 2, 4, 4, true, 1>},
-    {"v3 64x64 breg r4 x2", fp8_gemm3_launch<2, 4, 2, 2, 4, true, 2>},
-};
-constexpr int FP8_GEMM3_NTILES = (int)(sizeof fp8_gemm3_tiles / sizeof fp8_gemm3_tiles[0]);
-static_assert(CUDA_FP8_GEMM_NVARIANTS == CUDA_FP8_GEMM_V3 + 1 + FP8_GEMM3_NTILES, "gemm.h's variant count");
+static_assert(CUDA_FP8_GEMM_NVARIANTS == CUDA_FP8_GEMM_V2 + 1 + FP8_GEMM_NTILES, "gemm.h's variant count");
 
 // The tile CUDA_FP8_GEMM_V2 runs for a shape (index into fp8_gemm_tiles), from bench-gpu's table
 // (2026-11-29, H200; kernels/README.md): 128 x 64 with 2 CTAs per SM (8 warps an SM) is the
@@ -1409,37 +1047,6 @@ int fp8_gemm2_pick(int m, int n, int k)
     return ctas_128x64 <= 96 ? 2 : 1;
 }
 
-// The tile CUDA_FP8_GEMM_V3 runs for a shape (index into fp8_gemm3_tiles). Not yet measured (V3 is
-// new), so by its bound, shared-memory traffic per product (kernels/README.md): B in registers
-// ("breg", ~25% less traffic than B through the tile), 128 x 128 where that grid fills the SMs once
-// (>= 132 CTAs), else 64 x 64 at 2 CTAs per SM (4x the CTAs).
-int fp8_gemm3_pick(int m, int n, int k)
-{
-    (void)k;
-    const long ctas_128x128 = (long)((n + 127) / 128) * ((m + 127) / 128);
-    return ctas_128x128 >= 132 ? 3 : 4;
-}
-
-// CUDA_FP8_GEMM_DEFAULT, or the variant named by CTX_CUDA_FP8_GEMM ("v1", "v2", "v3" or "1".."3",
-// any case), read at the first call; -1 = not yet read.
-std::atomic<int> fp8_gemm_default{-1};
-
-int fp8_gemm_default_variant()
-{
-    int v = fp8_gemm_default.load(std::memory_order_relaxed);
-    if (v >= 0)
-        return v;
-    v = CUDA_FP8_GEMM_DEFAULT;
-    const char *env = getenv("CTX_CUDA_FP8_GEMM");
-    if (env) {
-        const char *d = env + (env[0] == 'v' || env[0] == 'V');
-        if (d[0] >= '1' && d[0] <= '3' && d[1] == 0)
-            v = d[0] == '1' ? CUDA_FP8_GEMM_V1 : d[0] == '2' ? CUDA_FP8_GEMM_V2 : CUDA_FP8_GEMM_V3;
-    }
-    fp8_gemm_default.store(v, std::memory_order_relaxed);
-    return v;
-}
-
 } // namespace
 
 extern "C" const char *cuda_fp8_gemm_variant_name(int variant)
@@ -1448,12 +1055,8 @@ extern "C" const char *cuda_fp8_gemm_variant_name(int variant)
         return "v1 mma.sync 128x128";
     if (variant == CUDA_FP8_GEMM_V2)
         return "v2 (tile by shape)";
-    if (variant > CUDA_FP8_GEMM_V2 && variant < CUDA_FP8_GEMM_V3)
+    if (variant > CUDA_FP8_GEMM_V2 && variant < CUDA_FP8_GEMM_NVARIANTS)
         return fp8_gemm_tiles[variant - CUDA_FP8_GEMM_V2 - 1].name;
-    if (variant == CUDA_FP8_GEMM_V3)
-        return "v3 f16 (tile by shape)";
-    if (variant > CUDA_FP8_GEMM_V3 && variant < CUDA_FP8_GEMM_NVARIANTS)
-        return fp8_gemm3_tiles[variant - CUDA_FP8_GEMM_V3 - 1].name;
     return "unknown";
 }
 
@@ -1469,10 +1072,6 @@ extern "C" int cuda_fp8_gemm_variant(const uint8_t *d_q, const float *d_sa, int 
         return CTX_EINVAL;
     if (m < 1 || n < 1 || n > (1 << 30))
         return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemm: m = %d, n = %d out of range", m, n);
-    if (variant >= CUDA_FP8_GEMM_V3) {
-        const int tile = variant == CUDA_FP8_GEMM_V3 ? fp8_gemm3_pick(m, n, k) : variant - CUDA_FP8_GEMM_V3 - 1;
-        return fp8_gemm3_tiles[tile].fn(d_q, d_sa, m, d_w, d_ws, n, k, d_y, stream, e);
-    }
     const int tile = variant == CUDA_FP8_GEMM_V2 ? fp8_gemm2_pick(m, n, k) : variant - CUDA_FP8_GEMM_V2 - 1;
     return fp8_gemm_tiles[tile].fn(d_q, d_sa, m, d_w, d_ws, n, k, d_y, stream, e);
 }
@@ -1480,7 +1079,7 @@ extern "C" int cuda_fp8_gemm_variant(const uint8_t *d_q, const float *d_sa, int 
 extern "C" int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
                              int n, int k, uint16_t *d_y, void *stream, struct ctx_err *e)
 {
-    return cuda_fp8_gemm_variant(d_q, d_sa, m, d_w, d_ws, n, k, d_y, fp8_gemm_default_variant(), stream, e);
+    return cuda_fp8_gemm_variant(d_q, d_sa, m, d_w, d_ws, n, k, d_y, CUDA_FP8_GEMM_DEFAULT, stream, e);
 }
 
 extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,

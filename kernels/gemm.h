@@ -75,17 +75,13 @@ int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uint8_t *d_ws,
  * bits (the same operand bytes in the same fragment slots and the same arithmetic; tests/kernels
  * checks byte equality): CUDA_FP8_GEMM_V1, the first (128 rows x 128 tokens, one CTA per SM), and
  * CUDA_FP8_GEMM_V2, the second, which picks its tile and CTAs per SM by shape (1.17-2.6x V1 on the
- * H200, kernels/README.md), and CUDA_FP8_GEMM_V3, the third, which converts each 128-K stage of
- * both operands once per CTA to f16 in shared memory and runs the f16 HMMA steps, fp32 adds and
- * fragment slots that ptxas itself emits for the e4m3 mma.sync on sm_90 (so the same bits again;
- * kernels/gemm.cu says how). The variants after V2 (after V3) run one of its tiles each (tests,
- * benchmarks). cuda_fp8_gemm runs CUDA_FP8_GEMM_DEFAULT (V2), or the variant named by the
- * environment variable CTX_CUDA_FP8_GEMM ("v1", "v2" or "v3"; also "1".."3", any case; anything
- * else is ignored), read once, at the first call. */
+ * H200, kernels/README.md); the variants after V2 run one of its tiles each (tests, benchmarks).
+ * cuda_fp8_gemm runs CUDA_FP8_GEMM_DEFAULT (V2), with no environment switch: V1 gives the same bytes
+ * and was slower at every measured shape, so choosing it only ever costs time (tests and benchmarks
+ * reach it through cuda_fp8_gemm_variant). */
 #define CUDA_FP8_GEMM_V1 0
 #define CUDA_FP8_GEMM_V2 1
-#define CUDA_FP8_GEMM_V3 5
-#define CUDA_FP8_GEMM_NVARIANTS 11
+#define CUDA_FP8_GEMM_NVARIANTS 5
 #define CUDA_FP8_GEMM_DEFAULT CUDA_FP8_GEMM_V2
 int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws,
                   int n, int k, uint16_t *d_y, void *stream, struct ctx_err *e);

@@ -1,9 +1,10 @@
 // Routed experts for prefill: device bucketing of (token, slot) pairs by expert and a grouped FP4 x FP8
 // GEMM over the buckets; semantics in moe_gemm.h.
 //
-// Four kernels (moe_gemm.h): V1 and V2 below have the numerics described here; V3 (the default, further
-// down) chains a 128-K stage's mmas on weights converted once per stage and has its own section, as has
-// V4 (both operands converted to f16 once per stage, native f16 mma; selectable, not yet the default).
+// Four kernels (moe_gemm.h): V1 and V2 below have the numerics described here; V3 (the default below
+// 8192 pairs, further down) chains a 128-K stage's mmas on weights converted once per stage and has its
+// own section, as has V4 (both operands converted to f16 once per stage, native f16 mma; the default
+// from 8192 pairs on, cuda_moe_gemm_default_variant).
 //
 // V1/V2: the numerics are the decode kernel's (gemm.cu, fp4_gemv_kernel): each 32-K block is one
 // m16n8k32 e4m3 mma started from zero, fed the same K positions in the same fragment slots (lane t's
@@ -295,7 +296,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm_kernel(const uint8_t *__restr
         }
 }
 
-// ---- grouped GEMM, second kernel (CUDA_MOE_GEMM_V2, the default) ----
+// ---- grouped GEMM, second kernel (CUDA_MOE_GEMM_V2) ----
 //
 // moe_gemm_kernel's tile, ring, swizzles and fragments, and the same output bits; two changes:
 // (1) The two column warps take the tile's n8 pair blocks interleaved (warp wc: blocks 2*ni + wc) and
@@ -552,7 +553,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm2_kernel(const uint8_t *__rest
         }
 }
 
-// ---- grouped GEMM, third kernel (CUDA_MOE_GEMM_V3, the default) ----
+// ---- grouped GEMM, third kernel (CUDA_MOE_GEMM_V3, the default below 8192 pairs) ----
 //
 // V2's tile, ring, loads and pair-block skipping; the weights go to the tensor cores as e4m3 with one
 // scale per row and 128-K stage instead of one per 32-K block (the per-128x128-tile conversion of
@@ -892,7 +893,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm3_kernel(const uint8_t *__rest
         }
 }
 
-// ---- grouped GEMM, fourth kernel (CUDA_MOE_GEMM_V4) ----
+// ---- grouped GEMM, fourth kernel (CUDA_MOE_GEMM_V4, the default from 8192 pairs on) ----
 //
 // Why: V3 is issue-bound because Hopper has no native e4m3 mma.sync: ptxas turns every m16n8k32 e4m3
 // into ~12 F2FP conversions of its fragments plus two f16 HMMA.16816 and an fp32 add (bench/gpu/
@@ -1322,23 +1323,29 @@ extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_
                              const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y,
                              void *stream, struct ctx_err *e)
 {
-    return cuda_moe_gemm_variant(b, d_q, d_sa, x_group, d_wtab, d_stab, n, k, d_y, cuda_moe_gemm_default_variant(),
-                                 stream, e);
+    // b NULL: cuda_moe_gemm_variant reports it
+    return cuda_moe_gemm_variant(b, d_q, d_sa, x_group, d_wtab, d_stab, n, k, d_y,
+                                 cuda_moe_gemm_default_variant(b ? b->npairs : 1), stream, e);
 }
 
 extern "C" int cuda_moe_gemm_variant_of_env(const char *value)
 {
     if (value && value[0] >= '1' && value[0] <= '4' && value[1] == '\0')
         return CUDA_MOE_GEMM_V1 + (value[0] - '1');
-    return CUDA_MOE_GEMM_DEFAULT;
+    return CUDA_MOE_GEMM_BY_SIZE;
 }
 
-extern "C" int cuda_moe_gemm_default_variant(void)
+extern "C" int cuda_moe_gemm_pick(int npairs)
 {
-    // Read once (a thread-safe static initialisation): a process runs one kernel throughout, so that
-    // results do not depend on when the environment was changed.
-    static const int variant = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
-    return variant;
+    return npairs >= CUDA_MOE_GEMM_V4_MIN_PAIRS ? CUDA_MOE_GEMM_V4 : CUDA_MOE_GEMM_V3;
+}
+
+extern "C" int cuda_moe_gemm_default_variant(int npairs)
+{
+    // The environment is read once (a thread-safe static initialisation), so that results do not depend
+    // on when it was changed; the choice by size is a function of the call's bucketing alone.
+    static const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
+    return forced != CUDA_MOE_GEMM_BY_SIZE ? forced : cuda_moe_gemm_pick(npairs);
 }
 
 namespace {

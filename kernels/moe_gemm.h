@@ -7,9 +7,10 @@
  * activation row p / x_group of q/sa from cuda_act_quant) gets y[p][0..n) = bf16 of the sum over K of
  * w * x * act_scale * weight_scale, every product exact, summed in fp32. Deterministic: the bucketing
  * and every sum have a fixed order (a second run gives the same bytes).
- * The default kernel (V3, below) sums each row's 128 products of a 128-K stage in the tensor core's
- * fp32 accumulator (4 chained k32 steps, the weights converted exactly to e4m3 at one exponent per
- * row and stage) and adds the scaled stage partials in ascending K order: within
+ * The default kernel (V4 at every size: see cuda_moe_gemm_default_variant)
+ * sum each row's 128 products of a 128-K stage in the tensor core's fp32 accumulator (V3: 4 chained
+ * k32 steps, the weights converted exactly to e4m3 at one exponent per row and stage; V4: 8 chained
+ * f16 k16 steps) and add the scaled stage partials in ascending K order: within
  *   |y - exact| <= ulp_bf16 / 2 + (3 K / 32 + 2) 2^-24 mag,   mag = sum |w x| * scales
  * (test_moe_gemm checks it), not bit-equal to V1/V2, which compute
  *   y[p][0..n) = bf16(sum over 32-K blocks b, in ascending K order, of
@@ -73,7 +74,7 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
  * instructions per output per mma); V2 skips the n8 pair blocks past a tile's pairs and accumulates
  * acc / a with one fma per output per mma, bit-equal to V1 (moe_gemm.cu says why; a warp whose scales
  * leave the range where that holds finishes with V1's arithmetic).
- * V3 (the default) converts each stage's 128 x 128 weight tile once per CTA into shared memory as
+ * V3 converts each stage's 128 x 128 weight tile once per CTA into shared memory as
  * e4m3 at one exponent per row: with E = the max of the row's 4 e8m0 codes in the stage, an e2m1 value
  * v of sub-block i (code e_i) becomes v * 2^(e_i - E + 6) (<= 384, exact while e_i >= E - 14: spec
  * §5.4), the 4 k32 mmas chain, and the stage partial is scaled once by act_scale * 2^(E - 133).
@@ -97,11 +98,20 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
 #define CUDA_MOE_GEMM_V2 1
 #define CUDA_MOE_GEMM_V3 2
 #define CUDA_MOE_GEMM_V4 3
-#define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V3
-/* The kernel cuda_moe_gemm runs: CUDA_MOE_GEMM_DEFAULT, unless the environment variable
- * CTX_CUDA_MOE_GEMM is "1", "2", "3" or "4" (V1..V4; read once, at the first call; any other value is
- * ignored). cuda_moe_gemm_variant_of_env is the parse (value NULL: unset). */
-int cuda_moe_gemm_default_variant(void);
+/* The kernel cuda_moe_gemm runs for a bucketing of npairs pairs (b->npairs): the one the environment
+ * variable CTX_CUDA_MOE_GEMM forces, if it is "1", "2", "3" or "4" (V1..V4 at every size; read once, at
+ * the first call; any other value is ignored), else cuda_moe_gemm_pick(npairs): V4 from
+ * CUDA_MOE_GEMM_V4_MIN_PAIRS pairs on, V3 below. The threshold is 0 (V4 at every size): on the H200
+ * (one V4-Flash layer, bench-gpu moe) V3's time / V4's was 0.97 at S = 512, 1.07 at S = 2048 and at
+ * S = 8192, and V3 and V4 are not bit-equal (~0.01% of outputs differ, both within one bound of the
+ * exact sums), so one kernel at every size keeps a chunked prefill bit-identical to one chunk
+ * (kernels/README.md's engine bullet), which a size threshold would break for the 3% V3 gains on
+ * small calls. cuda_moe_gemm_variant_of_env is the parse (value NULL: unset): V1..V4, or
+ * CUDA_MOE_GEMM_BY_SIZE. */
+#define CUDA_MOE_GEMM_V4_MIN_PAIRS 0
+#define CUDA_MOE_GEMM_BY_SIZE (-1)
+int cuda_moe_gemm_default_variant(int npairs);
+int cuda_moe_gemm_pick(int npairs);
 int cuda_moe_gemm_variant_of_env(const char *value);
 /* cuda_moe_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
 int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,

@@ -242,8 +242,7 @@ static void bench_fp4(const char *name, int n, int k, int experts, int topk, int
     free(wt), free(st), free(ids);
 }
 
-/* ---- FP8 prefill GEMM: own mma.sync kernels (V1, V2 and V2's tiles, V3 on f16 tensor cores and its
- * tiles) and cuBLASLt block-scaled ----
+/* ---- FP8 prefill GEMM: own mma.sync kernels (V1, V2 and V2's tiles) and cuBLASLt block-scaled ----
  *
  * Per shape: every variant of cuda_fp8_gemm_variant on the same inputs, its time, the ratios to V1 and
  * to V2 (the default) and whether its output is byte-equal to V1's (it must be), then cuBLASLt (other
@@ -407,20 +406,21 @@ static void moe_gemv_launch(void *ud, int i)
     moe_gemv_part(j->q2, j->sa2, 1, j->S * MOE_K, j->ids, t + 4 * MOE_E, t + 5 * MOE_E, MOE_D, MOE_I, j->y2);
 }
 
-/* |a - b| in units of b's bf16 spacing (0 when equal; NaN/inf count as 1e9). */
+/* bf16 bits -> an integer that counts representable values: +x -> its magnitude bits, -x -> minus
+ * them, so that -0 and +0 are both 0 and consecutive finite bf16 values are 1 apart across zero. */
+static long moe_bf16_ordered(uint16_t v)
+{
+    return v & 0x8000 ? -(long)(v & 0x7fff) : (long)v;
+}
+
+/* How many bf16 values apart a and b are (the ordered-integer distance: 0 for -0 and +0, and across
+ * a sign change the sum of both magnitudes' counts from zero); NaN or inf on either side: 1e9. The
+ * earlier column divided |a - b| by b's own spacing, which for b = 0 or tiny gave 1e35-sized values. */
 static double moe_ulps_apart(uint16_t a, uint16_t b)
 {
-    if (a == b)
-        return 0.0;
-    uint32_t ua = (uint32_t)a << 16, ub = (uint32_t)b << 16;
-    float fa, fb;
-    memcpy(&fa, &ua, 4);
-    memcpy(&fb, &ub, 4);
-    if (!(fa - fa == 0.0f) || !(fb - fb == 0.0f))
-        return 1e9;
-    uint32_t eb = (ub >> 23) & 0xff;
-    double ulp = ldexp(1.0, (eb ? (int)eb : 1) - 127 - 7);
-    return fabs((double)fa - (double)fb) / ulp;
+    if ((a & 0x7f80) == 0x7f80 || (b & 0x7f80) == 0x7f80)
+        return a == b ? 0.0 : 1e9;
+    return (double)labs(moe_bf16_ordered(a) - moe_bf16_ordered(b));
 }
 
 static uint8_t *moe_w, *moe_s;
@@ -518,7 +518,7 @@ static void bench_moe_prefill(int S)
         eq1 += h13[i] == g13[i];
     for (size_t i = 0; i < y2b / 2; i++)
         eq1 += h2[i] == g2[i];
-    /* V3 on the same pairs: its largest distance from V2 in bf16 ulps of V2's output, its fallbacks */
+    /* V3 on the same pairs: its largest distance from V2 in bf16 values (moe_ulps_apart), its fallbacks */
     j.variant = CUDA_MOE_GEMM_V3;
     must(cuda_memset(j.y13, 0xff, y13b, &err));
     must(cuda_memset(j.y2, 0xff, y2b, &err));
@@ -594,10 +594,12 @@ static void bench_moe_rows(int only_s)
     printf("\nPrefill, routed experts of one V4-Flash layer (256 experts, top-6, w1|w3 2048x4096 and w2 4096x2048, "
            "FP4; synthetic e8m0 scales 2^-10..2^2, so every row's 128-K block is within V3's exact range of 2^14 "
            "and V4's of 2^26): grouped GEMM (moe_gemm.h, incl. its two bucketings) with kernel V4 (native f16 "
-           "mma), V3 (the default), V2 and V1, vs grouped "
+           "mma; the default from 8192 pairs a call on), V3 (the default below), V2 and V1, vs grouped "
            "GEMV (today's moe()), same ids and inputs, median ms alone; TFLOP/s counts 6 S k I D; V3's distance "
-           "from V2 in bf16 ulps of V2's output (both are within a few fp32 ulps of sum |w x| of the exact sum, so "
-           "outputs that cancel to far below sum |w x| can be many bf16 ulps apart: the max and the share > 1 ulp), "
+           "from V2 in bf16 ulps = how many bf16 values apart the two outputs are (ordered-integer distance of the "
+           "bit patterns: -0 and +0 are 0 apart, a sign change counts both magnitudes' ulps from zero; both are "
+           "within a few fp32 ulps of sum |w x| of the exact sum, so outputs that cancel to far below sum |w x| "
+           "can be many bf16 ulps apart: the max and the share > 1 ulp), "
            "the same for V4, and V4's share bit-equal to V3; fallbacks: (CTA, stage)s that took the exactness "
            "guard\n\n");
     int occ[4] = {0, 0, 0, 0};

@@ -1,6 +1,6 @@
 /* The CUDA products of kernels/gemm.h against the plain C reference kernels/ref.c, on random data at
- * V4 shapes and ragged ones. Prints TAP; without a CUDA device it runs only the host models (CI
- * builds with CUDA but has no GPU).
+ * V4 shapes and ragged ones. Prints TAP; without a CUDA device it prints "1..0 # SKIP" (meson's TAP
+ * reader counts that as skipped), so CI, which builds with CUDA but has no GPU, skips it.
  *
  * Tolerances, and why:
  * - activation quantisation is deterministic: q bytes and scales must be identical;
@@ -17,10 +17,8 @@
  *   §3.3.2; the bound checks that mma.sync does not: on the H200 it matched bf16(ref) on every
  *   output.) A wrong scale on one block of a 128-block row (FP4, k = 4096) moves a result by about
  *   mag/128 = 256 EPS mag, so indexing and scale bugs fail.
- * - the prefill GEMM's second and third kernels (CUDA_FP8_GEMM_V2, V3, every tile) must give V1's
- *   bytes exactly (test_fp8_variants); CTX_TEST_GEMM_QUICK=1 runs only a few of those cases (for
- *   compute-sanitizer). V3's layout, fragment mapping and ring schedule are also checked by a host
- *   model (test_fp8_v3_model), which runs without a device (CI).
+ * - the prefill GEMM's second kernel (CUDA_FP8_GEMM_V2, every tile) must give V1's bytes exactly
+ *   (test_fp8_variants); CTX_TEST_GEMM_QUICK=1 runs only a few of those cases (for compute-sanitizer).
  * - cuBLASLt's block-scaled FP8 kernel does accumulate each 128-K block with that narrower
  *   accumulator (about 13 fraction bits): on the H200 about 0.5% of its outputs exceeded the fp32
  *   bound, the largest by 4.9e-4 mag (2^-11). Its bound is EPS_LT = 2^-9: 2^-13 per step of the
@@ -37,282 +35,6 @@
 
 #define EPS (1.0 / 32768.0)
 #define EPS_LT (1.0 / 512.0)
-
-/* ---- host model of V3's shared-memory layout, fragment mapping and ring (no device needed) ----
- *
- * kernels/gemm.cu (fp8_gemm3_kernel) feeds the f16 HMMA steps that ptxas emits for V2's e4m3
- * mma.sync, so its bits are V2's exactly when every lane's f16 fragment registers hold the two bytes
- * that V2's lane would have converted for that register. These models check that with tags instead
- * of values (a byte's tag = its row and K position in the stage), transcribing the kernel's index
- * expressions: V2's load_stage swizzle and fragment loads (lds128 at so0 / so1, the .x .y / .z .w
- * pairs per step) give the expected registers, with ptxas's emulation (lo = cvt of bytes 0-1 of a
- * fragment register, hi = bytes 2-3; A = {a0, a1, a2, a3}, B = {b0, b1}); V3's conversion (units,
- * segments, chunk and word of each cvt, the 16-byte stores) and its ldmatrix addresses (a_off, b_off,
- * the per-(mi, s) immediates) give the actual ones. Also: every f16 word written once per stage,
- * 8 lanes of each 16-byte access phase (ldmatrix matrix, lds128, st.shared.v4) on 8 distinct bank
- * groups, and the ring schedule (waits, barriers, slot and tile reuse) for STAGES 2..5 (breg 3..5)
- * and k = 128..1536. */
-#define G3_TAG(row, kpos) ((row) * 128 + (kpos)) /* one e4m3 byte of the stage */
-
-struct g3_model {
-    int mi_n, ni_n, wr, wt, br, bt, rows;
-    int *raw;   /* [rows * 128] tags at their swizzled byte, V2's ring slot layout */
-    int *f16;   /* [rows * 128] pairs: word i holds tags f16[2i], f16[2i + 1] */
-    int *wrote; /* [rows * 64] stores per word */
-};
-
-/* V2's load_stage: 16-byte chunk c of row r (weights 0..br-1, then tokens) at segment c ^ (r & 7). */
-static void g3_fill_raw(struct g3_model *g)
-{
-    for (int r = 0; r < g->rows; r++)
-        for (int c = 0; c < 8; c++)
-            for (int i = 0; i < 16; i++)
-                g->raw[r * 128 + ((c ^ (r & 7)) << 4) + i] = G3_TAG(r, 16 * c + i);
-}
-
-/* V2's fragment register (4 bytes) of lane (g, t), step s = 2 hs + p: for A (rows of the 16-row group
- * at rbase) reg 0..3 = a0 (row g, .x / .z), a1 (row g + 8, .x / .z), a2 (row g, .y / .w), a3 (row
- * g + 8, .y / .w); for B (token row rbase + g) reg 0, 1 = b0 (.x / .z), b1 (.y / .w). */
-static void g3_v2_reg(const struct g3_model *g, int is_a, int rbase, int lane, int s, int reg, int out[4])
-{
-    const int gg = lane >> 2, t = lane & 3, hs = s >> 1, p = s & 1;
-    const int row = is_a ? rbase + gg + 8 * (reg & 1) : rbase + gg;
-    const int comp = is_a ? 2 * p + (reg >> 1) : 2 * p + reg; /* .x .y .z .w */
-    const int so = ((2 * t + hs) ^ gg) << 4;                    /* so0 / so1 (row & 7 = g) */
-    for (int i = 0; i < 4; i++)
-        out[i] = g->raw[row * 128 + so + 4 * comp + i];
-}
-
-/* fp8_gemm3_kernel's convert(): unit u = (row u % rows, half u / rows), over all threads. Returns the
- * number of 16-byte phases (8 lanes) whose accesses were not on 8 distinct bank groups. */
-static long g3_convert(struct g3_model *g, int nt, int crows)
-{
-    long conflicts = 0;
-    memset(g->wrote, 0, sizeof(int) * (size_t)g->rows * 64);
-    for (int tid0 = 0; tid0 < nt; tid0 += 8)              /* one phase: 8 consecutive threads */
-        for (int i = 0; i < (2 * crows + nt - 1) / nt; i++) {
-            int ld_bank[4][8], st_bank[8][8], nl = 0;
-            for (int l = 0; l < 8; l++) {
-                const int u = tid0 + l + i * nt, r = u % crows, hs = u / crows;
-                if (u >= 2 * crows)
-                    break;
-                nl++;
-                int v[4][16];
-                for (int tt = 0; tt < 4; tt++) {
-                    const int off = r * 128 + (((2 * tt + hs) ^ (r & 7)) << 4);
-                    ld_bank[tt][l] = (off >> 4) & 7;
-                    memcpy(v[tt], g->raw + off, sizeof v[tt]);
-                }
-                for (int p = 0; p < 2; p++)
-                    for (int h = 0; h < 2; h++)
-                        for (int c = 0; c < 2; c++) {
-                            const int j = 8 * hs + 4 * p + 2 * h + c, wi = 2 * p + c;
-                            const int off = r * 256 + ((j ^ (r & 7)) << 4); /* bytes */
-                            st_bank[4 * p + 2 * h + c][l] = (off >> 4) & 7;
-                            for (int tt = 0; tt < 4; tt++) { /* word tt = cvt(half h of word wi of v[tt]) */
-                                const int word = off / 4 + tt;
-                                g->f16[2 * word] = v[tt][4 * wi + 2 * h];
-                                g->f16[2 * word + 1] = v[tt][4 * wi + 2 * h + 1];
-                                g->wrote[word]++;
-                            }
-                        }
-            }
-            for (int a = 0; a < 12 && nl == 8; a++) {
-                const int *bk = a < 4 ? ld_bank[a] : st_bank[a - 4];
-                int seen = 0;
-                for (int l = 0; l < 8; l++)
-                    seen |= 1 << bk[l];
-                conflicts += seen != 0xff;
-            }
-        }
-    return conflicts;
-}
-
-/* ldmatrix .x4: register q of lane (g, t) = word t of the 16 bytes at the address of lane 8q + g. */
-static void g3_ldsm(const struct g3_model *g, const int addr[32], int lane, int q, int out[2], long *conflicts)
-{
-    const int word = addr[8 * q + (lane >> 2)] / 4 + (lane & 3);
-    out[0] = g->f16[2 * word], out[1] = g->f16[2 * word + 1];
-    if (lane == 0 && q == 0)
-        for (int m = 0; m < 4; m++) {
-            int seen = 0;
-            for (int l = 0; l < 8; l++)
-                seen |= 1 << ((addr[8 * m + l] >> 4) & 7);
-            *conflicts += seen != 0xff;
-        }
-}
-
-/* One tile shape: returns the number of mismatching register halves; *conflicts, *cover set. */
-static long g3_check_tile(int mi_n, int ni_n, int wr, int wt, long *conflicts, long *cover_bad)
-{
-    struct g3_model g = {mi_n, ni_n, wr, wt, wr * mi_n * 16, wt * ni_n * 8, 0, NULL, NULL, NULL};
-    g.rows = g.br + g.bt;
-    g.raw = malloc(sizeof(int) * (size_t)g.rows * 128);
-    g.f16 = malloc(sizeof(int) * (size_t)g.rows * 128);
-    g.wrote = malloc(sizeof(int) * (size_t)g.rows * 64);
-    const int nt = wr * wt * 32;
-    g3_fill_raw(&g);
-    /* BREG converts the weight rows only: exactly those words once, then the full tile */
-    *conflicts = g3_convert(&g, nt, g.br);
-    *cover_bad = 0;
-    for (int i = 0; i < g.rows * 64; i++)
-        *cover_bad += g.wrote[i] != (i < g.br * 64);
-    *conflicts += g3_convert(&g, nt, g.rows);
-    for (int i = 0; i < g.rows * 64; i++)
-        *cover_bad += g.wrote[i] != 1;
-    long bad = 0;
-    for (int warp = 0; warp < nt / 32; warp++) {
-        const int wrr = warp % wr, wtt = warp / wr, rw0 = wrr * mi_n * 16, tw0 = wtt * ni_n * 8;
-        /* the kernel's per-lane offsets (bytes from the tile; B rows follow the br weight rows) */
-        int a_off[32][4], b_off[32][2];
-        for (int lane = 0; lane < 32; lane++) {
-            const int a_row = rw0 + (lane & 7) + 8 * ((lane >> 3) & 1), a_key = (lane >> 4) ^ (lane & 7);
-            const int b_row = tw0 + (lane & 7), b_h = lane >> 4, b_key = ((lane >> 3) & 1) ^ (lane & 7);
-            for (int x = 0; x < 4; x++)
-                a_off[lane][x] = (a_row * 256 + (a_key << 4)) ^ ((2 * x) << 4);
-            for (int x = 0; x < 2; x++)
-                b_off[lane][x] = (b_row * 256 + (b_key << 4)) ^ ((4 * x + 2 * b_h) << 4);
-        }
-        for (int s = 0; s < 4; s++) {
-            for (int ni = 0; ni < ni_n; ni++) { /* b[s][ni] = {lo b0, lo b1, hi b0, hi b1} */
-                int addr[32];
-                for (int l = 0; l < 32; l++)
-                    addr[l] = g.br * 256 + b_off[l][s & 1] + (s >> 1) * 128 + ni * 8 * 256;
-                for (int lane = 0; lane < 32; lane++)
-                    for (int q = 0; q < 4; q++) {
-                        int got[2], v2[4];
-                        g3_ldsm(&g, addr, lane, q, got, conflicts);
-                        g3_v2_reg(&g, 0, g.br + tw0 + ni * 8, lane, s, q & 1, v2);
-                        bad += got[0] != v2[2 * (q >> 1)] || got[1] != v2[2 * (q >> 1) + 1];
-                    }
-            }
-            /* BREG: the kernel's own B loads from the raw slot (segments so0 / so1 of the lane's token
-             * row, b0 = word 2 (s & 1), b1 = word 2 (s & 1) + 1 of segment s >> 1) and conversions */
-            for (int ni = 0; ni < ni_n; ni++)
-                for (int lane = 0; lane < 32; lane++) {
-                    const int gg = lane >> 2, t = lane & 3, row = g.br + tw0 + ni * 8 + gg;
-                    const int so[2] = {((2 * t) ^ gg) << 4, ((2 * t + 1) ^ gg) << 4};
-                    const int *seg = g.raw + row * 128 + so[s >> 1];
-                    for (int q = 0; q < 4; q++) { /* {lo b0, lo b1, hi b0, hi b1} */
-                        const int *word = seg + 4 * (2 * (s & 1) + (q & 1)), h = q >> 1;
-                        int v2[4];
-                        g3_v2_reg(&g, 0, g.br + tw0 + ni * 8, lane, s, q & 1, v2);
-                        bad += word[2 * h] != v2[2 * h] || word[2 * h + 1] != v2[2 * h + 1];
-                    }
-                }
-            for (int mi = 0; mi < mi_n; mi++)
-                for (int h = 0; h < 2; h++) { /* a[.][h] = {a0, a1, a2, a3} of half h */
-                    int addr[32];
-                    for (int l = 0; l < 32; l++)
-                        addr[l] = mi * 16 * 256 + (s >> 1) * 128 + a_off[l][2 * (s & 1) + h];
-                    for (int lane = 0; lane < 32; lane++)
-                        for (int q = 0; q < 4; q++) {
-                            int got[2], v2[4];
-                            g3_ldsm(&g, addr, lane, q, got, conflicts);
-                            g3_v2_reg(&g, 1, rw0 + mi * 16, lane, s, q, v2);
-                            bad += got[0] != v2[2 * h] || got[1] != v2[2 * h + 1];
-                        }
-                }
-        }
-    }
-    free(g.raw), free(g.f16), free(g.wrote);
-    return bad;
-}
-
-/* The kernel's ring schedule for one thread (all threads run the same one), epochs between
- * barriers: cp.async of stage x into slot x % ST is issued in some epoch and lands when a wait
- * retires its group (visible after the next barrier); each conversion must read a slot holding its
- * stage, landed and visible, and write a tile that nobody reads in that epoch; the compute of stage
- * kb must read tile kb & 1 holding stage kb converted in an earlier epoch; a slot may be refilled
- * only in an epoch after its last read. Returns the number of violations. */
-static int g3_check_ring(int st, int kb_n, int breg)
-{
-    enum { MAXS = 8 };
-    int slot_stage[MAXS], slot_group[MAXS], slot_read[MAXS], tile_stage[2], tile_wr[2], tile_rd[2];
-    int group_done[64], ngroups = 0, epoch = 0, bad = 0;
-    for (int i = 0; i < MAXS; i++)
-        slot_stage[i] = -1, slot_group[i] = -1, slot_read[i] = -1;
-    for (int i = 0; i < 2; i++)
-        tile_stage[i] = -1, tile_wr[i] = -1, tile_rd[i] = -1;
-    int done_epoch[64];
-    for (int i = 0; i < 64; i++)
-        group_done[i] = 0, done_epoch[i] = 1 << 30;
-#define G3_ISSUE(x)                                                                                                   \
-    do {                                                                                                            \
-        const int sl_ = (x) % st;                                                                                   \
-        bad += slot_read[sl_] >= epoch;                                                                             \
-        slot_stage[sl_] = (x), slot_group[sl_] = ngroups;                                                           \
-    } while (0)
-#define G3_COMMIT() (ngroups++)
-#define G3_WAIT(n)                                                                                                  \
-    for (int i_ = 0; i_ < ngroups - (n); i_++)                                                                      \
-        if (!group_done[i_])                                                                                        \
-    group_done[i_] = 1, done_epoch[i_] = epoch
-#define G3_BARRIER() (epoch++)
-#define G3_CONVERT(x)                                                                                               \
-    do {                                                                                                            \
-        const int sl_ = (x) % st, tl_ = (x) & 1;                                                                    \
-        bad += slot_stage[sl_] != (x) || !(done_epoch[slot_group[sl_]] < epoch);                                   \
-        bad += tile_rd[tl_] >= epoch;                                                                               \
-        slot_read[sl_] = epoch, tile_stage[tl_] = (x), tile_wr[tl_] = epoch;                                        \
-    } while (0)
-    const int pre = breg ? st - 1 : st;
-    for (int s = 0; s < pre; s++) {
-        if (s < kb_n)
-            G3_ISSUE(s);
-        G3_COMMIT();
-    }
-    G3_WAIT(pre - 1);
-    G3_BARRIER();
-    G3_CONVERT(0);
-    for (int kb = 0; kb < kb_n; kb++) {
-        G3_WAIT(pre - 2);
-        G3_BARRIER();
-        if (kb + pre < kb_n)
-            G3_ISSUE(kb + pre);
-        G3_COMMIT();
-        if (kb + 1 < kb_n)
-            G3_CONVERT(kb + 1);
-        /* compute: tile kb & 1 (+ BREG: slot kb % st, B bytes and scales) */
-        bad += tile_stage[kb & 1] != kb || !(tile_wr[kb & 1] < epoch);
-        tile_rd[kb & 1] = epoch;
-        if (breg) {
-            bad += slot_stage[kb % st] != kb || !(done_epoch[slot_group[kb % st]] < epoch);
-            slot_read[kb % st] = epoch;
-        }
-    }
-#undef G3_ISSUE
-#undef G3_COMMIT
-#undef G3_WAIT
-#undef G3_BARRIER
-#undef G3_CONVERT
-    return bad;
-}
-
-static void test_fp8_v3_model(void)
-{
-    /* the kernel's tiles (gemm.cu fp8_gemm3_tiles) and two more shapes of the template */
-    static const int tiles[][4] = {{4, 4, 2, 4}, {2, 4, 4, 2}, {2, 4, 2, 2}, {1, 2, 1, 1}, {8, 1, 1, 4}};
-    for (size_t i = 0; i < sizeof tiles / sizeof tiles[0]; i++) {
-        long conflicts = 0, cover_bad = 0;
-        long bad = g3_check_tile(tiles[i][0], tiles[i][1], tiles[i][2], tiles[i][3], &conflicts, &cover_bad);
-        const int br = tiles[i][2] * tiles[i][0] * 16, bt = tiles[i][3] * tiles[i][1] * 8;
-        tap(bad == 0 && conflicts == 0 && cover_bad == 0,
-            "host model of V3 %dx%d (warps %dx%d of %dx%d): %ld fragment register halves (ldmatrix A and B, breg B) "
-            "differ from V2's + ptxas's f16 emulation, %ld 16-byte phases with a bank conflict, %ld f16 words not "
-            "written exactly once",
-            br, bt, tiles[i][2], tiles[i][3], tiles[i][0] * 16, tiles[i][1] * 8, bad, conflicts, cover_bad);
-    }
-    int bad = 0, cases = 0;
-    for (int breg = 0; breg < 2; breg++)
-        for (int st = 2 + breg; st <= 5; st++)
-            for (int kb_n = 1; kb_n <= 12; kb_n++, cases++)
-                bad += g3_check_ring(st, kb_n, breg) != 0;
-    tap(bad == 0, "host model of V3's ring (B in the tile or, breg, in registers): %d/%d (stages, k/128) schedules "
-                  "read a stage not landed or refill a slot or tile still in use", bad, cases);
-}
-
-#ifndef TEST_GEMM_HOST_ONLY /* the GPU tests (the host-only build runs the models above, without CUDA) */
 
 
 
@@ -575,13 +297,9 @@ static void test_fp8_variants(int m, int n, int k)
     must(cuda_fp8_gemm_variant(dq, dsa, m, dw, dws, n, k, dy_odd, CUDA_FP8_GEMM_V2, NULL, &e), &e);
     must(cuda_d2h(yv, dy_odd, sizeof *yv * cnt, &e), &e);
     int odd_eq = memcmp(yv, y1, sizeof *yv * cnt) == 0;
-    must(cuda_memset(dy, 0xff, sizeof(uint16_t) * (cnt + 8), &e), &e);
-    must(cuda_fp8_gemm_variant(dq, dsa, m, dw, dws, n, k, dy_odd, CUDA_FP8_GEMM_V3, NULL, &e), &e);
-    must(cuda_d2h(yv, dy_odd, sizeof *yv * cnt, &e), &e);
-    odd_eq = odd_eq && memcmp(yv, y1, sizeof *yv * cnt) == 0;
     tap(nbad == 0 && nan1 == 0 && odd_eq,
-        "fp8_gemm variants m=%d n=%d k=%d: all %d kernels byte-equal to V1 (%ld NaN in V1)%s, V2 and V3 into an "
-        "unaligned output %s",
+        "fp8_gemm variants m=%d n=%d k=%d: all %d kernels byte-equal to V1 (%ld NaN in V1)%s, V2 into an unaligned "
+        "output %s",
         m, n, k, CUDA_FP8_GEMM_NVARIANTS - 1, nan1, bad, odd_eq ? "too" : "DIFFERS");
     cuda_free(dq), cuda_free(dw), cuda_free(dws), cuda_free(dsa), cuda_free(dy);
     free(q), free(w), free(ws), free(sa), free(y1), free(yv);
@@ -773,22 +491,11 @@ static void test_errors(void)
         g, h, v, v2);
 }
 
-#endif /* TEST_GEMM_HOST_ONLY */
-
-#ifdef TEST_GEMM_HOST_ONLY
 int main(void)
 {
-    test_fp8_v3_model();
-    printf("1..%d\n", n_test);
-    return n_fail ? 1 : 0;
-}
-#else
-int main(void)
-{
-    test_fp8_v3_model(); /* host only: also in the host-only build (CI) */
     if (cuda_device_count() == 0) {
-        printf("# no CUDA device: the GPU tests are skipped\n1..%d\n", n_test);
-        return n_fail ? 1 : 0;
+        printf("1..0 # SKIP no CUDA device\n");
+        return 0;
     }
     struct ctx_err e;
     char name[256];
@@ -869,4 +576,3 @@ int main(void)
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
 }
-#endif

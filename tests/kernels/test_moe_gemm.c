@@ -33,8 +33,11 @@
  *   the same bound and checks as V3 on every case, its guard at 26 (spread 26: exact on the fast
  *   path, the 0.5s become f16's smallest normal 2^-14; 27: every stage falls back, V2's bytes), the
  *   share bit-equal to V3 printed; cuda_moe_gemm gives the bytes of the kernel it says it runs
- *   (CTX_CUDA_MOE_GEMM); on the host (CI): V4's conversion of every e2m1 byte at every shift and its
- *   shared-memory layout and ldmatrix fragments against the PTX ISA's m16n8k16 layout.
+ *   (CTX_CUDA_MOE_GEMM, else V4 at every size), and at 3072 and 12288 pairs (V4-Flash's w2 at S = 512
+ *   and 2048) it runs V4 (scales that make every stage of V3 and none of V4 fall back, so the
+ *   fallback counters of its run name the kernel); on the host (CI):
+ *   V4's conversion of every e2m1 byte at every shift and its shared-memory layout and ldmatrix
+ *   fragments against the PTX ISA's m16n8k16 layout, the environment parse and the default.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -110,7 +113,9 @@ struct mcase {
     enum route route;
     int style; /* 0: w1-like (x_group = topk), 1: w2-like (x_group 1), 2: the engine's w1|w3 (2E entries) */
     int extreme; /* scales outside moe_gemm2_kernel's fast range on some rows / blocks / pairs */
-    int spread;  /* 14 or 15: in every row's 128-K block one sub-block's scale that far below the others */
+    int spread;  /* e.g. 14 or 15: in every row's 128-K block one sub-block's scale that far below the others */
+    int want;    /* 3 or 4: cuda_moe_gemm must run V3 / V4 at this size (unless CTX_CUDA_MOE_GEMM forces one);
+                  * needs 14 < spread <= 26 (V3 falls back on every stage, V4 on none) */
 };
 
 /* The token's top-k (distinct, as the router picks them). */
@@ -297,6 +302,9 @@ static void run_case(const struct mcase *c)
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy4, CUDA_MOE_GEMM_V4, NULL, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fb4, 1, &e), &e);
     must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dyd, NULL, &e), &e); /* the default (or the env's) */
+    unsigned long long fbd3 = 0, fbd4 = 0; /* that run's fallbacks (V1 / V2 count none) */
+    must(cuda_moe_v3_fallback_stages(&fbd3, 1, &e), &e);
+    must(cuda_moe_v4_fallback_stages(&fbd4, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy1, CUDA_MOE_GEMM_V1, NULL, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy2, CUDA_MOE_GEMM_V2, NULL, &e), &e);
     must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dyv, NULL, &e), &e);
@@ -409,10 +417,20 @@ static void run_case(const struct mcase *c)
         tap(fb4 == all && nek_2[1] == 0, "%s: every stage of V4 fell back (%llu of %llu) and gave V2's bytes (%ld "
             "differ)", c->what, fb4, all, nek_2[1]);
     {
-        const int dv = cuda_moe_gemm_default_variant();
+        const int dv = cuda_moe_gemm_default_variant(npairs);
         const uint16_t *want = dv == CUDA_MOE_GEMM_V1 ? y1 : dv == CUDA_MOE_GEMM_V2 ? y : dv == CUDA_MOE_GEMM_V3 ? y3 : y4;
-        tap(!memcmp(yd, want, ybytes), "%s: cuda_moe_gemm ran V%d (CTX_CUDA_MOE_GEMM or the default): its bytes",
-            c->what, dv + 1);
+        tap(!memcmp(yd, want, ybytes), "%s: cuda_moe_gemm ran V%d (CTX_CUDA_MOE_GEMM or the default at %d pairs): its "
+            "bytes", c->what, dv + 1, npairs);
+        if (c->want) {
+            /* the size rule itself; the counters say which kernel ran (V3: every stage fell back; V4: none) */
+            const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
+            const int expect = forced != CUDA_MOE_GEMM_BY_SIZE ? forced : c->want - 1;
+            const int counters = dv == CUDA_MOE_GEMM_V3 ? fbd3 == all && fbd4 == 0 : fbd3 == 0 && fbd4 == 0;
+            tap(dv == expect && counters, "%s: at %d pairs cuda_moe_gemm runs V%d (%s: V%d), its run's fallbacks V3 %llu "
+                "of %llu stages, V4 %llu", c->what, npairs, dv + 1,
+                forced != CUDA_MOE_GEMM_BY_SIZE ? "forced by CTX_CUDA_MOE_GEMM" : "the default", expect + 1,
+                fbd3, all, fbd4);
+        }
     }
 
     /* deterministic */
@@ -894,14 +912,23 @@ static void test_v4_cta_model(void)
 static void test_env_variant(void)
 {
     static const char *const bad[] = {"", "0", "5", "44", "x", "3 ", "-1"};
-    int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_DEFAULT &&
+    int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_BY_SIZE &&
              cuda_moe_gemm_variant_of_env("1") == CUDA_MOE_GEMM_V1 &&
              cuda_moe_gemm_variant_of_env("2") == CUDA_MOE_GEMM_V2 &&
              cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_DEFAULT;
-    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"4\" choose V1..V4, unset or anything else the default (V%d); this run: V%d",
-        CUDA_MOE_GEMM_DEFAULT + 1, cuda_moe_gemm_default_variant() + 1);
+        ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_BY_SIZE;
+    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"4\" force V1..V4, unset or anything else leaves the default; this "
+        "run: V%d at 3072 pairs, V%d at 12288", cuda_moe_gemm_default_variant(3072) + 1,
+        cuda_moe_gemm_default_variant(12288) + 1);
+    /* V4-Flash's calls: w2 over S k pairs, w1|w3 over 2 S k (S = 512: 3072, 6144; S = 2048: 12288, 24576):
+     * one kernel at every size, so that chunked prefills stay bit-identical to one chunk */
+    static const int sizes[] = {1, 64, 3072, 6144, 8191, 8192, 12288, 24576, 49152, 1 << 20};
+    int bad_sizes = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
+        bad_sizes += cuda_moe_gemm_pick(sizes[i]) != CUDA_MOE_GEMM_V4;
+    tap(CUDA_MOE_GEMM_V4_MIN_PAIRS == 0 && bad_sizes == 0,
+        "the default kernel: V4 at every size (1 .. 2^20 pairs tried): %d sizes wrong", bad_sizes);
 }
 
 int main(void)
@@ -966,6 +993,9 @@ int main(void)
         {"spread 26 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 26},
         {"spread 27 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 27},
         {"spread 27 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 27},
+        /* the default at V4-Flash's w2 of S = 512 (3072 pairs) and S = 2048 (12288): V4 at both */
+        {"size 3072 pairs w2", 128, 256, 256, 512, 6, R_RANDOM, 1, 0, 20, 4},
+        {"size 12288 pairs w2", 128, 256, 256, 2048, 6, R_RANDOM, 1, 0, 20, 4},
     };
     /* CTX_MOE_QUICK=1: the small cases only (for compute-sanitizer, which slows kernels ~100x) */
     const char *quick = getenv("CTX_MOE_QUICK");
