@@ -400,7 +400,7 @@ static int checkpoint(struct repo *r, struct ctx_err *e)
 
 /* A checkpoint straight to the accelerator's device (inference/accel.h's inf_accel_restore_packed):
  * the packed streams as stored read into the accelerator's host buffers (inf_accel_host_alloc), uploaded and unpacked
- * there; the host copy catches up at the first sync (a checkpoint, a switch to another state). */
+ * there; the host copy is refilled from the same buffers in the background (inf_accel_fill_host). */
 static int restore_to_device(struct store_kv *kv, const struct store_kv_ckpt *c, struct inf_state *st,
                              struct inf_accel *a, int *store_failed, struct ctx_err *e)
 {
@@ -416,6 +416,15 @@ static int restore_to_device(struct store_kv *kv, const struct store_kv_ckpt *c,
         *store_failed = 1; /* the checkpoint itself (a corrupt one is dropped by now) */
     if (!rc)
         rc = inf_accel_restore_packed(a, st, counts, (const void *const *)bufs, e);
+    if (!rc) {
+        /* the host copy refilled from the same buffers in the background (they go with it): the
+         * first checkpoint then downloads only what the device computed after the restore */
+        struct ctx_err fe = {0};
+        if (inf_accel_fill_host(a, st, counts, bufs, c->n_streams, &fe))
+            CTX_WARN("kv cache: no background fill of the host copy (its first sync downloads it all): %s", fe.msg);
+        for (int k = 0; k < c->n_streams; k++)
+            bufs[k] = NULL;
+    }
     for (int k = 0; bufs && k < c->n_streams; k++)
         inf_accel_host_free(a, bufs[k]);
     free(bufs);

@@ -10,7 +10,10 @@
 #include "accel.h"
 #include "accel_state.h"
 #include "kvpack.h"
+#include "pool.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -34,6 +37,21 @@ struct inf_accel {
     int res_layers;
     long long res_n[ACC_MAXL];  /* its entry counts when it left */
     long long clob[ACC_MAXL];   /* leading entries of each layer written by other states since */
+    struct host_fill *fill;     /* a background fill of the bound state's host copy, or NULL */
+};
+
+/* inf_accel_fill_host's job: backbone layer l's entries [0, n[l]) unpacked from the packed streams
+ * into st's host arrays (reserved before the thread starts, so nothing moves them meanwhile), by a
+ * thread that spreads the work over a pool; n_cache is set when it is joined (the host copy counts
+ * only what is finished). `stop` ends it early when st is being dropped. */
+struct host_fill {
+    struct inf_accel *a;
+    struct inf_state *st;
+    void **streams;
+    int n_streams;
+    long long n[ACC_MAXL];
+    pthread_t th;
+    atomic_int stop; /* 1: stopped by the owner, 2: the thread gave up (out of memory) */
 };
 
 struct inf_accel *inf_accel_new(const struct inf_accel_ops *ops, void *ud)
@@ -46,10 +64,13 @@ struct inf_accel *inf_accel_new(const struct inf_accel_ops *ops, void *ud)
     return a;
 }
 
+static void fill_settle(struct inf_accel *a, int keep);
+
 void inf_accel_free(struct inf_accel *a)
 {
     if (!a)
         return;
+    fill_settle(a, 0);
     if (a->bound)
         a->bound->accel = NULL;
     if (a->ops.destroy)
@@ -67,6 +88,7 @@ int inf_state_sync(struct inf_state *st, struct ctx_err *e)
     struct inf_accel *a = st->accel;
     if (!a || a->bound != st || !a->dirty)
         return 0;
+    fill_settle(a, 1); /* the host's prefix first: then only the device's newer entries cross */
     int rc = a->ops.download_tail(a->ud, st, e);
     if (rc)
         return ctx_err_prefix(e, "accelerator %s: bringing the state's host copy up to date: ", a->ops.name);
@@ -141,8 +163,10 @@ static void leave(struct inf_accel *a, const struct inf_state *next, enum leave_
 static void drop(struct inf_state *st, const struct inf_state *next, enum leave_how how)
 {
     struct inf_accel *a = st->accel;
-    if (a && a->bound == st)
+    if (a && a->bound == st) {
+        fill_settle(a, how == LEAVE_SYNCED); /* (after a sync there is none left) */
         leave(a, next, how);
+    }
     st->accel = NULL;
 }
 
@@ -345,6 +369,141 @@ int inf_accel_restore_packed(struct inf_accel *a, struct inf_state *st, const lo
     a->dirty = 1;
     st->accel = a;
     return 0;
+}
+
+/* ---- the background fill of a packed restore's host copy ---- */
+
+#define FILL_PIECE 4096 /* entries per piece of work */
+
+struct fill_piece {
+    int layer, ikey;
+    long long from, to;
+};
+struct fill_run {
+    struct host_fill *f;
+    struct fill_piece *pc;
+};
+
+static void fill_piece(void *ud, size_t i, int tid)
+{
+    (void)tid;
+    struct fill_run *r = ud;
+    const struct fill_piece *p = &r->pc[i];
+    struct host_fill *f = r->f;
+    if (atomic_load_explicit(&f->stop, memory_order_relaxed))
+        return;
+    const struct inf_config *c = &f->st->cfg;
+    struct inf_layer_state *L = &f->st->layers[p->layer];
+    size_t bytes = p->ikey ? inf_kvpack_ikey_bytes(c) : inf_kvpack_entry_bytes(c);
+    size_t w = (size_t)(p->ikey ? c->index_head_dim : c->head_dim);
+    const uint8_t *src = f->streams[2 * p->layer + p->ikey];
+    for (long long k = p->from; k < p->to; k++) {
+        if (p->ikey)
+            inf_kvunpack_ikey(c, src + (size_t)k * bytes, L->icache + (size_t)k * w);
+        else
+            inf_kvunpack_entry(c, src + (size_t)k * bytes, L->cache + (size_t)k * w);
+    }
+}
+
+static void *fill_main(void *ud)
+{
+    struct host_fill *f = ud;
+    const struct inf_state *st = f->st;
+    size_t np = 0;
+    for (int l = 0; l < st->cfg.num_hidden_layers; l++)
+        np += (size_t)((f->n[l] + FILL_PIECE - 1) / FILL_PIECE) * (st->layers[l].ratio == 4 ? 2 : 1);
+    struct fill_piece *pc = np ? malloc(np * sizeof *pc) : NULL;
+    if (np && !pc) {
+        atomic_store(&f->stop, 2); /* nothing written: the join leaves the host copy empty (a sync fetches it all) */
+        return NULL;
+    }
+    np = 0;
+    for (int l = 0; l < st->cfg.num_hidden_layers; l++)
+        for (int k = 0; k < (st->layers[l].ratio == 4 ? 2 : 1); k++)
+            for (long long i = 0; i < f->n[l]; i += FILL_PIECE)
+                pc[np++] = (struct fill_piece){l, k, i, i + FILL_PIECE < f->n[l] ? i + FILL_PIECE : f->n[l]};
+    int nt = ctx_cpu_count();
+    struct ctx_err pe = {0};
+    struct ctx_pool *pool = ctx_pool_new(nt > 8 ? 8 : nt, &pe);
+    struct fill_run r = {f, pc};
+    if (pool)
+        ctx_pool_for(pool, np, 1, fill_piece, &r);
+    else
+        for (size_t i = 0; i < np; i++)
+            fill_piece(&r, i, 0);
+    ctx_pool_free(pool);
+    free(pc);
+    return NULL;
+}
+
+/* Join a's fill, if any: with keep, the finished entries become the host copy's (n_cache); without,
+ * the state is being dropped and the fill is stopped early and discarded. The streams are freed. */
+static void fill_settle(struct inf_accel *a, int keep)
+{
+    struct host_fill *f = a->fill;
+    if (!f)
+        return;
+    if (!keep)
+        atomic_store(&f->stop, 1);
+    pthread_join(f->th, NULL);
+    a->fill = NULL;
+    if (keep && !atomic_load(&f->stop)) {
+        for (int l = 0; l < f->st->cfg.num_hidden_layers; l++)
+            f->st->layers[l].n_cache = f->n[l];
+        a->st.host_fills++;
+    }
+    for (int k = 0; k < f->n_streams; k++)
+        inf_accel_host_free(a, f->streams[k]);
+    free(f->streams);
+    free(f);
+}
+
+int inf_accel_fill_host(struct inf_accel *a, struct inf_state *st, const long long *counts, void **streams,
+                        int n_streams, struct ctx_err *e)
+{
+    int rc = 0;
+    struct host_fill *f = NULL;
+    if (a->fill || a->bound != st || !a->dirty || st->n_layers > ACC_MAXL || n_streams < 2 * st->cfg.num_hidden_layers)
+        rc = ctx_err_set(e, CTX_EINVAL, "accelerator %s: fill of a host copy that is not the one just restored packed",
+                         a->ops.name);
+    for (int l = 0; !rc && l < st->cfg.num_hidden_layers; l++)
+        if (st->layers[l].n_cache != 0 || counts[l] != a->up_n[l])
+            rc = ctx_err_set(e, CTX_EINVAL, "accelerator %s: fill of layer %d: %lld entries, the device holds %lld",
+                             a->ops.name, l, counts[l], a->up_n[l]);
+    if (!rc && !(f = calloc(1, sizeof *f)))
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    /* room for every entry now, on this thread: the fill only writes into it */
+    for (int l = 0; !rc && l < st->cfg.num_hidden_layers; l++)
+        if (counts[l] && (rc = inf_state_reserve(st, l, counts[l], e)) == 0)
+            f->n[l] = counts[l];
+    if (!rc && !(f->streams = malloc((size_t)n_streams * sizeof *f->streams)))
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    if (!rc) {
+        for (int k = 0; k < n_streams; k++)
+            f->streams[k] = streams[k];
+        f->n_streams = n_streams;
+        f->a = a;
+        f->st = st;
+        if (pthread_create(&f->th, NULL, fill_main, f) != 0)
+            rc = ctx_err_set(e, CTX_EIO, "accelerator %s: the host fill's thread did not start", a->ops.name);
+        else
+            a->fill = f;
+    }
+    if (rc) {
+        if (f)
+            free(f->streams);
+        free(f);
+        for (int k = 0; k < n_streams; k++)
+            inf_accel_host_free(a, streams[k]);
+    }
+    return rc;
+}
+
+void inf_accel_settle_hook(struct inf_state *st)
+{
+    struct inf_accel *a = st->accel;
+    if (a && a->bound == st)
+        fill_settle(a, 1);
 }
 
 /* ---- the hooks of state.c ---- */

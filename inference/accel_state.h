@@ -24,6 +24,9 @@ int inf_accel_truncate_hook(struct inf_state *st, struct inf_accel *acc, const v
                             int lacks, int *device_done, struct ctx_err *e);
 /* Whether st's host arrays lag behind its device copy (reading them now would be wrong). */
 int inf_accel_state_lags(const struct inf_state *st);
+/* Wait for a background fill of st's host copy (inf_accel_fill_host), if one is running: before the
+ * host's entries or counts are read or changed (state.c's truncate). */
+void inf_accel_settle_hook(struct inf_state *st);
 /* st's host copy is being replaced or freed: the device forgets it, nothing copied back. */
 void inf_accel_forget_hook(struct inf_state *st);
 

@@ -269,6 +269,7 @@ int inf_state_truncate(struct inf_state *s, const struct inf_snapshot *sn, struc
     if (sn->pos > s->pos || sn->mtp_pos > s->mtp_pos)
         return ctx_err_set(e, CTX_EINVAL, "state: snapshot at position %lld is ahead of the state (%lld)", sn->pos,
                            s->pos);
+    inf_accel_settle_hook(s); /* a background fill of the host copy (inf_accel_fill_host) finishes first */
     /* A host copy behind its device may lack entries the snapshot counts (after
      * inf_accel_restore_packed it holds none; a snapshot of it takes the device's counts): the device
      * has them, up to the state's position. A rewind keeps them there; otherwise the hook fetches

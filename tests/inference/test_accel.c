@@ -1051,6 +1051,147 @@ static void test_packed_snapshot(void **st)
     free(tok);
 }
 
+/* Hand a checkpoint's buffers to inf_accel_fill_host (ctxd's path after a packed restore): they are
+ * the fill's now, so the ckpt forgets them. */
+static int fill_from(struct ckpt *k, struct inf_state *st, struct ctx_err *e)
+{
+    int rc = inf_accel_fill_host(ACC, st, k->counts, k->streams, k->ns, e);
+    for (int i = 0; i < k->ns; i++)
+        k->streams[i] = NULL;
+    return rc;
+}
+static long long backbone_entries(const struct inf_state *s)
+{
+    long long t = 0;
+    for (int l = 0; l < s->cfg.num_hidden_layers; l++)
+        t += s->layers[l].n_cache;
+    return t;
+}
+
+/* The host copy refilled in the background from the checkpoint's buffers (inf_accel_fill_host):
+ * forwards do not wait; the sync then downloads only the device's newer entries (the double checks
+ * that the filled prefix equals the device's) and the state equals the plain model's byte for byte;
+ * a snapshot does not wait, a truncate does; freeing, resetting or restoring the state while the
+ * fill runs stops it; the buffers are freed in every case; a fill of anything but the state just
+ * restored packed is refused and frees them too. */
+static void test_packed_fill(void **st)
+{
+    (void)st;
+    struct ctx_err e = {0};
+    int n, P;
+    int *tok = case_tokens(6, &n, &P);
+    struct ckpt k;
+    struct pair q;
+    long long live0 = D->host_live;
+    /* 1. fill, forwards, sync: only the new entries cross */
+    restored_pair(&q, tok, 200, &k);
+    struct inf_accel_stats s0 = stats();
+    long long tail0 = D->tail_entries, restored = 0;
+    for (int l = 0; l < C->num_hidden_layers; l++)
+        restored += k.counts[l];
+    assert_int_equal(fill_from(&k, q.a, &e), 0);
+    feed(&q, tok + 200, 30, 0);
+    feed(&q, tok + 230, 5, 1);
+    same_bytes(&q);
+    struct inf_accel_stats s1 = stats();
+    assert_int_equal(s1.host_fills - s0.host_fills, 1);
+    assert_int_equal(s1.downloads - s0.downloads, 1);
+    assert_int_equal(D->tail_entries - tail0, backbone_entries(q.p) - restored);
+    assert_true(backbone_entries(q.p) - restored < restored);
+    ckpt_free(ACC, &k);
+    assert_int_equal(D->host_live, live0); /* the fill freed the buffers */
+    printf("# packed restore at 200 + background fill, 35 tokens, sync: %lld entries downloaded of %lld, "
+           "byte-equal\n",
+           backbone_entries(q.p) - restored, backbone_entries(q.p));
+    pair_free(&q);
+    /* 2. snapshot (no wait, no entry), forwards, truncate (waits: the rewind keeps the filled prefix) */
+    restored_pair(&q, tok, 180, &k);
+    long long restored180 = 0;
+    for (int l = 0; l < C->num_hidden_layers; l++)
+        restored180 += k.counts[l];
+    assert_int_equal(fill_from(&k, q.a, &e), 0);
+    s0 = stats();
+    tail0 = D->tail_entries;
+    pair_snapshot(&q);
+    assert_int_equal(stats().downloads, s0.downloads);
+    feed(&q, tok + 180, 40, 0);
+    pair_truncate(&q);
+    assert_int_equal(stats().rewinds - s0.rewinds, 1);
+    assert_int_equal(stats().host_fills - s0.host_fills, 1);
+    assert_false(host_empty(q.a)); /* the fill's entries are the host copy's now */
+    feed(&q, tok + 180, 9, 1);
+    same_bytes(&q);
+    assert_int_equal(D->tail_entries - tail0, backbone_entries(q.p) - restored180);
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    /* 3. another state bound meanwhile: the switch syncs (waits for the fill, then only the tail) */
+    restored_pair(&q, tok, 160, &k);
+    assert_int_equal(fill_from(&k, q.a, &e), 0);
+    struct pair o;
+    pair_new(&o);
+    s0 = stats();
+    feed(&o, tok, 12, 0);
+    assert_int_equal(stats().host_fills - s0.host_fills, 1);
+    feed(&q, tok + 160, 10, 0);
+    same_bytes(&q);
+    same_bytes(&o);
+    ckpt_free(ACC, &k);
+    pair_free(&o);
+    pair_free(&q);
+    /* 4. dropped while filling: free, reset, restore again on the host: stopped, buffers freed */
+    for (int how = 0; how < 3; how++) {
+        restored_pair(&q, tok, 220, &k);
+        assert_int_equal(fill_from(&k, q.a, &e), 0);
+        s0 = stats();
+        if (how == 0) {
+            inf_state_free(q.a);
+            q.a = NULL;
+            assert_int_equal(inf_state_new(C, &q.a, &e), 0);
+            struct inf_forward_opts fo = {0};
+            assert_int_equal(inf_model_forward(MA, q.a, tok, 220, &fo, &e), 0);
+        } else if (how == 1) {
+            inf_state_reset(q.a);
+            struct inf_forward_opts fo = {0};
+            assert_int_equal(inf_model_forward(MA, q.a, tok, 220, &fo, &e), 0);
+        } else {
+            struct ckpt k2;
+            struct inf_state *src;
+            assert_int_equal(inf_state_new(C, &src, &e), 0);
+            struct inf_forward_opts fo = {0};
+            assert_int_equal(inf_model_forward(M, src, tok, 220, &fo, &e), 0);
+            ckpt_of(ACC, src, &k2);
+            inf_state_free(src);
+            host_restore(&k2, q.a);
+            ckpt_free(ACC, &k2);
+        }
+        assert_int_equal(stats().host_fills, s0.host_fills); /* stopped, not counted */
+        assert_int_equal(D->host_live, live0); /* the stopped fill freed the buffers */
+        feed(&q, tok + 220, 6, 0);
+        same_bytes(&q);
+        ckpt_free(ACC, &k);
+        pair_free(&q);
+    }
+    assert_int_equal(D->host_live, live0);
+    /* 5. refused: a state not just restored packed (synced already; or a second fill) */
+    restored_pair(&q, tok, 100, &k);
+    assert_int_equal(fill_from(&k, q.a, &e), 0);
+    struct ckpt k3;
+    ckpt_of(ACC, q.p, &k3);
+    assert_int_equal(fill_from(&k3, q.a, &e), CTX_EINVAL); /* a fill is running */
+    same_bytes(&q);
+    ckpt_free(ACC, &k3);
+    ckpt_of(ACC, q.p, &k3);
+    assert_int_equal(fill_from(&k3, q.a, &e), CTX_EINVAL); /* synced: nothing to fill */
+    assert_non_null(strstr(e.msg, "not the one just restored packed"));
+    ckpt_free(ACC, &k3);
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    assert_int_equal(D->host_live, live0);
+    printf("# fill: snapshot + rewind after it, a switch, free / reset / host restore while it runs, refusals: "
+           "bit-identical, buffers freed\n");
+    free(tok);
+}
+
 /* The lagging snapshot when the state leaves the device in between (another state bound, then back):
  * the mark is stale, the host copy (synced when it left) is truncated and uploaded again; truncated
  * while away too; and a truncate whose rewind is refused, or to a snapshot the device could not mark,
@@ -1372,6 +1513,7 @@ int main(void)
         cmocka_unit_test(test_dirty_snapshot),
         cmocka_unit_test(test_packed_resident),
         cmocka_unit_test(test_packed_errors),
+        cmocka_unit_test(test_packed_fill),
     };
     return cmocka_run_group_tests(tests, setup_accel, teardown_accel);
 }
