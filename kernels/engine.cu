@@ -5109,7 +5109,9 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     // A prefill chunk (S > MOE_GEMM_MIN_S: every chunk size the chunk-invariance guarantee covers takes
     // the same path) buckets its pairs by expert and runs the grouped GEMM of moe_gemm.h, which reads
     // each expert's weights once per 64-pair tile; a decode step (S <= 8) keeps the grouped GEMV. The
-    // two compute the same per-32-K definition (moe_gemm.h).
+    // two agree within moe_gemm.h's bound of the exact sums (the GEMM's default, V4, sums each 128-K
+    // stage in the tensor core's fp32 accumulator; the GEMV per 32-K block), and every chunk of more
+    // than 8 tokens runs the same kernel, so chunked prefills stay bit-identical.
     const uint8_t *const *t = L->etab;
     uint16_t *u16 = g->g16 + (size_t)S * k * I;
     const int grouped = S > MOE_GEMM_MIN_S;

@@ -1,10 +1,10 @@
 // Routed experts for prefill: device bucketing of (token, slot) pairs by expert and a grouped FP4 x FP8
 // GEMM over the buckets; semantics in moe_gemm.h.
 //
-// Four kernels (moe_gemm.h): V1 and V2 below have the numerics described here; V3 (the default below
-// 8192 pairs, further down) chains a 128-K stage's mmas on weights converted once per stage and has its
-// own section, as has V4 (both operands converted to f16 once per stage, native f16 mma; the default
-// from 8192 pairs on, cuda_moe_gemm_default_variant).
+// Four kernels (moe_gemm.h): V1 and V2 below have the numerics described here; V3 (further down)
+// chains a 128-K stage's mmas on weights converted once per stage and has its own section, as has V4
+// (both operands converted to f16 once per stage, native f16 mma; the default at every size,
+// cuda_moe_gemm_default_variant).
 //
 // V1/V2: the numerics are the decode kernel's (gemm.cu, fp4_gemv_kernel): each 32-K block is one
 // m16n8k32 e4m3 mma started from zero, fed the same K positions in the same fragment slots (lane t's
@@ -553,7 +553,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm2_kernel(const uint8_t *__rest
         }
 }
 
-// ---- grouped GEMM, third kernel (CUDA_MOE_GEMM_V3, the default below 8192 pairs) ----
+// ---- grouped GEMM, third kernel (CUDA_MOE_GEMM_V3) ----
 //
 // V2's tile, ring, loads and pair-block skipping; the weights go to the tensor cores as e4m3 with one
 // scale per row and 128-K stage instead of one per 32-K block (the per-128x128-tile conversion of
@@ -893,7 +893,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm3_kernel(const uint8_t *__rest
         }
 }
 
-// ---- grouped GEMM, fourth kernel (CUDA_MOE_GEMM_V4, the default from 8192 pairs on) ----
+// ---- grouped GEMM, fourth kernel (CUDA_MOE_GEMM_V4, the default) ----
 //
 // Why: V3 is issue-bound because Hopper has no native e4m3 mma.sync: ptxas turns every m16n8k32 e4m3
 // into ~12 F2FP conversions of its fragments plus two f16 HMMA.16816 and an fp32 add (bench/gpu/
@@ -1343,7 +1343,7 @@ extern "C" int cuda_moe_gemm_pick(int npairs)
 extern "C" int cuda_moe_gemm_default_variant(int npairs)
 {
     // The environment is read once (a thread-safe static initialisation), so that results do not depend
-    // on when it was changed; the choice by size is a function of the call's bucketing alone.
+    // on when it was changed; the default is cuda_moe_gemm_pick's (V4 at every size).
     static const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
     return forced != CUDA_MOE_GEMM_BY_SIZE ? forced : cuda_moe_gemm_pick(npairs);
 }
