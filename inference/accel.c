@@ -264,6 +264,7 @@ int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *toke
         /* The device state is whatever the failed call left: keep the host copy of what completed
          * if it can still be read back, and make the next forward upload it again. */
         struct ctx_err de = {0};
+        fill_settle(a, 1); /* the download writes the host arrays a background fill may be writing */
         if (a->ops.download_tail(a->ud, st, &de) == 0)
             a->st.downloads++;
         drop(st, NULL, LEAVE_LOST);

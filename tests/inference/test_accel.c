@@ -1172,7 +1172,22 @@ static void test_packed_fill(void **st)
         pair_free(&q);
     }
     assert_int_equal(D->host_live, live0);
-    /* 5. refused: a state not just restored packed (synced already; or a second fill) */
+    /* 5. a device forward failing while the fill runs: the host copy keeps the fill's entries and what
+     * the download could read back, the state is unbound, and the next forward re-uploads it */
+    restored_pair(&q, tok, 140, &k);
+    assert_int_equal(fill_from(&k, q.a, &e), 0);
+    D->fail_forward = 1;
+    struct inf_forward_opts fa = {.logits = q.la};
+    assert_int_equal(inf_model_forward(MA, q.a, tok + 140, 4, &fa, &e), CTX_EIO);
+    D->fail_forward = 0;
+    assert_null(q.a->accel);
+    assert_false(host_empty(q.a));
+    feed(&q, tok + 140, 12, 0);
+    same_bytes(&q);
+    ckpt_free(ACC, &k);
+    pair_free(&q);
+    assert_int_equal(D->host_live, live0);
+    /* 6. refused: a state not just restored packed (synced already; or a second fill) */
     restored_pair(&q, tok, 100, &k);
     assert_int_equal(fill_from(&k, q.a, &e), 0);
     struct ckpt k3;
@@ -1187,8 +1202,8 @@ static void test_packed_fill(void **st)
     ckpt_free(ACC, &k);
     pair_free(&q);
     assert_int_equal(D->host_live, live0);
-    printf("# fill: snapshot + rewind after it, a switch, free / reset / host restore while it runs, refusals: "
-           "bit-identical, buffers freed\n");
+    printf("# fill: snapshot + rewind after it, a switch, free / reset / host restore while it runs, a failed "
+           "forward, refusals: bit-identical, buffers freed\n");
     free(tok);
 }
 
