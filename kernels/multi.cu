@@ -384,10 +384,12 @@ extern "C" int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n
     return rc ? rc : frc;
 }
 
-extern "C" int cuda_multi_state_download(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e)
+// f(engine) on every shard in order (each engine waits for its own queued work first); the first
+// error is returned, prefixed with its shard.
+template <class F> static int each_shard(struct cuda_multi *m, struct ctx_err *e, F f)
 {
-    for (int i = 0; i < m->n; i++) { // each engine waits for its queued work first
-        int rc = cuda_engine_state_download(m->g[i], st, e);
+    for (int i = 0; i < m->n; i++) {
+        int rc = f(m->g[i]);
         if (rc) {
             ctx_err_prefix(e, "shard %d: ", i);
             return rc;
@@ -396,9 +398,13 @@ extern "C" int cuda_multi_state_download(struct cuda_multi *m, struct inf_state 
     return 0;
 }
 
-// The whole state (upto NULL) or each layer's entries [0, upto[l]) with the rest taken as on the devices
-// (cuda_engine_state_upload_prefix); checked whole before any shard is written.
-static int upload_shards(struct cuda_multi *m, const struct inf_state *st, const long long *upto, struct ctx_err *e)
+extern "C" int cuda_multi_state_download(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e)
+{
+    return each_shard(m, e, [&](struct cuda_engine *g) { return cuda_engine_state_download(g, st, e); });
+}
+
+// A host state the pipeline can take: the same layer shapes, a position within the context.
+static int check_host_state(const struct cuda_multi *m, const struct inf_state *st, struct ctx_err *e)
 {
     const struct inf_config *a = &m->c, *b = &st->cfg;
     if (a->num_hidden_layers != b->num_hidden_layers || a->head_dim != b->head_dim ||
@@ -408,6 +414,17 @@ static int upload_shards(struct cuda_multi *m, const struct inf_state *st, const
     if (st->pos < 0 || st->pos > m->max_ctx)
         return ctx_err_set(e, CTX_ERANGE, "cuda multi: state at position %lld beyond the context of %lld", st->pos,
                            m->max_ctx);
+    return 0;
+}
+
+// The whole state (upto NULL) or each layer's entries [0, upto[l]) with the rest taken as on the devices
+// (cuda_engine_state_upload_prefix); checked whole before any shard is written.
+static int upload_shards(struct cuda_multi *m, const struct inf_state *st, const long long *upto, struct ctx_err *e)
+{
+    const struct inf_config *a = &m->c;
+    int rc = check_host_state(m, st, e);
+    if (rc)
+        return rc;
     for (int l = 0; l < a->num_hidden_layers; l++) {
         if (st->layers[l].ratio && st->layers[l].n_cache != st->pos / st->layers[l].ratio)
             return ctx_err_set(e, CTX_EINVAL, "cuda multi: layer %d holds %lld compressed entries at position %lld", l,
@@ -415,14 +432,9 @@ static int upload_shards(struct cuda_multi *m, const struct inf_state *st, const
         if (upto && upto[l] < 0)
             return ctx_err_set(e, CTX_EINVAL, "cuda multi: layer %d: %lld leading entries to upload", l, upto[l]);
     }
-    for (int i = 0; i < m->n; i++) {
-        int rc = upto ? cuda_engine_state_upload_prefix(m->g[i], st, upto, e) : cuda_engine_state_upload(m->g[i], st, e);
-        if (rc) {
-            ctx_err_prefix(e, "shard %d: ", i);
-            return rc;
-        }
-    }
-    return 0;
+    return each_shard(m, e, [&](struct cuda_engine *g) {
+        return upto ? cuda_engine_state_upload_prefix(g, st, upto, e) : cuda_engine_state_upload(g, st, e);
+    });
 }
 
 extern "C" int cuda_multi_state_upload(struct cuda_multi *m, const struct inf_state *st, struct ctx_err *e)
@@ -441,65 +453,35 @@ extern "C" int cuda_multi_state_upload_prefix(struct cuda_multi *m, const struct
 extern "C" int cuda_multi_state_upload_packed(struct cuda_multi *m, const struct inf_state *st, const long long *counts,
                                               const void *const *streams, struct ctx_err *e)
 {
-    const struct inf_config *a = &m->c, *b = &st->cfg;
-    if (a->num_hidden_layers != b->num_hidden_layers || a->head_dim != b->head_dim ||
-        a->sliding_window != b->sliding_window || a->index_head_dim != b->index_head_dim ||
-        memcmp(a->compress_ratios, b->compress_ratios, sizeof(int) * (size_t)a->num_hidden_layers))
-        return ctx_err_set(e, CTX_EINVAL, "cuda multi: the host state's config has another shape");
-    if (st->pos < 0 || st->pos > m->max_ctx)
-        return ctx_err_set(e, CTX_ERANGE, "cuda multi: state at position %lld beyond the context of %lld", st->pos,
-                           m->max_ctx);
+    const struct inf_config *a = &m->c;
+    int rc = check_host_state(m, st, e);
+    if (rc)
+        return rc;
     for (int l = 0; l < a->num_hidden_layers; l++) {
         int r = a->compress_ratios[l];
         if (counts[l] != (r ? st->pos / r : 0))
             return ctx_err_set(e, CTX_EINVAL, "cuda multi: layer %d: %lld packed entries at position %lld", l,
                                counts[l], st->pos);
     }
-    for (int i = 0; i < m->n; i++) {
-        int rc = cuda_engine_state_upload_packed(m->g[i], st, counts, streams, e);
-        if (rc) {
-            ctx_err_prefix(e, "shard %d: ", i);
-            return rc;
-        }
-    }
-    return 0;
+    return each_shard(m, e, [&](struct cuda_engine *g) {
+        return cuda_engine_state_upload_packed(g, st, counts, streams, e);
+    });
 }
 
 extern "C" int cuda_multi_state_fill_random(struct cuda_multi *m, long long pos, unsigned long long seed,
                                             struct ctx_err *e)
 {
-    for (int i = 0; i < m->n; i++) {
-        int rc = cuda_engine_state_fill_random(m->g[i], pos, seed, e);
-        if (rc) {
-            ctx_err_prefix(e, "shard %d: ", i);
-            return rc;
-        }
-    }
-    return 0;
+    return each_shard(m, e, [&](struct cuda_engine *g) { return cuda_engine_state_fill_random(g, pos, seed, e); });
 }
 
 extern "C" int cuda_multi_state_download_tail(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e)
 {
-    for (int i = 0; i < m->n; i++) { // each engine waits for its queued work first
-        int rc = cuda_engine_state_download_tail(m->g[i], st, e);
-        if (rc) {
-            ctx_err_prefix(e, "shard %d: ", i);
-            return rc;
-        }
-    }
-    return 0;
+    return each_shard(m, e, [&](struct cuda_engine *g) { return cuda_engine_state_download_tail(g, st, e); });
 }
 
 extern "C" int cuda_multi_state_download_boundary(struct cuda_multi *m, struct inf_state *st, struct ctx_err *e)
 {
-    for (int i = 0; i < m->n; i++) { // each engine waits for its queued work first
-        int rc = cuda_engine_state_download_boundary(m->g[i], st, e);
-        if (rc) {
-            ctx_err_prefix(e, "shard %d: ", i);
-            return rc;
-        }
-    }
-    return 0;
+    return each_shard(m, e, [&](struct cuda_engine *g) { return cuda_engine_state_download_boundary(g, st, e); });
 }
 
 // ---- marks: one engine mark per shard
