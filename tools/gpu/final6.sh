@@ -1,8 +1,8 @@
 #!/bin/sh
 # The second device call of 2026-11-29's fourth session (issue 10), for what landed after session6.sh's
-# run: the kernel variants on native f16 tensor cores (FP8 GEMM V3, MoE GEMM V4; run-time switches
-# CTX_CUDA_FP8_GEMM / CTX_CUDA_MOE_GEMM) checked by their tests, by test_engine and the prefill rows
-# with the switches on beside the defaults, and timed by bench-gpu; then test_accel (the lagging
+# run: a kernel variant (run-time switch CTX_CUDA_MOE_GEMM; when it ran, the f16 kernels FP8 GEMM V3,
+# since removed, and MoE GEMM V4, now the default) checked by its tests, by test_engine and the prefill
+# rows with the switch on beside the defaults, and timed by bench-gpu; then test_accel (the lagging
 # snapshot) and the 500K restore bench's ctxd rows. Same carry as session6.sh (tools/gpu/mkcarry6.sh):
 #   run(command="tar -xJf .out/s6/carry.tar.xz && sh tools/gpu/final6.sh s6 2>&1", carry=[".out/s6"],
 #       timeout_s=560)

@@ -3,7 +3,8 @@
 # exists in $1 (test_accel with the packed restore, test_gemm with the FP8 GEMM V2, test_moe_gemm), the
 # prefill rows (8K suffix at 128K / 500K, the 500K estimate, the stage table), the 500K restore bench with
 # ctxd's packed path, a decode check (flash4 4K/128K/500K, mid), compute-sanitizer memcheck and the
-# per-kernel bench. It replaces session5.sh (the third session's, at commit 057987a). Binaries built on
+# per-kernel bench. It replaces session5.sh for the tests; session5.sh stays for its decode comparisons (PDL
+# off and on, the third session's decode paths off, 2 shards). Binaries built on
 # the workstation (stripped, with libcjson.so.1, libsqlite3.so.0, libxxhash.so.0) in the flat folder $1,
 # normally unpacked from a carried xz tarball (tools/gpu/mkcarry6.sh):
 #   run(command="tar -xJf .out/s6/carry.tar.xz && sh tools/gpu/session6.sh s6 2>&1", carry=[".out/s6"],
