@@ -1325,27 +1325,22 @@ extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_
 {
     // b NULL: cuda_moe_gemm_variant reports it
     return cuda_moe_gemm_variant(b, d_q, d_sa, x_group, d_wtab, d_stab, n, k, d_y,
-                                 cuda_moe_gemm_default_variant(b ? b->npairs : 1), stream, e);
+                                 cuda_moe_gemm_default_variant(), stream, e);
 }
 
 extern "C" int cuda_moe_gemm_variant_of_env(const char *value)
 {
     if (value && value[0] >= '1' && value[0] <= '4' && value[1] == '\0')
         return CUDA_MOE_GEMM_V1 + (value[0] - '1');
-    return CUDA_MOE_GEMM_BY_SIZE;
+    return CUDA_MOE_GEMM_UNSET;
 }
 
-extern "C" int cuda_moe_gemm_pick(int npairs)
-{
-    return npairs >= CUDA_MOE_GEMM_V4_MIN_PAIRS ? CUDA_MOE_GEMM_V4 : CUDA_MOE_GEMM_V3;
-}
-
-extern "C" int cuda_moe_gemm_default_variant(int npairs)
+extern "C" int cuda_moe_gemm_default_variant(void)
 {
     // The environment is read once (a thread-safe static initialisation), so that results do not depend
-    // on when it was changed; the default is cuda_moe_gemm_pick's (V4 at every size).
+    // on when it was changed.
     static const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
-    return forced != CUDA_MOE_GEMM_BY_SIZE ? forced : cuda_moe_gemm_pick(npairs);
+    return forced != CUDA_MOE_GEMM_UNSET ? forced : CUDA_MOE_GEMM_DEFAULT;
 }
 
 namespace {

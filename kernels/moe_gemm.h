@@ -98,20 +98,17 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
 #define CUDA_MOE_GEMM_V2 1
 #define CUDA_MOE_GEMM_V3 2
 #define CUDA_MOE_GEMM_V4 3
-/* The kernel cuda_moe_gemm runs for a bucketing of npairs pairs (b->npairs): the one the environment
- * variable CTX_CUDA_MOE_GEMM forces, if it is "1", "2", "3" or "4" (V1..V4 at every size; read once, at
- * the first call; any other value is ignored), else cuda_moe_gemm_pick(npairs): V4 from
- * CUDA_MOE_GEMM_V4_MIN_PAIRS pairs on, V3 below. The threshold is 0 (V4 at every size): on the H200
- * (one V4-Flash layer, bench-gpu moe) V3's time / V4's was 0.97 at S = 512, 1.07 at S = 2048 and at
- * S = 8192, and V3 and V4 are not bit-equal (~0.01% of outputs differ, both within one bound of the
- * exact sums), so one kernel at every size keeps a chunked prefill bit-identical to one chunk
- * (kernels/README.md's engine bullet), which a size threshold would break for the 3% V3 gains on
- * small calls. cuda_moe_gemm_variant_of_env is the parse (value NULL: unset): V1..V4, or
- * CUDA_MOE_GEMM_BY_SIZE. */
-#define CUDA_MOE_GEMM_V4_MIN_PAIRS 0
-#define CUDA_MOE_GEMM_BY_SIZE (-1)
-int cuda_moe_gemm_default_variant(int npairs);
-int cuda_moe_gemm_pick(int npairs);
+/* The kernel cuda_moe_gemm runs: the one the environment variable CTX_CUDA_MOE_GEMM forces, if it is
+ * "1", "2", "3" or "4" (V1..V4; read once, at the first call; any other value is ignored), else
+ * CUDA_MOE_GEMM_DEFAULT, V4 at every size: on the H200 (one V4-Flash layer, bench-gpu moe) V3's time /
+ * V4's was 0.97 at S = 512, 1.07 at S = 2048 and at S = 8192, and V3 and V4 are not bit-equal (~0.01%
+ * of outputs differ, both within one bound of the exact sums), so one kernel for every call keeps a
+ * chunked prefill bit-identical to one chunk (kernels/README.md's engine bullet), which choosing by
+ * size would break for V3's 3% on small calls. cuda_moe_gemm_variant_of_env is the parse (value NULL:
+ * unset): V1..V4, or CUDA_MOE_GEMM_UNSET. */
+#define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V4
+#define CUDA_MOE_GEMM_UNSET (-1)
+int cuda_moe_gemm_default_variant(void);
 int cuda_moe_gemm_variant_of_env(const char *value);
 /* cuda_moe_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
 int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,

@@ -417,18 +417,18 @@ static void run_case(const struct mcase *c)
         tap(fb4 == all && nek_2[1] == 0, "%s: every stage of V4 fell back (%llu of %llu) and gave V2's bytes (%ld "
             "differ)", c->what, fb4, all, nek_2[1]);
     {
-        const int dv = cuda_moe_gemm_default_variant(npairs);
+        const int dv = cuda_moe_gemm_default_variant();
         const uint16_t *want = dv == CUDA_MOE_GEMM_V1 ? y1 : dv == CUDA_MOE_GEMM_V2 ? y : dv == CUDA_MOE_GEMM_V3 ? y3 : y4;
         tap(!memcmp(yd, want, ybytes), "%s: cuda_moe_gemm ran V%d (CTX_CUDA_MOE_GEMM or the default at %d pairs): its "
             "bytes", c->what, dv + 1, npairs);
         if (c->want) {
-            /* the size rule itself; the counters say which kernel ran (V3: every stage fell back; V4: none) */
+            /* the default itself; the counters say which kernel ran (V3: every stage fell back; V4: none) */
             const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
-            const int expect = forced != CUDA_MOE_GEMM_BY_SIZE ? forced : c->want - 1;
+            const int expect = forced != CUDA_MOE_GEMM_UNSET ? forced : c->want - 1;
             const int counters = dv == CUDA_MOE_GEMM_V3 ? fbd3 == all && fbd4 == 0 : fbd3 == 0 && fbd4 == 0;
             tap(dv == expect && counters, "%s: at %d pairs cuda_moe_gemm runs V%d (%s: V%d), its run's fallbacks V3 %llu "
                 "of %llu stages, V4 %llu", c->what, npairs, dv + 1,
-                forced != CUDA_MOE_GEMM_BY_SIZE ? "forced by CTX_CUDA_MOE_GEMM" : "the default", expect + 1,
+                forced != CUDA_MOE_GEMM_UNSET ? "forced by CTX_CUDA_MOE_GEMM" : "the default", expect + 1,
                 fbd3, all, fbd4);
         }
     }
@@ -912,23 +912,20 @@ static void test_v4_cta_model(void)
 static void test_env_variant(void)
 {
     static const char *const bad[] = {"", "0", "5", "44", "x", "3 ", "-1"};
-    int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_BY_SIZE &&
+    int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_UNSET &&
              cuda_moe_gemm_variant_of_env("1") == CUDA_MOE_GEMM_V1 &&
              cuda_moe_gemm_variant_of_env("2") == CUDA_MOE_GEMM_V2 &&
              cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_BY_SIZE;
+        ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_UNSET;
     tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"4\" force V1..V4, unset or anything else leaves the default; this "
-        "run: V%d at 3072 pairs, V%d at 12288", cuda_moe_gemm_default_variant(3072) + 1,
-        cuda_moe_gemm_default_variant(12288) + 1);
-    /* V4-Flash's calls: w2 over S k pairs, w1|w3 over 2 S k (S = 512: 3072, 6144; S = 2048: 12288, 24576):
-     * one kernel at every size, so that chunked prefills stay bit-identical to one chunk */
-    static const int sizes[] = {1, 64, 3072, 6144, 8191, 8192, 12288, 24576, 49152, 1 << 20};
-    int bad_sizes = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
-        bad_sizes += cuda_moe_gemm_pick(sizes[i]) != CUDA_MOE_GEMM_V4;
-    tap(CUDA_MOE_GEMM_V4_MIN_PAIRS == 0 && bad_sizes == 0,
-        "the default kernel: V4 at every size (1 .. 2^20 pairs tried): %d sizes wrong", bad_sizes);
+        "run: V%d", cuda_moe_gemm_default_variant() + 1);
+    /* one kernel at every size (V4-Flash's calls: w2 over S k pairs, w1|w3 over 2 S k), so that chunked
+     * prefills stay bit-identical to one chunk */
+    const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
+    tap(CUDA_MOE_GEMM_DEFAULT == CUDA_MOE_GEMM_V4 &&
+            cuda_moe_gemm_default_variant() == (forced != CUDA_MOE_GEMM_UNSET ? forced : CUDA_MOE_GEMM_V4),
+        "the default kernel: V4 at every size (unless CTX_CUDA_MOE_GEMM forces one)");
 }
 
 int main(void)
