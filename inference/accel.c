@@ -45,7 +45,6 @@ struct inf_accel {
  * thread that spreads the work over a pool; n_cache is set when it is joined (the host copy counts
  * only what is finished). `stop` ends it early when st is being dropped. */
 struct host_fill {
-    struct inf_accel *a;
     struct inf_state *st;
     void **streams;
     int n_streams;
@@ -385,7 +384,7 @@ struct fill_run {
     struct fill_piece *pc;
 };
 
-static void fill_piece(void *ud, size_t i, int tid)
+static void fill_one(void *ud, size_t i, int tid)
 {
     (void)tid;
     struct fill_run *r = ud;
@@ -428,10 +427,10 @@ static void *fill_main(void *ud)
     struct ctx_pool *pool = ctx_pool_new(nt > 8 ? 8 : nt, &pe);
     struct fill_run r = {f, pc};
     if (pool)
-        ctx_pool_for(pool, np, 1, fill_piece, &r);
+        ctx_pool_for(pool, np, 1, fill_one, &r);
     else
         for (size_t i = 0; i < np; i++)
-            fill_piece(&r, i, 0);
+            fill_one(&r, i, 0);
     ctx_pool_free(pool);
     free(pc);
     return NULL;
@@ -483,7 +482,6 @@ int inf_accel_fill_host(struct inf_accel *a, struct inf_state *st, const long lo
         for (int k = 0; k < n_streams; k++)
             f->streams[k] = streams[k];
         f->n_streams = n_streams;
-        f->a = a;
         f->st = st;
         if (pthread_create(&f->th, NULL, fill_main, f) != 0)
             rc = ctx_err_set(e, CTX_EIO, "accelerator %s: the host fill's thread did not start", a->ops.name);
