@@ -1182,6 +1182,309 @@ __global__ void __launch_bounds__(256, 2) moe_gemm4_kernel(const uint8_t *__rest
         }
 }
 
+// ---- grouped GEMM, fifth kernel (CUDA_MOE_GEMM_V5): V4 on wgmma ----
+//
+// Why: V4 pays its conversions once per CTA and stage but still feeds the tensor cores through
+// ldmatrix + mma.sync per warp; Nsight Compute on V4 at S = 2048 shows the shared-memory pipe ~72%
+// busy and issue slots ~47% (tools/gpu/ncu-prefill.sh). Hopper's warpgroup MMA reads both operands
+// straight from shared memory through descriptors, asynchronously, so the ldmatrix traffic and the
+// per-warp HMMA issue go away.
+// - Everything else is V4's: tile (128 weight rows x 64 pairs of one expert), 3-stage raw cp.async
+//   ring, per-stage conversion of the weights (LUT + prmt at the row's exponent) and activations
+//   (cvt e4m3x2 -> f16x2) into shared f16 tiles, the row scales 2^(E - 140), the guard (a stage with
+//   E - e_i > 26 or the NaN code runs V1's arithmetic from the raw stage), 2 CTAs an SM.
+// - The f16 tiles are in wgmma's canonical no-swizzle K-major layout (moe_gemm.h cuda_moe5_off). After
+//   its stores each thread fences the generic proxy against the async proxy (fence.proxy.async), then
+//   the stage's barrier; warpgroup wg (warps 4 wg .. 4 wg + 3) multiplies weight rows 64 wg .. 64 wg + 63
+//   by the tile's pairs: 8 wgmma m64nNk16 (N = the pairs rounded up to 16, 32, 48 or 64; columns past
+//   the pairs are computed from whatever the tile holds and never written), chained from zero in
+//   ascending K, one commit, one wait, then V4's acc = fma(P * act_scale, 2^(E - 140), acc).
+// - The accumulator fragment of m64nN is m16n8's per warp (warp w4 of the warpgroup: rows 16 w4 + g and
+//   + 8, columns 8 j + 2 t, + 1), so a thread owns 16 x 64 / 32 outputs of its warp's 16 rows across
+//   all 64 pairs, and the fallback (m5_fallback) computes exactly those with V1's instructions.
+// - Numerics: a stage partial is 8 chained k16 steps in fp32, as V4's 8 chained HMMA.16816; the same
+//   bound as V3/V4 (test_moe_gemm), and V4's bytes wherever the tensor core's k16 sums agree.
+constexpr int M5_STAGES = M4_STAGES;
+constexpr int M5_SMEM = M4_SMEM;
+__device__ unsigned long long g_moe_v5_fallbacks;
+
+// A shared-memory matrix descriptor, no swizzle: start >> 4, leading byte offset (the next core
+// matrix along K) >> 4 at bit 16, stride byte offset (the next 8-row group) >> 4 at bit 32.
+__device__ __forceinline__ uint64_t m5_desc(uint32_t saddr)
+{
+    return (uint64_t)((saddr & 0x3ffffu) >> 4) | ((uint64_t)(CUDA_MOE5_LBO >> 4) << 16) |
+           ((uint64_t)(CUDA_MOE5_SBO >> 4) << 32);
+}
+__device__ __forceinline__ void m5_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void m5_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void m5_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// d (m64nN f32 fragment, N / 2 values a thread) = A (descriptor da, 64 x 16 f16, K-major) * B (db, N x 16,
+// K-major)^T + (acc ? d : 0).
+template <int N>
+__device__ __forceinline__ void m5_wgmma(float (&d)[N / 2], uint64_t da, uint64_t db, int acc);
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <>
+__device__ __forceinline__ void m5_wgmma<16>(float (&d)[8], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %10, 0;\n\t"
+                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n\t}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                 : "l"(da), "l"(db), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void m5_wgmma<32>(float (&d)[16], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %18, 0;\n\t"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n\t}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "l"(da), "l"(db), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void m5_wgmma<48>(float (&d)[24], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %26, 0;\n\t"
+                 "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, %24, %25, p, 1, 1, 0, 0;\n\t}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+                 : "l"(da), "l"(db), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void m5_wgmma<64>(float (&d)[32], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %34, 0;\n\t"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n\t}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(acc));
+}
+#else
+template <int N>
+__device__ __forceinline__ void m5_wgmma(float (&)[N / 2], uint64_t, uint64_t, int)
+{
+    __trap(); // wgmma needs sm_90a (the build's default -gencode)
+}
+#endif
+
+// A fast stage of warpgroup wg: rows 64 wg + 16 w4 + g (+ 8), N columns (pairs).
+template <int N>
+__device__ __forceinline__ void m5_stage(float (&acc)[8][4], uint32_t sWh, uint32_t sXh, const float *sBS,
+                                         uint32_t sRS, int wg, int w4, int g, int t)
+{
+    float p[N / 2];
+    const uint64_t da = m5_desc(sWh + wg * 2048), db = m5_desc(sXh);
+    m5_fence();
+#pragma unroll
+    for (int s = 0; s < 8; s++) // k16 steps in ascending K; (s * 4096) >> 4 and (s * 2048) >> 4 in the start field
+        m5_wgmma<N>(p, da + (uint64_t)(s * (M_BN * 32 / 16)), db + (uint64_t)(s * (M_BM * 32 / 16)), s);
+    m5_commit();
+    m5_wait0();
+    const uint32_t r0 = wg * 64 + w4 * 16 + g;
+    const float w0 = __uint_as_float(lds32(sRS + r0 * 4)), w1 = __uint_as_float(lds32(sRS + (r0 + 8) * 4));
+#pragma unroll
+    for (int j = 0; j < N / 8; j++) {
+        const float2 a2 = *reinterpret_cast<const float2 *>(sBS + j * 8 + 2 * t);
+        float(&o)[4] = acc[j];
+        o[0] = __fmaf_rn(__fmul_rn(p[4 * j + 0], a2.x), w0, o[0]);
+        o[1] = __fmaf_rn(__fmul_rn(p[4 * j + 1], a2.y), w0, o[1]);
+        o[2] = __fmaf_rn(__fmul_rn(p[4 * j + 2], a2.x), w1, o[2]);
+        o[3] = __fmaf_rn(__fmul_rn(p[4 * j + 3], a2.y), w1, o[3]);
+    }
+}
+
+// V1's arithmetic on the raw stage for this thread's outputs (moe2_stage<false> with V5's ownership:
+// rows rb + g and rb + 8 + g, the tile's nbv pair blocks).
+__device__ __forceinline__ void m5_fallback(float (&acc)[8][4], uint32_t sA, uint32_t sAS, uint32_t sB,
+                                            const float *sBS, int rb, int g, int t, int nbv)
+{
+    uint32_t wraw[2];
+    wraw[0] = lds32(sAS + (rb + g) * 4);
+    wraw[1] = lds32(sAS + (rb + 8 + g) * 4);
+#pragma unroll
+    for (int blk = 0; blk < 4; blk++) {
+        uint32_t a[4];
+        float wsc[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int r = rb + h * 8 + g;
+            const uint32_t v = lds32(sA + r * 64 + ((blk ^ ((r >> 1) & 3)) << 4) + 4 * t);
+            a[h] = fp4_lo_to_e4m3(v);
+            a[2 + h] = fp4_hi_to_e4m3(v);
+            wsc[h] = e8m0_to_float((wraw[h] >> (8 * blk)) & 0xffu);
+        }
+#pragma unroll
+        for (int ni = 0; ni < 8; ni++) {
+            if (ni >= nbv)
+                break; // CTA-uniform
+            const int c = ni * 8 + g, seg = 2 * blk + (t >> 1);
+            const uint2 xv = lds64(sB + c * 128 + ((seg ^ (c & 7)) << 4) + (t & 1) * 8);
+            const uint32_t b0 = __byte_perm(xv.x, xv.y, 0x6420), b1 = __byte_perm(xv.x, xv.y, 0x7531);
+            float d[4] = {0.f, 0.f, 0.f, 0.f};
+            mma_e4m3(d, a[0], a[1], a[2], a[3], b0, b1);
+            const float as0 = sBS[ni * 8 + 2 * t] * 64.f, as1 = sBS[ni * 8 + 2 * t + 1] * 64.f;
+            acc[ni][0] += (d[0] * as0) * wsc[0];
+            acc[ni][1] += (d[1] * as1) * wsc[0];
+            acc[ni][2] += (d[2] * as0) * wsc[1];
+            acc[ni][3] += (d[3] * as1) * wsc[1];
+        }
+    }
+}
+
+__global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
+                                                           int x_group, const int *__restrict__ perm,
+                                                           const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                                                           const int *__restrict__ offsets,
+                                                           const uint8_t *const *__restrict__ wtab,
+                                                           const uint8_t *const *__restrict__ stab, int n, int k,
+                                                           __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles))
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wg = warp >> 2, w4 = warp & 3;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
+    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
+    const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
+    const int row0 = blockIdx.x * M_BN;
+    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const uint8_t *w = wtab[x], *ws = stab[x];
+    if (tid < M_BM)
+        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t sWh = sbase + M5_STAGES * M_STAGE, sXh = sWh + M4_W, sRS = sXh + M4_X, sLUT = sRS + M4_RS;
+    if (tid <= CUDA_MOE4_SPREAD) { // V4's LUT
+        uint32_t l[2] = {0, 0};
+        for (int c = 1; c < 8; c++)
+            l[c >> 2] |= cuda_moe4_lut_byte(c, tid) << (8 * (c & 3));
+        asm volatile("st.shared.v2.u32 [%0], {%1,%2};\n" ::"r"(sLUT + tid * 8), "r"(l[0]), "r"(l[1]));
+    }
+    __syncthreads();
+
+    const uint8_t *asrc[2], *bsrc[2];
+    bool aval[2], bval[2];
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256;
+        const int ra = i >> 2, ca = i & 3;
+        aval[j] = row0 + ra < n;
+        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+        const int rb = i >> 3, cb = i & 7;
+        const int pr = sP[rb];
+        bval[j] = pr >= 0;
+        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+    }
+    const bool as_val = tid < M_BN && row0 + tid < n;
+    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M_BM ? sP[tid] : -1;
+    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t s0 = sbase + stage * M_STAGE;
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256, ra = i >> 2, ca = i & 3, rb = i >> 3, cb = i & 7;
+            cp_async16(s0 + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), asrc[j] + (size_t)kb * 64, aval[j]);
+            cp_async16(s0 + M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4), bsrc[j] + (size_t)kb * 128, bval[j]);
+        }
+        if (tid < M_BN)
+            cp_async4(s0 + M_A + tid * 4, as_src + kb * 4, as_val);
+        if (tid < M_BM)
+            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, bs_src + kb, pb >= 0);
+    };
+
+    float acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            acc[j][c] = 0.f;
+
+    for (int s = 0; s < M5_STAGES - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<M5_STAGES - 2>();
+        __syncthreads(); // stage kb landed; every warpgroup is done with the f16 tiles and ring slot of kb - 1
+        if (kb + M5_STAGES - 1 < kb_n)
+            load_stage((kb + M5_STAGES - 1) % M5_STAGES, kb + M5_STAGES - 1);
+        cp_async_commit();
+
+        const int stage = kb % M5_STAGES;
+        const uint32_t sA = sbase + stage * M_STAGE, sAS = sA + M_A, sB = sAS + M_AS;
+        const float *sBS = reinterpret_cast<const float *>(smem + stage * M_STAGE + M_A + M_AS + M_B);
+
+        // Weights: V4's pieces and conversion, stored at cuda_moe5_off.
+        int off_e = 0;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            int ra, ca;
+            cuda_moe4_wpiece(tid + j * 256, &ra, &ca);
+            const uint4 raw = m3_lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
+            const uint32_t codes = lds32(sAS + ra * 4);
+            const uint32_t mx = max(max(codes & 0xffu, (codes >> 8) & 0xffu), max((codes >> 16) & 0xffu, codes >> 24));
+            const uint32_t sh = mx - ((codes >> (8 * ca)) & 0xffu);
+            const bool at_e = sh <= (uint32_t)CUDA_MOE4_SPREAD && mx != 255u;
+            off_e |= !at_e;
+            const uint2 l = lds64(sLUT + (at_e ? CUDA_MOE4_SPREAD - sh : 0u) * 8);
+            const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                uint32_t o[4];
+                cuda_moe4_convert(wv[c], l.x, l.y, o);
+                m3_sts128(sWh + cuda_moe5_off(ra, 32 * ca + 8 * c, M_BN), o[0], o[1], o[2], o[3]);
+            }
+            if (ca == 0) {
+                const float rs = e8m0_to_float(mx) * 0x1p-13f; // 2^(E - 140)
+                asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(sRS + ra * 4), "f"(rs));
+            }
+        }
+        // Activations (8-pair groups past the tile's pairs skipped: their columns are never written).
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256;
+            if ((i >> 6) >= nbv)
+                continue;
+            int rb, cb;
+            cuda_moe4_xpiece(i, &rb, &cb);
+            const uint4 raw = m3_lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
+            m3_sts128(sXh + cuda_moe5_off(rb, 16 * cb, M_BM), m4_e4m3x2_to_f16x2(raw.x), m4_e4m3x2_to_f16x2(raw.x >> 16),
+                      m4_e4m3x2_to_f16x2(raw.y), m4_e4m3x2_to_f16x2(raw.y >> 16));
+            m3_sts128(sXh + cuda_moe5_off(rb, 16 * cb + 8, M_BM), m4_e4m3x2_to_f16x2(raw.z),
+                      m4_e4m3x2_to_f16x2(raw.z >> 16), m4_e4m3x2_to_f16x2(raw.w), m4_e4m3x2_to_f16x2(raw.w >> 16));
+        }
+        // the generic-proxy stores above become visible to wgmma (the async proxy) after this fence and
+        // the barrier
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        const int fallback = __syncthreads_or(off_e); // CTA-uniform; the f16 tiles are complete
+        if (fallback && tid == 0)
+            atomicAdd(&g_moe_v5_fallbacks, 1ull); // (cuda_moe_v5_fallback_stages)
+        if (!fallback) {
+            if (nbv <= 2) // CTA-uniform
+                m5_stage<16>(acc, sWh, sXh, sBS, sRS, wg, w4, g, t);
+            else if (nbv <= 4)
+                m5_stage<32>(acc, sWh, sXh, sBS, sRS, wg, w4, g, t);
+            else if (nbv <= 6)
+                m5_stage<48>(acc, sWh, sXh, sBS, sRS, wg, w4, g, t);
+            else
+                m5_stage<64>(acc, sWh, sXh, sBS, sRS, wg, w4, g, t);
+        } else {
+            m5_fallback(acc, sA, sAS, sB, sBS, wg * 64 + w4 * 16, g, t, nbv);
+        }
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (j >= nbv)
+            break;
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            const int rr = row0 + wg * 64 + w4 * 16 + g + (v >> 1) * 8, cc = j * 8 + 2 * t + (v & 1);
+            if (rr < n && cc < rows)
+                y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[j][v]);
+        }
+    }
+}
+
 using moe_kernel_fn = void (*)(const uint8_t *, const float *, int, const int *, const int *, const int *,
                                const int *, const uint8_t *const *, const uint8_t *const *, int, int,
                                __nv_bfloat16 *);
@@ -1193,11 +1496,15 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
     const moe_kernel_fn kernel = variant == CUDA_MOE_GEMM_V1   ? moe_gemm_kernel
                                  : variant == CUDA_MOE_GEMM_V2 ? moe_gemm2_kernel
                                  : variant == CUDA_MOE_GEMM_V3 ? moe_gemm3_kernel
-                                                               : moe_gemm4_kernel;
-    const int smem = variant == CUDA_MOE_GEMM_V3 ? M3_SMEM : variant == CUDA_MOE_GEMM_V4 ? M4_SMEM : M_SMEM;
+                                 : variant == CUDA_MOE_GEMM_V4 ? moe_gemm4_kernel
+                                                               : moe_gemm5_kernel;
+    const int smem = variant == CUDA_MOE_GEMM_V3   ? M3_SMEM
+                     : variant == CUDA_MOE_GEMM_V4 ? M4_SMEM
+                     : variant == CUDA_MOE_GEMM_V5 ? M5_SMEM
+                                                   : M_SMEM;
     // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
     // (engines on several GPUs call this from one thread).
-    static unsigned long long attr_set[4] = {0, 0, 0, 0};
+    static unsigned long long attr_set[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0};
     int dev = 0;
     cudaError_t rc = cudaGetDevice(&dev);
     if (rc != cudaSuccess)
@@ -1209,11 +1516,11 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
             return cuda_fail(e, rc, "cudaFuncSetAttribute(moe gemm kernel)");
         // V4's 2 CTAs an SM need 2 x 100 KB of the 228 KB: ask for the largest shared-memory carveout
         // (a preference; the L1 left is what the kernel does not use anyway).
-        if (variant == CUDA_MOE_GEMM_V4) {
+        if (variant == CUDA_MOE_GEMM_V4 || variant == CUDA_MOE_GEMM_V5) {
             rc = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                       (int)cudaSharedmemCarveoutMaxShared);
             if (rc != cudaSuccess)
-                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4_kernel carveout)");
+                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4/5_kernel carveout)");
         }
         attr_set[variant] |= bit;
     }
@@ -1289,11 +1596,11 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: k = %d is not a positive multiple of 128", k);
     if (n < 1 || x_group < 1 || (n + M_BN - 1) / M_BN > 65535 * 1024)
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: n = %d, x_group = %d", n, x_group);
-    if (variant != CUDA_MOE_GEMM_V1 && variant != CUDA_MOE_GEMM_V2 && variant != CUDA_MOE_GEMM_V3 &&
-        variant != CUDA_MOE_GEMM_V4)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0, 1, 2 or 3)", variant);
-    static const char *const names[4] = {"moe_gemm_kernel", "moe_gemm2_kernel", "moe_gemm3_kernel",
-                                         "moe_gemm4_kernel"};
+    if (variant < CUDA_MOE_GEMM_V1 || variant >= CUDA_MOE_GEMM_NVARIANTS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0..%d)", variant, CUDA_MOE_GEMM_NVARIANTS - 1);
+    static const char *const names[CUDA_MOE_GEMM_NVARIANTS] = {"moe_gemm_kernel", "moe_gemm2_kernel",
+                                                               "moe_gemm3_kernel", "moe_gemm4_kernel",
+                                                               "moe_gemm5_kernel"};
     moe_kernel_fn kernel;
     int smem;
     const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
@@ -1308,8 +1615,9 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
 
 extern "C" int cuda_moe_gemm_ctas_per_sm(int variant, int *ctas, struct ctx_err *e)
 {
-    if (variant < CUDA_MOE_GEMM_V1 || variant > CUDA_MOE_GEMM_V4)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm_ctas_per_sm: variant %d (0..3)", variant);
+    if (variant < CUDA_MOE_GEMM_V1 || variant >= CUDA_MOE_GEMM_NVARIANTS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm_ctas_per_sm: variant %d (0..%d)", variant,
+                           CUDA_MOE_GEMM_NVARIANTS - 1);
     moe_kernel_fn kernel;
     int smem;
     const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
@@ -1330,7 +1638,7 @@ extern "C" int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_
 
 extern "C" int cuda_moe_gemm_variant_of_env(const char *value)
 {
-    if (value && value[0] >= '1' && value[0] <= '4' && value[1] == '\0')
+    if (value && value[0] >= '1' && value[0] < '1' + CUDA_MOE_GEMM_NVARIANTS && value[1] == '\0')
         return CUDA_MOE_GEMM_V1 + (value[0] - '1');
     return CUDA_MOE_GEMM_UNSET;
 }
@@ -1368,4 +1676,9 @@ extern "C" int cuda_moe_v3_fallback_stages(unsigned long long *count, int reset,
 extern "C" int cuda_moe_v4_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
 {
     return fallback_stages(g_moe_v4_fallbacks, "cuda_moe_v4_fallback_stages", count, reset, e);
+}
+
+extern "C" int cuda_moe_v5_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
+{
+    return fallback_stages(g_moe_v5_fallbacks, "cuda_moe_v5_fallback_stages", count, reset, e);
 }

@@ -98,16 +98,24 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
 #define CUDA_MOE_GEMM_V2 1
 #define CUDA_MOE_GEMM_V3 2
 #define CUDA_MOE_GEMM_V4 3
+/* V5 is V4 on Hopper's warpgroup instruction: the same conversions, scales, guard and fallback, with
+ * the f16 tiles in wgmma's canonical no-swizzle K-major layout (cuda_moe5_off below) and each stage's 8
+ * k16 steps as wgmma.mma_async m64nNk16 f16 -> f32 (two warpgroups of 64 weight rows, N = the tile's
+ * pairs rounded up to 16, 32, 48 or 64) read straight from shared memory, instead of ldmatrix + mma.sync
+ * per warp. Same bound as V3/V4; cuda_moe_v5_fallback_stages counts its fallback stages. sm_90a only. */
+#define CUDA_MOE_GEMM_V5 4
 /* The kernel cuda_moe_gemm runs: the one the environment variable CTX_CUDA_MOE_GEMM forces, if it is
- * "1", "2", "3" or "4" (V1..V4; read once, at the first call; any other value is ignored), else
- * CUDA_MOE_GEMM_DEFAULT, V4 at every size: on the H200 (one V4-Flash layer, bench-gpu moe) V3's time /
- * V4's was 0.97 at S = 512, 1.07 at S = 2048 and at S = 8192, and V3 and V4 are not bit-equal (~0.01%
- * of outputs differ, both within one bound of the exact sums), so one kernel for every call keeps a
- * chunked prefill bit-identical to one chunk (kernels/README.md's engine bullet), which choosing by
- * size would break for V3's 3% on small calls. cuda_moe_gemm_variant_of_env is the parse (value NULL:
- * unset): V1..V4, or CUDA_MOE_GEMM_UNSET. */
-#define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V4
+ * "1" .. "5" (V1..V5; read once, at the first call; any other value is ignored), else
+ * CUDA_MOE_GEMM_DEFAULT, V5 at every size: on the H200 (one V4-Flash layer, bench-gpu moe, 2026-11-29)
+ * V4's time / V5's was 1.15 at S = 512, 1.20 at S = 2048 and 1.23 at S = 8192, with V4's bytes on every
+ * output there and in test_moe_gemm (V4 had replaced V3, which was 3% faster at S = 512 only, and V3
+ * and V4 are not bit-equal: ~0.01% of outputs differ, both within one bound of the exact sums). One
+ * kernel for every call keeps a chunked prefill bit-identical to one chunk (kernels/README.md's engine
+ * bullet), which choosing by size would break. cuda_moe_gemm_variant_of_env is the parse (value NULL:
+ * unset): V1..V5, or CUDA_MOE_GEMM_UNSET. */
+#define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V5
 #define CUDA_MOE_GEMM_UNSET (-1)
+#define CUDA_MOE_GEMM_NVARIANTS 5
 int cuda_moe_gemm_default_variant(void);
 int cuda_moe_gemm_variant_of_env(const char *value);
 /* cuda_moe_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
@@ -122,6 +130,8 @@ int cuda_moe_gemm_ctas_per_sm(int variant, int *ctas, struct ctx_err *e);
 int cuda_moe_v3_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 /* The same for V4's (CTA, stage)s that ran V1's arithmetic (spread beyond 26, or the NaN code). */
 int cuda_moe_v4_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
+/* The same for V5's (V4's guard). */
+int cuda_moe_v5_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 
 /* ---- V4's shared-memory layout and weight conversion (internal to moe_gemm.cu; here so that
  * test_moe_gemm checks, on the host, the very functions the kernel runs) ----
@@ -159,6 +169,18 @@ static inline CUDA_MOE4_HD uint32_t cuda_moe4_b_ldsm(int lane, int nb0, int nb1,
 {
     return cuda_moe4_xoff(((lane >> 4) ? nb1 : nb0) * 8 + (lane & 7), 16 * s + 8 * ((lane >> 3) & 1));
 }
+/* V5's tiles: wgmma's canonical K-major layout without swizzle. A core matrix is 8 rows x 16 bytes
+ * (8 f16 of K) stored as 128 contiguous bytes; per k16 step s a slab of nrows x 32 bytes holds, per
+ * 8-row group (256 bytes apart: the descriptor's stride byte offset), the core matrices of K 0-7 and
+ * 8-15 (128 bytes apart: the leading byte offset). A warpgroup's 64 rows of step s start at
+ * s * nrows * 32 + (first row / 8) * 256. The conversion's 8-lane phases (8 consecutive rows, one
+ * K chunk) store to 8 distinct 16-byte slots of one core matrix: no bank conflicts. */
+static inline CUDA_MOE4_HD uint32_t cuda_moe5_off(int row, int k, int nrows)
+{
+    return (uint32_t)((k >> 4) * nrows * 32 + (row >> 3) * 256 + ((k >> 3) & 1) * 128 + (row & 7) * 16 + (k & 7) * 2);
+}
+#define CUDA_MOE5_LBO 128
+#define CUDA_MOE5_SBO 256
 /* Conversion work item i (0..511; thread tid takes tid and tid + 256) of the weights: row ra,
  * 32-K sub-block ca; of the activations: pair rb, 16-K chunk cb. Each 8-lane phase of a warp takes 8
  * consecutive rows at one sub-block (chunk), which keeps the raw loads and f16 stores conflict-free. */

@@ -560,6 +560,28 @@ static void bench_moe_prefill(int S)
         eq4_3 += a == c3;
         far4 += d > 1.0;
     }
+    /* V5 (V4 on wgmma) on the same pairs: against V4 (bit-equal share, largest distance), its fallbacks */
+    j.variant = CUDA_MOE_GEMM_V5;
+    uint16_t *m13 = malloc(y13b), *m2 = malloc(y2b);
+    must(cuda_memset(j.y13, 0xff, y13b, &err));
+    must(cuda_memset(j.y2, 0xff, y2b, &err));
+    unsigned long long fb5 = 0;
+    must(cuda_moe_v5_fallback_stages(&fb5, 1, &err));
+    moe_gemm_launch(&j, 0);
+    must(cuda_sync(&err));
+    must(cuda_moe_v5_fallback_stages(&fb5, 1, &err));
+    must(cuda_d2h(m13, j.y13, y13b, &err));
+    must(cuda_d2h(m2, j.y2, y2b, &err));
+    double ulps5 = 0.0;
+    size_t eq5_4 = 0, far5 = 0;
+    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
+        const uint16_t a = i < y13b / 2 ? m13[i] : m2[i - y13b / 2], b = i < y13b / 2 ? k13[i] : k2[i - y13b / 2];
+        const double d = moe_ulps_apart(a, b);
+        ulps5 = d > ulps5 ? d : ulps5;
+        eq5_4 += a == b;
+        far5 += d > 1.0;
+    }
+    free(m13), free(m2);
     free(k13), free(k2);
 
     const int iters_gemm = 10, iters_gemv = S >= 4096 ? 3 : 5;
@@ -569,6 +591,8 @@ static void bench_moe_prefill(int S)
     double ms_v3 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V4;
     double ms_v4 = time_alone(moe_gemm_launch, &j, iters_gemm);
+    j.variant = CUDA_MOE_GEMM_V5;
+    double ms_v5 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V2;
     double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
     double ms_bucket = time_alone(moe_bucket_launch, &j, iters_gemm);
@@ -584,6 +608,9 @@ static void bench_moe_prefill(int S)
            100.0 * (double)eq3 / (double)tot, fb,
            ms_gemm, ms_bucket, tf_gemm, 100.0 * tf_gemm / fp8_peak, ms_v1, ms_v1 / ms_gemm,
            100.0 * (double)eq1 / (double)tot, ms_gemv, tf_gemv, ms_gemv / ms_gemm, 100.0 * (double)eq / (double)tot);
+    printf("| V5 (wgmma) | %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx | %7.3f%% | %5.0f | %.4f%% | %llu |\n", S, np2,
+           ms_v5, flop / (ms_v5 * 1e-3) / 1e12, 100.0 * flop / (ms_v5 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v5,
+           100.0 * (double)eq5_4 / (double)tot, ulps5, 100.0 * (double)far5 / (double)tot, fb5);
     free(ids), free(h13), free(g13), free(h2), free(g2);
     cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
     cuda_free(j.y13), cuda_free(j.y2), cuda_free(s13), cuda_free(s2);
@@ -602,10 +629,12 @@ static void bench_moe_rows(int only_s)
            "can be many bf16 ulps apart: the max and the share > 1 ulp), "
            "the same for V4, and V4's share bit-equal to V3; fallbacks: (CTA, stage)s that took the exactness "
            "guard\n\n");
-    int occ[4] = {0, 0, 0, 0};
-    for (int v = 0; v < 4; v++)
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0};
+    for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &err));
-    printf("(CTAs per SM: V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[3], occ[2], occ[1], occ[0]);
+    printf("(CTAs per SM: V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[4], occ[3], occ[2], occ[1], occ[0]);
+    printf("Each S's row is followed by V5's (V4 on wgmma; the next table's columns: kernel | S | pairs | ms | "
+           "TFLOP/s | of FP8 peak | V4 / V5 | bit-equal to V4 | max ulps vs V4 | > 1 ulp from V4 | fallbacks)\n\n");
     printf("| S | pairs | V4 ms | V4 TFLOP/s | of FP8 peak | V3 / V4 | V2 / V4 | V4 max ulps vs V2 | V4 > 1 ulp from V2 "
            "| V4 bit-equal to V3 | V4 fallbacks | V3 ms | V3 TFLOP/s | of FP8 peak | V2 / V3 | V3 max ulps vs V2 | V3 > 1 ulp from V2 | "
            "V3 bit-equal to V2 | "

@@ -33,11 +33,16 @@
  *   the same bound and checks as V3 on every case, its guard at 26 (spread 26: exact on the fast
  *   path, the 0.5s become f16's smallest normal 2^-14; 27: every stage falls back, V2's bytes), the
  *   share bit-equal to V3 printed; cuda_moe_gemm gives the bytes of the kernel it says it runs
- *   (CTX_CUDA_MOE_GEMM, else V4 at every size), and at 3072 and 12288 pairs (V4-Flash's w2 at S = 512
- *   and 2048) it runs V4 (scales that make every stage of V3 and none of V4 fall back, so the
+ *   (CTX_CUDA_MOE_GEMM, else V5 at every size), and at 3072 and 12288 pairs (V4-Flash's w2 at S = 512
+ *   and 2048) it runs V5 (scales that make every stage of V3 and none of V4/V5 fall back, so the
  *   fallback counters of its run name the kernel); on the host (CI):
  *   V4's conversion of every e2m1 byte at every shift and its shared-memory layout and ldmatrix
  *   fragments against the PTX ISA's m16n8k16 layout, the environment parse and the default.
+ * - V5 (V4 on wgmma: the f16 tiles in the canonical no-swizzle K-major layout, 8 wgmma m64nNk16 a
+ *   stage): the same bound, V4's guard (its fallback count equals V4's on every case; spread 27: every
+ *   stage falls back, V2's bytes), the share bit-equal to V4 printed (100% on the H200), a second run
+ *   byte-equal; on the host, its layout against the descriptors' canonical layout and its store
+ *   phases for bank conflicts.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -114,7 +119,7 @@ struct mcase {
     int style; /* 0: w1-like (x_group = topk), 1: w2-like (x_group 1), 2: the engine's w1|w3 (2E entries) */
     int extreme; /* scales outside moe_gemm2_kernel's fast range on some rows / blocks / pairs */
     int spread;  /* e.g. 14 or 15: in every row's 128-K block one sub-block's scale that far below the others */
-    int want;    /* 3 or 4: cuda_moe_gemm must run V3 / V4 at this size (unless CTX_CUDA_MOE_GEMM forces one);
+    int want;    /* 3 or 5: cuda_moe_gemm must run V3 / V5 at this size (unless CTX_CUDA_MOE_GEMM forces one);
                   * needs 14 < spread <= 26 (V3 falls back on every stage, V4 on none) */
 };
 
@@ -277,9 +282,11 @@ static void run_case(const struct mcase *c)
     void *dids = dev_copy(ids, sizeof *ids * npairs), *dwt = dev_copy(dw, sizeof *dw * T),
          *dst = dev_copy(ds, sizeof *ds * T);
     size_t ybytes = sizeof(uint16_t) * (size_t)npairs * n;
-    void *dy, *dyv, *dy1, *dy2, *dy4, *dyd, *scratch;
+    void *dy, *dyv, *dy1, *dy2, *dy4, *dy5, *dyd, *scratch;
     must(cuda_malloc(&dy, ybytes, &e), &e);
     must(cuda_malloc(&dy4, ybytes, &e), &e);
+    must(cuda_malloc(&dy5, ybytes, &e), &e);
+    must(cuda_memset(dy5, 0xff, ybytes, &e), &e);
     must(cuda_malloc(&dyd, ybytes, &e), &e);
     must(cuda_memset(dy4, 0xff, ybytes, &e), &e);
     must(cuda_memset(dyd, 0xff, ybytes, &e), &e);
@@ -294,25 +301,30 @@ static void run_case(const struct mcase *c)
     must(cuda_moe_buckets_init(&bk, scratch, sbytes, T, npairs, &e), &e);
     must(cuda_memset(dy, 0xff, ybytes, &e), &e);
     must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
-    unsigned long long fb0 = 0, fb = 0, fb4 = 0;
+    unsigned long long fb0 = 0, fb = 0, fb4 = 0, fb5 = 0;
     must(cuda_moe_v3_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fb0, 1, &e), &e);
+    must(cuda_moe_v5_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V3, NULL, &e), &e);
     must(cuda_moe_v3_fallback_stages(&fb, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy4, CUDA_MOE_GEMM_V4, NULL, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fb4, 1, &e), &e);
+    must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy5, CUDA_MOE_GEMM_V5, NULL, &e), &e);
+    must(cuda_moe_v5_fallback_stages(&fb5, 1, &e), &e);
     must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dyd, NULL, &e), &e); /* the default (or the env's) */
-    unsigned long long fbd3 = 0, fbd4 = 0; /* that run's fallbacks (V1 / V2 count none) */
+    unsigned long long fbd3 = 0, fbd4 = 0, fbd5 = 0; /* that run's fallbacks (V1 / V2 count none) */
     must(cuda_moe_v3_fallback_stages(&fbd3, 1, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fbd4, 1, &e), &e);
+    must(cuda_moe_v5_fallback_stages(&fbd5, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy1, CUDA_MOE_GEMM_V1, NULL, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy2, CUDA_MOE_GEMM_V2, NULL, &e), &e);
     must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dyv, NULL, &e), &e);
     must(cuda_sync(&e), &e);
     uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes), *y1 = malloc(ybytes),
-             *y3 = malloc(ybytes), *y4 = malloc(ybytes), *yd = malloc(ybytes);
+             *y3 = malloc(ybytes), *y4 = malloc(ybytes), *y5 = malloc(ybytes), *yd = malloc(ybytes);
     must(cuda_d2h(y3, dy, ybytes, &e), &e);
     must(cuda_d2h(y4, dy4, ybytes, &e), &e);
+    must(cuda_d2h(y5, dy5, ybytes, &e), &e);
     must(cuda_d2h(yd, dyd, ybytes, &e), &e);
     must(cuda_d2h(y, dy2, ybytes, &e), &e); /* y: V2 (the checks below as they were for V2) */
     must(cuda_d2h(yv, dyv, ybytes, &e), &e);
@@ -368,13 +380,14 @@ static void run_case(const struct mcase *c)
      * hardware steps as V3's 4 emulated e4m3 mmas with fewer roundings between them, and the same one
      * fma per stage) */
     const double dk = (3.0 * (k / 32) + 2.0) * 0x1p-24;
-    const uint16_t *yk[2] = {y3, y4};
-    long badk[2] = {0, 0}, nek_2[2] = {0, 0}, eqk_ref[2] = {0, 0}, eq4_3 = 0, firstk[2] = {-1, -1};
-    double worstk[2] = {0.0, 0.0}, ulpsk[2] = {0.0, 0.0};
+    const uint16_t *yk[3] = {y3, y4, y5};
+    long badk[3] = {0, 0, 0}, nek_2[3] = {0, 0, 0}, eqk_ref[3] = {0, 0, 0}, eq4_3 = 0, eq5_4 = 0;
+    long firstk[3] = {-1, -1, -1};
+    double worstk[3] = {0.0, 0.0, 0.0}, ulpsk[3] = {0.0, 0.0, 0.0};
     for (long i = 0; i < total; i++) {
         const double x = ex[i], dd = dk * mag[i];
         const double bound = 0.5 * ulp_bf16(fabs(x) + dd) + dd + 0x1p-140;
-        for (int v = 0; v < 2; v++) {
+        for (int v = 0; v < 3; v++) {
             const double g = cuda_ref_bf16_to_f32(yk[v][i]);
             const double err = fabs(g - x);
             if (!(err <= bound) && firstk[v] < 0)
@@ -387,9 +400,10 @@ static void run_case(const struct mcase *c)
             ulpsk[v] = u2 > ulpsk[v] ? u2 : ulpsk[v];
         }
         eq4_3 += y4[i] == y3[i];
+        eq5_4 += y5[i] == y4[i];
     }
     const long bad3 = badk[0], ne3_2 = nek_2[0];
-    for (int v = 0; v < 2; v++)
+    for (int v = 0; v < 3; v++)
         if (firstk[v] >= 0) { /* where: output (pair, row) = (i / n, i % n), for a post-mortem */
             const long i = firstk[v];
             printf("# %s: V%d first miss at pair %ld row %ld: %.9g, exact %.9g, bound %.3g, mag %.3g\n", c->what, v + 3,
@@ -403,6 +417,11 @@ static void run_case(const struct mcase *c)
         "differs from V2 on %ld (at most %.0f bf16 ulp), bit-equal to V3 %.2f%%, to bf16(ref) %.2f%%; %llu (CTA, "
         "stage) fallbacks", c->what, badk[1], total, worstk[1], nek_2[1], ulpsk[1], 100.0 * (double)eq4_3 / (double)total,
         100.0 * (double)eqk_ref[1] / (double)total, fb4);
+    tap(badk[2] == 0, "%s: V5 (wgmma) vs the exact sums: %ld/%ld outside the same bound, largest |d| / bound %.3f; "
+        "differs from V2 on %ld (at most %.0f bf16 ulp), bit-equal to V4 %.2f%%; %llu (CTA, stage) fallbacks "
+        "(V4 %llu)", c->what, badk[2], total, worstk[2], nek_2[2], ulpsk[2], 100.0 * (double)eq5_4 / (double)total,
+        fb5, fb4);
+    tap(fb5 == fb4, "%s: V5 takes V4's guard: %llu fallback stages, V4 %llu", c->what, fb5, fb4);
     const unsigned long long all = (unsigned long long)gnt * (unsigned long long)((n + 127) / 128) * (k / 128);
     if (c->spread <= 14 && !c->extreme)
         tap(fb == 0, "%s: no stage of V3 fell back (%llu)", c->what, fb);
@@ -413,32 +432,39 @@ static void run_case(const struct mcase *c)
     if (c->spread > 14)
         tap(fb == all && ne3_2 == 0, "%s: every stage of V3 fell back (%llu of %llu) and gave V2's bytes (%ld differ)",
             c->what, fb, all, ne3_2);
-    if (c->spread > CUDA_MOE4_SPREAD)
+    if (c->spread > CUDA_MOE4_SPREAD) {
         tap(fb4 == all && nek_2[1] == 0, "%s: every stage of V4 fell back (%llu of %llu) and gave V2's bytes (%ld "
             "differ)", c->what, fb4, all, nek_2[1]);
+        tap(fb5 == all && nek_2[2] == 0, "%s: every stage of V5 fell back (%llu of %llu) and gave V2's bytes (%ld "
+            "differ)", c->what, fb5, all, nek_2[2]);
+    }
     {
         const int dv = cuda_moe_gemm_default_variant();
-        const uint16_t *want = dv == CUDA_MOE_GEMM_V1 ? y1 : dv == CUDA_MOE_GEMM_V2 ? y : dv == CUDA_MOE_GEMM_V3 ? y3 : y4;
+        const uint16_t *want = dv == CUDA_MOE_GEMM_V1   ? y1
+                               : dv == CUDA_MOE_GEMM_V2 ? y
+                               : dv == CUDA_MOE_GEMM_V3 ? y3
+                               : dv == CUDA_MOE_GEMM_V4 ? y4
+                                                        : y5;
         tap(!memcmp(yd, want, ybytes), "%s: cuda_moe_gemm ran V%d (CTX_CUDA_MOE_GEMM or the default at %d pairs): its "
             "bytes", c->what, dv + 1, npairs);
         if (c->want) {
             /* the default itself; the counters say which kernel ran (V3: every stage fell back; V4: none) */
             const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
             const int expect = forced != CUDA_MOE_GEMM_UNSET ? forced : c->want - 1;
-            const int counters = dv == CUDA_MOE_GEMM_V3 ? fbd3 == all && fbd4 == 0 : fbd3 == 0 && fbd4 == 0;
+            const int counters = dv == CUDA_MOE_GEMM_V3 ? fbd3 == all && fbd4 == 0 && fbd5 == 0
+                                                        : fbd3 == 0 && fbd4 == 0 && fbd5 == 0;
             tap(dv == expect && counters, "%s: at %d pairs cuda_moe_gemm runs V%d (%s: V%d), its run's fallbacks V3 %llu "
-                "of %llu stages, V4 %llu", c->what, npairs, dv + 1,
+                "of %llu stages, V4 %llu, V5 %llu", c->what, npairs, dv + 1,
                 forced != CUDA_MOE_GEMM_UNSET ? "forced by CTX_CUDA_MOE_GEMM" : "the default", expect + 1,
-                fbd3, all, fbd4);
+                fbd3, all, fbd4, fbd5);
         }
     }
 
     /* deterministic */
-    for (int v = 0; v < 2; v++) {
+    for (int v = 0; v < 3; v++) {
         must(cuda_memset(dy, 0, ybytes, &e), &e);
         must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
-        must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, v ? CUDA_MOE_GEMM_V4 : CUDA_MOE_GEMM_V3,
-                                   NULL, &e), &e);
+        must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V3 + v, NULL, &e), &e);
         must(cuda_sync(&e), &e);
         must(cuda_d2h(y2, dy, ybytes, &e), &e);
         tap(!memcmp(yk[v], y2, ybytes), "%s: a second bucketing + product (V%d) gives the same bytes", c->what, v + 3);
@@ -449,9 +475,9 @@ static void run_case(const struct mcase *c)
         cuda_free(dw[i]), cuda_free(ds[i]);
     }
     free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag), free(ex);
-    free(y), free(yv), free(y2), free(y1), free(y3), free(y4), free(yd), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
+    free(y), free(yv), free(y2), free(y1), free(y3), free(y4), free(y5), free(yd), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
     cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy), cuda_free(dyv), cuda_free(dy1);
-    cuda_free(dy2), cuda_free(dy4), cuda_free(dyd);
+    cuda_free(dy2), cuda_free(dy4), cuda_free(dy5), cuda_free(dyd);
     cuda_free(scratch);
 }
 
@@ -470,7 +496,8 @@ static void test_errors(void)
     int g = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 64, 100, NULL, NULL, &e); /* k not a multiple of 128 */
     int h = cuda_moe_gemm(&bk, NULL, NULL, 0, NULL, NULL, 64, 128, NULL, NULL, &e); /* x_group 0 */
     int i = cuda_moe_gemm(&bk, NULL, NULL, 6, NULL, NULL, 0, 128, NULL, NULL, &e);  /* n 0 */
-    int v = cuda_moe_gemm_variant(&bk, NULL, NULL, 6, NULL, NULL, 64, 128, NULL, 4, NULL, &e); /* no kernel 4 */
+    int v = cuda_moe_gemm_variant(&bk, NULL, NULL, 6, NULL, NULL, 64, 128, NULL, CUDA_MOE_GEMM_NVARIANTS, NULL,
+                                  &e); /* no such kernel */
     tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && f == CTX_EINVAL && ok == 0 && g == CTX_EINVAL &&
             h == CTX_EINVAL && i == CTX_EINVAL && v == CTX_EINVAL && cuda_moe_scratch_bytes(8, 48) <= 4096,
         "bad sizes, short or misaligned scratch, bad shapes and an unknown kernel are rejected with CTX_EINVAL "
@@ -909,23 +936,68 @@ static void test_v4_cta_model(void)
         "scale 2^(E - 140)): %ld/%ld outputs differ from the exact sum", bad, checked);
 }
 
+/* V5's tiles (moe_gemm.h cuda_moe5_off), on the host: a bijection onto the tile; the address wgmma
+ * computes from the kernel's descriptors (start of step s's slab + the warpgroup's first row group,
+ * then per the PTX ISA's canonical K-major no-swizzle layout: 8-row group i at i * SBO, K core matrix c
+ * at c * LBO, row r % 8 at 16 r, K position at 2 k) for every element; and every 8-lane store phase of
+ * the conversion (8 consecutive rows, one 8-K chunk: the weights' pieces, the activations' chunks) in
+ * 8 distinct 16-byte slots of one 128-byte core matrix (no bank conflicts). */
+static void test_v5_layout(void)
+{
+    static unsigned char seen[32768];
+    long bad_map = 0, bad_desc = 0, conflicts = 0;
+    for (int tl = 0; tl < 2; tl++) {
+        const int nr = tl ? 64 : 128;
+        const uint32_t bytes = (uint32_t)nr * 256;
+        memset(seen, 0, sizeof seen);
+        for (int r = 0; r < nr; r++)
+            for (int kk = 0; kk < 128; kk++) {
+                const uint32_t o = cuda_moe5_off(r, kk, nr);
+                if (o >= bytes || (o & 1) || seen[o / 2]) {
+                    bad_map++;
+                    continue;
+                }
+                seen[o / 2] = 1;
+                const int wgi = r / 64, rr = r % 64; /* warpgroup wgi's descriptor: start + wgi * 2048 */
+                const uint32_t start = (uint32_t)(kk / 16) * (uint32_t)nr * 32 + (uint32_t)wgi * 2048;
+                const uint32_t want = start + (uint32_t)(rr / 8) * CUDA_MOE5_SBO + (uint32_t)((kk % 16) / 8) * CUDA_MOE5_LBO +
+                                      (uint32_t)(rr % 8) * 16 + (uint32_t)(kk % 8) * 2;
+                bad_desc += o != want;
+            }
+        for (int r0 = 0; r0 < nr; r0 += 8)
+            for (int kc = 0; kc < 128; kc += 8) {
+                int slots = 0;
+                uint32_t block = cuda_moe5_off(r0, kc, nr) / 128;
+                for (int l = 0; l < 8; l++) {
+                    const uint32_t o = cuda_moe5_off(r0 + l, kc, nr);
+                    conflicts += (o & 15) != 0 || o / 128 != block;
+                    slots |= 1 << ((o >> 4) & 7);
+                }
+                conflicts += slots != 0xff;
+            }
+    }
+    tap(bad_map == 0 && bad_desc == 0 && conflicts == 0, "host model of V5's wgmma tiles: layout %ld errors, %ld "
+        "elements off the descriptors' canonical layout, %ld conflicting store phases", bad_map, bad_desc, conflicts);
+}
+
 static void test_env_variant(void)
 {
-    static const char *const bad[] = {"", "0", "5", "44", "x", "3 ", "-1"};
+    static const char *const bad[] = {"", "0", "6", "44", "x", "3 ", "-1"};
     int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_UNSET &&
              cuda_moe_gemm_variant_of_env("1") == CUDA_MOE_GEMM_V1 &&
              cuda_moe_gemm_variant_of_env("2") == CUDA_MOE_GEMM_V2 &&
-             cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4;
+             cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4 &&
+             cuda_moe_gemm_variant_of_env("5") == CUDA_MOE_GEMM_V5;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_UNSET;
-    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"4\" force V1..V4, unset or anything else leaves the default; this "
+    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"5\" force V1..V5, unset or anything else leaves the default; this "
         "run: V%d", cuda_moe_gemm_default_variant() + 1);
     /* one kernel at every size (V4-Flash's calls: w2 over S k pairs, w1|w3 over 2 S k), so that chunked
      * prefills stay bit-identical to one chunk */
     const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
-    tap(CUDA_MOE_GEMM_DEFAULT == CUDA_MOE_GEMM_V4 &&
-            cuda_moe_gemm_default_variant() == (forced != CUDA_MOE_GEMM_UNSET ? forced : CUDA_MOE_GEMM_V4),
-        "the default kernel: V4 at every size (unless CTX_CUDA_MOE_GEMM forces one)");
+    tap(CUDA_MOE_GEMM_DEFAULT == CUDA_MOE_GEMM_V5 &&
+            cuda_moe_gemm_default_variant() == (forced != CUDA_MOE_GEMM_UNSET ? forced : CUDA_MOE_GEMM_V5),
+        "the default kernel: V5 at every size (unless CTX_CUDA_MOE_GEMM forces one)");
 }
 
 int main(void)
@@ -936,6 +1008,7 @@ int main(void)
         test_v4_conversion();
         test_v4_layout();
         test_v4_cta_model();
+        test_v5_layout();
         test_env_variant();
         printf("# no CUDA device: the device cases are skipped\n1..%d\n", n_test);
         return n_fail ? 1 : 0;
@@ -945,16 +1018,17 @@ int main(void)
     test_v4_conversion();
     test_v4_layout();
     test_v4_cta_model();
+    test_v5_layout();
     test_env_variant();
     struct ctx_err e;
     char name[256];
     int sms = 0;
     must(cuda_device_name(name, sizeof name, &sms, &e), &e);
     printf("# device: %s, %d SMs\n", name, sms);
-    int occ[4] = {0, 0, 0, 0};
-    for (int v = 0; v < 4; v++)
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0};
+    for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &e), &e);
-    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d\n", occ[0], occ[1], occ[2], occ[3]);
+    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d\n", occ[0], occ[1], occ[2], occ[3], occ[4]);
     test_errors();
     static const struct mcase cases[] = {
         /* V4-Flash routing (256 experts, top-6) at small matrices, S from 1 to 4096 */
@@ -991,8 +1065,8 @@ int main(void)
         {"spread 27 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 27},
         {"spread 27 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 27},
         /* the default at V4-Flash's w2 of S = 512 (3072 pairs) and S = 2048 (12288): V4 at both */
-        {"size 3072 pairs w2", 128, 256, 256, 512, 6, R_RANDOM, 1, 0, 20, 4},
-        {"size 12288 pairs w2", 128, 256, 256, 2048, 6, R_RANDOM, 1, 0, 20, 4},
+        {"size 3072 pairs w2", 128, 256, 256, 512, 6, R_RANDOM, 1, 0, 20, 5},
+        {"size 12288 pairs w2", 128, 256, 256, 2048, 6, R_RANDOM, 1, 0, 20, 5},
     };
     /* CTX_MOE_QUICK=1: the small cases only (for compute-sanitizer, which slows kernels ~100x) */
     const char *quick = getenv("CTX_MOE_QUICK");
