@@ -23,6 +23,7 @@
 
 #include "cuda_common.cuh"
 #include "moe_gemm.h"
+#include "wgmma.cuh"
 
 namespace {
 
@@ -1208,60 +1209,7 @@ constexpr int M5_STAGES = M4_STAGES;
 constexpr int M5_SMEM = M4_SMEM;
 __device__ unsigned long long g_moe_v5_fallbacks;
 
-// A shared-memory matrix descriptor, no swizzle: start >> 4, leading byte offset (the next core
-// matrix along K) >> 4 at bit 16, stride byte offset (the next 8-row group) >> 4 at bit 32.
-__device__ __forceinline__ uint64_t m5_desc(uint32_t saddr)
-{
-    return (uint64_t)((saddr & 0x3ffffu) >> 4) | ((uint64_t)(CUDA_MOE5_LBO >> 4) << 16) |
-           ((uint64_t)(CUDA_MOE5_SBO >> 4) << 32);
-}
-__device__ __forceinline__ void m5_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void m5_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void m5_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// d (m64nN f32 fragment, N / 2 values a thread) = A (descriptor da, 64 x 16 f16, K-major) * B (db, N x 16,
-// K-major)^T + (acc ? d : 0).
-template <int N>
-__device__ __forceinline__ void m5_wgmma(float (&d)[N / 2], uint64_t da, uint64_t db, int acc);
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-template <>
-__device__ __forceinline__ void m5_wgmma<16>(float (&d)[8], uint64_t da, uint64_t db, int acc)
-{
-    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %10, 0;\n\t"
-                 "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n\t}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-                 : "l"(da), "l"(db), "r"(acc));
-}
-template <>
-__device__ __forceinline__ void m5_wgmma<32>(float (&d)[16], uint64_t da, uint64_t db, int acc)
-{
-    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %18, 0;\n\t"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n\t}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-                 : "l"(da), "l"(db), "r"(acc));
-}
-template <>
-__device__ __forceinline__ void m5_wgmma<48>(float (&d)[24], uint64_t da, uint64_t db, int acc)
-{
-    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %26, 0;\n\t"
-                 "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, %24, %25, p, 1, 1, 0, 0;\n\t}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
-                 : "l"(da), "l"(db), "r"(acc));
-}
-template <>
-__device__ __forceinline__ void m5_wgmma<64>(float (&d)[32], uint64_t da, uint64_t db, int acc)
-{
-    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %34, 0;\n\t"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n\t}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(acc));
-}
-#else
-template <int N>
-__device__ __forceinline__ void m5_wgmma(float (&)[N / 2], uint64_t, uint64_t, int)
-{
-    __trap(); // wgmma needs sm_90a (the build's default -gencode)
-}
-#endif
+__device__ __forceinline__ uint64_t m5_desc(uint32_t saddr) { return wgmma_desc(saddr, CUDA_MOE5_LBO, CUDA_MOE5_SBO); }
 
 // A fast stage of warpgroup wg: rows 64 wg + 16 w4 + g (+ 8), N columns (pairs).
 template <int N>
@@ -1270,12 +1218,12 @@ __device__ __forceinline__ void m5_stage(float (&acc)[8][4], uint32_t sWh, uint3
 {
     float p[N / 2];
     const uint64_t da = m5_desc(sWh + wg * 2048), db = m5_desc(sXh);
-    m5_fence();
+    wgmma_fence();
 #pragma unroll
     for (int s = 0; s < 8; s++) // k16 steps in ascending K; (s * 4096) >> 4 and (s * 2048) >> 4 in the start field
-        m5_wgmma<N>(p, da + (uint64_t)(s * (M_BN * 32 / 16)), db + (uint64_t)(s * (M_BM * 32 / 16)), s);
-    m5_commit();
-    m5_wait0();
+        wgmma_f16<N>(p, da + (uint64_t)(s * (M_BN * 32 / 16)), db + (uint64_t)(s * (M_BM * 32 / 16)), s);
+    wgmma_commit();
+    wgmma_wait0();
     const uint32_t r0 = wg * 64 + w4 * 16 + g;
     const float w0 = __uint_as_float(lds32(sRS + r0 * 4)), w1 = __uint_as_float(lds32(sRS + (r0 + 8) * 4));
 #pragma unroll
@@ -1454,7 +1402,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__rest
         }
         // the generic-proxy stores above become visible to wgmma (the async proxy) after this fence and
         // the barrier
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+        wgmma_proxy_fence();
         const int fallback = __syncthreads_or(off_e); // CTA-uniform; the f16 tiles are complete
         if (fallback && tid == 0)
             atomicAdd(&g_moe_v5_fallbacks, 1ull); // (cuda_moe_v5_fallback_stages)
@@ -1485,6 +1433,218 @@ __global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__rest
     }
 }
 
+// ---- grouped GEMM, sixth kernel (CUDA_MOE_GEMM_V6): V5 with the weights in registers ----
+//
+// Why: Nsight Compute on V5 (S = 2048, results/2026-11-29y) has the shared-memory pipe the busiest unit
+// (L1/TEX 73%, issue slots 47%): per CTA and stage the weights cross shared memory three times (the
+// raw ring, the 32 KB f16 tile written by the conversion, and read again by wgmma). wgmma can take A
+// from registers, and the conversion produces f16 pairs in registers anyway, so V6 converts each
+// warp's own weight rows straight into its A fragments; only the activations go through an f16 tile.
+// - K order: a thread (g, t) of a warp needs, per k16 step s, A elements K 2t, 2t+1 and 8+2t, 9+2t of
+//   rows g and g+8. Logical step s / position kk is mapped to the stage's physical K (a bijection of
+//   0..127): kk = 2t+e -> 32t + 4s + e, kk = 8+2t+e -> 32t + 4s + 2 + e (e = 0, 1). So thread t's A
+//   elements for all 8 steps are exactly sub-block t (K 32t..32t+31) of its two rows: one 16-byte
+//   load from the raw ring per row, one shift (its own e8m0 code against the row's E), and the 4
+//   words of cuda_moe4_convert per 8 codes are the fragment registers as they come (word c, f16x2
+//   q -> step 2c + q/2, low pair for q even, high pair for q odd). The activation tile is written in
+//   the same order (moe_gemm.h cuda_moe6_xoff): a pair's 4 e4m3 at physical 32t + 4s + 0..3 go to
+//   logical (s, 2t..2t+1) and (s, 8+2t..9+2t).
+// - Everything else is V5's: the ring, the activations' conversion (cvt e4m3x2 -> f16x2), the guard
+//   (a piece with E - e_i > 26 or the NaN code: the stage runs V1's arithmetic from the raw ring,
+//   m5_fallback), the stage arithmetic acc = fma(P * act_scale, 2^(E - 140), acc), with the rows'
+//   scales kept in registers.
+// - Numerics: the same 128 exact products a stage, summed by the tensor core in another grouping of
+//   K (8 chained k16 steps over the permuted order): the same bound as V3-V5, not V5's bytes.
+constexpr int M6_SMEM = M4_STAGES * M_STAGE + M4_X + M4_LUT; // no f16 weight tile, no row scales
+static_assert(2 * (M6_SMEM + M_BM * 4 + 1024) <= 228 * 1024, "2 CTAs per SM");
+__device__ unsigned long long g_moe_v6_fallbacks;
+
+template <int N>
+__device__ __forceinline__ void m6_stage(float (&acc)[8][4], const uint32_t (&a)[8][4], uint32_t sXh, const float *sBS,
+                                         float w0, float w1, int t)
+{
+    float p[N / 2];
+    const uint64_t db = wgmma_desc(sXh, CUDA_MOE5_LBO, CUDA_MOE5_SBO);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < 8; s++)
+        wgmma_f16_ra<N>(p, a[s], db + (uint64_t)(s * (M_BM * 32 / 16)), s);
+    wgmma_commit();
+    wgmma_wait0();
+#pragma unroll
+    for (int j = 0; j < N / 8; j++) {
+        const float2 a2 = *reinterpret_cast<const float2 *>(sBS + j * 8 + 2 * t);
+        float(&o)[4] = acc[j];
+        o[0] = __fmaf_rn(__fmul_rn(p[4 * j + 0], a2.x), w0, o[0]);
+        o[1] = __fmaf_rn(__fmul_rn(p[4 * j + 1], a2.y), w0, o[1]);
+        o[2] = __fmaf_rn(__fmul_rn(p[4 * j + 2], a2.x), w1, o[2]);
+        o[3] = __fmaf_rn(__fmul_rn(p[4 * j + 3], a2.y), w1, o[3]);
+    }
+}
+
+__global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
+                                                           int x_group, const int *__restrict__ perm,
+                                                           const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                                                           const int *__restrict__ offsets,
+                                                           const uint8_t *const *__restrict__ wtab,
+                                                           const uint8_t *const *__restrict__ stab, int n, int k,
+                                                           __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles))
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wg = warp >> 2, w4 = warp & 3;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
+    const int rows = min(M_BM, __ldg(offsets + x + 1) - start);
+    const int nbv = (rows + 7) >> 3;
+    const int row0 = blockIdx.x * M_BN;
+    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const uint8_t *w = wtab[x], *ws = stab[x];
+    if (tid < M_BM)
+        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t sXh = sbase + M4_STAGES * M_STAGE, sLUT = sXh + M4_X;
+    if (tid <= CUDA_MOE4_SPREAD) {
+        uint32_t l[2] = {0, 0};
+        for (int c = 1; c < 8; c++)
+            l[c >> 2] |= cuda_moe4_lut_byte(c, tid) << (8 * (c & 3));
+        asm volatile("st.shared.v2.u32 [%0], {%1,%2};\n" ::"r"(sLUT + tid * 8), "r"(l[0]), "r"(l[1]));
+    }
+    __syncthreads();
+
+    const uint8_t *asrc[2], *bsrc[2];
+    bool aval[2], bval[2];
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256;
+        const int ra = i >> 2, ca = i & 3;
+        aval[j] = row0 + ra < n;
+        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+        const int rb = i >> 3, cb = i & 7;
+        const int pr = sP[rb];
+        bval[j] = pr >= 0;
+        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+    }
+    const bool as_val = tid < M_BN && row0 + tid < n;
+    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M_BM ? sP[tid] : -1;
+    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t s0 = sbase + stage * M_STAGE;
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256, ra = i >> 2, ca = i & 3, rb = i >> 3, cb = i & 7;
+            cp_async16(s0 + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), asrc[j] + (size_t)kb * 64, aval[j]);
+            cp_async16(s0 + M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4), bsrc[j] + (size_t)kb * 128, bval[j]);
+        }
+        if (tid < M_BN)
+            cp_async4(s0 + M_A + tid * 4, as_src + kb * 4, as_val);
+        if (tid < M_BM)
+            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, bs_src + kb, pb >= 0);
+    };
+
+    float acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            acc[j][c] = 0.f;
+    const int rw = wg * 64 + w4 * 16 + g; // this thread's rows rw and rw + 8 (tile-relative)
+
+    for (int s = 0; s < M4_STAGES - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<M4_STAGES - 2>();
+        __syncthreads(); // stage kb landed; every warpgroup is done with the activation tile of kb - 1
+        if (kb + M4_STAGES - 1 < kb_n)
+            load_stage((kb + M4_STAGES - 1) % M4_STAGES, kb + M4_STAGES - 1);
+        cp_async_commit();
+
+        const int stage = kb % M4_STAGES;
+        const uint32_t sA = sbase + stage * M_STAGE, sAS = sA + M_A, sB = sAS + M_AS;
+        const float *sBS = reinterpret_cast<const float *>(smem + stage * M_STAGE + M_A + M_AS + M_B);
+
+        // Activations: chunk (rb, cb) = physical K 16 cb .. 16 cb + 15 = sub-block t' = cb / 2, steps
+        // 4 (cb & 1) .. + 3; each 4 bytes -> the f16 pairs at logical (s, 2t') and (s, 8 + 2t').
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256;
+            if ((i >> 6) >= nbv)
+                continue;
+            int rb, cb;
+            cuda_moe4_xpiece(i, &rb, &cb);
+            const uint4 raw = m3_lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
+            const uint32_t rv[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+            for (int qq = 0; qq < 4; qq++) {
+                const int s = 4 * (cb & 1) + qq, tp = cb >> 1;
+                asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(sXh + cuda_moe5_off(rb, 16 * s + 2 * tp, M_BM)),
+                             "r"(m4_e4m3x2_to_f16x2(rv[qq])));
+                asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(sXh + cuda_moe5_off(rb, 16 * s + 8 + 2 * tp, M_BM)),
+                             "r"(m4_e4m3x2_to_f16x2(rv[qq] >> 16)));
+            }
+        }
+        // Weights: rows rw, rw + 8, sub-block t, into the A fragments a[s][0..3].
+        uint32_t a[8][4];
+        int off_e = 0;
+        float wsc[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int ra = rw + 8 * h;
+            const uint4 raw = m3_lds128(sA + ra * 64 + ((t ^ ((ra >> 1) & 3)) << 4));
+            const uint32_t codes = lds32(sAS + ra * 4);
+            const uint32_t mx = max(max(codes & 0xffu, (codes >> 8) & 0xffu), max((codes >> 16) & 0xffu, codes >> 24));
+            const uint32_t sh = mx - ((codes >> (8 * t)) & 0xffu);
+            const bool at_e = sh <= (uint32_t)CUDA_MOE4_SPREAD && mx != 255u;
+            off_e |= !at_e;
+            const uint2 l = lds64(sLUT + (at_e ? CUDA_MOE4_SPREAD - sh : 0u) * 8);
+            const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                uint32_t o[4];
+                cuda_moe4_convert(wv[c], l.x, l.y, o);
+                // word c covers physical K 32t + 8c .. + 7 = steps 2c, 2c + 1; o[q]: positions 2q, 2q + 1
+                a[2 * c][h] = o[0], a[2 * c][2 + h] = o[1];
+                a[2 * c + 1][h] = o[2], a[2 * c + 1][2 + h] = o[3];
+            }
+            wsc[h] = e8m0_to_float(mx) * 0x1p-13f; // 2^(E - 140)
+        }
+        wgmma_proxy_fence();
+        const int fallback = __syncthreads_or(off_e); // CTA-uniform; the activation tile is complete
+        if (fallback && tid == 0)
+            atomicAdd(&g_moe_v6_fallbacks, 1ull); // (cuda_moe_v6_fallback_stages)
+        if (!fallback) {
+            if (nbv <= 2) // CTA-uniform
+                m6_stage<16>(acc, a, sXh, sBS, wsc[0], wsc[1], t);
+            else if (nbv <= 4)
+                m6_stage<32>(acc, a, sXh, sBS, wsc[0], wsc[1], t);
+            else if (nbv <= 6)
+                m6_stage<48>(acc, a, sXh, sBS, wsc[0], wsc[1], t);
+            else
+                m6_stage<64>(acc, a, sXh, sBS, wsc[0], wsc[1], t);
+        } else {
+            m5_fallback(acc, sA, sAS, sB, sBS, wg * 64 + w4 * 16, g, t, nbv);
+        }
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (j >= nbv)
+            break;
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            const int rr = row0 + rw + (v >> 1) * 8, cc = j * 8 + 2 * t + (v & 1);
+            if (rr < n && cc < rows)
+                y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[j][v]);
+        }
+    }
+}
+
 using moe_kernel_fn = void (*)(const uint8_t *, const float *, int, const int *, const int *, const int *,
                                const int *, const uint8_t *const *, const uint8_t *const *, int, int,
                                __nv_bfloat16 *);
@@ -1497,14 +1657,16 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
                                  : variant == CUDA_MOE_GEMM_V2 ? moe_gemm2_kernel
                                  : variant == CUDA_MOE_GEMM_V3 ? moe_gemm3_kernel
                                  : variant == CUDA_MOE_GEMM_V4 ? moe_gemm4_kernel
-                                                               : moe_gemm5_kernel;
+                                 : variant == CUDA_MOE_GEMM_V5 ? moe_gemm5_kernel
+                                                               : moe_gemm6_kernel;
     const int smem = variant == CUDA_MOE_GEMM_V3   ? M3_SMEM
                      : variant == CUDA_MOE_GEMM_V4 ? M4_SMEM
                      : variant == CUDA_MOE_GEMM_V5 ? M5_SMEM
+                     : variant == CUDA_MOE_GEMM_V6 ? M6_SMEM
                                                    : M_SMEM;
     // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
     // (engines on several GPUs call this from one thread).
-    static unsigned long long attr_set[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0};
+    static unsigned long long attr_set[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0};
     int dev = 0;
     cudaError_t rc = cudaGetDevice(&dev);
     if (rc != cudaSuccess)
@@ -1516,11 +1678,11 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
             return cuda_fail(e, rc, "cudaFuncSetAttribute(moe gemm kernel)");
         // V4's 2 CTAs an SM need 2 x 100 KB of the 228 KB: ask for the largest shared-memory carveout
         // (a preference; the L1 left is what the kernel does not use anyway).
-        if (variant == CUDA_MOE_GEMM_V4 || variant == CUDA_MOE_GEMM_V5) {
+        if (variant >= CUDA_MOE_GEMM_V4) {
             rc = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                       (int)cudaSharedmemCarveoutMaxShared);
             if (rc != cudaSuccess)
-                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4/5_kernel carveout)");
+                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4..6_kernel carveout)");
         }
         attr_set[variant] |= bit;
     }
@@ -1600,7 +1762,7 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0..%d)", variant, CUDA_MOE_GEMM_NVARIANTS - 1);
     static const char *const names[CUDA_MOE_GEMM_NVARIANTS] = {"moe_gemm_kernel", "moe_gemm2_kernel",
                                                                "moe_gemm3_kernel", "moe_gemm4_kernel",
-                                                               "moe_gemm5_kernel"};
+                                                               "moe_gemm5_kernel", "moe_gemm6_kernel"};
     moe_kernel_fn kernel;
     int smem;
     const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
@@ -1681,4 +1843,9 @@ extern "C" int cuda_moe_v4_fallback_stages(unsigned long long *count, int reset,
 extern "C" int cuda_moe_v5_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
 {
     return fallback_stages(g_moe_v5_fallbacks, "cuda_moe_v5_fallback_stages", count, reset, e);
+}
+
+extern "C" int cuda_moe_v6_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
+{
+    return fallback_stages(g_moe_v6_fallbacks, "cuda_moe_v6_fallback_stages", count, reset, e);
 }

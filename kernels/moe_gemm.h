@@ -104,18 +104,22 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
  * pairs rounded up to 16, 32, 48 or 64) read straight from shared memory, instead of ldmatrix + mma.sync
  * per warp. Same bound as V3/V4; cuda_moe_v5_fallback_stages counts its fallback stages. sm_90a only. */
 #define CUDA_MOE_GEMM_V5 4
+/* V6 is V5 with each warp's weight rows converted straight into wgmma's A fragments in registers (the
+ * stage's K permuted so that a thread's fragments are one 32-K sub-block of its two rows: moe_gemm.cu
+ * says how); only the activations go through an f16 tile. Same bound, not V5's bytes. */
+#define CUDA_MOE_GEMM_V6 5
 /* The kernel cuda_moe_gemm runs: the one the environment variable CTX_CUDA_MOE_GEMM forces, if it is
- * "1" .. "5" (V1..V5; read once, at the first call; any other value is ignored), else
- * CUDA_MOE_GEMM_DEFAULT, V5 at every size: on the H200 (one V4-Flash layer, bench-gpu moe, 2026-11-29)
- * V4's time / V5's was 1.15 at S = 512, 1.20 at S = 2048 and 1.23 at S = 8192, with V4's bytes on every
- * output there and in test_moe_gemm (V4 had replaced V3, which was 3% faster at S = 512 only, and V3
- * and V4 are not bit-equal: ~0.01% of outputs differ, both within one bound of the exact sums). One
- * kernel for every call keeps a chunked prefill bit-identical to one chunk (kernels/README.md's engine
- * bullet), which choosing by size would break. cuda_moe_gemm_variant_of_env is the parse (value NULL:
- * unset): V1..V5, or CUDA_MOE_GEMM_UNSET. */
-#define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V5
+ * "1" .. "6" (V1..V6; read once, at the first call; any other value is ignored), else
+ * CUDA_MOE_GEMM_DEFAULT, V6 at every size: on the H200 (one V4-Flash layer, bench-gpu moe, 2026-11-29,
+ * bench/gpu/results/2026-11-29z) V5's time / V6's was 1.21 at S = 512, 1.12 at S = 2048 and 1.08 at
+ * S = 8192 (V4's / V6's 1.39 / 1.34 / 1.33), V6 within the bound of the exact sums on every test case
+ * and equal to V5 on 99.994% of the outputs (V5 gives V4's bytes; V4 had replaced V3, 3% faster at
+ * S = 512 only). One kernel for every call keeps a chunked prefill bit-identical to one chunk
+ * (kernels/README.md's engine bullet), which choosing by size would break. cuda_moe_gemm_variant_of_env is the parse (value NULL:
+ * unset): V1..V6, or CUDA_MOE_GEMM_UNSET. */
+#define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V6
 #define CUDA_MOE_GEMM_UNSET (-1)
-#define CUDA_MOE_GEMM_NVARIANTS 5
+#define CUDA_MOE_GEMM_NVARIANTS 6
 int cuda_moe_gemm_default_variant(void);
 int cuda_moe_gemm_variant_of_env(const char *value);
 /* cuda_moe_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
@@ -130,8 +134,9 @@ int cuda_moe_gemm_ctas_per_sm(int variant, int *ctas, struct ctx_err *e);
 int cuda_moe_v3_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 /* The same for V4's (CTA, stage)s that ran V1's arithmetic (spread beyond 26, or the NaN code). */
 int cuda_moe_v4_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
-/* The same for V5's (V4's guard). */
+/* The same for V5's (V4's guard), and V6's. */
 int cuda_moe_v5_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
+int cuda_moe_v6_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 
 /* ---- V4's shared-memory layout and weight conversion (internal to moe_gemm.cu; here so that
  * test_moe_gemm checks, on the host, the very functions the kernel runs) ----
@@ -178,6 +183,13 @@ static inline CUDA_MOE4_HD uint32_t cuda_moe4_b_ldsm(int lane, int nb0, int nb1,
 static inline CUDA_MOE4_HD uint32_t cuda_moe5_off(int row, int k, int nrows)
 {
     return (uint32_t)((k >> 4) * nrows * 32 + (row >> 3) * 256 + ((k >> 3) & 1) * 128 + (row & 7) * 16 + (k & 7) * 2);
+}
+/* V6's K order within a stage: logical k16 step s, position kk (the wgmma operands' K) -> the stage's
+ * physical K: kk = 2t + e -> 32t + 4s + e, kk = 8 + 2t + e -> 32t + 4s + 2 + e (t = 0..3, e = 0, 1). */
+static inline CUDA_MOE4_HD int cuda_moe6_phys(int s, int kk)
+{
+    const int hi = kk >> 3, t = (kk & 7) >> 1, e = kk & 1;
+    return 32 * t + 4 * s + 2 * hi + e;
 }
 #define CUDA_MOE5_LBO 128
 #define CUDA_MOE5_SBO 256

@@ -581,6 +581,28 @@ static void bench_moe_prefill(int S)
         eq5_4 += a == b;
         far5 += d > 1.0;
     }
+    /* V6 (weights in registers) on the same pairs: against V5 */
+    j.variant = CUDA_MOE_GEMM_V6;
+    uint16_t *o13 = malloc(y13b), *o2 = malloc(y2b);
+    must(cuda_memset(j.y13, 0xff, y13b, &err));
+    must(cuda_memset(j.y2, 0xff, y2b, &err));
+    unsigned long long fb6 = 0;
+    must(cuda_moe_v6_fallback_stages(&fb6, 1, &err));
+    moe_gemm_launch(&j, 0);
+    must(cuda_sync(&err));
+    must(cuda_moe_v6_fallback_stages(&fb6, 1, &err));
+    must(cuda_d2h(o13, j.y13, y13b, &err));
+    must(cuda_d2h(o2, j.y2, y2b, &err));
+    double ulps6 = 0.0;
+    size_t eq6_5 = 0, far6 = 0;
+    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
+        const uint16_t a = i < y13b / 2 ? o13[i] : o2[i - y13b / 2], b = i < y13b / 2 ? m13[i] : m2[i - y13b / 2];
+        const double d = moe_ulps_apart(a, b);
+        ulps6 = d > ulps6 ? d : ulps6;
+        eq6_5 += a == b;
+        far6 += d > 1.0;
+    }
+    free(o13), free(o2);
     free(m13), free(m2);
     free(k13), free(k2);
 
@@ -593,6 +615,8 @@ static void bench_moe_prefill(int S)
     double ms_v4 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V5;
     double ms_v5 = time_alone(moe_gemm_launch, &j, iters_gemm);
+    j.variant = CUDA_MOE_GEMM_V6;
+    double ms_v6 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V2;
     double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
     double ms_bucket = time_alone(moe_bucket_launch, &j, iters_gemm);
@@ -611,6 +635,10 @@ static void bench_moe_prefill(int S)
     printf("| V5 (wgmma) | %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx | %7.3f%% | %5.0f | %.4f%% | %llu |\n", S, np2,
            ms_v5, flop / (ms_v5 * 1e-3) / 1e12, 100.0 * flop / (ms_v5 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v5,
            100.0 * (double)eq5_4 / (double)tot, ulps5, 100.0 * (double)far5 / (double)tot, fb5);
+    printf("| V6 (A in registers) | %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx (V5 / V6 %.2fx) | %7.3f%% of V5 | %5.0f | "
+           "%.4f%% | %llu |\n", S, np2, ms_v6, flop / (ms_v6 * 1e-3) / 1e12,
+           100.0 * flop / (ms_v6 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v6, ms_v5 / ms_v6,
+           100.0 * (double)eq6_5 / (double)tot, ulps6, 100.0 * (double)far6 / (double)tot, fb6);
     free(ids), free(h13), free(g13), free(h2), free(g2);
     cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
     cuda_free(j.y13), cuda_free(j.y2), cuda_free(s13), cuda_free(s2);
@@ -629,12 +657,14 @@ static void bench_moe_rows(int only_s)
            "can be many bf16 ulps apart: the max and the share > 1 ulp), "
            "the same for V4, and V4's share bit-equal to V3; fallbacks: (CTA, stage)s that took the exactness "
            "guard\n\n");
-    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0};
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0};
     for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &err));
-    printf("(CTAs per SM: V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[4], occ[3], occ[2], occ[1], occ[0]);
-    printf("Each S's row is followed by V5's (V4 on wgmma; the next table's columns: kernel | S | pairs | ms | "
-           "TFLOP/s | of FP8 peak | V4 / V5 | bit-equal to V4 | max ulps vs V4 | > 1 ulp from V4 | fallbacks)\n\n");
+    printf("(CTAs per SM: V6 %d, V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[5], occ[4], occ[3], occ[2], occ[1],
+           occ[0]);
+    printf("Each S's row is followed by V5's and V6's (V5: V4 on wgmma; V6: V5 with the weights in registers; "
+           "columns: kernel | S | pairs | ms | TFLOP/s | of FP8 peak | V4 / it | bit-equal to V4 (V6: to V5) | max "
+           "ulps vs V4 (V6: V5) | > 1 ulp from it | fallbacks)\n\n");
     printf("| S | pairs | V4 ms | V4 TFLOP/s | of FP8 peak | V3 / V4 | V2 / V4 | V4 max ulps vs V2 | V4 > 1 ulp from V2 "
            "| V4 bit-equal to V3 | V4 fallbacks | V3 ms | V3 TFLOP/s | of FP8 peak | V2 / V3 | V3 max ulps vs V2 | V3 > 1 ulp from V2 | "
            "V3 bit-equal to V2 | "

@@ -33,8 +33,8 @@
  *   the same bound and checks as V3 on every case, its guard at 26 (spread 26: exact on the fast
  *   path, the 0.5s become f16's smallest normal 2^-14; 27: every stage falls back, V2's bytes), the
  *   share bit-equal to V3 printed; cuda_moe_gemm gives the bytes of the kernel it says it runs
- *   (CTX_CUDA_MOE_GEMM, else V5 at every size), and at 3072 and 12288 pairs (V4-Flash's w2 at S = 512
- *   and 2048) it runs V5 (scales that make every stage of V3 and none of V4/V5 fall back, so the
+ *   (CTX_CUDA_MOE_GEMM, else V6 at every size), and at 3072 and 12288 pairs (V4-Flash's w2 at S = 512
+ *   and 2048) it runs V6 (scales that make every stage of V3 and none of V4-V6 fall back, so the
  *   fallback counters of its run name the kernel); on the host (CI):
  *   V4's conversion of every e2m1 byte at every shift and its shared-memory layout and ldmatrix
  *   fragments against the PTX ISA's m16n8k16 layout, the environment parse and the default.
@@ -43,6 +43,10 @@
  *   stage falls back, V2's bytes), the share bit-equal to V4 printed (100% on the H200), a second run
  *   byte-equal; on the host, its layout against the descriptors' canonical layout and its store
  *   phases for bank conflicts.
+ * - V6 (V5 with each warp's weights converted straight into wgmma's A fragments, the stage's K
+ *   permuted): the same bound, V4's guard (fallback counts equal; spread 27: every stage falls back,
+ *   V2's bytes), the share equal to V5 printed, a second run byte-equal; on the host, the K order
+ *   (a bijection, and the fragment and activation-store mappings the kernel uses).
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -119,7 +123,7 @@ struct mcase {
     int style; /* 0: w1-like (x_group = topk), 1: w2-like (x_group 1), 2: the engine's w1|w3 (2E entries) */
     int extreme; /* scales outside moe_gemm2_kernel's fast range on some rows / blocks / pairs */
     int spread;  /* e.g. 14 or 15: in every row's 128-K block one sub-block's scale that far below the others */
-    int want;    /* 3 or 5: cuda_moe_gemm must run V3 / V5 at this size (unless CTX_CUDA_MOE_GEMM forces one);
+    int want;    /* 3 or 6: cuda_moe_gemm must run V3 / V6 at this size (unless CTX_CUDA_MOE_GEMM forces one);
                   * needs 14 < spread <= 26 (V3 falls back on every stage, V4 on none) */
 };
 
@@ -282,11 +286,13 @@ static void run_case(const struct mcase *c)
     void *dids = dev_copy(ids, sizeof *ids * npairs), *dwt = dev_copy(dw, sizeof *dw * T),
          *dst = dev_copy(ds, sizeof *ds * T);
     size_t ybytes = sizeof(uint16_t) * (size_t)npairs * n;
-    void *dy, *dyv, *dy1, *dy2, *dy4, *dy5, *dyd, *scratch;
+    void *dy, *dyv, *dy1, *dy2, *dy4, *dy5, *dy6, *dyd, *scratch;
     must(cuda_malloc(&dy, ybytes, &e), &e);
     must(cuda_malloc(&dy4, ybytes, &e), &e);
     must(cuda_malloc(&dy5, ybytes, &e), &e);
     must(cuda_memset(dy5, 0xff, ybytes, &e), &e);
+    must(cuda_malloc(&dy6, ybytes, &e), &e);
+    must(cuda_memset(dy6, 0xff, ybytes, &e), &e);
     must(cuda_malloc(&dyd, ybytes, &e), &e);
     must(cuda_memset(dy4, 0xff, ybytes, &e), &e);
     must(cuda_memset(dyd, 0xff, ybytes, &e), &e);
@@ -301,30 +307,36 @@ static void run_case(const struct mcase *c)
     must(cuda_moe_buckets_init(&bk, scratch, sbytes, T, npairs, &e), &e);
     must(cuda_memset(dy, 0xff, ybytes, &e), &e);
     must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
-    unsigned long long fb0 = 0, fb = 0, fb4 = 0, fb5 = 0;
+    unsigned long long fb0 = 0, fb = 0, fb4 = 0, fb5 = 0, fb6 = 0;
     must(cuda_moe_v3_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_v5_fallback_stages(&fb0, 1, &e), &e);
+    must(cuda_moe_v6_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V3, NULL, &e), &e);
     must(cuda_moe_v3_fallback_stages(&fb, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy4, CUDA_MOE_GEMM_V4, NULL, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fb4, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy5, CUDA_MOE_GEMM_V5, NULL, &e), &e);
     must(cuda_moe_v5_fallback_stages(&fb5, 1, &e), &e);
+    must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy6, CUDA_MOE_GEMM_V6, NULL, &e), &e);
+    must(cuda_moe_v6_fallback_stages(&fb6, 1, &e), &e);
     must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dyd, NULL, &e), &e); /* the default (or the env's) */
-    unsigned long long fbd3 = 0, fbd4 = 0, fbd5 = 0; /* that run's fallbacks (V1 / V2 count none) */
+    unsigned long long fbd3 = 0, fbd4 = 0, fbd5 = 0, fbd6 = 0; /* that run's fallbacks (V1 / V2 count none) */
     must(cuda_moe_v3_fallback_stages(&fbd3, 1, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fbd4, 1, &e), &e);
     must(cuda_moe_v5_fallback_stages(&fbd5, 1, &e), &e);
+    must(cuda_moe_v6_fallback_stages(&fbd6, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy1, CUDA_MOE_GEMM_V1, NULL, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy2, CUDA_MOE_GEMM_V2, NULL, &e), &e);
     must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dyv, NULL, &e), &e);
     must(cuda_sync(&e), &e);
     uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes), *y1 = malloc(ybytes),
-             *y3 = malloc(ybytes), *y4 = malloc(ybytes), *y5 = malloc(ybytes), *yd = malloc(ybytes);
+             *y3 = malloc(ybytes), *y4 = malloc(ybytes), *y5 = malloc(ybytes), *y6 = malloc(ybytes),
+             *yd = malloc(ybytes);
     must(cuda_d2h(y3, dy, ybytes, &e), &e);
     must(cuda_d2h(y4, dy4, ybytes, &e), &e);
     must(cuda_d2h(y5, dy5, ybytes, &e), &e);
+    must(cuda_d2h(y6, dy6, ybytes, &e), &e);
     must(cuda_d2h(yd, dyd, ybytes, &e), &e);
     must(cuda_d2h(y, dy2, ybytes, &e), &e); /* y: V2 (the checks below as they were for V2) */
     must(cuda_d2h(yv, dyv, ybytes, &e), &e);
@@ -380,14 +392,14 @@ static void run_case(const struct mcase *c)
      * hardware steps as V3's 4 emulated e4m3 mmas with fewer roundings between them, and the same one
      * fma per stage) */
     const double dk = (3.0 * (k / 32) + 2.0) * 0x1p-24;
-    const uint16_t *yk[3] = {y3, y4, y5};
-    long badk[3] = {0, 0, 0}, nek_2[3] = {0, 0, 0}, eqk_ref[3] = {0, 0, 0}, eq4_3 = 0, eq5_4 = 0;
-    long firstk[3] = {-1, -1, -1};
-    double worstk[3] = {0.0, 0.0, 0.0}, ulpsk[3] = {0.0, 0.0, 0.0};
+    const uint16_t *yk[4] = {y3, y4, y5, y6};
+    long badk[4] = {0, 0, 0, 0}, nek_2[4] = {0, 0, 0, 0}, eqk_ref[4] = {0, 0, 0, 0}, eq4_3 = 0, eq5_4 = 0, eq6_5 = 0;
+    long firstk[4] = {-1, -1, -1, -1};
+    double worstk[4] = {0.0, 0.0, 0.0, 0.0}, ulpsk[4] = {0.0, 0.0, 0.0, 0.0};
     for (long i = 0; i < total; i++) {
         const double x = ex[i], dd = dk * mag[i];
         const double bound = 0.5 * ulp_bf16(fabs(x) + dd) + dd + 0x1p-140;
-        for (int v = 0; v < 3; v++) {
+        for (int v = 0; v < 4; v++) {
             const double g = cuda_ref_bf16_to_f32(yk[v][i]);
             const double err = fabs(g - x);
             if (!(err <= bound) && firstk[v] < 0)
@@ -401,9 +413,10 @@ static void run_case(const struct mcase *c)
         }
         eq4_3 += y4[i] == y3[i];
         eq5_4 += y5[i] == y4[i];
+        eq6_5 += y6[i] == y5[i];
     }
     const long bad3 = badk[0], ne3_2 = nek_2[0];
-    for (int v = 0; v < 3; v++)
+    for (int v = 0; v < 4; v++)
         if (firstk[v] >= 0) { /* where: output (pair, row) = (i / n, i % n), for a post-mortem */
             const long i = firstk[v];
             printf("# %s: V%d first miss at pair %ld row %ld: %.9g, exact %.9g, bound %.3g, mag %.3g\n", c->what, v + 3,
@@ -422,6 +435,10 @@ static void run_case(const struct mcase *c)
         "(V4 %llu)", c->what, badk[2], total, worstk[2], nek_2[2], ulpsk[2], 100.0 * (double)eq5_4 / (double)total,
         fb5, fb4);
     tap(fb5 == fb4, "%s: V5 takes V4's guard: %llu fallback stages, V4 %llu", c->what, fb5, fb4);
+    tap(badk[3] == 0 && fb6 == fb4, "%s: V6 (weights in registers) vs the exact sums: %ld/%ld outside the same bound, "
+        "largest |d| / bound %.3f; bit-equal to V5 %.2f%%, differs from V2 on %ld (at most %.0f bf16 ulp); %llu "
+        "fallback stages (V4 %llu)", c->what, badk[3], total, worstk[3], 100.0 * (double)eq6_5 / (double)total,
+        nek_2[3], ulpsk[3], fb6, fb4);
     const unsigned long long all = (unsigned long long)gnt * (unsigned long long)((n + 127) / 128) * (k / 128);
     if (c->spread <= 14 && !c->extreme)
         tap(fb == 0, "%s: no stage of V3 fell back (%llu)", c->what, fb);
@@ -437,6 +454,8 @@ static void run_case(const struct mcase *c)
             "differ)", c->what, fb4, all, nek_2[1]);
         tap(fb5 == all && nek_2[2] == 0, "%s: every stage of V5 fell back (%llu of %llu) and gave V2's bytes (%ld "
             "differ)", c->what, fb5, all, nek_2[2]);
+        tap(fb6 == all && nek_2[3] == 0, "%s: every stage of V6 fell back (%llu of %llu) and gave V2's bytes (%ld "
+            "differ)", c->what, fb6, all, nek_2[3]);
     }
     {
         const int dv = cuda_moe_gemm_default_variant();
@@ -444,15 +463,16 @@ static void run_case(const struct mcase *c)
                                : dv == CUDA_MOE_GEMM_V2 ? y
                                : dv == CUDA_MOE_GEMM_V3 ? y3
                                : dv == CUDA_MOE_GEMM_V4 ? y4
-                                                        : y5;
+                               : dv == CUDA_MOE_GEMM_V5 ? y5
+                                                        : y6;
         tap(!memcmp(yd, want, ybytes), "%s: cuda_moe_gemm ran V%d (CTX_CUDA_MOE_GEMM or the default at %d pairs): its "
             "bytes", c->what, dv + 1, npairs);
         if (c->want) {
             /* the default itself; the counters say which kernel ran (V3: every stage fell back; V4: none) */
             const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
             const int expect = forced != CUDA_MOE_GEMM_UNSET ? forced : c->want - 1;
-            const int counters = dv == CUDA_MOE_GEMM_V3 ? fbd3 == all && fbd4 == 0 && fbd5 == 0
-                                                        : fbd3 == 0 && fbd4 == 0 && fbd5 == 0;
+            const int counters = dv == CUDA_MOE_GEMM_V3 ? fbd3 == all && fbd4 == 0 && fbd5 == 0 && fbd6 == 0
+                                                        : fbd3 == 0 && fbd4 == 0 && fbd5 == 0 && fbd6 == 0;
             tap(dv == expect && counters, "%s: at %d pairs cuda_moe_gemm runs V%d (%s: V%d), its run's fallbacks V3 %llu "
                 "of %llu stages, V4 %llu, V5 %llu", c->what, npairs, dv + 1,
                 forced != CUDA_MOE_GEMM_UNSET ? "forced by CTX_CUDA_MOE_GEMM" : "the default", expect + 1,
@@ -461,7 +481,7 @@ static void run_case(const struct mcase *c)
     }
 
     /* deterministic */
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < 4; v++) {
         must(cuda_memset(dy, 0, ybytes, &e), &e);
         must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
         must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V3 + v, NULL, &e), &e);
@@ -475,9 +495,9 @@ static void run_case(const struct mcase *c)
         cuda_free(dw[i]), cuda_free(ds[i]);
     }
     free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag), free(ex);
-    free(y), free(yv), free(y2), free(y1), free(y3), free(y4), free(y5), free(yd), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
+    free(y), free(yv), free(y2), free(y1), free(y3), free(y4), free(y5), free(y6), free(yd), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
     cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy), cuda_free(dyv), cuda_free(dy1);
-    cuda_free(dy2), cuda_free(dy4), cuda_free(dy5), cuda_free(dyd);
+    cuda_free(dy2), cuda_free(dy4), cuda_free(dy5), cuda_free(dy6), cuda_free(dyd);
     cuda_free(scratch);
 }
 
@@ -980,24 +1000,56 @@ static void test_v5_layout(void)
         "elements off the descriptors' canonical layout, %ld conflicting store phases", bad_map, bad_desc, conflicts);
 }
 
+/* V6's K order (moe_gemm.h cuda_moe6_phys), on the host against the kernel's two uses of it: a bijection
+ * of the stage's 128 K positions; thread t's A fragment of step s (a0/a1: logical 2t, 2t+1; a2/a3: 8+2t,
+ * 9+2t) is word c = s / 2, f16 pair q = 2 (s & 1) (+1 for a2/a3) of cuda_moe4_convert's output for its
+ * sub-block t, i.e. physical 32t + 8c + 2q + 0..1; and the activation chunk cb's 4-byte group qq goes to
+ * logical (s = 4 (cb & 1) + qq, 2 (cb / 2)) and (s, 8 + 2 (cb / 2)), i.e. physical 16 cb + 4 qq + 0..3. */
+static void test_v6_order(void)
+{
+    int seen[128] = {0}, bad = 0;
+    for (int s = 0; s < 8; s++)
+        for (int kk = 0; kk < 16; kk++) {
+            const int p = cuda_moe6_phys(s, kk);
+            bad += p < 0 || p >= 128 || seen[p]++;
+        }
+    for (int t = 0; t < 4; t++)
+        for (int s = 0; s < 8; s++)
+            for (int e = 0; e < 2; e++) {
+                const int c = s >> 1, q = 2 * (s & 1);
+                bad += cuda_moe6_phys(s, 2 * t + e) != 32 * t + 8 * c + 2 * q + e;
+                bad += cuda_moe6_phys(s, 8 + 2 * t + e) != 32 * t + 8 * c + 2 * (q + 1) + e;
+            }
+    for (int cb = 0; cb < 8; cb++)
+        for (int qq = 0; qq < 4; qq++) {
+            const int s = 4 * (cb & 1) + qq, tp = cb >> 1;
+            for (int e = 0; e < 2; e++) {
+                bad += cuda_moe6_phys(s, 2 * tp + e) != 16 * cb + 4 * qq + e;
+                bad += cuda_moe6_phys(s, 8 + 2 * tp + e) != 16 * cb + 4 * qq + 2 + e;
+            }
+        }
+    tap(bad == 0, "host model of V6's K order: a bijection, the A fragments and the activation stores agree (%d errors)",
+        bad);
+}
+
 static void test_env_variant(void)
 {
-    static const char *const bad[] = {"", "0", "6", "44", "x", "3 ", "-1"};
+    static const char *const bad[] = {"", "0", "7", "44", "x", "3 ", "-1"};
     int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_UNSET &&
              cuda_moe_gemm_variant_of_env("1") == CUDA_MOE_GEMM_V1 &&
              cuda_moe_gemm_variant_of_env("2") == CUDA_MOE_GEMM_V2 &&
              cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4 &&
-             cuda_moe_gemm_variant_of_env("5") == CUDA_MOE_GEMM_V5;
+             cuda_moe_gemm_variant_of_env("5") == CUDA_MOE_GEMM_V5 && cuda_moe_gemm_variant_of_env("6") == CUDA_MOE_GEMM_V6;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_UNSET;
-    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"5\" force V1..V5, unset or anything else leaves the default; this "
+    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"6\" force V1..V6, unset or anything else leaves the default; this "
         "run: V%d", cuda_moe_gemm_default_variant() + 1);
     /* one kernel at every size (V4-Flash's calls: w2 over S k pairs, w1|w3 over 2 S k), so that chunked
      * prefills stay bit-identical to one chunk */
     const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
-    tap(CUDA_MOE_GEMM_DEFAULT == CUDA_MOE_GEMM_V5 &&
-            cuda_moe_gemm_default_variant() == (forced != CUDA_MOE_GEMM_UNSET ? forced : CUDA_MOE_GEMM_V5),
-        "the default kernel: V5 at every size (unless CTX_CUDA_MOE_GEMM forces one)");
+    tap(CUDA_MOE_GEMM_DEFAULT == CUDA_MOE_GEMM_V6 &&
+            cuda_moe_gemm_default_variant() == (forced != CUDA_MOE_GEMM_UNSET ? forced : CUDA_MOE_GEMM_V6),
+        "the default kernel: V6 at every size (unless CTX_CUDA_MOE_GEMM forces one)");
 }
 
 int main(void)
@@ -1009,6 +1061,7 @@ int main(void)
         test_v4_layout();
         test_v4_cta_model();
         test_v5_layout();
+        test_v6_order();
         test_env_variant();
         printf("# no CUDA device: the device cases are skipped\n1..%d\n", n_test);
         return n_fail ? 1 : 0;
@@ -1019,16 +1072,18 @@ int main(void)
     test_v4_layout();
     test_v4_cta_model();
     test_v5_layout();
+    test_v6_order();
     test_env_variant();
     struct ctx_err e;
     char name[256];
     int sms = 0;
     must(cuda_device_name(name, sizeof name, &sms, &e), &e);
     printf("# device: %s, %d SMs\n", name, sms);
-    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0};
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0};
     for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &e), &e);
-    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d\n", occ[0], occ[1], occ[2], occ[3], occ[4]);
+    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d, V6 %d\n", occ[0], occ[1], occ[2], occ[3],
+           occ[4], occ[5]);
     test_errors();
     static const struct mcase cases[] = {
         /* V4-Flash routing (256 experts, top-6) at small matrices, S from 1 to 4096 */
@@ -1065,8 +1120,8 @@ int main(void)
         {"spread 27 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 27},
         {"spread 27 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 27},
         /* the default at V4-Flash's w2 of S = 512 (3072 pairs) and S = 2048 (12288): V4 at both */
-        {"size 3072 pairs w2", 128, 256, 256, 512, 6, R_RANDOM, 1, 0, 20, 5},
-        {"size 12288 pairs w2", 128, 256, 256, 2048, 6, R_RANDOM, 1, 0, 20, 5},
+        {"size 3072 pairs w2", 128, 256, 256, 512, 6, R_RANDOM, 1, 0, 20, 6},
+        {"size 12288 pairs w2", 128, 256, 256, 2048, 6, R_RANDOM, 1, 0, 20, 6},
     };
     /* CTX_MOE_QUICK=1: the small cases only (for compute-sanitizer, which slows kernels ~100x) */
     const char *quick = getenv("CTX_MOE_QUICK");
