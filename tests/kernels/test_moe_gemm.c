@@ -46,7 +46,9 @@
  * - V6 (V5 with each warp's weights converted straight into wgmma's A fragments, the stage's K
  *   permuted): the same bound, V4's guard (fallback counts equal; spread 27: every stage falls back,
  *   V2's bytes), the share equal to V5 printed, a second run byte-equal; on the host, the K order
- *   (a bijection, and the fragment and activation-store mappings the kernel uses).
+ *   (a bijection, and the fragment and activation-store mappings the kernel uses) and one CTA's data
+ *   flow modelled with the kernel's index expressions (A fragments, activation stores, the
+ *   descriptors' layout, wgmma's fragments) against the exact sums.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -1032,6 +1034,142 @@ static void test_v6_order(void)
         bad);
 }
 
+/* One V6 CTA on the host, its data flow as moe_gemm6_kernel writes it (the index expressions are the
+ * kernel's): each thread (warpgroup wg, warp w4, lane g/t) converts sub-block t of its rows rw and rw + 8
+ * (rw = 64 wg + 16 w4 + g) at the row's exponent into the A fragment registers a[s][0..3] (word c, f16
+ * pair q -> step 2c + q / 2); the activation chunks go to the f16 tile as two 4-byte stores per 4 e4m3
+ * at logical (s, 2t') and (s, 8 + 2t') of cuda_moe5_off; then each warpgroup's 8 wgmma m64nNk16 steps
+ * with A from those registers (PTX's m16n8k16 A fragment per warp) and B read through the descriptor's
+ * canonical layout (start s * 2048, 8-row groups CUDA_MOE5_SBO apart, the two K core matrices
+ * CUDA_MOE5_LBO apart), the accumulator fragment mapped back to (row, pair), and the stage scale
+ * 2^(E - 140). Sums in double: every output must equal the exact sum (the products are exact and the
+ * scales powers of two), which checks the K permutation end to end without a GPU (CI). */
+static void test_v6_cta_model(void)
+{
+    enum { KS = 2, K = 128 * KS };
+    static uint8_t wfp4[128][K / 2], codes[128][K / 32], xq[64][K], xh[16384];
+    static float xs[64][KS];
+    long bad = 0, checked = 0;
+    for (int trial = 0; trial < 6; trial++) {
+        const int rows = 1 + (int)(next_u64() % 64), nbv = (rows + 7) >> 3;
+        const int nN = nbv <= 2 ? 16 : nbv <= 4 ? 32 : nbv <= 6 ? 48 : 64;
+        for (int r = 0; r < 128; r++) {
+            for (int b = 0; b < K / 2; b++)
+                wfp4[r][b] = (uint8_t)next_u64();
+            for (int b = 0; b < KS; b++) {
+                const int big = 124 + (int)(next_u64() % 4);
+                for (int c = 0; c < 4; c++)
+                    codes[r][4 * b + c] = (uint8_t)(big - (int)(next_u64() % 27) * (int)(next_u64() % 2));
+            }
+        }
+        for (int pr = 0; pr < 64; pr++)
+            for (int kk = 0; kk < K; kk++) {
+                const uint8_t c = (uint8_t)((next_u64() & 0x87) | (6 + next_u64() % 4) << 3);
+                xq[pr][kk] = pr < rows ? c : 0;
+            }
+        for (int pr = 0; pr < 64; pr++)
+            for (int b = 0; b < KS; b++)
+                xs[pr][b] = pr < rows ? ldexpf(1.0f, (int)(next_u64() % 5) - 2) : 0.0f;
+        double acc[128][64];
+        memset(acc, 0, sizeof acc);
+        for (int kb = 0; kb < KS; kb++) {
+            memset(xh, 0, sizeof xh);
+            /* activations: thread tid's items i = tid, tid + 256 */
+            for (int i = 0; i < 512; i++) {
+                if ((i >> 6) >= nbv)
+                    continue;
+                int rb, cb;
+                cuda_moe4_xpiece(i, &rb, &cb);
+                for (int qq = 0; qq < 4; qq++) {
+                    const int s = 4 * (cb & 1) + qq, tp = cb >> 1;
+                    const uint8_t *b4 = &xq[rb][128 * kb + 16 * cb + 4 * qq];
+                    const uint32_t lo = f16_bits_exact(cuda_ref_e4m3(b4[0])) | f16_bits_exact(cuda_ref_e4m3(b4[1])) << 16;
+                    const uint32_t hi = f16_bits_exact(cuda_ref_e4m3(b4[2])) | f16_bits_exact(cuda_ref_e4m3(b4[3])) << 16;
+                    memcpy(xh + cuda_moe5_off(rb, 16 * s + 2 * tp, 64), &lo, 4);
+                    memcpy(xh + cuda_moe5_off(rb, 16 * s + 8 + 2 * tp, 64), &hi, 4);
+                }
+            }
+            for (int wg = 0; wg < 2; wg++)
+                for (int w4 = 0; w4 < 4; w4++) {
+                    /* the warp's registers: a[lane][s][0..3], row scales */
+                    static uint32_t a[32][8][4];
+                    double rs[32][2];
+                    for (int lane = 0; lane < 32; lane++) {
+                        const int g = lane >> 2, t = lane & 3, rw = wg * 64 + w4 * 16 + g;
+                        for (int h = 0; h < 2; h++) {
+                            const int ra = rw + 8 * h;
+                            int mx = 0;
+                            for (int c = 0; c < 4; c++)
+                                mx = codes[ra][4 * kb + c] > mx ? codes[ra][4 * kb + c] : mx;
+                            const int sh = mx - codes[ra][4 * kb + t];
+                            uint32_t l[2] = {0, 0};
+                            for (int c = 0; c < 8; c++)
+                                l[c >> 2] |= cuda_moe4_lut_byte(c, CUDA_MOE4_SPREAD - sh) << (8 * (c & 3));
+                            for (int c = 0; c < 4; c++) {
+                                const uint8_t *raw = &wfp4[ra][64 * kb + 16 * t + 4 * c];
+                                const uint32_t x = raw[0] | (uint32_t)raw[1] << 8 | (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 24;
+                                uint32_t o[4];
+                                cuda_moe4_convert(x, l[0], l[1], o);
+                                a[lane][2 * c][h] = o[0], a[lane][2 * c][2 + h] = o[1];
+                                a[lane][2 * c + 1][h] = o[2], a[lane][2 * c + 1][2 + h] = o[3];
+                            }
+                            rs[lane][h] = ldexp(1.0, mx - 140);
+                        }
+                    }
+                    double p[32][32];
+                    memset(p, 0, sizeof p);
+                    for (int s = 0; s < 8; s++) {
+                        double A[16][16], B[64][16];
+                        for (int lane = 0; lane < 32; lane++) {
+                            const int g = lane >> 2, t = lane & 3;
+                            for (int j = 0; j < 4; j++)
+                                for (int e2 = 0; e2 < 2; e2++)
+                                    A[g + 8 * (j & 1)][2 * t + 8 * (j >> 1) + e2] = f16_val(a[lane][s][j] >> (16 * e2) & 0xffffu);
+                        }
+                        for (int nn = 0; nn < nN; nn++)
+                            for (int kk = 0; kk < 16; kk++) {
+                                const uint32_t off = (uint32_t)s * 2048 + (uint32_t)(nn >> 3) * CUDA_MOE5_SBO +
+                                                     (uint32_t)(kk >> 3) * CUDA_MOE5_LBO + (uint32_t)(nn & 7) * 16 +
+                                                     (uint32_t)(kk & 7) * 2;
+                                uint16_t hb;
+                                memcpy(&hb, xh + off, 2);
+                                B[nn][kk] = f16_val(hb);
+                            }
+                        for (int lane = 0; lane < 32; lane++) {
+                            const int g = lane >> 2, t = lane & 3;
+                            for (int i = 0; i < nN / 2; i++) {
+                                const int m = g + 8 * ((i >> 1) & 1), nn = 8 * (i >> 2) + 2 * t + (i & 1);
+                                double d = 0.0;
+                                for (int kk = 0; kk < 16; kk++)
+                                    d += A[m][kk] * B[nn][kk];
+                                p[lane][i] += d;
+                            }
+                        }
+                    }
+                    for (int lane = 0; lane < 32; lane++) {
+                        const int g = lane >> 2, t = lane & 3;
+                        for (int i = 0; i < nN / 2; i++) {
+                            const int r = wg * 64 + w4 * 16 + g + 8 * ((i >> 1) & 1), c = 8 * (i >> 2) + 2 * t + (i & 1);
+                            acc[r][c] += p[lane][i] * xs[c][kb] * rs[lane][(i >> 1) & 1];
+                        }
+                    }
+                }
+        }
+        for (int r = 0; r < 128; r++)
+            for (int c = 0; c < rows; c++) {
+                double want = 0.0;
+                for (int kk = 0; kk < K; kk++)
+                    want += cuda_ref_e2m1((uint8_t)(kk & 1 ? wfp4[r][kk / 2] >> 4 : wfp4[r][kk / 2] & 15)) *
+                            cuda_ref_e8m0(codes[r][kk / 32]) * cuda_ref_e4m3(xq[c][kk]) * xs[c][kk / 128];
+                bad += acc[r][c] != want;
+                checked++;
+            }
+    }
+    tap(bad == 0, "host model of one V6 CTA (weights into A fragments in the permuted K order, the activation "
+        "tile's stores, wgmma's descriptor layout and fragments, stage scale 2^(E - 140)): %ld/%ld outputs differ "
+        "from the exact sum", bad, checked);
+}
+
 static void test_env_variant(void)
 {
     static const char *const bad[] = {"", "0", "7", "44", "x", "3 ", "-1"};
@@ -1062,6 +1200,7 @@ int main(void)
         test_v4_cta_model();
         test_v5_layout();
         test_v6_order();
+        test_v6_cta_model();
         test_env_variant();
         printf("# no CUDA device: the device cases are skipped\n1..%d\n", n_test);
         return n_fail ? 1 : 0;
@@ -1073,6 +1212,7 @@ int main(void)
     test_v4_cta_model();
     test_v5_layout();
     test_v6_order();
+    test_v6_cta_model();
     test_env_variant();
     struct ctx_err e;
     char name[256];
