@@ -366,7 +366,7 @@ struct moe_job {
     const float *sa13, *sa2;
     uint16_t *y13, *y2;
     struct cuda_moe_buckets b13, b2;
-    int variant; /* CUDA_MOE_GEMM_V1 / _V2 / _V3 / _V4 */
+    int variant; /* CUDA_MOE_GEMM_V1 .. _V6 */
 };
 static void moe_gemm_launch(void *ud, int i)
 {
@@ -446,6 +446,39 @@ static void moe_weights(void)
     must(cuda_h2d(moe_dtab, tab, sizeof tab, &err));
 }
 
+/* One run of kernel `variant` over the job's pairs (outputs poisoned first) into o13 / o2, the
+ * (CTA, stage) fallbacks it counted (`fallbacks`: the variant's counter), and its outputs against r13 /
+ * r2: how many are equal, the largest distance in bf16 values (moe_ulps_apart) and how many are more
+ * than one apart. */
+struct moe_cmp {
+    size_t eq, far;
+    double ulps;
+    unsigned long long fb;
+};
+static struct moe_cmp moe_run_compare(struct moe_job *j, int variant,
+                                      int (*fallbacks)(unsigned long long *, int, struct ctx_err *), uint16_t *o13,
+                                      uint16_t *o2, const uint16_t *r13, const uint16_t *r2, size_t y13b, size_t y2b)
+{
+    struct moe_cmp c = {0, 0, 0.0, 0};
+    j->variant = variant;
+    must(cuda_memset(j->y13, 0xff, y13b, &err));
+    must(cuda_memset(j->y2, 0xff, y2b, &err));
+    must(fallbacks(&c.fb, 1, &err));
+    moe_gemm_launch(j, 0);
+    must(cuda_sync(&err));
+    must(fallbacks(&c.fb, 1, &err));
+    must(cuda_d2h(o13, j->y13, y13b, &err));
+    must(cuda_d2h(o2, j->y2, y2b, &err));
+    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
+        const uint16_t a = i < y13b / 2 ? o13[i] : o2[i - y13b / 2], b = i < y13b / 2 ? r13[i] : r2[i - y13b / 2];
+        const double d = moe_ulps_apart(a, b);
+        c.ulps = d > c.ulps ? d : c.ulps;
+        c.eq += a == b;
+        c.far += d > 1.0;
+    }
+    return c;
+}
+
 static void bench_moe_prefill(int S)
 {
     moe_weights();
@@ -519,89 +552,31 @@ static void bench_moe_prefill(int S)
     for (size_t i = 0; i < y2b / 2; i++)
         eq1 += h2[i] == g2[i];
     /* V3 on the same pairs: its largest distance from V2 in bf16 values (moe_ulps_apart), its fallbacks */
-    j.variant = CUDA_MOE_GEMM_V3;
-    must(cuda_memset(j.y13, 0xff, y13b, &err));
-    must(cuda_memset(j.y2, 0xff, y2b, &err));
-    unsigned long long fb = 0;
-    must(cuda_moe_v3_fallback_stages(&fb, 1, &err));
-    moe_gemm_launch(&j, 0);
-    must(cuda_sync(&err));
-    must(cuda_moe_v3_fallback_stages(&fb, 1, &err));
-    must(cuda_d2h(h13, j.y13, y13b, &err));
-    must(cuda_d2h(h2, j.y2, y2b, &err));
-    double ulps3 = 0.0;
-    size_t eq3 = 0, far3 = 0;
-    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
-        const uint16_t a = i < y13b / 2 ? h13[i] : h2[i - y13b / 2], b = i < y13b / 2 ? g13[i] : g2[i - y13b / 2];
-        const double d = moe_ulps_apart(a, b);
-        ulps3 = d > ulps3 ? d : ulps3;
-        eq3 += a == b;
-        far3 += d > 1.0;
-    }
+    const struct moe_cmp c3 =
+        moe_run_compare(&j, CUDA_MOE_GEMM_V3, cuda_moe_v3_fallback_stages, h13, h2, g13, g2, y13b, y2b);
+    const double ulps3 = c3.ulps;
+    const size_t eq3 = c3.eq, far3 = c3.far;
+    const unsigned long long fb = c3.fb;
     /* V4 on the same pairs: against V2 (as V3) and against V3 (same bound; bit-equal share), its fallbacks */
     uint16_t *k13 = malloc(y13b), *k2 = malloc(y2b);
-    j.variant = CUDA_MOE_GEMM_V4;
-    must(cuda_memset(j.y13, 0xff, y13b, &err));
-    must(cuda_memset(j.y2, 0xff, y2b, &err));
-    unsigned long long fb4 = 0;
-    must(cuda_moe_v4_fallback_stages(&fb4, 1, &err));
-    moe_gemm_launch(&j, 0);
-    must(cuda_sync(&err));
-    must(cuda_moe_v4_fallback_stages(&fb4, 1, &err));
-    must(cuda_d2h(k13, j.y13, y13b, &err));
-    must(cuda_d2h(k2, j.y2, y2b, &err));
-    double ulps4 = 0.0;
-    size_t eq4_3 = 0, far4 = 0;
-    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
-        const uint16_t a = i < y13b / 2 ? k13[i] : k2[i - y13b / 2], b = i < y13b / 2 ? g13[i] : g2[i - y13b / 2];
-        const uint16_t c3 = i < y13b / 2 ? h13[i] : h2[i - y13b / 2];
-        const double d = moe_ulps_apart(a, b);
-        ulps4 = d > ulps4 ? d : ulps4;
-        eq4_3 += a == c3;
-        far4 += d > 1.0;
-    }
+    const struct moe_cmp c4 =
+        moe_run_compare(&j, CUDA_MOE_GEMM_V4, cuda_moe_v4_fallback_stages, k13, k2, g13, g2, y13b, y2b);
+    const double ulps4 = c4.ulps;
+    const size_t far4 = c4.far;
+    const unsigned long long fb4 = c4.fb;
+    size_t eq4_3 = 0;
+    for (size_t i = 0; i < y13b / 2; i++)
+        eq4_3 += k13[i] == h13[i];
+    for (size_t i = 0; i < y2b / 2; i++)
+        eq4_3 += k2[i] == h2[i];
     /* V5 (V4 on wgmma) on the same pairs: against V4 (bit-equal share, largest distance), its fallbacks */
-    j.variant = CUDA_MOE_GEMM_V5;
     uint16_t *m13 = malloc(y13b), *m2 = malloc(y2b);
-    must(cuda_memset(j.y13, 0xff, y13b, &err));
-    must(cuda_memset(j.y2, 0xff, y2b, &err));
-    unsigned long long fb5 = 0;
-    must(cuda_moe_v5_fallback_stages(&fb5, 1, &err));
-    moe_gemm_launch(&j, 0);
-    must(cuda_sync(&err));
-    must(cuda_moe_v5_fallback_stages(&fb5, 1, &err));
-    must(cuda_d2h(m13, j.y13, y13b, &err));
-    must(cuda_d2h(m2, j.y2, y2b, &err));
-    double ulps5 = 0.0;
-    size_t eq5_4 = 0, far5 = 0;
-    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
-        const uint16_t a = i < y13b / 2 ? m13[i] : m2[i - y13b / 2], b = i < y13b / 2 ? k13[i] : k2[i - y13b / 2];
-        const double d = moe_ulps_apart(a, b);
-        ulps5 = d > ulps5 ? d : ulps5;
-        eq5_4 += a == b;
-        far5 += d > 1.0;
-    }
+    const struct moe_cmp c5 =
+        moe_run_compare(&j, CUDA_MOE_GEMM_V5, cuda_moe_v5_fallback_stages, m13, m2, k13, k2, y13b, y2b);
     /* V6 (weights in registers) on the same pairs: against V5 */
-    j.variant = CUDA_MOE_GEMM_V6;
     uint16_t *o13 = malloc(y13b), *o2 = malloc(y2b);
-    must(cuda_memset(j.y13, 0xff, y13b, &err));
-    must(cuda_memset(j.y2, 0xff, y2b, &err));
-    unsigned long long fb6 = 0;
-    must(cuda_moe_v6_fallback_stages(&fb6, 1, &err));
-    moe_gemm_launch(&j, 0);
-    must(cuda_sync(&err));
-    must(cuda_moe_v6_fallback_stages(&fb6, 1, &err));
-    must(cuda_d2h(o13, j.y13, y13b, &err));
-    must(cuda_d2h(o2, j.y2, y2b, &err));
-    double ulps6 = 0.0;
-    size_t eq6_5 = 0, far6 = 0;
-    for (size_t i = 0; i < y13b / 2 + y2b / 2; i++) {
-        const uint16_t a = i < y13b / 2 ? o13[i] : o2[i - y13b / 2], b = i < y13b / 2 ? m13[i] : m2[i - y13b / 2];
-        const double d = moe_ulps_apart(a, b);
-        ulps6 = d > ulps6 ? d : ulps6;
-        eq6_5 += a == b;
-        far6 += d > 1.0;
-    }
+    const struct moe_cmp c6 =
+        moe_run_compare(&j, CUDA_MOE_GEMM_V6, cuda_moe_v6_fallback_stages, o13, o2, m13, m2, y13b, y2b);
     free(o13), free(o2);
     free(m13), free(m2);
     free(k13), free(k2);
@@ -634,11 +609,11 @@ static void bench_moe_prefill(int S)
            100.0 * (double)eq1 / (double)tot, ms_gemv, tf_gemv, ms_gemv / ms_gemm, 100.0 * (double)eq / (double)tot);
     printf("| V5 (wgmma) | %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx | %7.3f%% | %5.0f | %.4f%% | %llu |\n", S, np2,
            ms_v5, flop / (ms_v5 * 1e-3) / 1e12, 100.0 * flop / (ms_v5 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v5,
-           100.0 * (double)eq5_4 / (double)tot, ulps5, 100.0 * (double)far5 / (double)tot, fb5);
+           100.0 * (double)c5.eq / (double)tot, c5.ulps, 100.0 * (double)c5.far / (double)tot, c5.fb);
     printf("| V6 (A in registers) | %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx (V5 / V6 %.2fx) | %7.3f%% of V5 | %5.0f | "
            "%.4f%% | %llu |\n", S, np2, ms_v6, flop / (ms_v6 * 1e-3) / 1e12,
            100.0 * flop / (ms_v6 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v6, ms_v5 / ms_v6,
-           100.0 * (double)eq6_5 / (double)tot, ulps6, 100.0 * (double)far6 / (double)tot, fb6);
+           100.0 * (double)c6.eq / (double)tot, c6.ulps, 100.0 * (double)c6.far / (double)tot, c6.fb);
     free(ids), free(h13), free(g13), free(h2), free(g2);
     cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
     cuda_free(j.y13), cuda_free(j.y2), cuda_free(s13), cuda_free(s2);

@@ -828,6 +828,43 @@ static uint32_t f16_bits_exact(double v)
     return sg | (uint32_t)ldexp(fabs(v), 24); /* subnormal */
 }
 
+/* The inputs of one CTA for the host models of V4 and V6 (one set at a time): 128 weight rows of
+ * CTA_K FP4 values (CTA_KS stages) whose e8m0 codes lie up to 26 below their row's max in a stage,
+ * `rows` pairs of e4m3 activations (the other pairs zero) and power-of-two activation scales. */
+enum { CTA_KS = 2, CTA_K = 128 * CTA_KS };
+static uint8_t wfp4[128][CTA_K / 2], codes[128][CTA_K / 32], xq[64][CTA_K];
+static float xs[64][CTA_KS];
+static void cta_data_fill(int rows)
+{
+    for (int r = 0; r < 128; r++) {
+        for (int b = 0; b < CTA_K / 2; b++)
+            wfp4[r][b] = (uint8_t)next_u64();
+        for (int b = 0; b < CTA_KS; b++) {
+            const int big = 124 + (int)(next_u64() % 4);
+            for (int c = 0; c < 4; c++)
+                codes[r][4 * b + c] = (uint8_t)(big - (int)(next_u64() % 27) * (int)(next_u64() % 2));
+        }
+    }
+    for (int pr = 0; pr < 64; pr++)
+        for (int kk = 0; kk < CTA_K; kk++) {
+            const uint8_t c = (uint8_t)((next_u64() & 0x87) | (6 + next_u64() % 4) << 3);
+            xq[pr][kk] = pr < rows ? c : 0;
+        }
+    for (int pr = 0; pr < 64; pr++)
+        for (int b = 0; b < CTA_KS; b++)
+            xs[pr][b] = pr < rows ? ldexpf(1.0f, (int)(next_u64() % 5) - 2) : 0.0f;
+}
+/* Output (weight row r, pair c) of those inputs, exactly (in double: powers of two times short
+ * products). */
+static double cta_exact(int r, int c)
+{
+    double want = 0.0;
+    for (int kk = 0; kk < CTA_K; kk++)
+        want += cuda_ref_e2m1((uint8_t)(kk & 1 ? wfp4[r][kk / 2] >> 4 : wfp4[r][kk / 2] & 15)) *
+                cuda_ref_e8m0(codes[r][kk / 32]) * cuda_ref_e4m3(xq[c][kk]) * xs[c][kk / 128];
+    return want;
+}
+
 /* One CTA of V4's fast path on the host, the kernel's orchestration over moe_gemm.h's functions:
  * each thread's conversion items (LUT of shift idx = 26 - (E - e_i), cuda_moe4_convert, stores at
  * cuda_moe4_woff / _xoff; activations as exact f16), each warp's ldmatrix (register j of lane l = the 32-bit
@@ -841,29 +878,12 @@ static uint32_t f16_bits_exact(double v)
  * test_v4_conversion's.) */
 static void test_v4_cta_model(void)
 {
-    enum { KS = 2, K = 128 * KS };
-    static uint8_t wfp4[128][K / 2], codes[128][K / 32], xq[64][K], wh[32768], xh[16384];
-    static float xs[64][KS];
+    enum { KS = CTA_KS };
+    static uint8_t wh[32768], xh[16384];
     long bad = 0, checked = 0;
     for (int trial = 0; trial < 8; trial++) {
         const int rows = 1 + (int)(next_u64() % 64), nbv = (rows + 7) >> 3;
-        for (int r = 0; r < 128; r++) {
-            for (int b = 0; b < K / 2; b++)
-                wfp4[r][b] = (uint8_t)next_u64();
-            for (int b = 0; b < KS; b++) {
-                const int big = 124 + (int)(next_u64() % 4);
-                for (int c = 0; c < 4; c++)
-                    codes[r][4 * b + c] = (uint8_t)(big - (int)(next_u64() % 27) * (int)(next_u64() % 2));
-            }
-        }
-        for (int pr = 0; pr < 64; pr++)
-            for (int kk = 0; kk < K; kk++) {
-                const uint8_t c = (uint8_t)((next_u64() & 0x87) | (6 + next_u64() % 4) << 3);
-                xq[pr][kk] = pr < rows ? c : 0;
-            }
-        for (int pr = 0; pr < 64; pr++)
-            for (int b = 0; b < KS; b++)
-                xs[pr][b] = pr < rows ? ldexpf(1.0f, (int)(next_u64() % 5) - 2) : 0.0f;
+        cta_data_fill(rows);
         double acc[128][64];
         memset(acc, 0, sizeof acc);
         for (int kb = 0; kb < KS; kb++) {
@@ -946,11 +966,7 @@ static void test_v4_cta_model(void)
         }
         for (int r = 0; r < 128; r++)
             for (int c = 0; c < rows; c++) {
-                double want = 0.0;
-                for (int kk = 0; kk < K; kk++)
-                    want += cuda_ref_e2m1((uint8_t)(kk & 1 ? wfp4[r][kk / 2] >> 4 : wfp4[r][kk / 2] & 15)) *
-                            cuda_ref_e8m0(codes[r][kk / 32]) * cuda_ref_e4m3(xq[c][kk]) * xs[c][kk / 128];
-                bad += acc[r][c] != want;
+                bad += acc[r][c] != cta_exact(r, c);
                 checked++;
             }
     }
@@ -1046,30 +1062,13 @@ static void test_v6_order(void)
  * scales powers of two), which checks the K permutation end to end without a GPU (CI). */
 static void test_v6_cta_model(void)
 {
-    enum { KS = 2, K = 128 * KS };
-    static uint8_t wfp4[128][K / 2], codes[128][K / 32], xq[64][K], xh[16384];
-    static float xs[64][KS];
+    enum { KS = CTA_KS };
+    static uint8_t xh[16384];
     long bad = 0, checked = 0;
     for (int trial = 0; trial < 6; trial++) {
         const int rows = 1 + (int)(next_u64() % 64), nbv = (rows + 7) >> 3;
         const int nN = nbv <= 2 ? 16 : nbv <= 4 ? 32 : nbv <= 6 ? 48 : 64;
-        for (int r = 0; r < 128; r++) {
-            for (int b = 0; b < K / 2; b++)
-                wfp4[r][b] = (uint8_t)next_u64();
-            for (int b = 0; b < KS; b++) {
-                const int big = 124 + (int)(next_u64() % 4);
-                for (int c = 0; c < 4; c++)
-                    codes[r][4 * b + c] = (uint8_t)(big - (int)(next_u64() % 27) * (int)(next_u64() % 2));
-            }
-        }
-        for (int pr = 0; pr < 64; pr++)
-            for (int kk = 0; kk < K; kk++) {
-                const uint8_t c = (uint8_t)((next_u64() & 0x87) | (6 + next_u64() % 4) << 3);
-                xq[pr][kk] = pr < rows ? c : 0;
-            }
-        for (int pr = 0; pr < 64; pr++)
-            for (int b = 0; b < KS; b++)
-                xs[pr][b] = pr < rows ? ldexpf(1.0f, (int)(next_u64() % 5) - 2) : 0.0f;
+        cta_data_fill(rows);
         double acc[128][64];
         memset(acc, 0, sizeof acc);
         for (int kb = 0; kb < KS; kb++) {
@@ -1157,11 +1156,7 @@ static void test_v6_cta_model(void)
         }
         for (int r = 0; r < 128; r++)
             for (int c = 0; c < rows; c++) {
-                double want = 0.0;
-                for (int kk = 0; kk < K; kk++)
-                    want += cuda_ref_e2m1((uint8_t)(kk & 1 ? wfp4[r][kk / 2] >> 4 : wfp4[r][kk / 2] & 15)) *
-                            cuda_ref_e8m0(codes[r][kk / 32]) * cuda_ref_e4m3(xq[c][kk]) * xs[c][kk / 128];
-                bad += acc[r][c] != want;
+                bad += acc[r][c] != cta_exact(r, c);
                 checked++;
             }
     }
