@@ -21,6 +21,7 @@
 #define CUDA_ENGINE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -224,6 +225,23 @@ int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, in
 int cuda_engine_idx_scores(const float *d_q, const float *d_w, const float *d_keys, int S, int Hi, int di,
                            const long long *d_pos, long long max_n, float *d_score, size_t ld, int mode, void *stream,
                            struct ctx_err *e);
+
+/* The 8-bit form of n rows of di FP4-QDQ'd values (indexer queries or keys; di = 32, 64 or 128): per row
+ * d_q8 [di] int8 and one 32-bit word d_qx whose byte b is block b's power-of-two exponent (value =
+ * int8 * 2^exponent; all four bytes equal when one exponent holds the whole row). Exact for any row on
+ * the FP4 grid; values off it are rounded to 8 bits in their 32-value block. qdq != 0 first FP4-QDQs
+ * the rows of d_x in place (as the engine's indexer does). Asynchronous on `stream`. */
+int cuda_engine_idx_pack(float *d_x, long long n, int di, int qdq, int8_t *d_q8, uint32_t *d_qx, void *stream,
+                         struct ctx_err *e);
+
+/* The indexer scores of prefill chunks from queries and keys in that form (cuda_engine_idx_pack):
+ * cuda_engine_idx_scores' arguments and results (scores of query s over entries < (*d_pos + s + 1) / 4,
+ * up to max_n), on integer tensor cores (k_idx_score_i8); the exact dot products, so the bits of
+ * mode 2 wherever those are exact (kernels/README.md). Needs Hi <= 64 and di 32, 64 or 128
+ * (CTX_EUNSUPPORTED otherwise). Asynchronous on `stream`. */
+int cuda_engine_idx_scores_i8(const int8_t *d_q8, const uint32_t *d_qx, const float *d_w, const int8_t *d_k8,
+                              const uint32_t *d_kx, int S, int Hi, int di, const long long *d_pos, long long max_n,
+                              float *d_score, size_t ld, void *stream, struct ctx_err *e);
 
 /* Sparse attention on tensor cores, the kernel of prefill chunks (exported for tests): for each query
  * s < S at position p = *d_pos + s, its entries (the window: positions p-W+1..p, from d_kvnew [S][d]

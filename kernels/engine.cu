@@ -151,6 +151,94 @@ __device__ void warp_fp4_qdq32(float *x)
     x[lane] = bf16r(e2m1_round(q) * s);
 }
 
+// The 8-bit form of FP4-QDQ'd indexer rows (k_idx_score_i8 below says why and how it is used).
+#define IDX_I8_EXPMAX 100 // exponents are kept in [-128, IDX_I8_EXPMAX]: 2^E * 1.5 * 2^23 stays finite
+
+__device__ __forceinline__ float pow2i(int E) // 2^E for E in [-149, 127]
+{
+    return E >= -126 ? __int_as_float((E + 127) << 23) : __int_as_float(1 << (E + 149));
+}
+// The exponent of the lowest set bit of |v| (v = odd * 2^result); INT_MAX for 0, inf and NaN.
+__device__ __forceinline__ int f32_lowexp(float v)
+{
+    uint32_t u = __float_as_uint(v) & 0x7fffffffu, ef = u >> 23, m = u & 0x7fffffu;
+    if (!u || ef == 255)
+        return 0x7fffffff;
+    uint32_t sig = ef ? (m | 0x800000u) : m;
+    return (ef ? (int)ef - 150 : -149) + __ffs((int)sig) - 1;
+}
+// |v| / 2^E when that is an integer <= 127, else -1.
+__device__ __forceinline__ int f32_int_at(float v, int E)
+{
+    uint32_t u = __float_as_uint(v) & 0x7fffffffu, ef = u >> 23;
+    if (!u)
+        return 0;
+    if (ef == 255)
+        return -1;
+    uint32_t sig = ef ? ((u & 0x7fffffu) | 0x800000u) : u;
+    int sh = E - (ef ? (int)ef - 150 : -149); // |v| / 2^E = sig * 2^-sh
+    if (sh > 0) {
+        if (sh >= 32 || (sig & ((1u << sh) - 1u)))
+            return -1;
+        sig >>= sh;
+    } else {
+        if (-sh >= 8)
+            return -1;
+        sig <<= -sh;
+    }
+    return sig <= 127u ? (int)sig : -1;
+}
+// One warp writes the 8-bit form of x[0..di) (di = 32, 64 or 128; any memory) to q[0..di) and *qx:
+// lane l takes values l + 32 j, so block j is value j of every lane. Byte j of *qx is block j's
+// exponent (the bytes past di / 32 repeat byte 0, so "all four bytes equal" means common form).
+__device__ void warp_i8_pack(const float *x, int di, int8_t *q, uint32_t *qx)
+{
+    const int lane = threadIdx.x & 31, nb = di >> 5;
+    float v[4];
+    int lo[4], Lc = 0x7fffffff;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        v[j] = j < nb ? x[32 * j + lane] : 0.f;
+        lo[j] = __reduce_min_sync(0xffffffffu, f32_lowexp(v[j]));
+        Lc = min(Lc, lo[j]);
+    }
+    if (Lc == 0x7fffffff)
+        Lc = 0; // all zero
+    bool fits = Lc >= -128 && Lc <= IDX_I8_EXPMAX;
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        fits = fits && f32_int_at(v[j], Lc) >= 0;
+    fits = __all_sync(0xffffffffu, fits);
+    int E[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int Ej = fits ? Lc : (lo[j] == 0x7fffffff ? Lc : lo[j]);
+        bool ok = fits || __all_sync(0xffffffffu, Ej >= -128 && Ej <= IDX_I8_EXPMAX && f32_int_at(v[j], Ej) >= 0);
+        if (!ok) { // off the FP4 grid: the smallest exponent that holds the block's largest value, rounded
+            float hi = warp_max(fabsf(v[j]));
+            int ex;
+            frexpf(hi, &ex); // hi < 2^ex
+            Ej = ex - 7;
+            if (hi > ldexpf(127.f, Ej))
+                Ej++;
+            Ej = max(-128, min(IDX_I8_EXPMAX, Ej));
+        }
+        E[j] = Ej;
+        if (j < nb) {
+            int iv = f32_int_at(v[j], Ej);
+            if (iv < 0) // rounded (off-grid values only)
+                iv = (int)fminf(rintf(ldexpf(fabsf(v[j]), -Ej)), 127.f);
+            q[32 * j + lane] = (int8_t)(v[j] < 0.f ? -iv : iv);
+        }
+    }
+    if (lane == 0) {
+        uint32_t w = 0;
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            w |= (uint32_t)(uint8_t)(int8_t)(j < nb ? E[j] : E[0]) << (8 * j);
+        *qx = w;
+    }
+}
 // Interleaved RoPE on x[0..rd) by the table row cs (cos, sin pairs); inverse rotates back.
 __device__ void rope_pairs(float *x, const float *cs, int rd, int inverse)
 {
@@ -1263,11 +1351,12 @@ __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const
         q[i] = buf[i];
 }
 
-// Indexer queries: RoPE of the tail, Hadamard, FP4 QDQ. Grid S*Hi.
+// Indexer queries: RoPE of the tail, Hadamard, FP4 QDQ. Grid S*Hi. With q8 != NULL also their 8-bit
+// form (warp_i8_pack) into q8 [S*Hi][di] / qx [S*Hi].
 // With wts != NULL also k_scale_bf16's wts[b] = bf16(wts[b] * wsc) of its own element b (the grid is
 // one block per weight).
 __global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, const long long *ppos, float hsc,
-                          float *wts, float wsc)
+                          float *wts, float wsc, int8_t *q8, uint32_t *qx)
 {
     pdl_begin();
     long long pos0 = *ppos;
@@ -1288,14 +1377,18 @@ __global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, 
     __syncthreads();
     for (int i = threadIdx.x; i < di; i += blockDim.x)
         q[i] = buf[i];
+    if (q8 && warp == 0) // a prefill chunk's queries in 8-bit form too (k_idx_score_i8)
+        warp_i8_pack(buf, di, q8 + (size_t)blockIdx.x * di, qx + blockIdx.x);
 }
 
 // The end of a compressed entry whose pooled values (bf16-valued) are in ent[0..width): RMSNorm,
 // RoPE by the table row `cs` (the block's first position), then FP8 QDQ (main) or Hadamard + FP4 QDQ
-// (indexer), into dst. Each thread takes channels tid, tid + blockDim, ... for the norm's sum, so the
-// bits depend on blockDim: k_compress and k_compress_fin run it with the same block sizes.
+// (indexer), into dst, and with k8 != NULL (indexer keys) the entry's 8-bit form into *k8 / *kx. Each
+// thread takes channels tid, tid + blockDim, ... for the norm's sum, so the bits depend on blockDim:
+// k_compress and k_compress_fin run it with the same block sizes.
 __device__ __forceinline__ void compress_finish(float *ent, float *sh, int width, const uint16_t *normw, float eps,
-                                                const float *cs, int rd, int indexer, float hsc, float *dst)
+                                                const float *cs, int rd, int indexer, float hsc, float *dst,
+                                                int8_t *k8, uint32_t *kx)
 {
     float ss = 0.f;
     for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
@@ -1319,6 +1412,8 @@ __device__ __forceinline__ void compress_finish(float *ent, float *sh, int width
     __syncthreads();
     for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
         dst[ch] = ent[ch];
+    if (k8 && warp == 0) // the indexer key's 8-bit form beside it (k_idx_score_i8)
+        warp_i8_pack(ent, width, k8, kx);
     __syncthreads();
 }
 
@@ -1329,7 +1424,7 @@ __device__ __forceinline__ void compress_finish(float *ent, float *sh, int width
 // prefill chunk runs the same arithmetic in parallel (k_compress_pool, _fin, _carry below).
 __global__ void k_compress(const float *kvp, const float *scp, int S, const long long *ppos, int ratio, int width,
                            const float *ape, const uint16_t *normw, float eps, int indexer, float *ckv, float *csc,
-                           float *cache, const float *rope, int rd, float hsc)
+                           float *cache, const float *rope, int rd, float hsc, int8_t *k8, uint32_t *kx)
 {
     pdl_begin();
     long long pos0 = *ppos;
@@ -1369,8 +1464,9 @@ __global__ void k_compress(const float *kvp, const float *scp, int S, const long
                 ckv[i] = ckv[(size_t)ratio * rw + i];
                 csc[i] = csc[(size_t)ratio * rw + i];
             }
+        long long ce = (p + 1) / ratio - 1;
         compress_finish(ent, sh, width, normw, eps, rope + (size_t)(p + 1 - ratio) * rd, rd, indexer, hsc,
-                        cache + (size_t)((p + 1) / ratio - 1) * width);
+                        cache + (size_t)ce * width, k8 ? k8 + (size_t)ce * width : k8, kx ? kx + ce : kx);
     }
 }
 
@@ -1455,7 +1551,7 @@ __global__ void __launch_bounds__(CMP_CH *CMP_WARPS) k_compress_pool(const float
 }
 
 __global__ void k_compress_fin(int S, const long long *ppos, int ratio, int width, const uint16_t *normw, float eps,
-                               int indexer, float *cache, const float *rope, int rd, float hsc)
+                               int indexer, float *cache, const float *rope, int rd, float hsc, int8_t *k8, uint32_t *kx)
 {
     extern __shared__ float ent[];
     __shared__ float sh[32];
@@ -1466,7 +1562,8 @@ __global__ void k_compress_fin(int S, const long long *ppos, int ratio, int widt
     for (int ch = threadIdx.x; ch < width; ch += blockDim.x)
         ent[ch] = dst[ch];
     __syncthreads();
-    compress_finish(ent, sh, width, normw, eps, rope + (size_t)(k * ratio) * rd, rd, indexer, hsc, dst);
+    compress_finish(ent, sh, width, normw, eps, rope + (size_t)(k * ratio) * rd, rd, indexer, hsc, dst,
+                    k8 ? k8 + (size_t)k * width : k8, kx ? kx + k : kx);
 }
 
 // One thread per (residue j, element i of a carry row).
@@ -2031,6 +2128,321 @@ __global__ void __launch_bounds__(256, 2) k_idx_score_tc2(const float *qI, const
     }
 }
 
+// ---- Indexer scores on integer tensor cores (issue 10; 2026-11-29, sixth session) ----
+//
+// Indexer queries and keys are FP4-QDQ'd: every value is an e2m1 code times a power of two per 32 dims,
+// i.e. an integer in [-12, 12] times 2^(s - 1). So a row of di values is exactly a vector of int8 values
+// times a power of two per 32-dim block (its "8-bit form": int8 [di] + one exponent byte a block in a
+// 32-bit word), and often times ONE power of two for the whole row (the "common" form: every block's
+// integers shifted to the smallest exponent; fits when the blocks' exponents are within 3 of each other,
+// 12 * 2^3 <= 127, which is what a Hadamard leaves). warp_i8_pack writes that form: common when it fits,
+// else per block (exact for any FP4-QDQ'd row; values off that grid, which the engine never makes,
+// are rounded to 8 bits in their block: documented, tested).
+//
+// k_idx_score_i8 then computes the dots with mma.sync m16n8k32 s8 x s8 -> s32, which is exact:
+// - both sides common (every entry of the 64-entry tile and every head of the warp): ONE integer
+//   accumulator over all di dims (|sum| <= 128 * 127^2 < 2^22), scaled once: dot = c * 2^(Eq + Ek), the
+//   exact dot product. k_idx_score_tc2 adds four exact block partials in fp32 and so gives the exact
+//   dot whenever those sums are exact (the condition tests/kernels/test_idx.c checks: always after a
+//   Hadamard), i.e. the same bits there; elsewhere this one is the more exact;
+// - otherwise (a tile holding a per-block entry, or a warp holding a per-block head): each 32-dim
+//   block in a fresh accumulator, its exact partial c_b * 2^(Eq_b + Ek_b) added in block order in fp32:
+//   tc2's partials and additions, so tc2's bits everywhere.
+// The accumulator starts at 0x4B400000 (1.5 * 2^23 as a float), so its bits read as a float ARE
+// 1.5 * 2^23 + c (|c| < 2^22): no integer-to-float conversion (a quarter-rate instruction), and
+// fma(acc, 2^Eq, -1.5 * 2^23 * 2^Eq) = c * 2^Eq exactly. Against tc2: half the tensor-core
+// instructions (k32 per mma instead of k16 and no separate block partials), half the query registers,
+// a quarter of the key bytes (the tile's keys land by cp.async straight into their fragment layout;
+// no fp32 -> bf16 conversion pass). The rest (grid, epilogue, head-ordered sums) is tc2's.
+#define IDX_I8_KPAD 16 // bytes of padding per key row: conflict-free 32-bit fragment reads
+// n rows of di values: one warp a row (the bulk form: a state upload, a restore, a random fill). With
+// qdq != 0 the rows are first FP4-QDQ'd in place (a random fill, so that its keys are the engine's kind).
+__global__ void k_i8_pack_rows(float *x, long long n, int di, int qdq, int8_t *q, uint32_t *qx)
+{
+    long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5, nw = ((long long)gridDim.x * blockDim.x) >> 5;
+    for (; w < n; w += nw) { // warp-uniform
+        float *row = x + (size_t)w * di;
+        if (qdq)
+            for (int b = 0; b < di / 32; b++)
+                warp_fp4_qdq32(row + b * 32);
+        __syncwarp();
+        warp_i8_pack(row, di, q + (size_t)w * di, qx + w);
+    }
+}
+__device__ __forceinline__ void mma_s8_16832(int *d, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ bool i8_common(uint32_t x) { return x == (x & 0xffu) * 0x01010101u; }
+#define IDX_I8_MAGIC 0x4B400000
+// A warp's query side: A fragments of 32 heads (row = head h0 + 16m + g (+8), col = dimension; a[m][kb]:
+// a0/a1 rows g/g+8 dims 32kb + 4t.., a2/a3 the same rows at +16), the rows' exponent words, their
+// common-form scales (sq; nq = -1.5 * 2^23 * sq) and head weights (bf16 pairs); returns whether every
+// head of the warp is in common form (uniform over the warp).
+template <int NB>
+__device__ __forceinline__ bool i8_query(const int8_t *q8, const uint32_t *qx, const float *wts, int s, int Hi, int h0,
+                                         bool qvalid, uint32_t (&a)[2][NB][4], uint32_t (&qxw)[2][2],
+                                         float (&sq)[2][2], float (&nq)[2][2], uint32_t (&wv2)[2][2])
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    bool qc = true;
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int h = h0 + 16 * m + g + 8 * r;
+            bool ok = qvalid && h < Hi;
+            float w = ok ? wts[(size_t)s * Hi + h] : 0.f;
+            wv2[m][r] = pack_bf16x2(w, w);
+            const int8_t *qr = q8 + ((size_t)s * Hi + (ok ? h : 0)) * (NB * 32);
+#pragma unroll
+            for (int kb = 0; kb < NB; kb++)
+#pragma unroll
+                for (int c = 0; c < 2; c++)
+                    a[m][kb][r + 2 * c] = ok ? *reinterpret_cast<const uint32_t *>(qr + 32 * kb + 16 * c + 4 * t) : 0u;
+            uint32_t x = ok ? qx[(size_t)s * Hi + h] : 0u;
+            qxw[m][r] = x;
+            qc = qc && i8_common(x);
+            sq[m][r] = pow2i((int)(int8_t)(x & 0xffu));
+            nq[m][r] = -12582912.f * sq[m][r];
+        }
+    return __all_sync(0xffffffffu, qc);
+}
+// The warp's 32 heads x one n8 tile of entries (key rows at kr = the tile's row g + 4t bytes, rows
+// KST apart; exponent words x0, x1 of entries 2t, 2t+1), into its term rows tw (stride TST) at column
+// col: the exact dot products (fast: every head and entry in common form) or tc2's block partials in
+// block order, then bf16(relu(bf16(dot)) * w_h).
+template <int NB>
+__device__ __forceinline__ void i8_tile8(const uint32_t (&a)[2][NB][4], const uint32_t (&qxw)[2][2],
+                                         const float (&sq)[2][2], const float (&nq)[2][2], const uint32_t (&wv2)[2][2],
+                                         const int8_t *kr, uint32_t x0, uint32_t x1, bool fast, uint16_t *tw, int TST,
+                                         int col)
+{
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    float dot[2][4];
+    if (fast) {
+        int acc[2][4];
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                acc[m][j] = IDX_I8_MAGIC;
+#pragma unroll
+        for (int kb = 0; kb < NB; kb++) {
+            uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr + 32 * kb);
+            uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + 32 * kb + 16);
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+                mma_s8_16832(acc[m], a[m][kb], b0, b1);
+        }
+        const float sk0 = pow2i((int)(int8_t)(x0 & 0xffu)), sk1 = pow2i((int)(int8_t)(x1 & 0xffu));
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                dot[m][2 * r] = fmaf(__int_as_float(acc[m][2 * r]), sq[m][r], nq[m][r]) * sk0;
+                dot[m][2 * r + 1] = fmaf(__int_as_float(acc[m][2 * r + 1]), sq[m][r], nq[m][r]) * sk1;
+            }
+    } else {
+#pragma unroll
+        for (int kb = 0; kb < NB; kb++) {
+            int acc[2][4];
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    acc[m][j] = IDX_I8_MAGIC;
+            uint32_t b0 = *reinterpret_cast<const uint32_t *>(kr + 32 * kb);
+            uint32_t b1 = *reinterpret_cast<const uint32_t *>(kr + 32 * kb + 16);
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+                mma_s8_16832(acc[m], a[m][kb], b0, b1);
+            const float sk0 = pow2i((int)(int8_t)((x0 >> (8 * kb)) & 0xffu));
+            const float sk1 = pow2i((int)(int8_t)((x1 >> (8 * kb)) & 0xffu));
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const float sqb = pow2i((int)(int8_t)((qxw[m][r] >> (8 * kb)) & 0xffu));
+                    const float p0 = fmaf(__int_as_float(acc[m][2 * r]), sqb, -12582912.f * sqb);
+                    const float p1 = fmaf(__int_as_float(acc[m][2 * r + 1]), sqb, -12582912.f * sqb);
+                    dot[m][2 * r] = kb ? fmaf(p0, sk0, dot[m][2 * r]) : p0 * sk0;
+                    dot[m][2 * r + 1] = kb ? fmaf(p1, sk1, dot[m][2 * r + 1]) : p1 * sk1;
+                }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            *reinterpret_cast<uint32_t *>(tw + (16 * m + g + 8 * r) * TST + col + 2 * t) =
+                idx_term_bf16x2(pack_bf16x2(dot[m][2 * r], dot[m][2 * r + 1]), wv2[m][r]);
+}
+// A 64-entry key tile at entry t0 into buffer b (cp.async, one commit group): piece i = row i / (DI / 16),
+// 16 bytes i % (DI / 16); exponent words by the first ET threads; zeros past eend (a zero word: common
+// form, exponent 0).
+template <int DI>
+__device__ __forceinline__ void i8_tile_load(uint32_t kbase, uint32_t xbase, const int8_t *k8, const uint32_t *kx,
+                                             long long t0, long long eend, int b)
+{
+    constexpr int KST = DI + IDX_I8_KPAD, CPR = DI / 16, NCH = (IDX_TC_ET * CPR + 255) / 256;
+#pragma unroll
+    for (int j = 0; j < NCH; j++) {
+        int i = threadIdx.x + j * 256;
+        if (i < IDX_TC_ET * CPR) {
+            int row = i / CPR, pc = i % CPR;
+            bool ok = t0 + row < eend;
+            cp_async16(kbase + (uint32_t)((b * IDX_TC_ET + row) * KST + 16 * pc), k8 + (ok ? (size_t)(t0 + row) * DI + 16 * pc : 0),
+                       ok);
+        }
+    }
+    if (threadIdx.x < IDX_TC_ET) {
+        bool ok = t0 + threadIdx.x < eend;
+        cp_async4(xbase + (uint32_t)(4 * (b * IDX_TC_ET + threadIdx.x)), kx + (ok ? t0 + threadIdx.x : 0), ok);
+    }
+    cp_async_commit();
+}
+template <int DI>
+constexpr size_t idx_i8_smem()
+{
+    return 2 * ((size_t)IDX_TC_ET * (DI + IDX_I8_KPAD) + sizeof(uint32_t) * IDX_TC_ET) +
+           sizeof(uint16_t) * 8 * 32 * (IDX_TC_ET + 8);
+}
+// Grid (ceil(S / queries per block), runs), tpb tiles a run (tc2's); 256 threads, Hi <= 64.
+// q8 / qx: the queries' 8-bit form [S][Hi][DI] / [S][Hi]; k8 / kx: the keys' [n][DI] / [n].
+template <int DI>
+__global__ void __launch_bounds__(256, 2)
+    k_idx_score_i8(const int8_t *q8, const uint32_t *qx, const float *wts, const int8_t *k8, const uint32_t *kx, int Hi,
+                   int S, const long long *ppos, float *score, size_t ld, int tpb)
+{
+    constexpr int NB = DI / 32, KST = DI + IDX_I8_KPAD, TST = IDX_TC_ET + 8;
+    extern __shared__ __align__(16) unsigned char idx_smem[];
+    // [2][ET][KST] key tiles, [2][ET] their exponent words, [8 warps][32 heads][TST] the heads' terms
+    uint32_t *xs = (uint32_t *)(idx_smem + 2 * IDX_TC_ET * KST);
+    uint16_t *ts = (uint16_t *)(xs + 2 * IDX_TC_ET);
+    const uint32_t kbase = (uint32_t)__cvta_generic_to_shared(idx_smem), xbase = (uint32_t)__cvta_generic_to_shared(xs);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int wpq = Hi <= 32 ? 1 : 2, QB = 8 / wpq; // warps per query, queries per block
+    long long pos0 = *ppos;
+    int sb = (int)blockIdx.x * QB;
+    if (sb >= S)
+        return;
+    int nq = S - sb < QB ? S - sb : QB;
+    long long nvmax = (pos0 + sb + nq) / 4; // the entries of the block's last query
+    long long e0 = (long long)blockIdx.y * tpb * IDX_TC_ET, eend = e0 + (long long)tpb * IDX_TC_ET;
+    if (eend > nvmax || blockIdx.y == gridDim.y - 1) // the last run takes every entry left (max_n too small)
+        eend = nvmax;
+    if (e0 >= eend)
+        return;
+    int qi = warp / wpq, h0 = (warp % wpq) * 32, s = sb + qi, qvalid = qi < nq;
+    uint32_t a[2][NB][4], qxw[2][2], wv2[2][2];
+    float sq[2][2], nq2[2][2];
+    const bool qc = i8_query<NB>(q8, qx, wts, s, Hi, h0, qvalid, a, qxw, sq, nq2, wv2);
+    uint16_t *tw = ts + (size_t)warp * 32 * TST;
+    int buf = 0;
+    i8_tile_load<DI>(kbase, xbase, k8, kx, e0, eend, 0);
+    for (; e0 < eend; e0 += IDX_TC_ET, buf ^= 1) {
+        cp_async_wait<0>(); // this thread's pieces of this tile are in
+        // every thread's pieces are in, and every thread is done with the previous tile (its terms
+        // summed, its buffer free); the tile is all common form or not (uniform over the block)
+        int tc = __syncthreads_and(threadIdx.x >= IDX_TC_ET || i8_common(xs[buf * IDX_TC_ET + threadIdx.x]));
+        if (e0 + IDX_TC_ET < eend)
+            i8_tile_load<DI>(kbase, xbase, k8, kx, e0 + IDX_TC_ET, eend, buf ^ 1);
+        if (qvalid) {
+            const int8_t *kt = (const int8_t *)idx_smem + (size_t)buf * IDX_TC_ET * KST;
+            const uint32_t *xt = xs + buf * IDX_TC_ET;
+            for (int nt = 0; nt < IDX_TC_ET / 8; nt++) // 8 entries (one n8 tile) at a time
+                i8_tile8<NB>(a, qxw, sq, nq2, wv2, kt + (nt * 8 + g) * KST + 4 * t, xt[nt * 8 + 2 * t],
+                             xt[nt * 8 + 2 * t + 1], tc && qc, tw, TST, nt * 8);
+        }
+        __syncthreads(); // the terms are in
+        // one thread per (query, pair of entries): tc2's sums (one thread per entry, all 256 busy, measured
+        // the same: 13.32 vs 13.34 ms at S = 2048 over 125,000 entries)
+        if ((int)threadIdx.x < nq * (IDX_TC_ET / 2)) {
+            int q2 = (int)threadIdx.x / (IDX_TC_ET / 2), ep = (int)threadIdx.x % (IDX_TC_ET / 2), s2 = sb + q2;
+            long long e = e0 + 2 * ep, nv = (pos0 + s2 + 1) / 4;
+            const uint32_t *tq = reinterpret_cast<const uint32_t *>(ts + (size_t)q2 * wpq * 32 * TST) + ep;
+            float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll 8
+            for (int h = 0; h < Hi; h++) {
+                uint32_t u = tq[(size_t)h * (TST / 2)];
+                sum0 += __uint_as_float(u << 16);
+                sum1 += __uint_as_float(u & 0xffff0000u);
+            }
+            if (e < nv)
+                score[(size_t)s2 * ld + e] = bf16r(sum0);
+            if (e + 1 < nv)
+                score[(size_t)s2 * ld + e + 1] = bf16r(sum1);
+        }
+    }
+}
+
+template <int DI>
+constexpr size_t idx_i8d_smem() // key tiles as k_idx_score_i8's, the terms of one query's 64 heads
+{
+    return 2 * ((size_t)IDX_TC_ET * (DI + IDX_I8_KPAD) + sizeof(uint32_t) * IDX_TC_ET) +
+           sizeof(uint16_t) * 64 * (IDX_TC_ET + 8);
+}
+// The integer kernel for fewer than IDX_TC_MIN_S queries (a decode step, inside its CUDA graph; tc1's
+// layout): a block = one query (blockIdx.y) x tiles blockIdx.x, blockIdx.x + gridDim.x, ... (the grid
+// fixed from max_ctx; blocks past the position's entries exit at once); warp w holds heads 32 (w & 1)..
+// and computes entries 16 (w >> 1).. of each tile (two n8 tiles); the tiles stream through the same
+// two cp.async buffers; one thread per entry adds the heads in order. Same arithmetic as k_idx_score_i8.
+template <int DI>
+__global__ void __launch_bounds__(256, 2)
+    k_idx_score_i8d(const int8_t *q8, const uint32_t *qx, const float *wts, const int8_t *k8, const uint32_t *kx, int Hi,
+                    const long long *ppos, float *score, size_t ld)
+{
+    constexpr int NB = DI / 32, KST = DI + IDX_I8_KPAD, TST = IDX_TC_ET + 8;
+    pdl_begin(); // queries, weights and the newest key are the previous kernels'
+    extern __shared__ __align__(16) unsigned char idx_smem[];
+    uint32_t *xs = (uint32_t *)(idx_smem + 2 * IDX_TC_ET * KST);
+    uint16_t *ts = (uint16_t *)(xs + 2 * IDX_TC_ET); // [64 heads][TST]
+    const uint32_t kbase = (uint32_t)__cvta_generic_to_shared(idx_smem), xbase = (uint32_t)__cvta_generic_to_shared(xs);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, s = blockIdx.y;
+    long long nv = (*ppos + s + 1) / 4;
+    long long e0 = (long long)blockIdx.x * IDX_TC_ET, stride = (long long)gridDim.x * IDX_TC_ET;
+    if (e0 >= nv) // nothing for this block (the grid is sized for max_ctx)
+        return;
+    int h0 = (warp & 1) * 32, ecol = (warp >> 1) * 16;
+    uint32_t a[2][NB][4], qxw[2][2], wv2[2][2];
+    float sq[2][2], nq2[2][2];
+    const bool qc = i8_query<NB>(q8, qx, wts, s, Hi, h0, h0 < Hi, a, qxw, sq, nq2, wv2);
+    uint16_t *tw = ts + (size_t)h0 * TST;
+    int buf = 0;
+    i8_tile_load<DI>(kbase, xbase, k8, kx, e0, nv, 0);
+    for (; e0 < nv; e0 += stride, buf ^= 1) {
+        cp_async_wait<0>();
+        int tc = __syncthreads_and(threadIdx.x >= IDX_TC_ET || i8_common(xs[buf * IDX_TC_ET + threadIdx.x]));
+        if (e0 + stride < nv)
+            i8_tile_load<DI>(kbase, xbase, k8, kx, e0 + stride, nv, buf ^ 1);
+        if (h0 < Hi) {
+            const int8_t *kt = (const int8_t *)idx_smem + (size_t)buf * IDX_TC_ET * KST;
+            const uint32_t *xt = xs + buf * IDX_TC_ET;
+#pragma unroll
+            for (int n2 = 0; n2 < 2; n2++) {
+                int c = ecol + 8 * n2;
+                i8_tile8<NB>(a, qxw, sq, nq2, wv2, kt + (c + g) * KST + 4 * t, xt[c + 2 * t], xt[c + 2 * t + 1], tc && qc,
+                             tw, TST, c);
+            }
+        }
+        __syncthreads(); // the terms are in
+        if ((int)threadIdx.x < IDX_TC_ET) {
+            long long e = e0 + threadIdx.x;
+            const uint16_t *tq = ts + threadIdx.x;
+            float sum = 0.f;
+#pragma unroll 16
+            for (int h = 0; h < Hi; h++)
+                sum += __uint_as_float((uint32_t)tq[(size_t)h * TST] << 16);
+            if (e < nv)
+                score[(size_t)s * ld + e] = bf16r(sum);
+        }
+    }
+}
+
 // The shared-memory limits of the tensor-core score kernels for keys of di dims, on the current
 // device (a per-device setting: engines may live on several devices). Called at engine creation, so
 // that a decode step's graph capture launches the kernel without setting anything, and by
@@ -2047,6 +2459,12 @@ static cudaError_t idx_tc_attrs(int di)
         if (ce == cudaSuccess)                                                                                         \
             ce = cudaFuncSetAttribute(k_idx_score_tc2<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,                 \
                                       (int)idx_tc2_smem<D>());                                                         \
+        if (ce == cudaSuccess)                                                                                         \
+            ce = cudaFuncSetAttribute(k_idx_score_i8<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,                  \
+                                      (int)idx_i8_smem<D>());                                                          \
+        if (ce == cudaSuccess)                                                                                         \
+            ce = cudaFuncSetAttribute(k_idx_score_i8<D>, cudaFuncAttributePreferredSharedMemoryCarveout,               \
+                                      (int)cudaSharedmemCarveoutMaxShared);                                            \
         if (ce == cudaSuccess) /* two blocks of 87 KB a SM (a hint: the carveout that holds them) */                  \
             ce = cudaFuncSetAttribute(k_idx_score_tc2<D>, cudaFuncAttributePreferredSharedMemoryCarveout,              \
                                       (int)cudaSharedmemCarveoutMaxShared);                                            \
@@ -3507,6 +3925,9 @@ struct dlayer {
     void *cat2;
     // state
     float *ring, *c_kv, *c_sc, *ic_kv, *ic_sc, *cache, *icache;
+    // CSA: the indexer keys' 8-bit form (warp_i8_pack), written wherever icache is, for k_idx_score_i8
+    int8_t *ik8;
+    uint32_t *ikx;
 };
 
 struct wentry {
@@ -3556,6 +3977,8 @@ struct cuda_engine {
     cudaStream_t hst;
     cudaEvent_t hfork, hjoin;
     float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart, *asc;
+    int8_t *qi8; // a chunk's indexer queries in 8-bit form (k_idx_score_i8): [S][Hi][di], exponents [S][Hi]
+    uint32_t *qix;
     int asc_ld; // entries per (token, head) row of asc: the most any layer's query can have
     size_t score_ld;
     int *sel, *ri;
@@ -3583,6 +4006,7 @@ struct cuda_engine {
     int graph_fail; // capture or instantiation failed: direct launches
     int gembed, glogits; // what the captured graph does: embed the tokens, compute the logits
     int gpdl;            // cuda_pdl_enabled() at its capture (the launch attribute is part of the graph)
+    int gi8;             // idx_i8_on() at its capture (the indexer kernel is part of the graph)
     cudaGraphExec_t gexec;
     // profiling (cuda_engine_profile)
     int prof_on, prof_active, nev, cur_layer; // events allocated / in use
@@ -3961,7 +4385,8 @@ extern "C" size_t cuda_engine_layer_state_bytes(const struct inf_config *c, int 
     if (r)
         total += al256(sizeof(float) * (size_t)(max_ctx / r + 1) * d);
     if (r == 4)
-        total += al256(sizeof(float) * (size_t)(max_ctx / 4 + 1) * di);
+        total += al256(sizeof(float) * (size_t)(max_ctx / 4 + 1) * di) + al256((size_t)(max_ctx / 4 + 1) * di) +
+                 al256(sizeof(uint32_t) * (size_t)(max_ctx / 4 + 1));
     return total;
 }
 
@@ -4011,6 +4436,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->itmp2, sizeof(float) * S * 2 * di);
     PIECE(g->wts, sizeof(float) * S * Hi);
     PIECE(g->qI, sizeof(float) * S * Hi * di);
+    PIECE(g->qi8, (size_t)S * Hi * di);
+    PIECE(g->qix, sizeof(uint32_t) * S * Hi);
     PIECE(g->score, sizeof(float) * S * (size_t)nc4);
     PIECE(g->hidden, sizeof(float) * D);
     PIECE(g->logits, sizeof(float) * V);
@@ -4077,6 +4504,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
         L->ic_sc = (float *)at;
         at += al256(sizeof(float) * icarry_n(c, r));
         L->cache = L->icache = NULL;
+        L->ik8 = NULL;
+        L->ikx = NULL;
         if (r) {
             L->cache = (float *)at;
             at += al256(sizeof(float) * (size_t)(g->max_ctx / r + 1) * d);
@@ -4084,6 +4513,10 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
         if (r == 4) {
             L->icache = (float *)at;
             at += al256(sizeof(float) * (size_t)(g->max_ctx / 4 + 1) * di);
+            L->ik8 = (int8_t *)at;
+            at += al256((size_t)(g->max_ctx / 4 + 1) * di);
+            L->ikx = (uint32_t *)at;
+            at += al256(sizeof(uint32_t) * (size_t)(g->max_ctx / 4 + 1));
         }
     }
     // RoPE tables by the CPU's own functions, so that rotations match it exactly
@@ -4583,6 +5016,62 @@ extern "C" int cuda_engine_lin_bf16(const uint16_t *d_w, int n, int k, const flo
     return lin_bf16_launch(d_w, n, k, d_x, S, o, (uint16_t *)d_xb, 2 * sms, mode, (cudaStream_t)stream, e);
 }
 
+// The grid of k_idx_score_tc2 and k_idx_score_i8 for gy query groups over `tiles` key tiles: `runs`
+// runs of `tpb` tiles, about 16 blocks per SM in all, at least 4 tiles a run.
+static void idx_runs(int sms, long long gy, long long tiles, long long *runs, long long *tpb)
+{
+    long long r = (16LL * sms + gy - 1) / gy;
+    if (r > (tiles + 3) / 4)
+        r = (tiles + 3) / 4;
+    if (r < 1)
+        r = 1;
+    long long t = (tiles + r - 1) / r;
+    *runs = r;
+    *tpb = t < 1 ? 1 : t;
+}
+
+// The integer kernels over queries and keys in 8-bit form (Hi <= 64, di 32, 64 or 128: the caller
+// checks): k_idx_score_i8 for S >= IDX_TC_MIN_S, k_idx_score_i8d below (its grid from max_n: a decode
+// step passes max_ctx / 4). idx_tc_attrs(di) must have run on the current device.
+static int idx_i8_launch(const int8_t *q8, const uint32_t *qx, const float *wts, const int8_t *k8, const uint32_t *kx,
+                         int S, int Hi, int di, const long long *dpos, long long max_n, float *score, size_t ld,
+                         cudaStream_t st, struct ctx_err *e)
+{
+    int sms = 0, dev = 0;
+    cudaError_t ce = cudaGetDevice(&dev);
+    if (ce == cudaSuccess)
+        ce = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (ce != cudaSuccess)
+        return cu(e, ce, "cudaDeviceGetAttribute");
+    long long tiles = (max_n + IDX_TC_ET - 1) / IDX_TC_ET, gy = (S + (Hi <= 32 ? 8 : 4) - 1) / (Hi <= 32 ? 8 : 4), runs, tpb;
+    if (S < IDX_TC_MIN_S) { // k_idx_score_i8d: one query a block row, 2 blocks per SM in all
+        long long gx = (2LL * sms + S - 1) / S;
+        if (gx > tiles)
+            gx = tiles;
+        if (gx < 1)
+            gx = 1;
+        dim3 grid((unsigned)gx, (unsigned)S);
+        if (di == 128)
+            launch_pdl(k_idx_score_i8d<128>, grid, 256, idx_i8d_smem<128>(), st, q8, qx, wts, k8, kx, Hi, dpos, score, ld);
+        else if (di == 64)
+            launch_pdl(k_idx_score_i8d<64>, grid, 256, idx_i8d_smem<64>(), st, q8, qx, wts, k8, kx, Hi, dpos, score, ld);
+        else
+            launch_pdl(k_idx_score_i8d<32>, grid, 256, idx_i8d_smem<32>(), st, q8, qx, wts, k8, kx, Hi, dpos, score, ld);
+        LAUNCHED("indexer scores (integer tensor cores, few queries)");
+        return 0;
+    }
+    idx_runs(sms, gy, tiles, &runs, &tpb);
+    dim3 grid((unsigned)gy, (unsigned)runs);
+    if (di == 128)
+        k_idx_score_i8<128><<<grid, 256, idx_i8_smem<128>(), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, (int)tpb);
+    else if (di == 64)
+        k_idx_score_i8<64><<<grid, 256, idx_i8_smem<64>(), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, (int)tpb);
+    else
+        k_idx_score_i8<32><<<grid, 256, idx_i8_smem<32>(), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, (int)tpb);
+    LAUNCHED("indexer scores (integer tensor cores)");
+    return 0;
+}
+
 // The indexer's scores of S queries at *dpos.. over keys[0..(pos+S)/4): mode 0 as the engine
 // (tensor cores when Hi <= 64 and di is 32, 64 or 128: k_idx_score_tc2 for S >= IDX_TC_MIN_S,
 // k_idx_score_tc1 below that, e.g. a decode step; the scalar kernels otherwise), 1 the scalar
@@ -4627,14 +5116,8 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
         int qb = Hi <= 32 ? 8 : 4;
         long long gy = (S + qb - 1) / qb;
         if (mode != 3) { // k_idx_score_tc2: grid (query groups, runs of tiles), the groups fastest
-            long long runs = (16LL * sms + gy - 1) / gy; // about 16 blocks per SM in all, as below
-            if (runs > (tiles + 3) / 4)
-                runs = (tiles + 3) / 4;
-            if (runs < 1)
-                runs = 1;
-            long long tpb = (tiles + runs - 1) / runs;
-            if (tpb < 1)
-                tpb = 1;
+            long long runs, tpb;
+            idx_runs(sms, gy, tiles, &runs, &tpb);
             dim3 grid((unsigned)gy, (unsigned)runs);
             if (di == 128)
                 k_idx_score_tc2<128><<<grid, 256, idx_tc2_smem<128>(), st>>>(qI, wts, keys, Hi, S, dpos, score, ld, (int)tpb);
@@ -4677,9 +5160,38 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
     return 0;
 }
 
-static int indexer_scores(struct cuda_engine *g, const float *keys, int S, struct ctx_err *e)
+// The engine's switch for k_idx_score_i8 (prefill chunks): env CTX_CUDA_IDX_I8=0 keeps k_idx_score_tc2,
+// read once per process; cuda_engine_idx_i8_mode (a test and benchmark entry) sets it for the calls after
+// (1 on, 0 off, < 0 the environment's).
+static std::atomic<int> idx_i8_mode{-1};
+static int idx_i8_on(void)
+{
+    static const int env = [] {
+        const char *v = getenv("CTX_CUDA_IDX_I8");
+        return !(v && v[0] == '0' && v[1] == 0);
+    }();
+    int m = idx_i8_mode.load();
+    return m < 0 ? env : m;
+}
+extern "C" void cuda_engine_idx_i8_mode(int on)
+{
+    idx_i8_mode.store(on < 0 ? -1 : on != 0);
+}
+// Whether the engine scores on the integer kernels (k_idx_score_i8 for chunks, k_idx_score_i8d for
+// decode steps; the queries packed by k_iq_prep).
+static int idx_i8_use(const struct cuda_engine *g)
+{
+    int Hi = g->c.index_n_heads, di = g->c.index_head_dim;
+    return Hi >= 1 && Hi <= 64 && (di == 32 || di == 64 || di == 128) && idx_i8_on();
+}
+
+static int indexer_scores(struct cuda_engine *g, const struct dlayer *L, int S, int i8, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
+    const float *keys = L->icache;
+    if (i8) // a decode step's grid from max_ctx (captured once, replayed at every position)
+        return idx_i8_launch(g->qi8, g->qix, g->wts, L->ik8, L->ikx, S, c->index_n_heads, c->index_head_dim, g->dpos,
+                             S < IDX_TC_MIN_S ? g->max_ctx / 4 : (g->pos + S) / 4, g->score, g->score_ld, g->st, e);
     // a decode step's grid from max_ctx (captured once, replayed at every position); chunks from pos
     long long max_n = S < IDX_TC_MIN_S ? g->max_ctx / 4 : (g->pos + S) / 4;
     return idx_scores_launch(g->qI, g->wts, keys, S, c->index_n_heads, c->index_head_dim, g->dpos, max_n, g->score,
@@ -4705,6 +5217,35 @@ extern "C" int cuda_engine_idx_scores(const float *d_q, const float *d_w, const 
     int blocks = (int)(need < 4LL * sms ? need : 4LL * sms);
     return idx_scores_launch(d_q, d_w, d_keys, S, Hi, di, d_pos, max_n, d_score, ld, blocks > 0 ? blocks : 1, mode,
                              (cudaStream_t)stream, e);
+}
+
+extern "C" int cuda_engine_idx_pack(float *d_x, long long n, int di, int qdq, int8_t *d_q8, uint32_t *d_qx, void *stream,
+                                    struct ctx_err *e)
+{
+    if (n < 0 || (di != 32 && di != 64 && di != 128))
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: 8-bit form of %lld rows of %d values (32, 64 or 128)", n, di);
+    if (!n)
+        return 0;
+    long long blocks = (n + 7) / 8;
+    k_i8_pack_rows<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, (cudaStream_t)stream>>>(d_x, n, di, qdq, d_q8,
+                                                                                               d_qx);
+    return cu(e, cudaGetLastError(), "k_i8_pack_rows");
+}
+
+extern "C" int cuda_engine_idx_scores_i8(const int8_t *d_q8, const uint32_t *d_qx, const float *d_w, const int8_t *d_k8,
+                                         const uint32_t *d_kx, int S, int Hi, int di, const long long *d_pos,
+                                         long long max_n, float *d_score, size_t ld, void *stream, struct ctx_err *e)
+{
+    if (S < 1 || Hi < 1 || max_n < 0 || max_n > 0x7fffffffLL)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: indexer scores of %d queries, %d heads, %lld entries", S, Hi,
+                           max_n);
+    if (Hi > 64 || (di != 32 && di != 64 && di != 128))
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: integer indexer scores need <= 64 heads of 32, 64 or 128 "
+                                                "dims (got %d x %d)", Hi, di);
+    cudaError_t ce = idx_tc_attrs(di);
+    if (ce != cudaSuccess)
+        return cu(e, ce, "indexer scores: device attributes");
+    return idx_i8_launch(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, max_n, d_score, ld, (cudaStream_t)stream, e);
 }
 
 // The decode top-k's switch (k_topk_fast for S <= TOPK_FAST_S): env CTX_CUDA_TOPK_FAST=0 turns it off,
@@ -4791,23 +5332,24 @@ extern "C" int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const
 // CMP_MIN_S only): a plain launch there, ordered by the fork / join events.
 static void compress_launch(struct cuda_engine *g, const float *kvp, const float *scp, int S, int ratio, int width,
                            int threads, const float *ape, const uint16_t *normw, float eps, int indexer, float *ckv,
-                           float *csc, float *cache, const float *rope, int rd, float hsc, cudaStream_t side = nullptr)
+                           float *csc, float *cache, int8_t *k8, uint32_t *kx, const float *rope, int rd, float hsc,
+                           cudaStream_t side = nullptr)
 {
     int ns = (ratio == 4 ? 2 : 1) * ratio, rw = (ratio == 4 ? 2 : 1) * width;
     if (S <= CMP_MIN_S || g->cp_legacy || ns > CMP_MAXNS || width % CMP_CH) {
         if (side)
             k_compress<<<1, threads, sizeof(float) * width, side>>>(kvp, scp, S, g->dpos, ratio, width, ape, normw, eps,
-                                                                    indexer, ckv, csc, cache, rope, rd, hsc);
+                                                                    indexer, ckv, csc, cache, rope, rd, hsc, k8, kx);
         else
             launch_pdl(k_compress, 1, threads, sizeof(float) * width, g->st, kvp, scp, S, g->dpos, ratio, width, ape,
-                       normw, eps, indexer, ckv, csc, cache, rope, rd, hsc);
+                       normw, eps, indexer, ckv, csc, cache, rope, rd, hsc, k8, kx);
         return;
     }
     unsigned nent = (unsigned)(S / ratio + 1); // entries completed in S positions: at most this many
     k_compress_pool<<<dim3(nent, (unsigned)(width / CMP_CH)), CMP_CH * CMP_WARPS, 0, g->st>>>(
         kvp, scp, S, g->dpos, ratio, width, ape, ckv, csc, cache);
     k_compress_fin<<<nent, threads, sizeof(float) * width, g->st>>>(S, g->dpos, ratio, width, normw, eps, indexer, cache,
-                                                                    rope, rd, hsc);
+                                                                    rope, rd, hsc, k8, kx);
     k_compress_carry<<<grid_for((size_t)ratio * rw, 256), 256, 0, g->st>>>(kvp, scp, S, g->dpos, ratio, width, ape, ckv,
                                                                           csc);
 }
@@ -4963,12 +5505,12 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             return rc;
         if (L->ratio == 4) {
             compress_launch(g, g->itmp, g->itmp2, S, 4, di, 128, L->ic_ape, L->ic_norm, eps, 1, L->ic_kv, L->ic_sc,
-                            L->icache, rope, rd, hsc, g->ast);
+                            L->icache, L->ik8, L->ikx, rope, rd, hsc, g->ast);
             if ((rc = cu(e, cudaEventRecord(g->aev[1], g->ast), "attention: indexer compressor")))
                 return rc;
         }
         compress_launch(g, g->ctmp, g->ctmp2, S, L->ratio, d, 512, L->c_ape, L->c_norm, eps, 0, L->c_kv, L->c_sc,
-                        L->cache, rope, rd, 0.f, g->ast);
+                        L->cache, nullptr, nullptr, rope, rd, 0.f, g->ast);
         if ((rc = cu(e, cudaEventRecord(g->aev[2], g->ast), "attention: compressor")))
             return rc;
         LAUNCHED("k_compress (second stream)");
@@ -4988,10 +5530,10 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (L->ratio) {
         if (!fork) {
             compress_launch(g, g->ctmp, g->ctmp2, S, L->ratio, d, 512, L->c_ape, L->c_norm, eps, 0, L->c_kv, L->c_sc,
-                            L->cache, rope, rd, 0.f);
+                            L->cache, nullptr, nullptr, rope, rd, 0.f);
             if (L->ratio == 4)
                 compress_launch(g, g->itmp, g->itmp2, S, 4, di, 128, L->ic_ape, L->ic_norm, eps, 1, L->ic_kv, L->ic_sc,
-                                L->icache, rope, rd, hsc);
+                                L->icache, L->ik8, L->ikx, rope, rd, hsc);
             LAUNCHED("k_compress");
         }
         prof_mark(g, CUDA_PROF_COMPRESS);
@@ -5000,13 +5542,15 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             // fork: join the indexer compressor, k_iq_prep a plain launch after it; fold: it scales wts too
             if (fork && (rc = cu(e, cudaStreamWaitEvent(g->st, g->aev[1], 0), "attention: join")))
                 return rc;
+            const int i8 = idx_i8_use(g);
             launch_att(!fork, k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos,
-                       hsc, fold ? g->wts : (float *)nullptr, wscale);
+                       hsc, fold ? g->wts : (float *)nullptr, wscale, i8 ? g->qi8 : (int8_t *)nullptr,
+                       i8 ? g->qix : (uint32_t *)nullptr);
             if (!fold)
                 launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
             LAUNCHED("k_iq_prep");
             K = c->index_topk;
-            if ((rc = indexer_scores(g, L->icache, S, e)) ||
+            if ((rc = indexer_scores(g, L, S, i8, e)) ||
                 (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, g->max_ctx / 4, K, g->sel, g->topk_scratch,
                                        g->st, e)))
                 return rc;
@@ -5292,12 +5836,13 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
 
 // Captures the decode step (input copy from hin slot 0, forward, logits copy when want_logits) once;
 // later steps replay it. A step that embeds or wants logits differently from the captured one
-// recaptures, and so does one after the PDL switch changed (cuda_pdl_set). A failed capture leaves
+// recaptures, and so does one after the PDL switch or the indexer's (cuda_pdl_set, cuda_engine_idx_i8_mode)
+// changed. A failed capture leaves
 // graph_fail set and the engine on direct launches.
 static int decode_graph(struct cuda_engine *g, int embed, int want_logits, struct ctx_err *e)
 {
-    const int pdl = cuda_pdl_enabled();
-    if (g->gexec && g->gembed == embed && g->glogits == want_logits && g->gpdl == pdl)
+    const int pdl = cuda_pdl_enabled(), i8 = idx_i8_on();
+    if (g->gexec && g->gembed == embed && g->glogits == want_logits && g->gpdl == pdl && g->gi8 == i8)
         return 0;
     if (g->gexec) {
         cudaGraphExecDestroy(g->gexec);
@@ -5325,6 +5870,7 @@ static int decode_graph(struct cuda_engine *g, int embed, int want_logits, struc
     g->gembed = embed;
     g->glogits = want_logits;
     g->gpdl = pdl;
+    g->gi8 = i8;
     return rc;
 }
 
@@ -5503,6 +6049,17 @@ __global__ void k_fill_rand(float *x, size_t n, unsigned long long seed)
     }
 }
 
+// The 8-bit form of a CSA layer's indexer keys [0, n) from its fp32 keys (after an upload, a packed
+// restore or a random fill; qdq != 0 first FP4-QDQs them in place), on the engine's stream.
+static void ikeys_pack(struct cuda_engine *g, const struct dlayer *L, long long n, int qdq)
+{
+    if (n <= 0 || !L->ik8)
+        return;
+    long long blocks = (n + 7) / 8; // a warp a row
+    k_i8_pack_rows<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, g->st>>>(L->icache, n, g->c.index_head_dim, qdq,
+                                                                                   L->ik8, L->ikx);
+}
+
 extern "C" int cuda_engine_state_fill_random(struct cuda_engine *g, long long pos, unsigned long long seed,
                                              struct ctx_err *e)
 {
@@ -5526,6 +6083,7 @@ extern "C" int cuda_engine_state_fill_random(struct cuda_engine *g, long long po
             size_t n = (size_t)(pos / 4) * c->index_head_dim;
             if (n)
                 k_fill_rand<<<grid_for(n, 256), 256, 0, g->st>>>(L->icache, n, sd + 2);
+            ikeys_pack(g, L, pos / 4, 1); // keys as the engine makes them: FP4-QDQ'd, and their 8-bit form
         }
     }
     int rc;
@@ -5896,6 +6454,8 @@ static int upload_entries(struct cuda_engine *g, const struct inf_state *st, con
                                         cudaMemcpyHostToDevice, g->st),
                      "state indexer keys")))
             break;
+        if (L->ratio == 4)
+            ikeys_pack(g, L, n, 0);
     }
     int src = cu(e, cudaStreamSynchronize(g->st), "state upload");
     if (rc || src)
@@ -5957,6 +6517,8 @@ extern "C" int cuda_engine_state_upload_packed(struct cuda_engine *g, const stru
                     rc = k ? cuda_kvunpack_ikeys(c, stage, m, dst + (size_t)i * w, g->st, e)
                            : cuda_kvunpack_entries(c, stage, m, dst + (size_t)i * w, g->st, e);
             }
+            if (k && !rc)
+                ikeys_pack(g, L, n, 0);
         }
     }
     cudaFreeAsync(stage, g->st);

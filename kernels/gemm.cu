@@ -610,6 +610,10 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
 
 // ---- FP4 grouped GEMV (routed experts, decode) ----
 //
+// CUDA_FP4_GEMV_V1, the first kernels (fp4_gemv_kernel, fp4_gemv_rows_kernel); the default is V2
+// (fp4_gemv2_kernel, below). V1 stays reachable through cuda_fp4_gemv_grouped_variant and
+// CTX_CUDA_FP4_GEMV=1.
+//
 // One mma covers two weight rows R (tile rows 0-7) and R+1 (tile rows 8-15) over 256 K: tile row i
 // is the 32-K block i of that 256-K span, and B column j is the activation's block j. So the wanted
 // per-block partials are the diagonal C[i][i] (lane 4i + i/2, register i&1 for R, 2 + (i&1) for R+1)
@@ -814,6 +818,307 @@ __global__ void __launch_bounds__(128, 4)
             y[(size_t)p * n + rbase + i] = __float2bfloat16_rn(v);
     }
 }
+
+// ---- FP4 grouped GEMV, second kernel (CUDA_FP4_GEMV_V2): exact integer partials on int8 mma ----
+//
+// Why integers: a 32-K block's partial is a sum of 32 products e2m1 x e4m3. With w = 2 * e2m1 (an
+// integer in [-12, 12]) and X = 512 * e4m3 (an integer, |X| <= 229376), every product and the whole
+// block sum w.X (|sum| < 2^27) are exact in int32, and w.X = 1024 * part. So the block partial comes
+// out of `mma.sync m16n8k32 s8.s8 -> s32` (native on sm_90, unlike the e4m3 one, which ptxas builds from
+// f16 steps) exactly, and I2F(w.X) * 2^-10 is the reference's (float)part bit for bit. Each row is
+// then summed in ascending block order with the reference's ((part * as) * ws) in explicitly rounded
+// fp32 (no FMA contraction), so the output is bf16(kernels/ref.c) exactly.
+//
+// The operands: X does not fit in int8, so the activation is split into three signed base-128 digits
+// X = d0 + 128 d1 + 16384 d2 (|d| <= 127), which go to three columns of B; the weights' magnitudes
+// 2|e2m1| come from one prmt per 4 codes (a byte table; a code whose sign bit is set selects the
+// table byte's bit 7, i.e. 0), so positive and negative weights are two A operands: C += A+ B and
+// D += A- B, and the partial is (C - D) combined over the digit columns. B's other columns carry the
+// next block's digits (columns 4-6; a block's B is zero in the other block's columns), so one C/D pair
+// holds two blocks and all four lanes of a row group have a (row, block) to scale. Within a 32-K
+// block the K order is free (A and B use the same one): lane t's A word t (8 codes) is K 8t..8t+7,
+// split into logical K 4t.. (low 16 bits) and 16 + 4t.. (high), and the digit rows are stored so.
+//
+// Layout: a CTA is W warps on TPC = W / KS tiles of 16 weight rows of one pair (blockIdx.y); with
+// KS > 1, KS warps share a tile, one per K part (consecutive stages). Each warp streams 128-K stages (16 rows x 64
+// bytes of codes + 16 x 4 scale bytes) through its own NS-deep cp.async ring, as fp8_gemv_kernel
+// does; ldmatrix.x4 gives each lane its A words for two blocks of rows g and g+8 (rows 64 bytes apart,
+// 16-byte chunks XOR-swizzled by (row / 2) & 3: conflict-free). A stage's scaling runs one
+// iteration after its mma's (software pipelining across the ring's wait). The CTA turns its
+// activation row into digits once, through a 256-entry table in shared memory, while its warps' first
+// stages are in flight. With KS > 1 the warps of K parts 1.. store their scaled block terms in
+// shared memory and part 0's warp adds them after its own, in order: the same bits as KS = 1.
+// Configurations (KS, W, NS) are template arguments; fp4v2_pick chooses by shape.
+//
+// Measured (H200, 2026-11-29, bench-gpu fp4, V1 and every configuration in one run; graph times,
+// copy floor 4231 GB/s): the engine's Flash w1|w3 call (12 pairs of 2048 x 4096) 22.2 us against
+// V1's 31.5 (1.42x, 57% of the floor), w2 (6 of 4096 x 2048) 11.9 against 19.0 (1.59x, 53%), S = 2
+// 45.4 / 22.0 against 58.7 / 31.4, Pro w2 31.8 against 41.1 (1.29x), Pro w1|w3 67.6 against 77.1
+// (1.14x, four K parts), 768 pairs 1230 against 1560 us. Why not the floor: Nsight Compute on the
+// Flash w1|w3 call (k2 w4 ring3) has DRAM at 31%, 4 warps a scheduler with 1.5 eligible, stalls
+// spread over math-pipe throttle, fixed-latency waits and long scoreboard; the k1 w4 ring4 loop is
+// ~220 SASS instructions a stage (4 blocks x 16 rows: 8 IMMA, 32 PRMT, 2 LDSM, ~30 moves of the prmt
+// table constants from uniform registers that ptxas re-materialises each stage, the rest the combine
+// and scaling), so the SMs issue rather than wait for DRAM. Next steps: keep the two table words in
+// vector registers (an opaque mov), and more weight rows per lane so that the fixed per-(row, block)
+// scaling (I2F, 3 FMUL, 2 shuffles, 2 FADD) is spread over more products. At 64 registers (the first
+// version) ptxas re-computed every lane constant in each stage (~300 instructions a stage, 0.7-1.0x
+// V1), hence the launch bound of 16 warps an SM.
+constexpr int F4_WST = 16 * 64, F4_STAGE = F4_WST + 16 * 4; // weights + scale bytes of one 128-K stage
+constexpr int F4_PAIR = 6 * 32; // digits of a block pair: [block 0 d0..d2, block 1 d0..d2][32 K]
+
+__host__ __device__ constexpr int fp4v2_smem(int ks, int w, int ns, int k)
+{
+    // ring, digit table, digits, then the later K parts' scaled terms (256 bytes a stage)
+    return w * ns * F4_STAGE + 1024 + (k / 64) * F4_PAIR +
+           (ks > 1 ? (w / ks) * (k / 128 - (k / 128 + ks - 1) / ks) * 256 : 0);
+}
+
+// e4m3 byte v -> the int8 digits of X = 512 * value: d0 | d1 << 8 | d2 << 16 (two's complement bytes).
+// NaN (never produced by cuda_act_quant, which saturates) gives 0.
+__device__ __forceinline__ uint32_t fp4v2_digits(uint32_t v)
+{
+    const uint32_t e = (v >> 3) & 15u, m = v & 7u;
+    if ((v & 0x7fu) == 0x7fu)
+        return 0;
+    const uint32_t mag = e == 0 ? m : (8u + m) << (e - 1);
+    uint32_t d0 = mag & 127u, d1 = (mag >> 7) & 127u, d2 = mag >> 14;
+    if (v & 0x80u)
+        d0 = (256u - d0) & 255u, d1 = (256u - d1) & 255u, d2 = (256u - d2) & 255u;
+    return d0 | d1 << 8 | d2 << 16;
+}
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel)
+{
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+
+// d += A (16x32 s8, row) * B (32x8 s8, col), int32 accumulators (exact).
+__device__ __forceinline__ void mma_s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                       uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+// e8m0 as kernels/ref.c decodes it (0 -> 2^-127, 255 -> NaN), without branches.
+__device__ __forceinline__ float e8m0_sel(uint32_t b)
+{
+    return __uint_as_float(b == 0 ? 0x00400000u : b == 255 ? 0x7fc00000u : b << 23);
+}
+
+// Registers: up to 128 (16 warps an SM; see above).
+template <int KS, int W, int NS>
+__global__ void __launch_bounds__(32 * W, 16 / W)
+    fp4_gemv2_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
+                     const int *__restrict__ ids, const uint8_t *const *__restrict__ wtab,
+                     const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
+{
+    constexpr int TPC = W / KS;
+    extern __shared__ __align__(128) uint8_t f4smem[];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int tile = warp % TPC, part = warp / TPC;
+    const uint32_t s0 = (uint32_t)__cvta_generic_to_shared(f4smem);
+    uint32_t *lut = reinterpret_cast<uint32_t *>(f4smem + W * NS * F4_STAGE);
+    uint8_t *dig = f4smem + W * NS * F4_STAGE + 1024;
+    const uint32_t sdig = s0 + W * NS * F4_STAGE + 1024;
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) // a constant table: before the PDL wait
+        lut[i] = fp4v2_digits((uint32_t)i);
+    pdl_begin(); // the expert ids are the router's: no weight address is known before the wait
+    const int p = blockIdx.y;
+    const int row0 = (blockIdx.x * TPC + tile) * 16;
+    const int e = __ldg(ids + p);
+    const uint8_t *w = wtab[e], *sc = stab[e];
+    const int xrow = p / x_group;
+    const int kh = k >> 1, k32 = k >> 5, nst = k >> 7;
+    const int nq = (nst + KS - 1) / KS; // stages of a K part (the last may have fewer)
+    const int st_lo = min(part * nq, nst), st_hi = min(st_lo + nq, nst);
+    const bool active = row0 < n;
+    const int nmine = active ? st_hi - st_lo : 0;
+    const uint32_t sbase = s0 + warp * (NS * F4_STAGE);
+
+    // Stage st_lo + i into ring slot i % NS: lane L copies 16-byte chunks L and L + 32 (row c / 4,
+    // chunk c % 4 = 32-K block) and, for L < 16, row L's 4 scale bytes. Rows >= n: zeros from a valid
+    // address.
+    const int ra = lane >> 2, rb = (lane + 32) >> 2, ch = lane & 3;
+    const uint32_t da = ra * 64 + ((ch ^ ((ra >> 1) & 3)) << 4), db = rb * 64 + ((ch ^ ((rb >> 1) & 3)) << 4);
+    // Source pointers of the next stage to issue (advanced by each issue).
+    const uint8_t *srca = w + (size_t)min(row0 + ra, n - 1) * kh + (size_t)st_lo * 64 + ch * 16;
+    const uint8_t *srcb = w + (size_t)min(row0 + rb, n - 1) * kh + (size_t)st_lo * 64 + ch * 16;
+    const uint8_t *srcs = sc + (size_t)min(row0 + (lane & 15), n - 1) * k32 + (size_t)st_lo * 4;
+    const bool va = row0 + ra < n, vb = row0 + rb < n, vs = lane < 16 && row0 + lane < n;
+    const uint32_t dsc = F4_WST + (lane & 15) * 4;
+    auto issue = [&](uint32_t slot) {
+        cp_async16(slot + da, srca, va);
+        cp_async16(slot + db, srcb, vb);
+        if (lane < 16)
+            cp_async4(slot + dsc, srcs, vs);
+        srca += 64, srcb += 64, srcs += 4;
+    };
+#pragma unroll
+    for (int i = 0; i < NS - 1; i++) {
+        if (i < nmine)
+            issue(sbase + i * F4_STAGE);
+        cp_async_commit();
+    }
+    __syncthreads(); // the table
+
+    // The activation row as digits: 16 bytes (K positions 16i .. 16i + 15 of block i / 2) per step;
+    // digit c of K position kk of block b lands at dig + (b / 2) * F4_PAIR + ((b & 1) * 3 + c) * 32 + kk % 32.
+    {
+        const uint4 *x4 = reinterpret_cast<const uint4 *>(q + (size_t)xrow * k);
+        for (int i = threadIdx.x; i < (k >> 4); i += blockDim.x) {
+            const uint4 v = __ldg(x4 + i);
+            const uint32_t wv[4] = {v.x, v.y, v.z, v.w};
+            uint32_t d[3][4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const uint32_t l0 = lut[wv[u] & 255u], l1 = lut[(wv[u] >> 8) & 255u];
+                const uint32_t l2 = lut[(wv[u] >> 16) & 255u], l3 = lut[wv[u] >> 24];
+                const uint32_t a = prmt(l0, l1, 0x5140u), b = prmt(l2, l3, 0x5140u); // d0 d0 d1 d1 of 2 bytes
+                d[0][u] = prmt(a, b, 0x5410u);
+                d[1][u] = prmt(a, b, 0x7632u);
+                d[2][u] = prmt(prmt(l0, l1, 0x0062u), prmt(l2, l3, 0x0062u), 0x5410u);
+            }
+            const int b = i >> 1;
+            uint8_t *dst = dig + (b >> 1) * F4_PAIR + (b & 1) * 96 + (i & 1) * 16;
+#pragma unroll
+            for (int c = 0; c < 3; c++)
+                *reinterpret_cast<uint4 *>(dst + c * 32) = make_uint4(d[c][0], d[c][1], d[c][2], d[c][3]);
+        }
+    }
+    __syncthreads();
+
+    // ldmatrix.x4 row addresses: matrices (rows 0-7 | 8-15) x (block 2h | 2h + 1) of a stage.
+    const int mat = lane >> 3, lr = (lane & 7) + ((mat & 1) << 3);
+    const uint32_t lofs0 = lr * 64 + (((0 + (mat >> 1)) ^ ((lr >> 1) & 3)) << 4);
+    const uint32_t lofs1 = lr * 64 + (((2 + (mat >> 1)) ^ ((lr >> 1) & 3)) << 4);
+    // B: lane (g, t) gives column g = digit g of the pair's even block (g < 3) or digit g - 4 of the odd
+    // one (4 <= g < 7), K 8t..8t+7; columns 3 and 7 are zero (those lanes load digit 2 and drop it).
+    const bool beven = g < 3, bodd = g >= 4 && g < 7;
+    const uint32_t dbase = sdig + (uint32_t)st_lo * 2 * F4_PAIR + (g - (g >> 2) - (g == 3) - (g == 7)) * 32 + 8 * t;
+    // After the combine, lane t holds row g + 8 (t & 1) of block 2h + (t >> 1) (h: the stage's pair).
+    const bool od = t & 1, lo2 = t < 2;
+    const int srow = g + 8 * (t & 1);
+    const int mul_own = od ? 16384 : 1; // even t: row g's digits 0, 1; odd t: row g + 8's digit 2
+    const float *xs = sa + (size_t)xrow * nst + st_lo;
+    const uint32_t T0 = 0x03020100u, T1 = 0x0c080604u; // 2 |e2m1| of codes 0..7
+    // The terms of parts 1.. of this tile: stage st (>= nq) at (st - nq) * 64 floats.
+    float *stg = reinterpret_cast<float *>(f4smem + W * NS * F4_STAGE + 1024 + (k / 64) * F4_PAIR) +
+                 tile * (nst - nq) * 64 + (st_lo - nq) * 64;
+    float acc = 0.f;
+    int rp[2][2] = {{0, 0}, {0, 0}}; // the previous stage's (c - d) of rows g / g + 8 per pair (see below)
+    uint32_t swp = 0;
+    float asp = 0.f;
+    // Scale stage i - 1 (its pair h: rp[h]), in block order; the later K parts store their terms.
+    auto scale = [&](int i) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            // Lane t holds columns 2t, 2t + 1 of rows g and g + 8: digits 0, 1 (t even) or digit 2 and
+            // a zero column (t odd) of block 2h + (t >> 1). Even t keeps row g and sends row g + 8,
+            // odd t the reverse; one exchange gives each its row's whole w.X.
+            const int own = (od ? rp[h][1] : rp[h][0]) * mul_own;
+            const int snd = (od ? rp[h][0] : rp[h][1]) * mul_own;
+            const int tot = own + __shfl_xor_sync(0xffffffffu, snd, 1);
+            // The reference's ((float)part * act_scale) * weight_scale, part = tot * 2^-10 exactly.
+            const float ws = e8m0_sel((swp >> (8 * (2 * h + (t >> 1)))) & 255u);
+            const float f = __fmul_rn(__fmul_rn(__fmul_rn(__int2float_rn(tot), 0x1p-10f), asp), ws);
+            if (KS > 1 && part) {
+                if (i >= 0)
+                    stg[(2 * i + h) * 32 + lane] = f;
+            } else { // (i = -1: the zero terms of no stage; +0 + +0 leaves the sum's bits alone)
+                const float o = __shfl_xor_sync(0xffffffffu, f, 2); // the same row's other block
+                acc = __fadd_rn(acc, lo2 ? f : o);
+                acc = __fadd_rn(acc, lo2 ? o : f);
+            }
+        }
+    };
+    uint32_t rslot = sbase, islot = sbase + (NS - 1) * F4_STAGE;
+    const uint32_t rend = sbase + NS * F4_STAGE;
+    for (int i = 0; i < nmine; i++) {
+        __syncwarp(); // every lane is done with slot (i - 1) % NS
+        if (i + NS - 1 < nmine)
+            issue(islot);
+        cp_async_commit();
+        islot = islot + F4_STAGE == rend ? sbase : islot + F4_STAGE;
+        const float as = __ldg(xs + i);
+        cp_async_wait<NS - 1>();
+        __syncwarp();
+        const uint32_t sw = [&] {
+            uint32_t v;
+            asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(rslot + F4_WST + srow * 4));
+            return v;
+        }();
+        int rc[2][2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            uint32_t x0, x1, x2, x3, b0, b1;
+            ldsm_x4(rslot + (h ? lofs1 : lofs0), x0, x1, x2, x3);
+            asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];\n"
+                         : "=r"(b0), "=r"(b1)
+                         : "r"(dbase + (uint32_t)(2 * i + h) * F4_PAIR));
+            const uint32_t be0 = beven ? b0 : 0u, be1 = beven ? b1 : 0u, bo0 = bodd ? b0 : 0u, bo1 = bodd ? b1 : 0u;
+            int c[4] = {0, 0, 0, 0}, d[4] = {0, 0, 0, 0};
+            const uint32_t n0 = x0 ^ 0x88888888u, n1 = x1 ^ 0x88888888u, n2 = x2 ^ 0x88888888u, n3 = x3 ^ 0x88888888u;
+            mma_s8(c, prmt(T0, T1, x0), prmt(T0, T1, x1), prmt(T0, T1, x0 >> 16), prmt(T0, T1, x1 >> 16), be0, be1);
+            mma_s8(d, prmt(T0, T1, n0), prmt(T0, T1, n1), prmt(T0, T1, n0 >> 16), prmt(T0, T1, n1 >> 16), be0, be1);
+            mma_s8(c, prmt(T0, T1, x2), prmt(T0, T1, x3), prmt(T0, T1, x2 >> 16), prmt(T0, T1, x3 >> 16), bo0, bo1);
+            mma_s8(d, prmt(T0, T1, n2), prmt(T0, T1, n3), prmt(T0, T1, n2 >> 16), prmt(T0, T1, n3 >> 16), bo0, bo1);
+            // rows g (c0, c1) and g + 8 (c2, c3): digit columns 2t, 2t + 1 -> lo + 128 hi (odd t: the
+            // second column is zero)
+            rc[h][0] = (c[0] - d[0]) + ((c[1] - d[1]) << 7);
+            rc[h][1] = (c[2] - d[2]) + ((c[3] - d[3]) << 7);
+        }
+        scale(i - 1); // i = 0: rp, swp, asp are zero, so it adds +0 (unconditional: no divergent shuffles)
+        rp[0][0] = rc[0][0], rp[0][1] = rc[0][1], rp[1][0] = rc[1][0], rp[1][1] = rc[1][1];
+        swp = sw, asp = as;
+        rslot = rslot + F4_STAGE == rend ? sbase : rslot + F4_STAGE;
+    }
+    scale(nmine - 1);
+    cp_async_wait<0>();
+    if (KS > 1) {
+        __syncthreads(); // the later parts' terms
+        if (part || !active)
+            return;
+        const float *st0 = stg + nq * 64; // part 0: st_lo = 0, so this is stage nq's terms
+        for (int i = 0; i < 2 * (nst - nq); i++) {
+            const float f = st0[i * 32 + lane], o = __shfl_xor_sync(0xffffffffu, f, 2);
+            acc = __fadd_rn(acc, lo2 ? f : o);
+            acc = __fadd_rn(acc, lo2 ? o : f);
+        }
+    }
+    if (lo2 && active && row0 + srow < n)
+        y[(size_t)p * n + row0 + srow] = __float2bfloat16_rn(acc);
+}
+
+// The configurations of the V2 kernel (KS, warps, ring depth), for cuda_fp4_gemv_grouped_variant.
+struct fp4v2_cfg {
+    const char *name;
+    void (*fn)(const uint8_t *, const float *, int, const int *, const uint8_t *const *, const uint8_t *const *, int,
+               int, __nv_bfloat16 *);
+    int ks, w, ns;
+};
+const fp4v2_cfg fp4v2_cfgs[] = {
+    {"v2 k1 w2 ring6", fp4_gemv2_kernel<1, 2, 6>, 1, 2, 6},
+    {"v2 k1 w4 ring4", fp4_gemv2_kernel<1, 4, 4>, 1, 4, 4},
+    {"v2 k1 w4 ring6", fp4_gemv2_kernel<1, 4, 6>, 1, 4, 6},
+    {"v2 k2 w4 ring4", fp4_gemv2_kernel<2, 4, 4>, 2, 4, 4},
+    {"v2 k2 w4 ring3", fp4_gemv2_kernel<2, 4, 3>, 2, 4, 3},
+    {"v2 k2 w8 ring3", fp4_gemv2_kernel<2, 8, 3>, 2, 8, 3},
+    {"v2 k4 w4 ring3", fp4_gemv2_kernel<4, 4, 3>, 4, 4, 3},
+};
+constexpr int F4_NCFG = sizeof fp4v2_cfgs / sizeof fp4v2_cfgs[0];
+static_assert(F4_NCFG == CUDA_FP4_GEMV_NVARIANTS - 2, "gemm.h's variant count");
 
 __global__ void e8m0_to_f32_kernel(const uint8_t *s, int rows, int cols, int ld, int transpose, float *out)
 {
@@ -1082,15 +1387,12 @@ extern "C" int cuda_fp8_gemm(const uint8_t *d_q, const float *d_sa, int m, const
     return cuda_fp8_gemm_variant(d_q, d_sa, m, d_w, d_ws, n, k, d_y, CUDA_FP8_GEMM_DEFAULT, stream, e);
 }
 
-extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
-                                     const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k,
-                                     uint16_t *d_y, void *stream, struct ctx_err *e)
+namespace {
+
+int fp4_gemv_v1(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
+                const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y, void *stream,
+                struct ctx_err *e)
 {
-    if (check_k(k, "cuda_fp4_gemv_grouped", e))
-        return CTX_EINVAL;
-    if (npairs < 1 || npairs > 65535 || n < 1 || x_group < 1)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_fp4_gemv_grouped: npairs = %d, n = %d, x_group = %d", npairs, n,
-                           x_group);
     // Short rows, or many pairs (prefill: the products are then bound by the arithmetic, and the
     // split kernel's 4x more CTAs, each with its own reduction and pointer chase, cost more: flash4's
     // prefill fell from 2820 to 2480 tok/s with it): one warp per 8 rows over all of K.
@@ -1104,6 +1406,96 @@ extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int 
     launch_pdl(fp4_gemv_kernel, grid, 32 * FP4_WK, 0, (cudaStream_t)stream, d_q, d_sa, x_group, d_ids, d_wtab, d_stab,
                n, k, reinterpret_cast<__nv_bfloat16 *>(d_y));
     return launch_check(e, "fp4_gemv_kernel");
+}
+
+// The V2 configuration for a shape (cuda_fp4_gemv_grouped_variant's CUDA_FP4_GEMV_V2), from the
+// H200 run of 2026-11-29 (bench-gpu fp4, every configuration on the same inputs): k1 w4 ring4 was the
+// fastest on every row but one (Flash w1|w3 S = 1: 22.2 us against 26.2-37.5 for the others, Flash
+// w2 11.9 against 13.6-19.6, both S = 2 rows, Pro w2, 768 pairs); on the one row with k = 7168 (Pro
+// w1|w3) splitting K four ways was (67.6 us against 73.2: 192 tiles of 16 rows a pair leave ~17
+// warps an SM, each with 56 stages to stream).
+int fp4v2_pick(int n, int k, int npairs)
+{
+    (void)n, (void)npairs;
+    return k >= 6144 ? 6 /* k4 w4 ring3 */ : 1 /* k1 w4 ring4 */;
+}
+
+int fp4_gemv_v2(int cfg, const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
+                const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k, uint16_t *d_y, void *stream,
+                struct ctx_err *e)
+{
+    const fp4v2_cfg &c = fp4v2_cfgs[cfg];
+    const int smem = fp4v2_smem(c.ks, c.w, c.ns, k);
+    if (smem > 48 * 1024) {
+        // Above the default limit (k above ~8000-10000): opt in once per process and
+        // configuration; a k past the device's limit is refused here.
+        static std::atomic<int> opted[F4_NCFG];
+        if (!opted[cfg].load()) {
+            int dev = 0, maxs = 0;
+            if (cudaGetDevice(&dev) == cudaSuccess &&
+                cudaDeviceGetAttribute(&maxs, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+                cudaFuncSetAttribute(c.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, maxs) == cudaSuccess)
+                opted[cfg].store(maxs);
+        }
+        if (smem > opted[cfg].load())
+            return ctx_err_set(e, CTX_EINVAL, "cuda_fp4_gemv_grouped: k = %d needs %d bytes of shared memory", k,
+                               smem);
+    }
+    const int tiles = (n + 15) / 16, tpc = c.w / c.ks;
+    dim3 grid((tiles + tpc - 1) / tpc, npairs);
+    launch_pdl(c.fn, grid, 32 * c.w, smem, (cudaStream_t)stream, d_q, d_sa, x_group, d_ids, d_wtab, d_stab, n, k,
+               reinterpret_cast<__nv_bfloat16 *>(d_y));
+    return launch_check(e, "fp4_gemv2_kernel");
+}
+
+// CTX_CUDA_FP4_GEMV = 1 or 2 forces V1 or V2 in cuda_fp4_gemv_grouped (read once); else -1.
+int fp4_gemv_forced()
+{
+    static const int forced = [] {
+        const char *v = getenv("CTX_CUDA_FP4_GEMV");
+        return v && (v[0] == '1' || v[0] == '2') && !v[1] ? v[0] - '1' : -1;
+    }();
+    return forced;
+}
+
+} // namespace
+
+extern "C" const char *cuda_fp4_gemv_variant_name(int variant)
+{
+    if (variant == CUDA_FP4_GEMV_V1)
+        return "v1 e4m3 mma diagonal";
+    if (variant == CUDA_FP4_GEMV_V2)
+        return "v2 int8 mma exact";
+    if (variant > CUDA_FP4_GEMV_V2 && variant < CUDA_FP4_GEMV_NVARIANTS)
+        return fp4v2_cfgs[variant - CUDA_FP4_GEMV_V2 - 1].name;
+    return "unknown";
+}
+
+extern "C" int cuda_fp4_gemv_grouped_variant(const uint8_t *d_q, const float *d_sa, int x_group, int npairs,
+                                             const int *d_ids, const uint8_t *const *d_wtab,
+                                             const uint8_t *const *d_stab, int n, int k, uint16_t *d_y, int variant,
+                                             void *stream, struct ctx_err *e)
+{
+    if (variant < 0 || variant >= CUDA_FP4_GEMV_NVARIANTS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp4_gemv_grouped_variant: unknown variant %d", variant);
+    if (check_k(k, "cuda_fp4_gemv_grouped", e))
+        return CTX_EINVAL;
+    if (npairs < 1 || npairs > 65535 || n < 1 || x_group < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp4_gemv_grouped: npairs = %d, n = %d, x_group = %d", npairs, n,
+                           x_group);
+    if (variant == CUDA_FP4_GEMV_V1)
+        return fp4_gemv_v1(d_q, d_sa, x_group, npairs, d_ids, d_wtab, d_stab, n, k, d_y, stream, e);
+    const int cfg = variant == CUDA_FP4_GEMV_V2 ? fp4v2_pick(n, k, npairs) : variant - CUDA_FP4_GEMV_V2 - 1;
+    return fp4_gemv_v2(cfg, d_q, d_sa, x_group, npairs, d_ids, d_wtab, d_stab, n, k, d_y, stream, e);
+}
+
+extern "C" int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
+                                     const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k,
+                                     uint16_t *d_y, void *stream, struct ctx_err *e)
+{
+    const int forced = fp4_gemv_forced();
+    return cuda_fp4_gemv_grouped_variant(d_q, d_sa, x_group, npairs, d_ids, d_wtab, d_stab, n, k, d_y,
+                                         forced >= 0 ? forced : CUDA_FP4_GEMV_DEFAULT, stream, e);
 }
 
 extern "C" int cuda_e8m0_to_f32(const uint8_t *d_s, int rows, int cols, int ld, int transpose, float *d_out,

@@ -96,10 +96,31 @@ const char *cuda_fp8_gemm_variant_name(int variant);
  *   y[p][0..n) = dequant(W_id) x_r
  * d_wtab[id] / d_stab[id] point to expert id's e2m1 [n][k/2] and e8m0 [n][k/32] (a device array of
  * device pointers, so experts may live anywhere). For w1/w3 pass x_group = top-k (the token's
- * activation is shared by its experts); for w2 pass 1 (each pair has its own input). */
+ * activation is shared by its experts); for w2 pass 1 (each pair has its own input).
+ * Two kernels (kernels/README.md): CUDA_FP4_GEMV_V1, the first (e4m3 mma.sync, each 32-K partial from
+ * the tensor core's fp32 accumulator, within test_gemm's bound), and CUDA_FP4_GEMV_V2, the default
+ * (1.14-1.59x V1 at the engine's decode calls on the H200): each 32-K partial exact on int8
+ * mma.sync and every row summed in the reference's order, so its output is bf16 of kernels/ref.c's
+ * exactly (NaN activation bytes, which cuda_act_quant never produces, count as 0). The environment
+ * variable CTX_CUDA_FP4_GEMV = 1 or 2 forces V1 or V2 in cuda_fp4_gemv_grouped (read once per
+ * process; benchmarks, one-line revert). The variants after V2 run one fixed configuration of V2's
+ * kernel each (K parts per 16-row tile, warps per CTA, ring depth; the same bits; tests and
+ * benchmarks); V2 picks one by shape. V2's shared memory grows with k (3 bytes a K position + ~18
+ * KB, 4.5 bytes with four K parts; k up to ~48000, CTX_EINVAL beyond). Any npairs up to 65535
+ * (prefill sizes run too; the engine uses moe_gemm.h there). */
+#define CUDA_FP4_GEMV_V1 0
+#define CUDA_FP4_GEMV_V2 1
+#define CUDA_FP4_GEMV_NVARIANTS 9
+#define CUDA_FP4_GEMV_DEFAULT CUDA_FP4_GEMV_V2
 int cuda_fp4_gemv_grouped(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
                           const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k,
                           uint16_t *d_y, void *stream, struct ctx_err *e);
+/* cuda_fp4_gemv_grouped with the kernel chosen (no environment); CTX_EINVAL on an unknown variant. */
+int cuda_fp4_gemv_grouped_variant(const uint8_t *d_q, const float *d_sa, int x_group, int npairs, const int *d_ids,
+                                  const uint8_t *const *d_wtab, const uint8_t *const *d_stab, int n, int k,
+                                  uint16_t *d_y, int variant, void *stream, struct ctx_err *e);
+/* A short name of a variant, for reports. */
+const char *cuda_fp4_gemv_variant_name(int variant);
 
 /* ---- cuBLASLt block-scaled FP8 (Hopper: VEC128 activation scales on A, BLK128x128 weight scales on
  * B; the product comes out transposed and a small kernel writes y [m][n]) ----

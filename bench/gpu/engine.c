@@ -735,6 +735,8 @@ static int sfx_indexer_rows(int chunk)
     long long *d_pos = NULL;
     int *d_sel = NULL;
     void *d_scr = NULL;
+    int8_t *d_q8 = NULL, *d_k8 = NULL;
+    uint32_t *d_qx = NULL, *d_kx = NULL;
     int rc = !h;
     static const float e2m1[8] = {0.f, .5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
     unsigned long long s = 99;
@@ -750,31 +752,39 @@ static int sfx_indexer_rows(int chunk)
          cuda_malloc((void **)&d_sel, sizeof(int) * (size_t)Smax * K, &e) ||
          cuda_malloc(&d_scr, cuda_engine_topk_scratch(Smax, n, K), &e) || cuda_h2d(d_q, h, sizeof(float) * nq, &e) ||
          cuda_h2d(d_w, h, sizeof(float) * (size_t)Smax * Hi, &e) ||
-         cuda_h2d(d_k, h, sizeof(float) * (size_t)n * di, &e);
+         cuda_h2d(d_k, h, sizeof(float) * (size_t)n * di, &e) || cuda_malloc((void **)&d_q8, nq, &e) ||
+         cuda_malloc((void **)&d_qx, sizeof(uint32_t) * (size_t)Smax * Hi, &e) ||
+         cuda_malloc((void **)&d_k8, (size_t)n * di, &e) || cuda_malloc((void **)&d_kx, sizeof(uint32_t) * (size_t)n, &e) ||
+         cuda_engine_idx_pack(d_q, (long long)Smax * Hi, di, 0, d_q8, d_qx, NULL, &e) ||
+         cuda_engine_idx_pack(d_k, n, di, 0, d_k8, d_kx, NULL, &e) || cuda_sync(&e);
     if (rc) {
         fprintf(stderr, "bench-gpu-engine: indexer rows: %s\n", h ? e.msg : "out of memory");
         goto done;
     }
     printf("Indexer alone at Flash's shape (64 heads x 128 dims, top-512) over 125000 entries (a 500K context), S "
            "queries: scores one thread per entry (scalar) vs mma.sync bf16 (tensor cores; the engine uses them for "
-           "S >= 4), then the top-k; median of 3 (1 for scalar S >= 256), event-timed. Floor: the scores' FLOPs "
-           "(2 x S x n x 64 x 128) at the bf16 tensor-core rate (half the FP8 rate measured above)\n\n");
-    printf("| S | scalar ms | tensor-core ms | speedup | top-k ms | top-k ms/query | floor ms | tensor cores of floor "
-           "|\n|---|---|---|---|---|---|---|---|\n");
+           "S >= 4 until 2026-11-29's sixth session: k_idx_score_tc2) vs mma.sync s8 on the 8-bit form (integer; the engine's "
+           "kernel for S >= 4 now: k_idx_score_i8, queries and keys packed beforehand, untimed), then the top-k; "
+           "median of 3 (1 for scalar S >= 256), event-timed. Floor: the scores' FLOPs (2 x S x n x 64 x 128) at the "
+           "bf16 tensor-core rate (half the FP8 rate measured above)\n\n");
+    printf("| S | scalar ms | tensor-core ms | integer ms | integer vs tensor-core | top-k ms | top-k ms/query | floor ms "
+           "| integer of floor |\n|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < ns && !rc; i++) {
         int S = Ss[i];
         long long pos0 = pos_last - S + 1;
-        double t[3][3];
+        double t[4][3];
         rc = cuda_h2d(d_pos, &pos0, sizeof pos0, &e);
-        for (int m = 0; m < 3 && !rc; m++) {
+        for (int m = 0; m < 4 && !rc; m++) {
             int reps = m == 0 && S >= 256 ? 1 : 3;
             struct bench_events *ev = bench_events_new(reps);
             double ms[3];
             bench_spin(2.0);
             for (int r = 0; r < reps && !rc; r++) {
                 bench_events_record(ev, r);
-                rc = m < 2 ? cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, n, d_sc, ld, m + 1, bench_stream(), &e)
-                           : cuda_engine_topk(d_sc, ld, d_pos, S, n, K, d_sel, d_scr, bench_stream(), &e);
+                rc = m < 2    ? cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, n, d_sc, ld, m + 1, bench_stream(), &e)
+                     : m == 2 ? cuda_engine_idx_scores_i8(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, n, d_sc, ld,
+                                                          bench_stream(), &e)
+                              : cuda_engine_topk(d_sc, ld, d_pos, S, n, K, d_sel, d_scr, bench_stream(), &e);
             }
             bench_events_record(ev, reps);
             t[m][0] = bench_events_median(ev, ms);
@@ -783,13 +793,17 @@ static int sfx_indexer_rows(int chunk)
         if (rc)
             break;
         double fl = 2.0 * S * (double)n * Hi * di / (sfx_peak * 0.5e12) * 1e3;
-        printf("| %d | %.3f | %.3f | %.1fx | %.3f | %.4f | %.3f | %.1f%% |\n", S, t[0][0], t[1][0], t[0][0] / t[1][0],
-               t[2][0], t[2][0] / S, fl, 100.0 * fl / t[1][0]);
+        printf("| %d | %.3f | %.3f | %.3f | %.2fx | %.3f | %.4f | %.3f | %.1f%% |\n", S, t[0][0], t[1][0], t[2][0],
+               t[1][0] / t[2][0], t[3][0], t[3][0] / S, fl, 100.0 * fl / t[2][0]);
         fflush(stdout);
     }
     if (rc)
         fprintf(stderr, "bench-gpu-engine: indexer rows: %s\n", e.msg);
 done:
+    cuda_free(d_q8);
+    cuda_free(d_qx);
+    cuda_free(d_k8);
+    cuda_free(d_kx);
     cuda_free(d_q);
     cuda_free(d_w);
     cuda_free(d_k);

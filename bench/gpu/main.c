@@ -173,11 +173,15 @@ static void bench_fp8_gemv_f32(const char *name, int n, int k)
     cuda_free(j.yf);
 }
 
-/* ---- FP4 routed experts, decode ---- */
+/* ---- FP4 routed experts, decode ----
+ *
+ * Each row times both kernels of cuda_fp4_gemv_grouped_variant on the same inputs and id lists (V1
+ * the first, V2 the default; gemm.h), and says whether their outputs are byte-equal (they need not be:
+ * V1 is within the bound, V2 is bf16 of the reference exactly). */
 struct fp4_job {
     const uint8_t *q;
     const float *sa;
-    int xg, topk, n, k;
+    int xg, npairs, n, k, variant;
     const int *ids;
     const uint8_t *const *wt, *const *st;
     uint16_t *y;
@@ -185,11 +189,14 @@ struct fp4_job {
 static void fp4_launch(void *ud, int i)
 {
     struct fp4_job *j = ud;
-    must(cuda_fp4_gemv_grouped(j->q, j->sa, j->xg, j->topk, j->ids + j->topk * (i % ITERS), j->wt, j->st, j->n, j->k,
-                               j->y, bench_stream(), &err));
+    must(cuda_fp4_gemv_grouped_variant(j->q, j->sa, j->xg, j->npairs, j->ids + j->npairs * (i % ITERS), j->wt, j->st,
+                                       j->n, j->k, j->y, j->variant, bench_stream(), &err));
 }
 
-static void bench_fp4(const char *name, int n, int k, int experts, int topk, int w2)
+/* npairs pairs of experts picked from `experts` (distinct within each group of xg pairs, which share
+ * one activation row: the engine's w1|w3 call is 12 pairs with xg = 6 on two rows; w2 is xg = 1).
+ * Variants 0 .. nvar - 1 (2: V1 and V2; CUDA_FP4_GEMV_NVARIANTS: also each fixed V2 configuration). */
+static void bench_fp4(const char *name, int n, int k, int experts, int npairs, int xg, int nvar)
 {
     size_t wbytes = (size_t)n * k / 2, sbytes = (size_t)n * k / 32;
     uint8_t *w = dalloc(wbytes * experts), *s = dalloc(sbytes * experts);
@@ -201,45 +208,78 @@ static void bench_fp4(const char *name, int n, int k, int experts, int topk, int
     void *dwt = dalloc(sizeof *wt * experts), *dst = dalloc(sizeof *st * experts);
     must(cuda_h2d(dwt, wt, sizeof *wt * experts, &err));
     must(cuda_h2d(dst, st, sizeof *st * experts, &err));
-    int *ids = malloc(sizeof *ids * topk * ITERS);
+    int *ids = malloc(sizeof *ids * npairs * ITERS);
     uint64_t r = 88172645463325252ull;
     for (int i = 0; i < ITERS; i++)
-        for (int jj = 0; jj < topk; jj++) {
+        for (int jj = 0; jj < npairs; jj++) {
             int id, dup;
             do {
                 r ^= r << 13, r ^= r >> 7, r ^= r << 17;
                 id = (int)(r % (uint64_t)experts);
                 dup = 0;
-                for (int u = 0; u < jj; u++)
-                    dup |= ids[i * topk + u] == id;
+                for (int u = jj - jj % xg; u < jj; u++)
+                    dup |= ids[i * npairs + u] == id;
             } while (dup);
-            ids[i * topk + jj] = id;
+            ids[i * npairs + jj] = id;
         }
-    int *dids = dalloc(sizeof *ids * topk * ITERS);
-    must(cuda_h2d(dids, ids, sizeof *ids * topk * ITERS, &err));
-    int rows = w2 ? topk : 1;
+    int *dids = dalloc(sizeof *ids * npairs * ITERS);
+    must(cuda_h2d(dids, ids, sizeof *ids * npairs * ITERS, &err));
+    int rows = (npairs + xg - 1) / xg;
     uint16_t *x = dalloc((size_t)rows * k * 2);
-    struct fp4_job j = {.xg = w2 ? 1 : topk, .topk = topk, .n = n, .k = k, .ids = dids};
+    struct fp4_job j = {.xg = xg, .npairs = npairs, .n = n, .k = k, .ids = dids};
     j.wt = dwt, j.st = dst;
-    j.y = dalloc((size_t)topk * n * 2);
+    j.y = dalloc((size_t)npairs * n * 2);
     uint8_t *q = dalloc((size_t)rows * k);
     float *sa = dalloc(sizeof(float) * (size_t)rows * (k / 128));
     j.q = q, j.sa = sa;
     bench_fill(x, (size_t)rows * k * 2, 23, BENCH_BF16);
     struct quant_job qj = {x, rows, k, 0, q, sa};
     quant_launch(&qj, 0);
-    for (int i = 0; i < 4; i++)
-        fp4_launch(&j, i);
-    double alone = time_alone(fp4_launch, &j, ITERS);
-    double graph = bench_graph_ms(fp4_launch, &j, ITERS, 10);
-    must(cuda_sync(&err));
-    double bytes = (double)topk * (wbytes + sbytes) + (double)rows * k + 4.0 * rows * (k / 128) + 2.0 * topk * n;
-    double gbs = bytes / (graph * 1e-3) / 1e9, tf = 2.0 * topk * (double)n * k / (graph * 1e-3) / 1e12;
-    printf("| fp4_grouped | %-18s | %d | %5d x %5d | %6.2f | %6.2f | %5.0f | %5.2f | %5.1f%% |\n", name, topk, n, k,
-           alone * 1e3, graph * 1e3, gbs, tf, 100.0 * gbs / copy_gbps);
+    double bytes = (double)npairs * (wbytes + sbytes) + (double)rows * k + 4.0 * rows * (k / 128) + 2.0 * npairs * n;
+    double t_graph[CUDA_FP4_GEMV_NVARIANTS];
+    uint16_t *out[CUDA_FP4_GEMV_NVARIANTS];
+    for (int v = 0; v < nvar; v++) {
+        j.variant = v;
+        for (int i = 0; i < 4; i++)
+            fp4_launch(&j, i);
+        double alone = time_alone(fp4_launch, &j, ITERS);
+        double graph = bench_graph_ms(fp4_launch, &j, ITERS, 10);
+        fp4_launch(&j, 0); /* the same ids for the comparison */
+        must(cuda_sync(&err));
+        out[v] = malloc((size_t)npairs * n * 2);
+        must(cuda_d2h(out[v], j.y, (size_t)npairs * n * 2, &err));
+        t_graph[v] = graph;
+        double gbs = bytes / (graph * 1e-3) / 1e9, tf = 2.0 * npairs * (double)n * k / (graph * 1e-3) / 1e12;
+        printf("| fp4 %-20s | %-22s | %4d | %d | %5d x %5d | %6.2f | %6.2f | %5.0f | %5.2f | %5.1f%% | %5.2f | %s |\n",
+               cuda_fp4_gemv_variant_name(v), name, npairs, xg, n, k, alone * 1e3, graph * 1e3, gbs, tf,
+               100.0 * gbs / copy_gbps, t_graph[0] / graph,
+               v == 0 ? "-" : memcmp(out[0], out[v], (size_t)npairs * n * 2) ? "no" : "yes");
+    }
+    for (int v = 0; v < nvar; v++)
+        free(out[v]);
     cuda_free(w), cuda_free(s), cuda_free(dwt), cuda_free(dst), cuda_free(dids), cuda_free(x), cuda_free(j.y);
     cuda_free(q), cuda_free(sa);
     free(wt), free(st), free(ids);
+}
+
+/* all: every V2 configuration too (`bench-gpu fp4`); else V1 and V2 only. */
+static void bench_fp4_rows(int all)
+{
+    const int nv = all ? CUDA_FP4_GEMV_NVARIANTS : 2;
+    printf("Decode, routed experts: FP4 e2m1 + e8m0 per 32, random experts per launch (distinct within each "
+           "activation row's group of x_group pairs); us alone / in graph, GB/s and the floor ratio from the graph "
+           "time; vs v1 = V1's graph time / this one; bytes equal to V1's\n\n");
+    printf("| kernel | call | pairs | x_group | n x k | us alone | us graph | GB/s | TFLOP/s | of copy floor | vs v1 | "
+           "bytes = v1 |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    bench_fp4("Flash w1/w3, top-6", 2048, 4096, 256, 6, 6, nv);
+    bench_fp4("Flash w1|w3, engine S=1", 2048, 4096, 512, 12, 6, nv);
+    bench_fp4("Flash w2, engine S=1", 4096, 2048, 256, 6, 1, nv);
+    bench_fp4("Flash w1|w3, engine S=2", 2048, 4096, 512, 24, 6, nv);
+    bench_fp4("Flash w2, engine S=2", 4096, 2048, 256, 12, 1, nv);
+    bench_fp4("Pro w1|w3, engine S=1", 3072, 7168, 768, 12, 6, nv);
+    bench_fp4("Pro w2, engine S=1", 7168, 3072, 384, 6, 1, nv);
+    bench_fp4("Flash w1|w3, 64 tokens", 2048, 4096, 512, 768, 6, nv);
 }
 
 /* ---- FP8 prefill GEMM: own mma.sync kernels (V1, V2 and V2's tiles) and cuBLASLt block-scaled ----
@@ -683,9 +723,13 @@ int main(int argc, char **argv)
         bench_moe_rows(argc > 2 ? atoi(argv[2]) : 0);
         return 0;
     }
+    if (argc > 1 && strcmp(argv[1], "fp4") == 0) { /* only the routed experts' decode rows */
+        bench_fp4_rows(1);
+        return 0;
+    }
     if (profile) {
         bench_fp8_gemv("e_proj 4096^2", 4096, 4096, 1);
-        bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0);
+        bench_fp4("Flash w1|w3, engine S=1", 2048, 4096, 512, 12, 6, 2);
         return 0;
     }
 
@@ -712,14 +756,8 @@ int main(int argc, char **argv)
     bench_fp8_gemv_f32("attn.wo_b", 4096, 8192);
     bench_fp8_gemv_f32("indexer.wq_b", 8192, 1024);
 
-    printf("\nDecode, routed experts: FP4 e2m1 + e8m0 per 32, one token, top-6 random distinct experts per launch "
-           "(m = experts run)\n\n");
-    printf("| kernel | experts | m | n x k | us alone | us graph | GB/s | TFLOP/s | of copy floor |\n");
-    printf("|---|---|---|---|---|---|---|---|---|\n");
-    bench_fp4("Flash w1/w3 of 256", 2048, 4096, 256, 6, 0);
-    bench_fp4("Flash w2 of 256", 4096, 2048, 256, 6, 1);
-    bench_fp4("Pro w1/w3 of 384", 3072, 7168, 384, 6, 0);
-    bench_fp4("Pro w2 of 384", 7168, 3072, 384, 6, 1);
+    printf("\n");
+    bench_fp4_rows(0);
     if (decode)
         return 0;
 

@@ -19,7 +19,9 @@
  * - the decode attention's launch changes (part "afuse", test_attn_fuse): every mode bit-identical to bits 0.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
  *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,moe,mhc,afuse"; "memcheck" is a short run
+ * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8 against k_idx_score_tc2:
+ *   bit-identical logits and state.
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -904,10 +906,15 @@ static int switch_compare(const struct switch_ops *ops, struct cuda_engine *g, c
         cuda_engine_use_graph(g, run->graph);
         cuda_engine_cp_legacy(g, run->legacy);
         ok = (rows[v] = calloc((size_t)R * V, sizeof(float))) != NULL;
-        if (ok && run->fill > 0) {
+        if (ok && run->fill > 0) { /* P tokens in chunks after the random state, then T decode steps */
             ok = !cuda_engine_state_fill_random(g, run->fill, 13, &e);
+            int step = run->chunk > 0 ? run->chunk : run->P;
+            for (int p = 0; ok && p < run->P; p += step) {
+                int S = run->P - p < step ? run->P - p : step;
+                ok = !cuda_engine_forward(g, tok + p, S, p + S == run->P ? rows[v] : NULL, &e);
+            }
             for (int j = 0; ok && j < run->T; j++)
-                ok = !cuda_engine_decode(g, tok[j], rows[v] + (size_t)(1 + j) * V, &e);
+                ok = !cuda_engine_decode(g, tok[run->P + j], rows[v] + (size_t)(1 + j) * V, &e);
         } else if (ok) {
             ok = !gpu_run(g, tok, run->P, run->P + run->T, run->chunk, rows[v], V);
         }
@@ -939,6 +946,53 @@ static int switch_compare(const struct switch_ops *ops, struct cuda_engine *g, c
         inf_state_free(st[v]);
     }
     return ok ? 0 : -1;
+}
+
+/* ---- the indexer scores of prefill chunks: k_idx_score_i8 against k_idx_score_tc2 ----
+ *
+ * Test entry of kernels/engine.cu: k_idx_score_i8 for prefill chunks on (1), off (0: k_idx_score_tc2), or
+ * as the environment says (< 0). The integer kernel computes the exact dot products, which tc2 gives
+ * whenever its fp32 sums of block partials are exact (always for the engine's FP4-QDQ'd rows after a
+ * Hadamard, and for the random fill's QDQ'd keys): so logits and state must be bit-identical. Runs of the
+ * mid config (16 indexer heads of 128): a 1100-token prefill in chunks of 256 + 8 graph decode steps
+ * (decode steps score with k_idx_score_tc1 either way, from keys the chunks wrote in both forms); 700
+ * tokens in chunks of 37 + 4 direct decode steps; a random state at 135001 (33K entries, their 8-bit form
+ * packed by the fill) + 512 tokens in chunks of 256 + 4 graph decode steps. */
+void cuda_engine_idx_i8_mode(int on);
+static void idx_set(struct cuda_engine *g, int v)
+{
+    (void)g;
+    cuda_engine_idx_i8_mode(v < 0 ? -1 : v);
+}
+static void idx_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "k_idx_score_i8" : "k_idx_score_tc2"); }
+
+static void test_idx_switch(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 5, &w, &e);
+    struct cuda_engine_opts o = {.max_chunk = 256, .max_ctx = 140000};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    tap(ok, "idx: mid engine%s%s", ok ? "" : ": ", ok ? "" : e.msg);
+    if (ok) {
+        enum { NT = 1110 };
+        static int tok[NT];
+        for (int i = 0; i < NT; i++)
+            tok[i] = (i * 7919 + 13) % c.vocab_size;
+        static const struct switch_run runs[] = {
+            {1100, 8, 256, 1, 0, 0, "prefill 1100 in chunks of 256 + 8 graph decode steps"},
+            {700, 4, 37, 0, 0, 0, "700 tokens in chunks of 37 + 4 decode steps, direct launches"},
+            {512, 4, 256, 1, 0, 135001, "random state at 135001 + 512 tokens in chunks of 256 + 4 graph decode steps"},
+        };
+        static const struct switch_ops ops = {"idx", 2, idx_set, idx_label, NULL};
+        for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++)
+            if (switch_compare(&ops, g, &c, tok, &runs[r]))
+                break;
+    }
+    cuda_engine_free(g);
+    inf_weights_free(w);
 }
 
 /* ---- Programmatic Dependent Launch: the same bits with the switch off and on ----
@@ -1178,7 +1232,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,moe,mhc,afuse";
+        parts = "topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -1195,6 +1249,8 @@ int main(void)
         test_long();
     if (strstr(parts, "pdl"))
         test_pdl();
+    if (strstr(parts, "idx"))
+        test_idx_switch();
     if (strstr(parts, "moe")) {
         test_moe("tiny");
         test_moe("mid");

@@ -17,6 +17,9 @@
  *   §3.3.2; the bound checks that mma.sync does not: on the H200 it matched bf16(ref) on every
  *   output.) A wrong scale on one block of a 128-block row (FP4, k = 4096) moves a result by about
  *   mag/128 = 256 EPS mag, so indexing and scale bugs fail.
+ * - the FP4 grouped GEMV's second kernel (CUDA_FP4_GEMV_V2, every configuration) computes each block
+ *   partial exactly in integers and sums in the reference's order, so it must give bf16(ref) on
+ *   every output, not just stay within the bound;
  * - the prefill GEMM's second kernel (CUDA_FP8_GEMM_V2, every tile) must give V1's bytes exactly
  *   (test_fp8_variants); CTX_TEST_GEMM_QUICK=1 runs only a few of those cases (for compute-sanitizer).
  * - cuBLASLt's block-scaled FP8 kernel does accumulate each 128-K block with that narrower
@@ -414,10 +417,16 @@ static void test_lt(int m, int n, int k)
 
 /* ---- FP4 grouped GEMV ---- */
 
-static void test_fp4(int n, int k, int n_experts, int topk, int tokens, int w2_style)
+/* npairs pairs over activation rows ceil(npairs / x_group) (pair p reads row p / x_group; the pairs of
+ * one row pick distinct experts, as the router does), against kernels/ref.c: cuda_fp4_gemv_grouped
+ * (the default, or what CTX_CUDA_FP4_GEMV forces) and every variant within the bound; V2 and each
+ * of its fixed configurations must also give bf16(ref) exactly on every output (their partials are
+ * exact integers and each row is summed in the reference's order, gemm.h), and the default must
+ * give the bytes of the variant it names. */
+static void test_fp4_pairs(int n, int k, int n_experts, int x_group, int npairs)
 {
     struct ctx_err e;
-    int npairs = tokens * topk, rows = w2_style ? npairs : tokens, x_group = w2_style ? 1 : topk;
+    int rows = (npairs + x_group - 1) / x_group;
     uint8_t **w = malloc(sizeof *w * n_experts), **s = malloc(sizeof *s * n_experts);
     void **dw = malloc(sizeof *dw * n_experts), **ds = malloc(sizeof *ds * n_experts);
     for (int i = 0; i < n_experts; i++) {
@@ -429,17 +438,16 @@ static void test_fp4(int n, int k, int n_experts, int topk, int tokens, int w2_s
         ds[i] = dev_copy(s[i], (size_t)n * k / 32);
     }
     int *ids = malloc(sizeof *ids * npairs);
-    for (int t = 0; t < tokens; t++)
-        for (int j = 0; j < topk; j++) {
-            int id, dup;
-            do { /* distinct experts within a token, as the router picks them */
-                id = (int)(next_u64() % (uint64_t)n_experts);
-                dup = 0;
-                for (int i = 0; i < j; i++)
-                    dup |= ids[t * topk + i] == id;
-            } while (dup);
-            ids[t * topk + j] = id;
-        }
+    for (int p = 0; p < npairs; p++) {
+        int id, dup;
+        do { /* distinct experts within a row's group while there are enough */
+            id = (int)(next_u64() % (uint64_t)n_experts);
+            dup = 0;
+            for (int i = p - p % x_group; i < p && x_group <= n_experts; i++)
+                dup |= ids[i] == id;
+        } while (dup);
+        ids[p] = id;
+    }
     uint16_t *x = malloc(sizeof *x * (size_t)rows * k);
     uint8_t *q = malloc((size_t)rows * k);
     float *sa = malloc(sizeof *sa * (size_t)rows * (k / 128));
@@ -452,23 +460,47 @@ static void test_fp4(int n, int k, int n_experts, int topk, int tokens, int w2_s
     void *dq = dev_copy(q, (size_t)rows * k), *dsa = dev_copy(sa, sizeof *sa * (size_t)rows * (k / 128));
     void *dids = dev_copy(ids, sizeof *ids * npairs);
     void *dwt = dev_copy(dw, sizeof *dw * n_experts), *dst = dev_copy(ds, sizeof *ds * n_experts), *dy;
-    must(cuda_malloc(&dy, sizeof(uint16_t) * (size_t)npairs * n, &e), &e);
-    must(cuda_memset(dy, 0xff, sizeof(uint16_t) * (size_t)npairs * n, &e), &e);
-    must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dy, NULL, &e), &e);
-    must(cuda_sync(&e), &e);
-    uint16_t *y = malloc(sizeof *y * (size_t)npairs * n);
-    must(cuda_d2h(y, dy, sizeof *y * (size_t)npairs * n, &e), &e);
-    struct cmp r;
-    compare(y, ref, mag, (size_t)npairs * n, EPS, &r);
-    tap(r.bad == 0, "fp4_gemv_grouped n=%d k=%d experts=%d top-%d tokens=%d x_group=%d: %ld/%ld outside the bound, "
-        "max (|d|-ulp)/mag = %.3g, bit-equal %.1f%%", n, k, n_experts, topk, tokens, x_group, r.bad, r.total, r.worst,
-        100.0 * (double)r.exact / (double)r.total);
+    size_t count = (size_t)npairs * n;
+    must(cuda_malloc(&dy, sizeof(uint16_t) * count, &e), &e);
+    uint16_t *y[CUDA_FP4_GEMV_NVARIANTS + 1];
+    const char *env = getenv("CTX_CUDA_FP4_GEMV");
+    int def = env && (!strcmp(env, "1") || !strcmp(env, "2")) ? env[0] - '1' : CUDA_FP4_GEMV_DEFAULT;
+    for (int v = 0; v <= CUDA_FP4_GEMV_NVARIANTS; v++) { /* the variants, then the default */
+        must(cuda_memset(dy, 0xff, sizeof(uint16_t) * count, &e), &e);
+        if (v < CUDA_FP4_GEMV_NVARIANTS)
+            must(cuda_fp4_gemv_grouped_variant(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dy, v, NULL, &e), &e);
+        else
+            must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dy, NULL, &e), &e);
+        must(cuda_sync(&e), &e);
+        y[v] = malloc(sizeof(uint16_t) * count);
+        must(cuda_d2h(y[v], dy, sizeof(uint16_t) * count, &e), &e);
+        struct cmp r;
+        compare(y[v], ref, mag, count, EPS, &r);
+        const char *name = v < CUDA_FP4_GEMV_NVARIANTS ? cuda_fp4_gemv_variant_name(v) : "default";
+        tap(r.bad == 0, "fp4_gemv_grouped %s n=%d k=%d experts=%d x_group=%d pairs=%d: %ld/%ld outside the bound, "
+            "max (|d|-ulp)/mag = %.3g, bit-equal %.1f%%", name, n, k, n_experts, x_group, npairs, r.bad, r.total,
+            r.worst, 100.0 * (double)r.exact / (double)r.total);
+        if (v >= CUDA_FP4_GEMV_V2 && v < CUDA_FP4_GEMV_NVARIANTS)
+            tap(r.exact == r.total, "fp4_gemv_grouped %s n=%d k=%d pairs=%d: bf16(ref) exactly on %ld/%ld outputs",
+                name, n, k, npairs, r.exact, r.total);
+    }
+    tap(!memcmp(y[CUDA_FP4_GEMV_NVARIANTS], y[def], sizeof(uint16_t) * count),
+        "fp4_gemv_grouped default n=%d k=%d pairs=%d: the bytes of %s", n, k, npairs, cuda_fp4_gemv_variant_name(def));
+    for (int v = 0; v <= CUDA_FP4_GEMV_NVARIANTS; v++)
+        free(y[v]);
     for (int i = 0; i < n_experts; i++) {
         free(w[i]), free(s[i]);
         cuda_free(dw[i]), cuda_free(ds[i]);
     }
-    free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag), free(y);
+    free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag);
     cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy);
+}
+
+/* tokens tokens of top-k pairs each: w1/w3 style (one activation row per token) or w2 style (one per
+ * pair). */
+static void test_fp4(int n, int k, int n_experts, int topk, int tokens, int w2_style)
+{
+    test_fp4_pairs(n, k, n_experts, w2_style ? 1 : topk, tokens * topk);
 }
 
 /* Argument errors are reported, not launched. */
@@ -479,6 +511,10 @@ static void test_errors(void)
     int g = cuda_fp8_gemv_f32(NULL, NULL, NULL, 16, 128, NULL, 8, NULL, NULL, &e); /* split without y2 */
     int h = cuda_fp8_gemv_f32(NULL, NULL, NULL, 16, 32768, NULL, 16, NULL, NULL, &e); /* k above 16384 */
     int d = cuda_fp4_gemv_grouped(NULL, NULL, 0, 1, NULL, NULL, NULL, 16, 128, NULL, NULL, &e); /* x_group 0 */
+    int d2 = cuda_fp4_gemv_grouped_variant(NULL, NULL, 1, 1, NULL, NULL, NULL, 16, 128, NULL, CUDA_FP4_GEMV_NVARIANTS,
+                                           NULL, &e);
+    int d3 = cuda_fp4_gemv_grouped_variant(NULL, NULL, 1, 1, NULL, NULL, NULL, 16, 200, NULL, CUDA_FP4_GEMV_V2, NULL,
+                                           &e); /* k not a multiple of 128 */
     struct cuda_lt_plan *p = NULL;
     int f = cuda_lt_plan_new(&p, 6, 64, 128, cuda_lt_layout(), &e); /* m not a multiple of 4 */
     int b = cuda_fp8_gemm(NULL, NULL, 4, NULL, NULL, 16, 100, NULL, NULL, &e);
@@ -486,9 +522,10 @@ static void test_errors(void)
     int v = cuda_fp8_gemm_variant(NULL, NULL, 4, NULL, NULL, 16, 128, NULL, CUDA_FP8_GEMM_NVARIANTS, NULL, &e);
     int v2 = cuda_fp8_gemm_variant(NULL, NULL, 4, NULL, NULL, 16, 100, NULL, CUDA_FP8_GEMM_V2, NULL, &e);
     tap(a == CTX_EINVAL && b == CTX_EINVAL && c == CTX_EINVAL && d == CTX_EINVAL && f == CTX_EINVAL && !p &&
-            g == CTX_EINVAL && h == CTX_EINVAL && v == CTX_EINVAL && v2 == CTX_EINVAL,
-        "bad shapes, groupings and variants are rejected with CTX_EINVAL (%d %d %d %d %d %d %d %d %d)", a, b, c, d, f,
-        g, h, v, v2);
+            g == CTX_EINVAL && h == CTX_EINVAL && v == CTX_EINVAL && v2 == CTX_EINVAL && d2 == CTX_EINVAL &&
+            d3 == CTX_EINVAL,
+        "bad shapes, groupings and variants are rejected with CTX_EINVAL (%d %d %d %d %d %d %d %d %d %d %d)", a, b, c,
+        d, f, g, h, v, v2, d2, d3);
 }
 
 int main(void)
@@ -510,6 +547,10 @@ int main(void)
         test_fp8_variants(129, 1030, 128);
         test_fp8_variants(500, 576, 384);
         test_fp8(37, 200, 1024);
+        /* and both FP4 GEMV kernels: odd n, one pair, k = 128, the opt-in shared memory of V2 */
+        test_fp4_pairs(1001, 640, 5, 2, 5);
+        test_fp4_pairs(17, 128, 3, 3, 3);
+        test_fp4_pairs(40, 16384, 3, 1, 3);
         printf("1..%d\n", n_test);
         return n_fail ? 1 : 0;
     }
@@ -572,6 +613,21 @@ int main(void)
     test_fp4(3072, 7168, 8, 6, 1, 0);
     /* k >= 4096 ending inside a 256-K span (the K-split kernel's half span) */
     test_fp4(72, 4224, 4, 2, 2, 0);
+    /* the engine's exact calls at decode: w1|w3 as 12 pairs of 2048 x 4096 on two rows (x_group =
+     * top-k = 6; 2E table entries), w2 as 6 pairs of 4096 x 2048 (x_group 1); S = 2; V4-Pro's w1|w3
+     * (3072 x 7168) and w2 (7168 x 3072); odd n; k = 128 and k not a multiple of 256; one pair; more
+     * pairs than the GEMV's decode range (V1 then runs its rows kernel); k above the V2 kernel's
+     * default shared-memory limit (the opt-in path) */
+    test_fp4_pairs(2048, 4096, 32, 6, 12);
+    test_fp4_pairs(4096, 2048, 16, 1, 6);
+    test_fp4_pairs(2048, 4096, 32, 6, 24);
+    test_fp4_pairs(3072, 7168, 12, 6, 12);
+    test_fp4_pairs(7168, 3072, 8, 1, 6);
+    test_fp4_pairs(1001, 640, 5, 2, 5);
+    test_fp4_pairs(17, 128, 3, 3, 3);
+    test_fp4_pairs(4095, 2176, 4, 1, 1);
+    test_fp4_pairs(48, 1024, 8, 1, 200);
+    test_fp4_pairs(40, 16384, 3, 1, 3);
 
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;

@@ -104,6 +104,8 @@ static void run_case(const struct icase *c)
     double *kg = malloc(sizeof(double) * (size_t)n * nb), *km = malloc(sizeof(double) * (size_t)n * nb);
     unsigned char *exact = malloc((size_t)S * ld);
     float *d_q = NULL, *d_w = NULL, *d_k = NULL, *d_sc = NULL;
+    int8_t *d_q8 = NULL, *d_k8 = NULL;
+    uint32_t *d_qx = NULL, *d_kx = NULL;
     long long *d_pos = NULL;
     struct ctx_err e = {0};
     if (!q || !w || !k || !ref || !tol || !got || !old || !qg || !qm || !kg || !km || !exact) {
@@ -169,24 +171,35 @@ static void run_case(const struct icase *c)
              !cuda_malloc((void **)&d_pos, sizeof(long long), &e) &&
              !cuda_h2d(d_q, q, sizeof(float) * (size_t)S * Hi * di, &e) &&
              !cuda_h2d(d_w, w, sizeof(float) * (size_t)S * Hi, &e) &&
-             !cuda_h2d(d_k, k, sizeof(float) * (size_t)n * di, &e) && !cuda_h2d(d_pos, &pos0, sizeof pos0, &e);
+             !cuda_h2d(d_k, k, sizeof(float) * (size_t)n * di, &e) && !cuda_h2d(d_pos, &pos0, sizeof pos0, &e) &&
+             !cuda_malloc((void **)&d_q8, (size_t)S * Hi * di, &e) &&
+             !cuda_malloc((void **)&d_qx, sizeof(uint32_t) * (size_t)S * Hi, &e) &&
+             !cuda_malloc((void **)&d_k8, (size_t)n * di, &e) &&
+             !cuda_malloc((void **)&d_kx, sizeof(uint32_t) * (size_t)n, &e) &&
+             !cuda_engine_idx_pack(d_q, (long long)S * Hi, di, 0, d_q8, d_qx, NULL, &e) &&
+             !cuda_engine_idx_pack(d_k, n, di, 0, d_k8, d_kx, NULL, &e);
     if (!ok) {
         tap(0, "%s: device setup: %s", c->name, e.msg);
         goto done;
     }
-    static const int modes[3] = {1, 3, 2}; /* mode 3 (k_idx_score_tc) before 2, which is compared with it */
-    static const char *const mname[4] = {"", "scalar", "tensor cores", "bf16 reference kernel (k_idx_score_tc)"};
-    for (int mi = 0; mi < 3; mi++) {
+    /* mode 3 (k_idx_score_tc) before 2, which is compared with it; "mode" 4: k_idx_score_i8 on the packed
+     * queries and keys, compared with mode 2 */
+    static const int modes[4] = {1, 3, 2, 4};
+    static const char *const mname[5] = {"", "scalar", "tensor cores", "bf16 reference kernel (k_idx_score_tc)",
+                                         "integer tensor cores (k_idx_score_i8)"};
+    for (int mi = 0; mi < 4; mi++) {
         int mode = modes[mi];
         ok = !cuda_memset(d_sc, 0xff, sizeof(float) * (size_t)S * ld, &e) &&
-             !cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, max_n, d_sc, ld, mode, NULL, &e) &&
+             !(mode == 4 ? cuda_engine_idx_scores_i8(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, max_n, d_sc, ld,
+                                                     NULL, &e)
+                         : cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, max_n, d_sc, ld, mode, NULL, &e)) &&
              !cuda_sync(&e) &&
              !cuda_d2h(got, d_sc, sizeof(float) * (size_t)S * ld, &e);
         if (!ok) {
             tap(0, "%s %s: %s", c->name, mname[mode], e.msg);
             continue;
         }
-        long long bit_ex = 0, bad_ex = 0, bad_tol = 0, touched = 0, bit_all = 0, diff_old = 0;
+        long long bit_ex = 0, bad_ex = 0, bad_tol = 0, touched = 0, bit_all = 0, diff_old = 0, diff_ex = 0;
         double worst = 0;
         for (int s = 0; s < S; s++) {
             long long nv = (pos0 + s + 1) / 4;
@@ -198,10 +211,12 @@ static void run_case(const struct icase *c)
                     touched += gb != 0xffffffffu;
                     continue;
                 }
-                if (mode == 2) {
+                if (mode == 2 || mode == 4) {
                     uint32_t ob;
                     memcpy(&ob, &old[j], 4);
-                    diff_old += gb != ob && !(got[j] == 0.f && old[j] == 0.f);
+                    int d = gb != ob && !(got[j] == 0.f && old[j] == 0.f);
+                    diff_old += d;
+                    diff_ex += d && exact[j] == 1;
                 }
                 if (exact[j] == 2)
                     continue;
@@ -220,19 +235,29 @@ static void run_case(const struct icase *c)
                 }
             }
         }
-        tap(bad_ex == 0 && bad_tol == 0 && touched == 0 && diff_old == 0,
+        tap(bad_ex == 0 && bad_tol == 0 && touched == 0 && (mode == 4 ? diff_ex == 0 : diff_old == 0),
             "%s %s: S %d, %d heads x %d dims, %lld entries (grid for %lld): %lld of %lld %s meet the exact condition, "
             "%lld of those bit-identical (%lld differ); the rest: %lld bit-identical of %lld, %lld beyond the bound "
             "(worst %.3g of it); %lld entries beyond a query's range written; %s",
             c->name, mname[mode], S, Hi, di, n, max_n, n_exact, n_all, c->sample > 0 ? "sampled entries" : "entries",
             bit_ex, bad_ex, bit_all - bit_ex, n_all - n_exact, bad_tol, worst, touched,
-            mode == 2 ? (diff_old ? "DIFFERENT from k_idx_score_tc" : "every entry k_idx_score_tc's bits") : "");
+            mode == 2   ? (diff_old ? "DIFFERENT from k_idx_score_tc" : "every entry k_idx_score_tc's bits")
+            : mode == 4 ? (diff_ex ? "DIFFERENT from tensor cores on exact entries"
+                          : diff_old ? "tensor cores' bits on every exact entry (others differ)"
+                                     : "every entry the tensor cores' bits")
+                        : "");
         if (mode == 2 && diff_old)
             printf("# %lld entries differ from k_idx_score_tc\n", diff_old);
-        if (mode == 3)
+        if (mode == 4 && diff_old)
+            printf("# %lld entries differ from the tensor cores (mode 2), %lld of them exact ones\n", diff_old, diff_ex);
+        if (mode == 3 || mode == 2)
             memcpy(old, got, sizeof(float) * (size_t)S * ld);
     }
 done:
+    cuda_free(d_q8);
+    cuda_free(d_qx);
+    cuda_free(d_k8);
+    cuda_free(d_kx);
     cuda_free(d_q);
     cuda_free(d_w);
     cuda_free(d_k);
@@ -252,6 +277,79 @@ done:
     free(exact);
 }
 
+/* The 8-bit form (cuda_engine_idx_pack) read back on the host: value = q * 2^(byte b of x) for block b.
+ * Rows on the FP4 grid must come back exactly, in the common form (four equal exponent bytes) when their
+ * blocks' exponents allow it (kind 0: one scale for the whole row; kind 1: the engine's rows); kind 2:
+ * blocks 2^-10..2^10 apart (per-block form, exact); kind 3: zero rows; kind 4: values off the grid
+ * (random fp32): within half a unit of their block's exponent, |q| <= 127; kind 5: on the grid after
+ * the device's own FP4 QDQ (qdq = 1): the host's QDQ of the same values exactly. */
+static void test_pack(int di, int kind)
+{
+    enum { N = 300 };
+    struct ctx_err e = {0};
+    float *x = malloc(sizeof(float) * N * di), *xq = malloc(sizeof(float) * N * di);
+    int8_t *q = malloc((size_t)N * di);
+    uint32_t *qx = malloc(sizeof(uint32_t) * N);
+    float *d_x = NULL;
+    int8_t *d_q = NULL;
+    uint32_t *d_qx = NULL;
+    static const float e2m1[8] = {0.f, .5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+    for (int r = 0; r < N; r++) {
+        float *row = x + (size_t)r * di;
+        if (kind == 0) {
+            float sc = ldexpf(1.0f, (int)(uniform() * 20) - 10);
+            for (int i = 0; i < di; i++)
+                row[i] = e2m1[(int)(uniform() * 8) & 7] * (uniform() < 0.5 ? -sc : sc);
+        } else if (kind == 1 || kind == 2) {
+            make_row(row, di, kind == 2 ? 10 : 0);
+        } else if (kind == 3) {
+            memset(row, 0, sizeof(float) * di);
+        } else {
+            for (int i = 0; i < di; i++)
+                row[i] = (float)gauss() * (kind == 4 ? ldexpf(1.0f, (int)(uniform() * 8) - 4) : 1.0f);
+        }
+        memcpy(xq + (size_t)r * di, row, sizeof(float) * di);
+        if (kind == 5)
+            inf_cpu_fp4_qdq(xq + (size_t)r * di, di, 32);
+    }
+    int ok = x && xq && q && qx && !cuda_malloc((void **)&d_x, sizeof(float) * N * di, &e) &&
+             !cuda_malloc((void **)&d_q, (size_t)N * di, &e) && !cuda_malloc((void **)&d_qx, sizeof(uint32_t) * N, &e) &&
+             !cuda_h2d(d_x, x, sizeof(float) * N * di, &e) &&
+             !cuda_engine_idx_pack(d_x, N, di, kind == 5, d_q, d_qx, NULL, &e) && !cuda_sync(&e) &&
+             !cuda_d2h(q, d_q, (size_t)N * di, &e) && !cuda_d2h(qx, d_qx, sizeof(uint32_t) * N, &e) &&
+             (kind != 5 || !cuda_d2h(x, d_x, sizeof(float) * N * di, &e));
+    long long bad = 0, common = 0, qdq_bad = 0;
+    for (int r = 0; ok && r < N; r++) {
+        uint32_t w = qx[r];
+        int com = 1;
+        for (int b = 1; b < 4; b++)
+            com &= ((w >> (8 * b)) & 255u) == (w & 255u);
+        common += com;
+        for (int i = 0; i < di; i++) {
+            int E = (int)(int8_t)((w >> (8 * (i / 32))) & 255u);
+            double v = (double)x[(size_t)r * di + i], rec = ldexp((double)q[(size_t)r * di + i], E);
+            if (kind == 4 ? !(fabs(v - rec) <= ldexp(0.5, E) && q[(size_t)r * di + i] >= -127) : rec != v)
+                bad++;
+            if (kind == 5 && x[(size_t)r * di + i] != xq[(size_t)r * di + i])
+                qdq_bad++;
+        }
+    }
+    static const char *const kinds[6] = {"one scale a row", "Hadamard + FP4 QDQ", "blocks 2^-10..2^10 apart",
+                                         "zero rows", "off the FP4 grid", "QDQ'd on the device"};
+    int want_common = kind == 0 || kind == 3 ? N : kind == 2 ? -1 : 0;
+    tap(ok && !bad && !qdq_bad && (want_common < 0 || kind == 1 || kind >= 4 || common == want_common),
+        "8-bit form, %d dims, %s: %d rows, %lld values off their reconstruction%s, %lld rows in the common form, "
+        "%lld values unlike the host's QDQ%s%s", di, kinds[kind], N, bad, kind == 4 ? " by more than half a unit" : "",
+        common, qdq_bad, ok ? "" : ": ", ok ? "" : e.msg);
+    cuda_free(d_x);
+    cuda_free(d_q);
+    cuda_free(d_qx);
+    free(x);
+    free(xq);
+    free(q);
+    free(qx);
+}
+
 static void test_errors(void)
 {
     struct ctx_err e = {0};
@@ -268,6 +366,16 @@ static void test_errors(void)
     tap(r1 == CTX_EUNSUPPORTED && r2 == CTX_EUNSUPPORTED && r3 == CTX_EINVAL && r4 == CTX_EINVAL,
         "tensor cores refuse 65 heads (%d) and 256 dims (%d); 0 queries (%d) and mode 4 (%d) are invalid", r1, r2, r3,
         r4);
+    int8_t *d8 = (int8_t *)d;
+    uint32_t *dx = (uint32_t *)d;
+    int i1 = cuda_engine_idx_scores_i8(d8, dx, d, d8, dx, 4, 65, 128, d_pos, 16, d, 16, NULL, &e);
+    int i2 = cuda_engine_idx_scores_i8(d8, dx, d, d8, dx, 4, 64, 256, d_pos, 16, d, 16, NULL, &e);
+    int i3 = cuda_engine_idx_scores_i8(d8, dx, d, d8, dx, 0, 64, 128, d_pos, 16, d, 16, NULL, &e);
+    int i4 = cuda_engine_idx_pack(d, 4, 48, 0, d8, dx, NULL, &e);
+    int i5 = cuda_engine_idx_pack(d, -1, 128, 0, d8, dx, NULL, &e);
+    tap(i1 == CTX_EUNSUPPORTED && i2 == CTX_EUNSUPPORTED && i3 == CTX_EINVAL && i4 == CTX_EINVAL && i5 == CTX_EINVAL,
+        "integer kernel refuses 65 heads (%d) and 256 dims (%d), 0 queries (%d); the 8-bit form refuses 48 dims (%d) "
+        "and -1 rows (%d)", i1, i2, i3, i4, i5);
     cuda_free(d_pos);
     cuda_free(d);
 }
@@ -312,6 +420,9 @@ int main(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (!quick || cases[i].n <= 3000)
             run_case(&cases[i]);
+    for (int di = 32; di <= 128; di *= 2)
+        for (int kind = 0; kind < 6; kind++)
+            test_pack(di, kind);
     test_errors();
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
