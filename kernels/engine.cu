@@ -1997,6 +1997,50 @@ __device__ __forceinline__ uint32_t idx_term_bf16x2(uint32_t d, uint32_t w)
         : "r"(d), "r"(w));
     return r;
 }
+// The block of k_idx_score_tc2 / _i8 (grid (query groups, runs of tpb tiles)): queries sb.. (nq of them,
+// wpq warps each), entries [e0, eend) of the run, the position; false when the block has none.
+struct idx_run {
+    int wpq, sb, nq;
+    long long pos0, e0, eend;
+};
+__device__ __forceinline__ bool idx_run_of(int Hi, int S, const long long *ppos, int tpb, struct idx_run *b)
+{
+    b->wpq = Hi <= 32 ? 1 : 2; // warps per query; 8 / wpq queries per block
+    b->pos0 = *ppos;
+    b->sb = (int)blockIdx.x * (8 / b->wpq);
+    if (b->sb >= S)
+        return false;
+    b->nq = S - b->sb < 8 / b->wpq ? S - b->sb : 8 / b->wpq;
+    long long nvmax = (b->pos0 + b->sb + b->nq) / 4; // the entries of the block's last query
+    b->e0 = (long long)blockIdx.y * tpb * IDX_TC_ET;
+    b->eend = b->e0 + (long long)tpb * IDX_TC_ET;
+    if (b->eend > nvmax || blockIdx.y == gridDim.y - 1) // the last run takes every entry left (max_n too small)
+        b->eend = nvmax;
+    return b->e0 < b->eend;
+}
+// A tile's scores from the heads' bf16 terms ts [warps][32 heads][TST] (a query's warps in a row): one
+// thread per (query, pair of entries) adds the heads in head order in fp32 (the CPU's order), two
+// entries' terms per 32-bit load, two chains; only the entries below a query's (pos + 1) / 4 written.
+__device__ __forceinline__ void idx_head_sums(const uint16_t *ts, int TST, int Hi, const struct idx_run &b, long long e0,
+                                              float *score, size_t ld)
+{
+    if ((int)threadIdx.x >= b.nq * (IDX_TC_ET / 2))
+        return;
+    int q2 = (int)threadIdx.x / (IDX_TC_ET / 2), ep = (int)threadIdx.x % (IDX_TC_ET / 2), s2 = b.sb + q2;
+    long long e = e0 + 2 * ep, nv = (b.pos0 + s2 + 1) / 4;
+    const uint32_t *tq = reinterpret_cast<const uint32_t *>(ts + (size_t)q2 * b.wpq * 32 * TST) + ep;
+    float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll 8
+    for (int h = 0; h < Hi; h++) { // rows of the query's warps in head order
+        uint32_t u = tq[(size_t)h * (TST / 2)];
+        sum0 += __uint_as_float(u << 16);
+        sum1 += __uint_as_float(u & 0xffff0000u);
+    }
+    if (e < nv)
+        score[(size_t)s2 * ld + e] = bf16r(sum0);
+    if (e + 1 < nv)
+        score[(size_t)s2 * ld + e + 1] = bf16r(sum1);
+}
 template <int DI>
 __global__ void __launch_bounds__(256, 2) k_idx_score_tc2(const float *qI, const float *wts, const float *keys, int Hi,
                                                           int S, const long long *ppos, float *score, size_t ld, int tpb)
@@ -2007,18 +2051,12 @@ __global__ void __launch_bounds__(256, 2) k_idx_score_tc2(const float *qI, const
     uint16_t *ks = (uint16_t *)(stg + IDX_TC_ET * DI); // [ET][KST] the tile's keys in bf16
     uint16_t *ts = ks + IDX_TC_ET * KST;               // [8 warps][32 heads][TST] the heads' terms
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    int wpq = Hi <= 32 ? 1 : 2, QB = 8 / wpq; // warps per query, queries per block
-    long long pos0 = *ppos;
-    int sb = (int)blockIdx.x * QB;
-    if (sb >= S)
+    struct idx_run b;
+    if (!idx_run_of(Hi, S, ppos, tpb, &b))
         return;
-    int nq = S - sb < QB ? S - sb : QB;
-    long long nvmax = (pos0 + sb + nq) / 4; // the entries of the block's last query
-    long long e0 = (long long)blockIdx.y * tpb * IDX_TC_ET, eend = e0 + (long long)tpb * IDX_TC_ET;
-    if (eend > nvmax || blockIdx.y == gridDim.y - 1) // the last run takes every entry left (max_n too small)
-        eend = nvmax;
-    if (e0 >= eend)
-        return;
+    const int wpq = b.wpq, sb = b.sb, nq = b.nq;
+    const long long eend = b.eend;
+    long long e0 = b.e0;
     int qi = warp / wpq, h0 = (warp % wpq) * 32, s = sb + qi, qvalid = qi < nq;
     // A fragments (row = head h0 + 16m + g (+8), col = dimension) and the rows' head weights (bf16 pairs)
     uint32_t a[2][KS][4], wv2[2][2];
@@ -2109,22 +2147,7 @@ __global__ void __launch_bounds__(256, 2) k_idx_score_tc2(const float *qI, const
             }
         }
         __syncthreads(); // the terms are in; every warp is done with ks
-        if ((int)threadIdx.x < nq * (IDX_TC_ET / 2)) { // one thread per (query, pair of entries)
-            int q2 = (int)threadIdx.x / (IDX_TC_ET / 2), ep = (int)threadIdx.x % (IDX_TC_ET / 2), s2 = sb + q2;
-            long long e = e0 + 2 * ep, nv = (pos0 + s2 + 1) / 4;
-            const uint32_t *tq = reinterpret_cast<const uint32_t *>(ts + (size_t)q2 * wpq * 32 * TST) + ep;
-            float sum0 = 0.f, sum1 = 0.f;
-#pragma unroll 8
-            for (int h = 0; h < Hi; h++) { // rows of the query's warps in head order
-                uint32_t u = tq[(size_t)h * (TST / 2)];
-                sum0 += __uint_as_float(u << 16);
-                sum1 += __uint_as_float(u & 0xffff0000u);
-            }
-            if (e < nv)
-                score[(size_t)s2 * ld + e] = bf16r(sum0);
-            if (e + 1 < nv)
-                score[(size_t)s2 * ld + e + 1] = bf16r(sum1);
-        }
+        idx_head_sums(ts, TST, Hi, b, e0, score, ld);
     }
 }
 
@@ -2325,18 +2348,12 @@ __global__ void __launch_bounds__(256, 2)
     uint16_t *ts = (uint16_t *)(xs + 2 * IDX_TC_ET);
     const uint32_t kbase = (uint32_t)__cvta_generic_to_shared(idx_smem), xbase = (uint32_t)__cvta_generic_to_shared(xs);
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    int wpq = Hi <= 32 ? 1 : 2, QB = 8 / wpq; // warps per query, queries per block
-    long long pos0 = *ppos;
-    int sb = (int)blockIdx.x * QB;
-    if (sb >= S)
+    struct idx_run b;
+    if (!idx_run_of(Hi, S, ppos, tpb, &b))
         return;
-    int nq = S - sb < QB ? S - sb : QB;
-    long long nvmax = (pos0 + sb + nq) / 4; // the entries of the block's last query
-    long long e0 = (long long)blockIdx.y * tpb * IDX_TC_ET, eend = e0 + (long long)tpb * IDX_TC_ET;
-    if (eend > nvmax || blockIdx.y == gridDim.y - 1) // the last run takes every entry left (max_n too small)
-        eend = nvmax;
-    if (e0 >= eend)
-        return;
+    const int wpq = b.wpq, sb = b.sb, nq = b.nq;
+    const long long eend = b.eend;
+    long long e0 = b.e0;
     int qi = warp / wpq, h0 = (warp % wpq) * 32, s = sb + qi, qvalid = qi < nq;
     uint32_t a[2][NB][4], qxw[2][2], wv2[2][2];
     float sq[2][2], nq2[2][2];
@@ -2359,24 +2376,9 @@ __global__ void __launch_bounds__(256, 2)
                              xt[nt * 8 + 2 * t + 1], tc && qc, tw, TST, nt * 8);
         }
         __syncthreads(); // the terms are in
-        // one thread per (query, pair of entries): tc2's sums (one thread per entry, all 256 busy, measured
-        // the same: 13.32 vs 13.34 ms at S = 2048 over 125,000 entries)
-        if ((int)threadIdx.x < nq * (IDX_TC_ET / 2)) {
-            int q2 = (int)threadIdx.x / (IDX_TC_ET / 2), ep = (int)threadIdx.x % (IDX_TC_ET / 2), s2 = sb + q2;
-            long long e = e0 + 2 * ep, nv = (pos0 + s2 + 1) / 4;
-            const uint32_t *tq = reinterpret_cast<const uint32_t *>(ts + (size_t)q2 * wpq * 32 * TST) + ep;
-            float sum0 = 0.f, sum1 = 0.f;
-#pragma unroll 8
-            for (int h = 0; h < Hi; h++) {
-                uint32_t u = tq[(size_t)h * (TST / 2)];
-                sum0 += __uint_as_float(u << 16);
-                sum1 += __uint_as_float(u & 0xffff0000u);
-            }
-            if (e < nv)
-                score[(size_t)s2 * ld + e] = bf16r(sum0);
-            if (e + 1 < nv)
-                score[(size_t)s2 * ld + e + 1] = bf16r(sum1);
-        }
+        // tc2's sums (one thread per entry instead, all 256 busy, measured the same: 13.32 vs 13.34 ms at
+        // S = 2048 over 125,000 entries)
+        idx_head_sums(ts, TST, Hi, b, e0, score, ld);
     }
 }
 
