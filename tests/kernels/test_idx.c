@@ -350,6 +350,136 @@ static void test_pack(int di, int kind)
     free(qx);
 }
 
+/* ---- host checks (no device needed; scripts/test runs them in CI) ----
+ *
+ * A host model of the integer kernels' numerics (kernels/engine.cu, warp_i8_pack and k_idx_score_i8): the
+ * same packing rules in C, applied to rows made as the engine makes them, and the scaling trick. */
+
+/* The exponent of the lowest set bit of |v| (v = odd * 2^result); INT32_MAX for 0. */
+static int h_lowexp(float v)
+{
+    if (v == 0.f)
+        return INT32_MAX;
+    int ex;
+    double f = frexp(fabs((double)v), &ex); /* |v| = f 2^ex, f in [0.5, 1) */
+    long long m = (long long)ldexp(f, 53);
+    int tz = 0;
+    while (!(m & 1)) {
+        m >>= 1;
+        tz++;
+    }
+    return ex - 53 + tz;
+}
+
+/* warp_i8_pack's rules on a row of di FP4-QDQ'd values: common form (one exponent, the smallest
+ * lowest-bit exponent of the row) when every value is then an integer of magnitude <= 127, else one
+ * exponent a block. Returns 1 for the common form; q and E[4] out; -1 if some value is not exact. */
+static int h_pack(const float *x, int di, int8_t *q, int *E)
+{
+    int nb = di / 32, lo[4], Lc = INT32_MAX;
+    for (int b = 0; b < nb; b++) {
+        lo[b] = INT32_MAX;
+        for (int i = 0; i < 32; i++) {
+            int l = h_lowexp(x[32 * b + i]);
+            lo[b] = l < lo[b] ? l : lo[b];
+        }
+        Lc = lo[b] < Lc ? lo[b] : Lc;
+    }
+    if (Lc == INT32_MAX)
+        Lc = 0;
+    int common = 1;
+    for (int i = 0; i < di && common; i++)
+        common = fabs(ldexp((double)x[i], -Lc)) <= 127.0;
+    for (int b = 0; b < nb; b++)
+        E[b] = common || lo[b] == INT32_MAX ? Lc : lo[b];
+    for (int i = 0; i < di; i++) {
+        double v = ldexp((double)x[i], -E[i / 32]);
+        if (v != floor(v) || fabs(v) > 127.0)
+            return -1;
+        q[i] = (int8_t)v;
+    }
+    return common;
+}
+
+/* The accumulator's bits read as a float are 1.5 * 2^23 + c for |c| < 2^22, and
+ * fma(that, 2^E, -1.5 * 2^23 * 2^E) = c * 2^E exactly: every c a common-form dot can reach
+ * (|c| <= 128 * 127^2 < 2^21) at exponents from tiny to large. */
+static void test_host_scaling(void)
+{
+    static const int Es[] = {-126, -60, -13, -1, 0, 1, 7, 40, 100};
+    long long bad = 0, n = 0;
+    const int cmax = 128 * 127 * 127;
+    for (size_t k = 0; k < sizeof Es / sizeof Es[0]; k++) {
+        float sq = ldexpf(1.0f, Es[k]), nq = -12582912.0f * sq;
+        for (int c = -cmax; c <= cmax; c += (k & 1) ? 1 : 7) {
+            uint32_t bits = 0x4B400000u + (uint32_t)c;
+            float f;
+            memcpy(&f, &bits, 4);
+            float got = fmaf(f, sq, nq), want = ldexpf((float)c, Es[k]);
+            bad += got != want;
+            n++;
+        }
+    }
+    tap(bad == 0 && cmax < (1 << 22),
+        "host: the accumulator trick, fma(bits(0x4B400000 + c), 2^E, -1.5 2^23 2^E) = c 2^E on %lld (c, E) pairs, "
+        "|c| <= 128 * 127^2 = %d < 2^22: %lld wrong", n, cmax, bad);
+}
+
+/* Rows as the engine makes them (Hadamard + FP4 QDQ, make_row): every one packs exactly; the share in
+ * common form (the fast path needs every head of a warp and all 64 entries of a tile in it) is printed and
+ * must be nearly all; rows with blocks 2^-10..2^10 apart pack exactly per block. And a common-form dot
+ * from the integers (one accumulator, one scale) equals the exact dot product. */
+static void test_host_pack(void)
+{
+    enum { N = 4000, DI = 128 };
+    static float x[N][DI];
+    static int8_t q[N][DI];
+    int E[N][4], form[N];
+    long long bad = 0, common = 0, tiles = 0, tiles_common = 0, wide_exact = 0, wide_common = 0;
+    for (int r = 0; r < N; r++) {
+        make_row(x[r], DI, 0);
+        form[r] = h_pack(x[r], DI, q[r], E[r]);
+        bad += form[r] < 0;
+        common += form[r] == 1;
+    }
+    for (int t = 0; t + 64 <= N; t += 64) {
+        int all = 1;
+        for (int r = t; r < t + 64; r++)
+            all &= form[r] == 1;
+        tiles++;
+        tiles_common += all;
+    }
+    long long dot_bad = 0, dots = 0;
+    for (int r = 0; r + 1 < N; r += 2) {
+        if (form[r] != 1 || form[r + 1] != 1)
+            continue;
+        long long c = 0;
+        double exact = 0;
+        for (int i = 0; i < DI; i++) {
+            c += (long long)q[r][i] * q[r + 1][i];
+            exact += (double)x[r][i] * (double)x[r + 1][i]; /* exact: products of FP4 values, 128 of them */
+        }
+        dot_bad += ldexp((double)c, E[r][0] + E[r + 1][0]) != exact || llabs(c) >= (1 << 22);
+        dots++;
+    }
+    for (int r = 0; r < 500; r++) {
+        float w[DI];
+        int8_t qw[DI];
+        int Ew[4];
+        make_row(w, DI, 10);
+        int f = h_pack(w, DI, qw, Ew);
+        wide_exact += f >= 0;
+        wide_common += f == 1;
+    }
+    printf("# host: Hadamard + FP4 QDQ rows: %lld of %d in common form (%.3f%%), %lld of %lld 64-row tiles all "
+           "common; rows with blocks 2^-10..2^10 apart: %lld of 500 exact, %lld common\n",
+           common, N, 100.0 * (double)common / N, tiles_common, tiles, wide_exact, wide_common);
+    tap(bad == 0 && common * 1000 >= 999LL * N && dot_bad == 0 && wide_exact == 500,
+        "host: 8-bit form of %d Hadamard + QDQ rows exact (%lld not), %.2f%% common; %lld common-form dots from "
+        "one integer accumulator equal the exact dot (%lld not); 500 rows of spread blocks exact per block", N, bad,
+        100.0 * (double)common / N, dots, dot_bad);
+}
+
 static void test_errors(void)
 {
     struct ctx_err e = {0};
@@ -383,9 +513,11 @@ static void test_errors(void)
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    test_host_scaling();
+    test_host_pack();
     if (cuda_device_count() < 1) {
-        printf("1..0 # SKIP no CUDA device\n");
-        return 0;
+        printf("# no CUDA device: the device cases are skipped\n1..%d\n", n_test);
+        return n_fail ? 1 : 0;
     }
     inf_cpu_set_simd(2); /* the CPU engine's own SIMD path for inf_cpu_dot (its strided fp32 sums) */
     static const struct icase cases[] = {
