@@ -5162,23 +5162,30 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
     return 0;
 }
 
-// The engine's switch for k_idx_score_i8 (prefill chunks): env CTX_CUDA_IDX_I8=0 keeps k_idx_score_tc2,
-// read once per process; cuda_engine_idx_i8_mode (a test and benchmark entry) sets it for the calls after
-// (1 on, 0 off, < 0 the environment's).
-static std::atomic<int> idx_i8_mode{-1};
-static int idx_i8_on(void)
-{
-    static const int env = [] {
-        const char *v = getenv("CTX_CUDA_IDX_I8");
-        return !(v && v[0] == '0' && v[1] == 0);
-    }();
-    int m = idx_i8_mode.load();
-    return m < 0 ? env : m;
-}
-extern "C" void cuda_engine_idx_i8_mode(int on)
-{
-    idx_i8_mode.store(on < 0 ? -1 : on != 0);
-}
+// A default-on switch of the engine's paths: env `name`=0 turns it off (read once per process); set(1 on,
+// 0 off) overrides it for the calls after, set(< 0) returns to the environment's (test and benchmark
+// entries). A captured decode graph keeps the kernels it captured unless decode_graph checks the switch.
+struct env_switch {
+    const char *name;
+    std::atomic<int> mode{-1}, env{-1};
+    int on()
+    {
+        int v = env.load();
+        if (v < 0) { // a race reads the same environment twice: harmless
+            const char *s = getenv(name);
+            v = !(s && s[0] == '0' && s[1] == 0);
+            env.store(v);
+        }
+        int m = mode.load();
+        return m < 0 ? v : m;
+    }
+    void set(int v) { mode.store(v < 0 ? -1 : v != 0); }
+};
+
+// k_idx_score_i8 / _i8d (CTX_CUDA_IDX_I8=0 keeps k_idx_score_tc2 / tc1; decode_graph recaptures on a change).
+static env_switch idx_i8_switch{"CTX_CUDA_IDX_I8"};
+static int idx_i8_on(void) { return idx_i8_switch.on(); }
+extern "C" void cuda_engine_idx_i8_mode(int on) { idx_i8_switch.set(on); }
 // Whether the engine scores on the integer kernels (k_idx_score_i8 for chunks, k_idx_score_i8d for
 // decode steps; the queries packed by k_iq_prep).
 static int idx_i8_use(const struct cuda_engine *g)
@@ -5250,24 +5257,11 @@ extern "C" int cuda_engine_idx_scores_i8(const int8_t *d_q8, const uint32_t *d_q
     return idx_i8_launch(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, max_n, d_score, ld, (cudaStream_t)stream, e);
 }
 
-// The decode top-k's switch (k_topk_fast for S <= TOPK_FAST_S): env CTX_CUDA_TOPK_FAST=0 turns it off,
-// read once per process; cuda_engine_topk_mode (a test and benchmark entry, declared where used) sets
-// it for the launches after (1 on, 0 off, < 0 the environment's); a captured decode graph keeps the
-// kernels it captured.
-static std::atomic<int> topk_fast_mode{-1};
-static int topk_fast_on(void)
-{
-    static const int env = [] {
-        const char *v = getenv("CTX_CUDA_TOPK_FAST");
-        return !(v && v[0] == '0' && v[1] == 0);
-    }();
-    int m = topk_fast_mode.load();
-    return m < 0 ? env : m;
-}
-extern "C" void cuda_engine_topk_mode(int fast)
-{
-    topk_fast_mode.store(fast < 0 ? -1 : fast != 0);
-}
+// The decode top-k's switch (k_topk_fast for S <= TOPK_FAST_S; CTX_CUDA_TOPK_FAST=0 off;
+// cuda_engine_topk_mode is declared where used); a captured decode graph keeps the kernels it captured.
+static env_switch topk_fast_switch{"CTX_CUDA_TOPK_FAST"};
+static int topk_fast_on(void) { return topk_fast_switch.on(); }
+extern "C" void cuda_engine_topk_mode(int fast) { topk_fast_switch.set(fast); }
 
 extern "C" size_t cuda_engine_topk_scratch(int S, long long max_n, int K)
 {

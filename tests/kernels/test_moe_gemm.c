@@ -854,6 +854,25 @@ static void cta_data_fill(int rows)
         for (int b = 0; b < CTA_KS; b++)
             xs[pr][b] = pr < rows ? ldexpf(1.0f, (int)(next_u64() % 5) - 2) : 0.0f;
 }
+/* The kernels' conversion of weight row ra's 32-K sub-block sb of 128-K stage kb: the LUT of shift
+ * CUDA_MOE4_SPREAD - (E - e_sb) from the stage's largest code E, then its four 32-bit FP4 words through
+ * cuda_moe4_convert into o[0..3] (four f16 pairs each). Returns E. */
+static int cta_convert(int ra, int kb, int sb, uint32_t o[4][4])
+{
+    int mx = 0;
+    for (int c = 0; c < 4; c++)
+        mx = codes[ra][4 * kb + c] > mx ? codes[ra][4 * kb + c] : mx;
+    const int sh = mx - codes[ra][4 * kb + sb];
+    uint32_t l[2] = {0, 0};
+    for (int c = 0; c < 8; c++)
+        l[c >> 2] |= cuda_moe4_lut_byte(c, CUDA_MOE4_SPREAD - sh) << (8 * (c & 3));
+    for (int c = 0; c < 4; c++) {
+        const uint8_t *raw = &wfp4[ra][64 * kb + 16 * sb + 4 * c];
+        const uint32_t x = raw[0] | (uint32_t)raw[1] << 8 | (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 24;
+        cuda_moe4_convert(x, l[0], l[1], o[c]);
+    }
+    return mx;
+}
 /* Output (weight row r, pair c) of those inputs, exactly (in double: powers of two times short
  * products). */
 static double cta_exact(int r, int c)
@@ -891,20 +910,10 @@ static void test_v4_cta_model(void)
             for (int i = 0; i < 512; i++) { /* thread i % 256, item i / 256 */
                 int ra, ca;
                 cuda_moe4_wpiece(i, &ra, &ca);
-                int mx = 0;
+                uint32_t o[4][4];
+                const int mx = cta_convert(ra, kb, ca, o);
                 for (int c = 0; c < 4; c++)
-                    mx = codes[ra][4 * kb + c] > mx ? codes[ra][4 * kb + c] : mx;
-                const int sh = mx - codes[ra][4 * kb + ca];
-                uint32_t l[2] = {0, 0};
-                for (int c = 0; c < 8; c++)
-                    l[c >> 2] |= cuda_moe4_lut_byte(c, CUDA_MOE4_SPREAD - sh) << (8 * (c & 3));
-                for (int c = 0; c < 4; c++) {
-                    const uint8_t *raw = &wfp4[ra][64 * kb + 16 * ca + 4 * c];
-                    const uint32_t x = raw[0] | (uint32_t)raw[1] << 8 | (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 24;
-                    uint32_t o[4];
-                    cuda_moe4_convert(x, l[0], l[1], o);
-                    memcpy(wh + cuda_moe4_woff(ra, 32 * ca + 8 * c), o, 16); /* little-endian, as the GPU */
-                }
+                    memcpy(wh + cuda_moe4_woff(ra, 32 * ca + 8 * c), o[c], 16); /* little-endian, as the GPU */
                 if (ca == 0)
                     rs[ra] = ldexp(1.0, mx - 140);
                 int rb, cb;
@@ -1097,20 +1106,11 @@ static void test_v6_cta_model(void)
                         const int g = lane >> 2, t = lane & 3, rw = wg * 64 + w4 * 16 + g;
                         for (int h = 0; h < 2; h++) {
                             const int ra = rw + 8 * h;
-                            int mx = 0;
-                            for (int c = 0; c < 4; c++)
-                                mx = codes[ra][4 * kb + c] > mx ? codes[ra][4 * kb + c] : mx;
-                            const int sh = mx - codes[ra][4 * kb + t];
-                            uint32_t l[2] = {0, 0};
-                            for (int c = 0; c < 8; c++)
-                                l[c >> 2] |= cuda_moe4_lut_byte(c, CUDA_MOE4_SPREAD - sh) << (8 * (c & 3));
+                            uint32_t o[4][4];
+                            const int mx = cta_convert(ra, kb, t, o);
                             for (int c = 0; c < 4; c++) {
-                                const uint8_t *raw = &wfp4[ra][64 * kb + 16 * t + 4 * c];
-                                const uint32_t x = raw[0] | (uint32_t)raw[1] << 8 | (uint32_t)raw[2] << 16 | (uint32_t)raw[3] << 24;
-                                uint32_t o[4];
-                                cuda_moe4_convert(x, l[0], l[1], o);
-                                a[lane][2 * c][h] = o[0], a[lane][2 * c][2 + h] = o[1];
-                                a[lane][2 * c + 1][h] = o[2], a[lane][2 * c + 1][2 + h] = o[3];
+                                a[lane][2 * c][h] = o[c][0], a[lane][2 * c][2 + h] = o[c][1];
+                                a[lane][2 * c + 1][h] = o[c][2], a[lane][2 * c + 1][2 + h] = o[c][3];
                             }
                             rs[lane][h] = ldexp(1.0, mx - 140);
                         }
