@@ -256,6 +256,18 @@ int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const float *d_r
                         const float *d_sink, const float *d_rope, int rd, float *d_out, void *stream,
                         struct ctx_err *e);
 
+/* The same attention as a decode step runs it (k_attn_dtc, exported for tests): the list of each of
+ * S <= 8 queries cut into at most 32 runs of 64-entry blocks (a rule on the list's length alone), each
+ * run in cuda_engine_attn_tc's arithmetic from an empty running max, the runs' partials merged by the
+ * decode combine (rescaled to the largest max, the sink, bf16, inverse RoPE). A list of one run gives
+ * cuda_engine_attn_tc's bytes. d_scratch: cuda_engine_attn_dtc_scratch(S, H, d) bytes of device memory.
+ * Arguments otherwise as cuda_engine_attn_tc. */
+size_t cuda_engine_attn_dtc_scratch(int S, int H, int d);
+int cuda_engine_attn_dtc(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
+                         const int *d_sel, int S, int H, int d, int W, int ratio, int K, const long long *d_pos,
+                         const float *d_sink, const float *d_rope, int rd, float *d_scratch, float *d_out,
+                         void *stream, struct ctx_err *e);
+
 /* The prefill products on their own (building blocks exported for tests/kernels/test_wo.c): wo_a of S
  * tokens (d_w e4m3 [G*R][gd] grouped, d_s e8m0 scales, d_O [S][G*gd] bf16-valued, d_Z [S][G*R]) and a bf16
  * matrix [n][k] on d_x [S][k] (bf16-valued; d_y [S][n], rounded to bf16 when out_bf16); d_xb scratch for the

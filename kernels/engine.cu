@@ -461,7 +461,7 @@ __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 // read with ld.global.cg there, since other blocks of that grid wrote it.
 #define HCP_THREADS 1024
 #define HCP_NG 2 // float4 groups per thread held in registers: D <= 4 * 1024 * 2 without a second read
-template <int HC, int PRE_IN>
+template <int HC, int PRE_IN, int XCG = 0>
 __device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, const float *scale, const float *base,
                                             int hc, int iters, float eps, const float *X, int D, float *post_out,
                                             float *comb_out, const uint16_t *normw, float norm_eps, float *u, int head)
@@ -486,7 +486,8 @@ __device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, c
         if (g < G) {
 #pragma unroll
             for (int k = 0; k < HM; k++)
-                xr[q][k] = __ldg(reinterpret_cast<const float4 *>(Xs + (size_t)k * D) + g);
+                xr[q][k] = XCG ? __ldcg(reinterpret_cast<const float4 *>(Xs + (size_t)k * D) + g)
+                               : __ldg(reinterpret_cast<const float4 *>(Xs + (size_t)k * D) + g);
             if (normw)
                 wr[q] = __ldg(reinterpret_cast<const uint2 *>(normw) + g);
         }
@@ -608,7 +609,7 @@ __device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, c
         for (int e = 0; e < 4; e++) {
             float acc = 0.f;
             for (int k = 0; k < hc; k++)
-                acc += pre[k] * Xs[(size_t)k * D + 4 * g + e];
+                acc += pre[k] * (XCG ? __ldcg(Xs + (size_t)k * D + 4 * g + e) : Xs[(size_t)k * D + 4 * g + e]);
             a[e] = bf16r(acc);
             us[4 * g + e] = a[e];
         }
@@ -662,16 +663,70 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
 // next launch (nothing else touches it in this one) and runs hc_pre_body for token s: k_hc_pre<HC>'s
 // u, norm, pre (and post and comb when given) bit for bit. No block waits on another, so any grid
 // size is safe. PDL: the first fn rows (weights) are loaded before the wait, as in k_hc_mix.
+// With pv.X0 (hc_prev) the previous site's post runs here first: thread (0, i) forms element i of the
+// new streams from pv.X0 exactly as k_hc_post does (f from the combine's inputs when pv.ys: as
+// k_moe_combine), writes it to X (a buffer other than pv.X0: the post of element i reads the other
+// streams' elements at the same index, which other blocks own) and hands it to the block's other value
+// groups; the writes precede the fence and counter, so the last block's hc_pre_body (reading X with
+// ld.global.cg) sees every block's. The mixes and pre then see the bits k_hc_post would have left.
+// One output of k_moe_combine (token s, hidden index i): the token's expert rows added in ascending
+// expert id (a repeated id, hash tables: its rows in order), then the shared expert's row, bf16 out.
+// The ids and rows are loaded up front, all in flight together, and the scan runs on registers
+// (k <= KMAX). k_moe_combine and k_hc_mixpre's fused post (hc_prev) call it; k_moe_combine4 is the
+// same scan over 4 outputs a thread.
+template <int KMAX>
+__device__ __forceinline__ float moe_combine_at(const uint16_t *ys, const int *ri, const uint16_t *sy, size_t s, int k,
+                                                int D, int i)
+{
+    const int *sel = ri + s * k;
+    int id[KMAX];
+    float y[KMAX];
+#pragma unroll
+    for (int j = 0; j < KMAX; j++)
+        if (j < k) {
+            id[j] = sel[j];
+            y[j] = bf16ld(ys[(s * k + j) * D + i]);
+        }
+    const float sv = bf16ld(sy[s * D + i]);
+    float acc = 0.f;
+    int last = -1;
+    for (int it = 0; it < k; it++) {
+        int v = -1;
+#pragma unroll
+        for (int j = 0; j < KMAX; j++)
+            if (j < k && id[j] > last && (v < 0 || id[j] < v))
+                v = id[j];
+        if (v < 0)
+            break;
+#pragma unroll
+        for (int j = 0; j < KMAX; j++)
+            if (j < k && id[j] == v)
+                acc += y[j];
+        last = v;
+    }
+    return bf16r(acc + sv);
+}
+
+// The previous site's post, fused into the next decode site's k_hc_mixpre (block_site, hc_pfuse):
+// X0 the streams before that post (NULL: none; the kernel reads X as it is), f the sub-layer's output,
+// or, with ys != NULL, k_moe_combine's inputs (ys, ri, sy, k <= 8), from which f is formed here.
+struct hc_prev {
+    const float *X0, *f, *post, *comb;
+    const uint16_t *ys, *sy;
+    const int *ri;
+    int k;
+};
+
 #define HCF_GRP (HCP_THREADS / HC_CH) // value groups of a block, each one k_hc_mix block's threads
 #define HCF_R 8                       // values a thread holds at once: all of hc = 4's 25 in one round
 template <int HC>
-__global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(const float *X, const float *fn, int nm, float *part,
+__global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(float *X, const float *fn, int nm, float *part,
                                                            unsigned *cnt, const float *scale, const float *base, int hc,
                                                            int iters, float eps, int D, float *post_out,
                                                            float *comb_out, const uint16_t *normw, float norm_eps,
-                                                           float *u, int head)
+                                                           float *u, int head, hc_prev pv)
 {
-    __shared__ float red[HC_CH / 32][HC_MAXNM + 1];
+    __shared__ float red[HC_CH / 32][HC_MAXNM + 1], xsh[HC_CH];
     __shared__ int last;
     int c = blockIdx.x, s = blockIdx.y, nch = gridDim.x, n = (HC > 0 ? HC : hc) * D;
     int q = threadIdx.x / HC_CH, it = threadIdx.x % HC_CH, lane = it & 31, warp = it >> 5;
@@ -683,7 +738,32 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(const float *X, const
         fv[r] = i < n && t < nm ? __ldg(fn + (size_t)t * n + i) : 0.f;
     }
     pdl_begin();
-    float xv = i < n ? X[(size_t)s * n + i] : 0.f;
+    float xv;
+    if (pv.X0) { // the previous site's post (k_hc_post's arithmetic), one thread an element
+        if (q == 0 && i < n) {
+            constexpr int H4 = HC > 0 ? HC : 16;
+            const int hcn = HC > 0 ? HC : hc, kk = i / D, d = i % D;
+            const float *Xs = pv.X0 + (size_t)s * hcn * D, *cb = pv.comb + (size_t)s * hcn * hcn;
+            float xo[H4];
+#pragma unroll
+            for (int j = 0; j < H4; j++)
+                if (j < hcn)
+                    xo[j] = Xs[(size_t)j * D + d];
+            float fv = pv.ys ? moe_combine_at<8>(pv.ys, pv.ri, pv.sy, (size_t)s, pv.k, D, d) : pv.f[(size_t)s * D + d];
+            float acc = 0.f;
+#pragma unroll
+            for (int j = 0; j < H4; j++)
+                if (j < hcn)
+                    acc += cb[j * hcn + kk] * xo[j];
+            xv = bf16r(pv.post[(size_t)s * hcn + kk] * fv + acc);
+            X[(size_t)s * n + i] = xv;
+            xsh[it] = xv;
+        }
+        __syncthreads();
+        xv = i < n ? xsh[it] : 0.f;
+    } else {
+        xv = i < n ? X[(size_t)s * n + i] : 0.f;
+    }
     for (int t0 = q; t0 <= nm; t0 += HCF_GRP * HCF_R) {
         if (t0 != q) {
 #pragma unroll
@@ -724,7 +804,8 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(const float *X, const
     if (!last)
         return;
     __threadfence();
-    hc_pre_body<HC, 0>(s, part, nch, scale, base, hc, iters, eps, X, D, post_out, comb_out, normw, norm_eps, u, head);
+    hc_pre_body<HC, 0, 1>(s, part, nch, scale, base, hc, iters, eps, X, D, post_out, comb_out, normw, norm_eps, u,
+                          head);
 }
 
 // Prefill (S > HCM_MIN_S, hc = 4): k_hc_pre's first part, one warp per token instead of one 1024-thread
@@ -794,10 +875,12 @@ __global__ void __launch_bounds__(HCS_WARPS * 32) k_hc_sink4(float *part, int S,
         pt[lane] = prev;
 }
 
-// X'_k = bf16(post_k f + sum_j comb[j][k] X_j), one thread per (token, hidden index). HC > 0: hc is
-// HC (registers); 0: any hc <= 16.
+// X'_k = bf16(post_k f + sum_j comb[j][k] X_j), one thread per (token, hidden index), from Xin into X
+// (the same buffer or another: a thread reads its index's hc elements before writing them). HC > 0: hc
+// is HC (registers); 0: any hc <= 16.
 template <int HC>
-__global__ void k_hc_post(float *X, const float *f, const float *post, const float *comb, int S, int hc, int D)
+__global__ void k_hc_post(const float *Xin, float *X, const float *f, const float *post, const float *comb, int S,
+                          int hc, int D)
 {
     pdl_begin();
     size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -808,12 +891,12 @@ __global__ void k_hc_post(float *X, const float *f, const float *post, const flo
     size_t s = t / D;
     int i = (int)(t % D);
     float *Xs = X + s * hc * D;
-    const float *cb = comb + s * hc * hc, *ps = post + s * hc;
+    const float *Xi = Xin + s * hc * D, *cb = comb + s * hc * hc, *ps = post + s * hc;
     float xv[HC > 0 ? HC : 16], nx[HC > 0 ? HC : 16];
 #pragma unroll
     for (int j = 0; j < (HC > 0 ? HC : 16); j++)
         if (j < hc)
-            xv[j] = Xs[(size_t)j * D + i];
+            xv[j] = Xi[(size_t)j * D + i];
     float fv = f[s * D + i];
 #pragma unroll
     for (int k = 0; k < (HC > 0 ? HC : 16); k++) {
@@ -2989,12 +3072,19 @@ __device__ __forceinline__ const float *att_entry_id(int j, int e, long long p, 
 #define ATT_MAXD 1024
 #define ATT_DPT (ATT_MAXD / ATT_THREADS)
 #define ATT_TOKENS 16 // tokens per launch (bounds the score and partial buffers)
-__device__ __forceinline__ void att_split(int n, int sp, int *c0, int *c1, int *nsplit)
+#define ATT_MAXSPLIT_TC 32 // runs of a query in k_attn_dtc (the decode attention on tensor cores)
+#define ATT_TOKENS_TC 8    // its tokens per launch: the partials' buffer holds ATT_TOKENS * ATT_MAXSPLIT rows
+static_assert(ATT_TOKENS_TC * ATT_MAXSPLIT_TC <= ATT_TOKENS * ATT_MAXSPLIT, "k_attn_dtc: the partials' buffer");
+__device__ __forceinline__ void att_split_m(int n, int sp, int msplit, int *c0, int *c1, int *nsplit)
 {
-    int nch = (n + 63) / 64, cps = (nch + ATT_MAXSPLIT - 1) / ATT_MAXSPLIT;
+    int nch = (n + 63) / 64, cps = (nch + msplit - 1) / msplit;
     *nsplit = (nch + cps - 1) / cps;
     *c0 = sp * cps;
     *c1 = (sp + 1) * cps < nch ? (sp + 1) * cps : nch;
+}
+__device__ __forceinline__ void att_split(int n, int sp, int *c0, int *c1, int *nsplit)
+{
+    att_split_m(n, sp, ATT_MAXSPLIT, c0, c1, nsplit);
 }
 __device__ __forceinline__ int att_n(long long p, int W, int ratio, int K)
 {
@@ -3311,7 +3401,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
 // (k_attn_score, k_attn_pv) have completed when this kernel passes its wait.
 __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, int ratio, int K,
                                const long long *ppos, const float *sink, const float *rope, int rd, float *O,
-                               const float *kv, float *ring, int S)
+                               const float *kv, float *ring, int S, int msplit)
 {
     pdl_begin();
     extern __shared__ float outs[];
@@ -3326,34 +3416,35 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
     int s = s0 + (int)blockIdx.x / H, h = (int)blockIdx.x % H;
     long long p = *ppos + s;
     int n = att_n(p, W, ratio, K), c0, c1, nsplit;
-    att_split(n, 0, &c0, &c1, &nsplit);
-    const float *pt = part + ((size_t)(s - s0) * H + h) * ATT_MAXSPLIT * (size_t)(d + 2);
+    att_split_m(n, 0, msplit, &c0, &c1, &nsplit);
+    const float *pt = part + ((size_t)(s - s0) * H + h) * msplit * (size_t)(d + 2);
     // every thread computes the max, factors and denominator itself (the same arithmetic in the same
     // order, so the same bits in every thread), with the loads of all runs in flight at once
-    float mv[ATT_MAXSPLIT], dv[ATT_MAXSPLIT], fac[ATT_MAXSPLIT], M = -INFINITY, den = 0.f;
+    constexpr int MS = ATT_MAXSPLIT_TC > ATT_MAXSPLIT ? ATT_MAXSPLIT_TC : ATT_MAXSPLIT;
+    float mv[MS], dv[MS], fac[MS], M = -INFINITY, den = 0.f;
 #pragma unroll
-    for (int i = 0; i < ATT_MAXSPLIT; i++) {
+    for (int i = 0; i < MS; i++) {
         mv[i] = i < nsplit ? pt[(size_t)i * (d + 2) + d] : -INFINITY;
         dv[i] = i < nsplit ? pt[(size_t)i * (d + 2) + d + 1] : 0.f;
     }
 #pragma unroll
-    for (int i = 0; i < ATT_MAXSPLIT; i++)
+    for (int i = 0; i < MS; i++)
         if (i < nsplit)
             M = fmaxf(M, mv[i]);
 #pragma unroll
-    for (int i = 0; i < ATT_MAXSPLIT; i++) {
+    for (int i = 0; i < MS; i++) {
         fac[i] = i < nsplit && mv[i] != -INFINITY ? expf(mv[i] - M) : 0.f;
         if (i < nsplit)
             den += dv[i] * fac[i];
     }
     float dn = den + expf(sink[h] - M);
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float v[ATT_MAXSPLIT], num = 0.f;
+        float v[MS], num = 0.f;
 #pragma unroll
-        for (int k = 0; k < ATT_MAXSPLIT; k++)
+        for (int k = 0; k < MS; k++)
             v[k] = k < nsplit ? pt[(size_t)k * (d + 2) + i] : 0.f;
 #pragma unroll
-        for (int k = 0; k < ATT_MAXSPLIT; k++)
+        for (int k = 0; k < MS; k++)
             if (k < nsplit)
                 num += v[k] * fac[k];
         outs[i] = bf16r(num / dn);
@@ -3391,59 +3482,69 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
 #define ATC_LD (ATC_D + 8) // bf16 row stride of the query and entry tiles: conflict-free fragments / ldmatrix
 #define ATC_LDP 72         // bf16 probabilities [64][ATC_LDP]
 #define ATC_LDS 72         // fp32 scores / probabilities [64][ATC_LDS]
-#define ATC_SMEM (sizeof(uint16_t) * (2 * 64 * ATC_LD + 64 * ATC_LDP) + sizeof(float) * 64 * ATC_LDS)
+// shared memory of a block of NHG groups of 16 heads: queries and entries (bf16), probabilities (bf16 and fp32)
+#define ATC_SMEM_H(NHG) (sizeof(uint16_t) * ((16 * (NHG) + 64) * ATC_LD + 16 * (NHG) * ATC_LDP) + sizeof(float) * 16 * (NHG) * ATC_LDS)
+#define ATC_SMEM ATC_SMEM_H(4)
 __device__ __forceinline__ uint32_t atc_ld32(const uint16_t *p) { return *(const uint32_t *)p; }
-__global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, const float *kvnew, const float *ring,
-                                                            const float *cache, const int *sel, int H, int W, int ratio,
-                                                            int K, const long long *ppos, float scale, const float *sink,
-                                                            const float *rope, int rd, float *O)
+// The body of k_attn_tc (NHG = 4: 64 heads, 512 threads) and of the decode kernel k_attn_dtc (NHG = 1:
+// 16 heads, 128 threads): query s's heads h0 .. h0 + nh (nh <= 16 NHG) over the 64-entry blocks
+// [t_lo, t_hi) of its list (n entries), then PART == false: the whole list was done, so the sink,
+// num / den and the inverse RoPE into O; PART == true: the unnormalised numerator, the running max
+// and the denominator into part's row (h, sp) of msplit, k_attn_pv's layout, for k_attn_combine.
+// Warps: scores (hgs = warp / 4, es = warp % 4): 16 heads x 16 entries; P.V (hgv = warp % NHG,
+// dsl = warp / NHG): 16 heads x 128 dims, so each (head, entry) and (head, dim) gets the same
+// instruction sequence in both kernels.
+template <int NHG, bool PART>
+__device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew, const float *ring, const float *cache,
+                                             const int *selrow, int s, int H, int h0, int W, int ratio, long long p,
+                                             long long pos0, int n, int t_lo, int t_hi, float scale, const float *sink,
+                                             const float *rope, int rd, float *O, float *part, int s0, int sp,
+                                             int msplit)
 {
+    constexpr int NT = NHG * 128, NHR = NHG * 16, LPT = 64 * (ATC_D / 4) / NT, RL = NHG == 4 ? 8 : 16;
+    static_assert(LPT % RL == 0, "attn_tc_body: gather rounds");
     extern __shared__ __align__(16) unsigned char atc_sm[];
-    uint16_t *qs = (uint16_t *)atc_sm, *ks = qs + 64 * ATC_LD, *pb = ks + 64 * ATC_LD;
-    float *ps = (float *)(pb + 64 * ATC_LDP);
+    uint16_t *qs = (uint16_t *)atc_sm, *ks = qs + NHR * ATC_LD, *pb = ks + 64 * ATC_LD;
+    float *ps = (float *)(pb + NHR * ATC_LDP);
     __shared__ const float *ptr[64];
     __shared__ float corr_sh[64], mx_sh[64], den_sh[64];
     const int d = ATC_D;
-    int s = (int)blockIdx.x, h0 = (int)blockIdx.y * 64;
-    int nh = H - h0 < 64 ? H - h0 : 64, nhg = (nh + 15) / 16;
+    int nh = H - h0 < NHR ? H - h0 : NHR, nhg = (nh + 15) / 16;
     int tid = (int)threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
-    long long pos0 = *ppos, p = pos0 + s;
-    int n = att_n(p, W, ratio, K);
-    const int *selrow = ratio == 4 ? sel + (size_t)s * K : nullptr;
-    for (int i = tid; i < 64 * (d / 4); i += ATC_THREADS) { // queries (bf16-exact) as bf16; rows >= nh zero
+    for (int i = tid; i < NHR * (d / 4); i += NT) { // queries (bf16-exact) as bf16; rows >= nh zero
         int h = i / (d / 4), c = (i % (d / 4)) * 4;
         float4 v = h < nh ? *(const float4 *)(Q + ((size_t)s * H + h0 + h) * d + c) : make_float4(0.f, 0.f, 0.f, 0.f);
         *(uint2 *)(qs + h * ATC_LD + c) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
     }
-    if (tid < 64)
+    if (tid < NHR)
         mx_sh[tid] = -INFINITY;
     float den = 0.f;                               // threads 8h: head h's denominator
     int hgs = warp >> 2, es = warp & 3;           // scores: 16 heads x 16 entries a warp
-    int hgv = warp & 3, dsl = warp >> 2;          // P.V: 16 heads x 128 dims a warp
+    int hgv = warp % NHG, dsl = warp / NHG;       // P.V: 16 heads x 128 dims a warp
     float acc[16][4];
 #pragma unroll
     for (int nt = 0; nt < 16; nt++)
 #pragma unroll
         for (int r = 0; r < 4; r++)
             acc[nt][r] = 0.f;
-    for (int b0 = 0; b0 < n; b0 += 64) {
+    for (int b0 = t_lo * 64; b0 < t_hi * 64 && b0 < n; b0 += 64) {
         int bn = n - b0 < 64 ? n - b0 : 64;
         __syncthreads(); // the previous block's reads of ptr, ks and pb are done
         if (tid < 64)
             ptr[tid] = tid < bn ? att_entry(b0 + tid, p, pos0, W, d, kvnew, ring, cache, ratio, selrow) : nullptr;
         __syncthreads();
 #pragma unroll
-        for (int half = 0; half < 2; half++) { // 64 entries x 128 float4: 8 loads a thread in flight at once
-            float4 v[8];
+        for (int rr = 0; rr < LPT / RL; rr++) { // 64 entries x 128 float4: RL loads a thread in flight at once
+            float4 v[RL];
 #pragma unroll
-            for (int u = 0; u < 8; u++) {
-                int i = tid + (half * 8 + u) * ATC_THREADS, r = i >> 7, c = (i & 127) * 4;
+            for (int u = 0; u < RL; u++) {
+                int i = tid + (rr * RL + u) * NT, r = i >> 7, c = (i & 127) * 4;
                 const float *src = ptr[r];
                 v[u] = src ? __ldg((const float4 *)(src + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
             }
 #pragma unroll
-            for (int u = 0; u < 8; u++) {
-                int i = tid + (half * 8 + u) * ATC_THREADS, r = i >> 7, c = (i & 127) * 4;
+            for (int u = 0; u < RL; u++) {
+                int i = tid + (rr * RL + u) * NT, r = i >> 7, c = (i & 127) * 4;
                 *(uint2 *)(ks + r * ATC_LD + c) = make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
             }
         }
@@ -3538,6 +3639,28 @@ __global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, cons
         }
     }
     __syncthreads();
+    if (PART) { // the run's numerator, max and denominator (k_attn_pv's layout)
+        const size_t rs = (size_t)(d + 2);
+        if ((tid & 7) == 0 && (tid >> 3) < nh) {
+            float *o = part + (((size_t)(s - s0) * H + h0 + (tid >> 3)) * msplit + sp) * rs;
+            o[d] = mx_sh[tid >> 3];
+            o[d + 1] = den;
+        }
+        if (hgv < nhg) {
+#pragma unroll
+            for (int nt = 0; nt < 16; nt++) {
+                int col = dsl * 128 + nt * 8 + 2 * t4;
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    int r = hgv * 16 + g + 8 * hf;
+                    if (r < nh)
+                        *(float2 *)(part + (((size_t)(s - s0) * H + h0 + r) * msplit + sp) * rs + col) =
+                            make_float2(acc[nt][2 * hf], acc[nt][2 * hf + 1]);
+                }
+            }
+        }
+        return;
+    }
     if ((tid & 7) == 0 && (tid >> 3) < nh)
         den_sh[tid >> 3] = den + expf(sink[h0 + (tid >> 3)] - mx_sh[tid >> 3]);
     __syncthreads();
@@ -3562,6 +3685,39 @@ __global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, cons
             }
         }
     }
+}
+__global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, const float *kvnew, const float *ring,
+                                                            const float *cache, const int *sel, int H, int W, int ratio,
+                                                            int K, const long long *ppos, float scale, const float *sink,
+                                                            const float *rope, int rd, float *O)
+{
+    int s = (int)blockIdx.x, h0 = (int)blockIdx.y * 64;
+    long long pos0 = *ppos, p = pos0 + s;
+    int n = att_n(p, W, ratio, K);
+    attn_tc_body<4, false>(Q, kvnew, ring, cache, ratio == 4 ? sel + (size_t)s * K : nullptr, s, H, h0, W, ratio, p,
+                           pos0, n, 0, (n + 63) / 64, scale, sink, rope, rd, O, nullptr, 0, 0, 0);
+}
+
+// Decode attention on tensor cores (attention(), ATTN_TC; S <= ATT_TOKENS_TC tokens a launch): k_attn_tc's
+// arithmetic over runs of a query's list, flash-decoding style, so that a token's ~4K HCA entries at
+// 500K spread over ~128 blocks instead of one. Grid (run, token s0 + y, group of 16 heads), 128 threads,
+// two blocks an SM; the runs are att_split's with at most ATT_MAXSPLIT_TC of them, each starting from
+// an empty running max (the partials are merged by k_attn_combine, rescaled to the largest max). A
+// query whose list is one run gets k_attn_tc's bits (the combine's factor is then exactly 1).
+#define ATD_SMEM ATC_SMEM_H(1)
+__global__ void __launch_bounds__(128, 2) k_attn_dtc(const float *Q, const float *kvnew, const float *ring,
+                                                     const float *cache, const int *sel, int s0, int H, int W,
+                                                     int ratio, int K, const long long *ppos, float scale, float *part)
+{
+    pdl_begin();
+    int sp = (int)blockIdx.x, s = s0 + (int)blockIdx.y, h0 = (int)blockIdx.z * 16;
+    long long pos0 = *ppos, p = pos0 + s;
+    int n = att_n(p, W, ratio, K), c0, c1, nsplit;
+    att_split_m(n, sp, ATT_MAXSPLIT_TC, &c0, &c1, &nsplit);
+    if (sp >= nsplit)
+        return;
+    attn_tc_body<1, true>(Q, kvnew, ring, cache, ratio == 4 ? sel + (size_t)s * K : nullptr, s, H, h0, W, ratio, p,
+                          pos0, n, c0, c1, scale, nullptr, nullptr, 0, nullptr, part, s0, sp, ATT_MAXSPLIT_TC);
 }
 
 __global__ void k_ring_update(const float *kv, float *ring, int S, const long long *ppos, int W, int d)
@@ -3806,32 +3962,15 @@ __global__ void k_moe_combine(const uint16_t *ys, const int *ri, const uint16_t 
     size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (t >= (size_t)S * D)
         return;
-    size_t s = t / D;
-    int i = (int)(t % D);
-    const int *sel = ri + s * k;
-    float acc = 0.f;
-    int last = -1;
-    for (;;) { // the next larger expert id each time; a repeated id (hash tables) adds its rows in order
-        int v = -1;
-        for (int j = 0; j < k; j++)
-            if (sel[j] > last && (v < 0 || sel[j] < v))
-                v = sel[j];
-        if (v < 0)
-            break;
-        for (int j = 0; j < k; j++)
-            if (sel[j] == v)
-                acc += bf16ld(ys[(s * k + j) * D + i]);
-        last = v;
-    }
-    out[t] = bf16r(acc + bf16ld(sy[t]));
+    out[t] = moe_combine_at<16>(ys, ri, sy, t / D, k, D, (int)(t % D));
 }
 
 // k_moe_combine's outputs, 4 consecutive ones a thread (MOE_COMBINE4; needs D % 4 == 0, k <= KMAX):
-// the same expert order (the same scan over the ids, here held in registers) and the same fp32
-// additions per output, so the same bits. Why it is faster: k_moe_combine's thread reads the ids
-// again for every expert and issues each row's load only after the scan that picks it (~7 dependent
-// rounds of loads, 8.6 us for one token of 4096 at 16 blocks); here the ids, the k rows (8 bytes a
-// row) and the shared row are loaded up front, all in flight together, and the scan runs on registers.
+// the same expert order (the same scan over the ids, held in registers) and the same fp32 additions
+// per output, so the same bits. It was written when k_moe_combine's thread read the ids again for every
+// expert and issued each row's load only after the scan that picked it (~7 dependent rounds of loads,
+// 8.6 us for one token of 4096 at 16 blocks); here the ids, the k rows (8 bytes a row) and the shared
+// row are loaded up front, as moe_combine_at now does for one output, and each thread does 4 outputs.
 template <int KMAX>
 __global__ void __launch_bounds__(64) k_moe_combine4(const uint16_t *ys, const int *ri, const uint16_t *sy, int S, int k,
                                                      int D, float *out)
@@ -3976,6 +4115,14 @@ struct cuda_engine {
     // (CTX_CUDA_HC_FUSE=0 / CTX_CUDA_HC_SIDE=0: the earlier launches; cuda_engine_hc_paths: tests)
     unsigned *hccnt;
     int hc_fuse, hc_side;
+    // hc_pfuse (with hc_fuse; S <= HCM_MIN_S, no hook): a site's post (and, after the MoE, the combine)
+    // is left to the next site's k_hc_mixpre (hc_prev) instead of k_hc_post (k_moe_combine) launches.
+    // The streams then alternate between X and Xb (HCM_MIN_S tokens): xcur is where they are now,
+    // pend the post left over (1: attention's, f in g->f; 2: the MoE's, f from the combine's inputs),
+    // defer tells moe() to leave its combine; the last site of a forward posts into X as before
+    // (CTX_CUDA_HC_POST=0: every post a launch)
+    int hc_pfuse, pend, defer, fq_hook;
+    float *Xb, *xcur;
     cudaStream_t hst;
     cudaEvent_t hfork, hjoin;
     float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart, *asc;
@@ -4417,6 +4564,7 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
 #define PIECE(ptr, n) pc[np++] = (struct piece){(void **)&(ptr), (size_t)(n)}
     PIECE(g->dio, 8 + sizeof(int) * S);
     PIECE(g->X, sizeof(float) * S * hc * D);
+    PIECE(g->Xb, sizeof(float) * (S < HCM_MIN_S ? S : HCM_MIN_S) * hc * D);
     PIECE(g->u, sizeof(float) * S * D);
     PIECE(g->f, sizeof(float) * S * D);
     PIECE(g->post, sizeof(float) * S * hc);
@@ -4666,8 +4814,10 @@ extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
 #define ATTN_SHAPES 1 // k_attn_score / k_attn_pv grids that use the device's SMs (att_shape_for)
 #define ATTN_FORK 2   // CSA / HCA compressors on the second stream, beside the query path
 #define ATTN_FOLD 4   // the ring update in k_attn_combine, the indexer weights' scaling in k_iq_prep
-#define ATTN_ALL 7    // the default
-// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..7 those bits; read once per process.
+#define ATTN_TC 8     // k_attn_dtc (tensor cores, runs merged by k_attn_combine) instead of k_attn_score +
+                      // k_attn_pv: other arithmetic (k_attn_tc's), so not the bits of the others
+#define ATTN_ALL 15   // the default
+// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..15 those bits; read once per process.
 static int attn_fuse_env(void)
 {
     const char *env = getenv("CTX_CUDA_FUSE_ATTN");
@@ -4711,14 +4861,15 @@ extern "C" int cuda_engine_graph_state(const struct cuda_engine *g)
     return g->graph_fail ? -1 : g->gexec ? 1 : 0;
 }
 
-// The decode mHC's paths (struct cuda_engine's hc_fuse, hc_side): env CTX_CUDA_HC_FUSE=0 and
-// CTX_CUDA_HC_SIDE=0 turn them off for engines created after; read once per process.
+// The decode mHC's paths (struct cuda_engine's hc_fuse, hc_side, hc_pfuse): env CTX_CUDA_HC_FUSE=0,
+// CTX_CUDA_HC_SIDE=0 and CTX_CUDA_HC_POST=0 turn them off for engines created after; read once per process.
 static int hc_flag(int which)
 {
-    static std::atomic<int> v[2] = {{-1}, {-1}};
+    static std::atomic<int> v[3] = {{-1}, {-1}, {-1}};
+    static const char *const name[3] = {"CTX_CUDA_HC_FUSE", "CTX_CUDA_HC_SIDE", "CTX_CUDA_HC_POST"};
     int x = v[which].load();
     if (x < 0) {
-        const char *env = getenv(which ? "CTX_CUDA_HC_SIDE" : "CTX_CUDA_HC_FUSE");
+        const char *env = getenv(name[which]);
         x = !(env && env[0] == '0' && env[1] == 0);
         v[which].store(x);
     }
@@ -4726,13 +4877,15 @@ static int hc_flag(int which)
 }
 
 // Test entry (declared in tests/kernels/test_engine.c): sets the engine's decode mHC paths (fuse:
-// k_hc_mixpre instead of k_hc_mix + k_hc_pre; side: the Sinkhorn on the side stream) and drops its
-// captured decode graph, so the next decode step captures the paths set.
-extern "C" void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side)
+// k_hc_mixpre instead of k_hc_mix + k_hc_pre; side: the Sinkhorn on the side stream; post: with fuse,
+// each site's post and the MoE's combine done by the next site's k_hc_mixpre) and drops its captured
+// decode graph, so the next decode step captures the paths set.
+extern "C" void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side, int post)
 {
     dev_guard dg(g->dev);
     g->hc_fuse = fuse != 0;
     g->hc_side = side != 0;
+    g->hc_pfuse = post != 0;
     if (g->gexec) {
         cudaGraphExecDestroy(g->gexec);
         g->gexec = NULL;
@@ -4793,6 +4946,7 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
         rc = moe_streams_new(g, e);
     g->hc_fuse = hc_flag(0);
     g->hc_side = hc_flag(1);
+    g->hc_pfuse = hc_flag(2);
     if (!rc)
         rc = cu(e, cudaStreamCreateWithFlags(&g->hst, cudaStreamNonBlocking), "cudaStreamCreate (mHC side)");
     if (!rc)
@@ -4818,6 +4972,9 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     }
     if (!rc) // the tensor-core indexer kernels' shared memory, for this device, before any graph capture
         rc = cu(e, idx_tc_attrs(c->index_head_dim), "indexer scores: cudaFuncSetAttribute");
+    if (!rc) // k_attn_dtc's (a decode step's attention), likewise
+        rc = cu(e, cudaFuncSetAttribute(k_attn_dtc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATD_SMEM),
+                "cudaFuncSetAttribute(k_attn_dtc)");
     if (!rc)
         rc = upload_weights(g, w, e);
     g->L = (struct dlayer *)calloc((size_t)c->num_hidden_layers, sizeof *g->L);
@@ -5321,6 +5478,36 @@ extern "C" int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const
                           d_rope, rd, d_out, (cudaStream_t)stream, e);
 }
 
+extern "C" size_t cuda_engine_attn_dtc_scratch(int S, int H, int d)
+{
+    return sizeof(float) * (size_t)(S > 0 ? S : 0) * (size_t)(H > 0 ? H : 0) * ATT_MAXSPLIT_TC * (size_t)(d + 2);
+}
+
+extern "C" int cuda_engine_attn_dtc(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
+                                    const int *d_sel, int S, int H, int d, int W, int ratio, int K,
+                                    const long long *d_pos, const float *d_sink, const float *d_rope, int rd,
+                                    float *d_scratch, float *d_out, void *stream, struct ctx_err *e)
+{
+    if (S < 1 || S > ATT_TOKENS_TC || H < 1 || W < 1 || ratio < 0 || K < 0 || (ratio == 4 && K < 1) || rd < 0 ||
+        rd % 2 || rd > d)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: decode attention of %d queries (at most %d), %d heads, window "
+                                          "%d, ratio %d, k %d, rope %d", S, ATT_TOKENS_TC, H, W, ratio, K, rd);
+    if (d != ATC_D)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core attention needs head_dim %d, not %d", ATC_D, d);
+    cudaStream_t st = (cudaStream_t)stream;
+    cudaError_t ce = cudaFuncSetAttribute(k_attn_dtc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATD_SMEM);
+    if (ce != cudaSuccess)
+        return cu(e, ce, "cudaFuncSetAttribute(k_attn_dtc)");
+    // every run a list can have (the blocks past a query's runs return at once)
+    k_attn_dtc<<<dim3(ATT_MAXSPLIT_TC, (unsigned)S, (unsigned)((H + 15) / 16)), 128, ATD_SMEM, st>>>(
+        d_q, d_kvnew, d_ring, d_cache, d_sel, 0, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d), d_scratch);
+    k_attn_combine<<<(unsigned)(S * H), 512, sizeof(float) * d, st>>>(d_scratch, 0, H, d, W, ratio, K, d_pos, d_sink,
+                                                                      d_rope, rd, d_out, nullptr, nullptr, S,
+                                                                      ATT_MAXSPLIT_TC);
+    LAUNCHED("k_attn_dtc");
+    return 0;
+}
+
 // One compressor over a chunk: k_compress for decode steps (S <= CMP_MIN_S) and when the legacy path
 // is forced (cuda_engine_cp_legacy, tests), else its parallel form (pool, fin, carry: the same bits).
 // `threads` is k_compress's block size, which the entry's norm sum depends on, so fin uses it too.
@@ -5367,12 +5554,13 @@ static cudaError_t launch_att(int pdl, void (*kernel)(Params...), dim3 grid, dim
     return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
-// Runs of a query with n entries (att_split on the host).
-static int att_nsplit_host(int n)
+// Runs of a query with n entries (att_split_m on the host).
+static int att_nsplit_host_m(int n, int msplit)
 {
-    int nch = (n + 63) / 64, cps = (nch + ATT_MAXSPLIT - 1) / ATT_MAXSPLIT;
+    int nch = (n + 63) / 64, cps = (nch + msplit - 1) / msplit;
     return cps ? (nch + cps - 1) / cps : 0;
 }
+static int att_nsplit_host(int n) { return att_nsplit_host_m(n, ATT_MAXSPLIT); }
 
 // The decode attention's launch shapes for ns tokens of H heads whose queries have at most nmaxe
 // entries (fixed by max_ctx, so that a captured graph fits every later position; nfixed: every query
@@ -5558,22 +5746,31 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K, g->dpos,
                                    1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->st, e)))
         return rc;
-    // fused decode (S <= CMP_MIN_S < ATT_TOKENS: one pass of the loop below): the ring update in the combine
-    int ring_fused = fold && !tc && S <= ATT_TOKENS;
+    // decode on tensor cores (ATTN_TC, head_dim 512): k_attn_dtc's runs, then the combine
+    const int dtc = dec && !tc && d == ATC_D && (g->attn_fuse & ATTN_TC), step = dtc ? ATT_TOKENS_TC : ATT_TOKENS;
+    // fused decode (S <= CMP_MIN_S <= step: one pass of the loop below): the ring update in the combine
+    int ring_fused = fold && !tc && S <= step;
     if (fork && (rc = cu(e, cudaStreamWaitEvent(g->st, g->aev[2], 0), "attention: join")))
         return rc;
-    for (int s0 = 0; s0 < S && !tc; s0 += ATT_TOKENS) { // decode: the three kernels (many blocks a token)
-        int ns = S - s0 < ATT_TOKENS ? S - s0 : ATT_TOKENS;
+    for (int s0 = 0; s0 < S && !tc; s0 += step) { // decode: many blocks a token
+        int ns = S - s0 < step ? S - s0 : step;
         int ng = (H + ATT_HB - 1) / ATT_HB;
-        struct att_shape sh = att_shape_for(g, ns, H, nmaxe, L->ratio == 0 || L->ratio == 4, shapes);
         // the first launch after the join (fork) is a plain one: it waits for both streams in full
-        launch_att(!(fork && s0 == 0), k_attn_score, sh.sgrid, sh.sthreads, 0, g->st, g->Q, g->kv, L->ring, L->cache,
-                   g->sel, s0, ns, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->asc, g->asc_ld,
-                   sh.epb_max, sh.epb_min, sh.target, sh.hpb_min);
-        attn_pv_launch(shapes, sh.ngr, dim3((unsigned)(ns * ng), (unsigned)sh.ny), g->st, g->kv, L->ring, L->cache,
-                       g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
+        if (dtc) {
+            dim3 grid((unsigned)att_nsplit_host_m(nmaxe, ATT_MAXSPLIT_TC), (unsigned)ns, (unsigned)((H + 15) / 16));
+            launch_att(!(fork && s0 == 0), k_attn_dtc, grid, 128, ATD_SMEM, g->st, g->Q, g->kv, L->ring, L->cache,
+                       g->sel, s0, H, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->apart);
+        } else {
+            struct att_shape sh = att_shape_for(g, ns, H, nmaxe, L->ratio == 0 || L->ratio == 4, shapes);
+            launch_att(!(fork && s0 == 0), k_attn_score, sh.sgrid, sh.sthreads, 0, g->st, g->Q, g->kv, L->ring,
+                       L->cache, g->sel, s0, ns, H, d, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->asc,
+                       g->asc_ld, sh.epb_max, sh.epb_min, sh.target, sh.hpb_min);
+            attn_pv_launch(shapes, sh.ngr, dim3((unsigned)(ns * ng), (unsigned)sh.ny), g->st, g->kv, L->ring,
+                           L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
+        }
         launch_pdl(k_attn_combine, (unsigned)(ns * H), 512, sizeof(float) * d, g->st, g->apart, s0, H, d, W, L->ratio,
-                   K, g->dpos, L->sink, rope, rd, g->O, g->kv, ring_fused ? L->ring : (float *)nullptr, S);
+                   K, g->dpos, L->sink, rope, rd, g->O, g->kv, ring_fused ? L->ring : (float *)nullptr, S,
+                   dtc ? ATT_MAXSPLIT_TC : ATT_MAXSPLIT);
     }
     int nring = S < W ? S : W;
     if (!ring_fused)
@@ -5688,6 +5885,8 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         return rc;
     }
     prof_mark(g, CUDA_PROF_MOE_EXPERTS);
+    if (g->defer) // the next site's k_hc_mixpre forms the combine's outputs itself (hc_prev)
+        return 0;
     // the combine; after the join a plain launch (a full dependency on both streams' last kernels)
     const int c4 = (g->moe_mode & MOE_COMBINE4) && D % 4 == 0 && k <= 16;
     const unsigned cgrid = c4 ? grid_for((size_t)S * (D / 4), 64) : grid_for((size_t)S * D, 256);
@@ -5718,15 +5917,36 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     // bits) while the sub-layer runs, since only post needs them; pre then computes pre, u and its norm
     const int dec4 = hc == 4 && (S <= HCM_MIN_S || g->cp_legacy), side = dec4 && g->hc_side;
     float *po = side ? nullptr : g->post, *co = side ? nullptr : g->comb;
+    // the previous site's post (and combine) left to this launch (hc_pfuse): from xcur into the other buffer
+    const int pf = dec4 && g->hc_fuse && g->hc_pfuse && S <= HCM_MIN_S && !g->fq_hook;
+    hc_prev pv = {};
+    if (g->pend) {
+        if (!pf)
+            return ctx_err_set(e, CTX_EINTERNAL, "cuda engine: a deferred mHC post without the fused path");
+        pv.X0 = g->xcur;
+        pv.post = g->post;
+        pv.comb = g->comb;
+        if (g->pend == 2) {
+            pv.ys = g->ys16;
+            pv.sy = g->sy16;
+            pv.ri = g->ri;
+            pv.k = c->num_experts_per_tok;
+        } else {
+            pv.f = g->f;
+        }
+        g->xcur = g->xcur == g->X ? g->Xb : g->X;
+        g->pend = 0;
+    }
+    float *X = g->xcur;
     if (dec4 && g->hc_fuse) // decode: the mixes and pre in one launch (k_hc_mixpre: k_hc_mix's and k_hc_pre's bits)
-        launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, (unsigned)S), HCP_THREADS, 0, g->st, g->X,
-                   L->hc_fn[site], nm, g->hcpart, g->hccnt, L->hc_scale[site], L->hc_base[site], hc,
-                   c->hc_sinkhorn_iters, (float)c->hc_eps, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
+        launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, (unsigned)S), HCP_THREADS, 0, g->st, X, L->hc_fn[site], nm,
+                   g->hcpart, g->hccnt, L->hc_scale[site], L->hc_base[site], hc, c->hc_sinkhorn_iters,
+                   (float)c->hc_eps, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0, pv);
     else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
         k_hc_mix4<<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0, g->st>>>(
-            g->X, L->hc_fn[site], S, hc * D, g->hcpart);
+            X, L->hc_fn[site], S, hc * D, g->hcpart);
     else
-        launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st, g->X, L->hc_fn[site], hc * D, nm,
+        launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st, X, L->hc_fn[site], hc * D, nm,
                    g->hcpart);
     if (dec4 && g->hc_fuse) {
         // pre ran in k_hc_mixpre
@@ -5735,15 +5955,15 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
             g->hcpart, S, g->hc_nch, L->hc_scale[site], L->hc_base[site], c->hc_sinkhorn_iters, (float)c->hc_eps, D,
             g->post, g->comb, eps);
         k_hc_pre<4, 1><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
-                                                     c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb,
+                                                     c->hc_sinkhorn_iters, (float)c->hc_eps, X, D, g->post, g->comb,
                                                      site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
     } else if (hc == 4)
         launch_pdl(k_hc_pre<4>, S, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
-                   c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, po, co, site ? L->ffn_norm : L->attn_norm, eps,
-                   g->u, 0);
+                   c->hc_sinkhorn_iters, (float)c->hc_eps, X, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u,
+                   0);
     else
         launch_pdl(k_hc_pre<0>, S, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
-                   c->hc_sinkhorn_iters, (float)c->hc_eps, g->X, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm,
+                   c->hc_sinkhorn_iters, (float)c->hc_eps, X, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm,
                    eps, g->u, 0);
     LAUNCHED("mhc pre");
     if (side) { // fork after pre (the partials are complete), join before post; plain launch on hst
@@ -5758,14 +5978,25 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
             return rc;
     }
     prof_mark(g, CUDA_PROF_HC);
-    if ((rc = site ? moe(g, l, S, e) : attention(g, l, S, e)))
+    // this site's post (and combine) left to the next site's k_hc_mixpre when there is one in this forward
+    const int defer = pf && !(l == g->le - 1 && site == 1);
+    g->defer = defer && site && c->num_experts_per_tok <= 8; // else moe() combines into f (k_hc_mixpre: 8 rows)
+    rc = site ? moe(g, l, S, e) : attention(g, l, S, e);
+    g->defer = 0;
+    if (rc)
         return rc;
     if (side && (rc = cu(e, cudaStreamWaitEvent(g->st, g->hjoin, 0), "mHC join")))
         return rc;
+    if (defer) {
+        g->pend = site && c->num_experts_per_tok <= 8 ? 2 : 1;
+        prof_mark(g, CUDA_PROF_HC);
+        return 0;
+    }
     if (hc == 4)
-        launch_pdl(k_hc_post<4>, grid_for((size_t)S * D, 256), 256, 0, g->st, g->X, g->f, g->post, g->comb, S, hc, D);
+        launch_pdl(k_hc_post<4>, grid_for((size_t)S * D, 256), 256, 0, g->st, X, g->X, g->f, g->post, g->comb, S, hc, D);
     else
-        launch_pdl(k_hc_post<0>, grid_for((size_t)S * D, 256), 256, 0, g->st, g->X, g->f, g->post, g->comb, S, hc, D);
+        launch_pdl(k_hc_post<0>, grid_for((size_t)S * D, 256), 256, 0, g->st, X, g->X, g->f, g->post, g->comb, S, hc, D);
+    g->xcur = g->X;
     LAUNCHED("mhc post");
     prof_mark(g, CUDA_PROF_HC);
     return 0;
@@ -5783,6 +6014,9 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
     int rc, hc = c->hc_mult, D = c->hidden_size;
     size_t xn = (size_t)S * hc * D;
     g->cur_layer = c->num_hidden_layers;
+    g->xcur = g->X;
+    g->pend = 0;
+    g->fq_hook = hook != NULL;
     if (embed) {
         launch_pdl(k_embed, S, 256, 0, g->st, g->tok, g->embed, hc, D, g->X);
         LAUNCHED("k_embed");
@@ -5802,12 +6036,12 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
     g->cur_layer = c->num_hidden_layers;
     if (want_logits) {
         // hc_head: k_hc_mix's chunk partials of the hc mixes, then k_hc_pre's head mode (pre only)
-        const float *Xl = g->X + (size_t)(S - 1) * hc * D;
+        float *Xl = g->X + (size_t)(S - 1) * hc * D;
         float reps = (float)c->rms_norm_eps, heps = (float)c->hc_eps;
         if (hc == 4 && g->hc_fuse) // both in one launch (k_hc_mixpre in head mode: the same bits)
             launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, 1), HCP_THREADS, 0, g->st, Xl, g->hch_fn, hc,
                        g->hcpart, g->hccnt, g->hch_scale, g->hch_base, hc, 0, heps, D, nullptr, nullptr, g->norm, reps,
-                       g->hidden, 1);
+                       g->hidden, 1, hc_prev{});
         else {
             launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, 1), HC_CH, 0, g->st, Xl, g->hch_fn, hc * D, hc, g->hcpart);
             if (hc == 4)

@@ -859,8 +859,11 @@ __global__ void __launch_bounds__(128, 4)
 // spread over math-pipe throttle, fixed-latency waits and long scoreboard; the k1 w4 ring4 loop is
 // ~220 SASS instructions a stage (4 blocks x 16 rows: 8 IMMA, 32 PRMT, 2 LDSM, ~30 moves of the prmt
 // table constants from uniform registers that ptxas re-materialises each stage, the rest the combine
-// and scaling), so the SMs issue rather than wait for DRAM. Next steps: keep the two table words in
-// vector registers (an opaque mov), and more weight rows per lane so that the fixed per-(row, block)
+// and scaling), so the SMs issue rather than wait for DRAM. Tried (2026-11-29, seventh session): the two
+// table words loaded once by an opaque ld.shared into vector registers (a plain load of constants is
+// folded back into literals) - the engine's routed-expert stage got slower (0.215 -> 0.257 ms a flash4
+// step; w1|w3 22.2 -> 23.5 us, Pro w2 31.8 -> 35.6 us), so the literals stay. Next: more weight rows
+// per lane so that the fixed per-(row, block)
 // scaling (I2F, 3 FMUL, 2 shuffles, 2 FADD) is spread over more products. At 64 registers (the first
 // version) ptxas re-computed every lane constant in each stage (~300 instructions a stage, 0.7-1.0x
 // V1), hence the launch bound of 16 warps an SM.

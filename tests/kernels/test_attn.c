@@ -17,7 +17,13 @@
  *     |gpu_i - cpu_i| <= 1.01 ((2^-7 + 2 delta + 2 n u + 2^-20) A_i + (2^-7 + 2 delta) |cpu_i|)
  * For the inverse-RoPE'd pairs (a, b) -> (a c - b s, a s + b c): the sum of both inputs' bounds plus a
  * flip of the result. Asserted for every element; the share of bit-identical elements is reported
- * (most are), and the rows beyond the S x H outputs must stay unwritten. */
+ * (most are), and the rows beyond the S x H outputs must stay unwritten.
+ *
+ * The decode attention (cuda_engine_attn_dtc: the list in runs of 64-entry blocks, each in the same
+ * arithmetic from an empty running max, merged by rescaling to the largest max) is held to the same
+ * bound on the first 8 queries of every case: the merge adds a few fp32 roundings of the numerators
+ * (n u A_i covers them). Where a query's entries all lie in its first run, the merge is exact (factor
+ * 1, the other runs' 0) and its output must be cuda_engine_attn_tc's bytes. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -58,10 +64,14 @@ static int upload(void **d, const void *h, size_t bytes, struct ctx_err *e)
     return cuda_malloc(d, bytes ? bytes : 4, e) || (bytes && cuda_h2d(*d, h, bytes, e));
 }
 
-static void run_case(const struct acase *c)
+/* dec == 0: cuda_engine_attn_tc on the case's S queries; dec == 1: the decode attention
+ * (cuda_engine_attn_dtc, runs merged) on its first min(S, 8), checked against the same bound, and, for
+ * each query whose entries all lie in its list's first run, byte-equal to cuda_engine_attn_tc's output. */
+static void run_case(const struct acase *c, int dec)
 {
     struct ctx_err e = {0};
-    int S = c->S, H = c->H, K = c->ratio == 4 ? c->K : 0;
+    int S = dec && c->S > 8 ? 8 : c->S, H = c->H, K = c->ratio == 4 ? c->K : 0;
+    const char *tag = dec ? "decode runs: " : "";
     long long pos0 = c->pos0, plast = pos0 + S - 1;
     size_t ncache = c->ratio == 4 ? (size_t)((plast + 1) / 4) : c->ratio ? (size_t)((plast + 1) / c->ratio) : 0;
     size_t nout = (size_t)S * H * D, guard = (size_t)4 * D;
@@ -74,7 +84,8 @@ static void run_case(const struct acase *c)
     double *w = malloc(sizeof(double) * (size_t)(WIN + K + ncache + 1)), *A = malloc(sizeof(double) * D);
     double *tol = malloc(sizeof(double) * D);
     void *d_q = NULL, *d_kvn = NULL, *d_ring = NULL, *d_cache = NULL, *d_sink = NULL, *d_rope = NULL, *d_sel = NULL,
-         *d_pos = NULL, *d_out = NULL;
+         *d_pos = NULL, *d_out = NULL, *d_out2 = NULL, *d_scr = NULL;
+    float *got2 = malloc(sizeof(float) * nout);
     fill_bf16(q, nout, c->qscale);
     fill_bf16(kvn, (size_t)S * D, 1.f);
     fill_bf16(ring, (size_t)WIN * D, 1.f);
@@ -104,14 +115,24 @@ static void run_case(const struct acase *c)
              !upload(&d_out, got, sizeof(float) * (nout + guard), &e);
     /* the kernel reads row p of the table: hand it a base pos0 rows before the S rows uploaded */
     const float *rope_base = ok ? (const float *)((uintptr_t)d_rope - (uintptr_t)pos0 * RD * sizeof(float)) : NULL;
-    ok = ok &&
-         !cuda_engine_attn_tc(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink, rope_base, RD,
-                              d_out, NULL, &e) &&
-         !cuda_sync(&e) && !cuda_d2h(got, d_out, sizeof(float) * (nout + guard), &e);
+    if (!dec)
+        ok = ok &&
+             !cuda_engine_attn_tc(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink, rope_base,
+                                  RD, d_out, NULL, &e);
+    else
+        ok = ok && !cuda_malloc(&d_scr, cuda_engine_attn_dtc_scratch(S, H, D), &e) &&
+             !upload(&d_out2, got, sizeof(float) * nout, &e) &&
+             !cuda_engine_attn_dtc(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink,
+                                   rope_base, RD, d_scr, d_out, NULL, &e) &&
+             !cuda_engine_attn_tc(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink, rope_base,
+                                  RD, d_out2, NULL, &e) &&
+             !cuda_d2h(got2, d_out2, sizeof(float) * nout, &e);
+    ok = ok && !cuda_sync(&e) && !cuda_d2h(got, d_out, sizeof(float) * (nout + guard), &e);
     if (!ok) {
-        tap(0, "%s: device run: %s", c->name, e.msg);
+        tap(0, "%s%s: device run: %s", tag, c->name, e.msg);
         goto done;
     }
+    size_t one_run = 0, one_same = 0; /* queries whose entries lie in the first 64: k_attn_tc's bytes */
     float scale = 1.0f / sqrtf((float)D);
     size_t bad = 0, same = 0, nonfinite = 0;
     double worst = 0.0, maxdiff = 0.0;
@@ -130,6 +151,16 @@ static void run_case(const struct acase *c)
         else if (c->ratio)
             for (long long en = 0; en < (p + 1) / c->ratio; en++)
                 list[n++] = cache + (size_t)en * D;
+        if (dec) {
+            int last = -1;
+            for (int j = 0; j < n; j++)
+                if (list[j])
+                    last = j;
+            if (last < 64) {
+                one_run++;
+                one_same += !memcmp(got + (size_t)s * H * D, got2 + (size_t)s * H * D, sizeof(float) * (size_t)H * D);
+            }
+        }
         for (int h = 0; h < H; h++) {
             const float *qh = q + ((size_t)s * H + h) * D;
             inf_cpu_sparse_attn(qh, 1, D, list, n, sink + h, scale, ref);
@@ -188,10 +219,13 @@ static void run_case(const struct acase *c)
     size_t untouched = 0;
     for (size_t i = nout; i < nout + guard; i++)
         untouched += isnan(got[i]);
-    tap(bad == 0 && nonfinite == 0, "%s: %d queries x %d heads x %d dims within the bound (%zu over, %zu not finite; "
-        "max |diff| %.3g, max diff/bound %.3f; %.1f%% bit-identical)", c->name, S, H, D, bad, nonfinite, maxdiff, worst,
-        100.0 * (double)same / (double)nout);
-    tap(untouched == guard, "%s: nothing written past the %zu outputs", c->name, nout);
+    tap(bad == 0 && nonfinite == 0, "%s%s: %d queries x %d heads x %d dims within the bound (%zu over, %zu not finite; "
+        "max |diff| %.3g, max diff/bound %.3f; %.1f%% bit-identical)", tag, c->name, S, H, D, bad, nonfinite, maxdiff,
+        worst, 100.0 * (double)same / (double)nout);
+    tap(untouched == guard, "%s%s: nothing written past the %zu outputs", tag, c->name, nout);
+    if (dec)
+        tap(one_same == one_run, "%s%s: %zu of %zu queries with one non-empty run give the prefill kernel's bytes",
+            tag, c->name, one_same, one_run);
 done:
     cuda_free(d_q);
     cuda_free(d_kvn);
@@ -202,6 +236,9 @@ done:
     cuda_free(d_sel);
     cuda_free(d_pos);
     cuda_free(d_out);
+    cuda_free(d_out2);
+    cuda_free(d_scr);
+    free(got2);
     free(q);
     free(kvn);
     free(ring);
@@ -232,6 +269,14 @@ static void test_errors(void)
     int r4 = cuda_engine_attn_tc(d, d, d, d, NULL, 4, 64, D, WIN, 0, 0, dp, d, d, 63, d, NULL, &e);
     tap(r1 == CTX_EUNSUPPORTED && r2 == CTX_EINVAL && r3 == CTX_EINVAL && r4 == CTX_EINVAL,
         "head_dim 256 unsupported (%d); 0 queries (%d), CSA with k 0 (%d), odd rope dims (%d) invalid", r1, r2, r3, r4);
+    float *s = d;
+    int d1 = cuda_engine_attn_dtc(d, d, d, d, NULL, 4, 64, 256, WIN, 0, 0, dp, d, d, RD, s, d, NULL, &e);
+    int d2 = cuda_engine_attn_dtc(d, d, d, d, NULL, 9, 64, D, WIN, 0, 0, dp, d, d, RD, s, d, NULL, &e);
+    int d3 = cuda_engine_attn_dtc(d, d, d, d, NULL, 4, 64, D, WIN, 4, 0, dp, d, d, RD, s, d, NULL, &e);
+    tap(d1 == CTX_EUNSUPPORTED && d2 == CTX_EINVAL && d3 == CTX_EINVAL && cuda_engine_attn_dtc_scratch(8, 64, D) ==
+                                                                             sizeof(float) * 8 * 64 * 32 * (D + 2),
+        "decode runs: head_dim 256 unsupported (%d); 9 queries (%d), CSA with k 0 (%d) invalid; scratch of 8 x 64 "
+        "heads %zu bytes", d1, d2, d3, cuda_engine_attn_dtc_scratch(8, 64, D));
     cuda_free(d);
 }
 
@@ -254,7 +299,9 @@ int main(void)
         {"128 heads (two blocks), HCA", 3, 128, 128, 0, 20000, 1.f, 0.0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        run_case(&cases[i]);
+        run_case(&cases[i], 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_case(&cases[i], 1);
     test_errors();
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;

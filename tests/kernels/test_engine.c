@@ -16,12 +16,13 @@
  *   bit-identical is printed.
  * - Programmatic Dependent Launch off and on (part "pdl", test_pdl): bit-identical logits and state.
  * - the MoE switches of the decode step (part "moe", test_moe): every mode bit-identical to the serial one.
- * - the decode attention's launch changes (part "afuse", test_attn_fuse): every mode bit-identical to bits 0.
+ * - the decode attention's launch changes (part "afuse", test_attn_fuse): every mode bit-identical to bits 0;
+ *   the decode attention on tensor cores (part "dtc"): its modes bit-identical to the default.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
  *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
  * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8 against k_idx_score_tc2:
  *   bit-identical logits and state.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse"; "memcheck" is a short run
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse,dtc"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -1098,26 +1099,29 @@ static void test_moe(const char *name)
     inf_weights_free(w);
 }
 
-/* ---- the decode mHC's paths: fused mixes + pre, Sinkhorn on a side stream ---- */
+/* ---- the decode mHC's paths: fused mixes + pre, Sinkhorn on a side stream, post in the next launch ---- */
 
 /* Test entry of kernels/engine.cu: fuse != 0 runs a decode site's mixes and pre as one launch
- * (k_hc_mixpre), side != 0 its Sinkhorn on the engine's side stream; both default on (env
- * CTX_CUDA_HC_FUSE=0 / CTX_CUDA_HC_SIDE=0 turn them off). */
-void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side);
+ * (k_hc_mixpre), side != 0 its Sinkhorn on the engine's side stream, post != 0 (with fuse) leaves each
+ * site's post, and after the MoE its combine, to the next site's k_hc_mixpre (the streams alternating
+ * between two buffers); all default on (env CTX_CUDA_HC_FUSE=0 / CTX_CUDA_HC_SIDE=0 / CTX_CUDA_HC_POST=0
+ * turn them off). */
+void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side, int post);
 
-/* Each path against the earlier launches (fuse 0, side 0): graph decode steps, decode kernels of
- * chunks of 6 as direct launches, and chunks of 37 through the decode kernels (cp_legacy: S > 8
- * tokens in one k_hc_mixpre grid); logits and downloaded state must be bit-identical, and the graph
- * runs must have been captured (the side stream's fork and join inside the capture). */
-static const int hc_paths[][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
+/* Each path against the earlier launches (fuse 0, side 0, post 0): graph decode steps, decode kernels
+ * of chunks of 6 as direct launches, and chunks of 37 through the decode kernels (cp_legacy: S > 8
+ * tokens in one k_hc_mixpre grid, where post stays a launch); logits and downloaded state must be
+ * bit-identical, and the graph runs must have been captured (the side stream's fork and join inside
+ * the capture). */
+static const int hc_paths[][3] = {{0, 0, 0}, {1, 0, 0}, {0, 1, 0}, {1, 1, 0}, {1, 0, 1}, {1, 1, 1}};
 static void hc_set(struct cuda_engine *g, int v)
 {
-    cuda_engine_hc_paths(g, v < 0 ? 1 : hc_paths[v][0], v < 0 ? 1 : hc_paths[v][1]);
+    cuda_engine_hc_paths(g, v < 0 ? 1 : hc_paths[v][0], v < 0 ? 1 : hc_paths[v][1], v < 0 ? 1 : hc_paths[v][2]);
 }
 static void hc_label(int v, char *out, size_t cap)
 {
     if (v)
-        snprintf(out, cap, "fuse %d side %d", hc_paths[v][0], hc_paths[v][1]);
+        snprintf(out, cap, "fuse %d side %d post %d", hc_paths[v][0], hc_paths[v][1], hc_paths[v][2]);
     else
         snprintf(out, cap, "the earlier launches");
 }
@@ -1178,7 +1182,17 @@ static void attn_label(int v, char *out, size_t cap)
     snprintf(out, cap, "bits %d force %d", attn_modes[v][0], attn_modes[v][1]);
 }
 
-static void test_attn_fuse(void)
+/* The decode attention on tensor cores (bit 8: k_attn_dtc, runs merged by k_attn_combine, in place of
+ * k_attn_score + k_attn_pv; other arithmetic, so the modes above leave it off): its own modes must agree
+ * byte for byte with it alone plus every other bit (15, the default): bits 8 (no fork, no fold: the
+ * ring update its own launch), 10 (the compressors forked), 12 (fold), 9 (the score / P.V shapes, which
+ * it does not use), on the same runs. Its numerics against the CPU engine: parts tiny, mid and long run
+ * with the default (15), and tests/kernels/test_attn.c holds the kernel to test_attn's bound. */
+static const int dtc_modes[] = {15, 8, 10, 12, 9};
+static void dtc_set(struct cuda_engine *g, int v) { cuda_engine_attn_fuse(g, v < 0 ? -1 : dtc_modes[v], 0); }
+static void dtc_label(int v, char *out, size_t cap) { snprintf(out, cap, "bits %d", dtc_modes[v]); }
+
+static void test_attn_fuse(const struct switch_ops *ops)
 {
     struct ctx_err e = {0};
     static const struct {
@@ -1191,8 +1205,6 @@ static void test_attn_fuse(void)
         {"mid", {40, 4, 8, 0, 0, 0, "mid: 40 tokens in chunks of 8 + 4 decode steps, direct launches"}},
         {"mid", {0, 6, 0, 1, 0, 135001, "mid: random state at 135001 + 6 graph decode steps"}},
     };
-    static const struct switch_ops ops = {"attn fuse", (int)(sizeof attn_modes / sizeof attn_modes[0]), attn_set,
-                                          attn_label, NULL};
     struct inf_config c;
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
@@ -1208,14 +1220,14 @@ static void test_attn_fuse(void)
             struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 140000};
             int ok = !inf_config_builtin(runs[r].cfg, &c, &e) && !inf_weights_synthetic(&c, 11, &w, &e) &&
                      !cuda_engine_new(w, &o, &g, &e);
-            tap(ok, "attn fuse: %s engine%s%s", runs[r].cfg, ok ? "" : ": ", ok ? "" : e.msg);
+            tap(ok, "%s: %s engine%s%s", ops->tag, runs[r].cfg, ok ? "" : ": ", ok ? "" : e.msg);
             if (!ok)
                 break;
             loaded = runs[r].cfg;
             for (int i = 0; i < NT; i++)
                 tok[i] = (i * 7919 + 13) % c.vocab_size;
         }
-        if (switch_compare(&ops, g, &c, tok, &runs[r].run))
+        if (switch_compare(ops, g, &c, tok, &runs[r].run))
             break;
     }
     cuda_engine_free(g);
@@ -1232,7 +1244,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse";
+        parts = "topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse,dtc";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -1257,8 +1269,16 @@ int main(void)
     }
     if (strstr(parts, "mhc"))
         test_hc();
-    if (strstr(parts, "afuse"))
-        test_attn_fuse();
+    if (strstr(parts, "afuse")) {
+        static const struct switch_ops fuse_ops = {"attn fuse", (int)(sizeof attn_modes / sizeof attn_modes[0]),
+                                                   attn_set, attn_label, NULL};
+        test_attn_fuse(&fuse_ops);
+    }
+    if (strstr(parts, "dtc")) {
+        static const struct switch_ops dtc_ops = {"attn dtc", (int)(sizeof dtc_modes / sizeof dtc_modes[0]), dtc_set,
+                                                  dtc_label, NULL};
+        test_attn_fuse(&dtc_ops);
+    }
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
 }

@@ -21,7 +21,7 @@ for t in ${TESTS:-test_idx test_engine test_accel test_mark}; do
     [ -x "$B/$t" ] || continue
     t0=$(date +%s)
     echo "==== $t" >>"$OUT/tests.txt"
-    CTX_ENGINE_PARTS=${PARTS:-topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse} timeout ${TEST_TIMEOUT:-170} "$B/$t" >>"$OUT/tests.txt" 2>&1
+    CTX_ENGINE_PARTS=${PARTS:-topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse,dtc} timeout ${TEST_TIMEOUT:-170} "$B/$t" >>"$OUT/tests.txt" 2>&1
     rc=$?
     n_ok=$(sed -n "/^==== $t\$/,/^==== /p" "$OUT/tests.txt" | grep -c '^ok')
     n_bad=$(sed -n "/^==== $t\$/,/^==== /p" "$OUT/tests.txt" | grep -c '^not ok')
@@ -29,7 +29,7 @@ for t in ${TESTS:-test_idx test_engine test_accel test_mark}; do
 done
 grep "^not ok" "$OUT/tests.txt" | cut -c1-300 | head -20 | tee -a "$S"
 grep -E "integer tensor cores|^ok.*8-bit|^ok.*idx:" "$OUT/tests.txt" | cut -c1-250 | head -12 | tee -a "$S"
-for m in 1 0; do
+for m in ${PREFILL-1 0}; do # PREFILL="" skips the prefill rows
     [ "$(left)" -gt 90 ] || break
     t0=$(date +%s)
     CTX_CUDA_IDX_I8=$m timeout 100 "$B/bench-gpu-engine" --suffix 8192 --ctx ${CTXS:-4096,131072,500000} >"$OUT/prefill-i8-$m.txt" 2>&1
