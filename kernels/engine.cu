@@ -669,11 +669,33 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
 // streams' elements at the same index, which other blocks own) and hands it to the block's other value
 // groups; the writes precede the fence and counter, so the last block's hc_pre_body (reading X with
 // ld.global.cg) sees every block's. The mixes and pre then see the bits k_hc_post would have left.
-// One output of k_moe_combine (token s, hidden index i): the token's expert rows added in ascending
-// expert id (a repeated id, hash tables: its rows in order), then the shared expert's row, bf16 out.
-// The ids and rows are loaded up front, all in flight together, and the scan runs on registers
-// (k <= KMAX). k_moe_combine and k_hc_mixpre's fused post (hc_prev) call it; k_moe_combine4 is the
-// same scan over 4 outputs a thread.
+// The combine's order: add(j) for the token's k <= KMAX expert slots j in ascending expert id (a
+// repeated id, hash tables: its slots in order), the ids in registers (the j loops unrolled, so add
+// sees a constant j and the rows it indexes stay in registers).
+template <int KMAX, typename F>
+__device__ __forceinline__ void moe_combine_scan(const int (&id)[KMAX], int k, F add)
+{
+    int last = -1;
+    for (int it = 0; it < k; it++) { // at most k distinct ids; the next larger one each time
+        int v = -1;
+#pragma unroll
+        for (int j = 0; j < KMAX; j++)
+            if (j < k && id[j] > last && (v < 0 || id[j] < v))
+                v = id[j];
+        if (v < 0)
+            break;
+#pragma unroll
+        for (int j = 0; j < KMAX; j++)
+            if (j < k && id[j] == v)
+                add(j);
+        last = v;
+    }
+}
+
+// One output of k_moe_combine (token s, hidden index i): the token's expert rows added in
+// moe_combine_scan's order, then the shared expert's row, bf16 out. The ids and rows are loaded up
+// front, all in flight together. k_moe_combine and k_hc_mixpre's fused post (hc_prev) call it;
+// k_moe_combine4 is the same over 4 outputs a thread.
 template <int KMAX>
 __device__ __forceinline__ float moe_combine_at(const uint16_t *ys, const int *ri, const uint16_t *sy, size_t s, int k,
                                                 int D, int i)
@@ -689,21 +711,7 @@ __device__ __forceinline__ float moe_combine_at(const uint16_t *ys, const int *r
         }
     const float sv = bf16ld(sy[s * D + i]);
     float acc = 0.f;
-    int last = -1;
-    for (int it = 0; it < k; it++) {
-        int v = -1;
-#pragma unroll
-        for (int j = 0; j < KMAX; j++)
-            if (j < k && id[j] > last && (v < 0 || id[j] < v))
-                v = id[j];
-        if (v < 0)
-            break;
-#pragma unroll
-        for (int j = 0; j < KMAX; j++)
-            if (j < k && id[j] == v)
-                acc += y[j];
-        last = v;
-    }
+    moe_combine_scan<KMAX>(id, k, [&](int j) { acc += y[j]; });
     return bf16r(acc + sv);
 }
 
@@ -3993,25 +4001,12 @@ __global__ void __launch_bounds__(64) k_moe_combine4(const uint16_t *ys, const i
         }
     const uint2 sv = *reinterpret_cast<const uint2 *>(sy + s * D + i);
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    int last = -1;
-    for (int it = 0; it < k; it++) { // at most k distinct ids; the next larger one each time, repeats in order
-        int v = -1;
-#pragma unroll
-        for (int j = 0; j < KMAX; j++)
-            if (j < k && id[j] > last && (v < 0 || id[j] < v))
-                v = id[j];
-        if (v < 0)
-            break;
-#pragma unroll
-        for (int j = 0; j < KMAX; j++)
-            if (j < k && id[j] == v) {
-                acc[0] += bf16ld((uint16_t)(y[j].x & 0xffffu));
-                acc[1] += bf16ld((uint16_t)(y[j].x >> 16));
-                acc[2] += bf16ld((uint16_t)(y[j].y & 0xffffu));
-                acc[3] += bf16ld((uint16_t)(y[j].y >> 16));
-            }
-        last = v;
-    }
+    moe_combine_scan<KMAX>(id, k, [&](int j) {
+        acc[0] += bf16ld((uint16_t)(y[j].x & 0xffffu));
+        acc[1] += bf16ld((uint16_t)(y[j].x >> 16));
+        acc[2] += bf16ld((uint16_t)(y[j].y & 0xffffu));
+        acc[3] += bf16ld((uint16_t)(y[j].y >> 16));
+    });
     const float4 o = make_float4(bf16r(acc[0] + bf16ld((uint16_t)(sv.x & 0xffffu))),
                                  bf16r(acc[1] + bf16ld((uint16_t)(sv.x >> 16))),
                                  bf16r(acc[2] + bf16ld((uint16_t)(sv.y & 0xffffu))),

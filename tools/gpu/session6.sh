@@ -49,7 +49,7 @@ say "(ii) prefill bench exit $? in $(($(date +%s) - t0)) s"
 grep -E "^\| [0-9]+ \||Full|estimate" "$OUT/prefill.txt" | cut -c1-300 | head -20 | tee -a "$S"
 
 # (iii) restore of a 500K-token state: pinned, disk, and ctxd's paths
-if [ -x "$B/bench-gpu-restore" ] && [ "$(left)" -gt 200 ]; then
+if [ "${RESTORE:-1}" = 1 ] && [ -x "$B/bench-gpu-restore" ] && [ "$(left)" -gt 200 ]; then
     DISK="$PWD/.out/s6-disk"
     mkdir -p "$DISK"
     t0=$(date +%s)
