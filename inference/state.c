@@ -359,7 +359,11 @@ static void shape_of(const struct inf_config *c, int64_t *f, int *n)
     *n = k;
 }
 
-int inf_state_serialize(const struct inf_state *s, uint8_t **buf, size_t *len, struct ctx_err *e)
+/* The header (magic, shape, positions) and each layer's count, ring and carries, then with `entries`
+ * its compressed entries (and CSA indexer keys): inf_state_serialize writes them all, a boundary
+ * (inf_state_boundary) everything but the append-only entries. `what` names the output in errors. */
+static int write_state(const struct inf_state *s, uint32_t magic, int entries, const char *what, uint8_t **buf,
+                       size_t *len, struct ctx_err *e)
 {
     if (inf_accel_state_lags(s))
         return ctx_err_set(e, CTX_EINVAL, "state: its host copy lags behind the accelerator at position %lld "
@@ -368,7 +372,6 @@ int inf_state_serialize(const struct inf_state *s, uint8_t **buf, size_t *len, s
     int64_t shape[INF_MAX_LAYERS + 16];
     int ns;
     shape_of(&s->cfg, shape, &ns);
-    uint32_t magic = STATE_MAGIC;
     put(&b, &magic, 4);
     put_i64(&b, ns);
     put(&b, shape, sizeof(int64_t) * (size_t)ns);
@@ -382,17 +385,24 @@ int inf_state_serialize(const struct inf_state *s, uint8_t **buf, size_t *len, s
         put(&b, l->c_sc, sizeof(float) * carry_n(&s->cfg, l->ratio));
         put(&b, l->ic_kv, sizeof(float) * icarry_n(&s->cfg, l->ratio));
         put(&b, l->ic_sc, sizeof(float) * icarry_n(&s->cfg, l->ratio));
+        if (!entries)
+            continue;
         put(&b, l->cache, sizeof(float) * (size_t)l->n_cache * s->cfg.head_dim);
         if (l->ratio == 4)
             put(&b, l->icache, sizeof(float) * (size_t)l->n_cache * s->cfg.index_head_dim);
     }
     if (b.fail) {
         free(b.p);
-        return ctx_err_set(e, CTX_ENOMEM, "state: out of memory serializing");
+        return ctx_err_set(e, CTX_ENOMEM, "state: out of memory %s", what);
     }
     *buf = b.p;
     *len = b.n;
     return 0;
+}
+
+int inf_state_serialize(const struct inf_state *s, uint8_t **buf, size_t *len, struct ctx_err *e)
+{
+    return write_state(s, STATE_MAGIC, 1, "serializing", buf, len, e);
 }
 
 struct rbuf {
@@ -473,35 +483,7 @@ bad:
 
 int inf_state_boundary(const struct inf_state *s, uint8_t **buf, size_t *len, struct ctx_err *e)
 {
-    if (inf_accel_state_lags(s))
-        return ctx_err_set(e, CTX_EINVAL, "state: its host copy lags behind the accelerator at position %lld "
-                           "(inf_state_sync first)", s->pos);
-    struct wbuf b = {0};
-    int64_t shape[INF_MAX_LAYERS + 16];
-    int ns;
-    shape_of(&s->cfg, shape, &ns);
-    uint32_t magic = BOUNDARY_MAGIC;
-    put(&b, &magic, 4);
-    put_i64(&b, ns);
-    put(&b, shape, sizeof(int64_t) * (size_t)ns);
-    put_i64(&b, s->pos);
-    put_i64(&b, s->mtp_pos);
-    for (int i = 0; i < s->n_layers; i++) {
-        const struct inf_layer_state *l = &s->layers[i];
-        put_i64(&b, l->n_cache);
-        put(&b, l->ring, sizeof(float) * ring_n(&s->cfg));
-        put(&b, l->c_kv, sizeof(float) * carry_n(&s->cfg, l->ratio));
-        put(&b, l->c_sc, sizeof(float) * carry_n(&s->cfg, l->ratio));
-        put(&b, l->ic_kv, sizeof(float) * icarry_n(&s->cfg, l->ratio));
-        put(&b, l->ic_sc, sizeof(float) * icarry_n(&s->cfg, l->ratio));
-    }
-    if (b.fail) {
-        free(b.p);
-        return ctx_err_set(e, CTX_ENOMEM, "state: out of memory writing a boundary");
-    }
-    *buf = b.p;
-    *len = b.n;
-    return 0;
+    return write_state(s, BOUNDARY_MAGIC, 0, "writing a boundary", buf, len, e);
 }
 
 int inf_state_restore_boundary(struct inf_state *s, const uint8_t *buf, size_t len, struct ctx_err *e)
