@@ -651,24 +651,6 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
                             norm_eps, u, head);
 }
 
-// Decode (and any S with cuda_engine_cp_legacy): k_hc_mix and k_hc_pre<HC> in one launch, so the pre
-// part starts as soon as the last partial is written instead of after a grid boundary. Grid (nch, S)
-// of HCP_THREADS (k_hc_pre's block, so its body runs unchanged): block (c, s) is k_hc_mix's block (c, s)
-// split by values: thread (q, i) = (tid / HC_CH, tid % HC_CH) is k_hc_mix's thread i for the values
-// t = q, q + HCF_GRP, ... (t < nm: mix t, t = nm: the sum of squares), each the same warp_sum of the
-// same products (fv * xv, xv * xv) into red[warp][t], and the chunk's value the same sum of red[0..8)[t]
-// in warp order; so part has k_hc_mix's bits. Each block writes its partials, fences (device scope)
-// and adds 1 to the token's counter cnt[s]; the block that sees nch - 1 there is the last, every
-// partial of token s is then visible to it (fence, atomic; fence), it sets cnt[s] back to 0 for the
-// next launch (nothing else touches it in this one) and runs hc_pre_body for token s: k_hc_pre<HC>'s
-// u, norm, pre (and post and comb when given) bit for bit. No block waits on another, so any grid
-// size is safe. PDL: the first fn rows (weights) are loaded before the wait, as in k_hc_mix.
-// With pv.X0 (hc_prev) the previous site's post runs here first: thread (0, i) forms element i of the
-// new streams from pv.X0 exactly as k_hc_post does (f from the combine's inputs when pv.ys: as
-// k_moe_combine), writes it to X (a buffer other than pv.X0: the post of element i reads the other
-// streams' elements at the same index, which other blocks own) and hands it to the block's other value
-// groups; the writes precede the fence and counter, so the last block's hc_pre_body (reading X with
-// ld.global.cg) sees every block's. The mixes and pre then see the bits k_hc_post would have left.
 // The combine's order: add(j) for the token's k <= KMAX expert slots j in ascending expert id (a
 // repeated id, hash tables: its slots in order), the ids in registers (the j loops unrolled, so add
 // sees a constant j and the rows it indexes stay in registers).
@@ -725,6 +707,24 @@ struct hc_prev {
     int k;
 };
 
+// Decode (and any S with cuda_engine_cp_legacy): k_hc_mix and k_hc_pre<HC> in one launch, so the pre
+// part starts as soon as the last partial is written instead of after a grid boundary. Grid (nch, S)
+// of HCP_THREADS (k_hc_pre's block, so its body runs unchanged): block (c, s) is k_hc_mix's block (c, s)
+// split by values: thread (q, i) = (tid / HC_CH, tid % HC_CH) is k_hc_mix's thread i for the values
+// t = q, q + HCF_GRP, ... (t < nm: mix t, t = nm: the sum of squares), each the same warp_sum of the
+// same products (fv * xv, xv * xv) into red[warp][t], and the chunk's value the same sum of red[0..8)[t]
+// in warp order; so part has k_hc_mix's bits. Each block writes its partials, fences (device scope)
+// and adds 1 to the token's counter cnt[s]; the block that sees nch - 1 there is the last, every
+// partial of token s is then visible to it (fence, atomic; fence), it sets cnt[s] back to 0 for the
+// next launch (nothing else touches it in this one) and runs hc_pre_body for token s: k_hc_pre<HC>'s
+// u, norm, pre (and post and comb when given) bit for bit. No block waits on another, so any grid
+// size is safe. PDL: the first fn rows (weights) are loaded before the wait, as in k_hc_mix.
+// With pv.X0 (hc_prev) the previous site's post runs here first: thread (0, i) forms element i of the
+// new streams from pv.X0 exactly as k_hc_post does (f from the combine's inputs when pv.ys: as
+// k_moe_combine), writes it to X (a buffer other than pv.X0: the post of element i reads the other
+// streams' elements at the same index, which other blocks own) and hands it to the block's other value
+// groups; the writes precede the fence and counter, so the last block's hc_pre_body (reading X with
+// ld.global.cg) sees every block's. The mixes and pre then see the bits k_hc_post would have left.
 #define HCF_GRP (HCP_THREADS / HC_CH) // value groups of a block, each one k_hc_mix block's threads
 #define HCF_R 8                       // values a thread holds at once: all of hc = 4's 25 in one round
 template <int HC>
@@ -4113,10 +4113,10 @@ struct cuda_engine {
     // hc_pfuse (with hc_fuse; S <= HCM_MIN_S, no hook): a site's post (and, after the MoE, the combine)
     // is left to the next site's k_hc_mixpre (hc_prev) instead of k_hc_post (k_moe_combine) launches.
     // The streams then alternate between X and Xb (HCM_MIN_S tokens): xcur is where they are now,
-    // pend the post left over (1: attention's, f in g->f; 2: the MoE's, f from the combine's inputs),
-    // defer tells moe() to leave its combine; the last site of a forward posts into X as before
+    // pend the post left over (1: attention's, f in g->f; 2: the MoE's, f from the combine's inputs);
+    // the last site of a forward posts into X as before
     // (CTX_CUDA_HC_POST=0: every post a launch)
-    int hc_pfuse, pend, defer, fq_hook;
+    int hc_pfuse, pend;
     float *Xb, *xcur;
     cudaStream_t hst;
     cudaEvent_t hfork, hjoin;
@@ -5808,7 +5808,8 @@ static int moe_shared_side(struct cuda_engine *g, const struct dlayer *L, int S,
     return cu(e, cudaEventRecord(g->mev[1], g->mst), "moe: join");
 }
 
-static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
+// defer: leave the combine to the next site's k_hc_mixpre (block_site, hc_pfuse).
+static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
     struct dlayer *L = &g->L[l];
@@ -5880,7 +5881,7 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         return rc;
     }
     prof_mark(g, CUDA_PROF_MOE_EXPERTS);
-    if (g->defer) // the next site's k_hc_mixpre forms the combine's outputs itself (hc_prev)
+    if (defer) // the next site's k_hc_mixpre forms the combine's outputs itself (hc_prev)
         return 0;
     // the combine; after the join a plain launch (a full dependency on both streams' last kernels)
     const int c4 = (g->moe_mode & MOE_COMBINE4) && D % 4 == 0 && k <= 16;
@@ -5902,7 +5903,8 @@ static int moe(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     return 0;
 }
 
-static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_err *e)
+// hook: forward_queue hands each block's streams to a callback (no post left to the next site then).
+static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
     struct dlayer *L = &g->L[l];
@@ -5913,7 +5915,7 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     const int dec4 = hc == 4 && (S <= HCM_MIN_S || g->cp_legacy), side = dec4 && g->hc_side;
     float *po = side ? nullptr : g->post, *co = side ? nullptr : g->comb;
     // the previous site's post (and combine) left to this launch (hc_pfuse): from xcur into the other buffer
-    const int pf = dec4 && g->hc_fuse && g->hc_pfuse && S <= HCM_MIN_S && !g->fq_hook;
+    const int pf = dec4 && g->hc_fuse && g->hc_pfuse && S <= HCM_MIN_S && !hook;
     hc_prev pv = {};
     if (g->pend) {
         if (!pf)
@@ -5975,15 +5977,15 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, struct ctx_
     prof_mark(g, CUDA_PROF_HC);
     // this site's post (and combine) left to the next site's k_hc_mixpre when there is one in this forward
     const int defer = pf && !(l == g->le - 1 && site == 1);
-    g->defer = defer && site && c->num_experts_per_tok <= 8; // else moe() combines into f (k_hc_mixpre: 8 rows)
-    rc = site ? moe(g, l, S, e) : attention(g, l, S, e);
-    g->defer = 0;
+    // the combine too, for k <= 8 (k_hc_mixpre's rows); else moe() combines into f
+    const int defer_combine = defer && site && c->num_experts_per_tok <= 8;
+    rc = site ? moe(g, l, S, defer_combine, e) : attention(g, l, S, e);
     if (rc)
         return rc;
     if (side && (rc = cu(e, cudaStreamWaitEvent(g->st, g->hjoin, 0), "mHC join")))
         return rc;
     if (defer) {
-        g->pend = site && c->num_experts_per_tok <= 8 ? 2 : 1;
+        g->pend = defer_combine ? 2 : 1;
         prof_mark(g, CUDA_PROF_HC);
         return 0;
     }
@@ -6011,7 +6013,6 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
     g->cur_layer = c->num_hidden_layers;
     g->xcur = g->X;
     g->pend = 0;
-    g->fq_hook = hook != NULL;
     if (embed) {
         launch_pdl(k_embed, S, 256, 0, g->st, g->tok, g->embed, hc, D, g->X);
         LAUNCHED("k_embed");
@@ -6019,7 +6020,7 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
     }
     for (int l = g->lb; l < g->le; l++) {
         g->cur_layer = l;
-        if ((rc = block_site(g, l, 0, S, e)) || (rc = block_site(g, l, 1, S, e)))
+        if ((rc = block_site(g, l, 0, S, hook != NULL, e)) || (rc = block_site(g, l, 1, S, hook != NULL, e)))
             return rc;
         if (hook) {
             if ((rc = cu(e, cudaMemcpyAsync(hx, g->X, sizeof(float) * xn, cudaMemcpyDeviceToHost, g->st), "hook")) ||
