@@ -242,6 +242,11 @@ int cuda_engine_idx_pack(float *d_x, long long n, int di, int qdq, int8_t *d_q8,
 int cuda_engine_idx_scores_i8(const int8_t *d_q8, const uint32_t *d_qx, const float *d_w, const int8_t *d_k8,
                               const uint32_t *d_kx, int S, int Hi, int di, const long long *d_pos, long long max_n,
                               float *d_score, size_t ld, void *stream, struct ctx_err *e);
+/* Which kernel cuda_engine_idx_scores_i8 and the engine use for S >= 4: k_idx_score_i8e (1: for S >= 16,
+ * entries on the mma's rows, the heads added in registers; 2: for every S >= 4), k_idx_score_i8 (0; the
+ * same bits), or as the environment says (< 0: CTX_CUDA_IDX_I8E, default 1). Test and benchmark entry;
+ * process-wide. */
+void cuda_engine_idx_i8e_mode(int on);
 
 /* Sparse attention on tensor cores, the kernel of prefill chunks (exported for tests): for each query
  * s < S at position p = *d_pos + s, its entries (the window: positions p-W+1..p, from d_kvnew [S][d]
@@ -255,6 +260,15 @@ int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const float *d_r
                         const int *d_sel, int S, int H, int d, int W, int ratio, int K, const long long *d_pos,
                         const float *d_sink, const float *d_rope, int rd, float *d_out, void *stream,
                         struct ctx_err *e);
+
+/* The same for an HCA layer (ratio > 4) as the engine runs it: the nc compressed entries d_cache [nc][d]
+ * first converted to bf16 into d_c16 (nc * d * 2 + 16 bytes of scratch), whence the blocks past the
+ * window come by cp.async (k_attn_tc's C16 path, CTX_CUDA_ATTN_C16); the bytes of cuda_engine_attn_tc.
+ * nc >= the entries of the last query ((*d_pos + S) / ratio). */
+int cuda_engine_attn_tc16(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
+                          const int *d_sel, int S, int H, int d, int W, int ratio, int K, const long long *d_pos,
+                          const float *d_sink, const float *d_rope, int rd, long long nc, void *d_c16, float *d_out,
+                          void *stream, struct ctx_err *e);
 
 /* The same attention as a decode step runs it (k_attn_dtc, exported for tests): the list of each of
  * S <= 8 queries cut into at most 32 runs of 64-entry blocks (a rule on the list's length alone), each

@@ -2536,6 +2536,277 @@ __global__ void __launch_bounds__(256, 2)
     }
 }
 
+// ---- Indexer scores with the entries on the mma's rows (k_idx_score_i8e; issue 10, 2026-11-29, eighth session) ----
+//
+// k_idx_score_i8 puts 16 heads on an mma's rows and 8 entries on its columns, so a (query, entry)'s 64
+// head terms land in 64 different threads: each tile's terms go through shared memory and a second
+// pass adds them in head order. That epilogue, not the tensor cores, set its speed (16% of the int8
+// rate at S = 2048). Here the rows are 16 entries (A = keys, from a warp's own tile, in registers for
+// all heads) and the columns the block's 8 queries (B = one head of each query, from shared memory),
+// and the heads are the loop: thread (g, t) holds the same 4 (entry, query) elements of every head's
+// product, so it adds the head terms in head order in its own registers. No term staging, no second
+// pass; per head and element: the magic's removal, half a cvt.rn.relu.bf16x2, half a mul.rn.bf16x2, the
+// bf16's widening and the fp32 add.
+//
+// Arithmetic (the bits of k_idx_score_i8 on every entry):
+// - fast tiles (every entry of the warp's 64 and every (query, head) of the block in the common form, with
+//   exponents in [-40, 40] and each head weight scaled by its query's 2^Eq within [2^-40, 2^40] or 0):
+//   the integer dot c (one accumulator over all dims, exact) gives term_h = bf16(relu(bf16(c)) * w'_h)
+//   with w'_h = w_h * 2^Eq, and score = bf16(sum_h term_h) * 2^Ek. That is i8's bf16(relu(bf16(c 2^Eq
+//   2^Ek)) w_h) summed and rounded, scaled by 2^Ek: a power of two commutes with every rounding while no
+//   value leaves fp32's normal range, which the bounds make sure of (|c| < 2^21: terms within 2^-80 ..
+//   2^103 in i8's form, sums below 2^110);
+// - otherwise, per element: both sides common -> the exact dot (the blocks' integer partials added as
+//   integers, scaled once), else i8's block partials in block order. Both-common elements in a mixed
+//   tile get i8's per-block path's bits too there: partials of one common exponent are integers of that
+//   unit below 2^21, so their fp32 sums are exact.
+// The k order inside an mma step is the same permutation for A and B (any order sums the same integers):
+// ldmatrix gives A its standard fragments; the queries are stored so that a thread's B words of all
+// blocks (k 4t.. and 16 + 4t.. of each 32-dim block) are one contiguous 8 * NB bytes: NB / 2 16-byte loads.
+// Shapes (template MT, NW): a warp's tile is MT m16 tiles (16 MT entries; its A fragments stay in
+// registers for all heads), a block NW warps (one block an SM: the queries' 66 KB of shared memory).
+#define IE_Q 8     // queries a block (the mma's n8)
+#define IE_EXP 40  // the fast path's exponent bound (above)
+template <int DI>
+__host__ __device__ constexpr int ie_qstride(int Hi) // bytes a query in shared memory: conflict-free B loads
+{
+    return (Hi * DI + 127) / 128 * 128 + (DI == 128 ? 16 : DI == 64 ? 64 : 32);
+}
+template <int DI, int MT, int NW>
+__host__ __device__ constexpr size_t idx_i8e_smem(int Hi)
+{
+    return (size_t)IE_Q * ie_qstride<DI>(Hi) + sizeof(uint32_t) * 3 * 64 * IE_Q +
+           (size_t)NW * 16 * MT * (DI + IDX_I8_KPAD) + sizeof(uint32_t) * NW * 16 * MT;
+}
+__device__ __forceinline__ bool ie_exp_ok(uint32_t x)
+{
+    int E = (int)(int8_t)(x & 0xffu);
+    return i8_common(x) && E >= -IE_EXP && E <= IE_EXP;
+}
+// A warp's ET-entry tile at t0 into its buffer (cp.async, one commit group; zeros past eend).
+template <int DI, int ET>
+__device__ __forceinline__ void ie_tile_load(uint32_t kb, uint32_t xb, const int8_t *k8, const uint32_t *kx, long long t0,
+                                             long long eend, int lane)
+{
+    constexpr int KST = DI + IDX_I8_KPAD, CPR = DI / 16;
+#pragma unroll
+    for (int j = 0; j < ET * CPR / 32; j++) {
+        int i = lane + 32 * j, row = i / CPR, pc = i % CPR;
+        bool ok = t0 + row < eend;
+        cp_async16(kb + (uint32_t)(row * KST + 16 * pc), k8 + (ok ? (size_t)(t0 + row) * DI + 16 * pc : 0), ok);
+    }
+#pragma unroll
+    for (int j = 0; j < ET / 32; j++) {
+        int r = lane + 32 * j;
+        bool ok = t0 + r < eend;
+        cp_async4(xb + 4u * r, kx + (ok ? t0 + r : 0), ok);
+    }
+    cp_async_commit();
+}
+__device__ __forceinline__ uint32_t ie_relu_bf16x2(float lo, float hi) // relu(bf16(x)) of two values
+{
+    uint32_t r;
+    asm("cvt.rn.relu.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ uint32_t ie_mul_bf16x2(uint32_t a, uint32_t b)
+{
+    uint32_t r;
+    asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+// One m16 tile's head terms into its sums, in head order: u0 = the bf16 terms of (entry g, entry g + 8) for
+// query 2t, u1 for query 2t + 1; sm as sum[mt] in k_idx_score_i8e.
+__device__ __forceinline__ void ie_add_terms(float (&sm)[4], uint32_t u0, uint32_t u1)
+{
+    sm[0] += __uint_as_float(u0 << 16);
+    sm[2] += __uint_as_float(u0 & 0xffff0000u);
+    sm[1] += __uint_as_float(u1 << 16);
+    sm[3] += __uint_as_float(u1 & 0xffff0000u);
+}
+// Grid (ceil(S / 8), runs), tpb 64-entry tiles a run; 32 NW threads; Hi <= 64; dynamic shared memory
+// idx_i8e_smem<DI, MT, NW>(Hi).
+template <int DI, int MT, int NW>
+__global__ void __launch_bounds__(32 * NW, 1)
+    k_idx_score_i8e(const int8_t *q8, const uint32_t *qx, const float *wts, const int8_t *k8, const uint32_t *kx, int Hi,
+                    int S, const long long *ppos, float *score, size_t ld, int tpb)
+{
+    constexpr int NB = DI / 32, KST = DI + IDX_I8_KPAD, QW = 2 * NB, ET = 16 * MT; // QW: a thread's B words of one head
+    extern __shared__ __align__(16) unsigned char ie_smem[];
+    const int QS = ie_qstride<DI>(Hi);
+    int8_t *qs = (int8_t *)ie_smem;                          // [8 queries][QS] the heads' rows, permuted
+    uint32_t *wf = (uint32_t *)(ie_smem + (size_t)IE_Q * QS); // [64 heads][8 queries] w' (fast path), bf16x2
+    uint32_t *wsl = wf + 64 * IE_Q, *qxs = wsl + 64 * IE_Q;  // the same of w, and the queries' exponent words
+    int8_t *ks = (int8_t *)(qxs + 64 * IE_Q);                // [NW warps][ET][KST] key tiles
+    uint32_t *kxs = (uint32_t *)(ks + (size_t)NW * ET * KST); // [NW warps][ET] their exponent words
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int sb = (int)blockIdx.x * IE_Q;
+    if (sb >= S)
+        return;
+    const int nq = S - sb < IE_Q ? S - sb : IE_Q;
+    const long long pos0 = *ppos, nvmax = (pos0 + sb + nq) / 4; // the entries of the block's last query
+    const long long e0 = (long long)blockIdx.y * tpb * IDX_TC_ET;
+    long long eend = e0 + (long long)tpb * IDX_TC_ET;
+    if (eend > nvmax || blockIdx.y == gridDim.y - 1)
+        eend = nvmax;
+    if (e0 >= eend)
+        return;
+    int8_t *kw = ks + (size_t)warp * ET * KST;
+    uint32_t *kxw = kxs + warp * ET;
+    const uint32_t kwb = (uint32_t)__cvta_generic_to_shared(kw), kxb = (uint32_t)__cvta_generic_to_shared(kxw);
+    long long te = e0 + (long long)warp * ET;
+    const long long tstride = (long long)NW * ET;
+    if (te < eend) // the first tile's copy runs under the queries' fill
+        ie_tile_load<DI, ET>(kwb, kxb, k8, kx, te, eend, lane);
+    // the queries: word j of a head's row (dims 4j..4j+3: block j / 8, half (j / 4) & 1, t = j % 4) to word
+    // t * QW + 2 * block + half
+    for (int i = threadIdx.x; i < IE_Q * Hi * (DI / 4); i += blockDim.x) {
+        int q = i / (Hi * (DI / 4)), rem = i % (Hi * (DI / 4)), h = rem / (DI / 4), j = rem % (DI / 4);
+        uint32_t v = q < nq ? reinterpret_cast<const uint32_t *>(q8 + ((size_t)(sb + q) * Hi + h) * DI)[j] : 0u;
+        reinterpret_cast<uint32_t *>(qs + (size_t)q * QS + (size_t)h * DI)[(j & 3) * QW + 2 * (j >> 3) + ((j >> 2) & 1)] = v;
+    }
+    int okq = 1;
+    for (int i = threadIdx.x; i < 64 * IE_Q; i += blockDim.x) {
+        int h = i / IE_Q, q = i % IE_Q;
+        bool in = h < Hi && q < nq;
+        uint32_t x = in ? qx[(size_t)(sb + q) * Hi + h] : 0u;
+        float w = in ? wts[(size_t)(sb + q) * Hi + h] : 0.f;
+        bool f = ie_exp_ok(x);
+        float wp = f ? w * pow2i((int)(int8_t)(x & 0xffu)) : 0.f;
+        f = f && (wp == 0.f || (fabsf(wp) >= 0x1p-40f && fabsf(wp) <= 0x1p40f));
+        okq &= f;
+        wf[i] = pack_bf16x2(wp, wp);
+        wsl[i] = pack_bf16x2(w, w);
+        qxs[i] = x;
+    }
+    const bool qfast = __syncthreads_and(okq);
+    const uint32_t *qme = reinterpret_cast<const uint32_t *>(qs + (size_t)g * QS) + t * QW; // query g, thread t's words
+    for (; te < eend; te += tstride) {
+        cp_async_wait<0>();
+        __syncwarp();
+        uint32_t a[MT][NB][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int kb = 0; kb < NB; kb++) {
+                uint32_t ad = kwb + (uint32_t)((16 * mt + (lane & 7) + 8 * ((lane >> 3) & 1)) * KST + 32 * kb + 16 * (lane >> 4));
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                             : "=r"(a[mt][kb][0]), "=r"(a[mt][kb][1]), "=r"(a[mt][kb][2]), "=r"(a[mt][kb][3])
+                             : "r"(ad));
+            }
+        uint32_t ex[MT][2]; // exponent words of entries 16 mt + g + 8 r
+        bool ef = true;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                ex[mt][r] = kxw[16 * mt + g + 8 * r];
+                ef = ef && ie_exp_ok(ex[mt][r]);
+            }
+        const bool fast = __all_sync(0xffffffffu, ef) && qfast;
+        __syncwarp(); // every lane is done with the buffer
+        if (te + tstride < eend)
+            ie_tile_load<DI, ET>(kwb, kxb, k8, kx, te + tstride, eend, lane);
+        float sum[MT][4]; // [m tile][(entry g, query 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)]
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                sum[mt][j] = 0.f;
+        if (fast) {
+#pragma unroll 2
+            for (int h = 0; h < Hi; h++) {
+                uint32_t b[QW];
+                const uint32_t *qh = qme + h * (DI / 4);
+                if constexpr (QW % 4 == 0) { // 16-byte loads (quarter warps: rows QS = 16 or 64 mod 128 apart)
+#pragma unroll
+                    for (int i = 0; i < QW; i += 4) {
+                        uint4 v = *reinterpret_cast<const uint4 *>(qh + i);
+                        b[i] = v.x;
+                        b[i + 1] = v.y;
+                        b[i + 2] = v.z;
+                        b[i + 3] = v.w;
+                    }
+                } else { // di 32: one 8-byte load (half warps: rows 32 mod 128 apart)
+                    uint2 v = *reinterpret_cast<const uint2 *>(qh);
+                    b[0] = v.x;
+                    b[1] = v.y;
+                }
+                const uint2 w2 = *reinterpret_cast<const uint2 *>(wf + h * IE_Q + 2 * t);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    int acc[4] = {IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC};
+#pragma unroll
+                    for (int kb = 0; kb < NB; kb++)
+                        mma_s8_16832(acc, a[mt][kb], b[2 * kb], b[2 * kb + 1]);
+                    // pairs of one query (one weight): (g, g+8) of query 2t, then of 2t+1
+                    uint32_t u0 = ie_mul_bf16x2(ie_relu_bf16x2(__int_as_float(acc[0]) - 12582912.f,
+                                                               __int_as_float(acc[2]) - 12582912.f), w2.x);
+                    uint32_t u1 = ie_mul_bf16x2(ie_relu_bf16x2(__int_as_float(acc[1]) - 12582912.f,
+                                                               __int_as_float(acc[3]) - 12582912.f), w2.y);
+                    ie_add_terms(sum[mt], u0, u1);
+                }
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    sum[mt][j] = bf16r(sum[mt][j]) * pow2i((int)(int8_t)(ex[mt][j >> 1] & 0xffu));
+        } else {
+            for (int h = 0; h < Hi; h++) {
+                uint32_t b[QW];
+                const uint32_t *qh = qme + h * (DI / 4);
+#pragma unroll
+                for (int i = 0; i < QW; i++)
+                    b[i] = qh[i];
+                const uint2 w2 = *reinterpret_cast<const uint2 *>(wsl + h * IE_Q + 2 * t);
+                const uint2 x2 = *reinterpret_cast<const uint2 *>(qxs + h * IE_Q + 2 * t);
+                const uint32_t xq[2] = {x2.x, x2.y};
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    float dot[4];
+                    int ctot[4] = {0, 0, 0, 0};
+#pragma unroll
+                    for (int kb = 0; kb < NB; kb++) {
+                        int acc[4] = {IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC};
+                        mma_s8_16832(acc, a[mt][kb], b[2 * kb], b[2 * kb + 1]);
+#pragma unroll
+                        for (int j = 0; j < 4; j++) { // element j: entry row j >> 1, query 2t + (j & 1)
+                            const float sqb = pow2i((int)(int8_t)((xq[j & 1] >> (8 * kb)) & 0xffu));
+                            const float skb = pow2i((int)(int8_t)((ex[mt][j >> 1] >> (8 * kb)) & 0xffu));
+                            const float p = fmaf(__int_as_float(acc[j]), sqb, -12582912.f * sqb);
+                            dot[j] = kb ? fmaf(p, skb, dot[j]) : p * skb;
+                            ctot[j] += acc[j] - IDX_I8_MAGIC;
+                        }
+                    }
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        if (i8_common(xq[j & 1]) && i8_common(ex[mt][j >> 1]))
+                            dot[j] = (float)ctot[j] * pow2i((int)(int8_t)(xq[j & 1] & 0xffu)) *
+                                     pow2i((int)(int8_t)(ex[mt][j >> 1] & 0xffu));
+                    uint32_t u0 = idx_term_bf16x2(pack_bf16x2(dot[0], dot[2]), w2.x);
+                    uint32_t u1 = idx_term_bf16x2(pack_bf16x2(dot[1], dot[3]), w2.y);
+                    ie_add_terms(sum[mt], u0, u1);
+                }
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    sum[mt][j] = bf16r(sum[mt][j]);
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int q = 2 * t + (j & 1);
+                const long long e = te + 16 * mt + g + 8 * (j >> 1);
+                if (q < nq && e < (pos0 + sb + q + 1) / 4)
+                    score[(size_t)(sb + q) * ld + e] = sum[mt][j];
+            }
+    }
+}
+
 // The shared-memory limits of the tensor-core score kernels for keys of di dims, on the current
 // device (a per-device setting: engines may live on several devices). Called at engine creation, so
 // that a decode step's graph capture launches the kernel without setting anything, and by
@@ -2558,6 +2829,12 @@ static cudaError_t idx_tc_attrs(int di)
         if (ce == cudaSuccess)                                                                                         \
             ce = cudaFuncSetAttribute(k_idx_score_i8<D>, cudaFuncAttributePreferredSharedMemoryCarveout,               \
                                       (int)cudaSharedmemCarveoutMaxShared);                                            \
+        if (ce == cudaSuccess)                                                                                         \
+            ce = cudaFuncSetAttribute(k_idx_score_i8e<D, 4, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize,           \
+                                      (int)idx_i8e_smem<D, 4, 8>(64));                                                 \
+        if (ce == cudaSuccess)                                                                                         \
+            ce = cudaFuncSetAttribute(k_idx_score_i8e<D, 2, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
+                                      (int)idx_i8e_smem<D, 2, 16>(64));                                                \
         if (ce == cudaSuccess) /* two blocks of 87 KB a SM (a hint: the carveout that holds them) */                  \
             ce = cudaFuncSetAttribute(k_idx_score_tc2<D>, cudaFuncAttributePreferredSharedMemoryCarveout,              \
                                       (int)cudaSharedmemCarveoutMaxShared);                                            \
@@ -2581,22 +2858,24 @@ static cudaError_t idx_tc_attrs(int di)
 // are ties to the lowest index.
 //
 // topk_block, one block of TOPK_THREADS: a radix select on the scores' order-preserving 32-bit keys
-// (-0 as +0, so that equal values tie) in up to three passes of 11/11/10 bits finds the k-th largest
+// (-0 as +0, so that equal values tie) in up to four passes of 8 bits finds the k-th largest
 // key T and how many of the entries equal to it are needed; one more pass, in position order,
 // collects the entries above T and the lowest-position ones equal to T, each at its rank in position
 // order (a block prefix count of both kinds), and with `sorted` a bitonic sort of those k by (score
 // desc, position asc) gives the rank order (the segments skip it: the merge needs their lists in
 // index order only). Histogram counts are warp-aggregated (__match_any_sync), since scores crowd into
 // few bins. A pass stops early when the chosen bin's entries are all needed or all equal (no key of
-// the bin has a bit set below its digit: bf16 scores, the indexer's, end after two passes). Rows of
+// the bin has a bit set below its digit: bf16 scores, the indexer's, end after two passes). 8-bit
+// digits (until 2026-11-29's eighth session 11/11/10, the same passes for bf16 scores): the bin search
+// (warp 0, nb / 32 bins a lane in turn) was most of a segment's time with 2048 bins. Rows of
 // up to TOPK_THREADS * TOPK_REG entries (every segment; the merge up to 16K candidates) are read once
 // into registers; longer ones are read from memory in each pass. Returns with keys[r] & 0xffffffff =
 // the position of entry r (rank r when sorted; else the r-th selected in position order).
 #define TOPK_THREADS 1024
 #define TOPK_MAXK 2048
-#define TOPK_SEG 8192
+#define TOPK_SEG 16384 // 8192 until 2026-11-29's eighth session: half the blocks, each with its fixed cost
 #define TOPK_REG 16
-#define TOPK_RUN 8 // rows of up to TOPK_THREADS * TOPK_RUN entries are collected in one round
+#define TOPK_RUN 16 // rows of up to TOPK_THREADS * TOPK_RUN entries are collected in one round
 __device__ __forceinline__ uint32_t score_key(float v)
 {
     uint32_t u = __float_as_uint(v == 0.f ? 0.f : v);
@@ -2620,7 +2899,7 @@ __device__ __forceinline__ void topk_hist_add(unsigned *hist, unsigned *lowbit, 
 }
 __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *keys, int sorted)
 {
-    __shared__ unsigned hist[2048], lowbit[64];
+    __shared__ unsigned hist[256], lowbit[8];
     __shared__ unsigned wcnt[32], wexc[32], sh_bin, sh_above, sh_total;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const bool cached = nv <= TOPK_THREADS * TOPK_REG;
@@ -2650,11 +2929,11 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
     uint32_t prefix = 0, pmask = 0;
     unsigned need = (unsigned)k; // entries still to take among those whose key matches prefix under pmask
     if (nv > k) {
-        for (int pass = 0; pass < 3; pass++) { // bits 31..21, 20..10, 9..0
-            int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nb = pass < 2 ? 2048 : 1024;
+        for (int pass = 0; pass < 4; pass++) { // bits 31..24, 23..16, 15..8, 7..0
+            const int shift = 24 - 8 * pass, nb = 256;
             for (int i = tid; i < nb; i += blockDim.x)
                 hist[i] = 0;
-            if (tid < 64)
+            if (tid < nb / 32)
                 lowbit[tid] = 0;
             __syncthreads();
             sweep([&](int e, uint32_t key) {
@@ -2710,7 +2989,7 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
             else if (e < nv && (key & pmask) == prefix)
                 mt |= 1u << j;
         }
-        unsigned v = ((unsigned)__popc(ma) << 16) | (unsigned)__popc(mt), inc = v; // both <= 8192: one scan for two
+        unsigned v = ((unsigned)__popc(ma) << 16) | (unsigned)__popc(mt), inc = v; // both <= 16384: one scan for two
         inc = warp_incl_scan(inc, lane);
         if (lane == 31)
             wcnt[warp] = inc;
@@ -3493,31 +3772,49 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
 // shared memory of a block of NHG groups of 16 heads: queries and entries (bf16), probabilities (bf16 and fp32)
 #define ATC_SMEM_H(NHG) (sizeof(uint16_t) * ((16 * (NHG) + 64) * ATC_LD + 16 * (NHG) * ATC_LDP) + sizeof(float) * 16 * (NHG) * ATC_LDS)
 #define ATC_SMEM ATC_SMEM_H(4)
+// k_attn_tc's C16 path: a second entry tile, so that the next block's entries arrive while this one's are used
+#define ATC_SMEM_C16 (ATC_SMEM + sizeof(uint16_t) * 64 * ATC_LD)
 __device__ __forceinline__ uint32_t atc_ld32(const uint16_t *p) { return *(const uint32_t *)p; }
+// An m16n8k16 A fragment from bf16 rows of stride ld: p = this lane's row g at column k0 + 2 t4
+__device__ __forceinline__ void atc_afrag(uint32_t (&a)[4], const uint16_t *p, int ld)
+{
+    a[0] = atc_ld32(p);
+    a[1] = atc_ld32(p + 8 * ld);
+    a[2] = atc_ld32(p + 8);
+    a[3] = atc_ld32(p + 8 * ld + 8);
+}
 // The body of k_attn_tc (NHG = 4: 64 heads, 512 threads) and of the decode kernel k_attn_dtc (NHG = 1:
 // 16 heads, 128 threads): query s's heads h0 .. h0 + nh (nh <= 16 NHG) over the 64-entry blocks
 // [t_lo, t_hi) of its list (n entries), then PART == false: the whole list was done, so the sink,
 // num / den and the inverse RoPE into O; PART == true: the unnormalised numerator, the running max
 // and the denominator into part's row (h, sp) of msplit, k_attn_pv's layout, for k_attn_combine.
-// Warps: scores (hgs = warp / 4, es = warp % 4): 16 heads x 16 entries; P.V (hgv = warp % NHG,
-// dsl = warp / NHG): 16 heads x 128 dims, so each (head, entry) and (head, dim) gets the same
-// instruction sequence in both kernels.
-template <int NHG, bool PART>
+// Warps: scores on warps 0-3 (32 heads x 32 entries each for 64 heads, 16 x 16 for 16), P.V on every
+// warp (32 heads x 64 dims; 16 x 128): each (head, entry) and (head, dim) gets the same instruction
+// sequence in both kernels, whatever warp runs it.
+// C16 (k_attn_tc of HCA layers): c16 holds the compressed cache in bf16 (k_stage_bf16 of cache, the same
+// bits the gather's conversion gives), and the blocks wholly past the window come from it by cp.async
+// into two tiles in turn: block b + 1's copy is issued once block b's has landed, so it runs under block
+// b's products. The window's blocks are gathered as before. The same values in the same tiles: the same
+// arithmetic, the same bits.
+template <int NHG, bool PART, bool C16 = false>
 __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew, const float *ring, const float *cache,
                                              const int *selrow, int s, int H, int h0, int W, int ratio, long long p,
                                              long long pos0, int n, int t_lo, int t_hi, float scale, const float *sink,
                                              const float *rope, int rd, float *O, float *part, int s0, int sp,
-                                             int msplit)
+                                             int msplit, const uint16_t *c16 = nullptr)
 {
     constexpr int NT = NHG * 128, NHR = NHG * 16, LPT = 64 * (ATC_D / 4) / NT, RL = NHG == 4 ? 8 : 16;
     static_assert(LPT % RL == 0, "attn_tc_body: gather rounds");
     extern __shared__ __align__(16) unsigned char atc_sm[];
-    uint16_t *qs = (uint16_t *)atc_sm, *ks = qs + NHR * ATC_LD, *pb = ks + 64 * ATC_LD;
+    uint16_t *qs = (uint16_t *)atc_sm, *ks0 = qs + NHR * ATC_LD, *pb = ks0 + 64 * ATC_LD;
     float *ps = (float *)(pb + NHR * ATC_LDP);
+    uint16_t *const ks1 = C16 ? (uint16_t *)(ps + NHR * ATC_LDS) : ks0; // C16: the second tile, after ps
+    int cur = 0;            // the tile of this block
+    int pend = -1;          // C16: the block whose copy is in flight (into the tile of its turn)
     __shared__ const float *ptr[64];
     __shared__ float corr_sh[64], mx_sh[64], den_sh[64];
     const int d = ATC_D;
-    int nh = H - h0 < NHR ? H - h0 : NHR, nhg = (nh + 15) / 16;
+    int nh = H - h0 < NHR ? H - h0 : NHR;
     int tid = (int)threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
     for (int i = tid; i < NHR * (d / 4); i += NT) { // queries (bf16-exact) as bf16; rows >= nh zero
         int h = i / (d / 4), c = (i % (d / 4)) * 4;
@@ -3527,55 +3824,109 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
     if (tid < NHR)
         mx_sh[tid] = -INFINITY;
     float den = 0.f;                               // threads 8h: head h's denominator
-    int hgs = warp >> 2, es = warp & 3;           // scores: 16 heads x 16 entries a warp
-    int hgv = warp % NHG, dsl = warp / NHG;       // P.V: 16 heads x 128 dims a warp
-    float acc[16][4];
+    // Scores: SW warps, each SH m16 tiles of heads x SE n8 tiles of entries (64 heads: 8 warps of 32 x 16;
+    // 16 heads: 4 warps of 16 x 16); P.V: every warp PH m16 tiles of heads x PD dims (16 x 128). Until
+    // 2026-11-29's eighth session the 64-head scores ran on 16 warps of 16 x 16: Nsight Compute had
+    // k_attn_tc's shared-memory pipe the busiest unit (L1/TEX 74%), and 32-head tiles read each key
+    // fragment for two products. Measured in one run (results/2026-11-29-s10/call7-maps, the HCA layer's
+    // chunk of 2048 at 500K, flash4's attention stage): 10.6 ms before, 10.0 with these tiles, 10.3 with
+    // P.V on 32 x 64, 10.8 with scores on 4 warps of 32 x 32 and P.V on 32 x 64. Every (head, entry) and
+    // (head, dim) gets the same mma sequence whatever the tiles: the same bytes (test_attn's bound lines
+    // identical under all four).
+    constexpr int SH = NHG == 4 ? 2 : 1, SE = 2, PH = 1, PD = 128, SW = NHG == 4 ? 8 : 4;
+    static_assert(NHG == 4 || NHG == 1, "attn_tc_body: 16 or 64 heads a block");
+    const int hs = NHG == 4 ? (warp >> 2) * 32 : 0, es = NHG == 4 ? (warp & 3) * 16 : warp * 16; // score tile
+    const int hv = NHG == 4 ? (warp & 3) * 16 : 0, dv = NHG == 4 ? (warp >> 2) * 128 : warp * 128; // P.V tile
+    float acc[PH][PD / 8][4];
 #pragma unroll
-    for (int nt = 0; nt < 16; nt++)
+    for (int m = 0; m < PH; m++)
 #pragma unroll
-        for (int r = 0; r < 4; r++)
-            acc[nt][r] = 0.f;
-    for (int b0 = t_lo * 64; b0 < t_hi * 64 && b0 < n; b0 += 64) {
+        for (int nt = 0; nt < PD / 8; nt++)
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                acc[m][nt][r] = 0.f;
+    // C16: block b0's bf16 entries (cache rows b0 - W ..) into tile kt by cp.async, zeros past the list
+    auto c16_load = [&](int b0, uint16_t *kt) {
+        const uint32_t kb = (uint32_t)__cvta_generic_to_shared(kt);
+#pragma unroll
+        for (int u = 0; u < 64 * (ATC_D / 8) / NT; u++) {
+            int i = tid + u * NT, r = i >> 6, c = i & 63;
+            bool ok = b0 + r < n;
+            cp_async16(kb + (uint32_t)(sizeof(uint16_t) * (r * ATC_LD + c * 8)),
+                       c16 + (ok ? (size_t)(b0 + r - W) * ATC_D + c * 8 : 0), ok);
+        }
+        cp_async_commit();
+    };
+    for (int b0 = t_lo * 64; b0 < t_hi * 64 && b0 < n; b0 += 64, cur ^= (C16 ? 1 : 0)) {
         int bn = n - b0 < 64 ? n - b0 : 64;
+        uint16_t *const ks = cur ? ks1 : ks0;
+        const bool cblk = C16 && b0 >= W; // uniform: every entry of the block is a compressed one
         __syncthreads(); // the previous block's reads of ptr, ks and pb are done
         if (tid < 64)
             ptr[tid] = tid < bn ? att_entry(b0 + tid, p, pos0, W, d, kvnew, ring, cache, ratio, selrow) : nullptr;
+        if (cblk) {
+            if (pend != b0) // the first such block: nobody asked for it yet
+                c16_load(b0, ks);
+            cp_async_wait<0>(); // this thread's pieces are in
+        }
         __syncthreads();
-#pragma unroll
-        for (int rr = 0; rr < LPT / RL; rr++) { // 64 entries x 128 float4: RL loads a thread in flight at once
-            float4 v[RL];
-#pragma unroll
-            for (int u = 0; u < RL; u++) {
-                int i = tid + (rr * RL + u) * NT, r = i >> 7, c = (i & 127) * 4;
-                const float *src = ptr[r];
-                v[u] = src ? __ldg((const float4 *)(src + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+        if (cblk) {
+            if (b0 + 64 < t_hi * 64 && b0 + 64 < n) { // the next block into the other tile (its last reader was
+                c16_load(b0 + 64, cur ? ks0 : ks1);   // the previous block, done before the barrier at the top)
+                pend = b0 + 64;
             }
+        } else {
 #pragma unroll
-            for (int u = 0; u < RL; u++) {
-                int i = tid + (rr * RL + u) * NT, r = i >> 7, c = (i & 127) * 4;
-                *(uint2 *)(ks + r * ATC_LD + c) = make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
+            for (int rr = 0; rr < LPT / RL; rr++) { // 64 entries x 128 float4: RL loads a thread in flight at once
+                float4 v[RL];
+#pragma unroll
+                for (int u = 0; u < RL; u++) {
+                    int i = tid + (rr * RL + u) * NT, r = i >> 7, c = (i & 127) * 4;
+                    const float *src = ptr[r];
+                    v[u] = src ? __ldg((const float4 *)(src + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+#pragma unroll
+                for (int u = 0; u < RL; u++) {
+                    int i = tid + (rr * RL + u) * NT, r = i >> 7, c = (i & 127) * 4;
+                    *(uint2 *)(ks + r * ATC_LD + c) = make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
+                }
             }
         }
         // an all-empty block changes nothing (the reference skips it)
         if (!__syncthreads_or(tid < bn && ptr[tid] != nullptr))
             continue;
-        if (hgs < nhg) {
-            float c[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-            const uint16_t *qa = qs + (hgs * 16 + g) * ATC_LD + 2 * t4, *kb = ks + (es * 16 + g) * ATC_LD + 2 * t4;
+        if (warp < SW && hs < nh) {
+            float c[SH][SE][4];
+#pragma unroll
+            for (int m = 0; m < SH; m++)
+#pragma unroll
+                for (int nt = 0; nt < SE; nt++)
+#pragma unroll
+                    for (int r = 0; r < 4; r++)
+                        c[m][nt][r] = 0.f;
+            const uint16_t *qa = qs + (hs + g) * ATC_LD + 2 * t4, *kb = ks + (es + g) * ATC_LD + 2 * t4;
 #pragma unroll 4
             for (int k0 = 0; k0 < d; k0 += 16) {
-                uint32_t a[4] = {atc_ld32(qa + k0), atc_ld32(qa + 8 * ATC_LD + k0), atc_ld32(qa + k0 + 8),
-                                 atc_ld32(qa + 8 * ATC_LD + k0 + 8)};
+                uint32_t a[SH][4];
 #pragma unroll
-                for (int nt = 0; nt < 2; nt++)
-                    mma_bf16_16816(c[nt], a, atc_ld32(kb + nt * 8 * ATC_LD + k0), atc_ld32(kb + nt * 8 * ATC_LD + k0 + 8));
+                for (int m = 0; m < SH; m++)
+                    atc_afrag(a[m], qa + m * 16 * ATC_LD + k0, ATC_LD);
+#pragma unroll
+                for (int nt = 0; nt < SE; nt++) {
+                    uint32_t b0 = atc_ld32(kb + nt * 8 * ATC_LD + k0), b1 = atc_ld32(kb + nt * 8 * ATC_LD + k0 + 8);
+#pragma unroll
+                    for (int m = 0; m < SH; m++)
+                        mma_bf16_16816(c[m][nt], a[m], b0, b1);
+                }
             }
 #pragma unroll
-            for (int nt = 0; nt < 2; nt++) {
-                int col = es * 16 + nt * 8 + 2 * t4, row = hgs * 16 + g;
-                *(float2 *)(ps + row * ATC_LDS + col) = make_float2(c[nt][0] * scale, c[nt][1] * scale);
-                *(float2 *)(ps + (row + 8) * ATC_LDS + col) = make_float2(c[nt][2] * scale, c[nt][3] * scale);
-            }
+            for (int m = 0; m < SH; m++)
+#pragma unroll
+                for (int nt = 0; nt < SE; nt++) {
+                    int col = es + nt * 8 + 2 * t4, row = hs + m * 16 + g;
+                    *(float2 *)(ps + row * ATC_LDS + col) = make_float2(c[m][nt][0] * scale, c[m][nt][1] * scale);
+                    *(float2 *)(ps + (row + 8) * ATC_LDS + col) = make_float2(c[m][nt][2] * scale, c[m][nt][3] * scale);
+                }
         }
         __syncthreads();
         { // the reference's block step: 8 threads a head, 8 entries each
@@ -3618,30 +3969,38 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
             }
         }
         __syncthreads();
-        if (hgv < nhg) {
-            float c0 = corr_sh[hgv * 16 + g], c1 = corr_sh[hgv * 16 + g + 8];
+        if (hv < nh) {
 #pragma unroll
-            for (int nt = 0; nt < 16; nt++) {
-                acc[nt][0] *= c0;
-                acc[nt][1] *= c0;
-                acc[nt][2] *= c1;
-                acc[nt][3] *= c1;
+            for (int m = 0; m < PH; m++) {
+                float c0 = corr_sh[hv + m * 16 + g], c1 = corr_sh[hv + m * 16 + g + 8];
+#pragma unroll
+                for (int nt = 0; nt < PD / 8; nt++) {
+                    acc[m][nt][0] *= c0;
+                    acc[m][nt][1] *= c0;
+                    acc[m][nt][2] *= c1;
+                    acc[m][nt][3] *= c1;
+                }
             }
-            const uint16_t *pa = pb + (hgv * 16 + g) * ATC_LDP + 2 * t4;
-            uint32_t vbase = (uint32_t)__cvta_generic_to_shared(ks + (lane & 15) * ATC_LD + dsl * 128 + 8 * (lane >> 4));
+            const uint16_t *pa = pb + (hv + g) * ATC_LDP + 2 * t4;
+            uint32_t vbase = (uint32_t)__cvta_generic_to_shared(ks + (lane & 15) * ATC_LD + dv + 8 * (lane >> 4));
 #pragma unroll
             for (int k0 = 0; k0 < 64; k0 += 16) {
-                uint32_t a[4] = {atc_ld32(pa + k0), atc_ld32(pa + 8 * ATC_LDP + k0), atc_ld32(pa + k0 + 8),
-                                 atc_ld32(pa + 8 * ATC_LDP + k0 + 8)};
+                uint32_t a[PH][4];
 #pragma unroll
-                for (int np = 0; np < 8; np++) {
+                for (int m = 0; m < PH; m++)
+                    atc_afrag(a[m], pa + m * 16 * ATC_LDP + k0, ATC_LDP);
+#pragma unroll
+                for (int np = 0; np < PD / 16; np++) {
                     uint32_t r0, r1, r2, r3;
                     uint32_t addr = vbase + (uint32_t)sizeof(uint16_t) * (k0 * ATC_LD + np * 16);
                     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                                  : "r"(addr));
-                    mma_bf16_16816(acc[2 * np], a, r0, r1);
-                    mma_bf16_16816(acc[2 * np + 1], a, r2, r3);
+#pragma unroll
+                    for (int m = 0; m < PH; m++) {
+                        mma_bf16_16816(acc[m][2 * np], a[m], r0, r1);
+                        mma_bf16_16816(acc[m][2 * np + 1], a[m], r2, r3);
+                    }
                 }
             }
         }
@@ -3654,35 +4013,39 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
             o[d] = mx_sh[tid >> 3];
             o[d + 1] = den;
         }
-        if (hgv < nhg) {
+        if (hv < nh) {
 #pragma unroll
-            for (int nt = 0; nt < 16; nt++) {
-                int col = dsl * 128 + nt * 8 + 2 * t4;
+            for (int m = 0; m < PH; m++)
 #pragma unroll
-                for (int hf = 0; hf < 2; hf++) {
-                    int r = hgv * 16 + g + 8 * hf;
-                    if (r < nh)
-                        *(float2 *)(part + (((size_t)(s - s0) * H + h0 + r) * msplit + sp) * rs + col) =
-                            make_float2(acc[nt][2 * hf], acc[nt][2 * hf + 1]);
+                for (int nt = 0; nt < PD / 8; nt++) {
+                    int col = dv + nt * 8 + 2 * t4;
+#pragma unroll
+                    for (int hf = 0; hf < 2; hf++) {
+                        int r = hv + m * 16 + g + 8 * hf;
+                        if (r < nh)
+                            *(float2 *)(part + (((size_t)(s - s0) * H + h0 + r) * msplit + sp) * rs + col) =
+                                make_float2(acc[m][nt][2 * hf], acc[m][nt][2 * hf + 1]);
+                    }
                 }
-            }
         }
         return;
     }
     if ((tid & 7) == 0 && (tid >> 3) < nh)
         den_sh[tid >> 3] = den + expf(sink[h0 + (tid >> 3)] - mx_sh[tid >> 3]);
     __syncthreads();
-    if (hgv < nhg) {
+    if (hv < nh) {
         const float *cs = rope + (size_t)p * rd;
 #pragma unroll
-        for (int nt = 0; nt < 16; nt++) {
-            int col = dsl * 128 + nt * 8 + 2 * t4;
+        for (int m = 0; m < PH; m++)
+#pragma unroll
+        for (int nt = 0; nt < PD / 8; nt++) {
+            int col = dv + nt * 8 + 2 * t4;
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                int r = hgv * 16 + g + 8 * hf;
+                int r = hv + m * 16 + g + 8 * hf;
                 if (r >= nh)
                     continue;
-                float a = bf16r(acc[nt][2 * hf] / den_sh[r]), b = bf16r(acc[nt][2 * hf + 1] / den_sh[r]);
+                float a = bf16r(acc[m][nt][2 * hf] / den_sh[r]), b = bf16r(acc[m][nt][2 * hf + 1] / den_sh[r]);
                 if (col >= d - rd) { // inverse RoPE of the tail (pairs are adjacent dims: this thread's own)
                     int pi = (col - (d - rd)) / 2;
                     float co = cs[2 * pi], sn = -cs[2 * pi + 1], x = a;
@@ -3694,16 +4057,17 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
         }
     }
 }
+template <bool C16>
 __global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, const float *kvnew, const float *ring,
                                                             const float *cache, const int *sel, int H, int W, int ratio,
                                                             int K, const long long *ppos, float scale, const float *sink,
-                                                            const float *rope, int rd, float *O)
+                                                            const float *rope, int rd, float *O, const uint16_t *c16)
 {
     int s = (int)blockIdx.x, h0 = (int)blockIdx.y * 64;
     long long pos0 = *ppos, p = pos0 + s;
     int n = att_n(p, W, ratio, K);
-    attn_tc_body<4, false>(Q, kvnew, ring, cache, ratio == 4 ? sel + (size_t)s * K : nullptr, s, H, h0, W, ratio, p,
-                           pos0, n, 0, (n + 63) / 64, scale, sink, rope, rd, O, nullptr, 0, 0, 0);
+    attn_tc_body<4, false, C16>(Q, kvnew, ring, cache, ratio == 4 ? sel + (size_t)s * K : nullptr, s, H, h0, W, ratio, p,
+                                pos0, n, 0, (n + 63) / 64, scale, sink, rope, rd, O, nullptr, 0, 0, 0, c16);
 }
 
 // Decode attention on tensor cores (attention(), ATTN_TC; S <= ATT_TOKENS_TC tokens a launch): k_attn_tc's
@@ -4122,6 +4486,8 @@ struct cuda_engine {
     cudaEvent_t hfork, hjoin;
     float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart, *asc;
     int8_t *qi8; // a chunk's indexer queries in 8-bit form (k_idx_score_i8): [S][Hi][di], exponents [S][Hi]
+    uint16_t *c16; // an HCA layer's compressed cache in bf16 for a prefill chunk's attention (k_attn_tc's C16 path)
+    long long c16_rows; // its capacity in entries (0: no HCA layer)
     uint32_t *qix;
     int asc_ld; // entries per (token, head) row of asc: the most any layer's query can have
     size_t score_ld;
@@ -4584,6 +4950,11 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->qi8, (size_t)S * Hi * di);
     PIECE(g->qix, sizeof(uint32_t) * S * Hi);
     PIECE(g->score, sizeof(float) * S * (size_t)nc4);
+    g->c16_rows = 0;
+    for (int l = g->lb; l < g->le; l++)
+        if (c->compress_ratios[l] > 4 && g->max_ctx / c->compress_ratios[l] + 1 > g->c16_rows)
+            g->c16_rows = g->max_ctx / c->compress_ratios[l] + 1;
+    PIECE(g->c16, sizeof(uint16_t) * (size_t)g->c16_rows * d + 16);
     PIECE(g->hidden, sizeof(float) * D);
     PIECE(g->logits, sizeof(float) * V);
     PIECE(g->logit, sizeof(float) * S * E);
@@ -5170,6 +5541,26 @@ extern "C" int cuda_engine_lin_bf16(const uint16_t *d_w, int n, int k, const flo
     return lin_bf16_launch(d_w, n, k, d_x, S, o, (uint16_t *)d_xb, 2 * sms, mode, (cudaStream_t)stream, e);
 }
 
+// A default-on switch of the engine's paths: env `name`=0 turns it off (read once per process); set(1 on,
+// 0 off) overrides it for the calls after, set(< 0) returns to the environment's (test and benchmark
+// entries). A captured decode graph keeps the kernels it captured unless decode_graph checks the switch.
+struct env_switch {
+    const char *name;
+    std::atomic<int> mode{-1}, env{-1};
+    int on()
+    {
+        int v = env.load();
+        if (v < 0) { // a race reads the same environment twice: harmless
+            const char *s = getenv(name);
+            v = !(s && s[0] == '0' && s[1] == 0);
+            env.store(v);
+        }
+        int m = mode.load();
+        return m < 0 ? v : m;
+    }
+    void set(int v) { mode.store(v < 0 ? -1 : v != 0); }
+};
+
 // The grid of k_idx_score_tc2 and k_idx_score_i8 for gy query groups over `tiles` key tiles: `runs`
 // runs of `tpb` tiles, about 16 blocks per SM in all, at least 4 tiles a run.
 static void idx_runs(int sms, long long gy, long long tiles, long long *runs, long long *tpb)
@@ -5184,8 +5575,35 @@ static void idx_runs(int sms, long long gy, long long tiles, long long *runs, lo
     *tpb = t < 1 ? 1 : t;
 }
 
+// k_idx_score_i8e for prefill chunks of IE_MIN_S+ queries (CTX_CUDA_IDX_I8E=0 keeps k_idx_score_i8; the same
+// bits). Below IE_MIN_S its one or two query groups leave most SMs idle (H200, 125K entries: 0.052 ms at
+// S = 4 against i8's 0.038; 0.109 against 0.126 at S = 16). The test entry's 2 takes it for any S >= 4.
+#define IE_MIN_S 16
+static env_switch idx_i8e_switch{"CTX_CUDA_IDX_I8E"};
+static std::atomic<int> idx_i8e_force{0};
+static int idx_i8e_on(int S) { return idx_i8e_switch.on() && (S >= IE_MIN_S || idx_i8e_force.load()); }
+// The shape (CTX_CUDA_IDX_I8E_MT: 2 = two m16 tiles a warp, 16 warps, the default; 4 = four, 8 warps),
+// read once. H200, 125K entries: 6.94 / 7.18 ms at S = 2048, 0.089 / 0.110 at S = 16 (2 / 4): with 255
+// registers a thread, 4's 8 warps issued every ~4 cycles each (Nsight Compute: issue slots 47% busy).
+static int idx_i8e_mt(void)
+{
+    static std::atomic<int> mt{0};
+    int v = mt.load();
+    if (!v) {
+        const char *s = getenv("CTX_CUDA_IDX_I8E_MT");
+        v = s && !strcmp(s, "4") ? 4 : 2;
+        mt.store(v);
+    }
+    return v;
+}
+extern "C" void cuda_engine_idx_i8e_mode(int on)
+{
+    idx_i8e_switch.set(on);
+    idx_i8e_force.store(on == 2);
+}
+
 // The integer kernels over queries and keys in 8-bit form (Hi <= 64, di 32, 64 or 128: the caller
-// checks): k_idx_score_i8 for S >= IDX_TC_MIN_S, k_idx_score_i8d below (its grid from max_n: a decode
+// checks): k_idx_score_i8e (or k_idx_score_i8) for S >= IDX_TC_MIN_S, k_idx_score_i8d below (its grid from max_n: a decode
 // step passes max_ctx / 4). idx_tc_attrs(di) must have run on the current device.
 static int idx_i8_launch(const int8_t *q8, const uint32_t *qx, const float *wts, const int8_t *k8, const uint32_t *kx,
                          int S, int Hi, int di, const long long *dpos, long long max_n, float *score, size_t ld,
@@ -5212,6 +5630,37 @@ static int idx_i8_launch(const int8_t *q8, const uint32_t *qx, const float *wts,
         else
             launch_pdl(k_idx_score_i8d<32>, grid, 256, idx_i8d_smem<32>(), st, q8, qx, wts, k8, kx, Hi, dpos, score, ld);
         LAUNCHED("indexer scores (integer tensor cores, few queries)");
+        return 0;
+    }
+    if (idx_i8e_on(S)) { // k_idx_score_i8e: 8 queries a block, one block an SM; ~8 blocks per SM in all, runs of 16+ tiles
+        long long gq = (S + IE_Q - 1) / IE_Q, r = (8LL * sms + gq - 1) / gq;
+        if (r > tiles / 16)
+            r = tiles / 16;
+        if (r < 1)
+            r = 1;
+        tpb = (tiles + r - 1) / r;
+        dim3 grid((unsigned)gq, (unsigned)r);
+        const int t = (int)(tpb < 1 ? 1 : tpb);
+#define IE_LAUNCH(D, MT, NW)                                                                                           \
+    k_idx_score_i8e<D, MT, NW><<<grid, 32 * NW, idx_i8e_smem<D, MT, NW>(Hi), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, \
+                                                                                ld, t)
+        if (idx_i8e_mt() == 2) {
+            if (di == 128)
+                IE_LAUNCH(128, 2, 16);
+            else if (di == 64)
+                IE_LAUNCH(64, 2, 16);
+            else
+                IE_LAUNCH(32, 2, 16);
+        } else {
+            if (di == 128)
+                IE_LAUNCH(128, 4, 8);
+            else if (di == 64)
+                IE_LAUNCH(64, 4, 8);
+            else
+                IE_LAUNCH(32, 4, 8);
+        }
+#undef IE_LAUNCH
+        LAUNCHED("indexer scores (integer tensor cores, entries on the rows)");
         return 0;
     }
     idx_runs(sms, gy, tiles, &runs, &tpb);
@@ -5313,26 +5762,6 @@ static int idx_scores_launch(const float *qI, const float *wts, const float *key
     LAUNCHED("indexer scores");
     return 0;
 }
-
-// A default-on switch of the engine's paths: env `name`=0 turns it off (read once per process); set(1 on,
-// 0 off) overrides it for the calls after, set(< 0) returns to the environment's (test and benchmark
-// entries). A captured decode graph keeps the kernels it captured unless decode_graph checks the switch.
-struct env_switch {
-    const char *name;
-    std::atomic<int> mode{-1}, env{-1};
-    int on()
-    {
-        int v = env.load();
-        if (v < 0) { // a race reads the same environment twice: harmless
-            const char *s = getenv(name);
-            v = !(s && s[0] == '0' && s[1] == 0);
-            env.store(v);
-        }
-        int m = mode.load();
-        return m < 0 ? v : m;
-    }
-    void set(int v) { mode.store(v < 0 ? -1 : v != 0); }
-};
 
 // k_idx_score_i8 / _i8d (CTX_CUDA_IDX_I8=0 keeps k_idx_score_tc2 / tc1; decode_graph recaptures on a change).
 static env_switch idx_i8_switch{"CTX_CUDA_IDX_I8"};
@@ -5446,15 +5875,38 @@ extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long
     return 0;
 }
 
+// k_attn_tc's C16 path for HCA layers (CTX_CUDA_ATTN_C16=0: the fp32 gather of every block).
+static env_switch attn_c16_switch{"CTX_CUDA_ATTN_C16"};
+extern "C" void cuda_engine_attn_c16_mode(int on) { attn_c16_switch.set(on); }
+
+// c16 (capacity c16_rows entries, or NULL): scratch for the C16 path, taken when ratio > 4 and the switch
+// is on; nc = the compressed entries the chunk's last query sees ((pos + S) / ratio), converted first.
 static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int S,
                           int H, int W, int ratio, int K, const long long *dpos, float scale, const float *sink,
-                          const float *rope, int rd, float *O, cudaStream_t st, struct ctx_err *e)
+                          const float *rope, int rd, float *O, uint16_t *c16, long long c16_rows, long long nc,
+                          cudaStream_t st, struct ctx_err *e)
 {
-    cudaError_t ce = cudaFuncSetAttribute(k_attn_tc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATC_SMEM);
+    const bool use16 = c16 && ratio > 4 && nc > 0 && nc <= c16_rows && attn_c16_switch.on();
+    dim3 grid((unsigned)S, (unsigned)((H + 63) / 64));
+    cudaError_t ce = cudaSuccess;
+#define ATC_GO(C)                                                                                                      \
+    do {                                                                                                               \
+        ce = cudaFuncSetAttribute(k_attn_tc<C>, cudaFuncAttributeMaxDynamicSharedMemorySize,                           \
+                                  (int)(C ? ATC_SMEM_C16 : ATC_SMEM));                                                 \
+        if (ce == cudaSuccess)                                                                                         \
+            k_attn_tc<C><<<grid, ATC_THREADS, C ? ATC_SMEM_C16 : ATC_SMEM, st>>>(                                      \
+                Q, kvnew, ring, cache, sel, H, W, ratio, K, dpos, scale, sink, rope, rd, O, C ? c16 : nullptr);        \
+    } while (0)
+    if (use16) {
+        size_t n4 = (size_t)nc * ATC_D / 4;
+        k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(cache, n4, 1.0f, c16);
+        LAUNCHED("k_stage_bf16 (HCA cache)");
+        ATC_GO(true);
+    } else
+        ATC_GO(false);
+#undef ATC_GO
     if (ce != cudaSuccess)
         return cu(e, ce, "cudaFuncSetAttribute(k_attn_tc)");
-    k_attn_tc<<<dim3((unsigned)S, (unsigned)((H + 63) / 64)), ATC_THREADS, ATC_SMEM, st>>>(
-        Q, kvnew, ring, cache, sel, H, W, ratio, K, dpos, scale, sink, rope, rd, O);
     LAUNCHED("k_attn_tc");
     return 0;
 }
@@ -5470,7 +5922,21 @@ extern "C" int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const
     if (d != ATC_D)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core attention needs head_dim %d, not %d", ATC_D, d);
     return attn_tc_launch(d_q, d_kvnew, d_ring, d_cache, d_sel, S, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d), d_sink,
-                          d_rope, rd, d_out, (cudaStream_t)stream, e);
+                          d_rope, rd, d_out, nullptr, 0, 0, (cudaStream_t)stream, e);
+}
+
+extern "C" int cuda_engine_attn_tc16(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
+                                     const int *d_sel, int S, int H, int d, int W, int ratio, int K, const long long *d_pos,
+                                     const float *d_sink, const float *d_rope, int rd, long long nc, void *d_c16,
+                                     float *d_out, void *stream, struct ctx_err *e)
+{
+    if (S < 1 || H < 1 || W < 1 || ratio <= 4 || K < 0 || rd < 0 || rd % 2 || rd > d || nc < 1 || !d_c16)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: bf16-cache attention of %d queries, %d heads, window %d, ratio %d "
+                                          "(> 4), rope %d, %lld entries", S, H, W, ratio, rd, nc);
+    if (d != ATC_D)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core attention needs head_dim %d, not %d", ATC_D, d);
+    return attn_tc_launch(d_q, d_kvnew, d_ring, d_cache, d_sel, S, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d), d_sink,
+                          d_rope, rd, d_out, (uint16_t *)d_c16, nc, nc, (cudaStream_t)stream, e);
 }
 
 extern "C" size_t cuda_engine_attn_dtc_scratch(int S, int H, int d)
@@ -5739,7 +6205,8 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     int nmaxe = W + (L->ratio == 4 ? K : L->ratio ? (int)(g->max_ctx / L->ratio) : 0);
     int tc = S > ATC_MIN_S && d == ATC_D; // prefill chunks: tensor cores, one block per (token, 64 heads)
     if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K, g->dpos,
-                                   1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->st, e)))
+                                   1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->c16, g->c16_rows,
+                                   L->ratio > 4 ? (g->pos + S) / L->ratio : 0, g->st, e)))
         return rc;
     // decode on tensor cores (ATTN_TC, head_dim 512): k_attn_dtc's runs, then the combine
     const int dtc = dec && !tc && d == ATC_D && (g->attn_fuse & ATTN_TC), step = dtc ? ATT_TOKENS_TC : ATT_TOKENS;

@@ -223,6 +223,20 @@ static void run_case(const struct acase *c, int dec)
         "max |diff| %.3g, max diff/bound %.3f; %.1f%% bit-identical)", tag, c->name, S, H, D, bad, nonfinite, maxdiff,
         worst, 100.0 * (double)same / (double)nout);
     tap(untouched == guard, "%s%s: nothing written past the %zu outputs", tag, c->name, nout);
+    if (!dec && c->ratio > 4) { /* the engine's HCA path: the cache in bf16 by cp.async (k_attn_tc's C16) */
+        int ok16 = !cuda_malloc(&d_scr, sizeof(uint16_t) * ncache * D + 16, &e) &&
+                   !upload(&d_out2, got, sizeof(float) * nout, &e) && !cuda_memset(d_out2, 0xff, sizeof(float) * nout, &e) &&
+                   !cuda_engine_attn_tc16(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink,
+                                          rope_base, RD, (long long)ncache, d_scr, d_out2, NULL, &e) &&
+                   !cuda_sync(&e) && !cuda_d2h(got2, d_out2, sizeof(float) * nout, &e);
+        size_t diff = 0;
+        for (size_t i = 0; ok16 && i < nout; i++)
+            diff += memcmp(&got[i], &got2[i], sizeof(float)) != 0;
+        tap(ok16 && diff == 0, "%s: the bf16 cache by cp.async (cuda_engine_attn_tc16, %zu entries): %s", c->name, ncache,
+            !ok16 ? e.msg : diff ? "DIFFERENT bytes" : "the same bytes on every output");
+        if (diff)
+            printf("# %zu of %zu outputs differ\n", diff, nout);
+    }
     if (dec)
         tap(one_same == one_run, "%s%s: %zu of %zu queries with one non-empty run give the prefill kernel's bytes",
             tag, c->name, one_same, one_run);
@@ -269,6 +283,11 @@ static void test_errors(void)
     int r4 = cuda_engine_attn_tc(d, d, d, d, NULL, 4, 64, D, WIN, 0, 0, dp, d, d, 63, d, NULL, &e);
     tap(r1 == CTX_EUNSUPPORTED && r2 == CTX_EINVAL && r3 == CTX_EINVAL && r4 == CTX_EINVAL,
         "head_dim 256 unsupported (%d); 0 queries (%d), CSA with k 0 (%d), odd rope dims (%d) invalid", r1, r2, r3, r4);
+    int c1 = cuda_engine_attn_tc16(d, d, d, d, NULL, 4, 64, D, WIN, 4, 0, dp, d, d, RD, 4, d, d, NULL, &e);
+    int c2 = cuda_engine_attn_tc16(d, d, d, d, NULL, 4, 64, D, WIN, 128, 0, dp, d, d, RD, 0, d, d, NULL, &e);
+    int c3 = cuda_engine_attn_tc16(d, d, d, d, NULL, 4, 64, D, WIN, 128, 0, dp, d, d, RD, 4, NULL, d, NULL, &e);
+    tap(c1 == CTX_EINVAL && c2 == CTX_EINVAL && c3 == CTX_EINVAL,
+        "bf16-cache path: ratio 4 (%d), no entries (%d), no scratch (%d) invalid", c1, c2, c3);
     float *s = d;
     int d1 = cuda_engine_attn_dtc(d, d, d, d, NULL, 4, 64, 256, WIN, 0, 0, dp, d, d, RD, s, d, NULL, &e);
     int d2 = cuda_engine_attn_dtc(d, d, d, d, NULL, 9, 64, D, WIN, 0, 0, dp, d, d, RD, s, d, NULL, &e);
@@ -297,6 +316,7 @@ int main(void)
         {"16 heads, CSA k 256", 12, 16, 4, 256, 3000, 1.f, 0.3},
         {"4 heads, window only", 20, 4, 0, 0, 50, 3.f, 0.0},
         {"128 heads (two blocks), HCA", 3, 128, 128, 0, 20000, 1.f, 0.0},
+        {"HCA chunk of 40 at 60K (window and cache blocks, the last partial)", 40, 64, 128, 0, 60000, 2.f, 0.0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i], 0);

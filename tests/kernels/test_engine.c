@@ -20,9 +20,10 @@
  *   the decode attention on tensor cores (part "dtc"): its modes bit-identical to the default.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
  *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
- * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8 against k_idx_score_tc2:
- *   bit-identical logits and state.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse,dtc"; "memcheck" is a short run
+ * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8 and k_idx_score_i8e
+ *   against k_idx_score_tc2: bit-identical logits and state.
+ * - the HCA layers' prefill attention from the bf16 cache (part "c16"): bit-identical to the fp32 gather.
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,c16,moe,mhc,afuse,dtc"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -949,7 +950,7 @@ static int switch_compare(const struct switch_ops *ops, struct cuda_engine *g, c
     return ok ? 0 : -1;
 }
 
-/* ---- the indexer scores of prefill chunks: k_idx_score_i8 against k_idx_score_tc2 ----
+/* ---- the indexer scores of prefill chunks: k_idx_score_i8 and k_idx_score_i8e against k_idx_score_tc2 ----
  *
  * Test entry of kernels/engine.cu: k_idx_score_i8 for prefill chunks on (1), off (0: k_idx_score_tc2), or
  * as the environment says (< 0). The integer kernel computes the exact dot products, which tc2 gives
@@ -960,14 +961,31 @@ static int switch_compare(const struct switch_ops *ops, struct cuda_engine *g, c
  * tokens in chunks of 37 + 4 direct decode steps; a random state at 135001 (33K entries, their 8-bit form
  * packed by the fill) + 512 tokens in chunks of 256 + 4 graph decode steps. */
 void cuda_engine_idx_i8_mode(int on);
+/* Variant 2: k_idx_score_i8e, the entries-on-the-rows form of k_idx_score_i8 (the same bits by
+ * construction; tests/kernels/test_idx.c compares the two on every entry). */
 static void idx_set(struct cuda_engine *g, int v)
 {
     (void)g;
-    cuda_engine_idx_i8_mode(v < 0 ? -1 : v);
+    cuda_engine_idx_i8_mode(v < 0 ? -1 : v != 0);
+    cuda_engine_idx_i8e_mode(v < 0 ? -1 : v == 2);
 }
-static void idx_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "k_idx_score_i8" : "k_idx_score_tc2"); }
+static void idx_label(int v, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s", v == 2 ? "k_idx_score_i8e" : v ? "k_idx_score_i8" : "k_idx_score_tc2");
+}
 
-static void test_idx_switch(void)
+/* The HCA layers' prefill attention from the compressed cache in bf16 by cp.async (k_attn_tc's C16 path,
+ * CTX_CUDA_ATTN_C16) against the fp32 gather (0): the same entry values in the same tiles, so the same bits.
+ * The runs of the idx part (mid has HCA layers: the random state at 135001 gives them ~1050 entries). */
+void cuda_engine_attn_c16_mode(int on);
+static void c16_set(struct cuda_engine *g, int v)
+{
+    (void)g;
+    cuda_engine_attn_c16_mode(v);
+}
+static void c16_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "HCA cache bf16 by cp.async" : "fp32 gather"); }
+
+static void test_idx_switch(const struct switch_ops *ops)
 {
     struct ctx_err e = {0};
     struct inf_config c;
@@ -976,7 +994,7 @@ static void test_idx_switch(void)
     int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 5, &w, &e);
     struct cuda_engine_opts o = {.max_chunk = 256, .max_ctx = 140000};
     ok = ok && !cuda_engine_new(w, &o, &g, &e);
-    tap(ok, "idx: mid engine%s%s", ok ? "" : ": ", ok ? "" : e.msg);
+    tap(ok, "%s: mid engine%s%s", ops->tag, ok ? "" : ": ", ok ? "" : e.msg);
     if (ok) {
         enum { NT = 1110 };
         static int tok[NT];
@@ -987,9 +1005,8 @@ static void test_idx_switch(void)
             {700, 4, 37, 0, 0, 0, "700 tokens in chunks of 37 + 4 decode steps, direct launches"},
             {512, 4, 256, 1, 0, 135001, "random state at 135001 + 512 tokens in chunks of 256 + 4 graph decode steps"},
         };
-        static const struct switch_ops ops = {"idx", 2, idx_set, idx_label, NULL};
         for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++)
-            if (switch_compare(&ops, g, &c, tok, &runs[r]))
+            if (switch_compare(ops, g, &c, tok, &runs[r]))
                 break;
     }
     cuda_engine_free(g);
@@ -1244,7 +1261,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,idx,moe,mhc,afuse,dtc";
+        parts = "topk,fixture,tiny,mid,long,pdl,idx,c16,moe,mhc,afuse,dtc";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -1261,8 +1278,14 @@ int main(void)
         test_long();
     if (strstr(parts, "pdl"))
         test_pdl();
-    if (strstr(parts, "idx"))
-        test_idx_switch();
+    if (strstr(parts, "idx")) {
+        static const struct switch_ops idx_ops = {"idx", 3, idx_set, idx_label, NULL};
+        test_idx_switch(&idx_ops);
+    }
+    if (strstr(parts, "c16")) {
+        static const struct switch_ops c16_ops = {"c16", 2, c16_set, c16_label, NULL};
+        test_idx_switch(&c16_ops);
+    }
     if (strstr(parts, "moe")) {
         test_moe("tiny");
         test_moe("mid");

@@ -183,18 +183,22 @@ static void run_case(const struct icase *c)
         goto done;
     }
     /* mode 3 (k_idx_score_tc) before 2, which is compared with it; "mode" 4: k_idx_score_i8 on the packed
-     * queries and keys, compared with mode 2 */
-    static const int modes[4] = {1, 3, 2, 4};
-    static const char *const mname[5] = {"", "scalar", "tensor cores", "bf16 reference kernel (k_idx_score_tc)",
-                                         "integer tensor cores (k_idx_score_i8)"};
-    for (int mi = 0; mi < 4; mi++) {
+     * queries and keys, compared with mode 2; "mode" 5: k_idx_score_i8e (the engine's kernel for chunks),
+     * which must give mode 4's bits on every entry (for fewer than 4 queries both are k_idx_score_i8d) */
+    static const int modes[5] = {1, 3, 2, 4, 5};
+    static const char *const mname[6] = {"", "scalar", "tensor cores", "bf16 reference kernel (k_idx_score_tc)",
+                                         "integer tensor cores (k_idx_score_i8)",
+                                         "integer tensor cores, entries on the rows (k_idx_score_i8e)"};
+    for (int mi = 0; mi < 5; mi++) {
         int mode = modes[mi];
+        cuda_engine_idx_i8e_mode(mode == 5 ? 2 : 0); /* 2: for any S >= 4 */
         ok = !cuda_memset(d_sc, 0xff, sizeof(float) * (size_t)S * ld, &e) &&
-             !(mode == 4 ? cuda_engine_idx_scores_i8(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, max_n, d_sc, ld,
+             !(mode >= 4 ? cuda_engine_idx_scores_i8(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, max_n, d_sc, ld,
                                                      NULL, &e)
                          : cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, max_n, d_sc, ld, mode, NULL, &e)) &&
              !cuda_sync(&e) &&
              !cuda_d2h(got, d_sc, sizeof(float) * (size_t)S * ld, &e);
+        cuda_engine_idx_i8e_mode(-1);
         if (!ok) {
             tap(0, "%s %s: %s", c->name, mname[mode], e.msg);
             continue;
@@ -211,7 +215,7 @@ static void run_case(const struct icase *c)
                     touched += gb != 0xffffffffu;
                     continue;
                 }
-                if (mode == 2 || mode == 4) {
+                if (mode == 2 || mode >= 4) {
                     uint32_t ob;
                     memcpy(&ob, &old[j], 4);
                     int d = gb != ob && !(got[j] == 0.f && old[j] == 0.f);
@@ -242,6 +246,7 @@ static void run_case(const struct icase *c)
             c->name, mname[mode], S, Hi, di, n, max_n, n_exact, n_all, c->sample > 0 ? "sampled entries" : "entries",
             bit_ex, bad_ex, bit_all - bit_ex, n_all - n_exact, bad_tol, worst, touched,
             mode == 2   ? (diff_old ? "DIFFERENT from k_idx_score_tc" : "every entry k_idx_score_tc's bits")
+            : mode == 5 ? (diff_old ? "DIFFERENT from k_idx_score_i8" : "every entry k_idx_score_i8's bits")
             : mode == 4 ? (diff_ex ? "DIFFERENT from tensor cores on exact entries"
                           : diff_old ? "tensor cores' bits on every exact entry (others differ)"
                                      : "every entry the tensor cores' bits")
@@ -250,7 +255,9 @@ static void run_case(const struct icase *c)
             printf("# %lld entries differ from k_idx_score_tc\n", diff_old);
         if (mode == 4 && diff_old)
             printf("# %lld entries differ from the tensor cores (mode 2), %lld of them exact ones\n", diff_old, diff_ex);
-        if (mode == 3 || mode == 2)
+        if (mode == 5 && diff_old)
+            printf("# %lld entries differ from k_idx_score_i8, %lld of them exact ones\n", diff_old, diff_ex);
+        if (mode == 3 || mode == 2 || mode == 4)
             memcpy(old, got, sizeof(float) * (size_t)S * ld);
     }
 done:
