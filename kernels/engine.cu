@@ -2549,7 +2549,7 @@ __global__ void __launch_bounds__(256, 2)
 // bf16's widening and the fp32 add.
 //
 // Arithmetic (the bits of k_idx_score_i8 on every entry):
-// - fast tiles (every entry of the warp's 64 and every (query, head) of the block in the common form, with
+// - fast tiles (every entry of the warp's tile and every (query, head) of the block in the common form, with
 //   exponents in [-40, 40] and each head weight scaled by its query's 2^Eq within [2^-40, 2^40] or 0):
 //   the integer dot c (one accumulator over all dims, exact) gives term_h = bf16(relu(bf16(c)) * w'_h)
 //   with w'_h = w_h * 2^Eq, and score = bf16(sum_h term_h) * 2^Ek. That is i8's bf16(relu(bf16(c 2^Eq
@@ -2560,9 +2560,9 @@ __global__ void __launch_bounds__(256, 2)
 //   integers, scaled once), else i8's block partials in block order. Both-common elements in a mixed
 //   tile get i8's per-block path's bits too there: partials of one common exponent are integers of that
 //   unit below 2^21, so their fp32 sums are exact.
-// The k order inside an mma step is the same permutation for A and B (any order sums the same integers):
-// ldmatrix gives A its standard fragments; the queries are stored so that a thread's B words of all
-// blocks (k 4t.. and 16 + 4t.. of each 32-dim block) are one contiguous 8 * NB bytes: NB / 2 16-byte loads.
+// Fragments: ldmatrix gives A (keys) its standard m16n8k32 fragments; the queries are stored so that a
+// thread's standard B words of every 32-dim block (k 4t.. and 16 + 4t..) are one contiguous 8 * NB bytes:
+// NB / 2 16-byte loads a head (one 8-byte load for di 32).
 // Shapes (template MT, NW): a warp's tile is MT m16 tiles (16 MT entries; its A fragments stay in
 // registers for all heads), a block NW warps (one block an SM: the queries' 66 KB of shared memory).
 #define IE_Q 8     // queries a block (the mma's n8)
