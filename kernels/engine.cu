@@ -2563,8 +2563,13 @@ __global__ void __launch_bounds__(256, 2)
 // Fragments: ldmatrix gives A (keys) its standard m16n8k32 fragments; the queries are stored so that a
 // thread's standard B words of every 32-dim block (k 4t.. and 16 + 4t..) are one contiguous 8 * NB bytes:
 // NB / 2 16-byte loads a head (one 8-byte load for di 32).
-// Shapes (template MT, NW): a warp's tile is MT m16 tiles (16 MT entries; its A fragments stay in
-// registers for all heads), a block NW warps (one block an SM: the queries' 66 KB of shared memory).
+// Shape: a warp's tile is IE_MT m16 tiles (its A fragments stay in registers for all heads), a block
+// IE_NW warps (one block an SM: the queries' 66 KB of shared memory). H200, 125K entries: 6.94 ms at
+// S = 2048 against 7.18 with 4 tiles and 8 warps (255 registers: Nsight Compute had each of a scheduler's
+// 2 warps issue every ~4 cycles, issue slots 47% busy; bench/gpu/results/2026-11-29-s10, calls 3 and 4).
+#define IE_MT 2
+#define IE_NW 16
+#define IE_ET (16 * IE_MT) // entries a warp tile
 #define IE_Q 8     // queries a block (the mma's n8)
 #define IE_EXP 40  // the fast path's exponent bound (above)
 template <int DI>
@@ -2572,31 +2577,31 @@ __host__ __device__ constexpr int ie_qstride(int Hi) // bytes a query in shared 
 {
     return (Hi * DI + 127) / 128 * 128 + (DI == 128 ? 16 : DI == 64 ? 64 : 32);
 }
-template <int DI, int MT, int NW>
+template <int DI>
 __host__ __device__ constexpr size_t idx_i8e_smem(int Hi)
 {
     return (size_t)IE_Q * ie_qstride<DI>(Hi) + sizeof(uint32_t) * 3 * 64 * IE_Q +
-           (size_t)NW * 16 * MT * (DI + IDX_I8_KPAD) + sizeof(uint32_t) * NW * 16 * MT;
+           (size_t)IE_NW * IE_ET * (DI + IDX_I8_KPAD) + sizeof(uint32_t) * IE_NW * IE_ET;
 }
 __device__ __forceinline__ bool ie_exp_ok(uint32_t x)
 {
     int E = (int)(int8_t)(x & 0xffu);
     return i8_common(x) && E >= -IE_EXP && E <= IE_EXP;
 }
-// A warp's ET-entry tile at t0 into its buffer (cp.async, one commit group; zeros past eend).
-template <int DI, int ET>
+// A warp's IE_ET-entry tile at t0 into its buffer (cp.async, one commit group; zeros past eend).
+template <int DI>
 __device__ __forceinline__ void ie_tile_load(uint32_t kb, uint32_t xb, const int8_t *k8, const uint32_t *kx, long long t0,
                                              long long eend, int lane)
 {
     constexpr int KST = DI + IDX_I8_KPAD, CPR = DI / 16;
 #pragma unroll
-    for (int j = 0; j < ET * CPR / 32; j++) {
+    for (int j = 0; j < IE_ET * CPR / 32; j++) {
         int i = lane + 32 * j, row = i / CPR, pc = i % CPR;
         bool ok = t0 + row < eend;
         cp_async16(kb + (uint32_t)(row * KST + 16 * pc), k8 + (ok ? (size_t)(t0 + row) * DI + 16 * pc : 0), ok);
     }
 #pragma unroll
-    for (int j = 0; j < ET / 32; j++) {
+    for (int j = 0; j < IE_ET / 32; j++) {
         int r = lane + 32 * j;
         bool ok = t0 + r < eend;
         cp_async4(xb + 4u * r, kx + (ok ? t0 + r : 0), ok);
@@ -2624,21 +2629,42 @@ __device__ __forceinline__ void ie_add_terms(float (&sm)[4], uint32_t u0, uint32
     sm[1] += __uint_as_float(u1 << 16);
     sm[3] += __uint_as_float(u1 & 0xffff0000u);
 }
-// Grid (ceil(S / 8), runs), tpb 64-entry tiles a run; 32 NW threads; Hi <= 64; dynamic shared memory
-// idx_i8e_smem<DI, MT, NW>(Hi).
-template <int DI, int MT, int NW>
-__global__ void __launch_bounds__(32 * NW, 1)
+// A head's B words of this thread (query g, thread t) from qh: QW words, 16-byte loads (quarter warps:
+// query rows QS = 16 or 64 mod 128 bytes apart) or, for di 32, one 8-byte load (rows 32 mod 128 apart).
+template <int QW>
+__device__ __forceinline__ void ie_load_b(uint32_t (&b)[QW], const uint32_t *qh)
+{
+    if constexpr (QW % 4 == 0) {
+#pragma unroll
+        for (int i = 0; i < QW; i += 4) {
+            uint4 v = *reinterpret_cast<const uint4 *>(qh + i);
+            b[i] = v.x;
+            b[i + 1] = v.y;
+            b[i + 2] = v.z;
+            b[i + 3] = v.w;
+        }
+    } else {
+        static_assert(QW == 2, "ie_load_b: di 32, 64 or 128");
+        uint2 v = *reinterpret_cast<const uint2 *>(qh);
+        b[0] = v.x;
+        b[1] = v.y;
+    }
+}
+// Grid (ceil(S / 8), runs), tpb 64-entry tiles a run; 32 IE_NW threads; Hi <= 64; dynamic shared memory
+// idx_i8e_smem<DI>(Hi).
+template <int DI>
+__global__ void __launch_bounds__(32 * IE_NW, 1)
     k_idx_score_i8e(const int8_t *q8, const uint32_t *qx, const float *wts, const int8_t *k8, const uint32_t *kx, int Hi,
                     int S, const long long *ppos, float *score, size_t ld, int tpb)
 {
-    constexpr int NB = DI / 32, KST = DI + IDX_I8_KPAD, QW = 2 * NB, ET = 16 * MT; // QW: a thread's B words of one head
+    constexpr int NB = DI / 32, KST = DI + IDX_I8_KPAD, QW = 2 * NB, MT = IE_MT, ET = IE_ET; // QW: a thread's B words a head
     extern __shared__ __align__(16) unsigned char ie_smem[];
     const int QS = ie_qstride<DI>(Hi);
     int8_t *qs = (int8_t *)ie_smem;                          // [8 queries][QS] the heads' rows, permuted
     uint32_t *wf = (uint32_t *)(ie_smem + (size_t)IE_Q * QS); // [64 heads][8 queries] w' (fast path), bf16x2
     uint32_t *wsl = wf + 64 * IE_Q, *qxs = wsl + 64 * IE_Q;  // the same of w, and the queries' exponent words
-    int8_t *ks = (int8_t *)(qxs + 64 * IE_Q);                // [NW warps][ET][KST] key tiles
-    uint32_t *kxs = (uint32_t *)(ks + (size_t)NW * ET * KST); // [NW warps][ET] their exponent words
+    int8_t *ks = (int8_t *)(qxs + 64 * IE_Q);                   // [IE_NW warps][ET][KST] key tiles
+    uint32_t *kxs = (uint32_t *)(ks + (size_t)IE_NW * ET * KST); // [IE_NW warps][ET] their exponent words
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int sb = (int)blockIdx.x * IE_Q;
     if (sb >= S)
@@ -2655,9 +2681,9 @@ __global__ void __launch_bounds__(32 * NW, 1)
     uint32_t *kxw = kxs + warp * ET;
     const uint32_t kwb = (uint32_t)__cvta_generic_to_shared(kw), kxb = (uint32_t)__cvta_generic_to_shared(kxw);
     long long te = e0 + (long long)warp * ET;
-    const long long tstride = (long long)NW * ET;
+    const long long tstride = (long long)IE_NW * ET;
     if (te < eend) // the first tile's copy runs under the queries' fill
-        ie_tile_load<DI, ET>(kwb, kxb, k8, kx, te, eend, lane);
+        ie_tile_load<DI>(kwb, kxb, k8, kx, te, eend, lane);
     // the queries: word j of a head's row (dims 4j..4j+3: block j / 8, half (j / 4) & 1, t = j % 4) to word
     // t * QW + 2 * block + half
     for (int i = threadIdx.x; i < IE_Q * Hi * (DI / 4); i += blockDim.x) {
@@ -2706,7 +2732,7 @@ __global__ void __launch_bounds__(32 * NW, 1)
         const bool fast = __all_sync(0xffffffffu, ef) && qfast;
         __syncwarp(); // every lane is done with the buffer
         if (te + tstride < eend)
-            ie_tile_load<DI, ET>(kwb, kxb, k8, kx, te + tstride, eend, lane);
+            ie_tile_load<DI>(kwb, kxb, k8, kx, te + tstride, eend, lane);
         float sum[MT][4]; // [m tile][(entry g, query 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)]
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
@@ -2717,21 +2743,7 @@ __global__ void __launch_bounds__(32 * NW, 1)
 #pragma unroll 2
             for (int h = 0; h < Hi; h++) {
                 uint32_t b[QW];
-                const uint32_t *qh = qme + h * (DI / 4);
-                if constexpr (QW % 4 == 0) { // 16-byte loads (quarter warps: rows QS = 16 or 64 mod 128 apart)
-#pragma unroll
-                    for (int i = 0; i < QW; i += 4) {
-                        uint4 v = *reinterpret_cast<const uint4 *>(qh + i);
-                        b[i] = v.x;
-                        b[i + 1] = v.y;
-                        b[i + 2] = v.z;
-                        b[i + 3] = v.w;
-                    }
-                } else { // di 32: one 8-byte load (half warps: rows 32 mod 128 apart)
-                    uint2 v = *reinterpret_cast<const uint2 *>(qh);
-                    b[0] = v.x;
-                    b[1] = v.y;
-                }
+                ie_load_b<QW>(b, qme + h * (DI / 4));
                 const uint2 w2 = *reinterpret_cast<const uint2 *>(wf + h * IE_Q + 2 * t);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
@@ -2755,10 +2767,7 @@ __global__ void __launch_bounds__(32 * NW, 1)
         } else {
             for (int h = 0; h < Hi; h++) {
                 uint32_t b[QW];
-                const uint32_t *qh = qme + h * (DI / 4);
-#pragma unroll
-                for (int i = 0; i < QW; i++)
-                    b[i] = qh[i];
+                ie_load_b<QW>(b, qme + h * (DI / 4));
                 const uint2 w2 = *reinterpret_cast<const uint2 *>(wsl + h * IE_Q + 2 * t);
                 const uint2 x2 = *reinterpret_cast<const uint2 *>(qxs + h * IE_Q + 2 * t);
                 const uint32_t xq[2] = {x2.x, x2.y};
@@ -2830,11 +2839,8 @@ static cudaError_t idx_tc_attrs(int di)
             ce = cudaFuncSetAttribute(k_idx_score_i8<D>, cudaFuncAttributePreferredSharedMemoryCarveout,               \
                                       (int)cudaSharedmemCarveoutMaxShared);                                            \
         if (ce == cudaSuccess)                                                                                         \
-            ce = cudaFuncSetAttribute(k_idx_score_i8e<D, 4, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize,           \
-                                      (int)idx_i8e_smem<D, 4, 8>(64));                                                 \
-        if (ce == cudaSuccess)                                                                                         \
-            ce = cudaFuncSetAttribute(k_idx_score_i8e<D, 2, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize,          \
-                                      (int)idx_i8e_smem<D, 2, 16>(64));                                                \
+            ce = cudaFuncSetAttribute(k_idx_score_i8e<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,                 \
+                                      (int)idx_i8e_smem<D>(64));                                                       \
         if (ce == cudaSuccess) /* two blocks of 87 KB a SM (a hint: the carveout that holds them) */                  \
             ce = cudaFuncSetAttribute(k_idx_score_tc2<D>, cudaFuncAttributePreferredSharedMemoryCarveout,              \
                                       (int)cudaSharedmemCarveoutMaxShared);                                            \
@@ -3788,9 +3794,9 @@ __device__ __forceinline__ void atc_afrag(uint32_t (&a)[4], const uint16_t *p, i
 // [t_lo, t_hi) of its list (n entries), then PART == false: the whole list was done, so the sink,
 // num / den and the inverse RoPE into O; PART == true: the unnormalised numerator, the running max
 // and the denominator into part's row (h, sp) of msplit, k_attn_pv's layout, for k_attn_combine.
-// Warps: scores on warps 0-3 (32 heads x 32 entries each for 64 heads, 16 x 16 for 16), P.V on every
-// warp (32 heads x 64 dims; 16 x 128): each (head, entry) and (head, dim) gets the same instruction
-// sequence in both kernels, whatever warp runs it.
+// Warps: scores on SW warps of SH m16 tiles of heads x 16 entries (64 heads: 8 warps of 32 x 16; 16
+// heads: 4 warps of 16 x 16), P.V on every warp (16 heads x 128 dims): each (head, entry) and (head, dim)
+// gets the same instruction sequence in both kernels, whatever warp runs it.
 // C16 (k_attn_tc of HCA layers): c16 holds the compressed cache in bf16 (k_stage_bf16 of cache, the same
 // bits the gather's conversion gives), and the blocks wholly past the window come from it by cp.async
 // into two tiles in turn: block b + 1's copy is issued once block b's has landed, so it runs under block
@@ -3825,26 +3831,23 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
         mx_sh[tid] = -INFINITY;
     float den = 0.f;                               // threads 8h: head h's denominator
     // Scores: SW warps, each SH m16 tiles of heads x SE n8 tiles of entries (64 heads: 8 warps of 32 x 16;
-    // 16 heads: 4 warps of 16 x 16); P.V: every warp PH m16 tiles of heads x PD dims (16 x 128). Until
-    // 2026-11-29's eighth session the 64-head scores ran on 16 warps of 16 x 16: Nsight Compute had
+    // 16 heads: 4 warps of 16 x 16); P.V: every warp 16 heads x 128 dims. Until 2026-11-29's eighth session the 64-head scores ran on 16 warps of 16 x 16: Nsight Compute had
     // k_attn_tc's shared-memory pipe the busiest unit (L1/TEX 74%), and 32-head tiles read each key
     // fragment for two products. Measured in one run (results/2026-11-29-s10/call7-maps, the HCA layer's
     // chunk of 2048 at 500K, flash4's attention stage): 10.6 ms before, 10.0 with these tiles, 10.3 with
     // P.V on 32 x 64, 10.8 with scores on 4 warps of 32 x 32 and P.V on 32 x 64. Every (head, entry) and
     // (head, dim) gets the same mma sequence whatever the tiles: the same bytes (test_attn's bound lines
     // identical under all four).
-    constexpr int SH = NHG == 4 ? 2 : 1, SE = 2, PH = 1, PD = 128, SW = NHG == 4 ? 8 : 4;
+    constexpr int SH = NHG == 4 ? 2 : 1, SE = 2, SW = NHG == 4 ? 8 : 4;
     static_assert(NHG == 4 || NHG == 1, "attn_tc_body: 16 or 64 heads a block");
     const int hs = NHG == 4 ? (warp >> 2) * 32 : 0, es = NHG == 4 ? (warp & 3) * 16 : warp * 16; // score tile
     const int hv = NHG == 4 ? (warp & 3) * 16 : 0, dv = NHG == 4 ? (warp >> 2) * 128 : warp * 128; // P.V tile
-    float acc[PH][PD / 8][4];
+    float acc[16][4];
 #pragma unroll
-    for (int m = 0; m < PH; m++)
+    for (int nt = 0; nt < 16; nt++)
 #pragma unroll
-        for (int nt = 0; nt < PD / 8; nt++)
-#pragma unroll
-            for (int r = 0; r < 4; r++)
-                acc[m][nt][r] = 0.f;
+        for (int r = 0; r < 4; r++)
+            acc[nt][r] = 0.f;
     // C16: block b0's bf16 entries (cache rows b0 - W ..) into tile kt by cp.async, zeros past the list
     auto c16_load = [&](int b0, uint16_t *kt) {
         const uint32_t kb = (uint32_t)__cvta_generic_to_shared(kt);
@@ -3970,37 +3973,29 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
         }
         __syncthreads();
         if (hv < nh) {
+            float c0 = corr_sh[hv + g], c1 = corr_sh[hv + g + 8];
 #pragma unroll
-            for (int m = 0; m < PH; m++) {
-                float c0 = corr_sh[hv + m * 16 + g], c1 = corr_sh[hv + m * 16 + g + 8];
-#pragma unroll
-                for (int nt = 0; nt < PD / 8; nt++) {
-                    acc[m][nt][0] *= c0;
-                    acc[m][nt][1] *= c0;
-                    acc[m][nt][2] *= c1;
-                    acc[m][nt][3] *= c1;
-                }
+            for (int nt = 0; nt < 16; nt++) {
+                acc[nt][0] *= c0;
+                acc[nt][1] *= c0;
+                acc[nt][2] *= c1;
+                acc[nt][3] *= c1;
             }
             const uint16_t *pa = pb + (hv + g) * ATC_LDP + 2 * t4;
             uint32_t vbase = (uint32_t)__cvta_generic_to_shared(ks + (lane & 15) * ATC_LD + dv + 8 * (lane >> 4));
 #pragma unroll
             for (int k0 = 0; k0 < 64; k0 += 16) {
-                uint32_t a[PH][4];
+                uint32_t a[4];
+                atc_afrag(a, pa + k0, ATC_LDP);
 #pragma unroll
-                for (int m = 0; m < PH; m++)
-                    atc_afrag(a[m], pa + m * 16 * ATC_LDP + k0, ATC_LDP);
-#pragma unroll
-                for (int np = 0; np < PD / 16; np++) {
+                for (int np = 0; np < 8; np++) {
                     uint32_t r0, r1, r2, r3;
                     uint32_t addr = vbase + (uint32_t)sizeof(uint16_t) * (k0 * ATC_LD + np * 16);
                     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                                  : "r"(addr));
-#pragma unroll
-                    for (int m = 0; m < PH; m++) {
-                        mma_bf16_16816(acc[m][2 * np], a[m], r0, r1);
-                        mma_bf16_16816(acc[m][2 * np + 1], a[m], r2, r3);
-                    }
+                    mma_bf16_16816(acc[2 * np], a, r0, r1);
+                    mma_bf16_16816(acc[2 * np + 1], a, r2, r3);
                 }
             }
         }
@@ -4015,18 +4010,16 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
         }
         if (hv < nh) {
 #pragma unroll
-            for (int m = 0; m < PH; m++)
+            for (int nt = 0; nt < 16; nt++) {
+                int col = dv + nt * 8 + 2 * t4;
 #pragma unroll
-                for (int nt = 0; nt < PD / 8; nt++) {
-                    int col = dv + nt * 8 + 2 * t4;
-#pragma unroll
-                    for (int hf = 0; hf < 2; hf++) {
-                        int r = hv + m * 16 + g + 8 * hf;
-                        if (r < nh)
-                            *(float2 *)(part + (((size_t)(s - s0) * H + h0 + r) * msplit + sp) * rs + col) =
-                                make_float2(acc[m][nt][2 * hf], acc[m][nt][2 * hf + 1]);
-                    }
+                for (int hf = 0; hf < 2; hf++) {
+                    int r = hv + g + 8 * hf;
+                    if (r < nh)
+                        *(float2 *)(part + (((size_t)(s - s0) * H + h0 + r) * msplit + sp) * rs + col) =
+                            make_float2(acc[nt][2 * hf], acc[nt][2 * hf + 1]);
                 }
+            }
         }
         return;
     }
@@ -4036,16 +4029,14 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
     if (hv < nh) {
         const float *cs = rope + (size_t)p * rd;
 #pragma unroll
-        for (int m = 0; m < PH; m++)
-#pragma unroll
-        for (int nt = 0; nt < PD / 8; nt++) {
+        for (int nt = 0; nt < 16; nt++) {
             int col = dv + nt * 8 + 2 * t4;
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                int r = hv + m * 16 + g + 8 * hf;
+                int r = hv + g + 8 * hf;
                 if (r >= nh)
                     continue;
-                float a = bf16r(acc[m][nt][2 * hf] / den_sh[r]), b = bf16r(acc[m][nt][2 * hf + 1] / den_sh[r]);
+                float a = bf16r(acc[nt][2 * hf] / den_sh[r]), b = bf16r(acc[nt][2 * hf + 1] / den_sh[r]);
                 if (col >= d - rd) { // inverse RoPE of the tail (pairs are adjacent dims: this thread's own)
                     int pi = (col - (d - rd)) / 2;
                     float co = cs[2 * pi], sn = -cs[2 * pi + 1], x = a;
@@ -5582,20 +5573,6 @@ static void idx_runs(int sms, long long gy, long long tiles, long long *runs, lo
 static env_switch idx_i8e_switch{"CTX_CUDA_IDX_I8E"};
 static std::atomic<int> idx_i8e_force{0};
 static int idx_i8e_on(int S) { return idx_i8e_switch.on() && (S >= IE_MIN_S || idx_i8e_force.load()); }
-// The shape (CTX_CUDA_IDX_I8E_MT: 2 = two m16 tiles a warp, 16 warps, the default; 4 = four, 8 warps),
-// read once. H200, 125K entries: 6.94 / 7.18 ms at S = 2048, 0.089 / 0.110 at S = 16 (2 / 4): with 255
-// registers a thread, 4's 8 warps issued every ~4 cycles each (Nsight Compute: issue slots 47% busy).
-static int idx_i8e_mt(void)
-{
-    static std::atomic<int> mt{0};
-    int v = mt.load();
-    if (!v) {
-        const char *s = getenv("CTX_CUDA_IDX_I8E_MT");
-        v = s && !strcmp(s, "4") ? 4 : 2;
-        mt.store(v);
-    }
-    return v;
-}
 extern "C" void cuda_engine_idx_i8e_mode(int on)
 {
     idx_i8e_switch.set(on);
@@ -5641,25 +5618,13 @@ static int idx_i8_launch(const int8_t *q8, const uint32_t *qx, const float *wts,
         tpb = (tiles + r - 1) / r;
         dim3 grid((unsigned)gq, (unsigned)r);
         const int t = (int)(tpb < 1 ? 1 : tpb);
-#define IE_LAUNCH(D, MT, NW)                                                                                           \
-    k_idx_score_i8e<D, MT, NW><<<grid, 32 * NW, idx_i8e_smem<D, MT, NW>(Hi), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, \
-                                                                                ld, t)
-        if (idx_i8e_mt() == 2) {
-            if (di == 128)
-                IE_LAUNCH(128, 2, 16);
-            else if (di == 64)
-                IE_LAUNCH(64, 2, 16);
-            else
-                IE_LAUNCH(32, 2, 16);
-        } else {
-            if (di == 128)
-                IE_LAUNCH(128, 4, 8);
-            else if (di == 64)
-                IE_LAUNCH(64, 4, 8);
-            else
-                IE_LAUNCH(32, 4, 8);
-        }
-#undef IE_LAUNCH
+        const size_t sm = di == 128 ? idx_i8e_smem<128>(Hi) : di == 64 ? idx_i8e_smem<64>(Hi) : idx_i8e_smem<32>(Hi);
+        if (di == 128)
+            k_idx_score_i8e<128><<<grid, 32 * IE_NW, sm, st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, t);
+        else if (di == 64)
+            k_idx_score_i8e<64><<<grid, 32 * IE_NW, sm, st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, t);
+        else
+            k_idx_score_i8e<32><<<grid, 32 * IE_NW, sm, st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, t);
         LAUNCHED("indexer scores (integer tensor cores, entries on the rows)");
         return 0;
     }
