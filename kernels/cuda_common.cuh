@@ -13,6 +13,8 @@ extern "C" {
 // The process-wide Programmatic Dependent Launch switch (gemm.cu; declared for C callers in gemm.h).
 int cuda_pdl_enabled(void);
 void cuda_pdl_set(int on);
+void cuda_pdl_plain_next(void);
+int cuda_pdl_take_plain(void);
 }
 
 namespace {
@@ -145,7 +147,8 @@ inline cudaError_t launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, 
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st;
     cfg.attrs = attr;
-    cfg.numAttrs = cuda_pdl_enabled() ? 1 : 0;
+    const int plain = cuda_pdl_take_plain(); // cuda_pdl_plain_next: this one launch plain
+    cfg.numAttrs = cuda_pdl_enabled() && !plain ? 1 : 0;
     cudaError_t rc = cudaLaunchKernelEx(&cfg, kernel, args...);
     if (rc != cudaSuccess && cfg.numAttrs) {
         cudaGetLastError(); // the refused launch's error: not this call's result if the plain one works

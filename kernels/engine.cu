@@ -4498,10 +4498,12 @@ struct cuda_engine {
     // (CTX_CUDA_FUSE_ATTN, cuda_engine_attn_fuse; 0: the launches before), attn_force a forced grid
     // shape (tests: att_shape_for), attn_sms the device's SMs; ast the second stream the compressors
     // of a decode step run on while the queries are prepared, forked from st by aev[0] and joined back
-    // by aev[1] (indexer compressor done) and aev[2] (main compressor done); created with the engine
+    // by aev[1] (indexer compressor done) and aev[2] (main compressor done); with ATTN_SIDE the third
+    // stream ist a CSA layer's indexer runs on, forked by aev[3] (cq normalised) and joined by aev[4];
+    // created with the engine
     int attn_fuse, attn_force, attn_sms;
-    cudaStream_t ast;
-    cudaEvent_t aev[3];
+    cudaStream_t ast, ist;
+    cudaEvent_t aev[5];
     // the decode step as a CUDA graph (captured at the first decode, replayed after)
     int graph_on;   // allowed (cuda_engine_use_graph)
     int graph_fail; // capture or instantiation failed: direct launches
@@ -5116,7 +5118,9 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
         cudaStreamDestroy(g->st);
     if (g->ast) // its work was joined into st (attention), so st's synchronisation above covered it
         cudaStreamDestroy(g->ast);
-    for (int i = 0; i < 3; i++)
+    if (g->ist) // the same
+        cudaStreamDestroy(g->ist);
+    for (int i = 0; i < 5; i++)
         if (g->aev[i])
             cudaEventDestroy(g->aev[i]);
     if (g->prof_on)
@@ -5173,8 +5177,11 @@ extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
 #define ATTN_FOLD 4   // the ring update in k_attn_combine, the indexer weights' scaling in k_iq_prep
 #define ATTN_TC 8     // k_attn_dtc (tensor cores, runs merged by k_attn_combine) instead of k_attn_score +
                       // k_attn_pv: other arithmetic (k_attn_tc's), so not the bits of the others
-#define ATTN_ALL 15   // the default
-// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..15 those bits; read once per process.
+#define ATTN_SIDE 16  // with ATTN_FORK, one-token steps of a CSA layer: the compressors' products on the
+                      // second stream and the indexer on a third, beside wq_b and k_q_prep (attention())
+#define ATTN_SIDE_HCA 32 // the same for an HCA layer (its compressor's products; it has no indexer)
+#define ATTN_ALL 63   // the default
+// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..63 those bits; read once per process.
 static int attn_fuse_env(void)
 {
     const char *env = getenv("CTX_CUDA_FUSE_ATTN");
@@ -5318,7 +5325,9 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     g->attn_sms = sms > 0 ? sms : 1;
     if (!rc)
         rc = cu(e, cudaStreamCreateWithFlags(&g->ast, cudaStreamNonBlocking), "cudaStreamCreate (attention)");
-    for (int i = 0; i < 3 && !rc; i++)
+    if (!rc)
+        rc = cu(e, cudaStreamCreateWithFlags(&g->ist, cudaStreamNonBlocking), "cudaStreamCreate (indexer)");
+    for (int i = 0; i < 5 && !rc; i++)
         rc = cu(e, cudaEventCreateWithFlags(&g->aev[i], cudaEventDisableTiming), "cudaEventCreate (attention)");
     g->lin_blocks = sms > 0 ? 2 * sms : 1;
     { // the indexer scores' grid: enough blocks for the largest context, at most 4 per SM
@@ -5963,6 +5972,21 @@ static void compress_launch(struct cuda_engine *g, const float *kvp, const float
                                                                           csc);
 }
 
+// Work queued through g->st goes to another stream while one of these lives (attention()'s side paths:
+// the helpers that launch on g->st then launch there).
+struct stream_swap {
+    struct cuda_engine *g;
+    cudaStream_t was;
+    stream_swap(struct cuda_engine *ge, cudaStream_t to) : g(ge), was(ge->st) { g->st = to; }
+    ~stream_swap() { g->st = was; }
+};
+// Stream `to` waits for everything queued on g->st so far (ev recorded there).
+static int stream_fork(struct cuda_engine *g, cudaStream_t to, cudaEvent_t ev, struct ctx_err *e)
+{
+    int rc = cu(e, cudaEventRecord(ev, g->st), "attention: fork");
+    return rc ? rc : cu(e, cudaStreamWaitEvent(to, ev, 0), "attention: fork");
+}
+
 // A launch through launch_pdl, or a plain one (pdl == 0): the first kernel after a join of the
 // attention's second stream waits for everything before it in full (an ordinary dependency on both
 // streams' work), not through a programmatic edge.
@@ -6088,10 +6112,23 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     // second stream g->ast while the queries are prepared (they need only the bf16 products of `a`),
     // joined back before the indexer (its compressor) and before the attention core (the main one);
     // the ring update rides in k_attn_combine and the weights' scaling in k_iq_prep; the score and
-    // P.V grids fit the device
+    // P.V grids fit the device.
+    // side (ATTN_SIDE for CSA layers, ATTN_SIDE_HCA for HCA ones, steps of one token): the compressors'
+    // bf16 products move to ast too, forked at the top (they read only `a`, which the mHC pre wrote),
+    // and a CSA layer's indexer (its query product, k_iq_prep, the scores and the top-k) runs on the
+    // third stream g->ist from the normalised cq on, so that wq_b and k_q_prep on st overlap it; st
+    // joins both before the attention core (aev[2] after the main compressor, aev[4] after the top-k).
+    // The buffers each stream writes are read only by that stream or after a join (ctmp, itmp, wts,
+    // the caches on ast; qI, qi8 / qix, score, sel on ist; cq, Q, kv on st, read by ist after aev[3]).
+    // One token only: these products then need no scratch shared with st (lin_fp8's S > 1 path stages
+    // through q8 / sa / o16). Not while profiling, whose stage times come from events on st. Measured
+    // (bench-gpu-engine --attn-ab, 2026-11-29, flash4): ~10 us a CSA layer, ~5-12 us an HCA one.
     int dec = S <= CMP_MIN_S, fork = dec && (g->attn_fuse & ATTN_FORK) && L->ratio;
     int fold = dec && (g->attn_fuse & ATTN_FOLD), shapes = dec && (g->attn_fuse & ATTN_SHAPES);
+    const int side = fork && S == 1 && (g->attn_fuse & (L->ratio == 4 ? ATTN_SIDE : ATTN_SIDE_HCA)) && !g->prof_active;
     float hsc = (float)(1.0 / sqrt((double)di));
+    if (side && (rc = stream_fork(g, g->ast, g->aev[0], e)))
+        return rc;
     if ((rc = lin_fp8_split(g, &L->wqkv, a, S, L->wq_a.n, g->cq, g->kv, e)))
         return rc;
     if (L->ratio) { // the compressor's (and the indexer's) bf16 products of `a` in one launch
@@ -6106,12 +6143,19 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             o.y[j] = ys[j];
             o.bf[j] = j == 4;
         }
-        if ((rc = lin_bf16_out(g, &L->cbf, a, S, o, e)))
+        if (side) { // on ast, the first launch after its wait: plain
+            stream_swap sw(g, g->ast);
+            cuda_pdl_plain_next();
+            rc = lin_bf16_out(g, &L->cbf, a, S, o, e);
+        } else {
+            rc = lin_bf16_out(g, &L->cbf, a, S, o, e);
+        }
+        if (rc)
             return rc;
     }
     if (fork) { // indexer compressor first (needed first), then the main one; each records its join event
-        if ((rc = cu(e, cudaEventRecord(g->aev[0], g->st), "attention: fork")) ||
-            (rc = cu(e, cudaStreamWaitEvent(g->ast, g->aev[0], 0), "attention: fork")))
+        if (!side && ((rc = cu(e, cudaEventRecord(g->aev[0], g->st), "attention: fork")) ||
+                      (rc = cu(e, cudaStreamWaitEvent(g->ast, g->aev[0], 0), "attention: fork"))))
             return rc;
         if (L->ratio == 4) {
             compress_launch(g, g->itmp, g->itmp2, S, 4, di, 128, L->ic_ape, L->ic_norm, eps, 1, L->ic_kv, L->ic_sc,
@@ -6127,17 +6171,40 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     }
     // q_lora_rank 1024: one element a thread
     launch_pdl(k_rmsnorm, S, 1024, 0, g->st, g->cq, L->q_norm, Lq, eps, g->cq);
+    int K = 0;
+    const float wscale = (float)(pow((double)di, -0.5) * pow((double)Hi, -0.5));
+    if (side && L->ratio == 4) { // the indexer on ist: from cq (aev[3]) and the indexer compressor (aev[1])
+        K = c->index_topk;
+        if ((rc = stream_fork(g, g->ist, g->aev[3], e)))
+            return rc;
+        stream_swap sw(g, g->ist);
+        const int i8 = idx_i8_use(g);
+        cuda_pdl_plain_next(); // the first launch after ist's wait
+        if ((rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)) ||
+            (rc = cu(e, cudaStreamWaitEvent(g->ist, g->aev[1], 0), "attention: indexer join")))
+            return rc;
+        launch_att(0, k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos, hsc,
+                   fold ? g->wts : (float *)nullptr, wscale, i8 ? g->qi8 : (int8_t *)nullptr,
+                   i8 ? g->qix : (uint32_t *)nullptr);
+        if (!fold)
+            launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
+        LAUNCHED("k_iq_prep (third stream)");
+        if ((rc = indexer_scores(g, L, S, i8, e)) ||
+            (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, g->max_ctx / 4, K, g->sel, g->topk_scratch,
+                                   g->st, e)) ||
+            (rc = cu(e, cudaEventRecord(g->aev[4], g->ist), "attention: indexer")))
+            return rc;
+    }
     if ((rc = lin_fp8(g, &L->wq_b, g->cq, S, g->Q, e)))
         return rc;
-    if (L->ratio == 4 && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
+    if (L->ratio == 4 && !side && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
     launch_pdl(k_q_prep, S + S * H, 512, sizeof(float) * d, g->st, g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
                L->kv_norm);
     LAUNCHED("attention prep");
     prof_mark(g, CUDA_PROF_ATTN_PREP);
-    int K = 0;
-    if (L->ratio) {
+    if (L->ratio && !side) {
         if (!fork) {
             compress_launch(g, g->ctmp, g->ctmp2, S, L->ratio, d, 512, L->c_ape, L->c_norm, eps, 0, L->c_kv, L->c_sc,
                             L->cache, nullptr, nullptr, rope, rd, 0.f);
@@ -6148,7 +6215,6 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         }
         prof_mark(g, CUDA_PROF_COMPRESS);
         if (L->ratio == 4) {
-            float wscale = (float)(pow((double)di, -0.5) * pow((double)Hi, -0.5));
             // fork: join the indexer compressor, k_iq_prep a plain launch after it; fold: it scales wts too
             if (fork && (rc = cu(e, cudaStreamWaitEvent(g->st, g->aev[1], 0), "attention: join")))
                 return rc;
@@ -6167,6 +6233,8 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             prof_mark(g, CUDA_PROF_INDEXER);
         }
     }
+    if (side && L->ratio == 4 && (rc = cu(e, cudaStreamWaitEvent(g->st, g->aev[4], 0), "attention: indexer join")))
+        return rc;
     int nmaxe = W + (L->ratio == 4 ? K : L->ratio ? (int)(g->max_ctx / L->ratio) : 0);
     int tc = S > ATC_MIN_S && d == ATC_D; // prefill chunks: tensor cores, one block per (token, 64 heads)
     if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K, g->dpos,

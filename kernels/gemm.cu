@@ -1227,6 +1227,17 @@ extern "C" int cuda_pdl_enabled(void)
     return v;
 }
 
+static thread_local int pdl_plain_once = 0;
+
+extern "C" void cuda_pdl_plain_next(void) { pdl_plain_once = 1; }
+
+extern "C" int cuda_pdl_take_plain(void)
+{
+    const int v = pdl_plain_once;
+    pdl_plain_once = 0;
+    return v;
+}
+
 extern "C" int cuda_sync(struct ctx_err *e)
 {
     cudaError_t rc = cudaDeviceSynchronize();

@@ -48,6 +48,11 @@ int cuda_sync(struct ctx_err *e);
  * graph when the switch changed). Results are the same bits either way. */
 void cuda_pdl_set(int on);
 int cuda_pdl_enabled(void);
+/* The next launch_pdl of the calling thread is a plain launch (a full dependency on its stream's
+ * previous work): for the first kernel after a cudaStreamWaitEvent on a side stream, so that the join
+ * is the runtime's plain one. One-shot; cuda_pdl_take_plain reads and clears it (launch_pdl calls it). */
+void cuda_pdl_plain_next(void);
+int cuda_pdl_take_plain(void);
 
 /* ---- kernels ---- */
 

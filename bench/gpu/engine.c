@@ -54,9 +54,15 @@
  * graph, from the same random state of that position: the variants alternate in 2 rounds of steps/2
  * timed steps each (after one untimed step that captures), medians, and the ratio on / off.
  * --pdl on|off sets the switch for the whole run (default: on unless CTX_CUDA_PDL=0).
+ * --attn-ab A,B[,...] adds, per model and context, the graph decode step with each of the decode
+ * attention's CTX_CUDA_FUSE_ATTN bit sets A, B, ... (cuda_engine_attn_fuse; the engine recaptures its
+ * graph at each change), in 4 alternating rounds from a fresh random state of the context each, so that
+ * the sets are compared in one process and under the same drift; medians and each set's difference
+ * from the first.
  *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
- *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off] */
+ *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off]
+ *                      [--attn-ab A,B[,...]] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,9 +104,11 @@ static double floor_ms(const struct inf_config *c, long long ctx, double bw, dou
     return (*wbytes + *sbytes) / (bw * 1e9) * 1e3;
 }
 
-static int profile, pro_experts = 384, shards = 1, ndevs, devs[64], pdl_both;
-static char prof[32768], extra[8192], pextra[32768], shtab[16384], pdltab[8192];
-static int prof_len, extra_len, pextra_len, shtab_len, pdltab_len;
+static int profile, pro_experts = 384, shards = 1, ndevs, devs[64], pdl_both, nab, abits[8];
+static char prof[32768], extra[8192], pextra[32768], shtab[16384], pdltab[8192], abtab[8192];
+static int prof_len, extra_len, pextra_len, shtab_len, pdltab_len, abtab_len;
+/* kernels/engine.cu's test and benchmark entry: the decode attention's ATTN_* bits (< 0: the default). */
+void cuda_engine_attn_fuse(struct cuda_engine *g, int bits, int force);
 #define APPEND(buf, len, ...) (len += snprintf(buf + len, sizeof buf - (size_t)len, __VA_ARGS__))
 
 /* ---- V4-Pro extrapolation (pro4 --profile). Every figure here is an estimate built from the pro4
@@ -334,6 +342,50 @@ static int pdl_compare(const char *name, struct cuda_engine *g, long long ctx, i
     return rc;
 }
 
+/* --attn-ab: graph decode steps from a random state at ctx with each bit set of abits, in 4 alternating
+ * rounds of steps/2 timed steps (each after a fresh state and one untimed step that recaptures);
+ * appends a row to abtab and restores the default bits. */
+static int attn_compare(const char *name, struct cuda_engine *g, long long ctx, int steps, const int *dtok,
+                        float *logits, struct ctx_err *e)
+{
+    enum { ROUNDS = 4 };
+    const int per = steps / 2 > 0 ? steps / 2 : 1;
+    double *dt[8] = {0}, med[8], *tmp = malloc(sizeof(double) * (size_t)per);
+    int rc = tmp ? 0 : ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    for (int v = 0; v < nab && !rc; v++)
+        if (!(dt[v] = malloc(sizeof(double) * ROUNDS * (size_t)per)))
+            rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    cuda_engine_use_graph(g, 1);
+    for (int round = 0; !rc && round < ROUNDS; round++)
+        for (int v = 0; !rc && v < nab; v++) {
+            double m;
+            cuda_engine_attn_fuse(g, abits[v], 0);
+            rc = cuda_engine_state_fill_random(g, ctx, 1, e);
+            if (!rc)
+                rc = cuda_engine_decode(g, dtok[0], logits, e);
+            if (!rc)
+                rc = time_steps(g, dtok + 1, per, logits, tmp, &m, e);
+            for (int i = 0; !rc && i < per; i++)
+                dt[v][round * per + i] = tmp[i];
+        }
+    cuda_engine_attn_fuse(g, -1, 0);
+    if (!rc) {
+        APPEND(abtab, abtab_len, "| %-7s | %6lld |", name, ctx);
+        for (int v = 0; v < nab; v++) {
+            qsort(dt[v], ROUNDS * (size_t)per, sizeof(double), bench_cmp_double);
+            med[v] = dt[v][ROUNDS * per / 2] * 1e3;
+            APPEND(abtab, abtab_len, " %8.4f |", med[v]);
+        }
+        for (int v = 1; v < nab; v++)
+            APPEND(abtab, abtab_len, " %+8.4f |", med[v] - med[0]);
+        APPEND(abtab, abtab_len, "\n");
+    }
+    for (int v = 0; v < nab; v++)
+        free(dt[v]);
+    free(tmp);
+    return rc;
+}
+
 static int run_ctx(const char *name, const struct inf_config *c, struct cuda_engine *g, long long ctx, int steps,
                    long long prefill_max, const int *tok, double bw)
 {
@@ -372,6 +424,12 @@ static int run_ctx(const char *name, const struct inf_config *c, struct cuda_eng
            c->num_hidden_layers, ctx, direct, graph, 1e3 / graph, wb / 1e6, sb / 1e6, fl, 100.0 * fl / graph, pre,
            cuda_engine_graph_state(g));
     fflush(stdout);
+    if (nab && (rc = attn_compare(name, g, ctx, steps, dtok, logits, &e))) {
+        fprintf(stderr, "bench-gpu-engine: %s at %lld, --attn-ab: %s\n", name, ctx, e.msg);
+        free(logits);
+        free(dt);
+        return 1;
+    }
     if (pdl_both && (rc = pdl_compare(name, g, ctx, steps, dtok, logits, &e))) {
         fprintf(stderr, "bench-gpu-engine: %s at %lld, PDL off/on: %s\n", name, ctx, e.msg);
         free(logits);
@@ -1115,6 +1173,24 @@ int main(int argc, char **argv)
             chunk = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
             shards = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--attn-ab") && i + 1 < argc) {
+            nab = 0;
+            for (char *p = argv[++i]; *p && nab < 8;) {
+                long v = strtol(p, &p, 10);
+                if (v < 0 || v > 63) {
+                    fprintf(stderr, "bench-gpu-engine: --attn-ab: bit sets are 0..63\n");
+                    return 2;
+                }
+                abits[nab++] = (int)v;
+                if (*p == ',')
+                    p++;
+                else if (*p)
+                    break;
+            }
+            if (nab < 2) {
+                fprintf(stderr, "bench-gpu-engine: --attn-ab needs at least two bit sets (A,B)\n");
+                return 2;
+            }
         } else if (!strcmp(argv[i], "--pdl") && i + 1 < argc &&
                    (!strcmp(argv[i + 1], "both") || !strcmp(argv[i + 1], "on") || !strcmp(argv[i + 1], "off"))) {
             const char *v = argv[++i];
@@ -1124,7 +1200,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
                             "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]] [--shards N] "
-                            "[--pdl both|on|off]\n");
+                            "[--pdl both|on|off] [--attn-ab A,B[,...]]\n");
             return 2;
         }
     }
@@ -1202,6 +1278,22 @@ int main(int argc, char **argv)
         printf("| model | context | direct off ms | direct on ms | on / off | graph off ms | graph on ms | on / off | "
                "graph |\n|---|---|---|---|---|---|---|---|---|\n");
         fputs(pdltab, stdout);
+    }
+    if (nab) {
+        printf("\nThe decode attention's bit sets (CTX_CUDA_FUSE_ATTN, kernels/engine.cu ATTN_*), this run: graph "
+               "decode steps from a random state of the context, median of %d steps per set (4 alternating rounds; "
+               "each round after a fresh state and one untimed step that recaptures the graph); ms, then each set "
+               "minus the first\n\n| model | context |",
+               4 * (steps / 2 > 0 ? steps / 2 : 1));
+        for (int v = 0; v < nab; v++)
+            printf(" bits %d |", abits[v]);
+        for (int v = 1; v < nab; v++)
+            printf(" %d - %d |", abits[v], abits[0]);
+        printf("\n|---|---|");
+        for (int v = 1; v < 2 * nab; v++)
+            printf("---|");
+        printf("\n");
+        fputs(abtab, stdout);
     }
     fputs(prof, stdout);
     if (profile)
