@@ -6122,7 +6122,7 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     // the caches on ast; qI, qi8 / qix, score, sel on ist; cq, Q, kv on st, read by ist after aev[3]).
     // One token only: these products then need no scratch shared with st (lin_fp8's S > 1 path stages
     // through q8 / sa / o16). Not while profiling, whose stage times come from events on st. Measured
-    // (bench-gpu-engine --attn-ab, 2026-11-29, flash4): ~10 us a CSA layer, ~5-12 us an HCA one.
+    // (bench-gpu-engine --attn-ab, 2026-11-29, flash4): ~10 us a CSA layer, ~8.5 us an HCA one.
     int dec = S <= CMP_MIN_S, fork = dec && (g->attn_fuse & ATTN_FORK) && L->ratio;
     int fold = dec && (g->attn_fuse & ATTN_FOLD), shapes = dec && (g->attn_fuse & ATTN_SHAPES);
     const int side = fork && S == 1 && (g->attn_fuse & (L->ratio == 4 ? ATTN_SIDE : ATTN_SIDE_HCA)) && !g->prof_active;
@@ -6143,19 +6143,14 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             o.y[j] = ys[j];
             o.bf[j] = j == 4;
         }
-        if (side) { // on ast, the first launch after its wait: plain
-            stream_swap sw(g, g->ast);
+        stream_swap sw(g, side ? g->ast : g->st); // side: on ast, the first launch after its wait: plain
+        if (side)
             cuda_pdl_plain_next();
-            rc = lin_bf16_out(g, &L->cbf, a, S, o, e);
-        } else {
-            rc = lin_bf16_out(g, &L->cbf, a, S, o, e);
-        }
-        if (rc)
+        if ((rc = lin_bf16_out(g, &L->cbf, a, S, o, e)))
             return rc;
     }
     if (fork) { // indexer compressor first (needed first), then the main one; each records its join event
-        if (!side && ((rc = cu(e, cudaEventRecord(g->aev[0], g->st), "attention: fork")) ||
-                      (rc = cu(e, cudaStreamWaitEvent(g->ast, g->aev[0], 0), "attention: fork"))))
+        if (!side && (rc = stream_fork(g, g->ast, g->aev[0], e))) // (side: forked at the top)
             return rc;
         if (L->ratio == 4) {
             compress_launch(g, g->itmp, g->itmp2, S, 4, di, 128, L->ic_ape, L->ic_norm, eps, 1, L->ic_kv, L->ic_sc,
