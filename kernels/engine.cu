@@ -3125,8 +3125,12 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_merge(const float *cand_s
 // bytes as k_topk_seg + k_topk_merge whatever the route; tests/kernels/test_engine.c compares both.
 // Thread t of cluster block b holds the R = ceil(n / (TOPK_CL * TOPK_THREADS)) consecutive entries
 // from (b * TOPK_THREADS + t) * R, so (b, t, j) runs in index order; in registers when R <= TOPK_REG
-// (n <= 131072), else read again from memory in each pass. The radix passes are topk_block's (11/11/10
-// bits, the same early stops), with each block's histogram summed over the cluster through
+// (n <= 131072), else read again from memory in each pass. The radix passes are topk_block's (8-bit
+// digits, the same early stops: two passes for the indexer's bf16 scores; 11/11/10 bits until
+// 2026-11-29's ninth session: the 2048-bin histograms' zeroing, cluster sums and scans cost more than
+// the pass they saved on fp32 keys, and bf16 keys took two passes either way; this kernel went 24.2 ->
+// 14.5 us at 131K and 38.5 -> 24.2 us at 500K, results/2026-11-29-s11/call10-topk8), with each block's
+// histogram summed over the cluster through
 // distributed shared memory (every block sums all of them, so every block chooses the same digit, by
 // two warp scans, over groups of 64 bins and then within one, instead of one lane's walk; histograms
 // alternate between two buffers per pass, so a block zeroes one only after the cluster
@@ -3135,13 +3139,14 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_merge(const float *cand_s
 // among the above, ties after them), and each rank is a count: entry i's rank is the number of
 // selected composite keys (~key << 32 | index, all distinct) below its own.
 #define TOPK_CL 8
+#define TOPK_FNB 256 // bins of a pass (8-bit digits)
 #define TOPK_FAST_S 8
 #define TOPK_FAST_MAXN (1LL << 20) // longer rows (a 4M context) keep the segmented path
 __global__ void __cluster_dims__(TOPK_CL, 1, 1) __launch_bounds__(TOPK_THREADS)
     k_topk_fast(const float *score, size_t ld, const long long *ppos, int K, int *sel)
 {
     namespace cg = cooperative_groups;
-    __shared__ unsigned hist[2][2048], lowb[2][64], tot[2048], lowt[64];
+    __shared__ unsigned hist[2][TOPK_FNB], lowb[2][TOPK_FNB / 32], tot[TOPK_FNB], lowt[TOPK_FNB / 32];
     __shared__ unsigned long long cand[TOPK_MAXK], wcnt[32], wexc[32], btot;
     __shared__ unsigned gsum[32], sh_bin, sh_above;
     pdl_begin();
@@ -3181,12 +3186,12 @@ __global__ void __cluster_dims__(TOPK_CL, 1, 1) __launch_bounds__(TOPK_THREADS)
     uint32_t prefix = 0, pmask = 0;
     unsigned need = (unsigned)k;
     if (n > k) {
-        for (int pass = 0; pass < 3; pass++) { // bits 31..21, 20..10, 9..0, as topk_block
-            int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0, nb = pass < 2 ? 2048 : 1024;
+        for (int pass = 0; pass < 4; pass++) { // bits 31..24, 23..16, 15..8, 7..0, as topk_block
+            const int shift = 24 - 8 * pass, nb = TOPK_FNB;
             unsigned *h = hist[pass & 1], *lb = lowb[pass & 1];
             for (int i = tid; i < nb; i += TOPK_THREADS)
                 h[i] = 0;
-            if (tid < 64)
+            if (tid < nb / 32)
                 lb[tid] = 0;
             __syncthreads();
             each([&](int j, uint32_t key) {
@@ -3210,7 +3215,7 @@ __global__ void __cluster_dims__(TOPK_CL, 1, 1) __launch_bounds__(TOPK_THREADS)
                 gs += __shfl_xor_sync(0xffffffffu, gs, o);
             if (lane == 0)
                 gsum[warp] = gs;
-            if (tid < 64) {
+            if (tid < nb / 32) {
                 unsigned o = 0;
 #pragma unroll
                 for (int r = 0; r < TOPK_CL; r++)
