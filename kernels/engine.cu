@@ -6103,6 +6103,26 @@ static cudaError_t attn_pv_launch(int on, int ngr, dim3 grid, cudaStream_t st, c
 static_assert(ATT_HB == 8, "attn_pv_launch: grid z 1, 2, 4, 8");
 static_assert(ATC_MIN_S <= ATT_TOKENS && CMP_MIN_S <= ATC_MIN_S, "attention(): a fused decode chunk is one combine");
 
+// A CSA layer's indexer from its query product qI on: k_iq_prep (a launch through PDL when pdl, else
+// plain: the first after a join; fold: it scales wts too, else k_scale_bf16), the scores and the top-k
+// of K into sel, all on g->st.
+static int indexer_run(struct cuda_engine *g, const struct dlayer *L, int S, int pdl, int fold, float wscale,
+                       float hsc, const float *rope, int K, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    const int Hi = c->index_n_heads, di = c->index_head_dim, rd = c->qk_rope_head_dim, i8 = idx_i8_use(g);
+    launch_att(pdl, k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos, hsc,
+               fold ? g->wts : (float *)nullptr, wscale, i8 ? g->qi8 : (int8_t *)nullptr,
+               i8 ? g->qix : (uint32_t *)nullptr);
+    if (!fold)
+        launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
+    LAUNCHED("k_iq_prep");
+    int rc = indexer_scores(g, L, S, i8, e);
+    return rc ? rc
+              : cuda_engine_topk(g->score, g->score_ld, g->dpos, S, g->max_ctx / 4, K, g->sel, g->topk_scratch, g->st,
+                                 e);
+}
+
 static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
@@ -6178,20 +6198,10 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         if ((rc = stream_fork(g, g->ist, g->aev[3], e)))
             return rc;
         stream_swap sw(g, g->ist);
-        const int i8 = idx_i8_use(g);
         cuda_pdl_plain_next(); // the first launch after ist's wait
         if ((rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)) ||
-            (rc = cu(e, cudaStreamWaitEvent(g->ist, g->aev[1], 0), "attention: indexer join")))
-            return rc;
-        launch_att(0, k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos, hsc,
-                   fold ? g->wts : (float *)nullptr, wscale, i8 ? g->qi8 : (int8_t *)nullptr,
-                   i8 ? g->qix : (uint32_t *)nullptr);
-        if (!fold)
-            launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
-        LAUNCHED("k_iq_prep (third stream)");
-        if ((rc = indexer_scores(g, L, S, i8, e)) ||
-            (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, g->max_ctx / 4, K, g->sel, g->topk_scratch,
-                                   g->st, e)) ||
+            (rc = cu(e, cudaStreamWaitEvent(g->ist, g->aev[1], 0), "attention: indexer join")) ||
+            (rc = indexer_run(g, L, S, 0, fold, wscale, hsc, rope, K, e)) ||
             (rc = cu(e, cudaEventRecord(g->aev[4], g->ist), "attention: indexer")))
             return rc;
     }
@@ -6216,19 +6226,9 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         prof_mark(g, CUDA_PROF_COMPRESS);
         if (L->ratio == 4) {
             // fork: join the indexer compressor, k_iq_prep a plain launch after it; fold: it scales wts too
-            if (fork && (rc = cu(e, cudaStreamWaitEvent(g->st, g->aev[1], 0), "attention: join")))
-                return rc;
-            const int i8 = idx_i8_use(g);
-            launch_att(!fork, k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos,
-                       hsc, fold ? g->wts : (float *)nullptr, wscale, i8 ? g->qi8 : (int8_t *)nullptr,
-                       i8 ? g->qix : (uint32_t *)nullptr);
-            if (!fold)
-                launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
-            LAUNCHED("k_iq_prep");
             K = c->index_topk;
-            if ((rc = indexer_scores(g, L, S, i8, e)) ||
-                (rc = cuda_engine_topk(g->score, g->score_ld, g->dpos, S, g->max_ctx / 4, K, g->sel, g->topk_scratch,
-                                       g->st, e)))
+            if ((fork && (rc = cu(e, cudaStreamWaitEvent(g->st, g->aev[1], 0), "attention: join"))) ||
+                (rc = indexer_run(g, L, S, !fork, fold, wscale, hsc, rope, K, e)))
                 return rc;
             prof_mark(g, CUDA_PROF_INDEXER);
         }

@@ -296,6 +296,22 @@ static int time_steps(struct cuda_engine *g, const int *tok, int steps, float *l
     return 0;
 }
 
+/* One round of an A/B: a fresh random state at ctx, one untimed step (it (re)captures the graph after
+ * a switch changed), then per timed steps into dst[0..per) (ms each, host time). */
+static int ab_round(struct cuda_engine *g, long long ctx, const int *dtok, int per, float *logits, double *tmp,
+                    double *dst, struct ctx_err *e)
+{
+    double m;
+    int rc = cuda_engine_state_fill_random(g, ctx, 1, e);
+    if (!rc)
+        rc = cuda_engine_decode(g, dtok[0], logits, e);
+    if (!rc)
+        rc = time_steps(g, dtok + 1, per, logits, tmp, &m, e);
+    for (int i = 0; !rc && i < per; i++)
+        dst[i] = tmp[i];
+    return rc;
+}
+
 /* --pdl both: decode steps from a random state at ctx with PDL off and on, direct and graph (see the
  * top); appends a row to pdltab. Uses positions ctx .. ctx + steps/2 + 1 (the state is refilled before
  * each variant's round) and restores the switch and the graph setting. */
@@ -314,14 +330,7 @@ static int pdl_compare(const char *name, struct cuda_engine *g, long long ctx, i
             for (int v = 0; !rc && v < 2; v++) {
                 cuda_pdl_set(v);
                 cuda_engine_use_graph(g, gr);
-                double m;
-                rc = cuda_engine_state_fill_random(g, ctx, 1, e);
-                if (!rc) /* untimed: (re)captures the graph after the switch changed */
-                    rc = cuda_engine_decode(g, dtok[0], logits, e);
-                if (!rc)
-                    rc = time_steps(g, dtok + 1, per, logits, tmp, &m, e);
-                for (int i = 0; !rc && i < per; i++)
-                    dt[v][gr][round * per + i] = tmp[i];
+                rc = ab_round(g, ctx, dtok, per, logits, tmp, dt[v][gr] + round * per, e);
             }
     cuda_pdl_set(was);
     cuda_engine_use_graph(g, 1);
@@ -358,15 +367,8 @@ static int attn_compare(const char *name, struct cuda_engine *g, long long ctx, 
     cuda_engine_use_graph(g, 1);
     for (int round = 0; !rc && round < ROUNDS; round++)
         for (int v = 0; !rc && v < nab; v++) {
-            double m;
             cuda_engine_attn_fuse(g, abits[v], 0);
-            rc = cuda_engine_state_fill_random(g, ctx, 1, e);
-            if (!rc)
-                rc = cuda_engine_decode(g, dtok[0], logits, e);
-            if (!rc)
-                rc = time_steps(g, dtok + 1, per, logits, tmp, &m, e);
-            for (int i = 0; !rc && i < per; i++)
-                dt[v][round * per + i] = tmp[i];
+            rc = ab_round(g, ctx, dtok, per, logits, tmp, dt[v] + round * per, e);
         }
     cuda_engine_attn_fuse(g, -1, 0);
     if (!rc) {
