@@ -286,7 +286,8 @@ int cuda_engine_attn_dtc(const float *d_q, const float *d_kvnew, const float *d_
  * tokens (d_w e4m3 [G*R][gd] grouped, d_s e8m0 scales, d_O [S][G*gd] bf16-valued, d_Z [S][G*R]) and a bf16
  * matrix [n][k] on d_x [S][k] (bf16-valued; d_y [S][n], rounded to bf16 when out_bf16); d_xb scratch for the
  * bf16 copy of the input. mode 0: as the engine (tensor-core GEMM for S > 8), 1: the per-row kernels, 2: the
- * GEMM. Device pointers; asynchronous on `stream`. */
+ * GEMM; wo_a also 3: as 0 with the decode kernel before k_wo_a_ring (k_wo_a_mma, the same bits). Device
+ * pointers; asynchronous on `stream`. */
 int cuda_engine_wo_a(const uint8_t *d_w, const uint8_t *d_s, const float *d_O, int S, int G, int R,
                      int gd, float *d_Z, void *d_xb, int mode, void *stream, struct ctx_err *e);
 int cuda_engine_lin_bf16(const uint16_t *d_w, int n, int k, const float *d_x, int S, float *d_y,

@@ -1182,6 +1182,126 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uin
     }
 }
 
+// k_wo_a_ring: k_wo_a_mma's arithmetic with its weights streamed through shared memory (issue 10,
+// decode). k_wo_a_mma holds a warp's whole K share (4 blocks of 128 at V4-Flash's shape: 8 KB) in
+// registers, so an SM holds 16 warps' worth and V4-Flash's 512 CTAs run in two waves, the second
+// loading only when the first has finished (17 us for 33.5 MB in a decode step, Nsight Compute, where
+// fp8_gemv_kernel's ring takes 13 us for the same bytes). Here a CTA of 8 warps covers TR tiles of 16
+// rows (TR = 2 for V4-Flash: 256 CTAs, one wave at 2 an SM) and each warp streams its (tile, block)
+// stages through its own WR_NS-deep cp.async ring, fp8_gemv_kernel's stage layout (16 rows x 128
+// bytes, chunk c of row r at chunk c ^ 4 (r & 1)), so WR_NS - 1 stages stay in flight while one is
+// used. Warp w keeps k_wo_a_mma's K share of each tile (blocks [w per, w per + per)), its lane (g, t)
+// gets the same 16 bytes of rows g and g + 8 that k_wo_a_mma's loads gave it, and each tile's partial
+// is the same mma and fp32 sequence, added over the 8 warps in warp order: the same bits (test_wo
+// compares the two byte for byte; test_engine's part dtc with and without ATTN_WOA_RING).
+constexpr int WR_NS = 5, WR_STAGE = 16 * 128;
+__device__ __forceinline__ uint4 woa_lds128(uint32_t a)
+{
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
+    return v;
+}
+static size_t wo_a_ring_smem(int S, int gd) { return (size_t)8 * WR_NS * WR_STAGE + (size_t)S * gd * 2; }
+template <int TR>
+__global__ void __launch_bounds__(256, 2) k_wo_a_ring(const uint8_t *W, const uint8_t *scale, const float *O, int S,
+                                                      int R, int gd, int HD, int GR, float *Z)
+{
+    extern __shared__ __align__(128) unsigned char wr_sm[]; // [8 warps][WR_NS][WR_STAGE], then x [S][gd]
+    uint16_t *woa_x = reinterpret_cast<uint16_t *>(wr_sm + 8 * WR_NS * WR_STAGE);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int row0 = (int)blockIdx.x * 16 * TR, grp = row0 / R, kb_n = gd >> 7;
+    const int per = (kb_n + 7) / 8, kb_lo = min(warp * per, kb_n), kb_hi = min(kb_lo + per, kb_n);
+    const int nb = kb_hi - kb_lo, nst = TR * nb; // stage j: tile j / nb, block kb_lo + j % nb
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(wr_sm) + warp * (WR_NS * WR_STAGE);
+    auto issue = [&](int j) {
+        const uint32_t slot = sbase + (j % WR_NS) * WR_STAGE;
+        const int tile = j / nb, kb = kb_lo + j % nb;
+        const uint8_t *src = W + (size_t)(row0 + 16 * tile) * gd + (size_t)kb * 128;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int c = lane + 32 * i, r = c >> 3, ch = c & 7;
+            cp_async16(slot + r * 128 + ((ch ^ ((r & 1) << 2)) << 4), src + (size_t)r * gd + ch * 16, true);
+        }
+    };
+#pragma unroll
+    for (int j = 0; j < WR_NS - 1; j++) { // weights (immutable) in flight before the PDL wait
+        if (j < nst)
+            issue(j);
+        cp_async_commit();
+    }
+    pdl_begin(); // O is the attention's output
+    for (int i = threadIdx.x; i < S * (gd >> 2); i += blockDim.x) { // k_wo_a_mma's staging
+        const int s = i / (gd >> 2), qd = i % (gd >> 2);
+        const float4 v = *reinterpret_cast<const float4 *>(O + (size_t)s * HD + (size_t)grp * gd + 4 * qd);
+        const uint32_t x0 = __float_as_uint(v.x * 0x1p100f) >> 16, x1 = __float_as_uint(v.y * 0x1p100f) >> 16;
+        const uint32_t x2 = __float_as_uint(v.z * 0x1p100f) >> 16, x3 = __float_as_uint(v.w * 0x1p100f) >> 16;
+        *reinterpret_cast<uint2 *>(woa_x + (size_t)s * gd + 4 * qd) = make_uint2(x0 | x2 << 16, x1 | x3 << 16);
+    }
+    __syncthreads();
+    const uint8_t *srow = scale + (size_t)(row0 >> 7) * kb_n; // TR * 16 <= 128 rows: one scale row
+    const uint16_t *xr = woa_x + (size_t)(g < S ? g : 0) * gd + t * 16;
+    const uint32_t sw = (uint32_t)((g & 1) << 2);
+    float acc[TR][4];
+#pragma unroll
+    for (int tl = 0; tl < TR; tl++)
+        acc[tl][0] = acc[tl][1] = acc[tl][2] = acc[tl][3] = 0.f;
+    for (int j = 0; j < nst; j++) {
+        __syncwarp(); // every lane is done with slot (j - 1) % WR_NS
+        if (j + WR_NS - 1 < nst)
+            issue(j + WR_NS - 1);
+        cp_async_commit();
+        const int tile = j / nb, kb = kb_lo + j % nb;
+        const float sc = e8m0_dec(srow[kb]) * 0x1p20f;
+        cp_async_wait<WR_NS - 1>();
+        __syncwarp();
+        const uint32_t slot = sbase + (j % WR_NS) * WR_STAGE;
+        const uint4 a[4] = {woa_lds128(slot + g * 128 + ((t ^ sw) << 4)),
+                            woa_lds128(slot + g * 128 + (((4 + t) ^ sw) << 4)),
+                            woa_lds128(slot + (g + 8) * 128 + ((t ^ sw) << 4)),
+                            woa_lds128(slot + (g + 8) * 128 + (((4 + t) ^ sw) << 4))};
+        float d[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+            const uint4 ra = a[c], rb = a[2 + c];
+            const uint32_t wa[4] = {ra.x, ra.y, ra.z, ra.w}, wb[4] = {rb.x, rb.y, rb.z, rb.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                uint2 xv = make_uint2(0, 0);
+                if (g < S)
+                    xv = *reinterpret_cast<const uint2 *>(xr + (size_t)kb * 128 + c * 64 + 4 * q);
+                mma_bf16_16816(d, e4m3x2_even_bf16(wa[q]), e4m3x2_even_bf16(wb[q]), e4m3x2_odd_bf16(wa[q]),
+                               e4m3x2_odd_bf16(wb[q]), xv.x, xv.y);
+            }
+        }
+#pragma unroll
+        for (int tl = 0; tl < TR; tl++)
+            if (tl == tile)
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    acc[tl][i] += d[i] * sc;
+    }
+    cp_async_wait<0>();
+    __syncthreads(); // every warp is done with its ring: the partials go to its start
+    float(*red)[8][16][8] = reinterpret_cast<float(*)[8][16][8]>(wr_sm);
+#pragma unroll
+    for (int tl = 0; tl < TR; tl++) {
+        red[tl][warp][g][2 * t] = acc[tl][0];
+        red[tl][warp][g][2 * t + 1] = acc[tl][1];
+        red[tl][warp][g + 8][2 * t] = acc[tl][2];
+        red[tl][warp][g + 8][2 * t + 1] = acc[tl][3];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < TR * 128; i += blockDim.x) {
+        const int tl = i >> 7, r = (i >> 3) & 15, c = i & 7;
+        if (c < S) {
+            float sum = 0.f;
+            for (int v = 0; v < 8; v++)
+                sum += red[tl][v][r][c];
+            Z[(size_t)c * GR + row0 + 16 * tl + r] = bf16r(sum);
+        }
+    }
+}
+
 
 // ---- prefill products on tensor cores (S > 8 tokens): wo_a and the bf16 matrices
 //
@@ -5185,8 +5305,9 @@ extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
 #define ATTN_SIDE 16  // with ATTN_FORK, one-token steps of a CSA layer: the compressors' products on the
                       // second stream and the indexer on a third, beside wq_b and k_q_prep (attention())
 #define ATTN_SIDE_HCA 32 // the same for an HCA layer (its compressor's products; it has no indexer)
-#define ATTN_ALL 63   // the default
-// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..63 those bits; read once per process.
+#define ATTN_WOA_RING 64 // decode wo_a through shared-memory rings (k_wo_a_ring) instead of k_wo_a_mma
+#define ATTN_ALL 127  // the default
+// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..127 those bits; read once per process.
 static int attn_fuse_env(void)
 {
     const char *env = getenv("CTX_CUDA_FUSE_ATTN");
@@ -5482,18 +5603,43 @@ static int lin_bf16(struct cuda_engine *g, const struct dlin *w, const float *x,
 }
 
 // wo_a of S tokens: Z [S][G*R] (bf16 values) from O [S][G*gd]. mode 0 as the engine: S <= 8 the
-// decode kernel on tensor cores (k_wo_a_mma), S > 8 the GEMM (one kernel for every S > 8: chunk
-// invariance), both when R % 128 == 0; otherwise one warp per row (k_wo_a). 1: k_wo_a, 2: the GEMM
-// (any S). xb: [S][G*gd] bf16 staging for the GEMM.
+// decode kernel on tensor cores (k_wo_a_ring; k_wo_a_mma where gd % 128 != 0), S > 8 the GEMM (one
+// kernel for every S > 8: chunk invariance), both when R % 128 == 0; otherwise one warp per row
+// (k_wo_a). 1: k_wo_a, 2: the GEMM (any S), 3: as 0 with k_wo_a_mma for decode (the kernel before
+// k_wo_a_ring: the same bits). xb: [S][G*gd] bf16 staging for the GEMM.
 static int wo_a_launch(const uint8_t *W, const uint8_t *scale, const float *O, int S, int G, int R, int gd, float *Z,
                        uint16_t *xb, int lin_blocks, int mode, cudaStream_t st, struct ctx_err *e)
 {
     if (mode == 2 && (R % 128 || gd % 128))
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: wo_a GEMM needs R, gd %% 128 == 0 (R %d, gd %d)", R, gd);
-    if (mode == 0 && S <= 8 && R % 128 == 0 && (size_t)S * gd * 2 <= 32768) { // decode: x staged in shared memory
+    const int dec = (mode == 0 || mode == 3) && S <= 8 && R % 128 == 0 && (size_t)S * gd * 2 <= 32768;
+    if (dec && mode == 0 && gd % 128 == 0) { // decode: weights through shared-memory rings
+        // two 16-row tiles a CTA where one a CTA would take more than one wave (two CTAs an SM)
+        static std::atomic<int> sms[64]; // per device: the SM count once the attributes are set there
+        int dev = 0;
+        cudaGetDevice(&dev);
+        dev = dev < 0 || dev >= 64 ? 0 : dev;
+        if (!sms[dev].load()) {
+            int v = 0;
+            cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
+            // above the 48 KB default: opted in once a device (both forms; 2 x the largest fits an SM)
+            cudaError_t r1 = cudaFuncSetAttribute(k_wo_a_ring<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  (int)wo_a_ring_smem(8, 2048));
+            cudaError_t r2 = cudaFuncSetAttribute(k_wo_a_ring<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  (int)wo_a_ring_smem(8, 2048));
+            if (r1 != cudaSuccess || r2 != cudaSuccess)
+                return cu(e, r1 != cudaSuccess ? r1 : r2, "cudaFuncSetAttribute(k_wo_a_ring)");
+            sms[dev].store(v > 0 ? v : 1);
+        }
+        const size_t smem = wo_a_ring_smem(S, gd);
+        if (G * R / 16 > 2 * sms[dev].load())
+            launch_pdl(k_wo_a_ring<2>, (unsigned)(G * R / 32), 256, smem, st, W, scale, O, S, R, gd, G * gd, G * R, Z);
+        else
+            launch_pdl(k_wo_a_ring<1>, (unsigned)(G * R / 16), 256, smem, st, W, scale, O, S, R, gd, G * gd, G * R, Z);
+    } else if (dec) { // decode: x staged in shared memory, the weights in registers
         launch_pdl(k_wo_a_mma, (unsigned)(G * R / 16), 256, (size_t)S * gd * 2, st, W, scale, O, S, R, gd, G * gd,
                    G * R, Z);
-    } else if (mode == 2 || (mode == 0 && S > 8 && R % 128 == 0 && gd % 128 == 0)) {
+    } else if (mode == 2 || ((mode == 0 || mode == 3) && S > 8 && R % 128 == 0 && gd % 128 == 0)) {
         lin_out o;
         memset(&o, 0, sizeof o);
         o.nseg = 1;
@@ -5519,7 +5665,7 @@ static int wo_a_launch(const uint8_t *W, const uint8_t *scale, const float *O, i
 extern "C" int cuda_engine_wo_a(const uint8_t *d_w, const uint8_t *d_s, const float *d_O, int S, int G, int R, int gd,
                                 float *d_Z, void *d_xb, int mode, void *stream, struct ctx_err *e)
 {
-    if (S < 1 || G < 1 || R < 1 || gd < 16 || gd % 16 || (G * R) % 128 || mode < 0 || mode > 2)
+    if (S < 1 || G < 1 || R < 1 || gd < 16 || gd % 16 || (G * R) % 128 || mode < 0 || mode > 3)
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: wo_a of %d tokens, %d groups x %d rows x %d, mode %d", S, G, R,
                            gd, mode);
     int sms = 0;
@@ -6273,7 +6419,8 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     LAUNCHED("attention core");
     prof_mark(g, CUDA_PROF_ATTN_CORE);
     // wo_a: O (bf16-valued) staged in o16 (free here: wo_b's product writes it after) for the GEMM
-    if ((rc = wo_a_launch(L->wo_a.w, L->wo_a.s, g->O, S, G, R, H * d / G, g->Z, g->o16, g->lin_blocks, 0, g->st, e)))
+    if ((rc = wo_a_launch(L->wo_a.w, L->wo_a.s, g->O, S, G, R, H * d / G, g->Z, g->o16, g->lin_blocks,
+                          dec && !(g->attn_fuse & ATTN_WOA_RING) ? 3 : 0, g->st, e)))
         return rc;
     rc = lin_fp8(g, &L->wo_b, g->Z, S, g->f, e);
     prof_mark(g, CUDA_PROF_ATTN_OUT);

@@ -142,7 +142,7 @@ static void wo_case(const struct wocase *c)
     uint8_t *w = malloc(nw), *sc = malloc(ns);
     float *O = malloc(sizeof(float) * nO), *wd = malloc(sizeof(float) * nw),
           *got = malloc(sizeof(float) * nZ);
-    float *got2 = malloc(sizeof(float) * nZ);
+    float *got2 = malloc(sizeof(float) * nZ), *got0 = malloc(sizeof(float) * nZ);
     double *ref = malloc(sizeof(double) * nZ), *ab = malloc(sizeof(double) * nZ),
            *gr = malloc(sizeof(double) * nZ);
     struct ctx_err e = {0};
@@ -189,8 +189,8 @@ static void wo_case(const struct wocase *c)
              !cuda_h2d(dw, w, nw, &e) && !cuda_h2d(ds, sc, ns, &e) &&
              !cuda_h2d(dO, O, sizeof(float) * nO, &e);
     char what[160];
-    static const char *const mname[3] = {"engine", "per-row", "gemm"};
-    for (int mode = 0; mode < 3 && ok; mode++) {
+    static const char *const mname[4] = {"engine", "per-row", "gemm", "engine, k_wo_a_mma"};
+    for (int mode = 0; mode < 4 && ok; mode++) {
         if (mode == 1 && c->exact)
             continue;
         ok = !cuda_memset(dZ, 0xff, sizeof(float) * nZ, &e) &&
@@ -200,9 +200,17 @@ static void wo_case(const struct wocase *c)
             break;
         int gemm = mode == 2 || (mode == 0 && S > 8);
         snprintf(what, sizeof what, "wo_a %s S=%d %dx%dx%d, %s", c->name, S, G, R, gd,
-                 mode == 0 && S <= 8 ? "engine (decode)" : mname[mode]);
+                 mode == 0 && S <= 8 ? "engine (decode: k_wo_a_ring)" : mname[mode]);
+        if (mode == 3 && S > 8)
+            continue; /* the GEMM, as mode 0 */
         check_out(what, got, ref, ab, nZ, gemm ? 0x1p-15 : 0x1p-13, 1, c->exact && gemm ? gr : NULL,
                   1);
+        /* decode: k_wo_a_ring (the engine's) and k_wo_a_mma (the kernel before it) give the same bits */
+        if (mode == 0)
+            memcpy(got0, got, sizeof(float) * nZ);
+        if (mode == 3)
+            tap(!memcmp(got, got0, sizeof(float) * nZ),
+                "wo_a %s S=%d: k_wo_a_ring and k_wo_a_mma give the same bytes", c->name, S);
         if (mode == 2) {
             /* determinism, then chunk invariance */
             ok = !cuda_engine_wo_a(dw, ds, dO, S, G, R, gd, dZ, dxb, 2, NULL, &e) &&
@@ -233,7 +241,7 @@ static void wo_case(const struct wocase *c)
     cuda_free(dO);
     cuda_free(dZ);
     cuda_free(dxb);
-    free(w), free(sc), free(O), free(wd), free(got), free(got2), free(ref), free(ab), free(gr);
+    free(w), free(sc), free(O), free(wd), free(got), free(got2), free(got0), free(ref), free(ab), free(gr);
 }
 
 struct lincase {
@@ -396,6 +404,8 @@ int main(void)
         {"mid", 300, 4, 512, 2048, 0},         {"flash", 40, 8, 1024, 4096, 0},
         {"flash-exact", 24, 8, 1024, 4096, 1}, {"tiny-decode", 1, 2, 128, 1024, 0},
         {"mid-decode", 8, 4, 512, 2048, 0},    {"flash-decode", 3, 8, 1024, 4096, 0},
+        {"flash-decode1", 1, 8, 1024, 4096, 0}, {"flash-decode4", 4, 8, 1024, 4096, 0},
+        {"flash-decode1-exact", 1, 8, 1024, 4096, 1},
     };
     for (size_t i = 0; i < sizeof wc / sizeof wc[0]; i++)
         wo_case(&wc[i]);
