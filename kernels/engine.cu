@@ -1562,6 +1562,69 @@ __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const
         q[i] = buf[i];
 }
 
+// k_q_prep for prefill chunks (S > CMP_MIN_S, head_dim 512), the same bits with a warp a query head
+// instead of a block: k_q_prep's 133K blocks of a 2048-token chunk (64 heads) each wait on one
+// element a thread, two block barriers and a shared-memory round trip, ~0.6 ms a V4-Flash layer for
+// 0.5 GB of reads and writes (~0.13 ms at the copy rate). Lane l holds elements 32 w + l (w < 16),
+// so each group of 32 is summed by the xor tree block_sum's warp w applies to the same values in the
+// same lanes, and the 16 sums are then added by its second tree (lanes >= 16 zero); the scaling is
+// elementwise and RoPE's pairs (2i, 2i + 1) of the tail are neighbouring lanes, so every value gets
+// k_q_prep's operations. Blocks b < S: kv_prep_block as in k_q_prep (512 threads); the others: 16
+// heads a block.
+constexpr int QPW_D = 512, QPW_HPB = 16;
+__global__ void __launch_bounds__(512) k_q_prep_w(float *Q, int S, int H, int rd, float eps, const float *rope,
+                                                  const long long *ppos, float *kv, const uint16_t *kv_norm)
+{
+    pdl_begin();
+    long long pos0 = *ppos;
+    __shared__ float buf[QPW_D], sh[32];
+    if ((int)blockIdx.x < S) {
+        kv_prep_block(kv, QPW_D, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh);
+        return;
+    }
+    const int lane = threadIdx.x & 31;
+    const long long b = ((long long)blockIdx.x - S) * QPW_HPB + (threadIdx.x >> 5); // query head of the chunk
+    if (b >= (long long)S * H) // a whole warp; no block barrier below
+        return;
+    const int s = (int)(b / H);
+    float *q = Q + (size_t)b * QPW_D;
+    constexpr int NW = QPW_D / 32;
+    float x[NW];
+#pragma unroll
+    for (int w = 0; w < NW; w++)
+        x[w] = q[32 * w + lane];
+    float t = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        const float v = warp_sum(bf16r(x[w] * x[w])); // block_sum's warp w
+        if (lane == w)
+            t = v;
+    }
+    const float sum = warp_sum(t); // its second tree: lanes < 16 the warps' sums, the others zero
+    const float ms = bf16r(sum / (float)QPW_D);
+    const float r = bf16r(1.0f / sqrtf(bf16r(ms + eps)));
+#pragma unroll
+    for (int w = 0; w < NW; w++)
+        x[w] = bf16r(x[w] * r);
+    // RoPE of the tail (rope_pairs): pair i = elements d - rd + 2i, 2i + 1, lanes l (even) and l + 1
+    const float *cs = rope + (size_t)(pos0 + s) * rd;
+    const int odd = lane & 1;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        const int i0 = 32 * w + lane - (QPW_D - rd); // this lane's position in the tail
+        const float other = __shfl_xor_sync(0xffffffffu, x[w], 1);
+        if (i0 >= 0) { // uniform per 32-group since rd % 32 == 0
+            const int pi = i0 >> 1;
+            const float c = cs[2 * pi], sn = cs[2 * pi + 1];
+            const float a = odd ? other : x[w], bb = odd ? x[w] : other;
+            x[w] = odd ? bf16r(a * sn + bb * c) : bf16r(a * c - bb * sn);
+        }
+    }
+#pragma unroll
+    for (int w = 0; w < NW; w++)
+        q[32 * w + lane] = x[w];
+}
+
 // Indexer queries: RoPE of the tail, Hadamard, FP4 QDQ. Grid S*Hi. With q8 != NULL also their 8-bit
 // form (warp_i8_pack) into q8 [S*Hi][di] / qx [S*Hi].
 // With wts != NULL also k_scale_bf16's wts[b] = bf16(wts[b] * wsc) of its own element b (the grid is
@@ -5306,8 +5369,9 @@ extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
                       // second stream and the indexer on a third, beside wq_b and k_q_prep (attention())
 #define ATTN_SIDE_HCA 32 // the same for an HCA layer (its compressor's products; it has no indexer)
 #define ATTN_WOA_RING 64 // decode wo_a through shared-memory rings (k_wo_a_ring) instead of k_wo_a_mma
-#define ATTN_ALL 127  // the default
-// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..127 those bits; read once per process.
+#define ATTN_QPREP_W 128 // prefill chunks: the query heads' norm and RoPE a warp a head (k_q_prep_w)
+#define ATTN_ALL 255  // the default
+// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..255 those bits; read once per process.
 static int attn_fuse_env(void)
 {
     const char *env = getenv("CTX_CUDA_FUSE_ATTN");
@@ -6356,8 +6420,12 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (L->ratio == 4 && !side && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
-    launch_pdl(k_q_prep, S + S * H, 512, sizeof(float) * d, g->st, g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
-               L->kv_norm);
+    if (!dec && d == QPW_D && rd % 32 == 0 && rd <= d && (g->attn_fuse & ATTN_QPREP_W)) // prefill: a warp a head
+        launch_pdl(k_q_prep_w, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q, S, H, rd, eps,
+                   rope, g->dpos, g->kv, L->kv_norm);
+    else
+        launch_pdl(k_q_prep, S + S * H, 512, sizeof(float) * d, g->st, g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
+                   L->kv_norm);
     LAUNCHED("attention prep");
     prof_mark(g, CUDA_PROF_ATTN_PREP);
     if (L->ratio && !side) {

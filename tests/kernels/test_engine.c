@@ -1201,16 +1201,17 @@ static void attn_label(int v, char *out, size_t cap)
 
 /* The decode attention on tensor cores (bit 8: k_attn_dtc, runs merged by k_attn_combine, in place of
  * k_attn_score + k_attn_pv; other arithmetic, so the modes above leave it off): its own modes must agree
- * byte for byte with it plus every other bit (127, the default): 63 (without 64: wo_a's decode kernel
+ * byte for byte with it plus every other bit (255, the default): 127 (without 128: prefill chunks' query
+ * heads by k_q_prep, a block a head, instead of k_q_prep_w), 63 (nor 64: wo_a's decode kernel
  * k_wo_a_mma instead of k_wo_a_ring), 15 (without 16 and 32: the
  * compressors' products and the indexer on the engine's stream), 31 (16: a CSA layer's products and
  * indexer on the side streams), 47 (32: an HCA layer's products there), 8 (no fork, no fold: the ring
  * update its own launch), 10 (the compressors forked), 58 (forked, 16 and 32, no fold: the indexer
  * weights' own scaling launch on the side stream), 12 (fold), 9 (the score / P.V shapes, which it does
  * not use), on the same runs (their graph and direct one-token steps take the side streams with 16 /
- * 32). Its numerics against the CPU engine: parts tiny, mid and long run with the default (127), and
+ * 32). Its numerics against the CPU engine: parts tiny, mid and long run with the default (255), and
  * tests/kernels/test_attn.c holds the kernel to test_attn's bound. */
-static const int dtc_modes[] = {127, 63, 15, 31, 47, 8, 10, 58, 12, 9};
+static const int dtc_modes[] = {255, 127, 63, 15, 31, 47, 8, 10, 58, 12, 9};
 static void dtc_set(struct cuda_engine *g, int v) { cuda_engine_attn_fuse(g, v < 0 ? -1 : dtc_modes[v], 0); }
 static void dtc_label(int v, char *out, size_t cap) { snprintf(out, cap, "bits %d", dtc_modes[v]); }
 
