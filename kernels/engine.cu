@@ -1655,6 +1655,83 @@ __global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, 
         warp_i8_pack(buf, di, q8 + (size_t)blockIdx.x * di, qx + blockIdx.x);
 }
 
+// k_iq_prep with a warp a head for prefill chunks (index_head_dim 128; ATTN_IQ_W, the default): the same
+// bits. k_iq_prep's block of 128 threads per head passes 10 barriers (RoPE, 7 Hadamard stages, the QDQ,
+// the stores) for 128 values, 131K blocks a 2048-token chunk (flash4's indexer stage 3.3 -> 3.2 ms at
+// 128K, the 8K suffix's 13.7 -> 13.0 ms, H200). A one-token step keeps k_iq_prep: its 64 blocks took
+// the same time as this kernel's 16 (--attn-ab 255,511 within +-5 us). Lane l holds values 32 j + l (j < 4): RoPE's pairs are
+// neighbouring lanes (as in k_q_prep_w), the Hadamard's stages h < 32 pair lane l with l ^ h
+// (the lower index takes a + b, the upper a - b: block_hadamard's two operations on the same two
+// values) and h = 32, 64 pair registers, the scaling and each 32-block's FP4 QDQ (warp_fp4_qdq32's
+// operations, the block being value j of every lane) are the lane's own; the 8-bit form is
+// warp_i8_pack's on the stored row. 4 heads a block.
+constexpr int IQW_D = 128, IQW_HPB = 4;
+__global__ void __launch_bounds__(32 * IQW_HPB) k_iq_prep_w(float *qI, int nh, int Hi, int rd, const float *rope,
+                                                            const long long *ppos, float hsc, float *wts, float wsc,
+                                                            int8_t *q8, uint32_t *qx)
+{
+    pdl_begin();
+    const int lane = threadIdx.x & 31, b = (int)blockIdx.x * IQW_HPB + (int)(threadIdx.x >> 5);
+    if (b >= nh) // a whole warp; no block barrier below
+        return;
+    const long long pos0 = *ppos;
+    if (wts && lane == 0)
+        wts[b] = bf16r(wts[b] * wsc);
+    const int s = b / Hi;
+    float *q = qI + (size_t)b * IQW_D;
+    float x[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        x[j] = q[32 * j + lane];
+    const float *cs = rope + (size_t)(pos0 + s) * rd;
+    const int odd = lane & 1;
+#pragma unroll
+    for (int j = 0; j < 4; j++) { // RoPE of the tail (rope_pairs)
+        const int i0 = 32 * j + lane - (IQW_D - rd);
+        const float other = __shfl_xor_sync(0xffffffffu, x[j], 1);
+        if (i0 >= 0) {
+            const int pi = i0 >> 1;
+            const float c = cs[2 * pi], sn = cs[2 * pi + 1];
+            const float a = odd ? other : x[j], bb = odd ? x[j] : other;
+            x[j] = odd ? bf16r(a * sn + bb * c) : bf16r(a * c - bb * sn);
+        }
+    }
+#pragma unroll
+    for (int h = 1; h < 32; h *= 2) { // block_hadamard's stages within 32 values
+        const bool up = lane & h;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float o = __shfl_xor_sync(0xffffffffu, x[j], h);
+            x[j] = up ? o - x[j] : x[j] + o;
+        }
+    }
+#pragma unroll
+    for (int h = 1; h < 4; h *= 2) // stages 32 and 64: registers j and j + h / 32
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            if (!(j & h)) {
+                const float a = x[j], bb = x[j + h];
+                x[j] = a + bb;
+                x[j + h] = a - bb;
+            }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const float v = bf16r(x[j] * hsc); // block_hadamard's scaling, then warp_fp4_qdq32 of block j
+        float amax = warp_max(fabsf(v));
+        const float floor_ = 6.0f * 0x1p-126f;
+        if (amax < floor_)
+            amax = floor_;
+        const float sc = pow2_scale(amax, 1.0f / 6.0f);
+        const float qv = fminf(fmaxf(v / sc, -6.f), 6.f);
+        x[j] = bf16r(e2m1_round(qv) * sc);
+        q[32 * j + lane] = x[j];
+    }
+    if (q8) { // the 8-bit form from the row as stored (each lane reads back its own values)
+        __syncwarp();
+        warp_i8_pack(q, IQW_D, q8 + (size_t)b * IQW_D, qx + b);
+    }
+}
+
 // The end of a compressed entry whose pooled values (bf16-valued) are in ent[0..width): RMSNorm,
 // RoPE by the table row `cs` (the block's first position), then FP8 QDQ (main) or Hadamard + FP4 QDQ
 // (indexer), into dst, and with k8 != NULL (indexer keys) the entry's 8-bit form into *k8 / *kx. Each
@@ -5370,8 +5447,9 @@ extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
 #define ATTN_SIDE_HCA 32 // the same for an HCA layer (its compressor's products; it has no indexer)
 #define ATTN_WOA_RING 64 // decode wo_a through shared-memory rings (k_wo_a_ring) instead of k_wo_a_mma
 #define ATTN_QPREP_W 128 // prefill chunks: the query heads' norm and RoPE a warp a head (k_q_prep_w)
-#define ATTN_ALL 255  // the default
-// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..255 those bits; read once per process.
+#define ATTN_IQ_W 256    // prefill chunks: the indexer queries' RoPE, Hadamard and QDQ a warp a head (k_iq_prep_w)
+#define ATTN_ALL 511  // the default
+// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..511 those bits; read once per process.
 static int attn_fuse_env(void)
 {
     const char *env = getenv("CTX_CUDA_FUSE_ATTN");
@@ -6321,9 +6399,14 @@ static int indexer_run(struct cuda_engine *g, const struct dlayer *L, int S, int
 {
     const struct inf_config *c = &g->c;
     const int Hi = c->index_n_heads, di = c->index_head_dim, rd = c->qk_rope_head_dim, i8 = idx_i8_use(g);
-    launch_att(pdl, k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos, hsc,
-               fold ? g->wts : (float *)nullptr, wscale, i8 ? g->qi8 : (int8_t *)nullptr,
-               i8 ? g->qix : (uint32_t *)nullptr);
+    if (S > CMP_MIN_S && di == IQW_D && rd % 32 == 0 && rd <= di && (g->attn_fuse & ATTN_IQ_W))
+        launch_att(pdl, k_iq_prep_w, (S * Hi + IQW_HPB - 1) / IQW_HPB, 32 * IQW_HPB, 0, g->st, g->qI, S * Hi, Hi, rd,
+                   rope, g->dpos, hsc, fold ? g->wts : (float *)nullptr, wscale, i8 ? g->qi8 : (int8_t *)nullptr,
+                   i8 ? g->qix : (uint32_t *)nullptr);
+    else
+        launch_att(pdl, k_iq_prep, S * Hi, 128, sizeof(float) * di, g->st, g->qI, Hi, di, rd, rope, g->dpos, hsc,
+                   fold ? g->wts : (float *)nullptr, wscale, i8 ? g->qi8 : (int8_t *)nullptr,
+                   i8 ? g->qix : (uint32_t *)nullptr);
     if (!fold)
         launch_pdl(k_scale_bf16, grid_for((size_t)S * Hi, 256), 256, 0, g->st, g->wts, (size_t)S * Hi, wscale);
     LAUNCHED("k_iq_prep");
