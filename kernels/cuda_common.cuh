@@ -85,6 +85,14 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi)
     return r;
 }
 
+// 16 bytes from shared memory (a 32-bit shared address).
+__device__ __forceinline__ uint4 lds128(uint32_t addr)
+{
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+    return v;
+}
+
 // Asynchronous global -> shared copies (zero-filled when !valid) and their groups.
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid)
 {

@@ -138,17 +138,20 @@ __device__ void warp_fp8_qdq64(float *x)
     x[lane + 32] = bf16r(e4m3_round(q1) * s);
 }
 // The same to e2m1 over 32 values (the indexer QAT).
-__device__ void warp_fp4_qdq32(float *x)
+__device__ __forceinline__ float warp_fp4_qdq32v(float v) // lane l's value l of the block, in registers
 {
-    int lane = threadIdx.x & 31;
-    float v = x[lane];
     float amax = warp_max(fabsf(v));
     const float floor_ = 6.0f * 0x1p-126f;
     if (amax < floor_)
         amax = floor_;
     float s = pow2_scale(amax, 1.0f / 6.0f);
     float q = fminf(fmaxf(v / s, -6.f), 6.f);
-    x[lane] = bf16r(e2m1_round(q) * s);
+    return bf16r(e2m1_round(q) * s);
+}
+__device__ void warp_fp4_qdq32(float *x)
+{
+    int lane = threadIdx.x & 31;
+    x[lane] = warp_fp4_qdq32v(x[lane]);
 }
 
 // The 8-bit form of FP4-QDQ'd indexer rows (k_idx_score_i8 below says why and how it is used).
@@ -1107,6 +1110,38 @@ __device__ __forceinline__ uint4 ldg_nc_stream(const void *p)
                  : "l"(p));
     return v;
 }
+// O's group grp (S tokens, row stride HD) as bf16 of x * 2^100 into woa_x [S][gd], each 4 positions
+// in the order (p, p + 2, p + 1, p + 3) (above); the whole block, then a barrier is the caller's.
+__device__ __forceinline__ void woa_stage(const float *O, int S, int gd, int HD, int grp, uint16_t *woa_x)
+{
+    for (int i = threadIdx.x; i < S * (gd >> 2); i += blockDim.x) {
+        const int s = i / (gd >> 2), qd = i % (gd >> 2);
+        const float4 v = *reinterpret_cast<const float4 *>(O + (size_t)s * HD + (size_t)grp * gd + 4 * qd);
+        const uint32_t x0 = __float_as_uint(v.x * 0x1p100f) >> 16, x1 = __float_as_uint(v.y * 0x1p100f) >> 16;
+        const uint32_t x2 = __float_as_uint(v.z * 0x1p100f) >> 16, x3 = __float_as_uint(v.w * 0x1p100f) >> 16;
+        *reinterpret_cast<uint2 *>(woa_x + (size_t)s * gd + 4 * qd) = make_uint2(x0 | x2 << 16, x1 | x3 << 16);
+    }
+}
+// One 128-K block kb of rows g, g + 8 into d (from zero): a[0], a[1] the lane's bytes [16t, 16t + 16) and
+// [64 + 16t, ..) of row g's block, a[2], a[3] those of row g + 8; xr the staged row of token g (t's part).
+__device__ __forceinline__ void woa_block(float (&d)[4], const uint4 (&a)[4], const uint16_t *xr, int kb, int S,
+                                          int g)
+{
+    d[0] = d[1] = d[2] = d[3] = 0.f;
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+        const uint4 ra = a[c], rb = a[2 + c];
+        const uint32_t wa[4] = {ra.x, ra.y, ra.z, ra.w}, wb[4] = {rb.x, rb.y, rb.z, rb.w};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint2 xv = make_uint2(0, 0);
+            if (g < S)
+                xv = *reinterpret_cast<const uint2 *>(xr + (size_t)kb * 128 + c * 64 + 4 * j);
+            mma_bf16_16816(d, e4m3x2_even_bf16(wa[j]), e4m3x2_even_bf16(wb[j]), e4m3x2_odd_bf16(wa[j]),
+                           e4m3x2_odd_bf16(wb[j]), xv.x, xv.y);
+        }
+    }
+}
 __global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uint8_t *scale, const float *O, int S,
                                                      int R, int gd, int HD, int GR, float *Z)
 {
@@ -1129,13 +1164,7 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uin
     };
     load(kb_lo); // in flight while the activations are staged
     pdl_begin(); // PDL: after the first weight batch (immutable), before O (the attention's output)
-    for (int i = threadIdx.x; i < S * (gd >> 2); i += blockDim.x) {
-        const int s = i / (gd >> 2), qd = i % (gd >> 2);
-        const float4 v = *reinterpret_cast<const float4 *>(O + (size_t)s * HD + (size_t)grp * gd + 4 * qd);
-        const uint32_t x0 = __float_as_uint(v.x * 0x1p100f) >> 16, x1 = __float_as_uint(v.y * 0x1p100f) >> 16;
-        const uint32_t x2 = __float_as_uint(v.z * 0x1p100f) >> 16, x3 = __float_as_uint(v.w * 0x1p100f) >> 16;
-        *reinterpret_cast<uint2 *>(woa_x + (size_t)s * gd + 4 * qd) = make_uint2(x0 | x2 << 16, x1 | x3 << 16);
-    }
+    woa_stage(O, S, gd, HD, grp, woa_x);
     __syncthreads();
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     const uint16_t *xr = woa_x + (size_t)(g < S ? g : 0) * gd + t * 16;
@@ -1146,20 +1175,8 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uin
         for (int u = 0; u < WOA_KC; u++) {
             if (kb0 + u >= kb_hi)
                 break;
-            float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-            for (int c = 0; c < 2; c++) {
-                const uint4 ra = a[u][c], rb = a[u][2 + c];
-                const uint32_t wa[4] = {ra.x, ra.y, ra.z, ra.w}, wb[4] = {rb.x, rb.y, rb.z, rb.w};
-#pragma unroll
-                for (int j = 0; j < 4; j++) {
-                    uint2 xv = make_uint2(0, 0);
-                    if (g < S)
-                        xv = *reinterpret_cast<const uint2 *>(xr + (size_t)(kb0 + u) * 128 + c * 64 + 4 * j);
-                    mma_bf16_16816(d, e4m3x2_even_bf16(wa[j]), e4m3x2_even_bf16(wb[j]), e4m3x2_odd_bf16(wa[j]),
-                                   e4m3x2_odd_bf16(wb[j]), xv.x, xv.y);
-                }
-            }
+            float d[4];
+            woa_block(d, a[u], xr, kb0 + u, S, g);
             const float sc = e8m0_dec(srow[kb0 + u]) * 0x1p20f;
 #pragma unroll
             for (int i = 0; i < 4; i++)
@@ -1195,12 +1212,6 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_mma(const uint8_t *W, const uin
 // is the same mma and fp32 sequence, added over the 8 warps in warp order: the same bits (test_wo
 // compares the two byte for byte; test_engine's part dtc with and without ATTN_WOA_RING).
 constexpr int WR_NS = 5, WR_STAGE = 16 * 128;
-__device__ __forceinline__ uint4 woa_lds128(uint32_t a)
-{
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
-    return v;
-}
 static size_t wo_a_ring_smem(int S, int gd) { return (size_t)8 * WR_NS * WR_STAGE + (size_t)S * gd * 2; }
 template <int TR>
 __global__ void __launch_bounds__(256, 2) k_wo_a_ring(const uint8_t *W, const uint8_t *scale, const float *O, int S,
@@ -1230,13 +1241,7 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_ring(const uint8_t *W, const ui
         cp_async_commit();
     }
     pdl_begin(); // O is the attention's output
-    for (int i = threadIdx.x; i < S * (gd >> 2); i += blockDim.x) { // k_wo_a_mma's staging
-        const int s = i / (gd >> 2), qd = i % (gd >> 2);
-        const float4 v = *reinterpret_cast<const float4 *>(O + (size_t)s * HD + (size_t)grp * gd + 4 * qd);
-        const uint32_t x0 = __float_as_uint(v.x * 0x1p100f) >> 16, x1 = __float_as_uint(v.y * 0x1p100f) >> 16;
-        const uint32_t x2 = __float_as_uint(v.z * 0x1p100f) >> 16, x3 = __float_as_uint(v.w * 0x1p100f) >> 16;
-        *reinterpret_cast<uint2 *>(woa_x + (size_t)s * gd + 4 * qd) = make_uint2(x0 | x2 << 16, x1 | x3 << 16);
-    }
+    woa_stage(O, S, gd, HD, grp, woa_x);
     __syncthreads();
     const uint8_t *srow = scale + (size_t)(row0 >> 7) * kb_n; // TR * 16 <= 128 rows: one scale row
     const uint16_t *xr = woa_x + (size_t)(g < S ? g : 0) * gd + t * 16;
@@ -1255,24 +1260,12 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_ring(const uint8_t *W, const ui
         cp_async_wait<WR_NS - 1>();
         __syncwarp();
         const uint32_t slot = sbase + (j % WR_NS) * WR_STAGE;
-        const uint4 a[4] = {woa_lds128(slot + g * 128 + ((t ^ sw) << 4)),
-                            woa_lds128(slot + g * 128 + (((4 + t) ^ sw) << 4)),
-                            woa_lds128(slot + (g + 8) * 128 + ((t ^ sw) << 4)),
-                            woa_lds128(slot + (g + 8) * 128 + (((4 + t) ^ sw) << 4))};
-        float d[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int c = 0; c < 2; c++) {
-            const uint4 ra = a[c], rb = a[2 + c];
-            const uint32_t wa[4] = {ra.x, ra.y, ra.z, ra.w}, wb[4] = {rb.x, rb.y, rb.z, rb.w};
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                uint2 xv = make_uint2(0, 0);
-                if (g < S)
-                    xv = *reinterpret_cast<const uint2 *>(xr + (size_t)kb * 128 + c * 64 + 4 * q);
-                mma_bf16_16816(d, e4m3x2_even_bf16(wa[q]), e4m3x2_even_bf16(wb[q]), e4m3x2_odd_bf16(wa[q]),
-                               e4m3x2_odd_bf16(wb[q]), xv.x, xv.y);
-            }
-        }
+        const uint4 a[4] = {lds128(slot + g * 128 + ((t ^ sw) << 4)),
+                            lds128(slot + g * 128 + (((4 + t) ^ sw) << 4)),
+                            lds128(slot + (g + 8) * 128 + ((t ^ sw) << 4)),
+                            lds128(slot + (g + 8) * 128 + (((4 + t) ^ sw) << 4))};
+        float d[4];
+        woa_block(d, a, xr, kb, S, g);
 #pragma unroll
         for (int tl = 0; tl < TR; tl++)
             if (tl == tile)
@@ -1301,6 +1294,17 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_ring(const uint8_t *W, const ui
         }
     }
 }
+// Both forms' shared memory above the 48 KB default, on the current device, before any launch or graph
+// capture there (the engine's creation, cuda_engine_wo_a): the largest is wo_a_launch's bound on the
+// staged activations (S * gd * 2 <= 32 KB), two of which fit an SM.
+static cudaError_t wo_a_ring_attrs(void)
+{
+    const int smem = (int)wo_a_ring_smem(1, 32768 / 2);
+    cudaError_t ce = cudaFuncSetAttribute(k_wo_a_ring<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (ce == cudaSuccess)
+        ce = cudaFuncSetAttribute(k_wo_a_ring<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    return ce;
+}
 
 
 // ---- prefill products on tensor cores (S > 8 tokens): wo_a and the bf16 matrices
@@ -1328,12 +1332,6 @@ __global__ void __launch_bounds__(256, 2) k_wo_a_ring(const uint8_t *W, const ui
 constexpr int BG_STAGES = 3;
 template <bool FP8> __host__ __device__ constexpr int bg_stage_bytes() { return 128 * (FP8 ? 128 : 256) + 128 * 256; }
 template <bool FP8> __host__ __device__ constexpr int bg_smem_bytes() { return BG_STAGES * bg_stage_bytes<FP8>(); }
-__device__ __forceinline__ uint4 bg_lds128(uint32_t addr)
-{
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
-    return v;
-}
 __device__ __forceinline__ int bg_sw16(int r, int c) { return c ^ ((c >> 2) & 2) ^ (r & 1); }
 // e4m3 bytes 0, 1 (2, 3) of w -> bf16x2, low half from the lower byte, each value * 2^-120
 __device__ __forceinline__ uint32_t e4m3_b01_bf16(uint32_t w)
@@ -1432,7 +1430,7 @@ __global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W,
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
                         const int r = wn * 64 + mi * 16 + h * 8 + g;
-                        af[mi][h] = bg_lds128(sA + r * 128 + (((2 * t + hs) ^ (r & 7)) << 4));
+                        af[mi][h] = lds128(sA + r * 128 + (((2 * t + hs) ^ (r & 7)) << 4));
                     }
             }
 #pragma unroll
@@ -1442,7 +1440,7 @@ __global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W,
 #pragma unroll
                 for (int ni = 0; ni < 4; ni++) {
                     const int r = wm * 32 + ni * 8 + g;
-                    bf[ni] = bg_lds128(sB + r * 256 + (bg_sw16(r, seg) << 4));
+                    bf[ni] = lds128(sB + r * 256 + (bg_sw16(r, seg) << 4));
                 }
 #pragma unroll
                 for (int mi = 0; mi < 4; mi++) {
@@ -1456,8 +1454,8 @@ __global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W,
                         a[1][2] = e4m3_b23_bf16(w0s1), a[1][3] = e4m3_b23_bf16(w1s1);
                     } else {
                         const int r = wn * 64 + mi * 16 + g;
-                        const uint4 ra = bg_lds128(sA + r * 256 + (bg_sw16(r, seg) << 4));
-                        const uint4 rb = bg_lds128(sA + (r + 8) * 256 + (bg_sw16(r + 8, seg) << 4));
+                        const uint4 ra = lds128(sA + r * 256 + (bg_sw16(r, seg) << 4));
+                        const uint4 rb = lds128(sA + (r + 8) * 256 + (bg_sw16(r + 8, seg) << 4));
                         a[0][0] = ra.x, a[0][1] = rb.x, a[0][2] = ra.y, a[0][3] = rb.y;
                         a[1][0] = ra.z, a[1][1] = rb.z, a[1][2] = ra.w, a[1][3] = rb.w;
                     }
@@ -1562,6 +1560,26 @@ __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const
         q[i] = buf[i];
 }
 
+// rope_pairs on the last rd of a row of 32 NW values held by one warp, lane l holding values 32 w + l
+// (rd % 32 == 0, so whether a group is in the tail is uniform over the warp): pair i is the values
+// 32 NW - rd + 2i, + 1, in lanes l (even) and l + 1, which trade theirs by one shuffle; cs the position's
+// table row. rope_pairs' operations on the same values.
+template <int NW> __device__ __forceinline__ void warp_rope_tail(float (&x)[NW], int rd, const float *cs)
+{
+    const int lane = threadIdx.x & 31, odd = lane & 1;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        const int i0 = 32 * w + lane - (32 * NW - rd); // this lane's position in the tail
+        const float other = __shfl_xor_sync(0xffffffffu, x[w], 1);
+        if (i0 >= 0) {
+            const int pi = i0 >> 1;
+            const float c = cs[2 * pi], sn = cs[2 * pi + 1];
+            const float a = odd ? other : x[w], bb = odd ? x[w] : other;
+            x[w] = odd ? bf16r(a * sn + bb * c) : bf16r(a * c - bb * sn);
+        }
+    }
+}
+
 // k_q_prep for prefill chunks (S > CMP_MIN_S, head_dim 512), the same bits with a warp a query head
 // instead of a block: k_q_prep's 133K blocks of a 2048-token chunk (64 heads) each wait on one
 // element a thread, two block barriers and a shared-memory round trip, ~0.6 ms a V4-Flash layer for
@@ -1606,20 +1624,7 @@ __global__ void __launch_bounds__(512) k_q_prep_w(float *Q, int S, int H, int rd
 #pragma unroll
     for (int w = 0; w < NW; w++)
         x[w] = bf16r(x[w] * r);
-    // RoPE of the tail (rope_pairs): pair i = elements d - rd + 2i, 2i + 1, lanes l (even) and l + 1
-    const float *cs = rope + (size_t)(pos0 + s) * rd;
-    const int odd = lane & 1;
-#pragma unroll
-    for (int w = 0; w < NW; w++) {
-        const int i0 = 32 * w + lane - (QPW_D - rd); // this lane's position in the tail
-        const float other = __shfl_xor_sync(0xffffffffu, x[w], 1);
-        if (i0 >= 0) { // uniform per 32-group since rd % 32 == 0
-            const int pi = i0 >> 1;
-            const float c = cs[2 * pi], sn = cs[2 * pi + 1];
-            const float a = odd ? other : x[w], bb = odd ? x[w] : other;
-            x[w] = odd ? bf16r(a * sn + bb * c) : bf16r(a * c - bb * sn);
-        }
-    }
+    warp_rope_tail(x, rd, rope + (size_t)(pos0 + s) * rd);
 #pragma unroll
     for (int w = 0; w < NW; w++)
         q[32 * w + lane] = x[w];
@@ -1659,11 +1664,12 @@ __global__ void k_iq_prep(float *qI, int Hi, int di, int rd, const float *rope, 
 // bits. k_iq_prep's block of 128 threads per head passes 10 barriers (RoPE, 7 Hadamard stages, the QDQ,
 // the stores) for 128 values, 131K blocks a 2048-token chunk (flash4's indexer stage 3.3 -> 3.2 ms at
 // 128K, the 8K suffix's 13.7 -> 13.0 ms, H200). A one-token step keeps k_iq_prep: its 64 blocks took
-// the same time as this kernel's 16 (--attn-ab 255,511 within +-5 us). Lane l holds values 32 j + l (j < 4): RoPE's pairs are
-// neighbouring lanes (as in k_q_prep_w), the Hadamard's stages h < 32 pair lane l with l ^ h
+// the same time as this kernel's 16 (--attn-ab 255,511 within +-5 us). Lane l holds values 32 j + l
+// (j < 4): RoPE's pairs are neighbouring lanes (warp_rope_tail), the Hadamard's stages h < 32 pair lane
+// l with l ^ h
 // (the lower index takes a + b, the upper a - b: block_hadamard's two operations on the same two
 // values) and h = 32, 64 pair registers, the scaling and each 32-block's FP4 QDQ (warp_fp4_qdq32's
-// operations, the block being value j of every lane) are the lane's own; the 8-bit form is
+// operations, the block being value j of every lane: warp_fp4_qdq32v) are the lane's own; the 8-bit form is
 // warp_i8_pack's on the stored row. 4 heads a block.
 constexpr int IQW_D = 128, IQW_HPB = 4;
 __global__ void __launch_bounds__(32 * IQW_HPB) k_iq_prep_w(float *qI, int nh, int Hi, int rd, const float *rope,
@@ -1683,19 +1689,7 @@ __global__ void __launch_bounds__(32 * IQW_HPB) k_iq_prep_w(float *qI, int nh, i
 #pragma unroll
     for (int j = 0; j < 4; j++)
         x[j] = q[32 * j + lane];
-    const float *cs = rope + (size_t)(pos0 + s) * rd;
-    const int odd = lane & 1;
-#pragma unroll
-    for (int j = 0; j < 4; j++) { // RoPE of the tail (rope_pairs)
-        const int i0 = 32 * j + lane - (IQW_D - rd);
-        const float other = __shfl_xor_sync(0xffffffffu, x[j], 1);
-        if (i0 >= 0) {
-            const int pi = i0 >> 1;
-            const float c = cs[2 * pi], sn = cs[2 * pi + 1];
-            const float a = odd ? other : x[j], bb = odd ? x[j] : other;
-            x[j] = odd ? bf16r(a * sn + bb * c) : bf16r(a * c - bb * sn);
-        }
-    }
+    warp_rope_tail(x, rd, rope + (size_t)(pos0 + s) * rd);
 #pragma unroll
     for (int h = 1; h < 32; h *= 2) { // block_hadamard's stages within 32 values
         const bool up = lane & h;
@@ -1715,15 +1709,8 @@ __global__ void __launch_bounds__(32 * IQW_HPB) k_iq_prep_w(float *qI, int nh, i
                 x[j + h] = a - bb;
             }
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-        const float v = bf16r(x[j] * hsc); // block_hadamard's scaling, then warp_fp4_qdq32 of block j
-        float amax = warp_max(fabsf(v));
-        const float floor_ = 6.0f * 0x1p-126f;
-        if (amax < floor_)
-            amax = floor_;
-        const float sc = pow2_scale(amax, 1.0f / 6.0f);
-        const float qv = fminf(fmaxf(v / sc, -6.f), 6.f);
-        x[j] = bf16r(e2m1_round(qv) * sc);
+    for (int j = 0; j < 4; j++) { // block_hadamard's scaling, then warp_fp4_qdq32 of block j
+        x[j] = warp_fp4_qdq32v(bf16r(x[j] * hsc));
         q[32 * j + lane] = x[j];
     }
     if (q8) { // the 8-bit form from the row as stored (each lane reads back its own values)
@@ -5609,6 +5596,8 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     if (!rc) // k_attn_dtc's (a decode step's attention), likewise
         rc = cu(e, cudaFuncSetAttribute(k_attn_dtc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATD_SMEM),
                 "cudaFuncSetAttribute(k_attn_dtc)");
+    if (!rc) // and decode wo_a's
+        rc = cu(e, wo_a_ring_attrs(), "cudaFuncSetAttribute(k_wo_a_ring)");
     if (!rc)
         rc = upload_weights(g, w, e);
     g->L = (struct dlayer *)calloc((size_t)c->num_hidden_layers, sizeof *g->L);
@@ -5755,26 +5744,10 @@ static int wo_a_launch(const uint8_t *W, const uint8_t *scale, const float *O, i
     if (mode == 2 && (R % 128 || gd % 128))
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: wo_a GEMM needs R, gd %% 128 == 0 (R %d, gd %d)", R, gd);
     const int dec = (mode == 0 || mode == 3) && S <= 8 && R % 128 == 0 && (size_t)S * gd * 2 <= 32768;
-    if (dec && mode == 0 && gd % 128 == 0) { // decode: weights through shared-memory rings
-        // two 16-row tiles a CTA where one a CTA would take more than one wave (two CTAs an SM)
-        static std::atomic<int> sms[64]; // per device: the SM count once the attributes are set there
-        int dev = 0;
-        cudaGetDevice(&dev);
-        dev = dev < 0 || dev >= 64 ? 0 : dev;
-        if (!sms[dev].load()) {
-            int v = 0;
-            cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
-            // above the 48 KB default: opted in once a device (both forms; 2 x the largest fits an SM)
-            cudaError_t r1 = cudaFuncSetAttribute(k_wo_a_ring<1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                  (int)wo_a_ring_smem(8, 2048));
-            cudaError_t r2 = cudaFuncSetAttribute(k_wo_a_ring<2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                  (int)wo_a_ring_smem(8, 2048));
-            if (r1 != cudaSuccess || r2 != cudaSuccess)
-                return cu(e, r1 != cudaSuccess ? r1 : r2, "cudaFuncSetAttribute(k_wo_a_ring)");
-            sms[dev].store(v > 0 ? v : 1);
-        }
+    if (dec && mode == 0 && gd % 128 == 0) { // decode: weights through shared-memory rings (wo_a_ring_attrs)
+        // two 16-row tiles a CTA where one a CTA would take more than one wave (lin_blocks: two CTAs an SM)
         const size_t smem = wo_a_ring_smem(S, gd);
-        if (G * R / 16 > 2 * sms[dev].load())
+        if (G * R / 16 > lin_blocks)
             launch_pdl(k_wo_a_ring<2>, (unsigned)(G * R / 32), 256, smem, st, W, scale, O, S, R, gd, G * gd, G * R, Z);
         else
             launch_pdl(k_wo_a_ring<1>, (unsigned)(G * R / 16), 256, smem, st, W, scale, O, S, R, gd, G * gd, G * R, Z);
@@ -5814,6 +5787,8 @@ extern "C" int cuda_engine_wo_a(const uint8_t *d_w, const uint8_t *d_s, const fl
     cudaError_t ce = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
     if (ce != cudaSuccess)
         return cu(e, ce, "cudaDeviceGetAttribute");
+    if ((ce = wo_a_ring_attrs()) != cudaSuccess)
+        return cu(e, ce, "cudaFuncSetAttribute(k_wo_a_ring)");
     return wo_a_launch(d_w, d_s, d_O, S, G, R, gd, d_Z, (uint16_t *)d_xb, 2 * sms, mode, (cudaStream_t)stream, e);
 }
 extern "C" int cuda_engine_lin_bf16(const uint16_t *d_w, int n, int k, const float *d_x, int S, float *d_y,

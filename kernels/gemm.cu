@@ -116,13 +116,6 @@ constexpr int G_STAGE_BYTES = (G_BN + G_BM) * 128 + G_BM * 4;
 constexpr int G_SMEM = G_STAGES * G_STAGE_BYTES;
 
 
-__device__ __forceinline__ uint4 lds128(uint32_t addr)
-{
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
-    return v;
-}
-
 __global__ void __launch_bounds__(256, 1) fp8_gemm_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
                                                           int m, const uint8_t *__restrict__ w,
                                                           const uint8_t *__restrict__ ws, int n, int k,

@@ -603,12 +603,6 @@ constexpr int M3_SMEM = M3_STAGES * M_STAGE + M3_W + M3_RS + M3_RB + M3_LUT;
 // (CTA, stage)s of moe_gemm3_kernel that took the fallback, since the last reset (per device).
 __device__ unsigned long long g_moe_v3_fallbacks;
 
-__device__ __forceinline__ uint4 m3_lds128(uint32_t addr)
-{
-    uint4 v;
-    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
-    return v;
-}
 __device__ __forceinline__ void m3_sts128(uint32_t addr, uint32_t a, uint32_t b, uint32_t c, uint32_t d)
 {
     asm volatile("st.shared.v4.u32 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(a), "r"(b), "r"(c), "r"(d));
@@ -837,7 +831,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm3_kernel(const uint8_t *__rest
 #pragma unroll
         for (int j = 0; j < 2; j++) {
             const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
-            const uint4 raw = m3_lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
+            const uint4 raw = lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
             const uint32_t codes = lds32(sAS + ra * 4);
             uint32_t mx = __vmaxu4(codes, codes >> 16);
             mx = __vmaxu4(mx, mx >> 8) & 0xffu;
@@ -1100,7 +1094,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm4_kernel(const uint8_t *__rest
         for (int j = 0; j < 2; j++) {
             int ra, ca;
             cuda_moe4_wpiece(tid + j * 256, &ra, &ca);
-            const uint4 raw = m3_lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
+            const uint4 raw = lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
             const uint32_t codes = lds32(sAS + ra * 4);
             // (byte-wise max by integer max: __vmaxu4 is ~12 instructions on sm_90)
             const uint32_t mx = max(max(codes & 0xffu, (codes >> 8) & 0xffu), max((codes >> 16) & 0xffu, codes >> 24));
@@ -1131,7 +1125,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm4_kernel(const uint8_t *__rest
                 continue;
             int rb, cb;
             cuda_moe4_xpiece(i, &rb, &cb);
-            const uint4 raw = m3_lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
+            const uint4 raw = lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
             m3_sts128(sXh + cuda_moe4_xoff(rb, 16 * cb), m4_e4m3x2_to_f16x2(raw.x), m4_e4m3x2_to_f16x2(raw.x >> 16),
                       m4_e4m3x2_to_f16x2(raw.y), m4_e4m3x2_to_f16x2(raw.y >> 16));
             m3_sts128(sXh + cuda_moe4_xoff(rb, 16 * cb + 8), m4_e4m3x2_to_f16x2(raw.z),
@@ -1367,7 +1361,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__rest
         for (int j = 0; j < 2; j++) {
             int ra, ca;
             cuda_moe4_wpiece(tid + j * 256, &ra, &ca);
-            const uint4 raw = m3_lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
+            const uint4 raw = lds128(sA + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4));
             const uint32_t codes = lds32(sAS + ra * 4);
             const uint32_t mx = max(max(codes & 0xffu, (codes >> 8) & 0xffu), max((codes >> 16) & 0xffu, codes >> 24));
             const uint32_t sh = mx - ((codes >> (8 * ca)) & 0xffu);
@@ -1394,7 +1388,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__rest
                 continue;
             int rb, cb;
             cuda_moe4_xpiece(i, &rb, &cb);
-            const uint4 raw = m3_lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
+            const uint4 raw = lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
             m3_sts128(sXh + cuda_moe5_off(rb, 16 * cb, M_BM), m4_e4m3x2_to_f16x2(raw.x), m4_e4m3x2_to_f16x2(raw.x >> 16),
                       m4_e4m3x2_to_f16x2(raw.y), m4_e4m3x2_to_f16x2(raw.y >> 16));
             m3_sts128(sXh + cuda_moe5_off(rb, 16 * cb + 8, M_BM), m4_e4m3x2_to_f16x2(raw.z),
@@ -1578,7 +1572,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__rest
                 continue;
             int rb, cb;
             cuda_moe4_xpiece(i, &rb, &cb);
-            const uint4 raw = m3_lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
+            const uint4 raw = lds128(sB + rb * 128 + ((cb ^ (rb & 7)) << 4));
             const uint32_t rv[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
             for (int qq = 0; qq < 4; qq++) {
@@ -1596,7 +1590,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__rest
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int ra = rw + 8 * h;
-            const uint4 raw = m3_lds128(sA + ra * 64 + ((t ^ ((ra >> 1) & 3)) << 4));
+            const uint4 raw = lds128(sA + ra * 64 + ((t ^ ((ra >> 1) & 3)) << 4));
             const uint32_t codes = lds32(sAS + ra * 4);
             const uint32_t mx = max(max(codes & 0xffu, (codes >> 8) & 0xffu), max((codes >> 16) & 0xffu, codes >> 24));
             const uint32_t sh = mx - ((codes >> (8 * t)) & 0xffu);
