@@ -58,6 +58,18 @@ long long cuda_engine_pos(const struct cuda_engine *g);
 /* Device bytes held for weights and for state + scratch. */
 void cuda_engine_memory(const struct cuda_engine *g, size_t *weight_bytes, size_t *state_bytes);
 
+/* Prefill chunks (more than 8 tokens) run their FP8 products (wq_a|wkv, wq_b, the indexer's wq_b,
+ * wo_b, the shared expert's w1|w3 and w2) on cuBLASLt's block-scaled FP8 GEMM (kernels/gemm.h
+ * cuda_lt_ctx: each 128-K block summed by Hopper's FP8 tensor cores, as DeepSeek's own FP8 GEMM does)
+ * unless the environment has CTX_CUDA_PREFILL_GEMM=exact when the engine is created, in which case
+ * cuda_fp8_gemm (fp32 block partials: the CPU engine's numerics) runs them. Either way every chunk
+ * size gives the same bits per row (one algorithm per shape), so chunked prefill stays bit-identical
+ * to one chunk. This switches between the two for later calls (on < 0 changes nothing) and returns
+ * whether cuBLASLt is in use; *lt_calls and *exact_fallbacks (either may be NULL) count the products
+ * run on it and the calls cuBLASLt rejected, which ran the exact kernel instead. */
+int cuda_engine_prefill_lt(struct cuda_engine *g, int on, unsigned long long *lt_calls,
+                           unsigned long long *exact_fallbacks);
+
 /* Feed tokens[0..S) at the current position (S <= max_chunk; a longer prompt is several calls)
  * and advance it; logits[vocab] of the last position when logits != NULL. Bad arguments change
  * nothing; after a device error the state is undefined (reset or upload one). */

@@ -278,6 +278,43 @@ __global__ void k_bf2f(const uint16_t *x, size_t n, float *y)
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] = bf16ld(x[i]);
 }
+// cuBLASLt's prefill products (struct cuda_engine's lt): the activation scales sa [S][kb] transposed
+// into sat [kb][mp] (padding tokens S..mp-1 get 0), and the transposed product yt [n][ldy] (bf16)
+// written as rows: with y16 bf16 [S][n], otherwise floats, outputs [0, n1) to y1 [S][n1] and the rest
+// to y2 [S][n - n1] (k_bf2f's and k_bf2f_split's values: bf16 widened).
+__global__ void k_lt_sat(const float *sa, int S, int kb, int mp, float *sat)
+{
+    pdl_begin();
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)kb * mp)
+        return;
+    const int b = (int)(i / mp), t = (int)(i % mp);
+    sat[i] = t < S ? sa[(size_t)t * kb + b] : 0.f;
+}
+__global__ void k_lt_out(const uint16_t *__restrict__ yt, int ldy, int S, int n, int n1, float *y1, float *y2,
+                         uint16_t *y16)
+{
+    __shared__ uint16_t tile[32][33];
+    const int i0 = blockIdx.x * 32, j0 = blockIdx.y * 32;
+    for (int r = threadIdx.y; r < 32; r += 8) { // coalesced along the tokens of output j0 + r
+        const int i = i0 + threadIdx.x, j = j0 + r;
+        if (i < S && j < n)
+            tile[r][threadIdx.x] = yt[(size_t)j * ldy + i];
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < 32; r += 8) { // coalesced along the outputs of token i0 + r
+        const int i = i0 + r, j = j0 + threadIdx.x;
+        if (i >= S || j >= n)
+            continue;
+        const uint16_t v = tile[threadIdx.x][r];
+        if (y16)
+            y16[(size_t)i * n + j] = v;
+        else if (j < n1)
+            y1[(size_t)i * n1 + j] = bf16ld(v);
+        else
+            y2[(size_t)i * (n - n1) + (j - n1)] = bf16ld(v);
+    }
+}
 __global__ void k_fill(float *x, size_t n, float v)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -4646,6 +4683,9 @@ unsigned grid_for(size_t n, int threads)
 struct dlin {
     int n, k;
     const uint8_t *w, *s;
+    // the scales as fp32 [ceil(n/128)][round_up(k/128, 4)] for cuBLASLt (prefill_lt), in the layer's lt32
+    // block; NULL: this product always runs cuda_fp8_gemm
+    const float *s32;
 };
 
 struct dlayer {
@@ -4666,6 +4706,7 @@ struct dlayer {
     // weights_proj, rows concatenated (bf16): one product
     struct dlin cbf;
     void *cat2;
+    void *lt32; // the s32 scales of the FP8 products (prefill_lt)
     // state
     float *ring, *c_kv, *c_sc, *ic_kv, *ic_sc, *cache, *icache;
     // CSA: the indexer keys' 8-bit form (warp_i8_pack), written wherever icache is, for k_idx_score_i8
@@ -4783,6 +4824,17 @@ struct cuda_engine {
     cudaEvent_t mev[2];
     uint8_t *q8s;
     float *sas;
+    // Prefill chunks' FP8 products (lin_fp8, lin_fp8_split, lin_fp8_q with S > 8) on cuBLASLt's block-scaled
+    // FP8 (gemm.h cuda_lt_ctx: the numerics of DeepSeek's FP8 GEMM on Hopper's tensor cores, each 128-K
+    // block summed by the FP8 MMA) instead of cuda_fp8_gemm (fp32 partials, the CPU engine's numerics):
+    // CTX_CUDA_PREFILL_GEMM=exact turns it off for engines created after. lt_sat holds a call's
+    // activation scales transposed [k/128][m4]; the product comes out transposed into o16 and
+    // k_lt_out writes the rows (the padding of cuda_lt_ctx_rows: q8, lt_sat and o16 hold S + 127 rows). lt_calls /
+    // lt_exact count the products that ran each way.
+    struct cuda_lt_ctx *lt;
+    int lt_on;
+    float *lt_sat;
+    unsigned long long lt_calls, lt_exact;
 };
 
 extern "C" const char *const cuda_engine_prof_names[CUDA_PROF_N] = {
@@ -5098,7 +5150,7 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
             size_t sa = (size_t)((a->n + 127) / 128) * (a->k / 128), sb = (size_t)((b->n + 127) / 128) * (b->k / 128);
             uint8_t *w = at, *sc = at + al256(wa + wb);
             at += al256(wa + wb) + al256(sa + sb);
-            *cats[j].out = (struct dlin){a->n + b->n, a->k, w, sc};
+            *cats[j].out = (struct dlin){a->n + b->n, a->k, w, sc, NULL};
             if ((rc = cu(e, cudaMemcpy(w, a->w, wa, cudaMemcpyDeviceToDevice), "concatenate")) ||
                 (rc = cu(e, cudaMemcpy(w + wa, b->w, wb, cudaMemcpyDeviceToDevice), "concatenate")) ||
                 (rc = cu(e, cudaMemcpy(sc, a->s, sa, cudaMemcpyDeviceToDevice), "concatenate")) ||
@@ -5118,7 +5170,7 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
             rc = cu(e, cudaMemcpy((uint8_t *)L->cat2 + (size_t)off * D * 2, parts[j]->w, (size_t)parts[j]->n * D * 2,
                                   cudaMemcpyDeviceToDevice),
                     "concatenate");
-        L->cbf = (struct dlin){rows, D, (const uint8_t *)L->cat2, NULL};
+        L->cbf = (struct dlin){rows, D, (const uint8_t *)L->cat2, NULL, NULL};
     }
     return rc;
 }
@@ -5160,7 +5212,7 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     if (stage_n < 2 * (size_t)S * D) // the routed experts' input, twice (w1 and w3 in one product)
         stage_n = 2 * (size_t)S * D;
     int omax = smax_i(smax_i(smax_i(Lq + d, H * d), smax_i(d, Hi * di)), smax_i(D, 2 * SI));
-    size_t o16_n = (size_t)S * omax;
+    size_t o16_n = (size_t)(S + CUDA_LT_PAD_MAX) * omax; // cuBLASLt's transposed products: up to S + 127 columns
     struct piece {
         void **p;
         size_t bytes;
@@ -5207,7 +5259,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->topk_scratch, cuda_engine_topk_scratch(S, g->max_ctx / 4, K));
     PIECE(g->ri, sizeof(int) * 2 * S * k);
     PIECE(g->rw, sizeof(float) * S * k);
-    PIECE(g->q8, stage_n);
+    PIECE(g->q8, stage_n + CUDA_LT_PAD_MAX * (size_t)kmax); // cuBLASLt reads up to S + 127 rows
+    PIECE(g->lt_sat, sizeof(float) * (size_t)(S + CUDA_LT_PAD_MAX) * (kmax / 128 + 1));
     PIECE(g->sa, sizeof(float) * (stage_n / 128 + 1));
     PIECE(g->o16, 2 * o16_n);
     PIECE(g->g16, 2 * 2 * (size_t)S * k * I);
@@ -5347,7 +5400,9 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
             cudaFree(g->L[l].etab);
             cudaFree(g->L[l].cat);
             cudaFree(g->L[l].cat2);
+            cudaFree(g->L[l].lt32);
         }
+    cuda_lt_ctx_free(g->lt);
     free(g->L);
     if (g->gexec)
         cudaGraphExecDestroy(g->gexec);
@@ -5511,6 +5566,75 @@ extern "C" void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side, 
     }
 }
 
+// CTX_CUDA_PREFILL_GEMM: "exact" runs prefill chunks' FP8 products on cuda_fp8_gemm (the CPU engine's
+// fp32 partials) for engines created after; unset or "lt", cuBLASLt's (struct cuda_engine's lt). Read
+// once per process; anything else is "lt".
+static int prefill_lt_default(void)
+{
+    static const int v = [] {
+        const char *env = getenv("CTX_CUDA_PREFILL_GEMM");
+        return !(env && !strcmp(env, "exact"));
+    }();
+    return v;
+}
+
+// cuBLASLt for the prefill products (struct cuda_engine's lt): the context, and each FP8 product's
+// scales as fp32 in the layout it reads. A product whose shape cuBLASLt refuses keeps s32 NULL (the
+// exact kernel); an engine whose cuBLASLt cannot start runs every product exactly.
+static int lt_setup(struct cuda_engine *g, struct ctx_err *e)
+{
+    g->lt_on = prefill_lt_default();
+    struct ctx_err le;
+    if (!g->lt_on || cuda_lt_ctx_new(&g->lt, g->Smax, &le)) {
+        g->lt = NULL;
+        return 0;
+    }
+    int rc = 0;
+    for (int l = g->lb; l < g->le && !rc; l++) {
+        struct dlayer *L = &g->L[l];
+        struct dlin *ps[6] = {&L->wqkv, &L->wq_b, &L->wo_b, &L->sw13, &L->sw2, L->ratio == 4 ? &L->i_wq_b : NULL};
+        size_t off[6], total = 0;
+        for (int j = 0; j < 6; j++) {
+            off[j] = (size_t)-1;
+            if (!ps[j] || !ps[j]->w || !ps[j]->s || cuda_lt_ctx_supports(g->lt, ps[j]->n, ps[j]->k, &le) != 1)
+                continue;
+            off[j] = total;
+            total += al256(sizeof(float) * (size_t)((ps[j]->n + 127) / 128) * ((ps[j]->k / 128 + 3) / 4 * 4));
+        }
+        if (!total)
+            continue;
+        if ((rc = cu(e, cudaMalloc(&L->lt32, total), "cudaMalloc(cuBLASLt scales)")))
+            break;
+        g->wbytes += total;
+        for (int j = 0; j < 6 && !rc; j++) {
+            if (off[j] == (size_t)-1)
+                continue;
+            float *s32 = (float *)((char *)L->lt32 + off[j]);
+            const int kb = ps[j]->k / 128;
+            rc = cuda_e8m0_to_f32(ps[j]->s, (ps[j]->n + 127) / 128, kb, (kb + 3) / 4 * 4, 0, s32, g->st, e);
+            ps[j]->s32 = s32;
+        }
+    }
+    if (!rc)
+        rc = cu(e, cudaStreamSynchronize(g->st), "cuBLASLt scales");
+    return rc;
+}
+
+// Test and benchmark entry (cuda_engine.h): prefill products on cuBLASLt (on != 0, where the engine
+// has it) or cuda_fp8_gemm; on < 0 only reports. Returns whether cuBLASLt is now in use; the counters
+// are the products run each way since the engine's creation.
+extern "C" int cuda_engine_prefill_lt(struct cuda_engine *g, int on, unsigned long long *lt_calls,
+                                      unsigned long long *exact_fallbacks)
+{
+    if (on >= 0)
+        g->lt_on = on != 0 && g->lt;
+    if (lt_calls)
+        *lt_calls = g->lt_calls;
+    if (exact_fallbacks)
+        *exact_fallbacks = g->lt_exact;
+    return g->lt && g->lt_on;
+}
+
 extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_engine_opts *o, struct cuda_engine **out,
                                struct ctx_err *e)
 {
@@ -5616,6 +5740,8 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     for (int l = lb; l < le && !rc; l++)
         rc = bind_layer(g, w, l, e);
     if (!rc)
+        rc = lt_setup(g, e);
+    if (!rc)
         rc = alloc_state(g, e);
     if (rc) {
         cuda_engine_free(g);
@@ -5628,8 +5754,38 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
 
 // ---- the forward pass
 
+// A prefill chunk's FP8 product on cuBLASLt (struct cuda_engine's lt) from q8 / sa as the exact path
+// has them: the scales transposed (k_lt_sat), the product into o16 transposed, k_lt_out writes y1 / y2
+// (floats, split at n1) or y16 (bf16). Returns 1 when this product does not run there (no cuBLASLt,
+// S <= 8, a shape cuBLASLt refused, or a call it rejected: the caller runs cuda_fp8_gemm), else 0 or
+// a CTX_E* code.
+static int lin_lt(struct cuda_engine *g, const struct dlin *w, int S, int n1, float *y1, float *y2, uint16_t *y16,
+                  struct ctx_err *e)
+{
+    if (!g->lt || !g->lt_on || !w->s32 || S <= 8)
+        return 1;
+    const int kb = w->k / 128, mp = cuda_lt_ctx_rows(g->lt, S, w->n, w->k);
+    if (mp < S)
+        return 1;
+    launch_pdl(k_lt_sat, grid_for((size_t)kb * mp, 256), 256, 0, g->st, g->sa, S, kb, mp, g->lt_sat);
+    int rc = cu(e, cudaGetLastError(), "k_lt_sat");
+    if (!rc)
+        rc = cuda_lt_ctx_run(g->lt, S, w->n, w->k, g->q8, g->lt_sat, w->w, w->s32, g->o16, g->st, e);
+    if (rc == CTX_EUNSUPPORTED) {
+        g->lt_exact++;
+        return 1;
+    }
+    if (rc)
+        return rc;
+    k_lt_out<<<dim3((unsigned)((S + 31) / 32), (unsigned)((w->n + 31) / 32)), dim3(32, 8), 0, g->st>>>(
+        g->o16, mp, S, w->n, n1, y1, y2, y16);
+    g->lt_calls++;
+    LAUNCHED("k_lt_out");
+    return 0;
+}
+
 // y [S][n] (float, bf16 values) = W x with FP8 weights: x to bf16, 1x128 e4m3 quantisation, GEMV
-// (S <= 8) or GEMM, bf16 out.
+// (S <= 8) or GEMM (cuBLASLt's with lt), bf16 out.
 static int lin_fp8(struct cuda_engine *g, const struct dlin *w, const float *x, int S, float *y, struct ctx_err *e)
 {
     size_t ny = (size_t)S * w->n;
@@ -5638,9 +5794,10 @@ static int lin_fp8(struct cuda_engine *g, const struct dlin *w, const float *x, 
     launch_pdl(k_act_quant_f32, (unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st, x, S, S, w->k, g->q8,
                g->sa);
     int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
-    if (!rc)
-        rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e)
-                    : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e);
+    if (rc || (rc = lin_lt(g, w, S, w->n, y, NULL, NULL, e)) != 1)
+        return rc;
+    rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e)
+                : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e);
     if (rc)
         return rc;
     launch_pdl(k_bf2f, grid_for(ny, 256), 256, 0, g->st, g->o16, ny, y);
@@ -5658,9 +5815,10 @@ static int lin_fp8_split(struct cuda_engine *g, const struct dlin *w, const floa
     launch_pdl(k_act_quant_f32, (unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st, x, S, S, w->k, g->q8,
                g->sa);
     int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
-    if (!rc)
-        rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e)
-                    : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e);
+    if (rc || (rc = lin_lt(g, w, S, n1, y1, y2, NULL, e)) != 1)
+        return rc;
+    rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e)
+                : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, g->o16, g->st, e);
     if (rc)
         return rc;
     launch_pdl(k_bf2f_split, grid_for(ny, 256), 256, 0, g->st, g->o16, S, n1, w->n - n1, y1, y2);
@@ -5670,6 +5828,9 @@ static int lin_fp8_split(struct cuda_engine *g, const struct dlin *w, const floa
 // The same product on already quantised activations (q8/sa), bf16 out.
 static int lin_fp8_q(struct cuda_engine *g, const struct dlin *w, int S, uint16_t *y16, struct ctx_err *e)
 {
+    int rc = lin_lt(g, w, S, w->n, NULL, NULL, y16, e);
+    if (rc != 1)
+        return rc;
     return S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, y16, g->st, e)
                   : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, y16, g->st, e);
 }
@@ -6821,7 +6982,7 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
                            0, heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
         }
         LAUNCHED("hc_head");
-        struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL};
+        struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL, NULL};
         if ((rc = lin_bf16(g, &head, g->hidden, 1, g->logits, 0, e)))
             return rc;
         prof_mark(g, CUDA_PROF_HEAD);

@@ -1653,3 +1653,245 @@ extern "C" int cuda_lt_run(struct cuda_lt_plan *p, const uint8_t *d_q, const flo
     transpose_bf16_kernel<<<grid, dim3(32, 8), 0, (cudaStream_t)stream>>>(p->dt, p->m, p->n, p->m_pad, d_y);
     return launch_check(e, "transpose_bf16_kernel");
 }
+
+// ---- cuBLASLt for any m: one algorithm per (n, k) ----
+
+namespace {
+struct lt_shape {
+    int n, k, ok, gran; // ok: 1 runs (rows padded to a multiple of gran), 0 refused (msg says why)
+    cublasLtMatmulAlgo_t algo;
+    char msg[160];
+};
+} // namespace
+
+struct cuda_lt_ctx {
+    cublasLtHandle_t h;
+    cublasLtMatmulDesc_t desc;
+    void *ws;
+    size_t ws_bytes;
+    int max_m, pad_full;
+    lt_shape *shapes;
+    int nshapes, cap;
+};
+
+extern "C" void cuda_lt_ctx_pad_full(struct cuda_lt_ctx *c, int on) { c->pad_full = on != 0; }
+
+extern "C" void cuda_lt_ctx_free(struct cuda_lt_ctx *c)
+{
+    if (!c)
+        return;
+    if (c->desc)
+        cublasLtMatmulDescDestroy(c->desc);
+    if (c->h)
+        cublasLtDestroy(c->h);
+    cudaFree(c->ws);
+    free(c->shapes);
+    delete c;
+}
+
+#define LTC_TRY(call)                                                                                             \
+    do {                                                                                                          \
+        cublasStatus_t st_ = (call);                                                                              \
+        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                                       \
+            cuda_lt_ctx_free(c);                                                                                  \
+            return ctx_err_set(e, CTX_EIO, "%s: cuBLAS status %d", #call, (int)st_);                              \
+        }                                                                                                         \
+    } while (0)
+
+extern "C" int cuda_lt_ctx_new(struct cuda_lt_ctx **out, int max_m, struct ctx_err *e)
+{
+    *out = nullptr;
+    if (max_m < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_lt_ctx_new: max_m = %d", max_m);
+    cuda_lt_ctx *c = new cuda_lt_ctx();
+    c->max_m = max_m;
+    c->ws_bytes = 32u << 20;
+    cudaError_t rc = cudaMalloc(&c->ws, c->ws_bytes);
+    if (rc != cudaSuccess) {
+        cuda_lt_ctx_free(c);
+        return cuda_fail(e, rc, "cudaMalloc(cuBLASLt workspace)");
+    }
+    LTC_TRY(cublasLtCreate(&c->h));
+    LTC_TRY(cublasLtMatmulDescCreate(&c->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    int32_t amode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F, bmode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &amode, sizeof amode));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bmode, sizeof bmode));
+    const void *dummy = c->ws; // the heuristic wants scale pointers (cuda_lt_plan_new); runs set the real ones
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy));
+    *out = c;
+    return 0;
+}
+
+namespace {
+// The layouts of a call with mp (padded) rows: A the activations, op_T of column-major [k][mp]; B the
+// weights, column-major [k][n]; D column-major [mp][n], ld mp.
+struct lt_layouts {
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    ~lt_layouts()
+    {
+        if (a)
+            cublasLtMatrixLayoutDestroy(a);
+        if (b)
+            cublasLtMatrixLayoutDestroy(b);
+        if (d)
+            cublasLtMatrixLayoutDestroy(d);
+    }
+    cublasStatus_t make(int mp, int n, int k)
+    {
+        cublasStatus_t st = cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, mp, k);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, n, k);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatrixLayoutCreate(&d, CUDA_R_16BF, mp, n, mp);
+        return st;
+    }
+};
+} // namespace
+
+static int lt_round(int m, int g) { return (m + g - 1) / g * g; }
+
+// Whether the shape's algorithm takes mp rows (host-side check, no launch).
+static bool lt_takes(cuda_lt_ctx *c, const lt_shape *s, int mp)
+{
+    lt_layouts l;
+    cublasLtMatmulHeuristicResult_t r;
+    return l.make(mp, s->n, s->k) == CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatmulAlgoCheck(c->h, c->desc, l.a, l.b, l.d, l.d, &s->algo, &r) == CUBLAS_STATUS_SUCCESS;
+}
+
+static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e)
+{
+    for (int i = 0; i < c->nshapes; i++)
+        if (c->shapes[i].n == n && c->shapes[i].k == k)
+            return &c->shapes[i];
+    if (c->nshapes == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        lt_shape *s = (lt_shape *)realloc(c->shapes, sizeof *s * (size_t)cap);
+        if (!s) {
+            ctx_err_set(e, CTX_ENOMEM, "cuda_lt_ctx: out of memory");
+            return nullptr;
+        }
+        c->shapes = s, c->cap = cap;
+    }
+    lt_shape *s = &c->shapes[c->nshapes++];
+    memset(s, 0, sizeof *s);
+    s->n = n, s->k = k;
+    if (n < 16 || n % 16 || k < 128 || k % 128) {
+        snprintf(s->msg, sizeof s->msg, "cuBLASLt block-scaled FP8: n = %d must be a multiple of 16, k = %d of 128", n,
+                 k);
+        return s;
+    }
+    const int top = lt_round(c->max_m, CUDA_LT_PAD_MAX);
+    lt_layouts l;
+    cublasLtMatmulPreference_t pref = nullptr;
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    cublasStatus_t st = l.make(top, n, k);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->ws_bytes,
+                                                  sizeof c->ws_bytes);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(c->h, c->desc, l.a, l.b, l.d, l.d, pref, 1, &res, &found);
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found < 1) {
+        snprintf(s->msg, sizeof s->msg,
+                 "cuBLASLt has no block-scaled FP8 algorithm for m=%d n=%d k=%d (status %d, found %d)", top, n, k,
+                 (int)st, found);
+        return s;
+    }
+    s->algo = res.algo;
+    // The padding: the smallest granularity at which the algorithm takes a spread of row counts up to
+    // the top (the heuristic's own m).
+    for (int g = 8; g <= CUDA_LT_PAD_MAX && !s->ok; g *= 2) {
+        static const int mult[] = {1, 2, 3, 5, 7, 13, 31};
+        bool all = lt_takes(c, s, top);
+        for (size_t i = 0; all && i < sizeof mult / sizeof mult[0]; i++)
+            if (mult[i] * g < top)
+                all = lt_takes(c, s, mult[i] * g);
+        if (all)
+            s->ok = 1, s->gran = g;
+    }
+    if (!s->ok)
+        snprintf(s->msg, sizeof s->msg,
+                 "cuBLASLt's block-scaled FP8 algorithm for m=%d n=%d k=%d takes no row padding up to %d", top, n, k,
+                 CUDA_LT_PAD_MAX);
+    return s;
+}
+
+extern "C" int cuda_lt_ctx_supports(struct cuda_lt_ctx *c, int n, int k, struct ctx_err *e)
+{
+    lt_shape *s = lt_shape_of(c, n, k, e);
+    if (!s)
+        return CTX_ENOMEM;
+    if (!s->ok)
+        ctx_err_set(e, CTX_EUNSUPPORTED, "%s", s->msg);
+    return s->ok;
+}
+
+extern "C" int cuda_lt_ctx_rows(struct cuda_lt_ctx *c, int m, int n, int k)
+{
+    struct ctx_err e;
+    lt_shape *s = m >= 1 && m <= c->max_m ? lt_shape_of(c, n, k, &e) : nullptr;
+    return s && s->ok ? (c->pad_full ? lt_round(c->max_m, CUDA_LT_PAD_MAX) : lt_round(m, s->gran)) : 0;
+}
+
+extern "C" int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *buf, size_t len)
+{
+    struct ctx_err e;
+    lt_shape *s = lt_shape_of(c, n, k, &e);
+    if (!s || !s->ok)
+        return snprintf(buf, len, "n=%d k=%d: %s", n, k, s ? s->msg : e.msg);
+    static const cublasLtMatmulAlgoConfigAttributes_t at[] = {
+        CUBLASLT_ALGO_CONFIG_ID,           CUBLASLT_ALGO_CONFIG_TILE_ID,     CUBLASLT_ALGO_CONFIG_STAGES_ID,
+        CUBLASLT_ALGO_CONFIG_SPLITK_NUM,   CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING,
+        CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID};
+    static const char *const nm[] = {"algo", "tile", "stages", "splitk", "reduction", "swizzle", "custom", "cluster"};
+    int w = snprintf(buf, len, "n=%d k=%d pad %d:", n, k, s->gran);
+    for (size_t i = 0; i < sizeof at / sizeof at[0] && w >= 0 && (size_t)w < len; i++) {
+        uint64_t v = 0; // integers of at most 8 bytes, little-endian: read with their own size
+        size_t need = 0, got = 0;
+        if (cublasLtMatmulAlgoConfigGetAttribute(&s->algo, at[i], nullptr, 0, &need) != CUBLAS_STATUS_SUCCESS ||
+            need == 0 || need > sizeof v ||
+            cublasLtMatmulAlgoConfigGetAttribute(&s->algo, at[i], &v, need, &got) != CUBLAS_STATUS_SUCCESS)
+            continue;
+        w += snprintf(buf + w, len - (size_t)w, " %s %llu", nm[i], (unsigned long long)v);
+    }
+    return w;
+}
+
+extern "C" int cuda_lt_ctx_run(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
+                               const uint8_t *d_w, const float *d_ws32, uint16_t *d_yt, void *stream, struct ctx_err *e)
+{
+    if (m < 1 || m > c->max_m)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_lt_ctx_run: m = %d outside 1..%d", m, c->max_m);
+    lt_shape *s = lt_shape_of(c, n, k, e);
+    if (!s)
+        return CTX_ENOMEM;
+    if (!s->ok)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "%s", s->msg);
+    const int mp = c->pad_full ? lt_round(c->max_m, CUDA_LT_PAD_MAX) : lt_round(m, s->gran);
+    lt_layouts l;
+    const void *as = d_sat, *bs = d_ws32;
+    const float alpha = 1.f, beta = 0.f;
+    cublasStatus_t st = l.make(mp, n, k);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &as, sizeof as);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &bs, sizeof bs);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmul(c->h, c->desc, &alpha, d_q, l.a, d_w, l.b, &beta, d_yt, l.d, d_yt, l.d, &s->algo, c->ws,
+                            c->ws_bytes, (cudaStream_t)stream);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cublasLtMatmul m=%d (%d rows) n=%d k=%d with the algorithm of m=%d: "
+                           "status %d", m, mp, n, k, lt_round(c->max_m, CUDA_LT_PAD_MAX), (int)st);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return ctx_err_set(e, CTX_EIO, "cublasLtMatmul m=%d n=%d k=%d: status %d", m, n, k, (int)st);
+    return 0;
+}

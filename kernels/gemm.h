@@ -154,6 +154,38 @@ void cuda_lt_plan_free(struct cuda_lt_plan *p);
 int cuda_e8m0_to_f32(const uint8_t *d_s, int rows, int cols, int ld, int transpose, float *d_out,
                      void *stream, struct ctx_err *e);
 
+/* cuBLASLt for the engine's prefill products, any m up to max_m with one handle and one workspace.
+ * Per (n, k) the context keeps the algorithm cuBLASLt's heuristic picks for m = max_m (rounded up to
+ * CUDA_LT_PAD_MAX) and runs every call of that shape with it, the rows padded to the granularity that
+ * algorithm accepts (cuda_lt_ctx_rows: the smallest of 8, 16, .., CUDA_LT_PAD_MAX that
+ * cublasLtMatmulAlgoCheck takes): one algorithm computes an output from its own row the same way
+ * whatever the call's other rows are, so a prefill in chunks gives the bits of one chunk (what
+ * cuda_fp8_gemm guarantees by being one kernel; tests/kernels checks it). Numerics are cuda_lt_run's
+ * (tests/kernels: within EPS_LT). With mp = cuda_lt_ctx_rows(c, m, n, k): the activations are d_q
+ * [mp][k] (rows m..mp-1 may hold any bytes) with scales d_sat [k/128][mp] (column i of row b: token
+ * i's scale of K block b; 0 for the padding), the weight scales d_ws32 fp32 [ceil(n/128)][round_up(k/128,
+ * 4)] (cuda_e8m0_to_f32 with that ld), and the product comes out transposed: d_yt[j * mp + i] =
+ * bf16(y[i][j]) for token i < m, output j < n (the padding columns hold whatever the padding rows give). */
+#define CUDA_LT_PAD_MAX 128
+struct cuda_lt_ctx;
+int cuda_lt_ctx_new(struct cuda_lt_ctx **out, int max_m, struct ctx_err *e);
+void cuda_lt_ctx_free(struct cuda_lt_ctx *c);
+/* 1 when (n, k) can run (asks cuBLASLt for an algorithm at the first call for a shape), 0 when not
+ * (n % 16, k % 128, no block-scaled algorithm, or none of the paddings: *e says why), CTX_ENOMEM. */
+int cuda_lt_ctx_supports(struct cuda_lt_ctx *c, int n, int k, struct ctx_err *e);
+/* The padded row count of an m-row call of (n, k) (m <= mp <= m + CUDA_LT_PAD_MAX - 1); 0 for a shape
+ * cuda_lt_ctx_supports refuses or an m outside 1..max_m. */
+int cuda_lt_ctx_rows(struct cuda_lt_ctx *c, int m, int n, int k);
+/* on != 0: every call's rows padded to max_m's (rounded up to CUDA_LT_PAD_MAX) instead of the
+ * shape's granularity (diagnostics: whether a row's bits depend on the call's row count). */
+void cuda_lt_ctx_pad_full(struct cuda_lt_ctx *c, int on);
+/* The algorithm of (n, k) in words (tile, stages, split-K, reduction, swizzle, cluster), for reports. */
+int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *buf, size_t len);
+/* CTX_EINVAL for m outside 1..max_m, CTX_EUNSUPPORTED for a shape cuda_lt_ctx_supports refuses or a
+ * call cuBLASLt rejects with the shape's algorithm. */
+int cuda_lt_ctx_run(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
+                    const uint8_t *d_w, const float *d_ws32, uint16_t *d_yt, void *stream, struct ctx_err *e);
+
 #ifdef __cplusplus
 }
 #endif

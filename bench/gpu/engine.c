@@ -1050,6 +1050,31 @@ static int sfx_run(const long long *ctxs, int nctx, int suffix, int chunk)
     }
     int rc = !tok || !logits;
     double per_tok43[3] = {0}; /* 43-layer GPU ms per token at tp[] */
+    if (!rc && cuda_engine_prefill_lt(g, -1, NULL, NULL)) { /* the prefill FP8 products' two paths, A/B */
+        printf("\nPrefill FP8 products (wq_a|wkv, wq_b, the indexer's wq_b, wo_b, the shared expert): cuda_fp8_gemm "
+               "(exact fp32 block partials) against cuBLASLt's block-scaled FP8 (the engine's default; "
+               "CTX_CUDA_PREFILL_GEMM=exact for the other), flash4, one chunk of %d tokens after a random state of "
+               "P, 3 alternating rounds, medians (wall ms)\n\n| position | exact ms | cuBLASLt ms | exact - cuBLASLt "
+               "| exact / cuBLASLt |\n|---|---|---|---|---|\n", chunk);
+        for (int i = 0; i < 3 && !rc; i++) {
+            double te[3], tl[3];
+            for (int r = 0; r < 3 && !rc; r++) {
+                cuda_engine_prefill_lt(g, 0, NULL, NULL);
+                rc = sfx_prefill(g, tp[i], tok, chunk, logits, &te[r], &e);
+                cuda_engine_prefill_lt(g, 1, NULL, NULL);
+                if (!rc)
+                    rc = sfx_prefill(g, tp[i], tok, chunk, logits, &tl[r], &e);
+            }
+            if (rc)
+                break;
+            double me = bench_median(te, 3), ml = bench_median(tl, 3);
+            printf("| %lld | %.1f | %.1f | %.1f | %.3fx |\n", tp[i], me, ml, me - ml, me / ml);
+            fflush(stdout);
+        }
+        unsigned long long calls = 0, exact = 0;
+        cuda_engine_prefill_lt(g, 1, &calls, &exact);
+        printf("\n(%llu products ran on cuBLASLt, %llu calls it rejected ran the exact kernel)\n", calls, exact);
+    }
     printf("\nPrefill throughput at position P, flash4 (V4-Flash's first 4 layers: swa, swa, csa, hca), one chunk of %d "
            "tokens after a random state of P, median of 3 (wall, host); 43 layers = that x (outside + 2 swa + 21 csa "
            "+ 20 hca GPU ms) / flash4's GPU ms from one profiled chunk (an estimate); floor = the chunk's FLOPs at the "

@@ -415,6 +415,124 @@ static void test_lt(int m, int n, int k)
     fp8_case_free(&c);
 }
 
+/* cuBLASLt for any m (cuda_lt_ctx, the engine's prefill products): within EPS_LT of the reference
+ * at m = max_m, and every row of calls with fewer rows (the same shape's algorithm) byte-equal to the
+ * max_m call's, for chunks of `chunk` rows (a chunked prefill's property). */
+static void test_lt_ctx(int max_m, int n, int k, int chunk)
+{
+    struct ctx_err e;
+    struct fp8_case c;
+    struct cuda_lt_ctx *lt = NULL;
+    must(cuda_lt_ctx_new(&lt, max_m, &e), &e);
+    int ok = cuda_lt_ctx_supports(lt, n, k, &e);
+    if (ok != 1) {
+        printf("ok %d - # SKIP cuda_lt_ctx n=%d k=%d: %s\n", ++n_test, n, k, e.msg);
+        cuda_lt_ctx_free(lt);
+        return;
+    }
+    char desc[256];
+    cuda_lt_ctx_describe(lt, n, k, desc, sizeof desc);
+    printf("# cuda_lt_ctx max_m %d: %s\n", max_m, desc);
+    fp8_case_new(&c, max_m, n, k);
+    int nb = (n + 127) / 128, kb = k / 128, ld = (kb + 3) / 4 * 4, top = max_m + CUDA_LT_PAD_MAX;
+    int mp = cuda_lt_ctx_rows(lt, max_m, n, k);
+    void *dws32, *dsat, *dx, *dq, *dyt;
+    must(cuda_malloc(&dws32, sizeof(float) * (size_t)nb * ld, &e), &e);
+    must(cuda_malloc(&dsat, sizeof(float) * (size_t)top * kb, &e), &e);
+    must(cuda_malloc(&dq, 2 * (size_t)top * k, &e), &e); /* pad_full reads up to top rows past any p */
+    must(cuda_malloc(&dyt, sizeof(uint16_t) * (size_t)n * top, &e), &e);
+    dx = dev_copy(c.x, sizeof(uint16_t) * (size_t)max_m * k);
+    must(cuda_e8m0_to_f32(c.dws, nb, kb, ld, 0, dws32, NULL, &e), &e);
+    must(cuda_memset(dq, 0x7f, 2 * (size_t)top * k, &e), &e); /* padding rows: NaN bytes, must not leak */
+    must(cuda_memset(dsat, 0, sizeof(float) * (size_t)top * kb, &e), &e);
+    /* cuda_act_quant's transposed scales have ld round_up(m, 4); the context wants ld mp: quantise
+     * with m = mp rows of which the last mp - max_m repeat row 0 (their outputs are ignored) */
+    must(cuda_act_quant(dx, max_m, k, dq, dsat, 0, NULL, &e), &e);
+    float *sa = malloc(sizeof(float) * (size_t)max_m * kb), *sat = calloc((size_t)top * kb, sizeof(float));
+    must(cuda_d2h(sa, dsat, sizeof(float) * (size_t)max_m * kb, &e), &e);
+    for (int i = 0; i < max_m; i++)
+        for (int b = 0; b < kb; b++)
+            sat[(size_t)b * mp + i] = sa[(size_t)i * kb + b];
+    void *dsat2 = dev_copy(sat, sizeof(float) * (size_t)top * kb);
+    must(cuda_lt_ctx_run(lt, max_m, n, k, dq, dsat2, c.dw, dws32, dyt, NULL, &e), &e);
+    must(cuda_sync(&e), &e);
+    uint16_t *yt = malloc(sizeof *yt * (size_t)n * top), *y = malloc(sizeof *y * (size_t)max_m * n);
+    uint16_t *yc = malloc(sizeof *yc * (size_t)n * top);
+    must(cuda_d2h(yt, dyt, sizeof *yt * (size_t)n * mp, &e), &e);
+    for (int i = 0; i < max_m; i++)
+        for (int j = 0; j < n; j++)
+            y[(size_t)i * n + j] = yt[(size_t)j * mp + i];
+    struct cmp r;
+    compare(y, c.ref, c.mag, (size_t)max_m * n, EPS_LT, &r);
+    tap(r.bad == 0, "cuda_lt_ctx m=%d (%d rows) n=%d k=%d: %ld/%ld outside EPS_LT, max (|d|-ulp)/mag = %.3g, bit-equal "
+        "to bf16(ref) %.1f%%", max_m, mp, n, k, r.bad, r.total, r.worst, 100.0 * (double)r.exact / (double)r.total);
+    /* the same rows in chunks (the quantised rows and their scales of the whole call, rows p..p+S) */
+    long diff = 0;
+    int calls = 0;
+    for (int p = 0; p < max_m; p += chunk) {
+        int S = max_m - p < chunk ? max_m - p : chunk, sp = cuda_lt_ctx_rows(lt, S, n, k);
+        float *st = calloc((size_t)sp * kb, sizeof(float));
+        for (int i = 0; i < S; i++)
+            for (int b = 0; b < kb; b++)
+                st[(size_t)b * sp + i] = sa[(size_t)(p + i) * kb + b];
+        void *dst = dev_copy(st, sizeof(float) * (size_t)sp * kb);
+        int rc = cuda_lt_ctx_run(lt, S, n, k, (const uint8_t *)dq + (size_t)p * k, dst, c.dw, dws32, dyt, NULL, &e);
+        if (rc) {
+            printf("# chunk at %d of %d rows: %s\n", p, S, e.msg);
+            diff += (long)S * n;
+        } else {
+            must(cuda_sync(&e), &e);
+            must(cuda_d2h(yc, dyt, sizeof *yc * (size_t)n * sp, &e), &e);
+            for (int i = 0; i < S; i++)
+                for (int j = 0; j < n; j++)
+                    diff += yc[(size_t)j * sp + i] != y[(size_t)(p + i) * n + j];
+            calls++;
+        }
+        cuda_free(dst);
+        free(st);
+    }
+    tap(diff == 0, "cuda_lt_ctx n=%d k=%d: %d rows in calls of %d rows (%d ran) give the %d-row call's bytes (%ld "
+        "differ)", n, k, max_m, chunk, calls, max_m, diff);
+    if (diff) { /* diagnostics: the same with every call padded to the whole call's rows */
+        long d2 = 0;
+        cuda_lt_ctx_pad_full(lt, 1);
+        for (int p = 0; p < max_m; p += chunk) {
+            int S = max_m - p < chunk ? max_m - p : chunk, sp = cuda_lt_ctx_rows(lt, S, n, k);
+            float *st = calloc((size_t)sp * kb, sizeof(float));
+            for (int i = 0; i < S; i++)
+                for (int b = 0; b < kb; b++)
+                    st[(size_t)b * sp + i] = sa[(size_t)(p + i) * kb + b];
+            void *dst = dev_copy(st, sizeof(float) * (size_t)sp * kb);
+            if (cuda_lt_ctx_run(lt, S, n, k, (const uint8_t *)dq + (size_t)p * k, dst, c.dw, dws32, dyt, NULL, &e)) {
+                d2 += (long)S * n;
+            } else {
+                must(cuda_sync(&e), &e);
+                must(cuda_d2h(yc, dyt, sizeof *yc * (size_t)n * sp, &e), &e);
+                for (int i = 0; i < S; i++)
+                    for (int j = 0; j < n; j++)
+                        d2 += yc[(size_t)j * sp + i] != y[(size_t)(p + i) * n + j];
+            }
+            cuda_free(dst);
+            free(st);
+        }
+        cuda_lt_ctx_pad_full(lt, 0);
+        printf("# cuda_lt_ctx n=%d k=%d, every call padded to %d rows: %ld outputs differ\n", n, k, mp, d2);
+    }
+    int e0 = cuda_lt_ctx_run(lt, 0, n, k, dq, dsat, c.dw, dws32, dyt, NULL, &e);
+    int e1 = cuda_lt_ctx_run(lt, max_m + 1, n, k, dq, dsat, c.dw, dws32, dyt, NULL, &e);
+    int s1 = cuda_lt_ctx_supports(lt, n + 8, k, &e), s2 = cuda_lt_ctx_supports(lt, n, k + 64, &e);
+    int e2 = cuda_lt_ctx_run(lt, 4, n + 8, k, dq, dsat, c.dw, dws32, dyt, NULL, &e);
+    int r0 = cuda_lt_ctx_rows(lt, 0, n, k), r1 = cuda_lt_ctx_rows(lt, 1, n + 8, k), r2 = cuda_lt_ctx_rows(lt, 1, n, k);
+    tap(e0 == CTX_EINVAL && e1 == CTX_EINVAL && s1 == 0 && s2 == 0 && e2 == CTX_EUNSUPPORTED && r0 == 0 && r1 == 0 &&
+            r2 >= 1 && r2 <= CUDA_LT_PAD_MAX,
+        "cuda_lt_ctx: m 0 and max_m + 1 rejected (%d %d), n %% 16 and k %% 128 refused (%d %d), a refused shape's run "
+        "CTX_EUNSUPPORTED (%d: %s), rows 0 / refused / %d for one row", e0, e1, s1, s2, e2, e.msg, r2);
+    cuda_free(dws32), cuda_free(dsat), cuda_free(dsat2), cuda_free(dx), cuda_free(dq), cuda_free(dyt);
+    free(yt), free(y), free(yc), free(sa), free(sat);
+    fp8_case_free(&c);
+    cuda_lt_ctx_free(lt);
+}
+
 /* ---- FP4 grouped GEMV ---- */
 
 /* npairs pairs over activation rows ceil(npairs / x_group) (pair p reads row p / x_group; the pairs of
@@ -602,6 +720,10 @@ int main(void)
     test_lt(256, 1024, 4096);
     test_lt(200, 512, 1024);
     test_lt(128, 1024, 7168);
+    /* the engine's prefill products at V4-Flash's shapes (wq_a|wkv, wo_b), ragged chunks */
+    test_lt_ctx(2048, 1536, 4096, 50);
+    test_lt_ctx(1030, 4096, 8192, 137);
+    test_lt_ctx(300, 32768, 1024, 9);
 
     /* routed experts: w1/w3 (n 2048, k 4096) and w2 (n 4096, k 2048) of V4-Flash, ragged shapes,
      * k not a multiple of 256 */
