@@ -315,6 +315,34 @@ __global__ void k_lt_out(const uint16_t *__restrict__ yt, int ldy, int S, int n,
             y2[(size_t)i * (n - n1) + (j - n1)] = bf16ld(v);
     }
 }
+// FP8 weights W [rows][cols] with e8m0 128x128 tile scales -> bf16 [rows][cols] of their values (exact:
+// e4m3 times a power of two is a bf16 value), 8 a thread.
+__global__ void k_deq_fp8_bf16(const uint8_t *W, const uint8_t *scale, int rows, int cols, uint16_t *out)
+{
+    pdl_begin();
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)rows * cols / 8)
+        return;
+    const int r = (int)(i * 8 / cols), c = (int)(i * 8 % cols);
+    const float sc = e8m0_to_float(scale[(size_t)(r >> 7) * (cols >> 7) + (c >> 7)]);
+    const uint2 w = reinterpret_cast<const uint2 *>(W)[i];
+    const uint32_t b[2] = {w.x, w.y};
+    uint32_t o[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const uint32_t lo = (b[j >> 1] >> (16 * (j & 1))) & 0xffu, hi = (b[j >> 1] >> (16 * (j & 1) + 8)) & 0xffu;
+        const float flo = __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)lo, __NV_E4M3))) * sc;
+        const float fhi = __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)hi, __NV_E4M3))) * sc;
+        o[j] = bf16bits(flo) | (uint32_t)bf16bits(fhi) << 16;
+    }
+    reinterpret_cast<uint4 *>(out)[i] = make_uint4(o[0], o[1], o[2], o[3]);
+}
+// x to bf16 values in place.
+__global__ void k_round_bf16(float *x, size_t n)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = bf16ld(bf16bits(x[i]));
+}
 __global__ void k_fill(float *x, size_t n, float v)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -4834,6 +4862,7 @@ struct cuda_engine {
     struct cuda_lt_ctx *lt;
     int lt_on;
     float *lt_sat;
+    uint16_t *lt_w16; // a layer's wo_a dequantised to bf16 for cuBLASLt (wo_a_lt); NULL: k_bgemm runs it
     unsigned long long lt_calls, lt_exact;
 };
 
@@ -5237,7 +5266,13 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->Q, sizeof(float) * S * H * d);
     PIECE(g->kv, sizeof(float) * S * d);
     PIECE(g->O, sizeof(float) * S * H * d);
-    PIECE(g->Z, sizeof(float) * S * G * R);
+    PIECE(g->Z, sizeof(float) * (S + CUDA_LT_PAD_MAX) * G * R); // cuBLASLt's wo_a writes its padding rows
+    g->lt_w16 = NULL;
+    if (g->lt) { // wo_a on cuBLASLt when its shape runs there (every layer's wo_a has the same one)
+        const int gd = H * d / G;
+        if (R % 128 == 0 && gd % 128 == 0 && cuda_lt_ctx_rows_bf16(g->lt, 1, R, gd, G, G * gd, G * R) > 0)
+            PIECE(g->lt_w16, sizeof(uint16_t) * (size_t)G * R * gd);
+    }
     PIECE(g->ctmp, sizeof(float) * S * 2 * d);
     PIECE(g->ctmp2, sizeof(float) * S * 2 * d);
     PIECE(g->itmp, sizeof(float) * S * 2 * di);
@@ -5753,6 +5788,37 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
 }
 
 // ---- the forward pass
+
+// A prefill chunk's wo_a on cuBLASLt (struct cuda_engine's lt, lt_w16): the reference's own form, the FP8
+// weights dequantised to bf16 (k_deq_fp8_bf16, exact) and a bf16 x bf16 -> fp32 product per group, O
+// staged as its bf16 bits (exact: bf16-valued); Z rounded to bf16 values (k_round_bf16) as k_bgemm's
+// are. Returns 1 when it does not run there (the caller's k_bgemm runs), else 0 or a CTX_E* code.
+static int wo_a_lt(struct cuda_engine *g, const struct dlayer *L, int S, int G, int R, int gd, struct ctx_err *e)
+{
+    if (!g->lt || !g->lt_on || !g->lt_w16 || S <= 8)
+        return 1;
+    const int mp = cuda_lt_ctx_rows_bf16(g->lt, S, R, gd, G, G * gd, G * R);
+    if (mp < S)
+        return 1;
+    const size_t nw = (size_t)G * R * gd, nx4 = (size_t)mp * G * gd / 4;
+    launch_pdl(k_deq_fp8_bf16, grid_for(nw / 8, 256), 256, 0, g->st, L->wo_a.w, L->wo_a.s, G * R, gd, g->lt_w16);
+    k_stage_bf16<<<grid_for(nx4, 256) < 4096 ? grid_for(nx4, 256) : 4096, 256, 0, g->st>>>(g->O, (size_t)S * G * gd / 4,
+                                                                                       1.0f, g->o16);
+    int rc = cu(e, cudaGetLastError(), "wo_a: k_deq_fp8_bf16 / k_stage_bf16");
+    if (!rc)
+        rc = cuda_lt_ctx_bf16(g->lt, S, R, gd, G, g->o16, G * gd, g->lt_w16, g->Z, G * R, g->st, e);
+    if (rc == CTX_EUNSUPPORTED) {
+        g->lt_exact++;
+        return 1;
+    }
+    if (rc)
+        return rc;
+    const size_t nz = (size_t)S * G * R;
+    k_round_bf16<<<grid_for(nz, 256) < 4096 ? grid_for(nz, 256) : 4096, 256, 0, g->st>>>(g->Z, nz);
+    g->lt_calls++;
+    LAUNCHED("wo_a lt");
+    return 0;
+}
 
 // A prefill chunk's FP8 product on cuBLASLt (struct cuda_engine's lt) from q8 / sa as the exact path
 // has them: the scales transposed (k_lt_sat), the product into o16 transposed, k_lt_out writes y1 / y2
@@ -6706,8 +6772,11 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     LAUNCHED("attention core");
     prof_mark(g, CUDA_PROF_ATTN_CORE);
     // wo_a: O (bf16-valued) staged in o16 (free here: wo_b's product writes it after) for the GEMM
-    if ((rc = wo_a_launch(L->wo_a.w, L->wo_a.s, g->O, S, G, R, H * d / G, g->Z, g->o16, g->lin_blocks,
+    if ((rc = wo_a_lt(g, L, S, G, R, H * d / G, e)) == 1 &&
+        (rc = wo_a_launch(L->wo_a.w, L->wo_a.s, g->O, S, G, R, H * d / G, g->Z, g->o16, g->lin_blocks,
                           dec && !(g->attn_fuse & ATTN_WOA_RING) ? 3 : 0, g->st, e)))
+        return rc;
+    if (rc)
         return rc;
     rc = lin_fp8(g, &L->wo_b, g->Z, S, g->f, e);
     prof_mark(g, CUDA_PROF_ATTN_OUT);

@@ -1659,6 +1659,7 @@ extern "C" int cuda_lt_run(struct cuda_lt_plan *p, const uint8_t *d_q, const flo
 namespace {
 struct lt_shape {
     int n, k, ok, gran; // ok: 1 runs (rows padded to a multiple of gran), 0 refused (msg says why)
+    int batch, ldx, ldy; // bf16 products (batch > 0: cuda_lt_ctx_bf16); 0 for the FP8 ones
     cublasLtMatmulAlgo_t algo;
     char msg[160];
 };
@@ -1666,7 +1667,7 @@ struct lt_shape {
 
 struct cuda_lt_ctx {
     cublasLtHandle_t h;
-    cublasLtMatmulDesc_t desc;
+    cublasLtMatmulDesc_t desc, desc16; // block-scaled FP8; bf16 x bf16 -> fp32
     void *ws;
     size_t ws_bytes;
     int max_m, pad_full;
@@ -1682,6 +1683,8 @@ extern "C" void cuda_lt_ctx_free(struct cuda_lt_ctx *c)
         return;
     if (c->desc)
         cublasLtMatmulDescDestroy(c->desc);
+    if (c->desc16)
+        cublasLtMatmulDescDestroy(c->desc16);
     if (c->h)
         cublasLtDestroy(c->h);
     cudaFree(c->ws);
@@ -1722,6 +1725,9 @@ extern "C" int cuda_lt_ctx_new(struct cuda_lt_ctx **out, int max_m, struct ctx_e
     const void *dummy = c->ws; // the heuristic wants scale pointers (cuda_lt_plan_new); runs set the real ones
     LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy));
     LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy));
+    LTC_TRY(cublasLtMatmulDescCreate(&c->desc16, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc16, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc16, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     *out = c;
     return 0;
 }
@@ -1739,6 +1745,28 @@ struct lt_layouts {
             cublasLtMatrixLayoutDestroy(b);
         if (d)
             cublasLtMatrixLayoutDestroy(d);
+    }
+    // bf16 batched (cuda_lt_ctx_bf16): A the weights, op_T of column-major [k][n] per group (stride n k);
+    // B the activations, column-major [k][mp] with ld ldx (group stride k); D fp32 column-major [n][mp]
+    // with ld ldy (group stride n): y row-major [mp][ldy] with the groups side by side.
+    cublasStatus_t make16(int mp, int n, int k, int batch, int ldx, int ldy)
+    {
+        cublasStatus_t st = cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, k, n, k);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, k, mp, ldx);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, n, mp, ldy);
+        const int32_t bc = batch;
+        const int64_t sa = (int64_t)n * k, sb = k, sd = n;
+        cublasLtMatrixLayout_t ls[3] = {a, b, d};
+        const int64_t strides[3] = {sa, sb, sd};
+        for (int i = 0; i < 3 && st == CUBLAS_STATUS_SUCCESS; i++) {
+            st = cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc);
+            if (st == CUBLAS_STATUS_SUCCESS)
+                st = cublasLtMatrixLayoutSetAttribute(ls[i], CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &strides[i],
+                                                      sizeof strides[i]);
+        }
+        return st;
     }
     cublasStatus_t make(int mp, int n, int k)
     {
@@ -1759,14 +1787,18 @@ static bool lt_takes(cuda_lt_ctx *c, const lt_shape *s, int mp)
 {
     lt_layouts l;
     cublasLtMatmulHeuristicResult_t r;
-    return l.make(mp, s->n, s->k) == CUBLAS_STATUS_SUCCESS &&
-           cublasLtMatmulAlgoCheck(c->h, c->desc, l.a, l.b, l.d, l.d, &s->algo, &r) == CUBLAS_STATUS_SUCCESS;
+    const cublasStatus_t st = s->batch ? l.make16(mp, s->n, s->k, s->batch, s->ldx, s->ldy) : l.make(mp, s->n, s->k);
+    return st == CUBLAS_STATUS_SUCCESS &&
+           cublasLtMatmulAlgoCheck(c->h, s->batch ? c->desc16 : c->desc, l.a, l.b, l.d, l.d, &s->algo, &r) ==
+               CUBLAS_STATUS_SUCCESS;
 }
 
-static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e)
+static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e, int batch = 0, int ldx = 0,
+                             int ldy = 0)
 {
     for (int i = 0; i < c->nshapes; i++)
-        if (c->shapes[i].n == n && c->shapes[i].k == k)
+        if (c->shapes[i].n == n && c->shapes[i].k == k && c->shapes[i].batch == batch && c->shapes[i].ldx == ldx &&
+            c->shapes[i].ldy == ldy)
             return &c->shapes[i];
     if (c->nshapes == c->cap) {
         int cap = c->cap ? 2 * c->cap : 16;
@@ -1779,8 +1811,13 @@ static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e)
     }
     lt_shape *s = &c->shapes[c->nshapes++];
     memset(s, 0, sizeof *s);
-    s->n = n, s->k = k;
-    if (n < 16 || n % 16 || k < 128 || k % 128) {
+    s->n = n, s->k = k, s->batch = batch, s->ldx = ldx, s->ldy = ldy;
+    if (batch && (n < 8 || n % 8 || k < 8 || k % 8 || ldx < batch * k || ldx % 8 || ldy < batch * n || ldy % 4)) {
+        snprintf(s->msg, sizeof s->msg, "cuBLASLt bf16: n = %d and k = %d must be multiples of 8, ldx = %d >= %d x k "
+                 "(a multiple of 8), ldy = %d >= %d x n (a multiple of 4)", n, k, ldx, batch, ldy, batch);
+        return s;
+    }
+    if (!batch && (n < 16 || n % 16 || k < 128 || k % 128)) {
         snprintf(s->msg, sizeof s->msg, "cuBLASLt block-scaled FP8: n = %d must be a multiple of 16, k = %d of 128", n,
                  k);
         return s;
@@ -1790,20 +1827,20 @@ static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e)
     cublasLtMatmulPreference_t pref = nullptr;
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    cublasStatus_t st = l.make(top, n, k);
+    cublasStatus_t st = batch ? l.make16(top, n, k, batch, ldx, ldy) : l.make(top, n, k);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->ws_bytes,
                                                   sizeof c->ws_bytes);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(c->h, c->desc, l.a, l.b, l.d, l.d, pref, 1, &res, &found);
+        st = cublasLtMatmulAlgoGetHeuristic(c->h, batch ? c->desc16 : c->desc, l.a, l.b, l.d, l.d, pref, 1, &res,
+                                            &found);
     if (pref)
         cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found < 1) {
-        snprintf(s->msg, sizeof s->msg,
-                 "cuBLASLt has no block-scaled FP8 algorithm for m=%d n=%d k=%d (status %d, found %d)", top, n, k,
-                 (int)st, found);
+        snprintf(s->msg, sizeof s->msg, "cuBLASLt has no %s algorithm for m=%d n=%d k=%d (status %d, found %d)",
+                 batch ? "bf16" : "block-scaled FP8", top, n, k, (int)st, found);
         return s;
     }
     s->algo = res.algo;
@@ -1819,9 +1856,8 @@ static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e)
             s->ok = 1, s->gran = g;
     }
     if (!s->ok)
-        snprintf(s->msg, sizeof s->msg,
-                 "cuBLASLt's block-scaled FP8 algorithm for m=%d n=%d k=%d takes no row padding up to %d", top, n, k,
-                 CUDA_LT_PAD_MAX);
+        snprintf(s->msg, sizeof s->msg, "cuBLASLt's %s algorithm for m=%d n=%d k=%d takes no row padding up to %d",
+                 batch ? "bf16" : "block-scaled FP8", top, n, k, CUDA_LT_PAD_MAX);
     return s;
 }
 
@@ -1835,11 +1871,34 @@ extern "C" int cuda_lt_ctx_supports(struct cuda_lt_ctx *c, int n, int k, struct 
     return s->ok;
 }
 
+// The rows an m-row call of shape s computes (cuda_lt_ctx_pad_full: max_m's).
+static int lt_rows(const cuda_lt_ctx *c, const lt_shape *s, int m)
+{
+    return c->pad_full ? lt_round(c->max_m, CUDA_LT_PAD_MAX) : lt_round(m, s->gran);
+}
+
+// A call's shape (FP8 when batch is 0) and padded rows, or CTX_EINVAL / CTX_ENOMEM / CTX_EUNSUPPORTED.
+static int lt_call(cuda_lt_ctx *c, int m, int n, int k, int batch, int ldx, int ldy, const char *what, lt_shape **sp,
+                   int *mp, struct ctx_err *e)
+{
+    if (m < 1 || m > c->max_m)
+        return ctx_err_set(e, CTX_EINVAL, "%s: m = %d outside 1..%d", what, m, c->max_m);
+    lt_shape *s = lt_shape_of(c, n, k, e, batch, ldx, ldy);
+    if (!s)
+        return CTX_ENOMEM;
+    if (!s->ok)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "%s", s->msg);
+    *sp = s;
+    *mp = lt_rows(c, s, m);
+    return 0;
+}
+
 extern "C" int cuda_lt_ctx_rows(struct cuda_lt_ctx *c, int m, int n, int k)
 {
     struct ctx_err e;
-    lt_shape *s = m >= 1 && m <= c->max_m ? lt_shape_of(c, n, k, &e) : nullptr;
-    return s && s->ok ? (c->pad_full ? lt_round(c->max_m, CUDA_LT_PAD_MAX) : lt_round(m, s->gran)) : 0;
+    lt_shape *s = nullptr;
+    int mp = 0;
+    return lt_call(c, m, n, k, 0, 0, 0, "cuda_lt_ctx_rows", &s, &mp, &e) ? 0 : mp;
 }
 
 extern "C" int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *buf, size_t len)
@@ -1869,14 +1928,10 @@ extern "C" int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *b
 extern "C" int cuda_lt_ctx_run(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
                                const uint8_t *d_w, const float *d_ws32, uint16_t *d_yt, void *stream, struct ctx_err *e)
 {
-    if (m < 1 || m > c->max_m)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_lt_ctx_run: m = %d outside 1..%d", m, c->max_m);
-    lt_shape *s = lt_shape_of(c, n, k, e);
-    if (!s)
-        return CTX_ENOMEM;
-    if (!s->ok)
-        return ctx_err_set(e, CTX_EUNSUPPORTED, "%s", s->msg);
-    const int mp = c->pad_full ? lt_round(c->max_m, CUDA_LT_PAD_MAX) : lt_round(m, s->gran);
+    lt_shape *s = nullptr;
+    int mp = 0, rc = lt_call(c, m, n, k, 0, 0, 0, "cuda_lt_ctx_run", &s, &mp, e);
+    if (rc)
+        return rc;
     lt_layouts l;
     const void *as = d_sat, *bs = d_ws32;
     const float alpha = 1.f, beta = 0.f;
@@ -1893,5 +1948,36 @@ extern "C" int cuda_lt_ctx_run(struct cuda_lt_ctx *c, int m, int n, int k, const
                            "status %d", m, mp, n, k, lt_round(c->max_m, CUDA_LT_PAD_MAX), (int)st);
     if (st != CUBLAS_STATUS_SUCCESS)
         return ctx_err_set(e, CTX_EIO, "cublasLtMatmul m=%d n=%d k=%d: status %d", m, n, k, (int)st);
+    return 0;
+}
+
+extern "C" int cuda_lt_ctx_rows_bf16(struct cuda_lt_ctx *c, int m, int n, int k, int batch, int ldx, int ldy)
+{
+    struct ctx_err e;
+    lt_shape *s = nullptr;
+    int mp = 0;
+    return batch < 1 || lt_call(c, m, n, k, batch, ldx, ldy, "cuda_lt_ctx_rows_bf16", &s, &mp, &e) ? 0 : mp;
+}
+
+extern "C" int cuda_lt_ctx_bf16(struct cuda_lt_ctx *c, int m, int n, int k, int batch, const uint16_t *d_x, int ldx,
+                                const uint16_t *d_w, float *d_y, int ldy, void *stream, struct ctx_err *e)
+{
+    if (batch < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_lt_ctx_bf16: batch = %d", batch);
+    lt_shape *s = nullptr;
+    int mp = 0, rc = lt_call(c, m, n, k, batch, ldx, ldy, "cuda_lt_ctx_bf16", &s, &mp, e);
+    if (rc)
+        return rc;
+    lt_layouts l;
+    const float alpha = 1.f, beta = 0.f;
+    cublasStatus_t st = l.make16(mp, n, k, batch, ldx, ldy);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmul(c->h, c->desc16, &alpha, d_w, l.a, d_x, l.b, &beta, d_y, l.d, d_y, l.d, &s->algo, c->ws,
+                            c->ws_bytes, (cudaStream_t)stream);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE)
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cublasLtMatmul bf16 m=%d (%d rows) n=%d k=%d x %d: status %d", m, mp,
+                           n, k, batch, (int)st);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return ctx_err_set(e, CTX_EIO, "cublasLtMatmul bf16 m=%d n=%d k=%d x %d: status %d", m, n, k, batch, (int)st);
     return 0;
 }

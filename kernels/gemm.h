@@ -181,6 +181,15 @@ int cuda_lt_ctx_rows(struct cuda_lt_ctx *c, int m, int n, int k);
 void cuda_lt_ctx_pad_full(struct cuda_lt_ctx *c, int on);
 /* The algorithm of (n, k) in words (tile, stages, split-K, reduction, swizzle, cluster), for reports. */
 int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *buf, size_t len);
+/* bf16 products on the same context (the engine's prefill wo_a: batch = the groups): for group b < batch,
+ * token i < m and output j < n, d_y[i * ldy + b * n + j] = sum_l d_w[(b * n + j) * k + l] *
+ * d_x[i * ldx + b * k + l], bf16 operands, fp32 accumulation and output. One algorithm per (n, k, batch,
+ * ldx, ldy) as above; with mp = cuda_lt_ctx_rows_bf16(..) (0: refused), d_x must have mp readable rows
+ * and d_y mp writable ones (the padding rows' outputs are whatever their inputs give). n, k multiples of
+ * 8, ldx >= batch * k a multiple of 8, ldy >= batch * n a multiple of 4. */
+int cuda_lt_ctx_rows_bf16(struct cuda_lt_ctx *c, int m, int n, int k, int batch, int ldx, int ldy);
+int cuda_lt_ctx_bf16(struct cuda_lt_ctx *c, int m, int n, int k, int batch, const uint16_t *d_x, int ldx,
+                     const uint16_t *d_w, float *d_y, int ldy, void *stream, struct ctx_err *e);
 /* CTX_EINVAL for m outside 1..max_m, CTX_EUNSUPPORTED for a shape cuda_lt_ctx_supports refuses or a
  * call cuBLASLt rejects with the shape's algorithm. */
 int cuda_lt_ctx_run(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,

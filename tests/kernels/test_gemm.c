@@ -533,6 +533,69 @@ static void test_lt_ctx(int max_m, int n, int k, int chunk)
     cuda_lt_ctx_free(lt);
 }
 
+/* The bf16 products of the same context (the engine's prefill wo_a: `batch` groups side by side):
+ * within the fp32 accumulation bound k * 2^-24 * sum|w x| of the exact sums, and rows of calls of
+ * `chunk` rows byte-equal to one call of max_m rows. */
+static void test_lt_bf16(int max_m, int n, int k, int batch, int chunk)
+{
+    struct ctx_err e;
+    struct cuda_lt_ctx *lt = NULL;
+    must(cuda_lt_ctx_new(&lt, max_m, &e), &e);
+    const int ldx = batch * k, ldy = batch * n;
+    int mp = cuda_lt_ctx_rows_bf16(lt, max_m, n, k, batch, ldx, ldy);
+    if (mp < max_m) {
+        printf("ok %d - # SKIP cuda_lt_ctx_bf16 n=%d k=%d x %d: refused\n", ++n_test, n, k, batch);
+        cuda_lt_ctx_free(lt);
+        return;
+    }
+    const int top = max_m + CUDA_LT_PAD_MAX;
+    uint16_t *x = calloc((size_t)top * ldx, sizeof *x), *w = malloc(sizeof *w * (size_t)batch * n * k);
+    gen_act(x, max_m, ldx);
+    gen_act(w, batch * n, k);
+    void *dx = dev_copy(x, sizeof *x * (size_t)top * ldx), *dw = dev_copy(w, sizeof *w * (size_t)batch * n * k), *dy;
+    must(cuda_malloc(&dy, sizeof(float) * (size_t)top * ldy, &e), &e);
+    must(cuda_lt_ctx_bf16(lt, max_m, n, k, batch, dx, ldx, dw, dy, ldy, NULL, &e), &e);
+    must(cuda_sync(&e), &e);
+    float *y = malloc(sizeof *y * (size_t)top * ldy), *yc = malloc(sizeof *yc * (size_t)top * ldy);
+    must(cuda_d2h(y, dy, sizeof *y * (size_t)max_m * ldy, &e), &e);
+    long bad = 0;
+    double worst = 0;
+    for (int i = 0; i < max_m; i += 7) /* every 7th token: the host sums are the slow part */
+        for (int b = 0; b < batch; b++)
+            for (int j = 0; j < n; j++) {
+                double sum = 0, mag = 0;
+                for (int l = 0; l < k; l++) {
+                    double p = (double)cuda_ref_bf16_to_f32(w[((size_t)b * n + j) * k + l]) *
+                               cuda_ref_bf16_to_f32(x[(size_t)i * ldx + (size_t)b * k + l]);
+                    sum += p;
+                    mag += fabs(p);
+                }
+                double d = fabs(y[(size_t)i * ldy + (size_t)b * n + j] - sum), bound = k * 0x1p-24 * mag;
+                bad += d > bound;
+                if (mag > 0 && d / mag > worst)
+                    worst = d / mag;
+            }
+    tap(bad == 0, "cuda_lt_ctx_bf16 m=%d (%d rows) n=%d k=%d x %d groups: %ld outside k 2^-24 sum|w x|, worst |d|/mag "
+        "%.3g", max_m, mp, n, k, batch, bad, worst);
+    long diff = 0;
+    for (int p = 0; p < max_m; p += chunk) {
+        int S = max_m - p < chunk ? max_m - p : chunk;
+        must(cuda_lt_ctx_bf16(lt, S, n, k, batch, (const uint16_t *)dx + (size_t)p * ldx, ldx, dw, dy, ldy, NULL, &e),
+             &e);
+        must(cuda_sync(&e), &e);
+        must(cuda_d2h(yc, dy, sizeof *yc * (size_t)S * ldy, &e), &e);
+        diff += memcmp(yc, y + (size_t)p * ldy, sizeof *yc * (size_t)S * ldy) != 0;
+    }
+    int e0 = cuda_lt_ctx_bf16(lt, 0, n, k, batch, dx, ldx, dw, dy, ldy, NULL, &e);
+    int e1 = cuda_lt_ctx_bf16(lt, 4, n, k, batch, dx, ldx - 8, dw, dy, ldy, NULL, &e); /* ldx < batch k */
+    tap(diff == 0 && e0 == CTX_EINVAL && e1 == CTX_EUNSUPPORTED,
+        "cuda_lt_ctx_bf16 n=%d k=%d x %d: calls of %d rows give the %d-row call's bytes (%ld calls differ); m 0 and a "
+        "short ldx refused (%d %d)", n, k, batch, chunk, max_m, diff, e0, e1);
+    cuda_free(dx), cuda_free(dw), cuda_free(dy);
+    free(x), free(w), free(y), free(yc);
+    cuda_lt_ctx_free(lt);
+}
+
 /* ---- FP4 grouped GEMV ---- */
 
 /* npairs pairs over activation rows ceil(npairs / x_group) (pair p reads row p / x_group; the pairs of
@@ -724,6 +787,9 @@ int main(void)
     test_lt_ctx(2048, 1536, 4096, 50);
     test_lt_ctx(1030, 4096, 8192, 137);
     test_lt_ctx(300, 32768, 1024, 9);
+    /* wo_a of V4-Flash (8 groups of 1024 x 4096) and of the mid config's shape class, ragged chunks */
+    test_lt_bf16(600, 1024, 4096, 8, 37);
+    test_lt_bf16(300, 256, 1024, 4, 50);
 
     /* routed experts: w1/w3 (n 2048, k 4096) and w2 (n 4096, k 2048) of V4-Flash, ragged shapes,
      * k not a multiple of 256 */
