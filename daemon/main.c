@@ -49,6 +49,10 @@ static void usage(FILE *f)
             "                     run the model on GPUs (a -Dcuda build): one layer-split shard per\n"
             "                     listed device (default 0), caches sized for --max-ctx positions\n"
             "                     (default: the prompt budget + 40960, room for questions and steps)\n"
+            "  --prefill-gemm fast|exact  with --backend cuda: prefill's dense products on cuBLASLt (fast,\n"
+            "                     the default: FP8 tensor-core sums inside each 128-wide K block, as\n"
+            "                     DeepSeek's FP8 GEMMs) or on the exact kernels (the CPU engine's fp32\n"
+            "                     block partials; prefill 15-25%% slower); sets CTX_CUDA_PREFILL_GEMM\n"
             "  --backend openai --url URL [--remote-model NAME] [--api-key-env VAR]\n"
             "                     answer through a remote OpenAI-compatible endpoint (DeepSeek's API\n"
             "                     shape) instead of the local engine\n"
@@ -118,7 +122,7 @@ static void on_signal(uv_signal_t *h, int signum)
 
 int main(int argc, char **argv)
 {
-    const char *socket_opt = NULL, *log_path = NULL;
+    const char *socket_opt = NULL, *log_path = NULL, *prefill_gemm = NULL;
     int daemonize = 0, level = CTX_LOG_INFO;
     size_t max_line = 0, max_queue = 0;
     struct ctxd_engine_opts eo = {0};
@@ -141,6 +145,7 @@ int main(int argc, char **argv)
         {"overlay-threshold", required_argument, 0, 'O'}, {"rebase-idle-ms", required_argument, 0, 'I'},
         {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
         {"gpus", required_argument, 0, 'g'}, {"max-ctx", required_argument, 0, 'X'},
+        {"prefill-gemm", required_argument, 0, 'p'},
         {"remote-model", required_argument, 0, 'R'}, {"api-key-env", required_argument, 0, 'A'},     {"debounce-ms", required_argument, 0, 'D'},
         {"policy", required_argument, 0, 'y'}, {"forced-completions", required_argument, 0, 'F'},
         {"approval-timeout-ms", required_argument, 0, 'a'}, {"tool-grammar", required_argument, 0, 'G'},
@@ -226,6 +231,13 @@ int main(int argc, char **argv)
             eo.max_ctx = v;
             break;
         }
+        case 'p':
+            if (strcmp(optarg, "fast") && strcmp(optarg, "exact")) {
+                fprintf(stderr, "ctxd: --prefill-gemm is fast or exact, not \"%s\"\n", optarg);
+                return 2;
+            }
+            prefill_gemm = optarg;
+            break;
         case 'U': eo.remote_url = optarg; break;
         case 'R': eo.remote_model = optarg; break;
         case 'A': eo.api_key_env = optarg; break;
@@ -286,9 +298,14 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if ((eo.n_gpus || eo.max_ctx) && !eo.cuda) {
-        fprintf(stderr, "ctxd: --gpus and --max-ctx go with --backend cuda\n");
+    if ((eo.n_gpus || eo.max_ctx || prefill_gemm) && !eo.cuda) {
+        fprintf(stderr, "ctxd: --gpus, --max-ctx and --prefill-gemm go with --backend cuda\n");
         return 2;
+    }
+    /* read by the CUDA engine when it is created (kernels/cuda_engine.h cuda_engine_prefill_lt) */
+    if (prefill_gemm && setenv("CTX_CUDA_PREFILL_GEMM", strcmp(prefill_gemm, "exact") ? "lt" : "exact", 1)) {
+        fprintf(stderr, "ctxd: setenv: %s\n", strerror(errno));
+        return 1;
     }
     /* the device caches hold the prompt budget plus room for questions and agent steps */
     if (eo.cuda && !eo.max_ctx)

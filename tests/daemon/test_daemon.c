@@ -549,7 +549,7 @@ static int run_capture(const char *const argv[], char *out, size_t cap, char *er
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-/* --backend cuda: bad --gpus / --max-ctx are usage errors naming the option; without the CUDA
+/* --backend cuda: bad --gpus / --max-ctx / --prefill-gemm are usage errors naming the option; without the CUDA
  * backend built, a clear error at start (nothing listens). */
 static void cuda_backend_options(void **state)
 {
@@ -563,7 +563,13 @@ static void cuda_backend_options(void **state)
     assert_non_null(strstr(err, "--max-ctx wants a number of tokens >= 256"));
     const char *lonely[] = {ctxd_bin, "--socket", e->sock, "--gpus", "1", NULL};
     assert_int_equal(run_capture(lonely, out, sizeof out, err, sizeof err), 2);
-    assert_non_null(strstr(err, "--gpus and --max-ctx go with --backend cuda"));
+    assert_non_null(strstr(err, "--gpus, --max-ctx and --prefill-gemm go with --backend cuda"));
+    const char *lonely_pg[] = {ctxd_bin, "--socket", e->sock, "--prefill-gemm", "exact", NULL};
+    assert_int_equal(run_capture(lonely_pg, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--prefill-gemm go with --backend cuda"));
+    const char *bad_pg[] = {ctxd_bin, "--socket", e->sock, "--backend", "cuda", "--prefill-gemm", "fastest", NULL};
+    assert_int_equal(run_capture(bad_pg, out, sizeof out, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--prefill-gemm is fast or exact, not \"fastest\""));
     const char *bad_be[] = {ctxd_bin, "--socket", e->sock, "--backend", "tpu", NULL};
     assert_int_equal(run_capture(bad_be, out, sizeof out, err, sizeof err), 2);
     assert_non_null(strstr(err, "--backend is local, cuda or openai"));
