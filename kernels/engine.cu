@@ -5620,7 +5620,8 @@ static int lt_setup(struct cuda_engine *g, struct ctx_err *e)
 {
     g->lt_on = prefill_lt_default();
     struct ctx_err le;
-    if (!g->lt_on || cuda_lt_ctx_new(&g->lt, g->Smax, &le)) {
+    // chunks of at most 8 tokens never use it (lin_lt): no handle, workspace or heuristic queries then
+    if (!g->lt_on || g->Smax <= 8 || cuda_lt_ctx_new(&g->lt, g->Smax, &le)) {
         g->lt = NULL;
         return 0;
     }
