@@ -337,12 +337,6 @@ __global__ void k_deq_fp8_bf16(const uint8_t *W, const uint8_t *scale, int rows,
     }
     reinterpret_cast<uint4 *>(out)[i] = make_uint4(o[0], o[1], o[2], o[3]);
 }
-// x to bf16 values in place.
-__global__ void k_round_bf16(float *x, size_t n)
-{
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        x[i] = bf16ld(bf16bits(x[i]));
-}
 __global__ void k_fill(float *x, size_t n, float v)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -4856,9 +4850,9 @@ struct cuda_engine {
     // FP8 (gemm.h cuda_lt_ctx: the numerics of DeepSeek's FP8 GEMM on Hopper's tensor cores, each 128-K
     // block summed by the FP8 MMA) instead of cuda_fp8_gemm (fp32 partials, the CPU engine's numerics):
     // CTX_CUDA_PREFILL_GEMM=exact turns it off for engines created after. lt_sat holds a call's
-    // activation scales transposed [k/128][m4]; the product comes out transposed into o16 and
-    // k_lt_out writes the rows (the padding of cuda_lt_ctx_rows: q8, lt_sat and o16 hold S + 127 rows). lt_calls /
-    // lt_exact count the products that ran each way.
+    // activation scales transposed [k/128][mp]; the product comes out transposed into o16 and k_lt_out
+    // writes the rows (mp: cuda_lt_ctx_rows' padding; with lt, q8, lt_sat, o16 and Z hold S + 127
+    // rows). lt_calls / lt_exact count the products that ran each way.
     struct cuda_lt_ctx *lt;
     int lt_on;
     float *lt_sat;
@@ -5241,7 +5235,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     if (stage_n < 2 * (size_t)S * D) // the routed experts' input, twice (w1 and w3 in one product)
         stage_n = 2 * (size_t)S * D;
     int omax = smax_i(smax_i(smax_i(Lq + d, H * d), smax_i(d, Hi * di)), smax_i(D, 2 * SI));
-    size_t o16_n = (size_t)(S + CUDA_LT_PAD_MAX) * omax; // cuBLASLt's transposed products: up to S + 127 columns
+    const int lpad = g->lt ? CUDA_LT_PAD_MAX : 0; // cuBLASLt's calls read and write up to S + 127 rows
+    size_t o16_n = (size_t)(S + lpad) * omax;
     struct piece {
         void **p;
         size_t bytes;
@@ -5266,7 +5261,7 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->Q, sizeof(float) * S * H * d);
     PIECE(g->kv, sizeof(float) * S * d);
     PIECE(g->O, sizeof(float) * S * H * d);
-    PIECE(g->Z, sizeof(float) * (S + CUDA_LT_PAD_MAX) * G * R); // cuBLASLt's wo_a writes its padding rows
+    PIECE(g->Z, sizeof(float) * (S + lpad) * G * R); // cuBLASLt's wo_a writes its padding rows
     g->lt_w16 = NULL;
     if (g->lt) { // wo_a on cuBLASLt when its shape runs there (every layer's wo_a has the same one)
         const int gd = H * d / G;
@@ -5294,8 +5289,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->topk_scratch, cuda_engine_topk_scratch(S, g->max_ctx / 4, K));
     PIECE(g->ri, sizeof(int) * 2 * S * k);
     PIECE(g->rw, sizeof(float) * S * k);
-    PIECE(g->q8, stage_n + CUDA_LT_PAD_MAX * (size_t)kmax); // cuBLASLt reads up to S + 127 rows
-    PIECE(g->lt_sat, sizeof(float) * (size_t)(S + CUDA_LT_PAD_MAX) * (kmax / 128 + 1));
+    PIECE(g->q8, stage_n + (size_t)lpad * kmax);
+    PIECE(g->lt_sat, g->lt ? sizeof(float) * (size_t)(S + lpad) * (kmax / 128 + 1) : 0);
     PIECE(g->sa, sizeof(float) * (stage_n / 128 + 1));
     PIECE(g->o16, 2 * o16_n);
     PIECE(g->g16, 2 * 2 * (size_t)S * k * I);
@@ -5792,8 +5787,10 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
 
 // A prefill chunk's wo_a on cuBLASLt (struct cuda_engine's lt, lt_w16): the reference's own form, the FP8
 // weights dequantised to bf16 (k_deq_fp8_bf16, exact) and a bf16 x bf16 -> fp32 product per group, O
-// staged as its bf16 bits (exact: bf16-valued); Z rounded to bf16 values (k_round_bf16) as k_bgemm's
-// are. Returns 1 when it does not run there (the caller's k_bgemm runs), else 0 or a CTX_E* code.
+// staged as its bf16 bits (exact: bf16-valued). Z keeps the fp32 sums: its one reader, wo_b's
+// quantisation (k_act_quant_f32), rounds its input to bf16 first, so this gives the bytes a rounded Z
+// would (k_bgemm rounds in its epilogue). Returns 1 when it does not run there (the caller's k_bgemm
+// runs), else 0 or a CTX_E* code.
 static int wo_a_lt(struct cuda_engine *g, const struct dlayer *L, int S, int G, int R, int gd, struct ctx_err *e)
 {
     if (!g->lt || !g->lt_on || !g->lt_w16 || S <= 8)
@@ -5801,10 +5798,9 @@ static int wo_a_lt(struct cuda_engine *g, const struct dlayer *L, int S, int G, 
     const int mp = cuda_lt_ctx_rows_bf16(g->lt, S, R, gd, G, G * gd, G * R);
     if (mp < S)
         return 1;
-    const size_t nw = (size_t)G * R * gd, nx4 = (size_t)mp * G * gd / 4;
+    const size_t nw = (size_t)G * R * gd, nx4 = (size_t)S * G * gd / 4; // the padding rows' inputs: any bytes
     launch_pdl(k_deq_fp8_bf16, grid_for(nw / 8, 256), 256, 0, g->st, L->wo_a.w, L->wo_a.s, G * R, gd, g->lt_w16);
-    k_stage_bf16<<<grid_for(nx4, 256) < 4096 ? grid_for(nx4, 256) : 4096, 256, 0, g->st>>>(g->O, (size_t)S * G * gd / 4,
-                                                                                       1.0f, g->o16);
+    k_stage_bf16<<<grid_for(nx4, 256) < 4096 ? grid_for(nx4, 256) : 4096, 256, 0, g->st>>>(g->O, nx4, 1.0f, g->o16);
     int rc = cu(e, cudaGetLastError(), "wo_a: k_deq_fp8_bf16 / k_stage_bf16");
     if (!rc)
         rc = cuda_lt_ctx_bf16(g->lt, S, R, gd, G, g->o16, G * gd, g->lt_w16, g->Z, G * R, g->st, e);
@@ -5814,8 +5810,6 @@ static int wo_a_lt(struct cuda_engine *g, const struct dlayer *L, int S, int G, 
     }
     if (rc)
         return rc;
-    const size_t nz = (size_t)S * G * R;
-    k_round_bf16<<<grid_for(nz, 256) < 4096 ? grid_for(nz, 256) : 4096, 256, 0, g->st>>>(g->Z, nz);
     g->lt_calls++;
     LAUNCHED("wo_a lt");
     return 0;

@@ -1670,12 +1670,11 @@ struct cuda_lt_ctx {
     cublasLtMatmulDesc_t desc, desc16; // block-scaled FP8; bf16 x bf16 -> fp32
     void *ws;
     size_t ws_bytes;
-    int max_m, pad_full;
+    int max_m;
     lt_shape *shapes;
     int nshapes, cap;
 };
 
-extern "C" void cuda_lt_ctx_pad_full(struct cuda_lt_ctx *c, int on) { c->pad_full = on != 0; }
 
 extern "C" void cuda_lt_ctx_free(struct cuda_lt_ctx *c)
 {
@@ -1871,12 +1870,6 @@ extern "C" int cuda_lt_ctx_supports(struct cuda_lt_ctx *c, int n, int k, struct 
     return s->ok;
 }
 
-// The rows an m-row call of shape s computes (cuda_lt_ctx_pad_full: max_m's).
-static int lt_rows(const cuda_lt_ctx *c, const lt_shape *s, int m)
-{
-    return c->pad_full ? lt_round(c->max_m, CUDA_LT_PAD_MAX) : lt_round(m, s->gran);
-}
-
 // A call's shape (FP8 when batch is 0) and padded rows, or CTX_EINVAL / CTX_ENOMEM / CTX_EUNSUPPORTED.
 static int lt_call(cuda_lt_ctx *c, int m, int n, int k, int batch, int ldx, int ldy, const char *what, lt_shape **sp,
                    int *mp, struct ctx_err *e)
@@ -1889,7 +1882,7 @@ static int lt_call(cuda_lt_ctx *c, int m, int n, int k, int batch, int ldx, int 
     if (!s->ok)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "%s", s->msg);
     *sp = s;
-    *mp = lt_rows(c, s, m);
+    *mp = lt_round(m, s->gran);
     return 0;
 }
 

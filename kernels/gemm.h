@@ -176,9 +176,6 @@ int cuda_lt_ctx_supports(struct cuda_lt_ctx *c, int n, int k, struct ctx_err *e)
 /* The padded row count of an m-row call of (n, k) (m <= mp <= m + CUDA_LT_PAD_MAX - 1); 0 for a shape
  * cuda_lt_ctx_supports refuses or an m outside 1..max_m. */
 int cuda_lt_ctx_rows(struct cuda_lt_ctx *c, int m, int n, int k);
-/* on != 0: every call's rows padded to max_m's (rounded up to CUDA_LT_PAD_MAX) instead of the
- * shape's granularity (diagnostics: whether a row's bits depend on the call's row count). */
-void cuda_lt_ctx_pad_full(struct cuda_lt_ctx *c, int on);
 /* The algorithm of (n, k) in words (tile, stages, split-K, reduction, swizzle, cluster), for reports. */
 int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *buf, size_t len);
 /* bf16 products on the same context (the engine's prefill wo_a: batch = the groups): for group b < batch,
