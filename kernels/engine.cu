@@ -6779,6 +6779,8 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 }
 
 #define MOE_GEMM_MIN_S 8
+// The grouped GEMM kernel of prefill chunks with the engine's fast (cuBLASLt) products: FP8 wgmma.
+#define MOE_GEMM_FAST CUDA_MOE_GEMM_V7
 // MOE_SIDE: the shared expert of a decode step on the side stream mst, in parallel with the gate,
 // the router and the routed experts on st (the gate and the one-block router leave most SMs idle, the
 // routed FP4 GEMVs leave bandwidth unused). Forked here, right after k_hc_pre wrote u (the only input);
@@ -6840,17 +6842,23 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
     // A prefill chunk (S > MOE_GEMM_MIN_S: every chunk size the chunk-invariance guarantee covers takes
     // the same path) buckets its pairs by expert and runs the grouped GEMM of moe_gemm.h, which reads
     // each expert's weights once per 64-pair tile; a decode step (S <= 8) keeps the grouped GEMV. The
-    // two agree within moe_gemm.h's bound of the exact sums (the GEMM's default, V4, sums each 128-K
-    // stage in the tensor core's fp32 accumulator; the GEMV per 32-K block), and every chunk of more
-    // than 8 tokens runs the same kernel, so chunked prefills stay bit-identical.
+    // exact-sum kernel (V6, with CTX_CUDA_PREFILL_GEMM=exact) agrees with the GEMV within moe_gemm.h's
+    // bound of the exact sums; the FP8 one (V7, with the cuBLASLt products) within EPS7 of them. Every
+    // chunk of more than 8 tokens runs the same kernel, so chunked prefills stay bit-identical.
     const uint8_t *const *t = L->etab;
     uint16_t *u16 = g->g16 + (size_t)S * k * I;
     const int grouped = S > MOE_GEMM_MIN_S;
+    // the grouped GEMM's kernel: the FP8 one (V7) with the cuBLASLt products, the exact-sum one (V6)
+    // with CTX_CUDA_PREFILL_GEMM=exact; CTX_CUDA_MOE_GEMM forces one (moe_gemm.h)
+    static const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM")); // read once
+    const int mv = forced != CUDA_MOE_GEMM_UNSET ? forced
+                   : g->lt && g->lt_on             ? MOE_GEMM_FAST
+                                                   : CUDA_MOE_GEMM_DEFAULT;
     struct cuda_moe_buckets b13, b2;
     if (grouped)
         rc = cuda_moe_buckets_init(&b13, g->moe_s13, g->moe_b13, 2 * E, 2 * S * k, e);
     if (!rc && grouped && !(rc = cuda_moe_bucket(&b13, g->ri, g->st, e)))
-        rc = cuda_moe_gemm(&b13, g->q8, g->sa, k, t, t + 2 * E, I, D, g->g16, g->st, e);
+        rc = cuda_moe_gemm_variant(&b13, g->q8, g->sa, k, t, t + 2 * E, I, D, g->g16, mv, g->st, e);
     if (!rc && !grouped)
         rc = cuda_fp4_gemv_grouped(g->q8, g->sa, k, 2 * S * k, g->ri, t, t + 2 * E, I, D, g->g16, g->st, e);
     if (rc || (!side && (rc = lin_fp8_q(g, &L->sw13, S, g->sg16, e))))
@@ -6863,7 +6871,7 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
     if (grouped) {
         if (!(rc = cuda_moe_buckets_init(&b2, g->moe_s2, g->moe_b2, E, S * k, e)) &&
             !(rc = cuda_moe_bucket(&b2, g->ri, g->st, e)))
-            rc = cuda_moe_gemm(&b2, g->q8, g->sa, 1, t + 4 * E, t + 5 * E, D, I, g->ys16, g->st, e);
+            rc = cuda_moe_gemm_variant(&b2, g->q8, g->sa, 1, t + 4 * E, t + 5 * E, D, I, g->ys16, mv, g->st, e);
     } else {
         rc = cuda_fp4_gemv_grouped(g->q8, g->sa, 1, S * k, g->ri, t + 4 * E, t + 5 * E, D, I, g->ys16, g->st, e);
     }

@@ -1639,6 +1639,249 @@ __global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__rest
     }
 }
 
+// ---- grouped GEMM, seventh kernel (CUDA_MOE_GEMM_V7): FP8 wgmma ----
+//
+// Why: V6 still runs f16 wgmma (half Hopper's FP8 rate), converts every stage's activations to f16
+// through shared memory, and each warpgroup waits for its stage's wgmma before converting the next.
+// V7 keeps both operands in FP8:
+// - Weights: V3's conversion (per row and stage, E = max of the row's 4 e8m0 codes; an e2m1 value of
+//   sub-block i becomes the e4m3 v * 2^(e_i - E + 6)), for e_i >= E - CUDA_MOE7_SPREAD (12; V3 goes
+//   to 14, deeper into e4m3's subnormals, which Hopper's FP8 tensor cores did not sum to the bound:
+//   results/2026-11-29-s14/call1), straight into the
+//   warp's A fragments of wgmma m64nNk32 e4m3 (wgmma_e4m3_ra), K in natural order: k32 step s is
+//   sub-block s, thread t's bytes of it are 2t, 2t + 1, 8 + 2t, 9 + 2t (two 4-byte loads and a prmt,
+//   cuda_moe7_pick), one LUT row per (row, sub-block).
+// - Activations: read by wgmma from the cp.async ring as they were copied. The ring's rows are 128
+//   bytes (one stage of K) with the 16-byte chunks XOR-swizzled by row & 7 (cuda_moe7_xoff), which is
+//   the 128-byte swizzle of wgmma's descriptor when the slot is 1024-byte aligned: no conversion pass,
+//   no f16 tile, one fence.proxy.async per thread after its copies land, one barrier per stage.
+// - N = 8 x the tile's pair blocks (one instantiation of the K loop per N).
+// - Guard, per warp: a piece with e_i < E - 12 (or the NaN code 255) makes its warp run the stage with
+//   V1's arithmetic from the raw ring (m5_fallback: the ring's weight and activation layouts are V5's),
+//   discarding its wgmma rows; cuda_moe_v7_fallback_stages counts such (warp, stage)s.
+//   Deciding per warp (its own 16 rows) needs no barrier; the wgmma is issued on every stage, in
+//   uniform control flow, which keeps ptxas from serialising it.
+// - Two CTAs an SM (128 registers), a 6-stage ring; a stage's conversion comes before its wgmma, and
+//   the other CTA's warpgroups overlap it. Tried (results/2026-11-29-s14/call1): one CTA an SM (183
+//   registers) with a 10-stage ring, each warpgroup converting the next stage while the tensor cores
+//   run this one: the same bytes, 0.75-0.80x this form at S = 512 / 2048 / 8192.
+// - Numerics: each stage's 128 exact products summed by the FP8 tensor core (4 k32 steps in its
+//   narrower accumulator, about 13 fraction bits), then acc = fma(P * act_scale, 2^(E - 133), acc) in
+//   fp32: test_moe_gemm's EPS7 bound (test_gemm's EPS_LT), as cuBLASLt's block-scaled products and
+//   DeepSeek's FP8 GEMMs (promotion to fp32 every 128 K).
+constexpr int M7_STAGES = 6;
+constexpr int M7_B = 0, M7_A = M_BM * 128, M7_AS = M7_A + M_BN * 64, M7_BS = M7_AS + M_BN * 4;
+constexpr int M7_STAGE = 17 * 1024; // a multiple of 1024: every slot's activation rows are 1024-aligned
+static_assert(M7_BS + M_BM * 4 <= M7_STAGE, "V7 stage layout");
+constexpr int M7_LUT = 128; // 15 entries of 8 bytes
+constexpr int M7_SMEM = 1024 + M7_STAGES * M7_STAGE + M7_LUT; // + the slack to align the ring to 1024
+static_assert(2 * (M7_SMEM + M_BM * 4 + 1024) <= 228 * 1024, "two CTAs per SM");
+__device__ unsigned long long g_moe_v7_fallbacks;
+
+// The stage's weights of this thread's rows ra0, ra0 + 8 into A fragments a[s][0..3] (k32 step s),
+// their fast-path scales 2^(E - 133) into wsc; returns whether some piece of them is out of the fast
+// range (a row's codes spread more than CUDA_MOE7_SPREAD, or the NaN code): the warp then runs V1's
+// arithmetic instead, so such a row's fragments (converted from LUT rows below the table: other ring
+// bytes, never out of shared memory, as E - e_i <= 255) are never used.
+__device__ __forceinline__ int m7_convert(uint32_t (&a)[4][4], float (&wsc)[2], uint32_t sA, uint32_t sAS,
+                                          uint32_t sLUT, int ra0, int t)
+{
+    int off = 0;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int ra = ra0 + 8 * h;
+        const uint32_t codes = lds32(sAS + ra * 4);
+        uint32_t e[4];
+#pragma unroll
+        for (int s = 0; s < 4; s++)
+            e[s] = (codes >> (8 * s)) & 0xffu;
+        const uint32_t mx = max(max(e[0], e[1]), max(e[2], e[3])), mn = min(min(e[0], e[1]), min(e[2], e[3]));
+        off |= (mx - mn > (uint32_t)CUDA_MOE7_SPREAD) | (mx == 255u);
+        // LUT row 14 - (E - e_i) (the shift of the piece): lrow + 8 e_i
+        const uint32_t lrow = sLUT + 8u * (14u - mx);
+        const uint32_t row = sA + ra * 64 + 4 * (t >> 1), sw = (ra >> 1) & 3;
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            const uint2 l = lds64(lrow + 8u * e[s]);
+            const uint32_t seg = row + ((s ^ sw) << 4);
+            cuda_moe7_convert(cuda_moe7_pick(lds32(seg), lds32(seg + 8), t), l.x, l.y, &a[s][h], &a[s][2 + h]);
+        }
+        wsc[h] = e8m0_to_float(mx) * 0.015625f; // 2^(E - 127 - 6), exact
+    }
+    return off;
+}
+
+// The 4 k32 wgmmas of a stage (activations at sB), committed, not waited for.
+template <int N>
+__device__ __forceinline__ void m7_issue(float (&p)[N / 2], const uint32_t (&a)[4][4], uint32_t sB)
+{
+    const uint64_t db = wgmma_desc_sw128(sB);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+        wgmma_e4m3_ra<N>(p, a[s], db + (uint64_t)(2 * s), s); // + 32 bytes a k32 step
+    wgmma_commit();
+}
+
+// After the stage's wgmma: its partial into acc (acc = fma(P * act_scale, w, acc), rows g / g + 8 by
+// w0 / w1), or, for a warp whose stage fell back, V1's arithmetic from the raw stage.
+template <int N>
+__device__ __forceinline__ void m7_finish(float (&acc)[8][4], const float (&p)[N / 2], const uint32_t (&a)[4][4],
+                                          const float (&wsc)[2], int fb, uint32_t s0, const float *sBS, int ra0,
+                                          int t, int tid)
+{
+    wgmma_wait0();
+    // a was read by the wgmma until the wait: keep its registers (and so their values) alive to here
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+        asm volatile("" ::"r"(a[s][0]), "r"(a[s][1]), "r"(a[s][2]), "r"(a[s][3]));
+    if (!fb) { // warp-uniform
+#pragma unroll
+        for (int j = 0; j < N / 8; j++) {
+            const float2 a2 = *reinterpret_cast<const float2 *>(sBS + j * 8 + 2 * t);
+            float(&o)[4] = acc[j];
+            o[0] = __fmaf_rn(__fmul_rn(p[4 * j + 0], a2.x), wsc[0], o[0]);
+            o[1] = __fmaf_rn(__fmul_rn(p[4 * j + 1], a2.y), wsc[0], o[1]);
+            o[2] = __fmaf_rn(__fmul_rn(p[4 * j + 2], a2.x), wsc[1], o[2]);
+            o[3] = __fmaf_rn(__fmul_rn(p[4 * j + 3], a2.y), wsc[1], o[3]);
+        }
+    } else {
+        if ((tid & 31) == 0)
+            atomicAdd(&g_moe_v7_fallbacks, 1ull); // (cuda_moe_v7_fallback_stages)
+        const int g = (tid & 31) >> 2;
+        m5_fallback(acc, s0 + M7_A, s0 + M7_AS, s0 + M7_B, sBS, ra0 - g, g, t, N / 8);
+    }
+}
+
+// The K loop of one CTA with N = 8 x its pair blocks (CTA-uniform).
+template <int N>
+__device__ __forceinline__ void m7_loop(float (&acc)[8][4], uint32_t sbase, const uint8_t *gbase, uint32_t sLUT,
+                                        int kb_n, int ra0, int t, int tid, const uint8_t *const (&asrc)[2],
+                                        const uint8_t *const (&bsrc)[2], const bool (&aval)[2], const bool (&bval)[2],
+                                        const uint8_t *as_src, bool as_val, const float *bs_src, bool bs_val)
+{
+    constexpr int S = M7_STAGES;
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t s0 = sbase + stage * M7_STAGE;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256, ra = i >> 2, ca = i & 3, rb = i >> 3, cb = i & 7;
+            cp_async16(s0 + M7_A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), asrc[j] + (size_t)kb * 64, aval[j]);
+            cp_async16(s0 + M7_B + cuda_moe7_xoff(rb, cb), bsrc[j] + (size_t)kb * 128, bval[j]);
+        }
+        if (tid < M_BN)
+            cp_async4(s0 + M7_AS + tid * 4, as_src + kb * 4, as_val);
+        if (tid < M_BM)
+            cp_async4(s0 + M7_BS + tid * 4, bs_src + kb, bs_val);
+    };
+    for (int s = 0; s < S - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    uint32_t a[4][4];
+    float wsc[2];
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<S - 2>();
+        wgmma_proxy_fence();
+        __syncthreads(); // stage kb landed; every warp is done with stage kb - 1's slot
+        if (kb + S - 1 < kb_n)
+            load_stage((kb + S - 1) % S, kb + S - 1);
+        cp_async_commit();
+        const int stage = kb % S;
+        const uint32_t s0 = sbase + stage * M7_STAGE;
+        const int fb = __any_sync(0xffffffffu, m7_convert(a, wsc, s0 + M7_A, s0 + M7_AS, sLUT, ra0, t));
+        float p[N / 2];
+        m7_issue<N>(p, a, s0 + M7_B);
+        m7_finish<N>(acc, p, a, wsc, fb, s0, reinterpret_cast<const float *>(gbase + stage * M7_STAGE + M7_BS),
+                     ra0, t, tid);
+    }
+    cp_async_wait<0>();
+}
+
+__global__ void __launch_bounds__(256, 2)
+    moe_gemm7_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
+                     const int *__restrict__ perm, const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                     const int *__restrict__ offsets, const uint8_t *const *__restrict__ wtab,
+                     const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles))
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wg = warp >> 2, w4 = warp & 3;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
+    const int rows = min(M_BM, __ldg(offsets + x + 1) - start);
+    const int nbv = (rows + 7) >> 3;
+    const int row0 = blockIdx.x * M_BN;
+    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const uint8_t *w = wtab[x], *ws = stab[x];
+    if (tid < M_BM)
+        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t sbase = (sraw + 1023u) & ~1023u;
+    const uint8_t *gbase = smem + (sbase - sraw);
+    const uint32_t sLUT = sbase + M7_STAGES * M7_STAGE;
+    if (tid < 15) { // V3's LUT: entry i = the magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 times 2^(i - 8), exact
+        const float mags[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+        uint32_t l[2] = {0, 0};
+        for (int c = 1; c < 8; c++)
+            l[c >> 2] |= (uint32_t)__nv_cvt_float_to_fp8(ldexpf(mags[c], tid - 8), __NV_SATFINITE, __NV_E4M3)
+                         << (8 * (c & 3));
+        asm volatile("st.shared.v2.u32 [%0], {%1,%2};\n" ::"r"(sLUT + tid * 8), "r"(l[0]), "r"(l[1]));
+    }
+    __syncthreads();
+
+    const uint8_t *asrc[2], *bsrc[2];
+    bool aval[2], bval[2];
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256;
+        const int ra = i >> 2, ca = i & 3;
+        aval[j] = row0 + ra < n;
+        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+        const int rb = i >> 3, cb = i & 7;
+        const int pr = sP[rb];
+        bval[j] = pr >= 0;
+        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+    }
+    const bool as_val = tid < M_BN && row0 + tid < n;
+    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M_BM ? sP[tid] : -1;
+    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+
+    float acc[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            acc[j][c] = 0.f;
+    const int ra0 = wg * 64 + w4 * 16 + g; // this thread's rows ra0 and ra0 + 8 (tile-relative)
+    switch (nbv) {                         // CTA-uniform
+#define M7_CASE(NB)                                                                                                    \
+    case NB:                                                                                                           \
+        m7_loop<8 * NB>(acc, sbase, gbase, sLUT, kb_n, ra0, t, tid, asrc, bsrc, aval, bval, as_src, as_val, bs_src,    \
+                        pb >= 0);                                                                                      \
+        break;
+        M7_CASE(1) M7_CASE(2) M7_CASE(3) M7_CASE(4) M7_CASE(5) M7_CASE(6) M7_CASE(7) M7_CASE(8)
+#undef M7_CASE
+    default:
+        break;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (j >= nbv)
+            break;
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            const int rr = row0 + ra0 + (v >> 1) * 8, cc = j * 8 + 2 * t + (v & 1);
+            if (rr < n && cc < rows)
+                y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[j][v]);
+        }
+    }
+}
+
 using moe_kernel_fn = void (*)(const uint8_t *, const float *, int, const int *, const int *, const int *,
                                const int *, const uint8_t *const *, const uint8_t *const *, int, int,
                                __nv_bfloat16 *);
@@ -1652,15 +1895,17 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
                                  : variant == CUDA_MOE_GEMM_V3 ? moe_gemm3_kernel
                                  : variant == CUDA_MOE_GEMM_V4 ? moe_gemm4_kernel
                                  : variant == CUDA_MOE_GEMM_V5 ? moe_gemm5_kernel
-                                                               : moe_gemm6_kernel;
+                                 : variant == CUDA_MOE_GEMM_V6 ? moe_gemm6_kernel
+                                                               : moe_gemm7_kernel;
     const int smem = variant == CUDA_MOE_GEMM_V3   ? M3_SMEM
                      : variant == CUDA_MOE_GEMM_V4 ? M4_SMEM
                      : variant == CUDA_MOE_GEMM_V5 ? M5_SMEM
                      : variant == CUDA_MOE_GEMM_V6 ? M6_SMEM
+                     : variant == CUDA_MOE_GEMM_V7 ? M7_SMEM
                                                    : M_SMEM;
     // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
     // (engines on several GPUs call this from one thread).
-    static unsigned long long attr_set[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0};
+    static unsigned long long attr_set[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0};
     int dev = 0;
     cudaError_t rc = cudaGetDevice(&dev);
     if (rc != cudaSuccess)
@@ -1676,7 +1921,7 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
             rc = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                       (int)cudaSharedmemCarveoutMaxShared);
             if (rc != cudaSuccess)
-                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4..6_kernel carveout)");
+                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4..7_kernel carveout)");
         }
         attr_set[variant] |= bit;
     }
@@ -1756,7 +2001,8 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_gemm: variant %d (0..%d)", variant, CUDA_MOE_GEMM_NVARIANTS - 1);
     static const char *const names[CUDA_MOE_GEMM_NVARIANTS] = {"moe_gemm_kernel", "moe_gemm2_kernel",
                                                                "moe_gemm3_kernel", "moe_gemm4_kernel",
-                                                               "moe_gemm5_kernel", "moe_gemm6_kernel"};
+                                                               "moe_gemm5_kernel", "moe_gemm6_kernel",
+                                                               "moe_gemm7_kernel"};
     moe_kernel_fn kernel;
     int smem;
     const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
@@ -1842,4 +2088,9 @@ extern "C" int cuda_moe_v5_fallback_stages(unsigned long long *count, int reset,
 extern "C" int cuda_moe_v6_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
 {
     return fallback_stages(g_moe_v6_fallbacks, "cuda_moe_v6_fallback_stages", count, reset, e);
+}
+
+extern "C" int cuda_moe_v7_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
+{
+    return fallback_stages(g_moe_v7_fallbacks, "cuda_moe_v7_fallback_stages", count, reset, e);
 }

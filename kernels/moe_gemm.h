@@ -108,18 +108,36 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
  * stage's K permuted so that a thread's fragments are one 32-K sub-block of its two rows: moe_gemm.cu
  * says how); only the activations go through an f16 tile. Same bound, not V5's bytes. */
 #define CUDA_MOE_GEMM_V6 5
+/* V7 runs FP8 warpgroup MMAs (wgmma m64nNk32 e4m3, N = the tile's pairs rounded up to 8): the weights
+ * converted per row and stage to e4m3 at the row's exponent as V3 does, for pieces within
+ * CUDA_MOE7_SPREAD of the row's max (every non-zero value a normal e4m3), straight into each warp's A
+ * fragments in registers (K in natural order: a thread's fragments of k32 step s are bytes 2t, 2t + 1,
+ * 8 + 2t, 9 + 2t of sub-block s, cuda_moe7_pick), the activations read by wgmma from the cp.async ring
+ * as they came (128-byte-swizzled rows, cuda_moe7_xoff; no conversion pass). Guard: decided per warp
+ * (its 16 rows); such a warp runs the stage with V1's arithmetic from the raw ring, so a product whose
+ * every stage falls back gives V2's bytes. Numerics: the tensor core adds each k32 step of a stage with
+ * its narrower FP8 accumulator (about 13 fraction bits; DeepSeek's own FP8 GEMMs and cuBLASLt's
+ * block-scaled kernel do the same), then the stage partial is scaled into fp32 once: not V3-V6's bound
+ * but test_moe_gemm's EPS7 (test_gemm's EPS_LT). The engine runs it for prefill chunks with its cuBLASLt
+ * products (the default; CTX_CUDA_PREFILL_GEMM=exact keeps V6). sm_90a only. */
+#define CUDA_MOE_GEMM_V7 6
+/* V7's fast range: pieces with e_i >= E - 12 (v * 2^(e_i - E + 6) >= 0.5 * 2^-6 = 2^-7; only the
+ * 0.5s at a spread of 12 are e4m3 subnormals). At 14 (V3's range, reaching e4m3's smallest subnormal
+ * 2^-9) Hopper's FP8 tensor cores missed the EPS7 bound on 9 of 576000 outputs of test_moe_gemm's
+ * spread-14 case (results/2026-11-29-s14/call1). */
+#define CUDA_MOE7_SPREAD 12
 /* The kernel cuda_moe_gemm runs: the one the environment variable CTX_CUDA_MOE_GEMM forces, if it is
- * "1" .. "6" (V1..V6; read once, at the first call; any other value is ignored), else
+ * "1" .. "7" (V1..V7; read once, at the first call; any other value is ignored), else
  * CUDA_MOE_GEMM_DEFAULT, V6 at every size: on the H200 (one V4-Flash layer, bench-gpu moe, 2026-11-29,
  * bench/gpu/results/2026-11-29z) V5's time / V6's was 1.21 at S = 512, 1.12 at S = 2048 and 1.08 at
  * S = 8192 (V4's / V6's 1.39 / 1.34 / 1.33), V6 within the bound of the exact sums on every test case
  * and equal to V5 on 99.994% of the outputs (V5 gives V4's bytes; V4 had replaced V3, 3% faster at
  * S = 512 only). One kernel for every call keeps a chunked prefill bit-identical to one chunk
  * (kernels/README.md's engine bullet), which choosing by size would break. cuda_moe_gemm_variant_of_env is the parse (value NULL:
- * unset): V1..V6, or CUDA_MOE_GEMM_UNSET. */
+ * unset): V1..V7, or CUDA_MOE_GEMM_UNSET. */
 #define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V6
 #define CUDA_MOE_GEMM_UNSET (-1)
-#define CUDA_MOE_GEMM_NVARIANTS 6
+#define CUDA_MOE_GEMM_NVARIANTS 7
 int cuda_moe_gemm_default_variant(void);
 int cuda_moe_gemm_variant_of_env(const char *value);
 /* cuda_moe_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
@@ -137,6 +155,9 @@ int cuda_moe_v4_fallback_stages(unsigned long long *count, int reset, struct ctx
 /* The same for V5's (V4's guard), and V6's. */
 int cuda_moe_v5_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 int cuda_moe_v6_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
+/* V7's (warp, stage)s that ran V1's arithmetic (spread beyond CUDA_MOE7_SPREAD, or the NaN code;
+ * decided per warp, for its 16 rows). */
+int cuda_moe_v7_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 
 /* ---- V4's shared-memory layout and weight conversion (internal to moe_gemm.cu; here so that
  * test_moe_gemm checks, on the host, the very functions the kernel runs) ----
@@ -250,6 +271,32 @@ static inline CUDA_MOE4_HD void cuda_moe4_convert(uint32_t x, uint32_t l0, uint3
     out[1] = cuda_moe4_prmt(lo, 0u, 0x3424u);
     out[2] = cuda_moe4_prmt(hi, 0u, 0x1404u);
     out[3] = cuda_moe4_prmt(hi, 0u, 0x3424u);
+}
+
+/* V7's A fragments. Thread t of a quad needs, for k32 step s (= 32-K sub-block s of the stage, K in
+ * natural order on both operands), the codes of K 4t..4t+3 (a0 / a1: bytes 2t, 2t + 1 of the
+ * sub-block's 16) and of K 16 + 4t.. (a2 / a3: bytes 8 + 2t, 9 + 2t). w0, w1 = words t / 2 and 2 + t / 2
+ * of the sub-block; the result holds those 4 bytes in that order, so its nibble j is K position j of
+ * the fragment's 8 (4t + j for j < 4, 16 + 4t + j - 4 after). */
+static inline CUDA_MOE4_HD uint32_t cuda_moe7_pick(uint32_t w0, uint32_t w1, int t)
+{
+    return cuda_moe4_prmt(w0, w1, (t & 1) ? 0x7632u : 0x5410u);
+}
+/* 8 e2m1 codes (nibble j of x: K position j) -> 8 e4m3 bytes in K order (lo: positions 0..3, hi:
+ * 4..7) through the magnitude LUT l0 (codes 0..3) / l1 (4..7) of one shift (V3's conversion): the
+ * magnitudes by prmt, the signs by prmt's sign-replicate selectors (bit 7 of byte j of x << 4 is
+ * nibble 2j's sign, of x nibble 2j + 1's). */
+static inline CUDA_MOE4_HD void cuda_moe7_convert(uint32_t x, uint32_t l0, uint32_t l1, uint32_t *lo, uint32_t *hi)
+{
+    const uint32_t m = x & 0x77777777u, xs = x << 4;
+    *lo = cuda_moe4_prmt(l0, l1, m) | (cuda_moe4_prmt(xs, x, 0xD9C8u) & 0x80808080u);
+    *hi = cuda_moe4_prmt(l0, l1, m >> 16) | (cuda_moe4_prmt(xs, x, 0xFBEAu) & 0x80808080u);
+}
+/* V7's activation rows in a ring slot: pair row r, 16-byte chunk c (K 16c..16c+15) at r * 128 +
+ * ((c ^ (r & 7)) << 4): the 128-byte swizzle wgmma's descriptor (layout type 1) reads. */
+static inline CUDA_MOE4_HD uint32_t cuda_moe7_xoff(int r, int c)
+{
+    return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4));
 }
 
 #ifdef __cplusplus

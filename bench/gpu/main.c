@@ -617,6 +617,11 @@ static void bench_moe_prefill(int S)
     uint16_t *o13 = malloc(y13b), *o2 = malloc(y2b);
     const struct moe_cmp c6 =
         moe_run_compare(&j, CUDA_MOE_GEMM_V6, cuda_moe_v6_fallback_stages, o13, o2, m13, m2, y13b, y2b);
+    /* V7 (FP8 wgmma) on the same pairs: against V6 */
+    uint16_t *v13 = malloc(y13b), *v2b = malloc(y2b);
+    const struct moe_cmp c7 =
+        moe_run_compare(&j, CUDA_MOE_GEMM_V7, cuda_moe_v7_fallback_stages, v13, v2b, o13, o2, y13b, y2b);
+    free(v13), free(v2b);
     free(o13), free(o2);
     free(m13), free(m2);
     free(k13), free(k2);
@@ -632,6 +637,9 @@ static void bench_moe_prefill(int S)
     double ms_v5 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V6;
     double ms_v6 = time_alone(moe_gemm_launch, &j, iters_gemm);
+    j.variant = CUDA_MOE_GEMM_V7;
+    double ms_v7 = time_alone(moe_gemm_launch, &j, iters_gemm);
+
     j.variant = CUDA_MOE_GEMM_V2;
     double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
     double ms_bucket = time_alone(moe_bucket_launch, &j, iters_gemm);
@@ -654,6 +662,10 @@ static void bench_moe_prefill(int S)
            "%.4f%% | %llu |\n", S, np2, ms_v6, flop / (ms_v6 * 1e-3) / 1e12,
            100.0 * flop / (ms_v6 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v6, ms_v5 / ms_v6,
            100.0 * (double)c6.eq / (double)tot, c6.ulps, 100.0 * (double)c6.far / (double)tot, c6.fb);
+    printf("| V7 (FP8 wgmma) | %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx (V6 / V7 %.2fx) | "
+           "%7.3f%% of V6 | %5.0f | %.4f%% | %llu |\n", S, np2, ms_v7, flop / (ms_v7 * 1e-3) / 1e12,
+           100.0 * flop / (ms_v7 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v7, ms_v6 / ms_v7,
+           100.0 * (double)c7.eq / (double)tot, c7.ulps, 100.0 * (double)c7.far / (double)tot, c7.fb);
     free(ids), free(h13), free(g13), free(h2), free(g2);
     cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
     cuda_free(j.y13), cuda_free(j.y2), cuda_free(s13), cuda_free(s2);
@@ -672,12 +684,12 @@ static void bench_moe_rows(int only_s)
            "can be many bf16 ulps apart: the max and the share > 1 ulp), "
            "the same for V4, and V4's share bit-equal to V3; fallbacks: (CTA, stage)s that took the exactness "
            "guard\n\n");
-    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0};
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0};
     for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &err));
-    printf("(CTAs per SM: V6 %d, V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[5], occ[4], occ[3], occ[2], occ[1],
-           occ[0]);
-    printf("Each S's row is followed by V5's and V6's (V5: V4 on wgmma; V6: V5 with the weights in registers; "
+    printf("(CTAs per SM: V7 %d, V6 %d, V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[6], occ[5], occ[4], occ[3],
+           occ[2], occ[1], occ[0]);
+    printf("Each S's row is followed by V5's, V6's and V7's (V5: V4 on wgmma; V6: V5 with the weights in registers; V7: FP8 wgmma, the engine's fast prefill path, compared with V6; "
            "columns: kernel | S | pairs | ms | TFLOP/s | of FP8 peak | V4 / it | bit-equal to V4 (V6: to V5) | max "
            "ulps vs V4 (V6: V5) | > 1 ulp from it | fallbacks)\n\n");
     printf("| S | pairs | V4 ms | V4 TFLOP/s | of FP8 peak | V3 / V4 | V2 / V4 | V4 max ulps vs V2 | V4 > 1 ulp from V2 "

@@ -49,6 +49,11 @@
  *   (a bijection, and the fragment and activation-store mappings the kernel uses) and one CTA's data
  *   flow modelled with the kernel's index expressions (A fragments, activation stores, the
  *   descriptors' layout, wgmma's fragments) against the exact sums.
+ * - V7 (FP8 wgmma: weights into e4m3 A fragments in registers, activations read from the ring through
+ *   the 128-byte swizzle): within EPS7 of the exact sums (the FP8 tensor core's narrower accumulator),
+ *   deterministic, two CTAs an SM; its guard at 12 (spread 12: no warp falls back; 13 and more, every
+ *   warp of every stage does and the result is V2's bytes; the extreme cases: some do); on the host,
+ *   its A fragments (cuda_moe7_pick + cuda_moe7_convert at every LUT shift) and the ring's swizzle.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -65,6 +70,10 @@
 #include "tap.h"
 
 #define EPS (1.0 / 32768.0)
+/* V7 (FP8 wgmma): each 128-K stage summed by the FP8 tensor core's narrower accumulator (about 13
+ * fraction bits a k32 step, 4 steps a stage) before its one fp32 scaling: test_gemm's EPS_LT, 2^-9 of
+ * sum |w x| (2^-11 expected, 4x margin). */
+#define EPS7 (1.0 / 512.0)
 
 
 
@@ -288,13 +297,15 @@ static void run_case(const struct mcase *c)
     void *dids = dev_copy(ids, sizeof *ids * npairs), *dwt = dev_copy(dw, sizeof *dw * T),
          *dst = dev_copy(ds, sizeof *ds * T);
     size_t ybytes = sizeof(uint16_t) * (size_t)npairs * n;
-    void *dy, *dyv, *dy1, *dy2, *dy4, *dy5, *dy6, *dyd, *scratch;
+    void *dy, *dyv, *dy1, *dy2, *dy4, *dy5, *dy6, *dy7, *dyd, *scratch;
     must(cuda_malloc(&dy, ybytes, &e), &e);
     must(cuda_malloc(&dy4, ybytes, &e), &e);
     must(cuda_malloc(&dy5, ybytes, &e), &e);
     must(cuda_memset(dy5, 0xff, ybytes, &e), &e);
     must(cuda_malloc(&dy6, ybytes, &e), &e);
     must(cuda_memset(dy6, 0xff, ybytes, &e), &e);
+    must(cuda_malloc(&dy7, ybytes, &e), &e);
+    must(cuda_memset(dy7, 0xff, ybytes, &e), &e);
     must(cuda_malloc(&dyd, ybytes, &e), &e);
     must(cuda_memset(dy4, 0xff, ybytes, &e), &e);
     must(cuda_memset(dyd, 0xff, ybytes, &e), &e);
@@ -309,11 +320,12 @@ static void run_case(const struct mcase *c)
     must(cuda_moe_buckets_init(&bk, scratch, sbytes, T, npairs, &e), &e);
     must(cuda_memset(dy, 0xff, ybytes, &e), &e);
     must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
-    unsigned long long fb0 = 0, fb = 0, fb4 = 0, fb5 = 0, fb6 = 0;
+    unsigned long long fb0 = 0, fb = 0, fb4 = 0, fb5 = 0, fb6 = 0, fb7 = 0;
     must(cuda_moe_v3_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_v5_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_v6_fallback_stages(&fb0, 1, &e), &e);
+    must(cuda_moe_v7_fallback_stages(&fb0, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V3, NULL, &e), &e);
     must(cuda_moe_v3_fallback_stages(&fb, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy4, CUDA_MOE_GEMM_V4, NULL, &e), &e);
@@ -322,23 +334,27 @@ static void run_case(const struct mcase *c)
     must(cuda_moe_v5_fallback_stages(&fb5, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy6, CUDA_MOE_GEMM_V6, NULL, &e), &e);
     must(cuda_moe_v6_fallback_stages(&fb6, 1, &e), &e);
+    must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy7, CUDA_MOE_GEMM_V7, NULL, &e), &e);
+    must(cuda_moe_v7_fallback_stages(&fb7, 1, &e), &e);
     must(cuda_moe_gemm(&bk, dq, dsa, x_group, dwt, dst, n, k, dyd, NULL, &e), &e); /* the default (or the env's) */
-    unsigned long long fbd3 = 0, fbd4 = 0, fbd5 = 0, fbd6 = 0; /* that run's fallbacks (V1 / V2 count none) */
+    unsigned long long fbd3 = 0, fbd4 = 0, fbd5 = 0, fbd6 = 0, fbd7 = 0; /* that run's fallbacks (V1 / V2: none) */
     must(cuda_moe_v3_fallback_stages(&fbd3, 1, &e), &e);
     must(cuda_moe_v4_fallback_stages(&fbd4, 1, &e), &e);
     must(cuda_moe_v5_fallback_stages(&fbd5, 1, &e), &e);
     must(cuda_moe_v6_fallback_stages(&fbd6, 1, &e), &e);
+    must(cuda_moe_v7_fallback_stages(&fbd7, 1, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy1, CUDA_MOE_GEMM_V1, NULL, &e), &e);
     must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy2, CUDA_MOE_GEMM_V2, NULL, &e), &e);
     must(cuda_fp4_gemv_grouped(dq, dsa, x_group, npairs, dids, dwt, dst, n, k, dyv, NULL, &e), &e);
     must(cuda_sync(&e), &e);
     uint16_t *y = malloc(ybytes), *yv = malloc(ybytes), *y2 = malloc(ybytes), *y1 = malloc(ybytes),
              *y3 = malloc(ybytes), *y4 = malloc(ybytes), *y5 = malloc(ybytes), *y6 = malloc(ybytes),
-             *yd = malloc(ybytes);
+             *y7 = malloc(ybytes), *yd = malloc(ybytes);
     must(cuda_d2h(y3, dy, ybytes, &e), &e);
     must(cuda_d2h(y4, dy4, ybytes, &e), &e);
     must(cuda_d2h(y5, dy5, ybytes, &e), &e);
     must(cuda_d2h(y6, dy6, ybytes, &e), &e);
+    must(cuda_d2h(y7, dy7, ybytes, &e), &e);
     must(cuda_d2h(yd, dyd, ybytes, &e), &e);
     must(cuda_d2h(y, dy2, ybytes, &e), &e); /* y: V2 (the checks below as they were for V2) */
     must(cuda_d2h(yv, dyv, ybytes, &e), &e);
@@ -441,6 +457,39 @@ static void run_case(const struct mcase *c)
         "largest |d| / bound %.3f; bit-equal to V5 %.2f%%, differs from V2 on %ld (at most %.0f bf16 ulp); %llu "
         "fallback stages (V4 %llu)", c->what, badk[3], total, worstk[3], 100.0 * (double)eq6_5 / (double)total,
         nek_2[3], ulpsk[3], fb6, fb4);
+    /* V7 (FP8 wgmma) against the exact sums with EPS7 */
+    {
+        long bad7 = 0, ne7_2 = 0, first7 = -1;
+        double worst7 = 0.0;
+        for (long i = 0; i < total; i++) {
+            const double x = ex[i], dd = EPS7 * mag[i];
+            const double bound = 0.5 * ulp_bf16(fabs(x) + dd) + dd + 0x1p-140;
+            const double err = fabs(cuda_ref_bf16_to_f32(y7[i]) - x);
+            if (!(err <= bound) && first7 < 0)
+                first7 = i;
+            bad7 += !(err <= bound);
+            worst7 = err / dd > worst7 && mag[i] > 0 ? err / dd : worst7;
+            ne7_2 += y7[i] != y[i];
+        }
+        if (first7 >= 0)
+            printf("# %s: V7 first miss at pair %ld row %ld: %.9g, exact %.9g, bound %.3g, mag %.3g\n", c->what,
+                   first7 / n, first7 % n, cuda_ref_bf16_to_f32(y7[first7]), ex[first7], EPS7 * mag[first7],
+                   mag[first7]);
+        tap(bad7 == 0, "%s: V7 (FP8 wgmma) vs the exact sums: %ld/%ld outside ulp_bf16/2 + 2^-9 mag, largest |d| / "
+            "(2^-9 mag) %.4f; differs from V2 on %ld; %llu (warp, stage) fallbacks", c->what, bad7, total, worst7,
+            ne7_2, fb7);
+        unsigned long long wpt = 0; /* warps a tile with a valid row (rows past n have codes 0: at E) */
+        for (int r0 = 0; r0 < n; r0 += 128)
+            wpt += (unsigned long long)(((n - r0 < 128 ? n - r0 : 128) + 15) / 16);
+        const unsigned long long allw = wpt * (unsigned long long)gnt * (unsigned long long)(k / 128);
+        if (c->spread <= CUDA_MOE7_SPREAD && !c->extreme)
+            tap(fb7 == 0, "%s: no warp of V7 fell back (%llu)", c->what, fb7);
+        if (c->extreme)
+            tap(fb7 > 0, "%s: some warps of V7 fell back (%llu)", c->what, fb7);
+        if (c->spread > CUDA_MOE7_SPREAD)
+            tap(fb7 == allw && ne7_2 == 0, "%s: every (warp, stage) of V7 fell back (%llu of %llu) and gave V2's "
+                "bytes (%ld differ)", c->what, fb7, allw, ne7_2);
+    }
     const unsigned long long all = (unsigned long long)gnt * (unsigned long long)((n + 127) / 128) * (k / 128);
     if (c->spread <= 14 && !c->extreme)
         tap(fb == 0, "%s: no stage of V3 fell back (%llu)", c->what, fb);
@@ -466,7 +515,8 @@ static void run_case(const struct mcase *c)
                                : dv == CUDA_MOE_GEMM_V3 ? y3
                                : dv == CUDA_MOE_GEMM_V4 ? y4
                                : dv == CUDA_MOE_GEMM_V5 ? y5
-                                                        : y6;
+                               : dv == CUDA_MOE_GEMM_V6 ? y6
+                                                        : y7;
         tap(!memcmp(yd, want, ybytes), "%s: cuda_moe_gemm ran V%d (CTX_CUDA_MOE_GEMM or the default at %d pairs): its "
             "bytes", c->what, dv + 1, npairs);
         if (c->want) {
@@ -475,6 +525,7 @@ static void run_case(const struct mcase *c)
             const int expect = forced != CUDA_MOE_GEMM_UNSET ? forced : c->want - 1;
             const int counters = dv == CUDA_MOE_GEMM_V3 ? fbd3 == all && fbd4 == 0 && fbd5 == 0 && fbd6 == 0
                                                         : fbd3 == 0 && fbd4 == 0 && fbd5 == 0 && fbd6 == 0;
+            (void)fbd7;
             tap(dv == expect && counters, "%s: at %d pairs cuda_moe_gemm runs V%d (%s: V%d), its run's fallbacks V3 %llu "
                 "of %llu stages, V4 %llu, V5 %llu", c->what, npairs, dv + 1,
                 forced != CUDA_MOE_GEMM_UNSET ? "forced by CTX_CUDA_MOE_GEMM" : "the default", expect + 1,
@@ -483,6 +534,14 @@ static void run_case(const struct mcase *c)
     }
 
     /* deterministic */
+    {
+        must(cuda_memset(dy, 0, ybytes, &e), &e);
+        must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
+        must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V7, NULL, &e), &e);
+        must(cuda_sync(&e), &e);
+        must(cuda_d2h(y2, dy, ybytes, &e), &e);
+        tap(!memcmp(y7, y2, ybytes), "%s: a second bucketing + product (V7) gives the same bytes", c->what);
+    }
     for (int v = 0; v < 4; v++) {
         must(cuda_memset(dy, 0, ybytes, &e), &e);
         must(cuda_moe_bucket(&bk, dids, NULL, &e), &e);
@@ -497,9 +556,9 @@ static void run_case(const struct mcase *c)
         cuda_free(dw[i]), cuda_free(ds[i]);
     }
     free(w), free(s), free(dw), free(ds), free(ids), free(x), free(q), free(sa), free(ref), free(mag), free(ex);
-    free(y), free(yv), free(y2), free(y1), free(y3), free(y4), free(y5), free(y6), free(yd), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
+    free(y), free(yv), free(y2), free(y1), free(y3), free(y4), free(y5), free(y6), free(y7), free(yd), free(hc), free(ho), free(hp), free(ht), free(gc), free(go), free(gp), free(gt);
     cuda_free(dq), cuda_free(dsa), cuda_free(dids), cuda_free(dwt), cuda_free(dst), cuda_free(dy), cuda_free(dyv), cuda_free(dy1);
-    cuda_free(dy2), cuda_free(dy4), cuda_free(dy5), cuda_free(dy6), cuda_free(dyd);
+    cuda_free(dy2), cuda_free(dy4), cuda_free(dy5), cuda_free(dy6), cuda_free(dy7), cuda_free(dyd);
     cuda_free(scratch);
 }
 
@@ -1165,17 +1224,87 @@ static void test_v6_cta_model(void)
         "from the exact sum", bad, checked);
 }
 
+/* e4m3 byte -> value (no NaN among the values used here). */
+static double e4m3_value(uint32_t b)
+{
+    const int ex = (int)((b >> 3) & 15), m = (int)(b & 7);
+    const double v = ex == 0 ? ldexp(m, -9) : ldexp(8 + m, ex - 10);
+    return (b & 0x80u) ? -v : v;
+}
+
+/* V7's A fragments on the host, with the functions the kernel runs (moe_gemm.h cuda_moe7_pick,
+ * cuda_moe7_convert): for every thread t of a quad, random sub-blocks and every shift 0..14 of V3's LUT
+ * (magnitudes times 2^(idx - 8)), the fragment bytes of a0 (K 4t + j) and a2 (K 16 + 4t + j) decode to
+ * the e2m1 values at those K positions of the sub-block times 2^(idx - 8), and the activation ring's
+ * offsets are the 128-byte swizzle (a bijection onto each 1024-byte group of 8 rows, the chunk XOR
+ * row & 7). */
+static void test_v7_fragments(void)
+{
+    static const double mags[8] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0};
+    long bad = 0, checked = 0;
+    for (int idx = 0; idx <= 14; idx++) {
+        uint32_t l[2] = {0, 0};
+        for (int c = 1; c < 8; c++) {
+            const double want = ldexp(mags[c], idx - 8);
+            uint32_t byte = 256;
+            for (uint32_t b = 0; b < 128 && byte == 256; b++)
+                if (e4m3_value(b) == want)
+                    byte = b;
+            bad += byte == 256;
+            l[c >> 2] |= (byte & 0xffu) << (8 * (c & 3));
+        }
+        for (int rep = 0; rep < 64; rep++) {
+            uint8_t sub[16];
+            for (int i = 0; i < 16; i++)
+                sub[i] = (uint8_t)next_u64();
+            uint32_t wd[4];
+            for (int i = 0; i < 4; i++)
+                wd[i] = (uint32_t)sub[4 * i] | (uint32_t)sub[4 * i + 1] << 8 | (uint32_t)sub[4 * i + 2] << 16 |
+                        (uint32_t)sub[4 * i + 3] << 24;
+            for (int t = 0; t < 4; t++) {
+                uint32_t lo, hi;
+                cuda_moe7_convert(cuda_moe7_pick(wd[t >> 1], wd[2 + (t >> 1)], t), l[0], l[1], &lo, &hi);
+                for (int j = 0; j < 8; j++) {
+                    const int kpos = j < 4 ? 4 * t + j : 16 + 4 * t + (j - 4);
+                    const uint32_t code = (sub[kpos >> 1] >> (4 * (kpos & 1))) & 15u;
+                    const double want = ((code & 8u) ? -1.0 : 1.0) * ldexp(mags[code & 7], idx - 8);
+                    const uint32_t byte = ((j < 4 ? lo : hi) >> (8 * (j & 3))) & 0xffu;
+                    const double got = e4m3_value(byte);
+                    bad += !(got == want || (want == 0.0 && got == 0.0));
+                    checked++;
+                }
+            }
+        }
+    }
+    int layout_bad = 0;
+    for (int g8 = 0; g8 < 8; g8++) {
+        int seen[64] = {0};
+        for (int r = 8 * g8; r < 8 * g8 + 8; r++)
+            for (int c = 0; c < 8; c++) {
+                const uint32_t off = cuda_moe7_xoff(r, c);
+                layout_bad += off / 1024 != (uint32_t)g8 || off % 16 != 0 ||
+                              (off % 1024) / 128 != (uint32_t)(r & 7) || ((off % 128) / 16) != (uint32_t)(c ^ (r & 7));
+                seen[(off % 1024) / 16]++;
+            }
+        for (int i = 0; i < 64; i++)
+            layout_bad += seen[i] != 1;
+    }
+    tap(bad == 0 && layout_bad == 0, "host model of V7's A fragments (pick + e4m3 conversion at every LUT shift): "
+        "%ld/%ld bytes wrong; activation ring's 128-byte swizzle: %d errors", bad, checked, layout_bad);
+}
+
 static void test_env_variant(void)
 {
-    static const char *const bad[] = {"", "0", "7", "44", "x", "3 ", "-1"};
+    static const char *const bad[] = {"", "0", "8", "44", "x", "3 ", "-1"};
     int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_UNSET &&
              cuda_moe_gemm_variant_of_env("1") == CUDA_MOE_GEMM_V1 &&
              cuda_moe_gemm_variant_of_env("2") == CUDA_MOE_GEMM_V2 &&
              cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4 &&
-             cuda_moe_gemm_variant_of_env("5") == CUDA_MOE_GEMM_V5 && cuda_moe_gemm_variant_of_env("6") == CUDA_MOE_GEMM_V6;
+             cuda_moe_gemm_variant_of_env("5") == CUDA_MOE_GEMM_V5 && cuda_moe_gemm_variant_of_env("6") == CUDA_MOE_GEMM_V6 &&
+             cuda_moe_gemm_variant_of_env("7") == CUDA_MOE_GEMM_V7;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_UNSET;
-    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"6\" force V1..V6, unset or anything else leaves the default; this "
+    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"7\" force V1..V7, unset or anything else leaves the default; this "
         "run: V%d", cuda_moe_gemm_default_variant() + 1);
     /* one kernel at every size (V4-Flash's calls: w2 over S k pairs, w1|w3 over 2 S k), so that chunked
      * prefills stay bit-identical to one chunk */
@@ -1196,6 +1325,7 @@ int main(void)
         test_v5_layout();
         test_v6_order();
         test_v6_cta_model();
+        test_v7_fragments();
         test_env_variant();
         printf("# no CUDA device: the device cases are skipped\n1..%d\n", n_test);
         return n_fail ? 1 : 0;
@@ -1208,17 +1338,19 @@ int main(void)
     test_v5_layout();
     test_v6_order();
     test_v6_cta_model();
+    test_v7_fragments();
     test_env_variant();
     struct ctx_err e;
     char name[256];
     int sms = 0;
     must(cuda_device_name(name, sizeof name, &sms, &e), &e);
     printf("# device: %s, %d SMs\n", name, sms);
-    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0};
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0};
     for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &e), &e);
-    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d, V6 %d\n", occ[0], occ[1], occ[2], occ[3],
-           occ[4], occ[5]);
+    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d, V6 %d, V7 %d\n", occ[0], occ[1], occ[2],
+           occ[3], occ[4], occ[5], occ[6]);
+    tap(occ[6] == 2, "V7 runs two CTAs an SM (%d)", occ[6]);
     test_errors();
     static const struct mcase cases[] = {
         /* V4-Flash routing (256 experts, top-6) at small matrices, S from 1 to 4096 */
@@ -1249,6 +1381,10 @@ int main(void)
         {"spread 14 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 14},
         {"spread 15 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 15},
         {"spread 15 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 15},
+        /* V7's guard: 12 (the 0.5s are e4m3 subnormals, fast path) and 13 (every warp falls back) */
+        {"spread 12 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 12},
+        {"spread 12 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 12},
+        {"spread 13 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 13},
         /* V4's guard: 26 (exact in f16, fast path; V3 falls back) and 27 (every stage of both falls back) */
         {"spread 26 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 26},
         {"spread 26 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 26},
