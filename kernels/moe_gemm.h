@@ -133,7 +133,8 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
  * S = 8192 (V4's / V6's 1.39 / 1.34 / 1.33), V6 within the bound of the exact sums on every test case
  * and equal to V5 on 99.994% of the outputs (V5 gives V4's bytes; V4 had replaced V3, 3% faster at
  * S = 512 only). One kernel for every call keeps a chunked prefill bit-identical to one chunk
- * (kernels/README.md's engine bullet), which choosing by size would break. cuda_moe_gemm_variant_of_env is the parse (value NULL:
+ * (kernels/README.md's engine bullet), which choosing by size would break. The engine runs V7 instead
+ * for prefill chunks with its cuBLASLt products (engine.cu MOE_GEMM_FAST). cuda_moe_gemm_variant_of_env is the parse (value NULL:
  * unset): V1..V7, or CUDA_MOE_GEMM_UNSET. */
 #define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V6
 #define CUDA_MOE_GEMM_UNSET (-1)
