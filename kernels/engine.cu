@@ -6850,7 +6850,7 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
     const int grouped = S > MOE_GEMM_MIN_S;
     // the grouped GEMM's kernel: the FP8 one (V7) with the cuBLASLt products, the exact-sum one (V6)
     // with CTX_CUDA_PREFILL_GEMM=exact; CTX_CUDA_MOE_GEMM forces one (moe_gemm.h)
-    static const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM")); // read once
+    const int forced = cuda_moe_gemm_forced_variant();
     const int mv = forced != CUDA_MOE_GEMM_UNSET ? forced
                    : g->lt && g->lt_on             ? MOE_GEMM_FAST
                                                    : CUDA_MOE_GEMM_DEFAULT;

@@ -620,6 +620,21 @@ __device__ __forceinline__ uint32_t m3_prmt(uint32_t a, uint32_t b, uint32_t sel
     return r;
 }
 
+// V3's e4m3 LUT (15 entries of 8 bytes at sLUT, filled by threads 0..14): entry i = the magnitudes 0,
+// 0.5, 1, 1.5, 2, 3, 4, 6 times 2^(i - 8), exact (V3's and V7's conversions at a shift of 14 - i).
+__device__ __forceinline__ void m3_lut_fill(uint32_t sLUT, int tid)
+{
+    if (tid < 15) {
+        const float mags[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+        uint32_t l[2] = {0, 0};
+        for (int c = 1; c < 8; c++) {
+            const float v = ldexpf(mags[c], tid - 8);
+            l[c >> 2] |= (uint32_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) << (8 * (c & 3));
+        }
+        asm volatile("st.shared.v2.u32 [%0], {%1,%2};\n" ::"r"(sLUT + tid * 8), "r"(l[0]), "r"(l[1]));
+    }
+}
+
 // acc += (d * a) * w, each step rounded (V1's arithmetic). volatile: kept in order with the mma
 // (also volatile) of the same block, so that the fallback path holds one block's partials at a time
 // and fits the 128 registers the fast path needs.
@@ -755,15 +770,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm3_kernel(const uint8_t *__rest
         sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
     const uint32_t sW = sbase + M3_STAGES * M_STAGE, sRS = sW + M3_W, sRB = sRS + M3_RS, sLUT = sRB + M3_RB;
-    if (tid < 15) { // LUT entry tid: the magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 times 2^(tid - 8), exact
-        const float mags[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
-        uint32_t l[2] = {0, 0};
-        for (int c = 1; c < 8; c++) {
-            const float v = ldexpf(mags[c], tid - 8);
-            l[c >> 2] |= (uint32_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3) << (8 * (c & 3));
-        }
-        asm volatile("st.shared.v2.u32 [%0], {%1,%2};\n" ::"r"(sLUT + tid * 8), "r"(l[0]), "r"(l[1]));
-    }
+    m3_lut_fill(sLUT, tid);
     __syncthreads();
 
     // The loads are moe_gemm_kernel's, into a deeper ring (M3_STAGES).
@@ -1199,6 +1206,74 @@ __global__ void __launch_bounds__(256, 2) moe_gemm4_kernel(const uint8_t *__rest
 //   all 64 pairs, and the fallback (m5_fallback) computes exactly those with V1's instructions.
 // - Numerics: a stage partial is 8 chained k16 steps in fp32, as V4's 8 chained HMMA.16816; the same
 //   bound as V3/V4 (test_moe_gemm), and V4's bytes wherever the tensor core's k16 sums agree.
+// ---- pieces shared by the wgmma kernels (V5-V7) ----
+
+// A thread's global sources for the ring of one tile (V1's copy pattern): its two 16-byte weight pieces
+// (row i >> 2, piece i & 3 of i = tid, tid + 256) and activation pieces (pair i >> 3, piece i & 7), the
+// weight row's e8m0 codes (thread tid < M_BN: row tid) and the pair's activation scales (tid < M_BM).
+// Rows past n read row n - 1 with the copy zero-filled; pairs past the tile read pair 0, zero-filled.
+struct moe_srcs {
+    const uint8_t *a[2], *b[2], *as;
+    const float *bs;
+    bool aval[2], bval[2], as_val, bs_val;
+};
+__device__ __forceinline__ moe_srcs moe_srcs_of(const uint8_t *q, const float *sa, int x_group, const uint8_t *w,
+                                                const uint8_t *ws, const int *sP, int row0, int n, int k, int tid)
+{
+    moe_srcs r;
+    const int kh = k >> 1, k32 = k >> 5, kb_n = k >> 7;
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256;
+        const int ra = i >> 2, ca = i & 3;
+        r.aval[j] = row0 + ra < n;
+        r.a[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+        const int rb = i >> 3, cb = i & 7;
+        const int pr = sP[rb];
+        r.bval[j] = pr >= 0;
+        r.b[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+    }
+    r.as_val = tid < M_BN && row0 + tid < n;
+    r.as = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M_BM ? sP[tid] : -1;
+    r.bs_val = pb >= 0;
+    r.bs = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+    return r;
+}
+
+// A stage partial P (m64nN fragment: rows g / g + 8 of the warp, columns 8 j + 2 t, + 1) into acc:
+// acc = fma(P * act_scale, w, acc), w0 / w1 the rows' stage scales.
+template <int N>
+__device__ __forceinline__ void moe_promote(float (&acc)[8][4], const float (&p)[N / 2], const float *sBS, float w0,
+                                            float w1, int t)
+{
+#pragma unroll
+    for (int j = 0; j < N / 8; j++) {
+        const float2 a2 = *reinterpret_cast<const float2 *>(sBS + j * 8 + 2 * t);
+        float(&o)[4] = acc[j];
+        o[0] = __fmaf_rn(__fmul_rn(p[4 * j + 0], a2.x), w0, o[0]);
+        o[1] = __fmaf_rn(__fmul_rn(p[4 * j + 1], a2.y), w0, o[1]);
+        o[2] = __fmaf_rn(__fmul_rn(p[4 * j + 2], a2.x), w1, o[2]);
+        o[3] = __fmaf_rn(__fmul_rn(p[4 * j + 3], a2.y), w1, o[3]);
+    }
+}
+
+// The thread's outputs (rows r0 and r0 + 8 of the matrix, the tile's nbv pair blocks) to y as bf16.
+__device__ __forceinline__ void moe_store(__nv_bfloat16 *y, const float (&acc)[8][4], const int *sP, int r0, int n,
+                                          int nbv, int rows, int t)
+{
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (j >= nbv)
+            break;
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            const int rr = r0 + (v >> 1) * 8, cc = j * 8 + 2 * t + (v & 1);
+            if (rr < n && cc < rows)
+                y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[j][v]);
+        }
+    }
+}
+
 constexpr int M5_STAGES = M4_STAGES;
 constexpr int M5_SMEM = M4_SMEM;
 __device__ unsigned long long g_moe_v5_fallbacks;
@@ -1220,15 +1295,7 @@ __device__ __forceinline__ void m5_stage(float (&acc)[8][4], uint32_t sWh, uint3
     wgmma_wait0();
     const uint32_t r0 = wg * 64 + w4 * 16 + g;
     const float w0 = __uint_as_float(lds32(sRS + r0 * 4)), w1 = __uint_as_float(lds32(sRS + (r0 + 8) * 4));
-#pragma unroll
-    for (int j = 0; j < N / 8; j++) {
-        const float2 a2 = *reinterpret_cast<const float2 *>(sBS + j * 8 + 2 * t);
-        float(&o)[4] = acc[j];
-        o[0] = __fmaf_rn(__fmul_rn(p[4 * j + 0], a2.x), w0, o[0]);
-        o[1] = __fmaf_rn(__fmul_rn(p[4 * j + 1], a2.y), w0, o[1]);
-        o[2] = __fmaf_rn(__fmul_rn(p[4 * j + 2], a2.x), w1, o[2]);
-        o[3] = __fmaf_rn(__fmul_rn(p[4 * j + 3], a2.y), w1, o[3]);
-    }
+    moe_promote<N>(acc, p, sBS, w0, w1, t);
 }
 
 // V1's arithmetic on the raw stage for this thread's outputs (moe2_stage<false> with V5's ownership:
@@ -1288,7 +1355,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__rest
     const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
     const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
     const int row0 = blockIdx.x * M_BN;
-    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const int kb_n = k >> 7;
     const uint8_t *w = wtab[x], *ws = stab[x];
     if (tid < M_BM)
         sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
@@ -1302,34 +1369,19 @@ __global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__rest
     }
     __syncthreads();
 
-    const uint8_t *asrc[2], *bsrc[2];
-    bool aval[2], bval[2];
-    for (int j = 0; j < 2; j++) {
-        const int i = tid + j * 256;
-        const int ra = i >> 2, ca = i & 3;
-        aval[j] = row0 + ra < n;
-        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
-        const int rb = i >> 3, cb = i & 7;
-        const int pr = sP[rb];
-        bval[j] = pr >= 0;
-        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
-    }
-    const bool as_val = tid < M_BN && row0 + tid < n;
-    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
-    const int pb = tid < M_BM ? sP[tid] : -1;
-    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+    const moe_srcs src = moe_srcs_of(q, sa, x_group, w, ws, sP, row0, n, k, tid);
 
     auto load_stage = [&](int stage, int kb) {
         const uint32_t s0 = sbase + stage * M_STAGE;
         for (int j = 0; j < 2; j++) {
             const int i = tid + j * 256, ra = i >> 2, ca = i & 3, rb = i >> 3, cb = i & 7;
-            cp_async16(s0 + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), asrc[j] + (size_t)kb * 64, aval[j]);
-            cp_async16(s0 + M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4), bsrc[j] + (size_t)kb * 128, bval[j]);
+            cp_async16(s0 + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
+            cp_async16(s0 + M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4), src.b[j] + (size_t)kb * 128, src.bval[j]);
         }
         if (tid < M_BN)
-            cp_async4(s0 + M_A + tid * 4, as_src + kb * 4, as_val);
+            cp_async4(s0 + M_A + tid * 4, src.as + kb * 4, src.as_val);
         if (tid < M_BM)
-            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, bs_src + kb, pb >= 0);
+            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, src.bs + kb, src.bs_val);
     };
 
     float acc[8][4];
@@ -1414,17 +1466,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__rest
         }
     }
     cp_async_wait<0>();
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        if (j >= nbv)
-            break;
-#pragma unroll
-        for (int v = 0; v < 4; v++) {
-            const int rr = row0 + wg * 64 + w4 * 16 + g + (v >> 1) * 8, cc = j * 8 + 2 * t + (v & 1);
-            if (rr < n && cc < rows)
-                y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[j][v]);
-        }
-    }
+    moe_store(y, acc, sP, row0 + wg * 64 + w4 * 16 + g, n, nbv, rows, t);
 }
 
 // ---- grouped GEMM, sixth kernel (CUDA_MOE_GEMM_V6): V5 with the weights in registers ----
@@ -1465,15 +1507,7 @@ __device__ __forceinline__ void m6_stage(float (&acc)[8][4], const uint32_t (&a)
         wgmma_f16_ra<N>(p, a[s], db + (uint64_t)(s * (M_BM * 32 / 16)), s);
     wgmma_commit();
     wgmma_wait0();
-#pragma unroll
-    for (int j = 0; j < N / 8; j++) {
-        const float2 a2 = *reinterpret_cast<const float2 *>(sBS + j * 8 + 2 * t);
-        float(&o)[4] = acc[j];
-        o[0] = __fmaf_rn(__fmul_rn(p[4 * j + 0], a2.x), w0, o[0]);
-        o[1] = __fmaf_rn(__fmul_rn(p[4 * j + 1], a2.y), w0, o[1]);
-        o[2] = __fmaf_rn(__fmul_rn(p[4 * j + 2], a2.x), w1, o[2]);
-        o[3] = __fmaf_rn(__fmul_rn(p[4 * j + 3], a2.y), w1, o[3]);
-    }
+    moe_promote<N>(acc, p, sBS, w0, w1, t);
 }
 
 __global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
@@ -1495,7 +1529,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__rest
     const int rows = min(M_BM, __ldg(offsets + x + 1) - start);
     const int nbv = (rows + 7) >> 3;
     const int row0 = blockIdx.x * M_BN;
-    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const int kb_n = k >> 7;
     const uint8_t *w = wtab[x], *ws = stab[x];
     if (tid < M_BM)
         sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
@@ -1509,34 +1543,19 @@ __global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__rest
     }
     __syncthreads();
 
-    const uint8_t *asrc[2], *bsrc[2];
-    bool aval[2], bval[2];
-    for (int j = 0; j < 2; j++) {
-        const int i = tid + j * 256;
-        const int ra = i >> 2, ca = i & 3;
-        aval[j] = row0 + ra < n;
-        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
-        const int rb = i >> 3, cb = i & 7;
-        const int pr = sP[rb];
-        bval[j] = pr >= 0;
-        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
-    }
-    const bool as_val = tid < M_BN && row0 + tid < n;
-    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
-    const int pb = tid < M_BM ? sP[tid] : -1;
-    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+    const moe_srcs src = moe_srcs_of(q, sa, x_group, w, ws, sP, row0, n, k, tid);
 
     auto load_stage = [&](int stage, int kb) {
         const uint32_t s0 = sbase + stage * M_STAGE;
         for (int j = 0; j < 2; j++) {
             const int i = tid + j * 256, ra = i >> 2, ca = i & 3, rb = i >> 3, cb = i & 7;
-            cp_async16(s0 + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), asrc[j] + (size_t)kb * 64, aval[j]);
-            cp_async16(s0 + M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4), bsrc[j] + (size_t)kb * 128, bval[j]);
+            cp_async16(s0 + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
+            cp_async16(s0 + M_A + M_AS + rb * 128 + ((cb ^ (rb & 7)) << 4), src.b[j] + (size_t)kb * 128, src.bval[j]);
         }
         if (tid < M_BN)
-            cp_async4(s0 + M_A + tid * 4, as_src + kb * 4, as_val);
+            cp_async4(s0 + M_A + tid * 4, src.as + kb * 4, src.as_val);
         if (tid < M_BM)
-            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, bs_src + kb, pb >= 0);
+            cp_async4(s0 + M_A + M_AS + M_B + tid * 4, src.bs + kb, src.bs_val);
     };
 
     float acc[8][4];
@@ -1626,17 +1645,7 @@ __global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__rest
         }
     }
     cp_async_wait<0>();
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        if (j >= nbv)
-            break;
-#pragma unroll
-        for (int v = 0; v < 4; v++) {
-            const int rr = row0 + rw + (v >> 1) * 8, cc = j * 8 + 2 * t + (v & 1);
-            if (rr < n && cc < rows)
-                y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[j][v]);
-        }
-    }
+    moe_store(y, acc, sP, row0 + rw, n, nbv, rows, t);
 }
 
 // ---- grouped GEMM, seventh kernel (CUDA_MOE_GEMM_V7): FP8 wgmma ----
@@ -1736,15 +1745,7 @@ __device__ __forceinline__ void m7_finish(float (&acc)[8][4], const float (&p)[N
     for (int s = 0; s < 4; s++)
         asm volatile("" ::"r"(a[s][0]), "r"(a[s][1]), "r"(a[s][2]), "r"(a[s][3]));
     if (!fb) { // warp-uniform
-#pragma unroll
-        for (int j = 0; j < N / 8; j++) {
-            const float2 a2 = *reinterpret_cast<const float2 *>(sBS + j * 8 + 2 * t);
-            float(&o)[4] = acc[j];
-            o[0] = __fmaf_rn(__fmul_rn(p[4 * j + 0], a2.x), wsc[0], o[0]);
-            o[1] = __fmaf_rn(__fmul_rn(p[4 * j + 1], a2.y), wsc[0], o[1]);
-            o[2] = __fmaf_rn(__fmul_rn(p[4 * j + 2], a2.x), wsc[1], o[2]);
-            o[3] = __fmaf_rn(__fmul_rn(p[4 * j + 3], a2.y), wsc[1], o[3]);
-        }
+        moe_promote<N>(acc, p, sBS, wsc[0], wsc[1], t);
     } else {
         if ((tid & 31) == 0)
             atomicAdd(&g_moe_v7_fallbacks, 1ull); // (cuda_moe_v7_fallback_stages)
@@ -1756,9 +1757,7 @@ __device__ __forceinline__ void m7_finish(float (&acc)[8][4], const float (&p)[N
 // The K loop of one CTA with N = 8 x its pair blocks (CTA-uniform).
 template <int N>
 __device__ __forceinline__ void m7_loop(float (&acc)[8][4], uint32_t sbase, const uint8_t *gbase, uint32_t sLUT,
-                                        int kb_n, int ra0, int t, int tid, const uint8_t *const (&asrc)[2],
-                                        const uint8_t *const (&bsrc)[2], const bool (&aval)[2], const bool (&bval)[2],
-                                        const uint8_t *as_src, bool as_val, const float *bs_src, bool bs_val)
+                                        int kb_n, int ra0, int t, int tid, const moe_srcs &src)
 {
     constexpr int S = M7_STAGES;
     auto load_stage = [&](int stage, int kb) {
@@ -1766,13 +1765,13 @@ __device__ __forceinline__ void m7_loop(float (&acc)[8][4], uint32_t sbase, cons
 #pragma unroll
         for (int j = 0; j < 2; j++) {
             const int i = tid + j * 256, ra = i >> 2, ca = i & 3, rb = i >> 3, cb = i & 7;
-            cp_async16(s0 + M7_A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), asrc[j] + (size_t)kb * 64, aval[j]);
-            cp_async16(s0 + M7_B + cuda_moe7_xoff(rb, cb), bsrc[j] + (size_t)kb * 128, bval[j]);
+            cp_async16(s0 + M7_A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
+            cp_async16(s0 + M7_B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
         }
         if (tid < M_BN)
-            cp_async4(s0 + M7_AS + tid * 4, as_src + kb * 4, as_val);
+            cp_async4(s0 + M7_AS + tid * 4, src.as + kb * 4, src.as_val);
         if (tid < M_BM)
-            cp_async4(s0 + M7_BS + tid * 4, bs_src + kb, bs_val);
+            cp_async4(s0 + M7_BS + tid * 4, src.bs + kb, src.bs_val);
     };
     for (int s = 0; s < S - 1; s++) {
         if (s < kb_n)
@@ -1816,7 +1815,7 @@ __global__ void __launch_bounds__(256, 2)
     const int rows = min(M_BM, __ldg(offsets + x + 1) - start);
     const int nbv = (rows + 7) >> 3;
     const int row0 = blockIdx.x * M_BN;
-    const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
+    const int kb_n = k >> 7;
     const uint8_t *w = wtab[x], *ws = stab[x];
     if (tid < M_BM)
         sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
@@ -1824,32 +1823,10 @@ __global__ void __launch_bounds__(256, 2)
     const uint32_t sbase = (sraw + 1023u) & ~1023u;
     const uint8_t *gbase = smem + (sbase - sraw);
     const uint32_t sLUT = sbase + M7_STAGES * M7_STAGE;
-    if (tid < 15) { // V3's LUT: entry i = the magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 times 2^(i - 8), exact
-        const float mags[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
-        uint32_t l[2] = {0, 0};
-        for (int c = 1; c < 8; c++)
-            l[c >> 2] |= (uint32_t)__nv_cvt_float_to_fp8(ldexpf(mags[c], tid - 8), __NV_SATFINITE, __NV_E4M3)
-                         << (8 * (c & 3));
-        asm volatile("st.shared.v2.u32 [%0], {%1,%2};\n" ::"r"(sLUT + tid * 8), "r"(l[0]), "r"(l[1]));
-    }
+    m3_lut_fill(sLUT, tid); // V3's LUT
     __syncthreads();
 
-    const uint8_t *asrc[2], *bsrc[2];
-    bool aval[2], bval[2];
-    for (int j = 0; j < 2; j++) {
-        const int i = tid + j * 256;
-        const int ra = i >> 2, ca = i & 3;
-        aval[j] = row0 + ra < n;
-        asrc[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
-        const int rb = i >> 3, cb = i & 7;
-        const int pr = sP[rb];
-        bval[j] = pr >= 0;
-        bsrc[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
-    }
-    const bool as_val = tid < M_BN && row0 + tid < n;
-    const uint8_t *as_src = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
-    const int pb = tid < M_BM ? sP[tid] : -1;
-    const float *bs_src = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+    const moe_srcs src = moe_srcs_of(q, sa, x_group, w, ws, sP, row0, n, k, tid);
 
     float acc[8][4];
 #pragma unroll
@@ -1861,25 +1838,14 @@ __global__ void __launch_bounds__(256, 2)
     switch (nbv) {                         // CTA-uniform
 #define M7_CASE(NB)                                                                                                    \
     case NB:                                                                                                           \
-        m7_loop<8 * NB>(acc, sbase, gbase, sLUT, kb_n, ra0, t, tid, asrc, bsrc, aval, bval, as_src, as_val, bs_src,    \
-                        pb >= 0);                                                                                      \
+        m7_loop<8 * NB>(acc, sbase, gbase, sLUT, kb_n, ra0, t, tid, src);                                             \
         break;
         M7_CASE(1) M7_CASE(2) M7_CASE(3) M7_CASE(4) M7_CASE(5) M7_CASE(6) M7_CASE(7) M7_CASE(8)
 #undef M7_CASE
     default:
         break;
     }
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-        if (j >= nbv)
-            break;
-#pragma unroll
-        for (int v = 0; v < 4; v++) {
-            const int rr = row0 + ra0 + (v >> 1) * 8, cc = j * 8 + 2 * t + (v & 1);
-            if (rr < n && cc < rows)
-                y[(size_t)sP[cc] * n + rr] = __float2bfloat16_rn(acc[j][v]);
-        }
-    }
+    moe_store(y, acc, sP, row0 + ra0, n, nbv, rows, t);
 }
 
 using moe_kernel_fn = void (*)(const uint8_t *, const float *, int, const int *, const int *, const int *,
@@ -2045,11 +2011,17 @@ extern "C" int cuda_moe_gemm_variant_of_env(const char *value)
     return CUDA_MOE_GEMM_UNSET;
 }
 
-extern "C" int cuda_moe_gemm_default_variant(void)
+extern "C" int cuda_moe_gemm_forced_variant(void)
 {
     // The environment is read once (a thread-safe static initialisation), so that results do not depend
     // on when it was changed.
     static const int forced = cuda_moe_gemm_variant_of_env(getenv("CTX_CUDA_MOE_GEMM"));
+    return forced;
+}
+
+extern "C" int cuda_moe_gemm_default_variant(void)
+{
+    const int forced = cuda_moe_gemm_forced_variant();
     return forced != CUDA_MOE_GEMM_UNSET ? forced : CUDA_MOE_GEMM_DEFAULT;
 }
 

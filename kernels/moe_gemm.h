@@ -140,6 +140,8 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
 #define CUDA_MOE_GEMM_UNSET (-1)
 #define CUDA_MOE_GEMM_NVARIANTS 7
 int cuda_moe_gemm_default_variant(void);
+/* The variant CTX_CUDA_MOE_GEMM forces (read once), or CUDA_MOE_GEMM_UNSET. */
+int cuda_moe_gemm_forced_variant(void);
 int cuda_moe_gemm_variant_of_env(const char *value);
 /* cuda_moe_gemm with the kernel chosen; CTX_EINVAL on an unknown variant. */
 int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uint8_t *d_q, const float *d_sa, int x_group,

@@ -1,6 +1,7 @@
 #!/bin/sh
 # 2026-11-29 twelfth session, second and third calls (issue 10): the FP8 grouped GEMM V7 (two CTAs
-# an SM, guard at a spread of 11): test_moe_gemm, bench-gpu moe at S = 512 / 2048 / 8192, test_engine
+# an SM; guard at a spread of 11 in call2, 12 in call3): test_moe_gemm, bench-gpu moe at S = 512 /
+# 2048 / 8192, test_engine
 # (fixture, tiny, mid, moe, long, pdl) and test_accel with V7 on the engine's fast prefill path, the
 # prefill A/B and estimates, memcheck (test_moe_gemm quick, test_engine's memcheck part), then V7's SASS
 # (cuobjdump) and Nsight Compute's warp states and source counters at S = 2048.
