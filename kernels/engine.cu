@@ -28,6 +28,7 @@
 #include "cuda_kvpack.h"
 #include "gemm.h"
 #include "moe_gemm.h"
+#include "wgmma.cuh"
 
 extern "C" {
 #include "cpu/kernels.h" // inf_cpu_rope_init / inf_cpu_rope_table: the host computes the RoPE tables
@@ -4372,6 +4373,244 @@ __global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, cons
                                 pos0, n, 0, (n + 63) / 64, scale, sink, rope, rd, O, nullptr, 0, 0, 0, c16);
 }
 
+// Prefill attention on Hopper's warpgroup MMA (k_attn_hwg; attention() takes it for chunks of S > ATC_MIN_S
+// tokens when the heads come in 64s, CTX_CUDA_ATTN_WG's layer types, default all). Why: at 500K an HCA
+// query's list is ~4K entries (63 blocks), and k_attn_tc, whose mma.sync fragments come from shared
+// memory for every warp (its busiest unit), ran ~150 TFLOP/s there: the attention core was a quarter of a
+// 500K chunk. The same per-query arithmetic as k_attn_tc (one block per (token, 64 heads), the whole list
+// in 64-entry blocks: scores, the reference's online-softmax step, bf16 probabilities, num = num * corr +
+// P.V, then the sink, num / den in bf16 and the inverse RoPE of the tail), on wgmma with both operands in
+// shared memory:
+// - Tiles of 64 rows x 512 bf16 as 8 slabs of 64 dims (64 rows x 128 bytes, 128-byte swizzle,
+//   awg_off): the queries (A of the scores), two entry tiles (B of the scores, K-major; B of P.V,
+//   N-major: one layout serves both) and the probabilities (A of P.V, one slab: 64 heads x 64 entries).
+// - Two warpgroups. Scores: warpgroup w the 64 heads x entries 32 w .. 32 w + 31 (32 wgmma m64n32k16 over
+//   the 512 dims). Softmax: row maxima and probability sums exchanged through shared memory, both
+//   warpgroups then hold the same running max and denominator. P.V: warpgroup w the dims 256 w ..
+//   256 w + 255 (4 wgmma m64n256k16 over the 64 entries; its numerator, 128 registers a thread).
+// - Entries: the window's blocks gathered from the ring / this chunk's kv as bf16 (exact); the cache's
+//   blocks (HCA: rows in order, CSA: the indexer's selection) by cp.async from its bf16 copy (C16, staged
+//   by k_stage_bf16 as for k_attn_tc) into the other tile, issued one block ahead; without C16 they are
+//   gathered too (the same tile values: the same bytes).
+// Numerics against k_attn_tc: the same exact products, other fp32 summation orders (the tensor core's
+// within the MMAs; the probability sums by quads, then across warpgroups): test_attn's bound, not its
+// bytes. A query's arithmetic depends on its own list only (chunked prefill stays bit-identical).
+#define AWG_THREADS 256
+#define AWG_SLAB 8192                        // 64 rows x 128 bytes: 64 dims of a 64-row tile
+#define AWG_TILE (8 * AWG_SLAB)              // 64 rows x 512 dims, bf16
+#define AWG_K0 AWG_TILE                      // queries at 0, entry tiles at AWG_K0 and AWG_K1
+#define AWG_K1 (2 * AWG_TILE)
+#define AWG_P (3 * AWG_TILE)                 // probabilities: one slab
+#define AWG_SMEM (1024 + 3 * AWG_TILE + AWG_SLAB) // + the slack that aligns the tiles to 1024 bytes
+// Byte offset of bf16 element (row r, dim c) in a tile: slab c / 64, row r's 128 bytes, its 16-byte
+// chunks XOR-swizzled by r & 7 (wgmma's 128-byte swizzle: the tiles are 1024-byte aligned).
+__device__ __forceinline__ uint32_t awg_off(int r, int c)
+{
+    return (uint32_t)((c >> 6) * AWG_SLAB + r * 128 + ((((c & 63) >> 3) ^ (r & 7)) << 4) + (c & 7) * 2);
+}
+template <bool C16>
+__global__ void __launch_bounds__(AWG_THREADS, 1)
+    k_attn_hwg(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int H, int W,
+               int ratio, int K, const long long *ppos, float scale, const float *sink, const float *rope, int rd,
+               float *O, const uint16_t *c16)
+{
+    extern __shared__ __align__(1024) unsigned char awg_sm[];
+    __shared__ const float *ptr[64];
+    __shared__ unsigned long long vmask_sh;
+    __shared__ float red_max[2][64], red_sum[2][64];
+    const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(awg_sm), sb = (sraw + 1023u) & ~1023u;
+    unsigned char *const gb = awg_sm + (sb - sraw);
+    const int tid = (int)threadIdx.x, wg = tid >> 7, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int hr0 = ((tid & 127) >> 5) * 16 + g, hr1 = hr0 + 8; // this thread's heads (fragment rows)
+    const int s = (int)blockIdx.x, h0 = (int)blockIdx.y * 64;
+    const long long pos0 = *ppos, p = pos0 + s;
+    const int n = att_n(p, W, ratio, K), nblk = (n + 63) / 64;
+    const int *const selrow = ratio == 4 ? sel + (size_t)s * K : nullptr; // CSA: the query's selected entries
+    for (int i = tid; i < 64 * 128; i += AWG_THREADS) { // queries (bf16-exact) as bf16
+        const int h = i >> 7, c = (i & 127) * 4;
+        const float4 v = *(const float4 *)(Q + ((size_t)s * H + h0 + h) * ATC_D + c);
+        *(uint2 *)(gb + awg_off(h, c)) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+    }
+    // C16: block b's entries (list j = 64 b + r past the window: HCA cache row j - W, CSA row selrow[j - W],
+    // -1 empty) into the tile at ts, zeros for empty slots and past the list
+    auto c16_load = [&](int b, uint32_t ts) {
+        const int b0 = b * 64;
+#pragma unroll
+        for (int u = 0; u < 16; u++) {
+            const int i = tid + u * AWG_THREADS, r = i >> 6, k = i & 63; // row r, 16-byte chunk k (dims 8k ..)
+            const int row = b0 + r < n ? (selrow ? __ldg(selrow + b0 + r - W) : b0 + r - W) : -1;
+            cp_async16(ts + (uint32_t)((k >> 3) * AWG_SLAB + r * 128 + (((k & 7) ^ (r & 7)) << 4)),
+                       c16 + (row >= 0 ? (size_t)row * ATC_D + k * 8 : 0), row >= 0);
+        }
+    };
+    if (C16 && W == 0 && nblk > 0)
+        c16_load(0, sb + AWG_K0);
+    cp_async_commit();
+    float acc[128];
+#pragma unroll
+    for (int i = 0; i < 128; i++)
+        acc[i] = 0.f;
+    float mo0 = -INFINITY, mo1 = -INFINITY, den0 = 0.f, den1 = 0.f;
+    for (int b = 0; b < nblk; b++) {
+        const int b0 = b * 64;
+        const uint32_t ts = sb + ((b & 1) ? AWG_K1 : AWG_K0);
+        unsigned char *const tg = gb + ((b & 1) ? AWG_K1 : AWG_K0);
+        const bool cblk = C16 && b0 >= W;
+        __syncthreads(); // every read of block b - 1 (its tile, the probabilities, ptr) is done
+        if (C16 && b + 1 < nblk && b0 + 64 >= W) // the next cache block into the other tile, under this one
+            c16_load(b + 1, sb + (((b + 1) & 1) ? AWG_K1 : AWG_K0));
+        cp_async_commit();
+        if (!cblk) {
+            if (tid < 64)
+                ptr[tid] = b0 + tid < n ? att_entry(b0 + tid, p, pos0, W, ATC_D, kvnew, ring, cache, ratio, selrow)
+                                        : nullptr;
+            __syncthreads();
+            if (tid < 64) {
+                const unsigned bal = __ballot_sync(0xffffffffu, ptr[tid] != nullptr);
+                if (lane == 0)
+                    reinterpret_cast<unsigned *>(&vmask_sh)[tid >> 5] = bal;
+            }
+#pragma unroll
+            for (int rr = 0; rr < 4; rr++) { // 64 entries x 128 float4: 8 loads a thread in flight
+                float4 v[8];
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    const int i = tid + (rr * 8 + u) * AWG_THREADS, r = i >> 7, c = (i & 127) * 4;
+                    const float *src = ptr[r];
+                    v[u] = src ? __ldg((const float4 *)(src + c)) : make_float4(0.f, 0.f, 0.f, 0.f);
+                }
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    const int i = tid + (rr * 8 + u) * AWG_THREADS, r = i >> 7, c = (i & 127) * 4;
+                    *(uint2 *)(tg + awg_off(r, c)) = make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
+                }
+            }
+        } else {
+            if (selrow) { // CSA: the selected slots that hold an entry
+                if (tid < 64) {
+                    const unsigned bal =
+                        __ballot_sync(0xffffffffu, b0 + tid < n && __ldg(selrow + b0 + tid - W) >= 0);
+                    if (lane == 0)
+                        reinterpret_cast<unsigned *>(&vmask_sh)[tid >> 5] = bal;
+                }
+            } else if (tid == 0) {
+                vmask_sh = n - b0 >= 64 ? ~0ull : (1ull << (n - b0)) - 1ull;
+            }
+            cp_async_wait<1>(); // block b's copies (the group before the one just committed) have landed
+        }
+        wgmma_proxy_fence(); // the tile's (and the queries') generic stores, then the async proxy reads them
+        __syncthreads();
+        const unsigned long long vmask = vmask_sh;
+        if (!vmask) // an all-empty block changes nothing (the reference skips it)
+            continue;
+        // scores: this warpgroup's 64 heads x 32 entries (32 w + 8 j + 2 t + c: sc[4 j + c] row hr0, sc[4 j + 2 + c] hr1)
+        float sc[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            sc[i] = 0.f;
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < 32; ks++) {
+            const uint32_t off = (uint32_t)((ks >> 2) * AWG_SLAB + (ks & 3) * 32);
+            wgmma_bf16<32>(sc, wgmma_desc_sw128(sb + off), wgmma_desc_sw128(ts + wg * 32 * 128 + off), ks > 0);
+        }
+        wgmma_commit();
+        wgmma_wait0();
+        float bm0 = -INFINITY, bm1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const bool ok = (vmask >> (32 * wg + 8 * j + 2 * t + c)) & 1ull;
+                sc[4 * j + c] *= scale;
+                sc[4 * j + 2 + c] *= scale;
+                if (ok) {
+                    bm0 = fmaxf(bm0, sc[4 * j + c]);
+                    bm1 = fmaxf(bm1, sc[4 * j + 2 + c]);
+                }
+            }
+        bm0 = fmaxf(bm0, __shfl_xor_sync(0xffffffffu, bm0, 1));
+        bm0 = fmaxf(bm0, __shfl_xor_sync(0xffffffffu, bm0, 2));
+        bm1 = fmaxf(bm1, __shfl_xor_sync(0xffffffffu, bm1, 1));
+        bm1 = fmaxf(bm1, __shfl_xor_sync(0xffffffffu, bm1, 2));
+        if (t == 0) {
+            red_max[wg][hr0] = bm0;
+            red_max[wg][hr1] = bm1;
+        }
+        __syncthreads();
+        const float nm0 = fmaxf(mo0, fmaxf(red_max[0][hr0], red_max[1][hr0]));
+        const float nm1 = fmaxf(mo1, fmaxf(red_max[0][hr1], red_max[1][hr1]));
+        float ps0 = 0.f, ps1 = 0.f;
+        const uint32_t prow0 = sb + AWG_P + hr0 * 128, prow1 = sb + AWG_P + hr1 * 128;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float pr[4];
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const bool ok = (vmask >> (32 * wg + 8 * j + 2 * t + c)) & 1ull;
+                pr[c] = ok ? expf(sc[4 * j + c] - nm0) : 0.f;
+                pr[2 + c] = ok ? expf(sc[4 * j + 2 + c] - nm1) : 0.f;
+            }
+            ps0 += pr[0] + pr[1];
+            ps1 += pr[2] + pr[3];
+            // bf16 probabilities at entries 32 w + 8 j + 2 t (+1): chunk 4 w + j of the row, bytes 4 t ..
+            const uint32_t w0 = (uint32_t)bf16bits(pr[0]) | ((uint32_t)bf16bits(pr[1]) << 16);
+            const uint32_t w1 = (uint32_t)bf16bits(pr[2]) | ((uint32_t)bf16bits(pr[3]) << 16);
+            asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(prow0 + ((((4 * wg + j) ^ (hr0 & 7)) << 4) + 4 * t)), "r"(w0));
+            asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(prow1 + ((((4 * wg + j) ^ (hr1 & 7)) << 4) + 4 * t)), "r"(w1));
+        }
+        ps0 += __shfl_xor_sync(0xffffffffu, ps0, 1);
+        ps0 += __shfl_xor_sync(0xffffffffu, ps0, 2);
+        ps1 += __shfl_xor_sync(0xffffffffu, ps1, 1);
+        ps1 += __shfl_xor_sync(0xffffffffu, ps1, 2);
+        if (t == 0) {
+            red_sum[wg][hr0] = ps0;
+            red_sum[wg][hr1] = ps1;
+        }
+        wgmma_proxy_fence();
+        __syncthreads();
+        const float corr0 = expf(mo0 - nm0), corr1 = expf(mo1 - nm1);
+        den0 = den0 * corr0 + (red_sum[0][hr0] + red_sum[1][hr0]);
+        den1 = den1 * corr1 + (red_sum[0][hr1] + red_sum[1][hr1]);
+        mo0 = nm0;
+        mo1 = nm1;
+#pragma unroll
+        for (int j = 0; j < 32; j++) {
+            acc[4 * j] *= corr0;
+            acc[4 * j + 1] *= corr0;
+            acc[4 * j + 2] *= corr1;
+            acc[4 * j + 3] *= corr1;
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) // entries 16 ks ..: the P slab + 32 bytes, the tile's rows + 2048 bytes
+            wgmma_bf16_tb<256>(acc, wgmma_desc_sw128(sb + AWG_P + 32 * ks),
+                               wgmma_desc_sw128_mn(ts + 4 * wg * AWG_SLAB + 2048 * ks, AWG_SLAB), 1);
+        wgmma_commit();
+        wgmma_wait0();
+    }
+    cp_async_wait<0>();
+    const float d0 = den0 + expf(sink[h0 + hr0] - mo0), d1 = den1 + expf(sink[h0 + hr1] - mo1);
+    const float *cs = rope + (size_t)p * rd;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        const int col = 256 * wg + 8 * j + 2 * t;
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int r = hf ? hr1 : hr0;
+            const float dd = hf ? d1 : d0;
+            float a = bf16r(acc[4 * j + 2 * hf] / dd), bv = bf16r(acc[4 * j + 2 * hf + 1] / dd);
+            if (col >= ATC_D - rd) { // inverse RoPE of the tail (pairs are adjacent dims: this thread's own)
+                const int pi = (col - (ATC_D - rd)) / 2;
+                const float co = cs[2 * pi], sn = -cs[2 * pi + 1], x = a;
+                a = bf16r(x * co - bv * sn);
+                bv = bf16r(x * sn + bv * co);
+            }
+            *(float2 *)(O + ((size_t)s * H + h0 + r) * ATC_D + col) = make_float2(a, bv);
+        }
+    }
+}
+
 // Decode attention on tensor cores (attention(), ATTN_TC; S <= ATT_TOKENS_TC tokens a launch): k_attn_tc's
 // arithmetic over runs of a query's list, flash-decoding style, so that a token's ~4K HCA entries at
 // 500K spread over ~128 blocks instead of one. Grid (run, token s0 + y, group of 16 heads), 128 threads,
@@ -5277,9 +5516,10 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->qi8, (size_t)S * Hi * di);
     PIECE(g->qix, sizeof(uint32_t) * S * Hi);
     PIECE(g->score, sizeof(float) * S * (size_t)nc4);
-    g->c16_rows = 0;
+    g->c16_rows = 0; // HCA layers (k_attn_tc and k_attn_hwg), CSA ones (k_attn_hwg) when the heads come in 64s
     for (int l = g->lb; l < g->le; l++)
-        if (c->compress_ratios[l] > 4 && g->max_ctx / c->compress_ratios[l] + 1 > g->c16_rows)
+        if ((c->compress_ratios[l] > 4 || (c->compress_ratios[l] == 4 && H % 64 == 0)) &&
+            g->max_ctx / c->compress_ratios[l] + 1 > g->c16_rows)
             g->c16_rows = g->max_ctx / c->compress_ratios[l] + 1;
     PIECE(g->c16, sizeof(uint16_t) * (size_t)g->c16_rows * d + 16);
     PIECE(g->hidden, sizeof(float) * D);
@@ -6343,16 +6583,63 @@ extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long
 static env_switch attn_c16_switch{"CTX_CUDA_ATTN_C16"};
 extern "C" void cuda_engine_attn_c16_mode(int on) { attn_c16_switch.set(on); }
 
-// c16 (capacity c16_rows entries, or NULL): scratch for the C16 path, taken when ratio > 4 and the switch
-// is on; nc = the compressed entries the chunk's last query sees ((pos + S) / ratio), converted first.
+// k_attn_hwg's layer types: bit 1 sliding (ratio 0), 2 CSA (4), 4 HCA (> 4); from CTX_CUDA_ATTN_WG (an
+// integer, read once; default 7, 0: k_attn_tc everywhere) or cuda_engine_attn_wg_mode (< 0: back to the
+// environment). The routing depends on the layer type and the shapes only, never on S or the position, so
+// chunked prefill stays bit-identical.
+static std::atomic<int> attn_wg_env{-1}, attn_wg_set{-1};
+extern "C" void cuda_engine_attn_wg_mode(int mask) { attn_wg_set.store(mask < 0 ? -1 : mask & 7); }
+static int attn_wg_mask(void)
+{
+    int m = attn_wg_set.load();
+    if (m >= 0)
+        return m;
+    int v = attn_wg_env.load();
+    if (v < 0) {
+        const char *s = getenv("CTX_CUDA_ATTN_WG");
+        char *end = nullptr;
+        long x = s && *s ? strtol(s, &end, 0) : 7;
+        v = s && *s && (*end || x < 0 || x > 7) ? 7 : (int)x; // not a mask: the default
+        attn_wg_env.store(v);
+    }
+    return v;
+}
+static int attn_wg_bit(int ratio) { return ratio == 0 ? 1 : ratio == 4 ? 2 : 4; }
+// k_attn_hwg's shapes: 64-head groups, a window of whole blocks (head_dim ATC_D: checked by the callers)
+static bool attn_wg_fits(int H, int W) { return H % 64 == 0 && W % 64 == 0 && W >= 0; }
+
+// c16 (capacity c16_rows entries, or NULL): scratch for the C16 paths; nc = the compressed entries the
+// chunk's last query sees ((pos + S) / ratio), converted first. k_attn_tc takes it for HCA layers,
+// k_attn_hwg for CSA ones too, when nc fits and the c16 switch is on. wg: 1 k_attn_hwg, 0 k_attn_tc,
+// < 0 by attn_wg_mask.
 static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int S,
                           int H, int W, int ratio, int K, const long long *dpos, float scale, const float *sink,
                           const float *rope, int rd, float *O, uint16_t *c16, long long c16_rows, long long nc,
-                          cudaStream_t st, struct ctx_err *e)
+                          cudaStream_t st, struct ctx_err *e, int wg = -1)
 {
-    const bool use16 = c16 && ratio > 4 && nc > 0 && nc <= c16_rows && attn_c16_switch.on();
+    if (wg < 0)
+        wg = (attn_wg_mask() & attn_wg_bit(ratio)) != 0;
+    wg = wg && attn_wg_fits(H, W);
+    const bool use16 = c16 && (wg ? ratio >= 4 : ratio > 4) && nc > 0 && nc <= c16_rows && attn_c16_switch.on();
     dim3 grid((unsigned)S, (unsigned)((H + 63) / 64));
     cudaError_t ce = cudaSuccess;
+    if (use16) {
+        size_t n4 = (size_t)nc * ATC_D / 4;
+        k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(cache, n4, 1.0f, c16);
+        LAUNCHED("k_stage_bf16 (compressed cache)");
+    }
+    if (wg) {
+        void (*kern)(const float *, const float *, const float *, const float *, const int *, int, int, int, int,
+                     const long long *, float, const float *, const float *, int, float *, const uint16_t *) =
+            use16 ? k_attn_hwg<true> : k_attn_hwg<false>;
+        ce = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)AWG_SMEM);
+        if (ce != cudaSuccess)
+            return cu(e, ce, "cudaFuncSetAttribute(k_attn_hwg)");
+        kern<<<grid, AWG_THREADS, AWG_SMEM, st>>>(Q, kvnew, ring, cache, sel, H, W, ratio, K, dpos, scale, sink, rope,
+                                                  rd, O, use16 ? c16 : nullptr);
+        LAUNCHED("k_attn_hwg");
+        return 0;
+    }
 #define ATC_GO(C)                                                                                                      \
     do {                                                                                                               \
         ce = cudaFuncSetAttribute(k_attn_tc<C>, cudaFuncAttributeMaxDynamicSharedMemorySize,                           \
@@ -6361,12 +6648,9 @@ static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring,
             k_attn_tc<C><<<grid, ATC_THREADS, C ? ATC_SMEM_C16 : ATC_SMEM, st>>>(                                      \
                 Q, kvnew, ring, cache, sel, H, W, ratio, K, dpos, scale, sink, rope, rd, O, C ? c16 : nullptr);        \
     } while (0)
-    if (use16) {
-        size_t n4 = (size_t)nc * ATC_D / 4;
-        k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(cache, n4, 1.0f, c16);
-        LAUNCHED("k_stage_bf16 (HCA cache)");
+    if (use16)
         ATC_GO(true);
-    } else
+    else
         ATC_GO(false);
 #undef ATC_GO
     if (ce != cudaSuccess)
@@ -6386,7 +6670,7 @@ extern "C" int cuda_engine_attn_tc(const float *d_q, const float *d_kvnew, const
     if (d != ATC_D)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core attention needs head_dim %d, not %d", ATC_D, d);
     return attn_tc_launch(d_q, d_kvnew, d_ring, d_cache, d_sel, S, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d), d_sink,
-                          d_rope, rd, d_out, nullptr, 0, 0, (cudaStream_t)stream, e);
+                          d_rope, rd, d_out, nullptr, 0, 0, (cudaStream_t)stream, e, 0); // k_attn_tc itself
 }
 
 extern "C" int cuda_engine_attn_tc16(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
@@ -6400,7 +6684,25 @@ extern "C" int cuda_engine_attn_tc16(const float *d_q, const float *d_kvnew, con
     if (d != ATC_D)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core attention needs head_dim %d, not %d", ATC_D, d);
     return attn_tc_launch(d_q, d_kvnew, d_ring, d_cache, d_sel, S, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d), d_sink,
-                          d_rope, rd, d_out, (uint16_t *)d_c16, nc, nc, (cudaStream_t)stream, e);
+                          d_rope, rd, d_out, (uint16_t *)d_c16, nc, nc, (cudaStream_t)stream, e, 0);
+}
+
+extern "C" int cuda_engine_attn_wg(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
+                                   const int *d_sel, int S, int H, int d, int W, int ratio, int K,
+                                   const long long *d_pos, const float *d_sink, const float *d_rope, int rd,
+                                   long long nc, void *d_c16, float *d_out, void *stream, struct ctx_err *e)
+{
+    if (S < 1 || H < 1 || W < 0 || ratio < 0 || K < 0 || (ratio == 4 && K < 1) || rd < 0 || rd % 2 || rd > d ||
+        (d_c16 && (nc < 1 || ratio < 4)))
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: attention on wgmma of %d queries, %d heads, window %d, ratio %d, "
+                                          "k %d, rope %d, %lld bf16 entries", S, H, W, ratio, K, rd, d_c16 ? nc : 0);
+    if (d != ATC_D || !attn_wg_fits(H, W))
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: attention on wgmma needs head_dim %d (not %d), 64-head "
+                                                "groups (not %d heads) and a window of 64-entry blocks (not %d)",
+                           ATC_D, d, H, W);
+    return attn_tc_launch(d_q, d_kvnew, d_ring, d_cache, d_sel, S, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d),
+                          d_sink, d_rope, rd, d_out, (uint16_t *)d_c16, d_c16 ? nc : 0, d_c16 ? nc : 0,
+                          (cudaStream_t)stream, e, 1);
 }
 
 extern "C" size_t cuda_engine_attn_dtc_scratch(int S, int H, int d)
@@ -6733,7 +7035,7 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     int tc = S > ATC_MIN_S && d == ATC_D; // prefill chunks: tensor cores, one block per (token, 64 heads)
     if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K, g->dpos,
                                    1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->c16, g->c16_rows,
-                                   L->ratio > 4 ? (g->pos + S) / L->ratio : 0, g->st, e)))
+                                   L->ratio ? (g->pos + S) / L->ratio : 0, g->st, e)))
         return rc;
     // decode on tensor cores (ATTN_TC, head_dim 512): k_attn_dtc's runs, then the combine
     const int dtc = dec && !tc && d == ATC_D && (g->attn_fuse & ATTN_TC), step = dtc ? ATT_TOKENS_TC : ATT_TOKENS;

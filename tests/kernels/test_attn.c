@@ -23,7 +23,11 @@
  * arithmetic from an empty running max, merged by rescaling to the largest max) is held to the same
  * bound on the first 8 queries of every case: the merge adds a few fp32 roundings of the numerators
  * (n u A_i covers them). Where a query's entries all lie in its first run, the merge is exact (factor
- * 1, the other runs' 0) and its output must be cuda_engine_attn_tc's bytes. */
+ * 1, the other runs' 0) and its output must be cuda_engine_attn_tc's bytes.
+ *
+ * The attention on wgmma (cuda_engine_attn_wg: k_attn_hwg, the engine's prefill kernel when the heads come
+ * in 64s) is held to the same bound on every case of 64 or 128 heads, with the entries gathered; from the
+ * bf16 copy of the cache (its C16 form, CSA and HCA) it must give the same bytes. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -64,14 +68,18 @@ static int upload(void **d, const void *h, size_t bytes, struct ctx_err *e)
     return cuda_malloc(d, bytes ? bytes : 4, e) || (bytes && cuda_h2d(*d, h, bytes, e));
 }
 
-/* dec == 0: cuda_engine_attn_tc on the case's S queries; dec == 1: the decode attention
+/* kind 0: cuda_engine_attn_tc on the case's S queries; kind 1: the decode attention
  * (cuda_engine_attn_dtc, runs merged) on its first min(S, 8), checked against the same bound, and, for
- * each query whose entries all lie in its list's first run, byte-equal to cuda_engine_attn_tc's output. */
-static void run_case(const struct acase *c, int dec)
+ * each query whose entries all lie in its list's first run, byte-equal to cuda_engine_attn_tc's output;
+ * kind 2: cuda_engine_attn_wg (cases of 64-head groups), gathered and (CSA, HCA) from the bf16 cache. */
+static void run_case(const struct acase *c, int kind)
 {
     struct ctx_err e = {0};
+    const int dec = kind == 1, wg = kind == 2;
+    if (wg && c->H % 64)
+        return;
     int S = dec && c->S > 8 ? 8 : c->S, H = c->H, K = c->ratio == 4 ? c->K : 0;
-    const char *tag = dec ? "decode runs: " : "";
+    const char *tag = dec ? "decode runs: " : wg ? "wgmma: " : "";
     long long pos0 = c->pos0, plast = pos0 + S - 1;
     size_t ncache = c->ratio == 4 ? (size_t)((plast + 1) / 4) : c->ratio ? (size_t)((plast + 1) / c->ratio) : 0;
     size_t nout = (size_t)S * H * D, guard = (size_t)4 * D;
@@ -115,7 +123,10 @@ static void run_case(const struct acase *c, int dec)
              !upload(&d_out, got, sizeof(float) * (nout + guard), &e);
     /* the kernel reads row p of the table: hand it a base pos0 rows before the S rows uploaded */
     const float *rope_base = ok ? (const float *)((uintptr_t)d_rope - (uintptr_t)pos0 * RD * sizeof(float)) : NULL;
-    if (!dec)
+    if (wg)
+        ok = ok && !cuda_engine_attn_wg(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink,
+                                        rope_base, RD, 0, NULL, d_out, NULL, &e);
+    else if (!dec)
         ok = ok &&
              !cuda_engine_attn_tc(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink, rope_base,
                                   RD, d_out, NULL, &e);
@@ -223,16 +234,19 @@ static void run_case(const struct acase *c, int dec)
         "max |diff| %.3g, max diff/bound %.3f; %.1f%% bit-identical)", tag, c->name, S, H, D, bad, nonfinite, maxdiff,
         worst, 100.0 * (double)same / (double)nout);
     tap(untouched == guard, "%s%s: nothing written past the %zu outputs", tag, c->name, nout);
-    if (!dec && c->ratio > 4) { /* the engine's HCA path: the cache in bf16 by cp.async (k_attn_tc's C16) */
+    if (!dec && (c->ratio > 4 || (wg && c->ratio == 4)) && ncache > 0) { /* the cache in bf16 by cp.async (C16) */
         int ok16 = !cuda_malloc(&d_scr, sizeof(uint16_t) * ncache * D + 16, &e) &&
                    !upload(&d_out2, got, sizeof(float) * nout, &e) && !cuda_memset(d_out2, 0xff, sizeof(float) * nout, &e) &&
-                   !cuda_engine_attn_tc16(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink,
-                                          rope_base, RD, (long long)ncache, d_scr, d_out2, NULL, &e) &&
+                   (wg ? !cuda_engine_attn_wg(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos,
+                                              d_sink, rope_base, RD, (long long)ncache, d_scr, d_out2, NULL, &e)
+                       : !cuda_engine_attn_tc16(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos,
+                                                d_sink, rope_base, RD, (long long)ncache, d_scr, d_out2, NULL, &e)) &&
                    !cuda_sync(&e) && !cuda_d2h(got2, d_out2, sizeof(float) * nout, &e);
         size_t diff = 0;
         for (size_t i = 0; ok16 && i < nout; i++)
             diff += memcmp(&got[i], &got2[i], sizeof(float)) != 0;
-        tap(ok16 && diff == 0, "%s: the bf16 cache by cp.async (cuda_engine_attn_tc16, %zu entries): %s", c->name, ncache,
+        tap(ok16 && diff == 0, "%s%s: the bf16 cache by cp.async (%s, %zu entries): %s", tag, c->name,
+            wg ? "cuda_engine_attn_wg" : "cuda_engine_attn_tc16", ncache,
             !ok16 ? e.msg : diff ? "DIFFERENT bytes" : "the same bytes on every output");
         if (diff)
             printf("# %zu of %zu outputs differ\n", diff, nout);
@@ -288,6 +302,17 @@ static void test_errors(void)
     int c3 = cuda_engine_attn_tc16(d, d, d, d, NULL, 4, 64, D, WIN, 128, 0, dp, d, d, RD, 4, NULL, d, NULL, &e);
     tap(c1 == CTX_EINVAL && c2 == CTX_EINVAL && c3 == CTX_EINVAL,
         "bf16-cache path: ratio 4 (%d), no entries (%d), no scratch (%d) invalid", c1, c2, c3);
+    int w1 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 16, D, WIN, 128, 0, dp, d, d, RD, 0, NULL, d, NULL, &e);
+    int w2 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, D, WIN, 4, 0, dp, d, d, RD, 0, NULL, d, NULL, &e);
+    int w3 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, D, 100, 128, 0, dp, d, d, RD, 0, NULL, d, NULL, &e);
+    int w4 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, 256, WIN, 128, 0, dp, d, d, RD, 0, NULL, d, NULL, &e);
+    int w5 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, D, WIN, 128, 0, dp, d, d, RD, 0, d, d, NULL, &e);
+    int w6 = cuda_engine_attn_wg(d, d, d, d, NULL, 0, 64, D, WIN, 128, 0, dp, d, d, RD, 0, NULL, d, NULL, &e);
+    int w7 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, D, WIN, 0, 0, dp, d, d, RD, 4, d, d, NULL, &e);
+    tap(w1 == CTX_EUNSUPPORTED && w2 == CTX_EINVAL && w3 == CTX_EUNSUPPORTED && w4 == CTX_EUNSUPPORTED &&
+            w5 == CTX_EINVAL && w6 == CTX_EINVAL && w7 == CTX_EINVAL,
+        "wgmma: 16 heads (%d), window 100 (%d), head_dim 256 (%d) unsupported; CSA with k 0 (%d), a bf16 cache of 0 "
+        "entries (%d), 0 queries (%d), a bf16 cache for a sliding layer (%d) invalid", w1, w3, w4, w2, w5, w6, w7);
     float *s = d;
     int d1 = cuda_engine_attn_dtc(d, d, d, d, NULL, 4, 64, 256, WIN, 0, 0, dp, d, d, RD, s, d, NULL, &e);
     int d2 = cuda_engine_attn_dtc(d, d, d, d, NULL, 9, 64, D, WIN, 0, 0, dp, d, d, RD, s, d, NULL, &e);
@@ -317,11 +342,24 @@ int main(void)
         {"4 heads, window only", 20, 4, 0, 0, 50, 3.f, 0.0},
         {"128 heads (two blocks), HCA", 3, 128, 128, 0, 20000, 1.f, 0.0},
         {"HCA chunk of 40 at 60K (window and cache blocks, the last partial)", 40, 64, 128, 0, 60000, 2.f, 0.0},
+        {"HCA from position 0 (empty window slots, 0-2 cache entries)", 300, 64, 128, 0, 0, 1.f, 0.0},
     };
+    /* CTX_ATTN_QUICK=1: the wgmma kernel on the window-from-ring, CSA-early and HCA-chunk cases only (for
+     * compute-sanitizer's memcheck and racecheck, which run it slowly) */
+    const char *quick = getenv("CTX_ATTN_QUICK");
+    if (quick && quick[0] == '1') {
+        run_case(&cases[1], 2);
+        run_case(&cases[3], 2);
+        run_case(&cases[8], 2);
+        printf("1..%d\n", n_test);
+        return n_fail ? 1 : 0;
+    }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i], 0);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i], 1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_case(&cases[i], 2);
     test_errors();
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;

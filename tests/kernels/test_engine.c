@@ -29,7 +29,9 @@
  * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8 and k_idx_score_i8e
  *   against k_idx_score_tc2: bit-identical logits and state.
  * - the HCA layers' prefill attention from the bf16 cache (part "c16"): bit-identical to the fp32 gather.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,c16,moe,mhc,afuse,dtc"; "memcheck" is a short run
+ * - the prefill attention on wgmma (part "wg", test_wg): mid64 (64 heads) against the CPU, chunked prefill
+ *   bit-identical to one chunk, its bf16-cache path bit-identical to its gather.
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,afuse,dtc"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -623,6 +625,19 @@ static void cp_check(const char *name, const struct inf_config *c, struct cuda_e
 
 /* ---- synthetic configs: CUDA vs CPU ---- */
 
+/* A built-in config, or "mid64": mid with 64 attention heads (the head groups of k_attn_hwg, the engine's
+ * HCA attention of prefill chunks when the heads come in 64s, as in Flash and Pro; mid's 16 keep k_attn_tc). */
+static int test_config(const char *name, struct inf_config *c, struct ctx_err *e)
+{
+    if (!strcmp(name, "mid64")) {
+        if (inf_config_builtin("mid", c, e))
+            return -1;
+        c->num_attention_heads = 64;
+        return 0;
+    }
+    return inf_config_builtin(name, c, e);
+}
+
 static void test_synthetic(const char *name, int P, int T, int chunk)
 {
     struct ctx_err e = {0};
@@ -631,7 +646,7 @@ static void test_synthetic(const char *name, int P, int T, int chunk)
     struct inf_model *m = NULL;
     struct cuda_engine *g = NULL;
     struct inf_state *st = NULL;
-    if (inf_config_builtin(name, &c, &e)) {
+    if (test_config(name, &c, &e)) {
         tap(0, "config %s: %s", name, e.msg);
         return;
     }
@@ -1051,16 +1066,16 @@ static void c16_set(struct cuda_engine *g, int v)
 }
 static void c16_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "HCA cache bf16 by cp.async" : "fp32 gather"); }
 
-static void test_idx_switch(const struct switch_ops *ops)
+static void test_idx_switch(const struct switch_ops *ops, const char *cfg)
 {
     struct ctx_err e = {0};
     struct inf_config c;
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
-    int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 5, &w, &e);
+    int ok = !test_config(cfg, &c, &e) && !inf_weights_synthetic(&c, 5, &w, &e);
     struct cuda_engine_opts o = {.max_chunk = 256, .max_ctx = 140000};
     ok = ok && !cuda_engine_new(w, &o, &g, &e);
-    tap(ok, "%s: mid engine%s%s", ops->tag, ok ? "" : ": ", ok ? "" : e.msg);
+    tap(ok, "%s: %s engine%s%s", ops->tag, cfg, ok ? "" : ": ", ok ? "" : e.msg);
     if (ok) {
         enum { NT = 1110 };
         static int tok[NT];
@@ -1325,6 +1340,57 @@ static void test_attn_fuse(const struct switch_ops *ops)
 }
 
 
+/* ---- the attention of prefill chunks on wgmma (k_attn_hwg, part "wg") ----
+ *
+ * mid64 (mid with 64 heads: every layer runs k_attn_hwg for prefill chunks): the CUDA engine against
+ * the CPU one (test_synthetic's bounds); a prefill in chunks of 50 against one chunk (every chunk of more
+ * than 8 tokens runs the same per-query arithmetic: bit-identical logits and state); the bf16 cache by
+ * cp.async (CSA and HCA layers) against the fp32 gather inside k_attn_hwg (test_idx_switch's runs with the
+ * c16 switch: bit-identical). */
+void cuda_engine_attn_wg_mode(int on);
+static void test_wg(void)
+{
+    cuda_engine_attn_wg_mode(7);
+    test_synthetic("mid64", 600, 24, 256);
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    int ok = !test_config("mid64", &c, &e) && !inf_weights_synthetic(&c, 3, &w, &e);
+    struct cuda_engine_opts o = {.max_chunk = 512, .max_ctx = 1024};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    if (ok) {
+        enum { P = 500, T = 4 };
+        int V = c.vocab_size, tok[P + T];
+        for (int i = 0; i < P + T; i++)
+            tok[i] = (i * 7919 + 13) % V;
+        float *a = malloc(sizeof(float) * (size_t)(T + 1) * V), *b = malloc(sizeof(float) * (size_t)(T + 1) * V);
+        uint8_t *sa = NULL, *sb = NULL;
+        size_t la = 0, lb = 0;
+        struct inf_state *st = NULL, *st2 = NULL;
+        ok = a && b && !gpu_run(g, tok, P, P + T, P, a, V) && !inf_state_new(&c, &st, &e) &&
+             !cuda_engine_state_download(g, st, &e) && !inf_state_serialize(st, &sa, &la, &e) &&
+             !gpu_run(g, tok, P, P + T, 50, b, V) && !inf_state_new(&c, &st2, &e) &&
+             !cuda_engine_state_download(g, st2, &e) && !inf_state_serialize(st2, &sb, &lb, &e);
+        tap(ok && !memcmp(a, b, sizeof(float) * (size_t)(T + 1) * V) && la == lb && !memcmp(sa, sb, la),
+            "wg: mid64, prefill %d in chunks of 50 vs one chunk + %d decode steps: logits and state bit-identical%s%s",
+            P, T, ok ? "" : ": ", ok ? "" : e.msg);
+        free(a);
+        free(b);
+        free(sa);
+        free(sb);
+        inf_state_free(st);
+        inf_state_free(st2);
+    } else {
+        tap(0, "wg: mid64 engine: %s", e.msg);
+    }
+    cuda_engine_free(g);
+    inf_weights_free(w);
+    static const struct switch_ops c16_ops = {"wg c16", 2, c16_set, c16_label, NULL};
+    test_idx_switch(&c16_ops, "mid64");
+    cuda_engine_attn_wg_mode(-1);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1334,7 +1400,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,idx,c16,moe,mhc,afuse,dtc";
+        parts = "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,afuse,dtc";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -1353,12 +1419,14 @@ int main(void)
         test_pdl();
     if (strstr(parts, "idx")) {
         static const struct switch_ops idx_ops = {"idx", 3, idx_set, idx_label, NULL};
-        test_idx_switch(&idx_ops);
+        test_idx_switch(&idx_ops, "mid");
     }
     if (strstr(parts, "c16")) {
         static const struct switch_ops c16_ops = {"c16", 2, c16_set, c16_label, NULL};
-        test_idx_switch(&c16_ops);
+        test_idx_switch(&c16_ops, "mid");
     }
+    if (strstr(parts, "wg"))
+        test_wg();
     if (strstr(parts, "moe")) {
         test_moe("tiny");
         test_moe("mid");
