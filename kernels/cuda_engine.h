@@ -285,9 +285,10 @@ int cuda_engine_attn_tc16(const float *d_q, const float *d_kvnew, const float *d
 /* The attention of prefill chunks as the engine runs it by default when the heads come in 64s (k_attn_hwg:
  * wgmma, two warpgroups a query; exported for tests): cuda_engine_attn_tc's entries and arithmetic with
  * other fp32 summation orders (its bound, not its bytes), for every layer type. d_c16 NULL: every entry
- * gathered from d_kvnew / d_ring / d_cache; else (CSA or HCA) d_cache's nc rows first converted to bf16
- * into d_c16 (nc * d * 2 + 16 bytes of scratch), the blocks past the window copied from there: the same
- * bytes either way. nc >= the largest cache row a query sees plus 1 ((*d_pos + S) / ratio). Needs d ==
+ * gathered from d_kvnew / d_ring / d_cache; else d_cache's nc rows (CSA, HCA; nc >= 1) and then the
+ * window's (d_ring's W, d_kvnew's S) first converted to bf16 into d_c16 ((nc + W + S) * d * 2 + 16 bytes of
+ * scratch), every block copied from there: the same bytes either way. nc >= the largest cache row a query
+ * sees plus 1 ((*d_pos + S) / ratio). Needs d ==
  * 512, H a multiple of 64 and W of 64 (CTX_EUNSUPPORTED otherwise). cuda_engine_attn_wg_mode: the layer
  * types the engine runs on it (bit 1 sliding, 2 CSA, 4 HCA; 0: k_attn_tc everywhere; < 0: as
  * CTX_CUDA_ATTN_WG says, default 7); process-wide. */

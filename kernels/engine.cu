@@ -4412,7 +4412,7 @@ template <bool C16>
 __global__ void __launch_bounds__(AWG_THREADS, 1)
     k_attn_hwg(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int H, int W,
                int ratio, int K, const long long *ppos, float scale, const float *sink, const float *rope, int rd,
-               float *O, const uint16_t *c16)
+               float *O, const uint16_t *c16, const uint16_t *w16)
 {
     extern __shared__ __align__(1024) unsigned char awg_sm[];
     __shared__ const float *ptr[64];
@@ -4423,44 +4423,70 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
     const int tid = (int)threadIdx.x, wg = tid >> 7, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int hr0 = ((tid & 127) >> 5) * 16 + g, hr1 = hr0 + 8; // this thread's heads (fragment rows)
     const int s = (int)blockIdx.x, h0 = (int)blockIdx.y * 64;
-    const long long pos0 = *ppos, p = pos0 + s;
+    const long long pos0 = *ppos, p = pos0 + s, first = p - W + 1 < 0 ? 0 : p - W + 1;
     const int n = att_n(p, W, ratio, K), nblk = (n + 63) / 64;
     const int *const selrow = ratio == 4 ? sel + (size_t)s * K : nullptr; // CSA: the query's selected entries
-    for (int i = tid; i < 64 * 128; i += AWG_THREADS) { // queries (bf16-exact) as bf16
-        const int h = i >> 7, c = (i & 127) * 4;
-        const float4 v = *(const float4 *)(Q + ((size_t)s * H + h0 + h) * ATC_D + c);
-        *(uint2 *)(gb + awg_off(h, c)) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
-    }
-    // C16: block b's entries (list j = 64 b + r past the window: HCA cache row j - W, CSA row selrow[j - W],
-    // -1 empty) into the tile at ts, zeros for empty slots and past the list
+    // C16: block b's entries into the tile at ts by cp.async, zeros for empty slots and past the list. List j
+    // < W: the window's position q = first + j (empty past p), row W + q - pos0 (this chunk) or q % W (the
+    // ring) of w16; j >= W: row j - W (HCA) or selrow[j - W] (CSA, -1 empty) of c16. Thread tid copies the
+    // 16-byte chunk tid % 64 (dims 8 (tid % 64) ..) of rows tid / 64 + 4 u.
+    // The window's slots in 32-bit terms (no division in the unrolled copy loop below: its code stays
+    // small): j <= jl holds an entry, j >= jc is this chunk's (w16 row W + j - jc), else ring slot (fq + j) mod W.
+    const int jl = (int)(p - first), jc = (int)(pos0 - first < W ? pos0 - first : W), fq = (int)(first % W);
     auto c16_load = [&](int b, uint32_t ts) {
-        const int b0 = b * 64;
+        const int b0 = b * 64, k = tid & 63;
+        const uint32_t dk = (uint32_t)((k >> 3) * AWG_SLAB + ((k & 7) << 4));
 #pragma unroll
         for (int u = 0; u < 16; u++) {
-            const int i = tid + u * AWG_THREADS, r = i >> 6, k = i & 63; // row r, 16-byte chunk k (dims 8k ..)
-            const int row = b0 + r < n ? (selrow ? __ldg(selrow + b0 + r - W) : b0 + r - W) : -1;
-            cp_async16(ts + (uint32_t)((k >> 3) * AWG_SLAB + r * 128 + (((k & 7) ^ (r & 7)) << 4)),
-                       c16 + (row >= 0 ? (size_t)row * ATC_D + k * 8 : 0), row >= 0);
+            const int r = (tid >> 6) + 4 * u, j = b0 + r;
+            const uint16_t *src = nullptr;
+            if (j < W) {
+                if (j <= jl)
+                    src = w16 + (size_t)(j >= jc ? W + j - jc : fq + j - (fq + j >= W ? W : 0)) * ATC_D;
+            } else if (j < n) {
+                const int row = selrow ? __ldg(selrow + j - W) : j - W;
+                if (row >= 0)
+                    src = c16 + (size_t)row * ATC_D;
+            }
+            cp_async16(ts + (uint32_t)(r * 128) + (dk ^ (uint32_t)((r & 7) << 4)), (src ? src : w16) + k * 8,
+                       src != nullptr);
         }
     };
-    if (C16 && W == 0 && nblk > 0)
+    if (C16)
         c16_load(0, sb + AWG_K0);
     cp_async_commit();
+#pragma unroll
+    for (int rr = 0; rr < 4; rr++) { // queries (bf16-exact) as bf16, 8 loads a thread in flight (the CTA, alone
+        float4 v[8];                   // on its SM, waits for them in full) while block 0's copy is on its way
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int i = tid + (rr * 8 + u) * AWG_THREADS;
+            v[u] = __ldg((const float4 *)(Q + ((size_t)s * H + h0 + (i >> 7)) * ATC_D + (i & 127) * 4));
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int i = tid + (rr * 8 + u) * AWG_THREADS;
+            *(uint2 *)(gb + awg_off(i >> 7, (i & 127) * 4)) =
+                make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
+        }
+    }
     float acc[128];
 #pragma unroll
     for (int i = 0; i < 128; i++)
         acc[i] = 0.f;
     float mo0 = -INFINITY, mo1 = -INFINITY, den0 = 0.f, den1 = 0.f;
+    // descriptors: queries, probabilities; a k16 step adds its byte offset / 16 (no carry out of the
+    // 14-bit address field: shared memory ends below 256 KB)
+    const uint64_t dq = wgmma_desc_sw128(sb), dp = wgmma_desc_sw128(sb + AWG_P);
     for (int b = 0; b < nblk; b++) {
         const int b0 = b * 64;
         const uint32_t ts = sb + ((b & 1) ? AWG_K1 : AWG_K0);
         unsigned char *const tg = gb + ((b & 1) ? AWG_K1 : AWG_K0);
-        const bool cblk = C16 && b0 >= W;
         __syncthreads(); // every read of block b - 1 (its tile, the probabilities, ptr) is done
-        if (C16 && b + 1 < nblk && b0 + 64 >= W) // the next cache block into the other tile, under this one
+        if (C16 && b + 1 < nblk) // the next block into the other tile, under this one
             c16_load(b + 1, sb + (((b + 1) & 1) ? AWG_K1 : AWG_K0));
         cp_async_commit();
-        if (!cblk) {
+        if (!C16) { // every block gathered
             if (tid < 64)
                 ptr[tid] = b0 + tid < n ? att_entry(b0 + tid, p, pos0, W, ATC_D, kvnew, ring, cache, ratio, selrow)
                                         : nullptr;
@@ -4486,15 +4512,15 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
                 }
             }
         } else {
-            if (selrow) { // CSA: the selected slots that hold an entry
-                if (tid < 64) {
-                    const unsigned bal =
-                        __ballot_sync(0xffffffffu, b0 + tid < n && __ldg(selrow + b0 + tid - W) >= 0);
-                    if (lane == 0)
-                        reinterpret_cast<unsigned *>(&vmask_sh)[tid >> 5] = bal;
+            if (b0 < W || !selrow) { // the window's non-empty slots come first; HCA entries fill the list
+                if (tid == 0) {
+                    const long long c = b0 < W ? p - first + 1 - b0 : n - b0; // slots with an entry from b0 on
+                    vmask_sh = c >= 64 ? ~0ull : c <= 0 ? 0ull : (1ull << c) - 1ull;
                 }
-            } else if (tid == 0) {
-                vmask_sh = n - b0 >= 64 ? ~0ull : (1ull << (n - b0)) - 1ull;
+            } else if (tid < 64) { // CSA: the selected slots that hold an entry
+                const unsigned bal = __ballot_sync(0xffffffffu, b0 + tid < n && __ldg(selrow + b0 + tid - W) >= 0);
+                if (lane == 0)
+                    reinterpret_cast<unsigned *>(&vmask_sh)[tid >> 5] = bal;
             }
             cp_async_wait<1>(); // block b's copies (the group before the one just committed) have landed
         }
@@ -4503,16 +4529,18 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         const unsigned long long vmask = vmask_sh;
         if (!vmask) // an all-empty block changes nothing (the reference skips it)
             continue;
+        const uint32_t vm = (uint32_t)(vmask >> (32 * wg)); // this warpgroup's 32 entries
         // scores: this warpgroup's 64 heads x 32 entries (32 w + 8 j + 2 t + c: sc[4 j + c] row hr0, sc[4 j + 2 + c] hr1)
         float sc[16];
 #pragma unroll
         for (int i = 0; i < 16; i++)
             sc[i] = 0.f;
+        const uint64_t dk = wgmma_desc_sw128(ts + wg * 32 * 128);
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < 32; ks++) {
-            const uint32_t off = (uint32_t)((ks >> 2) * AWG_SLAB + (ks & 3) * 32);
-            wgmma_bf16<32>(sc, wgmma_desc_sw128(sb + off), wgmma_desc_sw128(ts + wg * 32 * 128 + off), ks > 0);
+            const uint64_t off = (uint64_t)(((ks >> 2) * AWG_SLAB + (ks & 3) * 32) >> 4);
+            wgmma_bf16<32>(sc, dq + off, dk + off, ks > 0);
         }
         wgmma_commit();
         wgmma_wait0();
@@ -4521,7 +4549,7 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         for (int j = 0; j < 4; j++)
 #pragma unroll
             for (int c = 0; c < 2; c++) {
-                const bool ok = (vmask >> (32 * wg + 8 * j + 2 * t + c)) & 1ull;
+                const bool ok = (vm >> (8 * j + 2 * t + c)) & 1u;
                 sc[4 * j + c] *= scale;
                 sc[4 * j + 2 + c] *= scale;
                 if (ok) {
@@ -4547,7 +4575,7 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
             float pr[4];
 #pragma unroll
             for (int c = 0; c < 2; c++) {
-                const bool ok = (vmask >> (32 * wg + 8 * j + 2 * t + c)) & 1ull;
+                const bool ok = (vm >> (8 * j + 2 * t + c)) & 1u;
                 pr[c] = ok ? expf(sc[4 * j + c] - nm0) : 0.f;
                 pr[2 + c] = ok ? expf(sc[4 * j + 2 + c] - nm1) : 0.f;
             }
@@ -4574,18 +4602,21 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         den1 = den1 * corr1 + (red_sum[0][hr1] + red_sum[1][hr1]);
         mo0 = nm0;
         mo1 = nm1;
+        // num * corr: skipped where every factor of the warp is 1 (the running max stayed; x * 1 == x)
+        if (!__all_sync(0xffffffffu, corr0 == 1.f && corr1 == 1.f)) {
 #pragma unroll
-        for (int j = 0; j < 32; j++) {
-            acc[4 * j] *= corr0;
-            acc[4 * j + 1] *= corr0;
-            acc[4 * j + 2] *= corr1;
-            acc[4 * j + 3] *= corr1;
+            for (int j = 0; j < 32; j++) {
+                acc[4 * j] *= corr0;
+                acc[4 * j + 1] *= corr0;
+                acc[4 * j + 2] *= corr1;
+                acc[4 * j + 3] *= corr1;
+            }
         }
+        const uint64_t dv = wgmma_desc_sw128_mn(ts + 4 * wg * AWG_SLAB, AWG_SLAB);
         wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < 4; ks++) // entries 16 ks ..: the P slab + 32 bytes, the tile's rows + 2048 bytes
-            wgmma_bf16_tb<256>(acc, wgmma_desc_sw128(sb + AWG_P + 32 * ks),
-                               wgmma_desc_sw128_mn(ts + 4 * wg * AWG_SLAB + 2048 * ks, AWG_SLAB), 1);
+            wgmma_bf16_tb<256>(acc, dp + (uint64_t)(2 * ks), dv + (uint64_t)(128 * ks), 1);
         wgmma_commit();
         wgmma_wait0();
     }
@@ -5521,7 +5552,9 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
         if ((c->compress_ratios[l] > 4 || (c->compress_ratios[l] == 4 && H % 64 == 0)) &&
             g->max_ctx / c->compress_ratios[l] + 1 > g->c16_rows)
             g->c16_rows = g->max_ctx / c->compress_ratios[l] + 1;
-    PIECE(g->c16, sizeof(uint16_t) * (size_t)g->c16_rows * d + 16);
+    // k_attn_hwg's window copy (ring, then the chunk's kv) after those rows
+    const size_t w16_rows = H % 64 == 0 ? (size_t)c->sliding_window + (size_t)S : 0;
+    PIECE(g->c16, sizeof(uint16_t) * ((size_t)g->c16_rows + w16_rows) * d + 16);
     PIECE(g->hidden, sizeof(float) * D);
     PIECE(g->logits, sizeof(float) * V);
     PIECE(g->logit, sizeof(float) * S * E);
@@ -6620,25 +6653,38 @@ static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring,
     if (wg < 0)
         wg = (attn_wg_mask() & attn_wg_bit(ratio)) != 0;
     wg = wg && attn_wg_fits(H, W);
-    const bool use16 = c16 && (wg ? ratio >= 4 : ratio > 4) && nc > 0 && nc <= c16_rows && attn_c16_switch.on();
     dim3 grid((unsigned)S, (unsigned)((H + 63) / 64));
     cudaError_t ce = cudaSuccess;
-    if (use16) {
-        size_t n4 = (size_t)nc * ATC_D / 4;
-        k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(cache, n4, 1.0f, c16);
-        LAUNCHED("k_stage_bf16 (compressed cache)");
-    }
     if (wg) {
+        // the copy path: every block by cp.async from bf16 copies, the window's (ring, then this chunk's kv)
+        // in w16 after c16_rows rows of the cache's; else every block gathered (the same bytes)
+        const bool async = c16 && attn_c16_switch.on() && (ratio == 0 || (nc > 0 && nc <= c16_rows));
+        uint16_t *const w16 = async ? c16 + (size_t)c16_rows * ATC_D : nullptr;
+        if (async) {
+            const size_t nr = (size_t)W * ATC_D / 4, nk = (size_t)S * ATC_D / 4, n4 = (size_t)nc * ATC_D / 4;
+            if (ratio)
+                k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(cache, n4, 1.0f, c16);
+            k_stage_bf16<<<(unsigned)(nr / 256 + 1), 256, 0, st>>>(ring, nr, 1.0f, w16);
+            k_stage_bf16<<<(unsigned)(nk / 256 + 1 < 1024 ? nk / 256 + 1 : 1024), 256, 0, st>>>(kvnew, nk, 1.0f,
+                                                                                               w16 + (size_t)W * ATC_D);
+            LAUNCHED("k_stage_bf16 (attention entries)");
+        }
         void (*kern)(const float *, const float *, const float *, const float *, const int *, int, int, int, int,
-                     const long long *, float, const float *, const float *, int, float *, const uint16_t *) =
-            use16 ? k_attn_hwg<true> : k_attn_hwg<false>;
+                     const long long *, float, const float *, const float *, int, float *, const uint16_t *,
+                     const uint16_t *) = async ? k_attn_hwg<true> : k_attn_hwg<false>;
         ce = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)AWG_SMEM);
         if (ce != cudaSuccess)
             return cu(e, ce, "cudaFuncSetAttribute(k_attn_hwg)");
         kern<<<grid, AWG_THREADS, AWG_SMEM, st>>>(Q, kvnew, ring, cache, sel, H, W, ratio, K, dpos, scale, sink, rope,
-                                                  rd, O, use16 ? c16 : nullptr);
+                                                  rd, O, async ? c16 : nullptr, w16);
         LAUNCHED("k_attn_hwg");
         return 0;
+    }
+    const bool use16 = c16 && ratio > 4 && nc > 0 && nc <= c16_rows && attn_c16_switch.on();
+    if (use16) {
+        size_t n4 = (size_t)nc * ATC_D / 4;
+        k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(cache, n4, 1.0f, c16);
+        LAUNCHED("k_stage_bf16 (HCA cache)");
     }
 #define ATC_GO(C)                                                                                                      \
     do {                                                                                                               \
@@ -6693,7 +6739,7 @@ extern "C" int cuda_engine_attn_wg(const float *d_q, const float *d_kvnew, const
                                    long long nc, void *d_c16, float *d_out, void *stream, struct ctx_err *e)
 {
     if (S < 1 || H < 1 || W < 0 || ratio < 0 || K < 0 || (ratio == 4 && K < 1) || rd < 0 || rd % 2 || rd > d ||
-        (d_c16 && (nc < 1 || ratio < 4)))
+        (d_c16 && ratio && nc < 1))
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: attention on wgmma of %d queries, %d heads, window %d, ratio %d, "
                                           "k %d, rope %d, %lld bf16 entries", S, H, W, ratio, K, rd, d_c16 ? nc : 0);
     if (d != ATC_D || !attn_wg_fits(H, W))

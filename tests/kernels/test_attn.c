@@ -26,8 +26,8 @@
  * 1, the other runs' 0) and its output must be cuda_engine_attn_tc's bytes.
  *
  * The attention on wgmma (cuda_engine_attn_wg: k_attn_hwg, the engine's prefill kernel when the heads come
- * in 64s) is held to the same bound on every case of 64 or 128 heads, with the entries gathered; from the
- * bf16 copy of the cache (its C16 form, CSA and HCA) it must give the same bytes. */
+ * in 64s) is held to the same bound on every case of 64 or 128 heads, with the entries gathered; with every
+ * block copied from bf16 copies of the cache and the window (its C16 form) it must give the same bytes. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -71,7 +71,7 @@ static int upload(void **d, const void *h, size_t bytes, struct ctx_err *e)
 /* kind 0: cuda_engine_attn_tc on the case's S queries; kind 1: the decode attention
  * (cuda_engine_attn_dtc, runs merged) on its first min(S, 8), checked against the same bound, and, for
  * each query whose entries all lie in its list's first run, byte-equal to cuda_engine_attn_tc's output;
- * kind 2: cuda_engine_attn_wg (cases of 64-head groups), gathered and (CSA, HCA) from the bf16 cache. */
+ * kind 2: cuda_engine_attn_wg (cases of 64-head groups), gathered and by cp.async from bf16 copies. */
 static void run_case(const struct acase *c, int kind)
 {
     struct ctx_err e = {0};
@@ -234,8 +234,9 @@ static void run_case(const struct acase *c, int kind)
         "max |diff| %.3g, max diff/bound %.3f; %.1f%% bit-identical)", tag, c->name, S, H, D, bad, nonfinite, maxdiff,
         worst, 100.0 * (double)same / (double)nout);
     tap(untouched == guard, "%s%s: nothing written past the %zu outputs", tag, c->name, nout);
-    if (!dec && (c->ratio > 4 || (wg && c->ratio == 4)) && ncache > 0) { /* the cache in bf16 by cp.async (C16) */
-        int ok16 = !cuda_malloc(&d_scr, sizeof(uint16_t) * ncache * D + 16, &e) &&
+    if ((c->ratio > 4 && ncache > 0 && !dec) || wg) { /* the entries in bf16 by cp.async (C16) */
+        /* cuda_engine_attn_wg's scratch: the cache's rows, then the window's (ring, this chunk's kv) */
+        int ok16 = !cuda_malloc(&d_scr, sizeof(uint16_t) * (ncache + (wg ? WIN + (size_t)S : 0)) * D + 16, &e) &&
                    !upload(&d_out2, got, sizeof(float) * nout, &e) && !cuda_memset(d_out2, 0xff, sizeof(float) * nout, &e) &&
                    (wg ? !cuda_engine_attn_wg(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos,
                                               d_sink, rope_base, RD, (long long)ncache, d_scr, d_out2, NULL, &e)
@@ -308,11 +309,11 @@ static void test_errors(void)
     int w4 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, 256, WIN, 128, 0, dp, d, d, RD, 0, NULL, d, NULL, &e);
     int w5 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, D, WIN, 128, 0, dp, d, d, RD, 0, d, d, NULL, &e);
     int w6 = cuda_engine_attn_wg(d, d, d, d, NULL, 0, 64, D, WIN, 128, 0, dp, d, d, RD, 0, NULL, d, NULL, &e);
-    int w7 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, D, WIN, 0, 0, dp, d, d, RD, 4, d, d, NULL, &e);
+    int w7 = cuda_engine_attn_wg(d, d, d, d, NULL, 4, 64, D, WIN, 4, 512, dp, d, d, RD, 0, d, d, NULL, &e);
     tap(w1 == CTX_EUNSUPPORTED && w2 == CTX_EINVAL && w3 == CTX_EUNSUPPORTED && w4 == CTX_EUNSUPPORTED &&
             w5 == CTX_EINVAL && w6 == CTX_EINVAL && w7 == CTX_EINVAL,
         "wgmma: 16 heads (%d), window 100 (%d), head_dim 256 (%d) unsupported; CSA with k 0 (%d), a bf16 cache of 0 "
-        "entries (%d), 0 queries (%d), a bf16 cache for a sliding layer (%d) invalid", w1, w3, w4, w2, w5, w6, w7);
+        "entries for HCA (%d), 0 queries (%d), for CSA (%d) invalid", w1, w3, w4, w2, w5, w6, w7);
     float *s = d;
     int d1 = cuda_engine_attn_dtc(d, d, d, d, NULL, 4, 64, 256, WIN, 0, 0, dp, d, d, RD, s, d, NULL, &e);
     int d2 = cuda_engine_attn_dtc(d, d, d, d, NULL, 9, 64, D, WIN, 0, 0, dp, d, d, RD, s, d, NULL, &e);
