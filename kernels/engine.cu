@@ -4388,10 +4388,14 @@ __global__ void __launch_bounds__(ATC_THREADS, 1) k_attn_tc(const float *Q, cons
 //   the 512 dims). Softmax: row maxima and probability sums exchanged through shared memory, both
 //   warpgroups then hold the same running max and denominator. P.V: warpgroup w the dims 256 w ..
 //   256 w + 255 (4 wgmma m64n256k16 over the 64 entries; its numerator, 128 registers a thread).
-// - Entries: the window's blocks gathered from the ring / this chunk's kv as bf16 (exact); the cache's
-//   blocks (HCA: rows in order, CSA: the indexer's selection) by cp.async from its bf16 copy (C16, staged
-//   by k_stage_bf16 as for k_attn_tc) into the other tile, issued one block ahead; without C16 they are
-//   gathered too (the same tile values: the same bytes).
+// - Entries (C16, the copy path): every block by cp.async into the other tile, issued one block ahead,
+//   from bf16 copies that attn_tc_launch stages with k_stage_bf16 (exact: the values are bf16's): the
+//   compressed cache (HCA: rows in order, CSA: the indexer's selection) in c16, the window (the ring's W
+//   slots, then this chunk's kv) in w16. Without C16 every block is gathered from the fp32 rows (the same
+//   tile values: the same bytes); the engine takes that path only with CTX_CUDA_ATTN_C16=0 or a cache
+//   beyond c16's capacity.
+// - What it costs (H200, bench/gpu/README.md thirteenth session): ~4.7 us a block an SM at 500K, the
+//   block's phases one after another on the SM's one CTA (206 KB of shared memory).
 // Numerics against k_attn_tc: the same exact products, other fp32 summation orders (the tensor core's
 // within the MMAs; the probability sums by quads, then across warpgroups): test_attn's bound, not its
 // bytes. A query's arithmetic depends on its own list only (chunked prefill stays bit-identical).
@@ -5062,8 +5066,11 @@ struct cuda_engine {
     cudaEvent_t hfork, hjoin;
     float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart, *asc;
     int8_t *qi8; // a chunk's indexer queries in 8-bit form (k_idx_score_i8): [S][Hi][di], exponents [S][Hi]
-    uint16_t *c16; // an HCA layer's compressed cache in bf16 for a prefill chunk's attention (k_attn_tc's C16 path)
-    long long c16_rows; // its capacity in entries (0: no HCA layer)
+    // a layer's compressed cache in bf16 for a prefill chunk's attention (the C16 paths: k_attn_tc's for HCA
+    // layers, k_attn_hwg's for CSA ones too), then, when the heads come in 64s, k_attn_hwg's window copy
+    // (the ring's W rows, the chunk's S)
+    uint16_t *c16;
+    long long c16_rows; // the cache part's capacity in entries (0: no such layer)
     uint32_t *qix;
     int asc_ld; // entries per (token, head) row of asc: the most any layer's query can have
     size_t score_ld;
@@ -6612,7 +6619,8 @@ extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long
     return 0;
 }
 
-// k_attn_tc's C16 path for HCA layers (CTX_CUDA_ATTN_C16=0: the fp32 gather of every block).
+// The C16 paths: k_attn_tc's for HCA layers, k_attn_hwg's copy path (CTX_CUDA_ATTN_C16=0: the fp32 gather
+// of every block in both).
 static env_switch attn_c16_switch{"CTX_CUDA_ATTN_C16"};
 extern "C" void cuda_engine_attn_c16_mode(int on) { attn_c16_switch.set(on); }
 
@@ -6642,9 +6650,10 @@ static int attn_wg_bit(int ratio) { return ratio == 0 ? 1 : ratio == 4 ? 2 : 4; 
 static bool attn_wg_fits(int H, int W) { return H % 64 == 0 && W % 64 == 0 && W >= 0; }
 
 // c16 (capacity c16_rows entries, or NULL): scratch for the C16 paths; nc = the compressed entries the
-// chunk's last query sees ((pos + S) / ratio), converted first. k_attn_tc takes it for HCA layers,
-// k_attn_hwg for CSA ones too, when nc fits and the c16 switch is on. wg: 1 k_attn_hwg, 0 k_attn_tc,
-// < 0 by attn_wg_mask.
+// chunk's last query sees ((pos + S) / ratio), converted first. k_attn_tc takes it for HCA layers when nc
+// fits and the c16 switch is on; k_attn_hwg for every layer type (sliding layers: no cache rows), with
+// the window's W + S rows after the c16_rows ones (the engine's scratch has them when the heads come in
+// 64s). wg: 1 k_attn_hwg, 0 k_attn_tc, < 0 by attn_wg_mask.
 static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int S,
                           int H, int W, int ratio, int K, const long long *dpos, float scale, const float *sink,
                           const float *rope, int rd, float *O, uint16_t *c16, long long c16_rows, long long nc,
