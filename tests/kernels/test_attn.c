@@ -234,7 +234,7 @@ static void run_case(const struct acase *c, int kind)
         "max |diff| %.3g, max diff/bound %.3f; %.1f%% bit-identical)", tag, c->name, S, H, D, bad, nonfinite, maxdiff,
         worst, 100.0 * (double)same / (double)nout);
     tap(untouched == guard, "%s%s: nothing written past the %zu outputs", tag, c->name, nout);
-    if ((c->ratio > 4 && ncache > 0 && !dec) || wg) { /* the entries in bf16 by cp.async (C16) */
+    if ((c->ratio > 4 || wg) && (ncache > 0 || c->ratio == 0) && !dec) { /* the entries in bf16 by cp.async (C16) */
         /* cuda_engine_attn_wg's scratch: the cache's rows, then the window's (ring, this chunk's kv) */
         int ok16 = !cuda_malloc(&d_scr, sizeof(uint16_t) * (ncache + (wg ? WIN + (size_t)S : 0)) * D + 16, &e) &&
                    !upload(&d_out2, got, sizeof(float) * nout, &e) && !cuda_memset(d_out2, 0xff, sizeof(float) * nout, &e) &&
