@@ -6647,7 +6647,14 @@ static int attn_wg_mask(void)
 }
 static int attn_wg_bit(int ratio) { return ratio == 0 ? 1 : ratio == 4 ? 2 : 4; }
 // k_attn_hwg's shapes: 64-head groups, a window of whole blocks (head_dim ATC_D: checked by the callers)
-static bool attn_wg_fits(int H, int W) { return H % 64 == 0 && W % 64 == 0 && W >= 0; }
+static bool attn_wg_fits(int H, int W) { return H % 64 == 0 && W % 64 == 0; }
+
+// rows x ATC_D fp32 entries (bf16-valued) -> their bf16 copy xb: the attention's C16 staging, exact
+static void stage_bf16_rows(const float *x, size_t rows, uint16_t *xb, cudaStream_t st)
+{
+    const size_t n4 = rows * ATC_D / 4;
+    k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(x, n4, 1.0f, xb);
+}
 
 // c16 (capacity c16_rows entries, or NULL): scratch for the C16 paths; nc = the compressed entries the
 // chunk's last query sees ((pos + S) / ratio), converted first. k_attn_tc takes it for HCA layers when nc
@@ -6670,12 +6677,10 @@ static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring,
         const bool async = c16 && attn_c16_switch.on() && (ratio == 0 || (nc > 0 && nc <= c16_rows));
         uint16_t *const w16 = async ? c16 + (size_t)c16_rows * ATC_D : nullptr;
         if (async) {
-            const size_t nr = (size_t)W * ATC_D / 4, nk = (size_t)S * ATC_D / 4, n4 = (size_t)nc * ATC_D / 4;
             if (ratio)
-                k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(cache, n4, 1.0f, c16);
-            k_stage_bf16<<<(unsigned)(nr / 256 + 1), 256, 0, st>>>(ring, nr, 1.0f, w16);
-            k_stage_bf16<<<(unsigned)(nk / 256 + 1 < 1024 ? nk / 256 + 1 : 1024), 256, 0, st>>>(kvnew, nk, 1.0f,
-                                                                                               w16 + (size_t)W * ATC_D);
+                stage_bf16_rows(cache, (size_t)nc, c16, st);
+            stage_bf16_rows(ring, (size_t)W, w16, st);
+            stage_bf16_rows(kvnew, (size_t)S, w16 + (size_t)W * ATC_D, st);
             LAUNCHED("k_stage_bf16 (attention entries)");
         }
         void (*kern)(const float *, const float *, const float *, const float *, const int *, int, int, int, int,
@@ -6691,8 +6696,7 @@ static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring,
     }
     const bool use16 = c16 && ratio > 4 && nc > 0 && nc <= c16_rows && attn_c16_switch.on();
     if (use16) {
-        size_t n4 = (size_t)nc * ATC_D / 4;
-        k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(cache, n4, 1.0f, c16);
+        stage_bf16_rows(cache, (size_t)nc, c16, st);
         LAUNCHED("k_stage_bf16 (HCA cache)");
     }
 #define ATC_GO(C)                                                                                                      \
