@@ -27,15 +27,4 @@ for wg in 7 0; do
     echo "prefill bench, CTX_CUDA_ATTN_WG=$wg: exit $? in $(($(date +%s) - t0)) s"
     grep -E "^\| (4096|131072|500000) \||^Full" "$OUT/prefill-wg$wg.txt" | cut -c1-260 | head -12
 done
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-timeout 100 "$NCU" --clock-control none -k regex:k_attn_hwg --metrics gpu__time_duration.sum --csv --page raw \
-    "$B/bench-gpu-engine" --suffix 2048 --ctx 500000 >"$OUT/ncu_light.csv" 2>"$OUT/ncu_light.err"
-python3 - "$OUT/ncu_light.csv" <<'PY'
-import csv, sys
-rows = [r for r in csv.reader(open(sys.argv[1]))]
-hi = [i for i, r in enumerate(rows) if r and r[0] == "ID"][0]
-ti = rows[hi].index("gpu__time_duration.sum")
-d = [float(r[ti].replace(",", "")) / 1e3 for r in rows[hi + 2:] if len(r) > ti and "k_attn_hwg" in r[4]]
-print("k_attn_hwg launches:", len(d), "; the first 4 (4K chunk: swa, swa, csa, hca) us:", [round(x) for x in d[:4]],
-      "; the longest us:", round(max(d)))
-PY
+sh tools/gpu/hwg_times.sh "$B"
