@@ -259,6 +259,10 @@ int cuda_engine_idx_scores_i8(const int8_t *d_q8, const uint32_t *d_qx, const fl
  * same bits), or as the environment says (< 0: CTX_CUDA_IDX_I8E, default 1). Test and benchmark entry;
  * process-wide. */
 void cuda_engine_idx_i8e_mode(int on);
+/* Whether the engine's k_idx_score_i8e launches run k_idx_score_iwg instead (the same bits on warpgroup MMA;
+ * di 128 and Hi 16, 32 or 64): 1 for S >= 16, 2 for every S >= 4 (with i8e's mode on), 0 off,
+ * < 0 as the environment says (CTX_CUDA_IDX_WG, default 1). Test and benchmark entry; process-wide. */
+void cuda_engine_idx_wg_mode(int on);
 
 /* Sparse attention on tensor cores, the kernel of prefill chunks (exported for tests): for each query
  * s < S at position p = *d_pos + s, its entries (the window: positions p-W+1..p, from d_kvnew [S][d]

@@ -3123,6 +3123,230 @@ __global__ void __launch_bounds__(32 * IE_NW, 1)
     }
 }
 
+// ---- Indexer scores on Hopper's warpgroup MMA (k_idx_score_iwg; issue 10, 2026-11-29, fourteenth session) ----
+//
+// k_idx_score_i8e's arithmetic and bits (the same terms, added in the same head order by the same
+// thread), with the integer dot products on wgmma instead of mma.sync. i8e issued one m16n8k32 a head
+// and 32-dim block per 16 x 8 outputs and waited for each chain of four before its epilogue, with two
+// warps a scheduler (255 registers): its issue slots were ~47% busy and the tensor pipe far from full.
+// Here a warpgroup's four warps hold the A fragments (keys: 64 entries, 16 a warp, from ldmatrix as in
+// i8e) in registers for every head, and one m64n64k32 takes 8 heads x the block's 8 queries (B: the
+// queries in shared memory, row 8 h + q holding query q's 128 bytes of head h, 128-byte swizzled: the
+// 8 rows of a head are one swizzle atom). Column 8 hl + q of head group hg is head 8 hg + hl, so a
+// thread's accumulator d[4 hl .. 4 hl + 3] is i8e's acc[0..3] of head 8 hg + hl: (entry g, query 2t),
+// (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1). Two accumulators alternate: group hg + 1's products run
+// on the tensor cores while the warps add group hg's terms. The accumulators start at the magic
+// (IDX_I8_MAGIC) as i8e's do, so each reads as 1.5 * 2^23 + c in fp32.
+// Tiles that are not in the fast form (some entry or the block's queries out of i8e's bounds) take
+// i8e's per-block path with mma.sync after the wgmma pass (whose sums they discard): the wgmma runs in
+// every warp of the warpgroup whatever its tile, so it stays in uniform control flow.
+// Shape: two warpgroups a block, two blocks an SM (~90 KB of shared memory each: the 8 queries' 64 KB,
+// the weights, each warp's 16-entry key tile; 114 registers). di 128, Hi = 8 NG (instances: 16, 32, 64).
+// H200, 125K entries, S = 2048: 5.65 ms against i8e's 6.94 (results/2026-11-29-s16). The tensor cores
+// are ~half busy and so are the issue slots (the terms: ~4 instructions an element and head, against
+// ~32 cycles of tensor time a 64 x 64 x 32 product); tried in the same run and slower: two groups in
+// flight throughout (unrolled: 205 registers, one block an SM) 5.88 ms, four groups a pass (186
+// registers, one block) 6.24 ms: the warps of a second block hide more than a deeper pipeline.
+// ptxas serialises the wgmma (C7512 / C7514) when a group stays in flight across the loop's back edge,
+// and waits before any wgmma whose accumulators were filled from one shared copy of the magic: each
+// accumulator register gets its own immediate move (issue, below).
+#define IW_WG 2                   // warpgroups a block
+#define IW_KST (128 + IDX_I8_KPAD) // bytes a key row in a warp's tile
+__host__ __device__ constexpr size_t idx_iwg_smem()
+{
+    return 1024 + (size_t)64 * IE_Q * 128 + sizeof(uint32_t) * 3 * 64 * IE_Q + (size_t)IW_WG * 4 * 16 * IW_KST +
+           sizeof(uint32_t) * IW_WG * 4 * 16;
+}
+// A warp's 16 keys from t0 (zeros past eend) into its tile: cp.async, one commit group.
+__device__ __forceinline__ void iw_tile_load(uint32_t kb, uint32_t xb, const int8_t *k8, const uint32_t *kx, long long t0,
+                                             long long eend, int lane)
+{
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        int i = lane + 32 * j, row = i >> 3, pc = i & 7;
+        bool ok = t0 + row < eend;
+        cp_async16(kb + (uint32_t)(row * IW_KST + 16 * pc), k8 + (ok ? (size_t)(t0 + row) * 128 + 16 * pc : 0), ok);
+    }
+    if (lane < 16) {
+        bool ok = t0 + lane < eend;
+        cp_async4(xb + 4u * lane, kx + (ok ? t0 + lane : 0), ok);
+    }
+    cp_async_commit();
+}
+// Grid (ceil(S / 8), runs), tpb 64-entry tiles a run (a warpgroup takes every IW_WG-th); 128 IW_WG
+// threads; dynamic shared memory idx_iwg_smem().
+template <int NG>
+__global__ void __launch_bounds__(128 * IW_WG, 2)
+    k_idx_score_iwg(const int8_t *q8, const uint32_t *qx, const float *wts, const int8_t *k8, const uint32_t *kx, int Hi,
+                    int S, const long long *ppos, float *score, size_t ld, int tpb)
+{
+    extern __shared__ __align__(16) unsigned char iw_raw[];
+    unsigned char *iw = iw_raw + ((1024 - ((uint32_t)__cvta_generic_to_shared(iw_raw) & 1023u)) & 1023u);
+    int8_t *qs = (int8_t *)iw;                              // [Hi heads][8 queries][128], swizzled
+    uint32_t *wf = (uint32_t *)(iw + (size_t)64 * IE_Q * 128); // [64 heads][8 queries] as i8e's
+    uint32_t *wsl = wf + 64 * IE_Q, *qxs = wsl + 64 * IE_Q;
+    int8_t *ks = (int8_t *)(qxs + 64 * IE_Q);               // [warps][16][IW_KST]
+    uint32_t *kxs = (uint32_t *)(ks + (size_t)IW_WG * 4 * 16 * IW_KST);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int wg = warp >> 2, wl = warp & 3;
+    const int sb = (int)blockIdx.x * IE_Q;
+    if (sb >= S)
+        return;
+    const int nq = S - sb < IE_Q ? S - sb : IE_Q;
+    const long long pos0 = *ppos, nvmax = (pos0 + sb + nq) / 4;
+    const long long e0 = (long long)blockIdx.y * tpb * IDX_TC_ET;
+    long long eend = e0 + (long long)tpb * IDX_TC_ET;
+    if (eend > nvmax || blockIdx.y == gridDim.y - 1)
+        eend = nvmax;
+    if (e0 >= eend)
+        return;
+    const uint32_t qsb = (uint32_t)__cvta_generic_to_shared(qs);
+    const uint32_t kwb = (uint32_t)__cvta_generic_to_shared(ks + (size_t)warp * 16 * IW_KST);
+    const uint32_t kxb = (uint32_t)__cvta_generic_to_shared(kxs + warp * 16);
+    const uint32_t *kxw = kxs + warp * 16;
+    long long te = e0 + (long long)wg * 64; // this warpgroup's tile; the warp's rows from te + 16 wl
+    const long long tstride = (long long)IW_WG * 64;
+    if (te < eend) // the first tile's copy runs under the queries' fill
+        iw_tile_load(kwb, kxb, k8, kx, te + 16 * wl, eend, lane);
+    // the queries: 16-byte chunk c of (query q, head h) to row 8 h + q, chunk c ^ q
+    for (int i = threadIdx.x; i < IE_Q * Hi * 8; i += blockDim.x) {
+        int c = i & 7, r = i >> 3, h = r % Hi, q = r / Hi;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (q < nq)
+            v = *reinterpret_cast<const uint4 *>(q8 + ((size_t)(sb + q) * Hi + h) * 128 + 16 * c);
+        *reinterpret_cast<uint4 *>(qs + (size_t)(8 * h + q) * 128 + ((c ^ q) << 4)) = v;
+    }
+    int okq = 1;
+    for (int i = threadIdx.x; i < 64 * IE_Q; i += blockDim.x) { // i8e's weights and fast-path check
+        int h = i / IE_Q, q = i % IE_Q;
+        bool in = h < Hi && q < nq;
+        uint32_t x = in ? qx[(size_t)(sb + q) * Hi + h] : 0u;
+        float w = in ? wts[(size_t)(sb + q) * Hi + h] : 0.f;
+        bool f = ie_exp_ok(x);
+        float wp = f ? w * pow2i((int)(int8_t)(x & 0xffu)) : 0.f;
+        f = f && (wp == 0.f || (fabsf(wp) >= 0x1p-40f && fabsf(wp) <= 0x1p40f));
+        okq &= f;
+        wf[i] = pack_bf16x2(wp, wp);
+        wsl[i] = pack_bf16x2(w, w);
+        qxs[i] = x;
+    }
+    wgmma_proxy_fence(); // the queries are wgmma's B
+    const bool qfast = __syncthreads_and(okq);
+    for (; te < eend; te += tstride) { // uniform over the warpgroup
+        cp_async_wait<0>();
+        __syncwarp();
+        uint32_t a[4][4];
+#pragma unroll
+        for (int kb = 0; kb < 4; kb++) {
+            uint32_t ad = kwb + (uint32_t)(((lane & 7) + 8 * ((lane >> 3) & 1)) * IW_KST + 32 * kb + 16 * (lane >> 4));
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                         : "=r"(a[kb][0]), "=r"(a[kb][1]), "=r"(a[kb][2]), "=r"(a[kb][3])
+                         : "r"(ad));
+        }
+        const uint32_t ex[2] = {kxw[g], kxw[g + 8]};
+        const bool fast = __all_sync(0xffffffffu, ie_exp_ok(ex[0]) && ie_exp_ok(ex[1])) && qfast;
+        __syncwarp(); // every lane is done with the tile
+        if (te + tstride < eend)
+            iw_tile_load(kwb, kxb, k8, kx, te + tstride + 16 * wl, eend, lane);
+        float sum[4] = {0.f, 0.f, 0.f, 0.f}; // (entry g, query 2t), (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1)
+        int acc0[32], acc1[32];
+        auto issue = [&](int (&acc)[32], int hg) {
+#pragma unroll
+            for (int i = 0; i < 32; i++) // one immediate move each (a shared copy source draws a wait from ptxas)
+                asm volatile("mov.b32 %0, 0x4B400000;" : "=r"(acc[i]));
+            wgmma_fence();
+#pragma unroll
+            for (int kb = 0; kb < 4; kb++)
+                wgmma_s8_ra64(acc, a[kb], wgmma_desc_sw128(qsb + (uint32_t)hg * 8192u + 32u * kb), 1);
+            wgmma_commit();
+        };
+        auto terms = [&](const int (&acc)[32], int hg) { // i8e's fast-path terms of heads 8 hg ..
+#pragma unroll
+            for (int hl = 0; hl < 8; hl++) {
+                const uint2 w2 = *reinterpret_cast<const uint2 *>(wf + (8 * hg + hl) * IE_Q + 2 * t);
+                uint32_t u0 = ie_mul_bf16x2(ie_relu_bf16x2(__int_as_float(acc[4 * hl]) - 12582912.f,
+                                                           __int_as_float(acc[4 * hl + 2]) - 12582912.f), w2.x);
+                uint32_t u1 = ie_mul_bf16x2(ie_relu_bf16x2(__int_as_float(acc[4 * hl + 1]) - 12582912.f,
+                                                           __int_as_float(acc[4 * hl + 3]) - 12582912.f), w2.y);
+                ie_add_terms(sum, u0, u1);
+            }
+        };
+        // Two groups a pass: the second's products run while the warps add the first's terms, and no
+        // wgmma is in flight across the loop's back edge (ptxas serialises the wgmma otherwise); the other
+        // warpgroups of the SM fill the tensor cores during the second's terms.
+#pragma unroll 1
+        for (int hg = 0; hg < NG; hg += 2) {
+            issue(acc0, hg);
+            issue(acc1, hg + 1);
+            wgmma_wait1();
+            terms(acc0, hg);
+            wgmma_wait0();
+            terms(acc1, hg + 1);
+        }
+        if (fast) {
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                sum[j] = bf16r(sum[j]) * pow2i((int)(int8_t)(ex[j >> 1] & 0xffu));
+        } else { // i8e's per-block path for this warp's 16 entries
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                sum[j] = 0.f;
+            for (int h = 0; h < Hi; h++) {
+                const uint32_t rowb = qsb + (uint32_t)(8 * h + g) * 128u + 4u * t;
+                uint32_t b[8];
+#pragma unroll
+                for (int c = 0; c < 8; c++)
+                    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(b[c]) : "r"(rowb + ((uint32_t)(c ^ g) << 4)));
+                const uint2 w2 = *reinterpret_cast<const uint2 *>(wsl + h * IE_Q + 2 * t);
+                const uint2 x2 = *reinterpret_cast<const uint2 *>(qxs + h * IE_Q + 2 * t);
+                const uint32_t xq[2] = {x2.x, x2.y};
+                float dot[4];
+                int ctot[4] = {0, 0, 0, 0};
+#pragma unroll
+                for (int kb = 0; kb < 4; kb++) {
+                    int acc[4] = {IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC};
+                    mma_s8_16832(acc, a[kb], b[2 * kb], b[2 * kb + 1]);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) { // element j: entry row j >> 1, query 2t + (j & 1)
+                        const float sqb = pow2i((int)(int8_t)((xq[j & 1] >> (8 * kb)) & 0xffu));
+                        const float skb = pow2i((int)(int8_t)((ex[j >> 1] >> (8 * kb)) & 0xffu));
+                        const float p = fmaf(__int_as_float(acc[j]), sqb, -12582912.f * sqb);
+                        dot[j] = kb ? fmaf(p, skb, dot[j]) : p * skb;
+                        ctot[j] += acc[j] - IDX_I8_MAGIC;
+                    }
+                }
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    if (i8_common(xq[j & 1]) && i8_common(ex[j >> 1]))
+                        dot[j] = (float)ctot[j] * pow2i((int)(int8_t)(xq[j & 1] & 0xffu)) *
+                                 pow2i((int)(int8_t)(ex[j >> 1] & 0xffu));
+                uint32_t u0 = idx_term_bf16x2(pack_bf16x2(dot[0], dot[2]), w2.x);
+                uint32_t u1 = idx_term_bf16x2(pack_bf16x2(dot[1], dot[3]), w2.y);
+                ie_add_terms(sum, u0, u1);
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+                sum[j] = bf16r(sum[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int q = 2 * t + (j & 1);
+            const long long e = te + 16 * wl + g + 8 * (j >> 1);
+            if (q < nq && e < (pos0 + sb + q + 1) / 4)
+                score[(size_t)(sb + q) * ld + e] = sum[j];
+        }
+    }
+}
+
+static cudaError_t iwg_attrs() // the kernels' shared-memory limit
+{
+    cudaError_t ce = cudaSuccess;
+    for (auto k : {k_idx_score_iwg<2>, k_idx_score_iwg<4>, k_idx_score_iwg<8>})
+        if (ce == cudaSuccess)
+            ce = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)idx_iwg_smem());
+    return ce;
+}
+
 // The shared-memory limits of the tensor-core score kernels for keys of di dims, on the current
 // device (a per-device setting: engines may live on several devices). Called at engine creation, so
 // that a decode step's graph capture launches the kernel without setting anything, and by
@@ -3152,9 +3376,11 @@ static cudaError_t idx_tc_attrs(int di)
             ce = cudaFuncSetAttribute(k_idx_score_tc2<D>, cudaFuncAttributePreferredSharedMemoryCarveout,              \
                                       (int)cudaSharedmemCarveoutMaxShared);                                            \
     } while (0)
-    if (di == 128)
+    if (di == 128) {
         IDX_ATTR(128);
-    else if (di == 64)
+        if (ce == cudaSuccess)
+            ce = iwg_attrs();
+    } else if (di == 64)
         IDX_ATTR(64);
     else if (di == 32)
         IDX_ATTR(32);
@@ -3292,11 +3518,31 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
         // registers are strided). The same selection and slots as the sweep below.
         uint32_t kq[TOPK_RUN];
         unsigned ma = 0, mt = 0; // this thread's positions above / tied, as bit masks
+        // Four 16-byte loads where the run is whole and aligned: one load a position put each lane's 4
+        // bytes in a sector of its own (TOPK_RUN * 4 bytes apart), 7 of 32 bytes used (Nsight Compute,
+        // results/2026-11-29-s16/call3-ncu-topk).
+        static_assert(TOPK_RUN == 16, "topk_block: the run's four float4 loads");
+        if (tid * TOPK_RUN + TOPK_RUN <= nv && !(reinterpret_cast<uintptr_t>(sc + tid * TOPK_RUN) & 15u)) {
+            const float4 *v4 = reinterpret_cast<const float4 *>(sc + tid * TOPK_RUN);
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const float4 v = v4[u];
+                kq[4 * u] = score_key(v.x);
+                kq[4 * u + 1] = score_key(v.y);
+                kq[4 * u + 2] = score_key(v.z);
+                kq[4 * u + 3] = score_key(v.w);
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < TOPK_RUN; j++) {
+                int e = tid * TOPK_RUN + j;
+                kq[j] = e < nv ? score_key(sc[e]) : 0u;
+            }
+        }
 #pragma unroll
         for (int j = 0; j < TOPK_RUN; j++) {
             int e = tid * TOPK_RUN + j;
-            uint32_t key = e < nv ? score_key(sc[e]) : 0u;
-            kq[j] = key;
+            uint32_t key = kq[j];
             if (e < nv && key > hi)
                 ma |= 1u << j;
             else if (e < nv && (key & pmask) == prefix)
@@ -3395,10 +3641,10 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_seg(const float *score, s
     topk_block(sc, n, k, keys, 0); // the list in index order (what the merge's ties need)
     float *os = cand_sc + (size_t)s * cld + (size_t)blockIdx.x * K;
     int *oi = cand_ix + (size_t)s * cld + (size_t)blockIdx.x * K;
-    for (int i = threadIdx.x; i < k; i += blockDim.x) {
-        int pos = (int)(uint32_t)keys[i];
-        os[i] = sc[pos];
-        oi[i] = (int)lo + pos;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) { // the score from its key (-0 comes back as +0: the same key)
+        const uint32_t key = ~(uint32_t)(keys[i] >> 32);
+        os[i] = __uint_as_float(key & 0x80000000u ? key & 0x7fffffffu : ~key);
+        oi[i] = (int)lo + (int)(uint32_t)keys[i];
     }
 }
 // Grid S: the top min(K, n) of the segments' lists (full ones of K, the last of min(K, its size)).
@@ -6357,6 +6603,20 @@ extern "C" void cuda_engine_idx_i8e_mode(int on)
     idx_i8e_switch.set(on);
     idx_i8e_force.store(on == 2);
 }
+// k_idx_score_iwg instead of k_idx_score_i8e where it takes the shape (di 128, Hi 16, 32 or 64: Flash's and
+// Pro's indexer is 64 x 128) and i8e would run (CTX_CUDA_IDX_WG=0 keeps i8e; the same bits). The test
+// entry's 2 takes it for any S >= 4 (with i8e's switch on).
+static env_switch idx_wg_switch{"CTX_CUDA_IDX_WG"};
+static std::atomic<int> idx_wg_force{0};
+static int idx_wg_on(int S, int Hi, int di)
+{
+    return idx_wg_switch.on() && di == 128 && (Hi == 16 || Hi == 32 || Hi == 64) && (S >= IE_MIN_S || idx_wg_force.load());
+}
+extern "C" void cuda_engine_idx_wg_mode(int on)
+{
+    idx_wg_switch.set(on);
+    idx_wg_force.store(on == 2);
+}
 
 // The integer kernels over queries and keys in 8-bit form (Hi <= 64, di 32, 64 or 128: the caller
 // checks): k_idx_score_i8e (or k_idx_score_i8) for S >= IDX_TC_MIN_S, k_idx_score_i8d below (its grid from max_n: a decode
@@ -6386,6 +6646,24 @@ static int idx_i8_launch(const int8_t *q8, const uint32_t *qx, const float *wts,
         else
             launch_pdl(k_idx_score_i8d<32>, grid, 256, idx_i8d_smem<32>(), st, q8, qx, wts, k8, kx, Hi, dpos, score, ld);
         LAUNCHED("indexer scores (integer tensor cores, few queries)");
+        return 0;
+    }
+    if (idx_i8e_on(S) && idx_wg_on(S, Hi, di)) { // k_idx_score_iwg: 8 queries a block, two blocks an SM; ~16 in all
+        long long gq = (S + IE_Q - 1) / IE_Q, r = (16LL * sms + gq - 1) / gq;
+        if (r > tiles / 16)
+            r = tiles / 16;
+        if (r < 1)
+            r = 1;
+        tpb = (tiles + r - 1) / r;
+        dim3 grid((unsigned)gq, (unsigned)r);
+        const int t = (int)(tpb < 1 ? 1 : tpb);
+        if (Hi == 64)
+            k_idx_score_iwg<8><<<grid, 128 * IW_WG, idx_iwg_smem(), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, t);
+        else if (Hi == 32)
+            k_idx_score_iwg<4><<<grid, 128 * IW_WG, idx_iwg_smem(), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, t);
+        else
+            k_idx_score_iwg<2><<<grid, 128 * IW_WG, idx_iwg_smem(), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, t);
+        LAUNCHED("indexer scores (integer warpgroup MMA)");
         return 0;
     }
     if (idx_i8e_on(S)) { // k_idx_score_i8e: 8 queries a block, one block an SM; ~8 blocks per SM in all, runs of 16+ tiles

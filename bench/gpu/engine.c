@@ -825,27 +825,30 @@ static int sfx_indexer_rows(int chunk)
            "queries: scores one thread per entry (scalar) vs mma.sync bf16 (tensor cores; the engine uses them for "
            "S >= 4 until 2026-11-29's sixth session: k_idx_score_tc2) vs mma.sync s8 on the 8-bit form (integer: "
            "k_idx_score_i8, heads on the mma's rows, queries and keys packed beforehand, untimed) vs the same with the "
-           "entries on the rows (i8e: k_idx_score_i8e, the engine's kernel for S >= 4 since the eighth session; for S < 4 "
-           "both are k_idx_score_i8d), then the top-k; median of 3 (1 for scalar S >= 256), event-timed. Floor: the "
+           "entries on the rows (i8e: k_idx_score_i8e, the engine's kernel for S >= 4 from the eighth to the fourteenth "
+           "session) vs the same bits on warpgroup MMA (iwg: k_idx_score_iwg, the engine's since; for S < 4 all three "
+           "are k_idx_score_i8d), then the top-k; median of 3 (1 for scalar S >= 256), event-timed. Floor: the "
            "scores' FLOPs (2 x S x n x 64 x 128) at the bf16 tensor-core rate (half the FP8 rate measured above; the "
-           "int8 rate is the FP8 one: the last column is i8e's share of it)\n\n");
-    printf("| S | scalar ms | tensor-core ms | integer ms | i8e ms | i8e vs integer | top-k ms | top-k ms/query | floor ms "
-           "| integer of floor | i8e of the int8 rate |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "int8 rate is the FP8 one: the last two columns are i8e's and iwg's share of it)\n\n");
+    printf("| S | scalar ms | tensor-core ms | integer ms | i8e ms | iwg ms | iwg vs i8e | top-k ms | top-k ms/query | "
+           "floor ms | integer of floor | i8e of the int8 rate | iwg of the int8 rate |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < ns && !rc; i++) {
         int S = Ss[i];
         long long pos0 = pos_last - S + 1;
-        double t[5][3];
+        double t[6][3];
         rc = cuda_h2d(d_pos, &pos0, sizeof pos0, &e);
-        for (int m = 0; m < 5 && !rc; m++) {
+        for (int m = 0; m < 6 && !rc; m++) {
             int reps = m == 0 && S >= 256 ? 1 : 3;
             struct bench_events *ev = bench_events_new(reps);
             double ms[3];
             bench_spin(2.0);
-            cuda_engine_idx_i8e_mode(m == 3 ? 2 : 0);
+            cuda_engine_idx_i8e_mode(m == 3 || m == 4 ? 2 : 0);
+            cuda_engine_idx_wg_mode(m == 4 ? 2 : 0);
             for (int r = 0; r < reps && !rc; r++) {
                 bench_events_record(ev, r);
                 rc = m < 2   ? cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, n, d_sc, ld, m + 1, bench_stream(), &e)
-                     : m < 4 ? cuda_engine_idx_scores_i8(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, n, d_sc, ld,
+                     : m < 5 ? cuda_engine_idx_scores_i8(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, n, d_sc, ld,
                                                          bench_stream(), &e)
                              : cuda_engine_topk(d_sc, ld, d_pos, S, n, K, d_sel, d_scr, bench_stream(), &e);
             }
@@ -853,13 +856,14 @@ static int sfx_indexer_rows(int chunk)
             t[m][0] = bench_events_median(ev, ms);
             bench_events_free(ev);
             cuda_engine_idx_i8e_mode(-1);
+            cuda_engine_idx_wg_mode(-1);
         }
         if (rc)
             break;
         double fl = 2.0 * S * (double)n * Hi * di / (sfx_peak * 0.5e12) * 1e3;
-        printf("| %d | %.3f | %.3f | %.3f | %.3f | %.2fx | %.3f | %.4f | %.3f | %.1f%% | %.1f%% |\n", S, t[0][0], t[1][0],
-               t[2][0], t[3][0], t[2][0] / t[3][0], t[4][0], t[4][0] / S, fl, 100.0 * fl / t[2][0],
-               50.0 * fl / t[3][0]);
+        printf("| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.2fx | %.3f | %.4f | %.3f | %.1f%% | %.1f%% | %.1f%% |\n", S,
+               t[0][0], t[1][0], t[2][0], t[3][0], t[4][0], t[3][0] / t[4][0], t[5][0], t[5][0] / S, fl,
+               100.0 * fl / t[2][0], 50.0 * fl / t[3][0], 50.0 * fl / t[4][0]);
         fflush(stdout);
     }
     if (rc)

@@ -26,8 +26,9 @@
  *   the decode attention on tensor cores (part "dtc"): its modes bit-identical to the default.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
  *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
- * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8 and k_idx_score_i8e
- *   against k_idx_score_tc2: bit-identical logits and state.
+ * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8, k_idx_score_i8e and
+ *   k_idx_score_iwg against k_idx_score_tc2, on mid (16 indexer heads) and mid64i (64, Flash's): bit-identical
+ *   logits and state.
  * - the HCA layers' prefill attention from the bf16 cache (part "c16"): bit-identical to the fp32 gather.
  * - the prefill attention on wgmma (part "wg", test_wg): mid64 (64 heads) against the CPU, chunked prefill
  *   bit-identical to one chunk, its bf16-cache path bit-identical to its gather.
@@ -635,6 +636,12 @@ static int test_config(const char *name, struct inf_config *c, struct ctx_err *e
         c->num_attention_heads = 64;
         return 0;
     }
+    if (!strcmp(name, "mid64i")) { /* mid with Flash's indexer: 64 heads of 128 (k_idx_score_iwg's 8 head groups) */
+        if (inf_config_builtin("mid", c, e))
+            return -1;
+        c->index_n_heads = 64;
+        return 0;
+    }
     return inf_config_builtin(name, c, e);
 }
 
@@ -1042,17 +1049,19 @@ static int switch_compare(const struct switch_ops *ops, struct cuda_engine *g, c
  * tokens in chunks of 37 + 4 direct decode steps; a random state at 135001 (33K entries, their 8-bit form
  * packed by the fill) + 512 tokens in chunks of 256 + 4 graph decode steps. */
 void cuda_engine_idx_i8_mode(int on);
-/* Variant 2: k_idx_score_i8e, the entries-on-the-rows form of k_idx_score_i8 (the same bits by
- * construction; tests/kernels/test_idx.c compares the two on every entry). */
+/* Variant 2: k_idx_score_i8e, the entries-on-the-rows form of k_idx_score_i8; 3: k_idx_score_iwg, the same
+ * on warpgroup MMA (the same bits by construction; tests/kernels/test_idx.c compares them on every entry). */
 static void idx_set(struct cuda_engine *g, int v)
 {
     (void)g;
     cuda_engine_idx_i8_mode(v < 0 ? -1 : v != 0);
-    cuda_engine_idx_i8e_mode(v < 0 ? -1 : v == 2);
+    cuda_engine_idx_i8e_mode(v < 0 ? -1 : v >= 2);
+    cuda_engine_idx_wg_mode(v < 0 ? -1 : v == 3);
 }
 static void idx_label(int v, char *out, size_t cap)
 {
-    snprintf(out, cap, "%s", v == 2 ? "k_idx_score_i8e" : v ? "k_idx_score_i8" : "k_idx_score_tc2");
+    snprintf(out, cap, "%s",
+             v == 3 ? "k_idx_score_iwg" : v == 2 ? "k_idx_score_i8e" : v ? "k_idx_score_i8" : "k_idx_score_tc2");
 }
 
 /* The HCA layers' prefill attention from the compressed cache in bf16 by cp.async (k_attn_tc's C16 path,
@@ -1418,8 +1427,9 @@ int main(void)
     if (strstr(parts, "pdl"))
         test_pdl();
     if (strstr(parts, "idx")) {
-        static const struct switch_ops idx_ops = {"idx", 3, idx_set, idx_label, NULL};
+        static const struct switch_ops idx_ops = {"idx", 4, idx_set, idx_label, NULL};
         test_idx_switch(&idx_ops, "mid");
+        test_idx_switch(&idx_ops, "mid64i");
     }
     if (strstr(parts, "c16")) {
         static const struct switch_ops c16_ops = {"c16", 2, c16_set, c16_label, NULL};

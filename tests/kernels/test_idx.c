@@ -183,15 +183,18 @@ static void run_case(const struct icase *c)
         goto done;
     }
     /* mode 3 (k_idx_score_tc) before 2, which is compared with it; "mode" 4: k_idx_score_i8 on the packed
-     * queries and keys, compared with mode 2; "mode" 5: k_idx_score_i8e (the engine's kernel for chunks),
-     * which must give mode 4's bits on every entry (for fewer than 4 queries both are k_idx_score_i8d) */
-    static const int modes[5] = {1, 3, 2, 4, 5};
-    static const char *const mname[6] = {"", "scalar", "tensor cores", "bf16 reference kernel (k_idx_score_tc)",
+     * queries and keys, compared with mode 2; "mode" 5: k_idx_score_i8e, and 6: k_idx_score_iwg (the engine's
+     * kernel for chunks of 16+ queries where it takes the shape: di 128, 16 / 32 / 64 heads; i8e elsewhere),
+     * which must give mode 4's bits on every entry (for fewer than 4 queries all three are k_idx_score_i8d) */
+    static const int modes[6] = {1, 3, 2, 4, 5, 6};
+    static const char *const mname[7] = {"", "scalar", "tensor cores", "bf16 reference kernel (k_idx_score_tc)",
                                          "integer tensor cores (k_idx_score_i8)",
-                                         "integer tensor cores, entries on the rows (k_idx_score_i8e)"};
-    for (int mi = 0; mi < 5; mi++) {
+                                         "integer tensor cores, entries on the rows (k_idx_score_i8e)",
+                                         "integer warpgroup MMA (k_idx_score_iwg; i8e where it does not take the shape)"};
+    for (int mi = 0; mi < 6; mi++) {
         int mode = modes[mi];
-        cuda_engine_idx_i8e_mode(mode == 5 ? 2 : 0); /* 2: for any S >= 4 */
+        cuda_engine_idx_i8e_mode(mode >= 5 ? 2 : 0); /* 2: for any S >= 4 */
+        cuda_engine_idx_wg_mode(mode == 6 ? 2 : 0);
         ok = !cuda_memset(d_sc, 0xff, sizeof(float) * (size_t)S * ld, &e) &&
              !(mode >= 4 ? cuda_engine_idx_scores_i8(d_q8, d_qx, d_w, d_k8, d_kx, S, Hi, di, d_pos, max_n, d_sc, ld,
                                                      NULL, &e)
@@ -199,6 +202,7 @@ static void run_case(const struct icase *c)
              !cuda_sync(&e) &&
              !cuda_d2h(got, d_sc, sizeof(float) * (size_t)S * ld, &e);
         cuda_engine_idx_i8e_mode(-1);
+        cuda_engine_idx_wg_mode(-1);
         if (!ok) {
             tap(0, "%s %s: %s", c->name, mname[mode], e.msg);
             continue;
@@ -246,7 +250,7 @@ static void run_case(const struct icase *c)
             c->name, mname[mode], S, Hi, di, n, max_n, n_exact, n_all, c->sample > 0 ? "sampled entries" : "entries",
             bit_ex, bad_ex, bit_all - bit_ex, n_all - n_exact, bad_tol, worst, touched,
             mode == 2   ? (diff_old ? "DIFFERENT from k_idx_score_tc" : "every entry k_idx_score_tc's bits")
-            : mode == 5 ? (diff_old ? "DIFFERENT from k_idx_score_i8" : "every entry k_idx_score_i8's bits")
+            : mode >= 5 ? (diff_old ? "DIFFERENT from k_idx_score_i8" : "every entry k_idx_score_i8's bits")
             : mode == 4 ? (diff_ex ? "DIFFERENT from tensor cores on exact entries"
                           : diff_old ? "tensor cores' bits on every exact entry (others differ)"
                                      : "every entry the tensor cores' bits")
@@ -255,7 +259,7 @@ static void run_case(const struct icase *c)
             printf("# %lld entries differ from k_idx_score_tc\n", diff_old);
         if (mode == 4 && diff_old)
             printf("# %lld entries differ from the tensor cores (mode 2), %lld of them exact ones\n", diff_old, diff_ex);
-        if (mode == 5 && diff_old)
+        if (mode >= 5 && diff_old)
             printf("# %lld entries differ from k_idx_score_i8, %lld of them exact ones\n", diff_old, diff_ex);
         if (mode == 3 || mode == 2 || mode == 4)
             memcpy(old, got, sizeof(float) * (size_t)S * ld);
