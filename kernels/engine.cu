@@ -2957,6 +2957,61 @@ __device__ __forceinline__ void ie_load_b(uint32_t (&b)[QW], const uint32_t *qh)
         b[1] = v.y;
     }
 }
+// The block's head weights as the terms use them (i8e and iwg): for every (head h < 64, query q < 8) at
+// h * IE_Q + q, wf = bf16x2 of w' = w 2^Eq (the fast path's), wsl = bf16x2 of w, qxs = the exponent word
+// (zeros past Hi heads and nq queries). Returns whether this thread's pairs all allow the fast path
+// (common form, exponent within IE_EXP, w' zero or within 2^-40 .. 2^40); the caller ANDs it over the block.
+__device__ __forceinline__ int ie_fill_weights(const uint32_t *qx, const float *wts, int Hi, int sb, int nq, uint32_t *wf,
+                                               uint32_t *wsl, uint32_t *qxs)
+{
+    int okq = 1;
+    for (int i = threadIdx.x; i < 64 * IE_Q; i += blockDim.x) {
+        int h = i / IE_Q, q = i % IE_Q;
+        bool in = h < Hi && q < nq;
+        uint32_t x = in ? qx[(size_t)(sb + q) * Hi + h] : 0u;
+        float w = in ? wts[(size_t)(sb + q) * Hi + h] : 0.f;
+        bool f = ie_exp_ok(x);
+        float wp = f ? w * pow2i((int)(int8_t)(x & 0xffu)) : 0.f;
+        f = f && (wp == 0.f || (fabsf(wp) >= 0x1p-40f && fabsf(wp) <= 0x1p40f));
+        okq &= f;
+        wf[i] = pack_bf16x2(wp, wp);
+        wsl[i] = pack_bf16x2(w, w);
+        qxs[i] = x;
+    }
+    return okq;
+}
+// One head's terms of an m16 tile on the per-block path (tiles not in the fast form), added to sm as
+// ie_add_terms does: a = the tile's A fragments (NB 32-dim blocks), b = this thread's B words (2 a
+// block), w2 = the head's w of queries 2t, 2t + 1, xq their exponent words, ex the entries' (g, g + 8).
+// Per element: both sides common -> the blocks' integer partials added as integers and scaled once (the
+// exact dot), else i8's block partials in block order.
+template <int NB>
+__device__ __forceinline__ void ie_slow_terms(float (&sm)[4], const uint32_t (&a)[NB][4], const uint32_t *b, uint2 w2,
+                                              const uint32_t (&xq)[2], const uint32_t (&ex)[2])
+{
+    float dot[4];
+    int ctot[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int kb = 0; kb < NB; kb++) {
+        int acc[4] = {IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC};
+        mma_s8_16832(acc, a[kb], b[2 * kb], b[2 * kb + 1]);
+#pragma unroll
+        for (int j = 0; j < 4; j++) { // element j: entry row j >> 1, query 2t + (j & 1)
+            const float sqb = pow2i((int)(int8_t)((xq[j & 1] >> (8 * kb)) & 0xffu));
+            const float skb = pow2i((int)(int8_t)((ex[j >> 1] >> (8 * kb)) & 0xffu));
+            const float p = fmaf(__int_as_float(acc[j]), sqb, -12582912.f * sqb);
+            dot[j] = kb ? fmaf(p, skb, dot[j]) : p * skb;
+            ctot[j] += acc[j] - IDX_I8_MAGIC;
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        if (i8_common(xq[j & 1]) && i8_common(ex[j >> 1]))
+            dot[j] = (float)ctot[j] * pow2i((int)(int8_t)(xq[j & 1] & 0xffu)) * pow2i((int)(int8_t)(ex[j >> 1] & 0xffu));
+    uint32_t u0 = idx_term_bf16x2(pack_bf16x2(dot[0], dot[2]), w2.x);
+    uint32_t u1 = idx_term_bf16x2(pack_bf16x2(dot[1], dot[3]), w2.y);
+    ie_add_terms(sm, u0, u1);
+}
 // Grid (ceil(S / 8), runs), tpb 64-entry tiles a run; 32 IE_NW threads; Hi <= 64; dynamic shared memory
 // idx_i8e_smem<DI>(Hi).
 template <int DI>
@@ -2998,21 +3053,7 @@ __global__ void __launch_bounds__(32 * IE_NW, 1)
         uint32_t v = q < nq ? reinterpret_cast<const uint32_t *>(q8 + ((size_t)(sb + q) * Hi + h) * DI)[j] : 0u;
         reinterpret_cast<uint32_t *>(qs + (size_t)q * QS + (size_t)h * DI)[(j & 3) * QW + 2 * (j >> 3) + ((j >> 2) & 1)] = v;
     }
-    int okq = 1;
-    for (int i = threadIdx.x; i < 64 * IE_Q; i += blockDim.x) {
-        int h = i / IE_Q, q = i % IE_Q;
-        bool in = h < Hi && q < nq;
-        uint32_t x = in ? qx[(size_t)(sb + q) * Hi + h] : 0u;
-        float w = in ? wts[(size_t)(sb + q) * Hi + h] : 0.f;
-        bool f = ie_exp_ok(x);
-        float wp = f ? w * pow2i((int)(int8_t)(x & 0xffu)) : 0.f;
-        f = f && (wp == 0.f || (fabsf(wp) >= 0x1p-40f && fabsf(wp) <= 0x1p40f));
-        okq &= f;
-        wf[i] = pack_bf16x2(wp, wp);
-        wsl[i] = pack_bf16x2(w, w);
-        qxs[i] = x;
-    }
-    const bool qfast = __syncthreads_and(okq);
+    const bool qfast = __syncthreads_and(ie_fill_weights(qx, wts, Hi, sb, nq, wf, wsl, qxs));
     const uint32_t *qme = reinterpret_cast<const uint32_t *>(qs + (size_t)g * QS) + t * QW; // query g, thread t's words
     for (; te < eend; te += tstride) {
         cp_async_wait<0>();
@@ -3079,31 +3120,8 @@ __global__ void __launch_bounds__(32 * IE_NW, 1)
                 const uint2 x2 = *reinterpret_cast<const uint2 *>(qxs + h * IE_Q + 2 * t);
                 const uint32_t xq[2] = {x2.x, x2.y};
 #pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    float dot[4];
-                    int ctot[4] = {0, 0, 0, 0};
-#pragma unroll
-                    for (int kb = 0; kb < NB; kb++) {
-                        int acc[4] = {IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC};
-                        mma_s8_16832(acc, a[mt][kb], b[2 * kb], b[2 * kb + 1]);
-#pragma unroll
-                        for (int j = 0; j < 4; j++) { // element j: entry row j >> 1, query 2t + (j & 1)
-                            const float sqb = pow2i((int)(int8_t)((xq[j & 1] >> (8 * kb)) & 0xffu));
-                            const float skb = pow2i((int)(int8_t)((ex[mt][j >> 1] >> (8 * kb)) & 0xffu));
-                            const float p = fmaf(__int_as_float(acc[j]), sqb, -12582912.f * sqb);
-                            dot[j] = kb ? fmaf(p, skb, dot[j]) : p * skb;
-                            ctot[j] += acc[j] - IDX_I8_MAGIC;
-                        }
-                    }
-#pragma unroll
-                    for (int j = 0; j < 4; j++)
-                        if (i8_common(xq[j & 1]) && i8_common(ex[mt][j >> 1]))
-                            dot[j] = (float)ctot[j] * pow2i((int)(int8_t)(xq[j & 1] & 0xffu)) *
-                                     pow2i((int)(int8_t)(ex[mt][j >> 1] & 0xffu));
-                    uint32_t u0 = idx_term_bf16x2(pack_bf16x2(dot[0], dot[2]), w2.x);
-                    uint32_t u1 = idx_term_bf16x2(pack_bf16x2(dot[1], dot[3]), w2.y);
-                    ie_add_terms(sum[mt], u0, u1);
-                }
+                for (int mt = 0; mt < MT; mt++)
+                    ie_slow_terms<NB>(sum[mt], a[mt], b, w2, xq, ex[mt]);
             }
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
@@ -3216,20 +3234,7 @@ __global__ void __launch_bounds__(128 * IW_WG, 2)
             v = *reinterpret_cast<const uint4 *>(q8 + ((size_t)(sb + q) * Hi + h) * 128 + 16 * c);
         *reinterpret_cast<uint4 *>(qs + (size_t)(8 * h + q) * 128 + ((c ^ q) << 4)) = v;
     }
-    int okq = 1;
-    for (int i = threadIdx.x; i < 64 * IE_Q; i += blockDim.x) { // i8e's weights and fast-path check
-        int h = i / IE_Q, q = i % IE_Q;
-        bool in = h < Hi && q < nq;
-        uint32_t x = in ? qx[(size_t)(sb + q) * Hi + h] : 0u;
-        float w = in ? wts[(size_t)(sb + q) * Hi + h] : 0.f;
-        bool f = ie_exp_ok(x);
-        float wp = f ? w * pow2i((int)(int8_t)(x & 0xffu)) : 0.f;
-        f = f && (wp == 0.f || (fabsf(wp) >= 0x1p-40f && fabsf(wp) <= 0x1p40f));
-        okq &= f;
-        wf[i] = pack_bf16x2(wp, wp);
-        wsl[i] = pack_bf16x2(w, w);
-        qxs[i] = x;
-    }
+    const int okq = ie_fill_weights(qx, wts, Hi, sb, nq, wf, wsl, qxs);
     wgmma_proxy_fence(); // the queries are wgmma's B
     const bool qfast = __syncthreads_and(okq);
     for (; te < eend; te += tstride) { // uniform over the warpgroup
@@ -3300,29 +3305,7 @@ __global__ void __launch_bounds__(128 * IW_WG, 2)
                 const uint2 w2 = *reinterpret_cast<const uint2 *>(wsl + h * IE_Q + 2 * t);
                 const uint2 x2 = *reinterpret_cast<const uint2 *>(qxs + h * IE_Q + 2 * t);
                 const uint32_t xq[2] = {x2.x, x2.y};
-                float dot[4];
-                int ctot[4] = {0, 0, 0, 0};
-#pragma unroll
-                for (int kb = 0; kb < 4; kb++) {
-                    int acc[4] = {IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC, IDX_I8_MAGIC};
-                    mma_s8_16832(acc, a[kb], b[2 * kb], b[2 * kb + 1]);
-#pragma unroll
-                    for (int j = 0; j < 4; j++) { // element j: entry row j >> 1, query 2t + (j & 1)
-                        const float sqb = pow2i((int)(int8_t)((xq[j & 1] >> (8 * kb)) & 0xffu));
-                        const float skb = pow2i((int)(int8_t)((ex[j >> 1] >> (8 * kb)) & 0xffu));
-                        const float p = fmaf(__int_as_float(acc[j]), sqb, -12582912.f * sqb);
-                        dot[j] = kb ? fmaf(p, skb, dot[j]) : p * skb;
-                        ctot[j] += acc[j] - IDX_I8_MAGIC;
-                    }
-                }
-#pragma unroll
-                for (int j = 0; j < 4; j++)
-                    if (i8_common(xq[j & 1]) && i8_common(ex[j >> 1]))
-                        dot[j] = (float)ctot[j] * pow2i((int)(int8_t)(xq[j & 1] & 0xffu)) *
-                                 pow2i((int)(int8_t)(ex[j >> 1] & 0xffu));
-                uint32_t u0 = idx_term_bf16x2(pack_bf16x2(dot[0], dot[2]), w2.x);
-                uint32_t u1 = idx_term_bf16x2(pack_bf16x2(dot[1], dot[3]), w2.y);
-                ie_add_terms(sum, u0, u1);
+                ie_slow_terms<4>(sum, a, b, w2, xq, ex);
             }
 #pragma unroll
             for (int j = 0; j < 4; j++)
