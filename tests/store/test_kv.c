@@ -611,7 +611,9 @@ static void orphans_are_swept(void **state)
 }
 
 /* kill -9 at random points of checkpoint writes, 100 times: every checkpoint the index lists
- * afterwards reads back intact, and writing goes on. */
+ * afterwards reads back intact, and writing goes on. The random delay counts from the child's first
+ * stored checkpoint (it says so through a pipe), not from the fork: on a loaded machine opening the
+ * store can take longer than the delay, and then no round would write anything. */
 static void kill9_leaves_a_usable_store(void **state)
 {
     struct env *e = *state;
@@ -621,9 +623,12 @@ static void kill9_leaves_a_usable_store(void **state)
     srand(12345);
     int checked = 0;
     for (int round = 0; round < 100; round++) {
+        int ready[2];
+        assert_int_equal(pipe(ready), 0);
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
+            close(ready[0]);
             struct store_kv *kv;
             struct ctx_err ce = {0};
             if (store_kv_open(e->dir, &kv, &ce) != 0)
@@ -635,6 +640,11 @@ static void kill9_leaves_a_usable_store(void **state)
                 for (uint64_t pos = 128; pos <= 1280; pos += 128) {
                     struct store_kv_hash h = {{(uint8_t)r}};
                     put(kv, lin, (int)lin, pos, &h);
+                    if (r == 0 && pos == 128) { /* the first checkpoint is stored: the parent's clock starts */
+                        if (write(ready[1], "k", 1) != 1)
+                            _exit(5);
+                        close(ready[1]);
+                    }
                 }
                 struct store_kv_stats st;
                 store_kv_stats(kv, &st, &ce);
@@ -644,7 +654,12 @@ static void kill9_leaves_a_usable_store(void **state)
                 }
             }
         }
-        usleep((useconds_t)(rand() % 30000));
+        close(ready[1]);
+        char byte;
+        ssize_t got = read(ready[0], &byte, 1); /* 0: the child ended before storing anything */
+        close(ready[0]);
+        if (got == 1)
+            usleep((useconds_t)(rand() % 30000));
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
