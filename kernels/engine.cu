@@ -6601,6 +6601,20 @@ extern "C" void cuda_engine_idx_wg_mode(int on)
     idx_wg_force.store(on == 2);
 }
 
+// The grid of k_idx_score_i8e and k_idx_score_iwg: ceil(S / 8) query groups x runs of at least 16 tiles,
+// about `blocks` blocks in all; *tpb = the tiles of a run.
+static dim3 ie_grid(int S, int blocks, long long tiles, int *tpb)
+{
+    long long gq = (S + IE_Q - 1) / IE_Q, r = ((long long)blocks + gq - 1) / gq;
+    if (r > tiles / 16)
+        r = tiles / 16;
+    if (r < 1)
+        r = 1;
+    long long t = (tiles + r - 1) / r;
+    *tpb = (int)(t < 1 ? 1 : t);
+    return dim3((unsigned)gq, (unsigned)r);
+}
+
 // The integer kernels over queries and keys in 8-bit form (Hi <= 64, di 32, 64 or 128: the caller
 // checks): k_idx_score_i8e (or k_idx_score_i8) for S >= IDX_TC_MIN_S, k_idx_score_i8d below (its grid from max_n: a decode
 // step passes max_ctx / 4). idx_tc_attrs(di) must have run on the current device.
@@ -6632,14 +6646,8 @@ static int idx_i8_launch(const int8_t *q8, const uint32_t *qx, const float *wts,
         return 0;
     }
     if (idx_i8e_on(S) && idx_wg_on(S, Hi, di)) { // k_idx_score_iwg: 8 queries a block, two blocks an SM; ~16 in all
-        long long gq = (S + IE_Q - 1) / IE_Q, r = (16LL * sms + gq - 1) / gq;
-        if (r > tiles / 16)
-            r = tiles / 16;
-        if (r < 1)
-            r = 1;
-        tpb = (tiles + r - 1) / r;
-        dim3 grid((unsigned)gq, (unsigned)r);
-        const int t = (int)(tpb < 1 ? 1 : tpb);
+        int t;
+        const dim3 grid = ie_grid(S, 16 * sms, tiles, &t);
         if (Hi == 64)
             k_idx_score_iwg<8><<<grid, 128 * IW_WG, idx_iwg_smem(), st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, t);
         else if (Hi == 32)
@@ -6650,14 +6658,8 @@ static int idx_i8_launch(const int8_t *q8, const uint32_t *qx, const float *wts,
         return 0;
     }
     if (idx_i8e_on(S)) { // k_idx_score_i8e: 8 queries a block, one block an SM; ~8 blocks per SM in all, runs of 16+ tiles
-        long long gq = (S + IE_Q - 1) / IE_Q, r = (8LL * sms + gq - 1) / gq;
-        if (r > tiles / 16)
-            r = tiles / 16;
-        if (r < 1)
-            r = 1;
-        tpb = (tiles + r - 1) / r;
-        dim3 grid((unsigned)gq, (unsigned)r);
-        const int t = (int)(tpb < 1 ? 1 : tpb);
+        int t;
+        const dim3 grid = ie_grid(S, 8 * sms, tiles, &t);
         const size_t sm = di == 128 ? idx_i8e_smem<128>(Hi) : di == 64 ? idx_i8e_smem<64>(Hi) : idx_i8e_smem<32>(Hi);
         if (di == 128)
             k_idx_score_i8e<128><<<grid, 32 * IE_NW, sm, st>>>(q8, qx, wts, k8, kx, Hi, S, dpos, score, ld, t);
