@@ -2401,20 +2401,25 @@ struct idx_run {
     int wpq, sb, nq;
     long long pos0, e0, eend;
 };
-__device__ __forceinline__ bool idx_run_of(int Hi, int S, const long long *ppos, int tpb, struct idx_run *b)
+// The same for blocks of qpb queries (wpq left alone: k_idx_score_i8e and _iwg take 8 queries a block).
+__device__ __forceinline__ bool idx_run_at(int qpb, int S, const long long *ppos, int tpb, struct idx_run *b)
 {
-    b->wpq = Hi <= 32 ? 1 : 2; // warps per query; 8 / wpq queries per block
     b->pos0 = *ppos;
-    b->sb = (int)blockIdx.x * (8 / b->wpq);
+    b->sb = (int)blockIdx.x * qpb;
     if (b->sb >= S)
         return false;
-    b->nq = S - b->sb < 8 / b->wpq ? S - b->sb : 8 / b->wpq;
+    b->nq = S - b->sb < qpb ? S - b->sb : qpb;
     long long nvmax = (b->pos0 + b->sb + b->nq) / 4; // the entries of the block's last query
     b->e0 = (long long)blockIdx.y * tpb * IDX_TC_ET;
     b->eend = b->e0 + (long long)tpb * IDX_TC_ET;
     if (b->eend > nvmax || blockIdx.y == gridDim.y - 1) // the last run takes every entry left (max_n too small)
         b->eend = nvmax;
     return b->e0 < b->eend;
+}
+__device__ __forceinline__ bool idx_run_of(int Hi, int S, const long long *ppos, int tpb, struct idx_run *b)
+{
+    b->wpq = Hi <= 32 ? 1 : 2; // warps per query; 8 / wpq queries per block
+    return idx_run_at(8 / b->wpq, S, ppos, tpb, b);
 }
 // A tile's scores from the heads' bf16 terms ts [warps][32 heads][TST] (a query's warps in a row): one
 // thread per (query, pair of entries) adds the heads in head order in fp32 (the CPU's order), two
@@ -3028,17 +3033,11 @@ __global__ void __launch_bounds__(32 * IE_NW, 1)
     int8_t *ks = (int8_t *)(qxs + 64 * IE_Q);                   // [IE_NW warps][ET][KST] key tiles
     uint32_t *kxs = (uint32_t *)(ks + (size_t)IE_NW * ET * KST); // [IE_NW warps][ET] their exponent words
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int sb = (int)blockIdx.x * IE_Q;
-    if (sb >= S)
+    struct idx_run run = {};
+    if (!idx_run_at(IE_Q, S, ppos, tpb, &run))
         return;
-    const int nq = S - sb < IE_Q ? S - sb : IE_Q;
-    const long long pos0 = *ppos, nvmax = (pos0 + sb + nq) / 4; // the entries of the block's last query
-    const long long e0 = (long long)blockIdx.y * tpb * IDX_TC_ET;
-    long long eend = e0 + (long long)tpb * IDX_TC_ET;
-    if (eend > nvmax || blockIdx.y == gridDim.y - 1)
-        eend = nvmax;
-    if (e0 >= eend)
-        return;
+    const int sb = run.sb, nq = run.nq;
+    const long long pos0 = run.pos0, e0 = run.e0, eend = run.eend;
     int8_t *kw = ks + (size_t)warp * ET * KST;
     uint32_t *kxw = kxs + warp * ET;
     const uint32_t kwb = (uint32_t)__cvta_generic_to_shared(kw), kxb = (uint32_t)__cvta_generic_to_shared(kxw);
@@ -3207,17 +3206,11 @@ __global__ void __launch_bounds__(128 * IW_WG, 2)
     uint32_t *kxs = (uint32_t *)(ks + (size_t)IW_WG * 4 * 16 * IW_KST);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int wg = warp >> 2, wl = warp & 3;
-    const int sb = (int)blockIdx.x * IE_Q;
-    if (sb >= S)
+    struct idx_run run = {};
+    if (!idx_run_at(IE_Q, S, ppos, tpb, &run))
         return;
-    const int nq = S - sb < IE_Q ? S - sb : IE_Q;
-    const long long pos0 = *ppos, nvmax = (pos0 + sb + nq) / 4;
-    const long long e0 = (long long)blockIdx.y * tpb * IDX_TC_ET;
-    long long eend = e0 + (long long)tpb * IDX_TC_ET;
-    if (eend > nvmax || blockIdx.y == gridDim.y - 1)
-        eend = nvmax;
-    if (e0 >= eend)
-        return;
+    const int sb = run.sb, nq = run.nq;
+    const long long pos0 = run.pos0, e0 = run.e0, eend = run.eend;
     const uint32_t qsb = (uint32_t)__cvta_generic_to_shared(qs);
     const uint32_t kwb = (uint32_t)__cvta_generic_to_shared(ks + (size_t)warp * 16 * IW_KST);
     const uint32_t kxb = (uint32_t)__cvta_generic_to_shared(kxs + warp * 16);

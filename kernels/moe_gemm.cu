@@ -159,6 +159,30 @@ constexpr int M_A = M_BN * 64, M_AS = M_BN * 4, M_B = M_BM * 128, M_BS = M_BM * 
 constexpr int M_STAGE = M_A + M_AS + M_B + M_BS;
 constexpr int M_SMEM = M_STAGES * M_STAGE;
 
+// The tile that block (blockIdx.x, tile) of a grouped GEMM runs (grid: weight-row blocks x tiles): expert
+// x's pairs from `start` (rows of them, at most M_BM, in nbv n8 blocks), the weight rows from row0, the
+// expert's weights and scales; sP[r] = pair r's activation row (perm; -1 past rows), written by threads
+// r < M_BM: the caller's barrier publishes it. Shared by every kernel version.
+struct moe_tile {
+    int rows, nbv, row0;
+    const uint8_t *w, *ws;
+};
+__device__ __forceinline__ moe_tile moe_tile_of(int tile, const int *__restrict__ perm, const int *__restrict__ tiles,
+                                                const int *__restrict__ offsets, const uint8_t *const *__restrict__ wtab,
+                                                const uint8_t *const *__restrict__ stab, int *sP)
+{
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1), tid = (int)threadIdx.x;
+    moe_tile m;
+    m.rows = min(M_BM, __ldg(offsets + x + 1) - start);
+    m.nbv = (m.rows + 7) >> 3;
+    m.row0 = (int)blockIdx.x * M_BN;
+    m.w = wtab[x];
+    m.ws = stab[x];
+    if (tid < M_BM)
+        sP[tid] = tid < m.rows ? __ldg(perm + start + tid) : -1;
+    return m;
+}
+
 __global__ void __launch_bounds__(256, 2) moe_gemm_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
                                                           int x_group, const int *__restrict__ perm,
                                                           const int *__restrict__ tiles, const int *__restrict__ ntiles,
@@ -174,13 +198,10 @@ __global__ void __launch_bounds__(256, 2) moe_gemm_kernel(const uint8_t *__restr
         return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wr = warp & 3, wc = warp >> 2;
-    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
-    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
-    const int row0 = blockIdx.x * M_BN;
+    const moe_tile tl = moe_tile_of(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0;
+    const uint8_t *w = tl.w, *ws = tl.ws;
     const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
-    const uint8_t *w = wtab[x], *ws = stab[x];
-    if (tid < M_BM)
-        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
     __syncthreads();
 
     // Fixed per thread across stages: 2 weight chunks, 2 activation chunks, one scale of each.
@@ -390,14 +411,10 @@ __global__ void __launch_bounds__(256, 2) moe_gemm2_kernel(const uint8_t *__rest
         return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wr = warp & 3, wc = warp >> 2;
-    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
-    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
-    const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
-    const int row0 = blockIdx.x * M_BN;
+    const moe_tile tl = moe_tile_of(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
+    const uint8_t *w = tl.w, *ws = tl.ws;
     const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
-    const uint8_t *w = wtab[x], *ws = stab[x];
-    if (tid < M_BM)
-        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
     __syncthreads();
 
     // The loads are moe_gemm_kernel's (every thread takes part: the ring is shared by all warps).
@@ -760,14 +777,10 @@ __global__ void __launch_bounds__(256, 2) moe_gemm3_kernel(const uint8_t *__rest
         return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wr = warp & 3, wc = warp >> 2;
-    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
-    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
-    const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
-    const int row0 = blockIdx.x * M_BN;
+    const moe_tile tl = moe_tile_of(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
+    const uint8_t *w = tl.w, *ws = tl.ws;
     const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
-    const uint8_t *w = wtab[x], *ws = stab[x];
-    if (tid < M_BM)
-        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
     const uint32_t sW = sbase + M3_STAGES * M_STAGE, sRS = sW + M3_W, sRB = sRS + M3_RS, sLUT = sRB + M3_RB;
     m3_lut_fill(sLUT, tid);
@@ -1019,15 +1032,11 @@ __global__ void __launch_bounds__(256, 2) moe_gemm4_kernel(const uint8_t *__rest
         return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wr = warp & 3, wc = warp >> 2;
-    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
-    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
-    const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
-    const int nact = (nbv + 1 - wc) >> 1;                         // this warp's blocks 2 q + wc < nbv (0..4)
-    const int row0 = blockIdx.x * M_BN;
+    const moe_tile tl = moe_tile_of(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
+    const uint8_t *w = tl.w, *ws = tl.ws;
+    const int nact = (nbv + 1 - wc) >> 1; // this warp's blocks 2 q + wc < nbv (0..4)
     const int kb_n = k >> 7, kh = k >> 1, k32 = k >> 5;
-    const uint8_t *w = wtab[x], *ws = stab[x];
-    if (tid < M_BM)
-        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
     const uint32_t sWh = sbase + M4_STAGES * M_STAGE, sXh = sWh + M4_W, sRS = sXh + M4_X, sLUT = sRS + M4_RS;
     if (tid <= CUDA_MOE4_SPREAD) { // LUT entry tid: high bytes of the f16 of the 8 magnitudes * 2^(tid - 13)
@@ -1351,14 +1360,10 @@ __global__ void __launch_bounds__(256, 2) moe_gemm5_kernel(const uint8_t *__rest
         return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wg = warp >> 2, w4 = warp & 3;
-    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
-    const int rows = min(M_BM, __ldg(offsets + x + 1) - start); // pairs in this tile
-    const int nbv = (rows + 7) >> 3;                              // n8 blocks holding pairs
-    const int row0 = blockIdx.x * M_BN;
+    const moe_tile tl = moe_tile_of(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
+    const uint8_t *w = tl.w, *ws = tl.ws;
     const int kb_n = k >> 7;
-    const uint8_t *w = wtab[x], *ws = stab[x];
-    if (tid < M_BM)
-        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
     const uint32_t sWh = sbase + M5_STAGES * M_STAGE, sXh = sWh + M4_W, sRS = sXh + M4_X, sLUT = sRS + M4_RS;
     if (tid <= CUDA_MOE4_SPREAD) { // V4's LUT
@@ -1525,14 +1530,10 @@ __global__ void __launch_bounds__(256, 2) moe_gemm6_kernel(const uint8_t *__rest
         return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wg = warp >> 2, w4 = warp & 3;
-    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
-    const int rows = min(M_BM, __ldg(offsets + x + 1) - start);
-    const int nbv = (rows + 7) >> 3;
-    const int row0 = blockIdx.x * M_BN;
+    const moe_tile tl = moe_tile_of(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
+    const uint8_t *w = tl.w, *ws = tl.ws;
     const int kb_n = k >> 7;
-    const uint8_t *w = wtab[x], *ws = stab[x];
-    if (tid < M_BM)
-        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(smem);
     const uint32_t sXh = sbase + M4_STAGES * M_STAGE, sLUT = sXh + M4_X;
     if (tid <= CUDA_MOE4_SPREAD) {
@@ -1811,14 +1812,10 @@ __global__ void __launch_bounds__(256, 2)
         return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int wg = warp >> 2, w4 = warp & 3;
-    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
-    const int rows = min(M_BM, __ldg(offsets + x + 1) - start);
-    const int nbv = (rows + 7) >> 3;
-    const int row0 = blockIdx.x * M_BN;
+    const moe_tile tl = moe_tile_of(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
+    const uint8_t *w = tl.w, *ws = tl.ws;
     const int kb_n = k >> 7;
-    const uint8_t *w = wtab[x], *ws = stab[x];
-    if (tid < M_BM)
-        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
     const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(smem);
     const uint32_t sbase = (sraw + 1023u) & ~1023u;
     const uint8_t *gbase = smem + (sbase - sraw);
