@@ -59,7 +59,7 @@ static void usage(FILE *f)
             "                     shape) instead of the local engine\n"
             "repositories:\n"
             "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
-            "  --chunk TOKENS     prefill tokens per engine slice (default 256, 2048 with --backend cuda;\n"
+            "  --chunk TOKENS     prefill tokens per engine slice (default 256, 4096 with --backend cuda;\n"
             "                     a multiple of 128)\n"
             "KV cache (the resident state on disk):\n"
             "  --cache DIR        default $XDG_CACHE_HOME/ctxd/kv or ~/.cache/ctxd/kv\n"
@@ -311,10 +311,12 @@ int main(int argc, char **argv)
     /* the device caches hold the prompt budget plus room for questions and agent steps */
     if (eo.cuda && !eo.max_ctx)
         eo.max_ctx = (long long)(ro.budget ? ro.budget : 500000) + 40960;
-    /* a GPU wants long prefill slices (the routed experts' grouped GEMM costs about the same for 256
-     * tokens as for 2048); a slice of 2048 is still well under a second on V4-Flash */
+    /* a GPU wants long prefill slices (the routed experts' grouped GEMM reads every expert's weights
+     * once a slice: about the same time for 256 tokens as for 2048; a 500K prefill in slices of 4096
+     * is ~7% faster than in slices of 2048, bench/gpu/README.md); a slice of 4096 is still under a
+     * second on V4-Flash (~0.7 s at 500K) */
     if (eo.cuda && !ro.chunk)
-        ro.chunk = 2048;
+        ro.chunk = 4096;
     if (remote != (eo.remote_url != NULL)) {
         fprintf(stderr, "ctxd: --backend openai and --url go together\n");
         return 2;

@@ -22,7 +22,7 @@ struct cuda_accel_opts {
     const int *devices; /* CUDA ordinals, one shard each (repeats allowed); NULL: device 0 */
     int n_devices;      /* <= 0: 1 */
     long long max_ctx;  /* most positions of a sequence (sizes the device caches); <= 0: 65536 */
-    int max_chunk;      /* most tokens per device call (prefill chunk); <= 0: 2048 */
+    int max_chunk;      /* most tokens per device call (prefill chunk); <= 0: 4096 */
 };
 
 /* Upload the weights (which need not outlive the accelerator) and allocate the device state.

@@ -6211,11 +6211,16 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     }
     g->Smax = o && o->max_chunk > 0 ? o->max_chunk : 256;
     g->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 8192;
-    if (2 * g->Smax * c->num_experts_per_tok > 65535) {
+    // a prefill chunk's w1|w3 pairs (2 S k over 2E table entries) in tiles of at most CUDA_MOE_BM, one
+    // grid row each (cuda_moe_buckets_init's limit); decode steps (S <= 8) take the GEMV instead
+    const long long mt = (2LL * g->Smax * c->num_experts_per_tok + CUDA_MOE_BM - 1) / CUDA_MOE_BM +
+                         2LL * c->n_routed_experts;
+    if (mt > 65535) {
         int sm = g->Smax;
         free(g->prof_layer_ms);
         free(g);
-        return ctx_err_set(e, CTX_EINVAL, "cuda engine: max_chunk %d too large", sm);
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: max_chunk %d too large (its routed pairs need %lld GEMM tiles, "
+                           "at most 65535)", sm, mt);
     }
     int rc = cu(e, cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "cudaStreamCreate");
     if (!rc)
@@ -7396,8 +7401,11 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 }
 
 #define MOE_GEMM_MIN_S 8
-// The grouped GEMM kernel of prefill chunks with the engine's fast (cuBLASLt) products: FP8 wgmma.
+// The grouped GEMM kernel of prefill chunks with the engine's fast (cuBLASLt) products: FP8 wgmma,
+// V7, or V8 (V7's bytes, CTAs of 128 pairs) where a chunk's experts average more than one 64-pair tile
+// (S k > 64 E: Flash's 4096-token chunks), so that a row's conversion serves up to 128 pairs.
 #define MOE_GEMM_FAST CUDA_MOE_GEMM_V7
+#define MOE_GEMM_FAST_WIDE CUDA_MOE_GEMM_V8
 // MOE_SIDE: the shared expert of a decode step on the side stream mst, in parallel with the gate,
 // the router and the routed experts on st (the gate and the one-block router leave most SMs idle, the
 // routed FP4 GEMVs leave bandwidth unused). Forked here, right after k_hc_pre wrote u (the only input);
@@ -7458,18 +7466,21 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
     // rows [0, S)
     // A prefill chunk (S > MOE_GEMM_MIN_S: every chunk size the chunk-invariance guarantee covers takes
     // the same path) buckets its pairs by expert and runs the grouped GEMM of moe_gemm.h, which reads
-    // each expert's weights once per 64-pair tile; a decode step (S <= 8) keeps the grouped GEMV. The
-    // exact-sum kernel (V6, with CTX_CUDA_PREFILL_GEMM=exact) agrees with the GEMV within moe_gemm.h's
-    // bound of the exact sums; the FP8 one (V7, with the cuBLASLt products) within EPS7 of them. Every
-    // chunk of more than 8 tokens runs the same kernel, so chunked prefills stay bit-identical.
+    // each expert's weights once per 64-pair tile (V8: per 128); a decode step (S <= 8) keeps the grouped
+    // GEMV. The exact-sum kernel (V6, with CTX_CUDA_PREFILL_GEMM=exact) agrees with the GEMV within
+    // moe_gemm.h's bound of the exact sums; the FP8 one (V7, or V8 for wide chunks: V7's bytes, with the
+    // cuBLASLt products) within EPS7 of them. Every chunk of more than 8 tokens gives the bytes of the same
+    // kernel, so chunked prefills stay bit-identical.
     const uint8_t *const *t = L->etab;
     uint16_t *u16 = g->g16 + (size_t)S * k * I;
     const int grouped = S > MOE_GEMM_MIN_S;
-    // the grouped GEMM's kernel: the FP8 one (V7) with the cuBLASLt products, the exact-sum one (V6)
-    // with CTX_CUDA_PREFILL_GEMM=exact; CTX_CUDA_MOE_GEMM forces one (moe_gemm.h)
+    // the grouped GEMM's kernel: the FP8 one (V7, V8 when the experts average more than one 64-pair
+    // tile) with the cuBLASLt products, the exact-sum one (V6) with CTX_CUDA_PREFILL_GEMM=exact;
+    // CTX_CUDA_MOE_GEMM forces one (moe_gemm.h)
     const int forced = cuda_moe_gemm_forced_variant();
+    const int wide = (long long)S * k > (long long)CUDA_MOE_BM * E;
     const int mv = forced != CUDA_MOE_GEMM_UNSET ? forced
-                   : g->lt && g->lt_on             ? MOE_GEMM_FAST
+                   : g->lt && g->lt_on             ? (wide ? MOE_GEMM_FAST_WIDE : MOE_GEMM_FAST)
                                                    : CUDA_MOE_GEMM_DEFAULT;
     struct cuda_moe_buckets b13, b2;
     if (grouped)

@@ -1251,8 +1251,8 @@ __device__ __forceinline__ moe_srcs moe_srcs_of(const uint8_t *q, const float *s
 
 // A stage partial P (m64nN fragment: rows g / g + 8 of the warp, columns 8 j + 2 t, + 1) into acc:
 // acc = fma(P * act_scale, w, acc), w0 / w1 the rows' stage scales.
-template <int N>
-__device__ __forceinline__ void moe_promote(float (&acc)[8][4], const float (&p)[N / 2], const float *sBS, float w0,
+template <int N, int NJ>
+__device__ __forceinline__ void moe_promote(float (&acc)[NJ][4], const float (&p)[N / 2], const float *sBS, float w0,
                                             float w1, int t)
 {
 #pragma unroll
@@ -1267,11 +1267,12 @@ __device__ __forceinline__ void moe_promote(float (&acc)[8][4], const float (&p)
 }
 
 // The thread's outputs (rows r0 and r0 + 8 of the matrix, the tile's nbv pair blocks) to y as bf16.
-__device__ __forceinline__ void moe_store(__nv_bfloat16 *y, const float (&acc)[8][4], const int *sP, int r0, int n,
+template <int NJ>
+__device__ __forceinline__ void moe_store(__nv_bfloat16 *y, const float (&acc)[NJ][4], const int *sP, int r0, int n,
                                           int nbv, int rows, int t)
 {
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
+    for (int j = 0; j < NJ; j++) {
         if (j >= nbv)
             break;
 #pragma unroll
@@ -1309,7 +1310,8 @@ __device__ __forceinline__ void m5_stage(float (&acc)[8][4], uint32_t sWh, uint3
 
 // V1's arithmetic on the raw stage for this thread's outputs (moe2_stage<false> with V5's ownership:
 // rows rb + g and rb + 8 + g, the tile's nbv pair blocks).
-__device__ __forceinline__ void m5_fallback(float (&acc)[8][4], uint32_t sA, uint32_t sAS, uint32_t sB,
+template <int NJ>
+__device__ __forceinline__ void m5_fallback(float (&acc)[NJ][4], uint32_t sA, uint32_t sAS, uint32_t sB,
                                             const float *sBS, int rb, int g, int t, int nbv)
 {
     uint32_t wraw[2];
@@ -1328,7 +1330,7 @@ __device__ __forceinline__ void m5_fallback(float (&acc)[8][4], uint32_t sA, uin
             wsc[h] = e8m0_to_float((wraw[h] >> (8 * blk)) & 0xffu);
         }
 #pragma unroll
-        for (int ni = 0; ni < 8; ni++) {
+        for (int ni = 0; ni < NJ; ni++) {
             if (ni >= nbv)
                 break; // CTA-uniform
             const int c = ni * 8 + g, seg = 2 * blk + (t >> 1);
@@ -1845,6 +1847,176 @@ __global__ void __launch_bounds__(256, 2)
     moe_store(y, acc, sP, row0 + ra0, n, nbv, rows, t);
 }
 
+// ---- grouped GEMM, eighth kernel (CUDA_MOE_GEMM_V8): V7 over 128 pairs ----
+//
+// Why: V7 converts a weight row's stage once per tile of at most 64 pairs, and that conversion is most
+// of its instructions (results/2026-11-29-s14/call3-v7: ~200 of ~340 a warp and stage), so an expert
+// with 65..128 pairs (a 4096-token chunk of Flash: 96 on average) pays it twice. V8 is V7 with CTAs of
+// 128 weight rows x up to 128 pairs: a CTA takes the table's tiles in pairs (the even-numbered tile of
+// an expert and the next one; the odd one's CTA returns), converts each row's stage once and issues
+// m64nNk32 with N = the pairs rounded up to 16 (16..128). The same conversion, guard, fallback,
+// promotion and store as V7, per output the same arithmetic: V7's bytes (test_moe_gemm checks it).
+// Costs: 64 + 64 accumulator registers a thread, so one CTA an SM (V7: two), and a ring of 8 stages of
+// 25 KB (the activation rows of 128 pairs).
+constexpr int M8_BM = 2 * M_BM;
+constexpr int M8_STAGES = 8;
+constexpr int M8_B = 0, M8_A = M8_BM * 128, M8_AS = M8_A + M_BN * 64, M8_BS = M8_AS + M_BN * 4;
+constexpr int M8_STAGE = 25 * 1024; // a multiple of 1024: every slot's activation rows are 1024-aligned
+static_assert(M8_BS + M8_BM * 4 <= M8_STAGE, "V8 stage layout");
+constexpr int M8_SMEM = 1024 + M8_STAGES * M8_STAGE + M7_LUT;
+static_assert(M8_SMEM + M8_BM * 4 + 1024 <= 227 * 1024, "one CTA per SM");
+__device__ unsigned long long g_moe_v8_fallbacks;
+
+// A thread's global sources for V8's ring: two 16-byte weight pieces (as moe_srcs_of), four activation
+// pieces (pair i >> 3, piece i & 7 of i = tid + 256 j), the row codes (tid < M_BN) and pair scales
+// (tid < M8_BM). Rows past n read row n - 1 zero-filled; pairs past the tile read pair 0 zero-filled.
+struct m8_srcs {
+    const uint8_t *a[2], *b[4], *as;
+    const float *bs;
+    bool aval[2], bval[4], as_val, bs_val;
+};
+__device__ __forceinline__ m8_srcs m8_srcs_of(const uint8_t *q, const float *sa, int x_group, const uint8_t *w,
+                                              const uint8_t *ws, const int *sP, int row0, int n, int k, int tid)
+{
+    m8_srcs r;
+    const int kh = k >> 1, k32 = k >> 5, kb_n = k >> 7;
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
+        r.aval[j] = row0 + ra < n;
+        r.a[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+    }
+    for (int j = 0; j < 4; j++) {
+        const int i = tid + j * 256, rb = i >> 3, cb = i & 7;
+        const int pr = sP[rb];
+        r.bval[j] = pr >= 0;
+        r.b[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
+    }
+    r.as_val = tid < M_BN && row0 + tid < n;
+    r.as = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
+    const int pb = tid < M8_BM ? sP[tid] : -1;
+    r.bs_val = pb >= 0;
+    r.bs = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
+    return r;
+}
+
+// m7_finish over V8's stage layout and 16 pair blocks.
+template <int N>
+__device__ __forceinline__ void m8_finish(float (&acc)[16][4], const float (&p)[N / 2], const uint32_t (&a)[4][4],
+                                          const float (&wsc)[2], int fb, uint32_t s0, const float *sBS, int ra0,
+                                          int t, int tid)
+{
+    wgmma_wait0();
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+        asm volatile("" ::"r"(a[s][0]), "r"(a[s][1]), "r"(a[s][2]), "r"(a[s][3]));
+    if (!fb) { // warp-uniform
+        moe_promote<N>(acc, p, sBS, wsc[0], wsc[1], t);
+    } else {
+        if ((tid & 31) == 0)
+            atomicAdd(&g_moe_v8_fallbacks, 1ull); // (cuda_moe_v8_fallback_stages)
+        const int g = (tid & 31) >> 2;
+        m5_fallback(acc, s0 + M8_A, s0 + M8_AS, s0 + M8_B, sBS, ra0 - g, g, t, N / 8);
+    }
+}
+
+template <int N>
+__device__ __forceinline__ void m8_loop(float (&acc)[16][4], uint32_t sbase, const uint8_t *gbase, uint32_t sLUT,
+                                        int kb_n, int ra0, int t, int tid, const m8_srcs &src)
+{
+    constexpr int S = M8_STAGES;
+    auto load_stage = [&](int stage, int kb) {
+        const uint32_t s0 = sbase + stage * M8_STAGE;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
+            cp_async16(s0 + M8_A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int i = tid + j * 256, rb = i >> 3, cb = i & 7;
+            cp_async16(s0 + M8_B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
+        }
+        if (tid < M_BN)
+            cp_async4(s0 + M8_AS + tid * 4, src.as + kb * 4, src.as_val);
+        if (tid < M8_BM)
+            cp_async4(s0 + M8_BS + tid * 4, src.bs + kb, src.bs_val);
+    };
+    for (int s = 0; s < S - 1; s++) {
+        if (s < kb_n)
+            load_stage(s, s);
+        cp_async_commit();
+    }
+    uint32_t a[4][4];
+    float wsc[2];
+    for (int kb = 0; kb < kb_n; kb++) {
+        cp_async_wait<S - 2>();
+        wgmma_proxy_fence();
+        __syncthreads(); // stage kb landed; every warp is done with stage kb - 1's slot
+        if (kb + S - 1 < kb_n)
+            load_stage((kb + S - 1) % S, kb + S - 1);
+        cp_async_commit();
+        const int stage = kb % S;
+        const uint32_t s0 = sbase + stage * M8_STAGE;
+        const int fb = __any_sync(0xffffffffu, m7_convert(a, wsc, s0 + M8_A, s0 + M8_AS, sLUT, ra0, t));
+        float p[N / 2];
+        m7_issue<N>(p, a, s0 + M8_B);
+        m8_finish<N>(acc, p, a, wsc, fb, s0, reinterpret_cast<const float *>(gbase + stage * M8_STAGE + M8_BS), ra0,
+                     t, tid);
+    }
+    cp_async_wait<0>();
+}
+
+__global__ void __launch_bounds__(256, 1)
+    moe_gemm8_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
+                     const int *__restrict__ perm, const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                     const int *__restrict__ offsets, const uint8_t *const *__restrict__ wtab,
+                     const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M8_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles))
+        return;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1), x0 = __ldg(offsets + x);
+    if ((start - x0) % M8_BM) // the second 64-pair tile of a pair of tiles: its pairs are the previous CTA's
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, t = lane & 3;
+    const int wg = warp >> 2, w4 = warp & 3, g = lane >> 2;
+    const int rows = min(M8_BM, __ldg(offsets + x + 1) - start), nbv = (rows + 7) >> 3;
+    const int row0 = (int)blockIdx.x * M_BN;
+    const uint8_t *w = wtab[x], *ws = stab[x];
+    if (tid < M8_BM)
+        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    const int kb_n = k >> 7;
+    const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t sbase = (sraw + 1023u) & ~1023u;
+    const uint8_t *gbase = smem + (sbase - sraw);
+    const uint32_t sLUT = sbase + M8_STAGES * M8_STAGE;
+    m3_lut_fill(sLUT, tid);
+    __syncthreads();
+
+    const m8_srcs src = m8_srcs_of(q, sa, x_group, w, ws, sP, row0, n, k, tid);
+
+    float acc[16][4];
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            acc[j][c] = 0.f;
+    const int ra0 = wg * 64 + w4 * 16 + g;
+    switch ((nbv + 1) >> 1) { // CTA-uniform: N = 16 x that
+#define M8_CASE(NB2)                                                                                                   \
+    case NB2:                                                                                                          \
+        m8_loop<16 * NB2>(acc, sbase, gbase, sLUT, kb_n, ra0, t, tid, src);                                           \
+        break;
+        M8_CASE(1) M8_CASE(2) M8_CASE(3) M8_CASE(4) M8_CASE(5) M8_CASE(6) M8_CASE(7) M8_CASE(8)
+#undef M8_CASE
+    default:
+        break;
+    }
+    moe_store(y, acc, sP, row0 + ra0, n, nbv, rows, t);
+}
+
 using moe_kernel_fn = void (*)(const uint8_t *, const float *, int, const int *, const int *, const int *,
                                const int *, const uint8_t *const *, const uint8_t *const *, int, int,
                                __nv_bfloat16 *);
@@ -1859,16 +2031,18 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
                                  : variant == CUDA_MOE_GEMM_V4 ? moe_gemm4_kernel
                                  : variant == CUDA_MOE_GEMM_V5 ? moe_gemm5_kernel
                                  : variant == CUDA_MOE_GEMM_V6 ? moe_gemm6_kernel
-                                                               : moe_gemm7_kernel;
+                                 : variant == CUDA_MOE_GEMM_V7 ? moe_gemm7_kernel
+                                                               : moe_gemm8_kernel;
     const int smem = variant == CUDA_MOE_GEMM_V3   ? M3_SMEM
                      : variant == CUDA_MOE_GEMM_V4 ? M4_SMEM
                      : variant == CUDA_MOE_GEMM_V5 ? M5_SMEM
                      : variant == CUDA_MOE_GEMM_V6 ? M6_SMEM
                      : variant == CUDA_MOE_GEMM_V7 ? M7_SMEM
+                     : variant == CUDA_MOE_GEMM_V8 ? M8_SMEM
                                                    : M_SMEM;
     // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
     // (engines on several GPUs call this from one thread).
-    static unsigned long long attr_set[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0};
+    static unsigned long long attr_set[CUDA_MOE_GEMM_NVARIANTS] = {};
     int dev = 0;
     cudaError_t rc = cudaGetDevice(&dev);
     if (rc != cudaSuccess)
@@ -1884,7 +2058,7 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
             rc = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                       (int)cudaSharedmemCarveoutMaxShared);
             if (rc != cudaSuccess)
-                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4..7_kernel carveout)");
+                return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4..8_kernel carveout)");
         }
         attr_set[variant] |= bit;
     }
@@ -1965,7 +2139,7 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
     static const char *const names[CUDA_MOE_GEMM_NVARIANTS] = {"moe_gemm_kernel", "moe_gemm2_kernel",
                                                                "moe_gemm3_kernel", "moe_gemm4_kernel",
                                                                "moe_gemm5_kernel", "moe_gemm6_kernel",
-                                                               "moe_gemm7_kernel"};
+                                                               "moe_gemm7_kernel", "moe_gemm8_kernel"};
     moe_kernel_fn kernel;
     int smem;
     const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
@@ -2062,4 +2236,9 @@ extern "C" int cuda_moe_v6_fallback_stages(unsigned long long *count, int reset,
 extern "C" int cuda_moe_v7_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
 {
     return fallback_stages(g_moe_v7_fallbacks, "cuda_moe_v7_fallback_stages", count, reset, e);
+}
+
+extern "C" int cuda_moe_v8_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
+{
+    return fallback_stages(g_moe_v8_fallbacks, "cuda_moe_v8_fallback_stages", count, reset, e);
 }

@@ -126,8 +126,15 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
  * 2^-9) Hopper's FP8 tensor cores missed the EPS7 bound on 9 of 576000 outputs of test_moe_gemm's
  * spread-14 case (results/2026-11-29-s14/call1). */
 #define CUDA_MOE7_SPREAD 12
+/* V8 is V7 with CTAs of 128 weight rows x up to 128 pairs of one expert: a CTA takes an expert's tiles
+ * two at a time (the even-numbered one and the next), so a row's stage is converted once for up to 128
+ * pairs instead of once per 64, and the wgmma is m64nNk32 with N = the pairs rounded up to 16. One
+ * CTA an SM (the accumulators of 128 pairs). Per output the same arithmetic as V7: V7's bytes (V7's
+ * guard and fallback, counted by cuda_moe_v8_fallback_stages). For chunks whose experts average more
+ * than 64 pairs (engine.cu says where it runs). sm_90a only. */
+#define CUDA_MOE_GEMM_V8 7
 /* The kernel cuda_moe_gemm runs: the one the environment variable CTX_CUDA_MOE_GEMM forces, if it is
- * "1" .. "7" (V1..V7; read once, at the first call; any other value is ignored), else
+ * "1" .. "8" (V1..V8; read once, at the first call; any other value is ignored), else
  * CUDA_MOE_GEMM_DEFAULT, V6 at every size: on the H200 (one V4-Flash layer, bench-gpu moe, 2026-11-29,
  * bench/gpu/results/2026-11-29z) V5's time / V6's was 1.21 at S = 512, 1.12 at S = 2048 and 1.08 at
  * S = 8192 (V4's / V6's 1.39 / 1.34 / 1.33), V6 within the bound of the exact sums on every test case
@@ -135,10 +142,10 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
  * S = 512 only). One kernel for every call keeps a chunked prefill bit-identical to one chunk
  * (kernels/README.md's engine bullet), which choosing by size would break. The engine runs V7 instead
  * for prefill chunks with its cuBLASLt products (engine.cu MOE_GEMM_FAST). cuda_moe_gemm_variant_of_env is the parse (value NULL:
- * unset): V1..V7, or CUDA_MOE_GEMM_UNSET. */
+ * unset): V1..V8, or CUDA_MOE_GEMM_UNSET. */
 #define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V6
 #define CUDA_MOE_GEMM_UNSET (-1)
-#define CUDA_MOE_GEMM_NVARIANTS 7
+#define CUDA_MOE_GEMM_NVARIANTS 8
 int cuda_moe_gemm_default_variant(void);
 /* The variant CTX_CUDA_MOE_GEMM forces (read once), or CUDA_MOE_GEMM_UNSET. */
 int cuda_moe_gemm_forced_variant(void);
@@ -161,6 +168,8 @@ int cuda_moe_v6_fallback_stages(unsigned long long *count, int reset, struct ctx
 /* V7's (warp, stage)s that ran V1's arithmetic (spread beyond CUDA_MOE7_SPREAD, or the NaN code;
  * decided per warp, for its 16 rows). */
 int cuda_moe_v7_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
+/* The same for V8's (warp, stage)s (a warp's stage covers up to 128 pairs: fewer than V7's count). */
+int cuda_moe_v8_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 
 /* ---- V4's shared-memory layout and weight conversion (internal to moe_gemm.cu; here so that
  * test_moe_gemm checks, on the host, the very functions the kernel runs) ----

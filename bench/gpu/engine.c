@@ -36,7 +36,7 @@
  *
  * `--suffix N [--chunk C]` runs instead the prefill tables of sfx_main (below): the indexer alone, prefill
  * throughput at 4K / 128K / 500K, a full 500K prefill estimated from them, and N tokens prefilled after
- * each --ctx (default 131072,500000), chunks of C (default 2048).
+ * each --ctx (default 131072,500000), chunks of C (default 4096: the CUDA accelerator's and ctxd's slice).
  *
  * --shards N (N > 1) adds, per model and context, the layer-split pipeline (kernels/multi.h): the model
  * over N shards (cuda_multi_plan's split; shard i on device i % the number of devices, the devices from
@@ -1176,7 +1176,7 @@ int main(int argc, char **argv)
     int nctx = 1, steps = 64;
     long long prefill_max = 16384;
     const char *models = "mid,flash4";
-    int suffix = 0, chunk = 2048, ctx_given = 0; /* --suffix N [--chunk N]: sfx_main's tables instead */
+    int suffix = 0, chunk = 4096, ctx_given = 0; /* --suffix N [--chunk N]: sfx_main's tables instead */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) {
             nctx = 0;
@@ -1239,9 +1239,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-gpu-engine: no CUDA device\n");
         return 77;
     }
-    if (suffix > 0 || chunk != 2048) {
-        if (suffix < 0 || chunk < 16 || chunk > 4096) {
-            fprintf(stderr, "bench-gpu-engine: --suffix must be positive, --chunk in 16..4096\n");
+    if (suffix > 0 || chunk != 4096) {
+        if (suffix < 0 || chunk < 16 || chunk > 8192) {
+            fprintf(stderr, "bench-gpu-engine: --suffix must be positive, --chunk in 16..8192\n");
             return 2;
         }
         if (!ctx_given) {

@@ -621,6 +621,11 @@ static void bench_moe_prefill(int S)
     uint16_t *v13 = malloc(y13b), *v2b = malloc(y2b);
     const struct moe_cmp c7 =
         moe_run_compare(&j, CUDA_MOE_GEMM_V7, cuda_moe_v7_fallback_stages, v13, v2b, o13, o2, y13b, y2b);
+    /* V8 (V7 over 128-pair CTAs) on the same pairs: against V7 (the same bytes expected) */
+    uint16_t *u13 = malloc(y13b), *u2b = malloc(y2b);
+    const struct moe_cmp c8 =
+        moe_run_compare(&j, CUDA_MOE_GEMM_V8, cuda_moe_v8_fallback_stages, u13, u2b, v13, v2b, y13b, y2b);
+    free(u13), free(u2b);
     free(v13), free(v2b);
     free(o13), free(o2);
     free(m13), free(m2);
@@ -639,6 +644,8 @@ static void bench_moe_prefill(int S)
     double ms_v6 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V7;
     double ms_v7 = time_alone(moe_gemm_launch, &j, iters_gemm);
+    j.variant = CUDA_MOE_GEMM_V8;
+    double ms_v8 = time_alone(moe_gemm_launch, &j, iters_gemm);
 
     j.variant = CUDA_MOE_GEMM_V2;
     double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
@@ -666,6 +673,10 @@ static void bench_moe_prefill(int S)
            "%7.3f%% of V6 | %5.0f | %.4f%% | %llu |\n", S, np2, ms_v7, flop / (ms_v7 * 1e-3) / 1e12,
            100.0 * flop / (ms_v7 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v7, ms_v6 / ms_v7,
            100.0 * (double)c7.eq / (double)tot, c7.ulps, 100.0 * (double)c7.far / (double)tot, c7.fb);
+    printf("| V8 (V7, 128-pair CTAs) | %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx (V7 / V8 %.2fx) | "
+           "%7.3f%% of V7 | %5.0f | %.4f%% | %llu |\n", S, np2, ms_v8, flop / (ms_v8 * 1e-3) / 1e12,
+           100.0 * flop / (ms_v8 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v8, ms_v7 / ms_v8,
+           100.0 * (double)c8.eq / (double)tot, c8.ulps, 100.0 * (double)c8.far / (double)tot, c8.fb);
     free(ids), free(h13), free(g13), free(h2), free(g2);
     cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
     cuda_free(j.y13), cuda_free(j.y2), cuda_free(s13), cuda_free(s2);
@@ -684,12 +695,12 @@ static void bench_moe_rows(int only_s)
            "can be many bf16 ulps apart: the max and the share > 1 ulp), "
            "the same for V4, and V4's share bit-equal to V3; fallbacks: (CTA, stage)s that took the exactness "
            "guard\n\n");
-    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0};
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &err));
-    printf("(CTAs per SM: V7 %d, V6 %d, V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[6], occ[5], occ[4], occ[3],
+    printf("(CTAs per SM: V8 %d, V7 %d, V6 %d, V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[7], occ[6], occ[5], occ[4], occ[3],
            occ[2], occ[1], occ[0]);
-    printf("Each S's row is followed by V5's, V6's and V7's (V5: V4 on wgmma; V6: V5 with the weights in registers; V7: FP8 wgmma, the engine's fast prefill path, compared with V6; "
+    printf("Each S's row is followed by V5's, V6's, V7's and V8's (V5: V4 on wgmma; V6: V5 with the weights in registers; V7: FP8 wgmma, the engine's fast prefill path, compared with V6; V8: V7 over 128-pair CTAs, the engine's where experts average more than 64 pairs, compared with V7; "
            "columns: kernel | S | pairs | ms | TFLOP/s | of FP8 peak | V4 / it | bit-equal to V4 (V6: to V5) | max "
            "ulps vs V4 (V6: V5) | > 1 ulp from it | fallbacks)\n\n");
     printf("| S | pairs | V4 ms | V4 TFLOP/s | of FP8 peak | V3 / V4 | V2 / V4 | V4 max ulps vs V2 | V4 > 1 ulp from V2 "
@@ -699,8 +710,8 @@ static void bench_moe_rows(int only_s)
            "to V1 | GEMV ms | GEMV TFLOP/s | V2 speed-up vs GEMV | V2 bit-equal to GEMV |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
            "---|---|---|---|---|\n");
-    static const int sizes[] = {512, 2048, 8192};
-    for (int i = 0; i < 3; i++)
+    static const int sizes[] = {512, 2048, 4096, 8192};
+    for (int i = 0; i < 4; i++)
         if (!only_s || only_s == sizes[i])
             bench_moe_prefill(sizes[i]);
 }

@@ -21,7 +21,9 @@
  * - chunked prefill (chunks of 50) against one chunk: within the bounds, and bit-identical (every
  *   chunk of more than 8 tokens runs the same per-row products, cuBLASLt's included).
  * - Programmatic Dependent Launch off and on (part "pdl", test_pdl): bit-identical logits and state.
- * - the MoE switches of the decode step (part "moe", test_moe): every mode bit-identical to the serial one.
+ * - the MoE switches of the decode step (part "moe", test_moe): every mode bit-identical to the serial one;
+ *   and the prefill's grouped GEMM over 128-pair CTAs (V8, a chunk of 800 on mid) against V7's 64-pair
+ *   ones (chunks of 50): bit-identical logits and state.
  * - the decode attention's launch changes (part "afuse", test_attn_fuse): every mode bit-identical to bits 0;
  *   the decode attention on tensor cores (part "dtc"): its modes bit-identical to the default.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
@@ -551,6 +553,15 @@ static void test_fixture(const char *root)
             tap(cuda_engine_state_upload(g, bad, &e) == CTX_ERANGE, "upload of a state beyond max_ctx: CTX_ERANGE (%s)",
                 e.msg);
             inf_state_free(bad);
+        }
+        /* a chunk whose routed pairs the grouped GEMM's tile grid cannot hold is refused at creation */
+        {
+            struct cuda_engine_opts big = {.max_chunk = 1 << 24, .max_ctx = 1024};
+            struct cuda_engine *g2 = NULL;
+            int rc2 = cuda_engine_new(w, &big, &g2, &e);
+            tap(rc2 == CTX_EINVAL && !g2 && strstr(e.msg, "max_chunk"), "max_chunk 16M: CTX_EINVAL naming max_chunk (%s)",
+                e.msg);
+            cuda_engine_free(g2);
         }
         inf_state_free(st);
         inf_state_free(st2);
@@ -1357,33 +1368,35 @@ static void test_attn_fuse(const struct switch_ops *ops)
  * cp.async (CSA and HCA layers) against the fp32 gather inside k_attn_hwg (test_idx_switch's runs with the
  * c16 switch: bit-identical). */
 void cuda_engine_attn_wg_mode(int on);
-static void test_wg(void)
+
+/* A prefill of P tokens as one chunk and in chunks of 50, then T decode steps: logits and state
+ * bit-identical (the engine at max_chunk P). */
+static void chunks_vs_one(const char *cfg, int P, const char *what)
 {
-    cuda_engine_attn_wg_mode(7);
-    test_synthetic("mid64", 600, 24, 256);
     struct ctx_err e = {0};
     struct inf_config c;
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
-    int ok = !test_config("mid64", &c, &e) && !inf_weights_synthetic(&c, 3, &w, &e);
-    struct cuda_engine_opts o = {.max_chunk = 512, .max_ctx = 1024};
+    int ok = !test_config(cfg, &c, &e) && !inf_weights_synthetic(&c, 3, &w, &e);
+    enum { T = 4 };
+    struct cuda_engine_opts o = {.max_chunk = P, .max_ctx = P + T + 16};
     ok = ok && !cuda_engine_new(w, &o, &g, &e);
     if (ok) {
-        enum { P = 500, T = 4 };
-        int V = c.vocab_size, tok[P + T];
+        int V = c.vocab_size, *tok = malloc(sizeof(int) * (size_t)(P + T));
         for (int i = 0; i < P + T; i++)
             tok[i] = (i * 7919 + 13) % V;
         float *a = malloc(sizeof(float) * (size_t)(T + 1) * V), *b = malloc(sizeof(float) * (size_t)(T + 1) * V);
         uint8_t *sa = NULL, *sb = NULL;
         size_t la = 0, lb = 0;
         struct inf_state *st = NULL, *st2 = NULL;
-        ok = a && b && !gpu_run(g, tok, P, P + T, P, a, V) && !inf_state_new(&c, &st, &e) &&
+        ok = tok && a && b && !gpu_run(g, tok, P, P + T, P, a, V) && !inf_state_new(&c, &st, &e) &&
              !cuda_engine_state_download(g, st, &e) && !inf_state_serialize(st, &sa, &la, &e) &&
              !gpu_run(g, tok, P, P + T, 50, b, V) && !inf_state_new(&c, &st2, &e) &&
              !cuda_engine_state_download(g, st2, &e) && !inf_state_serialize(st2, &sb, &lb, &e);
         tap(ok && !memcmp(a, b, sizeof(float) * (size_t)(T + 1) * V) && la == lb && !memcmp(sa, sb, la),
-            "wg: mid64, prefill %d in chunks of 50 vs one chunk + %d decode steps: logits and state bit-identical%s%s",
-            P, T, ok ? "" : ": ", ok ? "" : e.msg);
+            "%s: %s, prefill %d in chunks of 50 vs one chunk + %d decode steps: logits and state bit-identical%s%s",
+            what, cfg, P, T, ok ? "" : ": ", ok ? "" : e.msg);
+        free(tok);
         free(a);
         free(b);
         free(sa);
@@ -1391,10 +1404,17 @@ static void test_wg(void)
         inf_state_free(st);
         inf_state_free(st2);
     } else {
-        tap(0, "wg: mid64 engine: %s", e.msg);
+        tap(0, "%s: %s engine: %s", what, cfg, e.msg);
     }
     cuda_engine_free(g);
     inf_weights_free(w);
+}
+
+static void test_wg(void)
+{
+    cuda_engine_attn_wg_mode(7);
+    test_synthetic("mid64", 600, 24, 256);
+    chunks_vs_one("mid64", 500, "wg");
     static const struct switch_ops c16_ops = {"wg c16", 2, c16_set, c16_label, NULL};
     test_idx_switch(&c16_ops, "mid64");
     cuda_engine_attn_wg_mode(-1);
@@ -1440,6 +1460,9 @@ int main(void)
     if (strstr(parts, "moe")) {
         test_moe("tiny");
         test_moe("mid");
+        /* a chunk of 800 on mid (64 experts, top-6: 75 pairs an expert on average) runs V8 (128-pair CTAs),
+         * chunks of 50 run V7: the same bytes */
+        chunks_vs_one("mid", 800, "moe V8 vs V7");
     }
     if (strstr(parts, "mhc"))
         test_hc();

@@ -54,6 +54,8 @@
  *   deterministic, two CTAs an SM; its guard at 12 (spread 12: no warp falls back; 13 and more, every
  *   warp of every stage does and the result is V2's bytes; the extreme cases: some do); on the host,
  *   its A fragments (cuda_moe7_pick + cuda_moe7_convert at every LUT shift) and the ring's swizzle.
+ * - V8 (V7 over CTAs of up to 128 pairs): V7's bytes on every case, falling back where V7 does (cases
+ *   with 75 to 150 pairs an expert among them), one CTA an SM.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -539,6 +541,20 @@ static void run_case(const struct mcase *c)
         must(cuda_sync(&e), &e);
         must(cuda_d2h(y2, dy, ybytes, &e), &e);
         tap(!memcmp(y7, y2, ybytes), "%s: a second bucketing + product (V7) gives the same bytes", c->what);
+    }
+    /* V8 (V7 over CTAs of up to 128 pairs): V7's bytes, and fallbacks exactly where V7 had some */
+    {
+        unsigned long long fb8 = 0;
+        must(cuda_moe_v8_fallback_stages(&fb8, 1, &e), &e);
+        must(cuda_memset(dy, 0xff, ybytes, &e), &e);
+        must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V8, NULL, &e), &e);
+        must(cuda_moe_v8_fallback_stages(&fb8, 1, &e), &e);
+        must(cuda_d2h(y2, dy, ybytes, &e), &e);
+        long ne8 = 0;
+        for (long i = 0; i < total; i++)
+            ne8 += y2[i] != y7[i];
+        tap(ne8 == 0 && (fb8 == 0) == (fb7 == 0), "%s: V8 (128-pair CTAs, largest expert %d pairs) gives V7's bytes "
+            "(%ld of %ld differ); %llu (warp, stage) fallbacks (V7 %llu)", c->what, maxc, ne8, total, fb8, fb7);
     }
     for (int v = 0; v < 4; v++) {
         must(cuda_memset(dy, 0, ybytes, &e), &e);
@@ -1293,16 +1309,16 @@ static void test_v7_fragments(void)
 
 static void test_env_variant(void)
 {
-    static const char *const bad[] = {"", "0", "8", "44", "x", "3 ", "-1"};
+    static const char *const bad[] = {"", "0", "9", "44", "x", "3 ", "-1"};
     int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_UNSET &&
              cuda_moe_gemm_variant_of_env("1") == CUDA_MOE_GEMM_V1 &&
              cuda_moe_gemm_variant_of_env("2") == CUDA_MOE_GEMM_V2 &&
              cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4 &&
              cuda_moe_gemm_variant_of_env("5") == CUDA_MOE_GEMM_V5 && cuda_moe_gemm_variant_of_env("6") == CUDA_MOE_GEMM_V6 &&
-             cuda_moe_gemm_variant_of_env("7") == CUDA_MOE_GEMM_V7;
+             cuda_moe_gemm_variant_of_env("7") == CUDA_MOE_GEMM_V7 && cuda_moe_gemm_variant_of_env("8") == CUDA_MOE_GEMM_V8;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_UNSET;
-    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"7\" force V1..V7, unset or anything else leaves the default; this "
+    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"8\" force V1..V8, unset or anything else leaves the default; this "
         "run: V%d", cuda_moe_gemm_default_variant() + 1);
     /* one kernel at every size (V4-Flash's calls: w2 over S k pairs, w1|w3 over 2 S k), so that chunked
      * prefills stay bit-identical to one chunk */
@@ -1343,12 +1359,12 @@ int main(void)
     int sms = 0;
     must(cuda_device_name(name, sizeof name, &sms, &e), &e);
     printf("# device: %s, %d SMs\n", name, sms);
-    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0};
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &e), &e);
-    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d, V6 %d, V7 %d\n", occ[0], occ[1], occ[2],
-           occ[3], occ[4], occ[5], occ[6]);
-    tap(occ[6] == 2, "V7 runs two CTAs an SM (%d)", occ[6]);
+    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d, V6 %d, V7 %d, V8 %d\n", occ[0], occ[1],
+           occ[2], occ[3], occ[4], occ[5], occ[6], occ[7]);
+    tap(occ[6] == 2 && occ[7] == 1, "V7 runs two CTAs an SM (%d), V8 one (%d)", occ[6], occ[7]);
     test_errors();
     static const struct mcase cases[] = {
         /* V4-Flash routing (256 experts, top-6) at small matrices, S from 1 to 4096 */
@@ -1383,6 +1399,12 @@ int main(void)
         {"spread 12 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 12},
         {"spread 12 w2", 320, 512, 256, 300, 6, R_RANDOM, 1, 0, 12},
         {"spread 13 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 13},
+        /* V8's 128-pair CTAs where warps fall back: 112 and 150 pairs an expert */
+        {"extreme scales wide w1", 256, 512, 16, 300, 6, R_RANDOM, 0, 1},
+        {"spread 13 wide w2", 192, 512, 16, 400, 6, R_RANDOM, 1, 0, 13},
+        /* small enough for CTX_MOE_QUICK (compute-sanitizer): 75 pairs an expert */
+        {"wide quick w1|w3", 64, 256, 8, 100, 6, R_RANDOM, 2},
+        {"wide quick spread 13 w2", 64, 256, 8, 100, 6, R_RANDOM, 1, 0, 13},
         /* V4's guard: 26 (exact in f16, fast path; V3 falls back) and 27 (every stage of both falls back) */
         {"spread 26 w1", 256, 1024, 64, 200, 6, R_RANDOM, 0, 0, 26},
         {"spread 26 w1|w3", 192, 512, 32, 50, 6, R_RANDOM, 2, 0, 26},
