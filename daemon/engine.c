@@ -231,7 +231,8 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
     if (!rc && g->o.cuda) {
         struct cuda_accel_opts co = {.devices = g->o.n_gpus > 0 ? g->o.gpus : NULL,
                                      .n_devices = g->o.n_gpus,
-                                     .max_ctx = g->o.max_ctx > 0 ? g->o.max_ctx : 540672};
+                                     .max_ctx = g->o.max_ctx > 0 ? g->o.max_ctx : 540672,
+                                     .max_chunk = g->o.max_chunk};
         rc = cuda_accel_new(g->w, &co, &g->accel, le);
         if (!rc)
             inf_model_set_accel(g->m, g->accel);

@@ -32,6 +32,8 @@ struct ctxd_engine_opts {
     int gpus[16];
     int n_gpus;                  /* 0: device 0 */
     long long max_ctx;           /* <= 0: 540672 (ctxd passes --budget + 40960) */
+    int max_chunk;               /* tokens a device call (prefill chunk); <= 0: the accelerator's (4096);
+                                  * ctxd passes its prefill slice (--chunk) */
 };
 
 struct ctxd_engine;

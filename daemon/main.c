@@ -59,8 +59,8 @@ static void usage(FILE *f)
             "                     shape) instead of the local engine\n"
             "repositories:\n"
             "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
-            "  --chunk TOKENS     prefill tokens per engine slice (default 256, 4096 with --backend cuda;\n"
-            "                     a multiple of 128)\n"
+            "  --chunk TOKENS     prefill tokens per engine slice (default 256, 4096 with --backend cuda,\n"
+            "                     where it is also the GPU engine's chunk; a multiple of 128)\n"
             "KV cache (the resident state on disk):\n"
             "  --cache DIR        default $XDG_CACHE_HOME/ctxd/kv or ~/.cache/ctxd/kv\n"
             "  --no-cache         keep the resident state in memory only\n"
@@ -317,6 +317,8 @@ int main(int argc, char **argv)
      * second on V4-Flash (~0.7 s at 500K) */
     if (eo.cuda && !ro.chunk)
         ro.chunk = 4096;
+    if (eo.cuda) /* the engine's chunk is the slice: a longer one would be split on the device again */
+        eo.max_chunk = (int)ro.chunk;
     if (remote != (eo.remote_url != NULL)) {
         fprintf(stderr, "ctxd: --backend openai and --url go together\n");
         return 2;
