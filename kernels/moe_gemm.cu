@@ -167,20 +167,32 @@ struct moe_tile {
     int rows, nbv, row0;
     const uint8_t *w, *ws;
 };
+// BM: the pairs a CTA takes (V8: 2 M_BM, its tile and the expert's next one; moe_tile_leads).
+template <int BM = M_BM>
 __device__ __forceinline__ moe_tile moe_tile_of(int tile, const int *__restrict__ perm, const int *__restrict__ tiles,
                                                 const int *__restrict__ offsets, const uint8_t *const *__restrict__ wtab,
                                                 const uint8_t *const *__restrict__ stab, int *sP)
 {
     const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1), tid = (int)threadIdx.x;
     moe_tile m;
-    m.rows = min(M_BM, __ldg(offsets + x + 1) - start);
+    m.rows = min(BM, __ldg(offsets + x + 1) - start);
     m.nbv = (m.rows + 7) >> 3;
     m.row0 = (int)blockIdx.x * M_BN;
     m.w = wtab[x];
     m.ws = stab[x];
-    if (tid < M_BM)
+    if (tid < BM)
         sP[tid] = tid < m.rows ? __ldg(perm + start + tid) : -1;
     return m;
+}
+// Whether a CTA of BM pairs runs the table's tile: an expert's tiles of M_BM pairs are taken BM / M_BM at a
+// time, by the CTA of the first (the others return).
+template <int BM>
+__device__ __forceinline__ bool moe_tile_leads(int tile, const int *__restrict__ tiles, const int *__restrict__ offsets)
+{
+    if (BM == M_BM)
+        return true;
+    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1);
+    return (start - __ldg(offsets + x)) % BM == 0;
 }
 
 __global__ void __launch_bounds__(256, 2) moe_gemm_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa,
@@ -1215,27 +1227,38 @@ __global__ void __launch_bounds__(256, 2) moe_gemm4_kernel(const uint8_t *__rest
 //   all 64 pairs, and the fallback (m5_fallback) computes exactly those with V1's instructions.
 // - Numerics: a stage partial is 8 chained k16 steps in fp32, as V4's 8 chained HMMA.16816; the same
 //   bound as V3/V4 (test_moe_gemm), and V4's bytes wherever the tensor core's k16 sums agree.
-// ---- pieces shared by the wgmma kernels (V5-V7) ----
+// ---- pieces shared by the wgmma kernels (V5-V8) ----
 
-// A thread's global sources for the ring of one tile (V1's copy pattern): its two 16-byte weight pieces
-// (row i >> 2, piece i & 3 of i = tid, tid + 256) and activation pieces (pair i >> 3, piece i & 7), the
-// weight row's e8m0 codes (thread tid < M_BN: row tid) and the pair's activation scales (tid < M_BM).
-// Rows past n read row n - 1 with the copy zero-filled; pairs past the tile read pair 0, zero-filled.
-struct moe_srcs {
-    const uint8_t *a[2], *b[2], *as;
+// A thread's global sources for the ring of one tile of BM pairs (V1's copy pattern): its two 16-byte
+// weight pieces (row i >> 2, piece i & 3 of i = tid, tid + 256) and BM / 32 activation pieces (pair i >> 3,
+// piece i & 7 of i = tid + 256 j), the weight row's e8m0 codes (thread tid < M_BN: row tid) and the pair's
+// activation scales (tid < BM). Rows past n read row n - 1 with the copy zero-filled; pairs past the tile
+// read pair 0, zero-filled.
+template <int BM = M_BM> struct moe_srcs_t {
+    static constexpr int NB = BM / 32; // activation pieces a thread
+    const uint8_t *a[2], *b[NB], *as;
     const float *bs;
-    bool aval[2], bval[2], as_val, bs_val;
+    bool aval[2], bval[NB], as_val, bs_val;
 };
-__device__ __forceinline__ moe_srcs moe_srcs_of(const uint8_t *q, const float *sa, int x_group, const uint8_t *w,
-                                                const uint8_t *ws, const int *sP, int row0, int n, int k, int tid)
+using moe_srcs = moe_srcs_t<M_BM>;
+template <int BM = M_BM>
+__device__ __forceinline__ moe_srcs_t<BM> moe_srcs_of(const uint8_t *q, const float *sa, int x_group, const uint8_t *w,
+                                                      const uint8_t *ws, const int *sP, int row0, int n, int k, int tid)
 {
-    moe_srcs r;
+    moe_srcs_t<BM> r;
     const int kh = k >> 1, k32 = k >> 5, kb_n = k >> 7;
-    for (int j = 0; j < 2; j++) {
-        const int i = tid + j * 256;
-        const int ra = i >> 2, ca = i & 3;
+    auto weight_src = [&](int j) {
+        const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
         r.aval[j] = row0 + ra < n;
         r.a[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
+    };
+    if (BM != M_BM) // (each version's order, as measured: V8's weight pieces first)
+        for (int j = 0; j < 2; j++)
+            weight_src(j);
+    for (int j = 0; j < moe_srcs_t<BM>::NB; j++) {
+        const int i = tid + j * 256;
+        if (BM == M_BM && j < 2)
+            weight_src(j);
         const int rb = i >> 3, cb = i & 7;
         const int pr = sP[rb];
         r.bval[j] = pr >= 0;
@@ -1243,7 +1266,7 @@ __device__ __forceinline__ moe_srcs moe_srcs_of(const uint8_t *q, const float *s
     }
     r.as_val = tid < M_BN && row0 + tid < n;
     r.as = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
-    const int pb = tid < M_BM ? sP[tid] : -1;
+    const int pb = tid < BM ? sP[tid] : -1;
     r.bs_val = pb >= 0;
     r.bs = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
     return r;
@@ -1735,129 +1758,19 @@ __device__ __forceinline__ void m7_issue(float (&p)[N / 2], const uint32_t (&a)[
     wgmma_commit();
 }
 
-// After the stage's wgmma: its partial into acc (acc = fma(P * act_scale, w, acc), rows g / g + 8 by
-// w0 / w1), or, for a warp whose stage fell back, V1's arithmetic from the raw stage.
-template <int N>
-__device__ __forceinline__ void m7_finish(float (&acc)[8][4], const float (&p)[N / 2], const uint32_t (&a)[4][4],
-                                          const float (&wsc)[2], int fb, uint32_t s0, const float *sBS, int ra0,
-                                          int t, int tid)
-{
-    wgmma_wait0();
-    // a was read by the wgmma until the wait: keep its registers (and so their values) alive to here
-#pragma unroll
-    for (int s = 0; s < 4; s++)
-        asm volatile("" ::"r"(a[s][0]), "r"(a[s][1]), "r"(a[s][2]), "r"(a[s][3]));
-    if (!fb) { // warp-uniform
-        moe_promote<N>(acc, p, sBS, wsc[0], wsc[1], t);
-    } else {
-        if ((tid & 31) == 0)
-            atomicAdd(&g_moe_v7_fallbacks, 1ull); // (cuda_moe_v7_fallback_stages)
-        const int g = (tid & 31) >> 2;
-        m5_fallback(acc, s0 + M7_A, s0 + M7_AS, s0 + M7_B, sBS, ra0 - g, g, t, N / 8);
-    }
-}
-
-// The K loop of one CTA with N = 8 x its pair blocks (CTA-uniform).
-template <int N>
-__device__ __forceinline__ void m7_loop(float (&acc)[8][4], uint32_t sbase, const uint8_t *gbase, uint32_t sLUT,
-                                        int kb_n, int ra0, int t, int tid, const moe_srcs &src)
-{
-    constexpr int S = M7_STAGES;
-    auto load_stage = [&](int stage, int kb) {
-        const uint32_t s0 = sbase + stage * M7_STAGE;
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const int i = tid + j * 256, ra = i >> 2, ca = i & 3, rb = i >> 3, cb = i & 7;
-            cp_async16(s0 + M7_A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
-            cp_async16(s0 + M7_B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
-        }
-        if (tid < M_BN)
-            cp_async4(s0 + M7_AS + tid * 4, src.as + kb * 4, src.as_val);
-        if (tid < M_BM)
-            cp_async4(s0 + M7_BS + tid * 4, src.bs + kb, src.bs_val);
-    };
-    for (int s = 0; s < S - 1; s++) {
-        if (s < kb_n)
-            load_stage(s, s);
-        cp_async_commit();
-    }
-    uint32_t a[4][4];
-    float wsc[2];
-    for (int kb = 0; kb < kb_n; kb++) {
-        cp_async_wait<S - 2>();
-        wgmma_proxy_fence();
-        __syncthreads(); // stage kb landed; every warp is done with stage kb - 1's slot
-        if (kb + S - 1 < kb_n)
-            load_stage((kb + S - 1) % S, kb + S - 1);
-        cp_async_commit();
-        const int stage = kb % S;
-        const uint32_t s0 = sbase + stage * M7_STAGE;
-        const int fb = __any_sync(0xffffffffu, m7_convert(a, wsc, s0 + M7_A, s0 + M7_AS, sLUT, ra0, t));
-        float p[N / 2];
-        m7_issue<N>(p, a, s0 + M7_B);
-        m7_finish<N>(acc, p, a, wsc, fb, s0, reinterpret_cast<const float *>(gbase + stage * M7_STAGE + M7_BS),
-                     ra0, t, tid);
-    }
-    cp_async_wait<0>();
-}
-
-__global__ void __launch_bounds__(256, 2)
-    moe_gemm7_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
-                     const int *__restrict__ perm, const int *__restrict__ tiles, const int *__restrict__ ntiles,
-                     const int *__restrict__ offsets, const uint8_t *const *__restrict__ wtab,
-                     const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
-{
-    extern __shared__ __align__(128) uint8_t smem[];
-    __shared__ int sP[M_BM];
-    const int tile = blockIdx.y;
-    if (tile >= __ldg(ntiles))
-        return;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int wg = warp >> 2, w4 = warp & 3;
-    const moe_tile tl = moe_tile_of(tile, perm, tiles, offsets, wtab, stab, sP);
-    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
-    const uint8_t *w = tl.w, *ws = tl.ws;
-    const int kb_n = k >> 7;
-    const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(smem);
-    const uint32_t sbase = (sraw + 1023u) & ~1023u;
-    const uint8_t *gbase = smem + (sbase - sraw);
-    const uint32_t sLUT = sbase + M7_STAGES * M7_STAGE;
-    m3_lut_fill(sLUT, tid); // V3's LUT
-    __syncthreads();
-
-    const moe_srcs src = moe_srcs_of(q, sa, x_group, w, ws, sP, row0, n, k, tid);
-
-    float acc[8][4];
-#pragma unroll
-    for (int j = 0; j < 8; j++)
-#pragma unroll
-        for (int c = 0; c < 4; c++)
-            acc[j][c] = 0.f;
-    const int ra0 = wg * 64 + w4 * 16 + g; // this thread's rows ra0 and ra0 + 8 (tile-relative)
-    switch (nbv) {                         // CTA-uniform
-#define M7_CASE(NB)                                                                                                    \
-    case NB:                                                                                                           \
-        m7_loop<8 * NB>(acc, sbase, gbase, sLUT, kb_n, ra0, t, tid, src);                                             \
-        break;
-        M7_CASE(1) M7_CASE(2) M7_CASE(3) M7_CASE(4) M7_CASE(5) M7_CASE(6) M7_CASE(7) M7_CASE(8)
-#undef M7_CASE
-    default:
-        break;
-    }
-    moe_store(y, acc, sP, row0 + ra0, n, nbv, rows, t);
-}
-
 // ---- grouped GEMM, eighth kernel (CUDA_MOE_GEMM_V8): V7 over 128 pairs ----
 //
 // Why: V7 converts a weight row's stage once per tile of at most 64 pairs, and that conversion is most
 // of its instructions (results/2026-11-29-s14/call3-v7: ~200 of ~340 a warp and stage), so an expert
 // with 65..128 pairs (a 4096-token chunk of Flash: 96 on average) pays it twice. V8 is V7 with CTAs of
 // 128 weight rows x up to 128 pairs: a CTA takes the table's tiles in pairs (the even-numbered tile of
-// an expert and the next one; the odd one's CTA returns), converts each row's stage once and issues
-// m64nNk32 with N = the pairs rounded up to 16 (16..128). The same conversion, guard, fallback,
-// promotion and store as V7, per output the same arithmetic: V7's bytes (test_moe_gemm checks it).
-// Costs: 64 + 64 accumulator registers a thread, so one CTA an SM (V7: two), and a ring of 8 stages of
-// 25 KB (the activation rows of 128 pairs).
+// an expert and the next one; the odd one's CTA returns, moe_tile_leads), converts each row's stage once
+// and issues m64nNk32 with N = the pairs rounded up to 16 (16..128). The same conversion, guard,
+// fallback, promotion and store as V7, per output the same arithmetic: V7's bytes (test_moe_gemm checks
+// it). Costs: 64 + 64 accumulator registers a thread, so one CTA an SM (V7: two), and a ring of 8
+// stages of 25 KB (the activation rows of 128 pairs). One template serves both (m7_lay: the ring).
+// Tried (results/2026-11-30-s17/call2-pipe): each warp converting stage kb + 1 while stage kb's wgmma
+// runs (two A register sets, 255 registers): 0.90x this form at S = 4096.
 constexpr int M8_BM = 2 * M_BM;
 constexpr int M8_STAGES = 8;
 constexpr int M8_B = 0, M8_A = M8_BM * 128, M8_AS = M8_A + M_BN * 64, M8_BS = M8_AS + M_BN * 4;
@@ -1867,45 +1780,27 @@ constexpr int M8_SMEM = 1024 + M8_STAGES * M8_STAGE + M7_LUT;
 static_assert(M8_SMEM + M8_BM * 4 + 1024 <= 227 * 1024, "one CTA per SM");
 __device__ unsigned long long g_moe_v8_fallbacks;
 
-// A thread's global sources for V8's ring: two 16-byte weight pieces (as moe_srcs_of), four activation
-// pieces (pair i >> 3, piece i & 7 of i = tid + 256 j), the row codes (tid < M_BN) and pair scales
-// (tid < M8_BM). Rows past n read row n - 1 zero-filled; pairs past the tile read pair 0 zero-filled.
-struct m8_srcs {
-    const uint8_t *a[2], *b[4], *as;
-    const float *bs;
-    bool aval[2], bval[4], as_val, bs_val;
+// The ring of a CTA of BM pairs: V7's (64) or V8's (128).
+template <int BM> struct m7_lay;
+template <> struct m7_lay<M_BM> {
+    static constexpr int STAGES = M7_STAGES, STAGE = M7_STAGE, A = M7_A, AS = M7_AS, B = M7_B, BS = M7_BS;
+    static __device__ __forceinline__ unsigned long long *fallbacks() { return &g_moe_v7_fallbacks; }
 };
-__device__ __forceinline__ m8_srcs m8_srcs_of(const uint8_t *q, const float *sa, int x_group, const uint8_t *w,
-                                              const uint8_t *ws, const int *sP, int row0, int n, int k, int tid)
-{
-    m8_srcs r;
-    const int kh = k >> 1, k32 = k >> 5, kb_n = k >> 7;
-    for (int j = 0; j < 2; j++) {
-        const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
-        r.aval[j] = row0 + ra < n;
-        r.a[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
-    }
-    for (int j = 0; j < 4; j++) {
-        const int i = tid + j * 256, rb = i >> 3, cb = i & 7;
-        const int pr = sP[rb];
-        r.bval[j] = pr >= 0;
-        r.b[j] = q + (size_t)(pr >= 0 ? pr / x_group : 0) * k + cb * 16;
-    }
-    r.as_val = tid < M_BN && row0 + tid < n;
-    r.as = ws + (size_t)min(row0 + (tid & (M_BN - 1)), n - 1) * k32;
-    const int pb = tid < M8_BM ? sP[tid] : -1;
-    r.bs_val = pb >= 0;
-    r.bs = sa + (size_t)(pb >= 0 ? pb / x_group : 0) * kb_n;
-    return r;
-}
+template <> struct m7_lay<M8_BM> {
+    static constexpr int STAGES = M8_STAGES, STAGE = M8_STAGE, A = M8_A, AS = M8_AS, B = M8_B, BS = M8_BS;
+    static __device__ __forceinline__ unsigned long long *fallbacks() { return &g_moe_v8_fallbacks; }
+};
 
-// m7_finish over V8's stage layout and 16 pair blocks.
-template <int N>
-__device__ __forceinline__ void m8_finish(float (&acc)[16][4], const float (&p)[N / 2], const uint32_t (&a)[4][4],
+// After the stage's wgmma: its partial into acc (acc = fma(P * act_scale, w, acc), rows g / g + 8 by
+// w0 / w1), or, for a warp whose stage fell back, V1's arithmetic from the raw stage.
+template <int N, int BM>
+__device__ __forceinline__ void m7_finish(float (&acc)[BM / 8][4], const float (&p)[N / 2], const uint32_t (&a)[4][4],
                                           const float (&wsc)[2], int fb, uint32_t s0, const float *sBS, int ra0,
                                           int t, int tid)
 {
+    using L = m7_lay<BM>;
     wgmma_wait0();
+    // a was read by the wgmma until the wait: keep its registers (and so their values) alive to here
 #pragma unroll
     for (int s = 0; s < 4; s++)
         asm volatile("" ::"r"(a[s][0]), "r"(a[s][1]), "r"(a[s][2]), "r"(a[s][3]));
@@ -1913,33 +1808,40 @@ __device__ __forceinline__ void m8_finish(float (&acc)[16][4], const float (&p)[
         moe_promote<N>(acc, p, sBS, wsc[0], wsc[1], t);
     } else {
         if ((tid & 31) == 0)
-            atomicAdd(&g_moe_v8_fallbacks, 1ull); // (cuda_moe_v8_fallback_stages)
+            atomicAdd(L::fallbacks(), 1ull); // (cuda_moe_v7_fallback_stages, cuda_moe_v8_fallback_stages)
         const int g = (tid & 31) >> 2;
-        m5_fallback(acc, s0 + M8_A, s0 + M8_AS, s0 + M8_B, sBS, ra0 - g, g, t, N / 8);
+        m5_fallback(acc, s0 + L::A, s0 + L::AS, s0 + L::B, sBS, ra0 - g, g, t, N / 8);
     }
 }
 
-template <int N>
-__device__ __forceinline__ void m8_loop(float (&acc)[16][4], uint32_t sbase, const uint8_t *gbase, uint32_t sLUT,
-                                        int kb_n, int ra0, int t, int tid, const m8_srcs &src)
+// The K loop of one CTA with N columns (the tile's pairs rounded up: CTA-uniform).
+template <int N, int BM>
+__device__ __forceinline__ void m7_loop(float (&acc)[BM / 8][4], uint32_t sbase, const uint8_t *gbase, uint32_t sLUT,
+                                        int kb_n, int ra0, int t, int tid, const moe_srcs_t<BM> &src)
 {
-    constexpr int S = M8_STAGES;
+    using L = m7_lay<BM>;
+    constexpr int S = L::STAGES;
     auto load_stage = [&](int stage, int kb) {
-        const uint32_t s0 = sbase + stage * M8_STAGE;
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
+        const uint32_t s0 = sbase + stage * L::STAGE;
+        auto weight_copy = [&](int j) {
             const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
-            cp_async16(s0 + M8_A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
-        }
+            cp_async16(s0 + L::A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
+        };
+        if (BM != M_BM) // (each version's copy order, as measured: V8's weight pieces first)
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
+            for (int j = 0; j < 2; j++)
+                weight_copy(j);
+#pragma unroll
+        for (int j = 0; j < moe_srcs_t<BM>::NB; j++) {
             const int i = tid + j * 256, rb = i >> 3, cb = i & 7;
-            cp_async16(s0 + M8_B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
+            if (BM == M_BM && j < 2)
+                weight_copy(j);
+            cp_async16(s0 + L::B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
         }
         if (tid < M_BN)
-            cp_async4(s0 + M8_AS + tid * 4, src.as + kb * 4, src.as_val);
-        if (tid < M8_BM)
-            cp_async4(s0 + M8_BS + tid * 4, src.bs + kb, src.bs_val);
+            cp_async4(s0 + L::AS + tid * 4, src.as + kb * 4, src.as_val);
+        if (tid < BM)
+            cp_async4(s0 + L::BS + tid * 4, src.bs + kb, src.bs_val);
     };
     for (int s = 0; s < S - 1; s++) {
         if (s < kb_n)
@@ -1956,61 +1858,60 @@ __device__ __forceinline__ void m8_loop(float (&acc)[16][4], uint32_t sbase, con
             load_stage((kb + S - 1) % S, kb + S - 1);
         cp_async_commit();
         const int stage = kb % S;
-        const uint32_t s0 = sbase + stage * M8_STAGE;
-        const int fb = __any_sync(0xffffffffu, m7_convert(a, wsc, s0 + M8_A, s0 + M8_AS, sLUT, ra0, t));
+        const uint32_t s0 = sbase + stage * L::STAGE;
+        const int fb = __any_sync(0xffffffffu, m7_convert(a, wsc, s0 + L::A, s0 + L::AS, sLUT, ra0, t));
         float p[N / 2];
-        m7_issue<N>(p, a, s0 + M8_B);
-        m8_finish<N>(acc, p, a, wsc, fb, s0, reinterpret_cast<const float *>(gbase + stage * M8_STAGE + M8_BS), ra0,
-                     t, tid);
+        m7_issue<N>(p, a, s0 + L::B);
+        m7_finish<N, BM>(acc, p, a, wsc, fb, s0, reinterpret_cast<const float *>(gbase + stage * L::STAGE + L::BS),
+                         ra0, t, tid);
     }
     cp_async_wait<0>();
 }
 
-__global__ void __launch_bounds__(256, 1)
-    moe_gemm8_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
+// V7 (BM = 64: two CTAs an SM) and V8 (BM = 128: one). N = the tile's pairs rounded up to BM / 8 (8 or 16).
+template <int BM>
+__global__ void __launch_bounds__(256, BM == M_BM ? 2 : 1)
+    moe_gemm7_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
                      const int *__restrict__ perm, const int *__restrict__ tiles, const int *__restrict__ ntiles,
                      const int *__restrict__ offsets, const uint8_t *const *__restrict__ wtab,
                      const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
 {
+    using L = m7_lay<BM>;
     extern __shared__ __align__(128) uint8_t smem[];
-    __shared__ int sP[M8_BM];
+    __shared__ int sP[BM];
     const int tile = blockIdx.y;
-    if (tile >= __ldg(ntiles))
+    if (tile >= __ldg(ntiles) || !moe_tile_leads<BM>(tile, tiles, offsets))
         return;
-    const int x = __ldg(tiles + 2 * tile), start = __ldg(tiles + 2 * tile + 1), x0 = __ldg(offsets + x);
-    if ((start - x0) % M8_BM) // the second 64-pair tile of a pair of tiles: its pairs are the previous CTA's
-        return;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, t = lane & 3;
-    const int wg = warp >> 2, w4 = warp & 3, g = lane >> 2;
-    const int rows = min(M8_BM, __ldg(offsets + x + 1) - start), nbv = (rows + 7) >> 3;
-    const int row0 = (int)blockIdx.x * M_BN;
-    const uint8_t *w = wtab[x], *ws = stab[x];
-    if (tid < M8_BM)
-        sP[tid] = tid < rows ? __ldg(perm + start + tid) : -1;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int wg = warp >> 2, w4 = warp & 3;
+    const moe_tile tl = moe_tile_of<BM>(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
+    const uint8_t *w = tl.w, *ws = tl.ws;
     const int kb_n = k >> 7;
     const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(smem);
     const uint32_t sbase = (sraw + 1023u) & ~1023u;
     const uint8_t *gbase = smem + (sbase - sraw);
-    const uint32_t sLUT = sbase + M8_STAGES * M8_STAGE;
-    m3_lut_fill(sLUT, tid);
+    const uint32_t sLUT = sbase + L::STAGES * L::STAGE;
+    m3_lut_fill(sLUT, tid); // V3's LUT
     __syncthreads();
 
-    const m8_srcs src = m8_srcs_of(q, sa, x_group, w, ws, sP, row0, n, k, tid);
+    const moe_srcs_t<BM> src = moe_srcs_of<BM>(q, sa, x_group, w, ws, sP, row0, n, k, tid);
 
-    float acc[16][4];
+    float acc[BM / 8][4];
 #pragma unroll
-    for (int j = 0; j < 16; j++)
+    for (int j = 0; j < BM / 8; j++)
 #pragma unroll
         for (int c = 0; c < 4; c++)
             acc[j][c] = 0.f;
-    const int ra0 = wg * 64 + w4 * 16 + g;
-    switch ((nbv + 1) >> 1) { // CTA-uniform: N = 16 x that
-#define M8_CASE(NB2)                                                                                                   \
-    case NB2:                                                                                                          \
-        m8_loop<16 * NB2>(acc, sbase, gbase, sLUT, kb_n, ra0, t, tid, src);                                           \
+    const int ra0 = wg * 64 + w4 * 16 + g; // this thread's rows ra0 and ra0 + 8 (tile-relative)
+    constexpr int NS = BM / 8;                  // N's step: 8 (V7) or 16 (V8)
+    switch (BM == M_BM ? nbv : (nbv + 1) >> 1) { // CTA-uniform
+#define M7_CASE(C)                                                                                                     \
+    case C:                                                                                                            \
+        m7_loop<NS * C, BM>(acc, sbase, gbase, sLUT, kb_n, ra0, t, tid, src);                                         \
         break;
-        M8_CASE(1) M8_CASE(2) M8_CASE(3) M8_CASE(4) M8_CASE(5) M8_CASE(6) M8_CASE(7) M8_CASE(8)
-#undef M8_CASE
+        M7_CASE(1) M7_CASE(2) M7_CASE(3) M7_CASE(4) M7_CASE(5) M7_CASE(6) M7_CASE(7) M7_CASE(8)
+#undef M7_CASE
     default:
         break;
     }
@@ -2031,8 +1932,8 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
                                  : variant == CUDA_MOE_GEMM_V4 ? moe_gemm4_kernel
                                  : variant == CUDA_MOE_GEMM_V5 ? moe_gemm5_kernel
                                  : variant == CUDA_MOE_GEMM_V6 ? moe_gemm6_kernel
-                                 : variant == CUDA_MOE_GEMM_V7 ? moe_gemm7_kernel
-                                                               : moe_gemm8_kernel;
+                                 : variant == CUDA_MOE_GEMM_V7 ? moe_gemm7_kernel<M_BM>
+                                                               : moe_gemm7_kernel<M8_BM>;
     const int smem = variant == CUDA_MOE_GEMM_V3   ? M3_SMEM
                      : variant == CUDA_MOE_GEMM_V4 ? M4_SMEM
                      : variant == CUDA_MOE_GEMM_V5 ? M5_SMEM
