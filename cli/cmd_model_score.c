@@ -257,7 +257,7 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
 #if HAVE_CUDA
     if (cuda) {
         struct cuda_accel_opts co = {.devices = n_gpus ? gpus : NULL, .n_devices = n_gpus, .max_ctx = n + 64,
-                                     .max_chunk = chunk > 0 && chunk <= 8192 ? (int)chunk : 0}; /* 0: the accelerator's default */
+                                     .max_chunk = (int)chunk}; /* 0: the accelerator's default; too large: refused */
         if (cuda_accel_new(w, &co, &acc, &e))
             goto fail;
         inf_model_set_accel(m, acc);

@@ -6211,16 +6211,15 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     }
     g->Smax = o && o->max_chunk > 0 ? o->max_chunk : 256;
     g->max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 8192;
-    // a prefill chunk's w1|w3 pairs (2 S k over 2E table entries) in tiles of at most CUDA_MOE_BM, one
-    // grid row each (cuda_moe_buckets_init's limit); decode steps (S <= 8) take the GEMV instead
-    const long long mt = (2LL * g->Smax * c->num_experts_per_tok + CUDA_MOE_BM - 1) / CUDA_MOE_BM +
-                         2LL * c->n_routed_experts;
-    if (mt > 65535) {
+    // a prefill chunk's bucketing of its w1|w3 pairs (2 S k over 2E table entries; decode steps, S <= 8,
+    // take the GEMV instead): refused here rather than at the first long prefill
+    const long long npairs13 = 2LL * g->Smax * c->num_experts_per_tok;
+    if (!cuda_moe_buckets_fit(2 * c->n_routed_experts, npairs13)) {
         int sm = g->Smax;
         free(g->prof_layer_ms);
         free(g);
-        return ctx_err_set(e, CTX_EINVAL, "cuda engine: max_chunk %d too large (its routed pairs need %lld GEMM tiles, "
-                           "at most 65535)", sm, mt);
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: max_chunk %d too large (its %lld routed pairs exceed the "
+                           "grouped GEMM's tile grid)", sm, npairs13);
     }
     int rc = cu(e, cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), "cudaStreamCreate");
     if (!rc)

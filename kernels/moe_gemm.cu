@@ -1247,18 +1247,13 @@ __device__ __forceinline__ moe_srcs_t<BM> moe_srcs_of(const uint8_t *q, const fl
 {
     moe_srcs_t<BM> r;
     const int kh = k >> 1, k32 = k >> 5, kb_n = k >> 7;
-    auto weight_src = [&](int j) {
+    for (int j = 0; j < 2; j++) {
         const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
         r.aval[j] = row0 + ra < n;
         r.a[j] = w + (size_t)min(row0 + ra, n - 1) * kh + ca * 16;
-    };
-    if (BM != M_BM) // (each version's order, as measured: V8's weight pieces first)
-        for (int j = 0; j < 2; j++)
-            weight_src(j);
+    }
     for (int j = 0; j < moe_srcs_t<BM>::NB; j++) {
         const int i = tid + j * 256;
-        if (BM == M_BM && j < 2)
-            weight_src(j);
         const int rb = i >> 3, cb = i & 7;
         const int pr = sP[rb];
         r.bval[j] = pr >= 0;
@@ -1823,19 +1818,14 @@ __device__ __forceinline__ void m7_loop(float (&acc)[BM / 8][4], uint32_t sbase,
     constexpr int S = L::STAGES;
     auto load_stage = [&](int stage, int kb) {
         const uint32_t s0 = sbase + stage * L::STAGE;
-        auto weight_copy = [&](int j) {
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
             const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
             cp_async16(s0 + L::A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
-        };
-        if (BM != M_BM) // (each version's copy order, as measured: V8's weight pieces first)
-#pragma unroll
-            for (int j = 0; j < 2; j++)
-                weight_copy(j);
+        }
 #pragma unroll
         for (int j = 0; j < moe_srcs_t<BM>::NB; j++) {
             const int i = tid + j * 256, rb = i >> 3, cb = i & 7;
-            if (BM == M_BM && j < 2)
-                weight_copy(j);
             cp_async16(s0 + L::B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
         }
         if (tid < M_BN)
@@ -1986,16 +1976,22 @@ extern "C" size_t cuda_moe_scratch_bytes(int n_experts, int npairs)
            align16(sizeof(int) * (size_t)npairs) + align16(sizeof(int) * 2 * mt) + align16(sizeof(int));
 }
 
+extern "C" int cuda_moe_buckets_fit(int n_experts, long long npairs)
+{
+    return n_experts >= 1 && n_experts <= CUDA_MOE_MAX_EXPERTS && npairs >= 1 && npairs <= CUDA_MOE_MAX_PAIRS &&
+           max_tiles_of(n_experts, (int)npairs) <= CUDA_MOE_MAX_TILES;
+}
+
 extern "C" int cuda_moe_buckets_init(struct cuda_moe_buckets *b, void *d_scratch, size_t bytes, int n_experts,
                                      int npairs, struct ctx_err *e)
 {
-    if (n_experts < 1 || n_experts > CUDA_MOE_MAX_EXPERTS || npairs < 1 || npairs > (1 << 26))
+    if (n_experts < 1 || n_experts > CUDA_MOE_MAX_EXPERTS || npairs < 1 || npairs > CUDA_MOE_MAX_PAIRS)
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_buckets_init: n_experts = %d (1..%d), npairs = %d", n_experts,
                            CUDA_MOE_MAX_EXPERTS, npairs);
     const int mt = max_tiles_of(n_experts, npairs);
-    if (mt > 65535)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_buckets_init: %d pairs over %d experts need up to %d tiles (> 65535)",
-                           npairs, n_experts, mt);
+    if (!cuda_moe_buckets_fit(n_experts, npairs))
+        return ctx_err_set(e, CTX_EINVAL, "cuda_moe_buckets_init: %d pairs over %d experts need up to %d tiles (> %d)",
+                           npairs, n_experts, mt, CUDA_MOE_MAX_TILES);
     const size_t need = cuda_moe_scratch_bytes(n_experts, npairs);
     if (!d_scratch || bytes < need || ((uintptr_t)d_scratch & 15))
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_buckets_init: scratch of %zu bytes at %p (need %zu, 16-byte aligned)",

@@ -42,6 +42,9 @@ extern "C" {
 #define CUDA_MOE_BM 64
 /* Largest table size the bucketing takes. */
 #define CUDA_MOE_MAX_EXPERTS 4096
+/* Most tiles of one bucketing (the grouped GEMM's grid has a row a tile) and most pairs. */
+#define CUDA_MOE_MAX_TILES 65535
+#define CUDA_MOE_MAX_PAIRS (1 << 26)
 
 /* Device arrays carved from one scratch buffer; filled by cuda_moe_bucket. */
 struct cuda_moe_buckets {
@@ -56,8 +59,12 @@ struct cuda_moe_buckets {
 
 /* Bytes of scratch for a bucketing of npairs pairs over n_experts table entries. */
 size_t cuda_moe_scratch_bytes(int n_experts, int npairs);
-/* Carve d_scratch (device, >= cuda_moe_scratch_bytes, 16-byte aligned) into b. CTX_EINVAL on bad
- * sizes (n_experts 1..CUDA_MOE_MAX_EXPERTS, npairs >= 1, tiles <= 65535) or a short buffer. */
+/* Whether a bucketing of npairs pairs over n_experts table entries has sizes cuda_moe_buckets_init
+ * takes: n_experts 1..CUDA_MOE_MAX_EXPERTS, npairs 1..CUDA_MOE_MAX_PAIRS, at most CUDA_MOE_MAX_TILES
+ * tiles (an expert with c pairs: ceil(c / CUDA_MOE_BM)). Needs no device. */
+int cuda_moe_buckets_fit(int n_experts, long long npairs);
+/* Carve d_scratch (device, >= cuda_moe_scratch_bytes, 16-byte aligned) into b. CTX_EINVAL on sizes
+ * cuda_moe_buckets_fit refuses, or a short buffer. */
 int cuda_moe_buckets_init(struct cuda_moe_buckets *b, void *d_scratch, size_t bytes, int n_experts, int npairs,
                           struct ctx_err *e);
 /* Bucket d_ids[0..npairs) by expert (device; three small launches). */
