@@ -22,6 +22,7 @@ static void model_usage(FILE *f)
     fprintf(f,
             "usage: ctx model info DIR|--synthetic NAME_OR_CONFIG [--seed N] [--context N] [--generate] [--json]\n"
             "       ctx model score ... (ctx model score --help)\n"
+            "       ctx model generate ... (ctx model generate --help; a -Dcuda build)\n"
             "  DIR             a DeepSeek V4 checkpoint (config.json + safetensors); every tensor is checked\n"
             "  --synthetic X   a built-in config (tiny, mid, flash, pro, flash-base, pro-base) or a config.json\n"
             "  --seed N        seed of the synthetic weights (default 1)\n"
@@ -353,6 +354,8 @@ int ctx_cmd_model(int argc, char **argv, const struct ctx_cli *cli)
         return model_info(argc - 1, argv + 1, cli);
     if (!strcmp(argv[1], "score"))
         return ctx_model_score(argc - 1, argv + 1, cli);
+    if (!strcmp(argv[1], "generate"))
+        return ctx_model_generate(argc - 1, argv + 1, cli);
     fprintf(stderr, "ctx model: unknown subcommand \"%s\"\n", argv[1]);
     model_usage(stderr);
     return 2;

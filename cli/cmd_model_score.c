@@ -107,27 +107,33 @@ static int write_atomic(const char *path, const void *buf, size_t len, struct ct
     return 0;
 }
 
-static int read_input(const char *path, int **tokens, int *n, int *prefill, int vocab, struct ctx_err *e)
+/* {"tokens":[ids...],"prefill":N} (prefill NULL: "prefill" is not read). Shared with ctx model generate. */
+int ctx_model_read_tokens(const char *path, int **tokens, int *n, int *prefill, int vocab, struct ctx_err *e)
 {
     cJSON *j = ctx_json_read_file(path, 256u << 20, e);
     if (!j)
         return e->code ? e->code : CTX_EFORMAT;
     int rc = 0;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "tokens");
-    int64_t p;
+    int64_t p = 1;
     if (!cJSON_IsArray(t)) {
         rc = ctx_err_set(e, CTX_EFORMAT, "%s: \"tokens\" must be an array of token ids", path);
         goto out;
     }
-    if ((rc = ctx_json_get_int(j, "prefill", true, 0, &p, path, e)))
+    if (prefill && (rc = ctx_json_get_int(j, "prefill", true, 0, &p, path, e)))
         goto out;
     *n = cJSON_GetArraySize(t);
-    if (p < 1 || p > *n) {
+    if (!prefill && *n < 1) {
+        rc = ctx_err_set(e, CTX_EINVAL, "%s: \"tokens\" is empty", path);
+        goto out;
+    }
+    if (prefill && (p < 1 || p > *n)) {
         rc = ctx_err_set(e, CTX_EINVAL, "%s: \"prefill\" is %lld; it must be between 1 and the %d tokens", path,
                          (long long)p, *n);
         goto out;
     }
-    *prefill = (int)p;
+    if (prefill)
+        *prefill = (int)p;
     *tokens = malloc(sizeof(int) * (size_t)*n);
     if (!*tokens) {
         rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
@@ -250,7 +256,7 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
             goto fail;
     }
     const struct inf_config *c = inf_weights_config(w);
-    if (read_input(input, &tokens, &n, &P, c->vocab_size, &e))
+    if (ctx_model_read_tokens(input, &tokens, &n, &P, c->vocab_size, &e))
         goto fail;
     if (inf_model_new(w, NULL, (int)threads, &m, &e) || inf_state_new(c, &st, &e))
         goto fail;

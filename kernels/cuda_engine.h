@@ -13,8 +13,9 @@
  * with the CPU within rounding, not bitwise; tests/kernels/test_engine.c states the bounds. RoPE
  * tables are computed on the host by inference/cpu's own function, so rotations are the CPU's.
  *
- * MTP blocks and FP8 (Base) routed experts are not implemented (CTX_EUNSUPPORTED at creation for
- * the latter; MTP tensors are simply not uploaded). All work runs on the engine's own stream;
+ * FP8 (Base) routed experts are not implemented (CTX_EUNSUPPORTED at creation). The first MTP block
+ * runs when asked for (opts.mtp: cuda_engine_mtp, speculative cuda_engine_generate); otherwise its
+ * tensors are not uploaded. All work runs on the engine's own stream;
  * every call returns when its results are on the host, except cuda_engine_forward_async (pipeline
  * stages: kernels/multi.h), whose work cuda_engine_finish waits for. */
 #ifndef CUDA_ENGINE_H
@@ -41,6 +42,11 @@ struct cuda_engine_opts {
      * only their weights and state are held; the embedding only when layer_begin is 0, hc_head, the
      * final norm and the head only when layer_end is num_hidden_layers. */
     int layer_begin, layer_end;
+    /* 1: also upload and run the checkpoint's first MTP block (spec 4.9; cuda_engine_mtp and speculative
+     * decoding in cuda_engine_generate): ~3.5 GB more for V4-Flash, its own 128-entry window. Needs an
+     * engine that ends at the last layer, a checkpoint with mtp.0 tensors and max_chunk >= hc_mult
+     * (CTX_EINVAL otherwise, naming which). */
+    int mtp;
 };
 
 /* Upload the backbone weights of `w` (which need not outlive the engine) and allocate the state
@@ -86,6 +92,51 @@ static inline int cuda_engine_decode(struct cuda_engine *g, int token, float *lo
 {
     return cuda_engine_forward(g, &token, 1, logits, e);
 }
+
+/* The same as cuda_engine_forward with the logits of the last `rows` positions (1 <= rows <= min(S, 8)):
+ * logits [rows][vocab] when not NULL, and each row's argmax (the lowest index among equal maxima) in
+ * amax[rows] when not NULL (computed on the device: only the indices come back then). */
+int cuda_engine_forward_rows(struct cuda_engine *g, const int *tokens, int S, int rows, float *logits, int *amax,
+                             struct ctx_err *e);
+
+/* The MTP block (opts.mtp; spec 4.9, inference/model.h's inf_model_mtp) on rows [row0, row0 + S) of the
+ * last forward call's output streams, i.e. its positions p0 + row0 .., with next_tokens[s] the token that
+ * follows position p0 + row0 + s. Each position's entry joins the MTP's own window; the MTP's logits
+ * of the last row (a prediction of the token two after it) go to logits [vocab] when not NULL and
+ * their argmax to *draft when not NULL. The rows must be those of the last forward call (CTX_EINVAL
+ * after a reset, an upload, a rewind or an MTP call, which overwrites them). The MTP window is not part
+ * of the state transfers or marks: after an upload its entries are of another sequence until the
+ * window has been fed again, which can only cost acceptance, never change a generated token. */
+int cuda_engine_mtp(struct cuda_engine *g, int row0, const int *next_tokens, int S, float *logits, int *draft,
+                    struct ctx_err *e);
+
+/* Greedy generation at the current position: feed prompt[0..n) (chunks of max_chunk, the last one the
+ * final min(n, sliding_window, max_chunk) tokens), then append the argmax token after each position
+ * until max_tokens are out or one of stop[0..nstop) is (it is kept). spec = 1 (needs opts.mtp):
+ * speculative decoding with the MTP block's drafts, one draft a step verified by a two-token forward
+ * (the draft's position is saved first and restored when the draft goes: engine.cu's k_undo); spec = 0:
+ * one token a step (the decode graph).
+ * Both give the same tokens and leave the same state: every generated token but the last fed. */
+struct cuda_engine_gen_opts {
+    int max_tokens;
+    int spec;
+    const int *stop;
+    int nstop;
+};
+struct cuda_engine_gen_stats {
+    long long forwards;  /* decode forwards after the prompt (one or two tokens each) */
+    long long drafted;   /* two-token steps (a draft verified) */
+    long long accepted;  /* drafts accepted */
+    long long mtp_calls; /* MTP block calls */
+    long long undos;     /* drafts whose position was dropped (rejected, or an accepted stop token) */
+    double prefill_s;    /* host seconds to the first token (the prompt) */
+    double decode_s;     /* and for the rest (each step waits for its tokens) */
+};
+int cuda_engine_generate(struct cuda_engine *g, const int *prompt, int n, const struct cuda_engine_gen_opts *o,
+                         int *out, int *n_out, struct cuda_engine_gen_stats *stats, struct ctx_err *e);
+/* Tests: in cuda_engine_generate, drafts[i] (i < n; < 0: the MTP's own) is the draft for output token i
+ * instead of the MTP's, to force acceptances and rejections; NULL ends it. The array must outlive its use. */
+void cuda_engine_spec_force(struct cuda_engine *g, const int *drafts, int n);
 
 /* Pipeline stages (kernels/multi.h). An engine over layers [b, e) with b > 0 takes its input
  * streams X [S][hc][D] (fp32) from a device buffer instead of embedding the tokens (it still takes

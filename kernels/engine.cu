@@ -16,12 +16,14 @@
 #include <cooperative_groups.h>
 #include <atomic>
 
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda_common.cuh"
 #include "cuda_engine.h"
@@ -358,6 +360,83 @@ __global__ void k_embed(const int *tok, const uint16_t *embed, int hc, int D, fl
     for (int k = 0; k < hc; k++)
         for (int i = threadIdx.x; i < D; i += blockDim.x)
             X[((size_t)s * hc + k) * D + i] = bf16ld(row[i]);
+}
+
+// One piece of the undo record (struct cuda_engine's undo_tab) for position p: `rw` floats at base +
+// (add + p % mod) * rw (a ring or carry slot: what p writes), or, with shift set, the first rw floats of
+// base when p completes a block of `mod` (an overlapping compressor's previous-block rows, which the
+// completion overwrites with the current block's; the record's slot is unused otherwise).
+struct undo_ent {
+    float *base;
+    long long off; // floats into the record
+    int rw, mod, add, shift;
+};
+// Block i copies entry i for position *ppos + dp into the record (restore 0) or back (restore 1).
+__global__ void k_undo(const undo_ent *t, const long long *ppos, int dp, float *buf, int restore)
+{
+    pdl_begin();
+    const undo_ent u = t[blockIdx.x];
+    const long long p = *ppos + dp;
+    if (u.shift && (p + 1) % u.mod)
+        return;
+    float *src = u.base + (u.shift ? 0 : (size_t)(u.add + p % u.mod) * u.rw), *rec = buf + u.off;
+    for (int i = threadIdx.x; i < u.rw; i += blockDim.x) {
+        if (restore)
+            src[i] = rec[i];
+        else
+            rec[i] = src[i];
+    }
+}
+
+// The MTP block's input streams (spec 4.9): X0[s][j] = bf16(ep[s] + hp[s][j]) for each of hc streams j,
+// ep [S][D] the projected embedding, hp [S][hc][D] the projected main streams (both bf16 values).
+__global__ void k_mtp_x0(const float *ep, const float *hp, int S, int hc, int D, float *X)
+{
+    pdl_begin();
+    size_t n = (size_t)S * hc * D;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t s = i / ((size_t)hc * D), d = i % D;
+        X[i] = bf16r(ep[s * D + d] + hp[i]);
+    }
+}
+
+// The index of each row's largest logit (block r: row r of x [rows][n]); ties go to the lowest index,
+// NaN is never chosen (a row of NaN gives 0): the first-strictly-greater scan of a host argmax.
+__global__ void __launch_bounds__(1024) k_argmax_rows(const float *x, int n, int *out)
+{
+    pdl_begin();
+    __shared__ float bv[32];
+    __shared__ int bi[32];
+    const float *xr = x + (size_t)blockIdx.x * n;
+    float best = -INFINITY;
+    int at = INT_MAX;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = xr[i];
+        if (v > best || (v == best && i < at)) // i ascends per thread: == keeps the first
+            best = v, at = i;
+    }
+    for (int o = 16; o; o >>= 1) {
+        float v = __shfl_xor_sync(0xffffffffu, best, o);
+        int j = __shfl_xor_sync(0xffffffffu, at, o);
+        if (v > best || (v == best && j < at))
+            best = v, at = j;
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0)
+        bv[warp] = best, bi[warp] = at;
+    __syncthreads();
+    if (warp == 0) {
+        best = lane < (int)(blockDim.x >> 5) ? bv[lane] : -INFINITY;
+        at = lane < (int)(blockDim.x >> 5) ? bi[lane] : INT_MAX;
+        for (int o = 16; o; o >>= 1) {
+            float v = __shfl_xor_sync(0xffffffffu, best, o);
+            int j = __shfl_xor_sync(0xffffffffu, at, o);
+            if (v > best || (v == best && j < at))
+                best = v, at = j;
+        }
+        if (lane == 0)
+            out[blockIdx.x] = at == INT_MAX ? 0 : at;
+    }
 }
 
 // out = bf16(w * (x * rsqrt(mean(x^2) + eps))) per row of n; w may be NULL.
@@ -5239,6 +5318,7 @@ struct wentry {
 };
 
 #define HIN_SLOTS 4 // pinned input slots: an asynchronous call (pipeline) reuses one only after its copy ran
+#define LOGIT_ROWS 8 // most rows of logits one forward call computes (cuda_engine_forward_rows)
 
 struct cuda_engine {
     struct inf_config c;
@@ -5322,9 +5402,14 @@ struct cuda_engine {
     int graph_on;   // allowed (cuda_engine_use_graph)
     int graph_fail; // capture or instantiation failed: direct launches
     int gembed, glogits; // what the captured graph does: embed the tokens, compute the logits
+    int gamax, glcopy;   // ... their argmax (cuda_engine_forward_rows), the logits' copy to the host
     int gpdl;            // cuda_pdl_enabled() at its capture (the launch attribute is part of the graph)
     int gi8;             // idx_i8_on() at its capture (the indexer kernel is part of the graph)
     cudaGraphExec_t gexec;
+    // the two-token forward of a speculative step (cuda_engine_generate: both rows' argmax, the undo
+    // record saved) as a graph of its own, captured at its first use; dropped with gexec (graphs_drop)
+    cudaGraphExec_t gexec2;
+    int g2pdl, g2i8;
     // profiling (cuda_engine_profile)
     int prof_on, prof_active, nev, cur_layer; // events allocated / in use
     cudaEvent_t ev[PROF_MAX_EV];
@@ -5357,6 +5442,32 @@ struct cuda_engine {
     float *lt_sat;
     uint16_t *lt_w16; // a layer's wo_a dequantised to bf16 for cuBLASLt (wo_a_lt); NULL: k_bgemm runs it
     unsigned long long lt_calls, lt_exact;
+    // The MTP block (spec 4.9; cuda_engine_opts.mtp): its layer is L[le] (le == num_hidden_layers, so
+    // the loops over an engine's layers that set up weights and state run to le + mtp), with its own
+    // projections, norms and hc_head; the head and the embedding are the backbone's. lastl: the last
+    // layer of the forward being queued (its final post is not deferred). last_p0 / last_S: position
+    // and size of the last forward call, whose output streams (X) the MTP reads; last_S = 0 when X
+    // holds none (a reset, an upload, a rewind or an MTP call since).
+    int mtp, lastl;
+    struct dlin m_eproj, m_hproj;
+    const uint16_t *m_enorm, *m_hnorm, *m_norm;
+    const float *m_hch_fn, *m_hch_base, *m_hch_scale;
+    long long last_p0;
+    int last_S;
+    const int *force; // tests (cuda_engine_spec_force): drafts to use instead of the MTP's
+    int nforce;
+    // the argmax of each logits row (k_argmax_rows; cuda_engine_forward_rows, cuda_engine_mtp)
+    int *d_amax, *h_amax;
+    // The undo record of a speculative step (k_undo; cuda_engine_generate): what feeding the draft's
+    // position changes in the state, saved before the two-token forward and put back when the draft
+    // goes, so that the state is then exactly the one after the step's first token. Per backbone
+    // layer: the window ring's slot of that position, each compressor's carry rows it writes (kv and
+    // score) and, for an overlapping one (CSA: main and indexer) whose block it completes, the
+    // previous-block rows that completion overwrites. undo_n entries, undo_buf their floats (~0.9 MB
+    // for V4-Flash).
+    struct undo_ent *undo_tab;
+    int undo_n;
+    float *undo_buf;
 };
 
 extern "C" const char *const cuda_engine_prof_names[CUDA_PROF_N] = {
@@ -5428,13 +5539,21 @@ static void moe_streams_free(struct cuda_engine *g)
 }
 // Test entry (declared in tests/kernels/test_engine.c): the MOE_* switches of this engine; a change
 // drops the captured decode graph, so the next decode step captures the new launches.
+// The captured decode graphs (one-token steps and speculative two-token forwards) dropped: the next
+// such call captures the launches anew.
+static void graphs_drop(struct cuda_engine *g)
+{
+    if (g->gexec)
+        cudaGraphExecDestroy(g->gexec);
+    if (g->gexec2)
+        cudaGraphExecDestroy(g->gexec2);
+    g->gexec = g->gexec2 = NULL;
+}
 extern "C" void cuda_engine_moe_mode(struct cuda_engine *g, int mode)
 {
     mode &= MOE_MODE_ALL;
-    if (mode != g->moe_mode && g->gexec) {
-        cudaGraphExecDestroy(g->gexec);
-        g->gexec = NULL;
-    }
+    if (mode != g->moe_mode)
+        graphs_drop(g);
     g->moe_mode = mode;
 }
 
@@ -5518,15 +5637,15 @@ static size_t al256(size_t x) { return (x + 255) & ~(size_t)255; }
 // for the first stage; the other top-level tensors (final norm, head, hc_head) for the last.
 static int in_range(const struct cuda_engine *g, const char *name)
 {
-    if (!strncmp(name, "mtp.", 4)) // MTP is not part of this engine
-        return 0;
+    if (!strncmp(name, "mtp.", 4)) // the first MTP block, when the engine runs it (cuda_engine_opts.mtp)
+        return g->mtp && !strncmp(name, "mtp.0.", 6);
     if (!strncmp(name, "layers.", 7)) {
         char *end = NULL;
         long l = strtol(name + 7, &end, 10);
         return end != name + 7 && *end == '.' && l >= g->lb && l < g->le;
     }
-    if (!strcmp(name, "embed.weight"))
-        return g->lb == 0;
+    if (!strcmp(name, "embed.weight")) // the MTP block embeds its input tokens too
+        return g->lb == 0 || g->mtp;
     return g->le == g->c.num_hidden_layers;
 }
 
@@ -5563,7 +5682,10 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
     struct dlayer *L = &g->L[i];
     int rc = 0, D = c->hidden_size, hc = c->hc_mult, mix = (2 + hc) * hc, d = c->head_dim;
     char p[64], q[128];
-    snprintf(p, sizeof p, "layers.%d", i);
+    if (i < c->num_hidden_layers)
+        snprintf(p, sizeof p, "layers.%d", i);
+    else // the MTP block (g->mtp): its tensors are a sliding layer's under mtp.0., plus its own below
+        snprintf(p, sizeof p, "mtp.%d", i - c->num_hidden_layers);
     L->ratio = c->compress_ratios[i];
     L->hash = inf_config_is_hash_layer(c, i);
     static const char *site[2] = {"attn", "ffn"};
@@ -5653,6 +5775,18 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
     bind_fp8(g, &rc, e, &L->sw2, D, SI, q);
     snprintf(q, sizeof q, "%s.ffn.shared_experts.w3", p);
     bind_fp8(g, &rc, e, &L->sw3, SI, D, q);
+    if (i >= c->num_hidden_layers) { // the MTP block's own input projections, norms and hc_head (spec 4.9)
+        snprintf(q, sizeof q, "%s.e_proj", p);
+        bind_fp8(g, &rc, e, &g->m_eproj, D, D, q);
+        snprintf(q, sizeof q, "%s.h_proj", p);
+        bind_fp8(g, &rc, e, &g->m_hproj, D, D, q);
+        g->m_enorm = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, D, "%s.enorm.weight", p);
+        g->m_hnorm = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, D, "%s.hnorm.weight", p);
+        g->m_norm = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, D, "%s.norm.weight", p);
+        g->m_hch_fn = (const float *)dget(g, &rc, e, INF_DT_F32, (long long)hc * hc * D, "%s.hc_head_fn", p);
+        g->m_hch_base = (const float *)dget(g, &rc, e, INF_DT_F32, hc, "%s.hc_head_base", p);
+        g->m_hch_scale = (const float *)dget(g, &rc, e, INF_DT_F32, 1, "%s.hc_head_scale", p);
+    }
     if (!rc) { // pieces 256-byte aligned: the products load weights in 16-byte vectors
         size_t b1 = (size_t)L->wq_a.n * D + (size_t)L->wkv.n * D, b2 = 2 * (size_t)SI * D;
         size_t s1 = (size_t)((L->wq_a.n + 127) / 128 + (L->wkv.n + 127) / 128) * (D / 128);
@@ -5784,8 +5918,9 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     // k_attn_hwg's window copy (ring, then the chunk's kv) after those rows
     const size_t w16_rows = H % 64 == 0 ? (size_t)c->sliding_window + (size_t)S : 0;
     PIECE(g->c16, sizeof(uint16_t) * ((size_t)g->c16_rows + w16_rows) * d + 16);
-    PIECE(g->hidden, sizeof(float) * D);
-    PIECE(g->logits, sizeof(float) * V);
+    PIECE(g->hidden, sizeof(float) * LOGIT_ROWS * D);
+    PIECE(g->logits, sizeof(float) * LOGIT_ROWS * V);
+    PIECE(g->d_amax, sizeof(int) * LOGIT_ROWS);
     PIECE(g->logit, sizeof(float) * S * E);
     PIECE(g->sel, sizeof(int) * S * K);
     PIECE(g->topk_scratch, cuda_engine_topk_scratch(S, g->max_ctx / 4, K));
@@ -5814,7 +5949,7 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     size_t total = 0;
     for (int i = 0; i < np; i++)
         total += al256(pc[i].bytes);
-    for (int l = g->lb; l < g->le; l++)
+    for (int l = g->lb; l < g->le + g->mtp; l++)
         total += cuda_engine_layer_state_bytes(c, l, g->max_ctx);
     int rc;
     if ((rc = cu(e, cudaMalloc(&g->state_block, total), "cudaMalloc(state and scratch)")))
@@ -5831,12 +5966,13 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
         return rc;
     g->hin_stride = al256(8 + sizeof(int) * S);
     if ((rc = cu(e, cudaMallocHost((void **)&g->hin, HIN_SLOTS * g->hin_stride), "cudaMallocHost(inputs)")) ||
-        (rc = cu(e, cudaMallocHost((void **)&g->hlogits, sizeof(float) * V), "cudaMallocHost(logits)")))
+        (rc = cu(e, cudaMallocHost((void **)&g->hlogits, sizeof(float) * LOGIT_ROWS * V), "cudaMallocHost(logits)")) ||
+        (rc = cu(e, cudaMallocHost((void **)&g->h_amax, sizeof(int) * LOGIT_ROWS), "cudaMallocHost(argmax)")))
         return rc;
     for (int i = 0; i < HIN_SLOTS; i++)
         if ((rc = cu(e, cudaEventCreateWithFlags(&g->hev[i], cudaEventDisableTiming), "cudaEventCreate")))
             return rc;
-    for (int l = g->lb; l < g->le; l++) {
+    for (int l = g->lb; l < g->le + g->mtp; l++) {
         struct dlayer *L = &g->L[l];
         int r = L->ratio;
         L->ring = (float *)at;
@@ -5865,6 +6001,50 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
             at += al256(sizeof(uint32_t) * (size_t)(g->max_ctx / 4 + 1));
         }
     }
+    { // the undo record of a speculative step (struct cuda_engine's undo_tab)
+        const int nl = g->le - g->lb;
+        undo_ent *t = (undo_ent *)calloc((size_t)nl * 9 + 1, sizeof *t);
+        if (!t)
+            return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
+        long long off = 0;
+        int n = 0;
+        auto add = [&](float *base, int rw, int mod, int addr, int shift) {
+            t[n++] = undo_ent{base, off, rw, mod, addr, shift};
+            off += rw;
+        };
+        // a compressor's carry rows (inference/model.c compress_token): position p writes row
+        // (overlap ? ratio : 0) + p % ratio; an overlapping one completing a block copies rows
+        // [ratio, 2 ratio) over [0, ratio). The two-token step's first position writes another row and
+        // completes no block where the second does, so the rows saved before the step are the first
+        // position's state.
+        auto carry = [&](float *kv, float *sc, int ratio, int width) {
+            const int ov = ratio == 4, rw = (ov ? 2 : 1) * width;
+            add(kv, rw, ratio, ov ? ratio : 0, 0);
+            add(sc, rw, ratio, ov ? ratio : 0, 0);
+            if (ov) {
+                add(kv, ratio * rw, ratio, 0, 1);
+                add(sc, ratio * rw, ratio, 0, 1);
+            }
+        };
+        for (int l = g->lb; l < g->le; l++) {
+            struct dlayer *L = &g->L[l];
+            add(L->ring, d, W, 0, 0);
+            if (L->ratio)
+                carry(L->c_kv, L->c_sc, L->ratio, d);
+            if (L->ratio == 4)
+                carry(L->ic_kv, L->ic_sc, 4, c->index_head_dim);
+        }
+        g->undo_n = n;
+        rc = cu(e, cudaMalloc((void **)&g->undo_tab, sizeof *t * (size_t)n), "cudaMalloc(undo table)");
+        if (!rc)
+            rc = cu(e, cudaMalloc((void **)&g->undo_buf, sizeof(float) * (size_t)off), "cudaMalloc(undo record)");
+        if (!rc)
+            rc = cu(e, cudaMemcpy(g->undo_tab, t, sizeof *t * (size_t)n, cudaMemcpyHostToDevice), "undo table");
+        free(t);
+        if (rc)
+            return rc;
+        g->sbytes += sizeof *t * (size_t)n + sizeof(float) * (size_t)off;
+    }
     // RoPE tables by the CPU's own functions, so that rotations match it exactly
     float *tab = (float *)malloc(sizeof(float) * (size_t)g->max_ctx * rd);
     if (!tab)
@@ -5891,7 +6071,8 @@ extern "C" void cuda_engine_reset(struct cuda_engine *g)
     const struct inf_config *c = &g->c;
     g->pos = 0;
     g->gen++; // earlier marks are of another sequence
-    for (int l = g->lb; l < g->le; l++) {
+    g->last_S = 0;
+    for (int l = g->lb; l < g->le + g->mtp; l++) { // the MTP block's window too
         struct dlayer *L = &g->L[l];
         size_t rn = (size_t)c->sliding_window * c->head_dim, cn = carry_n(c, L->ratio), in = icarry_n(c, L->ratio);
         cudaMemsetAsync(L->ring, 0, sizeof(float) * rn, g->st);
@@ -5928,7 +6109,7 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
     if (g->hst) // joined into st after every site, but not if a forward call failed in between
         cudaStreamSynchronize(g->hst);
     if (g->L)
-        for (int l = 0; l < g->c.num_hidden_layers; l++) {
+        for (int l = 0; l <= g->c.num_hidden_layers; l++) {
             cudaFree(g->L[l].etab);
             cudaFree(g->L[l].cat);
             cudaFree(g->L[l].cat2);
@@ -5936,12 +6117,14 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
         }
     cuda_lt_ctx_free(g->lt);
     free(g->L);
-    if (g->gexec)
-        cudaGraphExecDestroy(g->gexec);
+    graphs_drop(g);
     cudaFree(g->state_block);
     cudaFree(g->warena);
     cudaFreeHost(g->hin);
     cudaFreeHost(g->hlogits);
+    cudaFreeHost(g->h_amax);
+    cudaFree(g->undo_tab);
+    cudaFree(g->undo_buf);
     for (int i = 0; i < HIN_SLOTS; i++)
         if (g->hev[i])
             cudaEventDestroy(g->hev[i]);
@@ -6047,11 +6230,10 @@ extern "C" void cuda_engine_attn_fuse(struct cuda_engine *g, int bits, int force
 {
     bits = bits < 0 || bits > ATTN_ALL ? attn_fuse_default() : bits;
     force = force < 0 || force > 3 ? 0 : force;
-    if ((bits != g->attn_fuse || force != g->attn_force) && g->gexec) {
+    if ((bits != g->attn_fuse || force != g->attn_force) && (g->gexec || g->gexec2)) {
         dev_guard dg(g->dev);
         cudaStreamSynchronize(g->st);
-        cudaGraphExecDestroy(g->gexec);
-        g->gexec = NULL;
+        graphs_drop(g);
     }
     g->attn_fuse = bits;
     g->attn_force = force;
@@ -6092,10 +6274,7 @@ extern "C" void cuda_engine_hc_paths(struct cuda_engine *g, int fuse, int side, 
     g->hc_fuse = fuse != 0;
     g->hc_side = side != 0;
     g->hc_pfuse = post != 0;
-    if (g->gexec) {
-        cudaGraphExecDestroy(g->gexec);
-        g->gexec = NULL;
-    }
+    graphs_drop(g);
 }
 
 // CTX_CUDA_PREFILL_GEMM: "exact" runs prefill chunks' FP8 products on cuda_fp8_gemm (the CPU engine's
@@ -6123,7 +6302,7 @@ static int lt_setup(struct cuda_engine *g, struct ctx_err *e)
         return 0;
     }
     int rc = 0;
-    for (int l = g->lb; l < g->le && !rc; l++) {
+    for (int l = g->lb; l < g->le + g->mtp && !rc; l++) {
         struct dlayer *L = &g->L[l];
         struct dlin *ps[6] = {&L->wqkv, &L->wq_b, &L->wo_b, &L->sw13, &L->sw2, L->ratio == 4 ? &L->i_wq_b : NULL};
         size_t off[6], total = 0;
@@ -6202,7 +6381,20 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     g->dev = dev;
     g->lb = lb;
     g->le = le;
+    g->lastl = le - 1;
     g->graph_on = 1;
+    if (o && o->mtp) { // the MTP block follows the last layer and needs the head: a last stage only
+        const char *why = le != c->num_hidden_layers        ? "an engine that ends before the last layer"
+                          : c->num_nextn_predict_layers < 1 ? "a config without num_nextn_predict_layers"
+                          : inf_weights_mtp_layers(w) < 1   ? "a checkpoint without mtp.0 tensors"
+                          : o->max_chunk > 0 && o->max_chunk < c->hc_mult ? "max_chunk below hc_mult"
+                                                                           : NULL;
+        if (why) {
+            free(g);
+            return ctx_err_set(e, CTX_EINVAL, "cuda engine: no MTP block on %s", why);
+        }
+        g->mtp = 1;
+    }
     g->cur_layer = c->num_hidden_layers;
     g->prof_layer_ms = (double *)calloc((size_t)c->num_hidden_layers + 1, sizeof(double));
     if (!g->prof_layer_ms) {
@@ -6261,11 +6453,11 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
         rc = cu(e, wo_a_ring_attrs(), "cudaFuncSetAttribute(k_wo_a_ring)");
     if (!rc)
         rc = upload_weights(g, w, e);
-    g->L = (struct dlayer *)calloc((size_t)c->num_hidden_layers, sizeof *g->L);
+    g->L = (struct dlayer *)calloc((size_t)c->num_hidden_layers + 1, sizeof *g->L); // + the MTP block's
     if (!rc && !g->L)
         rc = ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
     int D = c->hidden_size, hc = c->hc_mult;
-    if (lb == 0)
+    if (lb == 0 || g->mtp)
         g->embed = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, (long long)c->vocab_size * D, "embed.weight");
     if (le == c->num_hidden_layers) {
         g->norm = (const uint16_t *)dget(g, &rc, e, INF_DT_BF16, D, "norm.weight");
@@ -6274,7 +6466,7 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
         g->hch_base = (const float *)dget(g, &rc, e, INF_DT_F32, hc, "hc_head_base");
         g->hch_scale = (const float *)dget(g, &rc, e, INF_DT_F32, 1, "hc_head_scale");
     }
-    for (int l = lb; l < le && !rc; l++)
+    for (int l = lb; l < le + g->mtp && !rc; l++)
         rc = bind_layer(g, w, l, e);
     if (!rc)
         rc = lt_setup(g, e);
@@ -7609,7 +7801,7 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
     }
     prof_mark(g, CUDA_PROF_HC);
     // this site's post (and combine) left to the next site's k_hc_mixpre when there is one in this forward
-    const int defer = pf && !(l == g->le - 1 && site == 1);
+    const int defer = pf && !(l == g->lastl && site == 1);
     // the combine too, for k <= 8 (k_hc_mixpre's rows); else moe() combines into f
     const int defer_combine = defer && site && c->num_experts_per_tok <= 8;
     rc = site ? moe(g, l, S, defer_combine, e) : attention(g, l, S, e);
@@ -7637,8 +7829,56 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
 // want_logits, the head and the logits' copy into g->hlogits. With a hook, a host copy of the streams
 // after each block (synchronising). Nothing here allocates or waits otherwise, so that a decode step
 // can be captured as a graph.
-static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logits, cuda_engine_hook hook, void *ud,
-                         float *hx, struct ctx_err *e)
+// hc_head, the final norm and the head on nlog rows of streams from X (rows one after another), with
+// the given hc_head weights and norm (the backbone's, or the MTP block's): logits [nlog][V] in g->logits,
+// then, with amax, each row's argmax in g->d_amax; the logits (lcopy) and the argmax copied to the
+// pinned host buffers. Queued on st.
+static int head_queue(struct cuda_engine *g, const float *X, int nlog, const float *fn, const float *base,
+                      const float *scale, const uint16_t *normw, int lcopy, int amax, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    int rc, hc = c->hc_mult, D = c->hidden_size, V = c->vocab_size;
+    float reps = (float)c->rms_norm_eps, heps = (float)c->hc_eps;
+    // hc_head: k_hc_mix's chunk partials of the hc mixes, then k_hc_pre's head mode (pre only), a row a
+    // block row
+    if (hc == 4 && g->hc_fuse) // both in one launch (k_hc_mixpre in head mode: the same bits)
+        launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, (unsigned)nlog), HCP_THREADS, 0, g->st, (float *)X, fn, hc,
+                   g->hcpart, g->hccnt, scale, base, hc, 0, heps, D, nullptr, nullptr, normw, reps, g->hidden, 1,
+                   hc_prev{});
+    else {
+        launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)nlog), HC_CH, 0, g->st, X, fn, hc * D, hc, g->hcpart);
+        if (hc == 4)
+            launch_pdl(k_hc_pre<4>, nlog, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, scale, base, hc, 0, heps, X, D,
+                       nullptr, nullptr, normw, reps, g->hidden, 1);
+        else
+            launch_pdl(k_hc_pre<0>, nlog, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, scale, base, hc, 0, heps, X, D,
+                       nullptr, nullptr, normw, reps, g->hidden, 1);
+    }
+    LAUNCHED("hc_head");
+    struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL, NULL};
+    if ((rc = lin_bf16(g, &head, g->hidden, nlog, g->logits, 0, e)))
+        return rc;
+    if (amax) {
+        launch_pdl(k_argmax_rows, nlog, 1024, 0, g->st, g->logits, V, g->d_amax);
+        LAUNCHED("k_argmax_rows");
+    }
+    prof_mark(g, CUDA_PROF_HEAD);
+    if (lcopy && (rc = cu(e, cudaMemcpyAsync(g->hlogits, g->logits, sizeof(float) * (size_t)nlog * V,
+                                             cudaMemcpyDeviceToHost, g->st),
+                          "logits")))
+        return rc;
+    if (amax && (rc = cu(e, cudaMemcpyAsync(g->h_amax, g->d_amax, sizeof(int) * (size_t)nlog, cudaMemcpyDeviceToHost,
+                                            g->st),
+                         "argmax")))
+        return rc;
+    return 0;
+}
+
+// The forward of S tokens over the engine's layers; then, with nlog > 0, the logits of the last nlog
+// rows (head_queue: copied to the host when lcopy, their argmax when amax).
+// undo: first save the undo record of the last token's position (a speculative step's draft).
+static int forward_queue(struct cuda_engine *g, int S, int embed, int nlog, int lcopy, int amax, int undo,
+                         cuda_engine_hook hook, void *ud, float *hx, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
     int rc, hc = c->hc_mult, D = c->hidden_size;
@@ -7646,6 +7886,12 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
     g->cur_layer = c->num_hidden_layers;
     g->xcur = g->X;
     g->pend = 0;
+    g->lastl = g->le - 1;
+    if (undo) {
+        launch_pdl(k_undo, g->undo_n, 256, 0, g->st, (const undo_ent *)g->undo_tab, (const long long *)g->dpos, S - 1,
+                   g->undo_buf, 0);
+        LAUNCHED("k_undo save");
+    }
     if (embed) {
         launch_pdl(k_embed, S, 256, 0, g->st, g->tok, g->embed, hc, D, g->X);
         LAUNCHED("k_embed");
@@ -7663,33 +7909,9 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
         }
     }
     g->cur_layer = c->num_hidden_layers;
-    if (want_logits) {
-        // hc_head: k_hc_mix's chunk partials of the hc mixes, then k_hc_pre's head mode (pre only)
-        float *Xl = g->X + (size_t)(S - 1) * hc * D;
-        float reps = (float)c->rms_norm_eps, heps = (float)c->hc_eps;
-        if (hc == 4 && g->hc_fuse) // both in one launch (k_hc_mixpre in head mode: the same bits)
-            launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, 1), HCP_THREADS, 0, g->st, Xl, g->hch_fn, hc,
-                       g->hcpart, g->hccnt, g->hch_scale, g->hch_base, hc, 0, heps, D, nullptr, nullptr, g->norm, reps,
-                       g->hidden, 1, hc_prev{});
-        else {
-            launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, 1), HC_CH, 0, g->st, Xl, g->hch_fn, hc * D, hc, g->hcpart);
-            if (hc == 4)
-                launch_pdl(k_hc_pre<4>, 1, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc,
-                           0, heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
-            else
-                launch_pdl(k_hc_pre<0>, 1, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, g->hch_scale, g->hch_base, hc,
-                           0, heps, Xl, D, nullptr, nullptr, g->norm, reps, g->hidden, 1);
-        }
-        LAUNCHED("hc_head");
-        struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL, NULL};
-        if ((rc = lin_bf16(g, &head, g->hidden, 1, g->logits, 0, e)))
-            return rc;
-        prof_mark(g, CUDA_PROF_HEAD);
-        if ((rc = cu(e, cudaMemcpyAsync(g->hlogits, g->logits, sizeof(float) * c->vocab_size, cudaMemcpyDeviceToHost,
-                                        g->st),
-                     "logits")))
-            return rc;
-    }
+    if (nlog > 0)
+        return head_queue(g, g->X + (size_t)(S - nlog) * hc * D, nlog, g->hch_fn, g->hch_base, g->hch_scale, g->norm,
+                          lcopy, amax, e);
     return 0;
 }
 
@@ -7698,22 +7920,28 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int want_logit
 // recaptures, and so does one after the PDL switch or the indexer's (cuda_pdl_set, cuda_engine_idx_i8_mode)
 // changed. A failed capture leaves
 // graph_fail set and the engine on direct launches.
-static int decode_graph(struct cuda_engine *g, int embed, int want_logits, struct ctx_err *e)
+// S = 2 (undo = 1): the speculative step's two-token forward, both rows' argmax and no logits copy,
+// as a second graph (gexec2) on the same terms.
+static int decode_graph(struct cuda_engine *g, int S, int embed, int want_logits, int lcopy, int amax, int undo,
+                        struct ctx_err *e)
 {
     const int pdl = cuda_pdl_enabled(), i8 = idx_i8_on();
-    if (g->gexec && g->gembed == embed && g->glogits == want_logits && g->gpdl == pdl && g->gi8 == i8)
+    cudaGraphExec_t *ex = S == 2 ? &g->gexec2 : &g->gexec;
+    if (S == 2 ? g->gexec2 && g->g2pdl == pdl && g->g2i8 == i8
+               : g->gexec && g->gembed == embed && g->glogits == want_logits && g->glcopy == lcopy && g->gamax == amax &&
+                     g->gpdl == pdl && g->gi8 == i8)
         return 0;
-    if (g->gexec) {
-        cudaGraphExecDestroy(g->gexec);
-        g->gexec = NULL;
+    if (*ex) {
+        cudaGraphExecDestroy(*ex);
+        *ex = NULL;
     }
     cudaGraph_t graph = NULL;
     int rc = cu(e, cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
     if (rc)
         return rc;
-    int qrc = cu(e, cudaMemcpyAsync(g->dio, g->hin, 8 + sizeof(int), cudaMemcpyHostToDevice, g->st), "inputs");
+    int qrc = cu(e, cudaMemcpyAsync(g->dio, g->hin, 8 + sizeof(int) * S, cudaMemcpyHostToDevice, g->st), "inputs");
     if (!qrc)
-        qrc = forward_queue(g, 1, embed, want_logits, NULL, NULL, NULL, e);
+        qrc = forward_queue(g, S, embed, want_logits ? S : 0, lcopy, amax, undo, NULL, NULL, NULL, e);
     cudaError_t ce = cudaStreamEndCapture(g->st, &graph);
     if (qrc) {
         if (graph)
@@ -7722,12 +7950,19 @@ static int decode_graph(struct cuda_engine *g, int embed, int want_logits, struc
     }
     if ((rc = cu(e, ce, "cudaStreamEndCapture")))
         return rc;
-    rc = cu(e, cudaGraphInstantiate(&g->gexec, graph, 0), "cudaGraphInstantiate");
+    rc = cu(e, cudaGraphInstantiate(ex, graph, 0), "cudaGraphInstantiate");
     cudaGraphDestroy(graph);
     if (rc)
-        g->gexec = NULL;
+        *ex = NULL;
+    if (S == 2) {
+        g->g2pdl = pdl;
+        g->g2i8 = i8;
+        return rc;
+    }
     g->gembed = embed;
     g->glogits = want_logits;
+    g->gamax = amax;
+    g->glcopy = lcopy;
     g->gpdl = pdl;
     g->gi8 = i8;
     return rc;
@@ -7745,10 +7980,19 @@ static int copy_streams(struct cuda_engine *g, float *dst, int dst_dev, const fl
 
 // One forward call: checks, inputs, the graph or direct launches, the io copies and events; with
 // sync (a hook or profiling imply it), waits and hands out logits.
-static int forward_call(struct cuda_engine *g, const int *tokens, int S, const struct cuda_engine_io *io,
-                        int want_logits, cuda_engine_hook hook, void *ud, int sync, float *logits, struct ctx_err *e)
+// nlog: rows of logits (the last ones; 1 for the API's "logits of the last position"), copied to the
+// host and, with sync, into logits [nlog][V]; amax: their argmax too (into amax_out with sync).
+// undo (S = 2, both rows' argmax, no logits: a speculative step): the undo record of the second
+// position saved first, the graph gexec2.
+static int forward_call(struct cuda_engine *g, const int *tokens, int S, const struct cuda_engine_io *io, int nlog,
+                        int amax, int undo, cuda_engine_hook hook, void *ud, int sync, float *logits, int *amax_out,
+                        struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
+    const int want_logits = nlog > 0, lcopy = want_logits && (!sync || logits); // async: cuda_engine_finish's
+    if (nlog < 0 || nlog > S || nlog > LOGIT_ROWS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: logits of %d rows of a chunk of %d (at most %d)", nlog, S,
+                           LOGIT_ROWS);
     if (S <= 0 || S > g->Smax)
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: chunk of %d tokens (1..%d)", S, g->Smax);
     if (g->pos + S > g->max_ctx)
@@ -7767,7 +8011,10 @@ static int forward_call(struct cuda_engine *g, const int *tokens, int S, const s
                            g->le, c->num_hidden_layers);
     sync = sync || hook || g->prof_active;
     int rc, hc = c->hc_mult, D = c->hidden_size;
-    int use_graph = S == 1 && (want_logits || !last) && !hook && !g->prof_active && g->graph_on && !g->graph_fail;
+    if (undo && (S != 2 || nlog != 2 || !amax || logits || io))
+        return ctx_err_set(e, CTX_EINTERNAL, "cuda engine: an undo record outside a speculative step");
+    int use_graph = (S == 1 || undo) && (want_logits || !last) && !hook && !g->prof_active && g->graph_on &&
+                    !g->graph_fail;
     int slot = use_graph ? 0 : g->hslot;
     if (!use_graph)
         g->hslot = (g->hslot + 1) % HIN_SLOTS;
@@ -7788,12 +8035,13 @@ static int forward_call(struct cuda_engine *g, const int *tokens, int S, const s
     if (use_graph) {
         struct ctx_err ge;
         memset(&ge, 0, sizeof ge);
-        if (decode_graph(g, embed, want_logits, &ge)) { // not fatal: direct launches (cuda_engine_graph_state says so)
+        if (decode_graph(g, S, embed, want_logits, lcopy, amax, undo, &ge)) { // not fatal: direct launches (cuda_engine_graph_state says so)
             g->graph_fail = 1;
             cudaGetLastError();
         }
-        if (g->gexec) {
-            if ((rc = cu(e, cudaGraphLaunch(g->gexec, g->st), "cudaGraphLaunch")) ||
+        cudaGraphExec_t ex = S == 2 ? g->gexec2 : g->gexec;
+        if (ex) {
+            if ((rc = cu(e, cudaGraphLaunch(ex, g->st), "cudaGraphLaunch")) ||
                 (rc = cu(e, cudaEventRecord(g->hev[slot], g->st), "record input slot")))
                 return rc;
             done = 1;
@@ -7811,7 +8059,7 @@ static int forward_call(struct cuda_engine *g, const int *tokens, int S, const s
         float *hx = NULL;
         if (hook && !(hx = (float *)malloc(sizeof(float) * (size_t)S * hc * D)))
             return ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
-        rc = forward_queue(g, S, embed, want_logits, hook, ud, hx, e);
+        rc = forward_queue(g, S, embed, nlog, lcopy, amax, undo, hook, ud, hx, e);
         free(hx);
         if (rc)
             return rc;
@@ -7827,8 +8075,10 @@ static int forward_call(struct cuda_engine *g, const int *tokens, int S, const s
     if (sync) {
         if ((rc = cu(e, cudaStreamSynchronize(g->st), "forward")))
             return rc;
-        if (logits && want_logits)
-            memcpy(logits, g->hlogits, sizeof(float) * c->vocab_size);
+        if (logits && lcopy)
+            memcpy(logits, g->hlogits, sizeof(float) * (size_t)nlog * c->vocab_size);
+        if (amax_out && amax)
+            memcpy(amax_out, g->h_amax, sizeof(int) * (size_t)nlog);
         for (int i = 1; !done && g->prof_active && i < g->nev; i++) {
             float ms = 0.f;
             cudaEventElapsedTime(&ms, g->ev[i - 1], g->ev[i]);
@@ -7836,6 +8086,8 @@ static int forward_call(struct cuda_engine *g, const int *tokens, int S, const s
             g->prof_layer_ms[g->evlayer[i]] += ms;
         }
     }
+    g->last_p0 = g->pos;
+    g->last_S = S;
     g->pos += S;
     return 0;
 }
@@ -7849,14 +8101,14 @@ extern "C" int cuda_engine_forward_hook(struct cuda_engine *g, const int *tokens
                                         cuda_engine_hook hook, void *ud, struct ctx_err *e)
 {
     dev_guard dg(g->dev);
-    return forward_call(g, tokens, S, NULL, logits != NULL, hook, ud, 1, logits, e);
+    return forward_call(g, tokens, S, NULL, logits != NULL, 0, 0, hook, ud, 1, logits, NULL, e);
 }
 
 extern "C" int cuda_engine_forward_async(struct cuda_engine *g, const int *tokens, int S,
                                          const struct cuda_engine_io *io, int want_logits, struct ctx_err *e)
 {
     dev_guard dg(g->dev);
-    return forward_call(g, tokens, S, io, want_logits != 0, NULL, NULL, 0, NULL, e);
+    return forward_call(g, tokens, S, io, want_logits != 0, 0, 0, NULL, NULL, 0, NULL, NULL, e);
 }
 
 extern "C" int cuda_engine_finish(struct cuda_engine *g, float *logits, struct ctx_err *e)
@@ -7892,6 +8144,98 @@ extern "C" int cuda_engine_prefill(struct cuda_engine *g, const int *tokens, int
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+// ---- Logits of several rows, and the MTP block (spec 4.9; issue 10: speculative decoding)
+
+extern "C" int cuda_engine_forward_rows(struct cuda_engine *g, const int *tokens, int S, int rows, float *logits,
+                                        int *amax, struct ctx_err *e)
+{
+    if (rows < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: logits of %d rows", rows);
+    dev_guard dg(g->dev);
+    return forward_call(g, tokens, S, NULL, rows, amax != NULL, 0, NULL, NULL, 1, logits, amax, e);
+}
+
+// [pos, tokens[0..S)] into the device inputs (dio) through the next pinned slot, as forward_call's direct
+// launches stage them.
+static int stage_inputs(struct cuda_engine *g, long long pos, const int *tokens, int S, struct ctx_err *e)
+{
+    int slot = g->hslot, rc;
+    g->hslot = (g->hslot + 1) % HIN_SLOTS;
+    char *hin = g->hin + (size_t)slot * g->hin_stride;
+    if ((rc = cu(e, cudaEventSynchronize(g->hev[slot]), "input slot"))) // its last copy has run
+        return rc;
+    memcpy(hin, &pos, 8);
+    memcpy(hin + 8, tokens, sizeof(int) * S);
+    if ((rc = cu(e, cudaMemcpyAsync(g->dio, hin, 8 + sizeof(int) * S, cudaMemcpyHostToDevice, g->st), "inputs")))
+        return rc;
+    return cu(e, cudaEventRecord(g->hev[slot], g->st), "record input slot");
+}
+
+// The MTP block on rows [row0, row0 + S) of the last forward call's output streams X (positions
+// last_p0 + row0 ..), as inference/model.c's inf_model_mtp: E = enorm(embed(next token)), each stream
+// hnorm'd, X0 = bf16(e_proj E + h_proj H) into X, the block (a sliding layer, L[le], its own window ring),
+// then its hc_head and norm and the backbone's head on the last row. In pieces of Smax / hc rows (h_proj
+// runs on every stream: hc rows a token, within the scratch of Smax rows); a piece's X0 goes to rows
+// [0, piece), which no later piece reads (their rows start at piece or beyond). X holds the MTP's
+// streams afterwards, so last_S drops to 0.
+extern "C" int cuda_engine_mtp(struct cuda_engine *g, int row0, const int *next_tokens, int S, float *logits,
+                               int *draft, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    if (!g->mtp)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: no MTP block (the engine was created without opts.mtp)");
+    if (S <= 0 || row0 < 0 || row0 + S > g->last_S)
+        return ctx_err_set(e, CTX_EINVAL,
+                           "cuda engine: MTP rows [%d, %d) outside the %d output rows of the last forward call", row0,
+                           row0 + S, g->last_S);
+    for (int s = 0; s < S; s++)
+        if (next_tokens[s] < 0 || next_tokens[s] >= c->vocab_size)
+            return ctx_err_set(e, CTX_EINVAL, "cuda engine: MTP token %d at offset %d outside the vocabulary",
+                               next_tokens[s], s);
+    dev_guard dg(g->dev);
+    const int hc = c->hc_mult, D = c->hidden_size, nl = c->num_hidden_layers, piece = g->Smax / hc;
+    const float eps = (float)c->rms_norm_eps;
+    const long long pos_saved = g->pos;
+    int rc = 0;
+    for (int r = 0; r < S && !rc; r += piece) {
+        const int sp = S - r < piece ? S - r : piece;
+        const long long p = g->last_p0 + row0 + r;
+        const float *Xm = g->X + (size_t)(row0 + r) * hc * D;
+        g->pos = p; // the block reads its position from the device inputs; the host's copy agrees
+        if ((rc = stage_inputs(g, p, next_tokens + r, sp, e)))
+            break;
+        launch_pdl(k_embed, sp, 256, 0, g->st, g->tok, g->embed, 1, D, g->u);
+        launch_pdl(k_rmsnorm, sp, 256, 0, g->st, g->u, g->m_enorm, D, eps, g->u);
+        launch_pdl(k_rmsnorm, sp * hc, 256, 0, g->st, Xm, g->m_hnorm, D, eps, g->Q);
+        LAUNCHED("mtp: embedding and norms");
+        if ((rc = lin_fp8(g, &g->m_eproj, g->u, sp, g->f, e)) || (rc = lin_fp8(g, &g->m_hproj, g->Q, sp * hc, g->O, e)))
+            break;
+        launch_pdl(k_mtp_x0, grid_for((size_t)sp * hc * D, 256), 256, 0, g->st, g->f, g->O, sp, hc, D, g->X);
+        LAUNCHED("k_mtp_x0");
+        g->xcur = g->X;
+        g->pend = 0;
+        g->lastl = nl;
+        g->cur_layer = nl;
+        if ((rc = block_site(g, nl, 0, sp, 0, e)) || (rc = block_site(g, nl, 1, sp, 0, e)))
+            break;
+        if (r + sp == S)
+            rc = head_queue(g, g->X + (size_t)(sp - 1) * hc * D, 1, g->m_hch_fn, g->m_hch_base, g->m_hch_scale,
+                            g->m_norm, logits != NULL, 1, e);
+    }
+    g->pos = pos_saved;
+    g->lastl = g->le - 1;
+    g->last_S = 0;
+    if (!rc)
+        rc = cu(e, cudaStreamSynchronize(g->st), "mtp");
+    if (rc)
+        return rc;
+    if (logits)
+        memcpy(logits, g->hlogits, sizeof(float) * c->vocab_size);
+    if (draft)
+        *draft = g->h_amax[0];
     return 0;
 }
 
@@ -8147,6 +8491,7 @@ extern "C" int cuda_engine_rewind(struct cuda_engine *g, const struct cuda_engin
     if ((rc = mark_copy(g, m->buf, 0, e))) // a failed copy leaves the state mixed: rewinding again restores it
         return rc;
     g->pos = m->pos;
+    g->last_S = 0; // X holds streams of positions rewound
     for (struct cuda_engine_mark *o = g->marks; o; o = o->next) // marks past this point go stale
         if (o->gen == g->gen && o->pos > m->pos && o->behind < 0)
             o->behind = m->pos;
@@ -8167,6 +8512,173 @@ extern "C" void cuda_engine_mark_free(struct cuda_engine_mark *m)
     if (m->next)
         m->next->prev = m->prev;
     free(m);
+}
+
+// ---- Greedy generation, plain or with the MTP block's drafts (speculative decoding; issue 10)
+//
+// A speculative step feeds [t, d] (t the last token, d the MTP's draft for the position after it) as one
+// forward of two tokens with both rows' argmax, and accepts d when the backbone's own choice after t is
+// d: two tokens for one pass over the weights, which at batch 1 costs little more than one (the step is
+// latency-bound; the routed experts of the second token are the main extra). Before the forward the
+// undo record of d's position is saved (k_undo: its window ring slot, the carry rows it writes, and the
+// rows an overlapping compressor's completed block overwrites); a rejected draft, or an accepted one
+// that ends the output,
+// puts it back and the position goes back by one (drop_last), which leaves exactly the state after t:
+// the caches are append-only with counts that follow from the position, and the entry a completed
+// block wrote is rewritten when the position is fed again. The tokens are the plain decode's because a
+// two-token forward gives each row the bits of a one-token step (test_engine's part "spec" checks
+// that, and the tokens and the state after generating).
+
+// The draft's position dropped after a speculative step: its undo record put back, the position back by
+// one (the last call's first row stays readable for the MTP), marks past it stale.
+static int drop_last(struct cuda_engine *g, struct ctx_err *e)
+{
+    launch_pdl(k_undo, g->undo_n, 256, 0, g->st, (const undo_ent *)g->undo_tab, (const long long *)g->dpos, 1,
+               g->undo_buf, 1);
+    int rc = cu(e, cudaGetLastError(), "k_undo restore");
+    if (rc)
+        return rc;
+    g->pos--;
+    if (g->last_S > 1)
+        g->last_S = 1;
+    for (struct cuda_engine_mark *o = g->marks; o; o = o->next)
+        if (o->gen == g->gen && o->pos > g->pos && o->behind < 0)
+            o->behind = g->pos;
+    return 0;
+}
+
+extern "C" void cuda_engine_spec_force(struct cuda_engine *g, const int *drafts, int n)
+{
+    g->force = drafts;
+    g->nforce = drafts ? n : 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int is_stop(int t, const int *stop, int nstop)
+{
+    for (int i = 0; i < nstop; i++)
+        if (stop[i] == t)
+            return 1;
+    return 0;
+}
+
+extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, int n, const struct cuda_engine_gen_opts *o,
+                                    int *out, int *n_out, struct cuda_engine_gen_stats *stats, struct ctx_err *e)
+{
+    const struct inf_config *c = &g->c;
+    struct cuda_engine_gen_stats z;
+    memset(&z, 0, sizeof z);
+    *n_out = 0;
+    const int want = o ? o->max_tokens : 0, spec = o && o->spec;
+    if (n <= 0 || want <= 0)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: generate needs a prompt (%d tokens) and max_tokens (%d) > 0", n,
+                           want);
+    if (g->le != c->num_hidden_layers || g->lb != 0)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: generate needs an engine over all layers");
+    if (spec && !g->mtp)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: speculative generation needs the MTP block (opts.mtp)");
+    if (g->pos + n + want - 1 > g->max_ctx)
+        return ctx_err_set(e, CTX_ERANGE, "cuda engine: position %lld + %d prompt + %d generated tokens beyond the "
+                           "engine's context of %lld", g->pos, n, want, g->max_ctx);
+    const int *stop = o->stop;
+    const int nstop = stop ? o->nstop : 0;
+    int rc = 0, got = 0, d = -1, t = 0;
+    const double t0 = now_s();
+    double t1 = t0;
+    // The prompt: chunks of Smax, the last one the final min(n, window, Smax) tokens, whose output
+    // streams feed the MTP's window (the window's entries are all it needs of the prompt). Plain and
+    // speculative runs take the same chunks, so their states agree.
+    const int tail = n < c->sliding_window ? (n < g->Smax ? n : g->Smax) : (c->sliding_window < g->Smax ? c->sliding_window : g->Smax);
+    for (int p = 0; p < n - tail && !rc; p += g->Smax) {
+        int S = n - tail - p < g->Smax ? n - tail - p : g->Smax;
+        rc = forward_call(g, prompt + p, S, NULL, 0, 0, 0, NULL, NULL, 1, NULL, NULL, e);
+    }
+    if (!rc)
+        rc = forward_call(g, prompt + n - tail, tail, NULL, 1, 1, 0, NULL, NULL, 1, NULL, &t, e);
+    if (!rc) {
+        t1 = now_s();
+        out[got++] = t;
+        if (is_stop(t, stop, nstop))
+            goto done;
+    }
+    if (!rc && spec && got < want) { // the MTP over the prompt's last rows: the first draft
+        int *nx = (int *)malloc(sizeof(int) * (size_t)tail);
+        if (!nx) {
+            rc = ctx_err_set(e, CTX_ENOMEM, "cuda engine: out of memory");
+            goto done;
+        }
+        for (int i = 0; i < tail; i++)
+            nx[i] = i + 1 < tail ? prompt[n - tail + i + 1] : t;
+        rc = cuda_engine_mtp(g, 0, nx, tail, NULL, &d, e);
+        free(nx);
+        z.mtp_calls++;
+    }
+    while (!rc && got < want) {
+        if (g->force && got < g->nforce && g->force[got] >= 0) // tests: the draft for output token `got`
+            d = g->force[got] % c->vocab_size;
+        if (!spec || want - got < 2) { // a plain step (the decode graph): t at the position, its successor out
+            int a = 0;
+            if ((rc = forward_call(g, &t, 1, NULL, 1, 1, 0, NULL, NULL, 1, NULL, &a, e)))
+                break;
+            z.forwards++;
+            out[got++] = t = a;
+            if (is_stop(t, stop, nstop))
+                break;
+            if (spec && got < want) {
+                if ((rc = cuda_engine_mtp(g, 0, &t, 1, NULL, &d, e)))
+                    break;
+                z.mtp_calls++;
+            }
+            continue;
+        }
+        // the step: [t, d] at positions P, P + 1, the undo record of P + 1 saved first
+        int in[2] = {t, d}, a[2] = {0, 0};
+        if ((rc = forward_call(g, in, 2, NULL, 2, 1, 1, NULL, NULL, 1, NULL, a, e)))
+            break;
+        z.forwards++;
+        z.drafted++;
+        if (a[0] == d) { // accepted: d is the backbone's own choice after t; a[1] follows d
+            z.accepted++;
+            out[got++] = d;
+            if (is_stop(d, stop, nstop)) { // d ends the output: fed, it goes again (as a plain run has it)
+                if (!(rc = drop_last(g, e)))
+                    z.undos++;
+                break;
+            }
+            out[got++] = t = a[1];
+            if (is_stop(t, stop, nstop) || got == want)
+                break;
+            int nx[2] = {d, a[1]};
+            if ((rc = cuda_engine_mtp(g, 0, nx, 2, NULL, &d, e)))
+                break;
+            z.mtp_calls++;
+        } else { // rejected: a[0] follows t; the draft's position goes
+            if ((rc = drop_last(g, e)))
+                break;
+            z.undos++;
+            out[got++] = t = a[0];
+            if (is_stop(t, stop, nstop) || got == want)
+                break;
+            if ((rc = cuda_engine_mtp(g, 0, &t, 1, NULL, &d, e)))
+                break;
+            z.mtp_calls++;
+        }
+    }
+    if (!rc) // the undo's copies and the drops are queued: done when the call returns
+        rc = cu(e, cudaStreamSynchronize(g->st), "generate");
+done:
+    *n_out = got;
+    z.prefill_s = t1 - t0;
+    z.decode_s = now_s() - t1;
+    if (stats)
+        *stats = z;
+    return rc;
 }
 
 extern "C" long long cuda_engine_mark_pos(const struct cuda_engine_mark *m) { return m->pos; }
@@ -8320,6 +8832,7 @@ static int upload_entries(struct cuda_engine *g, const struct inf_state *st, con
     if (rc || src)
         return rc ? rc : src;
     g->pos = st->pos;
+    g->last_S = 0;
     return 0;
 }
 
@@ -8385,6 +8898,7 @@ extern "C" int cuda_engine_state_upload_packed(struct cuda_engine *g, const stru
     if (rc || src)
         return rc ? rc : src;
     g->pos = st->pos;
+    g->last_S = 0;
     return 0;
 }
 

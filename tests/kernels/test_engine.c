@@ -34,7 +34,13 @@
  * - the HCA layers' prefill attention from the bf16 cache (part "c16"): bit-identical to the fp32 gather.
  * - the prefill attention on wgmma (part "wg", test_wg): mid64 (64 heads) against the CPU, chunked prefill
  *   bit-identical to one chunk, its bf16-cache path bit-identical to its gather.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,afuse,dtc"; "memcheck" is a short run
+ * - the MTP block and speculative decoding (part "spec", test_spec): the MTP's logits on the fixture
+ *   against the CPU's inf_model_mtp on the same streams (<= 0.03 rms/sigma, the CPU's own bound) and
+ *   the golden mtp_logits (the fixture's bounds), in pieces against one call; a forward of two tokens
+ *   bit-identical to two one-token steps (both rows, and the device argmax); greedy generation with
+ *   the MTP's drafts, with every draft right, wrong, and mixed: the plain run's tokens and state byte
+ *   for byte, and the same stop.
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,afuse,dtc,spec"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -963,6 +969,22 @@ static void test_memcheck(void)
     ok = ok && !cuda_engine_prefill(g, tok, 70, lg, &e);
     tap(ok, "memcheck run: random state at 135001, 5 decode steps (graph and direct), a 70-token chunk%s%s",
         ok ? "" : ": ", ok ? "" : e.msg);
+    { /* the MTP block and speculative generation: the MTP in pieces, two-token steps, undo records */
+        struct cuda_engine *gm = NULL;
+        struct cuda_engine_opts om = {.max_chunk = 64, .max_ctx = 600, .mtp = 1};
+        int out[24], ref[24], no = 0, okm = ok && !cuda_engine_new(w, &om, &gm, &e);
+        struct cuda_engine_gen_opts go = {.max_tokens = 24};
+        okm = okm && !cuda_engine_generate(gm, tok, 150, &go, ref, &no, NULL, &e);
+        go.spec = 1;
+        cuda_engine_reset(gm);
+        okm = okm && !cuda_engine_generate(gm, tok, 150, &go, out, &no, NULL, &e) && !memcmp(out, ref, sizeof ref);
+        cuda_engine_spec_force(gm, ref, 24);
+        cuda_engine_reset(gm);
+        okm = okm && !cuda_engine_generate(gm, tok, 150, &go, out, &no, NULL, &e) && !memcmp(out, ref, sizeof ref);
+        tap(okm, "memcheck run: generation of 24 after 150, plain and speculative (the MTP's drafts, then right ones)%s%s",
+            okm ? "" : ": ", okm ? "" : e.msg);
+        cuda_engine_free(gm);
+    }
     topk_case(2040, 12, 512, 0, 2);
     topk_case(2041, 8, 512, 0, 14);   /* the decode top-k's cluster exchanges, rows in registers */
     topk_case(524291, 1, 512, 1, 19); /* and read again in each pass */
@@ -1420,6 +1442,285 @@ static void test_wg(void)
     cuda_engine_attn_wg_mode(-1);
 }
 
+/* ---- the MTP block and speculative decoding (part "spec") ---- */
+
+struct last_streams {
+    float *X; /* the last block's output streams [S][hc][D] */
+    int last, S;
+    size_t n;
+};
+static void last_hook(void *ud, int layer, const float *X, int S, long long pos0)
+{
+    (void)pos0;
+    struct last_streams *ls = ud;
+    if (layer == ls->last) {
+        memcpy(ls->X, X, ls->n);
+        ls->S = S;
+    }
+}
+
+/* The MTP block on the fixture: the streams of case 2's 64 positions from the GPU's own forward, the next
+ * tokens tokens[1..64], against the CPU's inf_model_mtp on those same streams (the MTP block's numerics
+ * alone: the CPU engine's bounds) and the golden mtp_logits (which come from the reference's streams:
+ * the fixture's whole-model bounds); in pieces of 10 rows (an engine of max_chunk 40) against one. */
+static void spec_fixture(const char *root)
+{
+    char path[1024];
+    struct ctx_err e = {0};
+    struct inf_weights *w = NULL;
+    struct inf_model *m = NULL;
+    struct cuda_engine *g = NULL, *g40 = NULL;
+    struct inf_st_file *x = NULL;
+    struct inf_state *st = NULL;
+    snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a", root);
+    if (inf_weights_open(path, &w, &e) || inf_model_new(w, NULL, 0, &m, &e)) {
+        tap(0, "spec: fixture loads: %s", e.msg);
+        goto done;
+    }
+    const struct inf_config *c = inf_weights_config(w);
+    struct cuda_engine_opts o = {.max_chunk = 512, .max_ctx = 1024, .mtp = 1};
+    int rc = cuda_engine_new(w, &o, &g, &e);
+    tap(rc == 0, "spec: cuda_engine_new with the MTP block on the fixture%s%s", rc ? ": " : "", rc ? e.msg : "");
+    if (rc)
+        goto done;
+    struct cuda_engine_opts o40 = {.max_chunk = 40, .max_ctx = 1024, .mtp = 1};
+    rc = cuda_engine_new(w, &o40, &g40, &e);
+    tap(rc == 0, "spec: the same with max_chunk 40%s%s", rc ? ": " : "", rc ? e.msg : "");
+    if (rc)
+        goto done;
+    { /* refusals: an engine without the block, rows beyond the last call */
+        struct cuda_engine *g0 = NULL;
+        struct cuda_engine_opts o0 = {.max_chunk = 64, .max_ctx = 256};
+        int tk = 5, d = 0;
+        int r0 = cuda_engine_new(w, &o0, &g0, &e);
+        int r1 = r0 ? -1 : cuda_engine_mtp(g0, 0, &tk, 1, NULL, &d, &e);
+        tap(r0 == 0 && r1 == CTX_EINVAL && strstr(e.msg, "opts.mtp"), "spec: cuda_engine_mtp without opts.mtp: %s",
+            e.msg);
+        cuda_engine_free(g0);
+        cuda_engine_reset(g);
+        r1 = cuda_engine_mtp(g, 0, &tk, 1, NULL, &d, &e);
+        tap(r1 == CTX_EINVAL && strstr(e.msg, "output rows"), "spec: cuda_engine_mtp after a reset: %s", e.msg);
+        struct cuda_engine_opts ob = {.max_chunk = 64, .max_ctx = 256, .mtp = 1, .layer_end = 3};
+        r0 = cuda_engine_new(w, &ob, &g0, &e);
+        tap(r0 == CTX_EINVAL && strstr(e.msg, "ends before the last layer"), "spec: MTP on a first stage refused: %s",
+            e.msg);
+        cuda_engine_free(g0);
+    }
+    snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a/expected.safetensors", root);
+    if (inf_st_open(path, &x, &e)) {
+        tap(0, "spec: expected.safetensors: %s", e.msg);
+        goto done;
+    }
+    const struct inf_tensor *tt = inf_st_find(x, "case2.tokens"), *ml = inf_st_find(x, "case2.mtp_logits");
+    int V = c->vocab_size, hc = c->hc_mult, D = c->hidden_size, P = 64;
+    if (!tt || !ml || tt->shape[0] < P + 1) {
+        tap(0, "spec: fixture case 2 tensors");
+        goto done;
+    }
+    int tok[65];
+    for (int i = 0; i <= P; i++)
+        tok[i] = ((const int32_t *)tt->data)[i];
+    struct last_streams ls = {malloc(sizeof(float) * (size_t)P * hc * D), c->num_hidden_layers - 1, 0,
+                              sizeof(float) * (size_t)P * hc * D};
+    float *lg = malloc(sizeof(float) * (size_t)V), *lc = malloc(sizeof(float) * (size_t)V);
+    float *l40 = malloc(sizeof(float) * (size_t)V);
+    int draft = -1, d40 = -1;
+    cuda_engine_reset(g);
+    rc = cuda_engine_forward_hook(g, tok, P, NULL, last_hook, &ls, &e) || cuda_engine_mtp(g, 0, tok + 1, P, lg, &draft, &e);
+    tap(!rc && ls.S == P, "spec: fixture case 2, the MTP on the GPU's streams of 64 positions%s%s", rc ? ": " : "",
+        rc ? e.msg : "");
+    /* max_chunk 40: the MTP after each forward call (positions 0..39, then 40..63), in pieces of 10 rows */
+    cuda_engine_reset(g40);
+    int rc40 = cuda_engine_forward(g40, tok, 40, NULL, &e) || cuda_engine_mtp(g40, 0, tok + 1, 40, NULL, NULL, &e) ||
+               cuda_engine_forward(g40, tok + 40, 24, NULL, &e) || cuda_engine_mtp(g40, 0, tok + 41, 24, l40, &d40, &e);
+    tap(!rc40, "spec: the same in MTP pieces of 10 rows (max_chunk 40)%s%s", rc40 ? ": " : "", rc40 ? e.msg : "");
+    if (!rc && !inf_state_new(c, &st, &e) && !inf_model_mtp(m, st, 0, ls.X, tok + 1, P, lc, &e)) {
+        struct agg a_cpu, a_gold, a_40, c_gold;
+        agg_init(&a_cpu, 1);
+        agg_init(&a_gold, 1);
+        agg_init(&a_40, 1);
+        agg_init(&c_gold, 1);
+        agg_row(&a_cpu, lg, lc, V);
+        agg_row(&a_gold, lg, (const float *)ml->data, V);
+        agg_row(&c_gold, lc, (const float *)ml->data, V);
+        double r_cpu = a_cpu.rms[0];
+        tap(r_cpu <= 0.03, "spec: MTP logits, GPU vs the CPU's inf_model_mtp on the same streams: rms/sigma %.4f "
+            "(<= 0.03, the CPU's own bound against the reference), top-1 %s, draft %d", r_cpu,
+            a_cpu.top1 ? "equal" : "differs", draft);
+        tap(draft == argmax(lg, V), "spec: the MTP's draft is its logits' argmax (%d)", draft);
+        agg_check(&a_gold, "spec: MTP logits, GPU vs golden (the GPU's own streams)", 2);
+        agg_check(&c_gold, "spec: MTP logits, CPU on the GPU's streams vs golden", 2);
+        if (!rc40) {
+            agg_row(&a_40, l40, lg, V);
+            tap(a_40.rms[0] <= 0.03 && d40 == draft,
+                "spec: MTP in two calls of pieces of 10 vs one call of 64: rms/sigma %.4f (<= 0.03), drafts %d / %d",
+                a_40.rms[0], d40, draft);
+            free(a_40.rms);
+            free(a_40.gap);
+        }
+        free(a_cpu.rms);
+        free(a_cpu.gap);
+    } else {
+        tap(0, "spec: the CPU MTP: %s", e.msg);
+    }
+    free(ls.X);
+    free(lg);
+    free(lc);
+    free(l40);
+done:
+    inf_state_free(st);
+    inf_st_close(x);
+    cuda_engine_free(g);
+    cuda_engine_free(g40);
+    inf_model_free(m);
+    inf_weights_free(w);
+}
+
+/* Two tokens in one forward against two one-token steps: both rows' logits bit-identical, the device
+ * argmax the host's (what makes speculative decoding give the plain decode's tokens). */
+static void spec_rows(struct cuda_engine *g, const struct inf_config *c, const int *tok, int P, const char *name)
+{
+    struct ctx_err e = {0};
+    int V = c->vocab_size, a2[2] = {-1, -1}, a1 = -1, b1 = -1, ok;
+    float *r2 = malloc(sizeof(float) * 2 * (size_t)V), *s1 = malloc(sizeof(float) * 2 * (size_t)V);
+    cuda_engine_reset(g);
+    ok = !cuda_engine_prefill(g, tok, P, NULL, &e) && !cuda_engine_forward_rows(g, tok + P, 2, 2, r2, a2, &e);
+    cuda_engine_reset(g);
+    ok = ok && !cuda_engine_prefill(g, tok, P, NULL, &e) && !cuda_engine_forward_rows(g, tok + P, 1, 1, s1, &a1, &e) &&
+         !cuda_engine_forward_rows(g, tok + P + 1, 1, 1, s1 + V, &b1, &e);
+    tap(ok && !memcmp(r2, s1, sizeof(float) * 2 * (size_t)V) && a2[0] == a1 && a2[1] == b1 && a1 == argmax(s1, V) &&
+            b1 == argmax(s1 + V, V),
+        "spec: %s, a forward of 2 tokens vs 2 steps of 1 after %d: both rows' logits bit-identical, argmax %d %d / %d %d%s%s",
+        name, P, a2[0], a2[1], a1, b1, ok ? "" : ": ", ok ? "" : e.msg);
+    free(r2);
+    free(s1);
+}
+
+static int spec_state(struct cuda_engine *g, const struct inf_config *c, uint8_t **buf, size_t *len)
+{
+    struct ctx_err e = {0};
+    struct inf_state *st = NULL;
+    int rc = inf_state_new(c, &st, &e) || cuda_engine_state_download(g, st, &e) || inf_state_serialize(st, buf, len, &e);
+    if (rc)
+        printf("# spec state: %s\n", e.msg);
+    inf_state_free(st);
+    return rc;
+}
+
+/* Greedy generation, plain and speculative (the MTP's drafts; drafts forced right or wrong), the same
+ * tokens and the same state after; a stop token ends both at the same point. */
+static void spec_generate(struct cuda_engine *g, const struct inf_config *c, const int *prompt, int n, int N,
+                          const char *name)
+{
+    struct ctx_err e = {0};
+    int V = c->vocab_size;
+    int *ref = malloc(sizeof(int) * (size_t)N), *out = malloc(sizeof(int) * (size_t)N);
+    int *force = malloc(sizeof(int) * (size_t)N);
+    uint8_t *s0 = NULL, *s1 = NULL;
+    size_t l0 = 0, l1 = 0;
+    int nr = 0, no = 0;
+    struct cuda_engine_gen_opts go = {.max_tokens = N};
+    struct cuda_engine_gen_stats gs;
+    cuda_engine_reset(g);
+    int ok = !cuda_engine_generate(g, prompt, n, &go, ref, &nr, &gs, &e) && nr == N && !spec_state(g, c, &s0, &l0);
+    tap(ok, "spec: %s, plain greedy generation of %d tokens after %d (%lld forwards)%s%s", name, N, n, gs.forwards,
+        ok ? "" : ": ", ok ? "" : e.msg);
+    if (!ok)
+        goto done;
+    for (int mode = 0; mode < 4; mode++) {
+        static const char *what[4] = {"the MTP's drafts", "every draft right", "every draft wrong",
+                                      "drafts right and wrong in turn"};
+        for (int i = 0; i < N; i++)
+            force[i] = mode == 0 ? -1 : mode == 1 ? ref[i] : mode == 2 ? (ref[i] + 1) % V : i % 3 ? ref[i] : (ref[i] + 7) % V;
+        cuda_engine_spec_force(g, mode ? force : NULL, N);
+        go.spec = 1;
+        cuda_engine_reset(g);
+        free(s1);
+        s1 = NULL;
+        int r = cuda_engine_generate(g, prompt, n, &go, out, &no, &gs, &e);
+        int st = r ? 1 : spec_state(g, c, &s1, &l1);
+        tap(!r && !st && no == N && !memcmp(out, ref, sizeof(int) * (size_t)N) && l1 == l0 && !memcmp(s0, s1, l0),
+            "spec: %s, speculative generation (%s): the same %d tokens and the same state (%lld forwards, %lld drafts, "
+            "%lld accepted, %lld MTP calls, %lld undone)%s%s",
+            name, what[mode], N, gs.forwards, gs.drafted, gs.accepted, gs.mtp_calls, gs.undos, r ? ": " : "",
+            r ? e.msg : "");
+        if (mode == 1)
+            tap(gs.accepted == gs.drafted && gs.drafted > 0, "spec: %s, right drafts all accepted (%lld of %lld)", name,
+                gs.accepted, gs.drafted);
+        if (mode == 2)
+            tap(gs.accepted == 0 && gs.drafted > 0 && gs.undos == gs.drafted,
+                "spec: %s, wrong drafts all rejected and undone (%lld drafts, %lld undone)", name, gs.drafted, gs.undos);
+    }
+    cuda_engine_spec_force(g, NULL, 0);
+    { /* a stop token: output k of the plain run ends both runs there */
+        const int k = N / 2 + 1;
+        go.stop = &ref[k];
+        go.nstop = 1;
+        int first = 0;
+        while (ref[first] != ref[k]) /* the first output equal to it ends the run */
+            first++;
+        for (int i = 0; i < N; i++)
+            force[i] = (ref[i] + 1) % V;
+        for (int mode = 0; mode < 3; mode++) { /* plain; speculative with every draft right, every one wrong */
+            go.spec = mode > 0;
+            cuda_engine_spec_force(g, mode == 1 ? ref : mode == 2 ? force : NULL, N);
+            cuda_engine_reset(g);
+            free(s1);
+            s1 = NULL;
+            int r = cuda_engine_generate(g, prompt, n, &go, out, &no, &gs, &e);
+            int st = r ? 1 : spec_state(g, c, &s1, &l1);
+            if (mode == 0) {
+                free(s0);
+                s0 = s1;
+                l0 = l1;
+                s1 = NULL;
+            }
+            tap(!r && !st && no == first + 1 && !memcmp(out, ref, sizeof(int) * (size_t)no) &&
+                    (mode == 0 || (l1 == l0 && !memcmp(s0, s1, l0))),
+                "spec: %s, %s generation stops at the stop token (output %d of %d)%s", name,
+                mode == 2 ? "speculative (drafts wrong)" : mode ? "speculative (drafts right)" : "plain", no, N,
+                mode ? ", the plain run's state" : "");
+        }
+        cuda_engine_spec_force(g, NULL, 0);
+        go.stop = NULL;
+        go.nstop = 0;
+    }
+done:
+    free(ref);
+    free(out);
+    free(force);
+    free(s0);
+    free(s1);
+}
+
+static void test_spec(const char *root)
+{
+    spec_fixture(root);
+    static const char *cfgs[2] = {"tiny", "mid"};
+    for (int i = 0; i < 2; i++) {
+        struct ctx_err e = {0};
+        struct inf_config c;
+        struct inf_weights *w = NULL;
+        struct cuda_engine *g = NULL;
+        int ok = !test_config(cfgs[i], &c, &e) && !inf_weights_synthetic(&c, 5, &w, &e);
+        const int P = i ? 700 : 300, N = i ? 120 : 200;
+        struct cuda_engine_opts o = {.max_chunk = 256, .max_ctx = P + N + 16, .mtp = 1};
+        ok = ok && !cuda_engine_new(w, &o, &g, &e);
+        tap(ok, "spec: %s engine with the MTP block%s%s", cfgs[i], ok ? "" : ": ", ok ? "" : e.msg);
+        if (ok) {
+            int *tok = malloc(sizeof(int) * (size_t)(P + 2));
+            for (int j = 0; j < P + 2; j++)
+                tok[j] = (j * 7919 + 13) % c.vocab_size;
+            spec_rows(g, &c, tok, P, cfgs[i]);
+            spec_rows(g, &c, tok, P - 1, cfgs[i]);
+            spec_generate(g, &c, tok, P, N, cfgs[i]);
+            free(tok);
+        }
+        cuda_engine_free(g);
+        inf_weights_free(w);
+    }
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1429,7 +1730,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,afuse,dtc";
+        parts = "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,afuse,dtc,spec";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -1476,6 +1777,8 @@ int main(void)
                                                   dtc_label, NULL};
         test_attn_fuse(&dtc_ops);
     }
+    if (strstr(parts, "spec"))
+        test_spec(root ? root : ".");
     printf("1..%d\n", n_test);
     return n_fail ? 1 : 0;
 }

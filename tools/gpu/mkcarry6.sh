@@ -4,7 +4,7 @@
 # stripped, with the shared libraries the GPU image lacks, in one flat folder s6/.
 set -e
 BD=${1:-build-s6}
-T="tests/kernels/test_gemm tests/kernels/test_kvpack tests/kernels/test_idx tests/kernels/test_attn tests/kernels/test_wo tests/kernels/test_moe_gemm tests/kernels/test_multi tests/kernels/test_mark tests/kernels/test_accel tests/kernels/test_engine bench/gpu/bench-gpu-engine bench/gpu/bench-gpu bench/gpu/bench-gpu-restore bench/gpu/bench-gpu-p2p"
+T="tests/kernels/test_gemm tests/kernels/test_kvpack tests/kernels/test_idx tests/kernels/test_attn tests/kernels/test_wo tests/kernels/test_moe_gemm tests/kernels/test_multi tests/kernels/test_mark tests/kernels/test_accel tests/kernels/test_engine bench/gpu/bench-gpu-engine bench/gpu/bench-gpu bench/gpu/bench-gpu-restore bench/gpu/bench-gpu-p2p bench/gpu/bench-gpu-spec"
 ninja -C "$BD" $T
 rm -rf .out/s6 && mkdir -p .out/s6/s6
 for f in $T; do cp "$BD/$f" .out/s6/s6/; done
