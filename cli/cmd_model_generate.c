@@ -2,7 +2,7 @@
  * or speculative with the checkpoint's MTP block (kernels/cuda_engine.h cuda_engine_generate).
  *   ctx model generate DIR|--synthetic NAME [--seed N] --input FILE [--max-tokens N] [--spec]
  *                      [--stop ID[,ID...]] [--chunk N] [--gpu N] [--json]
- * FILE is JSON {"tokens":[ids...]} (the prompt; `ctx tokenize --json` writes ids). Prints the
+ * FILE is JSON {"tokens":[ids...]} or a bare array of ids (the prompt, as `ctx tokenize` prints it). Prints the
  * generated ids and the run's figures: prompt and decode seconds, decode tok/s, and with --spec the
  * drafts verified and accepted (the acceptance that sets the speed-up; speculative and plain runs give
  * the same tokens). Needs a -Dcuda build and a GPU. */
@@ -17,6 +17,7 @@
 #include "args.h"
 #include "ctx_config.h"
 #include "err.h"
+#include "tokens_json.h"
 #include "weights.h"
 #if HAVE_CUDA
 #include "cuda_engine.h"
@@ -26,7 +27,7 @@ static void generate_usage(FILE *f)
 {
     fprintf(f, "usage: ctx model generate DIR|--synthetic NAME [--seed N] --input FILE [--max-tokens N] [--spec]\n"
                "                          [--stop ID[,ID...]] [--chunk N] [--gpu N] [--json]\n"
-               "  --input FILE      JSON {\"tokens\":[ids...]}: the prompt\n"
+               "  --input FILE      the prompt: JSON [ids...] (ctx tokenize's) or {\"tokens\":[ids...]}\n"
                "  --max-tokens N    tokens to generate (default 128)\n"
                "  --spec            speculative decoding with the checkpoint's MTP block (the same tokens)\n"
                "  --stop LIST       token ids that end the output (kept in it; default: the config's eos)\n"
@@ -122,7 +123,7 @@ int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli)
             goto fail;
     }
     const struct inf_config *c = inf_weights_config(w);
-    if (ctx_model_read_tokens(input, &tokens, &n, NULL, c->vocab_size, &e))
+    if (inf_tokens_json_read(input, c->vocab_size, &tokens, &n, NULL, &e))
         goto fail;
     if (nstop < 0) { /* default: the end of sentence */
         stop[0] = c->eos_token_id;

@@ -24,6 +24,7 @@
 #include "model.h"
 #include "safetensors.h"
 #include "state.h"
+#include "tokens_json.h"
 #include "weights.h"
 #include "accel.h"
 #include "args.h"
@@ -105,56 +106,6 @@ static int write_atomic(const char *path, const void *buf, size_t len, struct ct
     }
     free(tmp);
     return 0;
-}
-
-/* {"tokens":[ids...],"prefill":N} (prefill NULL: "prefill" is not read). Shared with ctx model generate. */
-int ctx_model_read_tokens(const char *path, int **tokens, int *n, int *prefill, int vocab, struct ctx_err *e)
-{
-    cJSON *j = ctx_json_read_file(path, 256u << 20, e);
-    if (!j)
-        return e->code ? e->code : CTX_EFORMAT;
-    int rc = 0;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "tokens");
-    int64_t p = 1;
-    if (!cJSON_IsArray(t)) {
-        rc = ctx_err_set(e, CTX_EFORMAT, "%s: \"tokens\" must be an array of token ids", path);
-        goto out;
-    }
-    if (prefill && (rc = ctx_json_get_int(j, "prefill", true, 0, &p, path, e)))
-        goto out;
-    *n = cJSON_GetArraySize(t);
-    if (!prefill && *n < 1) {
-        rc = ctx_err_set(e, CTX_EINVAL, "%s: \"tokens\" is empty", path);
-        goto out;
-    }
-    if (prefill && (p < 1 || p > *n)) {
-        rc = ctx_err_set(e, CTX_EINVAL, "%s: \"prefill\" is %lld; it must be between 1 and the %d tokens", path,
-                         (long long)p, *n);
-        goto out;
-    }
-    if (prefill)
-        *prefill = (int)p;
-    *tokens = malloc(sizeof(int) * (size_t)*n);
-    if (!*tokens) {
-        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
-        goto out;
-    }
-    int i = 0;
-    const cJSON *v;
-    cJSON_ArrayForEach(v, t) {
-        double d = cJSON_IsNumber(v) ? v->valuedouble : -1;
-        if (!cJSON_IsNumber(v) || d != (double)(int)d || d < 0 || d >= vocab) {
-            rc = ctx_err_set(e, CTX_EINVAL, "%s: tokens[%d] is not a token id below the vocabulary size %d", path, i,
-                             vocab);
-            free(*tokens);
-            *tokens = NULL;
-            goto out;
-        }
-        (*tokens)[i++] = (int)d;
-    }
-out:
-    cJSON_Delete(j);
-    return rc;
 }
 
 static int parse_int(const char *s, long long lo, long long hi, long long *out)
@@ -256,7 +207,7 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
             goto fail;
     }
     const struct inf_config *c = inf_weights_config(w);
-    if (ctx_model_read_tokens(input, &tokens, &n, &P, c->vocab_size, &e))
+    if (inf_tokens_json_read(input, c->vocab_size, &tokens, &n, &P, &e))
         goto fail;
     if (inf_model_new(w, NULL, (int)threads, &m, &e) || inf_state_new(c, &st, &e))
         goto fail;

@@ -28,8 +28,6 @@ int ctx_cmd_tokenize(int argc, char **argv, const struct ctx_cli *cli);
 int ctx_cmd_chat(int argc, char **argv, const struct ctx_cli *cli);
 int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli); /* cli/cmd_model_score.c */
 int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli); /* cli/cmd_model_generate.c */
-struct ctx_err;
-int ctx_model_read_tokens(const char *path, int **tokens, int *n, int *prefill, int vocab, struct ctx_err *e);
 int ctx_cmd_repo(int argc, char **argv, const struct ctx_cli *cli); /* needs CTX_HAVE_REPO */
 int ctx_cmd_lsp(int argc, char **argv, const struct ctx_cli *cli);  /* needs CTX_HAVE_REPO */
 int ctx_cmd_hook(int argc, char **argv, const struct ctx_cli *cli); /* cli/cmd_hook.c: git pre-commit hook */

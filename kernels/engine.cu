@@ -6548,8 +6548,10 @@ static int lin_lt(struct cuda_engine *g, const struct dlin *w, int S, int n1, fl
 static int lin_fp8(struct cuda_engine *g, const struct dlin *w, const float *x, int S, float *y, struct ctx_err *e)
 {
     size_t ny = (size_t)S * w->n;
-    if (S == 1 && w->k <= 16384) // decode: quantisation, product and conversion in one launch (same bits)
-        return cuda_fp8_gemv_f32(x, w->w, w->s, w->n, w->k, y, w->n, NULL, g->st, e);
+    // decode (one token, or a speculative step's two): quantisation, product and conversion in one
+    // launch (the same bits)
+    if (S <= 2 && cuda_fp8_gemv_f32_fits(S, w->n, w->k))
+        return cuda_fp8_gemv_f32m(x, S, w->w, w->s, w->n, w->k, y, w->n, NULL, g->st, e);
     launch_pdl(k_act_quant_f32, (unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st, x, S, S, w->k, g->q8,
                g->sa);
     int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
@@ -6569,8 +6571,8 @@ static int lin_fp8_split(struct cuda_engine *g, const struct dlin *w, const floa
                          float *y2, struct ctx_err *e)
 {
     size_t ny = (size_t)S * w->n;
-    if (S == 1 && w->k <= 16384)
-        return cuda_fp8_gemv_f32(x, w->w, w->s, w->n, w->k, y1, n1, y2, g->st, e);
+    if (S <= 2 && cuda_fp8_gemv_f32_fits(S, w->n, w->k))
+        return cuda_fp8_gemv_f32m(x, S, w->w, w->s, w->n, w->k, y1, n1, y2, g->st, e);
     launch_pdl(k_act_quant_f32, (unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st, x, S, S, w->k, g->q8,
                g->sa);
     int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
@@ -7441,19 +7443,22 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     // joined back before the indexer (its compressor) and before the attention core (the main one);
     // the ring update rides in k_attn_combine and the weights' scaling in k_iq_prep; the score and
     // P.V grids fit the device.
-    // side (ATTN_SIDE for CSA layers, ATTN_SIDE_HCA for HCA ones, steps of one token): the compressors'
+    // side (ATTN_SIDE for CSA layers, ATTN_SIDE_HCA for HCA ones, steps of one or two tokens): the compressors'
     // bf16 products move to ast too, forked at the top (they read only `a`, which the mHC pre wrote),
     // and a CSA layer's indexer (its query product, k_iq_prep, the scores and the top-k) runs on the
     // third stream g->ist from the normalised cq on, so that wq_b and k_q_prep on st overlap it; st
     // joins both before the attention core (aev[2] after the main compressor, aev[4] after the top-k).
     // The buffers each stream writes are read only by that stream or after a join (ctmp, itmp, wts,
     // the caches on ast; qI, qi8 / qix, score, sel on ist; cq, Q, kv on st, read by ist after aev[3]).
-    // One token only: these products then need no scratch shared with st (lin_fp8's S > 1 path stages
-    // through q8 / sa / o16). Not while profiling, whose stage times come from events on st. Measured
+    // One or two tokens only: these products then need no scratch shared with st (lin_fp8's other paths
+    // stage through q8 / sa / o16). Not while profiling, whose stage times come from events on st. Measured
     // (bench-gpu-engine --attn-ab, 2026-11-29, flash4): ~10 us a CSA layer, ~8.5 us an HCA one.
     int dec = S <= CMP_MIN_S, fork = dec && (g->attn_fuse & ATTN_FORK) && L->ratio;
     int fold = dec && (g->attn_fuse & ATTN_FOLD), shapes = dec && (g->attn_fuse & ATTN_SHAPES);
-    const int side = fork && S == 1 && (g->attn_fuse & (L->ratio == 4 ? ATTN_SIDE : ATTN_SIDE_HCA)) && !g->prof_active;
+    // Two tokens too (a speculative step) where the indexer's query product takes them in one fused launch
+    // (cuda_fp8_gemv_f32m: no scratch either).
+    const int side_s = S == 1 || (S == 2 && (L->ratio != 4 || cuda_fp8_gemv_f32_fits(2, L->i_wq_b.n, L->i_wq_b.k)));
+    const int side = fork && side_s && (g->attn_fuse & (L->ratio == 4 ? ATTN_SIDE : ATTN_SIDE_HCA)) && !g->prof_active;
     float hsc = (float)(1.0 / sqrt((double)di));
     if (side && (rc = stream_fork(g, g->ast, g->aev[0], e)))
         return rc;

@@ -412,7 +412,7 @@ __global__ void __launch_bounds__(WR *WT * 32, MINB)
 // 128 registers, 2 CTAs per SM: 2.2-2.5 TB/s at 32 MB, latency-bound below).
 //
 // Activations: with F32 = false the m rows of each block ride in the ring with the weights (already
-// quantised by cuda_act_quant); with F32 = true (m = 1, cuda_fp8_gemv_f32) the warp quantises the
+// quantised by cuda_act_quant); with F32 = true (m <= 2, cuda_fp8_gemv_f32m) the warp quantises the
 // blocks of its K range itself from the fp32 input (warp_quant128: the bytes and scales of
 // cuda_act_quant on its bf16 rounding) into its activation area while the first weight stages
 // load, which saves the quantisation launch; the output is then fp32 (bf16-rounded values), which
@@ -442,7 +442,8 @@ int gemv_ws_log2(int n, int k)
     return l;
 }
 
-template <bool F32>
+// F32: MT the most tokens (1 or 2; the one-token instance keeps the code it had before two were taken).
+template <bool F32, int MT = 1>
 __global__ void __launch_bounds__(32 * GV_WARPS)
     fp8_gemv_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, const float *__restrict__ xf, int m,
                     const uint8_t *__restrict__ w, const uint8_t *__restrict__ ws, int n, int k,
@@ -505,26 +506,36 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
             issue_a(j);
         cp_async_commit();
     }
-    float sreg = 0.f; // F32: lane L holds the activation scale of the warp's block L
+    // F32: lane L holds the activation scale of the warp's block L for token 0 (sreg) and token 1
+    // (sreg1); token r's block j sits at sact + (r * nblk + j) * 128
+    float sreg = 0.f, sreg1 = 0.f;
     if (F32) {
-        for (int jb = 0; jb < nblk; jb += 8) {
-            float4 v[8];
+        for (int r = 0; r < (MT > 1 ? m : 1); r++)
+            for (int jb = 0; jb < nblk; jb += 8) {
+                float4 v[8];
 #pragma unroll
-            for (int u = 0; u < 8; u++)
-                if (jb + u < nblk)
-                    v[u] = __ldg(reinterpret_cast<const float4 *>(xf + (size_t)(kb_lo + jb + u) * 128 + lane * 4));
+                for (int u = 0; u < 8; u++)
+                    if (jb + u < nblk)
+                        v[u] = __ldg(reinterpret_cast<const float4 *>(xf + (size_t)r * k + (size_t)(kb_lo + jb + u) * 128 +
+                                                                       lane * 4));
 #pragma unroll
-            for (int u = 0; u < 8; u++) {
-                if (jb + u >= nblk)
-                    break;
-                const float r[4] = {bf16_round(v[u].x), bf16_round(v[u].y), bf16_round(v[u].z), bf16_round(v[u].w)};
-                float s;
-                const uint32_t packed = warp_quant128(r, &s);
-                asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(sact + (jb + u) * 128 + lane * 4), "r"(packed));
-                if (lane == jb + u)
-                    sreg = s;
+                for (int u = 0; u < 8; u++) {
+                    if (jb + u >= nblk)
+                        break;
+                    const float x4[4] = {bf16_round(v[u].x), bf16_round(v[u].y), bf16_round(v[u].z),
+                                         bf16_round(v[u].w)};
+                    float sc;
+                    const uint32_t packed = warp_quant128(x4, &sc);
+                    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(sact + (r * nblk + jb + u) * 128 + lane * 4),
+                                 "r"(packed));
+                    if (lane == jb + u) {
+                        if (MT > 1 && r)
+                            sreg1 = sc;
+                        else
+                            sreg = sc;
+                    }
+                }
             }
-        }
     }
     const uint32_t sw = (uint32_t)((g & 1) << 2);
     for (int j = 0; j < nblk; j++) {
@@ -538,9 +549,10 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
         const int kb = kb_lo + j;
         const float wsc = e8m0_to_float(__ldg(wsr + kb));
         float s0, s1;
-        if (F32) {
+        if (F32) { // m <= 2: only t = 0 has token columns (0 and 1)
             const float sj = __shfl_sync(0xffffffffu, sreg, j);
-            s0 = c0 < m ? sj : 0.f, s1 = 0.f;
+            const float sj1 = MT > 1 ? __shfl_sync(0xffffffffu, sreg1, j) : 0.f;
+            s0 = c0 < m ? sj : 0.f, s1 = MT > 1 && c1 < m ? sj1 : 0.f;
         } else {
             s0 = c0 < m ? __ldg(sa0 + kb) : 0.f, s1 = c1 < m ? __ldg(sa1 + kb) : 0.f;
         }
@@ -553,8 +565,9 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
         uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
         if (g < m) {
             if (F32) {
-                x0 = lds128(sact + j * 128 + 16 * t);
-                x1 = lds128(sact + j * 128 + 64 + 16 * t);
+                const uint32_t xa = sact + ((MT > 1 ? g * nblk : 0) + j) * 128;
+                x0 = lds128(xa + 16 * t);
+                x1 = lds128(xa + 64 + 16 * t);
             } else {
                 x0 = lds128(sact + (j % GV_NS) * 1024 + g * 128 + ((t ^ sw) << 4));
                 x1 = lds128(sact + (j % GV_NS) * 1024 + g * 128 + (((4 + t) ^ sw) << 4));
@@ -595,9 +608,9 @@ __global__ void __launch_bounds__(32 * GV_WARPS)
         if (!F32)
             y[(size_t)c * n + row] = o;
         else if (row < n1)
-            y1[row] = __bfloat162float(o);
+            y1[(size_t)c * n1 + row] = __bfloat162float(o);
         else
-            y2[row - n1] = __bfloat162float(o);
+            y2[(size_t)c * (n - n1) + row - n1] = __bfloat162float(o);
     }
 }
 
@@ -1262,20 +1275,39 @@ extern "C" int cuda_fp8_gemv(const uint8_t *d_q, const float *d_sa, int m, const
     return launch_check(e, "fp8_gemv_kernel");
 }
 
-extern "C" int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uint8_t *d_ws, int n, int k, float *d_y1,
-                                 int n1, float *d_y2, void *stream, struct ctx_err *e)
+extern "C" int cuda_fp8_gemv_f32m(const float *d_x, int m, const uint8_t *d_w, const uint8_t *d_ws, int n, int k,
+                                  float *d_y1, int n1, float *d_y2, void *stream, struct ctx_err *e)
 {
     if (check_k(k, "cuda_fp8_gemv_f32", e))
         return CTX_EINVAL;
-    if (n < 1 || n1 < 1 || n1 > n || (n1 < n && !d_y2))
-        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv_f32: n = %d, n1 = %d%s", n, n1,
+    if (m < 1 || m > 2 || n < 1 || n1 < 1 || n1 > n || (n1 < n && !d_y2))
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv_f32: m = %d (1 or 2), n = %d, n1 = %d%s", m, n, n1,
                            n1 < n && !d_y2 ? " without a second output" : "");
     const int ws_log2 = gemv_ws_log2(n, k), tiles = (n + 15) / 16, tiles_per_cta = GV_WARPS >> ws_log2;
-    if ((k / 128 + (1 << ws_log2) - 1) >> ws_log2 > GV_F32_MAX_BLOCKS)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv_f32: k = %d above %d", k, GV_F32_MAX_BLOCKS * 128 * GV_WARPS);
-    launch_pdl(fp8_gemv_kernel<true>, (tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0,
-               (cudaStream_t)stream, nullptr, nullptr, d_x, 1, d_w, d_ws, n, k, nullptr, d_y1, n1, d_y2, ws_log2);
+    if (m * ((k / 128 + (1 << ws_log2) - 1) >> ws_log2) > GV_F32_MAX_BLOCKS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemv_f32: k = %d above %d for %d token%s", k,
+                           GV_F32_MAX_BLOCKS / m * 128 * GV_WARPS, m, m > 1 ? "s" : "");
+    if (m == 1)
+        launch_pdl(fp8_gemv_kernel<true, 1>, (tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0,
+                   (cudaStream_t)stream, nullptr, nullptr, d_x, 1, d_w, d_ws, n, k, nullptr, d_y1, n1, d_y2, ws_log2);
+    else
+        launch_pdl(fp8_gemv_kernel<true, 2>, (tiles + tiles_per_cta - 1) / tiles_per_cta, 32 * GV_WARPS, 0,
+                   (cudaStream_t)stream, nullptr, nullptr, d_x, m, d_w, d_ws, n, k, nullptr, d_y1, n1, d_y2, ws_log2);
     return launch_check(e, "fp8_gemv_kernel<f32>");
+}
+
+extern "C" int cuda_fp8_gemv_f32_fits(int m, int n, int k)
+{
+    if (m < 1 || m > 2 || n < 1 || k < 128 || k % 128)
+        return 0;
+    const int ws_log2 = gemv_ws_log2(n, k);
+    return m * ((k / 128 + (1 << ws_log2) - 1) >> ws_log2) <= GV_F32_MAX_BLOCKS;
+}
+
+extern "C" int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uint8_t *d_ws, int n, int k, float *d_y1,
+                                 int n1, float *d_y2, void *stream, struct ctx_err *e)
+{
+    return cuda_fp8_gemv_f32m(d_x, 1, d_w, d_ws, n, k, d_y1, n1, d_y2, stream, e);
 }
 
 static int fp8_gemm_v1(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d_w, const uint8_t *d_ws, int n,

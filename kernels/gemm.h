@@ -73,6 +73,12 @@ int cuda_fp8_gemv(const uint8_t *d_q, const float *d_sa, int m, const uint8_t *d
  * cuda_fp8_gemv with m = 1, then the conversion to fp32, in one launch. k <= 16384. */
 int cuda_fp8_gemv_f32(const float *d_x, const uint8_t *d_w, const uint8_t *d_ws, int n, int k, float *d_y1, int n1,
                       float *d_y2, void *stream, struct ctx_err *e);
+/* The same for m = 1 or 2 tokens: d_x [m][k], d_y1 [m][n1], d_y2 [m][n - n1] (a speculative step's
+ * two-token forward); k <= 16384 / m. Each token's outputs are the bits cuda_fp8_gemv_f32 gives it. */
+int cuda_fp8_gemv_f32m(const float *d_x, int m, const uint8_t *d_w, const uint8_t *d_ws, int n, int k, float *d_y1,
+                       int n1, float *d_y2, void *stream, struct ctx_err *e);
+/* Whether cuda_fp8_gemv_f32m takes m tokens of this shape (1: yes). */
+int cuda_fp8_gemv_f32_fits(int m, int n, int k);
 
 /* Same product for any m (prefill) on mma.sync m16n8k32 tensor-core tiles: each output's 128-K
  * partial is 4 chained mma steps from zero, scaled (partial * act_scale) * weight_scale and added

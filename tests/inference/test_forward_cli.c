@@ -194,8 +194,19 @@ static void test_generate(void **st)
     assert_int_equal(rc, 2); /* built without the CUDA engine */
     (void)spec;
 #endif
-    /* bad token ids and an empty prompt: exit 1 whatever the build (the input is read first... or the
-     * build's refusal, 2) */
+    /* a bare array (what ctx tokenize prints) is a prompt too */
+    f = fopen(in, "w");
+    fprintf(f, "[0,5,7,9,11]");
+    fclose(f);
+    rc = run(ok, buf, sizeof buf);
+#if HAVE_CUDA
+    assert_true(rc == 0 || rc == 1);
+    if (rc == 0) /* the same prompt: the same tokens */
+        assert_memory_equal(plain, buf, (size_t)(strchr(plain, ']') - plain));
+#else
+    assert_int_equal(rc, 2);
+#endif
+    /* an empty prompt: exit 1 (2 where the build refuses first) */
     f = fopen(in, "w");
     fprintf(f, "{\"tokens\":[]}");
     fclose(f);

@@ -308,21 +308,22 @@ static void test_fp8_variants(int m, int n, int k)
     free(q), free(w), free(ws), free(sa), free(y1), free(yv);
 }
 
-/* The fused decode GEMV (fp32 input quantised inside, fp32 out, rows split over two outputs): the
- * same bits as cuda_act_quant on bf16(x) + cuda_fp8_gemv (m = 1) + bf16 -> fp32, and within the
- * bound of the reference. Some inputs are not bf16 values (the kernel rounds them first). */
-static void test_fp8_f32(int n, int n1, int k)
+/* The fused decode GEMV (fp32 input quantised inside, fp32 out, rows split over two outputs), for m = 1
+ * or 2 tokens: the same bits as cuda_act_quant on bf16(x) + cuda_fp8_gemv (m tokens) + bf16 -> fp32, and
+ * within the bound of the reference. Some inputs are not bf16 values (the kernel rounds them first). */
+static void test_fp8_f32(int m, int n, int n1, int k)
 {
     struct ctx_err e;
     int nb = (n + 127) / 128, kb = k / 128;
-    uint16_t *xb = malloc(sizeof *xb * (size_t)k);
-    float *xf = malloc(sizeof *xf * (size_t)k), *sa = malloc(sizeof *sa * (size_t)kb);
-    uint8_t *q = malloc((size_t)k), *w = malloc((size_t)n * k), *ws = malloc((size_t)nb * kb);
-    float *ref = malloc(sizeof *ref * (size_t)n), *yf = malloc(sizeof *yf * (size_t)n);
-    double *mag = malloc(sizeof *mag * (size_t)n);
-    uint16_t *yb = malloc(sizeof *yb * (size_t)n), *yr = malloc(sizeof *yr * (size_t)n);
-    gen_act(xb, 1, k);
-    for (int i = 0; i < k; i++) {
+    size_t mk = (size_t)m * k, mn = (size_t)m * n;
+    uint16_t *xb = malloc(sizeof *xb * mk);
+    float *xf = malloc(sizeof *xf * mk), *sa = malloc(sizeof *sa * (size_t)m * kb);
+    uint8_t *q = malloc(mk), *w = malloc((size_t)n * k), *ws = malloc((size_t)nb * kb);
+    float *ref = malloc(sizeof *ref * mn), *yf = malloc(sizeof *yf * mn);
+    double *mag = malloc(sizeof *mag * mn);
+    uint16_t *yb = malloc(sizeof *yb * mn), *yr = malloc(sizeof *yr * mn);
+    gen_act(xb, m, k);
+    for (size_t i = 0; i < mk; i++) {
         xf[i] = cuda_ref_bf16_to_f32(xb[i]);
         if (next_u64() % 3 == 0) { /* low mantissa bits set: rounds to a neighbouring bf16 (or stays) */
             uint32_t u;
@@ -336,37 +337,45 @@ static void test_fp8_f32(int n, int n1, int k)
     }
     gen_e4m3(w, (size_t)n * k);
     gen_scales(ws, (size_t)nb * kb, -12, 0);
-    cuda_ref_act_quant(xb, 1, k, q, sa);
-    cuda_ref_fp8_gemm(q, sa, 1, w, ws, n, k, ref, mag);
-    void *dxf = dev_copy(xf, sizeof *xf * (size_t)k), *dxb = dev_copy(xb, sizeof *xb * (size_t)k);
+    cuda_ref_act_quant(xb, m, k, q, sa);
+    cuda_ref_fp8_gemm(q, sa, m, w, ws, n, k, ref, mag);
+    void *dxf = dev_copy(xf, sizeof *xf * mk), *dxb = dev_copy(xb, sizeof *xb * mk);
     void *dw = dev_copy(w, (size_t)n * k), *dws = dev_copy(ws, (size_t)nb * kb), *dy, *dq, *dsa, *dyb;
-    must(cuda_malloc(&dy, sizeof(float) * (size_t)n, &e), &e);
-    must(cuda_malloc(&dyb, sizeof(uint16_t) * (size_t)n, &e), &e);
-    must(cuda_malloc(&dq, (size_t)k, &e), &e);
-    must(cuda_malloc(&dsa, sizeof(float) * (size_t)kb, &e), &e);
-    must(cuda_memset(dy, 0xff, sizeof(float) * (size_t)n, &e), &e);
-    float *dy1 = dy, *dy2 = (float *)dy + n1;
-    must(cuda_fp8_gemv_f32(dxf, dw, dws, n, k, dy1, n1, n1 < n ? dy2 : NULL, NULL, &e), &e);
-    must(cuda_act_quant(dxb, 1, k, dq, dsa, 0, NULL, &e), &e);
-    must(cuda_fp8_gemv(dq, dsa, 1, dw, dws, n, k, dyb, NULL, &e), &e);
+    must(cuda_malloc(&dy, sizeof(float) * mn, &e), &e);
+    must(cuda_malloc(&dyb, sizeof(uint16_t) * mn, &e), &e);
+    must(cuda_malloc(&dq, mk, &e), &e);
+    must(cuda_malloc(&dsa, sizeof(float) * (size_t)m * kb, &e), &e);
+    must(cuda_memset(dy, 0xff, sizeof(float) * mn, &e), &e);
+    float *dy1 = dy, *dy2 = (float *)dy + (size_t)m * n1; /* [m][n1] then [m][n - n1] */
+    if (m == 1)
+        must(cuda_fp8_gemv_f32(dxf, dw, dws, n, k, dy1, n1, n1 < n ? dy2 : NULL, NULL, &e), &e);
+    else
+        must(cuda_fp8_gemv_f32m(dxf, m, dw, dws, n, k, dy1, n1, n1 < n ? dy2 : NULL, NULL, &e), &e);
+    must(cuda_act_quant(dxb, m, k, dq, dsa, 0, NULL, &e), &e);
+    must(cuda_fp8_gemv(dq, dsa, m, dw, dws, n, k, dyb, NULL, &e), &e);
     must(cuda_sync(&e), &e);
-    must(cuda_d2h(yf, dy, sizeof(float) * (size_t)n, &e), &e);
-    must(cuda_d2h(yr, dyb, sizeof(uint16_t) * (size_t)n, &e), &e);
+    float *y2 = malloc(sizeof *y2 * mn);
+    must(cuda_d2h(y2, dy, sizeof(float) * mn, &e), &e);
+    must(cuda_d2h(yr, dyb, sizeof(uint16_t) * mn, &e), &e);
+    for (int r = 0; r < m; r++) /* [m][n1] + [m][n - n1] back to [m][n] */
+        for (int i = 0; i < n; i++)
+            yf[(size_t)r * n + i] = i < n1 ? y2[(size_t)r * n1 + i] : y2[(size_t)m * n1 + (size_t)r * (n - n1) + i - n1];
     long same = 0, notbf = 0;
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < mn; i++) {
         yb[i] = cuda_ref_f32_to_bf16(yf[i]);
         notbf += cuda_ref_bf16_to_f32(yb[i]) != yf[i] && yf[i] == yf[i];
         same += yb[i] == yr[i];
     }
     struct cmp r;
-    compare(yb, ref, mag, (size_t)n, EPS, &r);
-    tap(r.bad == 0 && same == n && notbf == 0,
-        "fp8_gemv_f32 n=%d (split %d + %d) k=%d: %ld/%ld outside the bound, max (|d|-ulp)/mag = %.3g; bit-equal to "
-        "act_quant + fp8_gemv %ld/%d; outputs not bf16 values %ld", n, n1, n - n1, k, r.bad, r.total, r.worst, same, n,
-        notbf);
+    compare(yb, ref, mag, mn, EPS, &r);
+    tap(r.bad == 0 && same == (long)mn && notbf == 0,
+        "fp8_gemv_f32 m=%d n=%d (split %d + %d) k=%d: %ld/%ld outside the bound, max (|d|-ulp)/mag = %.3g; bit-equal to "
+        "act_quant + fp8_gemv %ld/%zu; outputs not bf16 values %ld", m, n, n1, n - n1, k, r.bad, r.total, r.worst, same,
+        mn, notbf);
     cuda_free(dxf), cuda_free(dxb), cuda_free(dw), cuda_free(dws), cuda_free(dy), cuda_free(dq), cuda_free(dsa);
     cuda_free(dyb);
     free(xb), free(xf), free(sa), free(q), free(w), free(ws), free(ref), free(yf), free(mag), free(yb), free(yr);
+    free(y2);
 }
 
 /* cuBLASLt: every scale layout is tried; the one cuda_lt_layout() names must pass. */
@@ -729,11 +738,24 @@ int main(void)
     test_fp8(4, 2064, 16384);
     test_fp8(7, 1040, 2048);
     /* the fused fp32-input GEMV at V4-Flash's decode shapes (wq_a|wkv split, wq_b, wo_b), ragged */
-    test_fp8_f32(1536, 1024, 4096);
-    test_fp8_f32(32768, 32768, 1024);
-    test_fp8_f32(4096, 4096, 8192);
-    test_fp8_f32(200, 33, 384);
-    test_fp8_f32(4096, 4000, 16384);
+    test_fp8_f32(1, 1536, 1024, 4096);
+    test_fp8_f32(1, 32768, 32768, 1024);
+    test_fp8_f32(1, 4096, 4096, 8192);
+    test_fp8_f32(1, 200, 33, 384);
+    test_fp8_f32(1, 4096, 4000, 16384);
+    /* two tokens (a speculative step): V4-Flash's wq_a|wkv, wq_b, wo_b, the indexer's wq_b, a ragged one */
+    test_fp8_f32(2, 1536, 1024, 4096);
+    test_fp8_f32(2, 32768, 32768, 1024);
+    test_fp8_f32(2, 4096, 4096, 8192);
+    test_fp8_f32(2, 8192, 8192, 1024);
+    test_fp8_f32(2, 200, 33, 384);
+    {
+        struct ctx_err e;
+        tap(cuda_fp8_gemv_f32_fits(2, 4096, 8192) && !cuda_fp8_gemv_f32_fits(2, 4096, 16384) &&
+                cuda_fp8_gemv_f32_fits(1, 4096, 16384) && !cuda_fp8_gemv_f32_fits(3, 4096, 4096) &&
+                cuda_fp8_gemv_f32m(NULL, 2, NULL, NULL, 4096, 16384, NULL, 4096, NULL, NULL, &e) == CTX_EINVAL,
+            "fp8_gemv_f32 for 2 tokens: k 8192 fits, 16384 refused (%s)", e.msg);
+    }
     /* prefill shapes */
     test_fp8(37, 200, 1024);
     test_fp8(130, 256, 4096);
