@@ -8599,7 +8599,7 @@ extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, in
     // The prompt: chunks of Smax, the last one the final min(n, window, Smax) tokens, whose output
     // streams feed the MTP's window (the window's entries are all it needs of the prompt). Plain and
     // speculative runs take the same chunks, so their states agree.
-    const int tail = n < c->sliding_window ? (n < g->Smax ? n : g->Smax) : (c->sliding_window < g->Smax ? c->sliding_window : g->Smax);
+    const int wmax = c->sliding_window < g->Smax ? c->sliding_window : g->Smax, tail = n < wmax ? n : wmax;
     for (int p = 0; p < n - tail && !rc; p += g->Smax) {
         int S = n - tail - p < g->Smax ? n - tail - p : g->Smax;
         rc = forward_call(g, prompt + p, S, NULL, 0, 0, 0, NULL, NULL, 1, NULL, NULL, e);
