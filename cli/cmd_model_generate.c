@@ -6,7 +6,6 @@
  * generated ids and the run's figures: prompt and decode seconds, decode tok/s, and with --spec the
  * drafts verified and accepted (the acceptance that sets the speed-up; speculative and plain runs give
  * the same tokens). Needs a -Dcuda build and a GPU. */
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,16 +35,6 @@ static void generate_usage(FILE *f)
                "  --json            one JSON object on stdout\n");
 }
 
-static int parse_ll(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 0);
-    if (errno || *end || !*s || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli)
 {
@@ -60,24 +49,24 @@ int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli)
         } else if (!strcmp(a, "--synthetic") && i + 1 < argc) {
             synth = argv[++i];
         } else if (!strcmp(a, "--seed") && i + 1 < argc) {
-            if (parse_ll(argv[++i], 0, INT64_MAX, &seed)) {
+            if (ctx_parse_ll(argv[++i], 0, INT64_MAX, &seed)) {
                 fprintf(stderr, "ctx model: --seed \"%s\" is not a number\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--input") && i + 1 < argc) {
             input = argv[++i];
         } else if (!strcmp(a, "--max-tokens") && i + 1 < argc) {
-            if (parse_ll(argv[++i], 1, 1 << 20, &max_tokens)) {
+            if (ctx_parse_ll(argv[++i], 1, 1 << 20, &max_tokens)) {
                 fprintf(stderr, "ctx model: --max-tokens \"%s\" is not a number in 1..1048576\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--chunk") && i + 1 < argc) {
-            if (parse_ll(argv[++i], 1, 1 << 24, &chunk)) {
+            if (ctx_parse_ll(argv[++i], 1, 1 << 24, &chunk)) {
                 fprintf(stderr, "ctx model: --chunk \"%s\" is not a positive number\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--gpu") && i + 1 < argc) {
-            if (parse_ll(argv[++i], 0, 255, &gpu)) {
+            if (ctx_parse_ll(argv[++i], 0, 255, &gpu)) {
                 fprintf(stderr, "ctx model: --gpu \"%s\" is not a device number\n", argv[i]);
                 return 2;
             }

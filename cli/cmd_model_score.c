@@ -108,16 +108,6 @@ static int write_atomic(const char *path, const void *buf, size_t len, struct ct
     return 0;
 }
 
-static int parse_int(const char *s, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 0);
-    if (errno || *end || !*s || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
 {
@@ -133,7 +123,7 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
         } else if (!strcmp(a, "--synthetic") && i + 1 < argc) {
             synth = argv[++i];
         } else if (!strcmp(a, "--seed") && i + 1 < argc) {
-            if (parse_int(argv[++i], 0, INT64_MAX, &seed)) {
+            if (ctx_parse_ll(argv[++i], 0, INT64_MAX, &seed)) {
                 fprintf(stderr, "ctx model: --seed \"%s\" is not a number\n", argv[i]);
                 return 2;
             }
@@ -144,12 +134,12 @@ int ctx_model_score(int argc, char **argv, const struct ctx_cli *cli)
         } else if (!strcmp(a, "--dump-blocks") && i + 1 < argc) {
             dumpp = argv[++i];
         } else if (!strcmp(a, "--chunk") && i + 1 < argc) {
-            if (parse_int(argv[++i], 1, 1 << 24, &chunk)) {
+            if (ctx_parse_ll(argv[++i], 1, 1 << 24, &chunk)) {
                 fprintf(stderr, "ctx model: --chunk \"%s\" is not a positive number\n", argv[i]);
                 return 2;
             }
         } else if (!strcmp(a, "--threads") && i + 1 < argc) {
-            if (parse_int(argv[++i], 1, 4096, &threads)) {
+            if (ctx_parse_ll(argv[++i], 1, 4096, &threads)) {
                 fprintf(stderr, "ctx model: --threads \"%s\" is not a positive number\n", argv[i]);
                 return 2;
             }

@@ -28,3 +28,14 @@ int ctx_parse_int_list(const char *s, long lo, long hi, int *out, int max, int *
     *n = k;
     return 0;
 }
+
+int ctx_parse_ll(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 0);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}

@@ -11,4 +11,9 @@
  * non-number, a value out of range, or more than `max` items; *n is then 0. */
 int ctx_parse_int_list(const char *s, long lo, long hi, int *out, int max, int *n, struct ctx_err *e);
 
+/* One integer in [lo, hi] (strtoll's forms: decimal, 0x hex, leading 0 octal) filling the whole string
+ * into *out: 0, or -1 (out unchanged) for an empty string, trailing text, overflow or a value out of
+ * range. For command-line numbers whose caller writes its own message. */
+int ctx_parse_ll(const char *s, long long lo, long long hi, long long *out);
+
 #endif

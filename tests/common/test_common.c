@@ -195,6 +195,17 @@ static void int_lists(void **state)
         assert_int_equal(n, 0);
         assert_string_equal(e.msg, bad[i].msg);
     }
+    long long v = -7;
+    assert_int_equal(ctx_parse_ll("42", 0, 100, &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(ctx_parse_ll("0x10", 0, 100, &v), 0);
+    assert_int_equal(v, 16);
+    static const char *const badll[] = {"", "101", "-1", "4x", "99999999999999999999999", " "};
+    for (size_t i = 0; i < sizeof badll / sizeof badll[0]; i++) {
+        v = -7;
+        assert_int_equal(ctx_parse_ll(badll[i], 0, 100, &v), -1);
+        assert_int_equal(v, -7);
+    }
     static const char *const hostile[] = {"", ",", ",,,", "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0", "255,256", " 1, 2",
                                           "+3", "0x10", "1\n2", "\xff\xfe", "00000000000000000000000000001"};
     for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++)
