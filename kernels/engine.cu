@@ -27,6 +27,7 @@
 
 #include "cuda_common.cuh"
 #include "cuda_engine.h"
+#include "cuda_gen.h"
 #include "cuda_kvpack.h"
 #include "gemm.h"
 #include "moe_gemm.h"
@@ -7987,8 +7988,9 @@ static int copy_streams(struct cuda_engine *g, float *dst, int dst_dev, const fl
 // sync (a hook or profiling imply it), waits and hands out logits.
 // nlog: rows of logits (the last ones; 1 for the API's "logits of the last position"), copied to the
 // host and, with sync, into logits [nlog][V]; amax: their argmax too (into amax_out with sync).
-// undo (S = 2, both rows' argmax, no logits: a speculative step): the undo record of the second
-// position saved first, the graph gexec2.
+// undo (S = 2, a speculative step: both rows' argmax and no logits where the engine ends the model, a
+// pipeline stage's streams otherwise): the undo record of the second position saved first, the graph
+// gexec2.
 static int forward_call(struct cuda_engine *g, const int *tokens, int S, const struct cuda_engine_io *io, int nlog,
                         int amax, int undo, cuda_engine_hook hook, void *ud, int sync, float *logits, int *amax_out,
                         struct ctx_err *e)
@@ -8016,7 +8018,7 @@ static int forward_call(struct cuda_engine *g, const int *tokens, int S, const s
                            g->le, c->num_hidden_layers);
     sync = sync || hook || g->prof_active;
     int rc, hc = c->hc_mult, D = c->hidden_size;
-    if (undo && (S != 2 || nlog != 2 || !amax || logits || io))
+    if (undo && (S != 2 || logits || (last && (nlog != 2 || !amax))))
         return ctx_err_set(e, CTX_EINTERNAL, "cuda engine: an undo record outside a speculative step");
     int use_graph = (S == 1 || undo) && (want_logits || !last) && !hook && !g->prof_active && g->graph_on &&
                     !g->graph_fail;
@@ -8573,10 +8575,11 @@ static int is_stop(int t, const int *stop, int nstop)
     return 0;
 }
 
-extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, int n, const struct cuda_engine_gen_opts *o,
-                                    int *out, int *n_out, struct cuda_engine_gen_stats *stats, struct ctx_err *e)
+// The loop (cuda_gen.h) over a backend's steps: one engine below, a layer-split pipeline in multi.cu.
+extern "C" int cuda_gen_run(const struct cuda_gen_ops *ops, const int *prompt, int n,
+                            const struct cuda_engine_gen_opts *o, int *out, int *n_out,
+                            struct cuda_engine_gen_stats *stats, struct ctx_err *e)
 {
-    const struct inf_config *c = &g->c;
     struct cuda_engine_gen_stats z;
     memset(&z, 0, sizeof z);
     *n_out = 0;
@@ -8584,28 +8587,25 @@ extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, in
     if (n <= 0 || want <= 0)
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: generate needs a prompt (%d tokens) and max_tokens (%d) > 0", n,
                            want);
-    if (g->le != c->num_hidden_layers || g->lb != 0)
-        return ctx_err_set(e, CTX_EINVAL, "cuda engine: generate needs an engine over all layers");
-    if (spec && !g->mtp)
+    if (spec && !ops->has_mtp)
         return ctx_err_set(e, CTX_EINVAL, "cuda engine: speculative generation needs the MTP block (opts.mtp)");
-    if (g->pos + n + want - 1 > g->max_ctx)
+    const long long pos0 = ops->pos(ops->ud);
+    if (pos0 + n + want - 1 > ops->max_ctx)
         return ctx_err_set(e, CTX_ERANGE, "cuda engine: position %lld + %d prompt + %d generated tokens beyond the "
-                           "engine's context of %lld", g->pos, n, want, g->max_ctx);
+                           "engine's context of %lld", pos0, n, want, ops->max_ctx);
     const int *stop = o->stop;
     const int nstop = stop ? o->nstop : 0;
     int rc = 0, got = 0, d = -1, t = 0;
     const double t0 = now_s();
     double t1 = t0;
-    // The prompt: chunks of Smax, the last one the final min(n, window, Smax) tokens, whose output
-    // streams feed the MTP's window (the window's entries are all it needs of the prompt). Plain and
-    // speculative runs take the same chunks, so their states agree.
-    const int wmax = c->sliding_window < g->Smax ? c->sliding_window : g->Smax, tail = n < wmax ? n : wmax;
-    for (int p = 0; p < n - tail && !rc; p += g->Smax) {
-        int S = n - tail - p < g->Smax ? n - tail - p : g->Smax;
-        rc = forward_call(g, prompt + p, S, NULL, 0, 0, 0, NULL, NULL, 1, NULL, NULL, e);
-    }
+    // The prompt: its head in chunks, then the final min(n, window, smax) tokens in one forward, whose
+    // output streams feed the MTP's window (the window's entries are all it needs of the prompt).
+    // Plain and speculative runs take the same chunks, so their states agree.
+    const int wmax = ops->window < ops->smax ? ops->window : ops->smax, tail = n < wmax ? n : wmax;
+    if (n > tail)
+        rc = ops->prefill(ops->ud, prompt, n - tail, e);
     if (!rc)
-        rc = forward_call(g, prompt + n - tail, tail, NULL, 1, 1, 0, NULL, NULL, 1, NULL, &t, e);
+        rc = ops->forward(ops->ud, prompt + n - tail, tail, 1, 0, &t, e);
     if (!rc) {
         t1 = now_s();
         out[got++] = t;
@@ -8620,23 +8620,23 @@ extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, in
         }
         for (int i = 0; i < tail; i++)
             nx[i] = i + 1 < tail ? prompt[n - tail + i + 1] : t;
-        rc = cuda_engine_mtp(g, 0, nx, tail, NULL, &d, e);
+        rc = ops->mtp(ops->ud, 0, nx, tail, &d, e);
         free(nx);
         z.mtp_calls++;
     }
     while (!rc && got < want) {
-        if (g->force && got < g->nforce && g->force[got] >= 0) // tests: the draft for output token `got`
-            d = g->force[got] % c->vocab_size;
+        if (ops->force && got < ops->nforce && ops->force[got] >= 0) // tests: the draft for output token `got`
+            d = ops->force[got] % ops->vocab;
         if (!spec || want - got < 2) { // a plain step (the decode graph): t at the position, its successor out
             int a = 0;
-            if ((rc = forward_call(g, &t, 1, NULL, 1, 1, 0, NULL, NULL, 1, NULL, &a, e)))
+            if ((rc = ops->forward(ops->ud, &t, 1, 1, 0, &a, e)))
                 break;
             z.forwards++;
             out[got++] = t = a;
             if (is_stop(t, stop, nstop))
                 break;
             if (spec && got < want) {
-                if ((rc = cuda_engine_mtp(g, 0, &t, 1, NULL, &d, e)))
+                if ((rc = ops->mtp(ops->ud, 0, &t, 1, &d, e)))
                     break;
                 z.mtp_calls++;
             }
@@ -8644,7 +8644,7 @@ extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, in
         }
         // the step: [t, d] at positions P, P + 1, the undo record of P + 1 saved first
         int in[2] = {t, d}, a[2] = {0, 0};
-        if ((rc = forward_call(g, in, 2, NULL, 2, 1, 1, NULL, NULL, 1, NULL, a, e)))
+        if ((rc = ops->forward(ops->ud, in, 2, 2, 1, a, e)))
             break;
         z.forwards++;
         z.drafted++;
@@ -8652,7 +8652,7 @@ extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, in
             z.accepted++;
             out[got++] = d;
             if (is_stop(d, stop, nstop)) { // d ends the output: fed, it goes again (as a plain run has it)
-                if (!(rc = drop_last(g, e)))
+                if (!(rc = ops->drop_last(ops->ud, e)))
                     z.undos++;
                 break;
             }
@@ -8660,23 +8660,21 @@ extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, in
             if (is_stop(t, stop, nstop) || got == want)
                 break;
             int nx[2] = {d, a[1]};
-            if ((rc = cuda_engine_mtp(g, 0, nx, 2, NULL, &d, e)))
+            if ((rc = ops->mtp(ops->ud, 0, nx, 2, &d, e)))
                 break;
             z.mtp_calls++;
         } else { // rejected: a[0] follows t; the draft's position goes
-            if ((rc = drop_last(g, e)))
+            if ((rc = ops->drop_last(ops->ud, e)))
                 break;
             z.undos++;
             out[got++] = t = a[0];
             if (is_stop(t, stop, nstop) || got == want)
                 break;
-            if ((rc = cuda_engine_mtp(g, 0, &t, 1, NULL, &d, e)))
+            if ((rc = ops->mtp(ops->ud, 0, &t, 1, &d, e)))
                 break;
             z.mtp_calls++;
         }
     }
-    if (!rc) // the undo's copies and the drops are queued: done when the call returns
-        rc = cu(e, cudaStreamSynchronize(g->st), "generate");
 done:
     *n_out = got;
     z.prefill_s = t1 - t0;
@@ -8685,6 +8683,86 @@ done:
         *stats = z;
     return rc;
 }
+
+// The steps on one engine (cuda_gen_ops).
+static long long eg_pos(void *ud) { return ((struct cuda_engine *)ud)->pos; }
+static int eg_prefill(void *ud, const int *tokens, int S, struct ctx_err *e)
+{
+    struct cuda_engine *g = (struct cuda_engine *)ud;
+    int rc = 0;
+    for (int p = 0; p < S && !rc; p += g->Smax)
+        rc = forward_call(g, tokens + p, S - p < g->Smax ? S - p : g->Smax, NULL, 0, 0, 0, NULL, NULL, 1, NULL, NULL, e);
+    return rc;
+}
+static int eg_forward(void *ud, const int *tokens, int S, int rows, int undo, int *amax, struct ctx_err *e)
+{
+    return forward_call((struct cuda_engine *)ud, tokens, S, NULL, rows, rows > 0, undo, NULL, NULL, 1, NULL, amax, e);
+}
+static int eg_drop(void *ud, struct ctx_err *e)
+{
+    struct cuda_engine *g = (struct cuda_engine *)ud;
+    int rc = drop_last(g, e);
+    return rc ? rc : cu(e, cudaStreamSynchronize(g->st), "drop");
+}
+static int eg_mtp(void *ud, int row0, const int *next, int S, int *draft, struct ctx_err *e)
+{
+    return cuda_engine_mtp((struct cuda_engine *)ud, row0, next, S, NULL, draft, e);
+}
+
+extern "C" int cuda_engine_generate(struct cuda_engine *g, const int *prompt, int n, const struct cuda_engine_gen_opts *o,
+                                    int *out, int *n_out, struct cuda_engine_gen_stats *stats, struct ctx_err *e)
+{
+    *n_out = 0;
+    if (g->le != g->c.num_hidden_layers || g->lb != 0)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: generate needs an engine over all layers (a pipeline: "
+                           "cuda_multi_generate)");
+    dev_guard dg(g->dev);
+    struct cuda_gen_ops ops;
+    memset(&ops, 0, sizeof ops);
+    ops.ud = g;
+    ops.smax = g->Smax;
+    ops.window = g->c.sliding_window;
+    ops.vocab = g->c.vocab_size;
+    ops.has_mtp = g->mtp;
+    ops.pos = eg_pos;
+    ops.max_ctx = g->max_ctx;
+    ops.prefill = eg_prefill;
+    ops.forward = eg_forward;
+    ops.drop_last = eg_drop;
+    ops.mtp = eg_mtp;
+    ops.force = g->force;
+    ops.nforce = g->nforce;
+    return cuda_gen_run(&ops, prompt, n, o, out, n_out, stats, e);
+}
+
+// The steps for multi.cu (cuda_gen.h).
+extern "C" int cuda_engine_forward_async_rows(struct cuda_engine *g, const int *tokens, int S,
+                                              const struct cuda_engine_io *io, int rows, int undo, struct ctx_err *e)
+{
+    dev_guard dg(g->dev);
+    return forward_call(g, tokens, S, io, rows, rows > 0, undo, NULL, NULL, 0, NULL, NULL, e);
+}
+extern "C" int cuda_engine_argmax_rows(struct cuda_engine *g, int *amax, int rows, struct ctx_err *e)
+{
+    if (rows < 1 || rows > LOGIT_ROWS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: argmax of %d rows", rows);
+    dev_guard dg(g->dev);
+    int rc = cu(e, cudaStreamSynchronize(g->st), "argmax");
+    if (!rc)
+        memcpy(amax, g->h_amax, sizeof(int) * (size_t)rows);
+    return rc;
+}
+extern "C" int cuda_engine_drop_last(struct cuda_engine *g, struct ctx_err *e)
+{
+    dev_guard dg(g->dev);
+    return eg_drop(g, e);
+}
+extern "C" void cuda_engine_spec_forced(const struct cuda_engine *g, const int **force, int *n)
+{
+    *force = g->force;
+    *n = g->nforce;
+}
+extern "C" int cuda_engine_has_mtp(const struct cuda_engine *g) { return g->mtp; }
 
 extern "C" long long cuda_engine_mark_pos(const struct cuda_engine_mark *m) { return m->pos; }
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_gen.h"
 #include "gemm.h" // cuda_device_count
 #include "multi.h"
 
@@ -239,6 +240,7 @@ extern "C" int cuda_multi_new(const struct inf_weights *w, const struct cuda_eng
         so.device = devices[i];
         so.layer_begin = l0;
         so.layer_end = l0 + cnt[i];
+        so.mtp = o && o->mtp && i + 1 == n; // the MTP block follows the last layer: the last shard's
         if ((rc = cuda_engine_new(w, &so, &m->g[i], e)))
             ctx_err_prefix(e, "shard %d (device %d, layers %d..%d): ", i, devices[i], l0, l0 + cnt[i] - 1);
     }
@@ -328,34 +330,50 @@ extern "C" int cuda_multi_graph_state(const struct cuda_multi *m)
     return all;
 }
 
-// Queues one chunk on every shard, in shard order (the events order the devices).
-static int queue_chunk(struct cuda_multi *m, const int *tokens, int S, int want_logits, struct ctx_err *e)
+// Shard i's pipeline io for a chunk in boundary slot `slot`.
+static void shard_io(const struct cuda_multi *m, int i, int slot, struct cuda_engine_io *io)
+{
+    memset(io, 0, sizeof *io);
+    if (i > 0) {
+        struct boundary *b = &m->b[i];
+        io->x_in = b->buf[slot];
+        io->x_in_dev = m->dev[i];
+        io->in_ready = b->ready[slot];
+        io->in_free = b->freed[slot];
+    }
+    if (i + 1 < m->n) {
+        struct boundary *b = &m->b[i + 1];
+        io->x_out = b->buf[slot];
+        io->x_out_dev = m->dev[i + 1];
+        io->out_free = b->freed[slot];
+        io->out_ready = b->ready[slot];
+    }
+}
+
+// Queues one chunk on every shard, in shard order (the events order the devices). rows > 0: the
+// argmax of the last shard's last `rows` rows instead of the logits (cuda_gen.h); undo: a speculative
+// step's two tokens (every shard saves its layers' undo record).
+static int queue_chunk_rows(struct cuda_multi *m, const int *tokens, int S, int want_logits, int rows, int undo,
+                            struct ctx_err *e)
 {
     int slot = (int)(m->tick++ % 2);
     for (int i = 0; i < m->n; i++) {
         struct cuda_engine_io io;
-        memset(&io, 0, sizeof io);
-        if (i > 0) {
-            struct boundary *b = &m->b[i];
-            io.x_in = b->buf[slot];
-            io.x_in_dev = m->dev[i];
-            io.in_ready = b->ready[slot];
-            io.in_free = b->freed[slot];
-        }
-        if (i + 1 < m->n) {
-            struct boundary *b = &m->b[i + 1];
-            io.x_out = b->buf[slot];
-            io.x_out_dev = m->dev[i + 1];
-            io.out_free = b->freed[slot];
-            io.out_ready = b->ready[slot];
-        }
-        int rc = cuda_engine_forward_async(m->g[i], tokens, S, &io, want_logits && i + 1 == m->n, e);
+        shard_io(m, i, slot, &io);
+        const int last = i + 1 == m->n;
+        int rc = rows || undo ? cuda_engine_forward_async_rows(m->g[i], tokens, S, &io, last ? rows : 0, undo, e)
+                              : cuda_engine_forward_async(m->g[i], tokens, S, &io, want_logits && last, e);
         if (rc) {
             ctx_err_prefix(e, "shard %d: ", i);
             return rc;
         }
     }
     return 0;
+}
+
+static int queue_chunk(struct cuda_multi *m, const int *tokens, int S, int want_logits, struct ctx_err *e)
+{
+    return queue_chunk_rows(m, tokens, S, want_logits, 0, 0, e);
 }
 
 // Waits for every shard (the last one's logits into `logits` when wanted).
@@ -565,4 +583,56 @@ extern "C" int cuda_multi_rewind(struct cuda_multi *m, const struct cuda_multi_m
 extern "C" long long cuda_multi_mark_pos(const struct cuda_multi_mark *mk)
 {
     return cuda_engine_mark_pos(mk->sh[mk->n - 1]);
+}
+
+// ---- greedy generation (cuda_gen.h's loop over the pipeline: every shard runs each forward, the last
+// one's argmax and MTP block decide)
+
+static long long mg_pos(void *ud) { return cuda_multi_pos((struct cuda_multi *)ud); }
+static int mg_prefill(void *ud, const int *tokens, int S, struct ctx_err *e)
+{
+    struct cuda_multi *m = (struct cuda_multi *)ud;
+    return cuda_multi_prefill(m, tokens, S, m->smax, NULL, e);
+}
+static int mg_forward(void *ud, const int *tokens, int S, int rows, int undo, int *amax, struct ctx_err *e)
+{
+    struct cuda_multi *m = (struct cuda_multi *)ud;
+    int rc = queue_chunk_rows(m, tokens, S, 0, rows, undo, e);
+    struct ctx_err fe;
+    memset(&fe, 0, sizeof fe);
+    int frc = finish(m, NULL, rc ? &fe : e); // even after an error: nothing stays queued
+    if (rc || frc)
+        return rc ? rc : frc;
+    return rows ? cuda_engine_argmax_rows(m->g[m->n - 1], amax, rows, e) : 0;
+}
+static int mg_drop(void *ud, struct ctx_err *e)
+{
+    struct cuda_multi *m = (struct cuda_multi *)ud;
+    return each_shard(m, e, [&](struct cuda_engine *g) { return cuda_engine_drop_last(g, e); });
+}
+static int mg_mtp(void *ud, int row0, const int *next, int S, int *draft, struct ctx_err *e)
+{
+    struct cuda_multi *m = (struct cuda_multi *)ud;
+    return cuda_engine_mtp(m->g[m->n - 1], row0, next, S, NULL, draft, e);
+}
+
+extern "C" int cuda_multi_generate(struct cuda_multi *m, const int *prompt, int n, const struct cuda_engine_gen_opts *o,
+                                   int *out, int *n_out, struct cuda_engine_gen_stats *stats, struct ctx_err *e)
+{
+    struct cuda_engine *last = m->g[m->n - 1];
+    struct cuda_gen_ops ops;
+    memset(&ops, 0, sizeof ops);
+    ops.ud = m;
+    ops.smax = m->smax;
+    ops.window = m->c.sliding_window;
+    ops.vocab = m->c.vocab_size;
+    ops.has_mtp = cuda_engine_has_mtp(last);
+    ops.pos = mg_pos;
+    ops.max_ctx = m->max_ctx;
+    ops.prefill = mg_prefill;
+    ops.forward = mg_forward;
+    ops.drop_last = mg_drop;
+    ops.mtp = mg_mtp;
+    cuda_engine_spec_forced(last, &ops.force, &ops.nforce);
+    return cuda_gen_run(&ops, prompt, n, o, out, n_out, stats, e);
 }

@@ -41,8 +41,8 @@ struct cuda_multi;
 int cuda_multi_plan(const struct inf_config *c, long long max_ctx, int n, int *split, struct ctx_err *e);
 
 /* n shards on devices[0..n) (repeats allowed: shards may share a device), shard i over split[i]
- * layers (NULL: cuda_multi_plan). o gives max_chunk and max_ctx as for cuda_engine_new (its device and
- * layer range are ignored: set per shard). CTX_EINVAL for n < 1, a device that does not exist, or a
+ * layers (NULL: cuda_multi_plan). o gives max_chunk, max_ctx and mtp (the last shard's) as for
+ * cuda_engine_new (its device and layer range are ignored: set per shard). CTX_EINVAL for n < 1, a device that does not exist, or a
  * split that does not cover the layers with at least one layer per shard; nothing is left allocated
  * on any error. */
 int cuda_multi_new(const struct inf_weights *w, const struct cuda_engine_opts *o, const int *devices, int n,
@@ -100,6 +100,14 @@ int cuda_multi_state_download_boundary(struct cuda_multi *m, struct inf_state *s
  * cuda_multi_rewind checks every shard's mark first (cuda_engine_mark_check) and fails with CTX_EINVAL,
  * changing nothing, for a mark of another pipeline or one any shard refuses; then rewinds every shard.
  * The pipeline must outlive its marks. */
+/* Greedy generation over the pipeline: cuda_engine_generate's loop and contract (the same tokens
+ * and state as one engine's; speculative with opts.mtp given to cuda_multi_new, which puts the MTP
+ * block on the last shard: every shard runs each two-token forward and undoes a rejected draft's
+ * position, the last one verifies and drafts). Tests force drafts through the last shard's engine
+ * (cuda_multi_engine, cuda_engine_spec_force). */
+int cuda_multi_generate(struct cuda_multi *m, const int *prompt, int n, const struct cuda_engine_gen_opts *o,
+                        int *out, int *n_out, struct cuda_engine_gen_stats *stats, struct ctx_err *e);
+
 struct cuda_multi_mark;
 int cuda_multi_mark(struct cuda_multi *m, struct cuda_multi_mark **out, struct ctx_err *e);
 int cuda_multi_rewind(struct cuda_multi *m, const struct cuda_multi_mark *mk, struct ctx_err *e);

@@ -19,7 +19,10 @@
  *   does not cover the layers or leaves a shard empty, more shards than layers, an engine layer range
  *   outside the model, a range engine fed without input streams or asked for logits; a bad token in a
  *   prefill and a state with wrong cache counts change nothing (position and logits after).
- * CTX_MULTI_PARTS (default "fixture,tiny,mid") picks the models ("tiny" alone: a short run for
+ * - greedy generation over 2 and 3 shards (cuda_multi_generate, part "spec"; tiny and mid with their MTP
+ *   block on the last shard): plain, and speculative with the MTP's drafts, every draft right and every
+ *   draft wrong, gives one engine's plain tokens and its state byte for byte.
+ * CTX_MULTI_PARTS (default "fixture,tiny,mid,spec") picks the models ("tiny" alone: a short run for
  * compute-sanitizer). */
 #include <stdarg.h>
 #include <stdint.h>
@@ -405,6 +408,84 @@ static void test_args(const struct inf_weights *w)
         wmid, wall, emb, rc ? ": " : "", rc ? e.msg : "");
 }
 
+/* Greedy generation over the pipeline (cuda_multi_generate, part "spec"): plain and speculative (the MTP
+ * block on the last shard; its own drafts, every draft right, every draft wrong) over 2 and 3 shards
+ * give one engine's plain tokens and its state byte for byte. */
+static int multi_state(struct cuda_multi *m, const struct inf_config *c, uint8_t **buf, size_t *len)
+{
+    struct ctx_err e = {0};
+    struct inf_state *st = NULL;
+    int rc = inf_state_new(c, &st, &e) || cuda_multi_state_download(m, st, &e) || inf_state_serialize(st, buf, len, &e);
+    if (rc)
+        printf("# multi state: %s\n", e.msg);
+    inf_state_free(st);
+    return rc;
+}
+static void test_spec(const char *name, const struct inf_weights *w, int P, int N)
+{
+    struct ctx_err e = {0};
+    const struct inf_config *c = inf_weights_config(w);
+    int V = c->vocab_size, L = c->num_hidden_layers;
+    int *tok = malloc(sizeof(int) * (size_t)P), *ref = malloc(sizeof(int) * (size_t)N);
+    int *out = malloc(sizeof(int) * (size_t)N), *force = malloc(sizeof(int) * (size_t)N);
+    for (int i = 0; i < P; i++)
+        tok[i] = (i * 7919 + 13) % V;
+    struct cuda_engine_opts o = {.max_chunk = 128, .max_ctx = P + N + 16, .mtp = 1};
+    struct cuda_engine *g = NULL;
+    struct cuda_engine_gen_opts go = {.max_tokens = N};
+    struct cuda_engine_gen_stats gs;
+    uint8_t *s0 = NULL, *s1 = NULL;
+    size_t l0 = 0, l1 = 0;
+    int nr = 0, no = 0;
+    int ok = !cuda_engine_new(w, &o, &g, &e) && !cuda_engine_generate(g, tok, P, &go, ref, &nr, &gs, &e) && nr == N;
+    if (ok) {
+        struct inf_state *st = NULL;
+        ok = !inf_state_new(c, &st, &e) && !cuda_engine_state_download(g, st, &e) &&
+             !inf_state_serialize(st, &s0, &l0, &e);
+        inf_state_free(st);
+    }
+    cuda_engine_free(g);
+    tap(ok, "spec %s: one engine's plain generation of %d tokens after %d%s%s", name, N, P, ok ? "" : ": ",
+        ok ? "" : e.msg);
+    for (int ns = 2; ok && ns <= 3; ns++) {
+        int dv[3], split[3] = {L / 3, L / 3, L - 2 * (L / 3)};
+        if (ns == 2)
+            split[0] = L / 2, split[1] = L - L / 2;
+        for (int i = 0; i < ns; i++)
+            dv[i] = devs[i % ndevs];
+        struct cuda_multi *m = NULL;
+        if (cuda_multi_new(w, &o, dv, ns, split, &m, &e)) {
+            tap(0, "spec %s: a pipeline of %d shards: %s", name, ns, e.msg);
+            continue;
+        }
+        for (int mode = 0; mode < 4; mode++) {
+            static const char *what[4] = {"plain", "the MTP's drafts", "every draft right", "every draft wrong"};
+            for (int i = 0; i < N; i++)
+                force[i] = mode == 2 ? ref[i] : (ref[i] + 1) % V;
+            cuda_engine_spec_force(cuda_multi_engine(m, ns - 1), mode >= 2 ? force : NULL, N);
+            go.spec = mode > 0;
+            cuda_multi_reset(m);
+            free(s1);
+            s1 = NULL;
+            int r = cuda_multi_generate(m, tok, P, &go, out, &no, &gs, &e);
+            int st = r ? 1 : multi_state(m, c, &s1, &l1);
+            tap(!r && !st && no == N && !memcmp(out, ref, sizeof(int) * (size_t)N) && l1 == l0 && !memcmp(s0, s1, l0),
+                "spec %s: %d shards (devices %d..), generation (%s): one engine's tokens and state (%lld forwards, "
+                "%lld drafts, %lld accepted, %lld undone)%s%s",
+                name, ns, dv[0], what[mode], gs.forwards, gs.drafted, gs.accepted, gs.undos, r ? ": " : "",
+                r ? e.msg : "");
+        }
+        cuda_engine_spec_force(cuda_multi_engine(m, ns - 1), NULL, 0);
+        cuda_multi_free(m);
+    }
+    free(tok);
+    free(ref);
+    free(out);
+    free(force);
+    free(s0);
+    free(s1);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -415,7 +496,7 @@ int main(void)
     pick_devices();
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_MULTI_PARTS");
     if (!parts)
-        parts = "fixture,tiny,mid";
+        parts = "fixture,tiny,mid,spec";
     static const char *const models[3] = {"fixture", "tiny", "mid"};
     static const int chunks[3][3] = {{64, 100}, {128, 50, 9}, {256, 100}}, nchunks[3] = {2, 3, 2};
     static const int split3[3][3] = {{1, 3, 2}, {1, 3, 2}, {2, 7, 3}};
@@ -437,6 +518,8 @@ int main(void)
         if (k == 1)
             test_args(w);
         run_model(models[k], w, prefill[k], chunks[k], nchunks[k], max_chunk[k], max_ctx[k], split3[k]);
+        if (k > 0 && strstr(parts, "spec"))
+            test_spec(models[k], w, k == 1 ? 300 : 700, k == 1 ? 80 : 60);
         inf_weights_free(w);
     }
     printf("1..%d\n", n_test);
