@@ -1,7 +1,8 @@
-/* ctx model generate: greedy generation on one GPU with the in-process CUDA engine (no daemon), plain
- * or speculative with the checkpoint's MTP block (kernels/cuda_engine.h cuda_engine_generate).
+/* ctx model generate: greedy generation on GPUs with the in-process CUDA engine (no daemon), plain
+ * or speculative with the checkpoint's MTP block (kernels/cuda_engine.h cuda_engine_generate; over
+ * several GPUs the layer split of kernels/multi.h, cuda_multi_generate, as V4-Flash needs on H200s).
  *   ctx model generate DIR|--synthetic NAME [--seed N] --input FILE [--max-tokens N] [--spec]
- *                      [--stop ID[,ID...]] [--chunk N] [--gpu N] [--json]
+ *                      [--stop ID[,ID...]] [--chunk N] [--gpus LIST] [--json]
  * FILE is JSON {"tokens":[ids...]} or a bare array of ids (the prompt, as `ctx tokenize` prints it). Prints the
  * generated ids and the run's figures: prompt and decode seconds, decode tok/s, and with --spec the
  * drafts verified and accepted (the acceptance that sets the speed-up; speculative and plain runs give
@@ -20,18 +21,19 @@
 #include "weights.h"
 #if HAVE_CUDA
 #include "cuda_engine.h"
+#include "multi.h"
 #endif
 
 static void generate_usage(FILE *f)
 {
     fprintf(f, "usage: ctx model generate DIR|--synthetic NAME [--seed N] --input FILE [--max-tokens N] [--spec]\n"
-               "                          [--stop ID[,ID...]] [--chunk N] [--gpu N] [--json]\n"
+               "                          [--stop ID[,ID...]] [--chunk N] [--gpus LIST] [--json]\n"
                "  --input FILE      the prompt: JSON [ids...] (ctx tokenize's) or {\"tokens\":[ids...]}\n"
                "  --max-tokens N    tokens to generate (default 128)\n"
                "  --spec            speculative decoding with the checkpoint's MTP block (the same tokens)\n"
                "  --stop LIST       token ids that end the output (kept in it; default: the config's eos)\n"
                "  --chunk N         prompt chunk size (default 4096)\n"
-               "  --gpu N           CUDA device (default 0)\n"
+               "  --gpus LIST       CUDA devices, one layer-split shard each (default 0)\n"
                "  --json            one JSON object on stdout\n");
 }
 
@@ -39,8 +41,8 @@ static void generate_usage(FILE *f)
 int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli)
 {
     const char *dir = NULL, *synth = NULL, *input = NULL;
-    long long seed = 1, max_tokens = 128, chunk = 4096, gpu = 0;
-    int spec = 0, json = cli && cli->json, stop[64], nstop = -1;
+    long long seed = 1, max_tokens = 128, chunk = 4096;
+    int spec = 0, json = cli && cli->json, stop[64], nstop = -1, gpus[16] = {0}, n_gpus = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -65,9 +67,11 @@ int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli)
                 fprintf(stderr, "ctx model: --chunk \"%s\" is not a positive number\n", argv[i]);
                 return 2;
             }
-        } else if (!strcmp(a, "--gpu") && i + 1 < argc) {
-            if (ctx_parse_ll(argv[++i], 0, 255, &gpu)) {
-                fprintf(stderr, "ctx model: --gpu \"%s\" is not a device number\n", argv[i]);
+        } else if (!strcmp(a, "--gpus") && i + 1 < argc) {
+            struct ctx_err ge = {0};
+            if (ctx_parse_int_list(argv[++i], 0, 255, gpus, 16, &n_gpus, &ge)) {
+                fprintf(stderr, "ctx model: --gpus wants device numbers like 0,1 (at most 16), not \"%s\": %s\n",
+                        argv[i], ge.msg);
                 return 2;
             }
         } else if (!strcmp(a, "--stop") && i + 1 < argc) {
@@ -95,13 +99,15 @@ int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli)
         return 2;
     }
 #if !HAVE_CUDA
-    (void)seed, (void)max_tokens, (void)chunk, (void)gpu, (void)spec, (void)json, (void)stop, (void)nstop;
+    (void)seed, (void)max_tokens, (void)chunk, (void)gpus, (void)n_gpus, (void)spec, (void)json, (void)stop,
+        (void)nstop;
     fprintf(stderr, "ctx model: generate runs on the CUDA engine: this ctx was built without it (meson -Dcuda=enabled)\n");
     return 2;
 #else
     struct ctx_err e = {0};
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
+    struct cuda_multi *mg = NULL;
     int *tokens = NULL, *out = NULL, n = 0, n_out = 0, status = 1;
     if (dir) {
         if (inf_weights_open(dir, &w, &e))
@@ -123,9 +129,9 @@ int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli)
             ctx_err_set(&e, CTX_EINVAL, "--stop: token %d is not below the vocabulary size %d", stop[i], c->vocab_size);
             goto fail;
         }
-    struct cuda_engine_opts o = {.max_chunk = (int)chunk, .max_ctx = n + max_tokens + 8, .device = (int)gpu,
+    struct cuda_engine_opts o = {.max_chunk = (int)chunk, .max_ctx = n + max_tokens + 8, .device = gpus[0],
                                  .mtp = spec};
-    if (cuda_engine_new(w, &o, &g, &e))
+    if (n_gpus > 1 ? cuda_multi_new(w, &o, gpus, n_gpus, NULL, &mg, &e) : cuda_engine_new(w, &o, &g, &e))
         goto fail;
     out = malloc(sizeof(int) * (size_t)max_tokens);
     if (!out) {
@@ -134,7 +140,8 @@ int ctx_model_generate(int argc, char **argv, const struct ctx_cli *cli)
     }
     struct cuda_engine_gen_opts go = {.max_tokens = (int)max_tokens, .spec = spec, .stop = stop, .nstop = nstop};
     struct cuda_engine_gen_stats st;
-    if (cuda_engine_generate(g, tokens, n, &go, out, &n_out, &st, &e))
+    if (mg ? cuda_multi_generate(mg, tokens, n, &go, out, &n_out, &st, &e)
+           : cuda_engine_generate(g, tokens, n, &go, out, &n_out, &st, &e))
         goto fail;
     const double tps = n_out > 1 && st.decode_s > 0 ? (n_out - 1) / st.decode_s : 0;
     const double acc = st.drafted ? (double)st.accepted / (double)st.drafted : 0;
@@ -164,6 +171,7 @@ fail:
     free(out);
     free(tokens);
     cuda_engine_free(g);
+    cuda_multi_free(mg);
     inf_weights_free(w);
     return status;
 #endif

@@ -172,6 +172,8 @@ static void test_generate(void **st)
     assert_int_equal(run(stop, buf, sizeof buf), 2);
     char *two[] = {(char *)CTX, "model", "generate", path, "--synthetic", "tiny", "--input", in, NULL};
     assert_int_equal(run(two, buf, sizeof buf), 2);
+    char *gpus[] = {(char *)CTX, "model", "generate", path, "--input", in, "--gpus", "0,x", NULL};
+    assert_int_equal(run(gpus, buf, sizeof buf), 2);
     char *ok[] = {(char *)CTX, "model", "generate", path, "--input", in, "--max-tokens", "24", "--json", NULL};
     char *spec[] = {(char *)CTX, "model", "generate", path, "--input", in, "--max-tokens", "24", "--spec", "--json", NULL};
     int rc = run(ok, plain, sizeof plain);
