@@ -16,7 +16,12 @@
  * + 21 csa + 20 hca over flash4's, separately for the one-token step and the two-token forward);
  * the MTP block (one layer and the head in either model) and the host's share are taken as measured.
  *
- *     bench-gpu-spec [--ctx N[,N...]] [--tokens N] */
+ * With --shards N (N GPUs, CTX_GPUS or every visible one; shard i on the i-th mod their count) the
+ * same generations then run over the layer split (cuda_multi_generate: flash4's layers over N shards,
+ * the MTP block on the last), after the one engine is freed, and the 43-layer rows over N GPUs add
+ * what the split costs a step in flash4 (the hops) to the one-GPU rows.
+ *
+ *     bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +31,7 @@
 
 #include "cuda_engine.h"
 #include "gemm.h"
+#include "multi.h"
 #include "weights.h"
 
 #define PROMPT 128
@@ -37,15 +43,23 @@ struct run {
     int same; /* the plain run's tokens */
 };
 
+/* What generates: one engine, or (mp) the layer-split pipeline over --shards GPUs. */
+struct tgt {
+    struct cuda_engine *g;
+    struct cuda_multi *m;
+};
+
 /* One generation of `want` tokens after a random state of ctx - PROMPT and the prompt: wall seconds. */
-static int gen_once(struct cuda_engine *g, long long ctx, const int *prompt, int want, int spec, int *out,
+static int gen_once(const struct tgt *t, long long ctx, const int *prompt, int want, int spec, int *out,
                     struct cuda_engine_gen_stats *st, double *sec, struct ctx_err *e)
 {
-    int n = 0, rc = cuda_engine_state_fill_random(g, ctx - PROMPT, 7, e);
+    int n = 0, rc = t->m ? cuda_multi_state_fill_random(t->m, ctx - PROMPT, 7, e)
+                         : cuda_engine_state_fill_random(t->g, ctx - PROMPT, 7, e);
     struct cuda_engine_gen_opts o = {.max_tokens = want, .spec = spec};
     double t0 = bench_now();
     if (!rc)
-        rc = cuda_engine_generate(g, prompt, PROMPT, &o, out, &n, st, e);
+        rc = t->m ? cuda_multi_generate(t->m, prompt, PROMPT, &o, out, &n, st, e)
+                  : cuda_engine_generate(t->g, prompt, PROMPT, &o, out, &n, st, e);
     *sec = bench_now() - t0;
     if (!rc && n != want)
         rc = 1;
@@ -53,7 +67,7 @@ static int gen_once(struct cuda_engine *g, long long ctx, const int *prompt, int
 }
 
 /* A run of N tokens (and of 1, the prompt's share): the median per-token time of RUNS. */
-static int gen_run(struct cuda_engine *g, long long ctx, const int *prompt, int N, int spec, const int *ref, int *out,
+static int gen_run(const struct tgt *g, long long ctx, const int *prompt, int N, int spec, const int *ref, int *out,
                    struct run *r, struct ctx_err *e)
 {
     double per[RUNS];
@@ -174,7 +188,7 @@ static double tps(double p, double acc, double rej) { return 1e3 * (1 + p) / (p 
 int main(int argc, char **argv)
 {
     long long ctxs[8] = {4096, 131072};
-    int nctx = 2, N = 64;
+    int nctx = 2, N = 64, shards = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) {
             nctx = 0;
@@ -187,13 +201,15 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
             N = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
+            shards = atoi(argv[++i]);
         } else {
-            fprintf(stderr, "usage: bench-gpu-spec [--ctx N[,N...]] [--tokens N]\n");
+            fprintf(stderr, "usage: bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N]\n");
             return 2;
         }
     }
-    if (N < 8 || N > 4096) {
-        fprintf(stderr, "bench-gpu-spec: --tokens must be in 8..4096\n");
+    if (N < 8 || N > 4096 || shards < 1 || shards > 4) {
+        fprintf(stderr, "bench-gpu-spec: --tokens must be in 8..4096, --shards in 1..4\n");
         return 2;
     }
     long long maxctx = 0;
@@ -242,22 +258,24 @@ int main(int argc, char **argv)
     printf("|---|---|---|---|---|---|---|---|---|\n");
     char tab43[4096], stages[4096];
     int len43 = 0, lens = 0;
+    double one[8][6]; /* per context, one GPU: plain, right and wrong ms a token; plain43, acc43, rej43 */
+    const struct tgt t1g = {g, NULL};
     for (int ci = 0; ci < nctx && !rc; ci++) {
         long long ctx = ctxs[ci];
         struct run plain, right, bad, mtp;
         cuda_engine_spec_force(g, NULL, 0);
-        if ((rc = gen_run(g, ctx, prompt, N, 0, NULL, ref, &plain, &e)))
+        if ((rc = gen_run(&t1g, ctx, prompt, N, 0, NULL, ref, &plain, &e)))
             break;
         for (int i = 0; i < N; i++)
             wrong[i] = (ref[i] + 1) % V;
         cuda_engine_spec_force(g, ref, N);
-        if ((rc = gen_run(g, ctx, prompt, N, 1, ref, out, &right, &e)))
+        if ((rc = gen_run(&t1g, ctx, prompt, N, 1, ref, out, &right, &e)))
             break;
         cuda_engine_spec_force(g, wrong, N);
-        if ((rc = gen_run(g, ctx, prompt, N, 1, ref, out, &bad, &e)))
+        if ((rc = gen_run(&t1g, ctx, prompt, N, 1, ref, out, &bad, &e)))
             break;
         cuda_engine_spec_force(g, NULL, 0);
-        if ((rc = gen_run(g, ctx, prompt, N, 1, ref, out, &mtp, &e)))
+        if ((rc = gen_run(&t1g, ctx, prompt, N, 1, ref, out, &mtp, &e)))
             break;
         /* the parts and the 43-layer scale at the context */
         double step, ver, m1, m2, r1, r2, st1[CUDA_PROF_N], st2[CUDA_PROF_N];
@@ -283,6 +301,8 @@ int main(int argc, char **argv)
         const double acc43 = acc4 + (ver43 - ver);
         const double rej43 = rej4 + (ver43 - ver);
         const double plain43 = plain.tok_ms + (step43 - step);
+        const double row[6] = {plain.tok_ms, right.tok_ms, bad.tok_ms, plain43, acc43, rej43};
+        memcpy(one[ci], row, sizeof row);
         len43 += snprintf(tab43 + len43, sizeof tab43 - (size_t)len43,
                           "| %lld | %.2f | %.1f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", ctx,
                           plain43, 1e3 / plain43, acc43, rej43, tps(0, acc43, rej43), tps(0.5, acc43, rej43),
@@ -306,6 +326,59 @@ int main(int argc, char **argv)
             printf("---|");
         printf("\n%s", stages);
     }
+    if (!rc && shards > 1) { /* the layer split: flash4 over `shards` GPUs, the one engine freed first */
+        cuda_engine_free(g);
+        g = NULL;
+        int dv[16], nd = cuda_device_count(), L = c.num_hidden_layers;
+        for (int i = 0; i < shards; i++)
+            dv[i] = i % nd;
+        struct cuda_multi *m = NULL;
+        if ((rc = cuda_multi_new(w, &o, dv, shards, NULL, &m, &e)))
+            goto done;
+        struct cuda_engine *last = cuda_multi_engine(m, shards - 1);
+        const struct tgt tm = {NULL, m};
+        printf("\nThe same over %d shards of flash4's %d layers on %d GPU%s (cuda_multi_generate, the MTP block on the last): "
+               "ms a generated token, and the split's cost a step against one GPU (the hops)\n\n",
+               shards, L, nd < shards ? nd : shards, (nd < shards ? nd : shards) > 1 ? "s" : "");
+        printf("| context | plain ms/token | spec, drafts all right | all wrong | same tokens | split cost a plain step ms | "
+               "an accepted step | a rejected step |\n|---|---|---|---|---|---|---|---|\n");
+        char tabm[4096];
+        int lenm = 0;
+        for (int ci = 0; ci < nctx && !rc; ci++) {
+            long long ctx = ctxs[ci];
+            struct run plain, right, bad;
+            cuda_engine_spec_force(last, NULL, 0);
+            if ((rc = gen_run(&tm, ctx, prompt, N, 0, NULL, ref, &plain, &e)))
+                break;
+            /* the pipeline's plain tokens are one engine's (test_multi): the same forced drafts */
+            for (int i = 0; i < N; i++)
+                wrong[i] = (ref[i] + 1) % V;
+            cuda_engine_spec_force(last, ref, N);
+            if ((rc = gen_run(&tm, ctx, prompt, N, 1, ref, out, &right, &e)))
+                break;
+            cuda_engine_spec_force(last, wrong, N);
+            if ((rc = gen_run(&tm, ctx, prompt, N, 1, ref, out, &bad, &e)))
+                break;
+            cuda_engine_spec_force(last, NULL, 0);
+            const double dp = plain.tok_ms - one[ci][0], da = 2 * (right.tok_ms - one[ci][1]),
+                         dr = bad.tok_ms - one[ci][2];
+            printf("| %lld | %.3f | %.3f | %.3f | %s | %+.3f | %+.3f | %+.3f |\n", ctx, plain.tok_ms, right.tok_ms,
+                   bad.tok_ms, right.same && bad.same ? "yes" : "NO", dp, da, dr);
+            const double p43 = one[ci][3] + dp, a43 = one[ci][4] + da, r43 = one[ci][5] + dr;
+            lenm += snprintf(tabm + lenm, sizeof tabm - (size_t)lenm,
+                             "| %lld | %.2f | %.1f | %.2f | %.2f | %.1f | %.1f | %.1f | %.1f |\n", ctx, p43, 1e3 / p43,
+                             a43, r43, tps(0.7, a43, r43), tps(0.8, a43, r43), tps(0.9, a43, r43), tps(1, a43, r43));
+            if (!right.same || !bad.same)
+                rc = 1;
+        }
+        if (!rc)
+            printf("\nV4-Flash's 43 layers over %d GPUs (estimate: the one-GPU rows above plus the split's cost a step)\n\n"
+                   "| context | plain ms/token | plain tok/s | spec step accepted ms | rejected ms | tok/s p=0.7 | p=0.8 | "
+                   "p=0.9 | p=1 |\n|---|---|---|---|---|---|---|---|---|\n%s",
+                   shards, tabm);
+        cuda_multi_free(m);
+    }
+done:
     free(prompt);
     free(ref);
     free(out);
