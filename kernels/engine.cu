@@ -8688,11 +8688,7 @@ done:
 static long long eg_pos(void *ud) { return ((struct cuda_engine *)ud)->pos; }
 static int eg_prefill(void *ud, const int *tokens, int S, struct ctx_err *e)
 {
-    struct cuda_engine *g = (struct cuda_engine *)ud;
-    int rc = 0;
-    for (int p = 0; p < S && !rc; p += g->Smax)
-        rc = forward_call(g, tokens + p, S - p < g->Smax ? S - p : g->Smax, NULL, 0, 0, 0, NULL, NULL, 1, NULL, NULL, e);
-    return rc;
+    return cuda_engine_prefill((struct cuda_engine *)ud, tokens, S, NULL, e);
 }
 static int eg_forward(void *ud, const int *tokens, int S, int rows, int undo, int *amax, struct ctx_err *e)
 {

@@ -90,7 +90,7 @@ static int gen_run(const struct tgt *g, long long ctx, const int *prompt, int N,
 
 /* Medians of one-token steps, two-token forwards (rewound after each) and MTP calls of 1 and 2 rows,
  * at the engine's position (ms, wall). */
-static int parts(struct cuda_engine *g, int V, const int *tok, double *step, double *verify, double *mtp1,
+static int parts(struct cuda_engine *g, const int *tok, double *step, double *verify, double *mtp1,
                  double *mtp2, struct ctx_err *e)
 {
     enum { K = 24 };
@@ -124,7 +124,6 @@ static int parts(struct cuda_engine *g, int V, const int *tok, double *step, dou
     if (!rc)
         rc = cuda_engine_rewind(g, m, e);
     cuda_engine_mark_free(m);
-    (void)V;
     if (!rc) {
         *step = bench_median(a, K);
         *verify = bench_median(b, K);
@@ -281,7 +280,7 @@ int main(int argc, char **argv)
         double step, ver, m1, m2, r1, r2, st1[CUDA_PROF_N], st2[CUDA_PROF_N];
         if ((rc = cuda_engine_state_fill_random(g, ctx - PROMPT, 7, &e)) ||
             (rc = cuda_engine_forward(g, prompt, PROMPT, NULL, &e)) ||
-            (rc = parts(g, V, prompt, &step, &ver, &m1, &m2, &e)) || (rc = scale43(g, &c, prompt, 1, &r1, st1, &e)) ||
+            (rc = parts(g, prompt, &step, &ver, &m1, &m2, &e)) || (rc = scale43(g, &c, prompt, 1, &r1, st1, &e)) ||
             (rc = scale43(g, &c, prompt, 2, &r2, st2, &e)))
             break;
         double t1 = 0, t2 = 0;
