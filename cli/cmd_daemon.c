@@ -80,9 +80,11 @@ int ctx_cmd_status(int argc, char **argv, const struct ctx_cli *cli)
         if (m) {
             const cJSON *dev = cJSON_GetObjectItemCaseSensitive(m, "device");
             const char *be = cJSON_IsString(cJSON_GetObjectItem(m, "backend")) ? str(m, "backend") : "cpu";
-            printf("model     %s%s; backend %s%s%s\n", str(m, "source"),
+            const cJSON *spec = cJSON_GetObjectItemCaseSensitive(m, "speculative");
+            printf("model     %s%s; backend %s%s%s%s%s\n", str(m, "source"),
                    cJSON_IsTrue(cJSON_GetObjectItem(m, "loaded")) ? "" : " (not loaded yet)", be,
-                   cJSON_IsString(dev) ? " on " : "", cJSON_IsString(dev) ? dev->valuestring : "");
+                   cJSON_IsString(dev) ? " on " : "", cJSON_IsString(dev) ? dev->valuestring : "",
+                   cJSON_IsString(spec) ? "; speculative decoding " : "", cJSON_IsString(spec) ? spec->valuestring : "");
         }
         if (cache)
             printf("cache     %.1f MiB in %.0f checkpoints, hit ratio %.0f%% (%s)\n", num(cache, "bytes") / 1048576.0,

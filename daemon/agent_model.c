@@ -22,6 +22,7 @@
 #include "model.h"
 #include "openai.h"
 #include "sample.h"
+#include "spec.h"
 #include "scheduler.h"
 #include "state.h"
 #include "tokenizer.h"
@@ -199,6 +200,14 @@ static int lstep_prefill(struct lstep *s)
         return ctx_err_set(e, CTX_EINTERNAL, "the local engine is not loaded");
     const struct inf_config *c = inf_model_config(model);
     int rc = 0;
+    if (!m->spec_tried && ctxd_engine_spec(g)) {
+        m->spec_tried = true;
+        struct ctx_err se = {0};
+        if (inf_spec_new(model, m->o.st, &m->spec, &se))
+            CTX_WARN("agent: speculative decoding is off: %s", se.msg);
+    }
+    if (m->spec && (rc = inf_spec_settle(m->spec, e)))
+        return rc;
     if (!m->held_valid || prompt->len < m->held_len || memcmp(prompt->text, m->held, m->held_len) != 0) {
         if (m->held_valid)
             m->restarts++;
@@ -260,8 +269,12 @@ static int lstep_prefill(struct lstep *s)
     if (!rc && !(s->piece = malloc(s->cap + 1)))
         rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
     if (!rc) {
-        struct inf_forward_opts fo = {.logits = s->logits};
-        rc = inf_model_forward(model, m->o.st, (const int *)s->ids, (int)s->nids, &fo, e);
+        if (m->spec) {
+            rc = inf_spec_prefill(m->spec, (const int *)s->ids, (int)s->nids, s->logits, e);
+        } else {
+            struct inf_forward_opts fo = {.logits = s->logits};
+            rc = inf_model_forward(model, m->o.st, (const int *)s->ids, (int)s->nids, &fo, e);
+        }
         if (rc)
             m->held_valid = false;
         else if (held_append(m, suffix, slen))
@@ -297,7 +310,12 @@ static int lstep_decode(struct lstep *s)
     int eos = ctxd_engine_eos(g);
     if (s->gen == 0 && !s->text_start)
         s->text_start = m->held_len;
-    for (int k = 0; k < DECODE_PIECE; k++) {
+    /* A piece ends after DECODE_PIECE tokens, or with speculative decoding at the first token after
+     * that which leaves no draft in the state (up to twice as many): the settle between pieces then
+     * drops none. */
+    for (int k = 0;; k++) {
+        if (k >= DECODE_PIECE && (!m->spec || inf_spec_pending(m->spec) < 0 || k >= 2 * DECODE_PIECE))
+            break;
         if (s->gen >= s->budget)
             return 0;
         if (ctxd_job_cancelled(m->o.job))
@@ -328,7 +346,9 @@ static int lstep_decode(struct lstep *s)
                     if (!m->allow[i])
                         s->logits[i] = -INFINITY;
             }
-            t = inf_sample(s->smp, s->logits);
+            /* with a draft in the state: verified against it (the same distribution) */
+            t = m->spec ? inf_sample_draft(s->smp, s->logits, inf_spec_pending(m->spec), NULL)
+                        : inf_sample(s->smp, s->logits);
         }
         if (s->guided && inf_dsml_guide_feed_token(m->guide, &s->gs, t)) {
             /* not expected (the mask allowed t, and forced closing tags are legal): go on unguided
@@ -346,8 +366,13 @@ static int lstep_decode(struct lstep *s)
                 return ctx_err_set(e, CTX_ECANCELED, "cancelled");
             return 0;
         }
-        struct inf_forward_opts fo = {.logits = s->logits};
-        int rc = inf_model_forward(model, m->o.st, &t, 1, &fo, e);
+        int rc;
+        if (m->spec) {
+            rc = inf_spec_next(m->spec, t, s->logits, e);
+        } else {
+            struct inf_forward_opts fo = {.logits = s->logits};
+            rc = inf_model_forward(model, m->o.st, &t, 1, &fo, e);
+        }
         if (rc) {
             m->held_valid = false;
             return rc;
@@ -436,7 +461,22 @@ static int lstep_work(void *arg)
         s->phase = 1;
         return 1;
     }
-    return lstep_decode(s);
+    int rc = lstep_decode(s);
+    /* Between pieces other jobs may use the engine, and after the step the state must hold exactly
+     * its text: a draft still in it goes. */
+    struct ctxd_agent_model *m = s->m;
+    if (m->spec && inf_spec_pending(m->spec) >= 0) {
+        struct ctx_err se = {0};
+        int src = inf_spec_settle(m->spec, &se);
+        if (src) {
+            m->held_valid = false;
+            if (rc >= 0 && rc <= 1) {
+                *s->e = se;
+                rc = src;
+            }
+        }
+    }
+    return rc;
 }
 
 static int local_complete(void *ud, const cJSON *messages, const cJSON *tools, const struct agent_prompt *prompt,
@@ -448,6 +488,9 @@ static int local_complete(void *ud, const cJSON *messages, const cJSON *tools, c
     struct lstep s = {.m = m, .prompt = prompt, .tools = tools, .mode = mode, .emit = emit, .emit_ud = emit_ud,
                       .e = e};
     int rc;
+    struct inf_spec_stats sp0 = {0}, sp1 = {0};
+    if (m->spec)
+        inf_spec_stats(m->spec, &sp0);
     if (m->o.engine_call) {
         rc = m->o.engine_call(m->o.engine_ud, lstep_work, &s);
     } else {
@@ -475,6 +518,12 @@ static int local_complete(void *ud, const cJSON *messages, const cJSON *tools, c
             cJSON_AddStringToObject(rec, "block_cap", s.capped);
         if (s.loop)
             cJSON_AddStringToObject(rec, "loop", s.loop);
+        if (m->spec) { /* this step's speculative decoding: two-token forwards, drafts kept, one-token forwards */
+            inf_spec_stats(m->spec, &sp1);
+            cJSON_AddNumberToObject(rec, "drafted", (double)(sp1.drafted - sp0.drafted));
+            cJSON_AddNumberToObject(rec, "accepted", (double)(sp1.accepted - sp0.accepted));
+            cJSON_AddNumberToObject(rec, "plain_forwards", (double)(sp1.plain - sp0.plain));
+        }
     }
     free(s.cids);
     inf_detok_free(s.dt);
@@ -633,5 +682,6 @@ void ctxd_agent_model_fini(struct ctxd_agent_model *m)
     cJSON_Delete(m->steps);
     inf_dsml_guide_free(m->guide);
     free(m->allow);
+    inf_spec_free(m->spec);
     memset(m, 0, sizeof *m);
 }

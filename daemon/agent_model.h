@@ -79,6 +79,9 @@ struct ctxd_agent_model {
     struct inf_dsml_guide *guide; /* STRICT: built on the first sampled step from its tools */
     unsigned char *allow;     /* the mask, one byte per id of the model's vocabulary */
     size_t blocks_capped;     /* tool-call blocks that hit block_cap */
+    struct inf_spec *spec;    /* speculative decoding (ctxd --spec; inference/spec.h), made on the
+                               * first step when the engine offers it; NULL: plain decoding */
+    bool spec_tried;
 };
 
 int ctxd_agent_model_init(struct ctxd_agent_model *m, const struct ctxd_agent_model_opts *o, struct ctx_err *e);

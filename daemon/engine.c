@@ -12,6 +12,7 @@
 #include "config.h"
 #include "ctx_config.h"
 #include "kv_state.h"
+#include "log.h"
 #include "model.h"
 #include "openai.h"
 #include "tokenizer.h"
@@ -232,12 +233,15 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
         struct cuda_accel_opts co = {.devices = g->o.n_gpus > 0 ? g->o.gpus : NULL,
                                      .n_devices = g->o.n_gpus,
                                      .max_ctx = g->o.max_ctx > 0 ? g->o.max_ctx : 540672,
-                                     .max_chunk = g->o.max_chunk};
+                                     .max_chunk = g->o.max_chunk,
+                                     .mtp = g->o.spec && inf_weights_mtp_layers(g->w) > 0};
         rc = cuda_accel_new(g->w, &co, &g->accel, le);
         if (!rc)
             inf_model_set_accel(g->m, g->accel);
     }
 #endif
+    if (!rc && g->o.spec && inf_model_mtp_blocks(g->m) < 1)
+        CTX_WARN("--spec: speculative decoding is off: the checkpoint has no MTP block");
     g->load_rc = rc;
     if (rc) {
         ctx_err_prefix(le, "loading the model (%s): ", g->describe);
@@ -271,6 +275,13 @@ const char *ctxd_engine_device(const struct ctxd_engine *g)
     (void)g;
 #endif
     return NULL;
+}
+
+bool ctxd_engine_spec_requested(const struct ctxd_engine *g) { return g->o.spec; }
+
+bool ctxd_engine_spec(const struct ctxd_engine *g)
+{
+    return g->o.spec && g->m && inf_model_mtp_blocks(g->m) > 0 && (!g->accel || inf_accel_can_spec(g->accel));
 }
 
 const char *ctxd_engine_backend(const struct ctxd_engine *g)

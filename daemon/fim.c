@@ -17,6 +17,7 @@
 #include "model.h"
 #include "rpc.h"
 #include "sample.h"
+#include "spec.h"
 #include "scheduler.h"
 #include "state.h"
 #include "tokenizer.h"
@@ -50,6 +51,8 @@ struct fim_req {
     int tokens;
     const char *finish, *stopped_by;
     size_t prompt_tokens, prefix_tokens, suffix_tokens, prefix_start, suffix_end;
+    bool spec;                   /* decoded speculatively (ctxd --spec): drafted / accepted below */
+    long long drafted, accepted;
 };
 
 /* The requests queued or running, on the loop thread (for supersession and fim.cancel). */
@@ -406,10 +409,19 @@ static int fim_run(struct ctxd_job_ctx *ctx, void *ud)
     size_t cap = dt ? inf_detok_max_chunk(dt) : 0;
     if (!rc && !(piece = malloc(cap + 1)))
         rc = ctx_err_set(&e, CTX_ENOMEM, "out of memory");
+    /* --spec: the MTP block's drafts verified by two-token forwards (inference/spec.h); the state is
+     * this request's alone and goes at the end, so a draft left in it needs no settle */
+    struct inf_spec *sp = NULL;
+    if (!rc && ctxd_engine_spec(g)) {
+        struct ctx_err se = {0};
+        if (inf_spec_new(m, st, &sp, &se))
+            CTX_WARN("fim: speculative decoding is off: %s", se.msg);
+    }
     int cancelled = 0;
     if (!rc && !(cancelled = ctxd_job_cancelled(ctx))) {
         struct inf_forward_opts fo = {.logits = logits};
-        rc = inf_model_forward(m, st, (const int *)ids, (int)nids, &fo, &e);
+        rc = sp ? inf_spec_prefill(sp, (const int *)ids, (int)nids, logits, &e)
+                : inf_model_forward(m, st, (const int *)ids, (int)nids, &fo, &e);
     }
     int eos = ctxd_engine_eos(g), eot = inf_tokenizer_token_id(tok, "<|EOT|>");
     const char *const *stops = (const char *const *)q->stops;
@@ -417,7 +429,7 @@ static int fim_run(struct ctxd_job_ctx *ctx, void *ud)
     while (!rc && !cancelled && q->tokens < q->max_tokens) {
         if ((cancelled = ctxd_job_cancelled(ctx)))
             break;
-        int32_t t = inf_sample(smp, logits);
+        int32_t t = sp ? inf_sample_draft(smp, logits, inf_spec_pending(sp), NULL) : inf_sample(smp, logits);
         q->tokens++;
         if (t == eos || t == fim_end || t == eot) {
             q->finish = "stop";
@@ -445,7 +457,15 @@ static int fim_run(struct ctxd_job_ctx *ctx, void *ud)
         if (q->tokens == q->max_tokens)
             break; /* no forward pass for a token nobody will read */
         struct inf_forward_opts fo = {.logits = logits};
-        rc = inf_model_forward(m, st, &t, 1, &fo, &e);
+        rc = sp ? inf_spec_next(sp, t, logits, &e) : inf_model_forward(m, st, &t, 1, &fo, &e);
+    }
+    if (sp) {
+        struct inf_spec_stats ss;
+        inf_spec_stats(sp, &ss);
+        q->spec = true;
+        q->drafted = ss.drafted;
+        q->accepted = ss.accepted;
+        inf_spec_free(sp);
     }
     if (!rc && !cancelled && strcmp(q->finish, "length") == 0) {
         size_t n = 0; /* a character left unfinished by the budget comes out as U+FFFD */
@@ -499,6 +519,10 @@ static void fim_done(void *ud, int status, const char *message)
         else
             cJSON_AddNullToObject(r, "stopped_by");
         cJSON_AddNumberToObject(r, "prompt_tokens", (double)q->prompt_tokens);
+        if (q->spec) {
+            cJSON_AddNumberToObject(r, "drafted", (double)q->drafted);
+            cJSON_AddNumberToObject(r, "accepted", (double)q->accepted);
+        }
         cJSON_AddNumberToObject(r, "prefix_tokens", (double)q->prefix_tokens);
         cJSON_AddNumberToObject(r, "suffix_tokens", (double)q->suffix_tokens);
         cJSON_AddNumberToObject(r, "prefix_start", (double)q->prefix_start);

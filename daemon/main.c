@@ -54,9 +54,17 @@ static void usage(FILE *f)
             "                     tensor-core sums inside each 128-wide K block, as DeepSeek's FP8 GEMMs)\n"
             "                     or on the exact kernels (the CPU engine's fp32 block partials; prefill\n"
             "                     20-45%% slower); sets CTX_CUDA_PREFILL_GEMM\n"
+            "  --spec             speculative decoding with the checkpoint's MTP block: each step feeds\n"
+            "                     the chosen token and the MTP's draft of the next as one forward, and\n"
+            "                     an accepted draft costs no forward of its own (the same tokens: greedy\n"
+            "                     ids, sampled distributions); with --backend cuda the MTP block goes on\n"
+            "                     the last GPU (on the CPU engine it only costs: for tests)\n"
             "  --backend openai --url URL [--remote-model NAME] [--api-key-env VAR]\n"
             "                     answer through a remote OpenAI-compatible endpoint (DeepSeek's API\n"
-            "                     shape) instead of the local engine\n"
+            "                     shape) instead of the local engine\n",
+            CTXD_MAX_LINE_DEFAULT);
+    /* (two strings: C17 compilers need not take one over 4095 bytes) */
+    fprintf(f,
             "repositories:\n"
             "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
             "  --chunk TOKENS     prefill tokens per engine slice (default 256, 4096 with --backend cuda,\n"
@@ -81,8 +89,7 @@ static void usage(FILE *f)
             "  --forced-completions FILE  TESTS ONLY: a JSON array of completion texts the agent's model\n"
             "                     is made to produce, in order across requests (each token still runs\n"
             "                     through the engine as if sampled)\n"
-            "  --version, --help\n",
-            CTXD_MAX_LINE_DEFAULT);
+            "  --version, --help\n");
 }
 
 static void on_exit_timer(uv_timer_t *t)
@@ -146,7 +153,7 @@ int main(int argc, char **argv)
         {"overlay-threshold", required_argument, 0, 'O'}, {"rebase-idle-ms", required_argument, 0, 'I'},
         {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
         {"gpus", required_argument, 0, 'g'}, {"max-ctx", required_argument, 0, 'X'},
-        {"prefill-gemm", required_argument, 0, 'p'},
+        {"prefill-gemm", required_argument, 0, 'p'}, {"spec", no_argument, 0, 'x'},
         {"remote-model", required_argument, 0, 'R'}, {"api-key-env", required_argument, 0, 'A'},     {"debounce-ms", required_argument, 0, 'D'},
         {"policy", required_argument, 0, 'y'}, {"forced-completions", required_argument, 0, 'F'},
         {"approval-timeout-ms", required_argument, 0, 'a'}, {"tool-grammar", required_argument, 0, 'G'},
@@ -155,6 +162,7 @@ int main(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
         case 's': socket_opt = optarg; break;
+        case 'x': eo.spec = true; break;
         case 'd': daemonize = 1; break;
         case 'l': log_path = optarg; break;
         case 'L':
@@ -319,6 +327,10 @@ int main(int argc, char **argv)
         ro.chunk = 4096;
     if (eo.cuda) /* the engine's chunk is the slice: a longer one would be split on the device again */
         eo.max_chunk = (int)ro.chunk;
+    if (remote && eo.spec) {
+        fprintf(stderr, "ctxd: --spec goes with the local engine (--backend local or cuda)\n");
+        return 2;
+    }
     if (remote != (eo.remote_url != NULL)) {
         fprintf(stderr, "ctxd: --backend openai and --url go together\n");
         return 2;

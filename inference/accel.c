@@ -38,6 +38,7 @@ struct inf_accel {
     long long res_n[ACC_MAXL];  /* its entry counts when it left */
     long long clob[ACC_MAXL];   /* leading entries of each layer written by other states since */
     struct host_fill *fill;     /* a background fill of the bound state's host copy, or NULL */
+    unsigned long long epoch;   /* device calls so far (inf_accel_epoch) */
 };
 
 /* inf_accel_fill_host's job: backbone layer l's entries [0, n[l]) unpacked from the packed streams
@@ -169,6 +170,8 @@ static void drop(struct inf_state *st, const struct inf_state *next, enum leave_
     st->accel = NULL;
 }
 
+static void lost(struct inf_accel *a, struct inf_state *st);
+
 int inf_state_unbind(struct inf_state *st, struct ctx_err *e)
 {
     int rc = inf_state_sync(st, e);
@@ -225,6 +228,7 @@ static int bind(struct inf_accel *a, struct inf_state *st, struct ctx_err *e)
         return ctx_err_prefix(e, "accelerator %s: uploading the state at position %lld: ", a->ops.name, st->pos);
     }
     a->st.uploads++;
+    a->epoch++;
     if (partial) {
         a->st.partial_uploads++;
         a->st.partial_entries += sent;
@@ -249,6 +253,7 @@ int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *toke
     for (int off = 0; !rc && off < S; off += step) {
         int n = S - off < step ? S - off : step;
         a->dirty = 1;
+        a->epoch++;
         rc = a->ops.forward(a->ud, tokens + off, n, off + n == S ? logits : NULL, e);
         if (rc)
             ctx_err_prefix(e, "accelerator %s: forward of %d tokens at position %lld: ", a->ops.name, n, st->pos);
@@ -259,16 +264,75 @@ int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *toke
             a->st.forwards++;
         }
     }
-    if (rc && a->bound == st) {
-        /* The device state is whatever the failed call left: keep the host copy of what completed
-         * if it can still be read back, and make the next forward upload it again. */
-        struct ctx_err de = {0};
-        fill_settle(a, 1); /* the download writes the host arrays a background fill may be writing */
-        if (a->ops.download_tail(a->ud, st, &de) == 0)
-            a->st.downloads++;
-        drop(st, NULL, LEAVE_LOST);
-    }
+    if (rc && a->bound == st)
+        lost(a, st); /* the device state is whatever the failed call left */
     return rc;
+}
+
+/* After a failed device call on the bound st: keep what the host copy can still read back, and make
+ * the next forward upload it again (inf_accel_forward's recovery). */
+static void lost(struct inf_accel *a, struct inf_state *st)
+{
+    struct ctx_err de = {0};
+    fill_settle(a, 1); /* the download writes the host arrays a background fill may be writing */
+    if (a->ops.download_tail(a->ud, st, &de) == 0)
+        a->st.downloads++;
+    drop(st, NULL, LEAVE_LOST);
+}
+
+int inf_accel_can_spec(const struct inf_accel *a)
+{
+    return a && a->ops.spec_forward && a->ops.spec_drop && a->ops.spec_draft;
+}
+
+unsigned long long inf_accel_epoch(const struct inf_accel *a) { return a->epoch; }
+
+int inf_accel_spec_forward(struct inf_accel *a, struct inf_state *st, const int *tokens, float *logits0,
+                           float *logits1, struct ctx_err *e)
+{
+    if (!inf_accel_can_spec(a))
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "accelerator %s: no speculative steps", a->ops.name);
+    int rc = bind(a, st, e);
+    if (rc)
+        return rc;
+    a->dirty = 1;
+    a->epoch++;
+    if ((rc = a->ops.spec_forward(a->ud, tokens, logits0, logits1, e))) {
+        ctx_err_prefix(e, "accelerator %s: speculative forward at position %lld: ", a->ops.name, st->pos);
+        if (a->bound == st)
+            lost(a, st);
+        return rc;
+    }
+    st->pos += 2;
+    if (st->pos > a->hw_pos)
+        a->hw_pos = st->pos;
+    a->st.forwards++;
+    return 0;
+}
+
+int inf_accel_spec_drop(struct inf_accel *a, struct inf_state *st, struct ctx_err *e)
+{
+    if (!inf_accel_can_spec(a) || a->bound != st)
+        return ctx_err_set(e, CTX_EINVAL, "accelerator: dropping a draft of a state that is not on the device");
+    a->epoch++;
+    int rc = a->ops.spec_drop(a->ud, e);
+    if (rc) {
+        ctx_err_prefix(e, "accelerator %s: dropping the draft at position %lld: ", a->ops.name, st->pos - 1);
+        lost(a, st);
+        return rc;
+    }
+    st->pos--;
+    return 0;
+}
+
+int inf_accel_spec_draft(struct inf_accel *a, struct inf_state *st, int row0, const int *next, int S, int *draft,
+                         struct ctx_err *e)
+{
+    if (!inf_accel_can_spec(a) || a->bound != st)
+        return ctx_err_set(e, CTX_EINVAL, "accelerator: a draft for a state that is not on the device");
+    a->epoch++;
+    int rc = a->ops.spec_draft(a->ud, row0, next, S, draft, e);
+    return rc ? ctx_err_prefix(e, "accelerator %s: MTP draft: ", a->ops.name) : 0;
 }
 
 int inf_accel_can_restore_packed(const struct inf_accel *a) { return a && a->ops.upload_packed; }
@@ -349,6 +413,7 @@ int inf_accel_restore_packed(struct inf_accel *a, struct inf_state *st, const lo
     if (rc)
         return rc;
     a->gen++; /* every mark taken before is of another device state now */
+    a->epoch++;
     rc = a->ops.upload_packed(a->ud, st, counts, streams, e);
     if (rc) {
         a->res = NULL; /* the device holds part of an upload */
@@ -572,6 +637,7 @@ int inf_accel_truncate_hook(struct inf_state *st, struct inf_accel *acc, const v
         return 0;
     if (acc == a && mark && gen == a->gen) {
         struct ctx_err re = {0};
+        a->epoch++;
         if (a->ops.rewind(a->ud, mark, &re) == 0) {
             /* the caller truncates the host copy to the same snapshot: to its counts where it holds
              * them, else to what it has, the device keeping the rest (dirty) */

@@ -89,6 +89,17 @@ struct inf_accel_ops {
      * not be the bound state (state.c passes a state of the same config whose arrays are the
      * snapshot's). No compressed entry crosses. */
     int (*download_boundary)(void *ud, struct inf_state *st, struct ctx_err *e);
+    /* Optional, all three or none (speculative decoding with the MTP block, inference/spec.h; NULL:
+     * not offered). spec_forward: tokens[0..2) at the device state's position as one forward, the
+     * logits of both positions into logits[2][vocab], the second position's undo record kept;
+     * spec_drop: right after it, that second position undone (the device state exactly as after the
+     * first token alone); spec_draft: the MTP block on rows [row0, row0 + S) of the last forward's
+     * output streams with next[s] the token after each, the argmax of the last row's MTP logits into
+     * *draft (the rows are gone after any other device call but spec_drop: CTX_EINVAL). The MTP's
+     * own window is the device's, outside the state's transfers: stale entries cost acceptance only. */
+    int (*spec_forward)(void *ud, const int *tokens, float *logits0, float *logits1, struct ctx_err *e);
+    int (*spec_drop)(void *ud, struct ctx_err *e);
+    int (*spec_draft)(void *ud, int row0, const int *next, int S, int *draft, struct ctx_err *e);
 };
 
 struct inf_accel;
@@ -105,6 +116,19 @@ void *inf_accel_ud(const struct inf_accel *a);
  * accelerator attached. Chunks longer than max_chunk are split. */
 int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *tokens, int S, float *logits,
                       struct ctx_err *e);
+
+/* Speculative decoding on the device (the spec ops; inference/spec.h drives them). Whether they are
+ * offered (a NULL a: no); the two-token forward for st (binding it first; st->pos += 2); the drop of
+ * its second position (st must be bound; st->pos -= 1); the MTP draft from the last forward's rows
+ * (st must be bound). The epoch counts device calls (any op that can change the device state or the
+ * last forward's rows): a caller that saw it unchanged since its own forward knows the rows are its. */
+int inf_accel_can_spec(const struct inf_accel *a);
+unsigned long long inf_accel_epoch(const struct inf_accel *a);
+int inf_accel_spec_forward(struct inf_accel *a, struct inf_state *st, const int *tokens, float *logits0,
+                           float *logits1, struct ctx_err *e);
+int inf_accel_spec_drop(struct inf_accel *a, struct inf_state *st, struct ctx_err *e);
+int inf_accel_spec_draft(struct inf_accel *a, struct inf_state *st, int row0, const int *next, int S, int *draft,
+                         struct ctx_err *e);
 
 /* Whether the accelerator takes checkpoints packed (ops->upload_packed): a NULL a does not. */
 int inf_accel_can_restore_packed(const struct inf_accel *a);

@@ -1044,6 +1044,8 @@ int inf_model_forward(struct inf_model *m, struct inf_state *st, const int *toke
     return rc;
 }
 
+int inf_model_mtp_blocks(const struct inf_model *m) { return m->nl - m->c.num_hidden_layers; }
+
 int inf_model_mtp(struct inf_model *m, struct inf_state *st, int k, const float *Xm, const int *next_tokens, int S,
                   float *logits, struct ctx_err *e)
 {

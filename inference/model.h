@@ -52,6 +52,9 @@ int inf_model_forward(struct inf_model *m, struct inf_state *st, const int *toke
 int inf_model_mtp(struct inf_model *m, struct inf_state *st, int k, const float *X, const int *next_tokens, int S,
                   float *logits, struct ctx_err *e);
 
+/* MTP blocks the checkpoint has (inf_model_mtp's k < this). */
+int inf_model_mtp_blocks(const struct inf_model *m);
+
 /* Module level. layer < num_hidden_layers + num_nextn_predict_layers (MTP blocks follow the
  * backbone). a [S][D] is the normalised input; out [S][D]. Positions pos0..pos0+S-1. */
 int inf_model_attention(struct inf_model *m, struct inf_state *st, int layer, const float *a, int S,

@@ -115,11 +115,12 @@ static void sort_desc(const float *p, int32_t *idx, int32_t *tmp, int m)
     }
 }
 
-int32_t inf_sample(struct inf_sampler *s, const float *logits)
+/* The sampler's distribution before the draw: weights s->prob[id] (exp((logit - max) / T)), over the
+ * kept ids s->idx[0..*k) when a top-k / top-p cut applies (*cut = 1: sorted, most likely first), else
+ * over every id (*cut = 0); *ksum the kept weights' sum. Returns the argmax. */
+static int32_t weights(struct inf_sampler *s, const float *logits, int *cut, int *k, double *ksum)
 {
     int n = s->vocab;
-    if (s->o.temperature == 0 || s->o.top_k == 1)
-        return inf_argmax(logits, n);
     int32_t top = inf_argmax(logits, n);
     float mx = logits[top];
     double sum = 0;
@@ -128,44 +129,95 @@ int32_t inf_sample(struct inf_sampler *s, const float *logits)
         s->prob[i] = p;
         sum += p;
     }
-    int k = n;
-    int truncate = (s->o.top_k > 0 && s->o.top_k < n) || (s->o.top_p > 0 && s->o.top_p < 1);
-    if (truncate) {
-        /* Only the candidates are sorted: keep those within 1e-9 of the top first. */
-        int m = 0;
-        for (int i = 0; i < n; i++)
-            if (s->prob[i] > 1e-9f)
-                s->idx[m++] = i;
-        sort_desc(s->prob, s->idx, s->tmp, m);
-        k = m;
-        if (s->o.top_k > 0 && s->o.top_k < k)
-            k = s->o.top_k;
-        if (s->o.top_p > 0 && s->o.top_p < 1) {
-            double acc = 0;
-            for (int j = 0; j < k; j++) {
-                acc += s->prob[s->idx[j]] / sum;
-                if (acc >= s->o.top_p) {
-                    k = j + 1;
-                    break;
-                }
+    *k = n;
+    *ksum = sum;
+    *cut = (s->o.top_k > 0 && s->o.top_k < n) || (s->o.top_p > 0 && s->o.top_p < 1);
+    if (!*cut)
+        return top;
+    /* Only the candidates are sorted: keep those within 1e-9 of the top first. */
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (s->prob[i] > 1e-9f)
+            s->idx[m++] = i;
+    sort_desc(s->prob, s->idx, s->tmp, m);
+    int kk = m;
+    if (s->o.top_k > 0 && s->o.top_k < kk)
+        kk = s->o.top_k;
+    if (s->o.top_p > 0 && s->o.top_p < 1) {
+        double acc = 0;
+        for (int j = 0; j < kk; j++) {
+            acc += s->prob[s->idx[j]] / sum;
+            if (acc >= s->o.top_p) {
+                kk = j + 1;
+                break;
             }
         }
-        double ksum = 0;
-        for (int j = 0; j < k; j++)
-            ksum += s->prob[s->idx[j]];
-        double r = uniform(s) * ksum;
-        for (int j = 0; j < k; j++) {
-            r -= s->prob[s->idx[j]];
-            if (r < 0)
-                return s->idx[j];
-        }
-        return s->idx[k - 1];
     }
-    double r = uniform(s) * sum;
-    for (int i = 0; i < n; i++) {
-        r -= s->prob[i];
-        if (r < 0)
-            return i;
-    }
+    double q = 0;
+    for (int j = 0; j < kk; j++)
+        q += s->prob[s->idx[j]];
+    *k = kk;
+    *ksum = q;
     return top;
+}
+
+/* A draw from the weights, skipping id `skip` (-1: none) whose weight is left out of r's range. */
+static int32_t draw(struct inf_sampler *s, int cut, int k, double r, int32_t top, int32_t skip)
+{
+    int32_t last = -1;
+    for (int j = 0; j < k; j++) {
+        int32_t id = cut ? s->idx[j] : j;
+        if (id == skip)
+            continue;
+        last = id;
+        r -= s->prob[id];
+        if (r < 0)
+            return id;
+    }
+    return cut ? (last >= 0 ? last : s->idx[k - 1]) : (last >= 0 && skip >= 0 ? last : top);
+}
+
+int32_t inf_sample(struct inf_sampler *s, const float *logits)
+{
+    if (s->o.temperature == 0 || s->o.top_k == 1)
+        return inf_argmax(logits, s->vocab);
+    int cut, k;
+    double ksum;
+    int32_t top = weights(s, logits, &cut, &k, &ksum);
+    return draw(s, cut, k, uniform(s) * ksum, top, -1);
+}
+
+int32_t inf_sample_draft(struct inf_sampler *s, const float *logits, int32_t draft, int *accepted)
+{
+    int acc = 0;
+    int32_t t;
+    if (s->o.temperature == 0 || s->o.top_k == 1 || draft < 0 || draft >= s->vocab) {
+        t = inf_sample(s, logits);
+        acc = draft >= 0 && t == draft;
+    } else {
+        int cut, k;
+        double ksum;
+        int32_t top = weights(s, logits, &cut, &k, &ksum);
+        double pd = 0; /* the draft's kept weight */
+        if (!cut)
+            pd = s->prob[draft];
+        else
+            for (int j = 0; j < k; j++)
+                if (s->idx[j] == draft) {
+                    pd = s->prob[draft];
+                    break;
+                }
+        if (uniform(s) * ksum < pd) { /* with probability p(draft) */
+            t = draft;
+            acc = 1;
+        } else if (ksum - pd > 0) { /* the rest of the distribution, renormalised without the draft */
+            t = draw(s, cut, k, uniform(s) * (ksum - pd), top, draft);
+        } else {
+            t = draft;
+            acc = 1;
+        }
+    }
+    if (accepted)
+        *accepted = acc;
+    return t;
 }

@@ -21,6 +21,14 @@ int inf_sampler_new(const struct inf_sampler_opts *o, int vocab, struct inf_samp
 void inf_sampler_free(struct inf_sampler *s);
 /* logits[vocab] is not modified. */
 int32_t inf_sample(struct inf_sampler *s, const float *logits);
+/* A token verified against a draft (speculative decoding, inference/spec.h): distributed exactly as
+ * inf_sample's, with the draft taken whenever possible. Greedy: the argmax (accepted when it is the
+ * draft). Sampled: the draft with probability p(draft) under the sampler's distribution (temperature,
+ * top-k, top-p), else a draw from that distribution without the draft, renormalised (so every id
+ * keeps its probability). It consumes one or two draws of the generator, so a seeded run differs
+ * from inf_sample's sequence. *accepted (may be NULL): whether the result is the draft. draft < 0:
+ * inf_sample. */
+int32_t inf_sample_draft(struct inf_sampler *s, const float *logits, int32_t draft, int *accepted);
 /* Index of the largest value; ties go to the lowest index; NaN never wins. */
 int32_t inf_argmax(const float *v, int n);
 

@@ -61,6 +61,16 @@ static void acc_mark_free(void *ud, void *mark)
     (void)ud;
     cuda_multi_mark_free(mark);
 }
+/* Speculative decoding (accel.h's spec ops; only with the MTP block on the device: opts.mtp) */
+static int acc_spec_forward(void *ud, const int *tokens, float *logits0, float *logits1, struct ctx_err *e)
+{
+    return cuda_multi_forward_spec(((struct cuda_accel *)ud)->m, tokens, logits0, logits1, e);
+}
+static int acc_spec_drop(void *ud, struct ctx_err *e) { return cuda_multi_drop_last(((struct cuda_accel *)ud)->m, e); }
+static int acc_spec_draft(void *ud, int row0, const int *next, int S, int *draft, struct ctx_err *e)
+{
+    return cuda_multi_draft(((struct cuda_accel *)ud)->m, row0, next, S, draft, e);
+}
 static void acc_destroy(void *ud)
 {
     struct cuda_accel *c = ud;
@@ -79,6 +89,7 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
     struct cuda_engine_opts eo = {
         .max_chunk = o && o->max_chunk > 0 ? o->max_chunk : 4096,
         .max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 65536,
+        .mtp = o && o->mtp,
     };
     struct cuda_accel *c = calloc(1, sizeof *c);
     if (!c)
@@ -94,13 +105,19 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
     for (int i = 0; i < n && len > 0 && (size_t)len < sizeof c->desc; i++)
         len += snprintf(c->desc + len, sizeof c->desc - (size_t)len, "%s%d", i ? "," : " ", devs[i]);
     if (len > 0 && (size_t)len < sizeof c->desc)
-        snprintf(c->desc + len, sizeof c->desc - (size_t)len, "), max_ctx %lld, chunk %d", eo.max_ctx, eo.max_chunk);
-    static const struct inf_accel_ops ops = {
+        snprintf(c->desc + len, sizeof c->desc - (size_t)len, "), max_ctx %lld, chunk %d%s", eo.max_ctx,
+                 eo.max_chunk, eo.mtp ? ", MTP drafts" : "");
+    struct inf_accel_ops ops = {
         .name = "cuda", .forward = acc_forward, .max_chunk = 0, .upload = acc_upload,
         .upload_prefix = acc_upload_prefix, .download_tail = acc_download, .mark = acc_mark, .rewind = acc_rewind,
         .mark_free = acc_mark_free, .destroy = acc_destroy, .upload_packed = acc_upload_packed,
         .download_boundary = acc_download_boundary,
     };
+    if (eo.mtp) {
+        ops.spec_forward = acc_spec_forward;
+        ops.spec_drop = acc_spec_drop;
+        ops.spec_draft = acc_spec_draft;
+    }
     /* max_chunk 0: inf_accel_forward hands over whole chunks; cuda_multi_prefill splits them */
     struct inf_accel *a = inf_accel_new(&ops, c);
     if (!a) {

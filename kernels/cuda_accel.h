@@ -4,7 +4,8 @@
  * ones (accel.h's resident) goes up through cuda_multi_state_upload_prefix: rings, carries and only
  * the entries the others overwrote; a KV-cache checkpoint goes up packed (inf_accel_restore_packed:
  * cuda_multi_state_upload_packed, the streams in pinned memory from inf_accel_host_alloc, which is
- * cudaHostAlloc here), and a snapshot of a state ahead of its host copy takes only its rings, carries
+ * cudaHostAlloc here), with opts.mtp the speculative steps (spec ops: a two-token forward with its
+ * undo record, the drop of its second position, the MTP block's draft), and a snapshot of a state ahead of its host copy takes only its rings, carries
  * and position (cuda_multi_state_download_boundary), not the entries. This is what `ctxd --backend
  * cuda` attaches to its model. */
 #ifndef CUDA_ACCEL_H
@@ -23,6 +24,8 @@ struct cuda_accel_opts {
     int n_devices;      /* <= 0: 1 */
     long long max_ctx;  /* most positions of a sequence (sizes the device caches); <= 0: 65536 */
     int max_chunk;      /* most tokens per device call (prefill chunk); <= 0: 4096 */
+    int mtp;            /* 1: the checkpoint's MTP block on the last device too, and accel.h's spec ops
+                         * (speculative decoding, inference/spec.h); CTX_EINVAL without mtp.0 tensors */
 };
 
 /* Upload the weights (which need not outlive the accelerator) and allocate the device state.

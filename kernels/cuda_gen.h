@@ -41,6 +41,9 @@ int cuda_engine_forward_async_rows(struct cuda_engine *g, const int *tokens, int
                                    int rows, int undo, struct ctx_err *e);
 int cuda_engine_argmax_rows(struct cuda_engine *g, int *amax, int rows, struct ctx_err *e);
 int cuda_engine_drop_last(struct cuda_engine *g, struct ctx_err *e);
+/* The logits of the last finished call that asked for rows (an async rows call copies them to pinned
+ * memory as cuda_engine_forward_rows does): row i into logits[i][0..vocab). */
+int cuda_engine_logits_rows(struct cuda_engine *g, float *const *logits, int rows, struct ctx_err *e);
 /* The engine's test drafts (cuda_engine_spec_force) and its MTP switch. */
 void cuda_engine_spec_forced(const struct cuda_engine *g, const int **force, int *n);
 int cuda_engine_has_mtp(const struct cuda_engine *g);

@@ -8748,6 +8748,16 @@ extern "C" int cuda_engine_argmax_rows(struct cuda_engine *g, int *amax, int row
         memcpy(amax, g->h_amax, sizeof(int) * (size_t)rows);
     return rc;
 }
+extern "C" int cuda_engine_logits_rows(struct cuda_engine *g, float *const *logits, int rows, struct ctx_err *e)
+{
+    if (rows < 1 || rows > LOGIT_ROWS)
+        return ctx_err_set(e, CTX_EINVAL, "cuda engine: logits of %d rows", rows);
+    dev_guard dg(g->dev);
+    int rc = cu(e, cudaStreamSynchronize(g->st), "logits");
+    for (int i = 0; !rc && i < rows; i++)
+        memcpy(logits[i], g->hlogits + (size_t)i * g->c.vocab_size, sizeof(float) * g->c.vocab_size);
+    return rc;
+}
 extern "C" int cuda_engine_drop_last(struct cuda_engine *g, struct ctx_err *e)
 {
     dev_guard dg(g->dev);

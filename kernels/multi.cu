@@ -616,6 +616,32 @@ static int mg_mtp(void *ud, int row0, const int *next, int S, int *draft, struct
     return cuda_engine_mtp(m->g[m->n - 1], row0, next, S, NULL, draft, e);
 }
 
+// ---- the speculative steps for callers that choose tokens themselves (multi.h; cuda_accel's spec ops)
+
+extern "C" int cuda_multi_has_mtp(const struct cuda_multi *m) { return cuda_engine_has_mtp(m->g[m->n - 1]); }
+
+extern "C" int cuda_multi_forward_spec(struct cuda_multi *m, const int *tokens, float *logits0, float *logits1,
+                                       struct ctx_err *e)
+{
+    if (!cuda_engine_has_mtp(m->g[m->n - 1]))
+        return ctx_err_set(e, CTX_EINVAL, "cuda multi: a speculative step needs the MTP block (opts.mtp)");
+    int rc = queue_chunk_rows(m, tokens, 2, 0, 2, 1, e);
+    struct ctx_err fe;
+    memset(&fe, 0, sizeof fe);
+    int frc = finish(m, NULL, rc ? &fe : e); // even after an error: nothing stays queued
+    if (rc || frc)
+        return rc ? rc : frc;
+    float *rows[2] = {logits0, logits1};
+    return cuda_engine_logits_rows(m->g[m->n - 1], rows, 2, e);
+}
+
+extern "C" int cuda_multi_drop_last(struct cuda_multi *m, struct ctx_err *e) { return mg_drop(m, e); }
+
+extern "C" int cuda_multi_draft(struct cuda_multi *m, int row0, const int *next, int S, int *draft, struct ctx_err *e)
+{
+    return mg_mtp(m, row0, next, S, draft, e);
+}
+
 extern "C" int cuda_multi_generate(struct cuda_multi *m, const int *prompt, int n, const struct cuda_engine_gen_opts *o,
                                    int *out, int *n_out, struct cuda_engine_gen_stats *stats, struct ctx_err *e)
 {

@@ -108,6 +108,23 @@ int cuda_multi_state_download_boundary(struct cuda_multi *m, struct inf_state *s
 int cuda_multi_generate(struct cuda_multi *m, const int *prompt, int n, const struct cuda_engine_gen_opts *o,
                         int *out, int *n_out, struct cuda_engine_gen_stats *stats, struct ctx_err *e);
 
+/* The speculative steps one at a time, for a caller that chooses each token itself (sampling, grammar
+ * masks: ctxd's agent through cuda_accel's spec ops, inference/spec.h). They need opts.mtp given to
+ * cuda_multi_new (cuda_multi_has_mtp):
+ * - cuda_multi_forward_spec: tokens[0..2) as one two-token forward on every shard (each saves its
+ *   layers' undo record of the second position), the logits of the first position into
+ *   logits0[vocab] and of the second into logits1[vocab];
+ * - cuda_multi_drop_last: right after it, the second position undone on every shard (k_undo), the
+ *   pipeline then exactly as after the first token alone; the first row stays readable for the MTP;
+ * - cuda_multi_draft: the MTP block (last shard) on rows [row0, row0 + S) of the last forward call
+ *   with next[s] the token after each, the argmax of the last row's MTP logits into *draft
+ *   (cuda_engine_mtp: CTX_EINVAL when those rows are not there any more). */
+int cuda_multi_has_mtp(const struct cuda_multi *m);
+int cuda_multi_forward_spec(struct cuda_multi *m, const int *tokens, float *logits0, float *logits1,
+                            struct ctx_err *e);
+int cuda_multi_drop_last(struct cuda_multi *m, struct ctx_err *e);
+int cuda_multi_draft(struct cuda_multi *m, int row0, const int *next, int S, int *draft, struct ctx_err *e);
+
 struct cuda_multi_mark;
 int cuda_multi_mark(struct cuda_multi *m, struct cuda_multi_mark **out, struct ctx_err *e);
 int cuda_multi_rewind(struct cuda_multi *m, const struct cuda_multi_mark *mk, struct ctx_err *e);

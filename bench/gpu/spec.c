@@ -21,7 +21,14 @@
  * the MTP block on the last), after the one engine is freed, and the 43-layer rows over N GPUs add
  * what the split costs a step in flash4 (the hops) to the one-GPU rows.
  *
- *     bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] */
+ * With --accel the same model then runs as ctxd runs it: through the accelerator (kernels/cuda_accel.h
+ * with opts.mtp) and inference/spec.h, the host choosing every token from the full logits (ctxd's
+ * sampler and grammar masks need them; the engine's own loop above takes device argmaxes). After a
+ * 4096-token prompt: plain one-token forwards + a host argmax, then speculative steps with a caller
+ * that keeps the pending draft with probability p (else refuses it), so the acceptance is set
+ * exactly; per token and its host overhead against the engine's own loop at 4096.
+ *
+ *     bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] [--accel] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,9 +36,14 @@
 
 #include "../bench.h"
 
+#include "accel.h"
+#include "cuda_accel.h"
 #include "cuda_engine.h"
 #include "gemm.h"
+#include "model.h"
 #include "multi.h"
+#include "sample.h"
+#include "spec.h"
 #include "weights.h"
 
 #define PROMPT 128
@@ -184,10 +196,107 @@ out:
 
 static double tps(double p, double acc, double rej) { return 1e3 * (1 + p) / (p * acc + (1 - p) * rej); }
 
+/* --accel: decode through cuda_accel + inference/spec.h as ctxd does. plain_ms: the engine's own plain
+ * loop at 4096 from the rows above (for the overhead column). */
+#define ACC_PROMPT 4096
+static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms, struct ctx_err *e)
+{
+    const struct inf_config *c = inf_weights_config(w);
+    const int V = c->vocab_size;
+    struct cuda_accel_opts co = {.max_ctx = ACC_PROMPT + N + 64, .max_chunk = 4096, .mtp = 1};
+    struct inf_model *M = NULL;
+    struct inf_accel *A = NULL;
+    struct inf_state *st = NULL;
+    struct inf_spec *sp = NULL;
+    int rc = inf_model_new(w, NULL, 1, &M, e);
+    if (!rc)
+        rc = cuda_accel_new(w, &co, &A, e);
+    if (!rc)
+        rc = inf_state_new(c, &st, e);
+    if (rc) {
+        inf_model_free(M);
+        return rc;
+    }
+    inf_model_set_accel(M, A);
+    int *prompt = malloc(sizeof(int) * ACC_PROMPT);
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    unsigned long long s = 12345;
+    for (int i = 0; i < ACC_PROMPT; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        prompt[i] = 2 + (int)((s >> 33) % (unsigned long long)(V - 2));
+    }
+    printf("\nThrough the accelerator as ctxd runs it (cuda_accel with the MTP block, inference/spec.h; the host "
+           "chooses every token from the full logits: a plain step copies one row of %d logits, a speculative one two), "
+           "flash4 + MTP, after a %d-token prompt, %d tokens, ms per token (wall, median of %d); the caller keeps the "
+           "pending draft with probability p (else refuses it), so p is the acceptance\n\n",
+           V, ACC_PROMPT, N, RUNS);
+    printf("| path | ms/token | tok/s | drafts verified | kept | host overhead vs the engine's loop ms/step |\n"
+           "|---|---|---|---|---|---|\n");
+    const double ps[] = {-1, 0, 0.5, 0.8, 0.9, 1.0}; /* -1: plain forwards */
+    for (size_t pi = 0; !rc && pi < sizeof ps / sizeof *ps; pi++) {
+        double ms[RUNS];
+        struct inf_spec_stats tot = {0};
+        for (int r = 0; !rc && r < RUNS; r++) {
+            inf_state_reset(st);
+            inf_spec_free(sp);
+            sp = NULL;
+            if (ps[pi] >= 0 && (rc = inf_spec_new(M, st, &sp, e)))
+                break;
+            struct inf_forward_opts fo = {.logits = lg};
+            rc = sp ? inf_spec_prefill(sp, prompt, ACC_PROMPT, lg, e) : inf_model_forward(M, st, prompt, ACC_PROMPT, &fo, e);
+            unsigned long long u = 777 + (unsigned long long)r;
+            double t0 = bench_now();
+            for (int i = 0; !rc && i < N; i++) {
+                int t = inf_argmax(lg, V);
+                if (sp) {
+                    int pend = inf_spec_pending(sp);
+                    u = u * 6364136223846793005ull + 1442695040888963407ull;
+                    double x = (double)(u >> 11) * 0x1.0p-53;
+                    if (pend >= 0)
+                        t = x < ps[pi] ? pend : (pend + 1) % V;
+                    rc = inf_spec_next(sp, t, lg, e);
+                } else {
+                    rc = inf_model_forward(M, st, &t, 1, &fo, e);
+                }
+            }
+            ms[r] = (bench_now() - t0) * 1e3 / N;
+            if (sp && !rc) {
+                struct inf_spec_stats a;
+                inf_spec_stats(sp, &a);
+                tot.drafted += a.drafted;
+                tot.accepted += a.accepted;
+                rc = inf_spec_settle(sp, e);
+            }
+        }
+        if (rc)
+            break;
+        double m = bench_median(ms, RUNS);
+        char path[64];
+        if (ps[pi] < 0)
+            snprintf(path, sizeof path, "plain (one-token forwards)");
+        else
+            snprintf(path, sizeof path, "speculative, p = %.1f", ps[pi]);
+        /* a plain step is one forward; a speculative step's cost per token is spread over 1 + p tokens */
+        if (ps[pi] < 0 && engine_plain_ms > 0)
+            printf("| %s | %.3f | %.1f | | | %+.3f |\n", path, m, 1e3 / m, m - engine_plain_ms);
+        else if (ps[pi] < 0)
+            printf("| %s | %.3f | %.1f | | | (no 4096 row above) |\n", path, m, 1e3 / m);
+        else
+            printf("| %s | %.3f | %.1f | %lld | %lld | |\n", path, m, 1e3 / m, tot.drafted / RUNS, tot.accepted / RUNS);
+    }
+    inf_spec_free(sp);
+    inf_state_free(st);
+    inf_model_free(M);
+    inf_accel_free(A);
+    free(prompt);
+    free(lg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     long long ctxs[8] = {4096, 131072};
-    int nctx = 2, N = 64, shards = 1;
+    int nctx = 2, N = 64, shards = 1, accel = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) {
             nctx = 0;
@@ -202,8 +311,10 @@ int main(int argc, char **argv)
             N = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
             shards = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--accel")) {
+            accel = 1;
         } else {
-            fprintf(stderr, "usage: bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N]\n");
+            fprintf(stderr, "usage: bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] [--accel]\n");
             return 2;
         }
     }
@@ -376,6 +487,15 @@ int main(int argc, char **argv)
                    "p=0.9 | p=1 |\n|---|---|---|---|---|---|---|---|---|\n%s",
                    shards, tabm);
         cuda_multi_free(m);
+    }
+    if (!rc && accel) { /* the one engine goes first: the accelerator uploads the weights again */
+        double ep = -1;
+        for (int ci = 0; ci < nctx; ci++)
+            if (ctxs[ci] == 4096)
+                ep = one[ci][0];
+        cuda_engine_free(g);
+        g = NULL;
+        rc = accel_rows(w, N, ep, &e);
     }
 done:
     free(prompt);

@@ -109,12 +109,91 @@ static void truncation(void **state)
     assert_int_equal(inf_sampler_new(&g, 0, &s, &e), CTX_EINVAL);
 }
 
+/* inf_sample_draft: the output keeps the sampler's distribution whatever the draft (each id's
+ * frequency against softmax, 5 standard deviations), the draft is taken with its own probability,
+ * a draft outside a top-k / top-p cut is never returned, greedy keeps the argmax. */
+static void draft_keeps_distribution(void **state)
+{
+    (void)state;
+    float l[8] = {0, 1, 2, 0.5f, -1, -3, 1.5f, 0};
+    struct ctx_err e = {0};
+    double z = 0;
+    for (int i = 0; i < 8; i++)
+        z += exp(l[i]);
+    const int n = 40000;
+    for (int d = -1; d < 8; d++) { /* -1: no draft; 2 the likeliest id, 5 the least likely */
+        struct inf_sampler *s;
+        struct inf_sampler_opts o = {.temperature = 1.0f, .seed = 100 + (unsigned)d};
+        assert_int_equal(inf_sampler_new(&o, 8, &s, &e), 0);
+        int c[8] = {0}, acc = 0;
+        for (int i = 0; i < n; i++) {
+            int a = -1;
+            int32_t t = inf_sample_draft(s, l, d, &a);
+            assert_true(t >= 0 && t < 8);
+            assert_int_equal(a, d >= 0 && t == d);
+            c[t]++;
+            acc += a;
+        }
+        for (int i = 0; i < 8; i++) {
+            double p = exp(l[i]) / z, f = (double)c[i] / n;
+            assert_true(fabs(f - p) <= 5 * sqrt(p * (1 - p) / n) + 1e-4);
+        }
+        if (d >= 0) {
+            double p = exp(l[d]) / z;
+            assert_true(fabs((double)acc / n - p) <= 5 * sqrt(p * (1 - p) / n) + 1e-4);
+        }
+        inf_sampler_free(s);
+    }
+    /* top-k 2 keeps {2, 6}: a draft of 1 is never taken, one of 6 keeps its share of the two */
+    struct inf_sampler *s;
+    struct inf_sampler_opts k2 = {.temperature = 1, .top_k = 2, .seed = 5};
+    assert_int_equal(inf_sampler_new(&k2, 8, &s, &e), 0);
+    int c[8] = {0};
+    for (int i = 0; i < n; i++)
+        c[inf_sample_draft(s, l, 1, NULL)]++;
+    assert_int_equal(c[2] + c[6], n);
+    for (int i = 0; i < n; i++)
+        c[inf_sample_draft(s, l, 6, NULL)]++;
+    assert_int_equal(c[2] + c[6], 2 * n);
+    double p6 = exp(1.5) / (exp(1.5) + exp(2.0));
+    assert_true(fabs((double)c[6] / (2 * n) - p6) < 0.01);
+    inf_sampler_free(s);
+    /* top-p 0.01 keeps only id 2: every draft but 2 goes, 2 always stays */
+    struct inf_sampler_opts p0 = {.temperature = 1, .top_p = 0.01f, .seed = 6};
+    assert_int_equal(inf_sampler_new(&p0, 8, &s, &e), 0);
+    for (int d = 0; d < 8; d++) {
+        int a = -1;
+        assert_int_equal(inf_sample_draft(s, l, d, &a), 2);
+        assert_int_equal(a, d == 2);
+    }
+    inf_sampler_free(s);
+    /* greedy: the argmax, accepted only when it is the draft; a draft outside the vocabulary is none */
+    struct inf_sampler_opts g = {.temperature = 0};
+    assert_int_equal(inf_sampler_new(&g, 8, &s, &e), 0);
+    for (int d = -1; d < 9; d++) {
+        int a = -1;
+        assert_int_equal(inf_sample_draft(s, l, d, &a), 2);
+        assert_int_equal(a, d == 2);
+    }
+    inf_sampler_free(s);
+    /* seeded: the same sequence again */
+    struct inf_sampler *a1, *a2;
+    struct inf_sampler_opts o = {.temperature = 0.7f, .top_p = 0.9f, .seed = 9};
+    inf_sampler_new(&o, 8, &a1, &e);
+    inf_sampler_new(&o, 8, &a2, &e);
+    for (int i = 0; i < 500; i++)
+        assert_int_equal(inf_sample_draft(a1, l, i % 8, NULL), inf_sample_draft(a2, l, i % 8, NULL));
+    inf_sampler_free(a1);
+    inf_sampler_free(a2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(argmax_rules),
         cmocka_unit_test(temperature_follows_softmax),
         cmocka_unit_test(truncation),
+        cmocka_unit_test(draft_keeps_distribution),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

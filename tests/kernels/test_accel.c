@@ -21,8 +21,10 @@
  *   truncate); a stale mark refused while the host copy lags (the truncate syncs first); another
  *   state bound and back (partial upload), and counts that do not fit (refused, nothing bound);
  * - the counters show which path ran (rewinds, uploads, partial uploads and their entries, downloads);
- * - ctx-small again over 2 layer-split shards on the one device (cuda_multi: what --gpus 0,1 runs).
- * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run. "1..0 # SKIP" without a device. */
+ * - ctx-small again over 2 layer-split shards on the one device (cuda_multi: what --gpus 0,1 runs);
+ * - speculative decoding through the accelerator's spec ops (run_spec: the v4-tiny-a fixture, also
+ *   over 2 shards, and mid): every step's logits bit-equal to a plain decode of the same tokens.
+ * CTX_ACCEL_MID_PREFILL (default 1100) sizes the mid run; CTX_ACCEL_ONLY_SPEC runs the fixture's spec part only. "1..0 # SKIP" without a device. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -36,6 +38,8 @@
 #include "cuda_accel.h"
 #include "kvpack.h"
 #include "model.h"
+#include "sample.h"
+#include "spec.h"
 #include "state.h"
 #include "weights.h"
 #define TEST_RNG_SEED 0x5eed5eedULL
@@ -474,6 +478,89 @@ static void run(const char *what, const struct inf_weights *w, int P, int D, int
     free(tok2);
 }
 
+/* Speculative decoding on the device (inference/spec.h over cuda_accel's spec ops, opts.mtp): a
+ * caller that keeps the MTP's drafts or not (greedy; every draft kept; kept and refused in turn)
+ * gets, at every step, the logits a plain decode on the same accelerator gives for the same tokens,
+ * bit for bit (a two-token forward gives each row a one-token step's bits; a refused draft's
+ * position is undone exactly), and the position follows the tokens given. */
+static void run_spec(const char *what, const struct inf_weights *w, int P, int D, int shards)
+{
+    struct ctx_err e = {0};
+    const struct inf_config *c = inf_weights_config(w);
+    V = c->vocab_size;
+    static const int dev0[2] = {0, 0};
+    struct cuda_accel_opts co = {.devices = dev0, .n_devices = shards, .max_ctx = P + D + 64, .max_chunk = 256,
+                                 .mtp = 1};
+    struct inf_model *MA = NULL;
+    struct inf_accel *A = NULL;
+    if (inf_model_new(w, NULL, 0, &MA, &e) || cuda_accel_new(w, &co, &A, &e)) {
+        tap(0, "%s: model and accelerator with the MTP block: %s", what, e.msg);
+        inf_model_free(MA);
+        return;
+    }
+    inf_model_set_accel(MA, A);
+    tap(inf_accel_can_spec(A), "%s: the accelerator offers the spec ops (%s)", what, cuda_accel_describe(A));
+    int *prompt = malloc(sizeof(int) * (size_t)P), *toks = malloc(sizeof(int) * (size_t)D);
+    for (int i = 0; i < P; i++)
+        prompt[i] = (int)(next_u64() % (uint64_t)V);
+    size_t rowb = sizeof(float) * (size_t)V;
+    float *lg = malloc(rowb), *lr = malloc(rowb), *rows = malloc(rowb * (size_t)(D + 1));
+    static const char *const pname[] = {"greedy", "every draft kept", "kept and refused in turn"};
+    for (int pol = 0; pol < 3; pol++) {
+        struct inf_state *s = NULL, *r = NULL;
+        struct inf_spec *sp = NULL;
+        inf_state_new(c, &s, &e);
+        inf_state_new(c, &r, &e);
+        int rc = inf_spec_new(MA, s, &sp, &e);
+        if (!rc)
+            rc = inf_spec_prefill(sp, prompt, P, lg, &e);
+        memcpy(rows, lg, rowb);
+        int posok = 1;
+        for (int i = 0; !rc && i < D; i++) {
+            int pend = inf_spec_pending(sp), g = inf_argmax(lg, V);
+            int t = pol == 0 ? g : pend < 0 ? g : pol == 1 ? pend : i % 3 == 1 ? (pend + 1 + i) % V : pend;
+            toks[i] = t;
+            rc = inf_spec_next(sp, t, lg, &e);
+            memcpy(rows + (size_t)(i + 1) * V, lg, rowb);
+            posok &= s->pos == P + i + 1 + (inf_spec_pending(sp) >= 0);
+        }
+        if (!rc)
+            rc = inf_spec_settle(sp, &e);
+        struct inf_spec_stats st = {0};
+        if (sp)
+            inf_spec_stats(sp, &st);
+        tap(!rc && posok && s->pos == P + D, "%s, %s: %d tokens, %lld drafts verified, %lld kept, %lld plain (%s)",
+            what, pname[pol], D, st.drafted, st.accepted, st.plain, rc ? e.msg : "ok");
+        /* the plain decode of the same tokens on the same accelerator */
+        struct inf_forward_opts fo = {.logits = lr};
+        int same = !rc && inf_model_forward(MA, r, prompt, P, &fo, &e) == 0 && !memcmp(lr, rows, rowb);
+        int first_bad = same ? -1 : 0;
+        for (int i = 0; same && i < D; i++) {
+            if (inf_model_forward(MA, r, &toks[i], 1, &fo, &e) || memcmp(lr, rows + (size_t)(i + 1) * V, rowb)) {
+                same = 0;
+                first_bad = i + 1;
+            }
+        }
+        tap(same, "%s, %s: every step's logits bit-equal to a plain decode of the same tokens (first difference: %d)",
+            what, pname[pol], first_bad);
+        if (pol == 1)
+            tap(st.accepted >= D / 2 - 2 && st.drafted > 0, "%s: the drafts kept when the caller takes them (%lld of %lld)",
+                what, st.accepted, st.drafted);
+        if (pol == 2)
+            tap(st.accepted > 0 && st.accepted < st.drafted, "%s: kept and refused drafts both ran", what);
+        inf_spec_free(sp);
+        inf_state_free(s);
+        inf_state_free(r);
+    }
+    free(prompt);
+    free(toks);
+    free(lg);
+    free(lr);
+    free(rows);
+    inf_model_free(MA);
+    inf_accel_free(A);
+}
+
 int main(void)
 {
     int ndev = 0;
@@ -484,13 +571,32 @@ int main(void)
     struct ctx_err e = {0};
     char path[1024];
     const char *root = getenv("CTX_SOURCE_ROOT");
-    snprintf(path, sizeof path, "%s/models/ctx-small", root ? root : ".");
     struct inf_weights *w = NULL;
+    if (getenv("CTX_ACCEL_ONLY_SPEC")) { /* (compute-sanitizer runs: the spec part on the fixture only) */
+        snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a", root ? root : ".");
+        if (inf_weights_open(path, &w, &e)) {
+            tap(0, "v4-tiny-a: %s", e.msg);
+        } else {
+            run_spec("v4-tiny-a", w, 200, 12, 1);
+            inf_weights_free(w);
+        }
+        printf("1..%d\n", n_test);
+        return n_fail ? 1 : 0;
+    }
+    snprintf(path, sizeof path, "%s/models/ctx-small", root ? root : ".");
     if (inf_weights_open(path, &w, &e)) {
         tap(0, "ctx-small: %s", e.msg);
     } else {
         run("ctx-small", w, 600, 16, 1);
         run("ctx-small over 2 layer-split shards", w, 600, 16, 2);
+        inf_weights_free(w);
+    }
+    snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a", root ? root : ".");
+    if (inf_weights_open(path, &w, &e)) {
+        tap(0, "v4-tiny-a: %s", e.msg);
+    } else {
+        run_spec("v4-tiny-a", w, 300, 40, 1);
+        run_spec("v4-tiny-a over 2 layer-split shards", w, 300, 40, 2);
         inf_weights_free(w);
     }
     struct inf_config mc;
@@ -500,6 +606,7 @@ int main(void)
         tap(0, "mid: %s", e.msg);
     } else {
         run("synthetic mid", w, P, 8, 1);
+        run_spec("synthetic mid", w, P, 24, 1);
         inf_weights_free(w);
     }
     printf("1..%d\n", n_test);

@@ -10,7 +10,7 @@ BD=${1:-build-cuda}
 BC=${2:-build}
 [ -f "$BD/build.ninja" ] || meson setup "$BD" -Dcuda=enabled -Ddaemon=enabled -Dbuildtype=debugoptimized >/dev/null
 ninja -C "$BD" daemon/ctxd tests/kernels/test_accel tests/kernels/test_mark >/dev/null
-DT="test_resident test_cache test_buffers test_fim test_sessions_daemon test_agent test_tool_grammar"
+DT="test_resident test_cache test_buffers test_fim test_sessions_daemon test_agent test_tool_grammar test_spec_daemon"
 ninja -C "$BC" cli/ctx $(for t in $DT; do printf 'tests/daemon/%s ' $t; done) >/dev/null
 rm -rf .out/dm && mkdir -p .out/dm/dm/lib .out/dm/dm/t
 for t in $DT; do cp "$BC/tests/daemon/$t" .out/dm/dm/t/; done
