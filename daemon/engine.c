@@ -234,14 +234,14 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
                                      .n_devices = g->o.n_gpus,
                                      .max_ctx = g->o.max_ctx > 0 ? g->o.max_ctx : 540672,
                                      .max_chunk = g->o.max_chunk,
-                                     .mtp = g->o.spec && inf_weights_mtp_layers(g->w) > 0};
+                                     .mtp = g->o.spec >= 0 && inf_weights_mtp_layers(g->w) > 0};
         rc = cuda_accel_new(g->w, &co, &g->accel, le);
         if (!rc)
             inf_model_set_accel(g->m, g->accel);
     }
 #endif
-    if (!rc && g->o.spec && inf_model_mtp_blocks(g->m) < 1)
-        CTX_WARN("--spec: speculative decoding is off: the checkpoint has no MTP block");
+    if (!rc && (g->o.spec > 0 || (g->o.spec == 0 && g->o.cuda)) && inf_model_mtp_blocks(g->m) < 1)
+        CTX_WARN("speculative decoding is off: the checkpoint has no MTP block");
     g->load_rc = rc;
     if (rc) {
         ctx_err_prefix(le, "loading the model (%s): ", g->describe);
@@ -277,11 +277,21 @@ const char *ctxd_engine_device(const struct ctxd_engine *g)
     return NULL;
 }
 
-bool ctxd_engine_spec_requested(const struct ctxd_engine *g) { return g->o.spec; }
-
 bool ctxd_engine_spec(const struct ctxd_engine *g)
 {
-    return g->o.spec && g->m && inf_model_mtp_blocks(g->m) > 0 && (!g->accel || inf_accel_can_spec(g->accel));
+    if (!g->m || g->o.spec < 0 || inf_model_mtp_blocks(g->m) < 1)
+        return false;
+    return g->accel ? inf_accel_can_spec(g->accel) : g->o.spec > 0;
+}
+
+const char *ctxd_engine_spec_state(const struct ctxd_engine *g)
+{
+    if (g->remote || !g->m)
+        return NULL;
+    if (ctxd_engine_spec(g))
+        return "on";
+    return g->o.spec >= 0 && (g->o.spec > 0 || g->o.cuda) && inf_model_mtp_blocks(g->m) < 1 ? "off (no MTP block)"
+                                                                                          : "off";
 }
 
 const char *ctxd_engine_backend(const struct ctxd_engine *g)

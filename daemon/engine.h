@@ -34,9 +34,10 @@ struct ctxd_engine_opts {
     long long max_ctx;           /* <= 0: 540672 (ctxd passes --budget + 40960) */
     int max_chunk;               /* tokens a device call (prefill chunk); <= 0: the accelerator's (4096);
                                   * ctxd passes its prefill slice (--chunk) */
-    /* --spec: speculative decoding with the checkpoint's MTP block (inference/spec.h); with cuda the
-     * block is uploaded to the last device (cuda_accel_opts.mtp) */
-    bool spec;
+    /* speculative decoding with the checkpoint's MTP block (inference/spec.h): 1 --spec (on wherever
+     * the checkpoint has the block), -1 --no-spec, 0 the default: on with cuda (the block uploaded to
+     * the last device, cuda_accel_opts.mtp), off on the CPU engine (a two-token forward costs two) */
+    int spec;
 };
 
 struct ctxd_engine;
@@ -58,10 +59,12 @@ bool ctxd_engine_loaded(const struct ctxd_engine *g);
 /* The GPU accelerator once loaded with --backend cuda ("cuda: 1 x NVIDIA H200 (devices 0), ..."),
  * else NULL. */
 const char *ctxd_engine_device(const struct ctxd_engine *g);
-/* Engine thread, once loaded: whether agent steps decode speculatively (--spec, and the checkpoint
- * has an MTP block, which a cuda backend holds on its device). */
+/* Once loaded: whether agent steps and completions decode speculatively (opts.spec, and the
+ * checkpoint has an MTP block, which a cuda backend holds on its device). */
 bool ctxd_engine_spec(const struct ctxd_engine *g);
-bool ctxd_engine_spec_requested(const struct ctxd_engine *g); /* --spec given */
+/* For status, once loaded: "on", "off" or "off (no MTP block)" (asked for or by default, the
+ * checkpoint has none); NULL before loading and for a remote backend. */
+const char *ctxd_engine_spec_state(const struct ctxd_engine *g);
 /* "cpu", "cuda" or "openai": where answers are computed. */
 const char *ctxd_engine_backend(const struct ctxd_engine *g);
 /* "checkpoint:/path", "bundled:/path" or "synthetic:mid:seed=1 (random weights: ...)". */

@@ -54,11 +54,12 @@ static void usage(FILE *f)
             "                     tensor-core sums inside each 128-wide K block, as DeepSeek's FP8 GEMMs)\n"
             "                     or on the exact kernels (the CPU engine's fp32 block partials; prefill\n"
             "                     20-45%% slower); sets CTX_CUDA_PREFILL_GEMM\n"
-            "  --spec             speculative decoding with the checkpoint's MTP block: each step feeds\n"
+            "  --spec, --no-spec  speculative decoding with the checkpoint's MTP block: each step feeds\n"
             "                     the chosen token and the MTP's draft of the next as one forward, and\n"
             "                     an accepted draft costs no forward of its own (the same tokens: greedy\n"
-            "                     ids, sampled distributions); with --backend cuda the MTP block goes on\n"
-            "                     the last GPU (on the CPU engine it only costs: for tests)\n"
+            "                     ids, sampled distributions). On by default with --backend cuda (the\n"
+            "                     MTP block goes on the last GPU), off on the CPU engine, where a\n"
+            "                     two-token forward costs two (--spec there: for tests)\n"
             "  --backend openai --url URL [--remote-model NAME] [--api-key-env VAR]\n"
             "                     answer through a remote OpenAI-compatible endpoint (DeepSeek's API\n"
             "                     shape) instead of the local engine\n",
@@ -153,7 +154,7 @@ int main(int argc, char **argv)
         {"overlay-threshold", required_argument, 0, 'O'}, {"rebase-idle-ms", required_argument, 0, 'I'},
         {"backend", required_argument, 0, 'K'}, {"url", required_argument, 0, 'U'},
         {"gpus", required_argument, 0, 'g'}, {"max-ctx", required_argument, 0, 'X'},
-        {"prefill-gemm", required_argument, 0, 'p'}, {"spec", no_argument, 0, 'x'},
+        {"prefill-gemm", required_argument, 0, 'p'}, {"spec", no_argument, 0, 'x'}, {"no-spec", no_argument, 0, 0x101},
         {"remote-model", required_argument, 0, 'R'}, {"api-key-env", required_argument, 0, 'A'},     {"debounce-ms", required_argument, 0, 'D'},
         {"policy", required_argument, 0, 'y'}, {"forced-completions", required_argument, 0, 'F'},
         {"approval-timeout-ms", required_argument, 0, 'a'}, {"tool-grammar", required_argument, 0, 'G'},
@@ -162,7 +163,8 @@ int main(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (ch) {
         case 's': socket_opt = optarg; break;
-        case 'x': eo.spec = true; break;
+        case 'x': eo.spec = 1; break;
+        case 0x101: eo.spec = -1; break;
         case 'd': daemonize = 1; break;
         case 'l': log_path = optarg; break;
         case 'L':
@@ -328,7 +330,7 @@ int main(int argc, char **argv)
     if (eo.cuda) /* the engine's chunk is the slice: a longer one would be split on the device again */
         eo.max_chunk = (int)ro.chunk;
     if (remote && eo.spec) {
-        fprintf(stderr, "ctxd: --spec goes with the local engine (--backend local or cuda)\n");
+        fprintf(stderr, "ctxd: --spec and --no-spec go with the local engine (--backend local or cuda)\n");
         return 2;
     }
     if (remote != (eo.remote_url != NULL)) {

@@ -256,10 +256,9 @@ void ctxd_repos_status(struct ctxd *d, cJSON *status)
     cJSON_AddBoolToObject(m, "noise", ctxd_engine_is_noise(d->engine));
     const char *dev = ctxd_engine_device(d->engine);
     cJSON_AddStringToObject(m, "backend", ctxd_engine_backend(d->engine));
-    if (ctxd_engine_spec_requested(d->engine)) /* --spec: whether the loaded model decodes speculatively */
-        cJSON_AddStringToObject(m, "speculative", !ctxd_engine_loaded(d->engine) ? "requested"
-                                                  : ctxd_engine_spec(d->engine) ? "on"
-                                                                                : "off (no MTP block)");
+    const char *spec = ctxd_engine_loaded(d->engine) ? ctxd_engine_spec_state(d->engine) : NULL;
+    if (spec) /* speculative decoding with the MTP block (ctxd --spec / --no-spec; on by default with cuda) */
+        cJSON_AddStringToObject(m, "speculative", spec);
     if (dev)
         cJSON_AddStringToObject(m, "device", dev);
 }

@@ -76,18 +76,27 @@ void inf_sampler_free(struct inf_sampler *s)
     free(s);
 }
 
+/* Two passes: the largest non-NaN value (eight running maxima, so the loop is not one dependency
+ * chain: ~4x faster over V4's 129280 logits, which the host scans for every token it chooses), then
+ * its first index. A NaN never compares greater; with no value above -inf the first -inf (or 0 when
+ * every value is NaN). Equal to the one-pass rule "strictly greater replaces" on every input, the
+ * zeros included (-0 == +0). */
 int32_t inf_argmax(const float *v, int n)
 {
-    int32_t best = 0;
-    float bv = -INFINITY;
-    int found = 0;
-    for (int i = 0; i < n; i++)
-        if (!isnan(v[i]) && (!found || v[i] > bv)) {
-            best = i;
-            bv = v[i];
-            found = 1;
-        }
-    return best;
+    float m[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            m[j] = v[i + j] > m[j] ? v[i + j] : m[j];
+    float mx = -INFINITY;
+    for (int j = 0; j < 8; j++)
+        mx = m[j] > mx ? m[j] : mx;
+    for (; i < n; i++)
+        mx = v[i] > mx ? v[i] : mx;
+    for (i = 0; i < n; i++)
+        if (v[i] == mx)
+            return i;
+    return 0;
 }
 
 /* Descending by probability, then ascending id: a total order, so the result is unique. */

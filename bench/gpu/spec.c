@@ -26,7 +26,8 @@
  * sampler and grammar masks need them; the engine's own loop above takes device argmaxes). After a
  * 4096-token prompt: plain one-token forwards + a host argmax, then speculative steps with a caller
  * that keeps the pending draft with probability p (else refuses it), so the acceptance is set
- * exactly; per token and its host overhead against the engine's own loop at 4096.
+ * exactly; per token and its host overhead against the engine's own loop at 4096; with --shards N
+ * also over the layer split on N GPUs (cuda_accel over N devices, as ctxd --gpus runs it).
  *
  *     bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] [--accel] */
 #define _POSIX_C_SOURCE 200809L
@@ -199,11 +200,15 @@ static double tps(double p, double acc, double rej) { return 1e3 * (1 + p) / (p 
 /* --accel: decode through cuda_accel + inference/spec.h as ctxd does. plain_ms: the engine's own plain
  * loop at 4096 from the rows above (for the overhead column). */
 #define ACC_PROMPT 4096
-static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms, struct ctx_err *e)
+static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms, int shards, struct ctx_err *e)
 {
     const struct inf_config *c = inf_weights_config(w);
     const int V = c->vocab_size;
-    struct cuda_accel_opts co = {.max_ctx = ACC_PROMPT + N + 64, .max_chunk = 4096, .mtp = 1};
+    int dv[16], nd = cuda_device_count();
+    for (int i = 0; i < shards; i++)
+        dv[i] = i % nd;
+    struct cuda_accel_opts co = {.devices = dv, .n_devices = shards, .max_ctx = ACC_PROMPT + N + 64, .max_chunk = 4096,
+                                 .mtp = 1};
     struct inf_model *M = NULL;
     struct inf_accel *A = NULL;
     struct inf_state *st = NULL;
@@ -225,11 +230,11 @@ static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         prompt[i] = 2 + (int)((s >> 33) % (unsigned long long)(V - 2));
     }
-    printf("\nThrough the accelerator as ctxd runs it (cuda_accel with the MTP block, inference/spec.h; the host "
+    printf("\nThrough the accelerator as ctxd runs it (%s; inference/spec.h; the host "
            "chooses every token from the full logits: a plain step copies one row of %d logits, a speculative one two), "
            "flash4 + MTP, after a %d-token prompt, %d tokens, ms per token (wall, median of %d); the caller keeps the "
            "pending draft with probability p (else refuses it), so p is the acceptance\n\n",
-           V, ACC_PROMPT, N, RUNS);
+           cuda_accel_describe(A), V, ACC_PROMPT, N, RUNS);
     printf("| path | ms/token | tok/s | drafts verified | kept | host overhead vs the engine's loop ms/step |\n"
            "|---|---|---|---|---|---|\n");
     const double ps[] = {-1, 0, 0.5, 0.8, 0.9, 1.0}; /* -1: plain forwards */
@@ -277,10 +282,10 @@ static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms
         else
             snprintf(path, sizeof path, "speculative, p = %.1f", ps[pi]);
         /* a plain step is one forward; a speculative step's cost per token is spread over 1 + p tokens */
-        if (ps[pi] < 0 && engine_plain_ms > 0)
+        if (ps[pi] < 0 && engine_plain_ms > 0 && shards == 1)
             printf("| %s | %.3f | %.1f | | | %+.3f |\n", path, m, 1e3 / m, m - engine_plain_ms);
         else if (ps[pi] < 0)
-            printf("| %s | %.3f | %.1f | | | (no 4096 row above) |\n", path, m, 1e3 / m);
+            printf("| %s | %.3f | %.1f | | | %s |\n", path, m, 1e3 / m, shards > 1 ? "" : "(no 4096 row above)");
         else
             printf("| %s | %.3f | %.1f | %lld | %lld | |\n", path, m, 1e3 / m, tot.drafted / RUNS, tot.accepted / RUNS);
     }
@@ -495,7 +500,9 @@ int main(int argc, char **argv)
                 ep = one[ci][0];
         cuda_engine_free(g);
         g = NULL;
-        rc = accel_rows(w, N, ep, &e);
+        rc = accel_rows(w, N, ep, 1, &e);
+        if (!rc && shards > 1)
+            rc = accel_rows(w, N, ep, shards, &e);
     }
 done:
     free(prompt);

@@ -55,8 +55,7 @@ static void start(int spec, const char *model, const char *forced_file)
         argv[n++] = "--forced-completions";
         argv[n++] = (char *)forced_file;
     }
-    if (spec)
-        argv[n++] = "--spec";
+    argv[n++] = spec ? "--spec" : "--no-spec";
     argv[n] = NULL;
     pid = dh_start(sock, logpath, argv);
     if (pid <= 0)
@@ -173,7 +172,7 @@ static void greedy_same_answers(void **state)
         plain[i] = run(prompts[i], 96);
     char *st0 = status_spec();
     stop();
-    assert_string_equal(st0, ""); /* without --spec: no field */
+    assert_string_equal(st0, "off"); /* --no-spec */
     free(st0);
     start(1, "tiny", NULL);
     for (int i = 0; i < 2; i++)
@@ -311,7 +310,7 @@ static void no_mtp_block(void **state)
     n = fread(log, 1, cap, f);
     log[n] = 0;
     fclose(f);
-    assert_non_null(strstr(log, "--spec: speculative decoding is off: the checkpoint has no MTP block"));
+    assert_non_null(strstr(log, "speculative decoding is off: the checkpoint has no MTP block"));
     free(log);
 }
 
@@ -331,7 +330,7 @@ static void remote_refused(void **state)
     out[n] = 0;
     int rc = pclose(p);
     assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
-    assert_non_null(strstr(out, "--spec goes with the local engine"));
+    assert_non_null(strstr(out, "--spec and --no-spec go with the local engine"));
 }
 
 static int group_setup(void **state)

@@ -20,6 +20,40 @@ static void argmax_rules(void **state)
     assert_int_equal(inf_argmax(w, 3), 2);
 }
 
+/* The one-pass rule inf_argmax must equal: the first non-NaN value strictly above all before it. */
+static int32_t argmax_ref(const float *v, int n)
+{
+    int32_t best = 0;
+    float bv = -INFINITY;
+    int found = 0;
+    for (int i = 0; i < n; i++)
+        if (!isnan(v[i]) && (!found || v[i] > bv)) {
+            best = i;
+            bv = v[i];
+            found = 1;
+        }
+    return best;
+}
+
+/* Random vectors of every length 0..40 and a long one, drawn from a few values (ties), NaN, +-inf
+ * and +-0: inf_argmax equals the one-pass rule. */
+static void argmax_matches_rule(void **state)
+{
+    (void)state;
+    const float pool[] = {0.f, -0.f, 1.f, -1.f, 2.5f, NAN, INFINITY, -INFINITY, 2.5f, 1e-30f};
+    unsigned long long x = 12345;
+    float v[1000];
+    for (int round = 0; round < 4000; round++) {
+        int n = round < 3000 ? round % 41 : 1000;
+        for (int i = 0; i < n; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            int k = (int)((x >> 33) % (round % 3 == 0 ? 10 : round % 3 == 1 ? 6 : 3));
+            v[i] = round % 5 == 4 ? (float)((x >> 40) % 1000) * 0.01f : pool[k];
+        }
+        assert_int_equal(inf_argmax(v, n), argmax_ref(v, n));
+    }
+}
+
 static int draw(struct inf_sampler *s, const float *l, int n, int *counts)
 {
     memset(counts, 0, sizeof(int) * 8);
@@ -191,6 +225,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(argmax_rules),
+        cmocka_unit_test(argmax_matches_rule),
         cmocka_unit_test(temperature_follows_softmax),
         cmocka_unit_test(truncation),
         cmocka_unit_test(draft_keeps_distribution),
