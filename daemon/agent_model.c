@@ -300,6 +300,17 @@ static int force_token(struct lstep *s, int32_t t)
     return 0;
 }
 
+/* Draws before the guided decoder masks the whole vocabulary (sampled steps; greedy tries once). */
+#define LAZY_DRAWS 4
+
+/* The next token from s->logits: with a draft in the state, verified against it (the same
+ * distribution, inf_sample_draft), else a plain draw. */
+static int32_t choose(struct lstep *s, struct ctxd_agent_model *m)
+{
+    return m->spec ? inf_sample_draft(s->smp, s->logits, inf_spec_pending(m->spec), NULL)
+                   : inf_sample(s->smp, s->logits);
+}
+
 /* Up to DECODE_PIECE tokens: 1 when there is more to do, 0 when the step is over, or an error. */
 static int lstep_decode(struct lstep *s)
 {
@@ -339,16 +350,31 @@ static int lstep_decode(struct lstep *s)
                     if (!isnan(a) && !isnan(b) && b > -INFINITY)
                         s->logits[s->think_end] = fmaxf(a, b) + log1pf(expf(-fabsf(a - b)));
                 }
-                size_t na = inf_dsml_guide_mask(m->guide, &s->gs, m->allow, (size_t)c->vocab_size);
-                if (na == 0)
-                    return 0; /* the completion is over: nothing may follow */
-                for (int i = 0; i < c->vocab_size; i++)
-                    if (!m->allow[i])
-                        s->logits[i] = -INFINITY;
+                /* Lazily: the unmasked choice, kept when the grammar allows it, which is the masked
+                 * choice exactly (greedy: the argmax over the allowed ids is the overall argmax when
+                 * that one is allowed; sampled: draws from the logits until one is allowed is a draw
+                 * from the masked distribution, by rejection, as long as no top-p cut applies: the cut
+                 * of the masked distribution is not the masked cut). The whole mask (~0.3 ms over V4's
+                 * 129,280 ids in text, bench/dsml_guide) only when LAZY_DRAWS draws were refused. */
+                t = -1;
+                const int lazy = m->o.temperature == 0 ? 1 : m->o.top_p > 0 && m->o.top_p < 1 ? 0 : LAZY_DRAWS;
+                for (int k = 0; k < lazy && t < 0; k++) {
+                    int32_t x = choose(s, m);
+                    if (inf_dsml_guide_allows(m->guide, &s->gs, x))
+                        t = x;
+                }
+                if (t < 0) {
+                    size_t na = inf_dsml_guide_mask(m->guide, &s->gs, m->allow, (size_t)c->vocab_size);
+                    if (na == 0)
+                        return 0; /* the completion is over: nothing may follow */
+                    for (int i = 0; i < c->vocab_size; i++)
+                        if (!m->allow[i])
+                            s->logits[i] = -INFINITY;
+                    t = choose(s, m);
+                }
+            } else {
+                t = choose(s, m);
             }
-            /* with a draft in the state: verified against it (the same distribution) */
-            t = m->spec ? inf_sample_draft(s->smp, s->logits, inf_spec_pending(m->spec), NULL)
-                        : inf_sample(s->smp, s->logits);
         }
         if (s->guided && inf_dsml_guide_feed_token(m->guide, &s->gs, t)) {
             /* not expected (the mask allowed t, and forced closing tags are legal): go on unguided
