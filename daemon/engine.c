@@ -236,6 +236,11 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
                                      .max_chunk = g->o.max_chunk,
                                      .mtp = g->o.spec >= 0 && inf_weights_mtp_layers(g->w) > 0};
         rc = cuda_accel_new(g->w, &co, &g->accel, le);
+        if (rc && co.mtp && g->o.spec == 0) { /* speculative decoding by default only: never at the model's cost */
+            CTX_WARN("speculative decoding is off: the GPUs did not take the MTP block too (%s)", le->msg);
+            co.mtp = 0;
+            rc = cuda_accel_new(g->w, &co, &g->accel, le);
+        }
         if (!rc)
             inf_model_set_accel(g->m, g->accel);
     }

@@ -91,6 +91,9 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
         .max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 65536,
         .mtp = o && o->mtp,
     };
+    /* tests: the GPUs refusing the MTP block (ctxd then falls back to the model without it) */
+    if (eo.mtp && getenv("CTX_TEST_CUDA_NO_MTP"))
+        return ctx_err_set(e, CTX_ENOMEM, "cuda: no room for the MTP block (CTX_TEST_CUDA_NO_MTP)");
     struct cuda_accel *c = calloc(1, sizeof *c);
     if (!c)
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");
