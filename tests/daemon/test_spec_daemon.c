@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,19 @@ static void stop(void)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* One call on a fresh connection (params taken); its result. */
+static cJSON *call(const char *method, cJSON *params)
+{
+    struct ctxd_client *c;
+    struct ctx_err e = {0};
+    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
+    cJSON *r = NULL;
+    if (ctxd_client_call(c, method, params, NULL, NULL, 300000, &r, &e))
+        fail_msg("%s: %s", method, e.msg);
+    ctxd_client_close(c);
+    return r;
+}
+
 static cJSON *run(const char *prompt, int max_tokens)
 {
     cJSON *p = cJSON_CreateObject();
@@ -79,14 +93,7 @@ static cJSON *run(const char *prompt, int max_tokens)
     cJSON_AddStringToObject(p, "prompt", prompt);
     cJSON_AddNumberToObject(p, "max_steps", 2);
     cJSON_AddNumberToObject(p, "max_tokens", max_tokens);
-    struct ctxd_client *c;
-    struct ctx_err e = {0};
-    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
-    cJSON *r = NULL;
-    if (ctxd_client_call(c, "agent.run", p, NULL, NULL, 300000, &r, &e))
-        fail_msg("agent.run: %s", e.msg);
-    ctxd_client_close(c);
-    return r;
+    return call("agent.run", p);
 }
 
 static const char *str(const cJSON *o, const char *k)
@@ -104,16 +111,24 @@ static long num(const cJSON *o, const char *k)
 /* daemon.status's model.speculative ("" when absent). */
 static char *status_spec(void)
 {
-    struct ctxd_client *c;
-    struct ctx_err e = {0};
-    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
-    cJSON *r = NULL;
-    if (ctxd_client_call(c, "daemon.status", NULL, NULL, NULL, 30000, &r, &e))
-        fail_msg("daemon.status: %s", e.msg);
-    ctxd_client_close(c);
+    cJSON *r = call("daemon.status", NULL);
     char *v = strdup(str(cJSON_GetObjectItem(r, "model"), "speculative"));
     cJSON_Delete(r);
     return v;
+}
+
+/* Whether the daemons' log (the first MiB) holds `what`. */
+static bool log_has(const char *what)
+{
+    FILE *f = fopen(logpath, "r");
+    assert_non_null(f);
+    char *log = malloc((1 << 20) + 1);
+    size_t n = fread(log, 1, 1 << 20, f);
+    log[n] = 0;
+    fclose(f);
+    bool has = strstr(log, what) != NULL;
+    free(log);
+    return has;
 }
 
 /* The two runs agree on what the model produced; the spec run's steps carry the draft counts. */
@@ -239,14 +254,7 @@ static cJSON *fim(int k, double temperature, int seed)
         cJSON_AddNumberToObject(p, "temperature", temperature);
         cJSON_AddNumberToObject(p, "seed", seed);
     }
-    struct ctxd_client *c;
-    struct ctx_err e = {0};
-    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
-    cJSON *r = NULL;
-    if (ctxd_client_call(c, "fim.complete", p, NULL, NULL, 300000, &r, &e))
-        fail_msg("fim.complete: %s", e.msg);
-    ctxd_client_close(c);
-    return r;
+    return call("fim.complete", p);
 }
 
 /* Completions (fim.complete) decode speculatively too: greedy, the plain daemon's text; sampled with
@@ -310,16 +318,7 @@ static void no_mtp_block(void **state)
     cJSON_ArrayForEach(st, cJSON_GetObjectItem(cJSON_GetObjectItem(r, "usage"), "steps"))
         assert_null(cJSON_GetObjectItem(st, "drafted"));
     cJSON_Delete(r);
-    char *log = NULL;
-    FILE *f = fopen(logpath, "r");
-    assert_non_null(f);
-    size_t cap = 1 << 20, n;
-    log = malloc(cap + 1);
-    n = fread(log, 1, cap, f);
-    log[n] = 0;
-    fclose(f);
-    assert_non_null(strstr(log, "speculative decoding is off: the checkpoint has no MTP block"));
-    free(log);
+    assert_true(log_has("speculative decoding is off: the checkpoint has no MTP block"));
 }
 
 /* With --backend cuda (the GPU machine: CTX_TEST_CTXD_FLAGS) speculative decoding is the default, and
@@ -359,14 +358,7 @@ static void cuda_default_and_fallback(void **state)
                      num(cJSON_GetObjectItem(b, "usage"), "completion_tokens"));
     cJSON_Delete(a);
     cJSON_Delete(b);
-    FILE *f = fopen(logpath, "r");
-    assert_non_null(f);
-    char *log = malloc(1 << 20);
-    size_t n = fread(log, 1, (1 << 20) - 1, f);
-    log[n] = 0;
-    fclose(f);
-    assert_non_null(strstr(log, "speculative decoding is off: the GPUs did not take the MTP block too"));
-    free(log);
+    assert_true(log_has("speculative decoding is off: the GPUs did not take the MTP block too"));
 }
 
 /* --spec with a remote backend is a usage error. */

@@ -176,23 +176,7 @@ static int dbl_download(void *ud, struct inf_state *st, struct ctx_err *e)
         if (v->n_cache > h->n_cache)
             d->tail_entries += v->n_cache - h->n_cache;
     }
-    uint8_t *b;
-    size_t n;
-    int rc = inf_state_serialize(d->dev, &b, &n, e);
-    if (rc)
-        return rc;
-    struct inf_state *s;
-    rc = inf_state_deserialize(&st->cfg, b, n, &s, e);
-    free(b);
-    if (rc)
-        return rc;
-    struct inf_layer_state *tl = st->layers;
-    st->layers = s->layers;
-    s->layers = tl;
-    st->pos = s->pos;
-    st->mtp_pos = s->mtp_pos;
-    inf_state_free(s);
-    return 0;
+    return state_assign(st, d->dev, e);
 }
 
 /* The device's position and each backbone layer's ring and carries into st (not the bound state:

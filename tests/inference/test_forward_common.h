@@ -50,6 +50,29 @@ static inline int setup(void **st)
     return 0;
 }
 
+/* dst becomes a copy of src (the same config): src serialised and read back, its layers swapped into
+ * dst (the accelerator doubles' downloads). */
+static inline int state_assign(struct inf_state *dst, const struct inf_state *src, struct ctx_err *e)
+{
+    uint8_t *b;
+    size_t n;
+    int rc = inf_state_serialize(src, &b, &n, e);
+    if (rc)
+        return rc;
+    struct inf_state *s;
+    rc = inf_state_deserialize(&dst->cfg, b, n, &s, e);
+    free(b);
+    if (rc)
+        return rc;
+    struct inf_layer_state *tl = dst->layers;
+    dst->layers = s->layers;
+    s->layers = tl;
+    dst->pos = s->pos;
+    dst->mtp_pos = s->mtp_pos;
+    inf_state_free(s);
+    return 0;
+}
+
 static inline int teardown(void **st)
 {
     (void)st;

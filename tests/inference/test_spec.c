@@ -63,27 +63,10 @@ static int dev_upload(void *ud, const struct inf_state *st, struct ctx_err *e)
     d->S = 0;
     return 0;
 }
-/* The device state into st whole (its layers swapped in from a deserialised copy). */
+/* The device state into st whole. */
 static int dev_download(void *ud, struct inf_state *st, struct ctx_err *e)
 {
-    struct dev *d = ud;
-    uint8_t *b;
-    size_t n;
-    int rc = inf_state_serialize(d->st, &b, &n, e);
-    if (rc)
-        return rc;
-    struct inf_state *s;
-    rc = inf_state_deserialize(&st->cfg, b, n, &s, e);
-    free(b);
-    if (rc)
-        return rc;
-    struct inf_layer_state *tl = st->layers;
-    st->layers = s->layers;
-    s->layers = tl;
-    st->pos = s->pos;
-    st->mtp_pos = s->mtp_pos;
-    inf_state_free(s);
-    return 0;
+    return state_assign(st, ((struct dev *)ud)->st, e);
 }
 static int dev_mark(void *ud, void **out, struct ctx_err *e)
 {

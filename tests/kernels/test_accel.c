@@ -561,6 +561,23 @@ static void run_spec(const char *what, const struct inf_weights *w, int P, int D
     inf_accel_free(A);
 }
 
+/* run_spec on the v4-tiny-a fixture: short (one engine, 12 tokens) or whole (also over 2 shards). */
+static void fixture_spec(const char *root, int whole)
+{
+    char path[1024];
+    struct ctx_err e = {0};
+    struct inf_weights *w = NULL;
+    snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a", root ? root : ".");
+    if (inf_weights_open(path, &w, &e)) {
+        tap(0, "v4-tiny-a: %s", e.msg);
+        return;
+    }
+    run_spec("v4-tiny-a", w, whole ? 300 : 200, whole ? 40 : 12, 1);
+    if (whole)
+        run_spec("v4-tiny-a over 2 layer-split shards", w, 300, 40, 2);
+    inf_weights_free(w);
+}
+
 int main(void)
 {
     int ndev = 0;
@@ -573,13 +590,7 @@ int main(void)
     const char *root = getenv("CTX_SOURCE_ROOT");
     struct inf_weights *w = NULL;
     if (getenv("CTX_ACCEL_ONLY_SPEC")) { /* (compute-sanitizer runs: the spec part on the fixture only) */
-        snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a", root ? root : ".");
-        if (inf_weights_open(path, &w, &e)) {
-            tap(0, "v4-tiny-a: %s", e.msg);
-        } else {
-            run_spec("v4-tiny-a", w, 200, 12, 1);
-            inf_weights_free(w);
-        }
+        fixture_spec(root, 0);
         printf("1..%d\n", n_test);
         return n_fail ? 1 : 0;
     }
@@ -591,14 +602,7 @@ int main(void)
         run("ctx-small over 2 layer-split shards", w, 600, 16, 2);
         inf_weights_free(w);
     }
-    snprintf(path, sizeof path, "%s/tests/fixtures/v4-tiny-a", root ? root : ".");
-    if (inf_weights_open(path, &w, &e)) {
-        tap(0, "v4-tiny-a: %s", e.msg);
-    } else {
-        run_spec("v4-tiny-a", w, 300, 40, 1);
-        run_spec("v4-tiny-a over 2 layer-split shards", w, 300, 40, 2);
-        inf_weights_free(w);
-    }
+    fixture_spec(root, 1);
     struct inf_config mc;
     const char *mp = getenv("CTX_ACCEL_MID_PREFILL");
     int P = mp ? atoi(mp) : 1100;
