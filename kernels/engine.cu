@@ -1117,21 +1117,7 @@ __global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float
     // PDL: with KC > 0 the first row's weights are in flight before the wait (later passes: a no-op);
     // x and the outputs are the previous kernels'
     pdl_begin();
-    for (int s = 0; s < S; s++) {
-        const float4 *xs = reinterpret_cast<const float4 *>(x + (size_t)s * k);
-        float acc = 0.f;
-        if (!ok) {
-        } else if (KC > 0) {
-#pragma unroll
-            for (int c = 0; c < (KC > 0 ? KC : 1); c++) {
-                int gi = g_lo + lane + 32 * c;
-                if (gi < g_hi)
-                    acc = dot8_bf16(wr[c], xs[2 * gi], xs[2 * gi + 1], acc);
-            }
-        } else {
-            for (int gi = g_lo + lane; gi < g_hi; gi += 32)
-                acc = dot8_bf16(__ldg(w + gi), xs[2 * gi], xs[2 * gi + 1], acc);
-        }
+    auto emit = [&](int s, float acc) {
         acc = warp_sum(acc);
         if (wpr_log2 > 0) {
             if (lane == 0)
@@ -1141,6 +1127,40 @@ __global__ void __launch_bounds__(256) k_lin_bf16(const uint16_t *W, const float
             while (j + 1 < o.nseg && r >= o.off[j + 1])
                 j++;
             o.y[j][(size_t)s * o.n[j] + r - o.off[j]] = o.bf[j] ? bf16r(acc) : acc;
+        }
+    };
+    if (KC > 0 && S == 2) { // a speculative step's two tokens: their chains side by side, each the same operations
+        const float4 *x0 = reinterpret_cast<const float4 *>(x), *x1 = reinterpret_cast<const float4 *>(x + k);
+        float a0 = 0.f, a1 = 0.f;
+        if (ok) {
+#pragma unroll
+            for (int c = 0; c < (KC > 0 ? KC : 1); c++) {
+                int gi = g_lo + lane + 32 * c;
+                if (gi < g_hi) {
+                    a0 = dot8_bf16(wr[c], x0[2 * gi], x0[2 * gi + 1], a0);
+                    a1 = dot8_bf16(wr[c], x1[2 * gi], x1[2 * gi + 1], a1);
+                }
+            }
+        }
+        emit(0, a0);
+        emit(1, a1);
+    } else {
+        for (int s = 0; s < S; s++) {
+            const float4 *xs = reinterpret_cast<const float4 *>(x + (size_t)s * k);
+            float acc = 0.f;
+            if (!ok) {
+            } else if (KC > 0) {
+#pragma unroll
+                for (int c = 0; c < (KC > 0 ? KC : 1); c++) {
+                    int gi = g_lo + lane + 32 * c;
+                    if (gi < g_hi)
+                        acc = dot8_bf16(wr[c], xs[2 * gi], xs[2 * gi + 1], acc);
+                }
+            } else {
+                for (int gi = g_lo + lane; gi < g_hi; gi += 32)
+                    acc = dot8_bf16(__ldg(w + gi), xs[2 * gi], xs[2 * gi + 1], acc);
+            }
+            emit(s, acc);
         }
     }
     if (wpr_log2 > 0) {
