@@ -641,7 +641,7 @@ static void test_random_decode(void **st)
     float *logits = malloc(vocab * sizeof *logits);
     size_t cap = 1 << 16;
     char *text = malloc(cap);
-    size_t calls = 0, blocks = 0, compared = 0;
+    size_t calls = 0, blocks = 0, compared = 0, lazy_checked = 0;
     for (size_t trial = 0; trial < 1000; trial++) {
         uint64_t x = 0x9E3779B97F4A7C15ull ^ (trial * 0x100000001B3ull + 1);
         enum inf_dsml_mode mode = trial % 4 == 3 ? INF_DSML_THINKING : INF_DSML_CHAT;
@@ -663,6 +663,19 @@ static void test_random_decode(void **st)
                     if (mask[id] != inf_dsml_guide_allows(agent_guide, &s, (int32_t)id))
                         fail_msg("trial %zu: mask and allows() differ on id %zu", trial, id);
                 compared++;
+            }
+            if ((trial + k) % 5 == 0) { /* ctxd's lazy greedy choice (the raw argmax when allowed, else the
+                                          * masked one) is the masked argmax, on raw logits with ties */
+                for (size_t id = 0; id < vocab; id++)
+                    logits[id] = (float)(rng(&x) >> 60);
+                int32_t raw = inf_argmax(logits, (int)vocab);
+                int32_t lazy = inf_dsml_guide_allows(agent_guide, &s, raw) ? raw : -1;
+                for (size_t id = 0; id < vocab; id++)
+                    if (!mask[id])
+                        logits[id] = -INFINITY;
+                int32_t masked = inf_argmax(logits, (int)vocab);
+                assert_int_equal(lazy < 0 ? masked : lazy, masked);
+                lazy_checked++;
             }
             for (size_t id = 0; id < vocab; id++)
                 logits[id] = mask[id] ? (float)(rng(&x) >> 11) * 0x1.0p-53f : -INFINITY;
@@ -692,6 +705,7 @@ static void test_random_decode(void **st)
     assert_true(blocks >= 870); /* every trial that opened a block closed it with calls */
     assert_true(calls >= blocks);
     assert_true(compared > 0);
+    assert_true(lazy_checked > 0);
     free(text);
     free(logits);
 }
