@@ -396,9 +396,20 @@ static const char *decision_reason(enum repo_decision d)
     }
 }
 
-/* The closing list of files not shown in full. At most 400 lines, then counts per reason, so that a
- * repository with thousands of vendored files does not spend its budget on their names. */
-static void render_report(struct ctx_buf *b, const struct repo_snapshot *s, const enum repo_decision *dec)
+/* Lines of the closing report for a budget: ~1% of it in names (a line is ~25 tokens), between 32
+ * and 400. A small budget over a repository of thousands of files (the demo's 8192 tokens here: ~1300
+ * files, most of them benchmark outputs) would otherwise go to the report alone. */
+static size_t report_lines(size_t budget)
+{
+    size_t n = budget / 96;
+    return n < 32 ? 32 : n > 400 ? 400 : n;
+}
+
+/* The closing list of files not shown in full. At most max_lines lines (report_lines), then counts per
+ * reason, so that a repository with thousands of vendored files does not spend its budget on their
+ * names. */
+static void render_report(struct ctx_buf *b, const struct repo_snapshot *s, const enum repo_decision *dec,
+                          size_t max_lines)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->nfiles; i++) n += dec[i] != REPO_DEC_FULL;
@@ -412,7 +423,7 @@ static void render_report(struct ctx_buf *b, const struct repo_snapshot *s, cons
     for (size_t i = 0; i < s->nfiles; i++) {
         const struct repo_file *f = &s->files[i];
         if (dec[i] == REPO_DEC_FULL) continue;
-        if (shown < 400) {
+        if (shown < max_lines) {
             if (dec[i] == REPO_DEC_SKIPPED)
                 ctx_buf_printf(b, "- %s: %s%s%s\n", f->path, repo_skip_name(f->skip), f->skip_detail ? ", " : "",
                           f->skip_detail ? f->skip_detail : "");
@@ -608,7 +619,7 @@ int repo_layout_build(struct repo_snapshot *s, const struct repo_layout_options 
         }
         for (size_t i = 0; i < nc; i++) dec[c[i].file] = c[i].dec;
         rep.len = 0;
-        render_report(&rep, s, dec);
+        render_report(&rep, s, dec, report_lines(budget));
         sb_lossy(&rep);
         if (rep.oom) goto oom;
         if ((rc = count(o, rep.p, rep.len, &rep_tok, e))) goto out;
@@ -778,7 +789,7 @@ int repo_layout_update(struct repo_layout *l, struct repo_snapshot *s, const str
     for (size_t i = 0; i < nf; i++)
         if (dec[i] == REPO_DEC_FULL) full_tok[i] = l->segs[seg_of[i]].tokens;
     b.len = 0;
-    render_report(&b, s, dec);
+    render_report(&b, s, dec, report_lines(l->budget));
     sb_lossy(&b);
     if (b.oom) goto oom;
     size_t rt;
