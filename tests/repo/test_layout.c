@@ -313,6 +313,45 @@ static void test_focus_map(void **state)
     repo_snapshot_free(s);
 }
 
+/* Many files under a small budget: the report's text names budget / 96 of them (at least 32), counts
+ * the rest, and layout->report still lists every file. */
+static void test_report_scales(void **state)
+{
+    (void)state;
+    tr_sh("many", "git init -q .");
+    for (int i = 0; i < 300; i++) {
+        char name[64], text[160];
+        snprintf(name, sizeof name, "data/sample_%03d.txt", i);
+        snprintf(text, sizeof text, "sample %d: a line of text that no definition map ranks above the code\n", i);
+        tr_puts("many", name, text);
+    }
+    tr_puts("many", "main.c", "int main(void)\n{\n    return 0;\n}\n");
+    tr_sh("many", "git add -A");
+    tr_commit("many", 1600000000, "many");
+    struct repo_snapshot *s = snap("many");
+    const size_t budgets[] = {4096, 8192, 60000};
+    for (size_t k = 0; k < 3; k++) {
+        struct repo_layout *l = layout(s, budgets[k]);
+        const struct repo_segment *rep = &l->segs[l->nsegs - 1];
+        size_t lines = 0, want = budgets[k] / 96 < 32 ? 32 : budgets[k] / 96 > 400 ? 400 : budgets[k] / 96;
+        for (const char *p = rep->text; (p = strstr(p, "\n- ")) != NULL; p++)
+            lines++;
+        size_t not_full = l->nreport - l->n_full;
+        assert_int_equal(l->nreport, 301);
+        if (not_full > want) { /* names up to the cap, then "- and N more:" */
+            assert_int_equal(lines, want + 1);
+            char more[64];
+            snprintf(more, sizeof more, "- and %zu more:", not_full - want);
+            assert_non_null(strstr(rep->text, more));
+        } else {
+            assert_int_equal(lines, not_full);
+        }
+        assert_true(l->total_tokens <= budgets[k]);
+        repo_layout_free(l);
+    }
+    repo_snapshot_free(s);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -333,7 +372,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order_and_boundaries), cmocka_unit_test(test_budget),
         cmocka_unit_test(test_determinism),          cmocka_unit_test(test_incremental),
-        cmocka_unit_test(test_focus_map),
+        cmocka_unit_test(test_focus_map),            cmocka_unit_test(test_report_scales),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
