@@ -190,6 +190,12 @@ struct agent_openai *ctxd_engine_remote(const struct ctxd_engine *g)
     return g->remote;
 }
 
+/* Speculative decoding asked for: --spec, or by default with --backend cuda (engine.h's spec). */
+static bool spec_wanted(const struct ctxd_engine *g)
+{
+    return g->o.spec > 0 || (g->o.spec == 0 && g->o.cuda);
+}
+
 int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
 {
     if (g->remote)
@@ -234,7 +240,7 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
                                      .n_devices = g->o.n_gpus,
                                      .max_ctx = g->o.max_ctx > 0 ? g->o.max_ctx : 540672,
                                      .max_chunk = g->o.max_chunk,
-                                     .mtp = g->o.spec >= 0 && inf_weights_mtp_layers(g->w) > 0};
+                                     .mtp = spec_wanted(g) && inf_weights_mtp_layers(g->w) > 0};
         rc = cuda_accel_new(g->w, &co, &g->accel, le);
         if (rc && co.mtp && g->o.spec == 0) { /* speculative decoding by default only: never at the model's cost */
             CTX_WARN("speculative decoding is off: the GPUs did not take the MTP block too (%s)", le->msg);
@@ -245,7 +251,7 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
             inf_model_set_accel(g->m, g->accel);
     }
 #endif
-    if (!rc && (g->o.spec > 0 || (g->o.spec == 0 && g->o.cuda)) && inf_model_mtp_blocks(g->m) < 1)
+    if (!rc && spec_wanted(g) && inf_model_mtp_blocks(g->m) < 1)
         CTX_WARN("speculative decoding is off: the checkpoint has no MTP block");
     g->load_rc = rc;
     if (rc) {
@@ -284,19 +290,16 @@ const char *ctxd_engine_device(const struct ctxd_engine *g)
 
 bool ctxd_engine_spec(const struct ctxd_engine *g)
 {
-    if (!g->m || g->o.spec < 0 || inf_model_mtp_blocks(g->m) < 1)
-        return false;
-    return g->accel ? inf_accel_can_spec(g->accel) : g->o.spec > 0;
+    return g->m && spec_wanted(g) && inf_model_mtp_blocks(g->m) > 0 && (!g->accel || inf_accel_can_spec(g->accel));
 }
 
 const char *ctxd_engine_spec_state(const struct ctxd_engine *g)
 {
     if (g->remote || !g->m)
         return NULL;
-    if (ctxd_engine_spec(g))
-        return "on";
-    return g->o.spec >= 0 && (g->o.spec > 0 || g->o.cuda) && inf_model_mtp_blocks(g->m) < 1 ? "off (no MTP block)"
-                                                                                          : "off";
+    return ctxd_engine_spec(g)                                     ? "on"
+           : spec_wanted(g) && inf_model_mtp_blocks(g->m) < 1 ? "off (no MTP block)"
+                                                                    : "off";
 }
 
 const char *ctxd_engine_backend(const struct ctxd_engine *g)

@@ -170,7 +170,16 @@ static void drop(struct inf_state *st, const struct inf_state *next, enum leave_
     st->accel = NULL;
 }
 
-static void lost(struct inf_accel *a, struct inf_state *st);
+/* After a failed device call on the bound st: keep what the host copy can still read back, and make
+ * the next forward upload it again (inf_accel_forward's recovery). */
+static void lost(struct inf_accel *a, struct inf_state *st)
+{
+    struct ctx_err de = {0};
+    fill_settle(a, 1); /* the download writes the host arrays a background fill may be writing */
+    if (a->ops.download_tail(a->ud, st, &de) == 0)
+        a->st.downloads++;
+    drop(st, NULL, LEAVE_LOST);
+}
 
 int inf_state_unbind(struct inf_state *st, struct ctx_err *e)
 {
@@ -245,6 +254,15 @@ static int bind(struct inf_accel *a, struct inf_state *st, struct ctx_err *e)
     return 0;
 }
 
+/* A device forward of n positions of the bound st went through. */
+static void advanced(struct inf_accel *a, struct inf_state *st, int n)
+{
+    st->pos += n;
+    if (st->pos > a->hw_pos)
+        a->hw_pos = st->pos;
+    a->st.forwards++;
+}
+
 int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *tokens, int S, float *logits,
                       struct ctx_err *e)
 {
@@ -257,27 +275,12 @@ int inf_accel_forward(struct inf_accel *a, struct inf_state *st, const int *toke
         rc = a->ops.forward(a->ud, tokens + off, n, off + n == S ? logits : NULL, e);
         if (rc)
             ctx_err_prefix(e, "accelerator %s: forward of %d tokens at position %lld: ", a->ops.name, n, st->pos);
-        else {
-            st->pos += n;
-            if (st->pos > a->hw_pos)
-                a->hw_pos = st->pos;
-            a->st.forwards++;
-        }
+        else
+            advanced(a, st, n);
     }
     if (rc && a->bound == st)
         lost(a, st); /* the device state is whatever the failed call left */
     return rc;
-}
-
-/* After a failed device call on the bound st: keep what the host copy can still read back, and make
- * the next forward upload it again (inf_accel_forward's recovery). */
-static void lost(struct inf_accel *a, struct inf_state *st)
-{
-    struct ctx_err de = {0};
-    fill_settle(a, 1); /* the download writes the host arrays a background fill may be writing */
-    if (a->ops.download_tail(a->ud, st, &de) == 0)
-        a->st.downloads++;
-    drop(st, NULL, LEAVE_LOST);
 }
 
 int inf_accel_can_spec(const struct inf_accel *a)
@@ -303,10 +306,7 @@ int inf_accel_spec_forward(struct inf_accel *a, struct inf_state *st, const int 
             lost(a, st);
         return rc;
     }
-    st->pos += 2;
-    if (st->pos > a->hw_pos)
-        a->hw_pos = st->pos;
-    a->st.forwards++;
+    advanced(a, st, 2);
     return 0;
 }
 

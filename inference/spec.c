@@ -16,9 +16,9 @@ struct inf_spec {
     int pending;         /* the draft the state holds beyond the tokens given, or -1 */
     float *lg2;          /* [vocab] the logits after the pending draft */
     float *mlog;         /* [vocab] the MTP block's logits (CPU) */
-    /* The rows the next draft comes from: rows [row0, row0 + nrows) of the last forward, of
-     * positions rpos..; next[i] the token after row i, the last one's being the coming token. */
-    int nrows, row0;
+    /* The rows the next draft comes from: rows [0, nrows) of the last forward, of positions rpos..;
+     * next[i] the token after row i, the last one's being the coming token. */
+    int nrows;
     long long rpos;
     int *next;           /* [window] */
     float *X;            /* CPU: the last forward's streams, [window][hc][D] */
@@ -79,9 +79,11 @@ int inf_spec_pending(const struct inf_spec *sp) { return sp->pending; }
 
 void inf_spec_stats(const struct inf_spec *sp, struct inf_spec_stats *out) { *out = sp->stats; }
 
-/* The state is where this decoder left it: remember that. */
-static void mark_here(struct inf_spec *sp)
+/* The last n positions' rows are the MTP's next input, and the state is where this decoder left it. */
+static void keep_rows(struct inf_spec *sp, int n)
 {
+    sp->nrows = n;
+    sp->rpos = sp->st->pos - n;
     sp->exp_pos = sp->st->pos;
     if (sp->a)
         sp->epoch = inf_accel_epoch(sp->a);
@@ -112,9 +114,7 @@ static int drop_draft(struct inf_spec *sp, struct ctx_err *e)
         sp->nrows = 0;
         return rc;
     }
-    sp->nrows = 1; /* the token before the draft: row 0 of the two-token forward */
-    sp->row0 = 0;
-    mark_here(sp);
+    keep_rows(sp, 1); /* the token before the draft: row 0 of the two-token forward */
     return 0;
 }
 
@@ -134,22 +134,12 @@ int inf_spec_prefill(struct inf_spec *sp, const int *tokens, int n, float *logit
     int tail = n < sp->window ? n : sp->window;
     if (n > tail && (rc = forward(sp, tokens, n - tail, NULL, NULL, e)))
         return rc;
-    float *X = NULL;
-    if (!sp->a && !(X = malloc(sizeof(float) * sp->row * (size_t)tail)))
-        return ctx_err_set(e, CTX_ENOMEM, "speculative decoding: out of memory");
-    rc = forward(sp, tokens + n - tail, tail, logits, X, e);
-    if (!rc) {
-        if (X)
-            memcpy(sp->X, X, sizeof(float) * sp->row * (size_t)tail);
-        sp->nrows = tail;
-        sp->row0 = 0;
-        sp->rpos = sp->st->pos - tail;
-        for (int i = 0; i + 1 < tail; i++)
-            sp->next[i] = tokens[n - tail + i + 1];
-        mark_here(sp);
-    }
-    free(X);
-    return rc;
+    if ((rc = forward(sp, tokens + n - tail, tail, logits, sp->X, e)))
+        return rc;
+    for (int i = 0; i + 1 < tail; i++)
+        sp->next[i] = tokens[n - tail + i + 1];
+    keep_rows(sp, tail);
+    return 0;
 }
 
 /* The MTP block's draft from the rows (next[] complete); the rows are used up. */
@@ -158,9 +148,9 @@ static int draft(struct inf_spec *sp, int *d, struct ctx_err *e)
     int rc, S = sp->nrows;
     sp->nrows = 0;
     if (sp->a)
-        return inf_accel_spec_draft(sp->a, sp->st, sp->row0, sp->next, S, d, e);
+        return inf_accel_spec_draft(sp->a, sp->st, 0, sp->next, S, d, e);
     sp->st->mtp_pos = sp->rpos; /* positions the MTP skipped leave stale window entries: acceptance only */
-    rc = inf_model_mtp(sp->m, sp->st, 0, sp->X + (size_t)sp->row0 * sp->row, sp->next, S, sp->mlog, e);
+    rc = inf_model_mtp(sp->m, sp->st, 0, sp->X, sp->next, S, sp->mlog, e);
     if (!rc)
         *d = inf_argmax(sp->mlog, sp->vocab);
     return rc;
@@ -178,7 +168,7 @@ int inf_spec_next(struct inf_spec *sp, int t, float *logits, struct ctx_err *e)
             inf_snapshot_free(sp->snap);
             sp->snap = NULL;
             memcpy(logits, sp->lg2, sizeof(float) * (size_t)sp->vocab);
-            sp->nrows = 2; /* t and the draft: next[0] is the draft, next[1] comes with the next call */
+            keep_rows(sp, 2); /* t and the draft: next[0] is the draft, next[1] comes with the next call */
             return 0;
         }
         if ((rc = drop_draft(sp, e)))
@@ -201,10 +191,7 @@ int inf_spec_next(struct inf_spec *sp, int t, float *logits, struct ctx_err *e)
         if ((rc = forward(sp, &t, 1, logits, sp->X, e)))
             return rc;
         sp->stats.plain++;
-        sp->nrows = 1;
-        sp->row0 = 0;
-        sp->rpos = sp->st->pos - 1;
-        mark_here(sp);
+        keep_rows(sp, 1);
         return 0;
     }
     int two[2] = {t, d};
@@ -221,10 +208,7 @@ int inf_spec_next(struct inf_spec *sp, int t, float *logits, struct ctx_err *e)
     }
     sp->stats.drafted++;
     sp->pending = d;
-    sp->nrows = 2;
-    sp->row0 = 0;
-    sp->rpos = sp->st->pos - 2;
     sp->next[0] = d;
-    mark_here(sp);
+    keep_rows(sp, 2);
     return 0;
 }

@@ -594,16 +594,20 @@ static int mg_prefill(void *ud, const int *tokens, int S, struct ctx_err *e)
     struct cuda_multi *m = (struct cuda_multi *)ud;
     return cuda_multi_prefill(m, tokens, S, m->smax, NULL, e);
 }
-static int mg_forward(void *ud, const int *tokens, int S, int rows, int undo, int *amax, struct ctx_err *e)
+// One chunk with the last shard's rows (and the undo record), waited for.
+static int forward_rows(struct cuda_multi *m, const int *tokens, int S, int rows, int undo, struct ctx_err *e)
 {
-    struct cuda_multi *m = (struct cuda_multi *)ud;
     int rc = queue_chunk_rows(m, tokens, S, 0, rows, undo, e);
     struct ctx_err fe;
     memset(&fe, 0, sizeof fe);
     int frc = finish(m, NULL, rc ? &fe : e); // even after an error: nothing stays queued
-    if (rc || frc)
-        return rc ? rc : frc;
-    return rows ? cuda_engine_argmax_rows(m->g[m->n - 1], amax, rows, e) : 0;
+    return rc ? rc : frc;
+}
+static int mg_forward(void *ud, const int *tokens, int S, int rows, int undo, int *amax, struct ctx_err *e)
+{
+    struct cuda_multi *m = (struct cuda_multi *)ud;
+    int rc = forward_rows(m, tokens, S, rows, undo, e);
+    return rc || !rows ? rc : cuda_engine_argmax_rows(m->g[m->n - 1], amax, rows, e);
 }
 static int mg_drop(void *ud, struct ctx_err *e)
 {
@@ -623,16 +627,11 @@ extern "C" int cuda_multi_has_mtp(const struct cuda_multi *m) { return cuda_engi
 extern "C" int cuda_multi_forward_spec(struct cuda_multi *m, const int *tokens, float *logits0, float *logits1,
                                        struct ctx_err *e)
 {
-    if (!cuda_engine_has_mtp(m->g[m->n - 1]))
+    if (!cuda_multi_has_mtp(m))
         return ctx_err_set(e, CTX_EINVAL, "cuda multi: a speculative step needs the MTP block (opts.mtp)");
-    int rc = queue_chunk_rows(m, tokens, 2, 0, 2, 1, e);
-    struct ctx_err fe;
-    memset(&fe, 0, sizeof fe);
-    int frc = finish(m, NULL, rc ? &fe : e); // even after an error: nothing stays queued
-    if (rc || frc)
-        return rc ? rc : frc;
+    int rc = forward_rows(m, tokens, 2, 2, 1, e);
     float *rows[2] = {logits0, logits1};
-    return cuda_engine_logits_rows(m->g[m->n - 1], rows, 2, e);
+    return rc ? rc : cuda_engine_logits_rows(m->g[m->n - 1], rows, 2, e);
 }
 
 extern "C" int cuda_multi_drop_last(struct cuda_multi *m, struct ctx_err *e) { return mg_drop(m, e); }
@@ -652,7 +651,7 @@ extern "C" int cuda_multi_generate(struct cuda_multi *m, const int *prompt, int 
     ops.smax = m->smax;
     ops.window = m->c.sliding_window;
     ops.vocab = m->c.vocab_size;
-    ops.has_mtp = cuda_engine_has_mtp(last);
+    ops.has_mtp = cuda_multi_has_mtp(m);
     ops.pos = mg_pos;
     ops.max_ctx = m->max_ctx;
     ops.prefill = mg_prefill;

@@ -405,12 +405,13 @@ static size_t report_lines(size_t budget)
     return n < 32 ? 32 : n > 400 ? 400 : n;
 }
 
-/* The closing list of files not shown in full. At most max_lines lines (report_lines), then counts per
+/* The closing list of files not shown in full. At most report_lines(budget) lines, then counts per
  * reason, so that a repository with thousands of vendored files does not spend its budget on their
  * names. */
 static void render_report(struct ctx_buf *b, const struct repo_snapshot *s, const enum repo_decision *dec,
-                          size_t max_lines)
+                          size_t budget)
 {
+    const size_t max_lines = report_lines(budget);
     size_t n = 0;
     for (size_t i = 0; i < s->nfiles; i++) n += dec[i] != REPO_DEC_FULL;
     if (n == 0) {
@@ -619,7 +620,7 @@ int repo_layout_build(struct repo_snapshot *s, const struct repo_layout_options 
         }
         for (size_t i = 0; i < nc; i++) dec[c[i].file] = c[i].dec;
         rep.len = 0;
-        render_report(&rep, s, dec, report_lines(budget));
+        render_report(&rep, s, dec, budget);
         sb_lossy(&rep);
         if (rep.oom) goto oom;
         if ((rc = count(o, rep.p, rep.len, &rep_tok, e))) goto out;
@@ -789,7 +790,7 @@ int repo_layout_update(struct repo_layout *l, struct repo_snapshot *s, const str
     for (size_t i = 0; i < nf; i++)
         if (dec[i] == REPO_DEC_FULL) full_tok[i] = l->segs[seg_of[i]].tokens;
     b.len = 0;
-    render_report(&b, s, dec, report_lines(l->budget));
+    render_report(&b, s, dec, l->budget);
     sb_lossy(&b);
     if (b.oom) goto oom;
     size_t rt;
