@@ -69,7 +69,8 @@ static void usage(FILE *f)
             "repositories:\n"
             "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
             "  --chunk TOKENS     prefill tokens per engine slice (default 256, 4096 with --backend cuda,\n"
-            "                     where it is also the GPU engine's chunk; a multiple of 128)\n"
+            "                     where it is also the GPU engine's chunk, and a slice 4 chunks a GPU\n"
+            "                     with several --gpus, pipelined over them; a multiple of 128)\n"
             "KV cache (the resident state on disk):\n"
             "  --cache DIR        default $XDG_CACHE_HOME/ctxd/kv or ~/.cache/ctxd/kv\n"
             "  --no-cache         keep the resident state in memory only\n"
@@ -327,8 +328,17 @@ int main(int argc, char **argv)
      * second on V4-Flash (~0.7 s at 500K) */
     if (eo.cuda && !ro.chunk)
         ro.chunk = 4096;
-    if (eo.cuda) /* the engine's chunk is the slice: a longer one would be split on the device again */
+    if (eo.cuda) { /* the engine's chunk; one GPU takes it as the slice, a longer one would only be split */
         eo.max_chunk = (int)ro.chunk;
+        /* Over several GPUs a slice is 4 chunks a GPU: cuda_multi_prefill pipelines one call's chunks over
+         * the layer split (GPU i on chunk c while GPU i-1 is on c+1), so a one-chunk slice keeps one GPU
+         * busy at a time. V4-Flash's 500K prefill over two H200s: 45.8 s pipelined against ~90 s of GPU
+         * time in turn (bench/gpu/results/2026-11-30-s20); 8 chunks a slice leave a bubble of ~1 in 9. */
+        if (eo.n_gpus > 1) {
+            long long slice = (long long)ro.chunk * 4 * eo.n_gpus;
+            ro.chunk = slice > 100000000 ? 100000000 : (int)slice;
+        }
+    }
     if (remote && eo.spec) {
         fprintf(stderr, "ctxd: --spec and --no-spec go with the local engine (--backend local or cuda)\n");
         return 2;

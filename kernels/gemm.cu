@@ -1318,7 +1318,7 @@ static int fp8_gemm_v1(const uint8_t *d_q, const float *d_sa, int m, const uint8
     if (m < 1 || n < 1 || (n + G_BN - 1) / G_BN > 65535 * 1024 || (m + G_BM - 1) / G_BM > 65535)
         return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemm: m = %d, n = %d out of range", m, n);
     /* the attribute is per device (engines of kernels/multi.h run on several): set once for each */
-    static bool attr_set[64];
+    static std::atomic<bool> attr_set[64]; // engines on several devices, maybe from several threads
     int dev = 0;
     cudaGetDevice(&dev);
     if (dev < 0 || dev >= 64 || !attr_set[dev]) {
@@ -1345,7 +1345,7 @@ int fp8_gemm2_launch(const uint8_t *d_q, const float *d_sa, int m, const uint8_t
     if ((m + T::BT - 1) / T::BT > 65535)
         return ctx_err_set(e, CTX_EINVAL, "cuda_fp8_gemm: m = %d out of range", m);
     /* the attribute is per device and per instantiation: set once for each */
-    static bool attr_set[64];
+    static std::atomic<bool> attr_set[64]; // engines on several devices, maybe from several threads
     int dev = 0;
     cudaGetDevice(&dev);
     if (dev < 0 || dev >= 64 || !attr_set[dev]) {

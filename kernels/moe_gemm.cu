@@ -21,6 +21,8 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include "cuda_common.cuh"
 #include "moe_gemm.h"
 #include "wgmma.cuh"
@@ -1932,14 +1934,14 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
                      : variant == CUDA_MOE_GEMM_V8 ? M8_SMEM
                                                    : M_SMEM;
     // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
-    // (engines on several GPUs call this from one thread).
-    static unsigned long long attr_set[CUDA_MOE_GEMM_NVARIANTS] = {};
+    // (engines on several GPUs call this, from one thread or, in a pipelined prefill, one thread each).
+    static std::atomic<unsigned long long> attr_set[CUDA_MOE_GEMM_NVARIANTS];
     int dev = 0;
     cudaError_t rc = cudaGetDevice(&dev);
     if (rc != cudaSuccess)
         return cuda_fail(e, rc, "cudaGetDevice");
     const unsigned long long bit = dev < 64 ? 1ull << dev : 0;
-    if (!(attr_set[variant] & bit)) {
+    if (!(attr_set[variant].load() & bit)) {
         rc = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         if (rc != cudaSuccess)
             return cuda_fail(e, rc, "cudaFuncSetAttribute(moe gemm kernel)");
@@ -1951,7 +1953,7 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
             if (rc != cudaSuccess)
                 return cuda_fail(e, rc, "cudaFuncSetAttribute(moe_gemm4..8_kernel carveout)");
         }
-        attr_set[variant] |= bit;
+        attr_set[variant].fetch_or(bit);
     }
     *kernel_out = kernel;
     *smem_out = smem;

@@ -4,7 +4,11 @@
 // events and the order of the calls.
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include <stdlib.h>
 #include <string.h>
@@ -395,6 +399,82 @@ extern "C" int cuda_multi_forward(struct cuda_multi *m, const int *tokens, int S
     return rc;
 }
 
+// A prefill's chunks queued by one host thread per shard. One thread queuing every shard in turn
+// leaves a GPU idle: each chunk is ~55 launches a layer (over a thousand a shard), more than a stream
+// takes before cudaLaunchKernel blocks the host, so the host waits on one shard's queue while the other
+// runs dry (V4-Flash's 500K prefill over two H200s: 58 s against the 45 s of its shards' GPU time).
+// Thread i queues chunk c only after thread i - 1 has queued it (shard i's wait for the boundary's
+// `ready` event then names the record of chunk c) and after thread i + 1 has queued chunk c - 2 (shard
+// i's wait for `freed` of the slot then names shard i + 1's read of chunk c - 2, and its own `ready`
+// record of chunk c comes after shard i + 1's wait for chunk c - 2's): the same event order as the
+// one-thread loop, so the same results. CTX_CUDA_MULTI_THREADS=0 (read once) keeps the one-thread loop.
+struct prefill_run {
+    struct cuda_multi *m;
+    const int *tokens;
+    int n, chunk, nchunks;
+    float *logits;
+    unsigned long long tick0;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<int> queued; // chunks each shard has queued
+    int failed = 0, rc = 0;
+    struct ctx_err err;
+};
+
+static void prefill_shard(struct prefill_run *r, int i)
+{
+    struct cuda_multi *m = r->m;
+    for (int c = 0; c < r->nchunks; c++) {
+        {
+            std::unique_lock<std::mutex> lk(r->mu);
+            r->cv.wait(lk, [&] {
+                return r->failed || ((i == 0 || r->queued[i - 1] > c) && (i + 1 == m->n || r->queued[i + 1] >= c - 1));
+            });
+            if (r->failed)
+                return;
+        }
+        int p = c * r->chunk, S = r->n - p < r->chunk ? r->n - p : r->chunk;
+        struct cuda_engine_io io;
+        shard_io(m, i, (int)((r->tick0 + (unsigned long long)c) % 2), &io);
+        struct ctx_err e;
+        memset(&e, 0, sizeof e);
+        int rc = cuda_engine_forward_async(m->g[i], r->tokens + p, S, &io,
+                                           r->logits && p + S == r->n && i + 1 == m->n, &e);
+        {
+            std::lock_guard<std::mutex> lk(r->mu);
+            if (rc && !r->failed) {
+                r->failed = 1;
+                r->rc = rc;
+                r->err = e;
+                ctx_err_prefix(&r->err, "shard %d: ", i);
+            } else if (!rc) {
+                r->queued[i] = c + 1;
+            }
+        }
+        r->cv.notify_all();
+        if (rc)
+            return;
+    }
+}
+
+static std::atomic<int> threads_forced{-1}; // cuda_multi_prefill_threads
+
+static int prefill_threads(void)
+{
+    static int on = -1;
+    static std::once_flag once;
+    int f = threads_forced.load();
+    if (f >= 0)
+        return f;
+    std::call_once(once, [] {
+        const char *v = getenv("CTX_CUDA_MULTI_THREADS");
+        on = !(v && !strcmp(v, "0"));
+    });
+    return on;
+}
+
+extern "C" void cuda_multi_prefill_threads(int on) { threads_forced.store(on < 0 ? -1 : on != 0); }
+
 extern "C" int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n, int chunk, float *logits,
                                   struct ctx_err *e)
 {
@@ -409,8 +489,42 @@ extern "C" int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n
             return ctx_err_set(e, CTX_EINVAL, "cuda multi: token %d at offset %d outside the vocabulary", tokens[s], s);
     if (chunk <= 0 || chunk > m->smax)
         chunk = m->smax;
-    int rc = 0;
-    for (int p = 0; p < n && !rc; p += chunk) {
+    int rc = 0, nchunks = (n + chunk - 1) / chunk;
+    int threaded = 0;
+    if (m->n > 1 && nchunks > 1 && prefill_threads()) {
+        // Shards 1.. on new threads, shard 0 on this one. None queues anything before shard 0 has, so
+        // when a thread cannot be made nothing is queued yet and the one-thread loop takes over.
+        struct prefill_run r;
+        r.m = m;
+        r.tokens = tokens;
+        r.n = n;
+        r.chunk = chunk;
+        r.nchunks = nchunks;
+        r.logits = logits;
+        r.tick0 = m->tick;
+        r.queued.assign((size_t)m->n, 0);
+        memset(&r.err, 0, sizeof r.err);
+        std::vector<std::thread> th;
+        try {
+            for (int i = 1; i < m->n; i++)
+                th.emplace_back(prefill_shard, &r, i);
+            threaded = 1;
+        } catch (...) {
+            std::lock_guard<std::mutex> lk(r.mu);
+            r.failed = 1;
+        }
+        r.cv.notify_all();
+        if (threaded)
+            prefill_shard(&r, 0);
+        for (auto &t : th)
+            t.join();
+        if (threaded) {
+            m->tick += (unsigned long long)nchunks;
+            if ((rc = r.rc))
+                *e = r.err;
+        }
+    }
+    for (int p = 0; !threaded && p < n && !rc; p += chunk) {
         int S = n - p < chunk ? n - p : chunk;
         rc = queue_chunk(m, tokens + p, S, logits && p + S == n, e);
     }

@@ -67,6 +67,12 @@ int cuda_multi_forward(struct cuda_multi *m, const int *tokens, int S, float *lo
  * all chunks are queued at once and the host waits only for the last logits. The same results as
  * cuda_multi_forward over the same chunks. */
 int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n, int chunk, float *logits, struct ctx_err *e);
+/* How a pipelined prefill (more than one shard and one chunk) is queued: from one host thread per shard
+ * (1, the default; CTX_CUDA_MULTI_THREADS=0 makes it 0), each thread ordered after its neighbours' calls
+ * so that the events order the devices as one thread would (the same results), or from the calling
+ * thread alone (0), which leaves GPUs idle while the host waits on another shard's full launch queue.
+ * < 0: back to the default. For tests and benchmarks; process-wide. */
+void cuda_multi_prefill_threads(int on);
 /* One decode step (each shard's CUDA graph replayed unless cuda_multi_use_graph(m, 0)). */
 static inline int cuda_multi_decode(struct cuda_multi *m, int token, float *logits, struct ctx_err *e)
 {

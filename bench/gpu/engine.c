@@ -60,9 +60,17 @@
  * the sets are compared in one process and under the same drift; medians and each set's difference
  * from the first.
  *
+ * CTX_BENCH_PROFILE_AT=P (with --suffix): only one chunk at position P (after a random state) inside
+ * cudaProfilerStart/Stop, for `ncu --profile-from-start off` (tools/gpu/s20a.sh).
+ *
+ * `--full` measures V4-Flash's 43 layers instead (full_main, below): decode, the suffix and a 500K
+ * prefill over the lent GPUs, with no extrapolation (two H200s hold it; one does not).
+ *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
  *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off]
- *                      [--attn-ab A,B[,...]] */
+ *                      [--attn-ab A,B[,...]]
+ *     bench-gpu-engine --full [--ctx N[,N...]] [--steps N] [--suffix N] [--prefill N] [--chunk C] [--layers N]
+ * (--layers N: only the first N layers, to check this mode where the whole model does not fit) */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -1053,6 +1061,23 @@ static int sfx_run(const long long *ctxs, int nctx, int suffix, int chunk)
         tok[i] = 2 + (int)((s >> 33) % (unsigned long long)(c.vocab_size - 2));
     }
     int rc = !tok || !logits;
+    const char *ncu_at = getenv("CTX_BENCH_PROFILE_AT");
+    if (!rc && ncu_at) { /* one chunk at that position inside a profiler range, then nothing else */
+        double ms;
+        long long P = atoll(ncu_at);
+        rc = sfx_prefill(g, P, tok, chunk, logits, &ms, &e); /* warm: the first call's lazy setup */
+        bench_profiler(1);
+        if (!rc)
+            rc = sfx_prefill(g, P, tok, chunk, logits, &ms, &e);
+        bench_profiler(0);
+        printf("one chunk of %d tokens at %lld in the profiler's range: %.1f ms (%s)\n", chunk, P, ms,
+               rc ? e.msg : "ok");
+        free(tok);
+        free(logits);
+        cuda_engine_free(g);
+        inf_weights_free(w);
+        return rc ? 1 : 0;
+    }
     double per_tok43[3] = {0}; /* 43-layer GPU ms per token at tp[] */
     if (!rc && cuda_engine_prefill_lt(g, -1, NULL, NULL)) { /* the prefill FP8 products' two paths, A/B */
         printf("\nPrefill FP8 products (wq_a|wkv, wq_b, the indexer's wq_b, wo_b, the shared expert): cuda_fp8_gemm "
@@ -1161,6 +1186,8 @@ static int sfx_run(const long long *ctxs, int nctx, int suffix, int chunk)
 /* --suffix N: the tables above (main parses; this runs them). */
 static int sfx_main(const long long *ctxs, int nctx, int suffix, int chunk)
 {
+    if (getenv("CTX_BENCH_PROFILE_AT"))
+        return sfx_run(ctxs, nctx, suffix, chunk);
     sfx_peak = bench_fp8_dense_tflops(8192, 10);
     printf("floor, compute: dense e4m3 cuBLASLt 8192^3, median of 10: %.0f TFLOP/s (bf16: half)\n\n", sfx_peak);
     if (sfx_peak <= 0)
@@ -1170,6 +1197,249 @@ static int sfx_main(const long long *ctxs, int nctx, int suffix, int chunk)
     return sfx_run(ctxs, nctx, suffix, chunk) | rc;
 }
 
+/* ---- --full: V4-Flash's 43 layers measured, not extrapolated ----
+ * The whole model (no MTP block) on synthetic weights (inf_weights_synthetic: ~156 GB of host memory)
+ * over the devices of CTX_GPUS (default every visible one), one shard a device, cuda_multi_plan's
+ * split, chunks of --chunk tokens (4096, ctxd's slice). Floors measured in this run: the copy
+ * bandwidth (decode: the model's decode bytes at one GPU's bandwidth, since a layer split reads each
+ * GPU's part in turn) and the dense FP8 rate (prefill: sfx_floor_ms, over the number of GPUs, since
+ * the pipeline keeps every GPU on its own chunk). Rows:
+ * 1. decode at each --ctx from a random state of that position: --steps direct and --steps graph
+ *    steps, each waiting for its logits on the host; medians;
+ * 2. the suffix: --suffix tokens (chunks of --chunk) after a random state of each --ctx above the
+ *    suffix; median of 3, wall;
+ * 3. the prefill of --prefill N tokens from position 0 as one cuda_multi_prefill (chunks queued at
+ *    once, the shards pipelined): wall time until its logits are on the host, i.e. the time to the
+ *    first token; the indexer's share from one chunk profiled (cuda_engine_profile on every shard) at
+ *    the start, the middle and the end of that prompt, GPU time interpolated linearly in position. */
+/* One chunk at P profiled: st[] the GPU ms by stage over every shard, shard_ms[i] shard i's sum; then
+ * *wall_ms the median of 3 unprofiled chunks at P (cuda_multi_forward: the shards in turn). */
+static int full_profile_chunk(struct cuda_multi *m, long long P, const int *tok, int chunk, float *logits,
+                              double st[CUDA_PROF_N], double *shard_ms, double *wall_ms, struct ctx_err *e)
+{
+    int n = cuda_multi_shards(m), rc = cuda_multi_state_fill_random(m, P, 3, e);
+    double tmp[CUDA_PROF_N], w[3];
+    memset(st, 0, sizeof(double) * CUDA_PROF_N);
+    for (int i = 0; !rc && i < n; i++) {
+        cuda_engine_profile_get(cuda_multi_engine(m, i), tmp, 1);
+        rc = cuda_engine_profile(cuda_multi_engine(m, i), 1, e);
+    }
+    if (!rc)
+        rc = cuda_multi_forward(m, tok, chunk, logits, e);
+    for (int i = 0; i < n; i++) {
+        cuda_engine_profile(cuda_multi_engine(m, i), 0, e);
+        cuda_engine_profile_get(cuda_multi_engine(m, i), tmp, 1);
+        shard_ms[i] = 0;
+        for (int k = 0; k < CUDA_PROF_N; k++) {
+            st[k] += tmp[k];
+            shard_ms[i] += tmp[k];
+        }
+    }
+    for (int r = 0; r < 3 && !rc; r++) {
+        rc = cuda_multi_state_fill_random(m, P, 3, e);
+        double a = bench_now();
+        if (!rc)
+            rc = cuda_multi_forward(m, tok, chunk, logits, e);
+        w[r] = (bench_now() - a) * 1e3;
+    }
+    *wall_ms = rc ? 0 : bench_median(w, 3);
+    return rc;
+}
+
+static int full_main(const long long *ctxs, int nctx, int steps, long long prefill_n, int suffix, int chunk,
+                     int layers)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    if (inf_config_builtin("flash", &c, &e)) {
+        fprintf(stderr, "bench-gpu-engine: %s\n", e.msg);
+        return 1;
+    }
+    c.num_nextn_predict_layers = 0;
+    if (layers > 0 && layers < c.num_hidden_layers) { /* --layers: the first N (a check of this mode on one GPU) */
+        c.num_hidden_layers = layers;
+        if (c.num_hash_layers > layers)
+            c.num_hash_layers = layers;
+        if (inf_config_validate(&c, "flash --layers", &e)) {
+            fprintf(stderr, "bench-gpu-engine: %s\n", e.msg);
+            return 1;
+        }
+    }
+    double bw = bench_copy_gbps((size_t)1 << 30, 20);
+    sfx_peak = bench_fp8_dense_tflops(8192, 10);
+    printf("floors: device-to-device cudaMemcpy of 1 GiB, median of 20: %.0f GB/s (read + written); dense e4m3 "
+           "cuBLASLt 8192^3, median of 10: %.0f TFLOP/s (bf16: half)\n\n",
+           bw, sfx_peak);
+    if (bw <= 0 || sfx_peak <= 0)
+        return 1;
+    long long maxctx = prefill_n;
+    for (int i = 0; i < nctx; i++)
+        maxctx = ctxs[i] > maxctx ? ctxs[i] : maxctx;
+    long long ntok = maxctx + suffix + 2LL * steps + 64;
+    int *tok = malloc(sizeof(int) * (size_t)ntok);
+    float *logits = malloc(sizeof(float) * (size_t)c.vocab_size);
+    double *dt = malloc(sizeof(double) * (size_t)(steps > 3 ? steps : 3));
+    unsigned long long s = 4243;
+    for (long long i = 0; tok && i < ntok; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = 2 + (int)((s >> 33) % (unsigned long long)(c.vocab_size - 2));
+    }
+    if (!tok || !logits || !dt) {
+        fprintf(stderr, "bench-gpu-engine: out of memory\n");
+        return 1;
+    }
+    tok[0] = c.bos_token_id;
+    struct inf_weights *w = NULL;
+    struct cuda_multi *m = NULL;
+    int split[64], n = ndevs;
+    double t0 = bench_now();
+    if (inf_weights_synthetic(&c, 1, &w, &e)) {
+        fprintf(stderr, "bench-gpu-engine: flash: %s\n", e.msg);
+        return 1;
+    }
+    double t1 = bench_now();
+    struct cuda_engine_opts o = {.max_chunk = chunk, .max_ctx = ntok};
+    if (cuda_multi_plan(&c, o.max_ctx, n, split, &e) || cuda_multi_new(w, &o, devs, n, split, &m, &e)) {
+        fprintf(stderr, "bench-gpu-engine: flash over %d GPUs: %s\n", n, e.msg);
+        inf_weights_free(w);
+        return 1;
+    }
+    double t2 = bench_now();
+    size_t wtot = 0;
+    for (int i = 0; i < inf_weights_count(w); i++)
+        wtot += inf_weights_tensor(w, i)->nbytes;
+    printf("V4-Flash, %s %d layers (no MTP block), synthetic weights %.1f GB made in %.1f s, uploaded in %.1f s "
+           "(max_ctx %lld, chunks of %d); layers and memory per GPU (cuda_multi_memory: weights + state/scratch GB):",
+           layers > 0 ? "the first" : "all", c.num_hidden_layers, (double)wtot / 1e9, t1 - t0, t2 - t1, o.max_ctx, chunk);
+    for (int i = 0; i < n; i++) {
+        size_t wb = 0, sb = 0;
+        cuda_multi_memory(m, devs[i], &wb, &sb);
+        printf(" GPU%d %d layers %.1f + %.1f", devs[i], split[i], wb / 1e9, sb / 1e9);
+    }
+    printf("\n\nDecode, measured: median of %d steps from a random state of the context (cuda_multi_state_fill_random), "
+           "direct launches and replayed CUDA graphs (one a shard), each step waiting for its logits on the host; "
+           "floor = the step's weights + state bytes / the copy bandwidth\n\n| context | GPUs | ms direct | ms graph | "
+           "tok/s | GB read | floor ms | of floor |\n|---|---|---|---|---|---|---|---|\n",
+           steps);
+    int rc = 0;
+    for (int k = 0; k < nctx && !rc; k++) {
+        double direct = 0, graph = 0;
+        const int *dtok = tok + 1;
+        rc = cuda_multi_state_fill_random(m, ctxs[k], 1, &e);
+        cuda_multi_use_graph(m, 0);
+        if (!rc)
+            rc = time_steps_multi(m, dtok, steps, logits, dt, &direct, &e);
+        cuda_multi_use_graph(m, 1);
+        if (!rc)
+            rc = cuda_multi_decode(m, dtok[steps], logits, &e);
+        if (!rc)
+            rc = time_steps_multi(m, dtok + steps + 1, steps, logits, dt, &graph, &e);
+        if (rc)
+            break;
+        double wb, sb, fl = floor_ms(&c, ctxs[k], bw, &wb, &sb);
+        printf("| %lld | %d | %.3f | %.3f | %.1f | %.2f | %.3f | %.1f%% |\n", ctxs[k], n, direct, graph, 1e3 / graph,
+               (wb + sb) / 1e9, fl, 100.0 * fl / graph);
+        fflush(stdout);
+    }
+    if (!rc && suffix > 0) {
+        printf("\nSuffix re-prefill, measured: %d tokens in chunks of %d (one cuda_multi_prefill) after a random state "
+               "of the context, median of 3, wall until the logits are on the host; floor = its FLOPs at the dense "
+               "FP8 rate / %d GPUs\n\n| context | s | floor s | of floor | goal |\n|---|---|---|---|---|\n",
+               suffix, chunk, n);
+        for (int k = 0; k < nctx && !rc; k++) {
+            if (ctxs[k] < suffix)
+                continue;
+            for (int r = 0; r < 3 && !rc; r++) {
+                rc = cuda_multi_state_fill_random(m, ctxs[k], 5, &e);
+                double a = bench_now();
+                if (!rc)
+                    rc = cuda_multi_prefill(m, tok + 1, suffix, chunk, logits, &e);
+                dt[r] = (bench_now() - a) * 1e3;
+            }
+            if (rc)
+                break;
+            double med = bench_median(dt, 3), fl = sfx_floor_ms(&c, ctxs[k], suffix) / n;
+            printf("| %lld | %.3f | %.3f | %.1f%% | <= 0.5 s |\n", ctxs[k], med / 1e3, fl / 1e3, 100.0 * fl / med);
+            fflush(stdout);
+        }
+    }
+    if (!rc && prefill_n > 0 && n > 1) { /* how the chunks are queued: one host thread, then one a shard */
+        long long nab = prefill_n < 131072 ? prefill_n : 131072;
+        double ab[2];
+        for (int v = 0; v < 2 && !rc; v++) {
+            cuda_multi_prefill_threads(v);
+            cuda_multi_reset(m);
+            double a = bench_now();
+            rc = cuda_multi_prefill(m, tok, (int)nab, chunk, logits, &e);
+            ab[v] = bench_now() - a;
+        }
+        cuda_multi_prefill_threads(-1);
+        if (!rc)
+            printf("\nPipelined prefill of %lld tokens from position 0 (cuda_multi_prefill_threads): chunks queued from "
+                   "one host thread %.2f s, from one thread a shard %.2f s (%.2fx)\n",
+                   nab, ab[0], ab[1], ab[0] / ab[1]);
+    }
+    if (!rc && prefill_n > 0) {
+        cuda_multi_reset(m);
+        double a = bench_now();
+        rc = cuda_multi_prefill(m, tok, (int)prefill_n, chunk, logits, &e);
+        double T = bench_now() - a, F = sfx_floor_ms(&c, 0, prefill_n) / 1e3 / n;
+        long long at[3] = {0, (prefill_n / 2) / chunk * chunk, prefill_n - chunk};
+        double st[3][CUDA_PROF_N], tot[3] = {0}, idx = 0, all = 0, shm[3][64], wall[3];
+        for (int i = 0; i < 3 && !rc; i++) {
+            if (at[i] < 0)
+                at[i] = 0;
+            rc = full_profile_chunk(m, at[i], tok, chunk, logits, st[i], shm[i], &wall[i], &e);
+            for (int k = 0; k < CUDA_PROF_N; k++)
+                tot[i] += st[i][k];
+        }
+        for (int i = 0; !rc && i < 2; i++) { /* trapezoids between the profiled positions */
+            double len = (double)(at[i + 1] - at[i]);
+            idx += 0.5 * (st[i][CUDA_PROF_INDEXER] + st[i + 1][CUDA_PROF_INDEXER]) * len;
+            all += 0.5 * (tot[i] + tot[i + 1]) * len;
+        }
+        if (!rc) {
+            printf("\nPrefill, measured: %lld tokens from position 0 in chunks of %d as one cuda_multi_prefill over %d "
+                   "GPU(s) (chunks queued at once, shard i on chunk c while shard i-1 is on c+1), wall until the last "
+                   "chunk's logits are on the host (time to first token); floor = its FLOPs at the dense FP8 rate / %d "
+                   "GPUs. Indexer share: GPU time of one chunk profiled at positions %lld, %lld and %lld (every shard, "
+                   "kernels back to back), interpolated linearly in position\n\n| tokens | GPUs | s | tok/s | indexer "
+                   "share | floor s | of floor | goal | milestone |\n|---|---|---|---|---|---|---|---|---|\n"
+                   "| %lld | %d | %.1f | %.0f | %.1f%% | %.1f | %.1f%% | <= 12 s | <= 30 s |\n",
+                   prefill_n, chunk, n, n, at[0], at[1], at[2], prefill_n, n, T, prefill_n / T, 100.0 * idx / all, F,
+                   100.0 * F / T);
+            printf("\nGPU ms by stage of the profiled chunks (all shards); per shard its sum; wall = one unprofiled "
+                   "chunk at that position through the shards in turn (cuda_multi_forward, median of 3)\n\n| position |");
+            for (int k = 0; k < CUDA_PROF_N; k++)
+                printf(" %s |", cuda_engine_prof_names[k]);
+            printf(" sum |");
+            for (int j = 0; j < n; j++)
+                printf(" shard %d |", j);
+            printf(" wall ms |\n|---|");
+            for (int k = 0; k <= CUDA_PROF_N + n + 1; k++)
+                printf("---|");
+            for (int i = 0; i < 3; i++) {
+                printf("\n| %lld |", at[i]);
+                for (int k = 0; k < CUDA_PROF_N; k++)
+                    printf(" %.1f |", st[i][k]);
+                printf(" %.1f |", tot[i]);
+                for (int j = 0; j < n; j++)
+                    printf(" %.1f |", shm[i][j]);
+                printf(" %.1f |", wall[i]);
+            }
+            printf("\n");
+        }
+    }
+    if (rc)
+        fprintf(stderr, "bench-gpu-engine: flash over %d GPUs: %s\n", n, e.msg);
+    cuda_multi_free(m);
+    inf_weights_free(w);
+    free(tok);
+    free(logits);
+    free(dt);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     long long ctxs[16] = {4096};
@@ -1177,6 +1447,8 @@ int main(int argc, char **argv)
     long long prefill_max = 16384;
     const char *models = "mid,flash4";
     int suffix = 0, chunk = 4096, ctx_given = 0; /* --suffix N [--chunk N]: sfx_main's tables instead */
+    int full = 0, steps_given = 0, suffix_given = 0, layers = 0; /* --full [--prefill N] [--layers N]: full_main */
+    long long prefill_n = 500000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) {
             nctx = 0;
@@ -1190,6 +1462,7 @@ int main(int argc, char **argv)
             }
         } else if (!strcmp(argv[i], "--steps") && i + 1 < argc) {
             steps = atoi(argv[++i]);
+            steps_given = 1;
         } else if (!strcmp(argv[i], "--models") && i + 1 < argc) {
             models = argv[++i];
         } else if (!strcmp(argv[i], "--prefill-max") && i + 1 < argc) {
@@ -1200,6 +1473,13 @@ int main(int argc, char **argv)
             pro_experts = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--suffix") && i + 1 < argc) {
             suffix = atoi(argv[++i]);
+            suffix_given = 1;
+        } else if (!strcmp(argv[i], "--full")) {
+            full = 1;
+        } else if (!strcmp(argv[i], "--prefill") && i + 1 < argc) {
+            prefill_n = atoll(argv[++i]);
+        } else if (!strcmp(argv[i], "--layers") && i + 1 < argc) {
+            layers = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
             chunk = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
@@ -1231,7 +1511,8 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
                             "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]] [--shards N] "
-                            "[--pdl both|on|off] [--attn-ab A,B[,...]]\n");
+                            "[--pdl both|on|off] [--attn-ab A,B[,...]] | --full [--ctx N,...] [--steps N] [--suffix N] "
+                            "[--prefill N] [--chunk N] [--layers N]\n");
             return 2;
         }
     }
@@ -1239,7 +1520,34 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-gpu-engine: no CUDA device\n");
         return 77;
     }
-    if (suffix > 0 || chunk != 4096) {
+    if (full) {
+        if (!ctx_given) {
+            ctxs[0] = 4096;
+            ctxs[1] = 131072;
+            ctxs[2] = 500000;
+            nctx = 3;
+        }
+        if (!steps_given)
+            steps = 32;
+        if (!suffix_given)
+            suffix = 8192;
+        if (steps < 1 || suffix < 0 || prefill_n < 0 || prefill_n > 1000000 || chunk < 16 || chunk > 8192 ||
+            (prefill_n > 0 && prefill_n < chunk)) {
+            fprintf(stderr, "bench-gpu-engine: --full: --steps must be positive, --suffix and --prefill at least 0 "
+                            "(--prefill 0 or at least one chunk, at most 1000000), --chunk in 16..8192\n");
+            return 2;
+        }
+        if (layers < 0) {
+            fprintf(stderr, "bench-gpu-engine: --full: --layers must be positive\n");
+            return 2;
+        }
+        for (int i = 0; i < nctx; i++)
+            if (ctxs[i] < 1 || ctxs[i] > 1000000) {
+                fprintf(stderr, "bench-gpu-engine: --full: contexts must be in 1..1000000\n");
+                return 2;
+            }
+    }
+    if (!full && (suffix > 0 || chunk != 4096)) {
         if (suffix < 0 || chunk < 16 || chunk > 8192) {
             fprintf(stderr, "bench-gpu-engine: --suffix must be positive, --chunk in 16..8192\n");
             return 2;
@@ -1283,6 +1591,8 @@ int main(int argc, char **argv)
             for (int d = 0; d < count && d < 64; d++)
                 devs[ndevs++] = d;
     }
+    if (full)
+        return full_main(ctxs, nctx, steps, prefill_n, suffix, chunk, layers);
     if (pro_experts < 8 || pro_experts > 384 || pro_experts % 8) { /* whole experts per GPU of 8 */
         fprintf(stderr, "bench-gpu-engine: --pro-experts must be a multiple of 8 in 8..384\n");
         return 2;

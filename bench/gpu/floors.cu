@@ -5,6 +5,7 @@
 #include <vector>
 
 #include <cublasLt.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include "floors.h"
@@ -227,4 +228,13 @@ extern "C" double bench_fp8_dense_tflops(int n, int iters)
     cublasLtDestroy(h);
     cudaFree(a), cudaFree(b), cudaFree(d), cudaFree(ws), cudaFree(one);
     return tflops;
+}
+
+extern "C" void bench_profiler(int on)
+{
+    cudaDeviceSynchronize();
+    if (on)
+        cudaProfilerStart();
+    else
+        cudaProfilerStop();
 }

@@ -41,6 +41,10 @@ double bench_copy_gbps(size_t bytes, int iters);
  * median TFLOP/s over iters; 0 if cuBLASLt refuses. */
 double bench_fp8_dense_tflops(int n, int iters);
 
+/* cudaProfilerStart (on) / cudaProfilerStop after the device is idle: the range an external profiler
+ * started with capture off (ncu --profile-from-start off) records. */
+void bench_profiler(int on);
+
 #ifdef __cplusplus
 }
 #endif

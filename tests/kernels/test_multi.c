@@ -8,7 +8,8 @@
  * fp32 streams unchanged), so everything is asserted BIT-IDENTICAL, not within a bound:
  * - on the golden fixture tests/fixtures/v4-tiny-a and the synthetic tiny and mid configs, with 2
  *   shards (the default split, cuda_multi_plan) and 3 shards (an uneven split): the logits of a
- *   pipelined prefill (cuda_multi_prefill, every chunk queued at once) at several chunk sizes equal
+ *   pipelined prefill (cuda_multi_prefill, every chunk queued at once, one host thread a shard; the first
+ *   chunk size also from one thread, cuda_multi_prefill_threads(0)) at several chunk sizes equal
  *   one engine's prefill in the same chunks; 8 decode steps (4 replaying the shards' CUDA graphs, 4
  *   as direct launches, in both orders) equal one engine's; the state downloaded after them equals
  *   one engine's byte for byte (inf_state_serialize of both); a state uploaded into the pipeline (one
@@ -228,6 +229,16 @@ static void run_model(const char *name, const struct inf_weights *w, int P, cons
         float *lg = malloc(sizeof(float) * (size_t)V);
         for (int k = 0; k < nchunks; k++) {
             int C = chunks[k];
+            if (k == 0 && n > 1) { /* the same prefill queued from this thread alone (the threads' order is the same) */
+                cuda_multi_prefill_threads(0);
+                cuda_multi_reset(m);
+                rc = cuda_multi_prefill(m, tok, P, C, lg, &e);
+                cuda_multi_prefill_threads(-1);
+                tap(rc == 0 && !memcmp(lg, ref[k].pre, sizeof(float) * (size_t)V) && cuda_multi_pos(m) == P,
+                    "%s: the prefill of %d tokens in chunks of %d queued from one host thread: logits bit-identical to "
+                    "one engine's%s%s",
+                    what, P, C, rc ? ": " : "", rc ? e.msg : "");
+            }
             cuda_multi_reset(m);
             rc = cuda_multi_prefill(m, tok, P, C, lg, &e);
             tap(rc == 0 && !memcmp(lg, ref[k].pre, sizeof(float) * (size_t)V) && cuda_multi_pos(m) == P,
