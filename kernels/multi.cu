@@ -487,8 +487,13 @@ extern "C" int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n
     for (int s = 0; s < n; s++) // checked whole first: a bad token changes nothing
         if (tokens[s] < 0 || tokens[s] >= m->c.vocab_size)
             return ctx_err_set(e, CTX_EINVAL, "cuda multi: token %d at offset %d outside the vocabulary", tokens[s], s);
-    if (chunk <= 0 || chunk > m->smax)
+    if (chunk > m->smax)
         chunk = m->smax;
+    if (chunk <= 0) {
+        chunk = m->smax;
+        if (m->n > 1 && (n + chunk - 1) / chunk < 2 * m->n && m->smax > 128)
+            chunk = (m->smax / 2 + 127) / 128 * 128;
+    }
     int rc = 0, nchunks = (n + chunk - 1) / chunk;
     int threaded = 0;
     if (m->n > 1 && nchunks > 1 && prefill_threads()) {

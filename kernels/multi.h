@@ -63,9 +63,13 @@ void cuda_multi_memory(const struct cuda_multi *m, int device, size_t *weight_by
  * logits != NULL. Bad arguments change nothing; after a device error the state is undefined (reset
  * or upload one). */
 int cuda_multi_forward(struct cuda_multi *m, const int *tokens, int S, float *logits, struct ctx_err *e);
-/* Prefill of n tokens in chunks of `chunk` (<= 0 or > max_chunk: max_chunk), pipelined over the shards:
- * all chunks are queued at once and the host waits only for the last logits. The same results as
- * cuda_multi_forward over the same chunks. */
+/* Prefill of n tokens in chunks of `chunk`, pipelined over the shards: all chunks are queued at once and
+ * the host waits only for the last logits. The same results as cuda_multi_forward over the same chunks
+ * (and, the engine's chunked prefill being bit-identical to one chunk, as over any chunks). chunk > max_chunk:
+ * max_chunk; chunk <= 0: max_chunk, or half of it (rounded up to 128) over several shards when n would
+ * make fewer than 2 chunks a shard: a call of few chunks leaves the first shard alone on the first and the
+ * last alone on the last, and halves overlap more (V4-Flash's 8K suffix at 500K over two H200s: see
+ * bench/gpu/README.md). */
 int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n, int chunk, float *logits, struct ctx_err *e);
 /* How a pipelined prefill (more than one shard and one chunk) is queued: from one host thread per shard
  * (1, the default; CTX_CUDA_MULTI_THREADS=0 makes it 0), each thread ordered after its neighbours' calls

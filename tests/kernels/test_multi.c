@@ -238,6 +238,14 @@ static void run_model(const char *name, const struct inf_weights *w, int P, cons
                     "%s: the prefill of %d tokens in chunks of %d queued from one host thread: logits bit-identical to "
                     "one engine's%s%s",
                     what, P, C, rc ? ": " : "", rc ? e.msg : "");
+                /* chunk 0: the pipeline's own pick (half of max_chunk when a call has under 2 chunks a shard);
+                 * the engine's chunked prefill is bit-identical whatever the chunks */
+                cuda_multi_reset(m);
+                rc = cuda_multi_prefill(m, tok, P, 0, lg, &e);
+                tap(rc == 0 && !memcmp(lg, ref[k].pre, sizeof(float) * (size_t)V) && cuda_multi_pos(m) == P,
+                    "%s: the prefill of %d tokens in the chunks the pipeline picks (max_chunk %d): logits bit-identical "
+                    "to one engine's in chunks of %d%s%s",
+                    what, P, max_chunk, C, rc ? ": " : "", rc ? e.msg : "");
             }
             cuda_multi_reset(m);
             rc = cuda_multi_prefill(m, tok, P, C, lg, &e);
