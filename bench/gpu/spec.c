@@ -29,7 +29,11 @@
  * exactly; per token and its host overhead against the engine's own loop at 4096; with --shards N
  * also over the layer split on N GPUs (cuda_accel over N devices, as ctxd --gpus runs it).
  *
- *     bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] [--accel] */
+ * --full measures V4-Flash's 43 layers and MTP block instead, over every visible GPU, through the
+ * accelerator (full_rows, below; two H200s hold them).
+ *
+ *     bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] [--accel]
+ *     bench-gpu-spec --full [--ctx N[,N...]] [--tokens N] */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -298,10 +302,146 @@ static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms
     return rc;
 }
 
+/* --full: V4-Flash's 43 layers and its MTP block on synthetic weights over every visible GPU (one shard
+ * a device, the MTP block on the last), as ctxd runs them: cuda_accel + inference/spec.h, the host
+ * choosing each token from the full logits. At each context the prompt is prefilled once (a real
+ * pipelined prefill of ctx - 128 tokens), snapshotted, and every run goes back to that snapshot
+ * (device marks) and feeds the last 128 tokens (spec.h's prefill: the MTP window's rows) before its N
+ * tokens; policies as accel_rows (plain forwards, then a caller keeping each draft with probability p).
+ * Measured, not extrapolated. */
+static int full_rows(const long long *ctxs, int nctx, int N, struct ctx_err *e)
+{
+    struct inf_config c;
+    int rc = inf_config_builtin("flash", &c, e);
+    if (rc)
+        return rc;
+    if (c.num_nextn_predict_layers < 1)
+        return ctx_err_set(e, CTX_EINVAL, "the flash config has no MTP block");
+    c.num_nextn_predict_layers = 1;
+    long long maxctx = 0;
+    for (int i = 0; i < nctx; i++)
+        maxctx = ctxs[i] > maxctx ? ctxs[i] : maxctx;
+    const int V = c.vocab_size, nd = cuda_device_count();
+    int dv[16];
+    for (int i = 0; i < nd && i < 16; i++)
+        dv[i] = i;
+    struct inf_weights *w = NULL;
+    double t0 = bench_now();
+    if ((rc = inf_weights_synthetic(&c, 1, &w, e)))
+        return rc;
+    double t1 = bench_now();
+    struct cuda_accel_opts co = {.devices = dv, .n_devices = nd < 16 ? nd : 16, .max_ctx = maxctx + N + 64,
+                                 .max_chunk = 4096, .mtp = 1};
+    struct inf_model *M = NULL;
+    struct inf_accel *A = NULL;
+    struct inf_state *st = NULL;
+    struct inf_spec *sp = NULL;
+    struct inf_snapshot *snap = NULL;
+    int *prompt = malloc(sizeof(int) * (size_t)maxctx);
+    float *lg = malloc(sizeof(float) * (size_t)V);
+    if (!prompt || !lg)
+        rc = ctx_err_set(e, CTX_ENOMEM, "out of memory");
+    if (!rc)
+        rc = inf_model_new(w, NULL, 1, &M, e);
+    if (!rc)
+        rc = cuda_accel_new(w, &co, &A, e);
+    if (!rc)
+        rc = inf_state_new(&c, &st, e);
+    if (!rc) {
+        inf_model_set_accel(M, A);
+        unsigned long long s = 4244;
+        prompt[0] = c.bos_token_id;
+        for (long long i = 1; i < maxctx; i++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            prompt[i] = 2 + (int)((s >> 33) % (unsigned long long)(V - 2));
+        }
+        printf("# V4-Flash %d layers + MTP: synthetic weights %.1f s, accelerator %.1f s: %s\n\n", c.num_hidden_layers,
+               t1 - t0, bench_now() - t1, cuda_accel_describe(A));
+        printf("V4-Flash's %d layers and its MTP block, measured through the accelerator as ctxd runs them "
+               "(inference/spec.h; the host chooses every token from the full logits), synthetic weights: at each "
+               "context a prefill of context - %d tokens (once), then per run the state back to it and the last %d "
+               "tokens, then %d tokens; ms per token (wall, median of %d); the caller keeps the pending draft with "
+               "probability p (else refuses it), so p is the acceptance\n\n",
+               c.num_hidden_layers, PROMPT, PROMPT, N, RUNS);
+        printf("| context | path | ms/token | tok/s | drafts verified | kept |\n|---|---|---|---|---|---|\n");
+    }
+    const double ps[] = {-1, 0, 0.5, 0.8, 0.9, 1.0}; /* -1: plain forwards */
+    for (int ci = 0; !rc && ci < nctx; ci++) {
+        long long ctx = ctxs[ci], P0 = ctx - PROMPT;
+        struct inf_forward_opts fo0 = {0};
+        inf_state_reset(st);
+        double a = bench_now();
+        rc = inf_model_forward(M, st, prompt, (int)P0, &fo0, e);
+        double pre = bench_now() - a;
+        inf_snapshot_free(snap);
+        snap = NULL;
+        if (!rc)
+            rc = inf_state_snapshot(st, &snap, e);
+        if (!rc)
+            printf("| %lld | (prefill of %lld tokens: %.2f s, %.0f tok/s) | | | | |\n", ctx, P0, pre, P0 / pre);
+        for (size_t pi = 0; !rc && pi < sizeof ps / sizeof *ps; pi++) {
+            double ms[RUNS];
+            struct inf_spec_stats tot = {0};
+            for (int r = 0; !rc && r < RUNS; r++) {
+                inf_spec_free(sp);
+                sp = NULL;
+                if ((rc = inf_state_truncate(st, snap, e)))
+                    break;
+                if (ps[pi] >= 0 && (rc = inf_spec_new(M, st, &sp, e)))
+                    break;
+                struct inf_forward_opts fo = {.logits = lg};
+                rc = sp ? inf_spec_prefill(sp, prompt + P0, PROMPT, lg, e)
+                        : inf_model_forward(M, st, prompt + P0, PROMPT, &fo, e);
+                unsigned long long u = 777 + (unsigned long long)r;
+                double t = bench_now();
+                for (int i = 0; !rc && i < N; i++) {
+                    int tk = inf_argmax(lg, V);
+                    if (sp) {
+                        int pend = inf_spec_pending(sp);
+                        u = u * 6364136223846793005ull + 1442695040888963407ull;
+                        double x = (double)(u >> 11) * 0x1.0p-53;
+                        if (pend >= 0)
+                            tk = x < ps[pi] ? pend : (pend + 1) % V;
+                        rc = inf_spec_next(sp, tk, lg, e);
+                    } else {
+                        rc = inf_model_forward(M, st, &tk, 1, &fo, e);
+                    }
+                }
+                ms[r] = (bench_now() - t) * 1e3 / N;
+                if (sp && !rc) {
+                    struct inf_spec_stats q;
+                    inf_spec_stats(sp, &q);
+                    tot.drafted += q.drafted;
+                    tot.accepted += q.accepted;
+                    rc = inf_spec_settle(sp, e);
+                }
+            }
+            if (rc)
+                break;
+            double m = bench_median(ms, RUNS);
+            if (ps[pi] < 0)
+                printf("| %lld | plain (one-token forwards) | %.3f | %.1f | | |\n", ctx, m, 1e3 / m);
+            else
+                printf("| %lld | speculative, p = %.1f | %.3f | %.1f | %lld | %lld |\n", ctx, ps[pi], m, 1e3 / m,
+                       tot.drafted / RUNS, tot.accepted / RUNS);
+            fflush(stdout);
+        }
+    }
+    inf_spec_free(sp);
+    inf_snapshot_free(snap);
+    inf_state_free(st);
+    inf_model_free(M);
+    inf_accel_free(A);
+    inf_weights_free(w);
+    free(prompt);
+    free(lg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     long long ctxs[8] = {4096, 131072};
-    int nctx = 2, N = 64, shards = 1, accel = 0;
+    int nctx = 2, N = 64, shards = 1, accel = 0, full = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) {
             nctx = 0;
@@ -318,8 +458,11 @@ int main(int argc, char **argv)
             shards = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--accel")) {
             accel = 1;
+        } else if (!strcmp(argv[i], "--full")) {
+            full = 1;
         } else {
-            fprintf(stderr, "usage: bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] [--accel]\n");
+            fprintf(stderr, "usage: bench-gpu-spec [--ctx N[,N...]] [--tokens N] [--shards N] [--accel] | --full [--ctx "
+                            "N[,N...]] [--tokens N]\n");
             return 2;
         }
     }
@@ -340,6 +483,12 @@ int main(int argc, char **argv)
         return 77;
     }
     struct ctx_err e = {0};
+    if (full) {
+        int frc = full_rows(ctxs, nctx, N, &e);
+        if (frc)
+            fprintf(stderr, "bench-gpu-spec: --full: %s\n", e.msg);
+        return frc ? 1 : 0;
+    }
     struct inf_config c;
     struct inf_weights *w = NULL;
     struct cuda_engine *g = NULL;
