@@ -201,6 +201,45 @@ out:
 
 static double tps(double p, double acc, double rej) { return 1e3 * (1 + p) / (p * acc + (1 - p) * rej); }
 
+/* One timed run of a decoding policy from the state as it stands (the caller resets or rewinds it): the nt
+ * tokens of `tail` (spec.h's prefill when p >= 0, which feeds the MTP window), then N tokens, each the
+ * argmax of the last logits or, speculative, the pending draft kept with probability p (else refused, so
+ * p is the acceptance); *ms per token; the run's draft counts are added to *tot. */
+static int policy_run(struct inf_model *M, struct inf_state *st, const int *tail, int nt, int N, double p, int r,
+                      float *lg, int V, double *ms, struct inf_spec_stats *tot, struct ctx_err *e)
+{
+    struct inf_spec *sp = NULL;
+    int rc = p >= 0 ? inf_spec_new(M, st, &sp, e) : 0;
+    struct inf_forward_opts fo = {.logits = lg};
+    if (!rc)
+        rc = sp ? inf_spec_prefill(sp, tail, nt, lg, e) : inf_model_forward(M, st, tail, nt, &fo, e);
+    unsigned long long u = 777 + (unsigned long long)r;
+    double t0 = bench_now();
+    for (int i = 0; !rc && i < N; i++) {
+        int t = inf_argmax(lg, V);
+        if (sp) {
+            int pend = inf_spec_pending(sp);
+            u = u * 6364136223846793005ull + 1442695040888963407ull;
+            double x = (double)(u >> 11) * 0x1.0p-53;
+            if (pend >= 0)
+                t = x < p ? pend : (pend + 1) % V;
+            rc = inf_spec_next(sp, t, lg, e);
+        } else {
+            rc = inf_model_forward(M, st, &t, 1, &fo, e);
+        }
+    }
+    *ms = (bench_now() - t0) * 1e3 / N;
+    if (sp && !rc) {
+        struct inf_spec_stats a;
+        inf_spec_stats(sp, &a);
+        tot->drafted += a.drafted;
+        tot->accepted += a.accepted;
+        rc = inf_spec_settle(sp, e);
+    }
+    inf_spec_free(sp);
+    return rc;
+}
+
 /* --accel: decode through cuda_accel + inference/spec.h as ctxd does. plain_ms: the engine's own plain
  * loop at 4096 from the rows above (for the overhead column). */
 #define ACC_PROMPT 4096
@@ -216,7 +255,6 @@ static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms
     struct inf_model *M = NULL;
     struct inf_accel *A = NULL;
     struct inf_state *st = NULL;
-    struct inf_spec *sp = NULL;
     int rc = inf_model_new(w, NULL, 1, &M, e);
     if (!rc)
         rc = cuda_accel_new(w, &co, &A, e);
@@ -247,35 +285,7 @@ static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms
         struct inf_spec_stats tot = {0};
         for (int r = 0; !rc && r < RUNS; r++) {
             inf_state_reset(st);
-            inf_spec_free(sp);
-            sp = NULL;
-            if (ps[pi] >= 0 && (rc = inf_spec_new(M, st, &sp, e)))
-                break;
-            struct inf_forward_opts fo = {.logits = lg};
-            rc = sp ? inf_spec_prefill(sp, prompt, ACC_PROMPT, lg, e) : inf_model_forward(M, st, prompt, ACC_PROMPT, &fo, e);
-            unsigned long long u = 777 + (unsigned long long)r;
-            double t0 = bench_now();
-            for (int i = 0; !rc && i < N; i++) {
-                int t = inf_argmax(lg, V);
-                if (sp) {
-                    int pend = inf_spec_pending(sp);
-                    u = u * 6364136223846793005ull + 1442695040888963407ull;
-                    double x = (double)(u >> 11) * 0x1.0p-53;
-                    if (pend >= 0)
-                        t = x < ps[pi] ? pend : (pend + 1) % V;
-                    rc = inf_spec_next(sp, t, lg, e);
-                } else {
-                    rc = inf_model_forward(M, st, &t, 1, &fo, e);
-                }
-            }
-            ms[r] = (bench_now() - t0) * 1e3 / N;
-            if (sp && !rc) {
-                struct inf_spec_stats a;
-                inf_spec_stats(sp, &a);
-                tot.drafted += a.drafted;
-                tot.accepted += a.accepted;
-                rc = inf_spec_settle(sp, e);
-            }
+            rc = policy_run(M, st, prompt, ACC_PROMPT, N, ps[pi], r, lg, V, &ms[r], &tot, e);
         }
         if (rc)
             break;
@@ -293,7 +303,6 @@ static int accel_rows(const struct inf_weights *w, int N, double engine_plain_ms
         else
             printf("| %s | %.3f | %.1f | %lld | %lld | |\n", path, m, 1e3 / m, tot.drafted / RUNS, tot.accepted / RUNS);
     }
-    inf_spec_free(sp);
     inf_state_free(st);
     inf_model_free(M);
     inf_accel_free(A);
@@ -335,7 +344,6 @@ static int full_rows(const long long *ctxs, int nctx, int N, struct ctx_err *e)
     struct inf_model *M = NULL;
     struct inf_accel *A = NULL;
     struct inf_state *st = NULL;
-    struct inf_spec *sp = NULL;
     struct inf_snapshot *snap = NULL;
     int *prompt = malloc(sizeof(int) * (size_t)maxctx);
     float *lg = malloc(sizeof(float) * (size_t)V);
@@ -382,40 +390,9 @@ static int full_rows(const long long *ctxs, int nctx, int N, struct ctx_err *e)
         for (size_t pi = 0; !rc && pi < sizeof ps / sizeof *ps; pi++) {
             double ms[RUNS];
             struct inf_spec_stats tot = {0};
-            for (int r = 0; !rc && r < RUNS; r++) {
-                inf_spec_free(sp);
-                sp = NULL;
-                if ((rc = inf_state_truncate(st, snap, e)))
-                    break;
-                if (ps[pi] >= 0 && (rc = inf_spec_new(M, st, &sp, e)))
-                    break;
-                struct inf_forward_opts fo = {.logits = lg};
-                rc = sp ? inf_spec_prefill(sp, prompt + P0, PROMPT, lg, e)
-                        : inf_model_forward(M, st, prompt + P0, PROMPT, &fo, e);
-                unsigned long long u = 777 + (unsigned long long)r;
-                double t = bench_now();
-                for (int i = 0; !rc && i < N; i++) {
-                    int tk = inf_argmax(lg, V);
-                    if (sp) {
-                        int pend = inf_spec_pending(sp);
-                        u = u * 6364136223846793005ull + 1442695040888963407ull;
-                        double x = (double)(u >> 11) * 0x1.0p-53;
-                        if (pend >= 0)
-                            tk = x < ps[pi] ? pend : (pend + 1) % V;
-                        rc = inf_spec_next(sp, tk, lg, e);
-                    } else {
-                        rc = inf_model_forward(M, st, &tk, 1, &fo, e);
-                    }
-                }
-                ms[r] = (bench_now() - t) * 1e3 / N;
-                if (sp && !rc) {
-                    struct inf_spec_stats q;
-                    inf_spec_stats(sp, &q);
-                    tot.drafted += q.drafted;
-                    tot.accepted += q.accepted;
-                    rc = inf_spec_settle(sp, e);
-                }
-            }
+            for (int r = 0; !rc && r < RUNS; r++)
+                if (!(rc = inf_state_truncate(st, snap, e)))
+                    rc = policy_run(M, st, prompt + P0, PROMPT, N, ps[pi], r, lg, V, &ms[r], &tot, e);
             if (rc)
                 break;
             double m = bench_median(ms, RUNS);
@@ -427,7 +404,6 @@ static int full_rows(const long long *ctxs, int nctx, int N, struct ctx_err *e)
             fflush(stdout);
         }
     }
-    inf_spec_free(sp);
     inf_snapshot_free(snap);
     inf_state_free(st);
     inf_model_free(M);
