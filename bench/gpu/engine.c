@@ -1371,20 +1371,20 @@ static int full_main(const long long *ctxs, int nctx, int steps, long long prefi
         }
     }
     if (!rc && prefill_n > 0 && n > 1) { /* how the chunks are queued: one host thread, then one a shard */
-        long long nab = prefill_n < 131072 ? prefill_n : 131072;
+        long long n_ab = prefill_n < 131072 ? prefill_n : 131072;
         double ab[2];
         for (int v = 0; v < 2 && !rc; v++) {
             cuda_multi_prefill_threads(v);
             cuda_multi_reset(m);
             double a = bench_now();
-            rc = cuda_multi_prefill(m, tok, (int)nab, chunk, logits, &e);
+            rc = cuda_multi_prefill(m, tok, (int)n_ab, chunk, logits, &e);
             ab[v] = bench_now() - a;
         }
         cuda_multi_prefill_threads(-1);
         if (!rc)
             printf("\nPipelined prefill of %lld tokens from position 0 (cuda_multi_prefill_threads): chunks queued from "
                    "one host thread %.2f s, from one thread a shard %.2f s (%.2fx)\n",
-                   nab, ab[0], ab[1], ab[0] / ab[1]);
+                   n_ab, ab[0], ab[1], ab[0] / ab[1]);
     }
     if (!rc && prefill_n > 0) {
         cuda_multi_reset(m);
