@@ -79,6 +79,17 @@ static pid_t dh_start(const char *sock, const char *log, char *const argv[])
     return -1;
 }
 
+/* Stop the test's daemon: SIGTERM, then wait for it; *pid becomes 0. Returns 0 when it exited with
+ * status 0 (a clean shutdown), else -1. */
+static inline int dh_stop(pid_t *pid)
+{
+    kill(*pid, SIGTERM);
+    int st = 0;
+    waitpid(*pid, &st, 0);
+    *pid = 0;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
 /* Stop a daemon still running (SIGTERM, then SIGKILL after 10 s if it does not exit; an unclean
  * exit is reported) and remove the test's folder. */
 static int dh_teardown(pid_t pid, const char *dir)

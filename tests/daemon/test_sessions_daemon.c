@@ -34,14 +34,7 @@ static void start(void)
     fail_msg("ctxd did not start");
 }
 
-static void stop(void)
-{
-    kill(pid, SIGTERM);
-    int st;
-    waitpid(pid, &st, 0);
-    pid = 0;
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-}
+static void stop(void) { assert_true(dh_stop(&pid) == 0); }
 
 static cJSON *call(const char *method, cJSON *params, int *rc, char *err)
 {

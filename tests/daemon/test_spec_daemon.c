@@ -63,14 +63,7 @@ static void start(int spec, const char *model, const char *forced_file)
         fail_msg("ctxd did not start");
 }
 
-static void stop(void)
-{
-    kill(pid, SIGTERM);
-    int st;
-    waitpid(pid, &st, 0);
-    pid = 0;
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-}
+static void stop(void) { assert_true(dh_stop(&pid) == 0); }
 
 /* One call on a fresh connection (params taken); its result. */
 static cJSON *call(const char *method, cJSON *params)
