@@ -357,22 +357,27 @@ static void shard_io(const struct cuda_multi *m, int i, int slot, struct cuda_en
 // Queues one chunk on every shard, in shard order (the events order the devices). rows > 0: the
 // argmax of the last shard's last `rows` rows instead of the logits (cuda_gen.h); undo: a speculative
 // step's two tokens (every shard saves its layers' undo record).
+// Shard i's part of one chunk in boundary slot `slot` (errors prefixed with the shard).
+static int queue_shard(struct cuda_multi *m, int i, int slot, const int *tokens, int S, int want_logits, int rows,
+                       int undo, struct ctx_err *e)
+{
+    struct cuda_engine_io io;
+    shard_io(m, i, slot, &io);
+    const int last = i + 1 == m->n;
+    int rc = rows || undo ? cuda_engine_forward_async_rows(m->g[i], tokens, S, &io, last ? rows : 0, undo, e)
+                          : cuda_engine_forward_async(m->g[i], tokens, S, &io, want_logits && last, e);
+    if (rc)
+        ctx_err_prefix(e, "shard %d: ", i);
+    return rc;
+}
+
 static int queue_chunk_rows(struct cuda_multi *m, const int *tokens, int S, int want_logits, int rows, int undo,
                             struct ctx_err *e)
 {
-    int slot = (int)(m->tick++ % 2);
-    for (int i = 0; i < m->n; i++) {
-        struct cuda_engine_io io;
-        shard_io(m, i, slot, &io);
-        const int last = i + 1 == m->n;
-        int rc = rows || undo ? cuda_engine_forward_async_rows(m->g[i], tokens, S, &io, last ? rows : 0, undo, e)
-                              : cuda_engine_forward_async(m->g[i], tokens, S, &io, want_logits && last, e);
-        if (rc) {
-            ctx_err_prefix(e, "shard %d: ", i);
-            return rc;
-        }
-    }
-    return 0;
+    int slot = (int)(m->tick++ % 2), rc = 0;
+    for (int i = 0; i < m->n && !rc; i++)
+        rc = queue_shard(m, i, slot, tokens, S, want_logits, rows, undo, e);
+    return rc;
 }
 
 static int queue_chunk(struct cuda_multi *m, const int *tokens, int S, int want_logits, struct ctx_err *e)
@@ -434,19 +439,16 @@ static void prefill_shard(struct prefill_run *r, int i)
                 return;
         }
         int p = c * r->chunk, S = r->n - p < r->chunk ? r->n - p : r->chunk;
-        struct cuda_engine_io io;
-        shard_io(m, i, (int)((r->tick0 + (unsigned long long)c) % 2), &io);
         struct ctx_err e;
         memset(&e, 0, sizeof e);
-        int rc = cuda_engine_forward_async(m->g[i], r->tokens + p, S, &io,
-                                           r->logits && p + S == r->n && i + 1 == m->n, &e);
+        int rc = queue_shard(m, i, (int)((r->tick0 + (unsigned long long)c) % 2), r->tokens + p, S,
+                             r->logits && p + S == r->n, 0, 0, &e);
         {
             std::lock_guard<std::mutex> lk(r->mu);
             if (rc && !r->failed) {
                 r->failed = 1;
                 r->rc = rc;
                 r->err = e;
-                ctx_err_prefix(&r->err, "shard %d: ", i);
             } else if (!rc) {
                 r->queued[i] = c + 1;
             }
