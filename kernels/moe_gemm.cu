@@ -1910,6 +1910,246 @@ __global__ void __launch_bounds__(256, BM == M_BM ? 2 : 1)
     moe_store(y, acc, sP, row0 + ra0, n, nbv, rows, t);
 }
 
+// ---- grouped GEMM, ninth kernel (CUDA_MOE_GEMM_V9): V8 with the conversion in warps of its own ----
+//
+// Why: Nsight Compute on V8 (a 4096-token chunk of flash4 at 500K, results/2026-11-30-s21/call1): issue
+// slots 39% busy, the tensor pipe far from full, no eligible warp on 61% of the cycles, one CTA of 8
+// warps an SM (211 registers). Each warp converts its rows' stage, then issues the stage's wgmma and
+// waits for it before the promotion: the conversion (ALU) and the products (tensor cores) of one warp
+// never overlap, and only the other warpgroup's phases can fill the gap. Converting the next stage
+// under the products from a second register set cost more than it gave (V8's note).
+// V9 splits the roles (warp specialisation), 384 threads:
+// - Warpgroup 0 (the producer) converts each stage's 128 weight rows (a thread a row: V7's LUT
+//   conversion at the row's exponent, its guard and scale; the row's loads issued before its stores)
+//   into an e4m3 tile in shared memory, in wgmma's 128-byte-swizzled K-major layout (the activations').
+// - Warpgroups 1 and 2 (the consumers: rows 0..63, 64..127) copy the stages with V8's 256-thread
+//   cp.async pattern (raw weights, their e8m0 codes, activations, their scales) LAG stages ahead into
+//   a ring of RAW slots, and run each stage's 4 wgmma m64nNk32 with both operands in shared memory
+//   (the converted tile from a ring of CONV slots), then V8's promotion (or, for a warp whose 16 rows
+//   have a piece out of the fast range, V1's arithmetic from the raw stage: m5_fallback, as V7/V8).
+// - Named barriers: RAW_FULL (a stage's copies landed: the consumers arrive after their wait and
+//   fence.proxy.async, the producer waits), FULL (a converted tile: the producer arrives after its
+//   fence, the consumers wait), EMPTY_CONV (the consumers are done with a converted slot).
+// Tried first (results/2026-11-30-s21, call2 / call3 / call5): the producer also issuing the copies, 2
+// or 5 stages ahead: no faster than V8 (4.07 ms a V4-Flash layer at S = 4096). Nsight Compute's SASS
+// samples: the producer's 393 instructions a stage (110 of them the copies' addresses) on one warp a
+// scheduler, its conversion's loads issued one sub-block at a time behind the previous stores, set the
+// pace; the consumers waited on FULL a third of their time. Two producer warpgroups (512 threads, a
+// thread a half row) spilled the consumers' accumulators at every setmaxnreg split that fits 64K
+// registers (ptxas: 380-670 bytes), so the producer stays one warpgroup and sheds the copies instead.
+// Numerics: the e4m3 values, their K order, the scales, the guard and the promotion are V8's, and the
+// tensor core sums the same values whether A comes from registers or shared memory: V8's (= V7's)
+// bytes (test_moe_gemm compares them on every case).
+constexpr int M9_RAW = 7, M9_CONV = 2, M9_LAG = 5;
+static_assert(M9_LAG + 2 <= M9_RAW, "a slot is refilled only after both consumer warpgroups are done with it");
+// a raw slot: V8's stage layout (activations, weights, their codes and scales)
+constexpr int M9_B = 0, M9_A = M8_BM * 128, M9_AS = M9_A + M_BN * 64, M9_BS = M9_AS + M_BN * 4;
+constexpr int M9_RSLOT = 25 * 1024; // a multiple of 1024: every slot's activation rows are 1024-aligned
+static_assert(M9_BS + M8_BM * 4 <= M9_RSLOT, "V9 raw slot layout");
+// a converted slot: the e4m3 tile (1024-aligned: the swizzle's atoms), the rows' stage scales
+// 2^(E - 133), the 8 consumer warps' fallback flags
+constexpr int M9_C = 0, M9_WS = M_BN * 128, M9_FB = M9_WS + M_BN * 4;
+constexpr int M9_CSLOT = 17 * 1024;
+static_assert(M9_FB + 8 * 4 <= M9_CSLOT, "V9 converted slot layout");
+constexpr int M9_SMEM = 1024 + M9_RAW * M9_RSLOT + M9_CONV * M9_CSLOT + M7_LUT;
+static_assert(M9_SMEM + M8_BM * 4 + 1024 <= 227 * 1024, "one CTA per SM");
+constexpr int M9_THREADS = 384;
+// named barriers (0 is __syncthreads'): FULL (converted slot c) 1 + c, EMPTY_CONV 1 + CONV + c,
+// RAW_FULL (raw slot r) 1 + 2 CONV + r
+constexpr int M9_BAR_FULL = 1, M9_BAR_ECONV = 1 + M9_CONV, M9_BAR_RAW = 1 + 2 * M9_CONV;
+static_assert(M9_BAR_RAW + M9_RAW <= 16, "16 named barriers");
+__device__ unsigned long long g_moe_v9_fallbacks;
+
+__device__ __forceinline__ void m9_bar_sync(int id, int count)
+{
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void m9_bar_arrive(int id, int count)
+{
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
+// The producer's conversion of weight row r of the stage at s0 (thread r of warpgroup 0): V7's m7_convert
+// for one row, every sub-block, into row r of the e4m3 tile at c0 (K in natural order: chunk c = K
+// 16c..16c+15 at r * 128 + ((c ^ (r & 7)) << 4)), the row's scale 2^(E - 133) into the slot; returns
+// whether the row is out of the fast range. Every load comes before the first store (four in flight:
+// the compiler cannot move a load across a store it cannot tell apart).
+__device__ __forceinline__ int m9_convert_row(uint32_t s0, uint32_t c0, uint32_t sLUT, int r)
+{
+    const uint32_t codes = lds32(s0 + M9_AS + r * 4), sw = (r >> 1) & 3;
+    uint4 v[4]; // sub-block s: K 32s .. 32s + 31, 8 codes a word
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+        v[s] = lds128(s0 + M9_A + r * 64 + ((s ^ sw) << 4));
+    uint32_t e[4];
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+        e[s] = (codes >> (8 * s)) & 0xffu;
+    const uint32_t mx = max(max(e[0], e[1]), max(e[2], e[3])), mn = min(min(e[0], e[1]), min(e[2], e[3]));
+    const int off = (mx - mn > (uint32_t)CUDA_MOE7_SPREAD) | (mx == 255u);
+    const uint32_t lrow = sLUT + 8u * (14u - mx), dst = c0 + M9_C + r * 128;
+    uint2 l[4];
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+        l[s] = lds64(lrow + 8u * e[s]);
+#pragma unroll
+    for (int s = 0; s < 4; s++) {
+        uint32_t o[8];
+        cuda_moe7_convert(v[s].x, l[s].x, l[s].y, &o[0], &o[1]);
+        cuda_moe7_convert(v[s].y, l[s].x, l[s].y, &o[2], &o[3]);
+        cuda_moe7_convert(v[s].z, l[s].x, l[s].y, &o[4], &o[5]);
+        cuda_moe7_convert(v[s].w, l[s].x, l[s].y, &o[6], &o[7]);
+        m3_sts128(dst + (((2 * s) ^ (r & 7)) << 4), o[0], o[1], o[2], o[3]);
+        m3_sts128(dst + (((2 * s + 1) ^ (r & 7)) << 4), o[4], o[5], o[6], o[7]);
+    }
+    *reinterpret_cast<float *>(__cvta_shared_to_generic(c0 + M9_WS + r * 4)) = e8m0_to_float(mx) * 0.015625f;
+    return off;
+}
+
+// The producer warpgroup (threads 0..127): each stage's conversion once its copies have landed
+// (RAW_FULL) and its converted slot is free (EMPTY_CONV).
+__device__ __forceinline__ void m9_produce(uint32_t sbase, uint32_t cbase, uint32_t sLUT, int kb_n, int ptid)
+{
+    for (int kc = 0; kc < kb_n; kc++) {
+        const int cs = kc % M9_CONV;
+        m9_bar_sync(M9_BAR_RAW + kc % M9_RAW, M9_THREADS);
+        if (kc >= M9_CONV)
+            m9_bar_sync(M9_BAR_ECONV + cs, M9_THREADS); // the consumers are done with stage kc - CONV
+        const uint32_t s0 = sbase + (kc % M9_RAW) * M9_RSLOT, c0 = cbase + cs * M9_CSLOT;
+        const unsigned bal = __ballot_sync(0xffffffffu, m9_convert_row(s0, c0, sLUT, ptid));
+        if ((ptid & 31) == 0) { // consumer warps 2 w and 2 w + 1 hold rows 32 w .. 32 w + 15 and + 16 .. + 31
+            int *fb = reinterpret_cast<int *>(__cvta_shared_to_generic(c0 + M9_FB));
+            fb[2 * (ptid >> 5)] = (bal & 0xffffu) != 0;
+            fb[2 * (ptid >> 5) + 1] = (bal >> 16) != 0;
+        }
+        wgmma_proxy_fence(); // the tile to the async proxy
+        m9_bar_arrive(M9_BAR_FULL + cs, M9_THREADS);
+    }
+}
+
+// A consumer warpgroup (cw 0 / 1: rows 64 cw .. 64 cw + 63 of the tile; ctid = its thread among the
+// consumers' 256) over every stage, N columns: the copies LAG stages ahead, the products, the promotion.
+template <int N>
+__device__ __forceinline__ void m9_consume(float (&acc)[M8_BM / 8][4], uint32_t sbase, const uint8_t *gbase,
+                                           uint32_t cbase, const uint8_t *gcbase, int kb_n, int cw, int w4, int g,
+                                           int t, int lane, int ctid, const moe_srcs_t<M8_BM> &src)
+{
+    auto load_stage = [&](int kb) { // V8's copy pattern into the stage's raw slot
+        const uint32_t s0 = sbase + (kb % M9_RAW) * M9_RSLOT;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            const int i = ctid + j * 256, ra = i >> 2, ca = i & 3;
+            cp_async16(s0 + M9_A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < moe_srcs_t<M8_BM>::NB; j++) {
+            const int i = ctid + j * 256, rb = i >> 3, cb = i & 7;
+            cp_async16(s0 + M9_B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
+        }
+        if (ctid < M_BN)
+            cp_async4(s0 + M9_AS + ctid * 4, src.as + kb * 4, src.as_val);
+        if (ctid < M8_BM)
+            cp_async4(s0 + M9_BS + ctid * 4, src.bs + kb, src.bs_val);
+    };
+    // stages 0 .. LAG - 1 in flight, stage 0 handed to the producer
+    for (int s = 0; s < M9_LAG; s++) {
+        if (s < kb_n)
+            load_stage(s);
+        cp_async_commit();
+    }
+    cp_async_wait<M9_LAG - 1>();
+    wgmma_proxy_fence(); // the activations are wgmma's B
+    m9_bar_arrive(M9_BAR_RAW, M9_THREADS);
+    const int ra0 = cw * 64 + w4 * 16 + g;
+    for (int kb = 0; kb < kb_n; kb++) {
+        // stage kb + LAG into the slot of stage kb + LAG - RAW <= kb - 2, which both consumer warpgroups
+        // are done with (each passed FULL of stage kb - 1, which waited for the other's arrival)
+        if (kb + M9_LAG < kb_n)
+            load_stage(kb + M9_LAG);
+        cp_async_commit();
+        if (kb + 1 < kb_n) { // stage kb + 1's copies have landed (LAG - 1 newer groups may be pending)
+            cp_async_wait<M9_LAG - 1>();
+            wgmma_proxy_fence();
+            m9_bar_arrive(M9_BAR_RAW + (kb + 1) % M9_RAW, M9_THREADS);
+        }
+        const int rs = kb % M9_RAW, cs = kb % M9_CONV;
+        const uint32_t s0 = sbase + rs * M9_RSLOT, c0 = cbase + cs * M9_CSLOT;
+        const uint8_t *g0 = gbase + rs * M9_RSLOT, *gc = gcbase + cs * M9_CSLOT;
+        m9_bar_sync(M9_BAR_FULL + cs, M9_THREADS);
+        const int fb = reinterpret_cast<const int *>(gc + M9_FB)[4 * cw + w4]; // warp-uniform
+        const float w0 = reinterpret_cast<const float *>(gc + M9_WS)[ra0];
+        const float w1 = reinterpret_cast<const float *>(gc + M9_WS)[ra0 + 8];
+        const float *sBS = reinterpret_cast<const float *>(g0 + M9_BS);
+        float p[N / 2];
+        const uint64_t da = wgmma_desc_sw128(c0 + M9_C + cw * 64 * 128), db = wgmma_desc_sw128(s0 + M9_B);
+        wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < 4; s++) // + 32 bytes a k32 step on both operands
+            wgmma_e4m3_ss<N>(p, da + (uint64_t)(2 * s), db + (uint64_t)(2 * s), s);
+        wgmma_commit();
+        wgmma_wait0();
+        if (!fb) {
+            moe_promote<N>(acc, p, sBS, w0, w1, t);
+        } else {
+            if (lane == 0)
+                atomicAdd(&g_moe_v9_fallbacks, 1ull); // (cuda_moe_v9_fallback_stages)
+            m5_fallback(acc, s0 + M9_A, s0 + M9_AS, s0 + M9_B, sBS, ra0 - g, g, t, N / 8);
+        }
+        if (kb + M9_CONV < kb_n) // the producer waits for this release only to refill the slot
+            m9_bar_arrive(M9_BAR_ECONV + cs, M9_THREADS);
+    }
+    cp_async_wait<0>();
+}
+
+__global__ void __launch_bounds__(M9_THREADS, 1)
+    moe_gemm9_kernel(const uint8_t *__restrict__ q, const float *__restrict__ sa, int x_group,
+                     const int *__restrict__ perm, const int *__restrict__ tiles, const int *__restrict__ ntiles,
+                     const int *__restrict__ offsets, const uint8_t *const *__restrict__ wtab,
+                     const uint8_t *const *__restrict__ stab, int n, int k, __nv_bfloat16 *__restrict__ y)
+{
+    extern __shared__ __align__(128) uint8_t smem[];
+    __shared__ int sP[M8_BM];
+    const int tile = blockIdx.y;
+    if (tile >= __ldg(ntiles) || !moe_tile_leads<M8_BM>(tile, tiles, offsets))
+        return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const moe_tile tl = moe_tile_of<M8_BM>(tile, perm, tiles, offsets, wtab, stab, sP);
+    const int rows = tl.rows, row0 = tl.row0, nbv = tl.nbv;
+    const int kb_n = k >> 7;
+    const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(smem);
+    const uint32_t sbase = (sraw + 1023u) & ~1023u;
+    const uint8_t *gbase = smem + (sbase - sraw);
+    const uint32_t cbase = sbase + M9_RAW * M9_RSLOT, sLUT = cbase + M9_CONV * M9_CSLOT;
+    const uint8_t *gcbase = gbase + M9_RAW * M9_RSLOT;
+    m3_lut_fill(sLUT, tid);
+    __syncthreads(); // sP and the LUT
+    if (warp < 4) { // the producer: 64 registers a thread, the consumers 216
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 64;\n" ::: "memory");
+        m9_produce(sbase, cbase, sLUT, kb_n, tid);
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 216;\n" ::: "memory");
+    const int ctid = tid - 128, cw = ctid >> 7, w4 = warp & 3;
+    const moe_srcs_t<M8_BM> src = moe_srcs_of<M8_BM>(q, sa, x_group, tl.w, tl.ws, sP, row0, n, k, ctid);
+    float acc[M8_BM / 8][4];
+#pragma unroll
+    for (int j = 0; j < M8_BM / 8; j++)
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            acc[j][c] = 0.f;
+    switch ((nbv + 1) >> 1) { // N = the pairs rounded up to 16 (CTA-uniform)
+#define M9_CASE(C)                                                                                                     \
+    case C:                                                                                                            \
+        m9_consume<16 * C>(acc, sbase, gbase, cbase, gcbase, kb_n, cw, w4, g, t, lane, ctid, src);                    \
+        break;
+        M9_CASE(1) M9_CASE(2) M9_CASE(3) M9_CASE(4) M9_CASE(5) M9_CASE(6) M9_CASE(7) M9_CASE(8)
+#undef M9_CASE
+    default:
+        break;
+    }
+    moe_store(y, acc, sP, row0 + cw * 64 + w4 * 16 + g, n, nbv, rows, t);
+}
+
 using moe_kernel_fn = void (*)(const uint8_t *, const float *, int, const int *, const int *, const int *,
                                const int *, const uint8_t *const *, const uint8_t *const *, int, int,
                                __nv_bfloat16 *);
@@ -1925,13 +2165,15 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
                                  : variant == CUDA_MOE_GEMM_V5 ? moe_gemm5_kernel
                                  : variant == CUDA_MOE_GEMM_V6 ? moe_gemm6_kernel
                                  : variant == CUDA_MOE_GEMM_V7 ? moe_gemm7_kernel<M_BM>
-                                                               : moe_gemm7_kernel<M8_BM>;
+                                 : variant == CUDA_MOE_GEMM_V8 ? moe_gemm7_kernel<M8_BM>
+                                                               : moe_gemm9_kernel;
     const int smem = variant == CUDA_MOE_GEMM_V3   ? M3_SMEM
                      : variant == CUDA_MOE_GEMM_V4 ? M4_SMEM
                      : variant == CUDA_MOE_GEMM_V5 ? M5_SMEM
                      : variant == CUDA_MOE_GEMM_V6 ? M6_SMEM
                      : variant == CUDA_MOE_GEMM_V7 ? M7_SMEM
                      : variant == CUDA_MOE_GEMM_V8 ? M8_SMEM
+                     : variant == CUDA_MOE_GEMM_V9 ? M9_SMEM
                                                    : M_SMEM;
     // The shared-memory opt-in is a per-device, per-kernel setting: remember it for each device used
     // (engines on several GPUs call this, from one thread or, in a pipelined prefill, one thread each).
@@ -1961,6 +2203,9 @@ int moe_kernel_ready(int variant, moe_kernel_fn *kernel_out, int *smem_out, stru
 }
 
 size_t align16(size_t b) { return (b + 15) & ~(size_t)15; }
+
+// A CTA's threads: 256, V9's 384 (its producer warpgroup and two consumers).
+int moe_threads(int variant) { return variant == CUDA_MOE_GEMM_V9 ? M9_THREADS : 256; }
 
 int max_tiles_of(int n_experts, int npairs)
 {
@@ -2038,14 +2283,15 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
     static const char *const names[CUDA_MOE_GEMM_NVARIANTS] = {"moe_gemm_kernel", "moe_gemm2_kernel",
                                                                "moe_gemm3_kernel", "moe_gemm4_kernel",
                                                                "moe_gemm5_kernel", "moe_gemm6_kernel",
-                                                               "moe_gemm7_kernel", "moe_gemm8_kernel"};
+                                                               "moe_gemm7_kernel", "moe_gemm8_kernel",
+                                                               "moe_gemm9_kernel"};
     moe_kernel_fn kernel;
     int smem;
     const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
     if (rc)
         return rc;
     dim3 grid((n + M_BN - 1) / M_BN, b->max_tiles);
-    kernel<<<grid, 256, smem, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles, b->d_ntiles,
+    kernel<<<grid, moe_threads(variant), smem, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles, b->d_ntiles,
                                                         b->d_offsets, d_wtab, d_stab, n, k,
                                                         reinterpret_cast<__nv_bfloat16 *>(d_y));
     return launch_check(e, names[variant]);
@@ -2061,7 +2307,7 @@ extern "C" int cuda_moe_gemm_ctas_per_sm(int variant, int *ctas, struct ctx_err 
     const int rc = moe_kernel_ready(variant, &kernel, &smem, e);
     if (rc)
         return rc;
-    const cudaError_t cr = cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas, kernel, 256, smem);
+    const cudaError_t cr = cudaOccupancyMaxActiveBlocksPerMultiprocessor(ctas, kernel, moe_threads(variant), smem);
     return cr == cudaSuccess ? 0 : cuda_fail(e, cr, "cudaOccupancyMaxActiveBlocksPerMultiprocessor(moe gemm kernel)");
 }
 
@@ -2140,4 +2386,9 @@ extern "C" int cuda_moe_v7_fallback_stages(unsigned long long *count, int reset,
 extern "C" int cuda_moe_v8_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
 {
     return fallback_stages(g_moe_v8_fallbacks, "cuda_moe_v8_fallback_stages", count, reset, e);
+}
+
+extern "C" int cuda_moe_v9_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e)
+{
+    return fallback_stages(g_moe_v9_fallbacks, "cuda_moe_v9_fallback_stages", count, reset, e);
 }

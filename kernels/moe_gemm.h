@@ -140,19 +140,26 @@ int cuda_moe_gemm(const struct cuda_moe_buckets *b, const uint8_t *d_q, const fl
  * guard and fallback, counted by cuda_moe_v8_fallback_stages). For chunks whose experts average more
  * than 64 pairs (engine.cu says where it runs). sm_90a only. */
 #define CUDA_MOE_GEMM_V8 7
+/* V9 is V8 with warp specialisation: a producer warpgroup converts each stage's weights to e4m3 into
+ * shared memory, two consumer warpgroups copy the stages (5 ahead) and run the wgmma (both operands in
+ * shared memory) and the promotion, so that the conversion of later stages overlaps the products (CTAs
+ * of 384 threads, one an SM). The same conversion, guard, fallback and promotion as V8: V8's (= V7's)
+ * bytes (its fallbacks counted by cuda_moe_v9_fallback_stages). The engine's kernel for wide prefill
+ * chunks since 2026-11-30's nineteenth session (engine.cu MOE_GEMM_FAST_WIDE). sm_90a only. */
+#define CUDA_MOE_GEMM_V9 8
 /* The kernel cuda_moe_gemm runs: the one the environment variable CTX_CUDA_MOE_GEMM forces, if it is
- * "1" .. "8" (V1..V8; read once, at the first call; any other value is ignored), else
+ * "1" .. "9" (V1..V9; read once, at the first call; any other value is ignored), else
  * CUDA_MOE_GEMM_DEFAULT, V6 at every size: on the H200 (one V4-Flash layer, bench-gpu moe, 2026-11-29,
  * bench/gpu/results/2026-11-29z) V5's time / V6's was 1.21 at S = 512, 1.12 at S = 2048 and 1.08 at
  * S = 8192 (V4's / V6's 1.39 / 1.34 / 1.33), V6 within the bound of the exact sums on every test case
  * and equal to V5 on 99.994% of the outputs (V5 gives V4's bytes; V4 had replaced V3, 3% faster at
  * S = 512 only). One kernel for every call keeps a chunked prefill bit-identical to one chunk
  * (kernels/README.md's engine bullet), which choosing by size would break. The engine runs V7 instead
- * for prefill chunks with its cuBLASLt products (engine.cu MOE_GEMM_FAST). cuda_moe_gemm_variant_of_env is the parse (value NULL:
- * unset): V1..V8, or CUDA_MOE_GEMM_UNSET. */
+ * for prefill chunks with its cuBLASLt products (engine.cu MOE_GEMM_FAST; V9, V7's bytes, for wide
+ * ones). cuda_moe_gemm_variant_of_env is the parse (value NULL: unset): V1..V9, or CUDA_MOE_GEMM_UNSET. */
 #define CUDA_MOE_GEMM_DEFAULT CUDA_MOE_GEMM_V6
 #define CUDA_MOE_GEMM_UNSET (-1)
-#define CUDA_MOE_GEMM_NVARIANTS 8
+#define CUDA_MOE_GEMM_NVARIANTS 9
 int cuda_moe_gemm_default_variant(void);
 /* The variant CTX_CUDA_MOE_GEMM forces (read once), or CUDA_MOE_GEMM_UNSET. */
 int cuda_moe_gemm_forced_variant(void);
@@ -177,6 +184,8 @@ int cuda_moe_v6_fallback_stages(unsigned long long *count, int reset, struct ctx
 int cuda_moe_v7_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 /* The same for V8's (warp, stage)s (a warp's stage covers up to 128 pairs: fewer than V7's count). */
 int cuda_moe_v8_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
+/* The same for V9's (warp, stage)s (V8's granularity). */
+int cuda_moe_v9_fallback_stages(unsigned long long *count, int reset, struct ctx_err *e);
 
 /* ---- V4's shared-memory layout and weight conversion (internal to moe_gemm.cu; here so that
  * test_moe_gemm checks, on the host, the very functions the kernel runs) ----

@@ -625,6 +625,9 @@ static void bench_moe_prefill(int S)
     uint16_t *u13 = malloc(y13b), *u2b = malloc(y2b);
     const struct moe_cmp c8 =
         moe_run_compare(&j, CUDA_MOE_GEMM_V8, cuda_moe_v8_fallback_stages, u13, u2b, v13, v2b, y13b, y2b);
+    /* V9 (V8 with a producer warpgroup) on the same pairs: against V7 (the same bytes expected) */
+    const struct moe_cmp c9 =
+        moe_run_compare(&j, CUDA_MOE_GEMM_V9, cuda_moe_v9_fallback_stages, u13, u2b, v13, v2b, y13b, y2b);
     free(u13), free(u2b);
     free(v13), free(v2b);
     free(o13), free(o2);
@@ -646,6 +649,8 @@ static void bench_moe_prefill(int S)
     double ms_v7 = time_alone(moe_gemm_launch, &j, iters_gemm);
     j.variant = CUDA_MOE_GEMM_V8;
     double ms_v8 = time_alone(moe_gemm_launch, &j, iters_gemm);
+    j.variant = CUDA_MOE_GEMM_V9;
+    double ms_v9 = time_alone(moe_gemm_launch, &j, iters_gemm);
 
     j.variant = CUDA_MOE_GEMM_V2;
     double ms_gemm = time_alone(moe_gemm_launch, &j, iters_gemm);
@@ -677,6 +682,10 @@ static void bench_moe_prefill(int S)
            "%7.3f%% of V7 | %5.0f | %.4f%% | %llu |\n", S, np2, ms_v8, flop / (ms_v8 * 1e-3) / 1e12,
            100.0 * flop / (ms_v8 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v8, ms_v7 / ms_v8,
            100.0 * (double)c8.eq / (double)tot, c8.ulps, 100.0 * (double)c8.far / (double)tot, c8.fb);
+    printf("| V9 (V8, producer warpgroup) | %5d | %6d | %8.3f | %6.1f | %5.1f%% | %5.2fx (V8 / V9 %.2fx) | "
+           "%7.3f%% of V7 | %5.0f | %.4f%% | %llu |\n", S, np2, ms_v9, flop / (ms_v9 * 1e-3) / 1e12,
+           100.0 * flop / (ms_v9 * 1e-3) / 1e12 / fp8_peak, ms_v4 / ms_v9, ms_v8 / ms_v9,
+           100.0 * (double)c9.eq / (double)tot, c9.ulps, 100.0 * (double)c9.far / (double)tot, c9.fb);
     free(ids), free(h13), free(g13), free(h2), free(g2);
     cuda_free(dids), cuda_free(x13), cuda_free(x2), cuda_free(q13), cuda_free(q2), cuda_free(sa13), cuda_free(sa2);
     cuda_free(j.y13), cuda_free(j.y2), cuda_free(s13), cuda_free(s2);
@@ -695,12 +704,12 @@ static void bench_moe_rows(int only_s)
            "can be many bf16 ulps apart: the max and the share > 1 ulp), "
            "the same for V4, and V4's share bit-equal to V3; fallbacks: (CTA, stage)s that took the exactness "
            "guard\n\n");
-    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &err));
-    printf("(CTAs per SM: V8 %d, V7 %d, V6 %d, V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[7], occ[6], occ[5], occ[4], occ[3],
+    printf("(CTAs per SM: V9 %d, V8 %d, V7 %d, V6 %d, V5 %d, V4 %d, V3 %d, V2 %d, V1 %d)\n\n", occ[8], occ[7], occ[6], occ[5], occ[4], occ[3],
            occ[2], occ[1], occ[0]);
-    printf("Each S's row is followed by V5's, V6's, V7's and V8's (V5: V4 on wgmma; V6: V5 with the weights in registers; V7: FP8 wgmma, the engine's fast prefill path, compared with V6; V8: V7 over 128-pair CTAs, the engine's where experts average more than 64 pairs, compared with V7; "
+    printf("Each S's row is followed by V5's, V6's, V7's, V8's and V9's (V5: V4 on wgmma; V6: V5 with the weights in registers; V7: FP8 wgmma, the engine's fast prefill path, compared with V6; V8: V7 over 128-pair CTAs, the engine's where experts average more than 64 pairs, compared with V7; V9: V8 with a producer warpgroup converting into shared memory, compared with V7; "
            "columns: kernel | S | pairs | ms | TFLOP/s | of FP8 peak | V4 / it | bit-equal to V4 (V6: to V5) | max "
            "ulps vs V4 (V6: V5) | > 1 ulp from it | fallbacks)\n\n");
     printf("| S | pairs | V4 ms | V4 TFLOP/s | of FP8 peak | V3 / V4 | V2 / V4 | V4 max ulps vs V2 | V4 > 1 ulp from V2 "

@@ -56,6 +56,8 @@
  *   its A fragments (cuda_moe7_pick + cuda_moe7_convert at every LUT shift) and the ring's swizzle.
  * - V8 (V7 over CTAs of up to 128 pairs): V7's bytes on every case, falling back where V7 does (cases
  *   with 75 to 150 pairs an expert among them), one CTA an SM.
+ * - V9 (V8 with a producer warpgroup converting into shared memory, both wgmma operands there): V7's
+ *   bytes on every case, falling back where V7 does, one CTA of 384 threads an SM.
  * Routings: random distinct top-k over 256 and 384 experts, the engine's w1|w3 layout (2E table
  * entries, pairs [S*k, 2*S*k) naming id + E on a copy of the inputs), skewed ones (one hot expert and
  * most experts empty; every token on one expert), S = 1..4096. */
@@ -555,6 +557,20 @@ static void run_case(const struct mcase *c)
             ne8 += y2[i] != y7[i];
         tap(ne8 == 0 && (fb8 == 0) == (fb7 == 0), "%s: V8 (128-pair CTAs, largest expert %d pairs) gives V7's bytes "
             "(%ld of %ld differ); %llu (warp, stage) fallbacks (V7 %llu)", c->what, maxc, ne8, total, fb8, fb7);
+    }
+    /* V9 (V8's arithmetic, the conversion in a producer warpgroup): V7's bytes, fallbacks where V7 had some */
+    {
+        unsigned long long fb9 = 0;
+        must(cuda_moe_v9_fallback_stages(&fb9, 1, &e), &e);
+        must(cuda_memset(dy, 0xff, ybytes, &e), &e);
+        must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V9, NULL, &e), &e);
+        must(cuda_moe_v9_fallback_stages(&fb9, 1, &e), &e);
+        must(cuda_d2h(y2, dy, ybytes, &e), &e);
+        long ne9 = 0;
+        for (long i = 0; i < total; i++)
+            ne9 += y2[i] != y7[i];
+        tap(ne9 == 0 && (fb9 == 0) == (fb7 == 0), "%s: V9 (producer warpgroup, largest expert %d pairs) gives V7's "
+            "bytes (%ld of %ld differ); %llu (warp, stage) fallbacks (V7 %llu)", c->what, maxc, ne9, total, fb9, fb7);
     }
     for (int v = 0; v < 4; v++) {
         must(cuda_memset(dy, 0, ybytes, &e), &e);
@@ -1309,16 +1325,17 @@ static void test_v7_fragments(void)
 
 static void test_env_variant(void)
 {
-    static const char *const bad[] = {"", "0", "9", "44", "x", "3 ", "-1"};
+    static const char *const bad[] = {"", "0", ":", "44", "x", "3 ", "-1"};
     int ok = cuda_moe_gemm_variant_of_env(NULL) == CUDA_MOE_GEMM_UNSET &&
              cuda_moe_gemm_variant_of_env("1") == CUDA_MOE_GEMM_V1 &&
              cuda_moe_gemm_variant_of_env("2") == CUDA_MOE_GEMM_V2 &&
              cuda_moe_gemm_variant_of_env("3") == CUDA_MOE_GEMM_V3 && cuda_moe_gemm_variant_of_env("4") == CUDA_MOE_GEMM_V4 &&
              cuda_moe_gemm_variant_of_env("5") == CUDA_MOE_GEMM_V5 && cuda_moe_gemm_variant_of_env("6") == CUDA_MOE_GEMM_V6 &&
-             cuda_moe_gemm_variant_of_env("7") == CUDA_MOE_GEMM_V7 && cuda_moe_gemm_variant_of_env("8") == CUDA_MOE_GEMM_V8;
+             cuda_moe_gemm_variant_of_env("7") == CUDA_MOE_GEMM_V7 && cuda_moe_gemm_variant_of_env("8") == CUDA_MOE_GEMM_V8 &&
+             cuda_moe_gemm_variant_of_env("9") == CUDA_MOE_GEMM_V9;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ok &= cuda_moe_gemm_variant_of_env(bad[i]) == CUDA_MOE_GEMM_UNSET;
-    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"8\" force V1..V8, unset or anything else leaves the default; this "
+    tap(ok, "CTX_CUDA_MOE_GEMM: \"1\"..\"9\" force V1..V9, unset or anything else leaves the default; this "
         "run: V%d", cuda_moe_gemm_default_variant() + 1);
     /* one kernel at every size (V4-Flash's calls: w2 over S k pairs, w1|w3 over 2 S k), so that chunked
      * prefills stay bit-identical to one chunk */
@@ -1359,12 +1376,13 @@ int main(void)
     int sms = 0;
     must(cuda_device_name(name, sizeof name, &sms, &e), &e);
     printf("# device: %s, %d SMs\n", name, sms);
-    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int occ[CUDA_MOE_GEMM_NVARIANTS] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int v = 0; v < CUDA_MOE_GEMM_NVARIANTS; v++)
         must(cuda_moe_gemm_ctas_per_sm(v, &occ[v], &e), &e);
-    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d, V6 %d, V7 %d, V8 %d\n", occ[0], occ[1],
-           occ[2], occ[3], occ[4], occ[5], occ[6], occ[7]);
-    tap(occ[6] == 2 && occ[7] == 1, "V7 runs two CTAs an SM (%d), V8 one (%d)", occ[6], occ[7]);
+    printf("# CTAs per SM (occupancy): V1 %d, V2 %d, V3 %d, V4 %d, V5 %d, V6 %d, V7 %d, V8 %d, V9 %d\n", occ[0],
+           occ[1], occ[2], occ[3], occ[4], occ[5], occ[6], occ[7], occ[8]);
+    tap(occ[6] == 2 && occ[7] == 1 && occ[8] == 1, "V7 runs two CTAs an SM (%d), V8 one (%d), V9 one (%d)", occ[6],
+        occ[7], occ[8]);
     test_errors();
     static const struct mcase cases[] = {
         /* V4-Flash routing (256 experts, top-6) at small matrices, S from 1 to 4096 */
