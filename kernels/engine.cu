@@ -7619,10 +7619,12 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
 
 #define MOE_GEMM_MIN_S 8
 // The grouped GEMM kernel of prefill chunks with the engine's fast (cuBLASLt) products: FP8 wgmma,
-// V7, or V8 (V7's bytes, CTAs of 128 pairs) where a chunk's experts average more than one 64-pair tile
-// (S k > 64 E: Flash's 4096-token chunks), so that a row's conversion serves up to 128 pairs.
+// V7, or V9 (V7's bytes, CTAs of 128 pairs with a producer warpgroup converting the weights) where a
+// chunk's experts average more than one 64-pair tile (S k > 64 E: Flash's 4096-token chunks), so that a
+// row's conversion serves up to 128 pairs. V9 replaced V8 (the same CTAs, each warp converting its own
+// rows) in 2026-11-30's nineteenth session: 3.78 against 4.08 ms a V4-Flash layer at S = 4096.
 #define MOE_GEMM_FAST CUDA_MOE_GEMM_V7
-#define MOE_GEMM_FAST_WIDE CUDA_MOE_GEMM_V8
+#define MOE_GEMM_FAST_WIDE CUDA_MOE_GEMM_V9
 // MOE_SIDE: the shared expert of a decode step on the side stream mst, in parallel with the gate,
 // the router and the routed experts on st (the gate and the one-block router leave most SMs idle, the
 // routed FP4 GEMVs leave bandwidth unused). Forked here, right after k_hc_pre wrote u (the only input);
@@ -7683,15 +7685,15 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
     // rows [0, S)
     // A prefill chunk (S > MOE_GEMM_MIN_S: every chunk size the chunk-invariance guarantee covers takes
     // the same path) buckets its pairs by expert and runs the grouped GEMM of moe_gemm.h, which reads
-    // each expert's weights once per 64-pair tile (V8: per 128); a decode step (S <= 8) keeps the grouped
+    // each expert's weights once per 64-pair tile (V9: per 128); a decode step (S <= 8) keeps the grouped
     // GEMV. The exact-sum kernel (V6, with CTX_CUDA_PREFILL_GEMM=exact) agrees with the GEMV within
-    // moe_gemm.h's bound of the exact sums; the FP8 one (V7, or V8 for wide chunks: V7's bytes, with the
+    // moe_gemm.h's bound of the exact sums; the FP8 one (V7, or V9 for wide chunks: V7's bytes, with the
     // cuBLASLt products) within EPS7 of them. Every chunk of more than 8 tokens gives the bytes of the same
     // kernel, so chunked prefills stay bit-identical.
     const uint8_t *const *t = L->etab;
     uint16_t *u16 = g->g16 + (size_t)S * k * I;
     const int grouped = S > MOE_GEMM_MIN_S;
-    // the grouped GEMM's kernel: the FP8 one (V7, V8 when the experts average more than one 64-pair
+    // the grouped GEMM's kernel: the FP8 one (V7, V9 when the experts average more than one 64-pair
     // tile) with the cuBLASLt products, the exact-sum one (V6) with CTX_CUDA_PREFILL_GEMM=exact;
     // CTX_CUDA_MOE_GEMM forces one (moe_gemm.h)
     const int forced = cuda_moe_gemm_forced_variant();
