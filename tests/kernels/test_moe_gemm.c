@@ -544,33 +544,28 @@ static void run_case(const struct mcase *c)
         must(cuda_d2h(y2, dy, ybytes, &e), &e);
         tap(!memcmp(y7, y2, ybytes), "%s: a second bucketing + product (V7) gives the same bytes", c->what);
     }
-    /* V8 (V7 over CTAs of up to 128 pairs): V7's bytes, and fallbacks exactly where V7 had some */
+    /* V8 (V7 over CTAs of up to 128 pairs) and V9 (V8's arithmetic, the conversion in a producer
+     * warpgroup): V7's bytes, and fallbacks exactly where V7 had some */
     {
-        unsigned long long fb8 = 0;
-        must(cuda_moe_v8_fallback_stages(&fb8, 1, &e), &e);
-        must(cuda_memset(dy, 0xff, ybytes, &e), &e);
-        must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V8, NULL, &e), &e);
-        must(cuda_moe_v8_fallback_stages(&fb8, 1, &e), &e);
-        must(cuda_d2h(y2, dy, ybytes, &e), &e);
-        long ne8 = 0;
-        for (long i = 0; i < total; i++)
-            ne8 += y2[i] != y7[i];
-        tap(ne8 == 0 && (fb8 == 0) == (fb7 == 0), "%s: V8 (128-pair CTAs, largest expert %d pairs) gives V7's bytes "
-            "(%ld of %ld differ); %llu (warp, stage) fallbacks (V7 %llu)", c->what, maxc, ne8, total, fb8, fb7);
-    }
-    /* V9 (V8's arithmetic, the conversion in a producer warpgroup): V7's bytes, fallbacks where V7 had some */
-    {
-        unsigned long long fb9 = 0;
-        must(cuda_moe_v9_fallback_stages(&fb9, 1, &e), &e);
-        must(cuda_memset(dy, 0xff, ybytes, &e), &e);
-        must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, CUDA_MOE_GEMM_V9, NULL, &e), &e);
-        must(cuda_moe_v9_fallback_stages(&fb9, 1, &e), &e);
-        must(cuda_d2h(y2, dy, ybytes, &e), &e);
-        long ne9 = 0;
-        for (long i = 0; i < total; i++)
-            ne9 += y2[i] != y7[i];
-        tap(ne9 == 0 && (fb9 == 0) == (fb7 == 0), "%s: V9 (producer warpgroup, largest expert %d pairs) gives V7's "
-            "bytes (%ld of %ld differ); %llu (warp, stage) fallbacks (V7 %llu)", c->what, maxc, ne9, total, fb9, fb7);
+        static const struct {
+            int variant;
+            int (*fallbacks)(unsigned long long *, int, struct ctx_err *);
+            const char *what;
+        } wide[] = {{CUDA_MOE_GEMM_V8, cuda_moe_v8_fallback_stages, "V8 (128-pair CTAs"},
+                    {CUDA_MOE_GEMM_V9, cuda_moe_v9_fallback_stages, "V9 (producer warpgroup"}};
+        for (size_t w = 0; w < sizeof wide / sizeof wide[0]; w++) {
+            unsigned long long fbw = 0;
+            must(wide[w].fallbacks(&fbw, 1, &e), &e);
+            must(cuda_memset(dy, 0xff, ybytes, &e), &e);
+            must(cuda_moe_gemm_variant(&bk, dq, dsa, x_group, dwt, dst, n, k, dy, wide[w].variant, NULL, &e), &e);
+            must(wide[w].fallbacks(&fbw, 1, &e), &e);
+            must(cuda_d2h(y2, dy, ybytes, &e), &e);
+            long ne = 0;
+            for (long i = 0; i < total; i++)
+                ne += y2[i] != y7[i];
+            tap(ne == 0 && (fbw == 0) == (fb7 == 0), "%s: %s, largest expert %d pairs) gives V7's bytes (%ld of %ld "
+                "differ); %llu (warp, stage) fallbacks (V7 %llu)", c->what, wide[w].what, maxc, ne, total, fbw, fb7);
+        }
     }
     for (int v = 0; v < 4; v++) {
         must(cuda_memset(dy, 0, ybytes, &e), &e);
