@@ -1945,10 +1945,8 @@ __global__ void __launch_bounds__(256, BM == M_BM ? 2 : 1)
 // bytes (test_moe_gemm compares them on every case).
 constexpr int M9_RAW = 7, M9_CONV = 2, M9_LAG = 5;
 static_assert(M9_LAG + 2 <= M9_RAW, "a slot is refilled only after both consumer warpgroups are done with it");
-// a raw slot: V8's stage layout (activations, weights, their codes and scales)
-constexpr int M9_B = 0, M9_A = M8_BM * 128, M9_AS = M9_A + M_BN * 64, M9_BS = M9_AS + M_BN * 4;
-constexpr int M9_RSLOT = 25 * 1024; // a multiple of 1024: every slot's activation rows are 1024-aligned
-static_assert(M9_BS + M8_BM * 4 <= M9_RSLOT, "V9 raw slot layout");
+// a raw slot: V8's stage (activations, weights, their codes and scales; m5_fallback reads it as V8's)
+constexpr int M9_B = M8_B, M9_A = M8_A, M9_AS = M8_AS, M9_BS = M8_BS, M9_RSLOT = M8_STAGE;
 // a converted slot: the e4m3 tile (1024-aligned: the swizzle's atoms), the rows' stage scales
 // 2^(E - 133), the 8 consumer warps' fallback flags
 constexpr int M9_C = 0, M9_WS = M_BN * 128, M9_FB = M9_WS + M_BN * 4;
@@ -2294,9 +2292,9 @@ extern "C" int cuda_moe_gemm_variant(const struct cuda_moe_buckets *b, const uin
     if (rc)
         return rc;
     dim3 grid((n + M_BN - 1) / M_BN, b->max_tiles);
-    kernel<<<grid, moe_threads(variant), smem, (cudaStream_t)stream>>>(d_q, d_sa, x_group, b->d_perm, b->d_tiles, b->d_ntiles,
-                                                        b->d_offsets, d_wtab, d_stab, n, k,
-                                                        reinterpret_cast<__nv_bfloat16 *>(d_y));
+    kernel<<<grid, moe_threads(variant), smem, (cudaStream_t)stream>>>(
+        d_q, d_sa, x_group, b->d_perm, b->d_tiles, b->d_ntiles, b->d_offsets, d_wtab, d_stab, n, k,
+        reinterpret_cast<__nv_bfloat16 *>(d_y));
     return launch_check(e, names[variant]);
 }
 

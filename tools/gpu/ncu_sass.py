@@ -23,7 +23,7 @@ def main(path):
         return
     keys = [k for k in rows[0].keys() if k]
     samp = next((k for k in keys if k.startswith("Warp Stall Sampling (All")), None)
-    stall_cols = [k for k in keys if k.startswith("stall_") or "Stall" in k and k != samp and "Sampling" not in k]
+    stall_cols = [k for k in keys if k.startswith("stall_")]
     src = next((k for k in keys if k.lower() == "source"), None)
     if not samp or not src:
         print("columns:", list(keys))
@@ -32,11 +32,8 @@ def main(path):
     print("# %d SASS lines, %.0f stall samples" % (len(rows), total))
     by_op = defaultdict(float)
     for r in rows:
-        op = r[src].strip().split()
-        op = op[0] if op else "?"
-        if op.startswith("@"):
-            op = r[src].strip().split()[1] if len(r[src].split()) > 1 else op
-        by_op[op.split(".")[0]] += num(r[samp])
+        words = [w for w in r[src].split() if not w.startswith("@")]  # a predicate comes first
+        by_op[words[0].split(".")[0] if words else "?"] += num(r[samp])
     print("| opcode | share |")
     for op, v in sorted(by_op.items(), key=lambda x: -x[1])[:15]:
         print("| %s | %.1f%% |" % (op, 100 * v / total))
