@@ -1811,6 +1811,28 @@ __device__ __forceinline__ void m7_finish(float (&acc)[BM / 8][4], const float (
     }
 }
 
+// Stage kb of the tile into the ring slot at s0 (m7_lay<BM>'s layout): thread tid's share of 256 threads'
+// copies (V1's pattern). V7, V8 and V9's consumers issue it.
+template <int BM>
+__device__ __forceinline__ void m7_load_stage(uint32_t s0, const moe_srcs_t<BM> &src, int kb, int tid)
+{
+    using L = m7_lay<BM>;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
+        cp_async16(s0 + L::A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < moe_srcs_t<BM>::NB; j++) {
+        const int i = tid + j * 256, rb = i >> 3, cb = i & 7;
+        cp_async16(s0 + L::B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
+    }
+    if (tid < M_BN)
+        cp_async4(s0 + L::AS + tid * 4, src.as + kb * 4, src.as_val);
+    if (tid < BM)
+        cp_async4(s0 + L::BS + tid * 4, src.bs + kb, src.bs_val);
+}
+
 // The K loop of one CTA with N columns (the tile's pairs rounded up: CTA-uniform).
 template <int N, int BM>
 __device__ __forceinline__ void m7_loop(float (&acc)[BM / 8][4], uint32_t sbase, const uint8_t *gbase, uint32_t sLUT,
@@ -1818,23 +1840,7 @@ __device__ __forceinline__ void m7_loop(float (&acc)[BM / 8][4], uint32_t sbase,
 {
     using L = m7_lay<BM>;
     constexpr int S = L::STAGES;
-    auto load_stage = [&](int stage, int kb) {
-        const uint32_t s0 = sbase + stage * L::STAGE;
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const int i = tid + j * 256, ra = i >> 2, ca = i & 3;
-            cp_async16(s0 + L::A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
-        }
-#pragma unroll
-        for (int j = 0; j < moe_srcs_t<BM>::NB; j++) {
-            const int i = tid + j * 256, rb = i >> 3, cb = i & 7;
-            cp_async16(s0 + L::B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
-        }
-        if (tid < M_BN)
-            cp_async4(s0 + L::AS + tid * 4, src.as + kb * 4, src.as_val);
-        if (tid < BM)
-            cp_async4(s0 + L::BS + tid * 4, src.bs + kb, src.bs_val);
-    };
+    auto load_stage = [&](int stage, int kb) { m7_load_stage<BM>(sbase + stage * L::STAGE, src, kb, tid); };
     for (int s = 0; s < S - 1; s++) {
         if (s < kb_n)
             load_stage(s, s);
@@ -2035,22 +2041,8 @@ __device__ __forceinline__ void m9_consume(float (&acc)[M8_BM / 8][4], uint32_t 
                                            uint32_t cbase, const uint8_t *gcbase, int kb_n, int cw, int w4, int g,
                                            int t, int lane, int ctid, const moe_srcs_t<M8_BM> &src)
 {
-    auto load_stage = [&](int kb) { // V8's copy pattern into the stage's raw slot
-        const uint32_t s0 = sbase + (kb % M9_RAW) * M9_RSLOT;
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const int i = ctid + j * 256, ra = i >> 2, ca = i & 3;
-            cp_async16(s0 + M9_A + ra * 64 + ((ca ^ ((ra >> 1) & 3)) << 4), src.a[j] + (size_t)kb * 64, src.aval[j]);
-        }
-#pragma unroll
-        for (int j = 0; j < moe_srcs_t<M8_BM>::NB; j++) {
-            const int i = ctid + j * 256, rb = i >> 3, cb = i & 7;
-            cp_async16(s0 + M9_B + cuda_moe7_xoff(rb, cb), src.b[j] + (size_t)kb * 128, src.bval[j]);
-        }
-        if (ctid < M_BN)
-            cp_async4(s0 + M9_AS + ctid * 4, src.as + kb * 4, src.as_val);
-        if (ctid < M8_BM)
-            cp_async4(s0 + M9_BS + ctid * 4, src.bs + kb, src.bs_val);
+    auto load_stage = [&](int kb) { // V8's copies into the stage's raw slot (V8's stage layout)
+        m7_load_stage<M8_BM>(sbase + (kb % M9_RAW) * M9_RSLOT, src, kb, ctid);
     };
     // stages 0 .. LAG - 1 in flight, stage 0 handed to the producer
     for (int s = 0; s < M9_LAG; s++) {
