@@ -269,13 +269,20 @@ int cuda_engine_state_fill_random(struct cuda_engine *g, long long pos, unsigned
 /* The indexer's top-k (a building block, exported for tests): for each query s < S at position
  * *d_pos + s, over the n = (*d_pos + s + 1) / 4 <= max_n scores of row s of d_score (row stride ld
  * floats), d_sel[s][rank] = entry for rank < min(K, n) in descending score with ties to the lowest
- * entry (inf_cpu_topk's order), -1 after. O(n) per query (radix select per 8192-entry segment, then
- * over the segments' lists; decode, S <= 8 and max_n <= 2^20: one clustered launch, k_topk_fast, the
- * same bytes; CTX_CUDA_TOPK_FAST=0 keeps the segmented path). K <= 2048. d_scratch: cuda_engine_topk_scratch(S, max_n, K) bytes of
- * device memory. Device pointers; asynchronous on `stream`. */
+ * entry (inf_cpu_topk's order), -1 after. O(n) per query, by one of three routes with the same
+ * bytes: decode (S <= 8 and max_n <= 2^20), one clustered launch (k_topk_fast; CTX_CUDA_TOPK_FAST=0
+ * off); else, for S >= 32 and max_n <= 262144 (a 1M-token context), a block a query (k_topk_row: a
+ * 16-bit histogram, then the selection; CTX_CUDA_TOPK_ROW=0 off); else a radix select per
+ * 16384-entry segment, then over the segments' lists. K <= 2048. d_scratch:
+ * cuda_engine_topk_scratch(S, max_n, K) bytes of device memory. Device pointers; asynchronous on
+ * `stream`. */
 size_t cuda_engine_topk_scratch(int S, long long max_n, int K);
 int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, int S, long long max_n, int K, int *d_sel,
                      void *d_scratch, void *stream, struct ctx_err *e);
+/* Whether cuda_engine_topk takes k_topk_row where it can: 1 on (S >= 32), 2 for every S, 0 off (the
+ * segments), < 0 as the environment says (CTX_CUDA_TOPK_ROW, default on). Test and benchmark entry;
+ * process-wide. */
+void cuda_engine_topk_row_mode(int on);
 
 /* The indexer's scores (a building block, exported for tests and benchmarks): for each query s < S at
  * position *d_pos + s, d_score[s * ld + e] = bf16(sum_h bf16(relu(bf16(q_sh . key_e)) * w_sh)) (heads

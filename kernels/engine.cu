@@ -295,22 +295,42 @@ __global__ void k_lt_sat(const float *sa, int S, int kb, int mp, float *sat)
     const int b = (int)(i / mp), t = (int)(i % mp);
     sat[i] = t < S ? sa[(size_t)t * kb + b] : 0.f;
 }
-__global__ void k_lt_out(const uint16_t *__restrict__ yt, int ldy, int S, int n, int n1, float *y1, float *y2,
-                         uint16_t *y16)
+// Tiles of 128 tokens x 32 outputs. Each thread reads four tokens of an output at once where the
+// padded rows allow it (ldy % 4 == 0, every V4 shape: a warp's loads are 256 bytes of a row, where the
+// one-token reads until 2026-11-30's twentieth session were 64), then writes one output of a token
+// (coalesced along the outputs). Rows of the tile are 65 words apart: the transposed reads hit
+// distinct banks.
+#define LTO_TOK 128
+#define LTO_LD 130
+__global__ void k_lt_out(const uint16_t *__restrict__ yt, int ldy, int S, int n, int n1, float *y1,
+                         float *y2, uint16_t *y16)
 {
-    __shared__ uint16_t tile[32][33];
-    const int i0 = blockIdx.x * 32, j0 = blockIdx.y * 32;
-    for (int r = threadIdx.y; r < 32; r += 8) { // coalesced along the tokens of output j0 + r
-        const int i = i0 + threadIdx.x, j = j0 + r;
-        if (i < S && j < n)
-            tile[r][threadIdx.x] = yt[(size_t)j * ldy + i];
+    __shared__ __align__(16) uint16_t tile[32][LTO_LD];
+    const int i0 = blockIdx.x * LTO_TOK, j0 = blockIdx.y * 32, x = threadIdx.x;
+    for (int r = threadIdx.y; r < 32; r += 8) { // output j0 + r, tokens i0 + 4 x ..
+        const int i = i0 + 4 * x, j = j0 + r;
+        uint2 v = make_uint2(0, 0);
+        if (i < S && j < n) {
+            const uint16_t *src = yt + (size_t)j * ldy + i;
+            if (!(ldy & 3)) { // i + 3 < ldy: within the padded row
+                v = *reinterpret_cast<const uint2 *>(src);
+            } else {
+                uint16_t u[4];
+                for (int k = 0; k < 4; k++)
+                    u[k] = i + k < S ? src[k] : 0;
+                v = make_uint2(u[0] | (uint32_t)u[1] << 16, u[2] | (uint32_t)u[3] << 16);
+            }
+        }
+        uint32_t *t = reinterpret_cast<uint32_t *>(&tile[r][4 * x]);
+        t[0] = v.x;
+        t[1] = v.y;
     }
     __syncthreads();
-    for (int r = threadIdx.y; r < 32; r += 8) { // coalesced along the outputs of token i0 + r
-        const int i = i0 + r, j = j0 + threadIdx.x;
+    for (int r = threadIdx.y; r < LTO_TOK; r += 8) { // token i0 + r, outputs j0 + x
+        const int i = i0 + r, j = j0 + x;
         if (i >= S || j >= n)
             continue;
-        const uint16_t v = tile[threadIdx.x][r];
+        const uint16_t v = tile[x][r];
         if (y16)
             y16[(size_t)i * n + j] = v;
         else if (j < n1)
@@ -3512,6 +3532,60 @@ __device__ __forceinline__ void topk_hist_add(unsigned *hist, unsigned *lowbit, 
             atomicOr(&lowbit[bin >> 5], 1u << (bin & 31));
     }
 }
+// keys[0, k) of shared memory into ascending order (rank order: ~score_key in the high word, the
+// position in the low one), by a bitonic sort over the next power of two (padding keys of ~0 sort
+// last); the whole block takes part. Where the padded count fits the block (since 2026-11-30's
+// twentieth session), a key a thread in a register: the stages within a warp (j < 32) by shuffles,
+// the others through shared memory with two barriers each (10 of the 45 stages of 512 keys);
+// beyond, every stage through shared memory.
+__device__ void topk_bitonic(unsigned long long *keys, int k)
+{
+    const int tid = (int)threadIdx.x;
+    int P = 1;
+    while (P < k)
+        P <<= 1;
+    if (P <= (int)blockDim.x) {
+        __syncthreads(); // keys[0, k) written
+        unsigned long long x = tid < k ? keys[tid] : ~0ull;
+        for (int kk = 2; kk <= P; kk <<= 1)
+            for (int j = kk >> 1; j > 0; j >>= 1) {
+                unsigned long long y;
+                if (j >= 32) {
+                    __syncthreads(); // the previous stage's reads are done
+                    if (tid < P)
+                        keys[tid] = x;
+                    __syncthreads();
+                    y = tid < P ? keys[tid ^ j] : ~0ull;
+                } else {
+                    y = __shfl_xor_sync(0xffffffffu, x, j);
+                }
+                const bool up = (tid & kk) == 0, lower = (tid & j) == 0;
+                x = (lower == up) ? (x < y ? x : y) : (x < y ? y : x);
+            }
+        __syncthreads();
+        if (tid < P)
+            keys[tid] = x;
+        __syncthreads();
+        return;
+    }
+    for (int i = k + tid; i < P; i += blockDim.x)
+        keys[i] = ~0ull;
+    __syncthreads();
+    for (int kk = 2; kk <= P; kk <<= 1)
+        for (int j = kk >> 1; j > 0; j >>= 1) {
+            for (int i = tid; i < P; i += blockDim.x) {
+                int ixj = i ^ j;
+                if (ixj > i) {
+                    unsigned long long a = keys[i], c = keys[ixj];
+                    if ((a > c) == ((i & kk) == 0)) {
+                        keys[i] = c;
+                        keys[ixj] = a;
+                    }
+                }
+            }
+            __syncthreads();
+        }
+}
 __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *keys, int sorted)
 {
     __shared__ unsigned hist[256], lowbit[8];
@@ -3678,28 +3752,8 @@ __device__ void topk_block(const float *sc, int nv, int k, unsigned long long *k
         __syncthreads();
     });
     }
-    if (!sorted)
-        return;
-    int P = 1;
-    while (P < k)
-        P <<= 1;
-    for (int i = k + tid; i < P; i += blockDim.x)
-        keys[i] = ~0ull;
-    __syncthreads();
-    for (int kk = 2; kk <= P; kk <<= 1)
-        for (int j = kk >> 1; j > 0; j >>= 1) {
-            for (int i = tid; i < P; i += blockDim.x) {
-                int ixj = i ^ j;
-                if (ixj > i) {
-                    unsigned long long a = keys[i], c = keys[ixj];
-                    if ((a > c) == ((i & kk) == 0)) {
-                        keys[i] = c;
-                        keys[ixj] = a;
-                    }
-                }
-            }
-            __syncthreads();
-        }
+    if (sorted)
+        topk_bitonic(keys, k);
 }
 // Grid (segments, S): the top min(K, n) of segment blockIdx.x of query s's row, in rank order, into
 // cand_sc / cand_ix [S][ld] at segment * K.
@@ -3744,6 +3798,319 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_merge(const float *cand_s
     topk_block(sc, n2, k, keys, 1);
     for (int i = threadIdx.x; i < k; i += blockDim.x)
         out[i] = cand_ix[(size_t)s * cld + (uint32_t)keys[i]];
+}
+
+// ---- The prefill top-k, a block a query (k_topk_row; issue 10, 2026-11-30, twentieth session)
+// ----
+//
+// k_topk_seg + k_topk_merge spread a row over blocks of TOPK_SEG entries, each selecting by two
+// 8-bit radix passes whose warp-aggregated histogram (__match_any_sync: the top 8 bits of the
+// scores crowd into a few bins) left most of their stall samples on the instructions waiting for
+// MATCH's result, then merged the segments' lists: 4.5 + 0.6 ms for a CSA layer's 4096 queries at
+// 500K (results/2026-11-30-s22, call1-ncu-topk). A prefill chunk has queries enough to fill the GPU
+// with a block each, so here one block takes a whole row of n <= TOPK_ROW_MAXN entries:
+// 1. A histogram of the keys' top 16 bits (score_key; all of a bf16 value's key) in shared memory:
+// 65536
+//    16-bit counters, two a word. The bins of whole bf16 values spread where those of 8 bits crowd,
+//    so plain shared atomics. A counter past 65535 wraps: the atomic that wrapped it sees 0xffff in
+//    its old value (race-free: each atomic's own) and notes it in a small table, with the carry
+//    that a low counter's wrap adds to its high neighbour; trow_count gives the exact counts back.
+// 2. The bin T where the count from the top reaches k (trow_find): thread t sums 64 bins, one block
+// scan,
+//    the thread whose bins hold T walks them.
+// 3. Only where some key has low bits set (not the indexer's bf16 scores) and T's keys are not all
+// taken:
+//    the same over the low 16 bits of T's keys (a second read of the row).
+// 4. Thread t takes the R consecutive entries from t R (R <= 260: bit masks in registers of the
+// entries
+//    above T and those tied with it), one block scan of both counts, then every entry above and the
+//    first `need` ties in index order into their slots (topk_block's selection), and topk_bitonic's
+//    rank order: score_key descending, ties by the lowest index, the same bytes as the other
+//    routes.
+// Two reads of a row against the segments' three plus the merge's; one block an SM (the counters:
+// 128 KB).
+#define TOPK_ROW_MW 9        // mask words a thread: runs of up to 288 slots
+#define TOPK_ROW_MAXN 262144 // entries (a 1M-token context): runs of 256 + 4 slots at most
+#define TOPK_ROW_WRAPS 8     // the wrap table: n <= TOPK_ROW_MAXN adds wrap at most 4 words
+#define TOPK_ROW_SMEM (65536 * 2)
+struct trow_wraps {
+    unsigned w[TOPK_ROW_WRAPS], lo[TOPK_ROW_WRAPS],
+        hi[TOPK_ROW_WRAPS]; // word (~0u: free), its wraps
+};
+// A wrap of word w's low (lo) and / or high (hi) counter into the table; slots are taken in order,
+// so the used ones are a prefix.
+__device__ void trow_note(trow_wraps *t, unsigned w, bool lo, bool hi)
+{
+    for (int i = 0; i < TOPK_ROW_WRAPS; i++) {
+        const unsigned prev = atomicCAS(&t->w[i], ~0u, w);
+        if (prev == ~0u || prev == w) {
+            if (lo)
+                atomicAdd(&t->lo[i], 1u);
+            if (hi)
+                atomicAdd(&t->hi[i], 1u);
+            return;
+        }
+    }
+}
+__device__ __forceinline__ void trow_add(uint32_t *h, trow_wraps *t, uint32_t bin)
+{
+    const uint32_t w = bin >> 1;
+    if (bin & 1u) {
+        const uint32_t old = atomicAdd(&h[w], 0x10000u);
+        if ((old >> 16) == 0xffffu)
+            trow_note(t, w, false, true);
+    } else {
+        const uint32_t old = atomicAdd(&h[w], 1u);
+        if ((old & 0xffffu) ==
+            0xffffu) // the carry lands in the high counter, which may wrap with it
+            trow_note(t, w, true, (old >> 16) == 0xffffu);
+    }
+}
+// Bin b's count: the stored low counter plus its wraps; the high one plus its wraps less the
+// carries the low one's wraps put in it. nw: the table's used slots.
+__device__ __forceinline__ unsigned trow_count(const uint32_t *h, const trow_wraps *t, int nw,
+                                               uint32_t b)
+{
+    const uint32_t w = b >> 1, v = h[w];
+    unsigned c = (b & 1u) ? v >> 16 : v & 0xffffu;
+    for (int i = 0; i < nw; i++)
+        if (t->w[i] == w)
+            c += (b & 1u) ? 65536u * t->hi[i] - t->lo[i] : 65536u * t->lo[i];
+    return c;
+}
+// The block's exclusive prefix sum of v in thread order (every thread calls it; wtot: 32 of shared
+// memory).
+__device__ __forceinline__ unsigned long long trow_scan(unsigned long long v,
+                                                        unsigned long long *wtot)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const unsigned long long inc = warp_incl_scan(v, lane);
+    if (lane == 31)
+        wtot[warp] = inc;
+    __syncthreads();
+    if (warp == 0) {
+        const unsigned long long x = lane < (int)(blockDim.x >> 5) ? wtot[lane] : 0ull;
+        const unsigned long long xi = warp_incl_scan(x, lane);
+        __syncwarp();
+        wtot[lane] = xi - x;
+    }
+    __syncthreads();
+    const unsigned long long r = wtot[warp] + inc - v;
+    __syncthreads(); // wtot is free again
+    return r;
+}
+// After a histogram (and a barrier): the bin b where fewer than need keys lie in the bins above it
+// and need or more with b's; out[0] = b, out[1] = the keys above b, out[2] = b's (need <= the
+// total). Thread t owns bins 65535 - 64 t - j, j < 64 (words 32767 - 32 t - j', rotated by t: no
+// bank conflicts).
+__device__ void trow_find(const uint32_t *h, const trow_wraps *t, unsigned need,
+                          unsigned long long *wtot, unsigned *out)
+{
+    const int tid = (int)threadIdx.x, w0 = 32767 - 32 * tid;
+    int nw = 0;
+    while (nw < TOPK_ROW_WRAPS && t->w[nw] != ~0u)
+        nw++;
+    unsigned ct = 0;
+#pragma unroll 8
+    for (int j = 0; j < 32; j++) {
+        const uint32_t v = h[w0 - ((j + tid) & 31)];
+        ct += (v & 0xffffu) + (v >> 16);
+    }
+    for (int i = 0; i < nw; i++)
+        if ((int)t->w[i] <= w0 && (int)t->w[i] > w0 - 32)
+            ct += 65536u * t->lo[i] + 65536u * t->hi[i] - t->lo[i];
+    const unsigned ex = (unsigned)trow_scan(ct, wtot);
+    if (ex < need && ex + ct >= need) {
+        unsigned acc = ex;
+        for (int j = 0; j < 64; j++) {
+            const uint32_t b = (uint32_t)(65535 - 64 * tid - j);
+            const unsigned cb = trow_count(h, t, nw, b);
+            if (acc + cb >= need) {
+                out[0] = b;
+                out[1] = acc;
+                out[2] = cb;
+                break;
+            }
+            acc += cb;
+        }
+    }
+    __syncthreads();
+}
+// Grid S, TOPK_THREADS threads, TOPK_ROW_SMEM bytes of dynamic shared memory: query s's top min(K,
+// n), n = (pos + s + 1) / 4 <= TOPK_ROW_MAXN, in rank order into sel[s], the rest -1.
+__global__ void __launch_bounds__(TOPK_THREADS)
+    k_topk_row(const float *score, size_t ld, const long long *ppos, int K, int *sel)
+{
+    pdl_begin();
+    extern __shared__ uint32_t trow_h[];
+    __shared__ unsigned long long keys[TOPK_MAXK], wtot[32];
+    __shared__ trow_wraps wraps;
+    __shared__ unsigned fnd[3];
+    const int s = (int)blockIdx.x, tid = (int)threadIdx.x;
+    const long long nvl = (*ppos + s + 1) / 4;
+    const int nv = (int)(nvl < TOPK_ROW_MAXN ? nvl : TOPK_ROW_MAXN); // the host checked max_n
+    const int k = nv < K ? nv : K;
+    int *out = sel + (size_t)s * K;
+    for (int i = k + tid; i < K; i += blockDim.x)
+        out[i] = -1;
+    if (k <= 0)
+        return;
+    const float *sc = score + (size_t)s * ld;
+    // rows start anywhere (ld need not be a multiple of 4): sh floats past a 16-byte boundary, so
+    // entry e lies in the aligned float4 of slot q = e + sh; pre = the entries before the first
+    // whole float4
+    const int sh = (int)((reinterpret_cast<uintptr_t>(sc) >> 2) & 3u), pre = (4 - sh) & 3;
+    uint32_t prefix = 0, pmask = 0;
+    unsigned need = (unsigned)k;
+    auto hist_reset = [&]() {
+        uint4 *h4 = reinterpret_cast<uint4 *>(trow_h);
+        for (int i = tid; i < 65536 / 8; i += blockDim.x)
+            h4[i] = make_uint4(0, 0, 0, 0);
+        if (tid < TOPK_ROW_WRAPS) {
+            wraps.w[tid] = ~0u;
+            wraps.lo[tid] = 0;
+            wraps.hi[tid] = 0;
+        }
+        __syncthreads();
+    };
+    if (nv > k) {
+        hist_reset();
+        // low: some key whose low 16 bits differ from its sign's (zeros above 0, ones below: the
+        // keys of bf16 values, whose bins hold one value each)
+        unsigned low = 0;
+        auto add = [&](float v) {
+            const uint32_t key = score_key(v);
+            low |= (key ^ ((key >> 31) - 1u)) & 0xffffu;
+            trow_add(trow_h, &wraps, key >> 16);
+        };
+        if (tid < pre && tid < nv)
+            add(sc[tid]);
+        int e = pre + tid;
+        if (pre < nv) { // float4 f = entries pre + 4 f ..: 4 loads a thread in flight
+            const float4 *s4 = reinterpret_cast<const float4 *>(sc + pre);
+            const int n4 = (nv - pre) >> 2;
+            int f = tid;
+            for (; f + 3 * TOPK_THREADS < n4; f += 4 * TOPK_THREADS) {
+                float4 v[4];
+#pragma unroll
+                for (int u = 0; u < 4; u++)
+                    v[u] = s4[f + u * TOPK_THREADS];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    add(v[u].x);
+                    add(v[u].y);
+                    add(v[u].z);
+                    add(v[u].w);
+                }
+            }
+            for (; f < n4; f += TOPK_THREADS) {
+                const float4 v = s4[f];
+                add(v.x);
+                add(v.y);
+                add(v.z);
+                add(v.w);
+            }
+            e = pre + 4 * n4 + tid;
+        }
+        for (; e < nv; e += TOPK_THREADS)
+            add(sc[e]);
+        low = __syncthreads_or(low);
+        trow_find(trow_h, &wraps, need, wtot, fnd);
+        const uint32_t T = fnd[0];
+        const unsigned cnt = fnd[2];
+        need -= fnd[1];
+        prefix = T << 16;
+        pmask = 0xffff0000u;
+        if (low &&
+            cnt != need) { // T's keys differ below: their low 16 bits (a second read of the row)
+            __syncthreads();
+            hist_reset();
+            for (int i = tid; i < nv; i += TOPK_THREADS) {
+                const uint32_t key = score_key(sc[i]);
+                if ((key >> 16) == T)
+                    trow_add(trow_h, &wraps, key & 0xffffu);
+            }
+            __syncthreads();
+            trow_find(trow_h, &wraps, need, wtot, fnd);
+            need -= fnd[1];
+            prefix |= fnd[0];
+            pmask = ~0u;
+        }
+    }
+    // 4. the selection: above = key > hi (above every key matching prefix under pmask), tied =
+    // matching; every entry above and the first `need` ties, in index order (nv <= K: pmask 0,
+    // every entry tied) Thread t's run: slots q in [t R, t R + R), entries e = q - sh (R a multiple
+    // of 4: whole float4s, each read at once where it lies inside the row, else entry by entry)
+    const uint32_t hi = prefix | ~pmask;
+    const int R = (((nv + sh + TOPK_THREADS - 1) / TOPK_THREADS) + 3) & ~3, e0 = tid * R - sh;
+    uint32_t am[TOPK_ROW_MW], tm[TOPK_ROW_MW];
+    unsigned na = 0, nt = 0;
+#pragma unroll
+    for (int w = 0; w < TOPK_ROW_MW; w++) {
+        uint32_t a = 0, t = 0;
+        if (32 * w < R) {
+            for (int b = 0; b < 32 && 32 * w + b < R;
+                 b += 16) { // 16 slots: four float4 loads in flight
+                float v[16];
+#pragma unroll
+                for (int g4 = 0; g4 < 4; g4++) {
+                    const int j = 32 * w + b + 4 * g4, e = e0 + j;
+                    if (j < R && e >= 0 && e + 4 <= nv) {
+                        const float4 q = *reinterpret_cast<const float4 *>(sc + e);
+                        v[4 * g4] = q.x, v[4 * g4 + 1] = q.y, v[4 * g4 + 2] = q.z,
+                              v[4 * g4 + 3] = q.w;
+                    } else {
+#pragma unroll
+                        for (int u = 0; u < 4; u++)
+                            v[4 * g4 + u] = j < R && e + u >= 0 && e + u < nv ? sc[e + u] : 0.f;
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < 16; u++) {
+                    const int j = 32 * w + b + u, e = e0 + j;
+                    const uint32_t key = score_key(v[u]);
+                    const bool in = j < R && e >= 0 && e < nv;
+                    a |= (uint32_t)(in && key > hi) << (b + u);
+                    t |= (uint32_t)(in && (key & pmask) == prefix) << (b + u);
+                }
+            }
+        }
+        am[w] = a;
+        tm[w] = t;
+        na += (unsigned)__popc(a);
+        nt += (unsigned)__popc(t);
+    }
+    const unsigned long long ex = trow_scan(((unsigned long long)na << 32) | nt, wtot);
+    unsigned ra = (unsigned)(ex >> 32), rt = (unsigned)ex; // above / tied before this run
+#pragma unroll
+    for (int w = 0; w < TOPK_ROW_MW; w++) {
+        uint32_t m = am[w] | tm[w];
+        while (m) {
+            const int b = __ffs(m) - 1;
+            m &= m - 1;
+            const int e = e0 + 32 * w + b;
+            const bool above = (am[w] >> b) & 1u;
+            int slot = -1;
+            if (above)
+                slot = (int)(ra + (rt < need ? rt : need)), ra++;
+            else if (rt++ < need)
+                slot = (int)(ra + rt - 1);
+            if (slot >= 0)
+                keys[slot] =
+                    ((unsigned long long)~score_key(sc[e]) << 32) | (unsigned long long)(uint32_t)e;
+        }
+    }
+    __syncthreads();
+    topk_bitonic(keys, k);
+    for (int i = tid; i < k; i += blockDim.x)
+        out[i] = (int)(uint32_t)keys[i];
+}
+// k_topk_row's shared-memory limit on the current device (engine creation, before any graph
+// capture, and each launch through cuda_engine_topk, which tests call without an engine).
+static cudaError_t topk_row_attrs(void)
+{
+    return cudaFuncSetAttribute(k_topk_row, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                TOPK_ROW_SMEM);
 }
 
 // The decode top-k (S <= TOPK_FAST_S queries; cuda_engine_topk picks it, CTX_CUDA_TOPK_FAST=0 keeps
@@ -6472,6 +6839,8 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
                 "cudaFuncSetAttribute(k_attn_dtc)");
     if (!rc) // and decode wo_a's
         rc = cu(e, wo_a_ring_attrs(), "cudaFuncSetAttribute(k_wo_a_ring)");
+    if (!rc) // and the prefill top-k's (a decode step takes it with CTX_CUDA_TOPK_FAST=0)
+        rc = cu(e, topk_row_attrs(), "cudaFuncSetAttribute(k_topk_row)");
     if (!rc)
         rc = upload_weights(g, w, e);
     g->L = (struct dlayer *)calloc((size_t)c->num_hidden_layers + 1, sizeof *g->L); // + the MTP block's
@@ -6557,8 +6926,8 @@ static int lin_lt(struct cuda_engine *g, const struct dlin *w, int S, int n1, fl
     }
     if (rc)
         return rc;
-    k_lt_out<<<dim3((unsigned)((S + 31) / 32), (unsigned)((w->n + 31) / 32)), dim3(32, 8), 0, g->st>>>(
-        g->o16, mp, S, w->n, n1, y1, y2, y16);
+    k_lt_out<<<dim3((unsigned)((S + LTO_TOK - 1) / LTO_TOK), (unsigned)((w->n + 31) / 32)), dim3(32, 8), 0,
+               g->st>>>(g->o16, mp, S, w->n, n1, y1, y2, y16);
     g->lt_calls++;
     LAUNCHED("k_lt_out");
     return 0;
@@ -7063,6 +7432,20 @@ static env_switch topk_fast_switch{"CTX_CUDA_TOPK_FAST"};
 static int topk_fast_on(void) { return topk_fast_switch.on(); }
 extern "C" void cuda_engine_topk_mode(int fast) { topk_fast_switch.set(fast); }
 
+// The prefill top-k's route: k_topk_row where a row fits (max_n <= TOPK_ROW_MAXN) and the queries
+// fill the GPU (S >= TOPK_ROW_MIN_S: a block a query; at S = 16 the segments' 8 blocks a query were
+// faster, 0.040 against 0.058 ms over 125K entries), else and with CTX_CUDA_TOPK_ROW=0 (or
+// cuda_engine_topk_row_mode(0)) the segments and the merge; mode 2 takes the row for every S
+// (tests). The same bytes whatever the route.
+#define TOPK_ROW_MIN_S 32
+static env_switch topk_row_switch{"CTX_CUDA_TOPK_ROW"};
+static std::atomic<int> topk_row_every{0};
+extern "C" void cuda_engine_topk_row_mode(int on)
+{
+    topk_row_every.store(on == 2);
+    topk_row_switch.set(on);
+}
+
 extern "C" size_t cuda_engine_topk_scratch(int S, long long max_n, int K)
 {
     size_t nseg = (size_t)((max_n + TOPK_SEG - 1) / TOPK_SEG);
@@ -7082,6 +7465,16 @@ extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long
         launch_pdl(k_topk_fast, dim3(TOPK_CL, (unsigned)S), TOPK_THREADS, 0, (cudaStream_t)stream, d_score, ld, d_pos,
                    K, d_sel);
         LAUNCHED("k_topk_fast");
+        return 0;
+    }
+    if (max_n <= TOPK_ROW_MAXN && topk_row_switch.on() &&
+        (S >= TOPK_ROW_MIN_S || topk_row_every.load())) {
+        cudaError_t ce = topk_row_attrs();
+        if (ce != cudaSuccess)
+            return cu(e, ce, "cudaFuncSetAttribute(k_topk_row)");
+        launch_pdl(k_topk_row, S, TOPK_THREADS, TOPK_ROW_SMEM, (cudaStream_t)stream, d_score, ld,
+                   d_pos, K, d_sel);
+        LAUNCHED("k_topk_row");
         return 0;
     }
     size_t cld = nseg * (size_t)K;

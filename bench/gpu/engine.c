@@ -835,24 +835,27 @@ static int sfx_indexer_rows(int chunk)
            "k_idx_score_i8, heads on the mma's rows, queries and keys packed beforehand, untimed) vs the same with the "
            "entries on the rows (i8e: k_idx_score_i8e, the engine's kernel for S >= 4 from the eighth to the fourteenth "
            "session) vs the same bits on warpgroup MMA (iwg: k_idx_score_iwg, the engine's since; for S < 4 all three "
-           "are k_idx_score_i8d), then the top-k; median of 3 (1 for scalar S >= 256), event-timed. Floor: the "
+           "are k_idx_score_i8d), then the top-k (the engine's route: k_topk_row, a block a query, since the twentieth "
+           "session; and the segmented k_topk_seg + k_topk_merge); median of 3 (1 for scalar S >= 256), event-timed. "
+           "Floor: the "
            "scores' FLOPs (2 x S x n x 64 x 128) at the bf16 tensor-core rate (half the FP8 rate measured above; the "
            "int8 rate is the FP8 one: the last two columns are i8e's and iwg's share of it)\n\n");
     printf("| S | scalar ms | tensor-core ms | integer ms | i8e ms | iwg ms | iwg vs i8e | top-k ms | top-k ms/query | "
-           "floor ms | integer of floor | i8e of the int8 rate | iwg of the int8 rate |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "segmented top-k ms | top-k vs segmented | floor ms | integer of floor | i8e of the int8 rate | iwg of the "
+           "int8 rate |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < ns && !rc; i++) {
         int S = Ss[i];
         long long pos0 = pos_last - S + 1;
-        double t[6][3];
+        double t[7][3];
         rc = cuda_h2d(d_pos, &pos0, sizeof pos0, &e);
-        for (int m = 0; m < 6 && !rc; m++) {
+        for (int m = 0; m < 7 && !rc; m++) {
             int reps = m == 0 && S >= 256 ? 1 : 3;
             struct bench_events *ev = bench_events_new(reps);
             double ms[3];
             bench_spin(2.0);
             cuda_engine_idx_i8e_mode(m == 3 || m == 4 ? 2 : 0);
             cuda_engine_idx_wg_mode(m == 4 ? 2 : 0);
+            cuda_engine_topk_row_mode(m == 6 ? 0 : -1);
             for (int r = 0; r < reps && !rc; r++) {
                 bench_events_record(ev, r);
                 rc = m < 2   ? cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, n, d_sc, ld, m + 1, bench_stream(), &e)
@@ -865,12 +868,15 @@ static int sfx_indexer_rows(int chunk)
             bench_events_free(ev);
             cuda_engine_idx_i8e_mode(-1);
             cuda_engine_idx_wg_mode(-1);
+            cuda_engine_topk_row_mode(-1);
         }
         if (rc)
             break;
         double fl = 2.0 * S * (double)n * Hi * di / (sfx_peak * 0.5e12) * 1e3;
-        printf("| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.2fx | %.3f | %.4f | %.3f | %.1f%% | %.1f%% | %.1f%% |\n", S,
-               t[0][0], t[1][0], t[2][0], t[3][0], t[4][0], t[3][0] / t[4][0], t[5][0], t[5][0] / S, fl,
+        printf("| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.2fx | %.3f | %.4f | %.3f | %.2fx | %.3f | %.1f%% | %.1f%% | "
+               "%.1f%% |\n",
+               S, t[0][0], t[1][0], t[2][0], t[3][0], t[4][0], t[3][0] / t[4][0], t[5][0], t[5][0] / S, t[6][0],
+               t[6][0] / t[5][0], fl,
                100.0 * fl / t[2][0], 50.0 * fl / t[3][0], 50.0 * fl / t[4][0]);
         fflush(stdout);
     }

@@ -765,16 +765,18 @@ static float bf16_round(float f)
     return f;
 }
 
-/* Test entry (kernels/engine.cu): the decode top-k k_topk_fast (S <= 8) on (1), off (0: the segmented
- * k_topk_seg + k_topk_merge), or as the environment says (< 0). */
+/* Test entries (kernels/engine.cu): the decode top-k k_topk_fast (S <= 8) on (1), off (0: the
+ * segmented k_topk_seg + k_topk_merge, or k_topk_row: cuda_engine_topk_row_mode), or as the
+ * environment says (< 0). */
 void cuda_engine_topk_mode(int fast);
 
 /* Queries s < S at position pos0 + s over (pos0 + s + 1) / 4 scores each; kind 0: bf16 values in
  * [-3, 3) (many exact ties, +-0), 1: eight distinct values (ties everywhere), 2: full fp32 values,
  * 3: all equal, 4: bf16 values with a third -inf and some +inf, 5: bf16 values with NaNs of both
- * signs and +-inf. Both paths run (the decode one where S <= 8, else the segmented one twice): their
- * bytes must be identical, and every rank inf_cpu_topk's with the rest -1 (NaN rows: no CPU order,
- * the two paths only; score_key orders them). */
+ * signs and +-inf, 6: 1 and the next bf16 value up. Every route runs (the segmented one, the row
+ * one where the rows fit it, the decode one where S <= 8): their bytes must be identical, and every
+ * rank inf_cpu_topk's with the rest -1 (NaN rows: no CPU order, the routes only; score_key orders
+ * them). */
 static void topk_case(long long pos0, int S, int K, int kind, unsigned long long seed)
 {
     struct ctx_err e = {0};
@@ -782,6 +784,7 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
     size_t ld = (size_t)nmax + 1;
     float *sc = malloc(sizeof(float) * ld * (size_t)S);
     int *sel = malloc(sizeof(int) * (size_t)S * K), *sel0 = malloc(sizeof(int) * (size_t)S * K);
+    int *selr = malloc(sizeof(int) * (size_t)S * K);
     int *ref = malloc(sizeof(int) * (size_t)K);
     unsigned long long z = seed;
     for (size_t i = 0; i < ld * (size_t)S; i++) {
@@ -799,6 +802,9 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
             v = (z >> 30) & 1 ? -NAN : NAN;
         if (kind == 5 && (z >> 20) % 13 == 1)
             v = (z >> 30) & 1 ? -INFINITY : INFINITY;
+        if (kind == 6) /* two neighbouring bf16 values: the two 16-bit counters of one word of
+                          k_topk_row's */
+            v = (z >> 41) & 1 ? 1.0078125f : 1.0f;
         sc[i] = v;
     }
     float *d_sc = NULL;
@@ -810,18 +816,26 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
              !cuda_malloc((void **)&d_pos, sizeof(long long), &e) &&
              !cuda_malloc(&d_scr, cuda_engine_topk_scratch(S, nmax, K), &e) &&
              !cuda_h2d(d_sc, sc, sizeof(float) * ld * (size_t)S, &e) && !cuda_h2d(d_pos, &pos0, sizeof pos0, &e);
-    /* the segmented path, then the decode one (a poisoned output first: every byte must be written) */
+    /* the segmented route, the row one (at every S), then the engine's own (the decode one where S
+     * <= 8), each after a poisoned output: every byte must be written */
     cuda_engine_topk_mode(0);
+    cuda_engine_topk_row_mode(0);
     ok = ok && !cuda_engine_topk(d_sc, ld, d_pos, S, nmax, K, d_sel, d_scr, NULL, &e) && !cuda_sync(&e) &&
          !cuda_d2h(sel0, d_sel, sizeof(int) * (size_t)S * K, &e);
-    cuda_engine_topk_mode(1);
-    for (size_t i = 0; ok && i < (size_t)S * K; i++)
-        sel[i] = 0x5a5a5a5a;
-    ok = ok && !cuda_h2d(d_sel, sel, sizeof(int) * (size_t)S * K, &e) &&
-         !cuda_engine_topk(d_sc, ld, d_pos, S, nmax, K, d_sel, d_scr, NULL, &e) && !cuda_sync(&e) &&
-         !cuda_d2h(sel, d_sel, sizeof(int) * (size_t)S * K, &e);
+    for (int route = 1; route <= 2; route++) {
+        int *dst = route == 1 ? selr : sel;
+        cuda_engine_topk_row_mode(route == 1 ? 2 : -1);
+        cuda_engine_topk_mode(route == 2 && S <= 8);
+        for (size_t i = 0; ok && i < (size_t)S * K; i++)
+            dst[i] = 0x5a5a5a5a;
+        ok = ok && !cuda_h2d(d_sel, dst, sizeof(int) * (size_t)S * K, &e) &&
+             !cuda_engine_topk(d_sc, ld, d_pos, S, nmax, K, d_sel, d_scr, NULL, &e) &&
+             !cuda_sync(&e) && !cuda_d2h(dst, d_sel, sizeof(int) * (size_t)S * K, &e);
+    }
     cuda_engine_topk_mode(-1);
-    int bad = -1, same = ok && !memcmp(sel, sel0, sizeof(int) * (size_t)S * K);
+    cuda_engine_topk_row_mode(-1);
+    int bad = -1, same = ok && !memcmp(sel, sel0, sizeof(int) * (size_t)S * K) &&
+                         !memcmp(selr, sel0, sizeof(int) * (size_t)S * K);
     for (int s = 0; ok && kind != 5 && s < S && bad < 0; s++) {
         int n = (int)((pos0 + s + 1) / 4), k = n < K ? n : K;
         inf_cpu_topk(sc + (size_t)s * ld, n, k, ref);
@@ -829,11 +843,17 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
             if (sel[(size_t)s * K + r] != (r < k ? ref[r] : -1))
                 bad = s;
     }
-    static const char *kinds[6] = {"bf16 (ties, +-0)", "8-valued", "fp32", "all-equal", "-inf/+inf", "NaN/+-inf"};
-    tap(ok && bad < 0 && same, "top-k %s = %s%s: %d queries at %lld, k %d, %s scores%s%s",
-        S <= 8 ? "decode (one cluster launch)" : "(segmented, twice)", S <= 8 ? "segmented" : "itself",
+    static const char *kinds[7] = {
+        "bf16 (ties, +-0)",       "8-valued", "fp32", "all-equal", "-inf/+inf", "NaN/+-inf",
+        "two-valued (neighbours)"};
+    tap(ok && bad < 0 && same,
+        "top-k %s = row = segmented%s: %d queries at %lld, k %d, %s scores%s%s",
+        S <= 8 ? "decode (one cluster launch)" : "(the engine's route)",
         kind != 5 ? " = inf_cpu_topk" : "", S, pos0, K, kinds[kind],
-        !ok ? ": " : bad >= 0 ? ": first mismatch with inf_cpu_topk in query " : !same ? ": the paths differ" : "",
+        !ok        ? ": "
+        : bad >= 0 ? ": first mismatch with inf_cpu_topk in query "
+        : !same    ? ": the paths differ"
+                   : "",
         !ok ? e.msg : "");
     if (ok && bad >= 0)
         printf("# mismatching query %d\n", bad);
@@ -844,6 +864,7 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
     free(sc);
     free(sel);
     free(sel0);
+    free(selr);
     free(ref);
 }
 
@@ -856,6 +877,14 @@ static void test_topk(void)
     topk_case(400000, 3, 2048, 2, 5); /* the largest k */
     topk_case(400000, 2, 512, 3, 6);  /* all equal: the lowest indices */
     topk_case(131072, 16, 1024, 0, 7);
+    /* k_topk_row's 16-bit counters past 65535: one value 262000 times (three wraps of one counter),
+     * two neighbours ~131000 times each (both counters of a word, the low one's carries into the
+     * high one); the longest row it takes (262144 entries, the end of a 1M context) */
+    topk_case(1048000, 2, 512, 3, 28);
+    topk_case(1048000, 2, 512, 6, 29);
+    topk_case(524000, 9, 300, 6, 30);
+    topk_case(1048572, 4, 512, 0, 31);
+    topk_case(1048572, 12, 512, 2, 32); /* past 262144 entries: the segments */
     /* the decode path (S <= 8): every shape of its cluster split */
     topk_case(0, 8, 16, 0, 11);        /* 0..2 entries: all -1, then a row of 1..2 */
     topk_case(56, 8, 16, 0, 12);       /* 14..16 entries: k = n, every entry tied */
