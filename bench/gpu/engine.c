@@ -794,7 +794,7 @@ static int sfx_indexer_rows(int chunk)
 {
     const int Hi = 64, di = 128, K = 512;
     const long long n = 125000, pos_last = 4 * n - 1;
-    int Ss[6] = {1, 4, 16, 256, chunk, 0}, ns = chunk > 256 ? 5 : 4;
+    int Ss[8] = {1, 4, 16, 32, 64, 256, chunk, 0}, ns = chunk > 256 ? 7 : 6;
     struct ctx_err e = {0};
     int Smax = chunk > 256 ? chunk : 256;
     size_t nq = (size_t)Smax * Hi * di, ld = (size_t)n;
@@ -835,13 +835,13 @@ static int sfx_indexer_rows(int chunk)
            "k_idx_score_i8, heads on the mma's rows, queries and keys packed beforehand, untimed) vs the same with the "
            "entries on the rows (i8e: k_idx_score_i8e, the engine's kernel for S >= 4 from the eighth to the fourteenth "
            "session) vs the same bits on warpgroup MMA (iwg: k_idx_score_iwg, the engine's since; for S < 4 all three "
-           "are k_idx_score_i8d), then the top-k (the engine's route: k_topk_row, a block a query, since the twentieth "
-           "session; and the segmented k_topk_seg + k_topk_merge); median of 3 (1 for scalar S >= 256), event-timed. "
-           "Floor: the "
+           "are k_idx_score_i8d), then the top-k: k_topk_row (a block a query; the engine's from 32 queries up since the "
+           "twentieth session) against the segmented k_topk_seg + k_topk_merge (below 9 queries both columns are the "
+           "decode kernel, k_topk_fast); median of 3 (1 for scalar S >= 256), event-timed. Floor: the "
            "scores' FLOPs (2 x S x n x 64 x 128) at the bf16 tensor-core rate (half the FP8 rate measured above; the "
            "int8 rate is the FP8 one: the last two columns are i8e's and iwg's share of it)\n\n");
-    printf("| S | scalar ms | tensor-core ms | integer ms | i8e ms | iwg ms | iwg vs i8e | top-k ms | top-k ms/query | "
-           "segmented top-k ms | top-k vs segmented | floor ms | integer of floor | i8e of the int8 rate | iwg of the "
+    printf("| S | scalar ms | tensor-core ms | integer ms | i8e ms | iwg ms | iwg vs i8e | row top-k ms | top-k ms/query | "
+           "segmented top-k ms | row vs segmented | floor ms | integer of floor | i8e of the int8 rate | iwg of the "
            "int8 rate |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < ns && !rc; i++) {
         int S = Ss[i];
@@ -855,7 +855,7 @@ static int sfx_indexer_rows(int chunk)
             bench_spin(2.0);
             cuda_engine_idx_i8e_mode(m == 3 || m == 4 ? 2 : 0);
             cuda_engine_idx_wg_mode(m == 4 ? 2 : 0);
-            cuda_engine_topk_row_mode(m == 6 ? 0 : -1);
+            cuda_engine_topk_row_mode(m == 6 ? 0 : 2);
             for (int r = 0; r < reps && !rc; r++) {
                 bench_events_record(ev, r);
                 rc = m < 2   ? cuda_engine_idx_scores(d_q, d_w, d_k, S, Hi, di, d_pos, n, d_sc, ld, m + 1, bench_stream(), &e)
