@@ -3827,8 +3827,8 @@ __global__ void __launch_bounds__(TOPK_THREADS) k_topk_merge(const float *cand_s
 //    first `need` ties in index order into their slots (topk_block's selection), and topk_bitonic's
 //    rank order: score_key descending, ties by the lowest index, the same bytes as the other
 //    routes.
-// Two reads of a row against the segments' three plus the merge's; one block an SM (the counters:
-// 128 KB).
+// Two reads of a row, as the segments' (then the merge's pass over their lists is gone); one block an
+// SM (the counters: 128 KB).
 #define TOPK_ROW_MW 9        // mask words a thread: runs of up to 288 slots
 #define TOPK_ROW_MAXN 262144 // entries (a 1M-token context): runs of 256 + 4 slots at most
 #define TOPK_ROW_WRAPS 8     // the wrap table: n <= TOPK_ROW_MAXN adds wrap at most 4 words
