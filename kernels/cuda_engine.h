@@ -344,21 +344,26 @@ int cuda_engine_attn_tc16(const float *d_q, const float *d_kvnew, const float *d
                           const float *d_sink, const float *d_rope, int rd, long long nc, void *d_c16, float *d_out,
                           void *stream, struct ctx_err *e);
 
-/* The attention of prefill chunks as the engine runs it by default when the heads come in 64s (k_attn_hwg:
- * wgmma, two warpgroups a query; exported for tests): cuda_engine_attn_tc's entries and arithmetic with
- * other fp32 summation orders (its bound, not its bytes), for every layer type. d_c16 NULL: every entry
- * gathered from d_kvnew / d_ring / d_cache; else d_cache's nc rows (CSA, HCA; nc >= 1) and then the
- * window's (d_ring's W, d_kvnew's S) first converted to bf16 into d_c16 ((nc + W + S) * d * 2 + 16 bytes of
- * scratch), every block copied from there: the same bytes either way. nc >= the largest cache row a query
- * sees plus 1 ((*d_pos + S) / ratio). Needs d ==
- * 512, H a multiple of 64 and W of 64 (CTX_EUNSUPPORTED otherwise). cuda_engine_attn_wg_mode: the layer
- * types the engine runs on it (bit 1 sliding, 2 CSA, 4 HCA; 0: k_attn_tc everywhere; < 0: as
- * CTX_CUDA_ATTN_WG says, default 7); process-wide. */
+/* The attention of prefill chunks as the engine runs it by default when the heads come in 64s
+ * (k_attn_hwg: wgmma, two warpgroups a query; exported for tests): cuda_engine_attn_tc's entries
+ * and arithmetic with other fp32 summation orders (its bound, not its bytes), for every layer type.
+ * d_c16 NULL: every entry gathered from d_kvnew / d_ring / d_cache; else d_cache's nc rows (CSA,
+ * HCA; nc >= 1) and then the window's (d_ring's W, d_kvnew's S) first converted to bf16 into d_c16
+ * ((ceil(nc / 64) * 64 + W + S) * d * 2 + 16 bytes of scratch), every block copied from there: the
+ * same bytes either way. With W == 128 that path is k_attn_hsw's (the seesaw schedule of two
+ * 64-entry blocks a step, an HCA cache staged as 64-entry tiles: the same bound, other roundings)
+ * unless cuda_engine_attn_hsw_mode(0) or CTX_CUDA_ATTN_HSW=0. nc >= the largest cache row a query
+ * sees plus 1 ((*d_pos + S) / ratio). Needs d == 512, H a multiple of 64 and W of 64
+ * (CTX_EUNSUPPORTED otherwise). cuda_engine_attn_wg_mode: the layer types the engine runs on it
+ * (bit 1 sliding, 2 CSA, 4 HCA; 0: k_attn_tc everywhere; < 0: as CTX_CUDA_ATTN_WG says, default
+ * 7); process-wide. cuda_engine_attn_hsw_mode: 1 k_attn_hsw where it applies (the default), 0
+ * k_attn_hwg, < 0 as CTX_CUDA_ATTN_HSW says; process-wide. */
 int cuda_engine_attn_wg(const float *d_q, const float *d_kvnew, const float *d_ring, const float *d_cache,
                         const int *d_sel, int S, int H, int d, int W, int ratio, int K, const long long *d_pos,
                         const float *d_sink, const float *d_rope, int rd, long long nc, void *d_c16, float *d_out,
                         void *stream, struct ctx_err *e);
 void cuda_engine_attn_wg_mode(int mask);
+void cuda_engine_attn_hsw_mode(int on);
 
 /* The same attention as a decode step runs it (k_attn_dtc, exported for tests): the list of each of
  * S <= 8 queries cut into at most 32 runs of 64-entry blocks (a rule on the list's length alone), each

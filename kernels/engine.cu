@@ -5335,6 +5335,451 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
     }
 }
 
+// Prefill attention in the "seesaw" schedule (k_attn_hsw; issue 10, twenty-first session).
+// attn_tc_launch takes it instead of k_attn_hwg for every layer type on the C16 path with a window
+// of two 64-entry blocks, V4's 128 (CTX_CUDA_ATTN_HSW=0 or cuda_engine_attn_hsw_mode(0):
+// k_attn_hwg). Why: k_attn_hwg runs each 64-entry block as one chain on the SM's one CTA (copy
+// wait, scores, a barrier, softmax, a barrier, P.V), so the tensor pipe sat at 25% with 33% of the
+// issue slots busy (Nsight Compute, bench/gpu/results/2026-11-30-s21/call1-ncu), and its split of
+// the scores (32 entries a warpgroup) read the queries from shared memory once per 32 entries. Here
+// (FlashMLA's schedule, from its public write-up; our own code) the two warpgroups take the blocks
+// in pairs: warpgroup 0 the scores of the even block b0 over all 512 dims, warpgroup 1 those of the
+// odd block b1, and each keeps half of the output (O_L dims 0..255 in warpgroup 0, O_R 256..511 in
+// warpgroup 1; 128 registers a thread):
+//   [0] S0 = Q K0^T;  m0 = max(m, rowmax S0), c0 = 2^(m - m0);  P0 = 2^(S0 - m0);  O_L = O_L c0 +
+//   P0 V0_L [1] S1 = Q K1^T;  m1 = max(m0, rowmax S1), f = 2^(m0 - m1);  P1 = 2^(S1 - m1);  O_R =
+//   O_R c0 f + P1 V1_R [0] P0' = P0 f (to shared memory);  O_L = O_L f + P1 V1_L      [1] O_R +=
+//   P0' V0_R;   m = m1
+// so one warpgroup's softmax runs under the other's products. Each warpgroup's own P is wgmma's A
+// from registers (the scores' accumulator layout), the other's comes through a shared-memory slab.
+// Exchanges are named barriers between the warpgroups (M0: m0 and c0; S1: m1, f and P1; P0: P0'),
+// each used once a pair in one direction.
+// - Entries: blocks 0 and 1 (the window) by cp.async before the loop, from w16 as in k_attn_hwg.
+// Each
+//   half of a later block's tile (dims 0..255, 256..511: 32 KB) completes on an mbarrier: HCA
+//   (!GATHER) a cache tile of t16, which attn_tc_launch stages in the tiles' shared-memory image
+//   (k_stage_tiles: 64 rows x 512 bf16, awg_off's swizzle, zero rows past the cache), one bulk copy
+//   a half; CSA (GATHER) the selected rows of c16 (k_attn_hwg's bf16 rows; -1 slots zero), 16
+//   cp.async a thread of one warpgroup, each thread's arrival on the mbarrier when its copies land
+//   (cp.async.mbarrier.arrive.noinc), then a proxy fence in each reader. Sliding layers have the
+//   window only. A half is reloaded by the warpgroup that used it last, right after that product:
+//   T0's low half after [0]'s P0 V0_L, its high half after [1]'s P0' V0_R, T1's high half after P1
+//   V1_R, its low half after P1 V1_L; warpgroup 1 takes T1's scores high half first, the half that
+//   comes back first.
+// - Softmax in base 2: scores times scale log2(e) (one fma with the max), ex2.approx; a block's
+// valid
+//   slots as a 64-bit mask (the window's filled slots and HCA entries are prefixes; CSA: the
+//   selection's slots >= 0, by ballots).
+// Numerics: k_attn_hwg's entries, products and bf16 probabilities up to fp32 and ex2 rounding, and
+// the odd block's P0 carried as bf16(P0 f) in O_R: test_attn's bound (not k_attn_hwg's bytes). A
+// query's arithmetic depends on its own list only (chunked prefill stays bit-identical).
+#define HSW_T0 AWG_TILE // queries at 0 (as k_attn_hwg), entry tiles T0, T1
+#define HSW_T1 (2 * AWG_TILE)
+#define HSW_P0 (3 * AWG_TILE)            // P0' (warpgroup 0's probabilities for warpgroup 1)
+#define HSW_P1 (3 * AWG_TILE + AWG_SLAB) // P1 (warpgroup 1's for warpgroup 0)
+#define HSW_SMEM (1024 + 3 * AWG_TILE + 2 * AWG_SLAB) // 209 KB + alignment slack
+#define HSW_HALF (AWG_TILE / 2)
+enum { HSW_BAR_M0 = 1, HSW_BAR_S1 = 2, HSW_BAR_P0 = 3 }; // named barriers (0 is __syncthreads)
+__device__ __forceinline__ void hsw_arrive(int id)
+{
+    asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ void hsw_sync(int id)
+{
+    asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ float hsw_ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ void hsw_mbar_wait(uint32_t mb, uint32_t parity)
+{
+    asm volatile("{\n\t.reg .pred P1;\n\tHSW_WAIT:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 P1, [%0], %1;\n\t"
+                 "@P1 bra HSW_DONE;\n\tbra HSW_WAIT;\n\tHSW_DONE:\n\t}\n" ::"r"(mb),
+                 "r"(parity)
+                 : "memory");
+}
+// One thread: bytes (a multiple of 16) from src to shared dst, completing on the mbarrier mb.
+__device__ __forceinline__ void hsw_bulk(uint32_t dst, const void *src, uint32_t bytes, uint32_t mb)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(mb), "r"(bytes)
+                 : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], "
+                 "%2, [%3];\n" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(mb)
+                 : "memory");
+}
+// rows x ATC_D fp32 entries (bf16-valued) -> 64-row tiles in k_attn_hsw's shared-memory image: row
+// r, dim c at byte (r / 64) AWG_TILE + awg_off(r % 64, c); the rows up to the next multiple of 64
+// are zeros.
+__global__ void k_stage_tiles(const float *x, long long rows, uint16_t *t16)
+{
+    const long long n4 = (rows + 63) / 64 * 64 * (ATC_D / 4);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n4;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / (ATC_D / 4);
+        const int c = (int)(i % (ATC_D / 4)) * 4;
+        const float4 v =
+            r < rows ? *(const float4 *)(x + r * ATC_D + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+        *(uint2 *)((unsigned char *)t16 + (r >> 6) * AWG_TILE + awg_off((int)(r & 63), c)) =
+            make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+    }
+}
+// Grid (S, H / 64), AWG_THREADS threads, HSW_SMEM bytes of dynamic shared memory. W = 128. GATHER:
+// CSA (ratio 4: sel [S][K], t16 the cache's bf16 rows) or sliding (ratio 0); else HCA (t16 the
+// tiles).
+template <bool GATHER>
+__global__ void __launch_bounds__(AWG_THREADS, 1)
+    k_attn_hsw(const float *Q, const int *sel, int H, int W, int ratio, int K,
+               const long long *ppos, float scale, const float *sink, const float *rope, int rd,
+               float *O, const uint16_t *t16, const uint16_t *w16)
+{
+    extern __shared__ __align__(1024) unsigned char hsw_sm[];
+    __shared__ __align__(8) unsigned long long mbar[4]; // T0 low, T0 high, T1 low, T1 high
+    __shared__ float xm0[64], xc0[64], xm1[64], xf1[64];
+    const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(hsw_sm), sb = (sraw + 1023u) & ~1023u;
+    unsigned char *const gb = hsw_sm + (sb - sraw);
+    const int tid = (int)threadIdx.x, wg = tid >> 7, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int hr0 = ((tid & 127) >> 5) * 16 + g,
+              hr1 = hr0 + 8; // this thread's heads (fragment rows)
+    const int s = (int)blockIdx.x, h0 = (int)blockIdx.y * 64;
+    const long long pos0 = *ppos, p = pos0 + s, first = p - W + 1 < 0 ? 0 : p - W + 1;
+    const int nwb = 2, n = att_n(p, W, ratio, K), nblk = (n + 63) / 64; // nwb: the window's blocks
+    const int *const selrow = GATHER && ratio == 4 ? sel + (size_t)s * K : nullptr;
+    const int jl = (int)(p - first), jc = (int)(pos0 - first < W ? pos0 - first : W),
+              fq = (int)(first % W);
+    const uint32_t mb = (uint32_t)__cvta_generic_to_shared(mbar), t0 = sb + HSW_T0,
+                   t1 = sb + HSW_T1;
+    if (tid == 0) {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(mb + 8u * i),
+                         "r"(GATHER ? 128 : 1)
+                         : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    // blocks 0 and 1, the window's slots, by cp.async (k_attn_hwg's c16_load; empty slots zero)
+    auto first_load = [&](int b, uint32_t ts) {
+        const int k = tid & 63;
+        const uint32_t dk = (uint32_t)((k >> 3) * AWG_SLAB + ((k & 7) << 4));
+#pragma unroll
+        for (int u = 0; u < 16; u++) {
+            const int r = (tid >> 6) + 4 * u, j = b * 64 + r;
+            const uint16_t *src =
+                j <= jl
+                    ? w16 + (size_t)(j >= jc ? W + j - jc : fq + j - (fq + j >= W ? W : 0)) * ATC_D
+                    : nullptr;
+            cp_async16(ts + (uint32_t)(r * 128) + (dk ^ (uint32_t)((r & 7) << 4)),
+                       (src ? src : w16) + k * 8, src != nullptr);
+        }
+    };
+    first_load(0, t0);
+    first_load(1, t1);
+    cp_async_commit();
+#pragma unroll
+    for (int rr = 0; rr < 4; rr++) { // the queries as bf16 (k_attn_hwg's loads)
+        float4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int i = tid + (rr * 8 + u) * AWG_THREADS;
+            v[u] = __ldg(
+                (const float4 *)(Q + ((size_t)s * H + h0 + (i >> 7)) * ATC_D + (i & 127) * 4));
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const int i = tid + (rr * 8 + u) * AWG_THREADS;
+            *(uint2 *)(gb + awg_off(i >> 7, (i & 127) * 4)) =
+                make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
+        }
+    }
+    cp_async_wait<0>();
+    wgmma_proxy_fence();
+    __syncthreads(); // the queries, blocks 0 and 1, the mbarriers' initialisation
+    const float sc2 = scale * 1.4426950408889634f;
+    const uint64_t dq = wgmma_desc_sw128(sb);
+    // the half h (0: dims 0..255, 1: 256..511) of block b >= 2's tile, and its mbarrier
+    auto tile_src = [&](int b, int h) {
+        return (const void *)((const unsigned char *)t16 + (size_t)(b - nwb) * AWG_TILE +
+                              (size_t)h * HSW_HALF);
+    };
+    // the half h of block b >= 2 into the tile at ts (one warpgroup, tw its thread), completing on
+    // mbh
+    auto refill = [&](int b, int h, uint32_t ts, uint32_t mbh, int tw) {
+        if (!GATHER) {
+            if (tw == 0)
+                hsw_bulk(ts + (uint32_t)h * HSW_HALF, tile_src(b, h), HSW_HALF, mbh);
+            return;
+        }
+        const int cc =
+            tw & 31; // this thread's 16-byte chunk of each row's half: dims 256 h + 8 cc ..
+        const uint32_t dk = (uint32_t)((4 * h + (cc >> 3)) * AWG_SLAB + ((cc & 7) << 4));
+#pragma unroll
+        for (int u = 0; u < 16; u++) {
+            const int r = (tw >> 5) + 4 * u, j = b * 64 + r;
+            const int row = j < n ? __ldg(selrow + j - W) : -1;
+            cp_async16(ts + (uint32_t)(r * 128) + (dk ^ (uint32_t)((r & 7) << 4)),
+                       t16 + (row >= 0 ? (size_t)row * ATC_D : 0) + 256 * h + 8 * cc, row >= 0);
+        }
+        asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(mbh)
+                     : "memory");
+    };
+    // block b's valid slots (warp-uniform; every lane calls it): the window's filled ones and HCA
+    // entries are prefixes, CSA's the selection's slots >= 0
+    auto block_mask = [&](int b) -> unsigned long long {
+        if (GATHER && selrow && b >= nwb) {
+            const int j0 = 64 * b + lane, j1 = j0 + 32;
+            const unsigned lo = __ballot_sync(0xffffffffu, j0 < n && __ldg(selrow + j0 - W) >= 0);
+            const unsigned hi = __ballot_sync(0xffffffffu, j1 < n && __ldg(selrow + j1 - W) >= 0);
+            return (unsigned long long)lo | ((unsigned long long)hi << 32);
+        }
+        const int c = b < nwb ? jl + 1 - 64 * b : n - 64 * b;
+        return c >= 64 ? ~0ull : c <= 0 ? 0ull : (1ull << c) - 1ull;
+    };
+    // scores of the tile at ts into d (64 heads x 64 entries), the half hf's 16 k steps first; each
+    // half waited for on its mbarrier first when the block came by bulk copy (par >= 0)
+    auto scores = [&](float(&d)[32], uint32_t ts, uint32_t mbt, int hf, int par) {
+        const uint64_t dk = wgmma_desc_sw128(ts);
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const int h = hf ^ hh;
+            if (par >= 0) {
+                hsw_mbar_wait(mbt + 8u * (uint32_t)h, (uint32_t)par);
+                if (GATHER) // the copies were the generic proxy's
+                    wgmma_proxy_fence();
+            }
+            wgmma_fence(); // (also after the wait: ptxas serialises the wgmma otherwise)
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                const int ks = 16 * h + i;
+                const uint64_t off = (uint64_t)(((ks >> 2) * AWG_SLAB + (ks & 3) * 32) >> 4);
+                wgmma_bf16<64>(d, dq + off, dk + off, hh > 0 || i > 0);
+            }
+        }
+        wgmma_commit();
+        wgmma_wait0();
+    };
+    // row maxima of the valid columns (raw scores), over the quad
+    auto rowmax = [&](const float(&d)[32], unsigned long long vm, float &mx0, float &mx1) {
+        mx0 = -INFINITY;
+        mx1 = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int c = 0; c < 2; c++)
+                if ((vm >> (8 * j + 2 * t + c)) & 1ull) {
+                    mx0 = fmaxf(mx0, d[4 * j + c]);
+                    mx1 = fmaxf(mx1, d[4 * j + 2 + c]);
+                }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    };
+    // probabilities 2^(s sc2 - m) of the valid columns in place (0 elsewhere); their sums
+    auto probs = [&](float(&d)[32], unsigned long long vm, float m0, float m1, float &ps0,
+                     float &ps1) {
+        ps0 = 0.f;
+        ps1 = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const bool ok = (vm >> (8 * j + 2 * t + c)) & 1ull;
+                d[4 * j + c] = ok ? hsw_ex2(fmaf(d[4 * j + c], sc2, -m0)) : 0.f;
+                d[4 * j + 2 + c] = ok ? hsw_ex2(fmaf(d[4 * j + 2 + c], sc2, -m1)) : 0.f;
+                ps0 += d[4 * j + c];
+                ps1 += d[4 * j + 2 + c];
+            }
+    };
+    auto rescale = [&](float(&a)[128], float f0,
+                       float f1) { // skipped where every factor of the warp is 1
+        if (!__all_sync(0xffffffffu, f0 == 1.f && f1 == 1.f)) {
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                a[4 * j] *= f0;
+                a[4 * j + 1] *= f0;
+                a[4 * j + 2] *= f1;
+                a[4 * j + 3] *= f1;
+            }
+        }
+    };
+    // this warpgroup's probabilities (d) times f0 / f1 as bf16 into the slab at ps (row = head,
+    // swizzled)
+    auto to_slab = [&](const float(&d)[32], uint32_t ps, float f0, float f1) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const uint32_t w0 = pack_bf16x2(d[4 * j] * f0, d[4 * j + 1] * f0);
+            const uint32_t w1 = pack_bf16x2(d[4 * j + 2] * f1, d[4 * j + 3] * f1);
+            asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(
+                             ps + (uint32_t)hr0 * 128u + (((uint32_t)j ^ (hr0 & 7)) << 4) + 4u * t),
+                         "r"(w0));
+            asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(
+                             ps + (uint32_t)hr1 * 128u + (((uint32_t)j ^ (hr1 & 7)) << 4) + 4u * t),
+                         "r"(w1));
+        }
+    };
+    // O half += this warpgroup's own probabilities (A from registers) x the tile half at vs
+    auto pv_own = [&](float(&a)[128], const float(&d)[32], uint32_t vs) {
+        uint32_t pa[4][4];
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            pa[ks][0] = pack_bf16x2(d[8 * ks], d[8 * ks + 1]);
+            pa[ks][1] = pack_bf16x2(d[8 * ks + 2], d[8 * ks + 3]);
+            pa[ks][2] = pack_bf16x2(d[8 * ks + 4], d[8 * ks + 5]);
+            pa[ks][3] = pack_bf16x2(d[8 * ks + 6], d[8 * ks + 7]);
+        }
+        const uint64_t dv = wgmma_desc_sw128_mn(vs, AWG_SLAB);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)
+            wgmma_bf16_ra_tb<256>(a, pa[ks], dv + (uint64_t)(128 * ks), 1);
+        wgmma_commit();
+        wgmma_wait0();
+    };
+    // O half += the other warpgroup's probabilities (the slab at ps) x the tile half at vs
+    auto pv_slab = [&](float(&a)[128], uint32_t ps, uint32_t vs) {
+        const uint64_t dp = wgmma_desc_sw128(ps), dv = wgmma_desc_sw128_mn(vs, AWG_SLAB);
+        wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++)
+            wgmma_bf16_tb<256>(a, dp + (uint64_t)(2 * ks), dv + (uint64_t)(128 * ks), 1);
+        wgmma_commit();
+        wgmma_wait0();
+    };
+    float acc[128];
+#pragma unroll
+    for (int i = 0; i < 128; i++)
+        acc[i] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f,
+          l1 = 0.f; // rows hr0, hr1: running max (base 2), this thread's sums
+    const uint32_t half = wg ? (uint32_t)HSW_HALF : 0u; // this warpgroup's output dims in a tile
+    // Each warpgroup runs the same products in the same order (scores of its own block, P.V of its
+    // own probabilities, P.V of the other's), so that ptxas sees every wgmma on a converged path;
+    // the roles differ only in the softmax and the exchanges between them. A missing odd block
+    // (nblk odd) is computed on T1's old, finite contents with every column masked: its
+    // probabilities are zeros.
+    const uint32_t own = wg ? t1 : t0, other = wg ? t0 : t1;
+    const uint32_t own_mb = mb + (wg ? 16u : 0u),
+                   other_mb = mb + (wg ? 8u : 16u); // other: the half it reads
+    const uint32_t own_slab = sb + (wg ? HSW_P1 : HSW_P0), other_slab = sb + (wg ? HSW_P0 : HSW_P1);
+    for (int b0 = 0; b0 < nblk; b0 += 2) {
+        const int b1 = b0 + 1, par = b0 >= 2 ? ((b0 - 2) / 2) & 1 : -1;
+        const bool has1 = b1 < nblk;
+        const int bo = wg ? b1 : b0; // this warpgroup's own block
+        const bool loaded = bo < nblk, oloaded = wg ? true : has1;
+        float sc[32];
+        scores(sc, own, own_mb, wg, loaded ? par : -1);
+        float mx0, mx1, ps0, ps1;
+        const unsigned long long vc = loaded ? block_mask(bo) : 0ull;
+        if (wg == 0) {
+            rowmax(sc, vc, mx0, mx1);
+            const float n0 = fmaxf(m0, mx0 * sc2), n1 = fmaxf(m1, mx1 * sc2);
+            const float c0 = hsw_ex2(m0 - n0), c1 = hsw_ex2(m1 - n1);
+            if (t == 0) {
+                xm0[hr0] = n0;
+                xm0[hr1] = n1;
+                xc0[hr0] = c0;
+                xc0[hr1] = c1;
+            }
+            hsw_arrive(HSW_BAR_M0);
+            probs(sc, vc, n0, n1, ps0, ps1);
+            l0 = l0 * c0 + ps0;
+            l1 = l1 * c1 + ps1;
+            rescale(acc, c0, c1);
+        } else {
+            hsw_sync(HSW_BAR_M0); // warpgroup 0's max and factor
+            const float n0 = xm0[hr0], n1 = xm0[hr1], c0 = xc0[hr0], c1 = xc0[hr1];
+            rowmax(sc, vc, mx0, mx1);
+            const float q0 = fmaxf(n0, mx0 * sc2), q1 = fmaxf(n1, mx1 * sc2);
+            const float f0 = hsw_ex2(n0 - q0), f1 = hsw_ex2(n1 - q1);
+            if (t == 0) {
+                xm1[hr0] = q0;
+                xm1[hr1] = q1;
+                xf1[hr0] = f0;
+                xf1[hr1] = f1;
+            }
+            probs(sc, vc, q0, q1, ps0, ps1);
+            to_slab(sc, own_slab, 1.f, 1.f);
+            wgmma_proxy_fence();
+            hsw_arrive(HSW_BAR_S1);
+            l0 = l0 * (c0 * f0) + ps0;
+            l1 = l1 * (c1 * f1) + ps1;
+            rescale(acc, c0 * f0, c1 * f1);
+            m0 = q0;
+            m1 = q1;
+        }
+        pv_own(acc, sc, own + half);
+        // the half of the own tile this warpgroup used last: T0's low half after [0]'s P0 V0_L,
+        // T1's high half after [1]'s P1 V1_R; refilled with the block two on
+        if (bo + 2 < nblk)
+            refill(bo + 2, wg, own, own_mb + 8u * (uint32_t)wg, tid & 127);
+        if (wg == 0) {
+            hsw_sync(HSW_BAR_S1); // warpgroup 1's max, factor and P1
+            const float f0 = xf1[hr0], f1 = xf1[hr1];
+            m0 = xm1[hr0];
+            m1 = xm1[hr1];
+            to_slab(sc, own_slab, f0, f1);
+            wgmma_proxy_fence();
+            hsw_arrive(HSW_BAR_P0);
+            l0 *= f0;
+            l1 *= f1;
+            rescale(acc, f0, f1);
+        } else {
+            hsw_sync(HSW_BAR_P0); // P0'
+        }
+        if (oloaded &&
+            par >= 0) { // the other tile came by copies: the half read here seen complete too
+            hsw_mbar_wait(other_mb, (uint32_t)par);
+            if (GATHER)
+                wgmma_proxy_fence();
+        }
+        pv_slab(acc, other_slab, other + half);
+        // the other tile's half this warpgroup used last: T1's low half after [0]'s P1 V1_L, T0's
+        // high half after [1]'s P0' V0_R
+        const int bt = wg ? b0 : b1;
+        if (bt + 2 < nblk)
+            refill(bt + 2, wg, other, other_mb, tid & 127);
+    }
+    // the denominators: this thread's sums over its quad, then both warpgroups' (the same running
+    // max)
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    __syncthreads(); // every exchange of the loop is read
+    float *const xl = wg ? xm1 : xm0;
+    if (t == 0) {
+        xl[hr0] = l0;
+        xl[hr1] = l1;
+    }
+    __syncthreads();
+    const float d0 = xm0[hr0] + xm1[hr0] + hsw_ex2(fmaf(sink[h0 + hr0], 1.4426950408889634f, -m0));
+    const float d1 = xm0[hr1] + xm1[hr1] + hsw_ex2(fmaf(sink[h0 + hr1], 1.4426950408889634f, -m1));
+    const float *cs = rope + (size_t)p * rd;
+#pragma unroll
+    for (int j = 0; j < 32; j++) {
+        const int col = 256 * wg + 8 * j + 2 * t;
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int r = hf ? hr1 : hr0;
+            const float dd = hf ? d1 : d0;
+            float a = bf16r(acc[4 * j + 2 * hf] / dd), bv = bf16r(acc[4 * j + 2 * hf + 1] / dd);
+            if (col >=
+                ATC_D -
+                    rd) { // inverse RoPE of the tail (pairs are adjacent dims: this thread's own)
+                const int pi = (col - (ATC_D - rd)) / 2;
+                const float co = cs[2 * pi], sn = -cs[2 * pi + 1], x = a;
+                a = bf16r(x * co - bv * sn);
+                bv = bf16r(x * sn + bv * co);
+            }
+            *(float2 *)(O + ((size_t)s * H + h0 + r) * ATC_D + col) = make_float2(a, bv);
+        }
+    }
+}
+
 // Decode attention on tensor cores (attention(), ATTN_TC; S <= ATT_TOKENS_TC tokens a launch): k_attn_tc's
 // arithmetic over runs of a query's list, flash-decoding style, so that a token's ~4K HCA entries at
 // 500K spread over ~128 blocks instead of one. Grid (run, token s0 + y, group of 16 heads), 128 threads,
@@ -6305,7 +6750,7 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
             g->c16_rows = g->max_ctx / c->compress_ratios[l] + 1;
     // k_attn_hwg's window copy (ring, then the chunk's kv) after those rows
     const size_t w16_rows = H % 64 == 0 ? (size_t)c->sliding_window + (size_t)S : 0;
-    PIECE(g->c16, sizeof(uint16_t) * ((size_t)g->c16_rows + w16_rows) * d + 16);
+    PIECE(g->c16, sizeof(uint16_t) * ((size_t)(g->c16_rows + 63) / 64 * 64 + w16_rows) * d + 16);
     PIECE(g->hidden, sizeof(float) * LOGIT_ROWS * D);
     PIECE(g->logits, sizeof(float) * LOGIT_ROWS * V);
     PIECE(g->d_amax, sizeof(int) * LOGIT_ROWS);
@@ -7524,11 +7969,20 @@ static void stage_bf16_rows(const float *x, size_t rows, uint16_t *xb, cudaStrea
     k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(x, n4, 1.0f, xb);
 }
 
-// c16 (capacity c16_rows entries, or NULL): scratch for the C16 paths; nc = the compressed entries the
-// chunk's last query sees ((pos + S) / ratio), converted first. k_attn_tc takes it for HCA layers when nc
-// fits and the c16 switch is on; k_attn_hwg for every layer type (sliding layers: no cache rows), with
-// the window's W + S rows after the c16_rows ones (the engine's scratch has them when the heads come in
-// 64s). wg: 1 k_attn_hwg, 0 k_attn_tc, < 0 by attn_wg_mask.
+// k_attn_hsw instead of k_attn_hwg on the C16 path (CTX_CUDA_ATTN_HSW=0: k_attn_hwg)
+static env_switch attn_hsw_switch{"CTX_CUDA_ATTN_HSW"};
+extern "C" void cuda_engine_attn_hsw_mode(int on)
+{
+    attn_hsw_switch.set(on);
+}
+
+// c16 (capacity c16_rows entries, or NULL): scratch for the C16 paths; nc = the compressed entries
+// the chunk's last query sees ((pos + S) / ratio), converted first. k_attn_tc takes it for HCA
+// layers when nc fits and the c16 switch is on; k_attn_hwg for every layer type (sliding layers: no
+// cache rows), with the window's W + S rows after the first c16_rows rounded up to 64 (the engine's
+// scratch has them when the heads come in 64s); k_attn_hsw there when W is 128 (HCA: the cache rows
+// staged as its 64-row tiles). wg: 1 k_attn_hwg (k_attn_hsw where it applies), 0 k_attn_tc, < 0 by
+// attn_wg_mask.
 static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int S,
                           int H, int W, int ratio, int K, const long long *dpos, float scale, const float *sink,
                           const float *rope, int rd, float *O, uint16_t *c16, long long c16_rows, long long nc,
@@ -7540,16 +7994,39 @@ static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring,
     dim3 grid((unsigned)S, (unsigned)((H + 63) / 64));
     cudaError_t ce = cudaSuccess;
     if (wg) {
-        // the copy path: every block by cp.async from bf16 copies, the window's (ring, then this chunk's kv)
-        // in w16 after c16_rows rows of the cache's; else every block gathered (the same bytes)
-        const bool async = c16 && attn_c16_switch.on() && (ratio == 0 || (nc > 0 && nc <= c16_rows));
-        uint16_t *const w16 = async ? c16 + (size_t)c16_rows * ATC_D : nullptr;
+        // the copy path: every block by cp.async from bf16 copies, the window's (ring, then this
+        // chunk's kv) in w16 after c16_rows rows of the cache's; else every block gathered (the
+        // same bytes) (a chunk whose queries see no cache entry yet, nc 0, takes it too: k_attn_hsw
+        // must run on every chunk of a layer, or a prompt's chunks would meet two kernels'
+        // roundings)
+        const bool async =
+            c16 && attn_c16_switch.on() && (ratio == 0 || (nc >= 0 && nc <= c16_rows));
+        uint16_t *const w16 = async ? c16 + (size_t)((c16_rows + 63) / 64 * 64) * ATC_D : nullptr;
+        const bool hsw = async && W == 128 && attn_hsw_switch.on();
         if (async) {
-            if (ratio)
+            if (hsw && ratio > 4 && nc > 0) {
+                const long long n4 = (nc + 63) / 64 * 64 * (ATC_D / 4);
+                k_stage_tiles<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0,
+                                st>>>(cache, nc, c16);
+            } else if (ratio && nc > 0) {
                 stage_bf16_rows(cache, (size_t)nc, c16, st);
+            }
             stage_bf16_rows(ring, (size_t)W, w16, st);
             stage_bf16_rows(kvnew, (size_t)S, w16 + (size_t)W * ATC_D, st);
             LAUNCHED("k_stage_bf16 (attention entries)");
+        }
+        if (hsw) {
+            void (*hk)(const float *, const int *, int, int, int, int, const long long *, float,
+                       const float *, const float *, int, float *, const uint16_t *,
+                       const uint16_t *) = ratio > 4 ? k_attn_hsw<false> : k_attn_hsw<true>;
+            ce = cudaFuncSetAttribute(hk, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)HSW_SMEM);
+            if (ce != cudaSuccess)
+                return cu(e, ce, "cudaFuncSetAttribute(k_attn_hsw)");
+            hk<<<grid, AWG_THREADS, HSW_SMEM, st>>>(Q, sel, H, W, ratio, K, dpos, scale, sink, rope,
+                                                    rd, O, c16, w16);
+            LAUNCHED("k_attn_hsw");
+            return 0;
         }
         void (*kern)(const float *, const float *, const float *, const float *, const int *, int, int, int, int,
                      const long long *, float, const float *, const float *, int, float *, const uint16_t *,

@@ -1,33 +1,37 @@
 /* Sparse attention on tensor cores (cuda_engine_attn_tc, the kernel of prefill chunks; kernels/
  * engine.cu k_attn_tc) against the CPU engine's own arithmetic: the entry list of inference/model.c
- * (attn_list: window ring / this chunk's kv, empty slots, then CSA entries in selection order or HCA
- * entries ascending), inf_cpu_sparse_attn (64-entry online-softmax blocks, bf16 probabilities, the
- * sink) and the inverse RoPE of the tail (inf_cpu_rope_apply). Plain TAP (the GPU machine has no
- * cmocka); "1..0 # SKIP" without a device.
+ * (attn_list: window ring / this chunk's kv, empty slots, then CSA entries in selection order or
+ * HCA entries ascending), inf_cpu_sparse_attn (64-entry online-softmax blocks, bf16 probabilities,
+ * the sink) and the inverse RoPE of the tail (inf_cpu_rope_apply). Plain TAP (the GPU machine has
+ * no cmocka); "1..0 # SKIP" without a device.
  *
- * The bound, and why. Queries and entries are bf16-exact, so both sides form the same exact products;
- * they differ in the fp32 summation order of the scores (each side within n u sum_i |q_i k_i| scale of
- * the exact score: n = 512, u = 2^-24), in expf (a few ulp) and in the order of the P.V sums. A score
- * perturbed by e changes its probability by a factor e^(+-2e) (the running max moves by at most e
- * too), so p_j differs by at most delta p_j, delta = 4 n u max_j sum_i |q_i k_ji| scale + 2^-20; its
- * bf16 rounding can then flip by one bf16 ulp (<= 2^-7 p_j). With A_i = sum_j w_j |v_ji| (w_j the exact
- * softmax weights with the sink, in double), and each side's fp32 sums of the n products p_j v_ji (and
- * the per-block rescaling) within n u A_i, each output before its own bf16 rounding differs by at most
- * (2^-7 + 2 delta + 2 n u) A_i, and that rounding can flip by 2^-7 |o_i|:
- *     |gpu_i - cpu_i| <= 1.01 ((2^-7 + 2 delta + 2 n u + 2^-20) A_i + (2^-7 + 2 delta) |cpu_i|)
- * For the inverse-RoPE'd pairs (a, b) -> (a c - b s, a s + b c): the sum of both inputs' bounds plus a
- * flip of the result. Asserted for every element; the share of bit-identical elements is reported
- * (most are), and the rows beyond the S x H outputs must stay unwritten.
+ * The bound, and why. Queries and entries are bf16-exact, so both sides form the same exact
+ * products; they differ in the fp32 summation order of the scores (each side within n u sum_i |q_i
+ * k_i| scale of the exact score: n = 512, u = 2^-24), in expf (a few ulp) and in the order of the
+ * P.V sums. A score perturbed by e changes its probability by a factor e^(+-2e) (the running max
+ * moves by at most e too), so p_j differs by at most delta p_j, delta = 4 n u max_j sum_i |q_i
+ * k_ji| scale + 2^-20; its bf16 rounding can then flip by one bf16 ulp (<= 2^-7 p_j). With A_i =
+ * sum_j w_j |v_ji| (w_j the exact softmax weights with the sink, in double), and each side's fp32
+ * sums of the n products p_j v_ji (and the per-block rescaling) within n u A_i, each output before
+ * its own bf16 rounding differs by at most (2^-7 + 2 delta + 2 n u) A_i, and that rounding can flip
+ * by 2^-7 |o_i|: |gpu_i - cpu_i| <= 1.01 ((2^-7 + 2 delta + 2 n u + 2^-20) A_i + (2^-7 + 2 delta)
+ * |cpu_i|) For the inverse-RoPE'd pairs (a, b) -> (a c - b s, a s + b c): the sum of both inputs'
+ * bounds plus a flip of the result. Asserted for every element; the share of bit-identical elements
+ * is reported (most are), and the rows beyond the S x H outputs must stay unwritten.
  *
  * The decode attention (cuda_engine_attn_dtc: the list in runs of 64-entry blocks, each in the same
  * arithmetic from an empty running max, merged by rescaling to the largest max) is held to the same
  * bound on the first 8 queries of every case: the merge adds a few fp32 roundings of the numerators
- * (n u A_i covers them). Where a query's entries all lie in its first run, the merge is exact (factor
- * 1, the other runs' 0) and its output must be cuda_engine_attn_tc's bytes.
+ * (n u A_i covers them). Where a query's entries all lie in its first run, the merge is exact
+ * (factor 1, the other runs' 0) and its output must be cuda_engine_attn_tc's bytes.
  *
- * The attention on wgmma (cuda_engine_attn_wg: k_attn_hwg, the engine's prefill kernel when the heads come
- * in 64s) is held to the same bound on every case of 64 or 128 heads, with the entries gathered; with every
- * block copied from bf16 copies of the cache and the window (its C16 form) it must give the same bytes. */
+ * The attention on wgmma (cuda_engine_attn_wg: k_attn_hwg, the engine's prefill kernel when the
+ * heads come in 64s) is held to the same bound on every case of 64 or 128 heads, with the entries
+ * gathered; with every block copied from bf16 copies of the cache and the window (its C16 form) it
+ * must give the same bytes. With the window of 128 the C16 form is k_attn_hsw's by default (the
+ * seesaw schedule; an HCA cache as bulk-copied 64-entry tiles, CSA's selected rows by cp.async):
+ * held to the same bound and to its own bytes on a second run, and k_attn_hwg's C16 form
+ * (cuda_engine_attn_hsw_mode(0)) to the gather's bytes. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
@@ -63,6 +67,13 @@ struct acase {
     double pempty; /* CSA: share of selected slots that are -1 */
 };
 
+/* cuda_engine_attn_wg's C16 scratch: the cache's rows rounded up to 64, then the window's (ring,
+ * chunk) */
+static size_t wg_scratch(size_t ncache, int S)
+{
+    return sizeof(uint16_t) * ((ncache + 63) / 64 * 64 + WIN + (size_t)S) * D + 16;
+}
+
 static int upload(void **d, const void *h, size_t bytes, struct ctx_err *e)
 {
     return cuda_malloc(d, bytes ? bytes : 4, e) || (bytes && cuda_h2d(*d, h, bytes, e));
@@ -91,9 +102,11 @@ static void run_case(const struct acase *c, int kind)
     const float **list = malloc(sizeof(float *) * (size_t)(WIN + K + ncache + 1));
     double *w = malloc(sizeof(double) * (size_t)(WIN + K + ncache + 1)), *A = malloc(sizeof(double) * D);
     double *tol = malloc(sizeof(double) * D);
-    void *d_q = NULL, *d_kvn = NULL, *d_ring = NULL, *d_cache = NULL, *d_sink = NULL, *d_rope = NULL, *d_sel = NULL,
-         *d_pos = NULL, *d_out = NULL, *d_out2 = NULL, *d_scr = NULL;
-    float *got2 = malloc(sizeof(float) * nout);
+    void *d_q = NULL, *d_kvn = NULL, *d_ring = NULL, *d_cache = NULL, *d_sink = NULL,
+         *d_rope = NULL, *d_sel = NULL, *d_pos = NULL, *d_out = NULL, *d_out2 = NULL, *d_scr = NULL,
+         *d_out3 = NULL, *d_scr3 = NULL;
+    float *got2 = malloc(sizeof(float) * nout), *got3 = malloc(sizeof(float) * (nout + guard));
+    const int hsw = wg && (ncache > 0 || c->ratio == 0); /* k_attn_hsw: the C16 form (WIN 128) */
     fill_bf16(q, nout, c->qscale);
     fill_bf16(kvn, (size_t)S * D, 1.f);
     fill_bf16(ring, (size_t)WIN * D, 1.f);
@@ -138,6 +151,26 @@ static void run_case(const struct acase *c, int kind)
              !cuda_engine_attn_tc(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos, d_sink, rope_base,
                                   RD, d_out2, NULL, &e) &&
              !cuda_d2h(got2, d_out2, sizeof(float) * nout, &e);
+    if (hsw) {
+        cuda_engine_attn_hsw_mode(1);
+        ok = ok && !cuda_malloc(&d_scr3, wg_scratch(ncache, S), &e) &&
+             !upload(&d_out3, got, sizeof(float) * (nout + guard), &e) &&
+             !cuda_engine_attn_wg(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K,
+                                  d_pos, d_sink, rope_base, RD, (long long)ncache, d_scr3, d_out3,
+                                  NULL, &e) &&
+             !cuda_sync(&e) && !cuda_d2h(got3, d_out3, sizeof(float) * (nout + guard), &e);
+        /* once more: the same bytes (the exchanges between the warpgroups and the bulk copies are
+         * ordered) */
+        ok = ok && !cuda_memset(d_out3, 0xff, sizeof(float) * nout, &e) &&
+             !cuda_engine_attn_wg(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K,
+                                  d_pos, d_sink, rope_base, RD, (long long)ncache, d_scr3, d_out3,
+                                  NULL, &e) &&
+             !cuda_sync(&e) && !cuda_d2h(got2, d_out3, sizeof(float) * nout, &e);
+        if (ok)
+            tap(!memcmp(got2, got3, sizeof(float) * nout), "%s%s: k_attn_hsw twice: the same bytes",
+                tag, c->name);
+        cuda_engine_attn_hsw_mode(-1);
+    }
     ok = ok && !cuda_sync(&e) && !cuda_d2h(got, d_out, sizeof(float) * (nout + guard), &e);
     if (!ok) {
         tap(0, "%s%s: device run: %s", tag, c->name, e.msg);
@@ -145,8 +178,8 @@ static void run_case(const struct acase *c, int kind)
     }
     size_t one_run = 0, one_same = 0; /* queries whose entries lie in the first 64: k_attn_tc's bytes */
     float scale = 1.0f / sqrtf((float)D);
-    size_t bad = 0, same = 0, nonfinite = 0;
-    double worst = 0.0, maxdiff = 0.0;
+    size_t bad = 0, same = 0, nonfinite = 0, bad3 = 0, same3 = 0, nonfinite3 = 0;
+    double worst = 0.0, maxdiff = 0.0, worst3 = 0.0, maxdiff3 = 0.0;
     for (int s = 0; s < S; s++) {
         long long p = pos0 + s, first = p - WIN + 1 < 0 ? 0 : p - WIN + 1;
         int n = 0;
@@ -210,8 +243,20 @@ static void run_case(const struct acase *c, int kind)
                 tol[i] = ta + 0x1p-7 * 1.01 * fabs((double)ref[i]);
                 tol[i + 1] = ta + 0x1p-7 * 1.01 * fabs((double)ref[i + 1]);
             }
-            const float *o = got + ((size_t)s * H + h) * D;
+            const float *o = got + ((size_t)s * H + h) * D, *o3 = got3 + ((size_t)s * H + h) * D;
             for (int i = 0; i < D; i++) {
+                if (hsw) {
+                    if (!isfinite(o3[i])) {
+                        nonfinite3++;
+                    } else {
+                        double df = fabs((double)o3[i] - ref[i]);
+                        same3 += o3[i] == ref[i];
+                        maxdiff3 = df > maxdiff3 ? df : maxdiff3;
+                        bad3 += df > tol[i];
+                        if (tol[i] > 0 && df / tol[i] > worst3)
+                            worst3 = df / tol[i];
+                    }
+                }
                 if (!isfinite(o[i])) {
                     nonfinite++;
                     continue;
@@ -234,15 +279,34 @@ static void run_case(const struct acase *c, int kind)
         "max |diff| %.3g, max diff/bound %.3f; %.1f%% bit-identical)", tag, c->name, S, H, D, bad, nonfinite, maxdiff,
         worst, 100.0 * (double)same / (double)nout);
     tap(untouched == guard, "%s%s: nothing written past the %zu outputs", tag, c->name, nout);
+    if (hsw) {
+        size_t untouched3 = 0;
+        for (size_t i = nout; i < nout + guard; i++)
+            untouched3 += isnan(got3[i]);
+        tap(bad3 == 0 && nonfinite3 == 0 && untouched3 == guard,
+            "%s%s: k_attn_hsw (C16, seesaw) within the bound (%zu over, %zu not finite, %zu of %zu "
+            "guard values "
+            "kept; max |diff| %.3g, max diff/bound %.3f; %.1f%% bit-identical)",
+            tag, c->name, bad3, nonfinite3, untouched3, guard, maxdiff3, worst3,
+            100.0 * (double)same3 / (double)nout);
+    }
     if ((c->ratio > 4 || wg) && (ncache > 0 || c->ratio == 0) && !dec) { /* the entries in bf16 by cp.async (C16) */
         /* cuda_engine_attn_wg's scratch: the cache's rows, then the window's (ring, this chunk's kv) */
-        int ok16 = !cuda_malloc(&d_scr, sizeof(uint16_t) * (ncache + (wg ? WIN + (size_t)S : 0)) * D + 16, &e) &&
-                   !upload(&d_out2, got, sizeof(float) * nout, &e) && !cuda_memset(d_out2, 0xff, sizeof(float) * nout, &e) &&
-                   (wg ? !cuda_engine_attn_wg(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos,
-                                              d_sink, rope_base, RD, (long long)ncache, d_scr, d_out2, NULL, &e)
-                       : !cuda_engine_attn_tc16(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K, d_pos,
-                                                d_sink, rope_base, RD, (long long)ncache, d_scr, d_out2, NULL, &e)) &&
-                   !cuda_sync(&e) && !cuda_d2h(got2, d_out2, sizeof(float) * nout, &e);
+        if (wg)
+            cuda_engine_attn_hsw_mode(0); /* k_attn_hwg's C16 form: the gather's bytes */
+        int ok16 =
+            !cuda_malloc(&d_scr, wg ? wg_scratch(ncache, S) : sizeof(uint16_t) * ncache * D + 16,
+                         &e) &&
+            !upload(&d_out2, got, sizeof(float) * nout, &e) &&
+            !cuda_memset(d_out2, 0xff, sizeof(float) * nout, &e) &&
+            (wg ? !cuda_engine_attn_wg(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio,
+                                       K, d_pos, d_sink, rope_base, RD, (long long)ncache, d_scr,
+                                       d_out2, NULL, &e)
+                : !cuda_engine_attn_tc16(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio,
+                                         K, d_pos, d_sink, rope_base, RD, (long long)ncache, d_scr,
+                                         d_out2, NULL, &e)) &&
+            !cuda_sync(&e) && !cuda_d2h(got2, d_out2, sizeof(float) * nout, &e);
+        cuda_engine_attn_hsw_mode(-1);
         size_t diff = 0;
         for (size_t i = 0; ok16 && i < nout; i++)
             diff += memcmp(&got[i], &got2[i], sizeof(float)) != 0;
@@ -267,7 +331,10 @@ done:
     cuda_free(d_out);
     cuda_free(d_out2);
     cuda_free(d_scr);
+    cuda_free(d_out3);
+    cuda_free(d_scr3);
     free(got2);
+    free(got3);
     free(q);
     free(kvn);
     free(ring);

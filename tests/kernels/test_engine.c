@@ -1410,14 +1410,15 @@ static void test_attn_fuse(const struct switch_ops *ops)
     inf_weights_free(w);
 }
 
-
 /* ---- the attention of prefill chunks on wgmma (k_attn_hwg, part "wg") ----
  *
- * mid64 (mid with 64 heads: every layer runs k_attn_hwg for prefill chunks): the CUDA engine against
- * the CPU one (test_synthetic's bounds); a prefill in chunks of 50 against one chunk (every chunk of more
- * than 8 tokens runs the same per-query arithmetic: bit-identical logits and state); the bf16 cache by
- * cp.async (CSA and HCA layers) against the fp32 gather inside k_attn_hwg (test_idx_switch's runs with the
- * c16 switch: bit-identical). */
+ * mid64 (mid with 64 heads: every layer runs k_attn_hwg for prefill chunks): the CUDA engine
+ * against the CPU one (test_synthetic's bounds); a prefill in chunks of 50 against one chunk (every
+ * chunk of more than 8 tokens runs the same per-query arithmetic: bit-identical logits and state);
+ * the bf16 cache by cp.async (CSA and HCA layers) against the fp32 gather inside k_attn_hwg
+ * (test_idx_switch's runs with the c16 switch: bit-identical). The first two with the HCA layers on
+ * k_attn_hsw (the default: the seesaw schedule on the C16 path), the last with k_attn_hwg's C16
+ * path (cuda_engine_attn_hsw_mode(0)). */
 void cuda_engine_attn_wg_mode(int on);
 
 /* A prefill of P tokens as one chunk and in chunks of 50, then T decode steps: logits and state
@@ -1467,7 +1468,9 @@ static void test_wg(void)
     test_synthetic("mid64", 600, 24, 256);
     chunks_vs_one("mid64", 500, "wg");
     static const struct switch_ops c16_ops = {"wg c16", 2, c16_set, c16_label, NULL};
+    cuda_engine_attn_hsw_mode(0);
     test_idx_switch(&c16_ops, "mid64");
+    cuda_engine_attn_hsw_mode(-1);
     cuda_engine_attn_wg_mode(-1);
 }
 
