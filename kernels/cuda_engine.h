@@ -349,11 +349,11 @@ int cuda_engine_attn_tc16(const float *d_q, const float *d_kvnew, const float *d
  * and arithmetic with other fp32 summation orders (its bound, not its bytes), for every layer type.
  * d_c16 NULL: every entry gathered from d_kvnew / d_ring / d_cache; else d_cache's nc rows (CSA,
  * HCA; nc >= 1) and then the window's (d_ring's W, d_kvnew's S) first converted to bf16 into d_c16
- * ((ceil(nc / 64) * 64 + W + S) * d * 2 + 16 bytes of scratch), every block copied from there: the
- * same bytes either way. With W == 128 that path is k_attn_hsw's (the seesaw schedule of two
- * 64-entry blocks a step, an HCA cache staged as 64-entry tiles: the same bound, other roundings)
- * unless cuda_engine_attn_hsw_mode(0) or CTX_CUDA_ATTN_HSW=0. nc >= the largest cache row a query
- * sees plus 1 ((*d_pos + S) / ratio). Needs d == 512, H a multiple of 64 and W of 64
+ * ((ceil(nc / 64) * 64 + W + S + 2 S H) * d * 2 + 16 bytes of scratch), every block copied from
+ * there: the same bytes either way. With W == 128 that path is k_attn_hsw's (the seesaw schedule of
+ * two 64-entry blocks a step, an HCA cache staged as 64-entry tiles: the same bound, other
+ * roundings) unless cuda_engine_attn_hsw_mode(0) or CTX_CUDA_ATTN_HSW=0. nc >= the largest cache
+ * row a query sees plus 1 ((*d_pos + S) / ratio). Needs d == 512, H a multiple of 64 and W of 64
  * (CTX_EUNSUPPORTED otherwise). cuda_engine_attn_wg_mode: the layer types the engine runs on it
  * (bit 1 sliding, 2 CSA, 4 HCA; 0: k_attn_tc everywhere; < 0: as CTX_CUDA_ATTN_WG says, default
  * 7); process-wide. cuda_engine_attn_hsw_mode: 1 k_attn_hsw where it applies (the default), 0

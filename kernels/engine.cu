@@ -1764,14 +1764,16 @@ template <int NW> __device__ __forceinline__ void warp_rope_tail(float (&x)[NW],
 // instead of a block: k_q_prep's 133K blocks of a 2048-token chunk (64 heads) each wait on one
 // element a thread, two block barriers and a shared-memory round trip, ~0.6 ms a V4-Flash layer for
 // 0.5 GB of reads and writes (~0.13 ms at the copy rate). Lane l holds elements 32 w + l (w < 16),
-// so each group of 32 is summed by the xor tree block_sum's warp w applies to the same values in the
-// same lanes, and the 16 sums are then added by its second tree (lanes >= 16 zero); the scaling is
-// elementwise and RoPE's pairs (2i, 2i + 1) of the tail are neighbouring lanes, so every value gets
-// k_q_prep's operations. Blocks b < S: kv_prep_block as in k_q_prep (512 threads); the others: 16
-// heads a block.
+// so each group of 32 is summed by the xor tree block_sum's warp w applies to the same values in
+// the same lanes, and the 16 sums are then added by its second tree (lanes >= 16 zero); the scaling
+// is elementwise and RoPE's pairs (2i, 2i + 1) of the tail are neighbouring lanes, so every value
+// gets k_q_prep's operations. Blocks b < S: kv_prep_block as in k_q_prep (512 threads); the others:
+// 16 heads a block. q16 != NULL: the queries' bf16 bits go there instead of Q (k_attn_hsw's input:
+// half the bytes written and read).
 constexpr int QPW_D = 512, QPW_HPB = 16;
-__global__ void __launch_bounds__(512) k_q_prep_w(float *Q, int S, int H, int rd, float eps, const float *rope,
-                                                  const long long *ppos, float *kv, const uint16_t *kv_norm)
+__global__ void __launch_bounds__(512)
+    k_q_prep_w(float *Q, int S, int H, int rd, float eps, const float *rope, const long long *ppos,
+               float *kv, const uint16_t *kv_norm, uint16_t *q16)
 {
     pdl_begin();
     long long pos0 = *ppos;
@@ -1805,6 +1807,12 @@ __global__ void __launch_bounds__(512) k_q_prep_w(float *Q, int S, int H, int rd
     for (int w = 0; w < NW; w++)
         x[w] = bf16r(x[w] * r);
     warp_rope_tail(x, rd, rope + (size_t)(pos0 + s) * rd);
+    if (q16) { // the bf16 values' bits instead (k_attn_hsw's queries; exact)
+#pragma unroll
+        for (int w = 0; w < NW; w++)
+            q16[(size_t)b * QPW_D + 32 * w + lane] = (uint16_t)(__float_as_uint(x[w]) >> 16);
+        return;
+    }
 #pragma unroll
     for (int w = 0; w < NW; w++)
         q[32 * w + lane] = x[w];
@@ -5430,18 +5438,19 @@ __global__ void k_stage_tiles(const float *x, long long rows, uint16_t *t16)
 }
 // Grid (S, H / 64), AWG_THREADS threads, HSW_SMEM bytes of dynamic shared memory. W = 128. GATHER:
 // CSA (ratio 4: sel [S][K], t16 the cache's bf16 rows) or sliding (ratio 0); else HCA (t16 the
-// tiles).
+// tiles). The queries and the output as bf16 ([S][H][512]): Q16 comes by cp.async with the window
+// (k_q_prep_w writes it, or attn_tc_launch stages Q), O16 is wo_a's cuBLASLt input as it stands (or
+// attn_tc_launch makes O from it). One path each: optional fp32 forms cost the loop registers.
 template <bool GATHER>
 __global__ void __launch_bounds__(AWG_THREADS, 1)
-    k_attn_hsw(const float *Q, const int *sel, int H, int W, int ratio, int K,
+    k_attn_hsw(const uint16_t *Q16, const int *sel, int H, int W, int ratio, int K,
                const long long *ppos, float scale, const float *sink, const float *rope, int rd,
-               float *O, const uint16_t *t16, const uint16_t *w16)
+               uint16_t *O16, const uint16_t *t16, const uint16_t *w16)
 {
     extern __shared__ __align__(1024) unsigned char hsw_sm[];
     __shared__ __align__(8) unsigned long long mbar[4]; // T0 low, T0 high, T1 low, T1 high
     __shared__ float xm0[64], xc0[64], xm1[64], xf1[64];
     const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(hsw_sm), sb = (sraw + 1023u) & ~1023u;
-    unsigned char *const gb = hsw_sm + (sb - sraw);
     const int tid = (int)threadIdx.x, wg = tid >> 7, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int hr0 = ((tid & 127) >> 5) * 16 + g,
               hr1 = hr0 + 8; // this thread's heads (fragment rows)
@@ -5478,23 +5487,13 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
     };
     first_load(0, t0);
     first_load(1, t1);
-    cp_async_commit();
+    // the queries' bf16 rows: 16-byte chunk c of head h to awg_off(h, 8 c)
 #pragma unroll
-    for (int rr = 0; rr < 4; rr++) { // the queries as bf16 (k_attn_hwg's loads)
-        float4 v[8];
-#pragma unroll
-        for (int u = 0; u < 8; u++) {
-            const int i = tid + (rr * 8 + u) * AWG_THREADS;
-            v[u] = __ldg(
-                (const float4 *)(Q + ((size_t)s * H + h0 + (i >> 7)) * ATC_D + (i & 127) * 4));
-        }
-#pragma unroll
-        for (int u = 0; u < 8; u++) {
-            const int i = tid + (rr * 8 + u) * AWG_THREADS;
-            *(uint2 *)(gb + awg_off(i >> 7, (i & 127) * 4)) =
-                make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
-        }
+    for (int u = 0; u < 16; u++) {
+        const int i = tid + AWG_THREADS * u, h = i >> 6, c = i & 63;
+        cp_async16(sb + awg_off(h, 8 * c), Q16 + ((size_t)s * H + h0 + h) * ATC_D + 8 * c, true);
     }
+    cp_async_commit();
     cp_async_wait<0>();
     wgmma_proxy_fence();
     __syncthreads(); // the queries, blocks 0 and 1, the mbarriers' initialisation
@@ -5775,7 +5774,8 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
                 a = bf16r(x * co - bv * sn);
                 bv = bf16r(x * sn + bv * co);
             }
-            *(float2 *)(O + ((size_t)s * H + h0 + r) * ATC_D + col) = make_float2(a, bv);
+            *(uint32_t *)(O16 + ((size_t)s * H + h0 + r) * ATC_D + col) =
+                pack_bf16x2(a, bv); // exact
         }
     }
 }
@@ -6206,6 +6206,7 @@ struct cuda_engine {
     // (the ring's W rows, the chunk's S)
     uint16_t *c16;
     long long c16_rows; // the cache part's capacity in entries (0: no such layer)
+    uint16_t *q16; // prefill queries as bf16 for k_attn_hsw (k_q_prep_w's output then; NULL: none)
     uint32_t *qix;
     int asc_ld; // entries per (token, head) row of asc: the most any layer's query can have
     size_t score_ld;
@@ -6725,6 +6726,9 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->asc, sizeof(float) * ATT_TOKENS * H * (size_t)g->asc_ld);
     PIECE(g->cq, sizeof(float) * S * Lq);
     PIECE(g->Q, sizeof(float) * S * H * d);
+    g->q16 = NULL;
+    if (H % 64 == 0 && d == ATC_D && c->sliding_window == 128) // k_attn_hsw's shapes
+        PIECE(g->q16, sizeof(uint16_t) * S * H * d);
     PIECE(g->kv, sizeof(float) * S * d);
     PIECE(g->O, sizeof(float) * S * H * d);
     PIECE(g->Z, sizeof(float) * (S + lpad) * G * R); // cuBLASLt's wo_a writes its padding rows
@@ -7324,21 +7328,34 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
 // quantisation (k_act_quant_f32), rounds its input to bf16 first, so this gives the bytes a rounded Z
 // would (k_bgemm rounds in its epilogue). Returns 1 when it does not run there (the caller's k_bgemm
 // runs), else 0 or a CTX_E* code.
-static int wo_a_lt(struct cuda_engine *g, const struct dlayer *L, int S, int G, int R, int gd, struct ctx_err *e)
+static bool wo_a_lt_ready(struct cuda_engine *g, int S, int G, int R, int gd)
 {
-    if (!g->lt || !g->lt_on || !g->lt_w16 || S <= 8)
-        return 1;
-    const int mp = cuda_lt_ctx_rows_bf16(g->lt, S, R, gd, G, G * gd, G * R);
-    if (mp < S)
+    return g->lt && g->lt_on && g->lt_w16 && S > 8 &&
+           cuda_lt_ctx_rows_bf16(g->lt, S, R, gd, G, G * gd, G * R) >= S;
+}
+// staged: the attention wrote O's bf16 bits to o16 already (k_attn_hsw), not O; should cuBLASLt
+// then reject the call, O is made from them (exact) for the caller's k_bgemm.
+static int wo_a_lt(struct cuda_engine *g, const struct dlayer *L, int S, int G, int R, int gd,
+                   int staged, struct ctx_err *e)
+{
+    if (!staged && !wo_a_lt_ready(g, S, G, R, gd))
         return 1;
     const size_t nw = (size_t)G * R * gd, nx4 = (size_t)S * G * gd / 4; // the padding rows' inputs: any bytes
     launch_pdl(k_deq_fp8_bf16, grid_for(nw / 8, 256), 256, 0, g->st, L->wo_a.w, L->wo_a.s, G * R, gd, g->lt_w16);
-    k_stage_bf16<<<grid_for(nx4, 256) < 4096 ? grid_for(nx4, 256) : 4096, 256, 0, g->st>>>(g->O, nx4, 1.0f, g->o16);
+    if (!staged)
+        k_stage_bf16<<<grid_for(nx4, 256) < 4096 ? grid_for(nx4, 256) : 4096, 256, 0, g->st>>>(
+            g->O, nx4, 1.0f, g->o16);
     int rc = cu(e, cudaGetLastError(), "wo_a: k_deq_fp8_bf16 / k_stage_bf16");
     if (!rc)
         rc = cuda_lt_ctx_bf16(g->lt, S, R, gd, G, g->o16, G * gd, g->lt_w16, g->Z, G * R, g->st, e);
     if (rc == CTX_EUNSUPPORTED) {
         g->lt_exact++;
+        if (staged) {
+            launch_pdl(k_bf2f, grid_for(nx4 * 4, 256), 256, 0, g->st, (const uint16_t *)g->o16,
+                       nx4 * 4, g->O);
+            if ((rc = cu(e, cudaGetLastError(), "wo_a: k_bf2f")))
+                return rc;
+        }
         return 1;
     }
     if (rc)
@@ -7962,18 +7979,32 @@ static int attn_wg_bit(int ratio) { return ratio == 0 ? 1 : ratio == 4 ? 2 : 4; 
 // k_attn_hwg's shapes: 64-head groups, a window of whole blocks (head_dim ATC_D: checked by the callers)
 static bool attn_wg_fits(int H, int W) { return H % 64 == 0 && W % 64 == 0; }
 
+// k_attn_hsw instead of k_attn_hwg on the C16 path (CTX_CUDA_ATTN_HSW=0: k_attn_hwg); its queries
+// as bf16 from k_q_prep_w (CTX_CUDA_ATTN_Q16=0: from Q) and its output as bf16 for wo_a's cuBLASLt
+// product (CTX_CUDA_ATTN_O16=0: O, staged by wo_a)
+static env_switch attn_hsw_switch{"CTX_CUDA_ATTN_HSW"};
+static env_switch attn_q16_switch{"CTX_CUDA_ATTN_Q16"};
+static env_switch attn_o16_switch{"CTX_CUDA_ATTN_O16"};
+extern "C" void cuda_engine_attn_hsw_mode(int on)
+{
+    attn_hsw_switch.set(on);
+}
+
+// Whether attn_tc_launch (wg < 0) runs k_attn_hsw for a layer of this shape: the queries'
+// preparation then writes them as bf16 (q16) for it.
+static bool attn_hsw_runs(int H, int W, int ratio, const uint16_t *c16, long long c16_rows,
+                          long long nc)
+{
+    return (attn_wg_mask() & attn_wg_bit(ratio)) && attn_wg_fits(H, W) && c16 &&
+           attn_c16_switch.on() && (ratio == 0 || (nc >= 0 && nc <= c16_rows)) && W == 128 &&
+           attn_hsw_switch.on();
+}
+
 // rows x ATC_D fp32 entries (bf16-valued) -> their bf16 copy xb: the attention's C16 staging, exact
 static void stage_bf16_rows(const float *x, size_t rows, uint16_t *xb, cudaStream_t st)
 {
     const size_t n4 = rows * ATC_D / 4;
     k_stage_bf16<<<(unsigned)(n4 / 256 + 1 < 1024 ? n4 / 256 + 1 : 1024), 256, 0, st>>>(x, n4, 1.0f, xb);
-}
-
-// k_attn_hsw instead of k_attn_hwg on the C16 path (CTX_CUDA_ATTN_HSW=0: k_attn_hwg)
-static env_switch attn_hsw_switch{"CTX_CUDA_ATTN_HSW"};
-extern "C" void cuda_engine_attn_hsw_mode(int on)
-{
-    attn_hsw_switch.set(on);
 }
 
 // c16 (capacity c16_rows entries, or NULL): scratch for the C16 paths; nc = the compressed entries
@@ -7982,12 +8013,28 @@ extern "C" void cuda_engine_attn_hsw_mode(int on)
 // cache rows), with the window's W + S rows after the first c16_rows rounded up to 64 (the engine's
 // scratch has them when the heads come in 64s); k_attn_hsw there when W is 128 (HCA: the cache rows
 // staged as its 64-row tiles). wg: 1 k_attn_hwg (k_attn_hsw where it applies), 0 k_attn_tc, < 0 by
-// attn_wg_mask.
-static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int S,
-                          int H, int W, int ratio, int K, const long long *dpos, float scale, const float *sink,
-                          const float *rope, int rd, float *O, uint16_t *c16, long long c16_rows, long long nc,
-                          cudaStream_t st, struct ctx_err *e, int wg = -1)
+// attn_wg_mask. k_attn_hsw reads bf16 queries and writes bf16 output: q16, the queries' bf16 bits
+// (the caller makes them only where attn_hsw_runs says it runs), else Q staged into q16buf; o16:
+// where it may write O's bf16 bits instead of O (*wrote16: whether it did), else it writes o16buf
+// and O is made from it. Without q16 or q16buf, or o16 or o16buf, k_attn_hwg runs.
+static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring, const float *cache,
+                          const int *sel, int S, int H, int W, int ratio, int K,
+                          const long long *dpos, float scale, const float *sink, const float *rope,
+                          int rd, float *O, uint16_t *c16, long long c16_rows, long long nc,
+                          cudaStream_t st, struct ctx_err *e, int wg = -1, uint16_t *o16 = nullptr,
+                          int *wrote16 = nullptr, const uint16_t *q16 = nullptr,
+                          uint16_t *q16buf = nullptr, uint16_t *o16buf = nullptr)
 {
+    if (wrote16)
+        *wrote16 = 0;
+    if (q16 && !(wg < 0 && attn_hsw_runs(H, W, ratio, c16, c16_rows, nc))) {
+        // (not expected: the caller asks attn_hsw_runs) the other kernels read Q: make it from q16,
+        // exactly
+        const size_t nq = (size_t)S * H * ATC_D;
+        k_bf2f<<<(unsigned)(nq / 256 + 1 < 4096 ? nq / 256 + 1 : 4096), 256, 0, st>>>(q16, nq,
+                                                                                      (float *)Q);
+        q16 = nullptr;
+    }
     if (wg < 0)
         wg = (attn_wg_mask() & attn_wg_bit(ratio)) != 0;
     wg = wg && attn_wg_fits(H, W);
@@ -8002,7 +8049,8 @@ static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring,
         const bool async =
             c16 && attn_c16_switch.on() && (ratio == 0 || (nc >= 0 && nc <= c16_rows));
         uint16_t *const w16 = async ? c16 + (size_t)((c16_rows + 63) / 64 * 64) * ATC_D : nullptr;
-        const bool hsw = async && W == 128 && attn_hsw_switch.on();
+        const bool hsw =
+            async && W == 128 && attn_hsw_switch.on() && (q16 || q16buf) && (o16 || o16buf);
         if (async) {
             if (hsw && ratio > 4 && nc > 0) {
                 const long long n4 = (nc + 63) / 64 * 64 * (ATC_D / 4);
@@ -8016,15 +8064,25 @@ static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring,
             LAUNCHED("k_stage_bf16 (attention entries)");
         }
         if (hsw) {
-            void (*hk)(const float *, const int *, int, int, int, int, const long long *, float,
-                       const float *, const float *, int, float *, const uint16_t *,
+            void (*hk)(const uint16_t *, const int *, int, int, int, int, const long long *, float,
+                       const float *, const float *, int, uint16_t *, const uint16_t *,
                        const uint16_t *) = ratio > 4 ? k_attn_hsw<false> : k_attn_hsw<true>;
             ce = cudaFuncSetAttribute(hk, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)HSW_SMEM);
             if (ce != cudaSuccess)
                 return cu(e, ce, "cudaFuncSetAttribute(k_attn_hsw)");
-            hk<<<grid, AWG_THREADS, HSW_SMEM, st>>>(Q, sel, H, W, ratio, K, dpos, scale, sink, rope,
-                                                    rd, O, c16, w16);
+            const size_t nq = (size_t)S * H * ATC_D;
+            if (!q16) { // the queries' bf16 bits (exact: bf16-valued)
+                stage_bf16_rows(Q, (size_t)S * H, q16buf, st);
+                q16 = q16buf;
+            }
+            hk<<<grid, AWG_THREADS, HSW_SMEM, st>>>(q16, sel, H, W, ratio, K, dpos, scale, sink,
+                                                    rope, rd, o16 ? o16 : o16buf, c16, w16);
+            if (!o16) // O from the output's bf16 bits (exact)
+                k_bf2f<<<(unsigned)(nq / 256 + 1 < 4096 ? nq / 256 + 1 : 4096), 256, 0, st>>>(
+                    o16buf, nq, O);
+            if (wrote16)
+                *wrote16 = o16 != nullptr;
             LAUNCHED("k_attn_hsw");
             return 0;
         }
@@ -8104,9 +8162,16 @@ extern "C" int cuda_engine_attn_wg(const float *d_q, const float *d_kvnew, const
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: attention on wgmma needs head_dim %d (not %d), 64-head "
                                                 "groups (not %d heads) and a window of 64-entry blocks (not %d)",
                            ATC_D, d, H, W);
-    return attn_tc_launch(d_q, d_kvnew, d_ring, d_cache, d_sel, S, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d),
-                          d_sink, d_rope, rd, d_out, (uint16_t *)d_c16, d_c16 ? nc : 0, d_c16 ? nc : 0,
-                          (cudaStream_t)stream, e, 1);
+    // the scratch: the cache's rows (rounded up to 64), the window's W + S, then k_attn_hsw's
+    // queries and output (S H rows each)
+    uint16_t *const c16 = (uint16_t *)d_c16;
+    uint16_t *const q16buf =
+        c16 ? c16 + ((size_t)(nc + 63) / 64 * 64 + (size_t)W + S) * ATC_D : nullptr;
+    uint16_t *const o16buf = c16 ? q16buf + (size_t)S * H * ATC_D : nullptr;
+    return attn_tc_launch(d_q, d_kvnew, d_ring, d_cache, d_sel, S, H, W, ratio, K, d_pos,
+                          1.0f / sqrtf((float)d), d_sink, d_rope, rd, d_out, c16, c16 ? nc : 0,
+                          c16 ? nc : 0, (cudaStream_t)stream, e, 1, nullptr, nullptr, nullptr,
+                          q16buf, o16buf);
 }
 
 extern "C" size_t cuda_engine_attn_dtc_scratch(int S, int H, int d)
@@ -8409,10 +8474,16 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (L->ratio == 4 && !side && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
-    if (!dec && d == QPW_D && rd % 32 == 0 && rd <= d && (g->attn_fuse & ATTN_QPREP_W)) // prefill: a warp a head
-        launch_pdl(k_q_prep_w, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q, S, H, rd, eps,
-                   rope, g->dpos, g->kv, L->kv_norm);
-    else
+    // prefill: a warp a head; the queries as bf16 (q16) where k_attn_hsw takes them
+    uint16_t *q16 = nullptr;
+    if (!dec && d == QPW_D && rd % 32 == 0 && rd <= d && (g->attn_fuse & ATTN_QPREP_W)) {
+        if (S > ATC_MIN_S && d == ATC_D && g->q16 && attn_q16_switch.on() &&
+            attn_hsw_runs(H, W, L->ratio, g->c16, g->c16_rows,
+                          L->ratio ? (g->pos + S) / L->ratio : 0))
+            q16 = g->q16;
+        launch_pdl(k_q_prep_w, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
+                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16);
+    } else
         launch_pdl(k_q_prep, S + S * H, 512, sizeof(float) * d, g->st, g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
                    L->kv_norm);
     LAUNCHED("attention prep");
@@ -8440,9 +8511,14 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         return rc;
     int nmaxe = W + (L->ratio == 4 ? K : L->ratio ? (int)(g->max_ctx / L->ratio) : 0);
     int tc = S > ATC_MIN_S && d == ATC_D; // prefill chunks: tensor cores, one block per (token, 64 heads)
-    if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K, g->dpos,
-                                   1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->c16, g->c16_rows,
-                                   L->ratio ? (g->pos + S) / L->ratio : 0, g->st, e)))
+    // k_attn_hsw writes O's bf16 bits straight into o16 (free here) when wo_a runs on cuBLASLt
+    int staged = 0;
+    uint16_t *const o16 =
+        tc && attn_o16_switch.on() && wo_a_lt_ready(g, S, G, R, H * d / G) ? g->o16 : nullptr;
+    if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K,
+                                   g->dpos, 1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->c16,
+                                   g->c16_rows, L->ratio ? (g->pos + S) / L->ratio : 0, g->st, e,
+                                   -1, o16, &staged, q16, g->q16, g->o16)))
         return rc;
     // decode on tensor cores (ATTN_TC, head_dim 512): k_attn_dtc's runs, then the combine
     const int dtc = dec && !tc && d == ATC_D && (g->attn_fuse & ATTN_TC), step = dtc ? ATT_TOKENS_TC : ATT_TOKENS;
@@ -8476,9 +8552,9 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     LAUNCHED("attention core");
     prof_mark(g, CUDA_PROF_ATTN_CORE);
     // wo_a: O (bf16-valued) staged in o16 (free here: wo_b's product writes it after) for the GEMM
-    if ((rc = wo_a_lt(g, L, S, G, R, H * d / G, e)) == 1 &&
-        (rc = wo_a_launch(L->wo_a.w, L->wo_a.s, g->O, S, G, R, H * d / G, g->Z, g->o16, g->lin_blocks,
-                          dec && !(g->attn_fuse & ATTN_WOA_RING) ? 3 : 0, g->st, e)))
+    if ((rc = wo_a_lt(g, L, S, G, R, H * d / G, staged, e)) == 1 &&
+        (rc = wo_a_launch(L->wo_a.w, L->wo_a.s, g->O, S, G, R, H * d / G, g->Z, g->o16,
+                          g->lin_blocks, dec && !(g->attn_fuse & ATTN_WOA_RING) ? 3 : 0, g->st, e)))
         return rc;
     if (rc)
         return rc;

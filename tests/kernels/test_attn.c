@@ -67,11 +67,12 @@ struct acase {
     double pempty; /* CSA: share of selected slots that are -1 */
 };
 
-/* cuda_engine_attn_wg's C16 scratch: the cache's rows rounded up to 64, then the window's (ring,
- * chunk) */
-static size_t wg_scratch(size_t ncache, int S)
+/* cuda_engine_attn_wg's C16 scratch: the cache's rows rounded up to 64, the window's (ring, chunk),
+ * then k_attn_hsw's bf16 queries and output (S H rows each) */
+static size_t wg_scratch(size_t ncache, int S, int H)
 {
-    return sizeof(uint16_t) * ((ncache + 63) / 64 * 64 + WIN + (size_t)S) * D + 16;
+    return sizeof(uint16_t) * ((ncache + 63) / 64 * 64 + WIN + (size_t)S + 2 * (size_t)S * H) * D +
+           16;
 }
 
 static int upload(void **d, const void *h, size_t bytes, struct ctx_err *e)
@@ -153,7 +154,7 @@ static void run_case(const struct acase *c, int kind)
              !cuda_d2h(got2, d_out2, sizeof(float) * nout, &e);
     if (hsw) {
         cuda_engine_attn_hsw_mode(1);
-        ok = ok && !cuda_malloc(&d_scr3, wg_scratch(ncache, S), &e) &&
+        ok = ok && !cuda_malloc(&d_scr3, wg_scratch(ncache, S, H), &e) &&
              !upload(&d_out3, got, sizeof(float) * (nout + guard), &e) &&
              !cuda_engine_attn_wg(d_q, d_kvn, d_ring, d_cache, d_sel, S, H, D, WIN, c->ratio, K,
                                   d_pos, d_sink, rope_base, RD, (long long)ncache, d_scr3, d_out3,
@@ -295,7 +296,7 @@ static void run_case(const struct acase *c, int kind)
         if (wg)
             cuda_engine_attn_hsw_mode(0); /* k_attn_hwg's C16 form: the gather's bytes */
         int ok16 =
-            !cuda_malloc(&d_scr, wg ? wg_scratch(ncache, S) : sizeof(uint16_t) * ncache * D + 16,
+            !cuda_malloc(&d_scr, wg ? wg_scratch(ncache, S, H) : sizeof(uint16_t) * ncache * D + 16,
                          &e) &&
             !upload(&d_out2, got, sizeof(float) * nout, &e) &&
             !cuda_memset(d_out2, 0xff, sizeof(float) * nout, &e) &&

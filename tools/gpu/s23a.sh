@@ -4,7 +4,7 @@
 # form byte-equal to the gather), test_engine's wg part (mid64 against the CPU, chunked = one chunk),
 # compute-sanitizer memcheck and synccheck on k_attn_hsw launches (test_attn's quick cases), then flash4's
 # 4096-token chunks at 4K, 128K and 500K (bench-gpu-engine --suffix 8192) with CTX_CUDA_ATTN_HSW=0 and 1,
-# alternating ROUNDS times.
+# alternating ROUNDS times (HSW_AB: the variants, each V or V:NAME=VALUE for one more variable).
 #   run(command="tar -xJf .out/s6/carry.tar.xz && sh tools/gpu/s23a.sh s6 2>&1", carry=[".out/s6"], timeout_s=560)
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -32,12 +32,14 @@ if [ -z "$NO_TESTS" ]; then
 fi
 for r in $(seq ${ROUNDS:-1}); do
     for v in ${HSW_AB:-0 1}; do
+        x=; case $v in *:*) x=${v#*:} ;; esac
+        f="$OUT/prefill-hsw$(echo $v | tr -c 'A-Za-z0-9\n' _)-r$r.txt"
         t=$(date +%s)
-        CTX_CUDA_ATTN_HSW=$v timeout 220 "$C/bench-gpu-engine" --suffix 8192 --ctx ${CTXS:-4096,131072,500000} \
-            >"$OUT/prefill-hsw$v-r$r.txt" 2>&1
+        env ${ENVS:-} CTX_CUDA_ATTN_HSW=${v%%:*} $x timeout 220 "$C/bench-gpu-engine" --suffix 8192 \
+            --ctx ${CTXS:-4096,131072,500000} >"$f" 2>&1
         echo "flash4 prefill, CTX_CUDA_ATTN_HSW=$v (round $r): exit $? in $(($(date +%s) - t)) s"
-        grep -E "^\| (4096|131072|500000) \| 4096 \|" "$OUT/prefill-hsw$v-r$r.txt" | cut -d'|' -f2,3,9 | head -3
-        grep -E "^\| (4096|131072|500000) \| [0-9.]+ \| [0-9]+ \|" "$OUT/prefill-hsw$v-r$r.txt" | head -3
-        grep -E "^\| (4096|500000) \| [0-9.]+ \| [0-9.]+% \|" "$OUT/prefill-hsw$v-r$r.txt" | head -2
+        grep -E "^\| (4096|131072|500000) \| 4096 \|" "$f" | cut -d'|' -f2,3,4,5,9,10 | head -3
+        grep -E "^\| (4096|131072|500000) \| [0-9.]+ \| [0-9]+ \|" "$f" | head -3
+        grep -E "^\| (4096|500000) \| [0-9.]+ \| [0-9.]+% \|" "$f" | head -2
     done
 done
