@@ -5109,6 +5109,21 @@ __device__ __forceinline__ uint32_t awg_off(int r, int c)
 {
     return (uint32_t)((c >> 6) * AWG_SLAB + r * 128 + ((((c & 63) >> 3) ^ (r & 7)) << 4) + (c & 7) * 2);
 }
+// One output pair (columns col, col + 1 of a row) from its numerators and the row's denominator:
+// bf16(num / den), then the tail's inverse RoPE (a pair of adjacent dims: this thread's own); the
+// epilogue of k_attn_hwg and k_attn_hsw.
+__device__ __forceinline__ float2 awg_out_pair(float n0, float n1, float dd, int col, int rd,
+                                               const float *cs)
+{
+    float a = bf16r(n0 / dd), bv = bf16r(n1 / dd);
+    if (col >= ATC_D - rd) {
+        const int pi = (col - (ATC_D - rd)) / 2;
+        const float co = cs[2 * pi], sn = -cs[2 * pi + 1], x = a;
+        a = bf16r(x * co - bv * sn);
+        bv = bf16r(x * sn + bv * co);
+    }
+    return make_float2(a, bv);
+}
 template <bool C16>
 __global__ void __launch_bounds__(AWG_THREADS, 1)
     k_attn_hwg(const float *Q, const float *kvnew, const float *ring, const float *cache, const int *sel, int H, int W,
@@ -5331,14 +5346,8 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         for (int hf = 0; hf < 2; hf++) {
             const int r = hf ? hr1 : hr0;
             const float dd = hf ? d1 : d0;
-            float a = bf16r(acc[4 * j + 2 * hf] / dd), bv = bf16r(acc[4 * j + 2 * hf + 1] / dd);
-            if (col >= ATC_D - rd) { // inverse RoPE of the tail (pairs are adjacent dims: this thread's own)
-                const int pi = (col - (ATC_D - rd)) / 2;
-                const float co = cs[2 * pi], sn = -cs[2 * pi + 1], x = a;
-                a = bf16r(x * co - bv * sn);
-                bv = bf16r(x * sn + bv * co);
-            }
-            *(float2 *)(O + ((size_t)s * H + h0 + r) * ATC_D + col) = make_float2(a, bv);
+            *(float2 *)(O + ((size_t)s * H + h0 + r) * ATC_D + col) =
+                awg_out_pair(acc[4 * j + 2 * hf], acc[4 * j + 2 * hf + 1], dd, col, rd, cs);
         }
     }
 }
@@ -5765,17 +5774,10 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         for (int hf = 0; hf < 2; hf++) {
             const int r = hf ? hr1 : hr0;
             const float dd = hf ? d1 : d0;
-            float a = bf16r(acc[4 * j + 2 * hf] / dd), bv = bf16r(acc[4 * j + 2 * hf + 1] / dd);
-            if (col >=
-                ATC_D -
-                    rd) { // inverse RoPE of the tail (pairs are adjacent dims: this thread's own)
-                const int pi = (col - (ATC_D - rd)) / 2;
-                const float co = cs[2 * pi], sn = -cs[2 * pi + 1], x = a;
-                a = bf16r(x * co - bv * sn);
-                bv = bf16r(x * sn + bv * co);
-            }
+            const float2 v =
+                awg_out_pair(acc[4 * j + 2 * hf], acc[4 * j + 2 * hf + 1], dd, col, rd, cs);
             *(uint32_t *)(O16 + ((size_t)s * H + h0 + r) * ATC_D + col) =
-                pack_bf16x2(a, bv); // exact
+                pack_bf16x2(v.x, v.y); // exact
         }
     }
 }
