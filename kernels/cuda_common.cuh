@@ -104,6 +104,17 @@ __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, bool va
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+// Named barriers 1..15 (0 is __syncthreads): `count` threads (a multiple of 32) take part;
+// bar.arrive signals without waiting (a producer), bar.sync waits for the count (a consumer); both
+// order the threads' earlier memory accesses before the waiters' later ones.
+__device__ __forceinline__ void named_bar_sync(int id, int count)
+{
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int count)
+{
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
 
 // ---- Programmatic Dependent Launch (Hopper; kernels/README.md "PDL") ----
 //

@@ -5397,14 +5397,6 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
 #define HSW_SMEM (1024 + 3 * AWG_TILE + 2 * AWG_SLAB) // 209 KB + alignment slack
 #define HSW_HALF (AWG_TILE / 2)
 enum { HSW_BAR_M0 = 1, HSW_BAR_S1 = 2, HSW_BAR_P0 = 3 }; // named barriers (0 is __syncthreads)
-__device__ __forceinline__ void hsw_arrive(int id)
-{
-    asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory");
-}
-__device__ __forceinline__ void hsw_sync(int id)
-{
-    asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory");
-}
 __device__ __forceinline__ float hsw_ex2(float x)
 {
     float y;
@@ -5428,6 +5420,11 @@ __device__ __forceinline__ void hsw_bulk(uint32_t dst, const void *src, uint32_t
                  "%2, [%3];\n" ::"r"(dst),
                  "l"(src), "r"(bytes), "r"(mb)
                  : "memory");
+}
+// k_attn_hsw's shapes: heads in 64s, a window of two 64-entry blocks (V4's 128), head_dim 512
+static bool attn_hsw_shape(int H, int W, int d)
+{
+    return H % 64 == 0 && W == 128 && d == ATC_D;
 }
 // rows x ATC_D fp32 entries (bf16-valued) -> 64-row tiles in k_attn_hsw's shared-memory image: row
 // r, dim c at byte (r / 64) AWG_TILE + awg_off(r % 64, c); the rows up to the next multiple of 64
@@ -5569,10 +5566,12 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         wgmma_commit();
         wgmma_wait0();
     };
-    // row maxima of the valid columns (raw scores), over the quad
-    auto rowmax = [&](const float(&d)[32], unsigned long long vm, float &mx0, float &mx1) {
-        mx0 = -INFINITY;
-        mx1 = -INFINITY;
+    // the block's row maxima (raw scores of the valid columns, over the quad) against the running
+    // max b (base 2): the new max n = max(b, sc2 rowmax) and its factor f = 2^(b - n), published at
+    // xm / xf (lanes t == 0) for the other warpgroup
+    auto new_max = [&](const float(&d)[32], unsigned long long vm, float b0, float b1, float *xm,
+                       float *xf, float &n0, float &n1, float &f0, float &f1) {
+        float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -5585,6 +5584,16 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
         mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        n0 = fmaxf(b0, mx0 * sc2);
+        n1 = fmaxf(b1, mx1 * sc2);
+        f0 = hsw_ex2(b0 - n0);
+        f1 = hsw_ex2(b1 - n1);
+        if (t == 0) {
+            xm[hr0] = n0;
+            xm[hr1] = n1;
+            xf[hr0] = f0;
+            xf[hr1] = f1;
+        }
     };
     // probabilities 2^(s sc2 - m) of the valid columns in place (0 elsewhere); their sums
     auto probs = [&](float(&d)[32], unsigned long long vm, float m0, float m1, float &ps0,
@@ -5680,39 +5689,25 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         const bool loaded = bo < nblk, oloaded = wg ? true : has1;
         float sc[32];
         scores(sc, own, own_mb, wg, loaded ? par : -1);
-        float mx0, mx1, ps0, ps1;
+        float ps0, ps1;
         const unsigned long long vc = loaded ? block_mask(bo) : 0ull;
         if (wg == 0) {
-            rowmax(sc, vc, mx0, mx1);
-            const float n0 = fmaxf(m0, mx0 * sc2), n1 = fmaxf(m1, mx1 * sc2);
-            const float c0 = hsw_ex2(m0 - n0), c1 = hsw_ex2(m1 - n1);
-            if (t == 0) {
-                xm0[hr0] = n0;
-                xm0[hr1] = n1;
-                xc0[hr0] = c0;
-                xc0[hr1] = c1;
-            }
-            hsw_arrive(HSW_BAR_M0);
+            float n0, n1, c0, c1;
+            new_max(sc, vc, m0, m1, xm0, xc0, n0, n1, c0, c1);
+            named_bar_arrive(HSW_BAR_M0, AWG_THREADS);
             probs(sc, vc, n0, n1, ps0, ps1);
             l0 = l0 * c0 + ps0;
             l1 = l1 * c1 + ps1;
             rescale(acc, c0, c1);
         } else {
-            hsw_sync(HSW_BAR_M0); // warpgroup 0's max and factor
+            named_bar_sync(HSW_BAR_M0, AWG_THREADS); // warpgroup 0's max and factor
             const float n0 = xm0[hr0], n1 = xm0[hr1], c0 = xc0[hr0], c1 = xc0[hr1];
-            rowmax(sc, vc, mx0, mx1);
-            const float q0 = fmaxf(n0, mx0 * sc2), q1 = fmaxf(n1, mx1 * sc2);
-            const float f0 = hsw_ex2(n0 - q0), f1 = hsw_ex2(n1 - q1);
-            if (t == 0) {
-                xm1[hr0] = q0;
-                xm1[hr1] = q1;
-                xf1[hr0] = f0;
-                xf1[hr1] = f1;
-            }
+            float q0, q1, f0, f1;
+            new_max(sc, vc, n0, n1, xm1, xf1, q0, q1, f0, f1);
             probs(sc, vc, q0, q1, ps0, ps1);
             to_slab(sc, own_slab, 1.f, 1.f);
             wgmma_proxy_fence();
-            hsw_arrive(HSW_BAR_S1);
+            named_bar_arrive(HSW_BAR_S1, AWG_THREADS);
             l0 = l0 * (c0 * f0) + ps0;
             l1 = l1 * (c1 * f1) + ps1;
             rescale(acc, c0 * f0, c1 * f1);
@@ -5725,18 +5720,18 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
         if (bo + 2 < nblk)
             refill(bo + 2, wg, own, own_mb + 8u * (uint32_t)wg, tid & 127);
         if (wg == 0) {
-            hsw_sync(HSW_BAR_S1); // warpgroup 1's max, factor and P1
+            named_bar_sync(HSW_BAR_S1, AWG_THREADS); // warpgroup 1's max, factor and P1
             const float f0 = xf1[hr0], f1 = xf1[hr1];
             m0 = xm1[hr0];
             m1 = xm1[hr1];
             to_slab(sc, own_slab, f0, f1);
             wgmma_proxy_fence();
-            hsw_arrive(HSW_BAR_P0);
+            named_bar_arrive(HSW_BAR_P0, AWG_THREADS);
             l0 *= f0;
             l1 *= f1;
             rescale(acc, f0, f1);
         } else {
-            hsw_sync(HSW_BAR_P0); // P0'
+            named_bar_sync(HSW_BAR_P0, AWG_THREADS); // P0'
         }
         if (oloaded &&
             par >= 0) { // the other tile came by copies: the half read here seen complete too
@@ -6729,7 +6724,7 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->cq, sizeof(float) * S * Lq);
     PIECE(g->Q, sizeof(float) * S * H * d);
     g->q16 = NULL;
-    if (H % 64 == 0 && d == ATC_D && c->sliding_window == 128) // k_attn_hsw's shapes
+    if (attn_hsw_shape(H, c->sliding_window, d))
         PIECE(g->q16, sizeof(uint16_t) * S * H * d);
     PIECE(g->kv, sizeof(float) * S * d);
     PIECE(g->O, sizeof(float) * S * H * d);
@@ -7338,9 +7333,9 @@ static bool wo_a_lt_ready(struct cuda_engine *g, int S, int G, int R, int gd)
 // staged: the attention wrote O's bf16 bits to o16 already (k_attn_hsw), not O; should cuBLASLt
 // then reject the call, O is made from them (exact) for the caller's k_bgemm.
 static int wo_a_lt(struct cuda_engine *g, const struct dlayer *L, int S, int G, int R, int gd,
-                   int staged, struct ctx_err *e)
+                   bool ready, int staged, struct ctx_err *e)
 {
-    if (!staged && !wo_a_lt_ready(g, S, G, R, gd))
+    if (!ready) // (wo_a_lt_ready's answer, asked once by the caller)
         return 1;
     const size_t nw = (size_t)G * R * gd, nx4 = (size_t)S * G * gd / 4; // the padding rows' inputs: any bytes
     launch_pdl(k_deq_fp8_bf16, grid_for(nw / 8, 256), 256, 0, g->st, L->wo_a.w, L->wo_a.s, G * R, gd, g->lt_w16);
@@ -7992,14 +7987,21 @@ extern "C" void cuda_engine_attn_hsw_mode(int on)
     attn_hsw_switch.set(on);
 }
 
+// attn_tc_launch's copy path for k_attn_hwg and k_attn_hsw: every block by cp.async from bf16
+// copies (c16, capacity c16_rows cache rows), else every block gathered (the same bytes). A chunk
+// whose queries see no cache entry yet (nc 0) takes it too: k_attn_hsw must run on every chunk of a
+// layer, or a prompt's chunks would meet two kernels' roundings.
+static bool attn_c16_path(const uint16_t *c16, int ratio, long long nc, long long c16_rows)
+{
+    return c16 && attn_c16_switch.on() && (ratio == 0 || (nc >= 0 && nc <= c16_rows));
+}
 // Whether attn_tc_launch (wg < 0) runs k_attn_hsw for a layer of this shape: the queries'
 // preparation then writes them as bf16 (q16) for it.
 static bool attn_hsw_runs(int H, int W, int ratio, const uint16_t *c16, long long c16_rows,
                           long long nc)
 {
-    return (attn_wg_mask() & attn_wg_bit(ratio)) && attn_wg_fits(H, W) && c16 &&
-           attn_c16_switch.on() && (ratio == 0 || (nc >= 0 && nc <= c16_rows)) && W == 128 &&
-           attn_hsw_switch.on();
+    return (attn_wg_mask() & attn_wg_bit(ratio)) && attn_hsw_shape(H, W, ATC_D) &&
+           attn_c16_path(c16, ratio, nc, c16_rows) && attn_hsw_switch.on();
 }
 
 // rows x ATC_D fp32 entries (bf16-valued) -> their bf16 copy xb: the attention's C16 staging, exact
@@ -8029,30 +8031,23 @@ static int attn_tc_launch(const float *Q, const float *kvnew, const float *ring,
 {
     if (wrote16)
         *wrote16 = 0;
-    if (q16 && !(wg < 0 && attn_hsw_runs(H, W, ratio, c16, c16_rows, nc))) {
-        // (not expected: the caller asks attn_hsw_runs) the other kernels read Q: make it from q16,
-        // exactly
-        const size_t nq = (size_t)S * H * ATC_D;
-        k_bf2f<<<(unsigned)(nq / 256 + 1 < 4096 ? nq / 256 + 1 : 4096), 256, 0, st>>>(q16, nq,
-                                                                                      (float *)Q);
-        q16 = nullptr;
-    }
     if (wg < 0)
         wg = (attn_wg_mask() & attn_wg_bit(ratio)) != 0;
     wg = wg && attn_wg_fits(H, W);
+    // the copy path (attn_c16_path), the window's rows (ring, then this chunk's kv) in w16 after
+    // the cache's c16_rows rounded up to 64
+    const bool async = wg && attn_c16_path(c16, ratio, nc, c16_rows);
+    const bool hsw = async && attn_hsw_shape(H, W, ATC_D) && attn_hsw_switch.on() &&
+                     (q16 || q16buf) && (o16 || o16buf);
+    if (q16 && !hsw) { // (the caller asked attn_hsw_runs: not expected) the others read Q, exactly
+        const size_t nq = (size_t)S * H * ATC_D;
+        k_bf2f<<<(unsigned)(nq / 256 + 1 < 4096 ? nq / 256 + 1 : 4096), 256, 0, st>>>(q16, nq,
+                                                                                      (float *)Q);
+    }
     dim3 grid((unsigned)S, (unsigned)((H + 63) / 64));
     cudaError_t ce = cudaSuccess;
     if (wg) {
-        // the copy path: every block by cp.async from bf16 copies, the window's (ring, then this
-        // chunk's kv) in w16 after c16_rows rows of the cache's; else every block gathered (the
-        // same bytes) (a chunk whose queries see no cache entry yet, nc 0, takes it too: k_attn_hsw
-        // must run on every chunk of a layer, or a prompt's chunks would meet two kernels'
-        // roundings)
-        const bool async =
-            c16 && attn_c16_switch.on() && (ratio == 0 || (nc >= 0 && nc <= c16_rows));
         uint16_t *const w16 = async ? c16 + (size_t)((c16_rows + 63) / 64 * 64) * ATC_D : nullptr;
-        const bool hsw =
-            async && W == 128 && attn_hsw_switch.on() && (q16 || q16buf) && (o16 || o16buf);
         if (async) {
             if (hsw && ratio > 4 && nc > 0) {
                 const long long n4 = (nc + 63) / 64 * 64 * (ATC_D / 4);
@@ -8514,9 +8509,9 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     int nmaxe = W + (L->ratio == 4 ? K : L->ratio ? (int)(g->max_ctx / L->ratio) : 0);
     int tc = S > ATC_MIN_S && d == ATC_D; // prefill chunks: tensor cores, one block per (token, 64 heads)
     // k_attn_hsw writes O's bf16 bits straight into o16 (free here) when wo_a runs on cuBLASLt
+    const bool lt_wo = wo_a_lt_ready(g, S, G, R, H * d / G);
     int staged = 0;
-    uint16_t *const o16 =
-        tc && attn_o16_switch.on() && wo_a_lt_ready(g, S, G, R, H * d / G) ? g->o16 : nullptr;
+    uint16_t *const o16 = tc && attn_o16_switch.on() && lt_wo ? g->o16 : nullptr;
     if (tc && (rc = attn_tc_launch(g->Q, g->kv, L->ring, L->cache, g->sel, S, H, W, L->ratio, K,
                                    g->dpos, 1.0f / sqrtf((float)d), L->sink, rope, rd, g->O, g->c16,
                                    g->c16_rows, L->ratio ? (g->pos + S) / L->ratio : 0, g->st, e,
@@ -8554,7 +8549,7 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     LAUNCHED("attention core");
     prof_mark(g, CUDA_PROF_ATTN_CORE);
     // wo_a: O (bf16-valued) staged in o16 (free here: wo_b's product writes it after) for the GEMM
-    if ((rc = wo_a_lt(g, L, S, G, R, H * d / G, staged, e)) == 1 &&
+    if ((rc = wo_a_lt(g, L, S, G, R, H * d / G, lt_wo, staged, e)) == 1 &&
         (rc = wo_a_launch(L->wo_a.w, L->wo_a.s, g->O, S, G, R, H * d / G, g->Z, g->o16,
                           g->lin_blocks, dec && !(g->attn_fuse & ATTN_WOA_RING) ? 3 : 0, g->st, e)))
         return rc;

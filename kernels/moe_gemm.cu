@@ -1967,15 +1967,6 @@ constexpr int M9_BAR_FULL = 1, M9_BAR_ECONV = 1 + M9_CONV, M9_BAR_RAW = 1 + 2 * 
 static_assert(M9_BAR_RAW + M9_RAW <= 16, "16 named barriers");
 __device__ unsigned long long g_moe_v9_fallbacks;
 
-__device__ __forceinline__ void m9_bar_sync(int id, int count)
-{
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-__device__ __forceinline__ void m9_bar_arrive(int id, int count)
-{
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-
 // The producer's conversion of weight row r of the stage at s0 (thread r of warpgroup 0): V7's m7_convert
 // for one row, every sub-block, into row r of the e4m3 tile at c0 (K in natural order: chunk c = K
 // 16c..16c+15 at r * 128 + ((c ^ (r & 7)) << 4)), the row's scale 2^(E - 133) into the slot; returns
@@ -2019,9 +2010,10 @@ __device__ __forceinline__ void m9_produce(uint32_t sbase, uint32_t cbase, uint3
 {
     for (int kc = 0; kc < kb_n; kc++) {
         const int cs = kc % M9_CONV;
-        m9_bar_sync(M9_BAR_RAW + kc % M9_RAW, M9_THREADS);
+        named_bar_sync(M9_BAR_RAW + kc % M9_RAW, M9_THREADS);
         if (kc >= M9_CONV)
-            m9_bar_sync(M9_BAR_ECONV + cs, M9_THREADS); // the consumers are done with stage kc - CONV
+            named_bar_sync(M9_BAR_ECONV + cs,
+                           M9_THREADS); // the consumers are done with stage kc - CONV
         const uint32_t s0 = sbase + (kc % M9_RAW) * M9_RSLOT, c0 = cbase + cs * M9_CSLOT;
         const unsigned bal = __ballot_sync(0xffffffffu, m9_convert_row(s0, c0, sLUT, ptid));
         if ((ptid & 31) == 0) { // consumer warps 2 w and 2 w + 1 hold rows 32 w .. 32 w + 15 and + 16 .. + 31
@@ -2030,7 +2022,7 @@ __device__ __forceinline__ void m9_produce(uint32_t sbase, uint32_t cbase, uint3
             fb[2 * (ptid >> 5) + 1] = (bal >> 16) != 0;
         }
         wgmma_proxy_fence(); // the tile to the async proxy
-        m9_bar_arrive(M9_BAR_FULL + cs, M9_THREADS);
+        named_bar_arrive(M9_BAR_FULL + cs, M9_THREADS);
     }
 }
 
@@ -2052,7 +2044,7 @@ __device__ __forceinline__ void m9_consume(float (&acc)[M8_BM / 8][4], uint32_t 
     }
     cp_async_wait<M9_LAG - 1>();
     wgmma_proxy_fence(); // the activations are wgmma's B
-    m9_bar_arrive(M9_BAR_RAW, M9_THREADS);
+    named_bar_arrive(M9_BAR_RAW, M9_THREADS);
     const int ra0 = cw * 64 + w4 * 16 + g;
     for (int kb = 0; kb < kb_n; kb++) {
         // stage kb + LAG into the slot of stage kb + LAG - RAW <= kb - 2, which both consumer warpgroups
@@ -2063,12 +2055,12 @@ __device__ __forceinline__ void m9_consume(float (&acc)[M8_BM / 8][4], uint32_t 
         if (kb + 1 < kb_n) { // stage kb + 1's copies have landed (LAG - 1 newer groups may be pending)
             cp_async_wait<M9_LAG - 1>();
             wgmma_proxy_fence();
-            m9_bar_arrive(M9_BAR_RAW + (kb + 1) % M9_RAW, M9_THREADS);
+            named_bar_arrive(M9_BAR_RAW + (kb + 1) % M9_RAW, M9_THREADS);
         }
         const int rs = kb % M9_RAW, cs = kb % M9_CONV;
         const uint32_t s0 = sbase + rs * M9_RSLOT, c0 = cbase + cs * M9_CSLOT;
         const uint8_t *g0 = gbase + rs * M9_RSLOT, *gc = gcbase + cs * M9_CSLOT;
-        m9_bar_sync(M9_BAR_FULL + cs, M9_THREADS);
+        named_bar_sync(M9_BAR_FULL + cs, M9_THREADS);
         const int fb = reinterpret_cast<const int *>(gc + M9_FB)[4 * cw + w4]; // warp-uniform
         const float w0 = reinterpret_cast<const float *>(gc + M9_WS)[ra0];
         const float w1 = reinterpret_cast<const float *>(gc + M9_WS)[ra0 + 8];
@@ -2089,7 +2081,7 @@ __device__ __forceinline__ void m9_consume(float (&acc)[M8_BM / 8][4], uint32_t 
             m5_fallback(acc, s0 + M9_A, s0 + M9_AS, s0 + M9_B, sBS, ra0 - g, g, t, N / 8);
         }
         if (kb + M9_CONV < kb_n) // the producer waits for this release only to refill the slot
-            m9_bar_arrive(M9_BAR_ECONV + cs, M9_THREADS);
+            named_bar_arrive(M9_BAR_ECONV + cs, M9_THREADS);
     }
     cp_async_wait<0>();
 }
