@@ -550,38 +550,64 @@ __device__ __forceinline__ float hcm_tree32(float *p)
     p[1] = p[1] + p[3];
     return p[0] + p[1];
 }
+// The block's 128 tokens' X for one 32-wide piece go through shared memory (xs, HCM_XST floats a
+// token: 16-byte aligned rows, conflict-free 16-byte reads) by 16-byte cp.async, a warp instruction
+// covering 4 tokens' 128 contiguous bytes: a thread reading its own token's row directly (the first
+// form) made each warp load touch 32 rows, so the loads, not the adds, set the pace. The next
+// piece's copies run under this piece's sums; the values and the arithmetic are the first form's (a
+// chunk that is not whole, or n % 4 != 0, still reads them directly).
+#define HCM_XST 36
 __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const float *X, const float *fn, int S, int n, float *part)
 {
     __shared__ __align__(16) float sf[HCM_NM][HC_CH];
-    int c = blockIdx.x, nch = gridDim.x, s = blockIdx.y * HCM_TOK + (int)threadIdx.x;
+    __shared__ __align__(16) float xs[HCM_TOK][HCM_XST];
+    const int c = blockIdx.x, nch = gridDim.x, s0 = blockIdx.y * HCM_TOK, s = s0 + (int)threadIdx.x;
+    const bool staged = c * HC_CH + HC_CH <= n && n % 4 == 0, live = s < S;
+    const uint32_t xsb = (uint32_t)__cvta_generic_to_shared(&xs[0][0]);
+    auto stage = [&](int w) { // piece w: chunk q = thread + 128 m is token q / 8's 16 bytes q % 8
+#pragma unroll
+        for (int m = 0; m < 8; m++) {
+            const int q = (int)threadIdx.x + HCM_TOK * m, tk = q >> 3, pc = q & 7;
+            const bool ok = s0 + tk < S;
+            cp_async16(xsb + (uint32_t)(tk * HCM_XST + 4 * pc) * 4u,
+                       X + (size_t)(ok ? s0 + tk : 0) * n + c * HC_CH + w * 32 + 4 * pc, ok);
+        }
+        cp_async_commit();
+    };
+    if (staged)
+        stage(0);
     for (int t = threadIdx.x; t < HCM_NM * HC_CH; t += HCM_TOK) {
         int j = t / HC_CH, i = c * HC_CH + t % HC_CH;
         sf[j][t % HC_CH] = i < n ? __ldg(fn + (size_t)j * n + i) : 0.f;
     }
-    __syncthreads();
-    if (s >= S)
-        return;
     float v[HCM_NM + 1];
 #pragma unroll
     for (int j = 0; j <= HCM_NM; j++)
         v[j] = 0.f;
-    const float *xs = X + (size_t)s * n;
+    const float *xs_g = X + (size_t)s * n;
     for (int w = 0; w < HC_CH / 32; w++) {
         int i0 = c * HC_CH + w * 32;
         float x[32], p[32];
-        if (i0 + 32 <= n && n % 4 == 0) {
+        if (staged) { // uniform over the block
+            cp_async_wait<0>();
+            __syncthreads(); // piece w (and, at w = 0, sf) visible
 #pragma unroll
             for (int l = 0; l < 32; l += 4) {
-                float4 a = __ldg(reinterpret_cast<const float4 *>(xs + i0 + l));
+                const float4 a = *reinterpret_cast<const float4 *>(&xs[threadIdx.x][l]);
                 x[l] = a.x;
                 x[l + 1] = a.y;
                 x[l + 2] = a.z;
                 x[l + 3] = a.w;
             }
+            __syncthreads(); // every thread has its row: the buffer takes the next piece
+            if (w + 1 < HC_CH / 32)
+                stage(w + 1);
         } else {
+            if (w == 0)
+                __syncthreads(); // sf
 #pragma unroll
             for (int l = 0; l < 32; l++)
-                x[l] = i0 + l < n ? xs[i0 + l] : 0.f;
+                x[l] = live && i0 + l < n ? xs_g[i0 + l] : 0.f;
         }
 #pragma unroll
         for (int j = 0; j < HCM_NM; j++) {
@@ -595,6 +621,8 @@ __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const float *X, const float
             p[l] = x[l] * x[l];
         v[HCM_NM] += hcm_tree32(p);
     }
+    if (!live)
+        return;
     float *pt = part + ((size_t)s * nch + c) * (HCM_NM + 1);
 #pragma unroll
     for (int j = 0; j <= HCM_NM; j++)
