@@ -9,20 +9,12 @@
 # CTXS) with the wide-chunk kernel forced to each of MOE_AB (CTX_CUDA_MOE_GEMM), ROUNDS times.
 # NO_TESTS=1 skips the tests and sanitizers.
 #   run(command="tar -xJf .out/s6/carry.tar.xz && sh tools/gpu/s24a.sh s6 2>&1", carry=[".out/s6"], timeout_s=560)
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-C=${1:-s6}
-export LD_LIBRARY_PATH="$PWD/$C:$LD_LIBRARY_PATH" CTX_SOURCE_ROOT="$PWD"
+. tools/gpu/lib.sh
+gpu_setup "$1"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 if [ -z "$NO_TESTS" ]; then
-    t=$(date +%s)
-    timeout 200 "$C/test_moe_gemm" >"$OUT/test_moe_gemm.txt" 2>&1
-    echo "test_moe_gemm: exit $? in $(($(date +%s) - t)) s: $(grep -c '^ok' "$OUT/test_moe_gemm.txt") ok, $(grep -c '^not ok' "$OUT/test_moe_gemm.txt") not ok"
-    grep "^not ok" "$OUT/test_moe_gemm.txt" | cut -c1-250 | head -5
-    t=$(date +%s)
-    CTX_ENGINE_PARTS=${PARTS:-moe} timeout 240 "$C/test_engine" >"$OUT/test_engine.txt" 2>&1
-    echo "test_engine ${PARTS:-moe}: exit $? in $(($(date +%s) - t)) s: $(grep -c '^ok' "$OUT/test_engine.txt") ok, $(grep -c '^not ok' "$OUT/test_engine.txt") not ok"
-    grep -E "^not ok" "$OUT/test_engine.txt" | cut -c1-250 | head -5
+    gpu_test test_moe_gemm 200
+    gpu_test test_engine 240 CTX_ENGINE_PARTS=${PARTS:-moe}
     CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
     for tool in ${SAN_TOOLS:-synccheck memcheck}; do
         t=$(date +%s)

@@ -4,20 +4,12 @@
 # and test_engine's moe part on the default, then bench-gpu moe at MOE_S for each of VARIANTS (each a
 # space-free list NAME=VALUE,NAME=VALUE or "-" for none), ROUNDS times alternating: V9's ms.
 #   run(command="tar -xJf .out/s6/carry.tar.xz && sh tools/gpu/s24b.sh s6 2>&1", carry=[".out/s6"], timeout_s=400)
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-C=${1:-s6}
-export LD_LIBRARY_PATH="$PWD/$C:$LD_LIBRARY_PATH" CTX_SOURCE_ROOT="$PWD"
+. tools/gpu/lib.sh
+gpu_setup "$1"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 if [ -z "$NO_TESTS" ]; then
-    t=$(date +%s)
-    timeout 200 "$C/test_moe_gemm" >"$OUT/test_moe_gemm.txt" 2>&1
-    echo "test_moe_gemm: exit $? in $(($(date +%s) - t)) s: $(grep -c '^ok' "$OUT/test_moe_gemm.txt") ok, $(grep -c '^not ok' "$OUT/test_moe_gemm.txt") not ok"
-    grep "^not ok" "$OUT/test_moe_gemm.txt" | cut -c1-250 | head -5
-    t=$(date +%s)
-    CTX_ENGINE_PARTS=moe timeout 240 "$C/test_engine" >"$OUT/test_engine.txt" 2>&1
-    echo "test_engine moe: exit $? in $(($(date +%s) - t)) s: $(grep -c '^ok' "$OUT/test_engine.txt") ok, $(grep -c '^not ok' "$OUT/test_engine.txt") not ok"
-    grep -E "^not ok" "$OUT/test_engine.txt" | cut -c1-250 | head -5
+    gpu_test test_moe_gemm 200
+    gpu_test test_engine 240 CTX_ENGINE_PARTS=moe
 fi
 for r in $(seq ${ROUNDS:-2}); do
     for v in ${VARIANTS:--}; do

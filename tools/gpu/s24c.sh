@@ -6,11 +6,10 @@
 # suffix, 131072 tokens pipelined, the 500K prefill with its per-stage GPU time); then the GPU tests.
 #   run(command="tar -xJf .out/s6/carry.tar.xz && sh tools/gpu/s24c.sh s6 2>&1", carry=[".out/s6", ".out/old"],
 #       kind="nvidia-h200-x2", timeout_s=590)
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-C=${1:-s6}
+. tools/gpu/lib.sh
+gpu_setup "$1"
 OLD=${OLD:-.out/old/bench-gpu-old} # OLD=none: no A/B
-export LD_LIBRARY_PATH="$PWD/$C:$LD_LIBRARY_PATH" CTX_SOURCE_ROOT="$PWD" NCCL_NVLS_ENABLE=0
+export NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=index,name,clocks.max.sm --format=csv,noheader
 if [ -x "$OLD" ]; then
     for r in $(seq ${ROUNDS:-3}); do
@@ -25,9 +24,6 @@ t=$(date +%s)
 timeout ${FULL_TIMEOUT:-360} "$C/bench-gpu-engine" --full ${FULL_ARGS:-} 2>&1 | tee "$OUT/full.txt"
 echo "bench-gpu-engine --full: exit $? in $(($(date +%s) - t)) s"
 for tst in ${TESTS:-test_multi test_moe_gemm test_engine}; do
-    t=$(date +%s)
-    timeout 300 "$C/$tst" >"$OUT/$tst.txt" 2>&1
-    echo "$tst: exit $? in $(($(date +%s) - t)) s: $(grep -c '^ok' "$OUT/$tst.txt") ok, $(grep -c '^not ok' "$OUT/$tst.txt") not ok"
-    grep -E "^not ok" "$OUT/$tst.txt" | head -5
+    gpu_test $tst 300
     xz -6 "$OUT/$tst.txt"
 done
