@@ -555,7 +555,8 @@ __device__ __forceinline__ float hcm_tree32(float *p)
 // covering 4 tokens' 128 contiguous bytes: a thread reading its own token's row directly (the first
 // form) made each warp load touch 32 rows (~0.04 ms more a launch at 4096 tokens). The next
 // piece's copies run under this piece's sums; the values and the arithmetic are the first form's (a
-// chunk that is not whole, or n % 4 != 0, still reads them directly).
+// chunk that is not whole, or n % 4 != 0, still reads them directly: a guard only, as engines take
+// hidden sizes in multiples of 128; dropping it changed the kernel's registers 96 -> 122, unmeasured).
 #define HCM_XST 36
 __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const float *X, const float *fn, int S, int n, float *part)
 {
