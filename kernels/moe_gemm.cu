@@ -1946,6 +1946,12 @@ __global__ void __launch_bounds__(256, BM == M_BM ? 2 : 1)
 // Also tried (call10, patch kept there): a FULL barrier per consumer warpgroup, so that one's promotion
 // could run under the other's products, with the wait for the next stage's copies under the products:
 // 4.00 against 3.78 ms. And 6 raw slots, 3 converted, copies 4 ahead (call11): 3.80 ms.
+// Not the copies' traffic either (results/2026-11-30-s25, patch kept there; one V4-Flash layer, S =
+// 4096, V9 3.79-3.81 ms in the same runs): clusters of 2 / 4 CTAs on adjacent row blocks sharing each
+// stage's activation rows by TMA multicast, as one-row boxes (9.80 ms with 2: 64 boxes a stage a CTA)
+// or as one box a CTA from rows gathered in the tiles' order (3.97 / 4.37 ms), and without clusters
+// 3.92 (the gather included); reading the weights as if repacked into contiguous 8 KB stages: 3.89.
+// Halving the activations' L2 reads bought nothing: V9's pace is set by its per-stage chain, not bytes.
 // Numerics: the e4m3 values, their K order, the scales, the guard and the promotion are V8's, and the
 // tensor core sums the same values whether A comes from registers or shared memory: V8's (= V7's)
 // bytes (test_moe_gemm compares them on every case).
