@@ -1952,6 +1952,14 @@ __global__ void __launch_bounds__(256, BM == M_BM ? 2 : 1)
 // or as one box a CTA from rows gathered in the tiles' order (3.97 / 4.37 ms), and without clusters
 // 3.92 (the gather included); reading the weights as if repacked into contiguous 8 KB stages: 3.89.
 // Halving the activations' L2 reads bought nothing: V9's pace is set by its per-stage chain, not bytes.
+// A clock64 trace of one CTA (call5; its build spilled, 4.72 ms) put a consumer stage at ~2650 cycles:
+// issuing the copies of stage kb + LAG ~400, waiting for stage kb + 1's ~400-680, FULL ~40, the products
+// ~620, the promotion ~460; the producer waited on EMPTY_CONV ~680 of its ~2200. So the wait for stage
+// kb + 1's copies (and the producer's RAW_FULL of it) now comes after this stage's products are issued,
+// under them: 3.785 -> 3.685 ms at S = 4096, 2.905 -> 2.815 at 2048 (call7, two rounds each; V7's bytes
+// on test_moe_gemm's 731 cases). A fourth warpgroup issuing every copy (512 threads: the launch's 128
+// registers a thread spilled the consumers' path, 352 bytes, whatever setmaxnreg gave them) was slower:
+// 4.36 ms (call6).
 // Numerics: the e4m3 values, their K order, the scales, the guard and the promotion are V8's, and the
 // tensor core sums the same values whether A comes from registers or shared memory: V8's (= V7's)
 // bytes (test_moe_gemm compares them on every case).
@@ -2058,11 +2066,6 @@ __device__ __forceinline__ void m9_consume(float (&acc)[M8_BM / 8][4], uint32_t 
         if (kb + M9_LAG < kb_n)
             load_stage(kb + M9_LAG);
         cp_async_commit();
-        if (kb + 1 < kb_n) { // stage kb + 1's copies have landed (LAG - 1 newer groups may be pending)
-            cp_async_wait<M9_LAG - 1>();
-            wgmma_proxy_fence();
-            named_bar_arrive(M9_BAR_RAW + (kb + 1) % M9_RAW, M9_THREADS);
-        }
         const int rs = kb % M9_RAW, cs = kb % M9_CONV;
         const uint32_t s0 = sbase + rs * M9_RSLOT, c0 = cbase + cs * M9_CSLOT;
         const uint8_t *g0 = gbase + rs * M9_RSLOT, *gc = gcbase + cs * M9_CSLOT;
@@ -2078,6 +2081,14 @@ __device__ __forceinline__ void m9_consume(float (&acc)[M8_BM / 8][4], uint32_t 
         for (int s = 0; s < 4; s++) // + 32 bytes a k32 step on both operands
             wgmma_e4m3_ss<N>(p, da + (uint64_t)(2 * s), db + (uint64_t)(2 * s), s);
         wgmma_commit();
+        // stage kb + 1's copies have landed (LAG - 1 newer groups may be pending): waited for under the
+        // products, the producer told after this stage's FULL (its conversion of kb + 1 still runs under
+        // this stage's promotion)
+        if (kb + 1 < kb_n) {
+            cp_async_wait<M9_LAG - 1>();
+            wgmma_proxy_fence();
+            named_bar_arrive(M9_BAR_RAW + (kb + 1) % M9_RAW, M9_THREADS);
+        }
         wgmma_wait0();
         if (!fb) {
             moe_promote<N>(acc, p, sBS, w0, w1, t);
