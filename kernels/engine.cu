@@ -11,6 +11,7 @@
 // is the reference's. Matrices that share an input are concatenated at upload (wq_a|wkv, the
 // shared expert's w1|w3, the compressors' bf16 products) and the routed w1 and w3 run as one grouped
 // product, to cut launches.
+#include <cuda_bf16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <cooperative_groups.h>
@@ -42,13 +43,14 @@ namespace {
 
 // ---------------------------------------------------------------- device helpers
 
+// f rounded to bf16 (nearest even), as a float; NaN as it came. cvt.rn.bf16.f32 is one instruction where
+// the integer form (u += 0x7fff + lsb, masked) took five and a branch: the same bits for every non-NaN f
+// (subnormals, overflow to infinity included), and the select keeps a NaN's payload as that form did.
+// Since 2026-11-30's twenty-fourth session; the small prefill kernels were bound by their issue slots.
 __device__ __forceinline__ float bf16r(float f)
 {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return f;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return __uint_as_float(u & 0xffff0000u);
+    const float r = __uint_as_float((uint32_t)__bfloat16_as_ushort(__float2bfloat16_rn(f)) << 16);
+    return f != f ? f : r;
 }
 __device__ __forceinline__ float bf16ld(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
 __device__ __forceinline__ uint16_t bf16bits(float f) { return (uint16_t)(__float_as_uint(bf16r(f)) >> 16); }
@@ -83,17 +85,29 @@ __device__ __forceinline__ float pow2_scale(float amax, float inv)
     int code = (int)((u >> 23) & 255u) + ((u & 0x7fffffu) != 0);
     return ldexpf(1.0f, code - 127);
 }
+// pow2_scale's s = 2^(code - 127), and *rs = 1 / s, exact: code is in [1, 254] for the finite amax >= the
+// callers' floors (both powers normal), so x * *rs is x / s rounded the same way (both the correctly
+// rounded x * 2^-(code - 127)); code 255 / 256 (an infinite or NaN amax): s = inf, *rs = 0, as x / inf.
+__device__ __forceinline__ float pow2_scale_rcp(float amax, float inv, float *rs)
+{
+    const uint32_t u = __float_as_uint(amax * inv);
+    const int code = (int)((u >> 23) & 255u) + ((u & 0x7fffffu) != 0);
+    if (code >= 255) {
+        *rs = 0.f;
+        return __int_as_float(0x7f800000);
+    }
+    *rs = __int_as_float((254 - code) << 23);
+    return __int_as_float(code << 23);
+}
+// v (|v| <= 6) to the nearest e2m1 value 0, .5, 1, 1.5, 2, 3, 4, 6, ties to the even code: i counts the
+// midpoints .25 .75 1.25 1.75 2.5 3.5 5 below |v|, a tie at an odd one goes up. Branch-free (the loop
+// over the midpoints and the table it read were most of k_iq_prep_w's issue); NaN gives +-0 as before.
 __device__ __forceinline__ float e2m1_round(float v)
 {
-    const float mid[7] = {.25f, .75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.f};
-    const float val[8] = {0.f, .5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
-    float a = fabsf(v);
-    int i = 0;
-    while (i < 7 && a > mid[i])
-        i++;
-    if (i < 7 && a == mid[i] && (i & 1))
-        i++;
-    float r = val[i];
+    const float a = fabsf(v);
+    int i = (a > .25f) + (a > .75f) + (a > 1.25f) + (a > 1.75f) + (a > 2.5f) + (a > 3.5f) + (a > 5.f);
+    i += (a == .75f) | (a == 1.75f) | (a == 3.5f);
+    const float r = i < 4 ? 0.5f * (float)i : i < 6 ? (float)(i - 2) : (float)(2 * i - 8);
     return signbit(v) ? -r : r;
 }
 
@@ -102,6 +116,24 @@ __device__ __forceinline__ float warp_sum(float v)
     for (int o = 16; o; o >>= 1)
         v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
+}
+// a / b, with *r = a % b, for a >= 0, b > 0: a shift for a power-of-two b, 32-bit arithmetic where a fits
+// (every index of the engine's launches), 64-bit otherwise. A 64-bit division by a run-time value is a call
+// of ~70 instructions: in the small prefill kernels that derive (row, block) from a thread index it took
+// more issue slots than their work (twenty-fourth session). Uniform branches.
+__device__ __forceinline__ long long divmod_idx(long long a, int b, int *r)
+{
+    if (!(b & (b - 1))) {
+        *r = (int)(a & (b - 1));
+        return a >> (__ffs(b) - 1);
+    }
+    if (!(a >> 32)) {
+        const unsigned q = (unsigned)a / (unsigned)b;
+        *r = (int)((unsigned)a - q * (unsigned)b);
+        return q;
+    }
+    *r = (int)(a % b);
+    return a / b;
 }
 __device__ __forceinline__ float warp_max(float v)
 {
@@ -136,8 +168,8 @@ __device__ void warp_fp8_qdq64(float *x)
     float amax = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
     if (amax < 1e-4f)
         amax = 1e-4f;
-    float s = pow2_scale(amax, 1.0f / 448.0f);
-    float q0 = fminf(fmaxf(v0 / s, -448.f), 448.f), q1 = fminf(fmaxf(v1 / s, -448.f), 448.f);
+    float rs, s = pow2_scale_rcp(amax, 1.0f / 448.0f, &rs);
+    float q0 = fminf(fmaxf(v0 * rs, -448.f), 448.f), q1 = fminf(fmaxf(v1 * rs, -448.f), 448.f);
     x[lane] = bf16r(e4m3_round(q0) * s);
     x[lane + 32] = bf16r(e4m3_round(q1) * s);
 }
@@ -148,8 +180,8 @@ __device__ __forceinline__ float warp_fp4_qdq32v(float v) // lane l's value l of
     const float floor_ = 6.0f * 0x1p-126f;
     if (amax < floor_)
         amax = floor_;
-    float s = pow2_scale(amax, 1.0f / 6.0f);
-    float q = fminf(fmaxf(v / s, -6.f), 6.f);
+    float rs, s = pow2_scale_rcp(amax, 1.0f / 6.0f, &rs);
+    float q = fminf(fmaxf(v * rs, -6.f), 6.f);
     return bf16r(e2m1_round(q) * s);
 }
 __device__ void warp_fp4_qdq32(float *x)
@@ -557,6 +589,9 @@ __device__ __forceinline__ float hcm_tree32(float *p)
 // piece's copies run under this piece's sums; the values and the arithmetic are the first form's (a
 // chunk that is not whole, or n % 4 != 0, still reads them directly: a guard only, as engines take
 // hidden sizes in multiples of 128; dropping it changed the kernel's registers 96 -> 122, unmeasured).
+// Tried in the twenty-fourth session and not kept: two tokens a thread (64 threads, each 16-byte fn read
+// serving both tokens' products; 168 registers, 10 warps an SM) took 0.33 ms a launch at 4096 tokens
+// against this form's 0.29 (results/2026-11-30-s26, call2): its FP32 chains, not its fn reads, set the pace.
 #define HCM_XST 36
 __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const float *X, const float *fn, int S, int n, float *part)
 {
@@ -1088,8 +1123,8 @@ __global__ void k_hc_post(const float *Xin, float *X, const float *f, const floa
         return;
     if (HC > 0)
         hc = HC;
-    size_t s = t / D;
-    int i = (int)(t % D);
+    int i;
+    const size_t s = (size_t)divmod_idx((long long)t, D, &i);
     float *Xs = X + s * hc * D;
     const float *Xi = Xin + s * hc * D, *cb = comb + s * hc * hc, *ps = post + s * hc;
     float xv[HC > 0 ? HC : 16], nx[HC > 0 ? HC : 16];
@@ -1798,11 +1833,12 @@ template <int NW> __device__ __forceinline__ void warp_rope_tail(float (&x)[NW],
 // is elementwise and RoPE's pairs (2i, 2i + 1) of the tail are neighbouring lanes, so every value
 // gets k_q_prep's operations. Blocks b < S: kv_prep_block as in k_q_prep (512 threads); the others:
 // 16 heads a block. q16 != NULL: the queries' bf16 bits go there instead of Q (k_attn_hsw's input:
-// half the bytes written and read).
+// half the bytes written and read); in16: they are read from there too (wq_b's bf16 products), each
+// warp's head whole into registers before its writes, so in place.
 constexpr int QPW_D = 512, QPW_HPB = 16;
 __global__ void __launch_bounds__(512)
     k_q_prep_w(float *Q, int S, int H, int rd, float eps, const float *rope, const long long *ppos,
-               float *kv, const uint16_t *kv_norm, uint16_t *q16)
+               float *kv, const uint16_t *kv_norm, uint16_t *q16, int in16)
 {
     pdl_begin();
     long long pos0 = *ppos;
@@ -1815,13 +1851,20 @@ __global__ void __launch_bounds__(512)
     const long long b = ((long long)blockIdx.x - S) * QPW_HPB + (threadIdx.x >> 5); // query head of the chunk
     if (b >= (long long)S * H) // a whole warp; no block barrier below
         return;
-    const int s = (int)(b / H);
+    int hh;
+    const int s = (int)divmod_idx(b, H, &hh);
     float *q = Q + (size_t)b * QPW_D;
     constexpr int NW = QPW_D / 32;
     float x[NW];
+    if (in16) { // the bf16 values in q16 (wq_b wrote them there); rewritten below, in place
 #pragma unroll
-    for (int w = 0; w < NW; w++)
-        x[w] = q[32 * w + lane];
+        for (int w = 0; w < NW; w++)
+            x[w] = __uint_as_float((uint32_t)q16[(size_t)b * QPW_D + 32 * w + lane] << 16);
+    } else {
+#pragma unroll
+        for (int w = 0; w < NW; w++)
+            x[w] = q[32 * w + lane];
+    }
     float t = 0.f;
 #pragma unroll
     for (int w = 0; w < NW; w++) {
@@ -1900,7 +1943,8 @@ __global__ void __launch_bounds__(32 * IQW_HPB) k_iq_prep_w(float *qI, int nh, i
     const long long pos0 = *ppos;
     if (wts && lane == 0)
         wts[b] = bf16r(wts[b] * wsc);
-    const int s = b / Hi;
+    int hh;
+    const int s = (int)divmod_idx(b, Hi, &hh);
     float *q = qI + (size_t)b * IQW_D;
     float x[4];
 #pragma unroll
@@ -5964,7 +6008,8 @@ __device__ __forceinline__ void act_quant_f32_warp(const float *x, int mx, int m
     const int kb_n = k >> 7;
     if (w >= (long long)m * kb_n)
         return;
-    const int row = (int)(w / kb_n), kb = (int)(w % kb_n);
+    int kb;
+    const int row = (int)divmod_idx(w, kb_n, &kb);
     const size_t off = (size_t)row * k + (size_t)kb * 128 + lane * 4;
     const float4 xv = *reinterpret_cast<const float4 *>(x + (size_t)(row % mx) * k + (size_t)kb * 128 + lane * 4);
     float v[4] = {bf16ld(bf16bits(xv.x)), bf16ld(bf16bits(xv.y)), bf16ld(bf16bits(xv.z)), bf16ld(bf16bits(xv.w))};
@@ -6008,7 +6053,8 @@ __global__ void __launch_bounds__(256) k_swiglu_quant(const uint16_t *g, const u
     const int lane = threadIdx.x & 31;
     if (wi >= (long long)rows * kb_n)
         return;
-    const int r = (int)(wi / kb_n), kb = (int)(wi % kb_n);
+    int kb;
+    const int r = (int)divmod_idx(wi, kb_n, &kb);
     const size_t off = (size_t)r * ld + (size_t)kb * 128 + lane * 4;
     const uint2 gr = *reinterpret_cast<const uint2 *>(g + off), ur = *reinterpret_cast<const uint2 *>(u + off);
     const uint16_t gb[4] = {(uint16_t)(gr.x & 0xffffu), (uint16_t)(gr.x >> 16), (uint16_t)(gr.y & 0xffffu),
@@ -6088,8 +6134,9 @@ __global__ void __launch_bounds__(64) k_moe_combine4(const uint16_t *ys, const i
     const size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (t >= (size_t)S * nq)
         return;
-    const size_t s = t / nq;
-    const int i = (int)(t % nq) * 4;
+    int i;
+    const size_t s = (size_t)divmod_idx((long long)t, nq, &i);
+    i *= 4;
     const int *sel = ri + s * k;
     int id[KMAX];
     uint2 y[KMAX];
@@ -6112,6 +6159,67 @@ __global__ void __launch_bounds__(64) k_moe_combine4(const uint16_t *ys, const i
                                  bf16r(acc[2] + bf16ld((uint16_t)(sv.y & 0xffffu))),
                                  bf16r(acc[3] + bf16ld((uint16_t)(sv.y >> 16))));
     *reinterpret_cast<float4 *>(out + s * D + i) = o;
+}
+
+// k_moe_combine4 over 16 consecutive outputs a thread (prefill chunks: S > 8, D % 16 == 0, k <= KMAX): the
+// same scan and the same additions per output, so the same bits. The scan over the ids (k rounds of KMAX
+// compares) is per warp what 4 outputs' additions are several times over; Nsight Compute had k_moe_combine4's
+// issue slots 72% busy, most on the scan's compares, at half the copy rate (twenty-fourth session). Here one
+// scan serves 16 outputs, each row's 32 bytes come in two 16-byte loads.
+template <int KMAX>
+__global__ void __launch_bounds__(64) k_moe_combine16(const uint16_t *ys, const int *ri, const uint16_t *sy, int S,
+                                                      int k, int D, float *out)
+{
+    pdl_begin();
+    const int nq = D >> 4;
+    const size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (t >= (size_t)S * nq)
+        return;
+    int i;
+    const size_t s = (size_t)divmod_idx((long long)t, nq, &i);
+    i *= 16;
+    const int *sel = ri + s * k;
+    int id[KMAX];
+    uint4 y[KMAX][2];
+#pragma unroll
+    for (int j = 0; j < KMAX; j++)
+        if (j < k) {
+            id[j] = sel[j];
+            const uint4 *src = reinterpret_cast<const uint4 *>(ys + (s * k + j) * D + i);
+            y[j][0] = src[0];
+            y[j][1] = src[1];
+        }
+    const uint4 *ssrc = reinterpret_cast<const uint4 *>(sy + s * D + i);
+    const uint4 sv[2] = {ssrc[0], ssrc[1]};
+    float acc[16];
+#pragma unroll
+    for (int c = 0; c < 16; c++)
+        acc[c] = 0.f;
+    moe_combine_scan<KMAX>(id, k, [&](int j) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const uint32_t w[4] = {y[j][h].x, y[j][h].y, y[j][h].z, y[j][h].w};
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                acc[8 * h + 2 * c] += bf16ld((uint16_t)(w[c] & 0xffffu));
+                acc[8 * h + 2 * c + 1] += bf16ld((uint16_t)(w[c] >> 16));
+            }
+        }
+    });
+    float o[16];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const uint32_t w[4] = {sv[h].x, sv[h].y, sv[h].z, sv[h].w};
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            o[8 * h + 2 * c] = bf16r(acc[8 * h + 2 * c] + bf16ld((uint16_t)(w[c] & 0xffffu)));
+            o[8 * h + 2 * c + 1] = bf16r(acc[8 * h + 2 * c + 1] + bf16ld((uint16_t)(w[c] >> 16)));
+        }
+    }
+    float4 *dst = reinterpret_cast<float4 *>(out + s * D + i);
+#pragma unroll
+    for (int c = 0; c < 4; c++)
+        dst[c] = make_float4(o[4 * c], o[4 * c + 1], o[4 * c + 2], o[4 * c + 3]);
 }
 
 // Busy-waits `ns` nanoseconds, so that the launches queued behind it run back to back (profiling).
@@ -7443,6 +7551,23 @@ static int lin_fp8(struct cuda_engine *g, const struct dlin *w, const float *x, 
     LAUNCHED("lin_fp8");
     return 0;
 }
+// lin_fp8 with bf16 out: y16 [S][n] gets the bits whose values lin_fp8's floats hold (both paths' products
+// are bf16), in half the bytes (a prefill chunk's wq_b into k_attn_hsw's bf16 queries).
+static int lin_fp8_16(struct cuda_engine *g, const struct dlin *w, const float *x, int S, uint16_t *y16,
+                      struct ctx_err *e)
+{
+    if (S <= 2 && cuda_fp8_gemv_f32_fits(S, w->n, w->k))
+        return ctx_err_set(e, CTX_EINTERNAL, "lin_fp8_16: a decode step's product (lin_fp8's fused path)");
+    launch_pdl(k_act_quant_f32, (unsigned)(((long long)S * (w->k / 128) + 7) / 8), 256, 0, g->st, x, S, S, w->k, g->q8,
+               g->sa);
+    int rc = cu(e, cudaGetLastError(), "k_act_quant_f32");
+    if (rc || (rc = lin_lt(g, w, S, w->n, NULL, NULL, y16, e)) != 1)
+        return rc;
+    rc = S <= 8 ? cuda_fp8_gemv(g->q8, g->sa, S, w->w, w->s, w->n, w->k, y16, g->st, e)
+                : cuda_fp8_gemm(g->q8, g->sa, S, w->w, w->s, w->n, w->k, y16, g->st, e);
+    LAUNCHED("lin_fp8_16");
+    return rc;
+}
 // The same for a concatenated weight (struct dlayer's wqkv): rows [0, n1) into y1 [S][n1], the rest
 // into y2 [S][n - n1].
 static int lin_fp8_split(struct cuda_engine *g, const struct dlin *w, const float *x, int S, int n1, float *y1,
@@ -8010,10 +8135,27 @@ static bool attn_wg_fits(int H, int W) { return H % 64 == 0 && W % 64 == 0; }
 // product (CTX_CUDA_ATTN_O16=0: O, staged by wo_a)
 static env_switch attn_hsw_switch{"CTX_CUDA_ATTN_HSW"};
 static env_switch attn_q16_switch{"CTX_CUDA_ATTN_Q16"};
+// wq_b's product straight into q16 as bf16 for k_q_prep_w to read in place (CTX_CUDA_Q16_IN=0: through
+// fp32 Q as before the twenty-fourth session; the same bits)
+static env_switch q16in_switch{"CTX_CUDA_Q16_IN"};
+// k_moe_combine16 for prefill chunks (CTX_CUDA_COMBINE16=0: k_moe_combine4 as before the twenty-fourth
+// session; the same bits)
+static env_switch combine16_switch{"CTX_CUDA_COMBINE16"};
 static env_switch attn_o16_switch{"CTX_CUDA_ATTN_O16"};
 extern "C" void cuda_engine_attn_hsw_mode(int on)
 {
     attn_hsw_switch.set(on);
+}
+// Test entry: wq_b's product into q16 (CTX_CUDA_Q16_IN) on (1) or off (0); v < 0: the environment's again.
+extern "C" void cuda_engine_q16in_mode(int v)
+{
+    q16in_switch.set(v);
+}
+// Test entry: k_moe_combine16 for prefill chunks (CTX_CUDA_COMBINE16) on (1) or off (0); v < 0: the
+// environment's again.
+extern "C" void cuda_engine_combine16_mode(int v)
+{
+    combine16_switch.set(v);
 }
 
 // attn_tc_launch's copy path for k_attn_hwg and k_attn_hsw: every block by cp.async from bf16
@@ -8495,20 +8637,23 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             (rc = cu(e, cudaEventRecord(g->aev[4], g->ist), "attention: indexer")))
             return rc;
     }
-    if ((rc = lin_fp8(g, &L->wq_b, g->cq, S, g->Q, e)))
+    // prefill: the queries' norm and RoPE a warp a head (k_q_prep_w); as bf16 (q16) where k_attn_hsw
+    // takes them, and then (q16in) wq_b writes them as bf16 into q16 too, which k_q_prep_w reads and
+    // rewrites in place: the values fp32 Q would hold (cuBLASLt's products are bf16), in half the bytes
+    const int qpw = !dec && d == QPW_D && rd % 32 == 0 && rd <= d && (g->attn_fuse & ATTN_QPREP_W);
+    uint16_t *q16 = nullptr;
+    if (qpw && S > ATC_MIN_S && d == ATC_D && g->q16 && attn_q16_switch.on() &&
+        attn_hsw_runs(H, W, L->ratio, g->c16, g->c16_rows, L->ratio ? (g->pos + S) / L->ratio : 0))
+        q16 = g->q16;
+    const int q16in = q16 && q16in_switch.on();
+    if ((rc = q16in ? lin_fp8_16(g, &L->wq_b, g->cq, S, q16, e) : lin_fp8(g, &L->wq_b, g->cq, S, g->Q, e)))
         return rc;
     if (L->ratio == 4 && !side && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
-    // prefill: a warp a head; the queries as bf16 (q16) where k_attn_hsw takes them
-    uint16_t *q16 = nullptr;
-    if (!dec && d == QPW_D && rd % 32 == 0 && rd <= d && (g->attn_fuse & ATTN_QPREP_W)) {
-        if (S > ATC_MIN_S && d == ATC_D && g->q16 && attn_q16_switch.on() &&
-            attn_hsw_runs(H, W, L->ratio, g->c16, g->c16_rows,
-                          L->ratio ? (g->pos + S) / L->ratio : 0))
-            q16 = g->q16;
+    if (qpw) {
         launch_pdl(k_q_prep_w, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
-                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16);
+                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in);
     } else
         launch_pdl(k_q_prep, S + S * H, 512, sizeof(float) * d, g->st, g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
                    L->kv_norm);
@@ -8715,6 +8860,9 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
         k_moe_combine4<8><<<cgrid, 64, 0, g->st>>>(g->ys16, g->ri, g->sy16, S, k, D, g->f);
     else if (c4 && side)
         k_moe_combine4<16><<<cgrid, 64, 0, g->st>>>(g->ys16, g->ri, g->sy16, S, k, D, g->f);
+    else if (c4 && k <= 8 && S > 8 && D % 16 == 0 && combine16_switch.on()) // prefill chunks: 16 outputs a thread
+        launch_pdl(k_moe_combine16<8>, grid_for((size_t)S * (D / 16), 64), 64, 0, g->st, g->ys16, g->ri, g->sy16, S, k,
+                   D, g->f);
     else if (c4 && k <= 8)
         launch_pdl(k_moe_combine4<8>, cgrid, 64, 0, g->st, g->ys16, g->ri, g->sy16, S, k, D, g->f);
     else if (c4)
