@@ -190,16 +190,20 @@ static void *engine_thread(void *arg)
         served(s, j->client);
         int must_run = sticky(j);
         j->started = 1;
+        const int cancelled_before = atomic_load(&j->cancelled);
         pthread_mutex_unlock(&s->lock);
 
-        int rc = atomic_load(&j->cancelled) && !must_run
-                     ? CTX_ECANCELED
-                     : j->ops.run((struct ctxd_job_ctx *)j, j->ud);
+        int rc = cancelled_before && !must_run ? CTX_ECANCELED : j->ops.run((struct ctxd_job_ctx *)j, j->ud);
 
         pthread_mutex_lock(&s->lock);
         s->running = NULL;
         s->slices++;
-        if (rc == CTXD_JOB_YIELD && !atomic_load(&j->cancelled) && !s->stop) {
+        /* A sticky job cancelled while this slice ran may have yielded without seeing it (it looked
+         * before the flag was set): it runs once more to see it, as when cancelled between slices.
+         * Finishing it here would call done() while it still holds what it must release (the agent's
+         * thread, which went on to post its events after the reply). */
+        const int late = sticky(j) && !cancelled_before && atomic_load(&j->cancelled);
+        if (rc == CTXD_JOB_YIELD && ((!atomic_load(&j->cancelled) && !s->stop) || late)) {
             enqueue(s, j);
             continue;
         }

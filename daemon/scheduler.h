@@ -33,8 +33,9 @@ struct ctxd_job_ops {
     void (*done)(void *ud, int status, const char *message);
     /* Non-zero: once run() has been called, a cancellation never drops the job from the queue
      * (nor does shutdown): run() is called again, sees ctxd_job_cancelled() and must then finish
-     * (a YIELD counts as finishing). For jobs that own resources between slices (the agent's
-     * thread) and must release them before done(). */
+     * (a YIELD from a call that began cancelled counts as finishing; one from a call cancelled
+     * while it ran is queued again, as it may not have seen the flag). For jobs that own resources
+     * between slices (the agent's thread) and must release them before done(). */
     int finish_when_cancelled;
 };
 

@@ -1824,6 +1824,107 @@ template <int NW> __device__ __forceinline__ void warp_rope_tail(float (&x)[NW],
     }
 }
 
+constexpr int QPW_D = 512, QPW_HPB = 16, QPR_HPB = 32;
+// k_q_prep_w's query heads with the values transposed (ROWS): lanes 16 h .. 16 h + 15 of a warp take head
+// 2 w + h of the block's warp w, lane 16 h + g the head's values 32 g .. 32 g + 31 (64 or 128 contiguous
+// bytes: 16-byte loads and stores). The warp-a-head form holds value 32 g + l in lane l of register g,
+// so its sum of squares is 16 xor trees over the lanes, then one over the 16 group sums (lanes >= 16
+// zero). Here a lane adds its group's 32 squares in the xor tree's order in registers (hcm_tree32: level
+// 16 adds value l + 16 to l, ...), and the half-warp's lanes add the group sums by the second tree's
+// levels 8, 4, 2, 1 (its level 16 added zeros: exact, the sums being >= +0). The scaling is elementwise
+// and RoPE's pairs (2i, 2i + 1) are now neighbours in a lane. So every value gets k_q_prep's operations:
+// the same bits, with half the instructions a head and no shuffle but the four (Nsight Compute had the
+// warp-a-head form's issue slots 74% busy on its 85 shuffles a head; twenty-fourth session).
+__device__ __forceinline__ void q_prep_rows(float *Q, int S, int H, int rd, float eps, const float *rope,
+                                            long long pos0, uint16_t *q16, int in16)
+{
+    const int lane = threadIdx.x & 31, g = lane & 15;
+    const long long b = ((long long)blockIdx.x - S) * QPR_HPB + (threadIdx.x >> 5) * 2 + (lane >> 4);
+    const long long nh = (long long)S * H;
+    if (((long long)blockIdx.x - S) * QPR_HPB + (threadIdx.x >> 5) * 2 >= nh) // both heads past the end: the whole warp
+        return;
+    const bool live = b < nh; // the other half runs on zeros (its shuffles stay in its half)
+    int hh;
+    const int s = live ? (int)divmod_idx(b, H, &hh) : 0;
+    float x[32];
+    if (live && in16) {
+        const uint4 *src = reinterpret_cast<const uint4 *>(q16 + (size_t)b * QPW_D + 32 * g);
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            const uint4 v = src[c];
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                x[8 * c + 2 * k] = __uint_as_float(w[k] << 16);
+                x[8 * c + 2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+            }
+        }
+    } else if (live) {
+        const float4 *src = reinterpret_cast<const float4 *>(Q + (size_t)b * QPW_D + 32 * g);
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+            const float4 v = src[c];
+            x[4 * c] = v.x;
+            x[4 * c + 1] = v.y;
+            x[4 * c + 2] = v.z;
+            x[4 * c + 3] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int l = 0; l < 32; l++)
+            x[l] = 0.f;
+    }
+    float sq[16]; // the group's tree, its first level formed as the squares are
+#pragma unroll
+    for (int l = 0; l < 16; l++)
+        sq[l] = bf16r(x[l] * x[l]) + bf16r(x[l + 16] * x[l + 16]);
+#pragma unroll
+    for (int l = 0; l < 8; l++)
+        sq[l] = sq[l] + sq[l + 8];
+#pragma unroll
+    for (int l = 0; l < 4; l++)
+        sq[l] = sq[l] + sq[l + 4];
+    sq[0] = sq[0] + sq[2];
+    sq[1] = sq[1] + sq[3];
+    float t = sq[0] + sq[1];
+#pragma unroll
+    for (int o = 8; o; o >>= 1)
+        t += __shfl_xor_sync(0xffffffffu, t, o);
+    const float ms = bf16r(t / (float)QPW_D);
+    const float r = bf16r(1.0f / sqrtf(bf16r(ms + eps)));
+#pragma unroll
+    for (int l = 0; l < 32; l++)
+        x[l] = bf16r(x[l] * r);
+    const int tail0 = QPW_D - rd; // rd % 32 == 0: a group is in the tail or not
+    if (live && 32 * g >= tail0) {
+        const float *cs = rope + (size_t)(pos0 + s) * rd + (32 * g - tail0); // pair i of the group: cs[2i], cs[2i + 1]
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            const float c = cs[2 * i], sn = cs[2 * i + 1], a = x[2 * i], bb = x[2 * i + 1];
+            x[2 * i] = bf16r(a * c - bb * sn);
+            x[2 * i + 1] = bf16r(a * sn + bb * c);
+        }
+    }
+    if (!live)
+        return;
+    if (q16) { // the bf16 values' bits (exact)
+        uint4 *dst = reinterpret_cast<uint4 *>(q16 + (size_t)b * QPW_D + 32 * g);
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            uint32_t w[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                w[k] = (__float_as_uint(x[8 * c + 2 * k]) >> 16) | (__float_as_uint(x[8 * c + 2 * k + 1]) & 0xffff0000u);
+            dst[c] = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+        return;
+    }
+    float4 *dst = reinterpret_cast<float4 *>(Q + (size_t)b * QPW_D + 32 * g);
+#pragma unroll
+    for (int c = 0; c < 8; c++)
+        dst[c] = make_float4(x[4 * c], x[4 * c + 1], x[4 * c + 2], x[4 * c + 3]);
+}
+
 // k_q_prep for prefill chunks (S > CMP_MIN_S, head_dim 512), the same bits with a warp a query head
 // instead of a block: k_q_prep's 133K blocks of a 2048-token chunk (64 heads) each wait on one
 // element a thread, two block barriers and a shared-memory round trip, ~0.6 ms a V4-Flash layer for
@@ -1835,8 +1936,10 @@ template <int NW> __device__ __forceinline__ void warp_rope_tail(float (&x)[NW],
 // 16 heads a block. q16 != NULL: the queries' bf16 bits go there instead of Q (k_attn_hsw's input:
 // half the bytes written and read); in16: they are read from there too (wq_b's bf16 products), each
 // warp's head whole into registers before its writes, so in place.
-constexpr int QPW_D = 512, QPW_HPB = 16;
-__global__ void __launch_bounds__(512)
+// ROWS (since the twenty-fourth session; CTX_CUDA_QPREP_ROWS=0 keeps the warp-a-head form): q_prep_rows,
+// two heads a warp, each lane one 32-value group of a head, QPR_HPB heads a block.
+template <bool ROWS>
+__global__ void __launch_bounds__(512, ROWS ? 2 : 1)
     k_q_prep_w(float *Q, int S, int H, int rd, float eps, const float *rope, const long long *ppos,
                float *kv, const uint16_t *kv_norm, uint16_t *q16, int in16)
 {
@@ -1845,6 +1948,10 @@ __global__ void __launch_bounds__(512)
     __shared__ float buf[QPW_D], sh[32];
     if ((int)blockIdx.x < S) {
         kv_prep_block(kv, QPW_D, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh);
+        return;
+    }
+    if (ROWS) {
+        q_prep_rows(Q, S, H, rd, eps, rope, pos0, q16, in16);
         return;
     }
     const int lane = threadIdx.x & 31;
@@ -8141,6 +8248,9 @@ static env_switch q16in_switch{"CTX_CUDA_Q16_IN"};
 // k_moe_combine16 for prefill chunks (CTX_CUDA_COMBINE16=0: k_moe_combine4 as before the twenty-fourth
 // session; the same bits)
 static env_switch combine16_switch{"CTX_CUDA_COMBINE16"};
+// k_q_prep_w's query heads a lane a 32-value group (q_prep_rows; CTX_CUDA_QPREP_ROWS=0: a warp a head as
+// before the twenty-fourth session; the same bits)
+static env_switch qprep_rows_switch{"CTX_CUDA_QPREP_ROWS"};
 static env_switch attn_o16_switch{"CTX_CUDA_ATTN_O16"};
 extern "C" void cuda_engine_attn_hsw_mode(int on)
 {
@@ -8156,6 +8266,11 @@ extern "C" void cuda_engine_q16in_mode(int v)
 extern "C" void cuda_engine_combine16_mode(int v)
 {
     combine16_switch.set(v);
+}
+// Test entry: q_prep_rows (CTX_CUDA_QPREP_ROWS) on (1) or off (0); v < 0: the environment's again.
+extern "C" void cuda_engine_qprep_rows_mode(int v)
+{
+    qprep_rows_switch.set(v);
 }
 
 // attn_tc_launch's copy path for k_attn_hwg and k_attn_hsw: every block by cp.async from bf16
@@ -8651,8 +8766,11 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (L->ratio == 4 && !side && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
-    if (qpw) {
-        launch_pdl(k_q_prep_w, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
+    if (qpw && qprep_rows_switch.on()) {
+        launch_pdl(k_q_prep_w<true>, (unsigned)(S + (S * H + QPR_HPB - 1) / QPR_HPB), 512, 0, g->st, g->Q,
+                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in);
+    } else if (qpw) {
+        launch_pdl(k_q_prep_w<false>, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
                    S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in);
     } else
         launch_pdl(k_q_prep, S + S * H, 512, sizeof(float) * d, g->st, g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,

@@ -170,6 +170,19 @@ static void wait_done(struct world *w, int n)
     assert_int_equal(w->done_count, n);
 }
 
+/* Until a slice of the job named c has run. */
+static void wait_recorded(struct world *w, char c)
+{
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        int seen = strchr(w->order, c) != NULL;
+        pthread_mutex_unlock(&w->lock);
+        if (seen)
+            return;
+        usleep(100);
+    }
+}
+
 static struct tjob *hold_engine(struct world *w)
 {
     struct tjob *g = tj(w, 'G');
@@ -265,14 +278,7 @@ static void cancel_queued_and_running(void **state)
     wait_done(w, 2); /* G and q */
     assert_int_equal(q->status, CTX_ECANCELED);
     assert_string_equal(q->msg, "cancelled");
-    while (1) {
-        pthread_mutex_lock(&w->lock);
-        int started = strchr(w->order, 'r') != NULL;
-        pthread_mutex_unlock(&w->lock);
-        if (started)
-            break;
-        usleep(100);
-    }
+    wait_recorded(w, 'r');
     ctxd_sched_cancel(w->s, hr);
     wait_done(w, 3);
     assert_int_equal(r->status, CTX_ECANCELED);
@@ -401,6 +407,32 @@ static void started_jobs_finish_when_cancelled(void **state)
     }
 }
 
+/* finish_when_cancelled, the race: a started job cancelled while one of its slices runs, which then
+ * yields without having looked at the flag again, is not finished behind its back: it runs once more,
+ * sees the cancellation and finishes ("sc"). (The agent's job yields while its thread waits for an
+ * approval; finished there, its reply overtook the thread's last events: test_agent, CI 2026-11-30.) */
+static void cancelled_during_a_slice_runs_again(void **state)
+{
+    (void)state;
+    struct world *w = world_new(0);
+    struct tjob *sj = tj(w, 's');
+    sj->slices = 1000000;
+    sj->wait_gate2 = 1; /* its first slice holds until the test has cancelled it */
+    struct ctx_err e = {0};
+    struct ctxd_job *h = NULL;
+    assert_int_equal(ctxd_sched_submit(w->s, CTXD_PRIO_INTERACTIVE, 5, &sticky_ops, sj, &h, &e), 0);
+    wait_recorded(w, 's');
+    ctxd_sched_cancel(w->s, h); /* running: the flag only */
+    atomic_store(&w->gate2_open, 1);
+    wait_done(w, 1);
+    assert_int_equal(sj->status, CTX_ECANCELED);
+    pthread_mutex_lock(&w->lock);
+    assert_string_equal(w->order, "sc");
+    pthread_mutex_unlock(&w->lock);
+    free(sj);
+    world_free(w);
+}
+
 static void free_cancels_everything(void **state)
 {
     (void)state;
@@ -409,14 +441,7 @@ static void free_cancels_everything(void **state)
     r->spin_until_cancel = 1;
     submit(w, r, CTXD_PRIO_INTERACTIVE, 1);
     submit(w, q, CTXD_PRIO_BACKGROUND, 1);
-    while (1) {
-        pthread_mutex_lock(&w->lock);
-        int started = strchr(w->order, 'r') != NULL;
-        pthread_mutex_unlock(&w->lock);
-        if (started)
-            break;
-        usleep(100);
-    }
+    wait_recorded(w, 'r');
     ctxd_sched_free(w->s);
     assert_int_equal(r->status, CTX_ECANCELED);
     assert_int_equal(q->status, CTX_ECANCELED);
@@ -441,6 +466,7 @@ int main(void)
         cmocka_unit_test(failures_carry_their_message),
         cmocka_unit_test(free_cancels_everything),
         cmocka_unit_test(started_jobs_finish_when_cancelled),
+        cmocka_unit_test(cancelled_during_a_slice_runs_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,8 @@
  * - the HCA layers' prefill attention from the bf16 cache (part "c16"): bit-identical to the fp32 gather.
  * - the prefill attention on wgmma (part "wg", test_wg): mid64 (64 heads) against the CPU, chunked prefill
  *   bit-identical to one chunk, its bf16-cache path bit-identical to its gather; the twenty-fourth
- *   session's prefill forms (wq_b into bf16 queries, k_moe_combine16) bit-identical to the forms before.
+ *   session's prefill forms (wq_b into bf16 queries, k_moe_combine16, q_prep_rows) bit-identical to the
+ *   forms before.
  * - the MTP block and speculative decoding (part "spec", test_spec): the MTP's logits on the fixture
  *   against the CPU's inf_model_mtp on the same streams (<= 0.03 rms/sigma, the CPU's own bound) and
  *   the golden mtp_logits (the fixture's bounds), in pieces against one call; a forward of two tokens
@@ -1466,20 +1467,23 @@ static void chunks_vs_one(const char *cfg, int P, const char *what)
 /* The twenty-fourth session's prefill forms (kernels/engine.cu), each against the form before it: bit 0
  * wq_b's product written as bf16 straight into k_attn_hsw's queries, which k_q_prep_w rewrites in place
  * (CTX_CUDA_Q16_IN; before: through fp32 Q), bit 1 the MoE combine over 16 outputs a thread
- * (k_moe_combine16, CTX_CUDA_COMBINE16; before: k_moe_combine4). The same values in the same operations,
+ * (k_moe_combine16, CTX_CUDA_COMBINE16; before: k_moe_combine4), bit 2 the query heads' norm and RoPE a lane
+ * a 32-value group (q_prep_rows, CTX_CUDA_QPREP_ROWS; before: a warp a head). The same values in the same operations,
  * so the same bits (mid64: 64 heads of 512, so k_attn_hsw takes the queries as bf16). */
 void cuda_engine_q16in_mode(int v);
 void cuda_engine_combine16_mode(int v);
+void cuda_engine_qprep_rows_mode(int v);
 static void forms_set(struct cuda_engine *g, int v)
 {
     (void)g;
     cuda_engine_q16in_mode(v < 0 ? -1 : v & 1);
     cuda_engine_combine16_mode(v < 0 ? -1 : (v >> 1) & 1);
+    cuda_engine_qprep_rows_mode(v < 0 ? -1 : (v >> 2) & 1);
 }
 static void forms_label(int v, char *out, size_t cap)
 {
-    snprintf(out, cap, "wq_b into %s, combine %s", v & 1 ? "bf16 q16" : "fp32 Q",
-             v & 2 ? "k_moe_combine16" : "k_moe_combine4");
+    snprintf(out, cap, "wq_b into %s, combine %s, query prep %s", v & 1 ? "bf16 q16" : "fp32 Q",
+             v & 2 ? "k_moe_combine16" : "k_moe_combine4", v & 4 ? "a lane a group" : "a warp a head");
 }
 
 static void test_wg(void)
@@ -1487,7 +1491,7 @@ static void test_wg(void)
     cuda_engine_attn_wg_mode(7);
     test_synthetic("mid64", 600, 24, 256);
     chunks_vs_one("mid64", 500, "wg");
-    static const struct switch_ops forms_ops = {"prefill forms", 4, forms_set, forms_label, NULL};
+    static const struct switch_ops forms_ops = {"prefill forms", 8, forms_set, forms_label, NULL};
     test_idx_switch(&forms_ops, "mid64");
     forms_set(NULL, -1);
     static const struct switch_ops c16_ops = {"wg c16", 2, c16_set, c16_label, NULL};
