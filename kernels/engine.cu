@@ -78,16 +78,10 @@ __device__ __forceinline__ float e4m3_round(float x)
     u += 0x7ffffu + ((u >> 20) & 1u);
     return __uint_as_float(u & 0xfff00000u);
 }
-__device__ __forceinline__ float pow2_scale(float amax, float inv)
-{
-    float r = amax * inv;
-    uint32_t u = __float_as_uint(r);
-    int code = (int)((u >> 23) & 255u) + ((u & 0x7fffffu) != 0);
-    return ldexpf(1.0f, code - 127);
-}
-// pow2_scale's s = 2^(code - 127), and *rs = 1 / s, exact: code is in [1, 254] for the finite amax >= the
-// callers' floors (both powers normal), so x * *rs is x / s rounded the same way (both the correctly
-// rounded x * 2^-(code - 127)); code 255 / 256 (an infinite or NaN amax): s = inf, *rs = 0, as x / inf.
+// The QDQs' power-of-two scale s = 2^(code - 127), code = the biased exponent of amax * inv rounded up,
+// and *rs = 1 / s, exact: code is in [1, 254] for the finite amax >= the callers' floors (both powers
+// normal), so x * *rs is x / s rounded the same way (both the correctly rounded x * 2^-(code - 127));
+// code 255 / 256 (an infinite or NaN amax): s = inf, *rs = 0, as x / inf.
 __device__ __forceinline__ float pow2_scale_rcp(float amax, float inv, float *rs)
 {
     const uint32_t u = __float_as_uint(amax * inv);
@@ -117,22 +111,25 @@ __device__ __forceinline__ float warp_sum(float v)
         v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
-// a / b, with *r = a % b, for a >= 0, b > 0: a shift for a power-of-two b, 32-bit arithmetic where a fits
+// a / b, with *r = a % b unless r is NULL, for a >= 0, b > 0: a shift for a power-of-two b, 32-bit arithmetic where a fits
 // (every index of the engine's launches), 64-bit otherwise. A 64-bit division by a run-time value is a call
 // of ~70 instructions: in the small prefill kernels that derive (row, block) from a thread index it took
 // more issue slots than their work (twenty-fourth session). Uniform branches.
 __device__ __forceinline__ long long divmod_idx(long long a, int b, int *r)
 {
     if (!(b & (b - 1))) {
-        *r = (int)(a & (b - 1));
+        if (r)
+            *r = (int)(a & (b - 1));
         return a >> (__ffs(b) - 1);
     }
     if (!(a >> 32)) {
         const unsigned q = (unsigned)a / (unsigned)b;
-        *r = (int)((unsigned)a - q * (unsigned)b);
+        if (r)
+            *r = (int)((unsigned)a - q * (unsigned)b);
         return q;
     }
-    *r = (int)(a % b);
+    if (r)
+        *r = (int)(a % b);
     return a / b;
 }
 __device__ __forceinline__ float warp_max(float v)
@@ -1844,8 +1841,7 @@ __device__ __forceinline__ void q_prep_rows(float *Q, int S, int H, int rd, floa
     if (((long long)blockIdx.x - S) * QPR_HPB + (threadIdx.x >> 5) * 2 >= nh) // both heads past the end: the whole warp
         return;
     const bool live = b < nh; // the other half runs on zeros (its shuffles stay in its half)
-    int hh;
-    const int s = live ? (int)divmod_idx(b, H, &hh) : 0;
+    const int s = live ? (int)divmod_idx(b, H, nullptr) : 0;
     float x[32];
     if (live && in16) {
         const uint4 *src = reinterpret_cast<const uint4 *>(q16 + (size_t)b * QPW_D + 32 * g);
@@ -1958,8 +1954,7 @@ __global__ void __launch_bounds__(512, ROWS ? 2 : 1)
     const long long b = ((long long)blockIdx.x - S) * QPW_HPB + (threadIdx.x >> 5); // query head of the chunk
     if (b >= (long long)S * H) // a whole warp; no block barrier below
         return;
-    int hh;
-    const int s = (int)divmod_idx(b, H, &hh);
+    const int s = (int)divmod_idx(b, H, nullptr);
     float *q = Q + (size_t)b * QPW_D;
     constexpr int NW = QPW_D / 32;
     float x[NW];
@@ -2050,8 +2045,7 @@ __global__ void __launch_bounds__(32 * IQW_HPB) k_iq_prep_w(float *qI, int nh, i
     const long long pos0 = *ppos;
     if (wts && lane == 0)
         wts[b] = bf16r(wts[b] * wsc);
-    int hh;
-    const int s = (int)divmod_idx(b, Hi, &hh);
+    const int s = (int)divmod_idx(b, Hi, nullptr);
     float *q = qI + (size_t)b * IQW_D;
     float x[4];
 #pragma unroll

@@ -18,3 +18,49 @@ gpu_test()
     echo "$_n${*:+ ($*)}: exit $? in $(($(date +%s) - _t)) s: $(grep -c '^ok' "$OUT/$_n.txt") ok, $(grep -c '^not ok' "$OUT/$_n.txt") not ok"
     grep -E "^not ok" "$OUT/$_n.txt" | cut -c1-250 | head -5
 }
+# gpu_full8 TAG BIN [VAR=VALUE ...]: bench-gpu-engine BIN --full --layers 8 (V4-Flash's first 8 layers, one
+# GPU unless CTX_GPUS says otherwise) under the variables into $OUT/full8-TAG.txt; prints its decode, 65536-token
+# prefill and per-stage rows.
+gpu_full8()
+{
+    _g=$1 _b=$2
+    shift 2
+    _t=$(date +%s)
+    env "$@" timeout 200 "$_b" --full --layers 8 --ctx 4096 --steps 8 --suffix 4096 --prefill 65536 \
+        >"$OUT/full8-$_g.txt" 2>&1
+    echo "full --layers 8, $_g${*:+ ($*)}: exit $? in $(($(date +%s) - _t)) s"
+    grep -E "^\| (4096 \| 1 \||65536 \|)" "$OUT/full8-$_g.txt"
+    grep -E "^\| (0|[0-9]+) \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|" "$OUT/full8-$_g.txt" | tail -3
+}
+# gpu_ncu_chunk P: Nsight Compute's time and DRAM bytes of every launch of one flash4 chunk of 4096 tokens
+# after a random state of P (CTX_BENCH_PROFILE_AT), summarised by ncu_chunk.py into $OUT/chunk_P.txt.
+gpu_ncu_chunk()
+{
+    _ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    _t=$(date +%s)
+    CTX_BENCH_PROFILE_AT=$1 timeout 200 "$_ncu" --profile-from-start off --cache-control none --clock-control none \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__block_size \
+        --csv --page raw "$C/bench-gpu-engine" --suffix 4096 --ctx $1 >"$OUT/ncu_chunk_$1.csv" 2>"$OUT/ncu_chunk_$1.err"
+    echo "ncu chunk at $1: exit $? in $(($(date +%s) - _t)) s"
+    python3 tools/gpu/ncu_chunk.py "$OUT/ncu_chunk_$1.csv" >"$OUT/chunk_$1.txt" 2>&1
+    head -40 "$OUT/chunk_$1.txt"
+    xz -6 "$OUT/ncu_chunk_$1.csv"
+}
+# gpu_ncu_full TAG REGEX SKIP P: Nsight Compute's full set on one launch of the kernels matching REGEX (a
+# template kernel's name without its arguments), after SKIP of them, in a flash4 chunk at P: the details
+# page into $OUT/details_TAG.txt, the SASS stall samples summarised by ncu_sass.py into $OUT/sass_TAG.txt.
+gpu_ncu_full()
+{
+    _ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    _t=$(date +%s)
+    CTX_BENCH_PROFILE_AT=$4 timeout 200 "$_ncu" --profile-from-start off --set full --import-source no \
+        -k "regex:$2" --launch-skip $3 -c 1 -o "$OUT/$1" "$C/bench-gpu-engine" --suffix 4096 --ctx $4 >"$OUT/ncu_$1.log" 2>&1
+    echo "== ncu $1 ($2, skip $3, at $4): exit $? in $(($(date +%s) - _t)) s"
+    "$_ncu" -i "$OUT/$1.ncu-rep" --page details --print-details all >"$OUT/details_$1.txt" 2>&1
+    "$_ncu" -i "$OUT/$1.ncu-rep" --page source --csv --print-source sass >"$OUT/sass_$1.csv" 2>&1
+    python3 tools/gpu/ncu_sass.py "$OUT/sass_$1.csv" >"$OUT/sass_$1.txt" 2>&1
+    sed -n 2,12p "$OUT/sass_$1.txt"
+    grep -E "^    (Duration|Issue Slots Busy|No Eligible|Warp Cycles Per Issued Instruction|DRAM Throughput|Memory Throughput|L2 Hit Rate|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Block Limit [A-Z]) " \
+        "$OUT/details_$1.txt" | head -16
+    rm -f "$OUT/$1.ncu-rep" "$OUT/ncu_$1.log" "$OUT/sass_$1.csv"
+}

@@ -11,37 +11,12 @@ gpu_setup "$1"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 [ -z "$NO_TESTS" ] && gpu_test test_engine 300 CTX_ENGINE_PARTS=${PARTS:-wg,tiny,mid}
 for r in $(seq ${ROUNDS:-1}); do
-    for v in off on; do
-        if [ $v = off ]; then E="CTX_CUDA_HCM2=0 CTX_CUDA_Q16_IN=0"; else E="CTX_CUDA_HCM2=1"; fi
-        t=$(date +%s)
-        env $E timeout 200 "$C/bench-gpu-engine" --full --layers 8 --ctx 4096 --steps 8 --suffix 4096 --prefill 65536 \
-            >"$OUT/full8-$v-r$r.txt" 2>&1
-        echo "full --layers 8, forms $v (round $r): exit $? in $(($(date +%s) - t)) s"
-        grep -E "^\| 65536 \|" "$OUT/full8-$v-r$r.txt"
-        grep -E "^\| (0|[0-9]+) \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|" "$OUT/full8-$v-r$r.txt" | tail -3
-    done
+    gpu_full8 off-r$r "$C/bench-gpu-engine" CTX_CUDA_HCM2=0 CTX_CUDA_Q16_IN=0
+    gpu_full8 on-r$r "$C/bench-gpu-engine" CTX_CUDA_HCM2=1
 done
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-M=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__block_size
 for P in ${POSITIONS:-4096}; do
-    t=$(date +%s)
-    CTX_BENCH_PROFILE_AT=$P timeout 200 "$NCU" --profile-from-start off --cache-control none --clock-control none \
-        --metrics $M --csv --page raw "$C/bench-gpu-engine" --suffix 4096 --ctx $P >"$OUT/ncu_chunk_$P.csv" 2>"$OUT/ncu_chunk_$P.err"
-    echo "ncu chunk at $P: exit $? in $(($(date +%s) - t)) s"
-    python3 tools/gpu/ncu_chunk.py "$OUT/ncu_chunk_$P.csv" >"$OUT/chunk_$P.txt" 2>&1
-    head -40 "$OUT/chunk_$P.txt"
-    xz -6 "$OUT/ncu_chunk_$P.csv"
+    gpu_ncu_chunk $P
 done
-for kv in ${NCU_KERNELS:-csa:k_attn_hsw<0> mix:k_hc_mix4}; do
-    set -- ${kv%%:*} ${kv#*:}
-    t=$(date +%s)
-    CTX_BENCH_PROFILE_AT=${NCU_AT:-500000} timeout 200 "$NCU" --profile-from-start off --set full --import-source no \
-        -k "regex:$2" -c 1 -o "$OUT/$1" "$C/bench-gpu-engine" --suffix 4096 --ctx ${NCU_AT:-500000} >"$OUT/ncu_$1.log" 2>&1
-    echo "ncu $1 ($2): exit $? in $(($(date +%s) - t)) s"
-    "$NCU" -i "$OUT/$1.ncu-rep" --page details --print-details all >"$OUT/details_$1.txt" 2>&1
-    "$NCU" -i "$OUT/$1.ncu-rep" --page source --csv --print-source sass >"$OUT/sass_$1.csv" 2>&1
-    python3 tools/gpu/ncu_sass.py "$OUT/sass_$1.csv" >"$OUT/sass_$1.txt" 2>&1
-    head -30 "$OUT/sass_$1.txt"
-    grep -E "Duration|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Memory Throughput|L2 Hit|Achieved Occupancy|Registers Per" "$OUT/details_$1.txt" | head -12
-    rm -f "$OUT/$1.ncu-rep" "$OUT/ncu_$1.log" "$OUT/sass_$1.csv"
+for kv in ${NCU_KERNELS:-csa:k_attn_hsw mix:k_hc_mix4}; do
+    gpu_ncu_full ${kv%%:*} ${kv#*:} 0 ${NCU_AT:-500000}
 done

@@ -6,22 +6,11 @@
 #   run(command="tar -xJf .out/s6/carry.tar.xz && sh tools/gpu/s26c.sh s6 2>&1", carry=[".out/s6"], timeout_s=560)
 . tools/gpu/lib.sh
 gpu_setup "$1"
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 for spec in ${SPECS:-iq:k_iq_prep_w:0:4096 qp:k_q_prep_w:0:4096 mix:k_hc_mix4:0:4096 post:k_hc_post:0:4096 swi:k_swiglu_quant:0:4096 comb:k_moe_combine4:0:4096 csa:k_attn_hsw:2:500000 hca:k_attn_hsw:3:500000}; do
     IFS=: read tag re skip pos <<EOS
 $spec
 EOS
-    t=$(date +%s)
-    CTX_BENCH_PROFILE_AT=$pos timeout 200 "$NCU" --profile-from-start off --set full --import-source no \
-        -k "regex:$re" --launch-skip $skip -c 1 -o "$OUT/$tag" "$C/bench-gpu-engine" --suffix 4096 --ctx $pos \
-        >"$OUT/ncu_$tag.log" 2>&1
-    echo "== ncu $tag ($re, skip $skip, at $pos): exit $? in $(($(date +%s) - t)) s"
-    "$NCU" -i "$OUT/$tag.ncu-rep" --page details --print-details all >"$OUT/details_$tag.txt" 2>&1
-    "$NCU" -i "$OUT/$tag.ncu-rep" --page source --csv --print-source sass >"$OUT/sass_$tag.csv" 2>&1
-    python3 tools/gpu/ncu_sass.py "$OUT/sass_$tag.csv" >"$OUT/sass_$tag.txt" 2>&1
-    sed -n 2,12p "$OUT/sass_$tag.txt"
-    grep -E "^    (Duration|Issue Slots Busy|No Eligible|Warp Cycles Per Issued Instruction|DRAM Throughput|Memory Throughput|L2 Hit Rate|Achieved Occupancy|Theoretical Occupancy|Registers Per Thread|Block Limit [A-Z]) " "$OUT/details_$tag.txt" | head -16
-    rm -f "$OUT/$tag.ncu-rep" "$OUT/ncu_$tag.log" "$OUT/sass_$tag.csv"
+    gpu_ncu_full $tag $re $skip $pos
 done
 tar -C "$OUT" -cJf "$OUT/details.tar.xz" $(cd "$OUT" && ls details_*.txt sass_*.txt) && rm -f "$OUT"/details_*.txt "$OUT"/sass_*.txt
 [ -z "$NO_TESTS" ] && gpu_test test_engine 300 CTX_ENGINE_PARTS=${PARTS:-wg}

@@ -16,23 +16,9 @@ if [ -z "$NO_TESTS" ]; then
     gpu_test test_idx 200
 fi
 for r in $(seq ${ROUNDS:-2}); do
-    for v in old new; do
-        if [ $v = old ]; then B=$OLD; else B=$C/bench-gpu-engine; fi
-        t=$(date +%s)
-        timeout 200 "$B" --full --layers 8 --ctx 4096 --steps 8 --suffix 4096 --prefill 65536 >"$OUT/full8-$v-r$r.txt" 2>&1
-        echo "full --layers 8, $v (round $r): exit $? in $(($(date +%s) - t)) s"
-        grep -E "^\| (4096 \| 1 \||65536 \|)" "$OUT/full8-$v-r$r.txt"
-        grep -E "^\| (0|[0-9]+) \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|" "$OUT/full8-$v-r$r.txt" | tail -3
-    done
+    gpu_full8 old-r$r "$OLD"
+    gpu_full8 new-r$r "$C/bench-gpu-engine"
 done
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-M=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__grid_size,launch__block_size
 for P in ${POSITIONS:-4096}; do
-    t=$(date +%s)
-    CTX_BENCH_PROFILE_AT=$P timeout 200 "$NCU" --profile-from-start off --cache-control none --clock-control none \
-        --metrics $M --csv --page raw "$C/bench-gpu-engine" --suffix 4096 --ctx $P >"$OUT/ncu_chunk_$P.csv" 2>"$OUT/ncu_chunk_$P.err"
-    echo "ncu chunk at $P: exit $? in $(($(date +%s) - t)) s"
-    python3 tools/gpu/ncu_chunk.py "$OUT/ncu_chunk_$P.csv" >"$OUT/chunk_$P.txt" 2>&1
-    head -30 "$OUT/chunk_$P.txt"
-    xz -6 "$OUT/ncu_chunk_$P.csv"
+    gpu_ncu_chunk $P
 done

@@ -12,14 +12,8 @@ export NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=index,name,clocks.max.sm --format=csv,noheader
 gpu_test test_engine 300 CTX_ENGINE_PARTS=${PARTS:-wg,tiny,mid,fixture}
 for r in $(seq ${ROUNDS:-2}); do
-    for v in 0 1; do
-        t=$(date +%s)
-        CTX_GPUS=0 CTX_CUDA_QPREP_ROWS=$v timeout 200 "$C/bench-gpu-engine" --full --layers 8 --ctx 4096 --steps 8 --suffix 4096 \
-            --prefill 65536 >"$OUT/full8-rows$v-r$r.txt" 2>&1
-        echo "full --layers 8, QPREP_ROWS=$v (round $r): exit $? in $(($(date +%s) - t)) s"
-        grep -E "^\| 65536 \|" "$OUT/full8-rows$v-r$r.txt"
-        grep -E "^\| (0|[0-9]+) \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|" "$OUT/full8-rows$v-r$r.txt" | tail -3
-    done
+    gpu_full8 rows0-r$r "$C/bench-gpu-engine" CTX_GPUS=0 CTX_CUDA_QPREP_ROWS=0
+    gpu_full8 rows1-r$r "$C/bench-gpu-engine" CTX_GPUS=0 CTX_CUDA_QPREP_ROWS=1
 done
 t=$(date +%s)
 timeout ${FULL_TIMEOUT:-330} "$C/bench-gpu-engine" --full ${FULL_ARGS:-} >"$OUT/full.txt" 2>&1
