@@ -507,6 +507,44 @@ __global__ void k_rmsnorm(const float *x, const uint16_t *w, int n, float eps, f
     }
 }
 
+// k_rmsnorm for rows of n <= R * blockDim values: the weights (immutable) loaded before the wait and each
+// value read once into a register; every sum, product and rounding as k_rmsnorm's, in the same order, so the
+// same bits (ATTN_LAT: a one-token step's cq norm, two dependent reads shorter).
+template <int R>
+__global__ void k_rmsnorm_r(const float *x, const uint16_t *w, int n, float eps, float *out)
+{
+    __shared__ float sh[32];
+    float wv[R], xv[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int i = (int)threadIdx.x + r * (int)blockDim.x;
+        wv[r] = w && i < n ? bf16ld(w[i]) : 0.f;
+    }
+    pdl_begin();
+    const float *xr = x + (size_t)blockIdx.x * n;
+    float *o = out + (size_t)blockIdx.x * n;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int i = (int)threadIdx.x + r * (int)blockDim.x;
+        xv[r] = i < n ? xr[i] : 0.f;
+    }
+    float ss = 0.f;
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        if ((int)threadIdx.x + r * (int)blockDim.x < n)
+            ss += xv[r] * xv[r];
+    ss = block_sum(ss, sh);
+    const float rr = 1.0f / sqrtf(ss / (float)n + eps);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int i = (int)threadIdx.x + r * (int)blockDim.x;
+        if (i < n) {
+            const float v = xv[r] * rr;
+            o[i] = bf16r(w ? wv[r] * v : v);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- mHC
 
 // mixes of one token = (fn_j . X_s) * rsqrt(mean(X_s^2) + eps), in two steps so that a decode step
@@ -4503,7 +4541,11 @@ __device__ __forceinline__ const float *att_entry(int j, long long p, long long 
         long long first = p - W + 1 < 0 ? 0 : p - W + 1, q = first + j;
         if (q > p)
             return nullptr;
-        return q >= pos0 ? kvnew + (size_t)(q - pos0) * d : ring + (size_t)(q % W) * d;
+        if (q >= pos0)
+            return kvnew + (size_t)(q - pos0) * d;
+        int slot;
+        divmod_idx(q, W, &slot);
+        return ring + (size_t)slot * d;
     }
     j -= W;
     if (ratio == 4) {
@@ -4521,7 +4563,11 @@ __device__ __forceinline__ const float *att_entry_id(int j, int e, long long p, 
         long long first = p - W + 1 < 0 ? 0 : p - W + 1, q = first + j;
         if (q > p)
             return nullptr;
-        return q >= pos0 ? kvnew + (size_t)(q - pos0) * d : ring + (size_t)(q % W) * d;
+        if (q >= pos0)
+            return kvnew + (size_t)(q - pos0) * d;
+        int slot;
+        divmod_idx(q, W, &slot);
+        return ring + (size_t)slot * d;
     }
     if (ratio == 4)
         return e >= 0 ? cache + (size_t)e * d : nullptr;
@@ -4564,7 +4610,7 @@ __device__ __forceinline__ void att_split(int n, int sp, int *c0, int *c1, int *
 }
 __device__ __forceinline__ int att_n(long long p, int W, int ratio, int K)
 {
-    return W + (ratio == 4 ? K : ratio ? (int)((p + 1) / ratio) : 0);
+    return W + (ratio == 4 ? K : ratio ? (int)divmod_idx(p + 1, ratio, nullptr) : 0);
 }
 // One warp's scores q_h . kv_e * scale of the ne <= ATT_SE entries kv[e] (NULL: empty, -inf) for the
 // heads hb < nh (q in shared memory), into o[hb * hs + e]: lane l adds the dims l + 32u in u order,
@@ -4875,28 +4921,42 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_pv(const float *kvnew, con
 // With ring != NULL (a chunk of S <= ATT_TOKENS tokens: this is its only combine) it also does
 // k_ring_update's copy of the chunk's kv into the window ring, one block a token: the ring's readers
 // (k_attn_score, k_attn_pv) have completed when this kernel passes its wait.
+// MS: the most runs a query of this launch can have (the caller's bound: the grid of the kernel that
+// wrote part), a power of two up to ATT_COMBINE_MS. The loops over the runs are unrolled to MS with the
+// runs past nsplit predicated off, so a launch of few runs (a sliding-window layer's 2, a CSA layer's 10)
+// does not carry 32 runs' addresses and predicates (the 32-run form's issue slots were 22% busy on them at
+// decode: twenty-fifth session); the runs are added in the same order whatever MS, so the same bits.
+#define ATT_COMBINE_MS (ATT_MAXSPLIT_TC > ATT_MAXSPLIT ? ATT_MAXSPLIT_TC : ATT_MAXSPLIT)
+template <int MS = ATT_COMBINE_MS>
 __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, int ratio, int K,
                                const long long *ppos, const float *sink, const float *rope, int rd, float *O,
                                const float *kv, float *ring, int S, int msplit)
 {
+    static_assert(MS >= 1 && MS <= ATT_COMBINE_MS, "k_attn_combine: runs");
     pdl_begin();
     extern __shared__ float outs[];
     if (ring) {
         int rs0 = S - W < 0 ? 0 : S - W, rs = rs0 + (int)blockIdx.x;
         if (rs < S) {
-            float *dst = ring + (size_t)((*ppos + rs) % W) * d;
+            int slot;
+            divmod_idx(*ppos + rs, W, &slot);
+            float *dst = ring + (size_t)slot * d;
             for (int i = threadIdx.x; i < d; i += blockDim.x)
                 dst[i] = kv[(size_t)rs * d + i];
         }
     }
     int s = s0 + (int)blockIdx.x / H, h = (int)blockIdx.x % H;
     long long p = *ppos + s;
+    const float *cs = rope + (size_t)p * rd;
+    // the thread's first RoPE pair's table entries, loaded now: their latency under the runs' loads
+    const int pi0 = (int)threadIdx.x;
+    const float c_0 = pi0 < rd / 2 ? cs[2 * pi0] : 0.f, sn_0 = pi0 < rd / 2 ? -cs[2 * pi0 + 1] : 0.f;
+    const float sink_h = sink[h];
     int n = att_n(p, W, ratio, K), c0, c1, nsplit;
     att_split_m(n, 0, msplit, &c0, &c1, &nsplit);
     const float *pt = part + ((size_t)(s - s0) * H + h) * msplit * (size_t)(d + 2);
     // every thread computes the max, factors and denominator itself (the same arithmetic in the same
     // order, so the same bits in every thread), with the loads of all runs in flight at once
-    constexpr int MS = ATT_MAXSPLIT_TC > ATT_MAXSPLIT ? ATT_MAXSPLIT_TC : ATT_MAXSPLIT;
     float mv[MS], dv[MS], fac[MS], M = -INFINITY, den = 0.f;
 #pragma unroll
     for (int i = 0; i < MS; i++) {
@@ -4913,7 +4973,7 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
         if (i < nsplit)
             den += dv[i] * fac[i];
     }
-    float dn = den + expf(sink[h] - M);
+    float dn = den + expf(sink_h - M);
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
         float v[MS], num = 0.f;
 #pragma unroll
@@ -4926,10 +4986,9 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
         outs[i] = bf16r(num / dn);
     }
     __syncthreads();
-    const float *cs = rope + (size_t)p * rd;
     for (int pi = threadIdx.x; pi < rd / 2; pi += blockDim.x) {
         int g0 = d - rd + 2 * pi;
-        float c = cs[2 * pi], sn = -cs[2 * pi + 1];
+        float c = pi == pi0 ? c_0 : cs[2 * pi], sn = pi == pi0 ? sn_0 : -cs[2 * pi + 1];
         float a = outs[g0], b = outs[g0 + 1];
         outs[g0] = bf16r(a * c - b * sn);
         outs[g0 + 1] = bf16r(a * sn + b * c);
@@ -4985,7 +5044,9 @@ __device__ __forceinline__ void atc_afrag(uint32_t (&a)[4], const uint16_t *p, i
 // into two tiles in turn: block b + 1's copy is issued once block b's has landed, so it runs under block
 // b's products. The window's blocks are gathered as before. The same values in the same tiles: the same
 // arithmetic, the same bits.
-template <int NHG, bool PART, bool C16 = false>
+// QB (k_attn_dtc with ATTN_LAT): the queries' 16 loads a thread all in flight before the first is converted,
+// instead of one loop iteration (a load, its conversion, its store) at a time.
+template <int NHG, bool PART, bool C16 = false, bool QB = false>
 __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew, const float *ring, const float *cache,
                                              const int *selrow, int s, int H, int h0, int W, int ratio, long long p,
                                              long long pos0, int n, int t_lo, int t_hi, float scale, const float *sink,
@@ -5005,10 +5066,26 @@ __device__ __forceinline__ void attn_tc_body(const float *Q, const float *kvnew,
     const int d = ATC_D;
     int nh = H - h0 < NHR ? H - h0 : NHR;
     int tid = (int)threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
-    for (int i = tid; i < NHR * (d / 4); i += NT) { // queries (bf16-exact) as bf16; rows >= nh zero
-        int h = i / (d / 4), c = (i % (d / 4)) * 4;
-        float4 v = h < nh ? *(const float4 *)(Q + ((size_t)s * H + h0 + h) * d + c) : make_float4(0.f, 0.f, 0.f, 0.f);
-        *(uint2 *)(qs + h * ATC_LD + c) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+    if (QB) { // queries (bf16-exact) as bf16; rows >= nh zero
+        constexpr int QPT = NHR * (ATC_D / 4) / NT;
+        static_assert(QPT * NT == NHR * (ATC_D / 4), "attn_tc_body: query loads a thread");
+        float4 v[QPT];
+#pragma unroll
+        for (int u = 0; u < QPT; u++) {
+            const int i = tid + u * NT, h = i / (ATC_D / 4), c = (i % (ATC_D / 4)) * 4;
+            v[u] = h < nh ? *(const float4 *)(Q + ((size_t)s * H + h0 + h) * ATC_D + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < QPT; u++) {
+            const int i = tid + u * NT, h = i / (ATC_D / 4), c = (i % (ATC_D / 4)) * 4;
+            *(uint2 *)(qs + h * ATC_LD + c) = make_uint2(pack_bf16x2(v[u].x, v[u].y), pack_bf16x2(v[u].z, v[u].w));
+        }
+    } else {
+        for (int i = tid; i < NHR * (d / 4); i += NT) { // queries (bf16-exact) as bf16; rows >= nh zero
+            int h = i / (d / 4), c = (i % (d / 4)) * 4;
+            float4 v = h < nh ? *(const float4 *)(Q + ((size_t)s * H + h0 + h) * d + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+            *(uint2 *)(qs + h * ATC_LD + c) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+        }
     }
     if (tid < NHR)
         mx_sh[tid] = -INFINITY;
@@ -5958,6 +6035,7 @@ __global__ void __launch_bounds__(AWG_THREADS, 1)
 // an empty running max (the partials are merged by k_attn_combine, rescaled to the largest max). A
 // query whose list is one run gets k_attn_tc's bits (the combine's factor is then exactly 1).
 #define ATD_SMEM ATC_SMEM_H(1)
+template <bool QB>
 __global__ void __launch_bounds__(128, 2) k_attn_dtc(const float *Q, const float *kvnew, const float *ring,
                                                      const float *cache, const int *sel, int s0, int H, int W,
                                                      int ratio, int K, const long long *ppos, float scale, float *part)
@@ -5969,8 +6047,9 @@ __global__ void __launch_bounds__(128, 2) k_attn_dtc(const float *Q, const float
     att_split_m(n, sp, ATT_MAXSPLIT_TC, &c0, &c1, &nsplit);
     if (sp >= nsplit)
         return;
-    attn_tc_body<1, true>(Q, kvnew, ring, cache, ratio == 4 ? sel + (size_t)s * K : nullptr, s, H, h0, W, ratio, p,
-                          pos0, n, c0, c1, scale, nullptr, nullptr, 0, nullptr, part, s0, sp, ATT_MAXSPLIT_TC);
+    attn_tc_body<1, true, false, QB>(Q, kvnew, ring, cache, ratio == 4 ? sel + (size_t)s * K : nullptr, s, H, h0, W,
+                                     ratio, p, pos0, n, c0, c1, scale, nullptr, nullptr, 0, nullptr, part, s0, sp,
+                                     ATT_MAXSPLIT_TC);
 }
 
 __global__ void k_ring_update(const float *kv, float *ring, int S, const long long *ppos, int W, int d)
@@ -7277,8 +7356,10 @@ extern "C" void cuda_engine_cp_legacy(struct cuda_engine *g, int on)
 #define ATTN_WOA_RING 64 // decode wo_a through shared-memory rings (k_wo_a_ring) instead of k_wo_a_mma
 #define ATTN_QPREP_W 128 // prefill chunks: the query heads' norm and RoPE a warp a head (k_q_prep_w)
 #define ATTN_IQ_W 256    // prefill chunks: the indexer queries' RoPE, Hadamard and QDQ a warp a head (k_iq_prep_w)
-#define ATTN_ALL 511  // the default
-// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..511 those bits; read once per process.
+#define ATTN_LAT 512     // one-token steps' latency chain (twenty-fifth session): k_attn_dtc's queries loaded all at
+                         // once, k_attn_combine unrolled to its launch's runs, cq's RMSNorm weights before the wait
+#define ATTN_ALL 1023 // the default
+// CTX_CUDA_FUSE_ATTN: unset ATTN_ALL, 0 the launches before, 1..1023 those bits; read once per process.
 static int attn_fuse_env(void)
 {
     const char *env = getenv("CTX_CUDA_FUSE_ATTN");
@@ -7519,7 +7600,10 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     if (!rc) // the tensor-core indexer kernels' shared memory, for this device, before any graph capture
         rc = cu(e, idx_tc_attrs(c->index_head_dim), "indexer scores: cudaFuncSetAttribute");
     if (!rc) // k_attn_dtc's (a decode step's attention), likewise
-        rc = cu(e, cudaFuncSetAttribute(k_attn_dtc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATD_SMEM),
+        rc = cu(e, cudaFuncSetAttribute(k_attn_dtc<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATD_SMEM),
+                "cudaFuncSetAttribute(k_attn_dtc)");
+    if (!rc)
+        rc = cu(e, cudaFuncSetAttribute(k_attn_dtc<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATD_SMEM),
                 "cudaFuncSetAttribute(k_attn_dtc)");
     if (!rc) // and decode wo_a's
         rc = cu(e, wo_a_ring_attrs(), "cudaFuncSetAttribute(k_wo_a_ring)");
@@ -8468,13 +8552,13 @@ extern "C" int cuda_engine_attn_dtc(const float *d_q, const float *d_kvnew, cons
     if (d != ATC_D)
         return ctx_err_set(e, CTX_EUNSUPPORTED, "cuda engine: tensor-core attention needs head_dim %d, not %d", ATC_D, d);
     cudaStream_t st = (cudaStream_t)stream;
-    cudaError_t ce = cudaFuncSetAttribute(k_attn_dtc, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATD_SMEM);
+    cudaError_t ce = cudaFuncSetAttribute(k_attn_dtc<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)ATD_SMEM);
     if (ce != cudaSuccess)
         return cu(e, ce, "cudaFuncSetAttribute(k_attn_dtc)");
     // every run a list can have (the blocks past a query's runs return at once)
-    k_attn_dtc<<<dim3(ATT_MAXSPLIT_TC, (unsigned)S, (unsigned)((H + 15) / 16)), 128, ATD_SMEM, st>>>(
+    k_attn_dtc<true><<<dim3(ATT_MAXSPLIT_TC, (unsigned)S, (unsigned)((H + 15) / 16)), 128, ATD_SMEM, st>>>(
         d_q, d_kvnew, d_ring, d_cache, d_sel, 0, H, W, ratio, K, d_pos, 1.0f / sqrtf((float)d), d_scratch);
-    k_attn_combine<<<(unsigned)(S * H), 512, sizeof(float) * d, st>>>(d_scratch, 0, H, d, W, ratio, K, d_pos, d_sink,
+    k_attn_combine<ATT_MAXSPLIT_TC><<<(unsigned)(S * H), 512, sizeof(float) * d, st>>>(d_scratch, 0, H, d, W, ratio, K, d_pos, d_sink,
                                                                       d_rope, rd, d_out, nullptr, nullptr, S,
                                                                       ATT_MAXSPLIT_TC);
     LAUNCHED("k_attn_dtc");
@@ -8731,7 +8815,10 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         LAUNCHED("k_compress (second stream)");
     }
     // q_lora_rank 1024: one element a thread
-    launch_pdl(k_rmsnorm, S, 1024, 0, g->st, g->cq, L->q_norm, Lq, eps, g->cq);
+    if ((g->attn_fuse & ATTN_LAT) && Lq <= 2 * 1024)
+        launch_pdl(k_rmsnorm_r<2>, S, 1024, 0, g->st, g->cq, L->q_norm, Lq, eps, g->cq);
+    else
+        launch_pdl(k_rmsnorm, S, 1024, 0, g->st, g->cq, L->q_norm, Lq, eps, g->cq);
     int K = 0;
     const float wscale = (float)(pow((double)di, -0.5) * pow((double)Hi, -0.5));
     if (side && L->ratio == 4) { // the indexer on ist: from cq (aev[3]) and the indexer compressor (aev[1])
@@ -8815,8 +8902,9 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         // the first launch after the join (fork) is a plain one: it waits for both streams in full
         if (dtc) {
             dim3 grid((unsigned)att_nsplit_host_m(nmaxe, ATT_MAXSPLIT_TC), (unsigned)ns, (unsigned)((H + 15) / 16));
-            launch_att(!(fork && s0 == 0), k_attn_dtc, grid, 128, ATD_SMEM, g->st, g->Q, g->kv, L->ring, L->cache,
-                       g->sel, s0, H, W, L->ratio, K, g->dpos, 1.0f / sqrtf((float)d), g->apart);
+            launch_att(!(fork && s0 == 0), (g->attn_fuse & ATTN_LAT) ? k_attn_dtc<true> : k_attn_dtc<false>, grid, 128,
+                       ATD_SMEM, g->st, g->Q, g->kv, L->ring, L->cache, g->sel, s0, H, W, L->ratio, K, g->dpos,
+                       1.0f / sqrtf((float)d), g->apart);
         } else {
             struct att_shape sh = att_shape_for(g, ns, H, nmaxe, L->ratio == 0 || L->ratio == 4, shapes);
             launch_att(!(fork && s0 == 0), k_attn_score, sh.sgrid, sh.sthreads, 0, g->st, g->Q, g->kv, L->ring,
@@ -8825,8 +8913,17 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
             attn_pv_launch(shapes, sh.ngr, dim3((unsigned)(ns * ng), (unsigned)sh.ny), g->st, g->kv, L->ring,
                            L->cache, g->sel, s0, H, d, W, L->ratio, K, g->dpos, g->asc, g->asc_ld, g->apart);
         }
-        launch_pdl(k_attn_combine, (unsigned)(ns * H), 512, sizeof(float) * d, g->st, g->apart, s0, H, d, W, L->ratio,
-                   K, g->dpos, L->sink, rope, rd, g->O, g->kv, ring_fused ? L->ring : (float *)nullptr, S,
+        // ATTN_LAT: the combine unrolled to the runs k_attn_dtc's grid can write (its x), not to 32
+        const int runs = dtc && (g->attn_fuse & ATTN_LAT) ? att_nsplit_host_m(nmaxe, ATT_MAXSPLIT_TC) : ATT_COMBINE_MS;
+        void (*const comb)(const float *, int, int, int, int, int, int, const long long *, const float *,
+                           const float *, int, float *, const float *, float *, int, int) =
+            runs <= 2    ? k_attn_combine<2>
+            : runs <= 4  ? k_attn_combine<4>
+            : runs <= 8  ? k_attn_combine<8>
+            : runs <= 16 ? k_attn_combine<16>
+                         : k_attn_combine<ATT_COMBINE_MS>;
+        launch_pdl(comb, (unsigned)(ns * H), 512, sizeof(float) * d, g->st, g->apart, s0, H, d, W, L->ratio, K, g->dpos,
+                   L->sink, rope, rd, g->O, g->kv, ring_fused ? L->ring : (float *)nullptr, S,
                    dtc ? ATT_MAXSPLIT_TC : ATT_MAXSPLIT);
     }
     int nring = S < W ? S : W;

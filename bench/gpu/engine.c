@@ -1501,8 +1501,8 @@ int main(int argc, char **argv)
             nab = 0;
             for (char *p = argv[++i]; *p && nab < 8;) {
                 long v = strtol(p, &p, 10);
-                if (v < 0 || v > 511) {
-                    fprintf(stderr, "bench-gpu-engine: --attn-ab: bit sets are 0..511\n");
+                if (v < 0 || v > 1023) {
+                    fprintf(stderr, "bench-gpu-engine: --attn-ab: bit sets are 0..1023\n");
                     return 2;
                 }
                 abits[nab++] = (int)v;

@@ -1355,7 +1355,10 @@ static void attn_label(int v, char *out, size_t cap)
 
 /* The decode attention on tensor cores (bit 8: k_attn_dtc, runs merged by k_attn_combine, in place of
  * k_attn_score + k_attn_pv; other arithmetic, so the modes above leave it off): its own modes must agree
- * byte for byte with it plus every other bit (511, the default): 255 (without 256: prefill chunks' indexer
+ * byte for byte with it plus every other bit (1023, the default): 511 (without 512: k_attn_dtc's queries
+ * loaded a row at a time, k_attn_combine unrolled to 32 runs, k_rmsnorm reading its weights after the
+ * wait), 8 (bit 8 alone: none of the others), and each of the following with 512: 255 (without 256:
+ * prefill chunks' indexer
  * queries by k_iq_prep, a block a head, instead of k_iq_prep_w), 127 (nor 128: prefill chunks' query
  * heads by k_q_prep, a block a head, instead of k_q_prep_w), 63 (nor 64: wo_a's decode kernel
  * k_wo_a_mma instead of k_wo_a_ring), 15 (without 16 and 32: the
@@ -1364,9 +1367,9 @@ static void attn_label(int v, char *out, size_t cap)
  * update its own launch), 10 (the compressors forked), 58 (forked, 16 and 32, no fold: the indexer
  * weights' own scaling launch on the side stream), 12 (fold), 9 (the score / P.V shapes, which it does
  * not use), on the same runs (their graph and direct one-token steps take the side streams with 16 /
- * 32). Its numerics against the CPU engine: parts tiny, mid and long run with the default (511), and
+ * 32). Its numerics against the CPU engine: parts tiny, mid and long run with the default (1023), and
  * tests/kernels/test_attn.c holds the kernel to test_attn's bound. */
-static const int dtc_modes[] = {511, 255, 127, 63, 15, 31, 47, 8, 10, 58, 12, 9};
+static const int dtc_modes[] = {1023, 511, 767, 639, 575, 527, 543, 559, 520, 522, 570, 524, 521, 8};
 static void dtc_set(struct cuda_engine *g, int v) { cuda_engine_attn_fuse(g, v < 0 ? -1 : dtc_modes[v], 0); }
 static void dtc_label(int v, char *out, size_t cap) { snprintf(out, cap, "bits %d", dtc_modes[v]); }
 
