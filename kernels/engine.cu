@@ -286,6 +286,18 @@ __device__ void rope_pairs(float *x, const float *cs, int rd, int inverse)
     }
 }
 
+// rope_pairs (not inverse) with pair threadIdx.x's table entries c0, s0 already loaded.
+__device__ void rope_pairs_pre(float *x, const float *cs, int rd, float c0, float s0)
+{
+    for (int i = threadIdx.x; i < rd / 2; i += blockDim.x) {
+        const bool first = i == (int)threadIdx.x;
+        float c = first ? c0 : cs[2 * i], s = first ? s0 : cs[2 * i + 1];
+        float a = x[2 * i], b = x[2 * i + 1];
+        x[2 * i] = bf16r(a * c - b * s);
+        x[2 * i + 1] = bf16r(a * s + b * c);
+    }
+}
+
 // Normalised Walsh-Hadamard transform of x[0..n) (n a power of two) in shared memory, bf16 out.
 __device__ void block_hadamard(float *x, int n, float sc)
 {
@@ -1783,8 +1795,13 @@ __global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W,
 
 // Window kv of token s: RMSNorm, RoPE of the tail, FP8 QDQ of the nope dims (buf: d floats of shared
 // memory, sh: 32).
+// pre (k_q_prep<true>): the thread's first norm weight (element threadIdx.x, loaded before the kernel's
+// wait) and its first RoPE pair's table entries (pair threadIdx.x), used in place of their loads.
+struct qprep_pre {
+    float w0, c0, s0;
+};
 __device__ void kv_prep_block(float *kv, int d, int rd, const uint16_t *normw, float eps, const float *rope,
-                              long long pos0, int s, float *buf, float *sh)
+                              long long pos0, int s, float *buf, float *sh, const qprep_pre *pre = nullptr)
 {
     float *k = kv + (size_t)s * d;
     float ss = 0.f;
@@ -1793,9 +1810,12 @@ __device__ void kv_prep_block(float *kv, int d, int rd, const uint16_t *normw, f
     ss = block_sum(ss, sh);
     float r = 1.0f / sqrtf(ss / (float)d + eps);
     for (int i = threadIdx.x; i < d; i += blockDim.x)
-        buf[i] = bf16r(bf16ld(normw[i]) * (k[i] * r));
+        buf[i] = bf16r((pre && i == (int)threadIdx.x ? pre->w0 : bf16ld(normw[i])) * (k[i] * r));
     __syncthreads();
-    rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0);
+    if (pre)
+        rope_pairs_pre(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, pre->c0, pre->s0);
+    else
+        rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0);
     __syncthreads();
     int warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (int b = warp; b < (d - rd) / 64; b += nw)
@@ -1809,15 +1829,29 @@ __device__ void kv_prep_block(float *kv, int d, int rd, const uint16_t *normw, f
 // 512): blocks b < S prepare the window kv of token b (kv_prep_block), the others query head
 // (b - S) % H of token (b - S) / H: q * rsqrt(mean(q^2) + eps) in bf16 arithmetic, then RoPE of the
 // tail. Sums: thread t adds elements t, t + 512, ... in order, then block_sum's xor trees.
+// PRE (ATTN_LAT): the kv blocks' first norm weight loaded before the wait, every block's first RoPE pair's
+// table entries right after it (the position is known then), so neither load waits behind the norm's sums;
+// the same values in the same operations, so the same bits.
+template <bool PRE = false>
 __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const float *rope, const long long *ppos,
                          float *kv, const uint16_t *kv_norm)
 {
+    qprep_pre pre = {0.f, 0.f, 0.f};
+    const int tid = (int)threadIdx.x;
+    if (PRE && (int)blockIdx.x < S && tid < d)
+        pre.w0 = bf16ld(kv_norm[tid]);
     pdl_begin();
     long long pos0 = *ppos;
     extern __shared__ float buf[];
     __shared__ float sh[32];
+    const int sq = (int)blockIdx.x < S ? (int)blockIdx.x : ((int)blockIdx.x - S) / H;
+    if (PRE && tid < rd / 2) {
+        const float *cs = rope + (size_t)(pos0 + sq) * rd;
+        pre.c0 = cs[2 * tid];
+        pre.s0 = cs[2 * tid + 1];
+    }
     if ((int)blockIdx.x < S) {
-        kv_prep_block(kv, d, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh);
+        kv_prep_block(kv, d, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh, PRE ? &pre : nullptr);
         return;
     }
     int b = (int)blockIdx.x - S, s = b / H;
@@ -1833,7 +1867,10 @@ __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const
     for (int i = threadIdx.x; i < d; i += blockDim.x)
         buf[i] = bf16r(buf[i] * r);
     __syncthreads();
-    rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0);
+    if (PRE)
+        rope_pairs_pre(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, pre.c0, pre.s0);
+    else
+        rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0);
     __syncthreads();
     for (int i = threadIdx.x; i < d; i += blockDim.x)
         q[i] = buf[i];
@@ -8854,7 +8891,8 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         launch_pdl(k_q_prep_w<false>, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
                    S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in);
     } else
-        launch_pdl(k_q_prep, S + S * H, 512, sizeof(float) * d, g->st, g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
+        launch_pdl((g->attn_fuse & ATTN_LAT) ? k_q_prep<true> : k_q_prep<false>, S + S * H, 512, sizeof(float) * d, g->st,
+                   g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
                    L->kv_norm);
     LAUNCHED("attention prep");
     prof_mark(g, CUDA_PROF_ATTN_PREP);
