@@ -6679,17 +6679,27 @@ static int cu(struct ctx_err *e, cudaError_t rc, const char *what)
 // ---- MoE of a decode step (issue 10): the switches of moe() and the shared expert's side stream
 // (struct cuda_engine's last fields). Each switch changes where and in how many launches work runs,
 // never an operation's order, so every setting gives the same bits (tests/kernels/test_engine.c, part
-// "moe", compares them). Default all on; CTX_CUDA_MOE_SIDE / _COMBINE / _FUSE / _ROUTE = 0 turn one off.
+// "moe", compares them). Default all on but MOE_FORK_ROUTE; CTX_CUDA_MOE_SIDE / _COMBINE / _FUSE / _ROUTE = 0
+// turn one off, CTX_CUDA_MOE_FORK = 0 / 1 / 2 forks the shared expert before the gate / after it / after the router.
 #define MOE_SIDE 1     // decode (S <= MOE_SIDE_MAX_S): the shared expert on the side stream mst
 #define MOE_COMBINE4 2 // k_moe_combine4 (vector loads all in flight) instead of k_moe_combine
 #define MOE_ROUTE_AQ 4 // the routed input's quantisation in k_route's launch (extra blocks)
 #define MOE_ROUTE_REG 8 // k_route's weights from shared memory and registers, not read back from global
+// With MOE_SIDE, where the side stream forks (twenty-fifth session): MOE_FORK_GATE after the gate's
+// launch, MOE_FORK_ROUTE after the router's (both: the router's), instead of before the gate. Forked
+// first, the shared expert's GEMV took the SMs the gate's 256 blocks needed: a flash4 step at 128K
+// lost 51 us to the gate and 52 to the "hidden" shared expert (results/2026-11-30-s27 call4, a build
+// that skips launches for timing). Forked after the gate, a flash4 step took 21 / 35 / 25 us less at 4K /
+// 128K / 500K, after the router 22 / 32 / 24 (call5): the default is after the gate (mode 31).
+#define MOE_FORK_GATE 16
+#define MOE_FORK_ROUTE 32
 #define MOE_SIDE_MAX_S 8
-#define MOE_MODE_ALL (MOE_SIDE | MOE_COMBINE4 | MOE_ROUTE_AQ | MOE_ROUTE_REG)
+#define MOE_MODE_ALL (MOE_SIDE | MOE_COMBINE4 | MOE_ROUTE_AQ | MOE_ROUTE_REG | MOE_FORK_GATE | MOE_FORK_ROUTE)
+#define MOE_MODE_DEFAULT (MOE_SIDE | MOE_COMBINE4 | MOE_ROUTE_AQ | MOE_ROUTE_REG | MOE_FORK_GATE)
 static int moe_mode_default(void)
 {
     static const int mode = [] { // read once per process
-        int m = MOE_MODE_ALL;
+        int m = MOE_MODE_DEFAULT;
         const char *v;
         if ((v = getenv("CTX_CUDA_MOE_SIDE")) && !strcmp(v, "0"))
             m &= ~MOE_SIDE;
@@ -6699,6 +6709,10 @@ static int moe_mode_default(void)
             m &= ~MOE_ROUTE_AQ;
         if ((v = getenv("CTX_CUDA_MOE_ROUTE")) && !strcmp(v, "0"))
             m &= ~MOE_ROUTE_REG;
+        if ((v = getenv("CTX_CUDA_MOE_FORK"))) { // 0: before the gate, 1: after it, 2: after the router
+            m &= ~(MOE_FORK_GATE | MOE_FORK_ROUTE);
+            m |= !strcmp(v, "1") ? MOE_FORK_GATE : !strcmp(v, "2") ? MOE_FORK_ROUTE : 0;
+        }
         return m;
     }();
     return mode;
@@ -6736,7 +6750,7 @@ static void graphs_drop(struct cuda_engine *g)
 }
 extern "C" void cuda_engine_moe_mode(struct cuda_engine *g, int mode)
 {
-    mode &= MOE_MODE_ALL;
+    mode = mode < 0 ? moe_mode_default() : mode & MOE_MODE_ALL;
     if (mode != g->moe_mode)
         graphs_drop(g);
     g->moe_mode = mode;
@@ -9027,9 +9041,13 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
     if (I % 128 || SI % 128)
         return ctx_err_set(e, CTX_EINVAL, "moe: intermediate sizes %d, %d are not multiples of 128", I, SI);
     const int side = (g->moe_mode & MOE_SIDE) && S <= MOE_SIDE_MAX_S;
-    if (side && (rc = moe_shared_side(g, L, S, e)))
+    // where the shared expert forks: 0 before the gate, 1 after the gate's launch, 2 after the router's
+    const int fork_at = !side ? -1 : (g->moe_mode & MOE_FORK_ROUTE) ? 2 : (g->moe_mode & MOE_FORK_GATE) ? 1 : 0;
+    if (fork_at == 0 && (rc = moe_shared_side(g, L, S, e)))
         return rc;
     if ((rc = lin_bf16(g, &L->gate, g->u, S, g->logit, 0, e)))
+        return rc;
+    if (fork_at == 1 && (rc = moe_shared_side(g, L, S, e)))
         return rc;
     int func = c->scoring_func == INF_SCORE_SOFTMAX ? 0 : c->scoring_func == INF_SCORE_SIGMOID ? 1 : 2;
     // the routing, and the quantisation of u (twice: w1 and w3 rows) for the routed experts: with
@@ -9043,6 +9061,8 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
         launch_pdl(k_act_quant_f32, (unsigned)((2LL * S * (D / 128) + 7) / 8), 256, 0, g->st, g->u, S, 2 * S, D, g->q8,
                    g->sa);
     LAUNCHED("moe routing");
+    if (fork_at == 2 && (rc = moe_shared_side(g, L, S, e)))
+        return rc;
     prof_mark(g, CUDA_PROF_MOE_ROUTE);
     // w1 and w3 of the routed experts in one grouped product (pairs [0, S*k): w1 on input rows [0, S);
     // [S*k, 2*S*k): w3 on the copy, rows [S, 2S)), then (without MOE_SIDE) the shared expert's w1|w3 on

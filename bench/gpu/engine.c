@@ -58,7 +58,8 @@
  * attention's CTX_CUDA_FUSE_ATTN bit sets A, B, ... (cuda_engine_attn_fuse; the engine recaptures its
  * graph at each change), in 4 alternating rounds from a fresh random state of the context each, so that
  * the sets are compared in one process and under the same drift; medians and each set's difference
- * from the first.
+ * from the first. With --ab-moe the sets are the MoE switches' (cuda_engine_moe_mode, kernels/engine.cu's
+ * MOE_* bits) instead.
  *
  * CTX_BENCH_PROFILE_AT=P (with --suffix): only one chunk at position P (after a random state) inside
  * cudaProfilerStart/Stop, for `ncu --profile-from-start off` (tools/gpu/s20a.sh).
@@ -68,7 +69,7 @@
  *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
  *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off]
- *                      [--attn-ab A,B[,...]]
+ *                      [--attn-ab A,B[,...] [--ab-moe]]
  *     bench-gpu-engine --full [--ctx N[,N...]] [--steps N] [--suffix N] [--prefill N] [--chunk C] [--layers N]
  * (--layers N: only the first N layers, to check this mode where the whole model does not fit) */
 #define _POSIX_C_SOURCE 200809L
@@ -112,11 +113,12 @@ static double floor_ms(const struct inf_config *c, long long ctx, double bw, dou
     return (*wbytes + *sbytes) / (bw * 1e9) * 1e3;
 }
 
-static int profile, pro_experts = 384, shards = 1, ndevs, devs[64], pdl_both, nab, abits[8];
+static int profile, pro_experts = 384, shards = 1, ndevs, devs[64], pdl_both, nab, abits[8], ab_moe;
 static char prof[32768], extra[8192], pextra[32768], shtab[16384], pdltab[8192], abtab[8192];
 static int prof_len, extra_len, pextra_len, shtab_len, pdltab_len, abtab_len;
 /* kernels/engine.cu's test and benchmark entry: the decode attention's ATTN_* bits (< 0: the default). */
 void cuda_engine_attn_fuse(struct cuda_engine *g, int bits, int force);
+void cuda_engine_moe_mode(struct cuda_engine *g, int mode); /* mode < 0: the default */
 #define APPEND(buf, len, ...) (len += snprintf(buf + len, sizeof buf - (size_t)len, __VA_ARGS__))
 
 /* ---- V4-Pro extrapolation (pro4 --profile). Every figure here is an estimate built from the pro4
@@ -375,10 +377,14 @@ static int attn_compare(const char *name, struct cuda_engine *g, long long ctx, 
     cuda_engine_use_graph(g, 1);
     for (int round = 0; !rc && round < ROUNDS; round++)
         for (int v = 0; !rc && v < nab; v++) {
-            cuda_engine_attn_fuse(g, abits[v], 0);
+            if (ab_moe)
+                cuda_engine_moe_mode(g, abits[v]);
+            else
+                cuda_engine_attn_fuse(g, abits[v], 0);
             rc = ab_round(g, ctx, dtok, per, logits, tmp, dt[v] + round * per, e);
         }
     cuda_engine_attn_fuse(g, -1, 0);
+    cuda_engine_moe_mode(g, -1);
     if (!rc) {
         APPEND(abtab, abtab_len, "| %-7s | %6lld |", name, ctx);
         for (int v = 0; v < nab; v++) {
@@ -1497,6 +1503,8 @@ int main(int argc, char **argv)
             chunk = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
             shards = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--ab-moe")) {
+            ab_moe = 1;
         } else if (!strcmp(argv[i], "--attn-ab") && i + 1 < argc) {
             nab = 0;
             for (char *p = argv[++i]; *p && nab < 8;) {
@@ -1524,7 +1532,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
                             "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]] [--shards N] "
-                            "[--pdl both|on|off] [--attn-ab A,B[,...]] | --full [--ctx N,...] [--steps N] [--suffix N] "
+                            "[--pdl both|on|off] [--attn-ab A,B[,...] [--ab-moe]] | --full [--ctx N,...] [--steps N] [--suffix N] "
                             "[--prefill N] [--chunk N] [--layers N]\n");
             return 2;
         }

@@ -1226,18 +1226,20 @@ static void test_pdl(void)
  * Test entry of kernels/engine.cu: the engine's MoE switches (bit 1: the shared expert of a decode step
  * on a second stream forked from and joined back into the engine's, with its own activation buffers;
  * bit 2: k_moe_combine4, the combine with every row loaded at once; bit 4: the routed input's
- * quantisation in the router's launch; bit 8: the router's weights from shared memory and registers).
+ * quantisation in the router's launch; bit 8: the router's weights from shared memory and registers;
+ * with bit 1, bit 16: the side stream forked after the gate's launch, bit 32: after the router's).
  * Each changes where work runs, not its arithmetic, so every mode must give the bits of mode 0 (the
  * serial path); a change drops the captured decode graph. Runs (tiny: 8 experts, 2 a token, 256 wide;
- * mid: 64 experts, 6 a token, hash-routed first layers), each in modes 0, 1, 2, 4, 8, 15 with logits
+ * mid: 64 experts, 6 a token, hash-routed first layers), each in modes 0, 1, 2, 4, 8, 15, 17, 33, 31, 47, 63
+ * with logits
  * and the downloaded state compared byte for byte with mode 0:
  * - a prefill in chunks of 64 (S > 8: bit 2 and 4 only) + 12 decode steps replayed as a CUDA graph
  *   (which must capture: graph state 1 in every mode, so the side stream's fork and join are capturable);
  * - tokens in chunks of 6 (S = 6 <= 8: the side stream with 6 rows) + 4 decode steps, direct launches. */
 void cuda_engine_moe_mode(struct cuda_engine *g, int mode);
 
-static const int moe_modes[] = {0, 1, 2, 4, 8, 15};
-static void moe_set(struct cuda_engine *g, int v) { cuda_engine_moe_mode(g, v < 0 ? 15 : moe_modes[v]); }
+static const int moe_modes[] = {0, 1, 2, 4, 8, 15, 17, 33, 31, 47, 63};
+static void moe_set(struct cuda_engine *g, int v) { cuda_engine_moe_mode(g, v < 0 ? -1 : moe_modes[v]); }
 static void moe_label(int v, char *out, size_t cap) { snprintf(out, cap, "mode %d", moe_modes[v]); }
 
 static void test_moe(const char *name)
