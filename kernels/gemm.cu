@@ -1491,8 +1491,8 @@ int fp4_gemv_v2(int cfg, const uint8_t *d_q, const float *d_sa, int x_group, int
 int fp4_gemv_forced()
 {
     static const int forced = [] {
-        const char *v = getenv("CTX_CUDA_FP4_GEMV");
-        return v && (v[0] == '1' || v[0] == '2') && !v[1] ? v[0] - '1' : -1;
+        const char *v = getenv("CTX_CUDA_FP4_GEMV"); // 1..9: variant 0..8 (V1, V2, V2's fixed configurations)
+        return v && v[0] >= '1' && v[0] < '1' + CUDA_FP4_GEMV_NVARIANTS && !v[1] ? v[0] - '1' : -1;
     }();
     return forced;
 }

@@ -113,8 +113,8 @@ const char *cuda_fp8_gemm_variant_name(int variant);
  * (1.14-1.59x V1 at the engine's decode calls on the H200): each 32-K partial exact on int8
  * mma.sync and every row summed in the reference's order, so its output is bf16 of kernels/ref.c's
  * exactly (NaN activation bytes, which cuda_act_quant never produces, count as 0). The environment
- * variable CTX_CUDA_FP4_GEMV = 1 or 2 forces V1 or V2 in cuda_fp4_gemv_grouped (read once per
- * process; benchmarks, one-line revert). The variants after V2 run one fixed configuration of V2's
+ * variable CTX_CUDA_FP4_GEMV = 1 or 2 forces V1 or V2 in cuda_fp4_gemv_grouped, 3..9 the variants after V2
+ * (read once per process; benchmarks, one-line revert). The variants after V2 run one fixed configuration of V2's
  * kernel each (K parts per 16-row tile, warps per CTA, ring depth; the same bits; tests and
  * benchmarks); V2 picks one by shape. V2's shared memory grows with k (3 bytes a K position + ~18
  * KB, 4.5 bytes with four K parts; k up to ~48000, CTX_EINVAL beyond). Any npairs up to 65535
