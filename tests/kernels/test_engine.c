@@ -1359,7 +1359,8 @@ static void attn_label(int v, char *out, size_t cap)
  * k_attn_score + k_attn_pv; other arithmetic, so the modes above leave it off): its own modes must agree
  * byte for byte with it plus every other bit (1023, the default): 511 (without 512: k_attn_dtc's queries
  * loaded a row at a time, k_attn_combine unrolled to 32 runs, k_rmsnorm reading its weights after the
- * wait), 8 (bit 8 alone: none of the others), and each of the following with 512: 255 (without 256:
+ * wait, k_q_prep its kv norm weight and RoPE pair after the sums), 8 (bit 8 alone: none of the others),
+ * and each of the following with 512: 255 (without 256:
  * prefill chunks' indexer
  * queries by k_iq_prep, a block a head, instead of k_iq_prep_w), 127 (nor 128: prefill chunks' query
  * heads by k_q_prep, a block a head, instead of k_q_prep_w), 63 (nor 64: wo_a's decode kernel
