@@ -276,22 +276,15 @@ __device__ void warp_i8_pack(const float *x, int di, int8_t *q, uint32_t *qx)
     }
 }
 // Interleaved RoPE on x[0..rd) by the table row cs (cos, sin pairs); inverse rotates back.
-__device__ void rope_pairs(float *x, const float *cs, int rd, int inverse)
+// pre (optional): this thread's first pair's table entries (pair threadIdx.x: cs[2 t], cs[2 t + 1]), loaded
+// earlier by the caller so that their latency hides under other work; the same values, so the same bits.
+__device__ void rope_pairs(float *x, const float *cs, int rd, int inverse, const float2 *pre = nullptr)
 {
     for (int i = threadIdx.x; i < rd / 2; i += blockDim.x) {
-        float c = cs[2 * i], s = inverse ? -cs[2 * i + 1] : cs[2 * i + 1];
-        float a = x[2 * i], b = x[2 * i + 1];
-        x[2 * i] = bf16r(a * c - b * s);
-        x[2 * i + 1] = bf16r(a * s + b * c);
-    }
-}
-
-// rope_pairs (not inverse) with pair threadIdx.x's table entries c0, s0 already loaded.
-__device__ void rope_pairs_pre(float *x, const float *cs, int rd, float c0, float s0)
-{
-    for (int i = threadIdx.x; i < rd / 2; i += blockDim.x) {
-        const bool first = i == (int)threadIdx.x;
-        float c = first ? c0 : cs[2 * i], s = first ? s0 : cs[2 * i + 1];
+        const bool first = pre && i == (int)threadIdx.x;
+        float c = first ? pre->x : cs[2 * i], s = first ? pre->y : cs[2 * i + 1];
+        if (inverse)
+            s = -s;
         float a = x[2 * i], b = x[2 * i + 1];
         x[2 * i] = bf16r(a * c - b * s);
         x[2 * i + 1] = bf16r(a * s + b * c);
@@ -1798,7 +1791,8 @@ __global__ void __launch_bounds__(256, 1) k_bgemm(const uint8_t *__restrict__ W,
 // pre (k_q_prep<true>): the thread's first norm weight (element threadIdx.x, loaded before the kernel's
 // wait) and its first RoPE pair's table entries (pair threadIdx.x), used in place of their loads.
 struct qprep_pre {
-    float w0, c0, s0;
+    float w0;
+    float2 cs0;
 };
 __device__ void kv_prep_block(float *kv, int d, int rd, const uint16_t *normw, float eps, const float *rope,
                               long long pos0, int s, float *buf, float *sh, const qprep_pre *pre = nullptr)
@@ -1812,10 +1806,7 @@ __device__ void kv_prep_block(float *kv, int d, int rd, const uint16_t *normw, f
     for (int i = threadIdx.x; i < d; i += blockDim.x)
         buf[i] = bf16r((pre && i == (int)threadIdx.x ? pre->w0 : bf16ld(normw[i])) * (k[i] * r));
     __syncthreads();
-    if (pre)
-        rope_pairs_pre(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, pre->c0, pre->s0);
-    else
-        rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0);
+    rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0, pre ? &pre->cs0 : nullptr);
     __syncthreads();
     int warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
     for (int b = warp; b < (d - rd) / 64; b += nw)
@@ -1836,7 +1827,7 @@ template <bool PRE = false>
 __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const float *rope, const long long *ppos,
                          float *kv, const uint16_t *kv_norm)
 {
-    qprep_pre pre = {0.f, 0.f, 0.f};
+    qprep_pre pre = {0.f, make_float2(0.f, 0.f)};
     const int tid = (int)threadIdx.x;
     if (PRE && (int)blockIdx.x < S && tid < d)
         pre.w0 = bf16ld(kv_norm[tid]);
@@ -1847,8 +1838,7 @@ __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const
     const int sq = (int)blockIdx.x < S ? (int)blockIdx.x : ((int)blockIdx.x - S) / H;
     if (PRE && tid < rd / 2) {
         const float *cs = rope + (size_t)(pos0 + sq) * rd;
-        pre.c0 = cs[2 * tid];
-        pre.s0 = cs[2 * tid + 1];
+        pre.cs0 = make_float2(cs[2 * tid], cs[2 * tid + 1]);
     }
     if ((int)blockIdx.x < S) {
         kv_prep_block(kv, d, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh, PRE ? &pre : nullptr);
@@ -1867,10 +1857,7 @@ __global__ void k_q_prep(float *Q, int S, int H, int d, int rd, float eps, const
     for (int i = threadIdx.x; i < d; i += blockDim.x)
         buf[i] = bf16r(buf[i] * r);
     __syncthreads();
-    if (PRE)
-        rope_pairs_pre(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, pre.c0, pre.s0);
-    else
-        rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0);
+    rope_pairs(buf + d - rd, rope + (size_t)(pos0 + s) * rd, rd, 0, PRE ? &pre.cs0 : nullptr);
     __syncthreads();
     for (int i = threadIdx.x; i < d; i += blockDim.x)
         q[i] = buf[i];
@@ -4986,8 +4973,8 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
     long long p = *ppos + s;
     const float *cs = rope + (size_t)p * rd;
     // the thread's first RoPE pair's table entries, loaded now: their latency under the runs' loads
-    const int pi0 = (int)threadIdx.x;
-    const float c_0 = pi0 < rd / 2 ? cs[2 * pi0] : 0.f, sn_0 = pi0 < rd / 2 ? -cs[2 * pi0 + 1] : 0.f;
+    const float2 cs0 = (int)threadIdx.x < rd / 2 ? make_float2(cs[2 * threadIdx.x], cs[2 * threadIdx.x + 1])
+                                                 : make_float2(0.f, 0.f);
     const float sink_h = sink[h];
     int n = att_n(p, W, ratio, K), c0, c1, nsplit;
     att_split_m(n, 0, msplit, &c0, &c1, &nsplit);
@@ -5023,13 +5010,7 @@ __global__ void k_attn_combine(const float *part, int s0, int H, int d, int W, i
         outs[i] = bf16r(num / dn);
     }
     __syncthreads();
-    for (int pi = threadIdx.x; pi < rd / 2; pi += blockDim.x) {
-        int g0 = d - rd + 2 * pi;
-        float c = pi == pi0 ? c_0 : cs[2 * pi], sn = pi == pi0 ? sn_0 : -cs[2 * pi + 1];
-        float a = outs[g0], b = outs[g0 + 1];
-        outs[g0] = bf16r(a * c - b * sn);
-        outs[g0 + 1] = bf16r(a * sn + b * c);
-    }
+    rope_pairs(outs + d - rd, cs, rd, 1, &cs0); // the inverse RoPE of the tail
     __syncthreads();
     for (int i = threadIdx.x; i < d; i += blockDim.x)
         O[((size_t)s * H + h) * d + i] = outs[i];
