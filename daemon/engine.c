@@ -242,6 +242,14 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
                                      .max_chunk = g->o.max_chunk,
                                      .mtp = spec_wanted(g) && inf_weights_mtp_layers(g->w) > 0};
         rc = cuda_accel_new(g->w, &co, &g->accel, le);
+        if (rc && g->o.chunk_fallback > 0 && g->o.chunk_fallback < co.max_chunk) {
+            /* the default chunk's scratch (~5 GB a GPU more than 4096's on V4-Flash) did not fit: the
+             * smaller chunk prefills ~6% slower (bench/gpu/README.md), the model still loads */
+            CTX_WARN("prefill chunk %d: the GPUs did not take it (%s); chunks of %d instead", co.max_chunk, le->msg,
+                     g->o.chunk_fallback);
+            co.max_chunk = g->o.chunk_fallback;
+            rc = cuda_accel_new(g->w, &co, &g->accel, le);
+        }
         if (rc && co.mtp && g->o.spec == 0) { /* speculative decoding by default only: never at the model's cost */
             CTX_WARN("speculative decoding is off: the GPUs did not take the MTP block too (%s)", le->msg);
             co.mtp = 0;

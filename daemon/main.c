@@ -68,9 +68,10 @@ static void usage(FILE *f)
     fprintf(f,
             "repositories:\n"
             "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
-            "  --chunk TOKENS     prefill tokens per engine slice (default 256, 4096 with --backend cuda,\n"
-            "                     where it is also the GPU engine's chunk, and a slice 4 chunks a GPU\n"
-            "                     with several --gpus, pipelined over them; a multiple of 128)\n"
+            "  --chunk TOKENS     prefill tokens per engine slice (default 256, 8192 with --backend cuda,\n"
+            "                     where it is also the GPU engine's chunk (4096 where the GPUs lack the\n"
+            "                     room), and a slice 4 chunks a GPU with several --gpus, pipelined over\n"
+            "                     them; a multiple of 128)\n"
             "KV cache (the resident state on disk):\n"
             "  --cache DIR        default $XDG_CACHE_HOME/ctxd/kv or ~/.cache/ctxd/kv\n"
             "  --no-cache         keep the resident state in memory only\n"
@@ -324,10 +325,13 @@ int main(int argc, char **argv)
         eo.max_ctx = (long long)(ro.budget ? ro.budget : 500000) + 40960;
     /* a GPU wants long prefill slices (the routed experts' grouped GEMM reads every expert's weights
      * once a slice: about the same time for 256 tokens as for 2048; a 500K prefill in slices of 4096
-     * is ~7% faster than in slices of 2048, bench/gpu/README.md); a slice of 4096 is still under a
-     * second on V4-Flash (~0.7 s at 500K) */
-    if (eo.cuda && !ro.chunk)
-        ro.chunk = 4096;
+     * is ~7% faster than in slices of 2048, and in chunks of 8192 ~6% faster than in 4096 over two
+     * H200s, 33.2 against 35.3 s, bench/gpu/README.md); chunks of 8192 take ~5 GB a GPU more scratch
+     * on V4-Flash, so where the GPUs refuse it the engine loads with 4096 instead (chunk_fallback) */
+    if (eo.cuda && !ro.chunk) {
+        ro.chunk = 8192;
+        eo.chunk_fallback = 4096;
+    }
     if (eo.cuda) { /* the engine's chunk; one GPU takes it as the slice, a longer one would only be split */
         eo.max_chunk = (int)ro.chunk;
         /* Over several GPUs a slice is 4 chunks a GPU: cuda_multi_prefill pipelines one call's chunks over

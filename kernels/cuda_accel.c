@@ -87,13 +87,18 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
     if (!(o && o->devices))
         n = 1;
     struct cuda_engine_opts eo = {
-        .max_chunk = o && o->max_chunk > 0 ? o->max_chunk : 4096,
+        .max_chunk = o && o->max_chunk > 0 ? o->max_chunk : 8192,
         .max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 65536,
         .mtp = o && o->mtp,
     };
     /* tests: the GPUs refusing the MTP block (ctxd then falls back to the model without it) */
     if (eo.mtp && getenv("CTX_TEST_CUDA_NO_MTP"))
         return ctx_err_set(e, CTX_ENOMEM, "cuda: no room for the MTP block (CTX_TEST_CUDA_NO_MTP)");
+    /* tests: the GPUs refusing chunks above N (ctxd then loads the engine with its fallback chunk) */
+    const char *mc = getenv("CTX_TEST_CUDA_MAX_CHUNK");
+    if (mc && atoi(mc) > 0 && eo.max_chunk > atoi(mc))
+        return ctx_err_set(e, CTX_ENOMEM, "cuda: no room for chunks of %d (CTX_TEST_CUDA_MAX_CHUNK=%s)", eo.max_chunk,
+                           mc);
     struct cuda_accel *c = calloc(1, sizeof *c);
     if (!c)
         return ctx_err_set(e, CTX_ENOMEM, "out of memory");

@@ -1960,6 +1960,12 @@ __global__ void __launch_bounds__(256, BM == M_BM ? 2 : 1)
 // on test_moe_gemm's 731 cases). A fourth warpgroup issuing every copy (512 threads: the launch's 128
 // registers a thread spilled the consumers' path, 352 bytes, whatever setmaxnreg gave them) was slower:
 // 4.36 ms (call6).
+// Tried too (results/2026-11-30-s28 call1, v9-split.patch; V9's bytes): each stage's products as column
+// parts of 32 pairs, one commit group each, part i promoted while the later ones run: 4.73 against 3.71
+// ms at S = 4096, every part re-reading the weight tile (wgmma's A) from shared memory. The next stage's
+// products in flight under this one's promotion (a second set of partials) made ptxas serialise the
+// wgmma (C7514 / C7518: a group in flight across the K loop's back edge or a branch that touches
+// registers) and spilled at N = 128 with 232 registers.
 // Numerics: the e4m3 values, their K order, the scales, the guard and the promotion are V8's, and the
 // tensor core sums the same values whether A comes from registers or shared memory: V8's (= V7's)
 // bytes (test_moe_gemm compares them on every case).

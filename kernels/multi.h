@@ -66,10 +66,10 @@ int cuda_multi_forward(struct cuda_multi *m, const int *tokens, int S, float *lo
 /* Prefill of n tokens in chunks of `chunk`, pipelined over the shards: all chunks are queued at once and
  * the host waits only for the last logits. The same results as cuda_multi_forward over the same chunks
  * (and, the engine's chunked prefill being bit-identical to one chunk, as over any chunks). chunk > max_chunk:
- * max_chunk; chunk <= 0: max_chunk, or half of it (rounded up to 128) over several shards when n would
- * make fewer than 2 chunks a shard: a call of few chunks leaves the first shard alone on the first and the
- * last alone on the last, and halves overlap more (V4-Flash's 8K suffix at 500K over two H200s: see
- * bench/gpu/README.md). */
+ * max_chunk; chunk <= 0: max_chunk, or over several shards, when n would make fewer than 2 chunks a
+ * shard, the chunk that makes 2 a shard (n / (2 shards) rounded up to a multiple of 128): a call of few
+ * chunks leaves the first shard alone on the first and the last alone on the last, and smaller chunks
+ * overlap more (V4-Flash's 8K suffix at 500K over two H200s: chunks of 2048, see bench/gpu/README.md). */
 int cuda_multi_prefill(struct cuda_multi *m, const int *tokens, int n, int chunk, float *logits, struct ctx_err *e);
 /* How a pipelined prefill (more than one shard and one chunk) is queued: from one host thread per shard
  * (1, the default; CTX_CUDA_MULTI_THREADS=0 makes it 0), each thread ordered after its neighbours' calls

@@ -65,7 +65,9 @@
  * cudaProfilerStart/Stop, for `ncu --profile-from-start off` (tools/gpu/s20a.sh).
  *
  * `--full` measures V4-Flash's 43 layers instead (full_main, below): decode, the suffix and a 500K
- * prefill over the lent GPUs, with no extrapolation (two H200s hold it; one does not).
+ * prefill over the lent GPUs, with no extrapolation (two H200s hold it; one does not), in chunks of
+ * --chunk C (default 8192 there: ctxd's chunk with --backend cuda since 2026-11-30's twenty-sixth
+ * session; 4096 before).
  *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
  *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off]
@@ -1356,8 +1358,8 @@ static int full_main(const long long *ctxs, int nctx, int steps, long long prefi
     if (!rc && suffix > 0) {
         printf("\nSuffix re-prefill, measured: %d tokens (one cuda_multi_prefill) after a random state of the "
                "context, median of 3, wall until the logits are on the host, in chunks of %d and in the chunks "
-               "cuda_multi_prefill picks (chunk 0, as ctxd calls it: half the engine's over several GPUs when the call "
-               "has under 2 chunks a GPU); floor = its FLOPs at the dense FP8 rate / %d GPUs\n\n| context | s, chunks "
+               "cuda_multi_prefill picks (chunk 0, as ctxd calls it: over several GPUs, when the call has under 2 "
+               "chunks a GPU, the chunk that makes 2 a GPU); floor = its FLOPs at the dense FP8 rate / %d GPUs\n\n| context | s, chunks "
                "of %d | s, chunk 0 | floor s | of floor (chunk 0) | goal |\n|---|---|---|---|---|---|\n",
                suffix, chunk, n, chunk);
         for (int k = 0; k < nctx && !rc; k++) {
@@ -1467,6 +1469,7 @@ int main(int argc, char **argv)
     const char *models = "mid,flash4";
     int suffix = 0, chunk = 4096, ctx_given = 0; /* --suffix N [--chunk N]: sfx_main's tables instead */
     int full = 0, steps_given = 0, suffix_given = 0, layers = 0; /* --full [--prefill N] [--layers N]: full_main */
+    int chunk_given = 0;
     long long prefill_n = 500000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) {
@@ -1501,6 +1504,7 @@ int main(int argc, char **argv)
             layers = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
             chunk = atoi(argv[++i]);
+            chunk_given = 1;
         } else if (!strcmp(argv[i], "--shards") && i + 1 < argc) {
             shards = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--ab-moe")) {
@@ -1552,6 +1556,8 @@ int main(int argc, char **argv)
             steps = 32;
         if (!suffix_given)
             suffix = 8192;
+        if (!chunk_given) /* ctxd's chunk with --backend cuda (and the accelerator's default) */
+            chunk = 8192;
         if (steps < 1 || suffix < 0 || prefill_n < 0 || prefill_n > 1000000 || chunk < 16 || chunk > 8192 ||
             (prefill_n > 0 && prefill_n < chunk)) {
             fprintf(stderr, "bench-gpu-engine: --full: --steps must be positive, --suffix and --prefill at least 0 "

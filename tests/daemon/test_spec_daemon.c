@@ -354,6 +354,64 @@ static void cuda_default_and_fallback(void **state)
     assert_true(log_has("speculative decoding is off: the GPUs did not take the MTP block too"));
 }
 
+/* With --backend cuda the GPU engine prefills in chunks of 8192 by default; GPUs that cannot take that
+ * chunk's scratch (CTX_TEST_CUDA_MAX_CHUNK=4096) leave the model loaded with chunks of 4096, answering
+ * the same; a chunk the user asked for (--chunk) is not replaced. */
+static void cuda_chunk_fallback(void **state)
+{
+    (void)state;
+    const char *fl = getenv("CTX_TEST_CTXD_FLAGS");
+    if (!dir[0] || !fl || !strstr(fl, "cuda")) {
+        fprintf(stderr, "# the CUDA chunk and its fallback run against ctxd --backend cuda only (the GPU machine)\n");
+        return;
+    }
+    char cache[160], st[160];
+    snprintf(cache, sizeof cache, "%s/kvc", dir);
+    snprintf(st, sizeof st, "%s/statec", dir);
+    char *argv[] = {(char *)ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "4096", "--threads", "2",
+                    "--no-watch", "--state", st, "--synthetic", "tiny", NULL, NULL, NULL};
+    const cJSON *ans[2] = {NULL, NULL};
+    cJSON *runs[2];
+    for (int v = 0; v < 2; v++) {
+        if (v)
+            setenv("CTX_TEST_CUDA_MAX_CHUNK", "4096", 1);
+        pid = dh_start(sock, logpath, argv);
+        unsetenv("CTX_TEST_CUDA_MAX_CHUNK");
+        assert_true(pid > 0);
+        runs[v] = run(prompts[0], 48);
+        ans[v] = runs[v];
+        cJSON *r = call("daemon.status", NULL);
+        const char *dev = str(cJSON_GetObjectItem(r, "model"), "device");
+        assert_non_null(strstr(dev, v ? ", chunk 4096" : ", chunk 8192"));
+        cJSON_Delete(r);
+        stop();
+    }
+    assert_string_equal(str(ans[0], "answer"), str(ans[1], "answer"));
+    assert_true(log_has("prefill chunk 8192: the GPUs did not take it"));
+    cJSON_Delete(runs[0]);
+    cJSON_Delete(runs[1]);
+    /* --chunk 8192 asked for: refused chunks are an error, not a quiet fallback */
+    argv[14] = "--chunk";
+    argv[15] = "8192";
+    setenv("CTX_TEST_CUDA_MAX_CHUNK", "4096", 1);
+    pid = dh_start(sock, logpath, argv);
+    unsetenv("CTX_TEST_CUDA_MAX_CHUNK");
+    assert_true(pid > 0);
+    struct ctxd_client *c;
+    struct ctx_err e = {0};
+    assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
+    cJSON *p = cJSON_CreateObject(), *r = NULL;
+    cJSON_AddStringToObject(p, "path", repo);
+    cJSON_AddStringToObject(p, "mode", "ask");
+    cJSON_AddStringToObject(p, "prompt", prompts[0]);
+    cJSON_AddNumberToObject(p, "max_tokens", 8);
+    assert_int_not_equal(ctxd_client_call(c, "agent.run", p, NULL, NULL, 300000, &r, &e), 0);
+    ctxd_client_close(c);
+    cJSON_Delete(r);
+    assert_non_null(strstr(e.msg, "no room for chunks of 8192"));
+    stop();
+}
+
 /* --spec with a remote backend is a usage error. */
 static void remote_refused(void **state)
 {
@@ -416,6 +474,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(fim_same_text),
         cmocka_unit_test(no_mtp_block),
         cmocka_unit_test(cuda_default_and_fallback),
+        cmocka_unit_test(cuda_chunk_fallback),
         cmocka_unit_test(remote_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

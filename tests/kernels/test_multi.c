@@ -238,7 +238,7 @@ static void run_model(const char *name, const struct inf_weights *w, int P, cons
                     "%s: the prefill of %d tokens in chunks of %d queued from one host thread: logits bit-identical to "
                     "one engine's%s%s",
                     what, P, C, rc ? ": " : "", rc ? e.msg : "");
-                /* chunk 0: the pipeline's own pick (half of max_chunk when a call has under 2 chunks a shard);
+                /* chunk 0: the pipeline's own pick (2 chunks a shard when max_chunk would make fewer);
                  * the engine's chunked prefill is bit-identical whatever the chunks */
                 cuda_multi_reset(m);
                 rc = cuda_multi_prefill(m, tok, P, 0, lg, &e);

