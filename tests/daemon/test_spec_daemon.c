@@ -317,14 +317,22 @@ static void no_mtp_block(void **state)
 /* With --backend cuda (the GPU machine: CTX_TEST_CTXD_FLAGS) speculative decoding is the default, and
  * GPUs that cannot take the MTP block too (CTX_TEST_CUDA_NO_MTP) leave it off, the model loaded
  * without it, answering as a plain daemon. */
+/* Whether this run is against ctxd --backend cuda (CTX_TEST_CTXD_FLAGS on the GPU machine); says which
+ * case is left out when not. */
+static bool on_cuda(const char *what)
+{
+    const char *fl = getenv("CTX_TEST_CTXD_FLAGS");
+    if (dir[0] && fl && strstr(fl, "cuda"))
+        return true;
+    fprintf(stderr, "# %s run against ctxd --backend cuda only (the GPU machine)\n", what);
+    return false;
+}
+
 static void cuda_default_and_fallback(void **state)
 {
     (void)state;
-    const char *fl = getenv("CTX_TEST_CTXD_FLAGS");
-    if (!dir[0] || !fl || !strstr(fl, "cuda")) {
-        fprintf(stderr, "# the CUDA default and its fallback run against ctxd --backend cuda only (the GPU machine)\n");
+    if (!on_cuda("the CUDA default and its fallback"))
         return;
-    }
     char cache[160], st[160];
     snprintf(cache, sizeof cache, "%s/kvd", dir);
     snprintf(st, sizeof st, "%s/stated", dir);
@@ -360,11 +368,8 @@ static void cuda_default_and_fallback(void **state)
 static void cuda_chunk_fallback(void **state)
 {
     (void)state;
-    const char *fl = getenv("CTX_TEST_CTXD_FLAGS");
-    if (!dir[0] || !fl || !strstr(fl, "cuda")) {
-        fprintf(stderr, "# the CUDA chunk and its fallback run against ctxd --backend cuda only (the GPU machine)\n");
+    if (!on_cuda("the CUDA chunk and its fallback"))
         return;
-    }
     char cache[160], st[160];
     snprintf(cache, sizeof cache, "%s/kvc", dir);
     snprintf(st, sizeof st, "%s/statec", dir);
