@@ -66,8 +66,8 @@
  *
  * `--full` measures V4-Flash's 43 layers instead (full_main, below): decode, the suffix and a 500K
  * prefill over the lent GPUs, with no extrapolation (two H200s hold it; one does not), in chunks of
- * --chunk C (default 8192 there: ctxd's chunk with --backend cuda since 2026-11-30's twenty-sixth
- * session; 4096 before).
+ * --chunk C (16..16384; default 8192 there: ctxd's chunk with --backend cuda since 2026-11-30's
+ * twenty-sixth session; 4096 before).
  *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
  *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off]
@@ -1558,10 +1558,10 @@ int main(int argc, char **argv)
             suffix = 8192;
         if (!chunk_given) /* ctxd's chunk with --backend cuda (and the accelerator's default) */
             chunk = 8192;
-        if (steps < 1 || suffix < 0 || prefill_n < 0 || prefill_n > 1000000 || chunk < 16 || chunk > 8192 ||
+        if (steps < 1 || suffix < 0 || prefill_n < 0 || prefill_n > 1000000 || chunk < 16 || chunk > 16384 ||
             (prefill_n > 0 && prefill_n < chunk)) {
             fprintf(stderr, "bench-gpu-engine: --full: --steps must be positive, --suffix and --prefill at least 0 "
-                            "(--prefill 0 or at least one chunk, at most 1000000), --chunk in 16..8192\n");
+                            "(--prefill 0 or at least one chunk, at most 1000000), --chunk in 16..16384\n");
             return 2;
         }
         if (layers < 0) {
