@@ -78,7 +78,8 @@ static cJSON *call(const char *method, cJSON *params)
     return r;
 }
 
-static cJSON *run(const char *prompt, int max_tokens)
+/* agent.run's parameters: an ask of at most 2 steps */
+static cJSON *run_params(const char *prompt, int max_tokens)
 {
     cJSON *p = cJSON_CreateObject();
     cJSON_AddStringToObject(p, "path", repo);
@@ -86,7 +87,12 @@ static cJSON *run(const char *prompt, int max_tokens)
     cJSON_AddStringToObject(p, "prompt", prompt);
     cJSON_AddNumberToObject(p, "max_steps", 2);
     cJSON_AddNumberToObject(p, "max_tokens", max_tokens);
-    return call("agent.run", p);
+    return p;
+}
+
+static cJSON *run(const char *prompt, int max_tokens)
+{
+    return call("agent.run", run_params(prompt, max_tokens));
 }
 
 static const char *str(const cJSON *o, const char *k)
@@ -314,9 +320,6 @@ static void no_mtp_block(void **state)
     assert_true(log_has("speculative decoding is off: the checkpoint has no MTP block"));
 }
 
-/* With --backend cuda (the GPU machine: CTX_TEST_CTXD_FLAGS) speculative decoding is the default, and
- * GPUs that cannot take the MTP block too (CTX_TEST_CUDA_NO_MTP) leave it off, the model loaded
- * without it, answering as a plain daemon. */
 /* Whether this run is against ctxd --backend cuda (CTX_TEST_CTXD_FLAGS on the GPU machine); says which
  * case is left out when not. */
 static bool on_cuda(const char *what)
@@ -328,16 +331,32 @@ static bool on_cuda(const char *what)
     return false;
 }
 
+/* The CUDA cases' ctxd: the tiny synthetic model, its cache and state in dir/kv<tag> and dir/state<tag>;
+ * argv[14], argv[15] left free (NULL) for one more option. */
+struct cuda_ctxd {
+    char cache[160], st[160];
+    char *argv[17];
+};
+static void cuda_ctxd_init(struct cuda_ctxd *d, const char *tag)
+{
+    snprintf(d->cache, sizeof d->cache, "%s/kv%s", dir, tag);
+    snprintf(d->st, sizeof d->st, "%s/state%s", dir, tag);
+    char *argv[] = {(char *)ctxd_bin, "--socket", sock, "--cache", d->cache, "--budget", "4096", "--threads", "2",
+                    "--no-watch", "--state", d->st, "--synthetic", "tiny", NULL, NULL, NULL};
+    memcpy(d->argv, argv, sizeof argv);
+}
+
+/* With --backend cuda (the GPU machine: CTX_TEST_CTXD_FLAGS) speculative decoding is the default, and
+ * GPUs that cannot take the MTP block too (CTX_TEST_CUDA_NO_MTP) leave it off, the model loaded
+ * without it, answering as a plain daemon. */
 static void cuda_default_and_fallback(void **state)
 {
     (void)state;
     if (!on_cuda("the CUDA default and its fallback"))
         return;
-    char cache[160], st[160];
-    snprintf(cache, sizeof cache, "%s/kvd", dir);
-    snprintf(st, sizeof st, "%s/stated", dir);
-    char *argv[] = {(char *)ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "4096", "--threads", "2",
-                    "--no-watch", "--state", st, "--synthetic", "tiny", NULL};
+    struct cuda_ctxd d;
+    cuda_ctxd_init(&d, "d");
+    char **argv = d.argv;
     pid = dh_start(sock, logpath, argv);
     assert_true(pid > 0);
     cJSON *a = run(prompts[0], 48);
@@ -370,12 +389,9 @@ static void cuda_chunk_fallback(void **state)
     (void)state;
     if (!on_cuda("the CUDA chunk and its fallback"))
         return;
-    char cache[160], st[160];
-    snprintf(cache, sizeof cache, "%s/kvc", dir);
-    snprintf(st, sizeof st, "%s/statec", dir);
-    char *argv[] = {(char *)ctxd_bin, "--socket", sock, "--cache", cache, "--budget", "4096", "--threads", "2",
-                    "--no-watch", "--state", st, "--synthetic", "tiny", NULL, NULL, NULL};
-    const cJSON *ans[2] = {NULL, NULL};
+    struct cuda_ctxd d;
+    cuda_ctxd_init(&d, "c");
+    char **argv = d.argv;
     cJSON *runs[2];
     for (int v = 0; v < 2; v++) {
         if (v)
@@ -384,14 +400,13 @@ static void cuda_chunk_fallback(void **state)
         unsetenv("CTX_TEST_CUDA_MAX_CHUNK");
         assert_true(pid > 0);
         runs[v] = run(prompts[0], 48);
-        ans[v] = runs[v];
         cJSON *r = call("daemon.status", NULL);
         const char *dev = str(cJSON_GetObjectItem(r, "model"), "device");
         assert_non_null(strstr(dev, v ? ", chunk 4096" : ", chunk 8192"));
         cJSON_Delete(r);
         stop();
     }
-    assert_string_equal(str(ans[0], "answer"), str(ans[1], "answer"));
+    assert_string_equal(str(runs[0], "answer"), str(runs[1], "answer"));
     assert_true(log_has("prefill chunk 8192: the GPUs did not take it"));
     cJSON_Delete(runs[0]);
     cJSON_Delete(runs[1]);
@@ -405,12 +420,8 @@ static void cuda_chunk_fallback(void **state)
     struct ctxd_client *c;
     struct ctx_err e = {0};
     assert_int_equal(ctxd_client_connect(sock, &c, &e), 0);
-    cJSON *p = cJSON_CreateObject(), *r = NULL;
-    cJSON_AddStringToObject(p, "path", repo);
-    cJSON_AddStringToObject(p, "mode", "ask");
-    cJSON_AddStringToObject(p, "prompt", prompts[0]);
-    cJSON_AddNumberToObject(p, "max_tokens", 8);
-    assert_int_not_equal(ctxd_client_call(c, "agent.run", p, NULL, NULL, 300000, &r, &e), 0);
+    cJSON *r = NULL;
+    assert_int_not_equal(ctxd_client_call(c, "agent.run", run_params(prompts[0], 8), NULL, NULL, 300000, &r, &e), 0);
     ctxd_client_close(c);
     cJSON_Delete(r);
     assert_non_null(strstr(e.msg, "no room for chunks of 8192"));
