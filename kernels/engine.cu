@@ -7077,7 +7077,12 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
         PIECE(g->q16, sizeof(uint16_t) * S * H * d);
     PIECE(g->kv, sizeof(float) * S * d);
     PIECE(g->O, sizeof(float) * S * H * d);
-    PIECE(g->Z, sizeof(float) * (S + lpad) * G * R); // cuBLASLt's wo_a writes its padding rows
+    // cuBLASLt's wo_a writes its padding rows; with cuBLASLt, the compressors' products too (cbf_lt)
+    size_t zw = (size_t)G * R;
+    for (int l = g->lb; g->lt && l < g->le + g->mtp; l++)
+        if ((size_t)g->L[l].cbf.n > zw)
+            zw = (size_t)g->L[l].cbf.n;
+    PIECE(g->Z, sizeof(float) * (S + lpad) * zw);
     g->lt_w16 = NULL;
     if (g->lt) { // wo_a on cuBLASLt when its shape runs there (every layer's wo_a has the same one)
         const int gd = H * d / G;
@@ -8752,6 +8757,62 @@ static cudaError_t attn_pv_launch(int on, int ngr, dim3 grid, cudaStream_t st, c
 static_assert(ATT_HB == 8, "attn_pv_launch: grid z 1, 2, 4, 8");
 static_assert(ATC_MIN_S <= ATT_TOKENS && CMP_MIN_S <= ATC_MIN_S, "attention(): a fused decode chunk is one combine");
 
+// A prefill chunk's compressor products (L->cbf: the compressor's, and in CSA layers the indexer
+// compressor's and the indexer weights', bf16 weights of one input) on cuBLASLt's bf16 GEMM (struct
+// cuda_engine's lt) instead of k_bgemm: u staged as its bf16 bits (exact: bf16-valued), one bf16 x bf16
+// -> fp32 product into Z ([mp][n]; free until wo_a, sized for it), then k_lin_split gives each segment
+// its rows (bf16-rounded where the segment is). The sums are cuBLASLt's fp32 ones, not k_bgemm's
+// 128-wide partials (the reference's bf16 GEMMs are cuBLAS's too); one algorithm a shape with rows
+// padded (cuda_lt_ctx), so a chunked prefill gives one chunk's bytes (test_gemm checks the compressors'
+// shapes), and whether the path runs depends on the engine (its largest chunk), never on S. k_bgemm
+// took 0.41 ms a CSA layer and 0.14 an HCA one at 4096 tokens (results/2026-12-01-s29).
+// CTX_CUDA_CMP_LT=0 keeps k_bgemm; cuda_engine_cmp_lt_mode is the test entry. Returns 1 when it does not
+// run there.
+static env_switch cmp_lt_switch{"CTX_CUDA_CMP_LT"};
+extern "C" void cuda_engine_cmp_lt_mode(int on) { cmp_lt_switch.set(on); }
+// y[j] [S][n[j]] from y [S][n], segment j rounded to bf16 where o.bf[j]. Grid (ceil(n / 1024), S), 256
+// threads, four columns a thread (n and the segments' offsets multiples of 4).
+__global__ void k_lin_split(const float *y, int S, int n, lin_out o)
+{
+    pdl_begin();
+    const int r = 4 * ((int)blockIdx.x * 256 + (int)threadIdx.x);
+    const size_t s = blockIdx.y;
+    if (r >= n)
+        return;
+    int j = 0;
+    while (j + 1 < o.nseg && r >= o.off[j + 1])
+        j++;
+    float4 v = *reinterpret_cast<const float4 *>(y + s * n + r);
+    if (o.bf[j])
+        v = make_float4(bf16r(v.x), bf16r(v.y), bf16r(v.z), bf16r(v.w));
+    *reinterpret_cast<float4 *>(o.y[j] + s * o.n[j] + (r - o.off[j])) = v;
+}
+static int cbf_lt(struct cuda_engine *g, const struct dlin *w, const float *x, int S, const lin_out &o,
+                  struct ctx_err *e)
+{
+    const int n = w->n, k = w->k;
+    if (!g->lt || !g->lt_on || S <= 8 || k % 128 || n % 4 || !cmp_lt_switch.on())
+        return 1;
+    for (int j = 0; j < o.nseg; j++)
+        if (o.off[j] % 4 || o.n[j] % 4)
+            return 1;
+    // the engine's largest chunk decides (a chunk of any size then runs here or none does)
+    if (cuda_lt_ctx_rows_bf16(g->lt, g->Smax, n, k, 1, k, n) < g->Smax)
+        return 1;
+    const size_t n4 = (size_t)S * k / 4;
+    k_stage_bf16<<<grid_for(n4, 256) < 4096 ? grid_for(n4, 256) : 4096, 256, 0, g->st>>>(x, n4, 1.0f, g->o16);
+    int rc = cu(e, cudaGetLastError(), "compressor products: k_stage_bf16");
+    if (!rc)
+        rc = cuda_lt_ctx_bf16(g->lt, S, n, k, 1, g->o16, k, (const uint16_t *)w->w, g->Z, n, g->st, e);
+    if (rc)
+        return rc; // a shape the context took for the largest chunk takes every smaller one
+    launch_pdl(k_lin_split, dim3((unsigned)((n + 1023) / 1024), (unsigned)S), 256, 0, g->st, (const float *)g->Z, S, n,
+               o);
+    g->lt_calls++;
+    LAUNCHED("compressor products lt");
+    return 0;
+}
+
 // A CSA layer's indexer from its query product qI on: k_iq_prep (a launch through PDL when pdl, else
 // plain: the first after a join; fold: it scales wts too, else k_scale_bf16), the scores and the top-k
 // of K into sel, all on g->st.
@@ -8828,7 +8889,10 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         stream_swap sw(g, side ? g->ast : g->st); // side: on ast, the first launch after its wait: plain
         if (side)
             cuda_pdl_plain_next();
-        if ((rc = lin_bf16_out(g, &L->cbf, a, S, o, e)))
+        rc = cbf_lt(g, &L->cbf, a, S, o, e);
+        if (rc == 1)
+            rc = lin_bf16_out(g, &L->cbf, a, S, o, e);
+        if (rc)
             return rc;
     }
     if (fork) { // indexer compressor first (needed first), then the main one; each records its join event

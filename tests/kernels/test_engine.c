@@ -26,6 +26,8 @@
  *   ones (chunks of 50): bit-identical logits and state.
  * - the decode attention's launch changes (part "afuse", test_attn_fuse): every mode bit-identical to bits 0;
  *   the decode attention on tensor cores (part "dtc"): its modes bit-identical to the default.
+ * - the compressors' prefill products on cuBLASLt (part "mid", test_cmp_lt): the path runs, chunked prefill
+ *   bit-identical to one chunk, logits within the rounding bounds of k_bgemm's.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
  *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
  * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8, k_idx_score_i8e and
@@ -1272,6 +1274,85 @@ static void test_moe(const char *name)
     inf_weights_free(w);
 }
 
+/* ---- the compressors' prefill products on cuBLASLt (cbf_lt) ---- */
+
+/* Test entry of kernels/engine.cu: a prefill chunk's compressor products (the compressor's, the indexer
+ * compressor's and the indexer weights') on cuBLASLt's bf16 GEMM when on != 0 and the engine uses
+ * cuBLASLt (its default), on k_bgemm when 0, as the environment says (CTX_CUDA_CMP_LT) when < 0. */
+void cuda_engine_cmp_lt_mode(int on);
+
+/* On the mid config (CSA and HCA layers): the path runs (one more cuBLASLt product a compressed layer
+ * and chunk than with it off), a prefill in chunks of 50 gives one chunk's logits and state byte for
+ * byte, and its logits are within the rounding bounds of k_bgemm's (cuBLASLt's fp32 sums in another
+ * order). */
+static void test_cmp_lt(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 17, &w, &e);
+    struct cuda_engine_opts o = {.max_chunk = 300, .max_ctx = 1024};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    tap(ok, "cmp lt: mid engine%s%s", ok ? "" : ": ", ok ? "" : e.msg);
+    if (!ok || !cuda_engine_prefill_lt(g, -1, NULL, NULL)) {
+        if (ok)
+            printf("ok %d - # SKIP cmp lt: the engine does not use cuBLASLt\n", ++n_test);
+        cuda_engine_free(g);
+        inf_weights_free(w);
+        return;
+    }
+    enum { P = 300, T = 4, R = T + 1 };
+    int tok[P + T], V = c.vocab_size, ncmp = 0;
+    for (int i = 0; i < P + T; i++)
+        tok[i] = (i * 7919 + 41) % V;
+    for (int l = 0; l < c.num_hidden_layers; l++)
+        ncmp += c.compress_ratios[l] != 0;
+    float *rows[3];
+    uint8_t *buf[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    unsigned long long calls[3] = {0, 0, 0};
+    static const int chunk[3] = {100, 50, 100}, mode[3] = {1, 1, 0};
+    for (int v = 0; v < 3; v++)
+        rows[v] = malloc(sizeof(float) * (size_t)R * V);
+    for (int v = 0; v < 3 && ok; v++) {
+        unsigned long long c0 = 0, c1 = 0;
+        cuda_engine_cmp_lt_mode(mode[v]);
+        cuda_engine_prefill_lt(g, -1, &c0, NULL);
+        ok = !gpu_run(g, tok, P, P + T, chunk[v], rows[v], V);
+        cuda_engine_prefill_lt(g, -1, &c1, NULL);
+        calls[v] = c1 - c0;
+        if (ok && v < 2) {
+            struct inf_state *st = NULL;
+            ok = !inf_state_new(&c, &st, &e) && !cuda_engine_state_download(g, st, &e) &&
+                 !inf_state_serialize(st, &buf[v], &len[v], &e);
+            inf_state_free(st);
+        }
+    }
+    cuda_engine_cmp_lt_mode(-1);
+    tap(ok && calls[0] == calls[2] + (unsigned long long)ncmp * (P / chunk[0]),
+        "cmp lt: prefill %d in chunks of %d: %llu cuBLASLt products, %llu with the compressors' on k_bgemm (%d "
+        "compressed layers)%s%s", P, chunk[0], calls[0], calls[2], ncmp, ok ? "" : ": ", ok ? "" : e.msg);
+    if (ok) {
+        int same_logits = !memcmp(rows[0], rows[1], sizeof(float) * (size_t)R * V);
+        int same_state = len[0] == len[1] && !memcmp(buf[0], buf[1], len[0]);
+        tap(same_logits && same_state,
+            "cmp lt: prefill %d in chunks of 50 vs chunks of 100 + %d decode steps: logits %s, state %s", P, T,
+            same_logits ? "bit-identical" : "DIFFER", same_state ? "bit-identical" : "DIFFERS");
+        struct agg ag;
+        agg_init(&ag, R);
+        for (int r = 0; r < R; r++)
+            agg_row(&ag, rows[0] + (size_t)r * V, rows[2] + (size_t)r * V, V);
+        agg_check(&ag, "cmp lt: the compressors' products on cuBLASLt vs k_bgemm, cuda logits", 2);
+    }
+    for (int v = 0; v < 3; v++)
+        free(rows[v]);
+    free(buf[0]);
+    free(buf[1]);
+    cuda_engine_free(g);
+    inf_weights_free(w);
+}
+
 /* ---- the decode mHC's paths: fused mixes + pre, Sinkhorn on a side stream, post in the next launch ---- */
 
 /* Test entry of kernels/engine.cu: fuse != 0 runs a decode site's mixes and pre as one launch
@@ -1807,6 +1888,7 @@ int main(void)
     if (strstr(parts, "mid")) {
         const char *pe = getenv("CTX_ENGINE_MID_PREFILL"), *de = getenv("CTX_ENGINE_MID_DECODE");
         test_synthetic("mid", pe ? atoi(pe) : 1100, de ? atoi(de) : 150, 256);
+        test_cmp_lt();
     }
     if (strstr(parts, "long"))
         test_long();

@@ -787,6 +787,11 @@ int main(void)
     /* wo_a of V4-Flash (8 groups of 1024 x 4096) and of the mid config's shape class, ragged chunks */
     test_lt_bf16(600, 1024, 4096, 8, 37);
     test_lt_bf16(300, 256, 1024, 4, 50);
+    /* the compressors' products of a prefill chunk (cbf_lt: one product of the concatenated rows) of
+     * V4-Flash's CSA and HCA layers and of the mid config's CSA layers, ragged chunks */
+    test_lt_bf16(600, 2624, 4096, 1, 37);
+    test_lt_bf16(600, 1024, 4096, 1, 37);
+    test_lt_bf16(500, 2576, 2048, 1, 50);
 
     /* routed experts: w1/w3 (n 2048, k 4096) and w2 (n 4096, k 2048) of V4-Flash, ragged shapes,
      * k not a multiple of 256 */
