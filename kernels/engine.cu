@@ -6469,6 +6469,7 @@ struct dlayer {
     struct dlin cbf;
     void *cat2;
     void *lt32; // the s32 scales of the FP8 products (prefill_lt)
+    int cbf_lt; // cbf's products of prefill chunks on cuBLASLt (cbf_lt; lt_setup decides for the largest chunk)
     // state
     float *ring, *c_kv, *c_sc, *ic_kv, *ic_sc, *cache, *icache;
     // CSA: the indexer keys' 8-bit form (warp_i8_pack), written wherever icache is, for k_idx_score_i8
@@ -7079,8 +7080,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->O, sizeof(float) * S * H * d);
     // cuBLASLt's wo_a writes its padding rows; with cuBLASLt, the compressors' products too (cbf_lt)
     size_t zw = (size_t)G * R;
-    for (int l = g->lb; g->lt && l < g->le + g->mtp; l++)
-        if ((size_t)g->L[l].cbf.n > zw)
+    for (int l = g->lb; l < g->le + g->mtp; l++)
+        if (g->L[l].cbf_lt && (size_t)g->L[l].cbf.n > zw)
             zw = (size_t)g->L[l].cbf.n;
     PIECE(g->Z, sizeof(float) * (S + lpad) * zw);
     g->lt_w16 = NULL;
@@ -7494,6 +7495,11 @@ static int lt_setup(struct cuda_engine *g, struct ctx_err *e)
     int rc = 0;
     for (int l = g->lb; l < g->le + g->mtp && !rc; l++) {
         struct dlayer *L = &g->L[l];
+        // the compressors' bf16 products (cbf_lt): their shape registered now, for the engine's largest chunk,
+        // so that a chunk of any size runs them there or none does
+        const struct dlin *cb = &L->cbf;
+        L->cbf_lt = cb->w && cb->n % 4 == 0 && cb->k % 128 == 0 &&
+                    cuda_lt_ctx_rows_bf16(g->lt, g->Smax, cb->n, cb->k, 1, cb->k, cb->n) >= g->Smax;
         struct dlin *ps[6] = {&L->wqkv, &L->wq_b, &L->wo_b, &L->sw13, &L->sw2, L->ratio == 4 ? &L->i_wq_b : NULL};
         size_t off[6], total = 0;
         for (int j = 0; j < 6; j++) {
@@ -8764,41 +8770,41 @@ static_assert(ATC_MIN_S <= ATT_TOKENS && CMP_MIN_S <= ATC_MIN_S, "attention(): a
 // its rows (bf16-rounded where the segment is). The sums are cuBLASLt's fp32 ones, not k_bgemm's
 // 128-wide partials (the reference's bf16 GEMMs are cuBLAS's too); one algorithm a shape with rows
 // padded (cuda_lt_ctx), so a chunked prefill gives one chunk's bytes (test_gemm checks the compressors'
-// shapes), and whether the path runs depends on the engine (its largest chunk), never on S. k_bgemm
+// shapes), and whether the path runs is the layer's (L->cbf_lt, lt_setup: for the largest chunk),
+// never the call's S. k_bgemm
 // took 0.41 ms a CSA layer and 0.14 an HCA one at 4096 tokens (results/2026-12-01-s29).
 // CTX_CUDA_CMP_LT=0 keeps k_bgemm; cuda_engine_cmp_lt_mode is the test entry. Returns 1 when it does not
 // run there.
 static env_switch cmp_lt_switch{"CTX_CUDA_CMP_LT"};
 extern "C" void cuda_engine_cmp_lt_mode(int on) { cmp_lt_switch.set(on); }
-// y[j] [S][n[j]] from y [S][n], segment j rounded to bf16 where o.bf[j]. Grid (ceil(n / 1024), S), 256
-// threads, four columns a thread (n and the segments' offsets multiples of 4).
+// y[j] [S][n[j]] from y [S][n], segment j rounded to bf16 where o.bf[j]. Grid (ceil(n / 1024), up to
+// 65535 rows a pass), 256 threads, four columns a thread (n and the segments' offsets multiples of 4).
 __global__ void k_lin_split(const float *y, int S, int n, lin_out o)
 {
     pdl_begin();
     const int r = 4 * ((int)blockIdx.x * 256 + (int)threadIdx.x);
-    const size_t s = blockIdx.y;
     if (r >= n)
         return;
     int j = 0;
     while (j + 1 < o.nseg && r >= o.off[j + 1])
         j++;
-    float4 v = *reinterpret_cast<const float4 *>(y + s * n + r);
-    if (o.bf[j])
-        v = make_float4(bf16r(v.x), bf16r(v.y), bf16r(v.z), bf16r(v.w));
-    *reinterpret_cast<float4 *>(o.y[j] + s * o.n[j] + (r - o.off[j])) = v;
+    for (size_t s = blockIdx.y; s < (size_t)S; s += gridDim.y) {
+        float4 v = *reinterpret_cast<const float4 *>(y + s * n + r);
+        if (o.bf[j])
+            v = make_float4(bf16r(v.x), bf16r(v.y), bf16r(v.z), bf16r(v.w));
+        *reinterpret_cast<float4 *>(o.y[j] + s * o.n[j] + (r - o.off[j])) = v;
+    }
 }
-static int cbf_lt(struct cuda_engine *g, const struct dlin *w, const float *x, int S, const lin_out &o,
+static int cbf_lt(struct cuda_engine *g, const struct dlayer *L, const float *x, int S, const lin_out &o,
                   struct ctx_err *e)
 {
+    const struct dlin *w = &L->cbf;
     const int n = w->n, k = w->k;
-    if (!g->lt || !g->lt_on || S <= 8 || k % 128 || n % 4 || !cmp_lt_switch.on())
+    if (!L->cbf_lt || !g->lt_on || S <= 8 || !cmp_lt_switch.on())
         return 1;
-    for (int j = 0; j < o.nseg; j++)
+    for (int j = 0; j < o.nseg; j++) // (the same segments every call of the layer)
         if (o.off[j] % 4 || o.n[j] % 4)
             return 1;
-    // the engine's largest chunk decides (a chunk of any size then runs here or none does)
-    if (cuda_lt_ctx_rows_bf16(g->lt, g->Smax, n, k, 1, k, n) < g->Smax)
-        return 1;
     const size_t n4 = (size_t)S * k / 4;
     k_stage_bf16<<<grid_for(n4, 256) < 4096 ? grid_for(n4, 256) : 4096, 256, 0, g->st>>>(x, n4, 1.0f, g->o16);
     int rc = cu(e, cudaGetLastError(), "compressor products: k_stage_bf16");
@@ -8806,8 +8812,8 @@ static int cbf_lt(struct cuda_engine *g, const struct dlin *w, const float *x, i
         rc = cuda_lt_ctx_bf16(g->lt, S, n, k, 1, g->o16, k, (const uint16_t *)w->w, g->Z, n, g->st, e);
     if (rc)
         return rc; // a shape the context took for the largest chunk takes every smaller one
-    launch_pdl(k_lin_split, dim3((unsigned)((n + 1023) / 1024), (unsigned)S), 256, 0, g->st, (const float *)g->Z, S, n,
-               o);
+    launch_pdl(k_lin_split, dim3((unsigned)((n + 1023) / 1024), (unsigned)(S < 65535 ? S : 65535)), 256, 0, g->st,
+               (const float *)g->Z, S, n, o);
     g->lt_calls++;
     LAUNCHED("compressor products lt");
     return 0;
@@ -8889,7 +8895,7 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
         stream_swap sw(g, side ? g->ast : g->st); // side: on ast, the first launch after its wait: plain
         if (side)
             cuda_pdl_plain_next();
-        rc = cbf_lt(g, &L->cbf, a, S, o, e);
+        rc = cbf_lt(g, L, a, S, o, e);
         if (rc == 1)
             rc = lin_bf16_out(g, &L->cbf, a, S, o, e);
         if (rc)

@@ -5,10 +5,4 @@
 set -e
 BD=${1:-build-s6}
 T="tests/kernels/test_gemm tests/kernels/test_kvpack tests/kernels/test_idx tests/kernels/test_attn tests/kernels/test_wo tests/kernels/test_moe_gemm tests/kernels/test_multi tests/kernels/test_mark tests/kernels/test_accel tests/kernels/test_engine bench/gpu/bench-gpu-engine bench/gpu/bench-gpu bench/gpu/bench-gpu-restore bench/gpu/bench-gpu-p2p bench/gpu/bench-gpu-spec"
-ninja -C "$BD" $T
-rm -rf .out/s6 && mkdir -p .out/s6/s6
-for f in $T; do cp "$BD/$f" .out/s6/s6/; done
-strip .out/s6/s6/*
-for l in libcjson.so.1 libsqlite3.so.0 libxxhash.so.0; do cp -L /lib/x86_64-linux-gnu/$l .out/s6/s6/; done
-XZ_OPT=-9e tar -C .out/s6 -cJf .out/s6/carry.tar.xz s6 && rm -rf .out/s6/s6
-ls -la .out/s6
+XZ_OPT=-9e exec sh "$(dirname "$0")/mkcarry-bins.sh" "$BD" s6 $T
