@@ -75,6 +75,13 @@ void cuda_engine_memory(const struct cuda_engine *g, size_t *weight_bytes, size_
  * run on it and the calls cuBLASLt rejected, which ran the exact kernel instead. */
 int cuda_engine_prefill_lt(struct cuda_engine *g, int on, unsigned long long *lt_calls,
                            unsigned long long *exact_fallbacks);
+/* Since 2026-12-01 the products whose shape cuBLASLt takes with the weights as its A operand run that way
+ * (kernels/gemm.h cuda_lt_ctx_run_rows: the product comes out in rows, no transpose pass); engines made
+ * after cuda_engine_lt_rows_mode(0) (or with CTX_CUDA_LT_ROWS=0) keep the transposed form (1 on, < 0 the
+ * environment's; process-wide, read at engine creation). cuda_engine_lt_rows_calls: how many of the
+ * engine's cuBLASLt products ran in the rows form. Test and benchmark entries. */
+void cuda_engine_lt_rows_mode(int on);
+unsigned long long cuda_engine_lt_rows_calls(const struct cuda_engine *g);
 
 /* Feed tokens[0..S) at the current position (S <= max_chunk; a longer prompt is several calls)
  * and advance it; logits[vocab] of the last position when logits != NULL. Bad arguments change
@@ -283,6 +290,10 @@ int cuda_engine_topk(const float *d_score, size_t ld, const long long *d_pos, in
  * segments), < 0 as the environment says (CTX_CUDA_TOPK_ROW, default on). Test and benchmark entry;
  * process-wide. */
 void cuda_engine_topk_row_mode(int on);
+/* k_topk_row's rank order: 1 (default) by a 32-bit sort over the next power of two of k threads where
+ * every selected score is a bf16 value (the indexer's), 0 by the 64-bit bitonic of the block for every
+ * row, < 0 as the environment says (CTX_CUDA_TOPK_R16). The same bytes either way. Process-wide. */
+void cuda_engine_topk_r16_mode(int on);
 
 /* The indexer's scores (a building block, exported for tests and benchmarks): for each query s < S at
  * position *d_pos + s, d_score[s * ld + e] = bf16(sum_h bf16(relu(bf16(q_sh . key_e)) * w_sh)) (heads

@@ -373,6 +373,25 @@ __global__ void k_lt_out(const uint16_t *__restrict__ yt, int ldy, int S, int n,
             y2[(size_t)i * (n - n1) + (j - n1)] = bf16ld(v);
     }
 }
+// The rows form's product (cuda_lt_ctx_run_rows: o bf16 [S][n], ld n) widened to floats as k_lt_out writes
+// them: outputs [0, n1) to y1 [S][n1], the rest to y2 [S][n - n1]. 8 outputs a thread by one 16-byte load
+// and two 16-byte stores (n and n1 multiples of 8, the buffers 16-byte aligned); grid (ceil(n / 2048),
+// rows), the rows looped past gridDim.y.
+__global__ void k_lt_rows_f32(const uint16_t *__restrict__ o, int S, int n, int n1, float *y1, float *y2)
+{
+    pdl_begin();
+    const int j = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
+    if (j >= n)
+        return;
+    for (int s = blockIdx.y; s < S; s += gridDim.y) {
+        const uint4 v = *reinterpret_cast<const uint4 *>(o + (size_t)s * n + j);
+        float *dst = j < n1 ? y1 + (size_t)s * n1 + j : y2 + (size_t)s * (n - n1) + (j - n1);
+        reinterpret_cast<float4 *>(dst)[0] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                                                         __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+        reinterpret_cast<float4 *>(dst)[1] = make_float4(__uint_as_float(v.z << 16), __uint_as_float(v.z & 0xffff0000u),
+                                                         __uint_as_float(v.w << 16), __uint_as_float(v.w & 0xffff0000u));
+    }
+}
 // FP8 weights W [rows][cols] with e8m0 128x128 tile scales -> bf16 [rows][cols] of their values (exact:
 // e4m3 times a power of two is a bf16 value), 8 a thread.
 __global__ void k_deq_fp8_bf16(const uint8_t *W, const uint8_t *scale, int rows, int cols, uint16_t *out)
@@ -4164,30 +4183,70 @@ __device__ void trow_find(const uint32_t *h, const trow_wraps *t, unsigned need,
         if ((int)t->w[i] <= w0 && (int)t->w[i] > w0 - 32)
             ct += 65536u * t->lo[i] + 65536u * t->hi[i] - t->lo[i];
     const unsigned ex = (unsigned)trow_scan(ct, wtot);
-    if (ex < need && ex + ct >= need) {
-        unsigned acc = ex;
-        for (int j = 0; j < 64; j++) {
-            const uint32_t b = (uint32_t)(65535 - 64 * tid - j);
-            const unsigned cb = trow_count(h, t, nw, b);
-            if (acc + cb >= need) {
-                out[0] = b;
-                out[1] = acc;
-                out[2] = cb;
-                break;
-            }
-            acc += cb;
+    if (ex < need && ex + ct >= need) // one thread: its bins hold T
+        wtot[0] = ((unsigned long long)tid << 32) | ex;
+    __syncthreads();
+    if (tid < 32) { // warp 0 walks that thread's 64 bins, two a lane, by a scan (2026-12-01; one thread before)
+        const unsigned long long wt = wtot[0];
+        const int owner = (int)(wt >> 32);
+        const unsigned base = (unsigned)wt;
+        const uint32_t b0 = (uint32_t)(65535 - 64 * owner - 2 * tid);
+        const unsigned c0 = trow_count(h, t, nw, b0), c1 = trow_count(h, t, nw, b0 - 1u);
+        const unsigned inc = warp_incl_scan(c0 + c1, tid), before = base + inc - (c0 + c1);
+        if (before < need && base + inc >= need) {
+            const bool first = before + c0 >= need;
+            out[0] = first ? b0 : b0 - 1u;
+            out[1] = first ? before : before + c0;
+            out[2] = first ? c0 : c1;
         }
     }
     __syncthreads();
 }
+// k_topk_row's rank order where every selected key is a whole bf16 value's (the indexer's scores: the
+// key's low 16 bits only repeat its sign) and the padded count fits the block: keys[0, k) as the selection
+// left them (rank order's high word ~score_key, the entry in the low one; the entries above the threshold
+// in index order, then the tied ones in index order) sorted by the 32-bit key (~score_key's high 16 bits
+// << 16 | slot): a slot is below 2048, and slots follow the index among equal scores, so the order is
+// topk_bitonic's rank order, in a sort of half the width over P = max(32, next power of two of k)
+// threads instead of the block (named barrier 1; one barrier a shared-memory stage, the stages
+// alternating between two buffers). Writes out[0, k) (the entries) and returns; every thread calls it.
+__device__ void topk_rank16(const unsigned long long *keys, int k, uint32_t (*buf)[TOPK_THREADS], int *out)
+{
+    const int tid = (int)threadIdx.x;
+    int P = 32;
+    while (P < k)
+        P <<= 1;
+    __syncthreads(); // keys[0, k) written
+    if (tid < P) {
+        uint32_t x = tid < k ? (uint32_t)(keys[tid] >> 48) << 16 | (uint32_t)tid : ~0u;
+        int b = 0;
+        for (int kk = 2; kk <= P; kk <<= 1)
+            for (int j = kk >> 1; j > 0; j >>= 1) {
+                uint32_t y;
+                if (j >= 32) {
+                    buf[b][tid] = x;
+                    asm volatile("bar.sync 1, %0;" ::"r"(P) : "memory");
+                    y = buf[b][tid ^ j];
+                    b ^= 1;
+                } else {
+                    y = __shfl_xor_sync(0xffffffffu, x, j);
+                }
+                const bool up = (tid & kk) == 0, lower = (tid & j) == 0;
+                x = (lower == up) ? min(x, y) : max(x, y);
+            }
+        if (tid < k)
+            out[tid] = (int)(uint32_t)keys[x & 0xffffu];
+    }
+}
 // Grid S, TOPK_THREADS threads, TOPK_ROW_SMEM bytes of dynamic shared memory: query s's top min(K,
 // n), n = (pos + s + 1) / 4 <= TOPK_ROW_MAXN, in rank order into sel[s], the rest -1.
 __global__ void __launch_bounds__(TOPK_THREADS)
-    k_topk_row(const float *score, size_t ld, const long long *ppos, int K, int *sel)
+    k_topk_row(const float *score, size_t ld, const long long *ppos, int K, int *sel, int topk_rank16_on)
 {
     pdl_begin();
     extern __shared__ uint32_t trow_h[];
     __shared__ unsigned long long keys[TOPK_MAXK], wtot[32];
+    __shared__ uint32_t rbuf[2][TOPK_THREADS];
     __shared__ trow_wraps wraps;
     __shared__ unsigned fnd[3];
     const int s = (int)blockIdx.x, tid = (int)threadIdx.x;
@@ -4326,6 +4385,7 @@ __global__ void __launch_bounds__(TOPK_THREADS)
     }
     const unsigned long long ex = trow_scan(((unsigned long long)na << 32) | nt, wtot);
     unsigned ra = (unsigned)(ex >> 32), rt = (unsigned)ex; // above / tied before this run
+    unsigned lows = 0; // some selected key with low bits (not a bf16 value's): topk_bitonic's wide sort
 #pragma unroll
     for (int w = 0; w < TOPK_ROW_MW; w++) {
         uint32_t m = am[w] | tm[w];
@@ -4339,12 +4399,17 @@ __global__ void __launch_bounds__(TOPK_THREADS)
                 slot = (int)(ra + (rt < need ? rt : need)), ra++;
             else if (rt++ < need)
                 slot = (int)(ra + rt - 1);
-            if (slot >= 0)
-                keys[slot] =
-                    ((unsigned long long)~score_key(sc[e]) << 32) | (unsigned long long)(uint32_t)e;
+            if (slot >= 0) {
+                const uint32_t key = score_key(sc[e]);
+                lows |= (key ^ ((key >> 31) - 1u)) & 0xffffu;
+                keys[slot] = ((unsigned long long)~key << 32) | (unsigned long long)(uint32_t)e;
+            }
         }
     }
-    __syncthreads();
+    if (!__syncthreads_or(lows) && k <= TOPK_THREADS && topk_rank16_on) {
+        topk_rank16(keys, k, rbuf, out);
+        return;
+    }
     topk_bitonic(keys, k);
     for (int i = tid; i < k; i += blockDim.x)
         out[i] = (int)(uint32_t)keys[i];
@@ -6448,6 +6513,8 @@ struct dlin {
     // the scales as fp32 [ceil(n/128)][round_up(k/128, 4)] for cuBLASLt (prefill_lt), in the layer's lt32
     // block; NULL: this product always runs cuda_fp8_gemm
     const float *s32;
+    // cuBLASLt's rows form (cuda_lt_ctx_run_rows: y in rows, no k_lt_out), decided once in lt_setup
+    int lt_rows;
 };
 
 struct dlayer {
@@ -6608,7 +6675,7 @@ struct cuda_engine {
     int lt_on;
     float *lt_sat;
     uint16_t *lt_w16; // a layer's wo_a dequantised to bf16 for cuBLASLt (wo_a_lt); NULL: k_bgemm runs it
-    unsigned long long lt_calls, lt_exact;
+    unsigned long long lt_calls, lt_exact, lt_rows_calls; // lt_rows_calls: those of lt_calls in the rows form
     // The MTP block (spec 4.9; cuda_engine_opts.mtp): its layer is L[le] (le == num_hidden_layers, so
     // the loops over an engine's layers that set up weights and state run to le + mtp), with its own
     // projections, norms and hc_head; the head and the embedding are the backbone's. lastl: the last
@@ -6987,7 +7054,7 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
             size_t sa = (size_t)((a->n + 127) / 128) * (a->k / 128), sb = (size_t)((b->n + 127) / 128) * (b->k / 128);
             uint8_t *w = at, *sc = at + al256(wa + wb);
             at += al256(wa + wb) + al256(sa + sb);
-            *cats[j].out = (struct dlin){a->n + b->n, a->k, w, sc, NULL};
+            *cats[j].out = (struct dlin){a->n + b->n, a->k, w, sc, NULL, 0};
             if ((rc = cu(e, cudaMemcpy(w, a->w, wa, cudaMemcpyDeviceToDevice), "concatenate")) ||
                 (rc = cu(e, cudaMemcpy(w + wa, b->w, wb, cudaMemcpyDeviceToDevice), "concatenate")) ||
                 (rc = cu(e, cudaMemcpy(sc, a->s, sa, cudaMemcpyDeviceToDevice), "concatenate")) ||
@@ -7007,7 +7074,7 @@ static int bind_layer(struct cuda_engine *g, const struct inf_weights *w, int i,
             rc = cu(e, cudaMemcpy((uint8_t *)L->cat2 + (size_t)off * D * 2, parts[j]->w, (size_t)parts[j]->n * D * 2,
                                   cudaMemcpyDeviceToDevice),
                     "concatenate");
-        L->cbf = (struct dlin){rows, D, (const uint8_t *)L->cat2, NULL, NULL};
+        L->cbf = (struct dlin){rows, D, (const uint8_t *)L->cat2, NULL, NULL, 0};
     }
     return rc;
 }
@@ -7074,8 +7141,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->cq, sizeof(float) * S * Lq);
     PIECE(g->Q, sizeof(float) * S * H * d);
     g->q16 = NULL;
-    if (attn_hsw_shape(H, c->sliding_window, d))
-        PIECE(g->q16, sizeof(uint16_t) * S * H * d);
+    if (attn_hsw_shape(H, c->sliding_window, d)) // cuBLASLt's rows form writes wq_b's padding rows here
+        PIECE(g->q16, sizeof(uint16_t) * (S + lpad) * H * d);
     PIECE(g->kv, sizeof(float) * S * d);
     PIECE(g->O, sizeof(float) * S * H * d);
     // cuBLASLt's wo_a writes its padding rows; with cuBLASLt, the compressors' products too (cbf_lt)
@@ -7121,8 +7188,8 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->o16, 2 * o16_n);
     PIECE(g->g16, 2 * 2 * (size_t)S * k * I);
     PIECE(g->ys16, 2 * (size_t)S * k * D);
-    PIECE(g->sg16, 2 * 2 * (size_t)S * SI);
-    PIECE(g->sy16, 2 * (size_t)S * D);
+    PIECE(g->sg16, 2 * 2 * (size_t)(S + lpad) * SI); // + the rows form's padding rows
+    PIECE(g->sy16, 2 * (size_t)(S + lpad) * D);
     g->moe_b13 = cuda_moe_scratch_bytes(2 * E, 2 * S * k);
     g->moe_b2 = cuda_moe_scratch_bytes(E, S * k);
     PIECE(g->moe_s13, g->moe_b13);
@@ -7483,6 +7550,32 @@ static int prefill_lt_default(void)
 // cuBLASLt for the prefill products (struct cuda_engine's lt): the context, and each FP8 product's
 // scales as fp32 in the layout it reads. A product whose shape cuBLASLt refuses keeps s32 NULL (the
 // exact kernel); an engine whose cuBLASLt cannot start runs every product exactly.
+// A default-on switch of the engine's paths: env `name`=0 turns it off (read once per process); set(1 on,
+// 0 off) overrides it for the calls after, set(< 0) returns to the environment's (test and benchmark
+// entries). A captured decode graph keeps the kernels it captured unless decode_graph checks the switch.
+struct env_switch {
+    const char *name;
+    std::atomic<int> mode{-1}, env{-1};
+    int on()
+    {
+        int v = env.load();
+        if (v < 0) { // a race reads the same environment twice: harmless
+            const char *s = getenv(name);
+            v = !(s && s[0] == '0' && s[1] == 0);
+            env.store(v);
+        }
+        int m = mode.load();
+        return m < 0 ? v : m;
+    }
+    void set(int v) { mode.store(v < 0 ? -1 : v != 0); }
+};
+
+// cuBLASLt's rows form for the prefill FP8 products (CTX_CUDA_LT_ROWS=0, or cuda_engine_lt_rows_mode(0)
+// before an engine is made: the transposed form and k_lt_out for that engine's products).
+static env_switch lt_rows_switch{"CTX_CUDA_LT_ROWS"};
+extern "C" void cuda_engine_lt_rows_mode(int on) { lt_rows_switch.set(on); }
+extern "C" unsigned long long cuda_engine_lt_rows_calls(const struct cuda_engine *g) { return g->lt_rows_calls; }
+
 static int lt_setup(struct cuda_engine *g, struct ctx_err *e)
 {
     g->lt_on = prefill_lt_default();
@@ -7506,6 +7599,9 @@ static int lt_setup(struct cuda_engine *g, struct ctx_err *e)
             off[j] = (size_t)-1;
             if (!ps[j] || !ps[j]->w || !ps[j]->s || cuda_lt_ctx_supports(g->lt, ps[j]->n, ps[j]->k, &le) != 1)
                 continue;
+            // the rows form where cuBLASLt takes the shape that way (for every chunk, as the transposed form)
+            ps[j]->lt_rows = lt_rows_switch.on() && ps[j]->n % 8 == 0 &&
+                             cuda_lt_ctx_supports_form(g->lt, ps[j]->n, ps[j]->k, 1, &le) == 1;
             off[j] = total;
             total += al256(sizeof(float) * (size_t)((ps[j]->n + 127) / 128) * ((ps[j]->k / 128 + 3) / 4 * 4));
         }
@@ -7737,11 +7833,33 @@ static int lin_lt(struct cuda_engine *g, const struct dlin *w, int S, int n1, fl
 {
     if (!g->lt || !g->lt_on || !w->s32 || S <= 8)
         return 1;
-    const int kb = w->k / 128, mp = cuda_lt_ctx_rows(g->lt, S, w->n, w->k);
+    const int kb = w->k / 128, mp = cuda_lt_ctx_rows_form(g->lt, S, w->n, w->k, w->lt_rows);
     if (mp < S)
         return 1;
     launch_pdl(k_lt_sat, grid_for((size_t)kb * mp, 256), 256, 0, g->st, g->sa, S, kb, mp, g->lt_sat);
     int rc = cu(e, cudaGetLastError(), "k_lt_sat");
+    if (!rc && w->lt_rows) { // the rows form: y16 written in place (its buffer has the padding rows), else
+                             // o16 widened
+        rc = cuda_lt_ctx_run_rows(g->lt, S, w->n, w->k, g->q8, g->lt_sat, w->w, w->s32, y16 ? y16 : g->o16, g->st, e);
+        if (rc == CTX_EUNSUPPORTED) {
+            g->lt_exact++;
+            return 1;
+        }
+        if (rc)
+            return rc;
+        if (!y16 && n1 % 8 == 0)
+            launch_pdl(k_lt_rows_f32, dim3((unsigned)((w->n + 2047) / 2048), (unsigned)(S < 65535 ? S : 65535)), 256,
+                       0, g->st, (const uint16_t *)g->o16, S, w->n, n1, y1, y2);
+        else if (!y16)
+            launch_pdl(k_bf2f_split, grid_for((size_t)S * w->n, 256), 256, 0, g->st, (const uint16_t *)g->o16, S, n1,
+                       w->n - n1, y1, y2);
+        if (!y16 && (rc = cu(e, cudaGetLastError(), "k_lt_rows_f32")))
+            return rc;
+        g->lt_calls++;
+        g->lt_rows_calls++;
+        LAUNCHED("lt rows");
+        return 0;
+    }
     if (!rc)
         rc = cuda_lt_ctx_run(g->lt, S, w->n, w->k, g->q8, g->lt_sat, w->w, w->s32, g->o16, g->st, e);
     if (rc == CTX_EUNSUPPORTED) {
@@ -7962,25 +8080,6 @@ extern "C" int cuda_engine_lin_bf16(const uint16_t *d_w, int n, int k, const flo
     return lin_bf16_launch(d_w, n, k, d_x, S, o, (uint16_t *)d_xb, 2 * sms, mode, (cudaStream_t)stream, e);
 }
 
-// A default-on switch of the engine's paths: env `name`=0 turns it off (read once per process); set(1 on,
-// 0 off) overrides it for the calls after, set(< 0) returns to the environment's (test and benchmark
-// entries). A captured decode graph keeps the kernels it captured unless decode_graph checks the switch.
-struct env_switch {
-    const char *name;
-    std::atomic<int> mode{-1}, env{-1};
-    int on()
-    {
-        int v = env.load();
-        if (v < 0) { // a race reads the same environment twice: harmless
-            const char *s = getenv(name);
-            v = !(s && s[0] == '0' && s[1] == 0);
-            env.store(v);
-        }
-        int m = mode.load();
-        return m < 0 ? v : m;
-    }
-    void set(int v) { mode.store(v < 0 ? -1 : v != 0); }
-};
 
 // The grid of k_idx_score_tc2 and k_idx_score_i8 for gy query groups over `tiles` key tiles: `runs`
 // runs of `tpb` tiles, about 16 blocks per SM in all, at least 4 tiles a run.
@@ -8280,6 +8379,10 @@ extern "C" void cuda_engine_topk_mode(int fast) { topk_fast_switch.set(fast); }
 // (tests). The same bytes whatever the route.
 #define TOPK_ROW_MIN_S 32
 static env_switch topk_row_switch{"CTX_CUDA_TOPK_ROW"};
+// k_topk_row's rank order by topk_rank16 where the selected keys allow it (CTX_CUDA_TOPK_R16=0 or
+// cuda_engine_topk_r16_mode(0): topk_bitonic's 64-bit sort for every row; the same bytes either way).
+static env_switch topk_rank16_switch{"CTX_CUDA_TOPK_R16"};
+extern "C" void cuda_engine_topk_r16_mode(int on) { topk_rank16_switch.set(on); }
 static std::atomic<int> topk_row_every{0};
 extern "C" void cuda_engine_topk_row_mode(int on)
 {
@@ -8314,7 +8417,7 @@ extern "C" int cuda_engine_topk(const float *d_score, size_t ld, const long long
         if (ce != cudaSuccess)
             return cu(e, ce, "cudaFuncSetAttribute(k_topk_row)");
         launch_pdl(k_topk_row, S, TOPK_THREADS, TOPK_ROW_SMEM, (cudaStream_t)stream, d_score, ld,
-                   d_pos, K, d_sel);
+                   d_pos, K, d_sel, topk_rank16_switch.on());
         LAUNCHED("k_topk_row");
         return 0;
     }
@@ -9321,7 +9424,7 @@ static int head_queue(struct cuda_engine *g, const float *X, int nlog, const flo
                        nullptr, nullptr, normw, reps, g->hidden, 1);
     }
     LAUNCHED("hc_head");
-    struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL, NULL};
+    struct dlin head = {c->vocab_size, D, (const uint8_t *)g->head, NULL, NULL, 0};
     if ((rc = lin_bf16(g, &head, g->hidden, nlog, g->logits, 0, e)))
         return rc;
     if (amax) {

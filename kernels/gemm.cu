@@ -1692,6 +1692,7 @@ namespace {
 struct lt_shape {
     int n, k, ok, gran; // ok: 1 runs (rows padded to a multiple of gran), 0 refused (msg says why)
     int batch, ldx, ldy; // bf16 products (batch > 0: cuda_lt_ctx_bf16); 0 for the FP8 ones
+    int rows;            // FP8 with the weights as A: y in rows (cuda_lt_ctx_run_rows)
     cublasLtMatmulAlgo_t algo;
     char msg[160];
 };
@@ -1699,7 +1700,7 @@ struct lt_shape {
 
 struct cuda_lt_ctx {
     cublasLtHandle_t h;
-    cublasLtMatmulDesc_t desc, desc16; // block-scaled FP8; bf16 x bf16 -> fp32
+    cublasLtMatmulDesc_t desc, desc16, descr; // block-scaled FP8; bf16 x bf16 -> fp32; FP8 with y in rows
     void *ws;
     size_t ws_bytes;
     int max_m;
@@ -1716,6 +1717,8 @@ extern "C" void cuda_lt_ctx_free(struct cuda_lt_ctx *c)
         cublasLtMatmulDescDestroy(c->desc);
     if (c->desc16)
         cublasLtMatmulDescDestroy(c->desc16);
+    if (c->descr)
+        cublasLtMatmulDescDestroy(c->descr);
     if (c->h)
         cublasLtDestroy(c->h);
     cudaFree(c->ws);
@@ -1756,6 +1759,15 @@ extern "C" int cuda_lt_ctx_new(struct cuda_lt_ctx **out, int max_m, struct ctx_e
     const void *dummy = c->ws; // the heuristic wants scale pointers (cuda_lt_plan_new); runs set the real ones
     LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy));
     LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy));
+    // the rows form: the same operands with the roles swapped (A = W with its 128x128 scales, B = x with
+    // its 1x128 ones, both scale layouts unchanged), so D = W x^T is y in rows
+    LTC_TRY(cublasLtMatmulDescCreate(&c->descr, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &bmode, sizeof bmode));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &amode, sizeof amode));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy));
+    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy));
     LTC_TRY(cublasLtMatmulDescCreate(&c->desc16, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc16, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc16, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
@@ -1799,6 +1811,17 @@ struct lt_layouts {
         }
         return st;
     }
+    // the rows form: A the weights, op_T of column-major [k][n]; B the activations, column-major [k][mp];
+    // D column-major [n][mp], ld n: y row-major [mp][n]
+    cublasStatus_t make_rows(int mp, int n, int k)
+    {
+        cublasStatus_t st = cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, n, k);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, mp, k);
+        if (st == CUBLAS_STATUS_SUCCESS)
+            st = cublasLtMatrixLayoutCreate(&d, CUDA_R_16BF, n, mp, n);
+        return st;
+    }
     cublasStatus_t make(int mp, int n, int k)
     {
         cublasStatus_t st = cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, mp, k);
@@ -1813,23 +1836,29 @@ struct lt_layouts {
 
 static int lt_round(int m, int g) { return (m + g - 1) / g * g; }
 
+static cublasLtMatmulDesc_t lt_desc(const cuda_lt_ctx *c, const lt_shape *s)
+{
+    return s->batch ? c->desc16 : s->rows ? c->descr : c->desc;
+}
+
 // Whether the shape's algorithm takes mp rows (host-side check, no launch).
 static bool lt_takes(cuda_lt_ctx *c, const lt_shape *s, int mp)
 {
     lt_layouts l;
     cublasLtMatmulHeuristicResult_t r;
-    const cublasStatus_t st = s->batch ? l.make16(mp, s->n, s->k, s->batch, s->ldx, s->ldy) : l.make(mp, s->n, s->k);
+    const cublasStatus_t st = s->batch  ? l.make16(mp, s->n, s->k, s->batch, s->ldx, s->ldy)
+                              : s->rows ? l.make_rows(mp, s->n, s->k)
+                                        : l.make(mp, s->n, s->k);
     return st == CUBLAS_STATUS_SUCCESS &&
-           cublasLtMatmulAlgoCheck(c->h, s->batch ? c->desc16 : c->desc, l.a, l.b, l.d, l.d, &s->algo, &r) ==
-               CUBLAS_STATUS_SUCCESS;
+           cublasLtMatmulAlgoCheck(c->h, lt_desc(c, s), l.a, l.b, l.d, l.d, &s->algo, &r) == CUBLAS_STATUS_SUCCESS;
 }
 
 static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e, int batch = 0, int ldx = 0,
-                             int ldy = 0)
+                             int ldy = 0, int rows = 0)
 {
     for (int i = 0; i < c->nshapes; i++)
         if (c->shapes[i].n == n && c->shapes[i].k == k && c->shapes[i].batch == batch && c->shapes[i].ldx == ldx &&
-            c->shapes[i].ldy == ldy)
+            c->shapes[i].ldy == ldy && c->shapes[i].rows == rows)
             return &c->shapes[i];
     if (c->nshapes == c->cap) {
         int cap = c->cap ? 2 * c->cap : 16;
@@ -1842,7 +1871,7 @@ static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e, in
     }
     lt_shape *s = &c->shapes[c->nshapes++];
     memset(s, 0, sizeof *s);
-    s->n = n, s->k = k, s->batch = batch, s->ldx = ldx, s->ldy = ldy;
+    s->n = n, s->k = k, s->batch = batch, s->ldx = ldx, s->ldy = ldy, s->rows = rows;
     if (batch && (n < 8 || n % 8 || k < 8 || k % 8 || ldx < batch * k || ldx % 8 || ldy < batch * n || ldy % 4)) {
         snprintf(s->msg, sizeof s->msg, "cuBLASLt bf16: n = %d and k = %d must be multiples of 8, ldx = %d >= %d x k "
                  "(a multiple of 8), ldy = %d >= %d x n (a multiple of 4)", n, k, ldx, batch, ldy, batch);
@@ -1858,20 +1887,19 @@ static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e, in
     cublasLtMatmulPreference_t pref = nullptr;
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    cublasStatus_t st = batch ? l.make16(top, n, k, batch, ldx, ldy) : l.make(top, n, k);
+    cublasStatus_t st = batch ? l.make16(top, n, k, batch, ldx, ldy) : rows ? l.make_rows(top, n, k) : l.make(top, n, k);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->ws_bytes,
                                                   sizeof c->ws_bytes);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(c->h, batch ? c->desc16 : c->desc, l.a, l.b, l.d, l.d, pref, 1, &res,
-                                            &found);
+        st = cublasLtMatmulAlgoGetHeuristic(c->h, lt_desc(c, s), l.a, l.b, l.d, l.d, pref, 1, &res, &found);
     if (pref)
         cublasLtMatmulPreferenceDestroy(pref);
     if (st != CUBLAS_STATUS_SUCCESS || found < 1) {
         snprintf(s->msg, sizeof s->msg, "cuBLASLt has no %s algorithm for m=%d n=%d k=%d (status %d, found %d)",
-                 batch ? "bf16" : "block-scaled FP8", top, n, k, (int)st, found);
+                 batch ? "bf16" : rows ? "block-scaled FP8 (rows)" : "block-scaled FP8", top, n, k, (int)st, found);
         return s;
     }
     s->algo = res.algo;
@@ -1894,7 +1922,12 @@ static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e, in
 
 extern "C" int cuda_lt_ctx_supports(struct cuda_lt_ctx *c, int n, int k, struct ctx_err *e)
 {
-    lt_shape *s = lt_shape_of(c, n, k, e);
+    return cuda_lt_ctx_supports_form(c, n, k, 0, e);
+}
+
+extern "C" int cuda_lt_ctx_supports_form(struct cuda_lt_ctx *c, int n, int k, int rows, struct ctx_err *e)
+{
+    lt_shape *s = lt_shape_of(c, n, k, e, 0, 0, 0, rows != 0);
     if (!s)
         return CTX_ENOMEM;
     if (!s->ok)
@@ -1904,11 +1937,11 @@ extern "C" int cuda_lt_ctx_supports(struct cuda_lt_ctx *c, int n, int k, struct 
 
 // A call's shape (FP8 when batch is 0) and padded rows, or CTX_EINVAL / CTX_ENOMEM / CTX_EUNSUPPORTED.
 static int lt_call(cuda_lt_ctx *c, int m, int n, int k, int batch, int ldx, int ldy, const char *what, lt_shape **sp,
-                   int *mp, struct ctx_err *e)
+                   int *mp, struct ctx_err *e, int rows = 0)
 {
     if (m < 1 || m > c->max_m)
         return ctx_err_set(e, CTX_EINVAL, "%s: m = %d outside 1..%d", what, m, c->max_m);
-    lt_shape *s = lt_shape_of(c, n, k, e, batch, ldx, ldy);
+    lt_shape *s = lt_shape_of(c, n, k, e, batch, ldx, ldy, rows);
     if (!s)
         return CTX_ENOMEM;
     if (!s->ok)
@@ -1926,10 +1959,23 @@ extern "C" int cuda_lt_ctx_rows(struct cuda_lt_ctx *c, int m, int n, int k)
     return lt_call(c, m, n, k, 0, 0, 0, "cuda_lt_ctx_rows", &s, &mp, &e) ? 0 : mp;
 }
 
-extern "C" int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *buf, size_t len)
+extern "C" int cuda_lt_ctx_rows_form(struct cuda_lt_ctx *c, int m, int n, int k, int rows)
 {
     struct ctx_err e;
-    lt_shape *s = lt_shape_of(c, n, k, &e);
+    lt_shape *s = nullptr;
+    int mp = 0;
+    return lt_call(c, m, n, k, 0, 0, 0, "cuda_lt_ctx_rows_form", &s, &mp, &e, rows != 0) ? 0 : mp;
+}
+
+extern "C" int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *buf, size_t len)
+{
+    return cuda_lt_ctx_describe_form(c, n, k, 0, buf, len);
+}
+
+extern "C" int cuda_lt_ctx_describe_form(struct cuda_lt_ctx *c, int n, int k, int rows, char *buf, size_t len)
+{
+    struct ctx_err e;
+    lt_shape *s = lt_shape_of(c, n, k, &e, 0, 0, 0, rows != 0);
     if (!s || !s->ok)
         return snprintf(buf, len, "n=%d k=%d: %s", n, k, s ? s->msg : e.msg);
     static const cublasLtMatmulAlgoConfigAttributes_t at[] = {
@@ -1950,30 +1996,48 @@ extern "C" int cuda_lt_ctx_describe(struct cuda_lt_ctx *c, int n, int k, char *b
     return w;
 }
 
-extern "C" int cuda_lt_ctx_run(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
-                               const uint8_t *d_w, const float *d_ws32, uint16_t *d_yt, void *stream, struct ctx_err *e)
+// One FP8 product of either form: the transposed one (rows 0: A = x, B = W, D = y^T [n][mp] column-major)
+// or the rows one (A = W, B = x, D = y [mp][n]); the scale pointers follow the operands.
+static int lt_run_fp8(struct cuda_lt_ctx *c, int rows, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
+                      const uint8_t *d_w, const float *d_ws32, uint16_t *d_out, void *stream, struct ctx_err *e)
 {
     lt_shape *s = nullptr;
-    int mp = 0, rc = lt_call(c, m, n, k, 0, 0, 0, "cuda_lt_ctx_run", &s, &mp, e);
+    int mp = 0, rc = lt_call(c, m, n, k, 0, 0, 0, rows ? "cuda_lt_ctx_run_rows" : "cuda_lt_ctx_run", &s, &mp, e, rows);
     if (rc)
         return rc;
     lt_layouts l;
-    const void *as = d_sat, *bs = d_ws32;
+    const void *as = rows ? (const void *)d_ws32 : (const void *)d_sat, *bs = rows ? (const void *)d_sat : d_ws32;
+    const void *a = rows ? (const void *)d_w : d_q, *b = rows ? (const void *)d_q : d_w;
     const float alpha = 1.f, beta = 0.f;
-    cublasStatus_t st = l.make(mp, n, k);
+    cublasLtMatmulDesc_t desc = lt_desc(c, s);
+    cublasStatus_t st = rows ? l.make_rows(mp, n, k) : l.make(mp, n, k);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &as, sizeof as);
+        st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &as, sizeof as);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &bs, sizeof bs);
+        st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &bs, sizeof bs);
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmul(c->h, c->desc, &alpha, d_q, l.a, d_w, l.b, &beta, d_yt, l.d, d_yt, l.d, &s->algo, c->ws,
+        st = cublasLtMatmul(c->h, desc, &alpha, a, l.a, b, l.b, &beta, d_out, l.d, d_out, l.d, &s->algo, c->ws,
                             c->ws_bytes, (cudaStream_t)stream);
     if (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE)
-        return ctx_err_set(e, CTX_EUNSUPPORTED, "cublasLtMatmul m=%d (%d rows) n=%d k=%d with the algorithm of m=%d: "
-                           "status %d", m, mp, n, k, lt_round(c->max_m, CUDA_LT_PAD_MAX), (int)st);
+        return ctx_err_set(e, CTX_EUNSUPPORTED, "cublasLtMatmul%s m=%d (%d rows) n=%d k=%d with the algorithm of m=%d: "
+                           "status %d", rows ? " (rows)" : "", m, mp, n, k, lt_round(c->max_m, CUDA_LT_PAD_MAX), (int)st);
     if (st != CUBLAS_STATUS_SUCCESS)
-        return ctx_err_set(e, CTX_EIO, "cublasLtMatmul m=%d n=%d k=%d: status %d", m, n, k, (int)st);
+        return ctx_err_set(e, CTX_EIO, "cublasLtMatmul%s m=%d n=%d k=%d: status %d", rows ? " (rows)" : "", m, n, k,
+                           (int)st);
     return 0;
+}
+
+extern "C" int cuda_lt_ctx_run(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
+                               const uint8_t *d_w, const float *d_ws32, uint16_t *d_yt, void *stream, struct ctx_err *e)
+{
+    return lt_run_fp8(c, 0, m, n, k, d_q, d_sat, d_w, d_ws32, d_yt, stream, e);
+}
+
+extern "C" int cuda_lt_ctx_run_rows(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
+                                    const uint8_t *d_w, const float *d_ws32, uint16_t *d_y, void *stream,
+                                    struct ctx_err *e)
+{
+    return lt_run_fp8(c, 1, m, n, k, d_q, d_sat, d_w, d_ws32, d_y, stream, e);
 }
 
 extern "C" int cuda_lt_ctx_rows_bf16(struct cuda_lt_ctx *c, int m, int n, int k, int batch, int ldx, int ldy)

@@ -197,6 +197,18 @@ int cuda_lt_ctx_bf16(struct cuda_lt_ctx *c, int m, int n, int k, int batch, cons
  * call cuBLASLt rejects with the shape's algorithm. */
 int cuda_lt_ctx_run(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
                     const uint8_t *d_w, const float *d_ws32, uint16_t *d_yt, void *stream, struct ctx_err *e);
+/* The rows form (2026-12-01): the same operands and scale layouts with the roles swapped, the weights as
+ * cuBLASLt's A (BLK128x128 scales) and the activations as B (VEC128), so the product comes out in rows,
+ * d_y[i * n + j] = bf16(y[i][j]) for i < mp (the padding rows hold whatever the padding tokens give) and no
+ * transpose is needed. Its own algorithm and padding per (n, k), chosen as above; cuBLASLt 13.1 on the H200
+ * gives the transposed form's bits (bench-gpu-ltrows; tests/kernels checks the bound and the chunks).
+ * cuda_lt_ctx_supports_form / cuda_lt_ctx_rows_form / cuda_lt_ctx_describe_form take rows = 0 for the
+ * transposed form (the functions above) or 1 for this one. */
+int cuda_lt_ctx_supports_form(struct cuda_lt_ctx *c, int n, int k, int rows, struct ctx_err *e);
+int cuda_lt_ctx_rows_form(struct cuda_lt_ctx *c, int m, int n, int k, int rows);
+int cuda_lt_ctx_describe_form(struct cuda_lt_ctx *c, int n, int k, int rows, char *buf, size_t len);
+int cuda_lt_ctx_run_rows(struct cuda_lt_ctx *c, int m, int n, int k, const uint8_t *d_q, const float *d_sat,
+                         const uint8_t *d_w, const float *d_ws32, uint16_t *d_y, void *stream, struct ctx_err *e);
 
 #ifdef __cplusplus
 }

@@ -888,6 +888,46 @@ static int sfx_indexer_rows(int chunk)
                100.0 * fl / t[2][0], 50.0 * fl / t[3][0], 50.0 * fl / t[4][0]);
         fflush(stdout);
     }
+    /* k_topk_row's rank order, its 32-bit sort against the 64-bit bitonic (CTX_CUDA_TOPK_R16), on the
+     * scores just made: a chunk of queries at positions from 0 to the end of a 500K context (the rows
+     * then hold (P + s + 1) / 4 of them), three rounds alternating, medians */
+    if (!rc) {
+        const int S = Ss[ns - 1];
+        const long long Ps[4] = {0, 32768, 131072, pos_last - S + 1};
+        printf("\nPrefill top-k alone (k_topk_row, top-512, S = %d queries at positions P .. P + S - 1, the scores "
+               "above): rank order by the 32-bit sort (topk_rank16, the engine's since 2026-12-01) against the "
+               "64-bit bitonic of the block (CTX_CUDA_TOPK_R16=0); 3 rounds alternating, medians\n\n",
+               S);
+        printf("| P | entries a row | bitonic ms | 32-bit sort ms | ratio |\n|---|---|---|---|---|\n");
+        for (int i = 0; i < 4 && !rc; i++) {
+            double ms[2][3];
+            rc = cuda_h2d(d_pos, &Ps[i], sizeof Ps[i], &e);
+            cuda_engine_topk_row_mode(2);
+            for (int r = 0; r < 3 && !rc; r++)
+                for (int m = 0; m < 2 && !rc; m++) {
+                    struct bench_events *ev = bench_events_new(1);
+                    double one[1];
+                    cuda_engine_topk_r16_mode(m);
+                    bench_events_record(ev, 0);
+                    rc = cuda_engine_topk(d_sc, ld, d_pos, S, n, K, d_sel, d_scr, bench_stream(), &e);
+                    bench_events_record(ev, 1);
+                    ms[m][r] = bench_events_median(ev, one);
+                    bench_events_free(ev);
+                }
+            cuda_engine_topk_row_mode(-1);
+            cuda_engine_topk_r16_mode(-1);
+            if (rc)
+                break;
+            double md[2];
+            for (int m = 0; m < 2; m++) {
+                double a = ms[m][0], b = ms[m][1], c = ms[m][2];
+                md[m] = a > b ? (b > c ? b : a > c ? c : a) : (a > c ? a : b > c ? c : b);
+            }
+            printf("| %lld | %lld .. %lld | %.3f | %.3f | %.2fx |\n", Ps[i], (Ps[i] + 1) / 4, (Ps[i] + S) / 4, md[0], md[1],
+                   md[0] / md[1]);
+            fflush(stdout);
+        }
+    }
     if (rc)
         fprintf(stderr, "bench-gpu-engine: indexer rows: %s\n", e.msg);
 done:
@@ -1207,6 +1247,8 @@ static int sfx_main(const long long *ctxs, int nctx, int suffix, int chunk)
     if (sfx_peak <= 0)
         return 1;
     int rc = sfx_indexer_rows(chunk);
+    if (getenv("CTX_BENCH_INDEXER_ONLY")) /* the indexer's tables only (device calls short of time) */
+        return rc;
     rc |= topk_decode_rows();
     return sfx_run(ctxs, nctx, suffix, chunk) | rc;
 }

@@ -28,6 +28,8 @@
  *   the decode attention on tensor cores (part "dtc"): its modes bit-identical to the default.
  * - the compressors' prefill products on cuBLASLt (part "mid", test_cmp_lt): the path runs, chunked prefill
  *   bit-identical to one chunk, logits within the rounding bounds of k_bgemm's.
+ * - the FP8 prefill products in cuBLASLt's rows form (part "mid", test_lt_rows): the form runs, chunked
+ *   prefill bit-identical to one chunk, logits within the rounding bounds of the transposed form's.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
  *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
  * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8, k_idx_score_i8e and
@@ -788,7 +790,7 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
     size_t ld = (size_t)nmax + 1;
     float *sc = malloc(sizeof(float) * ld * (size_t)S);
     int *sel = malloc(sizeof(int) * (size_t)S * K), *sel0 = malloc(sizeof(int) * (size_t)S * K);
-    int *selr = malloc(sizeof(int) * (size_t)S * K);
+    int *selr = malloc(sizeof(int) * (size_t)S * K), *selw = malloc(sizeof(int) * (size_t)S * K);
     int *ref = malloc(sizeof(int) * (size_t)K);
     unsigned long long z = seed;
     for (size_t i = 0; i < ld * (size_t)S; i++) {
@@ -826,10 +828,11 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
     cuda_engine_topk_row_mode(0);
     ok = ok && !cuda_engine_topk(d_sc, ld, d_pos, S, nmax, K, d_sel, d_scr, NULL, &e) && !cuda_sync(&e) &&
          !cuda_d2h(sel0, d_sel, sizeof(int) * (size_t)S * K, &e);
-    for (int route = 1; route <= 2; route++) {
-        int *dst = route == 1 ? selr : sel;
-        cuda_engine_topk_row_mode(route == 1 ? 2 : -1);
+    for (int route = 1; route <= 3; route++) { /* the row one, the engine's, the row one with the 64-bit sort */
+        int *dst = route == 1 ? selr : route == 2 ? sel : selw;
+        cuda_engine_topk_row_mode(route == 2 ? -1 : 2);
         cuda_engine_topk_mode(route == 2 && S <= 8);
+        cuda_engine_topk_r16_mode(route == 3 ? 0 : -1);
         for (size_t i = 0; ok && i < (size_t)S * K; i++)
             dst[i] = 0x5a5a5a5a;
         ok = ok && !cuda_h2d(d_sel, dst, sizeof(int) * (size_t)S * K, &e) &&
@@ -838,8 +841,10 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
     }
     cuda_engine_topk_mode(-1);
     cuda_engine_topk_row_mode(-1);
+    cuda_engine_topk_r16_mode(-1);
     int bad = -1, same = ok && !memcmp(sel, sel0, sizeof(int) * (size_t)S * K) &&
-                         !memcmp(selr, sel0, sizeof(int) * (size_t)S * K);
+                         !memcmp(selr, sel0, sizeof(int) * (size_t)S * K) &&
+                         !memcmp(selw, sel0, sizeof(int) * (size_t)S * K);
     for (int s = 0; ok && kind != 5 && s < S && bad < 0; s++) {
         int n = (int)((pos0 + s + 1) / 4), k = n < K ? n : K;
         inf_cpu_topk(sc + (size_t)s * ld, n, k, ref);
@@ -851,7 +856,7 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
         "bf16 (ties, +-0)",       "8-valued", "fp32", "all-equal", "-inf/+inf", "NaN/+-inf",
         "two-valued (neighbours)"};
     tap(ok && bad < 0 && same,
-        "top-k %s = row = segmented%s: %d queries at %lld, k %d, %s scores%s%s",
+        "top-k %s = row (both sorts) = segmented%s: %d queries at %lld, k %d, %s scores%s%s",
         S <= 8 ? "decode (one cluster launch)" : "(the engine's route)",
         kind != 5 ? " = inf_cpu_topk" : "", S, pos0, K, kinds[kind],
         !ok        ? ": "
@@ -869,6 +874,7 @@ static void topk_case(long long pos0, int S, int K, int kind, unsigned long long
     free(sel);
     free(sel0);
     free(selr);
+    free(selw);
     free(ref);
 }
 
@@ -1350,6 +1356,83 @@ static void test_cmp_lt(void)
     free(buf[0]);
     free(buf[1]);
     cuda_engine_free(g);
+    inf_weights_free(w);
+}
+
+/* The prefill FP8 products in cuBLASLt's rows form (the weights as its A operand, no k_lt_out) against
+ * the transposed form (an engine made with cuda_engine_lt_rows_mode(0)): the rows form runs (its call
+ * count), chunks of 50 give chunks of 100's logits and state bit for bit, and the two forms' logits are
+ * within the fixture's rms bounds (reported: how many rows are bit-identical; cuBLASLt 13.1 gave equal
+ * products in bench-gpu-ltrows). Part "mid". */
+static void test_lt_rows(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g[2] = {NULL, NULL};
+    int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 19, &w, &e);
+    struct cuda_engine_opts o = {.max_chunk = 300, .max_ctx = 1024};
+    for (int f = 0; f < 2 && ok; f++) { /* g[0] the rows form, g[1] the transposed one */
+        cuda_engine_lt_rows_mode(f == 0);
+        ok = !cuda_engine_new(w, &o, &g[f], &e);
+    }
+    cuda_engine_lt_rows_mode(-1);
+    tap(ok, "lt rows: two mid engines%s%s", ok ? "" : ": ", ok ? "" : e.msg);
+    if (!ok || !cuda_engine_prefill_lt(g[0], -1, NULL, NULL)) {
+        if (ok)
+            printf("ok %d - # SKIP lt rows: the engine does not use cuBLASLt\n", ++n_test);
+        cuda_engine_free(g[0]);
+        cuda_engine_free(g[1]);
+        inf_weights_free(w);
+        return;
+    }
+    enum { P = 300, T = 4, R = T + 1 };
+    int tok[P + T], V = c.vocab_size;
+    for (int i = 0; i < P + T; i++)
+        tok[i] = (i * 7919 + 41) % V;
+    float *rows[3];
+    uint8_t *buf[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    unsigned long long rc0[3], rc1[3], lc0[3], lc1[3];
+    static const int chunk[3] = {100, 50, 100}, eng[3] = {0, 0, 1};
+    for (int v = 0; v < 3; v++)
+        rows[v] = malloc(sizeof(float) * (size_t)R * V);
+    for (int v = 0; v < 3 && ok; v++) {
+        struct cuda_engine *ge = g[eng[v]];
+        rc0[v] = cuda_engine_lt_rows_calls(ge);
+        cuda_engine_prefill_lt(ge, -1, &lc0[v], NULL);
+        ok = !gpu_run(ge, tok, P, P + T, chunk[v], rows[v], V);
+        rc1[v] = cuda_engine_lt_rows_calls(ge);
+        cuda_engine_prefill_lt(ge, -1, &lc1[v], NULL);
+        if (ok && v < 2) {
+            struct inf_state *st = NULL;
+            ok = !inf_state_new(&c, &st, &e) && !cuda_engine_state_download(ge, st, &e) &&
+                 !inf_state_serialize(st, &buf[v], &len[v], &e);
+            inf_state_free(st);
+        }
+    }
+    tap(ok && rc1[0] > rc0[0] && rc1[2] == rc0[2] && lc1[0] - lc0[0] == lc1[2] - lc0[2],
+        "lt rows: prefill %d in chunks of %d: %llu cuBLASLt products, %llu of them in the rows form; the transposed "
+        "engine %llu and %llu%s%s", P, chunk[0], ok ? lc1[0] - lc0[0] : 0ull, ok ? rc1[0] - rc0[0] : 0ull,
+        ok ? lc1[2] - lc0[2] : 0ull, ok ? rc1[2] - rc0[2] : 0ull, ok ? "" : ": ", ok ? "" : e.msg);
+    if (ok) {
+        int same_logits = !memcmp(rows[0], rows[1], sizeof(float) * (size_t)R * V);
+        int same_state = len[0] == len[1] && !memcmp(buf[0], buf[1], len[0]);
+        tap(same_logits && same_state,
+            "lt rows: prefill %d in chunks of 50 vs chunks of 100 + %d decode steps: logits %s, state %s", P, T,
+            same_logits ? "bit-identical" : "DIFFER", same_state ? "bit-identical" : "DIFFERS");
+        struct agg ag;
+        agg_init(&ag, R);
+        for (int r = 0; r < R; r++)
+            agg_row(&ag, rows[0] + (size_t)r * V, rows[2] + (size_t)r * V, V);
+        agg_check(&ag, "lt rows: the rows form vs the transposed form, cuda logits", 2);
+    }
+    for (int v = 0; v < 3; v++)
+        free(rows[v]);
+    free(buf[0]);
+    free(buf[1]);
+    cuda_engine_free(g[0]);
+    cuda_engine_free(g[1]);
     inf_weights_free(w);
 }
 
@@ -1889,6 +1972,7 @@ int main(void)
         const char *pe = getenv("CTX_ENGINE_MID_PREFILL"), *de = getenv("CTX_ENGINE_MID_DECODE");
         test_synthetic("mid", pe ? atoi(pe) : 1100, de ? atoi(de) : 150, 256);
         test_cmp_lt();
+        test_lt_rows();
     }
     if (strstr(parts, "long"))
         test_long();

@@ -502,6 +502,66 @@ static void test_lt_ctx(int max_m, int n, int k, int chunk)
     }
     tap(diff == 0, "cuda_lt_ctx n=%d k=%d: %d rows in calls of %d rows (%d ran) give the %d-row call's bytes (%ld "
         "differ)", n, k, max_m, chunk, calls, max_m, diff);
+    /* the rows form (weights as A, y in rows): the bound, how many outputs equal the transposed form's, and
+     * the chunks (the scales transposed with its own padding) */
+    if (cuda_lt_ctx_supports_form(lt, n, k, 1, &e) == 1) {
+        cuda_lt_ctx_describe_form(lt, n, k, 1, desc, sizeof desc);
+        printf("# cuda_lt_ctx rows form, max_m %d: %s\n", max_m, desc);
+        const int rp = cuda_lt_ctx_rows_form(lt, max_m, n, k, 1);
+        float *satr = calloc((size_t)top * kb, sizeof(float));
+        for (int i = 0; i < max_m; i++)
+            for (int b = 0; b < kb; b++)
+                satr[(size_t)b * rp + i] = sa[(size_t)i * kb + b];
+        void *dsatr = dev_copy(satr, sizeof(float) * (size_t)top * kb);
+        uint16_t *yr = malloc(sizeof *yr * (size_t)n * top);
+        must(cuda_memset(dyt, 0xff, sizeof(uint16_t) * (size_t)n * top, &e), &e);
+        must(cuda_lt_ctx_run_rows(lt, max_m, n, k, dq, dsatr, c.dw, dws32, dyt, NULL, &e), &e);
+        must(cuda_sync(&e), &e);
+        must(cuda_d2h(yr, dyt, sizeof *yr * (size_t)n * rp, &e), &e);
+        struct cmp rr;
+        compare(yr, c.ref, c.mag, (size_t)max_m * n, EPS_LT, &rr);
+        long same = 0;
+        for (size_t i = 0; i < (size_t)max_m * n; i++)
+            same += yr[i] == y[i];
+        tap(rr.bad == 0, "cuda_lt_ctx rows form m=%d (%d rows) n=%d k=%d: %ld/%ld outside EPS_LT, max (|d|-ulp)/mag = "
+            "%.3g; %.2f%% of the outputs equal to the transposed form's", max_m, rp, n, k, rr.bad, rr.total, rr.worst,
+            100.0 * (double)same / ((double)max_m * n));
+        long rdiff = 0;
+        int rcalls = 0;
+        for (int p = 0; p < max_m; p += chunk) {
+            int S = max_m - p < chunk ? max_m - p : chunk, sp = cuda_lt_ctx_rows_form(lt, S, n, k, 1);
+            float *st = calloc((size_t)sp * kb, sizeof(float));
+            for (int i = 0; i < S; i++)
+                for (int b = 0; b < kb; b++)
+                    st[(size_t)b * sp + i] = sa[(size_t)(p + i) * kb + b];
+            void *dst = dev_copy(st, sizeof(float) * (size_t)sp * kb);
+            int rc = cuda_lt_ctx_run_rows(lt, S, n, k, (const uint8_t *)dq + (size_t)p * k, dst, c.dw, dws32, dyt, NULL,
+                                          &e);
+            if (rc) {
+                printf("# rows form, chunk at %d of %d rows: %s\n", p, S, e.msg);
+                rdiff += (long)S * n;
+            } else {
+                must(cuda_sync(&e), &e);
+                must(cuda_d2h(yc, dyt, sizeof *yc * (size_t)n * sp, &e), &e);
+                for (size_t i = 0; i < (size_t)S * n; i++)
+                    rdiff += yc[i] != yr[(size_t)p * n + i];
+                rcalls++;
+            }
+            cuda_free(dst);
+            free(st);
+        }
+        tap(rdiff == 0, "cuda_lt_ctx rows form n=%d k=%d: %d rows in calls of %d rows (%d ran) give the %d-row call's "
+            "bytes (%ld differ)", n, k, max_m, chunk, rcalls, max_m, rdiff);
+        int er = cuda_lt_ctx_run_rows(lt, 4, n + 8, k, dq, dsatr, c.dw, dws32, dyt, NULL, &e);
+        int rr0 = cuda_lt_ctx_rows_form(lt, 0, n, k, 1), rr1 = cuda_lt_ctx_supports_form(lt, n, k + 64, 1, &e);
+        tap(er == CTX_EUNSUPPORTED && rr0 == 0 && rr1 == 0,
+            "cuda_lt_ctx rows form: a refused shape's run CTX_EUNSUPPORTED (%d), rows of m 0 = %d, k %% 128 refused (%d)",
+            er, rr0, rr1);
+        cuda_free(dsatr);
+        free(satr), free(yr);
+    } else {
+        printf("ok %d - # SKIP cuda_lt_ctx rows form n=%d k=%d: %s\n", ++n_test, n, k, e.msg);
+    }
     int e0 = cuda_lt_ctx_run(lt, 0, n, k, dq, dsat, c.dw, dws32, dyt, NULL, &e);
     int e1 = cuda_lt_ctx_run(lt, max_m + 1, n, k, dq, dsat, c.dw, dws32, dyt, NULL, &e);
     int s1 = cuda_lt_ctx_supports(lt, n + 8, k, &e), s2 = cuda_lt_ctx_supports(lt, n, k + 64, &e);
