@@ -148,6 +148,118 @@ __global__ void __launch_bounds__(256) moe_place_kernel(const int *__restrict__ 
     }
 }
 
+// Since 2026-12-01 (twenty-eighth session) buckets of up to MB_MAXE experts whose per-block counts fit
+// MB_MAXH run three short kernels instead: the kernels above took ~7.6 + 14 + 27 us a bucketing at a
+// 4096-token chunk (Nsight Compute, results/2026-12-01-s30 call2: every expert's block reading every id,
+// the scan on one thread), twice a layer. The same counts, offsets, permutation and tiles (test_moe_gemm
+// compares both with the host's counting sort).
+// 1. moe_hist_kernel: blocks of MB_T consecutive pairs, a histogram of their experts in shared memory
+//    (atomics: counts only, so any order gives the same) into hist [block][E].
+// 2. moe_bscan_kernel (one block, a thread an expert): each expert's counts made exclusive over the
+//    blocks in place (the pairs of x before block b), its total, then one block scan of the totals and of
+//    the tile counts: offsets, counts, the tile table.
+// 3. moe_place2_kernel: each pair's rank among its block's pairs of the same expert, in pair order: the
+//    lower lanes of its warp with that expert (__match_any_sync) plus the earlier warps' counts of it
+//    (a byte each in shared memory), at offsets[x] + hist[b][x] + rank.
+// Ids outside 0..E-1 are placed nowhere, as above.
+constexpr int MB_T = 1024, MB_MAXE = 1024, MB_MAXH = 1 << 22;
+// CTX_CUDA_MOE_BUCKET=0 (read once) or cuda_moe_bucket_mode(0): the per-expert kernels for every bucketing.
+struct mb_switch {
+    std::atomic<int> mode{-1}, env{-1};
+    int on()
+    {
+        int v = env.load();
+        if (v < 0) {
+            const char *s = getenv("CTX_CUDA_MOE_BUCKET");
+            v = !(s && s[0] == '0' && s[1] == 0);
+            env.store(v);
+        }
+        const int m = mode.load();
+        return m < 0 ? v : m;
+    }
+} moe_bucket_blocks;
+
+__global__ void __launch_bounds__(MB_T) moe_hist_kernel(const int *__restrict__ ids, int npairs, int E,
+                                                        int *__restrict__ hist)
+{
+    extern __shared__ int mb_h[];
+    for (int x = threadIdx.x; x < E; x += MB_T)
+        mb_h[x] = 0;
+    __syncthreads();
+    const long long p = (long long)blockIdx.x * MB_T + threadIdx.x;
+    if (p < npairs) {
+        const int x = __ldg(ids + p);
+        if (x >= 0 && x < E)
+            atomicAdd(&mb_h[x], 1);
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < E; x += MB_T)
+        hist[(size_t)blockIdx.x * E + x] = mb_h[x];
+}
+
+__global__ void __launch_bounds__(MB_T) moe_bscan_kernel(int *__restrict__ hist, int nb, int E, int *__restrict__ counts,
+                                                         int *__restrict__ offsets, int *__restrict__ tiles,
+                                                         int *__restrict__ ntiles)
+{
+    __shared__ unsigned long long wtot[32];
+    const int x = threadIdx.x, lane = x & 31, warp = x >> 5;
+    int c = 0;
+    if (x < E)
+        for (int b = 0; b < nb; b++) {
+            const int v = hist[(size_t)b * E + x];
+            hist[(size_t)b * E + x] = c;
+            c += v;
+        }
+    const int nt = (c + CUDA_MOE_BM - 1) / CUDA_MOE_BM;
+    // one exclusive scan of both: pairs (< 2^26) in the high word, tiles in the low one
+    const unsigned long long v = ((unsigned long long)c << 32) | (unsigned)nt;
+    const unsigned long long inc = warp_incl_scan(v, lane);
+    if (lane == 31)
+        wtot[warp] = inc;
+    __syncthreads();
+    if (warp == 0) {
+        const unsigned long long wv = wtot[lane], wi = warp_incl_scan(wv, lane);
+        __syncwarp();
+        wtot[lane] = wi - wv;
+    }
+    __syncthreads();
+    const unsigned long long ex = wtot[warp] + inc - v;
+    const int off = (int)(ex >> 32), ts = (int)(unsigned)ex;
+    if (x < E) {
+        counts[x] = c;
+        offsets[x] = off;
+        for (int i = 0; i < nt; i++)
+            tiles[2 * (ts + i)] = x, tiles[2 * (ts + i) + 1] = off + i * CUDA_MOE_BM;
+        if (x == E - 1) {
+            offsets[E] = off + c;
+            *ntiles = ts + nt;
+        }
+    }
+}
+
+__global__ void __launch_bounds__(MB_T) moe_place2_kernel(const int *__restrict__ ids, int npairs, int E,
+                                                          const int *__restrict__ hist,
+                                                          const int *__restrict__ offsets, int *__restrict__ perm)
+{
+    extern __shared__ uint8_t mb_wc[]; // [MB_T / 32 warps][E]: a warp's pairs of each expert
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int i = threadIdx.x; i < (MB_T / 32) * E; i += MB_T)
+        mb_wc[i] = 0;
+    __syncthreads();
+    const long long p = (long long)blockIdx.x * MB_T + threadIdx.x;
+    const int id = p < npairs ? __ldg(ids + p) : -1, x = id >= 0 && id < E ? id : -1;
+    const unsigned peers = __match_any_sync(0xffffffffu, x), lower = peers & ((1u << lane) - 1u);
+    if (x >= 0 && !lower) // the lowest lane of the expert's lanes
+        mb_wc[warp * E + x] = (uint8_t)__popc(peers);
+    __syncthreads();
+    if (x < 0)
+        return;
+    int r = __popc(lower);
+    for (int w = 0; w < warp; w++)
+        r += mb_wc[w * E + x];
+    perm[offsets[x] + hist[(size_t)blockIdx.x * E + x] + r] = (int)p;
+}
+
 // ---- grouped GEMM ----
 //
 // CTA: 128 weight rows (output columns) x 64 pairs of one expert (one tile of the table), 8 warps as
@@ -2220,6 +2332,13 @@ int max_tiles_of(int n_experts, int npairs)
     return (npairs + CUDA_MOE_BM - 1) / CUDA_MOE_BM + (n_experts < npairs ? n_experts : npairs);
 }
 
+// The blocks of the three short bucketing kernels (moe_hist_kernel ..), or 0 where the per-expert kernels run.
+int mb_blocks_of(int n_experts, int npairs)
+{
+    const long long nb = ((long long)npairs + MB_T - 1) / MB_T;
+    return n_experts <= MB_MAXE && nb * n_experts <= MB_MAXH ? (int)nb : 0;
+}
+
 } // namespace
 
 extern "C" size_t cuda_moe_scratch_bytes(int n_experts, int npairs)
@@ -2228,7 +2347,8 @@ extern "C" size_t cuda_moe_scratch_bytes(int n_experts, int npairs)
         return 0;
     const size_t mt = (size_t)max_tiles_of(n_experts, npairs);
     return align16(sizeof(int) * (size_t)n_experts) + align16(sizeof(int) * ((size_t)n_experts + 1)) +
-           align16(sizeof(int) * (size_t)npairs) + align16(sizeof(int) * 2 * mt) + align16(sizeof(int));
+           align16(sizeof(int) * (size_t)npairs) + align16(sizeof(int) * 2 * mt) + align16(sizeof(int)) +
+           align16(sizeof(int) * (size_t)mb_blocks_of(n_experts, npairs) * (size_t)n_experts);
 }
 
 extern "C" int cuda_moe_buckets_fit(int n_experts, long long npairs)
@@ -2262,14 +2382,28 @@ extern "C" int cuda_moe_buckets_init(struct cuda_moe_buckets *b, void *d_scratch
     b->d_tiles = (int *)p;
     p += align16(sizeof(int) * 2 * (size_t)mt);
     b->d_ntiles = (int *)p;
+    p += align16(sizeof(int));
+    b->nblk = mb_blocks_of(n_experts, npairs);
+    b->d_hist = b->nblk ? (int *)p : NULL;
     return 0;
 }
+
+extern "C" void cuda_moe_bucket_mode(int on) { moe_bucket_blocks.mode.store(on < 0 ? -1 : on != 0); }
 
 extern "C" int cuda_moe_bucket(const struct cuda_moe_buckets *b, const int *d_ids, void *stream, struct ctx_err *e)
 {
     if (!b || b->n_experts < 1 || b->npairs < 1)
         return ctx_err_set(e, CTX_EINVAL, "cuda_moe_bucket: buckets not initialised");
     cudaStream_t st = (cudaStream_t)stream;
+    if (b->nblk > 0 && moe_bucket_blocks.on()) {
+        const int E = b->n_experts;
+        moe_hist_kernel<<<b->nblk, MB_T, sizeof(int) * E, st>>>(d_ids, b->npairs, E, b->d_hist);
+        moe_bscan_kernel<<<1, MB_T, 0, st>>>(b->d_hist, b->nblk, E, b->d_counts, b->d_offsets, b->d_tiles,
+                                             b->d_ntiles);
+        moe_place2_kernel<<<b->nblk, MB_T, (MB_T / 32) * E, st>>>(d_ids, b->npairs, E, b->d_hist, b->d_offsets,
+                                                                   b->d_perm);
+        return launch_check(e, "moe bucketing kernels");
+    }
     moe_count_kernel<<<b->n_experts, 256, 0, st>>>(d_ids, b->npairs, b->d_counts);
     moe_scan_kernel<<<1, 256, 0, st>>>(b->d_counts, b->n_experts, b->d_offsets, b->d_tiles, b->d_ntiles);
     moe_place_kernel<<<b->n_experts, 256, 0, st>>>(d_ids, b->npairs, b->d_offsets, b->d_perm);

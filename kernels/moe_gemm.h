@@ -55,6 +55,8 @@ struct cuda_moe_buckets {
                      * (= token, then slot); expert x's pairs are d_perm[d_offsets[x] .. d_offsets[x+1]) */
     int *d_tiles;   /* [max_tiles][2]: (expert, first index into d_perm) of each tile, in expert order */
     int *d_ntiles;  /* [1]: tiles in use */
+    int nblk;       /* blocks of the short bucketing kernels (0: the per-expert ones), and their */
+    int *d_hist;    /* per-block counts [nblk][n_experts] */
 };
 
 /* Bytes of scratch for a bucketing of npairs pairs over n_experts table entries. */
@@ -67,8 +69,12 @@ int cuda_moe_buckets_fit(int n_experts, long long npairs);
  * cuda_moe_buckets_fit refuses, or a short buffer. */
 int cuda_moe_buckets_init(struct cuda_moe_buckets *b, void *d_scratch, size_t bytes, int n_experts, int npairs,
                           struct ctx_err *e);
-/* Bucket d_ids[0..npairs) by expert (device; three small launches). */
+/* Bucket d_ids[0..npairs) by expert (device; three small launches: over blocks of 1024 pairs where
+ * n_experts <= 1024, else one block an expert; ids outside 0..n_experts-1 are left out). */
 int cuda_moe_bucket(const struct cuda_moe_buckets *b, const int *d_ids, void *stream, struct ctx_err *e);
+/* Test entry: 0 runs the per-expert bucketing kernels for every bucketing, 1 the block ones where they
+ * apply, < 0 as CTX_CUDA_MOE_BUCKET says (default 1). The same bytes either way. Process-wide. */
+void cuda_moe_bucket_mode(int on);
 /* y[p][0..n) for every bucketed pair p, as cuda_fp4_gemv_grouped(d_q, d_sa, x_group, b->npairs, ids,
  * d_wtab, d_stab, n, k, d_y) computes it (see above), on tensor cores: tiles of 128 weight rows x 64
  * pairs of one expert, K in 128-wide stages. k a multiple of 128; n >= 1. */

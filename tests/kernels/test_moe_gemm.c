@@ -4,7 +4,7 @@
  *
  * What must hold, and why:
  * - bucketing: counts, offsets, the permutation (by expert, then pair order) and the tile table equal
- *   a host counting sort exactly;
+ *   a host counting sort exactly, from both bucketing forms (blocks of 1024 pairs, one block an expert);
  * - products: each output within ulp_bf16(ref) + EPS * mag of the reference (EPS = 2^-15, test_gemm's
  *   bound: exact 32-K partials rounded once, fp32 sums of at most 224 scaled partials), for every pair
  *   of every case; the decode kernel on the same pairs within the same bound, and the two within the
@@ -384,6 +384,33 @@ static void run_case(const struct mcase *c)
     tap(bucket_ok, "%s: bucketing of %d pairs over %d entries (%s routing, S=%d top-%d): %d experts used, %d empty, "
         "largest %d, %d tiles (%d on the device)", c->what, npairs, T, route_name[c->route], S, topk, used, empty, maxc,
         hnt, gnt);
+    { /* the other bucketing kernels (the per-expert ones where the block ones ran) into a second scratch */
+        void *scr2 = NULL;
+        struct cuda_moe_buckets b2;
+        must(cuda_malloc(&scr2, sbytes, &e), &e);
+        must(cuda_memset(scr2, 0x5a, sbytes, &e), &e);
+        must(cuda_moe_buckets_init(&b2, scr2, sbytes, T, npairs, &e), &e);
+        cuda_moe_bucket_mode(bk.nblk > 0 ? 0 : 1);
+        must(cuda_moe_bucket(&b2, dids, NULL, &e), &e);
+        cuda_moe_bucket_mode(-1);
+        must(cuda_sync(&e), &e);
+        int *c2 = malloc(sizeof(int) * T), *o2 = malloc(sizeof(int) * (T + 1)), *p2 = malloc(sizeof(int) * npairs);
+        int *t2 = malloc(sizeof(int) * 2 * bk.max_tiles), nt2 = -1;
+        must(cuda_d2h(c2, b2.d_counts, sizeof(int) * T, &e), &e);
+        must(cuda_d2h(o2, b2.d_offsets, sizeof(int) * (T + 1), &e), &e);
+        must(cuda_d2h(p2, b2.d_perm, sizeof(int) * npairs, &e), &e);
+        must(cuda_d2h(&nt2, b2.d_ntiles, sizeof(int), &e), &e);
+        int same = nt2 == hnt && !memcmp(c2, hc, sizeof(int) * T) && !memcmp(o2, ho, sizeof(int) * (T + 1)) &&
+                   !memcmp(p2, hp, sizeof(int) * npairs);
+        if (same) {
+            must(cuda_d2h(t2, b2.d_tiles, sizeof(int) * 2 * hnt, &e), &e);
+            same = !memcmp(t2, ht, sizeof(int) * 2 * hnt);
+        }
+        tap(same, "%s: the %s bucketing kernels give the host's counting sort too (%d blocks of 1024 pairs)", c->what,
+            bk.nblk > 0 ? "per-expert" : "per-expert (again: no block form at this size)", bk.nblk);
+        free(c2), free(o2), free(p2), free(t2);
+        cuda_free(scr2);
+    }
 
     /* products */
     long bad = 0, badv = 0, badx = 0, eq_v = 0, eq_ref = 0, ne_1 = 0, eq1_ref = 0, total = (long)npairs * n;
