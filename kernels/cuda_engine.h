@@ -81,6 +81,11 @@ int cuda_engine_prefill_lt(struct cuda_engine *g, int on, unsigned long long *lt
  * environment's; process-wide, read at engine creation). cuda_engine_lt_rows_calls: how many of the
  * engine's cuBLASLt products ran in the rows form. Test and benchmark entries. */
 void cuda_engine_lt_rows_mode(int on);
+/* Prefill chunks (more than 8 tokens, hc = 4) keep the residual streams as bf16 bits between the mHC kernels
+ * since 2026-12-01 (they are bf16 values: spec 4.2), half the bytes those kernels read and write; 0 keeps
+ * them as floats (CTX_CUDA_X16=0), 1 on, < 0 the environment's. The same bits either way. Test and
+ * benchmark entry; process-wide, read at each forward. */
+void cuda_engine_x16_mode(int on);
 unsigned long long cuda_engine_lt_rows_calls(const struct cuda_engine *g);
 
 /* Feed tokens[0..S) at the current position (S <= max_chunk; a longer prompt is several calls)

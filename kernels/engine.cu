@@ -54,6 +54,45 @@ __device__ __forceinline__ float bf16r(float f)
 }
 __device__ __forceinline__ float bf16ld(uint16_t b) { return __uint_as_float((uint32_t)b << 16); }
 __device__ __forceinline__ uint16_t bf16bits(float f) { return (uint16_t)(__float_as_uint(bf16r(f)) >> 16); }
+// The residual streams X are bf16 values (spec 4.2: stored in BF16). Prefill chunks keep them as their bf16
+// bits between the mHC kernels (XT = uint16_t, since 2026-12-01: half the bytes read and written), decode
+// and the rest as floats (XT = float); these read and write either form.
+__device__ __forceinline__ float xld(const float *X, size_t i) { return X[i]; }
+__device__ __forceinline__ float xld(const uint16_t *X, size_t i) { return bf16ld(X[i]); }
+__device__ __forceinline__ float xldcg(const float *X, size_t i) { return __ldcg(X + i); }
+__device__ __forceinline__ float xldcg(const uint16_t *X, size_t i) { return bf16ld(__ldcg(X + i)); }
+__device__ __forceinline__ void xst(float *X, size_t i, float v) { X[i] = v; }
+__device__ __forceinline__ void xst(uint16_t *X, size_t i, float v) { X[i] = (uint16_t)(__float_as_uint(v) >> 16); }
+// four consecutive values from element 4 g (16 or 8 bytes aligned)
+template <int CG> __device__ __forceinline__ float4 xld4(const float *X, size_t g)
+{
+    return CG ? __ldcg(reinterpret_cast<const float4 *>(X) + g) : __ldg(reinterpret_cast<const float4 *>(X) + g);
+}
+template <int CG> __device__ __forceinline__ float4 xld4(const uint16_t *X, size_t g)
+{
+    const uint2 v = CG ? __ldcg(reinterpret_cast<const uint2 *>(X) + g) : __ldg(reinterpret_cast<const uint2 *>(X) + g);
+    return make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u), __uint_as_float(v.y << 16),
+                       __uint_as_float(v.y & 0xffff0000u));
+}
+// A prefill forward's streams to bf16 bits and back (both exact: the values are bf16), n4 groups of 4.
+__global__ void k_x_narrow(const float *X, size_t n4, uint16_t *X16)
+{
+    pdl_begin();
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
+        const float4 v = reinterpret_cast<const float4 *>(X)[i];
+        reinterpret_cast<uint2 *>(X16)[i] = make_uint2((__float_as_uint(v.x) >> 16) | (__float_as_uint(v.y) & 0xffff0000u),
+                                                       (__float_as_uint(v.z) >> 16) | (__float_as_uint(v.w) & 0xffff0000u));
+    }
+}
+__global__ void k_x_widen(const uint16_t *X16, size_t n4, float *X)
+{
+    pdl_begin();
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
+        const uint2 v = reinterpret_cast<const uint2 *>(X16)[i];
+        reinterpret_cast<float4 *>(X)[i] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                                                       __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+    }
+}
 
 __device__ __forceinline__ float e4m3_dec(uint8_t b)
 {
@@ -651,21 +690,37 @@ __device__ __forceinline__ float hcm_tree32(float *p)
 // Tried in the twenty-fourth session and not kept: two tokens a thread (64 threads, each 16-byte fn read
 // serving both tokens' products; 168 registers, 10 warps an SM) took 0.33 ms a launch at 4096 tokens
 // against this form's 0.29 (results/2026-11-30-s26, call2): its FP32 chains, not its fn reads, set the pace.
+// XT = uint16_t (prefill's bf16 streams, since 2026-12-01): a piece is 64 bytes a token, 4 chunks of 16
+// (8 values), rows HCM_XST16 values apart (80 bytes: the 16-byte reads of 8 rows hit 8 distinct bank groups),
+// widened as read; the same values.
 #define HCM_XST 36
-__global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const float *X, const float *fn, int S, int n, float *part)
+#define HCM_XST16 40
+template <typename XT>
+__global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const XT *X, const float *fn, int S, int n, float *part)
 {
+    constexpr bool B16 = sizeof(XT) == 2;
     __shared__ __align__(16) float sf[HCM_NM][HC_CH];
-    __shared__ __align__(16) float xs[HCM_TOK][HCM_XST];
+    __shared__ __align__(16) float xs[HCM_TOK][HCM_XST]; // as uint16_t [HCM_TOK][HCM_XST16] when B16
     const int c = blockIdx.x, nch = gridDim.x, s0 = blockIdx.y * HCM_TOK, s = s0 + (int)threadIdx.x;
-    const bool staged = c * HC_CH + HC_CH <= n && n % 4 == 0, live = s < S;
+    const bool staged = c * HC_CH + HC_CH <= n && n % (B16 ? 8 : 4) == 0, live = s < S;
     const uint32_t xsb = (uint32_t)__cvta_generic_to_shared(&xs[0][0]);
-    auto stage = [&](int w) { // piece w: chunk q = thread + 128 m is token q / 8's 16 bytes q % 8
+    auto stage = [&](int w) { // piece w: chunk q = thread + 128 m is token q / 8's 16 bytes q % 8 (B16: q / 4, q % 4)
+        if constexpr (B16) {
 #pragma unroll
-        for (int m = 0; m < 8; m++) {
-            const int q = (int)threadIdx.x + HCM_TOK * m, tk = q >> 3, pc = q & 7;
-            const bool ok = s0 + tk < S;
-            cp_async16(xsb + (uint32_t)(tk * HCM_XST + 4 * pc) * 4u,
-                       X + (size_t)(ok ? s0 + tk : 0) * n + c * HC_CH + w * 32 + 4 * pc, ok);
+            for (int m = 0; m < 4; m++) {
+                const int q = (int)threadIdx.x + HCM_TOK * m, tk = q >> 2, pc = q & 3;
+                const bool ok = s0 + tk < S;
+                cp_async16(xsb + (uint32_t)(tk * HCM_XST16 + 8 * pc) * 2u,
+                           X + (size_t)(ok ? s0 + tk : 0) * n + c * HC_CH + w * 32 + 8 * pc, ok);
+            }
+        } else {
+#pragma unroll
+            for (int m = 0; m < 8; m++) {
+                const int q = (int)threadIdx.x + HCM_TOK * m, tk = q >> 3, pc = q & 7;
+                const bool ok = s0 + tk < S;
+                cp_async16(xsb + (uint32_t)(tk * HCM_XST + 4 * pc) * 4u,
+                           X + (size_t)(ok ? s0 + tk : 0) * n + c * HC_CH + w * 32 + 4 * pc, ok);
+            }
         }
         cp_async_commit();
     };
@@ -679,20 +734,34 @@ __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const float *X, const float
 #pragma unroll
     for (int j = 0; j <= HCM_NM; j++)
         v[j] = 0.f;
-    const float *xs_g = X + (size_t)s * n;
+    const XT *xs_g = X + (size_t)s * n;
     for (int w = 0; w < HC_CH / 32; w++) {
         int i0 = c * HC_CH + w * 32;
         float x[32], p[32];
         if (staged) { // uniform over the block
             cp_async_wait<0>();
             __syncthreads(); // piece w (and, at w = 0, sf) visible
+            if constexpr (B16) {
+                const uint16_t *row = reinterpret_cast<const uint16_t *>(&xs[0][0]) + threadIdx.x * HCM_XST16;
 #pragma unroll
-            for (int l = 0; l < 32; l += 4) {
-                const float4 a = *reinterpret_cast<const float4 *>(&xs[threadIdx.x][l]);
-                x[l] = a.x;
-                x[l + 1] = a.y;
-                x[l + 2] = a.z;
-                x[l + 3] = a.w;
+                for (int l = 0; l < 32; l += 8) {
+                    const uint4 a = *reinterpret_cast<const uint4 *>(row + l);
+                    const uint32_t wv[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+                    for (int h = 0; h < 4; h++) {
+                        x[l + 2 * h] = __uint_as_float(wv[h] << 16);
+                        x[l + 2 * h + 1] = __uint_as_float(wv[h] & 0xffff0000u);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int l = 0; l < 32; l += 4) {
+                    const float4 a = *reinterpret_cast<const float4 *>(&xs[threadIdx.x][l]);
+                    x[l] = a.x;
+                    x[l + 1] = a.y;
+                    x[l + 2] = a.z;
+                    x[l + 3] = a.w;
+                }
             }
             __syncthreads(); // every thread has its row: the buffer takes the next piece
             if (w + 1 < HC_CH / 32)
@@ -702,7 +771,7 @@ __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const float *X, const float
                 __syncthreads(); // sf
 #pragma unroll
             for (int l = 0; l < 32; l++)
-                x[l] = live && i0 + l < n ? xs_g[i0 + l] : 0.f;
+                x[l] = live && i0 + l < n ? xld(xs_g, (size_t)(i0 + l)) : 0.f;
         }
 #pragma unroll
         for (int j = 0; j < HCM_NM; j++) {
@@ -747,9 +816,9 @@ __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 // read with ld.global.cg there, since other blocks of that grid wrote it.
 #define HCP_THREADS 1024
 #define HCP_NG 2 // float4 groups per thread held in registers: D <= 4 * 1024 * 2 without a second read
-template <int HC, int PRE_IN, int XCG = 0>
+template <int HC, int PRE_IN, int XCG = 0, typename XT = float>
 __device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, const float *scale, const float *base,
-                                            int hc, int iters, float eps, const float *X, int D, float *post_out,
+                                            int hc, int iters, float eps, const XT *X, int D, float *post_out,
                                             float *comb_out, const uint16_t *normw, float norm_eps, float *u, int head)
 {
     constexpr int NR = HC > 0 ? HCP_NG : 0, HM = HC > 0 ? HC : 1;
@@ -758,7 +827,7 @@ __device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, c
         hc = HC;
     int nm = head ? hc : (2 + hc) * hc, n = hc * D, G = D / 4, tid = threadIdx.x;
     int lane = tid & 31, warp = tid >> 5;
-    const float *Xs = X + (size_t)s * hc * D;
+    const XT *Xs = X + (size_t)s * hc * D;
     float pre_sc = 0.f, pre_b = 0.f; // pre's weights, loaded now so that their latency overlaps the X loads
     if (!PRE_IN && warp == 0 && lane < hc) {
         pre_sc = scale[0];
@@ -772,8 +841,7 @@ __device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, c
         if (g < G) {
 #pragma unroll
             for (int k = 0; k < HM; k++)
-                xr[q][k] = XCG ? __ldcg(reinterpret_cast<const float4 *>(Xs + (size_t)k * D) + g)
-                               : __ldg(reinterpret_cast<const float4 *>(Xs + (size_t)k * D) + g);
+                xr[q][k] = xld4<XCG>(Xs + (size_t)k * D, (size_t)g);
             if (normw)
                 wr[q] = __ldg(reinterpret_cast<const uint2 *>(normw) + g);
         }
@@ -895,7 +963,7 @@ __device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, c
         for (int e = 0; e < 4; e++) {
             float acc = 0.f;
             for (int k = 0; k < hc; k++)
-                acc += pre[k] * (XCG ? __ldcg(Xs + (size_t)k * D + 4 * g + e) : Xs[(size_t)k * D + 4 * g + e]);
+                acc += pre[k] * (XCG ? xldcg(Xs, (size_t)k * D + 4 * g + e) : xld(Xs, (size_t)k * D + 4 * g + e));
             a[e] = bf16r(acc);
             us[4 * g + e] = a[e];
         }
@@ -926,15 +994,15 @@ __device__ __forceinline__ void hc_pre_body(int s, const float *part, int nch, c
             us[i] = bf16r(normw ? bf16ld(normw[i]) * v : v);
         }
 }
-template <int HC, int PRE_IN = 0>
+template <int HC, int PRE_IN = 0, typename XT = float>
 __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int nch, const float *scale,
                                                         const float *base, int hc, int iters, float eps,
-                                                        const float *X, int D, float *post_out, float *comb_out,
+                                                        const XT *X, int D, float *post_out, float *comb_out,
                                                         const uint16_t *normw, float norm_eps, float *u, int head)
 {
     pdl_begin();
-    hc_pre_body<HC, PRE_IN>(blockIdx.x, part, nch, scale, base, hc, iters, eps, X, D, post_out, comb_out, normw,
-                            norm_eps, u, head);
+    hc_pre_body<HC, PRE_IN, 0, XT>(blockIdx.x, part, nch, scale, base, hc, iters, eps, X, D, post_out, comb_out, normw,
+                                   norm_eps, u, head);
 }
 
 // The combine's order: add(j) for the token's k <= KMAX expert slots j in ascending expert id (a
@@ -1172,8 +1240,8 @@ __global__ void __launch_bounds__(HCS_WARPS * 32) k_hc_sink4(float *part, int S,
 // X'_k = bf16(post_k f + sum_j comb[j][k] X_j), one thread per (token, hidden index), from Xin into X
 // (the same buffer or another: a thread reads its index's hc elements before writing them). HC > 0: hc
 // is HC (registers); 0: any hc <= 16.
-template <int HC>
-__global__ void k_hc_post(const float *Xin, float *X, const float *f, const float *post, const float *comb, int S,
+template <int HC, typename XT = float>
+__global__ void k_hc_post(const XT *Xin, XT *X, const float *f, const float *post, const float *comb, int S,
                           int hc, int D)
 {
     pdl_begin();
@@ -1184,13 +1252,14 @@ __global__ void k_hc_post(const float *Xin, float *X, const float *f, const floa
         hc = HC;
     int i;
     const size_t s = (size_t)divmod_idx((long long)t, D, &i);
-    float *Xs = X + s * hc * D;
-    const float *Xi = Xin + s * hc * D, *cb = comb + s * hc * hc, *ps = post + s * hc;
+    XT *Xs = X + s * hc * D;
+    const XT *Xi = Xin + s * hc * D;
+    const float *cb = comb + s * hc * hc, *ps = post + s * hc;
     float xv[HC > 0 ? HC : 16], nx[HC > 0 ? HC : 16];
 #pragma unroll
     for (int j = 0; j < (HC > 0 ? HC : 16); j++)
         if (j < hc)
-            xv[j] = Xi[(size_t)j * D + i];
+            xv[j] = xld(Xi, (size_t)j * D + i);
     float fv = f[s * D + i];
 #pragma unroll
     for (int k = 0; k < (HC > 0 ? HC : 16); k++) {
@@ -1206,7 +1275,62 @@ __global__ void k_hc_post(const float *Xin, float *X, const float *f, const floa
 #pragma unroll
     for (int k = 0; k < (HC > 0 ? HC : 16); k++)
         if (k < hc)
-            Xs[(size_t)k * D + i] = nx[k];
+            xst(Xs, (size_t)k * D + i, nx[k]);
+}
+
+// k_hc_post<4>'s arithmetic on bf16 streams, 8 consecutive values of a token a thread (16-byte loads and stores
+// of each stream, two float4 of f): the same expressions in the same order, so the same bits (S * D / 8
+// threads, D % 8 == 0). The scalar form moved half the bytes as 2-byte accesses and was no faster
+// (results/2026-12-01-s30 call5).
+__global__ void k_hc_post4v(uint16_t *X, const float *f, const float *post, const float *comb, int S, int D)
+{
+    pdl_begin();
+    const size_t t = blockIdx.x * (size_t)blockDim.x + threadIdx.x, D8 = (size_t)D / 8;
+    if (t >= (size_t)S * D8)
+        return;
+    const size_t s = t / D8, i0 = (t % D8) * 8;
+    uint16_t *Xs = X + s * 4 * D + i0;
+    const float *cb = comb + s * 16, *ps = post + s * 4;
+    float xv[4][8];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const uint4 v = *reinterpret_cast<const uint4 *>(Xs + (size_t)j * D);
+        const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+            xv[j][2 * h] = __uint_as_float(w[h] << 16);
+            xv[j][2 * h + 1] = __uint_as_float(w[h] & 0xffff0000u);
+        }
+    }
+    const float4 f0 = *reinterpret_cast<const float4 *>(f + s * D + i0),
+                 f1 = *reinterpret_cast<const float4 *>(f + s * D + i0 + 4);
+    const float fv[8] = {f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w};
+    float c[16], pk[4];
+#pragma unroll
+    for (int q = 0; q < 16; q++)
+        c[q] = cb[q];
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        pk[k] = ps[k];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        uint32_t o[4];
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+            float r[2];
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const int e = 2 * h + u;
+                float acc = 0.f;
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    acc += c[j * 4 + k] * xv[j][e];
+                r[u] = bf16r(pk[k] * fv[e] + acc);
+            }
+            o[h] = (__float_as_uint(r[0]) >> 16) | (__float_as_uint(r[1]) & 0xffff0000u);
+        }
+        *reinterpret_cast<uint4 *>(Xs + (size_t)k * D) = make_uint4(o[0], o[1], o[2], o[3]);
+    }
 }
 
 // ---------------------------------------------------------------- products without FP8 activations
@@ -6597,6 +6721,10 @@ struct cuda_engine {
     // (CTX_CUDA_HC_POST=0: every post a launch)
     int hc_pfuse, pend;
     float *Xb, *xcur;
+    // a prefill forward's streams as bf16 bits (S > HCM_MIN_S, hc = 4, no hook): x16 while they are in X16
+    // (forward_queue narrows X into it before the blocks and widens it back after; CTX_CUDA_X16=0: floats)
+    uint16_t *X16;
+    int x16;
     cudaStream_t hst;
     cudaEvent_t hfork, hjoin;
     float *cq, *Q, *kv, *O, *Z, *ctmp, *ctmp2, *itmp, *itmp2, *wts, *qI, *score, *hidden, *logits, *logit, *apart, *asc;
@@ -7128,6 +7256,9 @@ static int alloc_state(struct cuda_engine *g, struct ctx_err *e)
     PIECE(g->dio, 8 + sizeof(int) * S);
     PIECE(g->X, sizeof(float) * S * hc * D);
     PIECE(g->Xb, sizeof(float) * (S < HCM_MIN_S ? S : HCM_MIN_S) * hc * D);
+    g->X16 = NULL; // (a prefill forward's bf16 streams: x16_use)
+    if (S > HCM_MIN_S && hc == 4)
+        PIECE(g->X16, sizeof(uint16_t) * S * hc * D);
     PIECE(g->u, sizeof(float) * S * D);
     PIECE(g->f, sizeof(float) * S * D);
     PIECE(g->post, sizeof(float) * S * hc);
@@ -7824,8 +7955,10 @@ static int wo_a_lt(struct cuda_engine *g, const struct dlayer *L, int S, int G, 
 }
 
 // A prefill chunk's FP8 product on cuBLASLt (struct cuda_engine's lt) from q8 / sa as the exact path
-// has them: the scales transposed (k_lt_sat), the product into o16 transposed, k_lt_out writes y1 / y2
-// (floats, split at n1) or y16 (bf16). Returns 1 when this product does not run there (no cuBLASLt,
+// has them: the scales transposed (k_lt_sat), then, in the rows form (w->lt_rows, since 2026-12-01), the
+// product straight into y16 or into o16 in rows, which k_lt_rows_f32 widens into y1 / y2; in the
+// transposed form the product into o16 transposed, k_lt_out writes y1 / y2 (floats, split at n1) or y16
+// (bf16). Returns 1 when this product does not run there (no cuBLASLt,
 // S <= 8, a shape cuBLASLt refused, or a call it rejected: the caller runs cuda_fp8_gemm), else 0 or
 // a CTX_E* code.
 static int lin_lt(struct cuda_engine *g, const struct dlin *w, int S, int n1, float *y1, float *y2, uint16_t *y16,
@@ -9297,6 +9430,18 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
     return 0;
 }
 
+// The bf16 streams of prefill forwards (CTX_CUDA_X16=0 or cuda_engine_x16_mode(0): floats throughout; the same
+// bits either way): chunks of more than HCM_MIN_S tokens with hc = 4 on the prefill mHC kernels (k_hc_mix4,
+// k_hc_sink4 + k_hc_pre<4, 1>, k_hc_post<4>), not the legacy path.
+static env_switch x16_switch{"CTX_CUDA_X16"};
+extern "C" void cuda_engine_x16_mode(int on) { x16_switch.set(on); }
+static int x16_use(const struct cuda_engine *g, int S)
+{
+    const struct inf_config *c = &g->c;
+    return g->X16 && S > HCM_MIN_S && c->hc_mult == 4 && (2 + c->hc_mult) * c->hc_mult == HCM_NM && !g->cp_legacy &&
+           (size_t)c->hidden_size % 8 == 0 && x16_switch.on();
+}
+
 // hook: forward_queue hands each block's streams to a callback (no post left to the next site then).
 static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, struct ctx_err *e)
 {
@@ -9329,13 +9474,21 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
         g->pend = 0;
     }
     float *X = g->xcur;
+    // a prefill forward's streams as bf16 bits (forward_queue: x16), for the kernels below that take them
+    uint16_t *const X16 = g->x16 && hc == 4 && !dec4 && nm == HCM_NM && S > HCM_MIN_S ? g->X16 : nullptr;
+    if (g->x16 && !X16)
+        return ctx_err_set(e, CTX_EINTERNAL, "cuda engine: bf16 streams on a path without them");
     if (dec4 && g->hc_fuse) // decode: the mixes and pre in one launch (k_hc_mixpre: k_hc_mix's and k_hc_pre's bits)
         launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, (unsigned)S), HCP_THREADS, 0, g->st, X, L->hc_fn[site], nm,
                    g->hcpart, g->hccnt, L->hc_scale[site], L->hc_base[site], hc, c->hc_sinkhorn_iters,
                    (float)c->hc_eps, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0, pv);
     else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
-        k_hc_mix4<<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0, g->st>>>(
-            X, L->hc_fn[site], S, hc * D, g->hcpart);
+        if (X16)
+            k_hc_mix4<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0,
+                                  g->st>>>(X16, L->hc_fn[site], S, hc * D, g->hcpart);
+        else
+            k_hc_mix4<float><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0,
+                               g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart);
     else
         launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st, X, L->hc_fn[site], hc * D, nm,
                    g->hcpart);
@@ -9345,9 +9498,14 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
         k_hc_sink4<<<(unsigned)((S + HCS_WARPS - 1) / HCS_WARPS), HCS_WARPS * 32, 0, g->st>>>(
             g->hcpart, S, g->hc_nch, L->hc_scale[site], L->hc_base[site], c->hc_sinkhorn_iters, (float)c->hc_eps, D,
             g->post, g->comb, eps);
-        k_hc_pre<4, 1><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
-                                                     c->hc_sinkhorn_iters, (float)c->hc_eps, X, D, g->post, g->comb,
-                                                     site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
+        if (X16)
+            k_hc_pre<4, 1, uint16_t><<<S, HCP_THREADS, 0, g->st>>>(
+                g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc, c->hc_sinkhorn_iters, (float)c->hc_eps,
+                X16, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
+        else
+            k_hc_pre<4, 1><<<S, HCP_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
+                                                         c->hc_sinkhorn_iters, (float)c->hc_eps, X, D, g->post, g->comb,
+                                                         site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);
     } else if (hc == 4)
         launch_pdl(k_hc_pre<4>, S, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc,
                    c->hc_sinkhorn_iters, (float)c->hc_eps, X, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u,
@@ -9383,7 +9541,13 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
         prof_mark(g, CUDA_PROF_HC);
         return 0;
     }
-    if (hc == 4)
+    if (X16 && D % 8 == 0)
+        launch_pdl(k_hc_post4v, grid_for((size_t)S * D / 8, 256), 256, 0, g->st, X16, (const float *)g->f,
+                   (const float *)g->post, (const float *)g->comb, S, D);
+    else if (X16)
+        launch_pdl(k_hc_post<4, uint16_t>, grid_for((size_t)S * D, 256), 256, 0, g->st, (const uint16_t *)X16, X16, g->f,
+                   g->post, g->comb, S, hc, D);
+    else if (hc == 4)
         launch_pdl(k_hc_post<4>, grid_for((size_t)S * D, 256), 256, 0, g->st, X, g->X, g->f, g->post, g->comb, S, hc, D);
     else
         launch_pdl(k_hc_post<0>, grid_for((size_t)S * D, 256), 256, 0, g->st, X, g->X, g->f, g->post, g->comb, S, hc, D);
@@ -9466,16 +9630,31 @@ static int forward_queue(struct cuda_engine *g, int S, int embed, int nlog, int 
         LAUNCHED("k_embed");
         prof_mark(g, CUDA_PROF_HEAD);
     }
+    // prefill: the blocks' streams as bf16 bits (exact: they are bf16 values), narrowed here, widened back
+    // after the last block (x16_use)
+    const int x16 = !hook && x16_use(g, S);
+    if (x16) {
+        launch_pdl(k_x_narrow, grid_for(xn / 4, 256), 256, 0, g->st, (const float *)g->X, xn / 4, g->X16);
+        LAUNCHED("k_x_narrow");
+        g->x16 = 1;
+    }
     for (int l = g->lb; l < g->le; l++) {
         g->cur_layer = l;
-        if ((rc = block_site(g, l, 0, S, hook != NULL, e)) || (rc = block_site(g, l, 1, S, hook != NULL, e)))
+        if ((rc = block_site(g, l, 0, S, hook != NULL, e)) || (rc = block_site(g, l, 1, S, hook != NULL, e))) {
+            g->x16 = 0;
             return rc;
+        }
         if (hook) {
             if ((rc = cu(e, cudaMemcpyAsync(hx, g->X, sizeof(float) * xn, cudaMemcpyDeviceToHost, g->st), "hook")) ||
                 (rc = cu(e, cudaStreamSynchronize(g->st), "hook")))
                 return rc;
             hook(ud, l, hx, S, g->pos);
         }
+    }
+    if (x16) {
+        g->x16 = 0;
+        launch_pdl(k_x_widen, grid_for(xn / 4, 256), 256, 0, g->st, (const uint16_t *)g->X16, xn / 4, g->X);
+        LAUNCHED("k_x_widen");
     }
     g->cur_layer = c->num_hidden_layers;
     if (nlog > 0)

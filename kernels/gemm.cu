@@ -1552,7 +1552,9 @@ extern "C" int cuda_e8m0_to_f32(const uint8_t *d_s, int rows, int cols, int ld, 
 // On Hopper cuBLASLt takes 1x128 (VEC128) scales on A and 128x128 (BLK128x128) scales on B, with
 // A transposed and B not ("TN"). So the activations are A (op_T of x as column-major [k][m]), the
 // weights B (W as column-major [k][n]) and D = x W^T comes out column-major [m][n], i.e. y^T; a
-// transpose kernel turns it into y [m][n].
+// transpose kernel turns it into y [m][n]. cuBLASLt 13.1 also takes the roles swapped (BLK128x128 on A,
+// VEC128 on B: bench-gpu-ltrows, 2026-12-01), which the engine's context uses (cuda_lt_ctx_run_rows: y
+// comes out in rows); these plans keep the first form.
 
 __global__ void transpose_bf16_kernel(const uint16_t *__restrict__ in, int rows, int cols, int ld_in,
                                       uint16_t *__restrict__ out)

@@ -134,7 +134,8 @@ int cuda_fp4_gemv_grouped_variant(const uint8_t *d_q, const float *d_sa, int x_g
 const char *cuda_fp4_gemv_variant_name(int variant);
 
 /* ---- cuBLASLt block-scaled FP8 (Hopper: VEC128 activation scales on A, BLK128x128 weight scales on
- * B; the product comes out transposed and a small kernel writes y [m][n]) ----
+ * B; the product comes out transposed and a small kernel writes y [m][n]; the engine's context also has
+ * the rows form, the roles swapped: cuda_lt_ctx_run_rows) ----
  *
  * About 4x faster than cuda_fp8_gemm at prefill shapes, but less exact: its tensor cores sum each
  * 128-K block with a ~13-bit accumulator (errors up to ~2^-11 of sum |w x| seen on the H200, where

@@ -31,7 +31,8 @@
  * - the FP8 prefill products in cuBLASLt's rows form (part "mid", test_lt_rows): the form runs, chunked
  *   prefill bit-identical to one chunk, logits within the rounding bounds of the transposed form's.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
- *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state.
+ *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state; and prefill's streams as
+ *   bf16 bits against floats (cuda_engine_x16_mode): bit-identical logits and state.
  * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8, k_idx_score_i8e and
  *   k_idx_score_iwg against k_idx_score_tc2, on mid (16 indexer heads) and mid64i (64, Flash's): bit-identical
  *   logits and state.
@@ -1147,6 +1148,15 @@ static void c16_set(struct cuda_engine *g, int v)
 }
 static void c16_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "HCA cache bf16 by cp.async" : "fp32 gather"); }
 
+/* Prefill's residual streams as bf16 bits between the mHC kernels (cuda_engine_x16_mode) against floats: the
+ * same values (bf16), so the same bits. The runs of the idx part. Part "mhc". */
+static void x16_set(struct cuda_engine *g, int v)
+{
+    (void)g;
+    cuda_engine_x16_mode(v);
+}
+static void x16_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "bf16 streams" : "float streams"); }
+
 static void test_idx_switch(const struct switch_ops *ops, const char *cfg)
 {
     struct ctx_err e = {0};
@@ -1996,8 +2006,12 @@ int main(void)
          * a producer warpgroup), chunks of 50 run V7: the same bytes */
         chunks_vs_one("mid", 800, "moe V9 vs V7");
     }
-    if (strstr(parts, "mhc"))
+    if (strstr(parts, "mhc")) {
         test_hc();
+        static const struct switch_ops x16_ops = {"x16", 2, x16_set, x16_label, NULL};
+        test_idx_switch(&x16_ops, "mid");
+        cuda_engine_x16_mode(-1);
+    }
     if (strstr(parts, "afuse")) {
         static const struct switch_ops fuse_ops = {"attn fuse", (int)(sizeof attn_modes / sizeof attn_modes[0]),
                                                    attn_set, attn_label, NULL};
