@@ -1778,8 +1778,7 @@ extern "C" int cuda_lt_ctx_new(struct cuda_lt_ctx **out, int max_m, struct ctx_e
 }
 
 namespace {
-// The layouts of a call with mp (padded) rows: A the activations, op_T of column-major [k][mp]; B the
-// weights, column-major [k][n]; D column-major [mp][n], ld mp.
+// The layouts of a call with mp (padded) rows (make: the FP8 forms, make16: the bf16 products).
 struct lt_layouts {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
     ~lt_layouts()
@@ -1813,24 +1812,17 @@ struct lt_layouts {
         }
         return st;
     }
-    // the rows form: A the weights, op_T of column-major [k][n]; B the activations, column-major [k][mp];
-    // D column-major [n][mp], ld n: y row-major [mp][n]
-    cublasStatus_t make_rows(int mp, int n, int k)
+    // FP8: A the activations, op_T of column-major [k][mp]; B the weights, column-major [k][n]; D column-major
+    // [mp][n], ld mp (y^T). The rows form (rows != 0) swaps them: A the weights, op_T of [k][n]; B the
+    // activations [k][mp]; D column-major [n][mp], ld n: y row-major [mp][n].
+    cublasStatus_t make(int mp, int n, int k, int rows = 0)
     {
-        cublasStatus_t st = cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, n, k);
+        const int ra = rows ? n : mp, rb = rows ? mp : n;
+        cublasStatus_t st = cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, ra, k);
         if (st == CUBLAS_STATUS_SUCCESS)
-            st = cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, mp, k);
+            st = cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, rb, k);
         if (st == CUBLAS_STATUS_SUCCESS)
-            st = cublasLtMatrixLayoutCreate(&d, CUDA_R_16BF, n, mp, n);
-        return st;
-    }
-    cublasStatus_t make(int mp, int n, int k)
-    {
-        cublasStatus_t st = cublasLtMatrixLayoutCreate(&a, CUDA_R_8F_E4M3, k, mp, k);
-        if (st == CUBLAS_STATUS_SUCCESS)
-            st = cublasLtMatrixLayoutCreate(&b, CUDA_R_8F_E4M3, k, n, k);
-        if (st == CUBLAS_STATUS_SUCCESS)
-            st = cublasLtMatrixLayoutCreate(&d, CUDA_R_16BF, mp, n, mp);
+            st = cublasLtMatrixLayoutCreate(&d, CUDA_R_16BF, ra, rb, ra);
         return st;
     }
 };
@@ -1848,9 +1840,8 @@ static bool lt_takes(cuda_lt_ctx *c, const lt_shape *s, int mp)
 {
     lt_layouts l;
     cublasLtMatmulHeuristicResult_t r;
-    const cublasStatus_t st = s->batch  ? l.make16(mp, s->n, s->k, s->batch, s->ldx, s->ldy)
-                              : s->rows ? l.make_rows(mp, s->n, s->k)
-                                        : l.make(mp, s->n, s->k);
+    const cublasStatus_t st =
+        s->batch ? l.make16(mp, s->n, s->k, s->batch, s->ldx, s->ldy) : l.make(mp, s->n, s->k, s->rows);
     return st == CUBLAS_STATUS_SUCCESS &&
            cublasLtMatmulAlgoCheck(c->h, lt_desc(c, s), l.a, l.b, l.d, l.d, &s->algo, &r) == CUBLAS_STATUS_SUCCESS;
 }
@@ -1889,7 +1880,7 @@ static lt_shape *lt_shape_of(cuda_lt_ctx *c, int n, int k, struct ctx_err *e, in
     cublasLtMatmulPreference_t pref = nullptr;
     cublasLtMatmulHeuristicResult_t res;
     int found = 0;
-    cublasStatus_t st = batch ? l.make16(top, n, k, batch, ldx, ldy) : rows ? l.make_rows(top, n, k) : l.make(top, n, k);
+    cublasStatus_t st = batch ? l.make16(top, n, k, batch, ldx, ldy) : l.make(top, n, k, rows);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceCreate(&pref);
     if (st == CUBLAS_STATUS_SUCCESS)
@@ -2012,7 +2003,7 @@ static int lt_run_fp8(struct cuda_lt_ctx *c, int rows, int m, int n, int k, cons
     const void *a = rows ? (const void *)d_w : d_q, *b = rows ? (const void *)d_q : d_w;
     const float alpha = 1.f, beta = 0.f;
     cublasLtMatmulDesc_t desc = lt_desc(c, s);
-    cublasStatus_t st = rows ? l.make_rows(mp, n, k) : l.make(mp, n, k);
+    cublasStatus_t st = l.make(mp, n, k, rows);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &as, sizeof as);
     if (st == CUBLAS_STATUS_SUCCESS)
