@@ -7,6 +7,9 @@
 
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
+
+#include <atomic>
 
 extern "C" {
 #include "err.h"
@@ -18,6 +21,26 @@ int cuda_pdl_take_plain(void);
 }
 
 namespace {
+
+// A default-on switch of a kernel path: env `name`=0 turns it off (read once per process); set(1 on,
+// 0 off) overrides it for the calls after, set(< 0) returns to the environment's (test and benchmark
+// entries). A captured decode graph keeps the kernels it captured unless decode_graph checks the switch.
+struct env_switch {
+    const char *name;
+    std::atomic<int> mode{-1}, env{-1};
+    int on()
+    {
+        int v = env.load();
+        if (v < 0) { // a race reads the same environment twice: harmless
+            const char *s = getenv(name);
+            v = !(s && s[0] == '0' && s[1] == 0);
+            env.store(v);
+        }
+        int m = mode.load();
+        return m < 0 ? v : m;
+    }
+    void set(int v) { mode.store(v < 0 ? -1 : v != 0); }
+};
 
 // The inclusive prefix sum of v over the warp's lanes (lane 0 first); integers, so exact.
 template <typename T> __device__ __forceinline__ T warp_incl_scan(T v, int lane)

@@ -61,8 +61,6 @@ __device__ __forceinline__ float xld(const float *X, size_t i) { return X[i]; }
 __device__ __forceinline__ float xld(const uint16_t *X, size_t i) { return bf16ld(X[i]); }
 __device__ __forceinline__ float xldcg(const float *X, size_t i) { return __ldcg(X + i); }
 __device__ __forceinline__ float xldcg(const uint16_t *X, size_t i) { return bf16ld(__ldcg(X + i)); }
-__device__ __forceinline__ void xst(float *X, size_t i, float v) { X[i] = v; }
-__device__ __forceinline__ void xst(uint16_t *X, size_t i, float v) { X[i] = (uint16_t)(__float_as_uint(v) >> 16); }
 // four consecutive values from element 4 g (16 or 8 bytes aligned)
 template <int CG> __device__ __forceinline__ float4 xld4(const float *X, size_t g)
 {
@@ -1240,8 +1238,8 @@ __global__ void __launch_bounds__(HCS_WARPS * 32) k_hc_sink4(float *part, int S,
 // X'_k = bf16(post_k f + sum_j comb[j][k] X_j), one thread per (token, hidden index), from Xin into X
 // (the same buffer or another: a thread reads its index's hc elements before writing them). HC > 0: hc
 // is HC (registers); 0: any hc <= 16.
-template <int HC, typename XT = float>
-__global__ void k_hc_post(const XT *Xin, XT *X, const float *f, const float *post, const float *comb, int S,
+template <int HC>
+__global__ void k_hc_post(const float *Xin, float *X, const float *f, const float *post, const float *comb, int S,
                           int hc, int D)
 {
     pdl_begin();
@@ -1252,14 +1250,13 @@ __global__ void k_hc_post(const XT *Xin, XT *X, const float *f, const float *pos
         hc = HC;
     int i;
     const size_t s = (size_t)divmod_idx((long long)t, D, &i);
-    XT *Xs = X + s * hc * D;
-    const XT *Xi = Xin + s * hc * D;
-    const float *cb = comb + s * hc * hc, *ps = post + s * hc;
+    float *Xs = X + s * hc * D;
+    const float *Xi = Xin + s * hc * D, *cb = comb + s * hc * hc, *ps = post + s * hc;
     float xv[HC > 0 ? HC : 16], nx[HC > 0 ? HC : 16];
 #pragma unroll
     for (int j = 0; j < (HC > 0 ? HC : 16); j++)
         if (j < hc)
-            xv[j] = xld(Xi, (size_t)j * D + i);
+            xv[j] = Xi[(size_t)j * D + i];
     float fv = f[s * D + i];
 #pragma unroll
     for (int k = 0; k < (HC > 0 ? HC : 16); k++) {
@@ -1275,13 +1272,13 @@ __global__ void k_hc_post(const XT *Xin, XT *X, const float *f, const float *pos
 #pragma unroll
     for (int k = 0; k < (HC > 0 ? HC : 16); k++)
         if (k < hc)
-            xst(Xs, (size_t)k * D + i, nx[k]);
+            Xs[(size_t)k * D + i] = nx[k];
 }
 
 // k_hc_post<4>'s arithmetic on bf16 streams, 8 consecutive values of a token a thread (16-byte loads and stores
 // of each stream, two float4 of f): the same expressions in the same order, so the same bits (S * D / 8
-// threads, D % 8 == 0). The scalar form moved half the bytes as 2-byte accesses and was no faster
-// (results/2026-12-01-s30 call5).
+// threads, D % 8 == 0: x16_use). A scalar form on bf16 moved half the bytes as 2-byte accesses and was no
+// faster (results/2026-12-01-s30 call5).
 __global__ void k_hc_post4v(uint16_t *X, const float *f, const float *post, const float *comb, int S, int D)
 {
     pdl_begin();
@@ -4333,14 +4330,14 @@ __device__ void trow_find(const uint32_t *h, const trow_wraps *t, unsigned need,
 // << 16 | slot): a slot is below 2048, and slots follow the index among equal scores, so the order is
 // topk_bitonic's rank order, in a sort of half the width over P = max(32, next power of two of k)
 // threads instead of the block (named barrier 1; one barrier a shared-memory stage, the stages
-// alternating between two buffers). Writes out[0, k) (the entries) and returns; every thread calls it.
+// alternating between two buffers). Writes out[0, k) (the entries); every thread calls it, after a block
+// barrier that follows the keys' writes (k_topk_row's __syncthreads_or).
 __device__ void topk_rank16(const unsigned long long *keys, int k, uint32_t (*buf)[TOPK_THREADS], int *out)
 {
     const int tid = (int)threadIdx.x;
     int P = 32;
     while (P < k)
         P <<= 1;
-    __syncthreads(); // keys[0, k) written
     if (tid < P) {
         uint32_t x = tid < k ? (uint32_t)(keys[tid] >> 48) << 16 | (uint32_t)tid : ~0u;
         int b = 0;
@@ -7678,35 +7675,15 @@ static int prefill_lt_default(void)
     return v;
 }
 
-// cuBLASLt for the prefill products (struct cuda_engine's lt): the context, and each FP8 product's
-// scales as fp32 in the layout it reads. A product whose shape cuBLASLt refuses keeps s32 NULL (the
-// exact kernel); an engine whose cuBLASLt cannot start runs every product exactly.
-// A default-on switch of the engine's paths: env `name`=0 turns it off (read once per process); set(1 on,
-// 0 off) overrides it for the calls after, set(< 0) returns to the environment's (test and benchmark
-// entries). A captured decode graph keeps the kernels it captured unless decode_graph checks the switch.
-struct env_switch {
-    const char *name;
-    std::atomic<int> mode{-1}, env{-1};
-    int on()
-    {
-        int v = env.load();
-        if (v < 0) { // a race reads the same environment twice: harmless
-            const char *s = getenv(name);
-            v = !(s && s[0] == '0' && s[1] == 0);
-            env.store(v);
-        }
-        int m = mode.load();
-        return m < 0 ? v : m;
-    }
-    void set(int v) { mode.store(v < 0 ? -1 : v != 0); }
-};
-
 // cuBLASLt's rows form for the prefill FP8 products (CTX_CUDA_LT_ROWS=0, or cuda_engine_lt_rows_mode(0)
 // before an engine is made: the transposed form and k_lt_out for that engine's products).
 static env_switch lt_rows_switch{"CTX_CUDA_LT_ROWS"};
 extern "C" void cuda_engine_lt_rows_mode(int on) { lt_rows_switch.set(on); }
 extern "C" unsigned long long cuda_engine_lt_rows_calls(const struct cuda_engine *g) { return g->lt_rows_calls; }
 
+// cuBLASLt for the prefill products (struct cuda_engine's lt): the context, and each FP8 product's
+// scales as fp32 in the layout it reads. A product whose shape cuBLASLt refuses keeps s32 NULL (the
+// exact kernel); an engine whose cuBLASLt cannot start runs every product exactly.
 static int lt_setup(struct cuda_engine *g, struct ctx_err *e)
 {
     g->lt_on = prefill_lt_default();
@@ -9431,15 +9408,14 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
 }
 
 // The bf16 streams of prefill forwards (CTX_CUDA_X16=0 or cuda_engine_x16_mode(0): floats throughout; the same
-// bits either way): chunks of more than HCM_MIN_S tokens with hc = 4 on the prefill mHC kernels (k_hc_mix4,
-// k_hc_sink4 + k_hc_pre<4, 1>, k_hc_post<4>), not the legacy path.
+// bits either way): chunks of more than HCM_MIN_S tokens with hc = 4 (HCM_NM mixes) and D % 8 == 0 on the
+// prefill mHC kernels (k_hc_mix4, k_hc_sink4 + k_hc_pre<4, 1>, k_hc_post4v), not the legacy path.
 static env_switch x16_switch{"CTX_CUDA_X16"};
 extern "C" void cuda_engine_x16_mode(int on) { x16_switch.set(on); }
 static int x16_use(const struct cuda_engine *g, int S)
 {
     const struct inf_config *c = &g->c;
-    return g->X16 && S > HCM_MIN_S && c->hc_mult == 4 && (2 + c->hc_mult) * c->hc_mult == HCM_NM && !g->cp_legacy &&
-           (size_t)c->hidden_size % 8 == 0 && x16_switch.on();
+    return g->X16 && S > HCM_MIN_S && c->hc_mult == 4 && !g->cp_legacy && c->hidden_size % 8 == 0 && x16_switch.on();
 }
 
 // hook: forward_queue hands each block's streams to a callback (no post left to the next site then).
@@ -9541,12 +9517,9 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
         prof_mark(g, CUDA_PROF_HC);
         return 0;
     }
-    if (X16 && D % 8 == 0)
+    if (X16)
         launch_pdl(k_hc_post4v, grid_for((size_t)S * D / 8, 256), 256, 0, g->st, X16, (const float *)g->f,
                    (const float *)g->post, (const float *)g->comb, S, D);
-    else if (X16)
-        launch_pdl(k_hc_post<4, uint16_t>, grid_for((size_t)S * D, 256), 256, 0, g->st, (const uint16_t *)X16, X16, g->f,
-                   g->post, g->comb, S, hc, D);
     else if (hc == 4)
         launch_pdl(k_hc_post<4>, grid_for((size_t)S * D, 256), 256, 0, g->st, X, g->X, g->f, g->post, g->comb, S, hc, D);
     else

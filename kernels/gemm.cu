@@ -1737,6 +1737,27 @@ extern "C" void cuda_lt_ctx_free(struct cuda_lt_ctx *c)
         }                                                                                                         \
     } while (0)
 
+// A block-scaled FP8 matmul descriptor ("TN", fp32 compute) with A's and B's scale modes; dummy as both
+// scale pointers (the heuristic wants some: cuda_lt_plan_new; runs set the real ones).
+static cublasStatus_t lt_fp8_desc(cublasLtMatmulDesc_t *d, int32_t amode, int32_t bmode, const void *dummy)
+{
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasStatus_t st = cublasLtMatmulDescCreate(d, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &amode, sizeof amode);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bmode, sizeof bmode);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy);
+    return st;
+}
+
 extern "C" int cuda_lt_ctx_new(struct cuda_lt_ctx **out, int max_m, struct ctx_err *e)
 {
     *out = nullptr;
@@ -1751,25 +1772,13 @@ extern "C" int cuda_lt_ctx_new(struct cuda_lt_ctx **out, int max_m, struct ctx_e
         return cuda_fail(e, rc, "cudaMalloc(cuBLASLt workspace)");
     }
     LTC_TRY(cublasLtCreate(&c->h));
-    LTC_TRY(cublasLtMatmulDescCreate(&c->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    int32_t amode = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F, bmode = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &amode, sizeof amode));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bmode, sizeof bmode));
-    const void *dummy = c->ws; // the heuristic wants scale pointers (cuda_lt_plan_new); runs set the real ones
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy));
-    // the rows form: the same operands with the roles swapped (A = W with its 128x128 scales, B = x with
-    // its 1x128 ones, both scale layouts unchanged), so D = W x^T is y in rows
-    LTC_TRY(cublasLtMatmulDescCreate(&c->descr, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &bmode, sizeof bmode));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &amode, sizeof amode));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &dummy, sizeof dummy));
-    LTC_TRY(cublasLtMatmulDescSetAttribute(c->descr, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &dummy, sizeof dummy));
+    // the FP8 forms: the transposed one (A = x with its 1x128 scales, B = W with its 128x128 ones) and the
+    // rows one (the roles swapped, both scale layouts unchanged, so D = W x^T is y in rows)
+    LTC_TRY(lt_fp8_desc(&c->desc, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F,
+                        c->ws));
+    LTC_TRY(lt_fp8_desc(&c->descr, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
+                        c->ws));
     LTC_TRY(cublasLtMatmulDescCreate(&c->desc16, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc16, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LTC_TRY(cublasLtMatmulDescSetAttribute(c->desc16, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
@@ -1946,10 +1955,7 @@ static int lt_call(cuda_lt_ctx *c, int m, int n, int k, int batch, int ldx, int 
 
 extern "C" int cuda_lt_ctx_rows(struct cuda_lt_ctx *c, int m, int n, int k)
 {
-    struct ctx_err e;
-    lt_shape *s = nullptr;
-    int mp = 0;
-    return lt_call(c, m, n, k, 0, 0, 0, "cuda_lt_ctx_rows", &s, &mp, &e) ? 0 : mp;
+    return cuda_lt_ctx_rows_form(c, m, n, k, 0);
 }
 
 extern "C" int cuda_lt_ctx_rows_form(struct cuda_lt_ctx *c, int m, int n, int k, int rows)

@@ -164,20 +164,7 @@ __global__ void __launch_bounds__(256) moe_place_kernel(const int *__restrict__ 
 // Ids outside 0..E-1 are placed nowhere, as above.
 constexpr int MB_T = 1024, MB_MAXE = 1024, MB_MAXH = 1 << 22;
 // CTX_CUDA_MOE_BUCKET=0 (read once) or cuda_moe_bucket_mode(0): the per-expert kernels for every bucketing.
-struct mb_switch {
-    std::atomic<int> mode{-1}, env{-1};
-    int on()
-    {
-        int v = env.load();
-        if (v < 0) {
-            const char *s = getenv("CTX_CUDA_MOE_BUCKET");
-            v = !(s && s[0] == '0' && s[1] == 0);
-            env.store(v);
-        }
-        const int m = mode.load();
-        return m < 0 ? v : m;
-    }
-} moe_bucket_blocks;
+env_switch moe_bucket_blocks{"CTX_CUDA_MOE_BUCKET"};
 
 __global__ void __launch_bounds__(MB_T) moe_hist_kernel(const int *__restrict__ ids, int npairs, int E,
                                                         int *__restrict__ hist)
@@ -2388,7 +2375,7 @@ extern "C" int cuda_moe_buckets_init(struct cuda_moe_buckets *b, void *d_scratch
     return 0;
 }
 
-extern "C" void cuda_moe_bucket_mode(int on) { moe_bucket_blocks.mode.store(on < 0 ? -1 : on != 0); }
+extern "C" void cuda_moe_bucket_mode(int on) { moe_bucket_blocks.set(on); }
 
 extern "C" int cuda_moe_bucket(const struct cuda_moe_buckets *b, const int *d_ids, void *stream, struct ctx_err *e)
 {
