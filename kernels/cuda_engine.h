@@ -86,6 +86,9 @@ void cuda_engine_lt_rows_mode(int on);
  * them as floats (CTX_CUDA_X16=0), 1 on, < 0 the environment's. The same bits either way. Test and
  * benchmark entry; process-wide, read at each forward. */
 void cuda_engine_x16_mode(int on);
+/* hc = 4's mHC mixes on tensor cores (HCX, kernels/engine.cu; the default) or as fp32 products added by xor trees
+ * (on 0): for engines created after the call (-1: the environment's CTX_CUDA_HC_MMA again). */
+void cuda_engine_hcx_mode(int on);
 unsigned long long cuda_engine_lt_rows_calls(const struct cuda_engine *g);
 
 /* Feed tokens[0..S) at the current position (S <= max_chunk; a longer prompt is several calls)

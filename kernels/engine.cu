@@ -618,12 +618,126 @@ __global__ void k_rmsnorm_r(const float *x, const uint16_t *w, int n, float eps,
 #define HC_CH 256
 #define HC_MAXNM 288 // (2 + hc) * hc for hc <= 16
 #define HC_MIXR 24   // rows of fn whose values a thread holds in registers at once
-__global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *fn, int n, int nm, float *part)
+#define HCM_NM 24    // hc = 4's mixes
+
+// ---- HCX: hc = 4's 24 mixes on tensor cores (issue 10; 2026-12-01, twenty-ninth session) ----
+// The chunk partials keep their shape (part[s][chunk][25]: a chunk's value is its 8 pieces' values added in
+// piece order from 0, as above), but a piece's value (32 elements) is no longer fp32 products added by a xor
+// tree: it is one chain of mma.sync m16n8k16 bf16 -> f32. The stream values are bf16 (exact as A); each fp32
+// fn value f is split into three bf16 terms h = bf16(f), m = bf16(f - h), l = bf16(f - h - m) (each
+// difference exact in fp32; h + m + l is f within 2^-26 of it), so a product of the chain is exact and the
+// dot is fp32's within the tensor core's accumulation. The chain of a tile of 8 mixes: steps 0 and 1
+// (16 k slots each), within a step h, m, l, all into one accumulator from 0. The squares' chain: the
+// tile's stream rows as B too (prefill: the diagonal of X X^T; decode: row and column 0). The k slots of
+// step s in lane (g, t): slots 2t, 2t + 1 take the piece's elements 8t + 4s, + 1; slots 2t + 8, 2t + 9
+// elements 8t + 4s + 2, + 3; so a lane's 16 bytes of a row (elements 8t .. 8t + 7) are its words of both
+// steps, and A and B take the same elements in the same slots. Every output element of an mma depends only
+// on its own row of A and column of B, so the prefill kernel (k_hc_mixt: 16 tokens a warp, token r in
+// row r) and the decode ones (k_hc_mix, k_hc_mixpre: the token in row 0, the other rows zero) give the same
+// bits; chunked prefill stays bit-identical (test_engine's mhc part compares them). Why: the fp32 form
+// (k_hc_mix4) needs a multiply and an add per element and mix, 48 fp32 instructions an element, and ran
+// at 57% of its issue slots waiting on shared memory: ~0.25 ms a launch at 4096 tokens for 0.13 GB read.
+// CTX_CUDA_HC_MMA=0 (read when an engine is created, cuda_engine_hcx_mode) keeps the fp32 form everywhere.
+static env_switch hcx_switch{"CTX_CUDA_HC_MMA"};
+extern "C" void cuda_engine_hcx_mode(int on) { hcx_switch.set(on); }
+// Three bf16 words (h, m, l) of the pair (f0, f1), f0 in the low halves.
+__device__ __forceinline__ void hcx_split2(float f0, float f1, uint32_t &h, uint32_t &m, uint32_t &l)
+{
+    h = pack_bf16x2(f0, f1);
+    const float r0 = f0 - __uint_as_float(h << 16), r1 = f1 - __uint_as_float(h & 0xffff0000u);
+    m = pack_bf16x2(r0, r1);
+    l = pack_bf16x2(r0 - __uint_as_float(m << 16), r1 - __uint_as_float(m & 0xffff0000u));
+}
+// fn's 8 values of row j at elements e .. e + 7 (zeros past n; a 32-byte aligned pair of loads when whole)
+__device__ __forceinline__ void hcx_fn8(const float *fn, int n, int j, int e, float (&f)[8])
+{
+    const float *src = fn + (size_t)j * n + e;
+    if (e + 8 <= n && n % 4 == 0) {
+        const float4 a = __ldg(reinterpret_cast<const float4 *>(src)), b = __ldg(reinterpret_cast<const float4 *>(src) + 1);
+        f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            f[k] = e + k < n ? __ldg(src + k) : 0.f;
+    }
+}
+// A tile's chain: B words bw[s][term][0..1] (b0, b1 of step s and split term h, m, l), A words a[s][0..3].
+__device__ __forceinline__ void hcx_chain(float (&d)[4], const uint32_t (&a)[2][4], const uint32_t (&bw)[2][3][2])
+{
+    d[0] = d[1] = d[2] = d[3] = 0.f;
+#pragma unroll
+    for (int s = 0; s < 2; s++)
+#pragma unroll
+        for (int k = 0; k < 3; k++)
+            mma_bf16_16816(d, a[s][0], a[s][1], a[s][2], a[s][3], bw[s][k][0], bw[s][k][1]);
+}
+// The squares' chain: B = the A words of rows (b0: slots 2t.., b1: slots 2t + 8..) given by r[s][0..1].
+__device__ __forceinline__ void hcx_chain_sq(float (&d)[4], const uint32_t (&a)[2][4], const uint32_t (&r)[2][2])
+{
+    d[0] = d[1] = d[2] = d[3] = 0.f;
+#pragma unroll
+    for (int s = 0; s < 2; s++)
+        mma_bf16_16816(d, a[s][0], a[s][1], a[s][2], a[s][3], r[s][0], r[s][1]);
+}
+// Decode: one warp, one token (x: the lane's 8 elements 8t .. 8t + 7 of the piece at p0, used by lanes 0..3,
+// row 0), tile nt (0..2: mixes 8 nt + g's B; 3: the squares). The piece's values of row 0 come out in lanes
+// 0..3: d[0], d[1] = mixes 8 nt + 2t, + 1 (tile nt < 3), lane 0's d[0] = the sum of squares (nt = 3).
+// f: the tile's fn values of this lane (hcx_fn8 of row 8 nt + g at p0 + 8t), loaded by the caller.
+__device__ __forceinline__ void hcx_piece_dec(const float (&x)[8], const float (&f)[8], int nt, int lane, float (&d)[4])
+{
+    const bool row0 = lane < 4;
+    uint32_t a[2][4], w[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        w[k] = row0 ? pack_bf16x2(x[2 * k], x[2 * k + 1]) : 0u;
+#pragma unroll
+    for (int s = 0; s < 2; s++) {
+        a[s][0] = w[2 * s];
+        a[s][1] = 0u;
+        a[s][2] = w[2 * s + 1];
+        a[s][3] = 0u;
+    }
+    if (nt == 3) {
+        const uint32_t r[2][2] = {{w[0], w[1]}, {w[2], w[3]}}; // column 0 = row 0's (lanes 0..3: g = 0)
+        hcx_chain_sq(d, a, r);
+        return;
+    }
+    uint32_t bw[2][3][2];
+#pragma unroll
+    for (int s = 0; s < 2; s++) {
+        hcx_split2(f[4 * s], f[4 * s + 1], bw[s][0][0], bw[s][1][0], bw[s][2][0]);
+        hcx_split2(f[4 * s + 2], f[4 * s + 3], bw[s][0][1], bw[s][1][1], bw[s][2][1]);
+    }
+    hcx_chain(d, a, bw);
+}
+__global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *fn, int n, int nm, float *part, int tc)
 {
     __shared__ float red[HC_CH / 32][HC_MAXNM + 1];
     int c = blockIdx.x, s = blockIdx.y, nch = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int i = c * HC_CH + (int)threadIdx.x;
     float xv = 0.f;
+    if (tc && nm == HCM_NM) { // HCX: warp w = piece w, its three tiles and the squares
+        const int p0 = c * HC_CH + warp * 32, e = p0 + 8 * (lane & 3), g = lane >> 2;
+        float f[3][8], x[8];
+#pragma unroll
+        for (int nt = 0; nt < 3; nt++)
+            hcx_fn8(fn, n, 8 * nt + g, e, f[nt]);
+        pdl_begin();
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            x[k] = lane < 4 && e + k < n ? X[(size_t)s * n + e + k] : 0.f;
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++) {
+            float d[4];
+            hcx_piece_dec(x, f[nt < 3 ? nt : 0], nt, lane, d);
+            if (nt < 3 && lane < 4) {
+                red[warp][8 * nt + 2 * lane] = d[0];
+                red[warp][8 * nt + 2 * lane + 1] = d[1];
+            } else if (nt == 3 && lane == 0) {
+                red[warp][nm] = d[0];
+            }
+        }
+    } else
     for (int j0 = 0; j0 < nm; j0 += HC_MIXR) {
         float fv[HC_MIXR];
 #pragma unroll
@@ -641,9 +755,11 @@ __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *f
                     red[warp][j0 + u] = dot;
             }
     }
-    float ss = warp_sum(xv * xv);
-    if (lane == 0)
-        red[warp][nm] = ss;
+    if (!(tc && nm == HCM_NM)) {
+        float ss = warp_sum(xv * xv);
+        if (lane == 0)
+            red[warp][nm] = ss;
+    }
     __syncthreads();
     for (int t = threadIdx.x; t <= nm; t += blockDim.x) {
         float v = 0.f;
@@ -662,7 +778,6 @@ __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *f
 // warp order), products and sum of squares alike. Grid (chunks, ceil(S / HCM_TOK)).
 #define HCM_MIN_S 8
 #define HCM_TOK 128
-#define HCM_NM 24
 __device__ __forceinline__ float hcm_tree32(float *p)
 {
 #pragma unroll
@@ -789,6 +904,123 @@ __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const XT *X, const float *f
 #pragma unroll
     for (int j = 0; j <= HCM_NM; j++)
         pt[j] = v[j];
+}
+
+// HCX for prefill chunks (S > HCM_MIN_S, 24 mixes): the decode kernels' piece chains with 16 tokens a warp
+// (token r of a tile in row r of A; B: fn's split words, from shared memory; the squares' B: the tile's own
+// rows, so their diagonals), each lane adding its values over the pieces in piece order from 0, as the decode
+// kernels' blocks add their warps. Block: chunk c, its fn rows split once into shared memory; HCX_WARPS warps
+// x HCX_TPW tiles of 16 tokens. Grid (chunks, ceil(S / HCX_TOK)).
+#define HCX_WARPS 8
+#define HCX_TPW 2
+#define HCX_TOK (16 * HCX_WARPS * HCX_TPW)
+// Row r's 8 elements e .. e + 7 as 4 bf16x2 words (zeros past S or n); the streams' values are bf16 (exact).
+__device__ __forceinline__ void hcx_row8(const uint16_t *X, int S, int n, int r, int e, uint32_t (&w)[4])
+{
+    if (r < S && e + 8 <= n && n % 8 == 0) {
+        const uint4 v = *reinterpret_cast<const uint4 *>(X + (size_t)r * n + e);
+        w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const uint32_t lo = r < S && e + 2 * k < n ? X[(size_t)r * n + e + 2 * k] : 0u;
+        const uint32_t hi = r < S && e + 2 * k + 1 < n ? X[(size_t)r * n + e + 2 * k + 1] : 0u;
+        w[k] = lo | hi << 16;
+    }
+}
+__device__ __forceinline__ void hcx_row8(const float *X, int S, int n, int r, int e, uint32_t (&w)[4])
+{
+    float x[8];
+    if (r < S && e + 8 <= n && n % 4 == 0) {
+        const float4 a = reinterpret_cast<const float4 *>(X + (size_t)r * n + e)[0];
+        const float4 b = reinterpret_cast<const float4 *>(X + (size_t)r * n + e)[1];
+        x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            x[k] = r < S && e + k < n ? X[(size_t)r * n + e + k] : 0.f;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        w[k] = pack_bf16x2(x[2 * k], x[2 * k + 1]);
+}
+template <typename XT>
+__global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const float *fn, int S, int n, float *part)
+{
+    __shared__ uint2 sb[HC_CH / 32][2][3][3][32]; // piece, step, tile, split term, lane: (b0, b1)
+    const int c = blockIdx.x, nch = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2,
+              t = lane & 3;
+    for (int it = threadIdx.x; it < (HC_CH / 32) * 3 * 32; it += blockDim.x) {
+        const int w = it / 96, nt = (it / 32) % 3, l = it % 32;
+        float f[8];
+        hcx_fn8(fn, n, 8 * nt + (l >> 2), c * HC_CH + 32 * w + 8 * (l & 3), f);
+#pragma unroll
+        for (int st = 0; st < 2; st++) {
+            uint32_t h0, m0, l0, h1, m1, l1;
+            hcx_split2(f[4 * st], f[4 * st + 1], h0, m0, l0);
+            hcx_split2(f[4 * st + 2], f[4 * st + 3], h1, m1, l1);
+            sb[w][st][nt][0][l] = make_uint2(h0, h1);
+            sb[w][st][nt][1][l] = make_uint2(m0, m1);
+            sb[w][st][nt][2][l] = make_uint2(l0, l1);
+        }
+    }
+    __syncthreads();
+    for (int tt = 0; tt < HCX_TPW; tt++) {
+        const int s0 = ((blockIdx.y * HCX_TPW + tt) * HCX_WARPS + warp) * 16;
+        if (s0 >= S) // warp-uniform
+            break;
+        const int sg = s0 + g, sh = sg + 8;
+        float v[3][4] = {}, q0 = 0.f, q1 = 0.f;
+        for (int w = 0; w < HC_CH / 32; w++) {
+            const int e = c * HC_CH + 32 * w + 8 * t;
+            uint32_t ra[4], rb[4];
+            hcx_row8(X, S, n, sg, e, ra);
+            hcx_row8(X, S, n, sh, e, rb);
+            const uint32_t a[2][4] = {{ra[0], rb[0], ra[1], rb[1]}, {ra[2], rb[2], ra[3], rb[3]}};
+#pragma unroll
+            for (int nt = 0; nt < 3; nt++) {
+                uint32_t bw[2][3][2];
+#pragma unroll
+                for (int st = 0; st < 2; st++)
+#pragma unroll
+                    for (int k = 0; k < 3; k++) {
+                        const uint2 b = sb[w][st][nt][k][lane];
+                        bw[st][k][0] = b.x;
+                        bw[st][k][1] = b.y;
+                    }
+                float d[4];
+                hcx_chain(d, a, bw);
+#pragma unroll
+                for (int r = 0; r < 4; r++)
+                    v[nt][r] += d[r];
+            }
+            const uint32_t r1[2][2] = {{ra[0], ra[1]}, {ra[2], ra[3]}}, r2[2][2] = {{rb[0], rb[1]}, {rb[2], rb[3]}};
+            float d1[4], d2[4];
+            hcx_chain_sq(d1, a, r1); // column g: token sg (its diagonal in lane (g, g / 2))
+            hcx_chain_sq(d2, a, r2); // column g: token sh
+            q0 += (g & 1) ? d1[1] : d1[0];
+            q1 += (g & 1) ? d2[3] : d2[2];
+        }
+        float *pg = part + ((size_t)sg * nch + c) * (HCM_NM + 1), *ph = part + ((size_t)sh * nch + c) * (HCM_NM + 1);
+#pragma unroll
+        for (int nt = 0; nt < 3; nt++) {
+            if (sg < S) {
+                pg[8 * nt + 2 * t] = v[nt][0];
+                pg[8 * nt + 2 * t + 1] = v[nt][1];
+            }
+            if (sh < S) {
+                ph[8 * nt + 2 * t] = v[nt][2];
+                ph[8 * nt + 2 * t + 1] = v[nt][3];
+            }
+        }
+        if (t == (g >> 1)) {
+            if (sg < S)
+                pg[HCM_NM] = q0;
+            if (sh < S)
+                ph[HCM_NM] = q1;
+        }
+    }
 }
 
 __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -1084,18 +1316,26 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(float *X, const float
                                                            unsigned *cnt, const float *scale, const float *base, int hc,
                                                            int iters, float eps, int D, float *post_out,
                                                            float *comb_out, const uint16_t *normw, float norm_eps,
-                                                           float *u, int head, hc_prev pv)
+                                                           float *u, int head, hc_prev pv, int tc)
 {
     __shared__ float red[HC_CH / 32][HC_MAXNM + 1], xsh[HC_CH];
     __shared__ int last;
     int c = blockIdx.x, s = blockIdx.y, nch = gridDim.x, n = (HC > 0 ? HC : hc) * D;
     int q = threadIdx.x / HC_CH, it = threadIdx.x % HC_CH, lane = it & 31, warp = it >> 5;
     int i = c * HC_CH + it;
+    // HCX (tc, 24 mixes): value group q < 3 runs tile q of each piece (warp w: piece w), group 3 the squares
+    const bool hx = tc && nm == HCM_NM;
+    const int xe = c * HC_CH + warp * 32 + 8 * (lane & 3);
     float fv[HCF_R];
+    if (hx) {
+        if (q < 3)
+            hcx_fn8(fn, n, 8 * q + (lane >> 2), xe, *reinterpret_cast<float(*)[8]>(fv));
+    } else {
 #pragma unroll
-    for (int r = 0; r < HCF_R; r++) {
-        int t = q + r * HCF_GRP;
-        fv[r] = i < n && t < nm ? __ldg(fn + (size_t)t * n + i) : 0.f;
+        for (int r = 0; r < HCF_R; r++) {
+            int t = q + r * HCF_GRP;
+            fv[r] = i < n && t < nm ? __ldg(fn + (size_t)t * n + i) : 0.f;
+        }
     }
     pdl_begin();
     float xv;
@@ -1121,9 +1361,22 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(float *X, const float
         }
         __syncthreads();
         xv = i < n ? xsh[it] : 0.f;
-    } else {
+    } else if (!hx) {
         xv = i < n ? X[(size_t)s * n + i] : 0.f;
     }
+    if (hx) {
+        float x[8], d[4];
+#pragma unroll
+        for (int k = 0; k < 8; k++)
+            x[k] = lane < 4 && xe + k < n ? (pv.X0 ? xsh[warp * 32 + 8 * lane + k] : X[(size_t)s * n + xe + k]) : 0.f;
+        hcx_piece_dec(x, *reinterpret_cast<float(*)[8]>(fv), q, lane, d);
+        if (q < 3 && lane < 4) {
+            red[warp][8 * q + 2 * lane] = d[0];
+            red[warp][8 * q + 2 * lane + 1] = d[1];
+        } else if (q == 3 && lane == 0) {
+            red[warp][nm] = d[0];
+        }
+    } else
     for (int t0 = q; t0 <= nm; t0 += HCF_GRP * HCF_R) {
         if (t0 != q) {
 #pragma unroll
@@ -6757,6 +7010,7 @@ struct cuda_engine {
     int attn_fuse, attn_force, attn_sms;
     cudaStream_t ast, ist;
     cudaEvent_t aev[5];
+    int hcx; // hc = 4's mixes on tensor cores (HCX; CTX_CUDA_HC_MMA, cuda_engine_hcx_mode at creation)
     // the decode step as a CUDA graph (captured at the first decode, replayed after)
     int graph_on;   // allowed (cuda_engine_use_graph)
     int graph_fail; // capture or instantiation failed: direct launches
@@ -7831,6 +8085,7 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     // the decode attention's second stream and its fork / join events (struct cuda_engine: attn_fuse)
     g->attn_fuse = attn_fuse_default();
     g->attn_sms = sms > 0 ? sms : 1;
+    g->hcx = hcx_switch.on();
     if (!rc)
         rc = cu(e, cudaStreamCreateWithFlags(&g->ast, cudaStreamNonBlocking), "cudaStreamCreate (attention)");
     if (!rc)
@@ -9457,7 +9712,14 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
     if (dec4 && g->hc_fuse) // decode: the mixes and pre in one launch (k_hc_mixpre: k_hc_mix's and k_hc_pre's bits)
         launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, (unsigned)S), HCP_THREADS, 0, g->st, X, L->hc_fn[site], nm,
                    g->hcpart, g->hccnt, L->hc_scale[site], L->hc_base[site], hc, c->hc_sinkhorn_iters,
-                   (float)c->hc_eps, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0, pv);
+                   (float)c->hc_eps, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0, pv, g->hcx);
+    else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy && g->hcx) // prefill HCX: 16 tokens a warp
+        if (X16)
+            k_hc_mixt<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCX_TOK - 1) / HCX_TOK)), 32 * HCX_WARPS,
+                                  0, g->st>>>(X16, L->hc_fn[site], S, hc * D, g->hcpart);
+        else
+            k_hc_mixt<float><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCX_TOK - 1) / HCX_TOK)), 32 * HCX_WARPS, 0,
+                               g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart);
     else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
         if (X16)
             k_hc_mix4<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0,
@@ -9467,7 +9729,7 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
                                g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart);
     else
         launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)S), HC_CH, 0, g->st, X, L->hc_fn[site], hc * D, nm,
-                   g->hcpart);
+                   g->hcpart, g->hcx);
     if (dec4 && g->hc_fuse) {
         // pre ran in k_hc_mixpre
     } else if (hc == 4 && S > HCM_MIN_S && !g->cp_legacy) { // prefill: Sinkhorn a warp a token, then u and its norm
@@ -9550,9 +9812,10 @@ static int head_queue(struct cuda_engine *g, const float *X, int nlog, const flo
     if (hc == 4 && g->hc_fuse) // both in one launch (k_hc_mixpre in head mode: the same bits)
         launch_pdl(k_hc_mixpre<4>, dim3((unsigned)g->hc_nch, (unsigned)nlog), HCP_THREADS, 0, g->st, (float *)X, fn, hc,
                    g->hcpart, g->hccnt, scale, base, hc, 0, heps, D, nullptr, nullptr, normw, reps, g->hidden, 1,
-                   hc_prev{});
+                   hc_prev{}, g->hcx);
     else {
-        launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)nlog), HC_CH, 0, g->st, X, fn, hc * D, hc, g->hcpart);
+        launch_pdl(k_hc_mix, dim3((unsigned)g->hc_nch, (unsigned)nlog), HC_CH, 0, g->st, X, fn, hc * D, hc, g->hcpart,
+                   g->hcx);
         if (hc == 4)
             launch_pdl(k_hc_pre<4>, nlog, HCP_THREADS, 0, g->st, g->hcpart, g->hc_nch, scale, base, hc, 0, heps, X, D,
                        nullptr, nullptr, normw, reps, g->hidden, 1);

@@ -1473,6 +1473,44 @@ static void hc_label(int v, char *out, size_t cap)
         snprintf(out, cap, "the earlier launches");
 }
 
+/* HCX (the default: hc = 4's mixes as bf16 mma chains, fn split in three bf16 terms) against the fp32 form
+ * (cuda_engine_hcx_mode(0): fp32 products added by xor trees): two engines on mid, the same prefill of 300
+ * tokens in chunks of 64 and 8 decode steps; both compute the mixes to fp32's accuracy in different orders,
+ * so the logits must agree within the rounding bounds of two CUDA runs (agg_check's rms bounds). Part "mhc". */
+static void test_hcx(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    enum { P = 300, T = 8, R = T + 1 };
+    int ok = !inf_config_builtin("mid", &c, &e) && !inf_weights_synthetic(&c, 11, &w, &e);
+    int V = c.vocab_size, *tok = malloc(sizeof(int) * (P + T));
+    float *rows[2] = {malloc(sizeof(float) * (size_t)R * V), malloc(sizeof(float) * (size_t)R * V)};
+    ok = ok && tok && rows[0] && rows[1];
+    for (int i = 0; ok && i < P + T; i++)
+        tok[i] = (i * 7919 + 13) % V;
+    for (int v = 0; v < 2 && ok; v++) {
+        struct cuda_engine *g = NULL;
+        struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 1024};
+        cuda_engine_hcx_mode(v);
+        ok = !cuda_engine_new(w, &o, &g, &e) && !gpu_run(g, tok, P, P + T, 64, rows[v], V);
+        cuda_engine_free(g);
+    }
+    cuda_engine_hcx_mode(-1);
+    tap(ok, "hcx: mid, fp32 mixes and HCX runs%s%s", ok ? "" : ": ", ok ? "" : e.msg);
+    if (ok) {
+        struct agg a;
+        agg_init(&a, R);
+        for (int r = 0; r < R; r++)
+            agg_row(&a, rows[1] + (size_t)r * V, rows[0] + (size_t)r * V, V);
+        agg_check(&a, "hcx: mid, HCX vs fp32 mixes, cuda logits", 2);
+    }
+    free(rows[0]);
+    free(rows[1]);
+    free(tok);
+    inf_weights_free(w);
+}
+
 static void test_hc(void)
 {
     struct ctx_err e = {0};
@@ -2008,6 +2046,7 @@ int main(void)
     }
     if (strstr(parts, "mhc")) {
         test_hc();
+        test_hcx();
         static const struct switch_ops x16_ops = {"x16", 2, x16_set, x16_label, NULL};
         test_idx_switch(&x16_ops, "mid");
         cuda_engine_x16_mode(-1);
