@@ -89,6 +89,10 @@ void cuda_engine_x16_mode(int on);
 /* hc = 4's mHC mixes on tensor cores (HCX, kernels/engine.cu; the default) or as fp32 products added by xor trees
  * (on 0): for engines created after the call (-1: the environment's CTX_CUDA_HC_MMA again). */
 void cuda_engine_hcx_mode(int on);
+/* Prefill's mHC pre (hc = 4, D <= 4096) in 256-thread blocks (k_hc_pre4q; the default) or k_hc_pre<4, 1>'s
+ * 1024-thread ones (on 0): the same bits. Process-wide, read at each forward; -1: the environment's
+ * CTX_CUDA_HC_PRE4Q again. */
+void cuda_engine_pre4q_mode(int on);
 unsigned long long cuda_engine_lt_rows_calls(const struct cuda_engine *g);
 
 /* Feed tokens[0..S) at the current position (S <= max_chunk; a longer prompt is several calls)

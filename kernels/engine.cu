@@ -910,10 +910,18 @@ __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const XT *X, const float *f
 // (token r of a tile in row r of A; B: fn's split words, from shared memory; the squares' B: the tile's own
 // rows, so their diagonals), each lane adding its values over the pieces in piece order from 0, as the decode
 // kernels' blocks add their warps. Block: chunk c, its fn rows split once into shared memory; HCX_WARPS warps
-// x HCX_TPW tiles of 16 tokens. Grid (chunks, ceil(S / HCX_TOK)).
+// x tpw tiles of 16 tokens. Grid (chunks, ceil(S / (16 HCX_WARPS tpw))).
 #define HCX_WARPS 8
-#define HCX_TPW 2
-#define HCX_TOK (16 * HCX_WARPS * HCX_TPW)
+// tiles of 16 tokens a warp (tpw; CTX_CUDA_HCX_TPW, default 1): more blocks, each filling its shared memory once
+static int hcx_tpw(void)
+{
+    static const int v = [] {
+        const char *e = getenv("CTX_CUDA_HCX_TPW");
+        const int t = e && *e ? atoi(e) : 1;
+        return t >= 1 && t <= 8 ? t : 1;
+    }();
+    return v;
+}
 // Row r's 8 elements e .. e + 7 as 4 bf16x2 words (zeros past S or n); the streams' values are bf16 (exact).
 __device__ __forceinline__ void hcx_row8(const uint16_t *X, int S, int n, int r, int e, uint32_t (&w)[4])
 {
@@ -946,7 +954,8 @@ __device__ __forceinline__ void hcx_row8(const float *X, int S, int n, int r, in
         w[k] = pack_bf16x2(x[2 * k], x[2 * k + 1]);
 }
 template <typename XT>
-__global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const float *fn, int S, int n, float *part)
+__global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const float *fn, int S, int n, float *part,
+                                                             int tpw)
 {
     __shared__ uint2 sb[HC_CH / 32][2][3][3][32]; // piece, step, tile, split term, lane: (b0, b1)
     const int c = blockIdx.x, nch = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2,
@@ -966,17 +975,25 @@ __global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const f
         }
     }
     __syncthreads();
-    for (int tt = 0; tt < HCX_TPW; tt++) {
-        const int s0 = ((blockIdx.y * HCX_TPW + tt) * HCX_WARPS + warp) * 16;
+    for (int tt = 0; tt < tpw; tt++) {
+        const int s0 = ((blockIdx.y * tpw + tt) * HCX_WARPS + warp) * 16;
         if (s0 >= S) // warp-uniform
             break;
         const int sg = s0 + g, sh = sg + 8;
         float v[3][4] = {}, q0 = 0.f, q1 = 0.f;
+        uint32_t na[4], nb[4]; // the next piece's rows, loaded under this piece's products
+        hcx_row8(X, S, n, sg, c * HC_CH + 8 * t, na);
+        hcx_row8(X, S, n, sh, c * HC_CH + 8 * t, nb);
+#pragma unroll 1
         for (int w = 0; w < HC_CH / 32; w++) {
-            const int e = c * HC_CH + 32 * w + 8 * t;
             uint32_t ra[4], rb[4];
-            hcx_row8(X, S, n, sg, e, ra);
-            hcx_row8(X, S, n, sh, e, rb);
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                ra[k] = na[k], rb[k] = nb[k];
+            if (w + 1 < HC_CH / 32) {
+                hcx_row8(X, S, n, sg, c * HC_CH + 32 * (w + 1) + 8 * t, na);
+                hcx_row8(X, S, n, sh, c * HC_CH + 32 * (w + 1) + 8 * t, nb);
+            }
             const uint32_t a[2][4] = {{ra[0], rb[0], ra[1], rb[1]}, {ra[2], rb[2], ra[3], rb[3]}};
 #pragma unroll
             for (int nt = 0; nt < 3; nt++) {
@@ -1233,6 +1250,90 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_pre(const float *part, int n
     pdl_begin();
     hc_pre_body<HC, PRE_IN, 0, XT>(blockIdx.x, part, nch, scale, base, hc, iters, eps, X, D, post_out, comb_out, normw,
                                    norm_eps, u, head);
+}
+
+// k_hc_pre<4, 1> for prefill chunks whose hidden size has at most HCP_THREADS groups of 4 (D <= 4096: V4-Flash)
+// in blocks of HCQ_THREADS, the same bits: thread t plays k_hc_pre's threads v = t + HCQ_THREADS j (j < HCQ_V),
+// each its one group's u = bf16(sum_k pre_k X_k) and sum of squares in k_hc_pre's order, then block_sum's
+// trees as k_hc_pre's 32 warps run them (virtual warp w' + 8j is this block's warp w' on slot j: its xor
+// tree, then warp 0's tree over the 32 warp sums), and the norm's elementwise operations. Why: k_hc_pre's
+// 1024-thread blocks (one a token, two an SM) spend a block's life on one load round trip and three
+// barriers for 48 KB; 256-thread blocks put four times the tokens in flight (~0.10 ms a launch at 4096
+// tokens, 779 us for flash4's 8 in Nsight Compute, for ~0.2 GB: ~0.05 ms at the copy rate).
+#define HCQ_THREADS 256
+#define HCQ_V (HCP_THREADS / HCQ_THREADS)
+template <typename XT>
+__global__ void __launch_bounds__(HCQ_THREADS) k_hc_pre4q(const float *part, int nch, const XT *X, int D,
+                                                           const uint16_t *normw, float norm_eps, float *u)
+{
+    __shared__ float pre[4], sh[HCP_THREADS / 32];
+    const int s = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, G = D / 4;
+    pdl_begin();
+    const XT *Xs = X + (size_t)s * 4 * D;
+    float4 xr[HCQ_V][4];
+    uint2 wr[HCQ_V];
+#pragma unroll
+    for (int j = 0; j < HCQ_V; j++) {
+        const int g = tid + j * HCQ_THREADS;
+        if (g < G) {
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+                xr[j][k] = xld4<0>(Xs + (size_t)k * D, (size_t)g);
+            wr[j] = __ldg(reinterpret_cast<const uint2 *>(normw) + g);
+        }
+    }
+    if (tid < 4)
+        pre[tid] = part[(size_t)s * nch * (HCM_NM + 1) + tid];
+    __syncthreads();
+    float ss[HCQ_V];
+#pragma unroll
+    for (int j = 0; j < HCQ_V; j++) {
+        const int g = tid + j * HCQ_THREADS;
+        ss[j] = 0.f;
+        if (g < G) {
+            float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float pk = pre[k];
+                a.x += pk * xr[j][k].x;
+                a.y += pk * xr[j][k].y;
+                a.z += pk * xr[j][k].z;
+                a.w += pk * xr[j][k].w;
+            }
+            a = make_float4(bf16r(a.x), bf16r(a.y), bf16r(a.z), bf16r(a.w));
+            ss[j] += a.x * a.x;
+            ss[j] += a.y * a.y;
+            ss[j] += a.z * a.z;
+            ss[j] += a.w * a.w;
+            xr[j][0] = a;
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < HCQ_V; j++) {
+        const float v = warp_sum(ss[j]);
+        if (lane == 0)
+            sh[warp + j * (HCQ_THREADS / 32)] = v;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const float t = warp_sum(sh[lane]);
+        if (lane == 0)
+            sh[0] = t;
+    }
+    __syncthreads();
+    const float r = 1.0f / sqrtf(sh[0] / (float)D + norm_eps);
+    float *us = u + (size_t)s * D;
+#pragma unroll
+    for (int j = 0; j < HCQ_V; j++) {
+        const int g = tid + j * HCQ_THREADS;
+        if (g < G) {
+            const float4 a = xr[j][0];
+            const uint2 w = wr[j];
+            reinterpret_cast<float4 *>(us)[g] =
+                make_float4(bf16r(bf16ld((uint16_t)w.x) * (a.x * r)), bf16r(bf16ld((uint16_t)(w.x >> 16)) * (a.y * r)),
+                            bf16r(bf16ld((uint16_t)w.y) * (a.z * r)), bf16r(bf16ld((uint16_t)(w.y >> 16)) * (a.w * r)));
+        }
+    }
 }
 
 // The combine's order: add(j) for the token's k <= KMAX expert slots j in ascending expert id (a
@@ -9666,6 +9767,9 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
 // bits either way): chunks of more than HCM_MIN_S tokens with hc = 4 (HCM_NM mixes) and D % 8 == 0 on the
 // prefill mHC kernels (k_hc_mix4, k_hc_sink4 + k_hc_pre<4, 1>, k_hc_post4v), not the legacy path.
 static env_switch x16_switch{"CTX_CUDA_X16"};
+// k_hc_pre4q for prefill's pre (CTX_CUDA_HC_PRE4Q=0: k_hc_pre<4, 1>; the same bits)
+static env_switch pre4q_switch{"CTX_CUDA_HC_PRE4Q"};
+extern "C" void cuda_engine_pre4q_mode(int on) { pre4q_switch.set(on); }
 extern "C" void cuda_engine_x16_mode(int on) { x16_switch.set(on); }
 static int x16_use(const struct cuda_engine *g, int S)
 {
@@ -9705,6 +9809,7 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
         g->pend = 0;
     }
     float *X = g->xcur;
+    const uint16_t *const site_norm = site ? L->ffn_norm : L->attn_norm;
     // a prefill forward's streams as bf16 bits (forward_queue: x16), for the kernels below that take them
     uint16_t *const X16 = g->x16 && hc == 4 && !dec4 && nm == HCM_NM && S > HCM_MIN_S ? g->X16 : nullptr;
     if (g->x16 && !X16)
@@ -9715,11 +9820,13 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
                    (float)c->hc_eps, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0, pv, g->hcx);
     else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy && g->hcx) // prefill HCX: 16 tokens a warp
         if (X16)
-            k_hc_mixt<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCX_TOK - 1) / HCX_TOK)), 32 * HCX_WARPS,
-                                  0, g->st>>>(X16, L->hc_fn[site], S, hc * D, g->hcpart);
+            k_hc_mixt<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + 16 * HCX_WARPS * hcx_tpw() - 1) /
+                                                                         (16 * HCX_WARPS * hcx_tpw()))),
+                                  32 * HCX_WARPS, 0, g->st>>>(X16, L->hc_fn[site], S, hc * D, g->hcpart, hcx_tpw());
         else
-            k_hc_mixt<float><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCX_TOK - 1) / HCX_TOK)), 32 * HCX_WARPS, 0,
-                               g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart);
+            k_hc_mixt<float><<<dim3((unsigned)g->hc_nch, (unsigned)((S + 16 * HCX_WARPS * hcx_tpw() - 1) /
+                                                                      (16 * HCX_WARPS * hcx_tpw()))),
+                               32 * HCX_WARPS, 0, g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart, hcx_tpw());
     else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
         if (X16)
             k_hc_mix4<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0,
@@ -9736,7 +9843,12 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
         k_hc_sink4<<<(unsigned)((S + HCS_WARPS - 1) / HCS_WARPS), HCS_WARPS * 32, 0, g->st>>>(
             g->hcpart, S, g->hc_nch, L->hc_scale[site], L->hc_base[site], c->hc_sinkhorn_iters, (float)c->hc_eps, D,
             g->post, g->comb, eps);
-        if (X16)
+        if (D % 4 == 0 && D / 4 <= HCP_THREADS && site_norm && pre4q_switch.on()) // 256-thread blocks, the same bits
+            if (X16)
+                k_hc_pre4q<uint16_t><<<S, HCQ_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, X16, D, site_norm, eps, g->u);
+            else
+                k_hc_pre4q<float><<<S, HCQ_THREADS, 0, g->st>>>(g->hcpart, g->hc_nch, X, D, site_norm, eps, g->u);
+        else if (X16)
             k_hc_pre<4, 1, uint16_t><<<S, HCP_THREADS, 0, g->st>>>(
                 g->hcpart, g->hc_nch, L->hc_scale[site], L->hc_base[site], hc, c->hc_sinkhorn_iters, (float)c->hc_eps,
                 X16, D, g->post, g->comb, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0);

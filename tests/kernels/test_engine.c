@@ -1157,6 +1157,15 @@ static void x16_set(struct cuda_engine *g, int v)
 }
 static void x16_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "bf16 streams" : "float streams"); }
 
+/* Prefill's mHC pre in 256-thread blocks (k_hc_pre4q, cuda_engine_pre4q_mode) against k_hc_pre<4, 1>'s 1024:
+ * the same operations in the same order, so the same bits. The runs of the idx part. Part "mhc". */
+static void pre4q_set(struct cuda_engine *g, int v)
+{
+    (void)g;
+    cuda_engine_pre4q_mode(v);
+}
+static void pre4q_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "k_hc_pre4q" : "k_hc_pre<4, 1>"); }
+
 static void test_idx_switch(const struct switch_ops *ops, const char *cfg)
 {
     struct ctx_err e = {0};
@@ -2050,6 +2059,9 @@ int main(void)
         static const struct switch_ops x16_ops = {"x16", 2, x16_set, x16_label, NULL};
         test_idx_switch(&x16_ops, "mid");
         cuda_engine_x16_mode(-1);
+        static const struct switch_ops pre4q_ops = {"pre4q", 2, pre4q_set, pre4q_label, NULL};
+        test_idx_switch(&pre4q_ops, "mid");
+        cuda_engine_pre4q_mode(-1);
     }
     if (strstr(parts, "afuse")) {
         static const struct switch_ops fuse_ops = {"attn fuse", (int)(sizeof attn_modes / sizeof attn_modes[0]),
