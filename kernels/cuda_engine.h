@@ -86,9 +86,10 @@ void cuda_engine_lt_rows_mode(int on);
  * them as floats (CTX_CUDA_X16=0), 1 on, < 0 the environment's. The same bits either way. Test and
  * benchmark entry; process-wide, read at each forward. */
 void cuda_engine_x16_mode(int on);
-/* hc = 4's mHC mixes on tensor cores (HCX, kernels/engine.cu; the default) or as fp32 products added by xor trees
- * (on 0): for engines created after the call (-1: the environment's CTX_CUDA_HC_MMA again). */
-void cuda_engine_hcx_mode(int on);
+/* hc = 4's mHC mixes on tensor cores (HCX, kernels/engine.cu: mode 1 one mma chain a tile, 2 its products' mmas
+ * added in fp32; the default 2) or as fp32 products added by xor trees (mode 0): for engines created after the
+ * call (-1: the environment's CTX_CUDA_HC_MMA again, else the default). */
+void cuda_engine_hcx_mode(int mode);
 /* Prefill's mHC pre (hc = 4, D <= 4096) in 256-thread blocks (k_hc_pre4q; the default) or k_hc_pre<4, 1>'s
  * 1024-thread ones (on 0): the same bits. Process-wide, read at each forward; -1: the environment's
  * CTX_CUDA_HC_PRE4Q again. */

@@ -638,8 +638,18 @@ __global__ void k_rmsnorm_r(const float *x, const uint16_t *w, int n, float eps,
 // (k_hc_mix4) needs a multiply and an add per element and mix, 48 fp32 instructions an element, and ran
 // at 57% of its issue slots waiting on shared memory: ~0.25 ms a launch at 4096 tokens for 0.13 GB read.
 // CTX_CUDA_HC_MMA=0 (read when an engine is created, cuda_engine_hcx_mode) keeps the fp32 form everywhere.
-static env_switch hcx_switch{"CTX_CUDA_HC_MMA"};
-extern "C" void cuda_engine_hcx_mode(int on) { hcx_switch.set(on); }
+// the mode engines take at creation: 0 the fp32 form, 1 or 2 HCX (hcx_chain); CTX_CUDA_HC_MMA, else HCX_DEFAULT
+#define HCX_DEFAULT 2
+static std::atomic<int> hcx_override{-1};
+extern "C" void cuda_engine_hcx_mode(int mode) { hcx_override.store(mode >= 0 && mode <= 2 ? mode : -1); }
+static int hcx_mode_now(void)
+{
+    const int o = hcx_override.load();
+    if (o >= 0)
+        return o;
+    const char *e = getenv("CTX_CUDA_HC_MMA");
+    return e && (e[0] == '0' || e[0] == '1' || e[0] == '2') && !e[1] ? e[0] - '0' : HCX_DEFAULT;
+}
 // Three bf16 words (h, m, l) of the pair (f0, f1), f0 in the low halves.
 __device__ __forceinline__ void hcx_split2(float f0, float f1, uint32_t &h, uint32_t &m, uint32_t &l)
 {
@@ -661,9 +671,28 @@ __device__ __forceinline__ void hcx_fn8(const float *fn, int n, int j, int e, fl
             f[k] = e + k < n ? __ldg(src + k) : 0.f;
     }
 }
-// A tile's chain: B words bw[s][term][0..1] (b0, b1 of step s and split term h, m, l), A words a[s][0..3].
-__device__ __forceinline__ void hcx_chain(float (&d)[4], const uint32_t (&a)[2][4], const uint32_t (&bw)[2][3][2])
+// A tile's piece value: B words bw[s][term][0..1] (b0, b1 of step s and split term h, m, l), A words
+// a[s][0..3]. Mode 1: one chain into one accumulator from 0 (steps 0, 1; within a step h, m, l). Mode 2:
+// each of the six products its own mma from 0 (an mma's adder truncates its addends to the largest one's
+// alignment, the running sum included, so a chain rounds toward zero six times at the piece's magnitude),
+// then added in fp32, the small terms first: ((l0 + l1) + (m0 + m1) + h0) + h1.
+__device__ __forceinline__ void hcx_chain(float (&d)[4], const uint32_t (&a)[2][4], const uint32_t (&bw)[2][3][2],
+                                          int mode)
 {
+    if (mode == 2) {
+        float e[2][3][4];
+#pragma unroll
+        for (int s = 0; s < 2; s++)
+#pragma unroll
+            for (int k = 0; k < 3; k++) {
+                e[s][k][0] = e[s][k][1] = e[s][k][2] = e[s][k][3] = 0.f;
+                mma_bf16_16816(e[s][k], a[s][0], a[s][1], a[s][2], a[s][3], bw[s][k][0], bw[s][k][1]);
+            }
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+            d[r] = (((e[0][2][r] + e[1][2][r]) + (e[0][1][r] + e[1][1][r])) + e[0][0][r]) + e[1][0][r];
+        return;
+    }
     d[0] = d[1] = d[2] = d[3] = 0.f;
 #pragma unroll
     for (int s = 0; s < 2; s++)
@@ -671,9 +700,23 @@ __device__ __forceinline__ void hcx_chain(float (&d)[4], const uint32_t (&a)[2][
         for (int k = 0; k < 3; k++)
             mma_bf16_16816(d, a[s][0], a[s][1], a[s][2], a[s][3], bw[s][k][0], bw[s][k][1]);
 }
-// The squares' chain: B = the A words of rows (b0: slots 2t.., b1: slots 2t + 8..) given by r[s][0..1].
-__device__ __forceinline__ void hcx_chain_sq(float (&d)[4], const uint32_t (&a)[2][4], const uint32_t (&r)[2][2])
+// The squares' value: B = the A words of rows (b0: slots 2t.., b1: slots 2t + 8..) given by r[s][0..1];
+// mode 1 one chain, mode 2 each step from 0, then step 0 + step 1.
+__device__ __forceinline__ void hcx_chain_sq(float (&d)[4], const uint32_t (&a)[2][4], const uint32_t (&r)[2][2],
+                                             int mode)
 {
+    if (mode == 2) {
+        float e[2][4];
+#pragma unroll
+        for (int s = 0; s < 2; s++) {
+            e[s][0] = e[s][1] = e[s][2] = e[s][3] = 0.f;
+            mma_bf16_16816(e[s], a[s][0], a[s][1], a[s][2], a[s][3], r[s][0], r[s][1]);
+        }
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            d[k] = e[0][k] + e[1][k];
+        return;
+    }
     d[0] = d[1] = d[2] = d[3] = 0.f;
 #pragma unroll
     for (int s = 0; s < 2; s++)
@@ -683,7 +726,8 @@ __device__ __forceinline__ void hcx_chain_sq(float (&d)[4], const uint32_t (&a)[
 // row 0), tile nt (0..2: mixes 8 nt + g's B; 3: the squares). The piece's values of row 0 come out in lanes
 // 0..3: d[0], d[1] = mixes 8 nt + 2t, + 1 (tile nt < 3), lane 0's d[0] = the sum of squares (nt = 3).
 // f: the tile's fn values of this lane (hcx_fn8 of row 8 nt + g at p0 + 8t), loaded by the caller.
-__device__ __forceinline__ void hcx_piece_dec(const float (&x)[8], const float (&f)[8], int nt, int lane, float (&d)[4])
+__device__ __forceinline__ void hcx_piece_dec(const float (&x)[8], const float (&f)[8], int nt, int lane, float (&d)[4],
+                                              int mode)
 {
     const bool row0 = lane < 4;
     uint32_t a[2][4], w[4];
@@ -699,7 +743,7 @@ __device__ __forceinline__ void hcx_piece_dec(const float (&x)[8], const float (
     }
     if (nt == 3) {
         const uint32_t r[2][2] = {{w[0], w[1]}, {w[2], w[3]}}; // column 0 = row 0's (lanes 0..3: g = 0)
-        hcx_chain_sq(d, a, r);
+        hcx_chain_sq(d, a, r, mode);
         return;
     }
     uint32_t bw[2][3][2];
@@ -708,7 +752,7 @@ __device__ __forceinline__ void hcx_piece_dec(const float (&x)[8], const float (
         hcx_split2(f[4 * s], f[4 * s + 1], bw[s][0][0], bw[s][1][0], bw[s][2][0]);
         hcx_split2(f[4 * s + 2], f[4 * s + 3], bw[s][0][1], bw[s][1][1], bw[s][2][1]);
     }
-    hcx_chain(d, a, bw);
+    hcx_chain(d, a, bw, mode);
 }
 __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *fn, int n, int nm, float *part, int tc)
 {
@@ -729,7 +773,7 @@ __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *f
 #pragma unroll
         for (int nt = 0; nt < 4; nt++) {
             float d[4];
-            hcx_piece_dec(x, f[nt < 3 ? nt : 0], nt, lane, d);
+            hcx_piece_dec(x, f[nt < 3 ? nt : 0], nt, lane, d, tc);
             if (nt < 3 && lane < 4) {
                 red[warp][8 * nt + 2 * lane] = d[0];
                 red[warp][8 * nt + 2 * lane + 1] = d[1];
@@ -955,7 +999,7 @@ __device__ __forceinline__ void hcx_row8(const float *X, int S, int n, int r, in
 }
 template <typename XT>
 __global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const float *fn, int S, int n, float *part,
-                                                             int tpw)
+                                                             int tpw, int mode)
 {
     __shared__ uint2 sb[HC_CH / 32][2][3][3][32]; // piece, step, tile, split term, lane: (b0, b1)
     const int c = blockIdx.x, nch = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2,
@@ -1007,15 +1051,15 @@ __global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const f
                         bw[st][k][1] = b.y;
                     }
                 float d[4];
-                hcx_chain(d, a, bw);
+                hcx_chain(d, a, bw, mode);
 #pragma unroll
                 for (int r = 0; r < 4; r++)
                     v[nt][r] += d[r];
             }
             const uint32_t r1[2][2] = {{ra[0], ra[1]}, {ra[2], ra[3]}}, r2[2][2] = {{rb[0], rb[1]}, {rb[2], rb[3]}};
             float d1[4], d2[4];
-            hcx_chain_sq(d1, a, r1); // column g: token sg (its diagonal in lane (g, g / 2))
-            hcx_chain_sq(d2, a, r2); // column g: token sh
+            hcx_chain_sq(d1, a, r1, mode); // column g: token sg (its diagonal in lane (g, g / 2))
+            hcx_chain_sq(d2, a, r2, mode); // column g: token sh
             q0 += (g & 1) ? d1[1] : d1[0];
             q1 += (g & 1) ? d2[3] : d2[2];
         }
@@ -1038,6 +1082,54 @@ __global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const f
                 ph[HCM_NM] = q1;
         }
     }
+}
+
+// Test entry (tests/kernels/test_engine.c, part mhc): hc = 4's chunk partials of S rows X [S][n] (floats of bf16
+// values) against fn [24][n] by the prefill kernel of `mode` (0: k_hc_mix4, 1 or 2: k_hc_mixt) into part and by
+// the decode kernel k_hc_mix of the same mode into dpart, both [S][ceil(n / 256)][25].
+static int hcx_check_cu(struct ctx_err *e, cudaError_t r, const char *what)
+{
+    return r == cudaSuccess ? 0 : ctx_err_set(e, CTX_EIO, "cuda_hc_mix_check: %s: %s", what, cudaGetErrorString(r));
+}
+extern "C" int cuda_hc_mix_check(int mode, const float *X, const float *fn, int S, int n, float *part, float *dpart,
+                                 struct ctx_err *e)
+{
+    if (mode < 0 || mode > 2 || S < 1 || n < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_hc_mix_check: mode %d, S %d, n %d", mode, S, n);
+    const int nch = (n + HC_CH - 1) / HC_CH;
+    const size_t xb = sizeof(float) * (size_t)S * n, fb = sizeof(float) * (size_t)HCM_NM * n,
+                 pb = sizeof(float) * (size_t)S * nch * (HCM_NM + 1);
+    float *dX = nullptr, *dF = nullptr, *dP = nullptr, *dQ = nullptr;
+    int rc = hcx_check_cu(e, cudaMalloc(&dX, xb), "cudaMalloc");
+    if (!rc)
+        rc = hcx_check_cu(e, cudaMalloc(&dF, fb), "cudaMalloc");
+    if (!rc)
+        rc = hcx_check_cu(e, cudaMalloc(&dP, pb), "cudaMalloc");
+    if (!rc)
+        rc = hcx_check_cu(e, cudaMalloc(&dQ, pb), "cudaMalloc");
+    if (!rc)
+        rc = hcx_check_cu(e, cudaMemcpy(dX, X, xb, cudaMemcpyHostToDevice), "cudaMemcpy");
+    if (!rc)
+        rc = hcx_check_cu(e, cudaMemcpy(dF, fn, fb, cudaMemcpyHostToDevice), "cudaMemcpy");
+    if (!rc) {
+        if (mode)
+            k_hc_mixt<float><<<dim3((unsigned)nch, (unsigned)((S + 16 * HCX_WARPS - 1) / (16 * HCX_WARPS))),
+                               32 * HCX_WARPS>>>(dX, dF, S, n, dP, 1, mode);
+        else
+            k_hc_mix4<float><<<dim3((unsigned)nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK>>>(dX, dF, S, n,
+                                                                                                      dP);
+        k_hc_mix<<<dim3((unsigned)nch, (unsigned)S), HC_CH>>>(dX, dF, n, HCM_NM, dQ, mode);
+        rc = hcx_check_cu(e, cudaDeviceSynchronize(), "the kernels");
+    }
+    if (!rc)
+        rc = hcx_check_cu(e, cudaMemcpy(part, dP, pb, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    if (!rc)
+        rc = hcx_check_cu(e, cudaMemcpy(dpart, dQ, pb, cudaMemcpyDeviceToHost), "cudaMemcpy");
+    cudaFree(dX);
+    cudaFree(dF);
+    cudaFree(dP);
+    cudaFree(dQ);
+    return rc;
 }
 
 __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -1470,7 +1562,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(float *X, const float
 #pragma unroll
         for (int k = 0; k < 8; k++)
             x[k] = lane < 4 && xe + k < n ? (pv.X0 ? xsh[warp * 32 + 8 * lane + k] : X[(size_t)s * n + xe + k]) : 0.f;
-        hcx_piece_dec(x, *reinterpret_cast<float(*)[8]>(fv), q, lane, d);
+        hcx_piece_dec(x, *reinterpret_cast<float(*)[8]>(fv), q, lane, d, tc);
         if (q < 3 && lane < 4) {
             red[warp][8 * q + 2 * lane] = d[0];
             red[warp][8 * q + 2 * lane + 1] = d[1];
@@ -8186,7 +8278,7 @@ extern "C" int cuda_engine_new(const struct inf_weights *w, const struct cuda_en
     // the decode attention's second stream and its fork / join events (struct cuda_engine: attn_fuse)
     g->attn_fuse = attn_fuse_default();
     g->attn_sms = sms > 0 ? sms : 1;
-    g->hcx = hcx_switch.on();
+    g->hcx = hcx_mode_now();
     if (!rc)
         rc = cu(e, cudaStreamCreateWithFlags(&g->ast, cudaStreamNonBlocking), "cudaStreamCreate (attention)");
     if (!rc)
@@ -9822,11 +9914,11 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
         if (X16)
             k_hc_mixt<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + 16 * HCX_WARPS * hcx_tpw() - 1) /
                                                                          (16 * HCX_WARPS * hcx_tpw()))),
-                                  32 * HCX_WARPS, 0, g->st>>>(X16, L->hc_fn[site], S, hc * D, g->hcpart, hcx_tpw());
+                                  32 * HCX_WARPS, 0, g->st>>>(X16, L->hc_fn[site], S, hc * D, g->hcpart, hcx_tpw(), g->hcx);
         else
             k_hc_mixt<float><<<dim3((unsigned)g->hc_nch, (unsigned)((S + 16 * HCX_WARPS * hcx_tpw() - 1) /
                                                                       (16 * HCX_WARPS * hcx_tpw()))),
-                               32 * HCX_WARPS, 0, g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart, hcx_tpw());
+                               32 * HCX_WARPS, 0, g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart, hcx_tpw(), g->hcx);
     else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
         if (X16)
             k_hc_mix4<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0,

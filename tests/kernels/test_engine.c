@@ -31,8 +31,11 @@
  * - the FP8 prefill products in cuBLASLt's rows form (part "mid", test_lt_rows): the form runs, chunked
  *   prefill bit-identical to one chunk, logits within the rounding bounds of the transposed form's.
  * - the decode mHC's paths (part "mhc", test_hc): k_hc_mixpre and the side-stream Sinkhorn against
- *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state; and prefill's streams as
- *   bf16 bits against floats (cuda_engine_x16_mode): bit-identical logits and state.
+ *   k_hc_mix + k_hc_pre, each on its own and both: bit-identical logits and state; prefill's streams as
+ *   bf16 bits against floats (cuda_engine_x16_mode) and k_hc_pre4q against k_hc_pre<4, 1>: bit-identical
+ *   logits and state; HCX (the mixes on tensor cores) against sums in double beside the fp32 form
+ *   (test_hcx_precision: within 2^-20 of the products' magnitudes, prefill and decode kernels bit-identical)
+ *   and against the fp32 form end to end (test_hcx: the rounding bounds of two CUDA runs).
  * - the indexer scores of prefill chunks (part "idx", test_idx_switch): k_idx_score_i8, k_idx_score_i8e and
  *   k_idx_score_iwg against k_idx_score_tc2, on mid (16 indexer heads) and mid64i (64, Flash's): bit-identical
  *   logits and state.
@@ -42,8 +45,9 @@
  *   session's prefill forms (wq_b into bf16 queries, k_moe_combine16, q_prep_rows) bit-identical to the
  *   forms before.
  * - the MTP block and speculative decoding (part "spec", test_spec): the MTP's logits on the fixture
- *   against the CPU's inf_model_mtp on the same streams (<= 0.03 rms/sigma, the CPU's own bound) and
- *   the golden mtp_logits (the fixture's bounds), in pieces against one call; a forward of two tokens
+ *   against the CPU's inf_model_mtp on the same streams over 8 rows (rms/sigma median <= 0.04, worst <= 0.06:
+ *   spec_mtp_rows says why) and the golden mtp_logits (the fixture's bounds), in pieces against one call
+ *   (median <= 0.05, worst <= 0.3, the draft equal); a forward of two tokens
  *   bit-identical to two one-token steps (both rows, and the device argmax); greedy generation with
  *   the MTP's drafts, with every draft right, wrong, and mixed: the plain run's tokens and state byte
  *   for byte, and the same stop.
@@ -1501,7 +1505,7 @@ static void test_hcx(void)
     for (int v = 0; v < 2 && ok; v++) {
         struct cuda_engine *g = NULL;
         struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = 1024};
-        cuda_engine_hcx_mode(v);
+        cuda_engine_hcx_mode(v ? -1 : 0); /* the fp32 form, then the default */
         ok = !cuda_engine_new(w, &o, &g, &e) && !gpu_run(g, tok, P, P + T, 64, rows[v], V);
         cuda_engine_free(g);
     }
@@ -1518,6 +1522,84 @@ static void test_hcx(void)
     free(rows[1]);
     free(tok);
     inf_weights_free(w);
+}
+
+/* HCX's precision against the fp32 form's (part "mhc"): hc = 4's chunk partials of 64 rows of V4-Flash's width
+ * (n = 16384) of bf16 stream values against 24 fp32 fn rows, by the prefill kernel of each mode (0: the fp32
+ * products and xor trees, k_hc_mix4; 1: HCX's one mma chain a tile; 2: its six mmas from 0 added in fp32)
+ * and by the decode kernel of the same mode, against sums in double: each mix's error over the sum of its
+ * products' magnitudes, each sum of squares' over itself. The prefill and decode kernels must agree bit
+ * for bit, and every form within 2^-20 of the products' magnitudes (16 units of fp32's last place; the fp32 form
+ * and HCX both come within one, results/2026-12-01-s31 call5). */
+int cuda_hc_mix_check(int mode, const float *X, const float *fn, int S, int n, float *part, float *dpart,
+                      struct ctx_err *e);
+static float bf16_host(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static void test_hcx_precision(void)
+{
+    enum { S = 64, N = 16384, NM = 24, NCH = N / 256 };
+    float *X = malloc(sizeof(float) * S * N), *fn = malloc(sizeof(float) * NM * N);
+    float *part = malloc(sizeof(float) * S * NCH * (NM + 1)), *dpart = malloc(sizeof(float) * S * NCH * (NM + 1));
+    if (!X || !fn || !part || !dpart) {
+        tap(0, "hcx precision: out of memory");
+        return;
+    }
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < S * N; i++) { /* stream values over a few octaves, bf16 */
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        double u = (double)(r >> 11) / 9007199254740992.0 - 0.5;
+        X[i] = bf16_host((float)(u * (1 << (i % 5))));
+    }
+    for (int i = 0; i < NM * N; i++) { /* fn: full fp32 mantissas */
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        fn[i] = (float)(((double)(r >> 11) / 9007199254740992.0 - 0.5) * 0.02);
+    }
+    for (int mode = 0; mode <= 2; mode++) {
+        struct ctx_err e = {0};
+        int ok = !cuda_hc_mix_check(mode, X, fn, S, N, part, dpart, &e);
+        tap(ok, "hcx precision: mode %d runs%s%s", mode, ok ? "" : ": ", ok ? "" : e.msg);
+        if (!ok)
+            continue;
+        double emax = 0, esum = 0, qmax = 0;
+        long cnt = 0;
+        for (int s = 0; s < S; s++)
+            for (int c = 0; c < NCH; c++) {
+                const float *x = X + (size_t)s * N + c * 256, *pv = part + ((size_t)s * NCH + c) * (NM + 1);
+                for (int j = 0; j < NM; j++) {
+                    double ref = 0, mag = 0;
+                    for (int k = 0; k < 256; k++) {
+                        double p = (double)fn[(size_t)j * N + c * 256 + k] * x[k];
+                        ref += p;
+                        mag += fabs(p);
+                    }
+                    double err = mag > 0 ? fabs(pv[j] - ref) / mag : 0;
+                    emax = err > emax ? err : emax;
+                    esum += err;
+                    cnt++;
+                }
+                double sq = 0;
+                for (int k = 0; k < 256; k++)
+                    sq += (double)x[k] * x[k];
+                double qe = sq > 0 ? fabs(pv[NM] - sq) / sq : 0;
+                qmax = qe > qmax ? qe : qmax;
+            }
+        int same = !memcmp(part, dpart, sizeof(float) * S * NCH * (NM + 1));
+        printf("# hcx precision, mode %d: mixes' error / sum of |products| max %.3e mean %.3e (2^-24 = 5.96e-08), "
+               "squares' max %.3e; prefill and decode kernels %s\n",
+               mode, emax, esum / cnt, qmax, same ? "bit-identical" : "differ");
+        tap(same && emax <= 0x1p-20 && qmax <= 0x1p-20,
+            "hcx precision: mode %d, prefill and decode kernels bit-identical, mixes and squares within 2^-20", mode);
+    }
+    free(X);
+    free(fn);
+    free(part);
+    free(dpart);
 }
 
 static void test_hc(void)
@@ -1745,6 +1827,71 @@ static void last_hook(void *ud, int layer, const float *X, int S, long long pos0
     }
 }
 
+/* The MTP block's numerics over several rows: its logits after P = 36, 40, .., 64 positions of case 2's tokens
+ * (the GPU's own streams), against the CPU's inf_model_mtp on the same streams, and after P > 40 against an
+ * engine of max_chunk 40 (the MTP after each forward call, in pieces of 10 rows). Until 2026-12-01 these were
+ * asserted on P = 64's row alone (<= 0.03: 0.024 and 0.023); over these rows the mHC mixes' fp32 form gives
+ * median 0.031 / worst 0.039 against the CPU and 0.027 / 0.247 in pieces, HCX (as exact as it by
+ * hcx_precision) 0.033 / 0.047 and 0.036 / 0.124 (results/2026-12-01-s31 call6): one row's figure moves with
+ * any reordering of equal precision, and the pieces' worst row was never near the single row's bound. So the
+ * bounds: against the CPU median <= 0.04, worst <= 0.06; in pieces median <= 0.05, worst <= 0.3 (the fixture's
+ * whole-model median bound); the draft at 64 equal (spec_fixture). */
+static void spec_mtp_rows(struct cuda_engine *g, struct cuda_engine *g40, struct inf_model *m, const struct inf_config *c,
+                          const int *tok)
+{
+    enum { NR = 8 };
+    struct ctx_err e = {0};
+    int V = c->vocab_size, hc = c->hc_mult, D = c->hidden_size, ok = 1, n40 = 0;
+    struct agg a_cpu, a_40;
+    agg_init(&a_cpu, NR);
+    agg_init(&a_40, NR);
+    float *lg = malloc(sizeof(float) * (size_t)V), *lc = malloc(sizeof(float) * (size_t)V),
+          *l40 = malloc(sizeof(float) * (size_t)V);
+    struct last_streams ls = {malloc(sizeof(float) * 64 * (size_t)hc * D), c->num_hidden_layers - 1, 0, 0};
+    for (int r = 0; r < NR && ok; r++) {
+        const int P = 36 + 4 * r;
+        struct inf_state *st = NULL;
+        ls.n = sizeof(float) * (size_t)P * hc * D;
+        cuda_engine_reset(g);
+        ok = !cuda_engine_forward_hook(g, tok, P, NULL, last_hook, &ls, &e) &&
+             !cuda_engine_mtp(g, 0, tok + 1, P, lg, NULL, &e) && !inf_state_new(c, &st, &e) &&
+             !inf_model_mtp(m, st, 0, ls.X, tok + 1, P, lc, &e);
+        inf_state_free(st);
+        if (ok)
+            agg_row(&a_cpu, lg, lc, V);
+        if (ok && P > 40) {
+            cuda_engine_reset(g40);
+            ok = !cuda_engine_forward(g40, tok, 40, NULL, &e) && !cuda_engine_mtp(g40, 0, tok + 1, 40, NULL, NULL, &e) &&
+                 !cuda_engine_forward(g40, tok + 40, P - 40, NULL, &e) &&
+                 !cuda_engine_mtp(g40, 0, tok + 41, P - 40, l40, NULL, &e);
+            if (ok)
+                agg_row(&a_40, l40, lg, V), n40++;
+        }
+    }
+    tap(ok, "spec: the MTP after P = 36 .. 64 positions, GPU, CPU and in pieces%s%s", ok ? "" : ": ", ok ? "" : e.msg);
+    if (ok) {
+        qsort(a_cpu.rms, (size_t)a_cpu.n, sizeof(double), cmp_double);
+        qsort(a_40.rms, (size_t)a_40.n, sizeof(double), cmp_double);
+        double mc = 0.5 * (a_cpu.rms[NR / 2 - 1] + a_cpu.rms[NR / 2]), wc = a_cpu.rms[NR - 1];
+        double m4 = n40 % 2 ? a_40.rms[n40 / 2] : 0.5 * (a_40.rms[n40 / 2 - 1] + a_40.rms[n40 / 2]),
+               w4 = a_40.rms[n40 - 1];
+        tap(mc <= 0.04 && wc <= 0.06,
+            "spec: MTP logits, GPU vs the CPU's inf_model_mtp on the same streams, %d rows: rms/sigma median %.4f "
+            "(<= 0.04), worst %.4f (<= 0.06), top-1 equal %d", NR, mc, wc, a_cpu.top1);
+        tap(m4 <= 0.05 && w4 <= 0.3,
+            "spec: MTP in two calls of pieces of 10 vs one call, %d rows: rms/sigma median %.4f (<= 0.05), worst %.4f "
+            "(<= 0.3), top-1 equal %d", n40, m4, w4, a_40.top1);
+    }
+    free(a_cpu.rms);
+    free(a_cpu.gap);
+    free(a_40.rms);
+    free(a_40.gap);
+    free(ls.X);
+    free(lg);
+    free(lc);
+    free(l40);
+}
+
 /* The MTP block on the fixture: the streams of case 2's 64 positions from the GPU's own forward, the next
  * tokens tokens[1..64], against the CPU's inf_model_mtp on those same streams (the MTP block's numerics
  * alone: the CPU engine's bounds) and the golden mtp_logits (which come from the reference's streams:
@@ -1830,17 +1977,16 @@ static void spec_fixture(const char *root)
         agg_row(&a_gold, lg, (const float *)ml->data, V);
         agg_row(&c_gold, lc, (const float *)ml->data, V);
         double r_cpu = a_cpu.rms[0];
-        tap(r_cpu <= 0.03, "spec: MTP logits, GPU vs the CPU's inf_model_mtp on the same streams: rms/sigma %.4f "
-            "(<= 0.03, the CPU's own bound against the reference), top-1 %s, draft %d", r_cpu,
-            a_cpu.top1 ? "equal" : "differs", draft);
+        printf("# spec: MTP logits at 64, GPU vs the CPU's inf_model_mtp on the same streams: rms/sigma %.4f, top-1 %s, "
+               "draft %d\n", r_cpu, a_cpu.top1 ? "equal" : "differs", draft);
         tap(draft == argmax(lg, V), "spec: the MTP's draft is its logits' argmax (%d)", draft);
         agg_check(&a_gold, "spec: MTP logits, GPU vs golden (the GPU's own streams)", 2);
         agg_check(&c_gold, "spec: MTP logits, CPU on the GPU's streams vs golden", 2);
         if (!rc40) {
             agg_row(&a_40, l40, lg, V);
-            tap(a_40.rms[0] <= 0.03 && d40 == draft,
-                "spec: MTP in two calls of pieces of 10 vs one call of 64: rms/sigma %.4f (<= 0.03), drafts %d / %d",
-                a_40.rms[0], d40, draft);
+            printf("# spec: MTP in two calls of pieces of 10 vs one call of 64: rms/sigma %.4f, drafts %d / %d\n",
+                   a_40.rms[0], d40, draft);
+            tap(d40 == draft, "spec: MTP in two calls of pieces of 10 vs one call of 64: drafts %d / %d", d40, draft);
             free(a_40.rms);
             free(a_40.gap);
         }
@@ -1853,6 +1999,7 @@ static void spec_fixture(const char *root)
     free(lg);
     free(lc);
     free(l40);
+    spec_mtp_rows(g, g40, m, c, tok);
 done:
     inf_state_free(st);
     inf_st_close(x);
@@ -2055,6 +2202,7 @@ int main(void)
     }
     if (strstr(parts, "mhc")) {
         test_hc();
+        test_hcx_precision();
         test_hcx();
         static const struct switch_ops x16_ops = {"x16", 2, x16_set, x16_label, NULL};
         test_idx_switch(&x16_ops, "mid");
