@@ -754,6 +754,17 @@ __device__ __forceinline__ void hcx_piece_dec(const float (&x)[8], const float (
     }
     hcx_chain(d, a, bw, mode);
 }
+// A decode warp's piece values (hcx_piece_dec's tile nt, or the squares for nt = 3) into its row of the block's
+// partials: mixes 8 nt + 2 lane, + 1 from lanes 0..3, the squares at [HCM_NM] from lane 0.
+__device__ __forceinline__ void hcx_piece_red(float *redw, int nt, int lane, const float (&d)[4])
+{
+    if (nt < 3 && lane < 4) {
+        redw[8 * nt + 2 * lane] = d[0];
+        redw[8 * nt + 2 * lane + 1] = d[1];
+    } else if (nt == 3 && lane == 0) {
+        redw[HCM_NM] = d[0];
+    }
+}
 __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *fn, int n, int nm, float *part, int tc)
 {
     __shared__ float red[HC_CH / 32][HC_MAXNM + 1];
@@ -774,32 +785,26 @@ __global__ void __launch_bounds__(HC_CH) k_hc_mix(const float *X, const float *f
         for (int nt = 0; nt < 4; nt++) {
             float d[4];
             hcx_piece_dec(x, f[nt < 3 ? nt : 0], nt, lane, d, tc);
-            if (nt < 3 && lane < 4) {
-                red[warp][8 * nt + 2 * lane] = d[0];
-                red[warp][8 * nt + 2 * lane + 1] = d[1];
-            } else if (nt == 3 && lane == 0) {
-                red[warp][nm] = d[0];
-            }
+            hcx_piece_red(red[warp], nt, lane, d);
         }
-    } else
-    for (int j0 = 0; j0 < nm; j0 += HC_MIXR) {
-        float fv[HC_MIXR];
+    } else {
+        for (int j0 = 0; j0 < nm; j0 += HC_MIXR) {
+            float fv[HC_MIXR];
 #pragma unroll
-        for (int u = 0; u < HC_MIXR; u++)
-            fv[u] = i < n && j0 + u < nm ? __ldg(fn + (size_t)(j0 + u) * n + i) : 0.f;
-        if (j0 == 0) { // PDL: the first rows of fn (weights) are in flight before the wait, X (the stream) after
-            pdl_begin();
-            xv = i < n ? X[(size_t)s * n + i] : 0.f;
-        }
-#pragma unroll
-        for (int u = 0; u < HC_MIXR; u++)
-            if (j0 + u < nm) { // uniform over the block
-                float dot = warp_sum(fv[u] * xv);
-                if (lane == 0)
-                    red[warp][j0 + u] = dot;
+            for (int u = 0; u < HC_MIXR; u++)
+                fv[u] = i < n && j0 + u < nm ? __ldg(fn + (size_t)(j0 + u) * n + i) : 0.f;
+            if (j0 == 0) { // PDL: the first rows of fn (weights) are in flight before the wait, X (the stream) after
+                pdl_begin();
+                xv = i < n ? X[(size_t)s * n + i] : 0.f;
             }
-    }
-    if (!(tc && nm == HCM_NM)) {
+#pragma unroll
+            for (int u = 0; u < HC_MIXR; u++)
+                if (j0 + u < nm) { // uniform over the block
+                    float dot = warp_sum(fv[u] * xv);
+                    if (lane == 0)
+                        red[warp][j0 + u] = dot;
+                }
+        }
         float ss = warp_sum(xv * xv);
         if (lane == 0)
             red[warp][nm] = ss;
@@ -1563,32 +1568,28 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(float *X, const float
         for (int k = 0; k < 8; k++)
             x[k] = lane < 4 && xe + k < n ? (pv.X0 ? xsh[warp * 32 + 8 * lane + k] : X[(size_t)s * n + xe + k]) : 0.f;
         hcx_piece_dec(x, *reinterpret_cast<float(*)[8]>(fv), q, lane, d, tc);
-        if (q < 3 && lane < 4) {
-            red[warp][8 * q + 2 * lane] = d[0];
-            red[warp][8 * q + 2 * lane + 1] = d[1];
-        } else if (q == 3 && lane == 0) {
-            red[warp][nm] = d[0];
-        }
-    } else
-    for (int t0 = q; t0 <= nm; t0 += HCF_GRP * HCF_R) {
-        if (t0 != q) {
+        hcx_piece_red(red[warp], q, lane, d);
+    } else {
+        for (int t0 = q; t0 <= nm; t0 += HCF_GRP * HCF_R) {
+            if (t0 != q) {
 #pragma unroll
-            for (int r = 0; r < HCF_R; r++) {
-                int t = t0 + r * HCF_GRP;
-                fv[r] = i < n && t < nm ? __ldg(fn + (size_t)t * n + i) : 0.f;
+                for (int r = 0; r < HCF_R; r++) {
+                    int t = t0 + r * HCF_GRP;
+                    fv[r] = i < n && t < nm ? __ldg(fn + (size_t)t * n + i) : 0.f;
+                }
             }
-        }
 #pragma unroll
-        for (int r = 0; r < HCF_R; r++) { // t is uniform over the warp
-            int t = t0 + r * HCF_GRP;
-            if (t < nm) {
-                float dot = warp_sum(fv[r] * xv);
-                if (lane == 0)
-                    red[warp][t] = dot;
-            } else if (t == nm) {
-                float ss = warp_sum(xv * xv);
-                if (lane == 0)
-                    red[warp][nm] = ss;
+            for (int r = 0; r < HCF_R; r++) { // t is uniform over the warp
+                int t = t0 + r * HCF_GRP;
+                if (t < nm) {
+                    float dot = warp_sum(fv[r] * xv);
+                    if (lane == 0)
+                        red[warp][t] = dot;
+                } else if (t == nm) {
+                    float ss = warp_sum(xv * xv);
+                    if (lane == 0)
+                        red[warp][nm] = ss;
+                }
             }
         }
     }

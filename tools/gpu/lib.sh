@@ -64,3 +64,12 @@ gpu_ncu_full()
         "$OUT/details_$1.txt" | head -16
     rm -f "$OUT/$1.ncu-rep" "$OUT/ncu_$1.log" "$OUT/sass_$1.csv"
 }
+# gpu_ncu_hc: unless NO_NCU, gpu_ncu_chunk 4096 and the summary's total and mHC kernels' lines (the
+# twenty-ninth session's calls).
+gpu_ncu_hc()
+{
+    if [ -z "$NO_NCU" ]; then
+        gpu_ncu_chunk 4096 >/dev/null
+        grep -E "kernel time|k_hc_" "$OUT/chunk_4096.txt"
+    fi
+}

@@ -17,9 +17,6 @@ for r in ${ROUNDS:-1 2}; do
     gpu_full8 hcxoff-r$r "$C/bench-gpu-engine" CTX_CUDA_HC_MMA=0
     gpu_full8 hcxon-r$r "$C/bench-gpu-engine" CTX_CUDA_HC_MMA=1
 done
-if [ -z "$NO_NCU" ]; then
-    gpu_ncu_chunk 4096 >/dev/null
-    grep -E "kernel time|k_hc_" "$OUT/chunk_4096.txt"
-fi
+gpu_ncu_hc
 for f in test_engine; do [ -f "$OUT/$f.txt" ] && xz -6 "$OUT/$f.txt"; done
 true

@@ -18,9 +18,6 @@ for r in ${ROUNDS:-1 2}; do
     gpu_full8 q1t1-r$r "$C/bench-gpu-engine" CTX_CUDA_HC_PRE4Q=1 CTX_CUDA_HCX_TPW=1
     gpu_full8 q1t2-r$r "$C/bench-gpu-engine" CTX_CUDA_HC_PRE4Q=1 CTX_CUDA_HCX_TPW=2
 done
-if [ -z "$NO_NCU" ]; then
-    gpu_ncu_chunk 4096 >/dev/null
-    grep -E "kernel time|k_hc_" "$OUT/chunk_4096.txt"
-fi
+gpu_ncu_hc
 for f in test_engine; do [ -f "$OUT/$f.txt" ] && xz -6 "$OUT/$f.txt"; done
 true
