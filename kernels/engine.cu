@@ -623,12 +623,14 @@ __global__ void k_rmsnorm_r(const float *x, const uint16_t *w, int n, float eps,
 // ---- HCX: hc = 4's 24 mixes on tensor cores (issue 10; 2026-12-01, twenty-ninth session) ----
 // The chunk partials keep their shape (part[s][chunk][25]: a chunk's value is its 8 pieces' values added in
 // piece order from 0, as above), but a piece's value (32 elements) is no longer fp32 products added by a xor
-// tree: it is one chain of mma.sync m16n8k16 bf16 -> f32. The stream values are bf16 (exact as A); each fp32
-// fn value f is split into three bf16 terms h = bf16(f), m = bf16(f - h), l = bf16(f - h - m) (each
-// difference exact in fp32; h + m + l is f within 2^-26 of it), so a product of the chain is exact and the
-// dot is fp32's within the tensor core's accumulation. The chain of a tile of 8 mixes: steps 0 and 1
-// (16 k slots each), within a step h, m, l, all into one accumulator from 0. The squares' chain: the
-// tile's stream rows as B too (prefill: the diagonal of X X^T; decode: row and column 0). The k slots of
+// tree: it comes from mma.sync m16n8k16 bf16 -> f32. The stream values are bf16 (exact as A); each fp32 fn
+// value f is split into three bf16 terms h = bf16(f), m = bf16(f - h), l = bf16(f - h - m) (each difference
+// exact in fp32; h + m + l is f within 2^-26 of it), so every product is exact. A tile of 8 mixes takes
+// steps 0 and 1 (16 k slots each) x terms h, m, l: six mmas, each from 0 and added in fp32 (mode 2, the
+// default; hcx_chain says why) or chained into one accumulator (mode 1). Against sums in double the
+// partials then err as little as the fp32 form's (test_engine's hcx_precision: 5.9e-8 of the products'
+// magnitudes at most, the fp32 form 6.0e-8, mode 1 1.2e-7). The squares: the tile's stream rows as B too
+// (prefill: the diagonal of X X^T; decode: row and column 0). The k slots of
 // step s in lane (g, t): slots 2t, 2t + 1 take the piece's elements 8t + 4s, + 1; slots 2t + 8, 2t + 9
 // elements 8t + 4s + 2, + 3; so a lane's 16 bytes of a row (elements 8t .. 8t + 7) are its words of both
 // steps, and A and B take the same elements in the same slots. Every output element of an mma depends only
@@ -637,8 +639,8 @@ __global__ void k_rmsnorm_r(const float *x, const uint16_t *w, int n, float eps,
 // bits; chunked prefill stays bit-identical (test_engine's mhc part compares them). Why: the fp32 form
 // (k_hc_mix4) needs a multiply and an add per element and mix, 48 fp32 instructions an element, and ran
 // at 57% of its issue slots waiting on shared memory: ~0.25 ms a launch at 4096 tokens for 0.13 GB read.
-// CTX_CUDA_HC_MMA=0 (read when an engine is created, cuda_engine_hcx_mode) keeps the fp32 form everywhere.
-// the mode engines take at creation: 0 the fp32 form, 1 or 2 HCX (hcx_chain); CTX_CUDA_HC_MMA, else HCX_DEFAULT
+// The mode an engine takes at its creation (g->hcx): cuda_engine_hcx_mode's, else CTX_CUDA_HC_MMA's (0 the fp32 form,
+// 1 or 2 HCX), else HCX_DEFAULT.
 #define HCX_DEFAULT 2
 static std::atomic<int> hcx_override{-1};
 extern "C" void cuda_engine_hcx_mode(int mode) { hcx_override.store(mode >= 0 && mode <= 2 ? mode : -1); }
