@@ -961,18 +961,10 @@ __global__ void __launch_bounds__(HCM_TOK) k_hc_mix4(const XT *X, const float *f
 // (token r of a tile in row r of A; B: fn's split words, from shared memory; the squares' B: the tile's own
 // rows, so their diagonals), each lane adding its values over the pieces in piece order from 0, as the decode
 // kernels' blocks add their warps. Block: chunk c, its fn rows split once into shared memory; HCX_WARPS warps
-// x tpw tiles of 16 tokens. Grid (chunks, ceil(S / (16 HCX_WARPS tpw))).
+// x one tile of 16 tokens (two a warp measured the same, results/2026-12-01-s31 call3). Grid (chunks,
+// ceil(S / HCX_TOK)).
 #define HCX_WARPS 8
-// tiles of 16 tokens a warp (tpw; CTX_CUDA_HCX_TPW, default 1): more blocks, each filling its shared memory once
-static int hcx_tpw(void)
-{
-    static const int v = [] {
-        const char *e = getenv("CTX_CUDA_HCX_TPW");
-        const int t = e && *e ? atoi(e) : 1;
-        return t >= 1 && t <= 8 ? t : 1;
-    }();
-    return v;
-}
+#define HCX_TOK (16 * HCX_WARPS)
 // Row r's 8 elements e .. e + 7 as 4 bf16x2 words (zeros past S or n); the streams' values are bf16 (exact).
 __device__ __forceinline__ void hcx_row8(const uint16_t *X, int S, int n, int r, int e, uint32_t (&w)[4])
 {
@@ -1006,7 +998,7 @@ __device__ __forceinline__ void hcx_row8(const float *X, int S, int n, int r, in
 }
 template <typename XT>
 __global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const float *fn, int S, int n, float *part,
-                                                             int tpw, int mode)
+                                                             int mode)
 {
     __shared__ uint2 sb[HC_CH / 32][2][3][3][32]; // piece, step, tile, split term, lane: (b0, b1)
     const int c = blockIdx.x, nch = gridDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2,
@@ -1026,118 +1018,69 @@ __global__ void __launch_bounds__(32 * HCX_WARPS) k_hc_mixt(const XT *X, const f
         }
     }
     __syncthreads();
-    for (int tt = 0; tt < tpw; tt++) {
-        const int s0 = ((blockIdx.y * tpw + tt) * HCX_WARPS + warp) * 16;
-        if (s0 >= S) // warp-uniform
-            break;
-        const int sg = s0 + g, sh = sg + 8;
-        float v[3][4] = {}, q0 = 0.f, q1 = 0.f;
-        uint32_t na[4], nb[4]; // the next piece's rows, loaded under this piece's products
-        hcx_row8(X, S, n, sg, c * HC_CH + 8 * t, na);
-        hcx_row8(X, S, n, sh, c * HC_CH + 8 * t, nb);
+    const int s0 = (blockIdx.y * HCX_WARPS + warp) * 16;
+    if (s0 >= S) // warp-uniform
+        return;
+    const int sg = s0 + g, sh = sg + 8;
+    float v[3][4] = {}, q0 = 0.f, q1 = 0.f;
+    uint32_t na[4], nb[4]; // the next piece's rows, loaded under this piece's products
+    hcx_row8(X, S, n, sg, c * HC_CH + 8 * t, na);
+    hcx_row8(X, S, n, sh, c * HC_CH + 8 * t, nb);
 #pragma unroll 1
-        for (int w = 0; w < HC_CH / 32; w++) {
-            uint32_t ra[4], rb[4];
+    for (int w = 0; w < HC_CH / 32; w++) {
+        uint32_t ra[4], rb[4];
 #pragma unroll
-            for (int k = 0; k < 4; k++)
-                ra[k] = na[k], rb[k] = nb[k];
-            if (w + 1 < HC_CH / 32) {
-                hcx_row8(X, S, n, sg, c * HC_CH + 32 * (w + 1) + 8 * t, na);
-                hcx_row8(X, S, n, sh, c * HC_CH + 32 * (w + 1) + 8 * t, nb);
-            }
-            const uint32_t a[2][4] = {{ra[0], rb[0], ra[1], rb[1]}, {ra[2], rb[2], ra[3], rb[3]}};
-#pragma unroll
-            for (int nt = 0; nt < 3; nt++) {
-                uint32_t bw[2][3][2];
-#pragma unroll
-                for (int st = 0; st < 2; st++)
-#pragma unroll
-                    for (int k = 0; k < 3; k++) {
-                        const uint2 b = sb[w][st][nt][k][lane];
-                        bw[st][k][0] = b.x;
-                        bw[st][k][1] = b.y;
-                    }
-                float d[4];
-                hcx_chain(d, a, bw, mode);
-#pragma unroll
-                for (int r = 0; r < 4; r++)
-                    v[nt][r] += d[r];
-            }
-            const uint32_t r1[2][2] = {{ra[0], ra[1]}, {ra[2], ra[3]}}, r2[2][2] = {{rb[0], rb[1]}, {rb[2], rb[3]}};
-            float d1[4], d2[4];
-            hcx_chain_sq(d1, a, r1, mode); // column g: token sg (its diagonal in lane (g, g / 2))
-            hcx_chain_sq(d2, a, r2, mode); // column g: token sh
-            q0 += (g & 1) ? d1[1] : d1[0];
-            q1 += (g & 1) ? d2[3] : d2[2];
+        for (int k = 0; k < 4; k++)
+            ra[k] = na[k], rb[k] = nb[k];
+        if (w + 1 < HC_CH / 32) {
+            hcx_row8(X, S, n, sg, c * HC_CH + 32 * (w + 1) + 8 * t, na);
+            hcx_row8(X, S, n, sh, c * HC_CH + 32 * (w + 1) + 8 * t, nb);
         }
-        float *pg = part + ((size_t)sg * nch + c) * (HCM_NM + 1), *ph = part + ((size_t)sh * nch + c) * (HCM_NM + 1);
+        const uint32_t a[2][4] = {{ra[0], rb[0], ra[1], rb[1]}, {ra[2], rb[2], ra[3], rb[3]}};
 #pragma unroll
         for (int nt = 0; nt < 3; nt++) {
-            if (sg < S) {
-                pg[8 * nt + 2 * t] = v[nt][0];
-                pg[8 * nt + 2 * t + 1] = v[nt][1];
-            }
-            if (sh < S) {
-                ph[8 * nt + 2 * t] = v[nt][2];
-                ph[8 * nt + 2 * t + 1] = v[nt][3];
-            }
+            uint32_t bw[2][3][2];
+#pragma unroll
+            for (int st = 0; st < 2; st++)
+#pragma unroll
+                for (int k = 0; k < 3; k++) {
+                    const uint2 b = sb[w][st][nt][k][lane];
+                    bw[st][k][0] = b.x;
+                    bw[st][k][1] = b.y;
+                }
+            float d[4];
+            hcx_chain(d, a, bw, mode);
+#pragma unroll
+            for (int r = 0; r < 4; r++)
+                v[nt][r] += d[r];
         }
-        if (t == (g >> 1)) {
-            if (sg < S)
-                pg[HCM_NM] = q0;
-            if (sh < S)
-                ph[HCM_NM] = q1;
+        const uint32_t r1[2][2] = {{ra[0], ra[1]}, {ra[2], ra[3]}}, r2[2][2] = {{rb[0], rb[1]}, {rb[2], rb[3]}};
+        float d1[4], d2[4];
+        hcx_chain_sq(d1, a, r1, mode); // column g: token sg (its diagonal in lane (g, g / 2))
+        hcx_chain_sq(d2, a, r2, mode); // column g: token sh
+        q0 += (g & 1) ? d1[1] : d1[0];
+        q1 += (g & 1) ? d2[3] : d2[2];
+    }
+    float *pg = part + ((size_t)sg * nch + c) * (HCM_NM + 1), *ph = part + ((size_t)sh * nch + c) * (HCM_NM + 1);
+#pragma unroll
+    for (int nt = 0; nt < 3; nt++) {
+        if (sg < S) {
+            pg[8 * nt + 2 * t] = v[nt][0];
+            pg[8 * nt + 2 * t + 1] = v[nt][1];
         }
+        if (sh < S) {
+            ph[8 * nt + 2 * t] = v[nt][2];
+            ph[8 * nt + 2 * t + 1] = v[nt][3];
+        }
+    }
+    if (t == (g >> 1)) {
+        if (sg < S)
+            pg[HCM_NM] = q0;
+        if (sh < S)
+            ph[HCM_NM] = q1;
     }
 }
 
-// Test entry (tests/kernels/test_engine.c, part mhc): hc = 4's chunk partials of S rows X [S][n] (floats of bf16
-// values) against fn [24][n] by the prefill kernel of `mode` (0: k_hc_mix4, 1 or 2: k_hc_mixt) into part and by
-// the decode kernel k_hc_mix of the same mode into dpart, both [S][ceil(n / 256)][25].
-static int hcx_check_cu(struct ctx_err *e, cudaError_t r, const char *what)
-{
-    return r == cudaSuccess ? 0 : ctx_err_set(e, CTX_EIO, "cuda_hc_mix_check: %s: %s", what, cudaGetErrorString(r));
-}
-extern "C" int cuda_hc_mix_check(int mode, const float *X, const float *fn, int S, int n, float *part, float *dpart,
-                                 struct ctx_err *e)
-{
-    if (mode < 0 || mode > 2 || S < 1 || n < 1)
-        return ctx_err_set(e, CTX_EINVAL, "cuda_hc_mix_check: mode %d, S %d, n %d", mode, S, n);
-    const int nch = (n + HC_CH - 1) / HC_CH;
-    const size_t xb = sizeof(float) * (size_t)S * n, fb = sizeof(float) * (size_t)HCM_NM * n,
-                 pb = sizeof(float) * (size_t)S * nch * (HCM_NM + 1);
-    float *dX = nullptr, *dF = nullptr, *dP = nullptr, *dQ = nullptr;
-    int rc = hcx_check_cu(e, cudaMalloc(&dX, xb), "cudaMalloc");
-    if (!rc)
-        rc = hcx_check_cu(e, cudaMalloc(&dF, fb), "cudaMalloc");
-    if (!rc)
-        rc = hcx_check_cu(e, cudaMalloc(&dP, pb), "cudaMalloc");
-    if (!rc)
-        rc = hcx_check_cu(e, cudaMalloc(&dQ, pb), "cudaMalloc");
-    if (!rc)
-        rc = hcx_check_cu(e, cudaMemcpy(dX, X, xb, cudaMemcpyHostToDevice), "cudaMemcpy");
-    if (!rc)
-        rc = hcx_check_cu(e, cudaMemcpy(dF, fn, fb, cudaMemcpyHostToDevice), "cudaMemcpy");
-    if (!rc) {
-        if (mode)
-            k_hc_mixt<float><<<dim3((unsigned)nch, (unsigned)((S + 16 * HCX_WARPS - 1) / (16 * HCX_WARPS))),
-                               32 * HCX_WARPS>>>(dX, dF, S, n, dP, 1, mode);
-        else
-            k_hc_mix4<float><<<dim3((unsigned)nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK>>>(dX, dF, S, n,
-                                                                                                      dP);
-        k_hc_mix<<<dim3((unsigned)nch, (unsigned)S), HC_CH>>>(dX, dF, n, HCM_NM, dQ, mode);
-        rc = hcx_check_cu(e, cudaDeviceSynchronize(), "the kernels");
-    }
-    if (!rc)
-        rc = hcx_check_cu(e, cudaMemcpy(part, dP, pb, cudaMemcpyDeviceToHost), "cudaMemcpy");
-    if (!rc)
-        rc = hcx_check_cu(e, cudaMemcpy(dpart, dQ, pb, cudaMemcpyDeviceToHost), "cudaMemcpy");
-    cudaFree(dX);
-    cudaFree(dF);
-    cudaFree(dP);
-    cudaFree(dQ);
-    return rc;
-}
 
 __device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -1526,10 +1469,11 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(float *X, const float
     // HCX (tc, 24 mixes): value group q < 3 runs tile q of each piece (warp w: piece w), group 3 the squares
     const bool hx = tc && nm == HCM_NM;
     const int xe = c * HC_CH + warp * 32 + 8 * (lane & 3);
+    static_assert(HCF_R == 8, "k_hc_mixpre: HCX takes a tile's 8 fn values in fv");
     float fv[HCF_R];
     if (hx) {
         if (q < 3)
-            hcx_fn8(fn, n, 8 * q + (lane >> 2), xe, *reinterpret_cast<float(*)[8]>(fv));
+            hcx_fn8(fn, n, 8 * q + (lane >> 2), xe, fv);
     } else {
 #pragma unroll
         for (int r = 0; r < HCF_R; r++) {
@@ -1569,7 +1513,7 @@ __global__ void __launch_bounds__(HCP_THREADS) k_hc_mixpre(float *X, const float
 #pragma unroll
         for (int k = 0; k < 8; k++)
             x[k] = lane < 4 && xe + k < n ? (pv.X0 ? xsh[warp * 32 + 8 * lane + k] : X[(size_t)s * n + xe + k]) : 0.f;
-        hcx_piece_dec(x, *reinterpret_cast<float(*)[8]>(fv), q, lane, d, tc);
+        hcx_piece_dec(x, fv, q, lane, d, tc);
         hcx_piece_red(red[warp], q, lane, d);
     } else {
         for (int t0 = q; t0 <= nm; t0 += HCF_GRP * HCF_R) {
@@ -7300,6 +7244,50 @@ static int cu(struct ctx_err *e, cudaError_t rc, const char *what)
     return ctx_err_set(e, CTX_EIO, "cuda engine: %s: %s", what, cudaGetErrorString(rc));
 }
 
+// Test entry (tests/kernels/test_engine.c, part mhc): hc = 4's chunk partials of S rows X [S][n] (floats of bf16
+// values) against fn [24][n] by the prefill kernel of `mode` (0: k_hc_mix4, 1 or 2: k_hc_mixt) into part and by
+// the decode kernel k_hc_mix of the same mode into dpart, both [S][ceil(n / 256)][25].
+extern "C" int cuda_hc_mix_check(int mode, const float *X, const float *fn, int S, int n, float *part, float *dpart,
+                                 struct ctx_err *e)
+{
+    if (mode < 0 || mode > 2 || S < 1 || n < 1)
+        return ctx_err_set(e, CTX_EINVAL, "cuda_hc_mix_check: mode %d, S %d, n %d", mode, S, n);
+    const int nch = (n + HC_CH - 1) / HC_CH;
+    const size_t xb = sizeof(float) * (size_t)S * n, fb = sizeof(float) * (size_t)HCM_NM * n,
+                 pb = sizeof(float) * (size_t)S * nch * (HCM_NM + 1);
+    float *dX = nullptr, *dF = nullptr, *dP = nullptr, *dQ = nullptr;
+    int rc = cu(e, cudaMalloc(&dX, xb), "cuda_hc_mix_check: cudaMalloc");
+    if (!rc)
+        rc = cu(e, cudaMalloc(&dF, fb), "cuda_hc_mix_check: cudaMalloc");
+    if (!rc)
+        rc = cu(e, cudaMalloc(&dP, pb), "cuda_hc_mix_check: cudaMalloc");
+    if (!rc)
+        rc = cu(e, cudaMalloc(&dQ, pb), "cuda_hc_mix_check: cudaMalloc");
+    if (!rc)
+        rc = cu(e, cudaMemcpy(dX, X, xb, cudaMemcpyHostToDevice), "cuda_hc_mix_check: cudaMemcpy");
+    if (!rc)
+        rc = cu(e, cudaMemcpy(dF, fn, fb, cudaMemcpyHostToDevice), "cuda_hc_mix_check: cudaMemcpy");
+    if (!rc) {
+        if (mode)
+            k_hc_mixt<float><<<dim3((unsigned)nch, (unsigned)((S + HCX_TOK - 1) / HCX_TOK)), 32 * HCX_WARPS>>>(
+                dX, dF, S, n, dP, mode);
+        else
+            k_hc_mix4<float><<<dim3((unsigned)nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK>>>(dX, dF, S, n,
+                                                                                                      dP);
+        k_hc_mix<<<dim3((unsigned)nch, (unsigned)S), HC_CH>>>(dX, dF, n, HCM_NM, dQ, mode);
+        rc = cu(e, cudaDeviceSynchronize(), "cuda_hc_mix_check: the kernels");
+    }
+    if (!rc)
+        rc = cu(e, cudaMemcpy(part, dP, pb, cudaMemcpyDeviceToHost), "cuda_hc_mix_check: cudaMemcpy");
+    if (!rc)
+        rc = cu(e, cudaMemcpy(dpart, dQ, pb, cudaMemcpyDeviceToHost), "cuda_hc_mix_check: cudaMemcpy");
+    cudaFree(dX);
+    cudaFree(dF);
+    cudaFree(dP);
+    cudaFree(dQ);
+    return rc;
+}
+
 // ---- MoE of a decode step (issue 10): the switches of moe() and the shared expert's side stream
 // (struct cuda_engine's last fields). Each switch changes where and in how many launches work runs,
 // never an operation's order, so every setting gives the same bits (tests/kernels/test_engine.c, part
@@ -9915,13 +9903,11 @@ static int block_site(struct cuda_engine *g, int l, int site, int S, int hook, s
                    (float)c->hc_eps, D, po, co, site ? L->ffn_norm : L->attn_norm, eps, g->u, 0, pv, g->hcx);
     else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy && g->hcx) // prefill HCX: 16 tokens a warp
         if (X16)
-            k_hc_mixt<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + 16 * HCX_WARPS * hcx_tpw() - 1) /
-                                                                         (16 * HCX_WARPS * hcx_tpw()))),
-                                  32 * HCX_WARPS, 0, g->st>>>(X16, L->hc_fn[site], S, hc * D, g->hcpart, hcx_tpw(), g->hcx);
+            k_hc_mixt<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCX_TOK - 1) / HCX_TOK)), 32 * HCX_WARPS, 0,
+                                  g->st>>>(X16, L->hc_fn[site], S, hc * D, g->hcpart, g->hcx);
         else
-            k_hc_mixt<float><<<dim3((unsigned)g->hc_nch, (unsigned)((S + 16 * HCX_WARPS * hcx_tpw() - 1) /
-                                                                      (16 * HCX_WARPS * hcx_tpw()))),
-                               32 * HCX_WARPS, 0, g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart, hcx_tpw(), g->hcx);
+            k_hc_mixt<float><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCX_TOK - 1) / HCX_TOK)), 32 * HCX_WARPS, 0,
+                               g->st>>>(X, L->hc_fn[site], S, hc * D, g->hcpart, g->hcx);
     else if (S > HCM_MIN_S && nm == HCM_NM && !g->cp_legacy) // prefill: fn held in shared memory, a thread a token
         if (X16)
             k_hc_mix4<uint16_t><<<dim3((unsigned)g->hc_nch, (unsigned)((S + HCM_TOK - 1) / HCM_TOK)), HCM_TOK, 0,
