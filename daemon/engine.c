@@ -196,6 +196,25 @@ static bool spec_wanted(const struct ctxd_engine *g)
     return g->o.spec > 0 || (g->o.spec == 0 && g->o.cuda);
 }
 
+#if HAVE_CUDA
+/* cuda_accel_new with co->max_chunk, and where the GPUs have no room for that chunk's scratch (the indexer's
+ * scores: 4 bytes a query and CSA entry, ~4.4 GB a GPU more for 16384 than for 8192 on V4-Flash at 540K), with
+ * half of it and so on down to chunk_fallback (ctxd's default chunk only, not one the user asked for): half
+ * the chunk prefills ~5% slower (bench/gpu/README.md), the model still loads. */
+static int accel_new_halving(struct ctxd_engine *g, struct cuda_accel_opts *co, struct ctx_err *le)
+{
+    int rc = cuda_accel_new(g->w, co, &g->accel, le);
+    while (rc == CTX_ENOMEM && g->o.chunk_fallback > 0 && g->o.chunk_fallback < co->max_chunk) {
+        int half = co->max_chunk / 2 > g->o.chunk_fallback ? co->max_chunk / 2 : g->o.chunk_fallback;
+        CTX_WARN("prefill chunk %d: the GPUs did not take it (%s); chunks of %d instead", co->max_chunk, le->msg,
+                 half);
+        co->max_chunk = half;
+        rc = cuda_accel_new(g->w, co, &g->accel, le);
+    }
+    return rc;
+}
+#endif
+
 int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
 {
     if (g->remote)
@@ -241,19 +260,14 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
                                      .max_ctx = g->o.max_ctx > 0 ? g->o.max_ctx : 540672,
                                      .max_chunk = g->o.max_chunk,
                                      .mtp = spec_wanted(g) && inf_weights_mtp_layers(g->w) > 0};
-        rc = cuda_accel_new(g->w, &co, &g->accel, le);
-        if (rc && g->o.chunk_fallback > 0 && g->o.chunk_fallback < co.max_chunk) {
-            /* the default chunk's scratch (~5 GB a GPU more than 4096's on V4-Flash) did not fit: the
-             * smaller chunk prefills ~6% slower (bench/gpu/README.md), the model still loads */
-            CTX_WARN("prefill chunk %d: the GPUs did not take it (%s); chunks of %d instead", co.max_chunk, le->msg,
-                     g->o.chunk_fallback);
-            co.max_chunk = g->o.chunk_fallback;
-            rc = cuda_accel_new(g->w, &co, &g->accel, le);
-        }
-        if (rc && co.mtp && g->o.spec == 0) { /* speculative decoding by default only: never at the model's cost */
+        rc = accel_new_halving(g, &co, le);
+        if (rc == CTX_ENOMEM && co.mtp && g->o.spec == 0) {
+            /* speculative decoding by default only: never at the model's cost. The MTP block is worth more
+             * than a longer chunk, so it went first; without it the chunk starts from the default again */
             CTX_WARN("speculative decoding is off: the GPUs did not take the MTP block too (%s)", le->msg);
             co.mtp = 0;
-            rc = cuda_accel_new(g->w, &co, &g->accel, le);
+            co.max_chunk = g->o.max_chunk;
+            rc = accel_new_halving(g, &co, le);
         }
         if (!rc)
             inf_model_set_accel(g->m, g->accel);

@@ -32,10 +32,11 @@ struct ctxd_engine_opts {
     int gpus[16];
     int n_gpus;                  /* 0: device 0 */
     long long max_ctx;           /* <= 0: 540672 (ctxd passes --budget + 40960) */
-    int max_chunk;               /* tokens a device call (prefill chunk); <= 0: the accelerator's (8192);
+    int max_chunk;               /* tokens a device call (prefill chunk); <= 0: the accelerator's (16384);
                                   * ctxd passes its prefill slice (--chunk) */
-    int chunk_fallback;          /* > 0: the chunk to retry with when the GPUs refuse max_chunk's scratch
-                                  * (ctxd's default chunk, not one the user asked for) */
+    int chunk_fallback;          /* > 0: when the GPUs refuse max_chunk's scratch, retry with half of it,
+                                  * and so on down to this chunk (ctxd's default chunk, not one the user
+                                  * asked for) */
     /* speculative decoding with the checkpoint's MTP block (inference/spec.h): 1 --spec (on wherever
      * the checkpoint has the block), -1 --no-spec, 0 the default: on with cuda (the block uploaded to
      * the last device, cuda_accel_opts.mtp), off on the CPU engine (a two-token forward costs two) */

@@ -68,10 +68,10 @@ static void usage(FILE *f)
     fprintf(f,
             "repositories:\n"
             "  --budget TOKENS    prompt budget of a repository (default 500000)\n"
-            "  --chunk TOKENS     prefill tokens per engine slice (default 256, 8192 with --backend cuda,\n"
-            "                     where it is also the GPU engine's chunk (4096 where the GPUs lack the\n"
-            "                     room), and a slice 4 chunks a GPU with several --gpus, pipelined over\n"
-            "                     them; a multiple of 128)\n"
+            "  --chunk TOKENS     prefill tokens per engine slice (default 256, 16384 with --backend cuda,\n"
+            "                     where it is also the GPU engine's chunk (8192, then 4096, where the\n"
+            "                     GPUs lack the room), and a slice 4 chunks a GPU with several --gpus,\n"
+            "                     pipelined over them; a multiple of 128)\n"
             "KV cache (the resident state on disk):\n"
             "  --cache DIR        default $XDG_CACHE_HOME/ctxd/kv or ~/.cache/ctxd/kv\n"
             "  --no-cache         keep the resident state in memory only\n"
@@ -325,11 +325,12 @@ int main(int argc, char **argv)
         eo.max_ctx = (long long)(ro.budget ? ro.budget : 500000) + 40960;
     /* a GPU wants long prefill slices (the routed experts' grouped GEMM reads every expert's weights
      * once a slice: about the same time for 256 tokens as for 2048; a 500K prefill in slices of 4096
-     * is ~7% faster than in slices of 2048, and in chunks of 8192 ~6% faster than in 4096 over two
-     * H200s, 33.2 against 35.3 s, bench/gpu/README.md); chunks of 8192 take ~5 GB a GPU more scratch
-     * on V4-Flash, so where the GPUs refuse it the engine loads with 4096 instead (chunk_fallback) */
+     * is ~7% faster than in slices of 2048, in chunks of 8192 ~6% faster than in 4096 over two H200s,
+     * 33.2 against 35.3 s, and in chunks of 16384 ~5% faster than in 8192, bench/gpu/README.md); each
+     * doubling takes ~4-5 GB a GPU more scratch on V4-Flash at 540K, so where the GPUs refuse it the
+     * engine loads with 8192, then 4096, instead (chunk_fallback) */
     if (eo.cuda && !ro.chunk) {
-        ro.chunk = 8192;
+        ro.chunk = 16384;
         eo.chunk_fallback = 4096;
     }
     if (eo.cuda) { /* the engine's chunk; one GPU takes it as the slice, a longer one would only be split */

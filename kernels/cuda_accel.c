@@ -87,7 +87,7 @@ int cuda_accel_new(const struct inf_weights *w, const struct cuda_accel_opts *o,
     if (!(o && o->devices))
         n = 1;
     struct cuda_engine_opts eo = {
-        .max_chunk = o && o->max_chunk > 0 ? o->max_chunk : 8192,
+        .max_chunk = o && o->max_chunk > 0 ? o->max_chunk : 16384,
         .max_ctx = o && o->max_ctx > 0 ? o->max_ctx : 65536,
         .mtp = o && o->mtp,
     };

@@ -23,7 +23,7 @@ struct cuda_accel_opts {
     const int *devices; /* CUDA ordinals, one shard each (repeats allowed); NULL: device 0 */
     int n_devices;      /* <= 0: 1 */
     long long max_ctx;  /* most positions of a sequence (sizes the device caches); <= 0: 65536 */
-    int max_chunk;      /* most tokens per device call (prefill chunk); <= 0: 8192 */
+    int max_chunk;      /* most tokens per device call (prefill chunk); <= 0: 16384 */
     int mtp;            /* 1: the checkpoint's MTP block on the last device too, and accel.h's spec ops
                          * (speculative decoding, inference/spec.h); CTX_EINVAL without mtp.0 tensors */
 };

@@ -7241,7 +7241,9 @@ static int cu(struct ctx_err *e, cudaError_t rc, const char *what)
 {
     if (rc == cudaSuccess)
         return 0;
-    return ctx_err_set(e, CTX_EIO, "cuda engine: %s: %s", what, cudaGetErrorString(rc));
+    // out of device memory is CTX_ENOMEM, so that a caller can retry smaller (ctxd's chunk fallback)
+    return ctx_err_set(e, rc == cudaErrorMemoryAllocation ? CTX_ENOMEM : CTX_EIO, "cuda engine: %s: %s", what,
+                       cudaGetErrorString(rc));
 }
 
 // Test entry (tests/kernels/test_engine.c, part mhc): hc = 4's chunk partials of S rows X [S][n] (floats of bf16

@@ -41,7 +41,9 @@ static int cu(struct ctx_err *e, cudaError_t rc, const char *what)
 {
     if (rc == cudaSuccess)
         return 0;
-    return ctx_err_set(e, CTX_EIO, "cuda multi: %s: %s", what, cudaGetErrorString(rc));
+    // out of device memory is CTX_ENOMEM, so that a caller can retry smaller (ctxd's chunk fallback)
+    return ctx_err_set(e, rc == cudaErrorMemoryAllocation ? CTX_ENOMEM : CTX_EIO, "cuda multi: %s: %s", what,
+                       cudaGetErrorString(rc));
 }
 
 // Restores the caller's current device when a function returns.

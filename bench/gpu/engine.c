@@ -66,14 +66,17 @@
  *
  * `--full` measures V4-Flash's 43 layers instead (full_main, below): decode, the suffix and a 500K
  * prefill over the lent GPUs, with no extrapolation (two H200s hold it; one does not), in chunks of
- * --chunk C (16..16384; default 8192 there: ctxd's chunk with --backend cuda since 2026-11-30's
- * twenty-sixth session; 4096 before).
+ * --chunk C (16..16384; default 16384 there: ctxd's chunk with --backend cuda since 2026-12-01's
+ * thirtieth session; 8192 from 2026-11-30's twenty-sixth, 4096 before).
  *
  *     bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] [--prefill-max N] [--profile]
  *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off]
  *                      [--attn-ab A,B[,...] [--ab-moe]]
  *     bench-gpu-engine --full [--ctx N[,N...]] [--steps N] [--suffix N] [--prefill N] [--chunk C] [--layers N]
- * (--layers N: only the first N layers, to check this mode where the whole model does not fit) */
+ *                      [--first-layer F]
+ * (--layers N: only the first N layers, to check this mode where the whole model does not fit; --first-layer F:
+ * from layer F on, so one GPU can measure each shard of a split it cannot hold, e.g. --first-layer 22 --layers 21
+ * for the second of two) */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -1303,7 +1306,7 @@ static int full_profile_chunk(struct cuda_multi *m, long long P, const int *tok,
 }
 
 static int full_main(const long long *ctxs, int nctx, int steps, long long prefill_n, int suffix, int chunk,
-                     int layers)
+                     int layers, int first)
 {
     struct ctx_err e = {0};
     struct inf_config c;
@@ -1312,10 +1315,23 @@ static int full_main(const long long *ctxs, int nctx, int steps, long long prefi
         return 1;
     }
     c.num_nextn_predict_layers = 0;
+    if (first >= c.num_hidden_layers) {
+        fprintf(stderr, "bench-gpu-engine: --first-layer %d: V4-Flash has %d layers\n", first, c.num_hidden_layers);
+        return 2;
+    }
+    if (first > 0) { /* --first-layer F: layers F.. as a model of their own (a later shard on one GPU): the
+                      * same attention kinds in the same order, hash routing only where layer F + i < 3 */
+        for (int l = first; l < c.num_hidden_layers; l++)
+            c.compress_ratios[l - first] = c.compress_ratios[l];
+        c.num_hidden_layers -= first;
+        c.num_hash_layers = c.num_hash_layers > first ? c.num_hash_layers - first : 0;
+    }
     if (layers > 0 && layers < c.num_hidden_layers) { /* --layers: the first N (a check of this mode on one GPU) */
         c.num_hidden_layers = layers;
         if (c.num_hash_layers > layers)
             c.num_hash_layers = layers;
+    }
+    if (first > 0 || layers > 0) {
         if (inf_config_validate(&c, "flash --layers", &e)) {
             fprintf(stderr, "bench-gpu-engine: %s\n", e.msg);
             return 1;
@@ -1364,9 +1380,9 @@ static int full_main(const long long *ctxs, int nctx, int steps, long long prefi
     size_t wtot = 0;
     for (int i = 0; i < inf_weights_count(w); i++)
         wtot += inf_weights_tensor(w, i)->nbytes;
-    printf("V4-Flash, %s %d layers (no MTP block), synthetic weights %.1f GB made in %.1f s, uploaded in %.1f s "
+    printf("V4-Flash, %s %d layers from layer %d (no MTP block), synthetic weights %.1f GB made in %.1f s, uploaded in %.1f s "
            "(max_ctx %lld, chunks of %d); layers and memory per GPU (cuda_multi_memory: weights + state/scratch GB):",
-           layers > 0 ? "the first" : "all", c.num_hidden_layers, (double)wtot / 1e9, t1 - t0, t2 - t1, o.max_ctx, chunk);
+           layers > 0 || first > 0 ? "the" : "all", c.num_hidden_layers, first, (double)wtot / 1e9, t1 - t0, t2 - t1, o.max_ctx, chunk);
     for (int i = 0; i < n; i++) {
         size_t wb = 0, sb = 0;
         cuda_multi_memory(m, devs[i], &wb, &sb);
@@ -1510,7 +1526,8 @@ int main(int argc, char **argv)
     long long prefill_max = 16384;
     const char *models = "mid,flash4";
     int suffix = 0, chunk = 4096, ctx_given = 0; /* --suffix N [--chunk N]: sfx_main's tables instead */
-    int full = 0, steps_given = 0, suffix_given = 0, layers = 0; /* --full [--prefill N] [--layers N]: full_main */
+    int full = 0, steps_given = 0, suffix_given = 0, layers = 0, first = 0; /* --full [--prefill N] [--layers N]
+                                                                              [--first-layer F]: full_main */
     int chunk_given = 0;
     long long prefill_n = 500000;
     for (int i = 1; i < argc; i++) {
@@ -1544,6 +1561,8 @@ int main(int argc, char **argv)
             prefill_n = atoll(argv[++i]);
         } else if (!strcmp(argv[i], "--layers") && i + 1 < argc) {
             layers = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--first-layer") && i + 1 < argc) {
+            first = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
             chunk = atoi(argv[++i]);
             chunk_given = 1;
@@ -1579,7 +1598,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
                             "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]] [--shards N] "
                             "[--pdl both|on|off] [--attn-ab A,B[,...] [--ab-moe]] | --full [--ctx N,...] [--steps N] [--suffix N] "
-                            "[--prefill N] [--chunk N] [--layers N]\n");
+                            "[--prefill N] [--chunk N] [--layers N] [--first-layer F]\n");
             return 2;
         }
     }
@@ -1599,15 +1618,15 @@ int main(int argc, char **argv)
         if (!suffix_given)
             suffix = 8192;
         if (!chunk_given) /* ctxd's chunk with --backend cuda (and the accelerator's default) */
-            chunk = 8192;
+            chunk = 16384;
         if (steps < 1 || suffix < 0 || prefill_n < 0 || prefill_n > 1000000 || chunk < 16 || chunk > 16384 ||
             (prefill_n > 0 && prefill_n < chunk)) {
             fprintf(stderr, "bench-gpu-engine: --full: --steps must be positive, --suffix and --prefill at least 0 "
                             "(--prefill 0 or at least one chunk, at most 1000000), --chunk in 16..16384\n");
             return 2;
         }
-        if (layers < 0) {
-            fprintf(stderr, "bench-gpu-engine: --full: --layers must be positive\n");
+        if (layers < 0 || first < 0) {
+            fprintf(stderr, "bench-gpu-engine: --full: --layers must be positive, --first-layer at least 0\n");
             return 2;
         }
         for (int i = 0; i < nctx; i++)
@@ -1661,7 +1680,7 @@ int main(int argc, char **argv)
                 devs[ndevs++] = d;
     }
     if (full)
-        return full_main(ctxs, nctx, steps, prefill_n, suffix, chunk, layers);
+        return full_main(ctxs, nctx, steps, prefill_n, suffix, chunk, layers, first);
     if (pro_experts < 8 || pro_experts > 384 || pro_experts % 8) { /* whole experts per GPU of 8 */
         fprintf(stderr, "bench-gpu-engine: --pro-experts must be a multiple of 8 in 8..384\n");
         return 2;

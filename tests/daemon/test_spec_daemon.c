@@ -117,7 +117,8 @@ static char *status_spec(void)
 }
 
 /* Whether the daemons' log (the first MiB) holds `what`. */
-static bool log_has(const char *what)
+/* How often `what` is in the daemon's log (appended to by every start of the run). */
+static int log_count(const char *what)
 {
     FILE *f = fopen(logpath, "r");
     assert_non_null(f);
@@ -125,10 +126,14 @@ static bool log_has(const char *what)
     size_t n = fread(log, 1, 1 << 20, f);
     log[n] = 0;
     fclose(f);
-    bool has = strstr(log, what) != NULL;
+    int k = 0;
+    for (const char *p = strstr(log, what); p; p = strstr(p + 1, what))
+        k++;
     free(log);
-    return has;
+    return k;
 }
+
+static bool log_has(const char *what) { return log_count(what) > 0; }
 
 /* The two runs agree on what the model produced; the spec run's steps carry the draft counts. */
 static void same_run(const cJSON *plain, const cJSON *spec, int expect_drafts)
@@ -370,6 +375,10 @@ static void cuda_default_and_fallback(void **state)
     assert_true(pid > 0);
     cJSON *b = run(prompts[0], 48);
     char *off = status_spec();
+    /* the MTP block went first, down to the smallest chunk; without it the default chunk again */
+    cJSON *r = call("daemon.status", NULL);
+    assert_non_null(strstr(str(cJSON_GetObjectItem(r, "model"), "device"), ", chunk 16384"));
+    cJSON_Delete(r);
     stop();
     assert_string_equal(off, "off");
     free(off);
@@ -381,9 +390,10 @@ static void cuda_default_and_fallback(void **state)
     assert_true(log_has("speculative decoding is off: the GPUs did not take the MTP block too"));
 }
 
-/* With --backend cuda the GPU engine prefills in chunks of 8192 by default; GPUs that cannot take that
- * chunk's scratch (CTX_TEST_CUDA_MAX_CHUNK=4096) leave the model loaded with chunks of 4096, answering
- * the same; a chunk the user asked for (--chunk) is not replaced. */
+/* With --backend cuda the GPU engine prefills in chunks of 16384 by default; GPUs that cannot take that
+ * chunk's scratch (CTX_TEST_CUDA_MAX_CHUNK=8192) leave the model loaded with chunks of 8192, and GPUs that
+ * cannot take that either (=4096) with chunks of 4096, answering the same; a chunk the user asked for
+ * (--chunk) is not replaced. */
 static void cuda_chunk_fallback(void **state)
 {
     (void)state;
@@ -392,24 +402,32 @@ static void cuda_chunk_fallback(void **state)
     struct cuda_ctxd d;
     cuda_ctxd_init(&d, "c");
     char **argv = d.argv;
-    cJSON *runs[2];
-    for (int v = 0; v < 2; v++) {
-        if (v)
-            setenv("CTX_TEST_CUDA_MAX_CHUNK", "4096", 1);
+    static const char *const limit[3] = {NULL, "8192", "4096"}, *const want[3] = {", chunk 16384", ", chunk 8192",
+                                                                                   ", chunk 4096"};
+    cJSON *runs[3];
+    const char *const refused16 = "prefill chunk 16384: the GPUs did not take it",
+                      *const refused8 = "prefill chunk 8192: the GPUs did not take it";
+    for (int v = 0; v < 3; v++) {
+        int n16 = log_count(refused16), n8 = log_count(refused8);
+        if (limit[v])
+            setenv("CTX_TEST_CUDA_MAX_CHUNK", limit[v], 1);
         pid = dh_start(sock, logpath, argv);
         unsetenv("CTX_TEST_CUDA_MAX_CHUNK");
         assert_true(pid > 0);
         runs[v] = run(prompts[0], 48);
         cJSON *r = call("daemon.status", NULL);
         const char *dev = str(cJSON_GetObjectItem(r, "model"), "device");
-        assert_non_null(strstr(dev, v ? ", chunk 4096" : ", chunk 8192"));
+        assert_non_null(strstr(dev, want[v]));
         cJSON_Delete(r);
+        /* this start's refusals: 16384 by the second and third, 8192 by the third only */
+        assert_int_equal(log_count(refused16) - n16, v > 0);
+        assert_int_equal(log_count(refused8) - n8, v == 2);
         stop();
     }
     assert_string_equal(str(runs[0], "answer"), str(runs[1], "answer"));
-    assert_true(log_has("prefill chunk 8192: the GPUs did not take it"));
-    cJSON_Delete(runs[0]);
-    cJSON_Delete(runs[1]);
+    assert_string_equal(str(runs[0], "answer"), str(runs[2], "answer"));
+    for (int v = 0; v < 3; v++)
+        cJSON_Delete(runs[v]);
     /* --chunk 8192 asked for: refused chunks are an error, not a quiet fallback */
     argv[14] = "--chunk";
     argv[15] = "8192";
