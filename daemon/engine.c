@@ -204,7 +204,8 @@ static bool spec_wanted(const struct ctxd_engine *g)
 static int accel_new_halving(struct ctxd_engine *g, struct cuda_accel_opts *co, struct ctx_err *le)
 {
     int rc = cuda_accel_new(g->w, co, &g->accel, le);
-    while (rc == CTX_ENOMEM && g->o.chunk_fallback > 0 && g->o.chunk_fallback < co->max_chunk) {
+    /* (any error: an allocation refused inside a library may not say ENOMEM; a smaller chunk costs a retry) */
+    while (rc && g->o.chunk_fallback > 0 && g->o.chunk_fallback < co->max_chunk) {
         int half = co->max_chunk / 2 > g->o.chunk_fallback ? co->max_chunk / 2 : g->o.chunk_fallback;
         CTX_WARN("prefill chunk %d: the GPUs did not take it (%s); chunks of %d instead", co->max_chunk, le->msg,
                  half);
@@ -261,7 +262,7 @@ int ctxd_engine_load(struct ctxd_engine *g, struct ctx_err *e)
                                      .max_chunk = g->o.max_chunk,
                                      .mtp = spec_wanted(g) && inf_weights_mtp_layers(g->w) > 0};
         rc = accel_new_halving(g, &co, le);
-        if (rc == CTX_ENOMEM && co.mtp && g->o.spec == 0) {
+        if (rc && co.mtp && g->o.spec == 0) {
             /* speculative decoding by default only: never at the model's cost. The MTP block is worth more
              * than a longer chunk, so it went first; without it the chunk starts from the default again */
             CTX_WARN("speculative decoding is off: the GPUs did not take the MTP block too (%s)", le->msg);

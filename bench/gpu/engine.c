@@ -73,8 +73,9 @@
  *                      [--pro-experts N] [--suffix N [--chunk C]] [--shards N] [--pdl both|on|off]
  *                      [--attn-ab A,B[,...] [--ab-moe]]
  *     bench-gpu-engine --full [--ctx N[,N...]] [--steps N] [--suffix N] [--prefill N] [--chunk C] [--layers N]
- *                      [--first-layer F]
- * (--layers N: only the first N layers, to check this mode where the whole model does not fit; --first-layer F:
+ *                      [--first-layer F] [--slice N]
+ * (--slice N: the prefill again as calls of N tokens, -1 not; default ctxd's slices over several GPUs, 4 chunks a
+ * GPU, and not on one; --layers N: only the first N layers, to check this mode where the whole model does not fit; --first-layer F:
  * from layer F on, so one GPU can measure each shard of a split it cannot hold, e.g. --first-layer 22 --layers 21
  * for the second of two) */
 #define _POSIX_C_SOURCE 200809L
@@ -1259,7 +1260,7 @@ static int sfx_main(const long long *ctxs, int nctx, int suffix, int chunk)
 /* ---- --full: V4-Flash's 43 layers measured, not extrapolated ----
  * The whole model (no MTP block) on synthetic weights (inf_weights_synthetic: ~156 GB of host memory)
  * over the devices of CTX_GPUS (default every visible one), one shard a device, cuda_multi_plan's
- * split, chunks of --chunk tokens (4096, ctxd's slice). Floors measured in this run: the copy
+ * split, chunks of --chunk tokens (ctxd's chunk). Floors measured in this run: the copy
  * bandwidth (decode: the model's decode bytes at one GPU's bandwidth, since a layer split reads each
  * GPU's part in turn) and the dense FP8 rate (prefill: sfx_floor_ms, over the number of GPUs, since
  * the pipeline keeps every GPU on its own chunk). Rows:
@@ -1306,7 +1307,7 @@ static int full_profile_chunk(struct cuda_multi *m, long long P, const int *tok,
 }
 
 static int full_main(const long long *ctxs, int nctx, int steps, long long prefill_n, int suffix, int chunk,
-                     int layers, int first)
+                     int layers, int first, long long slice)
 {
     struct ctx_err e = {0};
     struct inf_config c;
@@ -1509,6 +1510,21 @@ static int full_main(const long long *ctxs, int nctx, int steps, long long prefi
             printf("\n");
         }
     }
+    /* The same prefill as ctxd runs it: calls of `slice` tokens (its slices: 4 chunks a GPU over several GPUs, one
+     * chunk on one), each call's pipeline filled and drained on its own (ctxd checkpoints between them) */
+    const long long sl = slice > 0 ? slice : n > 1 && slice == 0 ? 4LL * chunk * n : 0;
+    if (!rc && prefill_n > 0 && sl > 0) {
+        cuda_multi_reset(m);
+        double a = bench_now();
+        for (long long p = 0; p < prefill_n && !rc; p += sl) {
+            const long long len = prefill_n - p < sl ? prefill_n - p : sl;
+            rc = cuda_multi_prefill(m, tok + p, (int)len, chunk, p + len == prefill_n ? logits : NULL, &e);
+        }
+        double T = bench_now() - a;
+        if (!rc)
+            printf("\nThe same prefill in calls of %lld tokens (ctxd's slices%s), each waited for: %.1f s (%.0f tok/s)\n",
+                   sl, slice > 0 ? ": --slice" : ", 4 chunks a GPU", T, prefill_n / T);
+    }
     if (rc)
         fprintf(stderr, "bench-gpu-engine: flash over %d GPUs: %s\n", n, e.msg);
     cuda_multi_free(m);
@@ -1529,7 +1545,7 @@ int main(int argc, char **argv)
     int full = 0, steps_given = 0, suffix_given = 0, layers = 0, first = 0; /* --full [--prefill N] [--layers N]
                                                                               [--first-layer F]: full_main */
     int chunk_given = 0;
-    long long prefill_n = 500000;
+    long long prefill_n = 500000, slice = 0; /* --full --slice N: the prefill again in calls of N (-1: not at all) */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--ctx") && i + 1 < argc) {
             nctx = 0;
@@ -1563,6 +1579,8 @@ int main(int argc, char **argv)
             layers = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--first-layer") && i + 1 < argc) {
             first = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--slice") && i + 1 < argc) {
+            slice = atoll(argv[++i]);
         } else if (!strcmp(argv[i], "--chunk") && i + 1 < argc) {
             chunk = atoi(argv[++i]);
             chunk_given = 1;
@@ -1598,7 +1616,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "usage: bench-gpu-engine [--ctx N[,N...]] [--steps N] [--models mid,flash4,pro4] "
                             "[--prefill-max N] [--profile] [--pro-experts N] [--suffix N [--chunk N]] [--shards N] "
                             "[--pdl both|on|off] [--attn-ab A,B[,...] [--ab-moe]] | --full [--ctx N,...] [--steps N] [--suffix N] "
-                            "[--prefill N] [--chunk N] [--layers N] [--first-layer F]\n");
+                            "[--prefill N] [--chunk N] [--layers N] [--first-layer F] [--slice N]\n");
             return 2;
         }
     }
@@ -1625,8 +1643,9 @@ int main(int argc, char **argv)
                             "(--prefill 0 or at least one chunk, at most 1000000), --chunk in 16..16384\n");
             return 2;
         }
-        if (layers < 0 || first < 0) {
-            fprintf(stderr, "bench-gpu-engine: --full: --layers must be positive, --first-layer at least 0\n");
+        if (layers < 0 || first < 0 || slice < -1) {
+            fprintf(stderr, "bench-gpu-engine: --full: --layers must be positive, --first-layer at least 0, --slice "
+                            "positive or -1\n");
             return 2;
         }
         for (int i = 0; i < nctx; i++)
@@ -1680,7 +1699,7 @@ int main(int argc, char **argv)
                 devs[ndevs++] = d;
     }
     if (full)
-        return full_main(ctxs, nctx, steps, prefill_n, suffix, chunk, layers, first);
+        return full_main(ctxs, nctx, steps, prefill_n, suffix, chunk, layers, first, slice);
     if (pro_experts < 8 || pro_experts > 384 || pro_experts % 8) { /* whole experts per GPU of 8 */
         fprintf(stderr, "bench-gpu-engine: --pro-experts must be a multiple of 8 in 8..384\n");
         return 2;
