@@ -2417,6 +2417,51 @@ template <int NW> __device__ __forceinline__ void warp_rope_tail(float (&x)[NW],
 }
 
 constexpr int QPW_D = 512, QPW_HPB = 16, QPR_HPB = 32;
+// kv_prep_block's window kv of token s with a warp instead of a block (d = QPW_D; 2026-12-01, thirtieth
+// session): lane l holds elements 32 w + l (w < 16), so the sum of squares is block_sum's trees over the same
+// values in the same lanes (warp w's 32, then the 16 warp sums with lanes >= 16 zero), the norm is elementwise,
+// RoPE's pairs are neighbouring lanes (warp_rope_tail: rope_pairs' operations) and each 64-value QDQ block is
+// registers 2b, 2b + 1 (warp_fp8_qdq64's lanes l and l + 32): the same bits, with none of the block form's five
+// barriers a token (k_q_prep_w's S blocks of it came first in its grid; CTX_CUDA_KV_W=0 keeps them).
+__device__ __forceinline__ void kv_prep_warp(float *kv, int rd, const uint16_t *normw, float eps, const float *rope,
+                                             long long pos0, int s)
+{
+    constexpr int NW = QPW_D / 32;
+    const int lane = threadIdx.x & 31;
+    float *k = kv + (size_t)s * QPW_D;
+    float x[NW];
+#pragma unroll
+    for (int w = 0; w < NW; w++)
+        x[w] = k[32 * w + lane];
+    float t = 0.f;
+#pragma unroll
+    for (int w = 0; w < NW; w++) {
+        const float v = warp_sum(x[w] * x[w]);
+        if (lane == w)
+            t = v;
+    }
+    const float ss = warp_sum(t);
+    const float r = 1.0f / sqrtf(ss / (float)QPW_D + eps);
+#pragma unroll
+    for (int w = 0; w < NW; w++)
+        x[w] = bf16r(bf16ld(normw[32 * w + lane]) * (x[w] * r));
+    warp_rope_tail(x, rd, rope + (size_t)(pos0 + s) * rd);
+#pragma unroll
+    for (int b = 0; b < NW / 2; b++)
+        if (64 * b + 64 <= QPW_D - rd) { // warp_fp8_qdq64 on registers 2b, 2b + 1
+            const float v0 = x[2 * b], v1 = x[2 * b + 1];
+            float amax = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
+            if (amax < 1e-4f)
+                amax = 1e-4f;
+            float rs, sc = pow2_scale_rcp(amax, 1.0f / 448.0f, &rs);
+            const float q0 = fminf(fmaxf(v0 * rs, -448.f), 448.f), q1 = fminf(fmaxf(v1 * rs, -448.f), 448.f);
+            x[2 * b] = bf16r(e4m3_round(q0) * sc);
+            x[2 * b + 1] = bf16r(e4m3_round(q1) * sc);
+        }
+#pragma unroll
+    for (int w = 0; w < NW; w++)
+        k[32 * w + lane] = x[w];
+}
 // k_q_prep_w's query heads with the values transposed (ROWS): lanes 16 h .. 16 h + 15 of a warp take head
 // 2 w + h of the block's warp w, lane 16 h + g the head's values 32 g .. 32 g + 31 (64 or 128 contiguous
 // bytes: 16-byte loads and stores). The warp-a-head form holds value 32 g + l in lane l of register g,
@@ -2428,12 +2473,12 @@ constexpr int QPW_D = 512, QPW_HPB = 16, QPR_HPB = 32;
 // the same bits, with half the instructions a head and no shuffle but the four (Nsight Compute had the
 // warp-a-head form's issue slots 74% busy on its 85 shuffles a head; twenty-fourth session).
 __device__ __forceinline__ void q_prep_rows(float *Q, int S, int H, int rd, float eps, const float *rope,
-                                            long long pos0, uint16_t *q16, int in16)
+                                            long long pos0, uint16_t *q16, int in16, int kvb)
 {
     const int lane = threadIdx.x & 31, g = lane & 15;
-    const long long b = ((long long)blockIdx.x - S) * QPR_HPB + (threadIdx.x >> 5) * 2 + (lane >> 4);
+    const long long b = ((long long)blockIdx.x - kvb) * QPR_HPB + (threadIdx.x >> 5) * 2 + (lane >> 4);
     const long long nh = (long long)S * H;
-    if (((long long)blockIdx.x - S) * QPR_HPB + (threadIdx.x >> 5) * 2 >= nh) // both heads past the end: the whole warp
+    if (((long long)blockIdx.x - kvb) * QPR_HPB + (threadIdx.x >> 5) * 2 >= nh) // both heads past the end: the whole warp
         return;
     const bool live = b < nh; // the other half runs on zeros (its shuffles stay in its half)
     const int s = live ? (int)divmod_idx(b, H, nullptr) : 0;
@@ -2532,21 +2577,28 @@ __device__ __forceinline__ void q_prep_rows(float *Q, int S, int H, int rd, floa
 template <bool ROWS>
 __global__ void __launch_bounds__(512, ROWS ? 2 : 1)
     k_q_prep_w(float *Q, int S, int H, int rd, float eps, const float *rope, const long long *ppos,
-               float *kv, const uint16_t *kv_norm, uint16_t *q16, int in16)
+               float *kv, const uint16_t *kv_norm, uint16_t *q16, int in16, int kvw)
 {
     pdl_begin();
     long long pos0 = *ppos;
     __shared__ float buf[QPW_D], sh[32];
-    if ((int)blockIdx.x < S) {
-        kv_prep_block(kv, QPW_D, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh);
+    const int kvb = kvw ? (S + 15) / 16 : S; // the kv rows' blocks come first: a warp a row (kvw) or a block a row
+    if ((int)blockIdx.x < kvb) {
+        if (!kvw) {
+            kv_prep_block(kv, QPW_D, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh);
+        } else {
+            const int s = (int)blockIdx.x * 16 + (int)(threadIdx.x >> 5);
+            if (s < S)
+                kv_prep_warp(kv, rd, kv_norm, eps, rope, pos0, s);
+        }
         return;
     }
     if (ROWS) {
-        q_prep_rows(Q, S, H, rd, eps, rope, pos0, q16, in16);
+        q_prep_rows(Q, S, H, rd, eps, rope, pos0, q16, in16, kvb);
         return;
     }
     const int lane = threadIdx.x & 31;
-    const long long b = ((long long)blockIdx.x - S) * QPW_HPB + (threadIdx.x >> 5); // query head of the chunk
+    const long long b = ((long long)blockIdx.x - kvb) * QPW_HPB + (threadIdx.x >> 5); // query head of the chunk
     if (b >= (long long)S * H) // a whole warp; no block barrier below
         return;
     const int s = (int)divmod_idx(b, H, nullptr);
@@ -6869,6 +6921,76 @@ __global__ void __launch_bounds__(256) k_swiglu_quant(const uint16_t *g, const u
     if (lane == 0)
         sa[(size_t)r * kb_n + kb] = sc;
 }
+// k_swiglu_quant with a half-warp a (row, 128 block): 8 consecutive values a lane (16-byte loads of g and u,
+// an 8-byte store), the block's amax over the half-warp (a max: its order does not matter), every value's
+// arithmetic k_swiglu_quant's: the same bytes and scales (2026-12-01, thirtieth session; CTX_CUDA_SWIGLU16=0
+// keeps k_swiglu_quant: 4 values a lane in 8-byte loads ran at ~2 TB/s in Nsight Compute). ld, I: multiples of 8.
+__global__ void __launch_bounds__(256) k_swiglu_quant16(const uint16_t *g, const uint16_t *u, int ld, int rows, int I,
+                                                        const float *weights, float lim, uint8_t *q, float *sa)
+{
+    pdl_begin();
+    const int kb_n = I >> 7;
+    const long long wi = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 4;
+    const int hl = threadIdx.x & 15;
+    const bool live = wi < (long long)rows * kb_n; // a half-warp past the end runs on zeros (shuffles stay whole)
+    int kb = 0;
+    const int r = live ? (int)divmod_idx(wi, kb_n, &kb) : 0;
+    const size_t off = (size_t)r * ld + (size_t)kb * 128 + hl * 8;
+    uint4 gr = make_uint4(0, 0, 0, 0), ur = make_uint4(0, 0, 0, 0);
+    if (live) {
+        gr = *reinterpret_cast<const uint4 *>(g + off);
+        ur = *reinterpret_cast<const uint4 *>(u + off);
+    }
+    const uint32_t gw[4] = {gr.x, gr.y, gr.z, gr.w}, uw[4] = {ur.x, ur.y, ur.z, ur.w};
+    float v[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        float gv = bf16ld((uint16_t)(gw[j >> 1] >> (16 * (j & 1)))), uv = bf16ld((uint16_t)(uw[j >> 1] >> (16 * (j & 1))));
+        if (lim > 0) {
+            uv = uv < -lim ? -lim : uv > lim ? lim : uv;
+            gv = gv > lim ? lim : gv;
+        }
+        float x = gv / (1.0f + expf(-gv)) * uv;
+        if (weights && live)
+            x = weights[r] * x;
+        v[j] = bf16ld(bf16bits(x));
+    }
+    float amax = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+        amax = fmaxf(amax, fabsf(v[j]));
+    for (int o = 8; o > 0; o >>= 1)
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    amax = fmaxf(amax, 1e-4f);
+    const uint32_t uu = __float_as_uint(amax * (1.0f / 448.0f));
+    const uint32_t code = ((uu >> 23) & 255u) + ((uu & 0x7fffffu) != 0);
+    const float sc = __uint_as_float(code << 23);
+    const float inv = __uint_as_float((254u - code) << 23);
+    uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+    for (int i = 0; i < 8; i += 2) {
+        float2 f = make_float2(fminf(fmaxf(v[i] * inv, -448.f), 448.f), fminf(fmaxf(v[i + 1] * inv, -448.f), 448.f));
+        __nv_fp8x2_storage_t pk = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
+        packed[i >> 2] |= (uint32_t)pk << (8 * (i & 3));
+    }
+    if (!live)
+        return;
+    *reinterpret_cast<uint2 *>(q + (size_t)r * I + (size_t)kb * 128 + hl * 8) = make_uint2(packed[0], packed[1]);
+    if (hl == 0)
+        sa[(size_t)r * kb_n + kb] = sc;
+}
+static env_switch swiglu16_switch{"CTX_CUDA_SWIGLU16"};
+extern "C" void cuda_engine_swiglu16_mode(int on) { swiglu16_switch.set(on); }
+// k_swiglu_quant16 (or k_swiglu_quant) over rows x I on st
+static void swiglu_launch(cudaStream_t st, const uint16_t *gp, const uint16_t *up, int ld, int rows, int I,
+                          const float *weights, float lim, uint8_t *q, float *sa)
+{
+    const long long tasks = (long long)rows * (I / 128);
+    if (swiglu16_switch.on() && ld % 8 == 0)
+        launch_pdl(k_swiglu_quant16, (unsigned)((tasks + 15) / 16), 256, 0, st, gp, up, ld, rows, I, weights, lim, q, sa);
+    else
+        launch_pdl(k_swiglu_quant, (unsigned)((tasks + 7) / 8), 256, 0, st, gp, up, ld, rows, I, weights, lim, q, sa);
+}
 
 // A concatenated product's bf16 rows [S][n1 + n2] to floats y1 [S][n1] and y2 [S][n2].
 __global__ void k_bf2f_split(const uint16_t *o, int S, int n1, int n2, float *y1, float *y2)
@@ -9026,6 +9148,10 @@ static env_switch combine16_switch{"CTX_CUDA_COMBINE16"};
 // k_q_prep_w's query heads a lane a 32-value group (q_prep_rows; CTX_CUDA_QPREP_ROWS=0: a warp a head as
 // before the twenty-fourth session; the same bits)
 static env_switch qprep_rows_switch{"CTX_CUDA_QPREP_ROWS"};
+// k_q_prep_w's window kv a warp a token (kv_prep_warp; CTX_CUDA_KV_W=0: a block a token, kv_prep_block; the
+// same bits)
+static env_switch kv_w_switch{"CTX_CUDA_KV_W"};
+extern "C" void cuda_engine_kv_w_mode(int on) { kv_w_switch.set(on); }
 static env_switch attn_o16_switch{"CTX_CUDA_ATTN_O16"};
 extern "C" void cuda_engine_attn_hsw_mode(int on)
 {
@@ -9603,12 +9729,13 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (L->ratio == 4 && !side && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
+    const int kvw = kv_w_switch.on(), kvb = kvw ? (S + 15) / 16 : S; // k_q_prep_w's kv blocks (kv_prep_warp)
     if (qpw && qprep_rows_switch.on()) {
-        launch_pdl(k_q_prep_w<true>, (unsigned)(S + (S * H + QPR_HPB - 1) / QPR_HPB), 512, 0, g->st, g->Q,
-                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in);
+        launch_pdl(k_q_prep_w<true>, (unsigned)(kvb + (S * H + QPR_HPB - 1) / QPR_HPB), 512, 0, g->st, g->Q,
+                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in, kvw);
     } else if (qpw) {
-        launch_pdl(k_q_prep_w<false>, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
-                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in);
+        launch_pdl(k_q_prep_w<false>, (unsigned)(kvb + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
+                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in, kvw);
     } else
         launch_pdl((g->attn_fuse & ATTN_LAT) ? k_q_prep<true> : k_q_prep<false>, S + S * H, 512, sizeof(float) * d, g->st,
                    g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,
@@ -9727,8 +9854,7 @@ static int moe_shared_side(struct cuda_engine *g, const struct dlayer *L, int S,
     LAUNCHED("moe shared: k_act_quant_f32");
     if ((rc = cuda_fp8_gemv(g->q8s, g->sas, S, L->sw13.w, L->sw13.s, L->sw13.n, L->sw13.k, g->sg16, g->mst, e)))
         return rc;
-    launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->mst, g->sg16, g->sg16 + SI,
-               2 * SI, S, SI, nullptr, (float)c->swiglu_limit, g->q8s, g->sas);
+    swiglu_launch(g->mst, g->sg16, g->sg16 + SI, 2 * SI, S, SI, nullptr, (float)c->swiglu_limit, g->q8s, g->sas);
     LAUNCHED("moe shared: swiglu");
     if ((rc = cuda_fp8_gemv(g->q8s, g->sas, S, L->sw2.w, L->sw2.s, L->sw2.n, L->sw2.k, g->sy16, g->mst, e)))
         return rc;
@@ -9801,8 +9927,7 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
         return rc;
     // SwiGLU fused with the quantisation of its output (k_swiglu_quant), the routed rows, then, after
     // their w2 product has read q8, the shared expert's (on the side stream: its own q8s).
-    launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * k * (I / 128) + 7) / 8), 256, 0, g->st, g->g16, u16, I, S * k,
-               I, g->rw, lim, g->q8, g->sa);
+    swiglu_launch(g->st, g->g16, u16, I, S * k, I, g->rw, lim, g->q8, g->sa);
     LAUNCHED("swiglu");
     if (grouped) {
         if (!(rc = cuda_moe_buckets_init(&b2, g->moe_s2, g->moe_b2, E, S * k, e)) &&
@@ -9814,8 +9939,7 @@ static int moe(struct cuda_engine *g, int l, int S, int defer, struct ctx_err *e
     if (rc)
         return rc;
     if (!side) {
-        launch_pdl(k_swiglu_quant, (unsigned)(((long long)S * (SI / 128) + 7) / 8), 256, 0, g->st, g->sg16,
-                   g->sg16 + SI, 2 * SI, S, SI, nullptr, lim, g->q8, g->sa);
+        swiglu_launch(g->st, g->sg16, g->sg16 + SI, 2 * SI, S, SI, nullptr, lim, g->q8, g->sa);
         LAUNCHED("swiglu shared");
         if ((rc = lin_fp8_q(g, &L->sw2, S, g->sy16, e)))
             return rc;

@@ -24,6 +24,9 @@
  * - the MoE switches of the decode step (part "moe", test_moe): every mode bit-identical to the serial one;
  *   and the prefill's grouped GEMM over 128-pair CTAs (V9, a chunk of 800 on mid) against V7's 64-pair
  *   ones (chunks of 50): bit-identical logits and state.
+ * - prefill's window kv prep a warp a token (kv_prep_warp) against a block a token, and SwiGLU's quantisation 8
+ *   values a lane (k_swiglu_quant16) against 4 (part "prep", test_idx_switch on mid): bit-identical logits and
+ *   state.
  * - the decode attention's launch changes (part "afuse", test_attn_fuse): every mode bit-identical to bits 0;
  *   the decode attention on tensor cores (part "dtc"): its modes bit-identical to the default.
  * - the compressors' prefill products on cuBLASLt (part "mid", test_cmp_lt): the path runs, chunked prefill
@@ -51,7 +54,7 @@
  *   bit-identical to two one-token steps (both rows, and the device argmax); greedy generation with
  *   the MTP's drafts, with every draft right, wrong, and mixed: the plain run's tokens and state byte
  *   for byte, and the same stop.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,afuse,dtc,spec"; "memcheck" is a short run
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,prep,afuse,dtc,spec"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -1170,6 +1173,23 @@ static void pre4q_set(struct cuda_engine *g, int v)
 }
 static void pre4q_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "k_hc_pre4q" : "k_hc_pre<4, 1>"); }
 
+/* Prefill's window kv prep a warp a token inside k_q_prep_w (kv_prep_warp, cuda_engine_kv_w_mode) against a block a
+ * token (kv_prep_block), and SwiGLU's quantisation 8 values a lane (k_swiglu_quant16, cuda_engine_swiglu16_mode;
+ * prefill and decode) against 4: the same operations on the same values, so the same bits. The runs of the idx
+ * part. Part "prep". */
+static void kvw_set(struct cuda_engine *g, int v)
+{
+    (void)g;
+    cuda_engine_kv_w_mode(v);
+}
+static void kvw_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "kv a warp a token" : "kv a block a token"); }
+static void sw16_set(struct cuda_engine *g, int v)
+{
+    (void)g;
+    cuda_engine_swiglu16_mode(v);
+}
+static void sw16_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "k_swiglu_quant16" : "k_swiglu_quant"); }
+
 static void test_idx_switch(const struct switch_ops *ops, const char *cfg)
 {
     struct ctx_err e = {0};
@@ -2163,7 +2183,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,afuse,dtc,spec";
+        parts = "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,prep,afuse,dtc,spec";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -2210,6 +2230,14 @@ int main(void)
         static const struct switch_ops pre4q_ops = {"pre4q", 2, pre4q_set, pre4q_label, NULL};
         test_idx_switch(&pre4q_ops, "mid");
         cuda_engine_pre4q_mode(-1);
+    }
+    if (strstr(parts, "prep")) {
+        static const struct switch_ops kvw_ops = {"kv warp", 2, kvw_set, kvw_label, NULL};
+        test_idx_switch(&kvw_ops, "mid");
+        cuda_engine_kv_w_mode(-1);
+        static const struct switch_ops sw16_ops = {"swiglu16", 2, sw16_set, sw16_label, NULL};
+        test_idx_switch(&sw16_ops, "mid");
+        cuda_engine_swiglu16_mode(-1);
     }
     if (strstr(parts, "afuse")) {
         static const struct switch_ops fuse_ops = {"attn fuse", (int)(sizeof attn_modes / sizeof attn_modes[0]),
