@@ -94,10 +94,8 @@ void cuda_engine_hcx_mode(int mode);
  * 1024-thread ones (on 0): the same bits. Process-wide, read at each forward; -1: the environment's
  * CTX_CUDA_HC_PRE4Q again. */
 void cuda_engine_pre4q_mode(int on);
-/* Prefill's window kv prep a warp a token inside k_q_prep_w (kv_prep_warp; 1, the default; CTX_CUDA_KV_W) or a
- * block a token (0), and SwiGLU's quantisation 8 values a lane (k_swiglu_quant16; 1, the default; CTX_CUDA_SWIGLU16)
- * or 4 (0): the same bits either way. Process-wide, read at each launch; -1: the environment's again. */
-void cuda_engine_kv_w_mode(int on);
+/* SwiGLU's quantisation 8 values a lane (k_swiglu_quant16; 1, the default; CTX_CUDA_SWIGLU16) or 4 (0, k_swiglu_quant):
+ * the same bytes either way. Process-wide, read at each launch; -1: the environment's again. */
 void cuda_engine_swiglu16_mode(int on);
 unsigned long long cuda_engine_lt_rows_calls(const struct cuda_engine *g);
 

@@ -2417,51 +2417,6 @@ template <int NW> __device__ __forceinline__ void warp_rope_tail(float (&x)[NW],
 }
 
 constexpr int QPW_D = 512, QPW_HPB = 16, QPR_HPB = 32;
-// kv_prep_block's window kv of token s with a warp instead of a block (d = QPW_D; 2026-12-01, thirtieth
-// session): lane l holds elements 32 w + l (w < 16), so the sum of squares is block_sum's trees over the same
-// values in the same lanes (warp w's 32, then the 16 warp sums with lanes >= 16 zero), the norm is elementwise,
-// RoPE's pairs are neighbouring lanes (warp_rope_tail: rope_pairs' operations) and each 64-value QDQ block is
-// registers 2b, 2b + 1 (warp_fp8_qdq64's lanes l and l + 32): the same bits, with none of the block form's five
-// barriers a token (k_q_prep_w's S blocks of it came first in its grid; CTX_CUDA_KV_W=0 keeps them).
-__device__ __forceinline__ void kv_prep_warp(float *kv, int rd, const uint16_t *normw, float eps, const float *rope,
-                                             long long pos0, int s)
-{
-    constexpr int NW = QPW_D / 32;
-    const int lane = threadIdx.x & 31;
-    float *k = kv + (size_t)s * QPW_D;
-    float x[NW];
-#pragma unroll
-    for (int w = 0; w < NW; w++)
-        x[w] = k[32 * w + lane];
-    float t = 0.f;
-#pragma unroll
-    for (int w = 0; w < NW; w++) {
-        const float v = warp_sum(x[w] * x[w]);
-        if (lane == w)
-            t = v;
-    }
-    const float ss = warp_sum(t);
-    const float r = 1.0f / sqrtf(ss / (float)QPW_D + eps);
-#pragma unroll
-    for (int w = 0; w < NW; w++)
-        x[w] = bf16r(bf16ld(normw[32 * w + lane]) * (x[w] * r));
-    warp_rope_tail(x, rd, rope + (size_t)(pos0 + s) * rd);
-#pragma unroll
-    for (int b = 0; b < NW / 2; b++)
-        if (64 * b + 64 <= QPW_D - rd) { // warp_fp8_qdq64 on registers 2b, 2b + 1
-            const float v0 = x[2 * b], v1 = x[2 * b + 1];
-            float amax = warp_max(fmaxf(fabsf(v0), fabsf(v1)));
-            if (amax < 1e-4f)
-                amax = 1e-4f;
-            float rs, sc = pow2_scale_rcp(amax, 1.0f / 448.0f, &rs);
-            const float q0 = fminf(fmaxf(v0 * rs, -448.f), 448.f), q1 = fminf(fmaxf(v1 * rs, -448.f), 448.f);
-            x[2 * b] = bf16r(e4m3_round(q0) * sc);
-            x[2 * b + 1] = bf16r(e4m3_round(q1) * sc);
-        }
-#pragma unroll
-    for (int w = 0; w < NW; w++)
-        k[32 * w + lane] = x[w];
-}
 // k_q_prep_w's query heads with the values transposed (ROWS): lanes 16 h .. 16 h + 15 of a warp take head
 // 2 w + h of the block's warp w, lane 16 h + g the head's values 32 g .. 32 g + 31 (64 or 128 contiguous
 // bytes: 16-byte loads and stores). The warp-a-head form holds value 32 g + l in lane l of register g,
@@ -2473,12 +2428,12 @@ __device__ __forceinline__ void kv_prep_warp(float *kv, int rd, const uint16_t *
 // the same bits, with half the instructions a head and no shuffle but the four (Nsight Compute had the
 // warp-a-head form's issue slots 74% busy on its 85 shuffles a head; twenty-fourth session).
 __device__ __forceinline__ void q_prep_rows(float *Q, int S, int H, int rd, float eps, const float *rope,
-                                            long long pos0, uint16_t *q16, int in16, int kvb)
+                                            long long pos0, uint16_t *q16, int in16)
 {
     const int lane = threadIdx.x & 31, g = lane & 15;
-    const long long b = ((long long)blockIdx.x - kvb) * QPR_HPB + (threadIdx.x >> 5) * 2 + (lane >> 4);
+    const long long b = ((long long)blockIdx.x - S) * QPR_HPB + (threadIdx.x >> 5) * 2 + (lane >> 4);
     const long long nh = (long long)S * H;
-    if (((long long)blockIdx.x - kvb) * QPR_HPB + (threadIdx.x >> 5) * 2 >= nh) // both heads past the end: the whole warp
+    if (((long long)blockIdx.x - S) * QPR_HPB + (threadIdx.x >> 5) * 2 >= nh) // both heads past the end: the whole warp
         return;
     const bool live = b < nh; // the other half runs on zeros (its shuffles stay in its half)
     const int s = live ? (int)divmod_idx(b, H, nullptr) : 0;
@@ -2577,28 +2532,21 @@ __device__ __forceinline__ void q_prep_rows(float *Q, int S, int H, int rd, floa
 template <bool ROWS>
 __global__ void __launch_bounds__(512, ROWS ? 2 : 1)
     k_q_prep_w(float *Q, int S, int H, int rd, float eps, const float *rope, const long long *ppos,
-               float *kv, const uint16_t *kv_norm, uint16_t *q16, int in16, int kvw)
+               float *kv, const uint16_t *kv_norm, uint16_t *q16, int in16)
 {
     pdl_begin();
     long long pos0 = *ppos;
     __shared__ float buf[QPW_D], sh[32];
-    const int kvb = kvw ? (S + 15) / 16 : S; // the kv rows' blocks come first: a warp a row (kvw) or a block a row
-    if ((int)blockIdx.x < kvb) {
-        if (!kvw) {
-            kv_prep_block(kv, QPW_D, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh);
-        } else {
-            const int s = (int)blockIdx.x * 16 + (int)(threadIdx.x >> 5);
-            if (s < S)
-                kv_prep_warp(kv, rd, kv_norm, eps, rope, pos0, s);
-        }
+    if ((int)blockIdx.x < S) {
+        kv_prep_block(kv, QPW_D, rd, kv_norm, eps, rope, pos0, (int)blockIdx.x, buf, sh);
         return;
     }
     if (ROWS) {
-        q_prep_rows(Q, S, H, rd, eps, rope, pos0, q16, in16, kvb);
+        q_prep_rows(Q, S, H, rd, eps, rope, pos0, q16, in16);
         return;
     }
     const int lane = threadIdx.x & 31;
-    const long long b = ((long long)blockIdx.x - kvb) * QPW_HPB + (threadIdx.x >> 5); // query head of the chunk
+    const long long b = ((long long)blockIdx.x - S) * QPW_HPB + (threadIdx.x >> 5); // query head of the chunk
     if (b >= (long long)S * H) // a whole warp; no block barrier below
         return;
     const int s = (int)divmod_idx(b, H, nullptr);
@@ -9148,10 +9096,6 @@ static env_switch combine16_switch{"CTX_CUDA_COMBINE16"};
 // k_q_prep_w's query heads a lane a 32-value group (q_prep_rows; CTX_CUDA_QPREP_ROWS=0: a warp a head as
 // before the twenty-fourth session; the same bits)
 static env_switch qprep_rows_switch{"CTX_CUDA_QPREP_ROWS"};
-// k_q_prep_w's window kv a warp a token (kv_prep_warp; CTX_CUDA_KV_W=0: a block a token, kv_prep_block; the
-// same bits)
-static env_switch kv_w_switch{"CTX_CUDA_KV_W"};
-extern "C" void cuda_engine_kv_w_mode(int on) { kv_w_switch.set(on); }
 static env_switch attn_o16_switch{"CTX_CUDA_ATTN_O16"};
 extern "C" void cuda_engine_attn_hsw_mode(int on)
 {
@@ -9729,13 +9673,12 @@ static int attention(struct cuda_engine *g, int l, int S, struct ctx_err *e)
     if (L->ratio == 4 && !side && (rc = lin_fp8(g, &L->i_wq_b, g->cq, S, g->qI, e)))
         return rc;
     prof_mark(g, CUDA_PROF_ATTN_PROJ);
-    const int kvw = kv_w_switch.on(), kvb = kvw ? (S + 15) / 16 : S; // k_q_prep_w's kv blocks (kv_prep_warp)
     if (qpw && qprep_rows_switch.on()) {
-        launch_pdl(k_q_prep_w<true>, (unsigned)(kvb + (S * H + QPR_HPB - 1) / QPR_HPB), 512, 0, g->st, g->Q,
-                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in, kvw);
+        launch_pdl(k_q_prep_w<true>, (unsigned)(S + (S * H + QPR_HPB - 1) / QPR_HPB), 512, 0, g->st, g->Q,
+                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in);
     } else if (qpw) {
-        launch_pdl(k_q_prep_w<false>, (unsigned)(kvb + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
-                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in, kvw);
+        launch_pdl(k_q_prep_w<false>, (unsigned)(S + (S * H + QPW_HPB - 1) / QPW_HPB), 512, 0, g->st, g->Q,
+                   S, H, rd, eps, rope, g->dpos, g->kv, L->kv_norm, q16, q16in);
     } else
         launch_pdl((g->attn_fuse & ATTN_LAT) ? k_q_prep<true> : k_q_prep<false>, S + S * H, 512, sizeof(float) * d, g->st,
                    g->Q, S, H, d, rd, eps, rope, g->dpos, g->kv,

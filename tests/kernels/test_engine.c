@@ -24,9 +24,8 @@
  * - the MoE switches of the decode step (part "moe", test_moe): every mode bit-identical to the serial one;
  *   and the prefill's grouped GEMM over 128-pair CTAs (V9, a chunk of 800 on mid) against V7's 64-pair
  *   ones (chunks of 50): bit-identical logits and state.
- * - prefill's window kv prep a warp a token (kv_prep_warp) against a block a token, and SwiGLU's quantisation 8
- *   values a lane (k_swiglu_quant16) against 4 (part "prep", test_idx_switch on mid): bit-identical logits and
- *   state.
+ * - SwiGLU's quantisation 8 values a lane (k_swiglu_quant16) against 4 (part "prep", test_idx_switch on mid):
+ *   bit-identical logits and state.
  * - the decode attention's launch changes (part "afuse", test_attn_fuse): every mode bit-identical to bits 0;
  *   the decode attention on tensor cores (part "dtc"): its modes bit-identical to the default.
  * - the compressors' prefill products on cuBLASLt (part "mid", test_cmp_lt): the path runs, chunked prefill
@@ -1173,16 +1172,9 @@ static void pre4q_set(struct cuda_engine *g, int v)
 }
 static void pre4q_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "k_hc_pre4q" : "k_hc_pre<4, 1>"); }
 
-/* Prefill's window kv prep a warp a token inside k_q_prep_w (kv_prep_warp, cuda_engine_kv_w_mode) against a block a
- * token (kv_prep_block), and SwiGLU's quantisation 8 values a lane (k_swiglu_quant16, cuda_engine_swiglu16_mode;
- * prefill and decode) against 4: the same operations on the same values, so the same bits. The runs of the idx
- * part. Part "prep". */
-static void kvw_set(struct cuda_engine *g, int v)
-{
-    (void)g;
-    cuda_engine_kv_w_mode(v);
-}
-static void kvw_label(int v, char *out, size_t cap) { snprintf(out, cap, "%s", v ? "kv a warp a token" : "kv a block a token"); }
+/* SwiGLU's quantisation 8 values a lane (k_swiglu_quant16, cuda_engine_swiglu16_mode; prefill and decode) against
+ * 4 (k_swiglu_quant): the same operations on the same values, so the same bits. The runs of the idx part. Part
+ * "prep". */
 static void sw16_set(struct cuda_engine *g, int v)
 {
     (void)g;
@@ -2232,9 +2224,6 @@ int main(void)
         cuda_engine_pre4q_mode(-1);
     }
     if (strstr(parts, "prep")) {
-        static const struct switch_ops kvw_ops = {"kv warp", 2, kvw_set, kvw_label, NULL};
-        test_idx_switch(&kvw_ops, "mid");
-        cuda_engine_kv_w_mode(-1);
         static const struct switch_ops sw16_ops = {"swiglu16", 2, sw16_set, sw16_label, NULL};
         test_idx_switch(&sw16_ops, "mid");
         cuda_engine_swiglu16_mode(-1);
