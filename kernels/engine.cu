@@ -6774,6 +6774,23 @@ __global__ void __launch_bounds__(512) k_route(const float *logit, int S, int E,
     }
 }
 
+// The 1x128 e4m3 quantisation's pieces (gemm.cu's act_quant_kernel arithmetic), shared by the kernels below: the
+// block's power-of-two scale from its amax (returned; *inv = 1 / scale, exact), and two values as e4m3 bytes
+// (saturating) after the scaling.
+__device__ __forceinline__ float e4m3_block_scale(float amax, float *inv)
+{
+    amax = fmaxf(amax, 1e-4f);
+    const uint32_t u = __float_as_uint(amax * (1.0f / 448.0f));
+    const uint32_t code = ((u >> 23) & 255u) + ((u & 0x7fffffu) != 0);
+    *inv = __uint_as_float((254u - code) << 23);
+    return __uint_as_float(code << 23);
+}
+__device__ __forceinline__ uint32_t e4m3_pair(float a, float b, float inv)
+{
+    const float2 f = make_float2(fminf(fmaxf(a * inv, -448.f), 448.f), fminf(fmaxf(b * inv, -448.f), 448.f));
+    return (uint32_t)__nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
+}
+
 // Per-token 1x128 e4m3 quantisation of float rows (bf16 values) straight from x: row r of the m
 // output rows reads row r % mx of x (mx < m: the rows again, for the routed w1|w3 product). The
 // arithmetic of gemm.cu's act_quant_kernel on bf16(x), so the same bytes and scales as k_f2bf then
@@ -6793,18 +6810,9 @@ __device__ __forceinline__ void act_quant_f32_warp(const float *x, int mx, int m
     float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
     for (int o = 16; o > 0; o >>= 1)
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    amax = fmaxf(amax, 1e-4f);
-    const uint32_t u = __float_as_uint(amax * (1.0f / 448.0f));
-    const uint32_t code = ((u >> 23) & 255u) + ((u & 0x7fffffu) != 0);
-    const float sc = __uint_as_float(code << 23);
-    const float inv = __uint_as_float((254u - code) << 23);
-    uint32_t packed = 0;
-    for (int i = 0; i < 4; i += 2) {
-        float2 f = make_float2(fminf(fmaxf(v[i] * inv, -448.f), 448.f), fminf(fmaxf(v[i + 1] * inv, -448.f), 448.f));
-        __nv_fp8x2_storage_t pk = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
-        packed |= (uint32_t)pk << (8 * i);
-    }
-    *reinterpret_cast<uint32_t *>(q + off) = packed;
+    float inv;
+    const float sc = e4m3_block_scale(amax, &inv);
+    *reinterpret_cast<uint32_t *>(q + off) = e4m3_pair(v[0], v[1], inv) | e4m3_pair(v[2], v[3], inv) << 16;
     if (lane == 0)
         sa[(size_t)row * kb_n + kb] = sc;
 }
@@ -6821,6 +6829,19 @@ __global__ void __launch_bounds__(256) k_act_quant_f32(const float *x, int mx, i
 // written. Element (r, i) of the gate is g[r * ld + i], of the up projection u[r * ld + i] (routed:
 // separate [rows][I] arrays; shared: the halves of one concatenated row); out q [rows][I], sa
 // [rows][I/128]. One warp per (row, 128 block), 4 consecutive values per lane.
+// One element of the SwiGLU above, bf16-rounded: gate and up as bf16 bits, wr the row's weight (NULL: none).
+__device__ __forceinline__ float swiglu_elem(uint16_t gb, uint16_t ub, float lim, const float *wr)
+{
+    float gv = bf16ld(gb), uv = bf16ld(ub);
+    if (lim > 0) {
+        uv = uv < -lim ? -lim : uv > lim ? lim : uv;
+        gv = gv > lim ? lim : gv;
+    }
+    float x = gv / (1.0f + expf(-gv)) * uv;
+    if (wr)
+        x = *wr * x;
+    return bf16ld(bf16bits(x));
+}
 __global__ void __launch_bounds__(256) k_swiglu_quant(const uint16_t *g, const uint16_t *u, int ld, int rows, int I,
                                                       const float *weights, float lim, uint8_t *q, float *sa)
 {
@@ -6834,38 +6855,19 @@ __global__ void __launch_bounds__(256) k_swiglu_quant(const uint16_t *g, const u
     const int r = (int)divmod_idx(wi, kb_n, &kb);
     const size_t off = (size_t)r * ld + (size_t)kb * 128 + lane * 4;
     const uint2 gr = *reinterpret_cast<const uint2 *>(g + off), ur = *reinterpret_cast<const uint2 *>(u + off);
-    const uint16_t gb[4] = {(uint16_t)(gr.x & 0xffffu), (uint16_t)(gr.x >> 16), (uint16_t)(gr.y & 0xffffu),
-                            (uint16_t)(gr.y >> 16)};
-    const uint16_t ub[4] = {(uint16_t)(ur.x & 0xffffu), (uint16_t)(ur.x >> 16), (uint16_t)(ur.y & 0xffffu),
-                            (uint16_t)(ur.y >> 16)};
+    const uint32_t gw[2] = {gr.x, gr.y}, uw[2] = {ur.x, ur.y};
     float v[4];
 #pragma unroll
-    for (int j = 0; j < 4; j++) {
-        float gv = bf16ld(gb[j]), uv = bf16ld(ub[j]);
-        if (lim > 0) {
-            uv = uv < -lim ? -lim : uv > lim ? lim : uv;
-            gv = gv > lim ? lim : gv;
-        }
-        float x = gv / (1.0f + expf(-gv)) * uv;
-        if (weights)
-            x = weights[r] * x;
-        v[j] = bf16ld(bf16bits(x));
-    }
+    for (int j = 0; j < 4; j++)
+        v[j] = swiglu_elem((uint16_t)(gw[j >> 1] >> (16 * (j & 1))), (uint16_t)(uw[j >> 1] >> (16 * (j & 1))), lim,
+                           weights ? weights + r : nullptr);
     float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
     for (int o = 16; o > 0; o >>= 1)
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    amax = fmaxf(amax, 1e-4f);
-    const uint32_t uu = __float_as_uint(amax * (1.0f / 448.0f));
-    const uint32_t code = ((uu >> 23) & 255u) + ((uu & 0x7fffffu) != 0);
-    const float sc = __uint_as_float(code << 23);
-    const float inv = __uint_as_float((254u - code) << 23);
-    uint32_t packed = 0;
-    for (int i = 0; i < 4; i += 2) {
-        float2 f = make_float2(fminf(fmaxf(v[i] * inv, -448.f), 448.f), fminf(fmaxf(v[i + 1] * inv, -448.f), 448.f));
-        __nv_fp8x2_storage_t pk = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
-        packed |= (uint32_t)pk << (8 * i);
-    }
-    *reinterpret_cast<uint32_t *>(q + (size_t)r * I + (size_t)kb * 128 + lane * 4) = packed;
+    float inv;
+    const float sc = e4m3_block_scale(amax, &inv);
+    *reinterpret_cast<uint32_t *>(q + (size_t)r * I + (size_t)kb * 128 + lane * 4) =
+        e4m3_pair(v[0], v[1], inv) | e4m3_pair(v[2], v[3], inv) << 16;
     if (lane == 0)
         sa[(size_t)r * kb_n + kb] = sc;
 }
@@ -6890,40 +6892,22 @@ __global__ void __launch_bounds__(256) k_swiglu_quant16(const uint16_t *g, const
         ur = *reinterpret_cast<const uint4 *>(u + off);
     }
     const uint32_t gw[4] = {gr.x, gr.y, gr.z, gr.w}, uw[4] = {ur.x, ur.y, ur.z, ur.w};
-    float v[8];
+    float v[8], amax = 0.f;
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-        float gv = bf16ld((uint16_t)(gw[j >> 1] >> (16 * (j & 1)))), uv = bf16ld((uint16_t)(uw[j >> 1] >> (16 * (j & 1))));
-        if (lim > 0) {
-            uv = uv < -lim ? -lim : uv > lim ? lim : uv;
-            gv = gv > lim ? lim : gv;
-        }
-        float x = gv / (1.0f + expf(-gv)) * uv;
-        if (weights && live)
-            x = weights[r] * x;
-        v[j] = bf16ld(bf16bits(x));
-    }
-    float amax = 0.f;
-#pragma unroll
-    for (int j = 0; j < 8; j++)
+        v[j] = swiglu_elem((uint16_t)(gw[j >> 1] >> (16 * (j & 1))), (uint16_t)(uw[j >> 1] >> (16 * (j & 1))), lim,
+                           weights ? weights + r : nullptr);
         amax = fmaxf(amax, fabsf(v[j]));
+    }
     for (int o = 8; o > 0; o >>= 1)
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    amax = fmaxf(amax, 1e-4f);
-    const uint32_t uu = __float_as_uint(amax * (1.0f / 448.0f));
-    const uint32_t code = ((uu >> 23) & 255u) + ((uu & 0x7fffffu) != 0);
-    const float sc = __uint_as_float(code << 23);
-    const float inv = __uint_as_float((254u - code) << 23);
-    uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-    for (int i = 0; i < 8; i += 2) {
-        float2 f = make_float2(fminf(fmaxf(v[i] * inv, -448.f), 448.f), fminf(fmaxf(v[i + 1] * inv, -448.f), 448.f));
-        __nv_fp8x2_storage_t pk = __nv_cvt_float2_to_fp8x2(f, __NV_SATFINITE, __NV_E4M3);
-        packed[i >> 2] |= (uint32_t)pk << (8 * (i & 3));
-    }
+    float inv;
+    const float sc = e4m3_block_scale(amax, &inv);
     if (!live)
         return;
-    *reinterpret_cast<uint2 *>(q + (size_t)r * I + (size_t)kb * 128 + hl * 8) = make_uint2(packed[0], packed[1]);
+    *reinterpret_cast<uint2 *>(q + (size_t)r * I + (size_t)kb * 128 + hl * 8) =
+        make_uint2(e4m3_pair(v[0], v[1], inv) | e4m3_pair(v[2], v[3], inv) << 16,
+                   e4m3_pair(v[4], v[5], inv) | e4m3_pair(v[6], v[7], inv) << 16);
     if (hl == 0)
         sa[(size_t)r * kb_n + kb] = sc;
 }

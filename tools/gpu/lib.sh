@@ -73,3 +73,29 @@ gpu_ncu_hc()
         grep -E "kernel time|k_hc_" "$OUT/chunk_4096.txt"
     fi
 }
+# gpu_spec_daemon DM: tests/daemon/test_spec_daemon against ctxd --backend cuda from the daemon carry in folder DM
+# (tools/gpu/mkcarry-daemon.sh; the bundled tokenizer extracted at the tree's root) into $OUT/spec_daemon.txt.
+gpu_spec_daemon()
+{
+    _b="$PWD/$1"
+    _t=$(date +%s)
+    env LD_LIBRARY_PATH="$_b/lib:${LD_LIBRARY_PATH:-}" CTX_SOURCE_ROOT="$PWD" CTX_BUILD_ROOT="$PWD" CMOCKA_MESSAGE_OUTPUT=TAP \
+        CTX_TEST_CTXD_FLAGS="--backend cuda" timeout 150 "$_b/t/test_spec_daemon" "$_b/ctxd" >"$OUT/spec_daemon.txt" 2>&1
+    echo "test_spec_daemon (--backend cuda): exit $? in $(($(date +%s) - _t)) s: $(grep -c '^ok' "$OUT/spec_daemon.txt") ok, $(grep -c '^not ok' "$OUT/spec_daemon.txt") not ok"
+    grep -E "^not ok|^# .*(error|Failure)" "$OUT/spec_daemon.txt" | cut -c1-200 | head -8
+}
+# gpu_shard I TAG [ARGS...]: shard I (0: layers 0-21, 1: 22-42) of V4-Flash's two-GPU split alone on this GPU,
+# bench-gpu-engine --full through the 500K prefill, the 8K suffix and decode at 500K (ARGS: more options, e.g.
+# --chunk N) into $OUT/TAG.txt (tools/gpu/pipe_model.py reads two of them); prints its rows.
+gpu_shard()
+{
+    _i=$1 _g=$2
+    shift 2
+    if [ "$_i" = 0 ]; then _l="--layers 22"; else _l="--first-layer 22 --layers 21"; fi
+    _t=$(date +%s)
+    timeout ${FULL_TIMEOUT:-150} "$C/bench-gpu-engine" --full $_l --ctx 500000 --steps 4 --suffix 8192 "$@" \
+        >"$OUT/$_g.txt" 2>&1
+    echo "shard $_i ($_l $*): exit $? in $(($(date +%s) - _t)) s"
+    grep -E "^V4-Flash|^\| (500000) \| 1 \||^\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+\.[0-9]% \||^\| (0|245760|483616|491808) \|" \
+        "$OUT/$_g.txt" | cut -c1-400
+}

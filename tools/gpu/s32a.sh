@@ -12,21 +12,8 @@
 gpu_setup "$1"
 for ch in ${CHUNKS:-8192 16384}; do
     for sh in ${SHARDS:-0 1}; do
-        if [ $sh = 0 ]; then set -- --layers 22; else set -- --first-layer 22 --layers 21; fi
-        _t=$(date +%s)
-        timeout ${FULL_TIMEOUT:-150} "$C/bench-gpu-engine" --full "$@" --ctx 500000 --steps 4 --suffix 8192 \
-            --chunk $ch >"$OUT/shard$sh-c$ch.txt" 2>&1
-        echo "shard $sh ($*), chunks of $ch: exit $? in $(($(date +%s) - _t)) s"
-        grep -E "^V4-Flash|^\| (500000) \| 1 \||^\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+\.[0-9]% \||^\| (0|245760|491808|483616) \|" \
-            "$OUT/shard$sh-c$ch.txt" | cut -c1-400
+        gpu_shard $sh shard$sh-c$ch --chunk $ch
     done
 done
-if [ -n "${DM:-}" ] && [ -d "$DM" ]; then
-    B="$PWD/$DM"
-    _t=$(date +%s)
-    env LD_LIBRARY_PATH="$B/lib:${LD_LIBRARY_PATH:-}" CTX_SOURCE_ROOT="$PWD" CTX_BUILD_ROOT="$PWD" CMOCKA_MESSAGE_OUTPUT=TAP \
-        CTX_TEST_CTXD_FLAGS="--backend cuda" timeout 150 "$B/t/test_spec_daemon" "$B/ctxd" >"$OUT/test_spec_daemon.txt" 2>&1
-    echo "test_spec_daemon (--backend cuda): exit $? in $(($(date +%s) - _t)) s: $(grep -c '^ok' "$OUT/test_spec_daemon.txt") ok, $(grep -c '^not ok' "$OUT/test_spec_daemon.txt") not ok"
-    grep -E "^not ok|^ok|^#" "$OUT/test_spec_daemon.txt" | cut -c1-200 | head -20
-fi
+[ -n "${DM:-}" ] && [ -d "$DM" ] && gpu_spec_daemon "$DM"
 true

@@ -22,13 +22,6 @@ for r in $(seq 1 ${ROUNDS:-2}); do
     done
 done
 [ -n "${NO_NCU:-}" ] || gpu_ncu_chunk 4096
-if [ -n "${DM:-}" ] && [ -d "$DM" ]; then
-    B="$PWD/$DM"
-    _t=$(date +%s)
-    env LD_LIBRARY_PATH="$B/lib:${LD_LIBRARY_PATH:-}" CTX_SOURCE_ROOT="$PWD" CTX_BUILD_ROOT="$PWD" CMOCKA_MESSAGE_OUTPUT=TAP \
-        CTX_TEST_CTXD_FLAGS="--backend cuda" timeout 150 "$B/t/test_spec_daemon" "$B/ctxd" >"$OUT/test_spec_daemon.txt" 2>&1
-    echo "test_spec_daemon (--backend cuda): exit $? in $(($(date +%s) - _t)) s: $(grep -c '^ok' "$OUT/test_spec_daemon.txt") ok, $(grep -c '^not ok' "$OUT/test_spec_daemon.txt") not ok"
-    grep -E "^not ok|^# .*(error|Failure)" "$OUT/test_spec_daemon.txt" | cut -c1-200 | head -8
-fi
+[ -n "${DM:-}" ] && [ -d "$DM" ] && gpu_spec_daemon "$DM"
 [ -f "$OUT/test_engine.txt" ] && xz -6 "$OUT/test_engine.txt"
 true

@@ -19,13 +19,7 @@ for r in $(seq 1 ${ROUNDS:-1}); do
     done
 done
 for sh in ${SHARDS:-0 1}; do
-    if [ $sh = 0 ]; then set -- --layers 22; else set -- --first-layer 22 --layers 21; fi
-    _t=$(date +%s)
-    timeout ${FULL_TIMEOUT:-150} "$C/bench-gpu-engine" --full "$@" --ctx 500000 --steps 4 --suffix 8192 \
-        >"$OUT/shard$sh.txt" 2>&1
-    echo "shard $sh ($*): exit $? in $(($(date +%s) - _t)) s"
-    grep -E "^\| (500000) \| 1 \||^\| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+\.[0-9]% \||^\| (0|245760|483616) \|" \
-        "$OUT/shard$sh.txt" | cut -c1-400
+    gpu_shard $sh shard$sh
 done
 [ -f "$OUT/test_engine.txt" ] && xz -6 "$OUT/test_engine.txt"
 true
