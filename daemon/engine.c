@@ -197,10 +197,12 @@ static bool spec_wanted(const struct ctxd_engine *g)
 }
 
 #if HAVE_CUDA
-/* cuda_accel_new with co->max_chunk, and where the GPUs have no room for that chunk's scratch (the indexer's
- * scores: 4 bytes a query and CSA entry, ~4.4 GB a GPU more for 16384 than for 8192 on V4-Flash at 540K), with
- * half of it and so on down to chunk_fallback (ctxd's default chunk only, not one the user asked for): half
- * the chunk prefills ~5% slower (bench/gpu/README.md), the model still loads. */
+/* cuda_accel_new with co->max_chunk, and where the GPUs have no room for that chunk's scratch (it grows with the
+ * chunk: a 22-layer V4-Flash shard at a 508K context holds 14.7 GB of state and scratch with chunks of 8192, 25.3
+ * with 16384; the indexer's scores, 4 bytes a query and CSA entry, are the most of it), with half of it and so
+ * on down to chunk_fallback (ctxd's default chunk only, not one the user asked for): half the chunk prefills
+ * ~4% slower (bench/gpu/README.md), the model still loads. Each refused try costs an upload of the weights:
+ * the engine allocates its state and scratch after them. */
 static int accel_new_halving(struct ctxd_engine *g, struct cuda_accel_opts *co, struct ctx_err *le)
 {
     int rc = cuda_accel_new(g->w, co, &g->accel, le);

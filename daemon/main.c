@@ -326,9 +326,10 @@ int main(int argc, char **argv)
     /* a GPU wants long prefill slices (the routed experts' grouped GEMM reads every expert's weights
      * once a slice: about the same time for 256 tokens as for 2048; a 500K prefill in slices of 4096
      * is ~7% faster than in slices of 2048, in chunks of 8192 ~6% faster than in 4096 over two H200s,
-     * 33.2 against 35.3 s, and in chunks of 16384 ~5% faster than in 8192, bench/gpu/README.md); each
-     * doubling takes ~4-5 GB a GPU more scratch on V4-Flash at 540K, so where the GPUs refuse it the
-     * engine loads with 8192, then 4096, instead (chunk_fallback) */
+     * 33.2 against 35.3 s, and in chunks of 16384 ~4% faster than in 8192 on each shard of that split,
+     * ~4% in these slices over both, modelled: bench/gpu/README.md); 16384 takes ~10 GB a GPU more
+     * scratch than 8192 on V4-Flash at 540K, so where the GPUs refuse it the engine loads with 8192,
+     * then 4096, instead (chunk_fallback) */
     if (eo.cuda && !ro.chunk) {
         ro.chunk = 16384;
         eo.chunk_fallback = 4096;
