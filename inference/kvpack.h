@@ -29,5 +29,10 @@ int inf_kvpack_entry(const struct inf_config *c, const float *v, uint8_t *out);
 void inf_kvunpack_entry(const struct inf_config *c, const uint8_t *in, float *v);
 int inf_kvpack_ikey(const struct inf_config *c, const float *v, uint8_t *out);
 void inf_kvunpack_ikey(const struct inf_config *c, const uint8_t *in, float *v);
+/* The plain forms of the two packers (each value rounded to a code and multiplied back): the same
+ * results, ~10x slower; what the fast ones are checked against (tests/store/test_kv_state.c) and
+ * timed beside (bench/store). */
+int inf_kvpack_entry_ref(const struct inf_config *c, const float *v, uint8_t *out);
+int inf_kvpack_ikey_ref(const struct inf_config *c, const float *v, uint8_t *out);
 
 #endif

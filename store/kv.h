@@ -54,7 +54,8 @@ struct store_kv_stream {
      * bytes [off, off + n) into dst, so that a caller whose memory holds another encoding (the
      * engine's fp32 caches, stored as bf16) need not build the whole stream. Called only for the
      * bytes a checkpoint adds, in order, n <= 4 MiB; a nonzero return (a CTX_E* code, e filled)
-     * fails the put with nothing recorded. */
+     * fails the put with nothing recorded. store_kv_put runs the streams on several threads: fill
+     * is called for different streams at once (never twice at once for one stream). */
     int (*fill)(void *ud, uint64_t off, size_t n, void *dst, struct ctx_err *e);
     void *ud;
 };
@@ -71,6 +72,10 @@ void store_kv_prefix_hash(const char *model_key, const int32_t *tokens, size_t n
 int store_kv_put(struct store_kv *kv, int64_t lineage, uint64_t pos, const struct store_kv_hash *chain,
                  const void *boundary, size_t boundary_len, const struct store_kv_stream *streams,
                  int n_streams, struct ctx_err *e);
+
+/* How many threads store_kv_put runs the streams on: n >= 1 that many (1: the calling thread alone),
+ * 0 the default (the CPUs, at most 8). Process-wide; for benchmarks and tests. */
+void store_kv_put_threads(int n);
 
 struct store_kv_ckpt {
     int64_t id, lineage;

@@ -211,6 +211,99 @@ static void codec_round_trips_qdq_values(void **state)
     assert_int_equal(inf_kvpack_ikey(&c, v, pk), 32);
 }
 
+/* The packers' fast form (codes read off the bits) against their plain form (each value rounded by
+ * quant.c and multiplied back): the same answer and, where they pack, the same bytes, on the QDQ's
+ * values (every kind above), on values one bit away from them, on half-scale blocks, and on raw
+ * bits (NaN, infinities, fp32 subnormals, anything). */
+static void fast_packers_match_the_plain_ones(void **state)
+{
+    (void)state;
+    struct inf_config c;
+    struct ctx_err err = {0};
+    assert_int_equal(inf_config_builtin("flash", &c, &err), 0);
+    int hd = c.head_dim, rd = c.qk_rope_head_dim, di = c.index_head_dim;
+    size_t eb = inf_kvpack_entry_bytes(&c), ib = inf_kvpack_ikey_bytes(&c);
+    float v[1024];
+    uint8_t a[1024], b[1024];
+    unsigned x = 7;
+    int packed = 0, refused = 0;
+    for (int t = 0; t < 6000; t++) {
+        int kind = t % 10;
+        for (int i = 0; i < hd; i++) {
+            float m = ldexpf((float)(rnd(&x) % 1000) / 997.0f, (int)(rnd(&x) % 40) - 30);
+            v[i] = (rnd(&x) & 1) ? -m : m;
+            if (kind == 1)
+                v[i] = (i & 1) ? -0.f : 0.f;
+            if (kind == 2)
+                v[i] = (i % 64 == 5) ? 224.f * 0.25f : (float)(int)(rnd(&x) % 200) * 0.25f;
+            if (kind == 3)
+                v[i] = ldexpf((float)(rnd(&x) % 8), -30);
+        }
+        if (kind < 8) {
+            inf_cpu_fp8_qdq(v, hd - rd, 64);
+            for (int i = hd - rd; i < hd; i++)
+                v[i] = inf_bf16_round(v[i]);
+        }
+        uint32_t u;
+        if (kind == 6 || kind == 7) { /* one value a bit off */
+            int i = (int)(rnd(&x) % (unsigned)hd);
+            memcpy(&u, &v[i], 4);
+            u ^= 1u << (rnd(&x) % 32);
+            memcpy(&v[i], &u, 4);
+        }
+        if (kind >= 8) /* raw bits */
+            for (int i = 0; i < hd; i++) {
+                u = rnd(&x) * 2654435761u ^ rnd(&x);
+                memcpy(&v[i], &u, 4);
+            }
+        memset(a, 0xa5, sizeof a);
+        memset(b, 0x5a, sizeof b);
+        int ra = inf_kvpack_entry(&c, v, a), rb = inf_kvpack_entry_ref(&c, v, b);
+        if (ra != rb)
+            fail_msg("entry case %d (kind %d): fast %d, plain %d", t, kind, ra, rb);
+        if (ra == -1 && memcmp(a, b, eb))
+            fail_msg("entry case %d (kind %d): the bytes differ", t, kind);
+        packed += ra == -1;
+        refused += ra != -1;
+        for (int i = 0; i < di; i++) {
+            float m = ldexpf((float)(rnd(&x) % 1000) / 997.0f, (int)(rnd(&x) % 30) - 20);
+            v[i] = (rnd(&x) & 1) ? -m : m;
+            if (kind == 1)
+                v[i] = (i & 1) ? -0.f : 0.f;
+            if (kind == 2)
+                v[i] = (i % 32 == 3) ? 3.f : (float)(rnd(&x) % 4) * 0.5f;
+            if (kind == 3)
+                v[i] *= 0x1p-130f;
+        }
+        if (kind < 8)
+            inf_cpu_fp4_qdq(v, di, 32);
+        if (kind == 6 || kind == 7) {
+            int i = (int)(rnd(&x) % (unsigned)di);
+            memcpy(&u, &v[i], 4);
+            u ^= 1u << (rnd(&x) % 32);
+            memcpy(&v[i], &u, 4);
+        }
+        if (kind >= 8)
+            for (int i = 0; i < di; i++) {
+                u = rnd(&x) * 2654435761u ^ rnd(&x);
+                memcpy(&v[i], &u, 4);
+            }
+        memset(a, 0xa5, sizeof a);
+        memset(b, 0x5a, sizeof b);
+        ra = inf_kvpack_ikey(&c, v, a);
+        rb = inf_kvpack_ikey_ref(&c, v, b);
+        if (ra != rb)
+            fail_msg("indexer key case %d (kind %d): fast %d, plain %d", t, kind, ra, rb);
+        if (ra == -1 && memcmp(a, b, ib))
+            fail_msg("indexer key case %d (kind %d): the bytes differ", t, kind);
+        packed += ra == -1;
+        refused += ra != -1;
+    }
+    /* both outcomes were exercised, many times */
+    assert_true(packed > 6000);
+    assert_true(refused > 1500);
+}
+
 static void round_trip_is_exact_and_packed(void **state)
 {
     struct env *e = *state;
@@ -339,6 +432,61 @@ static void large_state_restores_exactly(void **state)
     inf_state_free(st);
 }
 
+/* store_kv_put's streams on one thread and on four: the same checkpoint, byte for byte (each stream
+ * read back through the store, its checksums checked), and a later put extending it on four threads
+ * after one on one thread. */
+static void threaded_put_writes_the_same_bytes(void **state)
+{
+    struct env *e = *state;
+    struct ctx_err err = {0};
+    int t[700];
+    tokens(inf_model_config(e->m), t, 700, 9);
+    struct inf_state *st = prefill(e, t, 300);
+    char dir2[96];
+    snprintf(dir2, sizeof dir2, "%s/two", e->dir);
+    struct store_kv *kv1 = e->kv, *kv2 = NULL;
+    assert_int_equal(store_kv_open(dir2, &kv2, &err), 0);
+    int64_t lin1 = 0, lin2 = 0;
+    store_kv_put_threads(1);
+    assert_int_equal(put(e, st, t, &lin1, &err), 0);
+    e->kv = kv2;
+    store_kv_put_threads(4);
+    assert_int_equal(put(e, st, t, &lin2, &err), 0);
+    /* 400 more tokens: the second put of each lineage writes only the new bytes */
+    struct inf_forward_opts fo = {0};
+    assert_int_equal(inf_model_forward(e->m, st, t + 300, 400, &fo, &err), 0);
+    e->kv = kv1;
+    assert_int_equal(put(e, st, t, &lin1, &err), 0);
+    e->kv = kv2;
+    store_kv_put_threads(1);
+    assert_int_equal(put(e, st, t, &lin2, &err), 0);
+    store_kv_put_threads(0);
+    e->kv = kv1;
+    struct store_kv_ckpt c1, c2;
+    int f1 = 0, f2 = 0;
+    assert_int_equal(store_kv_lookup_tokens(kv1, "m", (const int32_t *)t, 700, &c1, &f1, &err), 0);
+    assert_int_equal(store_kv_lookup_tokens(kv2, "m", (const int32_t *)t, 700, &c2, &f2, &err), 0);
+    assert_true(f1 && f2);
+    assert_int_equal(c1.n_streams, c2.n_streams);
+    int nonempty = 0;
+    for (int k = 0; k < c1.n_streams; k++) {
+        assert_int_equal(c1.stream_len[k], c2.stream_len[k]);
+        size_t n = (size_t)c1.stream_len[k];
+        uint8_t *b1 = malloc(n + 1), *b2 = malloc(n + 1);
+        assert_int_equal(store_kv_read_stream(kv1, &c1, k, b1, &err), 0);
+        assert_int_equal(store_kv_read_stream(kv2, &c2, k, b2, &err), 0);
+        assert_memory_equal(b1, b2, n);
+        nonempty += n > 0;
+        free(b1);
+        free(b2);
+    }
+    assert_true(nonempty >= 2);
+    store_kv_ckpt_clear(&c1);
+    store_kv_ckpt_clear(&c2);
+    store_kv_close(kv2);
+    inf_state_free(st);
+}
+
 static void inexact_values_are_refused(void **state)
 {
     struct env *e = *state;
@@ -370,8 +518,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(codec_round_trips_qdq_values),
+        cmocka_unit_test(fast_packers_match_the_plain_ones),
         cmocka_unit_test_setup_teardown(round_trip_is_exact_and_packed, setup, teardown),
         cmocka_unit_test_setup_teardown(large_state_restores_exactly, setup, teardown),
+        cmocka_unit_test_setup_teardown(threaded_put_writes_the_same_bytes, setup, teardown),
         cmocka_unit_test_setup_teardown(inexact_values_are_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
