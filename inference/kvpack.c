@@ -95,7 +95,7 @@ static inline uint8_t code_of(float q, int fp4)
         c = 0;
     else if (e >= -6 && e <= 8)
         c = (uint8_t)(((e + 7) << 3) | ((a >> 20) & 7));
-    else if (e >= -9)
+    else if (e >= -9 && e <= -7)
         c = (uint8_t)(((a >> (14 - e)) & ((1u << (9 + e)) - 1)) |
                       (1u << (9 + e))); /* m = 2^(9+e) (1 + frac) */
     else

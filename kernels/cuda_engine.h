@@ -219,6 +219,11 @@ int cuda_engine_state_upload_prefix(struct cuda_engine *g, const struct inf_stat
  * rewound behind st) its counts are set down to the engine's: the entries are append-only, so st's
  * first ones are still the engine's. A checkpoint during a long prefill then costs the new entries. */
 int cuda_engine_state_download_tail(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e);
+/* How download_tail moves copies of 4 MiB and more into the host arrays: through the engine's pinned
+ * ring of 32 MiB pieces, each copied out on up to 8 host threads while the next is in flight (1, the
+ * default; CTX_CUDA_D2H_STAGED=0 makes it 0), or by cudaMemcpy (0). The same bytes; < 0: back to the
+ * default. Process-wide; for tests and benchmarks. */
+void cuda_engine_d2h_staged(int on);
 /* Only the part of the state that is not append-only: the position and each of the engine's layers'
  * ring and carries into st's arrays (st's caches and counts are not touched; st need not hold this
  * sequence: a snapshot's arrays behind a state of the same config). What inf_state_snapshot needs of a

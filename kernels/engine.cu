@@ -16,6 +16,8 @@
 #include <cuda_runtime.h>
 #include <cooperative_groups.h>
 #include <atomic>
+#include <thread>
+#include <vector>
 
 #include <limits.h>
 #include <math.h>
@@ -7148,6 +7150,8 @@ struct cuda_engine {
     long long *dpos;
     int *tok;
     float *hlogits; // pinned host copy of the logits
+    void *d2h_stage[2];      // d2h_staged's pinned ring (allocated on first use), its pieces' events
+    cudaEvent_t d2h_ev[2];
     // scratch
     float *X, *u, *f, *post, *comb, *hcpart;
     int hc_nch;
@@ -8000,6 +8004,11 @@ extern "C" void cuda_engine_free(struct cuda_engine *g)
     cudaFree(g->warena);
     cudaFreeHost(g->hin);
     cudaFreeHost(g->hlogits);
+    for (int i = 0; i < 2; i++) {
+        cudaFreeHost(g->d2h_stage[i]);
+        if (g->d2h_ev[i])
+            cudaEventDestroy(g->d2h_ev[i]);
+    }
     cudaFreeHost(g->h_amax);
     cudaFree(g->undo_tab);
     cudaFree(g->undo_buf);
@@ -11015,6 +11024,96 @@ static int download_boundary(struct cuda_engine *g, int l, struct inf_layer_stat
     return 0;
 }
 
+// ---- large copies into the host copy (inf_state_sync's entries) ----
+//
+// A checkpoint's download moves a slice's new entries as floats into the host state's arrays (1.8 GB
+// for a 131K-token slice of V4-Flash), pageable memory that has mostly never been touched. cudaMemcpy
+// into it ran at 1.1 GB/s on the GPU machine (bench-gpu-restore slices, 2026-12-01): the driver copies
+// through a small pinned buffer of its own on one thread, and each fresh page faults on that thread.
+// d2h_staged brings the bytes over PCIe in 32 MiB pieces into a pinned ring of two (the engine's,
+// allocated on first use) and copies each piece out on up to 8 host threads (the page faults spread
+// over them) while the next piece is in flight. The same bytes either way; CTX_CUDA_D2H_STAGED=0 (read
+// once) keeps cudaMemcpy, and so does a ring that cannot be had (a warning-free fallback: only speed).
+#define D2H_PIECE ((size_t)32 << 20)
+static std::atomic<int> d2h_forced{-1}; // cuda_engine_d2h_staged
+
+extern "C" void cuda_engine_d2h_staged(int on) { d2h_forced.store(on < 0 ? -1 : on != 0); }
+
+static bool d2h_staged_on()
+{
+    static std::atomic<int> env{-1};
+    int f = d2h_forced.load();
+    if (f >= 0)
+        return f != 0;
+    if (env.load() < 0) {
+        const char *v = getenv("CTX_CUDA_D2H_STAGED");
+        env.store(!(v && !strcmp(v, "0")));
+    }
+    return env.load() != 0;
+}
+
+static void host_copy_par(void *dst, const void *src, size_t n)
+{
+    unsigned hc = std::thread::hardware_concurrency();
+    int nt = n < ((size_t)8 << 20) ? 1 : hc >= 8 ? 8 : hc >= 2 ? (int)hc : 1;
+    if (nt == 1) {
+        memcpy(dst, src, n);
+        return;
+    }
+    size_t per = (n / (size_t)nt + 4095) & ~(size_t)4095;
+    std::vector<std::thread> th;
+    try {
+        for (int t = 1; t < nt && (size_t)t * per < n; t++) {
+            size_t off = (size_t)t * per, len = n - off < per ? n - off : per;
+            th.emplace_back([=] { memcpy((char *)dst + off, (const char *)src + off, len); });
+        }
+    } catch (...) { // no thread: this one copies what the missing ones would have
+        for (size_t off = (th.size() + 1) * per; off < n; off += per)
+            memcpy((char *)dst + off, (const char *)src + off, n - off < per ? n - off : per);
+    }
+    memcpy(dst, src, n < per ? n : per);
+    for (auto &t : th)
+        t.join();
+}
+
+// n bytes from device src to pageable host dst, after the engine's queued work (stream g->st).
+static int d2h_staged(struct cuda_engine *g, void *dst, const void *src, size_t n, const char *what, struct ctx_err *e)
+{
+    if (n < ((size_t)4 << 20) || !d2h_staged_on()) // (a small copy: the driver's path is as good)
+        return cu(e, cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost), what);
+    for (int i = 0; i < 2; i++) {
+        if (!g->d2h_stage[i] && cudaHostAlloc(&g->d2h_stage[i], D2H_PIECE, cudaHostAllocDefault) != cudaSuccess)
+            g->d2h_stage[i] = NULL;
+        if (!g->d2h_ev[i] && cudaEventCreateWithFlags(&g->d2h_ev[i], cudaEventDisableTiming) != cudaSuccess)
+            g->d2h_ev[i] = NULL;
+        if (!g->d2h_stage[i] || !g->d2h_ev[i]) {
+            cudaGetLastError(); // (a refused pinned allocation is not the caller's error)
+            return cu(e, cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost), what);
+        }
+    }
+    const size_t np = (n + D2H_PIECE - 1) / D2H_PIECE;
+    auto issue = [&](size_t i) {
+        size_t off = i * D2H_PIECE, len = n - off < D2H_PIECE ? n - off : D2H_PIECE;
+        int rc = cu(e, cudaMemcpyAsync(g->d2h_stage[i % 2], (const char *)src + off, len, cudaMemcpyDeviceToHost, g->st),
+                    what);
+        return rc ? rc : cu(e, cudaEventRecord(g->d2h_ev[i % 2], g->st), what);
+    };
+    int rc = issue(0);
+    if (!rc && np > 1)
+        rc = issue(1);
+    for (size_t i = 0; i < np && !rc; i++) {
+        if ((rc = cu(e, cudaEventSynchronize(g->d2h_ev[i % 2]), what)))
+            break;
+        size_t off = i * D2H_PIECE, len = n - off < D2H_PIECE ? n - off : D2H_PIECE;
+        host_copy_par((char *)dst + off, g->d2h_stage[i % 2], len);
+        if (i + 2 < np)
+            rc = issue(i + 2);
+    }
+    if (rc) // nothing of ours stays queued on the ring
+        cudaStreamSynchronize(g->st);
+    return rc;
+}
+
 extern "C" int cuda_engine_state_download_tail(struct cuda_engine *g, struct inf_state *st, struct ctx_err *e)
 {
     const struct inf_config *c = &g->c;
@@ -11038,14 +11137,12 @@ extern "C" int cuda_engine_state_download_tail(struct cuda_engine *g, struct inf
         if ((rc = download_boundary(g, l, ls, e)))
             return rc;
         size_t d = (size_t)c->head_dim, di = (size_t)c->index_head_dim, k = (size_t)(n - have);
-        if (k && (rc = cu(e, cudaMemcpy(ls->cache + (size_t)have * d, L->cache + (size_t)have * d,
-                                        sizeof(float) * k * d, cudaMemcpyDeviceToHost),
-                          "state cache")))
+        if (k && (rc = d2h_staged(g, ls->cache + (size_t)have * d, L->cache + (size_t)have * d, sizeof(float) * k * d,
+                                  "state cache", e)))
             return rc;
         if (k && L->ratio == 4 &&
-            (rc = cu(e, cudaMemcpy(ls->icache + (size_t)have * di, L->icache + (size_t)have * di,
-                                   sizeof(float) * k * di, cudaMemcpyDeviceToHost),
-                     "state indexer keys")))
+            (rc = d2h_staged(g, ls->icache + (size_t)have * di, L->icache + (size_t)have * di,
+                             sizeof(float) * k * di, "state indexer keys", e)))
             return rc;
         ls->n_cache = n;
     }

@@ -33,6 +33,9 @@
  *       Teacher-forced logits of the CUDA engine for side_by_side.py: FILE holds int32 nseq, then
  *       per sequence P, T, tokens[P+T]; the output is float32 rows (prefill's last position, then
  *       one per decode step) of every sequence; timings are one JSON line on stdout.
+ *   bench-gpu-restore slices [--tokens N] [--slice S] [--chunk C] [--model M] [--reserve] [--dir DIR]
+ *       ctxd's prefill slices with their host work (cmd_slices says what is timed): per slice the forward,
+ *       the new entries downloaded into the host copy, the KV-cache checkpoint.
  *   bench-gpu-restore write-ckpt --config NAME --seed S --out DIR
  *       Synthetic weights (inf_weights_synthetic) written in the official format: config.json
  *       (the Hugging Face root names of the released configs) + model.safetensors. Runs without a GPU.
@@ -66,6 +69,7 @@
 #include "gemm.h"
 #include "kv.h"
 #include "kv_state.h"
+#include "kvpack.h"
 #include "pool.h"
 #include "safetensors.h"
 #include "state.h"
@@ -1425,6 +1429,153 @@ static int cmd_write_ckpt(int argc, char **argv)
     return 0;
 }
 
+/* ---- slices: ctxd's prefill slices with their checkpoints ------------------------------------ */
+
+/* What a prefill slice of ctxd --backend cuda costs beside its GPU work (daemon/repos.c's prefill_run
+ * and checkpoint()): the slice's forward, then inf_state_sync (the CUDA accelerator's
+ * cuda_engine_state_download_tail: the new entries as floats into the host copy, pageable and grown
+ * by inf_state_reserve), then the checkpoint (inf_state_boundary + store_kv_put: the new entries
+ * packed and written), each timed on the host. The model's weights are small (flash43s: Flash's state,
+ * hidden 256), so the forward's time is not Flash's; the download and the checkpoint move Flash's
+ * bytes. --reserve gives the host copy room for every token first (no growth during the prefill). */
+/* The host copy's entries as floats (*fp32) and as the KV cache packs them (*packed), in bytes. */
+static void host_entry_bytes(const struct inf_state *st, double *fp32, double *packed)
+{
+    const struct inf_config *c = &st->cfg;
+    *fp32 = *packed = 0;
+    for (int l = 0; l < st->n_layers; l++) {
+        const struct inf_layer_state *ls = &st->layers[l];
+        double n = (double)ls->n_cache, ik = ls->ratio == 4;
+        *fp32 += n * 4 * (c->head_dim + ik * c->index_head_dim);
+        *packed += n * ((double)inf_kvpack_entry_bytes(c) + ik * (double)inf_kvpack_ikey_bytes(c));
+    }
+}
+
+static int cmd_slices(int argc, char **argv)
+{
+    long long tokens = 500000;
+    int slice = 131072, chunk = 16384, reserve = 0;
+    const char *dir = "/tmp/bench-gpu-restore-sl", *model = "flash43s";
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--tokens") && i + 1 < argc)
+            tokens = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--slice") && i + 1 < argc)
+            slice = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--chunk") && i + 1 < argc)
+            chunk = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
+            dir = argv[++i];
+        else if (!strcmp(argv[i], "--model") && i + 1 < argc)
+            model = argv[++i];
+        else if (!strcmp(argv[i], "--reserve"))
+            reserve = 1;
+        else {
+            fprintf(stderr, "usage: bench-gpu-restore slices [--tokens N] [--slice S] [--chunk C] [--dir DIR] "
+                            "[--model DIR|NAME|flash43s] [--reserve]\n");
+            return 2;
+        }
+    }
+    if (tokens < 128 || tokens > 1 << 20 || slice < 128 || chunk < 1 || chunk > slice) {
+        fprintf(stderr, "bench-gpu-restore: --tokens 128..2^20, --slice >= 128, --chunk 1..slice\n");
+        return 2;
+    }
+    struct ctx_err e = {0};
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    struct inf_state *st = NULL;
+    struct store_kv *kv = NULL;
+    int rc = 1;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        return 1;
+    if (open_model(model, &w, &e))
+        return fail(model, &e);
+    const struct inf_config *c = inf_weights_config(w);
+    int *tok = malloc(sizeof(int) * (size_t)tokens);
+    int32_t *tok32 = malloc(sizeof(int32_t) * (size_t)tokens);
+    tokens_of(tok, (int)tokens, c->vocab_size, 5);
+    for (long long i = 0; i < tokens; i++)
+        tok32[i] = tok[i];
+    struct cuda_engine_opts o = {.max_chunk = chunk, .max_ctx = tokens + 8};
+    int ns = 0;
+    int64_t lineage = 0;
+    double sum[3] = {0, 0, 0}, gbd = 0, gbp = 0;
+    if (cuda_engine_new(w, &o, &g, &e) || inf_state_new(c, &st, &e) || store_kv_open(dir, &kv, &e)) {
+        fail("engine", &e);
+        goto out;
+    }
+    ns = store_kv_state_n_streams(st);
+    if (store_kv_lineage_new(kv, MODEL_KEY, ns, &lineage, &e)) {
+        fail("store", &e);
+        goto out;
+    }
+    for (int l = 0; reserve && l < st->n_layers; l++)
+        if (st->layers[l].ratio && inf_state_reserve(st, l, tokens / st->layers[l].ratio, &e)) {
+            fail("reserve", &e);
+            goto out;
+        }
+    printf("ctxd's prefill slices with their checkpoints: %s, %lld tokens in slices of %d (chunks of %d), host copy %s; "
+           "seconds on the host\n\n| slice end | forward s | download s | GB down (fp32) | checkpoint s | GB packed |\n"
+           "|---|---|---|---|---|---|\n",
+           model, tokens, slice, chunk, reserve ? "reserved for every token first" : "grown as ctxd's is");
+    for (long long pos = 0; pos < tokens;) {
+        int n = tokens - pos < slice ? (int)(tokens - pos) : slice;
+        double f0, p0, f1, p1;
+        host_entry_bytes(st, &f0, &p0);
+        double t0 = bench_now();
+        if (cuda_engine_prefill(g, tok + pos, n, NULL, &e) || !cuda_ok(cudaDeviceSynchronize(), "prefill")) {
+            fail("prefill", &e);
+            goto out;
+        }
+        double t1 = bench_now();
+        if (cuda_engine_state_download_tail(g, st, &e)) {
+            fail("download", &e);
+            goto out;
+        }
+        double t2 = bench_now();
+        pos += n;
+        struct store_kv_stream *sv = calloc((size_t)ns, sizeof *sv);
+        struct store_kv_state_src *src = calloc((size_t)ns, sizeof *src);
+        uint8_t *b = NULL;
+        size_t blen = 0;
+        struct store_kv_hash h;
+        store_kv_state_streams(st, sv, src);
+        store_kv_prefix_hash(MODEL_KEY, tok32, (size_t)pos, &h);
+        int prc = inf_state_boundary(st, &b, &blen, &e);
+        if (!prc)
+            prc = store_kv_put(kv, lineage, (uint64_t)pos, &h, b, blen, sv, ns, &e);
+        double t3 = bench_now();
+        free(b);
+        free(sv);
+        free(src);
+        if (prc) {
+            fail("checkpoint", &e);
+            goto out;
+        }
+        host_entry_bytes(st, &f1, &p1);
+        double gd = (f1 - f0) / 1e9, gp = (p1 - p0) / 1e9;
+        printf("| %lld | %.3f | %.3f | %.3f | %.3f | %.3f |\n", pos, t1 - t0, t2 - t1, gd, t3 - t2, gp);
+        sum[0] += t1 - t0;
+        sum[1] += t2 - t1;
+        sum[2] += t3 - t2;
+        gbd += gd;
+        gbp += gp;
+    }
+    printf("| all | %.3f | %.3f | %.3f | %.3f | %.3f |\n", sum[0], sum[1], gbd, sum[2], gbp);
+    rc = 0;
+out:
+    store_kv_close(kv);
+    inf_state_free(st);
+    cuda_engine_free(g);
+    inf_weights_free(w);
+    free(tok);
+    free(tok32);
+    if (system(cmd) != 0)
+        rc = 1;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* rows survive a timeout of the device script */
@@ -1434,9 +1585,10 @@ int main(int argc, char **argv)
     int (*fn)(int, char **) = !strcmp(cmd, "bench")       ? cmd_bench
                               : !strcmp(cmd, "roundtrip") ? cmd_roundtrip
                               : !strcmp(cmd, "logits")    ? cmd_logits
+                              : !strcmp(cmd, "slices")    ? cmd_slices
                                                           : NULL;
     if (!fn) {
-        fprintf(stderr, "usage: bench-gpu-restore bench|roundtrip|logits|write-ckpt ... (see restore.c)\n");
+        fprintf(stderr, "usage: bench-gpu-restore bench|roundtrip|logits|slices|write-ckpt ... (see restore.c)\n");
         return 2;
     }
     if (cuda_device_count() < 1) {

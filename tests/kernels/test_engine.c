@@ -53,7 +53,7 @@
  *   bit-identical to two one-token steps (both rows, and the device argmax); greedy generation with
  *   the MTP's drafts, with every draft right, wrong, and mixed: the plain run's tokens and state byte
  *   for byte, and the same stop.
- * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,prep,afuse,dtc,spec"; "memcheck" is a short run
+ * Environment: CTX_ENGINE_PARTS (default "topk,fixture,tiny,mid,long,d2h,pdl,idx,c16,wg,moe,mhc,prep,afuse,dtc,spec"; "memcheck" is a short run
  * of every kernel for compute-sanitizer) picks the parts;
  * CTX_ENGINE_MID_PREFILL / CTX_ENGINE_MID_DECODE (default 1100 / 150) size the mid run (1100
  * positions: the CSA indexer of mid, top-256, then selects from up to 312 entries). */
@@ -974,6 +974,61 @@ static void test_long(void)
     cuda_engine_free(g);
     inf_state_free(st);
     inf_model_free(m);
+    inf_weights_free(w);
+}
+
+/* Two host states have the same bytes: position, counts, entries, indexer keys, rings. */
+static int host_states_equal(const struct inf_config *c, const struct inf_state *a, const struct inf_state *b)
+{
+    if (a->pos != b->pos || a->n_layers != b->n_layers)
+        return 0;
+    for (int l = 0; l < a->n_layers; l++) {
+        const struct inf_layer_state *x = &a->layers[l], *y = &b->layers[l];
+        size_t n = (size_t)x->n_cache;
+        if (x->n_cache != y->n_cache ||
+            (n && memcmp(x->cache, y->cache, sizeof(float) * n * (size_t)c->head_dim)) ||
+            (n && x->ratio == 4 && memcmp(x->icache, y->icache, sizeof(float) * n * (size_t)c->index_head_dim)) ||
+            memcmp(x->ring, y->ring, sizeof(float) * (size_t)c->sliding_window * (size_t)c->head_dim))
+            return 0;
+    }
+    return 1;
+}
+
+/* Part "d2h": cuda_engine_state_download_tail through the pinned ring (copies of >= 4 MiB: tiny's CSA
+ * entries at 200K, 102 MB a layer in 32 MiB pieces, and its indexer keys, 25.6 MB) gives the bytes of
+ * cudaMemcpy, whole and as a tail after a download at half the position. */
+static void test_d2h(void)
+{
+    struct ctx_err e = {0};
+    struct inf_config c;
+    struct inf_weights *w = NULL;
+    struct cuda_engine *g = NULL;
+    struct inf_state *st[4] = {NULL, NULL, NULL, NULL};
+    const long long P = 200003;
+    int ok = !inf_config_builtin("tiny", &c, &e) && !inf_weights_synthetic(&c, 5, &w, &e);
+    for (int i = 0; i < 4; i++)
+        ok = ok && !inf_state_new(&c, &st[i], &e);
+    struct cuda_engine_opts o = {.max_chunk = 64, .max_ctx = P + 8};
+    ok = ok && !cuda_engine_new(w, &o, &g, &e);
+    for (int staged = 0; ok && staged < 2; staged++) {
+        cuda_engine_d2h_staged(staged);
+        ok = !cuda_engine_state_fill_random(g, P, 21, &e) && !cuda_engine_state_download_tail(g, st[staged], &e) &&
+             !cuda_engine_state_fill_random(g, P / 2, 22, &e) &&
+             !cuda_engine_state_download_tail(g, st[2 + staged], &e) &&
+             !cuda_engine_state_fill_random(g, P, 23, &e) && !cuda_engine_state_download_tail(g, st[2 + staged], &e);
+    }
+    cuda_engine_d2h_staged(-1);
+    long long csa = 0;
+    for (int l = 0; ok && l < c.num_hidden_layers; l++)
+        if (st[1]->layers[l].ratio == 4)
+            csa = st[1]->layers[l].n_cache;
+    tap(ok && csa == P / 4 && host_states_equal(&c, st[0], st[1]) && host_states_equal(&c, st[2], st[3]),
+        "d2h: download_tail through the pinned ring gives cudaMemcpy's bytes (whole at %lld: %lld CSA entries a "
+        "layer; and as a tail after a download at %lld)%s%s",
+        P, csa, P / 2, ok ? "" : ": ", ok ? "" : e.msg);
+    cuda_engine_free(g);
+    for (int i = 0; i < 4; i++)
+        inf_state_free(st[i]);
     inf_weights_free(w);
 }
 
@@ -2175,7 +2230,7 @@ int main(void)
     }
     const char *root = getenv("CTX_SOURCE_ROOT"), *parts = getenv("CTX_ENGINE_PARTS");
     if (!parts)
-        parts = "topk,fixture,tiny,mid,long,pdl,idx,c16,wg,moe,mhc,prep,afuse,dtc,spec";
+        parts = "topk,fixture,tiny,mid,long,d2h,pdl,idx,c16,wg,moe,mhc,prep,afuse,dtc,spec";
     if (strstr(parts, "memcheck"))
         test_memcheck();
     if (strstr(parts, "topk"))
@@ -2192,6 +2247,8 @@ int main(void)
     }
     if (strstr(parts, "long"))
         test_long();
+    if (strstr(parts, "d2h"))
+        test_d2h();
     if (strstr(parts, "pdl"))
         test_pdl();
     if (strstr(parts, "idx")) {
